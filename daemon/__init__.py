@@ -1,0 +1,1 @@
+"""The daemon: configuration (QEMU options), machine wiring, CLI, signals, FUSE main loop."""

@@ -1,0 +1,190 @@
+"""The kobject tree: directories, attributes and links, as sysfs holds them.
+
+The driver side (scsi/kernel, scsi/block, virtio driver half) registers its objects here the way
+the kernel calls device_add() and sysfs_create_group(); fs/_operations renders the tree through
+FUSE. Attribute text is produced by a ``show`` callable when read, never stored, so a read always
+reflects the model at that moment (drivers/base/core.c, fs/sysfs/).
+
+Nothing here knows about SCSI; the names follow include/linux/kobject.h and device.h.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+from collections.abc import Callable, Iterator
+from typing import Union
+
+ShowFn = Callable[[], Union[str, bytes]]
+StoreFn = Callable[[bytes], None]
+
+# sysfs reports this size for every ordinary attribute, whatever its content (fs/sysfs/file.c).
+PAGE_SIZE = 4096
+
+_ino_counter = itertools.count(2)  # 1 is the FUSE root
+
+
+class SysfsError(OSError):
+    """An attribute store/show failing with an errno, as a kernel ->store() returning -EINVAL."""
+
+    def __init__(self, err: int, message: str = "") -> None:
+        super().__init__(err, message or os.strerror(err))
+
+
+class Node:
+    """One sysfs entry. ``ino`` is stable for the node's life, so FUSE lookups stay valid."""
+
+    __slots__ = ("name", "parent", "mode", "ino", "__weakref__")
+
+    def __init__(self, name: str, mode: int) -> None:
+        self.name = name
+        self.parent: Dir | None = None
+        self.mode = mode
+        self.ino = next(_ino_counter)
+
+    def path(self) -> str:
+        """Path below the tree's root, e.g. ``devices/pci0000:00/...`` (root itself is '')."""
+        parts: list[str] = []
+        node: Node | None = self
+        while node is not None and node.parent is not None:
+            parts.append(node.name)
+            node = node.parent
+        return "/".join(reversed(parts))
+
+    def root(self) -> Node:
+        node: Node = self
+        while node.parent is not None:
+            node = node.parent
+        return node
+
+
+class Dir(Node):
+    """A kobject's directory (or an attribute group's subdirectory such as ``power``)."""
+
+    __slots__ = ("children",)
+
+    def __init__(self, name: str, mode: int = 0o755) -> None:
+        super().__init__(name, mode)
+        self.children: dict[str, Node] = {}
+
+    def add(self, node: Node) -> Node:
+        if node.name in self.children:
+            raise FileExistsError(errno.EEXIST, f"sysfs: cannot create duplicate filename '{self.path()}/{node.name}'")
+        node.parent = self
+        self.children[node.name] = node
+        return node
+
+    def remove(self, name: str) -> Node | None:
+        node = self.children.pop(name, None)
+        if node is not None:
+            node.parent = None
+        return node
+
+    def mkdir(self, name: str, mode: int = 0o755) -> Dir:
+        """Return the child directory ``name``, creating it if needed."""
+        node = self.children.get(name)
+        if node is None:
+            node = self.add(Dir(name, mode))
+        if not isinstance(node, Dir):
+            raise NotADirectoryError(errno.ENOTDIR, f"{self.path()}/{name}")
+        return node
+
+    def makedirs(self, relpath: str) -> Dir:
+        node: Dir = self
+        for part in relpath.split("/"):
+            if part:
+                node = node.mkdir(part)
+        return node
+
+    def attr(self, name: str, show: ShowFn | None = None, store: StoreFn | None = None,
+             mode: int | None = None, size: int = PAGE_SIZE) -> Attr:
+        """Add an attribute; mode defaults to 0444, 0644 with a store, 0200 for write-only."""
+        if mode is None:
+            mode = (0o444 if show else 0) | (0o200 if store else 0)
+        a = Attr(name, show, store, mode, size)
+        self.add(a)
+        return a
+
+    def const(self, name: str, value: str | bytes, mode: int = 0o444) -> Attr:
+        """An attribute whose text never changes (still rendered at read time)."""
+        return self.attr(name, lambda v=value: v, None, mode)
+
+    def link(self, name: str, target: Node) -> Link:
+        lk = Link(name, target)
+        self.add(lk)
+        return lk
+
+    def lookup(self, relpath: str) -> Node | None:
+        """Resolve a path below this directory without following links."""
+        node: Node = self
+        for part in relpath.split("/"):
+            if not part:
+                continue
+            if not isinstance(node, Dir):
+                return None
+            nxt = node.children.get(part)
+            if nxt is None:
+                return None
+            node = nxt
+        return node
+
+    def walk(self) -> Iterator[Node]:
+        """This directory and everything below it, parents first, children sorted by name."""
+        yield self
+        for name in sorted(self.children):
+            child = self.children[name]
+            if isinstance(child, Dir):
+                yield from child.walk()
+            else:
+                yield child
+
+
+class Attr(Node):
+    """A sysfs attribute file. ``show`` returns its text; ``store`` parses a write or raises
+    SysfsError(EINVAL, ...) exactly where the kernel's ->store() fails."""
+
+    __slots__ = ("show", "store", "size")
+
+    def __init__(self, name: str, show: ShowFn | None, store: StoreFn | None, mode: int,
+                 size: int = PAGE_SIZE) -> None:
+        super().__init__(name, mode)
+        self.show = show
+        self.store = store
+        self.size = size
+
+    def read(self) -> bytes:
+        if self.show is None:
+            raise SysfsError(errno.EIO)
+        value = self.show()
+        return value.encode() if isinstance(value, str) else value
+
+    def write(self, data: bytes) -> None:
+        if self.store is None:
+            raise SysfsError(errno.EIO)
+        self.store(data)
+
+
+class Link(Node):
+    """A symlink to another node; its text is the relative path sysfs gives (sysfs_create_link)."""
+
+    __slots__ = ("target",)
+
+    def __init__(self, name: str, target: Node) -> None:
+        super().__init__(name, 0o777)
+        self.target = target
+
+    def readlink(self) -> str:
+        here = self.parent.path().split("/") if self.parent is not None and self.parent.path() else []
+        there = self.target.path().split("/") if self.target.path() else []
+        common = 0
+        while common < min(len(here), len(there)) and here[common] == there[common]:
+            common += 1
+        return "/".join([".."] * (len(here) - common) + there[common:]) or "."
+
+
+def relpath_between(src_dir: Node, target: Node) -> str:
+    """The relative path from directory ``src_dir`` to ``target`` (for links built elsewhere)."""
+    probe = Link("_", target)
+    probe.parent = src_dir if isinstance(src_dir, Dir) else None
+    return probe.readlink()

@@ -1,0 +1,84 @@
+"""The emulated guest kernel's global state: what drivers share in a real kernel.
+
+One Kernel per emulated machine (so tests can run several side by side). It holds the log
+buffer, the sysfs tree, guest memory, the CPU count (-smp), the kernel command line
+(-append: ``scsi_mod.scsi_logging_level=N`` and other ``module.param=value``), and the
+number allocators the kernel keeps in globals (host numbers, sd indices, sg minors, diskseq).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from vscsifs.fs._driver_model import Sysfs
+
+from ._printk import KernLevel, Kmsg
+
+
+class IdaAllocator:
+    """lib/idr.c ida_alloc(): the smallest free id at or above ``start``."""
+
+    def __init__(self, start: int = 0) -> None:
+        self._used: set[int] = set()
+        self._start = start
+
+    def alloc(self) -> int:
+        n = self._start
+        while n in self._used:
+            n += 1
+        self._used.add(n)
+        return n
+
+    def free(self, n: int) -> None:
+        self._used.discard(n)
+
+
+def parse_cmdline(cmdline: str) -> dict[str, str]:
+    """``a.b=c d.e`` -> {"a.b": "c", "d.e": ""}; later values win, as for module params."""
+    params: dict[str, str] = {}
+    for word in cmdline.split():
+        key, _, value = word.partition("=")
+        params[key.replace("-", "_")] = value
+    return params
+
+
+@dataclass
+class Kernel:
+    """Global state of one emulated guest kernel."""
+
+    kmsg: Kmsg
+    sysfs: Sysfs
+    memory: Any                       # virtio._memory.GuestMemory
+    nr_cpus: int = 1                  # -smp: num_possible_cpus()
+    cmdline: str = ""
+    host_ida: IdaAllocator = field(default_factory=IdaAllocator)
+    sd_index_ida: IdaAllocator = field(default_factory=IdaAllocator)
+    sg_minor_ida: IdaAllocator = field(default_factory=IdaAllocator)
+    bsg_minor_ida: IdaAllocator = field(default_factory=IdaAllocator)
+    diskseq: int = 0
+    params: dict[str, str] = field(default_factory=dict)
+    # callbacks other layers register to hear about new/removed block and char devices
+    # (fs/devfs creates and drops /dev nodes from these)
+    devnode_listeners: list[Callable[[str, str, Any], None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.params.update(parse_cmdline(self.cmdline))
+
+    def param(self, name: str, default: str = "") -> str:
+        """A module parameter from the command line, e.g. ``scsi_mod.scsi_logging_level``."""
+        return self.params.get(name, default)
+
+    def next_diskseq(self) -> int:
+        """block/genhd.c inc_diskseq(): every disk gets the next sequence number."""
+        self.diskseq += 1
+        return self.diskseq
+
+    def printk(self, level: KernLevel, text: str) -> None:
+        self.kmsg.printk(level, text)
+
+    def devnode_event(self, action: str, kind: str, obj: Any) -> None:
+        """``action`` "add"/"remove", ``kind`` "block"/"char": tells devfs about a node."""
+        for cb in self.devnode_listeners:
+            cb(action, kind, obj)

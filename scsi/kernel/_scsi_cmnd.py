@@ -1,0 +1,94 @@
+"""struct scsi_cmnd and the result encoding shared by the midlayer and the LLD (virtio driver half).
+
+include/scsi/scsi_cmnd.h, scsi_host.h (host bytes), scsi_proto.h (status): the midlayer builds
+one ScsiCmnd per request, the LLD's queuecommand() turns it into a virtio request, and the
+LLD's completion fills ``result``/``sense_buffer``/``resid`` and calls ``scsi_done``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    pass
+
+SCSI_SENSE_BUFFERSIZE = 96
+
+
+class DmaDirection(IntEnum):
+    """include/linux/dma-direction.h"""
+
+    DMA_BIDIRECTIONAL = 0
+    DMA_TO_DEVICE = 1
+    DMA_FROM_DEVICE = 2
+    DMA_NONE = 3
+
+
+class HostByte(IntEnum):
+    """include/scsi/scsi_status.h host_byte values (result >> 16)."""
+
+    DID_OK = 0x00
+    DID_NO_CONNECT = 0x01
+    DID_BUS_BUSY = 0x02
+    DID_TIME_OUT = 0x03
+    DID_BAD_TARGET = 0x04
+    DID_ABORT = 0x05
+    DID_PARITY = 0x06
+    DID_ERROR = 0x07
+    DID_RESET = 0x08
+    DID_BAD_INTR = 0x09
+    DID_PASSTHROUGH = 0x0A
+    DID_SOFT_ERROR = 0x0B
+    DID_IMM_RETRY = 0x0C
+    DID_REQUEUE = 0x0D
+    DID_TRANSPORT_DISRUPTED = 0x0E
+    DID_TRANSPORT_FAILFAST = 0x0F
+    DID_TARGET_FAILURE = 0x10
+    DID_NEXUS_FAILURE = 0x11
+    DID_ALLOC_FAILURE = 0x12
+    DID_MEDIUM_ERROR = 0x13
+    DID_TRANSPORT_MARGINAL = 0x14
+
+
+class GuestBufferLike(Protocol):
+    """A buffer in guest memory (virtio/_memory.GuestBuffer): a guest address and a view."""
+
+    addr: int
+    length: int
+    view: memoryview
+
+
+@dataclass(eq=False, slots=True)
+class ScsiCmnd:
+    """One SCSI command in flight. ``device`` is the driver-side scsi_device."""
+
+    device: Any
+    cmnd: bytes
+    sc_data_direction: DmaDirection = DmaDirection.DMA_NONE
+    sdb: GuestBufferLike | None = None        # the data buffer (scatterlist), in guest memory
+    transfersize: int = 0                     # bytes requested (blk_rq_bytes)
+    sense_buffer: bytearray = field(default_factory=lambda: bytearray(SCSI_SENSE_BUFFERSIZE))
+    result: int = 0                           # host_byte << 16 | SAM status
+    resid: int = 0
+    tag: int = -1                             # blk-mq tag (the unique tag's low half)
+    hwq: int = 0                              # blk-mq hardware queue index (hctx->queue_num)
+    retries: int = 0
+    allowed: int = 0
+    timeout: float = 30.0
+    scsi_done: Callable[[ScsiCmnd], None] | None = None
+    done: bool = False                        # set by scsi_done; lets a synchronous completion skip waiting
+    host_scribble: Any = None                 # the LLD's per-command state (virtio_scsi_cmd)
+
+    @property
+    def host_byte(self) -> int:
+        return (self.result >> 16) & 0xFF
+
+    @property
+    def status(self) -> int:
+        return self.result & 0xFF
+
+    def set_host_byte(self, hb: int) -> None:
+        self.result = (self.result & 0xFF00FFFF) | (hb << 16)
