@@ -1,0 +1,112 @@
+"""The block layer's request and ops types: the contract between blk-mq and its drivers.
+
+include/linux/blk-mq.h, blk_types.h: a Request carries an operation, a position in 512-byte
+sectors and a data buffer in guest memory; the driver's pdu (for SCSI, the ScsiCmnd) rides in
+``pdu`` as blk_mq_rq_to_pdu() gives it. BlkMqOps is struct blk_mq_ops: blk-mq calls
+``queue_rq`` to dispatch and the driver calls ``blk_mq_complete_request`` (which calls ``complete``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import IntEnum, IntFlag
+from typing import Any
+
+SECTOR_SHIFT = 9
+SECTOR_SIZE = 1 << SECTOR_SHIFT
+
+
+class ReqOp(IntEnum):
+    """enum req_op (blk_types.h)."""
+
+    REQ_OP_READ = 0
+    REQ_OP_WRITE = 1
+    REQ_OP_FLUSH = 2
+    REQ_OP_DISCARD = 3
+    REQ_OP_SECURE_ERASE = 5
+    REQ_OP_WRITE_ZEROES = 9
+    REQ_OP_DRV_IN = 34
+    REQ_OP_DRV_OUT = 35
+
+
+class ReqFlag(IntFlag):
+    """The REQ_* / RQF_* flags the SCSI path looks at."""
+
+    NONE = 0
+    REQ_FAILFAST_DEV = 1 << 0
+    REQ_SYNC = 1 << 1
+    REQ_META = 1 << 2
+    REQ_PRIO = 1 << 3
+    REQ_FUA = 1 << 4
+    REQ_PREFLUSH = 1 << 5
+    RQF_QUIET = 1 << 8
+    RQF_PM = 1 << 9
+
+
+class BlkStatus(IntEnum):
+    """blk_status_t values and the errno each becomes (blk_status_to_errno)."""
+
+    BLK_STS_OK = 0
+    BLK_STS_NOTSUPP = 1
+    BLK_STS_TIMEOUT = 2
+    BLK_STS_NOSPC = 3
+    BLK_STS_TRANSPORT = 4
+    BLK_STS_TARGET = 5
+    BLK_STS_NEXUS = 6
+    BLK_STS_MEDIUM = 7
+    BLK_STS_PROTECTION = 8
+    BLK_STS_RESOURCE = 9
+    BLK_STS_IOERR = 10
+    BLK_STS_DM_REQUEUE = 11
+    BLK_STS_AGAIN = 12
+    BLK_STS_DEV_RESOURCE = 13
+
+
+@dataclass(eq=False, slots=True)
+class Request:
+    """struct request. ``buffer`` is a GuestBuffer (virtio/_memory) of ``nr_bytes`` or None."""
+
+    q: Any                                   # RequestQueue
+    op: ReqOp
+    flags: ReqFlag = ReqFlag.NONE
+    sector: int = 0                          # blk_rq_pos(), 512-byte units
+    nr_bytes: int = 0                        # blk_rq_bytes()
+    buffer: Any = None
+    tag: int = -1
+    hctx: Any = None                         # the hardware queue context it was dispatched on
+    pdu: Any = None                          # blk_mq_rq_to_pdu(): the ScsiCmnd for SCSI queues
+    timeout: float = 30.0
+    retries: int = 0
+    status: BlkStatus = BlkStatus.BLK_STS_OK
+    end_io: Callable[[Request, BlkStatus], None] | None = None
+    part: Any = None                         # the block_device (partition) for statistics
+    start_ns: int = 0
+    # for passthrough (REQ_OP_DRV_*): the CDB and the results scsi_execute reads back
+    cmd: bytes = b""
+    result: int = 0
+    sense: bytes = b""
+    resid_len: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_passthrough(self) -> bool:
+        return self.op in (ReqOp.REQ_OP_DRV_IN, ReqOp.REQ_OP_DRV_OUT)
+
+    @property
+    def is_write(self) -> bool:
+        return self.op in (ReqOp.REQ_OP_WRITE, ReqOp.REQ_OP_DRV_OUT, ReqOp.REQ_OP_DISCARD,
+                           ReqOp.REQ_OP_WRITE_ZEROES)
+
+
+@dataclass(slots=True)
+class BlkMqOps:
+    """struct blk_mq_ops, as far as the SCSI driver fills it (scsi_lib.c scsi_mq_ops)."""
+
+    queue_rq: Callable[[Any, Request, bool], BlkStatus]
+    complete: Callable[[Request], None]
+    init_request: Callable[[Request], None] | None = None
+    timeout: Callable[[Request], Any] | None = None
+    map_queues: Callable[[Any], None] | None = None
+    get_budget: Callable[[Any], bool] | None = None
+    put_budget: Callable[[Any], None] | None = None
