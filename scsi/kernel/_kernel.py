@@ -57,6 +57,7 @@ class Kernel:
     sd_index_ida: IdaAllocator = field(default_factory=IdaAllocator)
     sg_minor_ida: IdaAllocator = field(default_factory=IdaAllocator)
     bsg_minor_ida: IdaAllocator = field(default_factory=IdaAllocator)
+    virtio_index_ida: IdaAllocator = field(default_factory=IdaAllocator)
     diskseq: int = 0
     params: dict[str, str] = field(default_factory=dict)
     # callbacks other layers register to hear about new/removed block and char devices
