@@ -59,6 +59,15 @@ class Kernel:
     bsg_minor_ida: IdaAllocator = field(default_factory=IdaAllocator)
     virtio_index_ida: IdaAllocator = field(default_factory=IdaAllocator)
     diskseq: int = 0
+    # register_blkdev()/register_chrdev(): major -> name, for /proc/devices
+    blkdev_majors: dict[int, str] = field(default_factory=dict)
+    chrdev_majors: dict[int, str] = field(default_factory=dict)
+    # live objects the block layer and midlayer keep in global lists in a real kernel
+    scsi_hosts: list[Any] = field(default_factory=list)      # Scsi_Host, in host_no order
+    block_devices: list[Any] = field(default_factory=list)   # block_device (disks and partitions), in add order
+    # the async domain (kernel/async.c): trio nursery the driver side schedules work into,
+    # set by whoever runs the machine (async_schedule / async_synchronize_full)
+    nursery: Any = None
     params: dict[str, str] = field(default_factory=dict)
     # callbacks other layers register to hear about new/removed block and char devices
     # (fs/devfs creates and drops /dev nodes from these)
