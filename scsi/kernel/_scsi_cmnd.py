@@ -81,6 +81,7 @@ class ScsiCmnd:
     scsi_done: Callable[[ScsiCmnd], None] | None = None
     done: bool = False                        # set by scsi_done; lets a synchronous completion skip waiting
     host_scribble: Any = None                 # the LLD's per-command state (virtio_scsi_cmd)
+    request: Any = None                       # scsi_cmd_to_rq(): the block Request this command serves
 
     @property
     def host_byte(self) -> int:
