@@ -1,0 +1,47 @@
+#!/bin/bash
+# Set up whatever is missing on a Debian machine (as root), then:
+#   bash bootstrap.sh run  [vscsifs run options...]   run the built-in default machine (the seed's)
+#   bash bootstrap.sh test [pytest options...]        run the test suite
+set -euo pipefail
+cd "$(dirname "$0")"
+here=$(pwd)
+
+# Debian packages the daemon and the tests use: FUSE, the compiler and headers pyfuse3 builds
+# with, and the real tools the tests run against the mount.
+PKGS="python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-dev lsscsi fio sg3-utils
+      e2fsprogs fdisk util-linux strace kmod"
+
+need=()
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "bootstrap: missing Debian packages: ${need[*]} (run as root to install them)" >&2
+        exit 1
+    fi
+    echo "bootstrap: installing ${need[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# loop devices back DIR/dev/sdX (see README "Why /dev/sdX is a loop device")
+[ -e /dev/loop-control ] || modprobe loop 2>/dev/null || true
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
+if [ ! -e "$stamp" ]; then
+    .venv/bin/pip install -q --upgrade pip >/dev/null
+    .venv/bin/pip install -q -e ".[test]"
+    touch "$stamp"
+fi
+
+cmd=${1:-run}
+shift || true
+case "$cmd" in
+    run)  exec .venv/bin/vscsifs run "$@" ;;
+    test) exec .venv/bin/python -m pytest -q -p no:cacheprovider tests "$@" ;;
+    *)    echo "usage: bash bootstrap.sh run|test [args...]" >&2; exit 2 ;;
+esac
