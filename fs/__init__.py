@@ -1,1 +1,42 @@
-"""The kobject tree (sysfs) and its FUSE rendering as sys/, dev/ and proc/."""
+"""The kobject tree (sysfs) and its FUSE rendering as sys/, dev/ and proc/.
+
+Owns: the kobject nodes and driver model (_kobject, _driver_model), the pyfuse3 Operations
+(_operations), /dev with its loop-device design (_devfs: read its docstring), /proc (_procfs)
+and mounting (_mount).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._devfs import (BdevIO, BlockNode, DataFile, DevFs, LoopDevice, UnavailableCharNode, cleanup_stale_loops,
+                     loop_attach, loop_available, loop_detach, stale_loops)
+from ._kobject import Attr, Dir, Link, Node, SysfsError
+from ._mount import Mount, clean_stale, force_unmount, is_mounted, is_stale_mount, mount_options, serve
+from ._operations import VscsiOperations
+from ._procfs import ProcFs
+
+
+def make_operations(sysfs_root: Dir, devfs: DevFs | None = None, procfs: ProcFs | None = None) -> VscsiOperations:
+    """The Operations for one machine: DIR/sys, DIR/dev, DIR/proc (and devfs's hidden data dir)."""
+    top: dict[str, Dir] = {"sys": sysfs_root}
+    hidden: dict[str, Dir] = {}
+    if devfs is not None:
+        top["dev"] = devfs.root
+        hidden[devfs.data_dir.name] = devfs.data_dir
+    if procfs is not None:
+        top["proc"] = procfs.root
+    return VscsiOperations(top, hidden)
+
+
+def machine_operations(kernel: Any, **devfs_kwargs: Any) -> tuple[VscsiOperations, DevFs, ProcFs]:
+    """DevFs + ProcFs + Operations over ``kernel.sysfs``; create before the scan adds devices."""
+    devfs = DevFs(kernel, **devfs_kwargs)
+    procfs = ProcFs(kernel)
+    return make_operations(kernel.sysfs.root, devfs, procfs), devfs, procfs
+
+
+__all__ = ["Attr", "BdevIO", "BlockNode", "DataFile", "DevFs", "Dir", "Link", "LoopDevice", "Mount", "Node",
+           "ProcFs", "SysfsError", "UnavailableCharNode", "VscsiOperations", "clean_stale", "cleanup_stale_loops",
+           "force_unmount", "is_mounted", "is_stale_mount", "loop_attach", "loop_available", "loop_detach",
+           "machine_operations", "make_operations", "mount_options", "serve", "stale_loops"]

@@ -24,6 +24,12 @@ PAGE_SIZE = 4096
 
 _ino_counter = itertools.count(2)  # 1 is the FUSE root
 
+# Hotplug hooks: called as listener(action, dir, name) with action "add"/"remove" after a
+# directory gains or loses an entry, so the FUSE layer can invalidate the kernel's dentry cache
+# (fs/_operations registers one while mounted). Empty during tree building in unit tests.
+TreeListener = Callable[[str, "Dir", str], None]
+tree_listeners: list[TreeListener] = []
+
 
 class SysfsError(OSError):
     """An attribute store/show failing with an errno, as a kernel ->store() returning -EINVAL."""
@@ -73,12 +79,16 @@ class Dir(Node):
             raise FileExistsError(errno.EEXIST, f"sysfs: cannot create duplicate filename '{self.path()}/{node.name}'")
         node.parent = self
         self.children[node.name] = node
+        for listener in tree_listeners:
+            listener("add", self, node.name)
         return node
 
     def remove(self, name: str) -> Node | None:
         node = self.children.pop(name, None)
         if node is not None:
             node.parent = None
+            for listener in tree_listeners:
+                listener("remove", self, name)
         return node
 
     def mkdir(self, name: str, mode: int = 0o755) -> Dir:

@@ -1,0 +1,543 @@
+"""DIR/dev: block device nodes backed by loop devices, and what sg/bsg nodes can be here.
+
+The design problem. FUSE serves data only through regular files, and a device node (S_IFBLK)
+on a FUSE mount opens the HOST's device with that major:minor. A regular file at DIR/dev/sda
+would serve dd/sfdisk/mkfs, but ``lsblk --sysroot DIR`` reads DIR/dev/NAME to the end as a udev
+property file whenever it is a regular file (util-linux 2.38 lsblk-properties.c
+get_properties_by_file: stat, S_ISREG, fopen, read lines) and a column such as MODEL or FSTYPE
+is asked for, i.e. it would read the whole emulated disk. When DIR/dev/NAME is not a regular
+file it reads nothing there (and with --sysroot it never falls back to udev or blkid probing).
+
+The design (``mode == "loop"``, the default when we are root and /dev/loop-control works):
+
+- each block device (disk or partition) has a DATA FILE ``DIR/.vscsifs-<pid>/NAME``: a regular
+  file in a root directory that lookup resolves but readdir does not list. Its reads, writes
+  and fsync go through the emulated block layer (``io.bdev_read/bdev_write/bdev_flush``, by
+  default vscsifs.scsi.block), opened direct_io so every read reaches the emulated path and is
+  counted in the stats. Reads past the end give 0 bytes, writes past it ENOSPC (block layer).
+- the daemon attaches a host loop device to that data file (LOOP_CONFIGURE with the disk's
+  logical block size, read-only for read-only disks, LO_FLAGS_AUTOCLEAR) and keeps the loop
+  device open; ``DIR/dev/NAME`` is an S_IFBLK node with the LOOP DEVICE's major:minor, so
+  dd/fio/sfdisk/mkfs/blkid on it reach the emulated disk through the loop driver, and lsblk
+  sees a non-regular file and reads no data. The mount uses the ``dev`` option; every device
+  node in it has a major:minor of a loop device this daemon attached, so it exposes no other
+  host device. (DIR/sys keeps the emulated dev numbers, 8:0 etc.; only the node's st_rdev is
+  the loop's.)
+- detaching: explicitly (LOOP_CLR_FD) on removal, unmount, cancellation (SIGTERM, a failing
+  test's fixture teardown); if the daemon is killed, closing its descriptor makes the kernel
+  autoclear the loop device. A loop device still held by someone else at our death is found on
+  the next start by its backing file name (``/.vscsifs-<pid>/`` with a dead pid) and cleared
+  (``cleanup_stale_loops``).
+
+Fallback (``mode == "file"``: not root, no /dev/loop-control, or an attach that fails):
+``DIR/dev/NAME`` is the data file itself. Tools work on it, but ``lsblk --sysroot -O`` then
+reads the whole disk (the known util-linux behaviour above); default lsblk columns do not.
+
+sg and bsg: a char node cannot be offered (it would open the host's sg/bsg device with that
+number, and FUSE cannot serve ioctl(SG_IO) on a regular file through pyfuse3). ``DIR/dev/sgN``
+and ``DIR/dev/bsg/H:C:T:L`` are listed as regular files of size 0, mode 0600, whose open()
+fails with ENXIO ("No such device or address", what opening a node without a driver gives),
+so tools see the names (lsscsi -g prints them from sysfs anyway) and get a clear error on use.
+
+Nodes appear and disappear from ``kernel.devnode_event(action, kind, obj)`` (devnode_listeners).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import importlib
+import logging
+import os
+import re
+import stat
+import struct
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum, IntFlag
+from typing import Any, Protocol
+
+import pyfuse3
+import trio
+
+from ._kobject import Dir, Node
+from ._operations import FileHandle, SpecialFile, VscsiOperations, errno_of
+
+log = logging.getLogger(__name__)
+
+DATA_DIR_PREFIX = ".vscsifs-"
+LOOP_CONTROL = "/dev/loop-control"
+LOOP_MAJOR = 7
+
+
+class BdevIO(Protocol):
+    """What devfs needs from the block layer (vscsifs.scsi.block provides these functions)."""
+
+    async def bdev_read(self, bdev: Any, offset: int, length: int) -> bytes | memoryview: ...
+    async def bdev_write(self, bdev: Any, offset: int, data: bytes | memoryview) -> int: ...
+    async def bdev_flush(self, bdev: Any) -> None: ...
+
+
+class _BlockLayerIO:
+    """The default BdevIO: vscsifs.scsi.block's functions, resolved at first use."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(importlib.import_module("vscsifs.scsi.block"), name)
+
+
+# ---- loop devices (include/uapi/linux/loop.h) -------------------------------------------
+
+class LoopIoctl(IntEnum):
+    LOOP_SET_FD = 0x4C00
+    LOOP_CLR_FD = 0x4C01
+    LOOP_SET_STATUS64 = 0x4C04
+    LOOP_GET_STATUS64 = 0x4C05
+    LOOP_CONFIGURE = 0x4C0A
+    LOOP_CTL_GET_FREE = 0x4C82
+
+
+class LoFlags(IntFlag):
+    LO_FLAGS_READ_ONLY = 1
+    LO_FLAGS_AUTOCLEAR = 4
+    LO_FLAGS_PARTSCAN = 8
+    LO_FLAGS_DIRECT_IO = 16
+
+
+LO_NAME_SIZE = 64
+# struct loop_info64: lo_device, lo_inode, lo_rdevice, lo_offset, lo_sizelimit (u64),
+# lo_number, lo_encrypt_type, lo_encrypt_key_size, lo_flags (u32), lo_file_name[64],
+# lo_crypt_name[64], lo_encrypt_key[32], lo_init[2] (u64)
+LOOP_INFO64 = struct.Struct("=5Q4I64s64s32s2Q")
+# struct loop_config: fd, block_size (u32), struct loop_info64 info, __reserved[8] (u64)
+LOOP_CONFIG = struct.Struct("=II" + LOOP_INFO64.format[1:] + "8Q")
+assert LOOP_INFO64.size == 232 and LOOP_CONFIG.size == 304
+
+
+def loop_config_bytes(fd: int, block_size: int, flags: LoFlags, file_name: str) -> bytes:
+    name = os.fsencode(file_name)[:LO_NAME_SIZE - 1]
+    return LOOP_CONFIG.pack(fd, block_size, 0, 0, 0, 0, 0, 0, 0, 0, int(flags), name, b"", b"", 0, 0,
+                            *([0] * 8))
+
+
+@dataclass
+class LoopDevice:
+    """A loop device this daemon attached and holds open (its fd keeps it alive)."""
+
+    number: int
+    fd: int
+    rdev: int
+    backing: str
+
+    @property
+    def name(self) -> str:
+        return f"loop{self.number}"
+
+
+def _loop_sysfs_devt(number: int) -> int | None:
+    try:
+        with open(f"/sys/devices/virtual/block/loop{number}/dev") as f:
+            major, minor = f.read().strip().split(":")
+        return os.makedev(int(major), int(minor))
+    except (OSError, ValueError):
+        return None
+
+
+def _open_loop(number: int, flags: int) -> int:
+    """Open /dev/loopN, or a private node of it when the host's /dev lacks the name."""
+    path = f"/dev/loop{number}"
+    try:
+        st = os.stat(path)
+        if stat.S_ISBLK(st.st_mode):
+            return os.open(path, flags | os.O_CLOEXEC)
+    except FileNotFoundError:
+        pass
+    devt = _loop_sysfs_devt(number) or os.makedev(LOOP_MAJOR, number)
+    with tempfile.TemporaryDirectory(prefix="vscsifs-loop-") as tmp:
+        node = os.path.join(tmp, f"loop{number}")
+        os.mknod(node, 0o600 | stat.S_IFBLK, devt)
+        return os.open(node, flags | os.O_CLOEXEC)
+
+
+def loop_attach(path: str, *, read_only: bool, block_size: int = 0) -> LoopDevice:
+    """Attach a free loop device to ``path`` (blocking: run it in a thread while the FUSE loop
+    serves the open of ``path``). LO_FLAGS_AUTOCLEAR plus our open descriptor means the kernel
+    detaches it if the daemon dies."""
+    acc = os.O_RDONLY if read_only else os.O_RDWR
+    flags = LoFlags.LO_FLAGS_AUTOCLEAR | (LoFlags.LO_FLAGS_READ_ONLY if read_only else 0)
+    ctl = os.open(LOOP_CONTROL, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        for _attempt in range(16):
+            number = fcntl.ioctl(ctl, LoopIoctl.LOOP_CTL_GET_FREE)
+            lfd = _open_loop(number, acc)
+            ffd = -1
+            try:
+                ffd = os.open(path, acc | os.O_CLOEXEC)
+                fcntl.ioctl(lfd, LoopIoctl.LOOP_CONFIGURE,
+                            loop_config_bytes(ffd, block_size, flags, path))
+            except OSError as exc:
+                os.close(lfd)
+                if exc.errno == errno.EBUSY:  # another process took it between GET_FREE and us
+                    continue
+                raise
+            finally:
+                if ffd >= 0:
+                    os.close(ffd)
+            return LoopDevice(number, lfd, os.fstat(lfd).st_rdev, path)
+        raise OSError(errno.EBUSY, "no free loop device after 16 attempts")
+    finally:
+        os.close(ctl)
+
+
+def loop_detach(loop: LoopDevice) -> None:
+    """LOOP_CLR_FD and close (blocking: in-flight I/O must be served by the FUSE loop)."""
+    try:
+        fcntl.ioctl(loop.fd, LoopIoctl.LOOP_CLR_FD)
+    except OSError as exc:
+        if exc.errno != errno.ENXIO:  # ENXIO: already unbound
+            log.warning("LOOP_CLR_FD on %s: %s", loop.name, exc)
+    finally:
+        os.close(loop.fd)
+
+
+_STALE_RE = re.compile(re.escape(DATA_DIR_PREFIX) + r"(\d+)/")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stale_loops(sys_block: str = "/sys/block") -> list[tuple[int, str]]:
+    """Loop devices whose backing file is a vscsifs data file of a daemon that is gone."""
+    found: list[tuple[int, str]] = []
+    try:
+        names = os.listdir(sys_block)
+    except OSError:
+        return found
+    for name in names:
+        if not name.startswith("loop") or not name[4:].isdigit():
+            continue
+        try:
+            with open(f"{sys_block}/{name}/loop/backing_file") as f:
+                backing = f.read().strip()
+        except OSError:
+            continue
+        m = _STALE_RE.search(backing)
+        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+            found.append((int(name[4:]), backing))
+    return found
+
+
+def cleanup_stale_loops(sys_block: str = "/sys/block") -> list[str]:
+    """Clear loop devices left by a killed daemon (see stale_loops); returns their names."""
+    cleared: list[str] = []
+    for number, backing in stale_loops(sys_block):
+        try:
+            fd = _open_loop(number, os.O_RDONLY)
+        except OSError as exc:
+            log.warning("cannot open stale loop%d (%s): %s", number, backing, exc)
+            continue
+        try:
+            fcntl.ioctl(fd, LoopIoctl.LOOP_CLR_FD)
+            cleared.append(f"loop{number}")
+        except OSError as exc:
+            log.warning("cannot clear stale loop%d (%s): %s", number, backing, exc)
+        finally:
+            os.close(fd)
+    return cleared
+
+
+def loop_available() -> bool:
+    """Loop devices can be attached here: root (CAP_SYS_ADMIN) and a working /dev/loop-control."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        ctl = os.open(LOOP_CONTROL, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.ioctl(ctl, LoopIoctl.LOOP_CTL_GET_FREE)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(ctl)
+
+
+# ---- nodes ------------------------------------------------------------------------------
+
+def logical_block_size(bdev: Any) -> int:
+    """The disk's logical block size (for the loop device), 512 when the bdev does not say."""
+    for path in ("logical_block_size", "queue.limits.logical_block_size",
+                 "disk.queue.limits.logical_block_size"):
+        obj: Any = bdev
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                break
+        if isinstance(obj, int) and obj > 0:
+            return obj
+    return 512
+
+
+class DataFile(SpecialFile):
+    """A block device's data as a regular file; I/O goes through the emulated block layer."""
+
+    __slots__ = ("bdev", "devfs")
+    attr_timeout = 1.0  # the size follows capacity changes
+
+    def __init__(self, name: str, bdev: Any, devfs: DevFs, mode: int = 0o660) -> None:
+        super().__init__(name, mode)
+        self.bdev = bdev
+        self.devfs = devfs
+
+    def st_size(self) -> int:
+        return int(self.bdev.size_bytes)
+
+    def open_handle(self, flags: int) -> FileHandle:
+        if self.devfs.gone(self.bdev):
+            raise pyfuse3.FUSEError(errno.ENXIO)
+        if flags & os.O_ACCMODE != os.O_RDONLY and self.bdev.read_only:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        return DataHandle(self)
+
+
+class DataHandle(FileHandle):
+    direct_io = True
+
+    def __init__(self, file: DataFile) -> None:
+        self.file = file
+        self.written = False
+
+    def _io(self) -> BdevIO:
+        if self.file.devfs.gone(self.file.bdev):
+            raise pyfuse3.FUSEError(errno.ENXIO)
+        return self.file.devfs.io
+
+    async def read(self, off: int, size: int) -> bytes | memoryview:
+        end = min(off + size, self.file.st_size())
+        if end <= off:
+            return b""
+        try:
+            return await self._io().bdev_read(self.file.bdev, off, end - off)
+        except OSError as exc:
+            raise pyfuse3.FUSEError(errno_of(exc)) from exc
+
+    async def write(self, off: int, buf: bytes) -> int:
+        try:
+            n = await self._io().bdev_write(self.file.bdev, off, buf)
+        except OSError as exc:
+            raise pyfuse3.FUSEError(errno_of(exc)) from exc
+        self.written = True
+        return len(buf) if n is None else int(n)
+
+    async def fsync(self, datasync: bool) -> None:
+        try:
+            await self._io().bdev_flush(self.file.bdev)
+        except OSError as exc:
+            raise pyfuse3.FUSEError(errno_of(exc)) from exc
+        if self.written and self.file.devfs.on_synced is not None:
+            self.written = False
+            self.file.devfs.on_synced(self.file.bdev)
+
+
+class BlockNode(SpecialFile):
+    """DIR/dev/NAME as a block special file: the major:minor of our loop device."""
+
+    __slots__ = ("rdev",)
+    file_type = stat.S_IFBLK
+
+    def __init__(self, name: str, rdev: int, mode: int = 0o660) -> None:
+        super().__init__(name, mode)
+        self.rdev = rdev
+
+    def st_rdev(self) -> int:
+        return self.rdev
+
+
+class UnavailableCharNode(SpecialFile):
+    """sgN, bsg/H:C:T:L: listed, but open() fails with ENXIO (see the module docstring)."""
+
+    __slots__ = ("devt",)
+
+    def __init__(self, name: str, devt: Any, mode: int = 0o600) -> None:
+        super().__init__(name, mode)
+        self.devt = devt
+
+    def open_handle(self, flags: int) -> FileHandle:
+        raise pyfuse3.FUSEError(errno.ENXIO)
+
+
+@dataclass(eq=False)
+class _BlockEntry:
+    bdev: Any
+    data: DataFile
+    node: Node | None = None
+    loop: LoopDevice | None = None
+    removed: bool = False
+
+
+class DevFs:
+    """The /dev tree. Create it before the driver side adds devices (it listens on
+    ``kernel.devnode_listeners``; block devices already in kernel.block_devices are taken too);
+    ``start()`` once the mount is up, ``stop()`` before unmounting."""
+
+    def __init__(self, kernel: Any = None, *, io: BdevIO | None = None,
+                 on_synced: Callable[[Any], None] | None = None) -> None:
+        self.root = Dir("dev")
+        self.data_dir = Dir(f"{DATA_DIR_PREFIX}{os.getpid()}", 0o700)
+        self.io: BdevIO = io if io is not None else _BlockLayerIO()  # type: ignore[assignment]
+        self.on_synced = on_synced  # called after an fsync of a written device (partition re-read hook)
+        self.mode = "pending"       # "loop" or "file" once started
+        self.mountpoint: str | None = None
+        self.ops: VscsiOperations | None = None
+        self._nursery: trio.Nursery | None = None
+        self.blocks: dict[str, _BlockEntry] = {}
+        self.chars: dict[str, UnavailableCharNode] = {}
+        self.kernel = kernel
+        if kernel is not None:
+            kernel.devnode_listeners.append(self.devnode_event)
+            for bdev in list(getattr(kernel, "block_devices", [])):
+                self.devnode_event("add", "block", bdev)
+
+    # -- tree helpers ----------------------------------------------------------------
+
+    def _place(self, relname: str, node_factory: Callable[[str], Node]) -> Node:
+        parent_path, _, base = relname.rpartition("/")
+        parent = self.root.makedirs(parent_path) if parent_path else self.root
+        old = parent.children.get(base)
+        if old is not None:
+            parent.remove(base)
+        return parent.add(node_factory(base))
+
+    def _unplace(self, relname: str) -> None:
+        parent_path, _, base = relname.rpartition("/")
+        parent = self.root.lookup(parent_path) if parent_path else self.root
+        if not isinstance(parent, Dir):
+            return
+        parent.remove(base)
+        # devtmpfs drops directories it created for nodes once empty (delete_path)
+        while parent is not self.root and not parent.children and parent.parent is not None:
+            up = parent.parent
+            up.remove(parent.name)
+            parent = up
+
+    def gone(self, bdev: Any) -> bool:
+        entry = self.blocks.get(bdev.name)
+        return entry is None or entry.bdev is not bdev or entry.removed
+
+    # -- devnode events --------------------------------------------------------------
+
+    def devnode_event(self, action: str, kind: str, obj: Any) -> None:
+        """kernel.devnode_event listener: ``action`` "add"/"remove", ``kind`` "block"/"char"."""
+        handlers = {("add", "block"): self._add_block, ("remove", "block"): self._remove_block,
+                    ("add", "char"): self._add_char, ("remove", "char"): self._remove_char}
+        handler = handlers.get((action, kind))
+        if handler is None:
+            raise ValueError(f"devnode_event: unknown action/kind {action!r}/{kind!r}")
+        handler(obj)
+
+    def _add_block(self, bdev: Any) -> None:
+        name = bdev.name
+        if "/" in name:
+            raise ValueError(f"block device name {name!r} contains '/'")
+        if name in self.blocks and not self.blocks[name].removed:
+            if self.blocks[name].bdev is bdev:
+                return  # announced twice (listener registered after a scan of block_devices)
+            self._remove_block(self.blocks[name].bdev)
+        data = DataFile(name, bdev, self)
+        if name in self.data_dir.children:
+            self.data_dir.remove(name)
+        self.data_dir.add(data)
+        entry = self.blocks[name] = _BlockEntry(bdev, data)
+        if self.mode == "file":
+            entry.node = self._place(name, lambda base: DataFile(base, bdev, self))
+        elif self.mode == "loop":
+            assert self._nursery is not None
+            self._nursery.start_soon(self._attach, entry)
+
+    def _remove_block(self, bdev: Any) -> None:
+        entry = self.blocks.get(bdev.name)
+        if entry is None or entry.bdev is not bdev:
+            return
+        entry.removed = True
+        del self.blocks[bdev.name]
+        if entry.node is not None and entry.node.parent is not None:
+            self._unplace(bdev.name)
+        if entry.data.parent is self.data_dir:
+            self.data_dir.remove(bdev.name)
+        if entry.loop is not None and self._nursery is not None:
+            loop, entry.loop = entry.loop, None
+            self._nursery.start_soon(self._detach, loop)
+
+    def _add_char(self, obj: Any) -> None:
+        name = obj.name
+        self.chars[name] = self._place(name, lambda base: UnavailableCharNode(base, getattr(obj, "devt", None)))  # type: ignore[assignment]
+
+    def _remove_char(self, obj: Any) -> None:
+        if self.chars.pop(obj.name, None) is not None:
+            self._unplace(obj.name)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def data_path(self, name: str) -> str:
+        assert self.mountpoint is not None
+        return os.path.join(self.mountpoint, self.data_dir.name, name)
+
+    async def start(self, nursery: trio.Nursery, mountpoint: str, use_loop: bool) -> None:
+        """Called by serve() once the FUSE loop runs: attach loop devices (or expose the data
+        files) for the block devices known so far; later ones are handled as they come."""
+        self.mountpoint = os.path.abspath(mountpoint)
+        self._nursery = nursery
+        self.mode = "loop" if use_loop else "file"
+        for entry in list(self.blocks.values()):
+            if self.mode == "loop":
+                await self._attach(entry)
+            else:
+                entry.node = self._place(entry.bdev.name, lambda base, b=entry.bdev: DataFile(base, b, self))
+
+    async def _attach(self, entry: _BlockEntry) -> None:
+        bdev = entry.bdev
+        path = self.data_path(bdev.name)
+        try:
+            loop = await trio.to_thread.run_sync(
+                lambda: loop_attach(path, read_only=bool(bdev.read_only), block_size=logical_block_size(bdev)))
+        except OSError as exc:
+            log.warning("devfs: cannot attach a loop device to %s (%s): serving the data file as /dev/%s",
+                        path, exc, bdev.name)
+            if not entry.removed:
+                entry.node = self._place(bdev.name, lambda base: DataFile(base, bdev, self))
+            return
+        if entry.removed:
+            await trio.to_thread.run_sync(loop_detach, loop)
+            return
+        entry.loop = loop
+        entry.node = self._place(bdev.name, lambda base: BlockNode(base, loop.rdev))
+
+    async def _detach(self, loop: LoopDevice) -> None:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(loop_detach, loop)
+
+    async def stop(self) -> None:
+        """Detach every loop device (the FUSE loop must still be serving)."""
+        loops = [e.loop for e in self.blocks.values() if e.loop is not None]
+        for entry in self.blocks.values():
+            entry.loop = None
+        with trio.CancelScope(shield=True):
+            for loop in loops:
+                await trio.to_thread.run_sync(loop_detach, loop)
+        self.mode = "pending"
+
+    def loops(self) -> list[LoopDevice]:
+        return [e.loop for e in self.blocks.values() if e.loop is not None]
+
+    def close(self) -> None:
+        """Stop listening to the kernel (after stop())."""
+        if self.kernel is not None and self.devnode_event in self.kernel.devnode_listeners:
+            self.kernel.devnode_listeners.remove(self.devnode_event)

@@ -1,0 +1,404 @@
+"""The pyfuse3 Operations that render the kobject tree, devfs and procfs as one mount.
+
+DIR/sys is the Sysfs root, DIR/dev the DevFs tree, DIR/proc the ProcFs tree; the FUSE root
+(inode 1) is synthetic and lists exactly those three. Inode numbers are Node.ino. The kernel's
+lookup counts are honoured: a node the kernel knows stays resolvable by inode after it has left
+the tree (hot-unplug while a shell sits in the directory) until its count drops to zero in
+forget(), then it is dropped from the table.
+
+File semantics follow kernfs (fs/kernfs/file.c) for attributes: open checks the mode bits and
+the presence of show/store and fails with EACCES even for root (kernfs_fop_open); the text is
+computed once per open file and served by offset from that snapshot (seq_file), a show or
+store raising SysfsError(e) fails with e; every write() is one store(). Data files of block
+devices (devfs) pass I/O straight to the block layer (direct_io, so every read reaches the
+emulated path and is counted); fsync is a cache flush.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyfuse3
+
+from . import _kobject
+from ._kobject import Attr, Dir, Link, Node, SysfsError
+
+ROOT_INODE = pyfuse3.ROOT_INODE
+
+# sysfs attributes and links do not change under a name except through add/remove, which
+# invalidates explicitly, so the kernel may cache them; dynamic-size files get 0.
+ENTRY_TIMEOUT = 60.0
+ATTR_TIMEOUT = 60.0
+
+
+class DynamicSize:
+    """Mixin for nodes whose st_size is computed at getattr time (procfs kmsg, data files)."""
+
+    def stat_size(self) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class SpecialFile(Node):
+    """A file in the mount that is not a sysfs attribute: devfs and procfs nodes implement
+    open_handle() returning a FileHandle, and describe their stat fields."""
+
+    __slots__ = ()
+    file_type = stat.S_IFREG
+    attr_timeout = ATTR_TIMEOUT
+
+    def st_size(self) -> int:
+        return 0
+
+    def st_rdev(self) -> int:
+        return 0
+
+    def open_handle(self, flags: int) -> FileHandle:
+        raise pyfuse3.FUSEError(errno.ENXIO)
+
+
+class FileHandle:
+    """One open file; subclasses serve read/write/fsync/release."""
+
+    direct_io = True
+
+    async def read(self, off: int, size: int) -> bytes | memoryview:
+        raise pyfuse3.FUSEError(errno.EBADF)
+
+    async def write(self, off: int, buf: bytes) -> int:
+        raise pyfuse3.FUSEError(errno.EBADF)
+
+    async def fsync(self, datasync: bool) -> None:
+        return None
+
+    async def release(self) -> None:
+        return None
+
+
+def errno_of(exc: BaseException) -> int:
+    """The errno a show/store/I/O failure becomes (EIO when the exception has none)."""
+    if isinstance(exc, OSError) and exc.errno:
+        return exc.errno
+    if isinstance(exc, (ValueError, UnicodeDecodeError)):
+        return errno.EINVAL
+    return errno.EIO
+
+
+class SnapshotHandle(FileHandle):
+    """seq_file semantics: the text is produced on the first read and served by offset; a
+    read at offset 0 after earlier reads produces it again (seq_read restarting)."""
+
+    def __init__(self, attr: Attr) -> None:
+        self.attr = attr
+        self.text: bytes | None = None
+        self.reads = 0
+
+    def _render(self) -> bytes:
+        try:
+            return self.attr.read()
+        except Exception as exc:  # noqa: BLE001 - any show failure becomes an errno
+            raise pyfuse3.FUSEError(errno_of(exc)) from exc
+
+    async def read(self, off: int, size: int) -> bytes:
+        if self.text is None or (off == 0 and self.reads):
+            self.text = self._render()
+        self.reads += 1
+        return self.text[off:off + size]
+
+    async def write(self, off: int, buf: bytes) -> int:
+        try:
+            self.attr.write(bytes(buf))
+        except Exception as exc:  # noqa: BLE001 - any store failure becomes an errno
+            raise pyfuse3.FUSEError(errno_of(exc)) from exc
+        return len(buf)
+
+
+def _acc_wants(flags: int) -> tuple[bool, bool]:
+    acc = flags & os.O_ACCMODE
+    return acc in (os.O_RDONLY, os.O_RDWR), acc in (os.O_WRONLY, os.O_RDWR)
+
+
+def attr_open_check(attr: Attr, flags: int) -> None:
+    """kernfs_fop_open(): readers need a read bit and a show, writers a write bit and a store."""
+    want_read, want_write = _acc_wants(flags)
+    if want_read and (not attr.mode & 0o444 or attr.show is None):
+        raise pyfuse3.FUSEError(errno.EACCES)
+    if want_write and (not attr.mode & 0o222 or attr.store is None):
+        raise pyfuse3.FUSEError(errno.EACCES)
+
+
+@dataclass
+class _DirHandle:
+    entries: list[tuple[str, Node | None]] = field(default_factory=list)
+
+
+class VscsiOperations(pyfuse3.Operations):
+    """One FUSE filesystem: ``sys``, ``dev`` and ``proc`` under a synthetic root.
+
+    ``hidden`` entries of the root are resolvable by lookup but not listed by readdir (devfs
+    keeps the loop devices' backing data files there).
+    """
+
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, top: dict[str, Dir], hidden: dict[str, Dir] | None = None) -> None:
+        super().__init__()
+        for name, node in top.items():
+            if not isinstance(node, Dir):
+                raise TypeError(f"top-level entry {name!r} must be a Dir, not {type(node).__name__}")
+        self.top = dict(top)
+        self.hidden = dict(hidden or {})
+        self.mount_time_ns = time.time_ns()
+        self.inodes: dict[int, Node] = {}
+        self.lookups: dict[int, int] = {}
+        self._tops: set[int] = set()
+        self._files: dict[int, FileHandle] = {}
+        self._dirs: dict[int, _DirHandle] = {}
+        self._next_fh = 1
+        self.mounted = False
+        for node in list(self.top.values()) + list(self.hidden.values()):
+            self._tops.add(node.ino)
+
+    # --- the inode table -------------------------------------------------------------
+
+    def _node(self, ino: int) -> Node | None:
+        if ino == ROOT_INODE:
+            return None
+        node = self.inodes.get(ino)
+        if node is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return node
+
+    def _remember(self, node: Node) -> None:
+        self.inodes[node.ino] = node
+        self.lookups[node.ino] = self.lookups.get(node.ino, 0) + 1
+
+    def _parent_ino(self, node: Node | None) -> int:
+        if node is None or node.ino in self._tops or node.parent is None:
+            return ROOT_INODE
+        return node.parent.ino
+
+    def _children(self, node: Node | None) -> dict[str, Node]:
+        if node is None:
+            return self.top
+        if isinstance(node, Dir):
+            return node.children
+        raise pyfuse3.FUSEError(errno.ENOTDIR)
+
+    def _child(self, parent: Node | None, name: str) -> Node:
+        if parent is None and name in self.hidden:
+            return self.hidden[name]
+        child = self._children(parent).get(name)
+        if child is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return child
+
+    # --- attributes ------------------------------------------------------------------
+
+    def _attrs(self, node: Node | None) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = ROOT_INODE if node is None else node.ino
+        a.generation = 0
+        a.entry_timeout = ENTRY_TIMEOUT
+        a.attr_timeout = ATTR_TIMEOUT
+        a.st_uid = 0
+        a.st_gid = 0
+        a.st_blksize = 4096
+        a.st_blocks = 0
+        a.st_rdev = 0
+        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = self.mount_time_ns
+        if node is None or isinstance(node, Dir):
+            children = self.top if node is None else node.children
+            a.st_mode = stat.S_IFDIR | (0o755 if node is None else node.mode)
+            a.st_nlink = 2 + sum(1 for c in children.values() if isinstance(c, Dir))
+            a.st_size = 0
+        elif isinstance(node, Link):
+            a.st_mode = stat.S_IFLNK | 0o777
+            a.st_nlink = 1
+            a.st_size = 0
+        elif isinstance(node, SpecialFile):
+            a.st_mode = node.file_type | node.mode
+            a.st_nlink = 1
+            a.st_size = node.st_size()
+            a.st_rdev = node.st_rdev()
+            a.attr_timeout = node.attr_timeout
+        elif isinstance(node, Attr):
+            a.st_mode = stat.S_IFREG | node.mode
+            a.st_nlink = 1
+            if isinstance(node, DynamicSize):
+                a.st_size = node.stat_size()
+                a.attr_timeout = 0
+            else:
+                a.st_size = node.size
+        else:
+            raise pyfuse3.FUSEError(errno.EIO)
+        return a
+
+    # --- FUSE handlers ---------------------------------------------------------------
+
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        parent = self._node(parent_inode)
+        sname = os.fsdecode(name)
+        if sname == ".":
+            node = parent
+        elif sname == "..":
+            node = self._node(self._parent_ino(parent)) if parent is not None else None
+        else:
+            node = self._child(parent, sname)
+        if node is not None:
+            self._remember(node)
+        return self._attrs(node)
+
+    async def forget(self, inode_list: Iterable[tuple[int, int]]) -> None:
+        for ino, nlookup in inode_list:
+            left = self.lookups.get(ino, 0) - nlookup
+            if left > 0:
+                self.lookups[ino] = left
+            else:
+                self.lookups.pop(ino, None)
+                self.inodes.pop(ino, None)
+
+    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        return self._attrs(self._node(inode))
+
+    async def setattr(self, inode: int, attr: Any, fields: Any, fh: int | None, ctx: Any) -> pyfuse3.EntryAttributes:
+        """Truncation and time changes are accepted and ignored, as sysfs ignores them (and
+        `echo > attr` opens with O_TRUNC); chmod/chown are not modelled either."""
+        return self._attrs(self._node(inode))
+
+    async def readlink(self, inode: int, ctx: Any) -> bytes:
+        node = self._node(inode)
+        if not isinstance(node, Link):
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        return os.fsencode(node.readlink())
+
+    async def opendir(self, inode: int, ctx: Any) -> int:
+        node = self._node(inode)
+        children = self._children(node)
+        dotdot = self._node(self._parent_ino(node)) if node is not None else None
+        entries: list[tuple[str, Node | None]] = [(".", node), ("..", dotdot)]
+        entries += sorted(children.items())
+        fh = self._alloc_fh()
+        self._dirs[fh] = _DirHandle(entries)
+        return fh
+
+    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        handle = self._dirs.get(fh)
+        if handle is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        for index in range(start_id, len(handle.entries)):
+            name, node = handle.entries[index]
+            try:
+                attrs = self._attrs(node)
+            except pyfuse3.FUSEError:
+                continue
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), attrs, index + 1):
+                break
+            # readdirplus: the kernel takes a lookup reference for every entry but . and ..
+            if index >= 2 and node is not None:
+                self._remember(node)
+
+    async def releasedir(self, fh: int) -> None:
+        self._dirs.pop(fh, None)
+
+    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        node = self._node(inode)
+        if node is None or isinstance(node, Dir):
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        if isinstance(node, SpecialFile):
+            handle = node.open_handle(flags)
+        elif isinstance(node, Attr):
+            attr_open_check(node, flags)
+            handle = SnapshotHandle(node)
+            if isinstance(node, DynamicSize):
+                # its st_size is exact, so the page cache serves it right, and mmap readers
+                # (dmesg -F) need a file that is not direct_io (FUSE refuses their mmap)
+                handle.direct_io = False
+        else:
+            raise pyfuse3.FUSEError(errno.ELOOP)
+        fh = self._alloc_fh()
+        self._files[fh] = handle
+        return pyfuse3.FileInfo(fh=fh, direct_io=handle.direct_io, keep_cache=False, nonseekable=False)
+
+    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
+        return await self._handle(fh).read(off, size)
+
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        return await self._handle(fh).write(off, buf)
+
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        await self._handle(fh).fsync(datasync)
+
+    async def flush(self, fh: int) -> None:
+        """close(2) of one descriptor: nothing to do (fsync is the cache flush)."""
+        self._handle(fh)
+
+    async def release(self, fh: int) -> None:
+        handle = self._files.pop(fh, None)
+        if handle is not None:
+            await handle.release()
+
+    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+        st = pyfuse3.StatvfsData()
+        st.f_bsize = st.f_frsize = 4096
+        st.f_blocks = st.f_bfree = st.f_bavail = 0
+        st.f_files = st.f_ffree = st.f_favail = 0
+        st.f_namemax = 255
+        return st
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def _alloc_fh(self) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        return fh
+
+    def _handle(self, fh: int) -> FileHandle:
+        handle = self._files.get(fh)
+        if handle is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        return handle
+
+    # --- hotplug: invalidate the kernel's caches --------------------------------------
+
+    def notify_added(self, parent: Dir, name: str) -> None:
+        """A name appeared in ``parent``: drop a cached negative dentry, if the kernel knows
+        the directory at all."""
+        self._invalidate(parent, name)
+
+    def notify_removed(self, parent: Dir, name: str) -> None:
+        """A name left ``parent``: drop its dentry (the inode stays until forgotten)."""
+        self._invalidate(parent, name)
+
+    def _invalidate(self, parent: Dir, name: str) -> None:
+        if not self.mounted:
+            return
+        ino = ROOT_INODE if parent is None else parent.ino
+        if ino != ROOT_INODE and ino not in self.inodes:
+            return  # the kernel never looked it up: nothing cached
+        pyfuse3.invalidate_entry_async(ino, os.fsencode(name), ignore_enoent=True)
+
+    def _tree_event(self, action: str, parent: Dir, name: str) -> None:
+        if action == "add":
+            self.notify_added(parent, name)
+        else:
+            self.notify_removed(parent, name)
+
+    def attach(self) -> None:
+        """Start forwarding tree changes to the kernel (called once mounted)."""
+        self.mounted = True
+        if self._tree_event not in _kobject.tree_listeners:
+            _kobject.tree_listeners.append(self._tree_event)
+
+    def detach(self) -> None:
+        self.mounted = False
+        if self._tree_event in _kobject.tree_listeners:
+            _kobject.tree_listeners.remove(self._tree_event)
+

@@ -1,0 +1,96 @@
+"""DIR/proc: the few /proc files the SCSI and block tools read, computed at read time.
+
+- ``partitions``, ``diskstats``, ``devices``: text from the block layer
+  (vscsifs.scsi.block.proc_partitions_text / proc_diskstats_text / proc_devices_text(kernel)).
+  Mode 0444 and st_size 0 as procfs reports; readers read to EOF (the mount serves them
+  direct_io).
+- ``sys/dev/scsi/logging_level`` (0644): the scsi_mod logging word, written as proc_dointvec
+  parses it (decimal, or 0x.. / 0.. with base 0), printed as a signed int; EINVAL otherwise.
+- ``kmsg`` (0400): the kernel log in the SYSLOG_ACTION_READ_ALL form ``<6>[    4.319138] text``,
+  which is what ``dmesg -F FILE`` parses (checked with util-linux 2.38 dmesg: it mmaps the file
+  with its st_size, so this file reports its EXACT current size, unlike real /proc/kmsg which
+  is a blocking reader of another format). Use: ``dmesg -F DIR/proc/kmsg``.
+- There is no ``scsi/``: the golden kernel has CONFIG_SCSI_PROC_FS unset.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from ._kobject import Attr, Dir, SysfsError
+from ._operations import DynamicSize
+
+
+class ProcAttr(Attr):
+    """A procfs file: like an attribute but st_size 0 (procfs reports 0 for its text files)."""
+
+    __slots__ = ()
+
+    def __init__(self, name: str, show: Callable[[], str | bytes] | None,
+                 store: Callable[[bytes], None] | None, mode: int) -> None:
+        super().__init__(name, show, store, mode, 0)
+
+
+class SizedProcAttr(DynamicSize, ProcAttr):
+    """A procfs file whose st_size is its current length (for mmap readers such as dmesg -F)."""
+
+    __slots__ = ()
+
+    def stat_size(self) -> int:
+        try:
+            return len(self.read())
+        except OSError:
+            return 0
+
+
+def _block_text(fn: str, kernel: Any) -> Callable[[], str]:
+    def show() -> str:
+        block = importlib.import_module("vscsifs.scsi.block")
+        func = getattr(block, fn, None)
+        if func is None:
+            raise SysfsError(errno.EIO, f"vscsifs.scsi.block.{fn} is not available")
+        return func(kernel)
+    return show
+
+
+def parse_proc_int(data: bytes) -> int:
+    """proc_dointvec's parser for one value: optional sign, base-0 integer, trailing blanks."""
+    text = data.decode("ascii", errors="replace").strip()
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise SysfsError(errno.EINVAL, f"not a number: {text!r}") from None
+
+
+def _logging_level(kernel: Any) -> tuple[Callable[[], str], Callable[[bytes], None]]:
+    def logging() -> Any:
+        return importlib.import_module("vscsifs.scsi.kernel._scsi_logging")
+
+    def show() -> str:
+        value = logging().scsi_logging_level_get(kernel) & 0xFFFFFFFF
+        return f"{value - (1 << 32) if value & 0x80000000 else value}\n"
+
+    def store(data: bytes) -> None:
+        value = parse_proc_int(data)
+        if not -(1 << 31) <= value < (1 << 32):
+            raise SysfsError(errno.EINVAL, f"out of range: {value}")
+        logging().scsi_logging_level_set(kernel, value & 0xFFFFFFFF)
+
+    return show, store
+
+
+class ProcFs:
+    """The /proc tree of one emulated kernel."""
+
+    def __init__(self, kernel: Any) -> None:
+        self.kernel = kernel
+        self.root = Dir("proc", 0o555)
+        for name, fn in (("partitions", "proc_partitions_text"), ("diskstats", "proc_diskstats_text"),
+                         ("devices", "proc_devices_text")):
+            self.root.add(ProcAttr(name, _block_text(fn, kernel), None, 0o444))
+        show, store = _logging_level(kernel)
+        self.root.makedirs("sys/dev/scsi").add(ProcAttr("logging_level", show, store, 0o644))
+        self.root.add(SizedProcAttr("kmsg", lambda: kernel.kmsg.syslog_text(), None, 0o400))
