@@ -1,0 +1,260 @@
+"""The -drive: positional I/O on a raw image file (QEMU block-backend + file-posix, raw only).
+
+scsi-hd moves guest data straight between guest-memory views and the image with
+preadv/pwritev (no bounce buffer), so this layer only opens, checks, and maps QEMU's drive
+options (readonly, cache=, discard=) onto plain POSIX calls. I/O errors are raised as
+OSError; the SCSI device turns them into sense data as QEMU does.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import stat
+from collections.abc import Sequence
+
+QCOW2_MAGIC = b"QFI\xfb"
+# magics QEMU's format probing would recognise as something other than raw
+_FORMAT_MAGICS: tuple[tuple[bytes, int, str], ...] = (
+    (QCOW2_MAGIC, 0, "qcow2"),
+    (b"QED\x00", 0, "qed"),
+    (b"conectix", 0, "vpc"),
+    (b"vhdxfile", 0, "vhdx"),
+    (b"KDMV", 0, "vmdk"),
+    (b"<<< Oracle VM VirtualBox Disk Image >>>", 0, "vdi"),
+)
+CACHE_MODES = ("writeback", "writethrough", "none", "directsync", "unsafe")
+DISCARD_MODES = ("ignore", "unmap")
+_ZERO_CHUNK = 1 << 20
+
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_FALLOC_FL_ZERO_RANGE = 0x10
+
+
+class BlockBackendError(Exception):
+    """A -drive that cannot be opened; the message reads like QEMU's."""
+
+
+def _load_fallocate():  # type: ignore[no-untyped-def]
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    libc = ctypes.CDLL(name, use_errno=True)
+    fn = getattr(libc, "fallocate64", None) or getattr(libc, "fallocate", None)
+    if fn is None:
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_fallocate = _load_fallocate()
+
+
+def _fallocate_mode(fd: int, mode: int, offset: int, length: int) -> None:
+    if _fallocate is None:
+        raise OSError(errno.EOPNOTSUPP, "fallocate unavailable")
+    if _fallocate(fd, mode, offset, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def iov_truncate(bufs: Sequence[memoryview], length: int | None = None) -> list[memoryview]:
+    """The first ``length`` bytes (all when None) of a scatter list, as flat byte views."""
+    out: list[memoryview] = []
+    if length is None:
+        length = sum(b.nbytes for b in bufs)
+    for b in bufs:
+        if length <= 0:
+            break
+        v = b if (b.format == "B" and b.ndim == 1) else b.cast("B")
+        if len(v) > length:
+            v = v[:length]
+        if len(v):
+            out.append(v)
+        length -= len(v)
+    return out
+
+
+class BlockBackend:
+    """An open raw image (QEMU BlockBackend over the file protocol)."""
+
+    def __init__(self, fd: int, path: str, size: int, *, readonly: bool, cache: str,
+                 discard: str, is_block_device: bool) -> None:
+        self._fd = fd
+        self.path = path
+        self.size = size
+        self.readonly = readonly
+        self.cache = cache
+        self.discard_mode = discard
+        self.is_block_device = is_block_device
+        # cache=writethrough/directsync: QEMU's blk_enable_write_cache() is false
+        self.write_cache = cache in ("writeback", "none", "unsafe")
+
+    @classmethod
+    def open(cls, path: str, *, readonly: bool = False, fmt: str | None = None,
+             cache: str = "writeback", discard: str = "ignore") -> BlockBackend:
+        """Open ``path`` like ``-drive file=path,format=fmt,readonly=..,cache=..,discard=..``.
+
+        ``fmt=None`` probes like QEMU without format=; only raw images are served.
+        """
+        if fmt is not None and fmt != "raw":
+            raise BlockBackendError(
+                f"Image format '{fmt}' is not supported: vscsifs serves raw images only")
+        if cache not in CACHE_MODES:
+            raise BlockBackendError(f"invalid cache option '{cache}' (one of {', '.join(CACHE_MODES)})")
+        if discard not in DISCARD_MODES:
+            raise BlockBackendError(f"Invalid discard option '{discard}' (ignore or unmap)")
+        flags = (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags)
+        except OSError as e:
+            raise BlockBackendError(f"Could not open '{path}': {os.strerror(e.errno or errno.EIO)}") from e
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise BlockBackendError(f"Could not open '{path}': Is a directory")
+            is_blk = stat.S_ISBLK(st.st_mode)
+            size = os.lseek(fd, 0, os.SEEK_END) if is_blk else st.st_size
+            if fmt is None:
+                head = os.pread(fd, 64, 0)
+                for magic, off, name in _FORMAT_MAGICS:
+                    if head[off:off + len(magic)] == magic:
+                        raise BlockBackendError(
+                            f"'{path}' is a {name} image; vscsifs serves raw images only")
+        except BlockBackendError:
+            os.close(fd)
+            raise
+        except OSError as e:
+            os.close(fd)
+            raise BlockBackendError(f"Could not open '{path}': {os.strerror(e.errno or errno.EIO)}") from e
+        return cls(fd, path, size, readonly=readonly, cache=cache, discard=discard,
+                   is_block_device=is_blk)
+
+    def _check_range(self, offset: int, length: int) -> None:
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise OSError(errno.EINVAL, f"I/O at {offset}+{length} outside the image ({self.size} bytes)")
+
+    def preadv(self, bufs: Sequence[memoryview], offset: int) -> int:
+        """Fill ``bufs`` from ``offset``; bytes past the end of the file read as zeroes."""
+        views = iov_truncate(bufs)
+        total = sum(len(v) for v in views)
+        self._check_range(offset, total)
+        done = 0
+        while views:
+            n = os.preadv(self._fd, views, offset + done)
+            if n == 0:  # file shorter than the disk (truncated behind our back)
+                for v in views:
+                    v[:] = bytes(len(v))
+                done = total
+                break
+            done += n
+            views = _iov_skip(views, n)
+        return done
+
+    def pwritev(self, bufs: Sequence[memoryview], offset: int) -> int:
+        """Write ``bufs`` at ``offset``; cache=writethrough/directsync also flush."""
+        if self.readonly:
+            raise OSError(errno.EACCES, "read-only drive")
+        views = iov_truncate(bufs)
+        total = sum(len(v) for v in views)
+        self._check_range(offset, total)
+        done = 0
+        while views:
+            n = os.pwritev(self._fd, views, offset + done)
+            if n == 0:
+                raise OSError(errno.EIO, "short write")
+            done += n
+            views = _iov_skip(views, n)
+        if not self.write_cache:
+            self.flush()
+        return done
+
+    def flush(self) -> None:
+        """bdrv_flush: fdatasync unless cache=unsafe."""
+        if self.cache != "unsafe" and not self.readonly:
+            os.fdatasync(self._fd)
+
+    def discard(self, offset: int, length: int) -> None:
+        """blk_pdiscard: a no-op with discard=ignore (QEMU's default), else punch a hole."""
+        self._check_range(offset, length)
+        if self.readonly:
+            raise OSError(errno.EACCES, "read-only drive")
+        if self.discard_mode != "unmap" or length == 0:
+            return
+        try:
+            _fallocate_mode(self._fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+            self._write_zero_chunks(offset, length)
+
+    def write_zeroes(self, offset: int, length: int, *, may_unmap: bool = False) -> None:
+        """blk_pwrite_zeroes: punch a hole when allowed (MAY_UNMAP + discard=unmap), else zero."""
+        self._check_range(offset, length)
+        if self.readonly:
+            raise OSError(errno.EACCES, "read-only drive")
+        if length == 0:
+            return
+        modes = []
+        if may_unmap and self.discard_mode == "unmap":
+            modes.append(_FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE)
+        if not self.is_block_device:
+            modes.append(_FALLOC_FL_ZERO_RANGE | _FALLOC_FL_KEEP_SIZE)
+        for mode in modes:
+            try:
+                _fallocate_mode(self._fd, mode, offset, length)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    raise
+        else:
+            self._write_zero_chunks(offset, length)
+        if not self.write_cache:
+            self.flush()
+
+    def _write_zero_chunks(self, offset: int, length: int) -> None:
+        zero = bytes(min(length, _ZERO_CHUNK))
+        while length:
+            n = os.pwrite(self._fd, zero[: min(length, len(zero))], offset)
+            offset += n
+            length -= n
+
+    def resize(self, size: int) -> None:
+        """block_resize: truncate/extend the image; the disk reports CAPACITY CHANGED."""
+        if size < 0:
+            raise BlockBackendError(f"Invalid size {size}")
+        if self.readonly:
+            raise BlockBackendError(f"Cannot resize read-only drive '{self.path}'")
+        if self.is_block_device:
+            raise BlockBackendError(f"Cannot resize block device '{self.path}'")
+        os.ftruncate(self._fd, size)
+        self.size = size
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def __enter__(self) -> BlockBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _iov_skip(views: list[memoryview], n: int) -> list[memoryview]:
+    out: list[memoryview] = []
+    for v in views:
+        if n >= len(v):
+            n -= len(v)
+            continue
+        out.append(v[n:] if n else v)
+        n = 0
+    return out

@@ -1,0 +1,558 @@
+"""QEMU's SCSI bus (hw/scsi/scsi-bus.c): CDB parsing, request routing, unit attentions,
+and the target-level commands (REPORT LUNS, commands to a missing LUN).
+
+One SCSIBus per HBA. ``execute`` is scsi_req_new + scsi_req_enqueue + the device's
+command + scsi_req_complete + the autosense fetch virtio-scsi does (scsi_req_get_sense), all
+synchronous: the data phase is a direct copy into/out of the caller's guest-memory views.
+A CDB never raises: anything wrong becomes CHECK CONDITION with QEMU's sense.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import NamedTuple
+
+from vscsifs.scsi._proto import TYPE_INACTIVE, TYPE_NOT_PRESENT, SamStatus, ScsiOpcode as Op, ScsiType, SenseKey
+from vscsifs.scsi.device._block_backend import iov_truncate
+from vscsifs.scsi.device._sense import (
+    SCSI_SENSE_BUF_SIZE,
+    SCSI_SENSE_LEN,
+    SCSISense,
+    SenseCode,
+    scsi_build_sense,
+    scsi_build_sense_buf,
+    scsi_convert_sense,
+)
+
+INT32_MAX = 0x7FFFFFFF
+SCSI_INQUIRY_LEN = 36
+QEMU_HW_VERSION = "2.5+"  # qemu_hw_version() of every QEMU >= 2.5 machine type
+
+_BE32 = struct.Struct(">I")
+
+
+class SCSIResult(NamedTuple):
+    """What the HBA gets back: SAM status, autosense bytes (empty when GOOD), bytes moved."""
+
+    status: int
+    sense: bytes
+    xfer: int
+
+
+class XferMode(IntEnum):
+    """QEMU SCSIXferMode."""
+
+    SCSI_XFER_NONE = 0
+    SCSI_XFER_FROM_DEV = 1
+    SCSI_XFER_TO_DEV = 2
+
+
+@dataclass(frozen=True)
+class SCSICommand:
+    """QEMU SCSICommand: the parsed CDB (buf is exactly ``len`` bytes)."""
+
+    buf: bytes
+    len: int
+    xfer: int
+    mode: XferMode
+    lba: int
+
+
+def scsi_cdb_length(buf: bytes) -> int:
+    """scsi_cdb_length: CDB size from the opcode group, -1 for groups 3, 6, 7."""
+    return {0: 6, 1: 10, 2: 10, 4: 16, 5: 12}.get(buf[0] >> 5, -1)
+
+
+def scsi_cdb_xfer(buf: bytes) -> int:
+    """scsi_cdb_xfer: the transfer/allocation length field of the CDB's group."""
+    group = buf[0] >> 5
+    if group == 0:
+        return buf[4]
+    if group in (1, 2):
+        return int.from_bytes(buf[7:9], "big")
+    if group == 4:
+        return int.from_bytes(buf[10:14], "big")
+    if group == 5:
+        return int.from_bytes(buf[6:10], "big")
+    return 0xFFFFFFFF
+
+
+def scsi_data_cdb_xfer(buf: bytes) -> int:
+    """scsi_data_cdb_xfer: like scsi_cdb_xfer, but a 6-byte READ/WRITE length 0 means 256."""
+    if buf[0] >> 5 == 0 and buf[4] == 0:
+        return 256
+    return scsi_cdb_xfer(buf)
+
+
+def scsi_cmd_lba(buf: bytes) -> int:
+    """scsi_cmd_lba: the LBA field of the CDB's group (-1 when the group has none)."""
+    group = buf[0] >> 5
+    if group == 0:
+        return int.from_bytes(buf[0:4], "big") & 0x1FFFFF
+    if group in (1, 2, 5):
+        return int.from_bytes(buf[2:6], "big")
+    if group == 4:
+        return int.from_bytes(buf[2:10], "big")
+    return -1
+
+
+_XFER_ZERO = frozenset({
+    Op.TEST_UNIT_READY, 0x01, Op.START_STOP, 0x0B, Op.WRITE_FILEMARKS, Op.WRITE_FILEMARKS_16,
+    Op.SPACE, Op.RESERVE, Op.RELEASE, Op.ERASE, Op.ALLOW_MEDIUM_REMOVAL, Op.SEEK_10,
+    Op.SYNCHRONIZE_CACHE, Op.SYNCHRONIZE_CACHE_16, Op.LOCATE_16, Op.LOCK_UNLOCK_CACHE,
+    0xBB, Op.SET_LIMITS, Op.WRITE_LONG, Op.UPDATE_BLOCK, Op.RESERVE_TRACK, 0xA7,
+    Op.PRE_FETCH, Op.PRE_FETCH_16, 0x54,
+})  # 0x01 REWIND, 0x0B SET_CAPACITY, 0xBB SET_CD_SPEED, 0xA7 SET_READ_AHEAD, 0x54 ALLOW_OVERWRITE
+
+_TO_DEV = frozenset({
+    Op.WRITE_6, Op.WRITE_10, Op.WRITE_VERIFY, Op.WRITE_12, Op.WRITE_VERIFY_12, Op.WRITE_16,
+    Op.WRITE_VERIFY_16, Op.VERIFY, Op.VERIFY_12, Op.VERIFY_16, Op.COPY, Op.COPY_VERIFY,
+    Op.COMPARE, Op.CHANGE_DEFINITION, Op.LOG_SELECT, Op.MODE_SELECT, Op.MODE_SELECT_10,
+    Op.SEND_DIAGNOSTIC, Op.WRITE_BUFFER, Op.FORMAT_UNIT, Op.REASSIGN_BLOCKS, Op.SEARCH_EQUAL,
+    Op.SEARCH_HIGH, Op.SEARCH_LOW, Op.UPDATE_BLOCK, Op.WRITE_LONG, Op.WRITE_SAME,
+    Op.WRITE_SAME_16, Op.UNMAP, Op.SEARCH_HIGH_12, Op.SEARCH_EQUAL_12, Op.SEARCH_LOW_12,
+    Op.MEDIUM_SCAN, Op.SEND_VOLUME_TAG, Op.SEND_CUE_SHEET, Op.SEND_DVD_STRUCTURE,
+    Op.PERSISTENT_RESERVE_OUT, Op.MAINTENANCE_OUT, Op.SET_WINDOW, 0x1B,
+})  # 0x1B is SCAN for scanners; START_STOP never gets here (xfer 0)
+
+
+def _ata_xfer_unit(buf: bytes, blocksize: int) -> int:
+    if (buf[2] >> 2) & 1:
+        return blocksize if (buf[2] >> 4) & 1 else 512
+    return 1
+
+
+def _performance_length(num_desc: int, typ: int, data_type: int) -> int:
+    """scsi_get_performance_length (MMC-6 GET PERFORMANCE)."""
+    if typ == 0:
+        return 16 * num_desc + 8 if data_type & 3 == 0 else 6 * num_desc + 8
+    if typ in (1, 4, 5):
+        return 8 * num_desc + 8
+    if typ == 2:
+        return 2048 * num_desc + 8
+    if typ == 3:
+        return 16 * num_desc + 8
+    return 8
+
+
+def scsi_req_xfer(buf: bytes, dev_type: int, blocksize: int) -> int:
+    """scsi_req_xfer: bytes the command moves, for disks and CD-ROMs."""
+    op = buf[0]
+    xfer = scsi_cdb_xfer(buf)
+    if op in _XFER_ZERO:
+        return 0
+    if op in (Op.VERIFY, Op.VERIFY_12, Op.VERIFY_16):
+        if buf[1] & 2 == 0:
+            xfer = 0
+        elif buf[1] & 4:
+            xfer = 1
+        return xfer * blocksize
+    if op in (Op.WRITE_SAME, Op.WRITE_SAME_16):
+        return 0 if buf[1] & 1 else blocksize
+    if op == Op.READ_CAPACITY:
+        return 8
+    if op == Op.READ_BLOCK_LIMITS:
+        return 6
+    if op == Op.SEND_VOLUME_TAG:
+        return (buf[10] | buf[9] << 8) if dev_type == ScsiType.TYPE_ROM else (buf[9] | buf[8] << 8)
+    if op in (Op.WRITE_6, Op.READ_6, Op.READ_REVERSE):
+        return (xfer or 256) * blocksize
+    if op in (Op.WRITE_10, Op.WRITE_VERIFY, Op.WRITE_12, Op.WRITE_VERIFY_12, Op.WRITE_16,
+              Op.WRITE_VERIFY_16, Op.READ_10, Op.READ_12, Op.READ_16):
+        return xfer * blocksize
+    if op == Op.FORMAT_UNIT:
+        if dev_type == ScsiType.TYPE_ROM and buf[1] & 16:
+            return 12
+        return 0 if buf[1] & 16 == 0 else (8 if buf[1] & 32 else 4)
+    if op in (Op.INQUIRY, Op.RECEIVE_DIAGNOSTIC, Op.SEND_DIAGNOSTIC):
+        return buf[4] | buf[3] << 8
+    if op in (Op.READ_CD, Op.READ_BUFFER, Op.WRITE_BUFFER, Op.SEND_CUE_SHEET):
+        return buf[8] | buf[7] << 8 | buf[6] << 16
+    if op == Op.PERSISTENT_RESERVE_OUT:
+        return int.from_bytes(buf[5:9], "big")
+    if op == 0xAC:  # ERASE_12 / GET PERFORMANCE
+        if dev_type == ScsiType.TYPE_ROM:
+            return _performance_length(buf[9] | buf[8] << 8, buf[10], buf[1] & 0x1F)
+        return xfer
+    if op in (Op.MECHANISM_STATUS, Op.READ_DVD_STRUCTURE, Op.SEND_DVD_STRUCTURE,
+              Op.MAINTENANCE_OUT, Op.MAINTENANCE_IN):
+        return (buf[9] | buf[8] << 8) if dev_type == ScsiType.TYPE_ROM else xfer
+    if op == Op.ATA_12:
+        if dev_type == ScsiType.TYPE_ROM:
+            return 0
+        length = buf[2] & 3
+        n = buf[3] if length == 1 else buf[4] if length == 2 else 0
+        return n * _ata_xfer_unit(buf, blocksize)
+    if op == Op.ATA_16:
+        extend = buf[1] & 1
+        length = buf[2] & 3
+        if length == 1:
+            n = buf[4] | ((buf[3] << 8) if extend else 0)
+        elif length == 2:
+            n = buf[6] | ((buf[5] << 8) if extend else 0)
+        else:
+            n = 0
+        return n * _ata_xfer_unit(buf, blocksize)
+    return xfer
+
+
+def scsi_cmd_xfer_mode(buf: bytes, xfer: int) -> XferMode:
+    """scsi_cmd_xfer_mode: data direction of a parsed CDB."""
+    if not xfer:
+        return XferMode.SCSI_XFER_NONE
+    if buf[0] in (Op.ATA_12, Op.ATA_16):
+        return XferMode.SCSI_XFER_FROM_DEV if buf[2] & 8 else XferMode.SCSI_XFER_TO_DEV
+    if buf[0] in _TO_DEV:
+        return XferMode.SCSI_XFER_TO_DEV
+    return XferMode.SCSI_XFER_FROM_DEV
+
+
+def scsi_req_parse_cdb(cdb: bytes, *, dev_type: int = ScsiType.TYPE_DISK,
+                       blocksize: int = 512) -> SCSICommand | None:
+    """scsi_req_parse_cdb: None when QEMU rejects the CDB (unknown group, too short)."""
+    if not cdb:
+        return None
+    length = scsi_cdb_length(cdb)
+    if length < 0 or length > len(cdb):
+        return None
+    buf = bytes(cdb[:length])
+    xfer = scsi_req_xfer(buf, dev_type, blocksize)
+    return SCSICommand(buf, length, xfer, scsi_cmd_xfer_mode(buf, xfer), scsi_cmd_lba(buf))
+
+
+def iov_from_buf(views: Sequence[memoryview], data: bytes | bytearray | memoryview) -> int:
+    """Copy ``data`` into the scatter list (as far as it reaches); bytes copied."""
+    done = 0
+    src = memoryview(data)
+    for v in iov_truncate(views, len(src)):
+        n = len(v)
+        v[:] = src[done:done + n]
+        done += n
+    return done
+
+
+def iov_to_buf(views: Sequence[memoryview], length: int) -> bytes:
+    """The first ``length`` bytes of the scatter list (fewer if it is shorter)."""
+    return b"".join(bytes(v) for v in iov_truncate(views, length))
+
+
+class Completion(NamedTuple):
+    """A device's answer before scsi_req_complete: status, stored sense condition, bytes moved."""
+
+    status: int
+    sense: SCSISense | None = None
+    xfer: int = 0
+
+
+GOOD = Completion(SamStatus.GOOD)
+
+
+def check_condition(sense: SCSISense) -> Completion:
+    """scsi_check_condition."""
+    return Completion(SamStatus.CHECK_CONDITION, sense)
+
+
+def _ua_precedence(sense: SCSISense) -> int:
+    """scsi_ua_precedence: lower wins when two unit attentions compete."""
+    if sense.key != SenseKey.UNIT_ATTENTION:
+        return 1 << 31
+    asc, ascq = sense.asc, sense.ascq
+    if asc == 0x29 and ascq == 0x04:
+        return 1
+    if asc == 0x3F and ascq == 0x01:
+        return 2
+    if asc == 0x29 and ascq in (0x05, 0x06):
+        return (asc << 8) | ascq
+    if asc == 0x29 and ascq <= 0x07:
+        return ascq
+    if asc == 0x2F and ascq == 0x01:
+        return 8
+    return (asc << 8) | ascq
+
+
+class SCSIDevice:
+    """QEMU SCSIDevice: address, type, block size, pending unit attention, stored sense."""
+
+    def __init__(self, *, channel: int = 0, scsi_id: int = 0, lun: int = 0,
+                 type: int = ScsiType.TYPE_DISK, blocksize: int = 512) -> None:
+        for name, v in (("channel", channel), ("scsi-id", scsi_id), ("lun", lun)):
+            if not isinstance(v, int) or v < 0:
+                raise ValueError(f"bad scsi {name}: {v!r}")
+        self.channel = channel
+        self.id = scsi_id
+        self.lun = lun
+        self.type = type
+        self.blocksize = blocksize
+        self.unit_attention: SCSISense = SenseCode.NO_SENSE
+        self.sense: bytes = b""  # QEMU dev->sense / sense_len
+        self.sense_is_ua = False
+        self.bus: SCSIBus | None = None
+        self.reset()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.channel}:{self.id}:{self.lun}>"
+
+    def set_ua(self, sense: SCSISense) -> None:
+        """scsi_device_set_ua: keep the more important of two unit attentions."""
+        if sense.key != SenseKey.UNIT_ATTENTION:
+            return
+        if _ua_precedence(sense) < _ua_precedence(self.unit_attention):
+            self.unit_attention = sense
+
+    def reset(self) -> None:
+        """Device reset (power-on too): POWER ON, RESET OR BUS DEVICE RESET OCCURRED."""
+        self.set_ua(SenseCode.RESET)
+
+    def report_change(self, sense: SCSISense) -> None:
+        """scsi_device_report_change (the HBA's change hook is the virtio device's business)."""
+        self.set_ua(sense)
+
+    def unit_attention_reported(self) -> None:
+        """SCSIDeviceClass.unit_attention_reported hook (scsi-cd re-arms MEDIUM CHANGED)."""
+
+    def parse_cdb(self, cdb: bytes) -> SCSICommand | None:
+        return scsi_req_parse_cdb(cdb, dev_type=self.type, blocksize=self.blocksize)
+
+    def send_command(self, cmd: SCSICommand, data_out: Sequence[memoryview],
+                     data_in: Sequence[memoryview]) -> Completion:
+        """The device's own command set (alloc_req + send_command + data phase)."""
+        return check_condition(SenseCode.INVALID_OPCODE)
+
+    def handle_cdb(self, cdb: bytes, data_out: Sequence[memoryview],
+                   data_in: Sequence[memoryview]) -> SCSIResult:
+        """A CDB addressed to this device's own LUN, with the bus's full request handling."""
+        return scsi_req_execute(self.bus, self, self.lun, cdb, data_out, data_in)
+
+
+def scsi_req_execute(bus: SCSIBus | None, dev: SCSIDevice, lun: int, cdb: bytes,
+                     data_out: Sequence[memoryview], data_in: Sequence[memoryview]) -> SCSIResult:
+    """scsi_req_new + enqueue + complete + virtio-scsi's autosense, for ``dev`` found at ``lun``."""
+    cdb = bytes(cdb)
+    is_ua = False
+    if not cdb:
+        done = check_condition(SenseCode.INVALID_OPCODE)
+    else:
+        op = cdb[0]
+        bus_ua = bus.unit_attention if bus is not None else SenseCode.NO_SENSE
+        if ((dev.unit_attention.key == SenseKey.UNIT_ATTENTION
+             or bus_ua.key == SenseKey.UNIT_ATTENTION)
+                and op not in (Op.INQUIRY, Op.REPORT_LUNS, Op.GET_CONFIGURATION,
+                               Op.GET_EVENT_STATUS_NOTIFICATION)
+                and not (op == Op.REQUEST_SENSE and dev.sense_is_ua)):
+            route = "ua"
+        elif lun != dev.lun or op == Op.REPORT_LUNS or (op == Op.REQUEST_SENSE and dev.sense):
+            route = "target"
+        else:
+            route = "device"
+        cmd = dev.parse_cdb(cdb)
+        if cmd is None:
+            done = check_condition(SenseCode.INVALID_OPCODE)
+        elif cmd.xfer > INT32_MAX:
+            done = check_condition(SenseCode.INVALID_FIELD)
+        elif route == "ua":
+            # scsi_fetch_unit_attention_sense: consumed as soon as the request exists
+            if dev.unit_attention.key == SenseKey.UNIT_ATTENTION:
+                ua, dev.unit_attention = dev.unit_attention, SenseCode.NO_SENSE
+            else:
+                assert bus is not None
+                ua, bus.unit_attention = bus.unit_attention, SenseCode.NO_SENSE
+            done = check_condition(ua)
+            is_ua = True
+        elif route == "target":
+            done = _target_send_command(bus, dev, lun, cmd, data_in)
+        else:
+            try:
+                done = dev.send_command(cmd, data_out, data_in)
+            except Exception:  # a device bug must not take the daemon down
+                done = check_condition(SenseCode.TARGET_FAILURE)
+    return _req_complete(dev, done, is_ua)
+
+
+def _req_complete(dev: SCSIDevice, done: Completion, is_ua: bool) -> SCSIResult:
+    """scsi_req_complete + scsi_req_get_sense (virtio-scsi fetches sense on non-GOOD status)."""
+    status = int(done.status)
+    sense = b"" if status == SamStatus.GOOD or done.sense is None else scsi_build_sense(done.sense)
+    if sense:
+        dev.sense = sense
+        dev.sense_is_ua = is_ua
+    else:
+        dev.sense = b""
+        dev.sense_is_ua = False
+    autosense = b""
+    if status != SamStatus.GOOD and sense:
+        autosense = scsi_convert_sense(sense, SCSI_SENSE_BUF_SIZE, True)
+        if dev.sense_is_ua:
+            dev.unit_attention_reported()
+            dev.sense = b""
+            dev.sense_is_ua = False
+    return SCSIResult(status, autosense, done.xfer)
+
+
+def _store_lun(lun: int) -> bytes:
+    """store_lun: peripheral addressing below 256, flat space addressing above."""
+    if lun < 256:
+        return bytes((0, lun)) + bytes(6)
+    return bytes((0x40 | (lun >> 8), lun & 0xFF)) + bytes(6)
+
+
+def _target_send_command(bus: SCSIBus | None, dev: SCSIDevice, lun: int, cmd: SCSICommand,
+                         data_in: Sequence[memoryview]) -> Completion:
+    """scsi_target_send_command: REPORT LUNS, INQUIRY/REQUEST SENSE to a missing LUN."""
+    buf = cmd.buf
+    op = buf[0]
+    if lun != 0 and op not in (Op.INQUIRY, Op.REQUEST_SENSE):
+        return check_condition(SenseCode.LUN_NOT_SUPPORTED)
+    data: bytes
+    if op == Op.REPORT_LUNS:
+        if cmd.xfer < 16 or buf[2] > 2:
+            return check_condition(SenseCode.INVALID_FIELD)
+        luns = [0]
+        devices = bus.devices if bus is not None else [dev]
+        luns += [d.lun for d in devices if d.channel == dev.channel and d.id == dev.id and d.lun != 0]
+        body = b"".join(_store_lun(n) for n in luns)
+        full = _BE32.pack(len(body)) + bytes(4) + body
+        data = full[: min(len(full), cmd.xfer & ~7)]
+        if bus is not None:
+            bus.clear_reported_luns_changed(dev)
+        elif dev.unit_attention == SenseCode.REPORTED_LUNS_CHANGED:
+            dev.unit_attention = SenseCode.NO_SENSE
+    elif op == Op.INQUIRY:
+        inq = _target_inquiry(lun, cmd)
+        if inq is None:
+            return check_condition(SenseCode.INVALID_FIELD)
+        data = inq
+    elif op == Op.REQUEST_SENSE:
+        fixed = buf[1] & 1 == 0
+        if lun != 0:
+            data = scsi_build_sense_buf(cmd.xfer, SenseCode.LUN_NOT_SUPPORTED, fixed)
+        else:
+            data = scsi_convert_sense(dev.sense, min(cmd.xfer, SCSI_SENSE_LEN), fixed)
+        if dev.sense_is_ua:
+            dev.unit_attention_reported()
+            dev.sense = b""
+            dev.sense_is_ua = False
+    elif op == Op.TEST_UNIT_READY:
+        data = b""
+    else:
+        return check_condition(SenseCode.INVALID_OPCODE)
+    return Completion(SamStatus.GOOD, None, iov_from_buf(data_in, data) if data else 0)
+
+
+def _target_inquiry(lun: int, cmd: SCSICommand) -> bytes | None:
+    """scsi_target_emulate_inquiry: the answer for a LUN nobody is at."""
+    buf = cmd.buf
+    if buf[1] & 0x2:
+        return None
+    if buf[1] & 0x1:
+        if buf[2] != 0x00:
+            return None
+        page = bytes((buf[2], 0x00, 1, 0x00))
+        return page[: min(cmd.xfer, len(page))]
+    if buf[2] != 0:
+        return None
+    n = min(cmd.xfer, SCSI_INQUIRY_LEN)
+    out = bytearray(SCSI_INQUIRY_LEN)
+    if lun != 0:
+        out[0] = ScsiType.TYPE_NO_LUN
+    else:
+        out[0] = TYPE_NOT_PRESENT | TYPE_INACTIVE
+        out[2] = 5
+        out[3] = 2 | 0x10
+        out[4] = (n - 5) & 0xFF
+        out[7] = 0x10 | 0x02  # virtio-scsi bus: tcq
+        out[8:16] = b"QEMU    "
+        out[16:32] = b"QEMU TARGET     "
+        out[32:35] = QEMU_HW_VERSION.encode()[:3]
+    return bytes(out[:n])
+
+
+class SCSIBus:
+    """QEMU SCSIBus with virtio-scsi's SCSIBusInfo limits."""
+
+    def __init__(self, max_channel: int = 0, max_target: int = 255, max_lun: int = 16383) -> None:
+        self.max_channel = max_channel
+        self.max_target = max_target
+        self.max_lun = max_lun
+        self.devices: list[SCSIDevice] = []  # attach order, like qbus children
+        self.unit_attention: SCSISense = SenseCode.NO_SENSE
+
+    def attach(self, dev: SCSIDevice) -> None:
+        """scsi_bus_check_address + realize: range checks and a free address."""
+        if dev.bus is not None:
+            raise ValueError(f"{dev!r} is already attached to a bus")
+        if dev.channel > self.max_channel:
+            raise ValueError(f"bad scsi channel id: {dev.channel}")
+        if dev.id > self.max_target:
+            raise ValueError(f"bad scsi device id: {dev.id}")
+        if dev.lun > self.max_lun:
+            raise ValueError(f"bad scsi device lun: {dev.lun}")
+        for d in self.devices:
+            if (d.channel, d.id, d.lun) == (dev.channel, dev.id, dev.lun):
+                name = getattr(d, "drive_id", None) or repr(d)
+                raise ValueError(
+                    f"lun already used by '{name}' ({dev.channel}:{dev.id}:{dev.lun})")
+        self.devices.append(dev)
+        dev.bus = self
+
+    def detach(self, dev: SCSIDevice) -> None:
+        """Unplug: the device disappears from routing and REPORT LUNS."""
+        if dev not in self.devices:
+            raise ValueError(f"{dev!r} is not attached to this bus")
+        self.devices.remove(dev)
+        dev.bus = None
+        dev.sense = b""
+        dev.sense_is_ua = False
+
+    def scsi_device_find(self, channel: int, id: int, lun: int) -> SCSIDevice | None:
+        """scsi_device_find: exact LUN, else the first device on that channel/target."""
+        found: SCSIDevice | None = None
+        for d in self.devices:
+            if d.channel == channel and d.id == id:
+                if d.lun == lun:
+                    return d
+                if found is None:
+                    found = d
+        return found
+
+    def target_exists(self, channel: int, id: int) -> bool:
+        return any(d.channel == channel and d.id == id for d in self.devices)
+
+    def parse_cdb(self, channel: int, id: int, lun: int, cdb: bytes) -> SCSICommand | None:
+        """The parsed CDB as the device that would get it sees it (for the HBA's
+        direction/overrun check before executing); None if there is no such target or QEMU
+        would reject the CDB."""
+        dev = self.scsi_device_find(channel, id, lun)
+        return dev.parse_cdb(cdb) if dev is not None and cdb else None
+
+    def execute(self, channel: int, id: int, lun: int, cdb: bytes,
+                data_out: Sequence[memoryview], data_in: Sequence[memoryview]) -> SCSIResult:
+        """Run one CDB addressed to channel:id:lun. Without any device on that target the
+        HBA should answer BAD_TARGET itself; here that raises LookupError."""
+        dev = self.scsi_device_find(channel, id, lun)
+        if dev is None:
+            raise LookupError(f"no SCSI target {channel}:{id}")
+        return scsi_req_execute(self, dev, lun, cdb, data_out, data_in)
+
+    def set_ua(self, sense: SCSISense) -> None:
+        """scsi_bus_set_ua (virtio-scsi uses it for REPORTED LUNS DATA HAS CHANGED)."""
+        if sense.key != SenseKey.UNIT_ATTENTION:
+            return
+        if _ua_precedence(sense) < _ua_precedence(self.unit_attention):
+            self.unit_attention = sense
+
+    def clear_reported_luns_changed(self, dev: SCSIDevice) -> None:
+        """scsi_clear_reported_luns_changed, after a REPORT LUNS."""
+        if dev.unit_attention.key == SenseKey.UNIT_ATTENTION:
+            if dev.unit_attention[1:] == SenseCode.REPORTED_LUNS_CHANGED[1:]:
+                dev.unit_attention = SenseCode.NO_SENSE
+        elif self.unit_attention.key == SenseKey.UNIT_ATTENTION:
+            if self.unit_attention[1:] == SenseCode.REPORTED_LUNS_CHANGED[1:]:
+                self.unit_attention = SenseCode.NO_SENSE
+
+    def reset(self) -> None:
+        """Bus reset (qbus_reset_all): every device resets and gets the reset UA."""
+        for d in self.devices:
+            d.reset()

@@ -1,0 +1,770 @@
+"""QEMU's scsi-hd (hw/scsi/scsi-disk.c) over a raw BlockBackend.
+
+Two command paths as in QEMU: the "emulate" reqops (INQUIRY, MODE SENSE, READ CAPACITY,
+UNMAP, ...) answer from a zero-filled buffer of max(4096, allocation length) bytes and
+always move exactly the allocation length; the "dma" reqops (READ/WRITE/WRITE AND VERIFY)
+move blocks straight between the guest views and the image. Everything QEMU answers with
+CHECK CONDITION is answered with the same sense here, including image I/O errors
+(scsi_sense_from_errno).
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+from collections.abc import Callable, Sequence
+
+from vscsifs.scsi._proto import SAI_READ_CAPACITY_16, SamStatus, ScsiOpcode as Op, ScsiType
+from vscsifs.scsi.device._block_backend import BlockBackend, iov_truncate
+from vscsifs.scsi.device._hd_geometry import HDGeometry, hd_geometry_guess
+from vscsifs.scsi.device._scsi_bus import (
+    GOOD,
+    Completion,
+    SCSICommand,
+    SCSIDevice,
+    XferMode,
+    check_condition,
+    iov_from_buf,
+    iov_to_buf,
+    scsi_data_cdb_xfer,
+)
+from vscsifs.scsi.device._sense import SCSISense, SenseCode, scsi_build_sense_buf, scsi_sense_from_errno
+
+KiB = 1024
+GiB = 1024 * 1024 * 1024
+SCSI_WRITE_SAME_MAX = 512 * KiB
+SCSI_MAX_INQUIRY_LEN = 256
+SCSI_MAX_MODE_LEN = 256
+DEFAULT_DISCARD_GRANULARITY = 4 * KiB
+DEFAULT_MAX_UNMAP_SIZE = 1 * GiB
+DEFAULT_MAX_IO_SIZE = 0x7FFFFFFF  # INT_MAX
+BDRV_SECTOR_SIZE = 512
+UINT32_MAX = 0xFFFFFFFF
+INT_MAX = 0x7FFFFFFF
+
+# mode page codes (QEMU include/scsi/constants.h)
+MODE_PAGE_R_W_ERROR = 0x01
+MODE_PAGE_HD_GEOMETRY = 0x04
+MODE_PAGE_FLEXIBLE_DISK_GEOMETRY = 0x05
+MODE_PAGE_CACHING = 0x08
+MODE_PAGE_AUDIO_CTL = 0x0E
+MODE_PAGE_CAPABILITIES = 0x2A
+MODE_PAGE_ALLS = 0x3F
+
+_BE16 = struct.Struct(">H")
+_BE32 = struct.Struct(">I")
+_BE64 = struct.Struct(">Q")
+
+
+class _Fail(Exception):
+    """A CHECK CONDITION decided deep inside a handler (QEMU's goto illegal_request & co)."""
+
+    def __init__(self, sense: SCSISense) -> None:
+        super().__init__(sense)
+        self.sense = sense
+
+
+def _io_error(e: OSError) -> Completion:
+    """scsi_handle_rw_error with rerror/werror=report: errno -> status + sense."""
+    status, sense = scsi_sense_from_errno(e.errno or errno.EIO)
+    return Completion(status, sense)
+
+
+def _power_of_2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+class SCSIDiskDevice(SCSIDevice):
+    """``-device scsi-hd`` (QEMU property names and defaults)."""
+
+    def __init__(self, backend: BlockBackend, *, channel: int = 0, scsi_id: int = 0, lun: int = 0,
+                 drive_id: str = "drive0", serial: str | None = None, device_id: str | None = None,
+                 wwn: int | None = None, port_wwn: int | None = None, port_index: int = 0,
+                 vendor: str | None = None, product: str | None = None, ver: str | None = None,
+                 logical_block_size: int = 512, physical_block_size: int | None = None,
+                 min_io_size: int = 0, opt_io_size: int = 0, discard_granularity: int | None = None,
+                 rotation_rate: int = 0, removable: bool = False, dpofua: bool = False,
+                 write_cache: bool | None = None, max_unmap_size: int = DEFAULT_MAX_UNMAP_SIZE,
+                 max_io_size: int = DEFAULT_MAX_IO_SIZE, scsi_version: int = 5,
+                 cyls: int = 0, heads: int = 0, secs: int = 0) -> None:
+        lbs = logical_block_size
+        pbs = BDRV_SECTOR_SIZE if physical_block_size is None else physical_block_size
+        for name, v in (("logical_block_size", lbs), ("physical_block_size", pbs)):
+            if not _power_of_2(v) or not 512 <= v <= 2 * 1024 * 1024:
+                raise ValueError(f"Property scsi-hd.{name} doesn't take value {v} "
+                                 "(must be a power of 2 between 512 and 2097152)")
+        if lbs > pbs:
+            raise ValueError("logical_block_size > physical_block_size not supported")
+        for name, v in (("min_io_size", min_io_size), ("opt_io_size", opt_io_size)):
+            if v < 0 or v % lbs:
+                raise ValueError(f"{name} must be a multiple of logical_block_size")
+        if discard_granularity is not None and discard_granularity not in (0,) and (
+                discard_granularity < 0 or discard_granularity % lbs):
+            raise ValueError("discard_granularity must be a multiple of logical_block_size")
+        if not 0 <= rotation_rate <= 0xFFFF:
+            raise ValueError(f"rotation_rate {rotation_rate} out of range 0..65535")
+        if not 0 <= port_index <= 0xFFFF:
+            raise ValueError(f"port_index {port_index} out of range 0..65535")
+        self.backend = backend
+        self.drive_id = drive_id
+        self.serial = serial
+        self.vendor = "QEMU" if vendor is None else vendor
+        self.product = "QEMU HARDDISK" if product is None else product
+        self.version = "2.5+" if ver is None else ver
+        if device_id is None:
+            device_id = serial[:20] if serial else (drive_id or None)
+        self.device_id = device_id
+        self.wwn = wwn or 0
+        self.port_wwn = port_wwn or 0
+        self.port_index = port_index
+        self.logical_block_size = lbs
+        self.physical_block_size = pbs
+        self.min_io_size = min_io_size
+        self.opt_io_size = opt_io_size
+        self.discard_granularity = max(lbs, DEFAULT_DISCARD_GRANULARITY) \
+            if discard_granularity is None else discard_granularity
+        self.rotation_rate = rotation_rate
+        self.removable = removable
+        self.dpofua = dpofua
+        self.max_unmap_size = max_unmap_size
+        self.max_io_size = max_io_size
+        self.default_scsi_version = scsi_version
+        self.scsi_version = scsi_version
+        if write_cache is not None:
+            backend.write_cache = write_cache
+        self.tray_open = False
+        self.tray_locked = False
+        self.max_lba = 0
+        if cyls or heads or secs:
+            if not (1 <= cyls <= 65535 and 1 <= heads <= 255 and 1 <= secs <= 255):
+                raise ValueError("cyls must be between 1 and 65535, heads between 1 and 255, "
+                                 "secs between 1 and 255")
+            self.geometry = HDGeometry(cyls, heads, secs)
+        else:
+            self.geometry = self._guess_geometry()
+        super().__init__(channel=channel, scsi_id=scsi_id, lun=lun, type=ScsiType.TYPE_DISK,
+                         blocksize=lbs)
+
+    def _guess_geometry(self) -> HDGeometry:
+        sector0 = bytearray(512)
+        if self.backend.size >= 512:
+            try:
+                self.backend.preadv([memoryview(sector0)], 0)
+            except OSError:
+                sector0 = bytearray(512)
+        return hd_geometry_guess(bytes(sector0), self.backend.size // BDRV_SECTOR_SIZE)
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def nb_sectors(self) -> int:
+        """blk_get_geometry: image size in 512-byte sectors."""
+        return self.backend.size // BDRV_SECTOR_SIZE
+
+    @property
+    def write_cache_enabled(self) -> bool:
+        """blk_enable_write_cache (MODE SELECT of the caching page WCE bit changes it)."""
+        return self.backend.write_cache
+
+    def reset(self) -> None:
+        """scsi_disk_reset: reset UA, max_lba from the image size, tray state, SCSI version."""
+        super().reset()
+        n = self.nb_sectors // (self.blocksize // BDRV_SECTOR_SIZE)
+        self.max_lba = n - 1 if n else 0
+        self.tray_locked = False
+        self.tray_open = False
+        self.scsi_version = self.default_scsi_version
+
+    def resize(self, size: int) -> None:
+        """block_resize: new image size; the guest learns it via CAPACITY DATA HAS CHANGED."""
+        self.backend.resize(size)
+        self.report_change(SenseCode.CAPACITY_CHANGED)
+
+    def check_lba_range(self, lba: int, nb: int) -> bool:
+        """check_lba_range: a 0-block access just past the end is valid."""
+        return lba + nb <= self.max_lba + 1
+
+    # -- dispatch -----------------------------------------------------------------------------
+
+    def send_command(self, cmd: SCSICommand, data_out: Sequence[memoryview],
+                     data_in: Sequence[memoryview]) -> Completion:
+        """scsi_new_request: the dma reqops for READ/WRITE, the emulate reqops for the rest."""
+        op = cmd.buf[0]
+        try:
+            if op in _DMA_OPS:
+                return self._dma_command(cmd, data_out, data_in)
+            return self._emulate_command(cmd, data_out, data_in)
+        except _Fail as f:
+            return check_condition(f.sense)
+        except OSError as e:
+            return _io_error(e)
+
+    def _emulate_command(self, cmd: SCSICommand, data_out: Sequence[memoryview],
+                         data_in: Sequence[memoryview]) -> Completion:
+        """scsi_disk_emulate_command + emulate read_data/write_data."""
+        if cmd.xfer > 65536:
+            return check_condition(SenseCode.INVALID_FIELD)
+        op = cmd.buf[0]
+        entry = _EMULATE.get(op)
+        if entry is None:
+            return check_condition(SenseCode.INVALID_OPCODE)
+        handler, writer = entry
+        outbuf = bytearray(max(4096, cmd.xfer))
+        done = handler(self, cmd, outbuf)
+        if done is not None:
+            return done
+        length = cmd.xfer  # MIN(r->buflen, xfer): buflen >= xfer by construction
+        if length == 0:
+            return GOOD
+        if cmd.mode == XferMode.SCSI_XFER_TO_DEV:
+            data = iov_to_buf(data_out, length)
+            moved = len(data)
+            data = data + bytes(length - len(data))
+            assert writer is not None
+            done = writer(self, cmd, data)
+            return done._replace(xfer=moved) if done.status == SamStatus.GOOD else done
+        moved = iov_from_buf(data_in, memoryview(outbuf)[:length])
+        return Completion(SamStatus.GOOD, None, moved)
+
+    # -- emulate: data-in commands --------------------------------------------------------------
+
+    def _emulate_nop(self, cmd: SCSICommand, out: bytearray) -> Completion | None:
+        return None
+
+    def _emulate_inquiry(self, cmd: SCSICommand, out: bytearray) -> Completion | None:
+        """scsi_disk_emulate_inquiry."""
+        buf = cmd.buf
+        if buf[1] & 0x1:
+            self._emulate_vpd_page(cmd, out)
+            return None
+        if buf[2] != 0:
+            raise _Fail(SenseCode.INVALID_FIELD)
+        buflen = min(cmd.xfer, SCSI_MAX_INQUIRY_LEN)
+        out[0] = self.type & 0x1F
+        out[1] = 0x80 if self.removable else 0
+        out[16:32] = self.product.encode()[:16].ljust(16, b" ")
+        out[8:16] = self.vendor.encode()[:8].ljust(8, b" ")
+        out[32:36] = self.version.encode()[:4].ljust(4, b"\0")
+        out[2] = self.default_scsi_version & 0xFF
+        out[3] = 2 | 0x10
+        out[4] = (buflen - 5) & 0xFF if buflen > 36 else 36 - 5
+        out[7] = 0x10 | 0x02  # sync, TCQ (virtio-scsi's bus info has tcq)
+        return None
+
+    def _emulate_vpd_page(self, cmd: SCSICommand, out: bytearray) -> int:
+        """scsi_disk_emulate_vpd_page."""
+        page = cmd.buf[2]
+        out[0] = self.type & 0x1F
+        out[1] = page
+        start = 4
+        p = bytearray()
+        if page == 0x00:
+            p.append(0x00)
+            if self.serial:
+                p.append(0x80)
+            p.append(0x83)
+            if self.type == ScsiType.TYPE_DISK:
+                p += b"\xb0\xb1\xb2"
+        elif page == 0x80:
+            if not self.serial:
+                raise _Fail(SenseCode.INVALID_FIELD)
+            p += self.serial.encode()[:36]
+        elif page == 0x83:
+            ident = (self.device_id or "").encode()[: 255 - 8]
+            if ident:
+                p += bytes((0x2, 0, 0, len(ident))) + ident
+            if self.wwn:
+                p += bytes((0x1, 0x3, 0, 8)) + _BE64.pack(self.wwn)
+            if self.port_wwn:
+                p += bytes((0x61, 0x93, 0, 8)) + _BE64.pack(self.port_wwn)
+            if self.port_index:
+                p += bytes((0x61, 0x94, 0, 4)) + bytes(2) + _BE16.pack(self.port_index)
+        elif page == 0xB0:
+            if self.type == ScsiType.TYPE_ROM:
+                raise _Fail(SenseCode.INVALID_FIELD)
+            p += self._block_limits()
+        elif page == 0xB1:
+            p += bytearray(0x3C)
+            p[0:2] = _BE16.pack(self.rotation_rate)
+        elif page == 0xB2:
+            p += bytes((0, 0xE0, 2 if self.discard_granularity else 1, 0))
+        else:
+            raise _Fail(SenseCode.INVALID_FIELD)
+        out[start:start + len(p)] = p
+        out[3] = len(p)
+        return start + len(p)
+
+    def _block_limits(self) -> bytes:
+        """scsi_emulate_block_limits (hw/scsi/emulation.c) with scsi-disk's values."""
+        bs = self.blocksize
+        min_io = self.min_io_size // bs
+        opt_io = self.opt_io_size // bs
+        max_io = self.max_io_size // bs
+        blk_max = (INT_MAX // BDRV_SECTOR_SIZE * BDRV_SECTOR_SIZE) // bs  # blk_get_max_transfer
+        if self.type == ScsiType.TYPE_DISK:
+            max_io = min(x for x in (blk_max, max_io) if x) if (blk_max or max_io) else 0
+        out = bytearray(0x3C)
+        out[0] = 1  # wsnz
+        if max_io:
+            out[2:4] = _BE16.pack(min(min_io, max_io) & 0xFFFF)
+            out[4:8] = _BE32.pack(max_io & UINT32_MAX)
+            out[8:12] = _BE32.pack(min(opt_io, max_io) & UINT32_MAX)
+        else:
+            out[2:4] = _BE16.pack(min_io & 0xFFFF)
+            out[8:12] = _BE32.pack(opt_io & UINT32_MAX)
+        out[16:20] = _BE32.pack((self.max_unmap_size // bs) & UINT32_MAX)
+        out[20:24] = _BE32.pack(255)
+        out[24:28] = _BE32.pack((self.discard_granularity // bs) & UINT32_MAX)
+        out[36:40] = _BE32.pack(max_io & UINT32_MAX)
+        return bytes(out)
+
+    def _mode_sense_page(self, page: int, page_control: int) -> bytes | None:
+        """mode_sense_page: one page with its 2-byte header, None if not valid for the type."""
+        valid = _MODE_SENSE_VALID.get(page, ())
+        if self.type not in valid:
+            return None
+        g = self.geometry
+        if page == MODE_PAGE_HD_GEOMETRY:
+            p = bytearray(0x16)
+            if page_control != 1:
+                p[0:3] = g.cyls.to_bytes(3, "big")
+                p[3] = g.heads & 0xFF
+                p[4:7] = g.cyls.to_bytes(3, "big")
+                p[7:10] = g.cyls.to_bytes(3, "big")
+                p[10], p[11] = 0, 200
+                p[12:15] = b"\xff\xff\xff"
+                p[18:20] = _BE16.pack(5400)
+        elif page == MODE_PAGE_FLEXIBLE_DISK_GEOMETRY:
+            p = bytearray(0x1E)
+            if page_control != 1:
+                p[0:2] = _BE16.pack(5000)
+                p[2] = g.heads & 0xFF
+                p[3] = g.secs & 0xFF
+                p[4] = (self.blocksize >> 8) & 0xFF
+                p[6:8] = (g.cyls & 0xFFFF).to_bytes(2, "big")
+                p[8:10] = (g.cyls & 0xFFFF).to_bytes(2, "big")
+                p[10:12] = (g.cyls & 0xFFFF).to_bytes(2, "big")
+                p[12], p[13], p[14], p[15], p[16], p[17], p[18] = 0, 1, 1, 0, 1, 1, 1
+                p[26:28] = _BE16.pack(5400)
+        elif page == MODE_PAGE_CACHING:
+            p = bytearray(0x12)
+            if page_control == 1 or self.write_cache_enabled:
+                p[0] = 4  # WCE
+        elif page == MODE_PAGE_R_W_ERROR:
+            p = bytearray(10)
+            if page_control == 1:
+                if self.type == ScsiType.TYPE_ROM:
+                    p[0] = 0x80
+            else:
+                p[0] = 0x80
+                if self.type == ScsiType.TYPE_ROM:
+                    p[1] = 0x20
+        elif page == MODE_PAGE_AUDIO_CTL:
+            p = bytearray(14)
+        elif page == MODE_PAGE_CAPABILITIES:
+            p = bytearray(0x14)
+            if page_control != 1:
+                p[0:4] = b"\x3b\x00\x7f\xff"
+                p[4] = 0x2D | (2 if self.tray_locked else 0)
+                p[6:8] = _BE16.pack(50 * 176)
+                p[8:10] = _BE16.pack(2)
+                p[10:12] = _BE16.pack(2048)
+                p[12:14] = _BE16.pack(16 * 176)
+                p[16:18] = _BE16.pack(16 * 176)
+                p[18:20] = _BE16.pack(16 * 176)
+        else:
+            return None
+        return bytes((page, len(p))) + bytes(p)
+
+    def _emulate_mode_sense(self, cmd: SCSICommand, out: bytearray) -> Completion | None:
+        """scsi_disk_emulate_mode_sense."""
+        buf = cmd.buf
+        dbd = bool(buf[1] & 0x8)
+        page = buf[2] & 0x3F
+        page_control = (buf[2] & 0xC0) >> 6
+        if self.type == ScsiType.TYPE_DISK:
+            dev_specific_param = 0x10 if self.dpofua else 0
+            if self.backend.readonly:
+                dev_specific_param |= 0x80
+        else:
+            dev_specific_param = 0
+            dbd = True
+        six = buf[0] == Op.MODE_SENSE
+        hdr = bytearray(4 if six else 8)
+        if six:
+            hdr[2] = dev_specific_param
+        else:
+            hdr[3] = dev_specific_param
+        body = bytearray()
+        nb = self.nb_sectors
+        if not dbd and nb:
+            if six:
+                hdr[3] = 8
+            else:
+                hdr[7] = 8
+            nb //= self.blocksize // BDRV_SECTOR_SIZE
+            if nb > 0xFFFFFF:
+                nb = 0
+            body += bytes((0,)) + nb.to_bytes(3, "big") + bytes((0, 0, (self.blocksize >> 8) & 0xFF, 0))
+        if page_control == 3:
+            raise _Fail(SenseCode.SAVING_PARAMS_NOT_SUPPORTED)
+        if page == MODE_PAGE_ALLS:
+            for pg in range(0x3F):
+                body += self._mode_sense_page(pg, page_control) or b""
+        else:
+            one = self._mode_sense_page(page, page_control)
+            if one is None:
+                raise _Fail(SenseCode.INVALID_FIELD)
+            body += one
+        data = hdr + body
+        buflen = len(data)
+        if six:
+            data[0] = (buflen - 1) & 0xFF
+        else:
+            data[0:2] = _BE16.pack((buflen - 2) & 0xFFFF)
+        out[:buflen] = data
+        return None
+
+    def _emulate_read_capacity_10(self, cmd: SCSICommand, out: bytearray) -> Completion | None:
+        buf = cmd.buf
+        nb = self.nb_sectors
+        if not nb:
+            return check_condition(SenseCode.LUN_NOT_READY)
+        if buf[8] & 1 == 0 and cmd.lba:
+            raise _Fail(SenseCode.INVALID_FIELD)
+        nb = nb // (self.blocksize // BDRV_SECTOR_SIZE) - 1
+        self.max_lba = nb
+        out[0:4] = _BE32.pack(min(nb, UINT32_MAX))
+        out[4:8] = _BE32.pack(self.blocksize & 0xFF00)
+        return None
+
+    def _emulate_service_action_in_16(self, cmd: SCSICommand, out: bytearray) -> Completion | None:
+        buf = cmd.buf
+        if buf[1] & 31 != SAI_READ_CAPACITY_16:
+            raise _Fail(SenseCode.INVALID_FIELD)
+        nb = self.nb_sectors
+        if not nb:
+            return check_condition(SenseCode.LUN_NOT_READY)
+        if buf[14] & 1 == 0 and cmd.lba:
+            raise _Fail(SenseCode.INVALID_FIELD)
+        nb = nb // (self.blocksize // BDRV_SECTOR_SIZE) - 1
+        self.max_lba = nb
+        out[0:8] = _BE64.pack(nb)
+        out[8:12] = _BE32.pack(self.blocksize & 0xFF00)
+        exp = 0
+        size = self.physical_block_size
+        while size > self.logical_block_size:
+            exp += 1
+            size >>= 1
+        out[13] = exp
+        if self.discard_granularity:
+            out[14] = 0x80
+        return None
+
+    def _emulate_request_sense(self, cmd: SCSICommand, out: bytearray) -> Completion | None:
+        """Nothing stored (else the target code answers): NO SENSE in the asked format."""
+        data = scsi_build_sense_buf(len(out), SenseCode.NO_SENSE, cmd.buf[1] & 1 == 0)
+        out[: len(data)] = data
+        return None
+
+    def _emulate_reserve6(self, cmd: SCSICommand, out: bytearray) -> Completion | None:
+        if cmd.buf[1] & 1:
+            raise _Fail(SenseCode.INVALID_FIELD)
+        return None
+
+    def _emulate_reserve10(self, cmd: SCSICommand, out: bytearray) -> Completion | None:
+        if cmd.buf[1] & 3:
+            raise _Fail(SenseCode.INVALID_FIELD)
+        return None
+
+    def _emulate_start_stop(self, cmd: SCSICommand, out: bytearray) -> Completion | None:
+        """scsi_disk_emulate_start_stop: only removable media have a tray to move."""
+        b4 = cmd.buf[4]
+        start, loej = bool(b4 & 1), bool(b4 & 2)
+        if b4 & 0xF0:
+            return None
+        if self.removable and loej:
+            if not start and not self.tray_open and self.tray_locked:
+                return check_condition(SenseCode.ILLEGAL_REQ_REMOVAL_PREVENTED)
+            self.tray_open = not start
+        return None
+
+    def _emulate_allow_medium_removal(self, cmd: SCSICommand, out: bytearray) -> Completion | None:
+        self.tray_locked = bool(cmd.buf[4] & 1)
+        return None
+
+    def _emulate_synchronize_cache(self, cmd: SCSICommand, out: bytearray) -> Completion | None:
+        self.backend.flush()
+        return GOOD
+
+    def _emulate_seek_10(self, cmd: SCSICommand, out: bytearray) -> Completion | None:
+        if cmd.lba > self.max_lba:
+            return check_condition(SenseCode.LBA_OUT_OF_RANGE)
+        return None
+
+    def _emulate_verify(self, cmd: SCSICommand, out: bytearray) -> Completion | None:
+        if cmd.buf[1] & 6:  # BYTCHK: only scsi-block passes data through
+            raise _Fail(SenseCode.INVALID_FIELD)
+        return None
+
+    def _emulate_rom_only(self, cmd: SCSICommand, out: bytearray) -> Completion | None:
+        """MMC commands (READ DISC INFORMATION, GET CONFIGURATION, ...): -1 for a disk."""
+        raise _Fail(SenseCode.INVALID_FIELD)
+
+    def _emulate_read_toc(self, cmd: SCSICommand, out: bytearray) -> Completion | None:
+        """scsi_disk_emulate_read_toc (QEMU answers it for disks too)."""
+        buf = cmd.buf
+        msf = buf[1] & 2
+        fmt = buf[2] & 0xF
+        start_track = buf[6]
+        nb = self.nb_sectors // (self.blocksize // BDRV_SECTOR_SIZE)
+        if fmt == 0:
+            toc = _cdrom_read_toc(nb, bool(msf), start_track)
+            if toc is None:
+                raise _Fail(SenseCode.INVALID_FIELD)
+        elif fmt == 1:
+            toc = bytes((0, 0x0A, 0x01, 0x01)) + bytes(8)
+        else:
+            raise _Fail(SenseCode.INVALID_FIELD)
+        out[: len(toc)] = toc
+        return None
+
+    # -- emulate: data-out commands ---------------------------------------------------------------
+
+    def _write_mode_select(self, cmd: SCSICommand, data: bytes) -> Completion:
+        """scsi_disk_emulate_mode_select (PF=1, SP=0 only; caching page WCE is changeable)."""
+        buf = cmd.buf
+        if buf[1] & 0x11 != 0x10:
+            return check_condition(SenseCode.INVALID_FIELD)
+        six = buf[0] == Op.MODE_SELECT
+        hdr_len = 4 if six else 8
+        length = cmd.xfer
+        if length < hdr_len:
+            return check_condition(SenseCode.INVALID_PARAM_LEN)
+        bd_len = data[3] if six else _BE16.unpack_from(data, 6)[0]
+        length -= hdr_len
+        p = hdr_len
+        if length < bd_len:
+            return check_condition(SenseCode.INVALID_PARAM_LEN)
+        if bd_len not in (0, 8):
+            return check_condition(SenseCode.INVALID_PARAM)
+        if bd_len:
+            bs = data[p + 5] << 16 | data[p + 6] << 8 | data[p + 7]
+            if bs and not bs & ~0xFE00 and bs != self.blocksize:
+                self.blocksize = bs
+        length -= bd_len
+        p += bd_len
+        for change in (False, True):
+            err = self._mode_select_pages(data[p:p + length], change)
+            if err is not None:
+                return check_condition(err)
+        if not self.write_cache_enabled:
+            self.backend.flush()
+        return GOOD
+
+    def _mode_select_pages(self, data: bytes, change: bool) -> SCSISense | None:
+        """mode_select_pages: validate (change=False) then apply (change=True)."""
+        p = 0
+        length = len(data)
+        while length > 0:
+            page = data[p] & 0x3F
+            if data[p] & 0x40:
+                if length < 4:
+                    return SenseCode.INVALID_PARAM_LEN
+                subpage = data[p + 1]
+                page_len = _BE16.unpack_from(data, p + 2)[0]
+                p += 4
+                length -= 4
+            else:
+                if length < 2:
+                    return SenseCode.INVALID_PARAM_LEN
+                subpage = 0
+                page_len = data[p + 1]
+                p += 2
+                length -= 2
+            if subpage:
+                return SenseCode.INVALID_PARAM
+            if page_len > length:
+                return SenseCode.INVALID_PARAM_LEN
+            body = data[p:p + page_len]
+            if not change:
+                if not self._check_mode_select(page, body):
+                    return SenseCode.INVALID_PARAM
+            elif page == MODE_PAGE_CACHING:
+                self.backend.write_cache = bool(body[0] & 4)
+            p += page_len
+            length -= page_len
+        return None
+
+    def _check_mode_select(self, page: int, body: bytes) -> bool:
+        """scsi_disk_check_mode_select: only changeable bits may differ from MODE SENSE."""
+        if len(body) + 2 > SCSI_MAX_MODE_LEN or page == MODE_PAGE_ALLS:
+            return False
+        current = self._mode_sense_page(page, 0)
+        if current is None or len(current) != len(body) + 2:
+            return False
+        changeable = self._mode_sense_page(page, 1)
+        assert changeable is not None
+        return all(((current[i] ^ body[i - 2]) & ~changeable[i]) & 0xFF == 0
+                   for i in range(2, len(current)))
+
+    def _write_unmap(self, cmd: SCSICommand, data: bytes) -> Completion:
+        """scsi_disk_emulate_unmap: each descriptor discarded in order, stop at the first bad one."""
+        if cmd.buf[1] & 0x1:
+            return check_condition(SenseCode.INVALID_FIELD)
+        length = cmd.xfer
+        if length < 8 or length < _BE16.unpack_from(data, 0)[0] + 2:
+            return check_condition(SenseCode.INVALID_PARAM_LEN)
+        desc_len = _BE16.unpack_from(data, 2)[0]
+        if length < desc_len + 8 or desc_len & 15:
+            return check_condition(SenseCode.INVALID_PARAM_LEN)
+        if self.backend.readonly:
+            return check_condition(SenseCode.WRITE_PROTECTED)
+        for i in range(desc_len >> 4):
+            off = 8 + 16 * i
+            lba = _BE64.unpack_from(data, off)[0]
+            nb = _BE32.unpack_from(data, off + 8)[0]
+            if not self.check_lba_range(lba, nb):
+                return check_condition(SenseCode.LBA_OUT_OF_RANGE)
+            self.backend.discard(lba * self.blocksize, nb * self.blocksize)
+        return GOOD
+
+    def _write_write_same(self, cmd: SCSICommand, data: bytes) -> Completion:
+        """scsi_disk_emulate_write_same: zeroes (maybe unmapped) or a repeated block."""
+        buf = cmd.buf
+        nb = scsi_data_cdb_xfer(buf)
+        if nb == 0 or buf[1] & 0x16:
+            return check_condition(SenseCode.INVALID_FIELD)
+        if self.backend.readonly:
+            return check_condition(SenseCode.WRITE_PROTECTED)
+        if not self.check_lba_range(cmd.lba, nb):
+            return check_condition(SenseCode.LBA_OUT_OF_RANGE)
+        bs = self.blocksize
+        block = data[:bs]
+        offset = cmd.lba * bs
+        total = nb * bs
+        if buf[1] & 0x1 or not any(block):
+            self.backend.write_zeroes(offset, total, may_unmap=bool(buf[1] & 0x8))
+            return GOOD
+        chunk_len = min(total, SCSI_WRITE_SAME_MAX)
+        chunk = (block * (chunk_len // bs + 1))[:chunk_len]
+        while total:
+            n = min(total, len(chunk))
+            self.backend.pwritev([memoryview(chunk)[:n]], offset)
+            offset += n
+            total -= n
+        return GOOD
+
+    def _write_verify(self, cmd: SCSICommand, data: bytes) -> Completion:
+        return GOOD
+
+    def _write_format_unit(self, cmd: SCSICommand, data: bytes) -> Completion:
+        return GOOD
+
+    # -- dma: READ / WRITE ------------------------------------------------------------------------
+
+    def _dma_command(self, cmd: SCSICommand, data_out: Sequence[memoryview],
+                     data_in: Sequence[memoryview]) -> Completion:
+        """scsi_disk_dma_command + scsi_read_data/scsi_write_data, straight to the image."""
+        buf = cmd.buf
+        op = buf[0]
+        nb = scsi_data_cdb_xfer(buf)
+        is_write = op in _DMA_WRITE_OPS
+        if is_write and self.backend.readonly:
+            return check_condition(SenseCode.WRITE_PROTECTED)
+        if self.scsi_version > 2 and buf[1] & 0xE0:
+            return check_condition(SenseCode.INVALID_FIELD)
+        if not self.check_lba_range(cmd.lba, nb):
+            return check_condition(SenseCode.LBA_OUT_OF_RANGE)
+        nbytes = nb * self.blocksize
+        if nbytes == 0:
+            return GOOD
+        fua = op in _ALWAYS_FUA or (op in _FUA_BIT_OPS and bool(buf[1] & 8))
+        offset = cmd.lba * self.blocksize
+        try:
+            if is_write:
+                views = iov_truncate(data_out, nbytes)
+                moved = self.backend.pwritev(views, offset) if views else 0
+                if fua:
+                    self.backend.flush()
+            else:
+                if fua:
+                    self.backend.flush()
+                views = iov_truncate(data_in, nbytes)
+                moved = self.backend.preadv(views, offset) if views else 0
+        except OSError as e:
+            return _io_error(e)
+        return Completion(SamStatus.GOOD, None, moved)
+
+
+def _lba_to_msf(lba: int) -> bytes:
+    lba += 150
+    return bytes(((lba // 75) // 60 & 0xFF, (lba // 75) % 60, lba % 75))
+
+
+def _cdrom_read_toc(nb_sectors: int, msf: bool, start_track: int) -> bytes | None:
+    """cdrom_read_toc (hw/block/cdrom.c): one data track plus the lead-out."""
+    if start_track > 1 and start_track != 0xAA:
+        return None
+    q = bytearray((0, 0, 1, 1))
+    if start_track <= 1:
+        q += bytes((0, 0x14, 1, 0))
+        q += (b"\0" + _lba_to_msf(0)) if msf else _BE32.pack(0)
+    q += bytes((0, 0x16, 0xAA, 0))
+    q += (b"\0" + _lba_to_msf(nb_sectors)) if msf else _BE32.pack(nb_sectors & UINT32_MAX)
+    q[0:2] = _BE16.pack(len(q) - 2)
+    return bytes(q)
+
+
+_MODE_SENSE_VALID: dict[int, tuple[int, ...]] = {
+    MODE_PAGE_HD_GEOMETRY: (ScsiType.TYPE_DISK,),
+    MODE_PAGE_FLEXIBLE_DISK_GEOMETRY: (ScsiType.TYPE_DISK,),
+    MODE_PAGE_CACHING: (ScsiType.TYPE_DISK, ScsiType.TYPE_ROM),
+    MODE_PAGE_R_W_ERROR: (ScsiType.TYPE_DISK, ScsiType.TYPE_ROM),
+    MODE_PAGE_AUDIO_CTL: (ScsiType.TYPE_ROM,),
+    MODE_PAGE_CAPABILITIES: (ScsiType.TYPE_ROM,),
+}
+
+_DMA_WRITE_OPS = frozenset({Op.WRITE_6, Op.WRITE_10, Op.WRITE_12, Op.WRITE_16, Op.WRITE_VERIFY,
+                            Op.WRITE_VERIFY_12, Op.WRITE_VERIFY_16})
+_DMA_OPS = _DMA_WRITE_OPS | {Op.READ_6, Op.READ_10, Op.READ_12, Op.READ_16}
+_FUA_BIT_OPS = frozenset({Op.READ_10, Op.READ_12, Op.READ_16, Op.WRITE_10, Op.WRITE_12, Op.WRITE_16})
+_ALWAYS_FUA = frozenset({Op.WRITE_VERIFY, Op.WRITE_VERIFY_12, Op.WRITE_VERIFY_16})
+
+_Handler = Callable[[SCSIDiskDevice, SCSICommand, bytearray], "Completion | None"]
+_Writer = Callable[[SCSIDiskDevice, SCSICommand, bytes], Completion]
+D = SCSIDiskDevice
+# scsi_disk_reqops_dispatch (emulate part) + scsi_disk_emulate_write_data
+_EMULATE: dict[int, tuple[_Handler, _Writer | None]] = {
+    Op.TEST_UNIT_READY: (D._emulate_nop, None),
+    Op.INQUIRY: (D._emulate_inquiry, None),
+    Op.MODE_SENSE: (D._emulate_mode_sense, None),
+    Op.MODE_SENSE_10: (D._emulate_mode_sense, None),
+    Op.RESERVE: (D._emulate_reserve6, None),
+    Op.RESERVE_10: (D._emulate_reserve10, None),
+    Op.RELEASE: (D._emulate_reserve6, None),
+    Op.RELEASE_10: (D._emulate_reserve10, None),
+    Op.START_STOP: (D._emulate_start_stop, None),
+    Op.ALLOW_MEDIUM_REMOVAL: (D._emulate_allow_medium_removal, None),
+    Op.READ_CAPACITY: (D._emulate_read_capacity_10, None),
+    Op.READ_TOC: (D._emulate_read_toc, None),
+    Op.READ_DVD_STRUCTURE: (D._emulate_rom_only, None),
+    Op.READ_DISC_INFORMATION: (D._emulate_rom_only, None),
+    Op.GET_CONFIGURATION: (D._emulate_rom_only, None),
+    Op.GET_EVENT_STATUS_NOTIFICATION: (D._emulate_rom_only, None),
+    Op.MECHANISM_STATUS: (D._emulate_rom_only, None),
+    Op.SERVICE_ACTION_IN_16: (D._emulate_service_action_in_16, None),
+    Op.REQUEST_SENSE: (D._emulate_request_sense, None),
+    Op.SYNCHRONIZE_CACHE: (D._emulate_synchronize_cache, None),
+    Op.SEEK_10: (D._emulate_seek_10, None),
+    Op.MODE_SELECT: (D._emulate_nop, D._write_mode_select),
+    Op.MODE_SELECT_10: (D._emulate_nop, D._write_mode_select),
+    Op.UNMAP: (D._emulate_nop, D._write_unmap),
+    Op.WRITE_SAME: (D._emulate_nop, D._write_write_same),
+    Op.WRITE_SAME_16: (D._emulate_nop, D._write_write_same),
+    Op.VERIFY: (D._emulate_verify, D._write_verify),
+    Op.VERIFY_12: (D._emulate_verify, D._write_verify),
+    Op.VERIFY_16: (D._emulate_verify, D._write_verify),
+    Op.FORMAT_UNIT: (D._emulate_nop, D._write_format_unit),
+}
+del D
