@@ -1,0 +1,246 @@
+"""The bio path for /dev/sdX I/O: byte ranges on a disk or partition become blk-mq requests.
+
+What blkdev_read_iter / blkdev_write_iter / blkdev_fsync / BLKDISCARD lead to: the range is
+clamped to the device, widened to logical blocks (unaligned writes read-modify-write the
+blocks they touch, as the page cache does), split as bio_split_rw / bio_split_discard split
+(max_sectors and physical-block alignment, max_segments * max_segment_size, chunk_sectors,
+discard granularity), and the pieces go out concurrently, each waiting for a tag if none is
+free. Data sits in guest memory (kernel.memory) while a request carries it.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._blk_mq import blk_execute_rq, blk_mq_alloc_request, blk_status_to_errno
+from ._blk_types import SECTOR_SHIFT, BlkStatus, ReqFlag, ReqOp
+from ._limits import PAGE_SIZE, UINT_MAX, QueueFlag
+
+if TYPE_CHECKING:
+    from ._genhd import BlockDevice
+
+
+def get_max_io_size(lim: Any, sector: int) -> int:
+    """Sectors one read/write request may carry from ``sector`` (blk-merge.c get_max_io_size,
+    with the segment limit of a physically contiguous buffer folded in)."""
+    pbs = lim.physical_block_size >> SECTOR_SHIFT
+    lbs = lim.logical_block_size >> SECTOR_SHIFT
+    max_sectors = lim.max_sectors
+    seg_sectors = (lim.max_segments * lim.max_segment_size) >> SECTOR_SHIFT
+    max_sectors = min(max_sectors, seg_sectors)
+    if lim.chunk_sectors:
+        cs = lim.chunk_sectors
+        max_sectors = min(max_sectors, cs - sector % cs)
+    start = sector & (pbs - 1)
+    end = (start + max_sectors) & ~(pbs - 1)
+    if end > start:
+        return end - start
+    return max(max_sectors & ~(lbs - 1), lbs)
+
+
+def bio_split_rw(q: Any, sector: int, nr_sectors: int) -> list[tuple[int, int]]:
+    """(sector, nr_sectors) pieces, each fitting one request."""
+    pieces: list[tuple[int, int]] = []
+    while nr_sectors > 0:
+        n = min(nr_sectors, get_max_io_size(q.limits, sector))
+        pieces.append((sector, n))
+        sector += n
+        nr_sectors -= n
+    return pieces
+
+
+def bio_split_discard(q: Any, sector: int, nr_sectors: int) -> list[tuple[int, int]]:
+    """bio_split_discard(): pieces of at most max_discard_sectors, ends on the granularity."""
+    lim = q.limits
+    granularity = max(lim.discard_granularity >> SECTOR_SHIFT, 1)
+    lbs = lim.logical_block_size >> SECTOR_SHIFT
+    max_discard = min(lim.max_discard_sectors, (UINT_MAX >> SECTOR_SHIFT) & ~(lbs - 1))
+    max_discard -= max_discard % granularity
+    if not max_discard:
+        max_discard = granularity
+    alignment = (lim.discard_alignment >> SECTOR_SHIFT) % granularity
+    pieces: list[tuple[int, int]] = []
+    while nr_sectors > 0:
+        n = nr_sectors
+        if n > max_discard:
+            n = max_discard
+            tmp = (sector + n - alignment) % granularity
+            if n > tmp:
+                n -= tmp
+        pieces.append((sector, n))
+        sector += n
+        nr_sectors -= n
+    return pieces
+
+
+def _memory(q: Any) -> Any:
+    mem = getattr(q.kernel, "memory", None)
+    if mem is None:
+        raise RuntimeError("the block layer needs kernel.memory (guest memory) for I/O buffers")
+    return mem
+
+
+async def _one_request(bdev: BlockDevice, op: ReqOp, sector: int, nr_sectors: int,
+                       src: memoryview | None, dst: memoryview | None, flags: ReqFlag) -> BlkStatus:
+    """Allocate a request (waits for a tag), fill its guest buffer, execute, copy data out."""
+    q = bdev.disk.queue
+    nbytes = nr_sectors << SECTOR_SHIFT
+    mem = _memory(q) if op in (ReqOp.REQ_OP_READ, ReqOp.REQ_OP_WRITE) else None
+    buf = mem.alloc(nbytes) if mem is not None else None
+    try:
+        if src is not None and buf is not None:
+            buf.view[:nbytes] = src
+        rq = await blk_mq_alloc_request(q, op)
+        rq.flags = flags
+        rq.sector = bdev.start_sect + sector
+        rq.nr_bytes = nbytes if op != ReqOp.REQ_OP_FLUSH else 0
+        rq.buffer = buf
+        rq.part = bdev
+        status = await blk_execute_rq(rq)
+        if status == BlkStatus.BLK_STS_OK and dst is not None and buf is not None:
+            dst[:] = buf.view[:nbytes]
+        return status
+    finally:
+        if buf is not None:
+            mem.free(buf)
+
+
+async def _submit(bdev: BlockDevice, op: ReqOp, pieces: list[tuple[int, int]], base_sector: int,
+                  src: memoryview | None = None, dst: memoryview | None = None,
+                  flags: ReqFlag = ReqFlag.NONE) -> None:
+    """Run the pieces concurrently; the first failure becomes the call's OSError."""
+    statuses: list[BlkStatus] = []
+
+    async def run(sector: int, n: int) -> None:
+        off = (sector - base_sector) << SECTOR_SHIFT
+        end = off + (n << SECTOR_SHIFT)
+        statuses.append(await _one_request(bdev, op, sector, n,
+                                           src[off:end] if src is not None else None,
+                                           dst[off:end] if dst is not None else None, flags))
+
+    if len(pieces) == 1:
+        await run(*pieces[0])
+    else:
+        async with trio.open_nursery() as nursery:
+            for sector, n in pieces:
+                nursery.start_soon(run, sector, n)
+    bad = [s for s in statuses if s != BlkStatus.BLK_STS_OK]
+    if bad:
+        err = blk_status_to_errno(bad[0])
+        raise OSError(err if err == errno.ENOSPC else errno.EIO,
+                      f"{bdev.name}: I/O error ({BlkStatus(bad[0]).name})")
+
+
+def _check_live(bdev: BlockDevice) -> None:
+    if bdev.disk is None or not bdev.disk.live:
+        raise OSError(errno.ENXIO, f"{bdev.name}: no such device")
+
+
+async def _read_blocks(bdev: BlockDevice, start: int, end: int) -> bytearray:
+    """Read [start, end) bytes, both multiples of the logical block size."""
+    out = bytearray(end - start)
+    if end > start:
+        pieces = bio_split_rw(bdev.disk.queue, start >> SECTOR_SHIFT, (end - start) >> SECTOR_SHIFT)
+        await _submit(bdev, ReqOp.REQ_OP_READ, pieces, start >> SECTOR_SHIFT, dst=memoryview(out))
+    return out
+
+
+async def bdev_read(bdev: BlockDevice, offset: int, length: int) -> bytes | memoryview:
+    """Read ``length`` bytes at ``offset`` of a disk or partition; short (or empty) at the end."""
+    _check_live(bdev)
+    if offset < 0 or length < 0:
+        raise OSError(errno.EINVAL, f"{bdev.name}: negative offset or length")
+    size = bdev.size_bytes
+    if offset >= size or length == 0:
+        return b""
+    length = min(length, size - offset)
+    lbs = bdev.disk.queue.limits.logical_block_size
+    start = offset - offset % lbs
+    end = min(-(-(offset + length) // lbs) * lbs, size - size % lbs)
+    if end < offset + length:           # a size that is not a whole number of blocks
+        length = end - offset
+        if length <= 0:
+            return b""
+    data = await _read_blocks(bdev, start, end)
+    if start == offset and end == offset + length:
+        return memoryview(data)
+    return memoryview(data)[offset - start:offset - start + length]
+
+
+def bdev_block_size(bdev: BlockDevice) -> int:
+    """set_init_blocksize(): the page cache's block size for the device (RMW granularity)."""
+    lbs = bdev.disk.queue.limits.logical_block_size
+    bsize = lbs
+    size = bdev.size_bytes
+    while bsize < PAGE_SIZE and size % (bsize * 2) == 0:
+        bsize *= 2
+    return bsize
+
+
+async def bdev_write(bdev: BlockDevice, offset: int, data: bytes | bytearray | memoryview) -> int:
+    """Write ``data`` at ``offset``; ENOSPC at or past the end, a short write across it, EPERM
+    when read-only. Unaligned edges are read, merged and written back whole."""
+    _check_live(bdev)
+    if offset < 0:
+        raise OSError(errno.EINVAL, f"{bdev.name}: negative offset")
+    if bdev.read_only:
+        raise OSError(errno.EPERM, f"{bdev.name}: write to a read-only block device")
+    size = bdev.size_bytes
+    if not len(data):
+        return 0
+    if offset >= size:
+        raise OSError(errno.ENOSPC, f"{bdev.name}: write at {offset} past the end ({size})")
+    view = memoryview(data).cast("B")
+    length = min(len(view), size - offset)
+    view = view[:length]
+    bs = bdev_block_size(bdev)
+    start = offset - offset % bs
+    end = min(-(-(offset + length) // bs) * bs, size - size % bs)
+    if end < offset + length:
+        raise OSError(errno.ENOSPC, f"{bdev.name}: write into the partial last block")
+    if start == offset and end == offset + length:
+        buf: memoryview | bytearray = view
+    else:
+        # read-modify-write of the first and last block the write only partly covers
+        buf = bytearray(end - start)
+        head_partial = offset != start
+        tail_partial = (offset + length) != end
+        if head_partial:
+            buf[0:bs] = await _read_blocks(bdev, start, start + bs)
+        if tail_partial and (end - bs != start or not head_partial):
+            buf[end - start - bs:end - start] = await _read_blocks(bdev, end - bs, end)
+        buf[offset - start:offset - start + length] = view
+    pieces = bio_split_rw(bdev.disk.queue, start >> SECTOR_SHIFT, (end - start) >> SECTOR_SHIFT)
+    await _submit(bdev, ReqOp.REQ_OP_WRITE, pieces, start >> SECTOR_SHIFT, src=memoryview(buf))
+    return length
+
+
+async def bdev_flush(bdev: BlockDevice) -> None:
+    """blkdev_issue_flush(): a REQ_OP_FLUSH when the queue has a volatile write cache, else nothing."""
+    _check_live(bdev)
+    q = bdev.disk.queue
+    if QueueFlag.QUEUE_FLAG_WC not in q.queue_flags:
+        return
+    await _submit(bdev, ReqOp.REQ_OP_FLUSH, [(0, 0)], 0, flags=ReqFlag.REQ_PREFLUSH)
+
+
+async def bdev_discard(bdev: BlockDevice, offset: int, length: int) -> None:
+    """BLKDISCARD: aligned to the logical block, inside the device, on a queue that discards."""
+    _check_live(bdev)
+    q = bdev.disk.queue
+    lbs = q.limits.logical_block_size
+    if offset < 0 or length < 0 or offset % lbs or length % lbs:
+        raise OSError(errno.EINVAL, f"{bdev.name}: discard range not aligned to {lbs} bytes")
+    if offset + length > bdev.size_bytes:
+        raise OSError(errno.EINVAL, f"{bdev.name}: discard range past the end")
+    if bdev.read_only:
+        raise OSError(errno.EPERM, f"{bdev.name}: discard on a read-only block device")
+    if not q.limits.max_discard_sectors:
+        raise OSError(errno.EOPNOTSUPP, f"{bdev.name}: the device does not support discard")
+    if not length:
+        return
+    pieces = bio_split_discard(q, offset >> SECTOR_SHIFT, length >> SECTOR_SHIFT)
+    await _submit(bdev, ReqOp.REQ_OP_DISCARD, pieces, offset >> SECTOR_SHIFT)

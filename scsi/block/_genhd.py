@@ -1,0 +1,584 @@
+"""Gendisks and block devices: genhd.c, bdev.c, partitions/core.c, the bdi, /proc texts.
+
+A Gendisk is what sd allocates for its queue (blk_mq_alloc_disk_for_queue) and publishes with
+device_add_disk(): the block class device under the parent's ``block`` glue directory, its
+/sys/block and /sys/dev/block links, holders/ slaves/ integrity/ trace/ queue/ mq/, the bdi
+device /sys/devices/virtual/bdi/MAJ:MIN, and then the partition scan, which opens the disk
+(fops.open: sd_open revalidates) and reads the table through blk-mq. Every disk and partition
+is a BlockDevice in kernel.block_devices, announced to devfs by kernel.devnode_event.
+"""
+
+from __future__ import annotations
+
+import errno
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from vscsifs.fs._driver_model import Device, device_add, device_del
+from vscsifs.fs._kobject import Dir, SysfsError
+from vscsifs.scsi.kernel._kernel import IdaAllocator
+from vscsifs.scsi.kernel._printk import KernLevel
+
+from ._bio import bdev_read
+from ._blk_mq import BlkMqTagSet, RequestQueue, blk_mq_init_queue, elevator_default, elevator_switch
+from ._blk_sysfs import (blk_integrity_add, blk_register_queue, blk_unregister_queue, disk_attrs,
+                         part_attrs, wbt_default_latency_nsec)
+from ._blk_types import SECTOR_SHIFT
+from ._limits import PAGE_SHIFT, PAGE_SIZE, VM_READAHEAD_PAGES, BlkZoned, disk_update_readahead
+from ._partitions import DISK_MAX_PARTS, PartitionMetaInfo, check_partition, partition_name
+from ._stat import DiskStats
+
+BLOCK_EXT_MAJOR = 259
+MINORBITS = 20
+MINORMASK = (1 << MINORBITS) - 1
+GENHD_FL_REMOVABLE = 1 << 0
+GENHD_FL_HIDDEN = 1 << 1
+GENHD_FL_NO_PART = 1 << 2
+DISK_EVENT_MEDIA_CHANGE = 1 << 0
+DISK_EVENT_EJECT_REQUEST = 1 << 1
+DISK_EVENT_FLAG_POLL = 1 << 0
+DISK_EVENT_FLAG_UEVENT = 1 << 1
+_DISK_EVENT_NAMES = ((DISK_EVENT_MEDIA_CHANGE, "media_change"), (DISK_EVENT_EJECT_REQUEST, "eject_request"))
+FMODE_READ = 1 << 0
+FMODE_WRITE = 1 << 1
+
+_POWER = {"async": lambda: "disabled\n"}   # block devices have async PM off (device_add_disk)
+
+
+async def _maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+@dataclass(eq=False)
+class BlockDeviceOperations:
+    """struct block_device_operations: the driver's hooks (sd_fops). Each may be sync or async."""
+
+    open: Callable[[BlockDevice, int], Any] | None = None
+    release: Callable[[Gendisk, int], Any] | None = None
+    check_events: Callable[[Gendisk, int], Any] | None = None
+    unlock_native_capacity: Callable[[Gendisk], Any] | None = None
+    ioctl: Callable[..., Any] | None = None
+    getgeo: Callable[..., Any] | None = None
+    owner: str | None = None
+
+
+@dataclass(eq=False)
+class BackingDevInfo:
+    """struct backing_dev_info: read-ahead and the /sys/devices/virtual/bdi/MAJ:MIN device."""
+
+    ra_pages: int = VM_READAHEAD_PAGES
+    io_pages: int = 0
+    min_ratio: int = 0
+    max_ratio: int = 100
+    dev: Device | None = None
+
+
+@dataclass(eq=False)
+class BlockDevice:
+    """struct block_device: a whole disk (partno 0) or a partition."""
+
+    disk: Gendisk
+    partno: int = 0
+    start_sect: int = 0
+    nr_sects: int = 0
+    devt: tuple[int, int] = (0, 0)
+    bd_read_only: bool = False
+    stat: DiskStats = field(default_factory=DiskStats)
+    dev: Device | None = None
+    meta_info: PartitionMetaInfo | None = None
+    holders: Dir | None = None
+
+    @property
+    def name(self) -> str:
+        return self.disk.disk_name if self.partno == 0 else partition_name(self.disk.disk_name, self.partno)
+
+    @property
+    def size_bytes(self) -> int:
+        return self.nr_sects << SECTOR_SHIFT
+
+    @property
+    def read_only(self) -> bool:
+        """bdev_read_only(): the partition's own flag or the whole disk's."""
+        return self.bd_read_only or self.disk.part0.bd_read_only
+
+    @property
+    def is_partition(self) -> bool:
+        return self.partno != 0
+
+
+@dataclass(eq=False)
+class Gendisk:
+    """struct gendisk. The driver sets major, first_minor, minors, disk_name, fops, private_data."""
+
+    kernel: Any
+    queue: RequestQueue
+    major: int = 0
+    first_minor: int = 0
+    minors: int = 0
+    disk_name: str = ""
+    fops: BlockDeviceOperations = field(default_factory=BlockDeviceOperations)
+    private_data: Any = None
+    flags: int = 0
+    events: int = 0
+    event_flags: int = 0
+    events_poll_msecs: int = -1
+    diskseq: int = 0
+    bdi: BackingDevInfo = field(default_factory=BackingDevInfo)
+    part0: BlockDevice = field(init=False)
+    parts: dict[int, BlockDevice] = field(default_factory=dict)   # part_tbl without part0
+    dev: Device | None = None
+    slave_dir: Dir | None = None
+    live: bool = False
+    need_part_scan: bool = False
+    suppress_part_scan: bool = False
+    open_partitions: int = 0
+    openers: int = 0
+    _links: list[Any] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.part0 = BlockDevice(self)
+
+    @property
+    def capacity(self) -> int:
+        """get_capacity(): 512-byte sectors."""
+        return self.part0.nr_sects
+
+    @property
+    def read_only(self) -> bool:
+        return self.part0.bd_read_only
+
+    def events_text(self) -> str:
+        if not self.event_flags & DISK_EVENT_FLAG_UEVENT:
+            return ""
+        names = [n for bit, n in _DISK_EVENT_NAMES if self.events & bit]
+        return " ".join(names) + "\n"
+
+    def events_poll_msecs_store(self, data: bytes) -> None:
+        try:
+            v = int(data.strip())
+        except ValueError:
+            raise SysfsError(errno.EINVAL, f"events_poll_msecs: {data!r}") from None
+        if v < 0 and v != -1:
+            raise SysfsError(errno.EINVAL, "events_poll_msecs must be >= 0 or -1")
+        if not (self.fops.check_events and self.events):
+            raise SysfsError(errno.ENODEV, "the disk has no events to poll")
+        self.events_poll_msecs = v
+
+    def all_bdevs(self) -> list[BlockDevice]:
+        return [self.part0] + [self.parts[n] for n in sorted(self.parts)]
+
+
+# ------------------------------------------------------------------ majors, classes
+
+def register_blkdev(kernel: Any, major: int, name: str) -> int:
+    """register_blkdev(): a fixed major, or 0 for the highest free one below 255."""
+    majors: dict[int, str] = kernel.blkdev_majors
+    if major == 0:
+        for m in range(254, 0, -1):
+            if m not in majors:
+                major = m
+                break
+        else:
+            raise OSError(errno.EBUSY, f"register_blkdev: failed to get major for {name}")
+    elif major in majors and majors[major] != name:
+        raise OSError(errno.EBUSY, f"register_blkdev: cannot get major {major} for {name}")
+    majors[major] = name
+    return major
+
+
+def unregister_blkdev(kernel: Any, major: int, name: str) -> None:
+    if kernel.blkdev_majors.get(major) == name:
+        del kernel.blkdev_majors[major]
+
+
+def genhd_device_init(kernel: Any) -> None:
+    """genhd_device_init(): the block class and the blkext major (idempotent)."""
+    kernel.sysfs.class_register("block")
+    kernel.sysfs.class_register("bdi")
+    if BLOCK_EXT_MAJOR not in kernel.blkdev_majors:
+        register_blkdev(kernel, BLOCK_EXT_MAJOR, "blkext")
+
+
+def _ext_minor_ida(kernel: Any) -> IdaAllocator:
+    ida = getattr(kernel, "blk_ext_minor_ida", None)
+    if ida is None:
+        ida = IdaAllocator()
+        kernel.blk_ext_minor_ida = ida
+    return ida
+
+
+# ------------------------------------------------------------------ allocation, capacity
+
+def blk_mq_alloc_disk_for_queue(q: RequestQueue) -> Gendisk:
+    """__alloc_disk_node(): a disk on ``q`` with the next diskseq; the caller names it."""
+    genhd_device_init(q.kernel)
+    disk = Gendisk(q.kernel, q)
+    disk.diskseq = q.kernel.next_diskseq()
+    q.disk = disk
+    return disk
+
+
+def blk_mq_alloc_disk(tag_set: BlkMqTagSet, queuedata: Any = None) -> Gendisk:
+    """blk_mq_alloc_disk(): a new queue on ``tag_set`` and its disk."""
+    return blk_mq_alloc_disk_for_queue(blk_mq_init_queue(tag_set, queuedata))
+
+
+def set_capacity(disk: Gendisk, sectors: int) -> None:
+    disk.part0.nr_sects = max(0, int(sectors))
+
+
+def set_capacity_and_notify(disk: Gendisk, sectors: int) -> bool:
+    """Logs "sda: detected capacity change from X to Y" for a live disk whose size changed."""
+    old = disk.capacity
+    set_capacity(disk, sectors)
+    if sectors == old or not disk.live or disk.flags & GENHD_FL_HIDDEN:
+        return False
+    disk.kernel.printk(KernLevel.INFO, f"{disk.disk_name}: detected capacity change from {old} to {sectors}")
+    return bool(old and sectors)
+
+
+def set_disk_ro(disk: Gendisk, read_only: bool) -> None:
+    disk.part0.bd_read_only = bool(read_only)
+
+
+def get_disk_ro(disk: Gendisk) -> bool:
+    return disk.part0.bd_read_only
+
+
+def bdev_read_only(bdev: BlockDevice) -> bool:
+    return bdev.read_only
+
+
+# ------------------------------------------------------------------ sysfs objects
+
+def _block_class(kernel: Any) -> Any:
+    return kernel.sysfs.class_register("block")
+
+
+def _add_bdi(disk: Gendisk) -> None:
+    """bdi_register(): /sys/devices/virtual/bdi/MAJ:MIN with its attributes."""
+    bdi = disk.bdi
+    cls = disk.kernel.sysfs.class_register("bdi")
+    dev = Device(f"{disk.major}:{disk.first_minor}", cls=cls)
+    device_add(dev)
+    k = dev.kobj
+
+    def ra_store(data: bytes) -> None:
+        bdi.ra_pages = _parse_ul(data) >> (PAGE_SHIFT - 10)
+
+    def ratio_store(which: str) -> Callable[[bytes], None]:
+        def store(data: bytes) -> None:
+            v = _parse_ul(data)
+            lo, hi = (0, bdi.max_ratio) if which == "min_ratio" else (bdi.min_ratio, 100)
+            if not lo <= v <= hi:
+                raise SysfsError(errno.EINVAL, f"{which} {v} outside {lo}..{hi}")
+            setattr(bdi, which, v)
+        return store
+
+    k.attr("read_ahead_kb", lambda: f"{bdi.ra_pages << (PAGE_SHIFT - 10)}\n", ra_store)
+    k.attr("min_ratio", lambda: f"{bdi.min_ratio}\n", ratio_store("min_ratio"))
+    k.attr("max_ratio", lambda: f"{bdi.max_ratio}\n", ratio_store("max_ratio"))
+    k.attr("stable_pages_required", lambda: "0\n")
+    bdi.dev = dev
+
+
+def _parse_ul(data: bytes) -> int:
+    text = data.strip()
+    if not text.isdigit():
+        raise SysfsError(errno.EINVAL, f"not an unsigned number: {data!r}")
+    return int(text)
+
+
+def _uevent_disk(disk: Gendisk) -> Callable[[], list[str]]:
+    return lambda: [f"DISKSEQ={disk.diskseq}"]
+
+
+def _uevent_part(part: BlockDevice) -> Callable[[], list[str]]:
+    def lines() -> list[str]:
+        out = [f"DISKSEQ={part.disk.diskseq}", f"PARTN={part.partno}"]
+        if part.meta_info is not None and part.meta_info.volname:
+            out.append(f"PARTNAME={part.meta_info.volname}")
+        return out
+    return lines
+
+
+def _bdev_add(bdev: BlockDevice) -> None:
+    kernel = bdev.disk.kernel
+    kernel.block_devices.append(bdev)
+    kernel.devnode_event("add", "block", bdev)
+
+
+def _bdev_del(bdev: BlockDevice) -> None:
+    kernel = bdev.disk.kernel
+    if bdev in kernel.block_devices:
+        kernel.block_devices.remove(bdev)
+        kernel.devnode_event("remove", "block", bdev)
+
+
+async def device_add_disk(parent: Device | None, disk: Gendisk, groups: Any = None) -> None:
+    """device_add_disk(): elevator, class device, links, queue/ mq/ bdi, then the partition scan."""
+    kernel = disk.kernel
+    q = disk.queue
+    if not disk.disk_name:
+        raise ValueError("device_add_disk: the disk has no name")
+    genhd_device_init(kernel)
+    elevator_switch(q, elevator_default(q))
+    if q.limits.zoned != BlkZoned.BLK_ZONED_NONE:
+        disk.flags |= GENHD_FL_NO_PART
+    if disk.major:
+        if not disk.minors:
+            raise ValueError(f"device_add_disk: {disk.disk_name} has a major but no minors")
+        if disk.minors > DISK_MAX_PARTS:
+            kernel.printk(KernLevel.ERR, f"block: can't allocate more than {DISK_MAX_PARTS} partitions")
+            disk.minors = DISK_MAX_PARTS
+        if disk.first_minor + disk.minors > MINORMASK + 1:
+            raise ValueError(f"device_add_disk: minors {disk.first_minor}+{disk.minors} out of range")
+    else:
+        if disk.minors:
+            raise ValueError("device_add_disk: minors without a major")
+        disk.major, disk.first_minor = BLOCK_EXT_MAJOR, _ext_minor_ida(kernel).alloc()
+    hidden = bool(disk.flags & GENHD_FL_HIDDEN)
+    devt = (disk.major, disk.first_minor)
+    disk.part0.devt = devt
+    dev = Device(disk.disk_name, parent=parent, cls=_block_class(kernel),
+                 devt=None if hidden else devt, devtype="disk", uevent_extra=_uevent_disk(disk))
+    disk.dev = dev
+    disk.part0.dev = dev
+    device_add(dev, power=_POWER)
+    k = dev.kobj
+    disk_attrs(disk)
+    if groups:
+        for group in groups:
+            group(k) if callable(group) else None
+    if not hidden:
+        disk._links.append(kernel.sysfs.root.lookup("block").link(disk.disk_name, k))
+    disk.part0.holders = k.mkdir("holders")
+    disk.slave_dir = k.mkdir("slaves")
+    blk_register_queue(q, k)
+    q.wbt_min_lat_nsec = wbt_default_latency_nsec(q)     # wbt_enable_default()
+    blk_integrity_add(k)
+    disk.live = True
+    if not hidden:
+        _add_bdi(disk)
+        k.link("bdi", disk.bdi.dev.kobj)  # type: ignore[union-attr]
+        if disk.capacity and not disk.flags & GENHD_FL_NO_PART and not disk.suppress_part_scan:
+            disk.need_part_scan = True
+        _bdev_add(disk.part0)
+        if disk.capacity:
+            try:
+                await disk_scan_partitions(disk, FMODE_READ)
+            except OSError:
+                pass
+    disk_update_readahead(disk)
+
+
+async def blkdev_get_whole(disk: Gendisk, mode: int) -> None:
+    """Open the whole disk: fops.open (sd_open revalidates), then a pending partition scan."""
+    if disk.fops.open is not None:
+        await _maybe_await(disk.fops.open(disk.part0, mode))
+    disk.openers += 1
+    if disk.need_part_scan:
+        await bdev_disk_changed(disk, False)
+
+
+async def blkdev_put_whole(disk: Gendisk, mode: int) -> None:
+    disk.openers = max(0, disk.openers - 1)
+    if disk.fops.release is not None:
+        await _maybe_await(disk.fops.release(disk, mode))
+
+
+async def disk_scan_partitions(disk: Gendisk, mode: int = FMODE_READ) -> None:
+    """disk_scan_partitions(): open the disk with a scan pending, then release it."""
+    if disk.flags & (GENHD_FL_NO_PART | GENHD_FL_HIDDEN) or disk.suppress_part_scan:
+        raise OSError(errno.EINVAL, f"{disk.disk_name}: partitions cannot be scanned")
+    if disk.open_partitions:
+        raise OSError(errno.EBUSY, f"{disk.disk_name}: partitions are open")
+    disk.need_part_scan = True
+    await blkdev_get_whole(disk, mode)
+    await blkdev_put_whole(disk, mode)
+
+
+async def _read_page(disk: Gendisk, index: int) -> bytes | None:
+    """The page cache's read of one page of the whole disk (one READ through blk-mq)."""
+    try:
+        data = await bdev_read(disk.part0, index * PAGE_SIZE, PAGE_SIZE)
+    except OSError:
+        return None
+    return bytes(data).ljust(PAGE_SIZE, b"\0")
+
+
+def _unlock_native_capacity(disk: Gendisk, prefix: str) -> bool:
+    """disk_unlock_native_capacity(): "... enabling native capacity" or "... truncated"."""
+    if disk.fops.unlock_native_capacity is not None and not getattr(disk, "_native_capacity", False):
+        disk.kernel.printk(KernLevel.WARNING, prefix + "enabling native capacity")
+        disk.fops.unlock_native_capacity(disk)
+        disk._native_capacity = True  # type: ignore[attr-defined]
+        return True
+    disk.kernel.printk(KernLevel.WARNING, prefix + "truncated")
+    return False
+
+
+async def bdev_disk_changed(disk: Gendisk, invalidate: bool = False) -> None:
+    """bdev_disk_changed(): drop the partitions and read the table again (BLKRRPART too)."""
+    kernel = disk.kernel
+    for _attempt in range(2):
+        if disk.open_partitions:
+            raise OSError(errno.EBUSY, f"{disk.disk_name}: partitions are in use")
+        blk_drop_partitions(disk)
+        disk.need_part_scan = False
+        if invalidate:
+            set_capacity(disk, 0)
+        if not disk.capacity or disk.flags & GENHD_FL_NO_PART or disk.suppress_part_scan:
+            return
+        state = await check_partition(disk, lambda index: _read_page(disk, index))
+        if state is None:
+            return
+        if state.io_error:
+            kernel.printk(KernLevel.INFO, state.pp_buf.rstrip("\n"))
+            if state.access_beyond_eod:
+                if _unlock_native_capacity(disk, f"{disk.disk_name}: partition table beyond EOD, "):
+                    continue
+            return
+        for line in state.pp_buf.rstrip("\n").split("\n"):
+            kernel.printk(KernLevel.INFO, line)
+        for w in state.warnings:
+            kernel.printk(KernLevel.WARNING, w)
+        if disk.queue.limits.zoned == BlkZoned.BLK_ZONED_HM:
+            kernel.printk(KernLevel.WARNING,
+                          f"{disk.disk_name}: ignoring partition table on host managed zoned block device")
+            return
+        if state.access_beyond_eod:
+            if _unlock_native_capacity(disk, f"{disk.disk_name}: partition table partially beyond EOD, "):
+                return
+        for p in range(1, state.limit):
+            part = state.parts.get(p)
+            if part is None or not part.size:
+                continue
+            from_, size = part.from_, part.size
+            cap = disk.capacity
+            if from_ >= cap:
+                if _unlock_native_capacity(disk, f"{disk.disk_name}: p{p} start {from_} is beyond EOD, "):
+                    break
+                continue
+            if from_ + size > cap:
+                if _unlock_native_capacity(disk, f"{disk.disk_name}: p{p} size {size} extends beyond EOD, "):
+                    break
+                size = cap - from_
+            try:
+                add_partition(disk, p, from_, size, part.info)
+            except OSError as e:
+                if e.errno != errno.ENXIO:
+                    kernel.printk(KernLevel.ERR, f" {disk.disk_name}: p{p} could not be added: "
+                                                 f"-{errno.errorcode.get(e.errno or 0, 'EIO')}")
+        return
+
+
+def add_partition(disk: Gendisk, partno: int, start: int, length: int,
+                  info: PartitionMetaInfo | None = None) -> BlockDevice:
+    """add_partition(): the partition's block device, sysfs directory inside the disk's, devt."""
+    kernel = disk.kernel
+    if partno >= DISK_MAX_PARTS:
+        raise OSError(errno.EINVAL, f"partition number {partno} too large")
+    if disk.queue.limits.zoned == BlkZoned.BLK_ZONED_HM:
+        raise OSError(errno.ENXIO, "host managed zoned disk")
+    if partno in disk.parts:
+        raise OSError(errno.EBUSY, f"{disk.disk_name}: partition {partno} exists")
+    part = BlockDevice(disk, partno, start, length, bd_read_only=False, meta_info=info)
+    if partno < disk.minors:
+        part.devt = (disk.major, disk.first_minor + partno)
+    else:
+        part.devt = (BLOCK_EXT_MAJOR, _ext_minor_ida(kernel).alloc())
+    dev = Device(part.name, parent=disk.dev, cls=_block_class(kernel), devt=part.devt,
+                 devtype="partition", uevent_extra=_uevent_part(part))
+    part.dev = dev
+    device_add(dev, power=_POWER)
+    part_attrs(part)
+    part.holders = dev.kobj.mkdir("holders")
+    disk.parts[partno] = part
+    _bdev_add(part)
+    return part
+
+
+def delete_partition(part: BlockDevice) -> None:
+    disk = part.disk
+    disk.parts.pop(part.partno, None)
+    _bdev_del(part)
+    if part.dev is not None:
+        device_del(part.dev)
+    if part.devt[0] == BLOCK_EXT_MAJOR:
+        _ext_minor_ida(disk.kernel).free(part.devt[1])
+
+
+def blk_drop_partitions(disk: Gendisk) -> None:
+    for partno in sorted(disk.parts):
+        delete_partition(disk.parts[partno])
+
+
+def del_gendisk(disk: Gendisk) -> None:
+    """del_gendisk(): partitions, then the disk's links, queue/, bdi and class device go."""
+    kernel = disk.kernel
+    if not disk.live:
+        return
+    blk_drop_partitions(disk)
+    disk.live = False
+    _bdev_del(disk.part0)
+    for lk in disk._links:
+        if lk.parent is not None:
+            lk.parent.remove(lk.name)
+    disk._links.clear()
+    if disk.dev is not None:
+        blk_unregister_queue(disk.queue, disk.dev.kobj)
+        device_del(disk.dev)
+    if disk.bdi.dev is not None:
+        device_del(disk.bdi.dev)
+        disk.bdi.dev = None
+    if disk.major == BLOCK_EXT_MAJOR:
+        _ext_minor_ida(kernel).free(disk.first_minor)
+    disk.queue.elevator = None
+
+
+def _disks(kernel: Any) -> list[Gendisk]:
+    """Disks in block-class order (the order device_add_disk added them)."""
+    seen: list[Gendisk] = []
+    for b in kernel.block_devices:
+        if b.partno == 0 and b.disk not in seen:
+            seen.append(b.disk)
+    return seen
+
+
+def proc_partitions_text(kernel: Any) -> str:
+    """/proc/partitions: disks with a capacity, their non-empty partitions, #blocks in KiB."""
+    out = ["major minor  #blocks  name\n\n"]
+    for disk in _disks(kernel):
+        if not disk.capacity or disk.flags & GENHD_FL_HIDDEN:
+            continue
+        for b in disk.all_bdevs():
+            if not b.nr_sects:
+                continue
+            out.append(f"{b.devt[0]:4d}  {b.devt[1]:7d} {b.nr_sects >> 1:10d} {b.name}\n")
+    return "".join(out)
+
+
+def proc_diskstats_text(kernel: Any) -> str:
+    """/proc/diskstats: every disk and non-empty partition with the 17 stat fields."""
+    out: list[str] = []
+    for disk in _disks(kernel):
+        for b in disk.all_bdevs():
+            if b.partno and not b.nr_sects:
+                continue
+            fields = " ".join(str(v) for v in b.stat.fields())
+            out.append(f"{b.devt[0]:4d} {b.devt[1]:7d} {b.name} {fields}\n")
+    return "".join(out)
+
+
+def proc_devices_text(kernel: Any) -> str:
+    """/proc/devices: the registered character and block majors, in major order."""
+    out = ["Character devices:\n"]
+    out += [f"{m:3d} {n}\n" for m, n in sorted(kernel.chrdev_majors.items())]
+    out.append("\nBlock devices:\n")
+    out += [f"{m:3d} {n}\n" for m, n in sorted(kernel.blkdev_majors.items())]
+    return "".join(out)
