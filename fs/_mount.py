@@ -46,9 +46,10 @@ class Mount:
 
 
 def is_stale_mount(mountpoint: str) -> bool:
-    """A FUSE mount whose daemon died answers ENOTCONN."""
+    """A FUSE mount whose daemon died answers ENOTCONN (statfs always reaches the daemon;
+    stat may be answered from the attribute cache)."""
     try:
-        os.stat(mountpoint)
+        os.statvfs(mountpoint)
     except OSError as exc:
         return exc.errno == errno.ENOTCONN
     return False

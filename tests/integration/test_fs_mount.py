@@ -1,0 +1,267 @@
+"""A real FUSE mount of a hand-built tree and a fake disk: what real tools see.
+
+Everything that touches the mount runs in a subprocess (trio.run_process) or a worker thread,
+so the trio thread keeps serving FUSE requests.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fs_fixtures import FakeBdev, MountedMachine, mount_machine, mount_possible  # noqa: E402
+
+from vscsifs.fs import is_mounted, is_stale_mount, loop_available, stale_loops  # noqa: E402
+
+pytestmark = pytest.mark.mount
+SDEV = "sys/devices/pci0000:00/0000:00:02.0/virtio0/host0/0:0:0:0"
+
+
+def losetup_backing() -> str:
+    return subprocess.run(["losetup", "-l", "-n", "-O", "NAME,BACK-FILE"], capture_output=True, text=True).stdout
+
+
+async def sh(cmd: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    r = await trio.run_process(cmd, shell=True, capture_stdout=True, capture_stderr=True, check=False)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{cmd!r} -> {r.returncode}\n{r.stdout.decode()}\n{r.stderr.decode()}")
+    return r
+
+
+async def in_thread(fn: Any, *args: Any) -> Any:
+    return await trio.to_thread.run_sync(fn, *args)
+
+
+def os_errno(fn: Any, *args: Any) -> int:
+    try:
+        fn(*args)
+    except OSError as exc:
+        return exc.errno or 0
+    return 0
+
+
+def read_text(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def write_text(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+async def test_sysfs_semantics(fs_mount: MountedMachine) -> None:
+    root = fs_mount.path
+    assert sorted(await in_thread(os.listdir, root)) == ["dev", "proc", "sys"]
+    assert await in_thread(read_text, f"{root}/sys/block/sda/dev") == "8:0\n"
+    assert await in_thread(os.readlink, f"{root}/sys/block/sda") == \
+        "../devices/pci0000:00/0000:00:02.0/virtio0/host0/0:0:0:0/block/sda"
+    assert await in_thread(read_text, f"{root}/sys/block/sda/device/vendor") == "QEMU    \n"
+    st = await in_thread(os.stat, f"{root}/{SDEV}/vendor")
+    assert st.st_size == 4096 and stat.S_IMODE(st.st_mode) == 0o444
+    # errno cases
+    assert await in_thread(os_errno, read_text, f"{root}/{SDEV}/power/autosuspend_delay_ms") == errno.EIO
+    assert await in_thread(os_errno, read_text, f"{root}/{SDEV}/wwid") == errno.EINVAL
+    assert await in_thread(os_errno, read_text, f"{root}/{SDEV}/rescan") == errno.EACCES  # 0200, even as root
+    assert await in_thread(os_errno, write_text, f"{root}/{SDEV}/vendor", "x") == errno.EACCES
+    assert await in_thread(os_errno, write_text, f"{root}/{SDEV}/timeout", "soon\n") == errno.EINVAL
+    await in_thread(write_text, f"{root}/{SDEV}/timeout", "60\n")
+    assert fs_mount.parts["state"]["timeout"] == 60
+    r = await sh(f"echo 1 > {root}/{SDEV}/rescan && cat {root}/{SDEV}/timeout")
+    assert r.stdout == b"60\n" and fs_mount.parts["state"]["rescans"] == 1
+    r = await sh(f"ls -l {root}/sys/bus/scsi/devices/")
+    assert b"0:0:0:0 -> ../../../devices/pci0000:00/0000:00:02.0/virtio0/host0/0:0:0:0" in r.stdout
+    # hidden data directory: resolvable, not listed
+    assert fs_mount.devfs.data_dir.name not in await in_thread(os.listdir, root)
+    assert await in_thread(os.path.isdir, f"{root}/{fs_mount.devfs.data_dir.name}")
+
+
+async def test_proc_files(fs_mount: MountedMachine) -> None:
+    root = fs_mount.path
+    r = await sh(f"dmesg -F {root}/proc/kmsg -x")
+    assert r.stdout.decode().splitlines()[1].startswith("kern  :notice: [")
+    assert r.stdout.decode().endswith("sd 0:0:0:0: [sda] Attached SCSI disk\n")
+    path = f"{root}/proc/sys/dev/scsi/logging_level"
+    await sh(f"echo 0x1c0 > {path}")
+    assert await in_thread(read_text, path) == "448\n"
+    assert await in_thread(os_errno, write_text, path, "much\n") == errno.EINVAL
+    assert not await in_thread(os.path.exists, f"{root}/proc/scsi")
+
+
+async def test_dev_char_nodes(fs_mount: MountedMachine) -> None:
+    root = fs_mount.path
+    st = await in_thread(os.stat, f"{root}/dev/bsg/0:0:0:0")
+    assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+    assert await in_thread(os_errno, read_text, f"{root}/dev/sg0") == errno.ENXIO
+
+
+async def _block_tools(m: MountedMachine) -> None:
+    dev = f"{m.path}/dev/sda"
+    await sh(f"dd if=/dev/urandom of={m.path}/../pattern bs=64k count=16 status=none")
+    await sh(f"dd if={m.path}/../pattern of={dev} bs=64k seek=3 conv=notrunc,fsync status=none")
+    assert bytes(m.bdev.data[3 * 65536:19 * 65536]) == Path(f"{m.path}/../pattern").read_bytes()
+    assert m.bdev.flushes >= 1
+    r = await sh(f"dd if={dev} bs=64k skip=3 count=16 status=none | cmp - {m.path}/../pattern")
+    await sh(f"printf 'label: dos\\n,8M,L\\n,,L\\n' | sfdisk -q {dev}", check=False)
+    r = await sh(f"sfdisk -d {dev}")
+    assert b"start=        2048, size=       16384, type=83" in r.stdout
+    assert m.bdev.data[510:512] == b"\x55\xaa"
+    await sh(f"mkfs.ext4 -q -F {dev}")
+    r = await sh(f"blkid -p -o value -s TYPE {dev}")
+    assert r.stdout.strip() == b"ext4"
+
+
+async def test_block_tools_on_loop_node(fs_mount: MountedMachine) -> None:
+    if not fs_mount.mount.loop_backing:
+        pytest.skip("no loop devices here")
+    st = await in_thread(os.stat, f"{fs_mount.path}/dev/sda")
+    assert stat.S_ISBLK(st.st_mode) and os.major(st.st_rdev) == 7
+    assert "nodev" not in fs_mount.mount.options and "dev" in fs_mount.mount.options
+    assert f"{fs_mount.path}/{fs_mount.devfs.data_dir.name}/sda" in losetup_backing()
+    await _block_tools(fs_mount)
+    r = await sh(f"blockdev --getsize64 --getss {fs_mount.path}/dev/sda")
+    assert r.stdout.split() == [str(fs_mount.bdev.size_bytes).encode(), b"512"]
+
+
+async def test_block_tools_on_data_file(fs_mount_file: MountedMachine) -> None:
+    st = await in_thread(os.stat, f"{fs_mount_file.path}/dev/sda")
+    assert stat.S_ISREG(st.st_mode) and st.st_size == fs_mount_file.bdev.size_bytes
+    assert "nodev" in fs_mount_file.mount.options
+    await _block_tools(fs_mount_file)
+    # reads past the end give 0 bytes, writes past it ENOSPC
+    r = await sh(f"dd if={fs_mount_file.path}/dev/sda bs=4k skip={fs_mount_file.bdev.size_bytes // 4096} status=none | wc -c")
+    assert r.stdout.strip() == b"0"
+    r = await sh(f"printf x | dd of={fs_mount_file.path}/dev/sda bs=1 seek={fs_mount_file.bdev.size_bytes} "
+                 "conv=notrunc status=none", check=False)
+    assert r.returncode != 0 and b"No space left on device" in r.stderr
+
+
+async def test_lsblk_reads_no_disk_data(fs_mount: MountedMachine) -> None:
+    if not fs_mount.mount.loop_backing or shutil.which("strace") is None:
+        pytest.skip("needs loop devices and strace")
+    with tempfile.NamedTemporaryFile(suffix=".strace") as trace:
+        reads_before = fs_mount.bdev.reads
+        r = await sh(f"strace -f -e trace=openat,read -o {trace.name} lsblk --sysroot {fs_mount.path} -O")
+        assert b"sda" in r.stdout and b"8:0" in r.stdout
+        text = Path(trace.name).read_text()
+    # lsblk may stat DIR/dev/sda, but it must not open it (it is not a regular file)
+    opened = [line for line in text.splitlines() if "openat(" in line and "dev/sda" in line and "= -1" not in line]
+    assert opened == []
+    assert fs_mount.bdev.reads == reads_before
+
+
+async def test_concurrent_requests_overlap(fs_mount_file: MountedMachine) -> None:
+    m = fs_mount_file
+    orig = m.io.bdev_read
+
+    async def slow_read(bdev: Any, offset: int, length: int) -> bytes:
+        await trio.sleep(0.01)
+        return await orig(bdev, offset, length)
+
+    m.io.bdev_read = slow_read  # type: ignore[method-assign]
+    m.io.max_in_flight = 0
+    procs = " & ".join(f"dd if={m.path}/dev/sda bs=64k count=8 skip={i * 8} status=none of=/dev/null"
+                       for i in range(4))
+    await sh(f"{procs} & wait")
+    # several FUSE worker tasks: the four readers' requests overlap in the block layer
+    # (with pyfuse3.main(max_tasks=1) this stays 1)
+    assert m.io.max_in_flight >= 2
+    r = await sh(f"cat {m.path}/sys/block/sda/dev")
+    assert r.stdout == b"8:0\n"
+
+
+async def test_hotplug_block_device(fs_mount: MountedMachine) -> None:
+    m = fs_mount
+    new = FakeBdev("sdb", 8 << 20, devt=(8, 16))
+    m.kernel.block_devices.append(new)
+    m.kernel.devnode_event("add", "block", new)
+    with trio.fail_after(10):
+        while "sdb" not in await in_thread(os.listdir, f"{m.path}/dev"):
+            await trio.sleep(0.05)
+    await sh(f"printf hello | dd of={m.path}/dev/sdb bs=512 conv=sync,notrunc,fsync status=none")
+    assert bytes(new.data[:5]) == b"hello"
+    m.kernel.devnode_event("remove", "block", new)
+    with trio.fail_after(10):
+        while "/.vscsifs-" in losetup_backing() and "sdb" in losetup_backing():
+            await trio.sleep(0.05)
+    assert "sdb" not in await in_thread(os.listdir, f"{m.path}/dev")
+    assert await in_thread(os_errno, os.stat, f"{m.path}/dev/sdb") == errno.ENOENT
+
+
+async def test_unmount_detaches_loops_and_is_clean() -> None:
+    why = mount_possible()
+    if why:
+        pytest.skip(why)
+    with tempfile.TemporaryDirectory(prefix="vscsifs-test-") as tmp:
+        mnt = os.path.join(tmp, "mnt")
+        os.mkdir(mnt)
+        async with trio.open_nursery() as nursery:
+            m, scope = await mount_machine(nursery, mnt)
+            assert is_mounted(mnt)
+            loops = [lp.name for lp in m.devfs.loops()]
+            scope.cancel()
+        assert not is_mounted(mnt)
+        if loops:
+            assert mnt not in losetup_backing()
+
+
+async def test_stale_mount_and_loops_of_a_killed_daemon_are_cleaned() -> None:
+    why = mount_possible()
+    if why:
+        pytest.skip(why)
+    if not loop_available():
+        pytest.skip("no loop devices")
+    with tempfile.TemporaryDirectory(prefix="vscsifs-test-") as tmp:
+        mnt = os.path.join(tmp, "mnt")
+        os.mkdir(mnt)
+        script = textwrap.dedent(f"""
+            import sys, trio
+            sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+            from fs_fixtures import mount_machine
+            async def main():
+                async with trio.open_nursery() as n:
+                    await mount_machine(n, {mnt!r})
+                    print("ready", flush=True)
+                    await trio.sleep_forever()
+            trio.run(main)
+        """)
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+        try:
+            assert proc.stdout is not None
+            line = await in_thread(proc.stdout.readline)
+            assert line == b"ready\n"
+            # someone else keeps the dead daemon's loop device open: autoclear cannot act
+            holder = await trio.to_thread.run_sync(lambda: os.open(f"{mnt}/dev/sda", os.O_RDONLY))
+            proc.send_signal(signal.SIGKILL)
+            await in_thread(proc.wait)
+            assert await in_thread(is_stale_mount, mnt)
+            # the loop device is recognised as a dead daemon's by its backing file name
+            assert any(f"{mnt}/.vscsifs-{proc.pid}/sda" in backing for _n, backing in stale_loops())
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        os.close(holder)  # autoclear now detaches the loop device
+        async with trio.open_nursery() as nursery:
+            m, scope = await mount_machine(nursery, mnt)   # clears the stale mount first
+            assert await in_thread(read_text, f"{mnt}/sys/block/sda/dev") == "8:0\n"
+            scope.cancel()
+        assert not is_mounted(mnt)
+        assert f"{mnt}/" not in losetup_backing()
