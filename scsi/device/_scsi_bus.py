@@ -520,6 +520,10 @@ class SCSIBus:
     def target_exists(self, channel: int, id: int) -> bool:
         return any(d.channel == channel and d.id == id for d in self.devices)
 
+    def lun_exists(self, channel: int, id: int, lun: int) -> bool:
+        """A device sits at exactly channel:id:lun (virtio-scsi TMFs tell INCORRECT_LUN apart)."""
+        return any((d.channel, d.id, d.lun) == (channel, id, lun) for d in self.devices)
+
     def parse_cdb(self, channel: int, id: int, lun: int, cdb: bytes) -> SCSICommand | None:
         """The parsed CDB as the device that would get it sees it (for the HBA's
         direction/overrun check before executing); None if there is no such target or QEMU
