@@ -47,6 +47,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import importlib
+import inspect
 import logging
 import os
 import re
@@ -344,7 +345,9 @@ class DataHandle(FileHandle):
             raise pyfuse3.FUSEError(errno_of(exc)) from exc
         if self.written and self.file.devfs.on_synced is not None:
             self.written = False
-            self.file.devfs.on_synced(self.file.bdev)
+            result = self.file.devfs.on_synced(self.file.bdev)
+            if inspect.isawaitable(result):
+                await result
 
 
 class BlockNode(SpecialFile):
@@ -389,11 +392,14 @@ class DevFs:
     ``start()`` once the mount is up, ``stop()`` before unmounting."""
 
     def __init__(self, kernel: Any = None, *, io: BdevIO | None = None,
-                 on_synced: Callable[[Any], None] | None = None) -> None:
+                 on_synced: Callable[[Any], Any] | None = None) -> None:
         self.root = Dir("dev")
         self.data_dir = Dir(f"{DATA_DIR_PREFIX}{os.getpid()}", 0o700)
         self.io: BdevIO = io if io is not None else _BlockLayerIO()  # type: ignore[assignment]
-        self.on_synced = on_synced  # called after an fsync of a written device (partition re-read hook)
+        # called (and awaited if it returns an awaitable) after the first fsync that follows
+        # writes to a device: the hook for a partition re-read, since BLKRRPART on the loop
+        # device never reaches us (sfdisk and mkfs fsync before their BLKRRPART)
+        self.on_synced = on_synced
         self.mode = "pending"       # "loop" or "file" once started
         self.mountpoint: str | None = None
         self.ops: VscsiOperations | None = None

@@ -189,14 +189,17 @@ async def test_concurrent_requests_overlap(fs_mount_file: MountedMachine) -> Non
 
 async def test_hotplug_block_device(fs_mount: MountedMachine) -> None:
     m = fs_mount
-    new = FakeBdev("sdb", 8 << 20, devt=(8, 16))
+    new = FakeBdev("sdb", 8 << 20, devt=(8, 16), logical_block_size=4096)
     m.kernel.block_devices.append(new)
     m.kernel.devnode_event("add", "block", new)
     with trio.fail_after(10):
         while "sdb" not in await in_thread(os.listdir, f"{m.path}/dev"):
             await trio.sleep(0.05)
-    await sh(f"printf hello | dd of={m.path}/dev/sdb bs=512 conv=sync,notrunc,fsync status=none")
+    await sh(f"printf hello | dd of={m.path}/dev/sdb bs=4096 conv=sync,notrunc,fsync status=none")
     assert bytes(new.data[:5]) == b"hello"
+    if m.mount.loop_backing:  # the loop device has the disk's logical block size
+        r = await sh(f"blockdev --getss {m.path}/dev/sdb")
+        assert r.stdout.strip() == b"4096"
     m.kernel.devnode_event("remove", "block", new)
     with trio.fail_after(10):
         while "/.vscsifs-" in losetup_backing() and "sdb" in losetup_backing():
@@ -263,5 +266,43 @@ async def test_stale_mount_and_loops_of_a_killed_daemon_are_cleaned() -> None:
             m, scope = await mount_machine(nursery, mnt)   # clears the stale mount first
             assert await in_thread(read_text, f"{mnt}/sys/block/sda/dev") == "8:0\n"
             scope.cancel()
+        assert not is_mounted(mnt)
+        assert f"{mnt}/" not in losetup_backing()
+
+
+async def test_sigterm_detaches_and_unmounts() -> None:
+    """A daemon that turns SIGTERM into cancellation (as daemon/ does) leaves nothing behind."""
+    why = mount_possible()
+    if why:
+        pytest.skip(why)
+    with tempfile.TemporaryDirectory(prefix="vscsifs-test-") as tmp:
+        mnt = os.path.join(tmp, "mnt")
+        os.mkdir(mnt)
+        script = textwrap.dedent(f"""
+            import signal, sys, trio
+            sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+            from fs_fixtures import mount_machine
+            async def main():
+                with trio.open_signal_receiver(signal.SIGTERM) as signals:
+                    async with trio.open_nursery() as n:
+                        m, scope = await mount_machine(n, {mnt!r})
+                        print("ready", len(m.devfs.loops()), flush=True)
+                        async for _ in signals:
+                            scope.cancel()
+                            break
+            trio.run(main)
+        """)
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+        try:
+            assert proc.stdout is not None
+            line = await in_thread(proc.stdout.readline)
+            assert line.startswith(b"ready")
+            assert mnt in losetup_backing() or line == b"ready 0\n"
+            proc.send_signal(signal.SIGTERM)
+            assert await in_thread(proc.wait) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         assert not is_mounted(mnt)
         assert f"{mnt}/" not in losetup_backing()
