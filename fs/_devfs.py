@@ -94,6 +94,7 @@ class LoopIoctl(IntEnum):
     LOOP_CLR_FD = 0x4C01
     LOOP_SET_STATUS64 = 0x4C04
     LOOP_GET_STATUS64 = 0x4C05
+    LOOP_SET_CAPACITY = 0x4C07
     LOOP_CONFIGURE = 0x4C0A
     LOOP_CTL_GET_FREE = 0x4C82
 
@@ -377,6 +378,11 @@ class UnavailableCharNode(SpecialFile):
         raise pyfuse3.FUSEError(errno.ENXIO)
 
 
+def loop_set_capacity(loop: LoopDevice) -> None:
+    """LOOP_SET_CAPACITY: the loop device re-reads its backing file's size (capacity change)."""
+    fcntl.ioctl(loop.fd, LoopIoctl.LOOP_SET_CAPACITY, 0)
+
+
 @dataclass(eq=False)
 class _BlockEntry:
     bdev: Any
@@ -384,6 +390,7 @@ class _BlockEntry:
     node: Node | None = None
     loop: LoopDevice | None = None
     removed: bool = False
+    read_only: bool = False
 
 
 class DevFs:
@@ -443,6 +450,7 @@ class DevFs:
     def devnode_event(self, action: str, kind: str, obj: Any) -> None:
         """kernel.devnode_event listener: ``action`` "add"/"remove", ``kind`` "block"/"char"."""
         handlers = {("add", "block"): self._add_block, ("remove", "block"): self._remove_block,
+                    ("change", "block"): self._change_block,
                     ("add", "char"): self._add_char, ("remove", "char"): self._remove_char}
         handler = handlers.get((action, kind))
         if handler is None:
@@ -461,7 +469,7 @@ class DevFs:
         if name in self.data_dir.children:
             self.data_dir.remove(name)
         self.data_dir.add(data)
-        entry = self.blocks[name] = _BlockEntry(bdev, data)
+        entry = self.blocks[name] = _BlockEntry(bdev, data, read_only=bool(bdev.read_only))
         if self.mode == "file":
             entry.node = self._place(name, lambda base: DataFile(base, bdev, self))
         elif self.mode == "loop":
@@ -482,6 +490,24 @@ class DevFs:
             loop, entry.loop = entry.loop, None
             self._nursery.start_soon(self._detach, loop)
 
+    def _change_block(self, bdev: Any) -> None:
+        """A capacity or read-only change (set_capacity_and_notify, set_disk_ro): the loop
+        device follows the size (LOOP_SET_CAPACITY); a read-only flip needs a new loop device
+        (LO_FLAGS_READ_ONLY cannot be changed on a bound one), so the node is re-created."""
+        entry = self.blocks.get(bdev.name)
+        if entry is None or entry.bdev is not bdev:
+            return
+        if bool(bdev.read_only) != entry.read_only:
+            self._remove_block(bdev)
+            self._add_block(bdev)
+            return
+        if self.ops is not None and entry.node is not None:
+            self.ops.notify_attrs_changed(entry.node)
+            self.ops.notify_attrs_changed(entry.data)
+        if entry.loop is not None and self._nursery is not None:
+            loop = entry.loop
+            self._nursery.start_soon(trio.to_thread.run_sync, loop_set_capacity, loop)
+
     def _add_char(self, obj: Any) -> None:
         name = obj.name
         self.chars[name] = self._place(name, lambda base: UnavailableCharNode(base, getattr(obj, "devt", None)))  # type: ignore[assignment]
@@ -496,11 +522,13 @@ class DevFs:
         assert self.mountpoint is not None
         return os.path.join(self.mountpoint, self.data_dir.name, name)
 
-    async def start(self, nursery: trio.Nursery, mountpoint: str, use_loop: bool) -> None:
+    async def start(self, nursery: trio.Nursery, mountpoint: str, use_loop: bool,
+                    ops: VscsiOperations | None = None) -> None:
         """Called by serve() once the FUSE loop runs: attach loop devices (or expose the data
         files) for the block devices known so far; later ones are handled as they come."""
         self.mountpoint = os.path.abspath(mountpoint)
         self._nursery = nursery
+        self.ops = ops
         self.mode = "loop" if use_loop else "file"
         for entry in list(self.blocks.values()):
             if self.mode == "loop":

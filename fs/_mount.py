@@ -133,7 +133,7 @@ async def serve(ops: VscsiOperations, mountpoint: str, *, devfs: DevFs | None = 
             nursery.start_soon(run_main, nursery)
             try:
                 if devfs is not None:
-                    await devfs.start(nursery, mountpoint, bool(loop_backing))
+                    await devfs.start(nursery, mountpoint, bool(loop_backing), ops)
                 task_status.started(Mount(mountpoint, opts, bool(loop_backing), ops, devfs))
                 await trio.sleep_forever()
             finally:

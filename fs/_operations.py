@@ -377,6 +377,14 @@ class VscsiOperations(pyfuse3.Operations):
         """A name left ``parent``: drop its dentry (the inode stays until forgotten)."""
         self._invalidate(parent, name)
 
+    def notify_attrs_changed(self, node: Node) -> None:
+        """A node's attributes changed (a disk's size): drop the kernel's cached ones."""
+        if self.mounted and node.ino in self.inodes:
+            try:
+                pyfuse3.invalidate_inode(node.ino, attr_only=True)
+            except OSError:
+                pass
+
     def _invalidate(self, parent: Dir, name: str) -> None:
         if not self.mounted:
             return

@@ -1,3 +1,3 @@
 """Shared pytest fixtures. The FUSE mount fixtures live in tests/fs_fixtures.py."""
 
-from fs_fixtures import fs_mount, fs_mount_file  # noqa: F401  (pytest fixtures)
+from fs_fixtures import fs_mount, fs_mount_any, fs_mount_file  # noqa: F401  (pytest fixtures)

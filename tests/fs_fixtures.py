@@ -16,6 +16,7 @@ import errno
 import os
 import tempfile
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,22 +193,39 @@ async def mount_machine(nursery: trio.Nursery, mountpoint: str, *, loop_backing:
     return MountedMachine(mount, mountpoint, kernel, devfs, procfs, io, bdev, parts), scope
 
 
-def _fs_mount_fixture(loop_backing: bool | None) -> Any:
-    async def fixture() -> AsyncIterator[MountedMachine]:
-        why = mount_possible()
-        if why:
-            pytest.skip(why)
-        with tempfile.TemporaryDirectory(prefix="vscsifs-test-") as tmp:
-            mnt = os.path.join(tmp, "mnt")
-            os.mkdir(mnt)
-            async with trio.open_nursery() as nursery:
-                machine, scope = await mount_machine(nursery, mnt, loop_backing=loop_backing)
-                try:
-                    yield machine
-                finally:
-                    scope.cancel()
-    return fixture
+@asynccontextmanager
+async def mounted_machine(loop_backing: bool | None) -> AsyncIterator[MountedMachine]:
+    """A mounted machine in a temporary directory; unmounted (and loops detached) on exit."""
+    why = mount_possible()
+    if why:
+        pytest.skip(why)
+    with tempfile.TemporaryDirectory(prefix="vscsifs-test-") as tmp:
+        mnt = os.path.join(tmp, "mnt")
+        os.mkdir(mnt)
+        async with trio.open_nursery() as nursery:
+            machine, scope = await mount_machine(nursery, mnt, loop_backing=loop_backing)
+            try:
+                yield machine
+            finally:
+                scope.cancel()
 
 
-fs_mount = pytest.fixture(_fs_mount_fixture(None))
-fs_mount_file = pytest.fixture(_fs_mount_fixture(False))
+@pytest.fixture
+async def fs_mount() -> AsyncIterator[MountedMachine]:
+    """Loop-backed /dev when possible (root + /dev/loop-control), else data files."""
+    async with mounted_machine(None) as m:
+        yield m
+
+
+@pytest.fixture
+async def fs_mount_file() -> AsyncIterator[MountedMachine]:
+    """/dev/sdX as plain data files (the fallback)."""
+    async with mounted_machine(False) as m:
+        yield m
+
+
+@pytest.fixture(params=["loop", "file"])
+async def fs_mount_any(request: Any) -> AsyncIterator[MountedMachine]:
+    """Both /dev designs, one after the other."""
+    async with mounted_machine(None if request.param == "loop" else False) as m:
+        yield m

@@ -184,3 +184,25 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv))
+
+
+def materialize(golden_dir: str, dest: str) -> str:
+    """Rebuild the golden /sys as a plain directory tree under ``dest`` (dest/sys/...), with the
+    links as real symlinks, so real tools can be run over what the real kernel showed."""
+    import shutil
+
+    for e in parse_manifest(os.path.join(golden_dir, "sysfs-manifest.txt")):
+        p = os.path.join(dest, e.path.lstrip("/"))
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        if e.kind == "d":
+            os.makedirs(p, exist_ok=True)
+        elif e.kind == "l":
+            if not os.path.lexists(p):
+                os.symlink(e.target or "", p)
+        else:
+            src = os.path.join(golden_dir, "sysfs", e.path[len("/sys/"):])
+            if os.path.isfile(src):
+                shutil.copyfile(src, p)
+            else:
+                open(p, "wb").close()
+    return os.path.join(dest, "sys")

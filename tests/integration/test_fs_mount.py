@@ -187,8 +187,8 @@ async def test_concurrent_requests_overlap(fs_mount_file: MountedMachine) -> Non
     assert r.stdout == b"8:0\n"
 
 
-async def test_hotplug_block_device(fs_mount: MountedMachine) -> None:
-    m = fs_mount
+async def test_hotplug_block_device(fs_mount_any: MountedMachine) -> None:
+    m = fs_mount_any
     new = FakeBdev("sdb", 8 << 20, devt=(8, 16), logical_block_size=4096)
     m.kernel.block_devices.append(new)
     m.kernel.devnode_event("add", "block", new)
@@ -200,12 +200,27 @@ async def test_hotplug_block_device(fs_mount: MountedMachine) -> None:
     if m.mount.loop_backing:  # the loop device has the disk's logical block size
         r = await sh(f"blockdev --getss {m.path}/dev/sdb")
         assert r.stdout.strip() == b"4096"
+    # capacity change: the node (and its loop device) follow the new size
+    new.size_bytes = 16 << 20
+    new.data.extend(bytes(8 << 20))
+    m.kernel.devnode_event("change", "block", new)
+    want = str(new.size_bytes).encode()
+    with trio.fail_after(10):
+        while True:
+            r = await sh(f"blockdev --getsize64 {m.path}/dev/sdb" if m.mount.loop_backing
+                         else f"stat -c %s {m.path}/dev/sdb")
+            if r.stdout.strip() == want:
+                break
+            await trio.sleep(0.05)
     m.kernel.devnode_event("remove", "block", new)
     with trio.fail_after(10):
         while "/.vscsifs-" in losetup_backing() and "sdb" in losetup_backing():
             await trio.sleep(0.05)
     assert "sdb" not in await in_thread(os.listdir, f"{m.path}/dev")
-    assert await in_thread(os_errno, os.stat, f"{m.path}/dev/sdb") == errno.ENOENT
+    # the dentry invalidation is asynchronous (pyfuse3.invalidate_entry_async): poll for it
+    with trio.fail_after(5):
+        while await in_thread(os_errno, os.stat, f"{m.path}/dev/sdb") != errno.ENOENT:
+            await trio.sleep(0.01)
 
 
 async def test_unmount_detaches_loops_and_is_clean() -> None:

@@ -313,6 +313,20 @@ async def test_devfs_file_mode_block_io(machine: Any) -> None:
     assert isinstance(devfs.root.children["sdb"], DataFile)
 
 
+async def test_devfs_change_events(machine: Any) -> None:
+    ops, kernel, devfs, procfs, io, bdev, _ = machine
+    await devfs.start(None, "/nonexistent", use_loop=False)  # type: ignore[arg-type]
+    before = await walk(ops, "dev/sda")
+    bdev.size_bytes = 2 << 20
+    kernel.devnode_event("change", "block", bdev)
+    assert (await ops.getattr(before.st_ino)).st_size == 2 << 20
+    bdev.read_only = True  # set_disk_ro: a new node (a loop device would need re-creating)
+    kernel.devnode_event("change", "block", bdev)
+    after = await walk(ops, "dev/sda")
+    assert after.st_ino != before.st_ino
+    assert await fuse_errno(ops.open(after.st_ino, os.O_RDWR, None)) == errno.EROFS
+
+
 def test_block_node_and_loop_config_layout() -> None:
     node = BlockNode("sda", os.makedev(7, 3))
     assert node.file_type == stat.S_IFBLK and node.st_rdev() == os.makedev(7, 3)

@@ -1,0 +1,103 @@
+"""Fixtures that run the real daemon (`vscsifs run`) on a real FUSE mount and always unmount."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+GOLDEN = os.path.join(os.path.dirname(HERE), "golden")
+
+
+def _can_mount() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (FUSE mounts with allow_other/dev)"
+    if not os.path.exists("/dev/fuse"):
+        return "no /dev/fuse"
+    return None
+
+
+def force_unmount(path: str) -> None:
+    """Unmount whatever is left at ``path`` (lazy), ignoring 'not mounted'."""
+    for cmd in (["fusermount3", "-u", "-z", path], ["umount", "-l", path]):
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def is_mounted(path: str) -> bool:
+    real = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == real for line in f)
+
+
+@dataclass
+class Daemon:
+    proc: subprocess.Popen
+    mount: str
+    data_dir: str
+    log_path: str
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def kernel_lines(self) -> list[str]:
+        """The emulated kernel's lines from stderr, without their [timestamps]."""
+        out = []
+        for line in self.log().splitlines():
+            if line.startswith("[") and "] " in line:
+                out.append(line.split("] ", 1)[1])
+        return out
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_daemon(tmp: str, args: list[str] = (), ready: str = "sys/block", timeout: float = 60) -> Daemon:
+    mount = os.path.join(tmp, "mnt")
+    data = os.path.join(tmp, "data")
+    os.makedirs(mount, exist_ok=True)
+    log_path = os.path.join(tmp, "daemon.log")
+    logf = open(log_path, "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "vscsifs.daemon._cli", "run", "--mount", mount,
+                             "--data-dir", data, *args], stdout=logf, stderr=subprocess.STDOUT)
+    d = Daemon(proc, mount, data, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"vscsifs exited with {proc.returncode}:\n{d.log()}")
+        if is_mounted(mount) and os.path.exists(os.path.join(mount, ready)) and \
+                "Attached SCSI disk" in d.log():
+            return d
+        time.sleep(0.05)
+    d.stop()
+    force_unmount(mount)
+    raise RuntimeError(f"vscsifs did not come up in {timeout}s:\n{d.log()}")
+
+
+@pytest.fixture(scope="module")
+def seed_daemon(tmp_path_factory) -> Iterator[Daemon]:
+    why = _can_mount()
+    if why:
+        pytest.skip(why)
+    tmp = str(tmp_path_factory.mktemp("seed"))
+    d = start_daemon(tmp)
+    try:
+        yield d
+    finally:
+        d.stop()
+        if is_mounted(d.mount):
+            force_unmount(d.mount)

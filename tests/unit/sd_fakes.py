@@ -1,0 +1,310 @@
+"""Test doubles for sd/sg/bsg: a scsi-hd-like device answering CDBs, a minimal block layer and
+scsi_device, standing in for the midlayer (C1) and block layer (C3) until they land."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+from vscsifs.fs._driver_model import Device, Sysfs, device_add, device_bind_driver
+from vscsifs.scsi.kernel._kernel import Kernel
+from vscsifs.scsi.kernel._printk import Kmsg
+
+GOLDEN_VPD00 = bytes.fromhex("000000050083b0b1b2")
+def _xxd(text: str) -> bytes:
+    return bytes.fromhex("".join(text.split()))
+
+
+GOLDEN_VPDB0 = _xxd("""00b0 003c 0100 0000 003f ffff 0000 0000
+                       0000 0000 0020 0000 0000 00ff 0000 0008
+                       0000 0000 0000 0000 003f ffff 0000 0000
+                       0000 0000 0000 0000 0000 0000 0000 0000""")
+GOLDEN_VPDB1 = _xxd("00b1 003c").ljust(64, b"\0")
+GOLDEN_VPDB2 = _xxd("00b2 0004 00e0 0200")
+# MODE SENSE(6) answers of QEMU scsi-hd (golden cdb/07_mode_sense6_3f.txt, 07d_mode_sense6_08.txt)
+GOLDEN_MS_3F = _xxd("""6300 0008 0008 0000 0000 0200 010a 8000
+                       0000 0000 0000 0000 0416 0002 0810 0002
+                       0800 0208 00c8 ffff ff00 0000 1518 0000
+                       051e 1388 103f 0200 0208 0208 0208 0001
+                       0100 0101 0100 0000 0000 0000 1518 0000
+                       0812 0400 0000 0000 0000 0000 0000 0000""").ljust(100, b"\0")
+GOLDEN_MS_08 = _xxd("1f00 0008 0008 0000 0000 0200 0812 0400").ljust(32, b"\0")
+
+
+def fixed_sense(key: int, asc: int, ascq: int, info: int | None = None) -> bytes:
+    s = bytearray(18)
+    s[0] = 0x70
+    s[2] = key
+    s[7] = 10
+    s[12] = asc
+    s[13] = ascq
+    if info is not None:
+        s[0] |= 0x80
+        s[3:7] = info.to_bytes(4, "big")
+    return bytes(s)
+
+
+@dataclass
+class ExecResult:
+    result: int
+    data: bytes
+    sense: bytes
+    resid: int
+
+
+@dataclass
+class FakeHd:
+    """Answers CDBs as QEMU scsi-hd does for the commands sd sends (with a power-on UA)."""
+
+    nblocks: int
+    block_size: int = 512
+    phys_exp: int = 0
+    lbpme: bool = True
+    ua_pending: bool = True
+    wce: bool = True
+    wp: bool = False
+    rsoc_supported: bool = False
+    log: list[bytes] = field(default_factory=list)
+    selected: list[bytes] = field(default_factory=list)
+
+    def execute(self, cdb: bytes, buflen: int, data: bytes | None) -> ExecResult:
+        self.log.append(bytes(cdb))
+        op = cdb[0]
+        if op not in (0x12, 0xA0, 0x03) and self.ua_pending:
+            self.ua_pending = False
+            return ExecResult(0x02, b"", fixed_sense(6, 0x29, 0), buflen)
+        handler = {
+            0x00: lambda: b"",
+            0x9E: self._rc16,
+            0x25: lambda: struct.pack(">II", min(self.nblocks - 1, 0xFFFFFFFF), self.block_size),
+            0x1A: lambda: self._mode_sense(cdb),
+            0x12: lambda: self._inquiry(cdb),
+            0x28: lambda: bytes(buflen),
+            0x88: lambda: bytes(buflen),
+            0x35: lambda: b"",
+            0x15: lambda: self._select(data),
+        }.get(op)
+        if op == 0xA3 and not self.rsoc_supported:
+            return ExecResult(0x02, b"", fixed_sense(5, 0x20, 0), buflen)
+        if op == 0xA3:
+            return ExecResult(0, bytes([0, 3]).ljust(buflen, b"\0"), b"", 0)
+        if handler is None:
+            return ExecResult(0x02, b"", fixed_sense(5, 0x20, 0), buflen)
+        out = handler()
+        if isinstance(out, ExecResult):
+            return out
+        out = out[:buflen]
+        return ExecResult(0, out, b"", buflen - len(out))
+
+    def _rc16(self) -> bytes:
+        b = bytearray(32)
+        struct.pack_into(">QI", b, 0, self.nblocks - 1, self.block_size)
+        b[13] = self.phys_exp
+        b[14] = 0x80 if self.lbpme else 0
+        return bytes(b)
+
+    def _mode_sense(self, cdb: bytes) -> bytes:
+        page = cdb[2] & 0x3F
+        src = bytearray(GOLDEN_MS_3F if page == 0x3F else GOLDEN_MS_08)
+        if self.wp:
+            src[2] |= 0x80
+        if page == 0x08 and not self.wce:
+            src[14] &= ~0x04
+        src[9:12] = self.block_size.to_bytes(3, "big")
+        src = src[: src[0] + 1]
+        if cdb[1] & 0x08:                       # DBD: no block descriptor
+            src = bytearray([src[0] - 8, src[1], src[2], 0]) + src[12:]
+        return bytes(src)
+
+    def _inquiry(self, cdb: bytes) -> bytes:
+        if not cdb[1] & 1:
+            return b"\0" * 36
+        return {0x00: GOLDEN_VPD00, 0xB0: GOLDEN_VPDB0, 0xB1: GOLDEN_VPDB1, 0xB2: GOLDEN_VPDB2}.get(
+            cdb[2], ExecResult(0x02, b"", fixed_sense(5, 0x24, 0), 0))
+
+    def _select(self, data: bytes | None) -> bytes:
+        self.selected.append(bytes(data or b""))
+        page = (data or b"")[4:]
+        if len(page) > 2 and page[0] & 0x3F == 8:
+            self.wce = bool(page[2] & 0x04)
+        return b""
+
+
+@dataclass
+class Limits:
+    logical_block_size: int = 512
+    physical_block_size: int = 512
+    io_min: int = 512
+    io_opt: int = 0
+    max_hw_sectors: int = 65534
+    max_sectors: int = 2560
+    max_dev_sectors: int = 0
+    discard_granularity: int = 0
+    discard_alignment: int = 0
+    max_discard_sectors: int = 0
+    max_write_zeroes_sectors: int = 0
+    alignment_offset: int = 0
+
+
+@dataclass(eq=False)
+class FakeQueue:
+    limits: Limits = field(default_factory=Limits)
+    flags: set[str] = field(default_factory=set)
+    write_cache: tuple[bool, bool] = (False, False)
+    rq_timeout: float = 30.0
+    disk: Any = None
+
+
+@dataclass(eq=False)
+class FakeDisk:
+    queue: FakeQueue
+    disk_name: str = ""
+    major: int = 0
+    first_minor: int = 0
+    minors: int = 0
+    fops: Any = None
+    private_data: Any = None
+    ro: bool = False
+    capacity: int = 0
+    state: set[str] = field(default_factory=set)
+    added: bool = False
+    deleted: bool = False
+
+
+class FakeBlock:
+    """The block layer functions sd calls (brief C3's names)."""
+
+    QUEUE_FLAG_NONROT = "QUEUE_FLAG_NONROT"
+    QUEUE_FLAG_ADD_RANDOM = "QUEUE_FLAG_ADD_RANDOM"
+
+    def __init__(self, kernel: Kernel, execute: Any) -> None:
+        self.kernel = kernel
+        self.execute = execute
+
+    def blk_mq_alloc_disk_for_queue(self, q: FakeQueue) -> FakeDisk:
+        d = FakeDisk(q)
+        q.disk = d
+        return d
+
+    def register_blkdev(self, kernel: Kernel, major: int, name: str) -> None:
+        kernel.blkdev_majors[major] = name
+
+    def blk_queue_logical_block_size(self, q: FakeQueue, n: int) -> None:
+        q.limits.logical_block_size = n
+        q.limits.physical_block_size = max(q.limits.physical_block_size, n)
+        q.limits.io_min = max(q.limits.io_min, n)
+
+    def blk_queue_physical_block_size(self, q: FakeQueue, n: int) -> None:
+        q.limits.physical_block_size = max(n, q.limits.logical_block_size)
+        q.limits.io_min = max(q.limits.io_min, q.limits.physical_block_size)
+
+    def blk_queue_io_min(self, q: FakeQueue, n: int) -> None:
+        q.limits.io_min = max(n, q.limits.physical_block_size)
+
+    def blk_queue_alignment_offset(self, q: FakeQueue, n: int) -> None:
+        q.limits.alignment_offset = n
+
+    def blk_queue_max_discard_sectors(self, q: FakeQueue, n: int) -> None:
+        q.limits.max_discard_sectors = n
+
+    def blk_queue_max_write_zeroes_sectors(self, q: FakeQueue, n: int) -> None:
+        q.limits.max_write_zeroes_sectors = n
+
+    def blk_queue_write_cache(self, q: FakeQueue, wc: bool, fua: bool) -> None:
+        q.write_cache = (wc, fua)
+
+    def blk_queue_rq_timeout(self, q: FakeQueue, t: float) -> None:
+        q.rq_timeout = t
+
+    def blk_queue_flag_set(self, flag: str, q: FakeQueue) -> None:
+        q.flags.add(flag)
+
+    def blk_queue_flag_clear(self, flag: str, q: FakeQueue) -> None:
+        q.flags.discard(flag)
+
+    def set_disk_ro(self, disk: FakeDisk, ro: bool) -> None:
+        disk.ro = ro
+
+    def set_capacity_and_notify(self, disk: FakeDisk, sectors: int) -> None:
+        disk.capacity = sectors
+
+    async def device_add_disk(self, parent: Device, disk: FakeDisk) -> None:
+        """Adds the disk, then scans partitions as the kernel does: open (revalidate), READ."""
+        disk.added = True
+        disk.state.add("GD_NEED_PART_SCAN")
+        await disk.fops.open(disk, 0)
+        disk.state.discard("GD_NEED_PART_SCAN")
+        sdev = disk.private_data.device
+        from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection
+        await self.execute(sdev, bytes.fromhex("28000000000000000800"), DmaDirection.DMA_FROM_DEVICE, 4096)
+        self.kernel.printk(6, f" {disk.disk_name}: {disk.disk_name}1")
+        await disk.fops.release(disk, 0)
+
+    def del_gendisk(self, disk: FakeDisk) -> None:
+        disk.deleted = True
+
+
+class FakeMemory:
+    def __init__(self) -> None:
+        self.live: list[Any] = []
+
+    def alloc(self, n: int) -> Any:
+        buf = SimpleNamespace(addr=0x1000 * (len(self.live) + 1), length=n, view=memoryview(bytearray(n)))
+        self.live.append(buf)
+        return buf
+
+    def free(self, buf: Any) -> None:
+        self.live.remove(buf)
+
+
+def make_kernel(cmdline: str = "") -> Kernel:
+    return Kernel(kmsg=Kmsg(console=None), sysfs=Sysfs(), memory=FakeMemory(), cmdline=cmdline)
+
+
+@dataclass(eq=False)
+class FakeSdev:
+    """The scsi_device fields sd/sg/bsg read (brief C1's ScsiDevice)."""
+
+    kernel: Kernel
+    host: Any
+    channel: int
+    id: int
+    lun: int
+    sdev_gendev: Device
+    request_queue: FakeQueue
+    type: int = 0
+    scsi_level: int = 6
+    inquiry: bytes = bytes(36)
+    sector_size: int = 512
+    use_10_for_rw: int = 1
+    use_16_for_rw: int = 0
+    use_10_for_ms: int = 0
+    no_report_opcodes: int = 0
+    no_write_same: int = 0
+    removable: int = 0
+    allow_restart: int = 0
+    manage_system_start_stop: int = 0
+    manage_runtime_start_stop: int = 0
+    manage_shutdown: int = 0
+    vpd_pgb0: bytes | None = GOLDEN_VPDB0
+    vpd_pgb1: bytes | None = GOLDEN_VPDB1
+    vpd_pgb2: bytes | None = GOLDEN_VPDB2
+    vpd_pg89: bytes | None = None
+    sdev_state: str = "SDEV_RUNNING"
+
+
+def make_sdev(kernel: Kernel, lun: int, *, bind: str | None = "sd", host_no: int = 0, target: int = 0,
+              **kw: Any) -> FakeSdev:
+    sysfs = kernel.sysfs
+    bus = sysfs.bus_register("scsi")
+    hostdir = sysfs.devices.makedirs(f"pci0000:00/0000:00:04.0/virtio0/host{host_no}/target{host_no}:0:{target}")
+    gendev = Device(name=f"{host_no}:0:{target}:{lun}", bus=bus, parent_dir=hostdir)
+    device_add(gendev)
+    if bind:
+        device_bind_driver(gendev, bus.driver_register(bind, "sd_mod"))
+    host = SimpleNamespace(host_no=host_no, max_cmd_len=32, no_write_same=0, opt_sectors=0,
+                           prot_capabilities=0, kernel=kernel)
+    return FakeSdev(kernel=kernel, host=host, channel=0, id=target, lun=lun, sdev_gendev=gendev,
+                    request_queue=FakeQueue(), **kw)

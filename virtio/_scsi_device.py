@@ -1,0 +1,397 @@
+"""The virtio-scsi HBA, device side (QEMU hw/scsi/virtio-scsi.c, VirtIOSCSI).
+
+Queues: 0 control (TMF, AN), 1 event, 2.. request queues (``num_queues`` of them). A request
+chain is [cmd_req | data-out...] [cmd_resp | data-in...]; the device decodes the LUN address,
+answers BAD_TARGET for a target the SCSI bus does not have, else hands the CDB and the data
+views to the bus (brief A's SCSIBus) and writes status, sense and residual back. Events
+(hotplug, parameter change) go into buffers the driver pre-posted on the event queue; when
+none is posted the device remembers it dropped one and flags EVENTS_MISSED on the next.
+
+Never imports the driver side: the two halves meet only in guest memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from ._memory import GuestMemory
+from ._virtio_device import VIRTIO_QUEUE_MAX, VirtIODevice
+from ._virtqueue import DeviceVirtqueue, VirtioError, VirtQueueElement
+from ._wire import (CMD_REQ_HDR, CMD_RESP_HDR, CTRL_AN_REQ, CTRL_AN_RESP, CTRL_TMF_REQ, CTRL_TMF_RESP,
+                    CTRL_TYPE, EVENT, SCSI_CONFIG, VIRTIO_SCSI_CDB_DEFAULT_SIZE, VIRTIO_SCSI_SENSE_DEFAULT_SIZE,
+                    VIRTIO_SCSI_T_EVENTS_MISSED, VirtioF, VirtioID, VirtioScsiEvent, VirtioScsiEvtReset,
+                    VirtioScsiF, VirtioScsiS, VirtioScsiT, VirtioScsiTmf, VirtioStatus, event_lun, lun_decode)
+
+VIRTIO_SCSI_MAX_CHANNEL = 0
+VIRTIO_SCSI_MAX_TARGET = 255
+VIRTIO_SCSI_MAX_LUN = 16383
+VIRTIO_SCSI_VQ_NUM_FIXED = 2
+SAM_STAT_GOOD = 0
+
+
+class SCSIResultLike(Protocol):
+    status: int
+    sense: bytes
+    xfer: int
+
+
+@runtime_checkable
+class SCSIBusLike(Protocol):
+    """What the HBA needs from the SCSI bus (brief A, vscsifs.scsi.device.SCSIBus).
+
+    Optional, used when present: ``lun_exists(channel, id, lun) -> bool`` (TMFs answer
+    INCORRECT_LUN without it never), ``reset_device(channel, id, lun)`` (LUN RESET / I_T
+    NEXUS RESET: qdev_reset_all, the unit attention comes from it), ``reset_all()`` (device
+    reset)."""
+
+    def target_exists(self, channel: int, id: int) -> bool: ...
+
+    def execute(self, channel: int, id: int, lun: int, cdb: bytes, data_out: list[memoryview],
+                data_in: list[memoryview]) -> SCSIResultLike: ...
+
+
+@dataclass
+class VirtIOSCSIConf:
+    """DEFINE_VIRTIO_SCSI_PROPERTIES with QEMU 7.2 defaults. ``num_queues=None`` is
+    VIRTIO_SCSI_AUTO_NUM_QUEUES: virtio-scsi-pci then uses one queue per vCPU
+    (virtio_pci_optimal_num_queues), as pc machines >= 5.2 do."""
+
+    num_queues: int | None = None
+    virtqueue_size: int = 256
+    seg_max_adjust: bool = True
+    max_sectors: int = 0xFFFF
+    cmd_per_lun: int = 128
+    hotplug: bool = True
+    param_change: bool = True
+
+
+def _iov_write(views: list[memoryview], offset: int, data: bytes) -> int:
+    """iov_from_buf(): scatter ``data`` into the views starting ``offset`` bytes in."""
+    done = 0
+    for v in views:
+        n = len(v)
+        if offset >= n:
+            offset -= n
+            continue
+        k = min(n - offset, len(data) - done)
+        v[offset:offset + k] = data[done:done + k]
+        done += k
+        offset = 0
+        if done == len(data):
+            break
+    return done
+
+
+def _iov_read(views: list[memoryview], n: int) -> bytes:
+    """iov_to_buf(): the first ``n`` bytes of the views (fewer if they are shorter)."""
+    out = bytearray()
+    for v in views:
+        if len(out) >= n:
+            break
+        out += v[:n - len(out)]
+    return bytes(out)
+
+
+def _iov_skip(views: list[memoryview], skip: int) -> list[memoryview]:
+    """qemu_sgl_concat(): the views after the first ``skip`` bytes."""
+    out: list[memoryview] = []
+    for v in views:
+        if skip >= len(v):
+            skip -= len(v)
+        else:
+            out.append(v[skip:] if skip else v)
+            skip = 0
+    return out
+
+
+@dataclass(slots=True)
+class _Req:
+    """VirtIOSCSIReq after virtio_scsi_parse_req()."""
+
+    elem: VirtQueueElement
+    req: bytes
+    resp_views: list[memoryview]   # the response header area (resp_size bytes)
+    resp_size: int
+    data_out: list[memoryview]
+    data_in: list[memoryview]
+    out_size: int
+    in_size: int
+
+
+class VirtIOSCSI(VirtIODevice):
+    """QEMU's VirtIOSCSI over a SCSI bus object."""
+
+    device_id = VirtioID.SCSI
+    name = "virtio-scsi"
+    pci_class_code = 0x010000
+
+    def __init__(self, memory: GuestMemory, bus: Any, conf: VirtIOSCSIConf | None = None,
+                 nr_cpus: int = 1) -> None:
+        super().__init__(memory)
+        self.bus = bus
+        self.conf = conf = conf or VirtIOSCSIConf()
+        num_queues = conf.num_queues
+        if num_queues is None:
+            num_queues = min(nr_cpus, VIRTIO_QUEUE_MAX - VIRTIO_SCSI_VQ_NUM_FIXED)
+        if num_queues <= 0 or num_queues > VIRTIO_QUEUE_MAX - 2:
+            raise ValueError(f"Invalid number of queues (= {num_queues}), must be a positive integer "
+                             f"less than {VIRTIO_QUEUE_MAX - 2}.")
+        if conf.virtqueue_size <= 2:
+            raise ValueError(f"invalid virtqueue_size property (= {conf.virtqueue_size}), must be > 2")
+        self.num_queues = num_queues
+        self.default_nvectors = num_queues + 3   # virtio_scsi_pci_realize: DEV_NVECTORS_UNSPECIFIED
+        self.sense_size = VIRTIO_SCSI_SENSE_DEFAULT_SIZE
+        self.cdb_size = VIRTIO_SCSI_CDB_DEFAULT_SIZE
+        self.events_dropped = False
+        self.resetting = 0
+        self.ctrl_vq = self.add_queue(conf.virtqueue_size, self.handle_ctrl)
+        self.event_vq = self.add_queue(conf.virtqueue_size, self.handle_event)
+        self.cmd_vqs = [self.add_queue(conf.virtqueue_size, self.handle_cmd) for _ in range(num_queues)]
+        self.stats_cmds = 0
+
+    # -- virtio device hooks ----------------------------------------------------------------
+    def get_features(self) -> int:
+        f = 0
+        if self.conf.hotplug:
+            f |= 1 << VirtioScsiF.HOTPLUG
+        if self.conf.param_change:
+            f |= 1 << VirtioScsiF.CHANGE
+        return f
+
+    @property
+    def seg_max(self) -> int:
+        return self.conf.virtqueue_size - 2 if self.conf.seg_max_adjust else 128 - 2
+
+    def get_config(self) -> bytes:
+        """virtio_scsi_get_config()."""
+        return SCSI_CONFIG.pack(self.num_queues, self.seg_max, self.conf.max_sectors, self.conf.cmd_per_lun,
+                                EVENT.size, self.sense_size, self.cdb_size, VIRTIO_SCSI_MAX_CHANNEL,
+                                VIRTIO_SCSI_MAX_TARGET, VIRTIO_SCSI_MAX_LUN)
+
+    def set_config(self, data: bytes) -> None:
+        """virtio_scsi_set_config(): only sense_size and cdb_size are writable."""
+        fields = SCSI_CONFIG.unpack(data)
+        sense_size, cdb_size = fields[5], fields[6]
+        if sense_size >= 65536 or cdb_size >= 256:
+            raise VirtioError("bad data written to virtio-scsi configuration space")
+        self.sense_size = sense_size
+        self.cdb_size = cdb_size
+
+    def device_reset(self) -> None:
+        """virtio_scsi_reset()."""
+        self.resetting += 1
+        try:
+            reset_all = getattr(self.bus, "reset_all", None)
+            if reset_all is not None:
+                reset_all()
+        finally:
+            self.resetting -= 1
+        self.sense_size = VIRTIO_SCSI_SENSE_DEFAULT_SIZE
+        self.cdb_size = VIRTIO_SCSI_CDB_DEFAULT_SIZE
+        self.events_dropped = False
+
+    # -- request parsing --------------------------------------------------------------------
+    def _parse_req(self, elem: VirtQueueElement, req_size: int, resp_size: int) -> _Req:
+        """virtio_scsi_parse_req(): raises VirtioError where QEMU reports "wrong size for
+        virtio-scsi headers"; the caller turns in+out data into a FAILURE response."""
+        req = _iov_read(elem.out_sg, req_size)
+        if len(req) < req_size:
+            raise VirtioError(f"{self.name}: wrong size for virtio-scsi headers (request {len(req)} < {req_size})")
+        if elem.in_len < resp_size:
+            raise VirtioError(f"{self.name}: wrong size for virtio-scsi headers (response {elem.in_len} < {resp_size})")
+        skip_out, skip_in = req_size, resp_size
+        if not self.has_feature(VirtioF.ANY_LAYOUT):
+            # old BIOSes padded the headers: the first buffer is the header, whatever its size
+            skip_out = len(elem.out_sg[0]) if elem.out_sg else 0
+            skip_in = len(elem.in_sg[0])
+        data_out = _iov_skip(elem.out_sg, skip_out)
+        data_in = _iov_skip(elem.in_sg, skip_in)
+        resp_views = []
+        left = resp_size
+        for v in elem.in_sg:
+            if left <= 0:
+                break
+            resp_views.append(v[:left])
+            left -= len(resp_views[-1])
+        return _Req(elem, req, resp_views, resp_size, data_out, data_in,
+                    sum(len(v) for v in data_out), sum(len(v) for v in data_in))
+
+    def _complete(self, vq: DeviceVirtqueue, r: _Req, resp: bytes) -> None:
+        """virtio_scsi_complete_req(): response header, push (len = data + response), notify."""
+        _iov_write(r.resp_views, 0, resp)
+        vq.push(r.elem, r.out_size + r.in_size + r.resp_size)
+        self.notify(vq)
+
+    # -- request queues -----------------------------------------------------------------------
+    def handle_cmd(self, vq: DeviceVirtqueue) -> None:
+        """virtio_scsi_handle_cmd(): pop every request and run it on the bus."""
+        while (elem := vq.pop()) is not None:
+            self.handle_cmd_req(vq, elem)
+
+    def handle_cmd_req(self, vq: DeviceVirtqueue, elem: VirtQueueElement) -> None:
+        """virtio_scsi_handle_cmd_req_prepare() + submit + virtio_scsi_command_complete()."""
+        cdb_size, sense_size = self.cdb_size, self.sense_size
+        try:
+            r = self._parse_req(elem, CMD_REQ_HDR.size + cdb_size, CMD_RESP_HDR.size + sense_size)
+        except VirtioError as e:
+            self.error(str(e))
+            return
+        self.stats_cmds += 1
+        if r.out_size and r.in_size:
+            # bidirectional without VIRTIO_SCSI_F_INOUT: -ENOTSUP -> virtio_scsi_fail_cmd_req
+            self._complete_cmd(vq, r, CMD_RESP_HDR.pack(0, 0, 0, 0, VirtioScsiS.FAILURE))
+            return
+        lun, _tag, _attr, _prio, _crn = CMD_REQ_HDR.unpack_from(r.req)
+        addr = lun_decode(lun)
+        if addr is None or not self.bus.target_exists(0, addr[0]):
+            self._complete_cmd(vq, r, CMD_RESP_HDR.pack(0, 0, 0, 0, VirtioScsiS.BAD_TARGET))
+            return
+        target, lun_id = addr
+        cdb = r.req[CMD_REQ_HDR.size:]
+        result = self.bus.execute(0, target, lun_id, cdb, r.data_out, r.data_in)
+        status = result.status
+        if status == SAM_STAT_GOOD:
+            size = r.out_size or r.in_size
+            resid = max(size - result.xfer, 0)
+            resp = CMD_RESP_HDR.pack(0, resid, 0, status, VirtioScsiS.OK)
+        else:
+            sense = bytes(result.sense or b"")
+            sense_len = min(len(sense), sense_size)
+            # sense lands right after the header inside the response area
+            _iov_write(r.resp_views, CMD_RESP_HDR.size, sense[:sense_len])
+            resp = CMD_RESP_HDR.pack(sense_len, 0, 0, status, VirtioScsiS.OK)
+        self._complete_cmd(vq, r, resp)
+
+    def _complete_cmd(self, vq: DeviceVirtqueue, r: _Req, resp: bytes) -> None:
+        _iov_write(r.resp_views, 0, resp)
+        # used length: QEMU pushes qsgl.size + resp_iov.size (the whole response area)
+        vq.push(r.elem, r.out_size + r.in_size + r.resp_size)
+        self.notify(vq)
+
+    # -- control queue ------------------------------------------------------------------------
+    def handle_ctrl(self, vq: DeviceVirtqueue) -> None:
+        """virtio_scsi_handle_ctrl()."""
+        while (elem := vq.pop()) is not None:
+            self.handle_ctrl_req(vq, elem)
+
+    def handle_ctrl_req(self, vq: DeviceVirtqueue, elem: VirtQueueElement) -> None:
+        raw = _iov_read(elem.out_sg, CTRL_TYPE.size)
+        if len(raw) < CTRL_TYPE.size:
+            self.error("wrong size for virtio-scsi headers (control request type)")
+            return
+        (ctype,) = CTRL_TYPE.unpack(raw)
+        handler = self._ctrl_handlers.get(ctype)
+        if handler is None:
+            # QEMU completes an unknown type with an untouched (zero) response
+            vq.push(elem, 0)
+            self.notify(vq)
+            return
+        handler(self, vq, elem)
+
+    def _ctrl_tmf(self, vq: DeviceVirtqueue, elem: VirtQueueElement) -> None:
+        try:
+            r = self._parse_req(elem, CTRL_TMF_REQ.size, CTRL_TMF_RESP.size)
+        except VirtioError as e:
+            self.error(str(e))
+            return
+        _type, subtype, lun, tag = CTRL_TMF_REQ.unpack_from(r.req)
+        response = self.do_tmf(subtype, lun, tag)
+        self._complete(vq, r, CTRL_TMF_RESP.pack(response))
+
+    def _ctrl_an(self, vq: DeviceVirtqueue, elem: VirtQueueElement) -> None:
+        try:
+            r = self._parse_req(elem, CTRL_AN_REQ.size, CTRL_AN_RESP.size)
+        except VirtioError as e:
+            self.error(str(e))
+            return
+        # QEMU supports no asynchronous notification classes: event_actual 0, response OK
+        self._complete(vq, r, CTRL_AN_RESP.pack(0, VirtioScsiS.OK))
+
+    _ctrl_handlers = {VirtioScsiT.TMF: _ctrl_tmf, VirtioScsiT.AN_QUERY: _ctrl_an,
+                      VirtioScsiT.AN_SUBSCRIBE: _ctrl_an}
+
+    def _find(self, lun: bytes) -> tuple[int, int, bool] | None:
+        """virtio_scsi_device_find(): (target, lun, exact) — QEMU falls back to any device on
+        the target, which makes TMFs answer INCORRECT_LUN rather than BAD_TARGET."""
+        addr = lun_decode(lun)
+        if addr is None or not self.bus.target_exists(0, addr[0]):
+            return None
+        lun_exists = getattr(self.bus, "lun_exists", None)
+        exact = True if lun_exists is None else bool(lun_exists(0, addr[0], addr[1]))
+        return addr[0], addr[1], exact
+
+    def do_tmf(self, subtype: int, lun: bytes, tag: int) -> int:
+        """virtio_scsi_do_tmf(). Commands complete synchronously inside handle_cmd, so no
+        request is ever in flight here: aborts find nothing and complete at once."""
+        if subtype in (VirtioScsiTmf.ABORT_TASK, VirtioScsiTmf.QUERY_TASK, VirtioScsiTmf.ABORT_TASK_SET,
+                       VirtioScsiTmf.CLEAR_TASK_SET, VirtioScsiTmf.QUERY_TASK_SET,
+                       VirtioScsiTmf.LOGICAL_UNIT_RESET):
+            found = self._find(lun)
+            if found is None:
+                return VirtioScsiS.BAD_TARGET
+            target, lun_id, exact = found
+            if not exact:
+                return VirtioScsiS.INCORRECT_LUN
+            if subtype == VirtioScsiTmf.LOGICAL_UNIT_RESET:
+                self._reset_device(target, lun_id)
+            return VirtioScsiS.OK
+        if subtype == VirtioScsiTmf.I_T_NEXUS_RESET:
+            self._reset_device(lun[1], None)
+            return VirtioScsiS.OK
+        return VirtioScsiS.FUNCTION_REJECTED   # CLEAR_ACA and unknown subtypes
+
+    def _reset_device(self, target: int, lun: int | None) -> None:
+        reset = getattr(self.bus, "reset_device", None)
+        if reset is None:
+            return
+        self.resetting += 1
+        try:
+            reset(0, target, lun)
+        finally:
+            self.resetting -= 1
+
+    # -- event queue ----------------------------------------------------------------------------
+    def handle_event(self, vq: DeviceVirtqueue) -> None:
+        """virtio_scsi_handle_event(): new buffers; report a dropped event if there was one."""
+        if self.events_dropped:
+            self.push_event(VirtioScsiEvent.NO_EVENT, 0, None)
+
+    def push_event(self, event: int, reason: int, addr: tuple[int, int] | None) -> bool:
+        """virtio_scsi_push_event(): True if delivered, False if dropped (no buffer posted)."""
+        if not self.status & VirtioStatus.DRIVER_OK:
+            return False
+        vq = self.event_vq
+        elem = vq.pop()
+        if elem is None:
+            self.events_dropped = True
+            return False
+        if self.events_dropped:
+            event |= VIRTIO_SCSI_T_EVENTS_MISSED
+            self.events_dropped = False
+        try:
+            r = self._parse_req(elem, 0, EVENT.size)
+        except VirtioError as e:
+            self.error(str(e))
+            return False
+        lun = bytes(8) if addr is None else event_lun(*addr)
+        self._complete(vq, r, EVENT.pack(event, lun, reason))
+        return True
+
+    def hotplug(self, target: int, lun: int) -> bool:
+        """virtio_scsi_hotplug(): a LUN appeared."""
+        if not self.has_feature(VirtioScsiF.HOTPLUG):
+            return False
+        return self.push_event(VirtioScsiEvent.TRANSPORT_RESET, VirtioScsiEvtReset.RESCAN, (target, lun))
+
+    def hotunplug(self, target: int, lun: int) -> bool:
+        """virtio_scsi_hotunplug(): a LUN went away."""
+        if not self.has_feature(VirtioScsiF.HOTPLUG):
+            return False
+        return self.push_event(VirtioScsiEvent.TRANSPORT_RESET, VirtioScsiEvtReset.REMOVED, (target, lun))
+
+    def change(self, target: int, lun: int, asc: int, ascq: int, is_rom: bool = False) -> bool:
+        """virtio_scsi_change(): a unit attention the guest should hear about (capacity...)."""
+        if not self.has_feature(VirtioScsiF.CHANGE) or is_rom:
+            return False
+        return self.push_event(VirtioScsiEvent.PARAM_CHANGE, asc | ascq << 8, (target, lun))
