@@ -255,6 +255,28 @@ def _flag(obj: Any, name: str, default: Any = 0) -> Any:
     return getattr(obj, name, default)
 
 
+SCSI_LOG_HLQUEUE_SHIFT = 21
+SCSI_LOG_HLCOMPLETE_SHIFT = 24
+
+
+def _logging_level(kernel: Any) -> int:
+    """scsi_logging_level: the midlayer's run-time value, else the command line's."""
+    try:
+        from ._scsi_logging import scsi_logging_level_get  # type: ignore[import-not-found]
+
+        return int(scsi_logging_level_get(kernel))
+    except (ImportError, AttributeError):
+        try:
+            return int(kernel.param("scsi_mod.scsi_logging_level", "0") or 0, 0)
+        except ValueError:
+            return 0
+
+
+def scsi_log(kernel: Any, shift: int, level: int) -> bool:
+    """SCSI_CHECK_LOGGING(): is the 3-bit field at ``shift`` above ``level - 1``?"""
+    return ((_logging_level(kernel) >> shift) & 7) > level - 1
+
+
 # --- naming and units ---------------------------------------------------------------------------
 
 def sd_format_disk_name(prefix: str, index: int) -> str:
@@ -1417,6 +1439,8 @@ async def sd_revalidate_disk(disk: Any) -> int:
     q = disk.queue
     blk = _blk()
     old_capacity = sdkp.capacity
+    if scsi_log(sdkp.kernel, SCSI_LOG_HLQUEUE_SHIFT, 3):
+        sd_printk(KernLevel.INFO, sdkp, "sd_revalidate_disk")
     if not scsi_device_online(sdev):
         return 0
     await sd_spinup_disk(sdkp)
@@ -1479,6 +1503,8 @@ async def sd_open(bdev: Any, mode: int = 0) -> int:
     disk = getattr(bdev, "disk", bdev)
     sdkp = scsi_disk(disk)
     sdev = sdkp.device
+    if scsi_log(sdkp.kernel, SCSI_LOG_HLQUEUE_SHIFT, 3):
+        sd_printk(KernLevel.INFO, sdkp, "sd_open")
     if not scsi_device_online(sdev):
         return -errno.ENXIO
     if _need_part_scan(disk):
@@ -1495,6 +1521,8 @@ async def sd_open(bdev: Any, mode: int = 0) -> int:
 
 async def sd_release(disk: Any, mode: int = 0) -> None:
     sdkp = scsi_disk(disk)
+    if scsi_log(sdkp.kernel, SCSI_LOG_HLQUEUE_SHIFT, 3):
+        sd_printk(KernLevel.INFO, sdkp, "sd_release")
     sdkp.openers = max(0, sdkp.openers - 1)
 
 
@@ -1636,8 +1664,8 @@ def _rw_cdb(write: bool, lba: int, nr_blocks: int, flags: int, size: int) -> byt
         cdb = bytearray(10)
         cdb[0] = Opcode.WRITE_10 if write else Opcode.READ_10
         cdb[1] = flags
-        cdb[2:6] = lba.to_bytes(4, "big")
-        cdb[7:9] = nr_blocks.to_bytes(2, "big")
+        cdb[2:6] = (lba & 0xFFFFFFFF).to_bytes(4, "big")      # put_unaligned_be32 truncates
+        cdb[7:9] = (nr_blocks & 0xFFFF).to_bytes(2, "big")
     else:
         cdb = bytearray(6)
         cdb[0] = Opcode.WRITE_6 if write else Opcode.READ_6
@@ -1695,6 +1723,11 @@ def sd_setup_read_write_cmnd(cmd: ScsiCmnd) -> BlkStatus:
             return BlkStatus.BLK_STS_IOERR
         size = 6
     cdb = _rw_cdb(write, lba, nr_blocks, fua, size)
+    if scsi_log(sdkp.kernel, SCSI_LOG_HLQUEUE_SHIFT, 1):
+        _scmd_printk(cmd, KernLevel.INFO, f"sd_setup_read_write_cmnd: block={rq.sector}, count={nr_sectors}")
+    if scsi_log(sdkp.kernel, SCSI_LOG_HLQUEUE_SHIFT, 2):
+        _scmd_printk(cmd, KernLevel.INFO,
+                     f"{'writing' if write else 'reading'} {nr_blocks}/{nr_sectors} 512 byte blocks.")
     return _prep(cmd, rq, cdb, DmaDirection.DMA_TO_DEVICE if write else DmaDirection.DMA_FROM_DEVICE,
                  rq.buffer, nr_blocks * sdp.sector_size, sdkp.max_retries, rq.timeout)
 
@@ -1781,8 +1814,16 @@ def sd_done(cmd: ScsiCmnd) -> int:
             cmd.resid = min(_bufflen(cmd), -(-resid // sector_size) * sector_size)
     sshdr = normalize_sense(cmd.sense_buffer) if result else None
     sdkp.medium_access_timed_out = 0
-    if not _is_check_condition(result) or sshdr is None or sshdr.deferred:
-        return good_bytes
+    if _is_check_condition(result) and sshdr is not None and not sshdr.deferred:
+        good_bytes = _sd_done_sense(cmd, sdkp, sshdr, good_bytes)
+    if scsi_log(sdkp.kernel, SCSI_LOG_HLCOMPLETE_SHIFT, 1):
+        _scmd_printk(cmd, KernLevel.INFO, f"sd_done: completed {good_bytes} of {_bufflen(cmd)} bytes")
+    return good_bytes
+
+
+def _sd_done_sense(cmd: ScsiCmnd, sdkp: ScsiDisk, sshdr: SenseHdr, good_bytes: int) -> int:
+    """sd_done()'s CHECK CONDITION handling, by sense key."""
+    rq = cmd.request
     key = sshdr.sense_key
     if key in (SenseKey.HARDWARE_ERROR, SenseKey.MEDIUM_ERROR):
         good_bytes = sd_completed_bytes(cmd)
@@ -1916,6 +1957,8 @@ async def sd_probe(drv: SdDriver, sdp: Any) -> int:
     kernel = drv.kernel
     if sdp.type not in SD_TYPES:
         return -errno.ENODEV
+    if scsi_log(kernel, SCSI_LOG_HLQUEUE_SHIFT, 3):
+        sdev_printk(kernel, KernLevel.INFO, sdp, "sd_probe")
     blk = _blk()
     gd = blk.blk_mq_alloc_disk_for_queue(sdp.request_queue)
     index = kernel.sd_index_ida.alloc()

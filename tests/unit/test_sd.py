@@ -312,9 +312,11 @@ async def test_read_write_cdb_choice(disk) -> None:
     big = _cmd(s, ReqOp.REQ_OP_READ, 0, 0x10000 * 512)
     _sd.sd_init_command(big)
     assert big.cmnd[0] == 0x88          # more than 0xffff blocks needs (16)
+    s.use_16_for_rw = 1
     far = _cmd(s, ReqOp.REQ_OP_READ, 0x100000000, 512)
     _sd.sd_init_command(far)
-    assert far.cmnd[0] == 0x88
+    assert far.cmnd[0] == 0x88 and far.cmnd[2:10] == (0x100000000).to_bytes(8, "big")
+    s.use_16_for_rw = 0
     s.use_10_for_rw = 0
     six = _cmd(s, ReqOp.REQ_OP_READ, 0x1234, 2 * 512)
     _sd.sd_init_command(six)
