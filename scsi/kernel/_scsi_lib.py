@@ -1,0 +1,1007 @@
+"""The SCSI request path (drivers/scsi/scsi_lib.c, parts of scsi.c): scsi_device and
+scsi_target state, passthrough execution, the blk-mq ops that turn requests into commands for
+the LLD, and the completion chain.
+
+    scsi_execute_cmd -> blk_mq_alloc_request(REQ_OP_DRV_IN/OUT) -> blk_execute_rq
+      -> scsi_queue_rq (budgets, scsi_prepare_cmd, scsi_log_send) -> hostt.queuecommand
+    LLD: cmd.scsi_done(cmd) -> scsi_done -> blk_mq_complete_request -> scsi_complete
+      -> scsi_decide_disposition -> (retry: requeue | scsi_finish_command -> driver done()
+      -> scsi_io_completion) -> blk_mq_end_request
+
+The helpers upper drivers use (scsi_test_unit_ready, scsi_mode_sense, scsi_get_vpd_page,
+scsi_report_opcode, scsi_vpd_lun_id) send their commands through the same path, so the CDBs,
+retries and log lines are those a real kernel produces.
+"""
+
+from __future__ import annotations
+
+import errno
+import inspect
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from vscsifs.scsi.block._blk_types import BlkMqOps, BlkStatus, ReqFlag, ReqOp, Request
+
+from ._printk import KernLevel
+from ._scsi_cmnd import DmaDirection, ScsiCmnd
+from ._scsi_error import (ADD_TO_MLQUEUE, NEEDS_RETRY, SUCCESS, ScsiSenseHdr, ScsimlStat,
+                          SenseKey, scsi_decide_disposition, scsi_ml_byte, scsi_normalize_sense,
+                          scsi_status_is_check_condition)
+from ._scsi_logging import (LogShift, scmd_printk, scsi_log_completion, scsi_log_enabled,
+                            scsi_log_send, sdev_printk)
+
+if TYPE_CHECKING:
+    from ._hosts import Scsi_Host
+
+HZ = 1.0
+SCSI_DEFAULT_EH_TIMEOUT = 10          # seconds
+SCSI_DEFAULT_TIMEOUT = 30             # blk-mq's default rq_timeout for SCSI queues
+SCSI_VPD_HEADER_SIZE = 4
+SCSI_VPD_LIST_SIZE = 36
+SCSI_DEFAULT_VPD_LEN = 255
+SCSI_QUEUE_DELAY = 0.003              # blk_mq_delay_run_hw_queues(q, SCSI_QUEUE_DELAY)
+
+INQUIRY = 0x12
+TEST_UNIT_READY = 0x00
+MODE_SENSE = 0x1A
+MODE_SENSE_10 = 0x5A
+MAINTENANCE_IN = 0xA3
+MI_REPORT_SUPPORTED_OPERATION_CODES = 0x0C
+
+
+class ScsiLevel(IntEnum):
+    """include/scsi/scsi.h SCSI_* levels as sdev->scsi_level holds them (ANSI version + 1)."""
+
+    SCSI_UNKNOWN = 0
+    SCSI_1 = 1
+    SCSI_1_CCS = 2
+    SCSI_2 = 3
+    SCSI_3 = 4            # SPC
+    SCSI_SPC_2 = 5
+    SCSI_SPC_3 = 6
+    SCSI_SPC_4 = 7
+    SCSI_SPC_5 = 8
+
+
+class SdevState(IntEnum):
+    """enum scsi_device_state; ``sysfs_name`` is the ``state`` attribute's text."""
+
+    SDEV_CREATED = 1
+    SDEV_RUNNING = 2
+    SDEV_CANCEL = 3
+    SDEV_DEL = 4
+    SDEV_QUIESCE = 5
+    SDEV_OFFLINE = 6
+    SDEV_TRANSPORT_OFFLINE = 7
+    SDEV_BLOCK = 8
+    SDEV_CREATED_BLOCK = 9
+
+    @property
+    def sysfs_name(self) -> str:
+        return SDEV_STATE_NAMES[self]
+
+
+SDEV_STATE_NAMES: dict[SdevState, str] = {
+    SdevState.SDEV_CREATED: "created",
+    SdevState.SDEV_RUNNING: "running",
+    SdevState.SDEV_CANCEL: "cancel",
+    SdevState.SDEV_DEL: "deleted",
+    SdevState.SDEV_QUIESCE: "quiesce",
+    SdevState.SDEV_OFFLINE: "offline",
+    SdevState.SDEV_TRANSPORT_OFFLINE: "transport-offline",
+    SdevState.SDEV_BLOCK: "blocked",
+    SdevState.SDEV_CREATED_BLOCK: "created-blocked",
+}
+
+_S = SdevState
+# scsi_device_set_state(): the old states each new state may be entered from
+_SDEV_TRANSITIONS: dict[SdevState, frozenset[SdevState]] = {
+    _S.SDEV_CREATED: frozenset({_S.SDEV_CREATED_BLOCK}),
+    _S.SDEV_RUNNING: frozenset({_S.SDEV_CREATED, _S.SDEV_OFFLINE, _S.SDEV_TRANSPORT_OFFLINE,
+                                _S.SDEV_QUIESCE, _S.SDEV_BLOCK}),
+    _S.SDEV_QUIESCE: frozenset({_S.SDEV_RUNNING, _S.SDEV_OFFLINE, _S.SDEV_TRANSPORT_OFFLINE}),
+    _S.SDEV_OFFLINE: frozenset({_S.SDEV_CREATED, _S.SDEV_RUNNING, _S.SDEV_QUIESCE, _S.SDEV_BLOCK}),
+    _S.SDEV_TRANSPORT_OFFLINE: frozenset({_S.SDEV_CREATED, _S.SDEV_RUNNING, _S.SDEV_QUIESCE,
+                                          _S.SDEV_BLOCK}),
+    _S.SDEV_BLOCK: frozenset({_S.SDEV_RUNNING, _S.SDEV_CREATED_BLOCK, _S.SDEV_QUIESCE,
+                              _S.SDEV_OFFLINE}),
+    _S.SDEV_CREATED_BLOCK: frozenset({_S.SDEV_CREATED}),
+    _S.SDEV_CANCEL: frozenset({_S.SDEV_CREATED, _S.SDEV_RUNNING, _S.SDEV_QUIESCE,
+                               _S.SDEV_OFFLINE, _S.SDEV_TRANSPORT_OFFLINE}),
+    _S.SDEV_DEL: frozenset({_S.SDEV_CREATED, _S.SDEV_RUNNING, _S.SDEV_OFFLINE,
+                            _S.SDEV_TRANSPORT_OFFLINE, _S.SDEV_CANCEL, _S.SDEV_BLOCK,
+                            _S.SDEV_CREATED_BLOCK}),
+}
+
+
+class StargetState(IntEnum):
+    STARGET_CREATED = 1
+    STARGET_RUNNING = 2
+    STARGET_REMOVE = 3
+    STARGET_CREATED_REMOVE = 4
+    STARGET_DEL = 5
+
+
+@dataclass(eq=False)
+class ScsiTarget:
+    """struct scsi_target: one H:C:T. ``reap_ref`` counts the scan's and each sdev's hold."""
+
+    host: Scsi_Host
+    channel: int
+    id: int
+    dev: Any = None                    # fs Device "targetH:C:T"
+    state: StargetState = StargetState.STARGET_CREATED
+    reap_ref: int = 1
+    scsi_level: int = ScsiLevel.SCSI_2
+    can_queue: int = 0                 # 0 = no per-target limit
+    target_busy: int = 0
+    target_blocked: int = 0
+    single_lun: bool = False
+    pdt_1f_for_no_lun: bool = False
+    no_report_luns: bool = False
+    expecting_lun_change: bool = False
+    hostdata: Any = None
+
+    @property
+    def name(self) -> str:
+        return f"target{self.host.host_no}:{self.channel}:{self.id}"
+
+
+@dataclass(eq=False)
+class ScsiDevice:
+    """struct scsi_device: one LUN as the midlayer knows it after INQUIRY."""
+
+    host: Scsi_Host
+    sdev_target: ScsiTarget
+    channel: int
+    id: int
+    lun: int
+    request_queue: Any = None
+    sdev_state: SdevState = SdevState.SDEV_CREATED
+    queue_depth: int = 1
+    max_queue_depth: int = 1
+    device_busy: int = 0
+    device_blocked: int = 0
+    max_device_blocked: int = 3
+    type: int = 0
+    scsi_level: int = ScsiLevel.SCSI_UNKNOWN
+    inq_periph_qual: int = 0
+    inquiry: bytes = b""
+    inquiry_len: int = 0
+    vendor: bytes = b""
+    model: bytes = b""
+    rev: bytes = b""
+    removable: bool = False
+    changed: bool = False
+    lockable: bool = False
+    tagged_supported: bool = False
+    simple_tags: bool = False
+    soft_reset: bool = False
+    ppr: bool = False
+    wdtr: bool = False
+    sdtr: bool = False
+    borken: bool = True
+    lun_in_cdb: bool = False
+    no_uld_attach: bool = False
+    select_no_atn: bool = False
+    no_start_on_add: bool = False
+    use_10_for_rw: bool = False
+    use_10_for_ms: bool = False
+    set_dbd_for_ms: bool = False
+    no_report_opcodes: bool = False
+    no_write_same: bool = False
+    allow_restart: bool = False
+    retry_hwerror: bool = False
+    no_dif: bool = False
+    unmap_limit_for_ws: bool = False
+    ignore_media_change: bool = False
+    try_vpd_pages: bool = False
+    skip_vpd_pages: bool = False
+    no_vpd_size: bool = False
+    expecting_cc_ua: bool = False
+    silence_suspend: bool = False
+    offline_already: bool = False
+    is_visible: bool = False
+    sdev_bflags: int = 0
+    eh_timeout: int = SCSI_DEFAULT_EH_TIMEOUT      # seconds
+    timeout: int = SCSI_DEFAULT_TIMEOUT            # request_queue rq_timeout, seconds
+    queue_ramp_up_period: int = 120_000            # ms
+    iorequest_cnt: int = 0
+    iodone_cnt: int = 0
+    ioerr_cnt: int = 0
+    iotmo_cnt: int = 0
+    vpd_pg0: bytes | None = None
+    vpd_pg80: bytes | None = None
+    vpd_pg83: bytes | None = None
+    vpd_pg89: bytes | None = None
+    vpd_pgb0: bytes | None = None
+    vpd_pgb1: bytes | None = None
+    vpd_pgb2: bytes | None = None
+    events: set[str] = field(default_factory=set)   # evt_* reported (sdev->pending_events)
+    supported_events: set[str] = field(default_factory=set)
+    sdev_gendev: Any = None            # fs Device "H:C:T:L" on bus scsi
+    sdev_dev: Any = None               # fs Device in class scsi_device
+    driver_ops: Any = None             # the bound ScsiDriver (sd/sr/...)
+    hostdata: Any = None
+    handler: Any = None                # device handler (ALUA...): none in vscsifs
+    created: bool = True               # scsi_device_created() until added or removed
+    extra: dict[str, Any] = field(default_factory=dict)   # upper drivers' per-device data
+
+    @property
+    def hctl(self) -> str:
+        return f"{self.host.host_no}:{self.channel}:{self.id}:{self.lun}"
+
+    @property
+    def online(self) -> bool:
+        """scsi_device_online()"""
+        return self.sdev_state not in (SdevState.SDEV_OFFLINE, SdevState.SDEV_TRANSPORT_OFFLINE)
+
+
+def scsi_device_state_name(state: SdevState) -> str:
+    return SDEV_STATE_NAMES.get(state, "")
+
+
+def scsi_device_set_state(sdev: ScsiDevice, state: SdevState) -> int:
+    """scsi_lib.c scsi_device_set_state(): 0, or -EINVAL for an illegal transition."""
+    old = sdev.sdev_state
+    if state == old:
+        return 0
+    if old not in _SDEV_TRANSITIONS[state]:
+        if scsi_log_enabled(sdev.host.kernel, LogShift.ERROR, 1):
+            sdev_printk(KernLevel.ERR, sdev,
+                        f"Illegal state transition {old.sysfs_name}->{state.sysfs_name}")
+        return -errno.EINVAL
+    sdev.offline_already = False
+    sdev.sdev_state = state
+    return 0
+
+
+def scsi_change_queue_depth(sdev: ScsiDevice, depth: int) -> int:
+    """scsi.c scsi_change_queue_depth(): clamp to the budget map and remember it."""
+    if depth > 0:
+        sdev.queue_depth = depth
+    return sdev.queue_depth
+
+
+def scsi_device_created(sdev: ScsiDevice) -> bool:
+    return sdev.sdev_state in (SdevState.SDEV_CREATED, SdevState.SDEV_CREATED_BLOCK)
+
+
+# -- passthrough execution -----------------------------------------------------------------
+
+@dataclass(slots=True)
+class ExecResult:
+    """What __scsi_execute() hands back: result word, received data, sense, residual."""
+
+    result: int
+    data: bytes
+    sense: bytes
+    resid: int
+
+    @property
+    def sshdr(self) -> ScsiSenseHdr | None:
+        return scsi_normalize_sense(self.sense) if self.sense else None
+
+
+class _HostBuffer:
+    """A stand-in data buffer when the kernel has no guest memory (unit tests)."""
+
+    def __init__(self, length: int) -> None:
+        self.addr = 0
+        self.length = length
+        self._data = bytearray(length)
+        self.view = memoryview(self._data)
+
+
+def _alloc_buffer(kernel: Any, length: int) -> Any:
+    mem = getattr(kernel, "memory", None)
+    if mem is None:
+        return _HostBuffer(length)
+    return mem.alloc(length)
+
+
+def _free_buffer(kernel: Any, buf: Any) -> None:
+    mem = getattr(kernel, "memory", None)
+    if mem is not None and not isinstance(buf, _HostBuffer):
+        mem.free(buf)
+
+
+def _blk() -> Any:
+    from vscsifs.scsi import block
+    return block
+
+
+async def scsi_execute_cmd(sdev: ScsiDevice, cmd: bytes, direction: DmaDirection, buflen: int = 0,
+                           *, data_out: bytes | None = None, timeout: float = 30.0,
+                           retries: int = 3, req_flags: ReqFlag = ReqFlag.NONE) -> ExecResult:
+    """scsi_lib.c __scsi_execute(): one passthrough command, waited for.
+
+    ``buflen`` is the data-in allocation (DMA_FROM_DEVICE) or the data-out length; for
+    DMA_TO_DEVICE ``data_out`` supplies the bytes (buflen defaults to its length).
+    """
+    if not cmd or len(cmd) > 32:
+        raise ValueError(f"scsi_execute_cmd: bad CDB length {len(cmd)}")
+    if direction == DmaDirection.DMA_TO_DEVICE and data_out is not None:
+        buflen = buflen or len(data_out)
+    if buflen < 0:
+        raise ValueError(f"scsi_execute_cmd: negative buffer length {buflen}")
+    blk = _blk()
+    kernel = sdev.host.kernel
+    op = ReqOp.REQ_OP_DRV_OUT if direction == DmaDirection.DMA_TO_DEVICE else ReqOp.REQ_OP_DRV_IN
+    rq: Request = await blk.blk_mq_alloc_request(sdev.request_queue, op, req_flags)
+    buf = None
+    try:
+        if buflen:
+            buf = _alloc_buffer(kernel, buflen)
+            if data_out is not None:
+                n = min(len(data_out), buflen)
+                buf.view[:n] = data_out[:n]
+        rq.buffer = buf
+        rq.nr_bytes = buflen
+        rq.cmd = bytes(cmd)
+        rq.timeout = timeout
+        rq.retries = retries
+        rq.flags |= req_flags
+        await blk.blk_execute_rq(rq)
+        scmd: ScsiCmnd = rq.pdu
+        resid = scmd.resid if 0 < scmd.resid <= buflen else 0
+        data = b""
+        if buf is not None and direction == DmaDirection.DMA_FROM_DEVICE:
+            data = bytes(buf.view[:buflen - resid])
+        sense = bytes(rq.sense)
+        return ExecResult(scmd.result, data, sense, resid)
+    finally:
+        if buf is not None:
+            _free_buffer(kernel, buf)
+
+
+async def scsi_execute_req(sdev: ScsiDevice, cmd: bytes, direction: DmaDirection, buflen: int,
+                           timeout: float, retries: int) -> ExecResult:
+    """scsi_execute_req(): __scsi_execute without request flags."""
+    return await scsi_execute_cmd(sdev, cmd, direction, buflen, timeout=timeout, retries=retries)
+
+
+# -- blk_mq_ops ----------------------------------------------------------------------------
+
+def scsi_mq_ops(shost: Scsi_Host) -> BlkMqOps:
+    """scsi_lib.c scsi_mq_ops: the functions blk-mq calls for SCSI queues."""
+    return BlkMqOps(queue_rq=scsi_queue_rq, complete=scsi_complete,
+                    init_request=scsi_mq_init_request, get_budget=scsi_mq_get_budget,
+                    put_budget=scsi_mq_put_budget)
+
+
+def scsi_mq_init_request(rq: Request) -> None:
+    """scsi_mq_init_request(): the pdu is a ScsiCmnd."""
+    q = rq.q
+    sdev = getattr(q, "queuedata", None) if q is not None else None
+    rq.pdu = ScsiCmnd(device=sdev, cmnd=b"")
+
+
+def scsi_mq_get_budget(q: Any) -> bool:
+    """scsi_dev_queue_ready(): a slot of the device's queue_depth."""
+    sdev: ScsiDevice = q.queuedata
+    if sdev.device_busy >= sdev.queue_depth:
+        return False
+    sdev.device_busy += 1
+    return True
+
+
+def scsi_mq_put_budget(q: Any) -> None:
+    sdev: ScsiDevice = q.queuedata
+    if sdev.device_busy > 0:
+        sdev.device_busy -= 1
+
+
+def _state_check(sdev: ScsiDevice, rq: Request) -> BlkStatus:
+    """scsi_device_state_check()"""
+    st = sdev.sdev_state
+    if st in (SdevState.SDEV_CREATED, SdevState.SDEV_RUNNING):
+        return BlkStatus.BLK_STS_OK
+    if st in (SdevState.SDEV_OFFLINE, SdevState.SDEV_TRANSPORT_OFFLINE):
+        if not sdev.offline_already:
+            sdev.offline_already = True
+            sdev_printk(KernLevel.ERR, sdev, "rejecting I/O to offline device")
+        return BlkStatus.BLK_STS_IOERR
+    if st == SdevState.SDEV_DEL:
+        sdev_printk(KernLevel.ERR, sdev, "rejecting I/O to dead device")
+        return BlkStatus.BLK_STS_IOERR
+    if st in (SdevState.SDEV_BLOCK, SdevState.SDEV_CREATED_BLOCK):
+        return BlkStatus.BLK_STS_RESOURCE
+    if st == SdevState.SDEV_QUIESCE:
+        return BlkStatus.BLK_STS_OK if rq.flags & ReqFlag.RQF_PM else BlkStatus.BLK_STS_RESOURCE
+    # SDEV_CANCEL: only power-management requests (sd's final SYNCHRONIZE CACHE)
+    return BlkStatus.BLK_STS_OK if rq.flags & ReqFlag.RQF_PM else BlkStatus.BLK_STS_IOERR
+
+
+def _done_callback(rq: Request) -> Any:
+    cb = rq.extra.get("scsi_done")
+    if cb is None:
+        def cb(cmd: ScsiCmnd, rq: Request = rq) -> None:
+            scsi_done(rq)
+        rq.extra["scsi_done"] = cb
+    return cb
+
+
+def scsi_prepare_cmd(rq: Request, cmd: ScsiCmnd) -> BlkStatus:
+    """scsi_prepare_cmd(): fresh command state; passthrough copies the CDB
+    (scsi_setup_scsi_cmnd), fs requests ask the upper driver (sd_init_command)."""
+    sdev: ScsiDevice = rq.q.queuedata
+    cmd.device = sdev
+    cmd.sense_buffer[:] = bytes(len(cmd.sense_buffer))
+    cmd.result = 0
+    cmd.resid = 0
+    cmd.retries = 0
+    cmd.done = False
+    cmd.sdb = rq.buffer
+    cmd.transfersize = rq.nr_bytes
+    cmd.timeout = rq.timeout
+    if rq.is_passthrough:
+        cmd.cmnd = rq.cmd
+        cmd.allowed = rq.retries
+        if rq.nr_bytes == 0:
+            cmd.sc_data_direction = DmaDirection.DMA_NONE
+        elif rq.op == ReqOp.REQ_OP_DRV_OUT:
+            cmd.sc_data_direction = DmaDirection.DMA_TO_DEVICE
+        else:
+            cmd.sc_data_direction = DmaDirection.DMA_FROM_DEVICE
+        return BlkStatus.BLK_STS_OK
+    cmd.sc_data_direction = DmaDirection.DMA_TO_DEVICE if rq.is_write else DmaDirection.DMA_FROM_DEVICE
+    drv = sdev.driver_ops
+    if drv is None:
+        return BlkStatus.BLK_STS_IOERR
+    return BlkStatus(drv.init_command(cmd))
+
+
+def _release_budgets(sdev: ScsiDevice) -> None:
+    """scsi_device_unbusy() / the out_put_budget path."""
+    shost = sdev.host
+    if shost.host_busy > 0:
+        shost.host_busy -= 1
+    starget = sdev.sdev_target
+    if starget.can_queue > 0 and starget.target_busy > 0:
+        starget.target_busy -= 1
+    if sdev.device_busy > 0:
+        sdev.device_busy -= 1
+
+
+def scsi_queue_rq(hctx: Any, rq: Request, last: bool) -> BlkStatus:
+    """scsi_lib.c scsi_queue_rq(): take device/target/host budget, prepare, hand to the LLD."""
+    sdev: ScsiDevice = rq.q.queuedata
+    shost = sdev.host
+    if sdev.sdev_state != SdevState.SDEV_RUNNING:
+        ret = _state_check(sdev, rq)
+        if ret != BlkStatus.BLK_STS_OK:
+            return ret
+    if sdev.device_busy >= sdev.queue_depth:
+        return BlkStatus.BLK_STS_RESOURCE
+    starget = sdev.sdev_target
+    if starget.can_queue > 0 and starget.target_busy >= starget.can_queue:
+        return BlkStatus.BLK_STS_RESOURCE
+    if shost.host_busy >= shost.can_queue or shost.host_blocked:
+        return BlkStatus.BLK_STS_RESOURCE
+    from ._hosts import HostState
+    if shost.shost_state in (HostState.SHOST_RECOVERY, HostState.SHOST_CANCEL_RECOVERY,
+                             HostState.SHOST_DEL_RECOVERY):
+        return BlkStatus.BLK_STS_RESOURCE
+    sdev.device_busy += 1
+    if starget.can_queue > 0:
+        starget.target_busy += 1
+    shost.host_busy += 1
+    cmd: ScsiCmnd | None = rq.pdu
+    if cmd is None:
+        cmd = rq.pdu = ScsiCmnd(device=sdev, cmnd=b"")
+    if not rq.extra.get("scsi_prepped"):
+        ret = scsi_prepare_cmd(rq, cmd)
+        if ret != BlkStatus.BLK_STS_OK:
+            _release_budgets(sdev)
+            return ret
+        rq.extra["scsi_prepped"] = True
+    else:
+        cmd.result = 0
+        cmd.resid = 0
+        cmd.done = False
+        cmd.sense_buffer[:] = bytes(len(cmd.sense_buffer))
+    cmd.tag = rq.tag
+    cmd.hwq = getattr(hctx, "queue_num", 0) if hctx is not None else 0
+    cmd.scsi_done = _done_callback(rq)
+    scsi_log_send(cmd)
+    sdev.iorequest_cnt += 1
+    if shost.shost_state == HostState.SHOST_DEL:
+        cmd.set_host_byte(0x01)  # DID_NO_CONNECT
+        scsi_done(rq)
+        return BlkStatus.BLK_STS_OK
+    rtn = shost.hostt.queuecommand(shost, cmd)
+    if rtn:
+        # the LLD refused: give the budgets back and let blk-mq retry the dispatch
+        _release_budgets(sdev)
+        return BlkStatus.BLK_STS_RESOURCE
+    return BlkStatus.BLK_STS_OK
+
+
+def scsi_done(rq: Request) -> None:
+    """scsi_done(): the LLD finished the command; complete the request."""
+    cmd: ScsiCmnd = rq.pdu
+    cmd.done = True
+    _blk().blk_mq_complete_request(rq)
+
+
+def _requeue(rq: Request, delay: float) -> None:
+    """scsi_queue_insert() / scsi_mq_requeue_cmd(): send the request to the LLD again."""
+    blk = _blk()
+    fn = getattr(blk, "blk_mq_requeue_request", None)
+    if fn is not None:
+        fn(rq, True)
+        return
+    sdev: ScsiDevice = rq.q.queuedata
+    nursery = sdev.host.kernel.nursery
+    if nursery is None:
+        raise RuntimeError("scsi: cannot requeue a command without the block layer's "
+                           "blk_mq_requeue_request or a kernel nursery")
+
+    async def redispatch() -> None:
+        await trio.sleep(delay)
+        while scsi_queue_rq(rq.hctx, rq, True) == BlkStatus.BLK_STS_RESOURCE:
+            await trio.sleep(SCSI_QUEUE_DELAY)
+
+    nursery.start_soon(redispatch)
+
+
+def scsi_complete(rq: Request) -> None:
+    """scsi_lib.c scsi_complete(): count, decide the disposition, retry or finish."""
+    cmd: ScsiCmnd = rq.pdu
+    sdev: ScsiDevice = cmd.device
+    sdev.iodone_cnt += 1
+    if cmd.result:
+        sdev.ioerr_cnt += 1
+    disposition = scsi_decide_disposition(cmd)
+    scsi_log_completion(cmd, disposition)
+    if disposition in (NEEDS_RETRY, ADD_TO_MLQUEUE):
+        _release_budgets(sdev)
+        _requeue(rq, 0.0 if disposition == NEEDS_RETRY else SCSI_QUEUE_DELAY)
+        return
+    # SUCCESS, and FAILED which would go to the error handler: vscsifs has none, so the
+    # command completes with its error as the kernel's would once recovery gave up
+    scsi_finish_command(rq, cmd)
+
+
+def scsi_finish_command(rq: Request, cmd: ScsiCmnd) -> None:
+    """scsi.c scsi_finish_command(): release budgets, let the upper driver count good bytes."""
+    sdev: ScsiDevice = cmd.device
+    _release_budgets(sdev)
+    if sdev.device_blocked:
+        sdev.device_blocked = 0
+    if scsi_log_enabled(sdev.host.kernel, LogShift.MLCOMPLETE, 4):
+        sdev_printk(KernLevel.INFO, sdev,
+                    f"Notifying upper driver of completion (result {cmd.result:x})")
+    good_bytes = cmd.transfersize
+    if not rq.is_passthrough and sdev.driver_ops is not None:
+        done = getattr(sdev.driver_ops, "done", None)
+        if done is not None:
+            good_bytes = int(done(cmd))
+    scsi_io_completion(rq, cmd, good_bytes)
+
+
+def scsi_status_is_good(result: int) -> bool:
+    if result < 0 or ((result >> 16) & 0xFF) == 0x01:   # DID_NO_CONNECT
+        return False
+    return (result & 0xFE) in (0x00, 0x04, 0x10, 0x14, 0x22)
+
+
+def scsi_result_to_blk_status(result: int) -> BlkStatus:
+    """scsi_lib.c scsi_result_to_blk_status()"""
+    ml = scsi_ml_byte(result)
+    by_ml = {ScsimlStat.RESV_CONFLICT: BlkStatus.BLK_STS_NEXUS,
+             ScsimlStat.NOSPC: BlkStatus.BLK_STS_NOSPC,
+             ScsimlStat.MED_ERROR: BlkStatus.BLK_STS_MEDIUM,
+             ScsimlStat.TGT_FAILURE: BlkStatus.BLK_STS_TARGET}
+    if ml in by_ml:
+        return by_ml[ScsimlStat(ml)]
+    hb = (result >> 16) & 0xFF
+    if hb == 0:
+        return BlkStatus.BLK_STS_OK if scsi_status_is_good(result) else BlkStatus.BLK_STS_IOERR
+    if hb in (0x0F, 0x14):          # DID_TRANSPORT_FAILFAST, DID_TRANSPORT_MARGINAL
+        return BlkStatus.BLK_STS_TRANSPORT
+    return BlkStatus.BLK_STS_IOERR
+
+
+def _end_request(rq: Request, status: BlkStatus) -> None:
+    cmd: ScsiCmnd = rq.pdu
+    rq.extra["scsi_prepped"] = False
+    rq.result = cmd.result
+    rq.resid_len = cmd.resid
+    _blk().blk_mq_end_request(rq, status)
+
+
+def scsi_io_completion(rq: Request, cmd: ScsiCmnd, good_bytes: int) -> None:
+    """scsi_lib.c scsi_io_completion(): result + sense -> blk_status, partial completion."""
+    sdev: ScsiDevice = cmd.device
+    result = cmd.result
+    blk_stat = BlkStatus.BLK_STS_OK
+    sshdr = scsi_normalize_sense(cmd.sense_buffer) if result else None
+    if result:
+        sense_current = sshdr is None or not sshdr.is_deferred
+        if rq.is_passthrough:
+            if sshdr is not None:
+                rq.sense = bytes(cmd.sense_buffer[:min(8 + cmd.sense_buffer[7], len(cmd.sense_buffer))])
+            if sense_current:
+                blk_stat = scsi_result_to_blk_status(result)
+        elif rq.nr_bytes == 0 and sense_current:
+            blk_stat = scsi_result_to_blk_status(result)
+        if sshdr is not None and sshdr.sense_key == SenseKey.RECOVERED_ERROR:
+            if not (sshdr.asc == 0 and sshdr.ascq == 0x1D) and not rq.flags & ReqFlag.RQF_QUIET:
+                from ._scsi_logging import scsi_print_sense
+                scsi_print_sense(cmd)
+            result = 0
+        if (result & 0xFF) and scsi_status_is_good(result):
+            result = 0
+    else:
+        rq.sense = b""
+    if scsi_log_enabled(sdev.host.kernel, LogShift.HLCOMPLETE, 1):
+        scmd_printk(KernLevel.INFO, cmd,
+                    f"{rq.nr_bytes >> 9 if not rq.is_passthrough else rq.nr_bytes >> 9} sectors total, "
+                    f"{good_bytes} bytes done.")
+    if rq.is_passthrough:
+        # a passthrough request completes whole (its callers see result and sense)
+        _end_request(rq, blk_stat)
+        return
+    if (rq.nr_bytes > 0 or blk_stat == BlkStatus.BLK_STS_OK) and good_bytes >= rq.nr_bytes:
+        _end_request(rq, blk_stat)
+        return
+    if result == 0 and blk_stat == BlkStatus.BLK_STS_OK:
+        _requeue(rq, 0.0)    # partial success without error: the rest again
+        return
+    scsi_io_completion_action(rq, cmd, result, sshdr)
+
+
+def scsi_io_completion_action(rq: Request, cmd: ScsiCmnd, result: int,
+                              sshdr: ScsiSenseHdr | None) -> None:
+    """scsi_lib.c scsi_io_completion_action(): fail, re-prepare or retry an fs request."""
+    sdev: ScsiDevice = cmd.device
+    blk_stat = scsi_result_to_blk_status(result)
+    action = "fail"
+    current = sshdr is not None and not sshdr.is_deferred
+    if (result >> 16) & 0xFF == 0x08:           # DID_RESET
+        action = "retry"
+    elif current and sshdr is not None:
+        key, asc, ascq = sshdr.sense_key, sshdr.asc, sshdr.ascq
+        if key == SenseKey.UNIT_ATTENTION:
+            if sdev.removable:
+                sdev.changed = True
+            else:
+                action = "retry"
+        elif key == SenseKey.ILLEGAL_REQUEST:
+            if sdev.use_10_for_rw and asc == 0x20 and ascq == 0 and cmd.cmnd[0] in (0x28, 0x2A):
+                sdev.use_10_for_rw = False
+                action = "reprep"
+            elif asc == 0x10:
+                blk_stat = BlkStatus.BLK_STS_PROTECTION
+            elif asc in (0x20, 0x24):
+                blk_stat = BlkStatus.BLK_STS_TARGET
+        elif key == SenseKey.ABORTED_COMMAND:
+            if asc == 0x10:
+                blk_stat = BlkStatus.BLK_STS_PROTECTION
+        elif key == SenseKey.NOT_READY and asc == 0x04:
+            if ascq in (0x01, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x11, 0x14, 0x1A, 0x1B, 0x1D):
+                action = "delayed_retry"
+            elif ascq == 0x0A:
+                action = "delayed_reprep"
+    if action != "fail" and cmd.retries > max(cmd.allowed, 0) + 5:
+        action = "fail"                          # scsi_cmd_runtime_exceeced, by count
+    if action == "fail":
+        if not rq.flags & ReqFlag.RQF_QUIET:
+            kernel = sdev.host.kernel
+            level = 0
+            from ._scsi_logging import scsi_logging_level_get, scsi_log_level, scsi_print_command
+            from ._scsi_logging import scsi_print_result, scsi_print_sense
+            if scsi_logging_level_get(kernel):
+                level = scsi_log_level(kernel, LogShift.MLCOMPLETE)
+            if not level:
+                from ._scsi_error import FAILED
+                scsi_print_result(cmd, None, FAILED)
+                if sshdr is not None:
+                    scsi_print_sense(cmd)
+                scsi_print_command(cmd)
+        if blk_stat == BlkStatus.BLK_STS_OK:
+            blk_stat = BlkStatus.BLK_STS_IOERR
+        _end_request(rq, blk_stat)
+        return
+    cmd.retries += 1
+    if action in ("reprep", "delayed_reprep"):
+        rq.extra["scsi_prepped"] = False
+    _requeue(rq, 0.0 if action in ("retry", "reprep") else SCSI_QUEUE_DELAY)
+
+
+# -- helpers for upper drivers -------------------------------------------------------------
+
+async def scsi_test_unit_ready(sdev: ScsiDevice, timeout: float = 30.0,
+                               retries: int = 3) -> tuple[int, ScsiSenseHdr | None]:
+    """scsi_lib.c scsi_test_unit_ready(): TUR, eating unit attentions while retries last."""
+    while True:
+        res = await scsi_execute_cmd(sdev, bytes(6), DmaDirection.DMA_NONE, 0,
+                                     timeout=timeout, retries=1)
+        sshdr = res.sshdr
+        is_ua = sshdr is not None and sshdr.valid() and sshdr.sense_key == SenseKey.UNIT_ATTENTION
+        if sdev.removable and is_ua:
+            sdev.changed = True
+        retries -= 1
+        if not is_ua or retries <= 0:
+            return res.result, sshdr
+
+
+@dataclass(slots=True)
+class ScsiModeData:
+    """struct scsi_mode_data"""
+
+    length: int = 0
+    block_descriptor_length: int = 0
+    medium_type: int = 0
+    device_specific: int = 0
+    header_length: int = 0
+    longlba: int = 0
+
+
+@dataclass(slots=True)
+class ModeSenseResult:
+    result: int                      # 0, -EINVAL or -EIO (the kernel's return value)
+    data: ScsiModeData
+    buffer: bytes
+    sshdr: ScsiSenseHdr | None
+
+
+async def scsi_mode_sense(sdev: ScsiDevice, dbd: int, modepage: int, length: int,
+                          timeout: float = 30.0, retries: int = 3) -> ModeSenseResult:
+    """scsi_lib.c scsi_mode_sense(): MODE SENSE(10) or (6), falling back from 10 to 6 on
+    INVALID COMMAND OPERATION CODE and retrying unit attentions."""
+    data = ScsiModeData()
+    dbd = 8 if sdev.set_dbd_for_ms else dbd
+    retry_count = retries
+    while True:
+        use_10 = sdev.use_10_for_ms or length > 255
+        cdb = bytearray(12)
+        cdb[1] = dbd & 0x18
+        cdb[2] = modepage
+        if use_10:
+            if length < 8 or length > 65535:
+                return ModeSenseResult(-errno.EINVAL, data, b"", None)
+            cdb[0] = MODE_SENSE_10
+            cdb[7:9] = length.to_bytes(2, "big")
+            header_length = 8
+            cdb_bytes = bytes(cdb[:10])
+        else:
+            if length < 4:
+                return ModeSenseResult(-errno.EINVAL, data, b"", None)
+            cdb[0] = MODE_SENSE
+            cdb[4] = length & 0xFF
+            header_length = 4
+            cdb_bytes = bytes(cdb[:6])
+        res = await scsi_execute_cmd(sdev, cdb_bytes, DmaDirection.DMA_FROM_DEVICE, length,
+                                     timeout=timeout, retries=retries)
+        sshdr = res.sshdr
+        buf = res.data.ljust(length, b"\0")
+        if not scsi_status_is_good(res.result):
+            if sshdr is not None and sshdr.valid():
+                if (sshdr.sense_key == SenseKey.ILLEGAL_REQUEST and sshdr.asc == 0x20
+                        and sshdr.ascq == 0 and use_10):
+                    if length > 255:
+                        return ModeSenseResult(-errno.EIO, data, buf, sshdr)
+                    sdev.use_10_for_ms = False
+                    continue
+                if (scsi_status_is_check_condition(res.result)
+                        and sshdr.sense_key == SenseKey.UNIT_ATTENTION and retry_count):
+                    retry_count -= 1
+                    continue
+            return ModeSenseResult(-errno.EIO, data, buf, sshdr)
+        break
+    if buf[0] == 0x86 and buf[1] == 0x0B and modepage in (6, 8):
+        header_length = 0
+        data.length = 13
+    elif use_10:
+        data.length = int.from_bytes(buf[0:2], "big") + 2
+        data.medium_type = buf[2]
+        data.device_specific = buf[3]
+        data.longlba = buf[4] & 1
+        data.block_descriptor_length = int.from_bytes(buf[6:8], "big")
+    else:
+        data.length = buf[0] + 1
+        data.medium_type = buf[1]
+        data.device_specific = buf[2]
+        data.block_descriptor_length = buf[3]
+    data.header_length = header_length
+    return ModeSenseResult(0, data, buf, sshdr)
+
+
+def scsi_device_supports_vpd(sdev: ScsiDevice) -> bool:
+    """include/scsi/scsi_device.h scsi_device_supports_vpd()"""
+    if sdev.try_vpd_pages:
+        return True
+    return sdev.scsi_level >= ScsiLevel.SCSI_SPC_2 and not sdev.skip_vpd_pages
+
+
+async def scsi_vpd_inquiry(sdev: ScsiDevice, page: int, length: int) -> tuple[int, bytes]:
+    """scsi.c scsi_vpd_inquiry(): (page length incl. header or -errno, data received)."""
+    if length < 4:
+        return -errno.EINVAL, b""
+    cdb = bytes([INQUIRY, 1, page, (length >> 8) & 0xFF, length & 0xFF, 0])
+    res = await scsi_execute_cmd(sdev, cdb, DmaDirection.DMA_FROM_DEVICE, length,
+                                 timeout=30.0, retries=3)
+    if res.result:
+        return -errno.EIO, b""
+    data = res.data.ljust(length, b"\0")
+    if data[1] != page:
+        return -errno.EIO, b""
+    n = int.from_bytes(data[2:4], "big")
+    if not n:
+        return -errno.EIO, b""
+    return n + 4, data
+
+
+async def scsi_get_vpd_size(sdev: ScsiDevice, page: int) -> int:
+    """scsi.c scsi_get_vpd_size(): check page 0's list first, then read the page header."""
+    if sdev.no_vpd_size:
+        return SCSI_DEFAULT_VPD_LEN
+    if page != 0:
+        result, vpd = await scsi_vpd_inquiry(sdev, 0, SCSI_VPD_LIST_SIZE)
+        if result < SCSI_VPD_HEADER_SIZE:
+            return 0
+        result = min(result, SCSI_VPD_LIST_SIZE) - SCSI_VPD_HEADER_SIZE
+        if page not in vpd[SCSI_VPD_HEADER_SIZE:SCSI_VPD_HEADER_SIZE + result]:
+            return 0
+    result, _ = await scsi_vpd_inquiry(sdev, page, SCSI_VPD_HEADER_SIZE)
+    if result < 0:
+        return 0
+    if result < SCSI_VPD_HEADER_SIZE:
+        return 0
+    return result
+
+
+async def scsi_get_vpd_page(sdev: ScsiDevice, page: int, buf_len: int) -> bytes | None:
+    """scsi.c scsi_get_vpd_page(): the page (at most buf_len bytes), or None (-EINVAL)."""
+    if not scsi_device_supports_vpd(sdev):
+        return None
+    vpd_len = await scsi_get_vpd_size(sdev, page)
+    if vpd_len <= 0:
+        return None
+    vpd_len = min(vpd_len, buf_len)
+    result, data = await scsi_vpd_inquiry(sdev, page, vpd_len)
+    if result < 0:
+        return None
+    return data[:vpd_len].ljust(buf_len, b"\0")
+
+
+async def scsi_get_vpd_buf(sdev: ScsiDevice, page: int) -> bytes | None:
+    """scsi.c scsi_get_vpd_buf(): the whole page, re-read if it grew."""
+    vpd_len = await scsi_get_vpd_size(sdev, page)
+    if vpd_len <= 0:
+        return None
+    while True:
+        result, data = await scsi_vpd_inquiry(sdev, page, vpd_len)
+        if result < 0:
+            return None
+        if result > vpd_len:
+            vpd_len = result
+            continue
+        return data[:result]
+
+
+_VPD_ATTRS = {0x00: "vpd_pg0", 0x80: "vpd_pg80", 0x83: "vpd_pg83", 0x89: "vpd_pg89",
+              0xB0: "vpd_pgb0", 0xB1: "vpd_pgb1", 0xB2: "vpd_pgb2"}
+
+
+async def scsi_update_vpd_page(sdev: ScsiDevice, page: int) -> None:
+    buf = await scsi_get_vpd_buf(sdev, page)
+    if buf is not None:
+        setattr(sdev, _VPD_ATTRS[page], buf)
+
+
+async def scsi_attach_vpd(sdev: ScsiDevice) -> None:
+    """scsi.c scsi_attach_vpd(): read page 0, then every listed page the kernel caches."""
+    if not scsi_device_supports_vpd(sdev):
+        return
+    vpd = await scsi_get_vpd_buf(sdev, 0)
+    if vpd is None:
+        return
+    for pg in vpd[4:]:
+        if pg in _VPD_ATTRS:
+            await scsi_update_vpd_page(sdev, pg)
+
+
+async def scsi_report_opcode(sdev: ScsiDevice, length: int, opcode: int) -> int:
+    """scsi.c scsi_report_opcode(): 1 supported, 0 not, -EINVAL when it cannot be asked."""
+    if sdev.no_report_opcodes or sdev.scsi_level < ScsiLevel.SCSI_SPC_3:
+        return -errno.EINVAL
+    request_len = 4 + scsi_command_size(opcode)
+    if request_len > length:
+        return -errno.EINVAL
+    cdb = bytearray(16)
+    cdb[0] = MAINTENANCE_IN
+    cdb[1] = MI_REPORT_SUPPORTED_OPERATION_CODES
+    cdb[2] = 1
+    cdb[3] = opcode
+    cdb[6:10] = request_len.to_bytes(4, "big")
+    res = await scsi_execute_cmd(sdev, bytes(cdb[:12]), DmaDirection.DMA_FROM_DEVICE, request_len,
+                                 timeout=30.0, retries=3)
+    sshdr = res.sshdr
+    if res.result and sshdr is not None and sshdr.valid() and \
+            sshdr.sense_key == SenseKey.ILLEGAL_REQUEST and sshdr.asc in (0x20, 0x24) and \
+            sshdr.ascq == 0:
+        return -errno.EINVAL
+    data = res.data.ljust(2, b"\0")
+    return 1 if (data[1] & 3) == 3 else 0
+
+
+_SCSI_COMMAND_SIZE_TBL = (6, 10, 10, 12, 16, 12, 10, 10)
+
+
+def scsi_command_size(opcode: int) -> int:
+    """COMMAND_SIZE(opcode) from the group code."""
+    return _SCSI_COMMAND_SIZE_TBL[(opcode >> 5) & 7]
+
+
+def _designator_prio(d: bytes) -> int:
+    """scsi_lib.c designator_prio(): preference among LU designators."""
+    if d[1] & 0x30 or d[3] == 0:
+        return 0
+    dtype = d[1] & 0xF
+    if dtype == 8:
+        return 9
+    if dtype == 3 and len(d) > 4:
+        return {6: 8, 5: 5, 4: 4, 3: 1}.get(d[4] >> 4, 0)
+    if dtype == 2:
+        return {16: 7, 12: 6, 8: 3}.get(d[3], 0)
+    if dtype == 1:
+        return 1
+    return 0
+
+
+def _escape_np(data: bytes) -> str:
+    """%pE: printable ASCII as is, anything else as an octal escape."""
+    return "".join(chr(b) if 0x20 <= b < 0x7F else f"\\{b:03o}" for b in data)
+
+
+def scsi_vpd_lun_id(sdev: ScsiDevice, id_len: int = 4096) -> str | int:
+    """scsi_lib.c scsi_vpd_lun_id(): the preferred LU designator of page 0x83 as the
+    ``wwid`` attribute prints it, or -ENXIO (no page 0x83) / -EINVAL (no usable designator)."""
+    vpd = sdev.vpd_pg83
+    if vpd is None:
+        return -errno.ENXIO
+    cur_prio = 0
+    cur_size = 0
+    out: str | int = -errno.EINVAL
+    pos = 4
+    while pos + 4 <= len(vpd):
+        d = vpd[pos:pos + 4 + vpd[pos + 3]]
+        pos += 4 + vpd[pos + 3]
+        prio = _designator_prio(d)
+        if prio == 0 or cur_prio > prio:
+            continue
+        dtype, dlen, body = d[1] & 0xF, d[3], d[4:]
+        if dtype == 1:
+            if cur_size > dlen:
+                continue
+            cur_prio, cur_size = prio, min(dlen, id_len - 4)
+            out = "t10." + _escape_np(body[:cur_size])
+        elif dtype in (2, 3):
+            cur_prio, cur_size = prio, dlen
+            sizes = (8, 12, 16) if dtype == 2 else (8, 16)
+            if dlen in sizes:
+                out = ("eui." if dtype == 2 else "naa.") + body[:dlen].hex()
+        elif dtype == 8:
+            if cur_size > dlen:
+                continue
+            if dlen > id_len:
+                prio = 2
+                if cur_prio > prio:
+                    continue
+            cur_prio, cur_size = prio, dlen
+            out = body[:min(dlen, id_len - 1)].split(b"\0")[0].decode("utf-8", "replace")
+    return out
+
+
+async def maybe_await(value: Any) -> Any:
+    """Call sites accept both plain and async upper-driver hooks."""
+    if inspect.isawaitable(value):
+        return await value
+    return value

@@ -1,0 +1,641 @@
+"""The SCSI objects in sysfs (drivers/scsi/scsi_sysfs.c): bus "scsi", classes "scsi_host"
+and "scsi_device", host/target/device attributes, making a device visible
+(scsi_sysfs_add_sdev: device_add, the sg class interface, bsg, then the upper-driver probe)
+and taking it away again; upper-driver registration (scsi_register_driver);
+/sys/module/scsi_mod/parameters.
+
+Stores parse their input as the kernel's ->store() does and fail with the same errno
+(SysfsError). Stores that would do SCSI I/O (scan, delete, rescan) schedule the work into the
+kernel's async domain because a sysfs write cannot wait here.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from vscsifs.fs._driver_model import Bus, Class, Device, Driver, device_add, device_bind_driver, device_del
+from vscsifs.fs._kobject import Dir, Link, SysfsError
+
+from ._printk import KernLevel
+from ._scsi_devinfo import blist_flags_names
+from ._scsi_lib import ScsiDevice, SdevState, maybe_await, scsi_device_set_state, scsi_vpd_lun_id
+from ._scsi_logging import scsi_logging_level_get, scsi_logging_level_set, sdev_printk
+
+if TYPE_CHECKING:
+    from ._hosts import Scsi_Host
+    from ._kernel import Kernel
+
+SCSI_DEVICE_MODALIAS_FMT = "scsi:t-0x{:02x}"
+
+
+# -- bus, classes, module parameters ----------------------------------------------------------
+
+def scsi_sysfs_register(kernel: Kernel) -> None:
+    """scsi_sysfs_register() + the scsi_mod parameters: done once per kernel."""
+    if getattr(kernel, "_scsi_sysfs_registered", False):
+        return
+    kernel._scsi_sysfs_registered = True  # type: ignore[attr-defined]
+    kernel.sysfs.bus_register("scsi")
+    kernel.sysfs.class_register("scsi_host")
+    kernel.sysfs.class_register("scsi_device")
+    _scsi_mod_params(kernel)
+
+
+def scsi_bus(kernel: Kernel) -> Bus:
+    scsi_sysfs_register(kernel)
+    return kernel.sysfs.buses["scsi"]
+
+
+def scsi_host_class(kernel: Kernel) -> Class:
+    scsi_sysfs_register(kernel)
+    return kernel.sysfs.classes["scsi_host"]
+
+
+def scsi_device_class(kernel: Kernel) -> Class:
+    scsi_sysfs_register(kernel)
+    return kernel.sysfs.classes["scsi_device"]
+
+
+def _strip_nl(data: bytes) -> str:
+    text = data.decode("latin-1")
+    return text[:-1] if text.endswith("\n") else text
+
+
+def _kstrto(text: str, base: int, lo: int, hi: int) -> int:
+    """kstrtoint/kstrtouint/kstrtoull: the whole string (one trailing newline allowed)."""
+    t = text[:-1] if text.endswith("\n") else text
+    if t.startswith("+"):
+        t = t[1:]
+    neg = t.startswith("-")
+    body = t[1:] if neg else t
+    if base == 0:
+        if body[:2].lower() == "0x":
+            b, digits = 16, body[2:]
+        elif body.startswith("0") and len(body) > 1:
+            b, digits = 8, body[1:]
+        else:
+            b, digits = 10, body
+    else:
+        b, digits = base, body
+    if not digits:
+        raise SysfsError(errno.EINVAL)
+    try:
+        value = int(digits, b)
+    except ValueError:
+        raise SysfsError(errno.EINVAL) from None
+    value = -value if neg else value
+    if value < lo or value > hi:
+        raise SysfsError(errno.ERANGE)
+    return value
+
+
+def simple_strtoull(text: str) -> tuple[int, str]:
+    """simple_strtoull(s, &end, 0): the number at the start and the rest of the string."""
+    s = text
+    if s[:2].lower() == "0x" and len(s) > 2 and s[2] in "0123456789abcdefABCDEF":
+        base, i = 16, 2
+    elif s.startswith("0"):
+        base, i = 8, 1
+    else:
+        base, i = 10, 0
+    start = i
+    value = 0
+    while i < len(s):
+        c = s[i].lower()
+        d = "0123456789abcdef".find(c)
+        if d < 0 or d >= base:
+            break
+        value = value * base + d
+        i += 1
+    if i == start and base == 8:
+        return 0, s[1:]
+    return value & 0xFFFFFFFFFFFFFFFF, s[i:]
+
+
+def _scsi_mod_params(kernel: Kernel) -> None:
+    """/sys/module/scsi_mod/parameters: values from the command line, writable as root."""
+    params = kernel.sysfs.module("scsi_mod").mkdir("parameters")
+
+    def int_param(name: str, default: str, lo: int, hi: int) -> None:
+        key = f"scsi_mod.{name}"
+
+        def show() -> str:
+            return f"{kernel.param(key, default) or default}\n"
+
+        def store(data: bytes) -> None:
+            value = _kstrto(data.decode("latin-1"), 0, lo, hi)
+            kernel.params[key] = str(value)
+            if name == "default_dev_flags" or name == "dev_flags":
+                kernel.__dict__.pop("_scsi_devinfo", None)
+
+        params.attr(name, show, store, 0o644)
+
+    int_param("default_dev_flags", "0", 0, (1 << 64) - 1)
+    int_param("eh_deadline", "-1", -(1 << 31), (1 << 31) - 1)
+    int_param("inq_timeout", "20", 0, (1 << 32) - 1)
+    int_param("max_luns", "512", 0, (1 << 64) - 1)
+
+    def show_scan() -> str:
+        return f"{kernel.param('scsi_mod.scan', 'async') or 'async'}\n"
+
+    def store_scan(data: bytes) -> None:
+        text = _strip_nl(data)
+        if len(text) >= 7:                  # char scsi_scan_type[7]
+            raise SysfsError(errno.ENOSPC)
+        kernel.params["scsi_mod.scan"] = text
+
+    params.attr("scan", show_scan, store_scan, 0o644)
+    params.attr("scsi_logging_level", lambda: f"{scsi_logging_level_get(kernel)}\n",
+                lambda data: _store_logging_level(kernel, data), 0o644)
+
+
+def _store_logging_level(kernel: Kernel, data: bytes) -> None:
+    value = _kstrto(data.decode("latin-1"), 0, 0, (1 << 32) - 1)
+    scsi_logging_level_set(kernel, value)
+
+
+# -- hosts -------------------------------------------------------------------------------------
+
+def _mode_text(mode: int) -> str:
+    """show_shost_mode(): 'Initiator', 'Target', 'Initiator, Target'."""
+    names = [n for bit, n in ((1, "Initiator"), (2, "Target")) if mode & bit]
+    return ", ".join(names) + "\n"
+
+
+def scsi_sysfs_add_host(shost: Scsi_Host) -> None:
+    """scsi_sysfs.c scsi_sysfs_add_host() + scsi_shost_attrs on the scsi_host class device."""
+    from ._hosts import HostState, scsi_host_set_state
+
+    d = shost.shost_dev.kobj
+
+    def store_state(data: bytes) -> None:
+        text = data.decode("latin-1")
+        for st in HostState:
+            name = st.sysfs_name
+            if text.startswith(name) and text[len(name):len(name) + 1] == "\n":
+                if scsi_host_set_state(shost, st):
+                    raise SysfsError(errno.EINVAL)
+                return
+        raise SysfsError(errno.EINVAL)
+
+    def show_eh_deadline() -> str:
+        return "off\n" if shost.eh_deadline == -1 else f"{shost.eh_deadline}\n"
+
+    def store_eh_deadline(data: bytes) -> None:
+        text = data.decode("latin-1")
+        if text.startswith("off"):
+            deadline = -1
+        else:
+            deadline = _kstrto(text, 10, 0, (1 << 64) - 1)
+            if deadline * 250 > 0xFFFFFFFF:      # deadline * HZ > UINT_MAX (HZ=250)
+                raise SysfsError(errno.EINVAL)
+        if shost.shost_state in (HostState.SHOST_RECOVERY, HostState.SHOST_CANCEL_RECOVERY,
+                                 HostState.SHOST_DEL_RECOVERY):
+            raise SysfsError(errno.EBUSY)
+        shost.eh_deadline = deadline
+
+    def store_host_reset(data: bytes) -> None:
+        text = data.decode("latin-1")
+        if text.startswith("adapter"):
+            kind = 1                           # SCSI_ADAPTER_RESET
+        elif text.startswith("firmware"):
+            kind = 2                           # SCSI_FIRMWARE_RESET
+        else:
+            raise SysfsError(errno.EINVAL)
+        if shost.hostt.host_reset is None:
+            raise SysfsError(errno.EOPNOTSUPP)
+        ret = shost.hostt.host_reset(shost, kind)
+        if ret:
+            raise SysfsError(-ret if ret < 0 else errno.EIO)
+
+    attrs: list[tuple[str, Callable[[], str] | None, Callable[[bytes], None] | None]] = [
+        ("active_mode", lambda: "unknown\n" if not shost.active_mode else _mode_text(shost.active_mode), None),
+        ("can_queue", lambda: f"{shost.can_queue}\n", None),
+        ("cmd_per_lun", lambda: f"{shost.cmd_per_lun}\n", None),
+        ("eh_deadline", show_eh_deadline, store_eh_deadline),
+        ("host_busy", lambda: f"{shost.host_busy}\n", None),
+        ("host_reset", None, store_host_reset),
+        ("nr_hw_queues", lambda: f"{getattr(shost.tag_set, 'nr_hw_queues', shost.nr_hw_queues)}\n", None),
+        ("proc_name", lambda: f"{shost.hostt.proc_name}\n", None),
+        ("prot_capabilities", lambda: f"{shost.prot_capabilities}\n", None),
+        ("prot_guard_type", lambda: f"{shost.prot_guard_type}\n", None),
+        ("scan", None, lambda data: _store_scan(shost, data)),
+        ("sg_prot_tablesize", lambda: f"{shost.sg_prot_tablesize}\n", None),
+        ("sg_tablesize", lambda: f"{shost.sg_tablesize}\n", None),
+        ("state", lambda: f"{shost.shost_state.sysfs_name}\n", store_state),
+        ("supported_mode", lambda: _mode_text(shost.supported_mode), None),
+        ("unique_id", lambda: f"{shost.unique_id}\n", None),
+        ("use_blk_mq", lambda: "1\n", None),
+    ]
+    for name, show, store in attrs:
+        d.attr(name, show, store)
+
+
+def _sscanf_words(text: str, widths: tuple[int, ...]) -> list[str]:
+    """sscanf("%Ns %Ns ...") : whitespace-separated words, each cut at its field width."""
+    out: list[str] = []
+    i = 0
+    n = len(text)
+    for w in widths:
+        while i < n and text[i].isspace():
+            i += 1
+        if i >= n:
+            break
+        j = i
+        while j < n and not text[j].isspace() and j - i < w:
+            j += 1
+        out.append(text[i:j])
+        i = j
+    return out
+
+
+def _check_set(word: str) -> int:
+    """check_set(): '-' is SCAN_WILD_CARD, otherwise a whole number (base 0)."""
+    from ._scsi_scan import SCAN_WILD_CARD
+
+    if word == "-":
+        return SCAN_WILD_CARD
+    value, rest = simple_strtoull(word)
+    if rest:
+        raise SysfsError(errno.EINVAL)
+    return value
+
+
+def _store_scan(shost: Scsi_Host, data: bytes) -> None:
+    """scsi_sysfs.c scsi_scan(): "C T L" with "-" wildcards -> scsi_scan_host_selected."""
+    from ._scsi_scan import ScanMode, async_schedule, scsi_check_scan_args, scsi_scan_host_selected
+
+    words = _sscanf_words(data.decode("latin-1"), (10, 10, 16, 1))
+    if len(words) != 3:
+        raise SysfsError(errno.EINVAL)
+    channel, id_, lun = (_check_set(w) for w in words)
+    if scsi_check_scan_args(shost, channel, id_, lun):
+        raise SysfsError(errno.EINVAL)
+    if not async_schedule(shost.kernel, scsi_scan_host_selected, shost, channel, id_, lun,
+                          ScanMode.SCSI_SCAN_MANUAL):
+        raise SysfsError(errno.EAGAIN, "scan: no async domain to run the scan in")
+
+
+# -- devices ------------------------------------------------------------------------------------
+
+def scsi_sysfs_device_initialize(sdev: ScsiDevice) -> None:
+    """scsi_sysfs.c scsi_sysfs_device_initialize(): the sdev's device and class device
+    (named H:C:T:L, not yet added) and its place on the host's device list."""
+    kernel = sdev.host.kernel
+    name = sdev.hctl
+    sdev.sdev_gendev = Device(name, parent=sdev.sdev_target.dev, bus=scsi_bus(kernel),
+                              devtype="scsi_device",
+                              uevent_extra=lambda: [f"MODALIAS={SCSI_DEVICE_MODALIAS_FMT.format(sdev.type)}"])
+    sdev.sdev_dev = Device(name, parent=sdev.sdev_gendev, cls=scsi_device_class(kernel))
+    sdev.sdev_target.reap_ref += 1            # paired with the reap in __scsi_remove_device
+    sdev.host.devices.append(sdev)
+
+
+def _show_or_einval(fn: Callable[[], str | None]) -> Callable[[], str]:
+    def show() -> str:
+        value = fn()
+        if value is None:
+            raise SysfsError(errno.EINVAL)
+        return value
+    return show
+
+
+_EVENTS = ("media_change", "inquiry_change_reported", "capacity_change_reported",
+           "soft_threshold_reached", "mode_parameter_change_reported", "lun_change_reported")
+
+
+def _sdev_attrs(sdev: ScsiDevice) -> None:
+    """scsi_sdev_attrs / scsi_sdev_bin_attrs with their visibility rules."""
+    from ._scsi_scan import async_schedule, scsi_remove_device, scsi_rescan_device
+
+    d = sdev.sdev_gendev.kobj
+    shost = sdev.host
+    kernel = shost.kernel
+    can_change_depth = shost.hostt.change_queue_depth is not None
+
+    def store_delete(data: bytes) -> None:
+        if sdev.sdev_state in (SdevState.SDEV_DEL, SdevState.SDEV_CANCEL):
+            raise SysfsError(errno.ENODEV)
+        attr_node = d.children.get("delete")
+        if attr_node is not None:
+            d.remove("delete")                # device_remove_file(dev, attr)
+        if not async_schedule(kernel, scsi_remove_device, sdev):
+            raise SysfsError(errno.EAGAIN, "delete: no async domain to run the removal in")
+
+    def store_rescan(data: bytes) -> None:
+        if not async_schedule(kernel, scsi_rescan_device, sdev):
+            raise SysfsError(errno.EAGAIN, "rescan: no async domain to run the rescan in")
+
+    def store_state(data: bytes) -> None:
+        text = data.decode("latin-1")
+        state = None
+        for st in SdevState:
+            name = st.sysfs_name
+            if text.startswith(name) and text[len(name):len(name) + 1] == "\n":
+                state = st
+                break
+        if state not in (SdevState.SDEV_RUNNING, SdevState.SDEV_OFFLINE):
+            raise SysfsError(errno.EINVAL)
+        if sdev.sdev_state not in (SdevState.SDEV_RUNNING, SdevState.SDEV_OFFLINE):
+            raise SysfsError(errno.EINVAL)
+        if sdev.sdev_state == SdevState.SDEV_RUNNING and state == SdevState.SDEV_RUNNING:
+            return
+        if scsi_device_set_state(sdev, state):
+            raise SysfsError(errno.EINVAL)
+        if state == SdevState.SDEV_RUNNING:
+            q = sdev.request_queue
+            run = getattr(_blk_mod(), "blk_mq_run_hw_queues", None)
+            if run is not None and q is not None:
+                run(q, True)
+            async_schedule(kernel, scsi_rescan_device, sdev)
+
+    def store_timeout(data: bytes) -> None:
+        words = data.decode("latin-1").split()
+        if not words:
+            return
+        try:
+            sdev.timeout = int(words[0])
+        except ValueError:
+            return
+        q = sdev.request_queue
+        if q is not None and hasattr(q, "rq_timeout"):
+            q.rq_timeout = sdev.timeout
+
+    def store_eh_timeout(data: bytes) -> None:
+        sdev.eh_timeout = _kstrto(data.decode("latin-1"), 10, 0, (1 << 32) - 1)
+
+    def store_queue_depth(data: bytes) -> None:
+        change = shost.hostt.change_queue_depth
+        if change is None:
+            raise SysfsError(errno.EINVAL)
+        depth, _ = simple_strtoull(data.decode("latin-1"))
+        if depth >= 1 << 31:
+            depth -= 1 << 32 if depth < 1 << 32 else 0
+        if depth < 1 or depth > shost.can_queue:
+            raise SysfsError(errno.EINVAL)
+        ret = change(sdev, depth)
+        if ret < 0:
+            raise SysfsError(-ret)
+        sdev.max_queue_depth = sdev.queue_depth
+
+    def store_ramp(data: bytes) -> None:
+        sdev.queue_ramp_up_period = _kstrto(data.decode("latin-1"), 10, 0, (1 << 32) - 1)
+
+    def store_queue_type(data: bytes) -> None:
+        if not sdev.tagged_supported:
+            raise SysfsError(errno.EINVAL)
+        sdev_printk(KernLevel.INFO, sdev, "ignoring write to deprecated queue_type attribute")
+
+    def store_dh_state(data: bytes) -> None:
+        if sdev.sdev_state in (SdevState.SDEV_CANCEL, SdevState.SDEV_DEL):
+            raise SysfsError(errno.ENODEV)
+        # scsi_dh_attach(): no device handler modules exist here
+        raise SysfsError(errno.EINVAL)
+
+    def show_wwid() -> str:
+        res = scsi_vpd_lun_id(sdev)
+        if isinstance(res, int):
+            raise SysfsError(-res)
+        return res + "\n" if res else ""
+
+    def show_inquiry() -> bytes:
+        if not sdev.inquiry:
+            raise SysfsError(errno.EINVAL)
+        return sdev.inquiry[:sdev.inquiry_len]
+
+    def evt_attr(name: str) -> None:
+        def show() -> str:
+            return f"{1 if name in sdev.supported_events else 0}\n"
+
+        def store(data: bytes) -> None:
+            val, _ = simple_strtoull(data.decode("latin-1"))
+            if val == 0:
+                sdev.supported_events.discard(name)
+            elif val == 1:
+                sdev.supported_events.add(name)
+            else:
+                raise SysfsError(errno.EINVAL)
+
+        d.attr(f"evt_{name}", show, store, 0o444)
+
+    def no_handler() -> str:
+        raise SysfsError(errno.EINVAL)
+
+    d.attr("access_state", no_handler, None, 0o444)
+    d.attr("blacklist", lambda: blist_flags_names(sdev.sdev_bflags))
+    d.attr("delete", None, store_delete, 0o200)
+    d.attr("device_blocked", lambda: f"{sdev.device_blocked}\n")
+    d.attr("device_busy", lambda: f"{sdev.device_busy}\n")
+    d.attr("dh_state", lambda: "detached\n" if sdev.handler is None else f"{sdev.handler.name}\n",
+           store_dh_state, 0o644)
+    d.attr("eh_timeout", lambda: f"{sdev.eh_timeout}\n", store_eh_timeout, 0o644)
+    for ev in _EVENTS:
+        evt_attr(ev)
+    d.attr("inquiry", show_inquiry, None, 0o444, size=sdev.inquiry_len)
+    d.attr("iocounterbits", lambda: "32\n")
+    d.attr("iodone_cnt", lambda: f"0x{sdev.iodone_cnt & 0xFFFFFFFF:x}\n")
+    d.attr("ioerr_cnt", lambda: f"0x{sdev.ioerr_cnt & 0xFFFFFFFF:x}\n")
+    d.attr("iorequest_cnt", lambda: f"0x{sdev.iorequest_cnt & 0xFFFFFFFF:x}\n")
+    d.attr("iotmo_cnt", lambda: f"0x{sdev.iotmo_cnt & 0xFFFFFFFF:x}\n")
+    d.attr("modalias", lambda: SCSI_DEVICE_MODALIAS_FMT.format(sdev.type) + "\n")
+    d.attr("model", lambda: sdev.model[:16].decode("latin-1") + "\n")
+    d.attr("preferred_path", no_handler, None, 0o444)
+    d.attr("queue_depth", lambda: f"{sdev.queue_depth}\n",
+           store_queue_depth if can_change_depth else None, 0o644 if can_change_depth else 0o444)
+    if can_change_depth:
+        d.attr("queue_ramp_up_period", lambda: f"{sdev.queue_ramp_up_period}\n", store_ramp, 0o644)
+    d.attr("queue_type", lambda: "simple\n" if sdev.simple_tags else "none\n", store_queue_type, 0o644)
+    d.attr("rescan", None, store_rescan, 0o200)
+    d.attr("rev", lambda: sdev.rev[:4].decode("latin-1") + "\n")
+    d.attr("scsi_level", lambda: f"{sdev.scsi_level}\n")
+    d.attr("state", lambda: f"{sdev.sdev_state.sysfs_name}\n", store_state, 0o644)
+    d.attr("timeout", lambda: f"{sdev.timeout}\n", store_timeout, 0o644)
+    d.attr("type", lambda: f"{sdev.type}\n")
+    d.attr("vendor", lambda: sdev.vendor[:8].decode("latin-1") + "\n")
+    for page, attr in (("0", "vpd_pg0"), ("80", "vpd_pg80"), ("83", "vpd_pg83"), ("89", "vpd_pg89"),
+                       ("b0", "vpd_pgb0"), ("b1", "vpd_pgb1"), ("b2", "vpd_pgb2")):
+        if getattr(sdev, attr) is not None:
+            d.attr(f"vpd_pg{page}", lambda a=attr: getattr(sdev, a) or b"", None, 0o444, size=0)
+    d.attr("wwid", show_wwid)
+
+
+def _blk_mod() -> Any:
+    from vscsifs.scsi import block
+    return block
+
+
+def _pkg() -> Any:
+    import vscsifs.scsi.kernel as pkg
+    return pkg
+
+
+async def scsi_sysfs_add_sdev(sdev: ScsiDevice) -> int:
+    """scsi_sysfs.c scsi_sysfs_add_sdev(): target, device, class device (-> sg through the
+    class interface), bsg, then the upper-driver probe (async for sd). Returns 0 or -errno."""
+    from ._scsi_scan import scsi_target_add
+
+    scsi_target_add(sdev.sdev_target)
+    _sdev_attrs(sdev)
+    device_add(sdev.sdev_gendev)
+    # bus_probe_device(): pick the upper driver now (so messages say "sd H:C:T:L" from here
+    # on, as they do in the guest) and run its probe in the async domain
+    drv = _bind_candidate(sdev)
+    device_add(sdev.sdev_dev)
+    sdev.is_visible = True
+    pkg = _pkg()
+    sg_add = getattr(pkg, "sg_add_device", None)
+    if sg_add is not None:
+        await maybe_await(sg_add(sdev))
+    bsg_reg = getattr(pkg, "scsi_bsg_register_queue", None)
+    if bsg_reg is not None:
+        sdev.extra["bsg_dev"] = await maybe_await(bsg_reg(sdev))
+    if drv is not None:
+        _schedule_probe(sdev, drv)
+    return 0
+
+
+async def scsi_sysfs_remove_visible(sdev: ScsiDevice) -> None:
+    """The visible half of __scsi_remove_device(): bsg, the class device (sg), the upper
+    driver's remove, then the device itself."""
+    pkg = _pkg()
+    bsg_dev = sdev.extra.pop("bsg_dev", None)
+    bsg_unreg = getattr(pkg, "bsg_unregister_queue", None)
+    if bsg_dev is not None and bsg_unreg is not None:
+        await maybe_await(bsg_unreg(bsg_dev))
+    sg_remove = getattr(pkg, "sg_remove_device", None)
+    if sg_remove is not None:
+        await maybe_await(sg_remove(sdev))
+    device_del(sdev.sdev_dev)
+    await _wait_probe(sdev)
+    drv = sdev.driver_ops
+    if drv is not None:
+        remove = getattr(drv, "remove", None)
+        if remove is not None:
+            await maybe_await(remove(sdev))
+        device_release_driver(sdev)
+    device_del(sdev.sdev_gendev)
+    sdev.is_visible = False
+
+
+# -- upper drivers ------------------------------------------------------------------------------
+
+def _drivers(kernel: Kernel) -> list[Any]:
+    lst = getattr(kernel, "_scsi_drivers", None)
+    if lst is None:
+        lst = []
+        kernel._scsi_drivers = lst  # type: ignore[attr-defined]
+    return lst
+
+
+def scsi_register_driver(kernel: Kernel, drv: Any) -> Driver:
+    """scsi_register_driver(): an upper driver (sd, sr, ...) on the scsi bus. ``drv`` has
+    ``name``, ``module``, async ``probe(sdev) -> int`` (0 = bound), ``remove(sdev)``,
+    ``init_command(cmd) -> BlkStatus``, ``done(cmd) -> good_bytes``, ``rescan(sdev)`` and
+    optionally ``match(sdev) -> bool``. Already visible, unbound devices are probed."""
+    bus = scsi_bus(kernel)
+    fs_drv = bus.driver_register(drv.name, getattr(drv, "module", None))
+    drv_list = _drivers(kernel)
+    if drv not in drv_list:
+        drv_list.append(drv)
+    drv._fs_driver = fs_drv
+    for shost in kernel.scsi_hosts:
+        for sdev in shost.devices:
+            if sdev.is_visible and sdev.driver_ops is None and sdev.sdev_state != SdevState.SDEV_DEL:
+                if _matches(drv, sdev):
+                    _bind(sdev, drv)
+                    _schedule_probe(sdev, drv)
+    return fs_drv
+
+
+def scsi_unregister_driver(kernel: Kernel, drv: Any) -> None:
+    drv_list = _drivers(kernel)
+    if drv in drv_list:
+        drv_list.remove(drv)
+
+
+def _matches(drv: Any, sdev: ScsiDevice) -> bool:
+    """scsi_bus_match(): a connected LUN (PQ 0) not marked no_uld_attach, and the driver's
+    own match if it has one."""
+    if sdev.sdev_state == SdevState.SDEV_DEL or sdev.inq_periph_qual != 0 or sdev.no_uld_attach:
+        return False
+    match = getattr(drv, "match", None)
+    return bool(match(sdev)) if match is not None else True
+
+
+def _bind(sdev: ScsiDevice, drv: Any) -> None:
+    device_bind_driver(sdev.sdev_gendev, drv._fs_driver)
+    sdev.driver_ops = drv
+
+
+def device_release_driver(sdev: ScsiDevice) -> None:
+    """__device_release_driver(): drop the ``driver`` link and the driver's device link."""
+    dev = sdev.sdev_gendev
+    fs_drv = dev.driver
+    if fs_drv is not None:
+        dev.kobj.remove("driver")
+        node = fs_drv.dir.children.get(dev.name)
+        if isinstance(node, Link) and node.target is dev.kobj:
+            fs_drv.dir.remove(dev.name)
+            dev._links[:] = [lk for lk in dev._links if lk is not node]
+    dev.driver = None
+    sdev.driver_ops = None
+
+
+def _bind_candidate(sdev: ScsiDevice) -> Any:
+    kernel = sdev.host.kernel
+    if not scsi_bus(kernel).autoprobe:
+        return None
+    for drv in _drivers(kernel):
+        if _matches(drv, sdev):
+            _bind(sdev, drv)
+            return drv
+    return None
+
+
+def _schedule_probe(sdev: ScsiDevice, drv: Any) -> None:
+    from ._scsi_scan import async_schedule
+
+    kernel = sdev.host.kernel
+    import trio
+    done = trio.Event()
+    sdev.extra["probe_done"] = done
+
+    async def probe() -> None:
+        try:
+            await _really_probe(sdev, drv)
+        finally:
+            done.set()
+
+    if not async_schedule(kernel, probe):
+        raise RuntimeError("scsi_sysfs_add_sdev: upper-driver probes need kernel.nursery "
+                           "(the async domain)")
+
+
+async def _wait_probe(sdev: ScsiDevice) -> None:
+    ev = sdev.extra.get("probe_done")
+    if ev is not None:
+        await ev.wait()
+
+
+async def _really_probe(sdev: ScsiDevice, first: Any) -> None:
+    """really_probe(): try the pre-bound driver, then the others, until one binds."""
+    kernel = sdev.host.kernel
+    candidates = [first] + [d for d in _drivers(kernel) if d is not first]
+    for drv in candidates:
+        if sdev.sdev_state in (SdevState.SDEV_DEL, SdevState.SDEV_CANCEL):
+            return
+        if drv is not first:
+            if not _matches(drv, sdev):
+                continue
+            _bind(sdev, drv)
+        ret = await maybe_await(drv.probe(sdev))
+        if not ret:
+            return
+        device_release_driver(sdev)
+
+
+def scsi_device_dirs(sdev: ScsiDevice) -> tuple[Dir, Dir]:
+    """The sdev's and its class device's directories (for upper drivers adding links)."""
+    return sdev.sdev_gendev.kobj, sdev.sdev_dev.kobj
