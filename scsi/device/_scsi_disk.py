@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 from vscsifs.scsi._proto import SAI_READ_CAPACITY_16, SamStatus, ScsiOpcode as Op, ScsiType
 from vscsifs.scsi.device._block_backend import BlockBackend, iov_truncate
+from vscsifs.scsi.device._cdrom import cdrom_read_toc, cdrom_read_toc_raw
 from vscsifs.scsi.device._hd_geometry import HDGeometry, hd_geometry_guess
 from vscsifs.scsi.device._scsi_bus import (
     GOOD,
@@ -77,7 +78,11 @@ def _power_of_2(n: int) -> bool:
 class SCSIDiskDevice(SCSIDevice):
     """``-device scsi-hd`` (QEMU property names and defaults)."""
 
-    def __init__(self, backend: BlockBackend, *, channel: int = 0, scsi_id: int = 0, lun: int = 0,
+    TYPE: int = ScsiType.TYPE_DISK
+    _emulate_table: dict[int, tuple[Callable[..., Completion | None], Callable[..., Completion] | None]]
+    DEFAULT_PRODUCT = "QEMU HARDDISK"
+
+    def __init__(self, backend: BlockBackend | None, *, channel: int = 0, scsi_id: int = 0, lun: int = 0,
                  drive_id: str = "drive0", serial: str | None = None, device_id: str | None = None,
                  wwn: int | None = None, port_wwn: int | None = None, port_index: int = 0,
                  vendor: str | None = None, product: str | None = None, ver: str | None = None,
@@ -105,11 +110,13 @@ class SCSIDiskDevice(SCSIDevice):
             raise ValueError(f"rotation_rate {rotation_rate} out of range 0..65535")
         if not 0 <= port_index <= 0xFFFF:
             raise ValueError(f"port_index {port_index} out of range 0..65535")
+        if backend is None and self.TYPE == ScsiType.TYPE_DISK:
+            raise ValueError("Device needs media, but drive is empty")
         self.backend = backend
         self.drive_id = drive_id
         self.serial = serial
         self.vendor = "QEMU" if vendor is None else vendor
-        self.product = "QEMU HARDDISK" if product is None else product
+        self.product = self.DEFAULT_PRODUCT if product is None else product
         self.version = "2.5+" if ver is None else ver
         if device_id is None:
             device_id = serial[:20] if serial else (drive_id or None)
@@ -130,23 +137,32 @@ class SCSIDiskDevice(SCSIDevice):
         self.max_io_size = max_io_size
         self.default_scsi_version = scsi_version
         self.scsi_version = scsi_version
+        # blk_enable_write_cache: the drive's cache mode unless write-cache= overrides it
+        self._write_cache = backend.write_cache if backend is not None else True
         if write_cache is not None:
-            backend.write_cache = write_cache
+            self.write_cache_enabled = write_cache
         self.tray_open = False
         self.tray_locked = False
         self.max_lba = 0
-        if cyls or heads or secs:
+        if self.TYPE != ScsiType.TYPE_DISK:
+            self.geometry = HDGeometry(0, 0, 0)  # blkconf_geometry runs for disks only
+        elif cyls or heads or secs:
             if not (1 <= cyls <= 65535 and 1 <= heads <= 255 and 1 <= secs <= 255):
                 raise ValueError("cyls must be between 1 and 65535, heads between 1 and 255, "
                                  "secs between 1 and 255")
             self.geometry = HDGeometry(cyls, heads, secs)
         else:
             self.geometry = self._guess_geometry()
-        super().__init__(channel=channel, scsi_id=scsi_id, lun=lun, type=ScsiType.TYPE_DISK,
-                         blocksize=lbs)
+        super().__init__(channel=channel, scsi_id=scsi_id, lun=lun, type=self.TYPE,
+                         blocksize=self._realize_blocksize())
+
+    def _realize_blocksize(self) -> int:
+        """scsi_hd_realize: the logical block size."""
+        return self.logical_block_size
 
     def _guess_geometry(self) -> HDGeometry:
         sector0 = bytearray(512)
+        assert self.backend is not None
         if self.backend.size >= 512:
             try:
                 self.backend.preadv([memoryview(sector0)], 0)
@@ -158,13 +174,39 @@ class SCSIDiskDevice(SCSIDevice):
 
     @property
     def nb_sectors(self) -> int:
-        """blk_get_geometry: image size in 512-byte sectors."""
-        return self.backend.size // BDRV_SECTOR_SIZE
+        """blk_get_geometry: image size in 512-byte sectors (0 without a medium)."""
+        return self.backend.size // BDRV_SECTOR_SIZE if self.backend is not None else 0
 
     @property
     def write_cache_enabled(self) -> bool:
         """blk_enable_write_cache (MODE SELECT of the caching page WCE bit changes it)."""
-        return self.backend.write_cache
+        return self._write_cache
+
+    @write_cache_enabled.setter
+    def write_cache_enabled(self, on: bool) -> None:
+        self._write_cache = on
+        if self.backend is not None:
+            self.backend.write_cache = on
+
+    @property
+    def is_inserted(self) -> bool:
+        """blk_is_inserted: a medium is in the drive."""
+        return self.backend is not None
+
+    @property
+    def is_available(self) -> bool:
+        """blk_is_available: inserted and the tray closed."""
+        return self.backend is not None and not self.tray_open
+
+    @property
+    def read_only(self) -> bool:
+        """!blk_is_writable: read-only drives, and every CD-ROM."""
+        return self.backend is None or self.backend.readonly or self.type == ScsiType.TYPE_ROM
+
+    def _blk(self) -> BlockBackend:
+        if self.backend is None:
+            raise OSError(errno.ENOMEDIUM, "no medium")
+        return self.backend
 
     def reset(self) -> None:
         """scsi_disk_reset: reset UA, max_lba from the image size, tray state, SCSI version."""
@@ -177,7 +219,7 @@ class SCSIDiskDevice(SCSIDevice):
 
     def resize(self, size: int) -> None:
         """block_resize: new image size; the guest learns it via CAPACITY DATA HAS CHANGED."""
-        self.backend.resize(size)
+        self._blk().resize(size)
         self.report_change(SenseCode.CAPACITY_CHANGED)
 
     def check_lba_range(self, lba: int, nb: int) -> bool:
@@ -202,10 +244,12 @@ class SCSIDiskDevice(SCSIDevice):
     def _emulate_command(self, cmd: SCSICommand, data_out: Sequence[memoryview],
                          data_in: Sequence[memoryview]) -> Completion:
         """scsi_disk_emulate_command + emulate read_data/write_data."""
+        op = cmd.buf[0]
+        if op not in _NO_MEDIUM_OK and not self.is_available:
+            return check_condition(SenseCode.NO_MEDIUM)
         if cmd.xfer > 65536:
             return check_condition(SenseCode.INVALID_FIELD)
-        op = cmd.buf[0]
-        entry = _EMULATE.get(op)
+        entry = self._emulate_table.get(op)
         if entry is None:
             return check_condition(SenseCode.INVALID_OPCODE)
         handler, writer = entry
@@ -384,7 +428,7 @@ class SCSIDiskDevice(SCSIDevice):
         page_control = (buf[2] & 0xC0) >> 6
         if self.type == ScsiType.TYPE_DISK:
             dev_specific_param = 0x10 if self.dpofua else 0
-            if self.backend.readonly:
+            if self.read_only:
                 dev_specific_param |= 0x80
         else:
             dev_specific_param = 0
@@ -485,7 +529,8 @@ class SCSIDiskDevice(SCSIDevice):
             return None
         if self.removable and loej:
             if not start and not self.tray_open and self.tray_locked:
-                return check_condition(SenseCode.ILLEGAL_REQ_REMOVAL_PREVENTED)
+                return check_condition(SenseCode.ILLEGAL_REQ_REMOVAL_PREVENTED if self.is_inserted
+                                       else SenseCode.NOT_READY_REMOVAL_PREVENTED)
             self.tray_open = not start
         return None
 
@@ -494,7 +539,7 @@ class SCSIDiskDevice(SCSIDevice):
         return None
 
     def _emulate_synchronize_cache(self, cmd: SCSICommand, out: bytearray) -> Completion | None:
-        self.backend.flush()
+        self._blk().flush()
         return GOOD
 
     def _emulate_seek_10(self, cmd: SCSICommand, out: bytearray) -> Completion | None:
@@ -519,11 +564,13 @@ class SCSIDiskDevice(SCSIDevice):
         start_track = buf[6]
         nb = self.nb_sectors // (self.blocksize // BDRV_SECTOR_SIZE)
         if fmt == 0:
-            toc = _cdrom_read_toc(nb, bool(msf), start_track)
+            toc = cdrom_read_toc(nb, bool(msf), start_track)
             if toc is None:
                 raise _Fail(SenseCode.INVALID_FIELD)
         elif fmt == 1:
             toc = bytes((0, 0x0A, 0x01, 0x01)) + bytes(8)
+        elif fmt == 2:
+            toc = cdrom_read_toc_raw(nb, bool(msf), start_track)
         else:
             raise _Fail(SenseCode.INVALID_FIELD)
         out[: len(toc)] = toc
@@ -558,7 +605,7 @@ class SCSIDiskDevice(SCSIDevice):
             err = self._mode_select_pages(data[p:p + length], change)
             if err is not None:
                 return check_condition(err)
-        if not self.write_cache_enabled:
+        if not self.write_cache_enabled and self.backend is not None:
             self.backend.flush()
         return GOOD
 
@@ -591,7 +638,7 @@ class SCSIDiskDevice(SCSIDevice):
                 if not self._check_mode_select(page, body):
                     return SenseCode.INVALID_PARAM
             elif page == MODE_PAGE_CACHING:
-                self.backend.write_cache = bool(body[0] & 4)
+                self.write_cache_enabled = bool(body[0] & 4)
             p += page_len
             length -= page_len
         return None
@@ -618,7 +665,7 @@ class SCSIDiskDevice(SCSIDevice):
         desc_len = _BE16.unpack_from(data, 2)[0]
         if length < desc_len + 8 or desc_len & 15:
             return check_condition(SenseCode.INVALID_PARAM_LEN)
-        if self.backend.readonly:
+        if self.read_only:
             return check_condition(SenseCode.WRITE_PROTECTED)
         for i in range(desc_len >> 4):
             off = 8 + 16 * i
@@ -626,7 +673,7 @@ class SCSIDiskDevice(SCSIDevice):
             nb = _BE32.unpack_from(data, off + 8)[0]
             if not self.check_lba_range(lba, nb):
                 return check_condition(SenseCode.LBA_OUT_OF_RANGE)
-            self.backend.discard(lba * self.blocksize, nb * self.blocksize)
+            self._blk().discard(lba * self.blocksize, nb * self.blocksize)
         return GOOD
 
     def _write_write_same(self, cmd: SCSICommand, data: bytes) -> Completion:
@@ -635,22 +682,23 @@ class SCSIDiskDevice(SCSIDevice):
         nb = scsi_data_cdb_xfer(buf)
         if nb == 0 or buf[1] & 0x16:
             return check_condition(SenseCode.INVALID_FIELD)
-        if self.backend.readonly:
+        if self.read_only:
             return check_condition(SenseCode.WRITE_PROTECTED)
         if not self.check_lba_range(cmd.lba, nb):
             return check_condition(SenseCode.LBA_OUT_OF_RANGE)
+        blk = self._blk()
         bs = self.blocksize
         block = data[:bs]
         offset = cmd.lba * bs
         total = nb * bs
         if buf[1] & 0x1 or not any(block):
-            self.backend.write_zeroes(offset, total, may_unmap=bool(buf[1] & 0x8))
+            blk.write_zeroes(offset, total, may_unmap=bool(buf[1] & 0x8))
             return GOOD
         chunk_len = min(total, SCSI_WRITE_SAME_MAX)
         chunk = (block * (chunk_len // bs + 1))[:chunk_len]
         while total:
             n = min(total, len(chunk))
-            self.backend.pwritev([memoryview(chunk)[:n]], offset)
+            blk.pwritev([memoryview(chunk)[:n]], offset)
             offset += n
             total -= n
         return GOOD
@@ -666,11 +714,14 @@ class SCSIDiskDevice(SCSIDevice):
     def _dma_command(self, cmd: SCSICommand, data_out: Sequence[memoryview],
                      data_in: Sequence[memoryview]) -> Completion:
         """scsi_disk_dma_command + scsi_read_data/scsi_write_data, straight to the image."""
+        if not self.is_available:
+            return check_condition(SenseCode.NO_MEDIUM)
+        blk = self._blk()
         buf = cmd.buf
         op = buf[0]
         nb = scsi_data_cdb_xfer(buf)
         is_write = op in _DMA_WRITE_OPS
-        if is_write and self.backend.readonly:
+        if is_write and self.read_only:
             return check_condition(SenseCode.WRITE_PROTECTED)
         if self.scsi_version > 2 and buf[1] & 0xE0:
             return check_condition(SenseCode.INVALID_FIELD)
@@ -684,36 +735,17 @@ class SCSIDiskDevice(SCSIDevice):
         try:
             if is_write:
                 views = iov_truncate(data_out, nbytes)
-                moved = self.backend.pwritev(views, offset) if views else 0
+                moved = blk.pwritev(views, offset) if views else 0
                 if fua:
-                    self.backend.flush()
+                    blk.flush()
             else:
                 if fua:
-                    self.backend.flush()
+                    blk.flush()
                 views = iov_truncate(data_in, nbytes)
-                moved = self.backend.preadv(views, offset) if views else 0
+                moved = blk.preadv(views, offset) if views else 0
         except OSError as e:
             return _io_error(e)
         return Completion(SamStatus.GOOD, None, moved)
-
-
-def _lba_to_msf(lba: int) -> bytes:
-    lba += 150
-    return bytes(((lba // 75) // 60 & 0xFF, (lba // 75) % 60, lba % 75))
-
-
-def _cdrom_read_toc(nb_sectors: int, msf: bool, start_track: int) -> bytes | None:
-    """cdrom_read_toc (hw/block/cdrom.c): one data track plus the lead-out."""
-    if start_track > 1 and start_track != 0xAA:
-        return None
-    q = bytearray((0, 0, 1, 1))
-    if start_track <= 1:
-        q += bytes((0, 0x14, 1, 0))
-        q += (b"\0" + _lba_to_msf(0)) if msf else _BE32.pack(0)
-    q += bytes((0, 0x16, 0xAA, 0))
-    q += (b"\0" + _lba_to_msf(nb_sectors)) if msf else _BE32.pack(nb_sectors & UINT32_MAX)
-    q[0:2] = _BE16.pack(len(q) - 2)
-    return bytes(q)
 
 
 _MODE_SENSE_VALID: dict[int, tuple[int, ...]] = {
@@ -767,4 +799,9 @@ _EMULATE: dict[int, tuple[_Handler, _Writer | None]] = {
     Op.VERIFY_16: (D._emulate_verify, D._write_verify),
     Op.FORMAT_UNIT: (D._emulate_nop, D._write_format_unit),
 }
+_NO_MEDIUM_OK = frozenset({Op.INQUIRY, Op.MODE_SENSE, Op.MODE_SENSE_10, Op.RESERVE, Op.RESERVE_10,
+                           Op.RELEASE, Op.RELEASE_10, Op.START_STOP, Op.ALLOW_MEDIUM_REMOVAL,
+                           Op.GET_CONFIGURATION, Op.GET_EVENT_STATUS_NOTIFICATION,
+                           Op.MECHANISM_STATUS, Op.REQUEST_SENSE})
+SCSIDiskDevice._emulate_table = _EMULATE
 del D
