@@ -187,8 +187,10 @@ class Link(Node):
     def readlink(self) -> str:
         here = self.parent.path().split("/") if self.parent is not None and self.parent.path() else []
         there = self.target.path().split("/") if self.target.path() else []
+        # kernfs_get_target_path(): the base is the common ancestor of the link's directory and
+        # the target's *parent*, so a link to an ancestor reads ``../../../0:0:0:0``, not ``../..``
         common = 0
-        while common < min(len(here), len(there)) and here[common] == there[common]:
+        while common < min(len(here), len(there) - 1) and here[common] == there[common]:
             common += 1
         return "/".join([".."] * (len(here) - common) + there[common:]) or "."
 
