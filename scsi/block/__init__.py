@@ -36,4 +36,7 @@ from ._limits import (BlkZoned, QueueFlag, QueueLimits, blk_queue_alignment_offs
 from ._partitions import ParsedPartitions, PartitionMetaInfo, check_partition, efi_partition, msdos_partition
 from ._stat import DiskStats, StatGroup
 
+# the QUEUE_FLAG_* names as module constants, as drivers spell them (blk_queue_flag_set(QUEUE_FLAG_NONROT, q))
+globals().update({f.name: f for f in QueueFlag})
+
 __all__ = [name for name in dir() if not name.startswith("_")]

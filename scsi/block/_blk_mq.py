@@ -346,6 +346,11 @@ async def blk_mq_alloc_request(q: RequestQueue, op: ReqOp, flags: int = 0, *,
     unless BLK_MQ_REQ_NOWAIT (then BlockingIOError, as -EWOULDBLOCK)."""
     if q.dying:
         raise OSError(errno.ENODEV, "blk_mq_alloc_request: queue is dying")
+    rq_flags = ReqFlag.NONE
+    if isinstance(flags, ReqFlag):
+        # a caller passing request flags (RQF_PM ...) here: __scsi_execute's rq_flags -> BLK_MQ_REQ_PM
+        rq_flags = flags
+        flags = BlkMqReqFlag.BLK_MQ_REQ_PM if flags & ReqFlag.RQF_PM else BlkMqReqFlag.NONE
     hctx = blk_mq_map_cpu(q, cpu)
     reserved = bool(flags & BlkMqReqFlag.BLK_MQ_REQ_RESERVED)
     pool = hctx.tags.reserved if reserved else hctx.tags.normal
@@ -357,7 +362,9 @@ async def blk_mq_alloc_request(q: RequestQueue, op: ReqOp, flags: int = 0, *,
             raise BlockingIOError(errno.EWOULDBLOCK, "blk_mq_alloc_request: no free tag")
     else:
         tag = await pool.get()
-    return _new_request(q, hctx, op, tag, reserved)
+    rq = _new_request(q, hctx, op, tag, reserved)
+    rq.flags |= rq_flags
+    return rq
 
 
 def blk_mq_free_request(rq: Request) -> None:
@@ -427,6 +434,9 @@ async def blk_execute_rq(rq: Request, at_head: bool = False) -> BlkStatus:
     await blk_mq_run_request(rq)
     while not rq.extra.get("completed"):
         if rq.extra.pop("requeue", False):
+            delay = rq.extra.pop("requeue_delay", 0.0)
+            if delay:
+                await trio.sleep(delay)
             await blk_mq_run_request(rq)
             continue
         ev = trio.Event()
@@ -452,9 +462,11 @@ def blk_mq_complete_request(rq: Request) -> None:
     rq.q.tag_set.ops.complete(rq)
 
 
-def blk_mq_requeue_request(rq: Request, kick: bool = True) -> None:
-    """Put a request the driver took back for another dispatch (the waiter re-runs it)."""
+def blk_mq_requeue_request(rq: Request, kick: bool = True, delay: float = 0.0) -> None:
+    """Put a request the driver took back for another dispatch (the waiter re-runs it, after
+    ``delay`` seconds as blk_mq_delay_kick_requeue_list)."""
     rq.extra["in_driver"] = False
+    rq.extra["requeue_delay"] = delay
     rq.q.tag_set._kick_restart()
     ev = rq.extra.get("_wait")
     if ev is not None or "_wait" in rq.extra:
@@ -465,7 +477,11 @@ def blk_mq_requeue_request(rq: Request, kick: bool = True) -> None:
     nursery = getattr(rq.q.kernel, "nursery", None)
     if nursery is None:
         raise RuntimeError("blk_mq_requeue_request: no waiter and no kernel.nursery to re-run it")
-    nursery.start_soon(blk_mq_run_request, rq)
+    async def rerun() -> None:
+        if delay:
+            await trio.sleep(delay)
+        await blk_mq_run_request(rq)
+    nursery.start_soon(rerun)
 
 
 def blk_mq_end_request(rq: Request, status: BlkStatus | int) -> None:

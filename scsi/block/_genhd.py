@@ -151,6 +151,14 @@ class Gendisk:
     def read_only(self) -> bool:
         return self.part0.bd_read_only
 
+    @property
+    def removable(self) -> bool:
+        return bool(self.flags & GENHD_FL_REMOVABLE)
+
+    @removable.setter
+    def removable(self, value: bool) -> None:
+        self.flags = (self.flags | GENHD_FL_REMOVABLE) if value else (self.flags & ~GENHD_FL_REMOVABLE)
+
     def events_text(self) -> str:
         if not self.event_flags & DISK_EVENT_FLAG_UEVENT:
             return ""

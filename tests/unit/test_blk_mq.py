@@ -1,0 +1,399 @@
+"""blk-mq: tag sets and CPU maps, tag exhaustion waiting, dispatch/completion (sync, deferred,
+held), requeue on BLK_STS_RESOURCE, errors, elevator choice; and the bio path (splitting,
+concurrency, RMW, end of device, errors, flush, discard, statistics)."""
+
+from __future__ import annotations
+
+import errno
+import io
+
+import pytest
+import trio
+import trio.testing
+
+from vscsifs.fs._driver_model import Sysfs
+from vscsifs.scsi.block import (BlkMqFlag, BlkMqOps, BlkMqReqFlag, BlkStatus, ReqFlag, ReqOp,
+                                bdev_discard, bdev_flush, bdev_read, bdev_write, bio_split_discard,
+                                bio_split_rw, blk_execute_rq, blk_mq_alloc_request, blk_mq_alloc_tag_set,
+                                blk_mq_complete_request, blk_mq_end_request, blk_mq_init_queue,
+                                blk_mq_requeue_request, blk_mq_virtio_map_queues, blk_queue_max_discard_sectors,
+                                blk_queue_max_hw_sectors, blk_queue_write_cache, device_add_disk, elevator_switch)
+from vscsifs.scsi.block._blk_mq import elevator_default
+from vscsifs.scsi.block._null_blk import Completion, NullBlk
+from vscsifs.scsi.kernel._kernel import Kernel
+from vscsifs.scsi.kernel._printk import Kmsg
+from vscsifs.virtio._memory import GuestMemory
+
+
+def make_kernel(nr_cpus: int = 2) -> Kernel:
+    return Kernel(kmsg=Kmsg(console=None), sysfs=Sysfs(), memory=GuestMemory(64 << 20), nr_cpus=nr_cpus)
+
+
+def _ops(**kw) -> BlkMqOps:  # type: ignore[no-untyped-def]
+    kw.setdefault("queue_rq", lambda hctx, rq, last: BlkStatus.BLK_STS_OK)
+    kw.setdefault("complete", lambda rq: blk_mq_end_request(rq, BlkStatus.BLK_STS_OK))
+    return BlkMqOps(**kw)
+
+
+# ---------------------------------------------------------------- tag sets and maps
+
+def test_tag_set_caps_queues_at_cpus_and_maps_them() -> None:
+    k = make_kernel(nr_cpus=2)
+    ts = blk_mq_alloc_tag_set(k, _ops(), 4, 256)
+    assert ts.nr_hw_queues == 2
+    assert ts.mq_map == [0, 1]
+    q = blk_mq_init_queue(ts)
+    assert [h.cpumask for h in q.hctxs] == [[0], [1]]
+    assert [h.tags.nr_tags for h in q.hctxs] == [256, 256]
+    assert q.hctxs[0].tags is not q.hctxs[1].tags          # tags per hw queue
+    assert q.nr_requests == 256
+
+
+def test_shared_hctx_tags_and_queue_sharing_flag() -> None:
+    k = make_kernel(nr_cpus=4)
+    ts = blk_mq_alloc_tag_set(k, _ops(), 2, 8, flags=BlkMqFlag.BLK_MQ_F_TAG_HCTX_SHARED)
+    q1 = blk_mq_init_queue(ts)
+    assert q1.hctxs[0].tags is q1.hctxs[1].tags
+    assert not ts.flags & BlkMqFlag.BLK_MQ_F_TAG_QUEUE_SHARED
+    blk_mq_init_queue(ts)
+    assert ts.flags & BlkMqFlag.BLK_MQ_F_TAG_QUEUE_SHARED
+
+
+@pytest.mark.parametrize("cpus,queues,expect", [(4, 2, [0, 0, 1, 1]), (3, 2, [0, 0, 1]), (5, 3, [0, 0, 1, 1, 2]),
+                                                 (2, 2, [0, 1])])
+def test_virtio_map_spreads_contiguous_groups(cpus: int, queues: int, expect: list[int]) -> None:
+    k = make_kernel(nr_cpus=cpus)
+    ts = blk_mq_alloc_tag_set(k, _ops(map_queues=blk_mq_virtio_map_queues), queues, 16)
+    assert ts.mq_map == expect
+
+
+def test_default_map_round_robin() -> None:
+    ts = blk_mq_alloc_tag_set(make_kernel(nr_cpus=3), _ops(), 2, 16)
+    assert ts.mq_map == [0, 1, 0]
+
+
+@pytest.mark.parametrize("args", [(0, 16), (1, 0), (1, -3)])
+def test_tag_set_rejects_bad_sizes(args: tuple[int, int]) -> None:
+    with pytest.raises(ValueError):
+        blk_mq_alloc_tag_set(make_kernel(), _ops(), *args)
+
+
+def test_reserved_tags_must_leave_normal_tags() -> None:
+    with pytest.raises(ValueError, match="reserved"):
+        blk_mq_alloc_tag_set(make_kernel(), _ops(), 1, 4, reserved_tags=4)
+
+
+def test_elevator_default_follows_hw_queue_count() -> None:
+    k = make_kernel(nr_cpus=2)
+    multi = blk_mq_init_queue(blk_mq_alloc_tag_set(k, _ops(), 2, 256))
+    single = blk_mq_init_queue(blk_mq_alloc_tag_set(k, _ops(), 1, 256))
+    assert elevator_default(multi) is None
+    assert elevator_default(single) == "mq-deadline"
+    elevator_switch(single, "mq-deadline")
+    assert single.nr_requests == 256 and single.iosched["async_depth"] == 256
+    small = blk_mq_init_queue(blk_mq_alloc_tag_set(k, _ops(), 1, 64))
+    elevator_switch(small, "mq-deadline")
+    assert small.nr_requests == 128
+
+
+# ---------------------------------------------------------------- requests
+
+async def test_tag_exhaustion_waits_then_gets_freed_tag() -> None:
+    k = make_kernel(nr_cpus=1)
+    q = blk_mq_init_queue(blk_mq_alloc_tag_set(k, _ops(), 1, 2))
+    r1 = await blk_mq_alloc_request(q, ReqOp.REQ_OP_READ)
+    r2 = await blk_mq_alloc_request(q, ReqOp.REQ_OP_READ)
+    assert {r1.tag, r2.tag} == {0, 1}
+    with pytest.raises(BlockingIOError):
+        await blk_mq_alloc_request(q, ReqOp.REQ_OP_READ, BlkMqReqFlag.BLK_MQ_REQ_NOWAIT)
+    got = []
+
+    async def waiter() -> None:
+        got.append(await blk_mq_alloc_request(q, ReqOp.REQ_OP_WRITE))
+
+    async with trio.open_nursery() as n:
+        n.start_soon(waiter)
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == []                      # still waiting: no tag free
+        t2 = r2.tag
+        blk_mq_end_request(r2, BlkStatus.BLK_STS_OK)
+    assert got[0].tag == t2
+    assert r2.tag == -1                       # freed
+
+
+async def test_cancelled_waiter_does_not_leak_a_tag() -> None:
+    q = blk_mq_init_queue(blk_mq_alloc_tag_set(make_kernel(1), _ops(), 1, 1))
+    r1 = await blk_mq_alloc_request(q, ReqOp.REQ_OP_READ)
+    with trio.move_on_after(0.01):
+        await blk_mq_alloc_request(q, ReqOp.REQ_OP_READ)
+    blk_mq_end_request(r1, BlkStatus.BLK_STS_OK)
+    r = await blk_mq_alloc_request(q, ReqOp.REQ_OP_READ, BlkMqReqFlag.BLK_MQ_REQ_NOWAIT)
+    assert r.tag == 0
+
+
+async def test_synchronous_completion_needs_no_wait() -> None:
+    seen = []
+
+    def queue_rq(hctx, rq, last):  # type: ignore[no-untyped-def]
+        seen.append((hctx.queue_num, rq.tag, last))
+        blk_mq_complete_request(rq)
+        return BlkStatus.BLK_STS_OK
+
+    q = blk_mq_init_queue(blk_mq_alloc_tag_set(make_kernel(1), _ops(queue_rq=queue_rq), 1, 4))
+    rq = await blk_mq_alloc_request(q, ReqOp.REQ_OP_DRV_IN)
+    assert await blk_execute_rq(rq) == BlkStatus.BLK_STS_OK
+    assert seen == [(0, 0, True)]
+    assert rq.extra["_wait"] is None          # never parked on an Event
+    assert q.hctxs[0].tags.busy() == 0
+
+
+async def test_asynchronous_completion_wakes_waiter_and_calls_complete() -> None:
+    held = []
+    completed = []
+
+    def complete(rq):  # type: ignore[no-untyped-def]
+        completed.append(rq)
+        blk_mq_end_request(rq, BlkStatus.BLK_STS_MEDIUM)
+
+    ops = _ops(queue_rq=lambda h, rq, last: held.append(rq) or BlkStatus.BLK_STS_OK, complete=complete)
+    q = blk_mq_init_queue(blk_mq_alloc_tag_set(make_kernel(1), ops, 1, 4))
+    rq = await blk_mq_alloc_request(q, ReqOp.REQ_OP_DRV_IN)
+    result = []
+
+    async def run() -> None:
+        result.append(await blk_execute_rq(rq))
+
+    async with trio.open_nursery() as n:
+        n.start_soon(run)
+        await trio.testing.wait_all_tasks_blocked()
+        assert held == [rq] and result == []
+        blk_mq_complete_request(rq)
+    assert completed == [rq]
+    assert result == [BlkStatus.BLK_STS_MEDIUM]
+
+
+async def test_resource_status_requeues_until_accepted() -> None:
+    answers = [BlkStatus.BLK_STS_RESOURCE, BlkStatus.BLK_STS_DEV_RESOURCE, BlkStatus.BLK_STS_OK]
+    calls = []
+
+    def queue_rq(h, rq, last):  # type: ignore[no-untyped-def]
+        calls.append(rq.tag)
+        st = answers.pop(0)
+        if st == BlkStatus.BLK_STS_OK:
+            blk_mq_complete_request(rq)
+        return st
+
+    q = blk_mq_init_queue(blk_mq_alloc_tag_set(make_kernel(1), _ops(queue_rq=queue_rq), 1, 4))
+    rq = await blk_mq_alloc_request(q, ReqOp.REQ_OP_DRV_IN)
+    with trio.fail_after(1):
+        assert await blk_execute_rq(rq) == BlkStatus.BLK_STS_OK
+    assert len(calls) == 3
+
+
+async def test_refused_budget_retries_dispatch() -> None:
+    budget = [False, True]
+    q = blk_mq_init_queue(blk_mq_alloc_tag_set(
+        make_kernel(1), _ops(queue_rq=lambda h, rq, l: (blk_mq_complete_request(rq), BlkStatus.BLK_STS_OK)[1],
+                             get_budget=lambda q: budget.pop(0)), 1, 4))
+    rq = await blk_mq_alloc_request(q, ReqOp.REQ_OP_DRV_IN)
+    with trio.fail_after(1):
+        assert await blk_execute_rq(rq) == BlkStatus.BLK_STS_OK
+    assert budget == []
+
+
+async def test_driver_requeue_redispatches() -> None:
+    tries = []
+
+    def queue_rq(h, rq, last):  # type: ignore[no-untyped-def]
+        tries.append(1)
+        if len(tries) == 1:
+            blk_mq_requeue_request(rq, True)
+        else:
+            blk_mq_complete_request(rq)
+        return BlkStatus.BLK_STS_OK
+
+    q = blk_mq_init_queue(blk_mq_alloc_tag_set(make_kernel(1), _ops(queue_rq=queue_rq), 1, 4))
+    rq = await blk_mq_alloc_request(q, ReqOp.REQ_OP_DRV_IN)
+    with trio.fail_after(1):
+        assert await blk_execute_rq(rq) == BlkStatus.BLK_STS_OK
+    assert len(tries) == 2
+
+
+async def test_failed_queue_rq_ends_request_with_that_status() -> None:
+    q = blk_mq_init_queue(blk_mq_alloc_tag_set(make_kernel(1), _ops(queue_rq=lambda h, r, l: BlkStatus.BLK_STS_IOERR), 1, 4))
+    rq = await blk_mq_alloc_request(q, ReqOp.REQ_OP_DRV_IN)
+    ends = []
+    rq.end_io = lambda r, st: ends.append(st)
+    assert await blk_execute_rq(rq) == BlkStatus.BLK_STS_IOERR
+    assert ends == [BlkStatus.BLK_STS_IOERR]
+    assert q.hctxs[0].tags.busy() == 0
+
+
+async def test_request_flags_passed_as_third_argument_are_kept() -> None:
+    q = blk_mq_init_queue(blk_mq_alloc_tag_set(make_kernel(1), _ops(), 1, 1))
+    rq = await blk_mq_alloc_request(q, ReqOp.REQ_OP_DRV_IN, ReqFlag.REQ_FAILFAST_DEV | ReqFlag.RQF_PM)
+    assert rq.flags & ReqFlag.RQF_PM and rq.tag == 0
+
+
+# ---------------------------------------------------------------- bio path
+
+async def _disk(nursery, size=1 << 20, completion=Completion.DEFERRED, depth=64, lbs=512):  # type: ignore[no-untyped-def]
+    k = make_kernel(2)
+    k.nursery = nursery
+    nb = NullBlk(k, size, logical_block_size=lbs, queue_depth=depth, completion=completion)
+    disk = nb.alloc_disk("nullb0", major=250, minors=16)
+    await device_add_disk(None if True else None, disk)
+    nb.log.clear()
+    return k, nb, disk
+
+
+def test_split_rules() -> None:
+    k = make_kernel(1)
+    q = blk_mq_init_queue(blk_mq_alloc_tag_set(k, _ops(), 1, 4))
+    blk_queue_max_hw_sectors(q, 65535)
+    assert q.limits.max_sectors == 2560 and q.limits.max_hw_sectors == 65535
+    assert bio_split_rw(q, 0, 6000) == [(0, 2560), (2560, 2560), (5120, 880)]
+    q.limits.max_segments, q.limits.max_segment_size = 4, 65536      # 256 KiB of segments
+    assert bio_split_rw(q, 0, 1024) == [(0, 512), (512, 512)]
+    q.limits.physical_block_size = 4096                                 # splits end on physical blocks
+    assert bio_split_rw(q, 3, 1024)[0] == (3, 509)
+    q.limits.chunk_sectors = 256
+    assert bio_split_rw(q, 200, 100) == [(200, 56), (256, 44)]
+    q.limits.discard_granularity, q.limits.max_discard_sectors = 4096, 1001
+    assert bio_split_discard(q, 0, 2000) == [(0, 1000), (1000, 1000)]
+    assert bio_split_discard(q, 4, 1996) == [(4, 996), (1000, 1000)]   # later pieces start on the granularity
+
+
+async def test_bio_read_write_split_concurrent_and_accounted() -> None:
+    async with trio.open_nursery() as n:
+        k, nb, disk = await _disk(n, size=4 << 20)
+        q = disk.queue
+        q.limits.max_sectors = 256                      # 128 KiB per request
+        payload = bytes(range(256)) * 4096              # 1 MiB
+        assert await bdev_write(disk.part0, 0, payload) == len(payload)
+        assert sorted(nb.log) == [(ReqOp.REQ_OP_WRITE, i * 256, 128 << 10) for i in range(8)]
+        assert nb.max_in_driver == 8                    # all pieces in flight together
+        nb.log.clear()
+        data = await bdev_read(disk.part0, 4096, 300000)
+        assert bytes(data) == payload[4096:4096 + 300000]
+        st = disk.part0.stat
+        assert st.ios[0] == 3 and st.ios[1] == 8        # 300000 bytes -> 586 sectors -> 3 requests
+        assert st.sectors[1] == 2048 and st.sectors[0] == 2 * 256 + 74
+        assert st.inflight_total == 0
+        assert k.memory.allocated_bytes() == 0
+        n.cancel_scope.cancel()
+
+
+async def test_bio_waits_for_tags_when_pieces_exceed_depth() -> None:
+    async with trio.open_nursery() as n:
+        k, nb, disk = await _disk(n, size=4 << 20, depth=2)
+        disk.queue.limits.max_sectors = 8
+        data = bytes([7]) * (64 << 10)                   # 16 requests on 2 tags
+        with trio.fail_after(2):
+            assert await bdev_write(disk.part0, 0, data) == len(data)
+        assert nb.max_in_driver == 2 and len(nb.log) == 16
+        assert bytes(nb.data[:len(data)]) == data
+        n.cancel_scope.cancel()
+
+
+async def test_unaligned_write_reads_modify_writes() -> None:
+    async with trio.open_nursery() as n:
+        k, nb, disk = await _disk(n)
+        nb.data[:8192] = b"A" * 8192
+        assert await bdev_write(disk.part0, 100, b"xyz") == 3
+        assert bytes(nb.data[:4096]) == b"A" * 100 + b"xyz" + b"A" * (4096 - 103)
+        ops = [op for op, _, _ in nb.log]
+        assert ops == [ReqOp.REQ_OP_READ, ReqOp.REQ_OP_WRITE]     # one 4 KiB block read and written back
+        nb.log.clear()
+        assert await bdev_write(disk.part0, 4000, b"B" * 200) == 200   # spans two blocks
+        assert [op for op, _, _ in nb.log].count(ReqOp.REQ_OP_READ) == 2
+        assert bytes(nb.data[3990:4210]) == b"A" * 10 + b"B" * 200 + b"A" * 10
+        assert bytes(await bdev_read(disk.part0, 4001, 3)) == b"BBB"
+        n.cancel_scope.cancel()
+
+
+async def test_end_of_device() -> None:
+    async with trio.open_nursery() as n:
+        k, nb, disk = await _disk(n, size=1 << 20)
+        size = 1 << 20
+        assert bytes(await bdev_read(disk.part0, size - 10, 100)) == bytes(10)
+        assert bytes(await bdev_read(disk.part0, size, 100)) == b""
+        with pytest.raises(OSError) as ei:
+            await bdev_write(disk.part0, size, b"x")
+        assert ei.value.errno == errno.ENOSPC
+        assert await bdev_write(disk.part0, size - 2, b"abcd") == 2      # short write across the end
+        assert bytes(nb.data[-2:]) == b"ab"
+        n.cancel_scope.cancel()
+
+
+async def test_io_error_only_fails_that_call() -> None:
+    async with trio.open_nursery() as n:
+        k, nb, disk = await _disk(n, completion=Completion.SYNC)
+        nb.bad_sectors.add(40)
+        with pytest.raises(OSError) as ei:
+            await bdev_read(disk.part0, 0, 64 << 10)
+        assert ei.value.errno == errno.EIO
+        assert bytes(await bdev_read(disk.part0, 0, 4096)) == bytes(4096)
+        assert disk.part0.stat.inflight_total == 0
+        n.cancel_scope.cancel()
+
+
+async def test_read_only_write_is_eperm() -> None:
+    async with trio.open_nursery() as n:
+        k, nb, disk = await _disk(n)
+        disk.part0.bd_read_only = True
+        with pytest.raises(OSError) as ei:
+            await bdev_write(disk.part0, 0, b"x" * 512)
+        assert ei.value.errno == errno.EPERM
+        n.cancel_scope.cancel()
+
+
+async def test_flush_only_with_write_cache_and_counted_on_disk() -> None:
+    async with trio.open_nursery() as n:
+        k, nb, disk = await _disk(n)
+        await bdev_flush(disk.part0)
+        assert nb.log == []
+        blk_queue_write_cache(disk.queue, True, False)
+        await bdev_flush(disk.part0)
+        assert [op for op, _, _ in nb.log] == [ReqOp.REQ_OP_FLUSH]
+        assert disk.part0.stat.ios[3] == 1
+        n.cancel_scope.cancel()
+
+
+async def test_discard_validation_and_split() -> None:
+    async with trio.open_nursery() as n:
+        k, nb, disk = await _disk(n)
+        with pytest.raises(OSError) as ei:
+            await bdev_discard(disk.part0, 0, 4096)
+        assert ei.value.errno == errno.EOPNOTSUPP
+        blk_queue_max_discard_sectors(disk.queue, 64)
+        disk.queue.limits.discard_granularity = 4096
+        with pytest.raises(OSError) as ei:
+            await bdev_discard(disk.part0, 100, 4096)
+        assert ei.value.errno == errno.EINVAL
+        nb.data[:] = b"\xff" * len(nb.data)
+        await bdev_discard(disk.part0, 0, 64 << 10)
+        assert sorted(nb.log) == [(ReqOp.REQ_OP_DISCARD, 0, 32 << 10),
+                                                       (ReqOp.REQ_OP_DISCARD, 64, 32 << 10)]
+        assert bytes(nb.data[:64 << 10]) == bytes(64 << 10)
+        assert disk.part0.stat.ios[2] == 2 and disk.part0.stat.sectors[2] == 128
+        n.cancel_scope.cancel()
+
+
+async def test_busy_driver_answers_resource_and_io_still_completes() -> None:
+    async with trio.open_nursery() as n:
+        k, nb, disk = await _disk(n)
+        nb.busy_answers = 3
+        with trio.fail_after(1):
+            assert await bdev_write(disk.part0, 0, b"z" * 4096) == 4096
+        assert nb.data[:4096] == b"z" * 4096
+        n.cancel_scope.cancel()
+
+
+async def test_4k_logical_blocks_align_io() -> None:
+    async with trio.open_nursery() as n:
+        k, nb, disk = await _disk(n, size=1 << 20, lbs=4096)
+        nb.data[4096:8192] = b"Q" * 4096
+        assert bytes(await bdev_read(disk.part0, 4100, 10)) == b"Q" * 10
+        assert nb.log[-1][1:] == (8, 4096)        # the read went out as one 4 KiB block
+        n.cancel_scope.cancel()
