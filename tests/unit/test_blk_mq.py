@@ -281,7 +281,7 @@ async def test_bio_read_write_split_concurrent_and_accounted() -> None:
         assert st.ios[0] == 1 + 3 and st.ios[1] == 8
         assert st.sectors[1] == 2048 and st.sectors[0] == 8 + 2 * 256 + 74
         assert st.inflight_total == 0
-        assert k.memory.allocated_bytes() == 0
+        assert k.memory.allocated_bytes == 0
         n.cancel_scope.cancel()
 
 
