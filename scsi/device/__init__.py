@@ -2,7 +2,7 @@
 Sans-IO apart from positional reads and writes on the image: a CDB in, status + sense + data out.
 
 Owns: _block_backend (the -drive), _sense (QEMU sense codes), _scsi_bus (SCSIBus, SCSIDevice,
-CDB parsing, target commands, unit attentions), _scsi_disk (scsi-hd), _hd_geometry (CHS guess).
+CDB parsing, target commands, unit attentions), _scsi_disk (scsi-hd), _scsi_cd (scsi-cd), _cdrom (TOC), _hd_geometry (CHS guess).
 """
 
 from vscsifs.scsi.device._block_backend import BlockBackend, BlockBackendError
@@ -16,6 +16,7 @@ from vscsifs.scsi.device._scsi_bus import (
     scsi_cdb_length,
     scsi_req_parse_cdb,
 )
+from vscsifs.scsi.device._scsi_cd import SCSICDDevice
 from vscsifs.scsi.device._scsi_disk import SCSIDiskDevice
 from vscsifs.scsi.device._sense import SCSISense, SenseCode, scsi_build_sense_buf, scsi_sense_from_errno
 
@@ -24,6 +25,7 @@ __all__ = [
     "BlockBackendError",
     "HDGeometry",
     "SCSIBus",
+    "SCSICDDevice",
     "SCSICommand",
     "SCSIDevice",
     "SCSIDiskDevice",

@@ -13,6 +13,7 @@ from golden_cdb import make_image
 from vscsifs.scsi.device import (
     BlockBackend,
     SCSIBus,
+    SCSICDDevice,
     SCSIDiskDevice,
     SCSIResult,
     SenseCode,
@@ -199,7 +200,7 @@ def _cdb_tail(draw):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(opcode=st.one_of(st.sampled_from(_KNOWN), st.integers(0, 255)),
        rest=st.one_of(_cdb_tail(), st.binary(min_size=5, max_size=31)),
-       lun=st.sampled_from([0, 1, 5]), out=st.binary(max_size=1200),
+       lun=st.sampled_from([0, 1, 2, 3, 5]), out=st.binary(max_size=1200),
        alloc=st.sampled_from([0, 1, 8, 18, 36, 255, 512, 4096]),
        readonly=st.booleans())
 def test_fuzz_random_cdbs(tmp_path_factory, opcode, rest, lun, out, alloc, readonly) -> None:
@@ -211,6 +212,8 @@ def test_fuzz_random_cdbs(tmp_path_factory, opcode, rest, lun, out, alloc, reado
     bus = SCSIBus()
     bus.attach(SCSIDiskDevice(be, lun=0))
     bus.attach(SCSIDiskDevice(be, lun=1, logical_block_size=4096, physical_block_size=4096))
+    bus.attach(SCSICDDevice(be, lun=2))
+    bus.attach(SCSICDDevice(None, lun=3))
     try:
         for _ in range(2):  # once with the power-on UA pending, once without
             backing = bytearray(b"\xee" * (GUARD + alloc + GUARD))

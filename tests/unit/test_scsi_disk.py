@@ -333,3 +333,56 @@ def test_seed_scan_trace_replay(seed_bus: SCSIBus) -> None:
     # the partition table read at the end of the scan is the image's MBR
     res, data = run(seed_bus, 1, bytes.fromhex("28 00 00 00 00 00 00 00 01 00"), 512)
     assert data[510:512] == b"\x55\xaa" and data[440:444] == (0x5EED7E57).to_bytes(4, "little")
+
+
+# -- scsi-cd -------------------------------------------------------------------------------------
+
+def test_scsi_cd_medium_and_mmc(tmp_path: Path) -> None:
+    from vscsifs.scsi.device import SCSICDDevice
+
+    iso = tmp_path / "cd.iso"
+    make_image(iso, 4 << 20, "iso")
+    bus = SCSIBus()
+    cd = SCSICDDevice(None, lun=2, drive_id="cd0")
+    bus.attach(cd)
+    cc(run(bus, 2, bytes(6))[0], SenseCode.RESET)
+    res, d = run(bus, 2, bytes.fromhex("12 00 00 00 24 00"), 36)
+    assert d[0] == 5 and d[1] == 0x80 and d[16:32] == b"QEMU CD-ROM     "
+    res, d = run(bus, 2, bytes.fromhex("12 01 00 00 ff 00"), 255)
+    assert d[:6] == bytes.fromhex("05 00 00 02 00 83")
+    cc(run(bus, 2, bytes(6))[0], SenseCode.NO_MEDIUM)
+    cc(run(bus, 2, bytes.fromhex("25" + "00" * 9), 8)[0], SenseCode.NO_MEDIUM)
+    res, d = run(bus, 2, bytes.fromhex("46 00 00 00 00 00 00 00 28 00"), 40)
+    assert res.status == 0 and d[6:8] == b"\x00\x00"  # no profile without a medium
+    # insert: NO MEDIUM UA, then MEDIUM MAY HAVE CHANGED, then ready
+    be = BlockBackend.open(str(iso), readonly=True)
+    cd.change_medium(be)
+    res, d = run(bus, 2, bytes.fromhex("4a 01 00 00 10 00 00 00 08 00"), 8)
+    assert d == bytes.fromhex("0004 04 10 02 02 0000")  # NEW MEDIA, media present
+    cc(run(bus, 2, bytes(6))[0], SenseCode.UNIT_ATTENTION_NO_MEDIUM)
+    cc(run(bus, 2, bytes(6))[0], SenseCode.MEDIUM_CHANGED)
+    assert run(bus, 2, bytes(6))[0].status == 0
+    res, d = run(bus, 2, bytes.fromhex("25" + "00" * 9), 8)
+    assert d == (2047).to_bytes(4, "big") + (2048).to_bytes(4, "big")
+    res, d = run(bus, 2, bytes.fromhex("46 00 00 00 00 00 00 00 28 00"), 40)
+    assert d[6:8] == b"\x00\x08" and d[18] == 1
+    res, d = run(bus, 2, bytes.fromhex("28 00 00 00 00 00 00 00 01 00"), 2048)
+    assert res.xfer == 2048 and d.startswith(b"GOLDENREF iso SECT 0 ")
+    cc(run(bus, 2, bytes.fromhex("2a 00 00 00 00 00 00 00 01 00"), 0, bytes(2048))[0], SenseCode.WRITE_PROTECTED)
+    res, d = run(bus, 2, bytes.fromhex("1a 00 3f 00 ff 00"), 255)
+    assert d[3] == 0 and d[0] == 3 + 12 + 20 + 16 + 22  # no block descriptor; pages 01 08 0e 2a
+    res, d = run(bus, 2, bytes.fromhex("43 00 00 00 00 00 00 00 0c 00"), 12)  # READ TOC
+    assert d[:4] == bytes.fromhex("0012 01 01")
+    cc(run(bus, 2, bytes.fromhex("ad 00 00 00 00 00 00 00 00 08 00 00"), 8)[0], SenseCode.INCOMPATIBLE_FORMAT)
+    # lock, then an eject by START STOP UNIT is refused; the QMP eject too
+    assert run(bus, 2, bytes.fromhex("1e 00 00 00 01 00"))[0].status == 0
+    cc(run(bus, 2, bytes.fromhex("1b 00 00 00 02 00"))[0], SenseCode.ILLEGAL_REQ_REMOVAL_PREVENTED)
+    with pytest.raises(ValueError, match="is locked"):
+        cd.eject()
+    res, d = run(bus, 2, bytes.fromhex("4a 01 00 00 10 00 00 00 08 00"), 8)
+    assert d[4] == 1  # EJECT REQUESTED event
+    assert run(bus, 2, bytes.fromhex("1e 00 00 00 00 00"))[0].status == 0
+    assert run(bus, 2, bytes.fromhex("1b 00 00 00 02 00"))[0].status == 0
+    cc(run(bus, 2, bytes(6))[0], SenseCode.NO_MEDIUM)  # tray open
+    assert cd.eject() is be
+    be.close()
