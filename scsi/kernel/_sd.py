@@ -165,12 +165,8 @@ async def _execute(sdev: Any, cdb: bytes, direction: DmaDirection, buflen: int, 
     """__scsi_execute(): the midlayer's passthrough path (brief C1's scsi_execute_cmd)."""
     from ._scsi_lib import scsi_execute_cmd  # type: ignore[import-not-found]
 
-    kwargs: dict[str, Any] = {"timeout": timeout, "retries": retries}
-    if data is not None:
-        kwargs["data"] = data
-    if req_flags:
-        kwargs["req_flags"] = req_flags
-    return await scsi_execute_cmd(sdev, cdb, direction, buflen, **kwargs)
+    return await scsi_execute_cmd(sdev, cdb, direction, buflen, data_out=data, timeout=timeout,
+                                  retries=retries, req_flags=req_flags)
 
 
 def _blk() -> Any:
@@ -1531,12 +1527,18 @@ FMODE_WRITE = 0x2
 FMODE_NDELAY = 0x800
 
 
-class SdFops:
-    """sd_fops (block_device_operations) the block layer calls on open/release/revalidate."""
+def sd_unlock_native_capacity(disk: Any) -> None:
+    """sd_unlock_native_capacity(): the LLD's hook, if it has one (virtio_scsi has none)."""
+    sdev = scsi_disk(disk).device
+    hook = getattr(getattr(sdev.host, "hostt", None), "unlock_native_capacity", None)
+    if hook is not None:
+        hook(sdev)
 
-    open = staticmethod(sd_open)
-    release = staticmethod(sd_release)
-    revalidate_disk = staticmethod(sd_revalidate_disk)
+
+def sd_fops() -> Any:
+    """sd_fops: the block_device_operations the block layer calls on open/release."""
+    return _blk().BlockDeviceOperations(open=sd_open, release=sd_release,
+                                        unlock_native_capacity=sd_unlock_native_capacity, owner="sd_mod")
 
 
 # --- I/O: requests -> CDBs (sd_init_command) and completion (sd_done) ---------------------------
@@ -1816,6 +1818,9 @@ def sd_done(cmd: ScsiCmnd) -> int:
     sdkp.medium_access_timed_out = 0
     if _is_check_condition(result) and sshdr is not None and not sshdr.deferred:
         good_bytes = _sd_done_sense(cmd, sdkp, sshdr, good_bytes)
+    # the midlayer ends the request right after done(): release the special payload here
+    # (scsi_mq_uninit_cmd -> sd_uninit_command); a later uninit_command call is a no-op
+    sd_uninit_command(cmd)
     if scsi_log(sdkp.kernel, SCSI_LOG_HLCOMPLETE_SHIFT, 1):
         _scmd_printk(cmd, KernLevel.INFO, f"sd_done: completed {good_bytes} of {_bufflen(cmd)} bytes")
     return good_bytes
@@ -1975,12 +1980,14 @@ async def sd_probe(drv: SdDriver, sdp: Any) -> int:
     sdp.sdev_gendev.driver_data = sdkp
     gd.major, gd.first_minor = sd_devt(index)
     gd.minors = SD_MINORS
-    gd.fops = SdFops
+    gd.fops = sd_fops()
     gd.private_data = sdkp
     sdp.sector_size = 512
     await sd_revalidate_disk(gd)
     if _flag(sdp, "removable"):
         gd.removable = True
+        gd.events |= getattr(blk, "DISK_EVENT_MEDIA_CHANGE", 1)
+        gd.event_flags = getattr(blk, "DISK_EVENT_FLAG_POLL", 1) | getattr(blk, "DISK_EVENT_FLAG_UEVENT", 2)
     await _maybe_await(blk.device_add_disk(sdp.sdev_gendev, gd))
     if sdkp.security:
         sd_printk(KernLevel.NOTICE, sdkp, "supports TCG Opal")

@@ -173,8 +173,18 @@ class FakeDisk:
     deleted: bool = False
 
 
+@dataclass(eq=False)
+class FakeFops:
+    open: Any = None
+    release: Any = None
+    unlock_native_capacity: Any = None
+    owner: str | None = None
+
+
 class FakeBlock:
     """The block layer functions sd calls (brief C3's names)."""
+
+    BlockDeviceOperations = FakeFops
 
     QUEUE_FLAG_NONROT = "QUEUE_FLAG_NONROT"
     QUEUE_FLAG_ADD_RANDOM = "QUEUE_FLAG_ADD_RANDOM"
@@ -234,7 +244,7 @@ class FakeBlock:
         """Adds the disk, then scans partitions as the kernel does: open (revalidate), READ."""
         disk.added = True
         disk.state.add("GD_NEED_PART_SCAN")
-        await disk.fops.open(disk, 0)
+        await disk.fops.open(SimpleNamespace(disk=disk, partno=0), 0)
         disk.state.discard("GD_NEED_PART_SCAN")
         sdev = disk.private_data.device
         from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection
