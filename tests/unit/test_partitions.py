@@ -1,0 +1,275 @@
+"""Partition scanning: msdos (primary, extended/logical, FAT superfloppy, EOD truncation), GPT
+(hand-built and sfdisk-made, protective and hybrid MBR, bad CRC, alternate header warnings,
+partitions beyond the disk's minors), the " sda: sda1 < sda5 >" log line, the read it costs,
+and re-reading (bdev_disk_changed)."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+import uuid
+import zlib
+from pathlib import Path
+
+import pytest
+import trio
+
+from vscsifs.scsi.block import bdev_disk_changed, device_add_disk, proc_partitions_text
+from vscsifs.scsi.block._null_blk import Completion, NullBlk
+
+from test_blk_mq import make_kernel
+
+MiB = 1 << 20
+
+
+def mbr(entries: list[tuple[int, int, int, int]], sig: int = 0x12345678) -> bytearray:
+    """A sector 0 with up to four (boot, type, start, size) entries."""
+    sec = bytearray(512)
+    struct.pack_into("<I", sec, 0x1B8, sig)
+    for i, (boot, typ, start, size) in enumerate(entries):
+        struct.pack_into("<BBBBBBBBII", sec, 0x1BE + 16 * i, boot, 0, 0, 0, typ, 0, 0, 0, start, size)
+    sec[510:512] = b"\x55\xaa"
+    return sec
+
+
+def gpt_image(size: int, parts: list[tuple[int, int, str]], nentries: int = 128, lbs: int = 512,
+              hybrid: bool = False, bad_primary_crc: bool = False, alt_lba: int | None = None) -> bytearray:
+    """A GPT disk image: protective MBR, primary header + entries, alternate at the end."""
+    img = bytearray(size)
+    last = size // lbs - 1
+    linux = uuid.UUID("0fc63daf-8483-4772-8e79-3d69d8477de4").bytes_le
+    ents = bytearray(nentries * 128)
+    for i, (first, lastlba, name) in enumerate(parts):
+        nm = name.encode("utf-16-le").ljust(72, b"\0")
+        struct.pack_into("<16s16sQQQ72s", ents, i * 128, linux, uuid.UUID(int=i + 1).bytes_le, first, lastlba, 0, nm)
+    ents_lbas = -(-len(ents) // lbs)
+    first_usable = 2 + ents_lbas
+    last_usable = last - 1 - ents_lbas
+
+    def header(my: int, alt: int, entries_lba: int) -> bytes:
+        h = bytearray(struct.pack("<8sIIIIQQQQ16sQIII", b"EFI PART", 0x10000, 92, 0, 0, my, alt, first_usable,
+                                  last_usable, uuid.UUID(int=99).bytes_le, entries_lba, nentries, 128,
+                                  zlib.crc32(ents)))
+        struct.pack_into("<I", h, 16, zlib.crc32(h))
+        return bytes(h)
+    pm = [(0, 0xEE, 1, min(last, 0xFFFFFFFF))]
+    if hybrid:
+        pm.append((0x80, 0x83, parts[0][0], parts[0][1] - parts[0][0] + 1))
+    img[0:512] = mbr(pm, 0)
+    alt = last if alt_lba is None else alt_lba
+    ph = bytearray(header(1, alt, 2))
+    if bad_primary_crc:
+        ph[20] ^= 0xFF
+    img[lbs:lbs + 92] = ph
+    img[2 * lbs:2 * lbs + len(ents)] = ents
+    img[(last - ents_lbas) * lbs:(last - ents_lbas) * lbs + len(ents)] = ents
+    img[last * lbs:last * lbs + 92] = header(last, 1, last - ents_lbas)
+    return img
+
+
+async def scan(nursery, image: bytes | bytearray, name: str = "sdx", lbs: int = 512, minors: int = 16):  # type: ignore[no-untyped-def]
+    k = make_kernel(2)
+    k.nursery = nursery
+    nb = NullBlk(k, len(image), logical_block_size=lbs, completion=Completion.SYNC)
+    nb.data[:] = image
+    disk = nb.alloc_disk(name, major=8, first_minor=0, minors=minors)
+    events: list[tuple[str, str]] = []
+    k.devnode_listeners.append(lambda action, kind, b: events.append((action, b.name)))
+    await device_add_disk(None, disk)
+    return k, nb, disk, events
+
+
+def parts_of(disk) -> list[tuple[int, int, int]]:  # type: ignore[no-untyped-def]
+    return [(p.partno, p.start_sect, p.nr_sects) for p in disk.all_bdevs()[1:]]
+
+
+def part_lines(k) -> list[str]:  # type: ignore[no-untyped-def]
+    return [t for t in k.kmsg.lines() if t.startswith(" ")]
+
+
+async def test_single_primary_like_the_seed() -> None:
+    img = bytearray(256 * MiB)
+    img[:512] = mbr([(0, 0x83, 2048, 262144 - 2048)], 0x5EED7E57)
+    async with trio.open_nursery() as n:
+        k, nb, disk, events = await scan(n, img, "sdb")
+        assert part_lines(k) == [" sdb: sdb1"]
+        assert parts_of(disk) == [(1, 2048, 260096)]
+        assert events == [("add", "sdb"), ("add", "sdb1")]
+        assert disk.parts[1].devt == (8, 1)
+        st = disk.part0.stat
+        assert (st.ios[0], st.sectors[0]) == (1, 8)     # one 4 KiB page read, as the golden stat shows
+        assert disk.parts[1].stat.ios[0] == 0
+        assert disk.parts[1].meta_info.uuid == "5eed7e57-01"
+        assert proc_partitions_text(k).endswith("   8        0     262144 sdb\n   8        1     130048 sdb1\n")
+        n.cancel_scope.cancel()
+
+
+async def test_extended_and_logical_partitions() -> None:
+    img = bytearray(64 * MiB)
+    img[:512] = mbr([(0x80, 0x83, 2048, 8192), (0, 0x82, 10240, 8192), (0, 0x05, 18432, 40960)])
+    # EBR chain: logical 5 at 18432+2048, link to next EBR at +20480; logical 6 there
+    img[18432 * 512:18432 * 512 + 512] = mbr([(0, 0x83, 2048, 8192), (0, 0x05, 20480, 20480)], 0)
+    img[(18432 + 20480) * 512:(18432 + 20480) * 512 + 512] = mbr([(0, 0x83, 2048, 4096)], 0)
+    async with trio.open_nursery() as n:
+        k, nb, disk, _ = await scan(n, img, "sdc")
+        assert part_lines(k) == [" sdc: sdc1 sdc2 sdc3 < sdc5 sdc6 >"]
+        assert parts_of(disk) == [(1, 2048, 8192), (2, 10240, 8192), (3, 18432, 2),
+                                  (5, 18432 + 2048, 8192), (6, 18432 + 20480 + 2048, 4096)]
+        pdir = disk.dev.kobj.lookup("sdc5")
+        assert pdir.lookup("partition").read() == b"5\n"
+        assert pdir.lookup("start").read() == b"20480\n"
+        assert pdir.lookup("uevent").read().decode().splitlines()[-2:] == ["DISKSEQ=1", "PARTN=5"]
+        n.cancel_scope.cancel()
+
+
+async def test_no_table_and_fat_superfloppy() -> None:
+    async with trio.open_nursery() as n:
+        k, nb, disk, _ = await scan(n, bytes(MiB))
+        assert part_lines(k) == [] and parts_of(disk) == []
+        fat = bytearray(MiB)
+        fat[:512] = mbr([])
+        fat[0x0E] = 1          # reserved sectors
+        fat[0x10] = 2          # FATs
+        fat[0x15] = 0xF8       # media
+        fat[0x1BE] = 0x29      # not a boot indicator: the sector is a boot sector
+        k, nb, disk, _ = await scan(n, fat)
+        assert part_lines(k) == [" sdx:"] and parts_of(disk) == []
+        n.cancel_scope.cancel()
+
+
+async def test_partition_past_end_is_truncated_with_warning() -> None:
+    img = bytearray(8 * MiB)
+    img[:512] = mbr([(0, 0x83, 2048, 100000), (0, 0x83, 50000, 10)])
+    async with trio.open_nursery() as n:
+        k, nb, disk, _ = await scan(n, img)
+        assert "sdx: p1 size 100000 extends beyond EOD, truncated" in k.kmsg.lines()
+        assert "sdx: p2 start 50000 is beyond EOD, truncated" in k.kmsg.lines()
+        assert parts_of(disk) == [(1, 2048, 16384 - 2048)]
+        n.cancel_scope.cancel()
+
+
+async def test_gpt_hand_built_with_names_and_many_partitions() -> None:
+    parts = [(34 + i * 64, 34 + i * 64 + 63, f"part{i + 1}") for i in range(18)]
+    img = gpt_image(8 * MiB, parts)
+    async with trio.open_nursery() as n:
+        k, nb, disk, _ = await scan(n, img, "sdd")
+        assert part_lines(k) == [" sdd: " + " ".join(f"sdd{i}" for i in range(1, 19))]
+        assert parts_of(disk)[0] == (1, 34, 64)
+        assert disk.parts[15].devt == (8, 15)
+        assert disk.parts[16].devt == (259, 0) and disk.parts[18].devt == (259, 2)   # beyond the 16 minors
+        ue = disk.dev.kobj.lookup("sdd3/uevent").read().decode()
+        assert "PARTN=3\nPARTNAME=part3\n" in ue
+        assert disk.parts[1].meta_info.uuid == "00000000-0000-0000-0000-000000000001"
+        assert not [t for t in k.kmsg.lines() if t.startswith("GPT:")]
+        n.cancel_scope.cancel()
+
+
+async def test_gpt_bad_crc_means_no_partitions_and_msdos_steps_aside() -> None:
+    img = gpt_image(4 * MiB, [(34, 1000, "x")], bad_primary_crc=True)
+    async with trio.open_nursery() as n:
+        k, nb, disk, _ = await scan(n, img)
+        assert part_lines(k) == [] and parts_of(disk) == []
+        n.cancel_scope.cancel()
+
+
+async def test_gpt_hybrid_mbr_and_alternate_header_warning() -> None:
+    img = gpt_image(4 * MiB, [(34, 1000, "x")], hybrid=True)
+    # the disk grew: the alternate header is no longer at the end
+    img += bytes(MiB)
+    async with trio.open_nursery() as n:
+        k, nb, disk, _ = await scan(n, img)
+        assert parts_of(disk) == [(1, 34, 967)]
+        lines = k.kmsg.lines()
+        assert "GPT:Primary header thinks Alt. header is not at the end of the disk." in lines
+        assert f"GPT:{4 * MiB // 512 - 1} != {5 * MiB // 512 - 1}" in lines
+        assert lines[-1] == "GPT: Use GNU Parted to correct GPT errors." or \
+            "GPT: Use GNU Parted to correct GPT errors." in lines
+        n.cancel_scope.cancel()
+
+
+async def test_gpt_on_4k_sectors() -> None:
+    img = gpt_image(8 * MiB, [(6, 255, "a"), (256, 511, "b")], lbs=4096, nentries=32)
+    async with trio.open_nursery() as n:
+        k, nb, disk, _ = await scan(n, img, lbs=4096)
+        assert parts_of(disk) == [(1, 48, 250 * 8), (2, 2048, 256 * 8)]
+        n.cancel_scope.cancel()
+
+
+async def test_name_ending_in_digit_uses_p() -> None:
+    img = bytearray(4 * MiB)
+    img[:512] = mbr([(0, 0x83, 2048, 2048)])
+    async with trio.open_nursery() as n:
+        k, nb, disk, _ = await scan(n, img, "nullb0")
+        assert part_lines(k) == [" nullb0: nullb0p1"]
+        assert disk.dev.kobj.lookup("nullb0p1") is not None
+        n.cancel_scope.cancel()
+
+
+async def test_reread_replaces_partitions() -> None:
+    img = bytearray(16 * MiB)
+    img[:512] = mbr([(0, 0x83, 2048, 4096), (0, 0x83, 8192, 4096)])
+    async with trio.open_nursery() as n:
+        k, nb, disk, events = await scan(n, img)
+        nb.data[:512] = mbr([(0, 0x83, 4096, 8192)])
+        events.clear()
+        await bdev_disk_changed(disk)
+        assert parts_of(disk) == [(1, 4096, 8192)]
+        assert events == [("remove", "sdx1"), ("remove", "sdx2"), ("add", "sdx1")]
+        assert k.sysfs.root.lookup("class/block/sdx2") is None
+        assert k.sysfs.root.lookup("dev/block/8:2") is None
+        assert k.sysfs.root.lookup("class/block/sdx1") is not None
+        n.cancel_scope.cancel()
+
+
+async def test_open_hook_runs_before_scan() -> None:
+    order: list[str] = []
+    img = bytearray(4 * MiB)
+    img[:512] = mbr([(0, 0x83, 2048, 2048)])
+    async with trio.open_nursery() as n:
+        k = make_kernel(1)
+        k.nursery = n
+        nb = NullBlk(k, len(img), completion=Completion.SYNC)
+        nb.data[:] = img
+        disk = nb.alloc_disk("sdq", major=8, first_minor=0, minors=16)
+
+        async def sd_open(bdev, mode):  # type: ignore[no-untyped-def]
+            order.append(f"open {bdev.name} {len(nb.log)}")
+
+        disk.fops.open = sd_open
+        disk.fops.release = lambda d, mode: order.append("release")
+        await device_add_disk(None, disk)
+        assert order == ["open sdq 0", "release"]
+        n.cancel_scope.cancel()
+
+
+@pytest.mark.skipif(shutil.which("sfdisk") is None, reason="sfdisk not installed")
+async def test_sfdisk_made_tables(tmp_path: Path) -> None:
+    cases = {
+        "label: gpt\n,10MiB,L\n,20MiB,S\n,,L\n": (3, None),
+        "label: dos\n,10MiB,83\n,10MiB,82\n,,E\n,5MiB,83\n,,83\n": (5, " sdx: sdx1 sdx2 sdx3 < sdx5 sdx6 >"),
+    }
+    for script, (count, line) in cases.items():
+        path = tmp_path / "img"
+        path.write_bytes(bytes(64 * MiB))
+        subprocess.run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(path)], input=script.encode(),
+                       check=True, capture_output=True)
+        dump = subprocess.run(["sfdisk", "-d", str(path)], check=True, capture_output=True, text=True).stdout
+        expect = {}
+        for ln in dump.splitlines():
+            if ln.startswith(str(path)):
+                nm, _, rest = ln.partition(" : ")
+                f = dict(kv.strip().split("=", 1) for kv in rest.split(",") if "=" in kv)
+                expect[int(nm[len(str(path)):])] = (int(f["start"].strip()), int(f["size"].strip()))
+        async with trio.open_nursery() as n:
+            k, nb, disk, _ = await scan(n, path.read_bytes())
+            got = {p: (s, z) for p, s, z in parts_of(disk)}
+            for p, (s, z) in expect.items():
+                if p == 3 and line:       # the extended container shows as 2 sectors
+                    assert got[p] == (s, 2)
+                else:
+                    assert got[p] == (s, z)
+            assert len(got) == count
+            if line:
+                assert part_lines(k) == [line]
+            n.cancel_scope.cancel()
