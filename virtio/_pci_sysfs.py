@@ -76,6 +76,11 @@ def pci_device_add(kernel: Any, proxy: VirtIOPCIProxy, acpi_index: int | None = 
     sysfs = kernel.sysfs
     bus = sysfs.bus_register("pci")
     drv = bus.driver_register("virtio-pci", module="virtio_pci")
+    params = sysfs.module("virtio_pci").mkdir("parameters")
+    if "force_legacy" not in params.children:
+        # module_param(force_legacy, bool, 0444): the modern interface is used unless set
+        force = kernel.param("virtio_pci.force_legacy", "N")
+        params.const("force_legacy", "Y\n" if force[:1] in ("Y", "y", "1") else "N\n")
     host_bridge = sysfs.devices.mkdir(f"pci{proxy.domain:04x}:{proxy.bus:02x}")
     pdev = PciDev(kernel, proxy, acpi_index)
     dev = pdev.dev

@@ -28,6 +28,8 @@ VIRTIO_SCSI_MAX_TARGET = 255
 VIRTIO_SCSI_MAX_LUN = 16383
 VIRTIO_SCSI_VQ_NUM_FIXED = 2
 SAM_STAT_GOOD = 0
+# QEMU SCSIXferMode
+_XFER_NONE, _XFER_FROM_DEV, _XFER_TO_DEV = 0, 1, 2
 
 
 class SCSIResultLike(Protocol):
@@ -40,10 +42,11 @@ class SCSIResultLike(Protocol):
 class SCSIBusLike(Protocol):
     """What the HBA needs from the SCSI bus (brief A, vscsifs.scsi.device.SCSIBus).
 
-    Optional, used when present: ``lun_exists(channel, id, lun) -> bool`` (TMFs answer
-    INCORRECT_LUN without it never), ``reset_device(channel, id, lun)`` (LUN RESET / I_T
-    NEXUS RESET: qdev_reset_all, the unit attention comes from it), ``reset_all()`` (device
-    reset)."""
+    Optional, used when present: ``parse_cdb(channel, id, lun, cdb) -> SCSICommand|None``
+    (mode/xfer for QEMU's OVERRUN check), ``lun_exists(channel, id, lun) -> bool`` (TMFs
+    answer INCORRECT_LUN), ``reset_device(channel, id, lun)`` or ``devices`` with
+    ``.reset()`` (LUN RESET / I_T NEXUS RESET: qdev_reset_all, which raises the unit
+    attention), ``reset()`` / ``reset_all()`` (virtio device reset: qbus_reset_all)."""
 
     def target_exists(self, channel: int, id: int) -> bool: ...
 
@@ -182,7 +185,8 @@ class VirtIOSCSI(VirtIODevice):
         """virtio_scsi_reset()."""
         self.resetting += 1
         try:
-            reset_all = getattr(self.bus, "reset_all", None)
+            # qbus_reset_all(): SCSIBus.reset() (or a bus's reset_all())
+            reset_all = getattr(self.bus, "reset_all", None) or getattr(self.bus, "reset", None)
             if reset_all is not None:
                 reset_all()
         finally:
@@ -249,6 +253,17 @@ class VirtIOSCSI(VirtIODevice):
             return
         target, lun_id = addr
         cdb = r.req[CMD_REQ_HDR.size:]
+        parse_cdb = getattr(self.bus, "parse_cdb", None)
+        if parse_cdb is not None:
+            # scsi_req_new() parsed the CDB: a transfer the driver's buffers do not match
+            # in direction or size is refused with OVERRUN before anything runs
+            cmd = parse_cdb(0, target, lun_id, cdb)
+            mode = int(getattr(cmd, "mode", 0)) if cmd is not None else 0
+            if mode != _XFER_NONE:
+                req_mode = _XFER_TO_DEV if r.out_size else _XFER_FROM_DEV if r.in_size else _XFER_NONE
+                if mode != req_mode or cmd.xfer > (r.out_size or r.in_size):
+                    self._complete_cmd(vq, r, CMD_RESP_HDR.pack(0, 0, 0, 0, VirtioScsiS.OVERRUN))
+                    return
         result = self.bus.execute(0, target, lun_id, cdb, r.data_out, r.data_in)
         status = result.status
         if status == SAM_STAT_GOOD:
@@ -342,12 +357,18 @@ class VirtIOSCSI(VirtIODevice):
         return VirtioScsiS.FUNCTION_REJECTED   # CLEAR_ACA and unknown subtypes
 
     def _reset_device(self, target: int, lun: int | None) -> None:
-        reset = getattr(self.bus, "reset_device", None)
-        if reset is None:
-            return
+        """qdev_reset_all() of one LUN, or of every LUN of ``target`` (I_T NEXUS RESET).
+        Uses the bus's ``reset_device(channel, id, lun)`` if it has one, else resets the
+        SCSIDevice objects found in ``bus.devices``."""
         self.resetting += 1
         try:
-            reset(0, target, lun)
+            reset = getattr(self.bus, "reset_device", None)
+            if reset is not None:
+                reset(0, target, lun)
+                return
+            for d in list(getattr(self.bus, "devices", ())):
+                if d.channel == 0 and d.id == target and (lun is None or d.lun == lun):
+                    d.reset()
         finally:
             self.resetting -= 1
 

@@ -45,6 +45,9 @@ SCSI_MLQUEUE_HOST_BUSY = 0x1055
 SUCCESS = 0x2002
 FAILED = 0x2003
 SAM_STAT_RESERVATION_CONFLICT = 0x18
+SCSI_EH_RESET_TIMER = 1           # enum scsi_timeout_action: SCSI_EH_DONE 0, RESET_TIMER 1, NOT_HANDLED 2
+SD_TIMEOUT = 30.0
+SD_MAX_RETRIES = 5
 BLIST_TRY_VPD_PAGES = 1 << 28
 SCAN_WILD_CARD = ~0
 SCSI_SCAN_INITIAL = 0
@@ -151,12 +154,23 @@ class VirtscsiHostTemplate:
     cmd_per_lun = 0
     sg_tablesize = 0
     max_sectors = 0
-    max_segment_size = 0
+    max_segment_size = 65536   # 0 in the kernel template means BLK_MAX_SEGMENT_SIZE
     dma_boundary = 0xFFFFFFFF
     track_queue_depth = 1
     supported_mode = 0     # MODE_UNKNOWN: scsi_host_alloc turns it into initiator
+    sg_prot_tablesize = 0
+    unique_id = 0
+    host_tagset = False
+    no_write_same = False
     shost_groups = None
     sdev_groups = None
+    # hooks virtio_scsi.c leaves NULL
+    info = None
+    slave_configure = None
+    slave_destroy = None
+    target_alloc = None
+    target_destroy = None
+    host_reset = None
 
     @staticmethod
     def queuecommand(shost: Any, sc: ScsiCmnd) -> int:
@@ -179,9 +193,9 @@ class VirtscsiHostTemplate:
         return await virtscsi_device_reset(sc)
 
     @staticmethod
-    def eh_timed_out(sc: ScsiCmnd) -> str:
-        """virtscsi_eh_timed_out(): SCSI_EH_RESET_TIMER."""
-        return "SCSI_EH_RESET_TIMER"
+    def eh_timed_out(sc: ScsiCmnd) -> int:
+        """virtscsi_eh_timed_out(): SCSI_EH_RESET_TIMER (the device may still answer)."""
+        return SCSI_EH_RESET_TIMER
 
     @staticmethod
     def slave_alloc(sdev: Any) -> int:
@@ -457,13 +471,19 @@ def virtscsi_device_alloc(sdev: Any) -> int:
 
 
 def virtscsi_map_queues(shost: Any) -> list[int]:
-    """blk_mq_virtio_map_queues() with the 2 pre-vectors: the managed-affinity spread of the
-    request vectors over the CPUs, i.e. CPU c -> queue c * nr_queues // nr_cpus... as
-    irq_create_affinity_masks spreads them evenly in order. Returns mq_map[cpu]."""
+    """virtscsi_map_queues() -> blk_mq_virtio_map_queues(): each request queue takes the CPUs
+    of its MSI-X vector's managed affinity (2 pre-vectors: config/control/event are not
+    spread). Sets the host tag set's map when there is one; returns mq_map[cpu]."""
+    tag_set = getattr(shost, "tag_set", None)
+    if tag_set is not None:
+        from vscsifs.scsi.block import blk_mq_virtio_map_queues
+        blk_mq_virtio_map_queues(tag_set)
+        return list(tag_set.mq_map)
     vscsi = shost_priv(shost)
-    nr_cpus = vscsi.kernel.nr_cpus
-    nq = vscsi.num_queues
-    # group_cpus_evenly: each queue gets nr_cpus//nq CPUs, the first nr_cpus%nq get one more
+    nr_cpus, nq = vscsi.kernel.nr_cpus, vscsi.num_queues
+    if nq >= nr_cpus:
+        return [cpu % nq for cpu in range(nr_cpus)]
+    # group_cpus_evenly: contiguous groups, the first nr_cpus % nq queues get one CPU more
     base, extra = divmod(nr_cpus, nq)
     mq_map: list[int] = []
     for q in range(nq):
@@ -623,10 +643,16 @@ async def virtscsi_rescan_hotunplug(vscsi: VirtioScsi) -> None:
     """virtscsi_rescan_hotunplug(): INQUIRY every device; drop those that answer PQ != 0 or
     BAD_TARGET. Needs the midlayer's shost_for_each_device() and scsi_execute_req()."""
     ml = vscsi.midlayer
-    for sdev in list(ml.shost_for_each_device(vscsi.shost)):
+    try:
+        sdevs = list(ml.shost_for_each_device(vscsi.shost))
+    except AttributeError:
+        sdevs = list(getattr(vscsi.shost, "devices", ()))   # shost->__devices
+    for sdev in sdevs:
         inquiry_len = getattr(sdev, "inquiry_len", 0) or 36
         cdb = bytes((INQUIRY, 0, 0, 0, inquiry_len, 0))
-        result, data = await _maybe_await(ml.scsi_execute_req(sdev, cdb, DmaDirection.DMA_FROM_DEVICE, inquiry_len))
+        res = await _maybe_await(ml.scsi_execute_req(sdev, cdb, DmaDirection.DMA_FROM_DEVICE, inquiry_len,
+                                                     SD_TIMEOUT, SD_MAX_RETRIES))
+        result, data = (res.result, res.data) if hasattr(res, "result") else (res[0], res[1])
         if result == 0 and data and data[0] >> 5:
             await _maybe_await(ml.scsi_remove_device(sdev))
         elif result > 0 and (result >> 16) & 0xFF == HostByte.DID_BAD_TARGET:

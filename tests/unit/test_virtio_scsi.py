@@ -123,7 +123,7 @@ class FakeMidlayer:
     def scsi_change_queue_depth(self, sdev, depth):
         return depth
 
-    def scsi_execute_req(self, sdev, cdb, direction, buflen):
+    def scsi_execute_req(self, sdev, cdb, direction, buflen, timeout, retries):
         """scsi_execute_req() through the LLD, as the midlayer would (synchronous device)."""
         mem = sdev.host.kernel.memory
         buf = mem.alloc(buflen)
@@ -458,14 +458,15 @@ def _manifest():
 
 
 def _in_scope(path):
-    return path.startswith(PCI + "/") and "/host0" not in path
+    return (path.startswith(PCI + "/") and "/host0" not in path) or path.startswith("module/virtio_pci/")
 
 
 def test_pci_and_virtio_sysfs_match_golden():
     m = make_machine()
     root = m.kernel.sysfs.root
     want = {p: v for p, v in _manifest().items() if _in_scope(p)}
-    ours = {n.path(): n for n in root.lookup(PCI).walk() if _in_scope(n.path())}
+    ours = {n.path(): n for top in (PCI, "module/virtio_pci") for n in root.lookup(top).walk()
+            if _in_scope(n.path())}
     assert set(ours) == set(want)
     skip = {"runtime_active_time"}
     for path, (kind, mode, line) in want.items():
@@ -511,3 +512,75 @@ def test_second_controller_and_other_cpu_counts():
     # SeaBIOS PIIX routing: slot 4 INTA -> LNKD (11), slot 5 INTA -> LNKA (10)
     assert pci1.children["irq"].read() == b"10\n"
     assert sorted(pci1.children["msi_irqs"].children) == ["28", "29", "30", "31", "32"]  # host0 took 24-27
+
+
+def test_device_overrun_when_buffers_do_not_fit_the_cdb():
+    """QEMU refuses a CDB whose transfer direction or length the driver's buffers contradict."""
+
+    @dataclass
+    class Cmd:
+        mode: int
+        xfer: int
+
+    class ParsingBus(FakeBus):
+        def parse_cdb(self, channel, id, lun, cdb):
+            if cdb[0] == 0x28:
+                return Cmd(1, struct.unpack_from(">H", cdb, 7)[0] * 512)
+            return None
+
+    d = RawDriver()
+    d.bus = d.dev.bus = ParsingBus()
+    read2 = b"\x28\x00\x00\x00\x00\x00\x00\x00\x02\x00"
+    assert d.cmd(lun_encode(0, 0), read2, data_in=512).response == VirtioScsiS.OVERRUN
+    assert d.cmd(lun_encode(0, 0), read2, data_out=b"x" * 1024).response == VirtioScsiS.OVERRUN
+    r = d.cmd(lun_encode(0, 0), read2, data_in=1024)
+    assert (r.response, r.status) == (VirtioScsiS.OK, 0)
+    assert len(d.bus.calls) == 1
+
+
+def test_overrun_maps_to_did_error_in_the_driver():
+    m = make_machine()
+    m.bus.parse_cdb = lambda c, i, l, cdb: SimpleNamespace(mode=1, xfer=4096)
+    sc = make_cmd(m, b"\x28" + bytes(9), direction=DmaDirection.DMA_FROM_DEVICE, length=512)
+    virtscsi_queuecommand(m.shost, sc)
+    assert sc.done and sc.host_byte == HostByte.DID_ERROR
+
+
+# ------------------------------------------------------------------ with the real SCSI bus and midlayer
+async def test_seed_machine_scans_through_the_real_layers(tmp_path, nursery):
+    """The seed config with brief A's SCSIBus/scsi-hd and the real midlayer/sd: the scan goes
+    through the virtqueues and finds both LUNs (dmesg lines as the golden guest logged)."""
+    from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice
+    from vscsifs.scsi.kernel._bsg import bsg_init
+    from vscsifs.scsi.kernel._scsi_scan import async_synchronize_full, scsi_scan_host
+    from vscsifs.scsi.kernel._scsi_sysfs import scsi_sysfs_register
+    from vscsifs.scsi.kernel._sd import sd_init
+    from vscsifs.scsi.kernel._sg import sg_init
+
+    bus = SCSIBus()
+    for lun, (name, size) in enumerate((("boot.img", 1 << 30), ("test.img", 256 << 20))):
+        path = tmp_path / name
+        with open(path, "wb") as f:
+            f.truncate(size)
+        bus.attach(SCSIDiskDevice(BlockBackend.open(str(path), fmt="raw"), scsi_id=0, lun=lun,
+                                  drive_id=f"drive{lun}"))
+    kernel = Kernel(kmsg=Kmsg(console=None), sysfs=Sysfs(), memory=GuestMemory(1 << 30), nr_cpus=2)
+    kernel.nursery = nursery
+    bsg_init(kernel)
+    scsi_sysfs_register(kernel)
+    sg_init(kernel)
+    sd_init(kernel)
+    dev = VirtIOSCSI(kernel.memory, bus, VirtIOSCSIConf(num_queues=4), nr_cpus=2)
+    shost = virtscsi_probe(kernel, VirtIOPCIProxy(dev, slot=4))
+    await scsi_scan_host(shost)
+    await async_synchronize_full(kernel)
+    lines = kernel.kmsg.lines()
+    golden = [line.split("] ", 1)[1] for line in (GOLDEN / "dmesg-scsi.txt").read_text().splitlines()]
+    for want in golden[2:5]:   # host banner and the two Direct-Access lines, in order
+        assert want in lines
+    assert lines.index(golden[3]) < lines.index(golden[4])
+    assert sum("Attached SCSI disk" in x for x in lines) == 2
+    assert not dev.broken
+    # 256 targets probed with INQUIRY went through the request queues; all buffers came back
+    assert sum(q.used_idx for q in dev.cmd_vqs) > 256
+    assert all(q.vq.num_free == q.vq.num for q in shost_priv(shost).req_vqs)
