@@ -2,6 +2,25 @@
 scsi_lib.c, scsi_sysfs.c, scsi_logging.c, sd.c, sg.c, bsg), learning about disks only by
 sending commands through the LLD (the virtio-scsi driver half)."""
 
+# the midlayer (brief C1): hosts.c, scsi_scan.c, scsi_lib.c, scsi_error.c, scsi_sysfs.c,
+# scsi_logging.c, constants.c, scsi_devinfo.c
+from ._constants import scsi_device_type, scsi_format_opcode_name, scsi_sense_key_string  # noqa: E402
+from ._hosts import (HostState, ScsiHostTemplate, Scsi_Host, scsi_add_host, scsi_host_alloc,  # noqa: E402
+                     scsi_host_lookup, scsi_host_set_state, scsi_remove_host)
+from ._scsi_devinfo import Blist, scsi_get_device_flags  # noqa: E402
+from ._scsi_error import (Disposition, SamStat, ScsiSenseHdr, SenseKey, scsi_check_sense,  # noqa: E402
+                          scsi_decide_disposition, scsi_normalize_sense, scsi_sense_desc_find)
+from ._scsi_lib import (ExecResult, ModeSenseResult, ScsiDevice, ScsiLevel, ScsiModeData,  # noqa: E402
+                        ScsiTarget, SdevState, scsi_attach_vpd, scsi_change_queue_depth,
+                        scsi_device_set_state, scsi_execute_cmd, scsi_get_vpd_page, scsi_mode_sense,
+                        scsi_mq_ops, scsi_report_opcode, scsi_test_unit_ready, scsi_vpd_lun_id)
+from ._scsi_logging import LogShift, scsi_logging_level_get, scsi_logging_level_set  # noqa: E402
+from ._scsi_scan import (SCAN_WILD_CARD, ScanMode, async_schedule, async_synchronize_full,  # noqa: E402
+                         int_to_scsilun, scsi_add_device, scsi_device_lookup, scsi_remove_device,
+                         scsi_rescan_device, scsi_scan_host, scsi_scan_host_selected, scsi_scan_target,
+                         scsilun_to_int)
+from ._scsi_sysfs import scsi_register_driver, scsi_sysfs_register, scsi_unregister_driver  # noqa: E402
+
 # upper drivers (brief C2): sd, sg, bsg; the midlayer finds sg_add_device / sg_remove_device /
 # scsi_bsg_register_queue / bsg_unregister_queue here (scsi_sysfs_add_sdev's class interfaces)
 from ._bsg import BsgDevice, bsg_init, bsg_register_queue, bsg_unregister_queue, scsi_bsg_register_queue  # noqa: E402

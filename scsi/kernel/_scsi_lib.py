@@ -315,13 +315,17 @@ def _blk() -> Any:
 
 
 async def scsi_execute_cmd(sdev: ScsiDevice, cmd: bytes, direction: DmaDirection, buflen: int = 0,
-                           *, data_out: bytes | None = None, timeout: float = 30.0,
-                           retries: int = 3, req_flags: ReqFlag = ReqFlag.NONE) -> ExecResult:
+                           *, data: bytes | None = None, timeout: float = 30.0,
+                           retries: int = 3, req_flags: ReqFlag = ReqFlag.NONE,
+                           data_out: bytes | None = None) -> ExecResult:
     """scsi_lib.c __scsi_execute(): one passthrough command, waited for.
 
     ``buflen`` is the data-in allocation (DMA_FROM_DEVICE) or the data-out length; for
-    DMA_TO_DEVICE ``data_out`` supplies the bytes (buflen defaults to its length).
+    DMA_TO_DEVICE ``data`` (alias ``data_out``) supplies the bytes (buflen defaults to its
+    length).
     """
+    if data_out is None:
+        data_out = data
     if not cmd or len(cmd) > 32:
         raise ValueError(f"scsi_execute_cmd: bad CDB length {len(cmd)}")
     if direction == DmaDirection.DMA_TO_DEVICE and data_out is not None:
@@ -430,6 +434,7 @@ def scsi_prepare_cmd(rq: Request, cmd: ScsiCmnd) -> BlkStatus:
     (scsi_setup_scsi_cmnd), fs requests ask the upper driver (sd_init_command)."""
     sdev: ScsiDevice = rq.q.queuedata
     cmd.device = sdev
+    cmd.request = rq
     cmd.sense_buffer[:] = bytes(len(cmd.sense_buffer))
     cmd.result = 0
     cmd.resid = 0
@@ -468,25 +473,24 @@ def _release_budgets(sdev: ScsiDevice) -> None:
 
 
 def scsi_queue_rq(hctx: Any, rq: Request, last: bool) -> BlkStatus:
-    """scsi_lib.c scsi_queue_rq(): take device/target/host budget, prepare, hand to the LLD."""
+    """scsi_lib.c scsi_queue_rq(): with the device budget blk-mq took (scsi_mq_get_budget),
+    check the device state, take target and host budget, prepare, hand to the LLD. Every
+    failure gives back what was taken (out_put_budget)."""
     sdev: ScsiDevice = rq.q.queuedata
     shost = sdev.host
     if sdev.sdev_state != SdevState.SDEV_RUNNING:
         ret = _state_check(sdev, rq)
         if ret != BlkStatus.BLK_STS_OK:
+            scsi_mq_put_budget(rq.q)
             return ret
-    if sdev.device_busy >= sdev.queue_depth:
-        return BlkStatus.BLK_STS_RESOURCE
     starget = sdev.sdev_target
-    if starget.can_queue > 0 and starget.target_busy >= starget.can_queue:
-        return BlkStatus.BLK_STS_RESOURCE
-    if shost.host_busy >= shost.can_queue or shost.host_blocked:
-        return BlkStatus.BLK_STS_RESOURCE
     from ._hosts import HostState
-    if shost.shost_state in (HostState.SHOST_RECOVERY, HostState.SHOST_CANCEL_RECOVERY,
-                             HostState.SHOST_DEL_RECOVERY):
+    if (starget.can_queue > 0 and starget.target_busy >= starget.can_queue) or \
+            shost.host_busy >= shost.can_queue or shost.host_blocked or \
+            shost.shost_state in (HostState.SHOST_RECOVERY, HostState.SHOST_CANCEL_RECOVERY,
+                                  HostState.SHOST_DEL_RECOVERY):
+        scsi_mq_put_budget(rq.q)
         return BlkStatus.BLK_STS_RESOURCE
-    sdev.device_busy += 1
     if starget.can_queue > 0:
         starget.target_busy += 1
     shost.host_busy += 1
@@ -507,6 +511,9 @@ def scsi_queue_rq(hctx: Any, rq: Request, last: bool) -> BlkStatus:
     cmd.tag = rq.tag
     cmd.hwq = getattr(hctx, "queue_num", 0) if hctx is not None else 0
     cmd.scsi_done = _done_callback(rq)
+    start = getattr(_blk(), "blk_mq_start_request", None)
+    if start is not None:
+        start(rq)
     scsi_log_send(cmd)
     sdev.iorequest_cnt += 1
     if shost.shost_state == HostState.SHOST_DEL:
@@ -533,7 +540,7 @@ def _requeue(rq: Request, delay: float) -> None:
     blk = _blk()
     fn = getattr(blk, "blk_mq_requeue_request", None)
     if fn is not None:
-        fn(rq, True)
+        fn(rq, True, delay)
         return
     sdev: ScsiDevice = rq.q.queuedata
     nursery = sdev.host.kernel.nursery
@@ -607,8 +614,19 @@ def scsi_result_to_blk_status(result: int) -> BlkStatus:
     return BlkStatus.BLK_STS_IOERR
 
 
+def scsi_mq_uninit_cmd(rq: Request, cmd: ScsiCmnd) -> None:
+    """scsi_mq_uninit_cmd(): the upper driver frees what init_command set up."""
+    if rq.is_passthrough or not rq.extra.get("scsi_prepped"):
+        return
+    drv = cmd.device.driver_ops if cmd.device is not None else None
+    uninit = getattr(drv, "uninit_command", None) if drv is not None else None
+    if uninit is not None:
+        uninit(cmd)
+
+
 def _end_request(rq: Request, status: BlkStatus) -> None:
     cmd: ScsiCmnd = rq.pdu
+    scsi_mq_uninit_cmd(rq, cmd)
     rq.extra["scsi_prepped"] = False
     rq.result = cmd.result
     rq.resid_len = cmd.resid
@@ -710,6 +728,7 @@ def scsi_io_completion_action(rq: Request, cmd: ScsiCmnd, result: int,
         return
     cmd.retries += 1
     if action in ("reprep", "delayed_reprep"):
+        scsi_mq_uninit_cmd(rq, cmd)
         rq.extra["scsi_prepped"] = False
     _requeue(rq, 0.0 if action in ("retry", "reprep") else SCSI_QUEUE_DELAY)
 

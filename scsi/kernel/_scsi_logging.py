@@ -116,9 +116,9 @@ def starget_printk(level: KernLevel, starget: Any, text: str) -> None:
 
 def scmd_name(cmd: ScsiCmnd) -> str | None:
     """The disk name of the command's queue ('sda') once sd has attached a gendisk."""
-    rq = getattr(cmd, "request", None)
+    rq = cmd.request
     q = getattr(rq, "q", None) if rq is not None else None
-    if q is None:
+    if q is None and cmd.device is not None:
         q = getattr(cmd.device, "request_queue", None)
     disk = getattr(q, "disk", None)
     return getattr(disk, "disk_name", None) if disk is not None else None

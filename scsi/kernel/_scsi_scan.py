@@ -244,21 +244,18 @@ def scsi_device_lookup(shost: Scsi_Host, channel: int, id_: int, lun: int) -> Sc
     return None
 
 
+SG_MAX_SEGMENTS = 2048
+
+
 def _init_queue_limits(shost: Scsi_Host, q: Any) -> None:
-    """__scsi_init_queue(): the host's DMA limits on the new queue (where the block layer
-    exposes them)."""
-    limits = getattr(q, "limits", None)
-    if limits is None:
-        return
-    wanted = {
-        "max_segments": shost.sg_tablesize,
-        "max_hw_sectors": shost.max_sectors,
-        "seg_boundary_mask": shost.dma_boundary,
-        "max_segment_size": shost.max_segment_size,
-    }
-    for name, value in wanted.items():
-        if hasattr(limits, name):
-            setattr(limits, name, value)
+    """scsi_lib.c __scsi_init_queue(): the host's DMA limits on the new queue."""
+    blk = _blk()
+    blk.blk_queue_max_segments(q, min(shost.sg_tablesize, SG_MAX_SEGMENTS))
+    blk.blk_queue_max_hw_sectors(q, shost.max_sectors)
+    blk.blk_queue_segment_boundary(q, shost.dma_boundary)
+    blk.blk_queue_max_segment_size(q, shost.max_segment_size)
+    blk.blk_queue_virt_boundary(q, getattr(shost, "virt_boundary_mask", 0))
+    blk.blk_queue_dma_alignment(q, 3)          # max(4, dma_get_cache_alignment()) - 1 on x86
 
 
 def scsi_alloc_sdev(starget: ScsiTarget, lun: int, hostdata: Any = None) -> ScsiDevice | None:
@@ -461,13 +458,10 @@ async def scsi_add_lun(sdev: ScsiDevice, inq: bytearray, bflags: int, async_: bo
         sdev.borken = False
     sdev.no_uld_attach = bool(bflags & Blist.NO_ULD_ATTACH)
     sdev.select_no_atn = bool(bflags & Blist.SELECT_NO_ATN)
-    q = sdev.request_queue
-    limits = getattr(q, "limits", None)
-    if limits is not None and hasattr(limits, "max_hw_sectors"):
-        if bflags & Blist.MAX_512:
-            limits.max_hw_sectors = 512
-        elif bflags & Blist.MAX_1024:
-            limits.max_hw_sectors = 1024
+    if bflags & Blist.MAX_512:
+        _blk().blk_queue_max_hw_sectors(sdev.request_queue, 512)
+    elif bflags & Blist.MAX_1024:
+        _blk().blk_queue_max_hw_sectors(sdev.request_queue, 1024)
     sdev.no_start_on_add = bool(bflags & Blist.NOSTARTONADD)
     if bflags & Blist.SINGLELUN:
         sdev.sdev_target.single_lun = True

@@ -351,17 +351,27 @@ def _sdev_attrs(sdev: ScsiDevice) -> None:
                 run(q, True)
             async_schedule(kernel, scsi_rescan_device, sdev)
 
+    def show_timeout() -> str:
+        q = sdev.request_queue
+        return f"{int(getattr(q, 'rq_timeout', sdev.timeout))}\n"
+
     def store_timeout(data: bytes) -> None:
-        words = data.decode("latin-1").split()
-        if not words:
-            return
+        # sscanf("%d\n"): the leading number; the kernel does not check the conversion
+        text = data.decode("latin-1").lstrip()
+        i = 1 if text[:1] in "+-" else 0
+        while i < len(text) and text[i].isdigit():
+            i += 1
         try:
-            sdev.timeout = int(words[0])
+            value = int(text[:i])
         except ValueError:
             return
+        sdev.timeout = value
         q = sdev.request_queue
-        if q is not None and hasattr(q, "rq_timeout"):
-            q.rq_timeout = sdev.timeout
+        setter = getattr(_blk_mod(), "blk_queue_rq_timeout", None)
+        if q is not None and setter is not None:
+            setter(q, float(value))
+        elif q is not None and hasattr(q, "rq_timeout"):
+            q.rq_timeout = float(value)
 
     def store_eh_timeout(data: bytes) -> None:
         sdev.eh_timeout = _kstrto(data.decode("latin-1"), 10, 0, (1 << 32) - 1)
@@ -451,7 +461,7 @@ def _sdev_attrs(sdev: ScsiDevice) -> None:
     d.attr("rev", lambda: sdev.rev[:4].decode("latin-1") + "\n")
     d.attr("scsi_level", lambda: f"{sdev.scsi_level}\n")
     d.attr("state", lambda: f"{sdev.sdev_state.sysfs_name}\n", store_state, 0o644)
-    d.attr("timeout", lambda: f"{sdev.timeout}\n", store_timeout, 0o644)
+    d.attr("timeout", show_timeout, store_timeout, 0o644)
     d.attr("type", lambda: f"{sdev.type}\n")
     d.attr("vendor", lambda: sdev.vendor[:8].decode("latin-1") + "\n")
     for page, attr in (("0", "vpd_pg0"), ("80", "vpd_pg80"), ("83", "vpd_pg83"), ("89", "vpd_pg89"),

@@ -1,0 +1,143 @@
+"""Test harness for the SCSI midlayer (brief C1): a kernel, an LLD whose queuecommand hands
+CDBs straight to the device side (vscsifs.scsi.device.SCSIBus with real scsi-hd LUNs over
+temp images: a "device side without virtio" transport), and helpers to run a scan."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from golden_cdb import make_image
+from vscsifs.fs._driver_model import Device, Sysfs, device_add
+from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice
+from vscsifs.scsi.kernel._hosts import ScsiHostTemplate, Scsi_Host, scsi_add_host, scsi_host_alloc
+from vscsifs.scsi.kernel._kernel import Kernel
+from vscsifs.scsi.kernel._printk import Kmsg
+from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, ScsiCmnd
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+DID_BAD_TARGET = 0x04
+
+
+def make_kernel(cmdline: str = "", nr_cpus: int = 2) -> Kernel:
+    return Kernel(kmsg=Kmsg(console=None), sysfs=Sysfs(), memory=None, nr_cpus=nr_cpus,
+                  cmdline=cmdline)
+
+
+@dataclass
+class BusLLD:
+    """An HBA whose queuecommand runs the CDB on a SCSIBus, as QEMU's virtio-scsi would,
+    including BAD_TARGET for targets without devices and virtio-scsi's LUN encoding."""
+
+    bus: SCSIBus
+    kernel: Kernel
+    sync_completion: bool = True
+    log: list[tuple[str, bytes, int]] = field(default_factory=list)   # (hctl, cdb, alloc)
+    hook: Callable[[ScsiCmnd], bool] | None = None   # return True when it completed the cmd
+    refuse: int = 0                                   # queuecommand returns HOST_BUSY this often
+
+    def queuecommand(self, shost: Scsi_Host, cmd: ScsiCmnd) -> int:
+        if self.refuse:
+            self.refuse -= 1
+            return 0x1055
+        sdev = cmd.device
+        self.log.append((sdev.hctl, bytes(cmd.cmnd), cmd.transfersize))
+        if self.hook is not None and self.hook(cmd):
+            return 0
+        lun = sdev.lun & 0x3FFF                     # virtio-scsi: lun[2] = 0x40 | lun >> 8
+        data_in: list[memoryview] = []
+        data_out: list[memoryview] = []
+        if cmd.sdb is not None and cmd.transfersize:
+            view = cmd.sdb.view[:cmd.transfersize]
+            (data_in if cmd.sc_data_direction == DmaDirection.DMA_FROM_DEVICE else data_out).append(view)
+        try:
+            res = self.bus.execute(sdev.channel, sdev.id, lun, bytes(cmd.cmnd), data_out, data_in)
+        except LookupError:
+            cmd.result = DID_BAD_TARGET << 16
+            cmd.resid = 0
+        else:
+            cmd.result = res.status
+            cmd.resid = max(0, cmd.transfersize - res.xfer) if data_in else 0
+            if res.sense:
+                cmd.sense_buffer[:len(res.sense)] = res.sense
+        self._complete(cmd)
+        return 0
+
+    def _complete(self, cmd: ScsiCmnd) -> None:
+        if self.sync_completion:
+            cmd.scsi_done(cmd)
+        else:
+            self.kernel.nursery.start_soon(self._later, cmd)
+
+    async def _later(self, cmd: ScsiCmnd) -> None:
+        await trio.sleep(0)
+        cmd.scsi_done(cmd)
+
+
+def virtio_template(lld: BusLLD) -> ScsiHostTemplate:
+    return ScsiHostTemplate(name="Virtio SCSI HBA", proc_name="virtio_scsi",
+                            queuecommand=lld.queuecommand, module="virtio_scsi",
+                            can_queue=256, cmd_per_lun=128, sg_tablesize=254, max_sectors=0xFFFF,
+                            this_id=-1, dma_boundary=0xFFFFFFFF,
+                            change_queue_depth=_change_qd, slave_alloc=_slave_alloc)
+
+
+def _change_qd(sdev: Any, depth: int) -> int:
+    from vscsifs.scsi.kernel._scsi_lib import scsi_change_queue_depth
+    return scsi_change_queue_depth(sdev, min(sdev.host.cmd_per_lun, depth))
+
+
+def _slave_alloc(sdev: Any) -> int:
+    from vscsifs.scsi.kernel._scsi_devinfo import Blist
+    sdev.sdev_bflags = int(Blist.TRY_VPD_PAGES)   # virtscsi_device_alloc
+    return 0
+
+
+def hd(tmp_path: Path, name: str, size: int, lun: int, scsi_id: int = 0, drive_id: str = "drive0",
+       opened: list[BlockBackend] | None = None, **kw: Any) -> SCSIDiskDevice:
+    img = tmp_path / name
+    if not img.exists():
+        make_image(img, size, name)
+    be = BlockBackend.open(str(img))
+    if opened is not None:
+        opened.append(be)
+    return SCSIDiskDevice(be, scsi_id=scsi_id, lun=lun, drive_id=drive_id, **kw)
+
+
+def make_host(kernel: Kernel, bus: SCSIBus, max_id: int = 256, **lld_kw: Any) -> tuple[Scsi_Host, BusLLD]:
+    """virtscsi_probe(): host limits from the (default QEMU) virtio-scsi config."""
+    lld = BusLLD(bus, kernel, **lld_kw)
+    shost = scsi_host_alloc(kernel, virtio_template(lld))
+    shost.max_id = max_id
+    shost.max_lun = 16383 + 1 + 0x4000
+    shost.max_channel = 0
+    shost.max_cmd_len = 32
+    shost.nr_hw_queues = 4
+    pci = kernel.sysfs.devices.makedirs("pci0000:00/0000:00:04.0")
+    parent = Device("virtio0", parent_dir=pci)
+    device_add(parent)
+    scsi_add_host(shost, parent)
+    return shost, lld
+
+
+def seed_bus(tmp_path: Path, opened: list[BlockBackend]) -> SCSIBus:
+    bus = SCSIBus()
+    bus.attach(hd(tmp_path, "boot.img", 1 << 30, 0, drive_id="drive0", opened=opened))
+    bus.attach(hd(tmp_path, "test.img", 256 << 20, 1, drive_id="drive1", opened=opened))
+    return bus
+
+
+def golden_scan_rows() -> list[tuple[str, str, int]]:
+    """(hctl, cdb hex, alloc len) of the scan's commands in the real kernel's order."""
+    rows = []
+    lines = (GOLDEN / "seed-trace" / "cdb-sequence.tsv").read_text().splitlines()
+    head = lines[0].split("\t")
+    for line in lines[1:]:
+        rec = dict(zip(head, line.split("\t")))
+        if rec["issued_by (call path, function_graph)"].startswith("do_scan_async"):
+            rows.append((rec["hctl"], rec["cdb_hex"], int(rec["cdb_alloc_len"] or 0)))
+    return rows
