@@ -8,6 +8,7 @@ fault injection (bad sectors -> BLK_STS_IOERR, busy answers -> BLK_STS_RESOURCE)
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -35,7 +36,7 @@ class NullBlk:
     nr_hw_queues: int = 1
     queue_depth: int = 64
     completion: Completion = Completion.SYNC
-    data: bytearray = field(init=False)
+    data: mmap.mmap = field(init=False)          # anonymous mapping: untouched pages cost nothing
     bad_sectors: set[int] = field(default_factory=set)
     busy_answers: int = 0                     # this many queue_rq calls answer BLK_STS_RESOURCE
     pending: list[Request] = field(default_factory=list)
@@ -45,7 +46,7 @@ class NullBlk:
     tag_set: BlkMqTagSet = field(init=False)
 
     def __post_init__(self) -> None:
-        self.data = bytearray(self.size_bytes)
+        self.data = mmap.mmap(-1, max(self.size_bytes, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         ops = BlkMqOps(queue_rq=self.queue_rq, complete=self.complete)
         self.tag_set = blk_mq_alloc_tag_set(self.kernel, ops, self.nr_hw_queues, self.queue_depth)
 
@@ -101,8 +102,8 @@ class NullBlk:
         blk_queue_logical_block_size(q, self.logical_block_size)
         blk_queue_physical_block_size(q, self.logical_block_size)
         disk = blk_mq_alloc_disk_for_queue(q)
-        if major:
-            register_blkdev(self.kernel, major, name.rstrip("0123456789") or name)
+        if major and major not in self.kernel.blkdev_majors:
+            register_blkdev(self.kernel, major, "nullb")
         disk.major, disk.first_minor, disk.minors = major, first_minor, minors if major else 0
         disk.disk_name = name
         set_capacity(disk, self.size_bytes >> SECTOR_SHIFT)

@@ -1,0 +1,215 @@
+"""gendisk against the golden seed: a disk built by hand with the seed's queue limits under the
+seed's parent path must show every entry golden lists for /sys/.../block/sda (type, mode, link
+target, text), the /sys/block, /sys/class/block and /sys/dev/block links, and nothing more; plus
+capacity changes, read-only, removal, the bdi device and the /proc texts."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+import trio
+
+from vscsifs.fs._driver_model import Device, device_add
+from vscsifs.fs._kobject import Attr, Dir, Link, SysfsError
+from vscsifs.scsi.block import (GENHD_FL_REMOVABLE, QueueFlag, bdev_read, blk_queue_flag_set,
+                                blk_queue_max_discard_sectors, blk_queue_max_hw_sectors, blk_queue_max_segments,
+                                blk_queue_max_write_zeroes_sectors, blk_queue_dma_alignment, blk_queue_write_cache,
+                                del_gendisk, device_add_disk, proc_devices_text, proc_diskstats_text,
+                                proc_partitions_text, register_blkdev, set_capacity_and_notify, set_disk_ro)
+from vscsifs.scsi.block._null_blk import Completion, NullBlk
+
+from test_blk_mq import make_kernel
+from test_partitions import mbr
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "seed"
+SDEV = "/sys/devices/pci0000:00/0000:00:04.0/virtio0/host0/target0:0:0/0:0:0:{lun}"
+VOLATILE = {"stat", "inflight"}
+SD_MAJORS = [8, 65, 66, 67, 68, 69, 70, 71, 128, 129, 130, 131, 132, 133, 134, 135]
+
+
+def manifest() -> list[tuple[str, int, str, str | None, bool]]:
+    out = []
+    for line in (GOLDEN / "sysfs-manifest.txt").read_text().splitlines():
+        parts = line.split(" ", 3)
+        if len(parts) < 3 or parts[0] not in "dfl":
+            continue
+        kind, mode, rest = parts[0], int(parts[1], 8), " ".join(parts[2:])
+        target = None
+        unreadable = "(unreadable)" in rest
+        if kind == "l":
+            rest, _, target = rest.partition(" -> ")
+        path = rest.split(" (")[0]
+        out.append((kind, mode, path, target, unreadable))
+    return out
+
+
+def seed_limits(q) -> None:  # type: ignore[no-untyped-def]
+    """What sd + virtio-scsi set on the seed's queues (READ CAPACITY, VPD b0/b2, host limits)."""
+    blk_queue_max_hw_sectors(q, 0xFFFF)
+    blk_queue_max_segments(q, 254)
+    blk_queue_dma_alignment(q, 3)
+    blk_queue_max_discard_sectors(q, 2097152)
+    q.limits.discard_granularity = 4096
+    blk_queue_max_write_zeroes_sectors(q, 4194303)
+    blk_queue_write_cache(q, True, False)
+    blk_queue_flag_set(QueueFlag.QUEUE_FLAG_ADD_RANDOM, q)
+
+
+async def seed_disk(nursery, lun: int = 0, name: str = "sda", sectors: int = 2097152, first_minor: int = 0):  # type: ignore[no-untyped-def]
+    k = make_kernel(2)
+    k.nursery = nursery
+    for m in SD_MAJORS:
+        register_blkdev(k, m, "sd")
+    target = k.sysfs.devices.makedirs("pci0000:00/0000:00:04.0/virtio0/host0/target0:0:0")
+    sdev = Device(f"0:0:0:{lun}", parent_dir=target)
+    device_add(sdev)
+    nb = NullBlk(k, sectors * 512, nr_hw_queues=4, queue_depth=256, completion=Completion.SYNC)
+    nb.tag_set.ops.timeout = lambda rq: None
+    nb.data[:512] = mbr([(0, 0x83, 2048, sectors - 2048)], 0x5EED0B00)
+    disk = nb.alloc_disk(name, major=8, first_minor=first_minor, minors=16)
+    seed_limits(disk.queue)
+    await device_add_disk(sdev, disk)
+    return k, nb, disk
+
+
+def _ours(k, path: str):  # type: ignore[no-untyped-def]
+    return k.sysfs.root.lookup(path[len("/sys/"):])
+
+
+async def test_disk_tree_matches_golden_seed() -> None:
+    base = SDEV.format(lun=0) + "/block/sda"
+    wanted = [e for e in manifest() if e[2] == base or e[2].startswith(base + "/")
+              or e[2] in ("/sys/block/sda", "/sys/class/block/sda", "/sys/class/block/sda1",
+                          "/sys/dev/block/8:0", "/sys/dev/block/8:1")]
+    assert len(wanted) > 100
+    async with trio.open_nursery() as n:
+        k, nb, disk = await seed_disk(n)
+        problems = []
+        for kind, mode, path, target, unreadable in wanted:
+            node = _ours(k, path)
+            if node is None:
+                problems.append(f"missing {path}")
+                continue
+            ours_kind = "l" if isinstance(node, Link) else "d" if isinstance(node, Dir) else "f"
+            if ours_kind != kind:
+                problems.append(f"type {path}: {ours_kind} != {kind}")
+                continue
+            if kind == "l":
+                if node.readlink() != target:
+                    problems.append(f"target {path}: {node.readlink()} != {target}")
+                continue
+            if node.mode != mode:
+                problems.append(f"mode {path}: {oct(node.mode)} != {oct(mode)}")
+            if kind == "f":
+                name = path.rsplit("/", 1)[1]
+                if unreadable:
+                    with pytest.raises(SysfsError):
+                        node.read()
+                elif name not in VOLATILE:
+                    golden = (GOLDEN / ("sysfs" + path[4:])).read_bytes()
+                    if node.read() != golden:
+                        problems.append(f"content {path}: {node.read()!r} != {golden!r}")
+        golden_paths = {e[2] for e in wanted}
+        for node in _ours(k, base).walk():
+            p = "/sys/" + node.path()
+            if p not in golden_paths:
+                problems.append(f"extra {p}")
+        assert problems == []
+        # the counters: the partition scan's single 4 KiB read, as golden shows it
+        fields = disk.part0.stat.fields()
+        assert fields[0:3] == (1, 0, 8) and fields[4:9] == (0, 0, 0, 0, 0)
+        assert disk.parts[1].stat.fields() == (0,) * 17
+        assert _ours(k, base + "/inflight").read() == b"       0        0\n"
+        n.cancel_scope.cancel()
+
+
+async def test_bdi_device_and_link() -> None:
+    async with trio.open_nursery() as n:
+        k, nb, disk = await seed_disk(n)
+        bdi = _ours(k, "/sys/devices/virtual/bdi/8:0")
+        assert bdi is not None
+        assert bdi.lookup("read_ahead_kb").read() == b"128\n"
+        assert bdi.lookup("max_ratio").read() == b"100\n"
+        assert bdi.lookup("subsystem").readlink() == "../../../../class/bdi"
+        assert _ours(k, "/sys/class/bdi/8:0").readlink() == "../../devices/virtual/bdi/8:0"
+        bdi.lookup("read_ahead_kb").write(b"512\n")
+        assert disk.queue.kobj.lookup("read_ahead_kb").read() == b"512\n"
+        with pytest.raises(SysfsError) as ei:
+            bdi.lookup("min_ratio").write(b"200\n")
+        assert ei.value.errno == errno.EINVAL
+        n.cancel_scope.cancel()
+
+
+async def test_capacity_change_is_logged_and_ro_and_removable() -> None:
+    async with trio.open_nursery() as n:
+        k, nb, disk = await seed_disk(n)
+        assert set_capacity_and_notify(disk, 4194304) is True
+        assert k.kmsg.lines()[-1] == "sda: detected capacity change from 2097152 to 4194304"
+        assert not set_capacity_and_notify(disk, 4194304)
+        assert disk.dev.kobj.lookup("size").read() == b"4194304\n"
+        set_disk_ro(disk, True)
+        assert disk.dev.kobj.lookup("ro").read() == b"1\n"
+        assert disk.dev.kobj.lookup("sda1/ro").read() == b"1\n"
+        disk.flags |= GENHD_FL_REMOVABLE
+        assert disk.dev.kobj.lookup("removable").read() == b"1\n"
+        assert disk.dev.kobj.lookup("capability").read() == b"1\n"
+        n.cancel_scope.cancel()
+
+
+async def test_del_gendisk_removes_everything() -> None:
+    async with trio.open_nursery() as n:
+        k, nb, disk = await seed_disk(n)
+        events = []
+        k.devnode_listeners.append(lambda a, kind, b: events.append((a, b.name)))
+        del_gendisk(disk)
+        assert events == [("remove", "sda1"), ("remove", "sda")]
+        for p in ("/sys/block/sda", "/sys/class/block/sda", "/sys/class/block/sda1", "/sys/dev/block/8:0",
+                  "/sys/dev/block/8:1", SDEV.format(lun=0) + "/block", "/sys/devices/virtual/bdi/8:0"):
+            assert _ours(k, p) is None, p
+        assert k.block_devices == []
+        with pytest.raises(OSError) as ei:
+            await bdev_read(disk.part0, 0, 512)
+        assert ei.value.errno == errno.ENXIO
+        n.cancel_scope.cancel()
+
+
+async def test_proc_texts_match_golden_format() -> None:
+    async with trio.open_nursery() as n:
+        k, nb, disk = await seed_disk(n)
+        golden = (GOLDEN / "proc" / "partitions").read_text().splitlines()
+        ours = proc_partitions_text(k).splitlines()
+        assert ours[:2] == golden[:2]
+        assert set(ours[2:]) <= set(golden[2:])
+        assert "   8        0    1048576 sda" in ours and "   8        1    1047552 sda1" in ours
+        boot = (GOLDEN / "proc" / "diskstats.boot").read_text().splitlines()
+        ds = proc_diskstats_text(k).splitlines()
+        assert ds[1] == [l for l in boot if l.split()[2] == "sda1"][0]
+        g_sda = [l for l in boot if l.split()[2] == "sda"][0].split()
+        o_sda = ds[0].split()
+        assert o_sda[:6] == g_sda[:6] and o_sda[7:13] == g_sda[7:13]
+        assert ds[0].startswith("   8       0 sda ")
+        gdev = (GOLDEN / "proc" / "devices").read_text()
+        text = proc_devices_text(k)
+        gblock = gdev.split("Block devices:\n")[1].splitlines()
+        oblock = text.split("Block devices:\n")[1].splitlines()
+        assert oblock == [l for l in gblock if l.split()[1] in ("sd", "blkext")]
+        assert text.startswith("Character devices:\n\nBlock devices:\n")
+        k.chrdev_majors[21] = "sg"
+        assert proc_devices_text(k).startswith("Character devices:\n 21 sg\n\nBlock devices:\n")
+        n.cancel_scope.cancel()
+
+
+async def test_second_disk_order_in_proc_partitions() -> None:
+    async with trio.open_nursery() as n:
+        k, nb, disk = await seed_disk(n)
+        nb2 = NullBlk(k, 524288 * 512, nr_hw_queues=2, queue_depth=256, completion=Completion.SYNC)
+        nb2.data[:512] = mbr([(0, 0x83, 2048, 262144 - 2048)])
+        d2 = nb2.alloc_disk("sdb", major=8, first_minor=16, minors=16)
+        await device_add_disk(None, d2)
+        assert d2.diskseq == 2
+        assert proc_partitions_text(k).splitlines()[2:] == [
+            "   8        0    1048576 sda", "   8        1    1047552 sda1",
+            "   8       16     262144 sdb", "   8       17     130048 sdb1"]
+        n.cancel_scope.cancel()
