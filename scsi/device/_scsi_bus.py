@@ -250,6 +250,15 @@ class Completion(NamedTuple):
 GOOD = Completion(SamStatus.GOOD)
 
 
+class CheckCondition(Exception):
+    """Raised inside a device handler for QEMU's ``goto illegal_request`` & co: the request
+    completes with CHECK CONDITION and this sense."""
+
+    def __init__(self, sense: SCSISense) -> None:
+        super().__init__(sense)
+        self.sense = sense
+
+
 def check_condition(sense: SCSISense) -> Completion:
     """scsi_check_condition."""
     return Completion(SamStatus.CHECK_CONDITION, sense)

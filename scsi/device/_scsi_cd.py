@@ -24,8 +24,8 @@ from vscsifs.scsi.device._cdrom import (
     MS_MEDIA_PRESENT,
     MS_TRAY_OPEN,
 )
-from vscsifs.scsi.device._scsi_bus import Completion, SCSICommand
-from vscsifs.scsi.device._scsi_disk import _EMULATE, SCSIDiskDevice, _Fail
+from vscsifs.scsi.device._scsi_bus import CheckCondition, Completion, SCSICommand
+from vscsifs.scsi.device._scsi_disk import _EMULATE, SCSIDiskDevice
 from vscsifs.scsi.device._sense import SenseCode
 
 _BE16 = struct.Struct(">H")
@@ -107,7 +107,7 @@ class SCSICDDevice(SCSIDiskDevice):
     def _emulate_read_disc_information(self, cmd: SCSICommand, out: bytearray) -> Completion | None:
         """scsi_read_disc_information: one finalized session with one track."""
         if cmd.buf[1] & 7 != 0:
-            raise _Fail(SenseCode.INVALID_FIELD)
+            raise CheckCondition(SenseCode.INVALID_FIELD)
         out[0:9] = bytes((0, 32, 0x0E, 1, 1, 1, 1, 0x20, 0x00))
         return None
 
@@ -116,19 +116,19 @@ class SCSICDDevice(SCSIDiskDevice):
         buf = cmd.buf
         media, layer, fmt = buf[1], buf[6], buf[7]
         if media != 0:
-            raise _Fail(SenseCode.INVALID_FIELD)
+            raise CheckCondition(SenseCode.INVALID_FIELD)
         size = 0
         if fmt != 0xFF:
             if not self.is_available:
-                raise _Fail(SenseCode.NO_MEDIUM)
+                raise CheckCondition(SenseCode.NO_MEDIUM)
             if self.media_is_cd:
-                raise _Fail(SenseCode.INCOMPATIBLE_FORMAT)
+                raise CheckCondition(SenseCode.INCOMPATIBLE_FORMAT)
             if fmt not in _RDS_CAPS_SIZE:
-                raise _Fail(SenseCode.INVALID_FIELD)
+                raise CheckCondition(SenseCode.INVALID_FIELD)
             size = _RDS_CAPS_SIZE[fmt]
         if fmt == 0x00:
             if layer != 0:
-                raise _Fail(SenseCode.INVALID_FIELD)
+                raise CheckCondition(SenseCode.INVALID_FIELD)
             nb = self.nb_sectors
             out[4:8] = bytes((1, 0xF, 1, 0))
             out[12:16] = _BE32.pack(((nb >> 2) - 1) & 0xFFFFFFFF)
@@ -139,7 +139,7 @@ class SCSICDDevice(SCSIDiskDevice):
                 out[size:size + 4] = bytes((f, 0x40)) + _BE16.pack(_RDS_CAPS_SIZE[f])
                 size += 4
         elif fmt not in (0x01, 0x04):
-            raise _Fail(SenseCode.INVALID_FIELD)
+            raise CheckCondition(SenseCode.INVALID_FIELD)
         out[0:2] = _BE16.pack(size - 2)
         return None
 
@@ -148,7 +148,7 @@ class SCSICDDevice(SCSIDiskDevice):
         """scsi_get_event_status_notification: polled media events only."""
         buf = cmd.buf
         if buf[1] & 1 == 0:
-            raise _Fail(SenseCode.INVALID_FIELD)
+            raise CheckCondition(SenseCode.INVALID_FIELD)
         size = 4
         out[3] = 1 << GESN_MEDIA
         if buf[4] & (1 << GESN_MEDIA):
