@@ -272,9 +272,14 @@ class DriverVirtqueue:
         return None
 
     def disable_cb(self) -> None:
-        self.avail_flags_shadow |= VRING_AVAIL_F_NO_INTERRUPT
-        if not self.event_idx:
-            _pack_u16(self.buf, self._avail, self.avail_flags_shadow)
+        """virtqueue_disable_cb_split(): with EVENT_IDX the kernel parks used_event at 0
+        ("a hack", its comment says) so the device stops interrupting for a while."""
+        if not self.avail_flags_shadow & VRING_AVAIL_F_NO_INTERRUPT:
+            self.avail_flags_shadow |= VRING_AVAIL_F_NO_INTERRUPT
+            if self.event_idx:
+                _pack_u16(self.buf, self._avail + 4 + 2 * self.num, 0)
+            else:
+                _pack_u16(self.buf, self._avail, self.avail_flags_shadow)
 
     def enable_cb(self) -> bool:
         """virtqueue_enable_cb(): re-arm; False if buffers are already pending (poll again)."""

@@ -170,3 +170,33 @@ def test_random_add_complete_sequences(ops, indirect):
         assert drv.get_buf() == (tok, 1)
     assert drv.num_free == 8
     assert dev.inuse == 0
+
+
+def test_device_interrupts_only_when_used_event_is_crossed():
+    mem, drv, dev = make_pair(event_idx=True)
+    b = mem.alloc(8)
+    for n in range(3):
+        drv.add_sgs([b], [], n)
+    elems = [dev.pop() for _ in range(3)]
+    dev.push(elems[0], 0)
+    assert dev.should_notify()            # first notification is always sent
+    assert drv.get_buf() == (0, 0)         # get_buf re-arms: used_event = 1
+    dev.push(elems[1], 0)
+    assert dev.should_notify()            # index 1 crosses used_event 1
+    drv.disable_cb()                       # used_event parked at 0
+    dev.push(elems[2], 0)
+    assert not dev.should_notify()
+    assert drv.get_buf() == (1, 0) and drv.get_buf() == (2, 0)
+    assert drv.enable_cb()                 # nothing pending after re-arming
+
+
+def test_no_interrupt_flag_without_event_idx():
+    mem, drv, dev = make_pair(event_idx=False)
+    b = mem.alloc(8)
+    drv.add_sgs([b], [], 1)
+    e = dev.pop()
+    drv.disable_cb()
+    dev.push(e, 0)
+    assert not dev.should_notify()
+    assert not drv.enable_cb()             # a buffer is already there: the caller polls again
+    assert dev.should_notify()             # flags cleared: the device may interrupt again
