@@ -442,3 +442,101 @@ async def test_sd_init_registers(monkeypatch: pytest.MonkeyPatch) -> None:
     _sd.sr_init(m.kernel)
     assert m.kernel.sysfs.root.lookup("bus/scsi/drivers/sr/module").readlink() == "../../../../module/sr_mod"
     assert m.kernel.sysfs.root.lookup("module/sr_mod/parameters/xa_test").read() == b"0\n"
+
+
+# --- the whole driver side: real midlayer (C1), block layer (C3), device side (A) ---------------
+
+async def test_full_stack_seed_scan_sd_part(tmp_path: Path) -> None:
+    """Scan the seed shape through the real midlayer and block layer with QEMU's scsi-hd
+    emulation as the LLD's device: sd's commands per LUN, its log lines and the scsi_disk
+    attributes must be the real kernel's."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from golden_cdb import make_image
+
+    from vscsifs.fs._driver_model import Device, Sysfs, device_add
+    from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice
+    from vscsifs.scsi.kernel import bsg_init, sd_init, sg_init, sr_init
+    from vscsifs.scsi.kernel._hosts import ScsiHostTemplate, scsi_add_host, scsi_host_alloc
+    from vscsifs.scsi.kernel._kernel import Kernel
+    from vscsifs.scsi.kernel._printk import Kmsg
+    from vscsifs.scsi.kernel._scsi_cmnd import HostByte
+    from vscsifs.scsi.kernel._scsi_scan import async_synchronize_full, scsi_scan_host
+    from vscsifs.virtio import GuestMemory
+
+    boot = make_image(tmp_path / "boot.img", 1 << 30, "boot.img", mbr=(0x5EED0B00, 2048, 2097152 - 2048))
+    test = make_image(tmp_path / "test.img", 256 << 20, "test.img", mbr=(0x5EED7E57, 2048, 262144 - 2048))
+    bus = SCSIBus()
+    backends = [BlockBackend.open(str(boot), fmt="raw"), BlockBackend.open(str(test), fmt="raw")]
+    for lun, be in enumerate(backends):
+        bus.attach(SCSIDiskDevice(be, lun=lun, drive_id=f"drive{lun}"))
+    sent: dict[str, list[bytes]] = {}
+
+    def queuecommand(shost, cmd: ScsiCmnd) -> int:
+        sdev = cmd.device
+        sent.setdefault(f"{shost.host_no}:{sdev.channel}:{sdev.id}:{sdev.lun}", []).append(bytes(cmd.cmnd))
+        n = cmd.transfersize if cmd.sdb is not None else 0
+        view = [cmd.sdb.view[:n]] if n else []
+        din = view if cmd.sc_data_direction == DmaDirection.DMA_FROM_DEVICE else []
+        dout = view if cmd.sc_data_direction == DmaDirection.DMA_TO_DEVICE else []
+        try:
+            r = bus.execute(sdev.channel, sdev.id, sdev.lun, cmd.cmnd, dout, din)
+        except LookupError:
+            cmd.result = HostByte.DID_BAD_TARGET << 16
+            cmd.resid = n
+        else:
+            cmd.result = r.status
+            cmd.sense_buffer[:len(r.sense)] = r.sense
+            cmd.resid = n - r.xfer if din else 0
+        cmd.scsi_done(cmd)
+        return 0
+
+    kernel = Kernel(kmsg=Kmsg(console=None), sysfs=Sysfs(), memory=GuestMemory(64 << 20), nr_cpus=2)
+    async with trio.open_nursery() as nursery:
+        kernel.nursery = nursery
+        bsg_init(kernel)
+        sg_init(kernel)
+        sd_init(kernel)
+        sr_init(kernel)
+        tmpl = ScsiHostTemplate(name="Virtio SCSI HBA", proc_name="virtio_scsi", queuecommand=queuecommand,
+                                can_queue=1024, cmd_per_lun=1024, max_sectors=0xFFFF, sg_tablesize=254)
+        shost = scsi_host_alloc(kernel, tmpl)
+        shost.max_id, shost.max_lun, shost.max_channel, shost.max_cmd_len = 256, 16384, 0, 32
+        shost.nr_hw_queues = 4
+        parent = Device("virtio0", parent_dir=kernel.sysfs.devices.makedirs("pci0000:00/0000:00:04.0"))
+        device_add(parent)
+        scsi_add_host(shost, parent)
+        await scsi_scan_host(shost)
+        await async_synchronize_full(kernel)
+        nursery.cancel_scope.cancel()
+    names = {}
+    for line in kernel.kmsg.lines():
+        mo = re.match(r"sd (0:0:0:\d): \[(sd\w+)\] Attached SCSI disk", line)
+        if mo:
+            names[mo.group(1)] = mo.group(2)
+    assert sorted(names) == ["0:0:0:0", "0:0:0:1"]
+    lines = kernel.kmsg.lines()
+    for hctl, golden_name in (("0:0:0:0", "sda"), ("0:0:0:1", "sdb")):
+        want_cdbs = golden_sd_cdbs(hctl)
+        assert sent[hctl][-len(want_cdbs):] == want_cdbs, hctl
+        name = names[hctl]
+        want = [line.replace(f"[{golden_name}]", f"[{name}]").replace(f" {golden_name}", f" {name}")
+                for line in golden_disk_lines(hctl, golden_name)]
+        mine = [line for line in lines if line.startswith(f"sd {hctl}: [") or line.startswith(f" {name}:")]
+        assert mine == want
+    assert "sd 0:0:0:0: Attached scsi generic sg0 type 0" in lines
+    assert lines[0] == "Block layer SCSI generic (bsg) driver version 0.4 loaded (major 248)"
+    sd_dir = kernel.sysfs.root.lookup(SDEV1 + "/scsi_disk/0:0:0:1")
+    golden_dir = GOLDEN / "seed" / "sysfs" / SDEV1 / "scsi_disk" / "0:0:0:1"
+    for entry in sorted(golden_dir.iterdir()):
+        if entry.is_file() and entry.name not in ("device", "subsystem", "uevent"):
+            assert sd_dir.children[entry.name].read() == entry.read_bytes(), entry.name
+    assert sd_dir.children["device"].readlink() == "../../../0:0:0:1"
+    qdir = kernel.sysfs.root.lookup(SDEV1 + f"/block/{names['0:0:0:1']}/queue")
+    golden_q = GOLDEN / "seed" / "sysfs" / SDEV1 / "block" / "sdb" / "queue"
+    for attr in ("max_sectors_kb", "max_hw_sectors_kb", "discard_max_bytes", "discard_granularity",
+                 "write_zeroes_max_bytes", "minimum_io_size", "optimal_io_size", "rotational",
+                 "write_cache", "fua", "logical_block_size", "physical_block_size"):
+        assert qdir.children[attr].read() == (golden_q / attr).read_bytes(), attr
+    for be in backends:
+        be.close()
