@@ -24,7 +24,8 @@ from vscsifs.scsi.device._cdrom import (
     MS_MEDIA_PRESENT,
     MS_TRAY_OPEN,
 )
-from vscsifs.scsi.device._scsi_bus import CheckCondition, Completion, SCSICommand
+from vscsifs.scsi.device._scsi_bus import CheckCondition, Completion
+from vscsifs.scsi.device._scsi_cdb import SCSICommand
 from vscsifs.scsi.device._scsi_disk import _EMULATE, SCSIDiskDevice
 from vscsifs.scsi.device._sense import SenseCode
 

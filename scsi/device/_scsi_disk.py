@@ -22,14 +22,12 @@ from vscsifs.scsi.device._scsi_bus import (
     CheckCondition,
     GOOD,
     Completion,
-    SCSICommand,
     SCSIDevice,
-    XferMode,
     check_condition,
     iov_from_buf,
     iov_to_buf,
-    scsi_data_cdb_xfer,
 )
+from vscsifs.scsi.device._scsi_cdb import SCSICommand, XferMode, scsi_data_cdb_xfer
 from vscsifs.scsi.device._scsi_disk_pages import SCSIDiskPages
 from vscsifs.scsi.device._sense import SenseCode, scsi_build_sense_buf, scsi_sense_from_errno
 

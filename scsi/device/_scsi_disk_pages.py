@@ -12,7 +12,8 @@ import struct
 from typing import TYPE_CHECKING
 
 from vscsifs.scsi._proto import ScsiOpcode as Op, ScsiType
-from vscsifs.scsi.device._scsi_bus import GOOD, CheckCondition, Completion, SCSICommand, check_condition
+from vscsifs.scsi.device._scsi_bus import GOOD, CheckCondition, Completion, check_condition
+from vscsifs.scsi.device._scsi_cdb import SCSICommand
 from vscsifs.scsi.device._sense import SCSISense, SenseCode
 
 if TYPE_CHECKING:

@@ -1,0 +1,194 @@
+"""CDB parsing as QEMU's SCSI bus does it (scsi/utils.c, hw/scsi/scsi-bus.c scsi_req_parse_cdb):
+CDB length from the opcode group, transfer length and direction per command, the LBA field.
+
+The HBA needs the same numbers before executing (virtio-scsi's direction/overrun check), so
+they are computed once here for both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from vscsifs.scsi._proto import ScsiOpcode as Op, ScsiType
+
+
+class XferMode(IntEnum):
+    """QEMU SCSIXferMode."""
+
+    SCSI_XFER_NONE = 0
+    SCSI_XFER_FROM_DEV = 1
+    SCSI_XFER_TO_DEV = 2
+
+
+@dataclass(frozen=True)
+class SCSICommand:
+    """QEMU SCSICommand: the parsed CDB (buf is exactly ``len`` bytes)."""
+
+    buf: bytes
+    len: int
+    xfer: int
+    mode: XferMode
+    lba: int
+
+
+def scsi_cdb_length(buf: bytes) -> int:
+    """scsi_cdb_length: CDB size from the opcode group, -1 for groups 3, 6, 7."""
+    return {0: 6, 1: 10, 2: 10, 4: 16, 5: 12}.get(buf[0] >> 5, -1)
+
+
+def scsi_cdb_xfer(buf: bytes) -> int:
+    """scsi_cdb_xfer: the transfer/allocation length field of the CDB's group."""
+    group = buf[0] >> 5
+    if group == 0:
+        return buf[4]
+    if group in (1, 2):
+        return int.from_bytes(buf[7:9], "big")
+    if group == 4:
+        return int.from_bytes(buf[10:14], "big")
+    if group == 5:
+        return int.from_bytes(buf[6:10], "big")
+    return 0xFFFFFFFF
+
+
+def scsi_data_cdb_xfer(buf: bytes) -> int:
+    """scsi_data_cdb_xfer: like scsi_cdb_xfer, but a 6-byte READ/WRITE length 0 means 256."""
+    if buf[0] >> 5 == 0 and buf[4] == 0:
+        return 256
+    return scsi_cdb_xfer(buf)
+
+
+def scsi_cmd_lba(buf: bytes) -> int:
+    """scsi_cmd_lba: the LBA field of the CDB's group (-1 when the group has none)."""
+    group = buf[0] >> 5
+    if group == 0:
+        return int.from_bytes(buf[0:4], "big") & 0x1FFFFF
+    if group in (1, 2, 5):
+        return int.from_bytes(buf[2:6], "big")
+    if group == 4:
+        return int.from_bytes(buf[2:10], "big")
+    return -1
+
+
+_XFER_ZERO = frozenset({
+    Op.TEST_UNIT_READY, 0x01, Op.START_STOP, 0x0B, Op.WRITE_FILEMARKS, Op.WRITE_FILEMARKS_16,
+    Op.SPACE, Op.RESERVE, Op.RELEASE, Op.ERASE, Op.ALLOW_MEDIUM_REMOVAL, Op.SEEK_10,
+    Op.SYNCHRONIZE_CACHE, Op.SYNCHRONIZE_CACHE_16, Op.LOCATE_16, Op.LOCK_UNLOCK_CACHE,
+    0xBB, Op.SET_LIMITS, Op.WRITE_LONG, Op.UPDATE_BLOCK, Op.RESERVE_TRACK, 0xA7,
+    Op.PRE_FETCH, Op.PRE_FETCH_16, 0x54,
+})  # 0x01 REWIND, 0x0B SET_CAPACITY, 0xBB SET_CD_SPEED, 0xA7 SET_READ_AHEAD, 0x54 ALLOW_OVERWRITE
+
+_TO_DEV = frozenset({
+    Op.WRITE_6, Op.WRITE_10, Op.WRITE_VERIFY, Op.WRITE_12, Op.WRITE_VERIFY_12, Op.WRITE_16,
+    Op.WRITE_VERIFY_16, Op.VERIFY, Op.VERIFY_12, Op.VERIFY_16, Op.COPY, Op.COPY_VERIFY,
+    Op.COMPARE, Op.CHANGE_DEFINITION, Op.LOG_SELECT, Op.MODE_SELECT, Op.MODE_SELECT_10,
+    Op.SEND_DIAGNOSTIC, Op.WRITE_BUFFER, Op.FORMAT_UNIT, Op.REASSIGN_BLOCKS, Op.SEARCH_EQUAL,
+    Op.SEARCH_HIGH, Op.SEARCH_LOW, Op.UPDATE_BLOCK, Op.WRITE_LONG, Op.WRITE_SAME,
+    Op.WRITE_SAME_16, Op.UNMAP, Op.SEARCH_HIGH_12, Op.SEARCH_EQUAL_12, Op.SEARCH_LOW_12,
+    Op.MEDIUM_SCAN, Op.SEND_VOLUME_TAG, Op.SEND_CUE_SHEET, Op.SEND_DVD_STRUCTURE,
+    Op.PERSISTENT_RESERVE_OUT, Op.MAINTENANCE_OUT, Op.SET_WINDOW, 0x1B,
+})  # 0x1B is SCAN for scanners; START_STOP never gets here (xfer 0)
+
+
+def _ata_xfer_unit(buf: bytes, blocksize: int) -> int:
+    if (buf[2] >> 2) & 1:
+        return blocksize if (buf[2] >> 4) & 1 else 512
+    return 1
+
+
+def _performance_length(num_desc: int, typ: int, data_type: int) -> int:
+    """scsi_get_performance_length (MMC-6 GET PERFORMANCE)."""
+    if typ == 0:
+        return 16 * num_desc + 8 if data_type & 3 == 0 else 6 * num_desc + 8
+    if typ in (1, 4, 5):
+        return 8 * num_desc + 8
+    if typ == 2:
+        return 2048 * num_desc + 8
+    if typ == 3:
+        return 16 * num_desc + 8
+    return 8
+
+
+def scsi_req_xfer(buf: bytes, dev_type: int, blocksize: int) -> int:
+    """scsi_req_xfer: bytes the command moves, for disks and CD-ROMs."""
+    op = buf[0]
+    xfer = scsi_cdb_xfer(buf)
+    if op in _XFER_ZERO:
+        return 0
+    if op in (Op.VERIFY, Op.VERIFY_12, Op.VERIFY_16):
+        if buf[1] & 2 == 0:
+            xfer = 0
+        elif buf[1] & 4:
+            xfer = 1
+        return xfer * blocksize
+    if op in (Op.WRITE_SAME, Op.WRITE_SAME_16):
+        return 0 if buf[1] & 1 else blocksize
+    if op == Op.READ_CAPACITY:
+        return 8
+    if op == Op.READ_BLOCK_LIMITS:
+        return 6
+    if op == Op.SEND_VOLUME_TAG:
+        return (buf[10] | buf[9] << 8) if dev_type == ScsiType.TYPE_ROM else (buf[9] | buf[8] << 8)
+    if op in (Op.WRITE_6, Op.READ_6, Op.READ_REVERSE):
+        return (xfer or 256) * blocksize
+    if op in (Op.WRITE_10, Op.WRITE_VERIFY, Op.WRITE_12, Op.WRITE_VERIFY_12, Op.WRITE_16,
+              Op.WRITE_VERIFY_16, Op.READ_10, Op.READ_12, Op.READ_16):
+        return xfer * blocksize
+    if op == Op.FORMAT_UNIT:
+        if dev_type == ScsiType.TYPE_ROM and buf[1] & 16:
+            return 12
+        return 0 if buf[1] & 16 == 0 else (8 if buf[1] & 32 else 4)
+    if op in (Op.INQUIRY, Op.RECEIVE_DIAGNOSTIC, Op.SEND_DIAGNOSTIC):
+        return buf[4] | buf[3] << 8
+    if op in (Op.READ_CD, Op.READ_BUFFER, Op.WRITE_BUFFER, Op.SEND_CUE_SHEET):
+        return buf[8] | buf[7] << 8 | buf[6] << 16
+    if op == Op.PERSISTENT_RESERVE_OUT:
+        return int.from_bytes(buf[5:9], "big")
+    if op == 0xAC:  # ERASE_12 / GET PERFORMANCE
+        if dev_type == ScsiType.TYPE_ROM:
+            return _performance_length(buf[9] | buf[8] << 8, buf[10], buf[1] & 0x1F)
+        return xfer
+    if op in (Op.MECHANISM_STATUS, Op.READ_DVD_STRUCTURE, Op.SEND_DVD_STRUCTURE,
+              Op.MAINTENANCE_OUT, Op.MAINTENANCE_IN):
+        return (buf[9] | buf[8] << 8) if dev_type == ScsiType.TYPE_ROM else xfer
+    if op == Op.ATA_12:
+        if dev_type == ScsiType.TYPE_ROM:
+            return 0
+        length = buf[2] & 3
+        n = buf[3] if length == 1 else buf[4] if length == 2 else 0
+        return n * _ata_xfer_unit(buf, blocksize)
+    if op == Op.ATA_16:
+        extend = buf[1] & 1
+        length = buf[2] & 3
+        if length == 1:
+            n = buf[4] | ((buf[3] << 8) if extend else 0)
+        elif length == 2:
+            n = buf[6] | ((buf[5] << 8) if extend else 0)
+        else:
+            n = 0
+        return n * _ata_xfer_unit(buf, blocksize)
+    return xfer
+
+
+def scsi_cmd_xfer_mode(buf: bytes, xfer: int) -> XferMode:
+    """scsi_cmd_xfer_mode: data direction of a parsed CDB."""
+    if not xfer:
+        return XferMode.SCSI_XFER_NONE
+    if buf[0] in (Op.ATA_12, Op.ATA_16):
+        return XferMode.SCSI_XFER_FROM_DEV if buf[2] & 8 else XferMode.SCSI_XFER_TO_DEV
+    if buf[0] in _TO_DEV:
+        return XferMode.SCSI_XFER_TO_DEV
+    return XferMode.SCSI_XFER_FROM_DEV
+
+
+def scsi_req_parse_cdb(cdb: bytes, *, dev_type: int = ScsiType.TYPE_DISK,
+                       blocksize: int = 512) -> SCSICommand | None:
+    """scsi_req_parse_cdb: None when QEMU rejects the CDB (unknown group, too short)."""
+    if not cdb:
+        return None
+    length = scsi_cdb_length(cdb)
+    if length < 0 or length > len(cdb):
+        return None
+    buf = bytes(cdb[:length])
+    xfer = scsi_req_xfer(buf, dev_type, blocksize)
+    return SCSICommand(buf, length, xfer, scsi_cmd_xfer_mode(buf, xfer), scsi_cmd_lba(buf))
