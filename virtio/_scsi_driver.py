@@ -27,7 +27,9 @@ from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, ScsiCmnd
 from ._memory import GuestBuffer
 from ._pci import VirtIOPCIProxy
 from ._pci_sysfs import PciDev, pci_device_add
-from ._virtio_driver import VirtioDevice, register_virtio_device, virtio_dev_probe
+from vscsifs.fs._driver_model import device_del
+
+from ._virtio_driver import VirtioDevice, register_virtio_device, unregister_virtio_device, virtio_dev_probe
 from ._virtqueue import DriverVirtqueue
 from ._wire import (CMD_REQ_HDR, CMD_RESP_HDR, CTRL_TMF_REQ, CTRL_TMF_RESP, EVENT, VIRTIO_SCSI_CDB_DEFAULT_SIZE,
                     VIRTIO_SCSI_SENSE_DEFAULT_SIZE, VIRTIO_SCSI_T_EVENTS_MISSED, VIRTIO_SCSI_VQ_BASE,
@@ -266,6 +268,29 @@ def _virtscsi_probe(vdev: VirtioDevice, ml: Any) -> Any:
     if vdev.has_feature(VirtioScsiF.HOTPLUG):
         virtscsi_kick_event_all(vscsi)
     return shost
+
+
+async def virtscsi_remove(shost: Any) -> None:
+    """virtscsi_remove() + virtio_pci_remove(): stop events, remove the host from the
+    midlayer, reset the device, free the rings and buffers, drop virtioN and the PCI function
+    from sysfs (controller unplug, daemon teardown)."""
+    vscsi = shost_priv(shost)
+    vdev = vscsi.vdev
+    vscsi.stop_events = True
+    vscsi.pending_events.clear()
+    await _maybe_await(vscsi.midlayer.scsi_remove_host(shost))
+    vdev.proxy.set_status(0)          # virtio_reset_device(): the device forgets the rings
+    vdev.del_vqs()
+    mem = vscsi.memory
+    for node in vscsi.event_list:
+        mem.free(node.event)
+    vscsi.event_list = []
+    for cmd in vscsi.cmd_pool.values():
+        mem.free(cmd.req)
+        mem.free(cmd.resp)
+    vscsi.cmd_pool.clear()
+    unregister_virtio_device(vdev)
+    device_del(vdev.pci.dev)
 
 
 def virtscsi_init(vdev: VirtioDevice, vscsi: VirtioScsi) -> None:

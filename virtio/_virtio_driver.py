@@ -179,8 +179,14 @@ class VirtioDevice:
             self.config_change()
 
     def del_vqs(self) -> None:
+        """vp_del_vqs(): free the vectors (and their Linux irqs) and the rings."""
         for vector in range(self.proxy.nvectors):
             self.proxy.free_irq(vector)
+        descs = getattr(self.kernel, "irq_descs", [])
+        for desc in self.irqs:
+            if desc in descs:
+                descs.remove(desc)
+        self.irqs = []
         for vq in self.vqs:
             vq.free()
         self.vqs = []

@@ -120,6 +120,9 @@ class FakeMidlayer:
     def shost_for_each_device(self, shost):
         return list(self.sdevs.values())
 
+    async def scsi_remove_host(self, shost):
+        self.calls.append(("scsi_remove_host", shost.host_no))
+
     def scsi_change_queue_depth(self, sdev, depth):
         return depth
 
@@ -445,6 +448,25 @@ async def test_events_missed_triggers_rescan_and_hotunplug_check():
     assert ("scsi_scan_host",) in m.ml.calls
     assert ("scsi_remove_device", 0, 4, 0) in m.ml.calls
     assert ("scsi_remove_device", 0, 0, 1) not in m.ml.calls
+
+
+async def test_remove_frees_everything_and_leaves_sysfs():
+    from vscsifs.virtio._scsi_driver import virtscsi_remove
+    m = make_machine()
+    mem = m.kernel.memory
+    for i in range(10):
+        virtscsi_queuecommand(m.shost, make_cmd(m, b"\x00" * 6, hwq=i % 2, tag=i))
+    # the fake midlayer's host0 directory goes with the host in the real one
+    from vscsifs.fs._driver_model import device_del
+    device_del(m.shost.dev)
+    await virtscsi_remove(m.shost)
+    assert ("scsi_remove_host", 0) in m.ml.calls
+    assert mem.allocated_bytes == 0
+    assert m.proxy.get_status() == 0 and not m.proxy.msix_handlers
+    root = m.kernel.sysfs.root
+    assert root.lookup(PCI) is None and root.lookup("bus/virtio/devices/virtio0") is None
+    assert m.kernel.virtio_index_ida.alloc() == 0
+    assert m.kernel.irq_descs == []
 
 
 # ------------------------------------------------------------------ sysfs against the golden seed
