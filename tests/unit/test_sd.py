@@ -461,7 +461,8 @@ async def test_full_stack_seed_scan_sd_part(tmp_path: Path) -> None:
     from vscsifs.scsi.kernel._kernel import Kernel
     from vscsifs.scsi.kernel._printk import Kmsg
     from vscsifs.scsi.kernel._scsi_cmnd import HostByte
-    from vscsifs.scsi.kernel._scsi_scan import async_synchronize_full, scsi_scan_host
+    from vscsifs.scsi.kernel._scsi_scan import (async_synchronize_full, scsi_add_device, scsi_device_lookup,
+                                                scsi_remove_device, scsi_rescan_device, scsi_scan_host)
     from vscsifs.virtio import GuestMemory
 
     boot = make_image(tmp_path / "boot.img", 1 << 30, "boot.img", mbr=(0x5EED0B00, 2048, 2097152 - 2048))
@@ -508,17 +509,45 @@ async def test_full_stack_seed_scan_sd_part(tmp_path: Path) -> None:
         scsi_add_host(shost, parent)
         await scsi_scan_host(shost)
         await async_synchronize_full(kernel)
+        boot_lines = kernel.kmsg.lines()
+        boot_sent = {k: list(v) for k, v in sent.items()}
+        # hotplug as golden/seed/hotplug: delete 0:0:0:1, scan it back, rescan it
+        sdev1 = scsi_device_lookup(shost, 0, 0, 1)
+        old_sdkp = _sd.dev_get_drvdata(sdev1)
+        await scsi_remove_device(sdev1)
+        delete_lines = kernel.kmsg.lines()[len(boot_lines):]
+        gone = {p: kernel.sysfs.root.lookup(p) for p in (
+            "class/scsi_disk/0:0:0:1", "class/bsg/0:0:0:1", "class/scsi_generic/sg1", SDEV1)}
+        await scsi_add_device(shost, 0, 0, 1)
+        await async_synchronize_full(kernel)
+        sdev1 = scsi_device_lookup(shost, 0, 0, 1)
+        readd_lines = kernel.kmsg.lines()[len(boot_lines) + len(delete_lines):]
+        n = len(kernel.kmsg.lines())
+        sent["0:0:0:1"].clear()
+        await scsi_rescan_device(sdev1)
+        rescan_lines = kernel.kmsg.lines()[n:]
+        rescan_cdbs = list(sent["0:0:0:1"])
         nursery.cancel_scope.cancel()
+    assert delete_lines == [f"sd 0:0:0:1: [{old_sdkp.name}] Synchronizing SCSI cache"]
+    assert all(v is None for v in gone.values()), gone
+    assert _sd.dev_get_drvdata(sdev1).name == old_sdkp.name          # the freed sd index is reused
+    assert rescan_lines == []
+    golden_readd = [line.split("] ", 1)[1].replace("[sdb]", f"[{old_sdkp.name}]").replace(" sdb", f" {old_sdkp.name}")
+                    for line in (GOLDEN / "seed" / "hotplug" / "02-scan-dmesg.txt").read_text().splitlines()]
+    sd_only = [x for x in golden_readd if x.startswith("sd 0:0:0:1: [") or x.startswith(f" {old_sdkp.name}:")]
+    assert [x for x in readd_lines if x.startswith("sd 0:0:0:1: [") or x.startswith(f" {old_sdkp.name}:")] == sd_only
+    # scsi_rescan_device re-reads the VPD pages (scsi_attach_vpd), then sd_rescan revalidates
+    assert [c[0] for c in rescan_cdbs[-6:]] == [0x00, 0x9E, 0x12, 0x1A, 0x1A, 0x1A]
     names = {}
-    for line in kernel.kmsg.lines():
+    for line in boot_lines:
         mo = re.match(r"sd (0:0:0:\d): \[(sd\w+)\] Attached SCSI disk", line)
         if mo:
             names[mo.group(1)] = mo.group(2)
     assert sorted(names) == ["0:0:0:0", "0:0:0:1"]
-    lines = kernel.kmsg.lines()
+    lines = boot_lines
     for hctl, golden_name in (("0:0:0:0", "sda"), ("0:0:0:1", "sdb")):
         want_cdbs = golden_sd_cdbs(hctl)
-        assert sent[hctl][-len(want_cdbs):] == want_cdbs, hctl
+        assert boot_sent[hctl][-len(want_cdbs):] == want_cdbs, hctl
         name = names[hctl]
         want = [line.replace(f"[{golden_name}]", f"[{name}]").replace(f" {golden_name}", f" {name}")
                 for line in golden_disk_lines(hctl, golden_name)]
