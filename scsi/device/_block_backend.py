@@ -28,6 +28,12 @@ _FORMAT_MAGICS: tuple[tuple[bytes, int, str], ...] = (
 CACHE_MODES = ("writeback", "writethrough", "none", "directsync", "unsafe")
 DISCARD_MODES = ("ignore", "unmap")
 _ZERO_CHUNK = 1 << 20
+try:
+    IOV_MAX = os.sysconf("SC_IOV_MAX")
+except (ValueError, OSError):
+    IOV_MAX = 1024
+if IOV_MAX <= 0:
+    IOV_MAX = 1024
 
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
@@ -145,7 +151,7 @@ class BlockBackend:
         self._check_range(offset, total)
         done = 0
         while views:
-            n = os.preadv(self._fd, views, offset + done)
+            n = os.preadv(self._fd, views[:IOV_MAX], offset + done)
             if n == 0:  # file shorter than the disk (truncated behind our back)
                 for v in views:
                     v[:] = bytes(len(v))
@@ -164,7 +170,7 @@ class BlockBackend:
         self._check_range(offset, total)
         done = 0
         while views:
-            n = os.pwritev(self._fd, views, offset + done)
+            n = os.pwritev(self._fd, views[:IOV_MAX], offset + done)
             if n == 0:
                 raise OSError(errno.EIO, "short write")
             done += n

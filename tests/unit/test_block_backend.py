@@ -106,3 +106,18 @@ def test_resize_and_writethrough(tmp_path: Path) -> None:
         assert be.pwritev([memoryview(b"z" * 512)], 7680) == 512
     with BlockBackend.open(str(p)) as be:
         assert be.write_cache and be.size == 8192
+
+
+def test_more_segments_than_iov_max(tmp_path: Path) -> None:
+    from vscsifs.scsi.device._block_backend import IOV_MAX
+
+    n = IOV_MAX + 100
+    p = sparse(tmp_path / "d.img", n * 2)
+    with BlockBackend.open(str(p)) as be:
+        src = bytearray(i & 0xFF for i in range(n * 2))
+        mv = memoryview(src)
+        assert be.pwritev([mv[i:i + 2] for i in range(0, n * 2, 2)], 0) == n * 2
+        dst = bytearray(n * 2)
+        dv = memoryview(dst)
+        assert be.preadv([dv[i:i + 2] for i in range(0, n * 2, 2)], 0) == n * 2
+        assert dst == src
