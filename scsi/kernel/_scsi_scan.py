@@ -96,10 +96,14 @@ def scsi_scan_type(kernel: Kernel) -> str:
 
 @dataclass
 class AsyncDomain:
-    """Pending async work of one kernel; async_synchronize_full() waits until it is empty."""
+    """Pending async work of one kernel; async_synchronize_full() waits until it is empty.
+    ``last_started`` chains the work items so each starts (runs up to its first checkpoint)
+    in the order it was scheduled: trio shuffles wake-up order, and the sd probes must take
+    their sd indices in scan order (sda = the first disk found), as in the golden capture."""
 
     pending: int = 0
     idle: trio.Event = field(default_factory=trio.Event)
+    last_started: trio.Event | None = None
 
 
 def _domain(kernel: Kernel) -> AsyncDomain:
@@ -120,11 +124,18 @@ def async_schedule(kernel: Kernel, afn: Callable[..., Awaitable[Any]], *args: An
     dom.pending += 1
     if dom.idle.is_set():
         dom.idle = trio.Event()
+    prev = dom.last_started
+    started = trio.Event()
+    dom.last_started = started
 
     async def run() -> None:
         try:
+            if prev is not None and not prev.is_set():
+                await prev.wait()
+            started.set()
             await afn(*args)
         finally:
+            started.set()
             dom.pending -= 1
             if dom.pending == 0:
                 dom.idle.set()

@@ -18,13 +18,15 @@ from vscsifs.scsi.kernel._hosts import ScsiHostTemplate, Scsi_Host, scsi_add_hos
 from vscsifs.scsi.kernel._kernel import Kernel
 from vscsifs.scsi.kernel._printk import Kmsg
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, ScsiCmnd
+from vscsifs.virtio._memory import GuestMemory
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 DID_BAD_TARGET = 0x04
 
 
-def make_kernel(cmdline: str = "", nr_cpus: int = 2) -> Kernel:
-    return Kernel(kmsg=Kmsg(console=None), sysfs=Sysfs(), memory=None, nr_cpus=nr_cpus,
+def make_kernel(cmdline: str = "", nr_cpus: int = 2, memory: bool = True) -> Kernel:
+    return Kernel(kmsg=Kmsg(console=None), sysfs=Sysfs(),
+                  memory=GuestMemory(16 << 20) if memory else None, nr_cpus=nr_cpus,
                   cmdline=cmdline)
 
 

@@ -1,0 +1,244 @@
+"""The SCSI scan (scsi_scan.c) against the real kernel's seed trace and other shapes: target
+without LUN 0, sparse LUNs, LUNs >= 256 (flat addressing), the SCSI-2 sequential scan, async
+scan visibility, hotplug add/remove."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+import vscsifs.scsi.kernel as K
+from midlayer_harness import GOLDEN, golden_scan_rows, hd, make_host, make_kernel, seed_bus
+from vscsifs.scsi.device import SCSIBus
+from vscsifs.scsi.kernel import _scsi_scan as scan
+from vscsifs.scsi.kernel._scsi_lib import SdevState
+
+
+@pytest.fixture
+def opened():
+    lst: list[Any] = []
+    yield lst
+    for be in lst:
+        be.close()
+
+
+async def run_scan(kernel, bus, *, sd: bool = False, max_id: int = 256, **kw):
+    if sd:
+        K.bsg_init(kernel)
+        K.sg_init(kernel)
+        K.sd_init(kernel)
+    async with trio.open_nursery() as nursery:
+        kernel.nursery = nursery
+        shost, lld = make_host(kernel, bus, max_id=max_id, **kw)
+        await K.scsi_scan_host(shost)
+        await K.async_synchronize_full(kernel)
+        kernel.nursery = None
+    return shost, lld
+
+
+def count_calls(monkeypatch, names: list[str]) -> collections.Counter:
+    counts: collections.Counter = collections.Counter()
+    for name in names:
+        orig = getattr(scan, name)
+        if name.startswith("__") or not callable(orig):
+            pass
+
+        def wrap(orig=orig, name=name):
+            import inspect
+            if inspect.iscoroutinefunction(orig):
+                async def w(*a, **k):
+                    counts[name] += 1
+                    return await orig(*a, **k)
+            else:
+                def w(*a, **k):
+                    counts[name] += 1
+                    return orig(*a, **k)
+            return w
+        monkeypatch.setattr(scan, name, wrap())
+    return counts
+
+
+async def test_seed_scan_sends_the_golden_commands_in_order(tmp_path: Path, opened, monkeypatch) -> None:
+    counts = count_calls(monkeypatch, ["__scsi_scan_target", "scsi_alloc_sdev", "__scsi_remove_device",
+                                       "scsi_target_reap", "scsi_alloc_target", "scsi_probe_and_add_lun",
+                                       "scsi_scan_channel", "scsi_attach_vpd", "scsi_sysfs_add_devices"])
+    kernel = make_kernel()
+    shost, lld = await run_scan(kernel, seed_bus(tmp_path, opened))
+    mine = [(h, c.hex(" "), alloc) for h, c, alloc in lld.log]
+    assert mine == golden_scan_rows()
+    assert len(mine) == 290
+    # counts.txt of the real scan
+    assert counts["scsi_scan_channel"] == 1
+    assert counts["__scsi_scan_target"] == 256
+    assert counts["scsi_alloc_target"] == 256
+    assert counts["scsi_probe_and_add_lun"] == 258
+    assert counts["scsi_alloc_sdev"] == 257
+    assert counts["__scsi_remove_device"] == 255
+    assert counts["scsi_target_reap"] == 511
+    assert [s.hctl for s in shost.devices] == ["0:0:0:0", "0:0:0:1"]
+    assert [t.name for t in shost.targets] == ["target0:0:0"]
+    assert all(s.sdev_state == SdevState.SDEV_RUNNING and s.is_visible for s in shost.devices)
+
+
+async def test_seed_with_sd_per_lun_sequence_matches_all_318_commands(tmp_path: Path, opened) -> None:
+    kernel = make_kernel()
+    shost, lld = await run_scan(kernel, seed_bus(tmp_path, opened), sd=True)
+    lines = (GOLDEN / "seed-trace" / "cdb-sequence.tsv").read_text().splitlines()[1:]
+    golden: dict[str, list[str]] = collections.defaultdict(list)
+    for line in lines:
+        f = line.split("\t")
+        golden[f[2]].append(f[5])
+    mine: dict[str, list[str]] = collections.defaultdict(list)
+    for h, c, _ in lld.log:
+        mine[h].append(c.hex(" "))
+    assert len(lld.log) == 318
+    assert mine == golden
+    # sd only starts after the whole host is scanned (async scan adds devices at the end)
+    first_sd = next(i for i, (_, c, _) in enumerate(lld.log) if c[0] == 0x00)
+    assert first_sd == 290
+    # the seed's dmesg lines, and sd names in scan order
+    msgs = kernel.kmsg.lines()
+    for line in ("scsi host0: Virtio SCSI HBA",
+                 "scsi 0:0:0:0: Direct-Access     QEMU     QEMU HARDDISK    2.5+ PQ: 0 ANSI: 5",
+                 "scsi 0:0:0:1: Direct-Access     QEMU     QEMU HARDDISK    2.5+ PQ: 0 ANSI: 5",
+                 "sd 0:0:0:0: Attached scsi generic sg0 type 0",
+                 "sd 0:0:0:1: Attached scsi generic sg1 type 0",
+                 "sd 0:0:0:0: [sda] Attached SCSI disk",
+                 "sd 0:0:0:1: [sdb] Attached SCSI disk"):
+        assert line in msgs
+    assert msgs.index("scsi 0:0:0:1: Direct-Access     QEMU     QEMU HARDDISK    2.5+ PQ: 0 ANSI: 5") < \
+        msgs.index("sd 0:0:0:0: Attached scsi generic sg0 type 0")
+    for sdev in shost.devices:
+        assert sdev.sdev_gendev.driver is not None and sdev.sdev_gendev.driver.name == "sd"
+
+
+async def test_sync_scan_adds_devices_while_scanning(tmp_path: Path, opened) -> None:
+    kernel = make_kernel("scsi_mod.scan=sync")
+    shost, lld = await run_scan(kernel, seed_bus(tmp_path, opened), max_id=4)
+    assert [s.hctl for s in shost.devices] == ["0:0:0:0", "0:0:0:1"]
+    assert kernel.sysfs.root.lookup("bus/scsi/devices/0:0:0:1") is not None
+
+
+async def test_scan_none_sends_nothing(tmp_path: Path, opened) -> None:
+    kernel = make_kernel("scsi_mod.scan=none")
+    shost, lld = await run_scan(kernel, seed_bus(tmp_path, opened), max_id=4)
+    assert lld.log == [] and shost.devices == []
+
+
+async def test_target_without_lun0_is_found_through_report_luns(tmp_path: Path, opened) -> None:
+    bus = SCSIBus()
+    bus.attach(hd(tmp_path, "a.img", 1 << 20, 3, scsi_id=2, opened=opened))
+    kernel = make_kernel()
+    shost, lld = await run_scan(kernel, bus, max_id=4)
+    assert [s.hctl for s in shost.devices] == ["0:0:2:3"]
+    t2 = [(c.hex(" "), lun) for h, c, _ in lld.log for lun in [h] if h.startswith("0:0:2:")]
+    assert t2[0] == ("12 00 00 00 24 00", "0:0:2:0")       # LUN 0: PQ 3 -> target present
+    assert t2[1] == ("a0 00 00 00 00 00 00 00 10 00 00 00", "0:0:2:0")   # REPORT LUNS via a temp LUN 0
+    # QEMU lists LUN 0 in REPORT LUNS even when absent: the kernel probes the temp LUN 0
+    # again (and frees it), then LUN 3
+    assert t2[2] == ("12 00 00 00 24 00", "0:0:2:0")
+    assert t2[3] == ("12 00 00 00 24 00", "0:0:2:3")
+    assert kernel.sysfs.root.lookup("bus/scsi/devices/0:0:2:0") is None
+    assert kernel.sysfs.root.lookup("bus/scsi/devices/target0:0:2") is not None
+    # targets 0, 1, 3 answered BAD_TARGET: one INQUIRY each, nothing else
+    assert sum(1 for h, _, _ in lld.log if h in ("0:0:0:0", "0:0:1:0", "0:0:3:0")) == 3
+
+
+async def test_sparse_luns_and_flat_addressed_lun(tmp_path: Path, opened) -> None:
+    bus = SCSIBus()
+    for lun in (0, 5, 300):
+        bus.attach(hd(tmp_path, f"l{lun}.img", 1 << 20, lun, scsi_id=1, opened=opened,
+                      drive_id=f"drive{lun}"))
+    kernel = make_kernel()
+    shost, lld = await run_scan(kernel, bus, max_id=2)
+    # LUN 300 is reported with flat addressing (40 01 2c ..): Linux LUN 0x4000 | 300
+    assert [s.hctl for s in shost.devices] == ["0:0:1:0", "0:0:1:5", "0:0:1:16684"]
+    sdev = K.scsi_device_lookup(shost, 0, 1, 16684)
+    assert sdev is not None and sdev.vpd_pg83 is not None and b"drive300" in sdev.vpd_pg83
+
+
+async def test_scsi2_device_gets_sequential_scan(tmp_path: Path, opened) -> None:
+    bus = SCSIBus()
+    for lun in (0, 1, 3):
+        bus.attach(hd(tmp_path, f"s{lun}.img", 1 << 20, lun, opened=opened, scsi_version=2))
+    kernel = make_kernel("scsi_mod.scsi_logging_level=448")       # SCAN level 7
+    shost, lld = await run_scan(kernel, bus, max_id=1)
+    cdbs = [(h, c[0]) for h, c, _ in lld.log]
+    assert 0xA0 not in [op for _, op in cdbs]                       # no REPORT LUNS for SCSI-2
+    # LUN 0, 1 present, LUN 2 missing ends the scan: LUN 3 is never probed
+    assert [h for h, op in cdbs if op == 0x12] == ["0:0:0:0", "0:0:0:1", "0:0:0:2"]
+    assert [s.hctl for s in shost.devices] == ["0:0:0:0", "0:0:0:1"]
+    assert shost.devices[0].scsi_level == 3
+    assert "scsi target0:0:0: scsi scan: Sequential scan" in kernel.kmsg.lines()
+    # SCSI-2: no VPD pages either
+    assert shost.devices[0].vpd_pg0 is None
+
+
+async def test_max_luns_limits_the_sequential_scan(tmp_path: Path, opened) -> None:
+    bus = SCSIBus()
+    for lun in (0, 1, 2):
+        bus.attach(hd(tmp_path, f"m{lun}.img", 1 << 20, lun, opened=opened, scsi_version=2))
+    kernel = make_kernel("scsi_mod.max_luns=2")
+    shost, _ = await run_scan(kernel, bus, max_id=1)
+    assert [s.hctl for s in shost.devices] == ["0:0:0:0", "0:0:0:1"]
+
+
+def test_scsilun_to_int_and_back() -> None:
+    assert K.scsilun_to_int(bytes(8)) == 0
+    assert K.scsilun_to_int(bytes.fromhex("0001000000000000")) == 1
+    assert K.scsilun_to_int(bytes.fromhex("40052c0000000000")) == 0x4005 | (0x2C << 24)
+    assert K.scsilun_to_int(bytes.fromhex("412c000000000000")) == 16684
+    for lun in (0, 1, 255, 16684, 0x4005, 0x12345678):
+        assert K.scsilun_to_int(K.int_to_scsilun(lun)) == lun
+    with pytest.raises(ValueError):
+        K.scsilun_to_int(b"\0" * 7)
+
+
+async def test_hotplug_add_and_remove_device(tmp_path: Path, opened) -> None:
+    bus = seed_bus(tmp_path, opened)
+    kernel = make_kernel()
+    K.sg_init(kernel)
+    K.sd_init(kernel)
+    async with trio.open_nursery() as nursery:
+        kernel.nursery = nursery
+        shost, lld = make_host(kernel, bus, max_id=4)
+        await K.scsi_scan_host(shost)
+        await K.async_synchronize_full(kernel)
+        bus.attach(hd(tmp_path, "hot.img", 1 << 20, 2, opened=opened, drive_id="drive2"))
+        assert await K.scsi_add_device(shost, 0, 0, 2) == 0
+        await K.async_synchronize_full(kernel)
+        sdev = K.scsi_device_lookup(shost, 0, 0, 2)
+        assert sdev is not None and sdev.is_visible
+        assert kernel.sysfs.root.lookup("bus/scsi/drivers/sd/0:0:0:2") is not None
+        # adding it again finds the existing device
+        assert await K.scsi_add_device(shost, 0, 0, 2) == 0
+        assert await K.scsi_add_device(shost, 0, 0, 9) == -19          # -ENODEV: no such LUN
+        await K.scsi_remove_device(sdev)
+        assert sdev.sdev_state == SdevState.SDEV_DEL
+        assert kernel.sysfs.root.lookup("bus/scsi/devices/0:0:0:2") is None
+        assert kernel.sysfs.root.lookup("bus/scsi/drivers/sd/0:0:0:2") is None
+        assert K.scsi_device_lookup(shost, 0, 0, 2) is None
+        # SYNCHRONIZE CACHE from sd_remove went out while the device was being cancelled
+        assert lld.log[-1][1][0] == 0x35
+        # removing the last devices of a target removes the target
+        for s in list(shost.devices):
+            await K.scsi_remove_device(s)
+        assert kernel.sysfs.root.lookup("bus/scsi/devices/target0:0:0") is None
+        assert shost.targets == []
+        kernel.nursery = None
+
+
+async def test_scan_host_selected_rejects_out_of_range(tmp_path: Path, opened) -> None:
+    kernel = make_kernel("scsi_mod.scan=manual")
+    shost, lld = await run_scan(kernel, seed_bus(tmp_path, opened), max_id=4)
+    assert await K.scsi_scan_host_selected(shost, 1, 0, 0, K.ScanMode.SCSI_SCAN_MANUAL) == -22
+    assert await K.scsi_scan_host_selected(shost, 0, 4, 0, K.ScanMode.SCSI_SCAN_MANUAL) == -22
+    assert lld.log == []
+    assert await K.scsi_scan_host_selected(shost, 0, 0, K.SCAN_WILD_CARD, K.ScanMode.SCSI_SCAN_MANUAL) == 0
+    # manual scan of one target: devices are added at once (no async scan in progress)
+    assert [s.hctl for s in shost.devices] == ["0:0:0:0", "0:0:0:1"]
+    assert all(s.is_visible for s in shost.devices)
