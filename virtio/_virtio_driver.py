@@ -43,10 +43,19 @@ class IrqDesc:
 
 
 def alloc_irq(kernel: Any) -> int:
-    """irq_domain_alloc_irqs(): the next free Linux irq number (kept on the Kernel)."""
-    n = getattr(kernel, "next_msi_irq", FIRST_MSI_IRQ)
-    kernel.next_msi_irq = n + 1
+    """irq_domain_alloc_irqs(): the lowest free Linux irq number at or above 24 (the irq
+    bitmap lives on the Kernel as ``msi_irqs_used``)."""
+    used: set[int] = getattr(kernel, "msi_irqs_used", None) or set()
+    kernel.msi_irqs_used = used
+    n = FIRST_MSI_IRQ
+    while n in used:
+        n += 1
+    used.add(n)
     return n
+
+
+def free_irq_number(kernel: Any, irq: int) -> None:
+    getattr(kernel, "msi_irqs_used", set()).discard(irq)
 
 
 def register_irq(kernel: Any, desc: IrqDesc) -> None:
@@ -186,6 +195,7 @@ class VirtioDevice:
         for desc in self.irqs:
             if desc in descs:
                 descs.remove(desc)
+            free_irq_number(self.kernel, desc.irq)
         self.irqs = []
         for vq in self.vqs:
             vq.free()
