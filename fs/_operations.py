@@ -17,7 +17,10 @@ emulated path and is counted); fsync is a cache flush.
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import queue
+import threading
 import stat
 import time
 from collections.abc import Iterable
@@ -30,6 +33,7 @@ from . import _kobject
 from ._kobject import Attr, Dir, Link, Node, SysfsError
 
 ROOT_INODE = pyfuse3.ROOT_INODE
+log = logging.getLogger(__name__)
 
 # sysfs attributes and links do not change under a name except through add/remove, which
 # invalidates explicitly, so the kernel may cache them; dynamic-size files get 0.
@@ -163,6 +167,8 @@ class VscsiOperations(pyfuse3.Operations):
         self._dirs: dict[int, _DirHandle] = {}
         self._next_fh = 1
         self.mounted = False
+        self._notify_queue: queue.SimpleQueue[tuple[int, bytes | None] | None] = queue.SimpleQueue()
+        self._notify_thread: threading.Thread | None = None
         for node in list(self.top.values()) + list(self.hidden.values()):
             self._tops.add(node.ino)
 
@@ -380,10 +386,7 @@ class VscsiOperations(pyfuse3.Operations):
     def notify_attrs_changed(self, node: Node) -> None:
         """A node's attributes changed (a disk's size): drop the kernel's cached ones."""
         if self.mounted and node.ino in self.inodes:
-            try:
-                pyfuse3.invalidate_inode(node.ino, attr_only=True)
-            except OSError:
-                pass
+            self._notify_queue.put((node.ino, None))
 
     def _invalidate(self, parent: Dir, name: str) -> None:
         if not self.mounted:
@@ -391,7 +394,27 @@ class VscsiOperations(pyfuse3.Operations):
         ino = ROOT_INODE if parent is None else parent.ino
         if ino != ROOT_INODE and ino not in self.inodes:
             return  # the kernel never looked it up: nothing cached
-        pyfuse3.invalidate_entry_async(ino, os.fsencode(name), ignore_enoent=True)
+        self._notify_queue.put((ino, os.fsencode(name)))
+
+    def _notify_loop(self) -> None:
+        """Send invalidations from a thread: the kernel may need this (single-threaded)
+        daemon to answer a request before a notification returns, so they must never be
+        sent from the trio thread. (pyfuse3.invalidate_entry_async is not used: its worker
+        thread stops at the end of the first pyfuse3.main() and is never restarted, so a
+        second mount in the same process would queue invalidations nobody sends.)"""
+        while True:
+            item = self._notify_queue.get()
+            if item is None:
+                return
+            ino, name = item
+            try:
+                if name is None:
+                    pyfuse3.invalidate_inode(ino, attr_only=True)
+                else:
+                    pyfuse3.invalidate_entry(ino, name)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.ENOTCONN, errno.EBADF):
+                    log.warning("FUSE invalidation of %d/%r failed: %s", ino, name, exc)
 
     def _tree_event(self, action: str, parent: Dir, name: str) -> None:
         if action == "add":
@@ -401,12 +424,21 @@ class VscsiOperations(pyfuse3.Operations):
 
     def attach(self) -> None:
         """Start forwarding tree changes to the kernel (called once mounted)."""
+        if self.mounted:
+            return
         self.mounted = True
+        self._notify_queue = queue.SimpleQueue()
+        self._notify_thread = threading.Thread(target=self._notify_loop, name="vscsifs-fuse-notify", daemon=True)
+        self._notify_thread.start()
         if self._tree_event not in _kobject.tree_listeners:
             _kobject.tree_listeners.append(self._tree_event)
 
     def detach(self) -> None:
-        self.mounted = False
+        """Stop forwarding (before pyfuse3.close); pending invalidations are sent first."""
         if self._tree_event in _kobject.tree_listeners:
             _kobject.tree_listeners.remove(self._tree_event)
+        if self.mounted:
+            self.mounted = False
+            self._notify_queue.put(None)
+            self._notify_thread.join(timeout=10)
 
