@@ -75,7 +75,10 @@ class PciPlatform:
     """What firmware assigned to the function: BAR bases and the INTx line.
 
     ``for_controller(n)`` approximates SeaBIOS for the n-th virtio controller of a pc machine
-    (n = 0 reproduces the seed's 00:04.0: io 0xc040, 0xfebf1000, 0xfe000000).
+    (n = 0 reproduces the seed's 00:04.0: io 0xc040, 0xfebf1000, 0xfe000000; later ones
+    follow at the next BAR-sized step, as SeaBIOS packs same-sized BARs in bdf order). The
+    proxy uses ``for_controller(slot - 4)`` unless given a platform: slots 0-3 are the
+    chipset, VGA and NIC on that machine.
     """
 
     io_base: int = 0xC040
@@ -105,7 +108,8 @@ class VirtIOPCIProxy:
         self.domain = 0
         self.bus = 0
         self.transitional = transitional
-        self.platform = platform or PciPlatform()
+        # default: the pc machine's SeaBIOS layout for the n-th controller from slot 4 on
+        self.platform = platform or PciPlatform.for_controller(max(slot - 4, 0))
         self.vendor_id = VIRTIO_PCI_VENDOR
         if transitional and vdev.device_id not in TRANSITIONAL_DEVICE_IDS:
             raise ValueError(f"virtio device type {vdev.device_id} has no transitional PCI device id")

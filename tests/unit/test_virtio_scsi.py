@@ -534,6 +534,9 @@ def test_second_controller_and_other_cpu_counts():
     # SeaBIOS PIIX routing: slot 4 INTA -> LNKD (11), slot 5 INTA -> LNKA (10)
     assert pci1.children["irq"].read() == b"10\n"
     assert sorted(pci1.children["msi_irqs"].children) == ["28", "29", "30", "31", "32"]  # host0 took 24-27
+    assert pci1.children["resource"].read().splitlines()[:2] == [
+        b"0x000000000000c080 0x000000000000c0bf 0x0000000000040101",
+        b"0x00000000febf2000 0x00000000febf2fff 0x0000000000040200"]
 
 
 def test_device_overrun_when_buffers_do_not_fit_the_cdb():
