@@ -386,3 +386,17 @@ def test_scsi_cd_medium_and_mmc(tmp_path: Path) -> None:
     cc(run(bus, 2, bytes(6))[0], SenseCode.NO_MEDIUM)  # tray open
     assert cd.eject() is be
     be.close()
+
+
+def test_every_golden_cdb_capture_parses() -> None:
+    """The parser is shared with the LIO captures: all of them must read cleanly."""
+    dirs = [d for d in sorted(GOLDEN.glob("*/cdb/*")) if d.is_dir() and d.name[0].isdigit()]
+    assert len(dirs) >= 4
+    for d in dirs:
+        caps = load_cdb_dir(d)
+        assert len(caps) >= 30, d
+        for c in caps:
+            assert c.cdb and c.status in (0, 2), c.path
+            assert (c.status == 2) == bool(c.sense), c.path
+            if c.data_in is not None:
+                assert len(c.data_in) <= c.alloc_len, c.path
