@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import errno
 import heapq
+import inspect
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import IntFlag
+from enum import IntEnum, IntFlag
 from typing import Any
 
 import trio
@@ -43,6 +44,13 @@ class BlkMqFlag(IntFlag):
     BLK_MQ_F_BLOCKING = 1 << 5
     BLK_MQ_F_NO_SCHED = 1 << 6
     BLK_MQ_F_NO_SCHED_BY_DEFAULT = 1 << 7
+
+
+class BlkEhTimerReturn(IntEnum):
+    """enum blk_eh_timer_return: what ops.timeout answers for an expired request."""
+
+    BLK_EH_DONE = 0          # the driver owns the request now and will complete it
+    BLK_EH_RESET_TIMER = 1   # wait another rq.timeout
 
 
 class BlkMqReqFlag(IntFlag):
@@ -442,9 +450,31 @@ async def blk_execute_rq(rq: Request, at_head: bool = False) -> BlkStatus:
         ev = trio.Event()
         rq.extra["_wait"] = ev
         if not rq.extra.get("completed") and not rq.extra.get("requeue"):
-            await ev.wait()
+            await _wait_or_time_out(rq, ev)
         rq.extra["_wait"] = None
     return rq.status
+
+
+async def _wait_or_time_out(rq: Request, ev: trio.Event) -> None:
+    """Wait for completion; when rq.timeout passes first, ask ops.timeout (blk_mq_rq_timed_out):
+    BLK_EH_RESET_TIMER (or no handler, or None) re-arms the timer, BLK_EH_DONE leaves it to the driver."""
+    timed_out_done = False
+    while not ev.is_set():
+        if timed_out_done or not rq.timeout or rq.timeout <= 0:
+            await ev.wait()
+            return
+        with trio.move_on_after(rq.timeout):
+            await ev.wait()
+            return
+        if rq.extra.get("completed") or rq.extra.get("requeue"):
+            return
+        rq.extra["timed_out"] = rq.extra.get("timed_out", 0) + 1
+        handler = rq.q.tag_set.ops.timeout
+        ret = BlkEhTimerReturn.BLK_EH_RESET_TIMER if handler is None else handler(rq)
+        if inspect.isawaitable(ret):
+            ret = await ret
+        if ret is not None and ret == BlkEhTimerReturn.BLK_EH_DONE:
+            timed_out_done = True
 
 
 def blk_execute_rq_nowait(rq: Request, at_head: bool = False) -> None:

@@ -398,3 +398,49 @@ async def test_4k_logical_blocks_align_io() -> None:
         assert bytes(await bdev_read(disk.part0, 4100, 10)) == b"Q" * 10
         assert nb.log[-1][1:] == (8, 4096)        # the read went out as one 4 KiB block
         n.cancel_scope.cancel()
+
+
+async def test_timeout_handler_reset_then_done(autojump_clock) -> None:  # type: ignore[no-untyped-def]
+    from vscsifs.scsi.block import BlkEhTimerReturn
+    calls = []
+    held = []
+
+    def timeout(rq):  # type: ignore[no-untyped-def]
+        calls.append(trio.current_time())
+        if len(calls) < 3:
+            return BlkEhTimerReturn.BLK_EH_RESET_TIMER
+        # the error handler takes over and completes it a little later
+        rq.q.kernel.nursery.start_soon(finish, rq)
+        return BlkEhTimerReturn.BLK_EH_DONE
+
+    async def finish(rq):  # type: ignore[no-untyped-def]
+        await trio.sleep(5)
+        rq.status = BlkStatus.BLK_STS_TIMEOUT
+        blk_mq_end_request(rq, BlkStatus.BLK_STS_TIMEOUT)
+
+    async with trio.open_nursery() as n:
+        k = make_kernel(1)
+        k.nursery = n
+        ops = _ops(queue_rq=lambda h, rq, last: held.append(rq) or BlkStatus.BLK_STS_OK, timeout=timeout)
+        q = blk_mq_init_queue(blk_mq_alloc_tag_set(k, ops, 1, 4))
+        rq = await blk_mq_alloc_request(q, ReqOp.REQ_OP_DRV_IN)
+        rq.timeout = 30.0
+        t0 = trio.current_time()
+        assert await blk_execute_rq(rq) == BlkStatus.BLK_STS_TIMEOUT
+        assert [round(t - t0) for t in calls] == [30, 60, 90]
+        assert round(trio.current_time() - t0) == 95
+        assert rq.extra["timed_out"] == 3
+
+
+async def test_no_timeout_handler_keeps_waiting(autojump_clock) -> None:  # type: ignore[no-untyped-def]
+    held = []
+    q = blk_mq_init_queue(blk_mq_alloc_tag_set(
+        make_kernel(1), _ops(queue_rq=lambda h, rq, last: held.append(rq) or BlkStatus.BLK_STS_OK), 1, 4))
+    rq = await blk_mq_alloc_request(q, ReqOp.REQ_OP_DRV_IN)
+    rq.timeout = 1.0
+    async with trio.open_nursery() as n:
+        n.start_soon(blk_execute_rq, rq)
+        await trio.sleep(10)
+        assert rq.extra["timed_out"] >= 9 and not rq.extra.get("completed")
+        blk_mq_complete_request(rq)
+    assert rq.status == BlkStatus.BLK_STS_OK
