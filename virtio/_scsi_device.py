@@ -197,8 +197,9 @@ class VirtIOSCSI(VirtIODevice):
 
     # -- request parsing --------------------------------------------------------------------
     def _parse_req(self, elem: VirtQueueElement, req_size: int, resp_size: int) -> _Req:
-        """virtio_scsi_parse_req(): raises VirtioError where QEMU reports "wrong size for
-        virtio-scsi headers"; the caller turns in+out data into a FAILURE response."""
+        """virtio_scsi_parse_req(): split the chain into header, response area and data.
+        Raises VirtioError where QEMU reports "wrong size for virtio-scsi headers" (QEMU exits;
+        here the device is marked broken)."""
         req = _iov_read(elem.out_sg, req_size)
         if len(req) < req_size:
             raise VirtioError(f"{self.name}: wrong size for virtio-scsi headers (request {len(req)} < {req_size})")
@@ -222,7 +223,8 @@ class VirtIOSCSI(VirtIODevice):
                     sum(len(v) for v in data_out), sum(len(v) for v in data_in))
 
     def _complete(self, vq: DeviceVirtqueue, r: _Req, resp: bytes) -> None:
-        """virtio_scsi_complete_req(): response header, push (len = data + response), notify."""
+        """virtio_scsi_complete_req(): response header, push, notify. The used length is what
+        QEMU pushes: qsgl.size + resp_iov.size (all data buffers + the whole response area)."""
         _iov_write(r.resp_views, 0, resp)
         vq.push(r.elem, r.out_size + r.in_size + r.resp_size)
         self.notify(vq)
@@ -244,12 +246,12 @@ class VirtIOSCSI(VirtIODevice):
         self.stats_cmds += 1
         if r.out_size and r.in_size:
             # bidirectional without VIRTIO_SCSI_F_INOUT: -ENOTSUP -> virtio_scsi_fail_cmd_req
-            self._complete_cmd(vq, r, CMD_RESP_HDR.pack(0, 0, 0, 0, VirtioScsiS.FAILURE))
+            self._complete(vq, r, CMD_RESP_HDR.pack(0, 0, 0, 0, VirtioScsiS.FAILURE))
             return
         lun, _tag, _attr, _prio, _crn = CMD_REQ_HDR.unpack_from(r.req)
         addr = lun_decode(lun)
         if addr is None or not self.bus.target_exists(0, addr[0]):
-            self._complete_cmd(vq, r, CMD_RESP_HDR.pack(0, 0, 0, 0, VirtioScsiS.BAD_TARGET))
+            self._complete(vq, r, CMD_RESP_HDR.pack(0, 0, 0, 0, VirtioScsiS.BAD_TARGET))
             return
         target, lun_id = addr
         cdb = r.req[CMD_REQ_HDR.size:]
@@ -262,7 +264,7 @@ class VirtIOSCSI(VirtIODevice):
             if mode != _XFER_NONE:
                 req_mode = _XFER_TO_DEV if r.out_size else _XFER_FROM_DEV if r.in_size else _XFER_NONE
                 if mode != req_mode or cmd.xfer > (r.out_size or r.in_size):
-                    self._complete_cmd(vq, r, CMD_RESP_HDR.pack(0, 0, 0, 0, VirtioScsiS.OVERRUN))
+                    self._complete(vq, r, CMD_RESP_HDR.pack(0, 0, 0, 0, VirtioScsiS.OVERRUN))
                     return
         result = self.bus.execute(0, target, lun_id, cdb, r.data_out, r.data_in)
         status = result.status
@@ -276,13 +278,7 @@ class VirtIOSCSI(VirtIODevice):
             # sense lands right after the header inside the response area
             _iov_write(r.resp_views, CMD_RESP_HDR.size, sense[:sense_len])
             resp = CMD_RESP_HDR.pack(sense_len, 0, 0, status, VirtioScsiS.OK)
-        self._complete_cmd(vq, r, resp)
-
-    def _complete_cmd(self, vq: DeviceVirtqueue, r: _Req, resp: bytes) -> None:
-        _iov_write(r.resp_views, 0, resp)
-        # used length: QEMU pushes qsgl.size + resp_iov.size (the whole response area)
-        vq.push(r.elem, r.out_size + r.in_size + r.resp_size)
-        self.notify(vq)
+        self._complete(vq, r, resp)
 
     # -- control queue ------------------------------------------------------------------------
     def handle_ctrl(self, vq: DeviceVirtqueue) -> None:
