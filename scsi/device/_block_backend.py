@@ -140,8 +140,14 @@ class BlockBackend:
         return cls(fd, path, size, readonly=readonly, cache=cache, discard=discard,
                    is_block_device=is_blk)
 
+    @property
+    def nb_sectors(self) -> int:
+        """bdrv_nb_sectors: the size in 512-byte sectors, a partial last sector counted."""
+        return (self.size + 511) // 512
+
     def _check_range(self, offset: int, length: int) -> None:
-        if offset < 0 or length < 0 or offset + length > self.size:
+        limit = self.nb_sectors * 512
+        if offset < 0 or length < 0 or offset + length > limit:
             raise OSError(errno.EINVAL, f"I/O at {offset}+{length} outside the image ({self.size} bytes)")
 
     def preadv(self, bufs: Sequence[memoryview], offset: int) -> int:

@@ -146,19 +146,19 @@ class SCSIDiskDevice(SCSIDiskPages, SCSIDevice):
     def _guess_geometry(self) -> HDGeometry:
         sector0 = bytearray(512)
         assert self.backend is not None
-        if self.backend.size >= 512:
+        if self.backend.nb_sectors:
             try:
                 self.backend.preadv([memoryview(sector0)], 0)
             except OSError:
                 sector0 = bytearray(512)
-        return hd_geometry_guess(bytes(sector0), self.backend.size // BDRV_SECTOR_SIZE)
+        return hd_geometry_guess(bytes(sector0), self.backend.nb_sectors)
 
     # -- state ------------------------------------------------------------------------------
 
     @property
     def nb_sectors(self) -> int:
         """blk_get_geometry: image size in 512-byte sectors (0 without a medium)."""
-        return self.backend.size // BDRV_SECTOR_SIZE if self.backend is not None else 0
+        return self.backend.nb_sectors if self.backend is not None else 0
 
     @property
     def write_cache_enabled(self) -> bool:

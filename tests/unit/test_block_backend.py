@@ -121,3 +121,13 @@ def test_more_segments_than_iov_max(tmp_path: Path) -> None:
         dv = memoryview(dst)
         assert be.preadv([dv[i:i + 2] for i in range(0, n * 2, 2)], 0) == n * 2
         assert dst == src
+
+
+def test_partial_last_sector_counts_and_reads_zero(tmp_path: Path) -> None:
+    p = tmp_path / "odd.img"
+    p.write_bytes(b"\x42" * 1000)
+    with BlockBackend.open(str(p)) as be:
+        assert be.size == 1000 and be.nb_sectors == 2
+        buf = bytearray(b"\xff" * 1024)
+        assert be.preadv([memoryview(buf)], 0) == 1024
+        assert buf == b"\x42" * 1000 + bytes(24)
