@@ -288,7 +288,7 @@ class VscsiOperations(pyfuse3.Operations):
     async def opendir(self, inode: int, ctx: Any) -> int:
         node = self._node(inode)
         children = self._children(node)
-        dotdot = self._node(self._parent_ino(node)) if node is not None else None
+        dotdot = None if self._parent_ino(node) == ROOT_INODE else node.parent  # type: ignore[union-attr]
         entries: list[tuple[str, Node | None]] = [(".", node), ("..", dotdot)]
         entries += sorted(children.items())
         fh = self._alloc_fh()

@@ -200,6 +200,7 @@ async def mounted_machine(loop_backing: bool | None) -> AsyncIterator[MountedMac
     if why:
         pytest.skip(why)
     with tempfile.TemporaryDirectory(prefix="vscsifs-test-") as tmp:
+        os.chmod(tmp, 0o755)  # other users may traverse (tests of allow_other/default_permissions)
         mnt = os.path.join(tmp, "mnt")
         os.mkdir(mnt)
         async with trio.open_nursery() as nursery:

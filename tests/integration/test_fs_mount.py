@@ -93,6 +93,22 @@ async def test_sysfs_semantics(fs_mount: MountedMachine) -> None:
     assert await in_thread(os.path.isdir, f"{root}/{fs_mount.devfs.data_dir.name}")
 
 
+async def test_other_users_get_the_mode_bits(fs_mount_file: MountedMachine) -> None:
+    """allow_other + default_permissions: a non-root user reads 0444 attributes but cannot
+    write 0644 ones, read the 0400 kmsg or open the 0660 disk."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv")
+    root = fs_mount_file.path
+    nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups"
+    r = await sh(f"{nobody} cat {root}/{SDEV}/vendor")
+    assert r.stdout == b"QEMU    \n"
+    for cmd in (f"sh -c 'echo 5 > {root}/{SDEV}/timeout'", f"cat {root}/proc/kmsg",
+                f"dd if={root}/dev/sda of=/dev/null count=1 status=none"):
+        r = await sh(f"{nobody} {cmd}", check=False)
+        assert r.returncode != 0 and b"Permission denied" in r.stderr, cmd
+    assert fs_mount_file.parts["state"]["timeout"] == 30
+
+
 async def test_proc_files(fs_mount: MountedMachine) -> None:
     root = fs_mount.path
     r = await sh(f"dmesg -F {root}/proc/kmsg -x")
