@@ -1,0 +1,338 @@
+"""scsi_lib.c / scsi_error.c: passthrough execution through blk-mq and the LLD, completion
+dispositions (unit attention, BUSY requeue, host refusal), sense parsing, state machine, and
+the helpers upper drivers use (TEST UNIT READY, MODE SENSE, VPD, REPORT SUPPORTED OPCODES)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+import vscsifs.scsi.kernel as K
+from midlayer_harness import hd, make_host, make_kernel
+from vscsifs.scsi.block import BlkStatus
+from vscsifs.scsi.device import SCSIBus
+from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, ScsiCmnd
+from vscsifs.scsi.kernel._scsi_error import (ADD_TO_MLQUEUE, FAILED, NEEDS_RETRY, SUCCESS,
+                                             scsi_decide_disposition, scsi_normalize_sense,
+                                             scsi_sense_desc_find)
+from vscsifs.scsi.kernel._scsi_lib import (SdevState, scsi_device_set_state,
+                                           scsi_result_to_blk_status, scsi_vpd_lun_id)
+
+
+def fixed_sense(key: int, asc: int, ascq: int) -> bytes:
+    s = bytearray(18)
+    s[0], s[2], s[7], s[12], s[13] = 0x70, key, 10, asc, ascq
+    return bytes(s)
+
+
+@pytest.fixture
+async def disk(tmp_path: Path):
+    """One scanned scsi-hd at 0:0:0:0 (async scan finished), the kernel's nursery running."""
+    opened: list[Any] = []
+    bus = SCSIBus()
+    bus.attach(hd(tmp_path, "d.img", 8 << 20, 0, opened=opened))
+    kernel = make_kernel()
+    async with trio.open_nursery() as nursery:
+        kernel.nursery = nursery
+        shost, lld = make_host(kernel, bus, max_id=1)
+        await K.scsi_scan_host(shost)
+        await K.async_synchronize_full(kernel)
+        await K.scsi_test_unit_ready(shost.devices[0])      # consume the power-on UA
+        lld.log.clear()
+        yield kernel, shost, lld, shost.devices[0]
+        kernel.nursery = None
+    for be in opened:
+        be.close()
+
+
+async def test_execute_data_in_with_residual(disk) -> None:
+    kernel, shost, lld, sdev = disk
+    res = await K.scsi_execute_cmd(sdev, bytes.fromhex("a0 00 00 00 00 00 00 00 10 00 00 00"),
+                                   DmaDirection.DMA_FROM_DEVICE, 4096)
+    assert res.result == 0
+    assert len(res.data) == 16 and res.resid == 4080          # one LUN: header + 8 bytes
+    assert res.data == bytes.fromhex("00000008 00000000 0000000000000000")
+    assert res.sense == b""
+    assert sdev.device_busy == 0 and shost.host_busy == 0
+    assert kernel.memory.allocated_bytes == 0          # the data buffer went back
+
+
+async def test_execute_data_out_reaches_the_device(disk) -> None:
+    kernel, shost, lld, sdev = disk
+    block = bytes(range(256)) * 2
+    res = await K.scsi_execute_cmd(sdev, bytes.fromhex("2a 00 00 00 00 07 00 00 01 00"),
+                                   DmaDirection.DMA_TO_DEVICE, data=block)
+    assert res.result == 0
+    back = await K.scsi_execute_cmd(sdev, bytes.fromhex("28 00 00 00 00 07 00 00 01 00"),
+                                    DmaDirection.DMA_FROM_DEVICE, 512)
+    assert back.data == block
+
+
+async def test_check_condition_returns_sense_and_counts_errors(disk) -> None:
+    kernel, shost, lld, sdev = disk
+    before = (sdev.iorequest_cnt, sdev.iodone_cnt, sdev.ioerr_cnt)
+    res = await K.scsi_execute_cmd(sdev, bytes([0xFF, 0, 0, 0, 0, 0]), DmaDirection.DMA_NONE)
+    assert res.result & 0xFF == 0x02
+    sshdr = res.sshdr
+    assert (sshdr.sense_key, sshdr.asc, sshdr.ascq) == (5, 0x20, 0)
+    # ILLEGAL REQUEST 20/00 sets the midlayer byte TARGET FAILURE: result 0x402 as in the trace
+    assert res.result == 0x402
+    assert (sdev.iorequest_cnt, sdev.iodone_cnt, sdev.ioerr_cnt) == (before[0] + 1, before[1] + 1, before[2] + 1)
+
+
+async def test_test_unit_ready_eats_the_power_on_unit_attention(tmp_path: Path) -> None:
+    bus = SCSIBus()
+    dev = hd(tmp_path, "u.img", 1 << 20, 0)
+    bus.attach(dev)
+    kernel = make_kernel("scsi_mod.scan=sync")
+    async with trio.open_nursery() as nursery:
+        kernel.nursery = nursery
+        shost, lld = make_host(kernel, bus, max_id=1)
+        await K.scsi_scan_host(shost)
+        sdev = shost.devices[0]
+        lld.log.clear()
+        result, sshdr = await K.scsi_test_unit_ready(sdev, 30.0, 3)
+        assert result == 0
+        assert [c[1][0] for c in lld.log] == [0x00, 0x00]
+        assert "scsi 0:0:0:0: Power-on or device reset occurred" in kernel.kmsg.lines()
+        kernel.nursery = None
+    dev.backend.close() if hasattr(dev, "backend") else None
+
+
+async def test_busy_status_is_requeued_until_good(disk) -> None:
+    kernel, shost, lld, sdev = disk
+    busy = {"n": 2}
+
+    def hook(cmd: ScsiCmnd) -> bool:
+        if busy["n"]:
+            busy["n"] -= 1
+            cmd.result = 0x08                       # SAM_STAT_BUSY
+            cmd.scsi_done(cmd)
+            return True
+        return False
+
+    lld.hook = hook
+    res = await K.scsi_execute_cmd(sdev, bytes(6), DmaDirection.DMA_NONE, retries=0)
+    assert res.result == 0
+    assert len(lld.log) == 3
+    assert sdev.device_busy == 0 and shost.host_busy == 0
+
+
+async def test_host_busy_from_queuecommand_is_retried(disk) -> None:
+    kernel, shost, lld, sdev = disk
+    lld.refuse = 2
+    res = await K.scsi_execute_cmd(sdev, bytes(6), DmaDirection.DMA_NONE)
+    assert res.result == 0 and len(lld.log) == 1
+    assert sdev.device_busy == 0 and shost.host_busy == 0
+
+
+async def test_did_bus_busy_retried_within_allowed(disk) -> None:
+    kernel, shost, lld, sdev = disk
+    tries = {"n": 0}
+
+    def hook(cmd: ScsiCmnd) -> bool:
+        tries["n"] += 1
+        cmd.result = 0x02 << 16                     # DID_BUS_BUSY: maybe_retry
+        cmd.scsi_done(cmd)
+        return True
+
+    lld.hook = hook
+    res = await K.scsi_execute_cmd(sdev, bytes(6), DmaDirection.DMA_NONE, retries=2)
+    assert res.result == 0x20000
+    assert tries["n"] == 3                          # first try + 2 retries
+
+
+async def test_asynchronous_completion(disk) -> None:
+    kernel, shost, lld, sdev = disk
+    lld.sync_completion = False
+    res = await K.scsi_execute_cmd(sdev, bytes.fromhex("12 00 00 00 24 00"), DmaDirection.DMA_FROM_DEVICE, 36)
+    assert res.result == 0 and res.data[16:32] == b"QEMU HARDDISK   "
+
+
+async def test_offline_device_rejects_io(disk) -> None:
+    kernel, shost, lld, sdev = disk
+    assert scsi_device_set_state(sdev, SdevState.SDEV_OFFLINE) == 0
+    rq_status = None
+    res = await K.scsi_execute_cmd(sdev, bytes(6), DmaDirection.DMA_NONE)
+    assert lld.log == []
+    assert "scsi 0:0:0:0: rejecting I/O to offline device" in kernel.kmsg.lines()
+    assert sdev.device_busy == 0
+    del rq_status, res
+
+
+async def test_mode_sense_6_and_vpd_helpers(disk) -> None:
+    kernel, shost, lld, sdev = disk
+    ms = await K.scsi_mode_sense(sdev, 0, 0x3F, 4)
+    assert ms.result == 0
+    assert (ms.data.length, ms.data.header_length) == (0x63 + 1, 4)
+    assert [c[1].hex(" ") for c in lld.log] == ["1a 00 3f 00 04 00"]
+    lld.log.clear()
+    page = await K.scsi_get_vpd_page(sdev, 0xB2, 8)
+    assert page is not None and page[:4] == bytes.fromhex("00b20004")
+    # page 0's list is read first (scsi_get_vpd_size)
+    assert [c[1].hex(" ") for c in lld.log] == ["12 01 00 00 24 00", "12 01 b2 00 04 00", "12 01 b2 00 08 00"]
+    lld.log.clear()
+    assert await K.scsi_get_vpd_page(sdev, 0x80, 64) is None        # not listed: no INQUIRY for it
+    assert [c[1].hex(" ") for c in lld.log] == ["12 01 00 00 24 00"]
+    lld.log.clear()
+    assert await K.scsi_report_opcode(sdev, 512, 0x12) == -22      # QEMU: INVALID OPCODE -> -EINVAL
+    assert lld.log[0][1].hex(" ") == "a3 0c 01 12 00 00 00 00 00 0a 00 00"
+
+
+async def test_mode_sense_10_falls_back_to_6(disk) -> None:
+    kernel, shost, lld, sdev = disk
+
+    def hook(cmd: ScsiCmnd) -> bool:
+        if cmd.cmnd[0] == 0x5A:
+            cmd.result = 0x02
+            cmd.sense_buffer[:18] = fixed_sense(5, 0x20, 0)
+            cmd.scsi_done(cmd)
+            return True
+        return False
+
+    lld.hook = hook
+    sdev.use_10_for_ms = True
+    ms = await K.scsi_mode_sense(sdev, 0, 0x08, 32)
+    assert ms.result == 0 and not sdev.use_10_for_ms
+    assert [c[1][0] for c in lld.log] == [0x5A, 0x1A]
+
+
+async def test_vpd_pages_cached_by_scan(disk) -> None:
+    kernel, shost, lld, sdev = disk
+    assert sdev.vpd_pg0 == bytes.fromhex("000000050083b0b1b2")
+    assert sdev.vpd_pg83 is not None and sdev.vpd_pg83.endswith(b"drive0")
+    assert sdev.vpd_pg80 is None
+    assert len(sdev.vpd_pgb0) == 64 and len(sdev.vpd_pgb2) == 8
+    assert scsi_vpd_lun_id(sdev) == -22                # vendor-specific designator only
+
+
+def test_vpd_lun_id_prefers_naa_over_t10() -> None:
+    class S:
+        vpd_pg83 = (bytes.fromhex("0083001c") + bytes.fromhex("02010008") + b"QEMU    " +
+                    bytes.fromhex("01030008") + bytes.fromhex("5000c50012345678"))
+    assert scsi_vpd_lun_id(S()) == "naa.5000c50012345678"
+
+    class T:
+        vpd_pg83 = bytes.fromhex("0083000c") + bytes.fromhex("02010008") + b"QEMU  \x01 "
+    assert scsi_vpd_lun_id(T()) == "t10.QEMU  \\001 "
+
+    class N:
+        vpd_pg83 = None
+    assert scsi_vpd_lun_id(N()) == -6
+
+
+# -- sense and disposition ------------------------------------------------------------------
+
+def test_normalize_fixed_and_descriptor_sense() -> None:
+    s = scsi_normalize_sense(fixed_sense(6, 0x29, 0))
+    assert (s.response_code, s.sense_key, s.asc, s.ascq) == (0x70, 6, 0x29, 0)
+    d = scsi_normalize_sense(bytes([0x72, 0x03, 0x11, 0x00, 0, 0, 0, 12,
+                                    0x00, 0x0A, 0x80, 0, 0, 0, 0, 0, 0, 0, 0x12, 0x34]))
+    assert (d.response_code, d.sense_key, d.asc, d.ascq, d.additional_length) == (0x72, 3, 0x11, 0, 12)
+    assert scsi_normalize_sense(bytes(18)) is None
+    assert scsi_normalize_sense(b"") is None
+    deferred = scsi_normalize_sense(bytes([0x71, 0, 3]) + bytes(15))
+    assert deferred.is_deferred
+
+
+def test_sense_desc_find() -> None:
+    sense = bytes([0x72, 0x03, 0x11, 0x00, 0, 0, 0, 16,
+                   0x02, 0x06, 0, 0, 0, 0, 0, 0,             # sense key specific
+                   0x00, 0x0A, 0x80, 0, 0, 0, 0, 0, 0x12, 0x34])[:8 + 16]
+    assert scsi_sense_desc_find(sense, 0x02) == bytes([0x02, 0x06, 0, 0, 0, 0, 0, 0])
+    assert scsi_sense_desc_find(sense, 0x00)[:2] == bytes([0x00, 0x0A])
+    assert scsi_sense_desc_find(sense, 0x05) is None
+    assert scsi_sense_desc_find(fixed_sense(3, 0x11, 0), 0x00) is None
+
+
+class _T:
+    expecting_lun_change = False
+
+
+class _D:
+    online = True
+    sdev_target = _T()
+    retry_hwerror = False
+    expecting_cc_ua = False
+    allow_restart = False
+    host = None
+
+    def __init__(self) -> None:
+        self.events: set[str] = set()
+
+
+def _cmd(result: int, cdb0: int = 0x28, sense: bytes = b"", allowed: int = 3) -> ScsiCmnd:
+    c = ScsiCmnd(device=_D(), cmnd=bytes([cdb0]) + bytes(9))
+    c.result = result
+    c.allowed = allowed
+    c.sense_buffer[:len(sense)] = sense
+    return c
+
+
+@pytest.mark.parametrize("result,cdb0,sense,expected", [
+    (0, 0x28, b"", SUCCESS),
+    (0x04 << 16, 0x12, b"", SUCCESS),                   # DID_BAD_TARGET: reported as is
+    (0x01 << 16, 0x12, b"", SUCCESS),                   # DID_NO_CONNECT
+    (0x0C << 16, 0x28, b"", NEEDS_RETRY),               # DID_IMM_RETRY
+    (0x0D << 16, 0x28, b"", ADD_TO_MLQUEUE),            # DID_REQUEUE
+    (0x03 << 16, 0x28, b"", FAILED),                    # DID_TIME_OUT on READ
+    (0x03 << 16, 0x00, b"", SUCCESS),                   # ... on TEST UNIT READY
+    (0x08, 0x28, b"", ADD_TO_MLQUEUE),                  # BUSY
+    (0x28, 0x28, b"", ADD_TO_MLQUEUE),                  # TASK SET FULL
+    (0x02, 0x28, fixed_sense(5, 0x24, 0), SUCCESS),     # ILLEGAL REQUEST
+    (0x02, 0x28, fixed_sense(3, 0x11, 0), SUCCESS),     # unrecovered read error
+    (0x02, 0x28, fixed_sense(3, 0x0C, 0), NEEDS_RETRY),  # other medium error
+    (0x02, 0x28, fixed_sense(0xB, 0x47, 0), NEEDS_RETRY),  # aborted command
+    (0x02, 0x28, fixed_sense(2, 0x04, 0x01), NEEDS_RETRY),  # becoming ready
+    (0x02, 0x28, fixed_sense(6, 0x29, 0), SUCCESS),     # UA goes up to the caller
+    (0x02, 0x00, fixed_sense(2, 0x04, 0x01), SUCCESS),  # TUR: never retried here
+    (0x02, 0x28, b"", FAILED),                          # CHECK CONDITION without sense
+    (0x18, 0x28, b"", SUCCESS),                         # reservation conflict
+])
+def test_decide_disposition(result: int, cdb0: int, sense: bytes, expected) -> None:
+    c = _cmd(result, cdb0, sense)
+    import vscsifs.scsi.kernel._scsi_error as err
+    import vscsifs.scsi.kernel._scsi_logging as lg
+    orig = lg.sdev_printk
+    lg.sdev_printk = lambda *a, **k: None
+    try:
+        assert scsi_decide_disposition(c) == expected
+    finally:
+        lg.sdev_printk = orig
+    del err
+
+
+def test_retries_run_out() -> None:
+    c = _cmd(0x02 << 16, allowed=1)                    # DID_BUS_BUSY
+    assert scsi_decide_disposition(c) == NEEDS_RETRY
+    assert scsi_decide_disposition(c) == SUCCESS
+
+
+def test_result_to_blk_status() -> None:
+    assert scsi_result_to_blk_status(0) == BlkStatus.BLK_STS_OK
+    assert scsi_result_to_blk_status(0x402) == BlkStatus.BLK_STS_TARGET
+    assert scsi_result_to_blk_status(0x302) == BlkStatus.BLK_STS_MEDIUM
+    assert scsi_result_to_blk_status(0x02) == BlkStatus.BLK_STS_IOERR
+    assert scsi_result_to_blk_status(0x0F << 16) == BlkStatus.BLK_STS_TRANSPORT
+    assert scsi_result_to_blk_status(0x04 << 16) == BlkStatus.BLK_STS_IOERR
+
+
+def test_device_state_transitions() -> None:
+    class H:
+        kernel = make_kernel()
+
+    d = K.ScsiDevice(host=H(), sdev_target=None, channel=0, id=0, lun=0)   # type: ignore[arg-type]
+    assert d.sdev_state == SdevState.SDEV_CREATED
+    assert scsi_device_set_state(d, SdevState.SDEV_QUIESCE) == -22
+    assert scsi_device_set_state(d, SdevState.SDEV_RUNNING) == 0
+    assert scsi_device_set_state(d, SdevState.SDEV_OFFLINE) == 0
+    assert scsi_device_set_state(d, SdevState.SDEV_RUNNING) == 0
+    assert scsi_device_set_state(d, SdevState.SDEV_CANCEL) == 0
+    assert scsi_device_set_state(d, SdevState.SDEV_RUNNING) == -22
+    assert scsi_device_set_state(d, SdevState.SDEV_DEL) == 0
+    assert [s.sysfs_name for s in SdevState] == ["created", "running", "cancel", "deleted", "quiesce",
+                                                  "offline", "transport-offline", "blocked",
+                                                  "created-blocked"]
