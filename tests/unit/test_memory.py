@@ -60,3 +60,32 @@ def test_bad_arguments():
         mem.free(x)
     with pytest.raises(ValueError, match="outside"):
         mem.view(mem.size - 4, 8)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(1, 5000), st.sampled_from([8, 16, 64, 4096]),
+                          st.integers(0, 1000)), max_size=200))
+def test_random_alloc_free_never_overlaps_and_coalesces(ops):
+    mem = GuestMemory(1 << 20)
+    before = mem.free_blocks()
+    live = []
+    for is_alloc, n, align, pick in ops:
+        if is_alloc or not live:
+            try:
+                b = mem.alloc(n, align)
+            except MemoryError:
+                continue
+            assert b.addr % align == 0 and b.addr >= 4096 and b.addr + n <= mem.size
+            for o in live:
+                assert b.addr + n <= o.addr or o.addr + o.length <= b.addr
+            live.append(b)
+        else:
+            mem.free(live.pop(pick % len(live)))
+    for b in live:
+        mem.free(b)
+    assert mem.free_blocks() == before
+    assert mem.allocated_bytes == 0

@@ -609,3 +609,32 @@ async def test_seed_machine_scans_through_the_real_layers(tmp_path, nursery):
     # 256 targets probed with INQUIRY went through the request queues; all buffers came back
     assert sum(q.used_idx for q in dev.cmd_vqs) > 256
     assert all(q.vq.num_free == q.vq.num for q in shost_priv(shost).req_vqs)
+
+
+def test_any_layout_header_and_data_in_one_buffer():
+    """With VIRTIO_F_ANY_LAYOUT the header need not be its own descriptor."""
+    d = RawDriver()
+    d.dev.guest_features |= 1 << VirtioF.ANY_LAYOUT
+    mem = d.mem
+    out = mem.alloc(CMD_REQ_HDR.size + 32)
+    CMD_REQ_HDR.pack_into(out.view, 0, lun_encode(0, 1), 1, 0, 0, 0)
+    out.view[CMD_REQ_HDR.size:CMD_REQ_HDR.size + 6] = b"\x12\x00\x00\x00\x24\x00"
+    inn = mem.alloc(CMD_RESP_HDR.size + 96 + 36)     # response area and data in one buffer
+    d.vqs[2].add_sgs([out], [inn], "t")
+    d.vqs[2].kick()
+    assert d.vqs[2].get_buf() == ("t", CMD_RESP_HDR.size + 96 + 36)
+    _sl, resid, _q, status, response = CMD_RESP_HDR.unpack_from(inn.view)
+    assert (response, status, resid) == (VirtioScsiS.OK, 0, 0)
+    assert bytes(inn.view[CMD_RESP_HDR.size + 96 + 8:CMD_RESP_HDR.size + 96 + 16]) == b"QEMU    "
+
+
+def test_small_msix_table_falls_back_to_a_shared_vector():
+    kernel = make_kernel()
+    dev = VirtIOSCSI(kernel.memory, FakeBus(), VirtIOSCSIConf(num_queues=2))
+    proxy = VirtIOPCIProxy(dev, slot=4, nvectors=2)
+    shost = virtscsi_probe(kernel, proxy, midlayer=FakeMidlayer())
+    assert [d.name for d in kernel.irq_descs] == ["virtio0-config", "virtio0-virtqueues"]
+    assert {vq.vector for vq in dev.vqs} == {1}
+    sc = ScsiCmnd(device=SimpleNamespace(host=shost, channel=0, id=0, lun=0), cmnd=b"\x00" * 6, hwq=1)
+    virtscsi_queuecommand(shost, sc)
+    assert sc.done and sc.status == CHECK_CONDITION
