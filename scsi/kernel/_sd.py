@@ -8,8 +8,9 @@ emulated guest's command trace and log match a real 6.1 kernel's. Block requests
 in ``sd_init_command`` (READ/WRITE 6/10/16, SYNCHRONIZE CACHE, UNMAP, WRITE SAME) and
 ``sd_done`` turns the outcome into good bytes.
 
-The midlayer (scsi_execute_cmd) and the block layer are reached through ``_execute`` and
-``_blk()``, the two seams unit tests replace with fakes.
+Commands go through the midlayer (scsi_execute_cmd, scsi_mode_sense, scsi_get_vpd_page,
+scsi_report_opcode); the block layer is reached through ``_blk()``, so unit tests can stand a
+fake block layer and a fake scsi_execute_cmd in for them.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from vscsifs.fs._kobject import SysfsError
 
 from ._printk import KernLevel
 from ._scsi_cmnd import DmaDirection, HostByte, ScsiCmnd
+from ._scsi_error import ScsiSenseHdr, SenseKey, scsi_normalize_sense
+from ._scsi_lib import (ScsiModeData, scsi_device_supports_vpd, scsi_get_vpd_page, scsi_mode_sense,
+                        scsi_report_opcode)
+from ._scsi_logging import LogShift, scsi_log_enabled, scsi_print_sense_hdr
 
 # --- constants (sd.h, include/scsi/scsi_proto.h, include/linux/major.h) -------------------------
 
@@ -101,19 +106,6 @@ SAI_READ_CAPACITY_16 = 0x10
 MI_REPORT_SUPPORTED_OPERATION_CODES = 0x0C
 
 
-class SenseKey(IntEnum):
-    NO_SENSE = 0x0
-    RECOVERED_ERROR = 0x1
-    NOT_READY = 0x2
-    MEDIUM_ERROR = 0x3
-    HARDWARE_ERROR = 0x4
-    ILLEGAL_REQUEST = 0x5
-    UNIT_ATTENTION = 0x6
-    DATA_PROTECT = 0x7
-    BLANK_CHECK = 0x8
-    ABORTED_COMMAND = 0xB
-
-
 SAM_STAT_GOOD = 0x00
 SAM_STAT_CHECK_CONDITION = 0x02
 
@@ -182,30 +174,9 @@ async def _maybe_await(value: Any) -> Any:
 
 # --- sense data (scsi_common.c scsi_normalize_sense / scsi_get_sense_info_fld) ------------------
 
-@dataclass(frozen=True, slots=True)
-class SenseHdr:
-    response_code: int
-    sense_key: int
-    asc: int
-    ascq: int
-
-    @property
-    def deferred(self) -> bool:
-        return self.response_code in (0x71, 0x73)
-
-
-def normalize_sense(sense: bytes | bytearray | None) -> SenseHdr | None:
-    """scsi_normalize_sense(): fixed or descriptor format -> key/asc/ascq, None if not valid."""
-    if not sense:
-        return None
-    rc = sense[0] & 0x7F
-    if (rc & 0x70) != 0x70:
-        return None
-    if rc >= 0x72:
-        b = bytes(sense[:4]).ljust(4, b"\0")
-        return SenseHdr(rc, b[1] & 0xF, b[2], b[3])
-    b = bytes(sense[:14]).ljust(14, b"\0")
-    return SenseHdr(rc, b[2] & 0xF, b[12] if len(sense) > 12 else 0, b[13] if len(sense) > 13 else 0)
+def normalize_sense(sense: bytes | bytearray | None) -> ScsiSenseHdr | None:
+    """scsi_normalize_sense() (the midlayer's), tolerating an empty buffer."""
+    return scsi_normalize_sense(sense) if sense else None
 
 
 def sense_info_fld(sense: bytes | bytearray) -> int | None:
@@ -251,26 +222,9 @@ def _flag(obj: Any, name: str, default: Any = 0) -> Any:
     return getattr(obj, name, default)
 
 
-SCSI_LOG_HLQUEUE_SHIFT = 21
-SCSI_LOG_HLCOMPLETE_SHIFT = 24
-
-
-def _logging_level(kernel: Any) -> int:
-    """scsi_logging_level: the midlayer's run-time value, else the command line's."""
-    try:
-        from ._scsi_logging import scsi_logging_level_get  # type: ignore[import-not-found]
-
-        return int(scsi_logging_level_get(kernel))
-    except (ImportError, AttributeError):
-        try:
-            return int(kernel.param("scsi_mod.scsi_logging_level", "0") or 0, 0)
-        except ValueError:
-            return 0
-
-
-def scsi_log(kernel: Any, shift: int, level: int) -> bool:
-    """SCSI_CHECK_LOGGING(): is the 3-bit field at ``shift`` above ``level - 1``?"""
-    return ((_logging_level(kernel) >> shift) & 7) > level - 1
+def scsi_log(kernel: Any, shift: LogShift, level: int) -> bool:
+    """SCSI_LOG_HLQUEUE/HLCOMPLETE(level, ...): the midlayer's logging word decides."""
+    return scsi_log_enabled(kernel, shift, level)
 
 
 # --- naming and units ---------------------------------------------------------------------------
@@ -457,115 +411,17 @@ def sd_print_result(sdkp: ScsiDisk, msg: str, result: int) -> None:
         sd_printk(KernLevel.INFO, sdkp, f"{msg}: Result: hostbyte=0x{hb:02x} driverbyte=DRIVER_OK")
 
 
-_SENSE_KEY_NAMES = ("No Sense", "Recovered Error", "Not Ready", "Medium Error", "Hardware Error",
-                    "Illegal Request", "Unit Attention", "Data Protect", "Blank Check",
-                    "Vendor Specific", "Copy Aborted", "Aborted Command", "Equal", "Volume Overflow",
-                    "Miscompare", "Completed")
-
-
-def sd_print_sense_hdr(sdkp: ScsiDisk, sshdr: SenseHdr) -> None:
-    """scsi_print_sense_hdr(): the sense key line and the additional sense line."""
-    kind = "deferred" if sshdr.deferred else "current"
-    desc = " [descriptor]" if sshdr.response_code >= 0x72 else ""
-    sd_printk(KernLevel.INFO, sdkp, f"Sense Key : {_SENSE_KEY_NAMES[sshdr.sense_key]} [{kind}]{desc}")
-    text = None
-    try:
-        from . import _constants  # type: ignore[attr-defined]
-
-        text = _constants.scsi_extd_sense_format(sshdr.asc, sshdr.ascq)
-    except (ImportError, AttributeError):
-        pass
-    if isinstance(text, tuple):
-        text = text[0]
-    if text:
-        sd_printk(KernLevel.INFO, sdkp, f"Add. Sense: {text}")
-    else:
-        sd_printk(KernLevel.INFO, sdkp, f"ASC=0x{sshdr.asc:x} ASCQ=0x{sshdr.ascq:x}")
+def sd_print_sense_hdr(sdkp: ScsiDisk, sshdr: ScsiSenseHdr) -> None:
+    """sd_print_sense_hdr(): scsi_print_sense_hdr() with the disk name."""
+    scsi_print_sense_hdr(sdkp.device, sdkp.name, -1, sshdr)
 
 
 # --- midlayer helpers as sd uses them (scsi_lib.c / scsi.c), on top of scsi_execute -------------
 
-@dataclass(slots=True)
-class ModeData:
-    """struct scsi_mode_data."""
-
-    length: int = 0
-    block_descriptor_length: int = 0
-    medium_type: int = 0
-    device_specific: int = 0
-    header_length: int = 0
-    longlba: int = 0
-
-
-async def scsi_mode_sense(sdev: Any, dbd: int, modepage: int, length: int, timeout: float,
-                          retries: int) -> tuple[int, ModeData, bytes, SenseHdr | None]:
-    """scsi_mode_sense(): MODE SENSE(6) or (10) with the kernel's fallbacks.
-
-    Returns (0 or -errno, mode data header, the buffer of ``length`` bytes, sense header)."""
-    data = ModeData()
-    dbd = 8 if _flag(sdev, "set_dbd_for_ms") else dbd
-    retry_count = retries
-    sshdr: SenseHdr | None = None
-    while True:
-        use_10 = bool(_flag(sdev, "use_10_for_ms")) or length > 255
-        cdb = bytearray(12)
-        cdb[1] = dbd & 0x18
-        cdb[2] = modepage
-        if use_10:
-            if length < 8 or length > 65535:
-                return -errno.EINVAL, data, bytes(length), None
-            cdb[0] = Opcode.MODE_SENSE_10
-            cdb[7:9] = length.to_bytes(2, "big")
-            header_length = 8
-            cdb_bytes = bytes(cdb[:10])
-        else:
-            if length < 4:
-                return -errno.EINVAL, data, bytes(length), None
-            cdb[0] = Opcode.MODE_SENSE
-            cdb[4] = length
-            header_length = 4
-            cdb_bytes = bytes(cdb[:6])
-        res = await _execute(sdev, cdb_bytes, DmaDirection.DMA_FROM_DEVICE, length,
-                             timeout=timeout, retries=retries)
-        result = res.result
-        buf = bytes(res.data[:length]).ljust(length, b"\0")
-        if result < 0:
-            return result, data, buf, None
-        sshdr = normalize_sense(res.sense) if result else None
-        if not _is_good(result):
-            if sshdr is not None:
-                if sshdr.sense_key == SenseKey.ILLEGAL_REQUEST and sshdr.asc == 0x20 and sshdr.ascq == 0:
-                    if use_10:
-                        if length > 255:
-                            return -errno.EIO, data, buf, sshdr
-                        sdev.use_10_for_ms = 0
-                        continue
-                if _is_check_condition(result) and sshdr.sense_key == SenseKey.UNIT_ATTENTION and retry_count:
-                    retry_count -= 1
-                    continue
-            return -errno.EIO, data, buf, sshdr
-        break
-    if buf[0] == 0x86 and buf[1] == 0x0B and modepage in (6, 8):
-        header_length = 0
-        data.length = 13
-    elif use_10:
-        data.length = int.from_bytes(buf[0:2], "big") + 2
-        data.medium_type = buf[2]
-        data.device_specific = buf[3]
-        data.longlba = buf[4] & 1
-        data.block_descriptor_length = int.from_bytes(buf[6:8], "big")
-    else:
-        data.length = buf[0] + 1
-        data.medium_type = buf[1]
-        data.device_specific = buf[2]
-        data.block_descriptor_length = buf[3]
-    data.header_length = header_length
-    return 0, data, buf, sshdr
-
-
 async def scsi_mode_select(sdev: Any, pf: int, sp: int, page: bytes, timeout: float, retries: int,
-                           data: ModeData) -> tuple[int, SenseHdr | None]:
-    """scsi_mode_select(): MODE SELECT(6)/(10) of one page behind a zeroed mode header."""
+                           data: ScsiModeData) -> tuple[int, ScsiSenseHdr | None]:
+    """scsi_lib.c scsi_mode_select() (not in the midlayer module yet): MODE SELECT(6)/(10) of
+    one page behind the mode parameter header built from ``data``."""
     use_10 = (bool(_flag(sdev, "use_10_for_ms")) or len(page) + 4 > 255
               or data.block_descriptor_length > 255)
     if use_10:
@@ -594,82 +450,6 @@ async def scsi_mode_select(sdev: Any, pf: int, sp: int, page: bytes, timeout: fl
     res = await _execute(sdev, bytes(cdb), DmaDirection.DMA_TO_DEVICE, len(payload),
                          timeout=timeout, retries=retries, data=payload)
     return res.result, normalize_sense(res.sense) if res.result else None
-
-
-async def scsi_vpd_inquiry(sdev: Any, page: int, length: int) -> tuple[int, bytes]:
-    """scsi_vpd_inquiry(): INQUIRY EVPD=1; returns (page length + 4 or -errno, data)."""
-    if length < 4:
-        return -errno.EINVAL, b""
-    cdb = bytes([Opcode.INQUIRY, 1, page, (length >> 8) & 0xFF, length & 0xFF, 0])
-    res = await _execute(sdev, cdb, DmaDirection.DMA_FROM_DEVICE, length, timeout=30.0, retries=3)
-    buf = bytes(res.data[:length]).ljust(length, b"\0")
-    if res.result:
-        return -errno.EIO, buf
-    if buf[1] != page:
-        return -errno.EIO, buf
-    n = int.from_bytes(buf[2:4], "big")
-    if not n:
-        return -errno.EIO, buf
-    return n + 4, buf
-
-
-def scsi_device_supports_vpd(sdev: Any) -> bool:
-    if _flag(sdev, "try_vpd_pages"):
-        return True
-    return _flag(sdev, "scsi_level") >= SCSI_SPC_2 and not _flag(sdev, "skip_vpd_pages")
-
-
-async def scsi_get_vpd_page(sdev: Any, page: int, buf_len: int) -> bytes | None:
-    """scsi_get_vpd_page(): checks page 0's list first (36 bytes), then header, then the page."""
-    if not scsi_device_supports_vpd(sdev):
-        return None
-    if _flag(sdev, "no_vpd_size"):
-        vpd_len = 255
-    else:
-        if page != 0:
-            n, lst = await scsi_vpd_inquiry(sdev, 0, 36)
-            if n < 4:
-                return None
-            n = min(n, 36) - 4
-            if page not in lst[4:4 + n]:
-                return None
-        n, _ = await scsi_vpd_inquiry(sdev, page, 4)
-        if n < 4:
-            return None
-        vpd_len = n
-    vpd_len = min(vpd_len, buf_len)
-    n, buf = await scsi_vpd_inquiry(sdev, page, vpd_len)
-    if n < 0:
-        return None
-    return buf
-
-
-_CDB_SIZE_BY_GROUP = (6, 10, 10, 12, 16, 12, 10, 10)
-
-
-async def scsi_report_opcode(sdev: Any, length: int, opcode: int) -> int:
-    """scsi_report_opcode(): REPORT SUPPORTED OPERATION CODES for one opcode: 1, 0 or -EINVAL."""
-    if _flag(sdev, "no_report_opcodes") or _flag(sdev, "scsi_level") < SCSI_SPC_3:
-        return -errno.EINVAL
-    request_len = 4 + _CDB_SIZE_BY_GROUP[(opcode >> 5) & 7]
-    if request_len > length:
-        return -errno.EINVAL
-    cdb = bytearray(16)
-    cdb[0] = Opcode.MAINTENANCE_IN
-    cdb[1] = MI_REPORT_SUPPORTED_OPERATION_CODES
-    cdb[2] = 1
-    cdb[3] = opcode
-    cdb[6:10] = request_len.to_bytes(4, "big")
-    res = await _execute(sdev, bytes(cdb[:12]), DmaDirection.DMA_FROM_DEVICE, request_len,
-                         timeout=30.0, retries=3)
-    if res.result < 0:
-        return res.result
-    sshdr = normalize_sense(res.sense) if res.result else None
-    if (res.result and sshdr is not None and sshdr.sense_key == SenseKey.ILLEGAL_REQUEST
-            and sshdr.asc in (0x20, 0x24) and sshdr.ascq == 0):
-        return -errno.EINVAL
-    buf = bytes(res.data[:2]).ljust(2, b"\0")
-    return 1 if (buf[1] & 3) == 3 else 0
 
 
 def scsi_device_online(sdev: Any) -> bool:
@@ -801,7 +581,7 @@ def _queue_flag(q: Any, name: str, on: bool) -> None:
 
 # --- sd_revalidate_disk and its helpers ---------------------------------------------------------
 
-def media_not_present(sdkp: ScsiDisk, sshdr: SenseHdr | None) -> bool:
+def media_not_present(sdkp: ScsiDisk, sshdr: ScsiSenseHdr | None) -> bool:
     """media_not_present(): NOT READY / UNIT ATTENTION with ASC 0x3a on a removable device."""
     if sshdr is None:
         return False
@@ -834,7 +614,7 @@ async def sd_spinup_disk(sdkp: ScsiDisk) -> None:
     while True:
         retries = 0
         sense_valid = False
-        sshdr: SenseHdr | None = None
+        sshdr: ScsiSenseHdr | None = None
         while True:
             media_was_present = sdkp.media_present
             res = await _execute(sdev, bytes(6), DmaDirection.DMA_NONE, 0,
@@ -896,7 +676,7 @@ async def _sleep(seconds: float) -> None:
     await trio.sleep(seconds)
 
 
-def read_capacity_error(sdkp: ScsiDisk, sshdr: SenseHdr | None) -> None:
+def read_capacity_error(sdkp: ScsiDisk, sshdr: ScsiSenseHdr | None) -> None:
     if sshdr is not None:
         sd_print_sense_hdr(sdkp, sshdr)
     else:
@@ -926,7 +706,7 @@ async def read_capacity_16(sdkp: ScsiDisk) -> int:
     if _flag(sdev, "no_read_capacity_16"):
         return -errno.EINVAL
     retries, reset_retries = 3, READ_CAPACITY_RETRIES_ON_RESET
-    sshdr: SenseHdr | None = None
+    sshdr: ScsiSenseHdr | None = None
     cdb = bytearray(16)
     cdb[0] = Opcode.SERVICE_ACTION_IN_16
     cdb[1] = SAI_READ_CAPACITY_16
@@ -977,7 +757,7 @@ async def read_capacity_10(sdkp: ScsiDisk) -> int:
     """read_capacity_10(): READ CAPACITY(10), 8 bytes; sector size or -errno."""
     sdev = sdkp.device
     retries, reset_retries = 3, READ_CAPACITY_RETRIES_ON_RESET
-    sshdr: SenseHdr | None = None
+    sshdr: ScsiSenseHdr | None = None
     cdb = bytes([Opcode.READ_CAPACITY]) + bytes(9)
     while True:
         res = await _execute(sdev, cdb, DmaDirection.DMA_FROM_DEVICE, 8,
@@ -1081,10 +861,12 @@ def sd_print_capacity(sdkp: ScsiDisk, old_capacity: int) -> None:
 
 
 async def sd_do_mode_sense(sdkp: ScsiDisk, dbd: int, modepage: int, length: int
-                           ) -> tuple[int, ModeData, bytes, SenseHdr | None]:
+                           ) -> tuple[int, ScsiModeData, bytes, ScsiSenseHdr | None]:
+    """sd_do_mode_sense(): at least 8 bytes for MODE SENSE(10); (result, data, buffer, sshdr)."""
     if _flag(sdkp.device, "use_10_for_ms") and length < 8:
         length = 8
-    return await scsi_mode_sense(sdkp.device, dbd, modepage, length, SD_TIMEOUT, sdkp.max_retries)
+    ms = await scsi_mode_sense(sdkp.device, dbd, modepage, length, SD_TIMEOUT, sdkp.max_retries)
+    return ms.result, ms.data, bytes(ms.buffer).ljust(length, b"\0"), ms.sshdr
 
 
 async def sd_read_write_protect_flag(sdkp: ScsiDisk) -> None:
@@ -1120,7 +902,7 @@ async def sd_read_cache_type(sdkp: ScsiDisk) -> None:
     if sdkp.cache_override:
         return
     first_len = 4
-    sshdr: SenseHdr | None = None
+    sshdr: ScsiSenseHdr | None = None
     ok = False
     defaults = False
     if _flag(sdev, "skip_ms_page_8"):
@@ -1221,7 +1003,8 @@ async def sd_read_app_tag_own(sdkp: ScsiDisk) -> None:
     sdev = sdkp.device
     if sdev.type not in (ScsiType.TYPE_DISK, ScsiType.TYPE_ZBC) or sdkp.protection_type == 0:
         return
-    res, data, buf, sshdr = await scsi_mode_sense(sdev, 1, 0x0A, 36, SD_TIMEOUT, sdkp.max_retries)
+    ms = await scsi_mode_sense(sdev, 1, 0x0A, 36, SD_TIMEOUT, sdkp.max_retries)
+    res, data, buf, sshdr = ms.result, ms.data, bytes(ms.buffer).ljust(36, b"\0"), ms.sshdr
     if res < 0 or not data.header_length or data.length < 6:
         sd_first_printk(KernLevel.WARNING, sdkp, "getting Control mode page failed, assume no ATO")
         if sshdr is not None:
@@ -1435,7 +1218,7 @@ async def sd_revalidate_disk(disk: Any) -> int:
     q = disk.queue
     blk = _blk()
     old_capacity = sdkp.capacity
-    if scsi_log(sdkp.kernel, SCSI_LOG_HLQUEUE_SHIFT, 3):
+    if scsi_log(sdkp.kernel, LogShift.HLQUEUE, 3):
         sd_printk(KernLevel.INFO, sdkp, "sd_revalidate_disk")
     if not scsi_device_online(sdev):
         return 0
@@ -1499,7 +1282,7 @@ async def sd_open(bdev: Any, mode: int = 0) -> int:
     disk = getattr(bdev, "disk", bdev)
     sdkp = scsi_disk(disk)
     sdev = sdkp.device
-    if scsi_log(sdkp.kernel, SCSI_LOG_HLQUEUE_SHIFT, 3):
+    if scsi_log(sdkp.kernel, LogShift.HLQUEUE, 3):
         sd_printk(KernLevel.INFO, sdkp, "sd_open")
     if not scsi_device_online(sdev):
         return -errno.ENXIO
@@ -1517,7 +1300,7 @@ async def sd_open(bdev: Any, mode: int = 0) -> int:
 
 async def sd_release(disk: Any, mode: int = 0) -> None:
     sdkp = scsi_disk(disk)
-    if scsi_log(sdkp.kernel, SCSI_LOG_HLQUEUE_SHIFT, 3):
+    if scsi_log(sdkp.kernel, LogShift.HLQUEUE, 3):
         sd_printk(KernLevel.INFO, sdkp, "sd_release")
     sdkp.openers = max(0, sdkp.openers - 1)
 
@@ -1725,9 +1508,9 @@ def sd_setup_read_write_cmnd(cmd: ScsiCmnd) -> BlkStatus:
             return BlkStatus.BLK_STS_IOERR
         size = 6
     cdb = _rw_cdb(write, lba, nr_blocks, fua, size)
-    if scsi_log(sdkp.kernel, SCSI_LOG_HLQUEUE_SHIFT, 1):
+    if scsi_log(sdkp.kernel, LogShift.HLQUEUE, 1):
         _scmd_printk(cmd, KernLevel.INFO, f"sd_setup_read_write_cmnd: block={rq.sector}, count={nr_sectors}")
-    if scsi_log(sdkp.kernel, SCSI_LOG_HLQUEUE_SHIFT, 2):
+    if scsi_log(sdkp.kernel, LogShift.HLQUEUE, 2):
         _scmd_printk(cmd, KernLevel.INFO,
                      f"{'writing' if write else 'reading'} {nr_blocks}/{nr_sectors} 512 byte blocks.")
     return _prep(cmd, rq, cdb, DmaDirection.DMA_TO_DEVICE if write else DmaDirection.DMA_FROM_DEVICE,
@@ -1816,17 +1599,17 @@ def sd_done(cmd: ScsiCmnd) -> int:
             cmd.resid = min(_bufflen(cmd), -(-resid // sector_size) * sector_size)
     sshdr = normalize_sense(cmd.sense_buffer) if result else None
     sdkp.medium_access_timed_out = 0
-    if _is_check_condition(result) and sshdr is not None and not sshdr.deferred:
+    if _is_check_condition(result) and sshdr is not None and not sshdr.is_deferred:
         good_bytes = _sd_done_sense(cmd, sdkp, sshdr, good_bytes)
     # the midlayer ends the request right after done(): release the special payload here
     # (scsi_mq_uninit_cmd -> sd_uninit_command); a later uninit_command call is a no-op
     sd_uninit_command(cmd)
-    if scsi_log(sdkp.kernel, SCSI_LOG_HLCOMPLETE_SHIFT, 1):
+    if scsi_log(sdkp.kernel, LogShift.HLCOMPLETE, 1):
         _scmd_printk(cmd, KernLevel.INFO, f"sd_done: completed {good_bytes} of {_bufflen(cmd)} bytes")
     return good_bytes
 
 
-def _sd_done_sense(cmd: ScsiCmnd, sdkp: ScsiDisk, sshdr: SenseHdr, good_bytes: int) -> int:
+def _sd_done_sense(cmd: ScsiCmnd, sdkp: ScsiDisk, sshdr: ScsiSenseHdr, good_bytes: int) -> int:
     """sd_done()'s CHECK CONDITION handling, by sense key."""
     rq = cmd.request
     key = sshdr.sense_key
@@ -1962,7 +1745,7 @@ async def sd_probe(drv: SdDriver, sdp: Any) -> int:
     kernel = drv.kernel
     if sdp.type not in SD_TYPES:
         return -errno.ENODEV
-    if scsi_log(kernel, SCSI_LOG_HLQUEUE_SHIFT, 3):
+    if scsi_log(kernel, LogShift.HLQUEUE, 3):
         sdev_printk(kernel, KernLevel.INFO, sdp, "sd_probe")
     blk = _blk()
     gd = blk.blk_mq_alloc_disk_for_queue(sdp.request_queue)

@@ -33,8 +33,8 @@ from ._sd import (
     sd_set_flush_flag,
     sdev_printk,
     scsi_mode_select,
-    scsi_mode_sense,
 )
+from ._scsi_lib import scsi_mode_sense
 
 if TYPE_CHECKING:
     from ._sd import ScsiDisk
@@ -224,8 +224,9 @@ async def cache_type_select(sdkp: ScsiDisk, wce: int, rcd: int) -> int:
     """cache_type_store()'s device half: MODE SENSE the caching page (DBD set, 64-byte buffer),
     set WCE/RCD, MODE SELECT it back (PF=1, SP as the page's PS bit), then revalidate."""
     sdp = sdkp.device
-    res, data, buf, _ = await scsi_mode_sense(sdp, 0x08, 8, 64, SD_TIMEOUT, sdkp.max_retries)
-    if res:
+    ms = await scsi_mode_sense(sdp, 0x08, 8, 64, SD_TIMEOUT, sdkp.max_retries)
+    data, buf = ms.data, bytes(ms.buffer).ljust(64, b"\0")
+    if ms.result:
         return -errno.EINVAL
     length = min(64, data.length - data.header_length - data.block_descriptor_length)
     off = data.header_length + data.block_descriptor_length

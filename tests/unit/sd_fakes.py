@@ -291,6 +291,10 @@ class FakeSdev:
     use_10_for_rw: int = 1
     use_16_for_rw: int = 0
     use_10_for_ms: int = 0
+    set_dbd_for_ms: int = 0
+    try_vpd_pages: int = 0
+    skip_vpd_pages: int = 0
+    no_vpd_size: int = 0
     no_report_opcodes: int = 0
     no_write_same: int = 0
     removable: int = 0

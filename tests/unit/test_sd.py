@@ -48,7 +48,7 @@ def test_string_get_size(blocks: int, bs: int, ten: str, two: str) -> None:
 
 def test_normalize_sense_fixed_and_descriptor() -> None:
     h = _sd.normalize_sense(fixed_sense(6, 0x29, 0))
-    assert (h.sense_key, h.asc, h.ascq, h.deferred) == (6, 0x29, 0, False)
+    assert (h.sense_key, h.asc, h.ascq, h.is_deferred) == (6, 0x29, 0, False)
     d = _sd.normalize_sense(bytes([0x72, 5, 0x24, 0, 0, 0, 0, 0]))
     assert (d.sense_key, d.asc) == (5, 0x24)
     assert _sd.normalize_sense(bytes(18)) is None
@@ -68,15 +68,21 @@ class Machine:
         self.devs: dict[int, FakeHd] = {}
         self.calls: list[tuple[str, bytes, int]] = []
         self.blk = FakeBlock(self.kernel, self.execute)
-        monkeypatch.setattr(_sd, "_execute", self.execute)
+        from vscsifs.scsi.kernel import _scsi_lib
+        monkeypatch.setattr(_scsi_lib, "scsi_execute_cmd", self.execute)
         monkeypatch.setattr(_sd, "_blk", lambda: self.blk)
         self.drv = _sd.SdDriver(self.kernel)
 
-    async def execute(self, sdev, cdb, direction, buflen, *, timeout=30.0, retries=5, data=None,
-                      req_flags=ReqFlag.NONE) -> ExecResult:
+    async def execute(self, sdev, cdb, direction, buflen=0, *, data_out=None, timeout=30.0, retries=3,
+                      req_flags=ReqFlag.NONE):
+        """Stands in for the midlayer's scsi_execute_cmd (same signature and result type)."""
+        from vscsifs.scsi.kernel._scsi_lib import ExecResult as MlExecResult
+        if data_out is not None:
+            buflen = buflen or len(data_out)
         self.calls.append((sdev.sdev_gendev.name, bytes(cdb), buflen))
         await trio.sleep(0)
-        return self.devs[id(sdev)].execute(bytes(cdb), buflen, data)
+        r = self.devs[id(sdev)].execute(bytes(cdb), buflen, data_out)
+        return MlExecResult(r.result, r.data, r.sense, r.resid)
 
     def add(self, lun: int, hd: FakeHd, **kw) -> object:
         sdev = make_sdev(self.kernel, lun, **kw)
@@ -569,3 +575,26 @@ async def test_full_stack_seed_scan_sd_part(tmp_path: Path) -> None:
         assert qdir.children[attr].read() == (golden_q / attr).read_bytes(), attr
     for be in backends:
         be.close()
+
+
+async def test_read_capacity_failure_falls_back_and_logs(monkeypatch: pytest.MonkeyPatch) -> None:
+    m = Machine(monkeypatch)
+    hd = FakeHd(nblocks=1000, ua_pending=False)
+    real = hd.execute
+
+    def broken(cdb, buflen, data):
+        if cdb[0] in (0x9E, 0x25):
+            return ExecResult(0x02, b"", fixed_sense(3, 0x11, 0), buflen)
+        return real(cdb, buflen, data)
+    hd.execute = broken
+    s = m.add(0, hd)
+    await m.drv.probe(s)
+    ops = [c[0] for _, c, _ in m.calls]
+    assert ops[:8] == [0x00, 0x9E, 0x9E, 0x9E, 0x25, 0x25, 0x25, 0x1A]   # 3 tries each, RC16 then RC10
+    lines = m.kernel.kmsg.lines()
+    assert "sd 0:0:0:0: [sda] Read Capacity(16) failed: Result: hostbyte=DID_OK driverbyte=DRIVER_OK" in lines
+    assert "sd 0:0:0:0: [sda] Read Capacity(10) failed: Result: hostbyte=DID_OK driverbyte=DRIVER_OK" in lines
+    assert any("Sense Key : Medium Error [current]" in x for x in lines)
+    assert any("Add. Sense: Unrecovered read error" in x for x in lines)
+    assert "sd 0:0:0:0: [sda] 0 512-byte logical blocks: (0 B/0 B)" in lines
+    assert _sd.dev_get_drvdata(s).disk.capacity == 0
