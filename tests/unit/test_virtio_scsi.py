@@ -606,8 +606,12 @@ async def test_seed_machine_scans_through_the_real_layers(tmp_path, nursery):
     assert lines.index(golden[3]) < lines.index(golden[4])
     assert sum("Attached SCSI disk" in x for x in lines) == 2
     assert not dev.broken
-    # 256 targets probed with INQUIRY went through the request queues; all buffers came back
-    assert sum(q.used_idx for q in dev.cmd_vqs) > 256
+    # the golden trace: 318 virtscsi_queuecommand calls and one virtscsi_req_done interrupt each
+    golden_counts = (GOLDEN.parent / "seed-trace" / "counts.txt").read_text()
+    want = int(next(x for x in golden_counts.splitlines() if x.startswith("virtscsi_queuecommand")).split()[1])
+    assert dev.stats_cmds == want
+    assert sum(d.count for d in kernel.irq_descs if d.name.endswith("-request")) == want
+    assert [d.count for d in kernel.irq_descs if d.name.endswith(("-config", "-control", "-event"))] == [0, 0, 0]
     assert all(q.vq.num_free == q.vq.num for q in shost_priv(shost).req_vqs)
 
 
