@@ -213,3 +213,132 @@ async def test_second_disk_order_in_proc_partitions() -> None:
             "   8        0    1048576 sda", "   8        1    1047552 sda1",
             "   8       16     262144 sdb", "   8       17     130048 sdb1"]
         n.cancel_scope.cancel()
+
+
+# ---------------------------------------------------------------- the real stack under the block layer
+
+def render(root, dest: Path) -> Path:  # type: ignore[no-untyped-def]
+    """Write the kobject tree as a plain directory (links as symlinks) for the real tools."""
+    import os
+    for node in root.walk():
+        p = dest / "sys" / node.path()
+        if isinstance(node, Dir):
+            p.mkdir(parents=True, exist_ok=True)
+        elif isinstance(node, Link):
+            os.symlink(node.readlink(), p)
+        else:
+            try:
+                p.write_bytes(node.read())
+            except OSError:
+                p.write_bytes(b"")
+    return dest
+
+
+async def seed_machine(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """The seed scan through the real midlayer, sd and scsi-hd (the LLD glue is test_sd's)."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from golden_cdb import make_image
+
+    from vscsifs.fs._driver_model import Sysfs
+    from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice
+    from vscsifs.scsi.kernel import bsg_init, sd_init, sg_init, sr_init
+    from vscsifs.scsi.kernel._hosts import ScsiHostTemplate, scsi_add_host, scsi_host_alloc
+    from vscsifs.scsi.kernel._kernel import Kernel
+    from vscsifs.scsi.kernel._printk import Kmsg
+    from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte
+    from vscsifs.scsi.kernel._scsi_scan import async_synchronize_full, scsi_scan_host
+    from vscsifs.virtio import GuestMemory
+
+    boot = make_image(tmp_path / "boot.img", 1 << 30, "boot.img", mbr=(0x5EED0B00, 2048, 2097152 - 2048))
+    test = make_image(tmp_path / "test.img", 256 << 20, "test.img", mbr=(0x5EED7E57, 2048, 262144 - 2048))
+    bus = SCSIBus()
+    for lun, img in enumerate((boot, test)):
+        bus.attach(SCSIDiskDevice(BlockBackend.open(str(img), fmt="raw"), lun=lun, drive_id=f"drive{lun}"))
+
+    def queuecommand(shost, cmd) -> int:  # type: ignore[no-untyped-def]
+        sdev = cmd.device
+        n = cmd.transfersize if cmd.sdb is not None else 0
+        view = [cmd.sdb.view[:n]] if n else []
+        din = view if cmd.sc_data_direction == DmaDirection.DMA_FROM_DEVICE else []
+        dout = view if cmd.sc_data_direction == DmaDirection.DMA_TO_DEVICE else []
+        try:
+            r = bus.execute(sdev.channel, sdev.id, sdev.lun, cmd.cmnd, dout, din)
+        except LookupError:
+            cmd.result, cmd.resid = HostByte.DID_BAD_TARGET << 16, n
+        else:
+            cmd.result = r.status
+            cmd.sense_buffer[:len(r.sense)] = r.sense
+            cmd.resid = n - r.xfer if din else 0
+        cmd.scsi_done(cmd)
+        return 0
+
+    kernel = Kernel(kmsg=Kmsg(console=None), sysfs=Sysfs(), memory=GuestMemory(64 << 20), nr_cpus=2)
+    async with trio.open_nursery() as nursery:
+        kernel.nursery = nursery
+        bsg_init(kernel)
+        sg_init(kernel)
+        sd_init(kernel)
+        sr_init(kernel)
+        tmpl = ScsiHostTemplate(name="Virtio SCSI HBA", proc_name="virtio_scsi", queuecommand=queuecommand,
+                                can_queue=256, cmd_per_lun=256, max_sectors=0xFFFF, sg_tablesize=254)
+        shost = scsi_host_alloc(kernel, tmpl)
+        shost.max_id, shost.max_lun, shost.max_channel, shost.max_cmd_len = 256, 16384, 0, 32
+        shost.nr_hw_queues = 4
+        parent = Device("virtio0", parent_dir=kernel.sysfs.devices.makedirs("pci0000:00/0000:00:04.0"))
+        device_add(parent)
+        scsi_add_host(shost, parent)
+        await scsi_scan_host(shost)
+        await async_synchronize_full(kernel)
+        nursery.cancel_scope.cancel()
+    kernel.nursery = None
+    return kernel, shost
+
+
+async def test_full_stack_block_trees_and_tools_match_golden(tmp_path: Path) -> None:
+    import re
+    import shutil
+    import subprocess
+
+    kernel, shost = await seed_machine(tmp_path)
+    lines = kernel.kmsg.lines()
+    names = dict(re.match(r"sd (0:0:0:\d): \[(sd\w+)\] Attached", ln).groups()  # type: ignore[union-attr]
+                 for ln in lines if re.match(r"sd 0:0:0:\d: \[sd\w+\] Attached", ln))
+    assert names == {"0:0:0:0": "sda", "0:0:0:1": "sdb"}
+    assert [ln for ln in lines if ln.startswith(" sd")] == [" sda: sda1", " sdb: sdb1"]
+    # io_timeout is shown only when the driver has a ->timeout (queue_attr_visible)
+    has_timeout = shost.tag_set.ops.timeout is not None if hasattr(shost, "tag_set") else True
+    problems = []
+    for lun, name in ((0, "sda"), (1, "sdb")):
+        base = SDEV.format(lun=lun) + f"/block/{name}"
+        for kind, mode, path, target, unreadable in manifest():
+            if not (path == base or path.startswith(base + "/")):
+                continue
+            if path.endswith("/queue/io_timeout") and not has_timeout:
+                continue
+            node = _ours(kernel, path)
+            if node is None:
+                problems.append(f"missing {path}")
+            elif kind == "l":
+                if node.readlink() != target:
+                    problems.append(f"target {path}")
+            elif node.mode != mode:
+                problems.append(f"mode {path}")
+            elif kind == "f" and not unreadable and path.rsplit("/", 1)[1] not in VOLATILE:
+                if node.read() != (GOLDEN / ("sysfs" + path[4:])).read_bytes():
+                    problems.append(f"content {path}: {node.read()!r}")
+    assert problems == []
+    boot = (GOLDEN / "proc" / "diskstats.boot").read_text().splitlines()
+    for ours, theirs in zip(sorted(proc_diskstats_text(kernel).splitlines()), sorted(boot)):
+        o, t = ours.split(), theirs.split()
+        assert o[:6] + o[7:13] == t[:6] + t[7:13]          # all but the millisecond fields
+    golden_parts = (GOLDEN / "proc" / "partitions").read_text().splitlines()
+    assert sorted(proc_partitions_text(kernel).splitlines()) == sorted(golden_parts)
+    if shutil.which("lsblk") is None:
+        return
+    root = render(kernel.sysfs.root, tmp_path / "root")
+    for flags in ([], ["-t"], ["-D"], ["-b"], ["-S"]):   # -O needs /dev nodes and udev data
+        out = subprocess.run(["lsblk", "--sysroot", str(root), *flags], capture_output=True, text=True,
+                             env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "LC_ALL": "C"}).stdout
+        want = (GOLDEN / "tools" / ("lsblk" + "".join(f"_{f}" for f in flags) + ".txt")).read_text()
+        assert out == want, flags
