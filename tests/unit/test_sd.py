@@ -533,7 +533,25 @@ async def test_full_stack_seed_scan_sd_part(tmp_path: Path) -> None:
         await scsi_rescan_device(sdev1)
         rescan_lines = kernel.kmsg.lines()[n:]
         rescan_cdbs = list(sent["0:0:0:1"])
+        # I/O through the block layer's bio path lands in sd_init_command / sd_done
+        from vscsifs.scsi.block import bdev_discard, bdev_flush, bdev_read, bdev_write
+        disk = _sd.dev_get_drvdata(sdev1).disk
+        sent["0:0:0:1"].clear()
+        head = bytes(await bdev_read(disk.part0, 0, 8192))
+        await bdev_write(disk.part0, 1 << 20, b"\xa5" * 4096)
+        back = bytes(await bdev_read(disk.part0, 1 << 20, 4096))
+        await bdev_flush(disk.part0)
+        await bdev_discard(disk.part0, 2 << 20, 1 << 20)
+        io_cdbs = list(sent["0:0:0:1"])
         nursery.cancel_scope.cancel()
+    with open(test, "rb") as f:
+        assert head == f.read(8192)
+        f.seek(1 << 20)
+        assert f.read(4096) == back == b"\xa5" * 4096
+    assert io_cdbs[0] == bytes.fromhex("28000000000000001000")          # READ(10) LBA 0, 16 blocks
+    assert io_cdbs[1] == bytes.fromhex("2a000000080000000800")          # WRITE(10) LBA 2048, 8 blocks
+    assert io_cdbs[3] == bytes.fromhex("35000000000000000000")          # SYNCHRONIZE CACHE(10)
+    assert io_cdbs[4] == bytes.fromhex("42000000000000001800")          # UNMAP, 24-byte list
     assert delete_lines == [f"sd 0:0:0:1: [{old_sdkp.name}] Synchronizing SCSI cache"]
     assert all(v is None for v in gone.values()), gone
     assert _sd.dev_get_drvdata(sdev1).name == old_sdkp.name          # the freed sd index is reused
