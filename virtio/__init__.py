@@ -14,7 +14,7 @@ from ._pci import PciPlatform, VirtIOPCIProxy
 from ._pci_sysfs import PciDev, pci_device_add
 from ._scsi_device import SCSIBusLike, VirtIOSCSI, VirtIOSCSIConf
 from ._scsi_driver import (Midlayer, VirtioScsi, run_pending_events, virtscsi_abort, virtscsi_device_reset,
-                           virtscsi_host_template, virtscsi_probe, virtscsi_queuecommand)
+                           virtscsi_host_template, virtscsi_probe, virtscsi_queuecommand, virtscsi_remove)
 from ._virtio_device import VirtIODevice
 from ._virtio_driver import IrqDesc, VirtioDevice
 from ._virtqueue import DeviceVirtqueue, DriverVirtqueue, VirtioError, VirtQueueElement, VringLayout
@@ -24,5 +24,5 @@ __all__ = [
     "PciPlatform", "SCSIBusLike", "VirtIODevice", "VirtIOPCIProxy", "VirtIOSCSI", "VirtIOSCSIConf",
     "VirtQueueElement", "VirtioDevice", "VirtioError", "VirtioScsi", "VringLayout", "pci_device_add",
     "run_pending_events", "virtscsi_abort", "virtscsi_device_reset", "virtscsi_host_template",
-    "virtscsi_probe", "virtscsi_queuecommand",
+    "virtscsi_probe", "virtscsi_queuecommand", "virtscsi_remove",
 ]
