@@ -1278,22 +1278,23 @@ def _need_part_scan(disk: Any) -> bool:
 
 async def sd_open(bdev: Any, mode: int = 0) -> int:
     """sd_open(): revalidate when a partition scan is pending, refuse a missing medium or a
-    write open of a write-protected disk. Returns 0 or -errno."""
+    write open of a write-protected disk. Returns 0; failures raise OSError(ENXIO/ENOMEDIUM/
+    EROFS) so they reach whoever opened the node (the block layer ignores return values)."""
     disk = getattr(bdev, "disk", bdev)
     sdkp = scsi_disk(disk)
     sdev = sdkp.device
     if scsi_log(sdkp.kernel, LogShift.HLQUEUE, 3):
         sd_printk(KernLevel.INFO, sdkp, "sd_open")
     if not scsi_device_online(sdev):
-        return -errno.ENXIO
+        raise OSError(errno.ENXIO, f"{sdkp.name}: device offline")
     if _need_part_scan(disk):
         await sd_revalidate_disk(disk)
     if _flag(sdev, "removable") and not sdkp.media_present and not mode & FMODE_NDELAY:
-        return -errno.ENOMEDIUM
+        raise OSError(errno.ENOMEDIUM, f"{sdkp.name}: no medium")
     if sdkp.write_prot and mode & FMODE_WRITE:
-        return -errno.EROFS
+        raise OSError(errno.EROFS, f"{sdkp.name}: write protected")
     if not scsi_device_online(sdev):
-        return -errno.ENXIO
+        raise OSError(errno.ENXIO, f"{sdkp.name}: device offline")
     sdkp.openers += 1
     return 0
 

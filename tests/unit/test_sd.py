@@ -213,6 +213,10 @@ async def test_write_protect_and_cache_disabled(monkeypatch: pytest.MonkeyPatch)
     assert "sd 0:0:0:0: [sda] Write Protect is on" in text
     assert "sd 0:0:0:0: [sda] Mode Sense: 63 00 80 08" in text
     assert sdkp.disk.ro is True
+    with pytest.raises(OSError) as e:
+        await _sd.sd_open(sdkp.disk, _sd.FMODE_READ | _sd.FMODE_WRITE)
+    assert e.value.errno == errno.EROFS
+    assert await _sd.sd_open(sdkp.disk, _sd.FMODE_READ) == 0
     # no cache flush allowed for write-protected disks
     assert sdkp.WCE == 0 and s.request_queue.write_cache == (False, False)
 
