@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import trio
 
 from vscsifs.fs._driver_model import Device, Sysfs, device_add
 from vscsifs.fs._kobject import Attr, Dir, Link
@@ -572,9 +573,8 @@ def test_overrun_maps_to_did_error_in_the_driver():
 
 
 # ------------------------------------------------------------------ with the real SCSI bus and midlayer
-async def test_seed_machine_scans_through_the_real_layers(tmp_path, nursery):
-    """The seed config with brief A's SCSIBus/scsi-hd and the real midlayer/sd: the scan goes
-    through the virtqueues and finds both LUNs (dmesg lines as the golden guest logged)."""
+async def _real_seed_machine(tmp_path, nursery):
+    """The seed config with brief A's SCSIBus/scsi-hd and the real midlayer/sd, scanned."""
     from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice
     from vscsifs.scsi.kernel._bsg import bsg_init
     from vscsifs.scsi.kernel._scsi_scan import async_synchronize_full, scsi_scan_host
@@ -599,6 +599,14 @@ async def test_seed_machine_scans_through_the_real_layers(tmp_path, nursery):
     shost = virtscsi_probe(kernel, VirtIOPCIProxy(dev, slot=4))
     await scsi_scan_host(shost)
     await async_synchronize_full(kernel)
+    return SimpleNamespace(kernel=kernel, bus=bus, dev=dev, shost=shost)
+
+
+async def test_seed_machine_scans_through_the_real_layers(tmp_path, nursery):
+    """The scan goes through the virtqueues and finds both LUNs (dmesg lines as the golden
+    guest logged them, and the golden trace's command count)."""
+    m = await _real_seed_machine(tmp_path, nursery)
+    kernel, dev, shost = m.kernel, m.dev, m.shost
     lines = kernel.kmsg.lines()
     golden = [line.split("] ", 1)[1] for line in (GOLDEN / "dmesg-scsi.txt").read_text().splitlines()]
     for want in golden[2:5]:   # host banner and the two Direct-Access lines, in order
@@ -642,3 +650,33 @@ def test_small_msix_table_falls_back_to_a_shared_vector():
     sc = ScsiCmnd(device=SimpleNamespace(host=shost, channel=0, id=0, lun=0), cmnd=b"\x00" * 6, hwq=1)
     virtscsi_queuecommand(shost, sc)
     assert sc.done and sc.status == CHECK_CONDITION
+
+
+async def test_hotplug_and_unplug_through_the_real_midlayer(tmp_path, nursery):
+    """QEMU device_add/device_del of a scsi-hd: the event reaches virtscsi_handle_event, which
+    calls the real scsi_add_device / scsi_remove_device."""
+    from vscsifs.scsi.device import BlockBackend, SCSIDiskDevice
+    from vscsifs.scsi.kernel._scsi_scan import async_synchronize_full, scsi_device_lookup
+
+    m = await _real_seed_machine(tmp_path, nursery)
+    path = tmp_path / "hot.img"
+    with open(path, "wb") as f:
+        f.truncate(64 << 20)
+    hot = SCSIDiskDevice(BlockBackend.open(str(path), fmt="raw"), scsi_id=0, lun=2, drive_id="hot")
+    m.bus.attach(hot)
+    assert m.dev.hotplug(0, 2)
+    for _ in range(50):
+        await trio.sleep(0.01)
+        await async_synchronize_full(m.kernel)
+        if scsi_device_lookup(m.shost, 0, 0, 2) is not None:
+            break
+    assert scsi_device_lookup(m.shost, 0, 0, 2) is not None
+    assert any("scsi 0:0:0:2: Direct-Access" in x for x in m.kernel.kmsg.lines())
+    assert m.dev.hotunplug(0, 2)
+    m.bus.detach(hot)
+    for _ in range(50):
+        await trio.sleep(0.01)
+        if scsi_device_lookup(m.shost, 0, 0, 2) is None:
+            break
+    assert scsi_device_lookup(m.shost, 0, 0, 2) is None
+    assert not m.dev.broken
