@@ -1,0 +1,205 @@
+"""Wiring: build the device side from the configuration, boot the emulated kernel against it,
+mount the FUSE tree, serve until SIGINT/SIGTERM, then shut down cleanly.
+
+The device side (QEMU's part: SCSI buses, scsi-hd devices over the images, virtio-scsi devices
+on PCI slots) is built from MachineConfig. The driver side (the guest kernel's part) is then
+booted in the order the golden guest loaded its modules (block layer/bsg, scsi_mod, sd_mod,
+sg, sr_mod, virtio_scsi) and learns everything else by probing the PCI functions and
+scanning, never from the configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import trio
+
+from vscsifs.fs import machine_operations, serve
+from vscsifs.fs._driver_model import Sysfs
+from vscsifs.scsi.block import genhd_device_init
+from vscsifs.scsi.device import BlockBackend, BlockBackendError, SCSIBus, SCSICDDevice, SCSIDiskDevice
+from vscsifs.scsi.kernel import async_synchronize_full, bsg_init, scsi_scan_host, scsi_sysfs_register, sd_init, sg_init
+from vscsifs.scsi.kernel._kernel import Kernel
+from vscsifs.scsi.kernel._printk import KernLevel, Kmsg
+from vscsifs.scsi.kernel._sd import sr_init
+from vscsifs.virtio import GuestMemory, VirtIOPCIProxy, VirtIOSCSI, VirtIOSCSIConf, virtscsi_probe
+
+from ._config import ConfigError, ControllerConfig, MachineConfig
+
+log = logging.getLogger("vscsifs")
+
+# pc (i440fx) machine: 00.0 host bridge, 01.x PIIX3, 02.0 VGA, 03.0 the default NIC; the first
+# -device without addr= lands in slot 4, as the golden guest's 0000:00:04.0 shows.
+FIRST_FREE_PCI_SLOT = 4
+
+
+@dataclass
+class Controller:
+    """One virtio-scsi-pci function: QEMU's objects for it."""
+
+    config: ControllerConfig
+    bus: SCSIBus
+    vdev: VirtIOSCSI
+    proxy: VirtIOPCIProxy
+    backends: list[BlockBackend] = field(default_factory=list)
+
+
+def assign_pci_slots(controllers: list[ControllerConfig]) -> list[int]:
+    """Explicit addr= first, then the first free slot for the rest, in command-line order."""
+    used = {c.addr for c in controllers if c.addr is not None}
+    slots, nxt = [], FIRST_FREE_PCI_SLOT
+    for c in controllers:
+        if c.addr is not None:
+            if c.addr < FIRST_FREE_PCI_SLOT:
+                raise ConfigError(f"-device {c.source}: PCI: slot {c.addr} function 0 not available for "
+                                  f"virtio-scsi-pci, in use by a built-in device")
+            slots.append(c.addr)
+            continue
+        while nxt in used:
+            nxt += 1
+        if nxt > 31:
+            raise ConfigError(f"-device {c.source}: PCI: no slot/function available for virtio-scsi-pci, "
+                              f"all 32 slots/functions are in use")
+        used.add(nxt)
+        slots.append(nxt)
+    return slots
+
+
+def build_device_side(cfg: MachineConfig, memory: GuestMemory) -> list[Controller]:
+    """QEMU's realize of every -device: SCSI buses with their disks, virtio-scsi on PCI."""
+    ctrls: list[Controller] = []
+    for ccfg, slot in zip(cfg.controllers, assign_pci_slots(cfg.controllers)):
+        bus = SCSIBus()
+        vdev = VirtIOSCSI(memory, bus, VirtIOSCSIConf(
+            num_queues=ccfg.num_queues, virtqueue_size=ccfg.virtqueue_size, seg_max_adjust=ccfg.seg_max_adjust,
+            max_sectors=ccfg.max_sectors, cmd_per_lun=ccfg.cmd_per_lun, hotplug=ccfg.hotplug,
+            param_change=ccfg.param_change), nr_cpus=cfg.smp)
+        ctrls.append(Controller(ccfg, bus, vdev, VirtIOPCIProxy(vdev, slot=slot)))
+    by_id = {c.config.id: c for c in ctrls}
+    for d in cfg.devices:
+        ctrl = by_id[d.controller]
+        drive = cfg.drives.get(d.drive) if d.drive else None
+        backend = None
+        if drive is not None and drive.file is not None:
+            try:
+                backend = BlockBackend.open(drive.file, readonly=drive.readonly or d.driver == "scsi-cd",
+                                            fmt="raw", cache=drive.cache)
+            except BlockBackendError as e:
+                raise ConfigError(f"-drive {drive.source}: {e}") from None
+            ctrl.backends.append(backend)
+        kwargs: dict[str, Any] = dict(channel=d.channel, scsi_id=d.scsi_id, lun=d.lun,
+                                      drive_id=d.drive or "", serial=d.serial, wwn=d.wwn, port_wwn=d.port_wwn,
+                                      vendor=d.vendor, product=d.product, ver=d.ver, device_id=d.device_id)
+        try:
+            if d.driver == "scsi-cd":
+                dev = SCSICDDevice(backend, **kwargs)
+            else:
+                dev = SCSIDiskDevice(backend, logical_block_size=d.logical_block_size,
+                                     physical_block_size=d.physical_block_size, rotation_rate=d.rotation_rate,
+                                     removable=d.removable, write_cache=d.write_cache, **kwargs)
+            ctrl.bus.attach(dev)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"-device {d.source}: {e}") from None
+    return ctrls
+
+
+@dataclass
+class Machine:
+    """One emulated machine: the device side and the kernel that drives it."""
+
+    config: MachineConfig
+    kernel: Kernel
+    controllers: list[Controller]
+    hosts: list[Any] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, cfg: MachineConfig, console: TextIO | None = sys.stderr) -> Machine:
+        memory = GuestMemory(cfg.memory)
+        ctrls = build_device_side(cfg, memory)
+        kernel = Kernel(kmsg=Kmsg(console=console), sysfs=Sysfs(), memory=memory, nr_cpus=cfg.smp,
+                        cmdline=cfg.append)
+        return cls(cfg, kernel, ctrls)
+
+    def init_kernel(self) -> None:
+        """What the golden guest did before the HBA appeared: block layer (bsg), scsi_mod,
+        sd_mod, sg, sr_mod (insmod.log order)."""
+        k = self.kernel
+        genhd_device_init(k)
+        bsg_init(k)
+        scsi_sysfs_register(k)
+        k.printk(KernLevel.NOTICE, "SCSI subsystem initialized")
+        sd_init(k)
+        sg_init(k)
+        sr_init(k)
+
+    async def boot(self, nursery: trio.Nursery) -> None:
+        """Probe every virtio-scsi PCI function in slot order and wait for the scans and the
+        asynchronous sd probes to finish (the point where the guest's dmesg settled)."""
+        self.kernel.nursery = nursery
+        self.init_kernel()
+        for ctrl in sorted(self.controllers, key=lambda c: (c.proxy.slot, c.proxy.function)):
+            shost = virtscsi_probe(self.kernel, ctrl.proxy)
+            self.hosts.append(shost)
+            await scsi_scan_host(shost)
+        await async_synchronize_full(self.kernel)
+
+    def shutdown(self) -> None:
+        """Flush and close the images (what QEMU does at exit)."""
+        for ctrl in self.controllers:
+            for be in ctrl.backends:
+                try:
+                    be.flush()
+                finally:
+                    be.close()
+
+
+async def serve_machine(machine: Machine, mountpoint: str,
+                        task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Boot, mount, serve until cancelled; unmount and flush on the way out."""
+    os.makedirs(mountpoint, exist_ok=True)
+    ops, devfs, _procfs = machine_operations(machine.kernel)
+    try:
+        async with trio.open_nursery() as nursery:
+            await machine.boot(nursery)
+            await nursery.start(lambda task_status: serve(ops, mountpoint, devfs=devfs, task_status=task_status))
+            hosts = len(machine.hosts)
+            luns = sum(len(c.bus.devices) if hasattr(c.bus, "devices") else 0 for c in machine.controllers)
+            log.info("serving %s: %d host(s), %d LUN(s)", mountpoint, hosts, luns)
+            task_status.started()
+    finally:
+        machine.shutdown()
+
+
+def run_daemon(cfg: MachineConfig, mountpoint: str, *, quiet: bool = False, qmp: list[str] | None = None) -> int:
+    """`vscsifs run`: foreground until SIGINT/SIGTERM, then a clean unmount; exit 0."""
+    try:
+        machine = Machine.create(cfg, console=None if quiet else sys.stderr)
+    except ConfigError as e:
+        print(f"vscsifs: {e}", file=sys.stderr)
+        return 1
+    if qmp:
+        log.warning("-qmp is not implemented yet; ignoring %s", " ".join(qmp))
+
+    async def main() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(serve_machine, machine, mountpoint)
+
+                async def wait_signal() -> None:
+                    async for sig in signals:
+                        log.info("%s: unmounting %s", signal.Signals(sig).name, mountpoint)
+                        nursery.cancel_scope.cancel()
+                        return
+                nursery.start_soon(wait_signal)
+
+    try:
+        trio.run(main)
+    except OSError as e:
+        print(f"vscsifs: {e}", file=sys.stderr)
+        return 1
+    return 0
