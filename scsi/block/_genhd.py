@@ -91,6 +91,7 @@ class BlockDevice:
     dev: Device | None = None
     meta_info: PartitionMetaInfo | None = None
     holders: Dir | None = None
+    openers: int = 0
 
     @property
     def name(self) -> str:
@@ -384,19 +385,73 @@ async def device_add_disk(parent: Device | None, disk: Gendisk, groups: Any = No
     disk_update_readahead(disk)
 
 
+def _open_result(ret: Any, what: str) -> None:
+    """fops.open answers 0/None for success or -errno (sd_open's convention)."""
+    if isinstance(ret, int) and ret < 0:
+        raise OSError(-ret, f"{what}: open failed")
+
+
 async def blkdev_get_whole(disk: Gendisk, mode: int) -> None:
-    """Open the whole disk: fops.open (sd_open revalidates), then a pending partition scan."""
+    """blkdev_get_whole(): fops.open (sd_open revalidates), then a pending partition scan."""
     if disk.fops.open is not None:
-        await _maybe_await(disk.fops.open(disk.part0, mode))
+        ret = await _maybe_await(disk.fops.open(disk.part0, mode))
+        if isinstance(ret, int) and ret < 0:
+            if ret == -errno.ENOMEDIUM and disk.need_part_scan:
+                await bdev_disk_changed(disk, True)       # no ghost partitions of a removed medium
+            _open_result(ret, disk.disk_name)
     disk.openers += 1
+    disk.part0.openers += 1
     if disk.need_part_scan:
         await bdev_disk_changed(disk, False)
 
 
 async def blkdev_put_whole(disk: Gendisk, mode: int) -> None:
     disk.openers = max(0, disk.openers - 1)
+    disk.part0.openers = max(0, disk.part0.openers - 1)
     if disk.fops.release is not None:
         await _maybe_await(disk.fops.release(disk, mode))
+
+
+async def blkdev_get(bdev: BlockDevice, mode: int = FMODE_READ) -> None:
+    """blkdev_get_by_dev() for an open of /dev/NAME: the whole disk's open (and, for a
+    partition, ENXIO when it is empty and an open_partitions count that blocks re-reads)."""
+    disk = bdev.disk
+    if not disk.live:
+        raise OSError(errno.ENXIO, f"{bdev.name}: no such device")
+    await blkdev_get_whole(disk, mode)
+    if bdev.partno:
+        if not bdev.nr_sects or disk.parts.get(bdev.partno) is not bdev:
+            await blkdev_put_whole(disk, mode)
+            raise OSError(errno.ENXIO, f"{bdev.name}: no such partition")
+        disk.open_partitions += 1
+        bdev.openers += 1
+
+
+async def blkdev_put(bdev: BlockDevice, mode: int = FMODE_READ) -> None:
+    disk = bdev.disk
+    if bdev.partno:
+        bdev.openers = max(0, bdev.openers - 1)
+        disk.open_partitions = max(0, disk.open_partitions - 1)
+    await blkdev_put_whole(disk, mode)
+
+
+async def disk_check_media_change(disk: Gendisk) -> bool:
+    """disk_check_media_change(): ask fops.check_events; a media change schedules a partition scan."""
+    if disk.fops.check_events is None:
+        return False
+    events = await _maybe_await(disk.fops.check_events(disk, DISK_EVENT_MEDIA_CHANGE | DISK_EVENT_EJECT_REQUEST))
+    events = events or 0
+    if not events & DISK_EVENT_MEDIA_CHANGE:
+        return False
+    disk.need_part_scan = True
+    return True
+
+
+async def blkdev_reread_part(bdev: BlockDevice, mode: int = FMODE_READ) -> None:
+    """The BLKRRPART ioctl: only on the whole disk (EINVAL), EBUSY while a partition is open."""
+    if bdev.partno:
+        raise OSError(errno.EINVAL, f"{bdev.name}: BLKRRPART on a partition")
+    await disk_scan_partitions(bdev.disk, mode)
 
 
 async def disk_scan_partitions(disk: Gendisk, mode: int = FMODE_READ) -> None:

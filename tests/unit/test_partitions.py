@@ -273,3 +273,45 @@ async def test_sfdisk_made_tables(tmp_path: Path) -> None:
             if line:
                 assert part_lines(k) == [line]
             n.cancel_scope.cancel()
+
+
+async def test_open_counts_block_reread_and_open_errors() -> None:
+    import errno
+
+    from vscsifs.scsi.block import (DISK_EVENT_MEDIA_CHANGE, blkdev_get, blkdev_put, blkdev_reread_part,
+                                    disk_check_media_change)
+    img = bytearray(8 * MiB)
+    img[:512] = mbr([(0, 0x83, 2048, 4096)])
+    async with trio.open_nursery() as n:
+        k, nb, disk, events = await scan(n, img)
+        opens = []
+
+        async def fops_open(bdev, mode):  # type: ignore[no-untyped-def]
+            opens.append(mode)
+            return -errno.EROFS if mode & 2 else 0
+        disk.fops.open = fops_open
+        part = disk.parts[1]
+        await blkdev_get(part)
+        assert disk.open_partitions == 1 and opens == [1]
+        with pytest.raises(OSError) as ei:
+            await blkdev_reread_part(disk.part0)
+        assert ei.value.errno == errno.EBUSY
+        with pytest.raises(OSError) as ei:
+            await blkdev_reread_part(part)
+        assert ei.value.errno == errno.EINVAL
+        await blkdev_put(part)
+        assert disk.open_partitions == 0
+        nb.data[:512] = mbr([(0, 0x83, 2048, 2048), (0, 0x83, 8192, 2048)])
+        await blkdev_reread_part(disk.part0)
+        assert parts_of(disk) == [(1, 2048, 2048), (2, 8192, 2048)]
+        with pytest.raises(OSError) as ei:
+            await blkdev_get(disk.part0, 3)                      # the driver refuses a write open
+        assert ei.value.errno == errno.EROFS and disk.openers == 0
+        # a media change noticed by check_events makes the next open rescan
+        nb.data[:512] = mbr([(0, 0x83, 4096, 4096)])
+        disk.fops.check_events = lambda d, mask: DISK_EVENT_MEDIA_CHANGE
+        assert await disk_check_media_change(disk)
+        await blkdev_get(disk.part0)
+        assert parts_of(disk) == [(1, 4096, 4096)]
+        await blkdev_put(disk.part0)
+        n.cancel_scope.cancel()
