@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import inspect
 import struct
+import time
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -609,8 +610,6 @@ async def sd_spinup_disk(sdkp: ScsiDisk) -> None:
     spintime = False
     spintime_expire = 0.0
     the_result = 0
-    import time
-
     while True:
         retries = 0
         sense_valid = False
