@@ -221,7 +221,7 @@ def scsi_mq_setup_tags(shost: Scsi_Host) -> None:
 
 def scsi_add_host(shost: Scsi_Host, parent: Device | None) -> None:
     """hosts.c scsi_add_host_with_dma(): log the banner, set up tags, add hostN to sysfs."""
-    from ._scsi_sysfs import scsi_sysfs_add_host
+    from ._scsi_sysfs import scsi_host_rpm, scsi_sysfs_add_host
 
     info = shost.hostt.info(shost) if shost.hostt.info else shost.hostt.name
     shost_printk(KernLevel.INFO, shost, info)
@@ -233,7 +233,7 @@ def scsi_add_host(shost: Scsi_Host, parent: Device | None) -> None:
     shost.shost_gendev.parent = parent
     if parent is None:
         shost.shost_gendev.parent_dir = shost.kernel.sysfs.virtual
-    device_add(shost.shost_gendev)
+    device_add(shost.shost_gendev, power=scsi_host_rpm(shost))
     scsi_host_set_state(shost, HostState.SHOST_RUNNING)
     device_add(shost.shost_dev)
     scsi_sysfs_add_host(shost)

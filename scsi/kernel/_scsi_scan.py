@@ -208,9 +208,14 @@ def scsi_alloc_target(shost: Scsi_Host, channel: int, id_: int) -> ScsiTarget | 
 
 def scsi_target_add(starget: ScsiTarget) -> None:
     """scsi_sysfs.c scsi_target_add(): make the target visible once."""
+    from ._scsi_sysfs import rpm_of
+
     if starget.state != StargetState.STARGET_CREATED:
         return
-    device_add(starget.dev)
+    rpm = rpm_of(starget)
+    rpm.set_active_enable()
+    rpm.kids = lambda: sum(1 for s in starget_devices(starget) if s.is_visible and rpm_of(s).active)
+    device_add(starget.dev, power=rpm.overrides())
     starget.state = StargetState.STARGET_RUNNING
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vscsifs.fs._driver_model import Bus, Class, Device, Driver, device_add, device_bind_driver, device_del
@@ -28,6 +29,102 @@ if TYPE_CHECKING:
     from ._kernel import Kernel
 
 SCSI_DEVICE_MODALIAS_FMT = "scsi:t-0x{:02x}"
+
+
+@dataclass
+class RuntimePm:
+    """The runtime-PM state the ``power/`` files show for hosts, targets and devices
+    (drivers/base/power/sysfs.c): hosts and targets are enabled and active, scsi devices are
+    active but forbidden (control "on") until user space allows them, and an upper driver that
+    calls blk_pm_runtime_init() (sd, sr) turns on autosuspend with delay -1, which holds one
+    more usage reference."""
+
+    disable_depth: int = 1
+    runtime_auto: bool = True
+    active: bool = False
+    usage: int = 0
+    use_autosuspend: bool = False
+    autosuspend_delay: int = 0
+    kids: Callable[[], int] = field(default=lambda: 0)
+
+    def set_active_enable(self) -> None:
+        """pm_runtime_set_active() + pm_runtime_enable()"""
+        self.active = True
+        self.disable_depth = 0
+
+    def forbid(self) -> None:
+        if self.runtime_auto:
+            self.runtime_auto = False
+            self.usage += 1
+
+    def use_autosuspend_delay(self, delay_ms: int) -> None:
+        """pm_runtime_set_autosuspend_delay() + pm_runtime_use_autosuspend(): a negative delay
+        keeps the device from suspending by taking a usage reference."""
+        old_neg = self.use_autosuspend and self.autosuspend_delay < 0
+        self.autosuspend_delay = delay_ms
+        self.use_autosuspend = True
+        new_neg = delay_ms < 0
+        if new_neg and not old_neg:
+            self.usage += 1
+        elif old_neg and not new_neg:
+            self.usage -= 1
+
+    def overrides(self) -> dict[str, Callable[[], str]]:
+        def enabled() -> str:
+            if self.disable_depth and not self.runtime_auto:
+                return "disabled & forbidden\n"
+            if self.disable_depth:
+                return "disabled\n"
+            return "enabled\n" if self.runtime_auto else "forbidden\n"
+
+        def status() -> str:
+            if self.disable_depth:
+                return "unsupported\n"
+            return "active\n" if self.active else "suspended\n"
+
+        def delay() -> str:
+            if not self.use_autosuspend:
+                raise SysfsError(errno.EIO)
+            return f"{self.autosuspend_delay}\n"
+
+        return {
+            "autosuspend_delay_ms": delay,
+            "control": lambda: "auto\n" if self.runtime_auto else "on\n",
+            "runtime_active_kids": lambda: f"{self.kids()}\n",
+            "runtime_enabled": enabled,
+            "runtime_status": status,
+            "runtime_usage": lambda: f"{self.usage}\n",
+        }
+
+
+def rpm_of(obj: Any) -> RuntimePm:
+    """The RuntimePm of a Scsi_Host, ScsiTarget or ScsiDevice (created on first use)."""
+    rpm = getattr(obj, "_rpm", None)
+    if rpm is None:
+        rpm = RuntimePm()
+        obj._rpm = rpm
+    return rpm
+
+
+def scsi_host_rpm(shost: Scsi_Host) -> dict[str, Callable[[], str]]:
+    """scsi_add_host: the host device is runtime-PM active and enabled; its active kids are
+    its visible targets."""
+    from ._scsi_lib import StargetState
+
+    rpm = rpm_of(shost)
+    rpm.set_active_enable()
+    rpm.kids = lambda: sum(1 for t in shost.targets
+                           if t.state == StargetState.STARGET_RUNNING and rpm_of(t).active)
+    return rpm.overrides()
+
+
+def blk_pm_runtime_init(sdev: ScsiDevice) -> None:
+    """block/blk-pm.c blk_pm_runtime_init() as sd_probe/sr_probe call it for their device."""
+    rpm_of(sdev).use_autosuspend_delay(-1)
+
+
+# upper drivers whose probe calls blk_pm_runtime_init() on the scsi_device
+_BLK_PM_DRIVERS = frozenset({"sd", "sr"})
 
 
 # -- bus, classes, module parameters ----------------------------------------------------------
@@ -488,7 +585,10 @@ async def scsi_sysfs_add_sdev(sdev: ScsiDevice) -> int:
 
     scsi_target_add(sdev.sdev_target)
     _sdev_attrs(sdev)
-    device_add(sdev.sdev_gendev)
+    rpm = rpm_of(sdev)
+    rpm.set_active_enable()
+    rpm.forbid()
+    device_add(sdev.sdev_gendev, power=rpm.overrides())
     # bus_probe_device(): pick the upper driver now (so messages say "sd H:C:T:L" from here
     # on, as they do in the guest) and run its probe in the async domain
     drv = _bind_candidate(sdev)
@@ -642,6 +742,8 @@ async def _really_probe(sdev: ScsiDevice, first: Any) -> None:
             _bind(sdev, drv)
         ret = await maybe_await(drv.probe(sdev))
         if not ret:
+            if drv.name in _BLK_PM_DRIVERS:
+                blk_pm_runtime_init(sdev)
             return
         device_release_driver(sdev)
 
