@@ -230,3 +230,47 @@ async def fs_mount_any(request: Any) -> AsyncIterator[MountedMachine]:
     """Both /dev designs, one after the other."""
     async with mounted_machine(None if request.param == "loop" else False) as m:
         yield m
+
+
+def tree_from_manifest(golden_dir: str) -> Dir:
+    """A kobject tree that holds exactly what a golden capture recorded (types, modes, link
+    targets, contents, and the errno of unreadable attributes), to check that the FUSE
+    rendering itself is faithful, independently of the driver side. Link targets outside the
+    captured roots become empty directories."""
+    from golden_sysfs import parse_manifest
+
+    from vscsifs.fs._kobject import Attr, Link
+
+    root = Dir("")
+    entries = parse_manifest(os.path.join(golden_dir, "sysfs-manifest.txt"))
+    links: list[tuple[Dir, str, str]] = []
+    for e in entries:
+        rel = e.path[len("/sys/"):]
+        parent_path, _, name = rel.rpartition("/")
+        parent = root.makedirs(parent_path)
+        if e.kind == "d":
+            parent.mkdir(name, e.mode).mode = e.mode
+        elif e.kind == "l":
+            links.append((parent, name, e.target or ""))
+        else:
+            show: Any
+            if e.errno is not None and e.errno != errno.EACCES:
+                def show(err: int = e.errno) -> bytes:
+                    raise SysfsError(err)
+            elif e.errno == errno.EACCES or e.skipped:
+                show = None if e.errno == errno.EACCES else (lambda: b"")
+            else:
+                with open(os.path.join(golden_dir, "sysfs", rel), "rb") as f:
+                    content = f.read()
+                show = (lambda c=content: c)
+            store = (lambda data: None) if e.mode & 0o222 else None
+            parent.add(Attr(name, show, store, e.mode))
+    for parent, name, target in links:
+        here = parent.path().split("/") if parent.path() else []
+        for part in target.split("/"):
+            here = here[:-1] if part == ".." else here + [part]
+        node = root.lookup("/".join(here))
+        if node is None:
+            node = root.makedirs("/".join(here))
+        parent.add(Link(name, node))
+    return root

@@ -230,7 +230,7 @@ async def test_hotplug_block_device(fs_mount_any: MountedMachine) -> None:
             await trio.sleep(0.05)
     m.kernel.devnode_event("remove", "block", new)
     with trio.fail_after(10):
-        while "/.vscsifs-" in losetup_backing() and "sdb" in losetup_backing():
+        while f"{m.path}/{m.devfs.data_dir.name}/sdb" in losetup_backing():
             await trio.sleep(0.05)
     assert "sdb" not in await in_thread(os.listdir, f"{m.path}/dev")
     # the dentry invalidation is asynchronous (pyfuse3.invalidate_entry_async): poll for it
@@ -337,3 +337,47 @@ async def test_sigterm_detaches_and_unmounts() -> None:
                 proc.wait()
         assert not is_mounted(mnt)
         assert f"{mnt}/" not in losetup_backing()
+
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+
+
+@pytest.mark.parametrize("capture", ["seed", "lio"])
+async def test_golden_tree_is_rendered_faithfully(capture: str, tmp_path: Path) -> None:
+    """A tree holding exactly a real kernel's capture, seen through FUSE: every entry's type,
+    mode, link target, content and errno as the real sysfs gave them, and the real tools print
+    the same over the mount as over a plain copy of the capture."""
+    why = mount_possible()
+    if why:
+        pytest.skip(why)
+    from fs_fixtures import tree_from_manifest
+    from golden_sysfs import compare, materialize
+
+    from vscsifs.fs import make_operations, serve
+
+    golden = GOLDEN / capture
+    copy = materialize(str(golden), str(tmp_path / "copy"))
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    ops = make_operations(tree_from_manifest(str(golden)))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve, ops, str(mnt))
+        try:
+            rep = await in_thread(compare, str(golden), str(mnt / "sys"))
+            assert rep.mismatches == [] and rep.ratio == 1.0, rep.summary()
+            for flags in ("", "-l", "-s", "-g", "-t", "-H", "-c", "-d", "-i", "-u", "-w", "-x", "-L", "-v"):
+                ours = await sh(f"lsscsi -k -y {mnt}/sys {flags}", check=False)
+                plain = await sh(f"lsscsi -k -y {copy} {flags}", check=False)
+                assert ours.stdout.replace(str(mnt).encode(), b"ROOT") == \
+                    plain.stdout.replace(str(tmp_path / "copy").encode(), b"ROOT"), flags
+                assert ours.returncode == 0 and ours.stdout.strip(), flags
+                if capture == "seed" and flags in ("", "-l", "-g", "-s"):
+                    name = "lsscsi" + "".join(f"_{a}" for a in flags.split()) + ".txt"
+                    assert ours.stdout == (golden / "tools" / name).read_bytes(), flags
+            for flags in ("", "-S", "-t", "-D", "-b", "-O -J"):
+                ours = await sh(f"lsblk --sysroot {mnt} {flags}", check=False)
+                plain = await sh(f"lsblk --sysroot {tmp_path / 'copy'} {flags}", check=False)
+                assert ours.stdout == plain.stdout and ours.returncode == plain.returncode, flags
+                assert ours.returncode == 0 and b"sda" in ours.stdout, flags
+        finally:
+            nursery.cancel_scope.cancel()
