@@ -362,10 +362,13 @@ def virtscsi_complete_free(vscsi: VirtioScsi, cmd: VirtioScsiCmd) -> None:
 
 
 def _scmd_printk(vscsi: VirtioScsi, level: KernLevel, sc: ScsiCmnd, text: str) -> None:
-    sdev = sc.device
-    prefix = f"sd {getattr(sdev, 'host_no', getattr(getattr(sdev, 'host', None), 'host_no', 0))}:" \
-             f"{getattr(sdev, 'channel', 0)}:{getattr(sdev, 'id', 0)}:{getattr(sdev, 'lun', 0)}: "
-    vscsi.kernel.printk(level, prefix + text)
+    """scmd_printk(): the midlayer's own prefix ('sd 0:0:0:0: [sda] tag#3 ') when the device
+    is a real scsi_device, a plain H:C:T:L prefix otherwise."""
+    if hasattr(sc.device, "sdev_gendev"):
+        from vscsifs.scsi.kernel._scsi_logging import scmd_printk
+        scmd_printk(level, sc, text)
+        return
+    _sdev_printk(vscsi, sc.device, text, level)
 
 
 # ================================================================== submission
@@ -545,9 +548,14 @@ def _tmf_cmd(vscsi: VirtioScsi, subtype: int, sdev: Any, tag: int) -> VirtioScsi
     return cmd
 
 
-def _sdev_printk(vscsi: VirtioScsi, sdev: Any, text: str) -> None:
+def _sdev_printk(vscsi: VirtioScsi, sdev: Any, text: str, level: KernLevel = KernLevel.INFO) -> None:
+    """sdev_printk(): through the midlayer's dev_printk for a real scsi_device."""
+    if hasattr(sdev, "sdev_gendev"):
+        from vscsifs.scsi.kernel._scsi_logging import sdev_printk
+        sdev_printk(level, sdev, text)
+        return
     host_no = getattr(getattr(sdev, "host", None), "host_no", 0)
-    vscsi.kernel.printk(KernLevel.INFO, f"sd {host_no}:{sdev.channel}:{sdev.id}:{sdev.lun}: {text}")
+    vscsi.kernel.printk(level, f"scsi {host_no}:{sdev.channel}:{sdev.id}:{sdev.lun}: {text}")
 
 
 async def virtscsi_device_reset(sc: ScsiCmnd) -> int:

@@ -680,3 +680,22 @@ async def test_hotplug_and_unplug_through_the_real_midlayer(tmp_path, nursery):
             break
     assert scsi_device_lookup(m.shost, 0, 0, 2) is None
     assert not m.dev.broken
+
+
+async def test_error_handler_tmfs_reach_the_scsi_hd(tmp_path, nursery):
+    """virtscsi_device_reset on a real scsi_device: logged with the midlayer's prefix, answered
+    by the control queue, and the LUN gets QEMU's reset unit attention."""
+    from vscsifs.scsi.kernel._scsi_scan import scsi_device_lookup
+
+    from vscsifs.scsi.device import SenseCode
+
+    m = await _real_seed_machine(tmp_path, nursery)
+    sdev = scsi_device_lookup(m.shost, 0, 0, 1)
+    for d in m.bus.devices:            # the scan consumed the power-on UAs; start clean
+        d.unit_attention = SenseCode.NO_SENSE
+    sc = ScsiCmnd(device=sdev, cmnd=b"\x00" * 6)
+    assert await virtscsi_device_reset(sc) == SUCCESS
+    assert "sd 0:0:0:1: device reset" in m.kernel.kmsg.lines()
+    assert m.bus.devices[1].unit_attention.key == 0x06          # LUN 1 was reset
+    assert m.bus.devices[0].unit_attention == SenseCode.NO_SENSE  # LUN 0 was not
+    assert await virtscsi_abort(sc) == SUCCESS
