@@ -394,11 +394,13 @@ def _open_result(ret: Any, what: str) -> None:
 async def blkdev_get_whole(disk: Gendisk, mode: int) -> None:
     """blkdev_get_whole(): fops.open (sd_open revalidates), then a pending partition scan."""
     if disk.fops.open is not None:
-        ret = await _maybe_await(disk.fops.open(disk.part0, mode))
-        if isinstance(ret, int) and ret < 0:
-            if ret == -errno.ENOMEDIUM and disk.need_part_scan:
+        try:
+            ret = await _maybe_await(disk.fops.open(disk.part0, mode))
+            _open_result(ret, disk.disk_name)            # -errno answers become OSError too
+        except OSError as e:
+            if e.errno == errno.ENOMEDIUM and disk.need_part_scan:
                 await bdev_disk_changed(disk, True)       # no ghost partitions of a removed medium
-            _open_result(ret, disk.disk_name)
+            raise
     disk.openers += 1
     disk.part0.openers += 1
     if disk.need_part_scan:
