@@ -102,10 +102,10 @@ class ScsiDeviceConfig:
     ver: str | None = None
     device_id: str | None = None
     logical_block_size: int = 512
-    physical_block_size: int = 512
+    physical_block_size: int | None = None   # None: 512 for an image file (blkconf_blocksizes)
     rotation_rate: int = 0
     removable: bool = False
-    write_cache: bool = True
+    write_cache: bool | None = None          # None: auto, from the drive's cache mode
     source: str = ""
     controller: str | None = field(default=None, init=False)   # resolved controller id
 
@@ -163,11 +163,13 @@ class MachineConfig:
                 raise ConfigError(f"-device {d.source}: drive property not set")
             for bs_name in ("logical_block_size", "physical_block_size"):
                 bs = getattr(d, bs_name)
+                if bs is None:
+                    continue
                 if bs < 512 or bs > 2 * 1024 * 1024 or bs & (bs - 1):
                     raise ConfigError(f"-device {d.source}: Property {d.driver}.{bs_name} doesn't take value "
                                       f"{bs} (must be a power of 2 between 512 and 2097152)")
-            if d.physical_block_size < d.logical_block_size:
-                d.physical_block_size = d.logical_block_size
+            if d.logical_block_size > (d.physical_block_size or 512):
+                raise ConfigError(f"-device {d.source}: logical_block_size > physical_block_size not supported")
         self._assign_addresses()
         for drv in self.drives.values():
             if drv.id not in used_drives and drv.interface == "none":

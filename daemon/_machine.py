@@ -88,7 +88,7 @@ def build_device_side(cfg: MachineConfig, memory: GuestMemory) -> list[Controlle
         if drive is not None and drive.file is not None:
             try:
                 backend = BlockBackend.open(drive.file, readonly=drive.readonly or d.driver == "scsi-cd",
-                                            fmt="raw", cache=drive.cache)
+                                            fmt=drive.format, cache=drive.cache)
             except BlockBackendError as e:
                 raise ConfigError(f"-drive {drive.source}: {e}") from None
             ctrl.backends.append(backend)

@@ -138,8 +138,7 @@ _SCSI_DEVICE_PROPS: dict[str, Prop] = {
     "physical_block_size": Prop("physical_block_size", parse_size, "size"),
     "rotation_rate": Prop("rotation_rate", parse_int, "uint16"),
     "removable": Prop("removable", parse_bool, "bool"),
-    "write-cache": Prop("write_cache", lambda v: v.lower() != "off" and (v.lower() == "auto" or parse_bool(v)),
-                        "OnOffAuto"),
+    "write-cache": Prop("write_cache", lambda v: None if v.lower() == "auto" else parse_bool(v), "OnOffAuto"),
     "bootindex": Prop("", parse_int, "int32"),
 }
 

@@ -72,6 +72,8 @@ def test_num_queues_defaults_to_vcpus(images):
     (lambda a: a.__setitem__(5, a[5].replace("boot.img", "nope.img")), "Could not open"),
     (lambda a: a.__setitem__(5, a[5] + ",format=qcow2"), "image format 'qcow2' is not supported"),
     (lambda a: a.__setitem__(1, "virtio-scsi-pci,id=scsi0,num_queues=0"), "Invalid number of queues"),
+    (lambda a: a.__setitem__(3, a[3] + ",logical_block_size=4096"), "logical_block_size > physical_block_size not supported"),
+    (lambda a: a.__setitem__(3, a[3] + ",physical_block_size=3000"), "doesn't take value 3000"),
 ])
 def test_refusals_name_what_is_wrong(images, mutate, message):
     a = args(images)
