@@ -595,11 +595,14 @@ async def scsi_sysfs_add_sdev(sdev: ScsiDevice) -> int:
     device_add(sdev.sdev_dev)
     sdev.is_visible = True
     pkg = _pkg()
+    kernel = sdev.host.kernel
+    # sg's class interface on scsi_device exists once sg is loaded (sg_init); bsg once
+    # bsg_init ran (built in: at boot)
     sg_add = getattr(pkg, "sg_add_device", None)
-    if sg_add is not None:
+    if sg_add is not None and getattr(kernel, "_sg_state", None) is not None:
         await maybe_await(sg_add(sdev))
     bsg_reg = getattr(pkg, "scsi_bsg_register_queue", None)
-    if bsg_reg is not None:
+    if bsg_reg is not None and getattr(kernel, "_bsg_state", None) is not None:
         sdev.extra["bsg_dev"] = await maybe_await(bsg_reg(sdev))
     if drv is not None:
         _schedule_probe(sdev, drv)
@@ -615,7 +618,7 @@ async def scsi_sysfs_remove_visible(sdev: ScsiDevice) -> None:
     if bsg_dev is not None and bsg_unreg is not None:
         await maybe_await(bsg_unreg(bsg_dev))
     sg_remove = getattr(pkg, "sg_remove_device", None)
-    if sg_remove is not None:
+    if sg_remove is not None and getattr(sdev.host.kernel, "_sg_state", None) is not None:
         await maybe_await(sg_remove(sdev))
     device_del(sdev.sdev_dev)
     await _wait_probe(sdev)
