@@ -7,7 +7,8 @@ _bio (byte-range I/O on disks and partitions), _partitions (msdos/GPT parsing), 
 (gendisk, block devices, bdi, partitions, /proc texts), _blk_sysfs (queue/, mq/, disk attrs).
 """
 
-from ._bio import bdev_block_size, bdev_discard, bdev_flush, bdev_read, bdev_write, bio_split_discard, bio_split_rw
+from ._bio import (bdev_block_size, bdev_discard, bdev_flush, bdev_read, bdev_write, bdev_zeroout, bio_split_discard,
+                   bio_split_rw)
 from ._blk_mq import (BlkEhTimerReturn, BlkMqFlag, BlkMqHwCtx, BlkMqReqFlag, BlkMqTags, BlkMqTagSet, RequestQueue,
                       blk_execute_rq, blk_execute_rq_nowait, blk_mq_alloc_request, blk_mq_alloc_tag_set,
                       blk_mq_complete_request, blk_mq_destroy_queue, blk_mq_end_request, blk_mq_free_request,

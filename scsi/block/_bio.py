@@ -244,3 +244,27 @@ async def bdev_discard(bdev: BlockDevice, offset: int, length: int) -> None:
         return
     pieces = bio_split_discard(q, offset >> SECTOR_SHIFT, length >> SECTOR_SHIFT)
     await _submit(bdev, ReqOp.REQ_OP_DISCARD, pieces, offset >> SECTOR_SHIFT)
+
+
+async def bdev_zeroout(bdev: BlockDevice, offset: int, length: int) -> None:
+    """BLKZEROOUT (blkdev_issue_zeroout): REQ_OP_WRITE_ZEROES pieces of max_write_zeroes_sectors
+    when the device offers them, else plain writes of zeroes."""
+    _check_live(bdev)
+    q = bdev.disk.queue
+    lbs = q.limits.logical_block_size
+    if offset < 0 or length < 0 or offset % lbs or length % lbs:
+        raise OSError(errno.EINVAL, f"{bdev.name}: zeroout range not aligned to {lbs} bytes")
+    if offset + length > bdev.size_bytes:
+        raise OSError(errno.EINVAL, f"{bdev.name}: zeroout range past the end")
+    if bdev.read_only:
+        raise OSError(errno.EPERM, f"{bdev.name}: zeroout on a read-only block device")
+    if not length:
+        return
+    sector, nr = offset >> SECTOR_SHIFT, length >> SECTOR_SHIFT
+    max_wz = q.limits.max_write_zeroes_sectors
+    if max_wz:
+        step = max(max_wz - max_wz % (lbs >> SECTOR_SHIFT), lbs >> SECTOR_SHIFT)
+        pieces = [(s, min(step, sector + nr - s)) for s in range(sector, sector + nr, step)]
+        await _submit(bdev, ReqOp.REQ_OP_WRITE_ZEROES, pieces, sector)
+        return
+    await _submit(bdev, ReqOp.REQ_OP_WRITE, bio_split_rw(q, sector, nr), sector, src=memoryview(bytes(length)))

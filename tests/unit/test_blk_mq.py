@@ -444,3 +444,22 @@ async def test_no_timeout_handler_keeps_waiting(autojump_clock) -> None:  # type
         assert rq.extra["timed_out"] >= 9 and not rq.extra.get("completed")
         blk_mq_complete_request(rq)
     assert rq.status == BlkStatus.BLK_STS_OK
+
+
+async def test_zeroout_uses_write_zeroes_or_writes() -> None:
+    from vscsifs.scsi.block import bdev_zeroout, blk_queue_max_write_zeroes_sectors
+    async with trio.open_nursery() as n:
+        k, nb, disk = await _disk(n)
+        nb.data[:] = b"\xff" * len(nb.data)
+        await bdev_zeroout(disk.part0, 4096, 8192)                 # no WRITE ZEROES: zero-filled writes
+        assert [op for op, _, _ in nb.log] == [ReqOp.REQ_OP_WRITE]
+        assert bytes(nb.data[4096:12288]) == bytes(8192) and nb.data[12288] == 0xFF
+        nb.log.clear()
+        blk_queue_max_write_zeroes_sectors(disk.queue, 16)
+        await bdev_zeroout(disk.part0, 65536, 16384)
+        assert sorted(nb.log) == [(ReqOp.REQ_OP_WRITE_ZEROES, 128, 8192), (ReqOp.REQ_OP_WRITE_ZEROES, 144, 8192)]
+        assert bytes(nb.data[65536:81920]) == bytes(16384)
+        with pytest.raises(OSError) as ei:
+            await bdev_zeroout(disk.part0, 1, 512)
+        assert ei.value.errno == errno.EINVAL
+        n.cancel_scope.cancel()
