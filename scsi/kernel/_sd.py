@@ -1715,12 +1715,45 @@ class SdDriver:
     module = "sd_mod"
     probe_type = "PROBE_PREFER_ASYNCHRONOUS"
 
+    # How many scheduler checkpoints a probe waits at most for earlier-added disks to take
+    # their index before it takes one anyway (an earlier device may never be probed).
+    ORDER_WAIT_CHECKPOINTS = 1000
+
     def __init__(self, kernel: Any) -> None:
         self.kernel = kernel
         self.disk_class = kernel.sysfs.class_register("scsi_disk")
+        self._next_ticket = 0
+        self._pending: dict[int, tuple[int, Any]] = {}     # id(sdev) -> (arrival ticket, sdev)
+
+    def match(self, sdev: Any) -> bool:
+        """scsi_bus_match(): sd is offered every connected LUN (sd_probe refuses non-disks).
+
+        The midlayer asks this in the order devices are added (scan order); sd remembers that
+        order so the concurrent async probes take sd indices - and so sda, sdb ... - in scan
+        order, the order the golden captures were taken in (the real kernel races here)."""
+        if id(sdev) not in self._pending:
+            self._pending[id(sdev)] = (self._next_ticket, sdev)
+            self._next_ticket += 1
+        return True
+
+    async def _wait_turn(self, sdev: Any) -> None:
+        entry = self._pending.get(id(sdev))
+        if entry is None:
+            return
+        for _ in range(self.ORDER_WAIT_CHECKPOINTS):
+            if not any(t < entry[0] and scsi_device_online(s) and _state_name(s) not in _GONE
+                       for t, s in self._pending.values()):
+                return
+            await _checkpoint()
+
+    def _took_index(self, sdev: Any) -> None:
+        self._pending.pop(id(sdev), None)
 
     async def probe(self, sdev: Any) -> int:
-        return await sd_probe(self, sdev)
+        try:
+            return await sd_probe(self, sdev)
+        finally:
+            self._took_index(sdev)
 
     async def remove(self, sdev: Any) -> int:
         return await sd_remove(sdev)
@@ -1738,6 +1771,20 @@ class SdDriver:
         return sd_done(cmd)
 
 
+_GONE = ("SDEV_DEL", "SDEV_CANCEL")
+
+
+def _state_name(sdev: Any) -> str:
+    state = _flag(sdev, "sdev_state", None)
+    return getattr(state, "name", str(state))
+
+
+async def _checkpoint() -> None:
+    import trio
+
+    await trio.sleep(0)
+
+
 async def sd_probe(drv: SdDriver, sdp: Any) -> int:
     """sd_probe(): name, scsi_disk class device, gendisk, revalidate, device_add_disk."""
     from ._sd_sysfs import sd_disk_attrs
@@ -1748,8 +1795,10 @@ async def sd_probe(drv: SdDriver, sdp: Any) -> int:
     if scsi_log(kernel, LogShift.HLQUEUE, 3):
         sdev_printk(kernel, KernLevel.INFO, sdp, "sd_probe")
     blk = _blk()
+    await drv._wait_turn(sdp)          # diskseq and index in scan order (see SdDriver.match)
     gd = blk.blk_mq_alloc_disk_for_queue(sdp.request_queue)
     index = kernel.sd_index_ida.alloc()
+    drv._took_index(sdp)
     gd.disk_name = sd_format_disk_name("sd", index)
     sdkp = ScsiDisk(kernel=kernel, device=sdp, disk=gd, index=index)
     sdp.ioerr_cnt = 0

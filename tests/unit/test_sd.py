@@ -113,11 +113,14 @@ async def test_sd_probe_seed_sequence_and_log(monkeypatch: pytest.MonkeyPatch) -
     m = Machine(monkeypatch)
     s0 = m.add(0, FakeHd(nblocks=2097152))
     s1 = m.add(1, FakeHd(nblocks=524288))
+    for s in (s0, s1):
+        assert m.drv.match(s)               # the midlayer offers the devices in scan order
     async with trio.open_nursery() as nursery:
-        for s in (s0, s1):
+        for s in (s1, s0):                  # whatever order the probes start in ...
             nursery.start_soon(m.drv.probe, s)
     names = {s.lun: _sd.dev_get_drvdata(s).name for s in (s0, s1)}
-    assert sorted(names.values()) == ["sda", "sdb"]
+    assert names == {0: "sda", 1: "sdb"}    # ... letters follow scan order, as golden
+    assert m.drv._pending == {}
     lines = m.kernel.kmsg.lines()
     for s in (s0, s1):
         hctl = f"0:0:0:{s.lun}"
@@ -521,6 +524,7 @@ async def test_full_stack_seed_scan_sd_part(tmp_path: Path) -> None:
         await async_synchronize_full(kernel)
         boot_lines = kernel.kmsg.lines()
         boot_sent = {k: list(v) for k, v in sent.items()}
+        boot_uevent = kernel.sysfs.root.lookup(SDEV1 + "/block/sdb/uevent").read()
         # hotplug as golden/seed/hotplug: delete 0:0:0:1, scan it back, rescan it
         sdev1 = scsi_device_lookup(shost, 0, 0, 1)
         old_sdkp = _sd.dev_get_drvdata(sdev1)
@@ -571,7 +575,8 @@ async def test_full_stack_seed_scan_sd_part(tmp_path: Path) -> None:
         mo = re.match(r"sd (0:0:0:\d): \[(sd\w+)\] Attached SCSI disk", line)
         if mo:
             names[mo.group(1)] = mo.group(2)
-    assert sorted(names) == ["0:0:0:0", "0:0:0:1"]
+    assert names == {"0:0:0:0": "sda", "0:0:0:1": "sdb"}
+    assert boot_uevent == (GOLDEN / "seed" / "sysfs" / SDEV1 / "block" / "sdb" / "uevent").read_bytes()
     lines = boot_lines
     for hctl, golden_name in (("0:0:0:0", "sda"), ("0:0:0:1", "sdb")):
         want_cdbs = golden_sd_cdbs(hctl)
