@@ -261,8 +261,8 @@ async def test_driver_probe_is_async_and_can_decline(tmp_path: Path, opened) -> 
         module = "picky_mod"
 
         async def probe(self, sdev) -> int:
+            probed.append(sdev.hctl)              # probes start in scheduling order
             await trio.sleep(0)
-            probed.append(sdev.hctl)
             return 0 if sdev.lun == 1 else -19
 
         async def remove(self, sdev) -> int:
