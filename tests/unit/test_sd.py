@@ -625,3 +625,79 @@ async def test_read_capacity_failure_falls_back_and_logs(monkeypatch: pytest.Mon
     assert any("Add. Sense: Unrecovered read error" in x for x in lines)
     assert "sd 0:0:0:0: [sda] 0 512-byte logical blocks: (0 B/0 B)" in lines
     assert _sd.dev_get_drvdata(s).disk.capacity == 0
+
+
+async def test_full_stack_4k_disk_on_other_target_and_lun(tmp_path: Path) -> None:
+    """A 4K-sector scsi-hd at 0:0:2:3 (not the seed's address): sd sizes it in 4 KiB blocks and
+    turns byte I/O into 4 KiB-block CDBs."""
+    from vscsifs.fs._driver_model import Device, Sysfs, device_add
+    from vscsifs.scsi.block import bdev_read
+    from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice
+    from vscsifs.scsi.kernel import sd_init, sg_init
+    from vscsifs.scsi.kernel._hosts import ScsiHostTemplate, scsi_add_host, scsi_host_alloc
+    from vscsifs.scsi.kernel._kernel import Kernel
+    from vscsifs.scsi.kernel._printk import Kmsg
+    from vscsifs.scsi.kernel._scsi_cmnd import HostByte
+    from vscsifs.scsi.kernel._scsi_scan import async_synchronize_full, scsi_device_lookup, scsi_scan_host
+    from vscsifs.virtio import GuestMemory
+
+    img = tmp_path / "4k.img"
+    with open(img, "wb") as f:
+        f.truncate(256 << 20)
+        f.seek(8192)
+        f.write(b"B" * 4096)
+    be = BlockBackend.open(str(img), fmt="raw")
+    bus = SCSIBus()
+    bus.attach(SCSIDiskDevice(be, scsi_id=2, lun=3, logical_block_size=4096, physical_block_size=4096))
+    sent: list[bytes] = []
+
+    def queuecommand(shost, cmd: ScsiCmnd) -> int:
+        sdev = cmd.device
+        n = cmd.transfersize if cmd.sdb is not None else 0
+        view = [cmd.sdb.view[:n]] if n else []
+        din = view if cmd.sc_data_direction == DmaDirection.DMA_FROM_DEVICE else []
+        dout = view if cmd.sc_data_direction == DmaDirection.DMA_TO_DEVICE else []
+        if sdev.id == 2 and sdev.lun == 3:
+            sent.append(bytes(cmd.cmnd))
+        try:
+            r = bus.execute(sdev.channel, sdev.id, sdev.lun, cmd.cmnd, dout, din)
+        except LookupError:
+            cmd.result = HostByte.DID_BAD_TARGET << 16
+            cmd.resid = n
+        else:
+            cmd.result = r.status
+            cmd.sense_buffer[:len(r.sense)] = r.sense
+            cmd.resid = n - r.xfer if din else 0
+        cmd.scsi_done(cmd)
+        return 0
+
+    kernel = Kernel(kmsg=Kmsg(console=None), sysfs=Sysfs(), memory=GuestMemory(64 << 20), nr_cpus=2)
+    async with trio.open_nursery() as nursery:
+        kernel.nursery = nursery
+        sg_init(kernel)
+        sd_init(kernel)
+        tmpl = ScsiHostTemplate(name="Virtio SCSI HBA", proc_name="virtio_scsi", queuecommand=queuecommand,
+                                can_queue=1024, cmd_per_lun=1024, max_sectors=0xFFFF, sg_tablesize=254)
+        shost = scsi_host_alloc(kernel, tmpl)
+        shost.max_id, shost.max_lun, shost.max_channel, shost.max_cmd_len = 256, 16384, 0, 32
+        parent = Device("virtio0", parent_dir=kernel.sysfs.devices.makedirs("pci0000:00/0000:00:04.0"))
+        device_add(parent)
+        scsi_add_host(shost, parent)
+        await scsi_scan_host(shost)
+        await async_synchronize_full(kernel)
+        sdev = scsi_device_lookup(shost, 0, 2, 3)
+        disk = _sd.dev_get_drvdata(sdev).disk
+        sent.clear()
+        data = bytes(await bdev_read(disk.part0, 8192, 4096))
+        nursery.cancel_scope.cancel()
+    be.close()
+    lines = kernel.kmsg.lines()
+    assert "sd 0:0:2:3: [sda] 65536 4096-byte logical blocks: (268 MB/256 MiB)" in lines
+    assert "sd 0:0:2:3: Attached scsi generic sg0 type 0" in lines
+    assert lines[-1] == "sd 0:0:2:3: [sda] Attached SCSI disk"
+    assert disk.capacity == 65536 * 8 and disk.queue.limits.logical_block_size == 4096
+    assert data == b"B" * 4096
+    assert sent == [bytes.fromhex("28000000000200000100")]      # READ(10) LBA 2, one 4 KiB block
+    sd_dir = kernel.sysfs.root.lookup(
+        "devices/pci0000:00/0000:00:04.0/virtio0/host0/target0:0:2/0:0:2:3/scsi_disk/0:0:2:3")
+    assert sd_dir is not None and sd_dir.children["cache_type"].read() == b"write back\n"
