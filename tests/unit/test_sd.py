@@ -701,3 +701,18 @@ async def test_full_stack_4k_disk_on_other_target_and_lun(tmp_path: Path) -> Non
     sd_dir = kernel.sysfs.root.lookup(
         "devices/pci0000:00/0000:00:04.0/virtio0/host0/target0:0:2/0:0:2:3/scsi_disk/0:0:2:3")
     assert sd_dir is not None and sd_dir.children["cache_type"].read() == b"write back\n"
+
+
+async def test_cache_type_store_runs_mode_select_in_kernel_nursery(monkeypatch: pytest.MonkeyPatch) -> None:
+    m = Machine(monkeypatch)
+    hd = FakeHd(nblocks=2048)
+    s = m.add(0, hd)
+    await m.drv.probe(s)
+    attr = _sd.dev_get_drvdata(s).disk_dev.kobj.children["cache_type"]
+    with pytest.raises(SysfsError):                 # no async domain to send the command in
+        attr.write(b"write through\n")
+    async with trio.open_nursery() as nursery:
+        m.kernel.nursery = nursery
+        attr.write(b"write through\n")
+    assert hd.selected and attr.read() == b"write through\n"
+    assert s.request_queue.write_cache == (False, False)
