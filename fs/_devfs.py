@@ -288,34 +288,58 @@ def logical_block_size(bdev: Any) -> int:
     return 512
 
 
-class DataFile(SpecialFile):
-    """A block device's data as a regular file; I/O goes through the emulated block layer."""
+FMODE_READ = 1 << 0
+FMODE_WRITE = 1 << 1
 
-    __slots__ = ("bdev", "devfs")
+
+def _fmode(flags: int) -> int:
+    acc = flags & os.O_ACCMODE
+    return (FMODE_READ if acc in (os.O_RDONLY, os.O_RDWR) else 0) | (FMODE_WRITE if acc != os.O_RDONLY else 0)
+
+
+class DataFile(SpecialFile):
+    """A block device's data as a regular file; I/O goes through the emulated block layer.
+
+    ``user_node`` marks DIR/dev/NAME in file mode: each open/close of it is a user's open of
+    the block device, so it goes through ``io.blkdev_get/blkdev_put`` when the block layer
+    offers them (sd_open, the open_partitions count that makes BLKRRPART EBUSY). The hidden
+    data file a loop device holds open for its whole life is not a user open and does not.
+    """
+
+    __slots__ = ("bdev", "devfs", "user_node")
     attr_timeout = 1.0  # the size follows capacity changes
 
-    def __init__(self, name: str, bdev: Any, devfs: DevFs, mode: int = 0o660) -> None:
+    def __init__(self, name: str, bdev: Any, devfs: DevFs, mode: int = 0o660, *, user_node: bool = False) -> None:
         super().__init__(name, mode)
         self.bdev = bdev
         self.devfs = devfs
+        self.user_node = user_node
 
     def st_size(self) -> int:
         return int(self.bdev.size_bytes)
 
-    def open_handle(self, flags: int) -> FileHandle:
+    async def open_handle(self, flags: int) -> FileHandle:  # type: ignore[override]
         if self.devfs.gone(self.bdev):
             raise pyfuse3.FUSEError(errno.ENXIO)
         if flags & os.O_ACCMODE != os.O_RDONLY and self.bdev.read_only:
             raise pyfuse3.FUSEError(errno.EROFS)
-        return DataHandle(self)
+        mode = _fmode(flags)
+        get = getattr(self.devfs.io, "blkdev_get", None) if self.user_node else None
+        if get is not None:
+            try:
+                await get(self.bdev, mode)
+            except OSError as exc:
+                raise pyfuse3.FUSEError(errno_of(exc)) from exc
+        return DataHandle(self, mode if get is not None else None)
 
 
 class DataHandle(FileHandle):
     direct_io = True
 
-    def __init__(self, file: DataFile) -> None:
+    def __init__(self, file: DataFile, held_mode: int | None = None) -> None:
         self.file = file
         self.written = False
+        self.held_mode = held_mode  # blkdev_get() was called with this mode: blkdev_put() at release
 
     def _io(self) -> BdevIO:
         if self.file.devfs.gone(self.file.bdev):
@@ -344,11 +368,21 @@ class DataHandle(FileHandle):
             await self._io().bdev_flush(self.file.bdev)
         except OSError as exc:
             raise pyfuse3.FUSEError(errno_of(exc)) from exc
-        if self.written and self.file.devfs.on_synced is not None:
+        await self._synced()
+
+    async def release(self) -> None:
+        try:
+            await self._synced()  # close after write, as udev's watch sees it
+        finally:
+            if self.held_mode is not None and not self.file.devfs.gone(self.file.bdev):
+                put = getattr(self.file.devfs.io, "blkdev_put", None)
+                if put is not None:
+                    await put(self.file.bdev, self.held_mode)
+
+    async def _synced(self) -> None:
+        if self.written:
             self.written = False
-            result = self.file.devfs.on_synced(self.file.bdev)
-            if inspect.isawaitable(result):
-                await result
+            await self.file.devfs.synced_after_write(self.file.bdev)
 
 
 class BlockNode(SpecialFile):
@@ -383,6 +417,16 @@ def loop_set_capacity(loop: LoopDevice) -> None:
     fcntl.ioctl(loop.fd, LoopIoctl.LOOP_SET_CAPACITY, 0)
 
 
+def devnode_name(obj: Any) -> str:
+    """device_get_devnode(): the node's path below /dev: the device's ``devnode`` when it has
+    one (bsg/H:C:T:L), else its name. ``obj`` may carry it itself or on its ``.dev`` Device."""
+    for holder in (obj, getattr(obj, "dev", None)):
+        devnode = getattr(holder, "devnode", None) if holder is not None else None
+        if isinstance(devnode, str) and devnode:
+            return devnode
+    return str(obj.name)
+
+
 @dataclass(eq=False)
 class _BlockEntry:
     bdev: Any
@@ -403,9 +447,8 @@ class DevFs:
         self.root = Dir("dev")
         self.data_dir = Dir(f"{DATA_DIR_PREFIX}{os.getpid()}", 0o700)
         self.io: BdevIO = io if io is not None else _BlockLayerIO()  # type: ignore[assignment]
-        # called (and awaited if it returns an awaitable) after the first fsync that follows
-        # writes to a device: the hook for a partition re-read, since BLKRRPART on the loop
-        # device never reaches us (sfdisk and mkfs fsync before their BLKRRPART)
+        # called (and awaited if it returns an awaitable) after the first fsync or close that
+        # follows writes to a device; None: reread_partitions() (see synced_after_write)
         self.on_synced = on_synced
         self.mode = "pending"       # "loop" or "file" once started
         self.mountpoint: str | None = None
@@ -445,6 +488,32 @@ class DevFs:
         entry = self.blocks.get(bdev.name)
         return entry is None or entry.bdev is not bdev or entry.removed
 
+    async def synced_after_write(self, bdev: Any) -> None:
+        """After writes to a device were flushed or closed: on_synced, or by default what
+        udev's watch rule does in the guest (60-block.rules OPTIONS+="watch": a close after
+        write of a whole disk makes udevd re-read its partition table). BLKRRPART itself on
+        DIR/dev/sdX never reaches us (the loop device answers it, or a regular file: ENOTTY),
+        and through a loop device a close is invisible, so the fsync that sfdisk and mkfs
+        issue first is the trigger there."""
+        if self.on_synced is not None:
+            result = self.on_synced(bdev)
+            if inspect.isawaitable(result):
+                await result
+            return
+        await self.reread_partitions(bdev)
+
+    async def reread_partitions(self, bdev: Any) -> None:
+        """BLKRRPART on a whole disk through io.blkdev_reread_part, if the block layer has it;
+        EBUSY (a partition is open) and EINVAL (cannot be partitioned) are ignored as udev does."""
+        reread = getattr(self.io, "blkdev_reread_part", None)
+        if reread is None or getattr(bdev, "partno", 0):
+            return
+        try:
+            await reread(bdev)
+        except OSError as exc:
+            if exc.errno not in (errno.EBUSY, errno.EINVAL, errno.ENXIO):
+                log.warning("devfs: re-reading the partition table of %s failed: %s", bdev.name, exc)
+
     # -- devnode events --------------------------------------------------------------
 
     def devnode_event(self, action: str, kind: str, obj: Any) -> None:
@@ -471,7 +540,7 @@ class DevFs:
         self.data_dir.add(data)
         entry = self.blocks[name] = _BlockEntry(bdev, data, read_only=bool(bdev.read_only))
         if self.mode == "file":
-            entry.node = self._place(name, lambda base: DataFile(base, bdev, self))
+            entry.node = self._place(name, lambda base: DataFile(base, bdev, self, user_node=True))
         elif self.mode == "loop":
             assert self._nursery is not None
             self._nursery.start_soon(self._attach, entry)
@@ -509,12 +578,13 @@ class DevFs:
             self._nursery.start_soon(trio.to_thread.run_sync, loop_set_capacity, loop)
 
     def _add_char(self, obj: Any) -> None:
-        name = obj.name
+        name = devnode_name(obj)
         self.chars[name] = self._place(name, lambda base: UnavailableCharNode(base, getattr(obj, "devt", None)))  # type: ignore[assignment]
 
     def _remove_char(self, obj: Any) -> None:
-        if self.chars.pop(obj.name, None) is not None:
-            self._unplace(obj.name)
+        name = devnode_name(obj)
+        if self.chars.pop(name, None) is not None:
+            self._unplace(name)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -534,7 +604,7 @@ class DevFs:
             if self.mode == "loop":
                 await self._attach(entry)
             else:
-                entry.node = self._place(entry.bdev.name, lambda base, b=entry.bdev: DataFile(base, b, self))
+                entry.node = self._place(entry.bdev.name, lambda base, b=entry.bdev: DataFile(base, b, self, user_node=True))
 
     async def _attach(self, entry: _BlockEntry) -> None:
         bdev = entry.bdev
@@ -546,7 +616,7 @@ class DevFs:
             log.warning("devfs: cannot attach a loop device to %s (%s): serving the data file as /dev/%s",
                         path, exc, bdev.name)
             if not entry.removed:
-                entry.node = self._place(bdev.name, lambda base: DataFile(base, bdev, self))
+                entry.node = self._place(bdev.name, lambda base: DataFile(base, bdev, self, user_node=True))
             return
         if entry.removed:
             await trio.to_thread.run_sync(loop_detach, loop)

@@ -17,6 +17,7 @@ emulated path and is counted); fsync is a cache flush.
 from __future__ import annotations
 
 import errno
+import inspect
 import logging
 import os
 import queue
@@ -319,7 +320,8 @@ class VscsiOperations(pyfuse3.Operations):
         if node is None or isinstance(node, Dir):
             raise pyfuse3.FUSEError(errno.EISDIR)
         if isinstance(node, SpecialFile):
-            handle = node.open_handle(flags)
+            opened = node.open_handle(flags)
+            handle = await opened if inspect.isawaitable(opened) else opened
         elif isinstance(node, Attr):
             attr_open_check(node, flags)
             handle = SnapshotHandle(node)

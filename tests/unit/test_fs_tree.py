@@ -276,6 +276,14 @@ async def test_devfs_char_nodes_refuse_io(machine: Any, monkeypatch: Any) -> Non
     assert isinstance(ops.inodes[bsg.st_ino], UnavailableCharNode)
     kernel.devnode_event("remove", "char", FakeChar("bsg/0:0:0:0", (248, 0)))
     assert "bsg" not in devfs.root.children  # emptied directory goes, as devtmpfs does
+    # the node path is the device's devnode (device_get_devnode), as the bsg driver sets it
+    holder = type("BsgDevice", (), {})()
+    holder.name, holder.devt = "2:0:0:0", (248, 5)
+    holder.dev = type("Device", (), {"devnode": "bsg/2:0:0:0"})()
+    kernel.devnode_event("add", "char", holder)
+    assert isinstance(devfs.root.lookup("bsg/2:0:0:0"), UnavailableCharNode)
+    kernel.devnode_event("remove", "char", holder)
+    assert devfs.root.lookup("bsg") is None
     with pytest.raises(ValueError, match="unknown action"):
         kernel.devnode_event("change", "char", FakeChar("sg0", (21, 0)))
 
@@ -356,3 +364,72 @@ def test_devfs_picks_up_devices_added_before_it() -> None:
     assert late.devnode_event not in kernel.devnode_listeners
     assert isinstance(ProcFs(kernel).root.lookup("sys/dev/scsi/logging_level"), Attr)
     assert isinstance(devfs.root, Dir) and _operations.ATTR_TIMEOUT > 0
+
+
+class OpenCountingIO:
+    """The fake block I/O plus the open/release/re-read entry points of the real block layer."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: list[tuple[str, str, int]] = []
+        self.get_error: int | None = None
+        self.reread_error: int | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def blkdev_get(self, bdev: Any, mode: int) -> None:
+        if self.get_error:
+            raise OSError(self.get_error, "open failed")
+        self.calls.append(("get", bdev.name, mode))
+
+    async def blkdev_put(self, bdev: Any, mode: int) -> None:
+        self.calls.append(("put", bdev.name, mode))
+
+    async def blkdev_reread_part(self, bdev: Any) -> None:
+        self.calls.append(("reread", bdev.name, 0))
+        if self.reread_error:
+            raise OSError(self.reread_error, "busy")
+
+
+async def test_user_opens_reach_the_block_layer_and_writes_reread_partitions(machine: Any) -> None:
+    ops, kernel, devfs, procfs, io, bdev, _ = machine
+    counting = devfs.io = OpenCountingIO(io)
+    await devfs.start(None, "/nonexistent", use_loop=False)  # type: ignore[arg-type]
+    a = await walk(ops, "dev/sda")
+    fi = await ops.open(a.st_ino, os.O_RDONLY, None)
+    await ops.read(fi.fh, 0, 512)
+    await ops.release(fi.fh)
+    assert counting.calls == [("get", "sda", 1), ("put", "sda", 1)]   # FMODE_READ, no re-read
+    counting.calls.clear()
+    fi = await ops.open(a.st_ino, os.O_RDWR, None)
+    await ops.write(fi.fh, 0, b"x" * 512)
+    await ops.fsync(fi.fh, False)          # sfdisk: write, fsync (BLKRRPART never reaches us)
+    await ops.release(fi.fh)
+    assert counting.calls == [("get", "sda", 3), ("reread", "sda", 0), ("put", "sda", 3)]
+    counting.calls.clear()
+    fi = await ops.open(a.st_ino, os.O_WRONLY, None)
+    await ops.write(fi.fh, 0, b"y" * 512)
+    counting.reread_error = errno.EBUSY    # a partition is open: udev ignores it, so do we
+    await ops.release(fi.fh)               # close after write without fsync
+    assert counting.calls == [("get", "sda", 2), ("reread", "sda", 0), ("put", "sda", 2)]
+    # the loop device's hidden data file is not a user open
+    counting.calls.clear()
+    hidden = await ops.lookup((await walk(ops, devfs.data_dir.name)).st_ino, b"sda")
+    fi = await ops.open(hidden.st_ino, os.O_RDWR, None)
+    await ops.release(fi.fh)
+    assert counting.calls == []
+    # a failing open (sd_open: no medium) fails the open(2)
+    counting.get_error = errno.ENOMEDIUM
+    assert await fuse_errno(ops.open(a.st_ino, os.O_RDONLY, None)) == errno.ENOMEDIUM
+    # partitions are not re-read themselves
+    counting.get_error = None
+    part = FakeBdev("sda1", 4096, devt=(8, 1))
+    part.partno = 1  # type: ignore[attr-defined]
+    kernel.devnode_event("add", "block", part)
+    counting.calls.clear()
+    p = await walk(ops, "dev/sda1")
+    fi = await ops.open(p.st_ino, os.O_WRONLY, None)
+    await ops.write(fi.fh, 0, b"z" * 512)
+    await ops.release(fi.fh)
+    assert [c[0] for c in counting.calls] == ["get", "put"]
