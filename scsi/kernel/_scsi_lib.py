@@ -372,9 +372,17 @@ async def scsi_execute_req(sdev: ScsiDevice, cmd: bytes, direction: DmaDirection
 
 def scsi_mq_ops(shost: Scsi_Host) -> BlkMqOps:
     """scsi_lib.c scsi_mq_ops: the functions blk-mq calls for SCSI queues."""
+    def scsi_map_queues(tag_set: Any) -> None:
+        """scsi_map_queues(): the LLD's map_queues (virtio: by MSI-X affinity) or the default."""
+        shost.tag_set = tag_set
+        result = shost.hostt.map_queues(shost)
+        if isinstance(result, list) and result:
+            tag_set.mq_map = list(result)
+
     return BlkMqOps(queue_rq=scsi_queue_rq, complete=scsi_complete,
                     init_request=scsi_mq_init_request, get_budget=scsi_mq_get_budget,
-                    put_budget=scsi_mq_put_budget)
+                    put_budget=scsi_mq_put_budget,
+                    map_queues=scsi_map_queues if getattr(shost.hostt, "map_queues", None) else None)
 
 
 def scsi_mq_init_request(rq: Request) -> None:

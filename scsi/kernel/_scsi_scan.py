@@ -252,6 +252,11 @@ def scsi_device_lookup_by_target(starget: ScsiTarget, lun: int) -> ScsiDevice | 
     return None
 
 
+def shost_for_each_device(shost: Scsi_Host) -> list[ScsiDevice]:
+    """shost_for_each_device(): the host's devices that are not being deleted (a snapshot)."""
+    return [s for s in shost.devices if s.sdev_state != SdevState.SDEV_DEL]
+
+
 def scsi_device_lookup(shost: Scsi_Host, channel: int, id_: int, lun: int) -> ScsiDevice | None:
     for sdev in shost.devices:
         if (sdev.channel, sdev.id, sdev.lun) == (channel, id_, lun) and \
