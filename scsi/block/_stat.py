@@ -111,16 +111,16 @@ def blk_account_io_start(rq: Request) -> None:
 
 def blk_account_io_done(rq: Request, bytes_done: int) -> None:
     """Count the completed request: ios, sectors, time (blk_account_io_completion/done)."""
-    if not _counted(rq):
-        return
     now = time.monotonic_ns()
     if rq.op == ReqOp.REQ_OP_FLUSH:
+        if not _counted(rq):
+            return
         disk = rq.part.disk
         st = disk.part0.stat if disk is not None else rq.part.stat
         st.ios[StatGroup.STAT_FLUSH] += 1
         st.nsecs[StatGroup.STAT_FLUSH] += now - rq.start_ns
         return
-    if not rq.extra.pop("_acct", False):
+    if not rq.extra.pop("_acct", False):   # started while accounting was on (iostats may change)
         return
     grp = op_stat_group(rq.op)
     rw = 1 if rq.is_write else 0

@@ -463,3 +463,48 @@ async def test_zeroout_uses_write_zeroes_or_writes() -> None:
             await bdev_zeroout(disk.part0, 1, 512)
         assert ei.value.errno == errno.EINVAL
         n.cancel_scope.cancel()
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_OPS = st.lists(st.tuples(st.sampled_from(["r", "w"]), st.integers(0, 70000), st.integers(0, 20000),
+                          st.integers(0, 255)), min_size=1, max_size=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=_OPS, lbs=st.sampled_from([512, 4096]), max_kb=st.sampled_from([4, 8, 64]),
+       completion=st.sampled_from(list(Completion)))
+def test_bio_matches_a_flat_file(ops, lbs, max_kb, completion) -> None:  # type: ignore[no-untyped-def]
+    """Any mix of unaligned reads and writes behaves like pread/pwrite on a 64 KiB file."""
+    size = 64 << 10
+
+    async def main() -> None:
+        async with trio.open_nursery() as n:
+            k = make_kernel(2)
+            k.nursery = n
+            nb = NullBlk(k, size, logical_block_size=lbs, queue_depth=3,
+                         completion=Completion.DEFERRED if completion is Completion.MANUAL else completion)
+            disk = nb.alloc_disk("nullb1", major=250, minors=16)
+            await device_add_disk(None, disk)
+            disk.queue.limits.max_sectors = max(max_kb * 2, lbs >> 9)
+            ref = bytearray(size)
+            for op, off, length, fill in ops:
+                if op == "w":
+                    data = bytes([fill]) * length
+                    if off >= size and length:
+                        with pytest.raises(OSError):
+                            await bdev_write(disk.part0, off, data)
+                        continue
+                    got = await bdev_write(disk.part0, off, data)
+                    end = min(off + length, size)
+                    assert got == max(0, end - off)
+                    ref[off:end] = data[:max(0, end - off)]
+                else:
+                    assert bytes(await bdev_read(disk.part0, off, length)) == bytes(ref[off:off + length])
+            assert bytes(nb.data[:size]) == bytes(ref)
+            assert disk.part0.stat.inflight_total == 0 and k.memory.allocated_bytes == 0
+            assert all(h.tags.busy() == 0 for h in disk.queue.hctxs)
+            n.cancel_scope.cancel()
+
+    trio.run(main)
