@@ -29,6 +29,18 @@ The design (``mode == "loop"``, the default when we are root and /dev/loop-contr
   the next start by its backing file name (``/.vscsifs-<pid>/`` with a dead pid) and cleared
   (``cleanup_stale_loops``).
 
+Opens and partition re-reads. In file mode every open/close of DIR/dev/NAME is a FUSE
+open/release and goes through the block layer's blkdev_get/blkdev_put (sd_open, the
+open_partitions count). Through a loop device the user's opens are invisible (the loop holds
+the data file open for its whole life, which is not counted as an open, or BLKRRPART would be
+EBUSY forever). BLKRRPART on DIR/dev/sdX never reaches us either (the loop driver or ENOTTY
+answers it), so devfs does what udev's watch rule does in the guest: after writes to a whole
+disk, its first fsync (or close, in file mode) re-reads the partition table
+(blkdev_reread_part; EBUSY/EINVAL ignored). New partitions then come as devnode events and get
+their own loop devices. Caveats: the host page cache of /dev/loopN is not coherent across a
+disk's and its partitions' loop devices (nor is it between /dev/sda and /dev/sda1 in Linux);
+if someone still holds a loop device when the daemon stops, its I/O fails with ENOTCONN.
+
 Fallback (``mode == "file"``: not root, no /dev/loop-control, or an attach that fails):
 ``DIR/dev/NAME`` is the data file itself. Tools work on it, but ``lsblk --sysroot -O`` then
 reads the whole disk (the known util-linux behaviour above); default lsblk columns do not.

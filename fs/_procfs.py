@@ -92,5 +92,8 @@ class ProcFs:
                          ("devices", "proc_devices_text")):
             self.root.add(ProcAttr(name, _block_text(fn, kernel), None, 0o444))
         show, store = _logging_level(kernel)
-        self.root.makedirs("sys/dev/scsi").add(ProcAttr("logging_level", show, store, 0o644))
+        scsi = self.root.makedirs("sys/dev/scsi")
+        for d in (scsi, scsi.parent, scsi.parent.parent):  # procfs directories are 0555
+            d.mode = 0o555  # type: ignore[union-attr]
+        scsi.add(ProcAttr("logging_level", show, store, 0o644))
         self.root.add(SizedProcAttr("kmsg", lambda: kernel.kmsg.syslog_text(), None, 0o400))
