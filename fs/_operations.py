@@ -31,7 +31,7 @@ from typing import Any
 import pyfuse3
 
 from . import _kobject
-from ._kobject import Attr, Dir, Link, Node, SysfsError
+from ._kobject import Attr, Dir, Link, Node
 
 ROOT_INODE = pyfuse3.ROOT_INODE
 log = logging.getLogger(__name__)
