@@ -140,6 +140,7 @@ class BlkMqTags:
         self.reserved = _TagPool(0, nr_reserved_tags)
         self.normal = _TagPool(nr_reserved_tags, nr_tags - nr_reserved_tags)
         self.rqs: dict[int, Request] = {}   # tags->rqs[]: the request holding each busy tag
+        self.per_queue: dict[Any, int] = {}  # normal tags held per request queue (fair sharing)
 
     def busy(self) -> int:
         return len(self.rqs)
@@ -339,10 +340,27 @@ def blk_mq_map_cpu(q: RequestQueue, cpu: int | None = None) -> BlkMqHwCtx:
     return q.hctxs[q.tag_set.mq_map[cpu % len(q.tag_set.mq_map)]]
 
 
+def hctx_may_queue(hctx: BlkMqHwCtx) -> bool:
+    """hctx_may_queue(): when queues share a tag set, an active queue gets a fair share of the
+    tags, max(ceil(depth / active queues), 4). Queues are active while they hold tags."""
+    q = hctx.queue
+    if not q.tag_set.flags & BlkMqFlag.BLK_MQ_F_TAG_QUEUE_SHARED or q.elevator is not None:
+        return True
+    tags = hctx.tags
+    depth = tags.nr_tags - tags.nr_reserved_tags
+    if depth <= 1:
+        return True
+    mine = tags.per_queue.get(q, 0)
+    users = sum(1 for other, n in tags.per_queue.items() if n and other is not q) + 1
+    return mine < max(-(-depth // users), 4)
+
+
 def _new_request(q: RequestQueue, hctx: BlkMqHwCtx, op: ReqOp, tag: int, reserved: bool) -> Request:
     rq = Request(q=q, op=op, tag=tag, hctx=hctx, timeout=q.rq_timeout)
     rq.extra["reserved"] = reserved
     hctx.tags.rqs[tag] = rq
+    if not reserved:
+        hctx.tags.per_queue[q] = hctx.tags.per_queue.get(q, 0) + 1
     if q.tag_set.ops.init_request is not None:
         q.tag_set.ops.init_request(rq)
     return rq
@@ -364,6 +382,10 @@ async def blk_mq_alloc_request(q: RequestQueue, op: ReqOp, flags: int = 0, *,
     pool = hctx.tags.reserved if reserved else hctx.tags.normal
     if reserved and pool.count == 0:
         raise ValueError("blk_mq_alloc_request: BLK_MQ_REQ_RESERVED on a tag set without reserved tags")
+    while not reserved and not hctx_may_queue(hctx):
+        if flags & BlkMqReqFlag.BLK_MQ_REQ_NOWAIT:
+            raise BlockingIOError(errno.EWOULDBLOCK, "blk_mq_alloc_request: fair share of shared tags used")
+        await q.tag_set.restart_event().wait()
     if flags & BlkMqReqFlag.BLK_MQ_REQ_NOWAIT:
         tag = pool.try_get()
         if tag is None:
@@ -382,6 +404,12 @@ def blk_mq_free_request(rq: Request) -> None:
     tags: BlkMqTags = rq.hctx.tags
     if tags.rqs.get(rq.tag) is rq:
         del tags.rqs[rq.tag]
+        if not rq.extra.get("reserved"):
+            left = tags.per_queue.get(rq.q, 0) - 1
+            if left > 0:
+                tags.per_queue[rq.q] = left
+            else:
+                tags.per_queue.pop(rq.q, None)
         (tags.reserved if rq.extra.get("reserved") else tags.normal).put(rq.tag)
     rq.extra["freed_tag"] = rq.tag
     rq.tag = -1

@@ -508,3 +508,27 @@ def test_bio_matches_a_flat_file(ops, lbs, max_kb, completion) -> None:  # type:
             n.cancel_scope.cancel()
 
     trio.run(main)
+
+
+async def test_shared_tag_set_gives_active_queues_a_fair_share() -> None:
+    ts = blk_mq_alloc_tag_set(make_kernel(1), _ops(), 1, 8)
+    qa, qb = blk_mq_init_queue(ts), blk_mq_init_queue(ts)
+    nowait = BlkMqReqFlag.BLK_MQ_REQ_NOWAIT
+    a = [await blk_mq_alloc_request(qa, ReqOp.REQ_OP_READ) for _ in range(6)]   # alone: any depth
+    b = await blk_mq_alloc_request(qb, ReqOp.REQ_OP_READ)
+    with pytest.raises(BlockingIOError):
+        await blk_mq_alloc_request(qa, ReqOp.REQ_OP_READ, nowait)               # 6 >= 8 / 2 users
+    got = []
+
+    async def more_a() -> None:
+        got.append(await blk_mq_alloc_request(qa, ReqOp.REQ_OP_READ))
+
+    async with trio.open_nursery() as n:
+        n.start_soon(more_a)
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == []                     # a free tag exists, but not within A's share
+        blk_mq_end_request(b, BlkStatus.BLK_STS_OK)     # B idle again: A is the only user
+    assert len(got) == 1
+    for rq in a + got:
+        blk_mq_end_request(rq, BlkStatus.BLK_STS_OK)
+    assert ts.tags[0].per_queue == {}
