@@ -86,17 +86,21 @@ _STATUS_ERRNO: dict[BlkStatus, int] = {
 
 
 class _TagPool:
-    """One sbitmap: free tag numbers, and FIFO waiters handed a tag as soon as one is freed."""
+    """One sbitmap: free tag numbers, and FIFO waiters handed a tag as soon as one is freed.
+    ``depth`` is the usable part (sbitmap_queue_resize: nr_requests can shrink it)."""
 
     def __init__(self, first: int, count: int) -> None:
         self.first = first
         self.count = count
+        self.depth = count
+        self.in_use = 0
         self._free = list(range(first, first + count))
         heapq.heapify(self._free)
         self._waiters: deque[tuple[trio.Event, list[int]]] = deque()
 
     def try_get(self) -> int | None:
-        if self._free and not self._waiters:
+        if self._free and not self._waiters and self.in_use < self.depth:
+            self.in_use += 1
             return heapq.heappop(self._free)
         return None
 
@@ -119,16 +123,24 @@ class _TagPool:
         return slot[0]
 
     def put(self, tag: int) -> None:
-        if self._waiters:
+        self.in_use -= 1
+        heapq.heappush(self._free, tag)
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self._free and self.in_use < self.depth:
             ev, slot = self._waiters.popleft()
-            slot.append(tag)
+            self.in_use += 1
+            slot.append(heapq.heappop(self._free))
             ev.set()
-        else:
-            heapq.heappush(self._free, tag)
+
+    def resize(self, depth: int) -> None:
+        self.depth = max(1, min(depth, self.count))
+        self._wake()
 
     @property
     def nr_free(self) -> int:
-        return len(self._free)
+        return max(0, min(len(self._free), self.depth - self.in_use))
 
 
 class BlkMqTags:
@@ -347,7 +359,7 @@ def hctx_may_queue(hctx: BlkMqHwCtx) -> bool:
     if not q.tag_set.flags & BlkMqFlag.BLK_MQ_F_TAG_QUEUE_SHARED or q.elevator is not None:
         return True
     tags = hctx.tags
-    depth = tags.nr_tags - tags.nr_reserved_tags
+    depth = tags.normal.depth
     if depth <= 1:
         return True
     mine = tags.per_queue.get(q, 0)
@@ -608,6 +620,10 @@ def blk_mq_update_nr_requests(q: RequestQueue, nr: int) -> None:
     if nr > limit:
         raise OSError(errno.EINVAL, f"nr_requests {nr} above {limit}")
     q.nr_requests = nr
+    if q.elevator is None:
+        # blk_mq_tag_update_depth(): the hctx tags themselves shrink (for every queue using them)
+        for tags in {id(h.tags): h.tags for h in q.hctxs}.values():
+            tags.normal.resize(nr - tags.nr_reserved_tags)
     if q.elevator == "mq-deadline":
         q.iosched["async_depth"] = nr
 

@@ -229,3 +229,22 @@ async def test_4k_disk_queue_texts() -> None:
         assert qattr(disk, "minimum_io_size").read() == b"4096\n"
         assert disk.dev.kobj.lookup("size").read() == b"16384\n"   # always 512-byte sectors
         n.cancel_scope.cancel()
+
+
+async def test_smaller_nr_requests_limits_requests_in_flight() -> None:
+    from vscsifs.scsi.block import bdev_write
+    async with trio.open_nursery() as n:
+        k = make_kernel(1)
+        k.nursery = n
+        nb = NullBlk(k, 1 << 20, nr_hw_queues=2, queue_depth=32, completion=Completion.DEFERRED)
+        disk = nb.alloc_disk("sdw", major=8, minors=16)
+        await device_add_disk(None, disk)
+        assert qattr(disk, "scheduler").read() == b"[mq-deadline] none\n"   # one CPU: one hw queue
+        write(disk, "scheduler", b"none\n")
+        write(disk, "nr_requests", b"4\n")
+        disk.queue.limits.max_sectors = 8
+        with trio.fail_after(2):
+            await bdev_write(disk.part0, 0, b"x" * (64 << 10))          # 16 requests
+        assert nb.max_in_driver == 4
+        assert disk.dev.kobj.lookup("mq/0/nr_tags").read() == b"32\n"  # the tag count itself stays
+        n.cancel_scope.cancel()
