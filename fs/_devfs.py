@@ -624,7 +624,7 @@ class DevFs:
         try:
             loop = await trio.to_thread.run_sync(
                 lambda: loop_attach(path, read_only=bool(bdev.read_only), block_size=logical_block_size(bdev)))
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - a failed attach must not take the mount down
             log.warning("devfs: cannot attach a loop device to %s (%s): serving the data file as /dev/%s",
                         path, exc, bdev.name)
             if not entry.removed:
@@ -638,7 +638,10 @@ class DevFs:
 
     async def _detach(self, loop: LoopDevice) -> None:
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(loop_detach, loop)
+            try:
+                await trio.to_thread.run_sync(loop_detach, loop)
+            except OSError as exc:
+                log.warning("devfs: detaching %s failed: %s", loop.name, exc)
 
     async def stop(self) -> None:
         """Detach every loop device (the FUSE loop must still be serving)."""

@@ -17,6 +17,7 @@ emulated path and is counted); fsync is a cache flush.
 from __future__ import annotations
 
 import errno
+import functools
 import inspect
 import logging
 import os
@@ -24,9 +25,9 @@ import queue
 import threading
 import stat
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pyfuse3
 
@@ -121,6 +122,28 @@ class SnapshotHandle(FileHandle):
         except Exception as exc:  # noqa: BLE001 - any store failure becomes an errno
             raise pyfuse3.FUSEError(errno_of(exc)) from exc
         return len(buf)
+
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def fuse_handler(fn: F) -> F:
+    """pyfuse3 only turns FUSEError into a reply; any other exception escaping a handler ends
+    pyfuse3.main() and leaves the request unanswered (the client hangs until the mount goes).
+    So a bug or an unexpected error below becomes EIO for that request (errno kept for
+    OSError), logged with its traceback."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the reason this wrapper exists
+            log.exception("FUSE %s failed", fn.__name__)
+            raise pyfuse3.FUSEError(errno_of(exc)) from exc
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _acc_wants(flags: int) -> tuple[bool, bool]:
@@ -250,6 +273,7 @@ class VscsiOperations(pyfuse3.Operations):
 
     # --- FUSE handlers ---------------------------------------------------------------
 
+    @fuse_handler
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
         parent = self._node(parent_inode)
         sname = os.fsdecode(name)
@@ -263,6 +287,7 @@ class VscsiOperations(pyfuse3.Operations):
             self._remember(node)
         return self._attrs(node)
 
+    @fuse_handler
     async def forget(self, inode_list: Iterable[tuple[int, int]]) -> None:
         for ino, nlookup in inode_list:
             left = self.lookups.get(ino, 0) - nlookup
@@ -272,20 +297,24 @@ class VscsiOperations(pyfuse3.Operations):
                 self.lookups.pop(ino, None)
                 self.inodes.pop(ino, None)
 
+    @fuse_handler
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
         return self._attrs(self._node(inode))
 
+    @fuse_handler
     async def setattr(self, inode: int, attr: Any, fields: Any, fh: int | None, ctx: Any) -> pyfuse3.EntryAttributes:
         """Truncation and time changes are accepted and ignored, as sysfs ignores them (and
         `echo > attr` opens with O_TRUNC); chmod/chown are not modelled either."""
         return self._attrs(self._node(inode))
 
+    @fuse_handler
     async def readlink(self, inode: int, ctx: Any) -> bytes:
         node = self._node(inode)
         if not isinstance(node, Link):
             raise pyfuse3.FUSEError(errno.EINVAL)
         return os.fsencode(node.readlink())
 
+    @fuse_handler
     async def opendir(self, inode: int, ctx: Any) -> int:
         node = self._node(inode)
         children = self._children(node)
@@ -296,6 +325,7 @@ class VscsiOperations(pyfuse3.Operations):
         self._dirs[fh] = _DirHandle(entries)
         return fh
 
+    @fuse_handler
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
         handle = self._dirs.get(fh)
         if handle is None:
@@ -312,9 +342,11 @@ class VscsiOperations(pyfuse3.Operations):
             if index >= 2 and node is not None:
                 self._remember(node)
 
+    @fuse_handler
     async def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)
 
+    @fuse_handler
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         node = self._node(inode)
         if node is None or isinstance(node, Dir):
@@ -335,24 +367,30 @@ class VscsiOperations(pyfuse3.Operations):
         self._files[fh] = handle
         return pyfuse3.FileInfo(fh=fh, direct_io=handle.direct_io, keep_cache=False, nonseekable=False)
 
+    @fuse_handler
     async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
         return await self._handle(fh).read(off, size)
 
+    @fuse_handler
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         return await self._handle(fh).write(off, buf)
 
+    @fuse_handler
     async def fsync(self, fh: int, datasync: bool) -> None:
         await self._handle(fh).fsync(datasync)
 
+    @fuse_handler
     async def flush(self, fh: int) -> None:
         """close(2) of one descriptor: nothing to do (fsync is the cache flush)."""
         self._handle(fh)
 
+    @fuse_handler
     async def release(self, fh: int) -> None:
         handle = self._files.pop(fh, None)
         if handle is not None:
             await handle.release()
 
+    @fuse_handler
     async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
         st = pyfuse3.StatvfsData()
         st.f_bsize = st.f_frsize = 4096

@@ -433,3 +433,15 @@ async def test_user_opens_reach_the_block_layer_and_writes_reread_partitions(mac
     await ops.write(fi.fh, 0, b"z" * 512)
     await ops.release(fi.fh)
     assert [c[0] for c in counting.calls] == ["get", "put"]
+
+
+async def test_unexpected_exceptions_become_eio_not_a_dead_main_loop(machine: Any) -> None:
+    ops, kernel, *_ = machine
+    d = kernel.sysfs.root.lookup("devices/virtual")
+    d.attr("buggy", lambda: 1 / 0)
+    a = await walk(ops, "sys/devices/virtual/buggy")
+    fi = await ops.open(a.st_ino, os.O_RDONLY, None)
+    assert await fuse_errno(ops.read(fi.fh, 0, 100)) == errno.EIO
+    ops.inodes[a.st_ino] = object()  # a node type the operations do not know
+    assert await fuse_errno(ops.getattr(a.st_ino)) == errno.EIO
+    assert await fuse_errno(ops.read(12345, 0, 1)) == errno.EBADF
