@@ -4,7 +4,8 @@ partitions, queue limits, I/O statistics and their sysfs files).
 Modules: _blk_types (request/ops contract), _limits (queue_limits, blk-settings setters),
 _blk_mq (tag sets, hctxs, queues, request alloc/dispatch/completion), _stat (I/O accounting),
 _bio (byte-range I/O on disks and partitions), _partitions (msdos/GPT parsing), _genhd
-(gendisk, block devices, bdi, partitions, /proc texts), _blk_sysfs (queue/, mq/, disk attrs).
+(gendisk, block devices, bdi, partitions, opens, /proc texts), _blk_sysfs (queue/, mq/, disk
+attrs), _null_blk (a memory-backed blk-mq driver for running the layer without SCSI under it).
 """
 
 from ._bio import (bdev_block_size, bdev_discard, bdev_flush, bdev_read, bdev_write, bdev_zeroout, bio_split_discard,
@@ -35,6 +36,7 @@ from ._limits import (BlkZoned, QueueFlag, QueueLimits, blk_queue_alignment_offs
                       blk_queue_set_zoned, blk_queue_update_dma_alignment, blk_queue_virt_boundary,
                       blk_queue_write_cache, blk_queue_zone_write_granularity, blk_queue_zoned_model,
                       blk_set_default_limits, disk_update_readahead)
+from ._null_blk import Completion, NullBlk
 from ._partitions import ParsedPartitions, PartitionMetaInfo, check_partition, efi_partition, msdos_partition
 from ._stat import DiskStats, StatGroup
 
