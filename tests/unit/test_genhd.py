@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from vscsifs.fs._driver_model import Device, device_add
-from vscsifs.fs._kobject import Attr, Dir, Link, SysfsError
+from vscsifs.fs._kobject import Dir, Link, SysfsError
 from vscsifs.scsi.block import (GENHD_FL_REMOVABLE, QueueFlag, bdev_read, blk_queue_flag_set,
                                 blk_queue_max_discard_sectors, blk_queue_max_hw_sectors, blk_queue_max_segments,
                                 blk_queue_max_write_zeroes_sectors, blk_queue_dma_alignment, blk_queue_write_cache,
