@@ -381,7 +381,7 @@ def scsi_mq_ops(shost: Scsi_Host) -> BlkMqOps:
 
     return BlkMqOps(queue_rq=scsi_queue_rq, complete=scsi_complete,
                     init_request=scsi_mq_init_request, get_budget=scsi_mq_get_budget,
-                    put_budget=scsi_mq_put_budget,
+                    put_budget=scsi_mq_put_budget, timeout=scsi_timeout,
                     map_queues=scsi_map_queues if getattr(shost.hostt, "map_queues", None) else None)
 
 
@@ -564,9 +564,73 @@ def _requeue(rq: Request, delay: float) -> None:
     nursery.start_soon(redispatch)
 
 
+# enum scsi_timeout_action (what hostt.eh_timed_out answers) and blk_eh_timer_return
+SCSI_EH_DONE = 0
+SCSI_EH_RESET_TIMER = 1
+SCSI_EH_NOT_HANDLED = 2
+BLK_EH_DONE = 0
+BLK_EH_RESET_TIMER = 1
+
+
+def scsi_timeout(rq: Request) -> int:
+    """scsi_error.c scsi_timeout(): blk-mq's timer expired. The LLD's eh_timed_out may re-arm
+    the timer (virtio-scsi always does: the device may still answer). Otherwise the command
+    is taken from the LLD (later completions are ignored) and aborted; vscsifs has no further
+    error-handler escalation (device/target/host reset): a failed abort ends the command with
+    DID_TIME_OUT."""
+    from ._scsi_error import Disposition
+
+    cmd: ScsiCmnd = rq.pdu
+    sdev: ScsiDevice = cmd.device
+    shost = sdev.host
+    scsi_log_completion(cmd, Disposition.TIMEOUT_ERROR)
+    sdev.iotmo_cnt += 1
+    rtn = SCSI_EH_NOT_HANDLED
+    timed_out = getattr(shost.hostt, "eh_timed_out", None)
+    if timed_out is not None:
+        rtn = int(timed_out(cmd))
+    if rtn == SCSI_EH_RESET_TIMER:
+        return BLK_EH_RESET_TIMER
+    if rq.extra.get("scsi_complete_state"):
+        return BLK_EH_RESET_TIMER               # a real completion won the race
+    rq.extra["scsi_complete_state"] = True
+    nursery = shost.kernel.nursery
+    if nursery is None:
+        _timeout_finish(rq, cmd, aborted=False)
+    else:
+        nursery.start_soon(_scmd_eh_abort_handler, rq, cmd)
+    return BLK_EH_DONE
+
+
+async def _scmd_eh_abort_handler(rq: Request, cmd: ScsiCmnd) -> None:
+    """scmd_eh_abort_handler(): abort the command at the LLD, then retry or finish it."""
+    from ._scsi_error import SUCCESS as ML_SUCCESS
+
+    abort = getattr(cmd.device.host.hostt, "eh_abort_handler", None)
+    ok = False
+    if abort is not None:
+        ok = await maybe_await(abort(cmd)) == ML_SUCCESS
+    _timeout_finish(rq, cmd, aborted=ok)
+
+
+def _timeout_finish(rq: Request, cmd: ScsiCmnd, aborted: bool) -> None:
+    from ._scsi_error import scsi_cmd_retry_allowed
+
+    sdev: ScsiDevice = cmd.device
+    rq.extra["scsi_complete_state"] = False
+    if aborted and not getattr(cmd, "noretry", False) and scsi_cmd_retry_allowed(cmd):
+        _release_budgets(sdev)
+        _requeue(rq, 0.0)
+        return
+    cmd.set_host_byte(0x03)                      # DID_TIME_OUT
+    scsi_finish_command(rq, cmd)
+
+
 def scsi_complete(rq: Request) -> None:
     """scsi_lib.c scsi_complete(): count, decide the disposition, retry or finish."""
     cmd: ScsiCmnd = rq.pdu
+    if rq.extra.get("scsi_complete_state"):
+        return                                   # the timeout handler owns the command
     sdev: ScsiDevice = cmd.device
     sdev.iodone_cnt += 1
     if cmd.result:
