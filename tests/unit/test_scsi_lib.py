@@ -336,3 +336,58 @@ def test_device_state_transitions() -> None:
     assert [s.sysfs_name for s in SdevState] == ["created", "running", "cancel", "deleted", "quiesce",
                                                   "offline", "transport-offline", "blocked",
                                                   "created-blocked"]
+
+
+async def test_timeout_aborts_and_retries_then_fails_with_did_time_out(disk) -> None:
+    kernel, shost, lld, sdev = disk
+    aborted: list[bytes] = []
+    swallowed: list[ScsiCmnd] = []
+
+    def hook(cmd: ScsiCmnd) -> bool:
+        swallowed.append(cmd)                  # never completes: the device "hangs"
+        return True
+
+    async def abort(cmd: ScsiCmnd) -> int:
+        aborted.append(bytes(cmd.cmnd))
+        return 0x2002                           # SUCCESS
+
+    lld.hook = hook
+    shost.hostt.eh_abort_handler = abort
+    with trio.fail_after(5):
+        res = await K.scsi_execute_cmd(sdev, bytes(6), DmaDirection.DMA_NONE, timeout=0.01, retries=1)
+    assert (res.result >> 16) & 0xFF == 0x03    # DID_TIME_OUT after the retry also timed out
+    assert len(lld.log) == 2 and len(aborted) == 2
+    assert sdev.iotmo_cnt == 2
+    assert sdev.device_busy == 0 and shost.host_busy == 0
+    # a late completion from the LLD is ignored
+    swallowed[0].scsi_done(swallowed[0])
+
+
+async def test_eh_timed_out_reset_timer_keeps_waiting(disk) -> None:
+    kernel, shost, lld, sdev = disk
+    pending: list[ScsiCmnd] = []
+    lld.hook = lambda cmd: pending.append(cmd) or True
+    shost.hostt.eh_timed_out = lambda cmd: 1    # SCSI_EH_RESET_TIMER, as virtio-scsi answers
+
+    async def late() -> None:
+        await trio.sleep(0.05)
+        pending[0].result = 0
+        pending[0].scsi_done(pending[0])
+
+    kernel.nursery.start_soon(late)
+    with trio.fail_after(5):
+        res = await K.scsi_execute_cmd(sdev, bytes(6), DmaDirection.DMA_NONE, timeout=0.01)
+    assert res.result == 0 and sdev.iotmo_cnt >= 1
+
+
+async def test_remove_host_removes_devices_targets_and_host(disk) -> None:
+    kernel, shost, lld, sdev = disk
+    assert kernel.sysfs.root.lookup("class/scsi_host/host0") is not None
+    await K.scsi_remove_host(shost)
+    assert sdev.sdev_state == SdevState.SDEV_DEL
+    assert kernel.sysfs.root.lookup("class/scsi_host/host0") is None
+    assert kernel.sysfs.root.lookup("bus/scsi/devices/host0") is None
+    assert kernel.sysfs.root.lookup("bus/scsi/devices/target0:0:0") is None
+    assert shost not in kernel.scsi_hosts and shost.targets == [] and shost.devices == []
+    assert shost.shost_state == K.HostState.SHOST_DEL
+    assert kernel.host_ida.alloc() == 0         # host number free again
