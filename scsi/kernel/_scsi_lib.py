@@ -27,7 +27,7 @@ from vscsifs.scsi.block._blk_types import BlkMqOps, BlkStatus, ReqFlag, ReqOp, R
 
 from ._printk import KernLevel
 from ._scsi_cmnd import DmaDirection, ScsiCmnd
-from ._scsi_error import (ADD_TO_MLQUEUE, NEEDS_RETRY, SUCCESS, ScsiSenseHdr, ScsimlStat,
+from ._scsi_error import (ADD_TO_MLQUEUE, NEEDS_RETRY, ScsiSenseHdr, ScsimlStat,
                           SenseKey, scsi_decide_disposition, scsi_ml_byte, scsi_normalize_sense,
                           scsi_status_is_check_condition)
 from ._scsi_logging import (LogShift, scmd_printk, scsi_log_completion, scsi_log_enabled,
@@ -490,6 +490,9 @@ def scsi_queue_rq(hctx: Any, rq: Request, last: bool) -> BlkStatus:
         ret = _state_check(sdev, rq)
         if ret != BlkStatus.BLK_STS_OK:
             scsi_mq_put_budget(rq.q)
+            if ret != BlkStatus.BLK_STS_RESOURCE and rq.pdu is not None:
+                # the request ends here: callers of scsi_execute see why
+                rq.pdu.result = (0x01 if not sdev.online else 0x07) << 16   # DID_NO_CONNECT / DID_ERROR
             return ret
     starget = sdev.sdev_target
     from ._hosts import HostState

@@ -155,12 +155,11 @@ async def test_asynchronous_completion(disk) -> None:
 async def test_offline_device_rejects_io(disk) -> None:
     kernel, shost, lld, sdev = disk
     assert scsi_device_set_state(sdev, SdevState.SDEV_OFFLINE) == 0
-    rq_status = None
     res = await K.scsi_execute_cmd(sdev, bytes(6), DmaDirection.DMA_NONE)
     assert lld.log == []
+    assert res.result == 0x01 << 16                      # DID_NO_CONNECT: never reached the device
     assert "scsi 0:0:0:0: rejecting I/O to offline device" in kernel.kmsg.lines()
     assert sdev.device_busy == 0
-    del rq_status, res
 
 
 async def test_mode_sense_6_and_vpd_helpers(disk) -> None:
@@ -294,15 +293,13 @@ def _cmd(result: int, cdb0: int = 0x28, sense: bytes = b"", allowed: int = 3) ->
 ])
 def test_decide_disposition(result: int, cdb0: int, sense: bytes, expected) -> None:
     c = _cmd(result, cdb0, sense)
-    import vscsifs.scsi.kernel._scsi_error as err
     import vscsifs.scsi.kernel._scsi_logging as lg
     orig = lg.sdev_printk
-    lg.sdev_printk = lambda *a, **k: None
+    lg.sdev_printk = lambda *a, **k: None            # the fake device has no kernel to log to
     try:
         assert scsi_decide_disposition(c) == expected
     finally:
         lg.sdev_printk = orig
-    del err
 
 
 def test_retries_run_out() -> None:
