@@ -376,6 +376,11 @@ class DataHandle(FileHandle):
         return len(buf) if n is None else int(n)
 
     async def fsync(self, datasync: bool) -> None:
+        if self.file.devfs.attaching_to(self.file.bdev) and not self.written:
+            # the host's loop driver fsyncs its backing file while LOOP_CONFIGURE switches its
+            # I/O mode (__loop_update_dio): a transport artifact, not a flush the guest asked
+            # for, so it must not become a SYNCHRONIZE CACHE (the real scan has none)
+            return
         try:
             await self._io().bdev_flush(self.file.bdev)
         except OSError as exc:
@@ -463,6 +468,7 @@ class DevFs:
         # follows writes to a device; None: reread_partitions() (see synced_after_write)
         self.on_synced = on_synced
         self.mode = "pending"       # "loop" or "file" once started
+        self._attaching: set[int] = set()   # id(bdev) while LOOP_CONFIGURE runs on its data file
         self.mountpoint: str | None = None
         self.ops: VscsiOperations | None = None
         self._nursery: trio.Nursery | None = None
@@ -618,18 +624,25 @@ class DevFs:
             else:
                 entry.node = self._place(entry.bdev.name, lambda base, b=entry.bdev: DataFile(base, b, self, user_node=True))
 
+    def attaching_to(self, bdev: Any) -> bool:
+        """True while a loop device is being configured on ``bdev``'s data file."""
+        return id(bdev) in self._attaching
+
     async def _attach(self, entry: _BlockEntry) -> None:
         bdev = entry.bdev
         path = self.data_path(bdev.name)
+        self._attaching.add(id(bdev))
         try:
             loop = await trio.to_thread.run_sync(
                 lambda: loop_attach(path, read_only=bool(bdev.read_only), block_size=logical_block_size(bdev)))
         except Exception as exc:  # noqa: BLE001 - a failed attach must not take the mount down
+            self._attaching.discard(id(bdev))
             log.warning("devfs: cannot attach a loop device to %s (%s): serving the data file as /dev/%s",
                         path, exc, bdev.name)
             if not entry.removed:
                 entry.node = self._place(bdev.name, lambda base: DataFile(base, bdev, self, user_node=True))
             return
+        self._attaching.discard(id(bdev))
         if entry.removed:
             await trio.to_thread.run_sync(loop_detach, loop)
             return

@@ -1,4 +1,6 @@
-"""Fixtures that run the real daemon (`vscsifs run`) on a real FUSE mount and always unmount."""
+"""Running the real daemon (`vscsifs run`) on a real FUSE mount for tests; always unmounts.
+
+Imported by tests/conftest.py (the seed_daemon fixture) and by integration tests."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-GOLDEN = os.path.join(os.path.dirname(HERE), "golden")
+GOLDEN = os.path.join(HERE, "golden")
 
 
 def _can_mount() -> str | None:
@@ -47,10 +49,13 @@ class Daemon:
         with open(self.log_path, errors="replace") as f:
             return f.read()
 
-    def kernel_lines(self) -> list[str]:
-        """The emulated kernel's lines from stderr, without their [timestamps]."""
+    def kernel_lines(self, boot_only: bool = False) -> list[str]:
+        """The emulated kernel's lines from stderr, without their [timestamps]; with
+        ``boot_only`` only those logged before the daemon said it serves (the settled boot)."""
         out = []
         for line in self.log().splitlines():
+            if boot_only and line.startswith("vscsifs: INFO: serving "):
+                break
             if line.startswith("[") and "] " in line:
                 out.append(line.split("] ", 1)[1])
         return out

@@ -9,14 +9,11 @@ import hashlib
 import os
 import re
 import subprocess
-import sys
 
 import pytest
 
-from .conftest import GOLDEN
-
-sys.path.insert(0, os.path.dirname(GOLDEN))
-from golden_sysfs import compare, materialize  # noqa: E402
+from daemon_harness import GOLDEN, _can_mount, force_unmount, is_mounted, start_daemon
+from golden_sysfs import compare, materialize
 
 SEED = os.path.join(GOLDEN, "seed")
 TOOLS = os.path.join(SEED, "tools")
@@ -163,7 +160,7 @@ def test_fio_verify(seed_daemon, tmp_path):
 def test_kernel_log_has_golden_lines_in_order(seed_daemon):
     with open(os.path.join(SEED, "dmesg-scsi.txt")) as f:
         want = [line.split("] ", 1)[1].strip() for line in f if "] " in line]
-    ours = [line.strip() for line in seed_daemon.kernel_lines()]
+    ours = [line.strip() for line in seed_daemon.kernel_lines(boot_only=True)]
     # the same lines ...
     assert sorted(ours_l for ours_l in ours if ours_l in want) == sorted(want)
     # ... and, per device (async sd probes interleave, as on the real kernel), in the same order
@@ -185,20 +182,9 @@ def test_image_checksums_unchanged_by_reads(seed_daemon):
     assert hashlib.md5(open(path, "rb").read(1 << 20)).hexdigest() == before
 
 
-def _sent_cdbs(lines):
-    """(H:C:T:L, CDB text) of every `Send:` in SCSI logging, in order."""
-    out = []
-    for line in lines:
-        m = re.search(r"(\d+:\d+:\d+:\d+): (?:\[\w+\] )?tag#\d+ CDB: (.*)$", line)
-        if m and out is not None:
-            out.append((m.group(1), m.group(2).strip()))
-    return out
-
-
 def test_scsi_logging_gives_the_traced_command_sequence(tmp_path):
     """-append scsi_mod.scsi_logging_level=132153287: the same commands, in the same order per LUN,
     as the real kernel's SCSI log (seed-trace/scsi-log.txt)."""
-    from .conftest import _can_mount, force_unmount, is_mounted, start_daemon
     why = _can_mount()
     if why:
         pytest.skip(why)
@@ -212,16 +198,22 @@ def test_scsi_logging_gives_the_traced_command_sequence(tmp_path):
     with open(os.path.join(GOLDEN, "seed-trace", "scsi-log.txt")) as f:
         want_lines = [line.split("] ", 1)[1] for line in f if "] " in line]
 
+    line_re = re.compile(r"(\d+:\d+:\d+:\d+): (?:\[\w+\] )?tag#(\d+) (Send|CDB): ?(.*)$")
+
     def sends(lines):
-        # each command is logged as "tag#N Send:" then "tag#N CDB: ..." (and the CDB again at Done)
-        seq, pending = [], None
+        # each command logs "tag#N Send:" then "tag#N CDB: ..." (the CDB again at Done); async sd
+        # probes of two disks interleave, so pair them by device and tag
+        seq, pending = [], set()
         for line in lines:
-            if " Send: " in line:
-                pending = True
-            elif pending and " CDB: " in line:
-                m = re.search(r"(\d+:\d+:\d+:\d+): (?:\[\w+\] )?tag#\d+ CDB: (.*)$", line)
-                seq.append((m.group(1), m.group(2).strip()))
-                pending = None
+            m = line_re.search(line)
+            if not m:
+                continue
+            hctl, tag, kind, rest = m.groups()
+            if kind == "Send":
+                pending.add((hctl, tag))
+            elif (hctl, tag) in pending:
+                pending.discard((hctl, tag))
+                seq.append((hctl, rest.strip()))
         return seq
 
     ours, want = sends(ours_lines), sends(want_lines)
