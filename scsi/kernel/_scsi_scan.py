@@ -432,9 +432,12 @@ async def scsi_probe_lun(sdev: ScsiDevice, result_len: int = 256) -> tuple[int, 
     return 0, inq, bflags
 
 
-async def scsi_add_lun(sdev: ScsiDevice, inq: bytearray, bflags: int, async_: bool) -> ScanResult:
+async def scsi_add_lun(sdev: ScsiDevice, inq: bytearray, bflags: int,
+                       async_: bool) -> tuple[ScanResult, int]:
     """scsi_scan.c scsi_add_lun(): fill the scsi_device from INQUIRY, log it, configure it,
-    read its VPD pages and (unless scanning asynchronously) make it visible."""
+    read its VPD pages and (unless scanning asynchronously) make it visible. Returns the
+    result and the blist flags as it updated them (*bflags: a CD-ROM gets NOREPORTLUN, which
+    the target scan then honours)."""
     from ._scsi_sysfs import scsi_sysfs_add_sdev
 
     shost = sdev.host
@@ -495,7 +498,7 @@ async def scsi_add_lun(sdev: ScsiDevice, inq: bytearray, bflags: int, async_: bo
     if ret:
         sdev_printk(KernLevel.ERR, sdev,
                     f"in wrong state {scsi_device_state_name(sdev.sdev_state)} to complete scan")
-        return NO_RESPONSE
+        return NO_RESPONSE, bflags
     if bflags & Blist.NOT_LOCKABLE:
         sdev.lockable = False
     sdev.retry_hwerror = bool(bflags & Blist.RETRY_HWERROR)
@@ -514,14 +517,14 @@ async def scsi_add_lun(sdev: ScsiDevice, inq: bytearray, bflags: int, async_: bo
         if ret:
             if ret != -errno.ENXIO:
                 sdev_printk(KernLevel.ERR, sdev, "failed to configure device")
-            return NO_RESPONSE
+            return NO_RESPONSE, bflags
     if sdev.scsi_level >= ScsiLevel.SCSI_3:
         await scsi_attach_vpd(sdev)
     sdev.max_queue_depth = sdev.queue_depth
     sdev.sdev_bflags = bflags
     if not async_ and await scsi_sysfs_add_sdev(sdev) != 0:
-        return NO_RESPONSE
-    return LUN_PRESENT
+        return NO_RESPONSE, bflags
+    return LUN_PRESENT, bflags
 
 
 @dataclass(slots=True)
@@ -569,7 +572,7 @@ async def scsi_probe_and_add_lun(starget: ScsiTarget, lun: int, rescan: ScanMode
                             "scsi scan: peripheral device type of 31, no device added")
             res = TARGET_PRESENT
         else:
-            res = await scsi_add_lun(sdev, inq, bflags, shost.async_scan)
+            res, bflags = await scsi_add_lun(sdev, inq, bflags, shost.async_scan)
     if res == LUN_PRESENT:
         return ProbeOutcome(res, sdev if want_sdev else None, bflags)
     await __scsi_remove_device(sdev)

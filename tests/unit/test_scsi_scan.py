@@ -240,3 +240,25 @@ async def test_scan_host_selected_rejects_out_of_range(tmp_path: Path, opened) -
     # manual scan of one target: devices are added at once (no async scan in progress)
     assert [s.hctl for s in shost.devices] == ["0:0:0:0", "0:0:0:1"]
     assert all(s.is_visible for s in shost.devices)
+
+
+async def test_cdrom_at_lun0_means_sequential_scan_without_report_luns(tmp_path: Path, opened) -> None:
+    from vscsifs.scsi.device import BlockBackend, SCSICDDevice
+    from golden_cdb import make_image
+
+    img = tmp_path / "cd.iso"
+    make_image(img, 2 << 20, "cd.iso")
+    be = BlockBackend.open(str(img))
+    opened.append(be)
+    bus = SCSIBus()
+    bus.attach(SCSICDDevice(be, scsi_id=0, lun=0))
+    bus.attach(hd(tmp_path, "d1.img", 1 << 20, 1, opened=opened, drive_id="drive1"))
+    kernel = make_kernel()
+    shost, lld = await run_scan(kernel, bus, max_id=1)
+    ops = [(h, c[0]) for h, c, _ in lld.log]
+    assert 0xA0 not in [op for _, op in ops]            # TYPE_ROM: BLIST_NOREPORTLUN
+    assert [s.hctl for s in shost.devices] == ["0:0:0:0", "0:0:0:1"]
+    assert shost.devices[0].type == 5 and shost.devices[0].removable
+    std = [h for h, c, _ in lld.log if c[:2] == b"\x12\x00"]
+    assert std == ["0:0:0:0", "0:0:0:1", "0:0:0:2"]      # sequential: LUN 2 missing ends it
+    assert "scsi 0:0:0:0: CD-ROM            QEMU     QEMU CD-ROM      2.5+ PQ: 0 ANSI: 5" in kernel.kmsg.lines()
