@@ -165,6 +165,11 @@ POWER_ATTRS: tuple[tuple[str, int, str | None], ...] = (
 )
 
 
+# power.async_suspend is off unless the driver calls device_enable_async_suspend() (scsi hosts,
+# targets and devices, PCI functions do; class devices such as sg, bsg and scsi_disk do not)
+POWER_ASYNC_DISABLED: dict[str, Callable[[], str]] = {"async": lambda: "disabled\n"}
+
+
 def add_power_group(dev: Device, overrides: dict[str, Callable[[], str]] | None = None) -> Dir:
     """dpm_sysfs_add(): the ``power/`` group. ``overrides`` gives per-device runtime PM text."""
     power = dev.kobj.mkdir("power")

@@ -11,7 +11,7 @@ import errno
 from dataclasses import dataclass, field
 from typing import Any
 
-from vscsifs.fs._driver_model import Class, Device, device_add, device_del
+from vscsifs.fs._driver_model import POWER_ASYNC_DISABLED, Class, Device, device_add, device_del
 
 from ._printk import KernLevel
 
@@ -88,7 +88,7 @@ def bsg_register_queue(kernel: Any, sdev: Any, name: str) -> BsgDevice:
         raise OSError(errno.ENOSPC, "bsg: too many bsg devices")
     devt = (state.major, minor)
     dev = Device(name=name, parent=sdev.sdev_gendev, cls=state.cls, devt=devt, devnode=f"bsg/{name}")
-    device_add(dev)
+    device_add(dev, power=POWER_ASYNC_DISABLED)
     bd = BsgDevice(name=name, devt=devt, sdev=sdev, dev=dev)
     state.devices[id(sdev)] = bd
     kernel.devnode_event("add", "char", bd)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from vscsifs.fs._driver_model import Device, device_add, device_del
+from vscsifs.fs._driver_model import POWER_ASYNC_DISABLED, Device, device_add, device_del
 from vscsifs.fs._kobject import SysfsError
 
 from ._printk import KernLevel
@@ -1807,7 +1807,7 @@ async def sd_probe(drv: SdDriver, sdp: Any) -> int:
         blk.blk_queue_rq_timeout(q, SD_MOD_TIMEOUT if sdp.type == ScsiType.TYPE_MOD else SD_TIMEOUT)
     disk_dev = Device(name=_sdev_name(sdp), parent=sdp.sdev_gendev, cls=drv.disk_class)
     sd_disk_attrs(sdkp, disk_dev.kobj)
-    device_add(disk_dev)
+    device_add(disk_dev, power=POWER_ASYNC_DISABLED)
     sdkp.disk_dev = disk_dev
     sdp.sdev_gendev.driver_data = sdkp
     gd.major, gd.first_minor = sd_devt(index)

@@ -13,7 +13,7 @@ import errno
 from dataclasses import dataclass, field
 from typing import Any
 
-from vscsifs.fs._driver_model import Class, Device, device_add, device_del
+from vscsifs.fs._driver_model import POWER_ASYNC_DISABLED, Class, Device, device_add, device_del
 from vscsifs.fs._kobject import Link, SysfsError
 
 from ._printk import KernLevel
@@ -112,7 +112,7 @@ def sg_add_device(sdev: Any, kernel: Any | None = None) -> SgDevice:
         raise OSError(errno.ENODEV, "no sg minor left")
     name = f"sg{index}"
     dev = Device(name=name, parent=sdev.sdev_gendev, cls=state.cls, devt=(SCSI_GENERIC_MAJOR, index))
-    device_add(dev)
+    device_add(dev, power=POWER_ASYNC_DISABLED)
     sg = SgDevice(name=name, index=index, sdev=sdev, dev=dev)
     sg.generic_link = sdev.sdev_gendev.kobj.link("generic", dev.kobj)
     state.devices[id(sdev)] = sg
