@@ -809,12 +809,41 @@ async def do_scan_async(shost: Scsi_Host) -> None:
         await scsi_finish_async_scan(shost)
 
 
+def _scanning_hosts(kernel: Kernel) -> list[tuple[Scsi_Host, trio.Event]]:
+    lst = getattr(kernel, "_scanning_hosts", None)
+    if lst is None:
+        lst = []
+        kernel._scanning_hosts = lst  # type: ignore[attr-defined]
+    return lst
+
+
+def scsi_prep_async_scan(shost: Scsi_Host) -> None:
+    """scsi_scan.c scsi_prep_async_scan(): join the list of hosts scanning; their devices are
+    added in that order whatever order the scans finish in."""
+    shost.async_scan = True
+    shost._async_scan_done = trio.Event()  # type: ignore[attr-defined]
+    scanning = _scanning_hosts(shost.kernel)
+    ev = trio.Event()
+    if not scanning:
+        ev.set()
+    scanning.append((shost, ev))
+
+
 async def scsi_finish_async_scan(shost: Scsi_Host) -> None:
-    """scsi_scan.c scsi_finish_async_scan(): add the devices found to sysfs."""
+    """scsi_scan.c scsi_finish_async_scan(): wait for the hosts that started scanning earlier,
+    add the devices found to sysfs, let the next host go."""
+    scanning = _scanning_hosts(shost.kernel)
+    mine = next((ev for h, ev in scanning if h is shost), None)
     try:
+        if mine is not None:
+            await mine.wait()
         await scsi_sysfs_add_devices(shost)
     finally:
         shost.async_scan = False
+        if mine is not None:
+            scanning[:] = [(h, ev) for h, ev in scanning if h is not shost]
+            if scanning:
+                scanning[0][1].set()
         ev = getattr(shost, "_async_scan_done", None)
         if ev is not None:
             ev.set()
@@ -830,8 +859,7 @@ async def scsi_scan_host(shost: Scsi_Host) -> None:
     if mode in ("none", "manual"):
         return
     if mode == "async":
-        shost.async_scan = True
-        shost._async_scan_done = trio.Event()  # type: ignore[attr-defined]
+        scsi_prep_async_scan(shost)
         if async_schedule(kernel, do_scan_async, shost):
             return
         await do_scan_async(shost)

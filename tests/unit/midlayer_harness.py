@@ -110,7 +110,8 @@ def hd(tmp_path: Path, name: str, size: int, lun: int, scsi_id: int = 0, drive_i
     return SCSIDiskDevice(be, scsi_id=scsi_id, lun=lun, drive_id=drive_id, **kw)
 
 
-def make_host(kernel: Kernel, bus: SCSIBus, max_id: int = 256, **lld_kw: Any) -> tuple[Scsi_Host, BusLLD]:
+def make_host(kernel: Kernel, bus: SCSIBus, max_id: int = 256, pci_slot: str = "0000:00:04.0",
+              virtio_name: str = "virtio0", **lld_kw: Any) -> tuple[Scsi_Host, BusLLD]:
     """virtscsi_probe(): host limits from the (default QEMU) virtio-scsi config."""
     lld = BusLLD(bus, kernel, **lld_kw)
     shost = scsi_host_alloc(kernel, virtio_template(lld))
@@ -119,8 +120,8 @@ def make_host(kernel: Kernel, bus: SCSIBus, max_id: int = 256, **lld_kw: Any) ->
     shost.max_channel = 0
     shost.max_cmd_len = 32
     shost.nr_hw_queues = 4
-    pci = kernel.sysfs.devices.makedirs("pci0000:00/0000:00:04.0")
-    parent = Device("virtio0", parent_dir=pci)
+    pci = kernel.sysfs.devices.makedirs(f"pci0000:00/{pci_slot}")
+    parent = Device(virtio_name, parent_dir=pci)
     device_add(parent)
     scsi_add_host(shost, parent)
     return shost, lld

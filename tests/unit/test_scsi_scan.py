@@ -262,3 +262,34 @@ async def test_cdrom_at_lun0_means_sequential_scan_without_report_luns(tmp_path:
     std = [h for h, c, _ in lld.log if c[:2] == b"\x12\x00"]
     assert std == ["0:0:0:0", "0:0:0:1", "0:0:0:2"]      # sequential: LUN 2 missing ends it
     assert "scsi 0:0:0:0: CD-ROM            QEMU     QEMU CD-ROM      2.5+ PQ: 0 ANSI: 5" in kernel.kmsg.lines()
+
+
+async def test_two_hosts_scan_independently(tmp_path: Path, opened) -> None:
+    bus0 = SCSIBus()
+    bus0.attach(hd(tmp_path, "a.img", 1 << 20, 0, opened=opened))
+    bus1 = SCSIBus()
+    bus1.attach(hd(tmp_path, "b.img", 1 << 20, 2, scsi_id=1, opened=opened))
+    kernel = make_kernel()
+    K.sg_init(kernel)
+    K.sd_init(kernel)
+    async with trio.open_nursery() as nursery:
+        kernel.nursery = nursery
+        h0, _ = make_host(kernel, bus0, max_id=256)     # host 1's scan finishes first
+        h1, _ = make_host(kernel, bus1, max_id=2, pci_slot="0000:00:05.0", virtio_name="virtio1")
+        await K.scsi_scan_host(h0)
+        await K.scsi_scan_host(h1)
+        await K.async_synchronize_full(kernel)
+        kernel.nursery = None
+    assert [h.host_no for h in kernel.scsi_hosts] == [0, 1]
+    assert [s.hctl for s in h1.devices] == ["1:0:1:2"]
+    msgs = kernel.kmsg.lines()
+    assert "scsi host1: Virtio SCSI HBA" in msgs
+    assert "sd 1:0:1:2: Attached scsi generic sg1 type 0" in msgs
+    # devices are added in host order (scsi_finish_async_scan waits for earlier hosts)
+    assert "sd 0:0:0:0: [sda] Attached SCSI disk" in msgs and "sd 1:0:1:2: [sdb] Attached SCSI disk" in msgs
+    assert msgs.index("sd 0:0:0:0: Attached scsi generic sg0 type 0") < \
+        msgs.index("sd 1:0:1:2: Attached scsi generic sg1 type 0")
+    assert kernel.sysfs.root.lookup("bus/scsi/devices/target1:0:1") is not None
+    link = kernel.sysfs.root.lookup("class/scsi_device/1:0:1:2")
+    assert link.readlink() == ("../../devices/pci0000:00/0000:00:05.0/virtio1/host1/target1:0:1/1:0:1:2/"
+                               "scsi_device/1:0:1:2")
