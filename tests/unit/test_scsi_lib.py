@@ -4,6 +4,7 @@ the helpers upper drivers use (TEST UNIT READY, MODE SENSE, VPD, REPORT SUPPORTE
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -388,3 +389,50 @@ async def test_remove_host_removes_devices_targets_and_host(disk) -> None:
     assert shost not in kernel.scsi_hosts and shost.targets == [] and shost.devices == []
     assert shost.shost_state == K.HostState.SHOST_DEL
     assert kernel.host_ida.alloc() == 0         # host number free again
+
+
+async def test_failed_fs_read_through_sd_logs_and_errors(tmp_path: Path) -> None:
+    """A READ(10) answered MEDIUM ERROR 11/00: sd's request fails (no retry for an unrecovered
+    read error), the midlayer logs the kernel's FAILED/sense/CDB lines and the block layer
+    sees an error."""
+    from vscsifs.scsi.block import bdev_read
+
+    opened: list[Any] = []
+    bus = SCSIBus()
+    bus.attach(hd(tmp_path, "m.img", 8 << 20, 0, opened=opened))
+    kernel = make_kernel()
+    K.sg_init(kernel)
+    K.sd_init(kernel)
+    async with trio.open_nursery() as nursery:
+        kernel.nursery = nursery
+        shost, lld = make_host(kernel, bus, max_id=1)
+        await K.scsi_scan_host(shost)
+        await K.async_synchronize_full(kernel)
+        sdev = shost.devices[0]
+        disk = sdev.sdev_gendev.driver_data.disk
+
+        def hook(cmd: ScsiCmnd) -> bool:
+            if cmd.cmnd[0] == 0x28:
+                cmd.result = 0x02
+                cmd.sense_buffer[:18] = fixed_sense(3, 0x11, 0)
+                cmd.scsi_done(cmd)
+                return True
+            return False
+
+        lld.hook = hook
+        lld.log.clear()
+        with pytest.raises(OSError):
+            await bdev_read(disk.part0, 1 << 20, 4096)
+        kernel.nursery = None
+    reads = [c for _, c, _ in lld.log if c[0] == 0x28]
+    assert len(reads) == 1                               # MEDIUM ERROR 11/00: SUCCESS, not retried
+    msgs = kernel.kmsg.lines()
+    i = next(n for n, m in enumerate(msgs) if "FAILED Result" in m)
+    assert re.fullmatch(r"sd 0:0:0:0: \[sda\] tag#\d+ FAILED Result: hostbyte=DID_OK driverbyte=DRIVER_OK "
+                        r"cmd_age=0s", msgs[i])
+    assert re.fullmatch(r"sd 0:0:0:0: \[sda\] tag#\d+ Sense Key : Medium Error \[current\] ", msgs[i + 1])
+    assert re.fullmatch(r"sd 0:0:0:0: \[sda\] tag#\d+ Add. Sense: Unrecovered read error", msgs[i + 2])
+    assert re.fullmatch(r"sd 0:0:0:0: \[sda\] tag#\d+ CDB: Read\(10\) 28 00 00 00 08 00 00 00 08 00", msgs[i + 3])
+    assert sdev.ioerr_cnt >= 1
+    for be in opened:
+        be.close()
