@@ -744,7 +744,17 @@ def scsi_io_completion(rq: Request, cmd: ScsiCmnd, good_bytes: int) -> None:
         _end_request(rq, blk_stat)
         return
     if result == 0 and blk_stat == BlkStatus.BLK_STS_OK:
-        _requeue(rq, 0.0)    # partial success without error: the rest again
+        # partial success without error: the kernel completes good_bytes and requeues the
+        # rest; the block layer here has no blk_update_request, so the whole request is sent
+        # again, a bounded number of times
+        tries = rq.extra.get("scsi_partial_requeues", 0) + 1
+        rq.extra["scsi_partial_requeues"] = tries
+        if tries > 5:
+            _end_request(rq, BlkStatus.BLK_STS_IOERR)
+            return
+        scsi_mq_uninit_cmd(rq, cmd)
+        rq.extra["scsi_prepped"] = False
+        _requeue(rq, 0.0)
         return
     scsi_io_completion_action(rq, cmd, result, sshdr)
 

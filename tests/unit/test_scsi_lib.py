@@ -436,3 +436,4 @@ async def test_failed_fs_read_through_sd_logs_and_errors(tmp_path: Path) -> None
     assert sdev.ioerr_cnt >= 1
     for be in opened:
         be.close()
+
