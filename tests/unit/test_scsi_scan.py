@@ -296,3 +296,30 @@ async def test_two_hosts_scan_independently(tmp_path: Path, opened) -> None:
     link = kernel.sysfs.root.lookup("class/scsi_device/1:0:1:2")
     assert link.readlink() == ("../../devices/pci0000:00/0000:00:05.0/virtio1/host1/target1:0:1/1:0:1:2/"
                                "scsi_device/1:0:1:2")
+
+
+async def test_dev_flags_parameter_changes_the_scan(tmp_path: Path, opened) -> None:
+    kernel = make_kernel()
+    kernel.params["scsi_mod.dev_flags"] = "QEMU:QEMU HARDDISK:0x40000"     # BLIST_NOREPORTLUN
+    shost, lld = await run_scan(kernel, seed_bus(tmp_path, opened), max_id=1)
+    assert 0xA0 not in [c[0] for _, c, _ in lld.log]
+    assert [s.hctl for s in shost.devices] == ["0:0:0:0", "0:0:0:1"]     # sequential scan found LUN 1
+    blacklist = shost.devices[0].sdev_gendev.kobj.children["blacklist"].read()
+    assert blacklist == b"NOREPORTLUN\n"          # the list entry replaces virtio's TRY_VPD_PAGES
+    assert shost.devices[0].vpd_pg0 is not None  # SPC-3 device: VPD pages read anyway
+
+
+def test_static_devinfo_list_matches_by_prefix() -> None:
+    from vscsifs.scsi.kernel._scsi_devinfo import Blist, scsi_get_device_flags
+
+    class H:
+        kernel = make_kernel()
+
+    class S:
+        host = H()
+        sdev_bflags = 0
+
+    # {"IBM", "2105", NULL, BLIST_RETRY_HWERROR} style entries: compatible prefix match on model
+    flags = scsi_get_device_flags(S(), b"EMC     ", b"SYMMETRIX       ")
+    assert flags & Blist.SPARSELUN and flags & Blist.LARGELUN
+    assert scsi_get_device_flags(S(), b"QEMU    ", b"QEMU HARDDISK   ") == 0
