@@ -604,8 +604,8 @@ async def scsi_sysfs_add_sdev(sdev: ScsiDevice) -> int:
     bsg_reg = getattr(pkg, "scsi_bsg_register_queue", None)
     if bsg_reg is not None and getattr(kernel, "_bsg_state", None) is not None:
         sdev.extra["bsg_dev"] = await maybe_await(bsg_reg(sdev))
-    if drv is not None:
-        _schedule_probe(sdev, drv)
+    if drv is not None and not _schedule_probe(sdev, drv):
+        await _really_probe(sdev, drv)           # no async domain: probe in the caller
     return 0
 
 
@@ -658,7 +658,9 @@ def scsi_register_driver(kernel: Kernel, drv: Any) -> Driver:
             if sdev.is_visible and sdev.driver_ops is None and sdev.sdev_state != SdevState.SDEV_DEL:
                 if _matches(drv, sdev):
                     _bind(sdev, drv)
-                    _schedule_probe(sdev, drv)
+                    if not _schedule_probe(sdev, drv):
+                        raise RuntimeError(f"scsi_register_driver({drv.name}): probing the devices "
+                                           "already present needs kernel.nursery (the async domain)")
     return fs_drv
 
 
@@ -707,11 +709,15 @@ def _bind_candidate(sdev: ScsiDevice) -> Any:
     return None
 
 
-def _schedule_probe(sdev: ScsiDevice, drv: Any) -> None:
+def _schedule_probe(sdev: ScsiDevice, drv: Any) -> bool:
+    """__device_attach_async_helper: the probe as async work. False without an async domain."""
+    import trio
+
     from ._scsi_scan import async_schedule
 
     kernel = sdev.host.kernel
-    import trio
+    if kernel.nursery is None:
+        return False
     done = trio.Event()
     sdev.extra["probe_done"] = done
 
@@ -721,9 +727,7 @@ def _schedule_probe(sdev: ScsiDevice, drv: Any) -> None:
         finally:
             done.set()
 
-    if not async_schedule(kernel, probe):
-        raise RuntimeError("scsi_sysfs_add_sdev: upper-driver probes need kernel.nursery "
-                           "(the async domain)")
+    return async_schedule(kernel, probe)
 
 
 async def _wait_probe(sdev: ScsiDevice) -> None:

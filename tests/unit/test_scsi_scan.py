@@ -323,3 +323,13 @@ def test_static_devinfo_list_matches_by_prefix() -> None:
     flags = scsi_get_device_flags(S(), b"EMC     ", b"SYMMETRIX       ")
     assert flags & Blist.SPARSELUN and flags & Blist.LARGELUN
     assert scsi_get_device_flags(S(), b"QEMU    ", b"QEMU HARDDISK   ") == 0
+
+
+async def test_scan_without_a_nursery_runs_inline(tmp_path: Path, opened) -> None:
+    kernel = make_kernel()
+    K.sg_init(kernel)
+    K.sd_init(kernel)
+    shost, lld = make_host(kernel, seed_bus(tmp_path, opened), max_id=2)
+    await K.scsi_scan_host(shost)                  # kernel.nursery is None: scan and probes inline
+    assert "sd 0:0:0:1: [sdb] Attached SCSI disk" in kernel.kmsg.lines()
+    assert not shost.async_scan
