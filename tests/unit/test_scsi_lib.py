@@ -437,3 +437,15 @@ async def test_failed_fs_read_through_sd_logs_and_errors(tmp_path: Path) -> None
     for be in opened:
         be.close()
 
+
+
+def test_vpd_lun_id_of_lio_golden_page83() -> None:
+    """LIO's page 0x83 (NAA registered extended, T10, port designators): wwid as the guest showed."""
+    from midlayer_harness import GOLDEN
+
+    d = GOLDEN / "lio" / "sysfs/devices/tcm_loop_0/tcm_loop_adapter_0/host0/target0:0:1/0:0:1:0"
+
+    class S:
+        vpd_pg83 = (d / "vpd_pg83").read_bytes()
+
+    assert scsi_vpd_lun_id(S()) + "\n" == (d / "wwid").read_text()
