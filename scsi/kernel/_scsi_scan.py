@@ -333,8 +333,8 @@ async def __scsi_remove_device(sdev: ScsiDevice) -> None:
     _destroy_sdev(sdev)
 
 
-# The kernel's name cannot be imported with "from ... import __x" inside a class body only;
-# module-level code uses it directly. Export an alias without the leading underscores too.
+# __scsi_remove_device without the scan mutex, under a name that is easy to import from
+# inside a class body (where a leading double underscore would be name-mangled)
 scsi_remove_device_locked = __scsi_remove_device
 
 
