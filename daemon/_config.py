@@ -42,10 +42,16 @@ class DriveConfig:
     interface: str = "none"
     media: str = "disk"
     source: str = ""                  # the option text, for error messages
+    origin: str = ""                  # where a TOML file said it; wins over source
+
+    @property
+    def where(self) -> str:
+        """How error messages name this entry: the QEMU option text, or its TOML location."""
+        return self.origin or f"-drive {self.source}"
 
     def check_image(self) -> None:
         """Open-time checks QEMU makes: the file exists, is readable, is raw."""
-        where = f"-drive {self.source}" if self.source else f"drive '{self.id}'"
+        where = self.where if self.source or self.origin else f"drive '{self.id}'"
         if self.file is None:
             if self.media == "cdrom":
                 return
@@ -81,6 +87,12 @@ class ControllerConfig:
     param_change: bool = True
     addr: int | None = None           # PCI slot (addr=0x4 or addr=04.0)
     source: str = ""
+    origin: str = ""                  # where a TOML file said it; wins over source
+
+    @property
+    def where(self) -> str:
+        """How error messages name this entry: the QEMU option text, or its TOML location."""
+        return self.origin or f"-device {self.source}"
 
 
 @dataclass
@@ -107,7 +119,13 @@ class ScsiDeviceConfig:
     removable: bool = False
     write_cache: bool | None = None          # None: auto, from the drive's cache mode
     source: str = ""
+    origin: str = ""                  # where a TOML file said it; wins over source
     controller: str | None = field(default=None, init=False)   # resolved controller id
+
+    @property
+    def where(self) -> str:
+        """How error messages name this entry: the QEMU option text, or its TOML location."""
+        return self.origin or f"-device {self.source}"
 
 
 @dataclass
@@ -133,60 +151,60 @@ class MachineConfig:
             if c.id is None:
                 c.id = f"scsi{i}" if f"scsi{i}" not in seen else f"__scsi{i}"
             if c.id in seen:
-                raise ConfigError(f"-device {c.source}: Duplicate ID '{c.id}' for device")
+                raise ConfigError(f"{c.where}: Duplicate ID '{c.id}' for device")
             seen.add(c.id)
             if c.num_queues is None:
                 c.num_queues = max(1, min(self.smp, VIRTIO_QUEUE_MAX - 3))
             if not 1 <= c.num_queues <= VIRTIO_QUEUE_MAX - 2:
-                raise ConfigError(f"-device {c.source}: Invalid number of queues (= {c.num_queues}), "
+                raise ConfigError(f"{c.where}: Invalid number of queues (= {c.num_queues}), "
                                   f"must be a positive integer less than {VIRTIO_QUEUE_MAX - 2}.")
             if c.virtqueue_size <= 2 or c.virtqueue_size > VIRTIO_QUEUE_MAX or c.virtqueue_size & (c.virtqueue_size - 1):
-                raise ConfigError(f"-device {c.source}: Invalid virtqueue_size (= {c.virtqueue_size}), "
+                raise ConfigError(f"{c.where}: Invalid virtqueue_size (= {c.virtqueue_size}), "
                                   f"must be a power of 2 greater than 2 and no more than {VIRTIO_QUEUE_MAX}")
             if c.max_sectors < 1 or c.cmd_per_lun < 1:
-                raise ConfigError(f"-device {c.source}: max_sectors and cmd_per_lun must be positive")
+                raise ConfigError(f"{c.where}: max_sectors and cmd_per_lun must be positive")
         used_drives: dict[str, str] = {}
         for d in self.devices:
             if d.id is not None:
                 if d.id in seen:
-                    raise ConfigError(f"-device {d.source}: Duplicate ID '{d.id}' for device")
+                    raise ConfigError(f"{d.where}: Duplicate ID '{d.id}' for device")
                 seen.add(d.id)
             self._resolve_bus(d)
             if d.drive is not None:
                 if d.drive not in self.drives:
-                    raise ConfigError(f"-device {d.source}: Property '{d.driver}.drive' can't find value '{d.drive}'")
+                    raise ConfigError(f"{d.where}: Property '{d.driver}.drive' can't find value '{d.drive}'")
                 if d.drive in used_drives:
-                    raise ConfigError(f"-device {d.source}: Property '{d.driver}.drive' can't take value "
+                    raise ConfigError(f"{d.where}: Property '{d.driver}.drive' can't take value "
                                       f"'{d.drive}', it's in use")
                 used_drives[d.drive] = d.id or d.driver
             elif d.driver != "scsi-cd":
-                raise ConfigError(f"-device {d.source}: drive property not set")
+                raise ConfigError(f"{d.where}: drive property not set")
             for bs_name in ("logical_block_size", "physical_block_size"):
                 bs = getattr(d, bs_name)
                 if bs is None:
                     continue
                 if bs < 512 or bs > 2 * 1024 * 1024 or bs & (bs - 1):
-                    raise ConfigError(f"-device {d.source}: Property {d.driver}.{bs_name} doesn't take value "
+                    raise ConfigError(f"{d.where}: Property {d.driver}.{bs_name} doesn't take value "
                                       f"{bs} (must be a power of 2 between 512 and 2097152)")
             if d.logical_block_size > (d.physical_block_size or 512):
-                raise ConfigError(f"-device {d.source}: logical_block_size > physical_block_size not supported")
+                raise ConfigError(f"{d.where}: logical_block_size > physical_block_size not supported")
         self._assign_addresses()
         for drv in self.drives.values():
             if drv.id not in used_drives and drv.interface == "none":
-                self.warnings.append(f"-drive {drv.source}: drive '{drv.id}' is not attached to any device")
+                self.warnings.append(f"{drv.where}: drive '{drv.id}' is not attached to any device")
             if check_images and drv.id in used_drives:
                 drv.check_image()
         return self
 
     def _resolve_bus(self, d: ScsiDeviceConfig) -> None:
         if not self.controllers:
-            raise ConfigError(f"-device {d.source}: No 'SCSI' bus found for device '{d.driver}'")
+            raise ConfigError(f"{d.where}: No 'SCSI' bus found for device '{d.driver}'")
         if d.bus is None:
             d.controller = self.controllers[0].id
             return
         name, _, index = d.bus.partition(".")
         if index not in ("", "0") or all(c.id != name for c in self.controllers):
-            raise ConfigError(f"-device {d.source}: Bus '{d.bus}' not found")
+            raise ConfigError(f"{d.where}: Bus '{d.bus}' not found")
         d.controller = name
 
     def _assign_addresses(self) -> None:
@@ -194,30 +212,30 @@ class MachineConfig:
         taken: dict[tuple[str | None, int, int, int], ScsiDeviceConfig] = {}
         for d in self.devices:
             if d.channel > VIRTIO_SCSI_MAX_CHANNEL or d.channel < 0:
-                raise ConfigError(f"-device {d.source}: bad scsi channel id: {d.channel}")
+                raise ConfigError(f"{d.where}: bad scsi channel id: {d.channel}")
             if d.scsi_id != -1 and not 0 <= d.scsi_id <= VIRTIO_SCSI_MAX_TARGET:
-                raise ConfigError(f"-device {d.source}: bad scsi device id: {d.scsi_id}")
+                raise ConfigError(f"{d.where}: bad scsi device id: {d.scsi_id}")
             if d.lun != -1 and not 0 <= d.lun <= VIRTIO_SCSI_MAX_LUN:
-                raise ConfigError(f"-device {d.source}: bad scsi device lun: {d.lun}")
+                raise ConfigError(f"{d.where}: bad scsi device lun: {d.lun}")
             if d.scsi_id == -1:
                 lun = 0 if d.lun == -1 else d.lun
                 sid = 0
                 while (d.controller, d.channel, sid, lun) in taken:
                     sid += 1
                 if sid > VIRTIO_SCSI_MAX_TARGET:
-                    raise ConfigError(f"-device {d.source}: no free target")
+                    raise ConfigError(f"{d.where}: no free target")
                 d.scsi_id, d.lun = sid, lun
             elif d.lun == -1:
                 lun = 0
                 while (d.controller, d.channel, d.scsi_id, lun) in taken:
                     lun += 1
                 if lun > VIRTIO_SCSI_MAX_LUN:
-                    raise ConfigError(f"-device {d.source}: no free lun")
+                    raise ConfigError(f"{d.where}: no free lun")
                 d.lun = lun
             key = (d.controller, d.channel, d.scsi_id, d.lun)
             if key in taken:
                 other = taken[key]
-                raise ConfigError(f"-device {d.source}: lun already used by '{other.id or other.driver}'")
+                raise ConfigError(f"{d.where}: lun already used by '{other.id or other.driver}'")
             taken[key] = d
 
 

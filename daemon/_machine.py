@@ -56,14 +56,14 @@ def assign_pci_slots(controllers: list[ControllerConfig]) -> list[int]:
     for c in controllers:
         if c.addr is not None:
             if c.addr < FIRST_FREE_PCI_SLOT:
-                raise ConfigError(f"-device {c.source}: PCI: slot {c.addr} function 0 not available for "
+                raise ConfigError(f"{c.where}: PCI: slot {c.addr} function 0 not available for "
                                   f"virtio-scsi-pci, in use by a built-in device")
             slots.append(c.addr)
             continue
         while nxt in used:
             nxt += 1
         if nxt > 31:
-            raise ConfigError(f"-device {c.source}: PCI: no slot/function available for virtio-scsi-pci, "
+            raise ConfigError(f"{c.where}: PCI: no slot/function available for virtio-scsi-pci, "
                               f"all 32 slots/functions are in use")
         used.add(nxt)
         slots.append(nxt)
@@ -90,7 +90,7 @@ def build_device_side(cfg: MachineConfig, memory: GuestMemory) -> list[Controlle
                 backend = BlockBackend.open(drive.file, readonly=drive.readonly or d.driver == "scsi-cd",
                                             fmt=drive.format, cache=drive.cache)
             except BlockBackendError as e:
-                raise ConfigError(f"-drive {drive.source}: {e}") from None
+                raise ConfigError(f"{drive.where}: {e}") from None
             ctrl.backends.append(backend)
         kwargs: dict[str, Any] = dict(channel=d.channel, scsi_id=d.scsi_id, lun=d.lun,
                                       drive_id=d.drive or "", serial=d.serial, wwn=d.wwn, port_wwn=d.port_wwn,
@@ -104,7 +104,7 @@ def build_device_side(cfg: MachineConfig, memory: GuestMemory) -> list[Controlle
                                      removable=d.removable, write_cache=d.write_cache, **kwargs)
             ctrl.bus.attach(dev)
         except (ValueError, TypeError) as e:
-            raise ConfigError(f"-device {d.source}: {e}") from None
+            raise ConfigError(f"{d.where}: {e}") from None
     return ctrls
 
 
