@@ -28,6 +28,7 @@ VIRTIO_SCSI_MAX_TARGET = 255
 VIRTIO_SCSI_MAX_LUN = 16383
 VIRTIO_SCSI_VQ_NUM_FIXED = 2
 SAM_STAT_GOOD = 0
+TYPE_ROM = 0x05
 # QEMU SCSIXferMode
 _XFER_NONE, _XFER_FROM_DEV, _XFER_TO_DEV = 0, 1, 2
 
@@ -108,6 +109,16 @@ def _iov_skip(views: list[memoryview], skip: int) -> list[memoryview]:
     return out
 
 
+class FaultsLike(Protocol):
+    """What the HBA asks before running a command (vscsifs.scsi.device._faults.FaultInjector):
+    ``decide(channel, id, lun, cdb)`` answers with ``drop``, ``response``, ``status``,
+    ``sense`` and ``delay`` (seconds)."""
+
+    active: bool
+
+    def decide(self, channel: int, id: int, lun: int, cdb: bytes) -> Any: ...
+
+
 @dataclass(slots=True)
 class _Req:
     """VirtIOSCSIReq after virtio_scsi_parse_req()."""
@@ -120,6 +131,20 @@ class _Req:
     data_in: list[memoryview]
     out_size: int
     in_size: int
+
+
+@dataclass(eq=False, slots=True)
+class _Inflight:
+    """A command the device holds (dropped, or waiting out an injected latency): QEMU's
+    SCSIRequest still on the device's request list, which TMFs can cancel."""
+
+    vq: DeviceVirtqueue
+    r: _Req
+    tag: int
+    target: int
+    lun: int
+    cdb: bytes
+    cancelled: bool = False
 
 
 class VirtIOSCSI(VirtIODevice):
@@ -152,6 +177,15 @@ class VirtIOSCSI(VirtIODevice):
         self.event_vq = self.add_queue(conf.virtqueue_size, self.handle_event)
         self.cmd_vqs = [self.add_queue(conf.virtqueue_size, self.handle_cmd) for _ in range(num_queues)]
         self.stats_cmds = 0
+        # fault injection (scsi/device/_faults.py) and deferred completion: requests held by
+        # the device, by tag; ``call_later(seconds, fn)`` is installed by whoever runs the
+        # machine (a trio nursery); without it injected latencies are not waited for
+        self.faults: FaultsLike | None = None
+        self.call_later: Any = None
+        self.inflight: dict[int, _Inflight] = {}
+        if hasattr(bus, "change"):
+            # virtio_scsi_scsi_info.change = virtio_scsi_change
+            bus.change = self._bus_change
 
     # -- virtio device hooks ----------------------------------------------------------------
     def get_features(self) -> int:
@@ -194,6 +228,9 @@ class VirtIOSCSI(VirtIODevice):
         self.sense_size = VIRTIO_SCSI_SENSE_DEFAULT_SIZE
         self.cdb_size = VIRTIO_SCSI_CDB_DEFAULT_SIZE
         self.events_dropped = False
+        for held in self.inflight.values():   # the rings are gone: nothing to complete into
+            held.cancelled = True
+        self.inflight.clear()
 
     # -- request parsing --------------------------------------------------------------------
     def _parse_req(self, elem: VirtQueueElement, req_size: int, resp_size: int) -> _Req:
@@ -237,9 +274,8 @@ class VirtIOSCSI(VirtIODevice):
 
     def handle_cmd_req(self, vq: DeviceVirtqueue, elem: VirtQueueElement) -> None:
         """virtio_scsi_handle_cmd_req_prepare() + submit + virtio_scsi_command_complete()."""
-        cdb_size, sense_size = self.cdb_size, self.sense_size
         try:
-            r = self._parse_req(elem, CMD_REQ_HDR.size + cdb_size, CMD_RESP_HDR.size + sense_size)
+            r = self._parse_req(elem, CMD_REQ_HDR.size + self.cdb_size, CMD_RESP_HDR.size + self.sense_size)
         except VirtioError as e:
             self.error(str(e))
             return
@@ -248,7 +284,7 @@ class VirtIOSCSI(VirtIODevice):
             # bidirectional without VIRTIO_SCSI_F_INOUT: -ENOTSUP -> virtio_scsi_fail_cmd_req
             self._complete(vq, r, CMD_RESP_HDR.pack(0, 0, 0, 0, VirtioScsiS.FAILURE))
             return
-        lun, _tag, _attr, _prio, _crn = CMD_REQ_HDR.unpack_from(r.req)
+        lun, tag, _attr, _prio, _crn = CMD_REQ_HDR.unpack_from(r.req)
         addr = lun_decode(lun)
         if addr is None or not self.bus.target_exists(0, addr[0]):
             self._complete(vq, r, CMD_RESP_HDR.pack(0, 0, 0, 0, VirtioScsiS.BAD_TARGET))
@@ -266,6 +302,47 @@ class VirtIOSCSI(VirtIODevice):
                 if mode != req_mode or cmd.xfer > (r.out_size or r.in_size):
                     self._complete(vq, r, CMD_RESP_HDR.pack(0, 0, 0, 0, VirtioScsiS.OVERRUN))
                     return
+        faults = self.faults
+        if faults is not None and faults.active:
+            decision = faults.decide(0, target, lun_id, cdb)
+            if decision.drop or (decision.delay and self.call_later is not None):
+                held = _Inflight(vq, r, tag, target, lun_id, cdb)
+                self.inflight[tag] = held
+                if not decision.drop:
+                    self.call_later(decision.delay, lambda: self._deferred(held, decision))
+                return
+            if self._fault_complete(vq, r, decision):
+                return
+        self._execute(vq, r, target, lun_id, cdb)
+
+    def _fault_complete(self, vq: DeviceVirtqueue, r: _Req, decision: Any) -> bool:
+        """Complete with an injected response or status instead of running the command."""
+        if decision.response is not None:
+            self._complete(vq, r, CMD_RESP_HDR.pack(0, 0, 0, 0, decision.response))
+            return True
+        if decision.status is not None:
+            sense = bytes(decision.sense)[:self.sense_size]
+            if sense:
+                _iov_write(r.resp_views, CMD_RESP_HDR.size, sense)
+            # nothing moved: the whole transfer is residual
+            self._complete(vq, r, CMD_RESP_HDR.pack(len(sense), r.out_size or r.in_size, 0,
+                                                    decision.status, VirtioScsiS.OK))
+            return True
+        return False
+
+    def _deferred(self, held: _Inflight, decision: Any) -> None:
+        """An injected latency ran out: run the command now and complete it (unless a TMF or
+        a reset took it meanwhile)."""
+        if held.cancelled:
+            return
+        self.inflight.pop(held.tag, None)
+        if not self._fault_complete(held.vq, held.r, decision):
+            self._execute(held.vq, held.r, held.target, held.lun, held.cdb)
+
+    def _execute(self, vq: DeviceVirtqueue, r: _Req, target: int, lun_id: int, cdb: bytes) -> None:
+        """scsi_req_enqueue + virtio_scsi_command_complete: run on the bus, write status,
+        sense and residual."""
+        sense_size = self.sense_size
         result = self.bus.execute(0, target, lun_id, cdb, r.data_out, r.data_in)
         status = result.status
         if status == SAM_STAT_GOOD:
@@ -332,9 +409,24 @@ class VirtIOSCSI(VirtIODevice):
         exact = True if lun_exists is None else bool(lun_exists(0, addr[0], addr[1]))
         return addr[0], addr[1], exact
 
+    def _cancel(self, target: int, lun: int | None, tag: int | None) -> int:
+        """scsi_req_cancel_async() of held requests matching target/lun/tag, each completed
+        with VIRTIO_SCSI_S_ABORTED (VIRTIO_SCSI_S_RESET while resetting), as
+        virtio_scsi_request_cancelled does, before the TMF itself completes."""
+        victims = [h for h in self.inflight.values()
+                   if h.target == target and (lun is None or h.lun == lun) and (tag is None or h.tag == tag)]
+        response = VirtioScsiS.RESET if self.resetting else VirtioScsiS.ABORTED
+        for h in victims:
+            h.cancelled = True
+            del self.inflight[h.tag]
+            self._complete(h.vq, h.r, CMD_RESP_HDR.pack(0, 0, 0, 0, response))
+        return len(victims)
+
     def do_tmf(self, subtype: int, lun: bytes, tag: int) -> int:
-        """virtio_scsi_do_tmf(). Commands complete synchronously inside handle_cmd, so no
-        request is ever in flight here: aborts find nothing and complete at once."""
+        """virtio_scsi_do_tmf(). Held requests (dropped or delayed by fault injection) are
+        cancelled: ABORT TASK the one with ``tag``, ABORT/CLEAR TASK SET and LUN RESET every
+        one on the LUN, I_T NEXUS RESET every one on the target; QUERY TASK (SET) answers
+        FUNCTION_SUCCEEDED when one is there."""
         if subtype in (VirtioScsiTmf.ABORT_TASK, VirtioScsiTmf.QUERY_TASK, VirtioScsiTmf.ABORT_TASK_SET,
                        VirtioScsiTmf.CLEAR_TASK_SET, VirtioScsiTmf.QUERY_TASK_SET,
                        VirtioScsiTmf.LOGICAL_UNIT_RESET):
@@ -345,9 +437,30 @@ class VirtIOSCSI(VirtIODevice):
             if not exact:
                 return VirtioScsiS.INCORRECT_LUN
             if subtype == VirtioScsiTmf.LOGICAL_UNIT_RESET:
+                self.resetting += 1
+                try:
+                    self._cancel(target, lun_id, None)
+                finally:
+                    self.resetting -= 1
                 self._reset_device(target, lun_id)
+            elif subtype == VirtioScsiTmf.ABORT_TASK:
+                self._cancel(target, lun_id, tag)
+            elif subtype in (VirtioScsiTmf.ABORT_TASK_SET, VirtioScsiTmf.CLEAR_TASK_SET):
+                self._cancel(target, lun_id, None)
+            elif subtype == VirtioScsiTmf.QUERY_TASK:
+                held = self.inflight.get(tag)
+                if held is not None and (held.target, held.lun) == (target, lun_id):
+                    return VirtioScsiS.FUNCTION_SUCCEEDED
+            elif subtype == VirtioScsiTmf.QUERY_TASK_SET:
+                if any((h.target, h.lun) == (target, lun_id) for h in self.inflight.values()):
+                    return VirtioScsiS.FUNCTION_SUCCEEDED
             return VirtioScsiS.OK
         if subtype == VirtioScsiTmf.I_T_NEXUS_RESET:
+            self.resetting += 1
+            try:
+                self._cancel(lun[1], None, None)
+            finally:
+                self.resetting -= 1
             self._reset_device(lun[1], None)
             return VirtioScsiS.OK
         return VirtioScsiS.FUNCTION_REJECTED   # CLEAR_ACA and unknown subtypes
@@ -396,16 +509,31 @@ class VirtIOSCSI(VirtIODevice):
         return True
 
     def hotplug(self, target: int, lun: int) -> bool:
-        """virtio_scsi_hotplug(): a LUN appeared."""
+        """virtio_scsi_hotplug(): a LUN appeared. QEMU 7.2 also raises REPORTED LUNS DATA HAS
+        CHANGED on the bus, for guests that look at unit attentions rather than events."""
         if not self.has_feature(VirtioScsiF.HOTPLUG):
             return False
-        return self.push_event(VirtioScsiEvent.TRANSPORT_RESET, VirtioScsiEvtReset.RESCAN, (target, lun))
+        sent = self.push_event(VirtioScsiEvent.TRANSPORT_RESET, VirtioScsiEvtReset.RESCAN, (target, lun))
+        self._bus_set_ua_luns_changed()
+        return sent
 
     def hotunplug(self, target: int, lun: int) -> bool:
-        """virtio_scsi_hotunplug(): a LUN went away."""
+        """virtio_scsi_hotunplug(): a LUN went away (event, then the bus unit attention)."""
         if not self.has_feature(VirtioScsiF.HOTPLUG):
             return False
-        return self.push_event(VirtioScsiEvent.TRANSPORT_RESET, VirtioScsiEvtReset.REMOVED, (target, lun))
+        sent = self.push_event(VirtioScsiEvent.TRANSPORT_RESET, VirtioScsiEvtReset.REMOVED, (target, lun))
+        self._bus_set_ua_luns_changed()
+        return sent
+
+    def _bus_set_ua_luns_changed(self) -> None:
+        set_ua = getattr(self.bus, "set_ua", None)
+        if set_ua is not None:
+            from vscsifs.scsi.device._sense import SenseCode   # device side to device side
+            set_ua(SenseCode.REPORTED_LUNS_CHANGED)
+
+    def _bus_change(self, dev: Any, sense: Any) -> None:
+        """virtio_scsi_change() as the bus's change hook (scsi_device_report_change)."""
+        self.change(dev.id, dev.lun, sense.asc, sense.ascq, is_rom=dev.type == TYPE_ROM)
 
     def change(self, target: int, lun: int, asc: int, ascq: int, is_rom: bool = False) -> bool:
         """virtio_scsi_change(): a unit attention the guest should hear about (capacity...)."""
