@@ -1,0 +1,94 @@
+"""Deterministic images for the captured configurations (tests/golden/<name>/capture.conf).
+
+The capture configs call this file on the host (``python3 golden_images.py iso FILE ...``) and the
+tests call the same functions, so the daemon serves byte-identical media to what the real guest
+read.  Disk images come from tests/golden_cdb.make_image (capture/mkimage.py's layout); CD images
+are a minimal ISO9660 volume written here, because genisoimage/xorriso stamp the current time into
+the volume descriptor and would make every capture different.
+"""
+from __future__ import annotations
+
+import struct
+import sys
+from pathlib import Path
+
+ISO_SECTOR = 2048
+# 2026-01-01 00:00:00 UTC, fixed so the ISO is the same on every run
+_DATE17 = b"2026010100000000\x00"
+_DATE7 = bytes((126, 1, 1, 0, 0, 0, 0))
+
+
+def _both16(v: int) -> bytes:
+    return struct.pack("<H", v) + struct.pack(">H", v)
+
+
+def _both32(v: int) -> bytes:
+    return struct.pack("<I", v) + struct.pack(">I", v)
+
+
+def _dir_record(name: bytes, extent: int, size: int, is_dir: bool) -> bytes:
+    rec = (bytes((0, 0)) + _both32(extent) + _both32(size) + _DATE7
+           + bytes((2 if is_dir else 0, 0, 0)) + _both16(1) + bytes((len(name),)) + name)
+    if len(rec) % 2:
+        rec += b"\0"
+    return bytes((len(rec),)) + rec[1:]
+
+
+def _pad(text: str, n: int) -> bytes:
+    return text.encode("ascii").ljust(n, b" ")[:n]
+
+
+def iso_pattern_sector(tag: str, n: int) -> bytes:
+    """Data sector n of the ISO's single file: "GOLDENREF <tag> ISO <n> " repeated."""
+    s = f"GOLDENREF {tag} ISO {n} ".encode()
+    return (s * (ISO_SECTOR // len(s) + 1))[:ISO_SECTOR]
+
+
+def make_iso(path: Path | str, total_sectors: int, tag: str, *, volume_id: str = "VSCSIFS_GOLDEN",
+             file_sectors: int = 8) -> Path:
+    """A minimal ISO9660 volume: PVD at sector 16, terminator at 17, L/M path tables at 18/19,
+    root directory at 20, one file DATA.TXT;1 of `file_sectors` pattern sectors from sector 21;
+    the volume is `total_sectors` 2048-byte sectors (zero filled, sparse)."""
+    path = Path(path)
+    if total_sectors < 21 + file_sectors:
+        raise ValueError(f"make_iso: total_sectors {total_sectors} too small for {file_sectors} file sectors")
+    root_ext, file_ext = 20, 21
+    root = (_dir_record(b"\0", root_ext, ISO_SECTOR, True) + _dir_record(b"\1", root_ext, ISO_SECTOR, True)
+            + _dir_record(b"DATA.TXT;1", file_ext, file_sectors * ISO_SECTOR, False))
+    pt_l = bytes((1, 0)) + struct.pack("<I", root_ext) + struct.pack("<H", 1) + b"\0\0"
+    pt_m = bytes((1, 0)) + struct.pack(">I", root_ext) + struct.pack(">H", 1) + b"\0\0"
+    pvd = (bytes((1,)) + b"CD001" + bytes((1, 0)) + _pad("LINUX", 32) + _pad(volume_id, 32)
+           + bytes(8) + _both32(total_sectors) + bytes(32) + _both16(1) + _both16(1)
+           + _both16(ISO_SECTOR) + _both32(len(pt_l)) + struct.pack("<I", 18) + bytes(4)
+           + struct.pack(">I", 19) + bytes(4) + _dir_record(b"\0", root_ext, ISO_SECTOR, True)
+           + _pad("", 128) + _pad("", 128) + _pad("", 128) + _pad("VSCSIFS GOLDEN_IMAGES", 128)
+           + _pad("", 37) + _pad("", 37) + _pad("", 37)
+           + _DATE17 + _DATE17 + b"0000000000000000\x00" + _DATE17 + bytes((1, 0)))
+    assert len(pvd) == 883, len(pvd)
+    pvd = pvd.ljust(ISO_SECTOR, b"\0")
+    term = (bytes((255,)) + b"CD001" + bytes((1,))).ljust(ISO_SECTOR, b"\0")
+    with open(path, "wb") as f:
+        f.truncate(total_sectors * ISO_SECTOR)
+        for sect, data in ((16, pvd), (17, term), (18, pt_l), (19, pt_m), (20, root)):
+            f.seek(sect * ISO_SECTOR)
+            f.write(data)
+        for n in range(file_sectors):
+            f.seek((file_ext + n) * ISO_SECTOR)
+            f.write(iso_pattern_sector(tag, n))
+    return path
+
+
+def _usage() -> int:
+    print("usage: golden_images.py iso FILE TOTAL_SECTORS TAG", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 4 and argv[0] == "iso":
+        make_iso(argv[1], int(argv[2]), argv[3])
+        return 0
+    return _usage()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
