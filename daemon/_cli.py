@@ -31,6 +31,12 @@ scan against it and serves DIR/sys, DIR/dev and DIR/proc until SIGINT or SIGTERM
   --log-level L    the daemon's own messages: debug, info, warning, error (default: info)
   --quiet          do not copy the emulated kernel's log to stderr
 
+The QMP monitor (QEMU Machine Protocol: device_add, device_del, blockdev-add, block_resize,
+eject, query-block, human-monitor-command 'drive_add ...', quit, ...) listens on a unix
+socket, mode 0600: -qmp unix:PATH,server=on,wait=off as QEMU takes it (several allowed), or
+by default $RUNTIME_DIR/vscsifs/MOUNTNAME.qmp (RUNTIME_DIR: /run for root, else
+$XDG_RUNTIME_DIR; MOUNTNAME: the mount point's last component).
+
 Without -device/-drive options it runs the seed configuration:
   -smp 2 -m 1G -device virtio-scsi-pci,id=scsi0,num_queues=4
   -device scsi-hd,drive=drive0,bus=scsi0.0,channel=0,scsi-id=0,lun=0 -drive file=DATA/boot.img,if=none,id=drive0

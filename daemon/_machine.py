@@ -150,6 +150,9 @@ class Machine:
 
     def shutdown(self) -> None:
         """Flush and close the images (what QEMU does at exit)."""
+        from ._hotplug import close_all
+
+        close_all(self)   # drives added at run time that no device holds
         for ctrl in self.controllers:
             for be in ctrl.backends:
                 try:
@@ -182,13 +185,20 @@ def run_daemon(cfg: MachineConfig, mountpoint: str, *, quiet: bool = False, qmp:
     except ConfigError as e:
         print(f"vscsifs: {e}", file=sys.stderr)
         return 1
-    if qmp:
-        log.warning("-qmp is not implemented yet; ignoring %s", " ".join(qmp))
+    from ._qmp import QMPServer, QMPSyntaxError, default_qmp_path, parse_qmp_option
+    try:
+        qmp_paths = [parse_qmp_option(q) for q in qmp] if qmp else [default_qmp_path(mountpoint)]
+    except QMPSyntaxError as e:
+        print(f"vscsifs: {e}", file=sys.stderr)
+        return 1
 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 await nursery.start(serve_machine, machine, mountpoint)
+                # the QMP monitor (-qmp unix:PATH,server=on,wait=off; see _qmp.py for the default)
+                monitor = QMPServer(machine, quit=nursery.cancel_scope.cancel)
+                await nursery.start(monitor.serve, qmp_paths, bool(qmp))
 
                 async def wait_signal() -> None:
                     async for sig in signals:

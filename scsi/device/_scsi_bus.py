@@ -10,7 +10,7 @@ A CDB never raises: anything wrong becomes CHECK CONDITION with QEMU's sense.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from vscsifs.scsi._proto import TYPE_INACTIVE, TYPE_NOT_PRESENT, SamStatus, ScsiOpcode as Op, ScsiType, SenseKey
@@ -134,8 +134,11 @@ class SCSIDevice:
         self.set_ua(SenseCode.RESET)
 
     def report_change(self, sense: SCSISense) -> None:
-        """scsi_device_report_change (the HBA's change hook is the virtio device's business)."""
+        """scsi_device_report_change: the unit attention, then the HBA's change hook
+        (SCSIBusInfo.change: virtio-scsi turns it into a PARAM_CHANGE event)."""
         self.set_ua(sense)
+        if self.bus is not None and self.bus.change is not None:
+            self.bus.change(self, sense)
 
     def unit_attention_reported(self) -> None:
         """SCSIDeviceClass.unit_attention_reported hook (scsi-cd re-arms MEDIUM CHANGED)."""
@@ -305,6 +308,8 @@ class SCSIBus:
         self.max_lun = max_lun
         self.devices: list[SCSIDevice] = []  # attach order, like qbus children
         self.unit_attention: SCSISense = SenseCode.NO_SENSE
+        # SCSIBusInfo.change: the HBA's hook for scsi_device_report_change (set by the HBA)
+        self.change: Callable[[SCSIDevice, SCSISense], None] | None = None
 
     def attach(self, dev: SCSIDevice) -> None:
         """scsi_bus_check_address + realize: range checks and a free address."""

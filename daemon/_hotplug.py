@@ -1,0 +1,450 @@
+"""Machine-level changes while the machine runs: QEMU's monitor operations on the device side.
+
+Each function is what one QEMU monitor command does to the emulated hardware (blockdev.c,
+qdev-monitor.c, hw/scsi/virtio-scsi.c hotplug handlers): open or close an image-backed
+drive, realize a scsi-hd/scsi-cd on a controller's SCSI bus and raise the virtio-scsi
+hotplug event, unplug one, resize an image, eject or change a CD. The guest (the driver side)
+learns of every change only through the hardware: events on the event virtqueue and unit
+attentions, as the real kernel does. Nothing here touches the driver side.
+
+Errors raise QMPError with QEMU's error class and description; the QMP server turns them
+into error replies, other callers (reload, fault injection) can do the same.
+
+Drives: ``drive_add`` (HMP drive_add / -drive) drives are deleted with the device that uses
+them (QEMU's DriveInfo auto_del); ``blockdev-add`` nodes stay until ``blockdev-del``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from vscsifs.scsi.device import BlockBackend, BlockBackendError, SCSICDDevice, SCSIDiskDevice
+
+from ._config import ConfigError, DriveConfig, ScsiDeviceConfig
+
+if TYPE_CHECKING:
+    from ._machine import Controller, Machine
+
+# QEMU QapiErrorClass values
+GENERIC_ERROR = "GenericError"
+COMMAND_NOT_FOUND = "CommandNotFound"
+DEVICE_NOT_FOUND = "DeviceNotFound"
+DEVICE_NOT_ACTIVE = "DeviceNotActive"
+
+_ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")   # id_wellformed()
+
+
+class QMPError(Exception):
+    """A QEMU monitor error: ``error_class`` (GenericError, DeviceNotFound, ...) and the
+    human-readable ``desc`` QEMU would put in the error reply."""
+
+    def __init__(self, desc: str, error_class: str = GENERIC_ERROR) -> None:
+        super().__init__(desc)
+        self.error_class = error_class
+        self.desc = desc
+
+    def to_qmp(self) -> dict[str, str]:
+        return {"class": self.error_class, "desc": self.desc}
+
+
+@dataclass
+class Drive:
+    """A block backend with a name: -drive/drive_add (legacy, auto-deleted with its device)
+    or blockdev-add (a node that stays until blockdev-del)."""
+
+    config: DriveConfig
+    backend: BlockBackend | None
+    legacy: bool = True                      # drive_add/-drive: auto_del with the device
+    device: str | None = None                # the qdev id (or QOM path) it is attached to
+    node_name: str = ""                      # blockdev-add's node-name, or QEMU's "#blockNNN"
+
+
+@dataclass
+class PluggedDevice:
+    config: ScsiDeviceConfig
+    controller: Controller
+    dev: SCSIDiskDevice
+    qom_path: str
+
+
+@dataclass
+class HotplugState:
+    """The device side's live inventory (QEMU's BlockBackend list and qdev tree)."""
+
+    drives: dict[str, Drive] = field(default_factory=dict)
+    devices: dict[str, PluggedDevice] = field(default_factory=dict)   # by qdev id or QOM path
+    anon_count: int = 0
+    node_count: int = 0
+    # callbacks(event_name, data): DEVICE_DELETED, DEVICE_TRAY_MOVED... (the QMP server listens)
+    listeners: list[Callable[[str, dict[str, Any]], None]] = field(default_factory=list)
+
+    def emit(self, event: str, data: dict[str, Any]) -> None:
+        for fn in list(self.listeners):
+            fn(event, data)
+
+
+def state(machine: Machine) -> HotplugState:
+    """The machine's inventory, built from what build_device_side realized on first use."""
+    st: HotplugState | None = getattr(machine, "hotplug_state", None)
+    if st is not None:
+        return st
+    st = HotplugState()
+    by_drive: dict[str, tuple[Controller, SCSIDiskDevice]] = {}
+    for ctrl in machine.controllers:
+        for d in ctrl.bus.devices:
+            if isinstance(d, SCSIDiskDevice) and d.drive_id:
+                by_drive[d.drive_id] = (ctrl, d)
+    for drv in machine.config.drives.values():
+        found = by_drive.get(drv.id)
+        st.drives[drv.id] = Drive(drv, found[1].backend if found else None, legacy=True,
+                                  node_name=_node_name(st, drv.id, True))
+    ctrl_by_id = {c.config.id: c for c in machine.controllers}
+    for cfg in machine.config.devices:
+        ctrl = ctrl_by_id[cfg.controller]
+        dev = next((d for d in ctrl.bus.devices
+                    if (d.channel, d.id, d.lun) == (cfg.channel, cfg.scsi_id, cfg.lun)), None)
+        if not isinstance(dev, SCSIDiskDevice):
+            continue
+        key = _qdev_key(st, cfg)
+        st.devices[key] = PluggedDevice(cfg, ctrl, dev, _qom_path(key, cfg))
+        if cfg.drive and cfg.drive in st.drives:
+            st.drives[cfg.drive].device = key
+    machine.hotplug_state = st  # type: ignore[attr-defined]
+    return st
+
+
+def _node_name(st: HotplugState, name: str, legacy: bool) -> str:
+    """blockdev-add names its node; -drive/drive_add nodes get QEMU's generated "#blockNNN"."""
+    if not legacy:
+        return name
+    n = st.node_count
+    st.node_count += 1
+    return f"#block{n * 128 + 158:03d}"
+
+
+def _qdev_key(st: HotplugState, cfg: ScsiDeviceConfig) -> str:
+    if cfg.id:
+        return cfg.id
+    path = f"/machine/peripheral-anon/device[{st.anon_count}]"
+    st.anon_count += 1
+    return path
+
+
+def _qom_path(key: str, cfg: ScsiDeviceConfig) -> str:
+    return f"/machine/peripheral/{cfg.id}" if cfg.id else key
+
+
+def close_all(machine: Machine) -> None:
+    """Close backends opened here that no device holds (the controllers close the rest)."""
+    st: HotplugState | None = getattr(machine, "hotplug_state", None)
+    if st is None:
+        return
+    held = {id(be) for c in machine.controllers for be in c.backends}
+    for drv in st.drives.values():
+        if drv.backend is not None and id(drv.backend) not in held:
+            try:
+                drv.backend.flush()
+            except OSError:
+                pass
+            drv.backend.close()
+
+
+# ---------------------------------------------------------------------------- drives
+def _open_backend(drive: DriveConfig) -> BlockBackend | None:
+    if drive.file is None:
+        if drive.media == "cdrom":
+            return None
+        raise QMPError("A block device must be specified for \"file\"")
+    try:
+        return BlockBackend.open(drive.file, readonly=drive.readonly, fmt=drive.format, cache=drive.cache)
+    except BlockBackendError as e:
+        raise QMPError(str(e)) from None
+
+
+async def drive_add(machine: Machine, drive: DriveConfig, *, legacy: bool = True) -> None:
+    """HMP ``drive_add 0 if=none,id=...,file=...`` (legacy=True) or QMP ``blockdev-add``
+    (legacy=False): open the image and register the backend under ``drive.id``."""
+    st = state(machine)
+    if not drive.id:
+        raise QMPError("Parameter 'id' is missing" if legacy else "Parameter 'node-name' is missing")
+    if not _ID_RE.match(drive.id):
+        raise QMPError("Invalid node-name: '%s'" % drive.id if not legacy else
+                       f"Parameter 'id' expects an identifier")
+    if drive.id in st.drives:
+        raise QMPError(f"Duplicate ID '{drive.id}' for drive" if legacy else
+                       f"Duplicate nodes with node-name='{drive.id}'")
+    backend = _open_backend(drive)
+    st.drives[drive.id] = Drive(drive, backend, legacy=legacy, node_name=_node_name(st, drive.id, legacy))
+    machine.config.drives[drive.id] = drive
+
+
+async def drive_del(machine: Machine, drive_id: str, *, legacy: bool = True) -> None:
+    """HMP ``drive_del`` (legacy) or QMP ``blockdev-del``. A drive in use cannot be deleted
+    by blockdev-del; HMP drive_del of an attached drive is refused here too (QEMU would
+    detach the medium under the running device, which no real user wants)."""
+    st = state(machine)
+    drv = st.drives.get(drive_id)
+    if drv is None:
+        if legacy:
+            raise QMPError(f"Device '{drive_id}' not found", DEVICE_NOT_FOUND)
+        raise QMPError(f"Failed to find node with node-name='{drive_id}'")
+    if not legacy and drv.legacy:
+        raise QMPError(f"Node {drive_id} is not owned by the monitor")
+    if drv.device is not None:
+        raise QMPError(f"Node '{drive_id}' is busy: block device is in use by device '{drv.device}'"
+                       if not legacy else f"Drive '{drive_id}' is in use by device '{drv.device}'")
+    _forget_drive(machine, drv)
+
+
+def _forget_drive(machine: Machine, drv: Drive) -> None:
+    st = state(machine)
+    st.drives.pop(drv.config.id, None)
+    machine.config.drives.pop(drv.config.id, None)
+    if drv.backend is not None:
+        for c in machine.controllers:
+            if any(be is drv.backend for be in c.backends):
+                c.backends[:] = [be for be in c.backends if be is not drv.backend]
+        try:
+            drv.backend.flush()
+        except OSError:
+            pass
+        drv.backend.close()
+        drv.backend = None
+
+
+# ---------------------------------------------------------------------------- devices
+def _strip_where(msg: str, dev: ScsiDeviceConfig) -> str:
+    """ConfigError texts start with '-device SOURCE: '; a monitor error has no such prefix."""
+    prefix = f"-device {dev.source}: "
+    msg = msg[len(prefix):] if msg.startswith(prefix) else msg
+    return msg.replace("Duplicate ID '", "Duplicate device ID '").replace("' for device", "'")
+
+
+async def device_add(machine: Machine, dev: ScsiDeviceConfig) -> None:
+    """qdev_device_add: check and realize a scsi-hd/scsi-cd on its bus (the address checks
+    of scsi_qdev_realize, auto scsi-id/lun), then virtio_scsi_hotplug: the TRANSPORT_RESET
+    RESCAN event and the REPORTED LUNS DATA HAS CHANGED bus unit attention."""
+    st = state(machine)
+    cfg = machine.config
+    if dev.driver == "scsi-disk":
+        dev.driver = "scsi-hd"
+    if dev.driver not in ("scsi-hd", "scsi-cd"):
+        raise QMPError(f"'{dev.driver}' is not a valid device model name")
+    if dev.id is not None and not _ID_RE.match(dev.id):
+        raise QMPError("Parameter 'id' expects an identifier")
+    if dev.id is not None and dev.id in st.devices:
+        raise QMPError(f"Duplicate device ID '{dev.id}'")
+    if not dev.source:
+        dev.source = dev.driver
+    trial = copy.copy(cfg)
+    trial.devices = list(cfg.devices) + [dev]
+    trial.warnings = []
+    try:
+        trial.validate(check_images=False)
+    except ConfigError as e:
+        raise QMPError(_strip_where(str(e), dev)) from None
+    drive = st.drives.get(dev.drive) if dev.drive else None
+    if dev.drive and drive is None:
+        raise QMPError(f"Property '{dev.driver}.drive' can't find value '{dev.drive}'")
+    if drive is not None and drive.device is not None:
+        raise QMPError(f"Property '{dev.driver}.drive' can't take value '{dev.drive}', it's in use")
+    ctrl = next(c for c in machine.controllers if c.config.id == dev.controller)
+    backend = drive.backend if drive is not None else None
+    if dev.driver == "scsi-hd" and backend is None:
+        raise QMPError("Device needs media, but drive is empty")
+    kwargs: dict[str, Any] = dict(channel=dev.channel, scsi_id=dev.scsi_id, lun=dev.lun,
+                                  drive_id=dev.drive or "", serial=dev.serial, wwn=dev.wwn,
+                                  port_wwn=dev.port_wwn, vendor=dev.vendor, product=dev.product,
+                                  ver=dev.ver, device_id=dev.device_id)
+    try:
+        sdev: SCSIDiskDevice
+        if dev.driver == "scsi-cd":
+            sdev = SCSICDDevice(backend, **kwargs)
+        else:
+            sdev = SCSIDiskDevice(backend, logical_block_size=dev.logical_block_size,
+                                  physical_block_size=dev.physical_block_size,
+                                  rotation_rate=dev.rotation_rate, removable=dev.removable,
+                                  write_cache=dev.write_cache, **kwargs)
+        ctrl.bus.attach(sdev)
+    except (ValueError, TypeError) as e:
+        raise QMPError(str(e)) from None
+    if backend is not None and all(be is not backend for be in ctrl.backends):
+        ctrl.backends.append(backend)
+    cfg.devices.append(dev)
+    key = _qdev_key(st, dev)
+    st.devices[key] = PluggedDevice(dev, ctrl, sdev, _qom_path(key, dev))
+    if drive is not None:
+        drive.device = key
+    # virtio_scsi_hotplug (hotplug handler of the virtio-scsi bus)
+    ctrl.vdev.hotplug(sdev.id, sdev.lun)
+
+
+def _find_device(st: HotplugState, dev_id: str) -> tuple[str, PluggedDevice]:
+    if dev_id in st.devices:
+        return dev_id, st.devices[dev_id]
+    for key, p in st.devices.items():
+        if p.qom_path == dev_id:
+            return key, p
+    raise QMPError(f"Device '{dev_id}' not found", DEVICE_NOT_FOUND)
+
+
+async def device_del(machine: Machine, dev_id: str) -> None:
+    """qdev_unplug -> virtio_scsi_hotunplug: the TRANSPORT_RESET REMOVED event and the bus
+    unit attention, then the device leaves the bus (synchronously, as virtio-scsi's unplug
+    handler does) and DEVICE_DELETED is emitted; a -drive/drive_add drive goes with it."""
+    st = state(machine)
+    key, p = _find_device(st, dev_id)
+    sdev = p.dev
+    p.controller.vdev.hotunplug(sdev.id, sdev.lun)
+    p.controller.bus.detach(sdev)
+    del st.devices[key]
+    machine.config.devices[:] = [d for d in machine.config.devices if d is not p.config]
+    drive = st.drives.get(p.config.drive) if p.config.drive else None
+    if drive is not None:
+        drive.device = None
+        if drive.backend is not None:
+            p.controller.backends[:] = [be for be in p.controller.backends if be is not drive.backend]
+        if drive.legacy:
+            _forget_drive(machine, drive)   # blockdev_auto_del
+    data: dict[str, Any] = {"path": p.qom_path}
+    if p.config.id:
+        data["device"] = p.config.id
+    st.emit("DEVICE_DELETED", data)
+
+
+def _device_of_drive(st: HotplugState, drive_id: str) -> PluggedDevice | None:
+    drv = st.drives.get(drive_id)
+    if drv is None or drv.device is None:
+        return None
+    return st.devices.get(drv.device)
+
+
+async def block_resize(machine: Machine, drive_id: str, size: int) -> None:
+    """qmp_block_resize: truncate/extend the image; the disk's resize callback raises
+    CAPACITY DATA HAS CHANGED, which virtio-scsi reports as a PARAM_CHANGE event."""
+    st = state(machine)
+    if size < 0:
+        raise QMPError("Parameter 'size' expects a >0 size")
+    drv = st.drives.get(drive_id)
+    if drv is None:
+        raise QMPError(f"Cannot find device='{drive_id}' nor node-name='{drive_id}'")
+    if drv.backend is None:
+        raise QMPError(f"Device '{drive_id}' has no medium", DEVICE_NOT_FOUND)
+    if drv.backend.readonly:
+        raise QMPError("Block node is read-only")
+    p = _device_of_drive(st, drive_id)
+    try:
+        if p is not None and p.dev.type != SCSICDDevice.TYPE:
+            p.dev.resize(size)          # scsi_disk_resize_cb -> scsi_device_report_change
+        else:
+            drv.backend.resize(size)
+    except (BlockBackendError, OSError) as e:
+        raise QMPError(str(e)) from None
+
+
+def _cd_for(st: HotplugState, dev_id: str) -> tuple[PluggedDevice, Drive | None]:
+    """A scsi-cd by its qdev id, or by the drive name (QMP's legacy 'device' argument)."""
+    p = st.devices.get(dev_id) or _device_of_drive(st, dev_id)
+    if p is None:
+        if dev_id in st.drives:
+            raise QMPError(f"Device '{dev_id}' is not removable")
+        raise QMPError(f"Device '{dev_id}' not found", DEVICE_NOT_FOUND)
+    if not isinstance(p.dev, SCSICDDevice):
+        raise QMPError(f"Device '{dev_id}' is not removable")
+    drv = st.drives.get(p.config.drive) if p.config.drive else None
+    return p, drv
+
+
+async def eject(machine: Machine, dev_id: str, force: bool = False) -> None:
+    """qmp_eject: open the tray and remove the medium (a locked tray refuses without force)."""
+    st = state(machine)
+    p, drv = _cd_for(st, dev_id)
+    cd = p.dev
+    assert isinstance(cd, SCSICDDevice)
+    was_open = cd.tray_open
+    try:
+        old = cd.eject(force=force)
+    except ValueError as e:
+        raise QMPError(str(e).replace(f"'{cd.drive_id}'", f"'{dev_id}'")) from None
+    if not was_open:
+        st.emit("DEVICE_TRAY_MOVED", _tray_event(p, True))
+    if old is not None:
+        p.controller.backends[:] = [be for be in p.controller.backends if be is not old]
+        old.close()
+    if drv is not None:
+        drv.backend = None
+
+
+def _tray_event(p: PluggedDevice, tray_open: bool) -> dict[str, Any]:
+    return {"device": p.config.drive or "", "id": p.config.id or p.qom_path, "tray-open": tray_open}
+
+
+async def change_medium(machine: Machine, dev_id: str, filename: str, read_only: bool = True,
+                        fmt: str | None = None) -> None:
+    """qmp_blockdev_change_medium: open the new image, open the tray (eject the old medium),
+    insert, close the tray; the guest sees the medium-change unit attentions."""
+    st = state(machine)
+    p, drv = _cd_for(st, dev_id)
+    cd = p.dev
+    assert isinstance(cd, SCSICDDevice)
+    if not os.path.exists(filename):
+        raise QMPError(f"Could not open '{filename}': No such file or directory")
+    try:
+        backend = BlockBackend.open(filename, readonly=read_only, fmt=fmt)
+    except BlockBackendError as e:
+        raise QMPError(str(e)) from None
+    if cd.tray_locked:
+        backend.close()
+        raise QMPError(f"Device '{dev_id}' is locked and force was not specified, "
+                       "wait for tray to open and try again")
+    was_open = cd.tray_open
+    old = cd.change_medium(backend)
+    if not was_open:
+        st.emit("DEVICE_TRAY_MOVED", _tray_event(p, True))
+    st.emit("DEVICE_TRAY_MOVED", _tray_event(p, False))
+    if old is not None:
+        p.controller.backends[:] = [be for be in p.controller.backends if be is not old]
+        old.close()
+    p.controller.backends.append(backend)
+    if drv is not None:
+        drv.backend = backend
+        drv.config.file = filename
+        drv.config.readonly = read_only
+
+
+def query_block(machine: Machine) -> list[dict[str, Any]]:
+    """qmp_query_block: one entry per named drive (-drive/drive_add; blockdev-add nodes are
+    anonymous backends in QEMU and appear only once attached)."""
+    st = state(machine)
+    out: list[dict[str, Any]] = []
+    for name, drv in st.drives.items():
+        p = st.devices.get(drv.device) if drv.device else None
+        if not drv.legacy and p is None:
+            continue
+        info: dict[str, Any] = {"device": name if drv.legacy else "", "locked": False,
+                                "removable": False, "type": "unknown", "io-status": "ok"}
+        if p is not None:
+            info["qdev"] = p.config.id or p.qom_path
+            if isinstance(p.dev, SCSICDDevice):
+                info["removable"] = True
+                info["locked"] = bool(p.dev.tray_locked)
+                info["tray_open"] = bool(p.dev.tray_open)
+        be = drv.backend
+        if be is not None:
+            info["inserted"] = {
+                "file": be.path, "node-name": drv.node_name,
+                "ro": bool(be.readonly), "drv": "raw", "encrypted": False, "detect_zeroes": "off",
+                "bps": 0, "bps_rd": 0, "bps_wr": 0, "iops": 0, "iops_rd": 0, "iops_wr": 0,
+                "write_threshold": 0, "backing_file_depth": 0,
+                "cache": {"writeback": be.write_cache, "direct": be.cache in ("none", "directsync"),
+                          "no-flush": be.cache == "unsafe"},
+                "image": {"filename": be.path, "format": "raw", "virtual-size": be.size,
+                          "dirty-flag": False},
+            }
+        out.append(info)
+    return out

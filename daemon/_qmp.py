@@ -1,0 +1,559 @@
+"""The QMP control socket: QEMU's Machine Protocol on a unix socket, served with trio.
+
+``-qmp unix:PATH,server=on,wait=off`` as QEMU takes it (``server,nowait`` too); several
+-qmp options give several sockets. Without -qmp the daemon listens on
+``$RUNTIME_DIR/vscsifs/<mount-name>.qmp`` (RUNTIME_DIR: /run for root, else $XDG_RUNTIME_DIR
+or /tmp/vscsifs-UID; <mount-name> is the mount point's last path component), mode 0600.
+A stale socket file is replaced; one another live process listens on is an error.
+
+Protocol (docs/interop/qmp-spec.txt): greeting ``{"QMP": {"version": ..., "capabilities":
+["oob"]}}``; capabilities negotiation (only ``qmp_capabilities`` until it is done);
+``{"execute": CMD, "arguments": {...}, "id": ANY}`` -> ``{"return": ...}`` or
+``{"error": {"class", "desc"}}`` with the same id; events ``{"event", "data",
+"timestamp"}`` go to every client past negotiation. Bad JSON or an unknown command gets
+an error reply; the connection and the daemon stay up. Commands of all clients run one at a
+time (QEMU's big lock); each client's replies come in order.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import socket
+import stat
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from . import _hotplug as hp
+from ._config import ConfigError, DriveConfig, ScsiDeviceConfig
+from ._qemu_args import _DRIVE_PROPS, _SCSI_DEVICE_PROPS, _apply, _pairs, parse_size, split_opts
+
+if TYPE_CHECKING:
+    from ._machine import Machine
+
+log = logging.getLogger("vscsifs")
+
+QEMU_VERSION = {"qemu": {"micro": 22, "minor": 2, "major": 7}, "package": "vscsifs"}
+MAX_MESSAGE = 1 << 20          # an unterminated input larger than this is dropped
+
+
+class QMPSyntaxError(ValueError):
+    pass
+
+
+def parse_qmp_option(text: str) -> str:
+    """``unix:PATH[,server=on][,wait=off]`` -> PATH. Only unix server sockets are served."""
+    kind, _, rest = text.partition(":")
+    if kind != "unix" or not rest:
+        raise QMPSyntaxError(f"-qmp {text}: vscsifs serves QMP on unix sockets only "
+                             f"(-qmp unix:PATH,server=on,wait=off)")
+    parts = split_opts(rest)
+    path = parts[0]
+    for key, value in _pairs(parts[1:], f"-qmp {text}"):
+        if key == "server" and value not in ("on", "yes", "true"):
+            raise QMPSyntaxError(f"-qmp {text}: vscsifs is always the server (server=on)")
+        if key not in ("server", "wait", "nowait"):
+            raise QMPSyntaxError(f"-qmp {text}: Parameter '{key}' is unexpected")
+    if not path:
+        raise QMPSyntaxError(f"-qmp {text}: a socket path is needed")
+    return path
+
+
+def default_qmp_path(mountpoint: str) -> str:
+    """``$RUNTIME_DIR/vscsifs/<mount-name>.qmp``."""
+    if os.geteuid() == 0:
+        runtime = "/run"
+    else:
+        runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/vscsifs-{os.getuid()}"
+    name = os.path.basename(os.path.normpath(os.path.abspath(mountpoint))) or "root"
+    return os.path.join(runtime, "vscsifs", f"{name}.qmp")
+
+
+def _timestamp() -> dict[str, int]:
+    now = time.time()
+    return {"seconds": int(now), "microseconds": int((now % 1) * 1_000_000)}
+
+
+# ------------------------------------------------------------------ argument checking
+@dataclass(frozen=True)
+class Arg:
+    name: str
+    type: type | tuple[type, ...]
+    required: bool = True
+
+
+_TYPE_NAMES = {str: "string", int: "integer", bool: "boolean", dict: "object", list: "array"}
+
+
+def _check_args(args: dict[str, Any], spec: tuple[Arg, ...], open_ended: bool = False) -> None:
+    """QAPI's input visitor: missing, unexpected and mistyped members, with QEMU's wording."""
+    names = {a.name for a in spec}
+    if not open_ended:
+        for key in args:
+            if key not in names:
+                raise hp.QMPError(f"Parameter '{key}' is unexpected")
+    for a in spec:
+        if a.name not in args:
+            if a.required:
+                raise hp.QMPError(f"Parameter '{a.name}' is missing")
+            continue
+        v = args[a.name]
+        types = a.type if isinstance(a.type, tuple) else (a.type,)
+        ok = isinstance(v, types) and not (isinstance(v, bool) and bool not in types)
+        if not ok:
+            raise hp.QMPError(f"Invalid parameter type for '{a.name}', expected: "
+                              f"{_TYPE_NAMES.get(types[0], types[0].__name__)}")
+
+
+def _qdev_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    return str(v)
+
+
+def device_config_from_args(args: dict[str, Any]) -> ScsiDeviceConfig:
+    """device_add's arguments (driver, id, bus, and the device's qdev properties)."""
+    driver = args.get("driver")
+    if not isinstance(driver, str):
+        raise hp.QMPError("Parameter 'driver' is missing")
+    if driver not in ("scsi-hd", "scsi-cd", "scsi-disk"):
+        raise hp.QMPError(f"'{driver}' is not a valid device model name")
+    dev = ScsiDeviceConfig(driver="scsi-hd" if driver == "scsi-disk" else driver)
+    pairs = [(k, _qdev_value(v)) for k, v in args.items() if k != "driver"]
+    try:
+        _apply(dev, _SCSI_DEVICE_PROPS, driver, pairs, "device_add")
+    except ConfigError as e:
+        raise hp.QMPError(str(e).removeprefix("device_add: ")) from None
+    dev.source = ",".join([driver] + [f"{k}={v}" for k, v in pairs])
+    return dev
+
+
+def drive_config_from_hmp(text: str) -> DriveConfig:
+    """HMP ``drive_add <pci_addr> if=none,id=...,file=...`` options (after the address)."""
+    drv = DriveConfig(id="", source=text)
+    try:
+        _apply(drv, _DRIVE_PROPS, "drive", _pairs(split_opts(text), text, implied="file"), text)
+    except ConfigError as e:
+        raise hp.QMPError(str(e).removeprefix(f"{text}: ")) from None
+    if drv.interface != "none":
+        raise hp.QMPError(f"Only 'if=none' drives can be added here (got if={drv.interface})")
+    return drv
+
+
+def drive_config_from_blockdev(args: dict[str, Any]) -> DriveConfig:
+    """blockdev-add: ``driver: raw`` over ``file: {driver: file, filename}`` or a plain
+    ``driver: file`` node; ``read-only``, ``cache: {direct, no-flush}``."""
+    driver = args.get("driver")
+    if not isinstance(driver, str):
+        raise hp.QMPError("Parameter 'driver' is missing")
+    name = args.get("node-name")
+    if not isinstance(name, str):
+        raise hp.QMPError("Parameter 'node-name' is missing")   # blockdev-add requires it at the top
+    if driver == "raw":
+        child = args.get("file")
+        if isinstance(child, str):
+            raise hp.QMPError(f"Referencing node '{child}' as a raw file child is not supported; "
+                              f"give the file node inline")
+        if not isinstance(child, dict):
+            raise hp.QMPError("Parameter 'file' is missing")
+        if child.get("driver") != "file":
+            raise hp.QMPError(f"Driver '{child.get('driver')}' is not supported here (file only)")
+        filename = child.get("filename")
+    elif driver == "file":
+        filename = args.get("filename")
+    elif driver in ("qcow2", "vmdk", "vdi", "vhdx", "vpc", "qed", "luks"):
+        raise hp.QMPError(f"Image format '{driver}' is not supported: vscsifs serves raw images only")
+    else:
+        raise hp.QMPError(f"Parameter 'driver' does not accept value '{driver}'")
+    if not isinstance(filename, str):
+        raise hp.QMPError("Parameter 'filename' is missing")
+    cache = args.get("cache") or {}
+    mode = "writeback"
+    if cache.get("direct"):
+        mode = "none"
+    if cache.get("no-flush"):
+        mode = "unsafe"
+    return DriveConfig(id=name, file=filename, format="raw", readonly=bool(args.get("read-only", False)),
+                       cache=mode, source=json.dumps(args))
+
+
+# ------------------------------------------------------------------ the server
+Handler = Callable[["QMPServer", "QMPClient", dict[str, Any]], Awaitable[Any]]
+
+
+class QMPClient:
+    """One connection: its negotiation state and a lock so replies and events never interleave."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.negotiated = False
+        self.send_lock = trio.Lock()
+        self.closed = False
+
+    async def send(self, obj: dict[str, Any]) -> None:
+        data = (json.dumps(obj) + "\r\n").encode()
+        async with self.send_lock:
+            if self.closed:
+                return
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                self.closed = True
+
+
+class QMPServer:
+    """QEMU's monitor for one Machine, on any number of unix sockets."""
+
+    def __init__(self, machine: Machine, quit: Callable[[], None] | None = None) -> None:
+        self.machine = machine
+        self.quit_cb = quit
+        self.clients: set[QMPClient] = set()
+        self.big_lock = trio.Lock()
+        self.nursery: trio.Nursery | None = None
+        hp.state(machine).listeners.append(self._on_event)
+
+    # events ---------------------------------------------------------------------------
+    def _on_event(self, name: str, data: dict[str, Any]) -> None:
+        self.broadcast(name, data)
+
+    def broadcast(self, name: str, data: dict[str, Any] | None = None) -> None:
+        msg: dict[str, Any] = {"event": name}
+        if data is not None:
+            msg["data"] = data
+        msg["timestamp"] = _timestamp()
+        for c in list(self.clients):
+            if c.negotiated and not c.closed and self.nursery is not None:
+                self.nursery.start_soon(c.send, msg)
+
+    # sockets ----------------------------------------------------------------------------
+    async def serve(self, paths: list[str], required: bool = True,
+                    task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen on every path until cancelled; the socket files are removed at the end.
+        With ``required=False`` (the default socket) a path that cannot be bound is skipped
+        with a warning instead of stopping the daemon."""
+        listeners, bound = [], []
+        for p in paths:
+            try:
+                listeners.append(bind_unix(p))
+                bound.append(p)
+            except OSError as e:
+                if required:
+                    raise
+                log.warning("QMP: no monitor socket: %s", e.strerror or e)
+        paths = bound
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                for sock, path in zip(listeners, paths):
+                    lst = trio.SocketListener(sock)
+                    nursery.start_soon(trio.serve_listeners, self.handle_client, [lst])
+                    log.info("QMP: listening on %s", path)
+                task_status.started()
+        finally:
+            for sock, path in zip(listeners, paths):
+                sock.close()
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+
+    async def handle_client(self, stream: trio.SocketStream) -> None:
+        client = QMPClient(stream)
+        self.clients.add(client)
+        try:
+            await client.send({"QMP": {"version": QEMU_VERSION, "capabilities": ["oob"]}})
+            buf = b""
+            async for chunk in stream:
+                buf += chunk
+                buf = await self._consume(client, buf)
+                if client.closed:
+                    break
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+            pass
+        finally:
+            client.closed = True
+            self.clients.discard(client)
+            with trio.CancelScope(shield=True):
+                try:
+                    await stream.aclose()
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    pass
+
+    async def _consume(self, client: QMPClient, buf: bytes) -> bytes:
+        """Run every complete JSON value in ``buf``; return the unconsumed rest. A value that
+        cannot become valid JSON is answered with a GenericError and skipped to the next line."""
+        dec = json.JSONDecoder()
+        while True:
+            text = buf.decode("utf-8", errors="replace")
+            stripped = text.lstrip()
+            if not stripped:
+                return b""
+            try:
+                obj, end = dec.raw_decode(stripped)
+            except json.JSONDecodeError as e:
+                if e.pos >= len(stripped.rstrip()) and len(buf) < MAX_MESSAGE:
+                    return buf                       # incomplete: wait for more
+                nl = stripped.find("\n", e.pos)
+                rest = stripped[nl + 1:] if nl >= 0 else ""
+                await client.send({"error": {"class": hp.GENERIC_ERROR, "desc": f"JSON parse error, {e.msg.lower()}"}})
+                buf = rest.encode()
+                continue
+            buf = stripped[end:].encode()
+            await self.dispatch(client, obj)
+            if client.closed:
+                return b""
+
+    async def dispatch(self, client: QMPClient, obj: Any) -> None:
+        """qmp_dispatch: check the request's shape, negotiation, the command; reply."""
+        reply_id: dict[str, Any] = {}
+        if isinstance(obj, dict) and "id" in obj:
+            reply_id["id"] = obj["id"]
+        try:
+            if not isinstance(obj, dict):
+                raise hp.QMPError("QMP input must be a JSON object")
+            cmd = obj.get("execute", obj.get("exec-oob"))
+            if cmd is None:
+                raise hp.QMPError("QMP input lacks member 'execute'")
+            if not isinstance(cmd, str):
+                raise hp.QMPError("QMP input member 'execute' must be a string")
+            for key in obj:
+                if key not in ("execute", "exec-oob", "arguments", "id"):
+                    raise hp.QMPError(f"QMP input member '{key}' is unexpected")
+            args = obj.get("arguments", {})
+            if not isinstance(args, dict):
+                raise hp.QMPError("QMP input member 'arguments' must be an object")
+            if not client.negotiated and cmd != "qmp_capabilities":
+                raise hp.QMPError("Expecting capabilities negotiation with 'qmp_capabilities'",
+                                  hp.COMMAND_NOT_FOUND)
+            handler = COMMANDS.get(cmd)
+            if handler is None:
+                raise hp.QMPError(f"The command {cmd} has not been found", hp.COMMAND_NOT_FOUND)
+            async with self.big_lock:
+                ret = await handler(self, client, args)
+            await client.send({"return": {} if ret is None else ret, **reply_id})
+            if cmd == "quit":
+                self.broadcast("SHUTDOWN", {"guest": False, "reason": "host-qmp-quit"})
+                if self.quit_cb is not None:
+                    self.quit_cb()
+        except hp.QMPError as e:
+            await client.send({"error": e.to_qmp(), **reply_id})
+        except Exception as e:   # a bug in a command must not drop the connection
+            log.exception("QMP: command failed")
+            await client.send({"error": {"class": hp.GENERIC_ERROR, "desc": f"internal error: {e}"},
+                               **reply_id})
+
+
+def bind_unix(path: str) -> trio.socket.SocketType:
+    """A listening unix socket at ``path``, mode 0600 (a stale file is replaced; a live one
+    is refused)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise OSError(errno.EEXIST, f"Failed to bind socket to {path}: a non-socket file is there")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)                          # stale: nobody listens
+        else:
+            raise OSError(errno.EADDRINUSE, f"Failed to bind socket to {path}: Address already in use")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)            # the file is created 0600, no window with wider modes
+    try:
+        sock.bind(path)
+    except OSError:
+        sock.close()
+        raise
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    sock.listen(16)
+    sock.setblocking(False)
+    return trio.socket.from_stdlib_socket(sock)
+
+
+# ------------------------------------------------------------------ commands
+async def _qmp_capabilities(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> None:
+    if c.negotiated:
+        raise hp.QMPError("Capabilities negotiation is already complete, command ignored",
+                          hp.COMMAND_NOT_FOUND)
+    _check_args(args, (Arg("enable", list, False),))
+    for cap in args.get("enable", []):
+        if cap != "oob":
+            raise hp.QMPError(f"Parameter 'enable' does not accept value '{cap}'")
+    c.negotiated = True
+
+
+async def _query_version(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> Any:
+    _check_args(args, ())
+    return QEMU_VERSION
+
+
+async def _query_status(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> Any:
+    _check_args(args, ())
+    return {"status": "running", "singlestep": False, "running": True}
+
+
+async def _query_commands(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> Any:
+    _check_args(args, ())
+    return [{"name": n} for n in sorted(COMMANDS)]
+
+
+async def _query_block(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> Any:
+    _check_args(args, ())
+    return hp.query_block(srv.machine)
+
+
+async def _device_add(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> None:
+    await hp.device_add(srv.machine, device_config_from_args(args))
+
+
+async def _device_del(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> None:
+    _check_args(args, (Arg("id", str),))
+    await hp.device_del(srv.machine, args["id"])
+
+
+async def _blockdev_add(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> None:
+    await hp.drive_add(srv.machine, drive_config_from_blockdev(args), legacy=False)
+
+
+async def _blockdev_del(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> None:
+    _check_args(args, (Arg("node-name", str),))
+    await hp.drive_del(srv.machine, args["node-name"], legacy=False)
+
+
+def _drive_name(args: dict[str, Any]) -> str:
+    name = args.get("device") or args.get("node-name") or args.get("id")
+    if not isinstance(name, str):
+        raise hp.QMPError("Need exactly one of 'device' and 'node-name'" if "size" in args
+                          else "Cannot find device= nor id=")
+    return name
+
+
+async def _block_resize(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> None:
+    _check_args(args, (Arg("device", str, False), Arg("node-name", str, False), Arg("size", int)))
+    await hp.block_resize(srv.machine, _drive_name(args), args["size"])
+
+
+async def _eject(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> None:
+    _check_args(args, (Arg("device", str, False), Arg("id", str, False), Arg("force", bool, False)))
+    await hp.eject(srv.machine, _drive_name(args), bool(args.get("force", False)))
+
+
+async def _blockdev_change_medium(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> None:
+    _check_args(args, (Arg("device", str, False), Arg("id", str, False), Arg("filename", str),
+                       Arg("format", str, False), Arg("force", bool, False),
+                       Arg("read-only-mode", str, False)))
+    mode = args.get("read-only-mode", "retain")
+    if mode not in ("retain", "read-only", "read-write"):
+        raise hp.QMPError(f"Parameter 'read-only-mode' does not accept value '{mode}'")
+    await hp.change_medium(srv.machine, _drive_name(args), args["filename"], read_only=mode != "read-write",
+                           fmt=args.get("format"))
+
+
+async def _quit(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> None:
+    _check_args(args, ())
+
+
+async def _human_monitor_command(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> Any:
+    """HMP through QMP: the answer (or HMP's error text) is the returned string."""
+    _check_args(args, (Arg("command-line", str), Arg("cpu-index", int, False)))
+    line = args["command-line"].strip()
+    word, _, rest = line.partition(" ")
+    rest = rest.strip()
+    fn = HMP_COMMANDS.get(word)
+    if fn is None:
+        return f"unknown command: '{word}'\r\n" if word else ""
+    try:
+        return await fn(srv, rest)
+    except hp.QMPError as e:
+        return f"Error: {e.desc}\r\n"
+
+
+async def _hmp_drive_add(srv: QMPServer, rest: str) -> str:
+    addr, _, opts = rest.partition(" ")
+    if not opts:
+        return "drive_add: missing arguments (drive_add [-n] [[<domain>:]<bus>:]<slot> if=none,...)\r\n"
+    await hp.drive_add(srv.machine, drive_config_from_hmp(opts.strip()), legacy=True)
+    return "OK\r\n"
+
+
+async def _hmp_drive_del(srv: QMPServer, rest: str) -> str:
+    await hp.drive_del(srv.machine, rest, legacy=True)
+    return ""
+
+
+async def _hmp_device_add(srv: QMPServer, rest: str) -> str:
+    pairs = _pairs(split_opts(rest), rest, implied="driver")
+    await hp.device_add(srv.machine, device_config_from_args(dict(pairs)))
+    return ""
+
+
+async def _hmp_device_del(srv: QMPServer, rest: str) -> str:
+    await hp.device_del(srv.machine, rest)
+    return ""
+
+
+async def _hmp_block_resize(srv: QMPServer, rest: str) -> str:
+    name, _, size = rest.partition(" ")
+    try:
+        n = parse_size(size.strip(), default_unit=1 << 20)
+    except ValueError:
+        return f"Error: invalid size '{size.strip()}'\r\n"
+    await hp.block_resize(srv.machine, name, n)
+    return ""
+
+
+async def _hmp_eject(srv: QMPServer, rest: str) -> str:
+    force = rest.startswith("-f ")
+    await hp.eject(srv.machine, rest[3:].strip() if force else rest, force)
+    return ""
+
+
+async def _hmp_info(srv: QMPServer, rest: str) -> str:
+    if rest == "status":
+        return "VM status: running\r\n"
+    if rest == "version":
+        v = QEMU_VERSION["qemu"]
+        return f"{v['major']}.{v['minor']}.{v['micro']}{QEMU_VERSION['package'] and ' (' + QEMU_VERSION['package'] + ')'}\r\n"
+    if rest == "block":
+        out = []
+        for b in hp.query_block(srv.machine):
+            ins = b.get("inserted")
+            name = b["device"] or b.get("qdev", "")
+            if ins:
+                out.append(f"{name} ({ins['node-name']}): {ins['file']} (raw{', read-only' if ins['ro'] else ''})")
+            else:
+                out.append(f"{name}: [not inserted]")
+            if "qdev" in b:
+                out.append(f"    Attached to:      {b['qdev']}")
+        return "\r\n".join(out) + "\r\n" if out else ""
+    return f"info: unknown subcommand '{rest}'\r\n"
+
+
+HMP_COMMANDS: dict[str, Callable[[QMPServer, str], Awaitable[str]]] = {
+    "drive_add": _hmp_drive_add, "drive_del": _hmp_drive_del, "device_add": _hmp_device_add,
+    "device_del": _hmp_device_del, "block_resize": _hmp_block_resize, "eject": _hmp_eject,
+    "info": _hmp_info,
+}
+
+COMMANDS: dict[str, Handler] = {
+    "qmp_capabilities": _qmp_capabilities, "query-version": _query_version,
+    "query-status": _query_status, "query-commands": _query_commands, "query-block": _query_block,
+    "device_add": _device_add, "device_del": _device_del, "blockdev-add": _blockdev_add,
+    "blockdev-del": _blockdev_del, "block_resize": _block_resize, "eject": _eject,
+    "blockdev-change-medium": _blockdev_change_medium, "human-monitor-command": _human_monitor_command,
+    "quit": _quit,
+}
