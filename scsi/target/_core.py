@@ -1,0 +1,542 @@
+"""LIO's target core (drivers/target/target_core_{device,tpg,transport,ua,hba}.c): storage
+objects (se_device with its dev_attrib and t10_wwn), portal groups with their LUNs, the
+demo-mode I_T nexus with its per-LUN dev entries and unit attentions, and the command path
+target_submit_prep -> parse_cdb -> ua check -> execute -> completion with LIO's sense data.
+
+Sans-IO apart from the fileio backend's positional reads and writes: a CDB plus the
+fabric's expected data length and direction in, SAM status + sense + residual out.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from vscsifs.scsi.device._block_backend import iov_truncate
+
+# -- constants (include/target/target_core_base.h, scsi_proto.h) ------------------------------
+TRANSPORT_SENSE_BUFFER = 96
+SE_INQUIRY_BUF = 1024
+SE_MODE_PAGE_BUF = 512
+SE_SENSE_BUF = 96
+TYPE_DISK = 0x00
+U32_MAX = 0xFFFFFFFF
+TARGET_CORE_VENDOR = "LIO-ORG"
+DEFAULT_COMPANY_ID = 0x001405       # t10_wwn.company_id: OUI of Datera (LIO)
+PAGE_SIZE = 4096
+
+
+class SamStatus(enum.IntEnum):
+    GOOD = 0x00
+    CHECK_CONDITION = 0x02
+    BUSY = 0x08
+    RESERVATION_CONFLICT = 0x18
+
+
+class DmaDir(enum.IntEnum):
+    """enum dma_data_direction as the fabric gives it."""
+
+    NONE = 3
+    TO_DEVICE = 1
+    FROM_DEVICE = 2
+
+
+class SenseKey(enum.IntEnum):
+    NO_SENSE = 0x0
+    NOT_READY = 0x2
+    ILLEGAL_REQUEST = 0x5
+    UNIT_ATTENTION = 0x6
+    DATA_PROTECT = 0x7
+    ABORTED_COMMAND = 0xB
+    MISCOMPARE = 0xE
+
+
+class Tcm(enum.IntEnum):
+    """sense_reason_t (target_core_base.h)."""
+
+    NO_SENSE = 0
+    NON_EXISTENT_LUN = 1
+    UNSUPPORTED_SCSI_OPCODE = 2
+    INCORRECT_AMOUNT_OF_DATA = 3
+    UNEXPECTED_UNSOLICITED_DATA = 4
+    SERVICE_CRC_ERROR = 5
+    SNACK_REJECTED = 6
+    SECTOR_COUNT_TOO_MANY = 7
+    INVALID_CDB_FIELD = 8
+    INVALID_PARAMETER_LIST = 9
+    LOGICAL_UNIT_COMMUNICATION_FAILURE = 10
+    UNKNOWN_MODE_PAGE = 11
+    WRITE_PROTECTED = 12
+    CHECK_CONDITION_ABORT_CMD = 13
+    CHECK_CONDITION_UNIT_ATTENTION = 14
+    RESERVATION_CONFLICT = 16
+    ADDRESS_OUT_OF_RANGE = 17
+    OUT_OF_RESOURCES = 18
+    PARAMETER_LIST_LENGTH_ERROR = 19
+    MISCOMPARE_VERIFY = 20
+    INVALID_FIELD_IN_COMMAND_IU = 29
+
+
+# sense_detail_table[] of target_core_transport.c: reason -> (key, asc, ascq)
+SENSE_DETAIL: dict[Tcm, tuple[int, int, int]] = {
+    Tcm.NON_EXISTENT_LUN: (SenseKey.ILLEGAL_REQUEST, 0x25, 0x00),
+    Tcm.UNSUPPORTED_SCSI_OPCODE: (SenseKey.ILLEGAL_REQUEST, 0x20, 0x00),
+    Tcm.SECTOR_COUNT_TOO_MANY: (SenseKey.ILLEGAL_REQUEST, 0x20, 0x00),
+    Tcm.UNKNOWN_MODE_PAGE: (SenseKey.ILLEGAL_REQUEST, 0x24, 0x00),
+    Tcm.CHECK_CONDITION_ABORT_CMD: (SenseKey.ABORTED_COMMAND, 0x29, 0x03),
+    Tcm.INCORRECT_AMOUNT_OF_DATA: (SenseKey.ABORTED_COMMAND, 0x0C, 0x0D),
+    Tcm.INVALID_CDB_FIELD: (SenseKey.ILLEGAL_REQUEST, 0x24, 0x00),
+    Tcm.INVALID_PARAMETER_LIST: (SenseKey.ILLEGAL_REQUEST, 0x26, 0x00),
+    Tcm.PARAMETER_LIST_LENGTH_ERROR: (SenseKey.ILLEGAL_REQUEST, 0x1A, 0x00),
+    Tcm.UNEXPECTED_UNSOLICITED_DATA: (SenseKey.ILLEGAL_REQUEST, 0x0C, 0x0C),
+    Tcm.SERVICE_CRC_ERROR: (SenseKey.ABORTED_COMMAND, 0x47, 0x05),
+    Tcm.SNACK_REJECTED: (SenseKey.ABORTED_COMMAND, 0x11, 0x13),
+    Tcm.WRITE_PROTECTED: (SenseKey.DATA_PROTECT, 0x27, 0x00),
+    Tcm.ADDRESS_OUT_OF_RANGE: (SenseKey.ILLEGAL_REQUEST, 0x21, 0x00),
+    Tcm.MISCOMPARE_VERIFY: (SenseKey.MISCOMPARE, 0x1D, 0x00),
+    Tcm.LOGICAL_UNIT_COMMUNICATION_FAILURE: (SenseKey.NOT_READY, 0x08, 0x00),
+    Tcm.INVALID_FIELD_IN_COMMAND_IU: (SenseKey.ILLEGAL_REQUEST, 0x0E, 0x03),
+}
+
+# unit attention codes LIO raises
+ASC_REPORTED_LUNS_DATA_HAS_CHANGED = (0x3F, 0x0E)
+ASC_POWER_ON_RESET = (0x29, 0x00)
+ASC_BUS_DEVICE_RESET_FUNCTION = (0x29, 0x03)
+
+
+def scsi_build_sense_buffer(desc: bool, key: int, asc: int, ascq: int, size: int = TRANSPORT_SENSE_BUFFER) -> bytes:
+    """scsi_build_sense_buffer() (drivers/scsi/scsi_common.c) into a zeroed buffer."""
+    buf = bytearray(size)
+    if desc:
+        buf[0:4] = bytes((0x72, key, asc, ascq))
+    else:
+        buf[0] = 0x70
+        buf[2] = key
+        buf[7] = 0x0A
+        buf[12] = asc
+        buf[13] = ascq
+    return bytes(buf)
+
+
+# -- storage objects ---------------------------------------------------------------------------
+@dataclass
+class DevAttrib:
+    """struct se_dev_attrib with target_core_device.c's defaults (DA_*) as fileio sets them."""
+
+    emulate_model_alias: int = 0
+    emulate_dpo: int = 1
+    emulate_fua_write: int = 1
+    emulate_fua_read: int = 1
+    emulate_write_cache: int = 0
+    emulate_ua_intlck_ctrl: int = 0
+    emulate_tas: int = 1
+    emulate_tpu: int = 0
+    emulate_tpws: int = 0
+    emulate_caw: int = 1
+    emulate_3pc: int = 1
+    emulate_pr: int = 1
+    emulate_rest_reord: int = 0
+    enforce_pr_isids: int = 1
+    force_pr_aptpl: int = 0
+    is_nonrot: int = 0
+    pi_prot_type: int = 0
+    pi_prot_format: int = 0
+    pi_prot_verify: int = 0
+    hw_pi_prot_type: int = 0
+    block_size: int = 512
+    hw_block_size: int = 512
+    hw_max_sectors: int = 16384
+    optimal_sectors: int = 16384
+    hw_queue_depth: int = 128
+    queue_depth: int = 128
+    max_unmap_lba_count: int = 0x2000
+    max_unmap_block_desc_count: int = 1
+    unmap_granularity: int = 1
+    unmap_granularity_alignment: int = 0
+    unmap_zeroes_data: int = 0
+    max_write_same_len: int = 0x1000
+    alua_support: int = 1
+    pgr_support: int = 1
+
+    # attributes a user may set through configfs / saveconfig (the rest are read-only)
+    WRITABLE = frozenset({
+        "emulate_model_alias", "emulate_dpo", "emulate_fua_write", "emulate_fua_read", "emulate_write_cache",
+        "emulate_ua_intlck_ctrl", "emulate_tas", "emulate_tpu", "emulate_tpws", "emulate_caw", "emulate_3pc",
+        "emulate_pr", "emulate_rest_reord", "enforce_pr_isids", "force_pr_aptpl", "is_nonrot", "pi_prot_type",
+        "pi_prot_format", "pi_prot_verify", "block_size", "optimal_sectors", "queue_depth",
+        "max_unmap_lba_count", "max_unmap_block_desc_count", "unmap_granularity", "unmap_granularity_alignment",
+        "unmap_zeroes_data", "max_write_same_len", "alua_support", "pgr_support",
+    })
+    READ_ONLY = frozenset({"hw_block_size", "hw_max_sectors", "hw_queue_depth", "hw_pi_prot_type"})
+
+
+@dataclass
+class T10Wwn:
+    """struct t10_wwn: the identity INQUIRY and VPD 0x80/0x83 report."""
+
+    vendor: str = TARGET_CORE_VENDOR
+    model: str = ""
+    revision: str = ""
+    unit_serial: str = ""
+    company_id: int = DEFAULT_COMPANY_ID
+
+
+class FileIODevice:
+    """A fileio storage object (target_core_file.c): an se_device over a regular file.
+
+    fd_configure_device(): a regular file needs fd_dev_size (the size LIO reports, whatever
+    the file's length); block size 512 (FD_BLOCKSIZE), hw_max_sectors = FD_MAX_BYTES / 512,
+    max_write_same_len 0x1000; buffered I/O (write_back) forces emulate_write_cache=1.
+    """
+
+    FD_MAX_BYTES = 8388608
+    FD_BLOCKSIZE = 512
+    inquiry_prod = "FILEIO"
+    inquiry_rev = "4.0"           # FD_VERSION
+    plugin = "fileio"
+
+    def __init__(self, name: str, path: str, size: int, *, buffered: bool = False, wwn: str = "",
+                 readonly: bool = False) -> None:
+        if size <= 0:
+            raise ValueError(f"fileio {name}: fd_dev_size must be positive (got {size})")
+        self.name = name
+        self.path = path
+        self.dev_size = size
+        self.buffered = buffered
+        self.readonly = readonly
+        self.attrib = DevAttrib()
+        self.attrib.hw_block_size = self.FD_BLOCKSIZE
+        self.attrib.block_size = self.FD_BLOCKSIZE
+        self.attrib.hw_max_sectors = self.FD_MAX_BYTES // self.FD_BLOCKSIZE
+        if buffered:
+            self.attrib.emulate_write_cache = 1
+        self.wwn = T10Wwn(model=self.inquiry_prod, revision=self.inquiry_rev, unit_serial=wwn)
+        self.exports: list[SeLun] = []      # dev_sep_list: the LUNs exporting this object
+        self.rtpi_counter = 0
+        self.fd: int | None = None
+        self.stats_reads = 0
+        self.stats_writes = 0
+
+    # -- lifecycle (fd_configure_device / fd_destroy_device) ----------------------------------
+    def open(self) -> None:
+        flags = (os.O_RDONLY if self.readonly else os.O_RDWR | os.O_CREAT)
+        if not self.buffered and not self.readonly:
+            flags |= os.O_DSYNC
+        try:
+            self.fd = os.open(self.path, flags, 0o600)
+        except OSError as e:
+            raise ValueError(f"fileio {self.name}: filp_open({self.path}) failed: {e.strerror}") from None
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def set_attrib(self, key: str, value: int) -> None:
+        """Write attrib/<key> as configfs would: unknown or read-only keys are refused."""
+        if key in DevAttrib.READ_ONLY:
+            if getattr(self.attrib, key) != value:
+                raise ValueError(f"attribute '{key}' is read-only (it is {getattr(self.attrib, key)})")
+            return
+        if key not in DevAttrib.WRITABLE:
+            raise ValueError(f"unknown attribute '{key}'")
+        if key == "block_size" and value not in (512, 1024, 2048, 4096):
+            raise ValueError(f"block_size {value}: must be 512, 1024, 2048 or 4096")
+        setattr(self.attrib, key, int(value))
+
+    @property
+    def export_count(self) -> int:
+        return len(self.exports)
+
+    @property
+    def model(self) -> str:
+        """emulate_model_alias=1 reports the configfs name (first 16 bytes) as the product."""
+        return self.name[:16] if self.attrib.emulate_model_alias else self.wwn.model
+
+    # -- transport ops ----------------------------------------------------------------------
+    @staticmethod
+    def get_device_type() -> int:
+        return TYPE_DISK
+
+    def get_blocks(self) -> int:
+        """fd_get_blocks(): the LAST LBA (LIO's 'blocks' are READ CAPACITY's value)."""
+        bs = self.attrib.block_size
+        return (self.dev_size - bs) // bs
+
+    def check_wce(self) -> bool:
+        """target_check_wce()."""
+        return self.attrib.emulate_write_cache > 0
+
+    def check_fua(self) -> bool:
+        """target_check_fua()."""
+        return self.check_wce() and self.attrib.emulate_fua_write > 0
+
+    def sense_desc_format(self) -> bool:
+        """target_sense_desc_format(): descriptor sense once LBAs need more than 32 bits."""
+        return self.get_blocks() > U32_MAX
+
+    def execute_rw(self, lba: int, views: Sequence[memoryview], length: int, write: bool, fua: bool) -> Tcm | None:
+        """fd_execute_rw() / fd_do_rw(): positional I/O at lba * block_size."""
+        if self.fd is None:
+            raise RuntimeError(f"fileio {self.name} is not open")
+        pos = lba * self.attrib.block_size
+        if write:
+            done = 0
+            for v in iov_truncate(views, length):
+                n = os.pwrite(self.fd, v, pos + done)
+                if n != len(v):
+                    return Tcm.LOGICAL_UNIT_COMMUNICATION_FAILURE
+                done += n
+            self.stats_writes += 1
+            if fua and self.check_wce():
+                os.fdatasync(self.fd)
+            return None
+        off = pos
+        for v in iov_truncate(views, length):
+            data = os.pread(self.fd, len(v), off)
+            v[:len(data)] = data
+            if len(data) < len(v):
+                # past the end of a short file: the rest reads as zeros
+                v[len(data):] = bytes(len(v) - len(data))
+            off += len(v)
+        self.stats_reads += 1
+        return None
+
+    def execute_sync_cache(self) -> Tcm | None:
+        """fd_execute_sync_cache(): vfs_fsync_range."""
+        if self.fd is not None and not self.readonly:
+            os.fsync(self.fd)
+        return None
+
+
+# -- ALUA defaults (target_core_alua.c) ---------------------------------------------------------
+TPGS_IMPLICIT_ALUA = 0x10
+TPGS_EXPLICIT_ALUA = 0x20
+
+
+@dataclass(frozen=True)
+class TgPtGp:
+    """default_tg_pt_gp: id 0, implicit+explicit ALUA (TPGS=3)."""
+
+    name: str = "default_tg_pt_gp"
+    id: int = 0
+    alua_access_type: int = TPGS_IMPLICIT_ALUA | TPGS_EXPLICIT_ALUA
+
+
+DEFAULT_TG_PT_GP = TgPtGp()
+DEFAULT_LU_GP_ID = 0
+
+
+# -- portal groups, LUNs, nexus -----------------------------------------------------------------
+@dataclass
+class SeLun:
+    """struct se_lun: one LUN of a TPG, exporting a storage object."""
+
+    unpacked_lun: int
+    dev: FileIODevice
+    rtpi: int
+    access_ro: bool = False
+    tg_pt_gp: TgPtGp | None = DEFAULT_TG_PT_GP
+    alias: str = ""
+
+
+@dataclass
+class DevEntry:
+    """struct se_dev_entry: what the nexus's (dynamic) node ACL sees of one LUN, with its
+    unit attention list (highest priority first)."""
+
+    mapped_lun: int
+    lun: SeLun
+    ua_list: list[tuple[int, int]] = field(default_factory=list)
+    total_cmds: int = 0
+    read_bytes: int = 0
+    write_bytes: int = 0
+
+    def ua_allocate(self, asc: int, ascq: int) -> None:
+        """core_scsi3_ua_allocate(): no duplicates; 29h family ahead of the rest."""
+        if (asc, ascq) in self.ua_list:
+            return
+        for i, (a, q) in enumerate(self.ua_list):
+            if a == 0x29:
+                if asc == 0x29 and ascq > q:
+                    self.ua_list.insert(i, (asc, ascq))
+                    return
+                continue
+            if a == 0x2A and (asc == 0x29 or ascq > a):
+                self.ua_list.insert(i, (asc, ascq))
+                return
+        self.ua_list.append((asc, ascq))
+
+
+class SCSIProtocol(enum.IntEnum):
+    FCP = 0x0
+    ISCSI = 0x5
+    SAS = 0x6
+
+
+# spc_find_scsi_transport_vd()
+TRANSPORT_VERSION_DESCRIPTOR = {SCSIProtocol.FCP: 0x0A40, SCSIProtocol.ISCSI: 0x0960, SCSIProtocol.SAS: 0x0C60}
+
+
+class SePortalGroup:
+    """A fabric TPG (here vhost's: tpgt_N under a naa./fc./iqn. tport) with its LUN table and,
+    once a nexus exists, the dynamic node ACL's dev entries (demo mode, read-write)."""
+
+    def __init__(self, wwn: str, tag: int, proto_id: SCSIProtocol | None = None) -> None:
+        self.wwn = wwn
+        self.tag = tag
+        self.proto_id = proto_id if proto_id is not None else proto_id_for_wwn(wwn)
+        self.luns: dict[int, SeLun] = {}
+        self.nexus: str | None = None
+        self.deves: dict[int, DevEntry] = {}   # in hlist_add_head order: lun_entry_hlist walks it reversed
+        self.on_port_link: Callable[[SeLun], None] | None = None
+        self.on_port_unlink: Callable[[SeLun], None] | None = None
+
+    def make_nexus(self, initiator: str) -> None:
+        """vhost_scsi_make_nexus -> target_setup_session -> core_tpg_check_initiator_node_acl:
+        a dynamic ACL that maps every LUN the TPG has."""
+        if self.nexus is not None:
+            raise ValueError(f"{self.wwn} tpgt_{self.tag}: nexus already exists ({self.nexus})")
+        self.nexus = initiator
+        # core_tpg_add_node_to_devs() walks tpg_lun_hlist: newest LUN first
+        for lun in reversed(list(self.luns.values())):
+            self._add_deve(lun)
+
+    def _add_deve(self, lun: SeLun) -> None:
+        """core_enable_device_list_for_node() + target_luns_data_has_changed(skip_new)."""
+        new = DevEntry(lun.unpacked_lun, lun)
+        for other in self.deves.values():
+            other.ua_allocate(*ASC_REPORTED_LUNS_DATA_HAS_CHANGED)
+        self.deves[lun.unpacked_lun] = new
+
+    def add_lun(self, unpacked_lun: int, dev: FileIODevice, alias: str = "") -> SeLun:
+        """target_fabric_port_link -> core_dev_add_lun (core_alloc_rtpi: per storage object,
+        from 1) -> demo-mode ACL update -> the fabric's port_link (vhost: hotplug event)."""
+        if unpacked_lun in self.luns:
+            raise ValueError(f"{self.wwn} tpgt_{self.tag}: lun_{unpacked_lun} already exists")
+        if not 0 <= unpacked_lun <= 0x3FFF:
+            raise ValueError(f"{self.wwn} tpgt_{self.tag}: LUN {unpacked_lun} out of range (0..16383)")
+        dev.rtpi_counter += 1
+        lun = SeLun(unpacked_lun, dev, rtpi=dev.rtpi_counter, access_ro=dev.readonly, alias=alias)
+        dev.exports.append(lun)
+        self.luns[unpacked_lun] = lun
+        if self.nexus is not None:
+            self._add_deve(lun)
+        if self.on_port_link is not None:
+            self.on_port_link(lun)
+        return lun
+
+    def del_lun(self, unpacked_lun: int) -> SeLun:
+        """core_dev_del_lun: the dev entry goes, the others get REPORTED LUNS DATA HAS CHANGED."""
+        lun = self.luns.pop(unpacked_lun)
+        lun.dev.exports.remove(lun)
+        if self.deves.pop(unpacked_lun, None) is not None:
+            for other in self.deves.values():
+                other.ua_allocate(*ASC_REPORTED_LUNS_DATA_HAS_CHANGED)
+        if self.on_port_unlink is not None:
+            self.on_port_unlink(lun)
+        return lun
+
+    def reset_lun(self, unpacked_lun: int | None) -> None:
+        """LUN RESET (core_tmr_lun_reset): BUS DEVICE RESET FUNCTION OCCURRED for the LUN's
+        dev entries (every LUN for an I_T nexus reset)."""
+        for deve in self.deves.values():
+            if unpacked_lun is None or deve.mapped_lun == unpacked_lun:
+                deve.ua_allocate(*ASC_BUS_DEVICE_RESET_FUNCTION)
+
+
+def proto_id_for_wwn(wwn: str) -> SCSIProtocol:
+    """vhost_scsi_make_tport(): the emulated protocol identifier from the name's prefix."""
+    if "naa." in wwn:
+        return SCSIProtocol.SAS
+    if "fc." in wwn:
+        return SCSIProtocol.FCP
+    if "iqn." in wwn:
+        return SCSIProtocol.ISCSI
+    raise ValueError(f"Unable to locate prefix for emulated Target Port: {wwn} (expected naa., fc. or iqn.)")
+
+
+# -- the command ----------------------------------------------------------------------------------
+class TargetResult(NamedTuple):
+    """What the fabric sends back (vhost_scsi_complete_cmd_work): status, sense bytes
+    (scsi_sense_length of them: 96 after a CHECK CONDITION, else none), residual count."""
+
+    status: int
+    sense: bytes
+    residual: int
+    xfer: int
+
+
+@dataclass
+class SeCmd:
+    """struct se_cmd as far as the emulation needs it."""
+
+    tpg: SePortalGroup
+    cdb: bytes
+    orig_fe_lun: int
+    data_length: int
+    data_direction: DmaDir
+    data_in: Sequence[memoryview] = ()
+    data_out: Sequence[memoryview] = ()
+    lun: SeLun | None = None
+    deve: DevEntry | None = None
+    dev: FileIODevice | None = None
+    execute: Callable[[SeCmd], Tcm | None] | None = None
+    is_data_cdb: bool = False
+    lba: int = 0
+    sectors: int = 0
+    fua: bool = False
+    residual: int = 0
+    overflow: bool = False
+    underflow: bool = False
+    status: int = SamStatus.GOOD
+    sense: bytes = b""
+    xfer: int = 0
+
+    # -- data phase helpers -----------------------------------------------------------------
+    def copy_in(self, buf: bytes | bytearray) -> int:
+        """memcpy(transport_kmap_data_sg(cmd), buf, min(len, data_length))."""
+        n = min(len(buf), self.data_length)
+        done = 0
+        src = memoryview(buf)[:n]
+        for v in iov_truncate(self.data_in, n):
+            v[:] = src[done:done + len(v)]
+            done += len(v)
+        self.xfer = max(self.xfer, done)
+        return done
+
+    def read_out(self) -> bytes:
+        return b"".join(bytes(v) for v in iov_truncate(self.data_out, self.data_length))
+
+    def set_data_length(self, length: int) -> None:
+        """target_set_cmd_data_length(): a shorter answer is an underflow."""
+        if length < self.data_length:
+            self.residual = (self.residual if self.underflow else 0) + self.data_length - length
+            self.underflow = True
+            self.data_length = length
+
+    def complete_with_length(self, length: int) -> None:
+        """target_complete_cmd_with_length(cmd, GOOD, length)."""
+        self.set_data_length(length)
+
+
+def target_cmd_size_check(cmd: SeCmd, size: int) -> Tcm | None:
+    """target_cmd_size_check(): the CDB's transfer size against the fabric's."""
+    if size != cmd.data_length:
+        if size > cmd.data_length:
+            cmd.overflow = True
+            cmd.residual = size - cmd.data_length
+        else:
+            cmd.underflow = True
+            cmd.residual = cmd.data_length - size
+            if cmd.data_direction == DmaDir.FROM_DEVICE:
+                cmd.data_length = size
+        if cmd.data_direction == DmaDir.TO_DEVICE:
+            if cmd.is_data_cdb:
+                return Tcm.INVALID_FIELD_IN_COMMAND_IU
+            if size > cmd.data_length:
+                return Tcm.INVALID_CDB_FIELD
+    return None

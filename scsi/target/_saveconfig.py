@@ -1,0 +1,220 @@
+"""targetcli's saved configuration (/etc/target/saveconfig.json, written by rtslib-fb's
+RTSRoot.save_to_file) -> LIO objects, restored in rtslib's order: storage objects, then each
+target's TPGs with their LUNs, then the TPG's nexus.
+
+What vscsifs can serve: fileio storage objects and targets of fabric "vhost". Anything else
+(block/ramdisk/pscsi/user backstores, iSCSI/loopback/... fabrics, node ACLs with mapped
+LUNs) is refused with the file, the JSON path of the entry and the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._core import DevAttrib, FileIODevice, SePortalGroup, proto_id_for_wwn
+
+VHOST_SCSI_MAX_TARGET = 256       # drivers/vhost/scsi.c: tpgt must be below it
+VHOST_SCSI_NAMELEN = 256
+
+
+class LioConfigError(ValueError):
+    """A saveconfig.json vscsifs cannot load: names the file, the entry and the problem."""
+
+
+@dataclass
+class VhostTarget:
+    """One vhost fabric target: its WWPN (what -device vhost-scsi-pci,wwpn= names) and TPGs."""
+
+    wwn: str
+    tpgs: dict[int, SePortalGroup] = field(default_factory=dict)
+
+
+@dataclass
+class LioConfig:
+    path: str
+    storage_objects: dict[str, FileIODevice] = field(default_factory=dict)   # "/backstores/fileio/NAME"
+    vhost_targets: dict[str, VhostTarget] = field(default_factory=dict)
+
+    def open(self) -> None:
+        """fd_configure_device() of every storage object (opens the backing files)."""
+        opened: list[FileIODevice] = []
+        try:
+            for so in self.storage_objects.values():
+                so.open()
+                opened.append(so)
+        except ValueError as e:
+            for so in opened:
+                so.close()
+            raise LioConfigError(f"{self.path}: {e}") from None
+
+    def close(self) -> None:
+        for so in self.storage_objects.values():
+            so.close()
+
+
+def _req(obj: dict[str, Any], key: str, types: type | tuple[type, ...], where: str, path: str) -> Any:
+    if key not in obj:
+        raise LioConfigError(f"{path}: {where}: missing key '{key}'")
+    value = obj[key]
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in
+                                          (types if isinstance(types, tuple) else (types,))):
+        tn = types.__name__ if isinstance(types, type) else " or ".join(t.__name__ for t in types)
+        raise LioConfigError(f"{path}: {where}.{key}: expected {tn}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _storage_object(so: Any, i: int, path: str, base_dir: str) -> FileIODevice:
+    where = f"storage_objects[{i}]"
+    if not isinstance(so, dict):
+        raise LioConfigError(f"{path}: {where}: expected an object, got {type(so).__name__}")
+    plugin = _req(so, "plugin", str, where, path)
+    name = _req(so, "name", str, where, path)
+    where = f"storage_objects[{i}] ({plugin}/{name})"
+    if plugin != "fileio":
+        raise LioConfigError(f"{path}: {where}: backstore plugin '{plugin}' is not supported "
+                             f"(vscsifs serves fileio backstores)")
+    if not name or "/" in name:
+        raise LioConfigError(f"{path}: {where}.name: invalid storage object name {name!r}")
+    dev = _req(so, "dev", str, where, path)
+    if not os.path.isabs(dev):
+        dev = os.path.join(base_dir, dev)
+    if os.path.exists(dev) and not os.path.isfile(dev):
+        raise LioConfigError(f"{path}: {where}.dev: {dev} is not a regular file "
+                             f"(vscsifs serves file-backed fileio only)")
+    size = so.get("size")
+    if size is None:
+        if not os.path.isfile(dev):
+            raise LioConfigError(f"{path}: {where}: missing key 'size' and {dev} does not exist "
+                                 f"(FILEIO: Missing fd_dev_size= parameter)")
+        size = os.path.getsize(dev)
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        raise LioConfigError(f"{path}: {where}.size: expected a positive integer, got {size!r}")
+    write_back = so.get("write_back", True)
+    if not isinstance(write_back, bool):
+        raise LioConfigError(f"{path}: {where}.write_back: expected true or false, got {write_back!r}")
+    wwn = so.get("wwn", "")
+    if not isinstance(wwn, str):
+        raise LioConfigError(f"{path}: {where}.wwn: expected a string, got {wwn!r}")
+    readonly = so.get("readonly", False)
+    fdev = FileIODevice(name, dev, size, buffered=write_back, wwn=wwn, readonly=bool(readonly))
+    attrs = so.get("attributes", {})
+    if not isinstance(attrs, dict):
+        raise LioConfigError(f"{path}: {where}.attributes: expected an object, got {type(attrs).__name__}")
+    for key, value in attrs.items():
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise LioConfigError(f"{path}: {where}.attributes.{key}: expected an integer, got {value!r}")
+        if key in DevAttrib.READ_ONLY:
+            continue            # rtslib saves them too; they follow from the backstore
+        try:
+            fdev.set_attrib(key, value)
+        except ValueError as e:
+            raise LioConfigError(f"{path}: {where}.attributes.{key}: {e}") from None
+    if fdev.attrib.block_size > fdev.dev_size:
+        raise LioConfigError(f"{path}: {where}: size {fdev.dev_size} is smaller than one block")
+    return fdev
+
+
+def _tpg(t: dict[str, Any], wwn: str, j: int, cfg: LioConfig, where_t: str, path: str) -> SePortalGroup:
+    where = f"{where_t}.tpgs[{j}]"
+    tag = _req(t, "tag", int, where, path)
+    if not 0 <= tag < VHOST_SCSI_MAX_TARGET:
+        raise LioConfigError(f"{path}: {where}.tag: {tag} out of range (vhost-scsi TPG tags are 0..255; "
+                             f"the tag is the target id the guest sees)")
+    tpg = SePortalGroup(wwn, tag)
+    luns = t.get("luns", [])
+    if not isinstance(luns, list):
+        raise LioConfigError(f"{path}: {where}.luns: expected a list, got {type(luns).__name__}")
+    for k, lun in enumerate(luns):
+        wl = f"{where}.luns[{k}]"
+        if not isinstance(lun, dict):
+            raise LioConfigError(f"{path}: {wl}: expected an object, got {type(lun).__name__}")
+        index = _req(lun, "index", int, wl, path)
+        so_path = _req(lun, "storage_object", str, wl, path)
+        so = cfg.storage_objects.get(so_path)
+        if so is None:
+            known = ", ".join(cfg.storage_objects) or "none"
+            raise LioConfigError(f"{path}: {wl}.storage_object: '{so_path}' is not a storage object "
+                                 f"of this file (known: {known})")
+        try:
+            tpg.add_lun(index, so, alias=str(lun.get("alias", "")))
+        except ValueError as e:
+            raise LioConfigError(f"{path}: {wl}: {e}") from None
+    acls = t.get("node_acls", [])
+    if acls:
+        raise LioConfigError(f"{path}: {where}.node_acls: explicit node ACLs are not supported "
+                             f"(vhost-scsi runs in demo mode: the nexus sees every LUN)")
+    nexus = t.get("nexus")
+    if nexus is None:
+        raise LioConfigError(f"{path}: {where}: missing key 'nexus' (a vhost TPG without an I_T nexus "
+                             f"gives the guest no LUNs; targetcli sets one when it creates the TPG)")
+    if not isinstance(nexus, str) or not nexus:
+        raise LioConfigError(f"{path}: {where}.nexus: expected an initiator name, got {nexus!r}")
+    tpg.make_nexus(nexus)
+    return tpg
+
+
+def parse_saveconfig(data: Any, path: str = "<saveconfig>", base_dir: str = ".") -> LioConfig:
+    """Build the LIO objects of a parsed saveconfig.json (without opening any file)."""
+    if not isinstance(data, dict):
+        raise LioConfigError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
+    cfg = LioConfig(path)
+    sos = data.get("storage_objects", [])
+    if not isinstance(sos, list):
+        raise LioConfigError(f"{path}: storage_objects: expected a list, got {type(sos).__name__}")
+    for i, so in enumerate(sos):
+        fdev = _storage_object(so, i, path, base_dir)
+        key = f"/backstores/fileio/{fdev.name}"
+        if key in cfg.storage_objects:
+            raise LioConfigError(f"{path}: storage_objects[{i}]: duplicate storage object {key}")
+        cfg.storage_objects[key] = fdev
+    targets = data.get("targets", [])
+    if not isinstance(targets, list):
+        raise LioConfigError(f"{path}: targets: expected a list, got {type(targets).__name__}")
+    for i, t in enumerate(targets):
+        where = f"targets[{i}]"
+        if not isinstance(t, dict):
+            raise LioConfigError(f"{path}: {where}: expected an object, got {type(t).__name__}")
+        fabric = _req(t, "fabric", str, where, path)
+        wwn = _req(t, "wwn", str, where, path)
+        where = f"targets[{i}] ({fabric} {wwn})"
+        if fabric != "vhost":
+            raise LioConfigError(f"{path}: {where}: fabric '{fabric}' is not supported "
+                                 f"(vscsifs serves LIO through vhost-scsi: fabric 'vhost')")
+        try:
+            proto_id_for_wwn(wwn)
+        except ValueError as e:
+            raise LioConfigError(f"{path}: {where}.wwn: {e}") from None
+        if len(wwn) >= VHOST_SCSI_NAMELEN:
+            raise LioConfigError(f"{path}: {where}.wwn: longer than {VHOST_SCSI_NAMELEN - 1} characters")
+        if wwn in cfg.vhost_targets:
+            raise LioConfigError(f"{path}: {where}: duplicate vhost target {wwn}")
+        vt = VhostTarget(wwn)
+        tpgs = t.get("tpgs", [])
+        if not isinstance(tpgs, list):
+            raise LioConfigError(f"{path}: {where}.tpgs: expected a list, got {type(tpgs).__name__}")
+        for j, tp in enumerate(tpgs):
+            if not isinstance(tp, dict):
+                raise LioConfigError(f"{path}: {where}.tpgs[{j}]: expected an object, got {type(tp).__name__}")
+            tpg = _tpg(tp, wwn, j, cfg, where, path)
+            if tpg.tag in vt.tpgs:
+                raise LioConfigError(f"{path}: {where}.tpgs[{j}]: duplicate tag {tpg.tag}")
+            vt.tpgs[tpg.tag] = tpg
+        cfg.vhost_targets[wwn] = vt
+    return cfg
+
+
+def load_saveconfig(path: str) -> LioConfig:
+    """Read and check a saveconfig.json; relative 'dev' paths are taken from its directory."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise LioConfigError(f"{path}: cannot read the LIO configuration: {e.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise LioConfigError(f"{path}: line {e.lineno} column {e.colno}: invalid JSON: {e.msg}") from None
+    return parse_saveconfig(data, path, os.path.dirname(os.path.abspath(path)))

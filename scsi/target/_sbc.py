@@ -1,0 +1,178 @@
+"""SBC emulation of LIO (target_core_sbc.c) for a fileio storage object: READ/WRITE in all
+sizes, READ CAPACITY (10)/(16), SYNCHRONIZE CACHE, VERIFY, START STOP UNIT, the no-op SCSI-2
+leftovers, and the LBA range check; everything else goes to spc_parse_cdb."""
+
+from __future__ import annotations
+
+import struct
+
+from ._core import DmaDir, SeCmd, Tcm, target_cmd_size_check
+from ._spc import spc_parse_cdb
+
+_BE16 = struct.Struct(">H")
+_BE32 = struct.Struct(">I")
+_BE64 = struct.Struct(">Q")
+
+
+def sbc_emulate_readcapacity(cmd: SeCmd) -> Tcm | None:
+    dev = cmd.dev
+    assert dev is not None
+    cdb = cmd.cdb
+    if not cdb[8] & 1 and any(cdb[2:6]):
+        return Tcm.INVALID_CDB_FIELD
+    blocks = dev.get_blocks()
+    buf = _BE32.pack(min(blocks, 0xFFFFFFFF)) + _BE32.pack(dev.attrib.block_size)
+    cmd.copy_in(buf)
+    cmd.complete_with_length(8)
+    return None
+
+
+def sbc_emulate_readcapacity_16(cmd: SeCmd) -> Tcm | None:
+    dev = cmd.dev
+    assert dev is not None
+    a = dev.attrib
+    buf = bytearray(32)
+    _BE64.pack_into(buf, 0, dev.get_blocks())
+    _BE32.pack_into(buf, 8, a.block_size)
+    if a.pi_prot_type:
+        buf[12] = (a.pi_prot_type - 1) << 1 | 0x1
+    # fileio has no get_lbppbe / alignment offset
+    if a.emulate_tpu or a.emulate_tpws:
+        buf[14] |= 0x80
+        if a.unmap_zeroes_data:
+            buf[14] |= 0x40
+    cmd.copy_in(buf)
+    cmd.complete_with_length(32)
+    return None
+
+
+def sbc_execute_rw(cmd: SeCmd) -> Tcm | None:
+    dev = cmd.dev
+    assert dev is not None
+    write = cmd.data_direction == DmaDir.TO_DEVICE
+    views = cmd.data_out if write else cmd.data_in
+    ret = dev.execute_rw(cmd.lba, views, cmd.data_length, write, cmd.fua)
+    if ret is None and not write:
+        cmd.xfer = cmd.data_length
+    return ret
+
+
+def sbc_execute_sync_cache(cmd: SeCmd) -> Tcm | None:
+    assert cmd.dev is not None
+    return cmd.dev.execute_sync_cache()
+
+
+def sbc_emulate_noop(cmd: SeCmd) -> Tcm | None:
+    return None
+
+
+def sbc_emulate_startstop(cmd: SeCmd) -> Tcm | None:
+    cdb = cmd.cdb
+    if not cdb[1] & 1 or cdb[2] or cdb[3]:
+        return Tcm.INVALID_CDB_FIELD
+    if cdb[4] >> 4 & 0xF:
+        return Tcm.INVALID_CDB_FIELD
+    if not cdb[4] & 1 or cdb[4] & 2 or cdb[4] & 4:
+        return Tcm.INVALID_CDB_FIELD
+    return None
+
+
+def _check_dpofua(cmd: SeCmd) -> bool:
+    """sbc_check_dpofua(): DPO/FUA need a write cache with emulate_fua_write."""
+    dev = cmd.dev
+    assert dev is not None
+    flags = cmd.cdb[1]
+    if flags & 0x18 and not dev.check_fua():
+        return False
+    cmd.fua = bool(flags & 0x08)
+    return True
+
+
+def _check_prot(cmd: SeCmd) -> Tcm | None:
+    """sbc_check_prot() without protection information: RDPROTECT/WRPROTECT must be 0."""
+    dev = cmd.dev
+    assert dev is not None
+    if cmd.cdb[1] >> 5 and not dev.attrib.pi_prot_type:
+        return Tcm.INVALID_CDB_FIELD
+    return None
+
+
+# opcode -> (lba offset, lba bytes, length offset, length bytes, checks dpofua/prot)
+_RW = {
+    0x08: (1, 3, 4, 1, False), 0x0A: (1, 3, 4, 1, False),         # READ(6)/WRITE(6): 21-bit LBA
+    0x28: (2, 4, 7, 2, True), 0x2A: (2, 4, 7, 2, True), 0x2E: (2, 4, 7, 2, True),
+    0xA8: (2, 4, 6, 4, True), 0xAA: (2, 4, 6, 4, True),
+    0x88: (2, 8, 10, 4, True), 0x8A: (2, 8, 10, 4, True), 0x8E: (2, 8, 10, 4, True),
+}
+
+
+def sbc_parse_cdb(cmd: SeCmd) -> Tcm | None:
+    dev = cmd.dev
+    assert dev is not None
+    cdb = cmd.cdb
+    op = cdb[0]
+    size = 0
+    sectors = 0
+    check_lba = False
+    rw = _RW.get(op)
+    if rw is not None:
+        lo, ln, so, sn, checks = rw
+        if op in (0x08, 0x0A):
+            cmd.lba = int.from_bytes(cdb[1:4], "big") & 0x1FFFFF
+            sectors = cdb[4] or 256
+        else:
+            cmd.lba = int.from_bytes(cdb[lo:lo + ln], "big")
+            sectors = int.from_bytes(cdb[so:so + sn], "big")
+            if checks:
+                if not _check_dpofua(cmd):
+                    return Tcm.INVALID_CDB_FIELD
+                ret = _check_prot(cmd)
+                if ret is not None:
+                    return ret
+        cmd.is_data_cdb = True
+        cmd.execute = sbc_execute_rw
+    elif op == 0x25:
+        size, cmd.execute = 8, sbc_emulate_readcapacity
+    elif op == 0x9E:
+        sa = cdb[1] & 0x1F
+        if sa == 0x10:
+            cmd.execute = sbc_emulate_readcapacity_16
+        else:
+            return Tcm.INVALID_CDB_FIELD      # REPORT REFERRALS needs an LBA map
+        size = _BE32.unpack_from(cdb, 10)[0]
+    elif op in (0x35, 0x91):
+        if op == 0x35:
+            sectors, cmd.lba = _BE16.unpack_from(cdb, 7)[0], _BE32.unpack_from(cdb, 2)[0]
+        else:
+            sectors, cmd.lba = _BE32.unpack_from(cdb, 10)[0], _BE64.unpack_from(cdb, 2)[0]
+        cmd.execute = sbc_execute_sync_cache
+        check_lba = True
+    elif op in (0x2F, 0xAF):                  # VERIFY(10)/(16): no-op within range
+        if op == 0x2F:
+            sectors, cmd.lba = _BE16.unpack_from(cdb, 7)[0], _BE32.unpack_from(cdb, 2)[0]
+        else:
+            sectors, cmd.lba = _BE32.unpack_from(cdb, 10)[0], _BE64.unpack_from(cdb, 2)[0]
+        cmd.execute = sbc_emulate_noop
+        check_lba = True
+    elif op in (0x01, 0x0B, 0x2B):            # REZERO UNIT, SEEK(6), SEEK(10)
+        cmd.execute = sbc_emulate_noop
+    elif op == 0x1B:
+        cmd.execute = sbc_emulate_startstop
+    elif op in (0x42, 0x93, 0x41, 0x89, 0x7F):
+        # UNMAP / WRITE SAME / COMPARE AND WRITE: not emulated by vscsifs yet
+        return Tcm.UNSUPPORTED_SCSI_OPCODE
+    else:
+        ret, size = spc_parse_cdb(cmd)
+        if ret is not None:
+            return ret
+    if cmd.execute is None:
+        return Tcm.UNSUPPORTED_SCSI_OPCODE
+    if cmd.is_data_cdb or check_lba:
+        end_lba = dev.get_blocks() + 1
+        if cmd.lba + sectors > end_lba:
+            return Tcm.ADDRESS_OUT_OF_RANGE
+        # sbc_get_size(): also for SYNCHRONIZE CACHE/VERIFY (their 'goto check_lba'), so a
+        # non-zero block count there shows as an overflow residual, as in LIO
+        size = sectors * dev.attrib.block_size
+    cmd.sectors = sectors
+    return target_cmd_size_check(cmd, size)

@@ -1,0 +1,85 @@
+"""The command path of LIO's target core (target_submit_prep / transport_lookup_cmd_lun /
+target_cmd_parse_cdb / __target_execute_cmd / transport_generic_request_failure), run
+synchronously: what the fabric gets back is a TargetResult."""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Sequence
+
+from ._core import (TRANSPORT_SENSE_BUFFER, DmaDir, SamStatus, SeCmd, SENSE_DETAIL, SenseKey, SePortalGroup, Tcm,
+                    TargetResult, scsi_build_sense_buffer)
+from ._sbc import sbc_parse_cdb
+
+log = logging.getLogger("vscsifs.lio")
+
+_UA_EXEMPT = (0x12, 0xA0, 0x03)          # INQUIRY, REPORT LUNS, REQUEST SENSE (target_scsi3_ua_check)
+
+
+def _check_condition(cmd: SeCmd, reason: Tcm) -> None:
+    """translate_sense_reason(): CHECK CONDITION with the table's sense (or the head unit
+    attention, clearing the list as UA_INTLCK_CTRL=0 does), 96 bytes of sense."""
+    desc = cmd.dev.sense_desc_format() if cmd.dev is not None else False
+    if reason == Tcm.CHECK_CONDITION_UNIT_ATTENTION:
+        deve = cmd.deve
+        if deve is None or not deve.ua_list:
+            cmd.status = SamStatus.BUSY
+            return
+        asc, ascq = deve.ua_list[0]
+        if cmd.dev is None or cmd.dev.attrib.emulate_ua_intlck_ctrl == 0:
+            deve.ua_list.clear()
+        key = SenseKey.UNIT_ATTENTION
+    else:
+        key, asc, ascq = SENSE_DETAIL.get(reason, SENSE_DETAIL[Tcm.LOGICAL_UNIT_COMMUNICATION_FAILURE])
+    cmd.status = SamStatus.CHECK_CONDITION
+    cmd.sense = scsi_build_sense_buffer(desc, key, asc, ascq, TRANSPORT_SENSE_BUFFER)
+
+
+def _lookup_lun(cmd: SeCmd) -> Tcm | None:
+    """transport_lookup_cmd_lun()."""
+    tpg = cmd.tpg
+    deve = tpg.deves.get(cmd.orig_fe_lun) if tpg.nexus is not None else None
+    if deve is None:
+        # an unmapped LUN 0 would be the TPG's virtual LUN 0 (a read-only rd_mcp device);
+        # vscsifs does not model it and answers as for any other missing LUN
+        return Tcm.NON_EXISTENT_LUN
+    deve.total_cmds += 1
+    if cmd.data_direction == DmaDir.TO_DEVICE:
+        deve.write_bytes += cmd.data_length
+        if deve.lun.access_ro:
+            return Tcm.WRITE_PROTECTED
+    elif cmd.data_direction == DmaDir.FROM_DEVICE:
+        deve.read_bytes += cmd.data_length
+    cmd.deve = deve
+    cmd.lun = deve.lun
+    cmd.dev = deve.lun.dev
+    return None
+
+
+def target_submit(tpg: SePortalGroup, lun: int, cdb: bytes, data_length: int, direction: DmaDir,
+                  data_in: Sequence[memoryview] = (), data_out: Sequence[memoryview] = ()) -> TargetResult:
+    """target_submit_prep + target_submit for one fabric command; never raises for a bad CDB."""
+    cmd = SeCmd(tpg, bytes(cdb), lun, data_length, direction, data_in, data_out)
+    ret = _lookup_lun(cmd)
+    if ret is None:
+        try:
+            ret = sbc_parse_cdb(cmd)
+            if ret is None and cmd.deve is not None and cmd.deve.ua_list and cmd.cdb[0] not in _UA_EXEMPT:
+                ret = Tcm.CHECK_CONDITION_UNIT_ATTENTION
+            if ret is None:
+                assert cmd.execute is not None
+                ret = cmd.execute(cmd)
+        except OSError as e:
+            log.warning("%s tpgt_%d lun %d: I/O error on the backstore: %s", tpg.wwn, tpg.tag, lun, e)
+            ret = Tcm.LOGICAL_UNIT_COMMUNICATION_FAILURE
+        except (IndexError, ValueError, struct.error):
+            # a CDB too short for its opcode
+            ret = Tcm.INVALID_CDB_FIELD
+    if ret is not None:
+        _check_condition(cmd, ret)
+        return TargetResult(cmd.status, cmd.sense, cmd.residual, 0)
+    xfer = 0
+    if direction == DmaDir.FROM_DEVICE:
+        xfer = data_length - cmd.residual if cmd.underflow else data_length
+    return TargetResult(SamStatus.GOOD, b"", cmd.residual, xfer)
