@@ -554,6 +554,48 @@ def blk_mq_requeue_request(rq: Request, kick: bool = True, delay: float = 0.0) -
     nursery.start_soon(rerun)
 
 
+# blk_errors[].name (blk-core.c): the word blk_print_req_error puts before "error"
+_BLK_STATUS_STR: dict[BlkStatus, str] = {
+    BlkStatus.BLK_STS_NOTSUPP: "operation not supported", BlkStatus.BLK_STS_TIMEOUT: "timeout",
+    BlkStatus.BLK_STS_NOSPC: "critical space allocation", BlkStatus.BLK_STS_TRANSPORT: "recoverable transport",
+    BlkStatus.BLK_STS_TARGET: "critical target", BlkStatus.BLK_STS_NEXUS: "critical nexus",
+    BlkStatus.BLK_STS_MEDIUM: "critical medium", BlkStatus.BLK_STS_PROTECTION: "protection",
+    BlkStatus.BLK_STS_RESOURCE: "kernel resource", BlkStatus.BLK_STS_DEV_RESOURCE: "device resource",
+    BlkStatus.BLK_STS_AGAIN: "nonblocking retry", BlkStatus.BLK_STS_IOERR: "I/O",
+    BlkStatus.BLK_STS_DM_REQUEUE: "dm internal retry",
+}
+# REQ_* bit positions in 6.1's cmd_flags (blk_types.h __REQ_*), for the "flags 0x..." field
+_REQ_FLAG_BITS: dict[ReqFlag, int] = {
+    ReqFlag.REQ_FAILFAST_DEV: 1 << 8, ReqFlag.REQ_SYNC: 1 << 11, ReqFlag.REQ_META: 1 << 12,
+    ReqFlag.REQ_PRIO: 1 << 13, ReqFlag.REQ_FUA: 1 << 17, ReqFlag.REQ_PREFLUSH: 1 << 18,
+}
+IOPRIO_CLASS_BE = 2     # IOPRIO_DEFAULT's class: what a task without ionice submits with
+
+
+def blk_print_req_error(rq: Request, status: BlkStatus) -> None:
+    """blk_print_req_error(): "I/O error, dev sdb, sector 2048 op 0x0:(READ) flags 0x0
+    phys_seg 1 prio class 2" (KERN_ERR), unless the disk is already dead."""
+    q = rq.q
+    disk = getattr(q, "disk", None)
+    if disk is not None and getattr(disk, "dead", False):
+        return
+    kernel = getattr(q, "kernel", None)
+    if kernel is None:
+        return
+    from vscsifs.scsi.kernel._printk import KernLevel
+    flags = 0
+    for flag, bit in _REQ_FLAG_BITS.items():
+        if rq.flags & flag:
+            flags |= bit
+    buf = rq.buffer
+    segs = len(buf) if isinstance(buf, (list, tuple)) else (1 if buf is not None else 0)
+    name = disk.disk_name if disk is not None else "?"
+    word = _BLK_STATUS_STR.get(status, "I/O")
+    kernel.printk(KernLevel.ERR, f"{word} error, dev {name}, sector {rq.sector} op 0x{int(rq.op):x}:"
+                                 f"({rq.op.name.removeprefix('REQ_OP_')}) flags 0x{flags:x} "
+                                 f"phys_seg {segs} prio class {IOPRIO_CLASS_BE}")
+
+
 def blk_mq_end_request(rq: Request, status: BlkStatus | int) -> None:
     """blk_mq_end_request(): account, call end_io / wake the waiter, free the tag."""
     if rq.extra.get("completed"):
@@ -561,6 +603,8 @@ def blk_mq_end_request(rq: Request, status: BlkStatus | int) -> None:
     rq.status = BlkStatus(status)
     rq.extra["completed"] = True
     rq.extra["in_driver"] = False
+    if rq.status != BlkStatus.BLK_STS_OK and not rq.is_passthrough and not rq.flags & ReqFlag.RQF_QUIET:
+        blk_print_req_error(rq, rq.status)
     blk_account_io_done(rq, rq.nr_bytes)
     end_io: Callable[[Request, BlkStatus], None] | None = rq.end_io
     blk_mq_free_request(rq)

@@ -14,7 +14,7 @@ from enum import IntEnum
 from typing import Any
 
 from ._printk import KernLevel
-from ._scsi_cmnd import HostByte, ScsiCmnd
+from ._scsi_cmnd import DmaDirection, HostByte, ScsiCmnd
 
 
 class SamStat(IntEnum):
@@ -352,3 +352,630 @@ def scsi_decide_disposition(cmd: ScsiCmnd) -> Disposition:
         set_scsi_ml_byte(cmd, ScsimlStat.RESV_CONFLICT)
         return SUCCESS
     return FAILED
+
+
+# == the error handler (scsi_error.c: scsi_timeout's abort, scsi_eh_scmd_add, scsi_error_handler) ==
+#
+# A timed-out command is first aborted through the LLD (eh_abort_handler: virtio-scsi sends
+# ABORT TASK on the control queue); if that works it is retried. A command that times out again,
+# whose abort fails, or that completes FAILED goes to the host's error handler, which waits
+# until every other command on the host finished (host_failed == host_busy), then escalates:
+# REQUEST SENSE, START UNIT, LUN reset, target reset, bus reset, host reset (each followed by a
+# TEST UNIT READY), and finally takes the devices that did not come back offline. The LLD hooks
+# a host template lacks count as FAILED, as in the kernel; virtio-scsi has abort and LUN reset.
+
+SCSI_EH_ABORT_SCHEDULED = 0x0002
+HOST_RESET_SETTLE_TIME = 10.0
+BUS_RESET_SETTLE_TIME = 10.0
+ABORT_WORK_DELAY = 0.01                  # queue_delayed_work(..., HZ / 100)
+FAST_IO_FAIL = Disposition.FAST_IO_FAIL
+_DID_TIME_OUT = 0x03
+_DID_RESET = 0x08
+_EH_POLL = 0.005
+_TUR = bytes(6)
+_STU = bytes([0x1B, 0, 0, 0, 1, 0])
+_REQUEST_SENSE = bytes([0x03, 0, 0, 0, 96, 0])
+_MEDIUM_ACCESS_OPS = frozenset({0x08, 0x0A, 0x28, 0x2A, 0xA8, 0xAA, 0x88, 0x8A, 0x2E, 0xAE, 0x8E,
+                                0x2F, 0xAF, 0x8F, 0x35, 0x91, 0x41, 0x93, 0x42, 0x04})
+
+
+def _eh_log(cmd_or_sdev: Any, level: int) -> bool:
+    from ._scsi_logging import LogShift, scsi_log_enabled
+    sdev = getattr(cmd_or_sdev, "device", cmd_or_sdev)
+    return scsi_log_enabled(sdev.host.kernel, LogShift.ERROR, level)
+
+
+def _scmd_info(cmd: ScsiCmnd, text: str, level: KernLevel = KernLevel.INFO) -> None:
+    if _eh_log(cmd, 3):
+        from ._scsi_logging import scmd_printk
+        scmd_printk(level, cmd, text)
+
+
+def _shost_info(shost: Any, text: str, level: int = 3) -> None:
+    from ._scsi_logging import LogShift, scsi_log_enabled, shost_printk
+    if scsi_log_enabled(shost.kernel, LogShift.ERROR, level):
+        shost_printk(KernLevel.INFO, shost, text)
+
+
+def _eflags(cmd: ScsiCmnd) -> int:
+    rq = cmd.request
+    return rq.extra.get("eh_eflags", 0) if rq is not None else 0
+
+
+def _set_eflags(cmd: ScsiCmnd, value: int) -> None:
+    if cmd.request is not None:
+        cmd.request.extra["eh_eflags"] = value
+
+
+class _HostEh:
+    """The error-handler state a Scsi_Host carries (eh_cmd_q, the ehandler thread)."""
+
+    def __init__(self) -> None:
+        self.cmd_q: list[ScsiCmnd] = []
+        self.wakeup: Any = None            # trio.Event while the handler sleeps
+        self.running = False
+        self.eh_action: Any = None         # the EH command being waited for
+
+
+def _host_eh(shost: Any) -> _HostEh:
+    eh = getattr(shost, "_eh", None)
+    if eh is None:
+        eh = _HostEh()
+        shost._eh = eh
+    return eh
+
+
+def scsi_noretry_cmd(cmd: ScsiCmnd) -> bool:
+    """scsi_noretry_cmd(): fail fast (REQ_FAILFAST_*), and passthrough commands that timed
+    out or got a retryable CHECK CONDITION are not retried by the error handler."""
+    from vscsifs.scsi.block._blk_types import ReqFlag
+    rq = cmd.request
+    flags = rq.flags if rq is not None else ReqFlag.NONE
+    passthrough = rq is None or rq.is_passthrough
+    hb = cmd.host_byte
+    if hb == HostByte.DID_OK:
+        if not scsi_status_is_check_condition(cmd.result):
+            return False
+    elif hb != HostByte.DID_TIME_OUT:
+        if hb in (HostByte.DID_BUS_BUSY, HostByte.DID_PARITY):
+            return bool(flags & ReqFlag.REQ_FAILFAST_DEV)
+        if hb == HostByte.DID_ERROR and cmd.status == SamStat.RESERVATION_CONFLICT:
+            return False
+        if hb in (HostByte.DID_ERROR, HostByte.DID_SOFT_ERROR):
+            return False
+        return False
+    return bool(flags & ReqFlag.REQ_FAILFAST_DEV) or passthrough
+
+
+def _should_retry(cmd: ScsiCmnd) -> bool:
+    should = getattr(cmd.device.host.hostt, "eh_should_retry_cmd", None)
+    return True if should is None else bool(should(cmd))
+
+
+def scsi_abort_command(cmd: ScsiCmnd) -> Disposition:
+    """scsi_abort_command(): schedule the abort of a timed-out command (FAILED if one was
+    already tried for it: escalate)."""
+    if _eflags(cmd) & SCSI_EH_ABORT_SCHEDULED:
+        _scmd_info(cmd, "previous abort failed")
+        return FAILED
+    _set_eflags(cmd, _eflags(cmd) | SCSI_EH_ABORT_SCHEDULED)
+    _scmd_info(cmd, "abort scheduled")
+    nursery = cmd.device.host.kernel.nursery
+    if nursery is None:
+        return FAILED
+    nursery.start_soon(scmd_eh_abort_handler, cmd)
+    return SUCCESS
+
+
+async def _maybe_await(value: Any) -> Any:
+    import inspect
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+async def scsi_try_to_abort_cmd(cmd: ScsiCmnd) -> Disposition:
+    handler = getattr(cmd.device.host.hostt, "eh_abort_handler", None)
+    if handler is None:
+        return FAILED
+    return Disposition(await _maybe_await(handler(cmd)))
+
+
+async def scmd_eh_abort_handler(cmd: ScsiCmnd) -> None:
+    """scmd_eh_abort_handler(): abort at the LLD; on success retry (or finish) the command
+    with DID_TIME_OUT, else hand it to the error handler."""
+    import trio
+    from ._scsi_lib import scsi_finish_command
+
+    await trio.sleep(ABORT_WORK_DELAY)
+    _scmd_info(cmd, "aborting command")
+    rtn = await scsi_try_to_abort_cmd(cmd)
+    if rtn != SUCCESS:
+        _scmd_info(cmd, f"cmd abort {'not send' if rtn == FAST_IO_FAIL else 'failed'}")
+        scsi_eh_scmd_add(cmd)
+        return
+    cmd.set_host_byte(_DID_TIME_OUT)
+    if not scsi_noretry_cmd(cmd) and scsi_cmd_retry_allowed(cmd) and _should_retry(cmd):
+        _scmd_info(cmd, "retry aborted command", KernLevel.WARNING)
+        scsi_queue_insert_eh_retry(cmd)
+    else:
+        _scmd_info(cmd, "finish aborted command", KernLevel.WARNING)
+        scsi_finish_command(cmd.request, cmd)
+
+
+def scsi_queue_insert_eh_retry(cmd: ScsiCmnd) -> None:
+    """scsi_queue_insert(cmd, SCSI_MLQUEUE_EH_RETRY): budgets back, the request goes to blk-mq
+    again (it keeps its prepared state, as RQF_DONTPREP does)."""
+    from ._scsi_lib import _release_budgets, _requeue
+    rq = cmd.request
+    rq.extra["scsi_complete_state"] = False
+    _release_budgets(cmd.device)
+    _requeue(rq, 0.0)
+
+
+def scsi_eh_scmd_add(cmd: ScsiCmnd) -> None:
+    """scsi_eh_scmd_add(): host into recovery, command onto eh_cmd_q, wake the handler."""
+    from ._hosts import HostState, scsi_host_set_state
+
+    shost = cmd.device.host
+    if scsi_host_set_state(shost, HostState.SHOST_RECOVERY):
+        scsi_host_set_state(shost, HostState.SHOST_CANCEL_RECOVERY)
+    rq = cmd.request
+    drv = cmd.device.driver_ops
+    if rq is not None and not rq.is_passthrough and drv is not None:
+        eh_reset = getattr(drv, "eh_reset", None)      # scsi_eh_reset()
+        if eh_reset is not None:
+            eh_reset(cmd)
+    eh = _host_eh(shost)
+    eh.cmd_q.append(cmd)
+    shost.host_failed += 1
+    scsi_eh_wakeup(shost)
+
+
+def scsi_eh_wakeup(shost: Any) -> None:
+    """scsi_eh_wakeup(): start (or wake) the host's error handler task."""
+    eh = _host_eh(shost)
+    if eh.wakeup is not None:
+        eh.wakeup.set()
+    if eh.running:
+        return
+    nursery = shost.kernel.nursery
+    if nursery is None:
+        raise RuntimeError("scsi_eh: the error handler needs kernel.nursery")
+    eh.running = True
+    nursery.start_soon(scsi_error_handler, shost)
+
+
+async def scsi_error_handler(shost: Any) -> None:
+    """scsi_error_handler(): the scsi_eh_N thread. Runs recovery once every outstanding command
+    of the host has either failed or completed (host_failed == scsi_host_busy)."""
+    import trio
+
+    eh = _host_eh(shost)
+    try:
+        while shost.host_failed:
+            if shost.host_failed != shost.scsi_host_busy():
+                _shost_info(shost, f"scsi_eh_{shost.host_no}: sleeping", 1)
+                eh.wakeup = trio.Event()
+                with trio.move_on_after(_EH_POLL * 20):
+                    await eh.wakeup.wait()
+                eh.wakeup = None
+                continue
+            _shost_info(shost, f"scsi_eh_{shost.host_no}: waking up 0/{shost.host_failed}/"
+                               f"{shost.scsi_host_busy()}", 1)
+            await scsi_unjam_host(shost)
+            shost.host_failed = 0
+            scsi_restart_operations(shost)
+    finally:
+        eh.running = False
+
+
+async def scsi_unjam_host(shost: Any) -> None:
+    """scsi_unjam_host(): sense, then the reset ladder, then finish or retry everything."""
+    eh = _host_eh(shost)
+    work_q, eh.cmd_q = eh.cmd_q, []
+    done_q: list[ScsiCmnd] = []
+    if not await scsi_eh_get_sense(work_q, done_q):
+        await scsi_eh_ready_devs(shost, work_q, done_q)
+    scsi_eh_flush_done_q(done_q)
+
+
+def scsi_restart_operations(shost: Any) -> None:
+    """scsi_restart_operations(): host back to running, queues restarted."""
+    from ._hosts import HostState, scsi_host_set_state
+
+    _shost_info(shost, "waking up host to restart")
+    if scsi_host_set_state(shost, HostState.SHOST_RUNNING):
+        if scsi_host_set_state(shost, HostState.SHOST_CANCEL):
+            scsi_host_set_state(shost, HostState.SHOST_DEL)
+    tag_set = getattr(shost, "tag_set", None)
+    if tag_set is not None:
+        tag_set._kick_restart()
+
+
+def _sense_valid(cmd: ScsiCmnd) -> bool:
+    """SCSI_SENSE_VALID()"""
+    return (cmd.sense_buffer[0] & 0x70) == 0x70
+
+
+async def scsi_eh_get_sense(work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]) -> bool:
+    """scsi_eh_get_sense(): REQUEST SENSE for failed commands without sense data (not for
+    timeouts); True when nothing is left to recover."""
+    for cmd in list(work_q):
+        if _eflags(cmd) & SCSI_EH_ABORT_SCHEDULED or _sense_valid(cmd):
+            continue
+        _scmd_info(cmd, f"{'scsi_eh'}: requesting sense")
+        rtn = await scsi_send_eh_cmnd(cmd, _REQUEST_SENSE, cmd.device.eh_timeout, keep_sense=True)
+        _scmd_info(cmd, f"scsi_eh: sense requested, result {rtn:x}")
+        if rtn != SUCCESS:
+            continue
+        rtn = scsi_decide_disposition(cmd)
+        if rtn == SUCCESS:
+            if not cmd.result:
+                cmd.result |= HostByte.DID_TIME_OUT << 16   # let the upper driver see a failure
+        elif rtn != NEEDS_RETRY:
+            continue
+        work_q.remove(cmd)
+        done_q.append(cmd)
+    return not work_q
+
+
+def scsi_eh_completed_normally(cmd: ScsiCmnd) -> Disposition:
+    """scsi_eh_completed_normally(): how an EH command (TUR, STU, REQUEST SENSE) ended."""
+    hb = cmd.host_byte
+    if hb == _DID_RESET:
+        return scsi_check_sense(cmd, submitted_by_eh=True)
+    if hb != HostByte.DID_OK:
+        return FAILED
+    status = cmd.status
+    if status in (SamStat.GOOD, SamStat.COMMAND_TERMINATED, SamStat.CONDITION_MET,
+                  SamStat.INTERMEDIATE, SamStat.INTERMEDIATE_CONDITION_MET):
+        return SUCCESS
+    if status == SamStat.CHECK_CONDITION:
+        return scsi_check_sense(cmd, submitted_by_eh=True)
+    if status == SamStat.RESERVATION_CONFLICT:
+        return SUCCESS if cmd.cmnd[0] == 0x00 else FAILED
+    if status in (SamStat.TASK_SET_FULL, SamStat.BUSY):
+        return NEEDS_RETRY
+    return FAILED
+
+
+async def scsi_send_eh_cmnd(cmd: ScsiCmnd, cdb: bytes, timeout: float, *, keep_sense: bool = False) -> Disposition:
+    """scsi_send_eh_cmnd(): borrow the failed command (scsi_eh_prep_cmnd) to send ``cdb``
+    straight to the LLD, wait up to ``timeout`` seconds, judge the answer, restore the command.
+    A command that does not answer is aborted (scsi_abort_eh_cmnd) and counts as FAILED.
+    With ``keep_sense`` (REQUEST SENSE) the data received becomes the command's sense."""
+    import trio
+    from ._scsi_logging import scsi_log_completion, scsi_log_send
+
+    sdev = cmd.device
+    shost = sdev.host
+    saved = (cmd.cmnd, cmd.sc_data_direction, cmd.sdb, cmd.transfersize, cmd.result, cmd.resid,
+             bytes(cmd.sense_buffer), cmd.scsi_done, cmd.done)
+    buf = None
+    mem = getattr(shost.kernel, "memory", None)
+    if keep_sense and mem is not None:
+        buf = mem.alloc(len(cmd.sense_buffer))
+    cmd.cmnd = cdb
+    cmd.sdb = buf
+    cmd.transfersize = buf.length if buf is not None else 0
+    cmd.sc_data_direction = DmaDirection.DMA_FROM_DEVICE if buf is not None else DmaDirection.DMA_NONE
+    cmd.result = 0
+    cmd.resid = 0
+    cmd.sense_buffer[:] = bytes(len(cmd.sense_buffer))
+    done = trio.Event()
+
+    def scsi_eh_done(c: ScsiCmnd) -> None:
+        _scmd_info(c, f"scsi_eh_done result: {c.result:x}")
+        c.done = True
+        done.set()
+
+    cmd.scsi_done = scsi_eh_done
+    cmd.done = False
+    scsi_log_send(cmd)
+    answered = False
+    try:
+        while sdev.sdev_state.name == "SDEV_BLOCK" and timeout > 0:
+            await trio.sleep(0.1)
+            timeout -= 0.1
+        if sdev.sdev_state.name == "SDEV_BLOCK" or shost.hostt.queuecommand(shost, cmd):
+            rtn = FAILED
+        else:
+            with trio.move_on_after(timeout):
+                await done.wait()
+                answered = True
+            rtn = SUCCESS
+        scsi_log_completion(cmd, rtn)
+        if answered:
+            rtn = scsi_eh_completed_normally(cmd)
+            if rtn == ADD_TO_MLQUEUE:
+                rtn = NEEDS_RETRY
+            elif rtn not in (SUCCESS, NEEDS_RETRY, FAILED):
+                rtn = FAILED
+        elif rtn != FAILED:
+            await scsi_abort_eh_cmnd(cmd)
+            rtn = FAILED
+        sense_data = bytes(buf.view[:buf.length]) if buf is not None and answered else b""
+    finally:
+        (cmd.cmnd, cmd.sc_data_direction, cmd.sdb, cmd.transfersize, cmd.result, cmd.resid,
+         sense, cmd.scsi_done, cmd.done) = saved
+        cmd.sense_buffer[:] = sense
+        if buf is not None:
+            mem.free(buf)
+    if keep_sense and sense_data and rtn == SUCCESS:
+        n = min(len(sense_data), len(cmd.sense_buffer))
+        cmd.sense_buffer[:n] = sense_data[:n]
+    return Disposition(rtn)
+
+
+async def scsi_abort_eh_cmnd(cmd: ScsiCmnd) -> None:
+    """scsi_abort_eh_cmnd(): an EH command got no answer; abort it, escalating."""
+    if await scsi_try_to_abort_cmd(cmd) != SUCCESS:
+        if await scsi_try_bus_device_reset(cmd) != SUCCESS:
+            if await scsi_try_target_reset(cmd) != SUCCESS:
+                if await scsi_try_bus_reset(cmd) != SUCCESS:
+                    await scsi_try_host_reset(cmd)
+
+
+def _report_device_reset(sdev: Any) -> None:
+    """__scsi_report_device_reset(): expect the reset's unit attention."""
+    sdev.expecting_cc_ua = True
+    sdev.extra["was_reset"] = True
+
+
+async def scsi_try_bus_device_reset(cmd: ScsiCmnd) -> Disposition:
+    handler = getattr(cmd.device.host.hostt, "eh_device_reset_handler", None)
+    if handler is None:
+        return FAILED
+    rtn = Disposition(await _maybe_await(handler(cmd)))
+    if rtn == SUCCESS:
+        _report_device_reset(cmd.device)
+    return rtn
+
+
+async def scsi_try_target_reset(cmd: ScsiCmnd) -> Disposition:
+    handler = getattr(cmd.device.host.hostt, "eh_target_reset_handler", None)
+    if handler is None:
+        return FAILED
+    rtn = Disposition(await _maybe_await(handler(cmd)))
+    if rtn == SUCCESS:
+        for sdev in list(cmd.device.host.devices):
+            if sdev.sdev_target is cmd.device.sdev_target:
+                _report_device_reset(sdev)
+    return rtn
+
+
+def scsi_report_bus_reset(shost: Any, channel: int) -> None:
+    for sdev in list(shost.devices):
+        if sdev.channel == channel:
+            _report_device_reset(sdev)
+
+
+async def scsi_try_bus_reset(cmd: ScsiCmnd) -> Disposition:
+    import trio
+    shost = cmd.device.host
+    _scmd_info(cmd, "scsi_try_bus_reset: Snd Bus RST")
+    handler = getattr(shost.hostt, "eh_bus_reset_handler", None)
+    if handler is None:
+        return FAILED
+    rtn = Disposition(await _maybe_await(handler(cmd)))
+    if rtn == SUCCESS:
+        if not getattr(shost.hostt, "skip_settle_delay", False):
+            await trio.sleep(BUS_RESET_SETTLE_TIME)
+        scsi_report_bus_reset(shost, cmd.device.channel)
+    return rtn
+
+
+async def scsi_try_host_reset(cmd: ScsiCmnd) -> Disposition:
+    import trio
+    shost = cmd.device.host
+    _shost_info(shost, "Snd Host RST")
+    handler = getattr(shost.hostt, "eh_host_reset_handler", None)
+    if handler is None:
+        return FAILED
+    rtn = Disposition(await _maybe_await(handler(cmd)))
+    if rtn == SUCCESS:
+        if not getattr(shost.hostt, "skip_settle_delay", False):
+            await trio.sleep(HOST_RESET_SETTLE_TIME)
+        scsi_report_bus_reset(shost, cmd.device.channel)
+    return rtn
+
+
+async def scsi_eh_tur(cmd: ScsiCmnd) -> int:
+    """scsi_eh_tur(): 0 when the device answers TEST UNIT READY (one retry)."""
+    retry_cnt = 1
+    while True:
+        rtn = await scsi_send_eh_cmnd(cmd, _TUR, cmd.device.eh_timeout)
+        _scmd_info(cmd, f"scsi_eh_tur return: {rtn:x}")
+        if rtn == NEEDS_RETRY and retry_cnt:
+            retry_cnt -= 1
+            continue
+        return 0 if rtn in (SUCCESS, NEEDS_RETRY) else 1
+
+
+async def scsi_eh_try_stu(cmd: ScsiCmnd) -> int:
+    """scsi_eh_try_stu(): START UNIT for devices that allow restart; 0 when ready."""
+    if cmd.device.allow_restart:
+        rtn: Disposition = NEEDS_RETRY
+        for _ in range(2):
+            if rtn != NEEDS_RETRY:
+                break
+            rtn = await scsi_send_eh_cmnd(cmd, _STU, cmd.device.eh_timeout)
+        if rtn == SUCCESS:
+            return 0
+    return 1
+
+
+def scsi_eh_action(cmd: ScsiCmnd, rtn: Disposition) -> Disposition:
+    """scsi_eh_action(): the upper driver's eh_action (sd: offline a disk whose medium access
+    keeps timing out while TUR works)."""
+    rq = cmd.request
+    if rq is not None and not rq.is_passthrough:
+        drv = cmd.device.driver_ops
+        action = getattr(drv, "eh_action", None) if drv is not None else None
+        if action is not None:
+            rtn = Disposition(action(cmd, rtn))
+    return rtn
+
+
+async def scsi_eh_test_devices(cmd_list: list[ScsiCmnd], work_q: list[ScsiCmnd],
+                               done_q: list[ScsiCmnd], try_stu: bool) -> bool:
+    """scsi_eh_test_devices(): TUR (and START UNIT) each device; its commands are done if it
+    answers, back on work_q otherwise."""
+    while cmd_list:
+        cmd = cmd_list[0]
+        sdev = cmd.device
+        finish = (not sdev.online
+                  or (try_stu and not await scsi_eh_try_stu(cmd) and not await scsi_eh_tur(cmd))
+                  or not await scsi_eh_tur(cmd))
+        for c in [c for c in cmd_list if c.device is sdev]:
+            cmd_list.remove(c)
+            if finish and (try_stu or scsi_eh_action(c, SUCCESS) == SUCCESS):
+                done_q.append(c)
+            else:
+                work_q.append(c)
+    return not work_q
+
+
+def _devices(shost: Any) -> list[Any]:
+    return list(getattr(shost, "devices", []))
+
+
+async def scsi_eh_stu(shost: Any, work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]) -> bool:
+    """scsi_eh_stu(): START UNIT where the sense says the device needs it."""
+    for sdev in _devices(shost):
+        stu_cmd = next((c for c in work_q if c.device is sdev and _sense_valid(c)
+                        and scsi_check_sense(c) == FAILED), None)
+        if stu_cmd is None:
+            continue
+        _eh_sdev_info(sdev, "scsi_eh: Sending START_UNIT")
+        if not await scsi_eh_try_stu(stu_cmd):
+            if not sdev.online or not await scsi_eh_tur(stu_cmd):
+                for c in [c for c in work_q if c.device is sdev]:
+                    if scsi_eh_action(c, SUCCESS) == SUCCESS:
+                        work_q.remove(c)
+                        done_q.append(c)
+        else:
+            _eh_sdev_info(sdev, "scsi_eh: START_UNIT failed")
+    return not work_q
+
+
+def _eh_sdev_info(sdev: Any, text: str) -> None:
+    if _eh_log(sdev, 3):
+        from ._scsi_logging import sdev_printk
+        sdev_printk(KernLevel.INFO, sdev, text)
+
+
+async def scsi_eh_bus_device_reset(shost: Any, work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]) -> bool:
+    """scsi_eh_bus_device_reset(): LUN reset of each device with failed commands, then TUR."""
+    for sdev in _devices(shost):
+        bdr_cmd = next((c for c in work_q if c.device is sdev), None)
+        if bdr_cmd is None:
+            continue
+        _eh_sdev_info(sdev, "scsi_eh: Sending BDR")
+        rtn = await scsi_try_bus_device_reset(bdr_cmd)
+        if rtn in (SUCCESS, FAST_IO_FAIL):
+            if not sdev.online or rtn == FAST_IO_FAIL or not await scsi_eh_tur(bdr_cmd):
+                for c in [c for c in work_q if c.device is sdev]:
+                    if scsi_eh_action(c, rtn) != FAILED:
+                        work_q.remove(c)
+                        done_q.append(c)
+        else:
+            _eh_sdev_info(sdev, "scsi_eh: BDR failed")
+    return not work_q
+
+
+async def scsi_eh_target_reset(shost: Any, work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]) -> bool:
+    """scsi_eh_target_reset(): reset each target with failed commands, then test them."""
+    tmp_list, work_q[:] = list(work_q), []
+    check_list: list[ScsiCmnd] = []
+    while tmp_list:
+        target_id = tmp_list[0].device.id
+        _shost_info(shost, f"scsi_eh: Sending target reset to target {target_id}")
+        rtn = await scsi_try_target_reset(tmp_list[0])
+        if rtn not in (SUCCESS, FAST_IO_FAIL):
+            _shost_info(shost, f"scsi_eh: Target reset failed target: {target_id}")
+        for c in [c for c in tmp_list if c.device.id == target_id]:
+            tmp_list.remove(c)
+            if rtn == SUCCESS:
+                check_list.append(c)
+            elif rtn == FAST_IO_FAIL:
+                done_q.append(c)
+            else:
+                work_q.insert(0, c)
+    return await scsi_eh_test_devices(check_list, work_q, done_q, False)
+
+
+async def scsi_eh_bus_reset(shost: Any, work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]) -> bool:
+    """scsi_eh_bus_reset(): reset each channel with failed commands, then test."""
+    check_list: list[ScsiCmnd] = []
+    for channel in range(shost.max_channel + 1):
+        chan_cmd = next((c for c in work_q if c.device.channel == channel), None)
+        if chan_cmd is None:
+            continue
+        _shost_info(shost, f"scsi_eh: Sending BRST chan: {channel}")
+        rtn = await scsi_try_bus_reset(chan_cmd)
+        if rtn in (SUCCESS, FAST_IO_FAIL):
+            for c in [c for c in work_q if c.device.channel == channel]:
+                work_q.remove(c)
+                (done_q if rtn == FAST_IO_FAIL else check_list).append(c)
+        else:
+            _shost_info(shost, f"scsi_eh: BRST failed chan: {channel}")
+    return await scsi_eh_test_devices(check_list, work_q, done_q, False)
+
+
+async def scsi_eh_host_reset(shost: Any, work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]) -> bool:
+    """scsi_eh_host_reset(): reset the whole HBA, then test every device (with START UNIT)."""
+    check_list: list[ScsiCmnd] = []
+    if work_q:
+        _shost_info(shost, "scsi_eh: Sending HRST")
+        rtn = await scsi_try_host_reset(work_q[0])
+        if rtn == SUCCESS:
+            check_list, work_q[:] = list(work_q), []
+        elif rtn == FAST_IO_FAIL:
+            done_q.extend(work_q)
+            work_q.clear()
+        else:
+            _shost_info(shost, "scsi_eh: HRST failed")
+    return await scsi_eh_test_devices(check_list, work_q, done_q, True)
+
+
+def scsi_eh_offline_sdevs(work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]) -> None:
+    """scsi_eh_offline_sdevs(): the devices that did not recover go offline."""
+    from ._scsi_lib import SdevState, scsi_device_set_state
+    from ._scsi_logging import sdev_printk
+
+    for cmd in list(work_q):
+        sdev_printk(KernLevel.INFO, cmd.device, "Device offlined - not ready after error recovery")
+        scsi_device_set_state(cmd.device, SdevState.SDEV_OFFLINE)
+        work_q.remove(cmd)
+        done_q.append(cmd)
+
+
+async def scsi_eh_ready_devs(shost: Any, work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]) -> None:
+    """scsi_eh_ready_devs(): the escalation ladder."""
+    if not await scsi_eh_stu(shost, work_q, done_q):
+        if not await scsi_eh_bus_device_reset(shost, work_q, done_q):
+            if not await scsi_eh_target_reset(shost, work_q, done_q):
+                if not await scsi_eh_bus_reset(shost, work_q, done_q):
+                    if not await scsi_eh_host_reset(shost, work_q, done_q):
+                        scsi_eh_offline_sdevs(work_q, done_q)
+
+
+def scsi_eh_flush_done_q(done_q: list[ScsiCmnd]) -> None:
+    """scsi_eh_flush_done_q(): retry what may be retried, finish the rest (DID_TIME_OUT when
+    no result was set)."""
+    from ._scsi_lib import scsi_finish_command
+
+    for cmd in done_q:
+        if cmd.device.online and not scsi_noretry_cmd(cmd) and scsi_cmd_retry_allowed(cmd) \
+                and _should_retry(cmd):
+            _scmd_info(cmd, "scsi_eh: flush retry cmd")
+            scsi_queue_insert_eh_retry(cmd)
+        else:
+            if not cmd.result:
+                cmd.result |= _DID_TIME_OUT << 16
+            _scmd_info(cmd, "scsi_eh: flush finish cmd")
+            cmd.request.extra["scsi_complete_state"] = False
+            scsi_finish_command(cmd.request, cmd)
+    done_q.clear()

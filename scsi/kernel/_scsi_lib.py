@@ -27,6 +27,7 @@ from vscsifs.scsi.block._blk_types import BlkMqOps, BlkStatus, ReqFlag, ReqOp, R
 
 from ._printk import KernLevel
 from ._scsi_cmnd import DmaDirection, ScsiCmnd
+from ._scsi_error import SUCCESS as SUCCESS_DISPOSITION
 from ._scsi_error import (ADD_TO_MLQUEUE, NEEDS_RETRY, ScsiSenseHdr, ScsimlStat,
                           SenseKey, scsi_decide_disposition, scsi_ml_byte, scsi_normalize_sense,
                           scsi_status_is_check_condition)
@@ -451,6 +452,8 @@ def scsi_prepare_cmd(rq: Request, cmd: ScsiCmnd) -> BlkStatus:
     cmd.sdb = rq.buffer
     cmd.transfersize = rq.nr_bytes
     cmd.timeout = rq.timeout
+    rq.extra["eh_eflags"] = 0
+    rq.extra["jiffies_at_alloc"] = trio.current_time() if _in_trio() else 0.0
     if rq.is_passthrough:
         cmd.cmnd = rq.cmd
         cmd.allowed = rq.retries
@@ -466,6 +469,23 @@ def scsi_prepare_cmd(rq: Request, cmd: ScsiCmnd) -> BlkStatus:
     if drv is None:
         return BlkStatus.BLK_STS_IOERR
     return BlkStatus(drv.init_command(cmd))
+
+
+def _in_trio() -> bool:
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return False
+    return True
+
+
+def scmd_age(cmd: ScsiCmnd) -> int:
+    """(jiffies - scmd->jiffies_at_alloc) / HZ: seconds since the command was prepared."""
+    rq = cmd.request
+    start = rq.extra.get("jiffies_at_alloc") if rq is not None else None
+    if not start or not _in_trio():
+        return 0
+    return int(trio.current_time() - start)
 
 
 def _release_budgets(sdev: ScsiDevice) -> None:
@@ -597,36 +617,12 @@ def scsi_timeout(rq: Request) -> int:
     if rq.extra.get("scsi_complete_state"):
         return BLK_EH_RESET_TIMER               # a real completion won the race
     rq.extra["scsi_complete_state"] = True
-    nursery = shost.kernel.nursery
-    if nursery is None:
-        _timeout_finish(rq, cmd, aborted=False)
-    else:
-        nursery.start_soon(_scmd_eh_abort_handler, rq, cmd)
-    return BLK_EH_DONE
-
-
-async def _scmd_eh_abort_handler(rq: Request, cmd: ScsiCmnd) -> None:
-    """scmd_eh_abort_handler(): abort the command at the LLD, then retry or finish it."""
     from ._scsi_error import SUCCESS as ML_SUCCESS
-
-    abort = getattr(cmd.device.host.hostt, "eh_abort_handler", None)
-    ok = False
-    if abort is not None:
-        ok = await maybe_await(abort(cmd)) == ML_SUCCESS
-    _timeout_finish(rq, cmd, aborted=ok)
-
-
-def _timeout_finish(rq: Request, cmd: ScsiCmnd, aborted: bool) -> None:
-    from ._scsi_error import scsi_cmd_retry_allowed
-
-    sdev: ScsiDevice = cmd.device
-    rq.extra["scsi_complete_state"] = False
-    if aborted and not getattr(cmd, "noretry", False) and scsi_cmd_retry_allowed(cmd):
-        _release_budgets(sdev)
-        _requeue(rq, 0.0)
-        return
-    cmd.set_host_byte(0x03)                      # DID_TIME_OUT
-    scsi_finish_command(rq, cmd)
+    from ._scsi_error import scsi_abort_command, scsi_eh_scmd_add
+    if scsi_abort_command(cmd) != ML_SUCCESS:
+        cmd.set_host_byte(0x03)                  # DID_TIME_OUT
+        scsi_eh_scmd_add(cmd)
+    return BLK_EH_DONE
 
 
 def scsi_complete(rq: Request) -> None:
@@ -644,9 +640,13 @@ def scsi_complete(rq: Request) -> None:
         _release_budgets(sdev)
         _requeue(rq, 0.0 if disposition == NEEDS_RETRY else SCSI_QUEUE_DELAY)
         return
-    # SUCCESS, and FAILED which would go to the error handler: vscsifs has none, so the
-    # command completes with its error as the kernel's would once recovery gave up
-    scsi_finish_command(rq, cmd)
+    if disposition == SUCCESS_DISPOSITION:
+        scsi_finish_command(rq, cmd)
+        return
+    # FAILED (and anything else): the error handler owns the command now
+    from ._scsi_error import scsi_eh_scmd_add
+    rq.extra["scsi_complete_state"] = True
+    scsi_eh_scmd_add(cmd)
 
 
 def scsi_finish_command(rq: Request, cmd: ScsiCmnd) -> None:
@@ -803,7 +803,7 @@ def scsi_io_completion_action(rq: Request, cmd: ScsiCmnd, result: int,
                 level = scsi_log_level(kernel, LogShift.MLCOMPLETE)
             if not level:
                 from ._scsi_error import FAILED
-                scsi_print_result(cmd, None, FAILED)
+                scsi_print_result(cmd, None, FAILED, scmd_age(cmd))
                 if sshdr is not None:
                     scsi_print_sense(cmd)
                 scsi_print_command(cmd)

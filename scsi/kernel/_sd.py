@@ -1770,6 +1770,44 @@ class SdDriver:
     def done(self, cmd: ScsiCmnd) -> int:
         return sd_done(cmd)
 
+    def eh_action(self, cmd: ScsiCmnd, eh_disp: int) -> int:
+        return sd_eh_action(cmd, eh_disp)
+
+    def eh_reset(self, cmd: ScsiCmnd) -> None:
+        """sd_eh_reset(): a new error-handling round may count a medium access timeout again."""
+        disk = getattr(getattr(cmd.request, "q", None), "disk", None)
+        if disk is not None:
+            scsi_disk(disk).ignore_medium_access_errors = False
+
+
+def sd_eh_action(cmd: ScsiCmnd, eh_disp: int) -> int:
+    """sd_eh_action(): a medium access command timed out but TEST UNIT READY works; after
+    max_medium_access_timeouts of those the disk goes offline."""
+    from ._scsi_error import SUCCESS
+    from ._scsi_lib import SdevState, scsi_device_set_state
+
+    sdev = cmd.device
+    rq = cmd.request
+    disk = getattr(getattr(rq, "q", None), "disk", None)
+    if (disk is None or not scsi_device_online(sdev) or not cmd.cmnd
+            or cmd.cmnd[0] not in _MEDIUM_ACCESS_OPCODES or cmd.host_byte != 0x03 or eh_disp != SUCCESS):
+        return eh_disp
+    sdkp = scsi_disk(disk)
+    if not getattr(sdkp, "ignore_medium_access_errors", False):
+        sdkp.medium_access_timed_out += 1
+        sdkp.ignore_medium_access_errors = True
+    if sdkp.medium_access_timed_out >= sdkp.max_medium_access_timeouts:
+        from ._scsi_logging import scmd_printk
+        scmd_printk(KernLevel.ERR, cmd, "Medium access timeout failure. Offlining disk!")
+        scsi_device_set_state(sdev, SdevState.SDEV_OFFLINE)
+        return SUCCESS
+    return eh_disp
+
+
+# scsi_medium_access_command(): READ/WRITE/VERIFY/WRITE SAME/SYNCHRONIZE CACHE/UNMAP/FORMAT...
+_MEDIUM_ACCESS_OPCODES = frozenset({0x04, 0x08, 0x0A, 0x28, 0x2A, 0x2E, 0x2F, 0x35, 0x41, 0x42, 0x88, 0x8A,
+                                    0x8E, 0x8F, 0x91, 0x93, 0xA8, 0xAA, 0xAE, 0xAF, 0x7F, 0x9E})
+
 
 _GONE = ("SDEV_DEL", "SDEV_CANCEL")
 
