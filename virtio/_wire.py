@@ -175,12 +175,16 @@ def scsi_config_offset(name: str) -> tuple[int, int]:
 
 
 def lun_encode(target: int, lun: int) -> bytes:
-    """virtio_scsi_init_hdr(): lun[0]=1, lun[1]=target, lun[2..3]=0x40|lun>>8, lun&0xff."""
+    """virtio_scsi_init_hdr(): lun[0]=1, lun[1]=target, lun[2..3]=0x40|lun>>8, lun&0xff (u8 stores).
+
+    ``lun`` is the midlayer's number (scsilun_to_int), which for a flat-space REPORT LUNS entry
+    already carries the 0x40 address method (LUN 300 is 16684 = 0x412c): the kernel ORs 0x40 in
+    again and truncates to a byte, and QEMU masks with 0x3fff, so any LUN up to max_lun works."""
     if not 0 <= target <= 255:
         raise ValueError(f"virtio-scsi target {target} out of range 0..255")
-    if not 0 <= lun <= 0x3FFF:
-        raise ValueError(f"virtio-scsi LUN {lun} out of range 0..16383")
-    return bytes((1, target, (lun >> 8) | 0x40, lun & 0xFF, 0, 0, 0, 0))
+    if lun < 0:
+        raise ValueError(f"virtio-scsi LUN {lun} is negative")
+    return bytes((1, target, ((lun >> 8) | 0x40) & 0xFF, lun & 0xFF, 0, 0, 0, 0))
 
 
 def lun_decode(lun: bytes) -> tuple[int, int] | None:

@@ -241,7 +241,9 @@ def _target_send_command(bus: SCSIBus | None, dev: SCSIDevice, lun: int, cmd: SC
             return check_condition(SenseCode.INVALID_FIELD)
         luns = [0]
         devices = bus.devices if bus is not None else [dev]
-        luns += [d.lun for d in devices if d.channel == dev.channel and d.id == dev.id and d.lun != 0]
+        # qbus children order, newest first (bus_add_child: QTAILQ_INSERT_HEAD): the golden
+        # sparse capture lists LUN 7 before LUN 2, the kernel scans and names them in that order
+        luns += [d.lun for d in reversed(devices) if d.channel == dev.channel and d.id == dev.id and d.lun != 0]
         body = b"".join(_store_lun(n) for n in luns)
         full = _BE32.pack(len(body)) + bytes(4) + body
         data = full[: min(len(full), cmd.xfer & ~7)]

@@ -167,8 +167,12 @@ def test_lun_encoding_round_trip():
     assert lun_decode(bytes([1, 2, 0, 5, 0, 0, 0, 0])) == (2, 5)
     assert lun_decode(bytes([2, 0, 0, 0, 0, 0, 0, 0])) is None
     assert lun_decode(bytes([1, 0, 0x80, 0, 0, 0, 0, 0])) is None
+    # the midlayer's number for REPORT LUNS entry 41 2c (flat space LUN 300) is 16684: the
+    # kernel sends it as 41 2c and QEMU finds LUN 300 (golden sparse capture, 0:0:5:16684)
+    assert lun_encode(5, 16684) == bytes([1, 5, 0x41, 0x2C, 0, 0, 0, 0])
+    assert lun_decode(lun_encode(5, 16684)) == (5, 300)
     with pytest.raises(ValueError):
-        lun_encode(0, 16384)
+        lun_encode(256, 0)
 
 
 def test_config_defaults_qemu_72():
