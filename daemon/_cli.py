@@ -1,8 +1,11 @@
-"""`vscsifs run [--mount DIR] [--data-dir DIR] [--log-level L] [QEMU options...]`
+"""`vscsifs run [--config FILE] [--mount DIR] [--data-dir DIR] [--log-level L] [QEMU options...]`
+and `vscsifs config --from-qemu [QEMU options...]` / `vscsifs config --check FILE`.
 
 vscsifs's own options are long options (``--mount``); everything else on the line is QEMU's
 syntax (``-device``, ``-drive``, ``-smp``, ``-m``, ``-append``, ``-qmp``) so a user can paste
-a QEMU command line. With no -device/-drive it runs the seed machine, creating its images.
+a QEMU command line. ``--config FILE`` reads the machine from a TOML file instead (the form a
+systemd service uses; SIGHUP re-reads it). With neither it runs the seed machine, creating
+its images.
 """
 
 from __future__ import annotations
@@ -15,20 +18,26 @@ from dataclasses import dataclass, field
 
 from ._config import ConfigError, MachineConfig, ensure_seed_images, seed_config
 from ._qemu_args import parse_qemu_args
+from ._service import setup_logging
 
 log = logging.getLogger("vscsifs")
 
 USAGE = """\
-usage: vscsifs run [--mount DIR] [--data-dir DIR] [--log-level LEVEL] [--quiet]
+usage: vscsifs run [--config FILE] [--mount DIR] [--data-dir DIR] [--log-level LEVEL] [--quiet]
                    [QEMU options: -device ... -drive ... -smp N -m SIZE -append '...']
+       vscsifs config --from-qemu [--data-dir DIR] [QEMU options]   print them as a TOML file
+       vscsifs config --check FILE                                  validate a TOML file
 
 Emulates the virtio-scsi machine the QEMU options describe, runs the Linux kernel's SCSI
 scan against it and serves DIR/sys, DIR/dev and DIR/proc until SIGINT or SIGTERM.
 
-  --mount DIR      mount point (default: {mount})
+  --config FILE    the machine as a TOML file (see systemd/example.toml); not with -device/-drive.
+                   SIGHUP re-reads it and hotplugs/unplugs the difference
+  --mount DIR      mount point (default: the file's [service] mount, else {mount})
   --data-dir DIR   where the built-in default machine keeps boot.img and test.img
                    (default: {data})
-  --log-level L    the daemon's own messages: debug, info, warning, error (default: info)
+  --log-level L    the daemon's own messages: debug, info, warning, error (default: info);
+                   under systemd (JOURNAL_STREAM) lines carry <N> syslog priority prefixes
   --quiet          do not copy the emulated kernel's log to stderr
 
 The QMP monitor (QEMU Machine Protocol: device_add, device_del, blockdev-add, block_resize,
@@ -59,11 +68,12 @@ def default_data_dir() -> str:
 
 @dataclass
 class RunOptions:
-    mount: str
-    data_dir: str
-    log_level: str = "info"
+    mount: str | None
+    data_dir: str | None
+    log_level: str | None = None
     quiet: bool = False
     qemu_args: list[str] = field(default_factory=list)
+    config: str | None = None
 
 
 class UsageError(Exception):
@@ -71,11 +81,11 @@ class UsageError(Exception):
 
 
 def parse_run_args(argv: Sequence[str]) -> RunOptions:
-    opts = RunOptions(mount=default_mountpoint(), data_dir=default_data_dir())
+    opts = RunOptions(mount=None, data_dir=None)
     it = iter(argv)
     for arg in it:
         name, eq, value = arg.partition("=")
-        if name in ("--mount", "--data-dir", "--log-level"):
+        if name in ("--mount", "--data-dir", "--log-level", "--config"):
             if not eq:
                 value = next(it, None)
                 if value is None:
@@ -90,14 +100,31 @@ def parse_run_args(argv: Sequence[str]) -> RunOptions:
             opts.qemu_args.append(arg)
         else:
             opts.qemu_args.append(arg)
-    if opts.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+    if opts.log_level is not None and opts.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise UsageError(f"--log-level: unknown level '{opts.log_level}'")
     return opts
 
 
 def build_config(opts: RunOptions) -> tuple[MachineConfig, list[str]]:
+    """The machine to run; fills in opts.mount/data_dir/log_level (command line, else the
+    TOML file's [service] table, else the defaults)."""
     parsed = parse_qemu_args(opts.qemu_args)
     cfg = parsed.machine
+    if opts.config is not None:
+        if parsed.has_devices or any(a.lstrip("-") in ("smp", "m", "append") for a in opts.qemu_args):
+            raise ConfigError(f"--config {opts.config}: the machine comes from the file; "
+                              f"-device/-drive/-smp/-m/-append cannot be given with it")
+        from ._toml_config import load
+        tc = load(opts.config)
+        opts.mount = opts.mount or tc.service.mount
+        opts.data_dir = opts.data_dir or tc.service.data_dir
+        opts.log_level = opts.log_level or tc.service.log_level
+        cfg = tc.machine
+        cfg.warnings[:0] = parsed.machine.warnings
+        _fill_defaults(opts)
+        return cfg, parsed.qmp
+    _fill_defaults(opts)
+    assert opts.data_dir is not None
     if not parsed.has_devices:
         made = ensure_seed_images(opts.data_dir)
         for path in made:
@@ -114,12 +141,74 @@ def build_config(opts: RunOptions) -> tuple[MachineConfig, list[str]]:
     return cfg, parsed.qmp
 
 
+def _fill_defaults(opts: RunOptions) -> None:
+    opts.mount = opts.mount or default_mountpoint()
+    opts.data_dir = opts.data_dir or default_data_dir()
+    opts.log_level = opts.log_level or "info"
+
+
+CONFIG_USAGE = """\
+usage: vscsifs config --from-qemu [--data-dir DIR] [QEMU options...]
+       vscsifs config --check FILE
+
+  --from-qemu   print the machine the QEMU options describe as a TOML configuration
+                (without -device/-drive: the built-in seed machine over DIR's images)
+  --check FILE  validate FILE (keys, values, QEMU's checks, the images); exit 1 with the
+                problem named by file, line, table and key
+"""
+
+
+def config_main(argv: list[str]) -> int:
+    """`vscsifs config`: convert QEMU options to TOML, or check a TOML file."""
+    from ._toml_config import dumps, from_qemu_args, load
+    if not argv or argv[0] in ("-h", "--help"):
+        print(CONFIG_USAGE, file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    mode, rest = argv[0], argv[1:]
+    try:
+        if mode == "--check":
+            if len(rest) != 1:
+                print("vscsifs config --check: needs exactly one FILE\n\n" + CONFIG_USAGE, file=sys.stderr)
+                return 2
+            tc = load(rest[0])
+            for w in tc.machine.warnings:
+                print(f"vscsifs: warning: {w}", file=sys.stderr)
+            m = tc.machine
+            print(f"{rest[0]}: OK: {len(m.controllers)} controller(s), {len(m.devices)} device(s), "
+                  f"{len(m.drives)} drive(s)")
+            return 0
+        if mode == "--from-qemu":
+            data_dir = None
+            if rest and rest[0].split("=", 1)[0] == "--data-dir":
+                if "=" in rest[0]:
+                    data_dir, rest = rest[0].split("=", 1)[1], rest[1:]
+                elif len(rest) > 1:
+                    data_dir, rest = rest[1], rest[2:]
+                else:
+                    print("vscsifs config: --data-dir needs a value", file=sys.stderr)
+                    return 2
+            cfg, warnings = from_qemu_args(rest, seed_data_dir=os.path.abspath(data_dir or default_data_dir()))
+            for w in warnings:
+                print(f"vscsifs: warning: {w}", file=sys.stderr)
+            header = ("vscsifs machine configuration, from the QEMU options:\n  " + " ".join(rest)
+                      if rest else "vscsifs machine configuration: the built-in seed machine")
+            sys.stdout.write(dumps(cfg, header=header))
+            return 0
+    except ConfigError as e:
+        print(f"vscsifs: {e}", file=sys.stderr)
+        return 1
+    print(f"vscsifs config: unknown option '{mode}'\n\n" + CONFIG_USAGE, file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE.format(mount=default_mountpoint(), data=default_data_dir()))
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
+    if cmd == "config":
+        return config_main(rest)
     if cmd != "run":
         print(f"vscsifs: unknown command '{cmd}'\n\n" + USAGE.format(mount=default_mountpoint(),
                                                                     data=default_data_dir()), file=sys.stderr)
@@ -131,17 +220,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"vscsifs: {e}", file=sys.stderr)
         print(USAGE.format(mount=default_mountpoint(), data=default_data_dir()), file=sys.stderr)
         return 2 if str(e) else 0
-    logging.basicConfig(level=opts.log_level.upper(), format="vscsifs: %(levelname)s: %(message)s",
-                        stream=sys.stderr)
+    journal = setup_logging(opts.log_level or "info")
     try:
         cfg, qmp = build_config(opts)
     except ConfigError as e:
-        print(f"vscsifs: {e}", file=sys.stderr)
+        log.error("%s", e)
         return 1
+    setup_logging(opts.log_level or "info", journal=journal)
     for w in cfg.warnings:
         log.warning("%s", w)
     from ._machine import run_daemon
-    return run_daemon(cfg, opts.mount, quiet=opts.quiet, qmp=qmp)
+    assert opts.mount is not None
+    return run_daemon(cfg, opts.mount, quiet=opts.quiet, qmp=qmp,
+                      config_path=os.path.abspath(opts.config) if opts.config else None, journal=journal)
 
 
 if __name__ == "__main__":

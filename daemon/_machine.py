@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -26,7 +25,7 @@ from vscsifs.scsi.device import BlockBackend, BlockBackendError, SCSIBus, SCSICD
 from vscsifs.scsi.kernel import async_synchronize_full, bsg_init, scsi_scan_host, scsi_sysfs_register, sd_init, sg_init
 from vscsifs.scsi.kernel._kernel import Kernel
 from vscsifs.scsi.kernel._printk import KernLevel, Kmsg
-from vscsifs.scsi.kernel._sd import sr_init
+from vscsifs.scsi.kernel._sr import sr_init
 from vscsifs.virtio import GuestMemory, VirtIOPCIProxy, VirtIOSCSI, VirtIOSCSIConf, virtscsi_probe
 
 from ._config import ConfigError, ControllerConfig, MachineConfig
@@ -36,6 +35,7 @@ log = logging.getLogger("vscsifs")
 # pc (i440fx) machine: 00.0 host bridge, 01.x PIIX3, 02.0 VGA, 03.0 the default NIC; the first
 # -device without addr= lands in slot 4, as the golden guest's 0000:00:04.0 shows.
 FIRST_FREE_PCI_SLOT = 4
+POWER_OFF_TIMEOUT = 10.0   # seconds for the emulated kernel's shutdown (cache flushes) on the way out
 
 
 @dataclass
@@ -148,6 +148,19 @@ class Machine:
             await scsi_scan_host(shost)
         await async_synchronize_full(self.kernel)
 
+    async def power_off(self) -> None:
+        """kernel_power_off() -> device_shutdown(): every device's shutdown method, last added
+        first; for disks sd_shutdown(), which flushes a write-back cache (SYNCHRONIZE CACHE,
+        "Synchronizing SCSI cache")."""
+        from vscsifs.scsi.kernel._scsi_scan import shost_for_each_device
+        from vscsifs.scsi.kernel._sd import sd_shutdown
+        for shost in reversed(self.kernel.scsi_hosts):
+            for sdev in reversed(shost_for_each_device(shost)):
+                drv = sdev.sdev_gendev.driver
+                sdkp = sdev.sdev_gendev.driver_data
+                if getattr(drv, "name", None) == "sd" and sdkp is not None:
+                    await sd_shutdown(sdkp)
+
     def shutdown(self) -> None:
         """Flush and close the images (what QEMU does at exit)."""
         from ._hotplug import close_all
@@ -162,54 +175,39 @@ class Machine:
 
 
 async def serve_machine(machine: Machine, mountpoint: str,
-                        task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    """Boot, mount, serve until cancelled; unmount and flush on the way out."""
+                        task_status: Any = trio.TASK_STATUS_IGNORED, *, stop: trio.Event | None = None) -> None:
+    """Boot, mount, serve until cancelled or ``stop`` is set; unmount and flush on the way out.
+
+    With ``stop`` the way out is orderly: unmount first (no new I/O; detaching the loop
+    devices waits for the I/O in flight) while the emulated kernel still runs, then its
+    power-off (sd_shutdown's SYNCHRONIZE CACHE), then the images are flushed and closed."""
     os.makedirs(mountpoint, exist_ok=True)
     ops, devfs, _procfs = machine_operations(machine.kernel)
     try:
         async with trio.open_nursery() as nursery:
             await machine.boot(nursery)
-            await nursery.start(lambda task_status: serve(ops, mountpoint, devfs=devfs, task_status=task_status))
-            hosts = len(machine.hosts)
-            luns = sum(len(c.bus.devices) if hasattr(c.bus, "devices") else 0 for c in machine.controllers)
-            log.info("serving %s: %d host(s), %d LUN(s)", mountpoint, hosts, luns)
-            task_status.started()
+            async with trio.open_nursery() as fuse:
+                async def serve_task(task_status: Any) -> None:
+                    await serve(ops, mountpoint, devfs=devfs, task_status=task_status)
+                    fuse.cancel_scope.cancel()      # unmounted from outside: stop waiting for ``stop``
+                await fuse.start(serve_task)
+                hosts = len(machine.hosts)
+                luns = sum(len(c.bus.devices) if hasattr(c.bus, "devices") else 0 for c in machine.controllers)
+                log.info("serving %s: %d host(s), %d LUN(s)", mountpoint, hosts, luns)
+                task_status.started()
+                if stop is not None:                # else: serve until cancelled or unmounted
+                    await stop.wait()
+                    fuse.cancel_scope.cancel()
+            with trio.move_on_after(POWER_OFF_TIMEOUT):
+                await machine.power_off()
+            nursery.cancel_scope.cancel()
     finally:
         machine.shutdown()
 
 
-def run_daemon(cfg: MachineConfig, mountpoint: str, *, quiet: bool = False, qmp: list[str] | None = None) -> int:
-    """`vscsifs run`: foreground until SIGINT/SIGTERM, then a clean unmount; exit 0."""
-    try:
-        machine = Machine.create(cfg, console=None if quiet else sys.stderr)
-    except ConfigError as e:
-        print(f"vscsifs: {e}", file=sys.stderr)
-        return 1
-    from ._qmp import QMPServer, QMPSyntaxError, default_qmp_path, parse_qmp_option
-    try:
-        qmp_paths = [parse_qmp_option(q) for q in qmp] if qmp else [default_qmp_path(mountpoint)]
-    except QMPSyntaxError as e:
-        print(f"vscsifs: {e}", file=sys.stderr)
-        return 1
-
-    async def main() -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(serve_machine, machine, mountpoint)
-                # the QMP monitor (-qmp unix:PATH,server=on,wait=off; see _qmp.py for the default)
-                monitor = QMPServer(machine, quit=nursery.cancel_scope.cancel)
-                await nursery.start(monitor.serve, qmp_paths, bool(qmp))
-
-                async def wait_signal() -> None:
-                    async for sig in signals:
-                        log.info("%s: unmounting %s", signal.Signals(sig).name, mountpoint)
-                        nursery.cancel_scope.cancel()
-                        return
-                nursery.start_soon(wait_signal)
-
-    try:
-        trio.run(main)
-    except OSError as e:
-        print(f"vscsifs: {e}", file=sys.stderr)
-        return 1
-    return 0
+def run_daemon(cfg: MachineConfig, mountpoint: str, *, quiet: bool = False, qmp: list[str] | None = None,
+               config_path: str | None = None, journal: bool = False) -> int:
+    """`vscsifs run`: foreground until SIGINT/SIGTERM, then an orderly stop; exit 0. The
+    service side (sd_notify, watchdog, SIGHUP reload, instance lock) is daemon/_service.py."""
+    from ._service import run_service
+    return run_service(cfg, mountpoint, quiet=quiet, qmp=qmp, config_path=config_path, journal=journal)

@@ -453,7 +453,10 @@ def dumps(cfg: MachineConfig, *, service: ServiceOptions | None = None, header: 
     for dev in cfg.devices:
         table("device", _changed(dev, ScsiDeviceConfig(driver=dev.driver), _SCSI_DEVICE_PROPS),
               first=[f"driver = {toml_string(dev.driver)}"])
-    return "\n".join(out).lstrip("\n") + "\n"
+    text = "\n".join(out).lstrip("\n") + "\n"
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    return text
 
 
 def from_qemu_args(argv: list[str], *, seed_data_dir: str | None = None) -> tuple[MachineConfig, list[str]]:

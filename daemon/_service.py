@@ -1,0 +1,562 @@
+"""Running as a service: journal logging, one instance per mount point, sd_notify, SIGHUP reload,
+orderly SIGTERM.
+
+The life of a ``vscsifs run`` process, as systemd sees it (Type=notify):
+
+  start    take the mount point's instance lock (a refused start names the holder's pid),
+           clear a dead daemon's stale mount, boot the emulated machine, mount; then READY=1
+           and a STATUS= line (hosts, LUNs, mount point). WATCHDOG=1 is sent from the trio loop
+           from the first moment, so a boot or a handler that hangs the loop is caught.
+  SIGHUP   RELOADING=1; re-read the TOML file; a file that fails validation, or that changes
+           what only a restart can change (controllers, -smp, -m, -append), is refused and the
+           machine is left as it was; otherwise the difference is applied as hot-unplug and
+           hotplug through the emulated hardware (daemon/_hotplug.py: the guest learns of it
+           from virtio-scsi events, as a real guest would), and we wait until the driver side
+           has settled; then READY=1 with the new STATUS.
+  SIGTERM  STOPPING=1; stop serving: unmount (the loop devices are detached first, which waits
+  SIGINT   for in-flight I/O), then the kernel's power-off (device_shutdown: sd_shutdown sends
+           SYNCHRONIZE CACHE to write-back disks), flush and close the images, exit 0. A second
+           signal, or STOP_TIMEOUT, cuts the orderly part short.
+
+Logging: under systemd (JOURNAL_STREAM names our stderr) every line carries a syslog
+priority prefix ``<N>`` that journald turns into the entry's priority; the emulated kernel's
+lines keep their dmesg form (``[    1.234567] sd 0:0:0:0: [sda] ...``) behind the prefix of
+their own printk level.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import fcntl
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import trio
+
+from vscsifs.fs._mount import is_mounted, is_stale_mount
+from vscsifs.scsi.kernel import async_synchronize_full
+from vscsifs.scsi.kernel._printk import LogRecord
+from vscsifs.scsi.kernel._scsi_scan import scsi_device_lookup
+
+from ._config import ConfigError, DriveConfig, MachineConfig, ScsiDeviceConfig
+from ._notify import Notifier, describe_machine
+
+log = logging.getLogger("vscsifs")
+
+STOP_TIMEOUT = 20.0        # seconds for the orderly part of a stop (systemd's TimeoutStopSec is 30)
+SETTLE_TIMEOUT = 30.0      # seconds a reload waits for the guest to see its hotplug events
+SETTLE_POLL = 0.01
+
+# logging level -> syslog priority (sd-daemon.h SD_ERR...SD_DEBUG)
+SYSLOG_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
+
+
+# --- logging -------------------------------------------------------------------------------------
+
+def stream_is_journal(stream: TextIO, environ: dict[str, str] | None = None) -> bool:
+    """sd_journal_stream_fd's contract: JOURNAL_STREAM=DEV:INODE names the stream systemd
+    connected to our stdout/stderr; it counts only if ``stream`` still is that file."""
+    value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    dev, _, ino = value.partition(":")
+    if not (dev.isdigit() and ino.isdigit()):
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+
+
+class JournalFormatter(logging.Formatter):
+    """``<6>message``: the priority prefix journald parses (SyslogLevelPrefix=yes), on every
+    line of a multi-line message so none is logged at the default priority."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prio = SYSLOG_PRIORITY.get(record.levelno, 6 if record.levelno < logging.WARNING else 3)
+        text = super().format(record)
+        return "\n".join(f"<{prio}>{line}" for line in text.splitlines() or [""])
+
+
+def setup_logging(level: str, *, journal: bool | None = None, stream: TextIO | None = None) -> bool:
+    """Configure the daemon's logger; returns whether journal format is in use."""
+    stream = sys.stderr if stream is None else stream
+    if journal is None:
+        journal = stream_is_journal(stream)
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JournalFormatter("%(message)s") if journal
+                         else logging.Formatter("vscsifs: %(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    return journal
+
+
+def kernel_journal_sink(stream: TextIO) -> Callable[[LogRecord], None]:
+    """The emulated kernel's console for the journal: ``<N>[ ts] text`` (printk level N)."""
+    def sink(rec: LogRecord) -> None:
+        stream.write(rec.syslog_line() + "\n")
+        stream.flush()
+    return sink
+
+
+# --- one instance per mount point ----------------------------------------------------------------
+
+class MountInUse(Exception):
+    """The mount point is served by another live instance (or something else is mounted there)."""
+
+
+def runtime_dir() -> str:
+    """Where vscsifs keeps sockets and locks: /run/vscsifs for root (the unit's
+    RuntimeDirectory), else $XDG_RUNTIME_DIR/vscsifs (the same base _qmp.py uses)."""
+    if os.geteuid() == 0:
+        return "/run/vscsifs"
+    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/vscsifs-{os.getuid()}"
+    return os.path.join(base, "vscsifs")
+
+
+def escape_path(path: str) -> str:
+    """systemd-escape --path: ``/run/vscsifs/lab`` -> ``run-vscsifs-lab``."""
+    p = os.path.normpath(path).strip("/")
+    if not p:
+        return "-"
+    out = []
+    for i, ch in enumerate(p):
+        if ch == "/":
+            out.append("-")
+        elif ch.isalnum() or ch in "_:" or (ch == "." and i > 0):
+            out.append(ch)
+        else:
+            out.extend(f"\\x{b:02x}" for b in ch.encode())
+    return "".join(out)
+
+
+def _mount_entry(mountpoint: str) -> tuple[str, str] | None:
+    """(fstype, source) of what is mounted at ``mountpoint``, from /proc/self/mountinfo."""
+    target = os.path.realpath(mountpoint)
+    try:
+        with open("/proc/self/mountinfo") as f:
+            lines = f.readlines()
+    except OSError:
+        return None
+    found = None
+    for line in lines:
+        pre, _, post = line.partition(" - ")
+        fields = pre.split()
+        if len(fields) > 4 and fields[4].encode().decode("unicode_escape") == target:
+            tail = post.split()
+            found = (tail[0] if tail else "?", tail[1] if len(tail) > 1 else "?")
+    return found
+
+
+class InstanceLock:
+    """An flock on ``RUNTIME/lock/<escaped mount point>.lock`` held for the daemon's life.
+
+    The kernel drops the lock when the process dies however it dies (kill -9 included), so a
+    lock that is held always means a live instance; the file says which pid."""
+
+    def __init__(self, mountpoint: str, directory: str | None = None) -> None:
+        self.mountpoint = os.path.realpath(mountpoint)
+        self.directory = directory or os.path.join(runtime_dir(), "lock")
+        self.path = os.path.join(self.directory, escape_path(self.mountpoint) + ".lock")
+        self.fd: int | None = None
+
+    def acquire(self) -> InstanceLock:
+        os.makedirs(self.directory, mode=0o755, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").split("\n", 1)[0].strip()
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                who = f"pid {holder}" if holder.isdigit() else "another process"
+                raise MountInUse(f"{self.mountpoint} is in use by another vscsifs instance ({who}; "
+                                 f"lock {self.path}): stop it first, or choose another --mount") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n{self.mountpoint}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(self.fd)       # closing drops the flock
+        self.fd = None
+
+
+def check_mountpoint(mountpoint: str) -> None:
+    """Refuse a mount point where a live filesystem is mounted (another instance in another
+    runtime dir or namespace, or anything else); a dead daemon's mount (ENOTCONN) is left for
+    fs/_mount.clean_stale, which serve() runs before mounting."""
+    if is_stale_mount(mountpoint):
+        log.warning("%s: a FUSE mount left by a daemon that died (ENOTCONN); clearing it", mountpoint)
+        return
+    entry = _mount_entry(mountpoint) if is_mounted(mountpoint) else None
+    if entry is not None:
+        fstype, source = entry
+        who = "another live vscsifs instance" if source == "vscsifs" or fstype.endswith(".vscsifs") \
+            else f"a {fstype} filesystem ({source})"
+        raise MountInUse(f"{os.path.realpath(mountpoint)} is already a mount point, served by {who}: "
+                         f"refusing to mount over it")
+
+
+# --- reload: the difference between two configurations as hotplug operations ----------------------
+
+class ReloadRefused(Exception):
+    """The new configuration is not applied; ``str()`` says why."""
+
+
+_PROVENANCE = ("source", "origin")
+
+
+def _comparable(obj: Any) -> dict[str, Any]:
+    d = dataclasses.asdict(obj)
+    for k in _PROVENANCE:
+        d.pop(k, None)
+    return d
+
+
+def device_key(d: ScsiDeviceConfig) -> tuple[Any, ...]:
+    """A device is the same device across reloads by its id, else by its resolved address."""
+    return ("id", d.id) if d.id else ("addr", d.controller, d.channel, d.scsi_id, d.lun)
+
+
+def device_label(d: ScsiDeviceConfig) -> str:
+    addr = f"{d.controller} {d.channel}:{d.scsi_id}:{d.lun}"
+    return f"{d.id} ({d.driver} at {addr})" if d.id else f"{d.driver} at {addr}"
+
+
+@dataclass
+class ReloadPlan:
+    """Devices to unplug and to plug (a changed device is both), drives to (re)open."""
+
+    remove: list[ScsiDeviceConfig] = field(default_factory=list)
+    add: list[ScsiDeviceConfig] = field(default_factory=list)
+    new: MachineConfig | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.remove and not self.add
+
+    def describe(self) -> str:
+        if self.empty:
+            return "no device changes"
+        parts = [f"unplug {device_label(d)}" for d in self.remove] + [f"plug {device_label(d)}" for d in self.add]
+        return ", ".join(parts)
+
+
+def plan_reload(old: MachineConfig, new: MachineConfig) -> ReloadPlan:
+    """Compare a running machine's configuration with a validated new one."""
+    restart = []
+    if (old.smp, old.memory, old.append) != (new.smp, new.memory, new.append):
+        restart.append("smp/memory/append")
+    if [_comparable(c) for c in old.controllers] != [_comparable(c) for c in new.controllers]:
+        restart.append("the controllers")
+    if restart:
+        raise ReloadRefused(f"{' and '.join(restart)} changed, which hotplug cannot do: restart the "
+                            f"service to apply it (systemctl restart vscsifs@NAME)")
+
+    def same(a: ScsiDeviceConfig, b: ScsiDeviceConfig) -> bool:
+        if _comparable(a) != _comparable(b):
+            return False
+        da = old.drives.get(a.drive) if a.drive else None
+        db = new.drives.get(b.drive) if b.drive else None
+        return (da is None) == (db is None) and (da is None or _comparable(da) == _comparable(db))
+
+    old_by = {device_key(d): d for d in old.devices}
+    new_by = {device_key(d): d for d in new.devices}
+    plan = ReloadPlan(new=new)
+    plan.remove = [d for k, d in old_by.items() if k not in new_by or not same(d, new_by[k])]
+    plan.add = [d for k, d in new_by.items() if k not in old_by or not same(old_by[k], d)]
+    return plan
+
+
+class Hotplug:
+    """The machine-level operations a reload uses (daemon/_hotplug.py), behind one seam so the
+    plan logic can be tested without a machine."""
+
+    def __init__(self, machine: Any) -> None:
+        from . import _hotplug
+        self.machine = machine
+        self.mod = _hotplug
+
+    def device_key_of(self, cfg: ScsiDeviceConfig) -> str:
+        st = self.mod.state(self.machine)
+        for key, p in st.devices.items():
+            if p.config is cfg or device_key(p.config) == device_key(cfg):
+                return key
+        raise ReloadRefused(f"{device_label(cfg)} is not plugged in")
+
+    def live_drives(self) -> dict[str, Any]:
+        return self.mod.state(self.machine).drives
+
+    async def device_del(self, cfg: ScsiDeviceConfig) -> None:
+        await self.mod.device_del(self.machine, self.device_key_of(cfg))
+
+    async def device_add(self, cfg: ScsiDeviceConfig) -> None:
+        await self.mod.device_add(self.machine, cfg)
+
+    async def drive_add(self, drv: DriveConfig) -> None:
+        await self.mod.drive_add(self.machine, drv)
+
+    async def drive_del(self, drive_id: str) -> None:
+        await self.mod.drive_del(self.machine, drive_id)
+
+
+def _hosts_by_controller(machine: Any) -> dict[str, Any]:
+    ordered = sorted(machine.controllers, key=lambda c: (c.proxy.slot, c.proxy.function))
+    return {c.config.id: h for c, h in zip(ordered, machine.hosts)}
+
+
+async def settle(machine: Any, gone: Iterable[ScsiDeviceConfig], present: Iterable[ScsiDeviceConfig],
+                 timeout: float = SETTLE_TIMEOUT) -> list[str]:
+    """Wait until the driver side has removed ``gone`` and probed ``present`` (sd/sr bound);
+    returns the labels of devices the guest did not catch up with in time."""
+    hosts = _hosts_by_controller(machine)
+    gone, present = list(gone), list(present)
+
+    def pending() -> list[ScsiDeviceConfig]:
+        out = []
+        for d in gone:
+            sh = hosts.get(d.controller)
+            if sh is not None and scsi_device_lookup(sh, d.channel, d.scsi_id, d.lun) is not None:
+                out.append(d)
+        for d in present:
+            sh = hosts.get(d.controller)
+            sdev = scsi_device_lookup(sh, d.channel, d.scsi_id, d.lun) if sh is not None else None
+            if sdev is None or sdev.sdev_gendev.driver is None:
+                out.append(d)
+        return out
+
+    with trio.move_on_after(timeout):
+        while pending():
+            await trio.sleep(SETTLE_POLL)
+        await async_synchronize_full(machine.kernel)
+    return [device_label(d) for d in pending()]
+
+
+async def apply_reload(plan: ReloadPlan, hp: Hotplug, machine: Any) -> list[str]:
+    """Unplug, let the guest see it, (re)open drives, plug, let the guest see it. Returns the
+    devices the guest has not caught up with (logged, not fatal)."""
+    assert plan.new is not None
+    new = plan.new
+    lagging: list[str] = []
+    for d in plan.remove:
+        log.info("reload: unplugging %s", device_label(d))
+        await hp.device_del(d)          # a -drive drive goes with its device (QEMU's auto_del)
+    if plan.remove:
+        lagging += await settle(machine, plan.remove, [])
+    live = hp.live_drives()
+    for drive_id in [k for k in live if k not in new.drives or _comparable(live[k].config) != _comparable(new.drives[k])]:
+        if live[drive_id].device is None:
+            log.info("reload: closing drive %s", drive_id)
+            await hp.drive_del(drive_id)
+    live = hp.live_drives()
+    for drive_id, drv in new.drives.items():
+        if drive_id not in live and any(d.drive == drive_id for d in plan.add):
+            log.info("reload: opening drive %s (%s)", drive_id, drv.file)
+            await hp.drive_add(drv)
+    for d in plan.add:
+        log.info("reload: plugging %s", device_label(d))
+        await hp.device_add(d)
+    if plan.add:
+        lagging += await settle(machine, [], plan.add)
+    return lagging
+
+
+# --- the service -----------------------------------------------------------------------------------
+
+def machine_status(machine: Any, mountpoint: str) -> str:
+    """STATUS=: hosts and the LUNs the guest sees on each, and the mount point."""
+    hosts = []
+    for sh in machine.hosts:
+        from vscsifs.scsi.kernel._scsi_scan import shost_for_each_device
+        hosts.append((f"host{sh.host_no}", len(shost_for_each_device(sh))))
+    return describe_machine(hosts, mountpoint)
+
+
+class Service:
+    """One running machine under a service manager (or a terminal)."""
+
+    def __init__(self, machine: Any, mountpoint: str, notifier: Notifier, *, config_path: str | None = None,
+                 qmp_paths: list[str] | None = None, qmp_required: bool = False,
+                 on_reload: Callable[[Any], None] | None = None) -> None:
+        self.machine = machine
+        self.mountpoint = mountpoint
+        self.notifier = notifier
+        self.config_path = config_path
+        self.qmp_paths = qmp_paths or []
+        self.qmp_required = qmp_required
+        self.on_reload = on_reload
+        self.ready = False
+        self.stopping = False
+        self.stop_event = trio.Event()
+        self.reload_lock = trio.Lock()
+        self.reloads = 0
+        self._nursery: trio.Nursery | None = None
+
+    def status(self) -> str:
+        return machine_status(self.machine, self.mountpoint)
+
+    # -- stop ------------------------------------------------------------------------------------
+    def request_stop(self, why: str = "stop requested") -> None:
+        """Orderly stop (SIGTERM, SIGINT, QMP quit); a second request cuts it short."""
+        assert self._nursery is not None
+        if self.stopping or not self.ready:
+            log.info("%s: stopping now", why)
+            self.notifier.stopping()
+            self._nursery.cancel_scope.cancel()
+            return
+        self.stopping = True
+        log.info("%s: unmounting %s", why, self.mountpoint)
+        self.notifier.stopping(f"stopping: unmounting {self.mountpoint}")
+        self.stop_event.set()
+        self._nursery.start_soon(self._stop_deadline)
+
+    async def _stop_deadline(self) -> None:
+        await trio.sleep(STOP_TIMEOUT)
+        log.warning("orderly stop took more than %.0f s: cancelling what is left", STOP_TIMEOUT)
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()
+
+    # -- reload ----------------------------------------------------------------------------------
+    async def reload(self) -> bool:
+        """SIGHUP: RELOADING=1, re-read and apply, READY=1. True when the new file was applied."""
+        async with self.reload_lock:
+            if self.stopping:
+                return False
+            self.reloads += 1
+            self.notifier.reloading(f"reloading {self.config_path or 'configuration'}")
+            applied = False
+            try:
+                status = await self._reload()
+                applied = True
+            except ReloadRefused as exc:
+                log.error("reload refused, the machine is unchanged: %s", exc)
+                status = f"reload refused ({exc}); {self.status()}"
+            except Exception as exc:   # noqa: BLE001 - a failing reload must not take the service down
+                log.exception("reload failed part-way: %s", exc)
+                status = f"reload failed ({exc}); {self.status()}"
+            self.notifier.ready(status)
+            return applied
+
+    async def _reload(self) -> str:
+        from ._toml_config import load
+        if self.config_path is None:
+            raise ReloadRefused("started from QEMU options, there is no configuration file to re-read "
+                                "(use --config FILE)")
+        try:
+            tc = load(self.config_path)
+        except ConfigError as exc:
+            raise ReloadRefused(str(exc)) from None
+        for w in tc.machine.warnings:
+            log.warning("%s", w)
+        plan = plan_reload(self.machine.config, tc.machine)
+        if tc.service.mount and os.path.realpath(tc.service.mount) != os.path.realpath(self.mountpoint):
+            log.warning("reload: [service] mount changed to %s; that takes a restart", tc.service.mount)
+        if self.on_reload is not None:
+            self.on_reload(tc)
+        log.info("reloading %s: %s", self.config_path, plan.describe())
+        if plan.empty:
+            return self.status()
+        lagging = await apply_reload(plan, Hotplug(self.machine), self.machine)
+        if lagging:
+            log.warning("reload: the guest has not caught up with %s after %.0f s", ", ".join(lagging),
+                        SETTLE_TIMEOUT)
+        status = self.status()
+        log.info("reloaded: %s", status)
+        return status
+
+    # -- main ------------------------------------------------------------------------------------
+    async def handle_signals(self, signals: Any) -> None:
+        async for sig in signals:
+            name = signal.Signals(sig).name
+            if sig == signal.SIGHUP:
+                log.info("SIGHUP: reloading %s", self.config_path or "(no configuration file)")
+                assert self._nursery is not None
+                self._nursery.start_soon(self.reload)
+            else:
+                self.request_stop(name)
+
+    async def main(self) -> None:
+        from ._machine import serve_machine
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(self.notifier.watchdog_loop)
+                nursery.start_soon(self.handle_signals, signals)
+                self.notifier.status(f"booting: scanning {len(self.machine.controllers)} virtio-scsi host(s)")
+
+                async def run_machine(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+                    await serve_machine(self.machine, self.mountpoint, task_status=task_status,
+                                        stop=self.stop_event)
+                    nursery.cancel_scope.cancel()       # unmounted: the rest (watchdog, QMP) ends too
+
+                await nursery.start(run_machine)
+                if self.qmp_paths:
+                    from ._qmp import QMPServer
+                    monitor = QMPServer(self.machine, quit=lambda: self.request_stop("QMP quit"))
+                    await nursery.start(monitor.serve, self.qmp_paths, self.qmp_required)
+                self.ready = True
+                self.notifier.ready(self.status())
+
+
+def run_service(cfg: MachineConfig, mountpoint: str, *, quiet: bool = False, qmp: list[str] | None = None,
+                config_path: str | None = None, journal: bool = False, notifier: Notifier | None = None,
+                on_reload: Callable[[Any], None] | None = None) -> int:
+    """Run one machine until stopped; the exit status for the process (0: stopped cleanly)."""
+    from ._machine import Machine
+    from ._qmp import QMPSyntaxError, default_qmp_path, parse_qmp_option
+
+    notifier = Notifier.from_environ() if notifier is None else notifier
+    mountpoint = os.path.abspath(mountpoint)
+    try:
+        qmp_paths = [parse_qmp_option(q) for q in qmp] if qmp else [default_qmp_path(mountpoint)]
+    except QMPSyntaxError as exc:
+        log.error("%s", exc)
+        return 1
+    lock = InstanceLock(mountpoint)
+    try:
+        lock.acquire()
+        check_mountpoint(mountpoint)
+    except MountInUse as exc:
+        lock.release()
+        log.error("%s", exc)
+        notifier.status(f"refused: {exc}")
+        return 1
+    except OSError as exc:
+        log.warning("cannot take the instance lock %s (%s): not guarding %s against a second instance",
+                    lock.path, exc.strerror, mountpoint)
+    try:
+        try:
+            machine = Machine.create(cfg, console=None if quiet or journal else sys.stderr)
+        except ConfigError as exc:
+            log.error("%s", exc)
+            return 1
+        if journal and not quiet:
+            machine.kernel.kmsg.sinks.append(kernel_journal_sink(sys.stderr))
+        svc = Service(machine, mountpoint, notifier, config_path=config_path, qmp_paths=qmp_paths,
+                      qmp_required=bool(qmp), on_reload=on_reload)
+        try:
+            trio.run(svc.main)
+        except OSError as exc:
+            log.error("%s", exc)
+            notifier.stopping(f"failed: {exc}")
+            return 1
+        log.info("stopped; %s unmounted", mountpoint)
+        return 0
+    finally:
+        lock.release()
