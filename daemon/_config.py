@@ -86,6 +86,9 @@ class ControllerConfig:
     hotplug: bool = True
     param_change: bool = True
     addr: int | None = None           # PCI slot (addr=0x4 or addr=04.0)
+    wwpn: str | None = None           # vhost-scsi-pci: the LIO vhost target it serves
+    boot_tpgt: int = 0                # vhost-scsi-pci (firmware boot path only)
+    t10_pi: bool = False              # vhost-scsi-pci: offer VIRTIO_SCSI_F_T10_PI
     source: str = ""
     origin: str = ""                  # where a TOML file said it; wins over source
 
@@ -93,6 +96,12 @@ class ControllerConfig:
     def where(self) -> str:
         """How error messages name this entry: the QEMU option text, or its TOML location."""
         return self.origin or f"-device {self.source}"
+
+    @property
+    def has_scsi_bus(self) -> bool:
+        """vhost-scsi has no QEMU SCSI bus: its LUNs are LIO's (virtio_scsi_device_realize
+        alone calls scsi_bus_init)."""
+        return self.driver != "vhost-scsi-pci"
 
 
 @dataclass
@@ -136,6 +145,7 @@ class MachineConfig:
     smp: int = DEFAULT_SMP
     memory: int = DEFAULT_MEMORY
     append: str = ""
+    lio_config: str | None = None     # --lio-config: targetcli's saveconfig.json for vhost-scsi-pci
     warnings: list[str] = field(default_factory=list)
 
     def controller(self, cid: str) -> ControllerConfig:
@@ -163,6 +173,12 @@ class MachineConfig:
                                   f"must be a power of 2 greater than 2 and no more than {VIRTIO_QUEUE_MAX}")
             if c.max_sectors < 1 or c.cmd_per_lun < 1:
                 raise ConfigError(f"{c.where}: max_sectors and cmd_per_lun must be positive")
+            if c.driver == "vhost-scsi-pci":
+                if not c.wwpn:
+                    raise ConfigError(f"{c.where}: vhost-scsi: missing wwpn")
+                if self.lio_config is None:
+                    raise ConfigError(f"{c.where}: vhost-scsi needs the LIO target configuration: "
+                                      f"--lio-config FILE (the saveconfig.json targetcli writes)")
         used_drives: dict[str, str] = {}
         for d in self.devices:
             if d.id is not None:
@@ -197,13 +213,14 @@ class MachineConfig:
         return self
 
     def _resolve_bus(self, d: ScsiDeviceConfig) -> None:
-        if not self.controllers:
+        buses = [c for c in self.controllers if c.has_scsi_bus]
+        if not buses:
             raise ConfigError(f"{d.where}: No 'SCSI' bus found for device '{d.driver}'")
         if d.bus is None:
-            d.controller = self.controllers[0].id
+            d.controller = buses[0].id
             return
         name, _, index = d.bus.partition(".")
-        if index not in ("", "0") or all(c.id != name for c in self.controllers):
+        if index not in ("", "0") or all(c.id != name for c in buses):
             raise ConfigError(f"{d.where}: Bus '{d.bus}' not found")
         d.controller = name
 

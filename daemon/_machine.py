@@ -73,7 +73,11 @@ def assign_pci_slots(controllers: list[ControllerConfig]) -> list[int]:
 def build_device_side(cfg: MachineConfig, memory: GuestMemory) -> list[Controller]:
     """QEMU's realize of every -device: SCSI buses with their disks, virtio-scsi on PCI."""
     ctrls: list[Controller] = []
+    lio: list[Any] = []
     for ccfg, slot in zip(cfg.controllers, assign_pci_slots(cfg.controllers)):
+        if ccfg.driver == "vhost-scsi-pci":
+            ctrls.append(build_vhost_scsi(cfg, ccfg, memory, slot, lio))
+            continue
         bus = SCSIBus()
         vdev = VirtIOSCSI(memory, bus, VirtIOSCSIConf(
             num_queues=ccfg.num_queues, virtqueue_size=ccfg.virtqueue_size, seg_max_adjust=ccfg.seg_max_adjust,
@@ -106,6 +110,41 @@ def build_device_side(cfg: MachineConfig, memory: GuestMemory) -> list[Controlle
         except (ValueError, TypeError) as e:
             raise ConfigError(f"{d.where}: {e}") from None
     return ctrls
+
+
+def build_vhost_scsi(cfg: MachineConfig, ccfg: ControllerConfig, memory: GuestMemory, slot: int,
+                     lio: list[Any]) -> Controller:
+    """vhost_scsi_realize + the LIO configuration it attaches to: the saved targetcli
+    configuration is loaded once (``lio`` caches it) and the vhost target named by wwpn
+    serves the device. Its storage objects are the controller's backends (flushed and
+    closed at exit)."""
+    from vscsifs.scsi.target import LioConfigError, load_saveconfig
+    from vscsifs.virtio._vhost_scsi import VHostSCSI, VHostSCSIConf
+
+    first = not lio
+    if first:
+        try:
+            lio.append(load_saveconfig(cfg.lio_config or ""))
+            lio[0].open()
+        except LioConfigError as e:
+            raise ConfigError(f"--lio-config {e}") from None
+    target = lio[0].vhost_targets.get(ccfg.wwpn)
+    if target is None:
+        known = ", ".join(lio[0].vhost_targets) or "none"
+        raise ConfigError(f"{ccfg.where}: vhost-scsi: no vhost target {ccfg.wwpn} in {lio[0].path} "
+                          f"(vhost targets there: {known})")
+    try:
+        vdev = VHostSCSI(memory, target.tpgs, VHostSCSIConf(
+            num_queues=ccfg.num_queues, virtqueue_size=ccfg.virtqueue_size, seg_max_adjust=ccfg.seg_max_adjust,
+            max_sectors=ccfg.max_sectors, cmd_per_lun=ccfg.cmd_per_lun, hotplug=ccfg.hotplug,
+            param_change=False, wwpn=ccfg.wwpn or "", boot_tpgt=ccfg.boot_tpgt, t10_pi=ccfg.t10_pi),
+            nr_cpus=cfg.smp, worker_name=f"vhost-{os.getpid()}")
+    except ValueError as e:
+        raise ConfigError(f"{ccfg.where}: {e}") from None
+    ctrl = Controller(ccfg, SCSIBus(), vdev, VirtIOPCIProxy(vdev, slot=slot))
+    if first:
+        ctrl.backends.extend(lio[0].storage_objects.values())
+    return ctrl
 
 
 @dataclass
@@ -142,6 +181,10 @@ class Machine:
         asynchronous sd probes to finish (the point where the guest's dmesg settled)."""
         self.kernel.nursery = nursery
         self.init_kernel()
+        for ctrl in self.controllers:
+            worker = getattr(ctrl.vdev, "worker", None)   # vhost-scsi: the vhost_dev's worker thread
+            if worker is not None and not worker.task_started:
+                nursery.start_soon(worker.run, name=worker.name)
         for ctrl in sorted(self.controllers, key=lambda c: (c.proxy.slot, c.proxy.function)):
             shost = virtscsi_probe(self.kernel, ctrl.proxy)
             self.hosts.append(shost)
@@ -167,6 +210,9 @@ class Machine:
 
         close_all(self)   # drives added at run time that no device holds
         for ctrl in self.controllers:
+            worker = getattr(ctrl.vdev, "worker", None)
+            if worker is not None:
+                log.info("%s worker %s: %s", ctrl.config.id, worker.name, worker.stats.summary())
             for be in ctrl.backends:
                 try:
                     be.flush()

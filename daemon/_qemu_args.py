@@ -120,6 +120,17 @@ _CONTROLLER_PROPS: dict[str, Prop] = {
     "disable-modern": Prop("", parse_bool, "bool"),
 }
 
+# DEFINE_VHOST_SCSI_PROPERTIES (QEMU 7.2) plus 'hotplug' (QEMU >= 10.0, default off)
+_VHOST_SCSI_PROPS: dict[str, Prop] = {
+    **{k: v for k, v in _CONTROLLER_PROPS.items() if k not in ("hotplug", "param_change")},
+    "wwpn": Prop("wwpn", _str, "str"),
+    "boot_tpgt": Prop("boot_tpgt", parse_int, "uint32"),
+    "t10_pi": Prop("t10_pi", parse_bool, "bool"),
+    "hotplug": Prop("hotplug", parse_bool, "bool"),
+    "vhostfd": Prop("", _str, "str"),
+    "migratable": Prop("", parse_bool, "bool"),
+}
+
 _SCSI_DEVICE_PROPS: dict[str, Prop] = {
     "id": Prop("id", _str, "str"),
     "drive": Prop("drive", _str, "str"),
@@ -209,10 +220,15 @@ def parse_device(text: str, cfg: MachineConfig) -> None:
         dev = ScsiDeviceConfig(driver="scsi-hd" if driver == "scsi-disk" else driver, source=text)
         _apply(dev, _SCSI_DEVICE_PROPS, driver, pairs, where)
         cfg.devices.append(dev)
-    elif driver in ("vhost-scsi-pci", "vhost-user-scsi-pci", "scsi-block", "scsi-generic", "lsi53c895a",
+    elif driver == "vhost-scsi-pci":
+        ctl = ControllerConfig(id=None, driver="vhost-scsi-pci", virtqueue_size=128, hotplug=False,
+                               param_change=False, source=text)
+        _apply(ctl, _VHOST_SCSI_PROPS, driver, pairs, where)
+        cfg.controllers.append(ctl)
+    elif driver in ("vhost-user-scsi-pci", "scsi-block", "scsi-generic", "lsi53c895a",
                     "megasas", "pvscsi", "am53c974", "mptsas1068"):
         raise ConfigError(f"{where}: device '{driver}' is not emulated by vscsifs "
-                          f"(it emulates virtio-scsi-pci with scsi-hd and scsi-cd)")
+                          f"(it emulates virtio-scsi-pci with scsi-hd and scsi-cd, and vhost-scsi-pci with LIO)")
     elif driver is None:
         raise ConfigError(f"{where}: Parameter 'driver' is missing")
     else:
@@ -310,6 +326,9 @@ def parse_qemu_args(argv: Sequence[str]) -> ParsedArgs:
             cfg.append = take()
         elif name == "qmp":
             out.qmp.append(take())
+        elif name == "lio-config":
+            # vscsifs's own option: the LIO target configuration vhost-scsi-pci serves
+            cfg.lio_config = take()
         elif name in _QEMU_OPTS_WITH_ARG:
             v = take()
             cfg.warnings.append(f"ignoring QEMU option {arg} {v}")

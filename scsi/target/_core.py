@@ -305,6 +305,11 @@ class FileIODevice:
         self.stats_reads += 1
         return None
 
+    def flush(self) -> None:
+        """What the host does at exit: the backing file's data reaches the disk."""
+        if self.fd is not None and not self.readonly:
+            os.fsync(self.fd)
+
     def execute_sync_cache(self) -> Tcm | None:
         """fd_execute_sync_cache(): vfs_fsync_range."""
         if self.fd is not None and not self.readonly:
