@@ -145,6 +145,9 @@ class ScsiTarget:
     no_report_luns: bool = False
     expecting_lun_change: bool = False
     hostdata: Any = None
+    # starget->devices: this target's entries of host.devices, in the same order (lookups
+    # by LUN during a scan must not walk every LUN of the host)
+    devices: list[Any] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -759,6 +762,22 @@ def scsi_io_completion(rq: Request, cmd: ScsiCmnd, good_bytes: int) -> None:
     scsi_io_completion_action(rq, cmd, result, sshdr)
 
 
+def scsi_cmd_runtime_exceeded(rq: Request, cmd: ScsiCmnd) -> bool:
+    """scsi_lib.c scsi_cmd_runtime_exceeced(): a command retried for longer than
+    (allowed + 1) * timeout since it was prepared is failed ("timing out command"). Without a
+    start time (outside trio) a retry count stands in."""
+    if cmd.allowed == -1:
+        return False
+    start = rq.extra.get("jiffies_at_alloc")
+    if not start or not _in_trio():
+        return cmd.retries > max(cmd.allowed, 0) + 5
+    wait_for = (cmd.allowed + 1) * rq.timeout
+    if trio.current_time() > start + wait_for:
+        scmd_printk(KernLevel.ERR, cmd, f"timing out command, waited {int(wait_for)}s")
+        return True
+    return False
+
+
 def scsi_io_completion_action(rq: Request, cmd: ScsiCmnd, result: int,
                               sshdr: ScsiSenseHdr | None) -> None:
     """scsi_lib.c scsi_io_completion_action(): fail, re-prepare or retry an fs request."""
@@ -791,8 +810,8 @@ def scsi_io_completion_action(rq: Request, cmd: ScsiCmnd, result: int,
                 action = "delayed_retry"
             elif ascq == 0x0A:
                 action = "delayed_reprep"
-    if action != "fail" and cmd.retries > max(cmd.allowed, 0) + 5:
-        action = "fail"                          # scsi_cmd_runtime_exceeced, by count
+    if action != "fail" and scsi_cmd_runtime_exceeded(rq, cmd):
+        action = "fail"
     if action == "fail":
         if not rq.flags & ReqFlag.RQF_QUIET:
             kernel = sdev.host.kernel
