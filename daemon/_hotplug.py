@@ -372,7 +372,7 @@ async def eject(machine: Machine, dev_id: str, force: bool = False) -> None:
     except ValueError as e:
         raise QMPError(str(e).replace(f"'{cd.drive_id}'", f"'{dev_id}'")) from None
     if not was_open:
-        st.emit("DEVICE_TRAY_MOVED", _tray_event(p, True))
+        st.emit("DEVICE_TRAY_MOVED", _tray_event(st, p, True))
     if old is not None:
         p.controller.backends[:] = [be for be in p.controller.backends if be is not old]
         old.close()
@@ -380,8 +380,11 @@ async def eject(machine: Machine, dev_id: str, force: bool = False) -> None:
         drv.backend = None
 
 
-def _tray_event(p: PluggedDevice, tray_open: bool) -> dict[str, Any]:
-    return {"device": p.config.drive or "", "id": p.config.id or p.qom_path, "tray-open": tray_open}
+def _tray_event(st: HotplugState, p: PluggedDevice, tray_open: bool) -> dict[str, Any]:
+    """DEVICE_TRAY_MOVED: ``device`` is the BlockBackend's name, empty for blockdev-add nodes."""
+    drv = st.drives.get(p.config.drive) if p.config.drive else None
+    name = p.config.drive if drv is not None and drv.legacy else ""
+    return {"device": name or "", "id": p.config.id or p.qom_path, "tray-open": tray_open}
 
 
 async def change_medium(machine: Machine, dev_id: str, filename: str, read_only: bool = True,
@@ -405,8 +408,8 @@ async def change_medium(machine: Machine, dev_id: str, filename: str, read_only:
     was_open = cd.tray_open
     old = cd.change_medium(backend)
     if not was_open:
-        st.emit("DEVICE_TRAY_MOVED", _tray_event(p, True))
-    st.emit("DEVICE_TRAY_MOVED", _tray_event(p, False))
+        st.emit("DEVICE_TRAY_MOVED", _tray_event(st, p, True))
+    st.emit("DEVICE_TRAY_MOVED", _tray_event(st, p, False))
     if old is not None:
         p.controller.backends[:] = [be for be in p.controller.backends if be is not old]
         old.close()

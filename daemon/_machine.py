@@ -181,6 +181,8 @@ class Machine:
         asynchronous sd probes to finish (the point where the guest's dmesg settled)."""
         self.kernel.nursery = nursery
         self.init_kernel()
+        from ._faults import faults_after_boot, faults_before_boot
+        faults = faults_before_boot(self, nursery)
         for ctrl in self.controllers:
             worker = getattr(ctrl.vdev, "worker", None)   # vhost-scsi: the vhost_dev's worker thread
             if worker is not None and not worker.task_started:
@@ -190,6 +192,7 @@ class Machine:
             self.hosts.append(shost)
             await scsi_scan_host(shost)
         await async_synchronize_full(self.kernel)
+        faults_after_boot(self, faults)
 
     async def power_off(self) -> None:
         """kernel_power_off() -> device_shutdown(): every device's shutdown method, last added

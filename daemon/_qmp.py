@@ -286,25 +286,40 @@ class QMPServer:
                     pass
 
     async def _consume(self, client: QMPClient, buf: bytes) -> bytes:
-        """Run every complete JSON value in ``buf``; return the unconsumed rest. A value that
-        cannot become valid JSON is answered with a GenericError and skipped to the next line."""
-        dec = json.JSONDecoder()
+        """Run every complete JSON value in ``buf``; return the unconsumed rest. As QEMU's
+        JSON streamer, values are delimited by bracket depth (outside strings); a value that
+        does not parse is answered with a GenericError and dropped, and garbage outside any
+        value is dropped up to the end of its line."""
         while True:
             text = buf.decode("utf-8", errors="replace")
-            stripped = text.lstrip()
-            if not stripped:
+            start = len(text) - len(text.lstrip())
+            if start == len(text):
                 return b""
+            end = json_value_end(text, start)
+            if end is None:
+                bad = json_prefix_error(text[start:])
+                if bad is not None:                  # no continuation can make it valid
+                    nl = text.find("\n", start + bad)
+                    await client.send({"error": {"class": hp.GENERIC_ERROR, "desc": "JSON parse error, "
+                                                 "invalid syntax"}})
+                    buf = text[nl + 1:].encode() if nl >= 0 else b""
+                    continue
+                if len(buf) > MAX_MESSAGE:
+                    await client.send({"error": {"class": hp.GENERIC_ERROR, "desc": "JSON parse error, "
+                                                 "message too long"}})
+                    return b""
+                return buf                           # incomplete: wait for more
             try:
-                obj, end = dec.raw_decode(stripped)
+                obj = json.loads(text[start:end])
             except json.JSONDecodeError as e:
-                if e.pos >= len(stripped.rstrip()) and len(buf) < MAX_MESSAGE:
-                    return buf                       # incomplete: wait for more
-                nl = stripped.find("\n", e.pos)
-                rest = stripped[nl + 1:] if nl >= 0 else ""
-                await client.send({"error": {"class": hp.GENERIC_ERROR, "desc": f"JSON parse error, {e.msg.lower()}"}})
-                buf = rest.encode()
+                if text[start] not in "{[\"":
+                    nl = text.find("\n", start)
+                    end = len(text) if nl < 0 else nl + 1
+                await client.send({"error": {"class": hp.GENERIC_ERROR,
+                                             "desc": f"JSON parse error, {e.msg[0].lower()}{e.msg[1:]}"}})
+                buf = text[end:].encode()
                 continue
-            buf = stripped[end:].encode()
+            buf = text[end:].encode()
             await self.dispatch(client, obj)
             if client.closed:
                 return b""
@@ -347,6 +362,64 @@ class QMPServer:
             log.exception("QMP: command failed")
             await client.send({"error": {"class": hp.GENERIC_ERROR, "desc": f"internal error: {e}"},
                                **reply_id})
+
+
+def json_value_end(text: str, start: int) -> int | None:
+    """End index of the JSON value starting at ``start``, or None while it is incomplete:
+    brackets are counted outside strings; a bare token (number, literal, garbage) ends at
+    whitespace or a bracket."""
+    ch = text[start]
+    if ch in "{[":
+        depth, i, in_str, esc = 0, start, False, False
+        while i < len(text):
+            c = text[i]
+            if in_str:
+                if esc:
+                    esc = False
+                elif c == "\\":
+                    esc = True
+                elif c == '"':
+                    in_str = False
+            elif c == '"':
+                in_str = True
+            elif c in "{[":
+                depth += 1
+            elif c in "}]":
+                depth -= 1
+                if depth == 0:
+                    return i + 1
+            i += 1
+        return None
+    if ch == '"':
+        i, esc = start + 1, False
+        while i < len(text):
+            c = text[i]
+            if esc:
+                esc = False
+            elif c == "\\":
+                esc = True
+            elif c == '"':
+                return i + 1
+            i += 1
+        return None
+    i = start
+    while i < len(text) and not text[i].isspace() and text[i] not in '{["':
+        i += 1
+    if i == start:                                   # a stray closing bracket
+        return start + 1
+    return i if i < len(text) else None
+
+
+def json_prefix_error(fragment: str) -> int | None:
+    """Where an incomplete bracketed JSON text already went wrong (QEMU's lexer reports such
+    an error at once), or None while it can still become valid."""
+    try:
+        json.loads(fragment)
+    except json.JSONDecodeError as e:
+        if e.msg.startswith("Unterminated string") or e.pos >= len(fragment.rstrip()):
+            return None
+        return e.pos
+    return None
 
 
 def bind_unix(path: str) -> trio.socket.SocketType:
