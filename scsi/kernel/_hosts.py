@@ -179,7 +179,9 @@ def scsi_host_alloc(kernel: Kernel, template: ScsiHostTemplate, privsize: int = 
         sg_tablesize=template.sg_tablesize, sg_prot_tablesize=template.sg_prot_tablesize,
         max_sectors=template.max_sectors or 1024, max_segment_size=template.max_segment_size,
         dma_boundary=template.dma_boundary or 0xFFFFFFFF, this_id=template.this_id,
-        unique_id=template.unique_id or host_no,
+        # kzalloc'd in scsi_host_alloc: 0 unless the LLD sets it (virtio_scsi never does;
+        # golden multi: host1 and host2 show unique_id 0)
+        unique_id=template.unique_id,
     )
     eh = kernel.param("scsi_mod.eh_deadline", "-1") or "-1"
     try:
