@@ -247,6 +247,9 @@ def set_capacity_and_notify(disk: Gendisk, sectors: int) -> bool:
     if sectors == old or not disk.live or disk.flags & GENHD_FL_HIDDEN:
         return False
     disk.kernel.printk(KernLevel.INFO, f"{disk.disk_name}: detected capacity change from {old} to {sectors}")
+    if disk.part0 in disk.kernel.block_devices:
+        # the node follows the new size (devfs: the loop device's capacity; udev's RESIZE=1)
+        disk.kernel.devnode_event("change", "block", disk.part0)
     return bool(old and sectors)
 
 

@@ -591,7 +591,13 @@ async def scsi_sysfs_add_sdev(sdev: ScsiDevice) -> int:
     device_add(sdev.sdev_gendev, power=rpm.overrides())
     # bus_probe_device(): pick the upper driver now (so messages say "sd H:C:T:L" from here
     # on, as they do in the guest) and run its probe in the async domain
+    # Outside the boot-time async scan (sysfs scan, scsi_add_device from a hotplug event) the
+    # async probe has not bound sd yet when sg attaches: golden/seed/hotplug logs "scsi
+    # 0:0:0:1: Attached scsi generic", the boot logs "sd 0:0:0:0: ...".
+    late_bind = not sdev.host.async_scan
     drv = _bind_candidate(sdev)
+    if drv is not None and late_bind:
+        device_release_driver(sdev)
     device_add(sdev.sdev_dev)
     sdev.is_visible = True
     pkg = _pkg()
@@ -604,6 +610,8 @@ async def scsi_sysfs_add_sdev(sdev: ScsiDevice) -> int:
     bsg_reg = getattr(pkg, "scsi_bsg_register_queue", None)
     if bsg_reg is not None and getattr(kernel, "_bsg_state", None) is not None:
         sdev.extra["bsg_dev"] = await maybe_await(bsg_reg(sdev))
+    if drv is not None and late_bind:
+        _bind(sdev, drv)
     if drv is not None and not _schedule_probe(sdev, drv):
         await _really_probe(sdev, drv)           # no async domain: probe in the caller
     return 0
