@@ -39,6 +39,10 @@ scan against it and serves DIR/sys, DIR/dev and DIR/proc until SIGINT or SIGTERM
   --log-level L    the daemon's own messages: debug, info, warning, error (default: info);
                    under systemd (JOURNAL_STREAM) lines carry <N> syslog priority prefixes
   --quiet          do not copy the emulated kernel's log to stderr
+  --fault H:C:T:L:RULE  inject faults into a LUN (repeatable; H: the guest's host number or a
+                   virtio-scsi-pci id=); rules and the run-time controls (DIR/sys/kernel/debug/
+                   vscsifs/H:C:T:L/error, QMP x-vscsifs-fault) are described in daemon/_faults.py,
+                   e.g. --fault '0:0:0:1:medium=2048-2055' --fault '0:0:0:1:drop opcode=read times=1'
 
 The QMP monitor (QEMU Machine Protocol: device_add, device_del, blockdev-add, block_resize,
 eject, query-block, human-monitor-command 'drive_add ...', quit, ...) listens on a unix
@@ -121,6 +125,7 @@ def build_config(opts: RunOptions) -> tuple[MachineConfig, list[str]]:
         opts.log_level = opts.log_level or tc.service.log_level
         cfg = tc.machine
         cfg.warnings[:0] = parsed.machine.warnings
+        cfg.faults[:0] = parsed.machine.faults
         _fill_defaults(opts)
         return cfg, parsed.qmp
     _fill_defaults(opts)
@@ -136,6 +141,7 @@ def build_config(opts: RunOptions) -> tuple[MachineConfig, list[str]]:
         if any(a in ("-m", "--m") for a in opts.qemu_args):
             seed.memory = cfg.memory
         seed.append = cfg.append
+        seed.faults = cfg.faults
         cfg = seed
     cfg.validate()
     return cfg, parsed.qmp

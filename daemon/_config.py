@@ -146,6 +146,7 @@ class MachineConfig:
     memory: int = DEFAULT_MEMORY
     append: str = ""
     lio_config: str | None = None     # --lio-config: targetcli's saveconfig.json for vhost-scsi-pci
+    faults: list[str] = field(default_factory=list)   # --fault H:C:T:L:RULE (daemon/_faults.py)
     warnings: list[str] = field(default_factory=list)
 
     def controller(self, cid: str) -> ControllerConfig:

@@ -326,6 +326,10 @@ def parse_qemu_args(argv: Sequence[str]) -> ParsedArgs:
             cfg.append = take()
         elif name == "qmp":
             out.qmp.append(take())
+        elif name == "fault":
+            # vscsifs's own option: a fault injection rule (daemon/_faults.py)
+            from ._faults import check_fault_option
+            cfg.faults.append(check_fault_option(take()))
         elif name == "lio-config":
             # vscsifs's own option: the LIO target configuration vhost-scsi-pci serves
             cfg.lio_config = take()

@@ -430,15 +430,19 @@ def _outcome(rule: FaultRule, cdb: bytes, delay: float) -> FaultDecision:
                          delay=delay)
 
 
-def parse_fault_option(text: str) -> tuple[tuple[int, int, int], str]:
-    """``C:T:L:RULE`` (the --fault option): ((channel, target, lun), rule text). The rule is
-    checked here so a bad option fails before anything starts."""
-    parts = text.split(":", 3)
-    if len(parts) != 4:
-        raise ValueError(f"--fault {text!r}: expected C:T:L:RULE, e.g. 0:0:1:drop opcode=read times=1")
-    c, t, lun = (_int(p, "--fault address") for p in parts[:3])
-    parse_fault_rule(parts[3])
-    return (c, t, lun), parts[3]
+def parse_fault_option(text: str) -> tuple[str, tuple[int, int, int], str]:
+    """``H:C:T:L:RULE`` (the --fault option) -> (H, (channel, target, lun), rule text). H is
+    the guest's SCSI host number (as lsscsi shows it) or a virtio-scsi-pci controller's id=.
+    The rule is checked here so a bad option fails before anything starts."""
+    parts = text.split(":", 4)
+    if len(parts) != 5 or not parts[0]:
+        raise ValueError(f"--fault {text!r}: expected H:C:T:L:RULE, e.g. 0:0:0:1:drop opcode=read times=1")
+    c, t, lun = (_int(p, "--fault address") for p in parts[1:4])
+    try:
+        parse_fault_rule(parts[4])
+    except ValueError as e:
+        raise ValueError(f"--fault {text!r}: {e}") from None
+    return parts[0], (c, t, lun), parts[4]
 
 
 class FaultInjector:

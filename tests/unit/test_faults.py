@@ -82,8 +82,10 @@ def test_bad_commands_change_nothing() -> None:
 
 
 def test_fault_option() -> None:
-    assert parse_fault_option("0:0:1:drop opcode=read") == ((0, 0, 1), "drop opcode=read")
-    for bad, words in (("0:0:drop", "C:T:L:RULE"), ("0:x:1:drop", "not a number"), ("0:0:1:boom", "unknown action")):
+    assert parse_fault_option("0:0:0:1:drop opcode=read") == ("0", (0, 0, 1), "drop opcode=read")
+    assert parse_fault_option("scsi0:0:0:1:sense=3/0x11/0") == ("scsi0", (0, 0, 1), "sense=3/0x11/0")
+    for bad, words in (("0:0:drop", "H:C:T:L:RULE"), (":0:0:1:drop", "H:C:T:L:RULE"),
+                       ("0:0:x:1:drop", "not a number"), ("0:0:0:1:boom", "unknown action")):
         with pytest.raises(ValueError, match=words):
             parse_fault_option(bad)
 
