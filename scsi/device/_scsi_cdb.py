@@ -7,6 +7,7 @@ they are computed once here for both.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -32,9 +33,12 @@ class SCSICommand:
     lba: int
 
 
+_CDB_LENGTH = (6, 10, 10, -1, 16, 12, -1, -1)
+
+
 def scsi_cdb_length(buf: bytes) -> int:
     """scsi_cdb_length: CDB size from the opcode group, -1 for groups 3, 6, 7."""
-    return {0: 6, 1: 10, 2: 10, 4: 16, 5: 12}.get(buf[0] >> 5, -1)
+    return _CDB_LENGTH[buf[0] >> 5]
 
 
 def scsi_cdb_xfer(buf: bytes) -> int:
@@ -90,6 +94,9 @@ _TO_DEV = frozenset({
 })  # 0x1B is SCAN for scanners; START_STOP never gets here (xfer 0)
 
 
+_ATA = frozenset({int(Op.ATA_12), int(Op.ATA_16)})
+
+
 def _ata_xfer_unit(buf: bytes, blocksize: int) -> int:
     if (buf[2] >> 2) & 1:
         return blocksize if (buf[2] >> 4) & 1 else 512
@@ -109,72 +116,107 @@ def _performance_length(num_desc: int, typ: int, data_type: int) -> int:
     return 8
 
 
+_XferRule = Callable[[bytes, int, int, int], int]    # (buf, group xfer, dev_type, blocksize) -> bytes
+
+
+def _verify_xfer(buf: bytes, xfer: int, dev_type: int, blocksize: int) -> int:
+    if buf[1] & 2 == 0:
+        xfer = 0
+    elif buf[1] & 4:
+        xfer = 1
+    return xfer * blocksize
+
+
+def _ata12_xfer(buf: bytes, xfer: int, dev_type: int, blocksize: int) -> int:
+    if dev_type == ScsiType.TYPE_ROM:
+        return 0
+    length = buf[2] & 3
+    n = buf[3] if length == 1 else buf[4] if length == 2 else 0
+    return n * _ata_xfer_unit(buf, blocksize)
+
+
+def _ata16_xfer(buf: bytes, xfer: int, dev_type: int, blocksize: int) -> int:
+    extend = buf[1] & 1
+    length = buf[2] & 3
+    if length == 1:
+        n = buf[4] | ((buf[3] << 8) if extend else 0)
+    elif length == 2:
+        n = buf[6] | ((buf[5] << 8) if extend else 0)
+    else:
+        n = 0
+    return n * _ata_xfer_unit(buf, blocksize)
+
+
+def _format_unit_xfer(buf: bytes, xfer: int, dev_type: int, blocksize: int) -> int:
+    if dev_type == ScsiType.TYPE_ROM and buf[1] & 16:
+        return 12
+    return 0 if buf[1] & 16 == 0 else (8 if buf[1] & 32 else 4)
+
+
+def _erase12_xfer(buf: bytes, xfer: int, dev_type: int, blocksize: int) -> int:
+    if dev_type == ScsiType.TYPE_ROM:   # GET PERFORMANCE
+        return _performance_length(buf[9] | buf[8] << 8, buf[10], buf[1] & 0x1F)
+    return xfer
+
+
+def _rom_len89(buf: bytes, xfer: int, dev_type: int, blocksize: int) -> int:
+    return (buf[9] | buf[8] << 8) if dev_type == ScsiType.TYPE_ROM else xfer
+
+
+def _send_volume_tag(buf: bytes, xfer: int, dev_type: int, blocksize: int) -> int:
+    return (buf[10] | buf[9] << 8) if dev_type == ScsiType.TYPE_ROM else (buf[9] | buf[8] << 8)
+
+
+def _zero(buf: bytes, xfer: int, dev_type: int, blocksize: int) -> int:
+    return 0
+
+
+def _blocks(buf: bytes, xfer: int, dev_type: int, blocksize: int) -> int:
+    return xfer * blocksize
+
+
+def _blocks_256(buf: bytes, xfer: int, dev_type: int, blocksize: int) -> int:
+    return (xfer or 256) * blocksize
+
+
+# scsi_req_xfer's switch as a table: opcode -> rule; opcodes not listed move the group's
+# transfer length field as is
+_XFER_RULES: dict[int, _XferRule] = {int(op): _zero for op in _XFER_ZERO}
+_XFER_RULES.update({
+    **{int(op): _verify_xfer for op in (Op.VERIFY, Op.VERIFY_12, Op.VERIFY_16)},
+    **{int(op): (lambda b, x, t, bs: 0 if b[1] & 1 else bs) for op in (Op.WRITE_SAME, Op.WRITE_SAME_16)},
+    int(Op.READ_CAPACITY): lambda b, x, t, bs: 8,
+    int(Op.READ_BLOCK_LIMITS): lambda b, x, t, bs: 6,
+    int(Op.SEND_VOLUME_TAG): _send_volume_tag,
+    **{int(op): _blocks_256 for op in (Op.WRITE_6, Op.READ_6, Op.READ_REVERSE)},
+    **{int(op): _blocks for op in (Op.WRITE_10, Op.WRITE_VERIFY, Op.WRITE_12, Op.WRITE_VERIFY_12,
+                                     Op.WRITE_16, Op.WRITE_VERIFY_16, Op.READ_10, Op.READ_12, Op.READ_16)},
+    int(Op.FORMAT_UNIT): _format_unit_xfer,
+    **{int(op): (lambda b, x, t, bs: b[4] | b[3] << 8)
+       for op in (Op.INQUIRY, Op.RECEIVE_DIAGNOSTIC, Op.SEND_DIAGNOSTIC)},
+    **{int(op): (lambda b, x, t, bs: b[8] | b[7] << 8 | b[6] << 16)
+       for op in (Op.READ_CD, Op.READ_BUFFER, Op.WRITE_BUFFER, Op.SEND_CUE_SHEET)},
+    int(Op.PERSISTENT_RESERVE_OUT): lambda b, x, t, bs: int.from_bytes(b[5:9], "big"),
+    0xAC: _erase12_xfer,
+    **{int(op): _rom_len89 for op in (Op.MECHANISM_STATUS, Op.READ_DVD_STRUCTURE, Op.SEND_DVD_STRUCTURE,
+                                        Op.MAINTENANCE_OUT, Op.MAINTENANCE_IN)},
+    int(Op.ATA_12): _ata12_xfer,
+    int(Op.ATA_16): _ata16_xfer,
+})
+
+
 def scsi_req_xfer(buf: bytes, dev_type: int, blocksize: int) -> int:
     """scsi_req_xfer: bytes the command moves, for disks and CD-ROMs."""
-    op = buf[0]
     xfer = scsi_cdb_xfer(buf)
-    if op in _XFER_ZERO:
-        return 0
-    if op in (Op.VERIFY, Op.VERIFY_12, Op.VERIFY_16):
-        if buf[1] & 2 == 0:
-            xfer = 0
-        elif buf[1] & 4:
-            xfer = 1
-        return xfer * blocksize
-    if op in (Op.WRITE_SAME, Op.WRITE_SAME_16):
-        return 0 if buf[1] & 1 else blocksize
-    if op == Op.READ_CAPACITY:
-        return 8
-    if op == Op.READ_BLOCK_LIMITS:
-        return 6
-    if op == Op.SEND_VOLUME_TAG:
-        return (buf[10] | buf[9] << 8) if dev_type == ScsiType.TYPE_ROM else (buf[9] | buf[8] << 8)
-    if op in (Op.WRITE_6, Op.READ_6, Op.READ_REVERSE):
-        return (xfer or 256) * blocksize
-    if op in (Op.WRITE_10, Op.WRITE_VERIFY, Op.WRITE_12, Op.WRITE_VERIFY_12, Op.WRITE_16,
-              Op.WRITE_VERIFY_16, Op.READ_10, Op.READ_12, Op.READ_16):
-        return xfer * blocksize
-    if op == Op.FORMAT_UNIT:
-        if dev_type == ScsiType.TYPE_ROM and buf[1] & 16:
-            return 12
-        return 0 if buf[1] & 16 == 0 else (8 if buf[1] & 32 else 4)
-    if op in (Op.INQUIRY, Op.RECEIVE_DIAGNOSTIC, Op.SEND_DIAGNOSTIC):
-        return buf[4] | buf[3] << 8
-    if op in (Op.READ_CD, Op.READ_BUFFER, Op.WRITE_BUFFER, Op.SEND_CUE_SHEET):
-        return buf[8] | buf[7] << 8 | buf[6] << 16
-    if op == Op.PERSISTENT_RESERVE_OUT:
-        return int.from_bytes(buf[5:9], "big")
-    if op == 0xAC:  # ERASE_12 / GET PERFORMANCE
-        if dev_type == ScsiType.TYPE_ROM:
-            return _performance_length(buf[9] | buf[8] << 8, buf[10], buf[1] & 0x1F)
-        return xfer
-    if op in (Op.MECHANISM_STATUS, Op.READ_DVD_STRUCTURE, Op.SEND_DVD_STRUCTURE,
-              Op.MAINTENANCE_OUT, Op.MAINTENANCE_IN):
-        return (buf[9] | buf[8] << 8) if dev_type == ScsiType.TYPE_ROM else xfer
-    if op == Op.ATA_12:
-        if dev_type == ScsiType.TYPE_ROM:
-            return 0
-        length = buf[2] & 3
-        n = buf[3] if length == 1 else buf[4] if length == 2 else 0
-        return n * _ata_xfer_unit(buf, blocksize)
-    if op == Op.ATA_16:
-        extend = buf[1] & 1
-        length = buf[2] & 3
-        if length == 1:
-            n = buf[4] | ((buf[3] << 8) if extend else 0)
-        elif length == 2:
-            n = buf[6] | ((buf[5] << 8) if extend else 0)
-        else:
-            n = 0
-        return n * _ata_xfer_unit(buf, blocksize)
-    return xfer
+    rule = _XFER_RULES.get(buf[0])
+    return xfer if rule is None else rule(buf, xfer, dev_type, blocksize)
 
 
 def scsi_cmd_xfer_mode(buf: bytes, xfer: int) -> XferMode:
     """scsi_cmd_xfer_mode: data direction of a parsed CDB."""
     if not xfer:
         return XferMode.SCSI_XFER_NONE
-    if buf[0] in (Op.ATA_12, Op.ATA_16):
+    if buf[0] in _ATA:
         return XferMode.SCSI_XFER_FROM_DEV if buf[2] & 8 else XferMode.SCSI_XFER_TO_DEV
     if buf[0] in _TO_DEV:
         return XferMode.SCSI_XFER_TO_DEV
