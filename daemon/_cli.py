@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ._config import ConfigError, MachineConfig, ensure_seed_images, seed_config
 from ._qemu_args import parse_qemu_args
@@ -237,8 +238,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning("%s", w)
     from ._machine import run_daemon
     assert opts.mount is not None
+    cli_level = "--log-level" in (a.split("=", 1)[0] for a in rest)
+
+    def follow_log_level(tc: Any) -> None:
+        """A reload re-applies [service] log-level, unless --log-level fixed it."""
+        if tc.service.log_level and not cli_level:
+            logging.getLogger().setLevel(tc.service.log_level.upper())
+
     return run_daemon(cfg, opts.mount, quiet=opts.quiet, qmp=qmp,
-                      config_path=os.path.abspath(opts.config) if opts.config else None, journal=journal)
+                      config_path=os.path.abspath(opts.config) if opts.config else None, journal=journal,
+                      on_reload=follow_log_level)
 
 
 if __name__ == "__main__":

@@ -270,11 +270,19 @@ def plan_reload(old: MachineConfig, new: MachineConfig) -> ReloadPlan:
                             f"service to apply it (systemctl restart vscsifs@NAME)")
 
     def same(a: ScsiDeviceConfig, b: ScsiDeviceConfig) -> bool:
-        if _comparable(a) != _comparable(b):
+        """Same properties and same backing drive contents; drive *names* may differ (an
+        inline drive of an id-less device is named after its position in the file)."""
+        ca, cb = _comparable(a), _comparable(b)
+        ca.pop("drive"), cb.pop("drive")
+        if ca != cb:
             return False
         da = old.drives.get(a.drive) if a.drive else None
         db = new.drives.get(b.drive) if b.drive else None
-        return (da is None) == (db is None) and (da is None or _comparable(da) == _comparable(db))
+        if da is None or db is None:
+            return da is db
+        ra, rb = _comparable(da), _comparable(db)
+        ra.pop("id"), rb.pop("id")
+        return ra == rb
 
     old_by = {device_key(d): d for d in old.devices}
     new_by = {device_key(d): d for d in new.devices}

@@ -1,0 +1,415 @@
+"""Issue 5 acceptance: vscsifs as a systemd service, tested with the real daemon on a real mount.
+
+systemd itself is replaced by what it gives a Type=notify service: a bound AF_UNIX datagram
+socket in NOTIFY_SOCKET (and WATCHDOG_USEC, JOURNAL_STREAM), and signals (SIGHUP for
+ExecReload, SIGTERM for stop, SIGKILL for a crash). Each test names the point it checks.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from daemon_harness import _can_mount, force_unmount, is_mounted
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+UNIT = os.path.join(REPO, "systemd", "vscsifs@.service")
+EXAMPLE = os.path.join(REPO, "systemd", "example.toml")
+
+MIB = 1 << 20
+
+
+class NotifySocket:
+    """What systemd binds for a Type=notify service: a datagram socket; we record every message."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.messages: list[tuple[float, str]] = []
+
+    def drain(self, timeout: float = 0.0) -> list[str]:
+        self.sock.settimeout(timeout if timeout > 0 else None)
+        self.sock.setblocking(timeout > 0)
+        got = []
+        try:
+            while True:
+                msg = self.sock.recv(65536).decode()
+                self.messages.append((time.monotonic(), msg))
+                got.append(msg)
+                self.sock.setblocking(False)
+        except (BlockingIOError, socket.timeout):
+            pass
+        return got
+
+    def wait_for(self, pred: Callable[[str], bool], timeout: float = 60, proc: subprocess.Popen | None = None) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for msg in self.drain(0.05):
+                if pred(msg):
+                    return msg
+            if proc is not None and proc.poll() is not None:
+                for msg in self.drain():
+                    if pred(msg):
+                        return msg
+                raise AssertionError(f"daemon exited with {proc.returncode} before the message came")
+        raise AssertionError(f"no such notify message in {timeout}s; got {[m for _, m in self.messages]}")
+
+    def all(self) -> list[str]:
+        self.drain()
+        return [m for _, m in self.messages]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def fields_of(msg: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in msg.split("\n") if "=" in line)
+
+
+@dataclass
+class Svc:
+    proc: subprocess.Popen
+    mount: str
+    log_path: str
+    notify: NotifySocket
+    extra: list[subprocess.Popen] = field(default_factory=list)
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 30) -> int:
+        return self.proc.wait(timeout)
+
+
+def write_images(d: str, sizes: dict[str, int]) -> None:
+    os.makedirs(d, exist_ok=True)
+    for name, size in sizes.items():
+        with open(os.path.join(d, name), "wb") as f:
+            f.truncate(size)
+
+
+def machine_toml(luns: list[tuple[str, int, int, str]], *, smp: int = 2, extra: str = "") -> str:
+    """A one-controller machine; luns = (id, scsi-id, lun, image)."""
+    out = [f"smp = {smp}", 'memory = "512M"', extra, "", "[[controller]]", 'id = "scsi0"', "num_queues = 2"]
+    for dev_id, target, lun, image in luns:
+        out += ["", "[[device]]", 'driver = "scsi-hd"', f'id = "{dev_id}"', f'drive = {{ file = "{image}", format = "raw" }}',
+                'bus = "scsi0.0"', f"scsi-id = {target}", f"lun = {lun}"]
+    return "\n".join(out) + "\n"
+
+
+def start(tmp: str, args: list[str], *, env: dict[str, str] | None = None, notify_name: str = "notify",
+          log_name: str = "daemon.log", wait_ready: bool = True, mount: str | None = None) -> Svc:
+    mount = mount or os.path.join(tmp, "svc-mnt")
+    os.makedirs(mount, exist_ok=True)
+    ns = NotifySocket(os.path.join(tmp, notify_name))
+    log_path = os.path.join(tmp, log_name)
+    logf = open(log_path, "wb")
+    full_env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+    full_env.update(NOTIFY_SOCKET=ns.path, **(env or {}))
+    proc = subprocess.Popen([sys.executable, "-m", "vscsifs.daemon._cli", "run", "--mount", mount, *args],
+                            stdout=logf, stderr=subprocess.STDOUT, env=full_env)
+    svc = Svc(proc, mount, log_path, ns)
+    if wait_ready:
+        try:
+            ns.wait_for(lambda m: m.startswith("READY=1"), 60, proc)
+        except AssertionError as e:
+            stop(svc)
+            raise AssertionError(f"{e}\n{svc.log()}") from None
+    return svc
+
+
+def stop(svc: Svc, sig: int = signal.SIGTERM) -> int | None:
+    if svc.proc.poll() is None:
+        svc.proc.send_signal(sig)
+        try:
+            svc.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            svc.proc.kill()
+            svc.proc.wait()
+    if is_mounted(svc.mount):
+        force_unmount(svc.mount)
+    svc.notify.close()
+    return svc.proc.returncode
+
+
+@pytest.fixture
+def mountable() -> None:
+    why = _can_mount()
+    if why:
+        pytest.skip(why)
+
+
+@pytest.fixture
+def services() -> Iterator[list[Svc]]:
+    """Every daemon a test starts is stopped and its mount cleared, even when the test fails."""
+    started: list[Svc] = []
+    try:
+        yield started
+    finally:
+        for s in started:
+            stop(s, signal.SIGKILL if s.proc.poll() is None and s.proc.returncode is None else signal.SIGTERM)
+
+
+def sysfs_devices(mount: str) -> list[str]:
+    return sorted(os.listdir(os.path.join(mount, "sys/bus/scsi/devices")))
+
+
+# ---------------------------------------------------------------------------------------------- units
+
+def test_systemd_analyze_verify(tmp_path):
+    """`systemd-analyze verify` accepts the unit (template and an instance), with no warning."""
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze is not installed (bootstrap.sh installs the systemd package)")
+    exe = shutil.which("vscsifs") or os.path.join(os.path.dirname(sys.executable), "vscsifs")
+    if not os.access(exe, os.X_OK):
+        pytest.skip("the vscsifs console script is not installed (pip install -e .)")
+    with open(UNIT) as f:
+        text = f.read()
+    assert "ExecStart=/usr/local/bin/vscsifs run --config /etc/vscsifs/%i.toml --mount /run/vscsifs/%i" in text
+    for key in ("Type=notify", "Restart=on-failure", "ExecReload=", "WatchdogSec=", "DeviceAllow=/dev/fuse rw"):
+        assert key in text
+    for forbidden in ("ProtectSystem", "PrivateTmp", "ProtectHome", "PrivateDevices"):   # see README
+        assert f"\n{forbidden}=" not in text
+    for name in ("vscsifs@.service", "vscsifs@lab.service"):
+        (tmp_path / name).write_text(text.replace("/usr/local/bin/vscsifs", exe))
+        r = subprocess.run([tool, "verify", str(tmp_path / name)], capture_output=True, text=True, timeout=60)
+        if r.returncode != 0 and ("Failed to connect" in r.stderr or "Operation not permitted" in r.stderr):
+            pytest.skip(f"systemd-analyze cannot run in this sandbox: {r.stderr.strip()}")
+        assert r.returncode == 0, r.stderr
+        ours = [line for line in r.stderr.splitlines() if "vscsifs" in line]
+        assert not ours, "\n".join(ours)
+    # and it does catch a broken unit, so the check above means something
+    (tmp_path / "vscsifs@bad.service").write_text(text.replace("/usr/local/bin/vscsifs", exe)
+                                                  .replace("Type=notify", "Type=notifyy"))
+    r = subprocess.run([tool, "verify", str(tmp_path / "vscsifs@bad.service")], capture_output=True, text=True)
+    assert "notifyy" in r.stderr
+
+
+def test_example_configuration_checks(tmp_path):
+    """systemd/example.toml is a valid configuration (with its images in place)."""
+    text = open(EXAMPLE).read().replace("/var/lib/vscsifs/lab/", f"{tmp_path}/")
+    write_images(str(tmp_path), {"boot.img": 8 * MIB, "scratch.img": 8 * MIB})
+    (tmp_path / "lab.toml").write_text(text)
+    r = subprocess.run([sys.executable, "-m", "vscsifs.daemon._cli", "config", "--check", str(tmp_path / "lab.toml")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "1 controller(s), 2 device(s), 2 drive(s)" in r.stdout
+
+
+def test_config_from_qemu_then_check(tmp_path):
+    img = tmp_path / "a.img"
+    img.write_bytes(bytes(MIB))
+    r = subprocess.run([sys.executable, "-m", "vscsifs.daemon._cli", "config", "--from-qemu", "-smp", "2",
+                        "-device", "virtio-scsi-pci,id=scsi0", "-device", "scsi-hd,drive=d0,lun=3,serial=x,,y",
+                        "-drive", f"if=none,id=d0,file={img},format=raw"], capture_output=True, text=True, check=True)
+    (tmp_path / "m.toml").write_text(r.stdout)
+    assert 'serial = "x,y"' in r.stdout and "lun = 3" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "vscsifs.daemon._cli", "config", "--check", str(tmp_path / "m.toml")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "m.toml").write_text((tmp_path / "m.toml").read_text().replace("lun = 3", "lun = 99999"))
+    r = subprocess.run([sys.executable, "-m", "vscsifs.daemon._cli", "config", "--check", str(tmp_path / "m.toml")],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "m.toml:" in r.stderr and "bad scsi device lun: 99999" in r.stderr
+
+
+# ---------------------------------------------------------------------------------------------- notify
+
+def test_notify_sequence_watchdog_and_journal_lines(tmp_path, mountable, services):
+    """READY=1 only once the scan is done and the mount serves, a readable STATUS, WATCHDOG=1
+    at half of WATCHDOG_USEC from the start, STOPPING=1 on SIGTERM, exit 0; under
+    JOURNAL_STREAM the lines carry syslog priorities and the kernel's keep dmesg form."""
+    tmp = str(tmp_path)
+    write_images(f"{tmp}/img", {"a.img": 64 * MIB, "b.img": 32 * MIB})
+    (tmp_path / "m.toml").write_text(machine_toml([("lun0", 0, 0, "img/a.img"), ("lun1", 0, 1, "img/b.img")]))
+    log_path = os.path.join(tmp, "journal.log")
+    open(log_path, "wb").close()
+    st = os.stat(log_path)
+    svc = start(tmp, ["--config", f"{tmp}/m.toml"], log_name="journal.log",
+                env={"WATCHDOG_USEC": "300000", "WATCHDOG_PID": "", "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+    services.append(svc)
+    msgs = svc.notify.all()
+    ready = next(m for m in msgs if m.startswith("READY=1"))
+    # at READY the scan is finished and the tree is served
+    assert sysfs_devices(svc.mount) == ["0:0:0:0", "0:0:0:1", "host0", "target0:0:0"]
+    assert fields_of(ready)["STATUS"] == f"serving {svc.mount}: 1 host, 2 LUNs (host0: 2 LUNs)"
+    before_ready = msgs[:msgs.index(ready)]
+    assert any(m.startswith("STATUS=booting") for m in before_ready)
+    assert "WATCHDOG=1" in before_ready                    # pinged during the boot already
+    n0 = svc.notify.all().count("WATCHDOG=1")
+    time.sleep(1.0)
+    pings = svc.notify.all().count("WATCHDOG=1") - n0
+    assert 3 <= pings <= 9, pings                          # every 0.15 s
+    svc.signal(signal.SIGTERM)
+    assert svc.wait() == 0
+    stopping = [m for m in svc.notify.all() if m.startswith("STOPPING=1")]
+    assert stopping and "unmounting" in fields_of(stopping[0])["STATUS"]
+    assert not is_mounted(svc.mount)
+    lines = svc.log().splitlines()
+    assert f"<6>serving {svc.mount}: 1 host(s), 2 LUN(s)" in lines
+    assert any(line.startswith("<6>[") and line.endswith("] scsi host0: Virtio SCSI HBA") for line in lines)
+    assert any(line.startswith("<5>[") and "[sda] Attached SCSI disk" in line for line in lines)
+    assert all(line.startswith("<") for line in lines), [x for x in lines if not x.startswith("<")]
+
+
+# ---------------------------------------------------------------------------------------------- reload
+
+def test_reload_adds_and_removes_luns(tmp_path, mountable, services):
+    """SIGHUP: RELOADING=1, the difference is hot-unplugged/plugged through virtio-scsi events,
+    READY=1 once the guest side has settled; the new LUN is a working disk."""
+    tmp = str(tmp_path)
+    write_images(f"{tmp}/img", {"a.img": 64 * MIB, "b.img": 32 * MIB, "c.img": 16 * MIB})
+    conf = tmp_path / "m.toml"
+    conf.write_text(machine_toml([("lun0", 0, 0, "img/a.img"), ("lun1", 0, 1, "img/b.img")]))
+    svc = start(tmp, ["--config", str(conf)])
+    services.append(svc)
+    assert sysfs_devices(svc.mount) == ["0:0:0:0", "0:0:0:1", "host0", "target0:0:0"]
+    conf.write_text(machine_toml([("lun0", 0, 0, "img/a.img"), ("new", 2, 5, "img/c.img")]))
+    svc.notify.all()
+    svc.signal(signal.SIGHUP)
+    reloading = svc.notify.wait_for(lambda m: m.startswith("RELOADING=1"), 30, svc.proc)
+    assert "MONOTONIC_USEC=" in reloading
+    ready = svc.notify.wait_for(lambda m: m.startswith("READY=1"), 60, svc.proc)
+    assert fields_of(ready)["STATUS"] == f"serving {svc.mount}: 1 host, 2 LUNs (host0: 2 LUNs)"
+    # settled by the time READY=1 came: no polling needed
+    assert sysfs_devices(svc.mount) == ["0:0:0:0", "0:0:2:5", "host0", "target0:0:0", "target0:0:2"]
+    disk = os.listdir(f"{svc.mount}/sys/bus/scsi/devices/0:0:2:5/block")[0]
+    with open(f"{svc.mount}/sys/block/{disk}/size") as f:
+        assert int(f.read()) == 16 * MIB // 512
+    log = svc.log()
+    assert "reload: unplugging lun1 (scsi-hd at scsi0 0:0:1)" in log
+    assert "reload: plugging new (scsi-hd at scsi0 0:2:5)" in log
+    # a reload with nothing changed is a no-op that still answers READY=1
+    svc.signal(signal.SIGHUP)
+    ready = svc.notify.wait_for(lambda m: m.startswith("READY=1"), 30, svc.proc)
+    assert "2 LUNs" in fields_of(ready)["STATUS"]
+    assert svc.log().count("no device changes") == 1
+    svc.signal(signal.SIGTERM)
+    assert svc.wait() == 0
+
+
+def test_bad_reload_is_refused_and_the_machine_left_alone(tmp_path, mountable, services):
+    tmp = str(tmp_path)
+    write_images(f"{tmp}/img", {"a.img": 64 * MIB, "b.img": 32 * MIB})
+    conf = tmp_path / "m.toml"
+    good = machine_toml([("lun0", 0, 0, "img/a.img"), ("lun1", 0, 1, "img/b.img")])
+    conf.write_text(good)
+    svc = start(tmp, ["--config", str(conf)])
+    services.append(svc)
+    before = sysfs_devices(svc.mount)
+    cases = [
+        # (file text, what the log must say)
+        (good.replace("lun = 1", "lun = \"one\""), "key 'lun': expects an integer"),
+        (good.replace("lun = 1", "lun = 0"), "lun already used by"),                   # validation
+        (good.replace("img/b.img", "img/missing.img"), "Could not open"),                # image check
+        (good.replace("smp = 2", "smp = 4"), "hotplug cannot do: restart"),             # restart-only change
+        ("this is [not toml", "not valid TOML"),
+    ]
+    for text, why in cases:
+        conf.write_text(text)
+        svc.notify.all()
+        svc.signal(signal.SIGHUP)
+        ready = svc.notify.wait_for(lambda m: m.startswith("READY=1"), 30, svc.proc)
+        status = fields_of(ready)["STATUS"]
+        assert status.startswith("reload refused (") and status.endswith("host0: 2 LUNs)"), status
+        assert why in svc.log(), why
+        assert f"{conf}" in status or "restart" in status
+        assert sysfs_devices(svc.mount) == before
+    assert svc.log().count("reload refused, the machine is unchanged") == len(cases)
+    with open(f"{svc.mount}/sys/block/sdb/size") as f:
+        assert int(f.read()) == 32 * MIB // 512
+    svc.signal(signal.SIGTERM)
+    assert svc.wait() == 0
+
+
+# ---------------------------------------------------------------------------------------------- stop
+
+def test_sigterm_unmounts_and_keeps_fsynced_writes(tmp_path, mountable, services):
+    """Data written and fsync'ed through DIR/dev/sdX is in the image after SIGTERM; the
+    kernel flushed the disks' caches on the way out; the mount and loop devices are gone."""
+    tmp = str(tmp_path)
+    write_images(f"{tmp}/img", {"a.img": 64 * MIB, "b.img": 32 * MIB})
+    conf = tmp_path / "m.toml"
+    conf.write_text(machine_toml([("lun0", 0, 0, "img/a.img"), ("lun1", 0, 1, "img/b.img")]))
+    svc = start(tmp, ["--config", str(conf)])
+    services.append(svc)
+    payload = os.urandom(256 * 1024)
+    offset = 5 * MIB
+    fd = os.open(f"{svc.mount}/dev/sdb", os.O_WRONLY)
+    try:
+        os.pwrite(fd, payload, offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    t0 = time.monotonic()
+    svc.signal(signal.SIGTERM)
+    assert svc.wait() == 0
+    took = time.monotonic() - t0
+    assert took < 10, took
+    assert not is_mounted(svc.mount)
+    with open(f"{tmp}/img/b.img", "rb") as f:
+        f.seek(offset)
+        assert f.read(len(payload)) == payload
+    log = svc.log()
+    assert "sd 0:0:0:1: [sdb] Synchronizing SCSI cache" in log
+    assert "sd 0:0:0:0: [sda] Synchronizing SCSI cache" in log
+    losetup = subprocess.run(["losetup", "-l", "-n", "-O", "BACK-FILE"], capture_output=True, text=True).stdout
+    assert svc.mount not in losetup
+
+
+def test_kill9_then_restart_on_the_same_mount_point(tmp_path, mountable, services):
+    """A killed daemon leaves a dead mount (ENOTCONN); the next start clears it and serves."""
+    tmp = str(tmp_path)
+    write_images(f"{tmp}/img", {"a.img": 64 * MIB})
+    conf = tmp_path / "m.toml"
+    conf.write_text(machine_toml([("lun0", 0, 0, "img/a.img")]))
+    first = start(tmp, ["--config", str(conf)], notify_name="n1", log_name="first.log")
+    services.append(first)
+    first.proc.kill()
+    first.proc.wait()
+    with pytest.raises(OSError) as ei:
+        os.statvfs(first.mount)
+    assert ei.value.errno == errno.ENOTCONN
+    second = start(tmp, ["--config", str(conf)], notify_name="n2", log_name="second.log", mount=first.mount)
+    services.append(second)
+    assert sysfs_devices(second.mount) == ["0:0:0:0", "host0", "target0:0:0"]
+    assert "a FUSE mount left by a daemon that died" in second.log()
+    second.signal(signal.SIGTERM)
+    assert second.wait() == 0
+    assert not is_mounted(second.mount)
+
+
+def test_a_second_instance_on_the_same_mount_point_is_refused(tmp_path, mountable, services):
+    tmp = str(tmp_path)
+    write_images(f"{tmp}/img", {"a.img": 64 * MIB})
+    conf = tmp_path / "m.toml"
+    conf.write_text(machine_toml([("lun0", 0, 0, "img/a.img")]))
+    first = start(tmp, ["--config", str(conf)], notify_name="n1", log_name="first.log")
+    services.append(first)
+    second = start(tmp, ["--config", str(conf)], notify_name="n2", log_name="second.log", mount=first.mount,
+                   wait_ready=False)
+    services.append(second)
+    assert second.wait() == 1
+    assert f"is in use by another vscsifs instance (pid {first.proc.pid};" in second.log()
+    assert any(m.startswith("STATUS=refused: ") for m in second.notify.all())
+    assert first.proc.poll() is None and sysfs_devices(first.mount) == ["0:0:0:0", "host0", "target0:0:0"]
+    first.signal(signal.SIGTERM)
+    assert first.wait() == 0
