@@ -388,12 +388,14 @@ async def efi_partition(state: ParsedPartitions) -> int:
 # PARTITION=y). On a disk whose table none of efi/msdos recognised they still read their label
 # sectors, and those reads are requests the guest sees (golden captures of disks without a table:
 # two more READs, pages 1 and 3, than disks with an MBR). They are modelled up to their signature
-# check; a disk that carries one of these labels is reported and left unpartitioned.
+# check; a disk that carries one of these labels ends the walk as the kernel's parser would
+# (res 1), but with no partitions and a warning.
 
 def _foreign_label(state: ParsedPartitions, kind: str) -> int:
     state.warnings.append(f"{state.name}: {kind} disk label found; this partition format is not "
                           f"parsed by vscsifs (the disk is left unpartitioned)")
-    return 0
+    state.pp_buf += "\n"
+    return 1
 
 
 async def _sector0_magic(state: ParsedPartitions, kind: str, off: int, fmt: str, magic: int) -> int:
