@@ -444,6 +444,14 @@ def devnode_name(obj: Any) -> str:
     return str(obj.name)
 
 
+def user_opens(bdev: Any) -> bool:
+    """Removable disks (CD-ROMs) get the data file as their node even in loop mode: their
+    driver's open is what the user must meet (an empty drive answers ENOMEDIUM, a CD-ROM's open
+    locks the door with PREVENT ALLOW MEDIUM REMOVAL), and a loop device hides every open.
+    The price is the file-mode caveat: ``lsblk --sysroot -O`` reads such a node to its end."""
+    return bool(getattr(getattr(bdev, "disk", None), "removable", False))
+
+
 @dataclass(eq=False)
 class _BlockEntry:
     bdev: Any
@@ -557,7 +565,7 @@ class DevFs:
             self.data_dir.remove(name)
         self.data_dir.add(data)
         entry = self.blocks[name] = _BlockEntry(bdev, data, read_only=bool(bdev.read_only))
-        if self.mode == "file":
+        if self.mode == "file" or (self.mode == "loop" and user_opens(bdev)):
             entry.node = self._place(name, lambda base: DataFile(base, bdev, self, user_node=True))
         elif self.mode == "loop":
             assert self._nursery is not None
@@ -619,7 +627,7 @@ class DevFs:
         self.ops = ops
         self.mode = "loop" if use_loop else "file"
         for entry in list(self.blocks.values()):
-            if self.mode == "loop":
+            if self.mode == "loop" and not user_opens(entry.bdev):
                 await self._attach(entry)
             else:
                 entry.node = self._place(entry.bdev.name, lambda base, b=entry.bdev: DataFile(base, b, self, user_node=True))

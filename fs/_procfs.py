@@ -97,3 +97,18 @@ class ProcFs:
             d.mode = 0o555  # type: ignore[union-attr]
         scsi.add(ProcAttr("logging_level", show, store, 0o644))
         self.root.add(SizedProcAttr("kmsg", lambda: kernel.kmsg.syslog_text(), None, 0o400))
+        # register_sysctl(): tables drivers register (cdrom's dev/cdrom), before or after us
+        for path, entries in dict(getattr(kernel, "sysctl_tables", {}) or {}).items():
+            self.register_sysctl(path, entries)
+        kernel.sysctl_register = self.register_sysctl
+
+    def register_sysctl(self, path: str, entries: list[tuple[str, Any, Any, int]]) -> None:
+        """/proc/sys/PATH/NAME for each (name, show, store, mode); directories 0555."""
+        d = self.root.makedirs(f"sys/{path}")
+        node = d
+        while node is not None and node is not self.root:
+            node.mode = 0o555  # type: ignore[union-attr]
+            node = node.parent
+        for name, show, store, mode in entries:
+            if name not in d.children:
+                d.add(ProcAttr(name, show, store, mode))

@@ -498,8 +498,8 @@ async def bdev_disk_changed(disk: Gendisk, invalidate: bool = False) -> None:
             raise OSError(errno.EBUSY, f"{disk.disk_name}: partitions are in use")
         blk_drop_partitions(disk)
         disk.need_part_scan = False
-        if invalidate:
-            set_capacity(disk, 0)
+        if invalidate and (not disk.flags & GENHD_FL_NO_PART or not disk.flags & GENHD_FL_REMOVABLE):
+            set_capacity(disk, 0)      # not for CD-ROMs: legacy udisks polling relies on it
         if not disk.capacity or disk.flags & GENHD_FL_NO_PART or disk.suppress_part_scan:
             return
         state = await check_partition(disk, lambda index: _read_page(disk, index))

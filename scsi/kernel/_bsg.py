@@ -78,8 +78,9 @@ def _kernel_of(sdev: Any) -> Any:
 def bsg_register_queue(kernel: Any, sdev: Any, name: str) -> BsgDevice:
     """bsg_register_queue(): class device ``name`` under the scsi_device with the next minor.
 
-    (The queue's ``bsg`` link is made only when the queue is already in sysfs; for SCSI the
-    queue is registered later, by device_add_disk, so the kernel makes none.)"""
+    The queue's ``bsg`` link is made only when the queue is already in sysfs: sd registers
+    its queue later (async device_add_disk), so disks have none; sr probes synchronously
+    before bsg registration, so CD-ROMs have queue/bsg."""
     state = bsg_init(kernel)
     minor = kernel.bsg_minor_ida.alloc()
     if minor >= BSG_MAX_DEVS:
@@ -91,6 +92,9 @@ def bsg_register_queue(kernel: Any, sdev: Any, name: str) -> BsgDevice:
     device_add(dev, power=POWER_ASYNC_DISABLED)
     bd = BsgDevice(name=name, devt=devt, sdev=sdev, dev=dev)
     state.devices[id(sdev)] = bd
+    qkobj = getattr(getattr(sdev, "request_queue", None), "kobj", None)
+    if qkobj is not None and qkobj.parent is not None:     # q->kobj.sd: the queue is in sysfs (sr)
+        qkobj.link("bsg", dev.kobj)
     kernel.devnode_event("add", "char", bd)
     return bd
 
@@ -106,6 +110,9 @@ def bsg_unregister_queue(bd: BsgDevice, kernel: Any | None = None) -> None:
     kernel = kernel or _kernel_of(bd.sdev)
     state = bsg_init(kernel)
     state.devices.pop(id(bd.sdev), None)
+    qkobj = getattr(getattr(bd.sdev, "request_queue", None), "kobj", None)
+    if qkobj is not None and "bsg" in getattr(qkobj, "children", {}):
+        qkobj.remove("bsg")
     device_del(bd.dev)
     kernel.devnode_event("remove", "char", bd)
     kernel.bsg_minor_ida.free(bd.devt[1])

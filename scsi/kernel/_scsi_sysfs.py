@@ -589,13 +589,15 @@ async def scsi_sysfs_add_sdev(sdev: ScsiDevice) -> int:
     rpm.set_active_enable()
     rpm.forbid()
     device_add(sdev.sdev_gendev, power=rpm.overrides())
-    # bus_probe_device(): pick the upper driver now (so messages say "sd H:C:T:L" from here
-    # on, as they do in the guest) and run its probe in the async domain
+    # bus_probe_device(): drivers that probe synchronously (sr) probe right here, inside
+    # device_add, before the class device and sg; otherwise pick the asynchronous upper driver
+    # now (so messages say "sd H:C:T:L" from here on, as they do in the guest) and run its
+    # probe in the async domain
     # Outside the boot-time async scan (sysfs scan, scsi_add_device from a hotplug event) the
     # async probe has not bound sd yet when sg attaches: golden/seed/hotplug logs "scsi
     # 0:0:0:1: Attached scsi generic", the boot logs "sd 0:0:0:0: ...".
     late_bind = not sdev.host.async_scan
-    drv = _bind_candidate(sdev)
+    drv = None if await _attach_sync(sdev) else _bind_candidate(sdev)
     if drv is not None and late_bind:
         device_release_driver(sdev)
     device_add(sdev.sdev_dev)
@@ -706,12 +708,48 @@ def device_release_driver(sdev: ScsiDevice) -> None:
     sdev.driver_ops = None
 
 
+def _probes_async(drv: Any) -> bool:
+    """driver_allows_async_probing(): sd asks for it; a driver saying PROBE_DEFAULT_STRATEGY
+    (sr) probes synchronously."""
+    return getattr(drv, "probe_type", "PROBE_PREFER_ASYNCHRONOUS") != "PROBE_DEFAULT_STRATEGY"
+
+
+async def _attach_sync(sdev: ScsiDevice) -> bool:
+    """__device_attach()'s synchronous pass: the first synchronous driver whose probe
+    succeeds stays bound (True); asynchronous drivers are left for the async helper."""
+    kernel = sdev.host.kernel
+    if not scsi_bus(kernel).autoprobe:
+        return False
+    for drv in _drivers(kernel):
+        if _probes_async(drv) or not _matches(drv, sdev):
+            continue
+        # async probes scheduled for earlier devices run on other CPUs meanwhile: let them
+        # start (sd_probe takes its disk and diskseq before this probe takes the next)
+        await _async_checkpoint()
+        _bind(sdev, drv)
+        if not await maybe_await(drv.probe(sdev)):
+            if drv.name in _BLK_PM_DRIVERS:
+                blk_pm_runtime_init(sdev)
+            return True
+        device_release_driver(sdev)
+    return False
+
+
+async def _async_checkpoint() -> None:
+    import trio
+
+    if trio.lowlevel.current_root_task() is not None:
+        # two rounds: trio may run one batch of runnable tasks in either order
+        for _ in range(2):
+            await trio.lowlevel.checkpoint()
+
+
 def _bind_candidate(sdev: ScsiDevice) -> Any:
     kernel = sdev.host.kernel
     if not scsi_bus(kernel).autoprobe:
         return None
     for drv in _drivers(kernel):
-        if _matches(drv, sdev):
+        if _probes_async(drv) and _matches(drv, sdev):
             _bind(sdev, drv)
             return drv
     return None
@@ -747,7 +785,7 @@ async def _wait_probe(sdev: ScsiDevice) -> None:
 async def _really_probe(sdev: ScsiDevice, first: Any) -> None:
     """really_probe(): try the pre-bound driver, then the others, until one binds."""
     kernel = sdev.host.kernel
-    candidates = [first] + [d for d in _drivers(kernel) if d is not first]
+    candidates = [first] + [d for d in _drivers(kernel) if d is not first and _probes_async(d)]
     for drv in candidates:
         if sdev.sdev_state in (SdevState.SDEV_DEL, SdevState.SDEV_CANCEL):
             return
