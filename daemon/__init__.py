@@ -1,1 +1,3 @@
-"""The daemon: configuration (QEMU options), machine wiring, CLI, signals, FUSE main loop."""
+"""The daemon: configuration (QEMU options, TOML files), machine wiring, CLI, signals, FUSE main
+loop, and running as a systemd service (_service: sd_notify via _notify, SIGHUP reload as
+hotplug, orderly SIGTERM, one instance per mount point)."""

@@ -1,4 +1,5 @@
-"""daemon/_service.py without a mount: reload plans, the instance lock, journal formatting."""
+"""daemon/_service.py without a mount: reload plans, the instance lock, journal formatting
+(tests/integration/test_service.py runs the service itself)."""
 
 from __future__ import annotations
 
