@@ -187,12 +187,10 @@ class InstanceLock:
         return self
 
     def release(self) -> None:
+        """Drop the lock. The file stays: unlinking it would let a starter that opened the old
+        inode and one that creates a new file both "hold" the lock; a stale file is harmless."""
         if self.fd is None:
             return
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
         os.close(self.fd)       # closing drops the flock
         self.fd = None
 
