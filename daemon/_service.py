@@ -332,7 +332,13 @@ async def settle(machine: Any, gone: Iterable[ScsiDeviceConfig], present: Iterab
     """Wait until the driver side has removed ``gone`` and probed ``present`` (sd/sr bound);
     returns the labels of devices the guest did not catch up with in time."""
     hosts = _hosts_by_controller(machine)
-    gone, present = list(gone), list(present)
+    no_hotplug = {c.config.id for c in machine.controllers if not c.config.hotplug}
+    for d in [*gone, *present]:
+        if d.controller in no_hotplug:
+            log.warning("reload: controller %s has hotplug=off: the guest sees %s only when it rescans",
+                        d.controller, device_label(d))
+    gone = [d for d in gone if d.controller not in no_hotplug]
+    present = [d for d in present if d.controller not in no_hotplug]
 
     def pending() -> list[ScsiDeviceConfig]:
         out = []

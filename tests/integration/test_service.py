@@ -449,3 +449,33 @@ def test_a_second_instance_on_the_same_mount_point_is_refused(tmp_path, mountabl
     assert first.proc.poll() is None and sysfs_devices(first.mount) == ["0:0:0:0", "host0", "target0:0:0"]
     first.signal(signal.SIGTERM)
     assert first.wait() == 0
+
+
+def test_reload_on_a_controller_without_hotplug_does_not_wait_for_the_guest(tmp_path, mountable, services):
+    """hotplug=off: the device side changes, the guest is not told (as with QEMU); the reload
+    says so and answers READY=1 at once instead of waiting for a scan that will not come."""
+    tmp = str(tmp_path)
+    write_images(f"{tmp}/img", {"a.img": 64 * MIB, "c.img": 16 * MIB})
+    conf = tmp_path / "m.toml"
+    conf.write_text(machine_toml([("lun0", 0, 0, "img/a.img")]).replace("num_queues = 2", "num_queues = 2\nhotplug = false"))
+    svc = start(tmp, ["--config", str(conf)])
+    services.append(svc)
+    conf.write_text(machine_toml([("lun0", 0, 0, "img/a.img"), ("new", 0, 1, "img/c.img")])
+                    .replace("num_queues = 2", "num_queues = 2\nhotplug = false"))
+    svc.notify.all()
+    t0 = time.monotonic()
+    svc.signal(signal.SIGHUP)
+    ready = svc.notify.wait_for(lambda m: m.startswith("READY=1"), 30, svc.proc)
+    assert time.monotonic() - t0 < 10
+    assert "1 LUN" in fields_of(ready)["STATUS"]                 # the guest still sees one
+    assert "controller scsi0 has hotplug=off: the guest sees new (scsi-hd at scsi0 0:0:1) only when it rescans" \
+        in svc.log()
+    # a rescan through sysfs finds it, as on a real guest
+    with open(f"{svc.mount}/sys/class/scsi_host/host0/scan", "w") as f:
+        f.write("- - -")
+    deadline = time.monotonic() + 20
+    while "0:0:0:1" not in sysfs_devices(svc.mount) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "0:0:0:1" in sysfs_devices(svc.mount)
+    svc.signal(signal.SIGTERM)
+    assert svc.wait() == 0
