@@ -261,6 +261,8 @@ def plan_reload(old: MachineConfig, new: MachineConfig) -> ReloadPlan:
     restart = []
     if (old.smp, old.memory, old.append) != (new.smp, new.memory, new.append):
         restart.append("smp/memory/append")
+    if getattr(old, "lio_config", None) != getattr(new, "lio_config", None):
+        restart.append("lio-config")
     if [_comparable(c) for c in old.controllers] != [_comparable(c) for c in new.controllers]:
         restart.append("the controllers")
     if restart:

@@ -46,11 +46,20 @@ from typing import Any
 
 from ._config import (CONTROLLER_DRIVERS, SCSI_DEVICE_DRIVERS, ConfigError, ControllerConfig, DriveConfig,
                       MachineConfig, ScsiDeviceConfig)
-from ._qemu_args import (_CACHE_MODES, _CONTROLLER_PROPS, _DRIVE_PROPS, _SCSI_DEVICE_PROPS, Prop, parse_memory,
-                         parse_qemu_args)
+from ._qemu_args import (_CACHE_MODES, _CONTROLLER_PROPS, _DRIVE_PROPS, _SCSI_DEVICE_PROPS, _VHOST_SCSI_PROPS, Prop,
+                         parse_memory, parse_qemu_args)
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-TOP_KEYS = ("smp", "memory", "append")
+TOP_KEYS = ("smp", "memory", "append", "lio-config")
+VHOST_SCSI = "vhost-scsi-pci"
+
+
+def controller_kind(driver: str) -> tuple[ControllerConfig, dict[str, Prop]]:
+    """A default controller of that model (as _qemu_args makes it) and its property table."""
+    if driver == VHOST_SCSI:
+        return (ControllerConfig(id=None, driver=VHOST_SCSI, virtqueue_size=128, hotplug=False, param_change=False),
+                _VHOST_SCSI_PROPS)
+    return ControllerConfig(id=None), _CONTROLLER_PROPS
 SERVICE_KEYS = ("mount", "data-dir", "log-level")
 TABLES = ("service", "controller", "drive", "device")
 
@@ -252,6 +261,8 @@ class _Reader:
                 raise self.fail("", None, None, "memory", f"expects a size such as \"1G\" or a number of bytes, "
                                 f"got {self._describe(mem)}")
         cfg.append = self.require_str(doc, "append", place) or ""
+        if (lio := self.require_str(doc, "lio-config", place)) is not None:
+            cfg.lio_config = os.path.normpath(os.path.join(self.base, os.path.expanduser(lio)))
 
         service = ServiceOptions()
         svc = doc.get("service", {})
@@ -273,11 +284,12 @@ class _Reader:
         for i, t in enumerate(self.array(doc, "controller")):
             p = ("controller", i, t.get("id"))
             driver = t.get("driver", "virtio-scsi-pci")
-            if driver not in CONTROLLER_DRIVERS:
+            if driver not in CONTROLLER_DRIVERS + (VHOST_SCSI,):
                 raise self.fail(*p, "driver", f"'{driver}' is not a controller vscsifs emulates "
-                                f"(one of {', '.join(CONTROLLER_DRIVERS)})")
-            ctl = ControllerConfig(id=None, origin=self.origin(*p))
-            self.apply(ctl, _CONTROLLER_PROPS, t, p, skip=("driver",))
+                                f"(one of {', '.join(CONTROLLER_DRIVERS + (VHOST_SCSI,))})")
+            ctl, props = controller_kind(driver)
+            ctl.origin = self.origin(*p)
+            self.apply(ctl, props, t, p, skip=("driver",))
             ctl.source = to_qemu_controller(ctl)
             cfg.controllers.append(ctl)
 
@@ -400,8 +412,9 @@ def _qemu_text(attr: str, v: Any) -> str:
 
 
 def to_qemu_controller(c: ControllerConfig) -> str:
-    parts = ["virtio-scsi-pci"] + [f"{k}={_qemu_text(a, v) if k != 'addr' else hex(v)}"
-                                   for k, a, v in _changed(c, ControllerConfig(id=None), _CONTROLLER_PROPS)]
+    default, props = controller_kind(c.driver)
+    parts = [c.driver] + [f"{k}={_qemu_text(a, v) if k != 'addr' else hex(v)}"
+                          for k, a, v in _changed(c, default, props)]
     return ",".join(p.replace(",", ",,") if i else p for i, p in enumerate(parts))
 
 
@@ -434,6 +447,8 @@ def dumps(cfg: MachineConfig, *, service: ServiceOptions | None = None, header: 
             out.append(f"memory = {mem}")
     if cfg.append:
         out.append(f"append = {toml_string(cfg.append)}")
+    if getattr(cfg, "lio_config", None):
+        out.append(f"lio-config = {toml_string(os.path.abspath(cfg.lio_config))}")
     if service is not None and any((service.mount, service.data_dir, service.log_level)):
         out += ["", "[service]"]
         for key, v in (("mount", service.mount), ("data-dir", service.data_dir), ("log-level", service.log_level)):
@@ -445,7 +460,9 @@ def dumps(cfg: MachineConfig, *, service: ServiceOptions | None = None, header: 
         out.extend(f"{k} = {_fmt_value(a, v)}" for k, a, v in items)
 
     for c in cfg.controllers:
-        table("controller", _changed(c, ControllerConfig(id=None), _CONTROLLER_PROPS))
+        default, props = controller_kind(c.driver)
+        table("controller", _changed(c, default, props),
+              first=[f"driver = {toml_string(c.driver)}"] if c.driver == VHOST_SCSI else [])
     for d in cfg.drives.values():
         items = _changed(d, DriveConfig(id=""), _DRIVE_PROPS)
         items = [(k, a, os.path.abspath(v) if a == "file" else v) for k, a, v in items]

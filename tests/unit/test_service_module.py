@@ -124,3 +124,11 @@ def test_stream_is_journal_only_for_the_named_stream(tmp_path):
     assert not stream_is_journal(f, {})
     assert not stream_is_journal(io.StringIO(), {"JOURNAL_STREAM": "1:2"})
     f.close()
+
+
+def test_plan_refuses_a_different_lio_config():
+    old = machine(("a", 0, 0, "/i/a"))
+    new = machine(("a", 0, 0, "/i/a"))
+    new.lio_config = "/etc/target/other.json"
+    with pytest.raises(ReloadRefused, match="lio-config changed"):
+        plan_reload(old, new)

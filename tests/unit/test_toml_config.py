@@ -67,7 +67,7 @@ def comparable(cfg: MachineConfig) -> dict:
         return d
     return {"controllers": [strip(c) for c in cfg.controllers], "devices": [strip(d) for d in cfg.devices],
             "drives": {k: strip(v) for k, v in cfg.drives.items()}, "smp": cfg.smp, "memory": cfg.memory,
-            "append": cfg.append}
+            "append": cfg.append, "lio_config": cfg.lio_config}
 
 
 def test_reads_the_seed_machine(tmp_path):
@@ -199,3 +199,18 @@ def test_round_trip_property(data):
                  "-drive", f"if=none,id=d{i},file=/img/{data.draw(_names)},readonly={data.draw(st.sampled_from(['on', 'off']))}"]
     cfg, _ = from_qemu_args(args)
     assert comparable(loads(dumps(cfg)).machine) == comparable(parse_qemu_args(args).machine)
+
+
+def test_vhost_scsi_controller_and_lio_config(tmp_path):
+    """vhost-scsi-pci (LIO behind it) round-trips too; lio-config is relative to the file."""
+    args = ["-device", "vhost-scsi-pci,wwpn=naa.5001405abcdef012,id=vh0,num_queues=2,boot_tpgt=1",
+            "--lio-config", "/etc/target/saveconfig.json"]
+    cfg, _ = from_qemu_args(args)
+    text = dumps(cfg)
+    assert 'driver = "vhost-scsi-pci"' in text and 'lio-config = "/etc/target/saveconfig.json"' in text
+    assert comparable(loads(text).machine) == comparable(parse_qemu_args(args).machine)
+    m = loads(text.replace("/etc/target/saveconfig.json", "lio.json"), str(tmp_path / "x.toml")).machine
+    assert m.lio_config == str(tmp_path / "lio.json")
+    assert "hotplug" not in text and m.controllers[0].hotplug is False      # vhost-scsi's own defaults
+    with pytest.raises(ConfigError, match=r"\[\[controller\]\] #1 \(id 'vh0'\), key 'param_change': unknown key"):
+        loads(text + "param_change = true\n")
