@@ -572,7 +572,11 @@ async def scsi_probe_and_add_lun(starget: ScsiTarget, lun: int, rescan: ScanMode
                             "scsi scan: peripheral device type of 31, no device added")
             res = TARGET_PRESENT
         else:
-            res, bflags = await scsi_add_lun(sdev, inq, bflags, shost.async_scan)
+            # *bflagsp was set from scsi_probe_lun before scsi_add_lun ran: its updates (a
+            # CD-ROM's NOREPORTLUN) stay in sdev_bflags and do not reach the target scan, so a
+            # CD-ROM at LUN 0 gets REPORT LUNS (golden/cdrom: one more command on each sr, and no
+            # sequential probe of an absent LUN)
+            res, _updated = await scsi_add_lun(sdev, inq, bflags, shost.async_scan)
     if res == LUN_PRESENT:
         return ProbeOutcome(res, sdev if want_sdev else None, bflags)
     await __scsi_remove_device(sdev)
