@@ -1286,7 +1286,7 @@ async def sd_open(bdev: Any, mode: int = 0) -> int:
         sd_printk(KernLevel.INFO, sdkp, "sd_open")
     if not scsi_device_online(sdev):
         raise OSError(errno.ENXIO, f"{sdkp.name}: device offline")
-    if _need_part_scan(disk):
+    if await sd_need_revalidate(disk, sdkp):
         await sd_revalidate_disk(disk)
     if _flag(sdev, "removable") and not sdkp.media_present and not mode & FMODE_NDELAY:
         raise OSError(errno.ENOMEDIUM, f"{sdkp.name}: no medium")
@@ -1295,14 +1295,57 @@ async def sd_open(bdev: Any, mode: int = 0) -> int:
     if not scsi_device_online(sdev):
         raise OSError(errno.ENXIO, f"{sdkp.name}: device offline")
     sdkp.openers += 1
+    if sdkp.openers == 1 and _flag(sdev, "removable"):
+        from ._sr import SCSI_REMOVAL_PREVENT, scsi_set_medium_removal
+        await scsi_set_medium_removal(sdev, SCSI_REMOVAL_PREVENT)
     return 0
 
 
+async def sd_need_revalidate(disk: Any, sdkp: ScsiDisk) -> bool:
+    """sd_need_revalidate(): a media change of a removable or write-protected disk (disk events:
+    sd_check_events' TEST UNIT READY), or the pending partition scan (GD_NEED_PART_SCAN)."""
+    # only a disk with events (removable) has disk->ev: bdev_check_media_change is false otherwise
+    if (_flag(sdkp.device, "removable") or sdkp.write_prot) and getattr(disk, "events", 0):
+        from ._sr import bdev_check_media_change
+        if await bdev_check_media_change(disk):
+            return True
+    return _need_part_scan(disk)
+
+
 async def sd_release(disk: Any, mode: int = 0) -> None:
+    """sd_release(): the last close of a removable disk allows medium removal again."""
     sdkp = scsi_disk(disk)
     if scsi_log(sdkp.kernel, LogShift.HLQUEUE, 3):
         sd_printk(KernLevel.INFO, sdkp, "sd_release")
     sdkp.openers = max(0, sdkp.openers - 1)
+    if sdkp.openers == 0 and _flag(sdkp.device, "removable"):
+        from ._sr import SCSI_REMOVAL_ALLOW, scsi_set_medium_removal
+        await scsi_set_medium_removal(sdkp.device, SCSI_REMOVAL_ALLOW)
+
+
+async def sd_check_events(disk: Any, clearing: int) -> int:
+    """sd_check_events(): TEST UNIT READY tells an empty drive (NOT READY, 3a), a changed medium
+    (UNIT ATTENTION sets sdev->changed) and the same one apart; MEDIA_CHANGE when changed."""
+    sdkp = getattr(disk, "private_data", None)
+    if sdkp is None:
+        return 0
+    sdp = sdkp.device
+    if scsi_log(sdkp.kernel, LogShift.HLQUEUE, 3):
+        sd_printk(KernLevel.INFO, sdkp, "sd_check_events")
+    if not scsi_device_online(sdp):
+        set_media_not_present(sdkp)
+    else:
+        from ._scsi_lib import scsi_test_unit_ready
+        retval, sshdr = await scsi_test_unit_ready(sdp, SD_TIMEOUT, sdkp.max_retries)
+        if retval < 0 or (retval >> 16) & 0xFF:
+            set_media_not_present(sdkp)
+        elif not media_not_present(sdkp, sshdr):
+            if not sdkp.media_present:
+                sdp.changed = 1
+            sdkp.media_present = 1
+    changed = bool(sdp.changed)
+    sdp.changed = 0
+    return getattr(_blk(), "DISK_EVENT_MEDIA_CHANGE", 1) if changed else 0
 
 
 FMODE_READ = 0x1
@@ -1320,7 +1363,7 @@ def sd_unlock_native_capacity(disk: Any) -> None:
 
 def sd_fops() -> Any:
     """sd_fops: the block_device_operations the block layer calls on open/release."""
-    return _blk().BlockDeviceOperations(open=sd_open, release=sd_release,
+    return _blk().BlockDeviceOperations(open=sd_open, release=sd_release, check_events=sd_check_events,
                                         unlock_native_capacity=sd_unlock_native_capacity, owner="sd_mod")
 
 
@@ -1862,6 +1905,12 @@ async def sd_probe(drv: SdDriver, sdp: Any) -> int:
     if sdkp.security:
         sd_printk(KernLevel.NOTICE, sdkp, "supports TCG Opal")
     sd_printk(KernLevel.NOTICE, sdkp, f"Attached SCSI {'removable ' if _flag(sdp, 'removable') else ''}disk")
+    # device_add_disk's disk_add_events(): the first events check is queued with no delay and
+    # runs right after the probe (golden blocksizes trace: sd_check_events, TUR after "Attached")
+    # (only a removable disk has events: disk_alloc_events leaves disk->ev NULL otherwise)
+    if _flag(sdp, "removable"):
+        from ._sr import disk_add_events
+        await disk_add_events(gd)
     return 0
 
 

@@ -177,6 +177,7 @@ class FakeDisk:
 class FakeFops:
     open: Any = None
     release: Any = None
+    check_events: Any = None
     unlock_native_capacity: Any = None
     owner: str | None = None
 
