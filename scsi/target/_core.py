@@ -317,6 +317,53 @@ class FileIODevice:
         return None
 
 
+class VirtualLun0Device(FileIODevice):
+    """g_lun0_dev (core_dev_setup_virtual_lun0): rd_mcp "virt_lun0" with
+    "rd_pages=8,rd_nullio=1,rd_dummy=1". rd_dummy makes its peripheral type 0x3f (PQ 1,
+    PDT 1fh: "not connected"), so an initiator scanning a TPG without LUN 0 adds no device
+    there but still gets REPORT LUNS through it; nullio moves no data."""
+
+    inquiry_prod = "RAMDISK-MCP"
+    inquiry_rev = "4.0"            # RD_MCP_VERSION
+    plugin = "rd_mcp"
+    RD_PAGES = 8
+
+    def __init__(self) -> None:
+        super().__init__("virt_lun0", "", self.RD_PAGES * PAGE_SIZE, readonly=True)
+        self.attrib.hw_max_sectors = U32_MAX          # rd_configure_device
+
+    def open(self) -> None:
+        return None
+
+    @staticmethod
+    def get_device_type() -> int:
+        return 0x3F
+
+    def get_blocks(self) -> int:
+        """rd_get_blocks(): pages * PAGE_SIZE / block_size - 1."""
+        return self.RD_PAGES * PAGE_SIZE // self.attrib.block_size - 1
+
+    def execute_rw(self, lba: int, views: Sequence[memoryview], length: int, write: bool, fua: bool) -> Tcm | None:
+        return None                # RDF_NULLIO: completes without touching the data
+
+    def execute_sync_cache(self) -> Tcm | None:
+        return None
+
+    def flush(self) -> None:
+        return None
+
+
+_G_LUN0_DEV: VirtualLun0Device | None = None
+
+
+def g_lun0_dev() -> VirtualLun0Device:
+    """The one virtual LUN 0 device every TPG's tpg_virt_lun0 exports."""
+    global _G_LUN0_DEV
+    if _G_LUN0_DEV is None:
+        _G_LUN0_DEV = VirtualLun0Device()
+    return _G_LUN0_DEV
+
+
 # -- ALUA defaults (target_core_alua.c) ---------------------------------------------------------
 TPGS_IMPLICIT_ALUA = 0x10
 TPGS_EXPLICIT_ALUA = 0x20
@@ -397,6 +444,10 @@ class SePortalGroup:
         self.luns: dict[int, SeLun] = {}
         self.nexus: str | None = None
         self.deves: dict[int, DevEntry] = {}   # in hlist_add_head order: lun_entry_hlist walks it reversed
+        # tpg_virt_lun0 (core_tpg_register): read-only, internal HBA, so no ALUA group
+        lun0 = g_lun0_dev()
+        lun0.rtpi_counter += 1
+        self.virt_lun0 = SeLun(0, lun0, rtpi=lun0.rtpi_counter, access_ro=True, tg_pt_gp=None)
         self.on_port_link: Callable[[SeLun], None] | None = None
         self.on_port_unlink: Callable[[SeLun], None] | None = None
 

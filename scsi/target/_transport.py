@@ -41,9 +41,14 @@ def _lookup_lun(cmd: SeCmd) -> Tcm | None:
     tpg = cmd.tpg
     deve = tpg.deves.get(cmd.orig_fe_lun) if tpg.nexus is not None else None
     if deve is None:
-        # an unmapped LUN 0 would be the TPG's virtual LUN 0 (a read-only rd_mcp device);
-        # vscsifs does not model it and answers as for any other missing LUN
-        return Tcm.NON_EXISTENT_LUN
+        if cmd.orig_fe_lun != 0:
+            return Tcm.NON_EXISTENT_LUN
+        # an unmapped LUN 0: the TPG's virtual LUN 0, write-protected
+        if cmd.data_direction not in (DmaDir.FROM_DEVICE, DmaDir.NONE):
+            return Tcm.WRITE_PROTECTED
+        cmd.lun = tpg.virt_lun0
+        cmd.dev = tpg.virt_lun0.dev
+        return None
     deve.total_cmds += 1
     if cmd.data_direction == DmaDir.TO_DEVICE:
         deve.write_bytes += cmd.data_length

@@ -143,3 +143,29 @@ def test_bad_lio_config_is_refused(tmp_path: Path) -> None:
                         "--data-dir", str(tmp_path / "d"), "-device", "vhost-scsi-pci,num_queues=2"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "vhost-scsi: missing wwpn" in r.stderr
+
+
+async def test_tpg_without_lun0_and_second_tpg(tmp_path: Path) -> None:
+    """Two TPGs (tags 1 and 5, the target ids) and a LUN 7 without LUN 0: the scan reaches LUN 7
+    through the virtual LUN 0's REPORT LUNS (its peripheral 0x3f adds no device)."""
+    path = write_lio(tmp_path)
+    cfg = json.loads(path.read_text())
+    cfg["targets"][0]["tpgs"].append({"tag": 5, "nexus": "naa.5001405000000003", "luns": [
+        {"index": 7, "storage_object": "/backstores/fileio/test"}]})
+    cfg["targets"][0]["tpgs"][0]["luns"].pop(1)
+    path.write_text(json.dumps(cfg))
+    mcfg = parse_qemu_args(["-smp", "2", "-device", DEVICE, "--lio-config", str(path)]).machine.validate()
+    m = Machine.create(mcfg, console=None)
+    try:
+        async with trio.open_nursery() as nursery:
+            with trio.fail_after(30):
+                await m.boot(nursery)
+            nursery.cancel_scope.cancel()
+    finally:
+        m.shutdown()
+    text = m.kernel.kmsg.dmesg()
+    assert "scsi 0:0:1:0: Direct-Access     LIO-ORG  FILEIO           4.0  PQ: 0 ANSI: 6" in text
+    assert "scsi 0:0:5:7: Direct-Access     LIO-ORG  FILEIO           4.0  PQ: 0 ANSI: 6" in text
+    assert "scsi 0:0:5:0:" not in text
+    assert "sd 0:0:5:7: [sdb] 524288 512-byte logical blocks" in text
+    assert m.controllers[0].vdev.worker.stats.bad_target == 254

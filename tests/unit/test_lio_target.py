@@ -156,3 +156,29 @@ def test_report_target_port_groups(lio) -> None:
     res, data = run(tpg, 0, bytes.fromhex("a3 0a 00 00 00 00 00 00 01 00 00 00"), 256)
     assert res.status == 0
     assert data == bytes.fromhex("0000000c 00cf0000 00000001 00000001")
+
+
+def test_virtual_lun0_when_the_tpg_has_no_lun0(tmp_path: Path) -> None:
+    """transport_lookup_cmd_lun(): an unmapped LUN 0 is tpg_virt_lun0, rd_mcp with rd_dummy
+    (peripheral 0x3f: the initiator adds no device) that still answers REPORT LUNS; writes
+    are refused WRITE PROTECTED; any other unmapped LUN is LOGICAL UNIT NOT SUPPORTED."""
+    img = tmp_path / "x.img"
+    img.write_bytes(bytes(1 << 20))
+    dev = FileIODevice("x", str(img), 1 << 20, wwn="1234")
+    dev.open()
+    try:
+        tpg = SePortalGroup("naa.5001405000000009", 3)
+        tpg.add_lun(7, dev)
+        tpg.make_nexus("naa.500140500000000a")
+        res, data = run(tpg, 0, bytes.fromhex("12 00 00 00 60 00"), 96)
+        assert res.status == 0 and data[0] == 0x3F and data[5] == 0x88     # SCCS + 3PC, no TPGS
+        assert data[8:36] == b"LIO-ORG RAMDISK-MCP     4.0 "
+        assert data[64:66] == b"\0\0"                                     # no SBC-3 descriptor
+        res, data = run(tpg, 0, bytes.fromhex("a0 00 00 00 00 00 00 00 10 00 00 00"), 4096)
+        assert data == bytes.fromhex("00000008 00000000 0007000000000000")
+        res, _ = run(tpg, 0, bytes.fromhex("2a 00 00 00 00 00 00 00 01 00"), out=bytes(512))
+        assert res.status == 2 and res.sense[2] == 0x07 and res.sense[12] == 0x27
+        res, _ = run(tpg, 1, bytes.fromhex("12 00 00 00 24 00"), 36)
+        assert res.status == 2 and res.sense[12] == 0x25
+    finally:
+        dev.close()
