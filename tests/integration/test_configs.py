@@ -362,3 +362,49 @@ def test_big_disk_io_beyond_2tib_lands_in_the_image(cfg_daemon, tmp_path):
         assert os.pread(fd, 512, last * 512).startswith(f"GOLDENREF big.img SECT {last} ".encode())
     finally:
         os.close(fd)
+
+
+# ------------------------------------------------------------------ the traced scan
+
+_CMD_RE = re.compile(r"(\d+:\d+:\d+:\d+): (?:\[\w+\] )?tag#(\d+) (Send|CDB): ?(.*)$")
+
+
+def _sends(lines: list[str]) -> list[tuple[str, str]]:
+    """(H:C:T:L, CDB text) of every command, paired "Send:" -> next "CDB:" per device and tag
+    (async probes of several disks interleave)."""
+    seq, pending = [], set()
+    for line in lines:
+        m = _CMD_RE.search(line)
+        if not m:
+            continue
+        hctl, tag, kind, rest = m.groups()
+        if kind == "Send":
+            pending.add((hctl, tag))
+        elif (hctl, tag) in pending:
+            pending.discard((hctl, tag))
+            seq.append((hctl, rest.strip()))
+    return seq
+
+
+def test_scan_command_sequence_matches_trace(tmp_path):
+    """blocksizes with scsi_mod.scsi_logging_level: per LUN, the same commands in the same order as
+    the real kernel's log (golden blocksizes-trace: 4K/512e/512 disks, read-only, removable)."""
+    why = _can_mount()
+    if why:
+        pytest.skip(why)
+    trace = Path(GOLDEN) / "blocksizes-trace" / "scsi-log.txt"
+    d = start_daemon(str(tmp_path), daemon_args("blocksizes", tmp_path / "images")
+                     + ["-append", "scsi_mod.scsi_logging_level=132153287"])
+    try:
+        ours = _sends(d.kernel_lines(boot_only=True))
+    finally:
+        d.stop()
+        if is_mounted(d.mount):
+            force_unmount(d.mount)
+    want = _sends([line.split("] ", 1)[1] for line in trace.read_text().splitlines() if "] " in line])
+    assert len(want) == 422
+    per_lun = lambda seq: {h: [c for hh, c in seq if hh == h] for h, _ in seq}
+    ours_l, want_l = per_lun(ours), per_lun(want)
+    for hctl in sorted(set(ours_l) | set(want_l)):
+        assert ours_l.get(hctl) == want_l.get(hctl), hctl
+    assert len(ours) == len(want)
