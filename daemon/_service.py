@@ -42,7 +42,7 @@ import trio
 from vscsifs.fs._mount import is_mounted, is_stale_mount
 from vscsifs.scsi.kernel import async_synchronize_full
 from vscsifs.scsi.kernel._printk import LogRecord
-from vscsifs.scsi.kernel._scsi_scan import scsi_device_lookup
+from vscsifs.scsi.kernel._scsi_scan import scsi_device_lookup, shost_for_each_device
 
 from ._config import ConfigError, DriveConfig, MachineConfig, ScsiDeviceConfig
 from ._notify import Notifier, describe_machine
@@ -293,8 +293,8 @@ def plan_reload(old: MachineConfig, new: MachineConfig) -> ReloadPlan:
 
 
 class Hotplug:
-    """The machine-level operations a reload uses (daemon/_hotplug.py), behind one seam so the
-    plan logic can be tested without a machine."""
+    """The machine-level operations a reload uses (daemon/_hotplug.py, QEMU's monitor
+    commands), found by the reload's own device identity (id, else address)."""
 
     def __init__(self, machine: Any) -> None:
         from . import _hotplug
@@ -395,10 +395,7 @@ async def apply_reload(plan: ReloadPlan, hp: Hotplug, machine: Any) -> list[str]
 
 def machine_status(machine: Any, mountpoint: str) -> str:
     """STATUS=: hosts and the LUNs the guest sees on each, and the mount point."""
-    hosts = []
-    for sh in machine.hosts:
-        from vscsifs.scsi.kernel._scsi_scan import shost_for_each_device
-        hosts.append((f"host{sh.host_no}", len(shost_for_each_device(sh))))
+    hosts = [(f"host{sh.host_no}", len(shost_for_each_device(sh))) for sh in machine.hosts]
     return describe_machine(hosts, mountpoint)
 
 
