@@ -434,8 +434,12 @@ def bind_unix(path: str) -> trio.socket.SocketType:
         if not stat.S_ISSOCK(st.st_mode):
             raise OSError(errno.EEXIST, f"Failed to bind socket to {path}: a non-socket file is there")
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(2.0)        # a live listener with a full backlog would block forever
         try:
             probe.connect(path)
+        except (TimeoutError, BlockingIOError):
+            raise OSError(errno.EADDRINUSE, f"Failed to bind socket to {path}: Address already in use "
+                                            f"(a listener that does not accept)") from None
         except OSError:
             os.unlink(path)                          # stale: nobody listens
         else:
