@@ -2,6 +2,7 @@
 # Set up whatever is missing on a Debian machine (as root), then:
 #   bash bootstrap.sh run  [vscsifs run options...]   run the built-in default machine (the seed's)
 #   bash bootstrap.sh test [pytest options...]        run the test suite
+#   bash bootstrap.sh bench [--quick] [bench options]  run the benchmark suite (bench/run.py)
 set -euo pipefail
 cd "$(dirname "$0")"
 here=$(pwd)
@@ -44,5 +45,6 @@ shift || true
 case "$cmd" in
     run)  exec .venv/bin/vscsifs run "$@" ;;
     test) exec .venv/bin/python -m pytest -q -p no:cacheprovider tests "$@" ;;
-    *)    echo "usage: bash bootstrap.sh run|test [args...]" >&2; exit 2 ;;
+    bench) exec .venv/bin/python bench/run.py "$@" ;;
+    *)    echo "usage: bash bootstrap.sh run|test|bench [args...]" >&2; exit 2 ;;
 esac

@@ -10,6 +10,7 @@ scanning, never from the configuration.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -141,6 +142,7 @@ def build_vhost_scsi(cfg: MachineConfig, ccfg: ControllerConfig, memory: GuestMe
             nr_cpus=cfg.smp, worker_name=f"vhost-{os.getpid()}")
     except ValueError as e:
         raise ConfigError(f"{ccfg.where}: {e}") from None
+    vdev.lio_config = lio[0]      # run-time LUN changes (LioConfig.lun_add/lun_del) for the control socket
     ctrl = Controller(ccfg, SCSIBus(), vdev, VirtIOPCIProxy(vdev, slot=slot))
     if first:
         ctrl.backends.extend(lio[0].storage_objects.values())
@@ -223,6 +225,22 @@ class Machine:
                     be.close()
 
 
+async def boot_without_gc(machine: Machine, nursery: trio.Nursery) -> None:
+    """Boot with the cyclic GC off, then freeze what the boot built. The boot builds the whole
+    kobject tree (hundreds of objects per LUN) and frees little: generational collections
+    there only re-walk a growing heap (a 4096-LUN boot took twice as long with them), and
+    afterwards the frozen tree is never walked again by the collections I/O triggers."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        await machine.boot(nursery)
+    finally:
+        if enabled:
+            gc.enable()
+    gc.collect()
+    gc.freeze()
+
+
 async def serve_machine(machine: Machine, mountpoint: str,
                         task_status: Any = trio.TASK_STATUS_IGNORED, *, stop: trio.Event | None = None) -> None:
     """Boot, mount, serve until cancelled or ``stop`` is set; unmount and flush on the way out.
@@ -234,7 +252,7 @@ async def serve_machine(machine: Machine, mountpoint: str,
     ops, devfs, _procfs = machine_operations(machine.kernel)
     try:
         async with trio.open_nursery() as nursery:
-            await machine.boot(nursery)
+            await boot_without_gc(machine, nursery)
             async with trio.open_nursery() as fuse:
                 async def serve_task(task_status: Any) -> None:
                     await serve(ops, mountpoint, devfs=devfs, task_status=task_status,

@@ -96,7 +96,10 @@ class _BlockLayerIO:
     """The default BdevIO: vscsifs.scsi.block's functions, resolved at first use."""
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(importlib.import_module("vscsifs.scsi.block"), name)
+        # resolved once per name: later lookups find the instance attribute (hot path)
+        value = getattr(importlib.import_module("vscsifs.scsi.block"), name)
+        setattr(self, name, value)
+        return value
 
 
 # ---- loop devices (include/uapi/linux/loop.h) -------------------------------------------

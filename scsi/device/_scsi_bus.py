@@ -309,6 +309,9 @@ class SCSIBus:
         self.max_target = max_target
         self.max_lun = max_lun
         self.devices: list[SCSIDevice] = []  # attach order, like qbus children
+        # (channel, id) -> that target's devices in attach order: every command looks its
+        # target up, and a bus may carry thousands of LUNs (kept by attach/detach only)
+        self._targets: dict[tuple[int, int], dict[int, SCSIDevice]] = {}
         self.unit_attention: SCSISense = SenseCode.NO_SENSE
         # SCSIBusInfo.change: the HBA's hook for scsi_device_report_change (set by the HBA)
         self.change: Callable[[SCSIDevice, SCSISense], None] | None = None
@@ -323,12 +326,12 @@ class SCSIBus:
             raise ValueError(f"bad scsi device id: {dev.id}")
         if dev.lun > self.max_lun:
             raise ValueError(f"bad scsi device lun: {dev.lun}")
-        for d in self.devices:
-            if (d.channel, d.id, d.lun) == (dev.channel, dev.id, dev.lun):
-                name = getattr(d, "drive_id", None) or repr(d)
-                raise ValueError(
-                    f"lun already used by '{name}' ({dev.channel}:{dev.id}:{dev.lun})")
+        d = self._targets.get((dev.channel, dev.id), {}).get(dev.lun)
+        if d is not None:
+            name = getattr(d, "drive_id", None) or repr(d)
+            raise ValueError(f"lun already used by '{name}' ({dev.channel}:{dev.id}:{dev.lun})")
         self.devices.append(dev)
+        self._targets.setdefault((dev.channel, dev.id), {})[dev.lun] = dev
         dev.bus = self
 
     def detach(self, dev: SCSIDevice) -> None:
@@ -336,27 +339,27 @@ class SCSIBus:
         if dev not in self.devices:
             raise ValueError(f"{dev!r} is not attached to this bus")
         self.devices.remove(dev)
+        on_target = self._targets[(dev.channel, dev.id)]
+        del on_target[dev.lun]
+        if not on_target:
+            del self._targets[(dev.channel, dev.id)]
         dev.bus = None
         dev.sense = b""
         dev.sense_is_ua = False
 
     def scsi_device_find(self, channel: int, id: int, lun: int) -> SCSIDevice | None:
         """scsi_device_find: exact LUN, else the first device on that channel/target."""
-        found: SCSIDevice | None = None
-        for d in self.devices:
-            if d.channel == channel and d.id == id:
-                if d.lun == lun:
-                    return d
-                if found is None:
-                    found = d
-        return found
+        on_target = self._targets.get((channel, id))
+        if not on_target:
+            return None
+        return on_target.get(lun) or next(iter(on_target.values()))
 
     def target_exists(self, channel: int, id: int) -> bool:
-        return any(d.channel == channel and d.id == id for d in self.devices)
+        return (channel, id) in self._targets
 
     def lun_exists(self, channel: int, id: int, lun: int) -> bool:
         """A device sits at exactly channel:id:lun (virtio-scsi TMFs tell INCORRECT_LUN apart)."""
-        return any((d.channel, d.id, d.lun) == (channel, id, lun) for d in self.devices)
+        return lun in self._targets.get((channel, id), {})
 
     def parse_cdb(self, channel: int, id: int, lun: int, cdb: bytes) -> SCSICommand | None:
         """The parsed CDB as the device that would get it sees it (for the HBA's

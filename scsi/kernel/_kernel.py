@@ -23,16 +23,21 @@ class IdaAllocator:
     def __init__(self, start: int = 0) -> None:
         self._used: set[int] = set()
         self._start = start
+        self._hint = start  # every id in [start, _hint) is in use: thousands of LUNs stay linear
 
     def alloc(self) -> int:
-        n = self._start
+        n = self._hint
         while n in self._used:
             n += 1
         self._used.add(n)
+        self._hint = n + 1
         return n
 
     def free(self, n: int) -> None:
-        self._used.discard(n)
+        if n in self._used:
+            self._used.discard(n)
+            if self._start <= n < self._hint:
+                self._hint = n
 
 
 def parse_cmdline(cmdline: str) -> dict[str, str]:

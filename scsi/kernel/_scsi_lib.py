@@ -313,9 +313,17 @@ def _free_buffer(kernel: Any, buf: Any) -> None:
         mem.free(buf)
 
 
+_block_module: Any = None
+
+
 def _blk() -> Any:
-    from vscsifs.scsi import block
-    return block
+    """vscsifs.scsi.block, imported at first use (it imports this package); cached, as every
+    request reaches it several times."""
+    global _block_module
+    if _block_module is None:
+        from vscsifs.scsi import block
+        _block_module = block
+    return _block_module
 
 
 async def scsi_execute_cmd(sdev: ScsiDevice, cmd: bytes, direction: DmaDirection, buflen: int = 0,
@@ -503,6 +511,18 @@ def _release_budgets(sdev: ScsiDevice) -> None:
         sdev.device_busy -= 1
 
 
+_HostState: Any = None
+
+
+def _host_state() -> Any:
+    """_hosts.HostState (_hosts imports this module), looked up once, not per request."""
+    global _HostState
+    if _HostState is None:
+        from ._hosts import HostState
+        _HostState = HostState
+    return _HostState
+
+
 def scsi_queue_rq(hctx: Any, rq: Request, last: bool) -> BlkStatus:
     """scsi_lib.c scsi_queue_rq(): with the device budget blk-mq took (scsi_mq_get_budget),
     check the device state, take target and host budget, prepare, hand to the LLD. Every
@@ -518,7 +538,7 @@ def scsi_queue_rq(hctx: Any, rq: Request, last: bool) -> BlkStatus:
                 rq.pdu.result = (0x01 if not sdev.online else 0x07) << 16   # DID_NO_CONNECT / DID_ERROR
             return ret
     starget = sdev.sdev_target
-    from ._hosts import HostState
+    HostState = _host_state()
     if (starget.can_queue > 0 and starget.target_busy >= starget.can_queue) or \
             shost.host_busy >= shost.can_queue or shost.host_blocked or \
             shost.shost_state in (HostState.SHOST_RECOVERY, HostState.SHOST_CANCEL_RECOVERY,

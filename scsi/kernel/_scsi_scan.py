@@ -240,14 +240,14 @@ def scsi_target_reap(starget: ScsiTarget) -> None:
 
 
 def starget_devices(starget: ScsiTarget) -> list[ScsiDevice]:
-    return [s for s in starget.host.devices if s.sdev_target is starget]
+    return list(starget.devices)
 
 
 # -- devices ----------------------------------------------------------------------------------------
 
 def scsi_device_lookup_by_target(starget: ScsiTarget, lun: int) -> ScsiDevice | None:
-    for sdev in starget.host.devices:
-        if sdev.sdev_target is starget and sdev.lun == lun and sdev.sdev_state != SdevState.SDEV_DEL:
+    for sdev in starget.devices:
+        if sdev.lun == lun and sdev.sdev_state != SdevState.SDEV_DEL:
             return sdev
     return None
 
@@ -315,6 +315,8 @@ def _destroy_sdev(sdev: ScsiDevice) -> None:
         shost.hostt.slave_destroy(sdev)
     if sdev in shost.devices:
         shost.devices.remove(sdev)
+    if sdev in sdev.sdev_target.devices:
+        sdev.sdev_target.devices.remove(sdev)
     scsi_target_reap(sdev.sdev_target)
 
 

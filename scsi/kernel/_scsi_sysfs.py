@@ -388,6 +388,7 @@ def scsi_sysfs_device_initialize(sdev: ScsiDevice) -> None:
     sdev.sdev_dev = Device(name, parent=sdev.sdev_gendev, cls=scsi_device_class(kernel))
     sdev.sdev_target.reap_ref += 1            # paired with the reap in __scsi_remove_device
     sdev.host.devices.append(sdev)
+    sdev.sdev_target.devices.append(sdev)
 
 
 def _show_or_einval(fn: Callable[[], str | None]) -> Callable[[], str]:

@@ -1784,8 +1784,14 @@ class SdDriver:
         if entry is None:
             return
         for _ in range(self.ORDER_WAIT_CHECKPOINTS):
-            if not any(t < entry[0] and scsi_device_online(s) and _state_name(s) not in _GONE
-                       for t, s in self._pending.values()):
+            # _pending is in ticket order: my turn once no live device is before me (stops at
+            # the first live one, so thousands of pending probes do not make this quadratic)
+            for t, s in self._pending.values():
+                if t >= entry[0]:
+                    return
+                if scsi_device_online(s) and _state_name(s) not in _GONE:
+                    break
+            else:
                 return
             await _checkpoint()
 

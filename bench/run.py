@@ -1,0 +1,765 @@
+"""vscsifs benchmark suite (issue 6): I/O, scan/start, browsing, as ratios against baselines
+measured in the same run on the same machine.
+
+    python3 bench/run.py [--quick] [--json PATH] [--md PATH] [--workdir DIR] [--only io,start,browse,profile]
+    (or: bash bootstrap.sh bench [--quick])
+
+1. I/O: the fio jobs of bench/jobs.py on DIR/dev/sdX (the loop device over the FUSE data file),
+   on the hidden data file DIR/.vscsifs-PID/sdX (no loop device), on the image file itself, on
+   a minimal pyfuse3 passthrough of the same image (bench/passthrough.py) and on a loop device
+   over that passthrough file; daemon and fio on one CPU (taskset), then on two different CPUs.
+2. Scan and start: process start until the mount serves, for the seed, 256 targets x 1 LUN and
+   16 targets x 256 LUNs (sparse 1 MiB images); resident memory once serving.
+3. Browsing: find DIR/sys, reading every attribute once, lsscsi -k -y DIR/sys, lsblk --sysroot
+   DIR, against the same on a plain copy of the tree in tmpfs.
+4. Profile: where the time of one emulated 4 KiB read goes (in-process, by layer), and a
+   py-spy sample of the daemon under fio when py-spy is installed.
+
+Needs root (FUSE with allow_other/dev, loop devices, taskset, mknod in tmpfs), fio, lsscsi,
+lsblk. Writes a JSON file and regenerates BENCH.md (full mode: bench/results.json and
+bench/BENCH.md; --quick writes under the work directory unless --json/--md say otherwise).
+--quick runs every part in seconds (for CI: it proves the suite runs, its figures mean little).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import stat
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+from jobs import JOBS, FioJob  # noqa: E402
+
+MiB = 1 << 20
+
+
+# ---- processes ---------------------------------------------------------------------------
+
+def is_mounted(path: str) -> bool:
+    real = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == real for line in f)
+
+
+def force_unmount(path: str) -> None:
+    for cmd in (["fusermount3", "-u", "-z", path], ["umount", "-l", path]):
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def taskset(cpu: int | None) -> list[str]:
+    return ["taskset", "-c", str(cpu)] if cpu is not None else []
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+@dataclass
+class Served:
+    """A FUSE daemon the benchmark started (vscsifs or the passthrough)."""
+
+    proc: subprocess.Popen
+    mount: str
+    log_path: str
+    start_s: float          # process start until the mount answered
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if is_mounted(self.mount):
+            force_unmount(self.mount)
+
+
+def _serve(cmd: list[str], mount: str, log_path: str, ready: str, timeout: float) -> Served:
+    """Start ``cmd``; the start time ends when ``mount/ready`` can be stat()ed through the mount."""
+    os.makedirs(mount, exist_ok=True)
+    if is_mounted(mount):
+        force_unmount(mount)
+    logf = open(log_path, "wb")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=REPO)
+    logf.close()
+    served = Served(proc, mount, log_path, 0.0)
+    probe = os.path.join(mount, ready)
+    deadline = t0 + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{cmd[:6]} exited with {proc.returncode}:\n{served.log()[-3000:]}")
+        try:
+            if os.stat(mount).st_dev != os.stat(os.path.dirname(mount)).st_dev:
+                os.stat(probe)
+                break
+        except OSError:
+            pass
+        if time.perf_counter() > deadline:
+            served.stop()
+            raise RuntimeError(f"{cmd[:6]} did not serve within {timeout}s:\n{served.log()[-3000:]}")
+        time.sleep(0.001)
+    served.start_s = time.perf_counter() - t0
+    return served
+
+
+def start_vscsifs(work: str, tag: str, qemu_args: list[str], cpu: int | None, timeout: float = 120) -> Served:
+    mount = os.path.join(work, f"mnt-{tag}")
+    data = os.path.join(work, f"data-{tag}")
+    cmd = [*taskset(cpu), sys.executable, "-m", "vscsifs.daemon._cli", "run", "--mount", mount,
+           "--data-dir", data, "--quiet", "--log-level", "warning", *qemu_args]
+    return _serve(cmd, mount, os.path.join(work, f"daemon-{tag}.log"), "sys", timeout)
+
+
+def start_passthrough(work: str, src: str, cpu: int | None) -> Served:
+    mount = os.path.join(work, "mnt-passthrough")
+    cmd = [*taskset(cpu), sys.executable, os.path.join(HERE, "passthrough.py"), src, mount]
+    name = sorted(os.listdir(src))[0]
+    return _serve(cmd, mount, os.path.join(work, "passthrough.log"), name, 30)
+
+
+def losetup(path: str) -> str:
+    """A loop device over ``path`` as devfs makes them (buffered, 512-byte blocks)."""
+    out = subprocess.run(["losetup", "--find", "--show", "--sector-size", "512", path],
+                         check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def losetup_detach(dev: str) -> None:
+    subprocess.run(["losetup", "-d", dev], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+# ---- 1. I/O ------------------------------------------------------------------------------
+
+def run_fio(job: FioJob, filename: str, cpu: int | None, runtime: float, size: str) -> dict[str, float]:
+    out = subprocess.run([*taskset(cpu), *job.args(filename, runtime, size)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"fio {job.name} on {filename}: {out.stderr.strip() or out.stdout[-2000:]}")
+    data = json.loads(out.stdout[out.stdout.index("{"):])
+    j = data["jobs"][0]
+    iops = j["read"]["iops"] + j["write"]["iops"]
+    bw = (j["read"]["bw_bytes"] + j["write"]["bw_bytes"]) / 1e6
+    return {"iops": round(iops, 1), "MB/s": round(bw, 1)}
+
+
+def make_image(path: str, size: int) -> None:
+    """A non-sparse image (reads of holes would flatter every path alike, but writes would not)."""
+    block = os.urandom(MiB)
+    with open(path, "wb") as f:
+        for _ in range(size // MiB):
+            f.write(block)
+
+
+def io_bench(work: str, quick: bool, cpus: list[int]) -> dict[str, Any]:
+    img_size = (64 if quick else 1024) * MiB
+    runtime = 0.5 if quick else 3.0
+    region = f"{img_size // 4 // MiB}m"   # 4 jobs: 4 disjoint quarters
+    # the images live in tmpfs: the ceiling is FUSE + Python, not this machine's disk (and fio's
+    # O_DIRECT on the image file would drop the page cache the FUSE daemons read from)
+    data = tempfile.mkdtemp(prefix="vscsifs-bench-io-", dir="/dev/shm")
+    img = os.path.join(data, "bench.img")
+    make_image(img, img_size)
+    jobs = [j for j in JOBS if j.quick or not quick]
+    placements = [("pinned", cpus[0], cpus[0])]
+    if len(cpus) > 1 and not quick:
+        placements.append(("cross-cpu", cpus[0], cpus[1]))
+    qemu = ["-smp", "2", "-m", "1G", "-device", "virtio-scsi-pci,id=scsi0,num_queues=2",
+            "-device", "scsi-hd,drive=d0,bus=scsi0.0,channel=0,scsi-id=0,lun=0",
+            "-drive", f"file={img},if=none,id=d0,format=raw"]
+    results: dict[str, Any] = {"image_bytes": img_size, "runtime_s": runtime, "placements": {}}
+    for pname, dcpu, fcpu in placements:
+        table: dict[str, dict[str, dict[str, float]]] = {}
+        daemon = start_vscsifs(work, "io", qemu, dcpu)
+        pt = start_passthrough(work, data, dcpu)
+        pt_loop = None
+        try:
+            pt_loop = losetup(os.path.join(pt.mount, "bench.img"))
+            dev = os.path.join(daemon.mount, "dev", "sda")
+            deadline = time.monotonic() + 30
+            while not (os.path.exists(dev) and stat.S_ISBLK(os.stat(dev).st_mode)):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{dev} is not a block device (loop attach failed?):\n{daemon.log()}")
+                time.sleep(0.01)
+            targets = {
+                "image": img,
+                "passthrough": os.path.join(pt.mount, "bench.img"),
+                "passthrough+loop": pt_loop,
+                "vscsifs-datafile": os.path.join(daemon.mount, f".vscsifs-{daemon.proc.pid}", "sda"),
+                "vscsifs-dev": dev,
+            }
+            for job in jobs:
+                table[job.name] = {}
+                for tname, path in targets.items():
+                    table[job.name][tname] = run_fio(job, path, fcpu, runtime, region)
+                    r = table[job.name][tname]
+                    print(f"  io {pname:9} {job.name:24} {tname:17} {r['iops']:>10.0f} IOPS {r['MB/s']:>9.1f} MB/s",
+                          flush=True)
+        finally:
+            if pt_loop:
+                losetup_detach(pt_loop)
+            pt.stop()
+            daemon.stop()
+        results["placements"][pname] = {"daemon_cpu": dcpu, "fio_cpu": fcpu, "jobs": table}
+    shutil.rmtree(data, ignore_errors=True)
+    return results
+
+
+def io_verdicts(io: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's I/O targets, on the pinned figures: ratio of vscsifs-dev (and of the data
+    file) to the passthrough, and for the 4-job / qd32 jobs the scaling of each against 1 job."""
+    out = []
+    jobs = {j.name: j for j in JOBS}
+    table = io["placements"]["pinned"]["jobs"]
+    for name, row in table.items():
+        job = jobs[name]
+        m = job.metric
+        base = row["passthrough"][m]
+        for tname in ("vscsifs-dev", "vscsifs-datafile"):
+            ratio = row[tname][m] / base if base else 0.0
+            v: dict[str, Any] = {"job": name, "path": tname, "metric": m, "ratio": round(ratio, 3)}
+            if job.target is not None:
+                v["target"] = f">= {job.target:.0%} of passthrough"
+                v["met"] = ratio >= job.target
+            elif job.scales_from and job.scales_from in table:
+                one = table[job.scales_from]
+                mine = row[tname][m] / one[tname][m] if one[tname][m] else 0.0
+                theirs = base / one["passthrough"][m] if one["passthrough"][m] else 0.0
+                v["scaling"] = round(mine, 2)
+                v["passthrough_scaling"] = round(theirs, 2)
+                v["target"] = "scales past 1 job as far as the passthrough does"
+                v["met"] = mine >= 0.9 * theirs or mine >= 1.0 and theirs <= 1.0
+            out.append(v)
+    return out
+
+
+# ---- 2. scan and start -------------------------------------------------------------------
+
+def big_config(work: str, tag: str, targets: int, luns: int) -> list[str]:
+    """One virtio-scsi HBA, ``targets`` x ``luns`` scsi-hd disks on sparse 1 MiB images."""
+    data = os.path.join(work, f"img-{tag}")
+    os.makedirs(data, exist_ok=True)
+    args = ["-smp", "2", "-m", "1G", "-device", "virtio-scsi-pci,id=scsi0,num_queues=2"]
+    for t in range(targets):
+        for lun in range(luns):
+            path = os.path.join(data, f"t{t}-l{lun}.img")
+            with open(path, "wb") as f:
+                f.truncate(MiB)
+            drive = f"d{t}_{lun}"
+            args += ["-device", f"scsi-hd,drive={drive},bus=scsi0.0,channel=0,scsi-id={t},lun={lun}",
+                     "-drive", f"file={path},if=none,id={drive},format=raw"]
+    return args
+
+
+def start_bench(work: str, quick: bool, cpus: list[int]) -> dict[str, Any]:
+    configs: list[tuple[str, int, int]] = [("seed", 0, 0), ("256 targets x 1 LUN", 256, 1),
+                                           ("16 targets x 256 LUNs", 16, 256)]
+    if quick:
+        configs = [("seed", 0, 0), ("16 targets x 1 LUN", 16, 1)]
+    repeats = 1 if quick else 3
+    out: dict[str, Any] = {}
+    for name, targets, luns in configs:
+        tag = "seed" if not targets else f"{targets}x{luns}"
+        args = big_config(work, tag, targets, luns) if targets else []
+        if not targets:  # first start creates the seed images: not part of a start
+            start_vscsifs(work, tag, args, cpus[0]).stop()
+        times, rss = [], []
+        for _ in range(repeats):
+            d = start_vscsifs(work, tag, args, cpus[0], timeout=300)
+            try:
+                times.append(d.start_s)
+                rss.append(rss_kib(d.proc.pid))
+            finally:
+                d.stop()
+        entry = {"luns": targets * luns if targets else 2, "start_s": round(min(times), 3),
+                 "start_s_all": [round(t, 3) for t in times], "rss_mib": round(max(rss) / 1024, 1)}
+        out[name] = entry
+        print(f"  start {name:24} {entry['start_s']:7.3f} s  RSS {entry['rss_mib']:7.1f} MiB", flush=True)
+    return out
+
+
+def start_verdicts(st: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    if "seed" in st:
+        out.append({"what": "seed serves", "value": st["seed"]["start_s"], "target": "<= 1 s",
+                    "met": st["seed"]["start_s"] <= 1.0})
+    big = st.get("16 targets x 256 LUNs")
+    if big:
+        out.append({"what": "4096 LUNs serve", "value": big["start_s"], "target": "<= 10 s",
+                    "met": big["start_s"] <= 10.0})
+        out.append({"what": "4096 LUNs resident MiB", "value": big["rss_mib"], "target": "< 500 MiB",
+                    "met": big["rss_mib"] < 500})
+    return out
+
+
+# ---- 3. browsing -------------------------------------------------------------------------
+
+def copy_tree(src_root: str, dst_root: str) -> None:
+    """A plain copy of DIR/sys (links as links, attributes as their text, unreadable ones empty)
+    and of DIR/dev (block nodes with the same numbers, other nodes as empty files)."""
+    for top in ("sys", "dev"):
+        src = os.path.join(src_root, top)
+        for dirpath, dirnames, filenames in os.walk(src):
+            rel = os.path.relpath(dirpath, src_root)
+            os.makedirs(os.path.join(dst_root, rel), exist_ok=True)
+            for name in dirnames + filenames:
+                s = os.path.join(dirpath, name)
+                d = os.path.join(dst_root, rel, name)
+                st = os.lstat(s)
+                if stat.S_ISLNK(st.st_mode):
+                    os.symlink(os.readlink(s), d)
+                elif stat.S_ISDIR(st.st_mode):
+                    os.makedirs(d, exist_ok=True)
+                elif stat.S_ISBLK(st.st_mode):
+                    os.mknod(d, st.st_mode, st.st_rdev)
+                else:
+                    content = b""
+                    if top == "sys":
+                        try:
+                            with open(s, "rb") as f:
+                                content = f.read()
+                        except OSError:
+                            pass
+                    with open(d, "wb") as f:
+                        f.write(content)
+                    os.chmod(d, stat.S_IMODE(st.st_mode))
+            dirnames[:] = [n for n in dirnames if not os.path.islink(os.path.join(dirpath, n))]
+
+
+def read_all_attributes(sys_dir: str) -> int:
+    """Open and read every regular file under sys_dir once; returns how many were read."""
+    n = 0
+    for dirpath, dirnames, filenames in os.walk(sys_dir):
+        for name in filenames:
+            try:
+                fd = os.open(os.path.join(dirpath, name), os.O_RDONLY | os.O_NONBLOCK)
+            except OSError:
+                continue
+            try:
+                while os.read(fd, 65536):
+                    pass
+                n += 1
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+    return n
+
+
+def _timed(fn: Any, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _cmd(argv: list[str], cpu: int | None) -> Any:
+    def run() -> None:
+        subprocess.run([*taskset(cpu), *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    return run
+
+
+def _pinned(fn: Any, cpu: int | None) -> Any:
+    def run() -> None:
+        before = os.sched_getaffinity(0)
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+        try:
+            fn()
+        finally:
+            os.sched_setaffinity(0, before)
+    return run
+
+
+def browse_ops(root: str, cpu: int | None) -> dict[str, Any]:
+    """The browsing operations, each run on ``cpu`` (the daemon's, as the I/O jobs are)."""
+    sys_dir = os.path.join(root, "sys")
+    return {
+        "find DIR/sys": _cmd(["find", sys_dir], cpu),
+        "read every attribute": _pinned(lambda: read_all_attributes(sys_dir), cpu),
+        "lsscsi -k -y DIR/sys": _cmd(["lsscsi", "-k", "-y", sys_dir], cpu),
+        "lsblk --sysroot DIR": _cmd(["lsblk", "--sysroot", root], cpu),
+    }
+
+
+def browse_bench(work: str, quick: bool, cpus: list[int]) -> dict[str, Any]:
+    configs = [("seed", [])]
+    if not quick:
+        configs.append(("256 targets x 1 LUN", big_config(work, "256x1", 256, 1)))
+    repeats = 1 if quick else 3
+    out: dict[str, Any] = {}
+    for name, args in configs:
+        tag = "seed" if not args else "256x1"
+        d = start_vscsifs(work, f"browse-{tag}", args, cpus[0], timeout=300)
+        copy = tempfile.mkdtemp(prefix="vscsifs-bench-tmpfs-", dir="/dev/shm")
+        try:
+            copy_tree(d.mount, copy)
+            live, plain = browse_ops(d.mount, cpus[0]), browse_ops(copy, cpus[0])
+            res: dict[str, Any] = {}
+            for op in live:
+                live[op]()  # warm both (dentry caches), then time
+                plain[op]()
+                t_live = _timed(live[op], repeats)
+                t_tmpfs = _timed(plain[op], repeats)
+                res[op] = {"vscsifs_s": round(t_live, 4), "tmpfs_s": round(t_tmpfs, 4),
+                           "ratio": round(t_live / t_tmpfs, 2) if t_tmpfs else None}
+                print(f"  browse {name:20} {op:22} {t_live:8.4f} s vs tmpfs {t_tmpfs:8.4f} s"
+                      f"  x{res[op]['ratio']}", flush=True)
+            res["attributes"] = read_all_attributes(os.path.join(d.mount, "sys"))
+            out[name] = res
+        finally:
+            shutil.rmtree(copy, ignore_errors=True)
+            d.stop()
+    return out
+
+
+def browse_verdicts(br: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for cfg, ops in br.items():
+        for op, r in ops.items():
+            if isinstance(r, dict) and r.get("ratio") is not None:
+                out.append({"what": f"{cfg}: {op}", "value": r["ratio"], "target": "<= 3x tmpfs",
+                            "met": r["ratio"] <= 3.0})
+    return out
+
+
+# ---- 4. profile --------------------------------------------------------------------------
+
+LAYERS = (("fs/", "fs (FUSE handlers, devfs)"), ("scsi/block/", "scsi.block (bio, blk-mq, stats)"),
+          ("scsi/kernel/", "scsi.kernel (scsi_lib, sd, logging)"), ("virtio/", "virtio (rings, driver, device)"),
+          ("scsi/device/", "scsi.device (scsi-bus, scsi-hd, backend)"), ("trio/", "trio"))
+
+INPROC = r"""
+import cProfile, pstats, random, sys, time, trio, json
+sys.argv = ["x"]
+from vscsifs.daemon._cli import build_config, parse_run_args
+from vscsifs.daemon._machine import Machine
+from vscsifs.scsi.block import bdev_read, bdev_write
+N = int(%(n)d)
+async def main():
+    cfg, _ = build_config(parse_run_args(["--mount", "/nonexistent", "--quiet", *%(qemu)r]))
+    m = Machine.create(cfg, console=None)
+    async with trio.open_nursery() as nursery:
+        await m.boot(nursery)
+        bd = {b.name: b for b in m.kernel.block_devices}["sda"]
+        size = bd.size_bytes
+        offs = [random.randrange(0, size >> 12) << 12 for _ in range(N)]
+        res = {}
+        for label, fn in (("read 4 KiB", lambda o: bdev_read(bd, o, 4096)),
+                          ("write 4 KiB", lambda o: bdev_write(bd, o, bytes(4096)))):
+            t = time.perf_counter()
+            for o in offs:
+                await fn(o)
+            res[label] = (time.perf_counter() - t) / N * 1e6
+        pr = cProfile.Profile()
+        pr.enable()
+        for o in offs:
+            await bdev_read(bd, o, 4096)
+        pr.disable()
+        st = pstats.Stats(pr)
+        rows = []
+        for (file, line, func), (cc, nc, tt, ct, callers) in st.stats.items():
+            rows.append((file, line, func, nc, tt, ct))
+        print(json.dumps({"us_per_io": res, "n": N, "rows": rows}))
+        nursery.cancel_scope.cancel()
+trio.run(main)
+"""
+
+
+def profile_bench(work: str, quick: bool, cpus: list[int]) -> dict[str, Any]:
+    """Where one emulated 4 KiB read spends its time, without FUSE (in-process, cProfile by
+    layer), and the daemon's own hot frames under fio (py-spy, when installed)."""
+    n = 500 if quick else 5000
+    data = os.path.join(work, "prof-data")
+    os.makedirs(data, exist_ok=True)
+    img = os.path.join(data, "prof.img")
+    with open(img, "wb") as f:
+        f.truncate(64 * MiB)
+    qemu = ["-device", "virtio-scsi-pci,id=scsi0,num_queues=2", "-device",
+            "scsi-hd,drive=d0,bus=scsi0.0,channel=0,scsi-id=0,lun=0", "-drive",
+            f"file={img},if=none,id=d0,format=raw"]
+    out = subprocess.run([*taskset(cpus[0]), sys.executable, "-c", INPROC % {"n": n, "qemu": qemu}],
+                         capture_output=True, text=True, cwd=REPO)
+    if out.returncode != 0:
+        raise RuntimeError(f"in-process profile failed:\n{out.stderr[-3000:]}")
+    data_ = json.loads(out.stdout.strip().splitlines()[-1])
+    rows = data_["rows"]
+    calls = sum(r[3] for r in rows)
+    total = sum(r[4] for r in rows)
+    by_layer: collections.Counter[str] = collections.Counter()
+    for file, _line, _func, _nc, tt, _ct in rows:
+        label = "other (stdlib, builtins)"
+        for key, name in LAYERS:
+            if f"/{key}" in file or (key == "trio/" and "/trio/" in file):
+                label = name
+                break
+        by_layer[label] += tt
+    top = sorted(rows, key=lambda r: -r[4])[:15]
+    res: dict[str, Any] = {
+        "us_per_io_inprocess": {k: round(v, 1) for k, v in data_["us_per_io"].items()},
+        "python_calls_per_read": round(calls / n),
+        "self_time_by_layer_pct": {k: round(100 * v / total, 1) for k, v in by_layer.most_common()},
+        "top_functions": [{"function": f"{os.path.relpath(r[0], REPO) if r[0].startswith(REPO) else os.path.basename(r[0])}"
+                                       f":{r[1]}({r[2]})", "calls_per_io": round(r[3] / n, 1),
+                           "self_pct": round(100 * r[4] / total, 1)} for r in top],
+    }
+    print(f"  profile: in-process {res['us_per_io_inprocess']} us per I/O, "
+          f"{res['python_calls_per_read']} Python calls per 4 KiB read", flush=True)
+    if shutil.which("py-spy") and not quick:
+        res["py_spy"] = py_spy_profile(work, img, cpus)
+    shutil.rmtree(data, ignore_errors=True)
+    return res
+
+
+def py_spy_profile(work: str, img: str, cpus: list[int]) -> dict[str, Any]:
+    """py-spy samples of the daemon while fio reads 4 KiB at random from the data file."""
+    qemu = ["-device", "virtio-scsi-pci,id=scsi0,num_queues=2", "-device",
+            "scsi-hd,drive=d0,bus=scsi0.0,channel=0,scsi-id=0,lun=0", "-drive",
+            f"file={img},if=none,id=d0,format=raw"]
+    d = start_vscsifs(work, "pyspy", qemu, cpus[0])
+    raw = os.path.join(work, "pyspy.txt")
+    try:
+        job = JOBS[0]
+        path = os.path.join(d.mount, f".vscsifs-{d.proc.pid}", "sda")
+        fio = subprocess.Popen([*taskset(cpus[0]), *job.args(path, 6, "32m")], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        subprocess.run(["py-spy", "record", "-p", str(d.proc.pid), "-d", "4", "-r", "250", "--idle",
+                        "-f", "raw", "-o", raw], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        fio.wait()
+    finally:
+        d.stop()
+    samples = 0
+    incl: collections.Counter[str] = collections.Counter()
+    idle = 0
+    try:
+        with open(raw) as f:
+            for line in f:
+                stack, _, n_ = line.rstrip().rpartition(" ")
+                n = int(n_)
+                samples += n
+                frames = stack.split(";")
+                if any("_epoll_wait" in fr or "wait_readable" in fr for fr in frames[-3:]):
+                    idle += n
+                for fr in set(frames):
+                    incl[fr.split(" (")[0]] += n
+    except OSError:
+        return {"error": "py-spy wrote no profile"}
+    interesting = [(k, v) for k, v in incl.most_common(80)
+                   if not k.startswith(("<module>", "_run_module", "_run_code", "main", "run ", "run_daemon"))]
+    return {"samples": samples, "idle_pct": round(100 * idle / samples, 1) if samples else None,
+            "inclusive_pct": [{"frame": k, "pct": round(100 * v / samples, 1)} for k, v in interesting[:25]]}
+
+
+# ---- report ------------------------------------------------------------------------------
+
+def machine_info(cpus: list[int]) -> dict[str, Any]:
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    def ver(cmd: list[str]) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True).stdout.strip().splitlines()[0]
+        except (OSError, IndexError):
+            return "?"
+    import pyfuse3
+    import trio
+    commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "host": platform.node(), "kernel": platform.release(), "cpu": model,
+            "cpus_online": os.cpu_count(), "cpus_used": cpus, "python": platform.python_version(),
+            "pyfuse3": pyfuse3.__version__, "trio": trio.__version__, "fio": ver(["fio", "--version"]),
+            "commit": commit}
+
+
+def _fmt(v: float, metric: str) -> str:
+    return f"{v:,.0f}" if metric == "iops" else f"{v:,.1f}"
+
+
+def render_md(res: dict[str, Any]) -> str:
+    m = res["machine"]
+    L = ["# vscsifs benchmark", "",
+         f"Regenerated by `bash bootstrap.sh bench{' --quick' if res['quick'] else ''}` "
+         f"(`python3 bench/run.py`); do not edit by hand.", "",
+         f"Machine: {m['cpu']} ({m['cpus_online']} CPUs online, used {m['cpus_used']}), Linux {m['kernel']}, "
+         f"Python {m['python']}, pyfuse3 {m['pyfuse3']}, trio {m['trio']}, {m['fio']}; "
+         f"commit {m['commit']}, {m['date']}.", "",
+         "All figures come from one run; compare ratios, not absolute numbers (the machine is shared).", ""]
+    io = res.get("io")
+    if io:
+        L += ["## 1. I/O (fio, direct=1)", "",
+              f"Image {io['image_bytes'] // MiB} MiB, {io['runtime_s']} s per job. Paths: `image` the image file "
+              "itself; `passthrough` bench/passthrough.py (minimal pyfuse3, the ceiling); `passthrough+loop` a "
+              "loop device over it; `vscsifs-datafile` the hidden data file DIR/.vscsifs-PID/sda (FUSE, no loop "
+              "device); `vscsifs-dev` DIR/dev/sda (the loop device over that data file, what users open). "
+              "`ratio` = vscsifs-dev / passthrough.", ""]
+        jobs = {j.name: j for j in JOBS}
+        for pname, p in io["placements"].items():
+            L += [f"### {pname}: daemons on CPU {p['daemon_cpu']}, fio on CPU {p['fio_cpu']}", ""]
+            names = list(next(iter(p["jobs"].values())).keys())
+            L.append("| job | metric | " + " | ".join(names) + " | ratio dev | ratio datafile |")
+            L.append("|---|---|" + "---:|" * (len(names) + 2))
+            for jn, row in p["jobs"].items():
+                metric = jobs[jn].metric
+                base = row["passthrough"][metric] or 1
+                L.append(f"| {jn} | {metric} | " + " | ".join(_fmt(row[n][metric], metric) for n in names)
+                         + f" | {row['vscsifs-dev'][metric] / base:.2f} | {row['vscsifs-datafile'][metric] / base:.2f} |")
+            L.append("")
+    st = res.get("start")
+    if st:
+        L += ["## 2. Scan and start", "", "Process start until the mount answers (best of the runs); "
+              "resident memory once serving. Images are sparse 1 MiB files.", "",
+              "| configuration | LUNs | start (s) | all runs (s) | RSS (MiB) |", "|---|---:|---:|---|---:|"]
+        for name, e in st.items():
+            L.append(f"| {name} | {e['luns']} | {e['start_s']:.3f} | {', '.join(f'{t:.3f}' for t in e['start_s_all'])}"
+                     f" | {e['rss_mib']:.1f} |")
+        L.append("")
+    br = res.get("browse")
+    if br:
+        L += ["## 3. Browsing", "", "Median wall time; the tmpfs side is a plain copy of DIR/sys and DIR/dev in "
+              "/dev/shm made in the same run.", "",
+              "| configuration | operation | vscsifs (s) | tmpfs (s) | ratio |", "|---|---|---:|---:|---:|"]
+        for cfg, ops in br.items():
+            for op, r in ops.items():
+                if isinstance(r, dict):
+                    L.append(f"| {cfg} | {op} | {r['vscsifs_s']:.4f} | {r['tmpfs_s']:.4f} | {r['ratio']} |")
+        L.append("")
+    L += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    for v in res.get("verdicts", []):
+        if "job" in v:
+            what = f"{v['job']} on {v['path']}: {v['target']}"
+            got = (f"{v['ratio']:.2f} of passthrough" if "scaling" not in v else
+                   f"x{v['scaling']} vs 1 job (passthrough x{v['passthrough_scaling']}; {v['ratio']:.2f} of it)")
+        else:
+            what, got = f"{v['what']}: {v['target']}", str(v["value"])
+        L.append(f"| {what} | {got} | {'yes' if v.get('met') else 'NO'} |")
+    L.append("")
+    pr = res.get("profile")
+    if pr:
+        L += ["## Profile: where an emulated 4 KiB read goes", "",
+              f"In-process (no FUSE, bdev_read/bdev_write straight into the block layer, one task): "
+              f"{pr['us_per_io_inprocess']} microseconds per I/O, {pr['python_calls_per_read']} Python function "
+              "calls per 4 KiB read (every one becomes a READ(10) CDB on a virtqueue, is parsed and served by "
+              "the emulated scsi-hd and completed through the used ring and the midlayer).", "",
+              "Self time by layer (cProfile):", "", "| layer | % |", "|---|---:|"]
+        L += [f"| {k} | {v} |" for k, v in pr["self_time_by_layer_pct"].items()]
+        L += ["", "Top functions by self time:", "", "| function | calls per I/O | self % |", "|---|---:|---:|"]
+        L += [f"| `{t['function']}` | {t['calls_per_io']} | {t['self_pct']} |" for t in pr["top_functions"]]
+        L.append("")
+        sp = pr.get("py_spy")
+        if sp and "inclusive_pct" in sp:
+            L += [f"py-spy on the daemon under fio randread-4k-1j on the data file ({sp['samples']} samples, "
+                  f"{sp['idle_pct']}% waiting in epoll for the next FUSE request), inclusive %:", "",
+                  "| frame | % |", "|---|---:|"]
+            L += [f"| `{f['frame']}` | {f['pct']} |" for f in sp["inclusive_pct"]]
+            L.append("")
+    notes = res.get("notes")
+    if notes:
+        L += ["## Notes", "", notes.strip(), ""]
+    return "\n".join(L)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="seconds, not minutes (CI)")
+    ap.add_argument("--json", help="JSON output (default bench/results.json; --quick: WORKDIR/results.json)")
+    ap.add_argument("--md", help="BENCH.md output (default bench/BENCH.md; --quick: WORKDIR/BENCH.md)")
+    ap.add_argument("--workdir", help="scratch directory (default: a new one under /var/tmp)")
+    ap.add_argument("--only", default="io,start,browse,profile", help="comma-separated parts")
+    ap.add_argument("--notes", help="a file whose text becomes BENCH.md's Notes section")
+    ns = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench: needs root (FUSE allow_other/dev, loop devices, mknod)", file=sys.stderr)
+        return 1
+    for tool in ("fio", "taskset", "lsscsi", "lsblk", "losetup", "find"):
+        if shutil.which(tool) is None:
+            print(f"bench: {tool} is missing (bash bootstrap.sh installs it)", file=sys.stderr)
+            return 1
+    parts = {p.strip() for p in ns.only.split(",") if p.strip()}
+    unknown = parts - {"io", "start", "browse", "profile"}
+    if unknown:
+        print(f"bench: unknown part(s) {sorted(unknown)}", file=sys.stderr)
+        return 2
+    cpus = sorted(os.sched_getaffinity(0))
+    own_work = ns.workdir is None
+    work = ns.workdir or tempfile.mkdtemp(prefix="vscsifs-bench-", dir="/var/tmp")
+    os.makedirs(work, exist_ok=True)
+    json_path = ns.json or (os.path.join(work, "results.json") if ns.quick else os.path.join(HERE, "results.json"))
+    md_path = ns.md or (os.path.join(work, "BENCH.md") if ns.quick else os.path.join(HERE, "BENCH.md"))
+    res: dict[str, Any] = {"quick": ns.quick, "machine": machine_info(cpus), "verdicts": []}
+    t0 = time.perf_counter()
+    try:
+        if "io" in parts:
+            print("1. I/O", flush=True)
+            res["io"] = io_bench(work, ns.quick, cpus)
+            res["verdicts"] += io_verdicts(res["io"])
+        if "start" in parts:
+            print("2. scan and start", flush=True)
+            res["start"] = start_bench(work, ns.quick, cpus)
+            res["verdicts"] += start_verdicts(res["start"])
+        if "browse" in parts:
+            print("3. browsing", flush=True)
+            res["browse"] = browse_bench(work, ns.quick, cpus)
+            res["verdicts"] += browse_verdicts(res["browse"])
+        if "profile" in parts:
+            print("4. profile", flush=True)
+            res["profile"] = profile_bench(work, ns.quick, cpus)
+    finally:
+        for name in os.listdir(work):
+            p = os.path.join(work, name)
+            if name.startswith("mnt-") and is_mounted(p):
+                force_unmount(p)
+    res["elapsed_s"] = round(time.perf_counter() - t0, 1)
+    if ns.notes:
+        with open(ns.notes) as f:
+            res["notes"] = f.read()
+    with open(json_path, "w") as f:
+        json.dump(res, f, indent=1)
+    with open(md_path, "w") as f:
+        f.write(render_md(res))
+    print(f"\n{'target':70} met")
+    for v in res["verdicts"]:
+        what = f"{v['job']} {v['path']} ({v['ratio']:.2f})" if "job" in v else f"{v['what']} ({v['value']})"
+        print(f"{what:70} {'yes' if v.get('met') else 'NO'}")
+    print(f"\nwrote {json_path} and {md_path} in {res['elapsed_s']} s")
+    if own_work and ns.quick:
+        keep = {os.path.basename(json_path), os.path.basename(md_path)}
+        for name in os.listdir(work):
+            if name not in keep:
+                p = os.path.join(work, name)
+                shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else os.unlink(p)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

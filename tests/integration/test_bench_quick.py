@@ -1,0 +1,56 @@
+"""The benchmark's quick mode runs end to end (so it cannot rot). Never asserts a time."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "the benchmark needs root (FUSE allow_other/dev, loop devices)"
+    if not os.path.exists("/dev/fuse"):
+        return "no /dev/fuse"
+    missing = [t for t in ("fio", "taskset", "lsscsi", "lsblk", "losetup") if shutil.which(t) is None]
+    return f"missing tools: {missing}" if missing else None
+
+
+@pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+def test_bench_quick_runs(tmp_path) -> None:
+    out_json, out_md = tmp_path / "results.json", tmp_path / "BENCH.md"
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", "run.py"), "--quick",
+                           "--workdir", str(tmp_path / "work"), "--json", str(out_json), "--md", str(out_md)],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads(out_json.read_text())
+    # every part produced figures for every path and configuration it measures
+    pinned = res["io"]["placements"]["pinned"]["jobs"]
+    assert set(pinned) == {"randread-4k-1j", "read-1m"}
+    for row in pinned.values():
+        assert set(row) == {"image", "passthrough", "passthrough+loop", "vscsifs-datafile", "vscsifs-dev"}
+        assert all(r["iops"] > 0 for r in row.values())
+    assert res["start"]["seed"]["start_s"] > 0 and res["start"]["seed"]["rss_mib"] > 0
+    assert res["browse"]["seed"]["attributes"] > 500
+    assert res["profile"]["python_calls_per_read"] > 0
+    assert {v["met"] for v in res["verdicts"]} <= {True, False}
+    md = out_md.read_text()
+    for heading in ("## 1. I/O", "## 2. Scan and start", "## 3. Browsing", "## Targets", "## Profile"):
+        assert heading in md
+    # nothing left mounted or attached
+    with open("/proc/self/mountinfo") as f:
+        assert str(tmp_path) not in f.read()
+    # (from sysfs: `losetup -a` stats every backing file, and would hang on another test's
+    # stopped FUSE daemon)
+    for name in os.listdir("/sys/block"):
+        try:
+            with open(f"/sys/block/{name}/loop/backing_file") as f:
+                assert str(tmp_path) not in f.read()
+        except FileNotFoundError:
+            pass
