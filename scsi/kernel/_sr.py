@@ -913,7 +913,9 @@ class SrDriver:
         self.kernel = kernel
 
     def match(self, sdev: Any) -> bool:
-        return True
+        """scsi_bus_match() offers sr every LUN and sr_probe refuses all but TYPE_ROM/WORM
+        with -ENODEV; refusing them here is the same outcome without binding and unbinding."""
+        return sdev.type in SR_TYPES
 
     async def probe(self, sdev: Any) -> int:
         return await sr_probe(self, sdev)
