@@ -256,7 +256,7 @@ async def serve_machine(machine: Machine, mountpoint: str,
             async with trio.open_nursery() as fuse:
                 async def serve_task(task_status: Any) -> None:
                     await serve(ops, mountpoint, devfs=devfs, task_status=task_status,
-                                options=("allow_other",) if machine.config.allow_other else ())
+                                options=("allow_other",) if getattr(machine.config, "allow_other", False) else ())
                     fuse.cancel_scope.cancel()      # unmounted from outside: stop waiting for ``stop``
                 await fuse.start(serve_task)
                 hosts = len(machine.hosts)
