@@ -161,6 +161,7 @@ class VHostSCSI(VirtIOSCSI):
             if not 0 <= tag < VHOST_SCSI_MAX_TARGET:
                 raise ValueError(f"vhost-scsi: TPG tag {tag} out of range")
         self.worker = VhostWorker(worker_name)
+        self.lio_config: Any = None      # the LioConfig the TPGs come from (set by the machine)
         self.vs_tpg: dict[int, SePortalGroup] | None = None   # set by VHOST_SCSI_SET_ENDPOINT
         self.events_missed = False
         self.completion_list: list[_Completion] = []

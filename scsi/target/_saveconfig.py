@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._core import DevAttrib, FileIODevice, SePortalGroup, proto_id_for_wwn
+from ._core import DevAttrib, FileIODevice, SeLun, SePortalGroup, proto_id_for_wwn
 
 VHOST_SCSI_MAX_TARGET = 256       # drivers/vhost/scsi.c: tpgt must be below it
 VHOST_SCSI_NAMELEN = 256
@@ -53,6 +53,50 @@ class LioConfig:
     def close(self) -> None:
         for so in self.storage_objects.values():
             so.close()
+
+    # -- run-time changes, as targetcli makes them (for the daemon's control socket) -----------
+    def create_fileio(self, name: str, dev: str, size: int | None = None, *, write_back: bool = False,
+                      wwn: str = "") -> FileIODevice:
+        """targetcli /backstores/fileio create NAME DEV [SIZE] write_back=..: made and opened."""
+        key = f"/backstores/fileio/{name}"
+        if key in self.storage_objects:
+            raise LioConfigError(f"{key} already exists")
+        spec: dict[str, Any] = {"plugin": "fileio", "name": name, "dev": dev, "write_back": write_back, "wwn": wwn}
+        if size is not None:
+            spec["size"] = size
+        fdev = _storage_object(spec, len(self.storage_objects), "create_fileio", os.getcwd())
+        try:
+            fdev.open()
+        except ValueError as e:
+            raise LioConfigError(str(e)) from None
+        self.storage_objects[key] = fdev
+        return fdev
+
+    def _tpg_of(self, wwn: str, tag: int) -> SePortalGroup:
+        target = self.vhost_targets.get(wwn)
+        if target is None or tag not in target.tpgs:
+            raise LioConfigError(f"no vhost target {wwn} with tpgt_{tag}")
+        return target.tpgs[tag]
+
+    def lun_add(self, wwn: str, tag: int, index: int, storage_object: str) -> SeLun:
+        """targetcli /vhost/WWN/tpgTAG/luns create STORAGE_OBJECT lun=INDEX: the nexus gets the
+        LUN (others see REPORTED LUNS DATA HAS CHANGED) and vhost sends the guest a
+        TRANSPORT_RESET/RESCAN event when it negotiated VIRTIO_SCSI_F_HOTPLUG."""
+        tpg = self._tpg_of(wwn, tag)
+        so = self.storage_objects.get(storage_object)
+        if so is None:
+            raise LioConfigError(f"'{storage_object}' is not a storage object")
+        try:
+            return tpg.add_lun(index, so)
+        except ValueError as e:
+            raise LioConfigError(str(e)) from None
+
+    def lun_del(self, wwn: str, tag: int, index: int) -> SeLun:
+        """targetcli /vhost/WWN/tpgTAG/luns delete lun=INDEX (vhost: a REMOVED event)."""
+        tpg = self._tpg_of(wwn, tag)
+        if index not in tpg.luns:
+            raise LioConfigError(f"{wwn} tpgt_{tag}: no lun_{index}")
+        return tpg.del_lun(index)
 
 
 def _req(obj: dict[str, Any], key: str, types: type | tuple[type, ...], where: str, path: str) -> Any:

@@ -169,3 +169,43 @@ async def test_tpg_without_lun0_and_second_tpg(tmp_path: Path) -> None:
     assert "scsi 0:0:5:0:" not in text
     assert "sd 0:0:5:7: [sdb] 524288 512-byte logical blocks" in text
     assert m.controllers[0].vdev.worker.stats.bad_target == 254
+
+
+async def _boot_and_add_lun(tmp_path: Path, device: str) -> tuple[Machine, str]:
+    path = write_lio(tmp_path)
+    cfg = parse_qemu_args(["-smp", "2", "-device", device, "--lio-config", str(path)]).machine.validate()
+    m = Machine.create(cfg, console=None)
+    try:
+        async with trio.open_nursery() as nursery:
+            with trio.fail_after(30):
+                await m.boot(nursery)
+                vdev = m.controllers[0].vdev
+                lio = vdev.lio_config
+                (tmp_path / "x.img").write_bytes(bytes(1 << 20))
+                lio.create_fileio("x", str(tmp_path / "x.img"), 1 << 20, wwn="abcd")
+                lio.lun_add(WWPN, 1, 2, "/backstores/fileio/x")
+                while vdev.worker.work_list or "sdc" not in m.kernel.kmsg.dmesg() and vdev.has_feature(1):
+                    await trio.sleep(0.01)
+                await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+    finally:
+        m.shutdown()
+    return m, m.kernel.kmsg.dmesg()
+
+
+async def test_lun_added_to_the_tpg_is_hotplugged(tmp_path: Path) -> None:
+    """vhost_scsi_port_link -> vhost_scsi_hotplug: with VIRTIO_SCSI_F_HOTPLUG (the 'hotplug'
+    property newer QEMUs have) the guest gets TRANSPORT_RESET/RESCAN and adds 0:0:1:2."""
+    m, text = await _boot_and_add_lun(tmp_path, DEVICE + ",hotplug=on")
+    assert "scsi 0:0:1:2: Direct-Access     LIO-ORG  FILEIO           4.0  PQ: 0 ANSI: 6" in text
+    assert "sd 0:0:1:2: [sdc] Attached SCSI disk" in text
+    assert m.controllers[0].vdev.worker.stats.works["evt"] == 1
+
+
+async def test_lun_added_without_hotplug_feature_is_not_seen(tmp_path: Path) -> None:
+    """QEMU 7.2's vhost-scsi-pci offers no HOTPLUG: no event, the guest learns nothing (the
+    other LUNs hold REPORTED LUNS DATA HAS CHANGED for their next command)."""
+    m, text = await _boot_and_add_lun(tmp_path, DEVICE)
+    assert "0:0:1:2" not in text
+    tpg = m.controllers[0].vdev.tpgs[1]
+    assert tpg.deves[0].ua_list == [(0x3F, 0x0E)] and tpg.deves[1].ua_list == [(0x3F, 0x0E)]
