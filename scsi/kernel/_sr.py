@@ -949,6 +949,7 @@ def sr_init(kernel: Any) -> SrDriver:
     params = {"xa_test": _int_param(kernel.param("sr_mod.xa_test", "0"))}
     kernel._sr_params = params
     drv = SrDriver(kernel)
+    kernel.sysfs.bus_register("scsi").driver_register(drv.name, drv.module)   # driver_register()
     _scsi_sysfs.scsi_register_driver(kernel, drv)
     pdir = kernel.sysfs.module("sr_mod").mkdir("parameters")
 
