@@ -129,6 +129,10 @@ def make_host(kernel: Kernel, bus: SCSIBus, max_id: int = 256, pci_slot: str = "
 
 def seed_bus(tmp_path: Path, opened: list[BlockBackend]) -> SCSIBus:
     bus = SCSIBus()
+    # the seed's images carry an MBR: a disk without a table makes check_partition's later
+    # parsers (amiga, ultrix) read two more pages, which the 318-command trace does not have
+    make_image(tmp_path / "boot.img", 1 << 30, "boot.img", mbr=(0x5EED0B00, 2048, 2097152 - 2048))
+    make_image(tmp_path / "test.img", 256 << 20, "test.img", mbr=(0x5EED7E57, 2048, 262144 - 2048))
     bus.attach(hd(tmp_path, "boot.img", 1 << 30, 0, drive_id="drive0", opened=opened))
     bus.attach(hd(tmp_path, "test.img", 256 << 20, 1, drive_id="drive1", opened=opened))
     return bus

@@ -9,6 +9,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
+from golden_cdb import make_image
 import trio
 
 from vscsifs.fs._driver_model import Device, Sysfs, device_add
@@ -589,8 +591,8 @@ async def _real_seed_machine(tmp_path, nursery):
     bus = SCSIBus()
     for lun, (name, size) in enumerate((("boot.img", 1 << 30), ("test.img", 256 << 20))):
         path = tmp_path / name
-        with open(path, "wb") as f:
-            f.truncate(size)
+        # the seed's MBRs (a table-less disk gets two more partition-parser READs than the trace)
+        make_image(path, size, name, mbr=((0x5EED0B00, 2048, 2097152 - 2048), (0x5EED7E57, 2048, 262144 - 2048))[lun])
         bus.attach(SCSIDiskDevice(BlockBackend.open(str(path), fmt="raw"), scsi_id=0, lun=lun,
                                   drive_id=f"drive{lun}"))
     kernel = Kernel(kmsg=Kmsg(console=None), sysfs=Sysfs(), memory=GuestMemory(1 << 30), nr_cpus=2)
