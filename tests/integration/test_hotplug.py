@@ -518,7 +518,7 @@ def test_io_continues_while_luns_come_and_go(live: Live, tmp_path) -> None:
     fio = subprocess.Popen(
         ["fio", "--name=churn", f"--filename={mnt}/dev/sda", "--rw=randrw", "--bs=4k", "--size=32M",
          "--offset=512M", "--direct=1", "--ioengine=psync", "--time_based", "--runtime=6",
-         "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--output-format=json",
+         "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--verify_state_save=0", "--output-format=json",
          f"--output={out}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     errors: list[BaseException] = []
 

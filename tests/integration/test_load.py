@@ -109,6 +109,7 @@ iodepth={IODEPTH}
 size={JOB_SIZE}
 offset_increment={JOB_SIZE}
 verify=crc32c
+verify_state_save=0
 verify_fatal=1
 do_verify=1
 randrepeat=1
