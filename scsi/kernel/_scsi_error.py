@@ -13,40 +13,14 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+from vscsifs.scsi._proto import SamStatus, SenseKey
+
 from ._printk import KernLevel
 from ._scsi_cmnd import DmaDirection, HostByte, ScsiCmnd
 
 
-class SamStat(IntEnum):
-    """include/scsi/scsi_proto.h SAM status codes."""
-
-    GOOD = 0x00
-    CHECK_CONDITION = 0x02
-    CONDITION_MET = 0x04
-    BUSY = 0x08
-    INTERMEDIATE = 0x10
-    INTERMEDIATE_CONDITION_MET = 0x14
-    RESERVATION_CONFLICT = 0x18
-    COMMAND_TERMINATED = 0x22
-    TASK_SET_FULL = 0x28
-    ACA_ACTIVE = 0x30
-    TASK_ABORTED = 0x40
-
-
-class SenseKey(IntEnum):
-    NO_SENSE = 0x0
-    RECOVERED_ERROR = 0x1
-    NOT_READY = 0x2
-    MEDIUM_ERROR = 0x3
-    HARDWARE_ERROR = 0x4
-    ILLEGAL_REQUEST = 0x5
-    UNIT_ATTENTION = 0x6
-    DATA_PROTECT = 0x7
-    BLANK_CHECK = 0x8
-    COPY_ABORTED = 0xA
-    ABORTED_COMMAND = 0xB
-    VOLUME_OVERFLOW = 0xD
-    MISCOMPARE = 0xE
+# the SAM status and sense key values are the wire protocol's, defined once in scsi/_proto.py
+SamStat = SamStatus
 
 
 class Disposition(IntEnum):
