@@ -40,6 +40,9 @@ scan against it and serves DIR/sys, DIR/dev and DIR/proc until SIGINT or SIGTERM
   --log-level L    the daemon's own messages: debug, info, warning, error (default: info);
                    under systemd (JOURNAL_STREAM) lines carry <N> syslog priority prefixes
   --quiet          do not copy the emulated kernel's log to stderr
+  --allow-other    let other users use the mount (as root; FUSE allow_other). The kernel
+                   checks modes and owners as on a real system: /sys attributes 0444/0644/0200,
+                   /dev/sdX 0660 root:disk
   --fault H:C:T:L:RULE  inject faults into a LUN (repeatable; H: the guest's host number or a
                    virtio-scsi-pci id=); rules and the run-time controls (DIR/sys/kernel/debug/
                    vscsifs/H:C:T:L/error, QMP x-vscsifs-fault) are described in daemon/_faults.py,
@@ -127,6 +130,7 @@ def build_config(opts: RunOptions) -> tuple[MachineConfig, list[str]]:
         cfg = tc.machine
         cfg.warnings[:0] = parsed.machine.warnings
         cfg.faults[:0] = parsed.machine.faults
+        cfg.allow_other = cfg.allow_other or parsed.machine.allow_other
         _fill_defaults(opts)
         return cfg, parsed.qmp
     _fill_defaults(opts)
@@ -143,6 +147,7 @@ def build_config(opts: RunOptions) -> tuple[MachineConfig, list[str]]:
             seed.memory = cfg.memory
         seed.append = cfg.append
         seed.faults = cfg.faults
+        seed.allow_other = cfg.allow_other
         cfg = seed
     cfg.validate()
     return cfg, parsed.qmp

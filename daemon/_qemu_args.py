@@ -326,6 +326,9 @@ def parse_qemu_args(argv: Sequence[str]) -> ParsedArgs:
             cfg.append = take()
         elif name == "qmp":
             out.qmp.append(take())
+        elif name == "allow-other":
+            # vscsifs's own option: let other users see the mount (FUSE allow_other)
+            cfg.allow_other = True
         elif name == "fault":
             # vscsifs's own option: a fault injection rule (daemon/_faults.py)
             from ._faults import check_fault_option

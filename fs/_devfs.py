@@ -333,6 +333,9 @@ class DataFile(SpecialFile):
     def st_size(self) -> int:
         return int(self.bdev.size_bytes)
 
+    def st_gid(self) -> int:
+        return disk_gid() if self.user_node else 0
+
     async def open_handle(self, flags: int) -> FileHandle:  # type: ignore[override]
         if self.devfs.gone(self.bdev):
             raise pyfuse3.FUSEError(errno.ENXIO)
@@ -405,6 +408,16 @@ class DataHandle(FileHandle):
             await self.file.devfs.synced_after_write(self.file.bdev)
 
 
+def disk_gid() -> int:
+    """The "disk" group udev's 50-udev-default.rules gives block devices (SUBSYSTEM=="block",
+    GROUP="disk"), 6 on Debian when the host has no such group."""
+    import grp
+    try:
+        return grp.getgrnam("disk").gr_gid
+    except KeyError:
+        return 6
+
+
 class BlockNode(SpecialFile):
     """DIR/dev/NAME as a block special file: the major:minor of our loop device."""
 
@@ -417,6 +430,9 @@ class BlockNode(SpecialFile):
 
     def st_rdev(self) -> int:
         return self.rdev
+
+    def st_gid(self) -> int:
+        return disk_gid()
 
 
 class UnavailableCharNode(SpecialFile):

@@ -90,12 +90,11 @@ def clean_stale(mountpoint: str) -> None:
 
 
 def mount_options(extra: Iterable[str] = (), *, loop_backing: bool) -> frozenset[str]:
-    """fsname=vscsifs, default_permissions (non-root users get the mode bits; root's
-    open of a 0200 attr for read is refused by open() itself, as kernfs does), allow_other
-    when root, and ``dev`` only when the device nodes are our loop devices."""
+    """fsname=vscsifs, default_permissions (the kernel checks the mode bits and owners, as
+    for the real /sys and /dev; root's open of a 0200 attr for read is refused by open()
+    itself, as kernfs does), and ``dev`` only when the device nodes are our loop devices.
+    Other users see the mount only with ``allow_other`` in ``extra`` (vscsifs --allow-other)."""
     opts = {"fsname=vscsifs", "subtype=vscsifs", "default_permissions", "dev" if loop_backing else "nodev"}
-    if os.geteuid() == 0:
-        opts.add("allow_other")
     opts.update(extra)
     if loop_backing:
         opts.discard("nodev")

@@ -64,6 +64,10 @@ class SpecialFile(Node):
     def st_rdev(self) -> int:
         return 0
 
+    def st_gid(self) -> int:
+        """Owner group (uid is always root): udev gives block devices group "disk"."""
+        return 0
+
     def open_handle(self, flags: int) -> FileHandle:
         raise pyfuse3.FUSEError(errno.ENXIO)
 
@@ -258,6 +262,7 @@ class VscsiOperations(pyfuse3.Operations):
             a.st_nlink = 1
             a.st_size = node.st_size()
             a.st_rdev = node.st_rdev()
+            a.st_gid = node.st_gid()
             a.attr_timeout = node.attr_timeout
         elif isinstance(node, Attr):
             a.st_mode = stat.S_IFREG | node.mode

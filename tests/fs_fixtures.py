@@ -187,7 +187,8 @@ async def mount_machine(nursery: trio.Nursery, mountpoint: str, *, loop_backing:
 
     async def run(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         with scope:
-            await serve(ops, mountpoint, devfs=devfs, loop_backing=loop_backing, task_status=task_status)
+            await serve(ops, mountpoint, devfs=devfs, loop_backing=loop_backing, task_status=task_status,
+                        options=("allow_other",))   # the tests run tools as other users too
 
     mount = await nursery.start(run)
     return MountedMachine(mount, mountpoint, kernel, devfs, procfs, io, bdev, parts), scope

@@ -19,7 +19,16 @@ from collections.abc import Iterator
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from daemon_harness import _can_mount, force_unmount, is_mounted, start_daemon  # noqa: E402
+from daemon_harness import _can_mount, force_unmount, is_mounted  # noqa: E402
+from daemon_harness import start_daemon as _start_daemon  # noqa: E402
+
+
+def start_daemon(tmp: str, args: list[str] = ()):  # type: ignore[no-untyped-def]
+    """The harness's start_daemon with a private QMP socket: the default one is named after
+    the mount point's last component ("mnt"), shared by every test daemon on the machine."""
+    if "-qmp" not in args:
+        args = [*args, "-qmp", f"unix:{os.path.join(tmp, 'qmp-private.sock')},server=on,wait=off"]
+    return _start_daemon(tmp, list(args))
 
 pytestmark = pytest.mark.skipif(_can_mount() is not None, reason=_can_mount() or "")
 
@@ -213,7 +222,8 @@ def test_bad_fault_option_is_refused(tmp_path) -> None:  # type: ignore[no-untyp
     for bad, words in (("0:0:0:1:explode", "unknown action"), ("0:0:drop", "H:C:T:L:RULE"),
                        ("nosuch:0:0:0:drop", "no virtio-scsi-pci controller with id 'nosuch'")):
         p = subprocess.run([sys.executable, "-m", "vscsifs.daemon._cli", "run", "--mount", str(tmp_path / "m"),
-                            "--data-dir", str(tmp_path / "d"), "--fault", bad], capture_output=True, text=True,
+                            "--data-dir", str(tmp_path / "d"), "--fault", bad,
+                            "-qmp", f"unix:{tmp_path / 'q.sock'},server=on,wait=off"], capture_output=True, text=True,
                            timeout=60)
         assert p.returncode != 0 and words in p.stderr, p.stderr
         assert not is_mounted(str(tmp_path / "m"))
