@@ -10,6 +10,7 @@ import glob
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -209,3 +210,45 @@ async def test_lun_added_without_hotplug_feature_is_not_seen(tmp_path: Path) -> 
     assert "0:0:1:2" not in text
     tpg = m.controllers[0].vdev.tpgs[1]
     assert tpg.deves[0].ua_list == [(0x3F, 0x0E)] and tpg.deves[1].ua_list == [(0x3F, 0x0E)]
+
+
+def test_lun_added_through_the_control_socket_is_hotplugged(tmp_path: Path) -> None:
+    """targetcli's backstore create + luns create, done over QMP on a running daemon: with
+    hotplug=on the guest gets the rescan event and the new LUN appears in lsscsi and /dev."""
+    why = _can_mount()
+    if why:
+        pytest.skip(why)
+    from qemu.qmp.legacy import QEMUMonitorProtocol
+
+    lio = write_lio(tmp_path)
+    sock = str(tmp_path / "qmp.sock")
+    (tmp_path / "x.img").write_bytes(bytes(1 << 20))
+    d = start_daemon(str(tmp_path), ["-smp", "2", "-device", DEVICE + ",hotplug=on", "--lio-config", str(lio),
+                                     "-qmp", f"unix:{sock},server=on,wait=off"])
+    try:
+        qmp = QEMUMonitorProtocol(sock)
+        qmp.connect()
+        try:
+            def execute(command: str, **args: object) -> dict:
+                return qmp.cmd_obj({"execute": command, "arguments": args})
+
+            assert execute("x-vscsifs-lio-create-fileio", name="x", dev=str(tmp_path / "x.img"),
+                           size=1 << 20) == {"return": {}}
+            bad = execute("x-vscsifs-lio-lun-add", wwn=WWPN, tpgt=1, lun=2, storage_object="/backstores/nope")
+            assert bad["error"]["class"] == "GenericError" and "storage object" in bad["error"]["desc"]
+            assert execute("x-vscsifs-lio-lun-add", wwn=WWPN, tpgt=1, lun=2,
+                           storage_object="/backstores/fileio/x") == {"return": {}}
+        finally:
+            qmp.close()
+        sys_dir = os.path.join(d.mount, "sys")
+        for _ in range(500):
+            out = subprocess.run(["lsscsi", "-k", "-y", sys_dir], capture_output=True, text=True).stdout
+            if "[0:0:1:2]" in out and os.path.exists(os.path.join(d.mount, "dev", "sdc")):
+                break
+            time.sleep(0.02)
+        assert "[0:0:1:2]    disk    LIO-ORG  FILEIO           4.0   /dev/sdc" in out
+        assert "sd 0:0:1:2: [sdc] Attached SCSI disk" in d.log()
+    finally:
+        d.stop()
+        if is_mounted(d.mount):
+            force_unmount(d.mount)

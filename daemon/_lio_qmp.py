@@ -1,0 +1,88 @@
+"""QMP commands that change an LIO target at run time, as targetcli does on a live host.
+
+vhost-scsi's LUNs are the LIO TPG's: a user adds a disk by creating a fileio backstore and
+mapping it into the TPG (targetcli /backstores/fileio create ...; /vhost/WWN/tpgN/luns create
+...). These commands do the same on the machine's saved configuration (scsi/target
+LioConfig); LIO then tells the guest as vhost_scsi_hotplug does (a TRANSPORT_RESET event when
+VIRTIO_SCSI_F_HOTPLUG was negotiated, REPORTED LUNS DATA HAS CHANGED otherwise).
+
+  {"execute": "x-vscsifs-lio-create-fileio",
+   "arguments": {"name": "disk2", "dev": "/srv/disk2.img", "size": 1073741824, "write_back": false}}
+  {"execute": "x-vscsifs-lio-lun-add",
+   "arguments": {"wwn": "naa.5001405000000001", "tpgt": 1, "lun": 2,
+                 "storage_object": "/backstores/fileio/disk2"}}
+  {"execute": "x-vscsifs-lio-lun-del", "arguments": {"wwn": "naa.5001405000000001", "tpgt": 1, "lun": 2}}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vscsifs.scsi.target._saveconfig import LioConfigError
+
+from ._hotplug import QMPError
+
+_KEYS = {
+    "x-vscsifs-lio-create-fileio": ({"name": str, "dev": str}, {"size": int, "write_back": bool, "wwn": str}),
+    "x-vscsifs-lio-lun-add": ({"wwn": str, "tpgt": int, "lun": int, "storage_object": str}, {}),
+    "x-vscsifs-lio-lun-del": ({"wwn": str, "tpgt": int, "lun": int}, {}),
+}
+
+
+def _check(command: str, args: dict[str, Any]) -> None:
+    required, optional = _KEYS[command]
+    for key, value in args.items():
+        want = required.get(key) or optional.get(key)
+        if want is None:
+            raise QMPError(f"Parameter '{key}' is unexpected")
+        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+            raise QMPError(f"Parameter '{key}' expects {'an integer' if want is int else want.__name__}")
+    for key in required:
+        if key not in args:
+            raise QMPError(f"Parameter '{key}' is missing")
+
+
+def _lio_config(machine: Any) -> Any:
+    for ctrl in machine.controllers:
+        lio = getattr(ctrl.vdev, "lio_config", None)
+        if lio is not None:
+            return lio
+    raise QMPError("this machine has no vhost-scsi-pci controller with an LIO configuration")
+
+
+async def _create_fileio(srv: Any, client: Any, args: dict[str, Any]) -> Any:
+    _check("x-vscsifs-lio-create-fileio", args)
+    try:
+        _lio_config(srv.machine).create_fileio(args["name"], args["dev"], args.get("size"),
+                                               write_back=args.get("write_back", False), wwn=args.get("wwn", ""))
+    except LioConfigError as e:
+        raise QMPError(str(e)) from None
+    return {}
+
+
+async def _lun_add(srv: Any, client: Any, args: dict[str, Any]) -> Any:
+    _check("x-vscsifs-lio-lun-add", args)
+    try:
+        _lio_config(srv.machine).lun_add(args["wwn"], args["tpgt"], args["lun"], args["storage_object"])
+    except LioConfigError as e:
+        raise QMPError(str(e)) from None
+    return {}
+
+
+async def _lun_del(srv: Any, client: Any, args: dict[str, Any]) -> Any:
+    _check("x-vscsifs-lio-lun-del", args)
+    try:
+        _lio_config(srv.machine).lun_del(args["wwn"], args["tpgt"], args["lun"])
+    except LioConfigError as e:
+        raise QMPError(str(e)) from None
+    return {}
+
+
+def register_qmp_commands() -> None:
+    from ._qmp import COMMANDS
+    COMMANDS.setdefault("x-vscsifs-lio-create-fileio", _create_fileio)
+    COMMANDS.setdefault("x-vscsifs-lio-lun-add", _lun_add)
+    COMMANDS.setdefault("x-vscsifs-lio-lun-del", _lun_del)
+
+
+register_qmp_commands()
