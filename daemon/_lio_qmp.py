@@ -16,6 +16,7 @@ VIRTIO_SCSI_F_HOTPLUG was negotiated, REPORTED LUNS DATA HAS CHANGED otherwise).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from vscsifs.scsi.target._saveconfig import LioConfigError
@@ -50,39 +51,32 @@ def _lio_config(machine: Any) -> Any:
     raise QMPError("this machine has no vhost-scsi-pci controller with an LIO configuration")
 
 
-async def _create_fileio(srv: Any, client: Any, args: dict[str, Any]) -> Any:
-    _check("x-vscsifs-lio-create-fileio", args)
-    try:
-        _lio_config(srv.machine).create_fileio(args["name"], args["dev"], args.get("size"),
-                                               write_back=args.get("write_back", False), wwn=args.get("wwn", ""))
-    except LioConfigError as e:
-        raise QMPError(str(e)) from None
-    return {}
+def _handler(command: str, apply: Callable[[Any, dict[str, Any]], Any]) -> Callable[..., Awaitable[Any]]:
+    """A QMP handler: check the arguments, apply them to the LIO configuration, map its errors."""
+
+    async def handle(srv: Any, client: Any, args: dict[str, Any]) -> Any:
+        _check(command, args)
+        try:
+            apply(_lio_config(srv.machine), args)
+        except LioConfigError as e:
+            raise QMPError(str(e)) from None
+        return {}
+
+    return handle
 
 
-async def _lun_add(srv: Any, client: Any, args: dict[str, Any]) -> Any:
-    _check("x-vscsifs-lio-lun-add", args)
-    try:
-        _lio_config(srv.machine).lun_add(args["wwn"], args["tpgt"], args["lun"], args["storage_object"])
-    except LioConfigError as e:
-        raise QMPError(str(e)) from None
-    return {}
-
-
-async def _lun_del(srv: Any, client: Any, args: dict[str, Any]) -> Any:
-    _check("x-vscsifs-lio-lun-del", args)
-    try:
-        _lio_config(srv.machine).lun_del(args["wwn"], args["tpgt"], args["lun"])
-    except LioConfigError as e:
-        raise QMPError(str(e)) from None
-    return {}
+_HANDLERS = {
+    "x-vscsifs-lio-create-fileio": lambda lio, a: lio.create_fileio(
+        a["name"], a["dev"], a.get("size"), write_back=a.get("write_back", False), wwn=a.get("wwn", "")),
+    "x-vscsifs-lio-lun-add": lambda lio, a: lio.lun_add(a["wwn"], a["tpgt"], a["lun"], a["storage_object"]),
+    "x-vscsifs-lio-lun-del": lambda lio, a: lio.lun_del(a["wwn"], a["tpgt"], a["lun"]),
+}
 
 
 def register_qmp_commands() -> None:
     from ._qmp import COMMANDS
-    COMMANDS.setdefault("x-vscsifs-lio-create-fileio", _create_fileio)
-    COMMANDS.setdefault("x-vscsifs-lio-lun-add", _lun_add)
-    COMMANDS.setdefault("x-vscsifs-lio-lun-del", _lun_del)
+    for command, apply in _HANDLERS.items():
+        COMMANDS.setdefault(command, _handler(command, apply))
 
 
 register_qmp_commands()
