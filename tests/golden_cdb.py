@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import re
 import shlex
-import struct
 from dataclasses import dataclass
 from pathlib import Path
+
+from vscsifs.daemon._config import write_mbr
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
@@ -123,15 +124,6 @@ def hctl_of_dir(d: Path) -> tuple[int, int, int, int]:
     return int(h), int(c), int(t), int(rest.split("_", 1)[0])
 
 
-def _chs(lba: int, heads: int = 255, secs: int = 63) -> bytes:
-    cyl = lba // (heads * secs)
-    head = (lba // secs) % heads
-    sec = lba % secs + 1
-    if cyl > 1023:
-        cyl, head, sec = 1023, heads - 1, secs
-    return bytes((head, sec | ((cyl >> 8) << 6), cyl & 0xFF))
-
-
 def make_image(path: Path, size: int, tag: str, *, mbr: tuple[int, int, int] | None = None) -> Path:
     """capture/mkimage.py: a sparse image with the "GOLDENREF <tag> SECT <n>" pattern and an
     optional one-partition MBR (label id, start sector, size in sectors; type 0x83), laid out
@@ -143,13 +135,6 @@ def make_image(path: Path, size: int, tag: str, *, mbr: tuple[int, int, int] | N
 
     with open(path, "wb") as f:
         f.truncate(size)
-        if mbr:
-            label, start, nsect = mbr
-            entry = (bytes((0,)) + _chs(start) + bytes((0x83,)) + _chs(start + nsect - 1)
-                     + struct.pack("<II", start, nsect))
-            table = struct.pack("<I", label) + b"\0\0" + entry + bytes(48) + b"\x55\xaa"
-            f.seek(440)
-            f.write(table)
         f.seek(0)
         f.write(sector(0, 440 if mbr else 512))
         for n in range(1, 8):
@@ -159,4 +144,6 @@ def make_image(path: Path, size: int, tag: str, *, mbr: tuple[int, int, int] | N
         for n in range(last - 8, last):
             f.seek(n * 512)
             f.write(sector(n))
+    if mbr:
+        write_mbr(str(path), *mbr)
     return path

@@ -725,34 +725,30 @@ def scsi_report_bus_reset(shost: Any, channel: int) -> None:
             _report_device_reset(sdev)
 
 
-async def scsi_try_bus_reset(cmd: ScsiCmnd) -> Disposition:
+async def _try_reset(cmd: ScsiCmnd, handler_name: str, settle: float) -> Disposition:
+    """The common body of scsi_try_bus_reset / scsi_try_host_reset: call the LLD's handler and,
+    on SUCCESS, let the bus settle and tell every device on the channel it was reset."""
     import trio
     shost = cmd.device.host
-    _scmd_info(cmd, "scsi_try_bus_reset: Snd Bus RST")
-    handler = getattr(shost.hostt, "eh_bus_reset_handler", None)
+    handler = getattr(shost.hostt, handler_name, None)
     if handler is None:
         return FAILED
     rtn = Disposition(await _maybe_await(handler(cmd)))
     if rtn == SUCCESS:
         if not getattr(shost.hostt, "skip_settle_delay", False):
-            await trio.sleep(BUS_RESET_SETTLE_TIME)
+            await trio.sleep(settle)
         scsi_report_bus_reset(shost, cmd.device.channel)
     return rtn
+
+
+async def scsi_try_bus_reset(cmd: ScsiCmnd) -> Disposition:
+    _scmd_info(cmd, "scsi_try_bus_reset: Snd Bus RST")
+    return await _try_reset(cmd, "eh_bus_reset_handler", BUS_RESET_SETTLE_TIME)
 
 
 async def scsi_try_host_reset(cmd: ScsiCmnd) -> Disposition:
-    import trio
-    shost = cmd.device.host
-    _shost_info(shost, "Snd Host RST")
-    handler = getattr(shost.hostt, "eh_host_reset_handler", None)
-    if handler is None:
-        return FAILED
-    rtn = Disposition(await _maybe_await(handler(cmd)))
-    if rtn == SUCCESS:
-        if not getattr(shost.hostt, "skip_settle_delay", False):
-            await trio.sleep(HOST_RESET_SETTLE_TIME)
-        scsi_report_bus_reset(shost, cmd.device.channel)
-    return rtn
+    _shost_info(cmd.device.host, "Snd Host RST")
+    return await _try_reset(cmd, "eh_host_reset_handler", HOST_RESET_SETTLE_TIME)
 
 
 async def scsi_eh_tur(cmd: ScsiCmnd) -> int:
