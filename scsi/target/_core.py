@@ -9,6 +9,7 @@ fabric's expected data length and direction in, SAM status + sense + residual ou
 
 from __future__ import annotations
 
+import ctypes
 import enum
 import os
 from collections.abc import Callable, Sequence
@@ -50,6 +51,7 @@ class SenseKey(enum.IntEnum):
     ILLEGAL_REQUEST = 0x5
     UNIT_ATTENTION = 0x6
     DATA_PROTECT = 0x7
+    COPY_ABORTED = 0xA
     ABORTED_COMMAND = 0xB
     MISCOMPARE = 0xE
 
@@ -78,6 +80,12 @@ class Tcm(enum.IntEnum):
     PARAMETER_LIST_LENGTH_ERROR = 19
     MISCOMPARE_VERIFY = 20
     INVALID_FIELD_IN_COMMAND_IU = 29
+    INSUFFICIENT_REGISTRATION_RESOURCES = 30
+    TOO_MANY_TARGET_DESCS = 31
+    UNSUPPORTED_TARGET_DESC_TYPE_CODE = 32
+    TOO_MANY_SEGMENT_DESCS = 33
+    UNSUPPORTED_SEGMENT_DESC_TYPE_CODE = 34
+    COPY_TARGET_DEVICE_NOT_REACHABLE = 35
 
 
 # sense_detail_table[] of target_core_transport.c: reason -> (key, asc, ascq)
@@ -99,7 +107,27 @@ SENSE_DETAIL: dict[Tcm, tuple[int, int, int]] = {
     Tcm.MISCOMPARE_VERIFY: (SenseKey.MISCOMPARE, 0x1D, 0x00),
     Tcm.LOGICAL_UNIT_COMMUNICATION_FAILURE: (SenseKey.NOT_READY, 0x08, 0x00),
     Tcm.INVALID_FIELD_IN_COMMAND_IU: (SenseKey.ILLEGAL_REQUEST, 0x0E, 0x03),
+    Tcm.INSUFFICIENT_REGISTRATION_RESOURCES: (SenseKey.ILLEGAL_REQUEST, 0x55, 0x04),
+    Tcm.TOO_MANY_TARGET_DESCS: (SenseKey.ILLEGAL_REQUEST, 0x26, 0x06),
+    Tcm.UNSUPPORTED_TARGET_DESC_TYPE_CODE: (SenseKey.ILLEGAL_REQUEST, 0x26, 0x07),
+    Tcm.TOO_MANY_SEGMENT_DESCS: (SenseKey.ILLEGAL_REQUEST, 0x26, 0x08),
+    Tcm.UNSUPPORTED_SEGMENT_DESC_TYPE_CODE: (SenseKey.ILLEGAL_REQUEST, 0x26, 0x09),
+    Tcm.COPY_TARGET_DEVICE_NOT_REACHABLE: (SenseKey.COPY_ABORTED, 0x0D, 0x02),
 }
+# sense_detail_table entries with add_sense_info: the INFORMATION field carries cmd->sense_info
+SENSE_ADD_INFO = frozenset({Tcm.MISCOMPARE_VERIFY})
+
+# transport_generic_request_failure(): the reasons it sends as they are; any other one
+# ("Unknown transport error") goes out as UNSUPPORTED SCSI OPCODE. RESERVATION CONFLICT is
+# a bare status. MISCOMPARE reaches the initiator through the completion callback instead.
+REQUEST_FAILURE_REASONS = frozenset({
+    Tcm.NON_EXISTENT_LUN, Tcm.UNSUPPORTED_SCSI_OPCODE, Tcm.INVALID_CDB_FIELD, Tcm.INVALID_PARAMETER_LIST,
+    Tcm.PARAMETER_LIST_LENGTH_ERROR, Tcm.LOGICAL_UNIT_COMMUNICATION_FAILURE, Tcm.UNKNOWN_MODE_PAGE,
+    Tcm.WRITE_PROTECTED, Tcm.ADDRESS_OUT_OF_RANGE, Tcm.CHECK_CONDITION_ABORT_CMD,
+    Tcm.CHECK_CONDITION_UNIT_ATTENTION, Tcm.COPY_TARGET_DEVICE_NOT_REACHABLE, Tcm.TOO_MANY_TARGET_DESCS,
+    Tcm.UNSUPPORTED_TARGET_DESC_TYPE_CODE, Tcm.TOO_MANY_SEGMENT_DESCS, Tcm.UNSUPPORTED_SEGMENT_DESC_TYPE_CODE,
+    Tcm.INVALID_FIELD_IN_COMMAND_IU, Tcm.RESERVATION_CONFLICT, Tcm.MISCOMPARE_VERIFY,
+})
 
 # unit attention codes LIO raises
 ASC_REPORTED_LUNS_DATA_HAS_CHANGED = (0x3F, 0x0E)
@@ -121,7 +149,39 @@ def scsi_build_sense_buffer(desc: bool, key: int, asc: int, ascq: int, size: int
     return bytes(buf)
 
 
+def scsi_set_sense_information(buf: bytes, info: int) -> bytes:
+    """scsi_set_sense_information(): fixed format sets VALID and the 4-byte INFORMATION;
+    descriptor format adds (or fills) an information descriptor."""
+    b = bytearray(buf)
+    if b[0] & 0x7F in (0x72, 0x73):
+        add_len = b[7]
+        off = 8 + add_len
+        b[off:off + 12] = bytes((0x00, 0x0A, 0x80, 0)) + info.to_bytes(8, "big")
+        b[7] = add_len + 12
+    else:
+        b[0] |= 0x80
+        b[3:7] = (info & 0xFFFFFFFF).to_bytes(4, "big")
+    return bytes(b)
+
+
 # -- storage objects ---------------------------------------------------------------------------
+IOV_MAX = 1024
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+_libc: ctypes.CDLL | None = None
+
+
+def punch_hole(fd: int, offset: int, length: int) -> int:
+    """fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length): 0 or the
+    errno (EOPNOTSUPP on a file system without hole punching)."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+    if _libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) != 0:
+        return ctypes.get_errno() or 1
+    return 0
+
 @dataclass
 class DevAttrib:
     """struct se_dev_attrib with target_core_device.c's defaults (DA_*) as fileio sets them."""
@@ -219,6 +279,8 @@ class FileIODevice:
         self.fd: int | None = None
         self.stats_reads = 0
         self.stats_writes = 0
+        from ._pr import T10Reservation
+        self.t10_pr = T10Reservation()      # persistent and SPC-2 reservations (target_core_pr.c)
 
     # -- lifecycle (fd_configure_device / fd_destroy_device) ----------------------------------
     def open(self) -> None:
@@ -303,6 +365,33 @@ class FileIODevice:
                 v[len(data):] = bytes(len(v) - len(data))
             off += len(v)
         self.stats_reads += 1
+        return None
+
+    def execute_unmap(self, lba: int, nolb: int) -> Tcm | None:
+        """fd_execute_unmap() on a regular file: fallocate(PUNCH_HOLE | KEEP_SIZE)."""
+        if not nolb:
+            return None
+        if self.fd is None:
+            raise RuntimeError(f"fileio {self.name} is not open")
+        bs = self.attrib.block_size
+        if punch_hole(self.fd, lba * bs, nolb * bs) != 0:
+            return Tcm.LOGICAL_UNIT_COMMUNICATION_FAILURE
+        return None
+
+    def execute_write_same(self, lba: int, nolb: int, block: bytes) -> Tcm | None:
+        """fd_execute_write_same(): one vectored write of the block repeated NoLB times."""
+        if self.fd is None:
+            raise RuntimeError(f"fileio {self.name} is not open")
+        pos = lba * len(block)
+        total = nolb * len(block)
+        done = 0
+        while done < total:
+            n = min(nolb - done // len(block), IOV_MAX)
+            w = os.pwritev(self.fd, [block] * n, pos + done)
+            if w <= 0:
+                return Tcm.LOGICAL_UNIT_COMMUNICATION_FAILURE
+            done += w
+        self.stats_writes += 1
         return None
 
     def flush(self) -> None:
@@ -393,6 +482,7 @@ class SeLun:
     access_ro: bool = False
     tg_pt_gp: TgPtGp | None = DEFAULT_TG_PT_GP
     alias: str = ""
+    tpg: SePortalGroup | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -406,21 +496,29 @@ class DevEntry:
     total_cmds: int = 0
     read_bytes: int = 0
     write_bytes: int = 0
+    pr_reg_active: bool = False          # DEF_PR_REG_ACTIVE: this nexus registered a PR key here
 
     def ua_allocate(self, asc: int, ascq: int) -> None:
-        """core_scsi3_ua_allocate(): no duplicates; 29h family ahead of the rest."""
-        if (asc, ascq) in self.ua_list:
+        """core_scsi3_ua_allocate(): LIO compares with the head of the list only: the same
+        UA there is dropped; a 29h UA with a higher ASCQ than a 29h head, or a 29h or
+        higher-ASCQ UA on a 2Ah head, goes first; everything else goes last."""
+        ua = self.ua_list
+        if not ua:
+            ua.append((asc, ascq))
             return
-        for i, (a, q) in enumerate(self.ua_list):
-            if a == 0x29:
-                if asc == 0x29 and ascq > q:
-                    self.ua_list.insert(i, (asc, ascq))
-                    return
-                continue
-            if a == 0x2A and (asc == 0x29 or ascq > a):
-                self.ua_list.insert(i, (asc, ascq))
-                return
-        self.ua_list.append((asc, ascq))
+        a, q = ua[0]
+        if (a, q) == (asc, ascq):
+            return
+        if a == 0x29:
+            first = asc == 0x29 and ascq > q
+        elif a == 0x2A:
+            first = asc == 0x29 or ascq > a          # sic: LIO compares the ASCQ with the head's ASC
+        else:
+            first = False
+        if first:
+            ua.insert(0, (asc, ascq))
+        else:
+            ua.append((asc, ascq))
 
 
 class SCSIProtocol(enum.IntEnum):
@@ -476,7 +574,7 @@ class SePortalGroup:
         if not 0 <= unpacked_lun <= 0x3FFF:
             raise ValueError(f"{self.wwn} tpgt_{self.tag}: LUN {unpacked_lun} out of range (0..16383)")
         dev.rtpi_counter += 1
-        lun = SeLun(unpacked_lun, dev, rtpi=dev.rtpi_counter, access_ro=dev.readonly, alias=alias)
+        lun = SeLun(unpacked_lun, dev, rtpi=dev.rtpi_counter, access_ro=dev.readonly, alias=alias, tpg=self)
         dev.exports.append(lun)
         self.luns[unpacked_lun] = lun
         if self.nexus is not None:
@@ -489,6 +587,10 @@ class SePortalGroup:
         """core_dev_del_lun: the dev entry goes, the others get REPORTED LUNS DATA HAS CHANGED."""
         lun = self.luns.pop(unpacked_lun)
         lun.dev.exports.remove(lun)
+        if unpacked_lun in self.deves:
+            # core_disable_device_list_for_node(): the nexus's registrations on the device go
+            from ._pr import drop_nexus_registrations
+            drop_nexus_registrations(lun.dev, self)
         if self.deves.pop(unpacked_lun, None) is not None:
             for other in self.deves.values():
                 other.ua_allocate(*ASC_REPORTED_LUNS_DATA_HAS_CHANGED)
@@ -551,6 +653,7 @@ class SeCmd:
     status: int = SamStatus.GOOD
     sense: bytes = b""
     xfer: int = 0
+    sense_info: int = 0
 
     # -- data phase helpers -----------------------------------------------------------------
     def copy_in(self, buf: bytes | bytearray) -> int:

@@ -46,6 +46,125 @@ def sbc_emulate_readcapacity_16(cmd: SeCmd) -> Tcm | None:
     return None
 
 
+def sbc_get_write_same_sectors(cmd: SeCmd) -> int:
+    """The CDB's block count, or the rest of the device from the LBA when it is 0."""
+    cdb = cmd.cdb
+    if cdb[0] == 0x41:
+        n = _BE16.unpack_from(cdb, 7)[0]
+    elif cdb[0] == 0x93:
+        n = _BE32.unpack_from(cdb, 10)[0]
+    else:
+        n = _BE32.unpack_from(cdb, 28)[0]
+    assert cmd.dev is not None
+    return n if n else cmd.dev.get_blocks() - cmd.lba + 1
+
+
+def sbc_setup_write_same(cmd: SeCmd, flags: int) -> Tcm | None:
+    """sbc_setup_write_same(): no PBDATA/LBDATA, ANCHOR or NDOB; at most max_write_same_len
+    blocks inside the device; UNMAP=1 needs emulate_tpws and becomes a hole punch."""
+    dev = cmd.dev
+    assert dev is not None
+    end_lba = dev.get_blocks() + 1
+    sectors = sbc_get_write_same_sectors(cmd)
+    if flags & 0x04 or flags & 0x02:
+        return Tcm.UNSUPPORTED_SCSI_OPCODE
+    if sectors > dev.attrib.max_write_same_len:
+        return Tcm.INVALID_CDB_FIELD
+    if cmd.lba + sectors > end_lba:
+        return Tcm.ADDRESS_OUT_OF_RANGE
+    if flags & 0x10:
+        return Tcm.INVALID_CDB_FIELD            # ANCHOR (ANC_SUP is 0)
+    if flags & 0x01:
+        return Tcm.INVALID_CDB_FIELD            # NDOB
+    if flags & 0x08:
+        if not dev.attrib.emulate_tpws:
+            return Tcm.UNSUPPORTED_SCSI_OPCODE
+        cmd.execute = sbc_execute_write_same_unmap
+        return None
+    if flags >> 5 and not dev.attrib.pi_prot_type:
+        return Tcm.INVALID_CDB_FIELD            # sbc_check_prot: WRPROTECT without PI
+    cmd.execute = fd_execute_write_same
+    return None
+
+
+def sbc_execute_write_same_unmap(cmd: SeCmd) -> Tcm | None:
+    assert cmd.dev is not None
+    nolb = sbc_get_write_same_sectors(cmd)
+    if nolb:
+        return cmd.dev.execute_unmap(cmd.lba, nolb)
+    return None
+
+
+def fd_execute_write_same(cmd: SeCmd) -> Tcm | None:
+    """fd_execute_write_same(): the one-block payload (one scatterlist entry of exactly a
+    block) written NoLB times from the LBA."""
+    dev = cmd.dev
+    assert dev is not None
+    bs = dev.attrib.block_size
+    views = [v for v in cmd.data_out if len(v)]
+    if not views or cmd.data_length == 0:
+        return Tcm.INVALID_CDB_FIELD
+    if len(views) > 1 or cmd.data_length != bs or len(views[0]) < bs:
+        return Tcm.INVALID_CDB_FIELD
+    return dev.execute_write_same(cmd.lba, sbc_get_write_same_sectors(cmd), bytes(views[0][:bs]))
+
+
+def sbc_execute_unmap(cmd: SeCmd) -> Tcm | None:
+    """sbc_execute_unmap(): the block descriptors of the parameter list, each checked against
+    max_unmap_lba_count and the device's end, punched one by one."""
+    dev = cmd.dev
+    assert dev is not None
+    if cmd.cdb[1]:
+        return Tcm.INVALID_CDB_FIELD            # ANCHOR: ANC_SUP is never set
+    if cmd.data_length == 0:
+        return None
+    if cmd.data_length < 8:
+        return Tcm.PARAMETER_LIST_LENGTH_ERROR
+    buf = cmd.read_out()
+    bd_dl = _BE16.unpack_from(buf, 2)[0]
+    size = cmd.data_length - 8
+    if bd_dl <= size:
+        size = bd_dl
+    if size // 16 > dev.attrib.max_unmap_block_desc_count:
+        return Tcm.INVALID_PARAMETER_LIST
+    off = 8
+    while size >= 16:
+        lba = _BE64.unpack_from(buf, off)[0]
+        rng = _BE32.unpack_from(buf, off + 8)[0]
+        if rng > dev.attrib.max_unmap_lba_count:
+            return Tcm.INVALID_PARAMETER_LIST
+        if lba + rng > dev.get_blocks() + 1:
+            return Tcm.ADDRESS_OUT_OF_RANGE
+        if rng:
+            ret = dev.execute_unmap(lba, rng)
+            if ret is not None:
+                return ret
+        off += 16
+        size -= 16
+    return None
+
+
+def sbc_compare_and_write(cmd: SeCmd) -> Tcm | None:
+    """sbc_compare_and_write() + compare_and_write_callback(): read NoLB blocks, compare them
+    with the first half of the data-out; equal: write the second half, else MISCOMPARE with
+    the offset of the first differing byte in the INFORMATION field."""
+    dev = cmd.dev
+    assert dev is not None
+    if cmd.data_length == 0:
+        return None
+    n = cmd.sectors * dev.attrib.block_size
+    current = bytearray(n)
+    ret = dev.execute_rw(cmd.lba, [memoryview(current)], n, False, False)
+    if ret is not None:
+        return ret
+    data = cmd.read_out()
+    verify, write = data[:n], data[n:2 * n]
+    if bytes(current) != verify:
+        cmd.sense_info = next(i for i in range(n) if current[i] != verify[i])
+        return Tcm.MISCOMPARE_VERIFY
+    return dev.execute_rw(cmd.lba, [memoryview(bytearray(write))], n, True, cmd.fua)
+
+
 def sbc_execute_rw(cmd: SeCmd) -> Tcm | None:
     dev = cmd.dev
     assert dev is not None
@@ -158,9 +277,46 @@ def sbc_parse_cdb(cmd: SeCmd) -> Tcm | None:
         cmd.execute = sbc_emulate_noop
     elif op == 0x1B:
         cmd.execute = sbc_emulate_startstop
-    elif op in (0x42, 0x93, 0x41, 0x89, 0x7F):
-        # UNMAP / WRITE SAME / COMPARE AND WRITE: not emulated by vscsifs yet
-        return Tcm.UNSUPPORTED_SCSI_OPCODE
+    elif op == 0x7F:                          # VARIABLE LENGTH: only WRITE SAME(32)
+        if _BE16.unpack_from(cdb, 8)[0] != 0x000D:
+            return Tcm.UNSUPPORTED_SCSI_OPCODE
+        sectors = _BE32.unpack_from(cdb, 28)[0]
+        if not sectors:
+            return Tcm.INVALID_CDB_FIELD          # WSNZ=1
+        size = dev.attrib.block_size
+        cmd.lba = _BE64.unpack_from(cdb, 12)[0]
+        ret = sbc_setup_write_same(cmd, cdb[10])
+        if ret is not None:
+            return ret
+    elif op == 0x89:                          # COMPARE AND WRITE
+        if not dev.attrib.emulate_caw:
+            return Tcm.UNSUPPORTED_SCSI_OPCODE
+        sectors = cdb[13]
+        if sectors > 1:
+            return Tcm.INVALID_CDB_FIELD          # one block at a time
+        if not _check_dpofua(cmd):
+            return Tcm.INVALID_CDB_FIELD
+        size = 2 * sectors * dev.attrib.block_size
+        cmd.lba = _BE64.unpack_from(cdb, 2)[0]
+        cmd.is_data_cdb = True
+        cmd.execute = sbc_compare_and_write
+    elif op == 0x42:                          # UNMAP
+        if not dev.attrib.emulate_tpu:
+            return Tcm.UNSUPPORTED_SCSI_OPCODE
+        size = _BE16.unpack_from(cdb, 7)[0]
+        cmd.execute = sbc_execute_unmap
+    elif op in (0x41, 0x93):                  # WRITE SAME(10)/(16)
+        if op == 0x41:
+            sectors, lba = _BE16.unpack_from(cdb, 7)[0], _BE32.unpack_from(cdb, 2)[0]
+        else:
+            sectors, lba = _BE32.unpack_from(cdb, 10)[0], _BE64.unpack_from(cdb, 2)[0]
+        if not sectors:
+            return Tcm.INVALID_CDB_FIELD          # WSNZ=1
+        size = dev.attrib.block_size
+        cmd.lba = lba
+        ret = sbc_setup_write_same(cmd, cdb[1])
+        if ret is not None:
+            return ret
     else:
         ret, size = spc_parse_cdb(cmd)
         if ret is not None:
@@ -172,7 +328,9 @@ def sbc_parse_cdb(cmd: SeCmd) -> Tcm | None:
         if cmd.lba + sectors > end_lba:
             return Tcm.ADDRESS_OUT_OF_RANGE
         # sbc_get_size(): also for SYNCHRONIZE CACHE/VERIFY (their 'goto check_lba'), so a
-        # non-zero block count there shows as an overflow residual, as in LIO
-        size = sectors * dev.attrib.block_size
+        # non-zero block count there shows as an overflow residual, as in LIO; COMPARE AND
+        # WRITE keeps its doubled size
+        if op != 0x89:
+            size = sectors * dev.attrib.block_size
     cmd.sectors = sectors
     return target_cmd_size_check(cmd, size)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
+from . import _pr, _xcopy
 from ._core import (SE_INQUIRY_BUF, SE_MODE_PAGE_BUF, SE_SENSE_BUF, TRANSPORT_VERSION_DESCRIPTOR, TYPE_DISK,
                     DEFAULT_LU_GP_ID, PAGE_SIZE, SeCmd, SenseKey, Tcm, scsi_build_sense_buffer)
 
@@ -472,6 +473,24 @@ def spc_parse_cdb(cmd: SeCmd) -> tuple[Tcm | None, int]:
         size, cmd.execute = _be16(cdb, 7), spc_emulate_modesense
     elif op in (0x4C, 0x4D):                       # LOG SELECT/SENSE: no handler
         size = _be16(cdb, 7)
+    elif op == 0x5E:                               # PERSISTENT RESERVE IN
+        size, cmd.execute = _be16(cdb, 7), _pr.target_scsi3_emulate_pr_in
+    elif op == 0x5F:                               # PERSISTENT RESERVE OUT
+        size, cmd.execute = _be32(cdb, 5), _pr.target_scsi3_emulate_pr_out
+    elif op in (0x17, 0x57):                       # RELEASE(6)/(10)
+        size = _be16(cdb, 7) if op == 0x57 else cmd.data_length
+        cmd.execute = _pr.target_scsi2_reservation_release
+    elif op in (0x16, 0x56):                       # RESERVE(6)/(10): no size in the 6-byte CDB
+        size = _be16(cdb, 7) if op == 0x56 else cmd.data_length
+        cmd.execute = _pr.target_scsi2_reservation_reserve
+    elif op in (0xA2, 0xB5):                       # SECURITY PROTOCOL IN/OUT: no handler
+        size = _be32(cdb, 6)
+    elif op == 0x83:                               # EXTENDED COPY
+        size, cmd.execute = _be32(cdb, 10), _xcopy.target_do_xcopy
+    elif op == 0x84:                               # RECEIVE COPY RESULTS
+        size, cmd.execute = _be32(cdb, 10), _xcopy.target_do_receive_copy_results
+    elif op in (0x8C, 0x8D):                       # READ/WRITE ATTRIBUTE: no handler
+        size = _be32(cdb, 10)
     elif op == 0x03:
         size, cmd.execute = cdb[4], spc_emulate_request_sense
     elif op == 0x12:

@@ -8,8 +8,11 @@ import logging
 import struct
 from collections.abc import Sequence
 
-from ._core import (TRANSPORT_SENSE_BUFFER, DmaDir, SamStatus, SeCmd, SENSE_DETAIL, SenseKey, SePortalGroup, Tcm,
-                    TargetResult, scsi_build_sense_buffer)
+from ._core import (REQUEST_FAILURE_REASONS, SENSE_ADD_INFO, TRANSPORT_SENSE_BUFFER, DmaDir, SamStatus, SeCmd,
+                    SENSE_DETAIL, SenseKey, SePortalGroup, Tcm, TargetResult, scsi_build_sense_buffer,
+                    scsi_set_sense_information)
+from ._pr import ASCQ_2CH_PREVIOUS_RESERVATION_CONFLICT_STATUS, TARGET_UA_INTLCK_CTRL_ESTABLISH_UA, \
+    target_check_reservation
 from ._sbc import sbc_parse_cdb
 
 log = logging.getLogger("vscsifs.lio")
@@ -21,6 +24,16 @@ def _check_condition(cmd: SeCmd, reason: Tcm) -> None:
     """translate_sense_reason(): CHECK CONDITION with the table's sense (or the head unit
     attention, clearing the list as UA_INTLCK_CTRL=0 does), 96 bytes of sense."""
     desc = cmd.dev.sense_desc_format() if cmd.dev is not None else False
+    if reason not in REQUEST_FAILURE_REASONS:
+        reason = Tcm.UNSUPPORTED_SCSI_OPCODE          # "Unknown transport error for CDB"
+    if reason == Tcm.RESERVATION_CONFLICT:
+        # a bare status; UA_INTLCK_CTRL=11b also establishes PREVIOUS RESERVATION CONFLICT STATUS
+        cmd.status = SamStatus.RESERVATION_CONFLICT
+        if cmd.dev is not None and cmd.dev.attrib.emulate_ua_intlck_ctrl == TARGET_UA_INTLCK_CTRL_ESTABLISH_UA:
+            deve = cmd.tpg.deves.get(cmd.orig_fe_lun)
+            if deve is not None:
+                deve.ua_allocate(0x2C, ASCQ_2CH_PREVIOUS_RESERVATION_CONFLICT_STATUS)
+        return
     if reason == Tcm.CHECK_CONDITION_UNIT_ATTENTION:
         deve = cmd.deve
         if deve is None or not deve.ua_list:
@@ -34,6 +47,8 @@ def _check_condition(cmd: SeCmd, reason: Tcm) -> None:
         key, asc, ascq = SENSE_DETAIL.get(reason, SENSE_DETAIL[Tcm.LOGICAL_UNIT_COMMUNICATION_FAILURE])
     cmd.status = SamStatus.CHECK_CONDITION
     cmd.sense = scsi_build_sense_buffer(desc, key, asc, ascq, TRANSPORT_SENSE_BUFFER)
+    if reason in SENSE_ADD_INFO:
+        cmd.sense = scsi_set_sense_information(cmd.sense, cmd.sense_info)
 
 
 def _lookup_lun(cmd: SeCmd) -> Tcm | None:
@@ -73,6 +88,8 @@ def target_submit(tpg: SePortalGroup, lun: int, cdb: bytes, data_length: int, di
             if ret is None and cmd.deve is not None and cmd.deve.ua_list and cmd.cdb[0] not in _UA_EXEMPT:
                 ret = Tcm.CHECK_CONDITION_UNIT_ATTENTION
             if ret is None:
+                ret = target_check_reservation(cmd)
+            if ret is None:
                 assert cmd.execute is not None
                 ret = cmd.execute(cmd)
         except OSError as e:
@@ -83,6 +100,9 @@ def target_submit(tpg: SePortalGroup, lun: int, cdb: bytes, data_length: int, di
             ret = Tcm.INVALID_CDB_FIELD
     if ret is not None:
         _check_condition(cmd, ret)
+        return TargetResult(cmd.status, cmd.sense, cmd.residual, 0)
+    if cmd.status != SamStatus.GOOD:
+        # a handler that completed with CHECK CONDITION itself (fd_execute_sync_cache)
         return TargetResult(cmd.status, cmd.sense, cmd.residual, 0)
     xfer = 0
     if direction == DmaDir.FROM_DEVICE:
