@@ -34,9 +34,21 @@ class VhostTarget:
 
 @dataclass
 class LioConfig:
+    """The LIO objects of one saved configuration. ``db_root`` is target_core_mod's db_root,
+    where LIO keeps its persistent-reservation metadata (pr/aptpl_<unit serial>): rtslib sets
+    it to /etc/target, the directory the saved configuration lives in, so vscsifs takes the
+    directory of the file it loaded; as on a host, PERSISTENT RESERVE OUT REGISTER fails
+    (NOT READY, LOGICAL UNIT COMMUNICATION FAILURE) when <db_root>/pr does not exist."""
+
     path: str
     storage_objects: dict[str, FileIODevice] = field(default_factory=dict)   # "/backstores/fileio/NAME"
     vhost_targets: dict[str, VhostTarget] = field(default_factory=dict)
+    db_root: str | None = None
+
+    def set_db_root(self, db_root: str | None) -> None:
+        self.db_root = db_root
+        for so in self.storage_objects.values():
+            so.t10_pr.db_root = db_root
 
     def open(self) -> None:
         """fd_configure_device() of every storage object (opens the backing files)."""
@@ -69,6 +81,7 @@ class LioConfig:
             fdev.open()
         except ValueError as e:
             raise LioConfigError(str(e)) from None
+        fdev.t10_pr.db_root = self.db_root
         self.storage_objects[key] = fdev
         return fdev
 
@@ -247,6 +260,7 @@ def parse_saveconfig(data: Any, path: str = "<saveconfig>", base_dir: str = ".")
                 raise LioConfigError(f"{path}: {where}.tpgs[{j}]: duplicate tag {tpg.tag}")
             vt.tpgs[tpg.tag] = tpg
         cfg.vhost_targets[wwn] = vt
+    cfg.set_db_root(os.path.abspath(base_dir))
     return cfg
 
 
