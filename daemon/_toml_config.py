@@ -29,6 +29,13 @@ writes one from the other)::
     scsi-id = 0
     lun = 0
 
+    [[fault]]                    # --fault H:C:T:L:RULE (daemon/_faults.py)
+    host = "scsi0"               # a virtio-scsi-pci id, or the guest's host number (0)
+    channel = 0                  # optional, 0 by default (as in QMP x-vscsifs-fault)
+    target = 0
+    lun = 1
+    rule = "medium=2048-2055"
+
 Values take their TOML types (integers, booleans, strings); QEMU's string forms ("on",
 "0x5000c50015ea71ac", "4k") are accepted too. Every error names the file, the line, the
 table and the key, then says what is wrong; MachineConfig.validate()'s QEMU-worded checks
@@ -44,8 +51,11 @@ import tomllib
 from dataclasses import dataclass, fields
 from typing import Any
 
+from vscsifs.scsi.device._faults import parse_fault_option, parse_fault_rule
+
 from ._config import (CONTROLLER_DRIVERS, SCSI_DEVICE_DRIVERS, ConfigError, ControllerConfig, DriveConfig,
                       MachineConfig, ScsiDeviceConfig)
+from ._faults import check_fault_option
 from ._qemu_args import (_CACHE_MODES, _CONTROLLER_PROPS, _DRIVE_PROPS, _SCSI_DEVICE_PROPS, _VHOST_SCSI_PROPS, Prop,
                          parse_memory, parse_qemu_args)
 
@@ -61,7 +71,8 @@ def controller_kind(driver: str) -> tuple[ControllerConfig, dict[str, Prop]]:
                 _VHOST_SCSI_PROPS)
     return ControllerConfig(id=None), _CONTROLLER_PROPS
 SERVICE_KEYS = ("mount", "data-dir", "log-level")
-TABLES = ("service", "controller", "drive", "device")
+TABLES = ("service", "controller", "drive", "device", "fault")
+FAULT_KEYS = ("host", "channel", "target", "lun", "rule")
 
 
 @dataclass
@@ -320,7 +331,61 @@ class _Reader:
                 dev.drive = drv.id
             dev.source = to_qemu_device(dev)
             cfg.devices.append(dev)
+
+        for i, t in enumerate(self.array(doc, "fault")):
+            cfg.faults.append(self.fault(t, ("fault", i, None), cfg))
         return TomlConfig(cfg, service, self.path)
+
+    def fault(self, t: dict[str, Any], place: tuple[str, int | None, Any], cfg: MachineConfig) -> str:
+        """A [[fault]] table -> the --fault text ``H:C:T:L:RULE`` it stands for, checked by the
+        same parser as --fault; a controller id must name a virtio-scsi-pci [[controller]]."""
+        for key in t:
+            if key not in FAULT_KEYS:
+                raise self.unknown_key(place, key, list(FAULT_KEYS))
+        for key in ("host", "target", "lun", "rule"):
+            if key not in t:
+                raise self.fail(*place, None, f"missing key '{key}' (a fault needs host, target, lun and rule; "
+                                f"channel is 0 unless given)")
+        host = t["host"]
+        if isinstance(host, str) and host.isdigit():
+            host = int(host)
+        if isinstance(host, bool) or not isinstance(host, (int, str)) or (isinstance(host, int) and host < 0) \
+                or host == "":
+            raise self.fail(*place, "host", f"expects the guest's host number (an integer >= 0) or a "
+                            f"virtio-scsi-pci controller id (a string), got {self._describe(t['host'])}")
+        if isinstance(host, str):
+            kinds = {c.id: c.driver for c in cfg.controllers if c.id}
+            if host not in kinds:
+                known = ", ".join(repr(k) for k, d in kinds.items() if d != VHOST_SCSI) or "none has an id"
+                raise self.fail(*place, "host", f"no virtio-scsi-pci [[controller]] with id '{host}' "
+                                f"(ids: {known})")
+            if kinds[host] == VHOST_SCSI:
+                raise self.fail(*place, "host", f"controller '{host}' is a {VHOST_SCSI}: faults are injected "
+                                f"into virtio-scsi-pci controllers only")
+        addr = []
+        for key in ("channel", "target", "lun"):
+            v = t.get(key, 0)
+            if isinstance(v, str) and v.strip().isdigit():
+                v = int(v)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise self.fail(*place, key, f"expects a non-negative integer, got {self._describe(t[key])}")
+            addr.append(v)
+        rule = t["rule"]
+        if not isinstance(rule, str):
+            raise self.fail(*place, "rule", f"expects a string such as \"medium=2048-2055\", "
+                            f"got {self._describe(rule)}")
+        if "\n" in rule.strip():
+            raise self.fail(*place, "rule", "one rule per [[fault]] table (write another table for the next)")
+        try:
+            parse_fault_rule(rule)
+        except ValueError as e:
+            raise self.fail(*place, "rule", f"{rule!r}: {e}") from None
+        text = f"{host}:{addr[0]}:{addr[1]}:{addr[2]}:{rule.strip()}"
+        try:
+            check_fault_option(text)
+        except ConfigError as e:
+            raise self.fail(*place, None, str(e)) from None
+        return text
 
 
 def loads(text: str, path: str = "<string>") -> TomlConfig:
@@ -470,6 +535,10 @@ def dumps(cfg: MachineConfig, *, service: ServiceOptions | None = None, header: 
     for dev in cfg.devices:
         table("device", _changed(dev, ScsiDeviceConfig(driver=dev.driver), _SCSI_DEVICE_PROPS),
               first=[f"driver = {toml_string(dev.driver)}"])
+    for text in cfg.faults:
+        host, (channel, target, lun), rule = parse_fault_option(text)
+        out.extend(["", "[[fault]]", f"host = {host if host.isdigit() else toml_string(host)}",
+                    f"channel = {channel}", f"target = {target}", f"lun = {lun}", f"rule = {toml_string(rule)}"])
     text = "\n".join(out).lstrip("\n") + "\n"
     while "\n\n\n" in text:
         text = text.replace("\n\n\n", "\n\n")
@@ -489,6 +558,7 @@ def from_qemu_args(argv: list[str], *, seed_data_dir: str | None = None) -> tupl
                                               cfg.memory if any(a.lstrip("-") == "m" for a in argv) else seed.memory,
                                               cfg.append)
         seed.warnings = cfg.warnings
+        seed.faults = cfg.faults
         cfg = seed
     copy.deepcopy(cfg).validate(check_images=False)
     return cfg, cfg.warnings

@@ -214,3 +214,91 @@ def test_vhost_scsi_controller_and_lio_config(tmp_path):
     assert "hotplug" not in text and m.controllers[0].hotplug is False      # vhost-scsi's own defaults
     with pytest.raises(ConfigError, match=r"\[\[controller\]\] #1 \(id 'vh0'\), key 'param_change': unknown key"):
         loads(text + "param_change = true\n")
+
+
+# ------------------------------------------------------------------ [[fault]] tables (--fault in TOML)
+FAULT_TOML = SEED_TOML + textwrap.dedent("""\
+
+    [[fault]]
+    host = "scsi0"
+    target = 0
+    lun = 1
+    rule = "medium=2048-2055"
+
+    [[fault]]
+    host = 0
+    channel = 0
+    target = 0
+    lun = 0
+    rule = "drop opcode=read times=1"
+    """)
+
+
+@pytest.mark.parametrize("option, table", [
+    ("scsi0:0:0:1:medium=2048-2055", 'host = "scsi0"\ntarget = 0\nlun = 1\nrule = "medium=2048-2055"'),
+    ("0:0:0:1:drop opcode=read times=1", 'host = 0\nchannel = 0\ntarget = 0\nlun = 1\nrule = "drop opcode=read times=1"'),
+    ("2:1:3:7:sense=medium_error/0x11/0 lba=100-107",
+     'host = "2"\nchannel = 1\ntarget = 3\nlun = 7\nrule = "sense=medium_error/0x11/0 lba=100-107"'),
+    ("scsi0:0:5:0:status=busy times=3", 'lun = 0\ntarget = 5\nrule = "status=busy times=3"\nhost = "scsi0"'),
+])
+def test_a_fault_table_is_the_same_rule_as_the_fault_option(option, table):
+    from_option = parse_qemu_args(["-device", "virtio-scsi-pci,id=scsi0", "--fault", option]).machine.faults
+    from_toml = loads('[[controller]]\nid = "scsi0"\n\n[[fault]]\n' + table + "\n").machine.faults
+    assert from_toml == from_option == [option]
+
+
+def test_fault_tables_read_in_order_and_written_back():
+    m = loads(FAULT_TOML, "/etc/vscsifs/lab.toml").machine
+    assert m.faults == ["scsi0:0:0:1:medium=2048-2055", "0:0:0:0:drop opcode=read times=1"]
+    again = loads(dumps(m)).machine
+    assert again.faults == m.faults
+    # vscsifs config --from-qemu keeps --fault options as [[fault]] tables
+    cfg, _ = from_qemu_args(["-device", "virtio-scsi-pci,id=scsi0", "-drive", "if=none,id=d0,file=/x.img",
+                             "-device", "scsi-hd,drive=d0,bus=scsi0.0,lun=1", "--fault", "scsi0:0:0:1:status=busy"])
+    assert "[[fault]]\nhost = \"scsi0\"\nchannel = 0\ntarget = 0\nlun = 1\nrule = \"status=busy\"" in dumps(cfg)
+
+
+@pytest.mark.parametrize("change, message", [
+    (('rule = "medium=2048-2055"', 'rule = "explode"'),
+     "lab.toml:40: [[fault]] #1, key 'rule': 'explode': unknown action"),
+    (('rule = "medium=2048-2055"', 'rule = "drop times=0"'), "[[fault]] #1, key 'rule': 'drop times=0': times"),
+    (('rule = "medium=2048-2055"', 'rule = 5'), "[[fault]] #1, key 'rule': expects a string"),
+    (('rule = "medium=2048-2055"', 'rule = "drop\\nstatus=busy"'), "[[fault]] #1, key 'rule': one rule per"),
+    (('rule = "medium=2048-2055"\n', ''), "lab.toml:36: [[fault]] #1: missing key 'rule'"),
+    (('host = "scsi0"', 'host = "scsi9"'), "lab.toml:37: [[fault]] #1, key 'host': no virtio-scsi-pci "
+                                           "[[controller]] with id 'scsi9' (ids: 'scsi0')"),
+    (('host = "scsi0"', 'host = -1'), "[[fault]] #1, key 'host': expects the guest's host number"),
+    (('host = "scsi0"', 'host = true'), "[[fault]] #1, key 'host': expects the guest's host number"),
+    (('lun = 0\nrule = "drop', 'lun = -2\nrule = "drop'), "lab.toml:46: [[fault]] #2, key 'lun': expects a "
+                                                          "non-negative integer, got an integer (-2)"),
+    (('channel = 0', 'channel = "zero"'), "[[fault]] #2, key 'channel': expects a non-negative integer"),
+    (('channel = 0', 'chanel = 0'), "[[fault]] #2, key 'chanel': unknown key (did you mean 'channel'?)"),
+])
+def test_bad_fault_tables_are_refused_naming_file_key_and_problem(change, message):
+    old, new = change
+    assert old in FAULT_TOML
+    got = err(FAULT_TOML.replace(old, new, 1))
+    assert message in got, got
+
+
+def test_a_fault_table_written_as_a_single_table_is_refused():
+    with pytest.raises(ConfigError, match=r"\[fault\]: write \[\[fault\]\] \(an array of tables\)"):
+        loads('[fault]\nhost = 0\ntarget = 0\nlun = 0\nrule = "drop"\n', "x.toml")
+
+
+def test_a_fault_on_a_vhost_scsi_controller_is_refused():
+    text = textwrap.dedent("""\
+        [[controller]]
+        driver = "vhost-scsi-pci"
+        id = "vh0"
+        wwpn = "naa.5001405e1a0b0c0d"
+
+        [[fault]]
+        host = "vh0"
+        target = 0
+        lun = 0
+        rule = "drop"
+        """)
+    with pytest.raises(ConfigError, match=r"\[\[fault\]\] #1, key 'host': controller 'vh0' is a vhost-scsi-pci: "
+                                          r"faults are injected into virtio-scsi-pci controllers only"):
+        loads(text, "x.toml")
