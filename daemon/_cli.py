@@ -46,13 +46,18 @@ scan against it and serves DIR/sys, DIR/dev and DIR/proc until SIGINT or SIGTERM
   --fault H:C:T:L:RULE  inject faults into a LUN (repeatable; H: the guest's host number or a
                    virtio-scsi-pci id=); rules and the run-time controls (DIR/sys/kernel/debug/
                    vscsifs/H:C:T:L/error, QMP x-vscsifs-fault) are described in daemon/_faults.py,
-                   e.g. --fault '0:0:0:1:medium=2048-2055' --fault '0:0:0:1:drop opcode=read times=1'
+                   e.g. --fault '0:0:0:1:medium=2048-2055' --fault '0:0:0:1:drop opcode=read times=1';
+                   a --config file gives them as [[fault]] tables (host, channel, target, lun,
+                   rule), applied together with the --fault options
 
 The QMP monitor (QEMU Machine Protocol: device_add, device_del, blockdev-add, block_resize,
 eject, query-block, human-monitor-command 'drive_add ...', quit, ...) listens on a unix
 socket, mode 0600: -qmp unix:PATH,server=on,wait=off as QEMU takes it (several allowed), or
-by default $RUNTIME_DIR/vscsifs/MOUNTNAME.qmp (RUNTIME_DIR: /run for root, else
-$XDG_RUNTIME_DIR; MOUNTNAME: the mount point's last component).
+by default one socket per mount point, in RUNTIME (/run/vscsifs for root, else
+$XDG_RUNTIME_DIR/vscsifs or /tmp/vscsifs-UID/vscsifs): RUNTIME/NAME.qmp for a mount point RUNTIME/NAME (the service's
+/run/vscsifs/NAME), otherwise RUNTIME/by-path/ESCAPED.qmp with ESCAPED the mount point's
+full path as `systemd-escape --path` writes it (--mount /tmp/a/m ->
+/run/vscsifs/by-path/tmp-a-m.qmp). The daemon logs the path ("QMP: listening on ...").
 
 Without -device/-drive options it runs the seed configuration:
   -smp 2 -m 1G -device virtio-scsi-pci,id=scsi0,num_queues=4

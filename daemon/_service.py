@@ -29,17 +29,19 @@ from __future__ import annotations
 import dataclasses
 import errno
 import fcntl
+import hashlib
 import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import trio
 
-from vscsifs.fs._mount import is_mounted, is_stale_mount
+from vscsifs.fs._mount import abort_connection, is_mounted, is_stale_mount
 from vscsifs.scsi.kernel import async_synchronize_full
 from vscsifs.scsi.kernel._printk import LogRecord
 from vscsifs.scsi.kernel._scsi_scan import scsi_device_lookup, shost_for_each_device
@@ -110,7 +112,41 @@ def kernel_journal_sink(stream: TextIO) -> Callable[[LogRecord], None]:
 # --- one instance per mount point ----------------------------------------------------------------
 
 class MountInUse(Exception):
-    """The mount point is served by another live instance (or something else is mounted there)."""
+    """The mount point is served by another live instance (or something else is mounted there);
+    ``holder`` is the pid named in the instance lock, when there is one."""
+
+    def __init__(self, message: str, holder: int | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+PF_EXITING = 0x4            # include/linux/sched.h: getting shut down
+DYING_HOLDER_WAIT = 10.0    # seconds a killed holder may take to finish exiting once its FUSE conn is aborted
+
+
+def _proc_stat(pid: int) -> tuple[str, int, str] | None:
+    """(state letter, task flags, wchan) of ``pid`` from /proc, None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    rest = text[text.rfind(")") + 2:].split()
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            wchan = f.read().strip()
+    except OSError:
+        wchan = "?"
+    return rest[0], int(rest[6]), wchan
+
+
+def process_exiting(pid: int) -> bool:
+    """``pid`` is on its way out (killed: PF_EXITING, or a zombie whose other threads are), though
+    it may be wedged there: a vscsifs daemon killed while loop devices over its own mount had
+    dirty pages or I/O in flight waits in its exit for its own FUSE answers (D state), holding
+    its instance lock, its mount and its loop devices until the connection is aborted."""
+    st = _proc_stat(pid)
+    return st is not None and (st[0] in "ZX" or bool(st[1] & PF_EXITING))
 
 
 def runtime_dir() -> str:
@@ -136,6 +172,33 @@ def escape_path(path: str) -> str:
         else:
             out.extend(f"\\x{b:02x}" for b in ch.encode())
     return "".join(out)
+
+
+QMP_BY_PATH = "by-path"
+UNIX_PATH_MAX = 107           # sun_path holds 108 bytes with the terminating NUL
+
+
+def default_qmp_socket(mountpoint: str, runtime: str | None = None) -> str:
+    """The QMP socket of a daemon started without -qmp: one per mount point, never shared.
+
+    ``RUNTIME/NAME.qmp`` beside a mount point ``RUNTIME/NAME`` (RUNTIME: runtime_dir(), i.e.
+    /run/vscsifs for root: the service's /run/vscsifs/NAME and /run/vscsifs/NAME.qmp, and the
+    default mount's default.qmp); any other mount point gets
+    ``RUNTIME/by-path/<its full path, systemd-escape --path>.qmp`` (/tmp/a/m ->
+    /run/vscsifs/by-path/tmp-a-m.qmp), so mount points with the same last component do not
+    collide. A name too long for a unix socket becomes ``<last component>-<sha256 prefix>.qmp``
+    in the same directory."""
+    runtime = os.path.realpath(runtime or runtime_dir())
+    mount = os.path.realpath(mountpoint)
+    name = os.path.basename(mount) or "root"
+    if os.path.dirname(mount) == runtime:
+        return os.path.join(runtime, f"{name}.qmp")
+    directory = os.path.join(runtime, QMP_BY_PATH)
+    path = os.path.join(directory, escape_path(mount) + ".qmp")
+    if len(os.fsencode(path)) > UNIX_PATH_MAX:
+        digest = hashlib.sha256(os.fsencode(mount)).hexdigest()[:16]
+        path = os.path.join(directory, f"{escape_path(name)[:40]}-{digest}.qmp")
+    return path
 
 
 def _mount_entry(mountpoint: str) -> tuple[str, str] | None:
@@ -179,7 +242,8 @@ class InstanceLock:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 who = f"pid {holder}" if holder.isdigit() else "another process"
                 raise MountInUse(f"{self.mountpoint} is in use by another vscsifs instance ({who}; "
-                                 f"lock {self.path}): stop it first, or choose another --mount") from None
+                                 f"lock {self.path}): stop it first, or choose another --mount",
+                                 int(holder) if holder.isdigit() else None) from None
             raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n{self.mountpoint}\n".encode(), 0)
@@ -193,6 +257,34 @@ class InstanceLock:
             return
         os.close(self.fd)       # closing drops the flock
         self.fd = None
+
+
+def take_instance(lock: InstanceLock, mountpoint: str, wait: float = DYING_HOLDER_WAIT) -> InstanceLock:
+    """Acquire the instance lock; when its holder is a killed daemon stuck in its own exit,
+    abort that daemon's FUSE connection (fs/_mount.abort_connection) so it can finish dying,
+    and take the lock once it has. Anything else holding the lock is a live instance: refused."""
+    try:
+        return lock.acquire()
+    except MountInUse as exc:
+        if exc.holder is None or not process_exiting(exc.holder):
+            raise
+        pid = exc.holder
+    st = _proc_stat(pid)
+    log.warning("%s: the previous daemon (pid %d) was killed and is stuck exiting (state %s in %s): "
+                "aborting its FUSE connection", mountpoint, pid, st[0] if st else "?", st[2] if st else "?")
+    abort_connection(mountpoint)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return lock.acquire()
+        except MountInUse:
+            if time.monotonic() >= deadline:
+                st = _proc_stat(pid)
+                raise MountInUse(f"{lock.mountpoint}: the previous daemon (pid {pid}) is still exiting "
+                                 f"{wait:.0f} s after its FUSE connection was aborted (state "
+                                 f"{st[0] if st else '?'} in {st[2] if st else '?'}): it holds {lock.path}",
+                                 pid) from None
+            time.sleep(0.05)
 
 
 def check_mountpoint(mountpoint: str) -> None:
@@ -476,6 +568,9 @@ class Service:
         for w in tc.machine.warnings:
             log.warning("%s", w)
         plan = plan_reload(self.machine.config, tc.machine)
+        if list(tc.machine.faults) != list(getattr(self.machine.config, "faults", [])):
+            log.warning("reload: the [[fault]] rules changed; they are applied at the next start (at run time: "
+                        "DIR/sys/kernel/debug/vscsifs/H:C:T:L/error or QMP x-vscsifs-fault)")
         if tc.service.mount and os.path.realpath(tc.service.mount) != os.path.realpath(self.mountpoint):
             log.warning("reload: [service] mount changed to %s; that takes a restart", tc.service.mount)
         if self.on_reload is not None:
@@ -530,18 +625,18 @@ def run_service(cfg: MachineConfig, mountpoint: str, *, quiet: bool = False, qmp
                 on_reload: Callable[[Any], None] | None = None) -> int:
     """Run one machine until stopped; the exit status for the process (0: stopped cleanly)."""
     from ._machine import Machine
-    from ._qmp import QMPSyntaxError, default_qmp_path, parse_qmp_option
+    from ._qmp import QMPSyntaxError, parse_qmp_option
 
     notifier = Notifier.from_environ() if notifier is None else notifier
     mountpoint = os.path.abspath(mountpoint)
     try:
-        qmp_paths = [parse_qmp_option(q) for q in qmp] if qmp else [default_qmp_path(mountpoint)]
+        qmp_paths = [parse_qmp_option(q) for q in qmp] if qmp else [default_qmp_socket(mountpoint)]
     except QMPSyntaxError as exc:
         log.error("%s", exc)
         return 1
     lock = InstanceLock(mountpoint)
     try:
-        lock.acquire()
+        take_instance(lock, mountpoint)
         check_mountpoint(mountpoint)
     except MountInUse as exc:
         lock.release()

@@ -13,10 +13,13 @@ pyfuse3 keeps one session per process, so one mount per process.
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
+import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +27,8 @@ from typing import Any
 import pyfuse3
 import trio
 
-from ._devfs import DevFs, cleanup_stale_loops, loop_available
+from ._devfs import DATA_DIR_PREFIX, DevFs, LoopIoctl, cleanup_stale_loops, loop_available
+from ._devfs import _open_loop as open_loop
 from ._operations import VscsiOperations
 
 log = logging.getLogger(__name__)
@@ -45,14 +49,83 @@ class Mount:
     devfs: DevFs | None
 
 
-def is_stale_mount(mountpoint: str) -> bool:
-    """A FUSE mount whose daemon died answers ENOTCONN (statfs always reaches the daemon;
-    stat may be answered from the attribute cache)."""
+FUSECTL = "/sys/fs/fuse/connections"
+STALE_STATFS_TIMEOUT = 5.0    # seconds a mount may take to answer statfs before it counts as wedged
+
+
+@dataclass(frozen=True)
+class MountEntry:
+    """One /proc/self/mountinfo line: what is mounted at a path."""
+
+    devno: int          # the superblock's dev_t (st_dev of the mount's root; fusectl's name for a FUSE conn)
+    fstype: str         # e.g. fuse.vscsifs
+    source: str         # e.g. vscsifs
+
+    @property
+    def is_fuse(self) -> bool:
+        return self.fstype in ("fuse", "fuseblk") or self.fstype.startswith(("fuse.", "fuseblk."))
+
+
+def _unescape_mountinfo(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as \\ooo (octal)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mount_entry(mountpoint: str, mountinfo: str = "/proc/self/mountinfo") -> MountEntry | None:
+    """What is mounted at ``mountpoint`` (the topmost mount), read from mountinfo WITHOUT
+    touching the mount itself: a FUSE mount whose daemon is wedged would hang a stat()."""
+    target = os.path.realpath(mountpoint)
+    found = None
     try:
-        os.statvfs(mountpoint)
-    except OSError as exc:
-        return exc.errno == errno.ENOTCONN
-    return False
+        with open(mountinfo) as f:
+            lines = f.readlines()
+    except OSError:
+        return None
+    for line in lines:
+        pre, _, post = line.partition(" - ")
+        fields, tail = pre.split(), post.split()
+        if len(fields) < 5 or len(tail) < 2 or _unescape_mountinfo(fields[4]) != target:
+            continue
+        major, _, minor = fields[2].partition(":")
+        if not (major.isdigit() and minor.isdigit()):
+            continue
+        # the kernel's dev_t (MKDEV: major << 20 | minor) is the name of the fusectl directory
+        found = MountEntry((int(major) << 20) | int(minor), tail[0], _unescape_mountinfo(tail[1]))
+    return found
+
+
+def _statvfs_errno(mountpoint: str, timeout: float) -> int | None:
+    """statvfs(mountpoint) in a helper thread: 0 when it answers, its errno when it fails, None
+    when it has not answered within ``timeout`` (the daemon is alive on paper but not serving)."""
+    result: list[int] = []
+
+    def probe() -> None:
+        try:
+            os.statvfs(mountpoint)
+            result.append(0)
+        except OSError as exc:
+            result.append(exc.errno or errno.EIO)
+
+    t = threading.Thread(target=probe, name="vscsifs-statfs-probe", daemon=True)
+    t.start()
+    t.join(timeout)
+    return result[0] if result else None
+
+
+def is_stale_mount(mountpoint: str, timeout: float = STALE_STATFS_TIMEOUT) -> bool:
+    """A FUSE mount whose daemon died answers ENOTCONN (ECONNABORTED once aborted through
+    fusectl) to statfs, which always reaches the daemon (stat may be answered from the
+    attribute cache). Only a FUSE mount found in mountinfo is probed, from a thread with a
+    timeout, so a wedged connection cannot hang the caller; one that does not answer in time
+    is not called stale here (a live daemon may be busy): abort_connection() decides that."""
+    entry = mount_entry(mountpoint)
+    if entry is None or not entry.is_fuse:
+        return False
+    err = _statvfs_errno(mountpoint, timeout)
+    if err is None:
+        log.warning("%s does not answer statfs within %.0f s", mountpoint, timeout)
+        return False
+    return err in (errno.ENOTCONN, errno.ECONNABORTED)
 
 
 def is_mounted(mountpoint: str) -> bool:
@@ -68,6 +141,88 @@ def is_mounted(mountpoint: str) -> bool:
     return False
 
 
+def ensure_fusectl(path: str = FUSECTL) -> bool:
+    """The fusectl filesystem at /sys/fs/fuse/connections (mount -t fusectl none PATH when it
+    is not there, as root); True when the connections can be reached."""
+    if os.path.isdir(path) and mount_entry(path) is not None:
+        return True
+    if os.geteuid() != 0 or not os.path.isdir(path):
+        return False
+    r = subprocess.run(["mount", "-t", "fusectl", "none", path], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        log.warning("cannot mount fusectl at %s: %s", path, r.stderr.strip())
+        return False
+    return True
+
+
+def abort_connection(mountpoint: str, fusectl: str = FUSECTL) -> bool:
+    """Abort the FUSE connection of the mount at ``mountpoint`` (fusectl's ``abort``): every
+    request waiting on it fails, so a daemon that died while the kernel waited for it to
+    answer (e.g. its own exit flushing a loop device over its own mount: D state in
+    request_wait_answer / folio_wait_bit) finishes dying, and later access gets ENOTCONN
+    instead of hanging. Never touches the mount itself. True when the abort was written."""
+    entry = mount_entry(mountpoint)
+    if entry is None or not entry.is_fuse:
+        return False
+    if not ensure_fusectl(fusectl):
+        log.warning("cannot abort the FUSE connection of %s: no fusectl at %s", mountpoint, fusectl)
+        return False
+    path = os.path.join(fusectl, str(entry.devno), "abort")
+    try:
+        with open(path, "w") as f:
+            f.write("1")
+    except OSError as exc:
+        log.warning("cannot abort the FUSE connection of %s (%s): %s", mountpoint, path, exc.strerror or exc)
+        return False
+    log.warning("aborted the FUSE connection %d of %s", entry.devno, mountpoint)
+    return True
+
+
+def loops_backed_under(mountpoint: str, sys_block: str = "/sys/block") -> list[tuple[int, str]]:
+    """Loop devices whose backing file is a vscsifs data file on the mount at ``mountpoint``
+    (MOUNTPOINT/.vscsifs-<pid>/NAME, as losetup -l shows it)."""
+    prefix = os.path.join(os.path.realpath(mountpoint), DATA_DIR_PREFIX)
+    found = []
+    try:
+        names = os.listdir(sys_block)
+    except OSError:
+        return []
+    for name in names:
+        if not name.startswith("loop") or not name[4:].isdigit():
+            continue
+        try:
+            with open(os.path.join(sys_block, name, "loop", "backing_file")) as f:
+                backing = f.read().strip()
+        except OSError:
+            continue
+        if backing.startswith(prefix) and f"/{DATA_DIR_PREFIX}{os.getpid()}/" not in backing:
+            found.append((int(name[4:]), backing))
+    return sorted(found)
+
+
+def detach_loops_under(mountpoint: str, sys_block: str = "/sys/block") -> list[str]:
+    """LOOP_CLR_FD on every loop device over a dead daemon's data file at ``mountpoint``
+    (after its connection is aborted their I/O fails at once). A loop device someone still
+    holds open is detached when it is last closed (the kernel's deferred autoclear)."""
+    cleared = []
+    for number, backing in loops_backed_under(mountpoint, sys_block):
+        try:
+            fd = open_loop(number, os.O_RDONLY)
+        except OSError as exc:
+            log.warning("cannot open loop%d (%s): %s", number, backing, exc.strerror or exc)
+            continue
+        try:
+            fcntl.ioctl(fd, LoopIoctl.LOOP_CLR_FD)
+            cleared.append(f"loop{number}")
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:        # ENXIO: it came unbound meanwhile
+                log.warning("cannot detach loop%d (%s): %s", number, backing, exc.strerror or exc)
+        finally:
+            os.close(fd)
+    return cleared
+
+
 def force_unmount(mountpoint: str) -> None:
     """Lazy unmount: fusermount3 -u -z, else umount -l (root)."""
     for cmd in (["fusermount3", "-u", "-z", mountpoint], ["fusermount", "-u", "-z", mountpoint],
@@ -79,10 +234,22 @@ def force_unmount(mountpoint: str) -> None:
     raise OSError(errno.EBUSY, f"cannot unmount stale mount {mountpoint}")
 
 
-def clean_stale(mountpoint: str) -> None:
-    """Before mounting: clear a dead daemon's mount and its loop devices."""
-    if is_stale_mount(mountpoint):
+def clean_stale(mountpoint: str, *, dead: bool = False) -> None:
+    """Before mounting: clear a dead daemon's mount and its loop devices.
+
+    A mount is a dead daemon's when statfs says ENOTCONN, or when the caller knows it
+    (``dead``: it holds the mount point's instance lock, so no live vscsifs serves it). Its
+    FUSE connection is aborted first (a lazy unmount alone leaves a daemon wedged in its own
+    teardown, and its loop devices, alive forever), then its loop devices are detached while
+    their backing paths still name the mount, then it is lazily unmounted; last, loop devices
+    of any other daemon that is gone (``.vscsifs-<dead pid>``) are cleared."""
+    entry = mount_entry(mountpoint)
+    if entry is not None and entry.is_fuse and (dead or is_stale_mount(mountpoint)):
         log.warning("clearing stale FUSE mount at %s", mountpoint)
+        abort_connection(mountpoint)
+        if os.geteuid() == 0:
+            for name in detach_loops_under(mountpoint):
+                log.warning("detached %s: its backing file was on the dead mount %s", name, mountpoint)
         force_unmount(mountpoint)
     if os.geteuid() == 0:
         for name in cleanup_stale_loops():
