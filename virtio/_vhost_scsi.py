@@ -69,13 +69,14 @@ class VhostWorkerStats:
     wakeups: int = 0
     bad_target: int = 0
     dropped: int = 0
+    faults: Counter[str] = field(default_factory=Counter)
 
     def summary(self) -> dict[str, Any]:
         return {"works": dict(self.works), "kicks_per_vq": dict(sorted(self.kicks.items())),
                 "commands_per_vq": dict(sorted(self.commands.items())),
                 "completion_batches": self.completion_batches, "max_batch": self.max_batch,
                 "signals_per_vq": dict(sorted(self.signals.items())), "wakeups": self.wakeups,
-                "bad_target": self.bad_target, "dropped": self.dropped}
+                "bad_target": self.bad_target, "dropped": self.dropped, "faults": dict(self.faults)}
 
 
 class VhostWorker:
@@ -142,6 +143,7 @@ class _Completion:
     elem: VirtQueueElement
     resp_views: list[memoryview]
     result: TargetResult
+    response: int = VirtioScsiS.OK
 
 
 class VHostSCSI(VirtIOSCSI):
@@ -308,11 +310,56 @@ class VHostSCSI(VirtIOSCSI):
         self.stats.commands[vq.index] += 1
         self.stats_cmds += 1
         resp_views = _iov_truncate_views(elem.in_sg, VHOST_SCSI_RSP_SIZE)
-        # target_submit_prep + target_queue_submission: LIO runs the command; its completion
-        # (vhost_scsi_queue_data_in/queue_status) queues the completion work on this worker
+        faults = self.faults
+        if faults is not None and faults.active:
+            # fault injection where the worker hands the command to LIO (the same rules as
+            # the QEMU personality, addressed channel 0, target = TPG tag, LUN)
+            decision = faults.decide(0, tpg.tag, lun, cdb)
+            if self._fault(vq, elem, resp_views, decision, exp,
+                           lambda: self._submit(vq, elem, resp_views, tpg, lun, cdb, exp, direction, data_in,
+                                                data_out)):
+                return
+        self._submit(vq, elem, resp_views, tpg, lun, cdb, exp, direction, data_in, data_out)
+
+    def _submit(self, vq: DeviceVirtqueue, elem: VirtQueueElement, resp_views: list[memoryview],
+                tpg: SePortalGroup, lun: int, cdb: bytes, exp: int, direction: DmaDir,
+                data_in: list[memoryview], data_out: list[memoryview]) -> None:
+        """target_submit_prep + target_queue_submission: LIO runs the command; its completion
+        (vhost_scsi_queue_data_in/queue_status) queues the completion work on this worker."""
         result = target_submit(tpg, lun, cdb, exp, direction, data_in, data_out)
         self.completion_list.append(_Completion(vq, elem, resp_views, result))
         self.worker.queue(self.completion_work)
+
+    def _fault(self, vq: DeviceVirtqueue, elem: VirtQueueElement, resp_views: list[memoryview], decision: Any,
+               exp: int, run: Callable[[], None]) -> bool:
+        """Apply an injected fault; True when the command was taken (dropped, held for a
+        delay, or completed with the injected answer through the completion work)."""
+        if decision.drop:
+            self.stats.faults["drop"] += 1
+            return True
+        if decision.delay and self.call_later is not None:
+            self.stats.faults["delay"] += 1
+
+            def later() -> None:
+                if self.vs_tpg is None or vq.layout is None:
+                    return                      # stopped or reset meanwhile
+                if not self._fault(vq, elem, resp_views, decision._replace(delay=0.0), exp, run):
+                    run()
+            self.call_later(decision.delay, later)
+            return True
+        if decision.response is not None:
+            self.stats.faults["response"] += 1
+            self.completion_list.append(_Completion(vq, elem, resp_views, TargetResult(0, b"", 0, 0),
+                                                    decision.response))
+            self.worker.queue(self.completion_work)
+            return True
+        if decision.status is not None:
+            self.stats.faults["status"] += 1
+            result = TargetResult(decision.status, bytes(decision.sense), exp, 0)
+            self.completion_list.append(_Completion(vq, elem, resp_views, result))
+            self.worker.queue(self.completion_work)
+            return True
+        return False
 
     def _complete_cmd_work(self) -> None:
         """vhost_scsi_complete_cmd_work(): every finished command's response, then one
@@ -326,7 +373,7 @@ class VHostSCSI(VirtIOSCSI):
         for c in batch:
             r = c.result
             sense = r.sense[:VIRTIO_SCSI_SENSE_DEFAULT_SIZE]
-            resp = CMD_RESP_HDR.pack(len(sense), r.residual & 0xFFFFFFFF, 0, r.status, VirtioScsiS.OK)
+            resp = CMD_RESP_HDR.pack(len(sense), r.residual & 0xFFFFFFFF, 0, r.status, c.response)
             _iov_write(c.resp_views, 0, resp + sense.ljust(VIRTIO_SCSI_SENSE_DEFAULT_SIZE, b"\0"))
             if c.vq.layout is None:
                 continue                  # the device was reset meanwhile

@@ -252,3 +252,65 @@ def test_lun_added_through_the_control_socket_is_hotplugged(tmp_path: Path) -> N
         d.stop()
         if is_mounted(d.mount):
             force_unmount(d.mount)
+
+
+async def test_persistent_reservations_and_faults_through_the_whole_stack(tmp_path: Path) -> None:
+    """What sg_persist does (sg nodes do not work on the FUSE mount, so in process): PERSISTENT
+    RESERVE OUT/IN as SG_IO passthrough commands through blk-mq, the virtio-scsi driver, the
+    virtqueues and the one vhost worker to LIO; then the daemon's fault rules, which apply
+    where the worker hands a command to LIO (address H:0:TPG tag:LUN, as the guest names it)."""
+    from vscsifs.daemon._faults import FaultControl
+    from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection
+    from vscsifs.scsi.kernel._scsi_lib import scsi_execute_cmd
+    from vscsifs.scsi.kernel._scsi_scan import scsi_device_lookup
+
+    path = write_lio(tmp_path)
+    (tmp_path / "pr").mkdir()                   # LIO's db_root/pr (see LioConfig.db_root)
+    device = DEVICE.replace("vhost-scsi-pci,", "vhost-scsi-pci,id=vs0,")
+    cfg = parse_qemu_args(["-smp", "2", "-device", device, "--lio-config", str(path)]).machine.validate()
+    m = Machine.create(cfg, console=None)
+    out, inn = DmaDirection.DMA_TO_DEVICE, DmaDirection.DMA_FROM_DEVICE
+
+    def prout(sa: int, key: int, sa_key: int, type_: int = 0) -> tuple[bytes, bytes]:
+        return (bytes((0x5F, sa, type_, 0, 0, 0, 0, 0, 24, 0)),
+                key.to_bytes(8, "big") + sa_key.to_bytes(8, "big") + bytes(8))
+    try:
+        async with trio.open_nursery() as nursery:
+            with trio.fail_after(30):
+                await m.boot(nursery)
+                sdev = scsi_device_lookup(m.hosts[0], 0, 1, 1)
+                cdb, param = prout(0x00, 0, 0x123456789A)           # sg_persist --out --register
+                r = await scsi_execute_cmd(sdev, cdb, out, data=param)
+                assert r.result == 0, r
+                cdb, param = prout(0x01, 0x123456789A, 0, 0x01)      # --reserve --prout-type=1
+                assert (await scsi_execute_cmd(sdev, cdb, out, data=param)).result == 0
+                r = await scsi_execute_cmd(sdev, bytes.fromhex("5e 00 00 00 00 00 00 00 ff 00"), inn, 255)
+                assert r.data == bytes.fromhex("00000001 00000008 000000123456789a")
+                r = await scsi_execute_cmd(sdev, bytes.fromhex("5e 01 00 00 00 00 00 00 ff 00"), inn, 255)
+                assert r.data == bytes.fromhex("00000001 00000010 000000123456789a 00000000 0001 0000")
+                r = await scsi_execute_cmd(sdev, bytes.fromhex("5e 03 00 00 00 00 00 00 ff 00"), inn, 255)
+                assert r.data[8:32] == bytes.fromhex("000000123456789a 00000000 0101 00000000 0001 00000018")
+                assert r.data[32:44] == bytes.fromhex("06000000 5001405000000002")   # the nexus, SAS TransportID
+                r = await scsi_execute_cmd(sdev, bytes.fromhex("5e 02 00 00 00 00 00 00 08 00"), inn, 8)
+                assert r.data == bytes.fromhex("0008 1d 90 ea 01 0000")
+                assert (tmp_path / "pr" / "aptpl_5eed7e57-0000-4000-8000-00000000b002").exists()
+                # faults: a READ(10) gets the injected MEDIUM ERROR once, then LIO answers again
+                FaultControl(m).command(0, 0, 1, 1, "sense=medium_error/0x11/0x00 opcode=0x28 times=1")
+                read10 = bytes.fromhex("28 00 00 00 00 00 00 00 01 00")
+                r = await scsi_execute_cmd(sdev, read10, inn, 512, retries=0)
+                assert r.sense[2] & 0xF == 0x3 and r.sense[12:14] == b"\x11\x00"
+                r = await scsi_execute_cmd(sdev, read10, inn, 512, retries=0)
+                assert r.result == 0 and len(r.data) == 512
+                FaultControl(m).command(0, 0, 1, 1, "host=target_failure opcode=0x28 times=1")
+                r = await scsi_execute_cmd(sdev, read10, inn, 512, retries=0)
+                assert r.result >> 16 == 0x04                       # 6.1 virtio_scsi: TARGET_FAILURE -> DID_BAD_TARGET
+                FaultControl(m).command(0, 0, 1, 1, "delay=30 opcode=0x28 times=1")
+                t0 = trio.current_time()
+                r = await scsi_execute_cmd(sdev, read10, inn, 512, retries=0)
+                assert r.result == 0 and trio.current_time() - t0 >= 0.03
+                stats = m.controllers[0].vdev.worker.stats
+                assert stats.faults == {"status": 1, "response": 1, "delay": 1}
+                assert [q["rule"] for q in FaultControl(m).query()][0].startswith("sense=medium_error")
+            nursery.cancel_scope.cancel()
+    finally:
+        m.shutdown()
