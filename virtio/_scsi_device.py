@@ -44,7 +44,8 @@ class SCSIBusLike(Protocol):
     """What the HBA needs from the SCSI bus (brief A, vscsifs.scsi.device.SCSIBus).
 
     Optional, used when present: ``parse_cdb(channel, id, lun, cdb) -> SCSICommand|None``
-    (mode/xfer for QEMU's OVERRUN check), ``lun_exists(channel, id, lun) -> bool`` (TMFs
+    (mode/xfer for QEMU's OVERRUN check; a bus that has it takes that parsed command back as
+    ``execute(..., cmd=...)`` so the CDB is parsed once, as scsi_req_new does), ``lun_exists(channel, id, lun) -> bool`` (TMFs
     answer INCORRECT_LUN), ``reset_device(channel, id, lun)`` or ``devices`` with
     ``.reset()`` (LUN RESET / I_T NEXUS RESET: qdev_reset_all, which raises the unit
     attention), ``reset()`` / ``reset_all()`` (virtio device reset: qbus_reset_all)."""
@@ -292,6 +293,7 @@ class VirtIOSCSI(VirtIODevice):
         target, lun_id = addr
         cdb = r.req[CMD_REQ_HDR.size:]
         parse_cdb = getattr(self.bus, "parse_cdb", None)
+        cmd = None
         if parse_cdb is not None:
             # scsi_req_new() parsed the CDB: a transfer the driver's buffers do not match
             # in direction or size is refused with OVERRUN before anything runs
@@ -313,7 +315,7 @@ class VirtIOSCSI(VirtIODevice):
                 return
             if self._fault_complete(vq, r, decision):
                 return
-        self._execute(vq, r, target, lun_id, cdb)
+        self._execute(vq, r, target, lun_id, cdb, cmd)
 
     def _fault_complete(self, vq: DeviceVirtqueue, r: _Req, decision: Any) -> bool:
         """Complete with an injected response or status instead of running the command."""
@@ -339,11 +341,15 @@ class VirtIOSCSI(VirtIODevice):
         if not self._fault_complete(held.vq, held.r, decision):
             self._execute(held.vq, held.r, held.target, held.lun, held.cdb)
 
-    def _execute(self, vq: DeviceVirtqueue, r: _Req, target: int, lun_id: int, cdb: bytes) -> None:
+    def _execute(self, vq: DeviceVirtqueue, r: _Req, target: int, lun_id: int, cdb: bytes,
+                 cmd: Any = None) -> None:
         """scsi_req_enqueue + virtio_scsi_command_complete: run on the bus, write status,
-        sense and residual."""
+        sense and residual. ``cmd`` is the CDB as scsi_req_new() parsed it (QEMU parses once)."""
         sense_size = self.sense_size
-        result = self.bus.execute(0, target, lun_id, cdb, r.data_out, r.data_in)
+        if cmd is not None:
+            result = self.bus.execute(0, target, lun_id, cdb, r.data_out, r.data_in, cmd=cmd)
+        else:
+            result = self.bus.execute(0, target, lun_id, cdb, r.data_out, r.data_in)
         status = result.status
         if status == SAM_STAT_GOOD:
             size = r.out_size or r.in_size

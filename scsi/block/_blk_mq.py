@@ -61,6 +61,11 @@ class BlkMqReqFlag(IntFlag):
     BLK_MQ_REQ_RESERVED = 1 << 1
     BLK_MQ_REQ_PM = 1 << 2
 
+_REQ_RESERVED = int(BlkMqReqFlag.BLK_MQ_REQ_RESERVED)
+_REQ_NOWAIT = int(BlkMqReqFlag.BLK_MQ_REQ_NOWAIT)
+_RQF_QUIET = int(ReqFlag.RQF_QUIET)
+_TAG_QUEUE_SHARED = int(BlkMqFlag.BLK_MQ_F_TAG_QUEUE_SHARED)
+
 
 def blk_status_to_errno(status: BlkStatus) -> int:
     """blk_status_to_errno(): the errno a failed request gives its caller."""
@@ -356,7 +361,7 @@ def hctx_may_queue(hctx: BlkMqHwCtx) -> bool:
     """hctx_may_queue(): when queues share a tag set, an active queue gets a fair share of the
     tags, max(ceil(depth / active queues), 4). Queues are active while they hold tags."""
     q = hctx.queue
-    if not q.tag_set.flags & BlkMqFlag.BLK_MQ_F_TAG_QUEUE_SHARED or q.elevator is not None:
+    if not int(q.tag_set.flags) & _TAG_QUEUE_SHARED or q.elevator is not None:
         return True
     tags = hctx.tags
     depth = tags.normal.depth
@@ -389,23 +394,25 @@ async def blk_mq_alloc_request(q: RequestQueue, op: ReqOp, flags: int = 0, *,
         # a caller passing request flags (RQF_PM ...) here: __scsi_execute's rq_flags -> BLK_MQ_REQ_PM
         rq_flags = flags
         flags = BlkMqReqFlag.BLK_MQ_REQ_PM if flags & ReqFlag.RQF_PM else BlkMqReqFlag.NONE
+    flags = int(flags)   # plain int bit tests: IntFlag arithmetic costs a Python call per I/O
     hctx = blk_mq_map_cpu(q, cpu)
-    reserved = bool(flags & BlkMqReqFlag.BLK_MQ_REQ_RESERVED)
+    reserved = bool(flags & _REQ_RESERVED)
     pool = hctx.tags.reserved if reserved else hctx.tags.normal
     if reserved and pool.count == 0:
         raise ValueError("blk_mq_alloc_request: BLK_MQ_REQ_RESERVED on a tag set without reserved tags")
     while not reserved and not hctx_may_queue(hctx):
-        if flags & BlkMqReqFlag.BLK_MQ_REQ_NOWAIT:
+        if flags & _REQ_NOWAIT:
             raise BlockingIOError(errno.EWOULDBLOCK, "blk_mq_alloc_request: fair share of shared tags used")
         await q.tag_set.restart_event().wait()
-    if flags & BlkMqReqFlag.BLK_MQ_REQ_NOWAIT:
+    if flags & _REQ_NOWAIT:
         tag = pool.try_get()
         if tag is None:
             raise BlockingIOError(errno.EWOULDBLOCK, "blk_mq_alloc_request: no free tag")
     else:
         tag = await pool.get()
     rq = _new_request(q, hctx, op, tag, reserved)
-    rq.flags |= rq_flags
+    if rq_flags:
+        rq.flags |= rq_flags
     return rq
 
 
@@ -448,7 +455,9 @@ def _dispatch_once(rq: Request) -> BlkStatus:
         blk_account_io_start(rq)
     hctx.run += 1
     rq.extra["in_driver"] = True
-    status = BlkStatus(ops.queue_rq(hctx, rq, True))
+    status = ops.queue_rq(hctx, rq, True)
+    if status.__class__ is not BlkStatus:
+        status = BlkStatus(status)
     if status == BlkStatus.BLK_STS_OK:
         hctx.dispatched += 1
     else:
@@ -600,10 +609,10 @@ def blk_mq_end_request(rq: Request, status: BlkStatus | int) -> None:
     """blk_mq_end_request(): account, call end_io / wake the waiter, free the tag."""
     if rq.extra.get("completed"):
         return
-    rq.status = BlkStatus(status)
+    rq.status = status if status.__class__ is BlkStatus else BlkStatus(status)
     rq.extra["completed"] = True
     rq.extra["in_driver"] = False
-    if rq.status != BlkStatus.BLK_STS_OK and not rq.is_passthrough and not rq.flags & ReqFlag.RQF_QUIET:
+    if rq.status != BlkStatus.BLK_STS_OK and not rq.is_passthrough and not rq.flags & _RQF_QUIET:
         blk_print_req_error(rq, rq.status)
     blk_account_io_done(rq, rq.nr_bytes)
     end_io: Callable[[Request, BlkStatus], None] | None = rq.end_io

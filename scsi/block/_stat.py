@@ -12,6 +12,7 @@ from enum import IntEnum
 from typing import Any
 
 from ._blk_types import SECTOR_SHIFT, ReqOp, Request
+from ._limits import QueueFlag
 
 
 class StatGroup(IntEnum):
@@ -23,14 +24,16 @@ class StatGroup(IntEnum):
     STAT_FLUSH = 3
 
 
+_OP_STAT_GROUP = {
+    ReqOp.REQ_OP_DISCARD: StatGroup.STAT_DISCARD, ReqOp.REQ_OP_SECURE_ERASE: StatGroup.STAT_DISCARD,
+    ReqOp.REQ_OP_FLUSH: StatGroup.STAT_FLUSH, ReqOp.REQ_OP_WRITE: StatGroup.STAT_WRITE,
+    ReqOp.REQ_OP_WRITE_ZEROES: StatGroup.STAT_WRITE, ReqOp.REQ_OP_DRV_OUT: StatGroup.STAT_WRITE,
+}
+
+
 def op_stat_group(op: ReqOp) -> StatGroup:
-    if op in (ReqOp.REQ_OP_DISCARD, ReqOp.REQ_OP_SECURE_ERASE):
-        return StatGroup.STAT_DISCARD
-    if op == ReqOp.REQ_OP_FLUSH:
-        return StatGroup.STAT_FLUSH
-    if op in (ReqOp.REQ_OP_WRITE, ReqOp.REQ_OP_WRITE_ZEROES, ReqOp.REQ_OP_DRV_OUT):
-        return StatGroup.STAT_WRITE
-    return StatGroup.STAT_READ
+    """op_stat_group(): every other op (reads, passthrough in) counts as a read."""
+    return _OP_STAT_GROUP.get(op, StatGroup.STAT_READ)
 
 
 @dataclass(slots=True)
@@ -93,9 +96,11 @@ def _parts(rq: Request) -> list[Any]:
     return [part] if disk_part0 is None or disk_part0 is part else [part, disk_part0]
 
 
+_IO_STAT = QueueFlag.QUEUE_FLAG_IO_STAT
+
+
 def _counted(rq: Request) -> bool:
-    from ._limits import QueueFlag
-    return rq.part is not None and not rq.is_passthrough and QueueFlag.QUEUE_FLAG_IO_STAT in rq.q.queue_flags
+    return rq.part is not None and not rq.is_passthrough and _IO_STAT in rq.q.queue_flags
 
 
 def blk_account_io_start(rq: Request) -> None:

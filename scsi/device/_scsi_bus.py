@@ -158,8 +158,10 @@ class SCSIDevice:
 
 
 def scsi_req_execute(bus: SCSIBus | None, dev: SCSIDevice, lun: int, cdb: bytes,
-                     data_out: Sequence[memoryview], data_in: Sequence[memoryview]) -> SCSIResult:
-    """scsi_req_new + enqueue + complete + virtio-scsi's autosense, for ``dev`` found at ``lun``."""
+                     data_out: Sequence[memoryview], data_in: Sequence[memoryview],
+                     parsed: SCSICommand | None = None) -> SCSIResult:
+    """scsi_req_new + enqueue + complete + virtio-scsi's autosense, for ``dev`` found at ``lun``
+    (``parsed``: dev.parse_cdb(cdb) when the caller already has it)."""
     cdb = bytes(cdb)
     is_ua = False
     if not cdb:
@@ -177,7 +179,7 @@ def scsi_req_execute(bus: SCSIBus | None, dev: SCSIDevice, lun: int, cdb: bytes,
             route = "target"
         else:
             route = "device"
-        cmd = dev.parse_cdb(cdb)
+        cmd = parsed if parsed is not None else dev.parse_cdb(cdb)
         if cmd is None:
             done = check_condition(SenseCode.INVALID_OPCODE)
         elif cmd.xfer > INT32_MAX:
@@ -369,13 +371,15 @@ class SCSIBus:
         return dev.parse_cdb(cdb) if dev is not None and cdb else None
 
     def execute(self, channel: int, id: int, lun: int, cdb: bytes,
-                data_out: Sequence[memoryview], data_in: Sequence[memoryview]) -> SCSIResult:
-        """Run one CDB addressed to channel:id:lun. Without any device on that target the
-        HBA should answer BAD_TARGET itself; here that raises LookupError."""
+                data_out: Sequence[memoryview], data_in: Sequence[memoryview], *,
+                cmd: SCSICommand | None = None) -> SCSIResult:
+        """Run one CDB addressed to channel:id:lun (``cmd``: what parse_cdb() gave for it, so
+        it is not parsed twice). Without any device on that target the HBA should answer
+        BAD_TARGET itself; here that raises LookupError."""
         dev = self.scsi_device_find(channel, id, lun)
         if dev is None:
             raise LookupError(f"no SCSI target {channel}:{id}")
-        return scsi_req_execute(self, dev, lun, cdb, data_out, data_in)
+        return scsi_req_execute(self, dev, lun, cdb, data_out, data_in, cmd)
 
     def set_ua(self, sense: SCSISense) -> None:
         """scsi_bus_set_ua (virtio-scsi uses it for REPORTED LUNS DATA HAS CHANGED)."""

@@ -455,7 +455,7 @@ def scsi_prepare_cmd(rq: Request, cmd: ScsiCmnd) -> BlkStatus:
     sdev: ScsiDevice = rq.q.queuedata
     cmd.device = sdev
     cmd.request = rq
-    cmd.sense_buffer[:] = bytes(len(cmd.sense_buffer))
+    _clear_sense(cmd)
     cmd.result = 0
     cmd.resid = 0
     cmd.retries = 0
@@ -464,7 +464,10 @@ def scsi_prepare_cmd(rq: Request, cmd: ScsiCmnd) -> BlkStatus:
     cmd.transfersize = rq.nr_bytes
     cmd.timeout = rq.timeout
     rq.extra["eh_eflags"] = 0
-    rq.extra["jiffies_at_alloc"] = trio.current_time() if _in_trio() else 0.0
+    try:
+        rq.extra["jiffies_at_alloc"] = trio.current_time()
+    except RuntimeError:   # not inside trio.run (unit tests driving the midlayer directly)
+        rq.extra["jiffies_at_alloc"] = 0.0
     if rq.is_passthrough:
         cmd.cmnd = rq.cmd
         cmd.allowed = rq.retries
@@ -479,7 +482,21 @@ def scsi_prepare_cmd(rq: Request, cmd: ScsiCmnd) -> BlkStatus:
     drv = sdev.driver_ops
     if drv is None:
         return BlkStatus.BLK_STS_IOERR
-    return BlkStatus(drv.init_command(cmd))
+    ret = drv.init_command(cmd)
+    return ret if ret.__class__ is BlkStatus else BlkStatus(ret)
+
+
+def _clear_sense(cmd: ScsiCmnd) -> None:
+    """memset(cmd->sense_buffer, 0, SCSI_SENSE_BUFFERSIZE), without a new zero buffer per I/O."""
+    buf = cmd.sense_buffer
+    n = len(buf)
+    zeros = _ZEROS.get(n)
+    if zeros is None:
+        zeros = _ZEROS[n] = bytes(n)
+    buf[:] = zeros
+
+
+_ZEROS: dict[int, bytes] = {}
 
 
 def _in_trio() -> bool:
@@ -561,13 +578,11 @@ def scsi_queue_rq(hctx: Any, rq: Request, last: bool) -> BlkStatus:
         cmd.result = 0
         cmd.resid = 0
         cmd.done = False
-        cmd.sense_buffer[:] = bytes(len(cmd.sense_buffer))
+        _clear_sense(cmd)
     cmd.tag = rq.tag
     cmd.hwq = getattr(hctx, "queue_num", 0) if hctx is not None else 0
     cmd.scsi_done = _done_callback(rq)
-    start = getattr(_blk(), "blk_mq_start_request", None)
-    if start is not None:
-        start(rq)
+    _blk().blk_mq_start_request(rq)
     scsi_log_send(cmd)
     sdev.iorequest_cnt += 1
     if shost.shost_state == HostState.SHOST_DEL:

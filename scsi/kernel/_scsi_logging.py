@@ -41,6 +41,7 @@ class LogShift(IntEnum):
 
 
 LOG_BITS = 3
+_LOG_MASK = (1 << LOG_BITS) - 1
 
 
 def scsi_logging_level_get(kernel: Kernel) -> int:
@@ -75,12 +76,19 @@ def scsi_logging_level_set(kernel: Kernel, value: int | str | bytes) -> None:
 
 def scsi_log_level(kernel: Kernel, shift: LogShift) -> int:
     """SCSI_LOG_LEVEL(SHIFT, BITS): one field of the word."""
-    return (scsi_logging_level_get(kernel) >> shift) & ((1 << LOG_BITS) - 1)
+    word = getattr(kernel, "_scsi_logging_level", None)
+    if word is None:
+        word = scsi_logging_level_get(kernel)
+    return (word >> shift) & _LOG_MASK
 
 
 def scsi_log_enabled(kernel: Kernel, shift: LogShift, level: int) -> bool:
-    """SCSI_CHECK_LOGGING(SHIFT, BITS, LEVEL, ...): field value > LEVEL - 1."""
-    return scsi_log_level(kernel, shift) >= level
+    """SCSI_CHECK_LOGGING(SHIFT, BITS, LEVEL, ...): field value > LEVEL - 1. On every I/O:
+    the cached word is read directly and a zero word (logging off) answers at once."""
+    word = getattr(kernel, "_scsi_logging_level", None)
+    if word is None:
+        word = scsi_logging_level_get(kernel)
+    return bool(word) and ((word >> shift) & _LOG_MASK) >= level
 
 
 # -- dev_printk prefixes -----------------------------------------------------------------
@@ -219,18 +227,18 @@ def scsi_print_result(cmd: ScsiCmnd, msg: str | None, disposition: int, cmd_age:
 def scsi_log_send(cmd: ScsiCmnd) -> None:
     """scsi_log_send(): at MLQUEUE > 1, 'Send: scmd 0x...' and the CDB."""
     kernel = cmd.device.host.kernel
-    if scsi_logging_level_get(kernel) and scsi_log_level(kernel, LogShift.MLQUEUE) > 1:
+    if scsi_log_enabled(kernel, LogShift.MLQUEUE, 2):
         scmd_printk(KernLevel.INFO, cmd, f"Send: scmd {fake_pointer(cmd)}")
         scsi_print_command(cmd)
 
 
 def scsi_log_completion(cmd: ScsiCmnd, disposition: int) -> None:
     """scsi_log_completion(): result, CDB, sense and (level > 3) the host busy count."""
+    kernel = cmd.device.host.kernel
+    if not getattr(kernel, "_scsi_logging_level", None) and not scsi_logging_level_get(kernel):
+        return
     from ._scsi_error import SUCCESS, scsi_status_is_check_condition
 
-    kernel = cmd.device.host.kernel
-    if not scsi_logging_level_get(kernel):
-        return
     level = scsi_log_level(kernel, LogShift.MLCOMPLETE)
     if (level > 0 and (cmd.result or disposition != SUCCESS)) or level > 1:
         scsi_print_result(cmd, "Done", disposition)

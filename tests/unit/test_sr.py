@@ -69,9 +69,9 @@ async def booted(tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.Monk
     cdbs: list[tuple[int, int, bytes]] = []
     orig = SCSIBus.execute
 
-    def execute(self: SCSIBus, channel: int, target: int, lun: int, cdb: bytes, *a: Any) -> Any:
+    def execute(self: SCSIBus, channel: int, target: int, lun: int, cdb: bytes, *a: Any, **kw: Any) -> Any:
         cdbs.append((target, lun, bytes(cdb)))
-        return orig(self, channel, target, lun, cdb, *a)
+        return orig(self, channel, target, lun, cdb, *a, **kw)
 
     monkeypatch.setattr(SCSIBus, "execute", execute)
     await machine.boot(nursery)

@@ -60,7 +60,7 @@ class FakeBus:
     def reset_device(self, channel, id, lun):
         self.resets.append((channel, id, lun))
 
-    def execute(self, channel, id, lun, cdb, data_out, data_in):
+    def execute(self, channel, id, lun, cdb, data_out, data_in, cmd=None):
         self.calls.append((channel, id, lun, bytes(cdb[:10]), sum(map(len, data_out)), sum(map(len, data_in))))
         op = cdb[0]
         if op == 0x12:
