@@ -29,7 +29,7 @@ from vscsifs.fs._kobject import SysfsError
 from ._printk import KernLevel
 from ._scsi_cmnd import DmaDirection, HostByte, ScsiCmnd
 from ._scsi_error import ScsiSenseHdr, SenseKey, scsi_normalize_sense
-from ._scsi_lib import (ScsiModeData, scsi_device_supports_vpd, scsi_get_vpd_page, scsi_mode_sense,
+from ._scsi_lib import (ScsiModeData, SdevState, scsi_device_supports_vpd, scsi_get_vpd_page, scsi_mode_sense,
                         scsi_report_opcode)
 from ._scsi_logging import LogShift, scsi_log_enabled, scsi_print_sense_hdr
 
@@ -139,6 +139,8 @@ SD_CACHE_TYPES = ("write through", "none", "write back", "write back, no read (d
 
 # the block request ops/flags sd looks at; values come from scsi/block/_blk_types
 from vscsifs.scsi.block._blk_types import BlkStatus, ReqFlag, ReqOp  # noqa: E402
+
+_REQ_FUA = int(ReqFlag.REQ_FUA)
 
 # REQ_NOUNMAP is not among the contract's flags yet: a write-zeroes request may carry it in extra
 REQ_NOUNMAP_KEY = "REQ_NOUNMAP"
@@ -453,10 +455,14 @@ async def scsi_mode_select(sdev: Any, pf: int, sp: int, page: bytes, timeout: fl
     return res.result, normalize_sense(res.sense) if res.result else None
 
 
+_OFFLINE_STATES = frozenset({SdevState.SDEV_OFFLINE, SdevState.SDEV_TRANSPORT_OFFLINE,
+                             "SDEV_OFFLINE", "SDEV_TRANSPORT_OFFLINE"})
+
+
 def scsi_device_online(sdev: Any) -> bool:
-    state = _flag(sdev, "sdev_state", None)
-    name = getattr(state, "name", str(state) if state is not None else "SDEV_RUNNING")
-    return name not in ("SDEV_OFFLINE", "SDEV_TRANSPORT_OFFLINE")
+    """scsi_device_online(); checked for every read and write, so a set lookup (the state is
+    an SdevState, or its name where tests stand in a plain object)."""
+    return getattr(sdev, "sdev_state", None) not in _OFFLINE_STATES
 
 
 def _vpd(sdev: Any, name: str) -> bytes | None:
@@ -1480,8 +1486,14 @@ def sd_setup_flush_cmnd(cmd: ScsiCmnd) -> BlkStatus:
                  rq_timeout * SD_FLUSH_TIMEOUT_MULTIPLIER)
 
 
+_RW10 = struct.Struct(">BBIBHB")
+
+
 def _rw_cdb(write: bool, lba: int, nr_blocks: int, flags: int, size: int) -> bytes:
     """sd_setup_rw{6,10,16}_cmnd()."""
+    if size == 10:   # the common case, packed at once
+        return _RW10.pack(Opcode.WRITE_10 if write else Opcode.READ_10, flags,
+                          lba & 0xFFFFFFFF, 0, nr_blocks & 0xFFFF, 0)   # put_unaligned_be32 truncates
     if size == 16:
         cdb = bytearray(16)
         cdb[0] = Opcode.WRITE_16 if write else Opcode.READ_16
@@ -1518,17 +1530,16 @@ def sd_setup_read_write_cmnd(cmd: ScsiCmnd) -> BlkStatus:
     sdp = cmd.device
     sdkp = _rq_sdkp(cmd)
     nr_sectors = rq.nr_bytes >> 9
-    lba = sectors_to_logical(sdp, rq.sector)
-    nr_blocks = sectors_to_logical(sdp, nr_sectors)
-    mask = logical_to_sectors(sdp, 1) - 1
+    shift = sdp.sector_size.bit_length() - 1 - 9    # sectors_to_logical / logical_to_sectors
+    lba = rq.sector >> shift
+    nr_blocks = nr_sectors >> shift
+    mask = (1 << shift) - 1
     write = rq.op == ReqOp.REQ_OP_WRITE
     if not scsi_device_online(sdp) or _flag(sdp, "changed"):
         _scmd_printk(cmd, KernLevel.ERR, "device offline or changed")
         return BlkStatus.BLK_STS_IOERR
-    capacity = logical_to_sectors(sdp, sdkp.capacity)
     disk_cap = getattr(sdkp.disk, "capacity", None)
-    if disk_cap is not None:
-        capacity = disk_cap
+    capacity = disk_cap if disk_cap is not None else sdkp.capacity << shift
     if rq.sector + nr_sectors > capacity:
         _scmd_printk(cmd, KernLevel.ERR, "access beyond end of device")
         return BlkStatus.BLK_STS_IOERR
@@ -1538,7 +1549,7 @@ def sd_setup_read_write_cmnd(cmd: ScsiCmnd) -> BlkStatus:
     threshold = sdkp.capacity - SD_LAST_BUGGY_SECTORS
     if _flag(sdp, "last_sector_bug") and lba + nr_blocks > threshold:
         nr_blocks = threshold - lba if lba < threshold else 1
-    fua = 0x8 if rq.flags & ReqFlag.REQ_FUA else 0
+    fua = 0x8 if int(rq.flags) & _REQ_FUA else 0
     if _flag(sdp, "use_16_for_rw") or nr_blocks > 0xFFFF:
         size = 16
     elif nr_blocks > 0xFF or lba > 0x1FFFFF or _flag(sdp, "use_10_for_rw"):
@@ -1553,9 +1564,9 @@ def sd_setup_read_write_cmnd(cmd: ScsiCmnd) -> BlkStatus:
     cdb = _rw_cdb(write, lba, nr_blocks, fua, size)
     if scsi_log(sdkp.kernel, LogShift.HLQUEUE, 1):
         _scmd_printk(cmd, KernLevel.INFO, f"sd_setup_read_write_cmnd: block={rq.sector}, count={nr_sectors}")
-    if scsi_log(sdkp.kernel, LogShift.HLQUEUE, 2):
-        _scmd_printk(cmd, KernLevel.INFO,
-                     f"{'writing' if write else 'reading'} {nr_blocks}/{nr_sectors} 512 byte blocks.")
+        if scsi_log(sdkp.kernel, LogShift.HLQUEUE, 2):
+            _scmd_printk(cmd, KernLevel.INFO,
+                         f"{'writing' if write else 'reading'} {nr_blocks}/{nr_sectors} 512 byte blocks.")
     return _prep(cmd, rq, cdb, DmaDirection.DMA_TO_DEVICE if write else DmaDirection.DMA_FROM_DEVICE,
                  rq.buffer, nr_blocks * sdp.sector_size, sdkp.max_retries, rq.timeout)
 
