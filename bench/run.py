@@ -1,7 +1,7 @@
 """vscsifs benchmark suite (issue 6): I/O, scan/start, browsing, as ratios against baselines
 measured in the same run on the same machine.
 
-    python3 bench/run.py [--quick] [--json PATH] [--md PATH] [--workdir DIR] [--only io,start,browse,profile]
+    python3 bench/run.py [--quick] [--json PATH] [--md PATH] [--workdir DIR] [--only io,start,browse,profile,vhost]
     (or: bash bootstrap.sh bench [--quick])
 
 1. I/O: the fio jobs of bench/jobs.py on DIR/dev/sdX (the loop device over the FUSE data file),
@@ -14,6 +14,9 @@ measured in the same run on the same machine.
    DIR, against the same on a plain copy of the tree in tmpfs.
 4. Profile: where the time of one emulated 4 KiB read goes (in-process, by layer), and a
    py-spy sample of the daemon under fio when py-spy is installed.
+5. The two personalities: the same image under virtio-scsi-pci (QEMU's) and vhost-scsi-pci
+   (an LIO fileio LUN, one vhost worker for all queues), fio randread 4 KiB, with the worker's
+   statistics.
 
 Needs root (FUSE with allow_other/dev, loop devices, taskset, mknod in tmpfs), fio, lsscsi,
 lsblk. Writes a JSON file and regenerates BENCH.md (full mode: bench/results.json and
@@ -579,6 +582,113 @@ def py_spy_profile(work: str, img: str, cpus: list[int]) -> dict[str, Any]:
 
 # ---- report ------------------------------------------------------------------------------
 
+# ---- 5. the two personalities: QEMU's virtio-scsi vs vhost-scsi + LIO --------------------------
+
+VHOST_JOBS = ("randread-4k-1j", "randread-4k-4j", "randread-4k-libaio-qd32")
+VHOST_WWPN = "naa.5001405000000001"
+
+
+def _qmp_query(sock_path: str, command: str, timeout: float = 10.0) -> Any:
+    """One QMP command on a daemon's control socket (greeting, qmp_capabilities, command)."""
+    import socket
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(sock_path)
+    f = s.makefile("rwb")
+    try:
+        f.readline()                                          # greeting
+        for execute in ("qmp_capabilities", command):
+            f.write(json.dumps({"execute": execute}).encode() + b"\n")
+            f.flush()
+            while True:
+                msg = json.loads(f.readline())
+                if "return" in msg or "error" in msg:
+                    break
+            if "error" in msg:
+                raise RuntimeError(f"QMP {execute}: {msg['error']}")
+        return msg["return"]
+    finally:
+        f.close()
+        s.close()
+
+
+def vhost_bench(work: str, quick: bool, cpus: list[int]) -> dict[str, Any]:
+    """The same image as LUN 0 of both personalities, num_queues=4 each: QEMU's (scsi-hd,
+    every request queue handled by its own handler when kicked) and vhost-scsi-pci with the
+    image as an LIO fileio backstore (one vhost worker serves every queue); fio randread 4 KiB
+    with 1 job, 4 jobs and libaio qd32 on DIR/dev/sda of each; the vhost worker's statistics
+    (from QMP x-vscsifs-query-vhost-workers) show how the queues were served."""
+    img_size = (64 if quick else 1024) * MiB
+    runtime = 0.5 if quick else 3.0
+    region = f"{img_size // 4 // MiB}m"
+    jobs = [j for j in JOBS if j.name in VHOST_JOBS and (j.quick or not quick)]
+    data = tempfile.mkdtemp(prefix="vscsifs-bench-vhost-", dir="/dev/shm")
+    img = os.path.join(data, "lun0.img")
+    make_image(img, img_size)
+    lio = os.path.join(data, "saveconfig.json")
+    with open(lio, "w") as f:
+        json.dump({"storage_objects": [{"plugin": "fileio", "name": "lun0", "dev": img, "size": img_size,
+                                        "write_back": False, "wwn": "5eed0b00-0000-4000-8000-00000000b001"}],
+                   "targets": [{"fabric": "vhost", "wwn": VHOST_WWPN, "tpgs": [{
+                       "tag": 1, "nexus": "naa.5001405000000002",
+                       "luns": [{"index": 0, "storage_object": "/backstores/fileio/lun0"}]}]}]}, f)
+    qmp = os.path.join(work, "vhost.qmp")
+    personalities = {
+        "vscsifs-dev": ["-smp", "2", "-m", "1G", "-device", "virtio-scsi-pci,id=scsi0,num_queues=4",
+                        "-device", "scsi-hd,drive=d0,bus=scsi0.0,channel=0,scsi-id=0,lun=0",
+                        "-drive", f"file={img},if=none,id=d0,format=raw"],
+        "vscsifs-vhost-dev": ["-smp", "2", "-m", "1G", "-device",
+                              f"vhost-scsi-pci,id=vs0,wwpn={VHOST_WWPN},num_queues=4", "--lio-config", lio,
+                              "-qmp", f"unix:{qmp},server=on,wait=off"],
+    }
+    table: dict[str, dict[str, dict[str, float]]] = {j.name: {} for j in jobs}
+    workers: list[dict[str, Any]] = []
+    try:
+        for pname, args in personalities.items():
+            daemon = start_vscsifs(work, pname, args, cpus[0])
+            try:
+                dev = os.path.join(daemon.mount, "dev", "sda")
+                deadline = time.monotonic() + 30
+                while not (os.path.exists(dev) and stat.S_ISBLK(os.stat(dev).st_mode)):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{dev} is not a block device:\n{daemon.log()}")
+                    time.sleep(0.01)
+                for job in jobs:
+                    r = table[job.name][pname] = run_fio(job, dev, cpus[0], runtime, region)
+                    print(f"  vhost {job.name:24} {pname:17} {r['iops']:>10.0f} IOPS", flush=True)
+                if pname == "vscsifs-vhost-dev":
+                    workers = _qmp_query(qmp, "x-vscsifs-query-vhost-workers")
+            finally:
+                daemon.stop()
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+    for row in table.values():
+        base = row["vscsifs-dev"]["iops"] or 1
+        row["ratio"] = {"iops": round(row["vscsifs-vhost-dev"]["iops"] / base, 3)}
+    return {"image_bytes": img_size, "runtime_s": runtime, "num_queues": 4, "jobs": table, "workers": workers}
+
+
+def vhost_md(vh: dict[str, Any]) -> list[str]:
+    L = ["## 5. The two personalities: virtio-scsi (QEMU) vs vhost-scsi (LIO)", "",
+         f"The same {vh['image_bytes'] // MiB} MiB image as LUN 0 of `virtio-scsi-pci,num_queues={vh['num_queues']}` "
+         "+ scsi-hd (`vscsifs-dev`: each request queue's handler runs when that queue is kicked) and of "
+         f"`vhost-scsi-pci,num_queues={vh['num_queues']}` as an LIO fileio backstore (`vscsifs-vhost-dev`: one vhost "
+         f"worker runs every queue's kick work and the completion work); fio on DIR/dev/sda, {vh['runtime_s']} s per "
+         "job, daemon and fio on one CPU. `ratio` = vhost / QEMU.", "",
+         "| job | vscsifs-dev IOPS | vscsifs-vhost-dev IOPS | ratio |", "|---|---:|---:|---:|"]
+    for jn, row in vh["jobs"].items():
+        L.append(f"| {jn} | {row['vscsifs-dev']['iops']:,.0f} | {row['vscsifs-vhost-dev']['iops']:,.0f} "
+                 f"| {row['ratio']['iops']:.2f} |")
+    L.append("")
+    for w in vh.get("workers", []):
+        cmds = w.get("commands_per_vq", {})
+        L += [f"vhost worker `{w['worker']}` of `{w['id']}` (the only task serving its {w['num_queues']} request "
+              f"queues): works {w['works']}; commands per virtqueue {cmds}; kicks per virtqueue "
+              f"{w.get('kicks_per_vq', {})}; {w['completion_batches']} completion batches (largest "
+              f"{w['max_batch']}); interrupts per virtqueue {w.get('signals_per_vq', {})}.", ""]
+    return L
+
+
 def machine_info(cpus: list[int]) -> dict[str, Any]:
     model = ""
     try:
@@ -683,6 +793,8 @@ def render_md(res: dict[str, Any]) -> str:
                   "| frame | % |", "|---|---:|"]
             L += [f"| `{f['frame']}` | {f['pct']} |" for f in sp["inclusive_pct"]]
             L.append("")
+    if res.get("vhost"):
+        L += vhost_md(res["vhost"])
     notes = res.get("notes")
     if notes:
         L += ["## Notes", "", notes.strip(), ""]
@@ -695,7 +807,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="JSON output (default bench/results.json; --quick: WORKDIR/results.json)")
     ap.add_argument("--md", help="BENCH.md output (default bench/BENCH.md; --quick: WORKDIR/BENCH.md)")
     ap.add_argument("--workdir", help="scratch directory (default: a new one under /var/tmp)")
-    ap.add_argument("--only", default="io,start,browse,profile", help="comma-separated parts")
+    ap.add_argument("--only", default="io,start,browse,profile,vhost", help="comma-separated parts")
     ap.add_argument("--notes", help="a file whose text becomes BENCH.md's Notes section")
     ap.add_argument("--render", metavar="JSON", help="only regenerate --md from an earlier results file")
     ns = ap.parse_args(argv)
@@ -718,7 +830,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: {tool} is missing (bash bootstrap.sh installs it)", file=sys.stderr)
             return 1
     parts = {p.strip() for p in ns.only.split(",") if p.strip()}
-    unknown = parts - {"io", "start", "browse", "profile"}
+    unknown = parts - {"io", "start", "browse", "profile", "vhost"}
     if unknown:
         print(f"bench: unknown part(s) {sorted(unknown)}", file=sys.stderr)
         return 2
@@ -746,6 +858,9 @@ def main(argv: list[str] | None = None) -> int:
         if "profile" in parts:
             print("4. profile", flush=True)
             res["profile"] = profile_bench(work, ns.quick, cpus)
+        if "vhost" in parts:
+            print("5. the two personalities", flush=True)
+            res["vhost"] = vhost_bench(work, ns.quick, cpus)
     finally:
         for name in os.listdir(work):
             p = os.path.join(work, name)

@@ -12,6 +12,14 @@ VIRTIO_SCSI_F_HOTPLUG was negotiated, REPORTED LUNS DATA HAS CHANGED otherwise).
    "arguments": {"wwn": "naa.5001405000000001", "tpgt": 1, "lun": 2,
                  "storage_object": "/backstores/fileio/disk2"}}
   {"execute": "x-vscsifs-lio-lun-del", "arguments": {"wwn": "naa.5001405000000001", "tpgt": 1, "lun": 2}}
+
+and one that reads, for the benchmark and for anyone curious how the one vhost worker of
+each vhost-scsi-pci device spent its time (works run, kicks and commands per virtqueue,
+completion batches, interrupts, injected faults):
+
+  {"execute": "x-vscsifs-query-vhost-workers"}
+  -> {"return": [{"id": "vs0", "worker": "vhost-1234", "num_queues": 4, "works": {...},
+                  "commands_per_vq": {"2": 812, "3": 790, ...}, ...}]}
 """
 
 from __future__ import annotations
@@ -73,10 +81,26 @@ _HANDLERS = {
 }
 
 
+async def _query_vhost_workers(srv: Any, client: Any, args: dict[str, Any]) -> Any:
+    if args:
+        raise QMPError(f"Parameter '{next(iter(args))}' is unexpected")
+    out = []
+    for ctrl in srv.machine.controllers:
+        worker = getattr(ctrl.vdev, "worker", None)
+        if worker is None:
+            continue
+        summary = worker.stats.summary()
+        # JSON object keys are strings: the virtqueue indexes become "2", "3", ...
+        summary = {k: ({str(q): n for q, n in v.items()} if isinstance(v, dict) else v) for k, v in summary.items()}
+        out.append({"id": ctrl.config.id, "worker": worker.name, "num_queues": ctrl.vdev.num_queues, **summary})
+    return out
+
+
 def register_qmp_commands() -> None:
     from ._qmp import COMMANDS
     for command, apply in _HANDLERS.items():
         COMMANDS.setdefault(command, _handler(command, apply))
+    COMMANDS.setdefault("x-vscsifs-query-vhost-workers", _query_vhost_workers)
 
 
 register_qmp_commands()

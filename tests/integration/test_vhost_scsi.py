@@ -310,6 +310,16 @@ async def test_persistent_reservations_and_faults_through_the_whole_stack(tmp_pa
                 assert r.result == 0 and trio.current_time() - t0 >= 0.03
                 stats = m.controllers[0].vdev.worker.stats
                 assert stats.faults == {"status": 1, "response": 1, "delay": 1}
+                # a command submitted on the other CPU goes down the other request queue: the
+                # same single worker serves it (its kick work is counted per virtqueue)
+                before = dict(stats.commands)
+                m.kernel.current_cpu = 1
+                try:
+                    assert (await scsi_execute_cmd(sdev, read10, inn, 512)).result == 0
+                finally:
+                    m.kernel.current_cpu = 0
+                new = {vq for vq, n in stats.commands.items() if n != before.get(vq, 0)}
+                assert new and new != {2} and stats.kicks.keys() >= new | {2}
                 assert [q["rule"] for q in FaultControl(m).query()][0].startswith("sense=medium_error")
             nursery.cancel_scope.cancel()
     finally:
