@@ -5,7 +5,9 @@ loader of targetcli's saved configuration (/etc/target/saveconfig.json).
 
 Owns: _core (se_device/fileio, se_lun, TPG + nexus dev entries and UAs, sense table),
 _spc (INQUIRY/VPD, MODE SENSE/SELECT, REQUEST SENSE, REPORT LUNS), _sbc (READ/WRITE, READ
-CAPACITY, SYNCHRONIZE CACHE...), _alua (default target port group, REPORT TARGET PORT
+CAPACITY, SYNCHRONIZE CACHE, UNMAP, WRITE SAME, COMPARE AND WRITE...), _pr (SPC-2
+RESERVE/RELEASE, PERSISTENT RESERVE IN/OUT, the reservation check, APTPL metadata), _xcopy
+(EXTENDED COPY, RECEIVE COPY RESULTS), _alua (default target port group, REPORT TARGET PORT
 GROUPS), _transport (target_submit: the command path), _saveconfig (targetcli JSON).
 Never imports the driver side.
 """
