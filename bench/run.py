@@ -643,24 +643,32 @@ def vhost_bench(work: str, quick: bool, cpus: list[int]) -> dict[str, Any]:
     }
     table: dict[str, dict[str, dict[str, float]]] = {j.name: {} for j in jobs}
     workers: list[dict[str, Any]] = []
+    daemons: dict[str, Served] = {}
+    # both daemons run side by side (the idle one costs nothing) and the jobs alternate
+    # between them, A B then B A in full mode, best run kept: a shared machine's load then
+    # weighs on both alike
+    order = [list(personalities)] if quick else [list(personalities), list(reversed(personalities))]
     try:
         for pname, args in personalities.items():
-            daemon = start_vscsifs(work, pname, args, cpus[0])
-            try:
-                dev = os.path.join(daemon.mount, "dev", "sda")
-                deadline = time.monotonic() + 30
-                while not (os.path.exists(dev) and stat.S_ISBLK(os.stat(dev).st_mode)):
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"{dev} is not a block device:\n{daemon.log()}")
-                    time.sleep(0.01)
-                for job in jobs:
-                    r = table[job.name][pname] = run_fio(job, dev, cpus[0], runtime, region)
+            daemons[pname] = start_vscsifs(work, pname, args, cpus[0])
+            dev = os.path.join(daemons[pname].mount, "dev", "sda")
+            deadline = time.monotonic() + 30
+            while not (os.path.exists(dev) and stat.S_ISBLK(os.stat(dev).st_mode)):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{dev} is not a block device:\n{daemons[pname].log()}")
+                time.sleep(0.01)
+        for job in jobs:
+            for names in order:
+                for pname in names:
+                    r = run_fio(job, os.path.join(daemons[pname].mount, "dev", "sda"), cpus[0], runtime, region)
+                    best = table[job.name].get(pname)
+                    if best is None or r["iops"] > best["iops"]:
+                        table[job.name][pname] = r
                     print(f"  vhost {job.name:24} {pname:17} {r['iops']:>10.0f} IOPS", flush=True)
-                if pname == "vscsifs-vhost-dev":
-                    workers = _qmp_query(qmp, "x-vscsifs-query-vhost-workers")
-            finally:
-                daemon.stop()
+        workers = _qmp_query(qmp, "x-vscsifs-query-vhost-workers")
     finally:
+        for d in daemons.values():
+            d.stop()
         shutil.rmtree(data, ignore_errors=True)
     for row in table.values():
         base = row["vscsifs-dev"]["iops"] or 1
@@ -674,7 +682,10 @@ def vhost_md(vh: dict[str, Any]) -> list[str]:
          "+ scsi-hd (`vscsifs-dev`: each request queue's handler runs when that queue is kicked) and of "
          f"`vhost-scsi-pci,num_queues={vh['num_queues']}` as an LIO fileio backstore (`vscsifs-vhost-dev`: one vhost "
          f"worker runs every queue's kick work and the completion work); fio on DIR/dev/sda, {vh['runtime_s']} s per "
-         "job, daemon and fio on one CPU. `ratio` = vhost / QEMU.", "",
+         "job, daemons and fio on one CPU, both daemons up at once and the jobs alternating between them "
+         "(best of 2 runs in full mode). `ratio` = vhost / QEMU. The emulated kernel submits every request from "
+         "CPU 0 (nothing sets Kernel.current_cpu), so one request queue carries all of FUSE's I/O in both "
+         "personalities.", "",
          "| job | vscsifs-dev IOPS | vscsifs-vhost-dev IOPS | ratio |", "|---|---:|---:|---:|"]
     for jn, row in vh["jobs"].items():
         L.append(f"| {jn} | {row['vscsifs-dev']['iops']:,.0f} | {row['vscsifs-vhost-dev']['iops']:,.0f} "
