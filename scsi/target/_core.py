@@ -565,6 +565,9 @@ class SePortalGroup:
         for other in self.deves.values():
             other.ua_allocate(*ASC_REPORTED_LUNS_DATA_HAS_CHANGED)
         self.deves[lun.unpacked_lun] = new
+        if lun.dev.t10_pr.aptpl_pending:
+            from ._pr import core_scsi3_check_aptpl_registration
+            core_scsi3_check_aptpl_registration(lun.dev, self, lun, lun.unpacked_lun)
 
     def add_lun(self, unpacked_lun: int, dev: FileIODevice, alias: str = "") -> SeLun:
         """target_fabric_port_link -> core_dev_add_lun (core_alloc_rtpi: per storage object,

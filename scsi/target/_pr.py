@@ -88,10 +88,27 @@ class PrRegistration:
 
 
 @dataclass
+class AptplRegistration:
+    """One registration of the APTPL metadata (core_scsi3_alloc_aptpl_registration): waiting
+    on aptpl_reg_list until the nexus and LUN it names appear."""
+
+    initiator_node: str
+    key: int
+    mapped_lun: int
+    target_node: str
+    tpgt: int
+    target_lun: int
+    res_holder: bool = False
+    res_type: int = 0
+    all_tg_pt: bool = False
+
+
+@dataclass
 class T10Reservation:
     """struct t10_reservation of one se_device plus its SPC-2 reservation state."""
 
     registrations: list[PrRegistration] = field(default_factory=list)
+    aptpl_pending: list[AptplRegistration] = field(default_factory=list)
     holder: PrRegistration | None = None            # dev_pr_res_holder
     generation: int = 0
     aptpl_active: bool = False
@@ -185,6 +202,73 @@ def core_scsi3_update_and_write_aptpl(dev: FileIODevice, aptpl: bool) -> Tcm | N
         return Tcm.LOGICAL_UNIT_COMMUNICATION_FAILURE
     pr.aptpl_active = True
     return None
+
+
+def parse_aptpl_metadata(text: str, where: str) -> list[AptplRegistration]:
+    """What rtslib's StorageObject._config_pr_aptpl() and the kernel's res_aptpl_metadata
+    store make of an aptpl_<serial> file: the key=value lines between PR_REG_START and
+    PR_REG_END of each registration. ValueError names a registration LIO would refuse."""
+    words = text.replace("\0", " ").split()
+    if not words or not words[0].startswith("PR_REG_START:"):
+        return []
+    out: list[AptplRegistration] = []
+    fields: dict[str, str] = {}
+    for w in words:
+        if w.startswith("PR_REG_START:"):
+            fields = {}
+        elif w.startswith("PR_REG_END:"):
+            try:
+                key = int(fields.get("sa_res_key", "0"))
+                reg = AptplRegistration(fields.get("initiator_node", ""), key, int(fields.get("mapped_lun", "0")),
+                                        fields.get("target_node", ""), int(fields.get("tpgt", "0")),
+                                        int(fields.get("target_lun", "0")), fields.get("res_holder", "0") == "1",
+                                        int(fields.get("res_type", "0")), fields.get("res_all_tg_pt", "0") == "1")
+            except ValueError:
+                raise ValueError(f"{where}: a registration with a malformed number: {fields}") from None
+            if not reg.initiator_node or not reg.target_node or not reg.key:
+                raise ValueError(f"{where}: illegal parameters for APTPL registration: {fields}")
+            if reg.res_holder and not reg.res_type:
+                raise ValueError(f"{where}: illegal PR type 0x00 for reservation holder")
+            out.append(reg)
+        elif w.isdigit():
+            continue                     # the number after PR_REG_START:/PR_REG_END:
+        else:
+            k, _, v = w.partition("=")
+            fields[k] = v
+    return out
+
+
+def load_aptpl_metadata(dev: FileIODevice) -> None:
+    """Read <db_root>/pr/aptpl_<unit serial> into the device's pending APTPL registrations
+    (what restoring a saved configuration does before the LUNs are linked)."""
+    pr = _pr(dev)
+    if pr.db_root is None or not dev.wwn.unit_serial:
+        return
+    path = os.path.join(pr.db_root, "pr", f"aptpl_{dev.wwn.unit_serial}")
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return
+    pr.aptpl_pending = parse_aptpl_metadata(text, path)
+
+
+def core_scsi3_check_aptpl_registration(dev: FileIODevice, nacl: SePortalGroup, lun: SeLun, mapped_lun: int) -> None:
+    """A dev entry appeared for a nexus: the APTPL registrations naming it (initiator, target
+    port, TPG tag, LUNs) become registrations, the holder's its reservation."""
+    pr = _pr(dev)
+    for pend in list(pr.aptpl_pending):
+        if (pend.initiator_node != nacl.nexus or pend.mapped_lun != mapped_lun or pend.target_node != nacl.wwn
+                or pend.tpgt != nacl.tag or pend.target_lun != lun.unpacked_lun):
+            continue
+        if mapped_lun not in nacl.deves:
+            continue
+        pr.aptpl_pending.remove(pend)
+        reg = _add_registration(dev, nacl, lun, mapped_lun, pend.key, pend.all_tg_pt, True)
+        if pend.res_holder:
+            reg.res_holder, reg.res_type, reg.res_scope = True, pend.res_type, 0
+            pr.holder = reg
+        pr.aptpl_active = True
 
 
 # -- registrations ----------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._core import DevAttrib, FileIODevice, SeLun, SePortalGroup, proto_id_for_wwn
+from ._pr import load_aptpl_metadata
 
 VHOST_SCSI_MAX_TARGET = 256       # drivers/vhost/scsi.c: tpgt must be below it
 VHOST_SCSI_NAMELEN = 256
@@ -46,9 +47,15 @@ class LioConfig:
     db_root: str | None = None
 
     def set_db_root(self, db_root: str | None) -> None:
+        """Point every storage object at db_root and restore the APTPL registrations saved
+        there (rtslib's _config_pr_aptpl: before any LUN is linked)."""
         self.db_root = db_root
-        for so in self.storage_objects.values():
+        for key, so in self.storage_objects.items():
             so.t10_pr.db_root = db_root
+            try:
+                load_aptpl_metadata(so)
+            except ValueError as e:
+                raise LioConfigError(f"{self.path}: {key}: {e}") from None
 
     def open(self) -> None:
         """fd_configure_device() of every storage object (opens the backing files)."""
@@ -82,6 +89,11 @@ class LioConfig:
         except ValueError as e:
             raise LioConfigError(str(e)) from None
         fdev.t10_pr.db_root = self.db_root
+        try:
+            load_aptpl_metadata(fdev)
+        except ValueError as e:
+            fdev.close()
+            raise LioConfigError(str(e)) from None
         self.storage_objects[key] = fdev
         return fdev
 
@@ -214,7 +226,8 @@ def _tpg(t: dict[str, Any], wwn: str, j: int, cfg: LioConfig, where_t: str, path
 
 
 def parse_saveconfig(data: Any, path: str = "<saveconfig>", base_dir: str = ".") -> LioConfig:
-    """Build the LIO objects of a parsed saveconfig.json (without opening any file)."""
+    """Build the LIO objects of a parsed saveconfig.json (without opening the backing files;
+    the APTPL metadata under base_dir/pr is read, as rtslib restores it)."""
     if not isinstance(data, dict):
         raise LioConfigError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
     cfg = LioConfig(path)
@@ -227,6 +240,7 @@ def parse_saveconfig(data: Any, path: str = "<saveconfig>", base_dir: str = ".")
         if key in cfg.storage_objects:
             raise LioConfigError(f"{path}: storage_objects[{i}]: duplicate storage object {key}")
         cfg.storage_objects[key] = fdev
+    cfg.set_db_root(os.path.abspath(base_dir))
     targets = data.get("targets", [])
     if not isinstance(targets, list):
         raise LioConfigError(f"{path}: targets: expected a list, got {type(targets).__name__}")
@@ -260,7 +274,6 @@ def parse_saveconfig(data: Any, path: str = "<saveconfig>", base_dir: str = ".")
                 raise LioConfigError(f"{path}: {where}.tpgs[{j}]: duplicate tag {tpg.tag}")
             vt.tpgs[tpg.tag] = tpg
         cfg.vhost_targets[wwn] = vt
-    cfg.set_db_root(os.path.abspath(base_dir))
     return cfg
 
 

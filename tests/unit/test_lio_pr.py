@@ -321,3 +321,54 @@ def test_lun_removal_drops_its_registrations(two_nexus) -> None:
     t2.del_lun(0)
     assert dev.t10_pr.holder is None and dev.t10_pr.registrations == []
     assert run(t1, "28 00 00 00 00 00 00 00 01 00", 512)[0].status == 0
+
+
+def _saveconfig(tmp_path: Path) -> dict:
+    img = tmp_path / "d.img"
+    if not img.exists():
+        img.write_bytes(bytes(1 << 20))
+    return {"storage_objects": [{"plugin": "fileio", "name": "d", "dev": str(img), "size": 1 << 20,
+                                 "write_back": False, "wwn": "5eed0b00-0000-4000-8000-00000000b001"}],
+            "targets": [{"fabric": "vhost", "wwn": WWPN, "tpgs": [{"tag": 1, "nexus": NEXUS1, "luns": [
+                {"index": 0, "storage_object": "/backstores/fileio/d"}]}]}]}
+
+
+def test_aptpl_registrations_survive_a_restart(tmp_path: Path) -> None:
+    """APTPL=1: LIO writes the metadata under db_root/pr; restoring the saved configuration
+    (rtslib's _config_pr_aptpl + core_scsi3_check_aptpl_registration when the nexus maps the
+    LUN) brings the registration and the reservation back, PTPL_A on."""
+    from vscsifs.scsi.target import parse_saveconfig
+    (tmp_path / "pr").mkdir()
+    cfg = parse_saveconfig(_saveconfig(tmp_path), str(tmp_path / "saveconfig.json"), str(tmp_path))
+    cfg.open()
+    tpg = cfg.vhost_targets[WWPN].tpgs[1]
+    clear_uas(tpg)
+    assert pro(tpg, 0, 0, 0xFEED, flags=0x01).status == 0
+    assert pro(tpg, 1, 0xFEED, type_=0x05).status == 0
+    cfg.close()
+    cfg2 = parse_saveconfig(_saveconfig(tmp_path), str(tmp_path / "saveconfig.json"), str(tmp_path))
+    cfg2.open()
+    try:
+        tpg2 = cfg2.vhost_targets[WWPN].tpgs[1]
+        clear_uas(tpg2)
+        _, keys = pri(tpg2, 0)
+        assert keys[4:] == bytes.fromhex("00000008 000000000000feed")
+        _, resv = pri(tpg2, 1)
+        assert resv[8:16] == struct.pack(">Q", 0xFEED) and resv[21] == 0x05
+        assert pri(tpg2, 2, 8)[1][3] == 0x91
+        assert tpg2.deves[0].pr_reg_active
+    finally:
+        cfg2.close()
+
+
+def test_malformed_aptpl_metadata_is_refused(tmp_path: Path) -> None:
+    from vscsifs.scsi.target import LioConfigError, parse_saveconfig
+    (tmp_path / "pr").mkdir()
+    (tmp_path / "pr" / "aptpl_5eed0b00-0000-4000-8000-00000000b001").write_text(
+        "PR_REG_START: 0\ninitiator_node=naa.5001405000000002\nsa_res_key=0\nPR_REG_END: 0\n")
+    with pytest.raises(LioConfigError, match="illegal parameters for APTPL registration"):
+        parse_saveconfig(_saveconfig(tmp_path), str(tmp_path / "saveconfig.json"), str(tmp_path))
+    (tmp_path / "pr" / "aptpl_5eed0b00-0000-4000-8000-00000000b001").write_text(
+        "No Registrations or Reservations\n\0")
+    cfg = parse_saveconfig(_saveconfig(tmp_path), str(tmp_path / "saveconfig.json"), str(tmp_path))
+    assert cfg.storage_objects["/backstores/fileio/d"].t10_pr.aptpl_pending == []
