@@ -32,6 +32,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import resource
 import signal
 import sys
 import time
@@ -41,7 +42,7 @@ from typing import Any, TextIO
 
 import trio
 
-from vscsifs.fs._mount import abort_connection, is_mounted, is_stale_mount
+from vscsifs.fs._mount import abort_connection, is_stale_mount, mount_entry, resolve_mountpoint
 from vscsifs.scsi.kernel import async_synchronize_full
 from vscsifs.scsi.kernel._printk import LogRecord
 from vscsifs.scsi.kernel._scsi_scan import scsi_device_lookup, shost_for_each_device
@@ -189,7 +190,7 @@ def default_qmp_socket(mountpoint: str, runtime: str | None = None) -> str:
     collide. A name too long for a unix socket becomes ``<last component>-<sha256 prefix>.qmp``
     in the same directory."""
     runtime = os.path.realpath(runtime or runtime_dir())
-    mount = os.path.realpath(mountpoint)
+    mount = resolve_mountpoint(mountpoint)
     name = os.path.basename(mount) or "root"
     if os.path.dirname(mount) == runtime:
         return os.path.join(runtime, f"{name}.qmp")
@@ -201,24 +202,6 @@ def default_qmp_socket(mountpoint: str, runtime: str | None = None) -> str:
     return path
 
 
-def _mount_entry(mountpoint: str) -> tuple[str, str] | None:
-    """(fstype, source) of what is mounted at ``mountpoint``, from /proc/self/mountinfo."""
-    target = os.path.realpath(mountpoint)
-    try:
-        with open("/proc/self/mountinfo") as f:
-            lines = f.readlines()
-    except OSError:
-        return None
-    found = None
-    for line in lines:
-        pre, _, post = line.partition(" - ")
-        fields = pre.split()
-        if len(fields) > 4 and fields[4].encode().decode("unicode_escape") == target:
-            tail = post.split()
-            found = (tail[0] if tail else "?", tail[1] if len(tail) > 1 else "?")
-    return found
-
-
 class InstanceLock:
     """An flock on ``RUNTIME/lock/<escaped mount point>.lock`` held for the daemon's life.
 
@@ -226,7 +209,7 @@ class InstanceLock:
     lock that is held always means a live instance; the file says which pid."""
 
     def __init__(self, mountpoint: str, directory: str | None = None) -> None:
-        self.mountpoint = os.path.realpath(mountpoint)
+        self.mountpoint = resolve_mountpoint(mountpoint)
         self.directory = directory or os.path.join(runtime_dir(), "lock")
         self.path = os.path.join(self.directory, escape_path(self.mountpoint) + ".lock")
         self.fd: int | None = None
@@ -294,13 +277,58 @@ def check_mountpoint(mountpoint: str) -> None:
     if is_stale_mount(mountpoint):
         log.warning("%s: a FUSE mount left by a daemon that died (ENOTCONN); clearing it", mountpoint)
         return
-    entry = _mount_entry(mountpoint) if is_mounted(mountpoint) else None
+    entry = mount_entry(mountpoint)
     if entry is not None:
-        fstype, source = entry
+        fstype, source = entry.fstype, entry.source
         who = "another live vscsifs instance" if source == "vscsifs" or fstype.endswith(".vscsifs") \
             else f"a {fstype} filesystem ({source})"
-        raise MountInUse(f"{os.path.realpath(mountpoint)} is already a mount point, served by {who}: "
+        raise MountInUse(f"{resolve_mountpoint(mountpoint)} is already a mount point, served by {who}: "
                          f"refusing to mount over it")
+
+
+# --- dying without wedging --------------------------------------------------------------------------
+
+def keep_fuse_dev_last() -> int | None:
+    """Duplicate our /dev/fuse descriptor to the highest descriptor number allowed, so that when
+    the process is killed the kernel releases it BEFORE the loop devices: an exiting task's
+    files are released in the reverse order of their descriptors (close_files puts them in
+    ascending order and the deferred __fput task works run last-in first-out). Releasing
+    /dev/fuse aborts the connection, so a loop device's last close, which writes back its dirty
+    pages into data files on this very mount, then fails at once with ENOTCONN instead of
+    waiting forever for an answer from the dying process (D state in folio_wait_bit). A thread
+    that has a request of its own mount already read by the FUSE loop can still wedge the exit;
+    the next start's takeover (take_instance) aborts that one. Returns the duplicate (close it
+    once pyfuse3 has closed its own, see release_fuse_dev), or None when there is no single
+    /dev/fuse descriptor."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return None
+    fds = []
+    for name in names:
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") == "/dev/fuse":
+                fds.append(int(name))
+        except (OSError, ValueError):
+            continue
+    if len(fds) != 1:
+        return None
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft > 1 << 20:
+        soft = 1 << 20
+    try:
+        return fcntl.fcntl(fds[0], fcntl.F_DUPFD_CLOEXEC, max(soft - 1, fds[0] + 1))
+    except OSError as exc:
+        log.debug("cannot move /dev/fuse last (%s)", exc)
+        return None
+
+
+def release_fuse_dev(fd: int | None) -> None:
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 # --- reload: the difference between two configurations as hotplug operations ----------------------
@@ -510,6 +538,7 @@ class Service:
         self.reload_lock = trio.Lock()
         self.reloads = 0
         self._nursery: trio.Nursery | None = None
+        self.fuse_dev: int | None = None        # keep_fuse_dev_last()'s descriptor
 
     def status(self) -> str:
         return machine_status(self.machine, self.mountpoint)
@@ -607,11 +636,16 @@ class Service:
                 self.notifier.status(f"booting: scanning {len(self.machine.controllers)} virtio-scsi host(s)")
 
                 async def run_machine(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-                    await serve_machine(self.machine, self.mountpoint, task_status=task_status,
-                                        stop=self.stop_event)
+                    try:
+                        await serve_machine(self.machine, self.mountpoint, task_status=task_status,
+                                            stop=self.stop_event)
+                    finally:                            # pyfuse3 has closed its /dev/fuse: ours goes too
+                        release_fuse_dev(self.fuse_dev)
+                        self.fuse_dev = None
                     nursery.cancel_scope.cancel()       # unmounted: the rest (watchdog, QMP) ends too
 
                 await nursery.start(run_machine)
+                self.fuse_dev = keep_fuse_dev_last()
                 if self.qmp_paths:
                     from ._qmp import QMPServer
                     monitor = QMPServer(self.machine, quit=lambda: self.request_stop("QMP quit"))

@@ -71,16 +71,36 @@ def _unescape_mountinfo(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
+def _mountinfo_lines(mountinfo: str) -> list[str]:
+    try:
+        with open(mountinfo) as f:
+            return f.readlines()
+    except OSError:
+        return []
+
+
+def resolve_mountpoint(path: str, mountinfo: str = "/proc/self/mountinfo") -> str:
+    """os.path.realpath() without stat'ing the last component when it is a mount point: a stat
+    of a FUSE mount's root whose daemon is wedged waits for an answer that never comes (the
+    lookup that crosses into a mount asks its filesystem for the root's attributes)."""
+    path = os.path.abspath(path)
+    parent, name = os.path.split(path)
+    if not name:
+        return path
+    candidate = os.path.join(os.path.realpath(parent), name)
+    for line in _mountinfo_lines(mountinfo):
+        fields = line.split(" - ", 1)[0].split()
+        if len(fields) > 4 and _unescape_mountinfo(fields[4]) == candidate:
+            return candidate
+    return os.path.realpath(path)
+
+
 def mount_entry(mountpoint: str, mountinfo: str = "/proc/self/mountinfo") -> MountEntry | None:
     """What is mounted at ``mountpoint`` (the topmost mount), read from mountinfo WITHOUT
     touching the mount itself: a FUSE mount whose daemon is wedged would hang a stat()."""
-    target = os.path.realpath(mountpoint)
+    target = resolve_mountpoint(mountpoint, mountinfo)
     found = None
-    try:
-        with open(mountinfo) as f:
-            lines = f.readlines()
-    except OSError:
-        return None
+    lines = _mountinfo_lines(mountinfo)
     for line in lines:
         pre, _, post = line.partition(" - ")
         fields, tail = pre.split(), post.split()
@@ -182,7 +202,7 @@ def abort_connection(mountpoint: str, fusectl: str = FUSECTL) -> bool:
 def loops_backed_under(mountpoint: str, sys_block: str = "/sys/block") -> list[tuple[int, str]]:
     """Loop devices whose backing file is a vscsifs data file on the mount at ``mountpoint``
     (MOUNTPOINT/.vscsifs-<pid>/NAME, as losetup -l shows it)."""
-    prefix = os.path.join(os.path.realpath(mountpoint), DATA_DIR_PREFIX)
+    prefix = os.path.join(resolve_mountpoint(mountpoint), DATA_DIR_PREFIX)
     found = []
     try:
         names = os.listdir(sys_block)

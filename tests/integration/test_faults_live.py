@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,8 +20,10 @@ from collections.abc import Iterator
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from daemon_harness import _can_mount, force_unmount, is_mounted  # noqa: E402
+from daemon_harness import Daemon, _can_mount, force_unmount, is_mounted  # noqa: E402
 from daemon_harness import start_daemon as _start_daemon  # noqa: E402
+
+from vscsifs.fs._mount import abort_connection  # noqa: E402
 
 
 def start_daemon(tmp: str, args: list[str] = ()):  # type: ignore[no-untyped-def]
@@ -391,3 +394,136 @@ def test_kill_9_keeps_what_was_flushed_and_the_next_start_recovers(tmp_path) -> 
         d2.stop()
         if is_mounted(d2.mount):
             force_unmount(d2.mount)
+
+
+def _loops_of(pid: int) -> list[str]:
+    """Loop devices still bound to a data file of the daemon with that pid (losetup -l)."""
+    out = subprocess.run(["losetup", "-l", "-n", "-O", "NAME,BACK-FILE"], capture_output=True, text=True).stdout
+    return [line.strip() for line in out.splitlines() if f"/.vscsifs-{pid}/" in line]
+
+
+def _exited(proc: subprocess.Popen, timeout: float) -> bool:
+    try:
+        proc.wait(timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def _attached(mount: str, *names: str) -> bool:
+    import stat as st
+    try:
+        return all(st.S_ISBLK(os.stat(f"{mount}/dev/{n}").st_mode) for n in names)
+    except OSError:
+        return False
+
+
+# a daemon whose /dev/fuse is NOT kept last (keep_fuse_dev_last disabled): how every daemon
+# died before that existed, wedged in its own exit; the next start must still take over
+_NO_FUSE_DEV_LAST = ("import sys; import vscsifs.daemon._service as s; s.keep_fuse_dev_last = lambda: None; "
+                     "from vscsifs.daemon._cli import main; sys.exit(main())")
+
+
+def _spawn(tmp: str, log_name: str, *, wedgeable: bool = False) -> Daemon:
+    """The harness's daemon, started WITHOUT touching the mount point first (a stat of a mount
+    whose daemon is wedged would hang the test itself), ready once it says it serves."""
+    mount, data = os.path.join(tmp, "mnt"), os.path.join(tmp, "data")
+    log_path = os.path.join(tmp, log_name)
+    cmd = [sys.executable, "-c", _NO_FUSE_DEV_LAST] if wedgeable else [sys.executable, "-m", "vscsifs.daemon._cli"]
+    with open(log_path, "wb") as logf:
+        proc = subprocess.Popen([*cmd, "run", "--mount", mount, "--data-dir", data,
+                                 "-qmp", f"unix:{os.path.join(tmp, 'qmp-private.sock')},server=on,wait=off"],
+                                stdout=logf, stderr=subprocess.STDOUT)
+    d = Daemon(proc, mount, data, log_path)
+    deadline = time.monotonic() + 60
+    while f"serving {mount}:" not in d.log():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            d.stop(signal.SIGKILL)
+            raise AssertionError(f"vscsifs did not come up (rc {proc.returncode}):\n{d.log()}")
+        time.sleep(0.05)
+    return d
+
+
+@pytest.mark.skipif(shutil.which("fio") is None, reason="no fio")
+@pytest.mark.parametrize("when", ["during-fio", "after-buffered-writes", "wedged-old-daemon"])
+def test_kill_9_under_fio_load_the_next_start_recovers(tmp_path, when) -> None:  # type: ignore[no-untyped-def]
+    """kill -9 with fio's I/O in flight, or right after fio's buffered writes left dirty pages
+    in the loop devices' page cache. In the second case the dying daemon, last holder of its
+    loop devices, writes them back into its own FUSE mount on its way out; it must not wait
+    for itself (its /dev/fuse is released first, which aborts the connection). A daemon that
+    does wedge there (the third case: one without that, D state in folio_wait_bit, holding its
+    lock, mount and loop devices) is taken over by the next start, which aborts the connection
+    through fusectl. Every time: the next start serves, the killed daemon is gone, no loop
+    device or mount is left, and data fsync'ed before the kill is in the image."""
+    tmp = str(tmp_path)
+    os.makedirs(os.path.join(tmp, "mnt"))
+    d = _spawn(tmp, "first.log", wedgeable=when == "wedged-old-daemon")
+    d2 = None
+    fio: subprocess.Popen | None = None
+    old = d.proc.pid
+    try:
+        _wait(lambda: _attached(d.mount, "sda", "sdb"), what="loop devices attached")
+        blob = os.urandom(1 << 20)
+        (tmp_path / "blob").write_bytes(blob)
+        r = _dd([f"if={tmp_path / 'blob'}", f"of={d.mount}/dev/sdb", "bs=64k", "seek=3000", "oflag=direct",
+                 "conv=fsync,notrunc"])
+        assert r.returncode == 0, r.stderr
+        job = tmp_path / "kill.fio"
+        job.write_text(textwrap.dedent(f"""\
+            [global]
+            bs=4k
+            size=32m
+            time_based=1
+            runtime={30 if when == "during-fio" else 2}
+            ioengine=psync
+            group_reporting=1
+            [buffered-writes]
+            filename={d.mount}/dev/sdb
+            rw=randwrite
+            direct=0
+            [direct-randrw]
+            filename={d.mount}/dev/sda
+            offset=512m
+            rw=randrw
+            direct=1
+            numjobs=2
+            """))
+        fio = subprocess.Popen(["fio", "--output=/dev/null", str(job)], cwd=tmp,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if when == "during-fio":
+            time.sleep(2)
+        else:
+            assert _exited(fio, 60), "fio did not finish its 2 s run"
+        d.proc.send_signal(signal.SIGKILL)
+        wedged = not _exited(d.proc, 3)
+        if when == "wedged-old-daemon":
+            assert wedged, "the daemon without keep_fuse_dev_last died cleanly: nothing was dirty?"
+        else:
+            assert not wedged, f"the killed daemon {old} hangs in its exit"
+        d2 = _spawn(tmp, "second.log")                 # takes over the mount point
+        assert _exited(d.proc, 20), f"the killed daemon {old} is still there after the next start"
+        assert d.proc.returncode == -signal.SIGKILL
+        assert ("aborting its FUSE connection" in d2.log()) == wedged, d2.log()
+        assert _exited(fio, 60), "fio is stuck on the dead daemon's devices"
+        fio = None
+        _wait(lambda: not _loops_of(old), what=f"no loop device of the killed daemon {old}")
+        _wait(lambda: _attached(d2.mount, "sda", "sdb"), what="DIR/dev/sdX attached again")
+        back = tmp_path / "back"
+        r = _dd([f"if={d2.mount}/dev/sdb", f"of={back}", "bs=64k", "skip=3000", "count=16", "iflag=direct"])
+        assert r.returncode == 0, r.stderr
+        assert back.read_bytes() == blob              # fsync'ed before the kill: kept
+        assert d2.stop() == 0
+        assert not is_mounted(d2.mount)
+        assert not _loops_of(d2.proc.pid) and not _loops_of(old)
+    finally:
+        if fio is not None and fio.poll() is None:
+            fio.kill()
+        if d.proc.poll() is None:
+            d.proc.kill()
+            if not _exited(d.proc, 5):           # wedged in its exit and not taken over: let it finish
+                abort_connection(d.mount)
+                _exited(d.proc, 10)
+        if d2 is not None:
+            d2.stop()
+        if is_mounted(d.mount):
+            force_unmount(d.mount)

@@ -133,3 +133,23 @@ def test_clean_stale_aborts_then_detaches_then_unmounts(mountinfo, monkeypatch) 
     calls.clear()
     clean_stale("/tmp/with space", dead=True)    # not a FUSE mount: never unmounted here
     assert calls == ["dead pids"]
+
+
+def test_resolve_mountpoint_does_not_stat_a_mount_point(tmp_path, monkeypatch) -> None:
+    """realpath() would lstat the mount point itself, i.e. ask its (maybe wedged) daemon."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    (tmp_path / "real" / "m").mkdir()
+    info = tmp_path / "mountinfo"
+    info.write_text(f"41 22 0:39 / {tmp_path}/real/m rw - fuse.vscsifs vscsifs rw\n")
+    real_lstat = os.lstat
+
+    def lstat(path, *a, **k):  # type: ignore[no-untyped-def]
+        assert not str(path).endswith("/m"), f"stat'ed the mount point {path}"
+        return real_lstat(path, *a, **k)
+    monkeypatch.setattr(os, "lstat", lstat)
+    assert _mount.resolve_mountpoint(f"{tmp_path}/link/m/", str(info)) == f"{tmp_path}/real/m"
+    assert _mount.mount_entry(f"{tmp_path}/link/m", str(info)) == MountEntry(39, "fuse.vscsifs", "vscsifs")
+    monkeypatch.setattr(os, "lstat", real_lstat)
+    (tmp_path / "m2").symlink_to(tmp_path / "real")            # not a mount point: a plain realpath
+    assert _mount.resolve_mountpoint(f"{tmp_path}/m2", str(info)) == f"{tmp_path}/real"
