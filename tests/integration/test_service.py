@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -479,3 +480,88 @@ def test_reload_on_a_controller_without_hotplug_does_not_wait_for_the_guest(tmp_
     assert "0:0:0:1" in sysfs_devices(svc.mount)
     svc.signal(signal.SIGTERM)
     assert svc.wait() == 0
+
+
+# ---------------------------------------------------------------------------------------------- QMP, faults
+
+def qmp_call(path: str, *commands: dict) -> list[dict]:
+    """Connect to a QMP socket, negotiate, run the commands; their replies (events skipped)."""
+    import json
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(20)
+    s.connect(path)
+    f = s.makefile("rb")
+
+    def reply() -> dict:
+        while True:
+            msg = json.loads(f.readline())
+            if "event" not in msg:
+                return msg
+    try:
+        assert "QMP" in reply()
+        out = []
+        for cmd in ({"execute": "qmp_capabilities"}, *commands):
+            s.sendall(json.dumps(cmd).encode())
+            out.append(reply())
+        assert out[0] == {"return": {}}
+        return out[1:]
+    finally:
+        s.close()
+
+
+def test_two_mount_points_with_the_same_name_get_their_own_default_qmp_socket_and_toml_faults(
+        tmp_path, mountable, services):
+    """Mount points .../a/m and .../b/m: each daemon listens on its own default socket (named
+    after the full path), and a [[fault]] table in the TOML file is the same rule as the
+    equivalent --fault option on the other one."""
+    from vscsifs.daemon._service import default_qmp_socket
+    tmp = str(tmp_path)
+    write_images(f"{tmp}/img", {"a.img": 64 * MIB, "b.img": 64 * MIB})
+    conf = tmp_path / "a.toml"
+    conf.write_text(machine_toml([("lun0", 0, 0, "img/a.img")]) + textwrap.dedent("""
+        [[fault]]
+        host = "scsi0"
+        target = 0
+        lun = 0
+        rule = "medium=2048-2055 opcode=read"
+        """))
+    a = start(tmp, ["--config", str(conf)], notify_name="na", log_name="a.log", mount=f"{tmp}/a/m")
+    services.append(a)
+    b = start(tmp, ["-device", "virtio-scsi-pci,id=scsi0,num_queues=2",
+                    "-drive", f"if=none,id=d0,file={tmp}/img/b.img,format=raw",
+                    "-device", "scsi-hd,id=lun0,drive=d0,bus=scsi0.0,scsi-id=0,lun=0",
+                    "--fault", "scsi0:0:0:0:medium=2048-2055 opcode=read"],
+              notify_name="nb", log_name="b.log", mount=f"{tmp}/b/m")
+    services.append(b)
+    sa, sb = default_qmp_socket(a.mount), default_qmp_socket(b.mount)
+    assert sa != sb and os.path.basename(a.mount) == os.path.basename(b.mount) == "m"
+    for svc, sock in ((a, sa), (b, sb)):
+        assert f"QMP: listening on {sock}" in svc.log()
+        assert "no monitor socket" not in svc.log()
+        assert oct(os.stat(sock).st_mode & 0o777) == "0o600"
+    # each socket reaches its own machine: query-block names that machine's image
+    blocks_a, faults_a = qmp_call(sa, {"execute": "query-block"}, {"execute": "x-vscsifs-query-faults"})
+    blocks_b, faults_b = qmp_call(sb, {"execute": "query-block"}, {"execute": "x-vscsifs-query-faults"})
+    assert [x["inserted"]["file"] for x in blocks_a["return"]] == [f"{tmp}/img/a.img"]
+    assert [x["inserted"]["file"] for x in blocks_b["return"]] == [f"{tmp}/img/b.img"]
+    # the TOML rule and the --fault rule are the same rule
+    assert faults_a["return"] and faults_a["return"] == faults_b["return"]
+    err = "sys/kernel/debug/vscsifs/0:0:0:0/error"
+    with open(f"{a.mount}/{err}") as fa, open(f"{b.mount}/{err}") as fb:
+        text_a, text_b = fa.read(), fb.read()
+    assert text_a == text_b and text_a.startswith("1: medium=2048-2055 opcode=read")
+    for svc, sock in ((a, sa), (b, sb)):
+        svc.signal(signal.SIGTERM)
+        assert svc.wait() == 0
+        assert not os.path.exists(sock) or not _listening(sock)
+
+
+def _listening(path: str) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
