@@ -273,7 +273,7 @@ def core_scsi3_check_aptpl_registration(dev: FileIODevice, nacl: SePortalGroup, 
 
 # -- registrations ----------------------------------------------------------------------------------
 def _add_registration(dev: FileIODevice, cmd_nacl: SePortalGroup, lun: SeLun, mapped_lun: int, key: int,
-                      all_tg_pt: bool, aptpl: bool, move: bool = False) -> PrRegistration:
+                      all_tg_pt: bool, aptpl: bool) -> PrRegistration:
     """core_scsi3_alloc_registration() + __core_scsi3_add_registration()."""
     pr = _pr(dev)
     reg = PrRegistration(cmd_nacl, mapped_lun, lun.unpacked_lun, lun.rtpi, key, all_tg_pt, aptpl)
@@ -699,8 +699,7 @@ def _pro_register_and_move(cmd: SeCmd, res_key: int, sa_res_key: int, aptpl: boo
     dest = _locate(pr, dest_tpg)
     new_reg = dest is None
     if dest is None:
-        dest = _add_registration(dev, dest_tpg, dest_deve.lun, dest_deve.mapped_lun, sa_res_key, False, aptpl,
-                                 move=True)
+        dest = _add_registration(dev, dest_tpg, dest_deve.lun, dest_deve.mapped_lun, sa_res_key, False, aptpl)
     else:
         dest.key = sa_res_key
     _complete_pro_release(dev, holder, False)
