@@ -602,11 +602,26 @@ class SePortalGroup:
         return lun
 
     def reset_lun(self, unpacked_lun: int | None) -> None:
-        """LUN RESET (core_tmr_lun_reset): BUS DEVICE RESET FUNCTION OCCURRED for the LUN's
-        dev entries (every LUN for an I_T nexus reset)."""
-        for deve in self.deves.values():
-            if unpacked_lun is None or deve.mapped_lun == unpacked_lun:
+        """LUN RESET (target_tmr_work TMR_LUN_RESET): core_tmr_lun_reset drops a legacy SPC-2
+        reservation of the device, then target_dev_ua_allocate gives BUS DEVICE RESET FUNCTION
+        OCCURRED to every dev entry of every LUN exporting the device (every nexus). None:
+        every LUN of this nexus."""
+        if unpacked_lun is None:
+            for deve in self.deves.values():
                 deve.ua_allocate(*ASC_BUS_DEVICE_RESET_FUNCTION)
+            return
+        deve = self.deves.get(unpacked_lun)
+        if deve is None:
+            return
+        dev = deve.lun.dev
+        dev.t10_pr.spc2_holder = None
+        for lun in dev.exports:
+            tpg = lun.tpg
+            if tpg is None:
+                continue
+            for d in tpg.deves.values():
+                if d.lun is lun:
+                    d.ua_allocate(*ASC_BUS_DEVICE_RESET_FUNCTION)
 
 
 def proto_id_for_wwn(wwn: str) -> SCSIProtocol:

@@ -372,3 +372,12 @@ def test_malformed_aptpl_metadata_is_refused(tmp_path: Path) -> None:
         "No Registrations or Reservations\n\0")
     cfg = parse_saveconfig(_saveconfig(tmp_path), str(tmp_path / "saveconfig.json"), str(tmp_path))
     assert cfg.storage_objects["/backstores/fileio/d"].t10_pr.aptpl_pending == []
+
+
+def test_lun_reset_drops_the_spc2_reservation_and_tells_every_nexus(two_nexus) -> None:
+    t1, t2, dev, _ = two_nexus
+    clear_uas(t1, t2)
+    run(t1, "16 00 00 00 00 00")
+    t1.reset_lun(0)
+    assert dev.t10_pr.spc2_holder is None
+    assert t1.deves[0].ua_list == [(0x29, 0x03)] and t2.deves[0].ua_list == [(0x29, 0x03)]
