@@ -129,6 +129,28 @@ def test_data_reads_through_dev(vhost_daemon: Daemon) -> None:
     assert head.startswith(b"GOLDENREF test.img SECT 0 ")
 
 
+def test_debugfs_fault_on_a_vhost_lun(vhost_daemon: Daemon) -> None:
+    """The debugfs error file exists for vhost LUNs too (H:C:T:L with T = the TPG tag) and its
+    rule fails one direct read of DIR/dev/sdb with EIO; the next read is LIO's again."""
+    m = vhost_daemon.mount
+    err = os.path.join(m, "sys", "kernel", "debug", "vscsifs", "0:0:1:1", "error")
+    with open(err, "w") as f:
+        f.write("sense=medium_error/0x11/0x00 opcode=read times=1\n")
+    flags = os.O_RDONLY | os.O_DIRECT
+    fd = os.open(os.path.join(m, "dev", "sdb"), flags)
+    try:
+        import mmap
+        buf = mmap.mmap(-1, 4096)
+        with pytest.raises(OSError) as e:
+            os.preadv(fd, [buf], 1 << 20)
+        assert e.value.errno == 5
+        assert os.preadv(fd, [buf], 1 << 20) == 4096
+    finally:
+        os.close(fd)
+    with open(err) as f:
+        assert f.read() == "1: sense=medium_error/0x11/0x00 opcode=read times=1 hits=1\n"
+
+
 def test_bad_lio_config_is_refused(tmp_path: Path) -> None:
     path = write_lio(tmp_path)
     cfg = json.loads(path.read_text())
