@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ._kobject import Attr, Dir, Link, SysfsError
+from ._kobject import Attr, Dir, LazyDir, Link, SysfsError, const_show
 
 UeventFn = Callable[[], list[str]]
 
@@ -170,19 +170,25 @@ POWER_ATTRS: tuple[tuple[str, int, str | None], ...] = (
 POWER_ASYNC_DISABLED: dict[str, Callable[[], str]] = {"async": lambda: "disabled\n"}
 
 
+def _power_eio() -> str:
+    raise SysfsError(5)
+
+
 def add_power_group(dev: Device, overrides: dict[str, Callable[[], str]] | None = None) -> Dir:
-    """dpm_sysfs_add(): the ``power/`` group. ``overrides`` gives per-device runtime PM text."""
-    power = dev.kobj.mkdir("power")
-    overrides = overrides or {}
-    for name, mode, text in POWER_ATTRS:
-        show = overrides.get(name)
-        if show is None and text is None:
-            def show() -> str:
-                raise SysfsError(5)
-        elif show is None:
-            show = (lambda t=text: t)
-        power.attr(name, show, _ignore_store if mode & 0o200 else None, mode)
+    """dpm_sysfs_add(): the ``power/`` group. ``overrides`` gives per-device runtime PM text.
+    Every device has one and almost nobody reads it, so its nine attributes are created on
+    first use (LazyDir) with shared show callables."""
+    power = LazyDir("power", _build_power_group, overrides)
+    dev.kobj.add(power)
     return power
+
+
+def _build_power_group(power: Dir, overrides: dict[str, Callable[[], str]] | None) -> None:
+    for name, mode, text in POWER_ATTRS:
+        show = overrides.get(name) if overrides else None
+        if show is None:
+            show = _power_eio if text is None else const_show(text)
+        power.attr(name, show, _ignore_store if mode & 0o200 else None, mode)
 
 
 def _glue_dir(dev: Device) -> Dir:

@@ -11,10 +11,10 @@ Nothing here knows about SCSI; the names follow include/linux/kobject.h and devi
 from __future__ import annotations
 
 import errno
-import itertools
+import functools
 import os
 from collections.abc import Callable, Iterator
-from typing import Union
+from typing import Any, Union
 
 ShowFn = Callable[[], Union[str, bytes]]
 StoreFn = Callable[[bytes], None]
@@ -22,13 +22,15 @@ StoreFn = Callable[[bytes], None]
 # sysfs reports this size for every ordinary attribute, whatever its content (fs/sysfs/file.c).
 PAGE_SIZE = 4096
 
-_ino_counter = itertools.count(2)  # 1 is the FUSE root
-
 # Hotplug hooks: called as listener(action, dir, name) with action "add"/"remove" after a
 # directory gains or loses an entry, so the FUSE layer can invalidate the kernel's dentry cache
 # (fs/_operations registers one while mounted). Empty during tree building in unit tests.
 TreeListener = Callable[[str, "Dir", str], None]
 tree_listeners: list[TreeListener] = []
+
+# > 0 while a LazyDir fills itself in: nobody can have seen (or cached the absence of) those
+# names yet, so the listeners are not told about them.
+_quiet_adds = 0
 
 
 class SysfsError(OSError):
@@ -41,13 +43,20 @@ class SysfsError(OSError):
 class Node:
     """One sysfs entry. ``ino`` is stable for the node's life, so FUSE lookups stay valid."""
 
-    __slots__ = ("name", "parent", "mode", "ino", "__weakref__")
+    __slots__ = ("name", "parent", "mode", "__weakref__")
 
     def __init__(self, name: str, mode: int) -> None:
         self.name = name
         self.parent: Dir | None = None
         self.mode = mode
-        self.ino = next(_ino_counter)
+
+    @property
+    def ino(self) -> int:
+        """The node's identity as an inode number: unique among live nodes and stable for the
+        node's life (the FUSE layer keeps every node the kernel knows alive until forget()),
+        and free: a stored counter value cost ~40 bytes per node, a few hundred nodes per LUN.
+        Never 1 (the FUSE root): object addresses are aligned."""
+        return id(self)
 
     def path(self) -> str:
         """Path below the tree's root, e.g. ``devices/pci0000:00/...`` (root itself is '')."""
@@ -79,8 +88,9 @@ class Dir(Node):
             raise FileExistsError(errno.EEXIST, f"sysfs: cannot create duplicate filename '{self.path()}/{node.name}'")
         node.parent = self
         self.children[node.name] = node
-        for listener in tree_listeners:
-            listener("add", self, node.name)
+        if not _quiet_adds:
+            for listener in tree_listeners:
+                listener("add", self, node.name)
         return node
 
     def remove(self, name: str) -> Node | None:
@@ -118,7 +128,11 @@ class Dir(Node):
 
     def const(self, name: str, value: str | bytes, mode: int = 0o444) -> Attr:
         """An attribute whose text never changes (still rendered at read time)."""
-        return self.attr(name, lambda v=value: v, None, mode)
+        return self.attr(name, const_show(value), None, mode)
+
+    def nlink(self) -> int:
+        """st_nlink as kernfs counts it: 2 plus one per subdirectory."""
+        return 2 + sum(1 for c in self.children.values() if isinstance(c, Dir))
 
     def link(self, name: str, target: Node) -> Link:
         lk = Link(name, target)
@@ -148,6 +162,65 @@ class Dir(Node):
                 yield from child.walk()
             else:
                 yield child
+
+
+_children_slot = Dir.children  # the slot descriptor, for LazyDir's property
+
+
+class LazyDir(Dir):
+    """A directory whose entries are created on first use (lookup, readdir, any access to
+    ``children``) by ``build(dir, arg)``: an attribute group such as ``power/`` or ``queue/``
+    exists for every device but is rarely read, and its nodes and show callables are most of
+    the tree's memory. What a reader sees is identical: the entries appear before anyone can
+    look at them. ``build`` is meant to be one shared function and ``arg`` the object it
+    describes, so an unbuilt group costs one small object. ``subdirs`` gives the
+    subdirectory count st_nlink needs before the build (a number, or ``subdirs(arg)`` for
+    groups whose subdirectories depend on state)."""
+
+    __slots__ = ("_build", "_arg", "_subdirs")
+
+    def __init__(self, name: str, build: Callable[[Dir, Any], None], arg: Any = None,
+                 mode: int = 0o755, subdirs: int | Callable[[Any], int] = 0) -> None:
+        Node.__init__(self, name, mode)   # no children dict until built
+        self._build: Callable[[Dir, Any], None] | None = build
+        self._arg = arg
+        self._subdirs = subdirs
+
+    @property  # type: ignore[override]
+    def children(self) -> dict[str, Node]:
+        build = self._build
+        if build is not None:
+            global _quiet_adds
+            self._build = None
+            _children_slot.__set__(self, {})
+            arg, self._arg = self._arg, None
+            _quiet_adds += 1
+            try:
+                build(self, arg)
+            finally:
+                _quiet_adds -= 1
+        return _children_slot.__get__(self)
+
+    @children.setter
+    def children(self, value: dict[str, Node]) -> None:
+        _children_slot.__set__(self, value)
+
+    @property
+    def built(self) -> bool:
+        return self._build is None
+
+    def nlink(self) -> int:
+        if self._build is None:
+            return super().nlink()
+        subdirs = self._subdirs
+        return 2 + (subdirs(self._arg) if callable(subdirs) else subdirs)
+
+
+@functools.lru_cache(maxsize=4096)
+def const_show(value: str | bytes) -> ShowFn:
+    """One shared show callable per constant text (a closure per attribute cost ~200 bytes,
+    and the same few texts, "0\n", "auto\n", repeat over thousands of attributes)."""
+    return lambda: value
 
 
 class Attr(Node):

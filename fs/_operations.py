@@ -249,9 +249,8 @@ class VscsiOperations(pyfuse3.Operations):
         a.st_rdev = 0
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = self.mount_time_ns
         if node is None or isinstance(node, Dir):
-            children = self.top if node is None else node.children
             a.st_mode = stat.S_IFDIR | (0o755 if node is None else node.mode)
-            a.st_nlink = 2 + sum(1 for c in children.values() if isinstance(c, Dir))
+            a.st_nlink = 2 + len(self.top) if node is None else node.nlink()
             a.st_size = 0
         elif isinstance(node, Link):
             a.st_mode = stat.S_IFLNK | 0o777

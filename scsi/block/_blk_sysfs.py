@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from vscsifs.fs._kobject import Dir, SysfsError
+from vscsifs.fs._kobject import Dir, LazyDir, SysfsError
 
 from ._blk_mq import ELEVATORS, BLKDEV_MIN_RQ, RequestQueue, blk_mq_update_nr_requests, elevator_switch
 from ._limits import PAGE_SHIFT, UINT_MAX, BlkZoned, QueueFlag, blk_queue_rq_timeout
@@ -268,13 +268,23 @@ def update_iosched_dir(q: RequestQueue) -> None:
         d.attr(name, lambda name=name: f"{q.iosched[name]}\n", store, 0o644)
 
 
-def blk_register_queue(q: RequestQueue, disk_kobj: Dir) -> None:
-    """queue/ with every attribute, iosched/ for the elevator, mq/ with one dir per hctx."""
-    qdir = disk_kobj.mkdir("queue")
-    q.kobj = qdir
+def _build_queue_dir(qdir: Dir, q: RequestQueue) -> None:
     for name, (show, store) in queue_attrs(q).items():
         qdir.attr(name, show, store, 0o644 if store else 0o444)
     update_iosched_dir(q)
+
+
+def _queue_subdirs(q: RequestQueue) -> int:
+    """queue/iosched exists while an elevator is attached."""
+    return 0 if q.elevator is None else 1
+
+
+def blk_register_queue(q: RequestQueue, disk_kobj: Dir) -> None:
+    """queue/ with every attribute, iosched/ for the elevator, mq/ with one dir per hctx."""
+    # ~40 attributes with their show/store closures per disk, rarely read: built on first use
+    # (the entries, and what they show then, are the same as if built now)
+    q.kobj = LazyDir("queue", _build_queue_dir, q, subdirs=_queue_subdirs)
+    disk_kobj.add(q.kobj)
     q.mq_kobj = disk_kobj.mkdir("mq")
     for h in q.hctxs:
         hd = q.mq_kobj.mkdir(str(h.queue_num))
