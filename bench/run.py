@@ -411,7 +411,18 @@ def browse_ops(root: str, cpu: int | None) -> dict[str, Any]:
     }
 
 
+def start_treefs(work: str, src: str, cpu: int | None) -> Served:
+    """bench/treefs.py over ``src``: the same tree served by the smallest pyfuse3 filesystem."""
+    mount = os.path.join(work, "mnt-treefs")
+    cmd = [*taskset(cpu), sys.executable, os.path.join(HERE, "treefs.py"), src, mount]
+    return _serve(cmd, mount, os.path.join(work, "treefs.log"), "sys", 120)
+
+
 def browse_bench(work: str, quick: bool, cpus: list[int]) -> dict[str, Any]:
+    """Each operation on vscsifs, on the same tree copied to tmpfs, and on that copy served by
+    bench/treefs.py (a minimal pyfuse3 filesystem answering the same FUSE requests from
+    memory): the third is what FUSE + Python cost for the workload at all, so it shows how
+    much of vscsifs's ratio is its own."""
     configs = [("seed", [])]
     if not quick:
         configs.append(("256 targets x 1 LUN", big_config(work, "256x1", 256, 1)))
@@ -421,22 +432,33 @@ def browse_bench(work: str, quick: bool, cpus: list[int]) -> dict[str, Any]:
         tag = "seed" if not args else "256x1"
         d = start_vscsifs(work, f"browse-{tag}", args, cpus[0], timeout=300)
         copy = tempfile.mkdtemp(prefix="vscsifs-bench-tmpfs-", dir="/dev/shm")
+        tree: Served | None = None
         try:
             copy_tree(d.mount, copy)
-            live, plain = browse_ops(d.mount, cpus[0]), browse_ops(copy, cpus[0])
+            tree = start_treefs(work, copy, cpus[0])
+            live, plain, floor = (browse_ops(d.mount, cpus[0]), browse_ops(copy, cpus[0]),
+                                  browse_ops(tree.mount, cpus[0]))
             res: dict[str, Any] = {}
             for op in live:
-                live[op]()  # warm both (dentry caches), then time
+                live[op]()  # warm all three (dentry caches), then time
                 plain[op]()
+                floor[op]()
                 t_live = _timed(live[op], repeats)
                 t_tmpfs = _timed(plain[op], repeats)
+                t_floor = _timed(floor[op], repeats)
                 res[op] = {"vscsifs_s": round(t_live, 4), "tmpfs_s": round(t_tmpfs, 4),
-                           "ratio": round(t_live / t_tmpfs, 2) if t_tmpfs else None}
+                           "treefs_s": round(t_floor, 4),
+                           "ratio": round(t_live / t_tmpfs, 2) if t_tmpfs else None,
+                           "treefs_ratio": round(t_floor / t_tmpfs, 2) if t_tmpfs else None,
+                           "vs_treefs": round(t_live / t_floor, 2) if t_floor else None}
                 print(f"  browse {name:20} {op:22} {t_live:8.4f} s vs tmpfs {t_tmpfs:8.4f} s"
-                      f"  x{res[op]['ratio']}", flush=True)
+                      f"  x{res[op]['ratio']} (pyfuse3 tree {t_floor:8.4f} s x{res[op]['treefs_ratio']})",
+                      flush=True)
             res["attributes"] = read_all_attributes(os.path.join(d.mount, "sys"))
             out[name] = res
         finally:
+            if tree is not None:
+                tree.stop()
             shutil.rmtree(copy, ignore_errors=True)
             d.stop()
     return out
@@ -768,12 +790,18 @@ def render_md(res: dict[str, Any]) -> str:
     br = res.get("browse")
     if br:
         L += ["## 3. Browsing", "", "Median wall time; the tmpfs side is a plain copy of DIR/sys and DIR/dev in "
-              "/dev/shm made in the same run.", "",
-              "| configuration | operation | vscsifs (s) | tmpfs (s) | ratio |", "|---|---|---:|---:|---:|"]
+              "/dev/shm made in the same run; `pyfuse3 tree` is that copy served by bench/treefs.py, the smallest "
+              "pyfuse3 filesystem answering the same FUSE requests from memory (what FUSE + Python cost for "
+              "the workload at all). `ratio` = vscsifs / tmpfs, `tree ratio` = pyfuse3 tree / tmpfs, "
+              "`vs tree` = vscsifs / pyfuse3 tree.", "",
+              "| configuration | operation | vscsifs (s) | pyfuse3 tree (s) | tmpfs (s) | ratio | tree ratio | vs tree |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
         for cfg, ops in br.items():
             for op, r in ops.items():
                 if isinstance(r, dict):
-                    L.append(f"| {cfg} | {op} | {r['vscsifs_s']:.4f} | {r['tmpfs_s']:.4f} | {r['ratio']} |")
+                    tree_s = f"{r['treefs_s']:.4f}" if "treefs_s" in r else "-"
+                    L.append(f"| {cfg} | {op} | {r['vscsifs_s']:.4f} | {tree_s} | {r['tmpfs_s']:.4f} | {r['ratio']}"
+                             f" | {r.get('treefs_ratio', '-')} | {r.get('vs_treefs', '-')} |")
         L.append("")
     L += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
     for v in res.get("verdicts", []):
