@@ -42,7 +42,7 @@ from typing import Any, TextIO
 
 import trio
 
-from vscsifs.fs._mount import abort_connection, is_stale_mount, mount_entry, resolve_mountpoint
+from vscsifs.fs._mount import abort_connection, clean_stale, is_stale_mount, mount_entry, resolve_mountpoint
 from vscsifs.scsi.kernel import async_synchronize_full
 from vscsifs.scsi.kernel._printk import LogRecord
 from vscsifs.scsi.kernel._scsi_scan import scsi_device_lookup, shost_for_each_device
@@ -273,9 +273,11 @@ def take_instance(lock: InstanceLock, mountpoint: str, wait: float = DYING_HOLDE
 def check_mountpoint(mountpoint: str) -> None:
     """Refuse a mount point where a live filesystem is mounted (another instance in another
     runtime dir or namespace, or anything else); a dead daemon's mount (ENOTCONN) is left for
-    fs/_mount.clean_stale, which serve() runs before mounting."""
+    fs/_mount.clean_stale: cleared here, before anything stats the mount point (a stat of a
+    dead FUSE root fails with ENOTCONN once its cached attributes expire)."""
     if is_stale_mount(mountpoint):
         log.warning("%s: a FUSE mount left by a daemon that died (ENOTCONN); clearing it", mountpoint)
+        clean_stale(mountpoint)
         return
     entry = mount_entry(mountpoint)
     if entry is not None:
@@ -559,9 +561,16 @@ class Service:
         self._nursery.start_soon(self._stop_deadline)
 
     async def _stop_deadline(self) -> None:
+        """Cut a stop short after STOP_TIMEOUT. Cancelling cannot end a worker thread that waits
+        on our own mount once the FUSE loop has stopped (e.g. a loop device being attached by a
+        hotplug when the stop came: its open/fsync of the data file is never answered, and the
+        unmount waits for the thread), so the connection is aborted too: every such request
+        fails with ECONNABORTED, the thread returns and the stop completes."""
         await trio.sleep(STOP_TIMEOUT)
-        log.warning("orderly stop took more than %.0f s: cancelling what is left", STOP_TIMEOUT)
+        log.warning("orderly stop took more than %.0f s: aborting the FUSE connection of %s and cancelling "
+                    "what is left", STOP_TIMEOUT, self.mountpoint)
         assert self._nursery is not None
+        abort_connection(self.mountpoint)        # reads mountinfo, writes fusectl: never touches the mount
         self._nursery.cancel_scope.cancel()
 
     # -- reload ----------------------------------------------------------------------------------

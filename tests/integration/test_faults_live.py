@@ -6,6 +6,7 @@ input (sysfs writes, QMP messages, options, writes past the end) changing nothin
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -424,15 +425,18 @@ _NO_FUSE_DEV_LAST = ("import sys; import vscsifs.daemon._service as s; s.keep_fu
                      "from vscsifs.daemon._cli import main; sys.exit(main())")
 
 
-def _spawn(tmp: str, log_name: str, *, wedgeable: bool = False) -> Daemon:
+def _spawn(tmp: str, log_name: str, *, wedgeable: bool = False, launcher: str | None = None,
+           args: list[str] = ()) -> Daemon:
     """The harness's daemon, started WITHOUT touching the mount point first (a stat of a mount
     whose daemon is wedged would hang the test itself), ready once it says it serves."""
     mount, data = os.path.join(tmp, "mnt"), os.path.join(tmp, "data")
     log_path = os.path.join(tmp, log_name)
-    cmd = [sys.executable, "-c", _NO_FUSE_DEV_LAST] if wedgeable else [sys.executable, "-m", "vscsifs.daemon._cli"]
+    cmd = [sys.executable, "-c", launcher or _NO_FUSE_DEV_LAST] if wedgeable or launcher \
+        else [sys.executable, "-m", "vscsifs.daemon._cli"]
     with open(log_path, "wb") as logf:
         proc = subprocess.Popen([*cmd, "run", "--mount", mount, "--data-dir", data,
-                                 "-qmp", f"unix:{os.path.join(tmp, 'qmp-private.sock')},server=on,wait=off"],
+                                 "-qmp", f"unix:{os.path.join(tmp, 'qmp-private.sock')},server=on,wait=off",
+                                 *args],
                                 stdout=logf, stderr=subprocess.STDOUT)
     d = Daemon(proc, mount, data, log_path)
     deadline = time.monotonic() + 60
@@ -525,5 +529,106 @@ def test_kill_9_under_fio_load_the_next_start_recovers(tmp_path, when) -> None: 
                 _exited(d.proc, 10)
         if d2 is not None:
             d2.stop()
+        if is_mounted(d.mount):
+            force_unmount(d.mount)
+
+
+# a one-directory FUSE filesystem that never lets the kernel cache its root's attributes, so a
+# stat of its mount point after its death fails with ENOTCONN at once (a vscsifs mount does so
+# once its 60 s attribute timeout has passed)
+UNCACHED_FS = textwrap.dedent('''
+    import errno, os, stat, sys
+    import pyfuse3, trio
+
+    class Ops(pyfuse3.Operations):
+        async def getattr(self, inode, ctx=None):
+            if inode != pyfuse3.ROOT_INODE:
+                raise pyfuse3.FUSEError(errno.ENOENT)
+            a = pyfuse3.EntryAttributes()
+            a.st_mode, a.st_ino, a.attr_timeout, a.entry_timeout = stat.S_IFDIR | 0o755, inode, 0, 0
+            return a
+        async def statfs(self, ctx):
+            return pyfuse3.StatvfsData()
+
+    pyfuse3.init(Ops(), sys.argv[1], ["fsname=vscsifs", "subtype=vscsifs"])
+    print("ready", flush=True)
+    trio.run(pyfuse3.main)
+''')
+
+
+def test_a_dead_mount_is_cleared_before_anything_stats_the_mount_point(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A daemon killed long ago: its root's cached attributes have expired, so every stat of the
+    mount point fails with ENOTCONN (os.makedirs(DIR, exist_ok=True) then raises EEXIST). The
+    next start clears the dead mount before it looks at the directory."""
+    tmp = str(tmp_path)
+    mnt = os.path.join(tmp, "mnt")
+    os.makedirs(mnt)
+    script = tmp_path / "uncached.py"
+    script.write_text(UNCACHED_FS)
+    dead = subprocess.Popen([sys.executable, str(script), mnt], stdout=subprocess.PIPE, text=True)
+    try:
+        assert dead.stdout is not None and dead.stdout.readline().strip() == "ready"
+        dead.kill()
+        dead.wait(10)
+        with pytest.raises(OSError) as e:
+            os.stat(mnt)
+        assert e.value.errno == errno.ENOTCONN
+        d = _spawn(tmp, "daemon.log")
+        try:
+            assert "a FUSE mount left by a daemon that died (ENOTCONN); clearing it" in d.log()
+            assert sorted(os.listdir(mnt)) == ["dev", "proc", "sys"]
+            assert d.stop() == 0
+            assert not is_mounted(mnt)
+        finally:
+            d.stop(signal.SIGKILL)
+    finally:
+        if dead.poll() is None:
+            dead.kill()
+        if is_mounted(mnt):
+            force_unmount(mnt)
+
+
+# loop devices of LUNs hot-plugged after boot are attached 1.5 s late, so a stop can come while
+# the attach's open/fsync of the data file (on our own mount) has not happened yet
+_SLOW_ATTACH = ("import sys, time, itertools; import vscsifs.fs._devfs as d; orig = d.loop_attach; n = itertools.count()\n"
+                "def slow(path, **kw):\n"
+                "    if next(n) >= 4:\n"
+                "        time.sleep(1.5)\n"
+                "    return orig(path, **kw)\n"
+                "d.loop_attach = slow\n"
+                "from vscsifs.daemon._cli import main; sys.exit(main())")
+
+
+def test_a_stop_while_a_hotplugged_lun_is_being_attached_ends(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SIGTERM while a worker thread is about to open a data file of our own mount for a loop
+    device: the orderly part stops the FUSE loop, the thread's request is never answered and
+    the unmount waits for it. The stop deadline aborts our own connection, the attach fails,
+    and the daemon exits 0 leaving no mount or loop device (before: it hung until SIGKILL)."""
+    tmp = str(tmp_path)
+    os.makedirs(os.path.join(tmp, "mnt"))
+    with open(os.path.join(tmp, "x.img"), "wb") as f:
+        f.truncate(16 << 20)
+    d = _spawn(tmp, "daemon.log", launcher=_SLOW_ATTACH)
+    try:
+        _wait(lambda: _attached(d.mount, "sda", "sdb"), what="loop devices attached")
+        q = Qmp(os.path.join(tmp, "qmp-private.sock"))
+        try:
+            assert q.cmd("blockdev-add", driver="raw", **{"node-name": "n1"},
+                         file={"driver": "file", "filename": os.path.join(tmp, "x.img")}) == {"return": {}}
+            assert q.cmd("device_add", driver="scsi-hd", drive="n1", bus="scsi0.0", lun=2, id="new",
+                         **{"scsi-id": 0}) == {"return": {}}
+        finally:
+            q.close()
+        _wait(lambda: "[sdc] Attached SCSI disk" in d.log(), what="the hot-plugged disk probed")
+        time.sleep(0.3)                                 # its loop device attach is waiting
+        t0 = time.monotonic()
+        d.proc.send_signal(signal.SIGTERM)
+        assert _exited(d.proc, 45), "the daemon hangs in its stop"
+        assert d.proc.returncode == 0, d.log()
+        assert time.monotonic() - t0 < 40
+        assert not is_mounted(d.mount)
+        _wait(lambda: not _loops_of(d.proc.pid), what="no loop device left")
+    finally:
+        d.stop(signal.SIGKILL)
         if is_mounted(d.mount):
             force_unmount(d.mount)
