@@ -16,7 +16,13 @@ The life of a ``vscsifs run`` process, as systemd sees it (Type=notify):
   SIGTERM  STOPPING=1; stop serving: unmount (the loop devices are detached first, which waits
   SIGINT   for in-flight I/O), then the kernel's power-off (device_shutdown: sd_shutdown sends
            SYNCHRONIZE CACHE to write-back disks), flush and close the images, exit 0. A second
-           signal, or STOP_TIMEOUT, cuts the orderly part short.
+           signal, or STOP_TIMEOUT, cuts the orderly part short (STOP_TIMEOUT also aborts our
+           own FUSE connection, so no thread can stay waiting on the mount we no longer serve).
+  SIGKILL  nothing runs; the kernel releases /dev/fuse before the loop devices
+           (keep_fuse_dev_last), so the exit does not wait on our own mount. The next start on
+           the mount point takes over whatever is left (take_instance, check_mountpoint): a
+           killed daemon still stuck in its exit gets its connection aborted through fusectl,
+           a dead mount is cleared with its loop devices before the mount point is looked at.
 
 Logging: under systemd (JOURNAL_STREAM names our stderr) every line carries a syslog
 priority prefix ``<N>`` that journald turns into the entry's priority; the emulated kernel's
