@@ -122,7 +122,12 @@ async def _submit(bdev: BlockDevice, op: ReqOp, pieces: list[tuple[int, int]], b
                                            dst[off:end] if dst is not None else None, flags))
 
     if len(pieces) == 1:
-        await run(*pieces[0])
+        sector, n = pieces[0]
+        nbytes = n << SECTOR_SHIFT
+        if sector == base_sector and (src is None or len(src) == nbytes) and (dst is None or len(dst) == nbytes):
+            statuses.append(await _one_request(bdev, op, sector, n, src, dst, flags))   # the common case
+        else:
+            await run(sector, n)
     else:
         async with trio.open_nursery() as nursery:
             for sector, n in pieces:

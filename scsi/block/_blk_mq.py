@@ -179,8 +179,11 @@ class BlkMqTagSet:
     tags: list[BlkMqTags] = field(default_factory=list)
     mq_map: list[int] = field(default_factory=list)       # CPU -> hw queue (HCTX_TYPE_DEFAULT map)
     tag_list: list[RequestQueue] = field(default_factory=list)
-    # woken whenever a request of this set completes, so requeued requests retry (restart)
+    # woken whenever a request of this set completes, so requeued requests retry (restart);
+    # the count lets a dispatcher see a completion that happened while it was dispatching
+    # without an Event made (and set) for every request
     _restart: trio.Event | None = None
+    restarts: int = 0
 
     @property
     def nr_cpus(self) -> int:
@@ -192,6 +195,7 @@ class BlkMqTagSet:
         return self._restart
 
     def _kick_restart(self) -> None:
+        self.restarts += 1
         if self._restart is not None:
             self._restart.set()
             self._restart = None
@@ -470,14 +474,18 @@ async def blk_mq_run_request(rq: Request) -> None:
     while True:
         if rq.extra.get("completed"):
             return
-        ev = rq.q.tag_set.restart_event()
+        tag_set = rq.q.tag_set
+        seen = tag_set.restarts
         status = _dispatch_once(rq)
         if status == BlkStatus.BLK_STS_OK:
             return
         if status in (BlkStatus.BLK_STS_RESOURCE, BlkStatus.BLK_STS_DEV_RESOURCE):
             # blk_mq_requeue_request + restart: retry when something completes, or after a delay
-            with trio.move_on_after(BLK_MQ_RESOURCE_DELAY):
-                await ev.wait()
+            if tag_set.restarts == seen:          # nothing completed meanwhile: wait for it
+                with trio.move_on_after(BLK_MQ_RESOURCE_DELAY):
+                    await tag_set.restart_event().wait()
+            else:
+                await trio.lowlevel.checkpoint()
             continue
         blk_mq_end_request(rq, status)
         return
