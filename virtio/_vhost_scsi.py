@@ -70,13 +70,15 @@ class VhostWorkerStats:
     bad_target: int = 0
     dropped: int = 0
     faults: Counter[str] = field(default_factory=Counter)
+    hung: int = 0
 
     def summary(self) -> dict[str, Any]:
         return {"works": dict(self.works), "kicks_per_vq": dict(sorted(self.kicks.items())),
                 "commands_per_vq": dict(sorted(self.commands.items())),
                 "completion_batches": self.completion_batches, "max_batch": self.max_batch,
                 "signals_per_vq": dict(sorted(self.signals.items())), "wakeups": self.wakeups,
-                "bad_target": self.bad_target, "dropped": self.dropped, "faults": dict(self.faults)}
+                "bad_target": self.bad_target, "dropped": self.dropped, "faults": dict(self.faults),
+                "hung": self.hung}
 
 
 class VhostWorker:
@@ -327,6 +329,9 @@ class VHostSCSI(VirtIOSCSI):
         """target_submit_prep + target_queue_submission: LIO runs the command; its completion
         (vhost_scsi_queue_data_in/queue_status) queues the completion work on this worker."""
         result = target_submit(tpg, lun, cdb, exp, direction, data_in, data_out)
+        if result.hung:
+            self.stats.hung += 1            # LIO never completes it (see scsi.target SubmissionHung)
+            return
         self.completion_list.append(_Completion(vq, elem, resp_views, result))
         self.worker.queue(self.completion_work)
 

@@ -281,6 +281,7 @@ class FileIODevice:
         self.stats_writes = 0
         from ._pr import T10Reservation
         self.t10_pr = T10Reservation()      # persistent and SPC-2 reservations (target_core_pr.c)
+        self.submission_hung = False        # see SubmissionHung
 
     # -- lifecycle (fd_configure_device / fd_destroy_device) ----------------------------------
     def open(self) -> None:
@@ -638,12 +639,22 @@ def proto_id_for_wwn(wwn: str) -> SCSIProtocol:
 # -- the command ----------------------------------------------------------------------------------
 class TargetResult(NamedTuple):
     """What the fabric sends back (vhost_scsi_complete_cmd_work): status, sense bytes
-    (scsi_sense_length of them: 96 after a CHECK CONDITION, else none), residual count."""
+    (scsi_sense_length of them: 96 after a CHECK CONDITION, else none), residual count.
+    ``hung``: the command never completes (the device's submission work is stuck: see
+    SubmissionHung); the fabric must not answer it."""
 
     status: int
     sense: bytes
     residual: int
     xfer: int
+    hung: bool = False
+
+
+class SubmissionHung(Exception):
+    """LIO 6.1's PERSISTENT RESERVE OUT PREEMPT AND ABORT runs in the device's submission work
+    (target_queued_submit_work) and core_tmr_lun_reset -> core_tmr_drain_state_list flushes
+    that same work: it waits for itself forever. The command never completes and the commands
+    queued behind it on that device never run (captured: tests/golden/lio-pr2)."""
 
 
 @dataclass

@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ._core import DmaDir, SeCmd, Tcm
+from ._core import DmaDir, SeCmd, SubmissionHung, Tcm
 
 if TYPE_CHECKING:
     from ._core import FileIODevice, SeLun, SePortalGroup
@@ -583,9 +583,17 @@ def _complete_pro_preempt(dev: FileIODevice, reg: PrRegistration, type_: int, sc
     reg.res_holder, reg.res_type, reg.res_scope = True, type_, scope
 
 
+def _abort_hangs(dev: FileIODevice) -> None:
+    """PREEMPT AND ABORT's core_tmr_lun_reset(): in 6.1 it flushes the submission work it runs
+    in and never returns (what follows it in LIO - APTPL update, generation - never happens)."""
+    dev.submission_hung = True
+    raise SubmissionHung(f"fileio {dev.name}: PERSISTENT RESERVE OUT PREEMPT AND ABORT waits for its own "
+                         f"submission work (core_tmr_drain_state_list); the LUN hangs, as LIO 6.1 does")
+
+
 def _pro_preempt(cmd: SeCmd, type_: int, scope: int, res_key: int, sa_res_key: int, abort: bool) -> Tcm | None:
-    """core_scsi3_pro_preempt(). PREEMPT AND ABORT aborts the preempted nexuses' tasks too
-    (core_tmr_lun_reset): commands here complete before the next one runs, so none is left."""
+    """core_scsi3_pro_preempt(). PREEMPT AND ABORT makes the same changes, then hangs in
+    core_tmr_lun_reset (see _abort_hangs)."""
     if type_ not in PR_TYPES:
         return Tcm.INVALID_CDB_FIELD
     dev = cmd.dev
@@ -624,6 +632,8 @@ def _pro_preempt(cmd: SeCmd, type_: int, scope: int, res_key: int, sa_res_key: i
             return Tcm.RESERVATION_CONFLICT
         if holder is not None and all_reg and not sa_res_key:
             _complete_pro_preempt(dev, reg_n, type_, scope)
+        if abort:
+            _abort_hangs(dev)
         if pr.aptpl_active:
             core_scsi3_update_and_write_aptpl(dev, True)
         _generation(pr)
@@ -641,6 +651,8 @@ def _pro_preempt(cmd: SeCmd, type_: int, scope: int, res_key: int, sa_res_key: i
         for reg in pr.registrations:
             if reg is not reg_n:
                 _ua_allocate_lun(reg.nacl, reg.mapped_lun, 0x2A, ASCQ_2AH_RESERVATIONS_RELEASED)
+    if abort:
+        _abort_hangs(dev)
     if pr.aptpl_active:
         core_scsi3_update_and_write_aptpl(dev, True)
     _generation(pr)

@@ -9,8 +9,8 @@ import struct
 from collections.abc import Sequence
 
 from ._core import (REQUEST_FAILURE_REASONS, SENSE_ADD_INFO, TRANSPORT_SENSE_BUFFER, DmaDir, SamStatus, SeCmd,
-                    SENSE_DETAIL, SenseKey, SePortalGroup, Tcm, TargetResult, scsi_build_sense_buffer,
-                    scsi_set_sense_information)
+                    SENSE_DETAIL, SenseKey, SePortalGroup, SubmissionHung, Tcm, TargetResult,
+                    scsi_build_sense_buffer, scsi_set_sense_information)
 from ._pr import ASCQ_2CH_PREVIOUS_RESERVATION_CONFLICT_STATUS, TARGET_UA_INTLCK_CTRL_ESTABLISH_UA, \
     target_check_reservation
 from ._sbc import sbc_parse_cdb
@@ -39,9 +39,13 @@ def _check_condition(cmd: SeCmd, reason: Tcm) -> None:
         if deve is None or not deve.ua_list:
             cmd.status = SamStatus.BUSY
             return
+        if cmd.dev is not None and cmd.dev.attrib.emulate_ua_intlck_ctrl != 0:
+            # core_scsi3_ua_for_check_condition() only peeks at the head UA when
+            # UA_INTLCK_CTRL is not 00b and then reports "no UA dequeued": BUSY (6.1)
+            cmd.status = SamStatus.BUSY
+            return
         asc, ascq = deve.ua_list[0]
-        if cmd.dev is None or cmd.dev.attrib.emulate_ua_intlck_ctrl == 0:
-            deve.ua_list.clear()
+        deve.ua_list.clear()
         key = SenseKey.UNIT_ATTENTION
     else:
         key, asc, ascq = SENSE_DETAIL.get(reason, SENSE_DETAIL[Tcm.LOGICAL_UNIT_COMMUNICATION_FAILURE])
@@ -82,6 +86,8 @@ def target_submit(tpg: SePortalGroup, lun: int, cdb: bytes, data_length: int, di
     """target_submit_prep + target_submit for one fabric command; never raises for a bad CDB."""
     cmd = SeCmd(tpg, bytes(cdb), lun, data_length, direction, data_in, data_out)
     ret = _lookup_lun(cmd)
+    if ret is None and cmd.dev is not None and cmd.dev.submission_hung:
+        return TargetResult(0, b"", 0, 0, hung=True)    # queued behind the stuck work
     if ret is None:
         try:
             ret = sbc_parse_cdb(cmd)
@@ -92,6 +98,9 @@ def target_submit(tpg: SePortalGroup, lun: int, cdb: bytes, data_length: int, di
             if ret is None:
                 assert cmd.execute is not None
                 ret = cmd.execute(cmd)
+        except SubmissionHung as e:
+            log.warning("%s tpgt_%d lun %d: %s", tpg.wwn, tpg.tag, lun, e)
+            return TargetResult(0, b"", 0, 0, hung=True)
         except OSError as e:
             log.warning("%s tpgt_%d lun %d: I/O error on the backstore: %s", tpg.wwn, tpg.tag, lun, e)
             ret = Tcm.LOGICAL_UNIT_COMMUNICATION_FAILURE

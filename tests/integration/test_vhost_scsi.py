@@ -248,6 +248,10 @@ def test_lun_added_through_the_control_socket_is_hotplugged(tmp_path: Path) -> N
     d = start_daemon(str(tmp_path), ["-smp", "2", "-device", DEVICE + ",hotplug=on", "--lio-config", str(lio),
                                      "-qmp", f"unix:{sock},server=on,wait=off"])
     try:
+        for _ in range(500):                     # the control socket may come up after the mount
+            if os.path.exists(sock):
+                break
+            time.sleep(0.02)
         qmp = QEMUMonitorProtocol(sock)
         qmp.connect()
         try:

@@ -306,7 +306,15 @@ def test_emulate_pr_off_and_ua_interlock(two_nexus) -> None:
     run(t1, "16 00 00 00 00 00")
     assert run(t2, "00 00 00 00 00 00")[0].status == 0x18
     assert t2.deves[0].ua_list == [(0x2C, 0x09)]                  # PREVIOUS RESERVATION CONFLICT STATUS
+    # with UA_INTLCK_CTRL != 00b, 6.1's core_scsi3_ua_for_check_condition() only peeks and
+    # reports nothing dequeued: the command ends BUSY and the UA stays (from the sources; the
+    # real LIO refuses to change the attribute while exported, so no capture)
+    res = run(t2, "00 00 00 00 00 00")[0]
+    assert res.status == 0x08 and res.sense == b"" and t2.deves[0].ua_list == [(0x2C, 0x09)]
+    assert run(t2, "03 00 00 00 12 00", 18)[0].status == 0x18      # REQUEST SENSE conflicts too (SPC-2)
     run(t1, "17 00 00 00 00 00")
+    res, data = run(t2, "03 00 00 00 12 00", 18)                  # REQUEST SENSE reports and clears it
+    assert data[2] == 0x06 and data[12:14] == b"\x2c\x09" and t2.deves[0].ua_list == []
     dev.set_attrib("emulate_pr", 0)
     for cdb in ("5e 00 00 00 00 00 00 02 00 00", "16 00 00 00 00 00", "57 00 00 00 00 00 00 00 00 00"):
         res = run(t1, cdb, 512 if cdb.startswith("5e") else 0)[0]

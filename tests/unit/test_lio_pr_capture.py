@@ -1,7 +1,8 @@
-"""Replay of tests/golden/lio-pr (the real LIO's answers to reservation, UNMAP / WRITE SAME,
-COMPARE AND WRITE, LOG SENSE and EXTENDED COPY commands, captured through tcm_loop with two
-I_T nexuses to one fileio backstore) against vscsifs's LIO core, in capture order, byte for
-byte: status, sense, data-in, and the side effects (APTPL file, written blocks, copies)."""
+"""Replay of tests/golden/lio-pr and lio-pr2 (the real LIO's answers to reservation, UNMAP /
+WRITE SAME, COMPARE AND WRITE, LOG SENSE and EXTENDED COPY commands, captured through tcm_loop
+with two I_T nexuses to one fileio backstore) against vscsifs's LIO core, in capture order,
+byte for byte: status, sense, data-in, and the side effects (APTPL file, written blocks,
+copies, the PREEMPT AND ABORT that never completes)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from golden_cdb import GOLDEN, load_cdb_dir, make_image
 from vscsifs.scsi.target import DmaDir, FileIODevice, SePortalGroup, target_submit
 
 CAP = GOLDEN / "lio-pr"
+CAP2 = GOLDEN / "lio-pr2"
 WWPN = "naa.5001405000000001"
 
 
@@ -57,9 +59,34 @@ def lio(tmp_path: Path):
         d.close()
 
 
+def replay(nexus, cap, caw: dict[str, bytes], capdir: Path):
+    tpg, lun = nexus[re.search(r"/dev/(sg\d)", cap.command).group(1)]
+    out = b""
+    m = re.search(r"-i (\S+)", cap.command)
+    if m:
+        src = m.group(1)
+        out = caw[src] if src in caw else (capdir / "param" / src.lstrip("/")).read_bytes()
+        out = out[:cap.send_len]
+    buf = bytearray(cap.alloc_len)
+    direction = DmaDir.FROM_DEVICE if cap.alloc_len else DmaDir.TO_DEVICE if out else DmaDir.NONE
+    res = target_submit(tpg, lun, cap.cdb, cap.alloc_len or len(out), direction,
+                        [memoryview(buf)] if cap.alloc_len else [], [memoryview(bytearray(out))] if out else [])
+    return res, bytes(buf[:res.xfer])
+
+
+def check(res, data: bytes, cap) -> None:
+    assert not res.hung, cap.name
+    assert res.status == cap.status, cap.name
+    assert res.sense[:len(cap.sense)] == cap.sense, cap.name
+    if cap.data_in is None:
+        assert res.xfer == 0, cap.name
+    else:
+        assert data == cap.data_in, cap.name
+
+
 def test_replay_the_capture(lio) -> None:
     nexus, (boot, test), root = lio
-    caw = {}
+    caw: dict[str, bytes] = {}
     checked = 0
     for cap in load_cdb_dir(CAP):
         name = cap.name
@@ -74,23 +101,7 @@ def test_replay_the_capture(lio) -> None:
             v2 = bytearray(new)
             v2[300] = 0
             caw = {"/tmp/caw.bin": cur + new, "/tmp/caw2.bin": bytes(v2) + new}
-        tpg, lun = nexus[re.search(r"/dev/(sg\d)", cap.command).group(1)]
-        out = b""
-        m = re.search(r"-i (\S+)", cap.command)
-        if m:
-            src = m.group(1)
-            out = caw[src] if src in caw else (CAP / "param" / src.lstrip("/")).read_bytes()
-            out = out[:cap.send_len]
-        buf = bytearray(cap.alloc_len)
-        direction = DmaDir.FROM_DEVICE if cap.alloc_len else DmaDir.TO_DEVICE if out else DmaDir.NONE
-        res = target_submit(tpg, lun, cap.cdb, cap.alloc_len or len(out), direction,
-                            [memoryview(buf)] if cap.alloc_len else [], [memoryview(bytearray(out))] if out else [])
-        assert res.status == cap.status, name
-        assert res.sense[:len(cap.sense)] == cap.sense, name
-        if cap.data_in is None:
-            assert res.xfer == 0, name
-        else:
-            assert bytes(buf[:res.xfer]) == cap.data_in, name
+        check(*replay(nexus, cap, caw, CAP), cap)
         if name.startswith("42_"):
             # 42b: the four blocks WRITE SAME(10) wrote and the untouched fifth
             assert os.pread(test.fd, 5 * 512, 400000 * 512) == _xxd((CAP / "42b_ws10_result.txt").read_text())
@@ -125,3 +136,23 @@ def test_aptpl_file_while_reserved_matches_but_for_the_fabric_name(lio) -> None:
                          [memoryview(bytearray(param))]).status == 0
     want = _xxd((CAP / "28b_aptpl_file.txt").read_text()).replace(b"=loopback", b"=vhost")
     assert (root / "pr" / "aptpl_5eed7e57-0000-4000-8000-00000000b002").read_bytes() == want
+
+
+def test_replay_the_second_capture(lio) -> None:
+    nexus, (boot, test), root = lio
+    (root / "pr").mkdir()
+    caps = load_cdb_dir(CAP2)
+    for cap in caps:
+        check(*replay(nexus, cap, {}, CAP2), cap)
+    assert len(caps) == 49
+    # 53: PREEMPT AND ABORT never completes, nor does anything queued behind it on the device
+    assert "did not complete" in (CAP2 / "53b_pa_finished.txt").read_text()
+    t0, _ = nexus["sg2"]
+    param = (CAP2 / "param" / "q_pa_41_31.bin").read_bytes()
+    res = target_submit(t0, 0, bytes.fromhex("5f 05 01 00 00 00 00 00 18 00"), 24, DmaDir.TO_DEVICE, [],
+                        [memoryview(bytearray(param))])
+    assert res.hung and test.submission_hung
+    assert target_submit(nexus["sg1"][0], 1, bytes(6), 0, DmaDir.NONE).hung
+    # the preempt itself happened before core_tmr_lun_reset: the second nexus holds the reservation
+    assert test.t10_pr.holder is not None and test.t10_pr.holder.nacl is t0
+    assert not target_submit(nexus["sg0"][0], 0, bytes(6), 0, DmaDir.NONE).hung     # boot: another device
