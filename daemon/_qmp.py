@@ -65,16 +65,6 @@ def parse_qmp_option(text: str) -> str:
     return path
 
 
-def default_qmp_path(mountpoint: str) -> str:
-    """``$RUNTIME_DIR/vscsifs/<mount-name>.qmp``."""
-    if os.geteuid() == 0:
-        runtime = "/run"
-    else:
-        runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/vscsifs-{os.getuid()}"
-    name = os.path.basename(os.path.normpath(os.path.abspath(mountpoint))) or "root"
-    return os.path.join(runtime, "vscsifs", f"{name}.qmp")
-
-
 def _timestamp() -> dict[str, int]:
     now = time.time()
     return {"seconds": int(now), "microseconds": int((now % 1) * 1_000_000)}

@@ -15,7 +15,7 @@ import trio
 from vscsifs.daemon import _hotplug as hp
 from vscsifs.daemon._config import DriveConfig, ScsiDeviceConfig, ensure_seed_images, seed_config
 from vscsifs.daemon._machine import Machine
-from vscsifs.daemon._qmp import (QMPServer, QMPSyntaxError, bind_unix, default_qmp_path, parse_qmp_option)
+from vscsifs.daemon._qmp import (QMPServer, QMPSyntaxError, bind_unix, parse_qmp_option)
 from vscsifs.scsi.kernel._scsi_scan import scsi_device_lookup
 from vscsifs.virtio._wire import VirtioScsiEvent, VirtioScsiEvtReset
 
@@ -115,17 +115,12 @@ async def live(tmp_path: Path, nursery: trio.Nursery):
 
 
 # ---------------------------------------------------------------------- option and socket
-def test_qmp_option_and_default_path(monkeypatch) -> None:
+def test_qmp_option() -> None:
     assert parse_qmp_option("unix:/run/x.qmp,server=on,wait=off") == "/run/x.qmp"
     assert parse_qmp_option("unix:/run/x.qmp,server,nowait") == "/run/x.qmp"
     for bad in ("tcp:localhost:4444,server=on", "unix:", "unix:/x,server=off", "unix:/x,color=red"):
         with pytest.raises(QMPSyntaxError):
             parse_qmp_option(bad)
-    if os.geteuid() == 0:
-        assert default_qmp_path("/mnt/vm1/") == "/run/vscsifs/vm1.qmp"
-    else:
-        monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/1000")
-        assert default_qmp_path("/mnt/vm1") == "/run/user/1000/vscsifs/vm1.qmp"
 
 
 async def test_socket_mode_stale_and_live(tmp_path: Path) -> None:
