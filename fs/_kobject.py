@@ -77,17 +77,21 @@ class Node:
 class Dir(Node):
     """A kobject's directory (or an attribute group's subdirectory such as ``power``)."""
 
-    __slots__ = ("children",)
+    __slots__ = ("children", "ndirs")
 
     def __init__(self, name: str, mode: int = 0o755) -> None:
         super().__init__(name, mode)
         self.children: dict[str, Node] = {}
+        self.ndirs = 0   # subdirectories, for st_nlink (kept by add/remove, the only mutators)
 
     def add(self, node: Node) -> Node:
-        if node.name in self.children:
+        children = self.children
+        if node.name in children:
             raise FileExistsError(errno.EEXIST, f"sysfs: cannot create duplicate filename '{self.path()}/{node.name}'")
         node.parent = self
-        self.children[node.name] = node
+        children[node.name] = node
+        if isinstance(node, Dir):
+            self.ndirs += 1
         if not _quiet_adds:
             for listener in tree_listeners:
                 listener("add", self, node.name)
@@ -97,6 +101,8 @@ class Dir(Node):
         node = self.children.pop(name, None)
         if node is not None:
             node.parent = None
+            if isinstance(node, Dir):
+                self.ndirs -= 1
             for listener in tree_listeners:
                 listener("remove", self, name)
         return node
@@ -132,7 +138,7 @@ class Dir(Node):
 
     def nlink(self) -> int:
         """st_nlink as kernfs counts it: 2 plus one per subdirectory."""
-        return 2 + sum(1 for c in self.children.values() if isinstance(c, Dir))
+        return 2 + self.ndirs
 
     def link(self, name: str, target: Node) -> Link:
         lk = Link(name, target)
@@ -182,6 +188,7 @@ class LazyDir(Dir):
     def __init__(self, name: str, build: Callable[[Dir, Any], None], arg: Any = None,
                  mode: int = 0o755, subdirs: int | Callable[[Any], int] = 0) -> None:
         Node.__init__(self, name, mode)   # no children dict until built
+        self.ndirs = 0
         self._build: Callable[[Dir, Any], None] | None = build
         self._arg = arg
         self._subdirs = subdirs

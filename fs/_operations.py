@@ -211,8 +211,10 @@ class VscsiOperations(pyfuse3.Operations):
         return node
 
     def _remember(self, node: Node) -> None:
-        self.inodes[node.ino] = node
-        self.lookups[node.ino] = self.lookups.get(node.ino, 0) + 1
+        ino = node.ino
+        self.inodes[ino] = node
+        lookups = self.lookups
+        lookups[ino] = lookups.get(ino, 0) + 1
 
     def _parent_ino(self, node: Node | None) -> int:
         if node is None or node.ino in self._tops or node.parent is None:
@@ -237,42 +239,48 @@ class VscsiOperations(pyfuse3.Operations):
     # --- attributes ------------------------------------------------------------------
 
     def _attrs(self, node: Node | None) -> pyfuse3.EntryAttributes:
+        return self._fill(self._new_attrs(), node)
+
+    def _new_attrs(self) -> pyfuse3.EntryAttributes:
+        """The fields every entry shares; a fresh EntryAttributes already has uid/gid 0,
+        st_blksize 4096, st_blocks/st_rdev 0 and generation 0."""
         a = pyfuse3.EntryAttributes()
-        a.st_ino = ROOT_INODE if node is None else node.ino
-        a.generation = 0
         a.entry_timeout = ENTRY_TIMEOUT
-        a.attr_timeout = ATTR_TIMEOUT
-        a.st_uid = 0
-        a.st_gid = 0
-        a.st_blksize = 4096
-        a.st_blocks = 0
-        a.st_rdev = 0
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = self.mount_time_ns
-        if node is None or isinstance(node, Dir):
-            a.st_mode = stat.S_IFDIR | (0o755 if node is None else node.mode)
-            a.st_nlink = 2 + len(self.top) if node is None else node.nlink()
-            a.st_size = 0
+        return a
+
+    def _fill(self, a: pyfuse3.EntryAttributes, node: Node | None) -> pyfuse3.EntryAttributes:
+        """The per-node fields (all of them, so readdir can refill one object per entry)."""
+        rdev = gid = 0
+        timeout = ATTR_TIMEOUT
+        if node is None:
+            a.st_ino = ROOT_INODE
+            mode, nlink, size = stat.S_IFDIR | 0o755, 2 + len(self.top), 0
+        elif isinstance(node, Dir):
+            a.st_ino = node.ino
+            mode, nlink, size = stat.S_IFDIR | node.mode, node.nlink(), 0
         elif isinstance(node, Link):
-            a.st_mode = stat.S_IFLNK | 0o777
-            a.st_nlink = 1
-            a.st_size = 0
+            a.st_ino = node.ino
+            mode, nlink, size = stat.S_IFLNK | 0o777, 1, 0
         elif isinstance(node, SpecialFile):
-            a.st_mode = node.file_type | node.mode
-            a.st_nlink = 1
-            a.st_size = node.st_size()
-            a.st_rdev = node.st_rdev()
-            a.st_gid = node.st_gid()
-            a.attr_timeout = node.attr_timeout
+            a.st_ino = node.ino
+            mode, nlink, size = node.file_type | node.mode, 1, node.st_size()
+            rdev, gid, timeout = node.st_rdev(), node.st_gid(), node.attr_timeout
         elif isinstance(node, Attr):
-            a.st_mode = stat.S_IFREG | node.mode
-            a.st_nlink = 1
+            a.st_ino = node.ino
+            mode, nlink = stat.S_IFREG | node.mode, 1
             if isinstance(node, DynamicSize):
-                a.st_size = node.stat_size()
-                a.attr_timeout = 0
+                size, timeout = node.stat_size(), 0
             else:
-                a.st_size = node.size
+                size = node.size
         else:
             raise pyfuse3.FUSEError(errno.EIO)
+        a.st_mode = mode
+        a.st_nlink = nlink
+        a.st_size = size
+        a.st_rdev = rdev
+        a.st_gid = gid
+        a.attr_timeout = timeout
         return a
 
     # --- FUSE handlers ---------------------------------------------------------------
@@ -334,10 +342,12 @@ class VscsiOperations(pyfuse3.Operations):
         handle = self._dirs.get(fh)
         if handle is None:
             raise pyfuse3.FUSEError(errno.EBADF)
-        for index in range(start_id, len(handle.entries)):
-            name, node = handle.entries[index]
+        attrs = self._new_attrs()   # readdir_reply copies it: one object refilled per entry
+        entries = handle.entries
+        for index in range(start_id, len(entries)):
+            name, node = entries[index]
             try:
-                attrs = self._attrs(node)
+                self._fill(attrs, node)
             except pyfuse3.FUSEError:
                 continue
             if not pyfuse3.readdir_reply(token, os.fsencode(name), attrs, index + 1):

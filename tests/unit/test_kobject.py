@@ -124,3 +124,17 @@ def test_lazy_dirs_keep_memory_down() -> None:
     built_bytes = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
     assert built_bytes > 3 * lazy_bytes
+
+
+def test_subdirectory_count_follows_add_and_remove() -> None:
+    d = Dir("")
+    d.mkdir("a")
+    d.mkdir("b").mkdir("c")
+    d.const("x", "1\n")
+    d.link("l", d)
+    assert d.nlink() == 4 and d.children["b"].nlink() == 3
+    d.remove("a")
+    d.remove("x")
+    assert d.nlink() == 3
+    d.remove("nothing")
+    assert d.nlink() == 2 + sum(isinstance(c, Dir) for c in d.children.values())
