@@ -72,7 +72,12 @@ class GuestMemory:
         size = (n + 7) & ~7
         cached = self._cache.get(size)
         if cached:
-            for i in range(len(cached) - 1, -1, -1):
+            addr = cached[-1]
+            if not addr & (align - 1):   # the usual case: the block freed last fits
+                cached.pop()
+                self._allocated[addr] = size
+                return GuestBuffer(addr, n, self.mv[addr:addr + n])
+            for i in range(len(cached) - 2, -1, -1):
                 addr = cached[i]
                 if not addr & (align - 1):
                     cached.pop(i)
