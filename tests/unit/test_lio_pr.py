@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from vscsifs.scsi.target import DmaDir, FileIODevice, SePortalGroup, target_submit
+from lio_helpers import run, sense
+from vscsifs.scsi.target import FileIODevice, SePortalGroup
 
 WWPN = "naa.5001405000000001"
 NEXUS1, NEXUS2 = "naa.5001405000000002", "naa.5001405000000003"
@@ -37,15 +38,6 @@ def two_nexus(tmp_path: Path):
     dev.close()
 
 
-def run(tpg: SePortalGroup, cdb: str | bytes, alloc: int = 0, out: bytes = b"", lun: int = 0):
-    cdb = bytes.fromhex(cdb) if isinstance(cdb, str) else cdb
-    buf = bytearray(alloc)
-    direction = DmaDir.FROM_DEVICE if alloc else DmaDir.TO_DEVICE if out else DmaDir.NONE
-    res = target_submit(tpg, lun, cdb, alloc or len(out), direction, [memoryview(buf)] if alloc else [],
-                        [memoryview(bytearray(out))] if out else [])
-    return res, bytes(buf[:res.xfer])
-
-
 def pro(tpg: SePortalGroup, sa: int, key: int = 0, sa_key: int = 0, type_: int = 0, flags: int = 0,
         extra: bytes = b""):
     param = struct.pack(">QQ4xB3x", key, sa_key, flags) + extra
@@ -55,10 +47,6 @@ def pro(tpg: SePortalGroup, sa: int, key: int = 0, sa_key: int = 0, type_: int =
 
 def pri(tpg: SePortalGroup, sa: int, alloc: int = 512):
     return run(tpg, bytes((0x5E, sa, 0, 0, 0, 0, 0)) + struct.pack(">H", alloc) + b"\0", alloc)
-
-
-def sense(res) -> tuple[int, int, int]:
-    return res.sense[2] & 0xF, res.sense[12], res.sense[13]
 
 
 def clear_uas(*tpgs: SePortalGroup) -> None:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from golden_cdb import GOLDEN, load_cdb_dir, make_image
-from vscsifs.scsi.target import DmaDir, FileIODevice, SePortalGroup, target_submit
+from golden_cdb import GOLDEN, load_cdb_dir
+from lio_helpers import seed_backstores
+from vscsifs.scsi.target import DmaDir, SePortalGroup, target_submit
 
 CAP = GOLDEN / "lio-pr"
 CAP2 = GOLDEN / "lio-pr2"
@@ -35,12 +36,8 @@ def lio(tmp_path: Path):
     """lio.conf's backstores (block devices there: max_write_same_len 0xffff and the virtio-blk
     unmap limit), tpgt_1 (nexus first, lun_0 boot, lun_1 test) and tpgt_0 (the second nexus,
     lun_0 test); db_root without pr/ (created before step 05, as in the capture)."""
-    boot = make_image(tmp_path / "boot.img", 1 << 30, "boot.img", mbr=(0x5EED0B00, 2048, 2097152 - 2048))
-    test = make_image(tmp_path / "test.img", 256 << 20, "test.img", mbr=(0x5EED7E57, 2048, 262144 - 2048))
-    devs = [FileIODevice("boot", str(boot), 1 << 30, wwn="5eed0b00-0000-4000-8000-00000000b001"),
-            FileIODevice("test", str(test), 256 << 20, wwn="5eed7e57-0000-4000-8000-00000000b002")]
+    devs = seed_backstores(tmp_path)
     for d in devs:
-        d.open()
         d.set_attrib("max_write_same_len", 0xFFFF)
         d.set_attrib("max_unmap_lba_count", 4194303)
         d.t10_pr.db_root = str(tmp_path)

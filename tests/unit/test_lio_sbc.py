@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from golden_cdb import GOLDEN
-from vscsifs.scsi.target import DmaDir, FileIODevice, SePortalGroup, target_submit
+from lio_helpers import run, sense
+from vscsifs.scsi.target import FileIODevice, SePortalGroup
 from vscsifs.scsi.target._spc import spc_gen_naa_6h_vendor_specific
 
 MiB = 1 << 20
@@ -42,19 +43,6 @@ def lun(tmp_path: Path):
     yield tpg, devs
     for d in devs:
         d.close()
-
-
-def run(tpg: SePortalGroup, cdb: str | bytes, alloc: int = 0, out: bytes = b"", lun: int = 0):
-    cdb = bytes.fromhex(cdb) if isinstance(cdb, str) else cdb
-    buf = bytearray(alloc)
-    direction = DmaDir.FROM_DEVICE if alloc else DmaDir.TO_DEVICE if out else DmaDir.NONE
-    res = target_submit(tpg, lun, cdb, alloc or len(out), direction, [memoryview(buf)] if alloc else [],
-                        [memoryview(bytearray(out))] if out else [])
-    return res, bytes(buf[:res.xfer])
-
-
-def sense(res) -> tuple[int, int, int]:
-    return res.sense[2] & 0xF, res.sense[12], res.sense[13]
 
 
 def read(dev: FileIODevice, lba: int, n: int = 1) -> bytes:

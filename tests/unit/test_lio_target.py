@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from golden_cdb import GOLDEN, load_cdb_dir, make_image, parse_cdb_file
+from golden_cdb import GOLDEN, load_cdb_dir, parse_cdb_file
+from lio_helpers import seed_backstores
 from vscsifs.scsi.target import DmaDir, FileIODevice, SePortalGroup, target_submit
 
 LIO = GOLDEN / "lio"
@@ -19,12 +20,7 @@ LUN_DIRS = {0: LIO / "cdb" / "0:0:1:0_sda_sg0", 1: LIO / "cdb" / "0:0:1:1_sdb_sg
 def lio(tmp_path: Path):
     """The capture's configuration: fileio boot/test, naa.5001405000000001 tpgt_1, the nexus
     made first, then lun_0 and lun_1 (configfs-commands.sh order)."""
-    boot = make_image(tmp_path / "boot.img", 1 << 30, "boot.img", mbr=(0x5EED0B00, 2048, 2097152 - 2048))
-    test = make_image(tmp_path / "test.img", 256 << 20, "test.img", mbr=(0x5EED7E57, 2048, 262144 - 2048))
-    devs = [FileIODevice("boot", str(boot), 1 << 30, wwn="5eed0b00-0000-4000-8000-00000000b001"),
-            FileIODevice("test", str(test), 256 << 20, wwn="5eed7e57-0000-4000-8000-00000000b002")]
-    for d in devs:
-        d.open()
+    devs = seed_backstores(tmp_path)
     tpg = SePortalGroup("naa.5001405000000001", 1)
     tpg.make_nexus("naa.5001405000000002")
     tpg.add_lun(0, devs[0])
