@@ -114,11 +114,17 @@ class SnapshotHandle(FileHandle):
         except Exception as exc:  # noqa: BLE001 - any show failure becomes an errno
             raise pyfuse3.FUSEError(errno_of(exc)) from exc
 
-    async def read(self, off: int, size: int) -> bytes:
-        if self.text is None or (off == 0 and self.reads):
-            self.text = self._render()
+    def read_now(self, off: int, size: int) -> bytes:
+        """read() without a coroutine: VscsiOperations calls this directly (an attribute read
+        never waits, and sysfs browsing is made of them)."""
+        text = self.text
+        if text is None or (off == 0 and self.reads):
+            text = self.text = self._render()
         self.reads += 1
-        return self.text[off:off + size]
+        return text[off:off + size]
+
+    async def read(self, off: int, size: int) -> bytes:
+        return self.read_now(off, size)
 
     async def write(self, off: int, buf: bytes) -> int:
         try:
@@ -383,7 +389,10 @@ class VscsiOperations(pyfuse3.Operations):
 
     @fuse_handler
     async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
-        return await self._handle(fh).read(off, size)
+        handle = self._handle(fh)
+        if type(handle) is SnapshotHandle:
+            return handle.read_now(off, size)
+        return await handle.read(off, size)
 
     @fuse_handler
     async def write(self, fh: int, off: int, buf: bytes) -> int:
@@ -403,7 +412,7 @@ class VscsiOperations(pyfuse3.Operations):
     @fuse_handler
     async def release(self, fh: int) -> None:
         handle = self._files.pop(fh, None)
-        if handle is not None:
+        if handle is not None and type(handle) is not SnapshotHandle:   # its release is a no-op
             await handle.release()
 
     @fuse_handler
