@@ -238,6 +238,12 @@ class VirtIOSCSI(VirtIODevice):
         """virtio_scsi_parse_req(): split the chain into header, response area and data.
         Raises VirtioError where QEMU reports "wrong size for virtio-scsi headers" (QEMU exits;
         here the device is marked broken)."""
+        out_sg, in_sg = elem.out_sg, elem.in_sg
+        if out_sg and in_sg and len(out_sg[0]) == req_size and len(in_sg[0]) == resp_size:
+            # the layout Linux's virtio_scsi always uses: one header buffer each way, then data
+            data_out, data_in = out_sg[1:], in_sg[1:]
+            return _Req(elem, bytes(out_sg[0]), [in_sg[0]], resp_size, data_out, data_in,
+                        sum(map(len, data_out)) if data_out else 0, sum(map(len, data_in)) if data_in else 0)
         req = _iov_read(elem.out_sg, req_size)
         if len(req) < req_size:
             raise VirtioError(f"{self.name}: wrong size for virtio-scsi headers (request {len(req)} < {req_size})")

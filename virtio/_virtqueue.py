@@ -423,7 +423,10 @@ class DeviceVirtqueue:
             _pack_u16(buf, lay.used + 4 + 8 * num, self.last_avail_idx)
         if head >= num:
             raise VirtioError(f"queue {self.index}: guest says index {head} is available (size {num})")
-        elem = VirtQueueElement(head)
+        out_sg: list[memoryview] = []
+        in_sg: list[memoryview] = []
+        out_addr: list[int] = []
+        in_addr: list[int] = []
         mv = self.memory.mv
         size = self.memory.size
         table, max_ = lay.desc, num
@@ -445,13 +448,13 @@ class DeviceVirtqueue:
             if addr + ln > size:
                 raise VirtioError(f"queue {self.index}: descriptor buffer [{addr:#x}+{ln}] outside guest memory")
             if flags & _WRITE:
-                elem.in_sg.append(mv[addr:addr + ln])
-                elem.in_addr.append(addr)
+                in_sg.append(mv[addr:addr + ln])
+                in_addr.append(addr)
             else:
-                if elem.in_sg:
+                if in_sg:
                     raise VirtioError(f"queue {self.index}: incorrect order for descriptors (out after in)")
-                elem.out_sg.append(mv[addr:addr + ln])
-                elem.out_addr.append(addr)
+                out_sg.append(mv[addr:addr + ln])
+                out_addr.append(addr)
             seen += 1
             if not flags & _NEXT:
                 break
@@ -461,9 +464,8 @@ class DeviceVirtqueue:
                 raise VirtioError(f"queue {self.index}: desc next is {nxt} (table of {max_})")
             i = nxt
             addr, ln, flags, nxt = _unpack_desc(buf, table + 16 * i)
-        elem.ndescs = seen
         self.inuse += 1
-        return elem
+        return VirtQueueElement(head, out_sg, in_sg, out_addr, in_addr, seen)
 
     def unpop(self, elem: VirtQueueElement) -> None:
         """virtqueue_unpop(): give an element back to be popped again."""
