@@ -276,13 +276,25 @@ def _parse_int(text: str) -> int:
     return int(text, 0)
 
 
+class _DevInfoList(list):  # type: ignore[type-arg]
+    """The global list, with the answers already looked up in it (every LUN of a big machine
+    asks for the same vendor/model; the list is rebuilt, and the answers dropped, when
+    dev_flags changes)."""
+
+    __slots__ = ("found",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: dict[tuple[bytes, bytes], int | None] = {}
+
+
 def scsi_dev_info_list(kernel: Kernel) -> list[tuple[bytes, bytes, int, bool]]:
     """The global list: ``scsi_mod.dev_flags`` entries first (they are added at the head), then
     the static list."""
     cached = getattr(kernel, "_scsi_devinfo", None)
     if cached is not None:
         return cached
-    entries: list[tuple[bytes, bytes, int, bool]] = []
+    entries = _DevInfoList()
     extra = kernel.param("scsi_mod.dev_flags", "")
     if extra:
         items = [s for s in extra.replace('"', "").split(",") if s]
@@ -305,7 +317,15 @@ def scsi_default_dev_flags(kernel: Kernel) -> int:
 def scsi_get_device_flags(sdev: Any, vendor: bytes, model: bytes) -> int:
     """scsi_get_device_flags_keyed(SCSI_DEVINFO_GLOBAL)."""
     kernel = sdev.host.kernel
-    found = _list_find(scsi_dev_info_list(kernel), bytes(vendor), bytes(model))
+    entries = scsi_dev_info_list(kernel)
+    key = (bytes(vendor), bytes(model))
+    cache = getattr(entries, "found", None)
+    if cache is not None and key in cache:
+        found = cache[key]
+    else:
+        found = _list_find(entries, *key)
+        if cache is not None:
+            cache[key] = found
     if found is not None:
         return found
     if sdev.sdev_bflags:
