@@ -63,6 +63,11 @@ class BlkStatus(IntEnum):
     BLK_STS_DEV_RESOURCE = 13
 
 
+_PASSTHROUGH_OPS = frozenset({ReqOp.REQ_OP_DRV_IN, ReqOp.REQ_OP_DRV_OUT})
+_WRITE_OPS = frozenset({ReqOp.REQ_OP_WRITE, ReqOp.REQ_OP_DRV_OUT, ReqOp.REQ_OP_DISCARD,
+                        ReqOp.REQ_OP_WRITE_ZEROES})
+
+
 @dataclass(eq=False, slots=True)
 class Request:
     """struct request. ``buffer`` is a GuestBuffer (virtio/_memory) of ``nr_bytes`` or None."""
@@ -88,15 +93,14 @@ class Request:
     sense: bytes = b""
     resid_len: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # blk_rq_is_passthrough() / op_is_write(): asked several times per request, and a
+    # request's op never changes, so they are worked out once
+    is_passthrough: bool = field(init=False, default=False)
+    is_write: bool = field(init=False, default=False)
 
-    @property
-    def is_passthrough(self) -> bool:
-        return self.op in (ReqOp.REQ_OP_DRV_IN, ReqOp.REQ_OP_DRV_OUT)
-
-    @property
-    def is_write(self) -> bool:
-        return self.op in (ReqOp.REQ_OP_WRITE, ReqOp.REQ_OP_DRV_OUT, ReqOp.REQ_OP_DISCARD,
-                           ReqOp.REQ_OP_WRITE_ZEROES)
+    def __post_init__(self) -> None:
+        self.is_passthrough = self.op in _PASSTHROUGH_OPS
+        self.is_write = self.op in _WRITE_OPS
 
 
 @dataclass(slots=True)
