@@ -440,13 +440,9 @@ def _state_check(sdev: ScsiDevice, rq: Request) -> BlkStatus:
     return BlkStatus.BLK_STS_OK if rq.flags & ReqFlag.RQF_PM else BlkStatus.BLK_STS_IOERR
 
 
-def _done_callback(rq: Request) -> Any:
-    cb = rq.extra.get("scsi_done")
-    if cb is None:
-        def cb(cmd: ScsiCmnd, rq: Request = rq) -> None:
-            scsi_done(rq)
-        rq.extra["scsi_done"] = cb
-    return cb
+def _scsi_mq_done(cmd: ScsiCmnd) -> None:
+    """The cmd->scsi_done the LLD calls: scsi_done() on the command's own request."""
+    scsi_done(cmd.request)
 
 
 def scsi_prepare_cmd(rq: Request, cmd: ScsiCmnd) -> BlkStatus:
@@ -581,7 +577,7 @@ def scsi_queue_rq(hctx: Any, rq: Request, last: bool) -> BlkStatus:
         _clear_sense(cmd)
     cmd.tag = rq.tag
     cmd.hwq = getattr(hctx, "queue_num", 0) if hctx is not None else 0
-    cmd.scsi_done = _done_callback(rq)
+    cmd.scsi_done = _scsi_mq_done
     _blk().blk_mq_start_request(rq)
     scsi_log_send(cmd)
     sdev.iorequest_cnt += 1
