@@ -64,6 +64,8 @@ class BlkMqReqFlag(IntFlag):
 _REQ_RESERVED = int(BlkMqReqFlag.BLK_MQ_REQ_RESERVED)
 _REQ_NOWAIT = int(BlkMqReqFlag.BLK_MQ_REQ_NOWAIT)
 _RQF_QUIET = int(ReqFlag.RQF_QUIET)
+_RQF_PM = int(ReqFlag.RQF_PM)
+_REQ_PM = int(BlkMqReqFlag.BLK_MQ_REQ_PM)
 _TAG_QUEUE_SHARED = int(BlkMqFlag.BLK_MQ_F_TAG_QUEUE_SHARED)
 
 
@@ -397,7 +399,7 @@ async def blk_mq_alloc_request(q: RequestQueue, op: ReqOp, flags: int = 0, *,
     if isinstance(flags, ReqFlag):
         # a caller passing request flags (RQF_PM ...) here: __scsi_execute's rq_flags -> BLK_MQ_REQ_PM
         rq_flags = flags
-        flags = BlkMqReqFlag.BLK_MQ_REQ_PM if flags & ReqFlag.RQF_PM else BlkMqReqFlag.NONE
+        flags = _REQ_PM if int(flags) & _RQF_PM else 0
     flags = int(flags)   # plain int bit tests: IntFlag arithmetic costs a Python call per I/O
     hctx = blk_mq_map_cpu(q, cpu)
     reserved = bool(flags & _REQ_RESERVED)

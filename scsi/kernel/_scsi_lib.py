@@ -360,7 +360,8 @@ async def scsi_execute_cmd(sdev: ScsiDevice, cmd: bytes, direction: DmaDirection
         rq.cmd = bytes(cmd)
         rq.timeout = timeout
         rq.retries = retries
-        rq.flags |= req_flags
+        if req_flags:
+            rq.flags |= req_flags
         await blk.blk_execute_rq(rq)
         scmd: ScsiCmnd = rq.pdu
         resid = scmd.resid if 0 < scmd.resid <= buflen else 0
