@@ -46,6 +46,9 @@ _MODE_SENSE_VALID: dict[int, tuple[int, ...]] = {
     MODE_PAGE_AUDIO_CTL: (ScsiType.TYPE_ROM,),
     MODE_PAGE_CAPABILITIES: (ScsiType.TYPE_ROM,),
 }
+# MODE SENSE of all pages walks page codes 0..0x3e in order (QEMU's loop); only these can answer
+_MODE_SENSE_PAGES = tuple(sorted(_MODE_SENSE_VALID))
+
 
 class SCSIDiskPages:
     """INQUIRY / VPD / MODE SENSE / MODE SELECT for SCSIDiskDevice (and scsi-cd)."""
@@ -228,7 +231,7 @@ class SCSIDiskPages:
         if page_control == 3:
             raise CheckCondition(SenseCode.SAVING_PARAMS_NOT_SUPPORTED)
         if page == MODE_PAGE_ALLS:
-            for pg in range(0x3F):
+            for pg in _MODE_SENSE_PAGES:
                 body += self._mode_sense_page(pg, page_control) or b""
         else:
             one = self._mode_sense_page(page, page_control)
