@@ -40,6 +40,8 @@ VIRTIO_SCSI_CDB_SIZE = VIRTIO_SCSI_CDB_DEFAULT_SIZE
 VIRTIO_SCSI_SENSE_SIZE = VIRTIO_SCSI_SENSE_DEFAULT_SIZE
 VIRTIO_SCSI_EVENT_LEN = 8
 REQ_SIZE = CMD_REQ_HDR.size + VIRTIO_SCSI_CDB_SIZE          # sizeof(struct virtio_scsi_cmd_req)
+_CDB_PAD = bytes(VIRTIO_SCSI_CDB_SIZE)
+_SIMPLE = int(VirtioScsiTaskAttr.SIMPLE)
 RESP_SIZE = CMD_RESP_HDR.size + VIRTIO_SCSI_SENSE_SIZE      # sizeof(struct virtio_scsi_cmd_resp)
 
 # include/scsi/scsi.h / scsi_host.h
@@ -440,13 +442,14 @@ def virtscsi_pick_vq_mq(vscsi: VirtioScsi, sc: ScsiCmnd) -> VirtioScsiVq:
 def virtio_scsi_init_hdr(buf: memoryview, sc: ScsiCmnd) -> None:
     """virtio_scsi_init_hdr() + the CDB copy, padded to VIRTIO_SCSI_CDB_SIZE."""
     sdev = sc.device
-    cdb = bytes(sc.cmnd)
-    if len(cdb) > VIRTIO_SCSI_CDB_SIZE:
-        raise ValueError(f"CDB of {len(cdb)} bytes exceeds VIRTIO_SCSI_CDB_SIZE ({VIRTIO_SCSI_CDB_SIZE})")
+    cdb = sc.cmnd
+    n = len(cdb)
+    if n > VIRTIO_SCSI_CDB_SIZE:
+        raise ValueError(f"CDB of {n} bytes exceeds VIRTIO_SCSI_CDB_SIZE ({VIRTIO_SCSI_CDB_SIZE})")
     CMD_REQ_HDR.pack_into(buf, 0, lun_encode(sdev.id, sdev.lun), id(sc) & 0xFFFFFFFFFFFFFFFF,
-                          VirtioScsiTaskAttr.SIMPLE, 0, 0)
-    buf[CMD_REQ_HDR.size:CMD_REQ_HDR.size + len(cdb)] = cdb
-    buf[CMD_REQ_HDR.size + len(cdb):REQ_SIZE] = bytes(VIRTIO_SCSI_CDB_SIZE - len(cdb))
+                          _SIMPLE, 0, 0)
+    # the CDB, zero-padded to VIRTIO_SCSI_CDB_SIZE, in one copy
+    buf[CMD_REQ_HDR.size:REQ_SIZE] = bytes(cdb) + _CDB_PAD[n:]
 
 
 def _add_cmd(vq: DriverVirtqueue, cmd: VirtioScsiCmd, req_size: int, resp_size: int,

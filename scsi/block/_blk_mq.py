@@ -429,13 +429,14 @@ def blk_mq_free_request(rq: Request) -> None:
     tags: BlkMqTags = rq.hctx.tags
     if tags.rqs.get(rq.tag) is rq:
         del tags.rqs[rq.tag]
-        if not rq.extra.get("reserved"):
+        reserved = rq.extra.get("reserved")
+        if not reserved:
             left = tags.per_queue.get(rq.q, 0) - 1
             if left > 0:
                 tags.per_queue[rq.q] = left
             else:
                 tags.per_queue.pop(rq.q, None)
-        (tags.reserved if rq.extra.get("reserved") else tags.normal).put(rq.tag)
+        (tags.reserved if reserved else tags.normal).put(rq.tag)
     rq.extra["freed_tag"] = rq.tag
     rq.tag = -1
     rq.q.tag_set._kick_restart()
