@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import stat
 import sys
 
 import pyfuse3
-import trio
+from fuse_serve import serve_until_signal
 
 ROOT = pyfuse3.ROOT_INODE
 
@@ -109,22 +108,7 @@ def main(argv: list[str]) -> int:
     opts = {"fsname=bench-passthrough", "default_permissions"}
     if os.geteuid() == 0:
         opts.add("allow_other")
-    pyfuse3.init(ops, mnt, opts)
-
-    async def serve() -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with trio.open_nursery() as nursery:
-                async def stop() -> None:
-                    async for _ in signals:
-                        nursery.cancel_scope.cancel()
-                        return
-                nursery.start_soon(stop)
-                await pyfuse3.main(min_tasks=1, max_tasks=1)
-
-    try:
-        trio.run(serve)
-    finally:
-        pyfuse3.close(unmount=True)
+    serve_until_signal(ops, mnt, opts, max_tasks=1)
     return 0
 
 

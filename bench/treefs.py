@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import stat
 import sys
 import time
 from typing import Any
 
 import pyfuse3
-import trio
+from fuse_serve import serve_until_signal
 
 ROOT = pyfuse3.ROOT_INODE
 TIMEOUT = 60.0
@@ -140,22 +139,7 @@ def main() -> int:
     src, mnt = sys.argv[1], sys.argv[2]
     max_tasks = int(sys.argv[3]) if len(sys.argv) > 3 else 8
     ops = TreeFs(src)
-    pyfuse3.init(ops, mnt, {"fsname=treefs", "default_permissions", "nodev"})
-
-    async def run() -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with trio.open_nursery() as nursery:
-                async def stop() -> None:
-                    async for _ in signals:
-                        nursery.cancel_scope.cancel()
-                        return
-                nursery.start_soon(stop)
-                await pyfuse3.main(min_tasks=1, max_tasks=max_tasks)
-
-    try:
-        trio.run(run)
-    finally:
-        pyfuse3.close(unmount=True)
+    serve_until_signal(ops, mnt, {"fsname=treefs", "default_permissions", "nodev"}, max_tasks)
     return 0
 
 
