@@ -481,6 +481,10 @@ class _BlockEntry:
     read_only: bool = False
 
 
+# how long stop() waits for loop-device work in flight (attach, detach, resize) to finish
+JOB_WAIT = 15.0
+
+
 class DevFs:
     """The /dev tree. Create it before the driver side adds devices (it listens on
     ``kernel.devnode_listeners``; block devices already in kernel.block_devices are taken too);
@@ -499,6 +503,12 @@ class DevFs:
         self.mountpoint: str | None = None
         self.ops: VscsiOperations | None = None
         self._nursery: trio.Nursery | None = None
+        # loop-device work in flight (attach, detach, set capacity): each runs in a thread
+        # that may open our own mount, so stop() lets it finish while FUSE still answers
+        self._jobs = 0
+        self._idle = trio.Event()
+        self._idle.set()
+        self.stopping = False
         self.blocks: dict[str, _BlockEntry] = {}
         self.chars: dict[str, UnavailableCharNode] = {}
         self.kernel = kernel
@@ -586,9 +596,8 @@ class DevFs:
         entry = self.blocks[name] = _BlockEntry(bdev, data, read_only=bool(bdev.read_only))
         if self.mode == "file" or (self.mode == "loop" and user_opens(bdev)):
             entry.node = self._place(name, lambda base: DataFile(base, bdev, self, user_node=True))
-        elif self.mode == "loop":
-            assert self._nursery is not None
-            self._nursery.start_soon(self._attach, entry)
+        elif self.mode == "loop" and not self.stopping:
+            self._start_job(self._attach, entry)
 
     def _remove_block(self, bdev: Any) -> None:
         entry = self.blocks.get(bdev.name)
@@ -602,7 +611,7 @@ class DevFs:
             self.data_dir.remove(bdev.name)
         if entry.loop is not None and self._nursery is not None:
             loop, entry.loop = entry.loop, None
-            self._nursery.start_soon(self._detach, loop)
+            self._start_job(self._detach, loop)
 
     def _change_block(self, bdev: Any) -> None:
         """A capacity or read-only change (set_capacity_and_notify, set_disk_ro): the loop
@@ -619,8 +628,23 @@ class DevFs:
             self.ops.notify_attrs_changed(entry.node)
             self.ops.notify_attrs_changed(entry.data)
         if entry.loop is not None and self._nursery is not None:
-            loop = entry.loop
-            self._nursery.start_soon(trio.to_thread.run_sync, loop_set_capacity, loop)
+            self._start_job(trio.to_thread.run_sync, loop_set_capacity, entry.loop)
+
+    def _start_job(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run loop-device work in serve()'s nursery, counted so stop() can wait for it."""
+        assert self._nursery is not None
+        self._jobs += 1
+        self._idle = trio.Event()
+
+        async def job() -> None:
+            try:
+                await fn(*args)
+            finally:
+                self._jobs -= 1
+                if not self._jobs:
+                    self._idle.set()
+
+        self._nursery.start_soon(job)
 
     def _add_char(self, obj: Any) -> None:
         name = devnode_name(obj)
@@ -683,8 +707,18 @@ class DevFs:
             except OSError as exc:
                 log.warning("devfs: detaching %s failed: %s", loop.name, exc)
 
-    async def stop(self) -> None:
-        """Detach every loop device (the FUSE loop must still be serving)."""
+    async def stop(self, wait: float = JOB_WAIT) -> None:
+        """Let loop-device work in flight finish (a hot-plugged disk's attach opens its data
+        file through our mount: once the FUSE loop stops, that open is never answered and the
+        unmount would wait for it forever), then detach every loop device. The FUSE loop must
+        still be serving."""
+        self.stopping = True
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(wait) as waited:
+                while self._jobs:
+                    await self._idle.wait()
+            if waited.cancelled_caught:
+                log.warning("devfs: %d loop device operation(s) still running after %.0f s", self._jobs, wait)
         loops = [e.loop for e in self.blocks.values() if e.loop is not None]
         for entry in self.blocks.values():
             entry.loop = None
