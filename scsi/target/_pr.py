@@ -143,6 +143,15 @@ def _locate(pr: T10Reservation, nacl: SePortalGroup) -> PrRegistration | None:
     return next((r for r in pr.registrations if r.nacl is nacl), None)
 
 
+def _nexus_registration(cmd: SeCmd) -> tuple[FileIODevice, T10Reservation, PrRegistration | None]:
+    """The command's device, its reservation state and this I_T nexus's registration (if any):
+    how every PERSISTENT RESERVE OUT service action starts (core_scsi3_locate_pr_reg)."""
+    dev = cmd.dev
+    assert dev is not None
+    pr = _pr(dev)
+    return dev, pr, _locate(pr, cmd.tpg)
+
+
 def is_reservation_holder(holder: PrRegistration | None, reg: PrRegistration) -> bool:
     if holder is None:
         return False
@@ -504,10 +513,7 @@ def _pro_reserve(cmd: SeCmd, type_: int, scope: int, res_key: int) -> Tcm | None
     """core_scsi3_emulate_pro_reserve() -> core_scsi3_pro_reserve()."""
     if type_ not in PR_TYPES:
         return Tcm.INVALID_CDB_FIELD
-    dev = cmd.dev
-    assert dev is not None
-    pr = _pr(dev)
-    reg = _locate(pr, cmd.tpg)
+    dev, pr, reg = _nexus_registration(cmd)
     if reg is None:
         return Tcm.LOGICAL_UNIT_COMMUNICATION_FAILURE
     if res_key != reg.key:
@@ -530,10 +536,7 @@ def _pro_reserve(cmd: SeCmd, type_: int, scope: int, res_key: int) -> Tcm | None
 
 def _pro_release(cmd: SeCmd, type_: int, scope: int, res_key: int) -> Tcm | None:
     """core_scsi3_emulate_pro_release()."""
-    dev = cmd.dev
-    assert dev is not None
-    pr = _pr(dev)
-    reg = _locate(pr, cmd.tpg)
+    dev, pr, reg = _nexus_registration(cmd)
     if reg is None:
         return Tcm.LOGICAL_UNIT_COMMUNICATION_FAILURE
     holder = pr.holder
@@ -556,10 +559,7 @@ def _pro_release(cmd: SeCmd, type_: int, scope: int, res_key: int) -> Tcm | None
 def _pro_clear(cmd: SeCmd, res_key: int) -> Tcm | None:
     """core_scsi3_emulate_pro_clear(): every registration goes, the others get RESERVATIONS
     PREEMPTED; the APTPL file is cleared; one generation step."""
-    dev = cmd.dev
-    assert dev is not None
-    pr = _pr(dev)
-    reg_n = _locate(pr, cmd.tpg)
+    dev, pr, reg_n = _nexus_registration(cmd)
     if reg_n is None:
         return Tcm.LOGICAL_UNIT_COMMUNICATION_FAILURE
     if res_key != reg_n.key:
@@ -596,10 +596,7 @@ def _pro_preempt(cmd: SeCmd, type_: int, scope: int, res_key: int, sa_res_key: i
     core_tmr_lun_reset (see _abort_hangs)."""
     if type_ not in PR_TYPES:
         return Tcm.INVALID_CDB_FIELD
-    dev = cmd.dev
-    assert dev is not None
-    pr = _pr(dev)
-    reg_n = _locate(pr, cmd.tpg)
+    dev, pr, reg_n = _nexus_registration(cmd)
     if reg_n is None:
         return Tcm.RESERVATION_CONFLICT
     if reg_n.key != res_key:
@@ -667,10 +664,7 @@ def _sas_initiator_from_tid(tid: bytes) -> str:
 def _pro_register_and_move(cmd: SeCmd, res_key: int, sa_res_key: int, aptpl: bool, unreg: bool) -> Tcm | None:
     """core_scsi3_emulate_pro_register_and_move(): the reservation moves to the nexus of the
     TPG that holds the LUN with the given relative target port id."""
-    dev = cmd.dev
-    assert dev is not None
-    pr = _pr(dev)
-    reg = _locate(pr, cmd.tpg)
+    dev, pr, reg = _nexus_registration(cmd)
     if reg is None:
         return Tcm.LOGICAL_UNIT_COMMUNICATION_FAILURE
     if res_key != reg.key:
