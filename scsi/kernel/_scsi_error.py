@@ -279,7 +279,10 @@ def scsi_decide_disposition(cmd: ScsiCmnd) -> Disposition:
     sdev = cmd.device
     if not sdev.online:
         return SUCCESS
-    hb = cmd.host_byte
+    result = cmd.result
+    if not result and cmd.cmnd[0] != 0xA0:               # DID_OK, GOOD: the usual case
+        return SUCCESS
+    hb = (result >> 16) & 0xFF
     if hb == HostByte.DID_PASSTHROUGH:
         cmd.result &= 0xFF00FFFF
         return SUCCESS
