@@ -343,7 +343,9 @@ def virtscsi_complete_cmd(vscsi: VirtioScsi, cmd: VirtioScsiCmd) -> None:
     if resid:
         sc.resid = min(resid, scsi_bufflen(sc))
     host_byte = RESPONSE_HOST_BYTE.get(response)
-    if response == VirtioScsiS.NEXUS_FAILURE:
+    if not response:
+        pass                                   # VIRTIO_SCSI_S_OK: DID_OK, the result is the status
+    elif response == VirtioScsiS.NEXUS_FAILURE:
         sc.result = (sc.result & 0xFFFFFF00) | SAM_STAT_RESERVATION_CONFLICT
     elif host_byte is not None:
         sc.set_host_byte(host_byte)
