@@ -5,6 +5,7 @@ Imported by tests/conftest.py (the seed_daemon fixture) and by integration tests
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -106,3 +107,25 @@ def seed_daemon(tmp_path_factory) -> Iterator[Daemon]:
         d.stop()
         if is_mounted(d.mount):
             force_unmount(d.mount)
+
+
+# "H:C:T:L: [sdX] tag#N Send: ..." / "... tag#N CDB: ..." lines of the SCSI log
+_LOGGED_CMD_RE = re.compile(r"(\d+:\d+:\d+:\d+): (?:\[\w+\] )?tag#(\d+) (Send|CDB): ?(.*)$")
+
+
+def logged_commands(lines: list[str]) -> list[tuple[str, str]]:
+    """(H:C:T:L, CDB text) of every command in a SCSI log: each command logs "tag#N Send:" then
+    "tag#N CDB: ..." (the CDB again at Done); async probes of several disks interleave, so the
+    lines are paired by device and tag."""
+    seq, pending = [], set()
+    for line in lines:
+        m = _LOGGED_CMD_RE.search(line)
+        if not m:
+            continue
+        hctl, tag, kind, rest = m.groups()
+        if kind == "Send":
+            pending.add((hctl, tag))
+        elif (hctl, tag) in pending:
+            pending.discard((hctl, tag))
+            seq.append((hctl, rest.strip()))
+    return seq

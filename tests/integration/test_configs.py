@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_harness import GOLDEN, Daemon, _can_mount, force_unmount, is_mounted, start_daemon
+from daemon_harness import GOLDEN, Daemon, _can_mount, force_unmount, is_mounted, logged_commands, start_daemon
 from golden_cdb import GoldenCdb, hctl_of_dir, load_cdb_dir, make_image
 from golden_images import make_iso
 from golden_sysfs import compare, materialize
@@ -366,26 +366,6 @@ def test_big_disk_io_beyond_2tib_lands_in_the_image(cfg_daemon, tmp_path):
 
 # ------------------------------------------------------------------ the traced scan
 
-_CMD_RE = re.compile(r"(\d+:\d+:\d+:\d+): (?:\[\w+\] )?tag#(\d+) (Send|CDB): ?(.*)$")
-
-
-def _sends(lines: list[str]) -> list[tuple[str, str]]:
-    """(H:C:T:L, CDB text) of every command, paired "Send:" -> next "CDB:" per device and tag
-    (async probes of several disks interleave)."""
-    seq, pending = [], set()
-    for line in lines:
-        m = _CMD_RE.search(line)
-        if not m:
-            continue
-        hctl, tag, kind, rest = m.groups()
-        if kind == "Send":
-            pending.add((hctl, tag))
-        elif (hctl, tag) in pending:
-            pending.discard((hctl, tag))
-            seq.append((hctl, rest.strip()))
-    return seq
-
-
 TRACES = {name: n for name, n in (("blocksizes", 422), ("sparse", 460), ("cdrom", 311))
           if (Path(GOLDEN) / f"{name}-trace" / "scsi-log.txt").exists()}
 
@@ -404,12 +384,12 @@ def test_scan_command_sequence_matches_trace(name, tmp_path):
     try:
         if name in SR_CONFIGS and not os.path.exists(os.path.join(d.mount, "sys", "block", "sr0")):
             pytest.xfail("no sr driver side in this tree yet")
-        ours = _sends(d.kernel_lines(boot_only=True))
+        ours = logged_commands(d.kernel_lines(boot_only=True))
     finally:
         d.stop()
         if is_mounted(d.mount):
             force_unmount(d.mount)
-    want = _sends([line.split("] ", 1)[1] for line in trace.read_text().splitlines() if "] " in line])
+    want = logged_commands([line.split("] ", 1)[1] for line in trace.read_text().splitlines() if "] " in line])
     assert len(want) == TRACES[name]
     per_lun = lambda seq: {h: [c for hh, c in seq if hh == h] for h, _ in seq}
     ours_l, want_l = per_lun(ours), per_lun(want)

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from daemon_harness import GOLDEN, _can_mount, force_unmount, is_mounted, start_daemon
+from daemon_harness import GOLDEN, _can_mount, force_unmount, is_mounted, logged_commands, start_daemon
 from golden_sysfs import compare, materialize
 
 SEED = os.path.join(GOLDEN, "seed")
@@ -198,25 +198,7 @@ def test_scsi_logging_gives_the_traced_command_sequence(tmp_path):
     with open(os.path.join(GOLDEN, "seed-trace", "scsi-log.txt")) as f:
         want_lines = [line.split("] ", 1)[1] for line in f if "] " in line]
 
-    line_re = re.compile(r"(\d+:\d+:\d+:\d+): (?:\[\w+\] )?tag#(\d+) (Send|CDB): ?(.*)$")
-
-    def sends(lines):
-        # each command logs "tag#N Send:" then "tag#N CDB: ..." (the CDB again at Done); async sd
-        # probes of two disks interleave, so pair them by device and tag
-        seq, pending = [], set()
-        for line in lines:
-            m = line_re.search(line)
-            if not m:
-                continue
-            hctl, tag, kind, rest = m.groups()
-            if kind == "Send":
-                pending.add((hctl, tag))
-            elif (hctl, tag) in pending:
-                pending.discard((hctl, tag))
-                seq.append((hctl, rest.strip()))
-        return seq
-
-    ours, want = sends(ours_lines), sends(want_lines)
+    ours, want = logged_commands(ours_lines), logged_commands(want_lines)
     assert len(want) == 318
     per_lun = lambda seq: {h: [c for hh, c in seq if hh == h] for h, _ in seq}
     assert per_lun(ours) == per_lun(want)
