@@ -31,6 +31,7 @@ from ._printk import KernLevel
 from ._scsi_cmnd import DmaDirection, HostByte, ScsiCmnd
 from ._scsi_error import ScsiSenseHdr, SenseKey
 from ._scsi_logging import LogShift, scsi_log_enabled, scsi_print_sense_hdr
+from ._sd import sdev_printk  # the upper drivers' shared sdev_prefix_printk()
 
 SR_DISKS = 256
 SCSI_CDROM_MAJOR = 11
@@ -95,25 +96,6 @@ class ScsiCd:
 
 def scsi_cd(disk: Any) -> ScsiCd:
     return disk.private_data
-
-
-def _sdev_name(sdev: Any) -> str:
-    gendev = getattr(sdev, "sdev_gendev", None)
-    return gendev.name if gendev is not None else f"{sdev.host.host_no}:{sdev.channel}:{sdev.id}:{sdev.lun}"
-
-
-def _drv_name(sdev: Any) -> str:
-    gendev = getattr(sdev, "sdev_gendev", None)
-    drv = getattr(gendev, "driver", None) if gendev is not None else None
-    return drv.name if drv is not None else "scsi"
-
-
-def sdev_printk(kernel: Any, level: KernLevel, sdev: Any, text: str, name: str | None = None) -> None:
-    """sdev_printk()/sdev_prefix_printk(): ``sr 0:0:0:0: [sr0] text``."""
-    prefix = f"{_drv_name(sdev)} {_sdev_name(sdev)}: "
-    if name:
-        prefix += f"[{name}] "
-    kernel.printk(level, prefix + text.rstrip("\n"))
 
 
 def sr_printk(level: KernLevel, cd: ScsiCd, text: str) -> None:
