@@ -16,9 +16,10 @@ from ._scsi_lib import (ExecResult, ModeSenseResult, ScsiDevice, ScsiLevel, Scsi
                         scsi_mq_ops, scsi_report_opcode, scsi_test_unit_ready, scsi_vpd_lun_id)
 from ._scsi_logging import LogShift, scsi_logging_level_get, scsi_logging_level_set  # noqa: E402
 from ._scsi_scan import (SCAN_WILD_CARD, ScanMode, async_schedule, async_synchronize_full,  # noqa: E402
-                         int_to_scsilun, scsi_add_device, scsi_device_lookup, scsi_remove_device,
+                         scsi_add_device, scsi_device_lookup, scsi_remove_device,
                          scsi_rescan_device, scsi_scan_host, scsi_scan_host_selected, scsi_scan_target,
-                         scsilun_to_int, shost_for_each_device)
+                         shost_for_each_device)
+from vscsifs.scsi._common import int_to_scsilun, scsilun_to_int  # noqa: E402  (scsi_common.c, shared)
 from ._scsi_sysfs import scsi_register_driver, scsi_sysfs_register, scsi_unregister_driver  # noqa: E402
 
 # upper drivers (brief C2): sd, sg, bsg; the midlayer finds sg_add_device / sg_remove_device /

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from vscsifs.fs._driver_model import Device, device_add, device_del
+from vscsifs.scsi._common import scsilun_to_int
 
 from ._printk import KernLevel
 from ._scsi_cmnd import DmaDirection
@@ -152,27 +153,6 @@ async def async_synchronize_full(kernel: Kernel) -> None:
 
 
 # -- LUN numbers -------------------------------------------------------------------------------
-
-def scsilun_to_int(scsilun: bytes) -> int:
-    """scsi_common.c scsilun_to_int(): 8-byte LUN structure -> Linux LUN number (two-byte
-    levels swapped into the low bits first, so flat addressing 40 05 is 0x4005)."""
-    if len(scsilun) != 8:
-        raise ValueError(f"scsilun_to_int: need 8 bytes, got {len(scsilun)}")
-    lun = 0
-    for i in range(0, 8, 2):
-        lun |= (scsilun[i] << ((i + 1) * 8)) | (scsilun[i + 1] << (i * 8))
-    return lun
-
-
-def int_to_scsilun(lun: int) -> bytes:
-    """scsi_common.c int_to_scsilun(): the inverse."""
-    out = bytearray(8)
-    for i in range(0, 8, 2):
-        out[i] = (lun >> 8) & 0xFF
-        out[i + 1] = lun & 0xFF
-        lun >>= 16
-    return bytes(out)
-
 
 def scsi_is_wlun(lun: int) -> bool:
     return (lun & 0xFF00) == 0xC100

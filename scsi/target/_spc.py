@@ -11,6 +11,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
+from vscsifs.scsi._common import int_to_scsilun
+
 from . import _pr, _xcopy
 from ._core import (SE_INQUIRY_BUF, SE_MODE_PAGE_BUF, SE_SENSE_BUF, TRANSPORT_VERSION_DESCRIPTOR, TYPE_DISK,
                     DEFAULT_LU_GP_ID, PAGE_SIZE, SeCmd, SenseKey, Tcm, scsi_build_sense_buffer)
@@ -415,16 +417,6 @@ def spc_emulate_request_sense(cmd: SeCmd) -> Tcm | None:
         buf = scsi_build_sense_buffer(desc, SenseKey.NO_SENSE, 0, 0, SE_SENSE_BUF)
     cmd.copy_in(buf)
     return None
-
-
-def int_to_scsilun(lun: int) -> bytes:
-    """int_to_scsilun(): two-level addressing, flat/peripheral as the value has it."""
-    out = bytearray(8)
-    for i in range(0, 8, 2):
-        out[i] = (lun >> 8) & 0xFF
-        out[i + 1] = lun & 0xFF
-        lun >>= 16
-    return bytes(out)
 
 
 def spc_emulate_report_luns(cmd: SeCmd) -> Tcm | None:
