@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_harness import GOLDEN, Daemon, _can_mount, force_unmount, is_mounted, start_daemon
+from daemon_harness import GOLDEN, Daemon, _can_mount, start_daemon
 from golden_cdb import make_image
 from golden_images import make_iso
 
@@ -48,9 +48,7 @@ def cd_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     try:
         yield d
     finally:
-        d.stop()
-        if is_mounted(d.mount):
-            force_unmount(d.mount)
+        d.shutdown()
 
 
 def test_dd_reads_the_iso_through_dev_sr0(cd_daemon: Daemon, tmp_path: Path) -> None:

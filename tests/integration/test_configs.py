@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_harness import GOLDEN, Daemon, _can_mount, force_unmount, is_mounted, logged_commands, start_daemon
+from daemon_harness import GOLDEN, Daemon, _can_mount, logged_commands, start_daemon
 from golden_cdb import GoldenCdb, hctl_of_dir, load_cdb_dir, make_image
 from golden_images import make_iso
 from golden_sysfs import compare, materialize
@@ -116,9 +116,7 @@ def cfg_daemon(request, tmp_path_factory) -> Iterator[tuple[str, Daemon]]:
                          "sr part); the device-side CDB answers are still checked")
         yield name, d
     finally:
-        d.stop()
-        if is_mounted(d.mount):
-            force_unmount(d.mount)
+        d.shutdown()
 
 
 def test_sysfs_matches_capture(cfg_daemon, capsys):
@@ -386,9 +384,7 @@ def test_scan_command_sequence_matches_trace(name, tmp_path):
             pytest.xfail("no sr driver side in this tree yet")
         ours = logged_commands(d.kernel_lines(boot_only=True))
     finally:
-        d.stop()
-        if is_mounted(d.mount):
-            force_unmount(d.mount)
+        d.shutdown()
     want = logged_commands([line.split("] ", 1)[1] for line in trace.read_text().splitlines() if "] " in line])
     assert len(want) == TRACES[name]
     per_lun = lambda seq: {h: [c for hh, c in seq if hh == h] for h, _ in seq}

@@ -102,9 +102,7 @@ def faulty(tmp_path_factory) -> Iterator:  # type: ignore[type-arg]
     try:
         yield d
     finally:
-        d.stop()
-        if is_mounted(d.mount):
-            force_unmount(d.mount)
+        d.shutdown()
 
 
 def test_debugfs_tree_modes_and_rules(faulty) -> None:  # type: ignore[no-untyped-def]
@@ -330,9 +328,7 @@ def test_image_returning_eio_fails_that_request_only(tmp_path, failing_image) ->
         assert any(x.startswith("I/O error, dev sda, sector 16384 op 0x0:(READ)") for x in lines)
         assert d.proc.poll() is None
     finally:
-        d.stop()
-        if is_mounted(d.mount):
-            force_unmount(d.mount)
+        d.shutdown()
 
 
 def test_image_on_a_full_filesystem_gives_enospc_for_that_write(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -356,9 +352,7 @@ def test_image_on_a_full_filesystem_gives_enospc_for_that_write(tmp_path) -> Non
             ok = _dd([f"if={m}/dev/sda", "of=/dev/null", "bs=4096", "count=4", "iflag=direct"])
             assert ok.returncode == 0 and d.proc.poll() is None
         finally:
-            d.stop()
-            if is_mounted(d.mount):
-                force_unmount(d.mount)
+            d.shutdown()
     finally:
         subprocess.run(["umount", "-l", str(small)])
 

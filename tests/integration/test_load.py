@@ -18,7 +18,7 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from daemon_harness import _can_mount, force_unmount, is_mounted, start_daemon  # noqa: E402
+from daemon_harness import _can_mount, start_daemon  # noqa: E402
 
 pytestmark = pytest.mark.skipif(_can_mount() is not None, reason=_can_mount() or "")
 
@@ -184,6 +184,4 @@ numjobs={JOBS_PER_LUN}
             assert int(stat[0]) > 0 and int(stat[4]) > 0
         assert d.proc.poll() is None
     finally:
-        d.stop()
-        if is_mounted(d.mount):
-            force_unmount(d.mount)
+        d.shutdown()

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from daemon_harness import GOLDEN, _can_mount, force_unmount, is_mounted, logged_commands, start_daemon
+from daemon_harness import GOLDEN, _can_mount, logged_commands, start_daemon
 from golden_sysfs import compare, materialize
 
 SEED = os.path.join(GOLDEN, "seed")
@@ -192,9 +192,7 @@ def test_scsi_logging_gives_the_traced_command_sequence(tmp_path):
     try:
         ours_lines = d.kernel_lines()
     finally:
-        d.stop()
-        if is_mounted(d.mount):
-            force_unmount(d.mount)
+        d.shutdown()
     with open(os.path.join(GOLDEN, "seed-trace", "scsi-log.txt")) as f:
         want_lines = [line.split("] ", 1)[1] for line in f if "] " in line]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from daemon_harness import Daemon, _can_mount, force_unmount, is_mounted, start_daemon
+from daemon_harness import Daemon, _can_mount, start_daemon
 from golden_cdb import GOLDEN, make_image
 from vscsifs.daemon._machine import Machine
 from vscsifs.daemon._qemu_args import parse_qemu_args
@@ -87,9 +87,7 @@ def vhost_daemon(tmp_path_factory) -> Iterator[Daemon]:
     try:
         yield d
     finally:
-        d.stop()
-        if is_mounted(d.mount):
-            force_unmount(d.mount)
+        d.shutdown()
 
 
 def test_kernel_log_is_lios(vhost_daemon: Daemon) -> None:
@@ -275,9 +273,7 @@ def test_lun_added_through_the_control_socket_is_hotplugged(tmp_path: Path) -> N
         assert "[0:0:1:2]    disk    LIO-ORG  FILEIO           4.0   /dev/sdc" in out
         assert "sd 0:0:1:2: [sdc] Attached SCSI disk" in d.log()
     finally:
-        d.stop()
-        if is_mounted(d.mount):
-            force_unmount(d.mount)
+        d.shutdown()
 
 
 async def test_persistent_reservations_and_faults_through_the_whole_stack(tmp_path: Path) -> None:
