@@ -48,11 +48,10 @@ def golden_attr(hctl: str, name: str) -> bytes:
     return Path(path).read_bytes()
 
 
-async def test_boot_in_process_one_worker_for_all_queues(tmp_path: Path) -> None:
-    """The kernel's scan and sd probe over vhost-scsi: LIO's identity lines; every command
-    went through the single vhost worker (kick works, completion batches)."""
-    cfg = parse_qemu_args(["-smp", "2", "-m", "1G", "-device", DEVICE, "--lio-config",
-                           str(write_lio(tmp_path))]).machine.validate()
+
+async def _booted(cfg) -> Machine:  # type: ignore[no-untyped-def]
+    """Boot ``cfg`` in-process (scan and sd probe finished), then shut the machine down: the
+    tests read what the boot left in the kernel log and the worker statistics."""
     m = Machine.create(cfg, console=None)
     try:
         async with trio.open_nursery() as nursery:
@@ -61,6 +60,14 @@ async def test_boot_in_process_one_worker_for_all_queues(tmp_path: Path) -> None
             nursery.cancel_scope.cancel()
     finally:
         m.shutdown()
+    return m
+
+async def test_boot_in_process_one_worker_for_all_queues(tmp_path: Path) -> None:
+    """The kernel's scan and sd probe over vhost-scsi: LIO's identity lines; every command
+    went through the single vhost worker (kick works, completion batches)."""
+    cfg = parse_qemu_args(["-smp", "2", "-m", "1G", "-device", DEVICE, "--lio-config",
+                           str(write_lio(tmp_path))]).machine.validate()
+    m = await _booted(cfg)
     text = m.kernel.kmsg.dmesg()
     vdev = m.controllers[0].vdev
     assert vdev.num_queues == 4
@@ -176,14 +183,7 @@ async def test_tpg_without_lun0_and_second_tpg(tmp_path: Path) -> None:
     cfg["targets"][0]["tpgs"][0]["luns"].pop(1)
     path.write_text(json.dumps(cfg))
     mcfg = parse_qemu_args(["-smp", "2", "-device", DEVICE, "--lio-config", str(path)]).machine.validate()
-    m = Machine.create(mcfg, console=None)
-    try:
-        async with trio.open_nursery() as nursery:
-            with trio.fail_after(30):
-                await m.boot(nursery)
-            nursery.cancel_scope.cancel()
-    finally:
-        m.shutdown()
+    m = await _booted(mcfg)
     text = m.kernel.kmsg.dmesg()
     assert "scsi 0:0:1:0: Direct-Access     LIO-ORG  FILEIO           4.0  PQ: 0 ANSI: 6" in text
     assert "scsi 0:0:5:7: Direct-Access     LIO-ORG  FILEIO           4.0  PQ: 0 ANSI: 6" in text
