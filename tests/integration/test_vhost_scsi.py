@@ -48,7 +48,6 @@ def golden_attr(hctl: str, name: str) -> bytes:
     return Path(path).read_bytes()
 
 
-
 async def _booted(cfg) -> Machine:  # type: ignore[no-untyped-def]
     """Boot ``cfg`` in-process (scan and sd probe finished), then shut the machine down: the
     tests read what the boot left in the kernel log and the worker statistics."""
