@@ -135,3 +135,14 @@ def logged_commands(lines: list[str]) -> list[tuple[str, str]]:
             pending.discard((hctl, tag))
             seq.append((hctl, rest.strip()))
     return seq
+
+
+def wait_for(cond, timeout: float = 20, what: str = "condition"):  # type: ignore[no-untyped-def]
+    """Poll ``cond`` until it returns something true (returned), or fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")

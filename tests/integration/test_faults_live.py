@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from daemon_harness import Daemon, _can_mount, force_unmount, is_mounted  # noqa: E402
+from daemon_harness import Daemon, _can_mount, force_unmount, is_mounted, wait_for  # noqa: E402
 from daemon_harness import start_daemon as _start_daemon  # noqa: E402
 
 from vscsifs.fs._mount import abort_connection  # noqa: E402
@@ -51,15 +51,6 @@ def _write(path: str, text: str) -> None:
 
 def _dd(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(["dd", *args, "status=none"], capture_output=True, text=True, timeout=60)
-
-
-def _wait(cond, timeout: float = 20.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Qmp:
@@ -301,7 +292,7 @@ def failing_image(tmp_path) -> Iterator[str]:  # type: ignore[type-arg]
                             stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        _wait(lambda: os.path.exists(mnt / "disk.img"), what="failing fs")
+        wait_for(lambda: os.path.exists(mnt / "disk.img"), what="failing fs")
         yield str(mnt / "disk.img")
     finally:
         force_unmount(str(mnt))
@@ -380,7 +371,7 @@ def test_kill_9_keeps_what_was_flushed_and_the_next_start_recovers(tmp_path) -> 
         def sized() -> bool:
             r = subprocess.run(["blockdev", "--getsize64", f"{d2.mount}/dev/sdb"], capture_output=True, text=True)
             return r.returncode == 0 and r.stdout.strip() == str(256 << 20)
-        _wait(sized, what="DIR/dev/sdb attached again")      # loop devices attach after the mount
+        wait_for(sized, what="DIR/dev/sdb attached again")      # loop devices attach after the mount
         back = tmp_path / "back"
         r = _dd([f"if={d2.mount}/dev/sdb", f"of={back}", "bs=64k", "skip=160", "count=16", "iflag=direct"])
         assert r.returncode == 0, r.stderr
@@ -460,7 +451,7 @@ def test_kill_9_under_fio_load_the_next_start_recovers(tmp_path, when) -> None: 
     fio: subprocess.Popen | None = None
     old = d.proc.pid
     try:
-        _wait(lambda: _attached(d.mount, "sda", "sdb"), what="loop devices attached")
+        wait_for(lambda: _attached(d.mount, "sda", "sdb"), what="loop devices attached")
         blob = os.urandom(1 << 20)
         (tmp_path / "blob").write_bytes(blob)
         r = _dd([f"if={tmp_path / 'blob'}", f"of={d.mount}/dev/sdb", "bs=64k", "seek=3000", "oflag=direct",
@@ -504,8 +495,8 @@ def test_kill_9_under_fio_load_the_next_start_recovers(tmp_path, when) -> None: 
         assert ("aborting its FUSE connection" in d2.log()) == wedged, d2.log()
         assert _exited(fio, 60), "fio is stuck on the dead daemon's devices"
         fio = None
-        _wait(lambda: not _loops_of(old), what=f"no loop device of the killed daemon {old}")
-        _wait(lambda: _attached(d2.mount, "sda", "sdb"), what="DIR/dev/sdX attached again")
+        wait_for(lambda: not _loops_of(old), what=f"no loop device of the killed daemon {old}")
+        wait_for(lambda: _attached(d2.mount, "sda", "sdb"), what="DIR/dev/sdX attached again")
         back = tmp_path / "back"
         r = _dd([f"if={d2.mount}/dev/sdb", f"of={back}", "bs=64k", "skip=3000", "count=16", "iflag=direct"])
         assert r.returncode == 0, r.stderr
@@ -605,7 +596,7 @@ def test_a_stop_while_a_hotplugged_lun_is_being_attached_ends(tmp_path) -> None:
         f.truncate(16 << 20)
     d = _spawn(tmp, "daemon.log", launcher=_SLOW_ATTACH)
     try:
-        _wait(lambda: _attached(d.mount, "sda", "sdb"), what="loop devices attached")
+        wait_for(lambda: _attached(d.mount, "sda", "sdb"), what="loop devices attached")
         q = Qmp(os.path.join(tmp, "qmp-private.sock"))
         try:
             assert q.cmd("blockdev-add", driver="raw", **{"node-name": "n1"},
@@ -614,7 +605,7 @@ def test_a_stop_while_a_hotplugged_lun_is_being_attached_ends(tmp_path) -> None:
                          **{"scsi-id": 0}) == {"return": {}}
         finally:
             q.close()
-        _wait(lambda: "[sdc] Attached SCSI disk" in d.log(), what="the hot-plugged disk probed")
+        wait_for(lambda: "[sdc] Attached SCSI disk" in d.log(), what="the hot-plugged disk probed")
         time.sleep(0.3)                                 # its loop device attach is waiting
         t0 = time.monotonic()
         d.proc.send_signal(signal.SIGTERM)
@@ -623,7 +614,7 @@ def test_a_stop_while_a_hotplugged_lun_is_being_attached_ends(tmp_path) -> None:
         assert time.monotonic() - t0 < 15, "the stop needed the deadline's abort"
         assert "orderly stop took more than" not in d.log()
         assert not is_mounted(d.mount)
-        _wait(lambda: not _loops_of(d.proc.pid), what="no loop device left")
+        wait_for(lambda: not _loops_of(d.proc.pid), what="no loop device left")
     finally:
         d.stop(signal.SIGKILL)
         if is_mounted(d.mount):

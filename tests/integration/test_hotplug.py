@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from daemon_harness import GOLDEN, Daemon, _can_mount, force_unmount, is_mounted, start_daemon
+from daemon_harness import GOLDEN, Daemon, _can_mount, force_unmount, is_mounted, start_daemon, wait_for
 from golden_sysfs import compare
 
 qmp = pytest.importorskip("qemu.qmp")
@@ -31,16 +31,6 @@ SDEV1 = "devices/pci0000:00/0000:00:04.0/virtio0/host0/target0:0:0/0:0:0:1"
 def run(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
     kw.setdefault("text", True)
     return subprocess.run(cmd, capture_output=True, check=check, **kw)
-
-
-def wait_for(cond, timeout: float = 20, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Live:

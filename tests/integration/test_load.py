@@ -13,12 +13,11 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from daemon_harness import _can_mount, start_daemon  # noqa: E402
+from daemon_harness import _can_mount, start_daemon, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.skipif(_can_mount() is not None, reason=_can_mount() or "")
 
@@ -41,15 +40,6 @@ def _images(tmp: str) -> list[str]:
 def _write(path: str, text: str) -> None:
     with open(path, "w") as f:
         f.write(text)
-
-
-def _wait(cond, timeout: float = 30.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _sized(path: str, size: int) -> bool:
@@ -96,7 +86,7 @@ def test_fio_verify_on_two_luns_while_others_come_and_go(tmp_path) -> None:  # t
         # QEMU reports LUNs newest first, so the names do not follow LUN numbers: ask sysfs
         names = [os.listdir(f"{m}/sys/bus/scsi/devices/0:0:0:{lun}/block")[0] for lun in (0, 1)]
         for name in names:
-            _wait(lambda name=name: _sized(f"{m}/dev/{name}", 64 << 20), what=f"/dev/{name}")
+            wait_for(lambda name=name: _sized(f"{m}/dev/{name}", 64 << 20), timeout=30.0, what=f"/dev/{name}")
         job = os.path.join(tmp, "load.fio")
         with open(job, "w") as f:
             f.write(f"""[global]
@@ -138,9 +128,9 @@ numjobs={JOBS_PER_LUN}
                     for lun in (2, 3):
                         dev = f"{m}/sys/bus/scsi/devices/0:0:0:{lun}"
                         _write(f"{dev}/delete", "1")
-                        _wait(lambda dev=dev: not os.path.exists(dev), what=f"{dev} gone")
+                        wait_for(lambda dev=dev: not os.path.exists(dev), timeout=30.0, what=f"{dev} gone")
                         _write(f"{host}/scan", f"0 0 {lun}")
-                        _wait(lambda dev=dev: os.path.exists(f"{dev}/block"), what=f"{dev} back")
+                        wait_for(lambda dev=dev: os.path.exists(f"{dev}/block"), timeout=30.0, what=f"{dev} back")
                         churns["delete+scan"] += 1
                         _write(f"{dev}/rescan", "1")
                         churns["rescan"] += 1
@@ -149,9 +139,9 @@ numjobs={JOBS_PER_LUN}
                     qmp.cmd("device_add", driver="scsi-hd", drive="hot4", id="hot4", bus="scsi0.0",
                             **{"scsi-id": 1, "lun": 0})
                     dev = f"{m}/sys/bus/scsi/devices/0:0:1:0"
-                    _wait(lambda: os.path.exists(f"{dev}/block"), what="hotplugged LUN")
+                    wait_for(lambda: os.path.exists(f"{dev}/block"), timeout=30.0, what="hotplugged LUN")
                     qmp.cmd("device_del", id="hot4")
-                    _wait(lambda: not os.path.exists(dev), what="hot-unplugged LUN")
+                    wait_for(lambda: not os.path.exists(dev), timeout=30.0, what="hot-unplugged LUN")
                     qmp.cmd("blockdev-del", **{"node-name": "hot4"})
                     churns["qmp"] += 1
             except Exception as e:     # noqa: BLE001 - reported below
