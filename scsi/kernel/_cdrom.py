@@ -527,11 +527,16 @@ async def cdrom_get_disc_info(cdi: CdromDeviceInfo) -> tuple[int, bytes]:
     cgc.cmd[0] = Gpcmd.READ_DISC_INFO
     cgc.cmd[8] = 2
     cgc.quiet = True
+    return await _length_then_whole(cdi, cgc, DISC_INFORMATION_SIZE)
+
+
+async def _length_then_whole(cdi: CdromDeviceInfo, cgc: PacketCommand, size: int) -> tuple[int, bytes]:
+    """Send ``cgc`` for the 2-byte length header, then again for the whole structure (at most
+    ``size`` bytes): (fill size or -errno, data), as cdrom_get_disc_info/track_info do."""
     ret = await _packet(cdi, cgc)
     if ret:
         return ret, b""
-    buflen = _BE16.unpack_from(cgc.buffer.ljust(2, b"\0"), 0)[0] + 2
-    buflen = min(buflen, DISC_INFORMATION_SIZE)
+    buflen = min(_BE16.unpack_from(cgc.buffer.ljust(2, b"\0"), 0)[0] + 2, size)
     cgc.cmd[8] = cgc.buflen = buflen
     cgc.buffer = bytes(buflen)
     ret = await _packet(cdi, cgc)
@@ -559,16 +564,7 @@ async def cdrom_get_track_info(cdi: CdromDeviceInfo, track: int, kind: int) -> t
     cgc.cmd[5] = track & 0xFF
     cgc.cmd[8] = 8
     cgc.quiet = True
-    ret = await _packet(cdi, cgc)
-    if ret:
-        return ret, b""
-    buflen = min(_BE16.unpack_from(cgc.buffer.ljust(2, b"\0"), 0)[0] + 2, TRACK_INFORMATION_SIZE)
-    cgc.cmd[8] = cgc.buflen = buflen
-    cgc.buffer = bytes(buflen)
-    ret = await _packet(cdi, cgc)
-    if ret:
-        return ret, b""
-    return buflen, cgc.buffer.ljust(buflen, b"\0")
+    return await _length_then_whole(cdi, cgc, TRACK_INFORMATION_SIZE)
 
 
 async def cdrom_get_last_written(cdi: CdromDeviceInfo) -> tuple[int, int]:
