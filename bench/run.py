@@ -485,7 +485,7 @@ import cProfile, pstats, random, sys, time, trio, json
 sys.argv = ["x"]
 from vscsifs.daemon._cli import build_config, parse_run_args
 from vscsifs.daemon._machine import Machine
-from vscsifs.scsi.block import bdev_read, bdev_write
+from vscsifs.scsi.kernel.block import bdev_read, bdev_write
 N = int(%(n)d)
 async def main():
     cfg, _ = build_config(parse_run_args(["--mount", "/nonexistent", "--quiet", *%(qemu)r]))

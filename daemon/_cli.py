@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._config import ConfigError, MachineConfig, ensure_seed_images, seed_config
-from ._qemu_args import parse_qemu_args
-from ._service import setup_logging
+from vscsifs.daemon._config import ConfigError, MachineConfig, ensure_seed_images, seed_config
+from vscsifs.daemon._qemu_args import parse_qemu_args
+from vscsifs.daemon._service import setup_logging
 
 log = logging.getLogger("vscsifs")
 
@@ -127,7 +127,7 @@ def build_config(opts: RunOptions) -> tuple[MachineConfig, list[str]]:
         if parsed.has_devices or any(a.lstrip("-") in ("smp", "m", "append") for a in opts.qemu_args):
             raise ConfigError(f"--config {opts.config}: the machine comes from the file; "
                               f"-device/-drive/-smp/-m/-append cannot be given with it")
-        from ._toml_config import load
+        from vscsifs.daemon._toml_config import load
         tc = load(opts.config)
         opts.mount = opts.mount or tc.service.mount
         opts.data_dir = opts.data_dir or tc.service.data_dir
@@ -177,7 +177,7 @@ usage: vscsifs config --from-qemu [--data-dir DIR] [QEMU options...]
 
 def config_main(argv: list[str]) -> int:
     """`vscsifs config`: convert QEMU options to TOML, or check a TOML file."""
-    from ._toml_config import dumps, from_qemu_args, load
+    from vscsifs.daemon._toml_config import dumps, from_qemu_args, load
     if not argv or argv[0] in ("-h", "--help"):
         print(CONFIG_USAGE, file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
@@ -246,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(opts.log_level or "info", journal=journal)
     for w in cfg.warnings:
         log.warning("%s", w)
-    from ._machine import run_daemon
+    from vscsifs.daemon._machine import run_daemon
     assert opts.mount is not None
     cli_level = "--log-level" in (a.split("=", 1)[0] for a in rest)
 

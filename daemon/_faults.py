@@ -42,14 +42,14 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from vscsifs.fs import _kobject
-from vscsifs.fs._kobject import Dir, SysfsError
+from vscsifs.scsi.kernel.base import _kobject
+from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
 from vscsifs.scsi.device._faults import FaultInjector, parse_fault_option, parse_fault_rule
 
-from ._config import ConfigError
+from vscsifs.daemon._config import ConfigError
 
 if TYPE_CHECKING:
-    from ._machine import Machine
+    from vscsifs.daemon._machine import Machine
 
 DEBUGFS_DIR = "kernel/debug/vscsifs"
 
@@ -228,7 +228,7 @@ def faults_after_boot(machine: Machine, control: FaultControl) -> None:
 # -- QMP ----------------------------------------------------------------------------------------
 
 def _qmp_int(args: dict[str, Any], key: str, default: int | None = None) -> int:
-    from . import _hotplug as hp
+    from vscsifs.daemon import _hotplug as hp
     v = args.get(key, default)
     if v is None:
         raise hp.QMPError(f"Parameter '{key}' is missing")
@@ -238,7 +238,7 @@ def _qmp_int(args: dict[str, Any], key: str, default: int | None = None) -> int:
 
 
 async def _qmp_fault(srv: Any, client: Any, args: dict[str, Any]) -> Any:
-    from . import _hotplug as hp
+    from vscsifs.daemon import _hotplug as hp
     for key in args:
         if key not in ("host", "channel", "target", "lun", "rule"):
             raise hp.QMPError(f"Parameter '{key}' is unexpected")
@@ -255,14 +255,14 @@ async def _qmp_fault(srv: Any, client: Any, args: dict[str, Any]) -> Any:
 
 
 async def _qmp_query_faults(srv: Any, client: Any, args: dict[str, Any]) -> Any:
-    from . import _hotplug as hp
+    from vscsifs.daemon import _hotplug as hp
     if args:
         raise hp.QMPError(f"Parameter '{next(iter(args))}' is unexpected")
     return FaultControl(srv.machine).query()
 
 
 def register_qmp_commands() -> None:
-    from ._qmp import COMMANDS
+    from vscsifs.daemon._qmp import COMMANDS
     COMMANDS.setdefault("x-vscsifs-fault", _qmp_fault)
     COMMANDS.setdefault("x-vscsifs-query-faults", _qmp_query_faults)
 

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from vscsifs.scsi.device import BlockBackend, BlockBackendError, SCSICDDevice, SCSIDiskDevice
 
-from ._config import ConfigError, DriveConfig, ScsiDeviceConfig
+from vscsifs.daemon._config import ConfigError, DriveConfig, ScsiDeviceConfig
 
 if TYPE_CHECKING:
-    from ._machine import Controller, Machine
+    from vscsifs.daemon._machine import Controller, Machine
 
 # QEMU QapiErrorClass values
 GENERIC_ERROR = "GenericError"

@@ -29,7 +29,7 @@ from typing import Any
 
 from vscsifs.scsi.target._saveconfig import LioConfigError
 
-from ._hotplug import QMPError
+from vscsifs.daemon._hotplug import QMPError
 
 _KEYS = {
     "x-vscsifs-lio-create-fileio": ({"name": str, "dev": str}, {"size": int, "write_back": bool, "wwn": str}),
@@ -97,7 +97,7 @@ async def _query_vhost_workers(srv: Any, client: Any, args: dict[str, Any]) -> A
 
 
 def register_qmp_commands() -> None:
-    from ._qmp import COMMANDS
+    from vscsifs.daemon._qmp import COMMANDS
     for command, apply in _HANDLERS.items():
         COMMANDS.setdefault(command, _handler(command, apply))
     COMMANDS.setdefault("x-vscsifs-query-vhost-workers", _query_vhost_workers)

@@ -20,16 +20,16 @@ from typing import Any, TextIO
 import trio
 
 from vscsifs.fs import machine_operations, serve
-from vscsifs.fs._driver_model import Sysfs
-from vscsifs.scsi.block import genhd_device_init
+from vscsifs.scsi.kernel.base._driver_model import Sysfs
+from vscsifs.scsi.kernel.block import genhd_device_init
 from vscsifs.scsi.device import BlockBackend, BlockBackendError, SCSIBus, SCSICDDevice, SCSIDiskDevice
 from vscsifs.scsi.kernel import async_synchronize_full, bsg_init, scsi_scan_host, scsi_sysfs_register, sd_init, sg_init
-from vscsifs.scsi.kernel._kernel import Kernel
-from vscsifs.scsi.kernel._printk import KernLevel, Kmsg
+from vscsifs.scsi.kernel.base._kernel import Kernel
+from vscsifs.scsi.kernel.base._printk import KernLevel, Kmsg
 from vscsifs.scsi.kernel._sr import sr_init
 from vscsifs.virtio import GuestMemory, VirtIOPCIProxy, VirtIOSCSI, VirtIOSCSIConf, virtscsi_probe
 
-from ._config import ConfigError, ControllerConfig, MachineConfig
+from vscsifs.daemon._config import ConfigError, ControllerConfig, MachineConfig
 
 log = logging.getLogger("vscsifs")
 
@@ -120,9 +120,9 @@ def build_vhost_scsi(cfg: MachineConfig, ccfg: ControllerConfig, memory: GuestMe
     serves the device. Its storage objects are the controller's backends (flushed and
     closed at exit)."""
     from vscsifs.scsi.target import LioConfigError, load_saveconfig
-    from vscsifs.virtio._vhost_scsi import VHostSCSI, VHostSCSIConf
+    from vscsifs.virtio.device._vhost_scsi import VHostSCSI, VHostSCSIConf
 
-    from . import _lio_qmp  # noqa: F401  (registers the LIO QMP commands: x-vscsifs-lio-*)
+    from vscsifs.daemon import _lio_qmp  # noqa: F401  (registers the LIO QMP commands: x-vscsifs-lio-*)
 
     first = not lio
     if first:
@@ -185,7 +185,7 @@ class Machine:
         asynchronous sd probes to finish (the point where the guest's dmesg settled)."""
         self.kernel.nursery = nursery
         self.init_kernel()
-        from ._faults import faults_after_boot, faults_before_boot
+        from vscsifs.daemon._faults import faults_after_boot, faults_before_boot
         faults = faults_before_boot(self, nursery)
         for ctrl in self.controllers:
             worker = getattr(ctrl.vdev, "worker", None)   # vhost-scsi: the vhost_dev's worker thread
@@ -213,7 +213,7 @@ class Machine:
 
     def shutdown(self) -> None:
         """Flush and close the images (what QEMU does at exit)."""
-        from ._hotplug import close_all
+        from vscsifs.daemon._hotplug import close_all
 
         close_all(self)   # drives added at run time that no device holds
         for ctrl in self.controllers:
@@ -293,5 +293,5 @@ def run_daemon(cfg: MachineConfig, mountpoint: str, *, quiet: bool = False, qmp:
                config_path: str | None = None, journal: bool = False, **service: Any) -> int:
     """`vscsifs run`: foreground until SIGINT/SIGTERM, then an orderly stop; exit 0. The
     service side (sd_notify, watchdog, SIGHUP reload, instance lock) is daemon/_service.py."""
-    from ._service import run_service
+    from vscsifs.daemon._service import run_service
     return run_service(cfg, mountpoint, quiet=quiet, qmp=qmp, config_path=config_path, journal=journal, **service)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._config import (CONTROLLER_DRIVERS, SCSI_DEVICE_DRIVERS, ConfigError, ControllerConfig, DriveConfig,
+from vscsifs.daemon._config import (CONTROLLER_DRIVERS, SCSI_DEVICE_DRIVERS, ConfigError, ControllerConfig, DriveConfig,
                       MachineConfig, ScsiDeviceConfig)
 
 # QEMU options that take an argument (qemu-options.hx) and those that do not; the ones vscsifs
@@ -331,7 +331,7 @@ def parse_qemu_args(argv: Sequence[str]) -> ParsedArgs:
             cfg.allow_other = True
         elif name == "fault":
             # vscsifs's own option: a fault injection rule (daemon/_faults.py)
-            from ._faults import check_fault_option
+            from vscsifs.daemon._faults import check_fault_option
             cfg.faults.append(check_fault_option(take()))
         elif name == "lio-config":
             # vscsifs's own option: the LIO target configuration vhost-scsi-pci serves

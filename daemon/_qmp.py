@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from . import _hotplug as hp
-from ._config import ConfigError, DriveConfig, ScsiDeviceConfig
-from ._qemu_args import _DRIVE_PROPS, _SCSI_DEVICE_PROPS, _apply, _pairs, parse_size, split_opts
+from vscsifs.daemon import _hotplug as hp
+from vscsifs.daemon._config import ConfigError, DriveConfig, ScsiDeviceConfig
+from vscsifs.daemon._qemu_args import _DRIVE_PROPS, _SCSI_DEVICE_PROPS, _apply, _pairs, parse_size, split_opts
 
 if TYPE_CHECKING:
-    from ._machine import Machine
+    from vscsifs.daemon._machine import Machine
 
 log = logging.getLogger("vscsifs")
 

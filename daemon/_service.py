@@ -50,11 +50,11 @@ import trio
 
 from vscsifs.fs._mount import abort_connection, clean_stale, is_stale_mount, mount_entry, resolve_mountpoint
 from vscsifs.scsi.kernel import async_synchronize_full
-from vscsifs.scsi.kernel._printk import LogRecord
+from vscsifs.scsi.kernel.base._printk import LogRecord
 from vscsifs.scsi.kernel._scsi_scan import scsi_device_lookup, shost_for_each_device
 
-from ._config import ConfigError, DriveConfig, MachineConfig, ScsiDeviceConfig
-from ._notify import Notifier, describe_machine
+from vscsifs.daemon._config import ConfigError, DriveConfig, MachineConfig, ScsiDeviceConfig
+from vscsifs.daemon._notify import Notifier, describe_machine
 
 log = logging.getLogger("vscsifs")
 
@@ -425,7 +425,7 @@ class Hotplug:
     commands), found by the reload's own device identity (id, else address)."""
 
     def __init__(self, machine: Any) -> None:
-        from . import _hotplug
+        from vscsifs.daemon import _hotplug
         self.machine = machine
         self.mod = _hotplug
 
@@ -601,7 +601,7 @@ class Service:
             return applied
 
     async def _reload(self) -> str:
-        from ._toml_config import load
+        from vscsifs.daemon._toml_config import load
         if self.config_path is None:
             raise ReloadRefused("started from QEMU options, there is no configuration file to re-read "
                                 "(use --config FILE)")
@@ -642,7 +642,7 @@ class Service:
                 self.request_stop(name)
 
     async def main(self) -> None:
-        from ._machine import serve_machine
+        from vscsifs.daemon._machine import serve_machine
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -662,7 +662,7 @@ class Service:
                 await nursery.start(run_machine)
                 self.fuse_dev = keep_fuse_dev_last()
                 if self.qmp_paths:
-                    from ._qmp import QMPServer
+                    from vscsifs.daemon._qmp import QMPServer
                     monitor = QMPServer(self.machine, quit=lambda: self.request_stop("QMP quit"))
                     await nursery.start(monitor.serve, self.qmp_paths, self.qmp_required)
                 self.ready = True
@@ -673,8 +673,8 @@ def run_service(cfg: MachineConfig, mountpoint: str, *, quiet: bool = False, qmp
                 config_path: str | None = None, journal: bool = False, notifier: Notifier | None = None,
                 on_reload: Callable[[Any], None] | None = None) -> int:
     """Run one machine until stopped; the exit status for the process (0: stopped cleanly)."""
-    from ._machine import Machine
-    from ._qmp import QMPSyntaxError, parse_qmp_option
+    from vscsifs.daemon._machine import Machine
+    from vscsifs.daemon._qmp import QMPSyntaxError, parse_qmp_option
 
     notifier = Notifier.from_environ() if notifier is None else notifier
     mountpoint = os.path.abspath(mountpoint)

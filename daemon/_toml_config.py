@@ -53,10 +53,10 @@ from typing import Any
 
 from vscsifs.scsi.device._faults import parse_fault_option, parse_fault_rule
 
-from ._config import (CONTROLLER_DRIVERS, SCSI_DEVICE_DRIVERS, ConfigError, ControllerConfig, DriveConfig,
+from vscsifs.daemon._config import (CONTROLLER_DRIVERS, SCSI_DEVICE_DRIVERS, ConfigError, ControllerConfig, DriveConfig,
                       MachineConfig, ScsiDeviceConfig)
-from ._faults import check_fault_option
-from ._qemu_args import (_CACHE_MODES, _CONTROLLER_PROPS, _DRIVE_PROPS, _SCSI_DEVICE_PROPS, _VHOST_SCSI_PROPS, Prop,
+from vscsifs.daemon._faults import check_fault_option
+from vscsifs.daemon._qemu_args import (_CACHE_MODES, _CONTROLLER_PROPS, _DRIVE_PROPS, _SCSI_DEVICE_PROPS, _VHOST_SCSI_PROPS, Prop,
                          parse_memory, parse_qemu_args)
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -549,7 +549,7 @@ def from_qemu_args(argv: list[str], *, seed_data_dir: str | None = None) -> tupl
     """QEMU options -> MachineConfig for writing out (checked, but auto values left auto)."""
     import copy
 
-    from ._config import seed_config
+    from vscsifs.daemon._config import seed_config
     parsed = parse_qemu_args(argv)
     cfg = parsed.machine
     if not parsed.has_devices and seed_data_dir is not None:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._devfs import (BdevIO, BlockNode, DataFile, DevFs, LoopDevice, UnavailableCharNode, cleanup_stale_loops,
+from vscsifs.fs._devfs import (BdevIO, BlockNode, DataFile, DevFs, LoopDevice, UnavailableCharNode, cleanup_stale_loops,
                      loop_attach, loop_available, loop_detach, stale_loops)
-from ._kobject import Attr, Dir, Link, Node, SysfsError
-from ._mount import Mount, clean_stale, force_unmount, is_mounted, is_stale_mount, mount_options, serve
-from ._operations import VscsiOperations
-from ._procfs import ProcFs
+from vscsifs.scsi.kernel.base._kobject import Attr, Dir, Link, Node, SysfsError
+from vscsifs.fs._mount import Mount, clean_stale, force_unmount, is_mounted, is_stale_mount, mount_options, serve
+from vscsifs.fs._operations import VscsiOperations
+from vscsifs.fs._procfs import ProcFs
 
 
 def make_operations(sysfs_root: Dir, devfs: DevFs | None = None, procfs: ProcFs | None = None) -> VscsiOperations:

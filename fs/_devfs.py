@@ -13,7 +13,7 @@ The design (``mode == "loop"``, the default when we are root and /dev/loop-contr
 - each block device (disk or partition) has a DATA FILE ``DIR/.vscsifs-<pid>/NAME``: a regular
   file in a root directory that lookup resolves but readdir does not list. Its reads, writes
   and fsync go through the emulated block layer (``io.bdev_read/bdev_write/bdev_flush``, by
-  default vscsifs.scsi.block), opened direct_io so every read reaches the emulated path and is
+  default vscsifs.scsi.kernel.block), opened direct_io so every read reaches the emulated path and is
   counted in the stats. Reads past the end give 0 bytes, writes past it ENOSPC (block layer).
 - the daemon attaches a host loop device to that data file (LOOP_CONFIGURE with the disk's
   logical block size, read-only for read-only disks, LO_FLAGS_AUTOCLEAR) and keeps the loop
@@ -74,8 +74,8 @@ from typing import Any, Protocol
 import pyfuse3
 import trio
 
-from ._kobject import Dir, Node
-from ._operations import FileHandle, SpecialFile, VscsiOperations, errno_of
+from vscsifs.scsi.kernel.base._kobject import Dir, Node
+from vscsifs.fs._operations import FileHandle, SpecialFile, VscsiOperations, errno_of
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ LOOP_MAJOR = 7
 
 
 class BdevIO(Protocol):
-    """What devfs needs from the block layer (vscsifs.scsi.block provides these functions)."""
+    """What devfs needs from the block layer (vscsifs.scsi.kernel.block provides these functions)."""
 
     async def bdev_read(self, bdev: Any, offset: int, length: int) -> bytes | memoryview: ...
     async def bdev_write(self, bdev: Any, offset: int, data: bytes | memoryview) -> int: ...
@@ -93,11 +93,11 @@ class BdevIO(Protocol):
 
 
 class _BlockLayerIO:
-    """The default BdevIO: vscsifs.scsi.block's functions, resolved at first use."""
+    """The default BdevIO: vscsifs.scsi.kernel.block's functions, resolved at first use."""
 
     def __getattr__(self, name: str) -> Any:
         # resolved once per name: later lookups find the instance attribute (hot path)
-        value = getattr(importlib.import_module("vscsifs.scsi.block"), name)
+        value = getattr(importlib.import_module("vscsifs.scsi.kernel.block"), name)
         setattr(self, name, value)
         return value
 

@@ -27,9 +27,9 @@ from typing import Any
 import pyfuse3
 import trio
 
-from ._devfs import DATA_DIR_PREFIX, DevFs, LoopIoctl, cleanup_stale_loops, loop_available
-from ._devfs import _open_loop as open_loop
-from ._operations import VscsiOperations
+from vscsifs.fs._devfs import DATA_DIR_PREFIX, DevFs, LoopIoctl, cleanup_stale_loops, loop_available
+from vscsifs.fs._devfs import _open_loop as open_loop
+from vscsifs.fs._operations import VscsiOperations
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from typing import Any, TypeVar
 
 import pyfuse3
 
-from . import _kobject
-from ._kobject import Attr, Dir, Link, Node
+from vscsifs.scsi.kernel.base import _kobject
+from vscsifs.scsi.kernel.base._kobject import Attr, Dir, Link, Node
 
 ROOT_INODE = pyfuse3.ROOT_INODE
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """DIR/proc: the few /proc files the SCSI and block tools read, computed at read time.
 
 - ``partitions``, ``diskstats``, ``devices``: text from the block layer
-  (vscsifs.scsi.block.proc_partitions_text / proc_diskstats_text / proc_devices_text(kernel)).
+  (vscsifs.scsi.kernel.block.proc_partitions_text / proc_diskstats_text / proc_devices_text(kernel)).
   Mode 0444 and st_size 0 as procfs reports; readers read to EOF (the mount serves them
   direct_io).
 - ``sys/dev/scsi/logging_level`` (0644): the scsi_mod logging word, written as proc_dointvec
@@ -20,8 +20,8 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from ._kobject import Attr, Dir, SysfsError
-from ._operations import DynamicSize
+from vscsifs.scsi.kernel.base._kobject import Attr, Dir, SysfsError
+from vscsifs.fs._operations import DynamicSize
 
 
 class ProcAttr(Attr):
@@ -48,10 +48,10 @@ class SizedProcAttr(DynamicSize, ProcAttr):
 
 def _block_text(fn: str, kernel: Any) -> Callable[[], str]:
     def show() -> str:
-        block = importlib.import_module("vscsifs.scsi.block")
+        block = importlib.import_module("vscsifs.scsi.kernel.block")
         func = getattr(block, fn, None)
         if func is None:
-            raise SysfsError(errno.EIO, f"vscsifs.scsi.block.{fn} is not available")
+            raise SysfsError(errno.EIO, f"vscsifs.scsi.kernel.block.{fn} is not available")
         return func(kernel)
     return show
 

@@ -19,6 +19,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDEN = os.path.join(HERE, "golden")
 
 
+def venv_script(name: str) -> str:
+    """A console script installed beside the interpreter running the tests (qmp-shell, vscsifs):
+    the tests never take programs of the environment from whatever PATH holds."""
+    return os.path.join(os.path.dirname(sys.executable), name)
+
+
+# the daemon's command line, through the interpreter running the tests
+VSCSIFS = [sys.executable, "-m", "vscsifs.daemon._cli"]
+
+
 def _can_mount() -> str | None:
     if os.geteuid() != 0:
         return "needs root (FUSE mounts with allow_other/dev)"

@@ -24,9 +24,9 @@ import pytest
 import trio
 
 from vscsifs.fs import DevFs, Mount, ProcFs, make_operations, serve
-from vscsifs.fs._driver_model import Bus, Class, Device, Sysfs, device_add, device_bind_driver
-from vscsifs.fs._kobject import Dir, SysfsError
-from vscsifs.scsi.kernel._printk import KernLevel, Kmsg
+from vscsifs.scsi.kernel.base._driver_model import Bus, Class, Device, Sysfs, device_add, device_bind_driver
+from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
+from vscsifs.scsi.kernel.base._printk import KernLevel, Kmsg
 
 
 @dataclass(eq=False)
@@ -240,7 +240,7 @@ def tree_from_manifest(golden_dir: str) -> Dir:
     captured roots become empty directories."""
     from golden_sysfs import parse_manifest
 
-    from vscsifs.fs._kobject import Attr, Link
+    from vscsifs.scsi.kernel.base._kobject import Attr, Link
 
     root = Dir("")
     entries = parse_manifest(os.path.join(golden_dir, "sysfs-manifest.txt"))

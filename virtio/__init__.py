@@ -9,15 +9,15 @@ virtioN), _scsi_driver (virtscsi_probe, queuecommand, completion, TMFs, events).
 The device-side modules never import the guest-side ones.
 """
 
-from ._memory import GuestBuffer, GuestMemory
-from ._pci import PciPlatform, VirtIOPCIProxy
-from ._pci_sysfs import PciDev, pci_device_add
-from ._scsi_device import SCSIBusLike, VirtIOSCSI, VirtIOSCSIConf
-from ._scsi_driver import (Midlayer, VirtioScsi, run_pending_events, virtscsi_abort, virtscsi_device_reset,
+from vscsifs.virtio._memory import GuestBuffer, GuestMemory
+from vscsifs.virtio.device._pci import PciPlatform, VirtIOPCIProxy
+from vscsifs.virtio.driver._pci_sysfs import PciDev, pci_device_add
+from vscsifs.virtio.device._scsi_device import SCSIBusLike, VirtIOSCSI, VirtIOSCSIConf
+from vscsifs.virtio.driver._scsi_driver import (Midlayer, VirtioScsi, run_pending_events, virtscsi_abort, virtscsi_device_reset,
                            virtscsi_host_template, virtscsi_probe, virtscsi_queuecommand, virtscsi_remove)
-from ._virtio_device import VirtIODevice
-from ._virtio_driver import IrqDesc, VirtioDevice
-from ._virtqueue import DeviceVirtqueue, DriverVirtqueue, VirtioError, VirtQueueElement, VringLayout
+from vscsifs.virtio.device._virtio_device import VirtIODevice
+from vscsifs.virtio.driver._virtio_driver import IrqDesc, VirtioDevice
+from vscsifs.virtio._virtqueue import DeviceVirtqueue, DriverVirtqueue, VirtioError, VirtQueueElement, VringLayout
 
 __all__ = [
     "DeviceVirtqueue", "DriverVirtqueue", "GuestBuffer", "GuestMemory", "IrqDesc", "Midlayer", "PciDev",

@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ._memory import GuestBuffer, GuestMemory
-from ._wire import (U16, VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC, VRING_USED_ELEM, VRING_USED_F_NO_NOTIFY,
+from vscsifs.virtio._memory import GuestBuffer, GuestMemory
+from vscsifs.virtio._wire import (U16, VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC, VRING_USED_ELEM, VRING_USED_F_NO_NOTIFY,
                     VringDescFlags, vring_need_event)
 
 _NEXT = int(VringDescFlags.NEXT)

@@ -11,9 +11,9 @@ import errno
 from dataclasses import dataclass, field
 from typing import Any
 
-from vscsifs.fs._driver_model import POWER_ASYNC_DISABLED, Class, Device, device_add, device_del
+from vscsifs.scsi.kernel.base._driver_model import POWER_ASYNC_DISABLED, Class, Device, device_add, device_del
 
-from ._printk import KernLevel
+from vscsifs.scsi.kernel.base._printk import KernLevel
 
 BSG_DESCRIPTION = "Block layer SCSI generic (bsg) driver"
 BSG_VERSION = "0.4"

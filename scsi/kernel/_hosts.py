@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
-from vscsifs.fs._driver_model import Device, device_add, device_del
+from vscsifs.scsi.kernel.base._driver_model import Device, device_add, device_del
 
-from ._printk import KernLevel
-from ._scsi_logging import LogShift, scsi_log_enabled, shost_printk
+from vscsifs.scsi.kernel.base._printk import KernLevel
+from vscsifs.scsi.kernel._scsi_logging import LogShift, scsi_log_enabled, shost_printk
 
 if TYPE_CHECKING:
-    from ._kernel import Kernel
-    from ._scsi_cmnd import ScsiCmnd
+    from vscsifs.scsi.kernel.base._kernel import Kernel
+    from vscsifs.scsi.kernel._scsi_cmnd import ScsiCmnd
 
 SCSI_MLQUEUE_HOST_BUSY = 0x1055
 SCSI_MLQUEUE_DEVICE_BUSY = 0x1056
@@ -153,7 +153,7 @@ class Scsi_Host:  # noqa: N801 - the kernel's name
     added: bool = False
 
     def __post_init__(self) -> None:
-        from ._scsi_sysfs import scsi_bus, scsi_host_class
+        from vscsifs.scsi.kernel._scsi_sysfs import scsi_bus, scsi_host_class
 
         self.shost_gendev = Device(f"host{self.host_no}", bus=scsi_bus(self.kernel),
                                    devtype="scsi_host")
@@ -212,9 +212,9 @@ def scsi_host_set_state(shost: Scsi_Host, state: HostState) -> int:
 
 def scsi_mq_setup_tags(shost: Scsi_Host) -> None:
     """scsi_lib.c scsi_mq_setup_tags(): the host-wide tag set (depth can_queue)."""
-    from vscsifs.scsi import block as blk
+    from vscsifs.scsi.kernel import block as blk
 
-    from ._scsi_lib import scsi_mq_ops
+    from vscsifs.scsi.kernel._scsi_lib import scsi_mq_ops
 
     shost.tag_set = blk.blk_mq_alloc_tag_set(shost.kernel, scsi_mq_ops(shost), shost.nr_hw_queues,
                                              shost.can_queue)
@@ -223,7 +223,7 @@ def scsi_mq_setup_tags(shost: Scsi_Host) -> None:
 
 def scsi_add_host(shost: Scsi_Host, parent: Device | None) -> None:
     """hosts.c scsi_add_host_with_dma(): log the banner, set up tags, add hostN to sysfs."""
-    from ._scsi_sysfs import scsi_host_rpm, scsi_sysfs_add_host
+    from vscsifs.scsi.kernel._scsi_sysfs import scsi_host_rpm, scsi_sysfs_add_host
 
     info = shost.hostt.info(shost) if shost.hostt.info else shost.hostt.name
     shost_printk(KernLevel.INFO, shost, info)
@@ -247,7 +247,7 @@ def scsi_add_host(shost: Scsi_Host, parent: Device | None) -> None:
 
 async def scsi_remove_host(shost: Scsi_Host) -> None:
     """hosts.c scsi_remove_host(): cancel, remove every device and target, then the host."""
-    from ._scsi_scan import scsi_forget_host
+    from vscsifs.scsi.kernel._scsi_scan import scsi_forget_host
 
     if scsi_host_set_state(shost, HostState.SHOST_CANCEL) != 0:
         if scsi_host_set_state(shost, HostState.SHOST_CANCEL_RECOVERY) != 0:

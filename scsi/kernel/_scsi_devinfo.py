@@ -13,7 +13,7 @@ from enum import IntFlag
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._kernel import Kernel
+    from vscsifs.scsi.kernel.base._kernel import Kernel
 
 
 class Blist(IntFlag):

@@ -15,8 +15,8 @@ from typing import Any
 
 from vscsifs.scsi._proto import SamStatus, SenseKey
 
-from ._printk import KernLevel
-from ._scsi_cmnd import DmaDirection, HostByte, ScsiCmnd
+from vscsifs.scsi.kernel.base._printk import KernLevel
+from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, ScsiCmnd
 
 
 # the SAM status and sense key values are the wire protocol's, defined once in scsi/_proto.py
@@ -177,7 +177,7 @@ _UA_EVENTS: dict[tuple[int, int | None], str] = {
 
 def scsi_report_sense(sdev: Any, sshdr: ScsiSenseHdr) -> None:
     """scsi_error.c scsi_report_sense(): log the unit attentions the kernel announces."""
-    from ._scsi_logging import sdev_printk
+    from vscsifs.scsi.kernel._scsi_logging import sdev_printk
 
     if sshdr.sense_key != SenseKey.UNIT_ATTENTION:
         return
@@ -324,7 +324,7 @@ def scsi_decide_disposition(cmd: ScsiCmnd) -> Disposition:
                   SamStat.INTERMEDIATE_CONDITION_MET, SamStat.ACA_ACTIVE):
         return SUCCESS
     if status == SamStat.RESERVATION_CONFLICT:
-        from ._scsi_logging import sdev_printk
+        from vscsifs.scsi.kernel._scsi_logging import sdev_printk
         sdev_printk(KernLevel.INFO, sdev, "reservation conflict")
         set_scsi_ml_byte(cmd, ScsimlStat.RESV_CONFLICT)
         return SUCCESS
@@ -357,19 +357,19 @@ _MEDIUM_ACCESS_OPS = frozenset({0x08, 0x0A, 0x28, 0x2A, 0xA8, 0xAA, 0x88, 0x8A, 
 
 
 def _eh_log(cmd_or_sdev: Any, level: int) -> bool:
-    from ._scsi_logging import LogShift, scsi_log_enabled
+    from vscsifs.scsi.kernel._scsi_logging import LogShift, scsi_log_enabled
     sdev = getattr(cmd_or_sdev, "device", cmd_or_sdev)
     return scsi_log_enabled(sdev.host.kernel, LogShift.ERROR, level)
 
 
 def _scmd_info(cmd: ScsiCmnd, text: str, level: KernLevel = KernLevel.INFO) -> None:
     if _eh_log(cmd, 3):
-        from ._scsi_logging import scmd_printk
+        from vscsifs.scsi.kernel._scsi_logging import scmd_printk
         scmd_printk(level, cmd, text)
 
 
 def _shost_info(shost: Any, text: str, level: int = 3) -> None:
-    from ._scsi_logging import LogShift, scsi_log_enabled, shost_printk
+    from vscsifs.scsi.kernel._scsi_logging import LogShift, scsi_log_enabled, shost_printk
     if scsi_log_enabled(shost.kernel, LogShift.ERROR, level):
         shost_printk(KernLevel.INFO, shost, text)
 
@@ -405,7 +405,7 @@ def _host_eh(shost: Any) -> _HostEh:
 def scsi_noretry_cmd(cmd: ScsiCmnd) -> bool:
     """scsi_noretry_cmd(): fail fast (REQ_FAILFAST_*), and passthrough commands that timed
     out or got a retryable CHECK CONDITION are not retried by the error handler."""
-    from vscsifs.scsi.block._blk_types import ReqFlag
+    from vscsifs.scsi.kernel.block._blk_types import ReqFlag
     rq = cmd.request
     flags = rq.flags if rq is not None else ReqFlag.NONE
     passthrough = rq is None or rq.is_passthrough
@@ -462,7 +462,7 @@ async def scmd_eh_abort_handler(cmd: ScsiCmnd) -> None:
     """scmd_eh_abort_handler(): abort at the LLD; on success retry (or finish) the command
     with DID_TIME_OUT, else hand it to the error handler."""
     import trio
-    from ._scsi_lib import scsi_finish_command
+    from vscsifs.scsi.kernel._scsi_lib import scsi_finish_command
 
     await trio.sleep(ABORT_WORK_DELAY)
     _scmd_info(cmd, "aborting command")
@@ -483,7 +483,7 @@ async def scmd_eh_abort_handler(cmd: ScsiCmnd) -> None:
 def scsi_queue_insert_eh_retry(cmd: ScsiCmnd) -> None:
     """scsi_queue_insert(cmd, SCSI_MLQUEUE_EH_RETRY): budgets back, the request goes to blk-mq
     again (it keeps its prepared state, as RQF_DONTPREP does)."""
-    from ._scsi_lib import _release_budgets, _requeue
+    from vscsifs.scsi.kernel._scsi_lib import _release_budgets, _requeue
     rq = cmd.request
     rq.extra["scsi_complete_state"] = False
     _release_budgets(cmd.device)
@@ -492,7 +492,7 @@ def scsi_queue_insert_eh_retry(cmd: ScsiCmnd) -> None:
 
 def scsi_eh_scmd_add(cmd: ScsiCmnd) -> None:
     """scsi_eh_scmd_add(): host into recovery, command onto eh_cmd_q, wake the handler."""
-    from ._hosts import HostState, scsi_host_set_state
+    from vscsifs.scsi.kernel._hosts import HostState, scsi_host_set_state
 
     shost = cmd.device.host
     if scsi_host_set_state(shost, HostState.SHOST_RECOVERY):
@@ -559,7 +559,7 @@ async def scsi_unjam_host(shost: Any) -> None:
 
 def scsi_restart_operations(shost: Any) -> None:
     """scsi_restart_operations(): host back to running, queues restarted."""
-    from ._hosts import HostState, scsi_host_set_state
+    from vscsifs.scsi.kernel._hosts import HostState, scsi_host_set_state
 
     _shost_info(shost, "waking up host to restart")
     if scsi_host_set_state(shost, HostState.SHOST_RUNNING):
@@ -623,7 +623,7 @@ async def scsi_send_eh_cmnd(cmd: ScsiCmnd, cdb: bytes, timeout: float, *, keep_s
     A command that does not answer is aborted (scsi_abort_eh_cmnd) and counts as FAILED.
     With ``keep_sense`` (REQUEST SENSE) the data received becomes the command's sense."""
     import trio
-    from ._scsi_logging import scsi_log_completion, scsi_log_send
+    from vscsifs.scsi.kernel._scsi_logging import scsi_log_completion, scsi_log_send
 
     sdev = cmd.device
     shost = sdev.host
@@ -835,7 +835,7 @@ async def scsi_eh_stu(shost: Any, work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]
 
 def _eh_sdev_info(sdev: Any, text: str) -> None:
     if _eh_log(sdev, 3):
-        from ._scsi_logging import sdev_printk
+        from vscsifs.scsi.kernel._scsi_logging import sdev_printk
         sdev_printk(KernLevel.INFO, sdev, text)
 
 
@@ -915,8 +915,8 @@ async def scsi_eh_host_reset(shost: Any, work_q: list[ScsiCmnd], done_q: list[Sc
 
 def scsi_eh_offline_sdevs(work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]) -> None:
     """scsi_eh_offline_sdevs(): the devices that did not recover go offline."""
-    from ._scsi_lib import SdevState, scsi_device_set_state
-    from ._scsi_logging import sdev_printk
+    from vscsifs.scsi.kernel._scsi_lib import SdevState, scsi_device_set_state
+    from vscsifs.scsi.kernel._scsi_logging import sdev_printk
 
     for cmd in list(work_q):
         sdev_printk(KernLevel.INFO, cmd.device, "Device offlined - not ready after error recovery")
@@ -938,7 +938,7 @@ async def scsi_eh_ready_devs(shost: Any, work_q: list[ScsiCmnd], done_q: list[Sc
 def scsi_eh_flush_done_q(done_q: list[ScsiCmnd]) -> None:
     """scsi_eh_flush_done_q(): retry what may be retried, finish the rest (DID_TIME_OUT when
     no result was set)."""
-    from ._scsi_lib import scsi_finish_command
+    from vscsifs.scsi.kernel._scsi_lib import scsi_finish_command
 
     for cmd in done_q:
         if cmd.device.online and not scsi_noretry_cmd(cmd) and scsi_cmd_retry_allowed(cmd) \

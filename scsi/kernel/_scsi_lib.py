@@ -23,19 +23,19 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from vscsifs.scsi.block._blk_types import BlkMqOps, BlkStatus, ReqFlag, ReqOp, Request
+from vscsifs.scsi.kernel.block._blk_types import BlkMqOps, BlkStatus, ReqFlag, ReqOp, Request
 
-from ._printk import KernLevel
-from ._scsi_cmnd import DmaDirection, ScsiCmnd
-from ._scsi_error import SUCCESS as SUCCESS_DISPOSITION
-from ._scsi_error import (ADD_TO_MLQUEUE, NEEDS_RETRY, ScsiSenseHdr, ScsimlStat,
+from vscsifs.scsi.kernel.base._printk import KernLevel
+from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, ScsiCmnd
+from vscsifs.scsi.kernel._scsi_error import SUCCESS as SUCCESS_DISPOSITION
+from vscsifs.scsi.kernel._scsi_error import (ADD_TO_MLQUEUE, NEEDS_RETRY, ScsiSenseHdr, ScsimlStat,
                           SenseKey, scsi_decide_disposition, scsi_ml_byte, scsi_normalize_sense,
                           scsi_status_is_check_condition)
-from ._scsi_logging import (LogShift, scmd_printk, scsi_log_completion, scsi_log_enabled,
+from vscsifs.scsi.kernel._scsi_logging import (LogShift, scmd_printk, scsi_log_completion, scsi_log_enabled,
                             scsi_log_send, sdev_printk)
 
 if TYPE_CHECKING:
-    from ._hosts import Scsi_Host
+    from vscsifs.scsi.kernel._hosts import Scsi_Host
 
 HZ = 1.0
 SCSI_DEFAULT_EH_TIMEOUT = 10          # seconds
@@ -317,11 +317,11 @@ _block_module: Any = None
 
 
 def _blk() -> Any:
-    """vscsifs.scsi.block, imported at first use (it imports this package); cached, as every
+    """vscsifs.scsi.kernel.block, imported at first use (it imports this package); cached, as every
     request reaches it several times."""
     global _block_module
     if _block_module is None:
-        from vscsifs.scsi import block
+        from vscsifs.scsi.kernel import block
         _block_module = block
     return _block_module
 
@@ -532,7 +532,7 @@ def _host_state() -> Any:
     """_hosts.HostState (_hosts imports this module), looked up once, not per request."""
     global _HostState
     if _HostState is None:
-        from ._hosts import HostState
+        from vscsifs.scsi.kernel._hosts import HostState
         _HostState = HostState
     return _HostState
 
@@ -636,7 +636,7 @@ def scsi_timeout(rq: Request) -> int:
     is taken from the LLD (later completions are ignored) and aborted; vscsifs has no further
     error-handler escalation (device/target/host reset): a failed abort ends the command with
     DID_TIME_OUT."""
-    from ._scsi_error import Disposition
+    from vscsifs.scsi.kernel._scsi_error import Disposition
 
     cmd: ScsiCmnd = rq.pdu
     sdev: ScsiDevice = cmd.device
@@ -652,8 +652,8 @@ def scsi_timeout(rq: Request) -> int:
     if rq.extra.get("scsi_complete_state"):
         return BLK_EH_RESET_TIMER               # a real completion won the race
     rq.extra["scsi_complete_state"] = True
-    from ._scsi_error import SUCCESS as ML_SUCCESS
-    from ._scsi_error import scsi_abort_command, scsi_eh_scmd_add
+    from vscsifs.scsi.kernel._scsi_error import SUCCESS as ML_SUCCESS
+    from vscsifs.scsi.kernel._scsi_error import scsi_abort_command, scsi_eh_scmd_add
     if scsi_abort_command(cmd) != ML_SUCCESS:
         cmd.set_host_byte(0x03)                  # DID_TIME_OUT
         scsi_eh_scmd_add(cmd)
@@ -679,7 +679,7 @@ def scsi_complete(rq: Request) -> None:
         scsi_finish_command(rq, cmd)
         return
     # FAILED (and anything else): the error handler owns the command now
-    from ._scsi_error import scsi_eh_scmd_add
+    from vscsifs.scsi.kernel._scsi_error import scsi_eh_scmd_add
     rq.extra["scsi_complete_state"] = True
     scsi_eh_scmd_add(cmd)
 
@@ -760,7 +760,7 @@ def scsi_io_completion(rq: Request, cmd: ScsiCmnd, good_bytes: int) -> None:
             blk_stat = scsi_result_to_blk_status(result)
         if sshdr is not None and sshdr.sense_key == SenseKey.RECOVERED_ERROR:
             if not (sshdr.asc == 0 and sshdr.ascq == 0x1D) and not rq.flags & ReqFlag.RQF_QUIET:
-                from ._scsi_logging import scsi_print_sense
+                from vscsifs.scsi.kernel._scsi_logging import scsi_print_sense
                 scsi_print_sense(cmd)
             result = 0
         if (result & 0xFF) and scsi_status_is_good(result):
@@ -848,12 +848,12 @@ def scsi_io_completion_action(rq: Request, cmd: ScsiCmnd, result: int,
         if not rq.flags & ReqFlag.RQF_QUIET:
             kernel = sdev.host.kernel
             level = 0
-            from ._scsi_logging import scsi_logging_level_get, scsi_log_level, scsi_print_command
-            from ._scsi_logging import scsi_print_result, scsi_print_sense
+            from vscsifs.scsi.kernel._scsi_logging import scsi_logging_level_get, scsi_log_level, scsi_print_command
+            from vscsifs.scsi.kernel._scsi_logging import scsi_print_result, scsi_print_sense
             if scsi_logging_level_get(kernel):
                 level = scsi_log_level(kernel, LogShift.MLCOMPLETE)
             if not level:
-                from ._scsi_error import FAILED
+                from vscsifs.scsi.kernel._scsi_error import FAILED
                 scsi_print_result(cmd, None, FAILED, scmd_age(cmd))
                 if sshdr is not None:
                     scsi_print_sense(cmd)

@@ -14,13 +14,13 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
-from ._constants import (scsi_extd_sense_format, scsi_format_opcode_name, scsi_hostbyte_string,
+from vscsifs.scsi.kernel._constants import (scsi_extd_sense_format, scsi_format_opcode_name, scsi_hostbyte_string,
                          scsi_sense_key_string)
-from ._printk import KernLevel
+from vscsifs.scsi.kernel.base._printk import KernLevel
 
 if TYPE_CHECKING:
-    from ._kernel import Kernel
-    from ._scsi_cmnd import ScsiCmnd
+    from vscsifs.scsi.kernel.base._kernel import Kernel
+    from vscsifs.scsi.kernel._scsi_cmnd import ScsiCmnd
 
 PARAM = "scsi_mod.scsi_logging_level"
 
@@ -189,7 +189,7 @@ def scsi_print_sense_hdr(sdev: Any, name: str | None, tag: int, sshdr: Any) -> N
 
 def scsi_print_sense(cmd: ScsiCmnd) -> None:
     """scsi_print_sense(): the decoded sense header, or a hex dump when it does not parse."""
-    from ._scsi_error import scsi_normalize_sense
+    from vscsifs.scsi.kernel._scsi_error import scsi_normalize_sense
 
     sense = bytes(cmd.sense_buffer)
     sshdr = scsi_normalize_sense(sense)
@@ -209,7 +209,7 @@ def fake_pointer(obj: object) -> str:
 
 def scsi_print_result(cmd: ScsiCmnd, msg: str | None, disposition: int, cmd_age: int = 0) -> None:
     """scsi_print_result(): 'Done: SUCCESS Result: hostbyte=DID_OK driverbyte=DRIVER_OK cmd_age=0s'."""
-    from ._scsi_error import scsi_mlreturn_string
+    from vscsifs.scsi.kernel._scsi_error import scsi_mlreturn_string
 
     out = sdev_format_header(scmd_name(cmd), cmd.tag)
     if msg:
@@ -237,7 +237,7 @@ def scsi_log_completion(cmd: ScsiCmnd, disposition: int) -> None:
     kernel = cmd.device.host.kernel
     if not getattr(kernel, "_scsi_logging_level", None) and not scsi_logging_level_get(kernel):
         return
-    from ._scsi_error import SUCCESS, scsi_status_is_check_condition
+    from vscsifs.scsi.kernel._scsi_error import SUCCESS, scsi_status_is_check_condition
 
     level = scsi_log_level(kernel, LogShift.MLCOMPLETE)
     if (level > 0 and (cmd.result or disposition != SUCCESS)) or level > 1:

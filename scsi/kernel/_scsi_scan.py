@@ -21,23 +21,23 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from vscsifs.fs._driver_model import Device, device_add, device_del
+from vscsifs.scsi.kernel.base._driver_model import Device, device_add, device_del
 from vscsifs.scsi._common import scsilun_to_int
 
-from ._printk import KernLevel
-from ._scsi_cmnd import DmaDirection
-from ._scsi_devinfo import Blist, scsi_get_device_flags
-from ._scsi_error import SenseKey, scsi_status_is_check_condition
-from ._scsi_lib import (SCSI_DEFAULT_EH_TIMEOUT, ScsiDevice, ScsiLevel, ScsiTarget, SdevState,
+from vscsifs.scsi.kernel.base._printk import KernLevel
+from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection
+from vscsifs.scsi.kernel._scsi_devinfo import Blist, scsi_get_device_flags
+from vscsifs.scsi.kernel._scsi_error import SenseKey, scsi_status_is_check_condition
+from vscsifs.scsi.kernel._scsi_lib import (SCSI_DEFAULT_EH_TIMEOUT, ScsiDevice, ScsiLevel, ScsiTarget, SdevState,
                         StargetState, _blk, scsi_attach_vpd, scsi_change_queue_depth,
                         scsi_device_created, scsi_device_set_state, scsi_device_state_name,
                         scsi_execute_req)
-from ._scsi_logging import LogShift, scsi_log_enabled, sdev_printk, shost_printk, starget_printk
-from ._constants import scsi_device_type
+from vscsifs.scsi.kernel._scsi_logging import LogShift, scsi_log_enabled, sdev_printk, shost_printk, starget_printk
+from vscsifs.scsi.kernel._constants import scsi_device_type
 
 if TYPE_CHECKING:
-    from ._hosts import Scsi_Host
-    from ._kernel import Kernel
+    from vscsifs.scsi.kernel._hosts import Scsi_Host
+    from vscsifs.scsi.kernel.base._kernel import Kernel
 
 SCAN_WILD_CARD = -1            # ~0: shown as 4294967295 (channel, id) / 2**64-1 (lun)
 SCSI_REPORT_LUNS_TIMEOUT = 30.0
@@ -167,7 +167,7 @@ def scsi_target_name(shost: Scsi_Host, channel: int, id_: int) -> str:
 def scsi_alloc_target(shost: Scsi_Host, channel: int, id_: int) -> ScsiTarget | None:
     """scsi_scan.c scsi_alloc_target(): find the live target or make a new one (not yet in
     sysfs: scsi_target_add does that when its first device becomes visible)."""
-    from ._scsi_sysfs import scsi_bus
+    from vscsifs.scsi.kernel._scsi_sysfs import scsi_bus
 
     for starget in shost.targets:
         if starget.channel == channel and starget.id == id_ and starget.state != StargetState.STARGET_DEL:
@@ -188,7 +188,7 @@ def scsi_alloc_target(shost: Scsi_Host, channel: int, id_: int) -> ScsiTarget | 
 
 def scsi_target_add(starget: ScsiTarget) -> None:
     """scsi_sysfs.c scsi_target_add(): make the target visible once."""
-    from ._scsi_sysfs import rpm_of
+    from vscsifs.scsi.kernel._scsi_sysfs import rpm_of
 
     if starget.state != StargetState.STARGET_CREATED:
         return
@@ -262,7 +262,7 @@ def _init_queue_limits(shost: Scsi_Host, q: Any) -> None:
 def scsi_alloc_sdev(starget: ScsiTarget, lun: int, hostdata: Any = None) -> ScsiDevice | None:
     """scsi_scan.c scsi_alloc_sdev(): a scsi_device with its own request queue on the host's
     tag set, its sysfs objects initialised (not added) and the LLD's slave_alloc run."""
-    from ._scsi_sysfs import scsi_sysfs_device_initialize
+    from vscsifs.scsi.kernel._scsi_sysfs import scsi_sysfs_device_initialize
 
     shost = starget.host
     sdev = ScsiDevice(host=shost, sdev_target=starget, channel=starget.channel, id=starget.id,
@@ -303,7 +303,7 @@ def _destroy_sdev(sdev: ScsiDevice) -> None:
 async def __scsi_remove_device(sdev: ScsiDevice) -> None:
     """scsi_sysfs.c __scsi_remove_device(): take a visible device out of sysfs (class
     interfaces and upper driver first), then free its queue and drop the target reference."""
-    from ._scsi_sysfs import scsi_sysfs_remove_visible
+    from vscsifs.scsi.kernel._scsi_sysfs import scsi_sysfs_remove_visible
 
     if sdev.sdev_state == SdevState.SDEV_DEL:
         return
@@ -420,7 +420,7 @@ async def scsi_add_lun(sdev: ScsiDevice, inq: bytearray, bflags: int,
     read its VPD pages and (unless scanning asynchronously) make it visible. Returns the
     result and the blist flags as it updated them (*bflags: a CD-ROM gets NOREPORTLUN, which
     the target scan then honours)."""
-    from ._scsi_sysfs import scsi_sysfs_add_sdev
+    from vscsifs.scsi.kernel._scsi_sysfs import scsi_sysfs_add_sdev
 
     shost = sdev.host
     sdev.inquiry = bytes(inq[:max(sdev.inquiry_len, 36)])
@@ -720,7 +720,7 @@ def _scan_mutex(shost: Scsi_Host) -> trio.Lock:
 
 
 def scsi_host_scan_allowed(shost: Scsi_Host) -> bool:
-    from ._hosts import HostState
+    from vscsifs.scsi.kernel._hosts import HostState
     return shost.shost_state in (HostState.SHOST_RUNNING, HostState.SHOST_RECOVERY)
 
 
@@ -771,7 +771,7 @@ async def scsi_scan_host_selected(shost: Scsi_Host, channel: int, id_: int, lun:
 async def scsi_sysfs_add_devices(shost: Scsi_Host) -> None:
     """scsi_scan.c scsi_sysfs_add_devices(): make every scanned-but-hidden device visible,
     in the host's device order; a device that fails is removed again."""
-    from ._scsi_sysfs import scsi_sysfs_add_sdev
+    from vscsifs.scsi.kernel._scsi_sysfs import scsi_sysfs_add_sdev
 
     for sdev in list(shost.devices):
         if sdev.sdev_state == SdevState.SDEV_DEL or sdev.is_visible:
@@ -891,7 +891,7 @@ async def scsi_remove_device(sdev: ScsiDevice) -> None:
 async def scsi_rescan_device(sdev: ScsiDevice) -> None:
     """scsi_scan.c scsi_rescan_device(): re-read the VPD pages and let the upper driver
     revalidate (sd re-reads capacity)."""
-    from ._scsi_lib import maybe_await
+    from vscsifs.scsi.kernel._scsi_lib import maybe_await
 
     await scsi_attach_vpd(sdev)
     drv = sdev.driver_ops

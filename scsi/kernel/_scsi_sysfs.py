@@ -16,17 +16,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from vscsifs.fs._driver_model import Bus, Class, Device, Driver, device_add, device_bind_driver, device_del
-from vscsifs.fs._kobject import Dir, Link, SysfsError
+from vscsifs.scsi.kernel.base._driver_model import Bus, Class, Device, Driver, device_add, device_bind_driver, device_del
+from vscsifs.scsi.kernel.base._kobject import Dir, Link, SysfsError
 
-from ._printk import KernLevel
-from ._scsi_devinfo import blist_flags_names
-from ._scsi_lib import ScsiDevice, SdevState, maybe_await, scsi_device_set_state, scsi_vpd_lun_id
-from ._scsi_logging import scsi_logging_level_get, scsi_logging_level_set, sdev_printk
+from vscsifs.scsi.kernel.base._printk import KernLevel
+from vscsifs.scsi.kernel._scsi_devinfo import blist_flags_names
+from vscsifs.scsi.kernel._scsi_lib import ScsiDevice, SdevState, maybe_await, scsi_device_set_state, scsi_vpd_lun_id
+from vscsifs.scsi.kernel._scsi_logging import scsi_logging_level_get, scsi_logging_level_set, sdev_printk
 
 if TYPE_CHECKING:
-    from ._hosts import Scsi_Host
-    from ._kernel import Kernel
+    from vscsifs.scsi.kernel._hosts import Scsi_Host
+    from vscsifs.scsi.kernel.base._kernel import Kernel
 
 SCSI_DEVICE_MODALIAS_FMT = "scsi:t-0x{:02x}"
 
@@ -109,7 +109,7 @@ def rpm_of(obj: Any) -> RuntimePm:
 def scsi_host_rpm(shost: Scsi_Host) -> dict[str, Callable[[], str]]:
     """scsi_add_host: the host device is runtime-PM active and enabled; its active kids are
     its visible targets."""
-    from ._scsi_lib import StargetState
+    from vscsifs.scsi.kernel._scsi_lib import StargetState
 
     rpm = rpm_of(shost)
     rpm.set_active_enable()
@@ -263,7 +263,7 @@ def _mode_text(mode: int) -> str:
 
 def scsi_sysfs_add_host(shost: Scsi_Host) -> None:
     """scsi_sysfs.c scsi_sysfs_add_host() + scsi_shost_attrs on the scsi_host class device."""
-    from ._hosts import HostState, scsi_host_set_state
+    from vscsifs.scsi.kernel._hosts import HostState, scsi_host_set_state
 
     d = shost.shost_dev.kobj
 
@@ -350,7 +350,7 @@ def _sscanf_words(text: str, widths: tuple[int, ...]) -> list[str]:
 
 def _check_set(word: str) -> int:
     """check_set(): '-' is SCAN_WILD_CARD, otherwise a whole number (base 0)."""
-    from ._scsi_scan import SCAN_WILD_CARD
+    from vscsifs.scsi.kernel._scsi_scan import SCAN_WILD_CARD
 
     if word == "-":
         return SCAN_WILD_CARD
@@ -362,7 +362,7 @@ def _check_set(word: str) -> int:
 
 def _store_scan(shost: Scsi_Host, data: bytes) -> None:
     """scsi_sysfs.c scsi_scan(): "C T L" with "-" wildcards -> scsi_scan_host_selected."""
-    from ._scsi_scan import ScanMode, async_schedule, scsi_check_scan_args, scsi_scan_host_selected
+    from vscsifs.scsi.kernel._scsi_scan import ScanMode, async_schedule, scsi_check_scan_args, scsi_scan_host_selected
 
     words = _sscanf_words(data.decode("latin-1"), (10, 10, 16, 1))
     if len(words) != 3:
@@ -406,7 +406,7 @@ _EVENTS = ("media_change", "inquiry_change_reported", "capacity_change_reported"
 
 def _sdev_attrs(sdev: ScsiDevice) -> None:
     """scsi_sdev_attrs / scsi_sdev_bin_attrs with their visibility rules."""
-    from ._scsi_scan import async_schedule, scsi_remove_device, scsi_rescan_device
+    from vscsifs.scsi.kernel._scsi_scan import async_schedule, scsi_remove_device, scsi_rescan_device
 
     d = sdev.sdev_gendev.kobj
     shost = sdev.host
@@ -570,7 +570,7 @@ def _sdev_attrs(sdev: ScsiDevice) -> None:
 
 
 def _blk_mod() -> Any:
-    from vscsifs.scsi import block
+    from vscsifs.scsi.kernel import block
     return block
 
 
@@ -582,7 +582,7 @@ def _pkg() -> Any:
 async def scsi_sysfs_add_sdev(sdev: ScsiDevice) -> int:
     """scsi_sysfs.c scsi_sysfs_add_sdev(): target, device, class device (-> sg through the
     class interface), bsg, then the upper-driver probe (async for sd). Returns 0 or -errno."""
-    from ._scsi_scan import scsi_target_add
+    from vscsifs.scsi.kernel._scsi_scan import scsi_target_add
 
     scsi_target_add(sdev.sdev_target)
     _sdev_attrs(sdev)
@@ -760,7 +760,7 @@ def _schedule_probe(sdev: ScsiDevice, drv: Any) -> bool:
     """__device_attach_async_helper: the probe as async work. False without an async domain."""
     import trio
 
-    from ._scsi_scan import async_schedule
+    from vscsifs.scsi.kernel._scsi_scan import async_schedule
 
     kernel = sdev.host.kernel
     if kernel.nursery is None:

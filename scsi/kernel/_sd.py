@@ -23,15 +23,15 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from vscsifs.fs._driver_model import POWER_ASYNC_DISABLED, Device, device_add, device_del
-from vscsifs.fs._kobject import SysfsError
+from vscsifs.scsi.kernel.base._driver_model import POWER_ASYNC_DISABLED, Device, device_add, device_del
+from vscsifs.scsi.kernel.base._kobject import SysfsError
 
-from ._printk import KernLevel
-from ._scsi_cmnd import DmaDirection, HostByte, ScsiCmnd
-from ._scsi_error import ScsiSenseHdr, SenseKey, scsi_normalize_sense
-from ._scsi_lib import (ScsiModeData, SdevState, scsi_device_supports_vpd, scsi_get_vpd_page, scsi_mode_sense,
+from vscsifs.scsi.kernel.base._printk import KernLevel
+from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, ScsiCmnd
+from vscsifs.scsi.kernel._scsi_error import ScsiSenseHdr, SenseKey, scsi_normalize_sense
+from vscsifs.scsi.kernel._scsi_lib import (ScsiModeData, SdevState, scsi_device_supports_vpd, scsi_get_vpd_page, scsi_mode_sense,
                         scsi_report_opcode)
-from ._scsi_logging import LogShift, scsi_log_enabled, scsi_print_sense_hdr
+from vscsifs.scsi.kernel._scsi_logging import LogShift, scsi_log_enabled, scsi_print_sense_hdr
 
 # --- constants (sd.h, include/scsi/scsi_proto.h, include/linux/major.h) -------------------------
 
@@ -138,7 +138,7 @@ ZEROING_MODE_NAMES = ("write", "writesame", "writesame_16_unmap", "writesame_10_
 SD_CACHE_TYPES = ("write through", "none", "write back", "write back, no read (daft)")
 
 # the block request ops/flags sd looks at; values come from scsi/block/_blk_types
-from vscsifs.scsi.block._blk_types import BlkStatus, ReqFlag, ReqOp  # noqa: E402
+from vscsifs.scsi.kernel.block._blk_types import BlkStatus, ReqFlag, ReqOp  # noqa: E402
 
 _REQ_FUA = int(ReqFlag.REQ_FUA)
 
@@ -158,7 +158,7 @@ async def _execute(sdev: Any, cdb: bytes, direction: DmaDirection, buflen: int, 
                    timeout: float = SD_TIMEOUT, retries: int = SD_MAX_RETRIES,
                    data: bytes | None = None, req_flags: ReqFlag = ReqFlag.NONE) -> Any:
     """__scsi_execute(): the midlayer's passthrough path (brief C1's scsi_execute_cmd)."""
-    from ._scsi_lib import scsi_execute_cmd  # type: ignore[import-not-found]
+    from vscsifs.scsi.kernel._scsi_lib import scsi_execute_cmd  # type: ignore[import-not-found]
 
     return await scsi_execute_cmd(sdev, cdb, direction, buflen, data_out=data, timeout=timeout,
                                   retries=retries, req_flags=req_flags)
@@ -166,7 +166,7 @@ async def _execute(sdev: Any, cdb: bytes, direction: DmaDirection, buflen: int, 
 
 def _blk() -> Any:
     """The block layer package (brief C3): gendisk, queue limit setters, device_add_disk."""
-    import vscsifs.scsi.block as blk
+    import vscsifs.scsi.kernel.block as blk
 
     return blk
 
@@ -1302,7 +1302,7 @@ async def sd_open(bdev: Any, mode: int = 0) -> int:
         raise OSError(errno.ENXIO, f"{sdkp.name}: device offline")
     sdkp.openers += 1
     if sdkp.openers == 1 and _flag(sdev, "removable"):
-        from ._sr import SCSI_REMOVAL_PREVENT, scsi_set_medium_removal
+        from vscsifs.scsi.kernel._sr import SCSI_REMOVAL_PREVENT, scsi_set_medium_removal
         await scsi_set_medium_removal(sdev, SCSI_REMOVAL_PREVENT)
     return 0
 
@@ -1312,7 +1312,7 @@ async def sd_need_revalidate(disk: Any, sdkp: ScsiDisk) -> bool:
     sd_check_events' TEST UNIT READY), or the pending partition scan (GD_NEED_PART_SCAN)."""
     # only a disk with events (removable) has disk->ev: bdev_check_media_change is false otherwise
     if (_flag(sdkp.device, "removable") or sdkp.write_prot) and getattr(disk, "events", 0):
-        from ._sr import bdev_check_media_change
+        from vscsifs.scsi.kernel._sr import bdev_check_media_change
         if await bdev_check_media_change(disk):
             return True
     return _need_part_scan(disk)
@@ -1325,7 +1325,7 @@ async def sd_release(disk: Any, mode: int = 0) -> None:
         sd_printk(KernLevel.INFO, sdkp, "sd_release")
     sdkp.openers = max(0, sdkp.openers - 1)
     if sdkp.openers == 0 and _flag(sdkp.device, "removable"):
-        from ._sr import SCSI_REMOVAL_ALLOW, scsi_set_medium_removal
+        from vscsifs.scsi.kernel._sr import SCSI_REMOVAL_ALLOW, scsi_set_medium_removal
         await scsi_set_medium_removal(sdkp.device, SCSI_REMOVAL_ALLOW)
 
 
@@ -1341,7 +1341,7 @@ async def sd_check_events(disk: Any, clearing: int) -> int:
     if not scsi_device_online(sdp):
         set_media_not_present(sdkp)
     else:
-        from ._scsi_lib import scsi_test_unit_ready
+        from vscsifs.scsi.kernel._scsi_lib import scsi_test_unit_ready
         retval, sshdr = await scsi_test_unit_ready(sdp, SD_TIMEOUT, sdkp.max_retries)
         if retval < 0 or (retval >> 16) & 0xFF:
             set_media_not_present(sdkp)
@@ -1843,8 +1843,8 @@ class SdDriver:
 def sd_eh_action(cmd: ScsiCmnd, eh_disp: int) -> int:
     """sd_eh_action(): a medium access command timed out but TEST UNIT READY works; after
     max_medium_access_timeouts of those the disk goes offline."""
-    from ._scsi_error import SUCCESS
-    from ._scsi_lib import SdevState, scsi_device_set_state
+    from vscsifs.scsi.kernel._scsi_error import SUCCESS
+    from vscsifs.scsi.kernel._scsi_lib import SdevState, scsi_device_set_state
 
     sdev = cmd.device
     rq = cmd.request
@@ -1857,7 +1857,7 @@ def sd_eh_action(cmd: ScsiCmnd, eh_disp: int) -> int:
         sdkp.medium_access_timed_out += 1
         sdkp.ignore_medium_access_errors = True
     if sdkp.medium_access_timed_out >= sdkp.max_medium_access_timeouts:
-        from ._scsi_logging import scmd_printk
+        from vscsifs.scsi.kernel._scsi_logging import scmd_printk
         scmd_printk(KernLevel.ERR, cmd, "Medium access timeout failure. Offlining disk!")
         scsi_device_set_state(sdev, SdevState.SDEV_OFFLINE)
         return SUCCESS
@@ -1885,7 +1885,7 @@ async def _checkpoint() -> None:
 
 async def sd_probe(drv: SdDriver, sdp: Any) -> int:
     """sd_probe(): name, scsi_disk class device, gendisk, revalidate, device_add_disk."""
-    from ._sd_sysfs import sd_disk_attrs
+    from vscsifs.scsi.kernel._sd_sysfs import sd_disk_attrs
 
     kernel = drv.kernel
     if sdp.type not in SD_TYPES:
@@ -1926,7 +1926,7 @@ async def sd_probe(drv: SdDriver, sdp: Any) -> int:
     # runs right after the probe (golden blocksizes trace: sd_check_events, TUR after "Attached")
     # (only a removable disk has events: disk_alloc_events leaves disk->ev NULL otherwise)
     if _flag(sdp, "removable"):
-        from ._sr import disk_add_events
+        from vscsifs.scsi.kernel._sr import disk_add_events
         await disk_add_events(gd)
     return 0
 
@@ -1959,7 +1959,7 @@ def sd_init(kernel: Any) -> SdDriver:
         else:
             kernel.blkdev_majors[sd_major(i)] = "sd"
     drv = SdDriver(kernel)
-    from . import _scsi_sysfs  # type: ignore[attr-defined]
+    from vscsifs.scsi.kernel import _scsi_sysfs  # type: ignore[attr-defined]
 
     _scsi_sysfs.scsi_register_driver(kernel, drv)
     return drv
@@ -1967,7 +1967,7 @@ def sd_init(kernel: Any) -> SdDriver:
 
 def sr_init(kernel: Any) -> Any:
     """init_sr() moved to _sr.py (the sr driver); this name stays importable."""
-    from ._sr import sr_init as _sr_init
+    from vscsifs.scsi.kernel._sr import sr_init as _sr_init
 
     return _sr_init(kernel)
 

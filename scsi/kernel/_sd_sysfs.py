@@ -11,10 +11,10 @@ import errno
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from vscsifs.fs._kobject import Dir, SysfsError
+from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
 
-from ._printk import KernLevel
-from ._sd import (
+from vscsifs.scsi.kernel.base._printk import KernLevel
+from vscsifs.scsi.kernel._sd import (
     LBP_MODE_NAMES,
     SD_CACHE_TYPES,
     SD_MAX_RETRIES,
@@ -34,10 +34,10 @@ from ._sd import (
     sdev_printk,
     scsi_mode_select,
 )
-from ._scsi_lib import scsi_mode_sense
+from vscsifs.scsi.kernel._scsi_lib import scsi_mode_sense
 
 if TYPE_CHECKING:
-    from ._sd import ScsiDisk
+    from vscsifs.scsi.kernel._sd import ScsiDisk
 
 
 def _text(data: bytes) -> str:

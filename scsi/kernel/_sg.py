@@ -13,11 +13,11 @@ import errno
 from dataclasses import dataclass, field
 from typing import Any
 
-from vscsifs.fs._driver_model import POWER_ASYNC_DISABLED, Class, Device, device_add, device_del
-from vscsifs.fs._kobject import Link, SysfsError
+from vscsifs.scsi.kernel.base._driver_model import POWER_ASYNC_DISABLED, Class, Device, device_add, device_del
+from vscsifs.scsi.kernel.base._kobject import Link, SysfsError
 
-from ._printk import KernLevel
-from ._sd import sdev_printk
+from vscsifs.scsi.kernel.base._printk import KernLevel
+from vscsifs.scsi.kernel._sd import sdev_printk
 
 SCSI_GENERIC_MAJOR = 21
 SG_MAX_DEVS = 1 << 20                 # MINORBITS

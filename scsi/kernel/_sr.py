@@ -21,17 +21,17 @@ import errno
 from dataclasses import dataclass
 from typing import Any
 
-from vscsifs.fs._kobject import SysfsError
-from vscsifs.scsi.block._blk_types import BlkStatus, ReqOp
+from vscsifs.scsi.kernel.base._kobject import SysfsError
+from vscsifs.scsi.kernel.block._blk_types import BlkStatus, ReqOp
 
-from . import _cdrom as cdrom
-from ._cdrom import (CDSL_CURRENT, DISK_EVENT_EJECT_REQUEST, DISK_EVENT_MEDIA_CHANGE, Cdc, Cds, CdromDeviceInfo,
+from vscsifs.scsi.kernel import _cdrom as cdrom
+from vscsifs.scsi.kernel._cdrom import (CDSL_CURRENT, DISK_EVENT_EJECT_REQUEST, DISK_EVENT_MEDIA_CHANGE, Cdc, Cds, CdromDeviceInfo,
                      Gpcmd, PacketCommand, TocEntry, TocHeader)
-from ._printk import KernLevel
-from ._scsi_cmnd import DmaDirection, HostByte, ScsiCmnd
-from ._scsi_error import ScsiSenseHdr, SenseKey
-from ._scsi_logging import LogShift, scsi_log_enabled, scsi_print_sense_hdr
-from ._sd import sdev_printk  # the upper drivers' shared sdev_prefix_printk()
+from vscsifs.scsi.kernel.base._printk import KernLevel
+from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, ScsiCmnd
+from vscsifs.scsi.kernel._scsi_error import ScsiSenseHdr, SenseKey
+from vscsifs.scsi.kernel._scsi_logging import LogShift, scsi_log_enabled, scsi_print_sense_hdr
+from vscsifs.scsi.kernel._sd import sdev_printk  # the upper drivers' shared sdev_prefix_printk()
 
 SR_DISKS = 256
 SCSI_CDROM_MAJOR = 11
@@ -125,7 +125,7 @@ def _sense_valid(sshdr: ScsiSenseHdr | None) -> bool:
 async def _execute(sdev: Any, cdb: bytes, direction: DmaDirection, buflen: int, *, timeout: float,
                    retries: int, data: bytes | None = None) -> Any:
     """scsi_execute(): the midlayer's passthrough path; the CDB is COMMAND_SIZE(opcode) long."""
-    from ._scsi_lib import scsi_command_size, scsi_execute_cmd
+    from vscsifs.scsi.kernel._scsi_lib import scsi_command_size, scsi_execute_cmd
 
     cdb = bytes(cdb[:scsi_command_size(cdb[0])])
     return await scsi_execute_cmd(sdev, cdb, direction, buflen, data_out=data, timeout=timeout, retries=retries)
@@ -133,7 +133,7 @@ async def _execute(sdev: Any, cdb: bytes, direction: DmaDirection, buflen: int, 
 
 async def scsi_test_unit_ready(sdev: Any, timeout: float = SR_TIMEOUT,
                                retries: int = MAX_RETRIES) -> tuple[int, ScsiSenseHdr | None]:
-    from ._scsi_lib import scsi_test_unit_ready as tur
+    from vscsifs.scsi.kernel._scsi_lib import scsi_test_unit_ready as tur
 
     return await tur(sdev, timeout, retries)
 
@@ -562,7 +562,7 @@ def sr_done(cmd: ScsiCmnd) -> int:
                 if good_bytes < 0 or good_bytes >= this_count:
                     good_bytes = 0
                 if error_sector < cd.disk.capacity and cd.capacity - error_sector < 4 * 75:
-                    from vscsifs.scsi.block import set_capacity
+                    from vscsifs.scsi.kernel.block import set_capacity
 
                     set_capacity(cd.disk, error_sector)
         elif key == SenseKey.RECOVERED_ERROR:
@@ -634,7 +634,7 @@ def sr_init_command(cmd: ScsiCmnd) -> BlkStatus:
 async def get_sectorsize(cd: ScsiCd) -> None:
     """get_sectorsize(): READ CAPACITY (three tries); the capacity in 512-byte sectors, raised
     to the last written block of the medium; the logical block size."""
-    from vscsifs.scsi.block import blk_queue_logical_block_size, set_capacity
+    from vscsifs.scsi.kernel.block import blk_queue_logical_block_size, set_capacity
 
     sdev = cd.device
     cmd = bytes((READ_CAPACITY,)) + bytes(9)
@@ -670,7 +670,7 @@ async def get_sectorsize(cd: ScsiCd) -> None:
 async def get_capabilities(cd: ScsiCd) -> int:
     """get_capabilities(): eat unit attentions, then MODE SENSE page 0x2a: speed, the
     capability line, and the mask of what the drive cannot do."""
-    from ._scsi_lib import scsi_mode_sense
+    from vscsifs.scsi.kernel._scsi_lib import scsi_mode_sense
 
     sdev = cd.device
     cdi = cd.cdi
@@ -758,7 +758,7 @@ async def sr_block_check_events(disk: Any, clearing: int) -> int:
 
 
 def sr_bdops() -> Any:
-    from vscsifs.scsi.block import BlockDeviceOperations
+    from vscsifs.scsi.kernel.block import BlockDeviceOperations
 
     return BlockDeviceOperations(open=sr_block_open, release=sr_block_release, check_events=sr_block_check_events,
                                  owner="sr_mod")
@@ -777,9 +777,9 @@ def sr_index_bits(kernel: Any) -> set[int]:
 async def sr_probe(drv: SrDriver, sdev: Any) -> int:
     """sr_probe(): srN, the gendisk, capabilities, write features, register_cdrom, revalidate,
     device_add_disk, "Attached scsi CD-ROM srN"."""
-    from vscsifs.scsi import block as blk
+    from vscsifs.scsi.kernel import block as blk
 
-    from ._sd import _maybe_await
+    from vscsifs.scsi.kernel._sd import _maybe_await
 
     kernel = drv.kernel
     if sdev.type not in SR_TYPES:
@@ -823,9 +823,9 @@ DISK_EVENT_FLAG_BLOCK_ON_EXCL_WRITE = 1 << 2
 
 async def sr_remove(sdev: Any) -> int:
     """sr_remove(): del_gendisk; the minor and the cdrom registration go with the disk."""
-    from vscsifs.scsi import block as blk
+    from vscsifs.scsi.kernel import block as blk
 
-    from ._sd import _maybe_await
+    from vscsifs.scsi.kernel._sd import _maybe_await
 
     cd: ScsiCd = sdev.sdev_gendev.driver_data
     cd.disk.events_blocked = True
@@ -922,9 +922,9 @@ def sr_xa_test(kernel: Any) -> int:
 def sr_init(kernel: Any) -> SrDriver:
     """init_sr() (after cdrom_init, as the modules load): major 11 "sr", the driver on the
     scsi bus, and the module parameter xa_test."""
-    from vscsifs.scsi.block import register_blkdev
+    from vscsifs.scsi.kernel.block import register_blkdev
 
-    from . import _scsi_sysfs
+    from vscsifs.scsi.kernel import _scsi_sysfs
 
     cdrom.cdrom_init(kernel)
     register_blkdev(kernel, SCSI_CDROM_MAJOR, "sr")

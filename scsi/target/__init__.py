@@ -12,10 +12,10 @@ GROUPS), _transport (target_submit: the command path), _saveconfig (targetcli JS
 Never imports the driver side.
 """
 
-from ._core import (DevAttrib, DmaDir, FileIODevice, SamStatus, SCSIProtocol, SeLun, SePortalGroup, T10Wwn, Tcm,
+from vscsifs.scsi.target._core import (DevAttrib, DmaDir, FileIODevice, SamStatus, SCSIProtocol, SeLun, SePortalGroup, T10Wwn, Tcm,
                     TargetResult, proto_id_for_wwn)
-from ._saveconfig import LioConfig, LioConfigError, VhostTarget, load_saveconfig, parse_saveconfig
-from ._transport import target_submit
+from vscsifs.scsi.target._saveconfig import LioConfig, LioConfigError, VhostTarget, load_saveconfig, parse_saveconfig
+from vscsifs.scsi.target._transport import target_submit
 
 __all__ = [
     "DevAttrib", "DmaDir", "FileIODevice", "LioConfig", "LioConfigError", "SCSIProtocol", "SamStatus", "SeLun",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import struct
 
-from ._core import SeCmd, Tcm
+from vscsifs.scsi.target._core import SeCmd, Tcm
 
 ALUA_T_SUP, ALUA_O_SUP, ALUA_LBD_SUP, ALUA_U_SUP, ALUA_S_SUP, ALUA_AN_SUP, ALUA_AO_SUP = (
     0x80, 0x40, 0x10, 0x08, 0x04, 0x02, 0x01)

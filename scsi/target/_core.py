@@ -279,7 +279,7 @@ class FileIODevice:
         self.fd: int | None = None
         self.stats_reads = 0
         self.stats_writes = 0
-        from ._pr import T10Reservation
+        from vscsifs.scsi.target._pr import T10Reservation
         self.t10_pr = T10Reservation()      # persistent and SPC-2 reservations (target_core_pr.c)
         self.submission_hung = False        # see SubmissionHung
 
@@ -567,7 +567,7 @@ class SePortalGroup:
             other.ua_allocate(*ASC_REPORTED_LUNS_DATA_HAS_CHANGED)
         self.deves[lun.unpacked_lun] = new
         if lun.dev.t10_pr.aptpl_pending:
-            from ._pr import core_scsi3_check_aptpl_registration
+            from vscsifs.scsi.target._pr import core_scsi3_check_aptpl_registration
             core_scsi3_check_aptpl_registration(lun.dev, self, lun, lun.unpacked_lun)
 
     def add_lun(self, unpacked_lun: int, dev: FileIODevice, alias: str = "") -> SeLun:
@@ -593,7 +593,7 @@ class SePortalGroup:
         lun.dev.exports.remove(lun)
         if unpacked_lun in self.deves:
             # core_disable_device_list_for_node(): the nexus's registrations on the device go
-            from ._pr import drop_nexus_registrations
+            from vscsifs.scsi.target._pr import drop_nexus_registrations
             drop_nexus_registrations(lun.dev, self)
         if self.deves.pop(unpacked_lun, None) is not None:
             for other in self.deves.values():

@@ -18,10 +18,10 @@ import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ._core import DmaDir, SeCmd, SubmissionHung, Tcm
+from vscsifs.scsi.target._core import DmaDir, SeCmd, SubmissionHung, Tcm
 
 if TYPE_CHECKING:
-    from ._core import FileIODevice, SeLun, SePortalGroup
+    from vscsifs.scsi.target._core import FileIODevice, SeLun, SePortalGroup
 
 # target_core_pr.h
 PRO_REGISTER = 0x00

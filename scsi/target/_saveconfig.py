@@ -14,8 +14,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._core import DevAttrib, FileIODevice, SeLun, SePortalGroup, proto_id_for_wwn
-from ._pr import load_aptpl_metadata
+from vscsifs.scsi.target._core import DevAttrib, FileIODevice, SeLun, SePortalGroup, proto_id_for_wwn
+from vscsifs.scsi.target._pr import load_aptpl_metadata
 
 VHOST_SCSI_MAX_TARGET = 256       # drivers/vhost/scsi.c: tpgt must be below it
 VHOST_SCSI_NAMELEN = 256

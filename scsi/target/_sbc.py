@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import struct
 
-from ._core import DmaDir, SeCmd, Tcm, target_cmd_size_check
-from ._spc import spc_parse_cdb
+from vscsifs.scsi.target._core import DmaDir, SeCmd, Tcm, target_cmd_size_check
+from vscsifs.scsi.target._spc import spc_parse_cdb
 
 _BE16 = struct.Struct(">H")
 _BE32 = struct.Struct(">I")

@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 from vscsifs.scsi._common import int_to_scsilun
 
-from . import _pr, _xcopy
-from ._core import (SE_INQUIRY_BUF, SE_MODE_PAGE_BUF, SE_SENSE_BUF, TRANSPORT_VERSION_DESCRIPTOR, TYPE_DISK,
+from vscsifs.scsi.target import _pr, _xcopy
+from vscsifs.scsi.target._core import (SE_INQUIRY_BUF, SE_MODE_PAGE_BUF, SE_SENSE_BUF, TRANSPORT_VERSION_DESCRIPTOR, TYPE_DISK,
                     DEFAULT_LU_GP_ID, PAGE_SIZE, SeCmd, SenseKey, Tcm, scsi_build_sense_buffer)
 
 SCSI_VERSION_DESCRIPTOR_SAM5 = 0x00A0
@@ -494,7 +494,7 @@ def spc_parse_cdb(cmd: SeCmd) -> tuple[Tcm | None, int]:
     elif op == 0xA3:                               # MAINTENANCE IN: only REPORT TARGET PORT GROUPS
         size = _be32(cdb, 6)
         if cdb[1] & 0x1F == 0x0A:
-            from ._alua import target_emulate_report_target_port_groups
+            from vscsifs.scsi.target._alua import target_emulate_report_target_port_groups
             cmd.execute = target_emulate_report_target_port_groups
     elif op == 0xA4:                               # MAINTENANCE OUT: SET TARGET PORT GROUPS unsupported here
         size = _be32(cdb, 6)

@@ -8,12 +8,12 @@ import logging
 import struct
 from collections.abc import Sequence
 
-from ._core import (REQUEST_FAILURE_REASONS, SENSE_ADD_INFO, TRANSPORT_SENSE_BUFFER, DmaDir, SamStatus, SeCmd,
+from vscsifs.scsi.target._core import (REQUEST_FAILURE_REASONS, SENSE_ADD_INFO, TRANSPORT_SENSE_BUFFER, DmaDir, SamStatus, SeCmd,
                     SENSE_DETAIL, SenseKey, SePortalGroup, SubmissionHung, Tcm, TargetResult,
                     scsi_build_sense_buffer, scsi_set_sense_information)
-from ._pr import ASCQ_2CH_PREVIOUS_RESERVATION_CONFLICT_STATUS, TARGET_UA_INTLCK_CTRL_ESTABLISH_UA, \
+from vscsifs.scsi.target._pr import ASCQ_2CH_PREVIOUS_RESERVATION_CONFLICT_STATUS, TARGET_UA_INTLCK_CTRL_ESTABLISH_UA, \
     target_check_reservation
-from ._sbc import sbc_parse_cdb
+from vscsifs.scsi.target._sbc import sbc_parse_cdb
 
 log = logging.getLogger("vscsifs.lio")
 

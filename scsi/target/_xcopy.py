@@ -12,10 +12,10 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ._core import SeCmd, Tcm
+from vscsifs.scsi.target._core import SeCmd, Tcm
 
 if TYPE_CHECKING:
-    from ._core import FileIODevice
+    from vscsifs.scsi.target._core import FileIODevice
 
 XCOPY_HDR_LEN = 16
 XCOPY_TARGET_DESC_LEN = 32
@@ -95,7 +95,7 @@ class XcopyOp:
 
 
 def _naa(dev: FileIODevice) -> bytes:
-    from ._spc import spc_gen_naa_6h_vendor_specific
+    from vscsifs.scsi.target._spc import spc_gen_naa_6h_vendor_specific
     return spc_gen_naa_6h_vendor_specific(dev.wwn.company_id, dev.wwn.unit_serial)
 
 

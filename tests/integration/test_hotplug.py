@@ -19,7 +19,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from daemon_harness import GOLDEN, Daemon, _can_mount, force_unmount, is_mounted, start_daemon, wait_for
+from daemon_harness import GOLDEN, Daemon, _can_mount, force_unmount, is_mounted, start_daemon, venv_script,
+                            wait_for
 from golden_sysfs import compare
 
 qmp = pytest.importorskip("qemu.qmp")
@@ -345,7 +346,7 @@ def test_raw_socket_bad_json_and_several_clients(live: Live) -> None:
 
 def test_qmp_shell_and_quit(live: Live) -> None:
     """The real qmp-shell works against the socket; quit stops the daemon cleanly."""
-    out = subprocess.run(["qmp-shell", live.sock], input="query-status\nquery-version\n",
+    out = subprocess.run([venv_script("qmp-shell"), live.sock], input="query-status\nquery-version\n",
                          capture_output=True, text=True, timeout=60)
     assert '"status": "running"' in out.stdout, out.stdout + out.stderr
 

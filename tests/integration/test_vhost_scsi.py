@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from daemon_harness import Daemon, _can_mount, start_daemon
+from daemon_harness import VSCSIFS, Daemon, _can_mount, start_daemon
 from golden_cdb import GOLDEN, make_image
 from vscsifs.daemon._machine import Machine
 from vscsifs.daemon._qemu_args import parse_qemu_args
@@ -160,13 +160,13 @@ def test_bad_lio_config_is_refused(tmp_path: Path) -> None:
     cfg = json.loads(path.read_text())
     cfg["targets"][0]["tpgs"][0]["luns"][0]["storage_object"] = "/backstores/fileio/nope"
     path.write_text(json.dumps(cfg))
-    r = subprocess.run(["python3", "-m", "vscsifs.daemon._cli", "run", "--mount", str(tmp_path / "m"),
+    r = subprocess.run([*VSCSIFS, "run", "--mount", str(tmp_path / "m"),
                         "--data-dir", str(tmp_path / "d"), "-device", DEVICE, "--lio-config", str(path)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
     assert f"{path}: targets[0] (vhost {WWPN}).tpgs[0].luns[0].storage_object: '/backstores/fileio/nope'" \
         in r.stderr
-    r = subprocess.run(["python3", "-m", "vscsifs.daemon._cli", "run", "--mount", str(tmp_path / "m"),
+    r = subprocess.run([*VSCSIFS, "run", "--mount", str(tmp_path / "m"),
                         "--data-dir", str(tmp_path / "d"), "-device", "vhost-scsi-pci,num_queues=2"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "vhost-scsi: missing wwpn" in r.stderr

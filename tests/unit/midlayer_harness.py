@@ -12,11 +12,11 @@ from typing import Any
 import trio
 
 from golden_cdb import make_image
-from vscsifs.fs._driver_model import Device, Sysfs, device_add
+from vscsifs.scsi.kernel.base._driver_model import Device, Sysfs, device_add
 from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice
 from vscsifs.scsi.kernel._hosts import ScsiHostTemplate, Scsi_Host, scsi_add_host, scsi_host_alloc
-from vscsifs.scsi.kernel._kernel import Kernel
-from vscsifs.scsi.kernel._printk import Kmsg
+from vscsifs.scsi.kernel.base._kernel import Kernel
+from vscsifs.scsi.kernel.base._printk import Kmsg
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, ScsiCmnd
 from vscsifs.virtio._memory import GuestMemory
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from vscsifs.fs._driver_model import Device, Sysfs, device_add, device_bind_driver
-from vscsifs.scsi.kernel._kernel import Kernel
-from vscsifs.scsi.kernel._printk import Kmsg
+from vscsifs.scsi.kernel.base._driver_model import Device, Sysfs, device_add, device_bind_driver
+from vscsifs.scsi.kernel.base._kernel import Kernel
+from vscsifs.scsi.kernel.base._printk import Kmsg
 
 GOLDEN_VPD00 = bytes.fromhex("000000050083b0b1b2")
 def _xxd(text: str) -> bytes:

@@ -11,17 +11,17 @@ import pytest
 import trio
 import trio.testing
 
-from vscsifs.fs._driver_model import Sysfs
-from vscsifs.scsi.block import (BlkMqFlag, BlkMqOps, BlkMqReqFlag, BlkStatus, ReqFlag, ReqOp,
+from vscsifs.scsi.kernel.base._driver_model import Sysfs
+from vscsifs.scsi.kernel.block import (BlkMqFlag, BlkMqOps, BlkMqReqFlag, BlkStatus, ReqFlag, ReqOp,
                                 bdev_discard, bdev_flush, bdev_read, bdev_write, bio_split_discard,
                                 bio_split_rw, blk_execute_rq, blk_mq_alloc_request, blk_mq_alloc_tag_set,
                                 blk_mq_complete_request, blk_mq_end_request, blk_mq_init_queue,
                                 blk_mq_requeue_request, blk_mq_virtio_map_queues, blk_queue_max_discard_sectors,
                                 blk_queue_max_hw_sectors, blk_queue_write_cache, device_add_disk, elevator_switch)
-from vscsifs.scsi.block._blk_mq import elevator_default
-from vscsifs.scsi.block._null_blk import Completion, NullBlk
-from vscsifs.scsi.kernel._kernel import Kernel
-from vscsifs.scsi.kernel._printk import Kmsg
+from vscsifs.scsi.kernel.block._blk_mq import elevator_default
+from vscsifs.scsi.kernel.block._null_blk import Completion, NullBlk
+from vscsifs.scsi.kernel.base._kernel import Kernel
+from vscsifs.scsi.kernel.base._printk import Kmsg
 from vscsifs.virtio._memory import GuestMemory
 
 
@@ -402,7 +402,7 @@ async def test_4k_logical_blocks_align_io() -> None:
 
 
 async def test_timeout_handler_reset_then_done(autojump_clock) -> None:  # type: ignore[no-untyped-def]
-    from vscsifs.scsi.block import BlkEhTimerReturn
+    from vscsifs.scsi.kernel.block import BlkEhTimerReturn
     calls = []
     held = []
 
@@ -448,7 +448,7 @@ async def test_no_timeout_handler_keeps_waiting(autojump_clock) -> None:  # type
 
 
 async def test_zeroout_uses_write_zeroes_or_writes() -> None:
-    from vscsifs.scsi.block import bdev_zeroout, blk_queue_max_write_zeroes_sectors
+    from vscsifs.scsi.kernel.block import bdev_zeroout, blk_queue_max_write_zeroes_sectors
     async with trio.open_nursery() as n:
         k, nb, disk = await _disk(n)
         nb.data[:] = b"\xff" * len(nb.data)

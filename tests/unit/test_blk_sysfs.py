@@ -9,13 +9,13 @@ import errno
 import pytest
 import trio
 
-from vscsifs.fs._kobject import SysfsError
-from vscsifs.scsi.block import (QueueFlag, blk_mq_alloc_tag_set, blk_mq_init_queue, blk_mq_virtio_map_queues,
+from vscsifs.scsi.kernel.base._kobject import SysfsError
+from vscsifs.scsi.kernel.block import (QueueFlag, blk_mq_alloc_tag_set, blk_mq_init_queue, blk_mq_virtio_map_queues,
                                 blk_queue_io_min, blk_queue_io_opt, blk_queue_logical_block_size,
                                 blk_queue_max_hw_sectors, blk_queue_max_segment_size, blk_queue_max_segments,
                                 blk_queue_physical_block_size, blk_queue_virt_boundary, blk_queue_alignment_offset,
                                 device_add_disk)
-from vscsifs.scsi.block._null_blk import Completion, NullBlk
+from vscsifs.scsi.kernel.block._null_blk import Completion, NullBlk
 
 from test_blk_mq import _ops, make_kernel
 from test_genhd import seed_disk
@@ -232,7 +232,7 @@ async def test_4k_disk_queue_texts() -> None:
 
 
 async def test_smaller_nr_requests_limits_requests_in_flight() -> None:
-    from vscsifs.scsi.block import bdev_write
+    from vscsifs.scsi.kernel.block import bdev_write
     async with trio.open_nursery() as n:
         k = make_kernel(1)
         k.nursery = n

@@ -7,7 +7,7 @@ from __future__ import annotations
 import struct
 from types import SimpleNamespace
 
-from vscsifs.scsi.block._partitions import check_partition
+from vscsifs.scsi.kernel.block._partitions import check_partition
 
 
 def fake_disk(image: bytes, lbs: int = 512):

@@ -11,12 +11,12 @@ from types import SimpleNamespace
 import pytest
 import trio
 
-from vscsifs.fs._driver_model import Sysfs
+from vscsifs.scsi.kernel.base._driver_model import Sysfs
 from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice, SenseCode
 from vscsifs.scsi.device._faults import (FaultInjector, FaultKind, LunFaults, cdb_lba_range, parse_fault_option,
                                          parse_fault_rule)
-from vscsifs.scsi.kernel._kernel import Kernel
-from vscsifs.scsi.kernel._printk import Kmsg
+from vscsifs.scsi.kernel.base._kernel import Kernel
+from vscsifs.scsi.kernel.base._printk import Kmsg
 from vscsifs.virtio import GuestMemory, VirtIOPCIProxy, VirtIOSCSI, VirtIOSCSIConf, virtscsi_probe
 
 READ10 = bytes([0x28, 0, 0, 0, 0x08, 0x00, 0, 0, 8, 0])      # LBA 2048, 8 blocks
@@ -191,7 +191,7 @@ def _lines(m) -> list[str]:
 
 
 async def test_medium_error_reaches_the_user_as_eio_with_the_kernel_lines(tmp_path, nursery):
-    from vscsifs.scsi.block._bio import bdev_read
+    from vscsifs.scsi.kernel.block._bio import bdev_read
 
     m = await _machine(tmp_path, nursery)
     m.dev.faults.command(0, 0, 1, "medium=2050-2051")
@@ -219,7 +219,7 @@ async def test_medium_error_reaches_the_user_as_eio_with_the_kernel_lines(tmp_pa
 
 
 async def test_busy_task_set_full_and_unit_attention_are_retried(tmp_path, nursery):
-    from vscsifs.scsi.block._bio import bdev_read
+    from vscsifs.scsi.kernel.block._bio import bdev_read
 
     m = await _machine(tmp_path, nursery)
     for rule in ("status=busy opcode=read times=3", "status=task_set_full opcode=read times=2",
@@ -235,7 +235,7 @@ async def test_busy_task_set_full_and_unit_attention_are_retried(tmp_path, nurse
 
 
 async def test_host_failures_map_to_did_codes_and_retry(tmp_path, nursery):
-    from vscsifs.scsi.block._bio import bdev_read
+    from vscsifs.scsi.kernel.block._bio import bdev_read
 
     m = await _machine(tmp_path, nursery)
     m.dev.faults.command(0, 0, 1, "host=transport_failure opcode=read times=2")
@@ -250,7 +250,7 @@ async def test_host_failures_map_to_did_codes_and_retry(tmp_path, nursery):
 
 
 async def test_dropped_once_is_aborted_through_the_control_queue_and_retried(tmp_path, nursery):
-    from vscsifs.scsi.block._bio import bdev_read
+    from vscsifs.scsi.kernel.block._bio import bdev_read
 
     m = await _machine(tmp_path, nursery)
     m.dev.faults.command(0, 0, 1, "drop opcode=read times=1")
@@ -268,7 +268,7 @@ async def test_always_dropped_reads_go_through_abort_and_lun_resets_then_fail(tm
     error handler: LUN RESET (the device cancels the held READ with VIRTIO_SCSI_S_RESET, so
     the command carries DID_RESET, as on a real guest), TUR fine, retry... until the retries
     are used up: the request fails with EIO, the disk stays online."""
-    from vscsifs.scsi.block._bio import bdev_read
+    from vscsifs.scsi.kernel.block._bio import bdev_read
     from vscsifs.scsi.kernel._hosts import HostState
 
     m = await _machine(tmp_path, nursery)
@@ -294,7 +294,7 @@ async def test_always_dropped_reads_go_through_abort_and_lun_resets_then_fail(tm
 
 
 async def test_a_lun_that_answers_nothing_is_offlined_after_the_whole_ladder(tmp_path, nursery):
-    from vscsifs.scsi.block._bio import bdev_read
+    from vscsifs.scsi.kernel.block._bio import bdev_read
 
     m = await _machine(tmp_path, nursery)
     m.dev.faults.command(0, 0, 1, "drop")            # every opcode, TEST UNIT READY too
@@ -308,7 +308,7 @@ async def test_a_lun_that_answers_nothing_is_offlined_after_the_whole_ladder(tmp
 
 
 async def test_latency_completes_out_of_order_with_the_right_data(tmp_path, nursery):
-    from vscsifs.scsi.block._bio import bdev_read, bdev_write
+    from vscsifs.scsi.kernel.block._bio import bdev_read, bdev_write
 
     m = await _machine(tmp_path, nursery)
     rng = random.Random(5)

@@ -20,7 +20,7 @@ from fs_fixtures import FakeBdev, FakeChar, build_machine  # noqa: E402
 from vscsifs.fs import (BlockNode, DataFile, DevFs, ProcFs, UnavailableCharNode, make_operations,  # noqa: E402
                         stale_loops)
 from vscsifs.fs import _devfs, _operations  # noqa: E402
-from vscsifs.fs._kobject import Attr, Dir  # noqa: E402
+from vscsifs.scsi.kernel.base._kobject import Attr, Dir  # noqa: E402
 
 ROOT = pyfuse3.ROOT_INODE
 
@@ -258,7 +258,7 @@ async def test_procfs_logging_level(machine: Any) -> None:
 
 
 async def test_proc_block_texts_come_from_the_block_layer(machine: Any, monkeypatch: Any) -> None:
-    import vscsifs.scsi.block as block
+    import vscsifs.scsi.kernel.block as block
     ops, kernel, *_ = machine
     monkeypatch.setattr(block, "proc_partitions_text", lambda k: f"major minor  #blocks  name\n{id(k)}\n",
                         raising=False)

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import trio
 
-from vscsifs.fs._driver_model import Device, device_add
-from vscsifs.fs._kobject import Dir, Link, SysfsError
-from vscsifs.scsi.block import (GENHD_FL_REMOVABLE, QueueFlag, bdev_read, blk_queue_flag_set,
+from vscsifs.scsi.kernel.base._driver_model import Device, device_add
+from vscsifs.scsi.kernel.base._kobject import Dir, Link, SysfsError
+from vscsifs.scsi.kernel.block import (GENHD_FL_REMOVABLE, QueueFlag, bdev_read, blk_queue_flag_set,
                                 blk_queue_max_discard_sectors, blk_queue_max_hw_sectors, blk_queue_max_segments,
                                 blk_queue_max_write_zeroes_sectors, blk_queue_dma_alignment, blk_queue_write_cache,
                                 del_gendisk, device_add_disk, proc_devices_text, proc_diskstats_text,
                                 proc_partitions_text, register_blkdev, set_capacity_and_notify, set_disk_ro)
-from vscsifs.scsi.block._null_blk import Completion, NullBlk
+from vscsifs.scsi.kernel.block._null_blk import Completion, NullBlk
 
 from test_blk_mq import make_kernel
 from test_partitions import mbr
@@ -240,12 +240,12 @@ async def seed_machine(tmp_path: Path):  # type: ignore[no-untyped-def]
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from golden_cdb import make_image
 
-    from vscsifs.fs._driver_model import Sysfs
+    from vscsifs.scsi.kernel.base._driver_model import Sysfs
     from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice
     from vscsifs.scsi.kernel import bsg_init, sd_init, sg_init, sr_init
     from vscsifs.scsi.kernel._hosts import ScsiHostTemplate, scsi_add_host, scsi_host_alloc
-    from vscsifs.scsi.kernel._kernel import Kernel
-    from vscsifs.scsi.kernel._printk import Kmsg
+    from vscsifs.scsi.kernel.base._kernel import Kernel
+    from vscsifs.scsi.kernel.base._printk import Kmsg
     from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte
     from vscsifs.scsi.kernel._scsi_scan import async_synchronize_full, scsi_scan_host
     from vscsifs.virtio import GuestMemory

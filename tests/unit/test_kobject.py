@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from vscsifs.fs import _kobject
-from vscsifs.fs._driver_model import POWER_ATTRS, Device, add_power_group
-from vscsifs.fs._kobject import Attr, Dir, LazyDir, const_show
+from vscsifs.scsi.kernel.base import _kobject
+from vscsifs.scsi.kernel.base._driver_model import POWER_ATTRS, Device, add_power_group
+from vscsifs.scsi.kernel.base._kobject import Attr, Dir, LazyDir, const_show
 
 
 def _entries(d: Dir) -> list[tuple[str, str, int, bytes | None]]:

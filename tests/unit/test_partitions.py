@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from vscsifs.scsi.block import bdev_disk_changed, device_add_disk, proc_partitions_text
-from vscsifs.scsi.block._null_blk import Completion, NullBlk
+from vscsifs.scsi.kernel.block import bdev_disk_changed, device_add_disk, proc_partitions_text
+from vscsifs.scsi.kernel.block._null_blk import Completion, NullBlk
 
 from test_blk_mq import make_kernel
 
@@ -278,7 +278,7 @@ async def test_sfdisk_made_tables(tmp_path: Path) -> None:
 async def test_open_counts_block_reread_and_open_errors() -> None:
     import errno
 
-    from vscsifs.scsi.block import (DISK_EVENT_MEDIA_CHANGE, blkdev_get, blkdev_put, blkdev_reread_part,
+    from vscsifs.scsi.kernel.block import (DISK_EVENT_MEDIA_CHANGE, blkdev_get, blkdev_put, blkdev_reread_part,
                                     disk_check_media_change)
     img = bytearray(8 * MiB)
     img[:512] = mbr([(0, 0x83, 2048, 4096)])

@@ -13,7 +13,7 @@ import trio
 
 import vscsifs.scsi.kernel as K
 from midlayer_harness import hd, make_host, make_kernel
-from vscsifs.scsi.block import BlkStatus
+from vscsifs.scsi.kernel.block import BlkStatus
 from vscsifs.scsi.device import SCSIBus
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, ScsiCmnd
 from vscsifs.scsi.kernel._scsi_error import (ADD_TO_MLQUEUE, FAILED, NEEDS_RETRY, SUCCESS,
@@ -397,7 +397,7 @@ async def test_failed_fs_read_through_sd_logs_and_errors(tmp_path: Path) -> None
     """A READ(10) answered MEDIUM ERROR 11/00: sd's request fails (no retry for an unrecovered
     read error), the midlayer logs the kernel's FAILED/sense/CDB lines and the block layer
     sees an error."""
-    from vscsifs.scsi.block import bdev_read
+    from vscsifs.scsi.kernel.block import bdev_read
 
     opened: list[Any] = []
     bus = SCSIBus()

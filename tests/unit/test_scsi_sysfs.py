@@ -14,7 +14,7 @@ import trio
 
 import vscsifs.scsi.kernel as K
 from midlayer_harness import GOLDEN, hd, make_host, make_kernel, seed_bus
-from vscsifs.fs._kobject import Attr, Dir, Link, SysfsError
+from vscsifs.scsi.kernel.base._kobject import Attr, Dir, Link, SysfsError
 from vscsifs.scsi.kernel._scsi_lib import SdevState
 
 SEED = GOLDEN / "seed"

@@ -13,8 +13,8 @@ import pytest
 import trio
 
 from sd_fakes import ExecResult, FakeBlock, FakeHd, fixed_sense, make_kernel, make_sdev
-from vscsifs.fs._kobject import Attr, SysfsError
-from vscsifs.scsi.block._blk_types import BlkStatus, ReqFlag, ReqOp, Request
+from vscsifs.scsi.kernel.base._kobject import Attr, SysfsError
+from vscsifs.scsi.kernel.block._blk_types import BlkStatus, ReqFlag, ReqOp, Request
 from vscsifs.scsi.kernel import _sd
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, ScsiCmnd
 
@@ -467,12 +467,12 @@ async def test_full_stack_seed_scan_sd_part(tmp_path: Path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from golden_cdb import make_image
 
-    from vscsifs.fs._driver_model import Device, Sysfs, device_add
+    from vscsifs.scsi.kernel.base._driver_model import Device, Sysfs, device_add
     from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice
     from vscsifs.scsi.kernel import bsg_init, sd_init, sg_init, sr_init
     from vscsifs.scsi.kernel._hosts import ScsiHostTemplate, scsi_add_host, scsi_host_alloc
-    from vscsifs.scsi.kernel._kernel import Kernel
-    from vscsifs.scsi.kernel._printk import Kmsg
+    from vscsifs.scsi.kernel.base._kernel import Kernel
+    from vscsifs.scsi.kernel.base._printk import Kmsg
     from vscsifs.scsi.kernel._scsi_cmnd import HostByte
     from vscsifs.scsi.kernel._scsi_scan import (async_synchronize_full, scsi_add_device, scsi_device_lookup,
                                                 scsi_remove_device, scsi_rescan_device, scsi_scan_host)
@@ -542,7 +542,7 @@ async def test_full_stack_seed_scan_sd_part(tmp_path: Path) -> None:
         rescan_lines = kernel.kmsg.lines()[n:]
         rescan_cdbs = list(sent["0:0:0:1"])
         # I/O through the block layer's bio path lands in sd_init_command / sd_done
-        from vscsifs.scsi.block import bdev_discard, bdev_flush, bdev_read, bdev_write
+        from vscsifs.scsi.kernel.block import bdev_discard, bdev_flush, bdev_read, bdev_write
         disk = _sd.dev_get_drvdata(sdev1).disk
         sent["0:0:0:1"].clear()
         head = bytes(await bdev_read(disk.part0, 0, 8192))
@@ -630,13 +630,13 @@ async def test_read_capacity_failure_falls_back_and_logs(monkeypatch: pytest.Mon
 async def test_full_stack_4k_disk_on_other_target_and_lun(tmp_path: Path) -> None:
     """A 4K-sector scsi-hd at 0:0:2:3 (not the seed's address): sd sizes it in 4 KiB blocks and
     turns byte I/O into 4 KiB-block CDBs."""
-    from vscsifs.fs._driver_model import Device, Sysfs, device_add
-    from vscsifs.scsi.block import bdev_read
+    from vscsifs.scsi.kernel.base._driver_model import Device, Sysfs, device_add
+    from vscsifs.scsi.kernel.block import bdev_read
     from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice
     from vscsifs.scsi.kernel import sd_init, sg_init
     from vscsifs.scsi.kernel._hosts import ScsiHostTemplate, scsi_add_host, scsi_host_alloc
-    from vscsifs.scsi.kernel._kernel import Kernel
-    from vscsifs.scsi.kernel._printk import Kmsg
+    from vscsifs.scsi.kernel.base._kernel import Kernel
+    from vscsifs.scsi.kernel.base._printk import Kmsg
     from vscsifs.scsi.kernel._scsi_cmnd import HostByte
     from vscsifs.scsi.kernel._scsi_scan import async_synchronize_full, scsi_device_lookup, scsi_scan_host
     from vscsifs.virtio import GuestMemory

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sd_fakes import make_kernel, make_sdev
-from vscsifs.fs._kobject import SysfsError
+from vscsifs.scsi.kernel.base._kobject import SysfsError
 from vscsifs.scsi.kernel import _bsg, _sg
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "seed"

@@ -16,7 +16,7 @@ from golden_cdb import make_image
 from golden_images import make_iso
 from vscsifs.daemon._machine import Machine
 from vscsifs.daemon._qemu_args import parse_qemu_args
-from vscsifs.scsi import block as blk
+from vscsifs.scsi.kernel import block as blk
 from vscsifs.scsi.device import BlockBackend, SCSIBus
 from vscsifs.scsi.kernel import _cdrom as cdrom
 from vscsifs.scsi.kernel import _sr as sr

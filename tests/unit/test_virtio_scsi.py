@@ -13,14 +13,14 @@ import pytest
 from golden_cdb import make_image
 import trio
 
-from vscsifs.fs._driver_model import Device, Sysfs, device_add
-from vscsifs.fs._kobject import Attr, Dir, Link
-from vscsifs.scsi.kernel._kernel import Kernel
-from vscsifs.scsi.kernel._printk import Kmsg
+from vscsifs.scsi.kernel.base._driver_model import Device, Sysfs, device_add
+from vscsifs.scsi.kernel.base._kobject import Attr, Dir, Link
+from vscsifs.scsi.kernel.base._kernel import Kernel
+from vscsifs.scsi.kernel.base._printk import Kmsg
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, ScsiCmnd
 from vscsifs.virtio import (GuestMemory, VirtIOPCIProxy, VirtIOSCSI, VirtIOSCSIConf, run_pending_events,
                             virtscsi_abort, virtscsi_device_reset, virtscsi_probe, virtscsi_queuecommand)
-from vscsifs.virtio._scsi_driver import FAILED, SCSI_MLQUEUE_HOST_BUSY, SUCCESS, shost_priv
+from vscsifs.virtio.driver._scsi_driver import FAILED, SCSI_MLQUEUE_HOST_BUSY, SUCCESS, shost_priv
 from vscsifs.virtio._virtqueue import DriverVirtqueue
 from vscsifs.virtio._wire import (CMD_REQ_HDR, CMD_RESP_HDR, CTRL_TMF_REQ, EVENT, SCSI_CONFIG,
                                   VIRTIO_SCSI_T_EVENTS_MISSED, VirtioF, VirtioScsiEvent, VirtioScsiS,
@@ -458,13 +458,13 @@ async def test_events_missed_triggers_rescan_and_hotunplug_check():
 
 
 async def test_remove_frees_everything_and_leaves_sysfs():
-    from vscsifs.virtio._scsi_driver import virtscsi_remove
+    from vscsifs.virtio.driver._scsi_driver import virtscsi_remove
     m = make_machine()
     mem = m.kernel.memory
     for i in range(10):
         virtscsi_queuecommand(m.shost, make_cmd(m, b"\x00" * 6, hwq=i % 2, tag=i))
     # the fake midlayer's host0 directory goes with the host in the real one
-    from vscsifs.fs._driver_model import device_del
+    from vscsifs.scsi.kernel.base._driver_model import device_del
     device_del(m.shost.dev)
     await virtscsi_remove(m.shost)
     assert ("scsi_remove_host", 0) in m.ml.calls

@@ -21,17 +21,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vscsifs.scsi.kernel._printk import KernLevel
+from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, ScsiCmnd
 
-from ._memory import GuestBuffer
-from ._pci import VirtIOPCIProxy
-from ._pci_sysfs import PciDev, pci_device_add
-from vscsifs.fs._driver_model import device_del
+from vscsifs.virtio._memory import GuestBuffer
+from vscsifs.virtio.device._pci import VirtIOPCIProxy
+from vscsifs.virtio.driver._pci_sysfs import PciDev, pci_device_add
+from vscsifs.scsi.kernel.base._driver_model import device_del
 
-from ._virtio_driver import VirtioDevice, register_virtio_device, unregister_virtio_device, virtio_dev_probe
-from ._virtqueue import DriverVirtqueue
-from ._wire import (CMD_REQ_HDR, CMD_RESP_HDR, CTRL_TMF_REQ, CTRL_TMF_RESP, EVENT, VIRTIO_SCSI_CDB_DEFAULT_SIZE,
+from vscsifs.virtio.driver._virtio_driver import VirtioDevice, register_virtio_device, unregister_virtio_device, virtio_dev_probe
+from vscsifs.virtio._virtqueue import DriverVirtqueue
+from vscsifs.virtio._wire import (CMD_REQ_HDR, CMD_RESP_HDR, CTRL_TMF_REQ, CTRL_TMF_RESP, EVENT, VIRTIO_SCSI_CDB_DEFAULT_SIZE,
                     VIRTIO_SCSI_SENSE_DEFAULT_SIZE, VIRTIO_SCSI_T_EVENTS_MISSED, VIRTIO_SCSI_VQ_BASE,
                     VirtioScsiEvent, VirtioScsiEvtReset, VirtioScsiF, VirtioScsiS, VirtioScsiT, VirtioScsiTaskAttr,
                     VirtioScsiTmf, lun_encode, scsi_config_offset)
@@ -517,7 +517,7 @@ def virtscsi_map_queues(shost: Any) -> list[int]:
     spread). Sets the host tag set's map when there is one; returns mq_map[cpu]."""
     tag_set = getattr(shost, "tag_set", None)
     if tag_set is not None:
-        from vscsifs.scsi.block import blk_mq_virtio_map_queues
+        from vscsifs.scsi.kernel.block import blk_mq_virtio_map_queues
         blk_mq_virtio_map_queues(tag_set)
         return list(tag_set.mq_map)
     vscsi = shost_priv(shost)

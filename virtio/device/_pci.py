@@ -18,9 +18,9 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ._virtio_device import VIRTIO_NO_VECTOR, VirtIODevice
-from ._virtqueue import VirtioError
-from ._wire import VIRTIO_PCI_VENDOR, VirtioF, VirtioStatus
+from vscsifs.virtio.device._virtio_device import VIRTIO_NO_VECTOR, VirtIODevice
+from vscsifs.virtio._virtqueue import VirtioError
+from vscsifs.virtio._wire import VIRTIO_PCI_VENDOR, VirtioF, VirtioStatus
 
 PCI_CONFIG_SPACE_SIZE = 256     # conventional PCI (the i440fx pc machine): sysfs 'config' size
 

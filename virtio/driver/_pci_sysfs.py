@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from vscsifs.fs._driver_model import Device, device_add, device_bind_driver
+from vscsifs.scsi.kernel.base._driver_model import Device, device_add, device_bind_driver
 
-from ._pci import PCI_CONFIG_SPACE_SIZE, VirtIOPCIProxy
+from vscsifs.virtio.device._pci import PCI_CONFIG_SPACE_SIZE, VirtIOPCIProxy
 
 _ACPI_PCI_ROOT = "LNXSYSTM:00/LNXSYBUS:00/PNP0A03:00"
 _RW = 0o644

@@ -27,10 +27,10 @@ import trio
 
 from vscsifs.scsi.target import DmaDir, SePortalGroup, SeLun, TargetResult, target_submit
 
-from ._memory import GuestMemory
-from ._scsi_device import VirtIOSCSI, VirtIOSCSIConf, _iov_read, _iov_skip, _iov_write
-from ._virtqueue import DeviceVirtqueue, VirtQueueElement
-from ._wire import (CMD_REQ_HDR, CMD_RESP_HDR, CTRL_AN_REQ, CTRL_AN_RESP, CTRL_TMF_REQ, CTRL_TMF_RESP, CTRL_TYPE,
+from vscsifs.virtio._memory import GuestMemory
+from vscsifs.virtio.device._scsi_device import VirtIOSCSI, VirtIOSCSIConf, _iov_read, _iov_skip, _iov_write
+from vscsifs.virtio._virtqueue import DeviceVirtqueue, VirtQueueElement
+from vscsifs.virtio._wire import (CMD_REQ_HDR, CMD_RESP_HDR, CTRL_AN_REQ, CTRL_AN_RESP, CTRL_TMF_REQ, CTRL_TMF_RESP, CTRL_TYPE,
                     EVENT, SCSI_CONFIG, VIRTIO_SCSI_CDB_DEFAULT_SIZE, VIRTIO_SCSI_SENSE_DEFAULT_SIZE,
                     VIRTIO_SCSI_T_EVENTS_MISSED, VirtioScsiEvent, VirtioScsiEvtReset, VirtioScsiF, VirtioScsiS,
                     VirtioScsiT, VirtioScsiTmf, VirtioStatus, event_lun)

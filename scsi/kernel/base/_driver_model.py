@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ._kobject import Attr, Dir, LazyDir, Link, SysfsError, const_show
+from vscsifs.scsi.kernel.base._kobject import Attr, Dir, LazyDir, Link, SysfsError, const_show
 
 UeventFn = Callable[[], list[str]]
 

@@ -16,19 +16,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vscsifs.fs._driver_model import Device, device_add, device_del
-from vscsifs.fs._kobject import Dir, SysfsError
-from vscsifs.scsi.kernel._kernel import IdaAllocator
-from vscsifs.scsi.kernel._printk import KernLevel
+from vscsifs.scsi.kernel.base._driver_model import Device, device_add, device_del
+from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
+from vscsifs.scsi.kernel.base._kernel import IdaAllocator
+from vscsifs.scsi.kernel.base._printk import KernLevel
 
-from ._bio import bdev_read
-from ._blk_mq import BlkMqTagSet, RequestQueue, blk_mq_init_queue, elevator_default, elevator_switch
-from ._blk_sysfs import (blk_integrity_add, blk_register_queue, blk_unregister_queue, disk_attrs,
+from vscsifs.scsi.kernel.block._bio import bdev_read
+from vscsifs.scsi.kernel.block._blk_mq import BlkMqTagSet, RequestQueue, blk_mq_init_queue, elevator_default, elevator_switch
+from vscsifs.scsi.kernel.block._blk_sysfs import (blk_integrity_add, blk_register_queue, blk_unregister_queue, disk_attrs,
                          part_attrs, wbt_default_latency_nsec)
-from ._blk_types import SECTOR_SHIFT
-from ._limits import PAGE_SHIFT, PAGE_SIZE, VM_READAHEAD_PAGES, BlkZoned, disk_update_readahead
-from ._partitions import DISK_MAX_PARTS, PartitionMetaInfo, check_partition, partition_name
-from ._stat import DiskStats
+from vscsifs.scsi.kernel.block._blk_types import SECTOR_SHIFT
+from vscsifs.scsi.kernel.block._limits import PAGE_SHIFT, PAGE_SIZE, VM_READAHEAD_PAGES, BlkZoned, disk_update_readahead
+from vscsifs.scsi.kernel.block._partitions import DISK_MAX_PARTS, PartitionMetaInfo, check_partition, partition_name
+from vscsifs.scsi.kernel.block._stat import DiskStats
 
 BLOCK_EXT_MAJOR = 259
 MINORBITS = 20

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ._memory import GuestMemory
-from ._virtqueue import DeviceVirtqueue, VirtioError
-from ._wire import VirtioF, VirtioStatus
+from vscsifs.virtio._memory import GuestMemory
+from vscsifs.virtio._virtqueue import DeviceVirtqueue, VirtioError
+from vscsifs.virtio._wire import VirtioF, VirtioStatus
 
 VIRTIO_NO_VECTOR = 0xFFFF
 VIRTIO_QUEUE_MAX = 1024

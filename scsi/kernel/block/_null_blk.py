@@ -15,11 +15,11 @@ from typing import Any
 
 import trio
 
-from ._blk_mq import (BlkMqHwCtx, BlkMqTagSet, blk_mq_alloc_tag_set, blk_mq_complete_request,
+from vscsifs.scsi.kernel.block._blk_mq import (BlkMqHwCtx, BlkMqTagSet, blk_mq_alloc_tag_set, blk_mq_complete_request,
                       blk_mq_end_request, blk_mq_init_queue, blk_mq_start_request)
-from ._blk_types import SECTOR_SHIFT, BlkMqOps, BlkStatus, ReqOp, Request
-from ._genhd import Gendisk, blk_mq_alloc_disk_for_queue, register_blkdev, set_capacity
-from ._limits import blk_queue_logical_block_size, blk_queue_physical_block_size
+from vscsifs.scsi.kernel.block._blk_types import SECTOR_SHIFT, BlkMqOps, BlkStatus, ReqOp, Request
+from vscsifs.scsi.kernel.block._genhd import Gendisk, blk_mq_alloc_disk_for_queue, register_blkdev, set_capacity
+from vscsifs.scsi.kernel.block._limits import blk_queue_logical_block_size, blk_queue_physical_block_size
 
 
 class Completion(Enum):

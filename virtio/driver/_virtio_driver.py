@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vscsifs.fs._driver_model import Device, device_add, device_bind_driver, device_del
+from vscsifs.scsi.kernel.base._driver_model import Device, device_add, device_bind_driver, device_del
 
-from ._pci import VirtIOPCIProxy
-from ._pci_sysfs import PciDev
-from ._virtio_device import VIRTIO_NO_VECTOR
-from ._virtqueue import DriverVirtqueue
-from ._wire import VIRTIO_TRANSPORT_F_END, VIRTIO_TRANSPORT_F_START, VirtioF, VirtioStatus
+from vscsifs.virtio.device._pci import VirtIOPCIProxy
+from vscsifs.virtio.driver._pci_sysfs import PciDev
+from vscsifs.virtio.device._virtio_device import VIRTIO_NO_VECTOR
+from vscsifs.virtio._virtqueue import DriverVirtqueue
+from vscsifs.virtio._wire import VIRTIO_TRANSPORT_F_END, VIRTIO_TRANSPORT_F_START, VirtioF, VirtioStatus
 
 # vring_transport_features() keeps these; vp_transport_features() adds SR_IOV/RING_RESET
 _RING_TRANSPORT_FEATURES = frozenset({VirtioF.RING_INDIRECT_DESC, VirtioF.RING_EVENT_IDX, VirtioF.VERSION_1,

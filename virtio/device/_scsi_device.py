@@ -15,10 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from ._memory import GuestMemory
-from ._virtio_device import VIRTIO_QUEUE_MAX, VirtIODevice
-from ._virtqueue import DeviceVirtqueue, VirtioError, VirtQueueElement
-from ._wire import (CMD_REQ_HDR, CMD_RESP_HDR, CTRL_AN_REQ, CTRL_AN_RESP, CTRL_TMF_REQ, CTRL_TMF_RESP,
+from vscsifs.virtio._memory import GuestMemory
+from vscsifs.virtio.device._virtio_device import VIRTIO_QUEUE_MAX, VirtIODevice
+from vscsifs.virtio._virtqueue import DeviceVirtqueue, VirtioError, VirtQueueElement
+from vscsifs.virtio._wire import (CMD_REQ_HDR, CMD_RESP_HDR, CTRL_AN_REQ, CTRL_AN_RESP, CTRL_TMF_REQ, CTRL_TMF_RESP,
                     CTRL_TYPE, EVENT, SCSI_CONFIG, VIRTIO_SCSI_CDB_DEFAULT_SIZE, VIRTIO_SCSI_SENSE_DEFAULT_SIZE,
                     VIRTIO_SCSI_T_EVENTS_MISSED, VirtioF, VirtioID, VirtioScsiEvent, VirtioScsiEvtReset,
                     VirtioScsiF, VirtioScsiS, VirtioScsiT, VirtioScsiTmf, VirtioStatus, event_lun, lun_decode)

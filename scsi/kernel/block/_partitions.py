@@ -17,7 +17,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._genhd import Gendisk
+    from vscsifs.scsi.kernel.block._genhd import Gendisk
 
 DISK_MAX_PARTS = 256
 PAGE_SIZE = 4096

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vscsifs.fs._driver_model import Sysfs
+from vscsifs.scsi.kernel.base._driver_model import Sysfs
 
-from ._printk import KernLevel, Kmsg
+from vscsifs.scsi.kernel.base._printk import KernLevel, Kmsg
 
 
 class IdaAllocator:

@@ -22,9 +22,9 @@ from typing import Any
 
 import trio
 
-from ._blk_types import BlkMqOps, BlkStatus, ReqFlag, ReqOp, Request
-from ._limits import QUEUE_FLAG_MQ_DEFAULT, QueueFlag, QueueLimits
-from ._stat import blk_account_io_done, blk_account_io_start
+from vscsifs.scsi.kernel.block._blk_types import BlkMqOps, BlkStatus, ReqFlag, ReqOp, Request
+from vscsifs.scsi.kernel.block._limits import QUEUE_FLAG_MQ_DEFAULT, QueueFlag, QueueLimits
+from vscsifs.scsi.kernel.block._stat import blk_account_io_done, blk_account_io_start
 
 BLK_MQ_MAX_DEPTH = 10240
 BLKDEV_MIN_RQ = 4
@@ -602,7 +602,7 @@ def blk_print_req_error(rq: Request, status: BlkStatus) -> None:
     kernel = getattr(q, "kernel", None)
     if kernel is None:
         return
-    from vscsifs.scsi.kernel._printk import KernLevel
+    from vscsifs.scsi.kernel.base._printk import KernLevel
     flags = 0
     for flag, bit in _REQ_FLAG_BITS.items():
         if rq.flags & flag:

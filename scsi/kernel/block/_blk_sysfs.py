@@ -10,13 +10,13 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from vscsifs.fs._kobject import Dir, LazyDir, SysfsError
+from vscsifs.scsi.kernel.base._kobject import Dir, LazyDir, SysfsError
 
-from ._blk_mq import ELEVATORS, BLKDEV_MIN_RQ, RequestQueue, blk_mq_update_nr_requests, elevator_switch
-from ._limits import PAGE_SHIFT, UINT_MAX, BlkZoned, QueueFlag, blk_queue_rq_timeout
+from vscsifs.scsi.kernel.block._blk_mq import ELEVATORS, BLKDEV_MIN_RQ, RequestQueue, blk_mq_update_nr_requests, elevator_switch
+from vscsifs.scsi.kernel.block._limits import PAGE_SHIFT, UINT_MAX, BlkZoned, QueueFlag, blk_queue_rq_timeout
 
 if TYPE_CHECKING:
-    from ._genhd import BlockDevice, Gendisk
+    from vscsifs.scsi.kernel.block._genhd import BlockDevice, Gendisk
 
 _UL_RE = re.compile(rb"^\+?[0-9]+\n?$")
 _SL_RE = re.compile(rb"^[+-]?[0-9]+\n?$")
@@ -337,7 +337,7 @@ def _trace_store(data: bytes) -> None:
 def disk_attrs(disk: Gendisk) -> None:
     """disk_attr_group: range, ext_range, removable, hidden, ro, size, alignment_offset,
     discard_alignment, capability, stat, inflight, diskseq, events*; plus trace/."""
-    from ._genhd import GENHD_FL_HIDDEN, GENHD_FL_NO_PART, GENHD_FL_REMOVABLE, DISK_MAX_PARTS
+    from vscsifs.scsi.kernel.block._genhd import GENHD_FL_HIDDEN, GENHD_FL_NO_PART, GENHD_FL_REMOVABLE, DISK_MAX_PARTS
     k = disk.dev.kobj
     bdev = disk.part0
     k.attr("range", lambda: f"{disk.minors}\n")

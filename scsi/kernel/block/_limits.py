@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
-from ._blk_types import SECTOR_SHIFT
+from vscsifs.scsi.kernel.block._blk_types import SECTOR_SHIFT
 
 if TYPE_CHECKING:
-    from ._blk_mq import RequestQueue
+    from vscsifs.scsi.kernel.block._blk_mq import RequestQueue
 
 PAGE_SIZE = 4096
 PAGE_SHIFT = 12
@@ -118,7 +118,7 @@ def _min_not_zero(a: int, b: int) -> int:
 
 
 def _info(q: RequestQueue, text: str) -> None:
-    from vscsifs.scsi.kernel._printk import KernLevel
+    from vscsifs.scsi.kernel.base._printk import KernLevel
     q.kernel.printk(KernLevel.INFO, text)
 
 

@@ -8,16 +8,16 @@ _bio (byte-range I/O on disks and partitions), _partitions (msdos/GPT parsing), 
 attrs), _null_blk (a memory-backed blk-mq driver for running the layer without SCSI under it).
 """
 
-from ._bio import (bdev_block_size, bdev_discard, bdev_flush, bdev_read, bdev_write, bdev_zeroout, bio_split_discard,
+from vscsifs.scsi.kernel.block._bio import (bdev_block_size, bdev_discard, bdev_flush, bdev_read, bdev_write, bdev_zeroout, bio_split_discard,
                    bio_split_rw)
-from ._blk_mq import (BlkEhTimerReturn, BlkMqFlag, BlkMqHwCtx, BlkMqReqFlag, BlkMqTags, BlkMqTagSet, RequestQueue,
+from vscsifs.scsi.kernel.block._blk_mq import (BlkEhTimerReturn, BlkMqFlag, BlkMqHwCtx, BlkMqReqFlag, BlkMqTags, BlkMqTagSet, RequestQueue,
                       blk_execute_rq, blk_execute_rq_nowait, blk_mq_alloc_request, blk_mq_alloc_tag_set,
                       blk_mq_complete_request, blk_mq_destroy_queue, blk_mq_end_request, blk_mq_free_request,
                       blk_mq_free_tag_set, blk_mq_init_queue, blk_mq_map_queues, blk_mq_requeue_request,
                       blk_mq_rq_from_tag, blk_mq_start_request, blk_mq_unique_tag, blk_mq_update_nr_requests,
                       blk_mq_virtio_map_queues, blk_status_to_errno, elevator_switch)
-from ._blk_types import SECTOR_SHIFT, SECTOR_SIZE, BlkMqOps, BlkStatus, ReqFlag, ReqOp, Request
-from ._genhd import (BLOCK_EXT_MAJOR, DISK_EVENT_EJECT_REQUEST, DISK_EVENT_FLAG_POLL, DISK_EVENT_FLAG_UEVENT,
+from vscsifs.scsi.kernel.block._blk_types import SECTOR_SHIFT, SECTOR_SIZE, BlkMqOps, BlkStatus, ReqFlag, ReqOp, Request
+from vscsifs.scsi.kernel.block._genhd import (BLOCK_EXT_MAJOR, DISK_EVENT_EJECT_REQUEST, DISK_EVENT_FLAG_POLL, DISK_EVENT_FLAG_UEVENT,
                      DISK_EVENT_MEDIA_CHANGE, FMODE_READ, FMODE_WRITE, GENHD_FL_HIDDEN, GENHD_FL_NO_PART,
                      GENHD_FL_REMOVABLE, BackingDevInfo, BlockDevice, BlockDeviceOperations, Gendisk,
                      add_partition, bdev_disk_changed, blkdev_get, blkdev_put, blkdev_reread_part,
@@ -26,7 +26,7 @@ from ._genhd import (BLOCK_EXT_MAJOR, DISK_EVENT_EJECT_REQUEST, DISK_EVENT_FLAG_
                      disk_scan_partitions, genhd_device_init, get_disk_ro, proc_devices_text,
                      proc_diskstats_text, proc_partitions_text, register_blkdev, set_capacity,
                      set_capacity_and_notify, set_disk_ro, unregister_blkdev)
-from ._limits import (BlkZoned, QueueFlag, QueueLimits, blk_queue_alignment_offset, blk_queue_bounce_limit,
+from vscsifs.scsi.kernel.block._limits import (BlkZoned, QueueFlag, QueueLimits, blk_queue_alignment_offset, blk_queue_bounce_limit,
                       blk_queue_chunk_sectors, blk_queue_dma_alignment, blk_queue_flag_clear, blk_queue_flag_set,
                       blk_queue_flag_test, blk_queue_io_min, blk_queue_io_opt, blk_queue_logical_block_size,
                       blk_queue_max_discard_sectors, blk_queue_max_discard_segments, blk_queue_max_hw_sectors,
@@ -36,9 +36,9 @@ from ._limits import (BlkZoned, QueueFlag, QueueLimits, blk_queue_alignment_offs
                       blk_queue_set_zoned, blk_queue_update_dma_alignment, blk_queue_virt_boundary,
                       blk_queue_write_cache, blk_queue_zone_write_granularity, blk_queue_zoned_model,
                       blk_set_default_limits, disk_update_readahead)
-from ._null_blk import Completion, NullBlk
-from ._partitions import ParsedPartitions, PartitionMetaInfo, check_partition, efi_partition, msdos_partition
-from ._stat import DiskStats, StatGroup
+from vscsifs.scsi.kernel.block._null_blk import Completion, NullBlk
+from vscsifs.scsi.kernel.block._partitions import ParsedPartitions, PartitionMetaInfo, check_partition, efi_partition, msdos_partition
+from vscsifs.scsi.kernel.block._stat import DiskStats, StatGroup
 
 # the QUEUE_FLAG_* names as module constants, as drivers spell them (blk_queue_flag_set(QUEUE_FLAG_NONROT, q))
 globals().update({f.name: f for f in QueueFlag})

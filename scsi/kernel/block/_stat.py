@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from ._blk_types import SECTOR_SHIFT, ReqOp, Request
-from ._limits import QueueFlag
+from vscsifs.scsi.kernel.block._blk_types import SECTOR_SHIFT, ReqOp, Request
+from vscsifs.scsi.kernel.block._limits import QueueFlag
 
 
 class StatGroup(IntEnum):

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._blk_mq import blk_execute_rq, blk_mq_alloc_request, blk_status_to_errno
-from ._blk_types import SECTOR_SHIFT, BlkStatus, ReqFlag, ReqOp
-from ._limits import PAGE_SIZE, UINT_MAX, QueueFlag
+from vscsifs.scsi.kernel.block._blk_mq import blk_execute_rq, blk_mq_alloc_request, blk_status_to_errno
+from vscsifs.scsi.kernel.block._blk_types import SECTOR_SHIFT, BlkStatus, ReqFlag, ReqOp
+from vscsifs.scsi.kernel.block._limits import PAGE_SIZE, UINT_MAX, QueueFlag
 
 if TYPE_CHECKING:
-    from ._genhd import BlockDevice
+    from vscsifs.scsi.kernel.block._genhd import BlockDevice
 
 
 def get_max_io_size(lim: Any, sector: int) -> int:
