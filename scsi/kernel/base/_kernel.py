@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vscsifs.scsi.kernel.base._driver_model import Sysfs
-
+from vscsifs.scsi.kernel.base._fops import CharDevOpen
 from vscsifs.scsi.kernel.base._printk import KernLevel, Kmsg
 
 
@@ -67,6 +67,8 @@ class Kernel:
     # register_blkdev()/register_chrdev(): major -> name, for /proc/devices
     blkdev_majors: dict[int, str] = field(default_factory=dict)
     chrdev_majors: dict[int, str] = field(default_factory=dict)
+    # chrdev_open()'s cdev_map: major -> the driver's open (sg, bsg); see _fops
+    chrdevs: dict[int, CharDevOpen] = field(default_factory=dict)
     # live objects the block layer and midlayer keep in global lists in a real kernel
     scsi_hosts: list[Any] = field(default_factory=list)      # Scsi_Host, in host_no order
     block_devices: list[Any] = field(default_factory=list)   # block_device (disks and partitions), in add order
