@@ -32,7 +32,7 @@ import trio
 
 from vscsifs.daemon import _hotplug as hp
 from vscsifs.daemon._config import ConfigError, DriveConfig, ScsiDeviceConfig
-from vscsifs.daemon._qemu_args import _DRIVE_PROPS, _SCSI_DEVICE_PROPS, _apply, _pairs, parse_size, split_opts
+from vscsifs.daemon._qdev_props import DRIVE_PROPS, SCSI_DEVICE_PROPS, apply_props, opt_pairs, parse_size, split_opts
 
 if TYPE_CHECKING:
     from vscsifs.daemon._machine import Machine
@@ -55,7 +55,7 @@ def parse_qmp_option(text: str) -> str:
                              f"(-qmp unix:PATH,server=on,wait=off)")
     parts = split_opts(rest)
     path = parts[0]
-    for key, value in _pairs(parts[1:], f"-qmp {text}"):
+    for key, value in opt_pairs(parts[1:], f"-qmp {text}"):
         if key == "server" and value not in ("on", "yes", "true"):
             raise QMPSyntaxError(f"-qmp {text}: vscsifs is always the server (server=on)")
         if key not in ("server", "wait", "nowait"):
@@ -117,7 +117,7 @@ def device_config_from_args(args: dict[str, Any]) -> ScsiDeviceConfig:
     dev = ScsiDeviceConfig(driver="scsi-hd" if driver == "scsi-disk" else driver)
     pairs = [(k, _qdev_value(v)) for k, v in args.items() if k != "driver"]
     try:
-        _apply(dev, _SCSI_DEVICE_PROPS, driver, pairs, "device_add")
+        apply_props(dev, SCSI_DEVICE_PROPS, driver, pairs, "device_add")
     except ConfigError as e:
         raise hp.QMPError(str(e).removeprefix("device_add: ")) from None
     dev.source = ",".join([driver] + [f"{k}={v}" for k, v in pairs])
@@ -128,7 +128,7 @@ def drive_config_from_hmp(text: str) -> DriveConfig:
     """HMP ``drive_add <pci_addr> if=none,id=...,file=...`` options (after the address)."""
     drv = DriveConfig(id="", source=text)
     try:
-        _apply(drv, _DRIVE_PROPS, "drive", _pairs(split_opts(text), text, implied="file"), text)
+        apply_props(drv, DRIVE_PROPS, "drive", opt_pairs(split_opts(text), text, implied="file"), text)
     except ConfigError as e:
         raise hp.QMPError(str(e).removeprefix(f"{text}: ")) from None
     if drv.interface != "none":
@@ -563,7 +563,7 @@ async def _hmp_drive_del(srv: QMPServer, rest: str) -> str:
 
 
 async def _hmp_device_add(srv: QMPServer, rest: str) -> str:
-    pairs = _pairs(split_opts(rest), rest, implied="driver")
+    pairs = opt_pairs(split_opts(rest), rest, implied="driver")
     await hp.device_add(srv.machine, device_config_from_args(dict(pairs)))
     return ""
 
