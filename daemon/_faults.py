@@ -37,7 +37,7 @@ midlayer's abort and error handler instead (see virtio/_scsi_driver.py).
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -47,6 +47,7 @@ from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
 from vscsifs.scsi.device._faults import FaultInjector, parse_fault_option, parse_fault_rule
 
 from vscsifs.daemon._config import ConfigError
+from vscsifs.daemon._qapi import QMPError
 
 if TYPE_CHECKING:
     from vscsifs.daemon._machine import Machine
@@ -228,43 +229,38 @@ def faults_after_boot(machine: Machine, control: FaultControl) -> None:
 # -- QMP ----------------------------------------------------------------------------------------
 
 def _qmp_int(args: dict[str, Any], key: str, default: int | None = None) -> int:
-    from vscsifs.daemon import _hotplug as hp
     v = args.get(key, default)
     if v is None:
-        raise hp.QMPError(f"Parameter '{key}' is missing")
+        raise QMPError(f"Parameter '{key}' is missing")
     if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-        raise hp.QMPError(f"Parameter '{key}' expects a non-negative integer")
+        raise QMPError(f"Parameter '{key}' expects a non-negative integer")
     return v
 
 
-async def _qmp_fault(srv: Any, client: Any, args: dict[str, Any]) -> Any:
-    from vscsifs.daemon import _hotplug as hp
+async def qmp_x_vscsifs_fault(machine: Machine, args: dict[str, Any]) -> Any:
     for key in args:
         if key not in ("host", "channel", "target", "lun", "rule"):
-            raise hp.QMPError(f"Parameter '{key}' is unexpected")
+            raise QMPError(f"Parameter '{key}' is unexpected")
     rule = args.get("rule")
     if not isinstance(rule, str):
-        raise hp.QMPError("Parameter 'rule' expects a string")
+        raise QMPError("Parameter 'rule' expects a string")
     hctl = (_qmp_int(args, "host"), _qmp_int(args, "channel", 0), _qmp_int(args, "target"), _qmp_int(args, "lun"))
-    control = FaultControl(srv.machine)
+    control = FaultControl(machine)
     try:
         control.command(*hctl, rule)
     except ValueError as e:
-        raise hp.QMPError(str(e)) from None
+        raise QMPError(str(e)) from None
     return {"rules": [q for q in control.query() if (q["host"], q["channel"], q["target"], q["lun"]) == hctl]}
 
 
-async def _qmp_query_faults(srv: Any, client: Any, args: dict[str, Any]) -> Any:
-    from vscsifs.daemon import _hotplug as hp
+async def qmp_x_vscsifs_query_faults(machine: Machine, args: dict[str, Any]) -> Any:
     if args:
-        raise hp.QMPError(f"Parameter '{next(iter(args))}' is unexpected")
-    return FaultControl(srv.machine).query()
+        raise QMPError(f"Parameter '{next(iter(args))}' is unexpected")
+    return FaultControl(machine).query()
 
 
-def register_qmp_commands() -> None:
-    from vscsifs.daemon._qmp import COMMANDS
-    COMMANDS.setdefault("x-vscsifs-fault", _qmp_fault)
-    COMMANDS.setdefault("x-vscsifs-query-faults", _qmp_query_faults)
-
-
-register_qmp_commands()
+# the monitor's vendor commands for faults (daemon/_qmp.py assembles the command table)
+QMP_COMMANDS: dict[str, Callable[[Machine, dict[str, Any]], Awaitable[Any]]] = {
+    "x-vscsifs-fault": qmp_x_vscsifs_fault,
+    "x-vscsifs-query-faults": qmp_x_vscsifs_query_faults,
+}

@@ -7,8 +7,7 @@ hotplug event, unplug one, resize an image, eject or change a CD. The guest (the
 learns of every change only through the hardware: events on the event virtqueue and unit
 attentions, as the real kernel does. Nothing here touches the driver side.
 
-Errors raise QMPError with QEMU's error class and description; the QMP server turns them
-into error replies, other callers (reload, fault injection) can do the same.
+Errors raise QMPError (daemon/_qapi.py) with QEMU's error class and description.
 
 Drives: ``drive_add`` (HMP drive_add / -drive) drives are deleted with the device that uses
 them (QEMU's DriveInfo auto_del); ``blockdev-add`` nodes stay until ``blockdev-del``.
@@ -26,30 +25,12 @@ from typing import TYPE_CHECKING, Any
 from vscsifs.scsi.device import BlockBackend, BlockBackendError, SCSICDDevice, SCSIDiskDevice
 
 from vscsifs.daemon._config import ConfigError, DriveConfig, ScsiDeviceConfig
+from vscsifs.daemon._qapi import DEVICE_NOT_FOUND, QMPError
 
 if TYPE_CHECKING:
     from vscsifs.daemon._machine import Controller, Machine
 
-# QEMU QapiErrorClass values
-GENERIC_ERROR = "GenericError"
-COMMAND_NOT_FOUND = "CommandNotFound"
-DEVICE_NOT_FOUND = "DeviceNotFound"
-DEVICE_NOT_ACTIVE = "DeviceNotActive"
-
 _ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")   # id_wellformed()
-
-
-class QMPError(Exception):
-    """A QEMU monitor error: ``error_class`` (GenericError, DeviceNotFound, ...) and the
-    human-readable ``desc`` QEMU would put in the error reply."""
-
-    def __init__(self, desc: str, error_class: str = GENERIC_ERROR) -> None:
-        super().__init__(desc)
-        self.error_class = error_class
-        self.desc = desc
-
-    def to_qmp(self) -> dict[str, str]:
-        return {"class": self.error_class, "desc": self.desc}
 
 
 @dataclass

@@ -122,8 +122,6 @@ def build_vhost_scsi(cfg: MachineConfig, ccfg: ControllerConfig, memory: GuestMe
     from vscsifs.scsi.target import LioConfigError, load_saveconfig
     from vscsifs.virtio.device._vhost_scsi import VHostSCSI, VHostSCSIConf
 
-    from vscsifs.daemon import _lio_qmp  # noqa: F401  (registers the LIO QMP commands: x-vscsifs-lio-*)
-
     first = not lio
     if first:
         try:
