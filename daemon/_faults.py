@@ -38,21 +38,35 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import trio
 
-from vscsifs.scsi.kernel.base import _kobject
-from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
 from vscsifs.scsi.device._faults import FaultInjector, parse_fault_option, parse_fault_rule
+from vscsifs.scsi.kernel import scsi_host_lookup
+from vscsifs.scsi.kernel.base import _kobject
+from vscsifs.scsi.kernel.base._kernel import Kernel
+from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
 
-from vscsifs.daemon._config import ConfigError
+from vscsifs.daemon._config import ConfigError, MachineConfig
+from vscsifs.daemon._devices import Controller
 from vscsifs.daemon._qapi import QMPError
 
-if TYPE_CHECKING:
-    from vscsifs.daemon._machine import Machine
-
 DEBUGFS_DIR = "kernel/debug/vscsifs"
+
+
+class MachineView(Protocol):
+    """What the fault wiring needs of a machine (daemon/_machine.Machine, which boots through
+    this module, is one): its configuration, its controllers and the kernel that drives them."""
+
+    @property
+    def config(self) -> MachineConfig: ...
+
+    @property
+    def controllers(self) -> list[Controller]: ...
+
+    @property
+    def kernel(self) -> Kernel: ...
 
 
 def check_fault_option(text: str) -> str:
@@ -85,12 +99,11 @@ def device_side(shost: Any) -> Any:
 class FaultControl:
     """Every virtio-scsi device's FaultInjector, addressed the way the guest names LUNs."""
 
-    def __init__(self, machine: Machine) -> None:
+    def __init__(self, machine: MachineView) -> None:
         self.machine = machine
         self.stop_debugfs: Callable[[], None] | None = None
 
     def injector(self, host_no: int) -> FaultInjector:
-        from vscsifs.scsi.kernel._hosts import scsi_host_lookup
         shost = scsi_host_lookup(self.machine.kernel, host_no)
         dev = device_side(shost) if shost is not None else None
         if dev is None:
@@ -146,7 +159,7 @@ def _error_attr(control: FaultControl, hctl: tuple[int, int, int, int]) -> tuple
     return show, store
 
 
-def install_debugfs(machine: Machine, control: FaultControl) -> Callable[[], None]:
+def install_debugfs(machine: MachineView, control: FaultControl) -> Callable[[], None]:
     """DIR/sys/kernel/debug/vscsifs/H:C:T:L/error for the LUNs of virtio-scsi hosts, following
     /sys/bus/scsi/devices as LUNs come and go. Returns the function that stops following."""
     root = machine.kernel.sysfs.root
@@ -163,7 +176,6 @@ def install_debugfs(machine: Machine, control: FaultControl) -> Callable[[], Non
             h, c, t, lun = (int(x) for x in name.split(":"))
         except ValueError:
             return                                  # target0:0:0 and the like
-        from vscsifs.scsi.kernel._hosts import scsi_host_lookup
         shost = scsi_host_lookup(machine.kernel, h)
         if shost is None or device_side(shost) is None or name in top.children:
             return
@@ -190,7 +202,7 @@ def install_debugfs(machine: Machine, control: FaultControl) -> Callable[[], Non
     return stop
 
 
-def faults_before_boot(machine: Machine, nursery: trio.Nursery) -> FaultControl:
+def faults_before_boot(machine: MachineView, nursery: trio.Nursery) -> FaultControl:
     """Give every virtio-scsi device an injector and a timer, apply the rules addressed to a
     controller id, start following LUNs for the debugfs tree."""
     for ctrl in machine.controllers:
@@ -202,7 +214,7 @@ def faults_before_boot(machine: Machine, nursery: trio.Nursery) -> FaultControl:
         dev.call_later = _call_later(nursery)
     control = FaultControl(machine)
     by_id = {c.config.id: c for c in machine.controllers}
-    for text in getattr(machine.config, "faults", ()):
+    for text in machine.config.faults:
         host, (c, t, lun), rule = parse_fault_option(text)
         if host.isdigit():
             continue
@@ -214,9 +226,9 @@ def faults_before_boot(machine: Machine, nursery: trio.Nursery) -> FaultControl:
     return control
 
 
-def faults_after_boot(machine: Machine, control: FaultControl) -> None:
+def faults_after_boot(machine: MachineView, control: FaultControl) -> None:
     """The rules addressed to a guest host number."""
-    for text in getattr(machine.config, "faults", ()):
+    for text in machine.config.faults:
         host, (c, t, lun), rule = parse_fault_option(text)
         if not host.isdigit():
             continue
@@ -237,7 +249,7 @@ def _qmp_int(args: dict[str, Any], key: str, default: int | None = None) -> int:
     return v
 
 
-async def qmp_x_vscsifs_fault(machine: Machine, args: dict[str, Any]) -> Any:
+async def qmp_x_vscsifs_fault(machine: MachineView, args: dict[str, Any]) -> Any:
     for key in args:
         if key not in ("host", "channel", "target", "lun", "rule"):
             raise QMPError(f"Parameter '{key}' is unexpected")
@@ -253,14 +265,14 @@ async def qmp_x_vscsifs_fault(machine: Machine, args: dict[str, Any]) -> Any:
     return {"rules": [q for q in control.query() if (q["host"], q["channel"], q["target"], q["lun"]) == hctl]}
 
 
-async def qmp_x_vscsifs_query_faults(machine: Machine, args: dict[str, Any]) -> Any:
+async def qmp_x_vscsifs_query_faults(machine: MachineView, args: dict[str, Any]) -> Any:
     if args:
         raise QMPError(f"Parameter '{next(iter(args))}' is unexpected")
     return FaultControl(machine).query()
 
 
 # the monitor's vendor commands for faults (daemon/_qmp.py assembles the command table)
-QMP_COMMANDS: dict[str, Callable[[Machine, dict[str, Any]], Awaitable[Any]]] = {
+QMP_COMMANDS: dict[str, Callable[[MachineView, dict[str, Any]], Awaitable[Any]]] = {
     "x-vscsifs-fault": qmp_x_vscsifs_fault,
     "x-vscsifs-query-faults": qmp_x_vscsifs_query_faults,
 }

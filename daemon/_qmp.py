@@ -175,7 +175,7 @@ class QMPServer:
         self.clients: set[QMPClient] = set()
         self.big_lock = trio.Lock()
         self.nursery: trio.Nursery | None = None
-        hp.state(machine).listeners.append(self._on_event)
+        machine.inventory.listeners.append(self._on_event)
 
     # events ---------------------------------------------------------------------------
     def _on_event(self, name: str, data: dict[str, Any]) -> None:
