@@ -173,11 +173,3 @@ async def serve_machine(machine: Machine, mountpoint: str,
             nursery.cancel_scope.cancel()
     finally:
         machine.shutdown()
-
-
-def run_daemon(cfg: MachineConfig, mountpoint: str, *, quiet: bool = False, qmp: list[str] | None = None,
-               config_path: str | None = None, journal: bool = False, **service: Any) -> int:
-    """`vscsifs run`: foreground until SIGINT/SIGTERM, then an orderly stop; exit 0. The
-    service side (sd_notify, watchdog, SIGHUP reload, instance lock) is daemon/_service.py."""
-    from vscsifs.daemon._service import run_service
-    return run_service(cfg, mountpoint, quiet=quiet, qmp=qmp, config_path=config_path, journal=journal, **service)

@@ -49,6 +49,7 @@ import difflib
 import os
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -512,7 +513,7 @@ def dumps(cfg: MachineConfig, *, service: ServiceOptions | None = None, header: 
             if v:
                 out.append(f"{key} = {toml_string(v)}")
 
-    def table(name: str, items: list[tuple[str, str, Any]], first: list[str] = ()) -> None:
+    def table(name: str, items: list[tuple[str, str, Any]], first: Sequence[str] = ()) -> None:
         out.extend(["", f"[[{name}]]", *first])
         out.extend(f"{k} = {_fmt_value(a, v)}" for k, a, v in items)
 
