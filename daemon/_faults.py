@@ -43,10 +43,11 @@ from typing import Any, Protocol
 import trio
 
 from vscsifs.scsi.device._faults import FaultInjector, parse_fault_option, parse_fault_rule
-from vscsifs.scsi.kernel import scsi_host_lookup
+from vscsifs.scsi.kernel import Scsi_Host, scsi_host_lookup
 from vscsifs.scsi.kernel.base import _kobject
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
+from vscsifs.virtio import VirtioScsi
 
 from vscsifs.daemon._config import ConfigError, MachineConfig
 from vscsifs.daemon._devices import Controller
@@ -88,12 +89,18 @@ def _call_later(nursery: trio.Nursery) -> Callable[[float, Callable[[], None]], 
     return call_later
 
 
-def device_side(shost: Any) -> Any:
-    """The QEMU-side virtio-scsi device behind a guest SCSI host (None for other HBAs)."""
-    vscsi = getattr(shost, "hostdata", None)
-    proxy = getattr(getattr(vscsi, "vdev", None), "proxy", None)
-    dev = getattr(proxy, "vdev", None)
-    return dev if dev is not None and hasattr(dev, "faults") else None
+def host_injector(machine: MachineView, shost: Scsi_Host | None) -> FaultInjector | None:
+    """The fault injector of the QEMU-side device behind a guest SCSI host: the controller
+    whose PCI function the host's virtio_scsi driver was probed on (None for another HBA, or
+    before faults_before_boot gave the devices their injectors)."""
+    vscsi = shost.hostdata if shost is not None else None
+    if not isinstance(vscsi, VirtioScsi):
+        return None
+    for ctrl in machine.controllers:
+        if ctrl.proxy is vscsi.vdev.proxy:
+            faults = ctrl.vdev.faults
+            return faults if isinstance(faults, FaultInjector) else None
+    return None
 
 
 class FaultControl:
@@ -104,11 +111,10 @@ class FaultControl:
         self.stop_debugfs: Callable[[], None] | None = None
 
     def injector(self, host_no: int) -> FaultInjector:
-        shost = scsi_host_lookup(self.machine.kernel, host_no)
-        dev = device_side(shost) if shost is not None else None
-        if dev is None:
+        inj = host_injector(self.machine, scsi_host_lookup(self.machine.kernel, host_no))
+        if inj is None:
             raise ValueError(f"no virtio-scsi host{host_no}")
-        return dev.faults
+        return inj
 
     def command(self, host_no: int, channel: int, target: int, lun: int, text: str) -> None:
         """Apply one or more lines; all are checked before any is applied."""
@@ -136,10 +142,10 @@ class FaultControl:
     def query(self) -> list[dict[str, Any]]:
         out = []
         for shost in self.machine.kernel.scsi_hosts:
-            dev = device_side(shost)
-            if dev is None:
+            inj = host_injector(self.machine, shost)
+            if inj is None:
                 continue
-            for (c, t, lun), lf in dev.faults:
+            for (c, t, lun), lf in inj:
                 for r in lf.rules:
                     out.append({"host": shost.host_no, "channel": c, "target": t, "lun": lun,
                                 "id": r.id, "rule": r.text(), "hits": r.hits})
@@ -176,8 +182,7 @@ def install_debugfs(machine: MachineView, control: FaultControl) -> Callable[[],
             h, c, t, lun = (int(x) for x in name.split(":"))
         except ValueError:
             return                                  # target0:0:0 and the like
-        shost = scsi_host_lookup(machine.kernel, h)
-        if shost is None or device_side(shost) is None or name in top.children:
+        if host_injector(machine, scsi_host_lookup(machine.kernel, h)) is None or name in top.children:
             return
         d = top.add(Dir(name, 0o755))
         assert isinstance(d, Dir)
@@ -207,8 +212,6 @@ def faults_before_boot(machine: MachineView, nursery: trio.Nursery) -> FaultCont
     controller id, start following LUNs for the debugfs tree."""
     for ctrl in machine.controllers:
         dev = ctrl.vdev
-        if not hasattr(dev, "faults"):
-            continue
         if dev.faults is None:
             dev.faults = FaultInjector()
         dev.call_later = _call_later(nursery)
@@ -219,9 +222,10 @@ def faults_before_boot(machine: MachineView, nursery: trio.Nursery) -> FaultCont
         if host.isdigit():
             continue
         ctrl = by_id.get(host)
-        if ctrl is None or getattr(ctrl.vdev, "faults", None) is None:
+        faults = ctrl.vdev.faults if ctrl is not None else None
+        if not isinstance(faults, FaultInjector):
             raise ConfigError(f"--fault {text}: no virtio-scsi-pci controller with id '{host}'")
-        ctrl.vdev.faults.command(c, t, lun, rule)
+        faults.command(c, t, lun, rule)
     control.stop_debugfs = install_debugfs(machine, control)
     return control
 

@@ -96,7 +96,7 @@ class Machine:
             for sdev in reversed(shost_for_each_device(shost)):
                 drv = sdev.sdev_gendev.driver
                 sdkp = sdev.sdev_gendev.driver_data
-                if getattr(drv, "name", None) == "sd" and sdkp is not None:
+                if drv is not None and drv.name == "sd" and sdkp is not None:
                     await sd_shutdown(sdkp)
 
     def shutdown(self) -> None:

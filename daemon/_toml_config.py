@@ -505,7 +505,7 @@ def dumps(cfg: MachineConfig, *, service: ServiceOptions | None = None, header: 
             out.append(f"memory = {mem}")
     if cfg.append:
         out.append(f"append = {toml_string(cfg.append)}")
-    if getattr(cfg, "lio_config", None):
+    if cfg.lio_config:
         out.append(f"lio-config = {toml_string(os.path.abspath(cfg.lio_config))}")
     if service is not None and any((service.mount, service.data_dir, service.log_level)):
         out += ["", "[service]"]
