@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from vscsifs.scsi.device import BlockBackend, BlockBackendError, SCSIBus, SCSICDDevice, SCSIDiskDevice
 from vscsifs.scsi.target import LioConfig, LioConfigError, load_saveconfig
@@ -33,16 +33,25 @@ class DeviceError(ValueError):
 
 
 # ---------------------------------------------------------------------------- controllers
+class Storage(Protocol):
+    """What a controller does with the storage it holds at exit: an image of a drive
+    (BlockBackend) or an LIO storage object (FileIODevice)."""
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class Controller:
     """One virtio-scsi-pci (or vhost-scsi-pci) function: QEMU's objects for it. ``backends``
-    are the images it holds, flushed and closed at exit."""
+    are the storage it holds, flushed and closed at exit."""
 
     config: ControllerConfig
     bus: SCSIBus
     vdev: VirtIOSCSI
     proxy: VirtIOPCIProxy
-    backends: list[BlockBackend] = field(default_factory=list)
+    backends: list[Storage] = field(default_factory=list)
 
 
 def assign_pci_slots(controllers: list[ControllerConfig]) -> list[int]:

@@ -221,8 +221,8 @@ def faults_before_boot(machine: MachineView, nursery: trio.Nursery) -> FaultCont
         host, (c, t, lun), rule = parse_fault_option(text)
         if host.isdigit():
             continue
-        ctrl = by_id.get(host)
-        faults = ctrl.vdev.faults if ctrl is not None else None
+        named = by_id.get(host)
+        faults = named.vdev.faults if named is not None else None
         if not isinstance(faults, FaultInjector):
             raise ConfigError(f"--fault {text}: no virtio-scsi-pci controller with id '{host}'")
         faults.command(c, t, lun, rule)

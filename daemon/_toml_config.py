@@ -518,8 +518,8 @@ def dumps(cfg: MachineConfig, *, service: ServiceOptions | None = None, header: 
         out.extend(f"{k} = {_fmt_value(a, v)}" for k, a, v in items)
 
     for c in cfg.controllers:
-        default, props = controller_model(c.driver)
-        table("controller", _changed(c, default, props),
+        model_default, props = controller_model(c.driver)
+        table("controller", _changed(c, model_default, props),
               first=[f"driver = {toml_string(c.driver)}"] if c.driver == VHOST_SCSI else [])
     for d in cfg.drives.values():
         items = _changed(d, DriveConfig(id=""), DRIVE_PROPS)
