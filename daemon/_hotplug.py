@@ -22,7 +22,7 @@ import os
 import re
 from typing import Any
 
-from vscsifs.scsi.device import BlockBackend, BlockBackendError, SCSICDDevice
+from vscsifs.scsi.device import BlockBackendError, SCSICDDevice
 
 from vscsifs.daemon._config import ConfigError, DriveConfig, ScsiDeviceConfig
 from vscsifs.daemon._devices import SCSI_MODELS, DeviceError, Drive, Inventory, PluggedDevice, open_drive
@@ -254,9 +254,11 @@ async def change_medium(machine: Machine, dev_id: str, filename: str, read_only:
     if not os.path.exists(filename):
         raise QMPError(f"Could not open '{filename}': No such file or directory")
     try:
-        backend = BlockBackend.open(filename, readonly=read_only, fmt=fmt)
-    except BlockBackendError as e:
+        backend = open_drive(DriveConfig(id=p.config.drive or "", file=filename, format=fmt, readonly=read_only,
+                                         media="cdrom"))
+    except DeviceError as e:
         raise QMPError(str(e)) from None
+    assert backend is not None                      # a file was named
     if cd.tray_locked:
         backend.close()
         raise QMPError(f"Device '{dev_id}' is locked and force was not specified, "
