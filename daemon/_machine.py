@@ -3,10 +3,10 @@ mount the FUSE tree, serve until SIGINT/SIGTERM, then shut down cleanly.
 
 The device side (QEMU's part: SCSI buses, scsi-hd devices over the images, virtio-scsi devices
 on PCI slots) is built from MachineConfig by daemon/_devices.py, the builder run-time changes
-use too. The driver side (the guest kernel's part) is then
-booted in the order the golden guest loaded its modules (block layer/bsg, scsi_mod, sd_mod,
-sg, sr_mod, virtio_scsi) and learns everything else by probing the PCI functions and
-scanning, never from the configuration.
+use too. The driver side (the guest kernel's part) is then booted in the order the golden
+guest loaded its modules (block layer/bsg, scsi_mod, sd_mod, sg, sr_mod, virtio_scsi) and
+learns everything else by probing the PCI functions and scanning, never from the
+configuration.
 """
 
 from __future__ import annotations
