@@ -1,8 +1,8 @@
 """The daemon: configuration (QEMU options, TOML files), the device-side builder, machine
 wiring, the QMP monitor, CLI, signals, FUSE main loop, and running as a systemd service.
 
-Imports point one way, from the command line down (no module imports one above it, and none
-imports inside a function):
+Imports point one way, from the command line down (a module imports only modules listed
+below it, and none imports inside a function):
 
     _cli            `vscsifs run` / `vscsifs config`: a table of subcommands
     _service        one machine under a service manager: instance lock, sd_notify (_notify),
@@ -12,10 +12,12 @@ imports inside a function):
     _hotplug        QEMU's monitor operations on a running machine (device_add, blockdev-add...)
     _lio_qmp        run-time LIO changes for vhost-scsi
     _machine        Machine: build, boot the emulated kernel, serve the mount, power off
+    _toml_config    TOML <-> MachineConfig
+    _qemu_args      QEMU options -> MachineConfig
     _faults         fault injection wiring (--fault, debugfs, QMP)
     _devices        the one builder: controllers, drives and SCSI devices from their
                     descriptions, and the inventory of what is plugged
-    _toml_config    TOML <-> MachineConfig;  _qemu_args: QEMU options -> MachineConfig
     _qdev_props     QEMU's property tables and option syntax, shared by all three readers
-    _qapi           monitor errors and argument checks;  _config: MachineConfig and its checks
+    _qapi, _config, _notify   monitor errors and argument checks; MachineConfig and its
+                    checks; sd_notify
 """
