@@ -1,3 +1,23 @@
-"""The daemon: configuration (QEMU options, TOML files), machine wiring, CLI, signals, FUSE main
-loop, and running as a systemd service (_service: sd_notify via _notify, SIGHUP reload as
-hotplug, orderly SIGTERM, one instance per mount point)."""
+"""The daemon: configuration (QEMU options, TOML files), the device-side builder, machine
+wiring, the QMP monitor, CLI, signals, FUSE main loop, and running as a systemd service.
+
+Imports point one way, from the command line down (a module imports only modules listed
+below it, and none imports inside a function):
+
+    _cli            `vscsifs run` / `vscsifs config`: a table of subcommands
+    _service        one machine under a service manager: instance lock, sd_notify (_notify),
+                    SIGHUP reload as hotplug, orderly SIGTERM; starts the QMP monitor
+    _qmp            the monitor and its one command table (QEMU's commands, then _lio_qmp's
+                    and _faults' x-vscsifs-* commands)
+    _hotplug        QEMU's monitor operations on a running machine (device_add, blockdev-add...)
+    _lio_qmp        run-time LIO changes for vhost-scsi
+    _machine        Machine: build, boot the emulated kernel, serve the mount, power off
+    _toml_config    TOML <-> MachineConfig
+    _qemu_args      QEMU options -> MachineConfig
+    _faults         fault injection wiring (--fault, debugfs, QMP)
+    _devices        the one builder: controllers, drives and SCSI devices from their
+                    descriptions, and the inventory of what is plugged
+    _qdev_props     QEMU's property tables and option syntax, shared by all three readers
+    _qapi, _config, _notify   monitor errors and argument checks; MachineConfig and its
+                    checks; sd_notify
+"""

@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from vscsifs.daemon._config import ConfigError, MachineConfig, ensure_seed_images, seed_config
 from vscsifs.daemon._qemu_args import parse_qemu_args
-from vscsifs.daemon._service import setup_logging
+from vscsifs.daemon._service import run_service, setup_logging
+from vscsifs.daemon._toml_config import TomlConfig, dumps, from_qemu_args, load
 
 log = logging.getLogger("vscsifs")
 
@@ -100,9 +100,10 @@ def parse_run_args(argv: Sequence[str]) -> RunOptions:
         name, eq, value = arg.partition("=")
         if name in ("--mount", "--data-dir", "--log-level", "--config"):
             if not eq:
-                value = next(it, None)
-                if value is None:
+                following = next(it, None)
+                if following is None:
                     raise UsageError(f"{name} needs a value")
+                value = following
             setattr(opts, name[2:].replace("-", "_"), value)
         elif arg == "--quiet":
             opts.quiet = True
@@ -127,7 +128,6 @@ def build_config(opts: RunOptions) -> tuple[MachineConfig, list[str]]:
         if parsed.has_devices or any(a.lstrip("-") in ("smp", "m", "append") for a in opts.qemu_args):
             raise ConfigError(f"--config {opts.config}: the machine comes from the file; "
                               f"-device/-drive/-smp/-m/-append cannot be given with it")
-        from vscsifs.daemon._toml_config import load
         tc = load(opts.config)
         opts.mount = opts.mount or tc.service.mount
         opts.data_dir = opts.data_dir or tc.service.data_dir
@@ -177,7 +177,6 @@ usage: vscsifs config --from-qemu [--data-dir DIR] [QEMU options...]
 
 def config_main(argv: list[str]) -> int:
     """`vscsifs config`: convert QEMU options to TOML, or check a TOML file."""
-    from vscsifs.daemon._toml_config import dumps, from_qemu_args, load
     if not argv or argv[0] in ("-h", "--help"):
         print(CONFIG_USAGE, file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
@@ -218,18 +217,8 @@ def config_main(argv: list[str]) -> int:
     return 2
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE.format(mount=default_mountpoint(), data=default_data_dir()))
-        return 0 if argv else 2
-    cmd, rest = argv[0], argv[1:]
-    if cmd == "config":
-        return config_main(rest)
-    if cmd != "run":
-        print(f"vscsifs: unknown command '{cmd}'\n\n" + USAGE.format(mount=default_mountpoint(),
-                                                                    data=default_data_dir()), file=sys.stderr)
-        return 2
+def run_main(rest: list[str]) -> int:
+    """`vscsifs run`: parse the options, build the machine's configuration, run the service."""
     try:
         opts = parse_run_args(rest)
     except UsageError as e:
@@ -246,18 +235,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(opts.log_level or "info", journal=journal)
     for w in cfg.warnings:
         log.warning("%s", w)
-    from vscsifs.daemon._machine import run_daemon
     assert opts.mount is not None
     cli_level = "--log-level" in (a.split("=", 1)[0] for a in rest)
 
-    def follow_log_level(tc: Any) -> None:
+    def follow_log_level(tc: TomlConfig) -> None:
         """A reload re-applies [service] log-level, unless --log-level fixed it."""
         if tc.service.log_level and not cli_level:
             logging.getLogger().setLevel(tc.service.log_level.upper())
 
-    return run_daemon(cfg, opts.mount, quiet=opts.quiet, qmp=qmp,
-                      config_path=os.path.abspath(opts.config) if opts.config else None, journal=journal,
-                      on_reload=follow_log_level)
+    return run_service(cfg, opts.mount, quiet=opts.quiet, qmp=qmp,
+                       config_path=os.path.abspath(opts.config) if opts.config else None, journal=journal,
+                       on_reload=follow_log_level)
+
+
+# `vscsifs COMMAND ARGS...`: each subcommand's entry point, given the words after its name
+SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "run": run_main,
+    "config": config_main,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE.format(mount=default_mountpoint(), data=default_data_dir()))
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    entry = SUBCOMMANDS.get(cmd)
+    if entry is None:
+        print(f"vscsifs: unknown command '{cmd}'\n\n" + USAGE.format(mount=default_mountpoint(),
+                                                                    data=default_data_dir()), file=sys.stderr)
+        return 2
+    return entry(rest)
 
 
 if __name__ == "__main__":

@@ -37,21 +37,37 @@ midlayer's abort and error handler instead (see virtio/_scsi_driver.py).
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import trio
 
-from vscsifs.scsi.kernel.base import _kobject
-from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
 from vscsifs.scsi.device._faults import FaultInjector, parse_fault_option, parse_fault_rule
+from vscsifs.scsi.kernel import Scsi_Host, scsi_host_lookup
+from vscsifs.scsi.kernel.base import _kobject
+from vscsifs.scsi.kernel.base._kernel import Kernel
+from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
+from vscsifs.virtio import VirtioScsi
 
-from vscsifs.daemon._config import ConfigError
-
-if TYPE_CHECKING:
-    from vscsifs.daemon._machine import Machine
+from vscsifs.daemon._config import ConfigError, MachineConfig
+from vscsifs.daemon._devices import Controller
+from vscsifs.daemon._qapi import QMPError
 
 DEBUGFS_DIR = "kernel/debug/vscsifs"
+
+
+class MachineView(Protocol):
+    """What the fault wiring needs of a machine (daemon/_machine.Machine, which boots through
+    this module, is one): its configuration, its controllers and the kernel that drives them."""
+
+    @property
+    def config(self) -> MachineConfig: ...
+
+    @property
+    def controllers(self) -> list[Controller]: ...
+
+    @property
+    def kernel(self) -> Kernel: ...
 
 
 def check_fault_option(text: str) -> str:
@@ -73,28 +89,32 @@ def _call_later(nursery: trio.Nursery) -> Callable[[float, Callable[[], None]], 
     return call_later
 
 
-def device_side(shost: Any) -> Any:
-    """The QEMU-side virtio-scsi device behind a guest SCSI host (None for other HBAs)."""
-    vscsi = getattr(shost, "hostdata", None)
-    proxy = getattr(getattr(vscsi, "vdev", None), "proxy", None)
-    dev = getattr(proxy, "vdev", None)
-    return dev if dev is not None and hasattr(dev, "faults") else None
+def host_injector(machine: MachineView, shost: Scsi_Host | None) -> FaultInjector | None:
+    """The fault injector of the QEMU-side device behind a guest SCSI host: the controller
+    whose PCI function the host's virtio_scsi driver was probed on (None for another HBA, or
+    before faults_before_boot gave the devices their injectors)."""
+    vscsi = shost.hostdata if shost is not None else None
+    if not isinstance(vscsi, VirtioScsi):
+        return None
+    for ctrl in machine.controllers:
+        if ctrl.proxy is vscsi.vdev.proxy:
+            faults = ctrl.vdev.faults
+            return faults if isinstance(faults, FaultInjector) else None
+    return None
 
 
 class FaultControl:
     """Every virtio-scsi device's FaultInjector, addressed the way the guest names LUNs."""
 
-    def __init__(self, machine: Machine) -> None:
+    def __init__(self, machine: MachineView) -> None:
         self.machine = machine
         self.stop_debugfs: Callable[[], None] | None = None
 
     def injector(self, host_no: int) -> FaultInjector:
-        from vscsifs.scsi.kernel._hosts import scsi_host_lookup
-        shost = scsi_host_lookup(self.machine.kernel, host_no)
-        dev = device_side(shost) if shost is not None else None
-        if dev is None:
+        inj = host_injector(self.machine, scsi_host_lookup(self.machine.kernel, host_no))
+        if inj is None:
             raise ValueError(f"no virtio-scsi host{host_no}")
-        return dev.faults
+        return inj
 
     def command(self, host_no: int, channel: int, target: int, lun: int, text: str) -> None:
         """Apply one or more lines; all are checked before any is applied."""
@@ -122,10 +142,10 @@ class FaultControl:
     def query(self) -> list[dict[str, Any]]:
         out = []
         for shost in self.machine.kernel.scsi_hosts:
-            dev = device_side(shost)
-            if dev is None:
+            inj = host_injector(self.machine, shost)
+            if inj is None:
                 continue
-            for (c, t, lun), lf in dev.faults:
+            for (c, t, lun), lf in inj:
                 for r in lf.rules:
                     out.append({"host": shost.host_no, "channel": c, "target": t, "lun": lun,
                                 "id": r.id, "rule": r.text(), "hits": r.hits})
@@ -145,7 +165,7 @@ def _error_attr(control: FaultControl, hctl: tuple[int, int, int, int]) -> tuple
     return show, store
 
 
-def install_debugfs(machine: Machine, control: FaultControl) -> Callable[[], None]:
+def install_debugfs(machine: MachineView, control: FaultControl) -> Callable[[], None]:
     """DIR/sys/kernel/debug/vscsifs/H:C:T:L/error for the LUNs of virtio-scsi hosts, following
     /sys/bus/scsi/devices as LUNs come and go. Returns the function that stops following."""
     root = machine.kernel.sysfs.root
@@ -162,9 +182,7 @@ def install_debugfs(machine: Machine, control: FaultControl) -> Callable[[], Non
             h, c, t, lun = (int(x) for x in name.split(":"))
         except ValueError:
             return                                  # target0:0:0 and the like
-        from vscsifs.scsi.kernel._hosts import scsi_host_lookup
-        shost = scsi_host_lookup(machine.kernel, h)
-        if shost is None or device_side(shost) is None or name in top.children:
+        if host_injector(machine, scsi_host_lookup(machine.kernel, h)) is None or name in top.children:
             return
         d = top.add(Dir(name, 0o755))
         assert isinstance(d, Dir)
@@ -189,33 +207,32 @@ def install_debugfs(machine: Machine, control: FaultControl) -> Callable[[], Non
     return stop
 
 
-def faults_before_boot(machine: Machine, nursery: trio.Nursery) -> FaultControl:
+def faults_before_boot(machine: MachineView, nursery: trio.Nursery) -> FaultControl:
     """Give every virtio-scsi device an injector and a timer, apply the rules addressed to a
     controller id, start following LUNs for the debugfs tree."""
     for ctrl in machine.controllers:
         dev = ctrl.vdev
-        if not hasattr(dev, "faults"):
-            continue
         if dev.faults is None:
             dev.faults = FaultInjector()
         dev.call_later = _call_later(nursery)
     control = FaultControl(machine)
     by_id = {c.config.id: c for c in machine.controllers}
-    for text in getattr(machine.config, "faults", ()):
+    for text in machine.config.faults:
         host, (c, t, lun), rule = parse_fault_option(text)
         if host.isdigit():
             continue
-        ctrl = by_id.get(host)
-        if ctrl is None or getattr(ctrl.vdev, "faults", None) is None:
+        named = by_id.get(host)
+        faults = named.vdev.faults if named is not None else None
+        if not isinstance(faults, FaultInjector):
             raise ConfigError(f"--fault {text}: no virtio-scsi-pci controller with id '{host}'")
-        ctrl.vdev.faults.command(c, t, lun, rule)
+        faults.command(c, t, lun, rule)
     control.stop_debugfs = install_debugfs(machine, control)
     return control
 
 
-def faults_after_boot(machine: Machine, control: FaultControl) -> None:
+def faults_after_boot(machine: MachineView, control: FaultControl) -> None:
     """The rules addressed to a guest host number."""
-    for text in getattr(machine.config, "faults", ()):
+    for text in machine.config.faults:
         host, (c, t, lun), rule = parse_fault_option(text)
         if not host.isdigit():
             continue
@@ -228,43 +245,38 @@ def faults_after_boot(machine: Machine, control: FaultControl) -> None:
 # -- QMP ----------------------------------------------------------------------------------------
 
 def _qmp_int(args: dict[str, Any], key: str, default: int | None = None) -> int:
-    from vscsifs.daemon import _hotplug as hp
     v = args.get(key, default)
     if v is None:
-        raise hp.QMPError(f"Parameter '{key}' is missing")
+        raise QMPError(f"Parameter '{key}' is missing")
     if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-        raise hp.QMPError(f"Parameter '{key}' expects a non-negative integer")
+        raise QMPError(f"Parameter '{key}' expects a non-negative integer")
     return v
 
 
-async def _qmp_fault(srv: Any, client: Any, args: dict[str, Any]) -> Any:
-    from vscsifs.daemon import _hotplug as hp
+async def qmp_x_vscsifs_fault(machine: MachineView, args: dict[str, Any]) -> Any:
     for key in args:
         if key not in ("host", "channel", "target", "lun", "rule"):
-            raise hp.QMPError(f"Parameter '{key}' is unexpected")
+            raise QMPError(f"Parameter '{key}' is unexpected")
     rule = args.get("rule")
     if not isinstance(rule, str):
-        raise hp.QMPError("Parameter 'rule' expects a string")
+        raise QMPError("Parameter 'rule' expects a string")
     hctl = (_qmp_int(args, "host"), _qmp_int(args, "channel", 0), _qmp_int(args, "target"), _qmp_int(args, "lun"))
-    control = FaultControl(srv.machine)
+    control = FaultControl(machine)
     try:
         control.command(*hctl, rule)
     except ValueError as e:
-        raise hp.QMPError(str(e)) from None
+        raise QMPError(str(e)) from None
     return {"rules": [q for q in control.query() if (q["host"], q["channel"], q["target"], q["lun"]) == hctl]}
 
 
-async def _qmp_query_faults(srv: Any, client: Any, args: dict[str, Any]) -> Any:
-    from vscsifs.daemon import _hotplug as hp
+async def qmp_x_vscsifs_query_faults(machine: MachineView, args: dict[str, Any]) -> Any:
     if args:
-        raise hp.QMPError(f"Parameter '{next(iter(args))}' is unexpected")
-    return FaultControl(srv.machine).query()
+        raise QMPError(f"Parameter '{next(iter(args))}' is unexpected")
+    return FaultControl(machine).query()
 
 
-def register_qmp_commands() -> None:
-    from vscsifs.daemon._qmp import COMMANDS
-    COMMANDS.setdefault("x-vscsifs-fault", _qmp_fault)
-    COMMANDS.setdefault("x-vscsifs-query-faults", _qmp_query_faults)
-
-
-register_qmp_commands()
+# the monitor's vendor commands for faults (daemon/_qmp.py assembles the command table)
+QMP_COMMANDS: dict[str, Callable[[MachineView, dict[str, Any]], Awaitable[Any]]] = {
+    "x-vscsifs-fault": qmp_x_vscsifs_fault,
+    "x-vscsifs-query-faults": qmp_x_vscsifs_query_faults,
+}

@@ -3,12 +3,13 @@
 Each function is what one QEMU monitor command does to the emulated hardware (blockdev.c,
 qdev-monitor.c, hw/scsi/virtio-scsi.c hotplug handlers): open or close an image-backed
 drive, realize a scsi-hd/scsi-cd on a controller's SCSI bus and raise the virtio-scsi
-hotplug event, unplug one, resize an image, eject or change a CD. The guest (the driver side)
-learns of every change only through the hardware: events on the event virtqueue and unit
-attentions, as the real kernel does. Nothing here touches the driver side.
+hotplug event, unplug one, resize an image, eject or change a CD. Devices and drives are
+realized by the same builder as at start (daemon/_devices.py) and recorded in the machine's
+inventory. The guest (the driver side) learns of every change only through the hardware:
+events on the event virtqueue and unit attentions, as the real kernel does. Nothing here
+touches the driver side.
 
-Errors raise QMPError with QEMU's error class and description; the QMP server turns them
-into error replies, other callers (reload, fault injection) can do the same.
+Errors raise QMPError (daemon/_qapi.py) with QEMU's error class and description.
 
 Drives: ``drive_add`` (HMP drive_add / -drive) drives are deleted with the device that uses
 them (QEMU's DriveInfo auto_del); ``blockdev-add`` nodes stay until ``blockdev-del``.
@@ -19,153 +20,24 @@ from __future__ import annotations
 import copy
 import os
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from vscsifs.scsi.device import BlockBackend, BlockBackendError, SCSICDDevice, SCSIDiskDevice
+from vscsifs.scsi.device import BlockBackendError, SCSICDDevice
 
 from vscsifs.daemon._config import ConfigError, DriveConfig, ScsiDeviceConfig
-
-if TYPE_CHECKING:
-    from vscsifs.daemon._machine import Controller, Machine
-
-# QEMU QapiErrorClass values
-GENERIC_ERROR = "GenericError"
-COMMAND_NOT_FOUND = "CommandNotFound"
-DEVICE_NOT_FOUND = "DeviceNotFound"
-DEVICE_NOT_ACTIVE = "DeviceNotActive"
+from vscsifs.daemon._devices import SCSI_MODELS, DeviceError, Drive, Inventory, PluggedDevice, open_drive
+from vscsifs.daemon._machine import Machine
+from vscsifs.daemon._qapi import DEVICE_NOT_FOUND, QMPError
 
 _ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")   # id_wellformed()
 
 
-class QMPError(Exception):
-    """A QEMU monitor error: ``error_class`` (GenericError, DeviceNotFound, ...) and the
-    human-readable ``desc`` QEMU would put in the error reply."""
-
-    def __init__(self, desc: str, error_class: str = GENERIC_ERROR) -> None:
-        super().__init__(desc)
-        self.error_class = error_class
-        self.desc = desc
-
-    def to_qmp(self) -> dict[str, str]:
-        return {"class": self.error_class, "desc": self.desc}
-
-
-@dataclass
-class Drive:
-    """A block backend with a name: -drive/drive_add (legacy, auto-deleted with its device)
-    or blockdev-add (a node that stays until blockdev-del)."""
-
-    config: DriveConfig
-    backend: BlockBackend | None
-    legacy: bool = True                      # drive_add/-drive: auto_del with the device
-    device: str | None = None                # the qdev id (or QOM path) it is attached to
-    node_name: str = ""                      # blockdev-add's node-name, or QEMU's "#blockNNN"
-
-
-@dataclass
-class PluggedDevice:
-    config: ScsiDeviceConfig
-    controller: Controller
-    dev: SCSIDiskDevice
-    qom_path: str
-
-
-@dataclass
-class HotplugState:
-    """The device side's live inventory (QEMU's BlockBackend list and qdev tree)."""
-
-    drives: dict[str, Drive] = field(default_factory=dict)
-    devices: dict[str, PluggedDevice] = field(default_factory=dict)   # by qdev id or QOM path
-    anon_count: int = 0
-    node_count: int = 0
-    # callbacks(event_name, data): DEVICE_DELETED, DEVICE_TRAY_MOVED... (the QMP server listens)
-    listeners: list[Callable[[str, dict[str, Any]], None]] = field(default_factory=list)
-
-    def emit(self, event: str, data: dict[str, Any]) -> None:
-        for fn in list(self.listeners):
-            fn(event, data)
-
-
-def state(machine: Machine) -> HotplugState:
-    """The machine's inventory, built from what build_device_side realized on first use."""
-    st: HotplugState | None = getattr(machine, "hotplug_state", None)
-    if st is not None:
-        return st
-    st = HotplugState()
-    by_drive: dict[str, tuple[Controller, SCSIDiskDevice]] = {}
-    for ctrl in machine.controllers:
-        for d in ctrl.bus.devices:
-            if isinstance(d, SCSIDiskDevice) and d.drive_id:
-                by_drive[d.drive_id] = (ctrl, d)
-    for drv in machine.config.drives.values():
-        found = by_drive.get(drv.id)
-        st.drives[drv.id] = Drive(drv, found[1].backend if found else None, legacy=True,
-                                  node_name=_node_name(st, drv.id, True))
-    ctrl_by_id = {c.config.id: c for c in machine.controllers}
-    for cfg in machine.config.devices:
-        ctrl = ctrl_by_id[cfg.controller]
-        dev = next((d for d in ctrl.bus.devices
-                    if (d.channel, d.id, d.lun) == (cfg.channel, cfg.scsi_id, cfg.lun)), None)
-        if not isinstance(dev, SCSIDiskDevice):
-            continue
-        key = _qdev_key(st, cfg)
-        st.devices[key] = PluggedDevice(cfg, ctrl, dev, _qom_path(key, cfg))
-        if cfg.drive and cfg.drive in st.drives:
-            st.drives[cfg.drive].device = key
-    machine.hotplug_state = st  # type: ignore[attr-defined]
-    return st
-
-
-def _node_name(st: HotplugState, name: str, legacy: bool) -> str:
-    """blockdev-add names its node; -drive/drive_add nodes get QEMU's generated "#blockNNN"."""
-    if not legacy:
-        return name
-    n = st.node_count
-    st.node_count += 1
-    return f"#block{n * 128 + 158:03d}"
-
-
-def _qdev_key(st: HotplugState, cfg: ScsiDeviceConfig) -> str:
-    if cfg.id:
-        return cfg.id
-    path = f"/machine/peripheral-anon/device[{st.anon_count}]"
-    st.anon_count += 1
-    return path
-
-
-def _qom_path(key: str, cfg: ScsiDeviceConfig) -> str:
-    return f"/machine/peripheral/{cfg.id}" if cfg.id else key
-
-
-def close_all(machine: Machine) -> None:
-    """Close backends opened here that no device holds (the controllers close the rest)."""
-    st: HotplugState | None = getattr(machine, "hotplug_state", None)
-    if st is None:
-        return
-    held = {id(be) for c in machine.controllers for be in c.backends}
-    for drv in st.drives.values():
-        if drv.backend is not None and id(drv.backend) not in held:
-            try:
-                drv.backend.flush()
-            except OSError:
-                pass
-            drv.backend.close()
+def state(machine: Machine) -> Inventory:
+    """The machine's live inventory of drives and devices."""
+    return machine.inventory
 
 
 # ---------------------------------------------------------------------------- drives
-def _open_backend(drive: DriveConfig) -> BlockBackend | None:
-    if drive.file is None:
-        if drive.media == "cdrom":
-            return None
-        raise QMPError("A block device must be specified for \"file\"")
-    try:
-        return BlockBackend.open(drive.file, readonly=drive.readonly, fmt=drive.format, cache=drive.cache)
-    except BlockBackendError as e:
-        raise QMPError(str(e)) from None
-
-
 async def drive_add(machine: Machine, drive: DriveConfig, *, legacy: bool = True) -> None:
     """HMP ``drive_add 0 if=none,id=...,file=...`` (legacy=True) or QMP ``blockdev-add``
     (legacy=False): open the image and register the backend under ``drive.id``."""
@@ -178,8 +50,11 @@ async def drive_add(machine: Machine, drive: DriveConfig, *, legacy: bool = True
     if drive.id in st.drives:
         raise QMPError(f"Duplicate ID '{drive.id}' for drive" if legacy else
                        f"Duplicate nodes with node-name='{drive.id}'")
-    backend = _open_backend(drive)
-    st.drives[drive.id] = Drive(drive, backend, legacy=legacy, node_name=_node_name(st, drive.id, legacy))
+    try:
+        backend = open_drive(drive)
+    except DeviceError as e:
+        raise QMPError(str(e)) from None
+    st.add_drive(drive, backend, legacy=legacy)
     machine.config.drives[drive.id] = drive
 
 
@@ -233,7 +108,7 @@ async def device_add(machine: Machine, dev: ScsiDeviceConfig) -> None:
     cfg = machine.config
     if dev.driver == "scsi-disk":
         dev.driver = "scsi-hd"
-    if dev.driver not in ("scsi-hd", "scsi-cd"):
+    if dev.driver not in SCSI_MODELS:
         raise QMPError(f"'{dev.driver}' is not a valid device model name")
     if dev.id is not None and not _ID_RE.match(dev.id):
         raise QMPError("Parameter 'id' expects an identifier")
@@ -254,37 +129,18 @@ async def device_add(machine: Machine, dev: ScsiDeviceConfig) -> None:
     if drive is not None and drive.device is not None:
         raise QMPError(f"Property '{dev.driver}.drive' can't take value '{dev.drive}', it's in use")
     ctrl = next(c for c in machine.controllers if c.config.id == dev.controller)
-    backend = drive.backend if drive is not None else None
-    if dev.driver == "scsi-hd" and backend is None:
+    if dev.driver == "scsi-hd" and (drive is None or drive.backend is None):
         raise QMPError("Device needs media, but drive is empty")
-    kwargs: dict[str, Any] = dict(channel=dev.channel, scsi_id=dev.scsi_id, lun=dev.lun,
-                                  drive_id=dev.drive or "", serial=dev.serial, wwn=dev.wwn,
-                                  port_wwn=dev.port_wwn, vendor=dev.vendor, product=dev.product,
-                                  ver=dev.ver, device_id=dev.device_id)
     try:
-        sdev: SCSIDiskDevice
-        if dev.driver == "scsi-cd":
-            sdev = SCSICDDevice(backend, **kwargs)
-        else:
-            sdev = SCSIDiskDevice(backend, logical_block_size=dev.logical_block_size,
-                                  physical_block_size=dev.physical_block_size,
-                                  rotation_rate=dev.rotation_rate, removable=dev.removable,
-                                  write_cache=dev.write_cache, **kwargs)
-        ctrl.bus.attach(sdev)
-    except (ValueError, TypeError) as e:
+        sdev = st.plug(ctrl, dev, drive).dev
+    except DeviceError as e:
         raise QMPError(str(e)) from None
-    if backend is not None and all(be is not backend for be in ctrl.backends):
-        ctrl.backends.append(backend)
     cfg.devices.append(dev)
-    key = _qdev_key(st, dev)
-    st.devices[key] = PluggedDevice(dev, ctrl, sdev, _qom_path(key, dev))
-    if drive is not None:
-        drive.device = key
     # virtio_scsi_hotplug (hotplug handler of the virtio-scsi bus)
     ctrl.vdev.hotplug(sdev.id, sdev.lun)
 
 
-def _find_device(st: HotplugState, dev_id: str) -> tuple[str, PluggedDevice]:
+def _find_device(st: Inventory, dev_id: str) -> tuple[str, PluggedDevice]:
     if dev_id in st.devices:
         return dev_id, st.devices[dev_id]
     for key, p in st.devices.items():
@@ -317,7 +173,7 @@ async def device_del(machine: Machine, dev_id: str) -> None:
     st.emit("DEVICE_DELETED", data)
 
 
-def _device_of_drive(st: HotplugState, drive_id: str) -> PluggedDevice | None:
+def _device_of_drive(st: Inventory, drive_id: str) -> PluggedDevice | None:
     drv = st.drives.get(drive_id)
     if drv is None or drv.device is None:
         return None
@@ -347,7 +203,7 @@ async def block_resize(machine: Machine, drive_id: str, size: int) -> None:
         raise QMPError(str(e)) from None
 
 
-def _cd_for(st: HotplugState, dev_id: str) -> tuple[PluggedDevice, Drive | None]:
+def _cd_for(st: Inventory, dev_id: str) -> tuple[PluggedDevice, Drive | None]:
     """A scsi-cd by its qdev id, or by the drive name (QMP's legacy 'device' argument)."""
     p = st.devices.get(dev_id) or _device_of_drive(st, dev_id)
     if p is None:
@@ -380,7 +236,7 @@ async def eject(machine: Machine, dev_id: str, force: bool = False) -> None:
         drv.backend = None
 
 
-def _tray_event(st: HotplugState, p: PluggedDevice, tray_open: bool) -> dict[str, Any]:
+def _tray_event(st: Inventory, p: PluggedDevice, tray_open: bool) -> dict[str, Any]:
     """DEVICE_TRAY_MOVED: ``device`` is the BlockBackend's name, empty for blockdev-add nodes."""
     drv = st.drives.get(p.config.drive) if p.config.drive else None
     name = p.config.drive if drv is not None and drv.legacy else ""
@@ -398,9 +254,11 @@ async def change_medium(machine: Machine, dev_id: str, filename: str, read_only:
     if not os.path.exists(filename):
         raise QMPError(f"Could not open '{filename}': No such file or directory")
     try:
-        backend = BlockBackend.open(filename, readonly=read_only, fmt=fmt)
-    except BlockBackendError as e:
+        backend = open_drive(DriveConfig(id=p.config.drive or "", file=filename, format=fmt, readonly=read_only,
+                                         media="cdrom"))
+    except DeviceError as e:
         raise QMPError(str(e)) from None
+    assert backend is not None                      # a file was named
     if cd.tray_locked:
         backend.close()
         raise QMPError(f"Device '{dev_id}' is locked and force was not specified, "

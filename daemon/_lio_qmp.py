@@ -27,11 +27,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from vscsifs.scsi.target._saveconfig import LioConfigError
+from vscsifs.scsi.target import LioConfig, LioConfigError
+from vscsifs.virtio.device._vhost_scsi import VHostSCSI
 
-from vscsifs.daemon._hotplug import QMPError
+from vscsifs.daemon._machine import Machine
+from vscsifs.daemon._qapi import QMPError
 
-_KEYS = {
+_KEYS: dict[str, tuple[dict[str, type], dict[str, type]]] = {
     "x-vscsifs-lio-create-fileio": ({"name": str, "dev": str}, {"size": int, "write_back": bool, "wwn": str}),
     "x-vscsifs-lio-lun-add": ({"wwn": str, "tpgt": int, "lun": int, "storage_object": str}, {}),
     "x-vscsifs-lio-lun-del": ({"wwn": str, "tpgt": int, "lun": int}, {}),
@@ -51,21 +53,24 @@ def _check(command: str, args: dict[str, Any]) -> None:
             raise QMPError(f"Parameter '{key}' is missing")
 
 
-def _lio_config(machine: Any) -> Any:
+def _lio_config(machine: Machine) -> LioConfig:
     for ctrl in machine.controllers:
-        lio = getattr(ctrl.vdev, "lio_config", None)
-        if lio is not None:
+        if isinstance(ctrl.vdev, VHostSCSI) and ctrl.vdev.lio_config is not None:
+            lio: LioConfig = ctrl.vdev.lio_config
             return lio
     raise QMPError("this machine has no vhost-scsi-pci controller with an LIO configuration")
 
 
-def _handler(command: str, apply: Callable[[Any, dict[str, Any]], Any]) -> Callable[..., Awaitable[Any]]:
+MachineCommand = Callable[[Machine, dict[str, Any]], Awaitable[Any]]
+
+
+def _handler(command: str, apply: Callable[[LioConfig, dict[str, Any]], Any]) -> MachineCommand:
     """A QMP handler: check the arguments, apply them to the LIO configuration, map its errors."""
 
-    async def handle(srv: Any, client: Any, args: dict[str, Any]) -> Any:
+    async def handle(machine: Machine, args: dict[str, Any]) -> Any:
         _check(command, args)
         try:
-            apply(_lio_config(srv.machine), args)
+            apply(_lio_config(machine), args)
         except LioConfigError as e:
             raise QMPError(str(e)) from None
         return {}
@@ -73,7 +78,7 @@ def _handler(command: str, apply: Callable[[Any, dict[str, Any]], Any]) -> Calla
     return handle
 
 
-_HANDLERS = {
+_HANDLERS: dict[str, Callable[[LioConfig, dict[str, Any]], Any]] = {
     "x-vscsifs-lio-create-fileio": lambda lio, a: lio.create_fileio(
         a["name"], a["dev"], a.get("size"), write_back=a.get("write_back", False), wwn=a.get("wwn", "")),
     "x-vscsifs-lio-lun-add": lambda lio, a: lio.lun_add(a["wwn"], a["tpgt"], a["lun"], a["storage_object"]),
@@ -81,14 +86,14 @@ _HANDLERS = {
 }
 
 
-async def _query_vhost_workers(srv: Any, client: Any, args: dict[str, Any]) -> Any:
+async def _query_vhost_workers(machine: Machine, args: dict[str, Any]) -> Any:
     if args:
         raise QMPError(f"Parameter '{next(iter(args))}' is unexpected")
     out = []
-    for ctrl in srv.machine.controllers:
-        worker = getattr(ctrl.vdev, "worker", None)
-        if worker is None:
+    for ctrl in machine.controllers:
+        if not isinstance(ctrl.vdev, VHostSCSI):
             continue
+        worker = ctrl.vdev.worker
         summary = worker.stats.summary()
         # JSON object keys are strings: the virtqueue indexes become "2", "3", ...
         summary = {k: ({str(q): n for q, n in v.items()} if isinstance(v, dict) else v) for k, v in summary.items()}
@@ -96,11 +101,8 @@ async def _query_vhost_workers(srv: Any, client: Any, args: dict[str, Any]) -> A
     return out
 
 
-def register_qmp_commands() -> None:
-    from vscsifs.daemon._qmp import COMMANDS
-    for command, apply in _HANDLERS.items():
-        COMMANDS.setdefault(command, _handler(command, apply))
-    COMMANDS.setdefault("x-vscsifs-query-vhost-workers", _query_vhost_workers)
-
-
-register_qmp_commands()
+# the monitor's LIO commands (daemon/_qmp.py assembles the command table)
+QMP_COMMANDS: dict[str, MachineCommand] = {
+    **{command: _handler(command, apply) for command, apply in _HANDLERS.items()},
+    "x-vscsifs-query-vhost-workers": _query_vhost_workers,
+}

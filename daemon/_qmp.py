@@ -25,21 +25,20 @@ import socket
 import stat
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
+from vscsifs.daemon import _faults, _lio_qmp
 from vscsifs.daemon import _hotplug as hp
 from vscsifs.daemon._config import ConfigError, DriveConfig, ScsiDeviceConfig
-from vscsifs.daemon._qemu_args import _DRIVE_PROPS, _SCSI_DEVICE_PROPS, _apply, _pairs, parse_size, split_opts
-
-if TYPE_CHECKING:
-    from vscsifs.daemon._machine import Machine
+from vscsifs.daemon._machine import Machine
+from vscsifs.daemon._qapi import COMMAND_NOT_FOUND, GENERIC_ERROR, Arg, QMPError, check_args
+from vscsifs.daemon._qdev_props import DRIVE_PROPS, SCSI_DEVICE_PROPS, apply_props, opt_pairs, parse_size, split_opts
 
 log = logging.getLogger("vscsifs")
 
-QEMU_VERSION = {"qemu": {"micro": 22, "minor": 2, "major": 7}, "package": "vscsifs"}
+QEMU_VERSION: dict[str, Any] = {"qemu": {"micro": 22, "minor": 2, "major": 7}, "package": "vscsifs"}
 MAX_MESSAGE = 1 << 20          # an unterminated input larger than this is dropped
 
 
@@ -55,7 +54,7 @@ def parse_qmp_option(text: str) -> str:
                              f"(-qmp unix:PATH,server=on,wait=off)")
     parts = split_opts(rest)
     path = parts[0]
-    for key, value in _pairs(parts[1:], f"-qmp {text}"):
+    for key, value in opt_pairs(parts[1:], f"-qmp {text}"):
         if key == "server" and value not in ("on", "yes", "true"):
             raise QMPSyntaxError(f"-qmp {text}: vscsifs is always the server (server=on)")
         if key not in ("server", "wait", "nowait"):
@@ -70,37 +69,7 @@ def _timestamp() -> dict[str, int]:
     return {"seconds": int(now), "microseconds": int((now % 1) * 1_000_000)}
 
 
-# ------------------------------------------------------------------ argument checking
-@dataclass(frozen=True)
-class Arg:
-    name: str
-    type: type | tuple[type, ...]
-    required: bool = True
-
-
-_TYPE_NAMES = {str: "string", int: "integer", bool: "boolean", dict: "object", list: "array"}
-
-
-def _check_args(args: dict[str, Any], spec: tuple[Arg, ...], open_ended: bool = False) -> None:
-    """QAPI's input visitor: missing, unexpected and mistyped members, with QEMU's wording."""
-    names = {a.name for a in spec}
-    if not open_ended:
-        for key in args:
-            if key not in names:
-                raise hp.QMPError(f"Parameter '{key}' is unexpected")
-    for a in spec:
-        if a.name not in args:
-            if a.required:
-                raise hp.QMPError(f"Parameter '{a.name}' is missing")
-            continue
-        v = args[a.name]
-        types = a.type if isinstance(a.type, tuple) else (a.type,)
-        ok = isinstance(v, types) and not (isinstance(v, bool) and bool not in types)
-        if not ok:
-            raise hp.QMPError(f"Invalid parameter type for '{a.name}', expected: "
-                              f"{_TYPE_NAMES.get(types[0], types[0].__name__)}")
-
-
+# ------------------------------------------------------------------ arguments
 def _qdev_value(v: Any) -> str:
     if isinstance(v, bool):
         return "on" if v else "off"
@@ -111,15 +80,15 @@ def device_config_from_args(args: dict[str, Any]) -> ScsiDeviceConfig:
     """device_add's arguments (driver, id, bus, and the device's qdev properties)."""
     driver = args.get("driver")
     if not isinstance(driver, str):
-        raise hp.QMPError("Parameter 'driver' is missing")
+        raise QMPError("Parameter 'driver' is missing")
     if driver not in ("scsi-hd", "scsi-cd", "scsi-disk"):
-        raise hp.QMPError(f"'{driver}' is not a valid device model name")
+        raise QMPError(f"'{driver}' is not a valid device model name")
     dev = ScsiDeviceConfig(driver="scsi-hd" if driver == "scsi-disk" else driver)
     pairs = [(k, _qdev_value(v)) for k, v in args.items() if k != "driver"]
     try:
-        _apply(dev, _SCSI_DEVICE_PROPS, driver, pairs, "device_add")
+        apply_props(dev, SCSI_DEVICE_PROPS, driver, pairs, "device_add")
     except ConfigError as e:
-        raise hp.QMPError(str(e).removeprefix("device_add: ")) from None
+        raise QMPError(str(e).removeprefix("device_add: ")) from None
     dev.source = ",".join([driver] + [f"{k}={v}" for k, v in pairs])
     return dev
 
@@ -128,11 +97,11 @@ def drive_config_from_hmp(text: str) -> DriveConfig:
     """HMP ``drive_add <pci_addr> if=none,id=...,file=...`` options (after the address)."""
     drv = DriveConfig(id="", source=text)
     try:
-        _apply(drv, _DRIVE_PROPS, "drive", _pairs(split_opts(text), text, implied="file"), text)
+        apply_props(drv, DRIVE_PROPS, "drive", opt_pairs(split_opts(text), text, implied="file"), text)
     except ConfigError as e:
-        raise hp.QMPError(str(e).removeprefix(f"{text}: ")) from None
+        raise QMPError(str(e).removeprefix(f"{text}: ")) from None
     if drv.interface != "none":
-        raise hp.QMPError(f"Only 'if=none' drives can be added here (got if={drv.interface})")
+        raise QMPError(f"Only 'if=none' drives can be added here (got if={drv.interface})")
     return drv
 
 
@@ -141,28 +110,28 @@ def drive_config_from_blockdev(args: dict[str, Any]) -> DriveConfig:
     ``driver: file`` node; ``read-only``, ``cache: {direct, no-flush}``."""
     driver = args.get("driver")
     if not isinstance(driver, str):
-        raise hp.QMPError("Parameter 'driver' is missing")
+        raise QMPError("Parameter 'driver' is missing")
     name = args.get("node-name")
     if not isinstance(name, str):
-        raise hp.QMPError("Parameter 'node-name' is missing")   # blockdev-add requires it at the top
+        raise QMPError("Parameter 'node-name' is missing")   # blockdev-add requires it at the top
     if driver == "raw":
         child = args.get("file")
         if isinstance(child, str):
-            raise hp.QMPError(f"Referencing node '{child}' as a raw file child is not supported; "
+            raise QMPError(f"Referencing node '{child}' as a raw file child is not supported; "
                               f"give the file node inline")
         if not isinstance(child, dict):
-            raise hp.QMPError("Parameter 'file' is missing")
+            raise QMPError("Parameter 'file' is missing")
         if child.get("driver") != "file":
-            raise hp.QMPError(f"Driver '{child.get('driver')}' is not supported here (file only)")
+            raise QMPError(f"Driver '{child.get('driver')}' is not supported here (file only)")
         filename = child.get("filename")
     elif driver == "file":
         filename = args.get("filename")
     elif driver in ("qcow2", "vmdk", "vdi", "vhdx", "vpc", "qed", "luks"):
-        raise hp.QMPError(f"Image format '{driver}' is not supported: vscsifs serves raw images only")
+        raise QMPError(f"Image format '{driver}' is not supported: vscsifs serves raw images only")
     else:
-        raise hp.QMPError(f"Parameter 'driver' does not accept value '{driver}'")
+        raise QMPError(f"Parameter 'driver' does not accept value '{driver}'")
     if not isinstance(filename, str):
-        raise hp.QMPError("Parameter 'filename' is missing")
+        raise QMPError("Parameter 'filename' is missing")
     cache = args.get("cache") or {}
     mode = "writeback"
     if cache.get("direct"):
@@ -206,7 +175,7 @@ class QMPServer:
         self.clients: set[QMPClient] = set()
         self.big_lock = trio.Lock()
         self.nursery: trio.Nursery | None = None
-        hp.state(machine).listeners.append(self._on_event)
+        machine.inventory.listeners.append(self._on_event)
 
     # events ---------------------------------------------------------------------------
     def _on_event(self, name: str, data: dict[str, Any]) -> None:
@@ -290,12 +259,12 @@ class QMPServer:
                 bad = json_prefix_error(text[start:])
                 if bad is not None:                  # no continuation can make it valid
                     nl = text.find("\n", start + bad)
-                    await client.send({"error": {"class": hp.GENERIC_ERROR, "desc": "JSON parse error, "
+                    await client.send({"error": {"class": GENERIC_ERROR, "desc": "JSON parse error, "
                                                  "invalid syntax"}})
                     buf = text[nl + 1:].encode() if nl >= 0 else b""
                     continue
                 if len(buf) > MAX_MESSAGE:
-                    await client.send({"error": {"class": hp.GENERIC_ERROR, "desc": "JSON parse error, "
+                    await client.send({"error": {"class": GENERIC_ERROR, "desc": "JSON parse error, "
                                                  "message too long"}})
                     return b""
                 return buf                           # incomplete: wait for more
@@ -305,7 +274,7 @@ class QMPServer:
                 if text[start] not in "{[\"":
                     nl = text.find("\n", start)
                     end = len(text) if nl < 0 else nl + 1
-                await client.send({"error": {"class": hp.GENERIC_ERROR,
+                await client.send({"error": {"class": GENERIC_ERROR,
                                              "desc": f"JSON parse error, {e.msg[0].lower()}{e.msg[1:]}"}})
                 buf = text[end:].encode()
                 continue
@@ -321,24 +290,24 @@ class QMPServer:
             reply_id["id"] = obj["id"]
         try:
             if not isinstance(obj, dict):
-                raise hp.QMPError("QMP input must be a JSON object")
+                raise QMPError("QMP input must be a JSON object")
             cmd = obj.get("execute", obj.get("exec-oob"))
             if cmd is None:
-                raise hp.QMPError("QMP input lacks member 'execute'")
+                raise QMPError("QMP input lacks member 'execute'")
             if not isinstance(cmd, str):
-                raise hp.QMPError("QMP input member 'execute' must be a string")
+                raise QMPError("QMP input member 'execute' must be a string")
             for key in obj:
                 if key not in ("execute", "exec-oob", "arguments", "id"):
-                    raise hp.QMPError(f"QMP input member '{key}' is unexpected")
+                    raise QMPError(f"QMP input member '{key}' is unexpected")
             args = obj.get("arguments", {})
             if not isinstance(args, dict):
-                raise hp.QMPError("QMP input member 'arguments' must be an object")
+                raise QMPError("QMP input member 'arguments' must be an object")
             if not client.negotiated and cmd != "qmp_capabilities":
-                raise hp.QMPError("Expecting capabilities negotiation with 'qmp_capabilities'",
-                                  hp.COMMAND_NOT_FOUND)
+                raise QMPError("Expecting capabilities negotiation with 'qmp_capabilities'",
+                                  COMMAND_NOT_FOUND)
             handler = COMMANDS.get(cmd)
             if handler is None:
-                raise hp.QMPError(f"The command {cmd} has not been found", hp.COMMAND_NOT_FOUND)
+                raise QMPError(f"The command {cmd} has not been found", COMMAND_NOT_FOUND)
             async with self.big_lock:
                 ret = await handler(self, client, args)
             await client.send({"return": {} if ret is None else ret, **reply_id})
@@ -346,11 +315,11 @@ class QMPServer:
                 self.broadcast("SHUTDOWN", {"guest": False, "reason": "host-qmp-quit"})
                 if self.quit_cb is not None:
                     self.quit_cb()
-        except hp.QMPError as e:
+        except QMPError as e:
             await client.send({"error": e.to_qmp(), **reply_id})
         except Exception as e:   # a bug in a command must not drop the connection
             log.exception("QMP: command failed")
-            await client.send({"error": {"class": hp.GENERIC_ERROR, "desc": f"internal error: {e}"},
+            await client.send({"error": {"class": GENERIC_ERROR, "desc": f"internal error: {e}"},
                                **reply_id})
 
 
@@ -454,32 +423,32 @@ def bind_unix(path: str) -> trio.socket.SocketType:
 # ------------------------------------------------------------------ commands
 async def _qmp_capabilities(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> None:
     if c.negotiated:
-        raise hp.QMPError("Capabilities negotiation is already complete, command ignored",
-                          hp.COMMAND_NOT_FOUND)
-    _check_args(args, (Arg("enable", list, False),))
+        raise QMPError("Capabilities negotiation is already complete, command ignored",
+                          COMMAND_NOT_FOUND)
+    check_args(args, (Arg("enable", list, False),))
     for cap in args.get("enable", []):
         if cap != "oob":
-            raise hp.QMPError(f"Parameter 'enable' does not accept value '{cap}'")
+            raise QMPError(f"Parameter 'enable' does not accept value '{cap}'")
     c.negotiated = True
 
 
 async def _query_version(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> Any:
-    _check_args(args, ())
+    check_args(args, ())
     return QEMU_VERSION
 
 
 async def _query_status(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> Any:
-    _check_args(args, ())
+    check_args(args, ())
     return {"status": "running", "singlestep": False, "running": True}
 
 
 async def _query_commands(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> Any:
-    _check_args(args, ())
+    check_args(args, ())
     return [{"name": n} for n in sorted(COMMANDS)]
 
 
 async def _query_block(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> Any:
-    _check_args(args, ())
+    check_args(args, ())
     return hp.query_block(srv.machine)
 
 
@@ -488,7 +457,7 @@ async def _device_add(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> Non
 
 
 async def _device_del(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> None:
-    _check_args(args, (Arg("id", str),))
+    check_args(args, (Arg("id", str),))
     await hp.device_del(srv.machine, args["id"])
 
 
@@ -497,46 +466,46 @@ async def _blockdev_add(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> N
 
 
 async def _blockdev_del(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> None:
-    _check_args(args, (Arg("node-name", str),))
+    check_args(args, (Arg("node-name", str),))
     await hp.drive_del(srv.machine, args["node-name"], legacy=False)
 
 
 def _drive_name(args: dict[str, Any]) -> str:
     name = args.get("device") or args.get("node-name") or args.get("id")
     if not isinstance(name, str):
-        raise hp.QMPError("Need exactly one of 'device' and 'node-name'" if "size" in args
+        raise QMPError("Need exactly one of 'device' and 'node-name'" if "size" in args
                           else "Cannot find device= nor id=")
     return name
 
 
 async def _block_resize(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> None:
-    _check_args(args, (Arg("device", str, False), Arg("node-name", str, False), Arg("size", int)))
+    check_args(args, (Arg("device", str, False), Arg("node-name", str, False), Arg("size", int)))
     await hp.block_resize(srv.machine, _drive_name(args), args["size"])
 
 
 async def _eject(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> None:
-    _check_args(args, (Arg("device", str, False), Arg("id", str, False), Arg("force", bool, False)))
+    check_args(args, (Arg("device", str, False), Arg("id", str, False), Arg("force", bool, False)))
     await hp.eject(srv.machine, _drive_name(args), bool(args.get("force", False)))
 
 
 async def _blockdev_change_medium(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> None:
-    _check_args(args, (Arg("device", str, False), Arg("id", str, False), Arg("filename", str),
+    check_args(args, (Arg("device", str, False), Arg("id", str, False), Arg("filename", str),
                        Arg("format", str, False), Arg("force", bool, False),
                        Arg("read-only-mode", str, False)))
     mode = args.get("read-only-mode", "retain")
     if mode not in ("retain", "read-only", "read-write"):
-        raise hp.QMPError(f"Parameter 'read-only-mode' does not accept value '{mode}'")
+        raise QMPError(f"Parameter 'read-only-mode' does not accept value '{mode}'")
     await hp.change_medium(srv.machine, _drive_name(args), args["filename"], read_only=mode != "read-write",
                            fmt=args.get("format"))
 
 
 async def _quit(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> None:
-    _check_args(args, ())
+    check_args(args, ())
 
 
 async def _human_monitor_command(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> Any:
     """HMP through QMP: the answer (or HMP's error text) is the returned string."""
-    _check_args(args, (Arg("command-line", str), Arg("cpu-index", int, False)))
+    check_args(args, (Arg("command-line", str), Arg("cpu-index", int, False)))
     line = args["command-line"].strip()
     word, _, rest = line.partition(" ")
     rest = rest.strip()
@@ -545,7 +514,7 @@ async def _human_monitor_command(srv: QMPServer, c: QMPClient, args: dict[str, A
         return f"unknown command: '{word}'\r\n" if word else ""
     try:
         return await fn(srv, rest)
-    except hp.QMPError as e:
+    except QMPError as e:
         return f"Error: {e.desc}\r\n"
 
 
@@ -563,7 +532,7 @@ async def _hmp_drive_del(srv: QMPServer, rest: str) -> str:
 
 
 async def _hmp_device_add(srv: QMPServer, rest: str) -> str:
-    pairs = _pairs(split_opts(rest), rest, implied="driver")
+    pairs = opt_pairs(split_opts(rest), rest, implied="driver")
     await hp.device_add(srv.machine, device_config_from_args(dict(pairs)))
     return ""
 
@@ -616,6 +585,20 @@ HMP_COMMANDS: dict[str, Callable[[QMPServer, str], Awaitable[str]]] = {
     "info": _hmp_info,
 }
 
+MachineCommand = Callable[[Machine, dict[str, Any]], Awaitable[Any]]
+
+
+def _on_machine(command: MachineCommand) -> Handler:
+    """A command that needs only the machine and its arguments (the vendor commands)."""
+
+    async def handle(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> Any:
+        return await command(srv.machine, args)
+
+    return handle
+
+
+# the monitor's whole command table: QEMU's commands, then vscsifs's x- commands for LIO
+# (vhost-scsi) and fault injection
 COMMANDS: dict[str, Handler] = {
     "qmp_capabilities": _qmp_capabilities, "query-version": _query_version,
     "query-status": _query_status, "query-commands": _query_commands, "query-block": _query_block,
@@ -623,4 +606,6 @@ COMMANDS: dict[str, Handler] = {
     "blockdev-del": _blockdev_del, "block_resize": _block_resize, "eject": _eject,
     "blockdev-change-medium": _blockdev_change_medium, "human-monitor-command": _human_monitor_command,
     "quit": _quit,
+    **{name: _on_machine(command) for name, command in _lio_qmp.QMP_COMMANDS.items()},
+    **{name: _on_machine(command) for name, command in _faults.QMP_COMMANDS.items()},
 }

@@ -49,12 +49,16 @@ from typing import Any, TextIO
 import trio
 
 from vscsifs.fs._mount import abort_connection, clean_stale, is_stale_mount, mount_entry, resolve_mountpoint
-from vscsifs.scsi.kernel import async_synchronize_full
+from vscsifs.scsi.kernel import Scsi_Host, async_synchronize_full, scsi_device_lookup, shost_for_each_device
 from vscsifs.scsi.kernel.base._printk import LogRecord
-from vscsifs.scsi.kernel._scsi_scan import scsi_device_lookup, shost_for_each_device
 
+from vscsifs.daemon import _hotplug
 from vscsifs.daemon._config import ConfigError, DriveConfig, MachineConfig, ScsiDeviceConfig
+from vscsifs.daemon._devices import Drive
+from vscsifs.daemon._machine import Machine, serve_machine
 from vscsifs.daemon._notify import Notifier, describe_machine
+from vscsifs.daemon._qmp import QMPServer, QMPSyntaxError, parse_qmp_option
+from vscsifs.daemon._toml_config import TomlConfig, load
 
 log = logging.getLogger("vscsifs")
 
@@ -389,7 +393,7 @@ def plan_reload(old: MachineConfig, new: MachineConfig) -> ReloadPlan:
     restart = []
     if (old.smp, old.memory, old.append) != (new.smp, new.memory, new.append):
         restart.append("smp/memory/append")
-    if getattr(old, "lio_config", None) != getattr(new, "lio_config", None):
+    if old.lio_config != new.lio_config:
         restart.append("lio-config")
     if [_comparable(c) for c in old.controllers] != [_comparable(c) for c in new.controllers]:
         restart.append("the controllers")
@@ -424,40 +428,37 @@ class Hotplug:
     """The machine-level operations a reload uses (daemon/_hotplug.py, QEMU's monitor
     commands), found by the reload's own device identity (id, else address)."""
 
-    def __init__(self, machine: Any) -> None:
-        from vscsifs.daemon import _hotplug
+    def __init__(self, machine: Machine) -> None:
         self.machine = machine
-        self.mod = _hotplug
 
     def device_key_of(self, cfg: ScsiDeviceConfig) -> str:
-        st = self.mod.state(self.machine)
-        for key, p in st.devices.items():
+        for key, p in self.machine.inventory.devices.items():
             if p.config is cfg or device_key(p.config) == device_key(cfg):
                 return key
         raise ReloadRefused(f"{device_label(cfg)} is not plugged in")
 
-    def live_drives(self) -> dict[str, Any]:
-        return self.mod.state(self.machine).drives
+    def live_drives(self) -> dict[str, Drive]:
+        return self.machine.inventory.drives
 
     async def device_del(self, cfg: ScsiDeviceConfig) -> None:
-        await self.mod.device_del(self.machine, self.device_key_of(cfg))
+        await _hotplug.device_del(self.machine, self.device_key_of(cfg))
 
     async def device_add(self, cfg: ScsiDeviceConfig) -> None:
-        await self.mod.device_add(self.machine, cfg)
+        await _hotplug.device_add(self.machine, cfg)
 
     async def drive_add(self, drv: DriveConfig) -> None:
-        await self.mod.drive_add(self.machine, drv)
+        await _hotplug.drive_add(self.machine, drv)
 
     async def drive_del(self, drive_id: str) -> None:
-        await self.mod.drive_del(self.machine, drive_id)
+        await _hotplug.drive_del(self.machine, drive_id)
 
 
-def _hosts_by_controller(machine: Any) -> dict[str, Any]:
+def _hosts_by_controller(machine: Machine) -> dict[str | None, Scsi_Host]:
     ordered = sorted(machine.controllers, key=lambda c: (c.proxy.slot, c.proxy.function))
     return {c.config.id: h for c, h in zip(ordered, machine.hosts)}
 
 
-async def settle(machine: Any, gone: Iterable[ScsiDeviceConfig], present: Iterable[ScsiDeviceConfig],
+async def settle(machine: Machine, gone: Iterable[ScsiDeviceConfig], present: Iterable[ScsiDeviceConfig],
                  timeout: float = SETTLE_TIMEOUT) -> list[str]:
     """Wait until the driver side has removed ``gone`` and probed ``present`` (sd/sr bound);
     returns the labels of devices the guest did not catch up with in time."""
@@ -490,7 +491,7 @@ async def settle(machine: Any, gone: Iterable[ScsiDeviceConfig], present: Iterab
     return [device_label(d) for d in pending()]
 
 
-async def apply_reload(plan: ReloadPlan, hp: Hotplug, machine: Any) -> list[str]:
+async def apply_reload(plan: ReloadPlan, hp: Hotplug, machine: Machine) -> list[str]:
     """Unplug, let the guest see it, (re)open drives, plug, let the guest see it. Returns the
     devices the guest has not caught up with (logged, not fatal)."""
     assert plan.new is not None
@@ -521,7 +522,7 @@ async def apply_reload(plan: ReloadPlan, hp: Hotplug, machine: Any) -> list[str]
 
 # --- the service -----------------------------------------------------------------------------------
 
-def machine_status(machine: Any, mountpoint: str) -> str:
+def machine_status(machine: Machine, mountpoint: str) -> str:
     """STATUS=: hosts and the LUNs the guest sees on each, and the mount point."""
     hosts = [(f"host{sh.host_no}", len(shost_for_each_device(sh))) for sh in machine.hosts]
     return describe_machine(hosts, mountpoint)
@@ -530,9 +531,9 @@ def machine_status(machine: Any, mountpoint: str) -> str:
 class Service:
     """One running machine under a service manager (or a terminal)."""
 
-    def __init__(self, machine: Any, mountpoint: str, notifier: Notifier, *, config_path: str | None = None,
+    def __init__(self, machine: Machine, mountpoint: str, notifier: Notifier, *, config_path: str | None = None,
                  qmp_paths: list[str] | None = None, qmp_required: bool = False,
-                 on_reload: Callable[[Any], None] | None = None) -> None:
+                 on_reload: Callable[[TomlConfig], None] | None = None) -> None:
         self.machine = machine
         self.mountpoint = mountpoint
         self.notifier = notifier
@@ -601,7 +602,6 @@ class Service:
             return applied
 
     async def _reload(self) -> str:
-        from vscsifs.daemon._toml_config import load
         if self.config_path is None:
             raise ReloadRefused("started from QEMU options, there is no configuration file to re-read "
                                 "(use --config FILE)")
@@ -612,7 +612,7 @@ class Service:
         for w in tc.machine.warnings:
             log.warning("%s", w)
         plan = plan_reload(self.machine.config, tc.machine)
-        if list(tc.machine.faults) != list(getattr(self.machine.config, "faults", [])):
+        if tc.machine.faults != self.machine.config.faults:
             log.warning("reload: the [[fault]] rules changed; they are applied at the next start (at run time: "
                         "DIR/sys/kernel/debug/vscsifs/H:C:T:L/error or QMP x-vscsifs-fault)")
         if tc.service.mount and os.path.realpath(tc.service.mount) != os.path.realpath(self.mountpoint):
@@ -642,7 +642,6 @@ class Service:
                 self.request_stop(name)
 
     async def main(self) -> None:
-        from vscsifs.daemon._machine import serve_machine
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -662,7 +661,6 @@ class Service:
                 await nursery.start(run_machine)
                 self.fuse_dev = keep_fuse_dev_last()
                 if self.qmp_paths:
-                    from vscsifs.daemon._qmp import QMPServer
                     monitor = QMPServer(self.machine, quit=lambda: self.request_stop("QMP quit"))
                     await nursery.start(monitor.serve, self.qmp_paths, self.qmp_required)
                 self.ready = True
@@ -671,11 +669,8 @@ class Service:
 
 def run_service(cfg: MachineConfig, mountpoint: str, *, quiet: bool = False, qmp: list[str] | None = None,
                 config_path: str | None = None, journal: bool = False, notifier: Notifier | None = None,
-                on_reload: Callable[[Any], None] | None = None) -> int:
+                on_reload: Callable[[TomlConfig], None] | None = None) -> int:
     """Run one machine until stopped; the exit status for the process (0: stopped cleanly)."""
-    from vscsifs.daemon._machine import Machine
-    from vscsifs.daemon._qmp import QMPSyntaxError, parse_qmp_option
-
     notifier = Notifier.from_environ() if notifier is None else notifier
     mountpoint = os.path.abspath(mountpoint)
     try:

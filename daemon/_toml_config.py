@@ -44,32 +44,25 @@ name the table the same way (through ``origin``).
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 from vscsifs.scsi.device._faults import parse_fault_option, parse_fault_rule
 
 from vscsifs.daemon._config import (CONTROLLER_DRIVERS, SCSI_DEVICE_DRIVERS, ConfigError, ControllerConfig, DriveConfig,
-                      MachineConfig, ScsiDeviceConfig)
+                                    MachineConfig, ScsiDeviceConfig, seed_config)
 from vscsifs.daemon._faults import check_fault_option
-from vscsifs.daemon._qemu_args import (_CACHE_MODES, _CONTROLLER_PROPS, _DRIVE_PROPS, _SCSI_DEVICE_PROPS, _VHOST_SCSI_PROPS, Prop,
-                         parse_memory, parse_qemu_args)
+from vscsifs.daemon._qdev_props import (CACHE_MODES, DRIVE_PROPS, SCSI_DEVICE_PROPS, VHOST_SCSI, Prop, controller_model)
+from vscsifs.daemon._qemu_args import parse_memory, parse_qemu_args
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 TOP_KEYS = ("smp", "memory", "append", "lio-config")
-VHOST_SCSI = "vhost-scsi-pci"
-
-
-def controller_kind(driver: str) -> tuple[ControllerConfig, dict[str, Prop]]:
-    """A default controller of that model (as _qemu_args makes it) and its property table."""
-    if driver == VHOST_SCSI:
-        return (ControllerConfig(id=None, driver=VHOST_SCSI, virtqueue_size=128, hotplug=False, param_change=False),
-                _VHOST_SCSI_PROPS)
-    return ControllerConfig(id=None), _CONTROLLER_PROPS
 SERVICE_KEYS = ("mount", "data-dir", "log-level")
 TABLES = ("service", "controller", "drive", "device", "fault")
 FAULT_KEYS = ("host", "channel", "target", "lun", "rule")
@@ -232,15 +225,15 @@ class _Reader:
     def drive(self, t: dict[str, Any], place: tuple[str, int | None, Any], default_id: str | None,
               origin: str) -> DriveConfig:
         drv = DriveConfig(id="", origin=origin)
-        self.apply(drv, _DRIVE_PROPS, t, place)
+        self.apply(drv, DRIVE_PROPS, t, place)
         if not drv.id:
             if default_id is None:
                 raise self.fail(*place, "id", "missing: every [[drive]] needs an id that devices refer to")
             drv.id = default_id
         if drv.file is not None:
             drv.file = os.path.normpath(os.path.join(self.base, os.path.expanduser(drv.file)))
-        if drv.cache not in _CACHE_MODES:
-            raise self.fail(*place, "cache", f"invalid cache mode '{drv.cache}' (one of {', '.join(_CACHE_MODES)})")
+        if drv.cache not in CACHE_MODES:
+            raise self.fail(*place, "cache", f"invalid cache mode '{drv.cache}' (one of {', '.join(CACHE_MODES)})")
         if drv.media not in ("disk", "cdrom"):
             raise self.fail(*place, "media", f"'{drv.media}' invalid media (disk or cdrom)")
         if drv.interface != "none":
@@ -298,7 +291,7 @@ class _Reader:
             if driver not in CONTROLLER_DRIVERS + (VHOST_SCSI,):
                 raise self.fail(*p, "driver", f"'{driver}' is not a controller vscsifs emulates "
                                 f"(one of {', '.join(CONTROLLER_DRIVERS + (VHOST_SCSI,))})")
-            ctl, props = controller_kind(driver)
+            ctl, props = controller_model(driver)
             ctl.origin = self.origin(*p)
             self.apply(ctl, props, t, p, skip=("driver",))
             ctl.source = to_qemu_controller(ctl)
@@ -321,7 +314,7 @@ class _Reader:
                                 f"(one of {', '.join(SCSI_DEVICE_DRIVERS)})")
             dev = ScsiDeviceConfig(driver="scsi-hd" if driver == "scsi-disk" else driver, origin=self.origin(*p))
             inline = t.get("drive")
-            self.apply(dev, _SCSI_DEVICE_PROPS, t, p, skip=("driver",) + (("drive",) if isinstance(inline, dict) else ()))
+            self.apply(dev, SCSI_DEVICE_PROPS, t, p, skip=("driver",) + (("drive",) if isinstance(inline, dict) else ()))
             if isinstance(inline, dict):
                 did = f"{dev.id or f'device{i}'}-drive"
                 drv = self.drive(inline, p, did, self.origin(*p, key="drive"))
@@ -477,7 +470,7 @@ def _qemu_text(attr: str, v: Any) -> str:
 
 
 def to_qemu_controller(c: ControllerConfig) -> str:
-    default, props = controller_kind(c.driver)
+    default, props = controller_model(c.driver)
     parts = [c.driver] + [f"{k}={_qemu_text(a, v) if k != 'addr' else hex(v)}"
                           for k, a, v in _changed(c, default, props)]
     return ",".join(p.replace(",", ",,") if i else p for i, p in enumerate(parts))
@@ -485,13 +478,13 @@ def to_qemu_controller(c: ControllerConfig) -> str:
 
 def to_qemu_device(d: ScsiDeviceConfig) -> str:
     parts = [d.driver] + [f"{k}={_qemu_text(a, v)}".replace(",", ",,")
-                          for k, a, v in _changed(d, ScsiDeviceConfig(driver=d.driver), _SCSI_DEVICE_PROPS)]
+                          for k, a, v in _changed(d, ScsiDeviceConfig(driver=d.driver), SCSI_DEVICE_PROPS)]
     return ",".join(parts)
 
 
 def to_qemu_drive(d: DriveConfig) -> str:
     return ",".join(f"{k}={_qemu_text(a, v)}".replace(",", ",,")
-                    for k, a, v in _changed(d, DriveConfig(id=""), _DRIVE_PROPS))
+                    for k, a, v in _changed(d, DriveConfig(id=""), DRIVE_PROPS))
 
 
 def dumps(cfg: MachineConfig, *, service: ServiceOptions | None = None, header: str = "") -> str:
@@ -512,7 +505,7 @@ def dumps(cfg: MachineConfig, *, service: ServiceOptions | None = None, header: 
             out.append(f"memory = {mem}")
     if cfg.append:
         out.append(f"append = {toml_string(cfg.append)}")
-    if getattr(cfg, "lio_config", None):
+    if cfg.lio_config:
         out.append(f"lio-config = {toml_string(os.path.abspath(cfg.lio_config))}")
     if service is not None and any((service.mount, service.data_dir, service.log_level)):
         out += ["", "[service]"]
@@ -520,20 +513,20 @@ def dumps(cfg: MachineConfig, *, service: ServiceOptions | None = None, header: 
             if v:
                 out.append(f"{key} = {toml_string(v)}")
 
-    def table(name: str, items: list[tuple[str, str, Any]], first: list[str] = ()) -> None:
+    def table(name: str, items: list[tuple[str, str, Any]], first: Sequence[str] = ()) -> None:
         out.extend(["", f"[[{name}]]", *first])
         out.extend(f"{k} = {_fmt_value(a, v)}" for k, a, v in items)
 
     for c in cfg.controllers:
-        default, props = controller_kind(c.driver)
-        table("controller", _changed(c, default, props),
+        model_default, props = controller_model(c.driver)
+        table("controller", _changed(c, model_default, props),
               first=[f"driver = {toml_string(c.driver)}"] if c.driver == VHOST_SCSI else [])
     for d in cfg.drives.values():
-        items = _changed(d, DriveConfig(id=""), _DRIVE_PROPS)
+        items = _changed(d, DriveConfig(id=""), DRIVE_PROPS)
         items = [(k, a, os.path.abspath(v) if a == "file" else v) for k, a, v in items]
         table("drive", items)
     for dev in cfg.devices:
-        table("device", _changed(dev, ScsiDeviceConfig(driver=dev.driver), _SCSI_DEVICE_PROPS),
+        table("device", _changed(dev, ScsiDeviceConfig(driver=dev.driver), SCSI_DEVICE_PROPS),
               first=[f"driver = {toml_string(dev.driver)}"])
     for text in cfg.faults:
         host, (channel, target, lun), rule = parse_fault_option(text)
@@ -547,9 +540,6 @@ def dumps(cfg: MachineConfig, *, service: ServiceOptions | None = None, header: 
 
 def from_qemu_args(argv: list[str], *, seed_data_dir: str | None = None) -> tuple[MachineConfig, list[str]]:
     """QEMU options -> MachineConfig for writing out (checked, but auto values left auto)."""
-    import copy
-
-    from vscsifs.daemon._config import seed_config
     parsed = parse_qemu_args(argv)
     cfg = parsed.machine
     if not parsed.has_devices and seed_data_dir is not None:

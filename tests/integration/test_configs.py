@@ -223,7 +223,7 @@ EXPECTED_CDB_DIFFS: dict[tuple[str, str, str], str] = {}
 @pytest.fixture(scope="module")
 def device_sides(tmp_path_factory):
     """config name -> the QEMU side built from the capture's options (no kernel, no mount)."""
-    from vscsifs.daemon._machine import build_device_side
+    from vscsifs.daemon._devices import build_device_side
     from vscsifs.daemon._qemu_args import parse_qemu_args
     from vscsifs.virtio import GuestMemory
 
@@ -233,7 +233,7 @@ def device_sides(tmp_path_factory):
         if name not in built:
             tmp = tmp_path_factory.mktemp(f"dev-{name}")
             cfg = parse_qemu_args(daemon_args(name, tmp)).machine.validate()
-            built[name] = build_device_side(cfg, GuestMemory(cfg.memory))
+            built[name], _inventory = build_device_side(cfg, GuestMemory(cfg.memory))
         return built[name]
 
     yield get

@@ -1,0 +1,56 @@
+"""daemon/ stays layered: every import at the top of its module, and no import cycle between
+its modules (the order is written in daemon/__init__.py)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import vscsifs.daemon
+
+DAEMON = Path(vscsifs.daemon.__file__).parent
+PACKAGE = "vscsifs.daemon"
+
+
+def modules() -> dict[str, ast.Module]:
+    return {p.stem: ast.parse(p.read_text(), str(p)) for p in sorted(DAEMON.glob("*.py"))}
+
+
+def daemon_imports(node: ast.AST) -> set[str]:
+    """The daemon modules one import statement names."""
+    if isinstance(node, ast.ImportFrom) and node.module is not None:
+        if node.module == PACKAGE:
+            return {a.name for a in node.names}
+        if node.module.startswith(PACKAGE + "."):
+            return {node.module.rsplit(".", 1)[1]}
+    if isinstance(node, ast.Import):
+        return {a.name.rsplit(".", 1)[1] for a in node.names if a.name.startswith(PACKAGE + ".")}
+    return set()
+
+
+def test_no_import_inside_a_function() -> None:
+    found = []
+    for name, tree in modules().items():
+        for fn in ast.walk(tree):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                found += [f"{name}.py:{n.lineno}" for n in ast.walk(fn) if isinstance(n, (ast.Import, ast.ImportFrom))]
+    assert found == []
+
+
+def test_no_import_cycle() -> None:
+    mods = modules()
+    graph = {name: set().union(*(daemon_imports(n) for n in ast.walk(tree))) & mods.keys() - {name}
+             for name, tree in mods.items()}
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, "import cycle: " + " -> ".join(path[path.index(name):] + (name,))
+        if name in done:
+            return
+        for dep in sorted(graph[name]):
+            visit(dep, path + (name,))
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name, ())
+    assert "_devices" in graph["_machine"] and "_machine" not in graph["_devices"]   # the walk saw the edges

@@ -1,0 +1,147 @@
+"""daemon/_devices.py: the one builder from a device description to device objects.
+
+The QEMU options, the TOML file and the monitor's device_add read the same description in
+their own syntax; each must end as the same device (no boot, no mount: the device side only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vscsifs.daemon import _hotplug as hp
+from vscsifs.daemon._config import ConfigError, ControllerConfig, DriveConfig, MachineConfig, ScsiDeviceConfig
+from vscsifs.daemon._devices import SCSI_MODELS, controller_conf
+from vscsifs.daemon._machine import Machine
+from vscsifs.daemon._qdev_props import SCSI_DEVICE_PROPS, controller_model
+from vscsifs.daemon._qemu_args import parse_qemu_args
+from vscsifs.daemon._qmp import device_config_from_args
+from vscsifs.daemon._toml_config import loads
+from vscsifs.scsi.device import SCSIDiskDevice
+from vscsifs.virtio import VirtIOSCSIConf
+from vscsifs.virtio.device._vhost_scsi import VHostSCSIConf
+
+# what a realized scsi-hd shows of its properties (the attributes the device model keeps)
+REALIZED = ("channel", "id", "lun", "drive_id", "serial", "vendor", "product", "version", "device_id", "wwn",
+            "port_wwn", "logical_block_size", "physical_block_size", "rotation_rate", "removable",
+            "write_cache_enabled", "blocksize")
+
+DEVICE = ("scsi-hd,id=disk1,drive=d1,bus=scsi0.0,scsi-id=3,lun=2,serial=SN42,wwn=0x5000c50015ea71ac,"
+          "vendor=ACME,product=Rocket,ver=1.0,logical_block_size=4096,physical_block_size=4096,"
+          "rotation_rate=1,removable=on,write-cache=off")
+TOML = """
+[[controller]]
+id = "scsi0"
+
+[[drive]]
+id = "d1"
+file = "{image}"
+
+[[device]]
+driver = "scsi-hd"
+id = "disk1"
+drive = "d1"
+bus = "scsi0.0"
+scsi-id = 3
+lun = 2
+serial = "SN42"
+wwn = "0x5000c50015ea71ac"
+vendor = "ACME"
+product = "Rocket"
+ver = "1.0"
+logical_block_size = 4096
+physical_block_size = 4096
+rotation_rate = 1
+removable = true
+write-cache = false
+"""
+QMP_ARGS: dict[str, Any] = {"driver": "scsi-hd", "id": "disk1", "drive": "d1", "bus": "scsi0.0", "scsi-id": 3,
+                            "lun": 2, "serial": "SN42", "wwn": "0x5000c50015ea71ac", "vendor": "ACME",
+                            "product": "Rocket", "ver": "1.0", "logical_block_size": 4096,
+                            "physical_block_size": 4096, "rotation_rate": 1, "removable": True, "write-cache": False}
+
+
+def image(tmp_path: Path) -> str:
+    p = tmp_path / "d1.img"
+    with open(p, "wb") as f:
+        f.truncate(8 << 20)
+    return str(p)
+
+
+def realized(dev: SCSIDiskDevice) -> dict[str, Any]:
+    return {name: getattr(dev, name) for name in REALIZED}
+
+
+def test_every_scsi_property_that_sets_a_field_reaches_the_device_model() -> None:
+    """A property added to the table but not to the model's realize list would be parsed and
+    then silently dropped; id, drive and bus are the builder's own (names and the bus)."""
+    hd = set(SCSI_MODELS["scsi-hd"].props)
+    own = {"id", "drive", "bus"}
+    missing = {p.attr for p in SCSI_DEVICE_PROPS.values() if p.attr and p.attr not in own} - hd
+    assert missing == set()
+    assert set(SCSI_MODELS["scsi-cd"].props) <= hd
+
+
+@pytest.mark.parametrize("driver, conf", [("virtio-scsi-pci", VirtIOSCSIConf), ("vhost-scsi-pci", VHostSCSIConf)])
+def test_controller_properties_become_the_models_property_struct(driver: str, conf: type) -> None:
+    ccfg, _props = controller_model(driver)
+    ccfg = dataclasses.replace(ccfg, num_queues=3, virtqueue_size=64, max_sectors=1024, cmd_per_lun=7,
+                               seg_max_adjust=False, wwpn="naa.5001405000000001", boot_tpgt=2, t10_pi=True)
+    got = controller_conf(conf, ccfg)
+    assert type(got) is conf
+    for f in dataclasses.fields(conf):
+        assert getattr(got, f.name) == getattr(ccfg, f.name), f.name
+    # an unset value keeps the model's own default (num_queues None: one queue per vCPU)
+    assert controller_conf(conf, dataclasses.replace(ccfg, num_queues=None, wwpn=None)).num_queues is None
+
+
+async def test_qemu_options_toml_and_device_add_build_the_same_device(tmp_path: Path) -> None:
+    path = image(tmp_path)
+    from_args = parse_qemu_args(["-device", "virtio-scsi-pci,id=scsi0", "-drive", f"file={path},if=none,id=d1",
+                                 "-device", DEVICE]).machine.validate()
+    from_toml = loads(TOML.format(image=path), str(tmp_path / "m.toml")).machine.validate()
+    built = [Machine.create(cfg, console=None) for cfg in (from_args, from_toml)]
+
+    bare = MachineConfig(controllers=[ControllerConfig(id="scsi0")]).validate()
+    plugged = Machine.create(bare, console=None)
+    await hp.drive_add(plugged, DriveConfig(id="d1", file=path))
+    await hp.device_add(plugged, device_config_from_args(QMP_ARGS))
+    machines = built + [plugged]
+    try:
+        devices = [realized(m.inventory.devices["disk1"].dev) for m in machines]
+        assert devices[0] == devices[1] == devices[2]
+        assert devices[0]["serial"] == "SN42" and devices[0]["logical_block_size"] == 4096
+        assert (devices[0]["id"], devices[0]["lun"]) == (3, 2)
+        assert devices[0]["removable"] is True and devices[0]["write_cache_enabled"] is False
+        for m in machines:          # each controller holds the one image its disk serves
+            backend = m.inventory.drives["d1"].backend
+            assert backend is not None and backend.path == path
+            assert m.controllers[0].backends == [backend]
+    finally:
+        for m in machines:
+            m.shutdown()
+
+
+def test_a_refused_device_names_the_option_it_came_from(tmp_path: Path) -> None:
+    """The builder's DeviceError becomes a ConfigError naming the -device option."""
+    path = image(tmp_path)
+    cfg = parse_qemu_args(["-device", "virtio-scsi-pci,id=scsi0", "-drive", f"file={path},if=none,id=d1",
+                           "-device", "scsi-hd,drive=d1,scsi-id=0,lun=0,rotation_rate=70000"]).machine
+    with pytest.raises(ConfigError) as ei:
+        Machine.create(cfg.validate(), console=None)
+    assert str(ei.value) == "-device scsi-hd,drive=d1,scsi-id=0,lun=0,rotation_rate=70000: rotation_rate 70000 out of range 0..65535"
+
+
+def test_device_description_fields_not_in_a_model_are_not_passed(tmp_path: Path) -> None:
+    """scsi-cd takes only the common identity properties: a scsi-cd description with disk-only
+    fields set still realizes (as before: QEMU's scsi-cd has no such properties)."""
+    cfg = MachineConfig(controllers=[ControllerConfig(id="scsi0")])
+    cfg.devices.append(ScsiDeviceConfig(driver="scsi-cd", id="cd0", scsi_id=0, lun=0, rotation_rate=1))
+    m = Machine.create(cfg.validate(), console=None)
+    try:
+        assert m.inventory.devices["cd0"].dev.rotation_rate == 0
+    finally:
+        m.shutdown()
