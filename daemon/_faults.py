@@ -42,7 +42,6 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from vscsifs.scsi.kernel.base import _kobject
 from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
 from vscsifs.scsi.device._faults import FaultInjector, parse_fault_option, parse_fault_rule
 
@@ -181,11 +180,11 @@ def install_debugfs(machine: Machine, control: FaultControl) -> Callable[[], Non
 
     for name in list(bus_devices.children):
         add(name)
-    _kobject.tree_listeners.append(listener)
+    root.listeners.append(listener)
 
     def stop() -> None:
-        if listener in _kobject.tree_listeners:
-            _kobject.tree_listeners.remove(listener)
+        if listener in root.listeners:
+            root.listeners.remove(listener)
     return stop
 
 

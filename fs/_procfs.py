@@ -20,7 +20,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from vscsifs.scsi.kernel.base._kobject import Attr, Dir, SysfsError
+from vscsifs.scsi.kernel.base._kobject import Attr, Dir, KernfsRoot, SysfsError
 from vscsifs.fs._operations import DynamicSize
 
 
@@ -87,7 +87,7 @@ class ProcFs:
 
     def __init__(self, kernel: Any) -> None:
         self.kernel = kernel
-        self.root = Dir("proc", 0o555)
+        self.root = KernfsRoot("proc", 0o555)
         for name, fn in (("partitions", "proc_partitions_text"), ("diskstats", "proc_diskstats_text"),
                          ("devices", "proc_devices_text")):
             self.root.add(ProcAttr(name, _block_text(fn, kernel), None, 0o444))

@@ -19,8 +19,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from daemon_harness import GOLDEN, Daemon, _can_mount, force_unmount, is_mounted, start_daemon, venv_script,
-                            wait_for
+from daemon_harness import (GOLDEN, Daemon, _can_mount, force_unmount, is_mounted, start_daemon, venv_script,
+                            wait_for)
 from golden_sysfs import compare
 
 qmp = pytest.importorskip("qemu.qmp")

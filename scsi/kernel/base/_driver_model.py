@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from vscsifs.scsi.kernel.base._kobject import Attr, Dir, LazyDir, Link, SysfsError, const_show
+from vscsifs.scsi.kernel.base._kobject import Attr, Dir, KernfsRoot, LazyDir, Link, SysfsError, const_show
 
 UeventFn = Callable[[], list[str]]
 
@@ -27,7 +27,7 @@ class Sysfs:
     """The whole /sys tree with its fixed top-level directories."""
 
     def __init__(self) -> None:
-        self.root = Dir("")
+        self.root = KernfsRoot("")
         for top in ("block", "bus", "class", "dev", "devices", "firmware", "fs", "kernel", "module", "power"):
             self.root.mkdir(top)
         self.devices = self.root.mkdir("devices")
