@@ -22,6 +22,7 @@ import trio
 from vscsifs.fs import machine_operations, serve
 from vscsifs.scsi.kernel.base._driver_model import Sysfs
 from vscsifs.scsi.kernel.block import genhd_device_init
+from vscsifs.scsi.kernel._scsi_sysctl import scsi_init_sysctl
 from vscsifs.scsi.device import BlockBackend, BlockBackendError, SCSIBus, SCSICDDevice, SCSIDiskDevice
 from vscsifs.scsi.kernel import async_synchronize_full, bsg_init, scsi_scan_host, scsi_sysfs_register, sd_init, sg_init
 from vscsifs.scsi.kernel.base._kernel import Kernel
@@ -175,6 +176,7 @@ class Machine:
         genhd_device_init(k)
         bsg_init(k)
         scsi_sysfs_register(k)
+        scsi_init_sysctl(k)
         k.printk(KernLevel.NOTICE, "SCSI subsystem initialized")
         sd_init(k)
         sg_init(k)

@@ -58,7 +58,7 @@ def _power_of_2(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
 
-class SCSIDiskDevice(SCSIDiskPages, SCSIDevice):
+class SCSIDiskDevice(SCSIDiskPages):
     """``-device scsi-hd`` (QEMU property names and defaults)."""
 
     TYPE: int = ScsiType.TYPE_DISK
@@ -156,22 +156,6 @@ class SCSIDiskDevice(SCSIDiskPages, SCSIDevice):
     # -- state ------------------------------------------------------------------------------
 
     @property
-    def nb_sectors(self) -> int:
-        """blk_get_geometry: image size in 512-byte sectors (0 without a medium)."""
-        return self.backend.nb_sectors if self.backend is not None else 0
-
-    @property
-    def write_cache_enabled(self) -> bool:
-        """blk_enable_write_cache (MODE SELECT of the caching page WCE bit changes it)."""
-        return self._write_cache
-
-    @write_cache_enabled.setter
-    def write_cache_enabled(self, on: bool) -> None:
-        self._write_cache = on
-        if self.backend is not None:
-            self.backend.write_cache = on
-
-    @property
     def is_inserted(self) -> bool:
         """blk_is_inserted: a medium is in the drive."""
         return self.backend is not None
@@ -180,11 +164,6 @@ class SCSIDiskDevice(SCSIDiskPages, SCSIDevice):
     def is_available(self) -> bool:
         """blk_is_available: inserted and the tray closed."""
         return self.backend is not None and not self.tray_open
-
-    @property
-    def read_only(self) -> bool:
-        """!blk_is_writable: read-only drives, and every CD-ROM."""
-        return self.backend is None or self.backend.readonly or self.type == ScsiType.TYPE_ROM
 
     def _blk(self) -> BlockBackend:
         if self.backend is None:

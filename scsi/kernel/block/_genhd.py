@@ -18,7 +18,7 @@ from typing import Any
 
 from vscsifs.scsi.kernel.base._driver_model import Device, device_add, device_del
 from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
-from vscsifs.scsi.kernel.base._kernel import IdaAllocator
+from vscsifs.scsi.kernel.base._kernel import IdaAllocator, Kernel
 from vscsifs.scsi.kernel.base._printk import KernLevel
 
 from vscsifs.scsi.kernel.block._bio import bdev_read
@@ -204,20 +204,21 @@ def unregister_blkdev(kernel: Any, major: int, name: str) -> None:
         del kernel.blkdev_majors[major]
 
 
-def genhd_device_init(kernel: Any) -> None:
+def genhd_device_init(kernel: Kernel) -> None:
     """genhd_device_init(): the block class and the blkext major (idempotent)."""
     kernel.sysfs.class_register("block")
     kernel.sysfs.class_register("bdi")
     if BLOCK_EXT_MAJOR not in kernel.blkdev_majors:
         register_blkdev(kernel, BLOCK_EXT_MAJOR, "blkext")
+    if "partitions" not in kernel.proc_entries:
+        # proc_genhd_init() and fs/proc/devices.c: the texts are the block layer's
+        kernel.proc_create("partitions", lambda: proc_partitions_text(kernel))
+        kernel.proc_create("diskstats", lambda: proc_diskstats_text(kernel))
+        kernel.proc_create("devices", lambda: proc_devices_text(kernel))
 
 
-def _ext_minor_ida(kernel: Any) -> IdaAllocator:
-    ida = getattr(kernel, "blk_ext_minor_ida", None)
-    if ida is None:
-        ida = IdaAllocator()
-        kernel.blk_ext_minor_ida = ida
-    return ida
+def _ext_minor_ida(kernel: Kernel) -> IdaAllocator:
+    return kernel.blk_ext_minor_ida
 
 
 # ------------------------------------------------------------------ allocation, capacity
