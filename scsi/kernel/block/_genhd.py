@@ -11,11 +11,11 @@ is a BlockDevice in kernel.block_devices, announced to devfs by kernel.devnode_e
 from __future__ import annotations
 
 import errno
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from vscsifs.scsi.kernel.base._async import maybe_await
 from vscsifs.scsi.kernel.base._driver_model import Device, device_add, device_del
 from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
 from vscsifs.scsi.kernel.base._kernel import IdaAllocator, Kernel
@@ -45,12 +45,6 @@ FMODE_READ = 1 << 0
 FMODE_WRITE = 1 << 1
 
 _POWER = {"async": lambda: "disabled\n"}   # block devices have async PM off (device_add_disk)
-
-
-async def _maybe_await(value: Any) -> Any:
-    if inspect.isawaitable(value):
-        return await value
-    return value
 
 
 @dataclass(eq=False)
@@ -399,7 +393,7 @@ async def blkdev_get_whole(disk: Gendisk, mode: int) -> None:
     """blkdev_get_whole(): fops.open (sd_open revalidates), then a pending partition scan."""
     if disk.fops.open is not None:
         try:
-            ret = await _maybe_await(disk.fops.open(disk.part0, mode))
+            ret = await maybe_await(disk.fops.open(disk.part0, mode))
             _open_result(ret, disk.disk_name)            # -errno answers become OSError too
         except OSError as e:
             if e.errno == errno.ENOMEDIUM and disk.need_part_scan:
@@ -415,7 +409,7 @@ async def blkdev_put_whole(disk: Gendisk, mode: int) -> None:
     disk.openers = max(0, disk.openers - 1)
     disk.part0.openers = max(0, disk.part0.openers - 1)
     if disk.fops.release is not None:
-        await _maybe_await(disk.fops.release(disk, mode))
+        await maybe_await(disk.fops.release(disk, mode))
 
 
 async def blkdev_get(bdev: BlockDevice, mode: int = FMODE_READ) -> None:
@@ -445,7 +439,7 @@ async def disk_check_media_change(disk: Gendisk) -> bool:
     """disk_check_media_change(): ask fops.check_events; a media change schedules a partition scan."""
     if disk.fops.check_events is None:
         return False
-    events = await _maybe_await(disk.fops.check_events(disk, DISK_EVENT_MEDIA_CHANGE | DISK_EVENT_EJECT_REQUEST))
+    events = await maybe_await(disk.fops.check_events(disk, DISK_EVENT_MEDIA_CHANGE | DISK_EVENT_EJECT_REQUEST))
     events = events or 0
     if not events & DISK_EVENT_MEDIA_CHANGE:
         return False
