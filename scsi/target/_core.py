@@ -30,6 +30,33 @@ DEFAULT_COMPANY_ID = 0x001405       # t10_wwn.company_id: OUI of Datera (LIO)
 PAGE_SIZE = 4096
 
 
+def spc_gen_naa_6h_vendor_specific(company_id: int, unit_serial: str) -> bytes:
+    """NAA IEEE Registered Extended: 6h, 24-bit company id, then up to 25 hex digits of the
+    unit serial (non-hex characters skipped). SPC answers it in VPD 0x83, XCOPY matches
+    its target descriptors against it."""
+    buf = bytearray(16)
+    buf[0] = 0x60 | (company_id >> 20) & 0xF
+    buf[1] = (company_id >> 12) & 0xFF
+    buf[2] = (company_id >> 4) & 0xFF
+    buf[3] = (company_id & 0xF) << 4
+    off, nxt = 3, True
+    end = off + 13
+    for ch in unit_serial:
+        if off >= end:
+            break
+        try:
+            val = int(ch, 16)
+        except ValueError:
+            continue
+        if nxt:
+            nxt = False
+            buf[off] |= val
+            off += 1
+        else:
+            nxt = True
+            buf[off] = val << 4
+    return bytes(buf)
+
 class SamStatus(enum.IntEnum):
     GOOD = 0x00
     CHECK_CONDITION = 0x02

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from vscsifs.scsi.device._sense import SenseCode
 from vscsifs.virtio._memory import GuestMemory
 from vscsifs.virtio.device._virtio_device import VIRTIO_QUEUE_MAX, VirtIODevice
 from vscsifs.virtio._virtqueue import DeviceVirtqueue, VirtioError, VirtQueueElement
@@ -540,7 +541,6 @@ class VirtIOSCSI(VirtIODevice):
     def _bus_set_ua_luns_changed(self) -> None:
         set_ua = getattr(self.bus, "set_ua", None)
         if set_ua is not None:
-            from vscsifs.scsi.device._sense import SenseCode   # device side to device side
             set_ua(SenseCode.REPORTED_LUNS_CHANGED)
 
     def _bus_change(self, dev: Any, sense: Any) -> None:

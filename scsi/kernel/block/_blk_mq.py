@@ -22,6 +22,7 @@ from typing import Any
 
 import trio
 
+from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block._blk_types import BlkMqOps, BlkStatus, ReqFlag, ReqOp, Request
 from vscsifs.scsi.kernel.block._limits import QUEUE_FLAG_MQ_DEFAULT, QueueFlag, QueueLimits
 from vscsifs.scsi.kernel.block._stat import blk_account_io_done, blk_account_io_start
@@ -602,7 +603,6 @@ def blk_print_req_error(rq: Request, status: BlkStatus) -> None:
     kernel = getattr(q, "kernel", None)
     if kernel is None:
         return
-    from vscsifs.scsi.kernel.base._printk import KernLevel
     flags = 0
     for flag, bit in _REQ_FLAG_BITS.items():
         if rq.flags & flag:

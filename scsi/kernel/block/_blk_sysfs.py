@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 from vscsifs.scsi.kernel.base._kobject import Dir, LazyDir, SysfsError
 
 from vscsifs.scsi.kernel.block._blk_mq import ELEVATORS, BLKDEV_MIN_RQ, RequestQueue, blk_mq_update_nr_requests, elevator_switch
+from vscsifs.scsi.kernel.block._blk_types import GENHD_FL_HIDDEN, GENHD_FL_NO_PART, GENHD_FL_REMOVABLE
+from vscsifs.scsi.kernel.block._partitions import DISK_MAX_PARTS
 from vscsifs.scsi.kernel.block._limits import PAGE_SHIFT, UINT_MAX, BlkZoned, QueueFlag, blk_queue_rq_timeout
 
 if TYPE_CHECKING:
@@ -337,7 +339,6 @@ def _trace_store(data: bytes) -> None:
 def disk_attrs(disk: Gendisk) -> None:
     """disk_attr_group: range, ext_range, removable, hidden, ro, size, alignment_offset,
     discard_alignment, capability, stat, inflight, diskseq, events*; plus trace/."""
-    from vscsifs.scsi.kernel.block._genhd import GENHD_FL_HIDDEN, GENHD_FL_NO_PART, GENHD_FL_REMOVABLE, DISK_MAX_PARTS
     k = disk.dev.kobj
     bdev = disk.part0
     k.attr("range", lambda: f"{disk.minors}\n")

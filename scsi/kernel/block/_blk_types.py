@@ -16,6 +16,11 @@ from typing import Any
 SECTOR_SHIFT = 9
 SECTOR_SIZE = 1 << SECTOR_SHIFT
 
+# struct gendisk's flags (include/linux/blkdev.h)
+GENHD_FL_REMOVABLE = 1 << 0
+GENHD_FL_HIDDEN = 1 << 1
+GENHD_FL_NO_PART = 1 << 2
+
 
 class ReqOp(IntEnum):
     """enum req_op (blk_types.h)."""

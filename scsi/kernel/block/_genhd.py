@@ -25,7 +25,7 @@ from vscsifs.scsi.kernel.block._bio import bdev_read
 from vscsifs.scsi.kernel.block._blk_mq import BlkMqTagSet, RequestQueue, blk_mq_init_queue, elevator_default, elevator_switch
 from vscsifs.scsi.kernel.block._blk_sysfs import (blk_integrity_add, blk_register_queue, blk_unregister_queue, disk_attrs,
                          part_attrs, wbt_default_latency_nsec)
-from vscsifs.scsi.kernel.block._blk_types import SECTOR_SHIFT
+from vscsifs.scsi.kernel.block._blk_types import GENHD_FL_HIDDEN, GENHD_FL_NO_PART, GENHD_FL_REMOVABLE, SECTOR_SHIFT
 from vscsifs.scsi.kernel.block._limits import PAGE_SHIFT, PAGE_SIZE, VM_READAHEAD_PAGES, BlkZoned, disk_update_readahead
 from vscsifs.scsi.kernel.block._partitions import DISK_MAX_PARTS, PartitionMetaInfo, check_partition, partition_name
 from vscsifs.scsi.kernel.block._stat import DiskStats
@@ -33,9 +33,6 @@ from vscsifs.scsi.kernel.block._stat import DiskStats
 BLOCK_EXT_MAJOR = 259
 MINORBITS = 20
 MINORMASK = (1 << MINORBITS) - 1
-GENHD_FL_REMOVABLE = 1 << 0
-GENHD_FL_HIDDEN = 1 << 1
-GENHD_FL_NO_PART = 1 << 2
 DISK_EVENT_MEDIA_CHANGE = 1 << 0
 DISK_EVENT_EJECT_REQUEST = 1 << 1
 DISK_EVENT_FLAG_POLL = 1 << 0

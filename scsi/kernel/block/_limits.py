@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
+from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block._blk_types import SECTOR_SHIFT
 
 if TYPE_CHECKING:
@@ -118,7 +119,6 @@ def _min_not_zero(a: int, b: int) -> int:
 
 
 def _info(q: RequestQueue, text: str) -> None:
-    from vscsifs.scsi.kernel.base._printk import KernLevel
     q.kernel.printk(KernLevel.INFO, text)
 
 
