@@ -28,7 +28,9 @@ from vscsifs.scsi.kernel import async_synchronize_full, bsg_init, scsi_scan_host
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import KernLevel, Kmsg
 from vscsifs.scsi.kernel._sr import sr_init
-from vscsifs.virtio import GuestMemory, VirtIOPCIProxy, VirtIOSCSI, VirtIOSCSIConf, virtscsi_probe
+from vscsifs.virtio import GuestMemory
+from vscsifs.virtio.device import VirtIOPCIProxy, VirtIOSCSI, VirtIOSCSIConf
+from vscsifs.virtio.driver import virtscsi_probe
 
 from vscsifs.daemon._config import ConfigError, ControllerConfig, MachineConfig
 

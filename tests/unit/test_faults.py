@@ -17,7 +17,9 @@ from vscsifs.scsi.device._faults import (FaultInjector, FaultKind, LunFaults, cd
                                          parse_fault_rule)
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import Kmsg
-from vscsifs.virtio import GuestMemory, VirtIOPCIProxy, VirtIOSCSI, VirtIOSCSIConf, virtscsi_probe
+from vscsifs.virtio import GuestMemory
+from vscsifs.virtio.device import VirtIOPCIProxy, VirtIOSCSI, VirtIOSCSIConf
+from vscsifs.virtio.driver import virtscsi_probe
 
 READ10 = bytes([0x28, 0, 0, 0, 0x08, 0x00, 0, 0, 8, 0])      # LBA 2048, 8 blocks
 WRITE10 = bytes([0x2A, 0, 0, 0, 0x08, 0x00, 0, 0, 8, 0])

@@ -18,8 +18,10 @@ from vscsifs.scsi.kernel.base._kobject import Attr, Dir, Link
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import Kmsg
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, ScsiCmnd
-from vscsifs.virtio import (GuestMemory, VirtIOPCIProxy, VirtIOSCSI, VirtIOSCSIConf, run_pending_events,
-                            virtscsi_abort, virtscsi_device_reset, virtscsi_probe, virtscsi_queuecommand)
+from vscsifs.virtio import GuestMemory
+from vscsifs.virtio.device import VirtIOPCIProxy, VirtIOSCSI, VirtIOSCSIConf
+from vscsifs.virtio.driver import (run_pending_events, virtscsi_abort, virtscsi_device_reset, virtscsi_probe,
+                                   virtscsi_queuecommand)
 from vscsifs.virtio.driver._scsi_driver import FAILED, SCSI_MLQUEUE_HOST_BUSY, SUCCESS, shost_priv
 from vscsifs.virtio._virtqueue import DriverVirtqueue
 from vscsifs.virtio._wire import (CMD_REQ_HDR, CMD_RESP_HDR, CTRL_TMF_REQ, EVENT, SCSI_CONFIG,

@@ -33,7 +33,7 @@ from vscsifs.virtio.device._pci import VirtIOPCIProxy
 from vscsifs.virtio.driver._pci_sysfs import PciDev, pci_device_add
 from vscsifs.scsi.kernel.base._driver_model import device_del
 
-from vscsifs.virtio.driver._virtio_driver import VirtioDevice, register_virtio_device, unregister_virtio_device, virtio_dev_probe
+from vscsifs.virtio.driver._virtio_driver import VirtioPciDevice, register_virtio_device, unregister_virtio_device, virtio_dev_probe
 from vscsifs.virtio._virtqueue import DriverVirtqueue
 from vscsifs.virtio._wire import (CMD_REQ_HDR, CMD_RESP_HDR, CTRL_TMF_REQ, CTRL_TMF_RESP, EVENT, VIRTIO_SCSI_CDB_DEFAULT_SIZE,
                     VIRTIO_SCSI_SENSE_DEFAULT_SIZE, VIRTIO_SCSI_T_EVENTS_MISSED, VIRTIO_SCSI_VQ_BASE,
@@ -124,7 +124,7 @@ class VirtioScsiVq:
 class VirtioScsi:
     """struct virtio_scsi: the driver's per-host state (shost_priv)."""
 
-    vdev: VirtioDevice
+    vdev: VirtioPciDevice
     num_queues: int
     midlayer: Any
     ctrl_vq: VirtioScsiVq | None = None
@@ -238,17 +238,17 @@ def virtscsi_probe(kernel: Any, proxy: VirtIOPCIProxy, parent_device: PciDev | N
                             lambda v: _virtscsi_probe(v, ml))
 
 
-def _cfg(vdev: VirtioDevice, name: str) -> int:
+def _cfg(vdev: VirtioPciDevice, name: str) -> int:
     off, size = scsi_config_offset(name)
     return vdev.cread(off, size)
 
 
-def _cfg_set(vdev: VirtioDevice, name: str, value: int) -> None:
+def _cfg_set(vdev: VirtioPciDevice, name: str, value: int) -> None:
     off, size = scsi_config_offset(name)
     vdev.cwrite(off, size, value)
 
 
-def _virtscsi_probe(vdev: VirtioDevice, ml: Any) -> Any:
+def _virtscsi_probe(vdev: VirtioPciDevice, ml: Any) -> Any:
     kernel = vdev.kernel
     num_queues = _cfg(vdev, "num_queues") or 1
     num_queues = min(kernel.nr_cpus, num_queues)
@@ -301,7 +301,7 @@ async def virtscsi_remove(shost: Any) -> None:
     device_del(vdev.pci.dev)
 
 
-def virtscsi_init(vdev: VirtioDevice, vscsi: VirtioScsi) -> None:
+def virtscsi_init(vdev: VirtioPciDevice, vscsi: VirtioScsi) -> None:
     """virtscsi_init(): control, event and ``num_queues`` request queues; tell the device the
     cdb and sense sizes this driver uses."""
     specs: list[tuple[str, Callable[[DriverVirtqueue], None] | None]] = [

@@ -65,7 +65,7 @@ def register_irq(kernel: Any, desc: IrqDesc) -> None:
     kernel.irq_descs.append(desc)
 
 
-class VirtioDevice:
+class VirtioPciDevice:
     """struct virtio_device + virtio_pci_device: the driver side of one virtio function."""
 
     def __init__(self, kernel: Any, proxy: VirtIOPCIProxy, pci: PciDev) -> None:
@@ -202,9 +202,9 @@ class VirtioDevice:
         self.vqs = []
 
 
-def register_virtio_device(kernel: Any, proxy: VirtIOPCIProxy, pci: PciDev) -> VirtioDevice:
+def register_virtio_device(kernel: Any, proxy: VirtIOPCIProxy, pci: PciDev) -> VirtioPciDevice:
     """virtio_pci_probe() -> register_virtio_device(): reset, ACKNOWLEDGE, device_add."""
-    vdev = VirtioDevice(kernel, proxy, pci)
+    vdev = VirtioPciDevice(kernel, proxy, pci)
     proxy.set_status(0)
     vdev.add_status(VirtioStatus.ACKNOWLEDGE)
     device_add(vdev.dev, power={"async": lambda: "disabled\n",
@@ -218,13 +218,13 @@ def register_virtio_device(kernel: Any, proxy: VirtIOPCIProxy, pci: PciDev) -> V
     return vdev
 
 
-def _active_kids(vdev: VirtioDevice) -> int:
+def _active_kids(vdev: VirtioPciDevice) -> int:
     """Children with runtime PM active: the SCSI host the driver added below virtioN."""
     return sum(1 for name in vdev.dev.kobj.children if name.startswith("host"))
 
 
-def virtio_dev_probe(vdev: VirtioDevice, driver_name: str, module: str, feature_table: Iterable[int],
-                     probe: Callable[[VirtioDevice], Any]) -> Any:
+def virtio_dev_probe(vdev: VirtioPciDevice, driver_name: str, module: str, feature_table: Iterable[int],
+                     probe: Callable[[VirtioPciDevice], Any]) -> Any:
     """virtio_dev_probe(): DRIVER, feature negotiation (driver table & device, transport bits
     filtered as vring/vp_transport_features do), FEATURES_OK, bind, then the driver's probe.
     Returns what ``probe`` returns; on failure the device is left FAILED and unbound."""
@@ -259,7 +259,7 @@ def virtio_dev_probe(vdev: VirtioDevice, driver_name: str, module: str, feature_
     return result
 
 
-def unregister_virtio_device(vdev: VirtioDevice) -> None:
+def unregister_virtio_device(vdev: VirtioPciDevice) -> None:
     vdev.del_vqs()
     device_del(vdev.dev)
     vdev.kernel.virtio_index_ida.free(vdev.index)
