@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from vscsifs.scsi._proto import SamStatus, SenseKey
 from vscsifs.scsi.device._block_backend import iov_truncate
 
 # -- constants (include/target/target_core_base.h, scsi_proto.h) ------------------------------
@@ -57,12 +58,6 @@ def spc_gen_naa_6h_vendor_specific(company_id: int, unit_serial: str) -> bytes:
             buf[off] = val << 4
     return bytes(buf)
 
-class SamStatus(enum.IntEnum):
-    GOOD = 0x00
-    CHECK_CONDITION = 0x02
-    BUSY = 0x08
-    RESERVATION_CONFLICT = 0x18
-
 
 class DmaDir(enum.IntEnum):
     """enum dma_data_direction as the fabric gives it."""
@@ -70,17 +65,6 @@ class DmaDir(enum.IntEnum):
     NONE = 3
     TO_DEVICE = 1
     FROM_DEVICE = 2
-
-
-class SenseKey(enum.IntEnum):
-    NO_SENSE = 0x0
-    NOT_READY = 0x2
-    ILLEGAL_REQUEST = 0x5
-    UNIT_ATTENTION = 0x6
-    DATA_PROTECT = 0x7
-    COPY_ABORTED = 0xA
-    ABORTED_COMMAND = 0xB
-    MISCOMPARE = 0xE
 
 
 class Tcm(enum.IntEnum):
@@ -116,7 +100,7 @@ class Tcm(enum.IntEnum):
 
 
 # sense_detail_table[] of target_core_transport.c: reason -> (key, asc, ascq)
-SENSE_DETAIL: dict[Tcm, tuple[int, int, int]] = {
+SENSE_DETAIL: dict[Tcm, tuple[SenseKey, int, int]] = {
     Tcm.NON_EXISTENT_LUN: (SenseKey.ILLEGAL_REQUEST, 0x25, 0x00),
     Tcm.UNSUPPORTED_SCSI_OPCODE: (SenseKey.ILLEGAL_REQUEST, 0x20, 0x00),
     Tcm.SECTOR_COUNT_TOO_MANY: (SenseKey.ILLEGAL_REQUEST, 0x20, 0x00),
@@ -208,6 +192,7 @@ def punch_hole(fd: int, offset: int, length: int) -> int:
     if _libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) != 0:
         return ctypes.get_errno() or 1
     return 0
+
 
 @dataclass
 class DevAttrib:
@@ -470,17 +455,6 @@ class VirtualLun0Device(FileIODevice):
         return None
 
 
-_G_LUN0_DEV: VirtualLun0Device | None = None
-
-
-def g_lun0_dev() -> VirtualLun0Device:
-    """The one virtual LUN 0 device every TPG's tpg_virt_lun0 exports."""
-    global _G_LUN0_DEV
-    if _G_LUN0_DEV is None:
-        _G_LUN0_DEV = VirtualLun0Device()
-    return _G_LUN0_DEV
-
-
 # -- ALUA defaults (target_core_alua.c) ---------------------------------------------------------
 TPGS_IMPLICIT_ALUA = 0x10
 TPGS_EXPLICIT_ALUA = 0x20
@@ -563,7 +537,10 @@ class SePortalGroup:
     """A fabric TPG (here vhost's: tpgt_N under a naa./fc./iqn. tport) with its LUN table and,
     once a nexus exists, the dynamic node ACL's dev entries (demo mode, read-write)."""
 
-    def __init__(self, wwn: str, tag: int, proto_id: SCSIProtocol | None = None) -> None:
+    def __init__(self, wwn: str, tag: int, proto_id: SCSIProtocol | None = None,
+                 lun0: VirtualLun0Device | None = None) -> None:
+        """``lun0`` is target_core_mod's g_lun0_dev, one per emulated host (LioConfig.lun0),
+        shared by its TPGs; a TPG made on its own gets its own."""
         self.wwn = wwn
         self.tag = tag
         self.proto_id = proto_id if proto_id is not None else proto_id_for_wwn(wwn)
@@ -571,7 +548,8 @@ class SePortalGroup:
         self.nexus: str | None = None
         self.deves: dict[int, DevEntry] = {}   # in hlist_add_head order: lun_entry_hlist walks it reversed
         # tpg_virt_lun0 (core_tpg_register): read-only, internal HBA, so no ALUA group
-        lun0 = g_lun0_dev()
+        if lun0 is None:
+            lun0 = VirtualLun0Device()
         lun0.rtpi_counter += 1
         self.virt_lun0 = SeLun(0, lun0, rtpi=lun0.rtpi_counter, access_ro=True, tg_pt_gp=None)
         self.on_port_link: Callable[[SeLun], None] | None = None
@@ -635,8 +613,8 @@ class SePortalGroup:
         OCCURRED to every dev entry of every LUN exporting the device (every nexus). None:
         every LUN of this nexus."""
         if unpacked_lun is None:
-            for deve in self.deves.values():
-                deve.ua_allocate(*ASC_BUS_DEVICE_RESET_FUNCTION)
+            for each in self.deves.values():
+                each.ua_allocate(*ASC_BUS_DEVICE_RESET_FUNCTION)
             return
         deve = self.deves.get(unpacked_lun)
         if deve is None:

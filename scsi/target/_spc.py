@@ -108,13 +108,13 @@ def evpd_83(cmd: SeCmd, buf: bytearray) -> None:
     off += 8
     length += 8
     # SCSI name string: target port "<wwn>,t,0x<tpgt>"
-    for text, assoc in ((f"{tpg.wwn},t,0x{tpg.tag:04x}", 0x10), (tpg.wwn, 0x20)):
-        raw = text.encode()
-        n = len(raw) + 1
+    for port_name, assoc in ((f"{tpg.wwn},t,0x{tpg.tag:04x}", 0x10), (tpg.wwn, 0x20)):
+        name = port_name.encode()
+        n = len(name) + 1
         n += (-n) & 3
         n = min(n, 256)
         buf[off:off + 4] = bytes((proto | 0x03, 0x80 | assoc | 0x08, 0x00, n & 0xFF))
-        buf[off + 4:off + 4 + min(len(raw), n)] = raw[:n]
+        buf[off + 4:off + 4 + min(len(name), n)] = name[:n]
         off += 4 + n
         length += 4 + n
     _BE16.pack_into(buf, 2, length)
