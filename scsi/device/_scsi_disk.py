@@ -28,7 +28,7 @@ from vscsifs.scsi.device._scsi_bus import (
     iov_to_buf,
 )
 from vscsifs.scsi.device._scsi_cdb import SCSICommand, XferMode, scsi_data_cdb_xfer
-from vscsifs.scsi.device._scsi_disk_pages import SCSIDiskPages
+from vscsifs.scsi.device._scsi_disk_pages import BDRV_SECTOR_SIZE, INT_MAX, UINT32_MAX, SCSIDiskPages
 from vscsifs.scsi.device._sense import SenseCode, scsi_build_sense_buf, scsi_sense_from_errno
 
 KiB = 1024
@@ -36,10 +36,7 @@ GiB = 1024 * 1024 * 1024
 SCSI_WRITE_SAME_MAX = 512 * KiB
 DEFAULT_DISCARD_GRANULARITY = 4 * KiB
 DEFAULT_MAX_UNMAP_SIZE = 1 * GiB
-DEFAULT_MAX_IO_SIZE = 0x7FFFFFFF  # INT_MAX
-BDRV_SECTOR_SIZE = 512
-UINT32_MAX = 0xFFFFFFFF
-INT_MAX = 0x7FFFFFFF
+DEFAULT_MAX_IO_SIZE = INT_MAX
 
 # mode page codes (QEMU include/scsi/constants.h)
 

@@ -26,6 +26,7 @@ from typing import Any
 import trio
 
 from vscsifs.scsi.target import DmaDir, SePortalGroup, SeLun, TargetResult, target_submit
+from vscsifs.scsi.target._saveconfig import VHOST_SCSI_MAX_TARGET
 
 from vscsifs.virtio._memory import GuestMemory
 from vscsifs.virtio.device._scsi_device import VirtIOSCSI, VirtIOSCSIConf, _iov_read, _iov_skip, _iov_write
@@ -42,7 +43,6 @@ VHOST_SCSI_REQ_SIZE = CMD_REQ_HDR.size + VHOST_SCSI_MAX_CDB_SIZE        # struct
 VHOST_SCSI_RSP_SIZE = CMD_RESP_HDR.size + VIRTIO_SCSI_SENSE_DEFAULT_SIZE  # struct virtio_scsi_cmd_resp
 VHOST_SCSI_WEIGHT = 256           # requests handled per kick work before it requeues itself
 VHOST_SCSI_MAX_EVENT = 128
-VHOST_SCSI_MAX_TARGET = 256
 TMR_FUNCTION_COMPLETE = 1
 
 

@@ -14,6 +14,7 @@ as in the kernel (the real ones by default; tests pass a recording stand-in).
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,11 +22,15 @@ from typing import Any
 from vscsifs.scsi.kernel.base._async import maybe_await
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block import blk_mq_virtio_map_queues
-from vscsifs.scsi.kernel._hosts import scsi_add_host, scsi_host_alloc, scsi_remove_host
-from vscsifs.scsi.kernel._scsi_lib import scsi_change_queue_depth, scsi_execute_req
+from vscsifs.scsi._proto import SamStatus, ScsiOpcode
+from vscsifs.scsi.kernel._hosts import SCSI_MLQUEUE_HOST_BUSY, scsi_add_host, scsi_host_alloc, scsi_remove_host
+from vscsifs.scsi.kernel._scsi_devinfo import Blist
+from vscsifs.scsi.kernel._scsi_error import FAILED, SUCCESS
+from vscsifs.scsi.kernel._scsi_lib import SCSI_EH_NOT_HANDLED, SCSI_EH_RESET_TIMER, scsi_change_queue_depth, scsi_execute_req
 from vscsifs.scsi.kernel._scsi_logging import scmd_printk, sdev_printk
-from vscsifs.scsi.kernel._scsi_scan import (scsi_add_device, scsi_device_lookup, scsi_remove_device, scsi_rescan_device,
-                                            scsi_scan_host, scsi_scan_target, shost_for_each_device)
+from vscsifs.scsi.kernel._scsi_scan import (SCAN_WILD_CARD, ScanMode, scsi_add_device, scsi_device_lookup, scsi_remove_device,
+                                            scsi_rescan_device, scsi_scan_host, scsi_scan_target, shost_for_each_device)
+from vscsifs.scsi.kernel._sd import SD_MAX_RETRIES, SD_TIMEOUT
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, ScsiCmnd
 
 from vscsifs.virtio._memory import GuestBuffer
@@ -48,20 +53,10 @@ _CDB_PAD = bytes(VIRTIO_SCSI_CDB_SIZE)
 _SIMPLE = int(VirtioScsiTaskAttr.SIMPLE)
 RESP_SIZE = CMD_RESP_HDR.size + VIRTIO_SCSI_SENSE_SIZE      # sizeof(struct virtio_scsi_cmd_resp)
 
-# include/scsi/scsi.h / scsi_host.h
-SCSI_MLQUEUE_HOST_BUSY = 0x1055
-SUCCESS = 0x2002
-FAILED = 0x2003
-SAM_STAT_RESERVATION_CONFLICT = 0x18
-SCSI_EH_NOT_HANDLED = 2
-SCSI_EH_RESET_TIMER = 1           # enum scsi_timeout_action: SCSI_EH_DONE 0, RESET_TIMER 1, NOT_HANDLED 2
-SD_TIMEOUT = 30.0
-SD_MAX_RETRIES = 5
-BLIST_TRY_VPD_PAGES = 1 << 28
-SCAN_WILD_CARD = ~0
-SCSI_SCAN_INITIAL = 0
-INQUIRY = 0x12
-_EIO = -5
+# the midlayer's and the protocol's constants, once, as the completion path reads them
+SAM_STAT_RESERVATION_CONFLICT = int(SamStatus.RESERVATION_CONFLICT)
+BLIST_TRY_VPD_PAGES = int(Blist.TRY_VPD_PAGES)
+_EIO = -errno.EIO
 
 # virtscsi_complete_cmd(): virtio response -> host byte (NEXUS_FAILURE sets the status byte)
 RESPONSE_HOST_BYTE: dict[int, int] = {
@@ -654,7 +649,7 @@ async def virtscsi_handle_transport_reset(vscsi: VirtioScsi, lun: bytes, reason:
     lun_id = (lun[2] << 8) | lun[3]
     if reason == VirtioScsiEvtReset.RESCAN:
         if lun_id == 0:
-            await maybe_await(ml.scsi_scan_target(shost, 0, target, SCAN_WILD_CARD, SCSI_SCAN_INITIAL))
+            await maybe_await(ml.scsi_scan_target(shost, 0, target, SCAN_WILD_CARD, ScanMode.SCSI_SCAN_INITIAL))
         else:
             await maybe_await(ml.scsi_add_device(shost, 0, target, lun_id))
     elif reason == VirtioScsiEvtReset.REMOVED:
@@ -692,7 +687,7 @@ async def virtscsi_rescan_hotunplug(vscsi: VirtioScsi) -> None:
         sdevs = list(getattr(vscsi.shost, "devices", ()))   # shost->__devices
     for sdev in sdevs:
         inquiry_len = getattr(sdev, "inquiry_len", 0) or 36
-        cdb = bytes((INQUIRY, 0, 0, 0, inquiry_len, 0))
+        cdb = bytes((ScsiOpcode.INQUIRY, 0, 0, 0, inquiry_len, 0))
         res = await maybe_await(ml.scsi_execute_req(sdev, cdb, DmaDirection.DMA_FROM_DEVICE, inquiry_len,
                                                      SD_TIMEOUT, SD_MAX_RETRIES))
         result, data = (res.result, res.data) if hasattr(res, "result") else (res[0], res[1])

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
+from vscsifs.scsi.kernel.base._kobject import PAGE_SIZE
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block._blk_types import SECTOR_SHIFT
 
 if TYPE_CHECKING:
     from vscsifs.scsi.kernel.block._blk_mq import RequestQueue
 
-PAGE_SIZE = 4096
 PAGE_SHIFT = 12
 UINT_MAX = 0xFFFFFFFF
 BLK_MAX_SEGMENTS = 128

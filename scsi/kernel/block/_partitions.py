@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
+from vscsifs.scsi.kernel.base._kobject import PAGE_SIZE
+
 if TYPE_CHECKING:
     from vscsifs.scsi.kernel.block._genhd import Gendisk
 
 DISK_MAX_PARTS = 256
-PAGE_SIZE = 4096
 MSDOS_LABEL_MAGIC = b"\x55\xaa"
 
 # struct msdos_partition: boot_ind, head, sector, cyl, sys_ind, end_head, end_sector, end_cyl, start_sect, nr_sects
