@@ -17,6 +17,7 @@ guest sees), lun[2..3] & 0x3fff the LUN. An address without a TPG is answered BA
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter, deque
 from collections.abc import Callable
@@ -172,7 +173,7 @@ class VHostSCSI(VirtIOSCSI):
         self.event_list: list[tuple[int, int, bytes]] = []
         self.completion_work = VhostWork("complete_cmd", self._complete_cmd_work)
         self.event_work = VhostWork("evt", self._evt_work)
-        self.kick_works = [VhostWork(self._kick_name(vq.index), (lambda vq=vq: self._kick(vq))) for vq in self.vqs]
+        self.kick_works = [VhostWork(self._kick_name(vq.index), functools.partial(self._kick, vq)) for vq in self.vqs]
         for tpg in self.tpgs.values():
             tpg.on_port_link = self._port_link
             tpg.on_port_unlink = self._port_unlink

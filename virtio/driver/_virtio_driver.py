@@ -152,7 +152,7 @@ class VirtioPciDevice:
             elif per_vq:
                 vector = next_vector
                 next_vector += 1
-                self._request_vector(vector, name, lambda vq=vq: vq.interrupt())
+                self._request_vector(vector, name, vq.interrupt)
                 if proxy.set_queue_vector(index, vector) == VIRTIO_NO_VECTOR:
                     raise RuntimeError(f"{self.name}: device refused MSI-X vector {vector} for queue {index}")
             else:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from vscsifs.scsi.kernel.base._kobject import Attr, Dir, KernfsRoot, LazyDir, Link, SysfsError, const_show
+from vscsifs.scsi.kernel.base._kobject import Attr, Dir, KernfsRoot, LazyDir, Link, ShowFn, SysfsError, const_show
 
 UeventFn = Callable[[], list[str]]
 
@@ -185,7 +185,7 @@ def add_power_group(dev: Device, overrides: dict[str, Callable[[], str]] | None 
 
 def _build_power_group(power: Dir, overrides: dict[str, Callable[[], str]] | None) -> None:
     for name, mode, text in POWER_ATTRS:
-        show = overrides.get(name) if overrides else None
+        show: ShowFn | None = overrides.get(name) if overrides else None
         if show is None:
             show = _power_eio if text is None else const_show(text)
         power.attr(name, show, _ignore_store if mode & 0o200 else None, mode)
@@ -203,6 +203,12 @@ def _glue_dir(dev: Device) -> Dir:
     return parent_kobj
 
 
+def _devt_text(dev: Device) -> str:
+    """``dev``: MAJ:MIN as print_dev_t() writes it."""
+    major, minor = dev.devt or (0, 0)
+    return f"{major}:{minor}\n"
+
+
 def _no_parent(dev: Device) -> Dir:
     raise ValueError(f"device {dev.name} has neither a parent, a parent_dir nor a class")
 
@@ -211,9 +217,9 @@ def device_add(dev: Device, power: dict[str, Callable[[], str]] | None = None) -
     """Place ``dev`` in the tree with its links, ``uevent``, ``dev`` and ``power/``."""
     where = _glue_dir(dev)
     where.add(dev.kobj)
-    sysfs = (dev.bus.sysfs if dev.bus else dev.cls.sysfs) if (dev.bus or dev.cls) else None
+    sysfs = dev.bus.sysfs if dev.bus is not None else dev.cls.sysfs if dev.cls is not None else None
     if dev.devt is not None:
-        dev.kobj.attr("dev", lambda: f"{dev.devt[0]}:{dev.devt[1]}\n")  # type: ignore[index]
+        dev.kobj.attr("dev", lambda: _devt_text(dev))
     dev.kobj.attr("uevent", dev.uevent_text, _ignore_store)
     add_power_group(dev, power)
     if dev.bus is not None:

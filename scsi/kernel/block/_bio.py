@@ -104,7 +104,7 @@ async def _one_request(bdev: BlockDevice, op: ReqOp, sector: int, nr_sectors: in
             dst[:] = buf.view[:nbytes]
         return status
     finally:
-        if buf is not None:
+        if buf is not None and mem is not None:
             mem.free(buf)
 
 
