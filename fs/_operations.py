@@ -27,7 +27,7 @@ import stat
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pyfuse3
 
@@ -152,7 +152,7 @@ def fuse_handler(fn: F) -> F:
             log.exception("FUSE %s failed", fn.__name__)
             raise pyfuse3.FUSEError(errno_of(exc)) from exc
 
-    return wrapper  # type: ignore[return-value]
+    return cast(F, wrapper)
 
 
 def _acc_wants(flags: int) -> tuple[bool, bool]:
@@ -335,7 +335,7 @@ class VscsiOperations(pyfuse3.Operations):
     async def opendir(self, inode: int, ctx: Any) -> int:
         node = self._node(inode)
         children = self._children(node)
-        dotdot = None if self._parent_ino(node) == ROOT_INODE else node.parent  # type: ignore[union-attr]
+        dotdot = None if node is None or self._parent_ino(node) == ROOT_INODE else node.parent
         entries: list[tuple[str, Node | None]] = [(".", node), ("..", dotdot)]
         entries += sorted(children.items())
         fh = self._alloc_fh()

@@ -13,7 +13,7 @@ import ctypes.util
 import errno
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 QCOW2_MAGIC = b"QFI\xfb"
 # magics QEMU's format probing would recognise as something other than raw
@@ -44,7 +44,8 @@ class BlockBackendError(Exception):
     """A -drive that cannot be opened; the message reads like QEMU's."""
 
 
-def _load_fallocate():  # type: ignore[no-untyped-def]
+def _load_fallocate() -> Callable[[int, int, int, int], int] | None:
+    """libc's fallocate(2) (Python's os.posix_fallocate cannot punch holes or zero ranges)."""
     name = ctypes.util.find_library("c")
     if not name:
         return None

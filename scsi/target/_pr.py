@@ -116,7 +116,10 @@ class T10Reservation:
     db_root: str | None = None                      # where LIO writes pr/aptpl_<serial>
 
 
-def _pr(dev: FileIODevice) -> T10Reservation:
+def _pr(dev: FileIODevice | None) -> T10Reservation:
+    """The device's reservations; a command reaches PR handling only once its LUN (and so its
+    device) is resolved."""
+    assert dev is not None, "PR handling of a command without a device"
     return dev.t10_pr
 
 
@@ -342,7 +345,7 @@ def drop_nexus_registrations(dev: FileIODevice, nacl: SePortalGroup) -> None:
 def _scsi2_conflict(cmd: SeCmd) -> int:
     """target_check_scsi2_reservation_conflict(): 1 = complete GOOD doing nothing,
     -1 = RESERVATION CONFLICT, 0 = process as SPC-2."""
-    pr = _pr(cmd.dev)   # type: ignore[arg-type]
+    pr = _pr(cmd.dev)
     reg = _locate(pr, cmd.tpg)
     if reg is not None:
         if reg.res_holder or reg.res_type in REGONLY | ALLREG:
@@ -357,7 +360,7 @@ def target_scsi2_reservation_release(cmd: SeCmd) -> Tcm | None:
         return None
     if rc < 0:
         return Tcm.RESERVATION_CONFLICT
-    pr = _pr(cmd.dev)   # type: ignore[arg-type]
+    pr = _pr(cmd.dev)
     if pr.spc2_holder is cmd.tpg:
         pr.spc2_holder = None        # target_release_reservation()
     return None
@@ -371,7 +374,7 @@ def target_scsi2_reservation_reserve(cmd: SeCmd) -> Tcm | None:
         return None
     if rc < 0:
         return Tcm.RESERVATION_CONFLICT
-    pr = _pr(cmd.dev)   # type: ignore[arg-type]
+    pr = _pr(cmd.dev)
     if pr.spc2_holder is not None and pr.spc2_holder is not cmd.tpg:
         return Tcm.RESERVATION_CONFLICT
     pr.spc2_holder = cmd.tpg

@@ -63,7 +63,8 @@ def spc_emulate_inquiry_std(cmd: SeCmd, buf: bytearray) -> None:
 
 
 def evpd_80(cmd: SeCmd, buf: bytearray) -> None:
-    serial = cmd.dev.wwn.unit_serial.encode()   # type: ignore[union-attr]
+    assert cmd.dev is not None
+    serial = cmd.dev.wwn.unit_serial.encode()
     if serial:
         buf[4:4 + len(serial)] = serial
         buf[3] = len(serial) + 1     # with the NUL

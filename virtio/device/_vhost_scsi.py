@@ -507,17 +507,17 @@ class VHostSCSI(VirtIOSCSI):
                 return
 
     # QEMU personality's entry points, mapped to vhost's behaviour
-    def hotplug(self, target: int, lun: int) -> bool:   # type: ignore[override]
+    def hotplug(self, target: int, lun: int) -> bool:
         """LUNs appear by adding them to the TPG (SePortalGroup.add_lun), not through QEMU."""
         return False
 
-    def hotunplug(self, target: int, lun: int) -> bool:   # type: ignore[override]
+    def hotunplug(self, target: int, lun: int) -> bool:
         return False
 
-    def change(self, target: int, lun: int, asc: int, ascq: int, is_rom: bool = False) -> bool:   # type: ignore[override]
+    def change(self, target: int, lun: int, asc: int, ascq: int, is_rom: bool = False) -> bool:
         return False
 
-    def push_event(self, event: int, reason: int, addr: tuple[int, int] | None) -> bool:   # type: ignore[override]
+    def push_event(self, event: int, reason: int, addr: tuple[int, int] | None) -> bool:
         self._send_evt(event, reason, addr)
         return True
 

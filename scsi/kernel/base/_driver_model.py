@@ -28,8 +28,8 @@ class Sysfs:
 
     def __init__(self) -> None:
         self.root = KernfsRoot("")
-        for top in ("block", "bus", "class", "dev", "devices", "firmware", "fs", "kernel", "module", "power"):
-            self.root.mkdir(top)
+        self.top = {top: self.root.mkdir(top) for top in ("block", "bus", "class", "dev", "devices", "firmware",
+                                                          "fs", "kernel", "module", "power")}
         self.devices = self.root.mkdir("devices")
         self.virtual = self.devices.mkdir("virtual")
         self.dev_block = self.root.makedirs("dev/block")
@@ -42,7 +42,7 @@ class Sysfs:
         """/sys/module/NAME (created on first use)."""
         mod = self.modules.get(name)
         if mod is None:
-            mod = self.modules[name] = self.root.lookup("module").mkdir(name)  # type: ignore[union-attr]
+            mod = self.modules[name] = self.top["module"].mkdir(name)
         return mod
 
     def bus_register(self, name: str) -> Bus:
@@ -64,7 +64,7 @@ class Bus:
     def __init__(self, sysfs: Sysfs, name: str) -> None:
         self.sysfs = sysfs
         self.name = name
-        self.dir = sysfs.root.lookup("bus").mkdir(name)  # type: ignore[union-attr]
+        self.dir = sysfs.top["bus"].mkdir(name)
         self.devices_dir = self.dir.mkdir("devices")
         self.drivers_dir = self.dir.mkdir("drivers")
         self.drivers: dict[str, Driver] = {}
@@ -103,7 +103,7 @@ class Class:
     def __init__(self, sysfs: Sysfs, name: str) -> None:
         self.sysfs = sysfs
         self.name = name
-        self.dir = sysfs.root.lookup("class").mkdir(name)  # type: ignore[union-attr]
+        self.dir = sysfs.top["class"].mkdir(name)
 
 
 def _ignore_store(data: bytes) -> None:

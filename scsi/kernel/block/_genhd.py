@@ -26,7 +26,7 @@ from vscsifs.scsi.kernel.block._blk_mq import BlkMqTagSet, RequestQueue, blk_mq_
 from vscsifs.scsi.kernel.block._blk_sysfs import (blk_integrity_add, blk_register_queue, blk_unregister_queue, disk_attrs,
                          part_attrs, wbt_default_latency_nsec)
 from vscsifs.scsi.kernel.block._blk_types import GENHD_FL_HIDDEN, GENHD_FL_NO_PART, GENHD_FL_REMOVABLE, SECTOR_SHIFT
-from vscsifs.scsi.kernel.block._limits import PAGE_SHIFT, PAGE_SIZE, VM_READAHEAD_PAGES, BlkZoned, disk_update_readahead
+from vscsifs.scsi.kernel.block._limits import PAGE_SHIFT, PAGE_SIZE, VM_READAHEAD_PAGES, BlkZoned
 from vscsifs.scsi.kernel.block._partitions import DISK_MAX_PARTS, PartitionMetaInfo, check_partition, partition_name
 from vscsifs.scsi.kernel.block._stat import DiskStats
 
@@ -125,6 +125,7 @@ class Gendisk:
     dev: Device | None = None
     slave_dir: Dir | None = None
     live: bool = False
+    native_capacity: bool = False   # GD_NATIVE_CAPACITY: unlock_native_capacity() was called
     need_part_scan: bool = False
     suppress_part_scan: bool = False
     open_partitions: int = 0
@@ -368,7 +369,8 @@ async def device_add_disk(parent: Device | None, disk: Gendisk, groups: Any = No
     disk.live = True
     if not hidden:
         _add_bdi(disk)
-        k.link("bdi", disk.bdi.dev.kobj)  # type: ignore[union-attr]
+        assert disk.bdi.dev is not None, "_add_bdi() registers the bdi's device"
+        k.link("bdi", disk.bdi.dev.kobj)
         if disk.capacity and not disk.flags & GENHD_FL_NO_PART and not disk.suppress_part_scan:
             disk.need_part_scan = True
         _bdev_add(disk.part0)
@@ -471,12 +473,20 @@ async def _read_page(disk: Gendisk, index: int) -> bytes | None:
     return bytes(data).ljust(PAGE_SIZE, b"\0")
 
 
+def disk_update_readahead(disk: Gendisk) -> None:
+    """blk-settings.c: read-ahead is twice the optimal I/O size, at least 128 KiB; io_pages
+    from max_sectors."""
+    q = disk.queue
+    disk.bdi.ra_pages = max(q.limits.io_opt * 2 // PAGE_SIZE, VM_READAHEAD_PAGES)
+    disk.bdi.io_pages = q.limits.max_sectors >> (PAGE_SHIFT - SECTOR_SHIFT)
+
+
 def _unlock_native_capacity(disk: Gendisk, prefix: str) -> bool:
     """disk_unlock_native_capacity(): "... enabling native capacity" or "... truncated"."""
-    if disk.fops.unlock_native_capacity is not None and not getattr(disk, "_native_capacity", False):
+    if disk.fops.unlock_native_capacity is not None and not disk.native_capacity:
         disk.kernel.printk(KernLevel.WARNING, prefix + "enabling native capacity")
         disk.fops.unlock_native_capacity(disk)
-        disk._native_capacity = True  # type: ignore[attr-defined]
+        disk.native_capacity = True
         return True
     disk.kernel.printk(KernLevel.WARNING, prefix + "truncated")
     return False

@@ -8,6 +8,7 @@ drags physical_block_size and io_min up with it ...). The queue/ sysfs files sho
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING
@@ -125,8 +126,8 @@ def _info(q: RequestQueue, text: str) -> None:
 def blk_set_default_limits(lim: QueueLimits) -> None:
     """Reset every field to the kernel's default."""
     fresh = QueueLimits()
-    for name in QueueLimits.__slots__:  # type: ignore[attr-defined]
-        setattr(lim, name, getattr(fresh, name))
+    for f in dataclasses.fields(QueueLimits):
+        setattr(lim, f.name, getattr(fresh, f.name))
 
 
 def blk_queue_rq_timeout(q: RequestQueue, timeout: float) -> None:
@@ -235,13 +236,6 @@ def blk_queue_io_opt(q: RequestQueue, io_opt: int) -> None:
     q.limits.io_opt = io_opt
     if q.disk is not None:
         q.disk.bdi.ra_pages = max(io_opt * 2 // PAGE_SIZE, VM_READAHEAD_PAGES)
-
-
-def disk_update_readahead(disk) -> None:  # type: ignore[no-untyped-def]
-    """Read-ahead is twice the optimal I/O size, at least 128 KiB; io_pages from max_sectors."""
-    q = disk.queue
-    disk.bdi.ra_pages = max(q.limits.io_opt * 2 // PAGE_SIZE, VM_READAHEAD_PAGES)
-    disk.bdi.io_pages = q.limits.max_sectors >> (PAGE_SHIFT - SECTOR_SHIFT)
 
 
 def blk_queue_virt_boundary(q: RequestQueue, mask: int) -> None:
