@@ -392,6 +392,11 @@ class DeviceVirtqueue:
         self.layout = VringLayout(num, desc, avail, used)
 
     # -- avail side -------------------------------------------------------------------------
+    def avail_idx(self) -> int:
+        """vring_avail_idx(): the index the driver last published (0 before setup)."""
+        lay = self.layout
+        return 0 if lay is None else _unpack_u16(self.buf, lay.avail + 2)[0]
+
     def is_empty(self) -> bool:
         lay = self.layout
         if lay is None:

@@ -352,7 +352,7 @@ def test_probe_sizes_host_from_config():
     assert m.dev.sense_size == 96 and m.dev.cdb_size == 32
     assert m.proxy.get_status() == 0x0F
     # 8 event buffers posted
-    assert m.dev.event_vq._avail_idx() == 8
+    assert m.dev.event_vq.avail_idx() == 8
     assert m.ml.calls == [("scsi_add_host", 0)]
     assert s.hostt.map_queues(s) == [0, 1]
 

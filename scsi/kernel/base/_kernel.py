@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from vscsifs.scsi.kernel.base._driver_model import Sysfs
 from vscsifs.scsi.kernel.base._fops import CharDevOpen
+from vscsifs.scsi.kernel.base._irq import IrqDesc
 from vscsifs.scsi.kernel.base._kobject import ShowFn, StoreFn
 from vscsifs.scsi.kernel.base._printk import KernLevel, Kmsg
 
@@ -93,6 +94,11 @@ class Kernel:
     sysctl_tables: dict[str, list[SysctlEntry]] = field(default_factory=dict)
     proc_listeners: list[Callable[[str, ShowFn], None]] = field(default_factory=list)
     sysctl_listeners: list[Callable[[str, list[SysctlEntry]], None]] = field(default_factory=list)
+    # kernel/irq: the MSI irq numbers in use and the descriptors /proc/interrupts lists
+    msi_irqs_used: set[int] = field(default_factory=set)
+    irq_descs: list[IrqDesc] = field(default_factory=list)
+    # the CPU the emulated task runs on (blk-mq maps it to a hardware queue)
+    current_cpu: int = 0
     # the blkext major's minors (block/genhd.c ext_devt_ida)
     blk_ext_minor_ida: IdaAllocator = field(default_factory=IdaAllocator)
     # per-driver state the kernel keeps in a module's globals (see driver_state)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from vscsifs.scsi.kernel.block._blk_mq import blk_execute_rq, blk_mq_alloc_request, blk_status_to_errno
+from vscsifs.scsi.kernel.block._blk_mq import RequestQueue, blk_execute_rq, blk_mq_alloc_request, blk_status_to_errno
 from vscsifs.scsi.kernel.block._blk_types import SECTOR_SHIFT, BlkStatus, ReqFlag, ReqOp
 from vscsifs.scsi.kernel.block._limits import PAGE_SIZE, UINT_MAX, QueueFlag
 
@@ -76,8 +76,8 @@ def bio_split_discard(q: Any, sector: int, nr_sectors: int) -> list[tuple[int, i
     return pieces
 
 
-def _memory(q: Any) -> Any:
-    mem = getattr(q.kernel, "memory", None)
+def _memory(q: RequestQueue) -> Any:
+    mem = q.kernel.memory
     if mem is None:
         raise RuntimeError("the block layer needs kernel.memory (guest memory) for I/O buffers")
     return mem

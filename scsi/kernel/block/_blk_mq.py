@@ -22,6 +22,7 @@ from typing import Any
 
 import trio
 
+from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block._blk_types import BlkMqOps, BlkStatus, ReqFlag, ReqOp, Request
 from vscsifs.scsi.kernel.block._limits import QUEUE_FLAG_MQ_DEFAULT, QueueFlag, QueueLimits
@@ -170,7 +171,7 @@ class BlkMqTags:
 class BlkMqTagSet:
     """struct blk_mq_tag_set."""
 
-    kernel: Any
+    kernel: Kernel
     ops: BlkMqOps
     nr_hw_queues: int
     queue_depth: int
@@ -229,7 +230,7 @@ def blk_mq_virtio_map_queues(tag_set: BlkMqTagSet) -> None:
     tag_set.mq_map = mq_map
 
 
-def blk_mq_alloc_tag_set(kernel: Any, ops: BlkMqOps, nr_hw_queues: int, queue_depth: int, *,
+def blk_mq_alloc_tag_set(kernel: Kernel, ops: BlkMqOps, nr_hw_queues: int, queue_depth: int, *,
                          reserved_tags: int = 0, numa_node: int = -1, flags: int = 0,
                          cmd_size: int = 0, driver_data: Any = None) -> BlkMqTagSet:
     """blk_mq_alloc_tag_set(): validate, cap the queue count at the CPU count, build the tags and map."""
@@ -242,7 +243,7 @@ def blk_mq_alloc_tag_set(kernel: Any, ops: BlkMqOps, nr_hw_queues: int, queue_de
     if ops is None or ops.queue_rq is None:
         raise ValueError("blk_mq_alloc_tag_set: ops.queue_rq is required")
     if queue_depth > BLK_MQ_MAX_DEPTH:
-        kernel.printk(4, f"blk-mq: reduced tag depth to {BLK_MQ_MAX_DEPTH}")
+        kernel.printk(KernLevel.WARNING, f"blk-mq: reduced tag depth to {BLK_MQ_MAX_DEPTH}")
         queue_depth = BLK_MQ_MAX_DEPTH
     nr_cpus = max(1, int(kernel.nr_cpus))
     nr_hw_queues = min(nr_hw_queues, nr_cpus)   # nr_maps == 1: at most nr_cpu_ids queues
@@ -291,7 +292,7 @@ class BlkMqHwCtx:
 class RequestQueue:
     """struct request_queue for a blk-mq driver."""
 
-    kernel: Any
+    kernel: Kernel
     tag_set: BlkMqTagSet
     hctxs: list[BlkMqHwCtx] = field(default_factory=list)
     limits: QueueLimits = field(default_factory=QueueLimits)
@@ -360,7 +361,7 @@ def blk_mq_destroy_queue(q: RequestQueue) -> None:
 def blk_mq_map_cpu(q: RequestQueue, cpu: int | None = None) -> BlkMqHwCtx:
     """blk_mq_map_queue_type(): the hctx serving ``cpu`` (the kernel's current CPU, default 0)."""
     if cpu is None:
-        cpu = int(getattr(q.kernel, "current_cpu", 0))
+        cpu = q.kernel.current_cpu
     return q.hctxs[q.tag_set.mq_map[cpu % len(q.tag_set.mq_map)]]
 
 
@@ -540,7 +541,7 @@ async def _wait_or_time_out(rq: Request, ev: trio.Event) -> None:
 
 def blk_execute_rq_nowait(rq: Request, at_head: bool = False) -> None:
     """Dispatch in the kernel's async domain; rq.end_io is called at completion."""
-    nursery = getattr(rq.q.kernel, "nursery", None)
+    nursery = rq.q.kernel.nursery
     if nursery is None:
         raise RuntimeError("blk_execute_rq_nowait needs kernel.nursery (the async domain)")
     nursery.start_soon(blk_mq_run_request, rq)
@@ -565,7 +566,7 @@ def blk_mq_requeue_request(rq: Request, kick: bool = True, delay: float = 0.0) -
         if ev is not None:
             ev.set()
         return
-    nursery = getattr(rq.q.kernel, "nursery", None)
+    nursery = rq.q.kernel.nursery
     if nursery is None:
         raise RuntimeError("blk_mq_requeue_request: no waiter and no kernel.nursery to re-run it")
     async def rerun() -> None:

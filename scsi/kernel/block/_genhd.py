@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vscsifs.scsi.kernel.base._async import maybe_await
-from vscsifs.scsi.kernel.base._driver_model import Device, device_add, device_del
+from vscsifs.scsi.kernel.base._driver_model import Class, Device, device_add, device_del
 from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
 from vscsifs.scsi.kernel.base._kernel import IdaAllocator, Kernel
 from vscsifs.scsi.kernel.base._printk import KernLevel
@@ -106,7 +106,7 @@ class BlockDevice:
 class Gendisk:
     """struct gendisk. The driver sets major, first_minor, minors, disk_name, fops, private_data."""
 
-    kernel: Any
+    kernel: Kernel
     queue: RequestQueue
     major: int = 0
     first_minor: int = 0
@@ -175,7 +175,7 @@ class Gendisk:
 
 # ------------------------------------------------------------------ majors, classes
 
-def register_blkdev(kernel: Any, major: int, name: str) -> int:
+def register_blkdev(kernel: Kernel, major: int, name: str) -> int:
     """register_blkdev(): a fixed major, or 0 for the highest free one below 255."""
     majors: dict[int, str] = kernel.blkdev_majors
     if major == 0:
@@ -191,7 +191,7 @@ def register_blkdev(kernel: Any, major: int, name: str) -> int:
     return major
 
 
-def unregister_blkdev(kernel: Any, major: int, name: str) -> None:
+def unregister_blkdev(kernel: Kernel, major: int, name: str) -> None:
     if kernel.blkdev_majors.get(major) == name:
         del kernel.blkdev_majors[major]
 
@@ -260,7 +260,7 @@ def bdev_read_only(bdev: BlockDevice) -> bool:
 
 # ------------------------------------------------------------------ sysfs objects
 
-def _block_class(kernel: Any) -> Any:
+def _block_class(kernel: Kernel) -> Class:
     return kernel.sysfs.class_register("block")
 
 
@@ -360,7 +360,7 @@ async def device_add_disk(parent: Device | None, disk: Gendisk, groups: Any = No
         for group in groups:
             group(k) if callable(group) else None
     if not hidden:
-        disk._links.append(kernel.sysfs.root.lookup("block").link(disk.disk_name, k))
+        disk._links.append(kernel.sysfs.top["block"].link(disk.disk_name, k))
     disk.part0.holders = k.mkdir("holders")
     disk.slave_dir = k.mkdir("slaves")
     blk_register_queue(q, k)
@@ -611,7 +611,7 @@ def del_gendisk(disk: Gendisk) -> None:
     disk.queue.elevator = None
 
 
-def _disks(kernel: Any) -> list[Gendisk]:
+def _disks(kernel: Kernel) -> list[Gendisk]:
     """Disks in block-class order (the order device_add_disk added them)."""
     seen: list[Gendisk] = []
     for b in kernel.block_devices:
@@ -620,7 +620,7 @@ def _disks(kernel: Any) -> list[Gendisk]:
     return seen
 
 
-def proc_partitions_text(kernel: Any) -> str:
+def proc_partitions_text(kernel: Kernel) -> str:
     """/proc/partitions: disks with a capacity, their non-empty partitions, #blocks in KiB."""
     out = ["major minor  #blocks  name\n\n"]
     for disk in _disks(kernel):
@@ -633,7 +633,7 @@ def proc_partitions_text(kernel: Any) -> str:
     return "".join(out)
 
 
-def proc_diskstats_text(kernel: Any) -> str:
+def proc_diskstats_text(kernel: Kernel) -> str:
     """/proc/diskstats: every disk and non-empty partition with the 17 stat fields."""
     out: list[str] = []
     for disk in _disks(kernel):
@@ -645,7 +645,7 @@ def proc_diskstats_text(kernel: Any) -> str:
     return "".join(out)
 
 
-def proc_devices_text(kernel: Any) -> str:
+def proc_devices_text(kernel: Kernel) -> str:
     """/proc/devices: the registered character and block majors, in major order."""
     out = ["Character devices:\n"]
     out += [f"{m:3d} {n}\n" for m, n in sorted(kernel.chrdev_majors.items())]
