@@ -1,6 +1,6 @@
-"""Fault injection at run time: wiring of scsi/device/_faults.py into a running machine.
+"""Fault injection at run time: wiring of scsi/device/_fault_injector.py into a running machine.
 
-Three ways to set rules on a LUN (the syntax of a rule is in vscsifs.scsi.device._faults):
+Three ways to set rules on a LUN (the syntax of a rule is in vscsifs.scsi.device._fault_injector):
 
 * the command line: ``--fault H:C:T:L:RULE`` (repeatable). H is the guest's SCSI host number
   as lsscsi shows it (applied once the host is probed, so boot-time commands are not
@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
-from vscsifs.scsi.device._faults import FaultInjector, parse_fault_option, parse_fault_rule
+from vscsifs.scsi.device._fault_injector import FaultInjector, parse_fault_option, parse_fault_rule
 
 from vscsifs.daemon._config import ConfigError
 

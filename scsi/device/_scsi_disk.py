@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 from vscsifs.scsi._proto import SAI_READ_CAPACITY_16, SamStatus, ScsiOpcode as Op, ScsiType
 from vscsifs.scsi.device._block_backend import BlockBackend, iov_truncate
-from vscsifs.scsi.device._cdrom import cdrom_read_toc, cdrom_read_toc_raw
+from vscsifs.scsi.device._cdrom_toc import cdrom_read_toc, cdrom_read_toc_raw
 from vscsifs.scsi.device._hd_geometry import HDGeometry, hd_geometry_guess
 from vscsifs.scsi.device._scsi_bus import (
     CheckCondition,

@@ -112,7 +112,7 @@ def _iov_skip(views: list[memoryview], skip: int) -> list[memoryview]:
 
 
 class FaultsLike(Protocol):
-    """What the HBA asks before running a command (vscsifs.scsi.device._faults.FaultInjector):
+    """What the HBA asks before running a command (vscsifs.scsi.device._fault_injector.FaultInjector):
     ``decide(channel, id, lun, cdb)`` answers with ``drop``, ``response``, ``status``,
     ``sense`` and ``delay`` (seconds)."""
 
@@ -179,7 +179,7 @@ class VirtIOSCSI(VirtIODevice):
         self.event_vq = self.add_queue(conf.virtqueue_size, self.handle_event)
         self.cmd_vqs = [self.add_queue(conf.virtqueue_size, self.handle_cmd) for _ in range(num_queues)]
         self.stats_cmds = 0
-        # fault injection (scsi/device/_faults.py) and deferred completion: requests held by
+        # fault injection (scsi/device/_fault_injector.py) and deferred completion: requests held by
         # the device, by tag; ``call_later(seconds, fn)`` is installed by whoever runs the
         # machine (a trio nursery); without it injected latencies are not waited for
         self.faults: FaultsLike | None = None
