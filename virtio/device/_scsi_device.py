@@ -3,8 +3,8 @@
 Queues: 0 control (TMF, AN), 1 event, 2.. request queues (``num_queues`` of them). A request
 chain is [cmd_req | data-out...] [cmd_resp | data-in...]; the device decodes the LUN address,
 answers BAD_TARGET for a target the SCSI bus does not have, else hands the CDB and the data
-views to the bus (brief A's SCSIBus) and writes status, sense and residual back. Events
-(hotplug, parameter change) go into buffers the driver pre-posted on the event queue; when
+views to the bus (the device side's SCSIBus, scsi/device) and writes status, sense and
+residual back. Events (hotplug, parameter change) go into buffers the driver pre-posted on the event queue; when
 none is posted the device remembers it dropped one and flags EVENTS_MISSED on the next.
 
 Never imports the driver side: the two halves meet only in guest memory.
@@ -42,7 +42,8 @@ class SCSIResultLike(Protocol):
 
 @runtime_checkable
 class SCSIBusLike(Protocol):
-    """What the HBA needs from the SCSI bus (brief A, vscsifs.scsi.device.SCSIBus).
+    """What the HBA needs from the SCSI bus (vscsifs.scsi.device.SCSIBus), as a Protocol so
+    that a test can hand it a stand-in.
 
     Optional, used when present: ``parse_cdb(channel, id, lun, cdb) -> SCSICommand|None``
     (mode/xfer for QEMU's OVERRUN check; a bus that has it takes that parsed command back as
