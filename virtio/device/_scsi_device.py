@@ -4,8 +4,9 @@ Queues: 0 control (TMF, AN), 1 event, 2.. request queues (``num_queues`` of them
 chain is [cmd_req | data-out...] [cmd_resp | data-in...]; the device decodes the LUN address,
 answers BAD_TARGET for a target the SCSI bus does not have, else hands the CDB and the data
 views to the bus (the device side's SCSIBus, scsi/device) and writes status, sense and
-residual back. Events (hotplug, parameter change) go into buffers the driver pre-posted on the event queue; when
-none is posted the device remembers it dropped one and flags EVENTS_MISSED on the next.
+residual back. Events (hotplug, parameter change) go into buffers the driver pre-posted on
+the event queue; when none is posted the device remembers it dropped one and flags
+EVENTS_MISSED on the next.
 
 Never imports the driver side: the two halves meet only in guest memory.
 """
