@@ -3,8 +3,8 @@ partitions, queue limits, I/O statistics and their sysfs files).
 
 Modules: _blk_types (request/ops contract), _limits (queue_limits, blk-settings setters),
 _blk_mq (tag sets, hctxs, queues, request alloc/dispatch/completion), _stat (I/O accounting),
-_bio (byte-range I/O on disks and partitions), _partitions (msdos/GPT parsing), _genhd
-(gendisk, block devices, bdi, partitions, opens, /proc texts), _blk_sysfs (queue/, mq/, disk
+_blkdev (the gendisk/block_device types), _bio (byte-range I/O on disks and partitions),
+_partitions (msdos/GPT parsing), _genhd (registering disks and partitions, bdi, opens, /proc texts), _blk_sysfs (queue/, mq/, disk
 attrs), _null_blk (a memory-backed blk-mq driver for running the layer without SCSI under it).
 """
 

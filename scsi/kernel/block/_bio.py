@@ -11,16 +11,14 @@ free. Data sits in guest memory (kernel.memory) while a request carries it.
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
+from vscsifs.scsi.kernel.block._blkdev import BlockDevice
 from vscsifs.scsi.kernel.block._blk_mq import RequestQueue, blk_execute_rq, blk_mq_alloc_request, blk_status_to_errno
 from vscsifs.scsi.kernel.block._blk_types import SECTOR_SHIFT, BlkStatus, ReqFlag, ReqOp
 from vscsifs.scsi.kernel.block._limits import PAGE_SIZE, UINT_MAX, QueueFlag
-
-if TYPE_CHECKING:
-    from vscsifs.scsi.kernel.block._genhd import BlockDevice
 
 
 def get_max_io_size(lim: Any, sector: int) -> int:

@@ -8,17 +8,15 @@ from __future__ import annotations
 import errno
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vscsifs.scsi.kernel.base._kobject import Dir, LazyDir, SysfsError
 
+from vscsifs.scsi.kernel.block._blkdev import BlockDevice, Gendisk
 from vscsifs.scsi.kernel.block._blk_mq import ELEVATORS, BLKDEV_MIN_RQ, RequestQueue, blk_mq_update_nr_requests, elevator_switch
 from vscsifs.scsi.kernel.block._blk_types import GENHD_FL_HIDDEN, GENHD_FL_NO_PART, GENHD_FL_REMOVABLE
 from vscsifs.scsi.kernel.block._partitions import DISK_MAX_PARTS
 from vscsifs.scsi.kernel.block._limits import PAGE_SHIFT, UINT_MAX, BlkZoned, QueueFlag, blk_queue_rq_timeout
-
-if TYPE_CHECKING:
-    from vscsifs.scsi.kernel.block._genhd import BlockDevice, Gendisk
 
 _UL_RE = re.compile(rb"^\+?[0-9]+\n?$")
 _SL_RE = re.compile(rb"^[+-]?[0-9]+\n?$")

@@ -14,12 +14,11 @@ import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vscsifs.scsi.kernel.base._kobject import PAGE_SIZE
 
-if TYPE_CHECKING:
-    from vscsifs.scsi.kernel.block._genhd import Gendisk
+from vscsifs.scsi.kernel.block._blkdev import Gendisk, PartitionMetaInfo, partition_name
 
 DISK_MAX_PARTS = 256
 MSDOS_LABEL_MAGIC = b"\x55\xaa"
@@ -55,12 +54,6 @@ class GptMbr(IntEnum):
 
 
 ADDPART_FLAG_RAID = 1
-
-
-@dataclass(slots=True)
-class PartitionMetaInfo:
-    uuid: str = ""
-    volname: str = ""
 
 
 @dataclass(slots=True)
@@ -135,11 +128,6 @@ class ParsedPartitions:
             out += data[:count]
             count -= len(data[:count])
         return bytes(out)
-
-
-def partition_name(disk_name: str, partno: int) -> str:
-    """disk_name(): ``sda1``, but ``nvme0n1p1`` when the disk name ends in a digit."""
-    return f"{disk_name}p{partno}" if disk_name[-1:].isdigit() else f"{disk_name}{partno}"
 
 
 # ---------------------------------------------------------------- msdos
