@@ -4,8 +4,8 @@ partitions, queue limits, I/O statistics and their sysfs files).
 Modules: _blk_types (request/ops contract), _limits (queue_limits, blk-settings setters),
 _blk_mq (tag sets, hctxs, queues, request alloc/dispatch/completion), _stat (I/O accounting),
 _blkdev (the gendisk/block_device types), _bio (byte-range I/O on disks and partitions),
-_partitions (msdos/GPT parsing), _genhd (registering disks and partitions, bdi, opens, /proc texts), _blk_sysfs (queue/, mq/, disk
-attrs), _null_blk (a memory-backed blk-mq driver for running the layer without SCSI under it).
+_partitions (msdos/GPT parsing), _genhd (registering disks and partitions, bdi, opens, /proc
+texts), _blk_sysfs (queue/, mq/, disk attrs), _null_blk (a memory-backed blk-mq driver for running the layer without SCSI under it).
 """
 
 from vscsifs.scsi.kernel.block._bio import (bdev_block_size, bdev_discard, bdev_flush, bdev_read, bdev_write, bdev_zeroout, bio_split_discard,
