@@ -291,7 +291,6 @@ class FileIODevice:
         self.fd: int | None = None
         self.stats_reads = 0
         self.stats_writes = 0
-        from vscsifs.scsi.target._pr import T10Reservation
         self.t10_pr = T10Reservation()      # persistent and SPC-2 reservations (target_core_pr.c)
         self.submission_hung = False        # see SubmissionHung
 
@@ -572,7 +571,6 @@ class SePortalGroup:
             other.ua_allocate(*ASC_REPORTED_LUNS_DATA_HAS_CHANGED)
         self.deves[lun.unpacked_lun] = new
         if lun.dev.t10_pr.aptpl_pending:
-            from vscsifs.scsi.target._pr import core_scsi3_check_aptpl_registration
             core_scsi3_check_aptpl_registration(lun.dev, self, lun, lun.unpacked_lun)
 
     def add_lun(self, unpacked_lun: int, dev: FileIODevice, alias: str = "") -> SeLun:
@@ -598,7 +596,6 @@ class SePortalGroup:
         lun.dev.exports.remove(lun)
         if unpacked_lun in self.deves:
             # core_disable_device_list_for_node(): the nexus's registrations on the device go
-            from vscsifs.scsi.target._pr import drop_nexus_registrations
             drop_nexus_registrations(lun.dev, self)
         if self.deves.pop(unpacked_lun, None) is not None:
             for other in self.deves.values():
@@ -733,3 +730,145 @@ def target_cmd_size_check(cmd: SeCmd, size: int) -> Tcm | None:
             if size > cmd.data_length:
                 return Tcm.INVALID_CDB_FIELD
     return None
+
+
+# -- persistent reservations: the state a device keeps (target_core_base.h) and what its LUN
+# table does to it when a nexus gains or loses a LUN (target_core_pr.c); the commands are _pr's
+PR_SCOPE_LU_SCOPE = 0x00
+PR_TYPE_WRITE_EXCLUSIVE = 0x01
+PR_TYPE_EXCLUSIVE_ACCESS = 0x03
+PR_TYPE_WRITE_EXCLUSIVE_REGONLY = 0x05
+PR_TYPE_EXCLUSIVE_ACCESS_REGONLY = 0x06
+PR_TYPE_WRITE_EXCLUSIVE_ALLREG = 0x07
+PR_TYPE_EXCLUSIVE_ACCESS_ALLREG = 0x08
+PR_TYPES = frozenset({1, 3, 5, 6, 7, 8})
+REGONLY = frozenset({PR_TYPE_WRITE_EXCLUSIVE_REGONLY, PR_TYPE_EXCLUSIVE_ACCESS_REGONLY})
+ALLREG = frozenset({PR_TYPE_WRITE_EXCLUSIVE_ALLREG, PR_TYPE_EXCLUSIVE_ACCESS_ALLREG})
+
+
+@dataclass(eq=False)
+class PrRegistration:
+    """struct t10_pr_registration."""
+
+    nacl: SePortalGroup                # the I_T nexus (node ACL + session of the TPG)
+    mapped_lun: int
+    target_lun: int
+    rtpi: int
+    key: int
+    all_tg_pt: bool = False
+    aptpl: bool = False
+    generation: int = 0
+    res_holder: bool = False
+    res_type: int = 0
+    res_scope: int = 0
+
+
+@dataclass
+class AptplRegistration:
+    """One registration of the APTPL metadata (core_scsi3_alloc_aptpl_registration): waiting
+    on aptpl_reg_list until the nexus and LUN it names appear."""
+
+    initiator_node: str
+    key: int
+    mapped_lun: int
+    target_node: str
+    tpgt: int
+    target_lun: int
+    res_holder: bool = False
+    res_type: int = 0
+    all_tg_pt: bool = False
+
+
+@dataclass
+class T10Reservation:
+    """struct t10_reservation of one se_device plus its SPC-2 reservation state."""
+
+    registrations: list[PrRegistration] = field(default_factory=list)
+    aptpl_pending: list[AptplRegistration] = field(default_factory=list)
+    holder: PrRegistration | None = None            # dev_pr_res_holder
+    generation: int = 0
+    aptpl_active: bool = False
+    spc2_holder: SePortalGroup | None = None        # dev->reservation_holder (the session)
+    db_root: str | None = None                      # where LIO writes pr/aptpl_<serial>
+
+
+def core_scsi3_pr_generation(pr: T10Reservation) -> int:
+    """core_scsi3_pr_generation(): the value before the 32-bit wrapping increment."""
+    g = pr.generation
+    pr.generation = (g + 1) & 0xFFFFFFFF
+    return g
+
+
+def core_scsi3_check_aptpl_registration(dev: FileIODevice, nacl: SePortalGroup, lun: SeLun, mapped_lun: int) -> None:
+    """A dev entry appeared for a nexus: the APTPL registrations naming it (initiator, target
+    port, TPG tag, LUNs) become registrations, the holder's its reservation."""
+    pr = dev.t10_pr
+    for pend in list(pr.aptpl_pending):
+        if (pend.initiator_node != nacl.nexus or pend.mapped_lun != mapped_lun or pend.target_node != nacl.wwn
+                or pend.tpgt != nacl.tag or pend.target_lun != lun.unpacked_lun):
+            continue
+        if mapped_lun not in nacl.deves:
+            continue
+        pr.aptpl_pending.remove(pend)
+        reg = core_scsi3_add_registration(dev, nacl, lun, mapped_lun, pend.key, pend.all_tg_pt, True)
+        if pend.res_holder:
+            reg.res_holder, reg.res_type, reg.res_scope = True, pend.res_type, 0
+            pr.holder = reg
+        pr.aptpl_active = True
+
+
+def core_scsi3_add_registration(dev: FileIODevice, cmd_nacl: SePortalGroup, lun: SeLun, mapped_lun: int, key: int,
+                      all_tg_pt: bool, aptpl: bool) -> PrRegistration:
+    """core_scsi3_alloc_registration() + __core_scsi3_add_registration()."""
+    pr = dev.t10_pr
+    reg = PrRegistration(cmd_nacl, mapped_lun, lun.unpacked_lun, lun.rtpi, key, all_tg_pt, aptpl)
+    reg.generation = core_scsi3_pr_generation(pr)
+    pr.registrations.append(reg)
+    deve = cmd_nacl.deves.get(mapped_lun)
+    if deve is not None:
+        deve.pr_reg_active = True
+    return reg
+
+
+def core_scsi3_free_registration(dev: FileIODevice, reg: PrRegistration) -> None:
+    """__core_scsi3_free_registration()."""
+    pr = dev.t10_pr
+    if reg in pr.registrations:
+        pr.registrations.remove(reg)
+    deve = reg.nacl.deves.get(reg.mapped_lun)
+    if deve is not None:
+        deve.pr_reg_active = False
+
+
+def core_scsi3_complete_pro_release(dev: FileIODevice, reg: PrRegistration, unreg: bool) -> None:
+    """__core_scsi3_complete_pro_release(): drop the holder; an all-registrants reservation
+    passes to the first remaining registration when the holder unregisters."""
+    pr = dev.t10_pr
+    res_type = res_scope = 0
+    if pr.holder is not None:
+        res_type, res_scope = pr.holder.res_type, pr.holder.res_scope
+        pr.holder.res_type = pr.holder.res_scope = 0
+        pr.holder.res_holder = False
+        pr.holder = None
+    if unreg:
+        if reg in pr.registrations:
+            pr.registrations.remove(reg)
+        if pr.registrations and res_type in ALLREG:
+            nxt = pr.registrations[0]
+            pr.holder = nxt
+            nxt.res_type, nxt.res_scope, nxt.res_holder = res_type, res_scope, True
+    reg.res_holder = False
+    reg.res_type = reg.res_scope = 0
+
+
+def drop_nexus_registrations(dev: FileIODevice, nacl: SePortalGroup) -> None:
+    """core_scsi3_free_pr_reg_from_nacl(): a LUN or nexus going away takes its registrations."""
+    pr = dev.t10_pr
+    holder = pr.holder
+    if holder is not None and holder.nacl is nacl:
+        core_scsi3_complete_pro_release(dev, holder, True)
+        core_scsi3_free_registration(dev, holder)
+    for reg in [r for r in pr.registrations if r.nacl is nacl]:
+        core_scsi3_free_registration(dev, reg)
+    if pr.spc2_holder is nacl:
+        pr.spc2_holder = None
