@@ -9,7 +9,6 @@ fabric's expected data length and direction in, SAM status + sense + residual ou
 
 from __future__ import annotations
 
-import ctypes
 import enum
 import os
 from collections.abc import Callable, Sequence
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from vscsifs.scsi._proto import SamStatus, SenseKey
-from vscsifs.scsi.device._block_backend import iov_truncate
+from vscsifs.scsi.device._block_backend import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, fallocate, iov_truncate
 
 # -- constants (include/target/target_core_base.h, scsi_proto.h) ------------------------------
 TRANSPORT_SENSE_BUFFER = 96
@@ -177,20 +176,15 @@ def scsi_set_sense_information(buf: bytes, info: int) -> bytes:
 
 # -- storage objects ---------------------------------------------------------------------------
 IOV_MAX = 1024
-FALLOC_FL_KEEP_SIZE = 0x01
-FALLOC_FL_PUNCH_HOLE = 0x02
-_libc: ctypes.CDLL | None = None
 
 
 def punch_hole(fd: int, offset: int, length: int) -> int:
     """fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length): 0 or the
     errno (EOPNOTSUPP on a file system without hole punching)."""
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
-    if _libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) != 0:
-        return ctypes.get_errno() or 1
+    try:
+        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)
+    except OSError as e:
+        return e.errno or 1
     return 0
 
 
