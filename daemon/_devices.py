@@ -17,7 +17,8 @@ from typing import Any, Protocol, TypeVar
 
 from vscsifs.scsi.device import BlockBackend, BlockBackendError, SCSIBus, SCSICDDevice, SCSIDiskDevice
 from vscsifs.scsi.target import LioConfig, LioConfigError, load_saveconfig
-from vscsifs.virtio import GuestMemory, VirtIOPCIProxy, VirtIOSCSI, VirtIOSCSIConf
+from vscsifs.virtio import GuestMemory
+from vscsifs.virtio.device import VirtIOPCIProxy, VirtIOSCSI, VirtIOSCSIConf
 from vscsifs.virtio.device._vhost_scsi import VHostSCSI, VHostSCSIConf
 
 from vscsifs.daemon._config import ConfigError, ControllerConfig, DriveConfig, MachineConfig, ScsiDeviceConfig

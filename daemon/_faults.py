@@ -1,6 +1,6 @@
-"""Fault injection at run time: wiring of scsi/device/_faults.py into a running machine.
+"""Fault injection at run time: wiring of scsi/device/_fault_injector.py into a running machine.
 
-Three ways to set rules on a LUN (the syntax of a rule is in vscsifs.scsi.device._faults):
+Three ways to set rules on a LUN (the syntax of a rule is in vscsifs.scsi.device._fault_injector):
 
 * the command line: ``--fault H:C:T:L:RULE`` (repeatable). H is the guest's SCSI host number
   as lsscsi shows it (applied once the host is probed, so boot-time commands are not
@@ -42,12 +42,11 @@ from typing import Any, Protocol
 
 import trio
 
-from vscsifs.scsi.device._faults import FaultInjector, parse_fault_option, parse_fault_rule
+from vscsifs.scsi.device._fault_injector import FaultInjector, parse_fault_option, parse_fault_rule
 from vscsifs.scsi.kernel import Scsi_Host, scsi_host_lookup
-from vscsifs.scsi.kernel.base import _kobject
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
-from vscsifs.virtio import VirtioScsi
+from vscsifs.virtio.driver import VirtioScsi
 
 from vscsifs.daemon._config import ConfigError, MachineConfig
 from vscsifs.daemon._devices import Controller
@@ -199,11 +198,11 @@ def install_debugfs(machine: MachineView, control: FaultControl) -> Callable[[],
 
     for name in list(bus_devices.children):
         add(name)
-    _kobject.tree_listeners.append(listener)
+    root.listeners.append(listener)
 
     def stop() -> None:
-        if listener in _kobject.tree_listeners:
-            _kobject.tree_listeners.remove(listener)
+        if listener in root.listeners:
+            root.listeners.remove(listener)
     return stop
 
 

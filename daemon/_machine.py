@@ -29,7 +29,9 @@ from vscsifs.scsi.kernel.base._driver_model import Sysfs
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import KernLevel, Kmsg
 from vscsifs.scsi.kernel.block import genhd_device_init
-from vscsifs.virtio import GuestMemory, virtscsi_probe
+from vscsifs.scsi.kernel._scsi_sysctl import scsi_init_sysctl
+from vscsifs.virtio import GuestMemory
+from vscsifs.virtio.driver import virtscsi_probe
 from vscsifs.virtio.device._vhost_scsi import VHostSCSI
 
 from vscsifs.daemon._config import MachineConfig
@@ -66,6 +68,7 @@ class Machine:
         genhd_device_init(k)
         bsg_init(k)
         scsi_sysfs_register(k)
+        scsi_init_sysctl(k)
         k.printk(KernLevel.NOTICE, "SCSI subsystem initialized")
         sd_init(k)
         sg_init(k)

@@ -53,7 +53,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from vscsifs.scsi.device._faults import parse_fault_option, parse_fault_rule
+from vscsifs.scsi.device._fault_injector import parse_fault_option, parse_fault_rule
 
 from vscsifs.daemon._config import (CONTROLLER_DRIVERS, SCSI_DEVICE_DRIVERS, ConfigError, ControllerConfig, DriveConfig,
                                     MachineConfig, ScsiDeviceConfig, seed_config)

@@ -1,8 +1,9 @@
-"""The kobject tree (sysfs) and its FUSE rendering as sys/, dev/ and proc/.
+"""The FUSE rendering of one emulated kernel's trees as sys/, dev/ and proc/.
 
-Owns: the kobject nodes and driver model (_kobject, _driver_model), the pyfuse3 Operations
-(_operations), /dev with its loop-device design (_devfs: read its docstring), /proc (_procfs)
-and mounting (_mount).
+Owns: the pyfuse3 Operations (_operations), /dev with its loop-device design (_devfs: read its
+docstring), /proc (_procfs: what the kernel published with proc_create/register_sysctl) and
+mounting (_mount). The kobject nodes and the driver model it renders are the guest kernel's
+(scsi/kernel/base); this package renders them and owns no kernel logic.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from vscsifs.fs._devfs import (BdevIO, BlockNode, DataFile, DevFs, LoopDevice, UnavailableCharNode, cleanup_stale_loops,
                      loop_attach, loop_available, loop_detach, stale_loops)
+from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._kobject import Attr, Dir, Link, Node, SysfsError
 from vscsifs.fs._mount import Mount, clean_stale, force_unmount, is_mounted, is_stale_mount, mount_options, serve
 from vscsifs.fs._operations import VscsiOperations
@@ -29,7 +31,7 @@ def make_operations(sysfs_root: Dir, devfs: DevFs | None = None, procfs: ProcFs 
     return VscsiOperations(top, hidden)
 
 
-def machine_operations(kernel: Any, **devfs_kwargs: Any) -> tuple[VscsiOperations, DevFs, ProcFs]:
+def machine_operations(kernel: Kernel, **devfs_kwargs: Any) -> tuple[VscsiOperations, DevFs, ProcFs]:
     """DevFs + ProcFs + Operations over ``kernel.sysfs``; create before the scan adds devices."""
     devfs = DevFs(kernel, **devfs_kwargs)
     procfs = ProcFs(kernel)

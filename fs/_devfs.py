@@ -74,7 +74,7 @@ from typing import Any, Protocol
 import pyfuse3
 import trio
 
-from vscsifs.scsi.kernel.base._kobject import Dir, Node
+from vscsifs.scsi.kernel.base._kobject import Dir, KernfsRoot, Node
 from vscsifs.fs._operations import FileHandle, SpecialFile, VscsiOperations, errno_of
 
 log = logging.getLogger(__name__)
@@ -492,8 +492,8 @@ class DevFs:
 
     def __init__(self, kernel: Any = None, *, io: BdevIO | None = None,
                  on_synced: Callable[[Any], Any] | None = None) -> None:
-        self.root = Dir("dev")
-        self.data_dir = Dir(f"{DATA_DIR_PREFIX}{os.getpid()}", 0o700)
+        self.root = KernfsRoot("dev")
+        self.data_dir = KernfsRoot(f"{DATA_DIR_PREFIX}{os.getpid()}", 0o700)
         self.io: BdevIO = io if io is not None else _BlockLayerIO()  # type: ignore[assignment]
         # called (and awaited if it returns an awaitable) after the first fsync or close that
         # follows writes to a device; None: reread_partitions() (see synced_after_write)

@@ -25,14 +25,13 @@ import queue
 import threading
 import stat
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pyfuse3
 
-from vscsifs.scsi.kernel.base import _kobject
-from vscsifs.scsi.kernel.base._kobject import Attr, Dir, Link, Node
+from vscsifs.scsi.kernel.base._kobject import Attr, Dir, KernfsRoot, Link, Node
 
 ROOT_INODE = pyfuse3.ROOT_INODE
 log = logging.getLogger(__name__)
@@ -153,7 +152,7 @@ def fuse_handler(fn: F) -> F:
             log.exception("FUSE %s failed", fn.__name__)
             raise pyfuse3.FUSEError(errno_of(exc)) from exc
 
-    return wrapper  # type: ignore[return-value]
+    return cast(F, wrapper)
 
 
 def _acc_wants(flags: int) -> tuple[bool, bool]:
@@ -227,7 +226,7 @@ class VscsiOperations(pyfuse3.Operations):
             return ROOT_INODE
         return node.parent.ino
 
-    def _children(self, node: Node | None) -> dict[str, Node]:
+    def _children(self, node: Node | None) -> Mapping[str, Node]:
         if node is None:
             return self.top
         if isinstance(node, Dir):
@@ -336,7 +335,7 @@ class VscsiOperations(pyfuse3.Operations):
     async def opendir(self, inode: int, ctx: Any) -> int:
         node = self._node(inode)
         children = self._children(node)
-        dotdot = None if self._parent_ino(node) == ROOT_INODE else node.parent  # type: ignore[union-attr]
+        dotdot = None if node is None or self._parent_ino(node) == ROOT_INODE else node.parent
         entries: list[tuple[str, Node | None]] = [(".", node), ("..", dotdot)]
         entries += sorted(children.items())
         fh = self._alloc_fh()
@@ -388,7 +387,9 @@ class VscsiOperations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=fh, direct_io=handle.direct_io, keep_cache=False, nonseekable=False)
 
     @fuse_handler
-    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
+    # pyfuse3's stub says bytes; its read reply takes any buffer, and a data file's memoryview
+    # of guest memory saves a copy per read
+    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:  # type: ignore[override]
         handle = self._handle(fh)
         if type(handle) is SnapshotHandle:
             return handle.read_now(off, size)
@@ -487,6 +488,11 @@ class VscsiOperations(pyfuse3.Operations):
         else:
             self.notify_removed(parent, name)
 
+    def _trees(self) -> list[KernfsRoot]:
+        """The trees this mount renders whose changes it must hear about (a tree built for a
+        test without a KernfsRoot never changes under the mount)."""
+        return [node for node in (*self.top.values(), *self.hidden.values()) if isinstance(node, KernfsRoot)]
+
     def attach(self) -> None:
         """Start forwarding tree changes to the kernel (called once mounted)."""
         if self.mounted:
@@ -495,15 +501,18 @@ class VscsiOperations(pyfuse3.Operations):
         self._notify_queue = queue.SimpleQueue()
         self._notify_thread = threading.Thread(target=self._notify_loop, name="vscsifs-fuse-notify", daemon=True)
         self._notify_thread.start()
-        if self._tree_event not in _kobject.tree_listeners:
-            _kobject.tree_listeners.append(self._tree_event)
+        for tree in self._trees():
+            if self._tree_event not in tree.listeners:
+                tree.listeners.append(self._tree_event)
 
     def detach(self) -> None:
         """Stop forwarding (before pyfuse3.close); pending invalidations are sent first."""
-        if self._tree_event in _kobject.tree_listeners:
-            _kobject.tree_listeners.remove(self._tree_event)
+        for tree in self._trees():
+            if self._tree_event in tree.listeners:
+                tree.listeners.remove(self._tree_event)
         if self.mounted:
             self.mounted = False
             self._notify_queue.put(None)
-            self._notify_thread.join(timeout=10)
+            if self._notify_thread is not None:
+                self._notify_thread.join(timeout=10)
 

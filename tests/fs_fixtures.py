@@ -26,7 +26,10 @@ import trio
 from vscsifs.fs import DevFs, Mount, ProcFs, make_operations, serve
 from vscsifs.scsi.kernel.base._driver_model import Bus, Class, Device, Sysfs, device_add, device_bind_driver
 from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
+from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import KernLevel, Kmsg
+from vscsifs.scsi.kernel.block import proc_devices_text, proc_diskstats_text, proc_partitions_text
+from vscsifs.scsi.kernel._scsi_sysctl import scsi_init_sysctl
 
 
 @dataclass(eq=False)
@@ -84,24 +87,6 @@ class FakeBlockIO:
         bdev.flushes += 1
 
 
-@dataclass
-class FakeKernel:
-    """Just what devfs/procfs read from the kernel."""
-
-    kmsg: Kmsg
-    sysfs: Sysfs
-    devnode_listeners: list[Any] = field(default_factory=list)
-    block_devices: list[Any] = field(default_factory=list)
-    params: dict[str, str] = field(default_factory=dict)
-
-    def param(self, name: str, default: str = "") -> str:
-        return self.params.get(name, default)
-
-    def devnode_event(self, action: str, kind: str, obj: Any) -> None:
-        for cb in self.devnode_listeners:
-            cb(action, kind, obj)
-
-
 @dataclass(eq=False)
 class FakeChar:
     name: str
@@ -141,12 +126,17 @@ def build_sysfs() -> tuple[Sysfs, dict[str, Any]]:
     return sysfs, {"sdev": sdev, "disk": disk, "state": state, "bus": bus}
 
 
-def build_machine(disk_size: int = 64 << 20) -> tuple[FakeKernel, DevFs, ProcFs, FakeBlockIO, FakeBdev, dict[str, Any]]:
+def build_machine(disk_size: int = 64 << 20) -> tuple[Kernel, DevFs, ProcFs, FakeBlockIO, FakeBdev, dict[str, Any]]:
     sysfs, parts = build_sysfs()
     kmsg = Kmsg(console=None)
     kmsg.printk(KernLevel.INFO, "scsi host0: Virtio SCSI HBA")
     kmsg.printk(KernLevel.NOTICE, "sd 0:0:0:0: [sda] Attached SCSI disk")
-    kernel = FakeKernel(kmsg, sysfs)
+    kernel = Kernel(kmsg=kmsg, sysfs=sysfs, memory=None)
+    # what the block layer and scsi_mod publish in /proc when they start
+    kernel.proc_create("partitions", lambda: proc_partitions_text(kernel))
+    kernel.proc_create("diskstats", lambda: proc_diskstats_text(kernel))
+    kernel.proc_create("devices", lambda: proc_devices_text(kernel))
+    scsi_init_sysctl(kernel)
     io = FakeBlockIO()
     devfs = DevFs(kernel, io=io)
     bdev = FakeBdev("sda", disk_size)
@@ -171,7 +161,7 @@ def mount_possible() -> str | None:
 class MountedMachine:
     mount: Mount
     path: str
-    kernel: FakeKernel
+    kernel: Kernel
     devfs: DevFs
     procfs: ProcFs
     io: FakeBlockIO

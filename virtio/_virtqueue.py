@@ -319,8 +319,9 @@ class DriverVirtqueue:
     def free(self) -> None:
         """vring_del_virtqueue(): give the ring (and any live indirect tables) back."""
         for head in range(self.num):
-            if self._indir[head] is not None:
-                self.memory.free(self._indir[head])  # type: ignore[arg-type]
+            indir = self._indir[head]
+            if indir is not None:
+                self.memory.free(indir)
                 self._indir[head] = None
         self.memory.free(self.ring_mem)
 
@@ -391,15 +392,18 @@ class DeviceVirtqueue:
         self.layout = VringLayout(num, desc, avail, used)
 
     # -- avail side -------------------------------------------------------------------------
-    def _avail_idx(self) -> int:
-        return _unpack_u16(self.buf, self.layout.avail + 2)[0]  # type: ignore[union-attr]
+    def avail_idx(self) -> int:
+        """vring_avail_idx(): the index the driver last published (0 before setup)."""
+        lay = self.layout
+        return 0 if lay is None else _unpack_u16(self.buf, lay.avail + 2)[0]
 
     def is_empty(self) -> bool:
-        if self.layout is None:
+        lay = self.layout
+        if lay is None:
             return True
         if self.shadow_avail_idx != self.last_avail_idx:
             return False
-        self.shadow_avail_idx = self._avail_idx()
+        self.shadow_avail_idx = _unpack_u16(self.buf, lay.avail + 2)[0]
         return self.shadow_avail_idx == self.last_avail_idx
 
     def pop(self) -> VirtQueueElement | None:

@@ -3,7 +3,8 @@ Sans-IO apart from positional reads and writes on the image: a CDB in, status + 
 
 Owns: _block_backend (the -drive), _sense (QEMU sense codes), _scsi_cdb (CDB parsing),
 _scsi_bus (SCSIBus, SCSIDevice, request routing, target commands, unit attentions),
-_scsi_disk + _scsi_disk_pages (scsi-hd), _scsi_cd (scsi-cd), _cdrom (TOC), _hd_geometry (CHS).
+_scsi_disk + _scsi_disk_pages (scsi-hd), _scsi_cd (scsi-cd), _cdrom_toc (hw/block/cdrom.c's
+TOC builders), _hd_geometry (CHS), _fault_injector (per-LUN fault rules the HBA applies).
 """
 
 from vscsifs.scsi.device._block_backend import BlockBackend, BlockBackendError

@@ -13,7 +13,7 @@ import ctypes.util
 import errno
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 QCOW2_MAGIC = b"QFI\xfb"
 # magics QEMU's format probing would recognise as something other than raw
@@ -35,16 +35,17 @@ except (ValueError, OSError):
 if IOV_MAX <= 0:
     IOV_MAX = 1024
 
-_FALLOC_FL_KEEP_SIZE = 0x01
-_FALLOC_FL_PUNCH_HOLE = 0x02
-_FALLOC_FL_ZERO_RANGE = 0x10
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_ZERO_RANGE = 0x10
 
 
 class BlockBackendError(Exception):
     """A -drive that cannot be opened; the message reads like QEMU's."""
 
 
-def _load_fallocate():  # type: ignore[no-untyped-def]
+def _load_fallocate() -> Callable[[int, int, int, int], int] | None:
+    """libc's fallocate(2) (Python's os.posix_fallocate cannot punch holes or zero ranges)."""
     name = ctypes.util.find_library("c")
     if not name:
         return None
@@ -60,7 +61,8 @@ def _load_fallocate():  # type: ignore[no-untyped-def]
 _fallocate = _load_fallocate()
 
 
-def _fallocate_mode(fd: int, mode: int, offset: int, length: int) -> None:
+def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    """fallocate(2) with ``mode``; OSError with its errno (EOPNOTSUPP without one)."""
     if _fallocate is None:
         raise OSError(errno.EOPNOTSUPP, "fallocate unavailable")
     if _fallocate(fd, mode, offset, length) != 0:
@@ -198,7 +200,7 @@ class BlockBackend:
         if self.discard_mode != "unmap" or length == 0:
             return
         try:
-            _fallocate_mode(self._fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length)
+            fallocate(self._fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)
         except OSError as e:
             if e.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
                 raise
@@ -213,12 +215,12 @@ class BlockBackend:
             return
         modes = []
         if may_unmap and self.discard_mode == "unmap":
-            modes.append(_FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE)
+            modes.append(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)
         if not self.is_block_device:
-            modes.append(_FALLOC_FL_ZERO_RANGE | _FALLOC_FL_KEEP_SIZE)
+            modes.append(FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE)
         for mode in modes:
             try:
-                _fallocate_mode(self._fd, mode, offset, length)
+                fallocate(self._fd, mode, offset, length)
                 break
             except OSError as e:
                 if e.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):

@@ -12,7 +12,7 @@ from typing import Any
 
 from vscsifs.scsi._proto import ScsiOpcode as Op, ScsiType
 from vscsifs.scsi.device._block_backend import BlockBackend
-from vscsifs.scsi.device._cdrom import (
+from vscsifs.scsi.device._cdrom_toc import (
     CD_MAX_SECTORS,
     GESN_MEDIA,
     MEC_EJECT_REQUESTED,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 from vscsifs.scsi._proto import SAI_READ_CAPACITY_16, SamStatus, ScsiOpcode as Op, ScsiType
 from vscsifs.scsi.device._block_backend import BlockBackend, iov_truncate
-from vscsifs.scsi.device._cdrom import cdrom_read_toc, cdrom_read_toc_raw
+from vscsifs.scsi.device._cdrom_toc import cdrom_read_toc, cdrom_read_toc_raw
 from vscsifs.scsi.device._hd_geometry import HDGeometry, hd_geometry_guess
 from vscsifs.scsi.device._scsi_bus import (
     CheckCondition,
@@ -28,7 +28,7 @@ from vscsifs.scsi.device._scsi_bus import (
     iov_to_buf,
 )
 from vscsifs.scsi.device._scsi_cdb import SCSICommand, XferMode, scsi_data_cdb_xfer
-from vscsifs.scsi.device._scsi_disk_pages import SCSIDiskPages
+from vscsifs.scsi.device._scsi_disk_pages import BDRV_SECTOR_SIZE, INT_MAX, UINT32_MAX, SCSIDiskPages
 from vscsifs.scsi.device._sense import SenseCode, scsi_build_sense_buf, scsi_sense_from_errno
 
 KiB = 1024
@@ -36,10 +36,7 @@ GiB = 1024 * 1024 * 1024
 SCSI_WRITE_SAME_MAX = 512 * KiB
 DEFAULT_DISCARD_GRANULARITY = 4 * KiB
 DEFAULT_MAX_UNMAP_SIZE = 1 * GiB
-DEFAULT_MAX_IO_SIZE = 0x7FFFFFFF  # INT_MAX
-BDRV_SECTOR_SIZE = 512
-UINT32_MAX = 0xFFFFFFFF
-INT_MAX = 0x7FFFFFFF
+DEFAULT_MAX_IO_SIZE = INT_MAX
 
 # mode page codes (QEMU include/scsi/constants.h)
 
@@ -58,7 +55,7 @@ def _power_of_2(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
 
-class SCSIDiskDevice(SCSIDiskPages, SCSIDevice):
+class SCSIDiskDevice(SCSIDiskPages):
     """``-device scsi-hd`` (QEMU property names and defaults)."""
 
     TYPE: int = ScsiType.TYPE_DISK
@@ -156,22 +153,6 @@ class SCSIDiskDevice(SCSIDiskPages, SCSIDevice):
     # -- state ------------------------------------------------------------------------------
 
     @property
-    def nb_sectors(self) -> int:
-        """blk_get_geometry: image size in 512-byte sectors (0 without a medium)."""
-        return self.backend.nb_sectors if self.backend is not None else 0
-
-    @property
-    def write_cache_enabled(self) -> bool:
-        """blk_enable_write_cache (MODE SELECT of the caching page WCE bit changes it)."""
-        return self._write_cache
-
-    @write_cache_enabled.setter
-    def write_cache_enabled(self, on: bool) -> None:
-        self._write_cache = on
-        if self.backend is not None:
-            self.backend.write_cache = on
-
-    @property
     def is_inserted(self) -> bool:
         """blk_is_inserted: a medium is in the drive."""
         return self.backend is not None
@@ -180,11 +161,6 @@ class SCSIDiskDevice(SCSIDiskPages, SCSIDevice):
     def is_available(self) -> bool:
         """blk_is_available: inserted and the tray closed."""
         return self.backend is not None and not self.tray_open
-
-    @property
-    def read_only(self) -> bool:
-        """!blk_is_writable: read-only drives, and every CD-ROM."""
-        return self.backend is None or self.backend.readonly or self.type == ScsiType.TYPE_ROM
 
     def _blk(self) -> BlockBackend:
         if self.backend is None:

@@ -2,22 +2,21 @@
 MODE SELECT (hw/scsi/scsi-disk.c scsi_disk_emulate_inquiry/_vpd_page/_mode_sense/_mode_select,
 hw/scsi/emulation.c scsi_emulate_block_limits).
 
-A mixin of SCSIDiskDevice: it only reads the device's properties (vendor, serial, block
-sizes, geometry, write cache...) and answers into the zeroed buffer the emulate path hands it.
+The base of SCSIDiskDevice: it declares the device's properties it describes (vendor, serial,
+block sizes, geometry, write cache...; SCSIDiskDevice.__init__ sets them) and answers into the
+zeroed buffer the emulate path hands it.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
 
 from vscsifs.scsi._proto import ScsiOpcode as Op, ScsiType
-from vscsifs.scsi.device._scsi_bus import GOOD, CheckCondition, Completion, check_condition
+from vscsifs.scsi.device._block_backend import BlockBackend
+from vscsifs.scsi.device._hd_geometry import HDGeometry
+from vscsifs.scsi.device._scsi_bus import GOOD, CheckCondition, Completion, SCSIDevice, check_condition
 from vscsifs.scsi.device._scsi_cdb import SCSICommand
 from vscsifs.scsi.device._sense import SCSISense, SenseCode
-
-if TYPE_CHECKING:
-    from vscsifs.scsi.device._scsi_disk import SCSIDiskDevice
 
 BDRV_SECTOR_SIZE = 512
 UINT32_MAX = 0xFFFFFFFF
@@ -50,10 +49,54 @@ _MODE_SENSE_VALID: dict[int, tuple[int, ...]] = {
 _MODE_SENSE_PAGES = tuple(sorted(_MODE_SENSE_VALID))
 
 
-class SCSIDiskPages:
+class SCSIDiskPages(SCSIDevice):
     """INQUIRY / VPD / MODE SENSE / MODE SELECT for SCSIDiskDevice (and scsi-cd)."""
 
-    def _emulate_inquiry(self: SCSIDiskDevice, cmd: SCSICommand, out: bytearray) -> Completion | None:
+    # qdev properties and drive state, set by SCSIDiskDevice.__init__
+    backend: BlockBackend | None
+    serial: str | None
+    vendor: str
+    product: str
+    version: str
+    device_id: str | None
+    wwn: int
+    port_wwn: int
+    port_index: int
+    min_io_size: int
+    opt_io_size: int
+    max_io_size: int
+    max_unmap_size: int
+    discard_granularity: int
+    rotation_rate: int
+    removable: bool
+    dpofua: bool
+    default_scsi_version: int
+    geometry: HDGeometry
+    tray_locked: bool
+    _write_cache: bool
+
+    @property
+    def nb_sectors(self) -> int:
+        """blk_get_geometry: image size in 512-byte sectors (0 without a medium)."""
+        return self.backend.nb_sectors if self.backend is not None else 0
+
+    @property
+    def write_cache_enabled(self) -> bool:
+        """blk_enable_write_cache (MODE SELECT of the caching page WCE bit changes it)."""
+        return self._write_cache
+
+    @write_cache_enabled.setter
+    def write_cache_enabled(self, on: bool) -> None:
+        self._write_cache = on
+        if self.backend is not None:
+            self.backend.write_cache = on
+
+    @property
+    def read_only(self) -> bool:
+        """!blk_is_writable: read-only drives, and every CD-ROM."""
+        return self.backend is None or self.backend.readonly or self.type == ScsiType.TYPE_ROM
+
+    def _emulate_inquiry(self, cmd: SCSICommand, out: bytearray) -> Completion | None:
         """scsi_disk_emulate_inquiry."""
         buf = cmd.buf
         if buf[1] & 0x1:
@@ -73,7 +116,7 @@ class SCSIDiskPages:
         out[7] = 0x10 | 0x02  # sync, TCQ (virtio-scsi's bus info has tcq)
         return None
 
-    def _emulate_vpd_page(self: SCSIDiskDevice, cmd: SCSICommand, out: bytearray) -> int:
+    def _emulate_vpd_page(self, cmd: SCSICommand, out: bytearray) -> int:
         """scsi_disk_emulate_vpd_page."""
         page = cmd.buf[2]
         out[0] = self.type & 0x1F
@@ -140,7 +183,7 @@ class SCSIDiskPages:
         out[36:40] = _BE32.pack(max_io & UINT32_MAX)
         return bytes(out)
 
-    def _mode_sense_page(self: SCSIDiskDevice, page: int, page_control: int) -> bytes | None:
+    def _mode_sense_page(self, page: int, page_control: int) -> bytes | None:
         """mode_sense_page: one page with its 2-byte header, None if not valid for the type."""
         valid = _MODE_SENSE_VALID.get(page, ())
         if self.type not in valid:
@@ -198,7 +241,7 @@ class SCSIDiskPages:
             return None
         return bytes((page, len(p))) + bytes(p)
 
-    def _emulate_mode_sense(self: SCSIDiskDevice, cmd: SCSICommand, out: bytearray) -> Completion | None:
+    def _emulate_mode_sense(self, cmd: SCSICommand, out: bytearray) -> Completion | None:
         """scsi_disk_emulate_mode_sense."""
         buf = cmd.buf
         dbd = bool(buf[1] & 0x8)
@@ -247,7 +290,7 @@ class SCSIDiskPages:
         out[:buflen] = data
         return None
 
-    def _write_mode_select(self: SCSIDiskDevice, cmd: SCSICommand, data: bytes) -> Completion:
+    def _write_mode_select(self, cmd: SCSICommand, data: bytes) -> Completion:
         """scsi_disk_emulate_mode_select (PF=1, SP=0 only; caching page WCE is changeable)."""
         buf = cmd.buf
         if buf[1] & 0x11 != 0x10:
@@ -278,7 +321,7 @@ class SCSIDiskPages:
             self.backend.flush()
         return GOOD
 
-    def _mode_select_pages(self: SCSIDiskDevice, data: bytes, change: bool) -> SCSISense | None:
+    def _mode_select_pages(self, data: bytes, change: bool) -> SCSISense | None:
         """mode_select_pages: validate (change=False) then apply (change=True)."""
         p = 0
         length = len(data)
@@ -312,7 +355,7 @@ class SCSIDiskPages:
             length -= page_len
         return None
 
-    def _check_mode_select(self: SCSIDiskDevice, page: int, body: bytes) -> bool:
+    def _check_mode_select(self, page: int, body: bytes) -> bool:
         """scsi_disk_check_mode_select: only changeable bits may differ from MODE SENSE."""
         if len(body) + 2 > SCSI_MAX_MODE_LEN or page == MODE_PAGE_ALLS:
             return False

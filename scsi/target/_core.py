@@ -9,14 +9,14 @@ fabric's expected data length and direction in, SAM status + sense + residual ou
 
 from __future__ import annotations
 
-import ctypes
 import enum
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from vscsifs.scsi.device._block_backend import iov_truncate
+from vscsifs.scsi._proto import SamStatus, SenseKey
+from vscsifs.scsi.device._block_backend import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, fallocate, iov_truncate
 
 # -- constants (include/target/target_core_base.h, scsi_proto.h) ------------------------------
 TRANSPORT_SENSE_BUFFER = 96
@@ -30,11 +30,32 @@ DEFAULT_COMPANY_ID = 0x001405       # t10_wwn.company_id: OUI of Datera (LIO)
 PAGE_SIZE = 4096
 
 
-class SamStatus(enum.IntEnum):
-    GOOD = 0x00
-    CHECK_CONDITION = 0x02
-    BUSY = 0x08
-    RESERVATION_CONFLICT = 0x18
+def spc_gen_naa_6h_vendor_specific(company_id: int, unit_serial: str) -> bytes:
+    """NAA IEEE Registered Extended: 6h, 24-bit company id, then up to 25 hex digits of the
+    unit serial (non-hex characters skipped). SPC answers it in VPD 0x83, XCOPY matches
+    its target descriptors against it."""
+    buf = bytearray(16)
+    buf[0] = 0x60 | (company_id >> 20) & 0xF
+    buf[1] = (company_id >> 12) & 0xFF
+    buf[2] = (company_id >> 4) & 0xFF
+    buf[3] = (company_id & 0xF) << 4
+    off, nxt = 3, True
+    end = off + 13
+    for ch in unit_serial:
+        if off >= end:
+            break
+        try:
+            val = int(ch, 16)
+        except ValueError:
+            continue
+        if nxt:
+            nxt = False
+            buf[off] |= val
+            off += 1
+        else:
+            nxt = True
+            buf[off] = val << 4
+    return bytes(buf)
 
 
 class DmaDir(enum.IntEnum):
@@ -43,17 +64,6 @@ class DmaDir(enum.IntEnum):
     NONE = 3
     TO_DEVICE = 1
     FROM_DEVICE = 2
-
-
-class SenseKey(enum.IntEnum):
-    NO_SENSE = 0x0
-    NOT_READY = 0x2
-    ILLEGAL_REQUEST = 0x5
-    UNIT_ATTENTION = 0x6
-    DATA_PROTECT = 0x7
-    COPY_ABORTED = 0xA
-    ABORTED_COMMAND = 0xB
-    MISCOMPARE = 0xE
 
 
 class Tcm(enum.IntEnum):
@@ -89,7 +99,7 @@ class Tcm(enum.IntEnum):
 
 
 # sense_detail_table[] of target_core_transport.c: reason -> (key, asc, ascq)
-SENSE_DETAIL: dict[Tcm, tuple[int, int, int]] = {
+SENSE_DETAIL: dict[Tcm, tuple[SenseKey, int, int]] = {
     Tcm.NON_EXISTENT_LUN: (SenseKey.ILLEGAL_REQUEST, 0x25, 0x00),
     Tcm.UNSUPPORTED_SCSI_OPCODE: (SenseKey.ILLEGAL_REQUEST, 0x20, 0x00),
     Tcm.SECTOR_COUNT_TOO_MANY: (SenseKey.ILLEGAL_REQUEST, 0x20, 0x00),
@@ -166,21 +176,17 @@ def scsi_set_sense_information(buf: bytes, info: int) -> bytes:
 
 # -- storage objects ---------------------------------------------------------------------------
 IOV_MAX = 1024
-FALLOC_FL_KEEP_SIZE = 0x01
-FALLOC_FL_PUNCH_HOLE = 0x02
-_libc: ctypes.CDLL | None = None
 
 
 def punch_hole(fd: int, offset: int, length: int) -> int:
     """fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length): 0 or the
     errno (EOPNOTSUPP on a file system without hole punching)."""
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
-    if _libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) != 0:
-        return ctypes.get_errno() or 1
+    try:
+        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)
+    except OSError as e:
+        return e.errno or 1
     return 0
+
 
 @dataclass
 class DevAttrib:
@@ -279,7 +285,6 @@ class FileIODevice:
         self.fd: int | None = None
         self.stats_reads = 0
         self.stats_writes = 0
-        from vscsifs.scsi.target._pr import T10Reservation
         self.t10_pr = T10Reservation()      # persistent and SPC-2 reservations (target_core_pr.c)
         self.submission_hung = False        # see SubmissionHung
 
@@ -443,17 +448,6 @@ class VirtualLun0Device(FileIODevice):
         return None
 
 
-_G_LUN0_DEV: VirtualLun0Device | None = None
-
-
-def g_lun0_dev() -> VirtualLun0Device:
-    """The one virtual LUN 0 device every TPG's tpg_virt_lun0 exports."""
-    global _G_LUN0_DEV
-    if _G_LUN0_DEV is None:
-        _G_LUN0_DEV = VirtualLun0Device()
-    return _G_LUN0_DEV
-
-
 # -- ALUA defaults (target_core_alua.c) ---------------------------------------------------------
 TPGS_IMPLICIT_ALUA = 0x10
 TPGS_EXPLICIT_ALUA = 0x20
@@ -536,7 +530,10 @@ class SePortalGroup:
     """A fabric TPG (here vhost's: tpgt_N under a naa./fc./iqn. tport) with its LUN table and,
     once a nexus exists, the dynamic node ACL's dev entries (demo mode, read-write)."""
 
-    def __init__(self, wwn: str, tag: int, proto_id: SCSIProtocol | None = None) -> None:
+    def __init__(self, wwn: str, tag: int, proto_id: SCSIProtocol | None = None,
+                 lun0: VirtualLun0Device | None = None) -> None:
+        """``lun0`` is target_core_mod's g_lun0_dev, one per emulated host (LioConfig.lun0),
+        shared by its TPGs; a TPG made on its own gets its own."""
         self.wwn = wwn
         self.tag = tag
         self.proto_id = proto_id if proto_id is not None else proto_id_for_wwn(wwn)
@@ -544,7 +541,8 @@ class SePortalGroup:
         self.nexus: str | None = None
         self.deves: dict[int, DevEntry] = {}   # in hlist_add_head order: lun_entry_hlist walks it reversed
         # tpg_virt_lun0 (core_tpg_register): read-only, internal HBA, so no ALUA group
-        lun0 = g_lun0_dev()
+        if lun0 is None:
+            lun0 = VirtualLun0Device()
         lun0.rtpi_counter += 1
         self.virt_lun0 = SeLun(0, lun0, rtpi=lun0.rtpi_counter, access_ro=True, tg_pt_gp=None)
         self.on_port_link: Callable[[SeLun], None] | None = None
@@ -567,7 +565,6 @@ class SePortalGroup:
             other.ua_allocate(*ASC_REPORTED_LUNS_DATA_HAS_CHANGED)
         self.deves[lun.unpacked_lun] = new
         if lun.dev.t10_pr.aptpl_pending:
-            from vscsifs.scsi.target._pr import core_scsi3_check_aptpl_registration
             core_scsi3_check_aptpl_registration(lun.dev, self, lun, lun.unpacked_lun)
 
     def add_lun(self, unpacked_lun: int, dev: FileIODevice, alias: str = "") -> SeLun:
@@ -593,7 +590,6 @@ class SePortalGroup:
         lun.dev.exports.remove(lun)
         if unpacked_lun in self.deves:
             # core_disable_device_list_for_node(): the nexus's registrations on the device go
-            from vscsifs.scsi.target._pr import drop_nexus_registrations
             drop_nexus_registrations(lun.dev, self)
         if self.deves.pop(unpacked_lun, None) is not None:
             for other in self.deves.values():
@@ -608,8 +604,8 @@ class SePortalGroup:
         OCCURRED to every dev entry of every LUN exporting the device (every nexus). None:
         every LUN of this nexus."""
         if unpacked_lun is None:
-            for deve in self.deves.values():
-                deve.ua_allocate(*ASC_BUS_DEVICE_RESET_FUNCTION)
+            for each in self.deves.values():
+                each.ua_allocate(*ASC_BUS_DEVICE_RESET_FUNCTION)
             return
         deve = self.deves.get(unpacked_lun)
         if deve is None:
@@ -728,3 +724,145 @@ def target_cmd_size_check(cmd: SeCmd, size: int) -> Tcm | None:
             if size > cmd.data_length:
                 return Tcm.INVALID_CDB_FIELD
     return None
+
+
+# -- persistent reservations: the state a device keeps (target_core_base.h) and what its LUN
+# table does to it when a nexus gains or loses a LUN (target_core_pr.c); the commands are _pr's
+PR_SCOPE_LU_SCOPE = 0x00
+PR_TYPE_WRITE_EXCLUSIVE = 0x01
+PR_TYPE_EXCLUSIVE_ACCESS = 0x03
+PR_TYPE_WRITE_EXCLUSIVE_REGONLY = 0x05
+PR_TYPE_EXCLUSIVE_ACCESS_REGONLY = 0x06
+PR_TYPE_WRITE_EXCLUSIVE_ALLREG = 0x07
+PR_TYPE_EXCLUSIVE_ACCESS_ALLREG = 0x08
+PR_TYPES = frozenset({1, 3, 5, 6, 7, 8})
+REGONLY = frozenset({PR_TYPE_WRITE_EXCLUSIVE_REGONLY, PR_TYPE_EXCLUSIVE_ACCESS_REGONLY})
+ALLREG = frozenset({PR_TYPE_WRITE_EXCLUSIVE_ALLREG, PR_TYPE_EXCLUSIVE_ACCESS_ALLREG})
+
+
+@dataclass(eq=False)
+class PrRegistration:
+    """struct t10_pr_registration."""
+
+    nacl: SePortalGroup                # the I_T nexus (node ACL + session of the TPG)
+    mapped_lun: int
+    target_lun: int
+    rtpi: int
+    key: int
+    all_tg_pt: bool = False
+    aptpl: bool = False
+    generation: int = 0
+    res_holder: bool = False
+    res_type: int = 0
+    res_scope: int = 0
+
+
+@dataclass
+class AptplRegistration:
+    """One registration of the APTPL metadata (core_scsi3_alloc_aptpl_registration): waiting
+    on aptpl_reg_list until the nexus and LUN it names appear."""
+
+    initiator_node: str
+    key: int
+    mapped_lun: int
+    target_node: str
+    tpgt: int
+    target_lun: int
+    res_holder: bool = False
+    res_type: int = 0
+    all_tg_pt: bool = False
+
+
+@dataclass
+class T10Reservation:
+    """struct t10_reservation of one se_device plus its SPC-2 reservation state."""
+
+    registrations: list[PrRegistration] = field(default_factory=list)
+    aptpl_pending: list[AptplRegistration] = field(default_factory=list)
+    holder: PrRegistration | None = None            # dev_pr_res_holder
+    generation: int = 0
+    aptpl_active: bool = False
+    spc2_holder: SePortalGroup | None = None        # dev->reservation_holder (the session)
+    db_root: str | None = None                      # where LIO writes pr/aptpl_<serial>
+
+
+def core_scsi3_pr_generation(pr: T10Reservation) -> int:
+    """core_scsi3_pr_generation(): the value before the 32-bit wrapping increment."""
+    g = pr.generation
+    pr.generation = (g + 1) & 0xFFFFFFFF
+    return g
+
+
+def core_scsi3_check_aptpl_registration(dev: FileIODevice, nacl: SePortalGroup, lun: SeLun, mapped_lun: int) -> None:
+    """A dev entry appeared for a nexus: the APTPL registrations naming it (initiator, target
+    port, TPG tag, LUNs) become registrations, the holder's its reservation."""
+    pr = dev.t10_pr
+    for pend in list(pr.aptpl_pending):
+        if (pend.initiator_node != nacl.nexus or pend.mapped_lun != mapped_lun or pend.target_node != nacl.wwn
+                or pend.tpgt != nacl.tag or pend.target_lun != lun.unpacked_lun):
+            continue
+        if mapped_lun not in nacl.deves:
+            continue
+        pr.aptpl_pending.remove(pend)
+        reg = core_scsi3_add_registration(dev, nacl, lun, mapped_lun, pend.key, pend.all_tg_pt, True)
+        if pend.res_holder:
+            reg.res_holder, reg.res_type, reg.res_scope = True, pend.res_type, 0
+            pr.holder = reg
+        pr.aptpl_active = True
+
+
+def core_scsi3_add_registration(dev: FileIODevice, cmd_nacl: SePortalGroup, lun: SeLun, mapped_lun: int, key: int,
+                      all_tg_pt: bool, aptpl: bool) -> PrRegistration:
+    """core_scsi3_alloc_registration() + __core_scsi3_add_registration()."""
+    pr = dev.t10_pr
+    reg = PrRegistration(cmd_nacl, mapped_lun, lun.unpacked_lun, lun.rtpi, key, all_tg_pt, aptpl)
+    reg.generation = core_scsi3_pr_generation(pr)
+    pr.registrations.append(reg)
+    deve = cmd_nacl.deves.get(mapped_lun)
+    if deve is not None:
+        deve.pr_reg_active = True
+    return reg
+
+
+def core_scsi3_free_registration(dev: FileIODevice, reg: PrRegistration) -> None:
+    """__core_scsi3_free_registration()."""
+    pr = dev.t10_pr
+    if reg in pr.registrations:
+        pr.registrations.remove(reg)
+    deve = reg.nacl.deves.get(reg.mapped_lun)
+    if deve is not None:
+        deve.pr_reg_active = False
+
+
+def core_scsi3_complete_pro_release(dev: FileIODevice, reg: PrRegistration, unreg: bool) -> None:
+    """__core_scsi3_complete_pro_release(): drop the holder; an all-registrants reservation
+    passes to the first remaining registration when the holder unregisters."""
+    pr = dev.t10_pr
+    res_type = res_scope = 0
+    if pr.holder is not None:
+        res_type, res_scope = pr.holder.res_type, pr.holder.res_scope
+        pr.holder.res_type = pr.holder.res_scope = 0
+        pr.holder.res_holder = False
+        pr.holder = None
+    if unreg:
+        if reg in pr.registrations:
+            pr.registrations.remove(reg)
+        if pr.registrations and res_type in ALLREG:
+            nxt = pr.registrations[0]
+            pr.holder = nxt
+            nxt.res_type, nxt.res_scope, nxt.res_holder = res_type, res_scope, True
+    reg.res_holder = False
+    reg.res_type = reg.res_scope = 0
+
+
+def drop_nexus_registrations(dev: FileIODevice, nacl: SePortalGroup) -> None:
+    """core_scsi3_free_pr_reg_from_nacl(): a LUN or nexus going away takes its registrations."""
+    pr = dev.t10_pr
+    holder = pr.holder
+    if holder is not None and holder.nacl is nacl:
+        core_scsi3_complete_pro_release(dev, holder, True)
+        core_scsi3_free_registration(dev, holder)
+    for reg in [r for r in pr.registrations if r.nacl is nacl]:
+        core_scsi3_free_registration(dev, reg)
+    if pr.spc2_holder is nacl:
+        pr.spc2_holder = None

@@ -16,12 +16,13 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from vscsifs.scsi.target._core import DmaDir, SeCmd, SubmissionHung, Tcm
-
-if TYPE_CHECKING:
-    from vscsifs.scsi.target._core import FileIODevice, SeLun, SePortalGroup
+from vscsifs.scsi.target._core import (
+    ALLREG, PR_SCOPE_LU_SCOPE, PR_TYPE_EXCLUSIVE_ACCESS, PR_TYPE_EXCLUSIVE_ACCESS_ALLREG, PR_TYPE_EXCLUSIVE_ACCESS_REGONLY,
+    PR_TYPE_WRITE_EXCLUSIVE, PR_TYPE_WRITE_EXCLUSIVE_ALLREG, PR_TYPE_WRITE_EXCLUSIVE_REGONLY, PR_TYPES, REGONLY,
+    AptplRegistration, DmaDir, FileIODevice, PrRegistration, SeCmd, SeLun, SePortalGroup, SubmissionHung, T10Reservation,
+    Tcm, core_scsi3_add_registration, core_scsi3_check_aptpl_registration, core_scsi3_complete_pro_release,
+    core_scsi3_free_registration, core_scsi3_pr_generation, drop_nexus_registrations)
 
 # target_core_pr.h
 PRO_REGISTER = 0x00
@@ -36,16 +37,6 @@ PRI_READ_KEYS = 0x00
 PRI_READ_RESERVATION = 0x01
 PRI_REPORT_CAPABILITIES = 0x02
 PRI_READ_FULL_STATUS = 0x03
-PR_SCOPE_LU_SCOPE = 0x00
-PR_TYPE_WRITE_EXCLUSIVE = 0x01
-PR_TYPE_EXCLUSIVE_ACCESS = 0x03
-PR_TYPE_WRITE_EXCLUSIVE_REGONLY = 0x05
-PR_TYPE_EXCLUSIVE_ACCESS_REGONLY = 0x06
-PR_TYPE_WRITE_EXCLUSIVE_ALLREG = 0x07
-PR_TYPE_EXCLUSIVE_ACCESS_ALLREG = 0x08
-PR_TYPES = frozenset({1, 3, 5, 6, 7, 8})
-REGONLY = frozenset({PR_TYPE_WRITE_EXCLUSIVE_REGONLY, PR_TYPE_EXCLUSIVE_ACCESS_REGONLY})
-ALLREG = frozenset({PR_TYPE_WRITE_EXCLUSIVE_ALLREG, PR_TYPE_EXCLUSIVE_ACCESS_ALLREG})
 # target_core_ua.h
 ASCQ_2AH_RESERVATIONS_PREEMPTED = 0x03
 ASCQ_2AH_RESERVATIONS_RELEASED = 0x04
@@ -70,53 +61,10 @@ _BE32 = struct.Struct(">I")
 _BE64 = struct.Struct(">Q")
 
 
-@dataclass(eq=False)
-class PrRegistration:
-    """struct t10_pr_registration."""
-
-    nacl: SePortalGroup                # the I_T nexus (node ACL + session of the TPG)
-    mapped_lun: int
-    target_lun: int
-    rtpi: int
-    key: int
-    all_tg_pt: bool = False
-    aptpl: bool = False
-    generation: int = 0
-    res_holder: bool = False
-    res_type: int = 0
-    res_scope: int = 0
-
-
-@dataclass
-class AptplRegistration:
-    """One registration of the APTPL metadata (core_scsi3_alloc_aptpl_registration): waiting
-    on aptpl_reg_list until the nexus and LUN it names appear."""
-
-    initiator_node: str
-    key: int
-    mapped_lun: int
-    target_node: str
-    tpgt: int
-    target_lun: int
-    res_holder: bool = False
-    res_type: int = 0
-    all_tg_pt: bool = False
-
-
-@dataclass
-class T10Reservation:
-    """struct t10_reservation of one se_device plus its SPC-2 reservation state."""
-
-    registrations: list[PrRegistration] = field(default_factory=list)
-    aptpl_pending: list[AptplRegistration] = field(default_factory=list)
-    holder: PrRegistration | None = None            # dev_pr_res_holder
-    generation: int = 0
-    aptpl_active: bool = False
-    spc2_holder: SePortalGroup | None = None        # dev->reservation_holder (the session)
-    db_root: str | None = None                      # where LIO writes pr/aptpl_<serial>
-
-
-def _pr(dev: FileIODevice) -> T10Reservation:
+def _pr(dev: FileIODevice | None) -> T10Reservation:
+    """The device's reservations; a command reaches PR handling only once its LUN (and so its
+    device) is resolved."""
+    assert dev is not None, "PR handling of a command without a device"
     return dev.t10_pr
 
 
@@ -129,13 +77,6 @@ def _ua_allocate_lun(nacl: SePortalGroup, mapped_lun: int, asc: int, ascq: int) 
     deve = nacl.deves.get(mapped_lun) if nacl.nexus is not None else None
     if deve is not None:
         deve.ua_allocate(asc, ascq)
-
-
-def _generation(pr: T10Reservation) -> int:
-    """core_scsi3_pr_generation(): the value before the 32-bit wrapping increment."""
-    g = pr.generation
-    pr.generation = (g + 1) & 0xFFFFFFFF
-    return g
 
 
 def _locate(pr: T10Reservation, nacl: SePortalGroup) -> PrRegistration | None:
@@ -262,87 +203,12 @@ def load_aptpl_metadata(dev: FileIODevice) -> None:
     pr.aptpl_pending = parse_aptpl_metadata(text, path)
 
 
-def core_scsi3_check_aptpl_registration(dev: FileIODevice, nacl: SePortalGroup, lun: SeLun, mapped_lun: int) -> None:
-    """A dev entry appeared for a nexus: the APTPL registrations naming it (initiator, target
-    port, TPG tag, LUNs) become registrations, the holder's its reservation."""
-    pr = _pr(dev)
-    for pend in list(pr.aptpl_pending):
-        if (pend.initiator_node != nacl.nexus or pend.mapped_lun != mapped_lun or pend.target_node != nacl.wwn
-                or pend.tpgt != nacl.tag or pend.target_lun != lun.unpacked_lun):
-            continue
-        if mapped_lun not in nacl.deves:
-            continue
-        pr.aptpl_pending.remove(pend)
-        reg = _add_registration(dev, nacl, lun, mapped_lun, pend.key, pend.all_tg_pt, True)
-        if pend.res_holder:
-            reg.res_holder, reg.res_type, reg.res_scope = True, pend.res_type, 0
-            pr.holder = reg
-        pr.aptpl_active = True
-
-
 # -- registrations ----------------------------------------------------------------------------------
-def _add_registration(dev: FileIODevice, cmd_nacl: SePortalGroup, lun: SeLun, mapped_lun: int, key: int,
-                      all_tg_pt: bool, aptpl: bool) -> PrRegistration:
-    """core_scsi3_alloc_registration() + __core_scsi3_add_registration()."""
-    pr = _pr(dev)
-    reg = PrRegistration(cmd_nacl, mapped_lun, lun.unpacked_lun, lun.rtpi, key, all_tg_pt, aptpl)
-    reg.generation = _generation(pr)
-    pr.registrations.append(reg)
-    deve = cmd_nacl.deves.get(mapped_lun)
-    if deve is not None:
-        deve.pr_reg_active = True
-    return reg
-
-
-def _free_registration(dev: FileIODevice, reg: PrRegistration) -> None:
-    """__core_scsi3_free_registration()."""
-    pr = _pr(dev)
-    if reg in pr.registrations:
-        pr.registrations.remove(reg)
-    deve = reg.nacl.deves.get(reg.mapped_lun)
-    if deve is not None:
-        deve.pr_reg_active = False
-
-
-def _complete_pro_release(dev: FileIODevice, reg: PrRegistration, unreg: bool) -> None:
-    """__core_scsi3_complete_pro_release(): drop the holder; an all-registrants reservation
-    passes to the first remaining registration when the holder unregisters."""
-    pr = _pr(dev)
-    res_type = res_scope = 0
-    if pr.holder is not None:
-        res_type, res_scope = pr.holder.res_type, pr.holder.res_scope
-        pr.holder.res_type = pr.holder.res_scope = 0
-        pr.holder.res_holder = False
-        pr.holder = None
-    if unreg:
-        if reg in pr.registrations:
-            pr.registrations.remove(reg)
-        if pr.registrations and res_type in ALLREG:
-            nxt = pr.registrations[0]
-            pr.holder = nxt
-            nxt.res_type, nxt.res_scope, nxt.res_holder = res_type, res_scope, True
-    reg.res_holder = False
-    reg.res_type = reg.res_scope = 0
-
-
-def drop_nexus_registrations(dev: FileIODevice, nacl: SePortalGroup) -> None:
-    """core_scsi3_free_pr_reg_from_nacl(): a LUN or nexus going away takes its registrations."""
-    pr = _pr(dev)
-    holder = pr.holder
-    if holder is not None and holder.nacl is nacl:
-        _complete_pro_release(dev, holder, True)
-        _free_registration(dev, holder)
-    for reg in [r for r in pr.registrations if r.nacl is nacl]:
-        _free_registration(dev, reg)
-    if pr.spc2_holder is nacl:
-        pr.spc2_holder = None
-
-
 # -- SPC-2 RESERVE / RELEASE --------------------------------------------------------------------
 def _scsi2_conflict(cmd: SeCmd) -> int:
     """target_check_scsi2_reservation_conflict(): 1 = complete GOOD doing nothing,
     -1 = RESERVATION CONFLICT, 0 = process as SPC-2."""
-    pr = _pr(cmd.dev)   # type: ignore[arg-type]
+    pr = _pr(cmd.dev)
     reg = _locate(pr, cmd.tpg)
     if reg is not None:
         if reg.res_holder or reg.res_type in REGONLY | ALLREG:
@@ -357,7 +223,7 @@ def target_scsi2_reservation_release(cmd: SeCmd) -> Tcm | None:
         return None
     if rc < 0:
         return Tcm.RESERVATION_CONFLICT
-    pr = _pr(cmd.dev)   # type: ignore[arg-type]
+    pr = _pr(cmd.dev)
     if pr.spc2_holder is cmd.tpg:
         pr.spc2_holder = None        # target_release_reservation()
     return None
@@ -371,7 +237,7 @@ def target_scsi2_reservation_reserve(cmd: SeCmd) -> Tcm | None:
         return None
     if rc < 0:
         return Tcm.RESERVATION_CONFLICT
-    pr = _pr(cmd.dev)   # type: ignore[arg-type]
+    pr = _pr(cmd.dev)
     if pr.spc2_holder is not None and pr.spc2_holder is not cmd.tpg:
         return Tcm.RESERVATION_CONFLICT
     pr.spc2_holder = cmd.tpg
@@ -473,7 +339,7 @@ def _pro_register(cmd: SeCmd, res_key: int, sa_res_key: int, aptpl: bool, all_tg
             ret = _decode_spec_i_port(cmd)
             if ret is not None:
                 return ret
-        _add_registration(dev, cmd.tpg, lun, cmd.orig_fe_lun, sa_res_key, all_tg_pt, aptpl)
+        core_scsi3_add_registration(dev, cmd.tpg, lun, cmd.orig_fe_lun, sa_res_key, all_tg_pt, aptpl)
         return core_scsi3_update_and_write_aptpl(dev, aptpl)
     if not ignore and res_key != reg.key:
         return Tcm.RESERVATION_CONFLICT
@@ -482,14 +348,14 @@ def _pro_register(cmd: SeCmd, res_key: int, sa_res_key: int, aptpl: bool, all_tg
     if reg.all_tg_pt and not all_tg_pt:
         return Tcm.INVALID_CDB_FIELD
     if sa_res_key:
-        reg.generation = _generation(pr)
+        reg.generation = core_scsi3_pr_generation(pr)
         reg.key = sa_res_key
     else:
         res_type = reg.res_type
         holder = pr.holder is reg        # core_scsi3_check_implicit_release()
         if holder:
-            _complete_pro_release(dev, reg, True)
-        _free_registration(dev, reg)
+            core_scsi3_complete_pro_release(dev, reg, True)
+        core_scsi3_free_registration(dev, reg)
         if holder and res_type in REGONLY:
             for other in pr.registrations:
                 _ua_allocate_lun(other.nacl, other.mapped_lun, 0x2A, ASCQ_2AH_RESERVATIONS_RELEASED)
@@ -546,7 +412,7 @@ def _pro_release(cmd: SeCmd, type_: int, scope: int, res_key: int) -> Tcm | None
         return Tcm.RESERVATION_CONFLICT
     if holder.res_type != type_ or holder.res_scope != scope:
         return Tcm.RESERVATION_CONFLICT
-    _complete_pro_release(dev, reg, False)
+    core_scsi3_complete_pro_release(dev, reg, False)
     if type_ in REGONLY | ALLREG:
         for other in pr.registrations:
             if other is not reg:
@@ -565,20 +431,20 @@ def _pro_clear(cmd: SeCmd, res_key: int) -> Tcm | None:
     if res_key != reg_n.key:
         return Tcm.RESERVATION_CONFLICT
     if pr.holder is not None:
-        _complete_pro_release(dev, pr.holder, False)
+        core_scsi3_complete_pro_release(dev, pr.holder, False)
     for reg in list(pr.registrations):
-        _free_registration(dev, reg)
+        core_scsi3_free_registration(dev, reg)
         if reg is not reg_n:
             _ua_allocate_lun(reg.nacl, reg.mapped_lun, 0x2A, ASCQ_2AH_RESERVATIONS_PREEMPTED)
     core_scsi3_update_and_write_aptpl(dev, False)
-    _generation(pr)
+    core_scsi3_pr_generation(pr)
     return None
 
 
 def _complete_pro_preempt(dev: FileIODevice, reg: PrRegistration, type_: int, scope: int) -> None:
     pr = _pr(dev)
     if pr.holder is not None:
-        _complete_pro_release(dev, pr.holder, False)
+        core_scsi3_complete_pro_release(dev, pr.holder, False)
     pr.holder = reg
     reg.res_holder, reg.res_type, reg.res_scope = True, type_, scope
 
@@ -615,14 +481,14 @@ def _pro_preempt(cmd: SeCmd, type_: int, scope: int, res_key: int, sa_res_key: i
                 if reg.key != sa_res_key:
                     continue
                 unmatched = False
-                _free_registration(dev, reg)
+                core_scsi3_free_registration(dev, reg)
             else:
                 if sa_res_key and reg.key != sa_res_key:
                     continue
                 unmatched = False
                 if calling:
                     continue
-                _free_registration(dev, reg)
+                core_scsi3_free_registration(dev, reg)
             if not calling:
                 _ua_allocate_lun(reg.nacl, reg.mapped_lun, 0x2A, ASCQ_2AH_REGISTRATIONS_PREEMPTED)
         if unmatched:
@@ -633,15 +499,15 @@ def _pro_preempt(cmd: SeCmd, type_: int, scope: int, res_key: int, sa_res_key: i
             _abort_hangs(dev)
         if pr.aptpl_active:
             core_scsi3_update_and_write_aptpl(dev, True)
-        _generation(pr)
+        core_scsi3_pr_generation(pr)
         return None
     prh_type, prh_scope = holder.res_type, holder.res_scope
     if reg_n is not holder:
-        _complete_pro_release(dev, holder, False)
+        core_scsi3_complete_pro_release(dev, holder, False)
     for reg in list(pr.registrations):
         if reg is reg_n or (sa_res_key and reg.key != sa_res_key):
             continue
-        _free_registration(dev, reg)
+        core_scsi3_free_registration(dev, reg)
         _ua_allocate_lun(reg.nacl, reg.mapped_lun, 0x2A, ASCQ_2AH_REGISTRATIONS_PREEMPTED)
     _complete_pro_preempt(dev, reg_n, type_, scope)
     if prh_type != type_ or prh_scope != scope:
@@ -652,7 +518,7 @@ def _pro_preempt(cmd: SeCmd, type_: int, scope: int, res_key: int, sa_res_key: i
         _abort_hangs(dev)
     if pr.aptpl_active:
         core_scsi3_update_and_write_aptpl(dev, True)
-    _generation(pr)
+    core_scsi3_pr_generation(pr)
     return None
 
 
@@ -705,17 +571,17 @@ def _pro_register_and_move(cmd: SeCmd, res_key: int, sa_res_key: int, aptpl: boo
     dest = _locate(pr, dest_tpg)
     new_reg = dest is None
     if dest is None:
-        dest = _add_registration(dev, dest_tpg, dest_deve.lun, dest_deve.mapped_lun, sa_res_key, False, aptpl)
+        dest = core_scsi3_add_registration(dev, dest_tpg, dest_deve.lun, dest_deve.mapped_lun, sa_res_key, False, aptpl)
     else:
         dest.key = sa_res_key
-    _complete_pro_release(dev, holder, False)
+    core_scsi3_complete_pro_release(dev, holder, False)
     pr.holder = dest
     dest.res_holder, dest.res_type = True, type_
     reg.res_scope = scope
     if not new_reg:
-        dest.generation = _generation(pr)
+        dest.generation = core_scsi3_pr_generation(pr)
     if unreg:
-        _free_registration(dev, reg)
+        core_scsi3_free_registration(dev, reg)
     core_scsi3_update_and_write_aptpl(dev, aptpl)
     return None
 

@@ -14,7 +14,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from vscsifs.scsi.target._core import DevAttrib, FileIODevice, SeLun, SePortalGroup, proto_id_for_wwn
+from vscsifs.scsi.target._core import (DevAttrib, FileIODevice, SeLun, SePortalGroup, VirtualLun0Device,
+                                      proto_id_for_wwn)
 from vscsifs.scsi.target._pr import load_aptpl_metadata
 
 VHOST_SCSI_MAX_TARGET = 256       # drivers/vhost/scsi.c: tpgt must be below it
@@ -45,6 +46,8 @@ class LioConfig:
     storage_objects: dict[str, FileIODevice] = field(default_factory=dict)   # "/backstores/fileio/NAME"
     vhost_targets: dict[str, VhostTarget] = field(default_factory=dict)
     db_root: str | None = None
+    # g_lun0_dev: the virtual LUN 0 every TPG of this host exports where it maps no LUN 0
+    lun0: VirtualLun0Device = field(default_factory=VirtualLun0Device)
 
     def set_db_root(self, db_root: str | None) -> None:
         """Point every storage object at db_root and restore the APTPL registrations saved
@@ -192,7 +195,7 @@ def _tpg(t: dict[str, Any], wwn: str, j: int, cfg: LioConfig, where_t: str, path
     if not 0 <= tag < VHOST_SCSI_MAX_TARGET:
         raise LioConfigError(f"{path}: {where}.tag: {tag} out of range (vhost-scsi TPG tags are 0..255; "
                              f"the tag is the target id the guest sees)")
-    tpg = SePortalGroup(wwn, tag)
+    tpg = SePortalGroup(wwn, tag, lun0=cfg.lun0)
     luns = t.get("luns", [])
     if not isinstance(luns, list):
         raise LioConfigError(f"{path}: {where}.luns: expected a list, got {type(luns).__name__}")

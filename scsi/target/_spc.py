@@ -14,7 +14,8 @@ from collections.abc import Callable
 from vscsifs.scsi._common import int_to_scsilun
 
 from vscsifs.scsi.target import _pr, _xcopy
-from vscsifs.scsi.target._core import (SE_INQUIRY_BUF, SE_MODE_PAGE_BUF, SE_SENSE_BUF, TRANSPORT_VERSION_DESCRIPTOR, TYPE_DISK,
+from vscsifs.scsi.target._alua import target_emulate_report_target_port_groups
+from vscsifs.scsi.target._core import (spc_gen_naa_6h_vendor_specific, SE_INQUIRY_BUF, SE_MODE_PAGE_BUF, SE_SENSE_BUF, TRANSPORT_VERSION_DESCRIPTOR, TYPE_DISK,
                     DEFAULT_LU_GP_ID, PAGE_SIZE, SeCmd, SenseKey, Tcm, scsi_build_sense_buffer)
 
 SCSI_VERSION_DESCRIPTOR_SAM5 = 0x00A0
@@ -62,37 +63,11 @@ def spc_emulate_inquiry_std(cmd: SeCmd, buf: bytearray) -> None:
 
 
 def evpd_80(cmd: SeCmd, buf: bytearray) -> None:
-    serial = cmd.dev.wwn.unit_serial.encode()   # type: ignore[union-attr]
+    assert cmd.dev is not None
+    serial = cmd.dev.wwn.unit_serial.encode()
     if serial:
         buf[4:4 + len(serial)] = serial
         buf[3] = len(serial) + 1     # with the NUL
-
-
-def spc_gen_naa_6h_vendor_specific(company_id: int, unit_serial: str) -> bytes:
-    """NAA IEEE Registered Extended: 6h, 24-bit company id, then up to 25 hex digits of the
-    unit serial (non-hex characters skipped)."""
-    buf = bytearray(16)
-    buf[0] = 0x60 | (company_id >> 20) & 0xF
-    buf[1] = (company_id >> 12) & 0xFF
-    buf[2] = (company_id >> 4) & 0xFF
-    buf[3] = (company_id & 0xF) << 4
-    off, nxt = 3, True
-    end = off + 13
-    for ch in unit_serial:
-        if off >= end:
-            break
-        try:
-            val = int(ch, 16)
-        except ValueError:
-            continue
-        if nxt:
-            nxt = False
-            buf[off] |= val
-            off += 1
-        else:
-            nxt = True
-            buf[off] = val << 4
-    return bytes(buf)
 
 
 def evpd_83(cmd: SeCmd, buf: bytearray) -> None:
@@ -134,13 +109,13 @@ def evpd_83(cmd: SeCmd, buf: bytearray) -> None:
     off += 8
     length += 8
     # SCSI name string: target port "<wwn>,t,0x<tpgt>"
-    for text, assoc in ((f"{tpg.wwn},t,0x{tpg.tag:04x}", 0x10), (tpg.wwn, 0x20)):
-        raw = text.encode()
-        n = len(raw) + 1
+    for port_name, assoc in ((f"{tpg.wwn},t,0x{tpg.tag:04x}", 0x10), (tpg.wwn, 0x20)):
+        name = port_name.encode()
+        n = len(name) + 1
         n += (-n) & 3
         n = min(n, 256)
         buf[off:off + 4] = bytes((proto | 0x03, 0x80 | assoc | 0x08, 0x00, n & 0xFF))
-        buf[off + 4:off + 4 + min(len(raw), n)] = raw[:n]
+        buf[off + 4:off + 4 + min(len(name), n)] = name[:n]
         off += 4 + n
         length += 4 + n
     _BE16.pack_into(buf, 2, length)
@@ -494,7 +469,6 @@ def spc_parse_cdb(cmd: SeCmd) -> tuple[Tcm | None, int]:
     elif op == 0xA3:                               # MAINTENANCE IN: only REPORT TARGET PORT GROUPS
         size = _be32(cdb, 6)
         if cdb[1] & 0x1F == 0x0A:
-            from vscsifs.scsi.target._alua import target_emulate_report_target_port_groups
             cmd.execute = target_emulate_report_target_port_groups
     elif op == 0xA4:                               # MAINTENANCE OUT: SET TARGET PORT GROUPS unsupported here
         size = _be32(cdb, 6)

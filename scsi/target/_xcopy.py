@@ -10,12 +10,8 @@ from __future__ import annotations
 import struct
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from vscsifs.scsi.target._core import SeCmd, Tcm
-
-if TYPE_CHECKING:
-    from vscsifs.scsi.target._core import FileIODevice
+from vscsifs.scsi.target._core import FileIODevice, SeCmd, Tcm, spc_gen_naa_6h_vendor_specific
 
 XCOPY_HDR_LEN = 16
 XCOPY_TARGET_DESC_LEN = 32
@@ -95,7 +91,6 @@ class XcopyOp:
 
 
 def _naa(dev: FileIODevice) -> bytes:
-    from vscsifs.scsi.target._spc import spc_gen_naa_6h_vendor_specific
     return spc_gen_naa_6h_vendor_specific(dev.wwn.company_id, dev.wwn.unit_serial)
 
 

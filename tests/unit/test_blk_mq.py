@@ -143,7 +143,7 @@ async def test_synchronous_completion_needs_no_wait() -> None:
     rq = await blk_mq_alloc_request(q, ReqOp.REQ_OP_DRV_IN)
     assert await blk_execute_rq(rq) == BlkStatus.BLK_STS_OK
     assert seen == [(0, 0, True)]
-    assert rq.extra["_wait"] is None          # never parked on an Event
+    assert rq.wait_event is None              # never parked on an Event
     assert q.hctxs[0].tags.busy() == 0
 
 
@@ -430,7 +430,7 @@ async def test_timeout_handler_reset_then_done(autojump_clock) -> None:  # type:
         assert await blk_execute_rq(rq) == BlkStatus.BLK_STS_TIMEOUT
         assert [round(t - t0) for t in calls] == [30, 60, 90]
         assert round(trio.current_time() - t0) == 95
-        assert rq.extra["timed_out"] == 3
+        assert rq.timed_out == 3
 
 
 async def test_no_timeout_handler_keeps_waiting(autojump_clock) -> None:  # type: ignore[no-untyped-def]
@@ -442,7 +442,7 @@ async def test_no_timeout_handler_keeps_waiting(autojump_clock) -> None:  # type
     async with trio.open_nursery() as n:
         n.start_soon(blk_execute_rq, rq)
         await trio.sleep(10)
-        assert rq.extra["timed_out"] >= 9 and not rq.extra.get("completed")
+        assert rq.timed_out >= 9 and not rq.completed
         blk_mq_complete_request(rq)
     assert rq.status == BlkStatus.BLK_STS_OK
 

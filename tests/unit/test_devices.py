@@ -21,7 +21,7 @@ from vscsifs.daemon._qemu_args import parse_qemu_args
 from vscsifs.daemon._qmp import device_config_from_args
 from vscsifs.daemon._toml_config import loads
 from vscsifs.scsi.device import SCSIDiskDevice
-from vscsifs.virtio import VirtIOSCSIConf
+from vscsifs.virtio.device import VirtIOSCSIConf
 from vscsifs.virtio.device._vhost_scsi import VHostSCSIConf
 
 # what a realized scsi-hd shows of its properties (the attributes the device model keeps)

@@ -1,4 +1,4 @@
-"""Fault injection: the rule language (scsi/device/_faults.py), the HBA holding, delaying and
+"""Fault injection: the rule language (scsi/device/_fault_injector.py), the HBA holding, delaying and
 cancelling requests (virtio/_scsi_device.py), and what the emulated kernel makes of each fault
 through the real stack: retries, the error handler's ladder, log lines, counters, errno."""
 
@@ -13,11 +13,13 @@ import trio
 
 from vscsifs.scsi.kernel.base._driver_model import Sysfs
 from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice, SenseCode
-from vscsifs.scsi.device._faults import (FaultInjector, FaultKind, LunFaults, cdb_lba_range, parse_fault_option,
+from vscsifs.scsi.device._fault_injector import (FaultInjector, FaultKind, LunFaults, cdb_lba_range, parse_fault_option,
                                          parse_fault_rule)
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import Kmsg
-from vscsifs.virtio import GuestMemory, VirtIOPCIProxy, VirtIOSCSI, VirtIOSCSIConf, virtscsi_probe
+from vscsifs.virtio import GuestMemory
+from vscsifs.virtio.device import VirtIOPCIProxy, VirtIOSCSI, VirtIOSCSIConf
+from vscsifs.virtio.driver import virtscsi_probe
 
 READ10 = bytes([0x28, 0, 0, 0, 0x08, 0x00, 0, 0, 8, 0])      # LBA 2048, 8 blocks
 WRITE10 = bytes([0x2A, 0, 0, 0, 0x08, 0x00, 0, 0, 8, 0])

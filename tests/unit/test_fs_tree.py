@@ -20,7 +20,7 @@ from fs_fixtures import FakeBdev, FakeChar, build_machine  # noqa: E402
 from vscsifs.fs import (BlockNode, DataFile, DevFs, ProcFs, UnavailableCharNode, make_operations,  # noqa: E402
                         stale_loops)
 from vscsifs.fs import _devfs, _operations  # noqa: E402
-from vscsifs.scsi.kernel.base._kobject import Attr, Dir  # noqa: E402
+from vscsifs.scsi.kernel.base._kobject import Attr, Dir, SysfsError  # noqa: E402
 
 ROOT = pyfuse3.ROOT_INODE
 
@@ -257,14 +257,19 @@ async def test_procfs_logging_level(machine: Any) -> None:
     assert await read_all(ops, "proc/sys/dev/scsi/logging_level") == b"-1\n"
 
 
-async def test_proc_block_texts_come_from_the_block_layer(machine: Any, monkeypatch: Any) -> None:
-    import vscsifs.scsi.kernel.block as block
-    ops, kernel, *_ = machine
-    monkeypatch.setattr(block, "proc_partitions_text", lambda k: f"major minor  #blocks  name\n{id(k)}\n",
-                        raising=False)
-    assert await read_all(ops, "proc/partitions") == f"major minor  #blocks  name\n{id(kernel)}\n".encode()
-    monkeypatch.delattr(block, "proc_diskstats_text", raising=False)
-    assert await fuse_errno(read_all(ops, "proc/diskstats")) == errno.EIO
+async def test_proc_files_are_what_the_kernel_published(machine: Any) -> None:
+    """/proc renders the kernel's proc_create() entries, also those published after the tree
+    was made, and a show that fails gives its errno."""
+    ops, kernel, devfs, procfs, *_ = machine
+    # published by the fixture before the tree was made, as genhd_device_init does
+    assert procfs.root.children["partitions"].show is kernel.proc_entries["partitions"]
+    kernel.proc_create("late", lambda: f"{id(kernel)}\n")
+    assert await read_all(ops, "proc/late") == f"{id(kernel)}\n".encode()
+
+    def broken() -> str:
+        raise SysfsError(errno.EIO)
+    kernel.proc_create("broken", broken)
+    assert await fuse_errno(read_all(ops, "proc/broken")) == errno.EIO
 
 
 async def test_devfs_char_nodes_refuse_io(machine: Any, monkeypatch: Any) -> None:

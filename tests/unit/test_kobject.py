@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 
-from vscsifs.scsi.kernel.base import _kobject
 from vscsifs.scsi.kernel.base._driver_model import POWER_ATTRS, Device, add_power_group
-from vscsifs.scsi.kernel.base._kobject import Attr, Dir, LazyDir, const_show
+from vscsifs.scsi.kernel.base._kobject import Attr, Dir, KernfsRoot, LazyDir, const_show
 
 
 def _entries(d: Dir) -> list[tuple[str, str, int, bytes | None]]:
@@ -72,10 +71,10 @@ def test_lazy_dir_lookup_and_removal_build_first() -> None:
     assert lazy2.remove("y") is not None and "y" not in lazy2.children
 
 
-def test_lazy_build_does_not_notify_listeners(monkeypatch: Any) -> None:
+def test_lazy_build_does_not_notify_listeners() -> None:
     events: list[tuple[str, str]] = []
-    monkeypatch.setattr(_kobject, "tree_listeners", [lambda action, d, name: events.append((action, name))])
-    root = Dir("")
+    root = KernfsRoot("")
+    root.listeners.append(lambda action, d, name: events.append((action, name)))
     lazy = root.add(LazyDir("p", lambda d, _: d.const("x", "1\n")))
     assert events == [("add", "p")]
     assert "x" in lazy.children
@@ -88,10 +87,11 @@ def test_lazy_build_failure_propagates() -> None:
     def build(d: Dir, arg: Any) -> None:
         raise RuntimeError("boom")
 
-    lazy = LazyDir("p", build)
+    root = KernfsRoot("")
+    lazy = root.add(LazyDir("p", build))
     with pytest.raises(RuntimeError):
         lazy.children
-    assert _kobject._quiet_adds == 0
+    assert root.quiet_adds == 0
 
 
 def test_power_group_is_lazy_and_matches_the_table() -> None:
@@ -138,3 +138,19 @@ def test_subdirectory_count_follows_add_and_remove() -> None:
     assert d.nlink() == 3
     d.remove("nothing")
     assert d.nlink() == 2 + sum(isinstance(c, Dir) for c in d.children.values())
+
+
+def test_listeners_belong_to_their_tree() -> None:
+    """Two machines in one process: a change in one tree is not reported to the other's mount,
+    and a subtree built before it is attached reports nothing until it is."""
+    a, b = KernfsRoot(""), KernfsRoot("")
+    heard: list[tuple[str, str]] = []
+    a.listeners.append(lambda action, d, name: heard.append((action, name)))
+    b.mkdir("devices").mkdir("x")
+    detached = Dir("host0")
+    detached.mkdir("target0:0:0")
+    assert heard == []
+    devices = a.mkdir("devices")
+    devices.add(detached)
+    devices.remove("host0")
+    assert heard == [("add", "devices"), ("add", "host0"), ("remove", "host0")]

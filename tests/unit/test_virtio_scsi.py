@@ -18,8 +18,10 @@ from vscsifs.scsi.kernel.base._kobject import Attr, Dir, Link
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import Kmsg
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, ScsiCmnd
-from vscsifs.virtio import (GuestMemory, VirtIOPCIProxy, VirtIOSCSI, VirtIOSCSIConf, run_pending_events,
-                            virtscsi_abort, virtscsi_device_reset, virtscsi_probe, virtscsi_queuecommand)
+from vscsifs.virtio import GuestMemory
+from vscsifs.virtio.device import VirtIOPCIProxy, VirtIOSCSI, VirtIOSCSIConf
+from vscsifs.virtio.driver import (run_pending_events, virtscsi_abort, virtscsi_device_reset, virtscsi_probe,
+                                   virtscsi_queuecommand)
 from vscsifs.virtio.driver._scsi_driver import FAILED, SCSI_MLQUEUE_HOST_BUSY, SUCCESS, shost_priv
 from vscsifs.virtio._virtqueue import DriverVirtqueue
 from vscsifs.virtio._wire import (CMD_REQ_HDR, CMD_RESP_HDR, CTRL_TMF_REQ, EVENT, SCSI_CONFIG,
@@ -350,7 +352,7 @@ def test_probe_sizes_host_from_config():
     assert m.dev.sense_size == 96 and m.dev.cdb_size == 32
     assert m.proxy.get_status() == 0x0F
     # 8 event buffers posted
-    assert m.dev.event_vq._avail_idx() == 8
+    assert m.dev.event_vq.avail_idx() == 8
     assert m.ml.calls == [("scsi_add_host", 0)]
     assert s.hostt.map_queues(s) == [0, 1]
 

@@ -3,9 +3,10 @@
 Queues: 0 control (TMF, AN), 1 event, 2.. request queues (``num_queues`` of them). A request
 chain is [cmd_req | data-out...] [cmd_resp | data-in...]; the device decodes the LUN address,
 answers BAD_TARGET for a target the SCSI bus does not have, else hands the CDB and the data
-views to the bus (brief A's SCSIBus) and writes status, sense and residual back. Events
-(hotplug, parameter change) go into buffers the driver pre-posted on the event queue; when
-none is posted the device remembers it dropped one and flags EVENTS_MISSED on the next.
+views to the bus (the device side's SCSIBus, scsi/device) and writes status, sense and
+residual back. Events (hotplug, parameter change) go into buffers the driver pre-posted on
+the event queue; when none is posted the device remembers it dropped one and flags
+EVENTS_MISSED on the next.
 
 Never imports the driver side: the two halves meet only in guest memory.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from vscsifs.scsi.device._sense import SenseCode
 from vscsifs.virtio._memory import GuestMemory
 from vscsifs.virtio.device._virtio_device import VIRTIO_QUEUE_MAX, VirtIODevice
 from vscsifs.virtio._virtqueue import DeviceVirtqueue, VirtioError, VirtQueueElement
@@ -41,7 +43,8 @@ class SCSIResultLike(Protocol):
 
 @runtime_checkable
 class SCSIBusLike(Protocol):
-    """What the HBA needs from the SCSI bus (brief A, vscsifs.scsi.device.SCSIBus).
+    """What the HBA needs from the SCSI bus (vscsifs.scsi.device.SCSIBus), as a Protocol so
+    that a test can hand it a stand-in.
 
     Optional, used when present: ``parse_cdb(channel, id, lun, cdb) -> SCSICommand|None``
     (mode/xfer for QEMU's OVERRUN check; a bus that has it takes that parsed command back as
@@ -111,7 +114,7 @@ def _iov_skip(views: list[memoryview], skip: int) -> list[memoryview]:
 
 
 class FaultsLike(Protocol):
-    """What the HBA asks before running a command (vscsifs.scsi.device._faults.FaultInjector):
+    """What the HBA asks before running a command (vscsifs.scsi.device._fault_injector.FaultInjector):
     ``decide(channel, id, lun, cdb)`` answers with ``drop``, ``response``, ``status``,
     ``sense`` and ``delay`` (seconds)."""
 
@@ -178,7 +181,7 @@ class VirtIOSCSI(VirtIODevice):
         self.event_vq = self.add_queue(conf.virtqueue_size, self.handle_event)
         self.cmd_vqs = [self.add_queue(conf.virtqueue_size, self.handle_cmd) for _ in range(num_queues)]
         self.stats_cmds = 0
-        # fault injection (scsi/device/_faults.py) and deferred completion: requests held by
+        # fault injection (scsi/device/_fault_injector.py) and deferred completion: requests held by
         # the device, by tag; ``call_later(seconds, fn)`` is installed by whoever runs the
         # machine (a trio nursery); without it injected latencies are not waited for
         self.faults: FaultsLike | None = None
@@ -540,7 +543,6 @@ class VirtIOSCSI(VirtIODevice):
     def _bus_set_ua_luns_changed(self) -> None:
         set_ua = getattr(self.bus, "set_ua", None)
         if set_ua is not None:
-            from vscsifs.scsi.device._sense import SenseCode   # device side to device side
             set_ua(SenseCode.REPORTED_LUNS_CHANGED)
 
     def _bus_change(self, dev: Any, sense: Any) -> None:

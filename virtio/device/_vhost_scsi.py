@@ -17,6 +17,7 @@ guest sees), lun[2..3] & 0x3fff the LUN. An address without a TPG is answered BA
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter, deque
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from typing import Any
 import trio
 
 from vscsifs.scsi.target import DmaDir, SePortalGroup, SeLun, TargetResult, target_submit
+from vscsifs.scsi.target._saveconfig import VHOST_SCSI_MAX_TARGET
 
 from vscsifs.virtio._memory import GuestMemory
 from vscsifs.virtio.device._scsi_device import VirtIOSCSI, VirtIOSCSIConf, _iov_read, _iov_skip, _iov_write
@@ -42,7 +44,6 @@ VHOST_SCSI_REQ_SIZE = CMD_REQ_HDR.size + VHOST_SCSI_MAX_CDB_SIZE        # struct
 VHOST_SCSI_RSP_SIZE = CMD_RESP_HDR.size + VIRTIO_SCSI_SENSE_DEFAULT_SIZE  # struct virtio_scsi_cmd_resp
 VHOST_SCSI_WEIGHT = 256           # requests handled per kick work before it requeues itself
 VHOST_SCSI_MAX_EVENT = 128
-VHOST_SCSI_MAX_TARGET = 256
 TMR_FUNCTION_COMPLETE = 1
 
 
@@ -172,7 +173,7 @@ class VHostSCSI(VirtIOSCSI):
         self.event_list: list[tuple[int, int, bytes]] = []
         self.completion_work = VhostWork("complete_cmd", self._complete_cmd_work)
         self.event_work = VhostWork("evt", self._evt_work)
-        self.kick_works = [VhostWork(self._kick_name(vq.index), (lambda vq=vq: self._kick(vq))) for vq in self.vqs]
+        self.kick_works = [VhostWork(self._kick_name(vq.index), functools.partial(self._kick, vq)) for vq in self.vqs]
         for tpg in self.tpgs.values():
             tpg.on_port_link = self._port_link
             tpg.on_port_unlink = self._port_unlink
@@ -506,17 +507,17 @@ class VHostSCSI(VirtIOSCSI):
                 return
 
     # QEMU personality's entry points, mapped to vhost's behaviour
-    def hotplug(self, target: int, lun: int) -> bool:   # type: ignore[override]
+    def hotplug(self, target: int, lun: int) -> bool:
         """LUNs appear by adding them to the TPG (SePortalGroup.add_lun), not through QEMU."""
         return False
 
-    def hotunplug(self, target: int, lun: int) -> bool:   # type: ignore[override]
+    def hotunplug(self, target: int, lun: int) -> bool:
         return False
 
-    def change(self, target: int, lun: int, asc: int, ascq: int, is_rom: bool = False) -> bool:   # type: ignore[override]
+    def change(self, target: int, lun: int, asc: int, ascq: int, is_rom: bool = False) -> bool:
         return False
 
-    def push_event(self, event: int, reason: int, addr: tuple[int, int] | None) -> bool:   # type: ignore[override]
+    def push_event(self, event: int, reason: int, addr: tuple[int, int] | None) -> bool:
         self._send_evt(event, reason, addr)
         return True
 

@@ -8,20 +8,29 @@ virtscsi_req_done -> virtscsi_complete_cmd) maps the virtio response to the host
 sense and residual and calls scsi_done. TMFs for the error handler go on the control queue;
 events (hotplug, parameter change) call the midlayer by the kernel's function names.
 
-The midlayer (brief C1) is reached through a ``Midlayer`` object whose attributes are the
-functions named as in the kernel; the default resolves them from vscsifs.scsi.kernel at call
-time, tests pass a fake.
+The midlayer is reached through a ``Midlayer`` table whose attributes are the functions named
+as in the kernel (the real ones by default; tests pass a recording stand-in).
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
+import errno
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from vscsifs.scsi.kernel.base._async import maybe_await
 from vscsifs.scsi.kernel.base._printk import KernLevel
+from vscsifs.scsi.kernel.block import blk_mq_virtio_map_queues
+from vscsifs.scsi._proto import SamStatus, ScsiOpcode
+from vscsifs.scsi.kernel._hosts import SCSI_MLQUEUE_HOST_BUSY, scsi_add_host, scsi_host_alloc, scsi_remove_host
+from vscsifs.scsi.kernel._scsi_devinfo import Blist
+from vscsifs.scsi.kernel._scsi_error import FAILED, SUCCESS
+from vscsifs.scsi.kernel._scsi_lib import SCSI_EH_NOT_HANDLED, SCSI_EH_RESET_TIMER, scsi_change_queue_depth, scsi_execute_req
+from vscsifs.scsi.kernel._scsi_logging import scmd_printk, sdev_printk
+from vscsifs.scsi.kernel._scsi_scan import (SCAN_WILD_CARD, ScanMode, scsi_add_device, scsi_device_lookup, scsi_remove_device,
+                                            scsi_rescan_device, scsi_scan_host, scsi_scan_target, shost_for_each_device)
+from vscsifs.scsi.kernel._sd import SD_MAX_RETRIES, SD_TIMEOUT
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, ScsiCmnd
 
 from vscsifs.virtio._memory import GuestBuffer
@@ -29,7 +38,7 @@ from vscsifs.virtio.device._pci import VirtIOPCIProxy
 from vscsifs.virtio.driver._pci_sysfs import PciDev, pci_device_add
 from vscsifs.scsi.kernel.base._driver_model import device_del
 
-from vscsifs.virtio.driver._virtio_driver import VirtioDevice, register_virtio_device, unregister_virtio_device, virtio_dev_probe
+from vscsifs.virtio.driver._virtio_driver import VirtioPciDevice, register_virtio_device, unregister_virtio_device, virtio_dev_probe
 from vscsifs.virtio._virtqueue import DriverVirtqueue
 from vscsifs.virtio._wire import (CMD_REQ_HDR, CMD_RESP_HDR, CTRL_TMF_REQ, CTRL_TMF_RESP, EVENT, VIRTIO_SCSI_CDB_DEFAULT_SIZE,
                     VIRTIO_SCSI_SENSE_DEFAULT_SIZE, VIRTIO_SCSI_T_EVENTS_MISSED, VIRTIO_SCSI_VQ_BASE,
@@ -44,20 +53,10 @@ _CDB_PAD = bytes(VIRTIO_SCSI_CDB_SIZE)
 _SIMPLE = int(VirtioScsiTaskAttr.SIMPLE)
 RESP_SIZE = CMD_RESP_HDR.size + VIRTIO_SCSI_SENSE_SIZE      # sizeof(struct virtio_scsi_cmd_resp)
 
-# include/scsi/scsi.h / scsi_host.h
-SCSI_MLQUEUE_HOST_BUSY = 0x1055
-SUCCESS = 0x2002
-FAILED = 0x2003
-SAM_STAT_RESERVATION_CONFLICT = 0x18
-SCSI_EH_NOT_HANDLED = 2
-SCSI_EH_RESET_TIMER = 1           # enum scsi_timeout_action: SCSI_EH_DONE 0, RESET_TIMER 1, NOT_HANDLED 2
-SD_TIMEOUT = 30.0
-SD_MAX_RETRIES = 5
-BLIST_TRY_VPD_PAGES = 1 << 28
-SCAN_WILD_CARD = ~0
-SCSI_SCAN_INITIAL = 0
-INQUIRY = 0x12
-_EIO = -5
+# the midlayer's and the protocol's constants, once, as the completion path reads them
+SAM_STAT_RESERVATION_CONFLICT = int(SamStatus.RESERVATION_CONFLICT)
+BLIST_TRY_VPD_PAGES = int(Blist.TRY_VPD_PAGES)
+_EIO = -errno.EIO
 
 # virtscsi_complete_cmd(): virtio response -> host byte (NEXUS_FAILURE sets the status byte)
 RESPONSE_HOST_BYTE: dict[int, int] = {
@@ -76,27 +75,21 @@ FEATURES = (VirtioScsiF.HOTPLUG, VirtioScsiF.CHANGE)   # virtio_scsi.c features[
 
 
 class Midlayer:
-    """The midlayer functions virtio_scsi.c calls, resolved by name from vscsifs.scsi.kernel."""
+    """The midlayer entry points virtio_scsi.c calls (hosts.c, scsi_scan.c, scsi_lib.c), as
+    one table so that a test can hand the driver a recording stand-in with the same names."""
 
-    _MODULES = ("vscsifs.scsi.kernel._hosts", "vscsifs.scsi.kernel._scsi_scan",
-                "vscsifs.scsi.kernel._scsi_lib", "vscsifs.scsi.kernel._scsi_sysfs", "vscsifs.scsi.kernel")
-
-    def __getattr__(self, name: str) -> Any:
-        for modname in self._MODULES:
-            try:
-                mod = importlib.import_module(modname)
-            except ImportError:
-                continue
-            fn = getattr(mod, name, None)
-            if fn is not None:
-                return fn
-        raise AttributeError(f"the SCSI midlayer provides no {name}() (looked in {', '.join(self._MODULES)})")
-
-
-async def _maybe_await(value: Any) -> Any:
-    if inspect.isawaitable(value):
-        return await value
-    return value
+    scsi_host_alloc = staticmethod(scsi_host_alloc)
+    scsi_add_host = staticmethod(scsi_add_host)
+    scsi_remove_host = staticmethod(scsi_remove_host)
+    scsi_change_queue_depth = staticmethod(scsi_change_queue_depth)
+    scsi_execute_req = staticmethod(scsi_execute_req)
+    scsi_scan_host = staticmethod(scsi_scan_host)
+    scsi_scan_target = staticmethod(scsi_scan_target)
+    scsi_add_device = staticmethod(scsi_add_device)
+    scsi_device_lookup = staticmethod(scsi_device_lookup)
+    scsi_remove_device = staticmethod(scsi_remove_device)
+    scsi_rescan_device = staticmethod(scsi_rescan_device)
+    shost_for_each_device = staticmethod(shost_for_each_device)
 
 
 @dataclass(eq=False)
@@ -126,7 +119,7 @@ class VirtioScsiVq:
 class VirtioScsi:
     """struct virtio_scsi: the driver's per-host state (shost_priv)."""
 
-    vdev: VirtioDevice
+    vdev: VirtioPciDevice
     num_queues: int
     midlayer: Any
     ctrl_vq: VirtioScsiVq | None = None
@@ -240,17 +233,17 @@ def virtscsi_probe(kernel: Any, proxy: VirtIOPCIProxy, parent_device: PciDev | N
                             lambda v: _virtscsi_probe(v, ml))
 
 
-def _cfg(vdev: VirtioDevice, name: str) -> int:
+def _cfg(vdev: VirtioPciDevice, name: str) -> int:
     off, size = scsi_config_offset(name)
     return vdev.cread(off, size)
 
 
-def _cfg_set(vdev: VirtioDevice, name: str, value: int) -> None:
+def _cfg_set(vdev: VirtioPciDevice, name: str, value: int) -> None:
     off, size = scsi_config_offset(name)
     vdev.cwrite(off, size, value)
 
 
-def _virtscsi_probe(vdev: VirtioDevice, ml: Any) -> Any:
+def _virtscsi_probe(vdev: VirtioPciDevice, ml: Any) -> Any:
     kernel = vdev.kernel
     num_queues = _cfg(vdev, "num_queues") or 1
     num_queues = min(kernel.nr_cpus, num_queues)
@@ -288,7 +281,7 @@ async def virtscsi_remove(shost: Any) -> None:
     vdev = vscsi.vdev
     vscsi.stop_events = True
     vscsi.pending_events.clear()
-    await _maybe_await(vscsi.midlayer.scsi_remove_host(shost))
+    await maybe_await(vscsi.midlayer.scsi_remove_host(shost))
     vdev.proxy.set_status(0)          # virtio_reset_device(): the device forgets the rings
     vdev.del_vqs()
     mem = vscsi.memory
@@ -303,7 +296,7 @@ async def virtscsi_remove(shost: Any) -> None:
     device_del(vdev.pci.dev)
 
 
-def virtscsi_init(vdev: VirtioDevice, vscsi: VirtioScsi) -> None:
+def virtscsi_init(vdev: VirtioPciDevice, vscsi: VirtioScsi) -> None:
     """virtscsi_init(): control, event and ``num_queues`` request queues; tell the device the
     cdb and sense sizes this driver uses."""
     specs: list[tuple[str, Callable[[DriverVirtqueue], None] | None]] = [
@@ -377,7 +370,6 @@ def _scmd_printk(vscsi: VirtioScsi, level: KernLevel, sc: ScsiCmnd, text: str) -
     """scmd_printk(): the midlayer's own prefix ('sd 0:0:0:0: [sda] tag#3 ') when the device
     is a real scsi_device, a plain H:C:T:L prefix otherwise."""
     if hasattr(sc.device, "sdev_gendev"):
-        from vscsifs.scsi.kernel._scsi_logging import scmd_printk
         scmd_printk(level, sc, text)
         return
     _sdev_printk(vscsi, sc.device, text, level)
@@ -517,7 +509,6 @@ def virtscsi_map_queues(shost: Any) -> list[int]:
     spread). Sets the host tag set's map when there is one; returns mq_map[cpu]."""
     tag_set = getattr(shost, "tag_set", None)
     if tag_set is not None:
-        from vscsifs.scsi.kernel.block import blk_mq_virtio_map_queues
         blk_mq_virtio_map_queues(tag_set)
         return list(tag_set.mq_map)
     vscsi = shost_priv(shost)
@@ -537,6 +528,7 @@ async def virtscsi_tmf(vscsi: VirtioScsi, cmd: VirtioScsiCmd) -> int:
     """virtscsi_tmf(): queue on the control queue, wait, SUCCESS if OK/FUNCTION_SUCCEEDED."""
     ret = FAILED
     try:
+        assert vscsi.ctrl_vq is not None, "TMF before virtscsi_init"
         if _add_cmd(vscsi.ctrl_vq.vq, cmd, CTRL_TMF_REQ.size, CTRL_TMF_RESP.size, None, True) < 0:
             return ret
         if not cmd.completed:
@@ -564,7 +556,6 @@ def _tmf_cmd(vscsi: VirtioScsi, subtype: int, sdev: Any, tag: int) -> VirtioScsi
 def _sdev_printk(vscsi: VirtioScsi, sdev: Any, text: str, level: KernLevel = KernLevel.INFO) -> None:
     """sdev_printk(): through the midlayer's dev_printk for a real scsi_device."""
     if hasattr(sdev, "sdev_gendev"):
-        from vscsifs.scsi.kernel._scsi_logging import sdev_printk
         sdev_printk(level, sdev, text)
         return
     host_no = getattr(getattr(sdev, "host", None), "host_no", 0)
@@ -593,6 +584,7 @@ def virtscsi_poll_requests(vscsi: VirtioScsi) -> None:
 
 # ================================================================== events
 def virtscsi_kick_event(vscsi: VirtioScsi, node: VirtioScsiEventNode) -> int:
+    assert vscsi.event_vq is not None, "event before virtscsi_init"
     vq = vscsi.event_vq.vq
     err = vq.add_inbuf((node.event.addr, EVENT.size), node)
     if not err:
@@ -638,7 +630,7 @@ async def virtscsi_handle_event(node: VirtioScsiEventNode) -> None:
     if event & VIRTIO_SCSI_T_EVENTS_MISSED:
         event &= ~VIRTIO_SCSI_T_EVENTS_MISSED
         await virtscsi_rescan_hotunplug(vscsi)
-        await _maybe_await(ml.scsi_scan_host(vscsi.shost))
+        await maybe_await(ml.scsi_scan_host(vscsi.shost))
     if event == VirtioScsiEvent.NO_EVENT:
         pass
     elif event == VirtioScsiEvent.TRANSPORT_RESET:
@@ -657,13 +649,13 @@ async def virtscsi_handle_transport_reset(vscsi: VirtioScsi, lun: bytes, reason:
     lun_id = (lun[2] << 8) | lun[3]
     if reason == VirtioScsiEvtReset.RESCAN:
         if lun_id == 0:
-            await _maybe_await(ml.scsi_scan_target(shost, 0, target, SCAN_WILD_CARD, SCSI_SCAN_INITIAL))
+            await maybe_await(ml.scsi_scan_target(shost, 0, target, SCAN_WILD_CARD, ScanMode.SCSI_SCAN_INITIAL))
         else:
-            await _maybe_await(ml.scsi_add_device(shost, 0, target, lun_id))
+            await maybe_await(ml.scsi_add_device(shost, 0, target, lun_id))
     elif reason == VirtioScsiEvtReset.REMOVED:
         sdev = ml.scsi_device_lookup(shost, 0, target, lun_id)
         if sdev is not None:
-            await _maybe_await(ml.scsi_remove_device(sdev))
+            await maybe_await(ml.scsi_remove_device(sdev))
         else:
             vscsi.kernel.printk(KernLevel.ERR, f"SCSI device {shost.host_no} 0 {target} {lun_id} not found")
     else:
@@ -682,7 +674,7 @@ async def virtscsi_handle_param_change(vscsi: VirtioScsi, lun: bytes, reason: in
         return
     # "Parameters changed", "Mode parameters changed", "Capacity data has changed"
     if asc == 0x2A and ascq in (0x00, 0x01, 0x09):
-        await _maybe_await(ml.scsi_rescan_device(sdev))
+        await maybe_await(ml.scsi_rescan_device(sdev))
 
 
 async def virtscsi_rescan_hotunplug(vscsi: VirtioScsi) -> None:
@@ -695,11 +687,11 @@ async def virtscsi_rescan_hotunplug(vscsi: VirtioScsi) -> None:
         sdevs = list(getattr(vscsi.shost, "devices", ()))   # shost->__devices
     for sdev in sdevs:
         inquiry_len = getattr(sdev, "inquiry_len", 0) or 36
-        cdb = bytes((INQUIRY, 0, 0, 0, inquiry_len, 0))
-        res = await _maybe_await(ml.scsi_execute_req(sdev, cdb, DmaDirection.DMA_FROM_DEVICE, inquiry_len,
+        cdb = bytes((ScsiOpcode.INQUIRY, 0, 0, 0, inquiry_len, 0))
+        res = await maybe_await(ml.scsi_execute_req(sdev, cdb, DmaDirection.DMA_FROM_DEVICE, inquiry_len,
                                                      SD_TIMEOUT, SD_MAX_RETRIES))
         result, data = (res.result, res.data) if hasattr(res, "result") else (res[0], res[1])
         if result == 0 and data and data[0] >> 5:
-            await _maybe_await(ml.scsi_remove_device(sdev))
+            await maybe_await(ml.scsi_remove_device(sdev))
         elif result > 0 and (result >> 16) & 0xFF == HostByte.DID_BAD_TARGET:
-            await _maybe_await(ml.scsi_remove_device(sdev))
+            await maybe_await(ml.scsi_remove_device(sdev))

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from vscsifs.scsi.kernel.base._driver_model import Device, device_add, device_bind_driver, device_del
+from vscsifs.scsi.kernel.base._irq import FIRST_MSI_IRQ, IrqDesc
+from vscsifs.scsi.kernel.base._kernel import Kernel
 
 from vscsifs.virtio.device._pci import VirtIOPCIProxy
 from vscsifs.virtio.driver._pci_sysfs import PciDev
@@ -25,28 +27,10 @@ _RING_TRANSPORT_FEATURES = frozenset({VirtioF.RING_INDIRECT_DESC, VirtioF.RING_E
                                       VirtioF.ACCESS_PLATFORM, VirtioF.RING_PACKED, VirtioF.ORDER_PLATFORM})
 _PCI_TRANSPORT_FEATURES = frozenset({VirtioF.RING_RESET})
 
-FIRST_MSI_IRQ = 24   # x86: legacy 0-15 and the IOAPIC's 16-23 come first
-
-
-@dataclass
-class IrqDesc:
-    """One Linux irq: what /proc/interrupts lists (``24: ... PCI-MSI 65536-edge virtio0-config``)."""
-
-    irq: int
-    hwirq: int
-    name: str
-    count: int = 0
-    chip: str = "PCI-MSI"
-
-    def proc_line_name(self) -> str:
-        return f"{self.chip} {self.hwirq}-edge      {self.name}"
-
-
-def alloc_irq(kernel: Any) -> int:
+def alloc_irq(kernel: Kernel) -> int:
     """irq_domain_alloc_irqs(): the lowest free Linux irq number at or above 24 (the irq
     bitmap lives on the Kernel as ``msi_irqs_used``)."""
-    used: set[int] = getattr(kernel, "msi_irqs_used", None) or set()
-    kernel.msi_irqs_used = used
+    used = kernel.msi_irqs_used
     n = FIRST_MSI_IRQ
     while n in used:
         n += 1
@@ -54,21 +38,19 @@ def alloc_irq(kernel: Any) -> int:
     return n
 
 
-def free_irq_number(kernel: Any, irq: int) -> None:
-    getattr(kernel, "msi_irqs_used", set()).discard(irq)
+def free_irq_number(kernel: Kernel, irq: int) -> None:
+    kernel.msi_irqs_used.discard(irq)
 
 
-def register_irq(kernel: Any, desc: IrqDesc) -> None:
+def register_irq(kernel: Kernel, desc: IrqDesc) -> None:
     """Record an irq where /proc/interrupts can find it (``kernel.irq_descs``)."""
-    if not hasattr(kernel, "irq_descs"):
-        kernel.irq_descs = []
     kernel.irq_descs.append(desc)
 
 
-class VirtioDevice:
+class VirtioPciDevice:
     """struct virtio_device + virtio_pci_device: the driver side of one virtio function."""
 
-    def __init__(self, kernel: Any, proxy: VirtIOPCIProxy, pci: PciDev) -> None:
+    def __init__(self, kernel: Kernel, proxy: VirtIOPCIProxy, pci: PciDev) -> None:
         self.kernel = kernel
         self.proxy = proxy
         self.pci = pci
@@ -152,7 +134,7 @@ class VirtioDevice:
             elif per_vq:
                 vector = next_vector
                 next_vector += 1
-                self._request_vector(vector, name, lambda vq=vq: vq.interrupt())
+                self._request_vector(vector, name, vq.interrupt)
                 if proxy.set_queue_vector(index, vector) == VIRTIO_NO_VECTOR:
                     raise RuntimeError(f"{self.name}: device refused MSI-X vector {vector} for queue {index}")
             else:
@@ -191,7 +173,7 @@ class VirtioDevice:
         """vp_del_vqs(): free the vectors (and their Linux irqs) and the rings."""
         for vector in range(self.proxy.nvectors):
             self.proxy.free_irq(vector)
-        descs = getattr(self.kernel, "irq_descs", [])
+        descs = self.kernel.irq_descs
         for desc in self.irqs:
             if desc in descs:
                 descs.remove(desc)
@@ -202,9 +184,9 @@ class VirtioDevice:
         self.vqs = []
 
 
-def register_virtio_device(kernel: Any, proxy: VirtIOPCIProxy, pci: PciDev) -> VirtioDevice:
+def register_virtio_device(kernel: Kernel, proxy: VirtIOPCIProxy, pci: PciDev) -> VirtioPciDevice:
     """virtio_pci_probe() -> register_virtio_device(): reset, ACKNOWLEDGE, device_add."""
-    vdev = VirtioDevice(kernel, proxy, pci)
+    vdev = VirtioPciDevice(kernel, proxy, pci)
     proxy.set_status(0)
     vdev.add_status(VirtioStatus.ACKNOWLEDGE)
     device_add(vdev.dev, power={"async": lambda: "disabled\n",
@@ -218,13 +200,13 @@ def register_virtio_device(kernel: Any, proxy: VirtIOPCIProxy, pci: PciDev) -> V
     return vdev
 
 
-def _active_kids(vdev: VirtioDevice) -> int:
+def _active_kids(vdev: VirtioPciDevice) -> int:
     """Children with runtime PM active: the SCSI host the driver added below virtioN."""
     return sum(1 for name in vdev.dev.kobj.children if name.startswith("host"))
 
 
-def virtio_dev_probe(vdev: VirtioDevice, driver_name: str, module: str, feature_table: Iterable[int],
-                     probe: Callable[[VirtioDevice], Any]) -> Any:
+def virtio_dev_probe(vdev: VirtioPciDevice, driver_name: str, module: str, feature_table: Iterable[int],
+                     probe: Callable[[VirtioPciDevice], Any]) -> Any:
     """virtio_dev_probe(): DRIVER, feature negotiation (driver table & device, transport bits
     filtered as vring/vp_transport_features do), FEATURES_OK, bind, then the driver's probe.
     Returns what ``probe`` returns; on failure the device is left FAILED and unbound."""
@@ -259,7 +241,7 @@ def virtio_dev_probe(vdev: VirtioDevice, driver_name: str, module: str, feature_
     return result
 
 
-def unregister_virtio_device(vdev: VirtioDevice) -> None:
+def unregister_virtio_device(vdev: VirtioPciDevice) -> None:
     vdev.del_vqs()
     device_del(vdev.dev)
     vdev.kernel.virtio_index_ida.free(vdev.index)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from vscsifs.scsi.kernel.base._kobject import Attr, Dir, LazyDir, Link, SysfsError, const_show
+from vscsifs.scsi.kernel.base._kobject import Attr, Dir, KernfsRoot, LazyDir, Link, ShowFn, SysfsError, const_show
 
 UeventFn = Callable[[], list[str]]
 
@@ -27,9 +27,9 @@ class Sysfs:
     """The whole /sys tree with its fixed top-level directories."""
 
     def __init__(self) -> None:
-        self.root = Dir("")
-        for top in ("block", "bus", "class", "dev", "devices", "firmware", "fs", "kernel", "module", "power"):
-            self.root.mkdir(top)
+        self.root = KernfsRoot("")
+        self.top = {top: self.root.mkdir(top) for top in ("block", "bus", "class", "dev", "devices", "firmware",
+                                                          "fs", "kernel", "module", "power")}
         self.devices = self.root.mkdir("devices")
         self.virtual = self.devices.mkdir("virtual")
         self.dev_block = self.root.makedirs("dev/block")
@@ -42,7 +42,7 @@ class Sysfs:
         """/sys/module/NAME (created on first use)."""
         mod = self.modules.get(name)
         if mod is None:
-            mod = self.modules[name] = self.root.lookup("module").mkdir(name)  # type: ignore[union-attr]
+            mod = self.modules[name] = self.top["module"].mkdir(name)
         return mod
 
     def bus_register(self, name: str) -> Bus:
@@ -64,7 +64,7 @@ class Bus:
     def __init__(self, sysfs: Sysfs, name: str) -> None:
         self.sysfs = sysfs
         self.name = name
-        self.dir = sysfs.root.lookup("bus").mkdir(name)  # type: ignore[union-attr]
+        self.dir = sysfs.top["bus"].mkdir(name)
         self.devices_dir = self.dir.mkdir("devices")
         self.drivers_dir = self.dir.mkdir("drivers")
         self.drivers: dict[str, Driver] = {}
@@ -103,7 +103,7 @@ class Class:
     def __init__(self, sysfs: Sysfs, name: str) -> None:
         self.sysfs = sysfs
         self.name = name
-        self.dir = sysfs.root.lookup("class").mkdir(name)  # type: ignore[union-attr]
+        self.dir = sysfs.top["class"].mkdir(name)
 
 
 def _ignore_store(data: bytes) -> None:
@@ -185,7 +185,7 @@ def add_power_group(dev: Device, overrides: dict[str, Callable[[], str]] | None 
 
 def _build_power_group(power: Dir, overrides: dict[str, Callable[[], str]] | None) -> None:
     for name, mode, text in POWER_ATTRS:
-        show = overrides.get(name) if overrides else None
+        show: ShowFn | None = overrides.get(name) if overrides else None
         if show is None:
             show = _power_eio if text is None else const_show(text)
         power.attr(name, show, _ignore_store if mode & 0o200 else None, mode)
@@ -203,6 +203,12 @@ def _glue_dir(dev: Device) -> Dir:
     return parent_kobj
 
 
+def _devt_text(dev: Device) -> str:
+    """``dev``: MAJ:MIN as print_dev_t() writes it."""
+    major, minor = dev.devt or (0, 0)
+    return f"{major}:{minor}\n"
+
+
 def _no_parent(dev: Device) -> Dir:
     raise ValueError(f"device {dev.name} has neither a parent, a parent_dir nor a class")
 
@@ -211,9 +217,9 @@ def device_add(dev: Device, power: dict[str, Callable[[], str]] | None = None) -
     """Place ``dev`` in the tree with its links, ``uevent``, ``dev`` and ``power/``."""
     where = _glue_dir(dev)
     where.add(dev.kobj)
-    sysfs = (dev.bus.sysfs if dev.bus else dev.cls.sysfs) if (dev.bus or dev.cls) else None
+    sysfs = dev.bus.sysfs if dev.bus is not None else dev.cls.sysfs if dev.cls is not None else None
     if dev.devt is not None:
-        dev.kobj.attr("dev", lambda: f"{dev.devt[0]}:{dev.devt[1]}\n")  # type: ignore[index]
+        dev.kobj.attr("dev", lambda: _devt_text(dev))
     dev.kobj.attr("uevent", dev.uevent_text, _ignore_store)
     add_power_group(dev, power)
     if dev.bus is not None:

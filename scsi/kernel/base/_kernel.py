@@ -10,11 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from vscsifs.scsi.kernel.base._driver_model import Sysfs
 from vscsifs.scsi.kernel.base._fops import CharDevOpen
+from vscsifs.scsi.kernel.base._irq import IrqDesc
+from vscsifs.scsi.kernel.base._kobject import ShowFn, StoreFn
 from vscsifs.scsi.kernel.base._printk import KernLevel, Kmsg
+
+# one ctl_table row: (procname, show, store or None, mode)
+SysctlEntry = tuple[str, ShowFn, StoreFn | None, int]
+
+
+T = TypeVar("T")
 
 
 class IdaAllocator:
@@ -79,6 +87,22 @@ class Kernel:
     # callbacks other layers register to hear about new/removed block and char devices
     # (fs/devfs creates and drops /dev nodes from these)
     devnode_listeners: list[Callable[[str, str, Any], None]] = field(default_factory=list)
+    # proc_create() and register_sysctl(): the /proc files drivers publish (the block layer's
+    # partitions/diskstats/devices, scsi_mod's dev/scsi/logging_level, cdrom's dev/cdrom),
+    # and who renders them (procfs, whenever it is created)
+    proc_entries: dict[str, ShowFn] = field(default_factory=dict)
+    sysctl_tables: dict[str, list[SysctlEntry]] = field(default_factory=dict)
+    proc_listeners: list[Callable[[str, ShowFn], None]] = field(default_factory=list)
+    sysctl_listeners: list[Callable[[str, list[SysctlEntry]], None]] = field(default_factory=list)
+    # kernel/irq: the MSI irq numbers in use and the descriptors /proc/interrupts lists
+    msi_irqs_used: set[int] = field(default_factory=set)
+    irq_descs: list[IrqDesc] = field(default_factory=list)
+    # the CPU the emulated task runs on (blk-mq maps it to a hardware queue)
+    current_cpu: int = 0
+    # the blkext major's minors (block/genhd.c ext_devt_ida)
+    blk_ext_minor_ida: IdaAllocator = field(default_factory=IdaAllocator)
+    # per-driver state the kernel keeps in a module's globals (see driver_state)
+    _driver_state: dict[type, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.params.update(parse_cmdline(self.cmdline))
@@ -94,6 +118,29 @@ class Kernel:
 
     def printk(self, level: KernLevel, text: str) -> None:
         self.kmsg.printk(level, text)
+
+    def proc_create(self, name: str, show: ShowFn) -> None:
+        """proc_create_seq(): /proc/NAME, its text from ``show`` at read time."""
+        self.proc_entries[name] = show
+        for cb in self.proc_listeners:
+            cb(name, show)
+
+    def register_sysctl(self, path: str, entries: list[SysctlEntry]) -> None:
+        """register_sysctl(): /proc/sys/PATH/NAME for each entry."""
+        self.sysctl_tables[path] = entries
+        for cb in self.sysctl_listeners:
+            cb(path, entries)
+
+    # the name drivers/cdrom calls the hook by (it stores its table itself, then calls this)
+    sysctl_register = register_sysctl
+
+    def driver_state(self, cls: type[T]) -> T:
+        """A driver's module globals for this kernel (sg's index, bsg's minors...): one
+        ``cls()`` per kernel, created on first use, typed by its class."""
+        state: T | None = self._driver_state.get(cls)
+        if state is None:
+            state = self._driver_state[cls] = cls()
+        return state
 
     def devnode_event(self, action: str, kind: str, obj: Any) -> None:
         """``action`` "add"/"remove", ``kind`` "block"/"char": tells devfs about a node."""

@@ -23,14 +23,9 @@ StoreFn = Callable[[bytes], None]
 PAGE_SIZE = 4096
 
 # Hotplug hooks: called as listener(action, dir, name) with action "add"/"remove" after a
-# directory gains or loses an entry, so the FUSE layer can invalidate the kernel's dentry cache
-# (fs/_operations registers one while mounted). Empty during tree building in unit tests.
+# directory of a KernfsRoot's tree gains or loses an entry, so the FUSE layer can invalidate the
+# kernel's dentry cache (fs/_operations registers one per rendered tree while mounted).
 TreeListener = Callable[[str, "Dir", str], None]
-tree_listeners: list[TreeListener] = []
-
-# > 0 while a LazyDir fills itself in: nobody can have seen (or cached the absence of) those
-# names yet, so the listeners are not told about them.
-_quiet_adds = 0
 
 
 class SysfsError(OSError):
@@ -92,8 +87,9 @@ class Dir(Node):
         children[node.name] = node
         if isinstance(node, Dir):
             self.ndirs += 1
-        if not _quiet_adds:
-            for listener in tree_listeners:
+        root = self.root()
+        if isinstance(root, KernfsRoot) and root.listeners and not root.quiet_adds:
+            for listener in root.listeners:
                 listener("add", self, node.name)
         return node
 
@@ -103,8 +99,10 @@ class Dir(Node):
             node.parent = None
             if isinstance(node, Dir):
                 self.ndirs -= 1
-            for listener in tree_listeners:
-                listener("remove", self, name)
+            root = self.root()
+            if isinstance(root, KernfsRoot):
+                for listener in root.listeners:
+                    listener("remove", self, name)
         return node
 
     def mkdir(self, name: str, mode: int = 0o755) -> Dir:
@@ -170,7 +168,22 @@ class Dir(Node):
                 yield child
 
 
-_children_slot = Dir.children  # the slot descriptor, for LazyDir's property
+class KernfsRoot(Dir):
+    """The top of one tree (a machine's /sys, /dev or /proc), holding what the kernel keeps per
+    kernfs_root rather than globally: who hears about its changes, so several machines (and
+    their mounts) can live in one process without hearing each other's hotplug."""
+
+    __slots__ = ("listeners", "quiet_adds")
+
+    def __init__(self, name: str, mode: int = 0o755) -> None:
+        super().__init__(name, mode)
+        self.listeners: list[TreeListener] = []
+        # > 0 while a LazyDir of this tree fills itself in: nobody can have seen (or cached
+        # the absence of) those names yet, so the listeners are not told about them
+        self.quiet_adds = 0
+
+
+_children_slot: Any = Dir.__dict__["children"]  # the slot descriptor, for LazyDir's property
 
 
 class LazyDir(Dir):
@@ -193,20 +206,24 @@ class LazyDir(Dir):
         self._arg = arg
         self._subdirs = subdirs
 
-    @property  # type: ignore[override]
+    @property  # a slot in Dir, computed on first use here
     def children(self) -> dict[str, Node]:
         build = self._build
         if build is not None:
-            global _quiet_adds
             self._build = None
             _children_slot.__set__(self, {})
             arg, self._arg = self._arg, None
-            _quiet_adds += 1
+            root = self.root()
+            quiet = root if isinstance(root, KernfsRoot) else None
+            if quiet is not None:
+                quiet.quiet_adds += 1
             try:
                 build(self, arg)
             finally:
-                _quiet_adds -= 1
-        return _children_slot.__get__(self)
+                if quiet is not None:
+                    quiet.quiet_adds -= 1
+        children: dict[str, Node] = _children_slot.__get__(self)
+        return children
 
     @children.setter
     def children(self, value: dict[str, Node]) -> None:

@@ -3,9 +3,9 @@ partitions, queue limits, I/O statistics and their sysfs files).
 
 Modules: _blk_types (request/ops contract), _limits (queue_limits, blk-settings setters),
 _blk_mq (tag sets, hctxs, queues, request alloc/dispatch/completion), _stat (I/O accounting),
-_bio (byte-range I/O on disks and partitions), _partitions (msdos/GPT parsing), _genhd
-(gendisk, block devices, bdi, partitions, opens, /proc texts), _blk_sysfs (queue/, mq/, disk
-attrs), _null_blk (a memory-backed blk-mq driver for running the layer without SCSI under it).
+_blkdev (the gendisk/block_device types), _bio (byte-range I/O on disks and partitions),
+_partitions (msdos/GPT parsing), _genhd (registering disks and partitions, bdi, opens, /proc
+texts), _blk_sysfs (queue/, mq/, disk attrs), _null_blk (a memory-backed blk-mq driver for running the layer without SCSI under it).
 """
 
 from vscsifs.scsi.kernel.block._bio import (bdev_block_size, bdev_discard, bdev_flush, bdev_read, bdev_write, bdev_zeroout, bio_split_discard,
@@ -23,7 +23,7 @@ from vscsifs.scsi.kernel.block._genhd import (BLOCK_EXT_MAJOR, DISK_EVENT_EJECT_
                      add_partition, bdev_disk_changed, blkdev_get, blkdev_put, blkdev_reread_part,
                      disk_check_media_change, bdev_read_only, blk_drop_partitions, blk_mq_alloc_disk,
                      blk_mq_alloc_disk_for_queue, del_gendisk, delete_partition, device_add_disk,
-                     disk_scan_partitions, genhd_device_init, get_disk_ro, proc_devices_text,
+                     disk_scan_partitions, disk_update_readahead, genhd_device_init, get_disk_ro, proc_devices_text,
                      proc_diskstats_text, proc_partitions_text, register_blkdev, set_capacity,
                      set_capacity_and_notify, set_disk_ro, unregister_blkdev)
 from vscsifs.scsi.kernel.block._limits import (BlkZoned, QueueFlag, QueueLimits, blk_queue_alignment_offset, blk_queue_bounce_limit,
@@ -35,7 +35,7 @@ from vscsifs.scsi.kernel.block._limits import (BlkZoned, QueueFlag, QueueLimits,
                       blk_queue_physical_block_size, blk_queue_rq_timeout, blk_queue_segment_boundary,
                       blk_queue_set_zoned, blk_queue_update_dma_alignment, blk_queue_virt_boundary,
                       blk_queue_write_cache, blk_queue_zone_write_granularity, blk_queue_zoned_model,
-                      blk_set_default_limits, disk_update_readahead)
+                      blk_set_default_limits)
 from vscsifs.scsi.kernel.block._null_blk import Completion, NullBlk
 from vscsifs.scsi.kernel.block._partitions import ParsedPartitions, PartitionMetaInfo, check_partition, efi_partition, msdos_partition
 from vscsifs.scsi.kernel.block._stat import DiskStats, StatGroup

@@ -11,16 +11,14 @@ free. Data sits in guest memory (kernel.memory) while a request carries it.
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
-from vscsifs.scsi.kernel.block._blk_mq import blk_execute_rq, blk_mq_alloc_request, blk_status_to_errno
+from vscsifs.scsi.kernel.block._blkdev import BlockDevice
+from vscsifs.scsi.kernel.block._blk_mq import RequestQueue, blk_execute_rq, blk_mq_alloc_request, blk_status_to_errno
 from vscsifs.scsi.kernel.block._blk_types import SECTOR_SHIFT, BlkStatus, ReqFlag, ReqOp
 from vscsifs.scsi.kernel.block._limits import PAGE_SIZE, UINT_MAX, QueueFlag
-
-if TYPE_CHECKING:
-    from vscsifs.scsi.kernel.block._genhd import BlockDevice
 
 
 def get_max_io_size(lim: Any, sector: int) -> int:
@@ -76,8 +74,8 @@ def bio_split_discard(q: Any, sector: int, nr_sectors: int) -> list[tuple[int, i
     return pieces
 
 
-def _memory(q: Any) -> Any:
-    mem = getattr(q.kernel, "memory", None)
+def _memory(q: RequestQueue) -> Any:
+    mem = q.kernel.memory
     if mem is None:
         raise RuntimeError("the block layer needs kernel.memory (guest memory) for I/O buffers")
     return mem
@@ -104,7 +102,7 @@ async def _one_request(bdev: BlockDevice, op: ReqOp, sector: int, nr_sectors: in
             dst[:] = buf.view[:nbytes]
         return status
     finally:
-        if buf is not None:
+        if buf is not None and mem is not None:
             mem.free(buf)
 
 

@@ -22,6 +22,8 @@ from typing import Any
 
 import trio
 
+from vscsifs.scsi.kernel.base._kernel import Kernel
+from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block._blk_types import BlkMqOps, BlkStatus, ReqFlag, ReqOp, Request
 from vscsifs.scsi.kernel.block._limits import QUEUE_FLAG_MQ_DEFAULT, QueueFlag, QueueLimits
 from vscsifs.scsi.kernel.block._stat import blk_account_io_done, blk_account_io_start
@@ -169,7 +171,7 @@ class BlkMqTags:
 class BlkMqTagSet:
     """struct blk_mq_tag_set."""
 
-    kernel: Any
+    kernel: Kernel
     ops: BlkMqOps
     nr_hw_queues: int
     queue_depth: int
@@ -228,7 +230,7 @@ def blk_mq_virtio_map_queues(tag_set: BlkMqTagSet) -> None:
     tag_set.mq_map = mq_map
 
 
-def blk_mq_alloc_tag_set(kernel: Any, ops: BlkMqOps, nr_hw_queues: int, queue_depth: int, *,
+def blk_mq_alloc_tag_set(kernel: Kernel, ops: BlkMqOps, nr_hw_queues: int, queue_depth: int, *,
                          reserved_tags: int = 0, numa_node: int = -1, flags: int = 0,
                          cmd_size: int = 0, driver_data: Any = None) -> BlkMqTagSet:
     """blk_mq_alloc_tag_set(): validate, cap the queue count at the CPU count, build the tags and map."""
@@ -241,7 +243,7 @@ def blk_mq_alloc_tag_set(kernel: Any, ops: BlkMqOps, nr_hw_queues: int, queue_de
     if ops is None or ops.queue_rq is None:
         raise ValueError("blk_mq_alloc_tag_set: ops.queue_rq is required")
     if queue_depth > BLK_MQ_MAX_DEPTH:
-        kernel.printk(4, f"blk-mq: reduced tag depth to {BLK_MQ_MAX_DEPTH}")
+        kernel.printk(KernLevel.WARNING, f"blk-mq: reduced tag depth to {BLK_MQ_MAX_DEPTH}")
         queue_depth = BLK_MQ_MAX_DEPTH
     nr_cpus = max(1, int(kernel.nr_cpus))
     nr_hw_queues = min(nr_hw_queues, nr_cpus)   # nr_maps == 1: at most nr_cpu_ids queues
@@ -290,7 +292,7 @@ class BlkMqHwCtx:
 class RequestQueue:
     """struct request_queue for a blk-mq driver."""
 
-    kernel: Any
+    kernel: Kernel
     tag_set: BlkMqTagSet
     hctxs: list[BlkMqHwCtx] = field(default_factory=list)
     limits: QueueLimits = field(default_factory=QueueLimits)
@@ -359,7 +361,7 @@ def blk_mq_destroy_queue(q: RequestQueue) -> None:
 def blk_mq_map_cpu(q: RequestQueue, cpu: int | None = None) -> BlkMqHwCtx:
     """blk_mq_map_queue_type(): the hctx serving ``cpu`` (the kernel's current CPU, default 0)."""
     if cpu is None:
-        cpu = int(getattr(q.kernel, "current_cpu", 0))
+        cpu = q.kernel.current_cpu
     return q.hctxs[q.tag_set.mq_map[cpu % len(q.tag_set.mq_map)]]
 
 
@@ -380,7 +382,7 @@ def hctx_may_queue(hctx: BlkMqHwCtx) -> bool:
 
 def _new_request(q: RequestQueue, hctx: BlkMqHwCtx, op: ReqOp, tag: int, reserved: bool) -> Request:
     rq = Request(q=q, op=op, tag=tag, hctx=hctx, timeout=q.rq_timeout)
-    rq.extra["reserved"] = reserved
+    rq.reserved = reserved
     hctx.tags.rqs[tag] = rq
     if not reserved:
         hctx.tags.per_queue[q] = hctx.tags.per_queue.get(q, 0) + 1
@@ -429,7 +431,7 @@ def blk_mq_free_request(rq: Request) -> None:
     tags: BlkMqTags = rq.hctx.tags
     if tags.rqs.get(rq.tag) is rq:
         del tags.rqs[rq.tag]
-        reserved = rq.extra.get("reserved")
+        reserved = rq.reserved
         if not reserved:
             left = tags.per_queue.get(rq.q, 0) - 1
             if left > 0:
@@ -437,16 +439,16 @@ def blk_mq_free_request(rq: Request) -> None:
             else:
                 tags.per_queue.pop(rq.q, None)
         (tags.reserved if reserved else tags.normal).put(rq.tag)
-    rq.extra["freed_tag"] = rq.tag
+    rq.freed_tag = rq.tag
     rq.tag = -1
     rq.q.tag_set._kick_restart()
 
 
 def blk_mq_start_request(rq: Request) -> None:
     """blk_mq_start_request(): the request is now owned by the driver (I/O accounting starts)."""
-    rq.extra["started"] = True
-    if not rq.extra.get("_acct_started"):
-        rq.extra["_acct_started"] = True
+    rq.started = True
+    if not rq.acct_started:
+        rq.acct_started = True
         blk_account_io_start(rq)
 
 
@@ -457,25 +459,25 @@ def _dispatch_once(rq: Request) -> BlkStatus:
     hctx: BlkMqHwCtx = rq.hctx
     if ops.get_budget is not None and not ops.get_budget(q):
         return BlkStatus.BLK_STS_DEV_RESOURCE
-    if not rq.extra.get("_acct_started"):
-        rq.extra["_acct_started"] = True
+    if not rq.acct_started:
+        rq.acct_started = True
         blk_account_io_start(rq)
     hctx.run += 1
-    rq.extra["in_driver"] = True
+    rq.in_driver = True
     status = ops.queue_rq(hctx, rq, True)
     if status.__class__ is not BlkStatus:
         status = BlkStatus(status)
     if status == BlkStatus.BLK_STS_OK:
         hctx.dispatched += 1
     else:
-        rq.extra["in_driver"] = False
+        rq.in_driver = False
     return status
 
 
 async def blk_mq_run_request(rq: Request) -> None:
     """Dispatch ``rq``, requeueing on resource shortage until the driver accepts it or fails it."""
     while True:
-        if rq.extra.get("completed"):
+        if rq.completed:
             return
         tag_set = rq.q.tag_set
         seen = tag_set.restarts
@@ -498,20 +500,22 @@ async def blk_execute_rq(rq: Request, at_head: bool = False) -> BlkStatus:
     """blk_execute_rq(): dispatch and wait for blk_mq_end_request. A completion that happened
     synchronously inside queue_rq is seen through the ``completed`` flag without waiting;
     a request the driver gives back (blk_mq_requeue_request) is dispatched again."""
-    rq.extra["_wait"] = None
+    rq.waited = True
+    rq.wait_event = None
     await blk_mq_run_request(rq)
-    while not rq.extra.get("completed"):
-        if rq.extra.pop("requeue", False):
-            delay = rq.extra.pop("requeue_delay", 0.0)
+    while not rq.completed:
+        if rq.requeue:
+            rq.requeue = False
+            delay, rq.requeue_delay = rq.requeue_delay, 0.0
             if delay:
                 await trio.sleep(delay)
             await blk_mq_run_request(rq)
             continue
         ev = trio.Event()
-        rq.extra["_wait"] = ev
-        if not rq.extra.get("completed") and not rq.extra.get("requeue"):
+        rq.wait_event = ev
+        if not rq.completed and not rq.requeue:
             await _wait_or_time_out(rq, ev)
-        rq.extra["_wait"] = None
+        rq.wait_event = None
     return rq.status
 
 
@@ -526,9 +530,9 @@ async def _wait_or_time_out(rq: Request, ev: trio.Event) -> None:
         with trio.move_on_after(rq.timeout):
             await ev.wait()
             return
-        if rq.extra.get("completed") or rq.extra.get("requeue"):
+        if rq.completed or rq.requeue:
             return
-        rq.extra["timed_out"] = rq.extra.get("timed_out", 0) + 1
+        rq.timed_out += 1
         handler = rq.q.tag_set.ops.timeout
         ret = BlkEhTimerReturn.BLK_EH_RESET_TIMER if handler is None else handler(rq)
         if inspect.isawaitable(ret):
@@ -539,7 +543,7 @@ async def _wait_or_time_out(rq: Request, ev: trio.Event) -> None:
 
 def blk_execute_rq_nowait(rq: Request, at_head: bool = False) -> None:
     """Dispatch in the kernel's async domain; rq.end_io is called at completion."""
-    nursery = getattr(rq.q.kernel, "nursery", None)
+    nursery = rq.q.kernel.nursery
     if nursery is None:
         raise RuntimeError("blk_execute_rq_nowait needs kernel.nursery (the async domain)")
     nursery.start_soon(blk_mq_run_request, rq)
@@ -547,7 +551,7 @@ def blk_execute_rq_nowait(rq: Request, at_head: bool = False) -> None:
 
 def blk_mq_complete_request(rq: Request) -> None:
     """blk_mq_complete_request(): the driver's completion; runs ops.complete(rq) (softirq part)."""
-    if rq.extra.get("completed"):
+    if rq.completed:
         return
     rq.q.tag_set.ops.complete(rq)
 
@@ -555,16 +559,16 @@ def blk_mq_complete_request(rq: Request) -> None:
 def blk_mq_requeue_request(rq: Request, kick: bool = True, delay: float = 0.0) -> None:
     """Put a request the driver took back for another dispatch (the waiter re-runs it, after
     ``delay`` seconds as blk_mq_delay_kick_requeue_list)."""
-    rq.extra["in_driver"] = False
-    rq.extra["requeue_delay"] = delay
+    rq.in_driver = False
+    rq.requeue_delay = delay
     rq.q.tag_set._kick_restart()
-    ev = rq.extra.get("_wait")
-    if ev is not None or "_wait" in rq.extra:
-        rq.extra["requeue"] = True        # blk_execute_rq's loop dispatches it again
+    ev = rq.wait_event
+    if rq.waited:
+        rq.requeue = True                 # blk_execute_rq's loop dispatches it again
         if ev is not None:
             ev.set()
         return
-    nursery = getattr(rq.q.kernel, "nursery", None)
+    nursery = rq.q.kernel.nursery
     if nursery is None:
         raise RuntimeError("blk_mq_requeue_request: no waiter and no kernel.nursery to re-run it")
     async def rerun() -> None:
@@ -602,7 +606,6 @@ def blk_print_req_error(rq: Request, status: BlkStatus) -> None:
     kernel = getattr(q, "kernel", None)
     if kernel is None:
         return
-    from vscsifs.scsi.kernel.base._printk import KernLevel
     flags = 0
     for flag, bit in _REQ_FLAG_BITS.items():
         if rq.flags & flag:
@@ -618,11 +621,11 @@ def blk_print_req_error(rq: Request, status: BlkStatus) -> None:
 
 def blk_mq_end_request(rq: Request, status: BlkStatus | int) -> None:
     """blk_mq_end_request(): account, call end_io / wake the waiter, free the tag."""
-    if rq.extra.get("completed"):
+    if rq.completed:
         return
     rq.status = status if status.__class__ is BlkStatus else BlkStatus(status)
-    rq.extra["completed"] = True
-    rq.extra["in_driver"] = False
+    rq.completed = True
+    rq.in_driver = False
     if rq.status != BlkStatus.BLK_STS_OK and not rq.is_passthrough and not rq.flags & _RQF_QUIET:
         blk_print_req_error(rq, rq.status)
     blk_account_io_done(rq, rq.nr_bytes)
@@ -630,7 +633,7 @@ def blk_mq_end_request(rq: Request, status: BlkStatus | int) -> None:
     blk_mq_free_request(rq)
     if end_io is not None:
         end_io(rq, rq.status)
-    ev = rq.extra.get("_wait")
+    ev = rq.wait_event
     if ev is not None:
         ev.set()
 

@@ -8,15 +8,15 @@ from __future__ import annotations
 import errno
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vscsifs.scsi.kernel.base._kobject import Dir, LazyDir, SysfsError
 
+from vscsifs.scsi.kernel.block._blkdev import BlockDevice, Gendisk
 from vscsifs.scsi.kernel.block._blk_mq import ELEVATORS, BLKDEV_MIN_RQ, RequestQueue, blk_mq_update_nr_requests, elevator_switch
+from vscsifs.scsi.kernel.block._blk_types import GENHD_FL_HIDDEN, GENHD_FL_NO_PART, GENHD_FL_REMOVABLE
+from vscsifs.scsi.kernel.block._partitions import DISK_MAX_PARTS
 from vscsifs.scsi.kernel.block._limits import PAGE_SHIFT, UINT_MAX, BlkZoned, QueueFlag, blk_queue_rq_timeout
-
-if TYPE_CHECKING:
-    from vscsifs.scsi.kernel.block._genhd import BlockDevice, Gendisk
 
 _UL_RE = re.compile(rb"^\+?[0-9]+\n?$")
 _SL_RE = re.compile(rb"^[+-]?[0-9]+\n?$")
@@ -313,9 +313,12 @@ def blk_integrity_add(disk_kobj: Dir, integrity: Any = None) -> None:
     d.const("protection_interval_bytes", "0\n")
     d.const("device_is_integrity_capable", "0\n")
     for name in ("read_verify", "write_generate"):
+        def show(name: str = name) -> str:
+            return f"{state[name]}\n"
+
         def store(data: bytes, name: str = name) -> None:
             state[name] = 1 if _kstrtoul(data) else 0
-        d.attr(name, lambda name=name: f"{state[name]}\n", store, 0o644)
+        d.attr(name, show, store, 0o644)
 
 
 def blk_trace_attrs(kobj: Dir) -> None:
@@ -337,7 +340,7 @@ def _trace_store(data: bytes) -> None:
 def disk_attrs(disk: Gendisk) -> None:
     """disk_attr_group: range, ext_range, removable, hidden, ro, size, alignment_offset,
     discard_alignment, capability, stat, inflight, diskseq, events*; plus trace/."""
-    from vscsifs.scsi.kernel.block._genhd import GENHD_FL_HIDDEN, GENHD_FL_NO_PART, GENHD_FL_REMOVABLE, DISK_MAX_PARTS
+    assert disk.dev is not None, "device_add_disk() gives the disk its device first"
     k = disk.dev.kobj
     bdev = disk.part0
     k.attr("range", lambda: f"{disk.minors}\n")
@@ -360,6 +363,7 @@ def disk_attrs(disk: Gendisk) -> None:
 
 def part_attrs(part: BlockDevice) -> None:
     """part_attr_group: partition, start, size, ro, alignment_offset, discard_alignment, stat, inflight; trace/."""
+    assert part.dev is not None, "add_partition() gives the partition its device first"
     k = part.dev.kobj
     k.attr("partition", lambda: f"{part.partno}\n")
     k.attr("start", lambda: f"{part.start_sect}\n")

@@ -16,6 +16,11 @@ from typing import Any
 SECTOR_SHIFT = 9
 SECTOR_SIZE = 1 << SECTOR_SHIFT
 
+# struct gendisk's flags (include/linux/blkdev.h)
+GENHD_FL_REMOVABLE = 1 << 0
+GENHD_FL_HIDDEN = 1 << 1
+GENHD_FL_NO_PART = 1 << 2
+
 
 class ReqOp(IntEnum):
     """enum req_op (blk_types.h)."""
@@ -92,6 +97,20 @@ class Request:
     result: int = 0
     sense: bytes = b""
     resid_len: int = 0
+    # the block layer's own state of the request (rq->state, rq->rq_flags bits, the waiter)
+    reserved: bool = False                   # its tag came from the reserved pool
+    started: bool = False                    # blk_mq_start_request() ran (MQ_RQ_IN_FLIGHT)
+    in_driver: bool = False                  # queue_rq() accepted it and it has not come back
+    completed: bool = False                  # blk_mq_end_request() ran (MQ_RQ_COMPLETE)
+    acct_started: bool = False               # blk_account_io_start() ran
+    accounted: bool = False                  # ...and counted it (RQF_IO_STAT)
+    freed_tag: int = -1                      # the tag it held, after blk_mq_free_request()
+    timed_out: int = 0                       # how many times its timer expired
+    requeue: bool = False                    # given back by the driver: dispatch it again
+    requeue_delay: float = 0.0
+    waited: bool = False                     # blk_execute_rq() waits for it (not end_io)
+    wait_event: Any = None                   # the trio.Event that waiter is parked on
+    # the driver's per-request state not yet given typed fields of its own PDU (pdu above)
     extra: dict[str, Any] = field(default_factory=dict)
     # blk_rq_is_passthrough() / op_is_write(): asked several times per request, and a
     # request's op never changes, so they are worked out once

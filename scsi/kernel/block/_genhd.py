@@ -11,179 +11,41 @@ is a BlockDevice in kernel.block_devices, announced to devfs by kernel.devnode_e
 from __future__ import annotations
 
 import errno
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vscsifs.scsi.kernel.base._driver_model import Device, device_add, device_del
+from vscsifs.scsi.kernel.base._async import maybe_await
+from vscsifs.scsi.kernel.base._driver_model import Class, Device, device_add, device_del
 from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
-from vscsifs.scsi.kernel.base._kernel import IdaAllocator
+from vscsifs.scsi.kernel.base._kernel import IdaAllocator, Kernel
 from vscsifs.scsi.kernel.base._printk import KernLevel
 
 from vscsifs.scsi.kernel.block._bio import bdev_read
+from vscsifs.scsi.kernel.block._blkdev import (DISK_EVENT_EJECT_REQUEST, DISK_EVENT_FLAG_POLL, DISK_EVENT_FLAG_UEVENT,
+                                               DISK_EVENT_MEDIA_CHANGE, BackingDevInfo, BlockDevice,
+                                               BlockDeviceOperations, Gendisk)
 from vscsifs.scsi.kernel.block._blk_mq import BlkMqTagSet, RequestQueue, blk_mq_init_queue, elevator_default, elevator_switch
 from vscsifs.scsi.kernel.block._blk_sysfs import (blk_integrity_add, blk_register_queue, blk_unregister_queue, disk_attrs,
                          part_attrs, wbt_default_latency_nsec)
-from vscsifs.scsi.kernel.block._blk_types import SECTOR_SHIFT
-from vscsifs.scsi.kernel.block._limits import PAGE_SHIFT, PAGE_SIZE, VM_READAHEAD_PAGES, BlkZoned, disk_update_readahead
-from vscsifs.scsi.kernel.block._partitions import DISK_MAX_PARTS, PartitionMetaInfo, check_partition, partition_name
+from vscsifs.scsi.kernel.block._blk_types import GENHD_FL_HIDDEN, GENHD_FL_NO_PART, GENHD_FL_REMOVABLE, SECTOR_SHIFT
+from vscsifs.scsi.kernel.block._limits import PAGE_SHIFT, PAGE_SIZE, VM_READAHEAD_PAGES, BlkZoned
+from vscsifs.scsi.kernel.block._blkdev import PartitionMetaInfo, partition_name
+from vscsifs.scsi.kernel.block._partitions import DISK_MAX_PARTS, check_partition
 from vscsifs.scsi.kernel.block._stat import DiskStats
 
 BLOCK_EXT_MAJOR = 259
 MINORBITS = 20
 MINORMASK = (1 << MINORBITS) - 1
-GENHD_FL_REMOVABLE = 1 << 0
-GENHD_FL_HIDDEN = 1 << 1
-GENHD_FL_NO_PART = 1 << 2
-DISK_EVENT_MEDIA_CHANGE = 1 << 0
-DISK_EVENT_EJECT_REQUEST = 1 << 1
-DISK_EVENT_FLAG_POLL = 1 << 0
-DISK_EVENT_FLAG_UEVENT = 1 << 1
-_DISK_EVENT_NAMES = ((DISK_EVENT_MEDIA_CHANGE, "media_change"), (DISK_EVENT_EJECT_REQUEST, "eject_request"))
 FMODE_READ = 1 << 0
 FMODE_WRITE = 1 << 1
 
 _POWER = {"async": lambda: "disabled\n"}   # block devices have async PM off (device_add_disk)
 
 
-async def _maybe_await(value: Any) -> Any:
-    if inspect.isawaitable(value):
-        return await value
-    return value
-
-
-@dataclass(eq=False)
-class BlockDeviceOperations:
-    """struct block_device_operations: the driver's hooks (sd_fops). Each may be sync or async."""
-
-    open: Callable[[BlockDevice, int], Any] | None = None
-    release: Callable[[Gendisk, int], Any] | None = None
-    check_events: Callable[[Gendisk, int], Any] | None = None
-    unlock_native_capacity: Callable[[Gendisk], Any] | None = None
-    ioctl: Callable[..., Any] | None = None
-    getgeo: Callable[..., Any] | None = None
-    owner: str | None = None
-
-
-@dataclass(eq=False)
-class BackingDevInfo:
-    """struct backing_dev_info: read-ahead and the /sys/devices/virtual/bdi/MAJ:MIN device."""
-
-    ra_pages: int = VM_READAHEAD_PAGES
-    io_pages: int = 0
-    min_ratio: int = 0
-    max_ratio: int = 100
-    dev: Device | None = None
-
-
-@dataclass(eq=False)
-class BlockDevice:
-    """struct block_device: a whole disk (partno 0) or a partition."""
-
-    disk: Gendisk
-    partno: int = 0
-    start_sect: int = 0
-    nr_sects: int = 0
-    devt: tuple[int, int] = (0, 0)
-    bd_read_only: bool = False
-    stat: DiskStats = field(default_factory=DiskStats)
-    dev: Device | None = None
-    meta_info: PartitionMetaInfo | None = None
-    holders: Dir | None = None
-    openers: int = 0
-
-    @property
-    def name(self) -> str:
-        return self.disk.disk_name if self.partno == 0 else partition_name(self.disk.disk_name, self.partno)
-
-    @property
-    def size_bytes(self) -> int:
-        return self.nr_sects << SECTOR_SHIFT
-
-    @property
-    def read_only(self) -> bool:
-        """bdev_read_only(): the partition's own flag or the whole disk's."""
-        return self.bd_read_only or self.disk.part0.bd_read_only
-
-    @property
-    def is_partition(self) -> bool:
-        return self.partno != 0
-
-
-@dataclass(eq=False)
-class Gendisk:
-    """struct gendisk. The driver sets major, first_minor, minors, disk_name, fops, private_data."""
-
-    kernel: Any
-    queue: RequestQueue
-    major: int = 0
-    first_minor: int = 0
-    minors: int = 0
-    disk_name: str = ""
-    fops: BlockDeviceOperations = field(default_factory=BlockDeviceOperations)
-    private_data: Any = None
-    flags: int = 0
-    events: int = 0
-    event_flags: int = 0
-    events_poll_msecs: int = -1
-    diskseq: int = 0
-    bdi: BackingDevInfo = field(default_factory=BackingDevInfo)
-    part0: BlockDevice = field(init=False)
-    parts: dict[int, BlockDevice] = field(default_factory=dict)   # part_tbl without part0
-    dev: Device | None = None
-    slave_dir: Dir | None = None
-    live: bool = False
-    need_part_scan: bool = False
-    suppress_part_scan: bool = False
-    open_partitions: int = 0
-    openers: int = 0
-    _links: list[Any] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.part0 = BlockDevice(self)
-
-    @property
-    def capacity(self) -> int:
-        """get_capacity(): 512-byte sectors."""
-        return self.part0.nr_sects
-
-    @property
-    def read_only(self) -> bool:
-        return self.part0.bd_read_only
-
-    @property
-    def removable(self) -> bool:
-        return bool(self.flags & GENHD_FL_REMOVABLE)
-
-    @removable.setter
-    def removable(self, value: bool) -> None:
-        self.flags = (self.flags | GENHD_FL_REMOVABLE) if value else (self.flags & ~GENHD_FL_REMOVABLE)
-
-    def events_text(self) -> str:
-        if not self.event_flags & DISK_EVENT_FLAG_UEVENT:
-            return ""
-        names = [n for bit, n in _DISK_EVENT_NAMES if self.events & bit]
-        return " ".join(names) + "\n"
-
-    def events_poll_msecs_store(self, data: bytes) -> None:
-        try:
-            v = int(data.strip())
-        except ValueError:
-            raise SysfsError(errno.EINVAL, f"events_poll_msecs: {data!r}") from None
-        if v < 0 and v != -1:
-            raise SysfsError(errno.EINVAL, "events_poll_msecs must be >= 0 or -1")
-        if not (self.fops.check_events and self.events):
-            raise SysfsError(errno.ENODEV, "the disk has no events to poll")
-        self.events_poll_msecs = v
-
-    def all_bdevs(self) -> list[BlockDevice]:
-        return [self.part0] + [self.parts[n] for n in sorted(self.parts)]
-
-
 # ------------------------------------------------------------------ majors, classes
 
-def register_blkdev(kernel: Any, major: int, name: str) -> int:
+def register_blkdev(kernel: Kernel, major: int, name: str) -> int:
     """register_blkdev(): a fixed major, or 0 for the highest free one below 255."""
     majors: dict[int, str] = kernel.blkdev_majors
     if major == 0:
@@ -199,25 +61,26 @@ def register_blkdev(kernel: Any, major: int, name: str) -> int:
     return major
 
 
-def unregister_blkdev(kernel: Any, major: int, name: str) -> None:
+def unregister_blkdev(kernel: Kernel, major: int, name: str) -> None:
     if kernel.blkdev_majors.get(major) == name:
         del kernel.blkdev_majors[major]
 
 
-def genhd_device_init(kernel: Any) -> None:
+def genhd_device_init(kernel: Kernel) -> None:
     """genhd_device_init(): the block class and the blkext major (idempotent)."""
     kernel.sysfs.class_register("block")
     kernel.sysfs.class_register("bdi")
     if BLOCK_EXT_MAJOR not in kernel.blkdev_majors:
         register_blkdev(kernel, BLOCK_EXT_MAJOR, "blkext")
+    if "partitions" not in kernel.proc_entries:
+        # proc_genhd_init() and fs/proc/devices.c: the texts are the block layer's
+        kernel.proc_create("partitions", lambda: proc_partitions_text(kernel))
+        kernel.proc_create("diskstats", lambda: proc_diskstats_text(kernel))
+        kernel.proc_create("devices", lambda: proc_devices_text(kernel))
 
 
-def _ext_minor_ida(kernel: Any) -> IdaAllocator:
-    ida = getattr(kernel, "blk_ext_minor_ida", None)
-    if ida is None:
-        ida = IdaAllocator()
-        kernel.blk_ext_minor_ida = ida
-    return ida
+def _ext_minor_ida(kernel: Kernel) -> IdaAllocator:
+    return kernel.blk_ext_minor_ida
 
 
 # ------------------------------------------------------------------ allocation, capacity
@@ -267,7 +130,7 @@ def bdev_read_only(bdev: BlockDevice) -> bool:
 
 # ------------------------------------------------------------------ sysfs objects
 
-def _block_class(kernel: Any) -> Any:
+def _block_class(kernel: Kernel) -> Class:
     return kernel.sysfs.class_register("block")
 
 
@@ -367,7 +230,7 @@ async def device_add_disk(parent: Device | None, disk: Gendisk, groups: Any = No
         for group in groups:
             group(k) if callable(group) else None
     if not hidden:
-        disk._links.append(kernel.sysfs.root.lookup("block").link(disk.disk_name, k))
+        disk._links.append(kernel.sysfs.top["block"].link(disk.disk_name, k))
     disk.part0.holders = k.mkdir("holders")
     disk.slave_dir = k.mkdir("slaves")
     blk_register_queue(q, k)
@@ -376,7 +239,8 @@ async def device_add_disk(parent: Device | None, disk: Gendisk, groups: Any = No
     disk.live = True
     if not hidden:
         _add_bdi(disk)
-        k.link("bdi", disk.bdi.dev.kobj)  # type: ignore[union-attr]
+        assert disk.bdi.dev is not None, "_add_bdi() registers the bdi's device"
+        k.link("bdi", disk.bdi.dev.kobj)
         if disk.capacity and not disk.flags & GENHD_FL_NO_PART and not disk.suppress_part_scan:
             disk.need_part_scan = True
         _bdev_add(disk.part0)
@@ -398,7 +262,7 @@ async def blkdev_get_whole(disk: Gendisk, mode: int) -> None:
     """blkdev_get_whole(): fops.open (sd_open revalidates), then a pending partition scan."""
     if disk.fops.open is not None:
         try:
-            ret = await _maybe_await(disk.fops.open(disk.part0, mode))
+            ret = await maybe_await(disk.fops.open(disk.part0, mode))
             _open_result(ret, disk.disk_name)            # -errno answers become OSError too
         except OSError as e:
             if e.errno == errno.ENOMEDIUM and disk.need_part_scan:
@@ -414,7 +278,7 @@ async def blkdev_put_whole(disk: Gendisk, mode: int) -> None:
     disk.openers = max(0, disk.openers - 1)
     disk.part0.openers = max(0, disk.part0.openers - 1)
     if disk.fops.release is not None:
-        await _maybe_await(disk.fops.release(disk, mode))
+        await maybe_await(disk.fops.release(disk, mode))
 
 
 async def blkdev_get(bdev: BlockDevice, mode: int = FMODE_READ) -> None:
@@ -444,7 +308,7 @@ async def disk_check_media_change(disk: Gendisk) -> bool:
     """disk_check_media_change(): ask fops.check_events; a media change schedules a partition scan."""
     if disk.fops.check_events is None:
         return False
-    events = await _maybe_await(disk.fops.check_events(disk, DISK_EVENT_MEDIA_CHANGE | DISK_EVENT_EJECT_REQUEST))
+    events = await maybe_await(disk.fops.check_events(disk, DISK_EVENT_MEDIA_CHANGE | DISK_EVENT_EJECT_REQUEST))
     events = events or 0
     if not events & DISK_EVENT_MEDIA_CHANGE:
         return False
@@ -479,12 +343,20 @@ async def _read_page(disk: Gendisk, index: int) -> bytes | None:
     return bytes(data).ljust(PAGE_SIZE, b"\0")
 
 
+def disk_update_readahead(disk: Gendisk) -> None:
+    """blk-settings.c: read-ahead is twice the optimal I/O size, at least 128 KiB; io_pages
+    from max_sectors."""
+    q = disk.queue
+    disk.bdi.ra_pages = max(q.limits.io_opt * 2 // PAGE_SIZE, VM_READAHEAD_PAGES)
+    disk.bdi.io_pages = q.limits.max_sectors >> (PAGE_SHIFT - SECTOR_SHIFT)
+
+
 def _unlock_native_capacity(disk: Gendisk, prefix: str) -> bool:
     """disk_unlock_native_capacity(): "... enabling native capacity" or "... truncated"."""
-    if disk.fops.unlock_native_capacity is not None and not getattr(disk, "_native_capacity", False):
+    if disk.fops.unlock_native_capacity is not None and not disk.native_capacity:
         disk.kernel.printk(KernLevel.WARNING, prefix + "enabling native capacity")
         disk.fops.unlock_native_capacity(disk)
-        disk._native_capacity = True  # type: ignore[attr-defined]
+        disk.native_capacity = True
         return True
     disk.kernel.printk(KernLevel.WARNING, prefix + "truncated")
     return False
@@ -609,7 +481,7 @@ def del_gendisk(disk: Gendisk) -> None:
     disk.queue.elevator = None
 
 
-def _disks(kernel: Any) -> list[Gendisk]:
+def _disks(kernel: Kernel) -> list[Gendisk]:
     """Disks in block-class order (the order device_add_disk added them)."""
     seen: list[Gendisk] = []
     for b in kernel.block_devices:
@@ -618,7 +490,7 @@ def _disks(kernel: Any) -> list[Gendisk]:
     return seen
 
 
-def proc_partitions_text(kernel: Any) -> str:
+def proc_partitions_text(kernel: Kernel) -> str:
     """/proc/partitions: disks with a capacity, their non-empty partitions, #blocks in KiB."""
     out = ["major minor  #blocks  name\n\n"]
     for disk in _disks(kernel):
@@ -631,7 +503,7 @@ def proc_partitions_text(kernel: Any) -> str:
     return "".join(out)
 
 
-def proc_diskstats_text(kernel: Any) -> str:
+def proc_diskstats_text(kernel: Kernel) -> str:
     """/proc/diskstats: every disk and non-empty partition with the 17 stat fields."""
     out: list[str] = []
     for disk in _disks(kernel):
@@ -643,7 +515,7 @@ def proc_diskstats_text(kernel: Any) -> str:
     return "".join(out)
 
 
-def proc_devices_text(kernel: Any) -> str:
+def proc_devices_text(kernel: Kernel) -> str:
     """/proc/devices: the registered character and block majors, in major order."""
     out = ["Character devices:\n"]
     out += [f"{m:3d} {n}\n" for m, n in sorted(kernel.chrdev_majors.items())]

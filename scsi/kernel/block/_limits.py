@@ -8,16 +8,16 @@ drags physical_block_size and io_min up with it ...). The queue/ sysfs files sho
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
+from vscsifs.scsi.kernel.base._kernel import Kernel
+from vscsifs.scsi.kernel.base._kobject import PAGE_SIZE
+from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block._blk_types import SECTOR_SHIFT
 
-if TYPE_CHECKING:
-    from vscsifs.scsi.kernel.block._blk_mq import RequestQueue
-
-PAGE_SIZE = 4096
 PAGE_SHIFT = 12
 UINT_MAX = 0xFFFFFFFF
 BLK_MAX_SEGMENTS = 128
@@ -117,28 +117,39 @@ def _min_not_zero(a: int, b: int) -> int:
     return min(a, b)
 
 
-def _info(q: RequestQueue, text: str) -> None:
-    from vscsifs.scsi.kernel.base._printk import KernLevel
+class QueueSettings(Protocol):
+    """What blk-settings.c touches of a request_queue (blk_mq's RequestQueue is one): its limits,
+    flags and timeout, the disk's read-ahead, the kernel's log. A narrow view, so the queue
+    type can build on these limits without the two modules importing each other."""
+
+    kernel: Kernel
+    limits: QueueLimits
+    queue_flags: set[QueueFlag]
+    rq_timeout: float
+    disk: Any
+
+
+def _info(q: QueueSettings, text: str) -> None:
     q.kernel.printk(KernLevel.INFO, text)
 
 
 def blk_set_default_limits(lim: QueueLimits) -> None:
     """Reset every field to the kernel's default."""
     fresh = QueueLimits()
-    for name in QueueLimits.__slots__:  # type: ignore[attr-defined]
-        setattr(lim, name, getattr(fresh, name))
+    for f in dataclasses.fields(QueueLimits):
+        setattr(lim, f.name, getattr(fresh, f.name))
 
 
-def blk_queue_rq_timeout(q: RequestQueue, timeout: float) -> None:
+def blk_queue_rq_timeout(q: QueueSettings, timeout: float) -> None:
     """Seconds (the kernel stores jiffies; io_timeout shows milliseconds)."""
     q.rq_timeout = timeout
 
 
-def blk_queue_bounce_limit(q: RequestQueue, bounce: int) -> None:
+def blk_queue_bounce_limit(q: QueueSettings, bounce: int) -> None:
     q.limits.bounce = bounce
 
 
-def blk_queue_max_hw_sectors(q: RequestQueue, max_hw_sectors: int) -> None:
+def blk_queue_max_hw_sectors(q: QueueSettings, max_hw_sectors: int) -> None:
     lim = q.limits
     if (max_hw_sectors << SECTOR_SHIFT) < PAGE_SIZE:
         max_hw_sectors = 1 << (PAGE_SHIFT - SECTOR_SHIFT)
@@ -153,49 +164,49 @@ def blk_queue_max_hw_sectors(q: RequestQueue, max_hw_sectors: int) -> None:
         q.disk.bdi.io_pages = lim.max_sectors >> (PAGE_SHIFT - SECTOR_SHIFT)
 
 
-def blk_queue_chunk_sectors(q: RequestQueue, chunk_sectors: int) -> None:
+def blk_queue_chunk_sectors(q: QueueSettings, chunk_sectors: int) -> None:
     q.limits.chunk_sectors = chunk_sectors
 
 
-def blk_queue_max_discard_sectors(q: RequestQueue, max_discard_sectors: int) -> None:
+def blk_queue_max_discard_sectors(q: QueueSettings, max_discard_sectors: int) -> None:
     q.limits.max_hw_discard_sectors = max_discard_sectors
     q.limits.max_discard_sectors = max_discard_sectors
 
 
-def blk_queue_max_secure_erase_sectors(q: RequestQueue, max_sectors: int) -> None:
+def blk_queue_max_secure_erase_sectors(q: QueueSettings, max_sectors: int) -> None:
     q.limits.max_secure_erase_sectors = max_sectors
 
 
-def blk_queue_max_write_zeroes_sectors(q: RequestQueue, max_write_zeroes_sectors: int) -> None:
+def blk_queue_max_write_zeroes_sectors(q: QueueSettings, max_write_zeroes_sectors: int) -> None:
     q.limits.max_write_zeroes_sectors = max_write_zeroes_sectors
 
 
-def blk_queue_max_zone_append_sectors(q: RequestQueue, max_zone_append_sectors: int) -> None:
+def blk_queue_max_zone_append_sectors(q: QueueSettings, max_zone_append_sectors: int) -> None:
     if q.limits.zoned == BlkZoned.BLK_ZONED_NONE:
         raise ValueError("blk_queue_max_zone_append_sectors on a queue that is not zoned")
     m = min(q.limits.max_hw_sectors, max_zone_append_sectors)
     q.limits.max_zone_append_sectors = min(q.limits.chunk_sectors, m)
 
 
-def blk_queue_max_segments(q: RequestQueue, max_segments: int) -> None:
+def blk_queue_max_segments(q: QueueSettings, max_segments: int) -> None:
     if not max_segments:
         max_segments = 1
         _info(q, f"blk_queue_max_segments: set to minimum {max_segments}")
     q.limits.max_segments = max_segments
 
 
-def blk_queue_max_discard_segments(q: RequestQueue, max_segments: int) -> None:
+def blk_queue_max_discard_segments(q: QueueSettings, max_segments: int) -> None:
     q.limits.max_discard_segments = max_segments
 
 
-def blk_queue_max_segment_size(q: RequestQueue, max_size: int) -> None:
+def blk_queue_max_segment_size(q: QueueSettings, max_size: int) -> None:
     if max_size < PAGE_SIZE:
         max_size = PAGE_SIZE
         _info(q, f"blk_queue_max_segment_size: set to minimum {max_size}")
     q.limits.max_segment_size = max_size
 
 
-def blk_queue_logical_block_size(q: RequestQueue, size: int) -> None:
+def blk_queue_logical_block_size(q: QueueSettings, size: int) -> None:
     if size < 512 or size & (size - 1):
         raise ValueError(f"logical block size {size} is not a power of two >= 512")
     lim = q.limits
@@ -208,87 +219,80 @@ def blk_queue_logical_block_size(q: RequestQueue, size: int) -> None:
     lim.max_sectors = _round_down(lim.max_sectors, size >> SECTOR_SHIFT)
 
 
-def blk_queue_physical_block_size(q: RequestQueue, size: int) -> None:
+def blk_queue_physical_block_size(q: QueueSettings, size: int) -> None:
     lim = q.limits
     lim.physical_block_size = max(size, lim.logical_block_size)
     if lim.io_min < lim.physical_block_size:
         lim.io_min = lim.physical_block_size
 
 
-def blk_queue_zone_write_granularity(q: RequestQueue, size: int) -> None:
+def blk_queue_zone_write_granularity(q: QueueSettings, size: int) -> None:
     if q.limits.zoned == BlkZoned.BLK_ZONED_NONE:
         return
     q.limits.zone_write_granularity = max(size, q.limits.logical_block_size)
 
 
-def blk_queue_alignment_offset(q: RequestQueue, offset: int) -> None:
+def blk_queue_alignment_offset(q: QueueSettings, offset: int) -> None:
     q.limits.alignment_offset = offset & (q.limits.physical_block_size - 1)
     q.limits.misaligned = 0
 
 
-def blk_queue_io_min(q: RequestQueue, io_min: int) -> None:
+def blk_queue_io_min(q: QueueSettings, io_min: int) -> None:
     lim = q.limits
     lim.io_min = max(io_min, lim.logical_block_size, lim.physical_block_size)
 
 
-def blk_queue_io_opt(q: RequestQueue, io_opt: int) -> None:
+def blk_queue_io_opt(q: QueueSettings, io_opt: int) -> None:
     q.limits.io_opt = io_opt
     if q.disk is not None:
         q.disk.bdi.ra_pages = max(io_opt * 2 // PAGE_SIZE, VM_READAHEAD_PAGES)
 
 
-def disk_update_readahead(disk) -> None:  # type: ignore[no-untyped-def]
-    """Read-ahead is twice the optimal I/O size, at least 128 KiB; io_pages from max_sectors."""
-    q = disk.queue
-    disk.bdi.ra_pages = max(q.limits.io_opt * 2 // PAGE_SIZE, VM_READAHEAD_PAGES)
-    disk.bdi.io_pages = q.limits.max_sectors >> (PAGE_SHIFT - SECTOR_SHIFT)
-
-
-def blk_queue_virt_boundary(q: RequestQueue, mask: int) -> None:
+def blk_queue_virt_boundary(q: QueueSettings, mask: int) -> None:
     q.limits.virt_boundary_mask = mask
     if mask:
         q.limits.max_segment_size = UINT_MAX
 
 
-def blk_queue_segment_boundary(q: RequestQueue, mask: int) -> None:
+def blk_queue_segment_boundary(q: QueueSettings, mask: int) -> None:
     if mask < PAGE_SIZE - 1:
         mask = PAGE_SIZE - 1
         _info(q, f"blk_queue_segment_boundary: set to minimum {mask:x}")
     q.limits.seg_boundary_mask = mask
 
 
-def blk_queue_dma_alignment(q: RequestQueue, mask: int) -> None:
+def blk_queue_dma_alignment(q: QueueSettings, mask: int) -> None:
     q.limits.dma_alignment = mask
 
 
-def blk_queue_update_dma_alignment(q: RequestQueue, mask: int) -> None:
+def blk_queue_update_dma_alignment(q: QueueSettings, mask: int) -> None:
     if mask > PAGE_SIZE:
         raise ValueError(f"dma alignment mask {mask:#x} larger than a page")
     if mask > q.limits.dma_alignment:
         q.limits.dma_alignment = mask
 
 
-def blk_queue_flag_set(flag: QueueFlag, q: RequestQueue) -> None:
+def blk_queue_flag_set(flag: QueueFlag, q: QueueSettings) -> None:
     q.queue_flags.add(flag)
 
 
-def blk_queue_flag_clear(flag: QueueFlag, q: RequestQueue) -> None:
+def blk_queue_flag_clear(flag: QueueFlag, q: QueueSettings) -> None:
     q.queue_flags.discard(flag)
 
 
-def blk_queue_flag_test(flag: QueueFlag, q: RequestQueue) -> bool:
+def blk_queue_flag_test(flag: QueueFlag, q: QueueSettings) -> bool:
     return flag in q.queue_flags
 
 
-def blk_queue_write_cache(q: RequestQueue, wc: bool, fua: bool) -> None:
+def blk_queue_write_cache(q: QueueSettings, wc: bool, fua: bool) -> None:
     for flag in (QueueFlag.QUEUE_FLAG_HW_WC, QueueFlag.QUEUE_FLAG_WC):
         (blk_queue_flag_set if wc else blk_queue_flag_clear)(flag, q)
     (blk_queue_flag_set if fua else blk_queue_flag_clear)(QueueFlag.QUEUE_FLAG_FUA, q)
 
 
-def blk_queue_zoned_model(q: RequestQueue) -> BlkZoned:
+def blk_queue_zoned_model(q: QueueSettings) -> BlkZoned:
     return q.limits.zoned
 
 
-def blk_queue_set_zoned(q: RequestQueue, model: BlkZoned) -> None:
+def blk_queue_set_zoned(q: QueueSettings, model: BlkZoned) -> None:
     q.limits.zoned = model

@@ -15,6 +15,7 @@ from typing import Any
 
 import trio
 
+from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.block._blk_mq import (BlkMqHwCtx, BlkMqTagSet, blk_mq_alloc_tag_set, blk_mq_complete_request,
                       blk_mq_end_request, blk_mq_init_queue, blk_mq_start_request)
 from vscsifs.scsi.kernel.block._blk_types import SECTOR_SHIFT, BlkMqOps, BlkStatus, ReqOp, Request
@@ -30,7 +31,7 @@ class Completion(Enum):
 
 @dataclass(eq=False)
 class NullBlk:
-    kernel: Any
+    kernel: Kernel
     size_bytes: int
     logical_block_size: int = 512
     nr_hw_queues: int = 1

@@ -14,13 +14,13 @@ import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from vscsifs.scsi.kernel.block._genhd import Gendisk
+from vscsifs.scsi.kernel.base._kobject import PAGE_SIZE
+
+from vscsifs.scsi.kernel.block._blkdev import Gendisk, PartitionMetaInfo, partition_name
 
 DISK_MAX_PARTS = 256
-PAGE_SIZE = 4096
 MSDOS_LABEL_MAGIC = b"\x55\xaa"
 
 # struct msdos_partition: boot_ind, head, sector, cyl, sys_ind, end_head, end_sector, end_cyl, start_sect, nr_sects
@@ -54,12 +54,6 @@ class GptMbr(IntEnum):
 
 
 ADDPART_FLAG_RAID = 1
-
-
-@dataclass(slots=True)
-class PartitionMetaInfo:
-    uuid: str = ""
-    volname: str = ""
 
 
 @dataclass(slots=True)
@@ -134,11 +128,6 @@ class ParsedPartitions:
             out += data[:count]
             count -= len(data[:count])
         return bytes(out)
-
-
-def partition_name(disk_name: str, partno: int) -> str:
-    """disk_name(): ``sda1``, but ``nvme0n1p1`` when the disk name ends in a digit."""
-    return f"{disk_name}p{partno}" if disk_name[-1:].isdigit() else f"{disk_name}{partno}"
 
 
 # ---------------------------------------------------------------- msdos

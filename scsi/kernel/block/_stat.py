@@ -108,7 +108,7 @@ def blk_account_io_start(rq: Request) -> None:
     rq.start_ns = time.monotonic_ns()
     if not _counted(rq) or rq.op == ReqOp.REQ_OP_FLUSH:
         return
-    rq.extra["_acct"] = True
+    rq.accounted = True
     rw = 1 if rq.is_write else 0
     for p in _parts(rq):
         p.stat._start(rw, rq.start_ns)
@@ -125,8 +125,9 @@ def blk_account_io_done(rq: Request, bytes_done: int) -> None:
         st.ios[StatGroup.STAT_FLUSH] += 1
         st.nsecs[StatGroup.STAT_FLUSH] += now - rq.start_ns
         return
-    if not rq.extra.pop("_acct", False):   # started while accounting was on (iostats may change)
+    if not rq.accounted:   # started while accounting was on (iostats may change)
         return
+    rq.accounted = False
     grp = op_stat_group(rq.op)
     rw = 1 if rq.is_write else 0
     for p in _parts(rq):

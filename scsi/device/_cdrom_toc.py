@@ -1,4 +1,5 @@
-"""CD-ROM table-of-contents builders and MMC constants (hw/block/cdrom.c, scsi/constants.h).
+"""CD-ROM table-of-contents builders and MMC constants (hw/block/cdrom.c, scsi/constants.h);
+named for what it builds, beside the driver side's cdrom (scsi/kernel/_cdrom.py, drivers/cdrom).
 
 QEMU's scsi-disk answers READ TOC for every device type from these, so they are shared by
 scsi-hd and scsi-cd.

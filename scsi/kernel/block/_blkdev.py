@@ -1,0 +1,167 @@
+"""The block layer's device types (include/linux/blkdev.h, blk_types.h): struct gendisk,
+block_device, block_device_operations, backing_dev_info, partition_meta_info.
+
+Their own module so that everything working on them (genhd's registration, bio I/O, the sysfs
+files, the partition parsers) imports them without importing each other.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from vscsifs.scsi.kernel.base._driver_model import Device
+from vscsifs.scsi.kernel.base._kernel import Kernel
+from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
+from vscsifs.scsi.kernel.block._blk_mq import RequestQueue
+from vscsifs.scsi.kernel.block._blk_types import GENHD_FL_REMOVABLE, SECTOR_SHIFT
+from vscsifs.scsi.kernel.block._limits import VM_READAHEAD_PAGES
+from vscsifs.scsi.kernel.block._stat import DiskStats
+
+DISK_EVENT_MEDIA_CHANGE = 1 << 0
+DISK_EVENT_EJECT_REQUEST = 1 << 1
+DISK_EVENT_FLAG_POLL = 1 << 0
+DISK_EVENT_FLAG_UEVENT = 1 << 1
+_DISK_EVENT_NAMES = ((DISK_EVENT_MEDIA_CHANGE, "media_change"), (DISK_EVENT_EJECT_REQUEST, "eject_request"))
+
+
+@dataclass(slots=True)
+class PartitionMetaInfo:
+    uuid: str = ""
+    volname: str = ""
+
+
+def partition_name(disk_name: str, partno: int) -> str:
+    """disk_name(): ``sda1``, but ``nvme0n1p1`` when the disk name ends in a digit."""
+    return f"{disk_name}p{partno}" if disk_name[-1:].isdigit() else f"{disk_name}{partno}"
+
+
+@dataclass(eq=False)
+class BlockDeviceOperations:
+    """struct block_device_operations: the driver's hooks (sd_fops). Each may be sync or async."""
+
+    open: Callable[[BlockDevice, int], Any] | None = None
+    release: Callable[[Gendisk, int], Any] | None = None
+    check_events: Callable[[Gendisk, int], Any] | None = None
+    unlock_native_capacity: Callable[[Gendisk], Any] | None = None
+    ioctl: Callable[..., Any] | None = None
+    getgeo: Callable[..., Any] | None = None
+    owner: str | None = None
+
+
+@dataclass(eq=False)
+class BackingDevInfo:
+    """struct backing_dev_info: read-ahead and the /sys/devices/virtual/bdi/MAJ:MIN device."""
+
+    ra_pages: int = VM_READAHEAD_PAGES
+    io_pages: int = 0
+    min_ratio: int = 0
+    max_ratio: int = 100
+    dev: Device | None = None
+
+
+@dataclass(eq=False)
+class BlockDevice:
+    """struct block_device: a whole disk (partno 0) or a partition."""
+
+    disk: Gendisk
+    partno: int = 0
+    start_sect: int = 0
+    nr_sects: int = 0
+    devt: tuple[int, int] = (0, 0)
+    bd_read_only: bool = False
+    stat: DiskStats = field(default_factory=DiskStats)
+    dev: Device | None = None
+    meta_info: PartitionMetaInfo | None = None
+    holders: Dir | None = None
+    openers: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.disk.disk_name if self.partno == 0 else partition_name(self.disk.disk_name, self.partno)
+
+    @property
+    def size_bytes(self) -> int:
+        return self.nr_sects << SECTOR_SHIFT
+
+    @property
+    def read_only(self) -> bool:
+        """bdev_read_only(): the partition's own flag or the whole disk's."""
+        return self.bd_read_only or self.disk.part0.bd_read_only
+
+    @property
+    def is_partition(self) -> bool:
+        return self.partno != 0
+
+
+@dataclass(eq=False)
+class Gendisk:
+    """struct gendisk. The driver sets major, first_minor, minors, disk_name, fops, private_data."""
+
+    kernel: Kernel
+    queue: RequestQueue
+    major: int = 0
+    first_minor: int = 0
+    minors: int = 0
+    disk_name: str = ""
+    fops: BlockDeviceOperations = field(default_factory=BlockDeviceOperations)
+    private_data: Any = None
+    flags: int = 0
+    events: int = 0
+    event_flags: int = 0
+    events_poll_msecs: int = -1
+    diskseq: int = 0
+    bdi: BackingDevInfo = field(default_factory=BackingDevInfo)
+    part0: BlockDevice = field(init=False)
+    parts: dict[int, BlockDevice] = field(default_factory=dict)   # part_tbl without part0
+    dev: Device | None = None
+    slave_dir: Dir | None = None
+    live: bool = False
+    native_capacity: bool = False   # GD_NATIVE_CAPACITY: unlock_native_capacity() was called
+    need_part_scan: bool = False
+    suppress_part_scan: bool = False
+    open_partitions: int = 0
+    openers: int = 0
+    _links: list[Any] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.part0 = BlockDevice(self)
+
+    @property
+    def capacity(self) -> int:
+        """get_capacity(): 512-byte sectors."""
+        return self.part0.nr_sects
+
+    @property
+    def read_only(self) -> bool:
+        return self.part0.bd_read_only
+
+    @property
+    def removable(self) -> bool:
+        return bool(self.flags & GENHD_FL_REMOVABLE)
+
+    @removable.setter
+    def removable(self, value: bool) -> None:
+        self.flags = (self.flags | GENHD_FL_REMOVABLE) if value else (self.flags & ~GENHD_FL_REMOVABLE)
+
+    def events_text(self) -> str:
+        if not self.event_flags & DISK_EVENT_FLAG_UEVENT:
+            return ""
+        names = [n for bit, n in _DISK_EVENT_NAMES if self.events & bit]
+        return " ".join(names) + "\n"
+
+    def events_poll_msecs_store(self, data: bytes) -> None:
+        try:
+            v = int(data.strip())
+        except ValueError:
+            raise SysfsError(errno.EINVAL, f"events_poll_msecs: {data!r}") from None
+        if v < 0 and v != -1:
+            raise SysfsError(errno.EINVAL, "events_poll_msecs must be >= 0 or -1")
+        if not (self.fops.check_events and self.events):
+            raise SysfsError(errno.ENODEV, "the disk has no events to poll")
+        self.events_poll_msecs = v
+
+    def all_bdevs(self) -> list[BlockDevice]:
+        return [self.part0] + [self.parts[n] for n in sorted(self.parts)]
