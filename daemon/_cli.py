@@ -19,6 +19,7 @@ from typing import Any
 
 from vscsifs.daemon._config import ConfigError, MachineConfig, ensure_seed_images, seed_config
 from vscsifs.daemon._qemu_args import parse_qemu_args
+from vscsifs.daemon._record import record_main
 from vscsifs.daemon._service import setup_logging
 
 log = logging.getLogger("vscsifs")
@@ -28,6 +29,7 @@ usage: vscsifs run [--config FILE] [--mount DIR] [--data-dir DIR] [--log-level L
                    [QEMU options: -device ... -drive ... -smp N -m SIZE -append '...']
        vscsifs config --from-qemu [--data-dir DIR] [QEMU options]   print them as a TOML file
        vscsifs config --check FILE                                  validate a TOML file
+       vscsifs record [--sysroot DIR] [-o FILE.toml] [--data-dir DIR] a machine's SCSI disks as a TOML file
 
 Emulates the virtio-scsi machine the QEMU options describe, runs the Linux kernel's SCSI
 scan against it and serves DIR/sys, DIR/dev and DIR/proc until SIGINT or SIGTERM.
@@ -226,6 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd, rest = argv[0], argv[1:]
     if cmd == "config":
         return config_main(rest)
+    if cmd == "record":
+        return record_main(rest)
     if cmd != "run":
         print(f"vscsifs: unknown command '{cmd}'\n\n" + USAGE.format(mount=default_mountpoint(),
                                                                     data=default_data_dir()), file=sys.stderr)
