@@ -246,3 +246,13 @@ def test_skip_reason_without_dev_fuse(pytester: pytest.Pytester) -> None:
     res.assert_outcomes(skipped=1)
     res.stdout.fnmatch_lines(["*vscsifs: no /dev/fuse*"])
     assert stat.S_ISCHR(os.stat("/dev/fuse").st_mode)   # the real one is there: only the view was changed
+
+
+def test_readme_example_runs(pytester: pytest.Pytester) -> None:
+    """The complete example of the README's "Testing your software with vscsifs", as written."""
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    section = text.split("## Testing your software with vscsifs", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    pytester.makepyfile(test_rescan=example)
+    res = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    res.assert_outcomes(passed=3)
