@@ -12,6 +12,8 @@ side by side in one process and in parallel test workers.
 The child gets PR_SET_PDEATHSIG=SIGTERM: a test process killed with SIGKILL takes its daemons
 down in order (they unmount themselves); whatever a harder death leaves (a dead mount) the next
 daemon on that mount point clears at its start (daemon/_service.py take_instance/check_mountpoint).
+The kernel ties that signal to the THREAD that started the daemon, so start a Machine from a
+thread that lives as long as it (the main thread, the trio thread; not a pooled worker thread).
 """
 
 from __future__ import annotations
@@ -158,6 +160,8 @@ class QMPConnection:
                 self._sock.settimeout(left)
                 try:
                     self.events.append(self._read())
+                except TimeoutError:        # socket.timeout: nothing more came in time
+                    continue
                 finally:
                     self._sock.settimeout(self.timeout)
 
