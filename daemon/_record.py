@@ -27,6 +27,8 @@ the QEMU property that made the kernel show it:
                              block/NAME/ro (the drive readonly)
   write cache                scsi_disk/H:C:T:L/cache_type
   partitions                 NAME/NAMEn/{partition,start,size}: the layout, as a DOS label
+  -append                    module/{scsi_mod,sd_mod,sr_mod,sg,cdrom,virtio_scsi,virtio_pci}/
+                             parameters: the values the recorded kernel ran with, as boot options
 
 What cannot be reproduced is written into the file as comments: HBAs of other transports (their
 LUNs are put on a virtio-scsi HBA instead), partition contents and table types, runtime changes
@@ -66,6 +68,9 @@ QEMU_MAX_SECTORS = 0xFFFF      # virtio-scsi-pci max_sectors default
 FIRST_PCI_SLOT = 4             # where vscsifs (like the captures' QEMU) puts the first HBA
 SECTOR = 512
 SR_UNKNOWN_CAPACITY = 0x1FFFFF   # sr.c get_sectorsize: READ CAPACITY failed (no medium)
+
+# the guest kernel's SCSI stack: its module parameters are what a kernel command line sets
+SCSI_MODULES = ("scsi_mod", "sd_mod", "sr_mod", "sg", "cdrom", "virtio_scsi", "virtio_pci")
 
 _HCTL_RE = re.compile(r"^(\d+):(\d+):(\d+):(\d+)$")
 _PCI_RE = re.compile(r"^([0-9a-f]{4}):([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])$")
@@ -158,6 +163,7 @@ class Recording:
     hosts: list[Host]
     cpus: int | None
     notes: list[str] = field(default_factory=list)
+    params: list[str] = field(default_factory=list)     # "module.name=value", as -append takes them
 
 
 # --- reading sysfs -------------------------------------------------------------------------------
@@ -350,6 +356,7 @@ def read_sysroot(sysroot: str | os.PathLike[str]) -> Recording:
             mq = blk / "mq"
             for hctx in mq.iterdir() if mq.is_dir() else ():
                 cpus.update(_cpu_names(_text(hctx / "cpu_list") or ""))
+    rec.params = module_params(sys_dir)
     possible = _text(sys_dir / "devices" / "system" / "cpu" / "possible")
     rec.cpus = cpu_count_of(possible) if possible else (len(cpus) or None)
     rec.hosts = [hosts[n] for n in numbers if hosts[n].luns or hosts[n].proc_name == VIRTIO_SCSI_PROC_NAME]
@@ -358,6 +365,18 @@ def read_sysroot(sysroot: str | os.PathLike[str]) -> Recording:
         if h not in rec.hosts:
             rec.notes.append(f"host{n} ({h.proc_name}) has no SCSI devices: left out")
     return rec
+
+
+def module_params(sys_dir: Path) -> list[str]:
+    """``module.param=value`` of every readable parameter of the SCSI stack's modules."""
+    out = []
+    for module in SCSI_MODULES:
+        pdir = sys_dir / "module" / module / "parameters"
+        for p in sorted(pdir.iterdir()) if pdir.is_dir() else ():
+            value = _text(p)
+            if value is not None and value and not any(ch.isspace() for ch in value):
+                out.append(f"{module}.{p.name}={value}")
+    return out
 
 
 def _cpu_names(text: str) -> set[str]:
@@ -447,6 +466,9 @@ def render(rec: Recording, data_dir: Path, out_dir: Path | None, *, create_image
         lines.append(f"# - {note}")
     if rec.cpus:
         lines += ["", f"smp = {rec.cpus}"]
+    if rec.params:
+        lines += ["# the SCSI modules' parameters as the recorded kernel had them (boot options)",
+                  f"append = {toml_string(' '.join(rec.params))}"]
     used_ids: set[str] = set()
     used_slots = {h.pci_slot for h in rec.hosts if h.pci_slot is not None}
     next_slot = FIRST_PCI_SLOT

@@ -71,6 +71,8 @@ def snapshot(sys_dir: Path) -> dict[str, bytes]:
         pci = (host / "device").resolve().parent.parent
         out[f"{host.name}/pci"] = pci.name.encode() + b" " + (pci / "config").read_bytes()
     out["block"] = " ".join(sorted(os.listdir(sys_dir / "block"))).encode()
+    for p in sorted((sys_dir / "module" / "scsi_mod" / "parameters").iterdir()):
+        out[f"scsi_mod.{p.name}"] = p.read_bytes()
     return out
 
 
@@ -82,7 +84,7 @@ def test_record_a_live_machine_round_trip(tmp_path: Path) -> None:
     for name, size in (("a", 64 << 20), ("b", 32 << 20), ("cd", 2048 * 300)):
         with open(imgs / f"{name}.img", "wb") as f:
             f.truncate(size)
-    args = ["-smp", "4",
+    args = ["-smp", "4", "-append", "scsi_mod.inq_timeout=7 scsi_mod.max_luns=400",
             "-device", "virtio-scsi-pci,id=s0,num_queues=2,virtqueue_size=128,cmd_per_lun=16,max_sectors=512",
             "-device", "virtio-scsi-pci,id=s1,addr=0x9",
             "-device", f"scsi-hd,drive=a,bus=s0.0,scsi-id=3,lun=300,serial=SER-A,wwn=0x5000c50015ea71ad,"
@@ -103,7 +105,7 @@ def test_record_a_live_machine_round_trip(tmp_path: Path) -> None:
                              capture_output=True, text=True)
         assert res.returncode == 0, res.stderr
     text = out.read_text()
-    assert "no medium" in text
+    assert "no medium" in text and "scsi_mod.inq_timeout=7" in text
     with vscsifs.Machine(config=out) as m2:
         got = snapshot(m2.mount / "sys")
     assert want.keys() == got.keys()

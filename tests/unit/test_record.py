@@ -67,6 +67,7 @@ def test_read_seed_capture(tmp_path: Path) -> None:
     materialize(os.path.join(GOLDEN, "seed"), str(tmp_path / "root"))
     rec = read_sysroot(tmp_path / "root")
     assert rec.cpus == 2
+    assert "scsi_mod.scan=async" in rec.params and "sg.def_reserved_size=32768" in rec.params
     (host,) = rec.hosts
     assert (host.pci_slot, host.num_queues, host.request_queues, host.can_queue) == (4, 4, 2, 256)
     assert [(lun.hctl, lun.device_id, lun.size, [(p.start, p.size) for p in lun.partitions]) for lun in host.luns] == [
