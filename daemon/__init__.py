@@ -4,7 +4,10 @@ wiring, the QMP monitor, CLI, signals, FUSE main loop, and running as a systemd 
 Imports point one way, from the command line down (a module imports only modules listed
 below it, and none imports inside a function):
 
-    _cli            `vscsifs run` / `vscsifs config`: a table of subcommands
+    _pytest_plugin  the pytest fixtures (one Machine per test), over _api
+    _api            vscsifs.Machine: a daemon as a child process, its QMP socket, exec, faults
+    _cli            `vscsifs run` / `config` / `record`: a table of subcommands
+    _record         `vscsifs record`: a machine's /sys as a TOML configuration
     _service        one machine under a service manager: instance lock, sd_notify (_notify),
                     SIGHUP reload as hotplug, orderly SIGTERM; starts the QMP monitor
     _qmp            the monitor and its one command table (QEMU's commands, then _lio_qmp's

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from vscsifs.daemon._config import ConfigError, MachineConfig, ensure_seed_images, seed_config
 from vscsifs.daemon._qemu_args import parse_qemu_args
+from vscsifs.daemon._record import record_main
 from vscsifs.daemon._service import run_service, setup_logging
 from vscsifs.daemon._toml_config import TomlConfig, dumps, from_qemu_args, load
 
@@ -28,6 +29,7 @@ usage: vscsifs run [--config FILE] [--mount DIR] [--data-dir DIR] [--log-level L
                    [QEMU options: -device ... -drive ... -smp N -m SIZE -append '...']
        vscsifs config --from-qemu [--data-dir DIR] [QEMU options]   print them as a TOML file
        vscsifs config --check FILE                                  validate a TOML file
+       vscsifs record [--sysroot DIR] [-o FILE.toml] [--data-dir DIR] a machine's SCSI disks as a TOML file
 
 Emulates the virtio-scsi machine the QEMU options describe, runs the Linux kernel's SCSI
 scan against it and serves DIR/sys, DIR/dev and DIR/proc until SIGINT or SIGTERM.
@@ -252,6 +254,7 @@ def run_main(rest: list[str]) -> int:
 SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
     "run": run_main,
     "config": config_main,
+    "record": record_main,
 }
 
 
