@@ -36,15 +36,25 @@ fi
 stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
 if [ ! -e "$stamp" ]; then
     .venv/bin/pip install -q --upgrade pip >/dev/null
-    .venv/bin/pip install -q -e ".[test]"
+    .venv/bin/pip install -q -e ".[test,compile]"
     touch "$stamp"
+fi
+
+# The compiled build of the I/O path (daemon/_compiled.py): the same sources compiled by Cython,
+# each stored under its source's digest, so an edited source is never shadowed by an old build.
+# Without a C compiler or on a failed build the pure-Python package runs as it is.
+if ! .venv/bin/python -m vscsifs.daemon._compile build >&2; then
+    echo "bootstrap: the compiled build failed; vscsifs runs as pure Python" >&2
 fi
 
 cmd=${1:-run}
 shift || true
 case "$cmd" in
     run)  exec .venv/bin/vscsifs run "$@" ;;
-    test) exec .venv/bin/python -m pytest -q -p no:cacheprovider tests "$@" ;;
+    test)
+        # the whole suite against both builds, so their behaviour cannot drift apart
+        VSCSIFS_BUILD=pure .venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"
+        exec env VSCSIFS_BUILD=compiled .venv/bin/python -m pytest -q -p no:cacheprovider tests "$@" ;;
     bench) exec .venv/bin/python bench/run.py "$@" ;;
     *)    echo "usage: bash bootstrap.sh run|test|bench [args...]" >&2; exit 2 ;;
 esac

@@ -13,6 +13,10 @@ The implementation lives in the subpackages (daemon, fs, scsi, virtio); this pac
 gathers the public API (daemon/_api.py) and the pytest plugin is vscsifs.daemon._pytest_plugin.
 """
 
-from vscsifs.daemon._api import Machine, MachineError, QMPConnection, QMPError, parse_hctl
+from vscsifs.daemon import _compiled
+
+_compiled.install()  # first: the hot modules load compiled where built from their current source
+
+from vscsifs.daemon._api import Machine, MachineError, QMPConnection, QMPError, parse_hctl  # noqa: E402
 
 __all__ = ["Machine", "MachineError", "QMPConnection", "QMPError", "parse_hctl"]

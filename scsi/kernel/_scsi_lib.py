@@ -1116,6 +1116,10 @@ def _escape_np(data: bytes) -> str:
     return "".join(chr(b) if 0x20 <= b < 0x7F else f"\\{b:03o}" for b in data)
 
 
+# the designator lengths scsi_vpd_lun_id() accepts: EUI-64 (type 2) and NAA (type 3)
+_EUI_NAA_SIZES = {2: (8, 12, 16), 3: (8, 16)}
+
+
 def scsi_vpd_lun_id(sdev: ScsiDevice, id_len: int = 4096) -> str | int:
     """scsi_lib.c scsi_vpd_lun_id(): the preferred LU designator of page 0x83 as the
     ``wwid`` attribute prints it, or -ENXIO (no page 0x83) / -EINVAL (no usable designator)."""
@@ -1140,8 +1144,7 @@ def scsi_vpd_lun_id(sdev: ScsiDevice, id_len: int = 4096) -> str | int:
             out = "t10." + _escape_np(body[:cur_size])
         elif dtype in (2, 3):
             cur_prio, cur_size = prio, dlen
-            sizes = (8, 12, 16) if dtype == 2 else (8, 16)
-            if dlen in sizes:
+            if dlen in _EUI_NAA_SIZES[dtype]:
                 out = ("eui." if dtype == 2 else "naa.") + body[:dlen].hex()
         elif dtype == 8:
             if cur_size > dlen:
