@@ -52,7 +52,9 @@ shift || true
 case "$cmd" in
     run)  exec .venv/bin/vscsifs run "$@" ;;
     test)
+        # the types first (pyproject.toml [tool.mypy]: the whole package), then
         # the whole suite against both builds, so their behaviour cannot drift apart
+        .venv/bin/python -m mypy
         VSCSIFS_BUILD=pure .venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"
         exec env VSCSIFS_BUILD=compiled .venv/bin/python -m pytest -q -p no:cacheprovider tests "$@" ;;
     bench) exec .venv/bin/python bench/run.py "$@" ;;
