@@ -476,7 +476,7 @@ def browse_verdicts(br: dict[str, Any]) -> list[dict[str, Any]]:
 
 # ---- 4. profile --------------------------------------------------------------------------
 
-LAYERS = (("fs/", "fs (FUSE handlers, devfs)"), ("scsi/block/", "scsi.block (bio, blk-mq, stats)"),
+LAYERS = (("fs/", "fs (FUSE handlers, devfs)"), ("scsi/kernel/block/", "scsi.kernel.block (bio, blk-mq, stats)"),
           ("scsi/kernel/", "scsi.kernel (scsi_lib, sd, logging)"), ("virtio/", "virtio (rings, driver, device)"),
           ("scsi/device/", "scsi.device (scsi-bus, scsi-hd, backend)"), ("trio/", "trio"))
 
