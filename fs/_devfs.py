@@ -145,6 +145,7 @@ class LoopDevice:
     fd: int
     rdev: int
     backing: str
+    direct_io: bool = False
 
     @property
     def name(self) -> str:
@@ -176,34 +177,57 @@ def _open_loop(number: int, flags: int) -> int:
         return os.open(node, flags | os.O_CLOEXEC)
 
 
-def loop_attach(path: str, *, read_only: bool, block_size: int = 0) -> LoopDevice:
+def loop_attach(path: str, *, read_only: bool, block_size: int = 0, direct_io: bool = True) -> LoopDevice:
     """Attach a free loop device to ``path`` (blocking: run it in a thread while the FUSE loop
     serves the open of ``path``). LO_FLAGS_AUTOCLEAR plus our open descriptor means the kernel
-    detaches it if the daemon dies."""
+    detaches it if the daemon dies. ``direct_io`` asks for LO_FLAGS_DIRECT_IO (the loop worker
+    then hands each request to the data file as one O_DIRECT read/write instead of copying it
+    through the host's page cache); the host decides whether it can (lo_can_use_dio): when it
+    refuses (EINVAL) or silently stays buffered, the device is attached buffered and
+    ``LoopDevice.direct_io`` says so."""
     acc = os.O_RDONLY if read_only else os.O_RDWR
-    flags = LoFlags.LO_FLAGS_AUTOCLEAR | (LoFlags.LO_FLAGS_READ_ONLY if read_only else 0)
+    base = LoFlags.LO_FLAGS_AUTOCLEAR | (LoFlags.LO_FLAGS_READ_ONLY if read_only else 0)
     ctl = os.open(LOOP_CONTROL, os.O_RDWR | os.O_CLOEXEC)
     try:
         for _attempt in range(16):
             number = fcntl.ioctl(ctl, LoopIoctl.LOOP_CTL_GET_FREE)
             lfd = _open_loop(number, acc)
-            ffd = -1
             try:
-                ffd = os.open(path, acc | os.O_CLOEXEC)
-                fcntl.ioctl(lfd, LoopIoctl.LOOP_CONFIGURE,
-                            loop_config_bytes(ffd, block_size, flags, path))
+                _loop_configure(lfd, path, acc, base, block_size, direct_io)
             except OSError as exc:
                 os.close(lfd)
                 if exc.errno == errno.EBUSY:  # another process took it between GET_FREE and us
                     continue
                 raise
-            finally:
-                if ffd >= 0:
-                    os.close(ffd)
-            return LoopDevice(number, lfd, os.fstat(lfd).st_rdev, path)
+            return LoopDevice(number, lfd, os.fstat(lfd).st_rdev, path,
+                              bool(loop_flags(lfd) & LoFlags.LO_FLAGS_DIRECT_IO))
         raise OSError(errno.EBUSY, "no free loop device after 16 attempts")
     finally:
         os.close(ctl)
+
+
+def _loop_configure(lfd: int, path: str, acc: int, base: LoFlags, block_size: int, direct_io: bool) -> None:
+    """LOOP_CONFIGURE, with LO_FLAGS_DIRECT_IO first when asked; a host that refuses direct I/O
+    on this backing file (EINVAL) gets the buffered configuration instead."""
+    ffd = os.open(path, acc | os.O_CLOEXEC)
+    try:
+        if direct_io:
+            try:
+                fcntl.ioctl(lfd, LoopIoctl.LOOP_CONFIGURE,
+                            loop_config_bytes(ffd, block_size, base | LoFlags.LO_FLAGS_DIRECT_IO, path))
+                return
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+        fcntl.ioctl(lfd, LoopIoctl.LOOP_CONFIGURE, loop_config_bytes(ffd, block_size, base, path))
+    finally:
+        os.close(ffd)
+
+
+def loop_flags(lfd: int) -> LoFlags:
+    """The bound loop device's lo_flags (LOOP_GET_STATUS64): what the host really set."""
+    info = fcntl.ioctl(lfd, LoopIoctl.LOOP_GET_STATUS64, bytes(LOOP_INFO64.size))
+    return LoFlags(LOOP_INFO64.unpack(info)[8])
 
 
 def loop_detach(loop: LoopDevice) -> None:
@@ -491,8 +515,12 @@ class DevFs:
     ``start()`` once the mount is up, ``stop()`` before unmounting."""
 
     def __init__(self, kernel: Any = None, *, io: BdevIO | None = None,
-                 on_synced: Callable[[Any], Any] | None = None) -> None:
+                 on_synced: Callable[[Any], Any] | None = None, loop_dio: bool = True) -> None:
         self.root = Dir("dev")
+        # attach loop devices with LO_FLAGS_DIRECT_IO (see loop_attach); one log line when the
+        # host keeps them buffered
+        self.loop_dio = loop_dio
+        self._dio_refused_logged = False
         self.data_dir = Dir(f"{DATA_DIR_PREFIX}{os.getpid()}", 0o700)
         self.io: BdevIO = io if io is not None else _BlockLayerIO()  # type: ignore[assignment]
         # called (and awaited if it returns an awaitable) after the first fsync or close that
@@ -685,7 +713,8 @@ class DevFs:
         self._attaching.add(id(bdev))
         try:
             loop = await trio.to_thread.run_sync(
-                lambda: loop_attach(path, read_only=bool(bdev.read_only), block_size=logical_block_size(bdev)))
+                lambda: loop_attach(path, read_only=bool(bdev.read_only), block_size=logical_block_size(bdev),
+                                    direct_io=self.loop_dio))
         except Exception as exc:  # noqa: BLE001 - a failed attach must not take the mount down
             self._attaching.discard(id(bdev))
             log.warning("devfs: cannot attach a loop device to %s (%s): serving the data file as /dev/%s",
@@ -694,6 +723,10 @@ class DevFs:
                 entry.node = self._place(bdev.name, lambda base: DataFile(base, bdev, self, user_node=True))
             return
         self._attaching.discard(id(bdev))
+        if self.loop_dio and not loop.direct_io and not self._dio_refused_logged:
+            self._dio_refused_logged = True
+            log.warning("devfs: the host keeps %s buffered (no direct I/O on %s): loop devices copy "
+                        "through the page cache", loop.name, path)
         if entry.removed:
             await trio.to_thread.run_sync(loop_detach, loop)
             return
