@@ -110,6 +110,7 @@ class LoopIoctl(IntEnum):
     LOOP_SET_STATUS64 = 0x4C04
     LOOP_GET_STATUS64 = 0x4C05
     LOOP_SET_CAPACITY = 0x4C07
+    LOOP_SET_DIRECT_IO = 0x4C08
     LOOP_CONFIGURE = 0x4C0A
     LOOP_CTL_GET_FREE = 0x4C82
 
@@ -204,6 +205,13 @@ def loop_attach(path: str, *, read_only: bool, block_size: int = 0, direct_io: b
         raise OSError(errno.EBUSY, "no free loop device after 16 attempts")
     finally:
         os.close(ctl)
+
+
+def loop_set_direct_io(lfd: int, on: bool) -> bool:
+    """LOOP_SET_DIRECT_IO on an open loop device (the host fsyncs the backing file while it
+    switches); returns what the host then really does."""
+    fcntl.ioctl(lfd, LoopIoctl.LOOP_SET_DIRECT_IO, int(on))
+    return bool(loop_flags(lfd) & LoFlags.LO_FLAGS_DIRECT_IO)
 
 
 def _loop_configure(lfd: int, path: str, acc: int, base: LoFlags, block_size: int, direct_io: bool) -> None:
