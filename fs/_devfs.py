@@ -75,6 +75,7 @@ import pyfuse3
 import trio
 
 from vscsifs.scsi.kernel.base._kobject import Dir, Node
+from vscsifs.fs._openwatch import OpenWatch
 from vscsifs.fs._operations import FileHandle, SpecialFile, VscsiOperations, errno_of
 
 log = logging.getLogger(__name__)
@@ -337,6 +338,7 @@ def logical_block_size(bdev: Any) -> int:
 
 FMODE_READ = 1 << 0
 FMODE_WRITE = 1 << 1
+FMODE_NDELAY = 0x800    # an O_NONBLOCK open, as the drivers here (sd, cdrom) test it
 
 
 def _fmode(flags: int) -> int:
@@ -353,7 +355,7 @@ class DataFile(SpecialFile):
     data file a loop device holds open for its whole life is not a user open and does not.
     """
 
-    __slots__ = ("bdev", "devfs", "user_node")
+    __slots__ = ("bdev", "devfs", "user_node", "watch")
     attr_timeout = 1.0  # the size follows capacity changes
 
     def __init__(self, name: str, bdev: Any, devfs: DevFs, mode: int = 0o660, *, user_node: bool = False) -> None:
@@ -361,6 +363,9 @@ class DataFile(SpecialFile):
         self.bdev = bdev
         self.devfs = devfs
         self.user_node = user_node
+        # the OpenWatch of this device's loop node (removable disks): its queued opens are
+        # handled before each I/O (see _openwatch)
+        self.watch: OpenWatch | None = None
 
     def st_size(self) -> int:
         return int(self.bdev.size_bytes)
@@ -380,6 +385,8 @@ class DataFile(SpecialFile):
                 await get(self.bdev, mode)
             except OSError as exc:
                 raise pyfuse3.FUSEError(errno_of(exc)) from exc
+            if removable(self.bdev):
+                self.devfs.media_checked(self.bdev)   # a medium found: the node becomes a loop node
         return DataHandle(self, mode if get is not None else None)
 
 
@@ -397,6 +404,8 @@ class DataHandle(FileHandle):
         return self.file.devfs.io
 
     async def read(self, off: int, size: int) -> bytes | memoryview:
+        if self.file.watch is not None:
+            await self.file.watch.sync()
         end = min(off + size, self.file.st_size())
         if end <= off:
             return b""
@@ -406,6 +415,8 @@ class DataHandle(FileHandle):
             raise pyfuse3.FUSEError(errno_of(exc)) from exc
 
     async def write(self, off: int, buf: bytes) -> int:
+        if self.file.watch is not None:
+            await self.file.watch.sync()
         try:
             n = await self._io().bdev_write(self.file.bdev, off, buf)
         except OSError as exc:
@@ -485,6 +496,25 @@ def loop_set_capacity(loop: LoopDevice) -> None:
     fcntl.ioctl(loop.fd, LoopIoctl.LOOP_SET_CAPACITY, 0)
 
 
+BLKFLSBUF = 0x1261  # include/uapi/linux/fs.h _IO(0x12, 97)
+
+
+def loop_flush_buffers(loop: LoopDevice) -> None:
+    """BLKFLSBUF: write back and drop the host's page cache of the loop device, so the next
+    reads come from the medium (after a removable disk's last close: the medium may change
+    before the next open, and the guest drops its cache at a media change)."""
+    fcntl.ioctl(loop.fd, BLKFLSBUF, 0)
+
+
+def _is_node_of(path: str, rdev: int) -> bool:
+    """``path`` resolves to the block node with ``rdev`` (blocking: a lookup on our mount)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISBLK(st.st_mode) and st.st_rdev == rdev
+
+
 def devnode_name(obj: Any) -> str:
     """device_get_devnode(): the node's path below /dev: the device's ``devnode`` when it has
     one (bsg/H:C:T:L), else its name. ``obj`` may carry it itself or on its ``.dev`` Device."""
@@ -495,12 +525,19 @@ def devnode_name(obj: Any) -> str:
     return str(obj.name)
 
 
-def user_opens(bdev: Any) -> bool:
-    """Removable disks (CD-ROMs) get the data file as their node even in loop mode: their
-    driver's open is what the user must meet (an empty drive answers ENOMEDIUM, a CD-ROM's open
-    locks the door with PREVENT ALLOW MEDIUM REMOVAL), and a loop device hides every open.
-    The price is the file-mode caveat: ``lsblk --sysroot -O`` reads such a node to its end."""
+def removable(bdev: Any) -> bool:
+    """A removable disk (CD-ROM, removable=on): its driver's open is what the user must meet
+    (an empty drive answers ENOMEDIUM, the open locks the door with PREVENT ALLOW MEDIUM
+    REMOVAL, a media change is noticed there), so its node follows the medium (see the module
+    docstring)."""
     return bool(getattr(getattr(bdev, "disk", None), "removable", False))
+
+
+def media_present(bdev: Any) -> bool:
+    """The driver's own idea whether a medium is in (sd's and sr's media_present, on the
+    gendisk's private_data; true when the driver keeps none)."""
+    driver = getattr(getattr(bdev, "disk", None), "private_data", None)
+    return bool(getattr(driver, "media_present", 1))
 
 
 @dataclass(eq=False)
@@ -511,6 +548,7 @@ class _BlockEntry:
     loop: LoopDevice | None = None
     removed: bool = False
     read_only: bool = False
+    watch: OpenWatch | None = None
 
 
 # how long stop() waits for loop-device work in flight (attach, detach, resize) to finish
@@ -630,10 +668,16 @@ class DevFs:
             self.data_dir.remove(name)
         self.data_dir.add(data)
         entry = self.blocks[name] = _BlockEntry(bdev, data, read_only=bool(bdev.read_only))
-        if self.mode == "file" or (self.mode == "loop" and user_opens(bdev)):
-            entry.node = self._place(name, lambda base: DataFile(base, bdev, self, user_node=True))
+        if self.mode == "file" or (self.mode == "loop" and removable(bdev) and not media_present(bdev)):
+            self._place_user_file(entry)
         elif self.mode == "loop" and not self.stopping:
             self._start_job(self._attach, entry)
+
+    def _place_user_file(self, entry: _BlockEntry) -> None:
+        """DIR/dev/NAME as the data file itself: file mode, and an empty removable drive in
+        loop mode (its open is the driver's: ENOMEDIUM, so nothing reads it)."""
+        bdev = entry.bdev
+        entry.node = self._place(bdev.name, lambda base: DataFile(base, bdev, self, user_node=True))
 
     def _remove_block(self, bdev: Any) -> None:
         entry = self.blocks.get(bdev.name)
@@ -645,6 +689,9 @@ class DevFs:
             self._unplace(bdev.name)
         if entry.data.parent is self.data_dir:
             self.data_dir.remove(bdev.name)
+        watch, entry.watch, entry.data.watch = entry.watch, None, None
+        if watch is not None and self._nursery is not None:
+            self._start_job(watch.close, False)   # the device is gone: nothing to release
         if entry.loop is not None and self._nursery is not None:
             loop, entry.loop = entry.loop, None
             self._start_job(self._detach, loop)
@@ -665,6 +712,58 @@ class DevFs:
             self.ops.notify_attrs_changed(entry.data)
         if entry.loop is not None and self._nursery is not None:
             self._start_job(trio.to_thread.run_sync, loop_set_capacity, entry.loop)
+        if removable(bdev):
+            self.media_checked(bdev)
+
+    async def coldplug(self) -> None:
+        """What udev's coldplug does in the guest once the boot is over, for removable disks:
+        60-cdrom_id.rules (and the disk probes) open each one with O_NONBLOCK, so the driver
+        checks the medium (disk events: GET EVENT STATUS NOTIFICATION, TEST UNIT READY; sd's
+        and sr's media_present), and the node takes its form: a loop node while a medium is
+        in, the empty-drive node otherwise. Until then (the kernel's probe does not look:
+        media_present stays 1) a removable disk has a loop node; its first open corrects it."""
+        get = getattr(self.io, "blkdev_get", None)
+        put = getattr(self.io, "blkdev_put", None)
+        if get is None or put is None:
+            return
+        for entry in list(self.blocks.values()):
+            bdev = entry.bdev
+            if not removable(bdev) or getattr(bdev, "partno", 0) or self.gone(bdev):
+                continue
+            try:
+                await get(bdev, FMODE_READ | FMODE_NDELAY)
+            except OSError as exc:
+                log.info("devfs: coldplug open of %s: %s", bdev.name, exc)
+            else:
+                await put(bdev, FMODE_READ | FMODE_NDELAY)
+            self.media_checked(bdev)
+        with trio.CancelScope(shield=True):
+            while self._jobs:
+                await self._idle.wait()
+
+    def media_checked(self, bdev: Any) -> None:
+        """The driver has looked at a removable disk's medium (an open, a capacity change): in
+        loop mode its node follows it, a loop node while a medium is in, the empty-drive
+        node (the data file, whose open answers ENOMEDIUM) otherwise."""
+        entry = self.blocks.get(bdev.name)
+        if entry is None or entry.bdev is not bdev or self.mode != "loop" or self.stopping or self._nursery is None:
+            return
+        if media_present(bdev) != (entry.loop is not None or self.attaching_to(bdev)):
+            self._start_job(self._sync_media, entry)
+
+    async def _sync_media(self, entry: _BlockEntry) -> None:
+        if entry.removed or self.stopping or self.attaching_to(entry.bdev):
+            return
+        present = media_present(entry.bdev)
+        if present and entry.loop is None:
+            await self._attach(entry)
+        elif not present and entry.loop is not None:
+            loop, watch = entry.loop, entry.watch
+            entry.loop = entry.watch = entry.data.watch = None
+            self._place_user_file(entry)
+            if watch is not None:
+                await watch.close()
+            await self._detach(loop)
 
     def _start_job(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run loop-device work in serve()'s nursery, counted so stop() can wait for it."""
@@ -706,10 +805,10 @@ class DevFs:
         self.ops = ops
         self.mode = "loop" if use_loop else "file"
         for entry in list(self.blocks.values()):
-            if self.mode == "loop" and not user_opens(entry.bdev):
+            if self.mode == "loop" and not (removable(entry.bdev) and not media_present(entry.bdev)):
                 await self._attach(entry)
             else:
-                entry.node = self._place(entry.bdev.name, lambda base, b=entry.bdev: DataFile(base, b, self, user_node=True))
+                self._place_user_file(entry)
 
     def attaching_to(self, bdev: Any) -> bool:
         """True while a loop device is being configured on ``bdev``'s data file."""
@@ -728,7 +827,7 @@ class DevFs:
             log.warning("devfs: cannot attach a loop device to %s (%s): serving the data file as /dev/%s",
                         path, exc, bdev.name)
             if not entry.removed:
-                entry.node = self._place(bdev.name, lambda base: DataFile(base, bdev, self, user_node=True))
+                self._place_user_file(entry)
             return
         self._attaching.discard(id(bdev))
         if self.loop_dio and not loop.direct_io and not self._dio_refused_logged:
@@ -740,6 +839,51 @@ class DevFs:
             return
         entry.loop = loop
         entry.node = self._place(bdev.name, lambda base: BlockNode(base, loop.rdev))
+        if removable(bdev):
+            await self._watch(entry, loop)
+
+    async def _watch(self, entry: _BlockEntry, loop: LoopDevice) -> None:
+        """Run the driver's open and release for the user's opens and closes of a removable
+        disk's loop node, as the host reports them (see _openwatch: after the fact)."""
+        get = getattr(self.io, "blkdev_get", None)
+        put = getattr(self.io, "blkdev_put", None)
+        if get is None or put is None or self._nursery is None:
+            return
+        bdev = entry.bdev
+
+        async def opened() -> bool:
+            if self.gone(bdev):
+                return False
+            try:
+                await get(bdev, FMODE_READ)
+            except OSError as exc:
+                log.info("devfs: the open of /dev/%s the host let through failed in the driver: %s", bdev.name, exc)
+                self.media_checked(bdev)
+                return False
+            self.media_checked(bdev)
+            return True
+
+        async def closed(last: bool) -> None:
+            if not self.gone(bdev):
+                await put(bdev, FMODE_READ)
+            if last and entry.loop is loop:
+                try:
+                    await trio.to_thread.run_sync(loop_flush_buffers, loop)
+                except OSError as exc:
+                    log.warning("devfs: BLKFLSBUF on %s: %s", loop.name, exc)
+
+        path = os.path.join(self.mountpoint or "", self.root.name, bdev.name)
+        try:
+            watch = await OpenWatch.create(path, (path, f"/dev/{loop.name}"), opened, closed,
+                                           ready=lambda: _is_node_of(path, loop.rdev))
+        except OSError as exc:
+            log.warning("devfs: cannot watch the opens of %s (%s): they will not reach the driver", path, exc)
+            return
+        if entry.loop is not loop or self._nursery is None:
+            await watch.close(False)
+            return
+        entry.watch = entry.data.watch = watch
+        self._nursery.start_soon(watch.run)
 
     async def _detach(self, loop: LoopDevice) -> None:
         with trio.CancelScope(shield=True):
@@ -755,6 +899,10 @@ class DevFs:
         still be serving."""
         self.stopping = True
         with trio.CancelScope(shield=True):
+            for entry in list(self.blocks.values()):
+                watch, entry.watch, entry.data.watch = entry.watch, None, None
+                if watch is not None:
+                    await watch.close(False)    # a guest shutting down releases nothing either
             with trio.move_on_after(wait) as waited:
                 while self._jobs:
                     await self._idle.wait()

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from daemon_harness import GOLDEN, Daemon, _can_mount, start_daemon
+from daemon_harness import GOLDEN, Daemon, _can_mount, start_daemon, wait_for
 from golden_cdb import make_image
 from golden_images import make_iso
 
@@ -55,7 +56,11 @@ def test_dd_reads_the_iso_through_dev_sr0(cd_daemon: Daemon, tmp_path: Path) -> 
     out = tmp_path / "copy.iso"
     run("dd", f"if={cd_daemon.mount}/dev/sr0", f"of={out}", "bs=2048", "status=none")
     assert out.read_bytes() == Path(cd_daemon.iso).read_bytes()  # type: ignore[attr-defined]
-    assert os.path.getsize(f"{cd_daemon.mount}/dev/sr0") == ISO_SECTORS * 2048
+    # a drive with a medium is a (read-only) loop block node, as fixed disks are
+    st = os.stat(f"{cd_daemon.mount}/dev/sr0")
+    assert stat.S_ISBLK(st.st_mode) and os.major(st.st_rdev) == 7
+    assert run("blockdev", "--getsize64", "--getss", "--getro", f"{cd_daemon.mount}/dev/sr0").stdout.split() \
+        == [str(ISO_SECTORS * 2048), "2048", "1"]
 
 
 def test_blkid_sees_the_iso9660_volume(cd_daemon: Daemon) -> None:
@@ -64,6 +69,9 @@ def test_blkid_sees_the_iso9660_volume(cd_daemon: Daemon) -> None:
 
 
 def test_empty_drive_open_is_enomedium(cd_daemon: Daemon) -> None:
+    # after the coldplug (udev's open) the empty drive's node is a regular file that nothing
+    # reads: its open is the driver's, and answers ENOMEDIUM
+    wait_for(lambda: stat.S_ISREG(os.stat(f"{cd_daemon.mount}/dev/sr1").st_mode), what="sr1 known empty")
     with pytest.raises(OSError) as e:
         os.open(f"{cd_daemon.mount}/dev/sr1", os.O_RDONLY)
     assert e.value.errno == errno.ENOMEDIUM
@@ -72,20 +80,36 @@ def test_empty_drive_open_is_enomedium(cd_daemon: Daemon) -> None:
         assert f.read() == "2097151\n"
 
 
-def test_write_open_is_erofs(cd_daemon: Daemon) -> None:
-    with pytest.raises(OSError) as e:
-        os.open(f"{cd_daemon.mount}/dev/sr0", os.O_WRONLY)
-    assert e.value.errno == errno.EROFS
+def test_write_is_refused(cd_daemon: Daemon) -> None:
+    """The guest's sr_block_open refuses a write open with EROFS; DIR/dev/sr0 is a read-only
+    host loop device, whose open the host does not refuse: there the write itself fails with
+    EPERM, what a read-only block device answers to write(2) (as for read-only scsi-hd)."""
+    try:
+        fd = os.open(f"{cd_daemon.mount}/dev/sr0", os.O_WRONLY)
+    except OSError as e:
+        assert e.errno == errno.EROFS
+        return
+    try:
+        with pytest.raises(OSError) as e:
+            os.pwrite(fd, b"x" * 2048, 0)
+        assert e.value.errno in (errno.EPERM, errno.EROFS)
+    finally:
+        os.close(fd)
 
 
 def test_open_and_close_send_prevent_and_allow_medium_removal(cd_daemon: Daemon) -> None:
     """An open is cdrom_open: PREVENT MEDIUM REMOVAL (scsi_set_medium_removal), the last close
     ALLOWs it again. Seen as the guest would: SCSI_LOG_IOCTL=1 in logging_level makes
-    ioctl_internal_command log each one ("Trying ioctl with scsi command 30")."""
+    ioctl_internal_command log each one ("Trying ioctl with scsi command 30").
+
+    DIR/dev/sr0 is a loop node: the host reports its opens and closes after the fact (fs/
+    _openwatch.py), so the PREVENT is sent before the first read the open is followed by is
+    served, and the ALLOW shortly after the close (waited for)."""
     level = f"{cd_daemon.mount}/proc/sys/dev/scsi/logging_level"
     with open(level, "w") as f:
         f.write(str(1 << 27))                             # SCSI_LOG_IOCTL_SHIFT 27, level 1
     try:
+        _settle(cd_daemon)                                # earlier tests' closes are handled
         before = _ioctl_lines(cd_daemon)
         fd = os.open(f"{cd_daemon.mount}/dev/sr0", os.O_RDONLY)
         try:
@@ -93,10 +117,17 @@ def test_open_and_close_send_prevent_and_allow_medium_removal(cd_daemon: Daemon)
             assert _ioctl_lines(cd_daemon) == before + 1    # PREVENT at the open
         finally:
             os.close(fd)
-        assert _ioctl_lines(cd_daemon) == before + 2        # ALLOW at the close
+        wait_for(lambda: _ioctl_lines(cd_daemon) == before + 2, what="ALLOW at the close")
     finally:
         with open(level, "w") as f:
             f.write("0")
+
+
+def _settle(d: Daemon, name: str = "sr0") -> None:
+    """Every open and close of DIR/dev/NAME so far has reached the driver: a read of the hidden
+    data file is served only after the opens and closes the host reported before it."""
+    with open(f"{d.mount}/.vscsifs-{d.proc.pid}/{name}", "rb") as f:
+        assert f.read(1)
 
 
 def _ioctl_lines(d: Daemon) -> int:
