@@ -66,6 +66,7 @@ import re
 import stat
 import struct
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
@@ -491,9 +492,33 @@ class UnavailableCharNode(SpecialFile):
         raise pyfuse3.FUSEError(errno.ENXIO)
 
 
-def loop_set_capacity(loop: LoopDevice) -> None:
-    """LOOP_SET_CAPACITY: the loop device re-reads its backing file's size (capacity change)."""
+def loop_set_capacity(loop: LoopDevice, size: int | None = None) -> None:
+    """LOOP_SET_CAPACITY: the loop device re-reads its backing file's size (capacity change),
+    once the host sees ``size`` (see wait_file_size)."""
+    if size is not None:
+        wait_file_size(loop.backing, size)
     fcntl.ioctl(loop.fd, LoopIoctl.LOOP_SET_CAPACITY, 0)
+
+
+# how long wait_file_size waits for the host to see a data file's new size
+SIZE_WAIT = 3.0
+
+
+def wait_file_size(path: str, size: int, timeout: float = SIZE_WAIT) -> None:
+    """Stat ``path`` until the host reports ``size`` (blocking: our own mount). The loop driver
+    takes the backing file's size from the host's inode (i_size), which a FUSE file refreshes
+    only at a getattr after its cached attributes were invalidated or expired."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if os.stat(path).st_size == size:
+                return
+        except OSError:
+            return
+        if time.monotonic() > deadline:
+            log.warning("devfs: %s still has the old size after %.0f s", path, timeout)
+            return
+        time.sleep(0.01)
 
 
 BLKFLSBUF = 0x1261  # include/uapi/linux/fs.h _IO(0x12, 97)
@@ -711,7 +736,7 @@ class DevFs:
             self.ops.notify_attrs_changed(entry.node)
             self.ops.notify_attrs_changed(entry.data)
         if entry.loop is not None and self._nursery is not None:
-            self._start_job(trio.to_thread.run_sync, loop_set_capacity, entry.loop)
+            self._start_job(trio.to_thread.run_sync, loop_set_capacity, entry.loop, int(bdev.size_bytes))
         if removable(bdev):
             self.media_checked(bdev)
 
@@ -819,9 +844,16 @@ class DevFs:
         path = self.data_path(bdev.name)
         self._attaching.add(id(bdev))
         try:
-            loop = await trio.to_thread.run_sync(
-                lambda: loop_attach(path, read_only=bool(bdev.read_only), block_size=logical_block_size(bdev),
-                                    direct_io=self.loop_dio))
+            if self.ops is not None:
+                self.ops.notify_attrs_changed(entry.data)   # a new medium may have a new size
+            size = int(bdev.size_bytes)
+
+            def attach() -> LoopDevice:
+                wait_file_size(path, size)
+                return loop_attach(path, read_only=bool(bdev.read_only), block_size=logical_block_size(bdev),
+                                   direct_io=self.loop_dio)
+
+            loop = await trio.to_thread.run_sync(attach)
         except Exception as exc:  # noqa: BLE001 - a failed attach must not take the mount down
             self._attaching.discard(id(bdev))
             log.warning("devfs: cannot attach a loop device to %s (%s): serving the data file as /dev/%s",
