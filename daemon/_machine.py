@@ -278,7 +278,6 @@ async def serve_machine(machine: Machine, mountpoint: str,
                 hosts = len(machine.hosts)
                 luns = sum(len(c.bus.devices) if hasattr(c.bus, "devices") else 0 for c in machine.controllers)
                 log.info("serving %s: %d host(s), %d LUN(s)", mountpoint, hosts, luns)
-                await devfs.coldplug()              # udev's coldplug: removable disks' nodes follow their medium
                 task_status.started()
                 if stop is not None:                # else: serve until cancelled or unmounted
                     await stop.wait()

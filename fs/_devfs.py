@@ -339,7 +339,6 @@ def logical_block_size(bdev: Any) -> int:
 
 FMODE_READ = 1 << 0
 FMODE_WRITE = 1 << 1
-FMODE_NDELAY = 0x800    # an O_NONBLOCK open, as the drivers here (sd, cdrom) test it
 
 
 def _fmode(flags: int) -> int:
@@ -739,32 +738,6 @@ class DevFs:
             self._start_job(trio.to_thread.run_sync, loop_set_capacity, entry.loop, int(bdev.size_bytes))
         if removable(bdev):
             self.media_checked(bdev)
-
-    async def coldplug(self) -> None:
-        """What udev's coldplug does in the guest once the boot is over, for removable disks:
-        60-cdrom_id.rules (and the disk probes) open each one with O_NONBLOCK, so the driver
-        checks the medium (disk events: GET EVENT STATUS NOTIFICATION, TEST UNIT READY; sd's
-        and sr's media_present), and the node takes its form: a loop node while a medium is
-        in, the empty-drive node otherwise. Until then (the kernel's probe does not look:
-        media_present stays 1) a removable disk has a loop node; its first open corrects it."""
-        get = getattr(self.io, "blkdev_get", None)
-        put = getattr(self.io, "blkdev_put", None)
-        if get is None or put is None:
-            return
-        for entry in list(self.blocks.values()):
-            bdev = entry.bdev
-            if not removable(bdev) or getattr(bdev, "partno", 0) or self.gone(bdev):
-                continue
-            try:
-                await get(bdev, FMODE_READ | FMODE_NDELAY)
-            except OSError as exc:
-                log.info("devfs: coldplug open of %s: %s", bdev.name, exc)
-            else:
-                await put(bdev, FMODE_READ | FMODE_NDELAY)
-            self.media_checked(bdev)
-        with trio.CancelScope(shield=True):
-            while self._jobs:
-                await self._idle.wait()
 
     def media_checked(self, bdev: Any) -> None:
         """The driver has looked at a removable disk's medium (an open, a capacity change): in
