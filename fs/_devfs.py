@@ -16,8 +16,8 @@ The design (``mode == "loop"``, the default when we are root and /dev/loop-contr
   default vscsifs.scsi.kernel.block), opened direct_io so every read reaches the emulated path and is
   counted in the stats. Reads past the end give 0 bytes, writes past it ENOSPC (block layer).
 - the daemon attaches a host loop device to that data file (LOOP_CONFIGURE with the disk's
-  logical block size, read-only for read-only disks, LO_FLAGS_AUTOCLEAR) and keeps the loop
-  device open; ``DIR/dev/NAME`` is an S_IFBLK node with the LOOP DEVICE's major:minor, so
+  logical block size, read-only for read-only disks, LO_FLAGS_AUTOCLEAR, LO_FLAGS_DIRECT_IO
+  unless the host refuses it: then buffered, logged once) and keeps the loop device open; ``DIR/dev/NAME`` is an S_IFBLK node with the LOOP DEVICE's major:minor, so
   dd/fio/sfdisk/mkfs/blkid on it reach the emulated disk through the loop driver, and lsblk
   sees a non-regular file and reads no data. The mount uses the ``dev`` option; every device
   node in it has a major:minor of a loop device this daemon attached, so it exposes no other
@@ -40,6 +40,26 @@ disk, its first fsync (or close, in file mode) re-reads the partition table
 their own loop devices. Caveats: the host page cache of /dev/loopN is not coherent across a
 disk's and its partitions' loop devices (nor is it between /dev/sda and /dev/sda1 in Linux);
 if someone still holds a loop device when the daemon stops, its I/O fails with ENOTCONN.
+
+Removable disks (CD-ROMs, removable=on). Their driver's open is what the user must meet: a
+media check (a media change and its unit attention are noticed there), the door lock (PREVENT
+ALLOW MEDIUM REMOVAL from the first open to the last close), ENOMEDIUM for an empty drive. The
+host gives no permission event for opens of a device node (see _openwatch), so:
+
+- with a medium (or while the driver has not looked: sr's media_present starts at 1): a
+  read-only loop node as above, plus an OpenWatch (inotify on the node's FUSE inode) that runs
+  blkdev_get/blkdev_put for each open and close the host reports, after the fact. The data
+  file's reads and writes first take the reported events, so an open's media check and door
+  lock precede its first I/O. An open the guest would refuse cannot be refused: the host's
+  succeeds, the driver's fails (logged), and its I/O fails (EIO; EPERM for a write to a CD).
+  After the last close the loop device's page cache is dropped (BLKFLSBUF): the next open may
+  meet another medium.
+- known empty (the driver's media_present is 0, after an open answered ENOMEDIUM): the data
+  file itself with ``user_node`` (file mode's node), whose FUSE open is the driver's open and
+  fails with ENOMEDIUM, so ``lsblk -O`` reads nothing. The open that finds a new medium there
+  is served from the data file and the node becomes a loop node again (``media_checked``).
+- a capacity change (a new medium's size) waits until the host sees the data file's new size
+  before LOOP_SET_CAPACITY or the attach (the loop driver takes i_size as it is).
 
 Fallback (``mode == "file"``: not root, no /dev/loop-control, or an attach that fails):
 ``DIR/dev/NAME`` is the data file itself. Tools work on it, but ``lsblk --sysroot -O`` then
@@ -659,7 +679,8 @@ class DevFs:
         """BLKRRPART on a whole disk through io.blkdev_reread_part, if the block layer has it;
         EBUSY (a partition is open) and EINVAL (cannot be partitioned) are ignored as udev does."""
         reread = getattr(self.io, "blkdev_reread_part", None)
-        if reread is None or getattr(bdev, "partno", 0):
+        partno: int = getattr(bdev, "partno", 0)
+        if reread is None or partno:
             return
         try:
             await reread(bdev)
