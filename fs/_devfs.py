@@ -78,7 +78,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import importlib
+import grp
 import inspect
 import logging
 import os
@@ -95,6 +95,7 @@ from typing import Any, Protocol
 import pyfuse3
 import trio
 
+from vscsifs.scsi.kernel import block as block_layer
 from vscsifs.scsi.kernel.base._kobject import Dir, Node
 from vscsifs.fs._openwatch import OpenWatch
 from vscsifs.fs._operations import FileHandle, SpecialFile, VscsiOperations, errno_of
@@ -119,7 +120,7 @@ class _BlockLayerIO:
 
     def __getattr__(self, name: str) -> Any:
         # resolved once per name: later lookups find the instance attribute (hot path)
-        value = getattr(importlib.import_module("vscsifs.scsi.kernel.block"), name)
+        value = getattr(block_layer, name)
         setattr(self, name, value)
         return value
 
@@ -474,7 +475,6 @@ class DataHandle(FileHandle):
 def disk_gid() -> int:
     """The "disk" group udev's 50-udev-default.rules gives block devices (SUBSYSTEM=="block",
     GROUP="disk"), 6 on Debian when the host has no such group."""
-    import grp
     try:
         return grp.getgrnam("disk").gr_gid
     except KeyError:
