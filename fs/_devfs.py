@@ -905,7 +905,7 @@ class DevFs:
         except OSError as exc:
             log.warning("devfs: cannot watch the opens of %s (%s): they will not reach the driver", path, exc)
             return
-        if entry.loop is not loop or self._nursery is None:
+        if entry.loop is not loop or self._nursery is None or self.stopping:
             await watch.close(False)
             return
         entry.watch = entry.data.watch = watch
@@ -925,15 +925,17 @@ class DevFs:
         still be serving."""
         self.stopping = True
         with trio.CancelScope(shield=True):
-            for entry in list(self.blocks.values()):
-                watch, entry.watch, entry.data.watch = entry.watch, None, None
-                if watch is not None:
-                    await watch.close(False)    # a guest shutting down releases nothing either
             with trio.move_on_after(wait) as waited:
                 while self._jobs:
                     await self._idle.wait()
             if waited.cancelled_caught:
                 log.warning("devfs: %d loop device operation(s) still running after %.0f s", self._jobs, wait)
+            # the open watches end (their tasks too); a guest shutting down releases nothing either
+            with trio.move_on_after(wait):
+                for entry in list(self.blocks.values()):
+                    watch, entry.watch, entry.data.watch = entry.watch, None, None
+                    if watch is not None:
+                        await watch.close(False)
         loops = [e.loop for e in self.blocks.values() if e.loop is not None]
         for entry in self.blocks.values():
             entry.loop = None

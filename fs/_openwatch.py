@@ -24,7 +24,6 @@ check, as in the guest.
 from __future__ import annotations
 
 import ctypes
-import errno
 import logging
 import os
 import struct
@@ -182,16 +181,17 @@ class OpenWatch:
             self.held = 1
 
     async def close(self, release: bool = True) -> None:
-        """Stop watching (the node is dropped); with ``release`` the held opens are released."""
-        async with self._lock:
-            fd, self.fd = self.fd, -1
-            if fd >= 0:
-                trio.lowlevel.notify_closing(fd)
-                try:
-                    os.close(fd)
-                except OSError as exc:
-                    if exc.errno != errno.EBADF:
-                        log.warning("closing the open watch of %s: %s", self.paths[0], exc)
-            while release and self.held:
-                self.held -= 1
-                await self.closed(self.held == 0)
+        """Stop watching (the node is dropped): the descriptor goes at once, so run() ends even
+        while a driver call is in flight; with ``release`` the held opens are released."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            trio.lowlevel.notify_closing(fd)
+            try:
+                os.close(fd)
+            except OSError as exc:
+                log.warning("closing the open watch of %s: %s", self.paths[0], exc)
+        if release:
+            async with self._lock:
+                while self.held:
+                    self.held -= 1
+                    await self.closed(self.held == 0)
