@@ -520,7 +520,7 @@ def loop_set_capacity(loop: LoopDevice, size: int | None = None) -> None:
 
 
 # how long wait_file_size waits for the host to see a data file's new size
-SIZE_WAIT = 3.0
+SIZE_WAIT = 10.0
 
 
 def wait_file_size(path: str, size: int, timeout: float = SIZE_WAIT) -> None:
@@ -593,6 +593,7 @@ class _BlockEntry:
     removed: bool = False
     read_only: bool = False
     watch: OpenWatch | None = None
+    loop_size: int = 0          # the data file size the loop device was last given
 
 
 # how long stop() waits for loop-device work in flight (attach, detach, resize) to finish
@@ -755,10 +756,21 @@ class DevFs:
         if self.ops is not None and entry.node is not None:
             self.ops.notify_attrs_changed(entry.node)
             self.ops.notify_attrs_changed(entry.data)
-        if entry.loop is not None and self._nursery is not None:
-            self._start_job(trio.to_thread.run_sync, loop_set_capacity, entry.loop, int(bdev.size_bytes))
+        self._follow_capacity(entry)
         if removable(bdev):
             self.media_checked(bdev)
+
+    def _follow_capacity(self, entry: _BlockEntry) -> None:
+        """The loop device takes the disk's size when it changed (LOOP_SET_CAPACITY, as a job:
+        it may be called while the loop device waits for a read of ours). sr revalidates a new
+        medium's capacity with set_capacity(), no change event, so opens check it too."""
+        size = int(entry.bdev.size_bytes)
+        if entry.loop is None or self._nursery is None or size == entry.loop_size:
+            return
+        entry.loop_size = size
+        if self.ops is not None:
+            self.ops.notify_attrs_changed(entry.data)
+        self._start_job(trio.to_thread.run_sync, loop_set_capacity, entry.loop, size)
 
     def media_checked(self, bdev: Any) -> None:
         """The driver has looked at a removable disk's medium (an open, a capacity change): in
@@ -864,6 +876,7 @@ class DevFs:
             await trio.to_thread.run_sync(loop_detach, loop)
             return
         entry.loop = loop
+        entry.loop_size = size
         entry.node = self._place(bdev.name, lambda base: BlockNode(base, loop.rdev))
         if removable(bdev):
             await self._watch(entry, loop)
@@ -887,6 +900,7 @@ class DevFs:
                 self.media_checked(bdev)
                 return False
             self.media_checked(bdev)
+            self._follow_capacity(entry)
             return True
 
         async def closed(last: bool) -> None:

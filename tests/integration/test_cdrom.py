@@ -339,6 +339,18 @@ def test_door_lock_eject_and_media_change(cd_live: Daemon, tmp_path: Path) -> No
         run("dd", f"if={sr0}", f"of={copy}", "bs=64k", "status=none")
         assert copy.read_bytes() == (tmp_path / "b.iso").read_bytes()
         assert run("blockdev", "--getsize64", sr0).stdout.strip() == str(2 * ISO_SECTORS * 2048)
+        # a medium changed for another while the node is a loop node: the next open's media
+        # check (the unit attention) revalidates, the loop device follows the new capacity
+        # (LOOP_SET_CAPACITY) and its cache was dropped at the last close
+        _settle(d)
+        r = q.execute("blockdev-change-medium", {"id": "cd", "filename": f"{tmp_path}/a.iso", "format": "raw"})
+        assert "return" in r, r
+        with open(sr0, "rb") as f:
+            f.read(2048)
+        wait_for(lambda: run("blockdev", "--getsize64", sr0).stdout.strip() == str(ISO_SECTORS * 2048),
+                 what="the loop device of the smaller medium")
+        run("dd", f"if={sr0}", f"of={copy}", "bs=64k", "status=none")
+        assert copy.read_bytes() == (tmp_path / "a.iso").read_bytes()
     finally:
         q.close()
 
