@@ -105,6 +105,7 @@ log = logging.getLogger(__name__)
 DATA_DIR_PREFIX = ".vscsifs-"
 LOOP_CONTROL = "/dev/loop-control"
 LOOP_MAJOR = 7
+SECTOR_SIZE = 512       # a loop device's size is whole 512-byte sectors of its backing file
 
 
 class BdevIO(Protocol):
@@ -511,12 +512,27 @@ class UnavailableCharNode(SpecialFile):
         raise pyfuse3.FUSEError(errno.ENXIO)
 
 
+BLKGETSIZE64 = 0x80081272  # include/uapi/linux/fs.h _IOR(0x12, 114, size_t)
+U64 = struct.Struct("=Q")
+
+
+def loop_size(loop: LoopDevice) -> int:
+    """The loop device's size in bytes (BLKGETSIZE64)."""
+    return int(U64.unpack(fcntl.ioctl(loop.fd, BLKGETSIZE64, bytes(U64.size)))[0])
+
+
 def loop_set_capacity(loop: LoopDevice, size: int | None = None) -> None:
     """LOOP_SET_CAPACITY: the loop device re-reads its backing file's size (capacity change),
-    once the host sees ``size`` (see wait_file_size)."""
-    if size is not None:
-        wait_file_size(loop.backing, size)
-    fcntl.ioctl(loop.fd, LoopIoctl.LOOP_SET_CAPACITY, 0)
+    once the host sees ``size`` (see wait_file_size); again while the device has another size
+    (the host's view of the file may lag a little behind its stat)."""
+    deadline = time.monotonic() + SIZE_WAIT
+    while True:
+        if size is not None:
+            wait_file_size(loop.backing, size)
+        fcntl.ioctl(loop.fd, LoopIoctl.LOOP_SET_CAPACITY, 0)
+        if size is None or loop_size(loop) == size // SECTOR_SIZE * SECTOR_SIZE or time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
 
 
 # how long wait_file_size waits for the host to see a data file's new size
