@@ -48,6 +48,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 from jobs import JOBS, FioJob  # noqa: E402
+from vscsifs.fs._devfs import loop_set_direct_io  # noqa: E402
 
 MiB = 1 << 20
 
@@ -147,7 +148,8 @@ def start_passthrough(work: str, src: str, cpu: int | None) -> Served:
 
 
 def losetup(path: str) -> str:
-    """A loop device over ``path`` as devfs makes them (buffered, 512-byte blocks)."""
+    """A loop device over ``path`` with 512-byte blocks, buffered (losetup's default; devfs
+    attaches its own in direct-I/O mode: compare with vscsifs-dev-buffered)."""
     out = subprocess.run(["losetup", "--find", "--show", "--sector-size", "512", path],
                          check=True, capture_output=True, text=True)
     return out.stdout.strip()
@@ -168,6 +170,21 @@ def run_fio(job: FioJob, filename: str, cpu: int | None, runtime: float, size: s
     iops = j["read"]["iops"] + j["write"]["iops"]
     bw = (j["read"]["bw_bytes"] + j["write"]["bw_bytes"]) / 1e6
     return {"iops": round(iops, 1), "MB/s": round(bw, 1)}
+
+
+def run_fio_loop_buffered(job: FioJob, dev: str, cpu: int | None, runtime: float, size: str) -> dict[str, float]:
+    """run_fio on DIR/dev/sdX with its loop device switched to buffered I/O (LOOP_SET_DIRECT_IO
+    0) for the job and back to direct I/O after it: devfs's attach before and after the change
+    to direct I/O, measured in the same run on the same loop device."""
+    fd = os.open(dev, os.O_RDONLY)
+    try:
+        was = loop_set_direct_io(fd, False)
+        try:
+            return run_fio(job, dev, cpu, runtime, size)
+        finally:
+            loop_set_direct_io(fd, was)
+    finally:
+        os.close(fd)
 
 
 def make_image(path: str, size: int) -> None:
@@ -214,11 +231,13 @@ def io_bench(work: str, quick: bool, cpus: list[int]) -> dict[str, Any]:
                 "passthrough+loop": pt_loop,
                 "vscsifs-datafile": os.path.join(daemon.mount, f".vscsifs-{daemon.proc.pid}", "sda"),
                 "vscsifs-dev": dev,
+                "vscsifs-dev-buffered": dev,
             }
             for job in jobs:
                 table[job.name] = {}
                 for tname, path in targets.items():
-                    table[job.name][tname] = run_fio(job, path, fcpu, runtime, region)
+                    fio = run_fio_loop_buffered if tname == "vscsifs-dev-buffered" else run_fio
+                    table[job.name][tname] = fio(job, path, fcpu, runtime, region)
                     r = table[job.name][tname]
                     print(f"  io {pname:9} {job.name:24} {tname:17} {r['iops']:>10.0f} IOPS {r['MB/s']:>9.1f} MB/s",
                           flush=True)
@@ -764,19 +783,25 @@ def render_md(res: dict[str, Any]) -> str:
               f"Image {io['image_bytes'] // MiB} MiB, {io['runtime_s']} s per job. Paths: `image` the image file "
               "itself; `passthrough` bench/passthrough.py (minimal pyfuse3, the ceiling); `passthrough+loop` a "
               "loop device over it; `vscsifs-datafile` the hidden data file DIR/.vscsifs-PID/sda (FUSE, no loop "
-              "device); `vscsifs-dev` DIR/dev/sda (the loop device over that data file, what users open). "
+              "device); `vscsifs-dev` DIR/dev/sda (the loop device over that data file, what users open, in "
+              "direct-I/O mode as devfs attaches it); `vscsifs-dev-buffered` the same loop device switched to "
+              "buffered I/O for the job (LOOP_SET_DIRECT_IO 0: devfs before direct I/O). "
               "`ratio` = vscsifs-dev / passthrough.", ""]
         jobs = {j.name: j for j in JOBS}
         for pname, p in io["placements"].items():
             L += [f"### {pname}: daemons on CPU {p['daemon_cpu']}, fio on CPU {p['fio_cpu']}", ""]
             names = list(next(iter(p["jobs"].values())).keys())
-            L.append("| job | metric | " + " | ".join(names) + " | ratio dev | ratio datafile |")
-            L.append("|---|---|" + "---:|" * (len(names) + 2))
+            buffered = "vscsifs-dev-buffered" in names
+            L.append("| job | metric | " + " | ".join(names) + " | ratio dev | ratio datafile |"
+                     + (" dev direct / buffered |" if buffered else ""))
+            L.append("|---|---|" + "---:|" * (len(names) + 2 + buffered))
             for jn, row in p["jobs"].items():
                 metric = jobs[jn].metric
                 base = row["passthrough"][metric] or 1
                 L.append(f"| {jn} | {metric} | " + " | ".join(_fmt(row[n][metric], metric) for n in names)
-                         + f" | {row['vscsifs-dev'][metric] / base:.2f} | {row['vscsifs-datafile'][metric] / base:.2f} |")
+                         + f" | {row['vscsifs-dev'][metric] / base:.2f} | {row['vscsifs-datafile'][metric] / base:.2f} |"
+                         + (f" {row['vscsifs-dev'][metric] / (row['vscsifs-dev-buffered'][metric] or 1):.2f} |"
+                            if buffered else ""))
             L.append("")
     st = res.get("start")
     if st:

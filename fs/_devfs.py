@@ -16,8 +16,8 @@ The design (``mode == "loop"``, the default when we are root and /dev/loop-contr
   default vscsifs.scsi.kernel.block), opened direct_io so every read reaches the emulated path and is
   counted in the stats. Reads past the end give 0 bytes, writes past it ENOSPC (block layer).
 - the daemon attaches a host loop device to that data file (LOOP_CONFIGURE with the disk's
-  logical block size, read-only for read-only disks, LO_FLAGS_AUTOCLEAR) and keeps the loop
-  device open; ``DIR/dev/NAME`` is an S_IFBLK node with the LOOP DEVICE's major:minor, so
+  logical block size, read-only for read-only disks, LO_FLAGS_AUTOCLEAR, LO_FLAGS_DIRECT_IO
+  unless the host refuses it: then buffered, logged once) and keeps the loop device open; ``DIR/dev/NAME`` is an S_IFBLK node with the LOOP DEVICE's major:minor, so
   dd/fio/sfdisk/mkfs/blkid on it reach the emulated disk through the loop driver, and lsblk
   sees a non-regular file and reads no data. The mount uses the ``dev`` option; every device
   node in it has a major:minor of a loop device this daemon attached, so it exposes no other
@@ -41,6 +41,26 @@ their own loop devices. Caveats: the host page cache of /dev/loopN is not cohere
 disk's and its partitions' loop devices (nor is it between /dev/sda and /dev/sda1 in Linux);
 if someone still holds a loop device when the daemon stops, its I/O fails with ENOTCONN.
 
+Removable disks (CD-ROMs, removable=on). Their driver's open is what the user must meet: a
+media check (a media change and its unit attention are noticed there), the door lock (PREVENT
+ALLOW MEDIUM REMOVAL from the first open to the last close), ENOMEDIUM for an empty drive. The
+host gives no permission event for opens of a device node (see _openwatch), so:
+
+- with a medium (or while the driver has not looked: sr's media_present starts at 1): a
+  read-only loop node as above, plus an OpenWatch (inotify on the node's FUSE inode) that runs
+  blkdev_get/blkdev_put for each open and close the host reports, after the fact. The data
+  file's reads and writes first take the reported events, so an open's media check and door
+  lock precede its first I/O. An open the guest would refuse cannot be refused: the host's
+  succeeds, the driver's fails (logged), and its I/O fails (EIO; EPERM for a write to a CD).
+  After the last close the loop device's page cache is dropped (BLKFLSBUF): the next open may
+  meet another medium.
+- known empty (the driver's media_present is 0, after an open answered ENOMEDIUM): the data
+  file itself with ``user_node`` (file mode's node), whose FUSE open is the driver's open and
+  fails with ENOMEDIUM, so ``lsblk -O`` reads nothing. The open that finds a new medium there
+  is served from the data file and the node becomes a loop node again (``media_checked``).
+- a capacity change (a new medium's size) waits until the host sees the data file's new size
+  before LOOP_SET_CAPACITY or the attach (the loop driver takes i_size as it is).
+
 Fallback (``mode == "file"``: not root, no /dev/loop-control, or an attach that fails):
 ``DIR/dev/NAME`` is the data file itself. Tools work on it, but ``lsblk --sysroot -O`` then
 reads the whole disk (the known util-linux behaviour above); default lsblk columns do not.
@@ -58,7 +78,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import importlib
+import grp
 import inspect
 import logging
 import os
@@ -66,6 +86,7 @@ import re
 import stat
 import struct
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
@@ -74,7 +95,9 @@ from typing import Any, Protocol
 import pyfuse3
 import trio
 
+from vscsifs.scsi.kernel import block as block_layer
 from vscsifs.scsi.kernel.base._kobject import Dir, KernfsRoot, Node
+from vscsifs.fs._openwatch import OpenWatch
 from vscsifs.fs._operations import FileHandle, SpecialFile, VscsiOperations, errno_of
 
 log = logging.getLogger(__name__)
@@ -82,6 +105,7 @@ log = logging.getLogger(__name__)
 DATA_DIR_PREFIX = ".vscsifs-"
 LOOP_CONTROL = "/dev/loop-control"
 LOOP_MAJOR = 7
+SECTOR_SIZE = 512       # a loop device's size is whole 512-byte sectors of its backing file
 
 
 class BdevIO(Protocol):
@@ -97,7 +121,7 @@ class _BlockLayerIO:
 
     def __getattr__(self, name: str) -> Any:
         # resolved once per name: later lookups find the instance attribute (hot path)
-        value = getattr(importlib.import_module("vscsifs.scsi.kernel.block"), name)
+        value = getattr(block_layer, name)
         setattr(self, name, value)
         return value
 
@@ -110,6 +134,7 @@ class LoopIoctl(IntEnum):
     LOOP_SET_STATUS64 = 0x4C04
     LOOP_GET_STATUS64 = 0x4C05
     LOOP_SET_CAPACITY = 0x4C07
+    LOOP_SET_DIRECT_IO = 0x4C08
     LOOP_CONFIGURE = 0x4C0A
     LOOP_CTL_GET_FREE = 0x4C82
 
@@ -145,6 +170,7 @@ class LoopDevice:
     fd: int
     rdev: int
     backing: str
+    direct_io: bool = False
 
     @property
     def name(self) -> str:
@@ -176,34 +202,64 @@ def _open_loop(number: int, flags: int) -> int:
         return os.open(node, flags | os.O_CLOEXEC)
 
 
-def loop_attach(path: str, *, read_only: bool, block_size: int = 0) -> LoopDevice:
+def loop_attach(path: str, *, read_only: bool, block_size: int = 0, direct_io: bool = True) -> LoopDevice:
     """Attach a free loop device to ``path`` (blocking: run it in a thread while the FUSE loop
     serves the open of ``path``). LO_FLAGS_AUTOCLEAR plus our open descriptor means the kernel
-    detaches it if the daemon dies."""
+    detaches it if the daemon dies. ``direct_io`` asks for LO_FLAGS_DIRECT_IO (the loop worker
+    then hands each request to the data file as one O_DIRECT read/write instead of copying it
+    through the host's page cache); the host decides whether it can (lo_can_use_dio): when it
+    refuses (EINVAL) or silently stays buffered, the device is attached buffered and
+    ``LoopDevice.direct_io`` says so."""
     acc = os.O_RDONLY if read_only else os.O_RDWR
-    flags = LoFlags.LO_FLAGS_AUTOCLEAR | (LoFlags.LO_FLAGS_READ_ONLY if read_only else 0)
+    base = LoFlags.LO_FLAGS_AUTOCLEAR | (LoFlags.LO_FLAGS_READ_ONLY if read_only else 0)
     ctl = os.open(LOOP_CONTROL, os.O_RDWR | os.O_CLOEXEC)
     try:
         for _attempt in range(16):
             number = fcntl.ioctl(ctl, LoopIoctl.LOOP_CTL_GET_FREE)
             lfd = _open_loop(number, acc)
-            ffd = -1
             try:
-                ffd = os.open(path, acc | os.O_CLOEXEC)
-                fcntl.ioctl(lfd, LoopIoctl.LOOP_CONFIGURE,
-                            loop_config_bytes(ffd, block_size, flags, path))
+                _loop_configure(lfd, path, acc, base, block_size, direct_io)
             except OSError as exc:
                 os.close(lfd)
                 if exc.errno == errno.EBUSY:  # another process took it between GET_FREE and us
                     continue
                 raise
-            finally:
-                if ffd >= 0:
-                    os.close(ffd)
-            return LoopDevice(number, lfd, os.fstat(lfd).st_rdev, path)
+            return LoopDevice(number, lfd, os.fstat(lfd).st_rdev, path,
+                              bool(loop_flags(lfd) & LoFlags.LO_FLAGS_DIRECT_IO))
         raise OSError(errno.EBUSY, "no free loop device after 16 attempts")
     finally:
         os.close(ctl)
+
+
+def loop_set_direct_io(lfd: int, on: bool) -> bool:
+    """LOOP_SET_DIRECT_IO on an open loop device (the host fsyncs the backing file while it
+    switches); returns what the host then really does."""
+    fcntl.ioctl(lfd, LoopIoctl.LOOP_SET_DIRECT_IO, int(on))
+    return bool(loop_flags(lfd) & LoFlags.LO_FLAGS_DIRECT_IO)
+
+
+def _loop_configure(lfd: int, path: str, acc: int, base: LoFlags, block_size: int, direct_io: bool) -> None:
+    """LOOP_CONFIGURE, with LO_FLAGS_DIRECT_IO first when asked; a host that refuses direct I/O
+    on this backing file (EINVAL) gets the buffered configuration instead."""
+    ffd = os.open(path, acc | os.O_CLOEXEC)
+    try:
+        if direct_io:
+            try:
+                fcntl.ioctl(lfd, LoopIoctl.LOOP_CONFIGURE,
+                            loop_config_bytes(ffd, block_size, base | LoFlags.LO_FLAGS_DIRECT_IO, path))
+                return
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+        fcntl.ioctl(lfd, LoopIoctl.LOOP_CONFIGURE, loop_config_bytes(ffd, block_size, base, path))
+    finally:
+        os.close(ffd)
+
+
+def loop_flags(lfd: int) -> LoFlags:
+    """The bound loop device's lo_flags (LOOP_GET_STATUS64): what the host really set."""
+    info = fcntl.ioctl(lfd, LoopIoctl.LOOP_GET_STATUS64, bytes(LOOP_INFO64.size))
+    return LoFlags(LOOP_INFO64.unpack(info)[8])
 
 
 def loop_detach(loop: LoopDevice) -> None:
@@ -321,7 +377,7 @@ class DataFile(SpecialFile):
     data file a loop device holds open for its whole life is not a user open and does not.
     """
 
-    __slots__ = ("bdev", "devfs", "user_node")
+    __slots__ = ("bdev", "devfs", "user_node", "watch")
     attr_timeout = 1.0  # the size follows capacity changes
 
     def __init__(self, name: str, bdev: Any, devfs: DevFs, mode: int = 0o660, *, user_node: bool = False) -> None:
@@ -329,6 +385,9 @@ class DataFile(SpecialFile):
         self.bdev = bdev
         self.devfs = devfs
         self.user_node = user_node
+        # the OpenWatch of this device's loop node (removable disks): its queued opens are
+        # handled before each I/O (see _openwatch)
+        self.watch: OpenWatch | None = None
 
     def st_size(self) -> int:
         return int(self.bdev.size_bytes)
@@ -348,6 +407,8 @@ class DataFile(SpecialFile):
                 await get(self.bdev, mode)
             except OSError as exc:
                 raise pyfuse3.FUSEError(errno_of(exc)) from exc
+            if removable(self.bdev):
+                self.devfs.media_checked(self.bdev)   # a medium found: the node becomes a loop node
         return DataHandle(self, mode if get is not None else None)
 
 
@@ -365,6 +426,8 @@ class DataHandle(FileHandle):
         return self.file.devfs.io
 
     async def read(self, off: int, size: int) -> bytes | memoryview:
+        if self.file.watch is not None:
+            await self.file.watch.sync()
         end = min(off + size, self.file.st_size())
         if end <= off:
             return b""
@@ -374,6 +437,8 @@ class DataHandle(FileHandle):
             raise pyfuse3.FUSEError(errno_of(exc)) from exc
 
     async def write(self, off: int, buf: bytes) -> int:
+        if self.file.watch is not None:
+            await self.file.watch.sync()
         try:
             n = await self._io().bdev_write(self.file.bdev, off, buf)
         except OSError as exc:
@@ -411,7 +476,6 @@ class DataHandle(FileHandle):
 def disk_gid() -> int:
     """The "disk" group udev's 50-udev-default.rules gives block devices (SUBSYSTEM=="block",
     GROUP="disk"), 6 on Debian when the host has no such group."""
-    import grp
     try:
         return grp.getgrnam("disk").gr_gid
     except KeyError:
@@ -448,9 +512,67 @@ class UnavailableCharNode(SpecialFile):
         raise pyfuse3.FUSEError(errno.ENXIO)
 
 
-def loop_set_capacity(loop: LoopDevice) -> None:
-    """LOOP_SET_CAPACITY: the loop device re-reads its backing file's size (capacity change)."""
-    fcntl.ioctl(loop.fd, LoopIoctl.LOOP_SET_CAPACITY, 0)
+BLKGETSIZE64 = 0x80081272  # include/uapi/linux/fs.h _IOR(0x12, 114, size_t)
+U64 = struct.Struct("=Q")
+
+
+def loop_size(loop: LoopDevice) -> int:
+    """The loop device's size in bytes (BLKGETSIZE64)."""
+    return int(U64.unpack(fcntl.ioctl(loop.fd, BLKGETSIZE64, bytes(U64.size)))[0])
+
+
+def loop_set_capacity(loop: LoopDevice, size: int | None = None) -> None:
+    """LOOP_SET_CAPACITY: the loop device re-reads its backing file's size (capacity change),
+    once the host sees ``size`` (see wait_file_size); again while the device has another size
+    (the host's view of the file may lag a little behind its stat)."""
+    deadline = time.monotonic() + SIZE_WAIT
+    while True:
+        if size is not None:
+            wait_file_size(loop.backing, size)
+        fcntl.ioctl(loop.fd, LoopIoctl.LOOP_SET_CAPACITY, 0)
+        if size is None or loop_size(loop) == size // SECTOR_SIZE * SECTOR_SIZE or time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
+
+
+# how long wait_file_size waits for the host to see a data file's new size
+SIZE_WAIT = 10.0
+
+
+def wait_file_size(path: str, size: int, timeout: float = SIZE_WAIT) -> None:
+    """Stat ``path`` until the host reports ``size`` (blocking: our own mount). The loop driver
+    takes the backing file's size from the host's inode (i_size), which a FUSE file refreshes
+    only at a getattr after its cached attributes were invalidated or expired."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if os.stat(path).st_size == size:
+                return
+        except OSError:
+            return
+        if time.monotonic() > deadline:
+            log.warning("devfs: %s still has the old size after %.0f s", path, timeout)
+            return
+        time.sleep(0.01)
+
+
+BLKFLSBUF = 0x1261  # include/uapi/linux/fs.h _IO(0x12, 97)
+
+
+def loop_flush_buffers(loop: LoopDevice) -> None:
+    """BLKFLSBUF: write back and drop the host's page cache of the loop device, so the next
+    reads come from the medium (after a removable disk's last close: the medium may change
+    before the next open, and the guest drops its cache at a media change)."""
+    fcntl.ioctl(loop.fd, BLKFLSBUF, 0)
+
+
+def _is_node_of(path: str, rdev: int) -> bool:
+    """``path`` resolves to the block node with ``rdev`` (blocking: a lookup on our mount)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISBLK(st.st_mode) and st.st_rdev == rdev
 
 
 def devnode_name(obj: Any) -> str:
@@ -463,12 +585,19 @@ def devnode_name(obj: Any) -> str:
     return str(obj.name)
 
 
-def user_opens(bdev: Any) -> bool:
-    """Removable disks (CD-ROMs) get the data file as their node even in loop mode: their
-    driver's open is what the user must meet (an empty drive answers ENOMEDIUM, a CD-ROM's open
-    locks the door with PREVENT ALLOW MEDIUM REMOVAL), and a loop device hides every open.
-    The price is the file-mode caveat: ``lsblk --sysroot -O`` reads such a node to its end."""
+def removable(bdev: Any) -> bool:
+    """A removable disk (CD-ROM, removable=on): its driver's open is what the user must meet
+    (an empty drive answers ENOMEDIUM, the open locks the door with PREVENT ALLOW MEDIUM
+    REMOVAL, a media change is noticed there), so its node follows the medium (see the module
+    docstring)."""
     return bool(getattr(getattr(bdev, "disk", None), "removable", False))
+
+
+def media_present(bdev: Any) -> bool:
+    """The driver's own idea whether a medium is in (sd's and sr's media_present, on the
+    gendisk's private_data; true when the driver keeps none)."""
+    driver = getattr(getattr(bdev, "disk", None), "private_data", None)
+    return bool(getattr(driver, "media_present", 1))
 
 
 @dataclass(eq=False)
@@ -479,6 +608,8 @@ class _BlockEntry:
     loop: LoopDevice | None = None
     removed: bool = False
     read_only: bool = False
+    watch: OpenWatch | None = None
+    loop_size: int = 0          # the data file size the loop device was last given
 
 
 # how long stop() waits for loop-device work in flight (attach, detach, resize) to finish
@@ -491,8 +622,12 @@ class DevFs:
     ``start()`` once the mount is up, ``stop()`` before unmounting."""
 
     def __init__(self, kernel: Any = None, *, io: BdevIO | None = None,
-                 on_synced: Callable[[Any], Any] | None = None) -> None:
+                 on_synced: Callable[[Any], Any] | None = None, loop_dio: bool = True) -> None:
         self.root = KernfsRoot("dev")
+        # attach loop devices with LO_FLAGS_DIRECT_IO (see loop_attach); one log line when the
+        # host keeps them buffered
+        self.loop_dio = loop_dio
+        self._dio_refused_logged = False
         self.data_dir = KernfsRoot(f"{DATA_DIR_PREFIX}{os.getpid()}", 0o700)
         self.io: BdevIO = io if io is not None else _BlockLayerIO()  # type: ignore[assignment]
         # called (and awaited if it returns an awaitable) after the first fsync or close that
@@ -561,7 +696,8 @@ class DevFs:
         """BLKRRPART on a whole disk through io.blkdev_reread_part, if the block layer has it;
         EBUSY (a partition is open) and EINVAL (cannot be partitioned) are ignored as udev does."""
         reread = getattr(self.io, "blkdev_reread_part", None)
-        if reread is None or getattr(bdev, "partno", 0):
+        partno: int = getattr(bdev, "partno", 0)
+        if reread is None or partno:
             return
         try:
             await reread(bdev)
@@ -594,10 +730,16 @@ class DevFs:
             self.data_dir.remove(name)
         self.data_dir.add(data)
         entry = self.blocks[name] = _BlockEntry(bdev, data, read_only=bool(bdev.read_only))
-        if self.mode == "file" or (self.mode == "loop" and user_opens(bdev)):
-            entry.node = self._place(name, lambda base: DataFile(base, bdev, self, user_node=True))
+        if self.mode == "file" or (self.mode == "loop" and removable(bdev) and not media_present(bdev)):
+            self._place_user_file(entry)
         elif self.mode == "loop" and not self.stopping:
             self._start_job(self._attach, entry)
+
+    def _place_user_file(self, entry: _BlockEntry) -> None:
+        """DIR/dev/NAME as the data file itself: file mode, and an empty removable drive in
+        loop mode (its open is the driver's: ENOMEDIUM, so nothing reads it)."""
+        bdev = entry.bdev
+        entry.node = self._place(bdev.name, lambda base: DataFile(base, bdev, self, user_node=True))
 
     def _remove_block(self, bdev: Any) -> None:
         entry = self.blocks.get(bdev.name)
@@ -609,6 +751,9 @@ class DevFs:
             self._unplace(bdev.name)
         if entry.data.parent is self.data_dir:
             self.data_dir.remove(bdev.name)
+        watch, entry.watch, entry.data.watch = entry.watch, None, None
+        if watch is not None and self._nursery is not None:
+            self._start_job(watch.close, False)   # the device is gone: nothing to release
         if entry.loop is not None and self._nursery is not None:
             loop, entry.loop = entry.loop, None
             self._start_job(self._detach, loop)
@@ -627,8 +772,45 @@ class DevFs:
         if self.ops is not None and entry.node is not None:
             self.ops.notify_attrs_changed(entry.node)
             self.ops.notify_attrs_changed(entry.data)
-        if entry.loop is not None and self._nursery is not None:
-            self._start_job(trio.to_thread.run_sync, loop_set_capacity, entry.loop)
+        self._follow_capacity(entry)
+        if removable(bdev):
+            self.media_checked(bdev)
+
+    def _follow_capacity(self, entry: _BlockEntry) -> None:
+        """The loop device takes the disk's size when it changed (LOOP_SET_CAPACITY, as a job:
+        it may be called while the loop device waits for a read of ours). sr revalidates a new
+        medium's capacity with set_capacity(), no change event, so opens check it too."""
+        size = int(entry.bdev.size_bytes)
+        if entry.loop is None or self._nursery is None or size == entry.loop_size:
+            return
+        entry.loop_size = size
+        if self.ops is not None:
+            self.ops.notify_attrs_changed(entry.data)
+        self._start_job(trio.to_thread.run_sync, loop_set_capacity, entry.loop, size)
+
+    def media_checked(self, bdev: Any) -> None:
+        """The driver has looked at a removable disk's medium (an open, a capacity change): in
+        loop mode its node follows it, a loop node while a medium is in, the empty-drive
+        node (the data file, whose open answers ENOMEDIUM) otherwise."""
+        entry = self.blocks.get(bdev.name)
+        if entry is None or entry.bdev is not bdev or self.mode != "loop" or self.stopping or self._nursery is None:
+            return
+        if media_present(bdev) != (entry.loop is not None or self.attaching_to(bdev)):
+            self._start_job(self._sync_media, entry)
+
+    async def _sync_media(self, entry: _BlockEntry) -> None:
+        if entry.removed or self.stopping or self.attaching_to(entry.bdev):
+            return
+        present = media_present(entry.bdev)
+        if present and entry.loop is None:
+            await self._attach(entry)
+        elif not present and entry.loop is not None:
+            loop, watch = entry.loop, entry.watch
+            entry.loop = entry.watch = entry.data.watch = None
+            self._place_user_file(entry)
+            if watch is not None:
+                await watch.close()
+            await self._detach(loop)
 
     def _start_job(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run loop-device work in serve()'s nursery, counted so stop() can wait for it."""
@@ -670,10 +852,10 @@ class DevFs:
         self.ops = ops
         self.mode = "loop" if use_loop else "file"
         for entry in list(self.blocks.values()):
-            if self.mode == "loop" and not user_opens(entry.bdev):
+            if self.mode == "loop" and not (removable(entry.bdev) and not media_present(entry.bdev)):
                 await self._attach(entry)
             else:
-                entry.node = self._place(entry.bdev.name, lambda base, b=entry.bdev: DataFile(base, b, self, user_node=True))
+                self._place_user_file(entry)
 
     def attaching_to(self, bdev: Any) -> bool:
         """True while a loop device is being configured on ``bdev``'s data file."""
@@ -684,21 +866,80 @@ class DevFs:
         path = self.data_path(bdev.name)
         self._attaching.add(id(bdev))
         try:
-            loop = await trio.to_thread.run_sync(
-                lambda: loop_attach(path, read_only=bool(bdev.read_only), block_size=logical_block_size(bdev)))
+            if self.ops is not None:
+                self.ops.notify_attrs_changed(entry.data)   # a new medium may have a new size
+            size = int(bdev.size_bytes)
+
+            def attach() -> LoopDevice:
+                wait_file_size(path, size)
+                return loop_attach(path, read_only=bool(bdev.read_only), block_size=logical_block_size(bdev),
+                                   direct_io=self.loop_dio)
+
+            loop = await trio.to_thread.run_sync(attach)
         except Exception as exc:  # noqa: BLE001 - a failed attach must not take the mount down
             self._attaching.discard(id(bdev))
             log.warning("devfs: cannot attach a loop device to %s (%s): serving the data file as /dev/%s",
                         path, exc, bdev.name)
             if not entry.removed:
-                entry.node = self._place(bdev.name, lambda base: DataFile(base, bdev, self, user_node=True))
+                self._place_user_file(entry)
             return
         self._attaching.discard(id(bdev))
+        if self.loop_dio and not loop.direct_io and not self._dio_refused_logged:
+            self._dio_refused_logged = True
+            log.warning("devfs: the host keeps %s buffered (no direct I/O on %s): loop devices copy "
+                        "through the page cache", loop.name, path)
         if entry.removed:
             await trio.to_thread.run_sync(loop_detach, loop)
             return
         entry.loop = loop
+        entry.loop_size = size
         entry.node = self._place(bdev.name, lambda base: BlockNode(base, loop.rdev))
+        if removable(bdev):
+            await self._watch(entry, loop)
+
+    async def _watch(self, entry: _BlockEntry, loop: LoopDevice) -> None:
+        """Run the driver's open and release for the user's opens and closes of a removable
+        disk's loop node, as the host reports them (see _openwatch: after the fact)."""
+        get = getattr(self.io, "blkdev_get", None)
+        put = getattr(self.io, "blkdev_put", None)
+        if get is None or put is None or self._nursery is None:
+            return
+        bdev = entry.bdev
+
+        async def opened() -> bool:
+            if self.gone(bdev):
+                return False
+            try:
+                await get(bdev, FMODE_READ)
+            except OSError as exc:
+                log.info("devfs: the open of /dev/%s the host let through failed in the driver: %s", bdev.name, exc)
+                self.media_checked(bdev)
+                return False
+            self.media_checked(bdev)
+            self._follow_capacity(entry)
+            return True
+
+        async def closed(last: bool) -> None:
+            if not self.gone(bdev):
+                await put(bdev, FMODE_READ)
+            if last and entry.loop is loop:
+                try:
+                    await trio.to_thread.run_sync(loop_flush_buffers, loop)
+                except OSError as exc:
+                    log.warning("devfs: BLKFLSBUF on %s: %s", loop.name, exc)
+
+        path = os.path.join(self.mountpoint or "", self.root.name, bdev.name)
+        try:
+            watch = await OpenWatch.create(path, (path, f"/dev/{loop.name}"), opened, closed,
+                                           ready=lambda: _is_node_of(path, loop.rdev))
+        except OSError as exc:
+            log.warning("devfs: cannot watch the opens of %s (%s): they will not reach the driver", path, exc)
+            return
+        if entry.loop is not loop or self._nursery is None or self.stopping:
+            await watch.close(False)
+            return
+        entry.watch = entry.data.watch = watch
+        self._nursery.start_soon(watch.run)
 
     async def _detach(self, loop: LoopDevice) -> None:
         with trio.CancelScope(shield=True):
@@ -719,6 +960,12 @@ class DevFs:
                     await self._idle.wait()
             if waited.cancelled_caught:
                 log.warning("devfs: %d loop device operation(s) still running after %.0f s", self._jobs, wait)
+            # the open watches end (their tasks too); a guest shutting down releases nothing either
+            with trio.move_on_after(wait):
+                for entry in list(self.blocks.values()):
+                    watch, entry.watch, entry.data.watch = entry.watch, None, None
+                    if watch is not None:
+                        await watch.close(False)
         loops = [e.loop for e in self.blocks.values() if e.loop is not None]
         for entry in self.blocks.values():
             entry.loop = None

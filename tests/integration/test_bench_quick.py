@@ -34,7 +34,8 @@ def test_bench_quick_runs(tmp_path) -> None:
     pinned = res["io"]["placements"]["pinned"]["jobs"]
     assert set(pinned) == {"randread-4k-1j", "read-1m"}
     for row in pinned.values():
-        assert set(row) == {"image", "passthrough", "passthrough+loop", "vscsifs-datafile", "vscsifs-dev"}
+        assert set(row) == {"image", "passthrough", "passthrough+loop", "vscsifs-datafile", "vscsifs-dev",
+                            "vscsifs-dev-buffered"}
         assert all(r["iops"] > 0 for r in row.values())
     assert res["start"]["seed"]["start_s"] > 0 and res["start"]["seed"]["rss_mib"] > 0
     assert res["browse"]["seed"]["attributes"] > 500
@@ -43,6 +44,7 @@ def test_bench_quick_runs(tmp_path) -> None:
     md = out_md.read_text()
     for heading in ("## 1. I/O", "## 2. Scan and start", "## 3. Browsing", "## Targets", "## Profile"):
         assert heading in md
+    assert "dev direct / buffered" in md          # the loop device's direct I/O against buffered
     # nothing left mounted or attached
     with open("/proc/self/mountinfo") as f:
         assert str(tmp_path) not in f.read()

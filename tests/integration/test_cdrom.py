@@ -9,14 +9,20 @@ try to write, read /proc/sys/dev/cdrom, and that opens show up in the drive (doo
 from __future__ import annotations
 
 import errno
+import json
 import os
+import re
+import shutil
+import socket
+import stat
 import subprocess
+from typing import Any
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from daemon_harness import GOLDEN, Daemon, _can_mount, start_daemon
+from daemon_harness import GOLDEN, Daemon, _can_mount, logged_commands, start_daemon, wait_for
 from golden_cdb import make_image
 from golden_images import make_iso
 
@@ -42,7 +48,11 @@ def cd_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
             "-device", "scsi-hd,drive=hd0,bus=scsi0.0,channel=0,scsi-id=0,lun=1",
             "-drive", f"file={tmp}/disk.img,if=none,id=hd0,format=raw",
             "-device", "scsi-cd,drive=cd1,bus=scsi0.0,channel=0,scsi-id=1,lun=0",
-            "-drive", "if=none,id=cd1,media=cdrom"]
+            "-drive", "if=none,id=cd1,media=cdrom",
+            # a removable=on disk (sdb): its node follows its medium as a CD-ROM's does
+            "-device", "scsi-hd,drive=rm0,bus=scsi0.0,channel=0,scsi-id=2,lun=0,removable=on",
+            "-drive", f"file={tmp}/rm.img,if=none,id=rm0,format=raw"]
+    make_image(tmp / "rm.img", 16 << 20, "rm.img")
     d = start_daemon(str(tmp), args)
     d.iso = tmp / "disc.iso"  # type: ignore[attr-defined]
     try:
@@ -55,7 +65,11 @@ def test_dd_reads_the_iso_through_dev_sr0(cd_daemon: Daemon, tmp_path: Path) -> 
     out = tmp_path / "copy.iso"
     run("dd", f"if={cd_daemon.mount}/dev/sr0", f"of={out}", "bs=2048", "status=none")
     assert out.read_bytes() == Path(cd_daemon.iso).read_bytes()  # type: ignore[attr-defined]
-    assert os.path.getsize(f"{cd_daemon.mount}/dev/sr0") == ISO_SECTORS * 2048
+    # a drive with a medium is a (read-only) loop block node, as fixed disks are
+    st = os.stat(f"{cd_daemon.mount}/dev/sr0")
+    assert stat.S_ISBLK(st.st_mode) and os.major(st.st_rdev) == 7
+    assert run("blockdev", "--getsize64", "--getss", "--getro", f"{cd_daemon.mount}/dev/sr0").stdout.split() \
+        == [str(ISO_SECTORS * 2048), "2048", "1"]
 
 
 def test_blkid_sees_the_iso9660_volume(cd_daemon: Daemon) -> None:
@@ -64,28 +78,60 @@ def test_blkid_sees_the_iso9660_volume(cd_daemon: Daemon) -> None:
 
 
 def test_empty_drive_open_is_enomedium(cd_daemon: Daemon) -> None:
+    """sr's probe does not look for a medium (media_present starts at 1, as in Linux, where
+    only an open or a disk-events check with clearing runs TEST UNIT READY), so until the
+    driver has looked, the empty drive's node is a loop node like a full drive's: that first
+    open passes the host and reads nothing (the drive is not ready: EIO). It makes the driver
+    look (ENOMEDIUM): the node becomes the data file, whose open is the driver's, and from
+    then on opens fail with ENOMEDIUM as in the guest."""
+    sr1 = f"{cd_daemon.mount}/dev/sr1"
+    if stat.S_ISBLK(os.stat(sr1).st_mode):
+        fd = os.open(sr1, os.O_RDONLY)
+        try:
+            with pytest.raises(OSError) as e:
+                os.pread(fd, 2048, 0)
+            assert e.value.errno == errno.EIO
+        finally:
+            os.close(fd)
+    wait_for(lambda: stat.S_ISREG(os.stat(sr1).st_mode), what="sr1 known empty")
     with pytest.raises(OSError) as e:
-        os.open(f"{cd_daemon.mount}/dev/sr1", os.O_RDONLY)
+        os.open(sr1, os.O_RDONLY)
     assert e.value.errno == errno.ENOMEDIUM
     # its size is sr_probe's guess, as the guest's lsblk shows (1024M)
     with open(f"{cd_daemon.mount}/sys/block/sr1/size") as f:
         assert f.read() == "2097151\n"
 
 
-def test_write_open_is_erofs(cd_daemon: Daemon) -> None:
-    with pytest.raises(OSError) as e:
-        os.open(f"{cd_daemon.mount}/dev/sr0", os.O_WRONLY)
-    assert e.value.errno == errno.EROFS
+def test_write_is_refused(cd_daemon: Daemon) -> None:
+    """The guest's sr_block_open refuses a write open with EROFS; DIR/dev/sr0 is a read-only
+    host loop device, whose open the host does not refuse: there the write itself fails with
+    EPERM, what a read-only block device answers to write(2) (as for read-only scsi-hd)."""
+    try:
+        fd = os.open(f"{cd_daemon.mount}/dev/sr0", os.O_WRONLY)
+    except OSError as e:
+        assert e.errno == errno.EROFS
+        return
+    try:
+        with pytest.raises(OSError) as e:
+            os.pwrite(fd, b"x" * 2048, 0)
+        assert e.value.errno in (errno.EPERM, errno.EROFS)
+    finally:
+        os.close(fd)
 
 
 def test_open_and_close_send_prevent_and_allow_medium_removal(cd_daemon: Daemon) -> None:
     """An open is cdrom_open: PREVENT MEDIUM REMOVAL (scsi_set_medium_removal), the last close
     ALLOWs it again. Seen as the guest would: SCSI_LOG_IOCTL=1 in logging_level makes
-    ioctl_internal_command log each one ("Trying ioctl with scsi command 30")."""
+    ioctl_internal_command log each one ("Trying ioctl with scsi command 30").
+
+    DIR/dev/sr0 is a loop node: the host reports its opens and closes after the fact (fs/
+    _openwatch.py), so the PREVENT is sent before the first read the open is followed by is
+    served, and the ALLOW shortly after the close (waited for)."""
     level = f"{cd_daemon.mount}/proc/sys/dev/scsi/logging_level"
     with open(level, "w") as f:
         f.write(str(1 << 27))                             # SCSI_LOG_IOCTL_SHIFT 27, level 1
     try:
+        _settle(cd_daemon)                                # earlier tests' closes are handled
         before = _ioctl_lines(cd_daemon)
         fd = os.open(f"{cd_daemon.mount}/dev/sr0", os.O_RDONLY)
         try:
@@ -93,10 +139,17 @@ def test_open_and_close_send_prevent_and_allow_medium_removal(cd_daemon: Daemon)
             assert _ioctl_lines(cd_daemon) == before + 1    # PREVENT at the open
         finally:
             os.close(fd)
-        assert _ioctl_lines(cd_daemon) == before + 2        # ALLOW at the close
+        wait_for(lambda: _ioctl_lines(cd_daemon) == before + 2, what="ALLOW at the close")
     finally:
         with open(level, "w") as f:
             f.write("0")
+
+
+def _settle(d: Daemon, name: str = "sr0") -> None:
+    """Every open and close of DIR/dev/NAME so far has reached the driver: a read of the hidden
+    data file is served only after the opens and closes the host reported before it."""
+    with open(f"{d.mount}/.vscsifs-{d.proc.pid}/{name}", "rb") as f:
+        assert f.read(1)
 
 
 def _ioctl_lines(d: Daemon) -> int:
@@ -121,3 +174,190 @@ def test_kernel_log_has_the_sr_lines_of_the_golden_boot(cd_daemon: Daemon) -> No
     ours = [line.strip() for line in cd_daemon.kernel_lines(boot_only=True)]
     pos = [ours.index(w) for w in want]
     assert pos == sorted(pos)
+
+
+# ---------------------------------------------------------------- lsblk, removable disks, media changes
+
+# scsi_mod.scsi_logging_level: every command's "tag#N Send:" / "CDB:" lines
+ALL_COMMANDS = 132153287
+# a path naming a node DIR/dev/NAME (not DIR/sys/dev/block/...)
+_NODE_PATH = re.compile(r'"(?:[^"]*/)?(?<!sys/)dev/(?:sd[a-z]+\d*|sr\d+)"')
+
+
+def test_lsblk_reads_no_medium(cd_daemon: Daemon, tmp_path: Path) -> None:
+    """lsblk --sysroot DIR -O reads DIR/dev/NAME to its end when it is a regular file (util-linux
+    get_properties_by_file). A drive with a medium and a removable disk are loop nodes (not
+    opened at all); the empty drive, once known empty, is a regular file whose open fails
+    (ENOMEDIUM): lsblk opens no node successfully and no disk sees a READ."""
+    if shutil.which("strace") is None:
+        pytest.skip("needs strace")
+    d = cd_daemon
+    sr1_empty = stat.S_ISREG(os.stat(f"{d.mount}/dev/sr1").st_mode)     # known empty (see above)
+    for name in ("sr0", "sdb"):
+        assert stat.S_ISBLK(os.stat(f"{d.mount}/dev/{name}").st_mode), name
+    with open(f"{d.mount}/sys/block/sdb/removable") as f:
+        assert f.read() == "1\n"
+    level = f"{d.mount}/proc/sys/dev/scsi/logging_level"
+    since = len(d.kernel_lines())
+    trace = tmp_path / "strace.txt"
+    with open(level, "w") as f:
+        f.write(str(ALL_COMMANDS))
+    try:
+        out = run("strace", "-f", "-o", str(trace), "-e", "trace=openat,open,read,pread64,readv",
+                  "lsblk", "--sysroot", d.mount, "-O").stdout
+    finally:
+        with open(level, "w") as f:
+            f.write("0")
+    assert "sr0" in out and "sr1" in out and "sdb" in out
+    # lsblk opens DIR/dev/NAME as "dev/NAME" relative to its sysroot descriptor
+    node_opens = [x for x in trace.read_text().splitlines() if "open" in x and _NODE_PATH.search(x)]
+    opened = [x for x in node_opens if "= -1" not in x]
+    assert not opened, "lsblk opened device nodes:\n" + "\n".join(opened)
+    if sr1_empty:
+        assert [x for x in node_opens if "dev/sr1\"" in x and "ENOMEDIUM" in x]
+    reads = [c for _h, c in logged_commands(d.kernel_lines()[since:]) if c.startswith("Read(")]
+    assert reads == []
+
+
+def test_removable_disk_is_a_loop_node_whose_opens_reach_sd(cd_daemon: Daemon) -> None:
+    """removable=on: sd_open of a removable disk locks the door (PREVENT MEDIUM REMOVAL) at the
+    first open and sd_release unlocks it at the last close, as for a CD-ROM."""
+    d = cd_daemon
+    dev = f"{d.mount}/dev/sdb"
+    st = os.stat(dev)
+    assert stat.S_ISBLK(st.st_mode) and os.major(st.st_rdev) == 7
+    level = f"{d.mount}/proc/sys/dev/scsi/logging_level"
+    _settle(d, "sdb")
+    since = len(d.kernel_lines())
+    with open(level, "w") as f:
+        f.write(str(ALL_COMMANDS))
+    try:
+        fd = os.open(dev, os.O_RDONLY)
+        try:
+            assert os.pread(fd, 512, 0)[:19] == b"GOLDENREF rm.img SE"
+        finally:
+            os.close(fd)
+        wait_for(lambda: _removals(d, since, "0:0:2:0") == ["1e 00 00 00 01 00", "1e 00 00 00 00 00"],
+                 what="PREVENT then ALLOW on sdb")
+    finally:
+        with open(level, "w") as f:
+            f.write("0")
+
+
+def _removals(d: Daemon, since: int, hctl: str) -> list[str]:
+    return [" ".join(c.split()[-6:]) for h, c in logged_commands(d.kernel_lines()[since:])
+            if h == hctl and c.startswith("Prevent/Allow Medium Removal")]
+
+
+class Qmp:
+    """A minimal QMP client (one command at a time) on the daemon's socket."""
+
+    def __init__(self, path: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(10)
+        self.sock.connect(path)
+        self.f = self.sock.makefile("rb")
+        json.loads(self.f.readline())                      # greeting
+        self.execute("qmp_capabilities")
+
+    def execute(self, command: str, args: dict[str, Any] | None = None) -> Any:
+        msg: dict[str, Any] = {"execute": command}
+        if args:
+            msg["arguments"] = args
+        self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        while True:
+            reply = json.loads(self.f.readline())
+            if "event" not in reply:
+                return reply
+
+    def close(self) -> None:
+        self.f.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def cd_live(tmp_path: Path) -> Iterator[Daemon]:
+    why = _can_mount()
+    if why:
+        pytest.skip(why)
+    make_iso(tmp_path / "a.iso", ISO_SECTORS, "CDA")
+    make_iso(tmp_path / "b.iso", 2 * ISO_SECTORS, "CDB")
+    make_image(tmp_path / "hd.img", 8 << 20, "hd.img")
+    sock = str(tmp_path / "qmp.sock")
+    d = start_daemon(str(tmp_path), ["-device", "virtio-scsi-pci,id=scsi0",
+                                     "-device", "scsi-cd,id=cd,drive=cd0,bus=scsi0.0,scsi-id=0,lun=0",
+                                     "-drive", f"file={tmp_path}/a.iso,if=none,id=cd0,media=cdrom,format=raw",
+                                     # start_daemon waits for a disk's "Attached SCSI disk"
+                                     "-device", "scsi-hd,drive=hd0,bus=scsi0.0,scsi-id=1,lun=0",
+                                     "-drive", f"file={tmp_path}/hd.img,if=none,id=hd0,format=raw",
+                                     "-qmp", f"unix:{sock},server=on,wait=off"])
+    d.sock = sock  # type: ignore[attr-defined]
+    try:
+        wait_for(lambda: os.path.exists(sock), what="the QMP socket")
+        yield d
+    finally:
+        d.shutdown()
+
+
+def test_door_lock_eject_and_media_change(cd_live: Daemon, tmp_path: Path) -> None:
+    """While DIR/dev/sr0 is open the door is locked (QMP eject is refused, as QEMU refuses a
+    locked tray); after the close it ejects; the next open finds no medium and the node becomes
+    the empty drive (ENOMEDIUM); a new medium is found by the next open, which reads it, and
+    the node is a loop node of the new size again."""
+    d = cd_live
+    sr0 = f"{d.mount}/dev/sr0"
+    q = Qmp(d.sock)  # type: ignore[attr-defined]
+    try:
+        wait_for(lambda: stat.S_ISBLK(os.stat(sr0).st_mode), what="sr0 a loop node")
+        fd = os.open(sr0, os.O_RDONLY)
+        try:
+            assert os.pread(fd, 2048, 0) == bytes(2048) or True
+            _settle(d)
+            r = q.execute("eject", {"id": "cd"})
+            assert "is locked" in r["error"]["desc"], r
+        finally:
+            os.close(fd)
+        _settle(d)
+        wait_for(lambda: "return" in q.execute("eject", {"id": "cd"}), what="eject after the last close")
+        # the driver learns of the empty tray at the next open: that one went through the host
+        # (a loop node), the ones after it meet sr's ENOMEDIUM
+        try:
+            os.close(os.open(sr0, os.O_RDONLY))
+        except OSError as e:
+            assert e.errno == errno.ENOMEDIUM
+        _settle_any(d)
+        wait_for(lambda: stat.S_ISREG(os.stat(sr0).st_mode), what="sr0 the empty drive")
+        with pytest.raises(OSError) as e:
+            os.open(sr0, os.O_RDONLY)
+        assert e.value.errno == errno.ENOMEDIUM
+        r = q.execute("blockdev-change-medium", {"id": "cd", "filename": f"{tmp_path}/b.iso", "format": "raw"})
+        assert "return" in r, r
+        with open(sr0, "rb") as f:                     # the open that finds the medium
+            assert f.read(2048 * 17)[2048 * 16 + 1:2048 * 16 + 6] == b"CD001"
+        wait_for(lambda: stat.S_ISBLK(os.stat(sr0).st_mode), what="sr0 a loop node again")
+        copy = tmp_path / "copy.iso"
+        run("dd", f"if={sr0}", f"of={copy}", "bs=64k", "status=none")
+        assert copy.read_bytes() == (tmp_path / "b.iso").read_bytes()
+        assert run("blockdev", "--getsize64", sr0).stdout.strip() == str(2 * ISO_SECTORS * 2048)
+        # a medium changed for another while the node is a loop node: the next open's media
+        # check (the unit attention) revalidates, the loop device follows the new capacity
+        # (LOOP_SET_CAPACITY) and its cache was dropped at the last close
+        _settle(d)
+        r = q.execute("blockdev-change-medium", {"id": "cd", "filename": f"{tmp_path}/a.iso", "format": "raw"})
+        assert "return" in r, r
+        with open(sr0, "rb") as f:
+            f.read(2048)
+        wait_for(lambda: run("blockdev", "--getsize64", sr0).stdout.strip() == str(ISO_SECTORS * 2048),
+                 what="the loop device of the smaller medium")
+        run("dd", f"if={sr0}", f"of={copy}", "bs=64k", "status=none")
+        assert copy.read_bytes() == (tmp_path / "a.iso").read_bytes()
+    finally:
+        q.close()
+
+
+def _settle_any(d: Daemon) -> None:
+    """_settle when sr0 has a data file to read (not while it is the empty drive)."""
+    try:
+        _settle(d)
+    except OSError:
+        pass

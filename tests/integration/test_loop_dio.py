@@ -1,0 +1,153 @@
+"""DIR/dev/sdX's loop devices in direct-I/O mode, end to end: the real daemon, the host's loop
+driver, dd and blockdev. Direct I/O must change nothing a user or the emulated disk sees: a
+flush (and a FUA write, which the host's block layer turns into write + flush because the loop
+device has no FUA) still reaches the disk as SYNCHRONIZE CACHE, read-only disks stay read-only,
+4K-sector disks keep their alignment rule, and the data lands in the image.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from daemon_harness import Daemon, _can_mount, logged_commands, start_daemon
+from golden_cdb import make_image
+
+# scsi_mod.scsi_logging_level: every command's "tag#N Send:" / "CDB:" lines
+ALL_COMMANDS = 132153287
+
+
+def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, check=check)
+
+
+@pytest.fixture(scope="module")
+def dio_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    why = _can_mount()
+    if why:
+        pytest.skip(why)
+    tmp = tmp_path_factory.mktemp("dio")
+    for name in ("d512", "d4k", "dro"):
+        make_image(tmp / f"{name}.img", 16 << 20, f"{name}.img")
+    args = ["-smp", "2", "-m", "1G", "-device", "virtio-scsi-pci,id=scsi0",
+            "-device", "scsi-hd,drive=d512,bus=scsi0.0,channel=0,scsi-id=0,lun=0",
+            "-drive", f"file={tmp}/d512.img,if=none,id=d512,format=raw",
+            "-device", "scsi-hd,drive=d4k,bus=scsi0.0,channel=0,scsi-id=0,lun=1,"
+                       "logical_block_size=4096,physical_block_size=4096",
+            "-drive", f"file={tmp}/d4k.img,if=none,id=d4k,format=raw",
+            "-device", "scsi-hd,drive=dro,bus=scsi0.0,channel=0,scsi-id=0,lun=2",
+            "-drive", f"file={tmp}/dro.img,if=none,id=dro,format=raw,readonly=on"]
+    d = start_daemon(str(tmp), args)
+    d.images = tmp  # type: ignore[attr-defined]
+    try:
+        yield d
+    finally:
+        d.shutdown()
+
+
+def _disk(d: Daemon, lun: int) -> str:
+    """The sdX name of LUN 0:0:0:lun."""
+    names = os.listdir(f"{d.mount}/sys/class/scsi_device/0:0:0:{lun}/device/block")
+    assert len(names) == 1, names
+    return names[0]
+
+
+def _attached(d: Daemon, name: str) -> os.stat_result:
+    dev = f"{d.mount}/dev/{name}"
+    for _ in range(500):
+        st = os.stat(dev)
+        if os.major(st.st_rdev) == 7:
+            return st
+        os.sched_yield()
+    raise AssertionError(f"{dev} is not a loop device")
+
+
+def _loop_attr(st: os.stat_result, attr: str) -> str:
+    with open(f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}/{attr}") as f:
+        return f.read().strip()
+
+
+@pytest.mark.parametrize("lun", [0, 1, 2])
+def test_loop_devices_are_attached_with_direct_io(dio_daemon: Daemon, lun: int) -> None:
+    st = _attached(dio_daemon, _disk(dio_daemon, lun))
+    assert _loop_attr(st, "loop/dio") == "1"
+    assert _loop_attr(st, "queue/logical_block_size") == ("4096" if lun == 1 else "512")
+
+
+def _logged_writes_and_flushes(d: Daemon, since: int, hctl: str) -> list[str]:
+    cmds = logged_commands(d.kernel_lines()[since:])
+    return [c.split(" ", 1)[0] for h, c in cmds if h == hctl and c.startswith(("Write", "Synchronize"))]
+
+
+@pytest.mark.parametrize("oflag", ["direct,dsync", "dsync"])
+def test_fua_and_flush_reach_the_disk_as_synchronize_cache(dio_daemon: Daemon, oflag: str) -> None:
+    """O_DSYNC writes are FUA writes on the loop device (the host's block layer makes them a
+    write and a flush, since the loop device offers no FUA): through the direct-I/O loop worker
+    the data file gets the write and an fsync, the emulated disk a WRITE and a SYNCHRONIZE
+    CACHE, in that order, and the bytes are in the image."""
+    d = dio_daemon
+    name = _disk(d, 0)
+    _attached(d, name)
+    level = f"{d.mount}/proc/sys/dev/scsi/logging_level"
+    since = len(d.kernel_lines())
+    payload = os.urandom(8192)
+    Path(f"{d.images}/payload").write_bytes(payload)  # type: ignore[attr-defined]
+    with open(level, "w") as f:
+        f.write(str(ALL_COMMANDS))
+    try:
+        run("dd", f"if={d.images}/payload", f"of={d.mount}/dev/{name}", "bs=4096",  # type: ignore[attr-defined]
+            "seek=100", f"oflag={oflag}", "conv=notrunc", "status=none")
+    finally:
+        with open(level, "w") as f:
+            f.write("0")
+    seen = _logged_writes_and_flushes(d, since, "0:0:0:0")
+    assert "Write(10)" in seen and "Synchronize" in seen, seen
+    assert seen.index("Write(10)") < seen.index("Synchronize")
+    with open(f"{d.images}/d512.img", "rb") as f:  # type: ignore[attr-defined]
+        f.seek(100 * 4096)
+        assert f.read(8192) == payload
+
+
+def test_4k_disk_keeps_its_alignment_rule(dio_daemon: Daemon) -> None:
+    dev = f"{dio_daemon.mount}/dev/{_disk(dio_daemon, 1)}"
+    _attached(dio_daemon, os.path.basename(dev))
+    assert run("blockdev", "--getss", dev).stdout == "4096\n"
+    fd = os.open(dev, os.O_RDWR | os.O_DIRECT)
+    try:
+        buf = bytearray(os.urandom(512))
+        with pytest.raises(OSError) as e:
+            os.preadv(fd, [memoryview(mmap_aligned(512))], 0)
+        assert e.value.errno == errno.EINVAL
+        page = mmap_aligned(4096)
+        page[:512] = buf
+        assert os.pwritev(fd, [page], 8 * 4096) == 4096
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    with open(f"{dio_daemon.images}/d4k.img", "rb") as f:  # type: ignore[attr-defined]
+        f.seek(8 * 4096)
+        assert f.read(512) == bytes(buf)
+
+
+def mmap_aligned(size: int) -> memoryview:
+    """A page-aligned buffer (O_DIRECT needs aligned memory too)."""
+    return memoryview(mmap.mmap(-1, size))
+
+
+def test_read_only_disk_stays_read_only(dio_daemon: Daemon) -> None:
+    name = _disk(dio_daemon, 2)
+    st = _attached(dio_daemon, name)
+    dev = f"{dio_daemon.mount}/dev/{name}"
+    assert run("blockdev", "--getro", dev).stdout == "1\n"
+    assert _loop_attr(st, "ro") == "1"
+    before = Path(f"{dio_daemon.images}/dro.img").read_bytes()  # type: ignore[attr-defined]
+    r = run("dd", "if=/dev/zero", f"of={dev}", "bs=4096", "count=1", "oflag=direct", "conv=notrunc",
+            "status=none", check=False)
+    assert r.returncode != 0
+    assert Path(f"{dio_daemon.images}/dro.img").read_bytes() == before  # type: ignore[attr-defined]
