@@ -14,6 +14,7 @@ below it, and none imports inside a function):
                     and _faults' x-vscsifs-* commands)
     _hotplug        QEMU's monitor operations on a running machine (device_add, blockdev-add...)
     _lio_qmp        run-time LIO changes for vhost-scsi
+    _virtio_qmp     QEMU's virtio introspection (x-query-virtio, x-query-virtio-queue-status)
     _machine        Machine: build, boot the emulated kernel, serve the mount, power off
     _toml_config    TOML <-> MachineConfig
     _qemu_args      QEMU options -> MachineConfig

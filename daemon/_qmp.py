@@ -29,7 +29,7 @@ from typing import Any
 
 import trio
 
-from vscsifs.daemon import _faults, _lio_qmp
+from vscsifs.daemon import _faults, _lio_qmp, _virtio_qmp
 from vscsifs.daemon import _hotplug as hp
 from vscsifs.daemon._config import ConfigError, DriveConfig, ScsiDeviceConfig
 from vscsifs.daemon._machine import Machine
@@ -608,4 +608,5 @@ COMMANDS: dict[str, Handler] = {
     "quit": _quit,
     **{name: _on_machine(command) for name, command in _lio_qmp.QMP_COMMANDS.items()},
     **{name: _on_machine(command) for name, command in _faults.QMP_COMMANDS.items()},
+    **{name: _on_machine(command) for name, command in _virtio_qmp.QMP_COMMANDS.items()},
 }

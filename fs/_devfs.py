@@ -98,7 +98,7 @@ import trio
 from vscsifs.scsi.kernel import block as block_layer
 from vscsifs.scsi.kernel.base._kobject import Dir, KernfsRoot, Node
 from vscsifs.fs._openwatch import OpenWatch
-from vscsifs.fs._operations import FileHandle, SpecialFile, VscsiOperations, errno_of
+from vscsifs.fs._operations import Caller, FileHandle, SpecialFile, VscsiOperations, errno_of
 
 log = logging.getLogger(__name__)
 
@@ -395,7 +395,7 @@ class DataFile(SpecialFile):
     def st_gid(self) -> int:
         return disk_gid() if self.user_node else 0
 
-    async def open_handle(self, flags: int) -> FileHandle:  # type: ignore[override]
+    async def open_handle(self, flags: int, caller: Caller) -> FileHandle:  # type: ignore[override]
         if self.devfs.gone(self.bdev):
             raise pyfuse3.FUSEError(errno.ENXIO)
         if flags & os.O_ACCMODE != os.O_RDONLY and self.bdev.read_only:
@@ -409,21 +409,47 @@ class DataFile(SpecialFile):
                 raise pyfuse3.FUSEError(errno_of(exc)) from exc
             if removable(self.bdev):
                 self.devfs.media_checked(self.bdev)   # a medium found: the node becomes a loop node
-        return DataHandle(self, mode if get is not None else None)
+        return DataHandle(self, mode if get is not None else None, cpu=submitting_cpu(caller.pid))
+
+
+def submitting_cpu(pid: int) -> int:
+    """The host CPU the opener of a data file last ran on (/proc/PID/stat's ``processor``),
+    which its I/O is then submitted from in the emulated kernel (modulo -smp): fio jobs pinned
+    to different CPUs reach different blk-mq hardware queues and request virtqueues, as in a
+    busy guest. FUSE tells the caller only at open (pyfuse3's read and write carry no request
+    context), and a loop device's I/O comes from its worker, whose open is our own attach: those
+    submit from CPU 0, as every request did before."""
+    if pid <= 0:
+        return 0
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+        with open(f"/proc/{pid}/status", "rb") as f:
+            tgid = next(int(line.split()[1]) for line in f if line.startswith(b"Tgid:"))
+    except (OSError, ValueError, StopIteration):
+        return 0
+    if tgid == os.getpid():
+        return 0
+    # after "(comm)": state is field 3 of proc(5), processor field 39
+    return int(fields[39 - 3]) if len(fields) > 39 - 3 else 0
 
 
 class DataHandle(FileHandle):
     direct_io = True
 
-    def __init__(self, file: DataFile, held_mode: int | None = None) -> None:
+    def __init__(self, file: DataFile, held_mode: int | None = None, cpu: int = 0) -> None:
         self.file = file
         self.written = False
         self.held_mode = held_mode  # blkdev_get() was called with this mode: blkdev_put() at release
+        self.cpu = cpu              # the emulated CPU this open's I/O is submitted from
 
     def _io(self) -> BdevIO:
-        if self.file.devfs.gone(self.file.bdev):
+        devfs = self.file.devfs
+        if devfs.gone(self.file.bdev):
             raise pyfuse3.FUSEError(errno.ENXIO)
-        return self.file.devfs.io
+        if devfs.kernel is not None:
+            devfs.kernel.current_cpu = self.cpu
+        return devfs.io
 
     async def read(self, off: int, size: int) -> bytes | memoryview:
         if self.file.watch is not None:
@@ -508,7 +534,7 @@ class UnavailableCharNode(SpecialFile):
         super().__init__(name, mode)
         self.devt = devt
 
-    def open_handle(self, flags: int) -> FileHandle:
+    def open_handle(self, flags: int, caller: Caller) -> FileHandle:
         raise pyfuse3.FUSEError(errno.ENXIO)
 
 

@@ -49,6 +49,15 @@ class DynamicSize:
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who opened a file, as FUSE tells it (the request's pid, uid and gid)."""
+
+    pid: int = 0
+    uid: int = 0
+    gid: int = 0
+
+
 class SpecialFile(Node):
     """A file in the mount that is not a sysfs attribute: devfs and procfs nodes implement
     open_handle() returning a FileHandle, and describe their stat fields."""
@@ -67,7 +76,7 @@ class SpecialFile(Node):
         """Owner group (uid is always root): udev gives block devices group "disk"."""
         return 0
 
-    def open_handle(self, flags: int) -> FileHandle:
+    def open_handle(self, flags: int, caller: Caller) -> FileHandle:
         raise pyfuse3.FUSEError(errno.ENXIO)
 
 
@@ -371,7 +380,7 @@ class VscsiOperations(pyfuse3.Operations):
         if node is None or isinstance(node, Dir):
             raise pyfuse3.FUSEError(errno.EISDIR)
         if isinstance(node, SpecialFile):
-            opened = node.open_handle(flags)
+            opened = node.open_handle(flags, Caller(ctx.pid, ctx.uid, ctx.gid) if ctx is not None else Caller())
             handle = await opened if inspect.isawaitable(opened) else opened
         elif isinstance(node, Attr):
             attr_open_check(node, flags)

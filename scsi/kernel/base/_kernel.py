@@ -9,6 +9,7 @@ number allocators the kernel keeps in globals (host numbers, sd indices, sg mino
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -97,8 +98,6 @@ class Kernel:
     # kernel/irq: the MSI irq numbers in use and the descriptors /proc/interrupts lists
     msi_irqs_used: set[int] = field(default_factory=set)
     irq_descs: list[IrqDesc] = field(default_factory=list)
-    # the CPU the emulated task runs on (blk-mq maps it to a hardware queue)
-    current_cpu: int = 0
     # the blkext major's minors (block/genhd.c ext_devt_ida)
     blk_ext_minor_ida: IdaAllocator = field(default_factory=IdaAllocator)
     # per-driver state the kernel keeps in a module's globals (see driver_state)
@@ -106,6 +105,18 @@ class Kernel:
 
     def __post_init__(self) -> None:
         self.params.update(parse_cmdline(self.cmdline))
+        # smp_processor_id() per emulated task: each trio task (a FUSE request, a socket
+        # client's command) runs as the CPU set for it, CPU 0 until told
+        self._cpu: ContextVar[int] = ContextVar(f"kernel-{id(self):x}-cpu", default=0)
+
+    @property
+    def current_cpu(self) -> int:
+        """The CPU the running task submits from (blk-mq maps it to a hardware queue)."""
+        return self._cpu.get()
+
+    @current_cpu.setter
+    def current_cpu(self, cpu: int) -> None:
+        self._cpu.set(cpu % self.nr_cpus)
 
     def param(self, name: str, default: str = "") -> str:
         """A module parameter from the command line, e.g. ``scsi_mod.scsi_logging_level``."""
