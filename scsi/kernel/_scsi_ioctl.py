@@ -438,49 +438,74 @@ def msecs_to_timeout(q: Any, ms: int) -> float:
     return ms / 1000.0 if ms else float(q.rq_timeout)
 
 
+class PassthroughRequest:
+    """A passthrough request with its kernel data buffer: scsi_alloc_request(REQ_OP_DRV_OUT/IN)
+    plus the bounce buffer blk_rq_map_user fills (from ``data_out``, the copy_from_user of a
+    write or a TO_FROM_DEV transfer). ``execute`` runs it once and frees both."""
+
+    def __init__(self, sdev: Any, rq: Request, buf: Any, length: int) -> None:
+        self.sdev = sdev
+        self.rq = rq
+        self.buf = buf
+        self.length = length
+
+    @classmethod
+    async def alloc(cls, sdev: Any, writing: bool, length: int, data_out: bytes | None) -> PassthroughRequest:
+        """Waits for a tag as scsi_alloc_request() does; ENOMEM when no buffer can be had."""
+        q = sdev.request_queue
+        if q is None or q.dying:
+            raise OSError(errno.ENXIO, f"{sdev.hctl}: no request queue")
+        op = ReqOp.REQ_OP_DRV_OUT if writing else ReqOp.REQ_OP_DRV_IN
+        rq: Request = await blk.blk_mq_alloc_request(q, op)
+        buf = None
+        if length:
+            try:
+                buf = _alloc_buffer(sdev.host.kernel, length)
+            except MemoryError:
+                blk.blk_mq_free_request(rq)
+                raise OSError(errno.ENOMEM, f"no kernel memory for a {length}-byte transfer") from None
+            n = min(len(data_out), length) if data_out else 0
+            if n:
+                buf.view[:n] = data_out[:n]            # type: ignore[index]
+            if len(buf.view) > n:
+                buf.view[n:] = bytes(len(buf.view) - n)
+        return cls(sdev, rq, buf, length)
+
+    def free(self) -> None:
+        if self.buf is not None:
+            _free_buffer(self.sdev.host.kernel, self.buf)
+            self.buf = None
+        blk.blk_mq_free_request(self.rq)
+
+    async def execute(self, cdb: bytes, timeout: float, allowed: int, at_head: bool = False) -> PassthroughResult:
+        """blk_execute_rq(). The wait is not interruptible (io_schedule): a caller that goes
+        away leaves the command to finish before its buffer is freed."""
+        rq = self.rq
+        with trio.CancelScope(shield=True):
+            try:
+                rq.buffer = self.buf
+                rq.nr_bytes = self.length
+                rq.cmd = bytes(cdb)
+                rq.timeout = timeout
+                rq.retries = allowed
+                start = trio.current_time()
+                await blk.blk_execute_rq(rq, at_head)
+                duration = int((trio.current_time() - start) * 1000)
+                scmd: ScsiCmnd = rq.pdu
+                resid = scmd.resid if 0 < scmd.resid <= self.length else 0
+                data = bytes(self.buf.view[:self.length]) if self.buf is not None else b""
+                out = PassthroughResult(scmd.result, bytes(rq.sense), resid, data, duration)
+            finally:
+                self.free()
+        return out
+
+
 async def scsi_execute_passthrough(sdev: Any, cdb: bytes, writing: bool, length: int,
                                    data_out: bytes | None, timeout: float, allowed: int,
                                    at_head: bool = False) -> PassthroughResult:
-    """scsi_alloc_request(REQ_OP_DRV_OUT/IN) with a kernel data buffer of ``length`` bytes
-    (filled from ``data_out``, the copy_from_user of a write or a TO_FROM_DEV transfer), then
-    blk_execute_rq. The wait is not interruptible (io_schedule): a caller that goes away
-    leaves the command to finish before its buffer is freed."""
-    q = sdev.request_queue
-    kernel = sdev.host.kernel
-    if q is None or q.dying:
-        raise OSError(errno.ENXIO, f"{sdev.hctl}: no request queue")
-    op = ReqOp.REQ_OP_DRV_OUT if writing else ReqOp.REQ_OP_DRV_IN
-    with trio.CancelScope(shield=True):
-        rq: Request = await blk.blk_mq_alloc_request(q, op)
-        buf = None
-        try:
-            if length:
-                try:
-                    buf = _alloc_buffer(kernel, length)
-                except MemoryError:
-                    raise OSError(errno.ENOMEM, f"no kernel memory for a {length}-byte transfer") from None
-                if data_out:
-                    n = min(len(data_out), length)
-                    buf.view[:n] = data_out[:n]
-                if len(buf.view) > length:
-                    buf.view[length:] = bytes(len(buf.view) - length)
-            rq.buffer = buf
-            rq.nr_bytes = length
-            rq.cmd = bytes(cdb)
-            rq.timeout = timeout
-            rq.retries = allowed
-            start = trio.current_time()
-            await blk.blk_execute_rq(rq, at_head)
-            duration = int((trio.current_time() - start) * 1000)
-            scmd: ScsiCmnd = rq.pdu
-            resid = scmd.resid if 0 < scmd.resid <= length else 0
-            data = bytes(buf.view[:length]) if buf is not None else b""
-            out = PassthroughResult(scmd.result, bytes(rq.sense), resid, data, duration)
-        finally:
-            if buf is not None:
-                _free_buffer(kernel, buf)
-            blk.blk_mq_free_request(rq)
-    return out
+    """Allocate, fill and run one passthrough request, waiting for it."""
+    prq = await PassthroughRequest.alloc(sdev, writing, length, data_out)
+    return await prq.execute(cdb, timeout, allowed, at_head)
 
 
 # -- sg_io() for sd and sr nodes ----------------------------------------------------------------

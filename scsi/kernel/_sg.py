@@ -18,6 +18,7 @@ from vscsifs.scsi.kernel.base._kobject import Link, SysfsError
 
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel._sd import sdev_printk
+from vscsifs.scsi.kernel._sg_file import sg_chrdev_open
 
 SCSI_GENERIC_MAJOR = 21
 SG_MAX_DEVS = 1 << 20                 # MINORBITS
@@ -73,6 +74,7 @@ def sg_init(kernel: Any) -> SgState:
     if state.scatter_elem_sz < PAGE_SIZE:
         state.scatter_elem_sz = PAGE_SIZE
     kernel._sg_state = state
+    kernel.chrdevs[SCSI_GENERIC_MAJOR] = sg_chrdev_open(state)
     params = kernel.sysfs.module("sg").mkdir("parameters")
 
     def store_int(name: str):
