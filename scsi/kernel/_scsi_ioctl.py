@@ -18,7 +18,6 @@ include/scsi/scsi_ioctl.h; every access to the caller's memory goes through ``Us
 from __future__ import annotations
 
 import errno
-import os
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -30,6 +29,8 @@ from vscsifs.scsi.kernel import block as blk
 from vscsifs.scsi.kernel.base._fops import Cred, UserMemory
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block._blk_types import ReqOp, Request
+from vscsifs.scsi.kernel.block._blkdev_file import ENOIOCTLCMD, FMODE_NDELAY, fmode_of_open
+from vscsifs.scsi.kernel.block._genhd import FMODE_WRITE
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, ScsiCmnd
 from vscsifs.scsi.kernel._scsi_error import (FAILED, SUCCESS, SenseKey, scsi_try_bus_device_reset,
                                              scsi_try_bus_reset, scsi_try_host_reset, scsi_try_target_reset)
@@ -37,14 +38,6 @@ from vscsifs.scsi.kernel._scsi_lib import (_alloc_buffer, _free_buffer, scsi_com
                                            scsi_test_unit_ready)
 from vscsifs.scsi.kernel._scsi_logging import (LogShift, scsi_log_enabled, scsi_print_sense_hdr, sdev_printk,
                                                shost_printk)
-
-# include/linux/errno.h: the kernel-internal "no such ioctl here, try the next handler"
-ENOIOCTLCMD = 515
-
-# include/linux/fs.h: f_mode bits (the open's access mode) and O_NDELAY's fmode twin
-FMODE_READ = 0x1
-FMODE_WRITE = 0x2
-FMODE_NDELAY = 0x40
 
 UIO_MAXIOV = 1024
 PAGE_SIZE = 4096
@@ -246,16 +239,8 @@ def current_comm(cred: Cred) -> str:
 
 
 def fmode_of_flags(flags: int) -> int:
-    """The f_mode an open with these O_* flags has (FMODE_READ/WRITE, FMODE_NDELAY)."""
-    acc = flags & os.O_ACCMODE
-    mode = 0
-    if acc in (os.O_RDONLY, os.O_RDWR):
-        mode |= FMODE_READ
-    if acc in (os.O_WRONLY, os.O_RDWR):
-        mode |= FMODE_WRITE
-    if flags & os.O_NDELAY:
-        mode |= FMODE_NDELAY
-    return mode
+    """The f_mode of an open with these O_* flags (FMODE_READ/WRITE, FMODE_NDELAY)."""
+    return fmode_of_open(flags)
 
 
 # -- scsi_cmd_allowed ---------------------------------------------------------------------------

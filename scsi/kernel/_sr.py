@@ -33,6 +33,7 @@ from vscsifs.scsi.kernel._scsi_error import ScsiSenseHdr, SenseKey
 from vscsifs.scsi.kernel._scsi_logging import LogShift, scsi_log_enabled, scsi_print_sense_hdr
 from vscsifs.scsi.kernel._sd import sdev_printk  # the upper drivers' shared sdev_prefix_printk()
 from vscsifs.scsi.kernel._scsi_ioctl import ioctl_internal_command, scsi_set_medium_removal  # scsi_ioctl.c
+from vscsifs.scsi.kernel._cdrom_ioctl import sr_block_ioctl
 
 SR_DISKS = 256
 SCSI_CDROM_MAJOR = 11
@@ -717,7 +718,7 @@ def sr_bdops() -> Any:
     from vscsifs.scsi.kernel.block import BlockDeviceOperations
 
     return BlockDeviceOperations(open=sr_block_open, release=sr_block_release, check_events=sr_block_check_events,
-                                 owner="sr_mod")
+                                 ioctl=sr_block_ioctl, owner="sr_mod")
 
 
 # --- probe / remove ---------------------------------------------------------------------------------
