@@ -31,6 +31,7 @@ from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block._blk_types import ReqOp, Request
 from vscsifs.scsi.kernel.block._blkdev_file import ENOIOCTLCMD, FMODE_NDELAY, fmode_of_open
 from vscsifs.scsi.kernel.block._genhd import FMODE_WRITE
+from vscsifs.scsi.kernel._hosts import HostState
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, ScsiCmnd
 from vscsifs.scsi.kernel._scsi_error import (FAILED, SUCCESS, SenseKey, scsi_try_bus_device_reset,
                                              scsi_try_bus_reset, scsi_try_host_reset, scsi_try_target_reset)
@@ -449,9 +450,10 @@ class PassthroughRequest:
             except MemoryError:
                 blk.blk_mq_free_request(rq)
                 raise OSError(errno.ENOMEM, f"no kernel memory for a {length}-byte transfer") from None
-            n = min(len(data_out), length) if data_out else 0
-            if n:
-                buf.view[:n] = data_out[:n]            # type: ignore[index]
+            n = 0
+            if data_out:
+                n = min(len(data_out), length)
+                buf.view[:n] = data_out[:n]
             if len(buf.view) > n:
                 buf.view[n:] = bytes(len(buf.view) - n)
         return cls(sdev, rq, buf, length)
@@ -693,7 +695,11 @@ async def scsi_ioctl_get_pci(sdev: Any, arg: int, mem: UserMemory) -> int:
 
 
 def scsi_host_in_recovery(shost: Any) -> bool:
-    return shost.shost_state.name in ("SHOST_RECOVERY", "SHOST_CANCEL_RECOVERY", "SHOST_DEL_RECOVERY")
+    return shost.shost_state in _RECOVERY_STATES
+
+
+_RECOVERY_STATES = frozenset({HostState.SHOST_RECOVERY, HostState.SHOST_CANCEL_RECOVERY,
+                              HostState.SHOST_DEL_RECOVERY})
 
 
 async def scsi_block_when_processing_errors(sdev: Any) -> bool:
