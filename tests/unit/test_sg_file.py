@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -360,4 +361,67 @@ async def test_sg_io_interrupted_orphan(seed: Machine) -> None:
             await trio.sleep(0.001)
     call = build_sg_io(user, bytes([0x12, 0, 0, 0, 36, 0]), din=36)
     assert await sg_io(f, call) == 0 and call.hdr().resid == 0
+    await f.release()
+
+
+async def test_scsi_ioctl_send_command(seed: Machine) -> None:
+    """The deprecated SCSI_IOCTL_SEND_COMMAND through sg: inlen/outlen, the CDB from the
+    opcode's group, the data in written over ``data`` (status 0), 16 bytes of sense otherwise;
+    the kernel warns about the deprecated ioctl."""
+    f = await open_sg(seed, 1)
+    user = UserSpace()
+    mark = len(seed.kernel.kmsg.lines())
+    inquiry = bytes([0x12, 0, 0, 0, 36, 0])
+    p = user.alloc(8 + 64, struct.pack("<II", 0, 36) + inquiry)
+    assert await f.ioctl(ScsiIoctl.SCSI_IOCTL_SEND_COMMAND, p, user, ROOT) == 0
+    assert user.peek(p + 8 + 8, 8) == b"QEMU    "          # INQUIRY's vendor at byte 8
+    bad = user.alloc(8 + 255, struct.pack("<II", 0, 255) + bytes([0x12, 1, 0x80, 0, 255, 0]))
+    assert await f.ioctl(ScsiIoctl.SCSI_IOCTL_SEND_COMMAND, bad, user, ROOT) == 2     # CHECK CONDITION
+    assert user.peek(bad + 8, 16) == bytes.fromhex("700005000000000a0000000024000000")   # 16 bytes of sense
+    # a buffer shorter than the CDB's allocation length: QEMU's virtio-scsi answers OVERRUN
+    # (DID_ERROR, status GOOD), so the ioctl returns 0 with the (empty) buffer copied out
+    short = user.alloc(8 + 64, struct.pack("<II", 0, 18) + bytes([0x12, 1, 0x80, 0, 255, 0]))
+    assert await f.ioctl(ScsiIoctl.SCSI_IOCTL_SEND_COMMAND, short, user, ROOT) == 0
+    assert user.peek(short + 8, 18) == bytes(18)
+    too_big = user.alloc(8 + 8, struct.pack("<II", 8192, 0) + bytes(8))
+    with pytest.raises(OSError) as e:
+        await f.ioctl(ScsiIoctl.SCSI_IOCTL_SEND_COMMAND, too_big, user, ROOT)
+    assert e.value.errno == errno.EINVAL
+    assert sum("is using a deprecated SCSI ioctl, please convert it to SG_IO" in ln
+               for ln in seed.kernel.kmsg.lines()[mark:]) == 4
+    await f.release()
+
+
+async def test_hostile_headers_get_clean_errors(seed: Machine) -> None:
+    """Random sg_io_hdr contents (lengths, directions, pointers in and out of the caller's
+    memory, iovec counts): every SG_IO answers or fails with an errno, nothing is left queued,
+    and the file and the LUN keep working."""
+    rnd = random.Random(1414)
+    f = await open_sg(seed, 1)
+    user = UserSpace()
+    pool = user.alloc(1 << 20, bytes(rnd.getrandbits(8) for _ in range(4096)))
+    ptrs = [0, 0x10, pool, pool + 4096, pool + (1 << 20) - 8, 0xFFFFFFFFFFFF0000]
+    outcomes: dict[str, int] = {}
+    for _ in range(300):
+        hdr = SgIoHdr(interface_id=rnd.choice([ord("S"), ord("S"), 0, ord("Q")]),
+                      dxfer_direction=rnd.choice([-1, -2, -3, -4, -5, 0, 7]),
+                      cmd_len=rnd.choice([0, 5, 6, 10, 16, 32, 33, 255]),
+                      mx_sb_len=rnd.randrange(256), iovec_count=rnd.choice([0, 0, 1, 3, 1025, 65535]),
+                      dxfer_len=rnd.choice([0, 1, 512, 4096, 1 << 20, 1 << 27, 0xFFFFFFFF]),
+                      dxferp=rnd.choice(ptrs), cmdp=rnd.choice(ptrs), sbp=rnd.choice(ptrs),
+                      timeout=rnd.choice([0, 1, 20000]), flags=rnd.getrandbits(32), pack_id=rnd.getrandbits(31))
+        # keep the commands harmless to the image: TUR/INQUIRY/READ only
+        user.poke(pool, bytes([rnd.choice([0x00, 0x12, 0x28, 0xA0, 0x03])]))
+        addr = user.alloc(SG_IO_HDR.size, hdr.pack())
+        try:
+            await f.ioctl(SgIoctl.SG_IO, addr, user, ROOT)
+            outcomes["ok"] = outcomes.get("ok", 0) + 1
+        except OSError as e:
+            assert e.errno, hdr
+            outcomes[errno.errorcode[e.errno]] = outcomes.get(errno.errorcode[e.errno], 0) + 1
+        assert not f.rq_list                          # type: ignore[attr-defined]
+        user.top = pool + (1 << 20)                   # reuse the header area
+    assert outcomes.get("ok") and len(outcomes) >= 4, outcomes
+    call = build_sg_io(user, bytes([0x12, 0, 0, 0, 36, 0]), din=36)
+    assert await sg_io(f, call) == 0 and call.data(8)[:1] == b"\x00"
     await f.release()
