@@ -196,3 +196,30 @@ async def test_sr_eject_close_status_and_capability(cdrom: Machine) -> None:
     assert await sg_io(g, call, USER) == 0 and call.hdr().status == 0
     await g.release()
     await f.release()
+
+
+async def test_block_node_rrpart_and_data_file_ioctls(seed: Machine) -> None:
+    """BLKRRPART re-reads the emulated table (CAP_SYS_ADMIN, whole disk only, EBUSY while a
+    partition is open); BLKDISCARD is left to the node's real descriptor (ENOIOCTLCMD)."""
+    user = UserSpace()
+    sdb = bdev(seed, "sdb")
+    f = await blkdev_file_open(sdb, os.O_RDONLY, ROOT)
+    mark = len(seed.kernel.kmsg.lines())
+    with pytest.raises(OSError) as e:
+        await f.ioctl(bf.BLKRRPART, 0, user, USER)
+    assert e.value.errno == errno.EACCES
+    assert await f.ioctl(bf.BLKRRPART, 0, user, ROOT) == 0
+    assert " sdb: sdb1" in seed.kernel.kmsg.lines()[mark:]
+    part = await blkdev_file_open(bdev(seed, "sdb1"), os.O_RDONLY, ROOT)
+    with pytest.raises(OSError) as e:
+        await f.ioctl(bf.BLKRRPART, 0, user, ROOT)
+    assert e.value.errno == errno.EBUSY
+    with pytest.raises(OSError) as e:
+        await part.ioctl(bf.BLKRRPART, 0, user, ROOT)
+    assert e.value.errno == errno.EINVAL
+    with pytest.raises(OSError) as e:
+        await f.ioctl(bf.BLKDISCARD, user.alloc(16), user, ROOT)
+    assert e.value.errno == bf.ENOIOCTLCMD
+    await part.release()
+    await f.release()
+    assert sdb.disk.openers == 0

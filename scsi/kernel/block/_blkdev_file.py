@@ -6,7 +6,10 @@ door locking and EROFS), the last close blkdev_put. ioctl() answers the generic 
 from the queue limits (blkdev_common_ioctl) and hands everything else to the disk's
 ``fops.ioctl(bdev, mode, cmd, arg, mem, cred)`` (sd_ioctl, sr_block_ioctl), which answers a
 value or raises OSError; ENOIOCTLCMD (or no ioctl at all) becomes ENOTTY as in vfs_ioctl.
-Data does not travel through this file: reads and writes go to the block device itself.
+BLKRRPART re-reads the emulated partition table. The requests that act on the data
+(BLKDISCARD, BLKZEROOUT, BLKFLSBUF, BLKROSET, the read-ahead and block size setters) are
+answered with ENOIOCTLCMD: the node socket then issues them on the node's real descriptor,
+the loop device over the same data file. Data does not travel through this file: reads and writes go to the block device itself.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from vscsifs.scsi.kernel.base._fops import POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM, Cred, OpenFile, UserMemory
-from vscsifs.scsi.kernel.block._genhd import FMODE_READ, FMODE_WRITE, BlockDevice, blkdev_get, blkdev_put
+from vscsifs.scsi.kernel.block._genhd import FMODE_READ, FMODE_WRITE, BlockDevice, blkdev_get, blkdev_put, blkdev_reread_part
 from vscsifs.scsi.kernel.block._limits import PAGE_SIZE, QueueFlag
 
 # include/linux/errno.h: "no such ioctl here" between the layers of one ioctl
@@ -56,6 +59,19 @@ BLKALIGNOFF = _ioc(_IOC_NONE, 0x12, 122, 0)
 BLKPBSZGET = _ioc(_IOC_NONE, 0x12, 123, 0)
 BLKDISCARDZEROES = _ioc(_IOC_NONE, 0x12, 124, 0)
 BLKROTATIONAL = _ioc(_IOC_NONE, 0x12, 126, 0)
+BLKROSET = _ioc(_IOC_NONE, 0x12, 93, 0)
+BLKRRPART = _ioc(_IOC_NONE, 0x12, 95, 0)
+BLKFLSBUF = _ioc(_IOC_NONE, 0x12, 97, 0)
+BLKRASET = _ioc(_IOC_NONE, 0x12, 98, 0)
+BLKFRASET = _ioc(_IOC_NONE, 0x12, 100, 0)
+BLKBSZSET = _ioc(_IOC_WRITE, 0x12, 113, 8)           # _IOW(0x12, 113, size_t)
+BLKDISCARD = _ioc(_IOC_NONE, 0x12, 119, 0)
+BLKSECDISCARD = _ioc(_IOC_NONE, 0x12, 125, 0)
+BLKZEROOUT = _ioc(_IOC_NONE, 0x12, 127, 0)
+# blkdev_common_ioctl()'s requests that act on the data rather than the SCSI device: the node
+# socket serves these on the node's real descriptor (the loop device over the same data file)
+DATA_FILE_IOCTLS = frozenset({BLKROSET, BLKFLSBUF, BLKRASET, BLKFRASET, BLKBSZSET, BLKDISCARD,
+                              BLKSECDISCARD, BLKZEROOUT})
 
 
 def fmode_of_open(flags: int) -> int:
@@ -124,6 +140,13 @@ class BlkdevFile:
         if getter is not None:
             await mem.write(arg, getter(self.bdev))
             return 0
+        if cmd == BLKRRPART:
+            if not cred.cap_sys_admin:
+                raise OSError(errno.EACCES, "BLKRRPART needs CAP_SYS_ADMIN")
+            await blkdev_reread_part(self.bdev, self.f_mode & ~FMODE_EXCL)
+            return 0
+        if cmd in DATA_FILE_IOCTLS:
+            raise OSError(ENOIOCTLCMD, f"{self.bdev.name}: ioctl {cmd:#x} acts on the data file")
         driver_ioctl: BlockIoctl | None = self.bdev.disk.fops.ioctl
         if driver_ioctl is None:
             raise OSError(errno.ENOTTY, f"{self.bdev.name}: no ioctl {cmd:#x}")
