@@ -18,7 +18,7 @@ from vscsifs.scsi.kernel.base._kobject import Link, SysfsError
 
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel._sd import sdev_printk
-from vscsifs.scsi.kernel._sg_file import sg_chrdev_open
+from vscsifs.scsi.kernel._sg_file import sg_chrdev_open, sg_device_detached
 
 SCSI_GENERIC_MAJOR = 21
 SG_MAX_DEVS = 1 << 20                 # MINORBITS
@@ -134,6 +134,7 @@ def sg_remove_device(sdev: Any, kernel: Any | None = None) -> None:
     if gendev_kobj.children.get("generic") is sg.generic_link:
         gendev_kobj.remove("generic")
     device_del(sg.dev)
+    sg_device_detached(sg)
     kernel.devnode_event("remove", "char", sg)
     kernel.sg_minor_ida.free(sg.index)
 

@@ -92,9 +92,21 @@ class SgDevState:
     sgdebug: int = 0
     sg_tablesize: int = 0
     open_wait: _Waiters = field(default_factory=_Waiters)
+    sfds: list[SgFd] = field(default_factory=list)     # the opens, for sg_remove_device's wake-up
 
 
 _dev_states: weakref.WeakKeyDictionary[Any, SgDevState] = weakref.WeakKeyDictionary()
+
+
+def sg_device_detached(sdp: Any) -> None:
+    """sg_remove_device()'s wake-up: readers and pollers of every open see the removal
+    (ENODEV, POLLHUP), and opens waiting for O_EXCL give up."""
+    state = _dev_states.get(sdp)
+    if state is None:
+        return
+    for sfp in list(state.sfds):
+        sfp._notify()
+    state.open_wait.wake()
 
 
 def sg_dev_state(sdp: Any) -> SgDevState:
@@ -465,6 +477,8 @@ class SgFd:
         self.released = True
         st = self.state
         st.open_cnt -= 1
+        if self in st.sfds:
+            st.sfds.remove(self)
         if st.exclude:
             st.exclude = False
         st.open_wait.wake()
@@ -722,6 +736,7 @@ async def sg_open(sg_state: Any, minor: int, flags: int, cred: Cred) -> SgFd:
         st.sg_tablesize = int(sdev.request_queue.limits.max_segments)
     sfp = SgFd(sdp, st, flags, int(getattr(sg_state, "def_reserved_size", 32768)), cred)
     st.open_cnt += 1
+    st.sfds.append(sfp)
     return sfp
 
 

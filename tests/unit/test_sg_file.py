@@ -19,7 +19,8 @@ from sg_user import ROOT, USER, UserSpace, boot_seed, build_sg_io, iovec_list, o
 from vscsifs.daemon._machine import Machine
 from vscsifs.scsi.kernel._scsi_ioctl import SG_IO_HDR, ScsiIoctl, SgDxfer, SgIoctl, SgIoHdr
 from vscsifs.scsi.kernel._sg_file import SG_REQ_INFO, SG_SCSI_ID, SgFd
-from vscsifs.scsi.kernel.base._fops import POLLIN, POLLOUT
+from vscsifs.scsi.kernel._scsi_scan import scsi_remove_device
+from vscsifs.scsi.kernel.base._fops import POLLHUP, POLLIN, POLLOUT
 
 SEED_CDB = GOLDEN / "seed" / "cdb"
 SEED_DIRS = sorted(d for d in SEED_CDB.iterdir() if d.is_dir() and d.name[0].isdigit())
@@ -424,4 +425,33 @@ async def test_hostile_headers_get_clean_errors(seed: Machine) -> None:
     assert outcomes.get("ok") and len(outcomes) >= 4, outcomes
     call = build_sg_io(user, bytes([0x12, 0, 0, 0, 36, 0]), din=36)
     assert await sg_io(f, call) == 0 and call.data(8)[:1] == b"\x00"
+    await f.release()
+
+
+async def test_removed_device(seed: Machine) -> None:
+    """After the LUN is removed: an open sgN answers ENODEV and polls POLLHUP, a blocked read
+    wakes with ENODEV, a new open of the minor is ENXIO."""
+    f = await open_sg(seed, 1)
+    user = UserSpace()
+    sdev = seed.kernel.scsi_hosts[0].devices[1]
+    out = user.alloc(SG_IO_HDR.size)
+    got: list[int] = []
+
+    async def reader() -> None:
+        with pytest.raises(OSError) as e:
+            await f.read(out, SG_IO_HDR.size, user)
+        got.append(e.value.errno)
+
+    async with trio.open_nursery() as n:
+        n.start_soon(reader)
+        await trio.sleep(0.01)
+        await scsi_remove_device(sdev)
+    assert got == [errno.ENODEV]
+    assert f.poll() & POLLHUP
+    with pytest.raises(OSError) as e:
+        await sg_io(f, build_sg_io(user, bytes(6)))
+    assert e.value.errno == errno.ENODEV
+    with pytest.raises(OSError) as e:
+        await open_sg(seed, 1)
+    assert e.value.errno == errno.ENXIO
     await f.release()
