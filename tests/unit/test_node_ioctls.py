@@ -223,3 +223,20 @@ async def test_block_node_rrpart_and_data_file_ioctls(seed: Machine) -> None:
     await part.release()
     await f.release()
     assert sdb.disk.openers == 0
+
+
+async def test_cd_opens_as_cdrom_open_decides(cdrom: Machine) -> None:
+    """cdrom_open(): O_NONBLOCK opens only ask the driver (sg3_utils open O_RDWR|O_NONBLOCK,
+    and an empty drive opens too); a read-write data open of a CD-ROM is EROFS, an empty drive's
+    data open ENOMEDIUM."""
+    sr0, sr1 = bdev(cdrom, "sr0"), bdev(cdrom, "sr1")
+    for b in (sr0, sr1):
+        f = await blkdev_file_open(b, os.O_RDWR | os.O_NONBLOCK, ROOT)
+        await f.release()
+    with pytest.raises(OSError) as e:
+        await blkdev_file_open(sr0, os.O_RDWR, ROOT)
+    assert e.value.errno == errno.EROFS
+    with pytest.raises(OSError) as e:
+        await blkdev_file_open(sr1, os.O_RDONLY, ROOT)
+    assert e.value.errno == errno.ENOMEDIUM
+    assert sr0.disk.private_data.cdi.use_count == 0
