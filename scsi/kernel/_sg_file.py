@@ -531,10 +531,15 @@ class SgFd:
         try:
             await self.read_wait.wait_for(lambda: srp.done)
         except BaseException:
+            # interrupted: the answer is an orphan, kept for read() with SG_SET_KEEP_ORPHAN,
+            # else dropped (now if it already came, by sg_rq_end_io if it is still running)
+            srp.orphan = True
             if srp.done:
-                self.sg_remove_request(srp)
-            else:
-                srp.orphan = True             # interrupted: the command finishes without us
+                if self.keep_orphan:
+                    srp.sg_io_owned = False
+                    self._notify()
+                else:
+                    self.sg_remove_request(srp)
             raise
         srp.done = 2
         await self.sg_new_read(mem, arg, SG_IO_HDR.size, srp)

@@ -42,6 +42,21 @@ async def get_int(f: SgFd, cmd: int, user: UserSpace, cred=ROOT) -> tuple[int, i
     return ret, INT.unpack(user.peek(p, 4))[0]
 
 
+async def sg_io_interrupted(m: Machine, f: SgFd, call) -> None:
+    """SG_IO cancelled (a signal, the client gone) once its command is on its way to the LLD."""
+    orig = m.kernel.nursery.start_soon
+    with trio.CancelScope() as scope:
+        def start_and_interrupt(fn, *args, **kw):        # the command is dispatched: now the signal
+            orig(fn, *args, **kw)
+            scope.cancel()
+        m.kernel.nursery.start_soon = start_and_interrupt   # type: ignore[method-assign]
+        try:
+            await sg_io(f, call)
+        finally:
+            m.kernel.nursery.start_soon = orig                # type: ignore[method-assign]
+    assert scope.cancelled_caught
+
+
 @pytest.mark.parametrize("d", SEED_DIRS, ids=lambda d: d.name)
 async def test_golden_sg_raw_replay(seed: Machine, d: Path) -> None:
     """Every sg_raw command the real guest ran on /dev/sgN, in order, through SG_IO: the SCSI
@@ -355,8 +370,8 @@ async def test_sg_io_interrupted_orphan(seed: Machine) -> None:
     (keep_orphan 0); the open keeps working."""
     f = await open_sg(seed, 1)
     user = UserSpace()
-    with trio.move_on_after(0):
-        await sg_io(f, build_sg_io(user, bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0]), din=4096))
+    await sg_io_interrupted(seed, f, build_sg_io(user, bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0]), din=4096))
+    assert all(r.orphan for r in f.rq_list)                    # type: ignore[attr-defined]
     with trio.fail_after(5):
         while f.rq_list:                               # type: ignore[attr-defined]
             await trio.sleep(0.001)
@@ -454,4 +469,28 @@ async def test_removed_device(seed: Machine) -> None:
     with pytest.raises(OSError) as e:
         await open_sg(seed, 1)
     assert e.value.errno == errno.ENXIO
+    await f.release()
+
+
+async def test_kept_orphan_is_read_later(seed: Machine) -> None:
+    """SG_SET_KEEP_ORPHAN 1: an interrupted SG_IO's answer stays for read() (SG_GET_PACK_ID
+    names it)."""
+    f = await open_sg(seed, 1, os.O_RDWR | os.O_NONBLOCK)
+    user = UserSpace()
+    p = user.alloc(4, INT.pack(1))
+    await f.ioctl(SgIoctl.SG_SET_KEEP_ORPHAN, p, user, ROOT)
+    assert await get_int(f, SgIoctl.SG_GET_KEEP_ORPHAN, user) == (0, 1)
+    assert await get_int(f, SgIoctl.SG_GET_PACK_ID, user) == (0, -1)
+    call = build_sg_io(user, bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]), din=512, pack_id=77)
+    await sg_io_interrupted(seed, f, call)
+    with trio.fail_after(5):
+        while (await get_int(f, SgIoctl.SG_GET_PACK_ID, user))[1] != 77:
+            await trio.sleep(0.001)
+    assert f.poll() & POLLIN
+    out = user.alloc(SG_IO_HDR.size, user.peek(call.hdr_addr, SG_IO_HDR.size))
+    assert await f.read(out, SG_IO_HDR.size, user) == SG_IO_HDR.size
+    hdr = SgIoHdr.unpack(user.peek(out, SG_IO_HDR.size))
+    assert hdr.pack_id == 77 and hdr.status == 0
+    with open(seed.controllers[0].backends[1].path, "rb") as img:
+        assert call.data() == img.read(512)
     await f.release()
