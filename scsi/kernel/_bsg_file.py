@@ -17,7 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from vscsifs.scsi.kernel.base._fops import POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM, CharDevOpen, Cred, OpenFile, UserMemory
+from vscsifs.scsi.kernel.base._fops import (POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM, CharDevOpen, Cred, OpenFile,
+                                            UserMemory)
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel._scsi_ioctl import (BLK_DEFAULT_SG_TIMEOUT, BLK_MIN_SG_TIMEOUT, DRIVER_SENSE, MAX_COMMAND_SIZE,
                                              SG_INFO_CHECK, SG_VERSION_NUM_BLOCK, USER_HZ, ScsiIoctl, SgIoctl,

@@ -33,7 +33,8 @@ from vscsifs.scsi.kernel._scsi_ioctl import (DRIVER_SENSE, ENOIOCTLCMD, FMODE_WR
                                              SG_INTERFACE_ID_ORIG, SG_IO_HDR, PassthroughRequest, PassthroughResult,
                                              ScsiIoctl, SgDxfer, SgFlag, SgIoctl, SgIoHdr, UserBuffer,
                                              blk_rq_map_user_io, fmode_of_flags, get_sg_io_hdr, get_user_int,
-                                             put_sg_io_hdr, put_user_int, queue_max_bytes, scsi_block_when_processing_errors,
+                                             put_sg_io_hdr, put_user_int, queue_max_bytes,
+                                             scsi_block_when_processing_errors,
                                              scsi_cmd_allowed, scsi_ioctl, scsi_ioctl_block_when_processing_errors,
                                              status_byte)
 from vscsifs.scsi.kernel._scsi_lib import SdevState

@@ -9,7 +9,8 @@ value or raises OSError; ENOIOCTLCMD (or no ioctl at all) becomes ENOTTY as in v
 BLKRRPART re-reads the emulated partition table. The requests that act on the data
 (BLKDISCARD, BLKZEROOUT, BLKFLSBUF, BLKROSET, the read-ahead and block size setters) are
 answered with ENOIOCTLCMD: the node socket then issues them on the node's real descriptor,
-the loop device over the same data file. Data does not travel through this file: reads and writes go to the block device itself.
+the loop device over the same data file. Data does not travel through this file: reads and
+writes go to the block device itself.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from vscsifs.scsi.kernel.base._fops import POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM, Cred, OpenFile, UserMemory
-from vscsifs.scsi.kernel.block._genhd import FMODE_READ, FMODE_WRITE, BlockDevice, blkdev_get, blkdev_put, blkdev_reread_part
+from vscsifs.scsi.kernel.block._genhd import (FMODE_READ, FMODE_WRITE, BlockDevice, blkdev_get, blkdev_put,
+                                              blkdev_reread_part)
 from vscsifs.scsi.kernel.block._limits import PAGE_SIZE, QueueFlag
 
 # include/linux/errno.h: "no such ioctl here" between the layers of one ioctl
