@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from golden_cdb import GOLDEN, load_cdb_dir, make_image
+from golden_cdb import GOLDEN, load_cdb_dir
 from golden_images import make_iso
 from sg_user import ROOT, USER, UserSpace, boot_seed, build_sg_io, sg_io
 from vscsifs.daemon._machine import Machine

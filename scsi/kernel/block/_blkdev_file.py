@@ -19,7 +19,6 @@ import errno
 import os
 import struct
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from vscsifs.scsi.kernel.base._fops import POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM, Cred, OpenFile, UserMemory
 from vscsifs.scsi.kernel.block._genhd import (FMODE_READ, FMODE_WRITE, BlockDevice, blkdev_get, blkdev_put,
