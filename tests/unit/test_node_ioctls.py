@@ -128,6 +128,13 @@ async def test_sd_node_sg_io_and_block_ioctls(seed: Machine) -> None:
     assert await f.ioctl(SgIoctl.SG_GET_VERSION_NUM, p, user, USER) == 0 and INT.unpack(user.peek(p, 4))[0] == 30527
     assert await f.ioctl(ScsiIoctl.SCSI_IOCTL_GET_IDLUN, p, user, USER) == 0
     assert struct.unpack("<II", user.peek(p, 8))[0] == 0x100
+    # the scsi_device's sg_timeout and reserved size (clock ticks; bytes capped at max_sectors)
+    assert await f.ioctl(SgIoctl.SG_GET_TIMEOUT, 0, user, USER) == 0
+    user.poke(p, INT.pack(1234))
+    assert await f.ioctl(SgIoctl.SG_SET_TIMEOUT, p, user, USER) == 0
+    assert await f.ioctl(SgIoctl.SG_GET_TIMEOUT, 0, user, USER) == 1234
+    assert await f.ioctl(SgIoctl.SG_GET_RESERVED_SIZE, p, user, USER) == 0
+    assert INT.unpack(user.peek(p, 4))[0] == sdb.disk.queue.limits.max_sectors << 9
     # generic block ioctls from the queue limits
     assert await f.ioctl(bf.BLKSSZGET, p, user, USER) == 0 and INT.unpack(user.peek(p, 4))[0] == 512
     assert await f.ioctl(bf.BLKGETSIZE64, p, user, USER) == 0
