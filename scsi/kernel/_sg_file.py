@@ -42,6 +42,7 @@ from vscsifs.scsi.kernel._scsi_logging import LogShift, scsi_log_enabled
 from vscsifs.scsi.kernel._sd import sdev_printk
 
 SG_VERSION_NUM = 30536
+DID_ERROR = 0x07
 SG_MAX_QUEUE = 16
 SG_MAX_CDB_SIZE = 252
 SG_DEFAULT_RETRIES = 0
@@ -323,7 +324,11 @@ class SgFd:
                        at_head: bool) -> None:
         """blk_execute_rq_nowait() ... sg_rq_end_io(): the command runs in the kernel's async
         domain whatever the writer does meanwhile."""
-        res = await prq.execute(cdb, timeout, SG_DEFAULT_RETRIES, at_head)
+        try:
+            res = await prq.execute(cdb, timeout, SG_DEFAULT_RETRIES, at_head)
+        except Exception as e:            # the request path failed: the reader gets DID_ERROR
+            self.kernel.printk(KernLevel.ERR, f"{self.sdp.name}: sg command failed in the request path: {e!r}")
+            res = PassthroughResult(DID_ERROR << 16, b"", 0, b"", 0)
         self.sg_rq_end_io(srp, res)
 
     def sg_rq_end_io(self, srp: SgRequest, res: PassthroughResult) -> None:

@@ -19,6 +19,7 @@ from sg_user import ROOT, USER, UserSpace, boot_seed, build_sg_io, iovec_list, o
 from vscsifs.daemon._machine import Machine
 from vscsifs.scsi.kernel._scsi_ioctl import SG_IO_HDR, ScsiIoctl, SgIoctl, SgIoHdr
 from vscsifs.scsi.kernel._sg_file import SG_REQ_INFO, SG_SCSI_ID, SgFd
+from vscsifs.scsi.kernel._scsi_ioctl import PassthroughRequest
 from vscsifs.scsi.kernel._scsi_scan import scsi_remove_device
 from vscsifs.scsi.kernel.base._fops import POLLHUP, POLLIN, POLLOUT
 
@@ -493,4 +494,25 @@ async def test_kept_orphan_is_read_later(seed: Machine) -> None:
     assert hdr.pack_id == 77 and hdr.status == 0
     with open(seed.controllers[0].backends[1].path, "rb") as img:
         assert call.data() == img.read(512)
+    await f.release()
+
+
+async def test_request_path_failure_is_did_error(seed: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command whose request path fails below sg ends with DID_ERROR for its reader; the
+    kernel's async domain (and with it the daemon) keeps running."""
+    f = await open_sg(seed, 1)
+    user = UserSpace()
+
+    async def broken(self, *a, **kw):                # type: ignore[no-untyped-def]
+        self.free()
+        raise RuntimeError("queue torn down")
+
+    monkeypatch.setattr(PassthroughRequest, "execute", broken)
+    call = build_sg_io(user, bytes(6))
+    assert await sg_io(f, call) == 0
+    assert call.hdr().host_status == 0x07 and call.hdr().info & 1
+    assert "sg1: sg command failed in the request path" in seed.kernel.kmsg.lines()[-1]
+    monkeypatch.undo()
+    call = build_sg_io(user, bytes(6))
+    assert await sg_io(f, call) == 0 and call.hdr().host_status == 0
     await f.release()
