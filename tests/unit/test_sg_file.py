@@ -17,9 +17,8 @@ import trio
 from golden_cdb import GOLDEN, load_cdb_dir
 from sg_user import ROOT, USER, UserSpace, boot_seed, build_sg_io, iovec_list, open_sg, sg_io
 from vscsifs.daemon._machine import Machine
-from vscsifs.scsi.kernel._scsi_ioctl import SG_IO_HDR, ScsiIoctl, SgIoctl, SgIoHdr
+from vscsifs.scsi.kernel._scsi_ioctl import SG_IO_HDR, PassthroughRequest, ScsiIoctl, SgIoctl, SgIoHdr
 from vscsifs.scsi.kernel._sg_file import SG_REQ_INFO, SG_SCSI_ID, SgFd
-from vscsifs.scsi.kernel._scsi_ioctl import PassthroughRequest
 from vscsifs.scsi.kernel._scsi_scan import scsi_remove_device
 from vscsifs.scsi.kernel.base._fops import POLLHUP, POLLIN, POLLOUT
 
