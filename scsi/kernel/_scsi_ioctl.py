@@ -852,7 +852,7 @@ async def _send_packet(sdev: Any, mode: int, arg: int, mem: UserMemory, cred: Cr
 
 # struct cdrom_generic_command (x86-64): cmd[12], buffer, buflen, stat, sense, data_direction,
 # pad[3], quiet, timeout, unused
-CDROM_GENERIC_COMMAND = struct.Struct("<12s4xQIiQB3xiiQ")
+CDROM_GENERIC_COMMAND = struct.Struct("<12s4xQIiQB3xii4xQ")
 CGC_DATA_UNKNOWN, CGC_DATA_WRITE, CGC_DATA_READ, CGC_DATA_NONE = 0, 1, 2, 3
 _CGC_DIRECTION = {CGC_DATA_UNKNOWN: SgDxfer.SG_DXFER_UNKNOWN, CGC_DATA_WRITE: SgDxfer.SG_DXFER_TO_DEV,
                   CGC_DATA_READ: SgDxfer.SG_DXFER_FROM_DEV, CGC_DATA_NONE: SgDxfer.SG_DXFER_NONE}

@@ -20,7 +20,7 @@ from vscsifs.daemon._qemu_args import parse_qemu_args
 from vscsifs.scsi.kernel._bsg_file import SG_IO_V4, SgIoV4
 from vscsifs.scsi.kernel._cdrom import Cds
 from vscsifs.scsi.kernel._cdrom_ioctl import CdromIoctlNr
-from vscsifs.scsi.kernel._scsi_ioctl import ScsiIoctl, SgIoctl
+from vscsifs.scsi.kernel._scsi_ioctl import CDROM_GENERIC_COMMAND, ScsiIoctl, SgIoctl
 from vscsifs.scsi.kernel.block import _blkdev_file as bf
 from vscsifs.scsi.kernel.block._blkdev_file import blkdev_file_open
 
@@ -194,6 +194,16 @@ async def test_sr_eject_close_status_and_capability(cdrom: Machine) -> None:
     assert await f.ioctl(CdromIoctlNr.CDROMCLOSETRAY, 0, user, ROOT) == 0
     assert await f.ioctl(CdromIoctlNr.CDROM_DRIVE_STATUS, 0x7FFFFFFF, user, ROOT) == Cds.DISC_OK
     assert cd_dev is not None
+    # CDROM_SEND_PACKET (struct cdrom_generic_command, 64 bytes): INQUIRY as an sg_io() with a
+    # 12-byte CDB; the residual comes back in buflen
+    assert CDROM_GENERIC_COMMAND.size == 64
+    buf = user.alloc(96)
+    pkt = user.alloc(64, CDROM_GENERIC_COMMAND.pack(bytes([0x12, 0, 0, 0, 96, 0]).ljust(12, b"\0"), buf, 96, 0,
+                                                    0, 2, 0, 1000, 0))
+    assert await f.ioctl(0x5393, pkt, user, ROOT) == 0
+    assert user.peek(buf, 16)[:1] == b"\x05" and user.peek(buf + 16, 11) == b"QEMU CD-ROM"
+    fields = CDROM_GENERIC_COMMAND.unpack(user.peek(pkt, 64))
+    assert fields[2] == 0 and fields[3] == 0                   # buflen = resid (QEMU pads INQUIRY), stat 0
     # the empty drive: no disc
     sr1 = bdev(cdrom, "sr1")
     g = await blkdev_file_open(sr1, os.O_RDONLY | os.O_NONBLOCK, USER)
