@@ -18,7 +18,7 @@ from golden_cdb import GOLDEN, load_cdb_dir
 from sg_user import ROOT, USER, UserSpace, boot_seed, build_sg_io, iovec_list, open_sg, sg_io
 from vscsifs.daemon._machine import Machine
 from vscsifs.scsi.kernel._scsi_ioctl import SG_IO_HDR, PassthroughRequest, ScsiIoctl, SgIoctl, SgIoHdr
-from vscsifs.scsi.kernel._sg_file import SG_REQ_INFO, SG_SCSI_ID, SgFd
+from vscsifs.scsi.kernel._sg_file import SG_REQ_INFO, SG_SCSI_ID, SgFd, sg_dev_state
 from vscsifs.scsi.kernel._scsi_scan import scsi_remove_device
 from vscsifs.scsi.kernel.base._fops import POLLHUP, POLLIN, POLLOUT
 
@@ -515,3 +515,40 @@ async def test_request_path_failure_is_did_error(seed: Machine, monkeypatch: pyt
     call = build_sg_io(user, bytes(6))
     assert await sg_io(f, call) == 0 and call.hdr().host_status == 0
     await f.release()
+
+
+async def test_close_with_commands_in_flight(seed: Machine) -> None:
+    """A program that exits with commands queued: release() returns at once, the commands
+    still run to completion on the device and are dropped; the next open starts clean."""
+    f = await open_sg(seed, 1, os.O_RDWR | os.O_NONBLOCK)
+    user = UserSpace()
+    hold = trio.Event()
+    orig = seed.kernel.nursery.start_soon
+    ran: list[int] = []
+
+    def held_start(fn, *args, **kw):
+        async def later():
+            await hold.wait()
+            await fn(*args)
+            ran.append(1)
+        orig(later)
+    seed.kernel.nursery.start_soon = held_start          # type: ignore[method-assign]
+    try:
+        for n in range(4):
+            c = build_sg_io(user, bytes([0x2A, 0, 0, 0, 0x10, n, 0, 0, 1, 0]), dout=bytes([n]) * 512, pack_id=n)
+            await f.write(c.hdr_addr, SG_IO_HDR.size, user)
+    finally:
+        seed.kernel.nursery.start_soon = orig            # type: ignore[method-assign]
+    await f.release()
+    assert sg_dev_state(f.sdp).open_cnt == 0              # type: ignore[attr-defined]
+    hold.set()
+    with trio.fail_after(5):
+        while len(ran) < 4:
+            await trio.sleep(0.001)
+    assert not f.rq_list                                  # type: ignore[attr-defined]
+    with open(seed.controllers[0].backends[1].path, "rb") as img:
+        img.seek(0x1000 * 512)
+        assert img.read(4 * 512) == b"".join(bytes([n]) * 512 for n in range(4))   # the writes landed
+    g = await open_sg(seed, 1, os.O_RDWR | os.O_EXCL | os.O_NONBLOCK)
+    assert g.poll() & POLLOUT
+    await g.release()
