@@ -5,22 +5,28 @@ sr_block_ioctl gives CDROMEJECT and CDROMCLOSETRAY straight to scsi_ioctl (START
 through ioctl_internal_command); the rest go to cdrom_ioctl first, and what it does not know
 (ENOSYS) falls through to scsi_ioctl (SG_IO, SCSI_IOCTL_*, CDROM_SEND_PACKET). Implemented here:
 CDROM_LOCKDOOR, CDROM_DRIVE_STATUS, CDROM_DISC_STATUS, CDROM_MEDIA_CHANGED,
-CDROM_GET_CAPABILITY, CDROM_SET/CLEAR_OPTIONS, CDROMEJECT_SW, CDROM_SELECT_SPEED, CDROM_DEBUG.
-The audio/TOC/DVD ioctls of mmc_ioctl are not emulated (they answer as scsi_ioctl does: EINVAL).
+CDROM_GET_CAPABILITY, CDROM_SET/CLEAR_OPTIONS, CDROMEJECT_SW, CDROM_SELECT_SPEED, CDROM_DEBUG,
+and of mmc_ioctl CDROM_LAST_WRITTEN. The other audio/TOC/DVD ioctls are not emulated (they
+answer as scsi_ioctl does: EINVAL).
 """
 
 from __future__ import annotations
 
 import errno
+import struct
 from collections.abc import Awaitable, Callable
 from enum import IntEnum
 from typing import Any
 
 from vscsifs.scsi.kernel.base._fops import Cred, UserMemory
 from vscsifs.scsi.kernel._cdrom import (CDSL_CURRENT, CDSL_NONE, EDRIVE_CANT_DO_THIS, Cdc, Cdo, Cds, CdromDeviceInfo,
-                                        cdrom_can, cdrom_count_tracks, cdrom_ioctl_drive_status, media_changed)
+                                        cdrom_can, cdrom_count_tracks, cdrom_get_last_written,
+                                        cdrom_ioctl_drive_status, media_changed)
 from vscsifs.scsi.kernel._scsi_ioctl import (ENOIOCTLCMD, FMODE_NDELAY, capable_rawio, scsi_ioctl,
                                              scsi_ioctl_block_when_processing_errors)
+
+
+_LONG = struct.Struct("<q")
 
 
 class CdromIoctlNr(IntEnum):
@@ -38,6 +44,7 @@ class CdromIoctlNr(IntEnum):
     CDROM_LOCKDOOR = 0x5329
     CDROM_DEBUG = 0x5330
     CDROM_GET_CAPABILITY = 0x5331
+    CDROM_LAST_WRITTEN = 0x5395
 
 
 def _errno_or_value(ret: int) -> int:
@@ -120,19 +127,33 @@ async def cdrom_ioctl_drive_status_arg(cdi: CdromDeviceInfo, arg: int) -> int:
     return -errno.EINVAL
 
 
-CdromHandler = Callable[[CdromDeviceInfo, int, Cred], Awaitable[int]]
+CdromHandler = Callable[[CdromDeviceInfo, int, UserMemory, Cred], Awaitable[int]]
 _CDROM_IOCTLS: dict[int, CdromHandler] = {
-    CdromIoctlNr.CDROM_LOCKDOOR: cdrom_ioctl_lock_door,
-    CdromIoctlNr.CDROM_DRIVE_STATUS: lambda cdi, arg, cred: cdrom_ioctl_drive_status_arg(cdi, arg),
-    CdromIoctlNr.CDROM_DISC_STATUS: lambda cdi, arg, cred: cdrom_ioctl_disc_status(cdi),
-    CdromIoctlNr.CDROM_MEDIA_CHANGED: lambda cdi, arg, cred: cdrom_ioctl_media_changed(cdi, arg),
-    CdromIoctlNr.CDROM_SET_OPTIONS: lambda cdi, arg, cred: cdrom_ioctl_set_options(cdi, arg),
-    CdromIoctlNr.CDROM_CLEAR_OPTIONS: lambda cdi, arg, cred: _clear_options(cdi, arg),
-    CdromIoctlNr.CDROMEJECT_SW: lambda cdi, arg, cred: cdrom_ioctl_eject_sw(cdi, arg),
-    CdromIoctlNr.CDROM_SELECT_SPEED: lambda cdi, arg, cred: cdrom_ioctl_select_speed(cdi, arg),
-    CdromIoctlNr.CDROM_DEBUG: lambda cdi, arg, cred: _debug(cdi, arg, cred),
-    CdromIoctlNr.CDROM_GET_CAPABILITY: lambda cdi, arg, cred: _capability(cdi),
+    CdromIoctlNr.CDROM_LOCKDOOR: lambda cdi, arg, mem, cred: cdrom_ioctl_lock_door(cdi, arg, cred),
+    CdromIoctlNr.CDROM_DRIVE_STATUS: lambda cdi, arg, mem, cred: cdrom_ioctl_drive_status_arg(cdi, arg),
+    CdromIoctlNr.CDROM_DISC_STATUS: lambda cdi, arg, mem, cred: cdrom_ioctl_disc_status(cdi),
+    CdromIoctlNr.CDROM_MEDIA_CHANGED: lambda cdi, arg, mem, cred: cdrom_ioctl_media_changed(cdi, arg),
+    CdromIoctlNr.CDROM_SET_OPTIONS: lambda cdi, arg, mem, cred: cdrom_ioctl_set_options(cdi, arg),
+    CdromIoctlNr.CDROM_CLEAR_OPTIONS: lambda cdi, arg, mem, cred: _clear_options(cdi, arg),
+    CdromIoctlNr.CDROMEJECT_SW: lambda cdi, arg, mem, cred: cdrom_ioctl_eject_sw(cdi, arg),
+    CdromIoctlNr.CDROM_SELECT_SPEED: lambda cdi, arg, mem, cred: cdrom_ioctl_select_speed(cdi, arg),
+    CdromIoctlNr.CDROM_DEBUG: lambda cdi, arg, mem, cred: _debug(cdi, arg, cred),
+    CdromIoctlNr.CDROM_GET_CAPABILITY: lambda cdi, arg, mem, cred: _capability(cdi),
 }
+# mmc_ioctl(): the requests served through packet commands (drives with CDC_GENERIC_PACKET)
+_MMC_IOCTLS: dict[int, CdromHandler] = {
+    CdromIoctlNr.CDROM_LAST_WRITTEN: lambda cdi, arg, mem, cred: mmc_ioctl_cdrom_last_written(cdi, arg, mem),
+}
+
+
+async def mmc_ioctl_cdrom_last_written(cdi: CdromDeviceInfo, arg: int, mem: UserMemory) -> int:
+    """CDROM_LAST_WRITTEN: the last written block (disc/track information or the TOC's
+    lead-out), put as a long."""
+    ret, last = await cdrom_get_last_written(cdi)
+    if ret:
+        return ret
+    await mem.write(arg, _LONG.pack(last))
+    return 0
 
 
 async def _clear_options(cdi: CdromDeviceInfo, arg: int) -> int:
@@ -150,12 +171,14 @@ async def _capability(cdi: CdromDeviceInfo) -> int:
     return int(cdi.ops.capability & ~cdi.mask)
 
 
-async def cdrom_ioctl(cdi: CdromDeviceInfo, cmd: int, arg: int, cred: Cred) -> int:
+async def cdrom_ioctl(cdi: CdromDeviceInfo, cmd: int, arg: int, mem: UserMemory, cred: Cred) -> int:
     """cdrom_ioctl(): the value of a known request, -ENOSYS for the rest."""
     handler = _CDROM_IOCTLS.get(cmd)
+    if handler is None and cdrom_can(cdi, Cdc.GENERIC_PACKET):
+        handler = _MMC_IOCTLS.get(cmd)
     if handler is None:
         return -errno.ENOSYS
-    return await handler(cdi, arg, cred)
+    return await handler(cdi, arg, mem, cred)
 
 
 async def sr_block_ioctl(bdev: Any, mode: int, cmd: int, arg: int, mem: UserMemory, cred: Cred) -> int:
@@ -167,7 +190,7 @@ async def sr_block_ioctl(bdev: Any, mode: int, cmd: int, arg: int, mem: UserMemo
         raise OSError(ENOIOCTLCMD, "SCSI ioctl on a partition")
     await scsi_ioctl_block_when_processing_errors(sdev, cmd, bool(mode & FMODE_NDELAY))
     if cmd not in (CdromIoctlNr.CDROMCLOSETRAY, CdromIoctlNr.CDROMEJECT):
-        ret = await cdrom_ioctl(cd.cdi, cmd, arg, cred)
+        ret = await cdrom_ioctl(cd.cdi, cmd, arg, mem, cred)
         if ret != -errno.ENOSYS:
             return _errno_or_value(ret)
     return await scsi_ioctl(sdev, mode, cmd, arg, mem, cred)

@@ -204,6 +204,10 @@ async def test_sr_eject_close_status_and_capability(cdrom: Machine) -> None:
     assert user.peek(buf, 16)[:1] == b"\x05" and user.peek(buf + 16, 11) == b"QEMU CD-ROM"
     fields = CDROM_GENERIC_COMMAND.unpack(user.peek(pkt, 64))
     assert fields[2] == 0 and fields[3] == 0                   # buflen = resid (QEMU pads INQUIRY), stat 0
+    # CDROM_LAST_WRITTEN: the ISO's last block (READ TRACK INFORMATION through the cdrom layer)
+    lw = user.alloc(8)
+    assert await f.ioctl(CdromIoctlNr.CDROM_LAST_WRITTEN, lw, user, ROOT) == 0
+    assert struct.unpack("<q", user.peek(lw, 8))[0] == 512       # track start 0 + track size 512
     # the empty drive: no disc
     sr1 = bdev(cdrom, "sr1")
     g = await blkdev_file_open(sr1, os.O_RDONLY | os.O_NONBLOCK, USER)
