@@ -420,11 +420,6 @@ def scsi_status_is_check_condition(status: int) -> bool:
     return (status & 0xFE) == 0x02      # SAM_STAT_CHECK_CONDITION (and the reserved bit 0)
 
 
-def msecs_to_timeout(q: Any, ms: int) -> float:
-    """msecs_to_jiffies(); a zero timeout takes the queue's (blk_add_timer)."""
-    return ms / 1000.0 if ms else float(q.rq_timeout)
-
-
 class PassthroughRequest:
     """A passthrough request with its kernel data buffer: scsi_alloc_request(REQ_OP_DRV_OUT/IN)
     plus the bounce buffer blk_rq_map_user fills (from ``data_out``, the copy_from_user of a
