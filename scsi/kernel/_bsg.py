@@ -14,6 +14,7 @@ from typing import Any
 from vscsifs.scsi.kernel.base._driver_model import POWER_ASYNC_DISABLED, Class, Device, device_add, device_del
 
 from vscsifs.scsi.kernel.base._printk import KernLevel
+from vscsifs.scsi.kernel._bsg_file import bsg_chrdev_open
 
 BSG_DESCRIPTION = "Block layer SCSI generic (bsg) driver"
 BSG_VERSION = "0.4"
@@ -64,6 +65,7 @@ def bsg_init(kernel: Any) -> BsgState:
     kernel.chrdev_majors[major] = "bsg"
     state = BsgState(kernel, major, cls)
     kernel._bsg_state = state
+    kernel.chrdevs[major] = bsg_chrdev_open(state)
     kernel.printk(KernLevel.INFO, f"{BSG_DESCRIPTION} version {BSG_VERSION} loaded (major {major})")
     return state
 

@@ -36,7 +36,7 @@ DISK_EVENT_EJECT_REQUEST = 1 << 1
 
 FMODE_READ = 0x1
 FMODE_WRITE = 0x2
-FMODE_NDELAY = 0x800
+FMODE_NDELAY = 0x40                   # include/linux/fs.h
 
 
 class Cdc(IntFlag):

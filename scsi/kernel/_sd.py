@@ -32,6 +32,7 @@ from vscsifs.scsi.kernel._scsi_error import ScsiSenseHdr, SenseKey, scsi_normali
 from vscsifs.scsi.kernel._scsi_lib import (ScsiModeData, SdevState, scsi_device_supports_vpd, scsi_get_vpd_page, scsi_mode_sense,
                         scsi_report_opcode)
 from vscsifs.scsi.kernel._scsi_logging import LogShift, scsi_log_enabled, scsi_print_sense_hdr
+from vscsifs.scsi.kernel._scsi_ioctl import sd_ioctl
 
 # --- constants (sd.h, include/scsi/scsi_proto.h, include/linux/major.h) -------------------------
 
@@ -1370,7 +1371,8 @@ def sd_unlock_native_capacity(disk: Any) -> None:
 def sd_fops() -> Any:
     """sd_fops: the block_device_operations the block layer calls on open/release."""
     return _blk().BlockDeviceOperations(open=sd_open, release=sd_release, check_events=sd_check_events,
-                                        unlock_native_capacity=sd_unlock_native_capacity, owner="sd_mod")
+                                        unlock_native_capacity=sd_unlock_native_capacity, ioctl=sd_ioctl,
+                                        owner="sd_mod")
 
 
 # --- I/O: requests -> CDBs (sd_init_command) and completion (sd_done) ---------------------------

@@ -18,6 +18,7 @@ from vscsifs.scsi.kernel.base._kobject import Link, SysfsError
 
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel._sd import sdev_printk
+from vscsifs.scsi.kernel._sg_file import sg_chrdev_open, sg_device_detached
 
 SCSI_GENERIC_MAJOR = 21
 SG_MAX_DEVS = 1 << 20                 # MINORBITS
@@ -73,6 +74,7 @@ def sg_init(kernel: Any) -> SgState:
     if state.scatter_elem_sz < PAGE_SIZE:
         state.scatter_elem_sz = PAGE_SIZE
     kernel._sg_state = state
+    kernel.chrdevs[SCSI_GENERIC_MAJOR] = sg_chrdev_open(state)
     params = kernel.sysfs.module("sg").mkdir("parameters")
 
     def store_int(name: str):
@@ -132,6 +134,7 @@ def sg_remove_device(sdev: Any, kernel: Any | None = None) -> None:
     if gendev_kobj.children.get("generic") is sg.generic_link:
         gendev_kobj.remove("generic")
     device_del(sg.dev)
+    sg_device_detached(sg)
     kernel.devnode_event("remove", "char", sg)
     kernel.sg_minor_ida.free(sg.index)
 

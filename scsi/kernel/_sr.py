@@ -32,6 +32,8 @@ from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, ScsiCmnd
 from vscsifs.scsi.kernel._scsi_error import ScsiSenseHdr, SenseKey
 from vscsifs.scsi.kernel._scsi_logging import LogShift, scsi_log_enabled, scsi_print_sense_hdr
 from vscsifs.scsi.kernel._sd import sdev_printk  # the upper drivers' shared sdev_prefix_printk()
+from vscsifs.scsi.kernel._scsi_ioctl import ioctl_internal_command, scsi_set_medium_removal  # scsi_ioctl.c
+from vscsifs.scsi.kernel._cdrom_ioctl import sr_block_ioctl
 
 SR_DISKS = 256
 SCSI_CDROM_MAJOR = 11
@@ -136,51 +138,6 @@ async def scsi_test_unit_ready(sdev: Any, timeout: float = SR_TIMEOUT,
     from vscsifs.scsi.kernel._scsi_lib import scsi_test_unit_ready as tur
 
     return await tur(sdev, timeout, retries)
-
-
-# --- scsi_ioctl.c: door locking ------------------------------------------------------------------
-
-async def ioctl_internal_command(sdev: Any, cmd: bytes, timeout: float, retries: int) -> int:
-    """scsi_ioctl.c ioctl_internal_command(): one command, sense handled as for ioctls."""
-    kernel = sdev.host.kernel
-    if scsi_log_enabled(kernel, LogShift.IOCTL, 1):
-        sdev_printk(kernel, KernLevel.INFO, sdev, f"Trying ioctl with scsi command {cmd[0]}")
-    res = await _execute(sdev, cmd, DmaDirection.DMA_NONE, 0, timeout=timeout, retries=retries)
-    result = res.result
-    sshdr = res.sshdr
-    if scsi_log_enabled(kernel, LogShift.IOCTL, 2):
-        sdev_printk(kernel, KernLevel.INFO, sdev, f"Ioctl returned  0x{result & 0xFFFFFFFF:x}")
-    if result >= 0 and _sense_valid(sshdr):
-        assert sshdr is not None
-        key = sshdr.sense_key
-        if key == SenseKey.ILLEGAL_REQUEST:
-            if cmd[0] == ALLOW_MEDIUM_REMOVAL:
-                sdev.lockable = False
-            else:
-                sdev_printk(kernel, KernLevel.INFO, sdev, "ioctl_internal_command: ILLEGAL REQUEST "
-                            f"asc=0x{sshdr.asc:x} ascq=0x{sshdr.ascq:x}")
-        elif key == SenseKey.NOT_READY and sdev.removable:
-            pass
-        elif key in (SenseKey.NOT_READY, SenseKey.UNIT_ATTENTION) and sdev.removable:
-            sdev.changed = True
-            result = 0
-        else:
-            sdev_printk(kernel, KernLevel.INFO, sdev, f"ioctl_internal_command return code = {result:x}")
-            scsi_print_sense_hdr(sdev, None, -1, sshdr)
-    if scsi_log_enabled(kernel, LogShift.IOCTL, 2):
-        sdev_printk(kernel, KernLevel.INFO, sdev, "IOCTL Releasing command")
-    return result
-
-
-async def scsi_set_medium_removal(sdev: Any, state: int) -> int:
-    """scsi_set_medium_removal(): PREVENT ALLOW MEDIUM REMOVAL on removable, lockable devices."""
-    if not sdev.removable or not sdev.lockable:
-        return 0
-    cmd = bytes((ALLOW_MEDIUM_REMOVAL, 0, 0, 0, state, 0))
-    ret = await ioctl_internal_command(sdev, cmd, IOCTL_NORMAL_TIMEOUT, NORMAL_RETRIES)
-    if ret == 0:
-        sdev.locked = state == SCSI_REMOVAL_PREVENT
-    return ret
 
 
 # --- sr_ioctl.c ------------------------------------------------------------------------------------
@@ -761,7 +718,7 @@ def sr_bdops() -> Any:
     from vscsifs.scsi.kernel.block import BlockDeviceOperations
 
     return BlockDeviceOperations(open=sr_block_open, release=sr_block_release, check_events=sr_block_check_events,
-                                 owner="sr_mod")
+                                 ioctl=sr_block_ioctl, owner="sr_mod")
 
 
 # --- probe / remove ---------------------------------------------------------------------------------

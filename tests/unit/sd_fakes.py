@@ -179,6 +179,7 @@ class FakeFops:
     release: Any = None
     check_events: Any = None
     unlock_native_capacity: Any = None
+    ioctl: Any = None
     owner: str | None = None
 
 

@@ -1,0 +1,183 @@
+"""An open of a disk or partition node (block/fops.c blkdev_open/blkdev_release and block/ioctl.c
+blkdev_ioctl): what the node socket holds for /dev/sdX, /dev/sdXN and /dev/srN.
+
+The open is blkdev_get (the driver's open: sd_open / sr_block_open with their media checks,
+door locking and EROFS), the last close blkdev_put. ioctl() answers the generic block ioctls
+from the queue limits (blkdev_common_ioctl) and hands everything else to the disk's
+``fops.ioctl(bdev, mode, cmd, arg, mem, cred)`` (sd_ioctl, sr_block_ioctl), which answers a
+value or raises OSError; ENOIOCTLCMD (or no ioctl at all) becomes ENOTTY as in vfs_ioctl.
+BLKRRPART re-reads the emulated partition table. The requests that act on the data
+(BLKDISCARD, BLKZEROOUT, BLKFLSBUF, BLKROSET, the read-ahead and block size setters) are
+answered with ENOIOCTLCMD: the node socket then issues them on the node's real descriptor,
+the loop device over the same data file. Data does not travel through this file: reads and
+writes go to the block device itself.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+from collections.abc import Awaitable, Callable
+
+from vscsifs.scsi.kernel.base._fops import POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM, Cred, OpenFile, UserMemory
+from vscsifs.scsi.kernel.block._genhd import (FMODE_READ, FMODE_WRITE, BlockDevice, blkdev_get, blkdev_put,
+                                              blkdev_reread_part)
+from vscsifs.scsi.kernel.block._limits import PAGE_SIZE, QueueFlag
+
+# include/linux/errno.h: "no such ioctl here" between the layers of one ioctl
+ENOIOCTLCMD = 515
+FMODE_NDELAY = 0x40
+FMODE_EXCL = 0x80
+SECTOR_SHIFT = 9
+USHRT_MAX = 0xFFFF
+DEFAULT_POLLMASK = POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM
+
+_INT = struct.Struct("<i")
+_UINT = struct.Struct("<I")
+_USHORT = struct.Struct("<H")
+_LONG = struct.Struct("<q")
+_ULONG = struct.Struct("<Q")
+
+
+def _ioc(direction: int, kind: int, nr: int, size: int) -> int:
+    """include/uapi/asm-generic/ioctl.h _IOC()."""
+    return (direction << 30) | (size << 16) | (kind << 8) | nr
+
+
+_IOC_NONE, _IOC_WRITE, _IOC_READ = 0, 1, 2
+BLKROGET = _ioc(_IOC_NONE, 0x12, 94, 0)
+BLKGETSIZE = _ioc(_IOC_NONE, 0x12, 96, 0)
+BLKRAGET = _ioc(_IOC_NONE, 0x12, 99, 0)
+BLKFRAGET = _ioc(_IOC_NONE, 0x12, 101, 0)
+BLKSECTGET = _ioc(_IOC_NONE, 0x12, 103, 0)
+BLKSSZGET = _ioc(_IOC_NONE, 0x12, 104, 0)
+BLKBSZGET = _ioc(_IOC_READ, 0x12, 112, 8)            # _IOR(0x12, 112, size_t)
+BLKGETSIZE64 = _ioc(_IOC_READ, 0x12, 114, 8)         # _IOR(0x12, 114, size_t)
+BLKIOMIN = _ioc(_IOC_NONE, 0x12, 120, 0)
+BLKIOOPT = _ioc(_IOC_NONE, 0x12, 121, 0)
+BLKALIGNOFF = _ioc(_IOC_NONE, 0x12, 122, 0)
+BLKPBSZGET = _ioc(_IOC_NONE, 0x12, 123, 0)
+BLKDISCARDZEROES = _ioc(_IOC_NONE, 0x12, 124, 0)
+BLKROTATIONAL = _ioc(_IOC_NONE, 0x12, 126, 0)
+BLKROSET = _ioc(_IOC_NONE, 0x12, 93, 0)
+BLKRRPART = _ioc(_IOC_NONE, 0x12, 95, 0)
+BLKFLSBUF = _ioc(_IOC_NONE, 0x12, 97, 0)
+BLKRASET = _ioc(_IOC_NONE, 0x12, 98, 0)
+BLKFRASET = _ioc(_IOC_NONE, 0x12, 100, 0)
+BLKBSZSET = _ioc(_IOC_WRITE, 0x12, 113, 8)           # _IOW(0x12, 113, size_t)
+BLKDISCARD = _ioc(_IOC_NONE, 0x12, 119, 0)
+BLKSECDISCARD = _ioc(_IOC_NONE, 0x12, 125, 0)
+BLKZEROOUT = _ioc(_IOC_NONE, 0x12, 127, 0)
+# blkdev_common_ioctl()'s requests that act on the data rather than the SCSI device: the node
+# socket serves these on the node's real descriptor (the loop device over the same data file)
+DATA_FILE_IOCTLS = frozenset({BLKROSET, BLKFLSBUF, BLKRASET, BLKFRASET, BLKBSZSET, BLKDISCARD,
+                              BLKSECDISCARD, BLKZEROOUT})
+
+
+def fmode_of_open(flags: int) -> int:
+    """blkdev_open(): the f_mode of an open with these O_* flags."""
+    acc = flags & os.O_ACCMODE
+    mode = 0
+    if acc in (os.O_RDONLY, os.O_RDWR):
+        mode |= FMODE_READ
+    if acc in (os.O_WRONLY, os.O_RDWR):
+        mode |= FMODE_WRITE
+    if flags & os.O_NDELAY:
+        mode |= FMODE_NDELAY
+    if flags & os.O_EXCL:
+        mode |= FMODE_EXCL
+    return mode
+
+
+def block_size(bdev: BlockDevice) -> int:
+    """set_init_blocksize(): the largest power of two up to a page that divides the size,
+    starting from the logical block size (the block device inode's i_blkbits)."""
+    bsize = int(bdev.disk.queue.limits.logical_block_size)
+    size = bdev.size_bytes if bdev.partno else bdev.disk.capacity << SECTOR_SHIFT
+    while bsize < PAGE_SIZE and not size & bsize:
+        bsize <<= 1
+    return bsize
+
+
+def _nr_sects(bdev: BlockDevice) -> int:
+    return bdev.nr_sects if bdev.partno else int(bdev.disk.capacity)
+
+
+_Getter = Callable[[BlockDevice], bytes]
+# blkdev_common_ioctl()'s read-only queries: the value each puts to the caller
+_COMMON_GETTERS: dict[int, _Getter] = {
+    BLKROGET: lambda b: _INT.pack(int(b.read_only)),
+    BLKBSZGET: lambda b: _INT.pack(block_size(b)),
+    BLKSSZGET: lambda b: _INT.pack(int(b.disk.queue.limits.logical_block_size)),
+    BLKPBSZGET: lambda b: _UINT.pack(int(b.disk.queue.limits.physical_block_size)),
+    BLKIOMIN: lambda b: _UINT.pack(int(b.disk.queue.limits.io_min)),
+    BLKIOOPT: lambda b: _UINT.pack(int(b.disk.queue.limits.io_opt)),
+    BLKALIGNOFF: lambda b: _INT.pack(int(b.disk.queue.limits.alignment_offset)),
+    BLKDISCARDZEROES: lambda b: _UINT.pack(0),
+    BLKSECTGET: lambda b: _USHORT.pack(min(USHRT_MAX, int(b.disk.queue.limits.max_sectors))),
+    BLKROTATIONAL: lambda b: _USHORT.pack(int(QueueFlag.QUEUE_FLAG_NONROT not in b.disk.queue.queue_flags)),
+    BLKRAGET: lambda b: _LONG.pack(b.disk.bdi.ra_pages * PAGE_SIZE // 512),
+    BLKFRAGET: lambda b: _LONG.pack(b.disk.bdi.ra_pages * PAGE_SIZE // 512),
+    BLKGETSIZE: lambda b: _ULONG.pack(_nr_sects(b)),
+    BLKGETSIZE64: lambda b: _ULONG.pack(_nr_sects(b) << SECTOR_SHIFT),
+}
+
+BlockIoctl = Callable[[BlockDevice, int, int, int, UserMemory, Cred], Awaitable[int]]
+
+
+class BlkdevFile:
+    """One open of a block node, from blkdev_get to blkdev_put."""
+
+    def __init__(self, bdev: BlockDevice, flags: int) -> None:
+        self.bdev = bdev
+        self.f_flags = flags
+        self.f_mode = fmode_of_open(flags)
+        self.released = False
+
+    async def ioctl(self, cmd: int, arg: int, mem: UserMemory, cred: Cred) -> int:
+        """blkdev_ioctl(): the common queries, then the driver's ioctl."""
+        getter = _COMMON_GETTERS.get(cmd)
+        if getter is not None:
+            await mem.write(arg, getter(self.bdev))
+            return 0
+        if cmd == BLKRRPART:
+            if not cred.cap_sys_admin:
+                raise OSError(errno.EACCES, "BLKRRPART needs CAP_SYS_ADMIN")
+            await blkdev_reread_part(self.bdev, self.f_mode & ~FMODE_EXCL)
+            return 0
+        if cmd in DATA_FILE_IOCTLS:
+            raise OSError(ENOIOCTLCMD, f"{self.bdev.name}: ioctl {cmd:#x} acts on the data file")
+        driver_ioctl: BlockIoctl | None = self.bdev.disk.fops.ioctl
+        if driver_ioctl is None:
+            raise OSError(errno.ENOTTY, f"{self.bdev.name}: no ioctl {cmd:#x}")
+        try:
+            return int(await driver_ioctl(self.bdev, self.f_mode, cmd, arg, mem, cred))
+        except OSError as e:
+            if e.errno == ENOIOCTLCMD:
+                raise OSError(errno.ENOTTY, f"{self.bdev.name}: ioctl {cmd:#x} not handled") from None
+            raise
+
+    async def read(self, addr: int, count: int, mem: UserMemory) -> int:
+        raise OSError(errno.EOPNOTSUPP, "block data is read through the device node itself")
+
+    async def write(self, addr: int, count: int, mem: UserMemory) -> int:
+        raise OSError(errno.EOPNOTSUPP, "block data is written through the device node itself")
+
+    def poll(self) -> int:
+        return DEFAULT_POLLMASK
+
+    async def release(self) -> None:
+        """blkdev_release() -> blkdev_put(): the driver's release on the last close."""
+        if self.released:
+            return
+        self.released = True
+        await blkdev_put(self.bdev, self.f_mode)
+
+
+async def blkdev_file_open(bdev: BlockDevice, flags: int, cred: Cred) -> OpenFile:
+    """blkdev_open(): blkdev_get with the open's mode (the driver's media and write checks:
+    ENOMEDIUM, EROFS, ENXIO are raised as they come)."""
+    mode = fmode_of_open(flags)
+    await blkdev_get(bdev, mode)
+    return BlkdevFile(bdev, flags)
