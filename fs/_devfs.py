@@ -498,6 +498,8 @@ class DevFs:
         # called (and awaited if it returns an awaitable) after the first fsync or close that
         # follows writes to a device; None: reread_partitions() (see synced_after_write)
         self.on_synced = on_synced
+        # told (with the bdev) after that, whatever on_synced did: udev's watch (fs/udev)
+        self.synced_listeners: list[Callable[[Any], None]] = []
         self.mode = "pending"       # "loop" or "file" once started
         self._attaching: set[int] = set()   # id(bdev) while LOOP_CONFIGURE runs on its data file
         self.mountpoint: str | None = None
@@ -554,8 +556,10 @@ class DevFs:
             result = self.on_synced(bdev)
             if inspect.isawaitable(result):
                 await result
-            return
-        await self.reread_partitions(bdev)
+        else:
+            await self.reread_partitions(bdev)
+        for listener in list(self.synced_listeners):
+            listener(bdev)
 
     async def reread_partitions(self, bdev: Any) -> None:
         """BLKRRPART on a whole disk through io.blkdev_reread_part, if the block layer has it;
