@@ -1,0 +1,163 @@
+"""The guest's udev view on the seed-udev machine, against tests/golden/seed-udev (a Debian 12
+guest with systemd-udevd 252 and its stock rules, on the seed's disks with a FAT32 and an ext4
+file system): the /dev/disk/by-* links, the /run/udev/data records, blkid through the links,
+and the links following a mkfs, a new partition table, an unplug and a re-scan.
+
+Differences left, with their reasons:
+- I: (USEC_INITIALIZED) is when udevd first saw the device: a time stamp, compared for presence.
+- blkid on DIR/dev/sdX1 prints no PARTUUID (see the test: the node is a host loop device).
+- the order of a record's S: lines varies between boots of the real guest (udevd keeps a
+  device's links in a hash set): compared as sets.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.daemon_harness import Daemon, _can_mount, start_daemon, wait_for
+from tests.golden_cdb import make_image
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "seed-udev"
+MKFS_PART = GOLDEN / "mkfs-part.sh"
+
+
+def make_seed_udev_images(data: Path) -> None:
+    """capture.conf's make_images: the seed's images with a file system on each partition."""
+    data.mkdir(parents=True, exist_ok=True)
+    make_image(data / "boot.img", 1 << 30, "boot.img", mbr=(0x5EED0B00, 2048, 2097152 - 2048))
+    subprocess.run(["bash", str(MKFS_PART), str(data / "boot.img"), "2048", str(2097152 - 2048), "vfat",
+                    "5EED0B01", "SEEDBOOT", "-F", "32"], check=True, capture_output=True)
+    make_image(data / "test.img", 256 << 20, "test.img", mbr=(0x5EED7E57, 2048, 262144 - 2048))
+    subprocess.run(["bash", str(MKFS_PART), str(data / "test.img"), "2048", str(262144 - 2048), "ext4",
+                    "5eed7e57-0001-4000-8000-000000000001", "seedtest"], check=True, capture_output=True)
+
+
+def disk_links(mount: str) -> list[str]:
+    """``by-X/NAME -> TARGET`` lines of DIR/dev/disk, as the capture's dev-disk-links.txt
+    (without its ``(= /dev/node)`` part)."""
+    root = Path(mount) / "dev" / "disk"
+    if not root.exists():
+        return []
+    out = []
+    for by in sorted(os.listdir(root)):
+        for name in sorted(os.listdir(root / by)):
+            out.append(f"{by}/{name} -> {os.readlink(root / by / name)}")
+    return out
+
+
+def golden_links(path: Path) -> list[str]:
+    return [line.split(" (= ")[0] for line in path.read_text().splitlines() if line.strip()]
+
+
+def record(text: str) -> tuple[set[str], list[str], bool]:
+    """A database record as (S: lines, the other lines but I:, has an I: line)."""
+    lines = text.splitlines()
+    return ({ln for ln in lines if ln.startswith("S:")},
+            [ln for ln in lines if not ln.startswith(("S:", "I:"))],
+            any(ln.startswith("I:") for ln in lines))
+
+
+@pytest.fixture
+def udev_machine() -> Iterator[Daemon]:
+    why = _can_mount()
+    if why:
+        pytest.skip(why)
+    with tempfile.TemporaryDirectory(prefix="vscsifs-udev-") as tmp:
+        make_seed_udev_images(Path(tmp) / "data")
+        d = start_daemon(tmp, ready="run/udev/data/b8:17")
+        try:
+            yield d
+        finally:
+            d.shutdown()
+
+
+def test_links_records_and_blkid_as_the_guest(udev_machine: Daemon) -> None:
+    mnt = udev_machine.mount
+    assert disk_links(mnt) == golden_links(GOLDEN / "udev" / "dev-disk-links.txt")
+
+    data = Path(mnt) / "run" / "udev" / "data"
+    gold = GOLDEN / "udev" / "run-udev-data"
+    assert sorted(os.listdir(data)) == sorted(os.listdir(gold))
+    for name in sorted(os.listdir(gold)):
+        ours, theirs = record((data / name).read_text()), record((gold / name).read_text())
+        assert ours == theirs, name
+        assert (data / name).stat().st_size == len((data / name).read_bytes())
+
+    # the database's side files: a link's claimants and the systemd tag
+    links = Path(mnt) / "run" / "udev" / "links"
+    assert os.readlink(links / "disk\\x2fby-uuid\\x2f5EED-0B01" / "b8:1") == "0:/dev/sda1"
+    assert sorted(os.listdir(Path(mnt) / "run" / "udev" / "tags" / "systemd")) == ["b8:0", "b8:1", "b8:16", "b8:17"]
+
+    # blkid through the links reads the same superblocks the guest's blkid printed
+    golden_blkid = {ln.split(":", 1)[0]: ln.split(":", 1)[1] for ln in
+                    (GOLDEN / "udev" / "blkid.txt").read_text().splitlines()}
+    for label, dev in (("SEEDBOOT", "/dev/sda1"), ("seedtest", "/dev/sdb1")):
+        out = subprocess.run(["blkid", "-c", "/dev/null", f"{mnt}/dev/disk/by-label/{label}"],
+                             capture_output=True, text=True, check=True).stdout
+        # PARTUUID: libblkid finds a partition's table through the node's whole disk in the
+        # host's /sys; DIR/dev/sdX1 is a loop device there, with no parent disk (the udev
+        # record has it: ID_PART_ENTRY_UUID, compared above)
+        assert out.split(":", 1)[1] == golden_blkid[dev].split(' PARTUUID="')[0] + "\n"
+
+
+def test_no_udev_is_the_machine_without_it() -> None:
+    why = _can_mount()
+    if why:
+        pytest.skip(why)
+    with tempfile.TemporaryDirectory(prefix="vscsifs-noudev-") as tmp:
+        d = start_daemon(tmp, ["--no-udev"])
+        try:
+            assert sorted(os.listdir(d.mount)) == ["dev", "proc", "sys"]
+            assert not os.path.exists(f"{d.mount}/dev/disk")
+        finally:
+            d.shutdown()
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def test_links_follow_mkfs_partition_table_unplug_and_rescan(udev_machine: Daemon) -> None:
+    mnt = udev_machine.mount
+    # mkfs through the partition's node: the watch rule's change event re-probes it
+    new_uuid = str(uuid.UUID(int=0x5EED7E57_0002_4000_8000_000000000002))
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-U", new_uuid, "-L", "fresh", f"{mnt}/dev/sdb1"], check=True)
+    wait_for(lambda: os.path.islink(f"{mnt}/dev/disk/by-label/fresh"), what="by-label/fresh")
+    assert os.readlink(f"{mnt}/dev/disk/by-uuid/{new_uuid}") == "../../sdb1"
+    assert not os.path.lexists(f"{mnt}/dev/disk/by-label/seedtest")
+    assert not os.path.lexists(f"{mnt}/dev/disk/by-uuid/5eed7e57-0001-4000-8000-000000000001")
+    rec = (Path(mnt) / "run/udev/data/b8:17").read_text()
+    assert f"E:ID_FS_UUID={new_uuid}\n" in rec and "E:ID_FS_LABEL=fresh\n" in rec
+
+    # a new GPT with two named partitions through the disk's node
+    table = ("label: gpt\nlabel-id: 5EED7E57-0000-4000-8000-0000000000AA\n"
+             "start=2048, size=65536, name=alpha, uuid=5EED7E57-0000-4000-8000-000000000001\n"
+             "start=67584, size=65536, name=beta, uuid=5EED7E57-0000-4000-8000-000000000002\n")
+    subprocess.run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", f"{mnt}/dev/sdb"], input=table,
+                   text=True, check=True, capture_output=True)
+    wait_for(lambda: os.path.islink(f"{mnt}/dev/disk/by-partlabel/beta"), what="by-partlabel/beta")
+    assert os.readlink(f"{mnt}/dev/disk/by-partlabel/alpha") == "../../sdb1"
+    assert os.readlink(f"{mnt}/dev/disk/by-partlabel/beta") == "../../sdb2"
+    assert os.readlink(f"{mnt}/dev/disk/by-partuuid/5eed7e57-0000-4000-8000-000000000002") == "../../sdb2"
+    assert os.readlink(f"{mnt}/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_drive1-part2") == "../../sdb2"
+    wait_for(lambda: "E:ID_PART_TABLE_TYPE=gpt\n" in (Path(mnt) / "run/udev/data/b8:16").read_text(),
+             what="sdb's record to show the GPT")
+    assert not os.path.lexists(f"{mnt}/dev/disk/by-partuuid/5eed7e57-01")
+
+    # unplug LUN 1 and scan it back: its links go and come back (a new disk: diskseq 3)
+    _write(f"{mnt}/sys/block/sdb/device/delete", "1")
+    wait_for(lambda: not os.path.lexists(f"{mnt}/dev/disk/by-path/pci-0000:00:04.0-scsi-0:0:0:1"),
+             what="sdb's links to go")
+    assert not os.path.exists(f"{mnt}/run/udev/data/b8:16")
+    assert all("sdb" not in line for line in disk_links(mnt))
+    _write(f"{mnt}/sys/class/scsi_host/host0/scan", "- - -")
+    wait_for(lambda: os.path.islink(f"{mnt}/dev/disk/by-partlabel/beta"), what="sdb back")
+    assert os.readlink(f"{mnt}/dev/disk/by-diskseq/3") == "../../sdb"
+    assert os.readlink(f"{mnt}/dev/disk/by-path/pci-0000:00:04.0-scsi-0:0:0:1-part2") == "../../sdb2"
