@@ -70,7 +70,7 @@ def udev_machine() -> Iterator[Daemon]:
         pytest.skip(why)
     with tempfile.TemporaryDirectory(prefix="vscsifs-udev-") as tmp:
         make_seed_udev_images(Path(tmp) / "data")
-        d = start_daemon(tmp, ready="run/udev/data/b8:17")
+        d = start_daemon(tmp, ready="run/udev/data/b8:17", udev=True)
         try:
             yield d
         finally:
@@ -111,7 +111,7 @@ def test_no_udev_is_the_machine_without_it() -> None:
     if why:
         pytest.skip(why)
     with tempfile.TemporaryDirectory(prefix="vscsifs-noudev-") as tmp:
-        d = start_daemon(tmp, ["--no-udev"])
+        d = start_daemon(tmp, udev=False)
         try:
             assert sorted(os.listdir(d.mount)) == ["dev", "proc", "sys"]
             assert not os.path.exists(f"{d.mount}/dev/disk")
