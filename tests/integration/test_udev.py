@@ -11,6 +11,7 @@ Differences left, with their reasons:
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import tempfile
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from qemu import qmp
 
 from tests.daemon_harness import Daemon, _can_mount, start_daemon, wait_for
 from tests.golden_cdb import make_image
@@ -161,3 +163,47 @@ def test_links_follow_mkfs_partition_table_unplug_and_rescan(udev_machine: Daemo
     wait_for(lambda: os.path.islink(f"{mnt}/dev/disk/by-partlabel/beta"), what="sdb back")
     assert os.readlink(f"{mnt}/dev/disk/by-diskseq/3") == "../../sdb"
     assert os.readlink(f"{mnt}/dev/disk/by-path/pci-0000:00:04.0-scsi-0:0:0:1-part2") == "../../sdb2"
+
+
+def test_hotplugged_disk_with_identity_properties(tmp_path) -> None:
+    """A LUN added over QMP with serial= and wwn=: scsi_id picks the NAA designator (ID_WWN,
+    by-id/wwn-...), keeps the unit serial (ID_SCSI_SERIAL); device_del takes it all away."""
+    why = _can_mount()
+    if why:
+        pytest.skip(why)
+    img = tmp_path / "hp.img"
+    with open(img, "wb") as f:
+        f.truncate(64 << 20)
+    sock = str(tmp_path / "qmp.sock")
+    d = start_daemon(str(tmp_path), ["-qmp", f"unix:{sock},server=on,wait=off"], udev=True)
+    try:
+        wait_for(lambda: os.path.exists(sock), what="the QMP socket")
+
+        async def qmp_do(*cmds: tuple[str, dict]) -> None:
+            c = qmp.QMPClient("test")
+            await c.connect(sock)
+            try:
+                for name, args in cmds:
+                    await c.execute(name, args)
+            finally:
+                await c.disconnect()
+
+        asyncio.run(qmp_do(("human-monitor-command",
+                            {"command-line": f"drive_add 0 if=none,id=hpdrv,file={img},format=raw"}),
+                           ("device_add", {"driver": "scsi-hd", "id": "hplun", "drive": "hpdrv", "bus": "scsi0.0",
+                                           "scsi-id": 0, "lun": 2, "serial": "HP0001",
+                                           "wwn": "0x5000c50015ea71ac"})))
+        mnt = d.mount
+        wait_for(lambda: os.path.islink(f"{mnt}/dev/disk/by-id/wwn-0x5000c50015ea71ac"), what="the wwn link")
+        assert os.readlink(f"{mnt}/dev/disk/by-id/scsi-35000c50015ea71ac") == "../../sdc"
+        assert os.readlink(f"{mnt}/dev/disk/by-path/pci-0000:00:04.0-scsi-0:0:0:2") == "../../sdc"
+        rec = (Path(mnt) / "run/udev/data/b8:32").read_text().splitlines()
+        for line in ("E:ID_SERIAL=35000c50015ea71ac", "E:ID_SERIAL_SHORT=5000c50015ea71ac",
+                     "E:ID_WWN=0x5000c50015ea71ac", "E:ID_WWN_WITH_EXTENSION=0x5000c50015ea71ac",
+                     "E:ID_SCSI_SERIAL=HP0001", "E:ID_BUS=scsi"):
+            assert line in rec
+        asyncio.run(qmp_do(("device_del", {"id": "hplun"})))
+        wait_for(lambda: not os.path.lexists(f"{mnt}/dev/disk/by-id/wwn-0x5000c50015ea71ac"), what="the link to go")
+        assert not os.path.exists(f"{mnt}/run/udev/data/b8:32")
+    finally:
+        d.shutdown()
