@@ -62,6 +62,8 @@ def libblkid() -> ctypes.CDLL:
         "blkid_probe_enable_partitions": (i, [vp, i]),
         "blkid_probe_set_partitions_flags": (i, [vp, i]),
         "blkid_do_safeprobe": (i, [vp]),
+        "blkid_probe_set_hint": (i, [vp, cp, ctypes.c_uint64]),
+        "blkid_probe_filter_superblocks_usage": (i, [vp, i, i]),
         "blkid_probe_numof_values": (i, [vp]),
         "blkid_probe_get_value": (i, [vp, i, ctypes.POINTER(cp), ctypes.POINTER(cp), ctypes.POINTER(ctypes.c_size_t)]),
         "blkid_encode_string": (i, [cp, cp, ctypes.c_size_t]),
@@ -104,15 +106,24 @@ def safe_string(value: bytes) -> str:
     return _call_string("blkid_safe_string", value)
 
 
-def probe_values(path: str) -> list[tuple[str, bytes]]:
+BLKID_FLTR_NOTIN = 2
+BLKID_USAGE_RAID = 1 << 1
+
+
+def probe_values(path: str, *, noraid: bool = False, hint: str | None = None) -> list[tuple[str, bytes]]:
     """probe_superblocks() + the value loop: NAME/value pairs of a safe probe with partitions
-    (entry details) and superblocks enabled, in libblkid's order; [] when nothing is found."""
+    (entry details) and superblocks enabled, in libblkid's order; [] when nothing is found.
+    ``noraid`` and ``hint`` are the builtin's --noraid and --hint=NAME=VALUE."""
     lib = libblkid()
     pr = lib.blkid_new_probe_from_filename(path.encode())
     if not pr:
         raise BlkidError(ctypes.get_errno(), f"blkid cannot open {path}")
     try:
+        if hint:
+            lib.blkid_probe_set_hint(pr, hint.encode(), 0)
         lib.blkid_probe_set_superblocks_flags(pr, int(UDEV_SUBLKS_FLAGS))
+        if noraid:
+            lib.blkid_probe_filter_superblocks_usage(pr, BLKID_FLTR_NOTIN, BLKID_USAGE_RAID)
         lib.blkid_probe_enable_partitions(pr, 1)
         lib.blkid_probe_set_partitions_flags(pr, BLKID_PARTS_ENTRY_DETAILS)
         lib.blkid_probe_enable_superblocks(pr, 1)

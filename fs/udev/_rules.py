@@ -83,6 +83,39 @@ def persistent_links(kernel_name: str, devtype: str, props: dict[str, str], kern
     return links
 
 
+def cdrom_rules_apply(kernel_name: str, devtype: str) -> bool:
+    """60-cdrom_id.rules: KERNEL=="sr[0-9]*|vdisk*|xvd*", ENV{DEVTYPE}=="disk"."""
+    return _match(kernel_name, "sr[0-9]*", "vdisk*", "xvd*") and devtype == "disk"
+
+
+def cdrom_before_import(kernel_name: str, props: dict[str, str]) -> None:
+    """ENV{ID_CDROM}="1" for sr*, then SYSTEMD_MOUNT_DEVICE_BOUND for a CD-ROM."""
+    if _match(kernel_name, "sr[0-9]*"):
+        props["ID_CDROM"] = "1"
+    if props.get("ID_CDROM") == "1":
+        props["SYSTEMD_MOUNT_DEVICE_BOUND"] = "1"
+
+
+def cdrom_after_import(kernel_name: str, props: dict[str, str], kernel: dict[str, str]) -> tuple[list[str], int]:
+    """SYSTEMD_READY=0 for a media change without media; sr0's "cdrom" link with
+    OPTIONS+="link_priority=-100" (the device's links all get that priority)."""
+    if kernel.get("DISK_MEDIA_CHANGE") and not props.get("ID_CDROM_MEDIA"):
+        props["SYSTEMD_READY"] = "0"
+    if kernel_name == "sr0":
+        return ["cdrom"], -100
+    return [], 0
+
+
+def cdrom_blkid_options(kernel_name: str, props: dict[str, str], kernel: dict[str, str]) -> dict[str, str] | None:
+    """The sr* blkid rules: only media with data tracks, probed at the last session's offset
+    (multi-session) or without RAID signatures; None: no probe."""
+    if not _match(kernel_name, "sr*") or kernel.get("DISK_EJECT_REQUEST") \
+            or not props.get("ID_CDROM_MEDIA_TRACK_COUNT_DATA"):
+        return None
+    offset = props.get("ID_CDROM_MEDIA_SESSION_LAST_OFFSET", "")
+    return {"hint": f"session_offset={offset}"} if offset else {"noraid": "1"}
+
+
 def systemd_tags(subsystem: str) -> list[str]:
     """99-systemd.rules: SUBSYSTEM=="block", TAG+="systemd"."""
     return ["systemd"] if subsystem == "block" else []

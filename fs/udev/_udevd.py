@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,11 +27,13 @@ import trio
 
 from vscsifs.fs._operations import DynamicSize
 from vscsifs.fs.udev import _blkid, _rules
+from vscsifs.fs.udev._cdrom_id import CdromIo, cdrom_id
 from vscsifs.fs.udev._encode import escape_slashes
 from vscsifs.fs.udev._path_id import path_id_properties
 from vscsifs.fs.udev._record import UdevRecord
 from vscsifs.fs.udev._scsi_id import scsi_id
 from vscsifs.fs.udev._sysfs import devpath, subsystem, uevent
+from vscsifs.scsi.kernel._cdrom import cdrom_ioctl_drive_status
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection
 from vscsifs.scsi.kernel._scsi_lib import scsi_execute_cmd
 from vscsifs.scsi.kernel.base._kobject import Attr, Dir, Link, Node
@@ -39,6 +42,8 @@ log = logging.getLogger(__name__)
 
 # sg_io()'s default when the caller gives no timeout is not used: scsi_id sets DEF_TIMEOUT (5 s)
 SCSI_ID_TIMEOUT = 5.0
+# cdrom_id sets no timeout: sg_io() uses BLK_DEFAULT_SG_TIMEOUT (60 s)
+SG_DEFAULT_TIMEOUT = 60.0
 
 
 class DbFile(Attr, DynamicSize):
@@ -181,6 +186,12 @@ class Udevd:
         name = record.devname
         devtype = record.kernel.get("DEVTYPE", "")
         props = record.properties
+        if _rules.cdrom_rules_apply(name, devtype):
+            _rules.cdrom_before_import(name, props)
+            props.update(await self._cdrom_id(bdev))
+            cdrom_links, record.link_priority = _rules.cdrom_after_import(name, props, record.kernel)
+        else:
+            cdrom_links = []
         if _rules.persistent_storage_applies(name):
             if devtype == "partition":
                 parent = self.records.get(_dbid("block", _devt(bdev.disk.part0) or (0, 0)))
@@ -196,7 +207,11 @@ class Udevd:
                 props.update(path_id_properties(kobj))
             if _rules.wants_blkid(name):
                 props.update(await self._blkid(bdev))
-            record.links = _rules.persistent_links(name, devtype, props, record.kernel)
+            elif (options := _rules.cdrom_blkid_options(name, props, record.kernel)) is not None:
+                props.update(await self._blkid(bdev, noraid="noraid" in options, hint=options.get("hint")))
+            record.links = cdrom_links + _rules.persistent_links(name, devtype, props, record.kernel)
+        else:
+            record.links = cdrom_links
         record.tags = _rules.systemd_tags(record.subsystem)
 
     async def _scsi_id(self, bdev: Any) -> list[tuple[str, str]]:
@@ -216,7 +231,34 @@ class Udevd:
             log.info("udev: scsi_id on %s failed: %s", bdev.name, exc)
             return []
 
-    async def _blkid(self, bdev: Any) -> list[tuple[str, str]]:
+    async def _cdrom_id(self, bdev: Any) -> list[tuple[str, str]]:
+        """cdrom_id on the drive: the cdrom layer's ioctls and SG_IO to its queue."""
+        cdi = getattr(getattr(bdev.disk, "private_data", None), "cdi", None)
+        sdev = getattr(getattr(bdev.disk, "queue", None), "queuedata", None)
+        if cdi is None or sdev is None:
+            return []
+
+        def capability() -> int:
+            return int(cdi.ops.capability & ~cdi.mask)
+
+        async def drive_status() -> int:
+            ret = await cdrom_ioctl_drive_status(cdi)
+            if ret < 0:
+                raise OSError(-ret, os.strerror(-ret))
+            return int(ret)
+
+        async def execute(cdb: bytes, length: int) -> tuple[int, bytes, bytes]:
+            res = await scsi_execute_cmd(sdev, cdb, DmaDirection.DMA_FROM_DEVICE, length,
+                                         timeout=SG_DEFAULT_TIMEOUT, retries=0)
+            return res.result, res.data, res.sense
+
+        try:
+            return await cdrom_id(CdromIo(capability, drive_status, execute))
+        except OSError as exc:
+            log.info("udev: cdrom_id on %s failed: %s", bdev.name, exc)
+            return []
+
+    async def _blkid(self, bdev: Any, *, noraid: bool = False, hint: str | None = None) -> list[tuple[str, str]]:
         """The blkid builtin on the device's data file, in a worker thread (its reads are
         served by this process's FUSE loop)."""
         if getattr(self.devfs, "mountpoint", None) is None or self.devfs.gone(bdev):
@@ -226,7 +268,7 @@ class Udevd:
         start, size, disk_devt = bdev.start_sect, bdev.nr_sects, _devt(bdev.disk.part0) or (0, 0)
 
         def probe() -> list[tuple[str, bytes]]:
-            values = _blkid.probe_values(path)
+            values = _blkid.probe_values(path, noraid=noraid, hint=hint)
             if disk_path is not None:
                 entry = _blkid.find_entry(_blkid.partition_table(disk_path), start, size)
                 if entry is not None:
