@@ -178,7 +178,7 @@ async def cd_profiles_old_mmc(io: CdromIo, c: Context) -> bool:
     try:
         head = await _run(io, _cdb(10, b0=Gpcmd.READ_DISC_INFO, b8=2, b9=0), 2)
         length = min(_be16(head, 0) + 2, DISC_INFORMATION_SIZE)
-        info = await _run(io, _cdb(10, b0=Gpcmd.READ_DISC_INFO, b8=length, b9=0), length)
+        info = (await _run(io, _cdb(10, b0=Gpcmd.READ_DISC_INFO, b8=length, b9=0), length)).ljust(DISC_INFORMATION_SIZE, b"\0")
     except ScsiError:
         if c.has_media:
             c.media_feature = Feature.CD_ROM
