@@ -24,6 +24,7 @@ from qemu import qmp
 
 from tests.daemon_harness import Daemon, _can_mount, start_daemon, wait_for
 from tests.golden_cdb import make_image
+from tests.golden_images import make_iso
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "seed-udev"
 MKFS_PART = GOLDEN / "mkfs-part.sh"
@@ -205,5 +206,43 @@ def test_hotplugged_disk_with_identity_properties(tmp_path) -> None:
         asyncio.run(qmp_do(("device_del", {"id": "hplun"})))
         wait_for(lambda: not os.path.lexists(f"{mnt}/dev/disk/by-id/wwn-0x5000c50015ea71ac"), what="the link to go")
         assert not os.path.exists(f"{mnt}/run/udev/data/b8:32")
+    finally:
+        d.shutdown()
+
+
+def test_cdrom_links_and_media_properties(tmp_path) -> None:
+    """A scsi-cd with an ISO and an empty one: cdrom_id's properties, the /dev/cdrom link of sr0
+    (link priority -100 for all of its links), the ISO's label and UUID links from the blkid
+    rule for media with data tracks; the empty drive gets no media properties and no FS links."""
+    why = _can_mount()
+    if why:
+        pytest.skip(why)
+    iso = make_iso(tmp_path / "a.iso", 2000, "udev", volume_id="UDEVCD")
+    disk = make_image(tmp_path / "hd.img", 8 << 20, "hd.img")
+    d = start_daemon(str(tmp_path), ["-device", "virtio-scsi-pci,id=scsi0",
+                                     "-device", "scsi-cd,drive=cd0,bus=scsi0.0,scsi-id=0,lun=0",
+                                     "-drive", f"file={iso},if=none,id=cd0,media=cdrom",
+                                     "-device", "scsi-cd,drive=cd1,bus=scsi0.0,scsi-id=0,lun=1",
+                                     "-drive", "if=none,id=cd1,media=cdrom",
+                                     # a disk too: the harness waits for "Attached SCSI disk"
+                                     "-device", "scsi-hd,drive=hd0,bus=scsi0.0,scsi-id=0,lun=2",
+                                     "-drive", f"file={disk},if=none,id=hd0,format=raw"],
+                     ready="run/udev/data/b11:1", udev=True)
+    try:
+        mnt = d.mount
+        wait_for(lambda: os.path.islink(f"{mnt}/dev/disk/by-label/UDEVCD"), what="the ISO's label link")
+        assert os.readlink(f"{mnt}/dev/cdrom") == "sr0"
+        assert os.readlink(f"{mnt}/dev/disk/by-label/UDEVCD") == "../../sr0"
+        assert os.readlink(f"{mnt}/dev/disk/by-id/scsi-0QEMU_QEMU_CD-ROM_cd1") == "../../sr1"
+        assert os.readlink(f"{mnt}/run/udev/links/cdrom/b11:0") == "-100:/dev/sr0"
+        sr0 = (Path(mnt) / "run/udev/data/b11:0").read_text().splitlines()
+        for line in ("L:-100", "E:ID_CDROM=1", "E:SYSTEMD_MOUNT_DEVICE_BOUND=1", "E:ID_CDROM_MEDIA=1",
+                     "E:ID_CDROM_MEDIA_CD=1", "E:ID_CDROM_MEDIA_TRACK_COUNT_DATA=1", "E:ID_TYPE=cd",
+                     "E:ID_FS_TYPE=iso9660", "E:ID_FS_LABEL=UDEVCD", "S:cdrom"):
+            assert line in sr0, line
+        assert sr0.index("E:ID_CDROM=1") < sr0.index("E:ID_SCSI=1")     # 60-cdrom_id before 60-persistent-storage
+        sr1 = (Path(mnt) / "run/udev/data/b11:1").read_text()
+        assert "E:ID_CDROM=1\n" in sr1 and "ID_CDROM_MEDIA" not in sr1 and "ID_FS_" not in sr1
+        assert "L:" not in sr1
     finally:
         d.shutdown()
