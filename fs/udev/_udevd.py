@@ -75,6 +75,34 @@ class TextLink(Link):
         return self.text
 
 
+# udevd's children_max floor: events processed at the same time
+CHILDREN_MAX = 8
+
+
+class UEvent:
+    """One queued event, with what event_is_blocked() compares: the device path and number."""
+
+    __slots__ = ("action", "kind", "obj", "devpath", "devt", "done")
+
+    def __init__(self, action: str, kind: str, obj: Any) -> None:
+        self.action = action
+        self.kind = kind
+        self.obj = obj
+        kobj = getattr(getattr(obj, "dev", None), "kobj", None)
+        self.devpath = "/" + kobj.path() if kobj is not None and kobj.parent is not None else ""
+        self.devt = (kind, _devt(obj))
+        self.done = trio.Event()
+
+    def blocks(self, later: UEvent) -> bool:
+        """This (earlier) event must finish before ``later`` runs."""
+        if self.devt == later.devt and self.devt[1] is not None:
+            return True
+        a, b = self.devpath, later.devpath
+        if not a or not b:
+            return True      # a device already gone: keep it in order with everything
+        return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+
 def _dbid(kind: str, devt: tuple[int, int]) -> str:
     return f"{'b' if kind == 'block' else 'c'}{devt[0]}:{devt[1]}"
 
@@ -103,7 +131,9 @@ class Udevd:
         self.records: dict[str, UdevRecord] = {}
         # link below /dev -> {dbid: (priority, devname)}: every device claiming it
         self.claims: dict[str, dict[str, tuple[int, str]]] = {}
-        self._send, self._recv = trio.open_memory_channel[tuple[str, str, Any]](math.inf)
+        self._send, self._recv = trio.open_memory_channel[UEvent](math.inf)
+        self._active: list[UEvent] = []     # queued to a worker and not finished, in arrival order
+        self._children = trio.CapacityLimiter(CHILDREN_MAX)
         self._queued = 0
         self._idle = trio.Event()
         self._idle.set()
@@ -124,7 +154,7 @@ class Udevd:
     def _queue(self, action: str, kind: str, obj: Any) -> None:
         self._queued += 1
         self._idle = trio.Event() if self._idle.is_set() else self._idle
-        self._send.send_nowait((action, kind, obj))
+        self._send.send_nowait(UEvent(action, kind, obj))
 
     async def settle(self, timeout: float = 30.0) -> bool:
         """udevadm settle: True once every queued event was processed."""
@@ -135,21 +165,35 @@ class Udevd:
         return False
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """The event loop (a task in the mount's nursery); started once the mount serves."""
+        """The event loop (a task in the mount's nursery), started once the mount serves. As
+        udevd's queue: events run in parallel (at most CHILDREN_MAX), except that an event waits
+        for every earlier one of the same device, its parents or its children (event_is_blocked():
+        a partition's rules import its disk's properties)."""
         self.running = True
         task_status.started()
         try:
-            async for action, kind, obj in self._recv:
-                try:
-                    await self.process(action, kind, obj)
-                except Exception:  # noqa: BLE001 - one device's failure must not stop udevd
-                    log.exception("udev: %s event of %s failed", action, getattr(obj, "name", obj))
-                finally:
-                    self._queued -= 1
-                    if not self._queued:
-                        self._idle.set()
+            async with trio.open_nursery() as workers:
+                async for event in self._recv:
+                    blockers = [e.done for e in self._active if e.blocks(event)]
+                    self._active.append(event)
+                    workers.start_soon(self._worker, event, blockers)
         finally:
             self.running = False
+
+    async def _worker(self, event: UEvent, blockers: list[trio.Event]) -> None:
+        try:
+            for blocker in blockers:
+                await blocker.wait()
+            async with self._children:
+                await self.process(event.action, event.kind, event.obj)
+        except Exception:  # noqa: BLE001 - one device's failure must not stop udevd
+            log.exception("udev: %s event of %s failed", event.action, getattr(event.obj, "name", event.obj))
+        finally:
+            event.done.set()
+            self._active.remove(event)
+            self._queued -= 1
+            if not self._queued:
+                self._idle.set()
 
     def close(self) -> None:
         """Stop listening to the kernel and devfs."""
