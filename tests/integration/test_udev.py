@@ -168,7 +168,8 @@ def test_links_follow_mkfs_partition_table_unplug_and_rescan(udev_machine: Daemo
 
 def test_hotplugged_disk_with_identity_properties(tmp_path) -> None:
     """A LUN added over QMP with serial= and wwn=: scsi_id picks the NAA designator (ID_WWN,
-    by-id/wwn-...), keeps the unit serial (ID_SCSI_SERIAL); device_del takes it all away."""
+    by-id/wwn-...), keeps the unit serial (ID_SCSI_SERIAL); after block_resize a partition past
+    the old end gets its links (with the parent's ids); device_del takes it all away."""
     why = _can_mount()
     if why:
         pytest.skip(why)
@@ -203,8 +204,19 @@ def test_hotplugged_disk_with_identity_properties(tmp_path) -> None:
                      "E:ID_WWN=0x5000c50015ea71ac", "E:ID_WWN_WITH_EXTENSION=0x5000c50015ea71ac",
                      "E:ID_SCSI_SERIAL=HP0001", "E:ID_BUS=scsi"):
             assert line in rec
+        # resize, then a partition beyond the old end: the change events re-probe the disk
+        asyncio.run(qmp_do(("block_resize", {"device": "hpdrv", "size": 128 << 20})))
+        wait_for(lambda: Path(f"{mnt}/sys/block/sdc/size").read_text() == f"{(128 << 20) // 512}\n", what="the resize")
+        table = "label: gpt\nstart=196608, size=32768, name=far\n"
+        subprocess.run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", f"{mnt}/dev/sdc"], input=table,
+                       text=True, check=True, capture_output=True)
+        wait_for(lambda: os.path.islink(f"{mnt}/dev/disk/by-partlabel/far"), what="by-partlabel/far")
+        assert os.readlink(f"{mnt}/dev/disk/by-id/wwn-0x5000c50015ea71ac-part1") == "../../sdc1"
+        rec = (Path(mnt) / "run/udev/data/b8:33").read_text().splitlines()
+        assert "E:ID_PART_ENTRY_OFFSET=196608" in rec and "E:ID_WWN=0x5000c50015ea71ac" in rec
         asyncio.run(qmp_do(("device_del", {"id": "hplun"})))
         wait_for(lambda: not os.path.lexists(f"{mnt}/dev/disk/by-id/wwn-0x5000c50015ea71ac"), what="the link to go")
+        assert not os.path.lexists(f"{mnt}/dev/disk/by-partlabel/far")
         assert not os.path.exists(f"{mnt}/run/udev/data/b8:32")
     finally:
         d.shutdown()
