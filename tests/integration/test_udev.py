@@ -109,6 +109,41 @@ def test_links_records_and_blkid_as_the_guest(udev_machine: Daemon) -> None:
         assert out.split(":", 1)[1] == golden_blkid[dev].split(' PARTUUID="')[0] + "\n"
 
 
+def in_guest_namespace(mount: str, shim: str, script: str) -> str:
+    """Run ``script`` in a private mount namespace where the machine's sys, run/udev and dev
+    stand at /sys, /run/udev and /dev (what `vscsifs exec` gives a program), with libudev
+    accepting the FUSE /sys (tests/sysfs_magic_shim.c)."""
+    setup = (f"mount --bind {mount}/sys /sys && mkdir -p /run/udev && mount --bind {mount}/run/udev /run/udev"
+             f" && mount --bind {mount}/dev /dev && {script}")
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C", "LC_ALL": "C", "LD_PRELOAD": shim}
+    r = subprocess.run(["unshare", "-m", "sh", "-c", setup], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+@pytest.fixture(scope="module")
+def sysfs_magic_shim(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("shim") / "sysfs_magic_shim.so"
+    src = Path(__file__).resolve().parent.parent / "sysfs_magic_shim.c"
+    r = subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(out), str(src), "-ldl"], capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot build the test shim: {r.stderr}")
+    return str(out)
+
+
+def test_lsblk_and_findfs_read_the_database_as_in_the_guest(udev_machine: Daemon, sysfs_magic_shim: str) -> None:
+    """The real lsblk (through libudev: FSTYPE, FSVER, LABEL, UUID, PARTUUID, SERIAL, ... come
+    from /run/udev/data) and findfs (through the /dev/disk links) print what the guest printed."""
+    mnt = udev_machine.mount
+    assert in_guest_namespace(mnt, sysfs_magic_shim, "lsblk -f") == (GOLDEN / "udev" / "lsblk_-f.txt").read_text()
+    assert in_guest_namespace(mnt, sysfs_magic_shim, "lsblk -O -J") == \
+        (GOLDEN / "udev" / "lsblk_-O_-J.txt").read_text()
+    for line in (GOLDEN / "udev" / "findfs.txt").read_text().splitlines():
+        _dev, command, rc, answer = line.split("\t")
+        assert rc == "rc=0"
+        assert in_guest_namespace(mnt, sysfs_magic_shim, command) == answer + "\n", command
+
+
 def test_no_udev_is_the_machine_without_it() -> None:
     why = _can_mount()
     if why:
