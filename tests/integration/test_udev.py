@@ -144,6 +144,17 @@ def test_lsblk_and_findfs_read_the_database_as_in_the_guest(udev_machine: Daemon
         assert in_guest_namespace(mnt, sysfs_magic_shim, command) == answer + "\n", command
 
 
+def test_unplug_and_scan_as_the_guests_hotplug_step(udev_machine: Daemon) -> None:
+    """The capture's hotplug step (delete 0:0:0:1, scan "- - -"): the links at its end are the
+    guest's final ones, the re-added disk with the next diskseq."""
+    mnt = udev_machine.mount
+    _write(f"{mnt}/sys/block/sdb/device/delete", "1")
+    wait_for(lambda: not os.path.exists(f"{mnt}/run/udev/data/b8:17"), what="sdb1's record to go")
+    _write(f"{mnt}/sys/class/scsi_host/host0/scan", "- - -")
+    final = golden_links(GOLDEN / "udev" / "final" / "dev-disk-links.txt")
+    wait_for(lambda: disk_links(mnt) == final, what="the guest's final links")
+
+
 def test_no_udev_is_the_machine_without_it() -> None:
     why = _can_mount()
     if why:
