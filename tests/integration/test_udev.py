@@ -199,6 +199,10 @@ def test_links_follow_mkfs_partition_table_unplug_and_rescan(udev_machine: Daemo
     wait_for(lambda: "E:ID_PART_TABLE_TYPE=gpt\n" in (Path(mnt) / "run/udev/data/b8:16").read_text(),
              what="sdb's record to show the GPT")
     assert not os.path.lexists(f"{mnt}/dev/disk/by-partuuid/5eed7e57-01")
+    # the partitions imported the disk's new record (its change event ran before their add events)
+    for dbid in ("b8:17", "b8:18"):
+        rec = (Path(mnt) / "run/udev/data" / dbid).read_text()
+        assert "E:ID_PART_TABLE_TYPE=gpt\n" in rec and "E:ID_PART_ENTRY_SCHEME=gpt\n" in rec, dbid
 
     # unplug LUN 1 and scan it back: its links go and come back (a new disk: diskseq 3)
     _write(f"{mnt}/sys/block/sdb/device/delete", "1")
