@@ -63,6 +63,7 @@ def libblkid() -> ctypes.CDLL:
         "blkid_probe_set_partitions_flags": (i, [vp, i]),
         "blkid_do_safeprobe": (i, [vp]),
         "blkid_probe_set_hint": (i, [vp, cp, ctypes.c_uint64]),
+        "blkid_probe_set_sectorsize": (i, [vp, ctypes.c_uint]),
         "blkid_probe_filter_superblocks_usage": (i, [vp, i, i]),
         "blkid_probe_numof_values": (i, [vp]),
         "blkid_probe_get_value": (i, [vp, i, ctypes.POINTER(cp), ctypes.POINTER(cp), ctypes.POINTER(ctypes.c_size_t)]),
@@ -110,14 +111,25 @@ BLKID_FLTR_NOTIN = 2
 BLKID_USAGE_RAID = 1 << 1
 
 
-def probe_values(path: str, *, noraid: bool = False, hint: str | None = None) -> list[tuple[str, bytes]]:
-    """probe_superblocks() + the value loop: NAME/value pairs of a safe probe with partitions
-    (entry details) and superblocks enabled, in libblkid's order; [] when nothing is found.
-    ``noraid`` and ``hint`` are the builtin's --noraid and --hint=NAME=VALUE."""
+def _new_probe(path: str, sector_size: int) -> int:
+    """A probe on ``path`` with the device's logical sector size: libblkid asks a block device
+    (BLKSSZGET) but takes 512 for a file, and a 4K disk's tables are laid out in 4K sectors."""
     lib = libblkid()
     pr = lib.blkid_new_probe_from_filename(path.encode())
     if not pr:
         raise BlkidError(ctypes.get_errno(), f"blkid cannot open {path}")
+    if sector_size:
+        lib.blkid_probe_set_sectorsize(pr, sector_size)
+    return int(pr)
+
+
+def probe_values(path: str, *, sector_size: int = 0, noraid: bool = False,
+                 hint: str | None = None) -> list[tuple[str, bytes]]:
+    """probe_superblocks() + the value loop: NAME/value pairs of a safe probe with partitions
+    (entry details) and superblocks enabled, in libblkid's order; [] when nothing is found.
+    ``noraid`` and ``hint`` are the builtin's --noraid and --hint=NAME=VALUE."""
+    lib = libblkid()
+    pr = _new_probe(path, sector_size)
     try:
         if hint:
             lib.blkid_probe_set_hint(pr, hint.encode(), 0)
@@ -157,12 +169,10 @@ class PartEntry:
     size: int
 
 
-def partition_table(path: str) -> list[PartEntry]:
+def partition_table(path: str, *, sector_size: int = 0) -> list[PartEntry]:
     """The partitions libblkid finds on a whole disk's data (blkid_probe_get_partitions)."""
     lib = libblkid()
-    pr = lib.blkid_new_probe_from_filename(path.encode())
-    if not pr:
-        raise BlkidError(ctypes.get_errno(), f"blkid cannot open {path}")
+    pr = _new_probe(path, sector_size)
     try:
         lib.blkid_probe_enable_superblocks(pr, 0)
         lib.blkid_probe_enable_partitions(pr, 1)

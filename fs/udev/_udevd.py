@@ -25,6 +25,7 @@ from typing import Any
 
 import trio
 
+from vscsifs.fs._devfs import logical_block_size
 from vscsifs.fs._operations import DynamicSize
 from vscsifs.fs.udev import _blkid, _rules
 from vscsifs.fs.udev._cdrom_id import CdromIo, cdrom_id
@@ -310,11 +311,12 @@ class Udevd:
         path = self.devfs.data_path(bdev.name)
         disk_path = self.devfs.data_path(bdev.disk.part0.name) if bdev.partno else None
         start, size, disk_devt = bdev.start_sect, bdev.nr_sects, _devt(bdev.disk.part0) or (0, 0)
+        sector = logical_block_size(bdev)
 
         def probe() -> list[tuple[str, bytes]]:
-            values = _blkid.probe_values(path, noraid=noraid, hint=hint)
+            values = _blkid.probe_values(path, sector_size=sector, noraid=noraid, hint=hint)
             if disk_path is not None:
-                entry = _blkid.find_entry(_blkid.partition_table(disk_path), start, size)
+                entry = _blkid.find_entry(_blkid.partition_table(disk_path, sector_size=sector), start, size)
                 if entry is not None:
                     values += _blkid.partition_entry_values(entry, disk_devt)
             return values

@@ -155,6 +155,33 @@ def test_unplug_and_scan_as_the_guests_hotplug_step(udev_machine: Daemon) -> Non
     wait_for(lambda: disk_links(mnt) == final, what="the guest's final links")
 
 
+def test_4k_disk_partition_table(tmp_path) -> None:
+    """On a disk with 4096-byte logical blocks the GPT is where a 4K disk has it (LBA 1 = byte
+    4096): blkid probes with the disk's sector size, as on the guest's block device."""
+    why = _can_mount()
+    if why:
+        pytest.skip(why)
+    disk = make_image(tmp_path / "4k.img", 64 << 20, "4k.img")
+    d = start_daemon(str(tmp_path), ["-device", "virtio-scsi-pci,id=scsi0",
+                                     "-device", "scsi-hd,drive=hd0,bus=scsi0.0,scsi-id=0,lun=0,"
+                                                "logical_block_size=4096,physical_block_size=4096",
+                                     "-drive", f"file={disk},if=none,id=hd0,format=raw"],
+                     ready="run/udev/data/b8:0", udev=True)
+    try:
+        mnt = d.mount
+        table = "label: gpt\nstart=256, size=4096, name=four, uuid=5EED4096-0000-4000-8000-000000000001\n"
+        subprocess.run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", f"{mnt}/dev/sda"], input=table,
+                       text=True, check=True, capture_output=True)
+        wait_for(lambda: os.path.islink(f"{mnt}/dev/disk/by-partlabel/four"), what="by-partlabel/four")
+        assert os.readlink(f"{mnt}/dev/disk/by-partuuid/5eed4096-0000-4000-8000-000000000001") == "../../sda1"
+        rec = (Path(mnt) / "run/udev/data/b8:1").read_text().splitlines()
+        # PART_ENTRY_OFFSET/SIZE in 512-byte sectors, as libblkid gives them (and sysfs start/size)
+        assert "E:ID_PART_ENTRY_OFFSET=2048" in rec and "E:ID_PART_ENTRY_SIZE=32768" in rec
+        assert "E:ID_PART_TABLE_TYPE=gpt" in (Path(mnt) / "run/udev/data/b8:0").read_text().splitlines()
+    finally:
+        d.shutdown()
+
+
 def test_no_udev_is_the_machine_without_it() -> None:
     why = _can_mount()
     if why:
