@@ -111,3 +111,22 @@ def test_links_and_record_text_as_the_guests() -> None:
 def test_import_parent_skips_file_system_properties() -> None:
     parent = {"ID_SERIAL": "x", "ID_FS_TYPE": "ext4", "ID_FS_UUID": "u", "ID_FOO": "f", "ID_PATH": "p"}
     assert _rules.import_parent(parent) == {"ID_SERIAL": "x", "ID_PATH": "p", "ID_FOO": "f"}
+
+
+def test_scsi_id_on_a_lio_lun() -> None:
+    """LIO's page 0x83 (captured): the NAA IEEE Registered Extended designator gives the
+    serial and the WWN with its vendor extension; the target port group designator gives
+    ID_TARGET_PORT; page 0x80 the unit serial."""
+    execute, _sent = answers_from(GOLDEN / "lio" / "cdb" / "0:0:1:0_sda_sg0")
+    props = dict(trio.run(scsi_id, execute))
+    assert props["ID_VENDOR"] == "LIO-ORG" and props["ID_TYPE"] == "disk"
+    assert props["ID_SERIAL"] == "360014055eed0b0000004000800000000"
+    assert props["ID_SERIAL_SHORT"] == "60014055eed0b0000004000800000000"
+    assert props["ID_WWN"] == "0x60014055eed0b000"
+    assert props["ID_WWN_VENDOR_EXTENSION"] == "0x0004000800000000"
+    assert props["ID_WWN_WITH_EXTENSION"] == "0x60014055eed0b0000004000800000000"
+    assert props["ID_TARGET_PORT"] == "0"
+    assert props["ID_SCSI_SERIAL"] == "5eed0b00-0000-4000-8000-00000000b001"
+    links = _rules.persistent_links("sda", "disk", {**props, "ID_BUS": "scsi"}, {"DISKSEQ": "1"})
+    assert "disk/by-id/wwn-0x60014055eed0b0000004000800000000" in links
+    assert "disk/by-id/scsi-360014055eed0b0000004000800000000" in links
