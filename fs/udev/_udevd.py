@@ -94,14 +94,65 @@ class UEvent:
         self.devt = (kind, _devt(obj))
         self.done = trio.Event()
 
-    def blocks(self, later: UEvent) -> bool:
-        """This (earlier) event must finish before ``later`` runs."""
-        if self.devt == later.devt and self.devt[1] is not None:
-            return True
-        a, b = self.devpath, later.devpath
-        if not a or not b:
-            return True      # a device already gone: keep it in order with everything
-        return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+    def ancestors(self) -> list[str]:
+        """The device path's proper prefixes (/devices, /devices/pci0000:00, ...)."""
+        parts = self.devpath.split("/")
+        return ["/".join(parts[:i]) for i in range(2, len(parts))]
+
+
+class _ActiveEvents:
+    """The events handed to workers and not finished, indexed so that finding what a new event
+    waits for costs the depth of its device path, not the length of the queue (a coldplug of
+    thousands of LUNs queues every event at once). An event waits for the latest earlier one
+    with its device path, with its device number, at each of its ancestors' paths, for every
+    one below its path, and for every one whose device was already gone when queued (no path:
+    kept in order with everything)."""
+
+    def __init__(self) -> None:
+        self.all: dict[UEvent, None] = {}
+        self.by_path: dict[str, UEvent] = {}
+        self.by_devt: dict[tuple[str, tuple[int, int] | None], UEvent] = {}
+        self.below: dict[str, dict[UEvent, None]] = {}
+        self.pathless: dict[UEvent, None] = {}
+
+    def blocking(self, event: UEvent) -> list[UEvent]:
+        if not event.devpath:
+            return list(self.all)
+        found: dict[UEvent, None] = dict(self.pathless)
+        for key in [event.devpath, *event.ancestors()]:
+            if key in self.by_path:
+                found[self.by_path[key]] = None
+        found.update(self.below.get(event.devpath, {}))
+        if event.devt[1] is not None and event.devt in self.by_devt:
+            found[self.by_devt[event.devt]] = None
+        return list(found)
+
+    def add(self, event: UEvent) -> None:
+        self.all[event] = None
+        if event.devt[1] is not None:
+            self.by_devt[event.devt] = event
+        if not event.devpath:
+            self.pathless[event] = None
+            return
+        self.by_path[event.devpath] = event
+        for prefix in event.ancestors():
+            self.below.setdefault(prefix, {})[event] = None
+
+    def remove(self, event: UEvent) -> None:
+        self.all.pop(event, None)
+        self.pathless.pop(event, None)
+        if self.by_devt.get(event.devt) is event:
+            del self.by_devt[event.devt]
+        if not event.devpath:
+            return
+        if self.by_path.get(event.devpath) is event:
+            del self.by_path[event.devpath]
+        for prefix in event.ancestors():
+            under = self.below.get(prefix)
+            if under is not None:
+                under.pop(event, None)
+                if not under:
+                    del self.below[prefix]
 
 
 def _dbid(kind: str, devt: tuple[int, int]) -> str:
@@ -133,7 +184,7 @@ class Udevd:
         # link below /dev -> {dbid: (priority, devname)}: every device claiming it
         self.claims: dict[str, dict[str, tuple[int, str]]] = {}
         self._send, self._recv = trio.open_memory_channel[UEvent](math.inf)
-        self._active: list[UEvent] = []     # queued to a worker and not finished, in arrival order
+        self._active = _ActiveEvents()
         self._children = trio.CapacityLimiter(CHILDREN_MAX)
         self._queued = 0
         self._idle = trio.Event()
@@ -175,8 +226,8 @@ class Udevd:
         try:
             async with trio.open_nursery() as workers:
                 async for event in self._recv:
-                    blockers = [e.done for e in self._active if e.blocks(event)]
-                    self._active.append(event)
+                    blockers = [e.done for e in self._active.blocking(event)]
+                    self._active.add(event)
                     workers.start_soon(self._worker, event, blockers)
         finally:
             self.running = False
