@@ -1,12 +1,12 @@
 """udevd for one machine: hears the kernel's device events, runs the rules on each device
-(helpers included) one event at a time, keeps the database and renders it.
+(helpers included), keeps the database and renders it.
 
 Events come from ``kernel.devnode_listeners`` (add/remove/change of block and char devices)
 and from devfs's ``synced_listeners`` (a close or fsync after writes: 60-block.rules'
 OPTIONS+="watch" turns it into a "change" event, which re-probes the device). They are queued
-as the kernel sends them and processed in order once ``start()`` runs (after the mount is up:
-the blkid probe reads the device's data through it); ``settle()`` waits for the queue to drain
-(udevadm settle).
+as the kernel sends them and handed to workers once ``run()`` runs (after the mount is up: the
+blkid probe reads the device's data through it), in parallel except where udevd's queue orders
+them (same device, parents, children); ``settle()`` waits for the queue to drain (udevadm settle).
 
 Rendered as the guest has them: DIR/run/udev/data/ID (ID = b8:0, c21:0 ...),
 DIR/run/udev/links/ESCAPED/ID (-> "PRIO:/dev/NAME"), DIR/run/udev/tags/TAG/ID, and the links
