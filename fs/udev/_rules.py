@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 
 from vscsifs.fs.udev._encode import replace_chars
+from vscsifs.scsi.kernel.base._kobject import Attr, Dir
 
 # 60-persistent-storage.rules: KERNEL!="loop*|mmcblk*[0-9]|...|sd*|sr*|vd*|..."
 PERSISTENT_KERNELS = ("loop*", "mmcblk*[0-9]", "msblk*[0-9]", "mspblk*[0-9]", "nvme*", "sd*", "sr*", "vd*",
@@ -114,6 +115,24 @@ def cdrom_blkid_options(kernel_name: str, props: dict[str, str], kernel: dict[st
         return None
     offset = props.get("ID_CDROM_MEDIA_SESSION_LAST_OFFSET", "")
     return {"hint": f"session_offset={offset}"} if offset else {"noraid": "1"}
+
+
+# 60-block.rules: ACTION=="add", SUBSYSTEM=="module", KERNEL=="block",
+#   ATTR{parameters/events_dfl_poll_msecs}=="0", ATTR{parameters/events_dfl_poll_msecs}="2000"
+BLOCK_POLL_ATTR = "module/block/parameters/events_dfl_poll_msecs"
+BLOCK_POLL_MSECS = "2000"
+
+
+def block_module_add(sysfs_root: Dir) -> bool:
+    """The block module's add event: switch on the kernel's media-change polling when it is
+    off (what makes a guest see disc swaps). True when the attribute was written."""
+    node = sysfs_root.lookup(BLOCK_POLL_ATTR)
+    if not isinstance(node, Attr) or node.show is None or node.store is None:
+        return False
+    if node.read().decode().strip() != "0":
+        return False
+    node.write(BLOCK_POLL_MSECS.encode())
+    return True
 
 
 def systemd_tags(subsystem: str) -> list[str]:

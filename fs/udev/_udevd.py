@@ -222,6 +222,9 @@ class Udevd:
         for every earlier one of the same device, its parents or its children (event_is_blocked():
         a partition's rules import its disk's properties)."""
         self.running = True
+        sysfs = getattr(getattr(self.kernel, "sysfs", None), "root", None)
+        if isinstance(sysfs, Dir):
+            _rules.block_module_add(sysfs)      # the coldplug's module events come first
         task_status.started()
         try:
             async with trio.open_nursery() as workers:

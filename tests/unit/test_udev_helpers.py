@@ -130,3 +130,17 @@ def test_scsi_id_on_a_lio_lun() -> None:
     links = _rules.persistent_links("sda", "disk", {**props, "ID_BUS": "scsi"}, {"DISKSEQ": "1"})
     assert "disk/by-id/wwn-0x60014055eed0b0000004000800000000" in links
     assert "disk/by-id/scsi-360014055eed0b0000004000800000000" in links
+
+
+def test_block_module_rule_switches_media_polling_on() -> None:
+    """60-block.rules writes 2000 into the block module's events_dfl_poll_msecs when it is 0
+    (the capture's sysfs-written-by-rules.txt); nothing when the kernel has no such parameter."""
+    root = Dir("")
+    assert not _rules.block_module_add(root)
+    params = root.makedirs("module/block/parameters")
+    value = {"v": b"0\n"}
+    params.attr("events_dfl_poll_msecs", lambda: value["v"], lambda data: value.update(v=data + b"\n"))
+    assert _rules.block_module_add(root) and value["v"] == b"2000\n"
+    assert not _rules.block_module_add(root)          # already on: left alone
+    written = (UDEV / "sysfs-written-by-rules.txt").read_text()
+    assert "events_dfl_poll_msecs = 2000" in written
