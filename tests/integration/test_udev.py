@@ -75,6 +75,7 @@ def udev_machine() -> Iterator[Daemon]:
         make_seed_udev_images(Path(tmp) / "data")
         d = start_daemon(tmp, ready="run/udev/data/b8:17", udev=True)
         try:
+            wait_for(lambda: "vscsifs: INFO: serving " in d.log(), what="the coldplug to settle")
             yield d
         finally:
             d.shutdown()
@@ -218,7 +219,9 @@ def test_links_follow_mkfs_partition_table_unplug_and_rescan(udev_machine: Daemo
              "start=67584, size=65536, name=beta, uuid=5EED7E57-0000-4000-8000-000000000002\n")
     subprocess.run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", f"{mnt}/dev/sdb"], input=table,
                    text=True, check=True, capture_output=True)
-    wait_for(lambda: os.path.islink(f"{mnt}/dev/disk/by-partlabel/beta"), what="by-partlabel/beta")
+    # the two partitions' events run in parallel (unrelated devices): wait for both
+    wait_for(lambda: all(os.path.islink(f"{mnt}/dev/disk/by-partlabel/{n}") for n in ("alpha", "beta")),
+             what="by-partlabel/alpha and beta")
     assert os.readlink(f"{mnt}/dev/disk/by-partlabel/alpha") == "../../sdb1"
     assert os.readlink(f"{mnt}/dev/disk/by-partlabel/beta") == "../../sdb2"
     assert os.readlink(f"{mnt}/dev/disk/by-partuuid/5eed7e57-0000-4000-8000-000000000002") == "../../sdb2"
@@ -235,10 +238,12 @@ def test_links_follow_mkfs_partition_table_unplug_and_rescan(udev_machine: Daemo
     _write(f"{mnt}/sys/block/sdb/device/delete", "1")
     wait_for(lambda: not os.path.lexists(f"{mnt}/dev/disk/by-path/pci-0000:00:04.0-scsi-0:0:0:1"),
              what="sdb's links to go")
+    wait_for(lambda: all("sdb" not in line for line in disk_links(mnt)), what="sdb's partitions' links to go")
     assert not os.path.exists(f"{mnt}/run/udev/data/b8:16")
-    assert all("sdb" not in line for line in disk_links(mnt))
     _write(f"{mnt}/sys/class/scsi_host/host0/scan", "- - -")
-    wait_for(lambda: os.path.islink(f"{mnt}/dev/disk/by-partlabel/beta"), what="sdb back")
+    wait_for(lambda: all(os.path.islink(f"{mnt}/dev/disk/{n}") for n in
+                         ("by-partlabel/beta", "by-diskseq/3", "by-path/pci-0000:00:04.0-scsi-0:0:0:1-part2")),
+             what="sdb back")
     assert os.readlink(f"{mnt}/dev/disk/by-diskseq/3") == "../../sdb"
     assert os.readlink(f"{mnt}/dev/disk/by-path/pci-0000:00:04.0-scsi-0:0:0:1-part2") == "../../sdb2"
 
@@ -292,8 +297,8 @@ def test_hotplugged_disk_with_identity_properties(tmp_path) -> None:
         rec = (Path(mnt) / "run/udev/data/b8:33").read_text().splitlines()
         assert "E:ID_PART_ENTRY_OFFSET=196608" in rec and "E:ID_WWN=0x5000c50015ea71ac" in rec
         asyncio.run(qmp_do(("device_del", {"id": "hplun"})))
-        wait_for(lambda: not os.path.lexists(f"{mnt}/dev/disk/by-id/wwn-0x5000c50015ea71ac"), what="the link to go")
-        assert not os.path.lexists(f"{mnt}/dev/disk/by-partlabel/far")
+        wait_for(lambda: not any(os.path.lexists(f"{mnt}/dev/disk/{n}") for n in
+                                 ("by-id/wwn-0x5000c50015ea71ac", "by-partlabel/far")), what="the links to go")
         assert not os.path.exists(f"{mnt}/run/udev/data/b8:32")
     finally:
         d.shutdown()
