@@ -196,6 +196,15 @@ def test_no_udev_is_the_machine_without_it() -> None:
             d.shutdown()
 
 
+def node_size(path: str) -> int:
+    """The size a tool sees through DIR/dev/NAME (the loop device follows a resize a little later)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.lseek(fd, 0, os.SEEK_END)
+    finally:
+        os.close(fd)
+
+
 def _write(path: str, text: str) -> None:
     with open(path, "w") as f:
         f.write(text)
@@ -289,6 +298,7 @@ def test_hotplugged_disk_with_identity_properties(tmp_path) -> None:
         # resize, then a partition beyond the old end: the change events re-probe the disk
         asyncio.run(qmp_do(("block_resize", {"device": "hpdrv", "size": 128 << 20})))
         wait_for(lambda: Path(f"{mnt}/sys/block/sdc/size").read_text() == f"{(128 << 20) // 512}\n", what="the resize")
+        wait_for(lambda: node_size(f"{mnt}/dev/sdc") == 128 << 20, what="the node to follow the resize")
         table = "label: gpt\nstart=196608, size=32768, name=far\n"
         subprocess.run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", f"{mnt}/dev/sdc"], input=table,
                        text=True, check=True, capture_output=True)
