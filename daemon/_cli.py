@@ -45,6 +45,8 @@ scan against it and serves DIR/sys, DIR/dev and DIR/proc until SIGINT or SIGTERM
   --allow-other    let other users use the mount (as root; FUSE allow_other). The kernel
                    checks modes and owners as on a real system: /sys attributes 0444/0644/0200,
                    /dev/sdX 0660 root:disk
+  --no-udev        no udev view: without it, DIR/run/udev and the DIR/dev/disk/by-* links are
+                   what Debian 12's udevd makes (TOML: udev = false)
   --fault H:C:T:L:RULE  inject faults into a LUN (repeatable; H: the guest's host number or a
                    virtio-scsi-pci id=); rules and the run-time controls (DIR/sys/kernel/debug/
                    vscsifs/H:C:T:L/error, QMP x-vscsifs-fault) are described in daemon/_faults.py,
@@ -138,6 +140,7 @@ def build_config(opts: RunOptions) -> tuple[MachineConfig, list[str]]:
         cfg.warnings[:0] = parsed.machine.warnings
         cfg.faults[:0] = parsed.machine.faults
         cfg.allow_other = cfg.allow_other or parsed.machine.allow_other
+        cfg.udev = cfg.udev and parsed.machine.udev
         _fill_defaults(opts)
         return cfg, parsed.qmp
     _fill_defaults(opts)
@@ -155,6 +158,7 @@ def build_config(opts: RunOptions) -> tuple[MachineConfig, list[str]]:
         seed.append = cfg.append
         seed.faults = cfg.faults
         seed.allow_other = cfg.allow_other
+        seed.udev = cfg.udev
         cfg = seed
     cfg.validate()
     return cfg, parsed.qmp

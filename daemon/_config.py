@@ -148,6 +148,7 @@ class MachineConfig:
     lio_config: str | None = None     # --lio-config: targetcli's saveconfig.json for vhost-scsi-pci
     faults: list[str] = field(default_factory=list)   # --fault H:C:T:L:RULE (daemon/_faults.py)
     allow_other: bool = False         # --allow-other: other users may use the mount (FUSE allow_other)
+    udev: bool = True                 # --no-udev / udev = false: no DIR/run/udev, no /dev/disk links
     warnings: list[str] = field(default_factory=list)
 
     def controller(self, cid: str) -> ControllerConfig:

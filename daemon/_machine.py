@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 import trio
 
-from vscsifs.fs import machine_operations, serve
+from vscsifs.fs import Udevd, machine_operations, serve, udev_machine_operations
 from vscsifs.scsi.kernel import (Scsi_Host, async_synchronize_full, bsg_init, scsi_scan_host, scsi_sysfs_register,
                                  sd_init, sg_init, shost_for_each_device)
 from vscsifs.scsi.kernel._sd import sd_shutdown
@@ -142,6 +142,9 @@ async def boot_without_gc(machine: Machine, nursery: trio.Nursery) -> None:
     gc.freeze()
 
 
+# how long the start waits for udev's coldplug (udevadm settle's default is 120 s)
+UDEV_SETTLE_TIMEOUT = 120.0
+
 # allocations between two young-generation collections during the boot (CPython's default is 700)
 BOOT_GC_GEN0_THRESHOLD = 2000
 
@@ -154,7 +157,11 @@ async def serve_machine(machine: Machine, mountpoint: str,
     devices waits for the I/O in flight) while the emulated kernel still runs, then its
     power-off (sd_shutdown's SYNCHRONIZE CACHE), then the images are flushed and closed."""
     os.makedirs(mountpoint, exist_ok=True)
-    ops, devfs, _procfs = machine_operations(machine.kernel)
+    udevd: Udevd | None = None
+    if machine.config.udev:
+        ops, devfs, _procfs, udevd = udev_machine_operations(machine.kernel)
+    else:
+        ops, devfs, _procfs = machine_operations(machine.kernel)
     try:
         async with trio.open_nursery() as nursery:
             await boot_without_gc(machine, nursery)
@@ -164,6 +171,10 @@ async def serve_machine(machine: Machine, mountpoint: str,
                                 options=("allow_other",) if machine.config.allow_other else ())
                     fuse.cancel_scope.cancel()      # unmounted from outside: stop waiting for ``stop``
                 await fuse.start(serve_task)
+                if udevd is not None:
+                    # coldplug (udevadm trigger + settle) before the machine counts as up
+                    await fuse.start(udevd.run)
+                    await udevd.settle(UDEV_SETTLE_TIMEOUT)
                 hosts = len(machine.hosts)
                 luns = sum(len(c.bus.devices) for c in machine.controllers)
                 log.info("serving %s: %d host(s), %d LUN(s)", mountpoint, hosts, luns)

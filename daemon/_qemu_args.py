@@ -153,6 +153,9 @@ def parse_qemu_args(argv: Sequence[str]) -> ParsedArgs:
         elif name == "allow-other":
             # vscsifs's own option: let other users see the mount (FUSE allow_other)
             cfg.allow_other = True
+        elif name == "no-udev":
+            # vscsifs's own option: the machine without the guest's udev view (fs/udev)
+            cfg.udev = False
         elif name == "fault":
             # vscsifs's own option: a fault injection rule (daemon/_faults.py)
             cfg.faults.append(check_fault_option(take()))

@@ -62,7 +62,7 @@ from vscsifs.daemon._qdev_props import (CACHE_MODES, DRIVE_PROPS, SCSI_DEVICE_PR
 from vscsifs.daemon._qemu_args import parse_memory, parse_qemu_args
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-TOP_KEYS = ("smp", "memory", "append", "lio-config")
+TOP_KEYS = ("smp", "memory", "append", "lio-config", "udev")
 SERVICE_KEYS = ("mount", "data-dir", "log-level")
 TABLES = ("service", "controller", "drive", "device", "fault")
 FAULT_KEYS = ("host", "channel", "target", "lun", "rule")
@@ -265,6 +265,10 @@ class _Reader:
                 raise self.fail("", None, None, "memory", f"expects a size such as \"1G\" or a number of bytes, "
                                 f"got {self._describe(mem)}")
         cfg.append = self.require_str(doc, "append", place) or ""
+        if "udev" in doc:
+            if not isinstance(doc["udev"], bool):
+                raise self.fail("", None, None, "udev", f"expects true or false, got {self._describe(doc['udev'])}")
+            cfg.udev = doc["udev"]
         if (lio := self.require_str(doc, "lio-config", place)) is not None:
             cfg.lio_config = os.path.normpath(os.path.join(self.base, os.path.expanduser(lio)))
 
@@ -505,6 +509,8 @@ def dumps(cfg: MachineConfig, *, service: ServiceOptions | None = None, header: 
             out.append(f"memory = {mem}")
     if cfg.append:
         out.append(f"append = {toml_string(cfg.append)}")
+    if not cfg.udev:
+        out.append("udev = false")
     if cfg.lio_config:
         out.append(f"lio-config = {toml_string(os.path.abspath(cfg.lio_config))}")
     if service is not None and any((service.mount, service.data_dir, service.log_level)):

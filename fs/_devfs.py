@@ -659,6 +659,8 @@ class DevFs:
         # called (and awaited if it returns an awaitable) after the first fsync or close that
         # follows writes to a device; None: reread_partitions() (see synced_after_write)
         self.on_synced = on_synced
+        # told (with the bdev) before that: udev's watch (fs/udev)
+        self.synced_listeners: list[Callable[[Any], None]] = []
         self.mode = "pending"       # "loop" or "file" once started
         self._attaching: set[int] = set()   # id(bdev) while LOOP_CONFIGURE runs on its data file
         self.mountpoint: str | None = None
@@ -711,6 +713,8 @@ class DevFs:
         DIR/dev/sdX never reaches us (the loop device answers it, or a regular file: ENOTTY),
         and through a loop device a close is invisible, so the fsync that sfdisk and mkfs
         issue first is the trigger there."""
+        for listener in list(self.synced_listeners):
+            listener(bdev)      # first: the disk's change event comes before its partitions' events
         if self.on_synced is not None:
             result = self.on_synced(bdev)
             if inspect.isawaitable(result):

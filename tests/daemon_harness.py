@@ -90,14 +90,18 @@ class Daemon:
         return rc
 
 
-def start_daemon(tmp: str, args: list[str] = (), ready: str = "sys/block", timeout: float = 60) -> Daemon:
+def start_daemon(tmp: str, args: list[str] = (), ready: str = "sys/block", timeout: float = 60,
+                 udev: bool = False) -> Daemon:
+    """``udev`` False runs the machine with --no-udev: the golden captures the tests compare
+    with were taken on guests without udev (its probes add commands, I/O and /dev entries)."""
     mount = os.path.join(tmp, "mnt")
     data = os.path.join(tmp, "data")
     os.makedirs(mount, exist_ok=True)
     log_path = os.path.join(tmp, "daemon.log")
     logf = open(log_path, "wb")
     proc = subprocess.Popen([sys.executable, "-m", "vscsifs.daemon._cli", "run", "--mount", mount,
-                             "--data-dir", data, *args], stdout=logf, stderr=subprocess.STDOUT)
+                             "--data-dir", data, *([] if udev else ["--no-udev"]), *args],
+                            stdout=logf, stderr=subprocess.STDOUT)
     d = Daemon(proc, mount, data, log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

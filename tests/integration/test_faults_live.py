@@ -421,7 +421,7 @@ def _spawn(tmp: str, log_name: str, *, wedgeable: bool = False, launcher: str | 
     with open(log_path, "wb") as logf:
         proc = subprocess.Popen([*cmd, "run", "--mount", mount, "--data-dir", data,
                                  "-qmp", f"unix:{os.path.join(tmp, 'qmp-private.sock')},server=on,wait=off",
-                                 *args],
+                                 "--no-udev", *args],
                                 stdout=logf, stderr=subprocess.STDOUT)
     d = Daemon(proc, mount, data, log_path)
     deadline = time.monotonic() + 60

@@ -302,3 +302,15 @@ def test_a_fault_on_a_vhost_scsi_controller_is_refused():
     with pytest.raises(ConfigError, match=r"\[\[fault\]\] #1, key 'host': controller 'vh0' is a vhost-scsi-pci: "
                                           r"faults are injected into virtio-scsi-pci controllers only"):
         loads(text, "x.toml")
+
+
+def test_udev_switch_from_qemu_options_and_toml():
+    """--no-udev and ``udev = false`` say the same thing, and survive a round trip."""
+    cfg = parse_qemu_args(SEED_ARGS.split() + ["--no-udev"]).machine
+    assert cfg.udev is False and parse_qemu_args(SEED_ARGS.split()).machine.udev is True
+    text = dumps(cfg)
+    assert "udev = false" in text.splitlines()
+    assert loads(text).machine.udev is False
+    assert loads(dumps(parse_qemu_args(SEED_ARGS.split()).machine)).machine.udev is True
+    with pytest.raises(ConfigError, match="udev"):
+        loads("udev = \"no\"\n")
