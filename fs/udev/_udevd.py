@@ -37,7 +37,7 @@ from vscsifs.fs.udev._sysfs import devpath, subsystem, uevent
 from vscsifs.scsi.kernel._cdrom import cdrom_ioctl_drive_status
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection
 from vscsifs.scsi.kernel._scsi_lib import scsi_execute_cmd
-from vscsifs.scsi.kernel.base._kobject import Attr, Dir, Link, Node
+from vscsifs.scsi.kernel.base._kobject import Attr, Dir, KernfsRoot, Link, Node
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ class Udevd:
         self.kernel = kernel
         self.devfs = devfs
         self.clock = clock
-        self.run_root = Dir("run")
+        self.run_root = KernfsRoot("run")  # its own tree: the mount hears its changes
         udev = self.run_root.mkdir("udev")
         self.data_dir = udev.mkdir("data")
         self.links_dir = udev.mkdir("links")
