@@ -10,10 +10,9 @@ virtio-scsi does with BLIST_TRY_VPD_PAGES).
 from __future__ import annotations
 
 from enum import IntFlag
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from vscsifs.scsi.kernel.base._kernel import Kernel
+from vscsifs.scsi.kernel.base._kernel import Kernel
 
 
 class Blist(IntFlag):

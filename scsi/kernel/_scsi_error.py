@@ -9,144 +9,25 @@ with its error, which is what the kernel ends up doing for passthrough once reco
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import IntEnum
+import inspect
 from typing import Any
 
-from vscsifs.scsi._proto import SamStatus, SenseKey
+import trio
 
+from vscsifs.scsi._proto import SenseKey
 from vscsifs.scsi.kernel.base._printk import KernLevel
+from vscsifs.scsi.kernel.block._blk_mq import blk_mq_requeue_request
+from vscsifs.scsi.kernel.block._blk_types import ReqFlag
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, ScsiCmnd
 
 
-# the SAM status and sense key values are the wire protocol's, defined once in scsi/_proto.py
-SamStat = SamStatus
-
-
-class Disposition(IntEnum):
-    """include/scsi/scsi.h enum scsi_disposition (values as the kernel numbers them)."""
-
-    NEEDS_RETRY = 0x2001
-    SUCCESS = 0x2002
-    FAILED = 0x2003
-    QUEUED = 0x2004
-    SOFT_ERROR = 0x2005
-    ADD_TO_MLQUEUE = 0x2006
-    TIMEOUT_ERROR = 0x2007
-    SCSI_RETURN_NOT_HANDLED = 0x2008
-    FAST_IO_FAIL = 0x2009
-
-
-NEEDS_RETRY = Disposition.NEEDS_RETRY
-SUCCESS = Disposition.SUCCESS
-FAILED = Disposition.FAILED
-ADD_TO_MLQUEUE = Disposition.ADD_TO_MLQUEUE
-
-
-class ScsimlStat(IntEnum):
-    """Midlayer-internal status byte (result bits 8..15 in 6.1): set_scsi_ml_byte()."""
-
-    OK = 0x00
-    RESV_CONFLICT = 0x01
-    NOSPC = 0x02
-    MED_ERROR = 0x03
-    TGT_FAILURE = 0x04
-
-
-def scsi_mlreturn_string(disposition: int) -> str | None:
-    try:
-        return Disposition(disposition).name
-    except ValueError:
-        return None
-
-
-def scsi_status_is_check_condition(result: int) -> bool:
-    """scsi_status_is_check_condition(): no host byte error and status CHECK CONDITION."""
-    if result < 0:
-        return False
-    return (result & 0xFF) == SamStat.CHECK_CONDITION
-
-
-@dataclass(slots=True)
-class ScsiSenseHdr:
-    """struct scsi_sense_hdr: the fields common to fixed and descriptor sense."""
-
-    response_code: int = 0
-    sense_key: int = 0
-    asc: int = 0
-    ascq: int = 0
-    byte4: int = 0
-    byte5: int = 0
-    byte6: int = 0
-    additional_length: int = 0
-
-    @property
-    def is_deferred(self) -> bool:
-        """scsi_sense_is_deferred()"""
-        return (self.response_code & 0x70) == 0x70 and (self.response_code & 1) == 1
-
-    def valid(self) -> bool:
-        """scsi_sense_valid()"""
-        return (self.response_code & 0x70) == 0x70
-
-
-def scsi_normalize_sense(sense: bytes | bytearray | memoryview) -> ScsiSenseHdr | None:
-    """scsi_common.c scsi_normalize_sense(): None when the buffer holds no valid sense."""
-    sense = bytes(sense)
-    if not sense:
-        return None
-    sshdr = ScsiSenseHdr(response_code=sense[0] & 0x7F)
-    if (sshdr.response_code & 0x70) != 0x70:
-        return None
-    if sshdr.response_code >= 0x72:
-        # descriptor format
-        if len(sense) > 1:
-            sshdr.sense_key = sense[1] & 0xF
-        if len(sense) > 2:
-            sshdr.asc = sense[2]
-        if len(sense) > 3:
-            sshdr.ascq = sense[3]
-        if len(sense) > 7:
-            sshdr.additional_length = sense[7]
-    else:
-        # fixed format
-        if len(sense) > 2:
-            sshdr.sense_key = sense[2] & 0xF
-        if len(sense) > 7:
-            add = min(sense[7] + 8, len(sense))
-            if add > 12:
-                sshdr.asc = sense[12]
-            if add > 13:
-                sshdr.ascq = sense[13]
-    return sshdr
-
-
-def scsi_sense_desc_find(sense: bytes, desc_type: int) -> bytes | None:
-    """scsi_common.c scsi_sense_desc_find(): one descriptor of descriptor-format sense."""
-    if len(sense) < 8 or sense[7] == 0 or (sense[0] & 0x7F) < 0x72:
-        return None
-    add_len = min(sense[7], len(sense) - 8)
-    pos = 8
-    end = 8 + add_len
-    while pos + 1 < end:
-        dlen = sense[pos + 1] + 2
-        if sense[pos] == desc_type:
-            return bytes(sense[pos:pos + dlen])
-        pos += dlen
-    return None
-
-
-def scsi_command_normalize_sense(cmd: ScsiCmnd) -> ScsiSenseHdr | None:
-    return scsi_normalize_sense(cmd.sense_buffer)
-
-
-def set_scsi_ml_byte(cmd: ScsiCmnd, status: ScsimlStat) -> None:
-    cmd.result = (cmd.result & 0xFFFF00FF) | (int(status) << 8)
-
-
-def scsi_ml_byte(result: int) -> int:
-    return (result >> 8) & 0xFF
-
+from vscsifs.scsi.kernel._scsi_common import (ADD_TO_MLQUEUE, FAILED, NEEDS_RETRY, SUCCESS, Disposition, SamStat,
+                                             ScsimlStat, ScsiSenseHdr, scsi_command_normalize_sense,
+                                             scsi_status_is_check_condition, set_scsi_ml_byte)
+from vscsifs.scsi.kernel._scsi_logging import (LogShift, scmd_printk, scsi_log_completion, scsi_log_enabled,
+                                              scsi_log_send, sdev_printk, shost_printk)
+from vscsifs.scsi.kernel._scsi_types import (HostState, ScsiDevice, SdevState, scsi_device_set_state,
+                                            scsi_device_unbusy, scsi_host_set_state)
 
 _UA_MESSAGES: dict[tuple[int, int | None], str] = {
     (0x3F, 0x03): "Inquiry data has changed",
@@ -177,7 +58,6 @@ _UA_EVENTS: dict[tuple[int, int | None], str] = {
 
 def scsi_report_sense(sdev: Any, sshdr: ScsiSenseHdr) -> None:
     """scsi_error.c scsi_report_sense(): log the unit attentions the kernel announces."""
-    from vscsifs.scsi.kernel._scsi_logging import sdev_printk
 
     if sshdr.sense_key != SenseKey.UNIT_ATTENTION:
         return
@@ -324,7 +204,6 @@ def scsi_decide_disposition(cmd: ScsiCmnd) -> Disposition:
                   SamStat.INTERMEDIATE_CONDITION_MET, SamStat.ACA_ACTIVE):
         return SUCCESS
     if status == SamStat.RESERVATION_CONFLICT:
-        from vscsifs.scsi.kernel._scsi_logging import sdev_printk
         sdev_printk(KernLevel.INFO, sdev, "reservation conflict")
         set_scsi_ml_byte(cmd, ScsimlStat.RESV_CONFLICT)
         return SUCCESS
@@ -357,19 +236,16 @@ _MEDIUM_ACCESS_OPS = frozenset({0x08, 0x0A, 0x28, 0x2A, 0xA8, 0xAA, 0x88, 0x8A, 
 
 
 def _eh_log(cmd_or_sdev: Any, level: int) -> bool:
-    from vscsifs.scsi.kernel._scsi_logging import LogShift, scsi_log_enabled
     sdev = getattr(cmd_or_sdev, "device", cmd_or_sdev)
     return scsi_log_enabled(sdev.host.kernel, LogShift.ERROR, level)
 
 
 def _scmd_info(cmd: ScsiCmnd, text: str, level: KernLevel = KernLevel.INFO) -> None:
     if _eh_log(cmd, 3):
-        from vscsifs.scsi.kernel._scsi_logging import scmd_printk
         scmd_printk(level, cmd, text)
 
 
 def _shost_info(shost: Any, text: str, level: int = 3) -> None:
-    from vscsifs.scsi.kernel._scsi_logging import LogShift, scsi_log_enabled, shost_printk
     if scsi_log_enabled(shost.kernel, LogShift.ERROR, level):
         shost_printk(KernLevel.INFO, shost, text)
 
@@ -384,28 +260,9 @@ def _set_eflags(cmd: ScsiCmnd, value: int) -> None:
         cmd.request.extra["eh_eflags"] = value
 
 
-class _HostEh:
-    """The error-handler state a Scsi_Host carries (eh_cmd_q, the ehandler thread)."""
-
-    def __init__(self) -> None:
-        self.cmd_q: list[ScsiCmnd] = []
-        self.wakeup: Any = None            # trio.Event while the handler sleeps
-        self.running = False
-        self.eh_action: Any = None         # the EH command being waited for
-
-
-def _host_eh(shost: Any) -> _HostEh:
-    eh = getattr(shost, "_eh", None)
-    if eh is None:
-        eh = _HostEh()
-        shost._eh = eh
-    return eh
-
-
 def scsi_noretry_cmd(cmd: ScsiCmnd) -> bool:
     """scsi_noretry_cmd(): fail fast (REQ_FAILFAST_*), and passthrough commands that timed
     out or got a retryable CHECK CONDITION are not retried by the error handler."""
-    from vscsifs.scsi.kernel.block._blk_types import ReqFlag
     rq = cmd.request
     flags = rq.flags if rq is not None else ReqFlag.NONE
     passthrough = rq is None or rq.is_passthrough
@@ -445,7 +302,6 @@ def scsi_abort_command(cmd: ScsiCmnd) -> Disposition:
 
 
 async def _maybe_await(value: Any) -> Any:
-    import inspect
     if inspect.isawaitable(value):
         return await value
     return value
@@ -461,9 +317,6 @@ async def scsi_try_to_abort_cmd(cmd: ScsiCmnd) -> Disposition:
 async def scmd_eh_abort_handler(cmd: ScsiCmnd) -> None:
     """scmd_eh_abort_handler(): abort at the LLD; on success retry (or finish) the command
     with DID_TIME_OUT, else hand it to the error handler."""
-    import trio
-    from vscsifs.scsi.kernel._scsi_lib import scsi_finish_command
-
     await trio.sleep(ABORT_WORK_DELAY)
     _scmd_info(cmd, "aborting command")
     rtn = await scsi_try_to_abort_cmd(cmd)
@@ -477,23 +330,20 @@ async def scmd_eh_abort_handler(cmd: ScsiCmnd) -> None:
         scsi_queue_insert_eh_retry(cmd)
     else:
         _scmd_info(cmd, "finish aborted command", KernLevel.WARNING)
-        scsi_finish_command(cmd.request, cmd)
+        cmd.device.host.ml_ops.finish_command(cmd.request, cmd)
 
 
 def scsi_queue_insert_eh_retry(cmd: ScsiCmnd) -> None:
     """scsi_queue_insert(cmd, SCSI_MLQUEUE_EH_RETRY): budgets back, the request goes to blk-mq
     again (it keeps its prepared state, as RQF_DONTPREP does)."""
-    from vscsifs.scsi.kernel._scsi_lib import _release_budgets, _requeue
     rq = cmd.request
     rq.extra["scsi_complete_state"] = False
-    _release_budgets(cmd.device)
-    _requeue(rq, 0.0)
+    scsi_device_unbusy(cmd.device)
+    blk_mq_requeue_request(rq, True, 0.0)
 
 
 def scsi_eh_scmd_add(cmd: ScsiCmnd) -> None:
     """scsi_eh_scmd_add(): host into recovery, command onto eh_cmd_q, wake the handler."""
-    from vscsifs.scsi.kernel._hosts import HostState, scsi_host_set_state
-
     shost = cmd.device.host
     if scsi_host_set_state(shost, HostState.SHOST_RECOVERY):
         scsi_host_set_state(shost, HostState.SHOST_CANCEL_RECOVERY)
@@ -503,7 +353,7 @@ def scsi_eh_scmd_add(cmd: ScsiCmnd) -> None:
         eh_reset = getattr(drv, "eh_reset", None)      # scsi_eh_reset()
         if eh_reset is not None:
             eh_reset(cmd)
-    eh = _host_eh(shost)
+    eh = shost.eh
     eh.cmd_q.append(cmd)
     shost.host_failed += 1
     scsi_eh_wakeup(shost)
@@ -511,7 +361,7 @@ def scsi_eh_scmd_add(cmd: ScsiCmnd) -> None:
 
 def scsi_eh_wakeup(shost: Any) -> None:
     """scsi_eh_wakeup(): start (or wake) the host's error handler task."""
-    eh = _host_eh(shost)
+    eh = shost.eh
     if eh.wakeup is not None:
         eh.wakeup.set()
     if eh.running:
@@ -526,9 +376,8 @@ def scsi_eh_wakeup(shost: Any) -> None:
 async def scsi_error_handler(shost: Any) -> None:
     """scsi_error_handler(): the scsi_eh_N thread. Runs recovery once every outstanding command
     of the host has either failed or completed (host_failed == scsi_host_busy)."""
-    import trio
 
-    eh = _host_eh(shost)
+    eh = shost.eh
     try:
         while shost.host_failed:
             if shost.host_failed != shost.scsi_host_busy():
@@ -549,7 +398,7 @@ async def scsi_error_handler(shost: Any) -> None:
 
 async def scsi_unjam_host(shost: Any) -> None:
     """scsi_unjam_host(): sense, then the reset ladder, then finish or retry everything."""
-    eh = _host_eh(shost)
+    eh = shost.eh
     work_q, eh.cmd_q = eh.cmd_q, []
     done_q: list[ScsiCmnd] = []
     if not await scsi_eh_get_sense(work_q, done_q):
@@ -559,8 +408,6 @@ async def scsi_unjam_host(shost: Any) -> None:
 
 def scsi_restart_operations(shost: Any) -> None:
     """scsi_restart_operations(): host back to running, queues restarted."""
-    from vscsifs.scsi.kernel._hosts import HostState, scsi_host_set_state
-
     _shost_info(shost, "waking up host to restart")
     if scsi_host_set_state(shost, HostState.SHOST_RUNNING):
         if scsi_host_set_state(shost, HostState.SHOST_CANCEL):
@@ -622,8 +469,6 @@ async def scsi_send_eh_cmnd(cmd: ScsiCmnd, cdb: bytes, timeout: float, *, keep_s
     straight to the LLD, wait up to ``timeout`` seconds, judge the answer, restore the command.
     A command that does not answer is aborted (scsi_abort_eh_cmnd) and counts as FAILED.
     With ``keep_sense`` (REQUEST SENSE) the data received becomes the command's sense."""
-    import trio
-    from vscsifs.scsi.kernel._scsi_logging import scsi_log_completion, scsi_log_send
 
     sdev = cmd.device
     shost = sdev.host
@@ -731,7 +576,6 @@ def scsi_report_bus_reset(shost: Any, channel: int) -> None:
 async def _try_reset(cmd: ScsiCmnd, handler_name: str, settle: float) -> Disposition:
     """The common body of scsi_try_bus_reset / scsi_try_host_reset: call the LLD's handler and,
     on SUCCESS, let the bus settle and tell every device on the channel it was reset."""
-    import trio
     shost = cmd.device.host
     handler = getattr(shost.hostt, handler_name, None)
     if handler is None:
@@ -835,7 +679,6 @@ async def scsi_eh_stu(shost: Any, work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]
 
 def _eh_sdev_info(sdev: Any, text: str) -> None:
     if _eh_log(sdev, 3):
-        from vscsifs.scsi.kernel._scsi_logging import sdev_printk
         sdev_printk(KernLevel.INFO, sdev, text)
 
 
@@ -915,8 +758,6 @@ async def scsi_eh_host_reset(shost: Any, work_q: list[ScsiCmnd], done_q: list[Sc
 
 def scsi_eh_offline_sdevs(work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]) -> None:
     """scsi_eh_offline_sdevs(): the devices that did not recover go offline."""
-    from vscsifs.scsi.kernel._scsi_lib import SdevState, scsi_device_set_state
-    from vscsifs.scsi.kernel._scsi_logging import sdev_printk
 
     for cmd in list(work_q):
         sdev_printk(KernLevel.INFO, cmd.device, "Device offlined - not ready after error recovery")
@@ -938,8 +779,6 @@ async def scsi_eh_ready_devs(shost: Any, work_q: list[ScsiCmnd], done_q: list[Sc
 def scsi_eh_flush_done_q(done_q: list[ScsiCmnd]) -> None:
     """scsi_eh_flush_done_q(): retry what may be retried, finish the rest (DID_TIME_OUT when
     no result was set)."""
-    from vscsifs.scsi.kernel._scsi_lib import scsi_finish_command
-
     for cmd in done_q:
         if cmd.device.online and not scsi_noretry_cmd(cmd) and scsi_cmd_retry_allowed(cmd) \
                 and _should_retry(cmd):
@@ -950,5 +789,39 @@ def scsi_eh_flush_done_q(done_q: list[ScsiCmnd]) -> None:
                 cmd.result |= _DID_TIME_OUT << 16
             _scmd_info(cmd, "scsi_eh: flush finish cmd")
             cmd.request.extra["scsi_complete_state"] = False
-            scsi_finish_command(cmd.request, cmd)
+            cmd.device.host.ml_ops.finish_command(cmd.request, cmd)
     done_q.clear()
+
+
+# enum scsi_timeout_action (what hostt.eh_timed_out answers) and blk_eh_timer_return
+SCSI_EH_DONE = 0
+SCSI_EH_RESET_TIMER = 1
+SCSI_EH_NOT_HANDLED = 2
+BLK_EH_DONE = 0
+BLK_EH_RESET_TIMER = 1
+
+
+def scsi_timeout(rq: Any) -> int:
+    """scsi_error.c scsi_timeout(): blk-mq's timer expired. The LLD's eh_timed_out may re-arm
+    the timer (virtio-scsi always does: the device may still answer). Otherwise the command
+    is taken from the LLD (later completions are ignored) and aborted; vscsifs has no further
+    error-handler escalation (device/target/host reset): a failed abort ends the command with
+    DID_TIME_OUT."""
+    cmd: ScsiCmnd = rq.pdu
+    sdev: ScsiDevice = cmd.device
+    shost = sdev.host
+    scsi_log_completion(cmd, Disposition.TIMEOUT_ERROR)
+    sdev.iotmo_cnt += 1
+    rtn = SCSI_EH_NOT_HANDLED
+    timed_out = getattr(shost.hostt, "eh_timed_out", None)
+    if timed_out is not None:
+        rtn = int(timed_out(cmd))
+    if rtn == SCSI_EH_RESET_TIMER:
+        return BLK_EH_RESET_TIMER
+    if rq.extra.get("scsi_complete_state"):
+        return BLK_EH_RESET_TIMER               # a real completion won the race
+    rq.extra["scsi_complete_state"] = True
+    if scsi_abort_command(cmd) != SUCCESS:
+        cmd.set_host_byte(0x03)                  # DID_TIME_OUT
+        scsi_eh_scmd_add(cmd)
+    return BLK_EH_DONE

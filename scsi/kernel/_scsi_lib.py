@@ -16,34 +16,29 @@ retries and log lines are those a real kernel produces.
 from __future__ import annotations
 
 import errno
-import inspect
-from dataclasses import dataclass, field
-from enum import IntEnum
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import trio
 
-from vscsifs.scsi.kernel.block._blk_types import BlkMqOps, BlkStatus, ReqFlag, ReqOp, Request
-
+from vscsifs.scsi._proto import ScsiOpcode, SenseKey
 from vscsifs.scsi.kernel.base._printk import KernLevel
+from vscsifs.scsi.kernel.block import (blk_execute_rq, blk_mq_alloc_request, blk_mq_complete_request,
+                                       blk_mq_end_request, blk_mq_requeue_request, blk_mq_start_request)
+from vscsifs.scsi.kernel.block._blk_types import BlkMqOps, BlkStatus, ReqFlag, ReqOp, Request
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, ScsiCmnd
-from vscsifs.scsi.kernel._scsi_error import SUCCESS as SUCCESS_DISPOSITION
-from vscsifs.scsi.kernel._scsi_error import (ADD_TO_MLQUEUE, NEEDS_RETRY, ScsiSenseHdr, ScsimlStat,
-                          SenseKey, scsi_decide_disposition, scsi_ml_byte, scsi_normalize_sense,
-                          scsi_status_is_check_condition)
-from vscsifs.scsi.kernel._scsi_logging import (LogShift, scmd_printk, scsi_log_completion, scsi_log_enabled,
-                            scsi_log_send, sdev_printk)
-
-if TYPE_CHECKING:
-    from vscsifs.scsi.kernel._hosts import Scsi_Host
-
-HZ = 1.0
-SCSI_DEFAULT_EH_TIMEOUT = 10          # seconds
-SCSI_DEFAULT_TIMEOUT = 30             # blk-mq's default rq_timeout for SCSI queues
-SCSI_VPD_HEADER_SIZE = 4
-SCSI_VPD_LIST_SIZE = 36
-SCSI_DEFAULT_VPD_LEN = 255
-SCSI_QUEUE_DELAY = 0.003              # blk_mq_delay_run_hw_queues(q, SCSI_QUEUE_DELAY)
+from vscsifs.scsi.kernel._scsi_common import (ADD_TO_MLQUEUE, FAILED, NEEDS_RETRY, ScsimlStat, ScsiSenseHdr,
+                                             scsi_ml_byte, scsi_normalize_sense, scsi_status_is_check_condition,
+                                             scsi_status_is_good)
+from vscsifs.scsi.kernel._scsi_common import SUCCESS as SUCCESS_DISPOSITION
+from vscsifs.scsi.kernel._scsi_error import scsi_decide_disposition, scsi_eh_scmd_add, scsi_timeout
+from vscsifs.scsi.kernel._scsi_logging import (LogShift, scmd_printk, scsi_log_completion, scsi_log_enabled, scsi_log_level,
+                                              scsi_log_send, scsi_logging_level_get, scsi_print_command,
+                                              scsi_print_result, scsi_print_sense, scsi_print_sense_hdr,
+                                              sdev_prefix_printk, sdev_printk)
+from vscsifs.scsi.kernel._scsi_types import (SCSI_DEFAULT_VPD_LEN, SCSI_QUEUE_DELAY, SCSI_VPD_HEADER_SIZE,
+                                            SCSI_VPD_LIST_SIZE, HostState, ScsiDevice, ScsiLevel, Scsi_Host, SdevState,
+                                            scsi_device_unbusy)
 
 INQUIRY = 0x12
 TEST_UNIT_READY = 0x00
@@ -53,225 +48,11 @@ MAINTENANCE_IN = 0xA3
 MI_REPORT_SUPPORTED_OPERATION_CODES = 0x0C
 
 
-class ScsiLevel(IntEnum):
-    """include/scsi/scsi.h SCSI_* levels as sdev->scsi_level holds them (ANSI version + 1)."""
-
-    SCSI_UNKNOWN = 0
-    SCSI_1 = 1
-    SCSI_1_CCS = 2
-    SCSI_2 = 3
-    SCSI_3 = 4            # SPC
-    SCSI_SPC_2 = 5
-    SCSI_SPC_3 = 6
-    SCSI_SPC_4 = 7
-    SCSI_SPC_5 = 8
-
-
-class SdevState(IntEnum):
-    """enum scsi_device_state; ``sysfs_name`` is the ``state`` attribute's text."""
-
-    SDEV_CREATED = 1
-    SDEV_RUNNING = 2
-    SDEV_CANCEL = 3
-    SDEV_DEL = 4
-    SDEV_QUIESCE = 5
-    SDEV_OFFLINE = 6
-    SDEV_TRANSPORT_OFFLINE = 7
-    SDEV_BLOCK = 8
-    SDEV_CREATED_BLOCK = 9
-
-    @property
-    def sysfs_name(self) -> str:
-        return SDEV_STATE_NAMES[self]
-
-
-SDEV_STATE_NAMES: dict[SdevState, str] = {
-    SdevState.SDEV_CREATED: "created",
-    SdevState.SDEV_RUNNING: "running",
-    SdevState.SDEV_CANCEL: "cancel",
-    SdevState.SDEV_DEL: "deleted",
-    SdevState.SDEV_QUIESCE: "quiesce",
-    SdevState.SDEV_OFFLINE: "offline",
-    SdevState.SDEV_TRANSPORT_OFFLINE: "transport-offline",
-    SdevState.SDEV_BLOCK: "blocked",
-    SdevState.SDEV_CREATED_BLOCK: "created-blocked",
-}
-
-_S = SdevState
-# scsi_device_set_state(): the old states each new state may be entered from
-_SDEV_TRANSITIONS: dict[SdevState, frozenset[SdevState]] = {
-    _S.SDEV_CREATED: frozenset({_S.SDEV_CREATED_BLOCK}),
-    _S.SDEV_RUNNING: frozenset({_S.SDEV_CREATED, _S.SDEV_OFFLINE, _S.SDEV_TRANSPORT_OFFLINE,
-                                _S.SDEV_QUIESCE, _S.SDEV_BLOCK}),
-    _S.SDEV_QUIESCE: frozenset({_S.SDEV_RUNNING, _S.SDEV_OFFLINE, _S.SDEV_TRANSPORT_OFFLINE}),
-    _S.SDEV_OFFLINE: frozenset({_S.SDEV_CREATED, _S.SDEV_RUNNING, _S.SDEV_QUIESCE, _S.SDEV_BLOCK}),
-    _S.SDEV_TRANSPORT_OFFLINE: frozenset({_S.SDEV_CREATED, _S.SDEV_RUNNING, _S.SDEV_QUIESCE,
-                                          _S.SDEV_BLOCK}),
-    _S.SDEV_BLOCK: frozenset({_S.SDEV_RUNNING, _S.SDEV_CREATED_BLOCK, _S.SDEV_QUIESCE,
-                              _S.SDEV_OFFLINE}),
-    _S.SDEV_CREATED_BLOCK: frozenset({_S.SDEV_CREATED}),
-    _S.SDEV_CANCEL: frozenset({_S.SDEV_CREATED, _S.SDEV_RUNNING, _S.SDEV_QUIESCE,
-                               _S.SDEV_OFFLINE, _S.SDEV_TRANSPORT_OFFLINE}),
-    _S.SDEV_DEL: frozenset({_S.SDEV_CREATED, _S.SDEV_RUNNING, _S.SDEV_OFFLINE,
-                            _S.SDEV_TRANSPORT_OFFLINE, _S.SDEV_CANCEL, _S.SDEV_BLOCK,
-                            _S.SDEV_CREATED_BLOCK}),
-}
-
-
-class StargetState(IntEnum):
-    STARGET_CREATED = 1
-    STARGET_RUNNING = 2
-    STARGET_REMOVE = 3
-    STARGET_CREATED_REMOVE = 4
-    STARGET_DEL = 5
-
-
-@dataclass(eq=False)
-class ScsiTarget:
-    """struct scsi_target: one H:C:T. ``reap_ref`` counts the scan's and each sdev's hold."""
-
-    host: Scsi_Host
-    channel: int
-    id: int
-    dev: Any = None                    # fs Device "targetH:C:T"
-    state: StargetState = StargetState.STARGET_CREATED
-    reap_ref: int = 1
-    scsi_level: int = ScsiLevel.SCSI_2
-    can_queue: int = 0                 # 0 = no per-target limit
-    target_busy: int = 0
-    target_blocked: int = 0
-    single_lun: bool = False
-    pdt_1f_for_no_lun: bool = False
-    no_report_luns: bool = False
-    expecting_lun_change: bool = False
-    hostdata: Any = None
-    # starget->devices: this target's entries of host.devices, in the same order (lookups
-    # by LUN during a scan must not walk every LUN of the host)
-    devices: list[Any] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return f"target{self.host.host_no}:{self.channel}:{self.id}"
-
-
-@dataclass(eq=False)
-class ScsiDevice:
-    """struct scsi_device: one LUN as the midlayer knows it after INQUIRY."""
-
-    host: Scsi_Host
-    sdev_target: ScsiTarget
-    channel: int
-    id: int
-    lun: int
-    request_queue: Any = None
-    sdev_state: SdevState = SdevState.SDEV_CREATED
-    queue_depth: int = 1
-    max_queue_depth: int = 1
-    device_busy: int = 0
-    device_blocked: int = 0
-    max_device_blocked: int = 3
-    type: int = 0
-    scsi_level: int = ScsiLevel.SCSI_UNKNOWN
-    inq_periph_qual: int = 0
-    inquiry: bytes = b""
-    inquiry_len: int = 0
-    vendor: bytes = b""
-    model: bytes = b""
-    rev: bytes = b""
-    removable: bool = False
-    changed: bool = False
-    lockable: bool = False
-    tagged_supported: bool = False
-    simple_tags: bool = False
-    soft_reset: bool = False
-    ppr: bool = False
-    wdtr: bool = False
-    sdtr: bool = False
-    borken: bool = True
-    lun_in_cdb: bool = False
-    no_uld_attach: bool = False
-    select_no_atn: bool = False
-    no_start_on_add: bool = False
-    use_10_for_rw: bool = False
-    use_10_for_ms: bool = False
-    set_dbd_for_ms: bool = False
-    no_report_opcodes: bool = False
-    no_write_same: bool = False
-    allow_restart: bool = False
-    retry_hwerror: bool = False
-    no_dif: bool = False
-    unmap_limit_for_ws: bool = False
-    ignore_media_change: bool = False
-    try_vpd_pages: bool = False
-    skip_vpd_pages: bool = False
-    no_vpd_size: bool = False
-    expecting_cc_ua: bool = False
-    silence_suspend: bool = False
-    offline_already: bool = False
-    is_visible: bool = False
-    sdev_bflags: int = 0
-    eh_timeout: int = SCSI_DEFAULT_EH_TIMEOUT      # seconds
-    timeout: int = SCSI_DEFAULT_TIMEOUT            # request_queue rq_timeout, seconds
-    queue_ramp_up_period: int = 120_000            # ms
-    iorequest_cnt: int = 0
-    iodone_cnt: int = 0
-    ioerr_cnt: int = 0
-    iotmo_cnt: int = 0
-    vpd_pg0: bytes | None = None
-    vpd_pg80: bytes | None = None
-    vpd_pg83: bytes | None = None
-    vpd_pg89: bytes | None = None
-    vpd_pgb0: bytes | None = None
-    vpd_pgb1: bytes | None = None
-    vpd_pgb2: bytes | None = None
-    events: set[str] = field(default_factory=set)   # evt_* reported (sdev->pending_events)
-    supported_events: set[str] = field(default_factory=set)
-    sdev_gendev: Any = None            # fs Device "H:C:T:L" on bus scsi
-    sdev_dev: Any = None               # fs Device in class scsi_device
-    driver_ops: Any = None             # the bound ScsiDriver (sd/sr/...)
-    hostdata: Any = None
-    handler: Any = None                # device handler (ALUA...): none in vscsifs
-    created: bool = True               # scsi_device_created() until added or removed
-    extra: dict[str, Any] = field(default_factory=dict)   # upper drivers' per-device data
-
-    @property
-    def hctl(self) -> str:
-        return f"{self.host.host_no}:{self.channel}:{self.id}:{self.lun}"
-
-    @property
-    def online(self) -> bool:
-        """scsi_device_online()"""
-        return self.sdev_state not in (SdevState.SDEV_OFFLINE, SdevState.SDEV_TRANSPORT_OFFLINE)
-
-
-def scsi_device_state_name(state: SdevState) -> str:
-    return SDEV_STATE_NAMES.get(state, "")
-
-
-def scsi_device_set_state(sdev: ScsiDevice, state: SdevState) -> int:
-    """scsi_lib.c scsi_device_set_state(): 0, or -EINVAL for an illegal transition."""
-    old = sdev.sdev_state
-    if state == old:
-        return 0
-    if old not in _SDEV_TRANSITIONS[state]:
-        if scsi_log_enabled(sdev.host.kernel, LogShift.ERROR, 1):
-            sdev_printk(KernLevel.ERR, sdev,
-                        f"Illegal state transition {old.sysfs_name}->{state.sysfs_name}")
-        return -errno.EINVAL
-    sdev.offline_already = False
-    sdev.sdev_state = state
-    return 0
-
-
 def scsi_change_queue_depth(sdev: ScsiDevice, depth: int) -> int:
     """scsi.c scsi_change_queue_depth(): clamp to the budget map and remember it."""
     if depth > 0:
         sdev.queue_depth = depth
     return sdev.queue_depth
-
-
-def scsi_device_created(sdev: ScsiDevice) -> bool:
-    return sdev.sdev_state in (SdevState.SDEV_CREATED, SdevState.SDEV_CREATED_BLOCK)
 
 
 # -- passthrough execution -----------------------------------------------------------------
@@ -313,19 +94,6 @@ def _free_buffer(kernel: Any, buf: Any) -> None:
         mem.free(buf)
 
 
-_block_module: Any = None
-
-
-def _blk() -> Any:
-    """vscsifs.scsi.kernel.block, imported at first use (it imports this package); cached, as every
-    request reaches it several times."""
-    global _block_module
-    if _block_module is None:
-        from vscsifs.scsi.kernel import block
-        _block_module = block
-    return _block_module
-
-
 async def scsi_execute_cmd(sdev: ScsiDevice, cmd: bytes, direction: DmaDirection, buflen: int = 0,
                            *, data: bytes | None = None, timeout: float = 30.0,
                            retries: int = 3, req_flags: ReqFlag = ReqFlag.NONE,
@@ -344,10 +112,9 @@ async def scsi_execute_cmd(sdev: ScsiDevice, cmd: bytes, direction: DmaDirection
         buflen = buflen or len(data_out)
     if buflen < 0:
         raise ValueError(f"scsi_execute_cmd: negative buffer length {buflen}")
-    blk = _blk()
     kernel = sdev.host.kernel
     op = ReqOp.REQ_OP_DRV_OUT if direction == DmaDirection.DMA_TO_DEVICE else ReqOp.REQ_OP_DRV_IN
-    rq: Request = await blk.blk_mq_alloc_request(sdev.request_queue, op, req_flags)
+    rq: Request = await blk_mq_alloc_request(sdev.request_queue, op, req_flags)
     buf = None
     try:
         if buflen:
@@ -362,7 +129,7 @@ async def scsi_execute_cmd(sdev: ScsiDevice, cmd: bytes, direction: DmaDirection
         rq.retries = retries
         if req_flags:
             rq.flags |= req_flags
-        await blk.blk_execute_rq(rq)
+        await blk_execute_rq(rq)
         scmd: ScsiCmnd = rq.pdu
         resid = scmd.resid if 0 < scmd.resid <= buflen else 0
         data = b""
@@ -513,30 +280,6 @@ def scmd_age(cmd: ScsiCmnd) -> int:
     return int(trio.current_time() - start)
 
 
-def _release_budgets(sdev: ScsiDevice) -> None:
-    """scsi_device_unbusy() / the out_put_budget path."""
-    shost = sdev.host
-    if shost.host_busy > 0:
-        shost.host_busy -= 1
-    starget = sdev.sdev_target
-    if starget.can_queue > 0 and starget.target_busy > 0:
-        starget.target_busy -= 1
-    if sdev.device_busy > 0:
-        sdev.device_busy -= 1
-
-
-_HostState: Any = None
-
-
-def _host_state() -> Any:
-    """_hosts.HostState (_hosts imports this module), looked up once, not per request."""
-    global _HostState
-    if _HostState is None:
-        from vscsifs.scsi.kernel._hosts import HostState
-        _HostState = HostState
-    return _HostState
-
-
 def scsi_queue_rq(hctx: Any, rq: Request, last: bool) -> BlkStatus:
     """scsi_lib.c scsi_queue_rq(): with the device budget blk-mq took (scsi_mq_get_budget),
     check the device state, take target and host budget, prepare, hand to the LLD. Every
@@ -552,7 +295,6 @@ def scsi_queue_rq(hctx: Any, rq: Request, last: bool) -> BlkStatus:
                 rq.pdu.result = (0x01 if not sdev.online else 0x07) << 16   # DID_NO_CONNECT / DID_ERROR
             return ret
     starget = sdev.sdev_target
-    HostState = _host_state()
     if (starget.can_queue > 0 and starget.target_busy >= starget.can_queue) or \
             shost.host_busy >= shost.can_queue or shost.host_blocked or \
             shost.shost_state in (HostState.SHOST_RECOVERY, HostState.SHOST_CANCEL_RECOVERY,
@@ -568,7 +310,7 @@ def scsi_queue_rq(hctx: Any, rq: Request, last: bool) -> BlkStatus:
     if not rq.extra.get("scsi_prepped"):
         ret = scsi_prepare_cmd(rq, cmd)
         if ret != BlkStatus.BLK_STS_OK:
-            _release_budgets(sdev)
+            scsi_device_unbusy(sdev)
             return ret
         rq.extra["scsi_prepped"] = True
     else:
@@ -579,7 +321,7 @@ def scsi_queue_rq(hctx: Any, rq: Request, last: bool) -> BlkStatus:
     cmd.tag = rq.tag
     cmd.hwq = getattr(hctx, "queue_num", 0) if hctx is not None else 0
     cmd.scsi_done = _scsi_mq_done
-    _blk().blk_mq_start_request(rq)
+    blk_mq_start_request(rq)
     scsi_log_send(cmd)
     sdev.iorequest_cnt += 1
     if shost.shost_state == HostState.SHOST_DEL:
@@ -589,7 +331,7 @@ def scsi_queue_rq(hctx: Any, rq: Request, last: bool) -> BlkStatus:
     rtn = shost.hostt.queuecommand(shost, cmd)
     if rtn:
         # the LLD refused: give the budgets back and let blk-mq retry the dispatch
-        _release_budgets(sdev)
+        scsi_device_unbusy(sdev)
         return BlkStatus.BLK_STS_RESOURCE
     return BlkStatus.BLK_STS_OK
 
@@ -598,66 +340,12 @@ def scsi_done(rq: Request) -> None:
     """scsi_done(): the LLD finished the command; complete the request."""
     cmd: ScsiCmnd = rq.pdu
     cmd.done = True
-    _blk().blk_mq_complete_request(rq)
+    blk_mq_complete_request(rq)
 
 
 def _requeue(rq: Request, delay: float) -> None:
     """scsi_queue_insert() / scsi_mq_requeue_cmd(): send the request to the LLD again."""
-    blk = _blk()
-    fn = getattr(blk, "blk_mq_requeue_request", None)
-    if fn is not None:
-        fn(rq, True, delay)
-        return
-    sdev: ScsiDevice = rq.q.queuedata
-    nursery = sdev.host.kernel.nursery
-    if nursery is None:
-        raise RuntimeError("scsi: cannot requeue a command without the block layer's "
-                           "blk_mq_requeue_request or a kernel nursery")
-
-    async def redispatch() -> None:
-        await trio.sleep(delay)
-        while scsi_queue_rq(rq.hctx, rq, True) == BlkStatus.BLK_STS_RESOURCE:
-            await trio.sleep(SCSI_QUEUE_DELAY)
-
-    nursery.start_soon(redispatch)
-
-
-# enum scsi_timeout_action (what hostt.eh_timed_out answers) and blk_eh_timer_return
-SCSI_EH_DONE = 0
-SCSI_EH_RESET_TIMER = 1
-SCSI_EH_NOT_HANDLED = 2
-BLK_EH_DONE = 0
-BLK_EH_RESET_TIMER = 1
-
-
-def scsi_timeout(rq: Request) -> int:
-    """scsi_error.c scsi_timeout(): blk-mq's timer expired. The LLD's eh_timed_out may re-arm
-    the timer (virtio-scsi always does: the device may still answer). Otherwise the command
-    is taken from the LLD (later completions are ignored) and aborted; vscsifs has no further
-    error-handler escalation (device/target/host reset): a failed abort ends the command with
-    DID_TIME_OUT."""
-    from vscsifs.scsi.kernel._scsi_error import Disposition
-
-    cmd: ScsiCmnd = rq.pdu
-    sdev: ScsiDevice = cmd.device
-    shost = sdev.host
-    scsi_log_completion(cmd, Disposition.TIMEOUT_ERROR)
-    sdev.iotmo_cnt += 1
-    rtn = SCSI_EH_NOT_HANDLED
-    timed_out = getattr(shost.hostt, "eh_timed_out", None)
-    if timed_out is not None:
-        rtn = int(timed_out(cmd))
-    if rtn == SCSI_EH_RESET_TIMER:
-        return BLK_EH_RESET_TIMER
-    if rq.extra.get("scsi_complete_state"):
-        return BLK_EH_RESET_TIMER               # a real completion won the race
-    rq.extra["scsi_complete_state"] = True
-    from vscsifs.scsi.kernel._scsi_error import SUCCESS as ML_SUCCESS
-    from vscsifs.scsi.kernel._scsi_error import scsi_abort_command, scsi_eh_scmd_add
-    if scsi_abort_command(cmd) != ML_SUCCESS:
-        cmd.set_host_byte(0x03)                  # DID_TIME_OUT
-        scsi_eh_scmd_add(cmd)
-    return BLK_EH_DONE
+    blk_mq_requeue_request(rq, True, delay)
 
 
 def scsi_complete(rq: Request) -> None:
@@ -672,14 +360,13 @@ def scsi_complete(rq: Request) -> None:
     disposition = scsi_decide_disposition(cmd)
     scsi_log_completion(cmd, disposition)
     if disposition in (NEEDS_RETRY, ADD_TO_MLQUEUE):
-        _release_budgets(sdev)
+        scsi_device_unbusy(sdev)
         _requeue(rq, 0.0 if disposition == NEEDS_RETRY else SCSI_QUEUE_DELAY)
         return
     if disposition == SUCCESS_DISPOSITION:
         scsi_finish_command(rq, cmd)
         return
     # FAILED (and anything else): the error handler owns the command now
-    from vscsifs.scsi.kernel._scsi_error import scsi_eh_scmd_add
     rq.extra["scsi_complete_state"] = True
     scsi_eh_scmd_add(cmd)
 
@@ -687,7 +374,7 @@ def scsi_complete(rq: Request) -> None:
 def scsi_finish_command(rq: Request, cmd: ScsiCmnd) -> None:
     """scsi.c scsi_finish_command(): release budgets, let the upper driver count good bytes."""
     sdev: ScsiDevice = cmd.device
-    _release_budgets(sdev)
+    scsi_device_unbusy(sdev)
     if sdev.device_blocked:
         sdev.device_blocked = 0
     if scsi_log_enabled(sdev.host.kernel, LogShift.MLCOMPLETE, 4):
@@ -699,12 +386,6 @@ def scsi_finish_command(rq: Request, cmd: ScsiCmnd) -> None:
         if done is not None:
             good_bytes = int(done(cmd))
     scsi_io_completion(rq, cmd, good_bytes)
-
-
-def scsi_status_is_good(result: int) -> bool:
-    if result < 0 or ((result >> 16) & 0xFF) == 0x01:   # DID_NO_CONNECT
-        return False
-    return (result & 0xFE) in (0x00, 0x04, 0x10, 0x14, 0x22)
 
 
 def scsi_result_to_blk_status(result: int) -> BlkStatus:
@@ -740,7 +421,7 @@ def _end_request(rq: Request, status: BlkStatus) -> None:
     rq.extra["scsi_prepped"] = False
     rq.result = cmd.result
     rq.resid_len = cmd.resid
-    _blk().blk_mq_end_request(rq, status)
+    blk_mq_end_request(rq, status)
 
 
 def scsi_io_completion(rq: Request, cmd: ScsiCmnd, good_bytes: int) -> None:
@@ -760,7 +441,6 @@ def scsi_io_completion(rq: Request, cmd: ScsiCmnd, good_bytes: int) -> None:
             blk_stat = scsi_result_to_blk_status(result)
         if sshdr is not None and sshdr.sense_key == SenseKey.RECOVERED_ERROR:
             if not (sshdr.asc == 0 and sshdr.ascq == 0x1D) and not rq.flags & ReqFlag.RQF_QUIET:
-                from vscsifs.scsi.kernel._scsi_logging import scsi_print_sense
                 scsi_print_sense(cmd)
             result = 0
         if (result & 0xFF) and scsi_status_is_good(result):
@@ -848,12 +528,9 @@ def scsi_io_completion_action(rq: Request, cmd: ScsiCmnd, result: int,
         if not rq.flags & ReqFlag.RQF_QUIET:
             kernel = sdev.host.kernel
             level = 0
-            from vscsifs.scsi.kernel._scsi_logging import scsi_logging_level_get, scsi_log_level, scsi_print_command
-            from vscsifs.scsi.kernel._scsi_logging import scsi_print_result, scsi_print_sense
             if scsi_logging_level_get(kernel):
                 level = scsi_log_level(kernel, LogShift.MLCOMPLETE)
             if not level:
-                from vscsifs.scsi.kernel._scsi_error import FAILED
                 scsi_print_result(cmd, None, FAILED, scmd_age(cmd))
                 if sshdr is not None:
                     scsi_print_sense(cmd)
@@ -1155,8 +832,50 @@ def scsi_vpd_lun_id(sdev: ScsiDevice, id_len: int = 4096) -> str | int:
     return out
 
 
-async def maybe_await(value: Any) -> Any:
-    """Call sites accept both plain and async upper-driver hooks."""
-    if inspect.isawaitable(value):
-        return await value
-    return value
+# -- scsi_ioctl.c: door locking, for sd and sr -----------------------------------------------
+
+SCSI_REMOVAL_ALLOW = 0
+SCSI_REMOVAL_PREVENT = 1
+IOCTL_NORMAL_TIMEOUT = 10.0
+NORMAL_RETRIES = 5
+
+async def ioctl_internal_command(sdev: ScsiDevice, cmd: bytes, timeout: float, retries: int) -> int:
+    """scsi_ioctl.c ioctl_internal_command(): one command, sense handled as for ioctls."""
+    kernel = sdev.host.kernel
+    if scsi_log_enabled(kernel, LogShift.IOCTL, 1):
+        sdev_prefix_printk(kernel, KernLevel.INFO, sdev, f"Trying ioctl with scsi command {cmd[0]}")
+    res = await scsi_execute_cmd(sdev, cmd, DmaDirection.DMA_NONE, 0, timeout=timeout, retries=retries)
+    result = res.result
+    sshdr = res.sshdr
+    if scsi_log_enabled(kernel, LogShift.IOCTL, 2):
+        sdev_prefix_printk(kernel, KernLevel.INFO, sdev, f"Ioctl returned  0x{result & 0xFFFFFFFF:x}")
+    if result >= 0 and sshdr is not None and sshdr.valid():
+        key = sshdr.sense_key
+        if key == SenseKey.ILLEGAL_REQUEST:
+            if cmd[0] == ScsiOpcode.ALLOW_MEDIUM_REMOVAL:
+                sdev.lockable = False
+            else:
+                sdev_prefix_printk(kernel, KernLevel.INFO, sdev, "ioctl_internal_command: ILLEGAL REQUEST "
+                            f"asc=0x{sshdr.asc:x} ascq=0x{sshdr.ascq:x}")
+        elif key == SenseKey.NOT_READY and sdev.removable:
+            pass
+        elif key in (SenseKey.NOT_READY, SenseKey.UNIT_ATTENTION) and sdev.removable:
+            sdev.changed = True
+            result = 0
+        else:
+            sdev_prefix_printk(kernel, KernLevel.INFO, sdev, f"ioctl_internal_command return code = {result:x}")
+            scsi_print_sense_hdr(sdev, None, -1, sshdr)
+    if scsi_log_enabled(kernel, LogShift.IOCTL, 2):
+        sdev_prefix_printk(kernel, KernLevel.INFO, sdev, "IOCTL Releasing command")
+    return result
+
+
+async def scsi_set_medium_removal(sdev: ScsiDevice, state: int) -> int:
+    """scsi_set_medium_removal(): PREVENT ALLOW MEDIUM REMOVAL on removable, lockable devices."""
+    if not sdev.removable or not sdev.lockable:
+        return 0
+    cmd = bytes((ScsiOpcode.ALLOW_MEDIUM_REMOVAL, 0, 0, 0, state, 0))
+    ret = await ioctl_internal_command(sdev, cmd, IOCTL_NORMAL_TIMEOUT, NORMAL_RETRIES)
+    if ret == 0:
+        sdev.locked = state == SCSI_REMOVAL_PREVENT
+    return ret

@@ -14,19 +14,23 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import trio
 
 from vscsifs.scsi.kernel.base._driver_model import Bus, Class, Device, Driver, device_add, device_bind_driver, device_del
 from vscsifs.scsi.kernel.base._kobject import Dir, Link, SysfsError
 
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel._scsi_devinfo import blist_flags_names
-from vscsifs.scsi.kernel._scsi_lib import ScsiDevice, SdevState, maybe_await, scsi_device_set_state, scsi_vpd_lun_id
+from vscsifs.scsi.kernel.base._kernel import Kernel
+from vscsifs.scsi.kernel.block import blk_queue_rq_timeout
+from vscsifs.scsi.kernel._async_domain import async_schedule, maybe_await
+from vscsifs.scsi.kernel._bsg import bsg_unregister_queue, scsi_bsg_register_queue
+from vscsifs.scsi.kernel._scsi_lib import scsi_vpd_lun_id
 from vscsifs.scsi.kernel._scsi_logging import scsi_logging_level_get, scsi_logging_level_set, sdev_printk
-
-if TYPE_CHECKING:
-    from vscsifs.scsi.kernel._hosts import Scsi_Host
-    from vscsifs.scsi.kernel.base._kernel import Kernel
+from vscsifs.scsi.kernel._scsi_types import (SCAN_WILD_CARD, HostState, ScanMode, ScsiDevice, ScsiTarget, Scsi_Host,
+                                            SdevState, StargetState, scsi_device_set_state, scsi_host_set_state)
 
 SCSI_DEVICE_MODALIAS_FMT = "scsi:t-0x{:02x}"
 
@@ -109,8 +113,6 @@ def rpm_of(obj: Any) -> RuntimePm:
 def scsi_host_rpm(shost: Scsi_Host) -> dict[str, Callable[[], str]]:
     """scsi_add_host: the host device is runtime-PM active and enabled; its active kids are
     its visible targets."""
-    from vscsifs.scsi.kernel._scsi_lib import StargetState
-
     rpm = rpm_of(shost)
     rpm.set_active_enable()
     rpm.kids = lambda: sum(1 for t in shost.targets
@@ -263,8 +265,6 @@ def _mode_text(mode: int) -> str:
 
 def scsi_sysfs_add_host(shost: Scsi_Host) -> None:
     """scsi_sysfs.c scsi_sysfs_add_host() + scsi_shost_attrs on the scsi_host class device."""
-    from vscsifs.scsi.kernel._hosts import HostState, scsi_host_set_state
-
     d = shost.shost_dev.kobj
 
     def store_state(data: bytes) -> None:
@@ -350,8 +350,6 @@ def _sscanf_words(text: str, widths: tuple[int, ...]) -> list[str]:
 
 def _check_set(word: str) -> int:
     """check_set(): '-' is SCAN_WILD_CARD, otherwise a whole number (base 0)."""
-    from vscsifs.scsi.kernel._scsi_scan import SCAN_WILD_CARD
-
     if word == "-":
         return SCAN_WILD_CARD
     value, rest = simple_strtoull(word)
@@ -362,15 +360,13 @@ def _check_set(word: str) -> int:
 
 def _store_scan(shost: Scsi_Host, data: bytes) -> None:
     """scsi_sysfs.c scsi_scan(): "C T L" with "-" wildcards -> scsi_scan_host_selected."""
-    from vscsifs.scsi.kernel._scsi_scan import ScanMode, async_schedule, scsi_check_scan_args, scsi_scan_host_selected
-
     words = _sscanf_words(data.decode("latin-1"), (10, 10, 16, 1))
     if len(words) != 3:
         raise SysfsError(errno.EINVAL)
     channel, id_, lun = (_check_set(w) for w in words)
-    if scsi_check_scan_args(shost, channel, id_, lun):
+    if shost.ml_ops.check_scan_args(shost, channel, id_, lun):
         raise SysfsError(errno.EINVAL)
-    if not async_schedule(shost.kernel, scsi_scan_host_selected, shost, channel, id_, lun,
+    if not async_schedule(shost.kernel, shost.ml_ops.scan_host_selected, shost, channel, id_, lun,
                           ScanMode.SCSI_SCAN_MANUAL):
         raise SysfsError(errno.EAGAIN, "scan: no async domain to run the scan in")
 
@@ -406,8 +402,6 @@ _EVENTS = ("media_change", "inquiry_change_reported", "capacity_change_reported"
 
 def _sdev_attrs(sdev: ScsiDevice) -> None:
     """scsi_sdev_attrs / scsi_sdev_bin_attrs with their visibility rules."""
-    from vscsifs.scsi.kernel._scsi_scan import async_schedule, scsi_remove_device, scsi_rescan_device
-
     d = sdev.sdev_gendev.kobj
     shost = sdev.host
     kernel = shost.kernel
@@ -419,11 +413,11 @@ def _sdev_attrs(sdev: ScsiDevice) -> None:
         attr_node = d.children.get("delete")
         if attr_node is not None:
             d.remove("delete")                # device_remove_file(dev, attr)
-        if not async_schedule(kernel, scsi_remove_device, sdev):
+        if not async_schedule(kernel, shost.ml_ops.remove_device, sdev):
             raise SysfsError(errno.EAGAIN, "delete: no async domain to run the removal in")
 
     def store_rescan(data: bytes) -> None:
-        if not async_schedule(kernel, scsi_rescan_device, sdev):
+        if not async_schedule(kernel, shost.ml_ops.rescan_device, sdev):
             raise SysfsError(errno.EAGAIN, "rescan: no async domain to run the rescan in")
 
     def store_state(data: bytes) -> None:
@@ -443,11 +437,7 @@ def _sdev_attrs(sdev: ScsiDevice) -> None:
         if scsi_device_set_state(sdev, state):
             raise SysfsError(errno.EINVAL)
         if state == SdevState.SDEV_RUNNING:
-            q = sdev.request_queue
-            run = getattr(_blk_mod(), "blk_mq_run_hw_queues", None)
-            if run is not None and q is not None:
-                run(q, True)
-            async_schedule(kernel, scsi_rescan_device, sdev)
+            async_schedule(kernel, shost.ml_ops.rescan_device, sdev)
 
     def show_timeout() -> str:
         q = sdev.request_queue
@@ -465,11 +455,8 @@ def _sdev_attrs(sdev: ScsiDevice) -> None:
             return
         sdev.timeout = value
         q = sdev.request_queue
-        setter = getattr(_blk_mod(), "blk_queue_rq_timeout", None)
-        if q is not None and setter is not None:
-            setter(q, float(value))
-        elif q is not None and hasattr(q, "rq_timeout"):
-            q.rq_timeout = float(value)
+        if q is not None:
+            blk_queue_rq_timeout(q, float(value))
 
     def store_eh_timeout(data: bytes) -> None:
         sdev.eh_timeout = _kstrto(data.decode("latin-1"), 10, 0, (1 << 32) - 1)
@@ -569,21 +556,44 @@ def _sdev_attrs(sdev: ScsiDevice) -> None:
     d.attr("wwid", show_wwid)
 
 
-def _blk_mod() -> Any:
-    from vscsifs.scsi.kernel import block
-    return block
+@dataclass(frozen=True, slots=True)
+class ScsiInterface:
+    """A class_interface on the scsi_device class (scsi_register_interface): sg's add/remove,
+    called as each device's class device comes and goes."""
+
+    add_dev: Callable[[ScsiDevice], Any]
+    remove_dev: Callable[[ScsiDevice], Any]
 
 
-def _pkg() -> Any:
-    import vscsifs.scsi.kernel as pkg
-    return pkg
+def _interfaces(kernel: Kernel) -> list[ScsiInterface]:
+    lst: list[ScsiInterface] | None = getattr(kernel, "_scsi_interfaces", None)
+    if lst is None:
+        lst = []
+        kernel._scsi_interfaces = lst  # type: ignore[attr-defined]
+    return lst
+
+
+def scsi_register_interface(kernel: Kernel, intf: ScsiInterface) -> None:
+    """scsi_register_interface(): from now on every scsi_device class device added or removed
+    is announced to ``intf`` (devices already visible are not, as sg loads before the scan)."""
+    if intf not in _interfaces(kernel):
+        _interfaces(kernel).append(intf)
+
+
+def scsi_target_add(starget: ScsiTarget) -> None:
+    """scsi_sysfs.c scsi_target_add(): make the target visible once."""
+    if starget.state != StargetState.STARGET_CREATED:
+        return
+    rpm = rpm_of(starget)
+    rpm.set_active_enable()
+    rpm.kids = lambda: sum(1 for s in starget.devices if s.is_visible and rpm_of(s).active)
+    device_add(starget.dev, power=rpm.overrides())
+    starget.state = StargetState.STARGET_RUNNING
 
 
 async def scsi_sysfs_add_sdev(sdev: ScsiDevice) -> int:
     """scsi_sysfs.c scsi_sysfs_add_sdev(): target, device, class device (-> sg through the
     class interface), bsg, then the upper-driver probe (async for sd). Returns 0 or -errno."""
-    from vscsifs.scsi.kernel._scsi_scan import scsi_target_add
-
     scsi_target_add(sdev.sdev_target)
     _sdev_attrs(sdev)
     rpm = rpm_of(sdev)
@@ -603,16 +613,13 @@ async def scsi_sysfs_add_sdev(sdev: ScsiDevice) -> int:
         device_release_driver(sdev)
     device_add(sdev.sdev_dev)
     sdev.is_visible = True
-    pkg = _pkg()
     kernel = sdev.host.kernel
     # sg's class interface on scsi_device exists once sg is loaded (sg_init); bsg once
     # bsg_init ran (built in: at boot)
-    sg_add = getattr(pkg, "sg_add_device", None)
-    if sg_add is not None and getattr(kernel, "_sg_state", None) is not None:
-        await maybe_await(sg_add(sdev))
-    bsg_reg = getattr(pkg, "scsi_bsg_register_queue", None)
-    if bsg_reg is not None and getattr(kernel, "_bsg_state", None) is not None:
-        sdev.extra["bsg_dev"] = await maybe_await(bsg_reg(sdev))
+    for intf in list(_interfaces(kernel)):
+        await maybe_await(intf.add_dev(sdev))
+    if getattr(kernel, "_bsg_state", None) is not None:
+        sdev.extra["bsg_dev"] = scsi_bsg_register_queue(sdev)
     if drv is not None and late_bind:
         _bind(sdev, drv)
     if drv is not None and not _schedule_probe(sdev, drv):
@@ -623,14 +630,11 @@ async def scsi_sysfs_add_sdev(sdev: ScsiDevice) -> int:
 async def scsi_sysfs_remove_visible(sdev: ScsiDevice) -> None:
     """The visible half of __scsi_remove_device(): bsg, the class device (sg), the upper
     driver's remove, then the device itself."""
-    pkg = _pkg()
     bsg_dev = sdev.extra.pop("bsg_dev", None)
-    bsg_unreg = getattr(pkg, "bsg_unregister_queue", None)
-    if bsg_dev is not None and bsg_unreg is not None:
-        await maybe_await(bsg_unreg(bsg_dev))
-    sg_remove = getattr(pkg, "sg_remove_device", None)
-    if sg_remove is not None and getattr(sdev.host.kernel, "_sg_state", None) is not None:
-        await maybe_await(sg_remove(sdev))
+    if bsg_dev is not None:
+        bsg_unregister_queue(bsg_dev)
+    for intf in list(_interfaces(sdev.host.kernel)):
+        await maybe_await(intf.remove_dev(sdev))
     device_del(sdev.sdev_dev)
     await _wait_probe(sdev)
     drv = sdev.driver_ops
@@ -737,8 +741,6 @@ async def _attach_sync(sdev: ScsiDevice) -> bool:
 
 
 async def _async_checkpoint() -> None:
-    import trio
-
     if trio.lowlevel.current_root_task() is not None:
         # two rounds: trio may run one batch of runnable tasks in either order
         for _ in range(2):
@@ -758,10 +760,6 @@ def _bind_candidate(sdev: ScsiDevice) -> Any:
 
 def _schedule_probe(sdev: ScsiDevice, drv: Any) -> bool:
     """__device_attach_async_helper: the probe as async work. False without an async domain."""
-    import trio
-
-    from vscsifs.scsi.kernel._scsi_scan import async_schedule
-
     kernel = sdev.host.kernel
     if kernel.nursery is None:
         return False

@@ -9,29 +9,39 @@ in ``sd_init_command`` (READ/WRITE 6/10/16, SYNCHRONIZE CACHE, UNMAP, WRITE SAME
 ``sd_done`` turns the outcome into good bytes.
 
 Commands go through the midlayer (scsi_execute_cmd, scsi_mode_sense, scsi_get_vpd_page,
-scsi_report_opcode); the block layer is reached through ``_blk()``, so unit tests can stand a
-fake block layer and a fake scsi_execute_cmd in for them.
+scsi_report_opcode); the block layer is the module attribute ``blk``, so unit tests can stand a
+fake block layer (and a fake scsi_execute_cmd) in for them.
 """
 
 from __future__ import annotations
 
 import errno
-import inspect
 import struct
 import time
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from vscsifs.scsi.kernel.base._driver_model import POWER_ASYNC_DISABLED, Device, device_add, device_del
-from vscsifs.scsi.kernel.base._kobject import SysfsError
+from collections.abc import Callable
 
+import trio
+
+import vscsifs.scsi.kernel.block as blk
+from vscsifs.scsi._proto import SenseKey
+from vscsifs.scsi.kernel.base._driver_model import POWER_ASYNC_DISABLED, Device, device_add, device_del
+from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
 from vscsifs.scsi.kernel.base._printk import KernLevel
+from vscsifs.scsi.kernel.block._blk_types import BlkStatus, ReqFlag, ReqOp
+from vscsifs.scsi.kernel.block._disk_events import bdev_check_media_change, disk_add_events
+from vscsifs.scsi.kernel._async_domain import maybe_await
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, ScsiCmnd
-from vscsifs.scsi.kernel._scsi_error import ScsiSenseHdr, SenseKey, scsi_normalize_sense
-from vscsifs.scsi.kernel._scsi_lib import (ScsiModeData, SdevState, scsi_device_supports_vpd, scsi_get_vpd_page, scsi_mode_sense,
-                        scsi_report_opcode)
-from vscsifs.scsi.kernel._scsi_logging import LogShift, scsi_log_enabled, scsi_print_sense_hdr
+from vscsifs.scsi.kernel._scsi_common import SUCCESS, ScsiSenseHdr, scsi_normalize_sense
+from vscsifs.scsi.kernel._scsi_lib import (SCSI_REMOVAL_ALLOW, SCSI_REMOVAL_PREVENT, ScsiModeData, scsi_device_supports_vpd,
+                                          scsi_execute_cmd, scsi_get_vpd_page, scsi_mode_sense, scsi_report_opcode,
+                                          scsi_set_medium_removal, scsi_test_unit_ready)
+from vscsifs.scsi.kernel._scsi_logging import (LogShift, scmd_printk, scsi_log_enabled, scsi_print_sense_hdr, sdev_name,
+                                              sdev_prefix_printk)
+from vscsifs.scsi.kernel._scsi_types import SdevState, scsi_device_set_state
 
 # --- constants (sd.h, include/scsi/scsi_proto.h, include/linux/major.h) -------------------------
 
@@ -137,9 +147,6 @@ class ZeroingMode(IntEnum):
 ZEROING_MODE_NAMES = ("write", "writesame", "writesame_16_unmap", "writesame_10_unmap")
 SD_CACHE_TYPES = ("write through", "none", "write back", "write back, no read (daft)")
 
-# the block request ops/flags sd looks at; values come from scsi/block/_blk_types
-from vscsifs.scsi.kernel.block._blk_types import BlkStatus, ReqFlag, ReqOp  # noqa: E402
-
 _REQ_FUA = int(ReqFlag.REQ_FUA)
 
 # REQ_NOUNMAP is not among the contract's flags yet: a write-zeroes request may carry it in extra
@@ -158,21 +165,8 @@ async def _execute(sdev: Any, cdb: bytes, direction: DmaDirection, buflen: int, 
                    timeout: float = SD_TIMEOUT, retries: int = SD_MAX_RETRIES,
                    data: bytes | None = None, req_flags: ReqFlag = ReqFlag.NONE) -> Any:
     """__scsi_execute(): the midlayer's passthrough path (brief C1's scsi_execute_cmd)."""
-    from vscsifs.scsi.kernel._scsi_lib import scsi_execute_cmd  # type: ignore[import-not-found]
-
     return await scsi_execute_cmd(sdev, cdb, direction, buflen, data_out=data, timeout=timeout,
                                   retries=retries, req_flags=req_flags)
-
-
-def _blk() -> Any:
-    """The block layer package (brief C3): gendisk, queue limit setters, device_add_disk."""
-    import vscsifs.scsi.kernel.block as blk
-
-    return blk
-
-
-async def _maybe_await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
 
 
 # --- sense data (scsi_common.c scsi_normalize_sense / scsi_get_sense_info_fld) ------------------
@@ -364,36 +358,8 @@ def scsi_disk(disk: Any) -> ScsiDisk:
     return disk.private_data
 
 
-def _sdev_name(sdev: Any) -> str:
-    gendev = _flag(sdev, "sdev_gendev", None)
-    if gendev is not None:
-        return gendev.name
-    return f"{sdev.host.host_no}:{sdev.channel}:{sdev.id}:{sdev.lun}"
-
-
-def dev_driver_string(dev: Any) -> str:
-    """dev_driver_string(): the bound driver's name, else the bus's, else the class's."""
-    drv = _flag(dev, "driver", None)
-    if drv is not None:
-        return drv.name
-    bus = _flag(dev, "bus", None)
-    if bus is not None:
-        return bus.name
-    cls = _flag(dev, "cls", None)
-    return cls.name if cls is not None else ""
-
-
-def sdev_printk(kernel: Any, level: KernLevel, sdev: Any, text: str, name: str | None = None) -> None:
-    """sdev_printk()/sdev_prefix_printk(): ``sd 0:0:0:0: [sda] text``."""
-    gendev = _flag(sdev, "sdev_gendev", None)
-    prefix = f"{dev_driver_string(gendev) if gendev is not None else 'scsi'} {_sdev_name(sdev)}: "
-    if name:
-        prefix += f"[{name}] "
-    kernel.printk(level, prefix + text.rstrip("\n"))
-
-
 def sd_printk(level: KernLevel, sdkp: ScsiDisk, text: str) -> None:
-    sdev_printk(sdkp.kernel, level, sdkp.device, text, sdkp.name)
+    sdev_prefix_printk(sdkp.kernel, level, sdkp.device, text, sdkp.name)
 
 
 def sd_first_printk(level: KernLevel, sdkp: ScsiDisk, text: str) -> None:
@@ -523,7 +489,7 @@ def _min_not_zero(a: int, b: int) -> int:
 def sd_set_flush_flag(sdkp: ScsiDisk) -> None:
     wc = bool(sdkp.WCE)
     fua = wc and bool(sdkp.DPOFUA)
-    _blk().blk_queue_write_cache(sdkp.disk.queue, wc, fua)
+    blk.blk_queue_write_cache(sdkp.disk.queue, wc, fua)
 
 
 def sd_config_discard(sdkp: ScsiDisk, mode: LbpMode) -> None:
@@ -536,7 +502,7 @@ def sd_config_discard(sdkp: ScsiDisk, mode: LbpMode) -> None:
     max_blocks = 0
     unmap_limit_for_ws = _flag(sdkp.device, "unmap_limit_for_ws")
     if mode in (LbpMode.SD_LBP_FULL, LbpMode.SD_LBP_DISABLE):
-        _blk().blk_queue_max_discard_sectors(q, 0)
+        blk.blk_queue_max_discard_sectors(q, 0)
         return
     if mode == LbpMode.SD_LBP_UNMAP:
         max_blocks = _min_not_zero(sdkp.max_unmap_blocks, SD_MAX_WS16_BLOCKS)
@@ -548,7 +514,7 @@ def sd_config_discard(sdkp: ScsiDisk, mode: LbpMode) -> None:
         max_blocks = _min_not_zero(max_blocks, SD_MAX_WS10_BLOCKS)
     elif mode == LbpMode.SD_LBP_ZERO:
         max_blocks = _min_not_zero(sdkp.max_ws_blocks, SD_MAX_WS10_BLOCKS)
-    _blk().blk_queue_max_discard_sectors(q, max_blocks * (lbs >> 9))
+    blk.blk_queue_max_discard_sectors(q, max_blocks * (lbs >> 9))
 
 
 def sd_config_write_same(sdkp: ScsiDisk) -> None:
@@ -577,11 +543,10 @@ def sd_config_write_same(sdkp: ScsiDisk) -> None:
         if sdkp.max_ws_blocks and sdkp.physical_block_size > lbs:
             per = bytes_to_logical(sdev, sdkp.physical_block_size)
             sdkp.max_ws_blocks -= sdkp.max_ws_blocks % per
-    _blk().blk_queue_max_write_zeroes_sectors(q, sdkp.max_ws_blocks * (lbs >> 9))
+    blk.blk_queue_max_write_zeroes_sectors(q, sdkp.max_ws_blocks * (lbs >> 9))
 
 
 def _queue_flag(q: Any, name: str, on: bool) -> None:
-    blk = _blk()
     flag = getattr(blk, name)
     (blk.blk_queue_flag_set if on else blk.blk_queue_flag_clear)(flag, q)
 
@@ -647,7 +612,7 @@ async def sd_spinup_disk(sdkp: ScsiDisk) -> None:
             if sshdr.asc == 4 and sshdr.ascq in (3, 0xB, 0xC, 0x1B, 0x24, 0x25):
                 break
             if not spintime:
-                kernel.printk(KernLevel.NOTICE, f"sd {_sdev_name(sdev)}: [{sdkp.name}] Spinning up disk...")
+                kernel.printk(KernLevel.NOTICE, f"sd {sdev_name(sdev)}: [{sdkp.name}] Spinning up disk...")
                 cdb = bytearray(6)
                 cdb[0] = Opcode.START_STOP
                 cdb[1] = 1
@@ -676,8 +641,6 @@ async def sd_spinup_disk(sdkp: ScsiDisk) -> None:
 
 
 async def _sleep(seconds: float) -> None:
-    import trio
-
     await trio.sleep(seconds)
 
 
@@ -746,7 +709,7 @@ async def read_capacity_16(sdkp: ScsiDisk) -> int:
     sdkp.physical_block_size = (1 << (buf[13] & 0xF)) * sector_size
     sdkp.rc_basis = (buf[12] >> 4) & 3
     alignment = (((buf[14] & 0x3F) << 8) | buf[15]) * sector_size
-    _blk().blk_queue_alignment_offset(sdev.request_queue, alignment)
+    blk.blk_queue_alignment_offset(sdev.request_queue, alignment)
     if alignment and sdkp.first_scan:
         sd_printk(KernLevel.NOTICE, sdkp, f"physical block alignment offset: {alignment}")
     if buf[14] & 0x80:
@@ -844,7 +807,6 @@ async def sd_read_capacity(sdkp: ScsiDisk) -> None:
         sd_printk(KernLevel.NOTICE, sdkp, f"Unsupported sector size {sector_size}.")
         sdkp.capacity = 0
         sector_size = 512
-    blk = _blk()
     blk.blk_queue_logical_block_size(sdev.request_queue, sector_size)
     blk.blk_queue_physical_block_size(sdev.request_queue, sdkp.physical_block_size)
     sdev.sector_size = sector_size
@@ -878,7 +840,7 @@ async def sd_read_write_protect_flag(sdkp: ScsiDisk) -> None:
     """sd_read_write_protect_flag(): MODE SENSE(6) all pages, 4 bytes: the WP bit."""
     sdev = sdkp.device
     old_wp = sdkp.write_prot
-    _blk().set_disk_ro(sdkp.disk, False)
+    blk.set_disk_ro(sdkp.disk, False)
     if _flag(sdev, "skip_ms_page_3f"):
         sd_first_printk(KernLevel.NOTICE, sdkp, "Assuming Write Enabled")
         return
@@ -894,7 +856,7 @@ async def sd_read_write_protect_flag(sdkp: ScsiDisk) -> None:
         sd_first_printk(KernLevel.WARNING, sdkp, "Test WP failed, assume Write Enabled")
         return
     sdkp.write_prot = 1 if data.device_specific & 0x80 else 0
-    _blk().set_disk_ro(sdkp.disk, bool(sdkp.write_prot))
+    blk.set_disk_ro(sdkp.disk, bool(sdkp.write_prot))
     if sdkp.first_scan or old_wp != sdkp.write_prot:
         sd_printk(KernLevel.NOTICE, sdkp, f"Write Protect is {'on' if sdkp.write_prot else 'off'}")
         sd_printk(KernLevel.DEBUG, sdkp, "Mode Sense: " + " ".join(f"{b:02x}" for b in buf[:4]))
@@ -1221,7 +1183,6 @@ async def sd_revalidate_disk(disk: Any) -> int:
     sdkp = scsi_disk(disk)
     sdev = sdkp.device
     q = disk.queue
-    blk = _blk()
     old_capacity = sdkp.capacity
     if scsi_log(sdkp.kernel, LogShift.HLQUEUE, 3):
         sd_printk(KernLevel.INFO, sdkp, "sd_revalidate_disk")
@@ -1266,7 +1227,7 @@ async def sd_revalidate_disk(disk: Any) -> int:
             or q.limits.max_sectors > q.limits.max_hw_sectors):
         q.limits.max_sectors = rw_max
     sdkp.first_scan = 0
-    await _maybe_await(blk.set_capacity_and_notify(disk, logical_to_sectors(sdev, sdkp.capacity)))
+    await maybe_await(blk.set_capacity_and_notify(disk, logical_to_sectors(sdev, sdkp.capacity)))
     sd_config_write_same(sdkp)
     return 0
 
@@ -1302,7 +1263,6 @@ async def sd_open(bdev: Any, mode: int = 0) -> int:
         raise OSError(errno.ENXIO, f"{sdkp.name}: device offline")
     sdkp.openers += 1
     if sdkp.openers == 1 and _flag(sdev, "removable"):
-        from vscsifs.scsi.kernel._sr import SCSI_REMOVAL_PREVENT, scsi_set_medium_removal
         await scsi_set_medium_removal(sdev, SCSI_REMOVAL_PREVENT)
     return 0
 
@@ -1312,7 +1272,6 @@ async def sd_need_revalidate(disk: Any, sdkp: ScsiDisk) -> bool:
     sd_check_events' TEST UNIT READY), or the pending partition scan (GD_NEED_PART_SCAN)."""
     # only a disk with events (removable) has disk->ev: bdev_check_media_change is false otherwise
     if (_flag(sdkp.device, "removable") or sdkp.write_prot) and getattr(disk, "events", 0):
-        from vscsifs.scsi.kernel._sr import bdev_check_media_change
         if await bdev_check_media_change(disk):
             return True
     return _need_part_scan(disk)
@@ -1325,7 +1284,6 @@ async def sd_release(disk: Any, mode: int = 0) -> None:
         sd_printk(KernLevel.INFO, sdkp, "sd_release")
     sdkp.openers = max(0, sdkp.openers - 1)
     if sdkp.openers == 0 and _flag(sdkp.device, "removable"):
-        from vscsifs.scsi.kernel._sr import SCSI_REMOVAL_ALLOW, scsi_set_medium_removal
         await scsi_set_medium_removal(sdkp.device, SCSI_REMOVAL_ALLOW)
 
 
@@ -1341,7 +1299,6 @@ async def sd_check_events(disk: Any, clearing: int) -> int:
     if not scsi_device_online(sdp):
         set_media_not_present(sdkp)
     else:
-        from vscsifs.scsi.kernel._scsi_lib import scsi_test_unit_ready
         retval, sshdr = await scsi_test_unit_ready(sdp, SD_TIMEOUT, sdkp.max_retries)
         if retval < 0 or (retval >> 16) & 0xFF:
             set_media_not_present(sdkp)
@@ -1351,7 +1308,7 @@ async def sd_check_events(disk: Any, clearing: int) -> int:
             sdkp.media_present = 1
     changed = bool(sdp.changed)
     sdp.changed = 0
-    return getattr(_blk(), "DISK_EVENT_MEDIA_CHANGE", 1) if changed else 0
+    return blk.DISK_EVENT_MEDIA_CHANGE if changed else 0
 
 
 FMODE_READ = 0x1
@@ -1369,7 +1326,7 @@ def sd_unlock_native_capacity(disk: Any) -> None:
 
 def sd_fops() -> Any:
     """sd_fops: the block_device_operations the block layer calls on open/release."""
-    return _blk().BlockDeviceOperations(open=sd_open, release=sd_release, check_events=sd_check_events,
+    return blk.BlockDeviceOperations(open=sd_open, release=sd_release, check_events=sd_check_events,
                                         unlock_native_capacity=sd_unlock_native_capacity, owner="sd_mod")
 
 
@@ -1520,7 +1477,7 @@ def _scmd_printk(cmd: ScsiCmnd, level: KernLevel, text: str) -> None:
     """scmd_printk(): ``sd 0:0:0:0: [sda] tag#N text``."""
     sdkp = _rq_sdkp(cmd)
     tag = f"tag#{cmd.tag} " if cmd.tag >= 0 else ""
-    sdev_printk(sdkp.kernel, level, cmd.device, tag + text, sdkp.name)
+    sdev_prefix_printk(sdkp.kernel, level, cmd.device, tag + text, sdkp.name)
 
 
 def sd_setup_read_write_cmnd(cmd: ScsiCmnd) -> BlkStatus:
@@ -1773,8 +1730,10 @@ class SdDriver:
     # their index before it takes one anyway (an earlier device may never be probed).
     ORDER_WAIT_CHECKPOINTS = 1000
 
-    def __init__(self, kernel: Any) -> None:
+    def __init__(self, kernel: Any, disk_attrs: Callable[[ScsiDisk, Dir], None]) -> None:
         self.kernel = kernel
+        # sd_disk_class.dev_groups: the scsi_disk class device's attributes (sd_sysfs)
+        self.disk_attrs = disk_attrs
         self.disk_class = kernel.sysfs.class_register("scsi_disk")
         self._next_ticket = 0
         self._pending: dict[int, tuple[int, Any]] = {}     # id(sdev) -> (arrival ticket, sdev)
@@ -1843,8 +1802,6 @@ class SdDriver:
 def sd_eh_action(cmd: ScsiCmnd, eh_disp: int) -> int:
     """sd_eh_action(): a medium access command timed out but TEST UNIT READY works; after
     max_medium_access_timeouts of those the disk goes offline."""
-    from vscsifs.scsi.kernel._scsi_error import SUCCESS
-    from vscsifs.scsi.kernel._scsi_lib import SdevState, scsi_device_set_state
 
     sdev = cmd.device
     rq = cmd.request
@@ -1857,7 +1814,6 @@ def sd_eh_action(cmd: ScsiCmnd, eh_disp: int) -> int:
         sdkp.medium_access_timed_out += 1
         sdkp.ignore_medium_access_errors = True
     if sdkp.medium_access_timed_out >= sdkp.max_medium_access_timeouts:
-        from vscsifs.scsi.kernel._scsi_logging import scmd_printk
         scmd_printk(KernLevel.ERR, cmd, "Medium access timeout failure. Offlining disk!")
         scsi_device_set_state(sdev, SdevState.SDEV_OFFLINE)
         return SUCCESS
@@ -1878,21 +1834,16 @@ def _state_name(sdev: Any) -> str:
 
 
 async def _checkpoint() -> None:
-    import trio
-
     await trio.sleep(0)
 
 
 async def sd_probe(drv: SdDriver, sdp: Any) -> int:
     """sd_probe(): name, scsi_disk class device, gendisk, revalidate, device_add_disk."""
-    from vscsifs.scsi.kernel._sd_sysfs import sd_disk_attrs
-
     kernel = drv.kernel
     if sdp.type not in SD_TYPES:
         return -errno.ENODEV
     if scsi_log(kernel, LogShift.HLQUEUE, 3):
-        sdev_printk(kernel, KernLevel.INFO, sdp, "sd_probe")
-    blk = _blk()
+        sdev_prefix_printk(kernel, KernLevel.INFO, sdp, "sd_probe")
     await drv._wait_turn(sdp)          # diskseq and index in scan order (see SdDriver.match)
     gd = blk.blk_mq_alloc_disk_for_queue(sdp.request_queue)
     index = kernel.sd_index_ida.alloc()
@@ -1903,8 +1854,8 @@ async def sd_probe(drv: SdDriver, sdp: Any) -> int:
     q = sdp.request_queue
     if not getattr(q, "rq_timeout", 0):
         blk.blk_queue_rq_timeout(q, SD_MOD_TIMEOUT if sdp.type == ScsiType.TYPE_MOD else SD_TIMEOUT)
-    disk_dev = Device(name=_sdev_name(sdp), parent=sdp.sdev_gendev, cls=drv.disk_class)
-    sd_disk_attrs(sdkp, disk_dev.kobj)
+    disk_dev = Device(name=sdev_name(sdp), parent=sdp.sdev_gendev, cls=drv.disk_class)
+    drv.disk_attrs(sdkp, disk_dev.kobj)
     device_add(disk_dev, power=POWER_ASYNC_DISABLED)
     sdkp.disk_dev = disk_dev
     sdp.sdev_gendev.driver_data = sdkp
@@ -1916,9 +1867,9 @@ async def sd_probe(drv: SdDriver, sdp: Any) -> int:
     await sd_revalidate_disk(gd)
     if _flag(sdp, "removable"):
         gd.removable = True
-        gd.events |= getattr(blk, "DISK_EVENT_MEDIA_CHANGE", 1)
-        gd.event_flags = getattr(blk, "DISK_EVENT_FLAG_POLL", 1) | getattr(blk, "DISK_EVENT_FLAG_UEVENT", 2)
-    await _maybe_await(blk.device_add_disk(sdp.sdev_gendev, gd))
+        gd.events |= blk.DISK_EVENT_MEDIA_CHANGE
+        gd.event_flags = blk.DISK_EVENT_FLAG_POLL | blk.DISK_EVENT_FLAG_UEVENT
+    await maybe_await(blk.device_add_disk(sdp.sdev_gendev, gd))
     if sdkp.security:
         sd_printk(KernLevel.NOTICE, sdkp, "supports TCG Opal")
     sd_printk(KernLevel.NOTICE, sdkp, f"Attached SCSI {'removable ' if _flag(sdp, 'removable') else ''}disk")
@@ -1926,7 +1877,6 @@ async def sd_probe(drv: SdDriver, sdp: Any) -> int:
     # runs right after the probe (golden blocksizes trace: sd_check_events, TUR after "Attached")
     # (only a removable disk has events: disk_alloc_events leaves disk->ev NULL otherwise)
     if _flag(sdp, "removable"):
-        from vscsifs.scsi.kernel._sr import disk_add_events
         await disk_add_events(gd)
     return 0
 
@@ -1936,7 +1886,7 @@ async def sd_remove(sdp: Any) -> int:
     sdkp = dev_get_drvdata(sdp)
     if sdkp.disk_dev is not None:
         device_del(sdkp.disk_dev)
-    await _maybe_await(_blk().del_gendisk(sdkp.disk))
+    await maybe_await(blk.del_gendisk(sdkp.disk))
     if not sdkp.suspended:
         await sd_shutdown(sdkp)
     sdkp.kernel.sd_index_ida.free(sdkp.index)
@@ -1947,29 +1897,6 @@ async def sd_remove(sdp: Any) -> int:
 async def sd_rescan(sdp: Any) -> None:
     """sd_rescan(): revalidate (the sysfs ``rescan`` attribute, capacity changes)."""
     await sd_revalidate_disk(dev_get_drvdata(sdp).disk)
-
-
-def sd_init(kernel: Any) -> SdDriver:
-    """init_sd(): the sd block majors, class scsi_disk, and the driver on the scsi bus."""
-    blk = _blk()
-    for i in range(SD_MAJORS):
-        register = getattr(blk, "register_blkdev", None)
-        if register is not None:
-            register(kernel, sd_major(i), "sd")
-        else:
-            kernel.blkdev_majors[sd_major(i)] = "sd"
-    drv = SdDriver(kernel)
-    from vscsifs.scsi.kernel import _scsi_sysfs  # type: ignore[attr-defined]
-
-    _scsi_sysfs.scsi_register_driver(kernel, drv)
-    return drv
-
-
-def sr_init(kernel: Any) -> Any:
-    """init_sr() moved to _sr.py (the sr driver); this name stays importable."""
-    from vscsifs.scsi.kernel._sr import sr_init as _sr_init
-
-    return _sr_init(kernel)
 
 
 def _parse_int(data: bytes, base: int = 10) -> int:

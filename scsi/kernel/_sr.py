@@ -21,17 +21,29 @@ import errno
 from dataclasses import dataclass
 from typing import Any
 
+import trio
+
+import vscsifs.scsi.kernel.block as blk
 from vscsifs.scsi.kernel.base._kobject import SysfsError
+from vscsifs.scsi.kernel.block import BlockDeviceOperations, blk_queue_logical_block_size, register_blkdev, set_capacity
 from vscsifs.scsi.kernel.block._blk_types import BlkStatus, ReqOp
+from vscsifs.scsi.kernel.block._disk_events import (DISK_EVENT_FLAG_BLOCK_ON_EXCL_WRITE, bdev_check_media_change,
+                                                   disk_add_events)
 
 from vscsifs.scsi.kernel import _cdrom as cdrom
 from vscsifs.scsi.kernel._cdrom import (CDSL_CURRENT, DISK_EVENT_EJECT_REQUEST, DISK_EVENT_MEDIA_CHANGE, Cdc, Cds, CdromDeviceInfo,
                      Gpcmd, PacketCommand, TocEntry, TocHeader)
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, ScsiCmnd
-from vscsifs.scsi.kernel._scsi_error import ScsiSenseHdr, SenseKey
-from vscsifs.scsi.kernel._scsi_logging import LogShift, scsi_log_enabled, scsi_print_sense_hdr
-from vscsifs.scsi.kernel._sd import sdev_printk  # the upper drivers' shared sdev_prefix_printk()
+from vscsifs.scsi._proto import SenseKey
+from vscsifs.scsi.kernel._scsi_common import ScsiSenseHdr
+from vscsifs.scsi.kernel._async_domain import maybe_await
+from vscsifs.scsi.kernel._scsi_lib import (SCSI_REMOVAL_ALLOW, SCSI_REMOVAL_PREVENT,
+                                          scsi_command_size, scsi_execute_cmd, scsi_mode_sense,
+                                          scsi_set_medium_removal)
+from vscsifs.scsi.kernel._scsi_lib import scsi_test_unit_ready as tur
+from vscsifs.scsi.kernel._scsi_logging import LogShift, scsi_log_enabled, sdev_prefix_printk
+from vscsifs.scsi.kernel._scsi_sysfs import scsi_register_driver
 
 SR_DISKS = 256
 SCSI_CDROM_MAJOR = 11
@@ -58,9 +70,6 @@ VENDOR_TOSHIBA = 3
 VENDOR_WRITER = 4
 VENDOR_CYGNAL_85ED = 5
 
-SCSI_REMOVAL_ALLOW = 0
-SCSI_REMOVAL_PREVENT = 1
-ALLOW_MEDIUM_REMOVAL = 0x1E
 READ_CAPACITY = 0x25
 READ_TOC = 0x43
 
@@ -99,7 +108,7 @@ def scsi_cd(disk: Any) -> ScsiCd:
 
 
 def sr_printk(level: KernLevel, cd: ScsiCd, text: str) -> None:
-    sdev_printk(cd.kernel, level, cd.device, text, cd.name)
+    sdev_prefix_printk(cd.kernel, level, cd.device, text, cd.name)
 
 
 def _online(sdev: Any) -> bool:
@@ -125,62 +134,13 @@ def _sense_valid(sshdr: ScsiSenseHdr | None) -> bool:
 async def _execute(sdev: Any, cdb: bytes, direction: DmaDirection, buflen: int, *, timeout: float,
                    retries: int, data: bytes | None = None) -> Any:
     """scsi_execute(): the midlayer's passthrough path; the CDB is COMMAND_SIZE(opcode) long."""
-    from vscsifs.scsi.kernel._scsi_lib import scsi_command_size, scsi_execute_cmd
-
     cdb = bytes(cdb[:scsi_command_size(cdb[0])])
     return await scsi_execute_cmd(sdev, cdb, direction, buflen, data_out=data, timeout=timeout, retries=retries)
 
 
 async def scsi_test_unit_ready(sdev: Any, timeout: float = SR_TIMEOUT,
                                retries: int = MAX_RETRIES) -> tuple[int, ScsiSenseHdr | None]:
-    from vscsifs.scsi.kernel._scsi_lib import scsi_test_unit_ready as tur
-
     return await tur(sdev, timeout, retries)
-
-
-# --- scsi_ioctl.c: door locking ------------------------------------------------------------------
-
-async def ioctl_internal_command(sdev: Any, cmd: bytes, timeout: float, retries: int) -> int:
-    """scsi_ioctl.c ioctl_internal_command(): one command, sense handled as for ioctls."""
-    kernel = sdev.host.kernel
-    if scsi_log_enabled(kernel, LogShift.IOCTL, 1):
-        sdev_printk(kernel, KernLevel.INFO, sdev, f"Trying ioctl with scsi command {cmd[0]}")
-    res = await _execute(sdev, cmd, DmaDirection.DMA_NONE, 0, timeout=timeout, retries=retries)
-    result = res.result
-    sshdr = res.sshdr
-    if scsi_log_enabled(kernel, LogShift.IOCTL, 2):
-        sdev_printk(kernel, KernLevel.INFO, sdev, f"Ioctl returned  0x{result & 0xFFFFFFFF:x}")
-    if result >= 0 and _sense_valid(sshdr):
-        assert sshdr is not None
-        key = sshdr.sense_key
-        if key == SenseKey.ILLEGAL_REQUEST:
-            if cmd[0] == ALLOW_MEDIUM_REMOVAL:
-                sdev.lockable = False
-            else:
-                sdev_printk(kernel, KernLevel.INFO, sdev, "ioctl_internal_command: ILLEGAL REQUEST "
-                            f"asc=0x{sshdr.asc:x} ascq=0x{sshdr.ascq:x}")
-        elif key == SenseKey.NOT_READY and sdev.removable:
-            pass
-        elif key in (SenseKey.NOT_READY, SenseKey.UNIT_ATTENTION) and sdev.removable:
-            sdev.changed = True
-            result = 0
-        else:
-            sdev_printk(kernel, KernLevel.INFO, sdev, f"ioctl_internal_command return code = {result:x}")
-            scsi_print_sense_hdr(sdev, None, -1, sshdr)
-    if scsi_log_enabled(kernel, LogShift.IOCTL, 2):
-        sdev_printk(kernel, KernLevel.INFO, sdev, "IOCTL Releasing command")
-    return result
-
-
-async def scsi_set_medium_removal(sdev: Any, state: int) -> int:
-    """scsi_set_medium_removal(): PREVENT ALLOW MEDIUM REMOVAL on removable, lockable devices."""
-    if not sdev.removable or not sdev.lockable:
-        return 0
-    cmd = bytes((ALLOW_MEDIUM_REMOVAL, 0, 0, 0, state, 0))
-    ret = await ioctl_internal_command(sdev, cmd, IOCTL_NORMAL_TIMEOUT, NORMAL_RETRIES)
-    if ret == 0:
-        sdev.locked = state == SCSI_REMOVAL_PREVENT
-    return ret
 
 
 # --- sr_ioctl.c ------------------------------------------------------------------------------------
@@ -241,8 +201,6 @@ async def sr_do_ioctl(cd: ScsiCd, cgc: PacketCommand) -> int:
 
 
 async def _sleep(seconds: float) -> None:
-    import trio
-
     await trio.sleep(seconds)
 
 
@@ -562,8 +520,6 @@ def sr_done(cmd: ScsiCmnd) -> int:
                 if good_bytes < 0 or good_bytes >= this_count:
                     good_bytes = 0
                 if error_sector < cd.disk.capacity and cd.capacity - error_sector < 4 * 75:
-                    from vscsifs.scsi.kernel.block import set_capacity
-
                     set_capacity(cd.disk, error_sector)
         elif key == SenseKey.RECOVERED_ERROR:
             good_bytes = this_count
@@ -573,7 +529,7 @@ def sr_done(cmd: ScsiCmnd) -> int:
 def _scmd_printk(cmd: ScsiCmnd, level: KernLevel, text: str) -> None:
     cd = scsi_cd(cmd.device.request_queue.disk)
     tag = f"tag#{cmd.tag} " if cmd.tag >= 0 else ""
-    sdev_printk(cd.kernel, level, cmd.device, tag + text, cd.name)
+    sdev_prefix_printk(cd.kernel, level, cmd.device, tag + text, cd.name)
 
 
 def sr_init_command(cmd: ScsiCmnd) -> BlkStatus:
@@ -634,8 +590,6 @@ def sr_init_command(cmd: ScsiCmnd) -> BlkStatus:
 async def get_sectorsize(cd: ScsiCd) -> None:
     """get_sectorsize(): READ CAPACITY (three tries); the capacity in 512-byte sectors, raised
     to the last written block of the medium; the logical block size."""
-    from vscsifs.scsi.kernel.block import blk_queue_logical_block_size, set_capacity
-
     sdev = cd.device
     cmd = bytes((READ_CAPACITY,)) + bytes(9)
     retries = 3
@@ -670,8 +624,6 @@ async def get_sectorsize(cd: ScsiCd) -> None:
 async def get_capabilities(cd: ScsiCd) -> int:
     """get_capabilities(): eat unit attentions, then MODE SENSE page 0x2a: speed, the
     capability line, and the mask of what the drive cannot do."""
-    from vscsifs.scsi.kernel._scsi_lib import scsi_mode_sense
-
     sdev = cd.device
     cdi = cd.cdi
     ms_len = 128
@@ -758,8 +710,6 @@ async def sr_block_check_events(disk: Any, clearing: int) -> int:
 
 
 def sr_bdops() -> Any:
-    from vscsifs.scsi.kernel.block import BlockDeviceOperations
-
     return BlockDeviceOperations(open=sr_block_open, release=sr_block_release, check_events=sr_block_check_events,
                                  owner="sr_mod")
 
@@ -777,10 +727,6 @@ def sr_index_bits(kernel: Any) -> set[int]:
 async def sr_probe(drv: SrDriver, sdev: Any) -> int:
     """sr_probe(): srN, the gendisk, capabilities, write features, register_cdrom, revalidate,
     device_add_disk, "Attached scsi CD-ROM srN"."""
-    from vscsifs.scsi.kernel import block as blk
-
-    from vscsifs.scsi.kernel._sd import _maybe_await
-
     kernel = drv.kernel
     if sdev.type not in SR_TYPES:
         return -errno.ENODEV
@@ -812,74 +758,21 @@ async def sr_probe(drv: SrDriver, sdev: Any) -> int:
     cdrom.register_cdrom(kernel, disk, cdi)
     sdev.sdev_gendev.driver_data = cd
     await sr_revalidate_disk(cd)
-    await _maybe_await(blk.device_add_disk(sdev.sdev_gendev, disk))
+    await maybe_await(blk.device_add_disk(sdev.sdev_gendev, disk))
     await disk_add_events(disk)
-    sdev_printk(kernel, KernLevel.DEBUG, sdev, f"Attached scsi CD-ROM {cdi.name}")
+    sdev_prefix_printk(kernel, KernLevel.DEBUG, sdev, f"Attached scsi CD-ROM {cdi.name}")
     return 0
-
-
-DISK_EVENT_FLAG_BLOCK_ON_EXCL_WRITE = 1 << 2
 
 
 async def sr_remove(sdev: Any) -> int:
     """sr_remove(): del_gendisk; the minor and the cdrom registration go with the disk."""
-    from vscsifs.scsi.kernel import block as blk
-
-    from vscsifs.scsi.kernel._sd import _maybe_await
-
     cd: ScsiCd = sdev.sdev_gendev.driver_data
     cd.disk.events_blocked = True
-    await _maybe_await(blk.del_gendisk(cd.disk))
+    await maybe_await(blk.del_gendisk(cd.disk))
     sr_index_bits(cd.kernel).discard(cd.index)          # sr_free_disk
     cdrom.unregister_cdrom(cd.cdi)
     sdev.sdev_gendev.driver_data = None
     return 0
-
-
-# --- disk events (block/disk-events.c) as sr's disk needs them -------------------------------------
-
-async def disk_add_events(disk: Any) -> None:
-    """disk_add_events(): the first check is queued with no delay (check_now) and runs on an
-    idle CPU while the probe finishes; it is awaited here so its effect is deterministic: a
-    drive whose media-changed flag is set reports MEDIA_CHANGE, which takes a new diskseq
-    before the next disk is allocated (the golden cdrom capture: sr0 diskseq 2, sda 3)."""
-    if disk.fops.check_events is None or not disk.events:
-        return
-    await disk_check_events(disk, 0)
-
-
-async def disk_check_events(disk: Any, clearing: int) -> int:
-    """disk_check_events(): ask the driver, accumulate pending events; a media change takes a
-    new diskseq (inc_diskseq)."""
-    if getattr(disk, "events_blocked", False) or not disk.live:
-        return 0
-    events = await disk.fops.check_events(disk, clearing)
-    pending = getattr(disk, "events_pending", 0)
-    events &= ~pending
-    disk.events_pending = pending | events
-    if events & DISK_EVENT_MEDIA_CHANGE:
-        disk.diskseq = disk.kernel.next_diskseq()
-    return events
-
-
-async def disk_clear_events(disk: Any, mask: int) -> int:
-    """disk_clear_events(): check now with ``mask`` being cleared, return and clear the pending."""
-    if disk.fops.check_events is None or not disk.events:
-        return 0
-    await disk_check_events(disk, mask)
-    pending = getattr(disk, "events_pending", 0)
-    disk.events_pending = pending & ~mask
-    return pending & mask
-
-
-async def bdev_check_media_change(disk: Any) -> bool:
-    """bdev_check_media_change(): clear and fetch the events; a media change schedules a
-    partition re-read (GD_NEED_PART_SCAN)."""
-    events = await disk_clear_events(disk, DISK_EVENT_MEDIA_CHANGE | DISK_EVENT_EJECT_REQUEST)
-    if not events & DISK_EVENT_MEDIA_CHANGE:
-        return False
-    disk.need_part_scan = True
-    return True
 
 
 # --- the driver object --------------------------------------------------------------------------
@@ -922,17 +815,13 @@ def sr_xa_test(kernel: Any) -> int:
 def sr_init(kernel: Any) -> SrDriver:
     """init_sr() (after cdrom_init, as the modules load): major 11 "sr", the driver on the
     scsi bus, and the module parameter xa_test."""
-    from vscsifs.scsi.kernel.block import register_blkdev
-
-    from vscsifs.scsi.kernel import _scsi_sysfs
-
     cdrom.cdrom_init(kernel)
     register_blkdev(kernel, SCSI_CDROM_MAJOR, "sr")
     params = {"xa_test": _int_param(kernel.param("sr_mod.xa_test", "0"))}
     kernel._sr_params = params
     drv = SrDriver(kernel)
     kernel.sysfs.bus_register("scsi").driver_register(drv.name, drv.module)   # driver_register()
-    _scsi_sysfs.scsi_register_driver(kernel, drv)
+    scsi_register_driver(kernel, drv)
     pdir = kernel.sysfs.module("sr_mod").mkdir("parameters")
 
     def store(data: bytes) -> None:

@@ -14,7 +14,8 @@ import trio
 from golden_cdb import make_image
 from vscsifs.scsi.kernel.base._driver_model import Device, Sysfs, device_add
 from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice
-from vscsifs.scsi.kernel._hosts import ScsiHostTemplate, Scsi_Host, scsi_add_host, scsi_host_alloc
+from vscsifs.scsi.kernel._hosts import scsi_add_host, scsi_host_alloc
+from vscsifs.scsi.kernel._scsi_types import ScsiHostTemplate, Scsi_Host
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import Kmsg
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, ScsiCmnd

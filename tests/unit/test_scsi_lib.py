@@ -16,11 +16,11 @@ from midlayer_harness import hd, make_host, make_kernel
 from vscsifs.scsi.kernel.block import BlkStatus
 from vscsifs.scsi.device import SCSIBus
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, ScsiCmnd
-from vscsifs.scsi.kernel._scsi_error import (ADD_TO_MLQUEUE, FAILED, NEEDS_RETRY, SUCCESS,
-                                             scsi_decide_disposition, scsi_normalize_sense,
-                                             scsi_sense_desc_find)
-from vscsifs.scsi.kernel._scsi_lib import (SdevState, scsi_device_set_state,
-                                           scsi_result_to_blk_status, scsi_vpd_lun_id)
+from vscsifs.scsi.kernel._scsi_common import (ADD_TO_MLQUEUE, FAILED, NEEDS_RETRY, SUCCESS, scsi_normalize_sense,
+                                              scsi_sense_desc_find)
+from vscsifs.scsi.kernel._scsi_error import scsi_decide_disposition
+from vscsifs.scsi.kernel._scsi_lib import scsi_result_to_blk_status, scsi_vpd_lun_id
+from vscsifs.scsi.kernel._scsi_types import SdevState, scsi_device_set_state
 
 
 def fixed_sense(key: int, asc: int, ascq: int) -> bytes:
@@ -294,7 +294,7 @@ def _cmd(result: int, cdb0: int = 0x28, sense: bytes = b"", allowed: int = 3) ->
 ])
 def test_decide_disposition(result: int, cdb0: int, sense: bytes, expected) -> None:
     c = _cmd(result, cdb0, sense)
-    import vscsifs.scsi.kernel._scsi_logging as lg
+    import vscsifs.scsi.kernel._scsi_error as lg       # where scsi_report_sense finds sdev_printk
     orig = lg.sdev_printk
     lg.sdev_printk = lambda *a, **k: None            # the fake device has no kernel to log to
     try:
