@@ -79,6 +79,10 @@ class ScsiCmnd:
     done: bool = False                        # set by scsi_done; lets a synchronous completion skip waiting
     host_scribble: Any = None                 # the LLD's per-command state (virtio_scsi_cmd)
     request: Any = None                       # scsi_cmd_to_rq(): the block Request this command serves
+    jiffies_at_alloc: float = 0.0             # trio time the command was prepared (scmd_age, runtime limit)
+    eh_eflags: int = 0                        # SCSI_EH_ABORT_SCHEDULED once the abort was queued
+    state_complete: bool = False              # SCMD_STATE_COMPLETE: completion or timeout owns it
+    partial_requeues: int = 0                 # whole-request resends after a partial success
 
     @property
     def host_byte(self) -> int:

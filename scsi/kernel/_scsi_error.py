@@ -250,16 +250,6 @@ def _shost_info(shost: Any, text: str, level: int = 3) -> None:
         shost_printk(KernLevel.INFO, shost, text)
 
 
-def _eflags(cmd: ScsiCmnd) -> int:
-    rq = cmd.request
-    return rq.extra.get("eh_eflags", 0) if rq is not None else 0
-
-
-def _set_eflags(cmd: ScsiCmnd, value: int) -> None:
-    if cmd.request is not None:
-        cmd.request.extra["eh_eflags"] = value
-
-
 def scsi_noretry_cmd(cmd: ScsiCmnd) -> bool:
     """scsi_noretry_cmd(): fail fast (REQ_FAILFAST_*), and passthrough commands that timed
     out or got a retryable CHECK CONDITION are not retried by the error handler."""
@@ -289,10 +279,10 @@ def _should_retry(cmd: ScsiCmnd) -> bool:
 def scsi_abort_command(cmd: ScsiCmnd) -> Disposition:
     """scsi_abort_command(): schedule the abort of a timed-out command (FAILED if one was
     already tried for it: escalate)."""
-    if _eflags(cmd) & SCSI_EH_ABORT_SCHEDULED:
+    if cmd.eh_eflags & SCSI_EH_ABORT_SCHEDULED:
         _scmd_info(cmd, "previous abort failed")
         return FAILED
-    _set_eflags(cmd, _eflags(cmd) | SCSI_EH_ABORT_SCHEDULED)
+    cmd.eh_eflags |= SCSI_EH_ABORT_SCHEDULED
     _scmd_info(cmd, "abort scheduled")
     nursery = cmd.device.host.kernel.nursery
     if nursery is None:
@@ -337,7 +327,7 @@ def scsi_queue_insert_eh_retry(cmd: ScsiCmnd) -> None:
     """scsi_queue_insert(cmd, SCSI_MLQUEUE_EH_RETRY): budgets back, the request goes to blk-mq
     again (it keeps its prepared state, as RQF_DONTPREP does)."""
     rq = cmd.request
-    rq.extra["scsi_complete_state"] = False
+    cmd.state_complete = False
     scsi_device_unbusy(cmd.device)
     blk_mq_requeue_request(rq, True, 0.0)
 
@@ -426,7 +416,7 @@ async def scsi_eh_get_sense(work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]) -> b
     """scsi_eh_get_sense(): REQUEST SENSE for failed commands without sense data (not for
     timeouts); True when nothing is left to recover."""
     for cmd in list(work_q):
-        if _eflags(cmd) & SCSI_EH_ABORT_SCHEDULED or _sense_valid(cmd):
+        if cmd.eh_eflags & SCSI_EH_ABORT_SCHEDULED or _sense_valid(cmd):
             continue
         _scmd_info(cmd, f"{'scsi_eh'}: requesting sense")
         rtn = await scsi_send_eh_cmnd(cmd, _REQUEST_SENSE, cmd.device.eh_timeout, keep_sense=True)
@@ -542,7 +532,7 @@ async def scsi_abort_eh_cmnd(cmd: ScsiCmnd) -> None:
 def _report_device_reset(sdev: Any) -> None:
     """__scsi_report_device_reset(): expect the reset's unit attention."""
     sdev.expecting_cc_ua = True
-    sdev.extra["was_reset"] = True
+    sdev.was_reset = True
 
 
 async def scsi_try_bus_device_reset(cmd: ScsiCmnd) -> Disposition:
@@ -788,7 +778,7 @@ def scsi_eh_flush_done_q(done_q: list[ScsiCmnd]) -> None:
             if not cmd.result:
                 cmd.result |= _DID_TIME_OUT << 16
             _scmd_info(cmd, "scsi_eh: flush finish cmd")
-            cmd.request.extra["scsi_complete_state"] = False
+            cmd.state_complete = False
             cmd.device.host.ml_ops.finish_command(cmd.request, cmd)
     done_q.clear()
 
@@ -818,9 +808,9 @@ def scsi_timeout(rq: Any) -> int:
         rtn = int(timed_out(cmd))
     if rtn == SCSI_EH_RESET_TIMER:
         return BLK_EH_RESET_TIMER
-    if rq.extra.get("scsi_complete_state"):
+    if cmd.state_complete:
         return BLK_EH_RESET_TIMER               # a real completion won the race
-    rq.extra["scsi_complete_state"] = True
+    cmd.state_complete = True
     if scsi_abort_command(cmd) != SUCCESS:
         cmd.set_host_byte(0x03)                  # DID_TIME_OUT
         scsi_eh_scmd_add(cmd)

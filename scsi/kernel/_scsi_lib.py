@@ -227,11 +227,11 @@ def scsi_prepare_cmd(rq: Request, cmd: ScsiCmnd) -> BlkStatus:
     cmd.sdb = rq.buffer
     cmd.transfersize = rq.nr_bytes
     cmd.timeout = rq.timeout
-    rq.extra["eh_eflags"] = 0
+    cmd.eh_eflags = 0
     try:
-        rq.extra["jiffies_at_alloc"] = trio.current_time()
+        cmd.jiffies_at_alloc = trio.current_time()
     except RuntimeError:   # not inside trio.run (unit tests driving the midlayer directly)
-        rq.extra["jiffies_at_alloc"] = 0.0
+        cmd.jiffies_at_alloc = 0.0
     if rq.is_passthrough:
         cmd.cmnd = rq.cmd
         cmd.allowed = rq.retries
@@ -273,8 +273,7 @@ def _in_trio() -> bool:
 
 def scmd_age(cmd: ScsiCmnd) -> int:
     """(jiffies - scmd->jiffies_at_alloc) / HZ: seconds since the command was prepared."""
-    rq = cmd.request
-    start = rq.extra.get("jiffies_at_alloc") if rq is not None else None
+    start = cmd.jiffies_at_alloc
     if not start or not _in_trio():
         return 0
     return int(trio.current_time() - start)
@@ -307,12 +306,12 @@ def scsi_queue_rq(hctx: Any, rq: Request, last: bool) -> BlkStatus:
     cmd: ScsiCmnd | None = rq.pdu
     if cmd is None:
         cmd = rq.pdu = ScsiCmnd(device=sdev, cmnd=b"")
-    if not rq.extra.get("scsi_prepped"):
+    if not rq.flags & ReqFlag.RQF_DONTPREP:
         ret = scsi_prepare_cmd(rq, cmd)
         if ret != BlkStatus.BLK_STS_OK:
             scsi_device_unbusy(sdev)
             return ret
-        rq.extra["scsi_prepped"] = True
+        rq.flags |= ReqFlag.RQF_DONTPREP
     else:
         cmd.result = 0
         cmd.resid = 0
@@ -351,7 +350,7 @@ def _requeue(rq: Request, delay: float) -> None:
 def scsi_complete(rq: Request) -> None:
     """scsi_lib.c scsi_complete(): count, decide the disposition, retry or finish."""
     cmd: ScsiCmnd = rq.pdu
-    if rq.extra.get("scsi_complete_state"):
+    if cmd.state_complete:
         return                                   # the timeout handler owns the command
     sdev: ScsiDevice = cmd.device
     sdev.iodone_cnt += 1
@@ -367,7 +366,7 @@ def scsi_complete(rq: Request) -> None:
         scsi_finish_command(rq, cmd)
         return
     # FAILED (and anything else): the error handler owns the command now
-    rq.extra["scsi_complete_state"] = True
+    cmd.state_complete = True
     scsi_eh_scmd_add(cmd)
 
 
@@ -407,7 +406,7 @@ def scsi_result_to_blk_status(result: int) -> BlkStatus:
 
 def scsi_mq_uninit_cmd(rq: Request, cmd: ScsiCmnd) -> None:
     """scsi_mq_uninit_cmd(): the upper driver frees what init_command set up."""
-    if rq.is_passthrough or not rq.extra.get("scsi_prepped"):
+    if rq.is_passthrough or not rq.flags & ReqFlag.RQF_DONTPREP:
         return
     drv = cmd.device.driver_ops if cmd.device is not None else None
     uninit = getattr(drv, "uninit_command", None) if drv is not None else None
@@ -418,7 +417,7 @@ def scsi_mq_uninit_cmd(rq: Request, cmd: ScsiCmnd) -> None:
 def _end_request(rq: Request, status: BlkStatus) -> None:
     cmd: ScsiCmnd = rq.pdu
     scsi_mq_uninit_cmd(rq, cmd)
-    rq.extra["scsi_prepped"] = False
+    rq.flags &= ~ReqFlag.RQF_DONTPREP
     rq.result = cmd.result
     rq.resid_len = cmd.resid
     blk_mq_end_request(rq, status)
@@ -462,13 +461,13 @@ def scsi_io_completion(rq: Request, cmd: ScsiCmnd, good_bytes: int) -> None:
         # partial success without error: the kernel completes good_bytes and requeues the
         # rest; the block layer here has no blk_update_request, so the whole request is sent
         # again, a bounded number of times
-        tries = rq.extra.get("scsi_partial_requeues", 0) + 1
-        rq.extra["scsi_partial_requeues"] = tries
+        cmd.partial_requeues += 1
+        tries = cmd.partial_requeues
         if tries > 5:
             _end_request(rq, BlkStatus.BLK_STS_IOERR)
             return
         scsi_mq_uninit_cmd(rq, cmd)
-        rq.extra["scsi_prepped"] = False
+        rq.flags &= ~ReqFlag.RQF_DONTPREP
         _requeue(rq, 0.0)
         return
     scsi_io_completion_action(rq, cmd, result, sshdr)
@@ -480,7 +479,7 @@ def scsi_cmd_runtime_exceeded(rq: Request, cmd: ScsiCmnd) -> bool:
     start time (outside trio) a retry count stands in."""
     if cmd.allowed == -1:
         return False
-    start = rq.extra.get("jiffies_at_alloc")
+    start = cmd.jiffies_at_alloc
     if not start or not _in_trio():
         return cmd.retries > max(cmd.allowed, 0) + 5
     wait_for = (cmd.allowed + 1) * rq.timeout
@@ -542,7 +541,7 @@ def scsi_io_completion_action(rq: Request, cmd: ScsiCmnd, result: int,
     cmd.retries += 1
     if action in ("reprep", "delayed_reprep"):
         scsi_mq_uninit_cmd(rq, cmd)
-        rq.extra["scsi_prepped"] = False
+        rq.flags &= ~ReqFlag.RQF_DONTPREP
     _requeue(rq, 0.0 if action in ("retry", "reprep") else SCSI_QUEUE_DELAY)
 
 

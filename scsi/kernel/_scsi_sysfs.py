@@ -619,7 +619,7 @@ async def scsi_sysfs_add_sdev(sdev: ScsiDevice) -> int:
     for intf in list(_interfaces(kernel)):
         await maybe_await(intf.add_dev(sdev))
     if getattr(kernel, "_bsg_state", None) is not None:
-        sdev.extra["bsg_dev"] = scsi_bsg_register_queue(sdev)
+        sdev.bsg_dev = scsi_bsg_register_queue(sdev)
     if drv is not None and late_bind:
         _bind(sdev, drv)
     if drv is not None and not _schedule_probe(sdev, drv):
@@ -630,7 +630,7 @@ async def scsi_sysfs_add_sdev(sdev: ScsiDevice) -> int:
 async def scsi_sysfs_remove_visible(sdev: ScsiDevice) -> None:
     """The visible half of __scsi_remove_device(): bsg, the class device (sg), the upper
     driver's remove, then the device itself."""
-    bsg_dev = sdev.extra.pop("bsg_dev", None)
+    bsg_dev, sdev.bsg_dev = sdev.bsg_dev, None
     if bsg_dev is not None:
         bsg_unregister_queue(bsg_dev)
     for intf in list(_interfaces(sdev.host.kernel)):
@@ -764,7 +764,7 @@ def _schedule_probe(sdev: ScsiDevice, drv: Any) -> bool:
     if kernel.nursery is None:
         return False
     done = trio.Event()
-    sdev.extra["probe_done"] = done
+    sdev.probe_done = done
 
     async def probe() -> None:
         try:
@@ -776,7 +776,7 @@ def _schedule_probe(sdev: ScsiDevice, drv: Any) -> bool:
 
 
 async def _wait_probe(sdev: ScsiDevice) -> None:
-    ev = sdev.extra.get("probe_done")
+    ev = sdev.probe_done
     if ev is not None:
         await ev.wait()
 

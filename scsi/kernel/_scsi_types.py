@@ -222,7 +222,9 @@ class ScsiDevice:
     hostdata: Any = None
     handler: Any = None                # device handler (ALUA...): none in vscsifs
     created: bool = True               # scsi_device_created() until added or removed
-    extra: dict[str, Any] = field(default_factory=dict)   # upper drivers' per-device data
+    was_reset: bool = False            # a reset the EH did is to be reported (sdev->was_reset)
+    bsg_dev: Any = None                # the bsg class device scsi_sysfs_add_sdev registered
+    probe_done: trio.Event | None = None   # the asynchronous upper-driver probe has finished
 
     @property
     def hctl(self) -> str:
