@@ -21,7 +21,7 @@ from typing import Any
 
 import trio
 
-from vscsifs.scsi._proto import ScsiOpcode, SenseKey
+from vscsifs.scsi._proto import MI_REPORT_SUPPORTED_OPERATION_CODES, ScsiOpcode, SenseKey
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block import (blk_execute_rq, blk_mq_alloc_request, blk_mq_complete_request,
                                        blk_mq_end_request, blk_mq_requeue_request, blk_mq_start_request)
@@ -40,12 +40,6 @@ from vscsifs.scsi.kernel._scsi_types import (SCSI_DEFAULT_VPD_LEN, SCSI_QUEUE_DE
                                             SCSI_VPD_LIST_SIZE, HostState, ScsiDevice, ScsiLevel, Scsi_Host, SdevState,
                                             scsi_device_unbusy)
 
-INQUIRY = 0x12
-TEST_UNIT_READY = 0x00
-MODE_SENSE = 0x1A
-MODE_SENSE_10 = 0x5A
-MAINTENANCE_IN = 0xA3
-MI_REPORT_SUPPORTED_OPERATION_CODES = 0x0C
 
 
 def scsi_change_queue_depth(sdev: ScsiDevice, depth: int) -> int:
@@ -597,14 +591,14 @@ async def scsi_mode_sense(sdev: ScsiDevice, dbd: int, modepage: int, length: int
         if use_10:
             if length < 8 or length > 65535:
                 return ModeSenseResult(-errno.EINVAL, data, b"", None)
-            cdb[0] = MODE_SENSE_10
+            cdb[0] = ScsiOpcode.MODE_SENSE_10
             cdb[7:9] = length.to_bytes(2, "big")
             header_length = 8
             cdb_bytes = bytes(cdb[:10])
         else:
             if length < 4:
                 return ModeSenseResult(-errno.EINVAL, data, b"", None)
-            cdb[0] = MODE_SENSE
+            cdb[0] = ScsiOpcode.MODE_SENSE
             cdb[4] = length & 0xFF
             header_length = 4
             cdb_bytes = bytes(cdb[:6])
@@ -655,7 +649,7 @@ async def scsi_vpd_inquiry(sdev: ScsiDevice, page: int, length: int) -> tuple[in
     """scsi.c scsi_vpd_inquiry(): (page length incl. header or -errno, data received)."""
     if length < 4:
         return -errno.EINVAL, b""
-    cdb = bytes([INQUIRY, 1, page, (length >> 8) & 0xFF, length & 0xFF, 0])
+    cdb = bytes([ScsiOpcode.INQUIRY, 1, page, (length >> 8) & 0xFF, length & 0xFF, 0])
     res = await scsi_execute_cmd(sdev, cdb, DmaDirection.DMA_FROM_DEVICE, length,
                                  timeout=30.0, retries=3)
     if res.result:
@@ -747,7 +741,7 @@ async def scsi_report_opcode(sdev: ScsiDevice, length: int, opcode: int) -> int:
     if request_len > length:
         return -errno.EINVAL
     cdb = bytearray(16)
-    cdb[0] = MAINTENANCE_IN
+    cdb[0] = ScsiOpcode.MAINTENANCE_IN
     cdb[1] = MI_REPORT_SUPPORTED_OPERATION_CODES
     cdb[2] = 1
     cdb[3] = opcode

@@ -21,7 +21,7 @@ from typing import Any
 import trio
 
 from vscsifs.scsi._common import scsilun_to_int
-from vscsifs.scsi._proto import SenseKey
+from vscsifs.scsi._proto import ScsiType, SenseKey
 from vscsifs.scsi.kernel.base._driver_model import Device, device_del
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import KernLevel
@@ -43,9 +43,6 @@ from vscsifs.scsi.kernel._scsi_types import (SCAN_WILD_CARD, SCSI_DEFAULT_EH_TIM
                                             scsi_device_state_name)
 
 SCSI_REPORT_LUNS_TIMEOUT = 30.0
-TYPE_WLUN = 0x1E
-TYPE_ROM = 0x05
-TYPE_RBC = 0x0E
 
 
 class ScanResult(IntEnum):
@@ -345,17 +342,17 @@ async def scsi_add_lun(sdev: ScsiDevice, inq: bytearray, bflags: int,
     if sdev.vendor == b"ATA     ":
         sdev.allow_restart = True
     if bflags & Blist.ISROM:
-        sdev.type = TYPE_ROM
+        sdev.type = ScsiType.TYPE_ROM
         sdev.removable = True
     else:
         sdev.type = inq[0] & 0x1F
         sdev.removable = bool(inq[1] & 0x80)
-        if scsi_is_wlun(sdev.lun) and sdev.type != TYPE_WLUN:
+        if scsi_is_wlun(sdev.lun) and sdev.type != ScsiType.TYPE_WLUN:
             sdev_printk(KernLevel.WARNING, sdev,
                         f"scsi_add_lun: correcting incorrect peripheral device type 0x{sdev.type:x} "
                         f"for W-LUN 0x{sdev.lun:16x}hN")
-            sdev.type = TYPE_WLUN
-    if sdev.type in (TYPE_RBC, TYPE_ROM) and not bflags & Blist.REPORTLUN2:
+            sdev.type = ScsiType.TYPE_WLUN
+    if sdev.type in (ScsiType.TYPE_RBC, ScsiType.TYPE_ROM) and not bflags & Blist.REPORTLUN2:
         bflags |= Blist.NOREPORTLUN
     sdev.inq_periph_qual = (inq[0] >> 5) & 7
     sdev.lockable = sdev.removable

@@ -27,7 +27,8 @@ from collections.abc import Callable
 import trio
 
 import vscsifs.scsi.kernel.block as blk
-from vscsifs.scsi._proto import SenseKey
+from vscsifs.scsi._proto import (SAI_READ_CAPACITY_16, SamStatus, ScsiOpcode,
+                                ScsiType, SenseKey)
 from vscsifs.scsi.kernel.base._driver_model import POWER_ASYNC_DISABLED, Device, device_add, device_del
 from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
 from vscsifs.scsi.kernel.base._printk import KernLevel
@@ -74,51 +75,8 @@ T10_PI_TYPE2_PROTECTION = 2
 T10_PI_TYPE3_PROTECTION = 3
 
 
-class ScsiType(IntEnum):
-    """Peripheral device types sd binds to (include/scsi/scsi_proto.h)."""
-
-    TYPE_DISK = 0x00
-    TYPE_MOD = 0x07
-    TYPE_RBC = 0x0E
-    TYPE_ZBC = 0x14
-
-
-SD_TYPES = frozenset(int(t) for t in ScsiType)
-
-
-class Opcode(IntEnum):
-    """The CDB opcodes sd sends (scsi_proto.h)."""
-
-    TEST_UNIT_READY = 0x00
-    READ_6 = 0x08
-    WRITE_6 = 0x0A
-    INQUIRY = 0x12
-    MODE_SELECT = 0x15
-    MODE_SENSE = 0x1A
-    START_STOP = 0x1B
-    READ_CAPACITY = 0x25
-    READ_10 = 0x28
-    WRITE_10 = 0x2A
-    SYNCHRONIZE_CACHE = 0x35
-    WRITE_SAME = 0x41
-    UNMAP = 0x42
-    MODE_SELECT_10 = 0x55
-    MODE_SENSE_10 = 0x5A
-    READ_16 = 0x88
-    WRITE_16 = 0x8A
-    WRITE_SAME_16 = 0x93
-    SERVICE_ACTION_IN_16 = 0x9E
-    MAINTENANCE_IN = 0xA3
-    SECURITY_PROTOCOL_IN = 0xA2
-    SECURITY_PROTOCOL_OUT = 0xB5
-
-
-SAI_READ_CAPACITY_16 = 0x10
-MI_REPORT_SUPPORTED_OPERATION_CODES = 0x0C
-
-
-SAM_STAT_GOOD = 0x00
-SAM_STAT_CHECK_CONDITION = 0x02
+# the peripheral device types sd binds to (sd_probe)
+SD_TYPES = frozenset({ScsiType.TYPE_DISK, ScsiType.TYPE_MOD, ScsiType.TYPE_RBC, ScsiType.TYPE_ZBC})
 
 
 class LbpMode(IntEnum):
@@ -203,7 +161,7 @@ def _status(result: int) -> int:
 
 
 def _is_check_condition(result: int) -> bool:
-    return result >= 0 and _status(result) == SAM_STAT_CHECK_CONDITION
+    return result >= 0 and _status(result) == SamStatus.CHECK_CONDITION
 
 
 def _is_good(result: int) -> bool:
@@ -402,7 +360,7 @@ async def scsi_mode_select(sdev: Any, pf: int, sp: int, page: bytes, timeout: fl
         hdr[6:8] = data.block_descriptor_length.to_bytes(2, "big")
         payload = bytes(hdr) + page
         cdb = bytearray(10)
-        cdb[0] = Opcode.MODE_SELECT_10
+        cdb[0] = ScsiOpcode.MODE_SELECT_10
         cdb[7:9] = len(payload).to_bytes(2, "big")
     else:
         if data.longlba:
@@ -413,7 +371,7 @@ async def scsi_mode_select(sdev: Any, pf: int, sp: int, page: bytes, timeout: fl
         hdr[3] = data.block_descriptor_length
         payload = bytes(hdr) + page
         cdb = bytearray(6)
-        cdb[0] = Opcode.MODE_SELECT
+        cdb[0] = ScsiOpcode.MODE_SELECT
         cdb[4] = len(payload)
     cdb[1] = (0x10 if pf else 0) | (0x01 if sp else 0)
     res = await _execute(sdev, bytes(cdb), DmaDirection.DMA_TO_DEVICE, len(payload),
@@ -614,7 +572,7 @@ async def sd_spinup_disk(sdkp: ScsiDisk) -> None:
             if not spintime:
                 kernel.printk(KernLevel.NOTICE, f"sd {sdev_name(sdev)}: [{sdkp.name}] Spinning up disk...")
                 cdb = bytearray(6)
-                cdb[0] = Opcode.START_STOP
+                cdb[0] = ScsiOpcode.START_STOP
                 cdb[1] = 1
                 cdb[4] = 1 | (0x10 if _flag(sdev, "start_stop_pwr_cond") else 0)
                 await _execute(sdev, bytes(cdb), DmaDirection.DMA_NONE, 0,
@@ -676,7 +634,7 @@ async def read_capacity_16(sdkp: ScsiDisk) -> int:
     retries, reset_retries = 3, READ_CAPACITY_RETRIES_ON_RESET
     sshdr: ScsiSenseHdr | None = None
     cdb = bytearray(16)
-    cdb[0] = Opcode.SERVICE_ACTION_IN_16
+    cdb[0] = ScsiOpcode.SERVICE_ACTION_IN_16
     cdb[1] = SAI_READ_CAPACITY_16
     cdb[13] = RC16_LEN
     while True:
@@ -726,7 +684,7 @@ async def read_capacity_10(sdkp: ScsiDisk) -> int:
     sdev = sdkp.device
     retries, reset_retries = 3, READ_CAPACITY_RETRIES_ON_RESET
     sshdr: ScsiSenseHdr | None = None
-    cdb = bytes([Opcode.READ_CAPACITY]) + bytes(9)
+    cdb = bytes([ScsiOpcode.READ_CAPACITY]) + bytes(9)
     while True:
         res = await _execute(sdev, cdb, DmaDirection.DMA_FROM_DEVICE, 8,
                              timeout=SD_TIMEOUT, retries=sdkp.max_retries)
@@ -1086,13 +1044,13 @@ async def sd_read_write_same(sdkp: ScsiDisk) -> None:
     if _flag(sdev.host, "no_write_same"):
         sdev.no_write_same = 1
         return
-    if await scsi_report_opcode(sdev, SD_BUF_SIZE, Opcode.INQUIRY) < 0:
+    if await scsi_report_opcode(sdev, SD_BUF_SIZE, ScsiOpcode.INQUIRY) < 0:
         sdev.no_report_opcodes = 1
         if _vpd(sdev, "vpd_pg89") is not None:
             sdev.no_write_same = 1
-    if await scsi_report_opcode(sdev, SD_BUF_SIZE, Opcode.WRITE_SAME_16) == 1:
+    if await scsi_report_opcode(sdev, SD_BUF_SIZE, ScsiOpcode.WRITE_SAME_16) == 1:
         sdkp.ws16 = 1
-    if await scsi_report_opcode(sdev, SD_BUF_SIZE, Opcode.WRITE_SAME) == 1:
+    if await scsi_report_opcode(sdev, SD_BUF_SIZE, ScsiOpcode.WRITE_SAME) == 1:
         sdkp.ws10 = 1
 
 
@@ -1100,8 +1058,8 @@ async def sd_read_security(sdkp: ScsiDisk) -> None:
     sdev = sdkp.device
     if not _flag(sdev, "security_supported"):
         return
-    if (await scsi_report_opcode(sdev, SD_BUF_SIZE, Opcode.SECURITY_PROTOCOL_IN) == 1
-            and await scsi_report_opcode(sdev, SD_BUF_SIZE, Opcode.SECURITY_PROTOCOL_OUT) == 1):
+    if (await scsi_report_opcode(sdev, SD_BUF_SIZE, ScsiOpcode.SECURITY_PROTOCOL_IN) == 1
+            and await scsi_report_opcode(sdev, SD_BUF_SIZE, ScsiOpcode.SECURITY_PROTOCOL_OUT) == 1):
         sdkp.security = 1
 
 
@@ -1118,10 +1076,10 @@ async def sd_read_block_zero(sdkp: ScsiDisk) -> None:
     sdev = sdkp.device
     cdb = bytearray(16)
     if _flag(sdev, "use_16_for_rw"):
-        cdb[0] = Opcode.READ_16
+        cdb[0] = ScsiOpcode.READ_16
         cdb[10:14] = (1).to_bytes(4, "big")
     else:
-        cdb[0] = Opcode.READ_10
+        cdb[0] = ScsiOpcode.READ_10
         cdb[7:9] = (1).to_bytes(2, "big")
         cdb = cdb[:10]
     await _execute(sdev, bytes(cdb), DmaDirection.DMA_FROM_DEVICE, sdev.sector_size,
@@ -1376,7 +1334,7 @@ def sd_setup_unmap_cmnd(cmd: ScsiCmnd) -> BlkStatus:
     nr_blocks = sectors_to_logical(sdp, rq.nr_bytes >> 9)
     data = _UNMAP_HDR.pack(6 + 16, 16) + _UNMAP_DESC.pack(lba, nr_blocks)
     cdb = bytearray(10)
-    cdb[0] = Opcode.UNMAP
+    cdb[0] = ScsiOpcode.UNMAP
     cdb[8] = 24
     return _prep(cmd, rq, cdb, DmaDirection.DMA_TO_DEVICE, _payload(sdkp, cmd, data), 24,
                  sdkp.max_retries, SD_TIMEOUT)
@@ -1389,7 +1347,7 @@ def sd_setup_write_same16_cmnd(cmd: ScsiCmnd, unmap: bool) -> BlkStatus:
     lba = sectors_to_logical(sdp, rq.sector)
     nr_blocks = sectors_to_logical(sdp, rq.nr_bytes >> 9)
     cdb = bytearray(16)
-    cdb[0] = Opcode.WRITE_SAME_16
+    cdb[0] = ScsiOpcode.WRITE_SAME_16
     if unmap:
         cdb[1] = 0x8
     cdb[2:10] = lba.to_bytes(8, "big")
@@ -1405,7 +1363,7 @@ def sd_setup_write_same10_cmnd(cmd: ScsiCmnd, unmap: bool) -> BlkStatus:
     lba = sectors_to_logical(sdp, rq.sector)
     nr_blocks = sectors_to_logical(sdp, rq.nr_bytes >> 9)
     cdb = bytearray(10)
-    cdb[0] = Opcode.WRITE_SAME
+    cdb[0] = ScsiOpcode.WRITE_SAME
     if unmap:
         cdb[1] = 0x8
     cdb[2:6] = (lba & 0xFFFFFFFF).to_bytes(4, "big")
@@ -1437,7 +1395,7 @@ def sd_setup_flush_cmnd(cmd: ScsiCmnd) -> BlkStatus:
     rq = cmd.request
     sdkp = _rq_sdkp(cmd)
     cdb = bytearray(10)
-    cdb[0] = Opcode.SYNCHRONIZE_CACHE
+    cdb[0] = ScsiOpcode.SYNCHRONIZE_CACHE
     rq_timeout = getattr(rq.q, "rq_timeout", 0) or SD_TIMEOUT
     return _prep(cmd, rq, cdb, DmaDirection.DMA_NONE, None, 0, sdkp.max_retries,
                  rq_timeout * SD_FLUSH_TIMEOUT_MULTIPLIER)
@@ -1449,23 +1407,23 @@ _RW10 = struct.Struct(">BBIBHB")
 def _rw_cdb(write: bool, lba: int, nr_blocks: int, flags: int, size: int) -> bytes:
     """sd_setup_rw{6,10,16}_cmnd()."""
     if size == 10:   # the common case, packed at once
-        return _RW10.pack(Opcode.WRITE_10 if write else Opcode.READ_10, flags,
+        return _RW10.pack(ScsiOpcode.WRITE_10 if write else ScsiOpcode.READ_10, flags,
                           lba & 0xFFFFFFFF, 0, nr_blocks & 0xFFFF, 0)   # put_unaligned_be32 truncates
     if size == 16:
         cdb = bytearray(16)
-        cdb[0] = Opcode.WRITE_16 if write else Opcode.READ_16
+        cdb[0] = ScsiOpcode.WRITE_16 if write else ScsiOpcode.READ_16
         cdb[1] = flags
         cdb[2:10] = lba.to_bytes(8, "big")
         cdb[10:14] = nr_blocks.to_bytes(4, "big")
     elif size == 10:
         cdb = bytearray(10)
-        cdb[0] = Opcode.WRITE_10 if write else Opcode.READ_10
+        cdb[0] = ScsiOpcode.WRITE_10 if write else ScsiOpcode.READ_10
         cdb[1] = flags
         cdb[2:6] = (lba & 0xFFFFFFFF).to_bytes(4, "big")      # put_unaligned_be32 truncates
         cdb[7:9] = (nr_blocks & 0xFFFF).to_bytes(2, "big")
     else:
         cdb = bytearray(6)
-        cdb[0] = Opcode.WRITE_6 if write else Opcode.READ_6
+        cdb[0] = ScsiOpcode.WRITE_6 if write else ScsiOpcode.READ_6
         cdb[1] = (lba >> 16) & 0x1F
         cdb[2] = (lba >> 8) & 0xFF
         cdb[3] = lba & 0xFF
@@ -1639,9 +1597,9 @@ def _sd_done_sense(cmd: ScsiCmnd, sdkp: ScsiDisk, sshdr: ScsiSenseHdr, good_byte
             good_bytes = sd_completed_bytes(cmd)
         elif sshdr.asc in (0x20, 0x24):
             op = cmd.cmnd[0]
-            if op == Opcode.UNMAP:
+            if op == ScsiOpcode.UNMAP:
                 sd_config_discard(sdkp, LbpMode.SD_LBP_DISABLE)
-            elif op in (Opcode.WRITE_SAME_16, Opcode.WRITE_SAME):
+            elif op in (ScsiOpcode.WRITE_SAME_16, ScsiOpcode.WRITE_SAME):
                 if cmd.cmnd[1] & 8:
                     sd_config_discard(sdkp, LbpMode.SD_LBP_DISABLE)
                 else:
@@ -1661,7 +1619,7 @@ async def sd_sync_cache(sdkp: ScsiDisk) -> int:
     timeout = (getattr(sdev.request_queue, "rq_timeout", 0) or SD_TIMEOUT) * SD_FLUSH_TIMEOUT_MULTIPLIER
     res = None
     for _ in range(3):
-        cdb = bytes([Opcode.SYNCHRONIZE_CACHE]) + bytes(9)
+        cdb = bytes([ScsiOpcode.SYNCHRONIZE_CACHE]) + bytes(9)
         res = await _execute(sdev, cdb, DmaDirection.DMA_NONE, 0, timeout=timeout,
                              retries=sdkp.max_retries, req_flags=ReqFlag.RQF_PM)
         if res.result == 0:
@@ -1687,7 +1645,7 @@ async def sd_sync_cache(sdkp: ScsiDisk) -> int:
 async def sd_start_stop_device(sdkp: ScsiDisk, start: bool) -> int:
     sdev = sdkp.device
     cdb = bytearray(6)
-    cdb[0] = Opcode.START_STOP
+    cdb[0] = ScsiOpcode.START_STOP
     if start:
         cdb[4] |= 1
     if _flag(sdev, "start_stop_pwr_cond"):

@@ -35,7 +35,7 @@ from vscsifs.scsi.kernel._cdrom import (CDSL_CURRENT, DISK_EVENT_EJECT_REQUEST, 
                      Gpcmd, PacketCommand, TocEntry, TocHeader)
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, ScsiCmnd
-from vscsifs.scsi._proto import SenseKey
+from vscsifs.scsi._proto import ScsiOpcode, ScsiType, SenseKey
 from vscsifs.scsi.kernel._scsi_common import ScsiSenseHdr
 from vscsifs.scsi.kernel._async_domain import maybe_await
 from vscsifs.scsi.kernel._scsi_lib import (SCSI_REMOVAL_ALLOW, SCSI_REMOVAL_PREVENT,
@@ -54,9 +54,7 @@ IOCTL_RETRIES = 3
 VENDOR_TIMEOUT = 30.0
 IOCTL_NORMAL_TIMEOUT = 10.0
 NORMAL_RETRIES = 5
-TYPE_ROM = 0x05
-TYPE_WORM = 0x04
-SR_TYPES = frozenset((TYPE_ROM, TYPE_WORM))
+SR_TYPES = frozenset((ScsiType.TYPE_ROM, ScsiType.TYPE_WORM))
 
 SR_CAPABILITIES = (Cdc.CLOSE_TRAY | Cdc.OPEN_TRAY | Cdc.LOCK | Cdc.SELECT_SPEED | Cdc.SELECT_DISC
                    | Cdc.MULTI_SESSION | Cdc.MCN | Cdc.MEDIA_CHANGED | Cdc.PLAY_AUDIO | Cdc.RESET
@@ -70,8 +68,6 @@ VENDOR_TOSHIBA = 3
 VENDOR_WRITER = 4
 VENDOR_CYGNAL_85ED = 5
 
-READ_CAPACITY = 0x25
-READ_TOC = 0x43
 
 LOADMECH = ("caddy", "tray", "pop-up", "", "changer", "cartridge changer", "", "")
 
@@ -214,7 +210,7 @@ def _cgc(cmd: bytes, buflen: int = 0, direction: DmaDirection = DmaDirection.DMA
 
 async def sr_read_tochdr(cd: ScsiCd, hdr: TocHeader) -> int:
     """sr_read_tochdr(): READ TOC, format 0, 12 bytes (quiet)."""
-    cgc = _cgc(bytes((READ_TOC, 0, 0, 0, 0, 0, 0, 0, 12)), 12, DmaDirection.DMA_FROM_DEVICE, quiet=True)
+    cgc = _cgc(bytes((ScsiOpcode.READ_TOC, 0, 0, 0, 0, 0, 0, 0, 12)), 12, DmaDirection.DMA_FROM_DEVICE, quiet=True)
     result = await sr_do_ioctl(cd, cgc)
     if not result:
         hdr.trk0, hdr.trk1 = cgc.buffer[2], cgc.buffer[3]
@@ -224,7 +220,7 @@ async def sr_read_tochdr(cd: ScsiCd, hdr: TocHeader) -> int:
 async def sr_read_tocentry(cd: ScsiCd, entry: TocEntry) -> int:
     """sr_read_tocentry(): READ TOC for one track, MSF or LBA."""
     msf = entry.format == cdrom.CDROM_MSF
-    cgc = _cgc(bytes((READ_TOC, 0x02 if msf else 0, 0, 0, 0, 0, entry.track, 0, 12)), 12,
+    cgc = _cgc(bytes((ScsiOpcode.READ_TOC, 0x02 if msf else 0, 0, 0, 0, 0, entry.track, 0, 12)), 12,
                DmaDirection.DMA_FROM_DEVICE)
     result = await sr_do_ioctl(cd, cgc)
     if not result:
@@ -294,7 +290,7 @@ async def sr_cd_check(cd: ScsiCd) -> int:
     no_multi = 0
     rc = 0
     if cd.vendor == VENDOR_SCSI3:
-        cgc = _cgc(bytes((READ_TOC, 0, 0, 0, 0, 0, 0, 0, 12, 0x40)), 12, DmaDirection.DMA_FROM_DEVICE,
+        cgc = _cgc(bytes((ScsiOpcode.READ_TOC, 0, 0, 0, 0, 0, 0, 0, 12, 0x40)), 12, DmaDirection.DMA_FROM_DEVICE,
                    quiet=True, timeout=VENDOR_TIMEOUT)
         rc = await sr_do_ioctl(cd, cgc)
         if rc == 0:
@@ -307,7 +303,7 @@ async def sr_cd_check(cd: ScsiCd) -> int:
                 if b[6] <= 1:
                     sector = 0
     elif cd.vendor == VENDOR_WRITER:
-        cgc = _cgc(bytes((READ_TOC, 0, 0, 0, 0, 0, 0, 0, 0x04, 0x40)), 4, DmaDirection.DMA_FROM_DEVICE,
+        cgc = _cgc(bytes((ScsiOpcode.READ_TOC, 0, 0, 0, 0, 0, 0, 0, 0x04, 0x40)), 4, DmaDirection.DMA_FROM_DEVICE,
                    quiet=True, timeout=VENDOR_TIMEOUT)
         rc = await sr_do_ioctl(cd, cgc)
         if rc == 0:
@@ -315,7 +311,7 @@ async def sr_cd_check(cd: ScsiCd) -> int:
             if last == 0:
                 sr_printk(KernLevel.WARNING, cd, "No finished session")
             else:
-                cgc = _cgc(bytes((READ_TOC, 0, 0, 0, 0, 0, last & 0x7F, 0, 0x0C, 0x40)), 12,
+                cgc = _cgc(bytes((ScsiOpcode.READ_TOC, 0, 0, 0, 0, 0, last & 0x7F, 0, 0x0C, 0x40)), 12,
                            DmaDirection.DMA_FROM_DEVICE, quiet=True, timeout=VENDOR_TIMEOUT)
                 rc = await sr_do_ioctl(cd, cgc)
                 if rc == 0:
@@ -343,7 +339,7 @@ def sr_vendor_init(cd: ScsiCd) -> None:
         return
     sdev = cd.device
     vendor, model = bytes(sdev.vendor), bytes(sdev.model)
-    if sdev.type == TYPE_WORM:
+    if sdev.type == ScsiType.TYPE_WORM:
         cd.vendor = VENDOR_WRITER
     elif vendor.startswith(b"NEC"):
         cd.vendor = VENDOR_NEC
@@ -591,7 +587,7 @@ async def get_sectorsize(cd: ScsiCd) -> None:
     """get_sectorsize(): READ CAPACITY (three tries); the capacity in 512-byte sectors, raised
     to the last written block of the medium; the logical block size."""
     sdev = cd.device
-    cmd = bytes((READ_CAPACITY,)) + bytes(9)
+    cmd = bytes((ScsiOpcode.READ_CAPACITY,)) + bytes(9)
     retries = 3
     while True:
         res = await _execute(sdev, cmd, DmaDirection.DMA_FROM_DEVICE, 8, timeout=SR_TIMEOUT, retries=MAX_RETRIES)
