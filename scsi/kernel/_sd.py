@@ -122,7 +122,7 @@ _UNMAP_DESC = struct.Struct(">QI4x")   # one block descriptor
 async def _execute(sdev: Any, cdb: bytes, direction: DmaDirection, buflen: int, *,
                    timeout: float = SD_TIMEOUT, retries: int = SD_MAX_RETRIES,
                    data: bytes | None = None, req_flags: ReqFlag = ReqFlag.NONE) -> Any:
-    """__scsi_execute(): the midlayer's passthrough path (brief C1's scsi_execute_cmd)."""
+    """__scsi_execute(): sd's commands through the midlayer's passthrough path (scsi_execute_cmd)."""
     return await scsi_execute_cmd(sdev, cdb, direction, buflen, data_out=data, timeout=timeout,
                                   retries=retries, req_flags=req_flags)
 

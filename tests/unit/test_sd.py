@@ -1,7 +1,8 @@
 """sd: naming, probe/revalidate command order and log lines against the real 6.1 kernel's
 (tests/golden/seed-trace, seed/dmesg-scsi.txt), scsi_disk attributes vs golden sysfs, queue
-limits, CDB choice for I/O requests, completion handling. The midlayer and block layer are
-fakes (tests/unit/sd_fakes.py) until briefs C1/C3 land."""
+limits, CDB choice for I/O requests, completion handling. Most tests stand fakes
+(tests/unit/sd_fakes.py) in for the midlayer's scsi_execute_cmd and the block layer, so sd's own
+choices are checked alone; the full-stack tests at the end use the real ones."""
 
 from __future__ import annotations
 
@@ -455,7 +456,7 @@ async def test_sd_init_registers(monkeypatch: pytest.MonkeyPatch) -> None:
     assert m.kernel.sysfs.root.lookup("module/sr_mod/parameters/xa_test").read() == b"0\n"
 
 
-# --- the whole driver side: real midlayer (C1), block layer (C3), device side (A) ---------------
+# --- the whole driver side: the real midlayer, block layer and device side ------------------------
 
 async def test_full_stack_seed_scan_sd_part(tmp_path: Path) -> None:
     """Scan the seed shape through the real midlayer and block layer with QEMU's scsi-hd
