@@ -290,12 +290,23 @@ def cdrom_sysctl_register(kernel: Any) -> None:
     entries: list[tuple[str, Callable[[], str], Callable[[bytes], None] | None, int]] = [
         ("info", lambda: cdrom_sysctl_info(kernel), None, 0o444)]
     for name in ("autoclose", "autoeject", "debug", "lock", "check_media"):
-        entries.append((name, lambda n=name: f"{st.settings[n]}\n",
-                        lambda data, n=name: _sysctl_store(kernel, n, data), 0o644))
+        entries.append((name, *_sysctl_setting(kernel, st, name), 0o644))
     tables["dev/cdrom"] = entries
     hook = getattr(kernel, "sysctl_register", None)
     if hook is not None:
         hook("dev/cdrom", entries)
+
+
+def _sysctl_setting(kernel: Any, st: Any, name: str) -> tuple[Callable[[], str], Callable[[bytes], None]]:
+    """The show and store of one dev/cdrom setting (proc_dointvec on cdrom_sysctl_settings)."""
+
+    def show() -> str:
+        return f"{st.settings[name]}\n"
+
+    def store(data: bytes) -> None:
+        _sysctl_store(kernel, name, data)
+
+    return show, store
 
 
 def _sysctl_store(kernel: Any, name: str, data: bytes) -> None:

@@ -512,7 +512,7 @@ async def scsi_send_eh_cmnd(cmd: ScsiCmnd, cdb: bytes, timeout: float, *, keep_s
         (cmd.cmnd, cmd.sc_data_direction, cmd.sdb, cmd.transfersize, cmd.result, cmd.resid,
          sense, cmd.scsi_done, cmd.done) = saved
         cmd.sense_buffer[:] = sense
-        if buf is not None:
+        if buf is not None and mem is not None:
             mem.free(buf)
     if keep_sense and sense_data and rtn == SUCCESS:
         n = min(len(sense_data), len(cmd.sense_buffer))

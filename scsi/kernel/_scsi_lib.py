@@ -146,17 +146,20 @@ async def scsi_execute_req(sdev: ScsiDevice, cmd: bytes, direction: DmaDirection
 
 def scsi_mq_ops(shost: Scsi_Host) -> BlkMqOps:
     """scsi_lib.c scsi_mq_ops: the functions blk-mq calls for SCSI queues."""
+    map_queues = shost.hostt.map_queues
+
     def scsi_map_queues(tag_set: Any) -> None:
         """scsi_map_queues(): the LLD's map_queues (virtio: by MSI-X affinity) or the default."""
+        assert map_queues is not None
         shost.tag_set = tag_set
-        result = shost.hostt.map_queues(shost)
+        result: Any = map_queues(shost)
         if isinstance(result, list) and result:
             tag_set.mq_map = list(result)
 
     return BlkMqOps(queue_rq=scsi_queue_rq, complete=scsi_complete,
                     init_request=scsi_mq_init_request, get_budget=scsi_mq_get_budget,
                     put_budget=scsi_mq_put_budget, timeout=scsi_timeout,
-                    map_queues=scsi_map_queues if getattr(shost.hostt, "map_queues", None) else None)
+                    map_queues=scsi_map_queues if map_queues is not None else None)
 
 
 def scsi_mq_init_request(rq: Request) -> None:

@@ -605,7 +605,7 @@ async def scsi_scan_target(shost: Scsi_Host, channel: int, id_: int, lun: int,
     """scsi_scan.c scsi_scan_target(): one target, for transports and hotplug."""
     if scsi_scan_type(shost.kernel) == "none":
         return
-    async with _scan_mutex(shost):
+    async with shost.scan_mutex:
         if not shost.async_scan:
             await scsi_complete_async_scans(shost.kernel)
         if scsi_host_scan_allowed(shost):
@@ -623,14 +623,6 @@ async def scsi_scan_channel(shost: Scsi_Host, channel: int, id_: int, lun: int,
         await __scsi_scan_target(shost, channel, id_, lun, rescan)
 
 
-def _scan_mutex(shost: Scsi_Host) -> trio.Lock:
-    lock = getattr(shost, "_scan_mutex", None)
-    if lock is None:
-        lock = trio.Lock()
-        shost._scan_mutex = lock  # type: ignore[attr-defined]
-    return lock
-
-
 def scsi_host_scan_allowed(shost: Scsi_Host) -> bool:
     return shost.shost_state in (HostState.SHOST_RUNNING, HostState.SHOST_RECOVERY)
 
@@ -639,7 +631,7 @@ async def scsi_complete_async_scans(kernel: Kernel) -> None:
     """Wait for async host scans in progress (scsi_complete_async_scans)."""
     for shost in list(kernel.scsi_hosts):
         while shost.async_scan:
-            ev = getattr(shost, "_async_scan_done", None)
+            ev = shost.async_scan_done
             if ev is None:
                 break
             await ev.wait()
@@ -667,7 +659,7 @@ async def scsi_scan_host_selected(shost: Scsi_Host, channel: int, id_: int, lun:
                      f"scsi_scan_host_selected: <{_u(channel, 32)}:{_u(id_, 32)}:{_u(lun, 64)}>")
     if scsi_check_scan_args(shost, channel, id_, lun):
         return -errno.EINVAL
-    async with _scan_mutex(shost):
+    async with shost.scan_mutex:
         if not shost.async_scan:
             await scsi_complete_async_scans(shost.kernel)
         if scsi_host_scan_allowed(shost):
@@ -716,7 +708,7 @@ def scsi_prep_async_scan(shost: Scsi_Host) -> None:
     """scsi_scan.c scsi_prep_async_scan(): join the list of hosts scanning; their devices are
     added in that order whatever order the scans finish in."""
     shost.async_scan = True
-    shost._async_scan_done = trio.Event()  # type: ignore[attr-defined]
+    shost.async_scan_done = trio.Event()
     scanning = _scanning_hosts(shost.kernel)
     ev = trio.Event()
     if not scanning:
@@ -739,7 +731,7 @@ async def scsi_finish_async_scan(shost: Scsi_Host) -> None:
             scanning[:] = [(h, ev) for h, ev in scanning if h is not shost]
             if scanning:
                 scanning[0][1].set()
-        ev = getattr(shost, "_async_scan_done", None)
+        ev = shost.async_scan_done
         if ev is not None:
             ev.set()
 
@@ -773,7 +765,7 @@ async def __scsi_add_device(shost: Scsi_Host, channel: int, id_: int, lun: int,
         return None
     sdev = None
     try:
-        async with _scan_mutex(shost):
+        async with shost.scan_mutex:
             if not shost.async_scan:
                 await scsi_complete_async_scans(shost.kernel)
             if scsi_host_scan_allowed(shost):
@@ -793,7 +785,7 @@ async def scsi_add_device(shost: Scsi_Host, channel: int, id_: int, lun: int) ->
 
 async def scsi_remove_device(sdev: ScsiDevice) -> None:
     """scsi_sysfs.c scsi_remove_device(): under the host's scan mutex."""
-    async with _scan_mutex(sdev.host):
+    async with sdev.host.scan_mutex:
         await __scsi_remove_device(sdev)
 
 

@@ -222,6 +222,7 @@ class ScsiDevice:
     hostdata: Any = None
     handler: Any = None                # device handler (ALUA...): none in vscsifs
     created: bool = True               # scsi_device_created() until added or removed
+    locked: bool = False               # the door is locked (scsi_set_medium_removal PREVENT)
     was_reset: bool = False            # a reset the EH did is to be reported (sdev->was_reset)
     bsg_dev: Any = None                # the bsg class device scsi_sysfs_add_sdev registered
     probe_done: trio.Event | None = None   # the asynchronous upper-driver probe has finished
@@ -424,6 +425,8 @@ class Scsi_Host:  # noqa: N801 - the kernel's name
     shost_dev: Device = field(init=False)      # scsi_host_alloc: hostN in class scsi_host
     ml_ops: ScsiMidlayerOps = field(init=False)
     eh: ScsiHostEh = field(default_factory=lambda: ScsiHostEh())
+    scan_mutex: trio.Lock = field(default_factory=trio.Lock)    # serialises scans and removals
+    async_scan_done: trio.Event | None = None   # set when the asynchronous scan has added its devices
     targets: list[ScsiTarget] = field(default_factory=list)     # __targets
     devices: list[ScsiDevice] = field(default_factory=list)     # __devices
     added: bool = False

@@ -278,6 +278,7 @@ class ScsiDisk:
     physical_block_size: int = 0
     max_medium_access_timeouts: int = SD_MAX_MEDIUM_TIMEOUTS
     medium_access_timed_out: int = 0
+    ignore_medium_access_errors: bool = False   # this EH round already counted a timeout
     media_present: int = 1
     write_prot: int = 0
     protection_type: int = 0
@@ -1768,7 +1769,7 @@ def sd_eh_action(cmd: ScsiCmnd, eh_disp: int) -> int:
             or cmd.cmnd[0] not in _MEDIUM_ACCESS_OPCODES or cmd.host_byte != 0x03 or eh_disp != SUCCESS):
         return eh_disp
     sdkp = scsi_disk(disk)
-    if not getattr(sdkp, "ignore_medium_access_errors", False):
+    if not sdkp.ignore_medium_access_errors:
         sdkp.medium_access_timed_out += 1
         sdkp.ignore_medium_access_errors = True
     if sdkp.medium_access_timed_out >= sdkp.max_medium_access_timeouts:
@@ -1844,7 +1845,7 @@ async def sd_remove(sdp: Any) -> int:
     sdkp = dev_get_drvdata(sdp)
     if sdkp.disk_dev is not None:
         device_del(sdkp.disk_dev)
-    await maybe_await(blk.del_gendisk(sdkp.disk))
+    blk.del_gendisk(sdkp.disk)
     if not sdkp.suspended:
         await sd_shutdown(sdkp)
     sdkp.kernel.sd_index_ida.free(sdkp.index)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import trio
 
@@ -123,7 +123,7 @@ def _is_check_condition(result: int) -> bool:
     return result >= 0 and result & 0xFF == 0x02
 
 
-def _sense_valid(sshdr: ScsiSenseHdr | None) -> bool:
+def _sense_valid(sshdr: ScsiSenseHdr | None) -> TypeGuard[ScsiSenseHdr]:
     return sshdr is not None and sshdr.valid()
 
 
@@ -409,8 +409,7 @@ async def sr_drive_status(cd: ScsiCd, slot: int) -> int:
     result, sshdr = await scsi_test_unit_ready(cd.device, SR_TIMEOUT, MAX_RETRIES)
     if not result:
         return Cds.DISC_OK
-    valid = _sense_valid(sshdr)
-    if valid and sshdr.sense_key == SenseKey.NOT_READY and sshdr.asc == 0x04 and sshdr.ascq == 0x01:  # type: ignore[union-attr]
+    if _sense_valid(sshdr) and sshdr.sense_key == SenseKey.NOT_READY and sshdr.asc == 0x04 and sshdr.ascq == 0x01:
         return Cds.DRIVE_NOT_READY
     ret, med = await cdrom.cdrom_get_media_event(cd.cdi)
     if not ret:
@@ -418,11 +417,11 @@ async def sr_drive_status(cd: ScsiCd, slot: int) -> int:
         if present:
             return Cds.DISC_OK
         return Cds.TRAY_OPEN if door_open else Cds.NO_DISC
-    if valid and sshdr.sense_key == SenseKey.NOT_READY and sshdr.asc == 0x04 and sshdr.ascq == 0x02:  # type: ignore[union-attr]
+    if _sense_valid(sshdr) and sshdr.sense_key == SenseKey.NOT_READY and sshdr.asc == 0x04 and sshdr.ascq == 0x02:
         return Cds.TRAY_OPEN
     if sshdr is not None and sshdr.sense_key == SenseKey.NOT_READY and sshdr.asc == 0x04:
         return Cds.DISC_OK
-    if valid and sshdr.asc == 0x3A:  # type: ignore[union-attr]
+    if _sense_valid(sshdr) and sshdr.asc == 0x3A:
         return Cds.NO_DISC
     return Cds.TRAY_OPEN
 
@@ -434,7 +433,7 @@ async def sr_get_events(sdev: Any) -> int:
     cmd = bytes((Gpcmd.GET_EVENT_STATUS_NOTIFICATION, 1, 0, 0, 1 << 4, 0, 0, 0, 8, 0))
     res = await _execute(sdev, cmd, DmaDirection.DMA_FROM_DEVICE, 8, timeout=SR_TIMEOUT, retries=MAX_RETRIES)
     sshdr = res.sshdr
-    if _sense_valid(sshdr) and sshdr.sense_key == SenseKey.UNIT_ATTENTION:  # type: ignore[union-attr]
+    if _sense_valid(sshdr) and sshdr.sense_key == SenseKey.UNIT_ATTENTION:
         return DISK_EVENT_MEDIA_CHANGE
     buf = res.data.ljust(8, b"\0")
     data_len, cls, _ = cdrom.EVENT_HEADER.unpack_from(buf, 0)
@@ -470,7 +469,7 @@ async def sr_check_events(cd: ScsiCd, clearing: int, slot: int = CDSL_CURRENT) -
             return events
     last_present = cd.media_present
     ret, sshdr = await scsi_test_unit_ready(sdev, SR_TIMEOUT, MAX_RETRIES)
-    cd.media_present = int(_status_good(ret) or (_sense_valid(sshdr) and sshdr.asc != 0x3A))  # type: ignore[union-attr]
+    cd.media_present = int(_status_good(ret) or (_sense_valid(sshdr) and sshdr.asc != 0x3A))
     if last_present != cd.media_present:
         sdev.changed = True
     if sdev.changed:
@@ -764,7 +763,7 @@ async def sr_remove(sdev: Any) -> int:
     """sr_remove(): del_gendisk; the minor and the cdrom registration go with the disk."""
     cd: ScsiCd = sdev.sdev_gendev.driver_data
     cd.disk.events_blocked = True
-    await maybe_await(blk.del_gendisk(cd.disk))
+    blk.del_gendisk(cd.disk)
     sr_index_bits(cd.kernel).discard(cd.index)          # sr_free_disk
     cdrom.unregister_cdrom(cd.cdi)
     sdev.sdev_gendev.driver_data = None
