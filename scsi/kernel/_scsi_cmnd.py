@@ -83,6 +83,9 @@ class ScsiCmnd:
     eh_eflags: int = 0                        # SCSI_EH_ABORT_SCHEDULED once the abort was queued
     state_complete: bool = False              # SCMD_STATE_COMPLETE: completion or timeout owns it
     partial_requeues: int = 0                 # whole-request resends after a partial success
+    # the request's RQF_DONTPREP: scsi_prepare_cmd ran (kept on the PDU, one per request, as a
+    # bool: IntFlag arithmetic on rq.flags costs four Python calls per test-and-set)
+    dontprep: bool = False
 
     @property
     def host_byte(self) -> int:

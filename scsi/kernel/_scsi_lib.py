@@ -303,12 +303,12 @@ def scsi_queue_rq(hctx: Any, rq: Request, last: bool) -> BlkStatus:
     cmd: ScsiCmnd | None = rq.pdu
     if cmd is None:
         cmd = rq.pdu = ScsiCmnd(device=sdev, cmnd=b"")
-    if not rq.flags & ReqFlag.RQF_DONTPREP:
+    if not cmd.dontprep:
         ret = scsi_prepare_cmd(rq, cmd)
         if ret != BlkStatus.BLK_STS_OK:
             scsi_device_unbusy(sdev)
             return ret
-        rq.flags |= ReqFlag.RQF_DONTPREP
+        cmd.dontprep = True
     else:
         cmd.result = 0
         cmd.resid = 0
@@ -403,7 +403,7 @@ def scsi_result_to_blk_status(result: int) -> BlkStatus:
 
 def scsi_mq_uninit_cmd(rq: Request, cmd: ScsiCmnd) -> None:
     """scsi_mq_uninit_cmd(): the upper driver frees what init_command set up."""
-    if rq.is_passthrough or not rq.flags & ReqFlag.RQF_DONTPREP:
+    if rq.is_passthrough or not cmd.dontprep:
         return
     drv = cmd.device.driver_ops if cmd.device is not None else None
     uninit = getattr(drv, "uninit_command", None) if drv is not None else None
@@ -414,7 +414,7 @@ def scsi_mq_uninit_cmd(rq: Request, cmd: ScsiCmnd) -> None:
 def _end_request(rq: Request, status: BlkStatus) -> None:
     cmd: ScsiCmnd = rq.pdu
     scsi_mq_uninit_cmd(rq, cmd)
-    rq.flags &= ~ReqFlag.RQF_DONTPREP
+    cmd.dontprep = False
     rq.result = cmd.result
     rq.resid_len = cmd.resid
     blk_mq_end_request(rq, status)
@@ -464,7 +464,7 @@ def scsi_io_completion(rq: Request, cmd: ScsiCmnd, good_bytes: int) -> None:
             _end_request(rq, BlkStatus.BLK_STS_IOERR)
             return
         scsi_mq_uninit_cmd(rq, cmd)
-        rq.flags &= ~ReqFlag.RQF_DONTPREP
+        cmd.dontprep = False
         _requeue(rq, 0.0)
         return
     scsi_io_completion_action(rq, cmd, result, sshdr)
@@ -538,7 +538,7 @@ def scsi_io_completion_action(rq: Request, cmd: ScsiCmnd, result: int,
     cmd.retries += 1
     if action in ("reprep", "delayed_reprep"):
         scsi_mq_uninit_cmd(rq, cmd)
-        rq.flags &= ~ReqFlag.RQF_DONTPREP
+        cmd.dontprep = False
     _requeue(rq, 0.0 if action in ("retry", "reprep") else SCSI_QUEUE_DELAY)
 
 

@@ -40,7 +40,6 @@ class ReqFlag(IntFlag):
     REQ_PRIO = 1 << 3
     REQ_FUA = 1 << 4
     REQ_PREFLUSH = 1 << 5
-    RQF_DONTPREP = 1 << 7                  # the driver prepared it already (scsi_prepare_cmd ran)
     RQF_QUIET = 1 << 8
     RQF_PM = 1 << 9
 
