@@ -1,7 +1,7 @@
 """struct scsi_cmnd and the result encoding shared by the midlayer and the LLD (virtio driver half).
 
 include/scsi/scsi_cmnd.h, scsi_host.h (host bytes), scsi_proto.h (status): the midlayer builds
-one ScsiCmnd per request, the LLD's queuecommand() turns it into a virtio request, and the
+one scsi_cmnd per request, the LLD's queuecommand() turns it into a virtio request, and the
 LLD's completion fills ``result``/``sense_buffer``/``resid`` and calls ``scsi_done``.
 """
 
@@ -59,7 +59,7 @@ class GuestBufferLike(Protocol):
 
 
 @dataclass(eq=False, slots=True)
-class ScsiCmnd:
+class scsi_cmnd:  # noqa: N801 - the kernel's struct name (QEMU's request is the device side's SCSICommand)
     """One SCSI command in flight. ``device`` is the driver-side scsi_device."""
 
     device: Any
@@ -75,7 +75,7 @@ class ScsiCmnd:
     retries: int = 0
     allowed: int = 0
     timeout: float = 30.0
-    scsi_done: Callable[[ScsiCmnd], None] | None = None
+    scsi_done: Callable[[scsi_cmnd], None] | None = None
     done: bool = False                        # set by scsi_done; lets a synchronous completion skip waiting
     host_scribble: Any = None                 # the LLD's per-command state (virtio_scsi_cmd)
     request: Any = None                       # scsi_cmd_to_rq(): the block Request this command serves

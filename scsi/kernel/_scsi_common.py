@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from vscsifs.scsi._proto import SamStatus
-from vscsifs.scsi.kernel._scsi_cmnd import ScsiCmnd
+from vscsifs.scsi.kernel._scsi_cmnd import scsi_cmnd
 
 
 # the SAM status and sense key values are the wire protocol's, defined once in scsi/_proto.py
@@ -124,11 +124,11 @@ def scsi_sense_desc_find(sense: bytes, desc_type: int) -> bytes | None:
     return None
 
 
-def scsi_command_normalize_sense(cmd: ScsiCmnd) -> ScsiSenseHdr | None:
+def scsi_command_normalize_sense(cmd: scsi_cmnd) -> ScsiSenseHdr | None:
     return scsi_normalize_sense(cmd.sense_buffer)
 
 
-def set_scsi_ml_byte(cmd: ScsiCmnd, status: ScsimlStat) -> None:
+def set_scsi_ml_byte(cmd: scsi_cmnd, status: ScsimlStat) -> None:
     cmd.result = (cmd.result & 0xFFFF00FF) | (int(status) << 8)
 
 

@@ -18,7 +18,7 @@ from vscsifs.scsi._proto import SenseKey
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block._blk_mq import blk_mq_requeue_request
 from vscsifs.scsi.kernel.block._blk_types import ReqFlag
-from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, ScsiCmnd
+from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, scsi_cmnd
 
 
 from vscsifs.scsi.kernel._scsi_common import (ADD_TO_MLQUEUE, FAILED, NEEDS_RETRY, SUCCESS, Disposition, SamStat,
@@ -26,7 +26,7 @@ from vscsifs.scsi.kernel._scsi_common import (ADD_TO_MLQUEUE, FAILED, NEEDS_RETR
                                              scsi_status_is_check_condition, set_scsi_ml_byte)
 from vscsifs.scsi.kernel._scsi_logging import (LogShift, scmd_printk, scsi_log_completion, scsi_log_enabled,
                                               scsi_log_send, sdev_printk, shost_printk)
-from vscsifs.scsi.kernel._scsi_types import (HostState, ScsiDevice, SdevState, scsi_device_set_state,
+from vscsifs.scsi.kernel._scsi_types import (HostState, scsi_device, SdevState, scsi_device_set_state,
                                             scsi_device_unbusy, scsi_host_set_state)
 
 _UA_MESSAGES: dict[tuple[int, int | None], str] = {
@@ -83,7 +83,7 @@ def scsi_report_sense(sdev: Any, sshdr: ScsiSenseHdr) -> None:
             sdev.sdev_target.expecting_lun_change = True
 
 
-def scsi_check_sense(cmd: ScsiCmnd, *, submitted_by_eh: bool = False) -> Disposition:
+def scsi_check_sense(cmd: scsi_cmnd, *, submitted_by_eh: bool = False) -> Disposition:
     """scsi_error.c scsi_check_sense(): what a CHECK CONDITION means for this command."""
     sdev = cmd.device
     sshdr = scsi_command_normalize_sense(cmd)
@@ -141,7 +141,7 @@ def scsi_check_sense(cmd: ScsiCmnd, *, submitted_by_eh: bool = False) -> Disposi
     return SUCCESS
 
 
-def scsi_cmd_retry_allowed(cmd: ScsiCmnd) -> bool:
+def scsi_cmd_retry_allowed(cmd: scsi_cmnd) -> bool:
     """scsi_cmd_retry_allowed(): retries left (allowed == -1 means forever)."""
     if cmd.allowed == -1:
         return True
@@ -149,12 +149,12 @@ def scsi_cmd_retry_allowed(cmd: ScsiCmnd) -> bool:
     return cmd.retries <= cmd.allowed
 
 
-def _maybe_retry(cmd: ScsiCmnd) -> Disposition:
+def _maybe_retry(cmd: scsi_cmnd) -> Disposition:
     noretry = bool(getattr(cmd, "noretry", False))
     return NEEDS_RETRY if scsi_cmd_retry_allowed(cmd) and not noretry else SUCCESS
 
 
-def scsi_decide_disposition(cmd: ScsiCmnd) -> Disposition:
+def scsi_decide_disposition(cmd: scsi_cmnd) -> Disposition:
     """scsi_error.c scsi_decide_disposition(): host byte first, then the SAM status."""
     sdev = cmd.device
     if not sdev.online:
@@ -240,7 +240,7 @@ def _eh_log(cmd_or_sdev: Any, level: int) -> bool:
     return scsi_log_enabled(sdev.host.kernel, LogShift.ERROR, level)
 
 
-def _scmd_info(cmd: ScsiCmnd, text: str, level: KernLevel = KernLevel.INFO) -> None:
+def _scmd_info(cmd: scsi_cmnd, text: str, level: KernLevel = KernLevel.INFO) -> None:
     if _eh_log(cmd, 3):
         scmd_printk(level, cmd, text)
 
@@ -250,7 +250,7 @@ def _shost_info(shost: Any, text: str, level: int = 3) -> None:
         shost_printk(KernLevel.INFO, shost, text)
 
 
-def scsi_noretry_cmd(cmd: ScsiCmnd) -> bool:
+def scsi_noretry_cmd(cmd: scsi_cmnd) -> bool:
     """scsi_noretry_cmd(): fail fast (REQ_FAILFAST_*), and passthrough commands that timed
     out or got a retryable CHECK CONDITION are not retried by the error handler."""
     rq = cmd.request
@@ -271,12 +271,12 @@ def scsi_noretry_cmd(cmd: ScsiCmnd) -> bool:
     return bool(flags & ReqFlag.REQ_FAILFAST_DEV) or passthrough
 
 
-def _should_retry(cmd: ScsiCmnd) -> bool:
+def _should_retry(cmd: scsi_cmnd) -> bool:
     should = getattr(cmd.device.host.hostt, "eh_should_retry_cmd", None)
     return True if should is None else bool(should(cmd))
 
 
-def scsi_abort_command(cmd: ScsiCmnd) -> Disposition:
+def scsi_abort_command(cmd: scsi_cmnd) -> Disposition:
     """scsi_abort_command(): schedule the abort of a timed-out command (FAILED if one was
     already tried for it: escalate)."""
     if cmd.eh_eflags & SCSI_EH_ABORT_SCHEDULED:
@@ -297,14 +297,14 @@ async def _maybe_await(value: Any) -> Any:
     return value
 
 
-async def scsi_try_to_abort_cmd(cmd: ScsiCmnd) -> Disposition:
+async def scsi_try_to_abort_cmd(cmd: scsi_cmnd) -> Disposition:
     handler = getattr(cmd.device.host.hostt, "eh_abort_handler", None)
     if handler is None:
         return FAILED
     return Disposition(await _maybe_await(handler(cmd)))
 
 
-async def scmd_eh_abort_handler(cmd: ScsiCmnd) -> None:
+async def scmd_eh_abort_handler(cmd: scsi_cmnd) -> None:
     """scmd_eh_abort_handler(): abort at the LLD; on success retry (or finish) the command
     with DID_TIME_OUT, else hand it to the error handler."""
     await trio.sleep(ABORT_WORK_DELAY)
@@ -323,7 +323,7 @@ async def scmd_eh_abort_handler(cmd: ScsiCmnd) -> None:
         cmd.device.host.ml_ops.finish_command(cmd.request, cmd)
 
 
-def scsi_queue_insert_eh_retry(cmd: ScsiCmnd) -> None:
+def scsi_queue_insert_eh_retry(cmd: scsi_cmnd) -> None:
     """scsi_queue_insert(cmd, SCSI_MLQUEUE_EH_RETRY): budgets back, the request goes to blk-mq
     again (it keeps its prepared state, as RQF_DONTPREP does)."""
     rq = cmd.request
@@ -332,7 +332,7 @@ def scsi_queue_insert_eh_retry(cmd: ScsiCmnd) -> None:
     blk_mq_requeue_request(rq, True, 0.0)
 
 
-def scsi_eh_scmd_add(cmd: ScsiCmnd) -> None:
+def scsi_eh_scmd_add(cmd: scsi_cmnd) -> None:
     """scsi_eh_scmd_add(): host into recovery, command onto eh_cmd_q, wake the handler."""
     shost = cmd.device.host
     if scsi_host_set_state(shost, HostState.SHOST_RECOVERY):
@@ -390,7 +390,7 @@ async def scsi_unjam_host(shost: Any) -> None:
     """scsi_unjam_host(): sense, then the reset ladder, then finish or retry everything."""
     eh = shost.eh
     work_q, eh.cmd_q = eh.cmd_q, []
-    done_q: list[ScsiCmnd] = []
+    done_q: list[scsi_cmnd] = []
     if not await scsi_eh_get_sense(work_q, done_q):
         await scsi_eh_ready_devs(shost, work_q, done_q)
     scsi_eh_flush_done_q(done_q)
@@ -407,12 +407,12 @@ def scsi_restart_operations(shost: Any) -> None:
         tag_set._kick_restart()
 
 
-def _sense_valid(cmd: ScsiCmnd) -> bool:
+def _sense_valid(cmd: scsi_cmnd) -> bool:
     """SCSI_SENSE_VALID()"""
     return (cmd.sense_buffer[0] & 0x70) == 0x70
 
 
-async def scsi_eh_get_sense(work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]) -> bool:
+async def scsi_eh_get_sense(work_q: list[scsi_cmnd], done_q: list[scsi_cmnd]) -> bool:
     """scsi_eh_get_sense(): REQUEST SENSE for failed commands without sense data (not for
     timeouts); True when nothing is left to recover."""
     for cmd in list(work_q):
@@ -434,7 +434,7 @@ async def scsi_eh_get_sense(work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]) -> b
     return not work_q
 
 
-def scsi_eh_completed_normally(cmd: ScsiCmnd) -> Disposition:
+def scsi_eh_completed_normally(cmd: scsi_cmnd) -> Disposition:
     """scsi_eh_completed_normally(): how an EH command (TUR, STU, REQUEST SENSE) ended."""
     hb = cmd.host_byte
     if hb == _DID_RESET:
@@ -454,7 +454,7 @@ def scsi_eh_completed_normally(cmd: ScsiCmnd) -> Disposition:
     return FAILED
 
 
-async def scsi_send_eh_cmnd(cmd: ScsiCmnd, cdb: bytes, timeout: float, *, keep_sense: bool = False) -> Disposition:
+async def scsi_send_eh_cmnd(cmd: scsi_cmnd, cdb: bytes, timeout: float, *, keep_sense: bool = False) -> Disposition:
     """scsi_send_eh_cmnd(): borrow the failed command (scsi_eh_prep_cmnd) to send ``cdb``
     straight to the LLD, wait up to ``timeout`` seconds, judge the answer, restore the command.
     A command that does not answer is aborted (scsi_abort_eh_cmnd) and counts as FAILED.
@@ -477,7 +477,7 @@ async def scsi_send_eh_cmnd(cmd: ScsiCmnd, cdb: bytes, timeout: float, *, keep_s
     cmd.sense_buffer[:] = bytes(len(cmd.sense_buffer))
     done = trio.Event()
 
-    def scsi_eh_done(c: ScsiCmnd) -> None:
+    def scsi_eh_done(c: scsi_cmnd) -> None:
         _scmd_info(c, f"scsi_eh_done result: {c.result:x}")
         c.done = True
         done.set()
@@ -520,7 +520,7 @@ async def scsi_send_eh_cmnd(cmd: ScsiCmnd, cdb: bytes, timeout: float, *, keep_s
     return Disposition(rtn)
 
 
-async def scsi_abort_eh_cmnd(cmd: ScsiCmnd) -> None:
+async def scsi_abort_eh_cmnd(cmd: scsi_cmnd) -> None:
     """scsi_abort_eh_cmnd(): an EH command got no answer; abort it, escalating."""
     if await scsi_try_to_abort_cmd(cmd) != SUCCESS:
         if await scsi_try_bus_device_reset(cmd) != SUCCESS:
@@ -535,7 +535,7 @@ def _report_device_reset(sdev: Any) -> None:
     sdev.was_reset = True
 
 
-async def scsi_try_bus_device_reset(cmd: ScsiCmnd) -> Disposition:
+async def scsi_try_bus_device_reset(cmd: scsi_cmnd) -> Disposition:
     handler = getattr(cmd.device.host.hostt, "eh_device_reset_handler", None)
     if handler is None:
         return FAILED
@@ -545,7 +545,7 @@ async def scsi_try_bus_device_reset(cmd: ScsiCmnd) -> Disposition:
     return rtn
 
 
-async def scsi_try_target_reset(cmd: ScsiCmnd) -> Disposition:
+async def scsi_try_target_reset(cmd: scsi_cmnd) -> Disposition:
     handler = getattr(cmd.device.host.hostt, "eh_target_reset_handler", None)
     if handler is None:
         return FAILED
@@ -563,7 +563,7 @@ def scsi_report_bus_reset(shost: Any, channel: int) -> None:
             _report_device_reset(sdev)
 
 
-async def _try_reset(cmd: ScsiCmnd, handler_name: str, settle: float) -> Disposition:
+async def _try_reset(cmd: scsi_cmnd, handler_name: str, settle: float) -> Disposition:
     """The common body of scsi_try_bus_reset / scsi_try_host_reset: call the LLD's handler and,
     on SUCCESS, let the bus settle and tell every device on the channel it was reset."""
     shost = cmd.device.host
@@ -578,17 +578,17 @@ async def _try_reset(cmd: ScsiCmnd, handler_name: str, settle: float) -> Disposi
     return rtn
 
 
-async def scsi_try_bus_reset(cmd: ScsiCmnd) -> Disposition:
+async def scsi_try_bus_reset(cmd: scsi_cmnd) -> Disposition:
     _scmd_info(cmd, "scsi_try_bus_reset: Snd Bus RST")
     return await _try_reset(cmd, "eh_bus_reset_handler", BUS_RESET_SETTLE_TIME)
 
 
-async def scsi_try_host_reset(cmd: ScsiCmnd) -> Disposition:
+async def scsi_try_host_reset(cmd: scsi_cmnd) -> Disposition:
     _shost_info(cmd.device.host, "Snd Host RST")
     return await _try_reset(cmd, "eh_host_reset_handler", HOST_RESET_SETTLE_TIME)
 
 
-async def scsi_eh_tur(cmd: ScsiCmnd) -> int:
+async def scsi_eh_tur(cmd: scsi_cmnd) -> int:
     """scsi_eh_tur(): 0 when the device answers TEST UNIT READY (one retry)."""
     retry_cnt = 1
     while True:
@@ -600,7 +600,7 @@ async def scsi_eh_tur(cmd: ScsiCmnd) -> int:
         return 0 if rtn in (SUCCESS, NEEDS_RETRY) else 1
 
 
-async def scsi_eh_try_stu(cmd: ScsiCmnd) -> int:
+async def scsi_eh_try_stu(cmd: scsi_cmnd) -> int:
     """scsi_eh_try_stu(): START UNIT for devices that allow restart; 0 when ready."""
     if cmd.device.allow_restart:
         rtn: Disposition = NEEDS_RETRY
@@ -613,7 +613,7 @@ async def scsi_eh_try_stu(cmd: ScsiCmnd) -> int:
     return 1
 
 
-def scsi_eh_action(cmd: ScsiCmnd, rtn: Disposition) -> Disposition:
+def scsi_eh_action(cmd: scsi_cmnd, rtn: Disposition) -> Disposition:
     """scsi_eh_action(): the upper driver's eh_action (sd: offline a disk whose medium access
     keeps timing out while TUR works)."""
     rq = cmd.request
@@ -625,8 +625,8 @@ def scsi_eh_action(cmd: ScsiCmnd, rtn: Disposition) -> Disposition:
     return rtn
 
 
-async def scsi_eh_test_devices(cmd_list: list[ScsiCmnd], work_q: list[ScsiCmnd],
-                               done_q: list[ScsiCmnd], try_stu: bool) -> bool:
+async def scsi_eh_test_devices(cmd_list: list[scsi_cmnd], work_q: list[scsi_cmnd],
+                               done_q: list[scsi_cmnd], try_stu: bool) -> bool:
     """scsi_eh_test_devices(): TUR (and START UNIT) each device; its commands are done if it
     answers, back on work_q otherwise."""
     while cmd_list:
@@ -648,7 +648,7 @@ def _devices(shost: Any) -> list[Any]:
     return list(getattr(shost, "devices", []))
 
 
-async def scsi_eh_stu(shost: Any, work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]) -> bool:
+async def scsi_eh_stu(shost: Any, work_q: list[scsi_cmnd], done_q: list[scsi_cmnd]) -> bool:
     """scsi_eh_stu(): START UNIT where the sense says the device needs it."""
     for sdev in _devices(shost):
         stu_cmd = next((c for c in work_q if c.device is sdev and _sense_valid(c)
@@ -672,7 +672,7 @@ def _eh_sdev_info(sdev: Any, text: str) -> None:
         sdev_printk(KernLevel.INFO, sdev, text)
 
 
-async def scsi_eh_bus_device_reset(shost: Any, work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]) -> bool:
+async def scsi_eh_bus_device_reset(shost: Any, work_q: list[scsi_cmnd], done_q: list[scsi_cmnd]) -> bool:
     """scsi_eh_bus_device_reset(): LUN reset of each device with failed commands, then TUR."""
     for sdev in _devices(shost):
         bdr_cmd = next((c for c in work_q if c.device is sdev), None)
@@ -691,10 +691,10 @@ async def scsi_eh_bus_device_reset(shost: Any, work_q: list[ScsiCmnd], done_q: l
     return not work_q
 
 
-async def scsi_eh_target_reset(shost: Any, work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]) -> bool:
+async def scsi_eh_target_reset(shost: Any, work_q: list[scsi_cmnd], done_q: list[scsi_cmnd]) -> bool:
     """scsi_eh_target_reset(): reset each target with failed commands, then test them."""
     tmp_list, work_q[:] = list(work_q), []
-    check_list: list[ScsiCmnd] = []
+    check_list: list[scsi_cmnd] = []
     while tmp_list:
         target_id = tmp_list[0].device.id
         _shost_info(shost, f"scsi_eh: Sending target reset to target {target_id}")
@@ -712,9 +712,9 @@ async def scsi_eh_target_reset(shost: Any, work_q: list[ScsiCmnd], done_q: list[
     return await scsi_eh_test_devices(check_list, work_q, done_q, False)
 
 
-async def scsi_eh_bus_reset(shost: Any, work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]) -> bool:
+async def scsi_eh_bus_reset(shost: Any, work_q: list[scsi_cmnd], done_q: list[scsi_cmnd]) -> bool:
     """scsi_eh_bus_reset(): reset each channel with failed commands, then test."""
-    check_list: list[ScsiCmnd] = []
+    check_list: list[scsi_cmnd] = []
     for channel in range(shost.max_channel + 1):
         chan_cmd = next((c for c in work_q if c.device.channel == channel), None)
         if chan_cmd is None:
@@ -730,9 +730,9 @@ async def scsi_eh_bus_reset(shost: Any, work_q: list[ScsiCmnd], done_q: list[Scs
     return await scsi_eh_test_devices(check_list, work_q, done_q, False)
 
 
-async def scsi_eh_host_reset(shost: Any, work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]) -> bool:
+async def scsi_eh_host_reset(shost: Any, work_q: list[scsi_cmnd], done_q: list[scsi_cmnd]) -> bool:
     """scsi_eh_host_reset(): reset the whole HBA, then test every device (with START UNIT)."""
-    check_list: list[ScsiCmnd] = []
+    check_list: list[scsi_cmnd] = []
     if work_q:
         _shost_info(shost, "scsi_eh: Sending HRST")
         rtn = await scsi_try_host_reset(work_q[0])
@@ -746,7 +746,7 @@ async def scsi_eh_host_reset(shost: Any, work_q: list[ScsiCmnd], done_q: list[Sc
     return await scsi_eh_test_devices(check_list, work_q, done_q, True)
 
 
-def scsi_eh_offline_sdevs(work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]) -> None:
+def scsi_eh_offline_sdevs(work_q: list[scsi_cmnd], done_q: list[scsi_cmnd]) -> None:
     """scsi_eh_offline_sdevs(): the devices that did not recover go offline."""
 
     for cmd in list(work_q):
@@ -756,7 +756,7 @@ def scsi_eh_offline_sdevs(work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]) -> Non
         done_q.append(cmd)
 
 
-async def scsi_eh_ready_devs(shost: Any, work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]) -> None:
+async def scsi_eh_ready_devs(shost: Any, work_q: list[scsi_cmnd], done_q: list[scsi_cmnd]) -> None:
     """scsi_eh_ready_devs(): the escalation ladder."""
     if not await scsi_eh_stu(shost, work_q, done_q):
         if not await scsi_eh_bus_device_reset(shost, work_q, done_q):
@@ -766,7 +766,7 @@ async def scsi_eh_ready_devs(shost: Any, work_q: list[ScsiCmnd], done_q: list[Sc
                         scsi_eh_offline_sdevs(work_q, done_q)
 
 
-def scsi_eh_flush_done_q(done_q: list[ScsiCmnd]) -> None:
+def scsi_eh_flush_done_q(done_q: list[scsi_cmnd]) -> None:
     """scsi_eh_flush_done_q(): retry what may be retried, finish the rest (DID_TIME_OUT when
     no result was set)."""
     for cmd in done_q:
@@ -797,8 +797,8 @@ def scsi_timeout(rq: Any) -> int:
     is taken from the LLD (later completions are ignored) and aborted; vscsifs has no further
     error-handler escalation (device/target/host reset): a failed abort ends the command with
     DID_TIME_OUT."""
-    cmd: ScsiCmnd = rq.pdu
-    sdev: ScsiDevice = cmd.device
+    cmd: scsi_cmnd = rq.pdu
+    sdev: scsi_device = cmd.device
     shost = sdev.host
     scsi_log_completion(cmd, Disposition.TIMEOUT_ERROR)
     sdev.iotmo_cnt += 1

@@ -26,7 +26,7 @@ from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block import (blk_execute_rq, blk_mq_alloc_request, blk_mq_complete_request,
                                        blk_mq_end_request, blk_mq_requeue_request, blk_mq_start_request)
 from vscsifs.scsi.kernel.block._blk_types import BlkMqOps, BlkStatus, ReqFlag, ReqOp, Request
-from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, ScsiCmnd
+from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, scsi_cmnd
 from vscsifs.scsi.kernel._scsi_common import (ADD_TO_MLQUEUE, FAILED, NEEDS_RETRY, ScsimlStat, ScsiSenseHdr,
                                              scsi_ml_byte, scsi_normalize_sense, scsi_status_is_check_condition,
                                              scsi_status_is_good)
@@ -37,12 +37,12 @@ from vscsifs.scsi.kernel._scsi_logging import (LogShift, scmd_printk, scsi_log_c
                                               scsi_print_result, scsi_print_sense, scsi_print_sense_hdr,
                                               sdev_prefix_printk, sdev_printk)
 from vscsifs.scsi.kernel._scsi_types import (SCSI_DEFAULT_VPD_LEN, SCSI_QUEUE_DELAY, SCSI_VPD_HEADER_SIZE,
-                                            SCSI_VPD_LIST_SIZE, HostState, ScsiDevice, ScsiLevel, Scsi_Host, SdevState,
+                                            SCSI_VPD_LIST_SIZE, HostState, scsi_device, ScsiLevel, Scsi_Host, SdevState,
                                             scsi_device_unbusy)
 
 
 
-def scsi_change_queue_depth(sdev: ScsiDevice, depth: int) -> int:
+def scsi_change_queue_depth(sdev: scsi_device, depth: int) -> int:
     """scsi.c scsi_change_queue_depth(): clamp to the budget map and remember it."""
     if depth > 0:
         sdev.queue_depth = depth
@@ -88,7 +88,7 @@ def _free_buffer(kernel: Any, buf: Any) -> None:
         mem.free(buf)
 
 
-async def scsi_execute_cmd(sdev: ScsiDevice, cmd: bytes, direction: DmaDirection, buflen: int = 0,
+async def scsi_execute_cmd(sdev: scsi_device, cmd: bytes, direction: DmaDirection, buflen: int = 0,
                            *, data: bytes | None = None, timeout: float = 30.0,
                            retries: int = 3, req_flags: ReqFlag = ReqFlag.NONE,
                            data_out: bytes | None = None) -> ExecResult:
@@ -124,7 +124,7 @@ async def scsi_execute_cmd(sdev: ScsiDevice, cmd: bytes, direction: DmaDirection
         if req_flags:
             rq.flags |= req_flags
         await blk_execute_rq(rq)
-        scmd: ScsiCmnd = rq.pdu
+        scmd: scsi_cmnd = rq.pdu
         resid = scmd.resid if 0 < scmd.resid <= buflen else 0
         data = b""
         if buf is not None and direction == DmaDirection.DMA_FROM_DEVICE:
@@ -136,7 +136,7 @@ async def scsi_execute_cmd(sdev: ScsiDevice, cmd: bytes, direction: DmaDirection
             _free_buffer(kernel, buf)
 
 
-async def scsi_execute_req(sdev: ScsiDevice, cmd: bytes, direction: DmaDirection, buflen: int,
+async def scsi_execute_req(sdev: scsi_device, cmd: bytes, direction: DmaDirection, buflen: int,
                            timeout: float, retries: int) -> ExecResult:
     """scsi_execute_req(): __scsi_execute without request flags."""
     return await scsi_execute_cmd(sdev, cmd, direction, buflen, timeout=timeout, retries=retries)
@@ -163,15 +163,15 @@ def scsi_mq_ops(shost: Scsi_Host) -> BlkMqOps:
 
 
 def scsi_mq_init_request(rq: Request) -> None:
-    """scsi_mq_init_request(): the pdu is a ScsiCmnd."""
+    """scsi_mq_init_request(): the pdu is a scsi_cmnd."""
     q = rq.q
     sdev = getattr(q, "queuedata", None) if q is not None else None
-    rq.pdu = ScsiCmnd(device=sdev, cmnd=b"")
+    rq.pdu = scsi_cmnd(device=sdev, cmnd=b"")
 
 
 def scsi_mq_get_budget(q: Any) -> bool:
     """scsi_dev_queue_ready(): a slot of the device's queue_depth."""
-    sdev: ScsiDevice = q.queuedata
+    sdev: scsi_device = q.queuedata
     if sdev.device_busy >= sdev.queue_depth:
         return False
     sdev.device_busy += 1
@@ -179,12 +179,12 @@ def scsi_mq_get_budget(q: Any) -> bool:
 
 
 def scsi_mq_put_budget(q: Any) -> None:
-    sdev: ScsiDevice = q.queuedata
+    sdev: scsi_device = q.queuedata
     if sdev.device_busy > 0:
         sdev.device_busy -= 1
 
 
-def _state_check(sdev: ScsiDevice, rq: Request) -> BlkStatus:
+def _state_check(sdev: scsi_device, rq: Request) -> BlkStatus:
     """scsi_device_state_check()"""
     st = sdev.sdev_state
     if st in (SdevState.SDEV_CREATED, SdevState.SDEV_RUNNING):
@@ -205,15 +205,15 @@ def _state_check(sdev: ScsiDevice, rq: Request) -> BlkStatus:
     return BlkStatus.BLK_STS_OK if rq.flags & ReqFlag.RQF_PM else BlkStatus.BLK_STS_IOERR
 
 
-def _scsi_mq_done(cmd: ScsiCmnd) -> None:
+def _scsi_mq_done(cmd: scsi_cmnd) -> None:
     """The cmd->scsi_done the LLD calls: scsi_done() on the command's own request."""
     scsi_done(cmd.request)
 
 
-def scsi_prepare_cmd(rq: Request, cmd: ScsiCmnd) -> BlkStatus:
+def scsi_prepare_cmd(rq: Request, cmd: scsi_cmnd) -> BlkStatus:
     """scsi_prepare_cmd(): fresh command state; passthrough copies the CDB
     (scsi_setup_scsi_cmnd), fs requests ask the upper driver (sd_init_command)."""
-    sdev: ScsiDevice = rq.q.queuedata
+    sdev: scsi_device = rq.q.queuedata
     cmd.device = sdev
     cmd.request = rq
     _clear_sense(cmd)
@@ -247,7 +247,7 @@ def scsi_prepare_cmd(rq: Request, cmd: ScsiCmnd) -> BlkStatus:
     return ret if ret.__class__ is BlkStatus else BlkStatus(ret)
 
 
-def _clear_sense(cmd: ScsiCmnd) -> None:
+def _clear_sense(cmd: scsi_cmnd) -> None:
     """memset(cmd->sense_buffer, 0, SCSI_SENSE_BUFFERSIZE), without a new zero buffer per I/O."""
     buf = cmd.sense_buffer
     n = len(buf)
@@ -268,7 +268,7 @@ def _in_trio() -> bool:
     return True
 
 
-def scmd_age(cmd: ScsiCmnd) -> int:
+def scmd_age(cmd: scsi_cmnd) -> int:
     """(jiffies - scmd->jiffies_at_alloc) / HZ: seconds since the command was prepared."""
     start = cmd.jiffies_at_alloc
     if not start or not _in_trio():
@@ -280,7 +280,7 @@ def scsi_queue_rq(hctx: Any, rq: Request, last: bool) -> BlkStatus:
     """scsi_lib.c scsi_queue_rq(): with the device budget blk-mq took (scsi_mq_get_budget),
     check the device state, take target and host budget, prepare, hand to the LLD. Every
     failure gives back what was taken (out_put_budget)."""
-    sdev: ScsiDevice = rq.q.queuedata
+    sdev: scsi_device = rq.q.queuedata
     shost = sdev.host
     if sdev.sdev_state != SdevState.SDEV_RUNNING:
         ret = _state_check(sdev, rq)
@@ -300,9 +300,9 @@ def scsi_queue_rq(hctx: Any, rq: Request, last: bool) -> BlkStatus:
     if starget.can_queue > 0:
         starget.target_busy += 1
     shost.host_busy += 1
-    cmd: ScsiCmnd | None = rq.pdu
+    cmd: scsi_cmnd | None = rq.pdu
     if cmd is None:
-        cmd = rq.pdu = ScsiCmnd(device=sdev, cmnd=b"")
+        cmd = rq.pdu = scsi_cmnd(device=sdev, cmnd=b"")
     if not cmd.dontprep:
         ret = scsi_prepare_cmd(rq, cmd)
         if ret != BlkStatus.BLK_STS_OK:
@@ -334,7 +334,7 @@ def scsi_queue_rq(hctx: Any, rq: Request, last: bool) -> BlkStatus:
 
 def scsi_done(rq: Request) -> None:
     """scsi_done(): the LLD finished the command; complete the request."""
-    cmd: ScsiCmnd = rq.pdu
+    cmd: scsi_cmnd = rq.pdu
     cmd.done = True
     blk_mq_complete_request(rq)
 
@@ -346,10 +346,10 @@ def _requeue(rq: Request, delay: float) -> None:
 
 def scsi_complete(rq: Request) -> None:
     """scsi_lib.c scsi_complete(): count, decide the disposition, retry or finish."""
-    cmd: ScsiCmnd = rq.pdu
+    cmd: scsi_cmnd = rq.pdu
     if cmd.state_complete:
         return                                   # the timeout handler owns the command
-    sdev: ScsiDevice = cmd.device
+    sdev: scsi_device = cmd.device
     sdev.iodone_cnt += 1
     if cmd.result:
         sdev.ioerr_cnt += 1
@@ -367,9 +367,9 @@ def scsi_complete(rq: Request) -> None:
     scsi_eh_scmd_add(cmd)
 
 
-def scsi_finish_command(rq: Request, cmd: ScsiCmnd) -> None:
+def scsi_finish_command(rq: Request, cmd: scsi_cmnd) -> None:
     """scsi.c scsi_finish_command(): release budgets, let the upper driver count good bytes."""
-    sdev: ScsiDevice = cmd.device
+    sdev: scsi_device = cmd.device
     scsi_device_unbusy(sdev)
     if sdev.device_blocked:
         sdev.device_blocked = 0
@@ -401,7 +401,7 @@ def scsi_result_to_blk_status(result: int) -> BlkStatus:
     return BlkStatus.BLK_STS_IOERR
 
 
-def scsi_mq_uninit_cmd(rq: Request, cmd: ScsiCmnd) -> None:
+def scsi_mq_uninit_cmd(rq: Request, cmd: scsi_cmnd) -> None:
     """scsi_mq_uninit_cmd(): the upper driver frees what init_command set up."""
     if rq.is_passthrough or not cmd.dontprep:
         return
@@ -412,7 +412,7 @@ def scsi_mq_uninit_cmd(rq: Request, cmd: ScsiCmnd) -> None:
 
 
 def _end_request(rq: Request, status: BlkStatus) -> None:
-    cmd: ScsiCmnd = rq.pdu
+    cmd: scsi_cmnd = rq.pdu
     scsi_mq_uninit_cmd(rq, cmd)
     cmd.dontprep = False
     rq.result = cmd.result
@@ -420,9 +420,9 @@ def _end_request(rq: Request, status: BlkStatus) -> None:
     blk_mq_end_request(rq, status)
 
 
-def scsi_io_completion(rq: Request, cmd: ScsiCmnd, good_bytes: int) -> None:
+def scsi_io_completion(rq: Request, cmd: scsi_cmnd, good_bytes: int) -> None:
     """scsi_lib.c scsi_io_completion(): result + sense -> blk_status, partial completion."""
-    sdev: ScsiDevice = cmd.device
+    sdev: scsi_device = cmd.device
     result = cmd.result
     blk_stat = BlkStatus.BLK_STS_OK
     sshdr = scsi_normalize_sense(cmd.sense_buffer) if result else None
@@ -470,7 +470,7 @@ def scsi_io_completion(rq: Request, cmd: ScsiCmnd, good_bytes: int) -> None:
     scsi_io_completion_action(rq, cmd, result, sshdr)
 
 
-def scsi_cmd_runtime_exceeded(rq: Request, cmd: ScsiCmnd) -> bool:
+def scsi_cmd_runtime_exceeded(rq: Request, cmd: scsi_cmnd) -> bool:
     """scsi_lib.c scsi_cmd_runtime_exceeced(): a command retried for longer than
     (allowed + 1) * timeout since it was prepared is failed ("timing out command"). Without a
     start time (outside trio) a retry count stands in."""
@@ -486,10 +486,10 @@ def scsi_cmd_runtime_exceeded(rq: Request, cmd: ScsiCmnd) -> bool:
     return False
 
 
-def scsi_io_completion_action(rq: Request, cmd: ScsiCmnd, result: int,
+def scsi_io_completion_action(rq: Request, cmd: scsi_cmnd, result: int,
                               sshdr: ScsiSenseHdr | None) -> None:
     """scsi_lib.c scsi_io_completion_action(): fail, re-prepare or retry an fs request."""
-    sdev: ScsiDevice = cmd.device
+    sdev: scsi_device = cmd.device
     blk_stat = scsi_result_to_blk_status(result)
     action = "fail"
     current = sshdr is not None and not sshdr.is_deferred
@@ -544,7 +544,7 @@ def scsi_io_completion_action(rq: Request, cmd: ScsiCmnd, result: int,
 
 # -- helpers for upper drivers -------------------------------------------------------------
 
-async def scsi_test_unit_ready(sdev: ScsiDevice, timeout: float = 30.0,
+async def scsi_test_unit_ready(sdev: scsi_device, timeout: float = 30.0,
                                retries: int = 3) -> tuple[int, ScsiSenseHdr | None]:
     """scsi_lib.c scsi_test_unit_ready(): TUR, eating unit attentions while retries last."""
     while True:
@@ -579,7 +579,7 @@ class ModeSenseResult:
     sshdr: ScsiSenseHdr | None
 
 
-async def scsi_mode_sense(sdev: ScsiDevice, dbd: int, modepage: int, length: int,
+async def scsi_mode_sense(sdev: scsi_device, dbd: int, modepage: int, length: int,
                           timeout: float = 30.0, retries: int = 3) -> ModeSenseResult:
     """scsi_lib.c scsi_mode_sense(): MODE SENSE(10) or (6), falling back from 10 to 6 on
     INVALID COMMAND OPERATION CODE and retrying unit attentions."""
@@ -641,14 +641,14 @@ async def scsi_mode_sense(sdev: ScsiDevice, dbd: int, modepage: int, length: int
     return ModeSenseResult(0, data, buf, sshdr)
 
 
-def scsi_device_supports_vpd(sdev: ScsiDevice) -> bool:
+def scsi_device_supports_vpd(sdev: scsi_device) -> bool:
     """include/scsi/scsi_device.h scsi_device_supports_vpd()"""
     if sdev.try_vpd_pages:
         return True
     return sdev.scsi_level >= ScsiLevel.SCSI_SPC_2 and not sdev.skip_vpd_pages
 
 
-async def scsi_vpd_inquiry(sdev: ScsiDevice, page: int, length: int) -> tuple[int, bytes]:
+async def scsi_vpd_inquiry(sdev: scsi_device, page: int, length: int) -> tuple[int, bytes]:
     """scsi.c scsi_vpd_inquiry(): (page length incl. header or -errno, data received)."""
     if length < 4:
         return -errno.EINVAL, b""
@@ -666,7 +666,7 @@ async def scsi_vpd_inquiry(sdev: ScsiDevice, page: int, length: int) -> tuple[in
     return n + 4, data
 
 
-async def scsi_get_vpd_size(sdev: ScsiDevice, page: int) -> int:
+async def scsi_get_vpd_size(sdev: scsi_device, page: int) -> int:
     """scsi.c scsi_get_vpd_size(): check page 0's list first, then read the page header."""
     if sdev.no_vpd_size:
         return SCSI_DEFAULT_VPD_LEN
@@ -685,7 +685,7 @@ async def scsi_get_vpd_size(sdev: ScsiDevice, page: int) -> int:
     return result
 
 
-async def scsi_get_vpd_page(sdev: ScsiDevice, page: int, buf_len: int) -> bytes | None:
+async def scsi_get_vpd_page(sdev: scsi_device, page: int, buf_len: int) -> bytes | None:
     """scsi.c scsi_get_vpd_page(): the page (at most buf_len bytes), or None (-EINVAL)."""
     if not scsi_device_supports_vpd(sdev):
         return None
@@ -699,7 +699,7 @@ async def scsi_get_vpd_page(sdev: ScsiDevice, page: int, buf_len: int) -> bytes 
     return data[:vpd_len].ljust(buf_len, b"\0")
 
 
-async def scsi_get_vpd_buf(sdev: ScsiDevice, page: int) -> bytes | None:
+async def scsi_get_vpd_buf(sdev: scsi_device, page: int) -> bytes | None:
     """scsi.c scsi_get_vpd_buf(): the whole page, re-read if it grew."""
     vpd_len = await scsi_get_vpd_size(sdev, page)
     if vpd_len <= 0:
@@ -718,13 +718,13 @@ _VPD_ATTRS = {0x00: "vpd_pg0", 0x80: "vpd_pg80", 0x83: "vpd_pg83", 0x89: "vpd_pg
               0xB0: "vpd_pgb0", 0xB1: "vpd_pgb1", 0xB2: "vpd_pgb2"}
 
 
-async def scsi_update_vpd_page(sdev: ScsiDevice, page: int) -> None:
+async def scsi_update_vpd_page(sdev: scsi_device, page: int) -> None:
     buf = await scsi_get_vpd_buf(sdev, page)
     if buf is not None:
         setattr(sdev, _VPD_ATTRS[page], buf)
 
 
-async def scsi_attach_vpd(sdev: ScsiDevice) -> None:
+async def scsi_attach_vpd(sdev: scsi_device) -> None:
     """scsi.c scsi_attach_vpd(): read page 0, then every listed page the kernel caches."""
     if not scsi_device_supports_vpd(sdev):
         return
@@ -736,7 +736,7 @@ async def scsi_attach_vpd(sdev: ScsiDevice) -> None:
             await scsi_update_vpd_page(sdev, pg)
 
 
-async def scsi_report_opcode(sdev: ScsiDevice, length: int, opcode: int) -> int:
+async def scsi_report_opcode(sdev: scsi_device, length: int, opcode: int) -> int:
     """scsi.c scsi_report_opcode(): 1 supported, 0 not, -EINVAL when it cannot be asked."""
     if sdev.no_report_opcodes or sdev.scsi_level < ScsiLevel.SCSI_SPC_3:
         return -errno.EINVAL
@@ -789,7 +789,7 @@ def _escape_np(data: bytes) -> str:
     return "".join(chr(b) if 0x20 <= b < 0x7F else f"\\{b:03o}" for b in data)
 
 
-def scsi_vpd_lun_id(sdev: ScsiDevice, id_len: int = 4096) -> str | int:
+def scsi_vpd_lun_id(sdev: scsi_device, id_len: int = 4096) -> str | int:
     """scsi_lib.c scsi_vpd_lun_id(): the preferred LU designator of page 0x83 as the
     ``wwid`` attribute prints it, or -ENXIO (no page 0x83) / -EINVAL (no usable designator)."""
     vpd = sdev.vpd_pg83
@@ -835,7 +835,7 @@ SCSI_REMOVAL_PREVENT = 1
 IOCTL_NORMAL_TIMEOUT = 10.0
 NORMAL_RETRIES = 5
 
-async def ioctl_internal_command(sdev: ScsiDevice, cmd: bytes, timeout: float, retries: int) -> int:
+async def ioctl_internal_command(sdev: scsi_device, cmd: bytes, timeout: float, retries: int) -> int:
     """scsi_ioctl.c ioctl_internal_command(): one command, sense handled as for ioctls."""
     kernel = sdev.host.kernel
     if scsi_log_enabled(kernel, LogShift.IOCTL, 1):
@@ -866,7 +866,7 @@ async def ioctl_internal_command(sdev: ScsiDevice, cmd: bytes, timeout: float, r
     return result
 
 
-async def scsi_set_medium_removal(sdev: ScsiDevice, state: int) -> int:
+async def scsi_set_medium_removal(sdev: scsi_device, state: int) -> int:
     """scsi_set_medium_removal(): PREVENT ALLOW MEDIUM REMOVAL on removable, lockable devices."""
     if not sdev.removable or not sdev.lockable:
         return 0

@@ -18,7 +18,7 @@ from vscsifs.scsi.kernel._constants import (scsi_extd_sense_format, scsi_format_
                          scsi_sense_key_string)
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import KernLevel
-from vscsifs.scsi.kernel._scsi_cmnd import ScsiCmnd
+from vscsifs.scsi.kernel._scsi_cmnd import scsi_cmnd
 from vscsifs.scsi.kernel._scsi_common import SUCCESS, Disposition, scsi_normalize_sense, scsi_status_is_check_condition
 
 PARAM = "scsi_mod.scsi_logging_level"
@@ -150,7 +150,7 @@ def starget_printk(level: KernLevel, starget: Any, text: str) -> None:
     dev_printk(starget.host.kernel, level, starget.dev, text)
 
 
-def scmd_name(cmd: ScsiCmnd) -> str | None:
+def scmd_name(cmd: scsi_cmnd) -> str | None:
     """The disk name of the command's queue ('sda') once sd has attached a gendisk."""
     rq = cmd.request
     q = getattr(rq, "q", None) if rq is not None else None
@@ -167,7 +167,7 @@ def sdev_format_header(name: str | None, tag: int) -> str:
     return out
 
 
-def scmd_printk(level: KernLevel, cmd: ScsiCmnd, text: str) -> None:
+def scmd_printk(level: KernLevel, cmd: scsi_cmnd, text: str) -> None:
     """scmd_printk(): the device prefix, then '[sda] tag#N '."""
     sdev_printk(level, cmd.device, sdev_format_header(scmd_name(cmd), cmd.tag) + text)
 
@@ -176,7 +176,7 @@ def _hex(data: bytes) -> str:
     return " ".join(f"{b:02x}" for b in data)
 
 
-def scsi_print_command(cmd: ScsiCmnd) -> None:
+def scsi_print_command(cmd: scsi_cmnd) -> None:
     """scsi_logging.c scsi_print_command(): 'CDB: Inquiry 12 00 00 00 24 00'."""
     header = sdev_format_header(scmd_name(cmd), cmd.tag)
     cdb = bytes(cmd.cmnd)
@@ -215,7 +215,7 @@ def scsi_print_sense_hdr(sdev: Any, name: str | None, tag: int, sshdr: Any) -> N
     sdev_printk(KernLevel.INFO, sdev, header + scsi_format_extd_sense(sshdr.asc, sshdr.ascq))
 
 
-def scsi_print_sense(cmd: ScsiCmnd) -> None:
+def scsi_print_sense(cmd: scsi_cmnd) -> None:
     """scsi_print_sense(): the decoded sense header, or a hex dump when it does not parse."""
     sense = bytes(cmd.sense_buffer)
     sshdr = scsi_normalize_sense(sense)
@@ -241,7 +241,7 @@ def fake_pointer(obj: object) -> str:
     return f"0x{id(obj) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
-def scsi_print_result(cmd: ScsiCmnd, msg: str | None, disposition: int, cmd_age: int = 0) -> None:
+def scsi_print_result(cmd: scsi_cmnd, msg: str | None, disposition: int, cmd_age: int = 0) -> None:
     """scsi_print_result(): 'Done: SUCCESS Result: hostbyte=DID_OK driverbyte=DRIVER_OK cmd_age=0s'."""
     out = sdev_format_header(scmd_name(cmd), cmd.tag)
     if msg:
@@ -256,7 +256,7 @@ def scsi_print_result(cmd: ScsiCmnd, msg: str | None, disposition: int, cmd_age:
     sdev_printk(KernLevel.INFO, cmd.device, out)
 
 
-def scsi_log_send(cmd: ScsiCmnd) -> None:
+def scsi_log_send(cmd: scsi_cmnd) -> None:
     """scsi_log_send(): at MLQUEUE > 1, 'Send: scmd 0x...' and the CDB."""
     kernel = cmd.device.host.kernel
     if scsi_log_enabled(kernel, LogShift.MLQUEUE, 2):
@@ -264,7 +264,7 @@ def scsi_log_send(cmd: ScsiCmnd) -> None:
         scsi_print_command(cmd)
 
 
-def scsi_log_completion(cmd: ScsiCmnd, disposition: int) -> None:
+def scsi_log_completion(cmd: scsi_cmnd, disposition: int) -> None:
     """scsi_log_completion(): result, CDB, sense and (level > 3) the host busy count."""
     kernel = cmd.device.host.kernel
     if not getattr(kernel, "_scsi_logging_level", None) and not scsi_logging_level_get(kernel):

@@ -37,7 +37,7 @@ from vscsifs.scsi.kernel._scsi_lib import scsi_attach_vpd, scsi_change_queue_dep
 from vscsifs.scsi.kernel._scsi_logging import LogShift, scsi_log_enabled, sdev_printk, shost_printk, starget_printk
 from vscsifs.scsi.kernel._scsi_sysfs import (scsi_bus, scsi_sysfs_add_sdev, scsi_sysfs_device_initialize,
                                             scsi_sysfs_remove_visible)
-from vscsifs.scsi.kernel._scsi_types import (SCAN_WILD_CARD, SCSI_DEFAULT_EH_TIMEOUT, HostState, ScanMode, ScsiDevice,
+from vscsifs.scsi.kernel._scsi_types import (SCAN_WILD_CARD, SCSI_DEFAULT_EH_TIMEOUT, HostState, ScanMode, scsi_device,
                                             ScsiLevel, ScsiTarget, Scsi_Host, SdevState, StargetState,
                                             scsi_device_created, scsi_device_set_state,
                                             scsi_device_state_name)
@@ -138,25 +138,25 @@ def scsi_target_reap(starget: ScsiTarget) -> None:
     scsi_target_destroy(starget)
 
 
-def starget_devices(starget: ScsiTarget) -> list[ScsiDevice]:
+def starget_devices(starget: ScsiTarget) -> list[scsi_device]:
     return list(starget.devices)
 
 
 # -- devices ----------------------------------------------------------------------------------------
 
-def scsi_device_lookup_by_target(starget: ScsiTarget, lun: int) -> ScsiDevice | None:
+def scsi_device_lookup_by_target(starget: ScsiTarget, lun: int) -> scsi_device | None:
     for sdev in starget.devices:
         if sdev.lun == lun and sdev.sdev_state != SdevState.SDEV_DEL:
             return sdev
     return None
 
 
-def shost_for_each_device(shost: Scsi_Host) -> list[ScsiDevice]:
+def shost_for_each_device(shost: Scsi_Host) -> list[scsi_device]:
     """shost_for_each_device(): the host's devices that are not being deleted (a snapshot)."""
     return [s for s in shost.devices if s.sdev_state != SdevState.SDEV_DEL]
 
 
-def scsi_device_lookup(shost: Scsi_Host, channel: int, id_: int, lun: int) -> ScsiDevice | None:
+def scsi_device_lookup(shost: Scsi_Host, channel: int, id_: int, lun: int) -> scsi_device | None:
     for sdev in shost.devices:
         if (sdev.channel, sdev.id, sdev.lun) == (channel, id_, lun) and \
                 sdev.sdev_state != SdevState.SDEV_DEL:
@@ -177,11 +177,11 @@ def _init_queue_limits(shost: Scsi_Host, q: Any) -> None:
     blk_queue_dma_alignment(q, 3)          # max(4, dma_get_cache_alignment()) - 1 on x86
 
 
-def scsi_alloc_sdev(starget: ScsiTarget, lun: int, hostdata: Any = None) -> ScsiDevice | None:
+def scsi_alloc_sdev(starget: ScsiTarget, lun: int, hostdata: Any = None) -> scsi_device | None:
     """scsi_scan.c scsi_alloc_sdev(): a scsi_device with its own request queue on the host's
     tag set, its sysfs objects initialised (not added) and the LLD's slave_alloc run."""
     shost = starget.host
-    sdev = ScsiDevice(host=shost, sdev_target=starget, channel=starget.channel, id=starget.id,
+    sdev = scsi_device(host=shost, sdev_target=starget, channel=starget.channel, id=starget.id,
                       lun=lun, hostdata=hostdata)
     sdev.eh_timeout = SCSI_DEFAULT_EH_TIMEOUT
     q = blk_mq_init_queue(shost.tag_set)
@@ -201,7 +201,7 @@ def scsi_alloc_sdev(starget: ScsiTarget, lun: int, hostdata: Any = None) -> Scsi
     return sdev
 
 
-def _destroy_sdev(sdev: ScsiDevice) -> None:
+def _destroy_sdev(sdev: scsi_device) -> None:
     """The non-visible half of __scsi_remove_device: queue, LLD state, target reference."""
     shost = sdev.host
     scsi_device_set_state(sdev, SdevState.SDEV_DEL)
@@ -216,7 +216,7 @@ def _destroy_sdev(sdev: ScsiDevice) -> None:
     scsi_target_reap(sdev.sdev_target)
 
 
-async def __scsi_remove_device(sdev: ScsiDevice) -> None:
+async def __scsi_remove_device(sdev: scsi_device) -> None:
     """scsi_sysfs.c __scsi_remove_device(): take a visible device out of sysfs (class
     interfaces and upper driver first), then free its queue and drop the target reference."""
     if sdev.sdev_state == SdevState.SDEV_DEL:
@@ -245,7 +245,7 @@ def scsi_sanitize_inquiry_string(data: bytearray, start: int, length: int) -> No
             data[i] = 0x20
 
 
-async def scsi_probe_lun(sdev: ScsiDevice, result_len: int = 256) -> tuple[int, bytearray, int]:
+async def scsi_probe_lun(sdev: scsi_device, result_len: int = 256) -> tuple[int, bytearray, int]:
     """scsi_scan.c scsi_probe_lun(): up to three INQUIRY passes (36 bytes, then what the
     device says it has, then 36 again if that failed), each eating up to three unit
     attentions. Returns (0 or -EIO, inquiry data, blist flags)."""
@@ -328,7 +328,7 @@ async def scsi_probe_lun(sdev: ScsiDevice, result_len: int = 256) -> tuple[int, 
     return 0, inq, bflags
 
 
-async def scsi_add_lun(sdev: ScsiDevice, inq: bytearray, bflags: int,
+async def scsi_add_lun(sdev: scsi_device, inq: bytearray, bflags: int,
                        async_: bool) -> tuple[ScanResult, int]:
     """scsi_scan.c scsi_add_lun(): fill the scsi_device from INQUIRY, log it, configure it,
     read its VPD pages and (unless scanning asynchronously) make it visible. Returns the
@@ -424,7 +424,7 @@ async def scsi_add_lun(sdev: ScsiDevice, inq: bytearray, bflags: int,
 @dataclass(slots=True)
 class ProbeOutcome:
     result: ScanResult
-    sdev: ScsiDevice | None = None
+    sdev: scsi_device | None = None
     bflags: int = 0
 
 
@@ -755,7 +755,7 @@ async def scsi_scan_host(shost: Scsi_Host) -> None:
 
 
 async def __scsi_add_device(shost: Scsi_Host, channel: int, id_: int, lun: int,
-                            hostdata: Any = None) -> ScsiDevice | None:
+                            hostdata: Any = None) -> scsi_device | None:
     """scsi_scan.c __scsi_add_device(): probe one H:C:T:L and make it visible."""
     if scsi_check_scan_args(shost, channel, id_, lun) or lun == SCAN_WILD_CARD \
             or channel == SCAN_WILD_CARD or id_ == SCAN_WILD_CARD:
@@ -783,13 +783,13 @@ async def scsi_add_device(shost: Scsi_Host, channel: int, id_: int, lun: int) ->
     return 0 if sdev is not None else -errno.ENODEV
 
 
-async def scsi_remove_device(sdev: ScsiDevice) -> None:
+async def scsi_remove_device(sdev: scsi_device) -> None:
     """scsi_sysfs.c scsi_remove_device(): under the host's scan mutex."""
     async with sdev.host.scan_mutex:
         await __scsi_remove_device(sdev)
 
 
-async def scsi_rescan_device(sdev: ScsiDevice) -> None:
+async def scsi_rescan_device(sdev: scsi_device) -> None:
     """scsi_scan.c scsi_rescan_device(): re-read the VPD pages and let the upper driver
     revalidate (sd re-reads capacity)."""
 

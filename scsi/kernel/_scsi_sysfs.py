@@ -29,7 +29,7 @@ from vscsifs.scsi.kernel._async_domain import async_schedule, maybe_await
 from vscsifs.scsi.kernel._bsg import bsg_unregister_queue, scsi_bsg_register_queue
 from vscsifs.scsi.kernel._scsi_lib import scsi_vpd_lun_id
 from vscsifs.scsi.kernel._scsi_logging import scsi_logging_level_get, scsi_logging_level_set, sdev_printk
-from vscsifs.scsi.kernel._scsi_types import (SCAN_WILD_CARD, HostState, ScanMode, ScsiDevice, ScsiTarget, Scsi_Host,
+from vscsifs.scsi.kernel._scsi_types import (SCAN_WILD_CARD, HostState, ScanMode, scsi_device, ScsiTarget, Scsi_Host,
                                             SdevState, StargetState, scsi_device_set_state, scsi_host_set_state)
 
 SCSI_DEVICE_MODALIAS_FMT = "scsi:t-0x{:02x}"
@@ -102,7 +102,7 @@ class RuntimePm:
 
 
 def rpm_of(obj: Any) -> RuntimePm:
-    """The RuntimePm of a Scsi_Host, ScsiTarget or ScsiDevice (created on first use)."""
+    """The RuntimePm of a Scsi_Host, ScsiTarget or scsi_device (created on first use)."""
     rpm = getattr(obj, "_rpm", None)
     if rpm is None:
         rpm = RuntimePm()
@@ -120,7 +120,7 @@ def scsi_host_rpm(shost: Scsi_Host) -> dict[str, Callable[[], str]]:
     return rpm.overrides()
 
 
-def blk_pm_runtime_init(sdev: ScsiDevice) -> None:
+def blk_pm_runtime_init(sdev: scsi_device) -> None:
     """block/blk-pm.c blk_pm_runtime_init() as sd_probe/sr_probe call it for their device."""
     rpm_of(sdev).use_autosuspend_delay(-1)
 
@@ -373,7 +373,7 @@ def _store_scan(shost: Scsi_Host, data: bytes) -> None:
 
 # -- devices ------------------------------------------------------------------------------------
 
-def scsi_sysfs_device_initialize(sdev: ScsiDevice) -> None:
+def scsi_sysfs_device_initialize(sdev: scsi_device) -> None:
     """scsi_sysfs.c scsi_sysfs_device_initialize(): the sdev's device and class device
     (named H:C:T:L, not yet added) and its place on the host's device list."""
     kernel = sdev.host.kernel
@@ -400,7 +400,7 @@ _EVENTS = ("media_change", "inquiry_change_reported", "capacity_change_reported"
            "soft_threshold_reached", "mode_parameter_change_reported", "lun_change_reported")
 
 
-def _sdev_attrs(sdev: ScsiDevice) -> None:
+def _sdev_attrs(sdev: scsi_device) -> None:
     """scsi_sdev_attrs / scsi_sdev_bin_attrs with their visibility rules."""
     d = sdev.sdev_gendev.kobj
     shost = sdev.host
@@ -561,8 +561,8 @@ class ScsiInterface:
     """A class_interface on the scsi_device class (scsi_register_interface): sg's add/remove,
     called as each device's class device comes and goes."""
 
-    add_dev: Callable[[ScsiDevice], Any]
-    remove_dev: Callable[[ScsiDevice], Any]
+    add_dev: Callable[[scsi_device], Any]
+    remove_dev: Callable[[scsi_device], Any]
 
 
 def _interfaces(kernel: Kernel) -> list[ScsiInterface]:
@@ -591,7 +591,7 @@ def scsi_target_add(starget: ScsiTarget) -> None:
     starget.state = StargetState.STARGET_RUNNING
 
 
-async def scsi_sysfs_add_sdev(sdev: ScsiDevice) -> int:
+async def scsi_sysfs_add_sdev(sdev: scsi_device) -> int:
     """scsi_sysfs.c scsi_sysfs_add_sdev(): target, device, class device (-> sg through the
     class interface), bsg, then the upper-driver probe (async for sd). Returns 0 or -errno."""
     scsi_target_add(sdev.sdev_target)
@@ -627,7 +627,7 @@ async def scsi_sysfs_add_sdev(sdev: ScsiDevice) -> int:
     return 0
 
 
-async def scsi_sysfs_remove_visible(sdev: ScsiDevice) -> None:
+async def scsi_sysfs_remove_visible(sdev: scsi_device) -> None:
     """The visible half of __scsi_remove_device(): bsg, the class device (sg), the upper
     driver's remove, then the device itself."""
     bsg_dev, sdev.bsg_dev = sdev.bsg_dev, None
@@ -685,7 +685,7 @@ def scsi_unregister_driver(kernel: Kernel, drv: Any) -> None:
         drv_list.remove(drv)
 
 
-def _matches(drv: Any, sdev: ScsiDevice) -> bool:
+def _matches(drv: Any, sdev: scsi_device) -> bool:
     """scsi_bus_match(): a connected LUN (PQ 0) not marked no_uld_attach, and the driver's
     own match if it has one."""
     if sdev.sdev_state == SdevState.SDEV_DEL or sdev.inq_periph_qual != 0 or sdev.no_uld_attach:
@@ -694,12 +694,12 @@ def _matches(drv: Any, sdev: ScsiDevice) -> bool:
     return bool(match(sdev)) if match is not None else True
 
 
-def _bind(sdev: ScsiDevice, drv: Any) -> None:
+def _bind(sdev: scsi_device, drv: Any) -> None:
     device_bind_driver(sdev.sdev_gendev, drv._fs_driver)
     sdev.driver_ops = drv
 
 
-def device_release_driver(sdev: ScsiDevice) -> None:
+def device_release_driver(sdev: scsi_device) -> None:
     """__device_release_driver(): drop the ``driver`` link and the driver's device link."""
     dev = sdev.sdev_gendev
     fs_drv = dev.driver
@@ -719,7 +719,7 @@ def _probes_async(drv: Any) -> bool:
     return getattr(drv, "probe_type", "PROBE_PREFER_ASYNCHRONOUS") != "PROBE_DEFAULT_STRATEGY"
 
 
-async def _attach_sync(sdev: ScsiDevice) -> bool:
+async def _attach_sync(sdev: scsi_device) -> bool:
     """__device_attach()'s synchronous pass: the first synchronous driver whose probe
     succeeds stays bound (True); asynchronous drivers are left for the async helper."""
     kernel = sdev.host.kernel
@@ -747,7 +747,7 @@ async def _async_checkpoint() -> None:
             await trio.lowlevel.checkpoint()
 
 
-def _bind_candidate(sdev: ScsiDevice) -> Any:
+def _bind_candidate(sdev: scsi_device) -> Any:
     kernel = sdev.host.kernel
     if not scsi_bus(kernel).autoprobe:
         return None
@@ -758,7 +758,7 @@ def _bind_candidate(sdev: ScsiDevice) -> Any:
     return None
 
 
-def _schedule_probe(sdev: ScsiDevice, drv: Any) -> bool:
+def _schedule_probe(sdev: scsi_device, drv: Any) -> bool:
     """__device_attach_async_helper: the probe as async work. False without an async domain."""
     kernel = sdev.host.kernel
     if kernel.nursery is None:
@@ -775,13 +775,13 @@ def _schedule_probe(sdev: ScsiDevice, drv: Any) -> bool:
     return async_schedule(kernel, probe)
 
 
-async def _wait_probe(sdev: ScsiDevice) -> None:
+async def _wait_probe(sdev: scsi_device) -> None:
     ev = sdev.probe_done
     if ev is not None:
         await ev.wait()
 
 
-async def _really_probe(sdev: ScsiDevice, first: Any) -> None:
+async def _really_probe(sdev: scsi_device, first: Any) -> None:
     """really_probe(): try the pre-bound driver, then the others, until one binds."""
     kernel = sdev.host.kernel
     candidates = [first] + [d for d in _drivers(kernel) if d is not first and _probes_async(d)]
@@ -800,6 +800,6 @@ async def _really_probe(sdev: ScsiDevice, first: Any) -> None:
         device_release_driver(sdev)
 
 
-def scsi_device_dirs(sdev: ScsiDevice) -> tuple[Dir, Dir]:
+def scsi_device_dirs(sdev: scsi_device) -> tuple[Dir, Dir]:
     """The sdev's and its class device's directories (for upper drivers adding links)."""
     return sdev.sdev_gendev.kobj, sdev.sdev_dev.kobj

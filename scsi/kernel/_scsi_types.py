@@ -20,7 +20,7 @@ import trio
 from vscsifs.scsi.kernel.base._driver_model import Device
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import KernLevel
-from vscsifs.scsi.kernel._scsi_cmnd import ScsiCmnd
+from vscsifs.scsi.kernel._scsi_cmnd import scsi_cmnd
 from vscsifs.scsi.kernel._scsi_logging import LogShift, scsi_log_enabled, sdev_printk, shost_printk
 
 SCAN_WILD_CARD = -1            # ~0: shown as 4294967295 (channel, id) / 2**64-1 (lun)
@@ -145,7 +145,7 @@ class ScsiTarget:
 
 
 @dataclass(eq=False)
-class ScsiDevice:
+class scsi_device:  # noqa: N801 - the kernel's struct name (QEMU's SCSIDevice is the device side)
     """struct scsi_device: one LUN as the midlayer knows it after INQUIRY."""
 
     host: Scsi_Host
@@ -241,7 +241,7 @@ def scsi_device_state_name(state: SdevState) -> str:
     return SDEV_STATE_NAMES.get(state, "")
 
 
-def scsi_device_set_state(sdev: ScsiDevice, state: SdevState) -> int:
+def scsi_device_set_state(sdev: scsi_device, state: SdevState) -> int:
     """scsi_lib.c scsi_device_set_state(): 0, or -EINVAL for an illegal transition."""
     old = sdev.sdev_state
     if state == old:
@@ -256,7 +256,7 @@ def scsi_device_set_state(sdev: ScsiDevice, state: SdevState) -> int:
     return 0
 
 
-def scsi_device_unbusy(sdev: ScsiDevice) -> None:
+def scsi_device_unbusy(sdev: scsi_device) -> None:
     """scsi_lib.c scsi_device_unbusy() / the out_put_budget path: give back the host, target
     and device budget a dispatched command held."""
     shost = sdev.host
@@ -269,7 +269,7 @@ def scsi_device_unbusy(sdev: ScsiDevice) -> None:
         sdev.device_busy -= 1
 
 
-def scsi_device_created(sdev: ScsiDevice) -> bool:
+def scsi_device_created(sdev: scsi_device) -> bool:
     return sdev.sdev_state in (SdevState.SDEV_CREATED, SdevState.SDEV_CREATED_BLOCK)
 
 
@@ -329,7 +329,7 @@ class ScsiHostTemplate:
 
     name: str
     proc_name: str
-    queuecommand: Callable[[Scsi_Host, ScsiCmnd], int]
+    queuecommand: Callable[[Scsi_Host, scsi_cmnd], int]
     module: str | None = None
     can_queue: int = 1
     cmd_per_lun: int = 1
@@ -364,7 +364,7 @@ class ScsiHostTemplate:
 class ScsiHostEh:
     """The error-handler state a Scsi_Host carries: eh_cmd_q and the ehandler task."""
 
-    cmd_q: list[ScsiCmnd] = field(default_factory=list)
+    cmd_q: list[scsi_cmnd] = field(default_factory=list)
     wakeup: trio.Event | None = None          # set while the handler sleeps
     running: bool = False
     eh_action: trio.Event | None = None       # the EH command being waited for
@@ -378,11 +378,11 @@ class ScsiMidlayerOps:
     scsi_priv.h prototypes the linker resolves; here hosts.c's scsi_host_alloc, which sits
     above all of them, fills the table for each host, so no module imports one that imports it."""
 
-    finish_command: Callable[[Any, ScsiCmnd], None]                 # scsi_finish_command(rq, cmd)
+    finish_command: Callable[[Any, scsi_cmnd], None]                 # scsi_finish_command(rq, cmd)
     scan_host_selected: Callable[[Scsi_Host, int, int, int, ScanMode], Awaitable[int]]
     check_scan_args: Callable[[Scsi_Host, int, int, int], int]
-    remove_device: Callable[[ScsiDevice], Awaitable[None]]
-    rescan_device: Callable[[ScsiDevice], Awaitable[None]]
+    remove_device: Callable[[scsi_device], Awaitable[None]]
+    rescan_device: Callable[[scsi_device], Awaitable[None]]
 
 
 @dataclass(eq=False)
@@ -428,7 +428,7 @@ class Scsi_Host:  # noqa: N801 - the kernel's name
     scan_mutex: trio.Lock = field(default_factory=trio.Lock)    # serialises scans and removals
     async_scan_done: trio.Event | None = None   # set when the asynchronous scan has added its devices
     targets: list[ScsiTarget] = field(default_factory=list)     # __targets
-    devices: list[ScsiDevice] = field(default_factory=list)     # __devices
+    devices: list[scsi_device] = field(default_factory=list)     # __devices
     added: bool = False
 
     @property

@@ -35,7 +35,7 @@ from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block._blk_types import BlkStatus, ReqFlag, ReqOp
 from vscsifs.scsi.kernel.block._disk_events import bdev_check_media_change, disk_add_events
 from vscsifs.scsi.kernel._async_domain import maybe_await
-from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, ScsiCmnd
+from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, scsi_cmnd
 from vscsifs.scsi.kernel._scsi_common import SUCCESS, ScsiSenseHdr, scsi_normalize_sense
 from vscsifs.scsi.kernel._scsi_lib import (SCSI_REMOVAL_ALLOW, SCSI_REMOVAL_PREVENT, ScsiModeData, scsi_device_supports_vpd,
                                           scsi_execute_cmd, scsi_get_vpd_page, scsi_mode_sense, scsi_report_opcode,
@@ -1291,7 +1291,7 @@ def sd_fops() -> Any:
 
 # --- I/O: requests -> CDBs (sd_init_command) and completion (sd_done) ---------------------------
 
-def _rq_sdkp(cmd: ScsiCmnd) -> ScsiDisk:
+def _rq_sdkp(cmd: scsi_cmnd) -> ScsiDisk:
     return dev_get_drvdata(cmd.device)
 
 
@@ -1299,7 +1299,7 @@ def dev_get_drvdata(sdev: Any) -> ScsiDisk:
     return sdev.sdev_gendev.driver_data
 
 
-def _payload(sdkp: ScsiDisk, cmd: ScsiCmnd, data: bytes) -> Any:
+def _payload(sdkp: ScsiDisk, cmd: scsi_cmnd, data: bytes) -> Any:
     """A special payload (UNMAP list, WRITE SAME block) in guest memory for this command."""
     buf = sdkp.kernel.memory.alloc(len(data))
     buf.view[: len(data)] = data
@@ -1307,7 +1307,7 @@ def _payload(sdkp: ScsiDisk, cmd: ScsiCmnd, data: bytes) -> Any:
     return buf
 
 
-def sd_uninit_command(cmd: ScsiCmnd) -> None:
+def sd_uninit_command(cmd: scsi_cmnd) -> None:
     """sd_uninit_command(): free the special payload, if this command had one."""
     sdkp = _rq_sdkp(cmd)
     buf = sdkp._payloads.pop(id(cmd), None)
@@ -1315,7 +1315,7 @@ def sd_uninit_command(cmd: ScsiCmnd) -> None:
         sdkp.kernel.memory.free(buf)
 
 
-def _prep(cmd: ScsiCmnd, rq: Any, cdb: bytes | bytearray, direction: DmaDirection, sdb: Any,
+def _prep(cmd: scsi_cmnd, rq: Any, cdb: bytes | bytearray, direction: DmaDirection, sdb: Any,
           nbytes: int, allowed: int, timeout: float) -> BlkStatus:
     cmd.cmnd = bytes(cdb)
     cmd.sc_data_direction = direction
@@ -1327,7 +1327,7 @@ def _prep(cmd: ScsiCmnd, rq: Any, cdb: bytes | bytearray, direction: DmaDirectio
     return BlkStatus.BLK_STS_OK
 
 
-def sd_setup_unmap_cmnd(cmd: ScsiCmnd) -> BlkStatus:
+def sd_setup_unmap_cmnd(cmd: scsi_cmnd) -> BlkStatus:
     rq = cmd.request
     sdp = cmd.device
     sdkp = _rq_sdkp(cmd)
@@ -1341,7 +1341,7 @@ def sd_setup_unmap_cmnd(cmd: ScsiCmnd) -> BlkStatus:
                  sdkp.max_retries, SD_TIMEOUT)
 
 
-def sd_setup_write_same16_cmnd(cmd: ScsiCmnd, unmap: bool) -> BlkStatus:
+def sd_setup_write_same16_cmnd(cmd: scsi_cmnd, unmap: bool) -> BlkStatus:
     rq = cmd.request
     sdp = cmd.device
     sdkp = _rq_sdkp(cmd)
@@ -1357,7 +1357,7 @@ def sd_setup_write_same16_cmnd(cmd: ScsiCmnd, unmap: bool) -> BlkStatus:
                  sdp.sector_size, sdkp.max_retries, SD_TIMEOUT if unmap else SD_WRITE_SAME_TIMEOUT)
 
 
-def sd_setup_write_same10_cmnd(cmd: ScsiCmnd, unmap: bool) -> BlkStatus:
+def sd_setup_write_same10_cmnd(cmd: scsi_cmnd, unmap: bool) -> BlkStatus:
     rq = cmd.request
     sdp = cmd.device
     sdkp = _rq_sdkp(cmd)
@@ -1373,7 +1373,7 @@ def sd_setup_write_same10_cmnd(cmd: ScsiCmnd, unmap: bool) -> BlkStatus:
                  sdp.sector_size, sdkp.max_retries, SD_TIMEOUT if unmap else SD_WRITE_SAME_TIMEOUT)
 
 
-def sd_setup_write_zeroes_cmnd(cmd: ScsiCmnd) -> BlkStatus:
+def sd_setup_write_zeroes_cmnd(cmd: scsi_cmnd) -> BlkStatus:
     rq = cmd.request
     sdp = cmd.device
     sdkp = _rq_sdkp(cmd)
@@ -1392,7 +1392,7 @@ def sd_setup_write_zeroes_cmnd(cmd: ScsiCmnd) -> BlkStatus:
     return sd_setup_write_same10_cmnd(cmd, False)
 
 
-def sd_setup_flush_cmnd(cmd: ScsiCmnd) -> BlkStatus:
+def sd_setup_flush_cmnd(cmd: scsi_cmnd) -> BlkStatus:
     rq = cmd.request
     sdkp = _rq_sdkp(cmd)
     cdb = bytearray(10)
@@ -1432,14 +1432,14 @@ def _rw_cdb(write: bool, lba: int, nr_blocks: int, flags: int, size: int) -> byt
     return bytes(cdb)
 
 
-def _scmd_printk(cmd: ScsiCmnd, level: KernLevel, text: str) -> None:
+def _scmd_printk(cmd: scsi_cmnd, level: KernLevel, text: str) -> None:
     """scmd_printk(): ``sd 0:0:0:0: [sda] tag#N text``."""
     sdkp = _rq_sdkp(cmd)
     tag = f"tag#{cmd.tag} " if cmd.tag >= 0 else ""
     sdev_prefix_printk(sdkp.kernel, level, cmd.device, tag + text, sdkp.name)
 
 
-def sd_setup_read_write_cmnd(cmd: ScsiCmnd) -> BlkStatus:
+def sd_setup_read_write_cmnd(cmd: scsi_cmnd) -> BlkStatus:
     """sd_setup_read_write_cmnd(): READ/WRITE (6) only without use_10_for_rw and for small
     LBAs/lengths, (10) normally, (16) for large LBAs/lengths or use_16_for_rw."""
     rq = cmd.request
@@ -1487,7 +1487,7 @@ def sd_setup_read_write_cmnd(cmd: ScsiCmnd) -> BlkStatus:
                  rq.buffer, nr_blocks * sdp.sector_size, sdkp.max_retries, rq.timeout)
 
 
-def _discard_unsupported(cmd: ScsiCmnd) -> BlkStatus:
+def _discard_unsupported(cmd: scsi_cmnd) -> BlkStatus:
     return BlkStatus.BLK_STS_TARGET
 
 
@@ -1499,7 +1499,7 @@ _DISCARD_SETUP = {
 }
 
 
-def _setup_discard(cmd: ScsiCmnd) -> BlkStatus:
+def _setup_discard(cmd: scsi_cmnd) -> BlkStatus:
     return _DISCARD_SETUP.get(_rq_sdkp(cmd).provisioning_mode, _discard_unsupported)(cmd)
 
 
@@ -1512,7 +1512,7 @@ _INIT_COMMAND = {
 }
 
 
-def sd_init_command(cmd: ScsiCmnd) -> BlkStatus:
+def sd_init_command(cmd: scsi_cmnd) -> BlkStatus:
     """sd_init_command(): turn the request behind ``cmd`` (cmd.request) into a CDB."""
     if cmd.request is None:
         raise ValueError("sd_init_command: cmd.request is not set (scsi_cmd_to_rq)")
@@ -1522,12 +1522,12 @@ def sd_init_command(cmd: ScsiCmnd) -> BlkStatus:
     return setup(cmd)
 
 
-def _bufflen(cmd: ScsiCmnd) -> int:
+def _bufflen(cmd: scsi_cmnd) -> int:
     """scsi_bufflen()."""
     return cmd.transfersize
 
 
-def sd_completed_bytes(cmd: ScsiCmnd) -> int:
+def sd_completed_bytes(cmd: scsi_cmnd) -> int:
     """sd_completed_bytes(): bytes before the bad LBA the sense INFORMATION field names."""
     sdev = cmd.device
     rq = cmd.request
@@ -1546,7 +1546,7 @@ def sd_completed_bytes(cmd: ScsiCmnd) -> int:
     return min(good_bytes, transferred)
 
 
-def sd_done(cmd: ScsiCmnd) -> int:
+def sd_done(cmd: scsi_cmnd) -> int:
     """sd_done(): how many bytes of the request completed; reacts to ILLEGAL REQUEST on
     UNMAP/WRITE SAME by turning discard / WRITE SAME off, as sd.c does."""
     result = cmd.result
@@ -1579,7 +1579,7 @@ def sd_done(cmd: ScsiCmnd) -> int:
     return good_bytes
 
 
-def _sd_done_sense(cmd: ScsiCmnd, sdkp: ScsiDisk, sshdr: ScsiSenseHdr, good_bytes: int) -> int:
+def _sd_done_sense(cmd: scsi_cmnd, sdkp: ScsiDisk, sshdr: ScsiSenseHdr, good_bytes: int) -> int:
     """sd_done()'s CHECK CONDITION handling, by sense key."""
     rq = cmd.request
     key = sshdr.sense_key
@@ -1739,26 +1739,26 @@ class SdDriver:
     async def rescan(self, sdev: Any) -> None:
         await sd_rescan(sdev)
 
-    def init_command(self, cmd: ScsiCmnd) -> BlkStatus:
+    def init_command(self, cmd: scsi_cmnd) -> BlkStatus:
         return sd_init_command(cmd)
 
-    def uninit_command(self, cmd: ScsiCmnd) -> None:
+    def uninit_command(self, cmd: scsi_cmnd) -> None:
         sd_uninit_command(cmd)
 
-    def done(self, cmd: ScsiCmnd) -> int:
+    def done(self, cmd: scsi_cmnd) -> int:
         return sd_done(cmd)
 
-    def eh_action(self, cmd: ScsiCmnd, eh_disp: int) -> int:
+    def eh_action(self, cmd: scsi_cmnd, eh_disp: int) -> int:
         return sd_eh_action(cmd, eh_disp)
 
-    def eh_reset(self, cmd: ScsiCmnd) -> None:
+    def eh_reset(self, cmd: scsi_cmnd) -> None:
         """sd_eh_reset(): a new error-handling round may count a medium access timeout again."""
         disk = getattr(getattr(cmd.request, "q", None), "disk", None)
         if disk is not None:
             scsi_disk(disk).ignore_medium_access_errors = False
 
 
-def sd_eh_action(cmd: ScsiCmnd, eh_disp: int) -> int:
+def sd_eh_action(cmd: scsi_cmnd, eh_disp: int) -> int:
     """sd_eh_action(): a medium access command timed out but TEST UNIT READY works; after
     max_medium_access_timeouts of those the disk goes offline."""
 

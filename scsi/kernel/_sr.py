@@ -34,7 +34,7 @@ from vscsifs.scsi.kernel import _cdrom as cdrom
 from vscsifs.scsi.kernel._cdrom import (CDSL_CURRENT, DISK_EVENT_EJECT_REQUEST, DISK_EVENT_MEDIA_CHANGE, Cdc, Cds, CdromDeviceInfo,
                      Gpcmd, PacketCommand, TocEntry, TocHeader)
 from vscsifs.scsi.kernel.base._printk import KernLevel
-from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, ScsiCmnd
+from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, scsi_cmnd
 from vscsifs.scsi._proto import ScsiOpcode, ScsiType, SenseKey
 from vscsifs.scsi.kernel._scsi_common import ScsiSenseHdr
 from vscsifs.scsi.kernel._async_domain import maybe_await
@@ -492,7 +492,7 @@ async def sr_check_events(cd: ScsiCd, clearing: int, slot: int = CDSL_CURRENT) -
     return events
 
 
-def sr_done(cmd: ScsiCmnd) -> int:
+def sr_done(cmd: scsi_cmnd) -> int:
     """sr_done(): good bytes; a MEDIUM ERROR / VOLUME OVERFLOW / ILLEGAL REQUEST with a valid
     INFORMATION field completes the part before the bad sector (and trims the capacity when
     it lies in the last 75 2K sectors)."""
@@ -521,13 +521,13 @@ def sr_done(cmd: ScsiCmnd) -> int:
     return good_bytes
 
 
-def _scmd_printk(cmd: ScsiCmnd, level: KernLevel, text: str) -> None:
+def _scmd_printk(cmd: scsi_cmnd, level: KernLevel, text: str) -> None:
     cd = scsi_cd(cmd.device.request_queue.disk)
     tag = f"tag#{cmd.tag} " if cmd.tag >= 0 else ""
     sdev_prefix_printk(cd.kernel, level, cmd.device, tag + text, cd.name)
 
 
-def sr_init_command(cmd: ScsiCmnd) -> BlkStatus:
+def sr_init_command(cmd: scsi_cmnd) -> BlkStatus:
     """sr_init_command(): READ(10)/WRITE(10) in the drive's block size; refuses everything
     while a media change is pending (sdev->changed), unaligned transfers, other ops."""
     rq = cmd.request
@@ -793,13 +793,13 @@ class SrDriver:
     async def remove(self, sdev: Any) -> int:
         return await sr_remove(sdev)
 
-    def init_command(self, cmd: ScsiCmnd) -> BlkStatus:
+    def init_command(self, cmd: scsi_cmnd) -> BlkStatus:
         return sr_init_command(cmd)
 
-    def uninit_command(self, cmd: ScsiCmnd) -> None:
+    def uninit_command(self, cmd: scsi_cmnd) -> None:
         return None
 
-    def done(self, cmd: ScsiCmnd) -> int:
+    def done(self, cmd: scsi_cmnd) -> int:
         return sr_done(cmd)
 
 

@@ -17,7 +17,7 @@ from sd_fakes import ExecResult, FakeBlock, FakeHd, fixed_sense, make_kernel, ma
 from vscsifs.scsi.kernel.base._kobject import Attr, SysfsError
 from vscsifs.scsi.kernel.block._blk_types import BlkStatus, ReqFlag, ReqOp, Request
 from vscsifs.scsi.kernel import _sd
-from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, ScsiCmnd
+from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, scsi_cmnd
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 SDEV1 = "devices/pci0000:00/0000:00:04.0/virtio0/host0/target0:0:0/0:0:0:1"
@@ -296,9 +296,9 @@ async def test_cache_type_store_sends_mode_select(monkeypatch: pytest.MonkeyPatc
 
 # --- I/O command setup and completion ---------------------------------------------------------------
 
-def _cmd(sdev, op: ReqOp, sector: int = 0, nbytes: int = 0, flags: ReqFlag = ReqFlag.NONE) -> ScsiCmnd:
+def _cmd(sdev, op: ReqOp, sector: int = 0, nbytes: int = 0, flags: ReqFlag = ReqFlag.NONE) -> scsi_cmnd:
     rq = Request(q=sdev.request_queue, op=op, flags=flags, sector=sector, nr_bytes=nbytes, buffer=object())
-    cmd = ScsiCmnd(device=sdev, cmnd=b"")
+    cmd = scsi_cmnd(device=sdev, cmnd=b"")
     cmd.request = rq
     rq.pdu = cmd
     return cmd
@@ -487,7 +487,7 @@ async def test_full_stack_seed_scan_sd_part(tmp_path: Path) -> None:
         bus.attach(SCSIDiskDevice(be, lun=lun, drive_id=f"drive{lun}"))
     sent: dict[str, list[bytes]] = {}
 
-    def queuecommand(shost, cmd: ScsiCmnd) -> int:
+    def queuecommand(shost, cmd: scsi_cmnd) -> int:
         sdev = cmd.device
         sent.setdefault(f"{shost.host_no}:{sdev.channel}:{sdev.id}:{sdev.lun}", []).append(bytes(cmd.cmnd))
         n = cmd.transfersize if cmd.sdb is not None else 0
@@ -654,7 +654,7 @@ async def test_full_stack_4k_disk_on_other_target_and_lun(tmp_path: Path) -> Non
     bus.attach(SCSIDiskDevice(be, scsi_id=2, lun=3, logical_block_size=4096, physical_block_size=4096))
     sent: list[bytes] = []
 
-    def queuecommand(shost, cmd: ScsiCmnd) -> int:
+    def queuecommand(shost, cmd: scsi_cmnd) -> int:
         sdev = cmd.device
         n = cmd.transfersize if cmd.sdb is not None else 0
         view = [cmd.sdb.view[:n]] if n else []
