@@ -12,7 +12,7 @@ from vscsifs.scsi.kernel._scsi_error import SenseKey, scsi_check_sense, scsi_dec
 from vscsifs.scsi.kernel._scsi_lib import (ExecResult, ModeSenseResult, ScsiModeData, scsi_attach_vpd, scsi_change_queue_depth,  # noqa: E402
                                           scsi_execute_cmd, scsi_get_vpd_page, scsi_mode_sense, scsi_mq_ops,
                                           scsi_report_opcode, scsi_test_unit_ready, scsi_vpd_lun_id)
-from vscsifs.scsi.kernel._scsi_types import (SCAN_WILD_CARD, HostState, ScanMode, scsi_device, ScsiHostTemplate,  # noqa: E402
+from vscsifs.scsi.kernel._scsi_types import (SCAN_WILD_CARD, HostState, ScanMode, scsi_device, ScsiDriver, ScsiHostTemplate,  # noqa: E402
                                             ScsiLevel, Scsi_Host, ScsiTarget, SdevState,
                                             scsi_device_set_state, scsi_host_set_state)
 from vscsifs.scsi.kernel._async_domain import async_schedule, async_synchronize_full  # noqa: E402

@@ -26,7 +26,7 @@ from vscsifs.scsi.kernel._scsi_common import (ADD_TO_MLQUEUE, FAILED, NEEDS_RETR
                                              scsi_status_is_check_condition, set_scsi_ml_byte)
 from vscsifs.scsi.kernel._scsi_logging import (LogShift, scmd_printk, scsi_log_completion, scsi_log_enabled,
                                               scsi_log_send, sdev_printk, shost_printk)
-from vscsifs.scsi.kernel._scsi_types import (HostState, scsi_device, SdevState, scsi_device_set_state,
+from vscsifs.scsi.kernel._scsi_types import (HostState, Scsi_Host, scsi_device, SdevState, scsi_device_set_state,
                                             scsi_device_unbusy, scsi_host_set_state)
 
 _UA_MESSAGES: dict[tuple[int, int | None], str] = {
@@ -56,7 +56,7 @@ _UA_EVENTS: dict[tuple[int, int | None], str] = {
 }
 
 
-def scsi_report_sense(sdev: Any, sshdr: ScsiSenseHdr) -> None:
+def scsi_report_sense(sdev: scsi_device, sshdr: ScsiSenseHdr) -> None:
     """scsi_error.c scsi_report_sense(): log the unit attentions the kernel announces."""
 
     if sshdr.sense_key != SenseKey.UNIT_ATTENTION:
@@ -73,7 +73,7 @@ def scsi_report_sense(sdev: Any, sshdr: ScsiSenseHdr) -> None:
             key = (asc, None)
         if key is None:
             continue
-        if key == (0x29, None) and getattr(sdev, "silence_suspend", False):
+        if key == (0x29, None) and sdev.silence_suspend:
             continue
         sdev_printk(KernLevel.WARNING, sdev, _UA_MESSAGES[key])
         evt = _UA_EVENTS.get(key)
@@ -108,14 +108,14 @@ def scsi_check_sense(cmd: scsi_cmnd, *, submitted_by_eh: bool = False) -> Dispos
             return SUCCESS
         return NEEDS_RETRY
     if key in (SenseKey.NOT_READY, SenseKey.UNIT_ATTENTION):
-        if getattr(sdev, "expecting_cc_ua", False) and (sshdr.asc != 0x28 or sshdr.ascq != 0):
+        if sdev.expecting_cc_ua and (sshdr.asc != 0x28 or sshdr.ascq != 0):
             sdev.expecting_cc_ua = False
             return NEEDS_RETRY
         if sdev.sdev_target.expecting_lun_change and sshdr.asc == 0x3F and sshdr.ascq == 0x0E:
             return NEEDS_RETRY
         if sshdr.asc == 0x04 and sshdr.ascq == 0x01:
             return NEEDS_RETRY
-        if getattr(sdev, "allow_restart", False) and sshdr.asc == 0x04 and sshdr.ascq == 0x02:
+        if sdev.allow_restart and sshdr.asc == 0x04 and sshdr.ascq == 0x02:
             return FAILED
         return SUCCESS
     if key == SenseKey.DATA_PROTECT and sshdr.asc == 0x27 and sshdr.ascq == 0x07:
@@ -131,7 +131,7 @@ def scsi_check_sense(cmd: scsi_cmnd, *, submitted_by_eh: bool = False) -> Dispos
             return SUCCESS
         return NEEDS_RETRY
     if key == SenseKey.HARDWARE_ERROR:
-        if getattr(sdev, "retry_hwerror", False):
+        if sdev.retry_hwerror:
             return ADD_TO_MLQUEUE
         set_scsi_ml_byte(cmd, ScsimlStat.TGT_FAILURE)
     if key in (SenseKey.HARDWARE_ERROR, SenseKey.ILLEGAL_REQUEST):
@@ -245,7 +245,7 @@ def _scmd_info(cmd: scsi_cmnd, text: str, level: KernLevel = KernLevel.INFO) -> 
         scmd_printk(level, cmd, text)
 
 
-def _shost_info(shost: Any, text: str, level: int = 3) -> None:
+def _shost_info(shost: Scsi_Host, text: str, level: int = 3) -> None:
     if scsi_log_enabled(shost.kernel, LogShift.ERROR, level):
         shost_printk(KernLevel.INFO, shost, text)
 
@@ -340,7 +340,7 @@ def scsi_eh_scmd_add(cmd: scsi_cmnd) -> None:
     rq = cmd.request
     drv = cmd.device.driver_ops
     if rq is not None and not rq.is_passthrough and drv is not None:
-        eh_reset = getattr(drv, "eh_reset", None)      # scsi_eh_reset()
+        eh_reset = drv.eh_reset                         # scsi_eh_reset()
         if eh_reset is not None:
             eh_reset(cmd)
     eh = shost.eh
@@ -349,7 +349,7 @@ def scsi_eh_scmd_add(cmd: scsi_cmnd) -> None:
     scsi_eh_wakeup(shost)
 
 
-def scsi_eh_wakeup(shost: Any) -> None:
+def scsi_eh_wakeup(shost: Scsi_Host) -> None:
     """scsi_eh_wakeup(): start (or wake) the host's error handler task."""
     eh = shost.eh
     if eh.wakeup is not None:
@@ -363,7 +363,7 @@ def scsi_eh_wakeup(shost: Any) -> None:
     nursery.start_soon(scsi_error_handler, shost)
 
 
-async def scsi_error_handler(shost: Any) -> None:
+async def scsi_error_handler(shost: Scsi_Host) -> None:
     """scsi_error_handler(): the scsi_eh_N thread. Runs recovery once every outstanding command
     of the host has either failed or completed (host_failed == scsi_host_busy)."""
 
@@ -386,7 +386,7 @@ async def scsi_error_handler(shost: Any) -> None:
         eh.running = False
 
 
-async def scsi_unjam_host(shost: Any) -> None:
+async def scsi_unjam_host(shost: Scsi_Host) -> None:
     """scsi_unjam_host(): sense, then the reset ladder, then finish or retry everything."""
     eh = shost.eh
     work_q, eh.cmd_q = eh.cmd_q, []
@@ -396,13 +396,13 @@ async def scsi_unjam_host(shost: Any) -> None:
     scsi_eh_flush_done_q(done_q)
 
 
-def scsi_restart_operations(shost: Any) -> None:
+def scsi_restart_operations(shost: Scsi_Host) -> None:
     """scsi_restart_operations(): host back to running, queues restarted."""
     _shost_info(shost, "waking up host to restart")
     if scsi_host_set_state(shost, HostState.SHOST_RUNNING):
         if scsi_host_set_state(shost, HostState.SHOST_CANCEL):
             scsi_host_set_state(shost, HostState.SHOST_DEL)
-    tag_set = getattr(shost, "tag_set", None)
+    tag_set = shost.tag_set
     if tag_set is not None:
         tag_set._kick_restart()
 
@@ -465,7 +465,7 @@ async def scsi_send_eh_cmnd(cmd: scsi_cmnd, cdb: bytes, timeout: float, *, keep_
     saved = (cmd.cmnd, cmd.sc_data_direction, cmd.sdb, cmd.transfersize, cmd.result, cmd.resid,
              bytes(cmd.sense_buffer), cmd.scsi_done, cmd.done)
     buf = None
-    mem = getattr(shost.kernel, "memory", None)
+    mem = shost.kernel.memory
     if keep_sense and mem is not None:
         buf = mem.alloc(len(cmd.sense_buffer))
     cmd.cmnd = cdb
@@ -529,7 +529,7 @@ async def scsi_abort_eh_cmnd(cmd: scsi_cmnd) -> None:
                     await scsi_try_host_reset(cmd)
 
 
-def _report_device_reset(sdev: Any) -> None:
+def _report_device_reset(sdev: scsi_device) -> None:
     """__scsi_report_device_reset(): expect the reset's unit attention."""
     sdev.expecting_cc_ua = True
     sdev.was_reset = True
@@ -557,7 +557,7 @@ async def scsi_try_target_reset(cmd: scsi_cmnd) -> Disposition:
     return rtn
 
 
-def scsi_report_bus_reset(shost: Any, channel: int) -> None:
+def scsi_report_bus_reset(shost: Scsi_Host, channel: int) -> None:
     for sdev in list(shost.devices):
         if sdev.channel == channel:
             _report_device_reset(sdev)
@@ -619,7 +619,7 @@ def scsi_eh_action(cmd: scsi_cmnd, rtn: Disposition) -> Disposition:
     rq = cmd.request
     if rq is not None and not rq.is_passthrough:
         drv = cmd.device.driver_ops
-        action = getattr(drv, "eh_action", None) if drv is not None else None
+        action = drv.eh_action if drv is not None else None
         if action is not None:
             rtn = Disposition(action(cmd, rtn))
     return rtn
@@ -644,11 +644,11 @@ async def scsi_eh_test_devices(cmd_list: list[scsi_cmnd], work_q: list[scsi_cmnd
     return not work_q
 
 
-def _devices(shost: Any) -> list[Any]:
-    return list(getattr(shost, "devices", []))
+def _devices(shost: Scsi_Host) -> list[Any]:
+    return list(shost.devices)
 
 
-async def scsi_eh_stu(shost: Any, work_q: list[scsi_cmnd], done_q: list[scsi_cmnd]) -> bool:
+async def scsi_eh_stu(shost: Scsi_Host, work_q: list[scsi_cmnd], done_q: list[scsi_cmnd]) -> bool:
     """scsi_eh_stu(): START UNIT where the sense says the device needs it."""
     for sdev in _devices(shost):
         stu_cmd = next((c for c in work_q if c.device is sdev and _sense_valid(c)
@@ -667,12 +667,12 @@ async def scsi_eh_stu(shost: Any, work_q: list[scsi_cmnd], done_q: list[scsi_cmn
     return not work_q
 
 
-def _eh_sdev_info(sdev: Any, text: str) -> None:
+def _eh_sdev_info(sdev: scsi_device, text: str) -> None:
     if _eh_log(sdev, 3):
         sdev_printk(KernLevel.INFO, sdev, text)
 
 
-async def scsi_eh_bus_device_reset(shost: Any, work_q: list[scsi_cmnd], done_q: list[scsi_cmnd]) -> bool:
+async def scsi_eh_bus_device_reset(shost: Scsi_Host, work_q: list[scsi_cmnd], done_q: list[scsi_cmnd]) -> bool:
     """scsi_eh_bus_device_reset(): LUN reset of each device with failed commands, then TUR."""
     for sdev in _devices(shost):
         bdr_cmd = next((c for c in work_q if c.device is sdev), None)
@@ -691,7 +691,7 @@ async def scsi_eh_bus_device_reset(shost: Any, work_q: list[scsi_cmnd], done_q: 
     return not work_q
 
 
-async def scsi_eh_target_reset(shost: Any, work_q: list[scsi_cmnd], done_q: list[scsi_cmnd]) -> bool:
+async def scsi_eh_target_reset(shost: Scsi_Host, work_q: list[scsi_cmnd], done_q: list[scsi_cmnd]) -> bool:
     """scsi_eh_target_reset(): reset each target with failed commands, then test them."""
     tmp_list, work_q[:] = list(work_q), []
     check_list: list[scsi_cmnd] = []
@@ -712,7 +712,7 @@ async def scsi_eh_target_reset(shost: Any, work_q: list[scsi_cmnd], done_q: list
     return await scsi_eh_test_devices(check_list, work_q, done_q, False)
 
 
-async def scsi_eh_bus_reset(shost: Any, work_q: list[scsi_cmnd], done_q: list[scsi_cmnd]) -> bool:
+async def scsi_eh_bus_reset(shost: Scsi_Host, work_q: list[scsi_cmnd], done_q: list[scsi_cmnd]) -> bool:
     """scsi_eh_bus_reset(): reset each channel with failed commands, then test."""
     check_list: list[scsi_cmnd] = []
     for channel in range(shost.max_channel + 1):
@@ -730,7 +730,7 @@ async def scsi_eh_bus_reset(shost: Any, work_q: list[scsi_cmnd], done_q: list[sc
     return await scsi_eh_test_devices(check_list, work_q, done_q, False)
 
 
-async def scsi_eh_host_reset(shost: Any, work_q: list[scsi_cmnd], done_q: list[scsi_cmnd]) -> bool:
+async def scsi_eh_host_reset(shost: Scsi_Host, work_q: list[scsi_cmnd], done_q: list[scsi_cmnd]) -> bool:
     """scsi_eh_host_reset(): reset the whole HBA, then test every device (with START UNIT)."""
     check_list: list[scsi_cmnd] = []
     if work_q:
@@ -756,7 +756,7 @@ def scsi_eh_offline_sdevs(work_q: list[scsi_cmnd], done_q: list[scsi_cmnd]) -> N
         done_q.append(cmd)
 
 
-async def scsi_eh_ready_devs(shost: Any, work_q: list[scsi_cmnd], done_q: list[scsi_cmnd]) -> None:
+async def scsi_eh_ready_devs(shost: Scsi_Host, work_q: list[scsi_cmnd], done_q: list[scsi_cmnd]) -> None:
     """scsi_eh_ready_devs(): the escalation ladder."""
     if not await scsi_eh_stu(shost, work_q, done_q):
         if not await scsi_eh_bus_device_reset(shost, work_q, done_q):

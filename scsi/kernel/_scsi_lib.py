@@ -22,6 +22,7 @@ from typing import Any
 import trio
 
 from vscsifs.scsi._proto import MI_REPORT_SUPPORTED_OPERATION_CODES, ScsiOpcode, SenseKey
+from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block import (blk_execute_rq, blk_mq_alloc_request, blk_mq_complete_request,
                                        blk_mq_end_request, blk_mq_requeue_request, blk_mq_start_request)
@@ -75,15 +76,15 @@ class _HostBuffer:
         self.view = memoryview(self._data)
 
 
-def _alloc_buffer(kernel: Any, length: int) -> Any:
-    mem = getattr(kernel, "memory", None)
+def _alloc_buffer(kernel: Kernel, length: int) -> Any:
+    mem = kernel.memory
     if mem is None:
         return _HostBuffer(length)
     return mem.alloc(length)
 
 
-def _free_buffer(kernel: Any, buf: Any) -> None:
-    mem = getattr(kernel, "memory", None)
+def _free_buffer(kernel: Kernel, buf: Any) -> None:
+    mem = kernel.memory
     if mem is not None and not isinstance(buf, _HostBuffer):
         mem.free(buf)
 
@@ -241,7 +242,7 @@ def scsi_prepare_cmd(rq: Request, cmd: scsi_cmnd) -> BlkStatus:
         return BlkStatus.BLK_STS_OK
     cmd.sc_data_direction = DmaDirection.DMA_TO_DEVICE if rq.is_write else DmaDirection.DMA_FROM_DEVICE
     drv = sdev.driver_ops
-    if drv is None:
+    if drv is None or drv.init_command is None:
         return BlkStatus.BLK_STS_IOERR
     ret = drv.init_command(cmd)
     return ret if ret.__class__ is BlkStatus else BlkStatus(ret)
@@ -378,7 +379,7 @@ def scsi_finish_command(rq: Request, cmd: scsi_cmnd) -> None:
                     f"Notifying upper driver of completion (result {cmd.result:x})")
     good_bytes = cmd.transfersize
     if not rq.is_passthrough and sdev.driver_ops is not None:
-        done = getattr(sdev.driver_ops, "done", None)
+        done = sdev.driver_ops.done
         if done is not None:
             good_bytes = int(done(cmd))
     scsi_io_completion(rq, cmd, good_bytes)
@@ -406,7 +407,7 @@ def scsi_mq_uninit_cmd(rq: Request, cmd: scsi_cmnd) -> None:
     if rq.is_passthrough or not cmd.dontprep:
         return
     drv = cmd.device.driver_ops if cmd.device is not None else None
-    uninit = getattr(drv, "uninit_command", None) if drv is not None else None
+    uninit = drv.uninit_command if drv is not None else None
     if uninit is not None:
         uninit(cmd)
 

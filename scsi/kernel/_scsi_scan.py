@@ -795,7 +795,7 @@ async def scsi_rescan_device(sdev: scsi_device) -> None:
 
     await scsi_attach_vpd(sdev)
     drv = sdev.driver_ops
-    if drv is not None and getattr(drv, "rescan", None) is not None:
+    if drv is not None and drv.rescan is not None:
         await maybe_await(drv.rescan(sdev))
 
 

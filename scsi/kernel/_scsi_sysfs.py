@@ -30,7 +30,8 @@ from vscsifs.scsi.kernel._bsg import bsg_unregister_queue, scsi_bsg_register_que
 from vscsifs.scsi.kernel._scsi_lib import scsi_vpd_lun_id
 from vscsifs.scsi.kernel._scsi_logging import scsi_logging_level_get, scsi_logging_level_set, sdev_printk
 from vscsifs.scsi.kernel._scsi_types import (SCAN_WILD_CARD, HostState, ScanMode, scsi_device, ScsiTarget, Scsi_Host,
-                                            SdevState, StargetState, scsi_device_set_state, scsi_host_set_state)
+                                            ScsiDriver, SdevState, StargetState, scsi_device_set_state,
+                                            scsi_host_set_state)
 
 SCSI_DEVICE_MODALIAS_FMT = "scsi:t-0x{:02x}"
 
@@ -639,7 +640,7 @@ async def scsi_sysfs_remove_visible(sdev: scsi_device) -> None:
     await _wait_probe(sdev)
     drv = sdev.driver_ops
     if drv is not None:
-        remove = getattr(drv, "remove", None)
+        remove = drv.remove
         if remove is not None:
             await maybe_await(remove(sdev))
         device_release_driver(sdev)
@@ -649,7 +650,7 @@ async def scsi_sysfs_remove_visible(sdev: scsi_device) -> None:
 
 # -- upper drivers ------------------------------------------------------------------------------
 
-def _drivers(kernel: Kernel) -> list[Any]:
+def _drivers(kernel: Kernel) -> list[ScsiDriver]:
     lst = getattr(kernel, "_scsi_drivers", None)
     if lst is None:
         lst = []
@@ -657,17 +658,17 @@ def _drivers(kernel: Kernel) -> list[Any]:
     return lst
 
 
-def scsi_register_driver(kernel: Kernel, drv: Any) -> Driver:
+def scsi_register_driver(kernel: Kernel, drv: ScsiDriver) -> Driver:
     """scsi_register_driver(): an upper driver (sd, sr, ...) on the scsi bus. ``drv`` has
     ``name``, ``module``, async ``probe(sdev) -> int`` (0 = bound), ``remove(sdev)``,
     ``init_command(cmd) -> BlkStatus``, ``done(cmd) -> good_bytes``, ``rescan(sdev)`` and
     optionally ``match(sdev) -> bool``. Already visible, unbound devices are probed."""
     bus = scsi_bus(kernel)
-    fs_drv = bus.driver_register(drv.name, getattr(drv, "module", None))
+    fs_drv = bus.driver_register(drv.name, drv.module)
     drv_list = _drivers(kernel)
     if drv not in drv_list:
         drv_list.append(drv)
-    drv._fs_driver = fs_drv
+    drv.fs_driver = fs_drv
     for shost in kernel.scsi_hosts:
         for sdev in shost.devices:
             if sdev.is_visible and sdev.driver_ops is None and sdev.sdev_state != SdevState.SDEV_DEL:
@@ -679,23 +680,23 @@ def scsi_register_driver(kernel: Kernel, drv: Any) -> Driver:
     return fs_drv
 
 
-def scsi_unregister_driver(kernel: Kernel, drv: Any) -> None:
+def scsi_unregister_driver(kernel: Kernel, drv: ScsiDriver) -> None:
     drv_list = _drivers(kernel)
     if drv in drv_list:
         drv_list.remove(drv)
 
 
-def _matches(drv: Any, sdev: scsi_device) -> bool:
+def _matches(drv: ScsiDriver, sdev: scsi_device) -> bool:
     """scsi_bus_match(): a connected LUN (PQ 0) not marked no_uld_attach, and the driver's
     own match if it has one."""
     if sdev.sdev_state == SdevState.SDEV_DEL or sdev.inq_periph_qual != 0 or sdev.no_uld_attach:
         return False
-    match = getattr(drv, "match", None)
-    return bool(match(sdev)) if match is not None else True
+    return drv.match(sdev) if drv.match is not None else True
 
 
-def _bind(sdev: scsi_device, drv: Any) -> None:
-    device_bind_driver(sdev.sdev_gendev, drv._fs_driver)
+def _bind(sdev: scsi_device, drv: ScsiDriver) -> None:
+    assert drv.fs_driver is not None, f"{drv.name}: bound before scsi_register_driver"
+    device_bind_driver(sdev.sdev_gendev, drv.fs_driver)
     sdev.driver_ops = drv
 
 
@@ -713,10 +714,10 @@ def device_release_driver(sdev: scsi_device) -> None:
     sdev.driver_ops = None
 
 
-def _probes_async(drv: Any) -> bool:
+def _probes_async(drv: ScsiDriver) -> bool:
     """driver_allows_async_probing(): sd asks for it; a driver saying PROBE_DEFAULT_STRATEGY
     (sr) probes synchronously."""
-    return getattr(drv, "probe_type", "PROBE_PREFER_ASYNCHRONOUS") != "PROBE_DEFAULT_STRATEGY"
+    return drv.probe_type != "PROBE_DEFAULT_STRATEGY"
 
 
 async def _attach_sync(sdev: scsi_device) -> bool:
@@ -747,7 +748,7 @@ async def _async_checkpoint() -> None:
             await trio.lowlevel.checkpoint()
 
 
-def _bind_candidate(sdev: scsi_device) -> Any:
+def _bind_candidate(sdev: scsi_device) -> ScsiDriver | None:
     kernel = sdev.host.kernel
     if not scsi_bus(kernel).autoprobe:
         return None
@@ -758,7 +759,7 @@ def _bind_candidate(sdev: scsi_device) -> Any:
     return None
 
 
-def _schedule_probe(sdev: scsi_device, drv: Any) -> bool:
+def _schedule_probe(sdev: scsi_device, drv: ScsiDriver) -> bool:
     """__device_attach_async_helper: the probe as async work. False without an async domain."""
     kernel = sdev.host.kernel
     if kernel.nursery is None:
@@ -781,7 +782,7 @@ async def _wait_probe(sdev: scsi_device) -> None:
         await ev.wait()
 
 
-async def _really_probe(sdev: scsi_device, first: Any) -> None:
+async def _really_probe(sdev: scsi_device, first: ScsiDriver) -> None:
     """really_probe(): try the pre-bound driver, then the others, until one binds."""
     kernel = sdev.host.kernel
     candidates = [first] + [d for d in _drivers(kernel) if d is not first and _probes_async(d)]

@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from vscsifs.scsi.kernel.base._driver_model import Device
+from vscsifs.scsi.kernel.base._driver_model import Device, Driver
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel._scsi_cmnd import scsi_cmnd
@@ -218,7 +218,7 @@ class scsi_device:  # noqa: N801 - the kernel's struct name (QEMU's SCSIDevice i
     supported_events: set[str] = field(default_factory=set)
     sdev_gendev: Any = None            # fs Device "H:C:T:L" on bus scsi
     sdev_dev: Any = None               # fs Device in class scsi_device
-    driver_ops: Any = None             # the bound ScsiDriver (sd/sr/...)
+    driver_ops: ScsiDriver | None = None   # the bound upper driver (sd/sr/...)
     hostdata: Any = None
     handler: Any = None                # device handler (ALUA...): none in vscsifs
     created: bool = True               # scsi_device_created() until added or removed
@@ -235,6 +235,30 @@ class scsi_device:  # noqa: N801 - the kernel's struct name (QEMU's SCSIDevice i
     def online(self) -> bool:
         """scsi_device_online()"""
         return self.sdev_state not in (SdevState.SDEV_OFFLINE, SdevState.SDEV_TRANSPORT_OFFLINE)
+
+
+class ScsiDriver:
+    """struct scsi_driver: an upper driver on the scsi bus (sd, sr). A subclass defines
+    ``probe`` and whichever hooks it has; the ones left None are the kernel struct's NULL
+    pointers, which the midlayer skips."""
+
+    name: str = ""
+    module: str | None = None
+    # driver_allows_async_probing(): "PROBE_DEFAULT_STRATEGY" makes the bus probe synchronously
+    probe_type: str = "PROBE_PREFER_ASYNCHRONOUS"
+    fs_driver: Driver | None = None    # the driver's sysfs directory, once registered
+    match: Callable[[scsi_device], bool] | None = None
+    remove: Callable[[scsi_device], Awaitable[int] | int] | None = None
+    rescan: Callable[[scsi_device], Awaitable[None] | None] | None = None
+    init_command: Callable[[scsi_cmnd], Any] | None = None
+    uninit_command: Callable[[scsi_cmnd], None] | None = None
+    done: Callable[[scsi_cmnd], int] | None = None
+    eh_action: Callable[[scsi_cmnd, int], int] | None = None
+    eh_reset: Callable[[scsi_cmnd], None] | None = None
+
+    def probe(self, sdev: scsi_device) -> Awaitable[int] | int:
+        """0 when the driver bound the device, -errno otherwise."""
+        raise NotImplementedError(f"{type(self).__name__} has no probe")
 
 
 def scsi_device_state_name(state: SdevState) -> str:

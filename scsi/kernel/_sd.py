@@ -42,7 +42,7 @@ from vscsifs.scsi.kernel._scsi_lib import (SCSI_REMOVAL_ALLOW, SCSI_REMOVAL_PREV
                                           scsi_set_medium_removal, scsi_test_unit_ready)
 from vscsifs.scsi.kernel._scsi_logging import (LogShift, scmd_printk, scsi_log_enabled, scsi_print_sense_hdr, sdev_name,
                                               sdev_prefix_printk)
-from vscsifs.scsi.kernel._scsi_types import SdevState, scsi_device_set_state
+from vscsifs.scsi.kernel._scsi_types import ScsiDriver, SdevState, scsi_device_set_state
 
 # --- constants (sd.h, include/scsi/scsi_proto.h, include/linux/major.h) -------------------------
 
@@ -1678,7 +1678,7 @@ async def sd_shutdown(sdkp: ScsiDisk) -> None:
         await sd_start_stop_device(sdkp, False)
 
 
-class SdDriver:
+class SdDriver(ScsiDriver):
     """sd_template: the scsi_driver the midlayer binds to disks (name "sd", module sd_mod)."""
 
     name = "sd"

@@ -44,6 +44,7 @@ from vscsifs.scsi.kernel._scsi_lib import (SCSI_REMOVAL_ALLOW, SCSI_REMOVAL_PREV
 from vscsifs.scsi.kernel._scsi_lib import scsi_test_unit_ready as tur
 from vscsifs.scsi.kernel._scsi_logging import LogShift, scsi_log_enabled, sdev_prefix_printk
 from vscsifs.scsi.kernel._scsi_sysfs import scsi_register_driver
+from vscsifs.scsi.kernel._scsi_types import ScsiDriver
 
 SR_DISKS = 256
 SCSI_CDROM_MAJOR = 11
@@ -772,7 +773,7 @@ async def sr_remove(sdev: Any) -> int:
 
 # --- the driver object --------------------------------------------------------------------------
 
-class SrDriver:
+class SrDriver(ScsiDriver):
     """sr_template: the scsi_driver "sr" of module sr_mod; probes synchronously."""
 
     name = "sr"

@@ -258,6 +258,7 @@ class _D:
     retry_hwerror = False
     expecting_cc_ua = False
     allow_restart = False
+    silence_suspend = False
     host = None
 
     def __init__(self) -> None:

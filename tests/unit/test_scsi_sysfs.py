@@ -256,7 +256,7 @@ async def test_driver_probe_is_async_and_can_decline(tmp_path: Path, opened) -> 
     kernel = make_kernel()
     probed: list[str] = []
 
-    class Picky:
+    class Picky(K.ScsiDriver):
         name = "picky"
         module = "picky_mod"
 
