@@ -1,10 +1,13 @@
-"""Sense data and the completion disposition (drivers/scsi/scsi_common.c sense parsing,
-scsi_error.c scsi_check_sense / scsi_decide_disposition / scsi_report_sense).
+"""The completion disposition and the error handler (drivers/scsi/scsi_error.c).
 
-The midlayer decides from the host byte, the SAM status and the sense data whether a finished
-command is done (SUCCESS), should be sent again (NEEDS_RETRY / ADD_TO_MLQUEUE) or would need
-the error handler (FAILED). vscsifs has no error-handler thread: FAILED completes the command
-with its error, which is what the kernel ends up doing for passthrough once recovery gives up.
+scsi_decide_disposition / scsi_check_sense / scsi_report_sense decide from the host byte, the
+SAM status and the sense data (parsed by _scsi_common) whether a finished command is done
+(SUCCESS), should be sent again (NEEDS_RETRY / ADD_TO_MLQUEUE) or needs the error handler
+(FAILED); scsi_timeout, the abort work and the per-host error handler recover the rest.
+
+scsi_lib imports this module (its completion asks for the disposition and hands FAILED
+commands to scsi_eh_scmd_add); the error handler ends a recovered command through the
+host's ``ml_ops.finish_command`` (scsi_lib's scsi_finish_command) rather than importing back.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import trio
 from vscsifs.scsi._proto import SenseKey
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block._blk_mq import blk_mq_requeue_request
-from vscsifs.scsi.kernel.block._blk_types import ReqFlag
+from vscsifs.scsi.kernel.block._blk_types import ReqFlag, Request
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, scsi_cmnd
 
 
@@ -791,12 +794,11 @@ BLK_EH_DONE = 0
 BLK_EH_RESET_TIMER = 1
 
 
-def scsi_timeout(rq: Any) -> int:
+def scsi_timeout(rq: Request) -> int:
     """scsi_error.c scsi_timeout(): blk-mq's timer expired. The LLD's eh_timed_out may re-arm
     the timer (virtio-scsi always does: the device may still answer). Otherwise the command
-    is taken from the LLD (later completions are ignored) and aborted; vscsifs has no further
-    error-handler escalation (device/target/host reset): a failed abort ends the command with
-    DID_TIME_OUT."""
+    is taken from the LLD (later completions are ignored) and aborted; when the abort cannot
+    be scheduled the command gets DID_TIME_OUT and goes to the error handler."""
     cmd: scsi_cmnd = rq.pdu
     sdev: scsi_device = cmd.device
     shost = sdev.host
