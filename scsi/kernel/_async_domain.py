@@ -4,7 +4,6 @@ into the kernel's nursery, and async_synchronize_full() that waits for all of it
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,11 +67,3 @@ async def async_synchronize_full(kernel: Kernel) -> None:
     dom = _domain(kernel)
     while dom.pending:
         await dom.idle.wait()
-
-
-async def maybe_await(value: Any) -> Any:
-    """The result of a driver callback that may be a coroutine (the upper drivers' probe,
-    remove and rescan, an LLD's handlers) or a plain value."""
-    if inspect.isawaitable(value):
-        return await value
-    return value

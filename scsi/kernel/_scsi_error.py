@@ -12,12 +12,12 @@ host's ``ml_ops.finish_command`` (scsi_lib's scsi_finish_command) rather than im
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import trio
 
 from vscsifs.scsi._proto import SenseKey
+from vscsifs.scsi.kernel.base._async import maybe_await
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block._blk_mq import blk_mq_requeue_request
 from vscsifs.scsi.kernel.block._blk_types import ReqFlag, Request
@@ -294,17 +294,11 @@ def scsi_abort_command(cmd: scsi_cmnd) -> Disposition:
     return SUCCESS
 
 
-async def _maybe_await(value: Any) -> Any:
-    if inspect.isawaitable(value):
-        return await value
-    return value
-
-
 async def scsi_try_to_abort_cmd(cmd: scsi_cmnd) -> Disposition:
     handler = getattr(cmd.device.host.hostt, "eh_abort_handler", None)
     if handler is None:
         return FAILED
-    return Disposition(await _maybe_await(handler(cmd)))
+    return Disposition(await maybe_await(handler(cmd)))
 
 
 async def scmd_eh_abort_handler(cmd: scsi_cmnd) -> None:
@@ -542,7 +536,7 @@ async def scsi_try_bus_device_reset(cmd: scsi_cmnd) -> Disposition:
     handler = getattr(cmd.device.host.hostt, "eh_device_reset_handler", None)
     if handler is None:
         return FAILED
-    rtn = Disposition(await _maybe_await(handler(cmd)))
+    rtn = Disposition(await maybe_await(handler(cmd)))
     if rtn == SUCCESS:
         _report_device_reset(cmd.device)
     return rtn
@@ -552,7 +546,7 @@ async def scsi_try_target_reset(cmd: scsi_cmnd) -> Disposition:
     handler = getattr(cmd.device.host.hostt, "eh_target_reset_handler", None)
     if handler is None:
         return FAILED
-    rtn = Disposition(await _maybe_await(handler(cmd)))
+    rtn = Disposition(await maybe_await(handler(cmd)))
     if rtn == SUCCESS:
         for sdev in list(cmd.device.host.devices):
             if sdev.sdev_target is cmd.device.sdev_target:
@@ -573,7 +567,7 @@ async def _try_reset(cmd: scsi_cmnd, handler_name: str, settle: float) -> Dispos
     handler = getattr(shost.hostt, handler_name, None)
     if handler is None:
         return FAILED
-    rtn = Disposition(await _maybe_await(handler(cmd)))
+    rtn = Disposition(await maybe_await(handler(cmd)))
     if rtn == SUCCESS:
         if not getattr(shost.hostt, "skip_settle_delay", False):
             await trio.sleep(settle)

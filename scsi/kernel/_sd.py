@@ -34,7 +34,7 @@ from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block._blk_types import BlkStatus, ReqFlag, ReqOp
 from vscsifs.scsi.kernel.block._disk_events import bdev_check_media_change, disk_add_events
-from vscsifs.scsi.kernel._async_domain import maybe_await
+from vscsifs.scsi.kernel.base._async import maybe_await
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, scsi_cmnd
 from vscsifs.scsi.kernel._scsi_common import SUCCESS, ScsiSenseHdr, scsi_normalize_sense
 from vscsifs.scsi.kernel._scsi_lib import (SCSI_REMOVAL_ALLOW, SCSI_REMOVAL_PREVENT, ScsiModeData, scsi_device_supports_vpd,

@@ -37,7 +37,7 @@ from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, scsi_cmnd
 from vscsifs.scsi._proto import ScsiOpcode, ScsiType, SenseKey
 from vscsifs.scsi.kernel._scsi_common import ScsiSenseHdr
-from vscsifs.scsi.kernel._async_domain import maybe_await
+from vscsifs.scsi.kernel.base._async import maybe_await
 from vscsifs.scsi.kernel._scsi_lib import (SCSI_REMOVAL_ALLOW, SCSI_REMOVAL_PREVENT,
                                           scsi_command_size, scsi_execute_cmd, scsi_mode_sense,
                                           scsi_set_medium_removal)
