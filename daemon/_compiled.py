@@ -34,16 +34,19 @@ from types import ModuleType
 ENV = "VSCSIFS_BUILD"
 
 # Every module a read or write of DIR/dev/sdX runs through, from the FUSE handler to the image
-# and back (bench/BENCH.md "Profile" names them by layer).
+# and back (bench/BENCH.md "Profile" names them by layer), but devfs: its open watch waits on
+# trio locks, and trio's Lock needs coroutines that say whether they are suspended
+# (cr_suspended), which Cython's do not.
 HOT_MODULES: tuple[str, ...] = (
     "vscsifs.fs._operations",
-    "vscsifs.fs._devfs",
     "vscsifs.scsi._proto",
     "vscsifs.scsi.kernel.block._blk_types",
     "vscsifs.scsi.kernel.block._bio",
     "vscsifs.scsi.kernel.block._blk_mq",
     "vscsifs.scsi.kernel.block._stat",
     "vscsifs.scsi.kernel._scsi_cmnd",
+    "vscsifs.scsi.kernel._scsi_common",
+    "vscsifs.scsi.kernel._scsi_types",
     "vscsifs.scsi.kernel._scsi_lib",
     "vscsifs.scsi.kernel._scsi_logging",
     "vscsifs.scsi.kernel._scsi_error",

@@ -20,7 +20,8 @@ from typing import Any, TextIO
 
 import trio
 
-from vscsifs.fs import Udevd, machine_operations, serve, udev_machine_operations
+from vscsifs.fs import machine_operations, serve
+from vscsifs.fs.udev import Udevd, udev_machine_operations
 from vscsifs.scsi.kernel import (Scsi_Host, async_synchronize_full, bsg_init, scsi_scan_host, scsi_sysfs_register,
                                  sd_init, sg_init, shost_for_each_device)
 from vscsifs.scsi.kernel._sd import sd_shutdown

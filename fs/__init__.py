@@ -17,7 +17,6 @@ from vscsifs.scsi.kernel.base._kobject import Attr, Dir, Link, Node, SysfsError
 from vscsifs.fs._mount import Mount, clean_stale, force_unmount, is_mounted, is_stale_mount, mount_options, serve
 from vscsifs.fs._operations import VscsiOperations
 from vscsifs.fs._procfs import ProcFs
-from vscsifs.fs.udev import Udevd
 
 
 def make_operations(sysfs_root: Dir, devfs: DevFs | None = None, procfs: ProcFs | None = None,
@@ -41,16 +40,7 @@ def machine_operations(kernel: Kernel, **devfs_kwargs: Any) -> tuple[VscsiOperat
     return make_operations(kernel.sysfs.root, devfs, procfs), devfs, procfs
 
 
-def udev_machine_operations(kernel: Any, **devfs_kwargs: Any) -> tuple[VscsiOperations, DevFs, ProcFs, Udevd]:
-    """machine_operations() with the guest's udev view: a Udevd hearing the same devices,
-    its DIR/run mounted beside sys, dev and proc."""
-    devfs = DevFs(kernel, **devfs_kwargs)
-    procfs = ProcFs(kernel)
-    udevd = Udevd(kernel, devfs)
-    return make_operations(kernel.sysfs.root, devfs, procfs, {"run": udevd.run_root}), devfs, procfs, udevd
-
-
 __all__ = ["Attr", "BdevIO", "BlockNode", "DataFile", "DevFs", "Dir", "Link", "LoopDevice", "Mount", "Node",
            "ProcFs", "SysfsError", "UnavailableCharNode", "VscsiOperations", "clean_stale", "cleanup_stale_loops",
            "force_unmount", "is_mounted", "is_stale_mount", "loop_attach", "loop_available", "loop_detach",
-           "machine_operations", "make_operations", "udev_machine_operations", "Udevd", "mount_options", "serve", "stale_loops"]
+           "machine_operations", "make_operations", "mount_options", "serve", "stale_loops"]

@@ -10,7 +10,20 @@ DIR/dev/disk links). It is the guest's userspace: it reads what the kernel model
 
 from __future__ import annotations
 
+from typing import Any
+
+from vscsifs.fs import DevFs, ProcFs, VscsiOperations, make_operations
 from vscsifs.fs.udev._record import UdevRecord
 from vscsifs.fs.udev._udevd import Udevd
 
-__all__ = ["UdevRecord", "Udevd"]
+
+def udev_machine_operations(kernel: Any, **devfs_kwargs: Any) -> tuple[VscsiOperations, DevFs, ProcFs, Udevd]:
+    """machine_operations() with the guest's udev view: a Udevd hearing the same devices,
+    its DIR/run mounted beside sys, dev and proc."""
+    devfs = DevFs(kernel, **devfs_kwargs)
+    procfs = ProcFs(kernel)
+    udevd = Udevd(kernel, devfs)
+    return make_operations(kernel.sysfs.root, devfs, procfs, {"run": udevd.run_root}), devfs, procfs, udevd
+
+
+__all__ = ["UdevRecord", "Udevd", "udev_machine_operations"]

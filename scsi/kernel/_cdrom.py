@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 from typing import Any, Protocol
 
+from vscsifs.scsi.kernel.base._kobject import SysfsError
 from vscsifs.scsi.kernel.base._printk import KernLevel
+from vscsifs.scsi.kernel.block import set_disk_ro
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection
-from vscsifs.scsi.kernel._scsi_error import ScsiSenseHdr
+from vscsifs.scsi.kernel._scsi_common import ScsiSenseHdr
 
 REVISION = "Revision: 3.20"
 VERSION = "Id: cdrom.c 3.20 2003/12/17"
@@ -288,18 +290,27 @@ def cdrom_sysctl_register(kernel: Any) -> None:
     entries: list[tuple[str, Callable[[], str], Callable[[bytes], None] | None, int]] = [
         ("info", lambda: cdrom_sysctl_info(kernel), None, 0o444)]
     for name in ("autoclose", "autoeject", "debug", "lock", "check_media"):
-        entries.append((name, lambda n=name: f"{st.settings[n]}\n",
-                        lambda data, n=name: _sysctl_store(kernel, n, data), 0o644))
+        entries.append((name, *_sysctl_setting(kernel, st, name), 0o644))
     tables["dev/cdrom"] = entries
     hook = getattr(kernel, "sysctl_register", None)
     if hook is not None:
         hook("dev/cdrom", entries)
 
 
+def _sysctl_setting(kernel: Any, st: Any, name: str) -> tuple[Callable[[], str], Callable[[bytes], None]]:
+    """The show and store of one dev/cdrom setting (proc_dointvec on cdrom_sysctl_settings)."""
+
+    def show() -> str:
+        return f"{st.settings[name]}\n"
+
+    def store(data: bytes) -> None:
+        _sysctl_store(kernel, name, data)
+
+    return show, store
+
+
 def _sysctl_store(kernel: Any, name: str, data: bytes) -> None:
     """cdrom_sysctl_handler(): proc_dointvec, then the options of every drive follow."""
-    from vscsifs.scsi.kernel.base._kobject import SysfsError
-
     text = data.decode("ascii", errors="replace").strip()
     try:
         value = int(text, 0)
@@ -395,8 +406,6 @@ def register_cdrom(kernel: Any, disk: Any, cdi: CdromDeviceInfo) -> int:
     if st.check_media_type:
         cdi.options |= Cdo.CHECK_TYPE
     cdi.cdda_method = "CDDA_BPC_FULL" if getattr(cdi.ops, "read_cdda_bpc", None) else "CDDA_OLD"
-    from vscsifs.scsi.kernel.block import set_disk_ro
-
     set_disk_ro(disk, not cdrom_can(cdi, Cdc.DVD_RAM | Cdc.MRW_W | Cdc.RAM | Cdc.CD_RW))
     st.drives.append(cdi)
     return 0

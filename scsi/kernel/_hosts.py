@@ -8,164 +8,21 @@ config space as virtscsi_probe() does, then scsi_add_host() and scsi_scan_host()
 
 from __future__ import annotations
 
-import errno
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import IntEnum
-from typing import TYPE_CHECKING, Any
-
 from vscsifs.scsi.kernel.base._driver_model import Device, device_add, device_del
-
+from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import KernLevel
+from vscsifs.scsi.kernel.block import blk_mq_alloc_tag_set
+from vscsifs.scsi.kernel._scsi_lib import scsi_finish_command, scsi_mq_ops
 from vscsifs.scsi.kernel._scsi_logging import LogShift, scsi_log_enabled, shost_printk
+from vscsifs.scsi.kernel._scsi_scan import (scsi_check_scan_args, scsi_forget_host, scsi_remove_device,
+                                           scsi_rescan_device, scsi_scan_host_selected)
+from vscsifs.scsi.kernel._scsi_sysfs import scsi_bus, scsi_host_class, scsi_host_rpm, scsi_sysfs_add_host
+from vscsifs.scsi.kernel._scsi_types import HostState, ScsiHostTemplate, ScsiMidlayerOps, Scsi_Host, scsi_host_set_state
 
-if TYPE_CHECKING:
-    from vscsifs.scsi.kernel.base._kernel import Kernel
-    from vscsifs.scsi.kernel._scsi_cmnd import ScsiCmnd
-
-SCSI_MLQUEUE_HOST_BUSY = 0x1055
-SCSI_MLQUEUE_DEVICE_BUSY = 0x1056
-SCSI_MLQUEUE_EH_RETRY = 0x1057
-SCSI_MLQUEUE_TARGET_BUSY = 0x1058
-
-MODE_UNKNOWN = 0x00
-MODE_INITIATOR = 0x01
-MODE_TARGET = 0x02
-
-
-class HostState(IntEnum):
-    """enum scsi_host_state; ``sysfs_name`` is what the host's ``state`` attribute shows."""
-
-    SHOST_CREATED = 1
-    SHOST_RUNNING = 2
-    SHOST_CANCEL = 3
-    SHOST_DEL = 4
-    SHOST_RECOVERY = 5
-    SHOST_CANCEL_RECOVERY = 6
-    SHOST_DEL_RECOVERY = 7
-
-    @property
-    def sysfs_name(self) -> str:
-        return _HOST_STATE_NAMES[self]
-
-
-_HOST_STATE_NAMES = {
-    HostState.SHOST_CREATED: "created",
-    HostState.SHOST_RUNNING: "running",
-    HostState.SHOST_CANCEL: "cancel",
-    HostState.SHOST_DEL: "deleted",
-    HostState.SHOST_RECOVERY: "recovery",
-    HostState.SHOST_CANCEL_RECOVERY: "cancel/recovery",
-    HostState.SHOST_DEL_RECOVERY: "deleted/recovery",
-}
-
-# scsi_host_set_state(): which old states may move to each new state
-_HOST_TRANSITIONS: dict[HostState, frozenset[HostState]] = {
-    HostState.SHOST_CREATED: frozenset(),
-    HostState.SHOST_RUNNING: frozenset({HostState.SHOST_CREATED, HostState.SHOST_RECOVERY}),
-    HostState.SHOST_RECOVERY: frozenset({HostState.SHOST_RUNNING}),
-    HostState.SHOST_CANCEL: frozenset({HostState.SHOST_CREATED, HostState.SHOST_RUNNING,
-                                       HostState.SHOST_CANCEL_RECOVERY}),
-    HostState.SHOST_DEL: frozenset({HostState.SHOST_CANCEL, HostState.SHOST_DEL_RECOVERY}),
-    HostState.SHOST_CANCEL_RECOVERY: frozenset({HostState.SHOST_CANCEL, HostState.SHOST_RECOVERY}),
-    HostState.SHOST_DEL_RECOVERY: frozenset({HostState.SHOST_CANCEL_RECOVERY}),
-}
-
-
-@dataclass
-class ScsiHostTemplate:
-    """struct scsi_host_template: what the LLD declares. ``queuecommand(shost, cmd)`` returns 0
-    or SCSI_MLQUEUE_*_BUSY; the LLD completes a command by calling ``cmd.scsi_done(cmd)``."""
-
-    name: str
-    proc_name: str
-    queuecommand: Callable[[Scsi_Host, ScsiCmnd], int]
-    module: str | None = None
-    can_queue: int = 1
-    cmd_per_lun: int = 1
-    sg_tablesize: int = 128
-    sg_prot_tablesize: int = 0
-    max_sectors: int = 1024                  # SCSI_DEFAULT_MAX_SECTORS
-    max_segment_size: int = 1 << 16
-    dma_boundary: int = 0xFFFFFFFF
-    this_id: int = -1
-    cmd_size: int = 0
-    unique_id: int = 0
-    info: Callable[[Scsi_Host], str] | None = None
-    slave_alloc: Callable[[Any], int] | None = None
-    slave_configure: Callable[[Any], int] | None = None
-    slave_destroy: Callable[[Any], None] | None = None
-    target_alloc: Callable[[Any], int] | None = None
-    target_destroy: Callable[[Any], None] | None = None
-    change_queue_depth: Callable[[Any, int], int] | None = None
-    map_queues: Callable[[Scsi_Host], None] | None = None
-    commit_rqs: Callable[[Scsi_Host, int], None] | None = None
-    eh_abort_handler: Callable[[Any], int] | None = None
-    eh_device_reset_handler: Callable[[Any], int] | None = None
-    host_reset: Callable[[Scsi_Host, int], int] | None = None
-    eh_timed_out: Callable[[Any], int] | None = None
-    supported_mode: int = MODE_UNKNOWN
-    track_queue_depth: bool = False
-    host_tagset: bool = False
-    no_write_same: bool = False
-
-
-@dataclass(eq=False)
-class Scsi_Host:  # noqa: N801 - the kernel's name
-    """struct Scsi_Host: one HBA seen from the midlayer."""
-
-    kernel: Kernel
-    hostt: ScsiHostTemplate
-    host_no: int
-    can_queue: int
-    cmd_per_lun: int
-    sg_tablesize: int
-    sg_prot_tablesize: int
-    max_sectors: int
-    max_segment_size: int
-    dma_boundary: int
-    this_id: int
-    unique_id: int
-    max_id: int = 8
-    max_lun: int = 8
-    max_channel: int = 0
-    max_cmd_len: int = 12
-    nr_hw_queues: int = 1
-    nr_maps: int = 1
-    active_mode: int = MODE_INITIATOR
-    prot_capabilities: int = 0
-    prot_guard_type: int = 0
-    reverse_ordering: bool = False
-    no_scsi2_lun_in_cdb: bool = False
-    short_inquiry: bool = False
-    async_scan: bool = False
-    eh_deadline: int = -1              # seconds; -1 = off
-    shost_state: HostState = HostState.SHOST_CREATED
-    host_busy: int = 0                 # commands owned by the LLD (scsi_host_busy())
-    host_failed: int = 0
-    host_blocked: int = 0
-    hostdata: Any = None               # the LLD's private struct (shost_priv)
-    tag_set: Any = None                # blk_mq_tag_set
-    shost_gendev: Device = field(init=False)
-    shost_dev: Device = field(init=False)
-    targets: list[Any] = field(default_factory=list)     # __targets
-    devices: list[Any] = field(default_factory=list)     # __devices
-    added: bool = False
-
-    def __post_init__(self) -> None:
-        from vscsifs.scsi.kernel._scsi_sysfs import scsi_bus, scsi_host_class
-
-        self.shost_gendev = Device(f"host{self.host_no}", bus=scsi_bus(self.kernel),
-                                   devtype="scsi_host")
-        self.shost_dev = Device(f"host{self.host_no}", parent=self.shost_gendev,
-                                cls=scsi_host_class(self.kernel))
-
-    @property
-    def supported_mode(self) -> int:
-        return self.hostt.supported_mode or MODE_INITIATOR
-
-    def scsi_host_busy(self) -> int:
-        return self.host_busy
+# the midlayer's upper entry points its lower modules call back (see ScsiMidlayerOps)
+_SCSI_ML_OPS = ScsiMidlayerOps(finish_command=scsi_finish_command, scan_host_selected=scsi_scan_host_selected,
+                               check_scan_args=scsi_check_scan_args, remove_device=scsi_remove_device,
+                               rescan_device=scsi_rescan_device)
 
 
 def scsi_host_alloc(kernel: Kernel, template: ScsiHostTemplate, privsize: int = 0) -> Scsi_Host:
@@ -183,6 +40,9 @@ def scsi_host_alloc(kernel: Kernel, template: ScsiHostTemplate, privsize: int = 
         # golden multi: host1 and host2 show unique_id 0)
         unique_id=template.unique_id,
     )
+    shost.shost_gendev = Device(f"host{host_no}", bus=scsi_bus(kernel), devtype="scsi_host")
+    shost.shost_dev = Device(f"host{host_no}", parent=shost.shost_gendev, cls=scsi_host_class(kernel))
+    shost.ml_ops = _SCSI_ML_OPS
     eh = kernel.param("scsi_mod.eh_deadline", "-1") or "-1"
     try:
         shost.eh_deadline = int(eh)
@@ -196,35 +56,15 @@ def scsi_host_alloc(kernel: Kernel, template: ScsiHostTemplate, privsize: int = 
     return shost
 
 
-def scsi_host_set_state(shost: Scsi_Host, state: HostState) -> int:
-    """hosts.c scsi_host_set_state(): 0 or -EINVAL for an illegal transition."""
-    old = shost.shost_state
-    if state == old:
-        return 0
-    if old not in _HOST_TRANSITIONS[state]:
-        if scsi_log_enabled(shost.kernel, LogShift.ERROR, 1):
-            shost_printk(KernLevel.ERR, shost,
-                         f"Illegal host state transition{old.sysfs_name}->{state.sysfs_name}")
-        return -errno.EINVAL
-    shost.shost_state = state
-    return 0
-
-
 def scsi_mq_setup_tags(shost: Scsi_Host) -> None:
     """scsi_lib.c scsi_mq_setup_tags(): the host-wide tag set (depth can_queue)."""
-    from vscsifs.scsi.kernel import block as blk
-
-    from vscsifs.scsi.kernel._scsi_lib import scsi_mq_ops
-
-    shost.tag_set = blk.blk_mq_alloc_tag_set(shost.kernel, scsi_mq_ops(shost), shost.nr_hw_queues,
+    shost.tag_set = blk_mq_alloc_tag_set(shost.kernel, scsi_mq_ops(shost), shost.nr_hw_queues,
                                              shost.can_queue)
     shost.tag_set.driver_data = shost
 
 
 def scsi_add_host(shost: Scsi_Host, parent: Device | None) -> None:
     """hosts.c scsi_add_host_with_dma(): log the banner, set up tags, add hostN to sysfs."""
-    from vscsifs.scsi.kernel._scsi_sysfs import scsi_host_rpm, scsi_sysfs_add_host
-
     info = shost.hostt.info(shost) if shost.hostt.info else shost.hostt.name
     shost_printk(KernLevel.INFO, shost, info)
     if shost.can_queue <= 0:
@@ -247,8 +87,6 @@ def scsi_add_host(shost: Scsi_Host, parent: Device | None) -> None:
 
 async def scsi_remove_host(shost: Scsi_Host) -> None:
     """hosts.c scsi_remove_host(): cancel, remove every device and target, then the host."""
-    from vscsifs.scsi.kernel._scsi_scan import scsi_forget_host
-
     if scsi_host_set_state(shost, HostState.SHOST_CANCEL) != 0:
         if scsi_host_set_state(shost, HostState.SHOST_CANCEL_RECOVERY) != 0:
             return

@@ -1,7 +1,7 @@
 """struct scsi_cmnd and the result encoding shared by the midlayer and the LLD (virtio driver half).
 
 include/scsi/scsi_cmnd.h, scsi_host.h (host bytes), scsi_proto.h (status): the midlayer builds
-one ScsiCmnd per request, the LLD's queuecommand() turns it into a virtio request, and the
+one scsi_cmnd per request, the LLD's queuecommand() turns it into a virtio request, and the
 LLD's completion fills ``result``/``sense_buffer``/``resid`` and calls ``scsi_done``.
 """
 
@@ -10,10 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any, Protocol
-
-if TYPE_CHECKING:
-    pass
+from typing import Any, Protocol
 
 SCSI_SENSE_BUFFERSIZE = 96
 
@@ -62,7 +59,7 @@ class GuestBufferLike(Protocol):
 
 
 @dataclass(eq=False, slots=True)
-class ScsiCmnd:
+class scsi_cmnd:  # noqa: N801 - the kernel's struct name (QEMU's request is the device side's SCSICommand)
     """One SCSI command in flight. ``device`` is the driver-side scsi_device."""
 
     device: Any
@@ -78,10 +75,17 @@ class ScsiCmnd:
     retries: int = 0
     allowed: int = 0
     timeout: float = 30.0
-    scsi_done: Callable[[ScsiCmnd], None] | None = None
+    scsi_done: Callable[[scsi_cmnd], None] | None = None
     done: bool = False                        # set by scsi_done; lets a synchronous completion skip waiting
     host_scribble: Any = None                 # the LLD's per-command state (virtio_scsi_cmd)
     request: Any = None                       # scsi_cmd_to_rq(): the block Request this command serves
+    jiffies_at_alloc: float = 0.0             # trio time the command was prepared (scmd_age, runtime limit)
+    eh_eflags: int = 0                        # SCSI_EH_ABORT_SCHEDULED once the abort was queued
+    state_complete: bool = False              # SCMD_STATE_COMPLETE: completion or timeout owns it
+    partial_requeues: int = 0                 # whole-request resends after a partial success
+    # the request's RQF_DONTPREP: scsi_prepare_cmd ran (kept on the PDU, one per request, as a
+    # bool: IntFlag arithmetic on rq.flags costs four Python calls per test-and-set)
+    dontprep: bool = False
 
     @property
     def host_byte(self) -> int:

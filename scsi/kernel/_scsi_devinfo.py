@@ -10,10 +10,9 @@ virtio-scsi does with BLIST_TRY_VPD_PAGES).
 from __future__ import annotations
 
 from enum import IntFlag
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from vscsifs.scsi.kernel.base._kernel import Kernel
+from vscsifs.scsi.kernel.base._kernel import Kernel
 
 
 class Blist(IntFlag):
@@ -276,7 +275,7 @@ def _parse_int(text: str) -> int:
     return int(text, 0)
 
 
-class _DevInfoList(list):  # type: ignore[type-arg]
+class _DevInfoList(list[Any]):
     """The global list, with the answers already looked up in it (every LUN of a big machine
     asks for the same vendor/model; the list is rebuilt, and the answers dropped, when
     dev_flags changes)."""

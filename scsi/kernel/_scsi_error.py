@@ -1,152 +1,36 @@
-"""Sense data and the completion disposition (drivers/scsi/scsi_common.c sense parsing,
-scsi_error.c scsi_check_sense / scsi_decide_disposition / scsi_report_sense).
+"""The completion disposition and the error handler (drivers/scsi/scsi_error.c).
 
-The midlayer decides from the host byte, the SAM status and the sense data whether a finished
-command is done (SUCCESS), should be sent again (NEEDS_RETRY / ADD_TO_MLQUEUE) or would need
-the error handler (FAILED). vscsifs has no error-handler thread: FAILED completes the command
-with its error, which is what the kernel ends up doing for passthrough once recovery gives up.
+scsi_decide_disposition / scsi_check_sense / scsi_report_sense decide from the host byte, the
+SAM status and the sense data (parsed by _scsi_common) whether a finished command is done
+(SUCCESS), should be sent again (NEEDS_RETRY / ADD_TO_MLQUEUE) or needs the error handler
+(FAILED); scsi_timeout, the abort work and the per-host error handler recover the rest.
+
+scsi_lib imports this module (its completion asks for the disposition and hands FAILED
+commands to scsi_eh_scmd_add); the error handler ends a recovered command through the
+host's ``ml_ops.finish_command`` (scsi_lib's scsi_finish_command) rather than importing back.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any
 
-from vscsifs.scsi._proto import SamStatus, SenseKey
+import trio
 
+from vscsifs.scsi._proto import SenseKey
+from vscsifs.scsi.kernel.base._async import maybe_await
 from vscsifs.scsi.kernel.base._printk import KernLevel
-from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, ScsiCmnd
+from vscsifs.scsi.kernel.block._blk_mq import blk_mq_requeue_request
+from vscsifs.scsi.kernel.block._blk_types import ReqFlag, Request
+from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, scsi_cmnd
 
 
-# the SAM status and sense key values are the wire protocol's, defined once in scsi/_proto.py
-SamStat = SamStatus
-
-
-class Disposition(IntEnum):
-    """include/scsi/scsi.h enum scsi_disposition (values as the kernel numbers them)."""
-
-    NEEDS_RETRY = 0x2001
-    SUCCESS = 0x2002
-    FAILED = 0x2003
-    QUEUED = 0x2004
-    SOFT_ERROR = 0x2005
-    ADD_TO_MLQUEUE = 0x2006
-    TIMEOUT_ERROR = 0x2007
-    SCSI_RETURN_NOT_HANDLED = 0x2008
-    FAST_IO_FAIL = 0x2009
-
-
-NEEDS_RETRY = Disposition.NEEDS_RETRY
-SUCCESS = Disposition.SUCCESS
-FAILED = Disposition.FAILED
-ADD_TO_MLQUEUE = Disposition.ADD_TO_MLQUEUE
-
-
-class ScsimlStat(IntEnum):
-    """Midlayer-internal status byte (result bits 8..15 in 6.1): set_scsi_ml_byte()."""
-
-    OK = 0x00
-    RESV_CONFLICT = 0x01
-    NOSPC = 0x02
-    MED_ERROR = 0x03
-    TGT_FAILURE = 0x04
-
-
-def scsi_mlreturn_string(disposition: int) -> str | None:
-    try:
-        return Disposition(disposition).name
-    except ValueError:
-        return None
-
-
-def scsi_status_is_check_condition(result: int) -> bool:
-    """scsi_status_is_check_condition(): no host byte error and status CHECK CONDITION."""
-    if result < 0:
-        return False
-    return (result & 0xFF) == SamStat.CHECK_CONDITION
-
-
-@dataclass(slots=True)
-class ScsiSenseHdr:
-    """struct scsi_sense_hdr: the fields common to fixed and descriptor sense."""
-
-    response_code: int = 0
-    sense_key: int = 0
-    asc: int = 0
-    ascq: int = 0
-    byte4: int = 0
-    byte5: int = 0
-    byte6: int = 0
-    additional_length: int = 0
-
-    @property
-    def is_deferred(self) -> bool:
-        """scsi_sense_is_deferred()"""
-        return (self.response_code & 0x70) == 0x70 and (self.response_code & 1) == 1
-
-    def valid(self) -> bool:
-        """scsi_sense_valid()"""
-        return (self.response_code & 0x70) == 0x70
-
-
-def scsi_normalize_sense(sense: bytes | bytearray | memoryview) -> ScsiSenseHdr | None:
-    """scsi_common.c scsi_normalize_sense(): None when the buffer holds no valid sense."""
-    sense = bytes(sense)
-    if not sense:
-        return None
-    sshdr = ScsiSenseHdr(response_code=sense[0] & 0x7F)
-    if (sshdr.response_code & 0x70) != 0x70:
-        return None
-    if sshdr.response_code >= 0x72:
-        # descriptor format
-        if len(sense) > 1:
-            sshdr.sense_key = sense[1] & 0xF
-        if len(sense) > 2:
-            sshdr.asc = sense[2]
-        if len(sense) > 3:
-            sshdr.ascq = sense[3]
-        if len(sense) > 7:
-            sshdr.additional_length = sense[7]
-    else:
-        # fixed format
-        if len(sense) > 2:
-            sshdr.sense_key = sense[2] & 0xF
-        if len(sense) > 7:
-            add = min(sense[7] + 8, len(sense))
-            if add > 12:
-                sshdr.asc = sense[12]
-            if add > 13:
-                sshdr.ascq = sense[13]
-    return sshdr
-
-
-def scsi_sense_desc_find(sense: bytes, desc_type: int) -> bytes | None:
-    """scsi_common.c scsi_sense_desc_find(): one descriptor of descriptor-format sense."""
-    if len(sense) < 8 or sense[7] == 0 or (sense[0] & 0x7F) < 0x72:
-        return None
-    add_len = min(sense[7], len(sense) - 8)
-    pos = 8
-    end = 8 + add_len
-    while pos + 1 < end:
-        dlen = sense[pos + 1] + 2
-        if sense[pos] == desc_type:
-            return bytes(sense[pos:pos + dlen])
-        pos += dlen
-    return None
-
-
-def scsi_command_normalize_sense(cmd: ScsiCmnd) -> ScsiSenseHdr | None:
-    return scsi_normalize_sense(cmd.sense_buffer)
-
-
-def set_scsi_ml_byte(cmd: ScsiCmnd, status: ScsimlStat) -> None:
-    cmd.result = (cmd.result & 0xFFFF00FF) | (int(status) << 8)
-
-
-def scsi_ml_byte(result: int) -> int:
-    return (result >> 8) & 0xFF
-
+from vscsifs.scsi.kernel._scsi_common import (ADD_TO_MLQUEUE, FAILED, NEEDS_RETRY, SUCCESS, Disposition, SamStat,
+                                             ScsimlStat, ScsiSenseHdr, scsi_command_normalize_sense,
+                                             scsi_status_is_check_condition, set_scsi_ml_byte)
+from vscsifs.scsi.kernel._scsi_logging import (LogShift, scmd_printk, scsi_log_completion, scsi_log_enabled,
+                                              scsi_log_send, sdev_printk, shost_printk)
+from vscsifs.scsi.kernel._scsi_types import (HostState, Scsi_Host, scsi_device, SdevState, scsi_device_set_state,
+                                            scsi_device_unbusy, scsi_host_set_state)
 
 _UA_MESSAGES: dict[tuple[int, int | None], str] = {
     (0x3F, 0x03): "Inquiry data has changed",
@@ -175,9 +59,8 @@ _UA_EVENTS: dict[tuple[int, int | None], str] = {
 }
 
 
-def scsi_report_sense(sdev: Any, sshdr: ScsiSenseHdr) -> None:
+def scsi_report_sense(sdev: scsi_device, sshdr: ScsiSenseHdr) -> None:
     """scsi_error.c scsi_report_sense(): log the unit attentions the kernel announces."""
-    from vscsifs.scsi.kernel._scsi_logging import sdev_printk
 
     if sshdr.sense_key != SenseKey.UNIT_ATTENTION:
         return
@@ -193,7 +76,7 @@ def scsi_report_sense(sdev: Any, sshdr: ScsiSenseHdr) -> None:
             key = (asc, None)
         if key is None:
             continue
-        if key == (0x29, None) and getattr(sdev, "silence_suspend", False):
+        if key == (0x29, None) and sdev.silence_suspend:
             continue
         sdev_printk(KernLevel.WARNING, sdev, _UA_MESSAGES[key])
         evt = _UA_EVENTS.get(key)
@@ -203,7 +86,7 @@ def scsi_report_sense(sdev: Any, sshdr: ScsiSenseHdr) -> None:
             sdev.sdev_target.expecting_lun_change = True
 
 
-def scsi_check_sense(cmd: ScsiCmnd, *, submitted_by_eh: bool = False) -> Disposition:
+def scsi_check_sense(cmd: scsi_cmnd, *, submitted_by_eh: bool = False) -> Disposition:
     """scsi_error.c scsi_check_sense(): what a CHECK CONDITION means for this command."""
     sdev = cmd.device
     sshdr = scsi_command_normalize_sense(cmd)
@@ -228,14 +111,14 @@ def scsi_check_sense(cmd: ScsiCmnd, *, submitted_by_eh: bool = False) -> Disposi
             return SUCCESS
         return NEEDS_RETRY
     if key in (SenseKey.NOT_READY, SenseKey.UNIT_ATTENTION):
-        if getattr(sdev, "expecting_cc_ua", False) and (sshdr.asc != 0x28 or sshdr.ascq != 0):
+        if sdev.expecting_cc_ua and (sshdr.asc != 0x28 or sshdr.ascq != 0):
             sdev.expecting_cc_ua = False
             return NEEDS_RETRY
         if sdev.sdev_target.expecting_lun_change and sshdr.asc == 0x3F and sshdr.ascq == 0x0E:
             return NEEDS_RETRY
         if sshdr.asc == 0x04 and sshdr.ascq == 0x01:
             return NEEDS_RETRY
-        if getattr(sdev, "allow_restart", False) and sshdr.asc == 0x04 and sshdr.ascq == 0x02:
+        if sdev.allow_restart and sshdr.asc == 0x04 and sshdr.ascq == 0x02:
             return FAILED
         return SUCCESS
     if key == SenseKey.DATA_PROTECT and sshdr.asc == 0x27 and sshdr.ascq == 0x07:
@@ -251,7 +134,7 @@ def scsi_check_sense(cmd: ScsiCmnd, *, submitted_by_eh: bool = False) -> Disposi
             return SUCCESS
         return NEEDS_RETRY
     if key == SenseKey.HARDWARE_ERROR:
-        if getattr(sdev, "retry_hwerror", False):
+        if sdev.retry_hwerror:
             return ADD_TO_MLQUEUE
         set_scsi_ml_byte(cmd, ScsimlStat.TGT_FAILURE)
     if key in (SenseKey.HARDWARE_ERROR, SenseKey.ILLEGAL_REQUEST):
@@ -261,7 +144,7 @@ def scsi_check_sense(cmd: ScsiCmnd, *, submitted_by_eh: bool = False) -> Disposi
     return SUCCESS
 
 
-def scsi_cmd_retry_allowed(cmd: ScsiCmnd) -> bool:
+def scsi_cmd_retry_allowed(cmd: scsi_cmnd) -> bool:
     """scsi_cmd_retry_allowed(): retries left (allowed == -1 means forever)."""
     if cmd.allowed == -1:
         return True
@@ -269,12 +152,12 @@ def scsi_cmd_retry_allowed(cmd: ScsiCmnd) -> bool:
     return cmd.retries <= cmd.allowed
 
 
-def _maybe_retry(cmd: ScsiCmnd) -> Disposition:
+def _maybe_retry(cmd: scsi_cmnd) -> Disposition:
     noretry = bool(getattr(cmd, "noretry", False))
     return NEEDS_RETRY if scsi_cmd_retry_allowed(cmd) and not noretry else SUCCESS
 
 
-def scsi_decide_disposition(cmd: ScsiCmnd) -> Disposition:
+def scsi_decide_disposition(cmd: scsi_cmnd) -> Disposition:
     """scsi_error.c scsi_decide_disposition(): host byte first, then the SAM status."""
     sdev = cmd.device
     if not sdev.online:
@@ -324,7 +207,6 @@ def scsi_decide_disposition(cmd: ScsiCmnd) -> Disposition:
                   SamStat.INTERMEDIATE_CONDITION_MET, SamStat.ACA_ACTIVE):
         return SUCCESS
     if status == SamStat.RESERVATION_CONFLICT:
-        from vscsifs.scsi.kernel._scsi_logging import sdev_printk
         sdev_printk(KernLevel.INFO, sdev, "reservation conflict")
         set_scsi_ml_byte(cmd, ScsimlStat.RESV_CONFLICT)
         return SUCCESS
@@ -357,55 +239,23 @@ _MEDIUM_ACCESS_OPS = frozenset({0x08, 0x0A, 0x28, 0x2A, 0xA8, 0xAA, 0x88, 0x8A, 
 
 
 def _eh_log(cmd_or_sdev: Any, level: int) -> bool:
-    from vscsifs.scsi.kernel._scsi_logging import LogShift, scsi_log_enabled
     sdev = getattr(cmd_or_sdev, "device", cmd_or_sdev)
     return scsi_log_enabled(sdev.host.kernel, LogShift.ERROR, level)
 
 
-def _scmd_info(cmd: ScsiCmnd, text: str, level: KernLevel = KernLevel.INFO) -> None:
+def _scmd_info(cmd: scsi_cmnd, text: str, level: KernLevel = KernLevel.INFO) -> None:
     if _eh_log(cmd, 3):
-        from vscsifs.scsi.kernel._scsi_logging import scmd_printk
         scmd_printk(level, cmd, text)
 
 
-def _shost_info(shost: Any, text: str, level: int = 3) -> None:
-    from vscsifs.scsi.kernel._scsi_logging import LogShift, scsi_log_enabled, shost_printk
+def _shost_info(shost: Scsi_Host, text: str, level: int = 3) -> None:
     if scsi_log_enabled(shost.kernel, LogShift.ERROR, level):
         shost_printk(KernLevel.INFO, shost, text)
 
 
-def _eflags(cmd: ScsiCmnd) -> int:
-    rq = cmd.request
-    return rq.extra.get("eh_eflags", 0) if rq is not None else 0
-
-
-def _set_eflags(cmd: ScsiCmnd, value: int) -> None:
-    if cmd.request is not None:
-        cmd.request.extra["eh_eflags"] = value
-
-
-class _HostEh:
-    """The error-handler state a Scsi_Host carries (eh_cmd_q, the ehandler thread)."""
-
-    def __init__(self) -> None:
-        self.cmd_q: list[ScsiCmnd] = []
-        self.wakeup: Any = None            # trio.Event while the handler sleeps
-        self.running = False
-        self.eh_action: Any = None         # the EH command being waited for
-
-
-def _host_eh(shost: Any) -> _HostEh:
-    eh = getattr(shost, "_eh", None)
-    if eh is None:
-        eh = _HostEh()
-        shost._eh = eh
-    return eh
-
-
-def scsi_noretry_cmd(cmd: ScsiCmnd) -> bool:
+def scsi_noretry_cmd(cmd: scsi_cmnd) -> bool:
     """scsi_noretry_cmd(): fail fast (REQ_FAILFAST_*), and passthrough commands that timed
     out or got a retryable CHECK CONDITION are not retried by the error handler."""
-    from vscsifs.scsi.kernel.block._blk_types import ReqFlag
     rq = cmd.request
     flags = rq.flags if rq is not None else ReqFlag.NONE
     passthrough = rq is None or rq.is_passthrough
@@ -424,18 +274,18 @@ def scsi_noretry_cmd(cmd: ScsiCmnd) -> bool:
     return bool(flags & ReqFlag.REQ_FAILFAST_DEV) or passthrough
 
 
-def _should_retry(cmd: ScsiCmnd) -> bool:
+def _should_retry(cmd: scsi_cmnd) -> bool:
     should = getattr(cmd.device.host.hostt, "eh_should_retry_cmd", None)
     return True if should is None else bool(should(cmd))
 
 
-def scsi_abort_command(cmd: ScsiCmnd) -> Disposition:
+def scsi_abort_command(cmd: scsi_cmnd) -> Disposition:
     """scsi_abort_command(): schedule the abort of a timed-out command (FAILED if one was
     already tried for it: escalate)."""
-    if _eflags(cmd) & SCSI_EH_ABORT_SCHEDULED:
+    if cmd.eh_eflags & SCSI_EH_ABORT_SCHEDULED:
         _scmd_info(cmd, "previous abort failed")
         return FAILED
-    _set_eflags(cmd, _eflags(cmd) | SCSI_EH_ABORT_SCHEDULED)
+    cmd.eh_eflags |= SCSI_EH_ABORT_SCHEDULED
     _scmd_info(cmd, "abort scheduled")
     nursery = cmd.device.host.kernel.nursery
     if nursery is None:
@@ -444,26 +294,16 @@ def scsi_abort_command(cmd: ScsiCmnd) -> Disposition:
     return SUCCESS
 
 
-async def _maybe_await(value: Any) -> Any:
-    import inspect
-    if inspect.isawaitable(value):
-        return await value
-    return value
-
-
-async def scsi_try_to_abort_cmd(cmd: ScsiCmnd) -> Disposition:
+async def scsi_try_to_abort_cmd(cmd: scsi_cmnd) -> Disposition:
     handler = getattr(cmd.device.host.hostt, "eh_abort_handler", None)
     if handler is None:
         return FAILED
-    return Disposition(await _maybe_await(handler(cmd)))
+    return Disposition(await maybe_await(handler(cmd)))
 
 
-async def scmd_eh_abort_handler(cmd: ScsiCmnd) -> None:
+async def scmd_eh_abort_handler(cmd: scsi_cmnd) -> None:
     """scmd_eh_abort_handler(): abort at the LLD; on success retry (or finish) the command
     with DID_TIME_OUT, else hand it to the error handler."""
-    import trio
-    from vscsifs.scsi.kernel._scsi_lib import scsi_finish_command
-
     await trio.sleep(ABORT_WORK_DELAY)
     _scmd_info(cmd, "aborting command")
     rtn = await scsi_try_to_abort_cmd(cmd)
@@ -477,41 +317,38 @@ async def scmd_eh_abort_handler(cmd: ScsiCmnd) -> None:
         scsi_queue_insert_eh_retry(cmd)
     else:
         _scmd_info(cmd, "finish aborted command", KernLevel.WARNING)
-        scsi_finish_command(cmd.request, cmd)
+        cmd.device.host.ml_ops.finish_command(cmd.request, cmd)
 
 
-def scsi_queue_insert_eh_retry(cmd: ScsiCmnd) -> None:
+def scsi_queue_insert_eh_retry(cmd: scsi_cmnd) -> None:
     """scsi_queue_insert(cmd, SCSI_MLQUEUE_EH_RETRY): budgets back, the request goes to blk-mq
     again (it keeps its prepared state, as RQF_DONTPREP does)."""
-    from vscsifs.scsi.kernel._scsi_lib import _release_budgets, _requeue
     rq = cmd.request
-    rq.extra["scsi_complete_state"] = False
-    _release_budgets(cmd.device)
-    _requeue(rq, 0.0)
+    cmd.state_complete = False
+    scsi_device_unbusy(cmd.device)
+    blk_mq_requeue_request(rq, True, 0.0)
 
 
-def scsi_eh_scmd_add(cmd: ScsiCmnd) -> None:
+def scsi_eh_scmd_add(cmd: scsi_cmnd) -> None:
     """scsi_eh_scmd_add(): host into recovery, command onto eh_cmd_q, wake the handler."""
-    from vscsifs.scsi.kernel._hosts import HostState, scsi_host_set_state
-
     shost = cmd.device.host
     if scsi_host_set_state(shost, HostState.SHOST_RECOVERY):
         scsi_host_set_state(shost, HostState.SHOST_CANCEL_RECOVERY)
     rq = cmd.request
     drv = cmd.device.driver_ops
     if rq is not None and not rq.is_passthrough and drv is not None:
-        eh_reset = getattr(drv, "eh_reset", None)      # scsi_eh_reset()
+        eh_reset = drv.eh_reset                         # scsi_eh_reset()
         if eh_reset is not None:
             eh_reset(cmd)
-    eh = _host_eh(shost)
+    eh = shost.eh
     eh.cmd_q.append(cmd)
     shost.host_failed += 1
     scsi_eh_wakeup(shost)
 
 
-def scsi_eh_wakeup(shost: Any) -> None:
+def scsi_eh_wakeup(shost: Scsi_Host) -> None:
     """scsi_eh_wakeup(): start (or wake) the host's error handler task."""
-    eh = _host_eh(shost)
+    eh = shost.eh
     if eh.wakeup is not None:
         eh.wakeup.set()
     if eh.running:
@@ -523,12 +360,11 @@ def scsi_eh_wakeup(shost: Any) -> None:
     nursery.start_soon(scsi_error_handler, shost)
 
 
-async def scsi_error_handler(shost: Any) -> None:
+async def scsi_error_handler(shost: Scsi_Host) -> None:
     """scsi_error_handler(): the scsi_eh_N thread. Runs recovery once every outstanding command
     of the host has either failed or completed (host_failed == scsi_host_busy)."""
-    import trio
 
-    eh = _host_eh(shost)
+    eh = shost.eh
     try:
         while shost.host_failed:
             if shost.host_failed != shost.scsi_host_busy():
@@ -547,39 +383,37 @@ async def scsi_error_handler(shost: Any) -> None:
         eh.running = False
 
 
-async def scsi_unjam_host(shost: Any) -> None:
+async def scsi_unjam_host(shost: Scsi_Host) -> None:
     """scsi_unjam_host(): sense, then the reset ladder, then finish or retry everything."""
-    eh = _host_eh(shost)
+    eh = shost.eh
     work_q, eh.cmd_q = eh.cmd_q, []
-    done_q: list[ScsiCmnd] = []
+    done_q: list[scsi_cmnd] = []
     if not await scsi_eh_get_sense(work_q, done_q):
         await scsi_eh_ready_devs(shost, work_q, done_q)
     scsi_eh_flush_done_q(done_q)
 
 
-def scsi_restart_operations(shost: Any) -> None:
+def scsi_restart_operations(shost: Scsi_Host) -> None:
     """scsi_restart_operations(): host back to running, queues restarted."""
-    from vscsifs.scsi.kernel._hosts import HostState, scsi_host_set_state
-
     _shost_info(shost, "waking up host to restart")
     if scsi_host_set_state(shost, HostState.SHOST_RUNNING):
         if scsi_host_set_state(shost, HostState.SHOST_CANCEL):
             scsi_host_set_state(shost, HostState.SHOST_DEL)
-    tag_set = getattr(shost, "tag_set", None)
+    tag_set = shost.tag_set
     if tag_set is not None:
         tag_set._kick_restart()
 
 
-def _sense_valid(cmd: ScsiCmnd) -> bool:
+def _sense_valid(cmd: scsi_cmnd) -> bool:
     """SCSI_SENSE_VALID()"""
     return (cmd.sense_buffer[0] & 0x70) == 0x70
 
 
-async def scsi_eh_get_sense(work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]) -> bool:
+async def scsi_eh_get_sense(work_q: list[scsi_cmnd], done_q: list[scsi_cmnd]) -> bool:
     """scsi_eh_get_sense(): REQUEST SENSE for failed commands without sense data (not for
     timeouts); True when nothing is left to recover."""
     for cmd in list(work_q):
-        if _eflags(cmd) & SCSI_EH_ABORT_SCHEDULED or _sense_valid(cmd):
+        if cmd.eh_eflags & SCSI_EH_ABORT_SCHEDULED or _sense_valid(cmd):
             continue
         _scmd_info(cmd, f"{'scsi_eh'}: requesting sense")
         rtn = await scsi_send_eh_cmnd(cmd, _REQUEST_SENSE, cmd.device.eh_timeout, keep_sense=True)
@@ -597,7 +431,7 @@ async def scsi_eh_get_sense(work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]) -> b
     return not work_q
 
 
-def scsi_eh_completed_normally(cmd: ScsiCmnd) -> Disposition:
+def scsi_eh_completed_normally(cmd: scsi_cmnd) -> Disposition:
     """scsi_eh_completed_normally(): how an EH command (TUR, STU, REQUEST SENSE) ended."""
     hb = cmd.host_byte
     if hb == _DID_RESET:
@@ -617,20 +451,18 @@ def scsi_eh_completed_normally(cmd: ScsiCmnd) -> Disposition:
     return FAILED
 
 
-async def scsi_send_eh_cmnd(cmd: ScsiCmnd, cdb: bytes, timeout: float, *, keep_sense: bool = False) -> Disposition:
+async def scsi_send_eh_cmnd(cmd: scsi_cmnd, cdb: bytes, timeout: float, *, keep_sense: bool = False) -> Disposition:
     """scsi_send_eh_cmnd(): borrow the failed command (scsi_eh_prep_cmnd) to send ``cdb``
     straight to the LLD, wait up to ``timeout`` seconds, judge the answer, restore the command.
     A command that does not answer is aborted (scsi_abort_eh_cmnd) and counts as FAILED.
     With ``keep_sense`` (REQUEST SENSE) the data received becomes the command's sense."""
-    import trio
-    from vscsifs.scsi.kernel._scsi_logging import scsi_log_completion, scsi_log_send
 
     sdev = cmd.device
     shost = sdev.host
     saved = (cmd.cmnd, cmd.sc_data_direction, cmd.sdb, cmd.transfersize, cmd.result, cmd.resid,
              bytes(cmd.sense_buffer), cmd.scsi_done, cmd.done)
     buf = None
-    mem = getattr(shost.kernel, "memory", None)
+    mem = shost.kernel.memory
     if keep_sense and mem is not None:
         buf = mem.alloc(len(cmd.sense_buffer))
     cmd.cmnd = cdb
@@ -642,7 +474,7 @@ async def scsi_send_eh_cmnd(cmd: ScsiCmnd, cdb: bytes, timeout: float, *, keep_s
     cmd.sense_buffer[:] = bytes(len(cmd.sense_buffer))
     done = trio.Event()
 
-    def scsi_eh_done(c: ScsiCmnd) -> None:
+    def scsi_eh_done(c: scsi_cmnd) -> None:
         _scmd_info(c, f"scsi_eh_done result: {c.result:x}")
         c.done = True
         done.set()
@@ -677,7 +509,7 @@ async def scsi_send_eh_cmnd(cmd: ScsiCmnd, cdb: bytes, timeout: float, *, keep_s
         (cmd.cmnd, cmd.sc_data_direction, cmd.sdb, cmd.transfersize, cmd.result, cmd.resid,
          sense, cmd.scsi_done, cmd.done) = saved
         cmd.sense_buffer[:] = sense
-        if buf is not None:
+        if buf is not None and mem is not None:
             mem.free(buf)
     if keep_sense and sense_data and rtn == SUCCESS:
         n = min(len(sense_data), len(cmd.sense_buffer))
@@ -685,7 +517,7 @@ async def scsi_send_eh_cmnd(cmd: ScsiCmnd, cdb: bytes, timeout: float, *, keep_s
     return Disposition(rtn)
 
 
-async def scsi_abort_eh_cmnd(cmd: ScsiCmnd) -> None:
+async def scsi_abort_eh_cmnd(cmd: scsi_cmnd) -> None:
     """scsi_abort_eh_cmnd(): an EH command got no answer; abort it, escalating."""
     if await scsi_try_to_abort_cmd(cmd) != SUCCESS:
         if await scsi_try_bus_device_reset(cmd) != SUCCESS:
@@ -694,27 +526,27 @@ async def scsi_abort_eh_cmnd(cmd: ScsiCmnd) -> None:
                     await scsi_try_host_reset(cmd)
 
 
-def _report_device_reset(sdev: Any) -> None:
+def _report_device_reset(sdev: scsi_device) -> None:
     """__scsi_report_device_reset(): expect the reset's unit attention."""
     sdev.expecting_cc_ua = True
-    sdev.extra["was_reset"] = True
+    sdev.was_reset = True
 
 
-async def scsi_try_bus_device_reset(cmd: ScsiCmnd) -> Disposition:
+async def scsi_try_bus_device_reset(cmd: scsi_cmnd) -> Disposition:
     handler = getattr(cmd.device.host.hostt, "eh_device_reset_handler", None)
     if handler is None:
         return FAILED
-    rtn = Disposition(await _maybe_await(handler(cmd)))
+    rtn = Disposition(await maybe_await(handler(cmd)))
     if rtn == SUCCESS:
         _report_device_reset(cmd.device)
     return rtn
 
 
-async def scsi_try_target_reset(cmd: ScsiCmnd) -> Disposition:
+async def scsi_try_target_reset(cmd: scsi_cmnd) -> Disposition:
     handler = getattr(cmd.device.host.hostt, "eh_target_reset_handler", None)
     if handler is None:
         return FAILED
-    rtn = Disposition(await _maybe_await(handler(cmd)))
+    rtn = Disposition(await maybe_await(handler(cmd)))
     if rtn == SUCCESS:
         for sdev in list(cmd.device.host.devices):
             if sdev.sdev_target is cmd.device.sdev_target:
@@ -722,21 +554,20 @@ async def scsi_try_target_reset(cmd: ScsiCmnd) -> Disposition:
     return rtn
 
 
-def scsi_report_bus_reset(shost: Any, channel: int) -> None:
+def scsi_report_bus_reset(shost: Scsi_Host, channel: int) -> None:
     for sdev in list(shost.devices):
         if sdev.channel == channel:
             _report_device_reset(sdev)
 
 
-async def _try_reset(cmd: ScsiCmnd, handler_name: str, settle: float) -> Disposition:
+async def _try_reset(cmd: scsi_cmnd, handler_name: str, settle: float) -> Disposition:
     """The common body of scsi_try_bus_reset / scsi_try_host_reset: call the LLD's handler and,
     on SUCCESS, let the bus settle and tell every device on the channel it was reset."""
-    import trio
     shost = cmd.device.host
     handler = getattr(shost.hostt, handler_name, None)
     if handler is None:
         return FAILED
-    rtn = Disposition(await _maybe_await(handler(cmd)))
+    rtn = Disposition(await maybe_await(handler(cmd)))
     if rtn == SUCCESS:
         if not getattr(shost.hostt, "skip_settle_delay", False):
             await trio.sleep(settle)
@@ -744,17 +575,17 @@ async def _try_reset(cmd: ScsiCmnd, handler_name: str, settle: float) -> Disposi
     return rtn
 
 
-async def scsi_try_bus_reset(cmd: ScsiCmnd) -> Disposition:
+async def scsi_try_bus_reset(cmd: scsi_cmnd) -> Disposition:
     _scmd_info(cmd, "scsi_try_bus_reset: Snd Bus RST")
     return await _try_reset(cmd, "eh_bus_reset_handler", BUS_RESET_SETTLE_TIME)
 
 
-async def scsi_try_host_reset(cmd: ScsiCmnd) -> Disposition:
+async def scsi_try_host_reset(cmd: scsi_cmnd) -> Disposition:
     _shost_info(cmd.device.host, "Snd Host RST")
     return await _try_reset(cmd, "eh_host_reset_handler", HOST_RESET_SETTLE_TIME)
 
 
-async def scsi_eh_tur(cmd: ScsiCmnd) -> int:
+async def scsi_eh_tur(cmd: scsi_cmnd) -> int:
     """scsi_eh_tur(): 0 when the device answers TEST UNIT READY (one retry)."""
     retry_cnt = 1
     while True:
@@ -766,7 +597,7 @@ async def scsi_eh_tur(cmd: ScsiCmnd) -> int:
         return 0 if rtn in (SUCCESS, NEEDS_RETRY) else 1
 
 
-async def scsi_eh_try_stu(cmd: ScsiCmnd) -> int:
+async def scsi_eh_try_stu(cmd: scsi_cmnd) -> int:
     """scsi_eh_try_stu(): START UNIT for devices that allow restart; 0 when ready."""
     if cmd.device.allow_restart:
         rtn: Disposition = NEEDS_RETRY
@@ -779,20 +610,20 @@ async def scsi_eh_try_stu(cmd: ScsiCmnd) -> int:
     return 1
 
 
-def scsi_eh_action(cmd: ScsiCmnd, rtn: Disposition) -> Disposition:
+def scsi_eh_action(cmd: scsi_cmnd, rtn: Disposition) -> Disposition:
     """scsi_eh_action(): the upper driver's eh_action (sd: offline a disk whose medium access
     keeps timing out while TUR works)."""
     rq = cmd.request
     if rq is not None and not rq.is_passthrough:
         drv = cmd.device.driver_ops
-        action = getattr(drv, "eh_action", None) if drv is not None else None
+        action = drv.eh_action if drv is not None else None
         if action is not None:
             rtn = Disposition(action(cmd, rtn))
     return rtn
 
 
-async def scsi_eh_test_devices(cmd_list: list[ScsiCmnd], work_q: list[ScsiCmnd],
-                               done_q: list[ScsiCmnd], try_stu: bool) -> bool:
+async def scsi_eh_test_devices(cmd_list: list[scsi_cmnd], work_q: list[scsi_cmnd],
+                               done_q: list[scsi_cmnd], try_stu: bool) -> bool:
     """scsi_eh_test_devices(): TUR (and START UNIT) each device; its commands are done if it
     answers, back on work_q otherwise."""
     while cmd_list:
@@ -810,11 +641,11 @@ async def scsi_eh_test_devices(cmd_list: list[ScsiCmnd], work_q: list[ScsiCmnd],
     return not work_q
 
 
-def _devices(shost: Any) -> list[Any]:
-    return list(getattr(shost, "devices", []))
+def _devices(shost: Scsi_Host) -> list[Any]:
+    return list(shost.devices)
 
 
-async def scsi_eh_stu(shost: Any, work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]) -> bool:
+async def scsi_eh_stu(shost: Scsi_Host, work_q: list[scsi_cmnd], done_q: list[scsi_cmnd]) -> bool:
     """scsi_eh_stu(): START UNIT where the sense says the device needs it."""
     for sdev in _devices(shost):
         stu_cmd = next((c for c in work_q if c.device is sdev and _sense_valid(c)
@@ -833,13 +664,12 @@ async def scsi_eh_stu(shost: Any, work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]
     return not work_q
 
 
-def _eh_sdev_info(sdev: Any, text: str) -> None:
+def _eh_sdev_info(sdev: scsi_device, text: str) -> None:
     if _eh_log(sdev, 3):
-        from vscsifs.scsi.kernel._scsi_logging import sdev_printk
         sdev_printk(KernLevel.INFO, sdev, text)
 
 
-async def scsi_eh_bus_device_reset(shost: Any, work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]) -> bool:
+async def scsi_eh_bus_device_reset(shost: Scsi_Host, work_q: list[scsi_cmnd], done_q: list[scsi_cmnd]) -> bool:
     """scsi_eh_bus_device_reset(): LUN reset of each device with failed commands, then TUR."""
     for sdev in _devices(shost):
         bdr_cmd = next((c for c in work_q if c.device is sdev), None)
@@ -858,10 +688,10 @@ async def scsi_eh_bus_device_reset(shost: Any, work_q: list[ScsiCmnd], done_q: l
     return not work_q
 
 
-async def scsi_eh_target_reset(shost: Any, work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]) -> bool:
+async def scsi_eh_target_reset(shost: Scsi_Host, work_q: list[scsi_cmnd], done_q: list[scsi_cmnd]) -> bool:
     """scsi_eh_target_reset(): reset each target with failed commands, then test them."""
     tmp_list, work_q[:] = list(work_q), []
-    check_list: list[ScsiCmnd] = []
+    check_list: list[scsi_cmnd] = []
     while tmp_list:
         target_id = tmp_list[0].device.id
         _shost_info(shost, f"scsi_eh: Sending target reset to target {target_id}")
@@ -879,9 +709,9 @@ async def scsi_eh_target_reset(shost: Any, work_q: list[ScsiCmnd], done_q: list[
     return await scsi_eh_test_devices(check_list, work_q, done_q, False)
 
 
-async def scsi_eh_bus_reset(shost: Any, work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]) -> bool:
+async def scsi_eh_bus_reset(shost: Scsi_Host, work_q: list[scsi_cmnd], done_q: list[scsi_cmnd]) -> bool:
     """scsi_eh_bus_reset(): reset each channel with failed commands, then test."""
-    check_list: list[ScsiCmnd] = []
+    check_list: list[scsi_cmnd] = []
     for channel in range(shost.max_channel + 1):
         chan_cmd = next((c for c in work_q if c.device.channel == channel), None)
         if chan_cmd is None:
@@ -897,9 +727,9 @@ async def scsi_eh_bus_reset(shost: Any, work_q: list[ScsiCmnd], done_q: list[Scs
     return await scsi_eh_test_devices(check_list, work_q, done_q, False)
 
 
-async def scsi_eh_host_reset(shost: Any, work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]) -> bool:
+async def scsi_eh_host_reset(shost: Scsi_Host, work_q: list[scsi_cmnd], done_q: list[scsi_cmnd]) -> bool:
     """scsi_eh_host_reset(): reset the whole HBA, then test every device (with START UNIT)."""
-    check_list: list[ScsiCmnd] = []
+    check_list: list[scsi_cmnd] = []
     if work_q:
         _shost_info(shost, "scsi_eh: Sending HRST")
         rtn = await scsi_try_host_reset(work_q[0])
@@ -913,10 +743,8 @@ async def scsi_eh_host_reset(shost: Any, work_q: list[ScsiCmnd], done_q: list[Sc
     return await scsi_eh_test_devices(check_list, work_q, done_q, True)
 
 
-def scsi_eh_offline_sdevs(work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]) -> None:
+def scsi_eh_offline_sdevs(work_q: list[scsi_cmnd], done_q: list[scsi_cmnd]) -> None:
     """scsi_eh_offline_sdevs(): the devices that did not recover go offline."""
-    from vscsifs.scsi.kernel._scsi_lib import SdevState, scsi_device_set_state
-    from vscsifs.scsi.kernel._scsi_logging import sdev_printk
 
     for cmd in list(work_q):
         sdev_printk(KernLevel.INFO, cmd.device, "Device offlined - not ready after error recovery")
@@ -925,7 +753,7 @@ def scsi_eh_offline_sdevs(work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]) -> Non
         done_q.append(cmd)
 
 
-async def scsi_eh_ready_devs(shost: Any, work_q: list[ScsiCmnd], done_q: list[ScsiCmnd]) -> None:
+async def scsi_eh_ready_devs(shost: Scsi_Host, work_q: list[scsi_cmnd], done_q: list[scsi_cmnd]) -> None:
     """scsi_eh_ready_devs(): the escalation ladder."""
     if not await scsi_eh_stu(shost, work_q, done_q):
         if not await scsi_eh_bus_device_reset(shost, work_q, done_q):
@@ -935,11 +763,9 @@ async def scsi_eh_ready_devs(shost: Any, work_q: list[ScsiCmnd], done_q: list[Sc
                         scsi_eh_offline_sdevs(work_q, done_q)
 
 
-def scsi_eh_flush_done_q(done_q: list[ScsiCmnd]) -> None:
+def scsi_eh_flush_done_q(done_q: list[scsi_cmnd]) -> None:
     """scsi_eh_flush_done_q(): retry what may be retried, finish the rest (DID_TIME_OUT when
     no result was set)."""
-    from vscsifs.scsi.kernel._scsi_lib import scsi_finish_command
-
     for cmd in done_q:
         if cmd.device.online and not scsi_noretry_cmd(cmd) and scsi_cmd_retry_allowed(cmd) \
                 and _should_retry(cmd):
@@ -949,6 +775,39 @@ def scsi_eh_flush_done_q(done_q: list[ScsiCmnd]) -> None:
             if not cmd.result:
                 cmd.result |= _DID_TIME_OUT << 16
             _scmd_info(cmd, "scsi_eh: flush finish cmd")
-            cmd.request.extra["scsi_complete_state"] = False
-            scsi_finish_command(cmd.request, cmd)
+            cmd.state_complete = False
+            cmd.device.host.ml_ops.finish_command(cmd.request, cmd)
     done_q.clear()
+
+
+# enum scsi_timeout_action (what hostt.eh_timed_out answers) and blk_eh_timer_return
+SCSI_EH_DONE = 0
+SCSI_EH_RESET_TIMER = 1
+SCSI_EH_NOT_HANDLED = 2
+BLK_EH_DONE = 0
+BLK_EH_RESET_TIMER = 1
+
+
+def scsi_timeout(rq: Request) -> int:
+    """scsi_error.c scsi_timeout(): blk-mq's timer expired. The LLD's eh_timed_out may re-arm
+    the timer (virtio-scsi always does: the device may still answer). Otherwise the command
+    is taken from the LLD (later completions are ignored) and aborted; when the abort cannot
+    be scheduled the command gets DID_TIME_OUT and goes to the error handler."""
+    cmd: scsi_cmnd = rq.pdu
+    sdev: scsi_device = cmd.device
+    shost = sdev.host
+    scsi_log_completion(cmd, Disposition.TIMEOUT_ERROR)
+    sdev.iotmo_cnt += 1
+    rtn = SCSI_EH_NOT_HANDLED
+    timed_out = getattr(shost.hostt, "eh_timed_out", None)
+    if timed_out is not None:
+        rtn = int(timed_out(cmd))
+    if rtn == SCSI_EH_RESET_TIMER:
+        return BLK_EH_RESET_TIMER
+    if cmd.state_complete:
+        return BLK_EH_RESET_TIMER               # a real completion won the race
+    cmd.state_complete = True
+    if scsi_abort_command(cmd) != SUCCESS:
+        cmd.set_host_byte(0x03)                  # DID_TIME_OUT
+        scsi_eh_scmd_add(cmd)
+    return BLK_EH_DONE

@@ -32,8 +32,8 @@ from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block._blk_types import ReqOp, Request
 from vscsifs.scsi.kernel.block._blkdev_file import ENOIOCTLCMD, FMODE_NDELAY, fmode_of_open
 from vscsifs.scsi.kernel.block._genhd import FMODE_WRITE
-from vscsifs.scsi.kernel._hosts import HostState
-from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, ScsiCmnd
+from vscsifs.scsi.kernel._scsi_types import HostState
+from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, scsi_cmnd
 from vscsifs.scsi.kernel._scsi_error import (FAILED, SUCCESS, SenseKey, scsi_try_bus_device_reset,
                                              scsi_try_bus_reset, scsi_try_host_reset, scsi_try_target_reset)
 from vscsifs.scsi.kernel._scsi_lib import (_alloc_buffer, _free_buffer, scsi_command_size, scsi_execute_cmd,
@@ -474,7 +474,7 @@ class PassthroughRequest:
                 start = trio.current_time()
                 await blk.blk_execute_rq(rq, at_head)
                 duration = int((trio.current_time() - start) * 1000)
-                scmd: ScsiCmnd = rq.pdu
+                scmd: scsi_cmnd = rq.pdu
                 resid = scmd.resid if 0 < scmd.resid <= self.length else 0
                 data = bytes(self.buf.view[:self.length]) if self.buf is not None else b""
                 out = PassthroughResult(scmd.result, bytes(rq.sense), resid, data, duration)
@@ -743,7 +743,7 @@ async def scsi_ioctl_reset(sdev: Any, arg: int, mem: UserMemory, cred: Cred) -> 
         raise OSError(errno.EACCES, "SG_SCSI_RESET needs CAP_SYS_ADMIN and CAP_SYS_RAWIO")
     val = await get_user_int(mem, arg)
     shost = sdev.host
-    scmd = ScsiCmnd(device=sdev, cmnd=b"")
+    scmd = scsi_cmnd(device=sdev, cmnd=b"")
     scmd.request = Request(q=sdev.request_queue, op=ReqOp.REQ_OP_DRV_IN)
     no_escalate = bool(val & SgScsiReset.SG_SCSI_RESET_NO_ESCALATE)
     ladder = _RESET_LADDER.get(val & ~SgScsiReset.SG_SCSI_RESET_NO_ESCALATE)

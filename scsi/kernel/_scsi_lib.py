@@ -16,262 +16,38 @@ retries and log lines are those a real kernel produces.
 from __future__ import annotations
 
 import errno
-import inspect
-from dataclasses import dataclass, field
-from enum import IntEnum
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import trio
 
-from vscsifs.scsi.kernel.block._blk_types import BlkMqOps, BlkStatus, ReqFlag, ReqOp, Request
-
+from vscsifs.scsi._proto import MI_REPORT_SUPPORTED_OPERATION_CODES, ScsiOpcode, SenseKey
+from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import KernLevel
-from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, ScsiCmnd
-from vscsifs.scsi.kernel._scsi_error import SUCCESS as SUCCESS_DISPOSITION
-from vscsifs.scsi.kernel._scsi_error import (ADD_TO_MLQUEUE, NEEDS_RETRY, ScsiSenseHdr, ScsimlStat,
-                          SenseKey, scsi_decide_disposition, scsi_ml_byte, scsi_normalize_sense,
-                          scsi_status_is_check_condition)
-from vscsifs.scsi.kernel._scsi_logging import (LogShift, scmd_printk, scsi_log_completion, scsi_log_enabled,
-                            scsi_log_send, sdev_printk)
-
-if TYPE_CHECKING:
-    from vscsifs.scsi.kernel._hosts import Scsi_Host
-
-HZ = 1.0
-SCSI_DEFAULT_EH_TIMEOUT = 10          # seconds
-SCSI_DEFAULT_TIMEOUT = 30             # blk-mq's default rq_timeout for SCSI queues
-SCSI_VPD_HEADER_SIZE = 4
-SCSI_VPD_LIST_SIZE = 36
-SCSI_DEFAULT_VPD_LEN = 255
-SCSI_QUEUE_DELAY = 0.003              # blk_mq_delay_run_hw_queues(q, SCSI_QUEUE_DELAY)
-
-INQUIRY = 0x12
-TEST_UNIT_READY = 0x00
-MODE_SENSE = 0x1A
-MODE_SENSE_10 = 0x5A
-MAINTENANCE_IN = 0xA3
-MI_REPORT_SUPPORTED_OPERATION_CODES = 0x0C
+from vscsifs.scsi.kernel.block import (blk_execute_rq, blk_mq_alloc_request, blk_mq_complete_request,
+                                       blk_mq_end_request, blk_mq_requeue_request, blk_mq_start_request)
+from vscsifs.scsi.kernel.block._blk_types import BlkMqOps, BlkStatus, ReqFlag, ReqOp, Request
+from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, scsi_cmnd
+from vscsifs.scsi.kernel._scsi_common import (ADD_TO_MLQUEUE, FAILED, NEEDS_RETRY, ScsimlStat, ScsiSenseHdr,
+                                             scsi_ml_byte, scsi_normalize_sense, scsi_status_is_check_condition,
+                                             scsi_status_is_good)
+from vscsifs.scsi.kernel._scsi_common import SUCCESS as SUCCESS_DISPOSITION
+from vscsifs.scsi.kernel._scsi_error import scsi_decide_disposition, scsi_eh_scmd_add, scsi_timeout
+from vscsifs.scsi.kernel._scsi_logging import (LogShift, scmd_printk, scsi_log_completion, scsi_log_enabled, scsi_log_level,
+                                              scsi_log_send, scsi_logging_level_get, scsi_print_command,
+                                              scsi_print_result, scsi_print_sense, scsi_print_sense_hdr,
+                                              sdev_prefix_printk, sdev_printk)
+from vscsifs.scsi.kernel._scsi_types import (SCSI_DEFAULT_VPD_LEN, SCSI_QUEUE_DELAY, SCSI_VPD_HEADER_SIZE,
+                                            SCSI_VPD_LIST_SIZE, HostState, scsi_device, ScsiLevel, Scsi_Host, SdevState,
+                                            scsi_device_unbusy)
 
 
-class ScsiLevel(IntEnum):
-    """include/scsi/scsi.h SCSI_* levels as sdev->scsi_level holds them (ANSI version + 1)."""
 
-    SCSI_UNKNOWN = 0
-    SCSI_1 = 1
-    SCSI_1_CCS = 2
-    SCSI_2 = 3
-    SCSI_3 = 4            # SPC
-    SCSI_SPC_2 = 5
-    SCSI_SPC_3 = 6
-    SCSI_SPC_4 = 7
-    SCSI_SPC_5 = 8
-
-
-class SdevState(IntEnum):
-    """enum scsi_device_state; ``sysfs_name`` is the ``state`` attribute's text."""
-
-    SDEV_CREATED = 1
-    SDEV_RUNNING = 2
-    SDEV_CANCEL = 3
-    SDEV_DEL = 4
-    SDEV_QUIESCE = 5
-    SDEV_OFFLINE = 6
-    SDEV_TRANSPORT_OFFLINE = 7
-    SDEV_BLOCK = 8
-    SDEV_CREATED_BLOCK = 9
-
-    @property
-    def sysfs_name(self) -> str:
-        return SDEV_STATE_NAMES[self]
-
-
-SDEV_STATE_NAMES: dict[SdevState, str] = {
-    SdevState.SDEV_CREATED: "created",
-    SdevState.SDEV_RUNNING: "running",
-    SdevState.SDEV_CANCEL: "cancel",
-    SdevState.SDEV_DEL: "deleted",
-    SdevState.SDEV_QUIESCE: "quiesce",
-    SdevState.SDEV_OFFLINE: "offline",
-    SdevState.SDEV_TRANSPORT_OFFLINE: "transport-offline",
-    SdevState.SDEV_BLOCK: "blocked",
-    SdevState.SDEV_CREATED_BLOCK: "created-blocked",
-}
-
-_S = SdevState
-# scsi_device_set_state(): the old states each new state may be entered from
-_SDEV_TRANSITIONS: dict[SdevState, frozenset[SdevState]] = {
-    _S.SDEV_CREATED: frozenset({_S.SDEV_CREATED_BLOCK}),
-    _S.SDEV_RUNNING: frozenset({_S.SDEV_CREATED, _S.SDEV_OFFLINE, _S.SDEV_TRANSPORT_OFFLINE,
-                                _S.SDEV_QUIESCE, _S.SDEV_BLOCK}),
-    _S.SDEV_QUIESCE: frozenset({_S.SDEV_RUNNING, _S.SDEV_OFFLINE, _S.SDEV_TRANSPORT_OFFLINE}),
-    _S.SDEV_OFFLINE: frozenset({_S.SDEV_CREATED, _S.SDEV_RUNNING, _S.SDEV_QUIESCE, _S.SDEV_BLOCK}),
-    _S.SDEV_TRANSPORT_OFFLINE: frozenset({_S.SDEV_CREATED, _S.SDEV_RUNNING, _S.SDEV_QUIESCE,
-                                          _S.SDEV_BLOCK}),
-    _S.SDEV_BLOCK: frozenset({_S.SDEV_RUNNING, _S.SDEV_CREATED_BLOCK, _S.SDEV_QUIESCE,
-                              _S.SDEV_OFFLINE}),
-    _S.SDEV_CREATED_BLOCK: frozenset({_S.SDEV_CREATED}),
-    _S.SDEV_CANCEL: frozenset({_S.SDEV_CREATED, _S.SDEV_RUNNING, _S.SDEV_QUIESCE,
-                               _S.SDEV_OFFLINE, _S.SDEV_TRANSPORT_OFFLINE}),
-    _S.SDEV_DEL: frozenset({_S.SDEV_CREATED, _S.SDEV_RUNNING, _S.SDEV_OFFLINE,
-                            _S.SDEV_TRANSPORT_OFFLINE, _S.SDEV_CANCEL, _S.SDEV_BLOCK,
-                            _S.SDEV_CREATED_BLOCK}),
-}
-
-
-class StargetState(IntEnum):
-    STARGET_CREATED = 1
-    STARGET_RUNNING = 2
-    STARGET_REMOVE = 3
-    STARGET_CREATED_REMOVE = 4
-    STARGET_DEL = 5
-
-
-@dataclass(eq=False)
-class ScsiTarget:
-    """struct scsi_target: one H:C:T. ``reap_ref`` counts the scan's and each sdev's hold."""
-
-    host: Scsi_Host
-    channel: int
-    id: int
-    dev: Any = None                    # fs Device "targetH:C:T"
-    state: StargetState = StargetState.STARGET_CREATED
-    reap_ref: int = 1
-    scsi_level: int = ScsiLevel.SCSI_2
-    can_queue: int = 0                 # 0 = no per-target limit
-    target_busy: int = 0
-    target_blocked: int = 0
-    single_lun: bool = False
-    pdt_1f_for_no_lun: bool = False
-    no_report_luns: bool = False
-    expecting_lun_change: bool = False
-    hostdata: Any = None
-    # starget->devices: this target's entries of host.devices, in the same order (lookups
-    # by LUN during a scan must not walk every LUN of the host)
-    devices: list[Any] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return f"target{self.host.host_no}:{self.channel}:{self.id}"
-
-
-@dataclass(eq=False)
-class ScsiDevice:
-    """struct scsi_device: one LUN as the midlayer knows it after INQUIRY."""
-
-    host: Scsi_Host
-    sdev_target: ScsiTarget
-    channel: int
-    id: int
-    lun: int
-    request_queue: Any = None
-    sdev_state: SdevState = SdevState.SDEV_CREATED
-    queue_depth: int = 1
-    max_queue_depth: int = 1
-    device_busy: int = 0
-    device_blocked: int = 0
-    max_device_blocked: int = 3
-    type: int = 0
-    scsi_level: int = ScsiLevel.SCSI_UNKNOWN
-    inq_periph_qual: int = 0
-    inquiry: bytes = b""
-    inquiry_len: int = 0
-    vendor: bytes = b""
-    model: bytes = b""
-    rev: bytes = b""
-    removable: bool = False
-    changed: bool = False
-    lockable: bool = False
-    tagged_supported: bool = False
-    simple_tags: bool = False
-    soft_reset: bool = False
-    ppr: bool = False
-    wdtr: bool = False
-    sdtr: bool = False
-    borken: bool = True
-    lun_in_cdb: bool = False
-    no_uld_attach: bool = False
-    select_no_atn: bool = False
-    no_start_on_add: bool = False
-    use_10_for_rw: bool = False
-    use_10_for_ms: bool = False
-    set_dbd_for_ms: bool = False
-    no_report_opcodes: bool = False
-    no_write_same: bool = False
-    allow_restart: bool = False
-    retry_hwerror: bool = False
-    no_dif: bool = False
-    unmap_limit_for_ws: bool = False
-    ignore_media_change: bool = False
-    try_vpd_pages: bool = False
-    skip_vpd_pages: bool = False
-    no_vpd_size: bool = False
-    expecting_cc_ua: bool = False
-    silence_suspend: bool = False
-    offline_already: bool = False
-    is_visible: bool = False
-    sdev_bflags: int = 0
-    eh_timeout: int = SCSI_DEFAULT_EH_TIMEOUT      # seconds
-    timeout: int = SCSI_DEFAULT_TIMEOUT            # request_queue rq_timeout, seconds
-    queue_ramp_up_period: int = 120_000            # ms
-    iorequest_cnt: int = 0
-    iodone_cnt: int = 0
-    ioerr_cnt: int = 0
-    iotmo_cnt: int = 0
-    vpd_pg0: bytes | None = None
-    vpd_pg80: bytes | None = None
-    vpd_pg83: bytes | None = None
-    vpd_pg89: bytes | None = None
-    vpd_pgb0: bytes | None = None
-    vpd_pgb1: bytes | None = None
-    vpd_pgb2: bytes | None = None
-    events: set[str] = field(default_factory=set)   # evt_* reported (sdev->pending_events)
-    supported_events: set[str] = field(default_factory=set)
-    sdev_gendev: Any = None            # fs Device "H:C:T:L" on bus scsi
-    sdev_dev: Any = None               # fs Device in class scsi_device
-    driver_ops: Any = None             # the bound ScsiDriver (sd/sr/...)
-    hostdata: Any = None
-    handler: Any = None                # device handler (ALUA...): none in vscsifs
-    created: bool = True               # scsi_device_created() until added or removed
-    extra: dict[str, Any] = field(default_factory=dict)   # upper drivers' per-device data
-
-    @property
-    def hctl(self) -> str:
-        return f"{self.host.host_no}:{self.channel}:{self.id}:{self.lun}"
-
-    @property
-    def online(self) -> bool:
-        """scsi_device_online()"""
-        return self.sdev_state not in (SdevState.SDEV_OFFLINE, SdevState.SDEV_TRANSPORT_OFFLINE)
-
-
-def scsi_device_state_name(state: SdevState) -> str:
-    return SDEV_STATE_NAMES.get(state, "")
-
-
-def scsi_device_set_state(sdev: ScsiDevice, state: SdevState) -> int:
-    """scsi_lib.c scsi_device_set_state(): 0, or -EINVAL for an illegal transition."""
-    old = sdev.sdev_state
-    if state == old:
-        return 0
-    if old not in _SDEV_TRANSITIONS[state]:
-        if scsi_log_enabled(sdev.host.kernel, LogShift.ERROR, 1):
-            sdev_printk(KernLevel.ERR, sdev,
-                        f"Illegal state transition {old.sysfs_name}->{state.sysfs_name}")
-        return -errno.EINVAL
-    sdev.offline_already = False
-    sdev.sdev_state = state
-    return 0
-
-
-def scsi_change_queue_depth(sdev: ScsiDevice, depth: int) -> int:
+def scsi_change_queue_depth(sdev: scsi_device, depth: int) -> int:
     """scsi.c scsi_change_queue_depth(): clamp to the budget map and remember it."""
     if depth > 0:
         sdev.queue_depth = depth
     return sdev.queue_depth
-
-
-def scsi_device_created(sdev: ScsiDevice) -> bool:
-    return sdev.sdev_state in (SdevState.SDEV_CREATED, SdevState.SDEV_CREATED_BLOCK)
 
 
 # -- passthrough execution -----------------------------------------------------------------
@@ -300,33 +76,20 @@ class _HostBuffer:
         self.view = memoryview(self._data)
 
 
-def _alloc_buffer(kernel: Any, length: int) -> Any:
-    mem = getattr(kernel, "memory", None)
+def _alloc_buffer(kernel: Kernel, length: int) -> Any:
+    mem = kernel.memory
     if mem is None:
         return _HostBuffer(length)
     return mem.alloc(length)
 
 
-def _free_buffer(kernel: Any, buf: Any) -> None:
-    mem = getattr(kernel, "memory", None)
+def _free_buffer(kernel: Kernel, buf: Any) -> None:
+    mem = kernel.memory
     if mem is not None and not isinstance(buf, _HostBuffer):
         mem.free(buf)
 
 
-_block_module: Any = None
-
-
-def _blk() -> Any:
-    """vscsifs.scsi.kernel.block, imported at first use (it imports this package); cached, as every
-    request reaches it several times."""
-    global _block_module
-    if _block_module is None:
-        from vscsifs.scsi.kernel import block
-        _block_module = block
-    return _block_module
-
-
-async def scsi_execute_cmd(sdev: ScsiDevice, cmd: bytes, direction: DmaDirection, buflen: int = 0,
+async def scsi_execute_cmd(sdev: scsi_device, cmd: bytes, direction: DmaDirection, buflen: int = 0,
                            *, data: bytes | None = None, timeout: float = 30.0,
                            retries: int = 3, req_flags: ReqFlag = ReqFlag.NONE,
                            data_out: bytes | None = None) -> ExecResult:
@@ -344,10 +107,9 @@ async def scsi_execute_cmd(sdev: ScsiDevice, cmd: bytes, direction: DmaDirection
         buflen = buflen or len(data_out)
     if buflen < 0:
         raise ValueError(f"scsi_execute_cmd: negative buffer length {buflen}")
-    blk = _blk()
     kernel = sdev.host.kernel
     op = ReqOp.REQ_OP_DRV_OUT if direction == DmaDirection.DMA_TO_DEVICE else ReqOp.REQ_OP_DRV_IN
-    rq: Request = await blk.blk_mq_alloc_request(sdev.request_queue, op, req_flags)
+    rq: Request = await blk_mq_alloc_request(sdev.request_queue, op, req_flags)
     buf = None
     try:
         if buflen:
@@ -362,8 +124,8 @@ async def scsi_execute_cmd(sdev: ScsiDevice, cmd: bytes, direction: DmaDirection
         rq.retries = retries
         if req_flags:
             rq.flags |= req_flags
-        await blk.blk_execute_rq(rq)
-        scmd: ScsiCmnd = rq.pdu
+        await blk_execute_rq(rq)
+        scmd: scsi_cmnd = rq.pdu
         resid = scmd.resid if 0 < scmd.resid <= buflen else 0
         data = b""
         if buf is not None and direction == DmaDirection.DMA_FROM_DEVICE:
@@ -375,7 +137,7 @@ async def scsi_execute_cmd(sdev: ScsiDevice, cmd: bytes, direction: DmaDirection
             _free_buffer(kernel, buf)
 
 
-async def scsi_execute_req(sdev: ScsiDevice, cmd: bytes, direction: DmaDirection, buflen: int,
+async def scsi_execute_req(sdev: scsi_device, cmd: bytes, direction: DmaDirection, buflen: int,
                            timeout: float, retries: int) -> ExecResult:
     """scsi_execute_req(): __scsi_execute without request flags."""
     return await scsi_execute_cmd(sdev, cmd, direction, buflen, timeout=timeout, retries=retries)
@@ -385,29 +147,32 @@ async def scsi_execute_req(sdev: ScsiDevice, cmd: bytes, direction: DmaDirection
 
 def scsi_mq_ops(shost: Scsi_Host) -> BlkMqOps:
     """scsi_lib.c scsi_mq_ops: the functions blk-mq calls for SCSI queues."""
+    map_queues = shost.hostt.map_queues
+
     def scsi_map_queues(tag_set: Any) -> None:
         """scsi_map_queues(): the LLD's map_queues (virtio: by MSI-X affinity) or the default."""
+        assert map_queues is not None
         shost.tag_set = tag_set
-        result = shost.hostt.map_queues(shost)
+        result: Any = map_queues(shost)
         if isinstance(result, list) and result:
             tag_set.mq_map = list(result)
 
     return BlkMqOps(queue_rq=scsi_queue_rq, complete=scsi_complete,
                     init_request=scsi_mq_init_request, get_budget=scsi_mq_get_budget,
                     put_budget=scsi_mq_put_budget, timeout=scsi_timeout,
-                    map_queues=scsi_map_queues if getattr(shost.hostt, "map_queues", None) else None)
+                    map_queues=scsi_map_queues if map_queues is not None else None)
 
 
 def scsi_mq_init_request(rq: Request) -> None:
-    """scsi_mq_init_request(): the pdu is a ScsiCmnd."""
+    """scsi_mq_init_request(): the pdu is a scsi_cmnd."""
     q = rq.q
     sdev = getattr(q, "queuedata", None) if q is not None else None
-    rq.pdu = ScsiCmnd(device=sdev, cmnd=b"")
+    rq.pdu = scsi_cmnd(device=sdev, cmnd=b"")
 
 
 def scsi_mq_get_budget(q: Any) -> bool:
     """scsi_dev_queue_ready(): a slot of the device's queue_depth."""
-    sdev: ScsiDevice = q.queuedata
+    sdev: scsi_device = q.queuedata
     if sdev.device_busy >= sdev.queue_depth:
         return False
     sdev.device_busy += 1
@@ -415,12 +180,12 @@ def scsi_mq_get_budget(q: Any) -> bool:
 
 
 def scsi_mq_put_budget(q: Any) -> None:
-    sdev: ScsiDevice = q.queuedata
+    sdev: scsi_device = q.queuedata
     if sdev.device_busy > 0:
         sdev.device_busy -= 1
 
 
-def _state_check(sdev: ScsiDevice, rq: Request) -> BlkStatus:
+def _state_check(sdev: scsi_device, rq: Request) -> BlkStatus:
     """scsi_device_state_check()"""
     st = sdev.sdev_state
     if st in (SdevState.SDEV_CREATED, SdevState.SDEV_RUNNING):
@@ -441,15 +206,15 @@ def _state_check(sdev: ScsiDevice, rq: Request) -> BlkStatus:
     return BlkStatus.BLK_STS_OK if rq.flags & ReqFlag.RQF_PM else BlkStatus.BLK_STS_IOERR
 
 
-def _scsi_mq_done(cmd: ScsiCmnd) -> None:
+def _scsi_mq_done(cmd: scsi_cmnd) -> None:
     """The cmd->scsi_done the LLD calls: scsi_done() on the command's own request."""
     scsi_done(cmd.request)
 
 
-def scsi_prepare_cmd(rq: Request, cmd: ScsiCmnd) -> BlkStatus:
+def scsi_prepare_cmd(rq: Request, cmd: scsi_cmnd) -> BlkStatus:
     """scsi_prepare_cmd(): fresh command state; passthrough copies the CDB
     (scsi_setup_scsi_cmnd), fs requests ask the upper driver (sd_init_command)."""
-    sdev: ScsiDevice = rq.q.queuedata
+    sdev: scsi_device = rq.q.queuedata
     cmd.device = sdev
     cmd.request = rq
     _clear_sense(cmd)
@@ -460,11 +225,11 @@ def scsi_prepare_cmd(rq: Request, cmd: ScsiCmnd) -> BlkStatus:
     cmd.sdb = rq.buffer
     cmd.transfersize = rq.nr_bytes
     cmd.timeout = rq.timeout
-    rq.extra["eh_eflags"] = 0
+    cmd.eh_eflags = 0
     try:
-        rq.extra["jiffies_at_alloc"] = trio.current_time()
+        cmd.jiffies_at_alloc = trio.current_time()
     except RuntimeError:   # not inside trio.run (unit tests driving the midlayer directly)
-        rq.extra["jiffies_at_alloc"] = 0.0
+        cmd.jiffies_at_alloc = 0.0
     if rq.is_passthrough:
         cmd.cmnd = rq.cmd
         cmd.allowed = rq.retries
@@ -477,13 +242,13 @@ def scsi_prepare_cmd(rq: Request, cmd: ScsiCmnd) -> BlkStatus:
         return BlkStatus.BLK_STS_OK
     cmd.sc_data_direction = DmaDirection.DMA_TO_DEVICE if rq.is_write else DmaDirection.DMA_FROM_DEVICE
     drv = sdev.driver_ops
-    if drv is None:
+    if drv is None or drv.init_command is None:
         return BlkStatus.BLK_STS_IOERR
     ret = drv.init_command(cmd)
     return ret if ret.__class__ is BlkStatus else BlkStatus(ret)
 
 
-def _clear_sense(cmd: ScsiCmnd) -> None:
+def _clear_sense(cmd: scsi_cmnd) -> None:
     """memset(cmd->sense_buffer, 0, SCSI_SENSE_BUFFERSIZE), without a new zero buffer per I/O."""
     buf = cmd.sense_buffer
     n = len(buf)
@@ -504,44 +269,19 @@ def _in_trio() -> bool:
     return True
 
 
-def scmd_age(cmd: ScsiCmnd) -> int:
+def scmd_age(cmd: scsi_cmnd) -> int:
     """(jiffies - scmd->jiffies_at_alloc) / HZ: seconds since the command was prepared."""
-    rq = cmd.request
-    start = rq.extra.get("jiffies_at_alloc") if rq is not None else None
+    start = cmd.jiffies_at_alloc
     if not start or not _in_trio():
         return 0
     return int(trio.current_time() - start)
-
-
-def _release_budgets(sdev: ScsiDevice) -> None:
-    """scsi_device_unbusy() / the out_put_budget path."""
-    shost = sdev.host
-    if shost.host_busy > 0:
-        shost.host_busy -= 1
-    starget = sdev.sdev_target
-    if starget.can_queue > 0 and starget.target_busy > 0:
-        starget.target_busy -= 1
-    if sdev.device_busy > 0:
-        sdev.device_busy -= 1
-
-
-_HostState: Any = None
-
-
-def _host_state() -> Any:
-    """_hosts.HostState (_hosts imports this module), looked up once, not per request."""
-    global _HostState
-    if _HostState is None:
-        from vscsifs.scsi.kernel._hosts import HostState
-        _HostState = HostState
-    return _HostState
 
 
 def scsi_queue_rq(hctx: Any, rq: Request, last: bool) -> BlkStatus:
     """scsi_lib.c scsi_queue_rq(): with the device budget blk-mq took (scsi_mq_get_budget),
     check the device state, take target and host budget, prepare, hand to the LLD. Every
     failure gives back what was taken (out_put_budget)."""
-    sdev: ScsiDevice = rq.q.queuedata
+    sdev: scsi_device = rq.q.queuedata
     shost = sdev.host
     if sdev.sdev_state != SdevState.SDEV_RUNNING:
         ret = _state_check(sdev, rq)
@@ -552,7 +292,6 @@ def scsi_queue_rq(hctx: Any, rq: Request, last: bool) -> BlkStatus:
                 rq.pdu.result = (0x01 if not sdev.online else 0x07) << 16   # DID_NO_CONNECT / DID_ERROR
             return ret
     starget = sdev.sdev_target
-    HostState = _host_state()
     if (starget.can_queue > 0 and starget.target_busy >= starget.can_queue) or \
             shost.host_busy >= shost.can_queue or shost.host_blocked or \
             shost.shost_state in (HostState.SHOST_RECOVERY, HostState.SHOST_CANCEL_RECOVERY,
@@ -562,15 +301,15 @@ def scsi_queue_rq(hctx: Any, rq: Request, last: bool) -> BlkStatus:
     if starget.can_queue > 0:
         starget.target_busy += 1
     shost.host_busy += 1
-    cmd: ScsiCmnd | None = rq.pdu
+    cmd: scsi_cmnd | None = rq.pdu
     if cmd is None:
-        cmd = rq.pdu = ScsiCmnd(device=sdev, cmnd=b"")
-    if not rq.extra.get("scsi_prepped"):
+        cmd = rq.pdu = scsi_cmnd(device=sdev, cmnd=b"")
+    if not cmd.dontprep:
         ret = scsi_prepare_cmd(rq, cmd)
         if ret != BlkStatus.BLK_STS_OK:
-            _release_budgets(sdev)
+            scsi_device_unbusy(sdev)
             return ret
-        rq.extra["scsi_prepped"] = True
+        cmd.dontprep = True
     else:
         cmd.result = 0
         cmd.resid = 0
@@ -579,7 +318,7 @@ def scsi_queue_rq(hctx: Any, rq: Request, last: bool) -> BlkStatus:
     cmd.tag = rq.tag
     cmd.hwq = getattr(hctx, "queue_num", 0) if hctx is not None else 0
     cmd.scsi_done = _scsi_mq_done
-    _blk().blk_mq_start_request(rq)
+    blk_mq_start_request(rq)
     scsi_log_send(cmd)
     sdev.iorequest_cnt += 1
     if shost.shost_state == HostState.SHOST_DEL:
@@ -589,105 +328,50 @@ def scsi_queue_rq(hctx: Any, rq: Request, last: bool) -> BlkStatus:
     rtn = shost.hostt.queuecommand(shost, cmd)
     if rtn:
         # the LLD refused: give the budgets back and let blk-mq retry the dispatch
-        _release_budgets(sdev)
+        scsi_device_unbusy(sdev)
         return BlkStatus.BLK_STS_RESOURCE
     return BlkStatus.BLK_STS_OK
 
 
 def scsi_done(rq: Request) -> None:
     """scsi_done(): the LLD finished the command; complete the request."""
-    cmd: ScsiCmnd = rq.pdu
+    cmd: scsi_cmnd = rq.pdu
     cmd.done = True
-    _blk().blk_mq_complete_request(rq)
+    blk_mq_complete_request(rq)
 
 
 def _requeue(rq: Request, delay: float) -> None:
     """scsi_queue_insert() / scsi_mq_requeue_cmd(): send the request to the LLD again."""
-    blk = _blk()
-    fn = getattr(blk, "blk_mq_requeue_request", None)
-    if fn is not None:
-        fn(rq, True, delay)
-        return
-    sdev: ScsiDevice = rq.q.queuedata
-    nursery = sdev.host.kernel.nursery
-    if nursery is None:
-        raise RuntimeError("scsi: cannot requeue a command without the block layer's "
-                           "blk_mq_requeue_request or a kernel nursery")
-
-    async def redispatch() -> None:
-        await trio.sleep(delay)
-        while scsi_queue_rq(rq.hctx, rq, True) == BlkStatus.BLK_STS_RESOURCE:
-            await trio.sleep(SCSI_QUEUE_DELAY)
-
-    nursery.start_soon(redispatch)
-
-
-# enum scsi_timeout_action (what hostt.eh_timed_out answers) and blk_eh_timer_return
-SCSI_EH_DONE = 0
-SCSI_EH_RESET_TIMER = 1
-SCSI_EH_NOT_HANDLED = 2
-BLK_EH_DONE = 0
-BLK_EH_RESET_TIMER = 1
-
-
-def scsi_timeout(rq: Request) -> int:
-    """scsi_error.c scsi_timeout(): blk-mq's timer expired. The LLD's eh_timed_out may re-arm
-    the timer (virtio-scsi always does: the device may still answer). Otherwise the command
-    is taken from the LLD (later completions are ignored) and aborted; vscsifs has no further
-    error-handler escalation (device/target/host reset): a failed abort ends the command with
-    DID_TIME_OUT."""
-    from vscsifs.scsi.kernel._scsi_error import Disposition
-
-    cmd: ScsiCmnd = rq.pdu
-    sdev: ScsiDevice = cmd.device
-    shost = sdev.host
-    scsi_log_completion(cmd, Disposition.TIMEOUT_ERROR)
-    sdev.iotmo_cnt += 1
-    rtn = SCSI_EH_NOT_HANDLED
-    timed_out = getattr(shost.hostt, "eh_timed_out", None)
-    if timed_out is not None:
-        rtn = int(timed_out(cmd))
-    if rtn == SCSI_EH_RESET_TIMER:
-        return BLK_EH_RESET_TIMER
-    if rq.extra.get("scsi_complete_state"):
-        return BLK_EH_RESET_TIMER               # a real completion won the race
-    rq.extra["scsi_complete_state"] = True
-    from vscsifs.scsi.kernel._scsi_error import SUCCESS as ML_SUCCESS
-    from vscsifs.scsi.kernel._scsi_error import scsi_abort_command, scsi_eh_scmd_add
-    if scsi_abort_command(cmd) != ML_SUCCESS:
-        cmd.set_host_byte(0x03)                  # DID_TIME_OUT
-        scsi_eh_scmd_add(cmd)
-    return BLK_EH_DONE
+    blk_mq_requeue_request(rq, True, delay)
 
 
 def scsi_complete(rq: Request) -> None:
     """scsi_lib.c scsi_complete(): count, decide the disposition, retry or finish."""
-    cmd: ScsiCmnd = rq.pdu
-    if rq.extra.get("scsi_complete_state"):
+    cmd: scsi_cmnd = rq.pdu
+    if cmd.state_complete:
         return                                   # the timeout handler owns the command
-    sdev: ScsiDevice = cmd.device
+    sdev: scsi_device = cmd.device
     sdev.iodone_cnt += 1
     if cmd.result:
         sdev.ioerr_cnt += 1
     disposition = scsi_decide_disposition(cmd)
     scsi_log_completion(cmd, disposition)
     if disposition in (NEEDS_RETRY, ADD_TO_MLQUEUE):
-        _release_budgets(sdev)
+        scsi_device_unbusy(sdev)
         _requeue(rq, 0.0 if disposition == NEEDS_RETRY else SCSI_QUEUE_DELAY)
         return
     if disposition == SUCCESS_DISPOSITION:
         scsi_finish_command(rq, cmd)
         return
     # FAILED (and anything else): the error handler owns the command now
-    from vscsifs.scsi.kernel._scsi_error import scsi_eh_scmd_add
-    rq.extra["scsi_complete_state"] = True
+    cmd.state_complete = True
     scsi_eh_scmd_add(cmd)
 
 
-def scsi_finish_command(rq: Request, cmd: ScsiCmnd) -> None:
+def scsi_finish_command(rq: Request, cmd: scsi_cmnd) -> None:
     """scsi.c scsi_finish_command(): release budgets, let the upper driver count good bytes."""
-    sdev: ScsiDevice = cmd.device
-    _release_budgets(sdev)
+    sdev: scsi_device = cmd.device
+    scsi_device_unbusy(sdev)
     if sdev.device_blocked:
         sdev.device_blocked = 0
     if scsi_log_enabled(sdev.host.kernel, LogShift.MLCOMPLETE, 4):
@@ -695,16 +379,10 @@ def scsi_finish_command(rq: Request, cmd: ScsiCmnd) -> None:
                     f"Notifying upper driver of completion (result {cmd.result:x})")
     good_bytes = cmd.transfersize
     if not rq.is_passthrough and sdev.driver_ops is not None:
-        done = getattr(sdev.driver_ops, "done", None)
+        done = sdev.driver_ops.done
         if done is not None:
             good_bytes = int(done(cmd))
     scsi_io_completion(rq, cmd, good_bytes)
-
-
-def scsi_status_is_good(result: int) -> bool:
-    if result < 0 or ((result >> 16) & 0xFF) == 0x01:   # DID_NO_CONNECT
-        return False
-    return (result & 0xFE) in (0x00, 0x04, 0x10, 0x14, 0x22)
 
 
 def scsi_result_to_blk_status(result: int) -> BlkStatus:
@@ -724,28 +402,28 @@ def scsi_result_to_blk_status(result: int) -> BlkStatus:
     return BlkStatus.BLK_STS_IOERR
 
 
-def scsi_mq_uninit_cmd(rq: Request, cmd: ScsiCmnd) -> None:
+def scsi_mq_uninit_cmd(rq: Request, cmd: scsi_cmnd) -> None:
     """scsi_mq_uninit_cmd(): the upper driver frees what init_command set up."""
-    if rq.is_passthrough or not rq.extra.get("scsi_prepped"):
+    if rq.is_passthrough or not cmd.dontprep:
         return
     drv = cmd.device.driver_ops if cmd.device is not None else None
-    uninit = getattr(drv, "uninit_command", None) if drv is not None else None
+    uninit = drv.uninit_command if drv is not None else None
     if uninit is not None:
         uninit(cmd)
 
 
 def _end_request(rq: Request, status: BlkStatus) -> None:
-    cmd: ScsiCmnd = rq.pdu
+    cmd: scsi_cmnd = rq.pdu
     scsi_mq_uninit_cmd(rq, cmd)
-    rq.extra["scsi_prepped"] = False
+    cmd.dontprep = False
     rq.result = cmd.result
     rq.resid_len = cmd.resid
-    _blk().blk_mq_end_request(rq, status)
+    blk_mq_end_request(rq, status)
 
 
-def scsi_io_completion(rq: Request, cmd: ScsiCmnd, good_bytes: int) -> None:
+def scsi_io_completion(rq: Request, cmd: scsi_cmnd, good_bytes: int) -> None:
     """scsi_lib.c scsi_io_completion(): result + sense -> blk_status, partial completion."""
-    sdev: ScsiDevice = cmd.device
+    sdev: scsi_device = cmd.device
     result = cmd.result
     blk_stat = BlkStatus.BLK_STS_OK
     sshdr = scsi_normalize_sense(cmd.sense_buffer) if result else None
@@ -760,7 +438,6 @@ def scsi_io_completion(rq: Request, cmd: ScsiCmnd, good_bytes: int) -> None:
             blk_stat = scsi_result_to_blk_status(result)
         if sshdr is not None and sshdr.sense_key == SenseKey.RECOVERED_ERROR:
             if not (sshdr.asc == 0 and sshdr.ascq == 0x1D) and not rq.flags & ReqFlag.RQF_QUIET:
-                from vscsifs.scsi.kernel._scsi_logging import scsi_print_sense
                 scsi_print_sense(cmd)
             result = 0
         if (result & 0xFF) and scsi_status_is_good(result):
@@ -782,25 +459,25 @@ def scsi_io_completion(rq: Request, cmd: ScsiCmnd, good_bytes: int) -> None:
         # partial success without error: the kernel completes good_bytes and requeues the
         # rest; the block layer here has no blk_update_request, so the whole request is sent
         # again, a bounded number of times
-        tries = rq.extra.get("scsi_partial_requeues", 0) + 1
-        rq.extra["scsi_partial_requeues"] = tries
+        cmd.partial_requeues += 1
+        tries = cmd.partial_requeues
         if tries > 5:
             _end_request(rq, BlkStatus.BLK_STS_IOERR)
             return
         scsi_mq_uninit_cmd(rq, cmd)
-        rq.extra["scsi_prepped"] = False
+        cmd.dontprep = False
         _requeue(rq, 0.0)
         return
     scsi_io_completion_action(rq, cmd, result, sshdr)
 
 
-def scsi_cmd_runtime_exceeded(rq: Request, cmd: ScsiCmnd) -> bool:
+def scsi_cmd_runtime_exceeded(rq: Request, cmd: scsi_cmnd) -> bool:
     """scsi_lib.c scsi_cmd_runtime_exceeced(): a command retried for longer than
     (allowed + 1) * timeout since it was prepared is failed ("timing out command"). Without a
     start time (outside trio) a retry count stands in."""
     if cmd.allowed == -1:
         return False
-    start = rq.extra.get("jiffies_at_alloc")
+    start = cmd.jiffies_at_alloc
     if not start or not _in_trio():
         return cmd.retries > max(cmd.allowed, 0) + 5
     wait_for = (cmd.allowed + 1) * rq.timeout
@@ -810,10 +487,10 @@ def scsi_cmd_runtime_exceeded(rq: Request, cmd: ScsiCmnd) -> bool:
     return False
 
 
-def scsi_io_completion_action(rq: Request, cmd: ScsiCmnd, result: int,
+def scsi_io_completion_action(rq: Request, cmd: scsi_cmnd, result: int,
                               sshdr: ScsiSenseHdr | None) -> None:
     """scsi_lib.c scsi_io_completion_action(): fail, re-prepare or retry an fs request."""
-    sdev: ScsiDevice = cmd.device
+    sdev: scsi_device = cmd.device
     blk_stat = scsi_result_to_blk_status(result)
     action = "fail"
     current = sshdr is not None and not sshdr.is_deferred
@@ -848,12 +525,9 @@ def scsi_io_completion_action(rq: Request, cmd: ScsiCmnd, result: int,
         if not rq.flags & ReqFlag.RQF_QUIET:
             kernel = sdev.host.kernel
             level = 0
-            from vscsifs.scsi.kernel._scsi_logging import scsi_logging_level_get, scsi_log_level, scsi_print_command
-            from vscsifs.scsi.kernel._scsi_logging import scsi_print_result, scsi_print_sense
             if scsi_logging_level_get(kernel):
                 level = scsi_log_level(kernel, LogShift.MLCOMPLETE)
             if not level:
-                from vscsifs.scsi.kernel._scsi_error import FAILED
                 scsi_print_result(cmd, None, FAILED, scmd_age(cmd))
                 if sshdr is not None:
                     scsi_print_sense(cmd)
@@ -865,13 +539,13 @@ def scsi_io_completion_action(rq: Request, cmd: ScsiCmnd, result: int,
     cmd.retries += 1
     if action in ("reprep", "delayed_reprep"):
         scsi_mq_uninit_cmd(rq, cmd)
-        rq.extra["scsi_prepped"] = False
+        cmd.dontprep = False
     _requeue(rq, 0.0 if action in ("retry", "reprep") else SCSI_QUEUE_DELAY)
 
 
 # -- helpers for upper drivers -------------------------------------------------------------
 
-async def scsi_test_unit_ready(sdev: ScsiDevice, timeout: float = 30.0,
+async def scsi_test_unit_ready(sdev: scsi_device, timeout: float = 30.0,
                                retries: int = 3) -> tuple[int, ScsiSenseHdr | None]:
     """scsi_lib.c scsi_test_unit_ready(): TUR, eating unit attentions while retries last."""
     while True:
@@ -906,7 +580,7 @@ class ModeSenseResult:
     sshdr: ScsiSenseHdr | None
 
 
-async def scsi_mode_sense(sdev: ScsiDevice, dbd: int, modepage: int, length: int,
+async def scsi_mode_sense(sdev: scsi_device, dbd: int, modepage: int, length: int,
                           timeout: float = 30.0, retries: int = 3) -> ModeSenseResult:
     """scsi_lib.c scsi_mode_sense(): MODE SENSE(10) or (6), falling back from 10 to 6 on
     INVALID COMMAND OPERATION CODE and retrying unit attentions."""
@@ -921,14 +595,14 @@ async def scsi_mode_sense(sdev: ScsiDevice, dbd: int, modepage: int, length: int
         if use_10:
             if length < 8 or length > 65535:
                 return ModeSenseResult(-errno.EINVAL, data, b"", None)
-            cdb[0] = MODE_SENSE_10
+            cdb[0] = ScsiOpcode.MODE_SENSE_10
             cdb[7:9] = length.to_bytes(2, "big")
             header_length = 8
             cdb_bytes = bytes(cdb[:10])
         else:
             if length < 4:
                 return ModeSenseResult(-errno.EINVAL, data, b"", None)
-            cdb[0] = MODE_SENSE
+            cdb[0] = ScsiOpcode.MODE_SENSE
             cdb[4] = length & 0xFF
             header_length = 4
             cdb_bytes = bytes(cdb[:6])
@@ -968,18 +642,18 @@ async def scsi_mode_sense(sdev: ScsiDevice, dbd: int, modepage: int, length: int
     return ModeSenseResult(0, data, buf, sshdr)
 
 
-def scsi_device_supports_vpd(sdev: ScsiDevice) -> bool:
+def scsi_device_supports_vpd(sdev: scsi_device) -> bool:
     """include/scsi/scsi_device.h scsi_device_supports_vpd()"""
     if sdev.try_vpd_pages:
         return True
     return sdev.scsi_level >= ScsiLevel.SCSI_SPC_2 and not sdev.skip_vpd_pages
 
 
-async def scsi_vpd_inquiry(sdev: ScsiDevice, page: int, length: int) -> tuple[int, bytes]:
+async def scsi_vpd_inquiry(sdev: scsi_device, page: int, length: int) -> tuple[int, bytes]:
     """scsi.c scsi_vpd_inquiry(): (page length incl. header or -errno, data received)."""
     if length < 4:
         return -errno.EINVAL, b""
-    cdb = bytes([INQUIRY, 1, page, (length >> 8) & 0xFF, length & 0xFF, 0])
+    cdb = bytes([ScsiOpcode.INQUIRY, 1, page, (length >> 8) & 0xFF, length & 0xFF, 0])
     res = await scsi_execute_cmd(sdev, cdb, DmaDirection.DMA_FROM_DEVICE, length,
                                  timeout=30.0, retries=3)
     if res.result:
@@ -993,7 +667,7 @@ async def scsi_vpd_inquiry(sdev: ScsiDevice, page: int, length: int) -> tuple[in
     return n + 4, data
 
 
-async def scsi_get_vpd_size(sdev: ScsiDevice, page: int) -> int:
+async def scsi_get_vpd_size(sdev: scsi_device, page: int) -> int:
     """scsi.c scsi_get_vpd_size(): check page 0's list first, then read the page header."""
     if sdev.no_vpd_size:
         return SCSI_DEFAULT_VPD_LEN
@@ -1012,7 +686,7 @@ async def scsi_get_vpd_size(sdev: ScsiDevice, page: int) -> int:
     return result
 
 
-async def scsi_get_vpd_page(sdev: ScsiDevice, page: int, buf_len: int) -> bytes | None:
+async def scsi_get_vpd_page(sdev: scsi_device, page: int, buf_len: int) -> bytes | None:
     """scsi.c scsi_get_vpd_page(): the page (at most buf_len bytes), or None (-EINVAL)."""
     if not scsi_device_supports_vpd(sdev):
         return None
@@ -1026,7 +700,7 @@ async def scsi_get_vpd_page(sdev: ScsiDevice, page: int, buf_len: int) -> bytes 
     return data[:vpd_len].ljust(buf_len, b"\0")
 
 
-async def scsi_get_vpd_buf(sdev: ScsiDevice, page: int) -> bytes | None:
+async def scsi_get_vpd_buf(sdev: scsi_device, page: int) -> bytes | None:
     """scsi.c scsi_get_vpd_buf(): the whole page, re-read if it grew."""
     vpd_len = await scsi_get_vpd_size(sdev, page)
     if vpd_len <= 0:
@@ -1045,13 +719,13 @@ _VPD_ATTRS = {0x00: "vpd_pg0", 0x80: "vpd_pg80", 0x83: "vpd_pg83", 0x89: "vpd_pg
               0xB0: "vpd_pgb0", 0xB1: "vpd_pgb1", 0xB2: "vpd_pgb2"}
 
 
-async def scsi_update_vpd_page(sdev: ScsiDevice, page: int) -> None:
+async def scsi_update_vpd_page(sdev: scsi_device, page: int) -> None:
     buf = await scsi_get_vpd_buf(sdev, page)
     if buf is not None:
         setattr(sdev, _VPD_ATTRS[page], buf)
 
 
-async def scsi_attach_vpd(sdev: ScsiDevice) -> None:
+async def scsi_attach_vpd(sdev: scsi_device) -> None:
     """scsi.c scsi_attach_vpd(): read page 0, then every listed page the kernel caches."""
     if not scsi_device_supports_vpd(sdev):
         return
@@ -1063,7 +737,7 @@ async def scsi_attach_vpd(sdev: ScsiDevice) -> None:
             await scsi_update_vpd_page(sdev, pg)
 
 
-async def scsi_report_opcode(sdev: ScsiDevice, length: int, opcode: int) -> int:
+async def scsi_report_opcode(sdev: scsi_device, length: int, opcode: int) -> int:
     """scsi.c scsi_report_opcode(): 1 supported, 0 not, -EINVAL when it cannot be asked."""
     if sdev.no_report_opcodes or sdev.scsi_level < ScsiLevel.SCSI_SPC_3:
         return -errno.EINVAL
@@ -1071,7 +745,7 @@ async def scsi_report_opcode(sdev: ScsiDevice, length: int, opcode: int) -> int:
     if request_len > length:
         return -errno.EINVAL
     cdb = bytearray(16)
-    cdb[0] = MAINTENANCE_IN
+    cdb[0] = ScsiOpcode.MAINTENANCE_IN
     cdb[1] = MI_REPORT_SUPPORTED_OPERATION_CODES
     cdb[2] = 1
     cdb[3] = opcode
@@ -1120,7 +794,7 @@ def _escape_np(data: bytes) -> str:
 _EUI_NAA_SIZES = {2: (8, 12, 16), 3: (8, 16)}
 
 
-def scsi_vpd_lun_id(sdev: ScsiDevice, id_len: int = 4096) -> str | int:
+def scsi_vpd_lun_id(sdev: scsi_device, id_len: int = 4096) -> str | int:
     """scsi_lib.c scsi_vpd_lun_id(): the preferred LU designator of page 0x83 as the
     ``wwid`` attribute prints it, or -ENXIO (no page 0x83) / -EINVAL (no usable designator)."""
     vpd = sdev.vpd_pg83
@@ -1156,10 +830,3 @@ def scsi_vpd_lun_id(sdev: ScsiDevice, id_len: int = 4096) -> str | int:
             cur_prio, cur_size = prio, dlen
             out = body[:min(dlen, id_len - 1)].split(b"\0")[0].decode("utf-8", "replace")
     return out
-
-
-async def maybe_await(value: Any) -> Any:
-    """Call sites accept both plain and async upper-driver hooks."""
-    if inspect.isawaitable(value):
-        return await value
-    return value

@@ -12,15 +12,14 @@ Messages go through the device's dev_printk prefix: ``scsi 0:0:0:0:`` before a d
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vscsifs.scsi.kernel._constants import (scsi_extd_sense_format, scsi_format_opcode_name, scsi_hostbyte_string,
                          scsi_sense_key_string)
+from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import KernLevel
-
-if TYPE_CHECKING:
-    from vscsifs.scsi.kernel.base._kernel import Kernel
-    from vscsifs.scsi.kernel._scsi_cmnd import ScsiCmnd
+from vscsifs.scsi.kernel._scsi_cmnd import scsi_cmnd
+from vscsifs.scsi.kernel._scsi_common import SUCCESS, Disposition, scsi_normalize_sense, scsi_status_is_check_condition
 
 PARAM = "scsi_mod.scsi_logging_level"
 
@@ -114,6 +113,35 @@ def sdev_printk(level: KernLevel, sdev: Any, text: str) -> None:
     dev_printk(sdev.host.kernel, level, sdev.sdev_gendev, text)
 
 
+def sdev_name(sdev: Any) -> str:
+    gendev = getattr(sdev, "sdev_gendev", None)
+    if gendev is not None:
+        return gendev.name
+    return f"{sdev.host.host_no}:{sdev.channel}:{sdev.id}:{sdev.lun}"
+
+
+def dev_driver_string(dev: Any) -> str:
+    """dev_driver_string(): the bound driver's name, else the bus's, else the class's."""
+    drv = getattr(dev, "driver", None)
+    if drv is not None:
+        return drv.name
+    bus = getattr(dev, "bus", None)
+    if bus is not None:
+        return bus.name
+    cls = getattr(dev, "cls", None)
+    return cls.name if cls is not None else ""
+
+
+def sdev_prefix_printk(kernel: Kernel, level: KernLevel, sdev: Any, text: str, name: str | None = None) -> None:
+    """sdev_prefix_printk(): ``sd 0:0:0:0: [sda] text``, as the upper drivers (sd, sr, sg) print;
+    also for a device not yet in sysfs (``scsi H:C:T:L``)."""
+    gendev = getattr(sdev, "sdev_gendev", None)
+    prefix = f"{dev_driver_string(gendev) if gendev is not None else 'scsi'} {sdev_name(sdev)}: "
+    if name:
+        prefix += f"[{name}] "
+    kernel.printk(level, prefix + text.rstrip("\n"))
+
+
 def shost_printk(level: KernLevel, shost: Any, text: str) -> None:
     dev_printk(shost.kernel, level, shost.shost_gendev, text)
 
@@ -122,7 +150,7 @@ def starget_printk(level: KernLevel, starget: Any, text: str) -> None:
     dev_printk(starget.host.kernel, level, starget.dev, text)
 
 
-def scmd_name(cmd: ScsiCmnd) -> str | None:
+def scmd_name(cmd: scsi_cmnd) -> str | None:
     """The disk name of the command's queue ('sda') once sd has attached a gendisk."""
     rq = cmd.request
     q = getattr(rq, "q", None) if rq is not None else None
@@ -139,7 +167,7 @@ def sdev_format_header(name: str | None, tag: int) -> str:
     return out
 
 
-def scmd_printk(level: KernLevel, cmd: ScsiCmnd, text: str) -> None:
+def scmd_printk(level: KernLevel, cmd: scsi_cmnd, text: str) -> None:
     """scmd_printk(): the device prefix, then '[sda] tag#N '."""
     sdev_printk(level, cmd.device, sdev_format_header(scmd_name(cmd), cmd.tag) + text)
 
@@ -148,7 +176,7 @@ def _hex(data: bytes) -> str:
     return " ".join(f"{b:02x}" for b in data)
 
 
-def scsi_print_command(cmd: ScsiCmnd) -> None:
+def scsi_print_command(cmd: scsi_cmnd) -> None:
     """scsi_logging.c scsi_print_command(): 'CDB: Inquiry 12 00 00 00 24 00'."""
     header = sdev_format_header(scmd_name(cmd), cmd.tag)
     cdb = bytes(cmd.cmnd)
@@ -187,10 +215,8 @@ def scsi_print_sense_hdr(sdev: Any, name: str | None, tag: int, sshdr: Any) -> N
     sdev_printk(KernLevel.INFO, sdev, header + scsi_format_extd_sense(sshdr.asc, sshdr.ascq))
 
 
-def scsi_print_sense(cmd: ScsiCmnd) -> None:
+def scsi_print_sense(cmd: scsi_cmnd) -> None:
     """scsi_print_sense(): the decoded sense header, or a hex dump when it does not parse."""
-    from vscsifs.scsi.kernel._scsi_error import scsi_normalize_sense
-
     sense = bytes(cmd.sense_buffer)
     sshdr = scsi_normalize_sense(sense)
     name = scmd_name(cmd)
@@ -202,15 +228,21 @@ def scsi_print_sense(cmd: ScsiCmnd) -> None:
         sdev_printk(KernLevel.INFO, cmd.device, header + _hex(sense[i:i + 16]))
 
 
+def scsi_mlreturn_string(disposition: int) -> str | None:
+    """scsi_logging.c scsi_mlreturn_string(): the disposition's name, None when unknown."""
+    try:
+        return Disposition(disposition).name
+    except ValueError:
+        return None
+
+
 def fake_pointer(obj: object) -> str:
     """A stable stand-in for %p of a kernel object."""
     return f"0x{id(obj) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
-def scsi_print_result(cmd: ScsiCmnd, msg: str | None, disposition: int, cmd_age: int = 0) -> None:
+def scsi_print_result(cmd: scsi_cmnd, msg: str | None, disposition: int, cmd_age: int = 0) -> None:
     """scsi_print_result(): 'Done: SUCCESS Result: hostbyte=DID_OK driverbyte=DRIVER_OK cmd_age=0s'."""
-    from vscsifs.scsi.kernel._scsi_error import scsi_mlreturn_string
-
     out = sdev_format_header(scmd_name(cmd), cmd.tag)
     if msg:
         out += f"{msg}: "
@@ -224,7 +256,7 @@ def scsi_print_result(cmd: ScsiCmnd, msg: str | None, disposition: int, cmd_age:
     sdev_printk(KernLevel.INFO, cmd.device, out)
 
 
-def scsi_log_send(cmd: ScsiCmnd) -> None:
+def scsi_log_send(cmd: scsi_cmnd) -> None:
     """scsi_log_send(): at MLQUEUE > 1, 'Send: scmd 0x...' and the CDB."""
     kernel = cmd.device.host.kernel
     if scsi_log_enabled(kernel, LogShift.MLQUEUE, 2):
@@ -232,13 +264,11 @@ def scsi_log_send(cmd: ScsiCmnd) -> None:
         scsi_print_command(cmd)
 
 
-def scsi_log_completion(cmd: ScsiCmnd, disposition: int) -> None:
+def scsi_log_completion(cmd: scsi_cmnd, disposition: int) -> None:
     """scsi_log_completion(): result, CDB, sense and (level > 3) the host busy count."""
     kernel = cmd.device.host.kernel
     if not getattr(kernel, "_scsi_logging_level", None) and not scsi_logging_level_get(kernel):
         return
-    from vscsifs.scsi.kernel._scsi_error import SUCCESS, scsi_status_is_check_condition
-
     level = scsi_log_level(kernel, LogShift.MLCOMPLETE)
     if (level > 0 and (cmd.result or disposition != SUCCESS)) or level > 1:
         scsi_print_result(cmd, "Done", disposition)

@@ -14,48 +14,42 @@ scanned (scsi_finish_async_scan), so upper-driver probes (sd) start after the la
 from __future__ import annotations
 
 import errno
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
-from vscsifs.scsi.kernel.base._driver_model import Device, device_add, device_del
 from vscsifs.scsi._common import scsilun_to_int
-
+from vscsifs.scsi._proto import ScsiType, SenseKey
+from vscsifs.scsi.kernel.base._driver_model import Device, device_del
+from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import KernLevel
-from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection
-from vscsifs.scsi.kernel._scsi_devinfo import Blist, scsi_get_device_flags
-from vscsifs.scsi.kernel._scsi_error import SenseKey, scsi_status_is_check_condition
-from vscsifs.scsi.kernel._scsi_lib import (SCSI_DEFAULT_EH_TIMEOUT, ScsiDevice, ScsiLevel, ScsiTarget, SdevState,
-                        StargetState, _blk, scsi_attach_vpd, scsi_change_queue_depth,
-                        scsi_device_created, scsi_device_set_state, scsi_device_state_name,
-                        scsi_execute_req)
-from vscsifs.scsi.kernel._scsi_logging import LogShift, scsi_log_enabled, sdev_printk, shost_printk, starget_printk
+from vscsifs.scsi.kernel.block import (blk_mq_destroy_queue, blk_mq_init_queue, blk_queue_dma_alignment,
+                                       blk_queue_max_hw_sectors, blk_queue_max_segment_size, blk_queue_max_segments,
+                                       blk_queue_segment_boundary, blk_queue_virt_boundary)
+from vscsifs.scsi.kernel.base._async import maybe_await
+from vscsifs.scsi.kernel._async_domain import async_schedule
 from vscsifs.scsi.kernel._constants import scsi_device_type
+from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection
+from vscsifs.scsi.kernel._scsi_common import scsi_status_is_check_condition
+from vscsifs.scsi.kernel._scsi_devinfo import Blist, scsi_get_device_flags
+from vscsifs.scsi.kernel._scsi_lib import scsi_attach_vpd, scsi_change_queue_depth, scsi_execute_req
+from vscsifs.scsi.kernel._scsi_logging import LogShift, scsi_log_enabled, sdev_printk, shost_printk, starget_printk
+from vscsifs.scsi.kernel._scsi_sysfs import (scsi_bus, scsi_sysfs_add_sdev, scsi_sysfs_device_initialize,
+                                            scsi_sysfs_remove_visible)
+from vscsifs.scsi.kernel._scsi_types import (SCAN_WILD_CARD, SCSI_DEFAULT_EH_TIMEOUT, HostState, ScanMode, scsi_device,
+                                            ScsiLevel, ScsiTarget, Scsi_Host, SdevState, StargetState,
+                                            scsi_device_created, scsi_device_set_state,
+                                            scsi_device_state_name)
 
-if TYPE_CHECKING:
-    from vscsifs.scsi.kernel._hosts import Scsi_Host
-    from vscsifs.scsi.kernel.base._kernel import Kernel
-
-SCAN_WILD_CARD = -1            # ~0: shown as 4294967295 (channel, id) / 2**64-1 (lun)
 SCSI_REPORT_LUNS_TIMEOUT = 30.0
-TYPE_WLUN = 0x1E
-TYPE_ROM = 0x05
-TYPE_RBC = 0x0E
 
 
 class ScanResult(IntEnum):
     SCSI_SCAN_NO_RESPONSE = 0
     SCSI_SCAN_TARGET_PRESENT = 1
     SCSI_SCAN_LUN_PRESENT = 2
-
-
-class ScanMode(IntEnum):
-    SCSI_SCAN_INITIAL = 0
-    SCSI_SCAN_RESCAN = 1
-    SCSI_SCAN_MANUAL = 2
 
 
 NO_RESPONSE = ScanResult.SCSI_SCAN_NO_RESPONSE
@@ -93,65 +87,6 @@ def scsi_scan_type(kernel: Kernel) -> str:
     return "async"
 
 
-# -- the async domain (kernel/async.c) ------------------------------------------------------
-
-@dataclass
-class AsyncDomain:
-    """Pending async work of one kernel; async_synchronize_full() waits until it is empty.
-    ``last_started`` chains the work items so each starts (runs up to its first checkpoint)
-    in the order it was scheduled: trio shuffles wake-up order, and the sd probes must take
-    their sd indices in scan order (sda = the first disk found), as in the golden capture."""
-
-    pending: int = 0
-    idle: trio.Event = field(default_factory=trio.Event)
-    last_started: trio.Event | None = None
-
-
-def _domain(kernel: Kernel) -> AsyncDomain:
-    dom = getattr(kernel, "_async_domain", None)
-    if dom is None:
-        dom = AsyncDomain()
-        dom.idle.set()
-        kernel._async_domain = dom  # type: ignore[attr-defined]
-    return dom
-
-
-def async_schedule(kernel: Kernel, afn: Callable[..., Awaitable[Any]], *args: Any) -> bool:
-    """async_schedule(): run ``afn(*args)`` in the kernel's nursery. False if there is none
-    (the caller then runs the work inline, as a synchronous kernel would)."""
-    if kernel.nursery is None:
-        return False
-    dom = _domain(kernel)
-    dom.pending += 1
-    if dom.idle.is_set():
-        dom.idle = trio.Event()
-    prev = dom.last_started
-    started = trio.Event()
-    dom.last_started = started
-
-    async def run() -> None:
-        try:
-            if prev is not None and not prev.is_set():
-                await prev.wait()
-            started.set()
-            await afn(*args)
-        finally:
-            started.set()
-            dom.pending -= 1
-            if dom.pending == 0:
-                dom.idle.set()
-
-    kernel.nursery.start_soon(run)
-    return True
-
-
-async def async_synchronize_full(kernel: Kernel) -> None:
-    """async_synchronize_full(): wait for every scheduled scan and probe to finish."""
-    dom = _domain(kernel)
-    while dom.pending:
-        await dom.idle.wait()
-
-
 # -- LUN numbers -------------------------------------------------------------------------------
 
 def scsi_is_wlun(lun: int) -> bool:
@@ -167,8 +102,6 @@ def scsi_target_name(shost: Scsi_Host, channel: int, id_: int) -> str:
 def scsi_alloc_target(shost: Scsi_Host, channel: int, id_: int) -> ScsiTarget | None:
     """scsi_scan.c scsi_alloc_target(): find the live target or make a new one (not yet in
     sysfs: scsi_target_add does that when its first device becomes visible)."""
-    from vscsifs.scsi.kernel._scsi_sysfs import scsi_bus
-
     for starget in shost.targets:
         if starget.channel == channel and starget.id == id_ and starget.state != StargetState.STARGET_DEL:
             if starget.reap_ref > 0:
@@ -184,19 +117,6 @@ def scsi_alloc_target(shost: Scsi_Host, channel: int, id_: int) -> ScsiTarget | 
             shost.targets.remove(starget)
             return None
     return starget
-
-
-def scsi_target_add(starget: ScsiTarget) -> None:
-    """scsi_sysfs.c scsi_target_add(): make the target visible once."""
-    from vscsifs.scsi.kernel._scsi_sysfs import rpm_of
-
-    if starget.state != StargetState.STARGET_CREATED:
-        return
-    rpm = rpm_of(starget)
-    rpm.set_active_enable()
-    rpm.kids = lambda: sum(1 for s in starget_devices(starget) if s.is_visible and rpm_of(s).active)
-    device_add(starget.dev, power=rpm.overrides())
-    starget.state = StargetState.STARGET_RUNNING
 
 
 def scsi_target_destroy(starget: ScsiTarget) -> None:
@@ -219,25 +139,25 @@ def scsi_target_reap(starget: ScsiTarget) -> None:
     scsi_target_destroy(starget)
 
 
-def starget_devices(starget: ScsiTarget) -> list[ScsiDevice]:
+def starget_devices(starget: ScsiTarget) -> list[scsi_device]:
     return list(starget.devices)
 
 
 # -- devices ----------------------------------------------------------------------------------------
 
-def scsi_device_lookup_by_target(starget: ScsiTarget, lun: int) -> ScsiDevice | None:
+def scsi_device_lookup_by_target(starget: ScsiTarget, lun: int) -> scsi_device | None:
     for sdev in starget.devices:
         if sdev.lun == lun and sdev.sdev_state != SdevState.SDEV_DEL:
             return sdev
     return None
 
 
-def shost_for_each_device(shost: Scsi_Host) -> list[ScsiDevice]:
+def shost_for_each_device(shost: Scsi_Host) -> list[scsi_device]:
     """shost_for_each_device(): the host's devices that are not being deleted (a snapshot)."""
     return [s for s in shost.devices if s.sdev_state != SdevState.SDEV_DEL]
 
 
-def scsi_device_lookup(shost: Scsi_Host, channel: int, id_: int, lun: int) -> ScsiDevice | None:
+def scsi_device_lookup(shost: Scsi_Host, channel: int, id_: int, lun: int) -> scsi_device | None:
     for sdev in shost.devices:
         if (sdev.channel, sdev.id, sdev.lun) == (channel, id_, lun) and \
                 sdev.sdev_state != SdevState.SDEV_DEL:
@@ -250,25 +170,22 @@ SG_MAX_SEGMENTS = 2048
 
 def _init_queue_limits(shost: Scsi_Host, q: Any) -> None:
     """scsi_lib.c __scsi_init_queue(): the host's DMA limits on the new queue."""
-    blk = _blk()
-    blk.blk_queue_max_segments(q, min(shost.sg_tablesize, SG_MAX_SEGMENTS))
-    blk.blk_queue_max_hw_sectors(q, shost.max_sectors)
-    blk.blk_queue_segment_boundary(q, shost.dma_boundary)
-    blk.blk_queue_max_segment_size(q, shost.max_segment_size)
-    blk.blk_queue_virt_boundary(q, getattr(shost, "virt_boundary_mask", 0))
-    blk.blk_queue_dma_alignment(q, 3)          # max(4, dma_get_cache_alignment()) - 1 on x86
+    blk_queue_max_segments(q, min(shost.sg_tablesize, SG_MAX_SEGMENTS))
+    blk_queue_max_hw_sectors(q, shost.max_sectors)
+    blk_queue_segment_boundary(q, shost.dma_boundary)
+    blk_queue_max_segment_size(q, shost.max_segment_size)
+    blk_queue_virt_boundary(q, getattr(shost, "virt_boundary_mask", 0))
+    blk_queue_dma_alignment(q, 3)          # max(4, dma_get_cache_alignment()) - 1 on x86
 
 
-def scsi_alloc_sdev(starget: ScsiTarget, lun: int, hostdata: Any = None) -> ScsiDevice | None:
+def scsi_alloc_sdev(starget: ScsiTarget, lun: int, hostdata: Any = None) -> scsi_device | None:
     """scsi_scan.c scsi_alloc_sdev(): a scsi_device with its own request queue on the host's
     tag set, its sysfs objects initialised (not added) and the LLD's slave_alloc run."""
-    from vscsifs.scsi.kernel._scsi_sysfs import scsi_sysfs_device_initialize
-
     shost = starget.host
-    sdev = ScsiDevice(host=shost, sdev_target=starget, channel=starget.channel, id=starget.id,
+    sdev = scsi_device(host=shost, sdev_target=starget, channel=starget.channel, id=starget.id,
                       lun=lun, hostdata=hostdata)
     sdev.eh_timeout = SCSI_DEFAULT_EH_TIMEOUT
-    q = _blk().blk_mq_init_queue(shost.tag_set)
+    q = blk_mq_init_queue(shost.tag_set)
     q.queuedata = sdev
     sdev.request_queue = q
     _init_queue_limits(shost, q)
@@ -285,12 +202,12 @@ def scsi_alloc_sdev(starget: ScsiTarget, lun: int, hostdata: Any = None) -> Scsi
     return sdev
 
 
-def _destroy_sdev(sdev: ScsiDevice) -> None:
+def _destroy_sdev(sdev: scsi_device) -> None:
     """The non-visible half of __scsi_remove_device: queue, LLD state, target reference."""
     shost = sdev.host
     scsi_device_set_state(sdev, SdevState.SDEV_DEL)
     if sdev.request_queue is not None:
-        _blk().blk_mq_destroy_queue(sdev.request_queue)
+        blk_mq_destroy_queue(sdev.request_queue)
     if shost.hostt.slave_destroy is not None:
         shost.hostt.slave_destroy(sdev)
     if sdev in shost.devices:
@@ -300,11 +217,9 @@ def _destroy_sdev(sdev: ScsiDevice) -> None:
     scsi_target_reap(sdev.sdev_target)
 
 
-async def __scsi_remove_device(sdev: ScsiDevice) -> None:
+async def __scsi_remove_device(sdev: scsi_device) -> None:
     """scsi_sysfs.c __scsi_remove_device(): take a visible device out of sysfs (class
     interfaces and upper driver first), then free its queue and drop the target reference."""
-    from vscsifs.scsi.kernel._scsi_sysfs import scsi_sysfs_remove_visible
-
     if sdev.sdev_state == SdevState.SDEV_DEL:
         return
     if sdev.is_visible:
@@ -331,7 +246,7 @@ def scsi_sanitize_inquiry_string(data: bytearray, start: int, length: int) -> No
             data[i] = 0x20
 
 
-async def scsi_probe_lun(sdev: ScsiDevice, result_len: int = 256) -> tuple[int, bytearray, int]:
+async def scsi_probe_lun(sdev: scsi_device, result_len: int = 256) -> tuple[int, bytearray, int]:
     """scsi_scan.c scsi_probe_lun(): up to three INQUIRY passes (36 bytes, then what the
     device says it has, then 36 again if that failed), each eating up to three unit
     attentions. Returns (0 or -EIO, inquiry data, blist flags)."""
@@ -414,14 +329,12 @@ async def scsi_probe_lun(sdev: ScsiDevice, result_len: int = 256) -> tuple[int, 
     return 0, inq, bflags
 
 
-async def scsi_add_lun(sdev: ScsiDevice, inq: bytearray, bflags: int,
+async def scsi_add_lun(sdev: scsi_device, inq: bytearray, bflags: int,
                        async_: bool) -> tuple[ScanResult, int]:
     """scsi_scan.c scsi_add_lun(): fill the scsi_device from INQUIRY, log it, configure it,
     read its VPD pages and (unless scanning asynchronously) make it visible. Returns the
     result and the blist flags as it updated them (*bflags: a CD-ROM gets NOREPORTLUN, which
     the target scan then honours)."""
-    from vscsifs.scsi.kernel._scsi_sysfs import scsi_sysfs_add_sdev
-
     shost = sdev.host
     sdev.inquiry = bytes(inq[:max(sdev.inquiry_len, 36)])
     sdev.vendor = sdev.inquiry[8:16]
@@ -430,17 +343,17 @@ async def scsi_add_lun(sdev: ScsiDevice, inq: bytearray, bflags: int,
     if sdev.vendor == b"ATA     ":
         sdev.allow_restart = True
     if bflags & Blist.ISROM:
-        sdev.type = TYPE_ROM
+        sdev.type = ScsiType.TYPE_ROM
         sdev.removable = True
     else:
         sdev.type = inq[0] & 0x1F
         sdev.removable = bool(inq[1] & 0x80)
-        if scsi_is_wlun(sdev.lun) and sdev.type != TYPE_WLUN:
+        if scsi_is_wlun(sdev.lun) and sdev.type != ScsiType.TYPE_WLUN:
             sdev_printk(KernLevel.WARNING, sdev,
                         f"scsi_add_lun: correcting incorrect peripheral device type 0x{sdev.type:x} "
                         f"for W-LUN 0x{sdev.lun:16x}hN")
-            sdev.type = TYPE_WLUN
-    if sdev.type in (TYPE_RBC, TYPE_ROM) and not bflags & Blist.REPORTLUN2:
+            sdev.type = ScsiType.TYPE_WLUN
+    if sdev.type in (ScsiType.TYPE_RBC, ScsiType.TYPE_ROM) and not bflags & Blist.REPORTLUN2:
         bflags |= Blist.NOREPORTLUN
     sdev.inq_periph_qual = (inq[0] >> 5) & 7
     sdev.lockable = sdev.removable
@@ -465,9 +378,9 @@ async def scsi_add_lun(sdev: ScsiDevice, inq: bytearray, bflags: int,
     sdev.no_uld_attach = bool(bflags & Blist.NO_ULD_ATTACH)
     sdev.select_no_atn = bool(bflags & Blist.SELECT_NO_ATN)
     if bflags & Blist.MAX_512:
-        _blk().blk_queue_max_hw_sectors(sdev.request_queue, 512)
+        blk_queue_max_hw_sectors(sdev.request_queue, 512)
     elif bflags & Blist.MAX_1024:
-        _blk().blk_queue_max_hw_sectors(sdev.request_queue, 1024)
+        blk_queue_max_hw_sectors(sdev.request_queue, 1024)
     sdev.no_start_on_add = bool(bflags & Blist.NOSTARTONADD)
     if bflags & Blist.SINGLELUN:
         sdev.sdev_target.single_lun = True
@@ -512,7 +425,7 @@ async def scsi_add_lun(sdev: ScsiDevice, inq: bytearray, bflags: int,
 @dataclass(slots=True)
 class ProbeOutcome:
     result: ScanResult
-    sdev: ScsiDevice | None = None
+    sdev: scsi_device | None = None
     bflags: int = 0
 
 
@@ -693,7 +606,7 @@ async def scsi_scan_target(shost: Scsi_Host, channel: int, id_: int, lun: int,
     """scsi_scan.c scsi_scan_target(): one target, for transports and hotplug."""
     if scsi_scan_type(shost.kernel) == "none":
         return
-    async with _scan_mutex(shost):
+    async with shost.scan_mutex:
         if not shost.async_scan:
             await scsi_complete_async_scans(shost.kernel)
         if scsi_host_scan_allowed(shost):
@@ -711,16 +624,7 @@ async def scsi_scan_channel(shost: Scsi_Host, channel: int, id_: int, lun: int,
         await __scsi_scan_target(shost, channel, id_, lun, rescan)
 
 
-def _scan_mutex(shost: Scsi_Host) -> trio.Lock:
-    lock = getattr(shost, "_scan_mutex", None)
-    if lock is None:
-        lock = trio.Lock()
-        shost._scan_mutex = lock  # type: ignore[attr-defined]
-    return lock
-
-
 def scsi_host_scan_allowed(shost: Scsi_Host) -> bool:
-    from vscsifs.scsi.kernel._hosts import HostState
     return shost.shost_state in (HostState.SHOST_RUNNING, HostState.SHOST_RECOVERY)
 
 
@@ -728,7 +632,7 @@ async def scsi_complete_async_scans(kernel: Kernel) -> None:
     """Wait for async host scans in progress (scsi_complete_async_scans)."""
     for shost in list(kernel.scsi_hosts):
         while shost.async_scan:
-            ev = getattr(shost, "_async_scan_done", None)
+            ev = shost.async_scan_done
             if ev is None:
                 break
             await ev.wait()
@@ -756,7 +660,7 @@ async def scsi_scan_host_selected(shost: Scsi_Host, channel: int, id_: int, lun:
                      f"scsi_scan_host_selected: <{_u(channel, 32)}:{_u(id_, 32)}:{_u(lun, 64)}>")
     if scsi_check_scan_args(shost, channel, id_, lun):
         return -errno.EINVAL
-    async with _scan_mutex(shost):
+    async with shost.scan_mutex:
         if not shost.async_scan:
             await scsi_complete_async_scans(shost.kernel)
         if scsi_host_scan_allowed(shost):
@@ -771,8 +675,6 @@ async def scsi_scan_host_selected(shost: Scsi_Host, channel: int, id_: int, lun:
 async def scsi_sysfs_add_devices(shost: Scsi_Host) -> None:
     """scsi_scan.c scsi_sysfs_add_devices(): make every scanned-but-hidden device visible,
     in the host's device order; a device that fails is removed again."""
-    from vscsifs.scsi.kernel._scsi_sysfs import scsi_sysfs_add_sdev
-
     for sdev in list(shost.devices):
         if sdev.sdev_state == SdevState.SDEV_DEL or sdev.is_visible:
             continue
@@ -807,7 +709,7 @@ def scsi_prep_async_scan(shost: Scsi_Host) -> None:
     """scsi_scan.c scsi_prep_async_scan(): join the list of hosts scanning; their devices are
     added in that order whatever order the scans finish in."""
     shost.async_scan = True
-    shost._async_scan_done = trio.Event()  # type: ignore[attr-defined]
+    shost.async_scan_done = trio.Event()
     scanning = _scanning_hosts(shost.kernel)
     ev = trio.Event()
     if not scanning:
@@ -830,7 +732,7 @@ async def scsi_finish_async_scan(shost: Scsi_Host) -> None:
             scanning[:] = [(h, ev) for h, ev in scanning if h is not shost]
             if scanning:
                 scanning[0][1].set()
-        ev = getattr(shost, "_async_scan_done", None)
+        ev = shost.async_scan_done
         if ev is not None:
             ev.set()
 
@@ -854,7 +756,7 @@ async def scsi_scan_host(shost: Scsi_Host) -> None:
 
 
 async def __scsi_add_device(shost: Scsi_Host, channel: int, id_: int, lun: int,
-                            hostdata: Any = None) -> ScsiDevice | None:
+                            hostdata: Any = None) -> scsi_device | None:
     """scsi_scan.c __scsi_add_device(): probe one H:C:T:L and make it visible."""
     if scsi_check_scan_args(shost, channel, id_, lun) or lun == SCAN_WILD_CARD \
             or channel == SCAN_WILD_CARD or id_ == SCAN_WILD_CARD:
@@ -864,7 +766,7 @@ async def __scsi_add_device(shost: Scsi_Host, channel: int, id_: int, lun: int,
         return None
     sdev = None
     try:
-        async with _scan_mutex(shost):
+        async with shost.scan_mutex:
             if not shost.async_scan:
                 await scsi_complete_async_scans(shost.kernel)
             if scsi_host_scan_allowed(shost):
@@ -882,20 +784,19 @@ async def scsi_add_device(shost: Scsi_Host, channel: int, id_: int, lun: int) ->
     return 0 if sdev is not None else -errno.ENODEV
 
 
-async def scsi_remove_device(sdev: ScsiDevice) -> None:
+async def scsi_remove_device(sdev: scsi_device) -> None:
     """scsi_sysfs.c scsi_remove_device(): under the host's scan mutex."""
-    async with _scan_mutex(sdev.host):
+    async with sdev.host.scan_mutex:
         await __scsi_remove_device(sdev)
 
 
-async def scsi_rescan_device(sdev: ScsiDevice) -> None:
+async def scsi_rescan_device(sdev: scsi_device) -> None:
     """scsi_scan.c scsi_rescan_device(): re-read the VPD pages and let the upper driver
     revalidate (sd re-reads capacity)."""
-    from vscsifs.scsi.kernel._scsi_lib import maybe_await
 
     await scsi_attach_vpd(sdev)
     drv = sdev.driver_ops
-    if drv is not None and getattr(drv, "rescan", None) is not None:
+    if drv is not None and drv.rescan is not None:
         await maybe_await(drv.rescan(sdev))
 
 

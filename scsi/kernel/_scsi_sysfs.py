@@ -14,19 +14,25 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import trio
 
 from vscsifs.scsi.kernel.base._driver_model import Bus, Class, Device, Driver, device_add, device_bind_driver, device_del
 from vscsifs.scsi.kernel.base._kobject import Dir, Link, SysfsError
 
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel._scsi_devinfo import blist_flags_names
-from vscsifs.scsi.kernel._scsi_lib import ScsiDevice, SdevState, maybe_await, scsi_device_set_state, scsi_vpd_lun_id
+from vscsifs.scsi.kernel.base._kernel import Kernel
+from vscsifs.scsi.kernel.block import blk_queue_rq_timeout
+from vscsifs.scsi.kernel.base._async import maybe_await
+from vscsifs.scsi.kernel._async_domain import async_schedule
+from vscsifs.scsi.kernel._bsg import bsg_unregister_queue, scsi_bsg_register_queue
+from vscsifs.scsi.kernel._scsi_lib import scsi_vpd_lun_id
 from vscsifs.scsi.kernel._scsi_logging import scsi_logging_level_get, scsi_logging_level_set, sdev_printk
-
-if TYPE_CHECKING:
-    from vscsifs.scsi.kernel._hosts import Scsi_Host
-    from vscsifs.scsi.kernel.base._kernel import Kernel
+from vscsifs.scsi.kernel._scsi_types import (SCAN_WILD_CARD, HostState, ScanMode, scsi_device, ScsiTarget, Scsi_Host,
+                                            ScsiDriver, SdevState, StargetState, scsi_device_set_state,
+                                            scsi_host_set_state)
 
 SCSI_DEVICE_MODALIAS_FMT = "scsi:t-0x{:02x}"
 
@@ -98,7 +104,7 @@ class RuntimePm:
 
 
 def rpm_of(obj: Any) -> RuntimePm:
-    """The RuntimePm of a Scsi_Host, ScsiTarget or ScsiDevice (created on first use)."""
+    """The RuntimePm of a Scsi_Host, ScsiTarget or scsi_device (created on first use)."""
     rpm = getattr(obj, "_rpm", None)
     if rpm is None:
         rpm = RuntimePm()
@@ -109,8 +115,6 @@ def rpm_of(obj: Any) -> RuntimePm:
 def scsi_host_rpm(shost: Scsi_Host) -> dict[str, Callable[[], str]]:
     """scsi_add_host: the host device is runtime-PM active and enabled; its active kids are
     its visible targets."""
-    from vscsifs.scsi.kernel._scsi_lib import StargetState
-
     rpm = rpm_of(shost)
     rpm.set_active_enable()
     rpm.kids = lambda: sum(1 for t in shost.targets
@@ -118,7 +122,7 @@ def scsi_host_rpm(shost: Scsi_Host) -> dict[str, Callable[[], str]]:
     return rpm.overrides()
 
 
-def blk_pm_runtime_init(sdev: ScsiDevice) -> None:
+def blk_pm_runtime_init(sdev: scsi_device) -> None:
     """block/blk-pm.c blk_pm_runtime_init() as sd_probe/sr_probe call it for their device."""
     rpm_of(sdev).use_autosuspend_delay(-1)
 
@@ -263,8 +267,6 @@ def _mode_text(mode: int) -> str:
 
 def scsi_sysfs_add_host(shost: Scsi_Host) -> None:
     """scsi_sysfs.c scsi_sysfs_add_host() + scsi_shost_attrs on the scsi_host class device."""
-    from vscsifs.scsi.kernel._hosts import HostState, scsi_host_set_state
-
     d = shost.shost_dev.kobj
 
     def store_state(data: bytes) -> None:
@@ -350,8 +352,6 @@ def _sscanf_words(text: str, widths: tuple[int, ...]) -> list[str]:
 
 def _check_set(word: str) -> int:
     """check_set(): '-' is SCAN_WILD_CARD, otherwise a whole number (base 0)."""
-    from vscsifs.scsi.kernel._scsi_scan import SCAN_WILD_CARD
-
     if word == "-":
         return SCAN_WILD_CARD
     value, rest = simple_strtoull(word)
@@ -362,22 +362,20 @@ def _check_set(word: str) -> int:
 
 def _store_scan(shost: Scsi_Host, data: bytes) -> None:
     """scsi_sysfs.c scsi_scan(): "C T L" with "-" wildcards -> scsi_scan_host_selected."""
-    from vscsifs.scsi.kernel._scsi_scan import ScanMode, async_schedule, scsi_check_scan_args, scsi_scan_host_selected
-
     words = _sscanf_words(data.decode("latin-1"), (10, 10, 16, 1))
     if len(words) != 3:
         raise SysfsError(errno.EINVAL)
     channel, id_, lun = (_check_set(w) for w in words)
-    if scsi_check_scan_args(shost, channel, id_, lun):
+    if shost.ml_ops.check_scan_args(shost, channel, id_, lun):
         raise SysfsError(errno.EINVAL)
-    if not async_schedule(shost.kernel, scsi_scan_host_selected, shost, channel, id_, lun,
+    if not async_schedule(shost.kernel, shost.ml_ops.scan_host_selected, shost, channel, id_, lun,
                           ScanMode.SCSI_SCAN_MANUAL):
         raise SysfsError(errno.EAGAIN, "scan: no async domain to run the scan in")
 
 
 # -- devices ------------------------------------------------------------------------------------
 
-def scsi_sysfs_device_initialize(sdev: ScsiDevice) -> None:
+def scsi_sysfs_device_initialize(sdev: scsi_device) -> None:
     """scsi_sysfs.c scsi_sysfs_device_initialize(): the sdev's device and class device
     (named H:C:T:L, not yet added) and its place on the host's device list."""
     kernel = sdev.host.kernel
@@ -404,10 +402,8 @@ _EVENTS = ("media_change", "inquiry_change_reported", "capacity_change_reported"
            "soft_threshold_reached", "mode_parameter_change_reported", "lun_change_reported")
 
 
-def _sdev_attrs(sdev: ScsiDevice) -> None:
+def _sdev_attrs(sdev: scsi_device) -> None:
     """scsi_sdev_attrs / scsi_sdev_bin_attrs with their visibility rules."""
-    from vscsifs.scsi.kernel._scsi_scan import async_schedule, scsi_remove_device, scsi_rescan_device
-
     d = sdev.sdev_gendev.kobj
     shost = sdev.host
     kernel = shost.kernel
@@ -419,11 +415,11 @@ def _sdev_attrs(sdev: ScsiDevice) -> None:
         attr_node = d.children.get("delete")
         if attr_node is not None:
             d.remove("delete")                # device_remove_file(dev, attr)
-        if not async_schedule(kernel, scsi_remove_device, sdev):
+        if not async_schedule(kernel, shost.ml_ops.remove_device, sdev):
             raise SysfsError(errno.EAGAIN, "delete: no async domain to run the removal in")
 
     def store_rescan(data: bytes) -> None:
-        if not async_schedule(kernel, scsi_rescan_device, sdev):
+        if not async_schedule(kernel, shost.ml_ops.rescan_device, sdev):
             raise SysfsError(errno.EAGAIN, "rescan: no async domain to run the rescan in")
 
     def store_state(data: bytes) -> None:
@@ -443,11 +439,7 @@ def _sdev_attrs(sdev: ScsiDevice) -> None:
         if scsi_device_set_state(sdev, state):
             raise SysfsError(errno.EINVAL)
         if state == SdevState.SDEV_RUNNING:
-            q = sdev.request_queue
-            run = getattr(_blk_mod(), "blk_mq_run_hw_queues", None)
-            if run is not None and q is not None:
-                run(q, True)
-            async_schedule(kernel, scsi_rescan_device, sdev)
+            async_schedule(kernel, shost.ml_ops.rescan_device, sdev)
 
     def show_timeout() -> str:
         q = sdev.request_queue
@@ -465,11 +457,8 @@ def _sdev_attrs(sdev: ScsiDevice) -> None:
             return
         sdev.timeout = value
         q = sdev.request_queue
-        setter = getattr(_blk_mod(), "blk_queue_rq_timeout", None)
-        if q is not None and setter is not None:
-            setter(q, float(value))
-        elif q is not None and hasattr(q, "rq_timeout"):
-            q.rq_timeout = float(value)
+        if q is not None:
+            blk_queue_rq_timeout(q, float(value))
 
     def store_eh_timeout(data: bytes) -> None:
         sdev.eh_timeout = _kstrto(data.decode("latin-1"), 10, 0, (1 << 32) - 1)
@@ -569,21 +558,44 @@ def _sdev_attrs(sdev: ScsiDevice) -> None:
     d.attr("wwid", show_wwid)
 
 
-def _blk_mod() -> Any:
-    from vscsifs.scsi.kernel import block
-    return block
+@dataclass(frozen=True, slots=True)
+class ScsiInterface:
+    """A class_interface on the scsi_device class (scsi_register_interface): sg's add/remove,
+    called as each device's class device comes and goes."""
+
+    add_dev: Callable[[scsi_device], Any]
+    remove_dev: Callable[[scsi_device], Any]
 
 
-def _pkg() -> Any:
-    import vscsifs.scsi.kernel as pkg
-    return pkg
+def _interfaces(kernel: Kernel) -> list[ScsiInterface]:
+    lst: list[ScsiInterface] | None = getattr(kernel, "_scsi_interfaces", None)
+    if lst is None:
+        lst = []
+        kernel._scsi_interfaces = lst  # type: ignore[attr-defined]
+    return lst
 
 
-async def scsi_sysfs_add_sdev(sdev: ScsiDevice) -> int:
+def scsi_register_interface(kernel: Kernel, intf: ScsiInterface) -> None:
+    """scsi_register_interface(): from now on every scsi_device class device added or removed
+    is announced to ``intf`` (devices already visible are not, as sg loads before the scan)."""
+    if intf not in _interfaces(kernel):
+        _interfaces(kernel).append(intf)
+
+
+def scsi_target_add(starget: ScsiTarget) -> None:
+    """scsi_sysfs.c scsi_target_add(): make the target visible once."""
+    if starget.state != StargetState.STARGET_CREATED:
+        return
+    rpm = rpm_of(starget)
+    rpm.set_active_enable()
+    rpm.kids = lambda: sum(1 for s in starget.devices if s.is_visible and rpm_of(s).active)
+    device_add(starget.dev, power=rpm.overrides())
+    starget.state = StargetState.STARGET_RUNNING
+
+
+async def scsi_sysfs_add_sdev(sdev: scsi_device) -> int:
     """scsi_sysfs.c scsi_sysfs_add_sdev(): target, device, class device (-> sg through the
     class interface), bsg, then the upper-driver probe (async for sd). Returns 0 or -errno."""
-    from vscsifs.scsi.kernel._scsi_scan import scsi_target_add
-
     scsi_target_add(sdev.sdev_target)
     _sdev_attrs(sdev)
     rpm = rpm_of(sdev)
@@ -603,16 +615,13 @@ async def scsi_sysfs_add_sdev(sdev: ScsiDevice) -> int:
         device_release_driver(sdev)
     device_add(sdev.sdev_dev)
     sdev.is_visible = True
-    pkg = _pkg()
     kernel = sdev.host.kernel
     # sg's class interface on scsi_device exists once sg is loaded (sg_init); bsg once
     # bsg_init ran (built in: at boot)
-    sg_add = getattr(pkg, "sg_add_device", None)
-    if sg_add is not None and getattr(kernel, "_sg_state", None) is not None:
-        await maybe_await(sg_add(sdev))
-    bsg_reg = getattr(pkg, "scsi_bsg_register_queue", None)
-    if bsg_reg is not None and getattr(kernel, "_bsg_state", None) is not None:
-        sdev.extra["bsg_dev"] = await maybe_await(bsg_reg(sdev))
+    for intf in list(_interfaces(kernel)):
+        await maybe_await(intf.add_dev(sdev))
+    if getattr(kernel, "_bsg_state", None) is not None:
+        sdev.bsg_dev = scsi_bsg_register_queue(sdev)
     if drv is not None and late_bind:
         _bind(sdev, drv)
     if drv is not None and not _schedule_probe(sdev, drv):
@@ -620,22 +629,19 @@ async def scsi_sysfs_add_sdev(sdev: ScsiDevice) -> int:
     return 0
 
 
-async def scsi_sysfs_remove_visible(sdev: ScsiDevice) -> None:
+async def scsi_sysfs_remove_visible(sdev: scsi_device) -> None:
     """The visible half of __scsi_remove_device(): bsg, the class device (sg), the upper
     driver's remove, then the device itself."""
-    pkg = _pkg()
-    bsg_dev = sdev.extra.pop("bsg_dev", None)
-    bsg_unreg = getattr(pkg, "bsg_unregister_queue", None)
-    if bsg_dev is not None and bsg_unreg is not None:
-        await maybe_await(bsg_unreg(bsg_dev))
-    sg_remove = getattr(pkg, "sg_remove_device", None)
-    if sg_remove is not None and getattr(sdev.host.kernel, "_sg_state", None) is not None:
-        await maybe_await(sg_remove(sdev))
+    bsg_dev, sdev.bsg_dev = sdev.bsg_dev, None
+    if bsg_dev is not None:
+        bsg_unregister_queue(bsg_dev)
+    for intf in list(_interfaces(sdev.host.kernel)):
+        await maybe_await(intf.remove_dev(sdev))
     device_del(sdev.sdev_dev)
     await _wait_probe(sdev)
     drv = sdev.driver_ops
     if drv is not None:
-        remove = getattr(drv, "remove", None)
+        remove = drv.remove
         if remove is not None:
             await maybe_await(remove(sdev))
         device_release_driver(sdev)
@@ -645,7 +651,7 @@ async def scsi_sysfs_remove_visible(sdev: ScsiDevice) -> None:
 
 # -- upper drivers ------------------------------------------------------------------------------
 
-def _drivers(kernel: Kernel) -> list[Any]:
+def _drivers(kernel: Kernel) -> list[ScsiDriver]:
     lst = getattr(kernel, "_scsi_drivers", None)
     if lst is None:
         lst = []
@@ -653,17 +659,17 @@ def _drivers(kernel: Kernel) -> list[Any]:
     return lst
 
 
-def scsi_register_driver(kernel: Kernel, drv: Any) -> Driver:
+def scsi_register_driver(kernel: Kernel, drv: ScsiDriver) -> Driver:
     """scsi_register_driver(): an upper driver (sd, sr, ...) on the scsi bus. ``drv`` has
     ``name``, ``module``, async ``probe(sdev) -> int`` (0 = bound), ``remove(sdev)``,
     ``init_command(cmd) -> BlkStatus``, ``done(cmd) -> good_bytes``, ``rescan(sdev)`` and
     optionally ``match(sdev) -> bool``. Already visible, unbound devices are probed."""
     bus = scsi_bus(kernel)
-    fs_drv = bus.driver_register(drv.name, getattr(drv, "module", None))
+    fs_drv = bus.driver_register(drv.name, drv.module)
     drv_list = _drivers(kernel)
     if drv not in drv_list:
         drv_list.append(drv)
-    drv._fs_driver = fs_drv
+    drv.fs_driver = fs_drv
     for shost in kernel.scsi_hosts:
         for sdev in shost.devices:
             if sdev.is_visible and sdev.driver_ops is None and sdev.sdev_state != SdevState.SDEV_DEL:
@@ -675,27 +681,27 @@ def scsi_register_driver(kernel: Kernel, drv: Any) -> Driver:
     return fs_drv
 
 
-def scsi_unregister_driver(kernel: Kernel, drv: Any) -> None:
+def scsi_unregister_driver(kernel: Kernel, drv: ScsiDriver) -> None:
     drv_list = _drivers(kernel)
     if drv in drv_list:
         drv_list.remove(drv)
 
 
-def _matches(drv: Any, sdev: ScsiDevice) -> bool:
+def _matches(drv: ScsiDriver, sdev: scsi_device) -> bool:
     """scsi_bus_match(): a connected LUN (PQ 0) not marked no_uld_attach, and the driver's
     own match if it has one."""
     if sdev.sdev_state == SdevState.SDEV_DEL or sdev.inq_periph_qual != 0 or sdev.no_uld_attach:
         return False
-    match = getattr(drv, "match", None)
-    return bool(match(sdev)) if match is not None else True
+    return drv.match(sdev) if drv.match is not None else True
 
 
-def _bind(sdev: ScsiDevice, drv: Any) -> None:
-    device_bind_driver(sdev.sdev_gendev, drv._fs_driver)
+def _bind(sdev: scsi_device, drv: ScsiDriver) -> None:
+    assert drv.fs_driver is not None, f"{drv.name}: bound before scsi_register_driver"
+    device_bind_driver(sdev.sdev_gendev, drv.fs_driver)
     sdev.driver_ops = drv
 
 
-def device_release_driver(sdev: ScsiDevice) -> None:
+def device_release_driver(sdev: scsi_device) -> None:
     """__device_release_driver(): drop the ``driver`` link and the driver's device link."""
     dev = sdev.sdev_gendev
     fs_drv = dev.driver
@@ -709,13 +715,13 @@ def device_release_driver(sdev: ScsiDevice) -> None:
     sdev.driver_ops = None
 
 
-def _probes_async(drv: Any) -> bool:
+def _probes_async(drv: ScsiDriver) -> bool:
     """driver_allows_async_probing(): sd asks for it; a driver saying PROBE_DEFAULT_STRATEGY
     (sr) probes synchronously."""
-    return getattr(drv, "probe_type", "PROBE_PREFER_ASYNCHRONOUS") != "PROBE_DEFAULT_STRATEGY"
+    return drv.probe_type != "PROBE_DEFAULT_STRATEGY"
 
 
-async def _attach_sync(sdev: ScsiDevice) -> bool:
+async def _attach_sync(sdev: scsi_device) -> bool:
     """__device_attach()'s synchronous pass: the first synchronous driver whose probe
     succeeds stays bound (True); asynchronous drivers are left for the async helper."""
     kernel = sdev.host.kernel
@@ -737,15 +743,13 @@ async def _attach_sync(sdev: ScsiDevice) -> bool:
 
 
 async def _async_checkpoint() -> None:
-    import trio
-
     if trio.lowlevel.current_root_task() is not None:
         # two rounds: trio may run one batch of runnable tasks in either order
         for _ in range(2):
             await trio.lowlevel.checkpoint()
 
 
-def _bind_candidate(sdev: ScsiDevice) -> Any:
+def _bind_candidate(sdev: scsi_device) -> ScsiDriver | None:
     kernel = sdev.host.kernel
     if not scsi_bus(kernel).autoprobe:
         return None
@@ -756,17 +760,13 @@ def _bind_candidate(sdev: ScsiDevice) -> Any:
     return None
 
 
-def _schedule_probe(sdev: ScsiDevice, drv: Any) -> bool:
+def _schedule_probe(sdev: scsi_device, drv: ScsiDriver) -> bool:
     """__device_attach_async_helper: the probe as async work. False without an async domain."""
-    import trio
-
-    from vscsifs.scsi.kernel._scsi_scan import async_schedule
-
     kernel = sdev.host.kernel
     if kernel.nursery is None:
         return False
     done = trio.Event()
-    sdev.extra["probe_done"] = done
+    sdev.probe_done = done
 
     async def probe() -> None:
         try:
@@ -777,13 +777,13 @@ def _schedule_probe(sdev: ScsiDevice, drv: Any) -> bool:
     return async_schedule(kernel, probe)
 
 
-async def _wait_probe(sdev: ScsiDevice) -> None:
-    ev = sdev.extra.get("probe_done")
+async def _wait_probe(sdev: scsi_device) -> None:
+    ev = sdev.probe_done
     if ev is not None:
         await ev.wait()
 
 
-async def _really_probe(sdev: ScsiDevice, first: Any) -> None:
+async def _really_probe(sdev: scsi_device, first: ScsiDriver) -> None:
     """really_probe(): try the pre-bound driver, then the others, until one binds."""
     kernel = sdev.host.kernel
     candidates = [first] + [d for d in _drivers(kernel) if d is not first and _probes_async(d)]
@@ -802,6 +802,6 @@ async def _really_probe(sdev: ScsiDevice, first: Any) -> None:
         device_release_driver(sdev)
 
 
-def scsi_device_dirs(sdev: ScsiDevice) -> tuple[Dir, Dir]:
+def scsi_device_dirs(sdev: scsi_device) -> tuple[Dir, Dir]:
     """The sdev's and its class device's directories (for upper drivers adding links)."""
     return sdev.sdev_gendev.kobj, sdev.sdev_dev.kobj

@@ -9,30 +9,40 @@ in ``sd_init_command`` (READ/WRITE 6/10/16, SYNCHRONIZE CACHE, UNMAP, WRITE SAME
 ``sd_done`` turns the outcome into good bytes.
 
 Commands go through the midlayer (scsi_execute_cmd, scsi_mode_sense, scsi_get_vpd_page,
-scsi_report_opcode); the block layer is reached through ``_blk()``, so unit tests can stand a
-fake block layer and a fake scsi_execute_cmd in for them.
+scsi_report_opcode); the block layer is the module attribute ``blk``, so unit tests can stand a
+fake block layer (and a fake scsi_execute_cmd) in for them.
 """
 
 from __future__ import annotations
 
 import errno
-import inspect
 import struct
 import time
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from vscsifs.scsi.kernel.base._driver_model import POWER_ASYNC_DISABLED, Device, device_add, device_del
-from vscsifs.scsi.kernel.base._kobject import SysfsError
+from collections.abc import Callable
 
+import trio
+
+import vscsifs.scsi.kernel.block as blk
+from vscsifs.scsi._proto import (SAI_READ_CAPACITY_16, SamStatus, ScsiOpcode,
+                                ScsiType, SenseKey)
+from vscsifs.scsi.kernel.base._driver_model import POWER_ASYNC_DISABLED, Device, device_add, device_del
+from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
 from vscsifs.scsi.kernel.base._printk import KernLevel
-from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, ScsiCmnd
-from vscsifs.scsi.kernel._scsi_error import ScsiSenseHdr, SenseKey, scsi_normalize_sense
-from vscsifs.scsi.kernel._scsi_lib import (ScsiModeData, SdevState, scsi_device_supports_vpd, scsi_get_vpd_page, scsi_mode_sense,
-                        scsi_report_opcode)
-from vscsifs.scsi.kernel._scsi_logging import LogShift, scsi_log_enabled, scsi_print_sense_hdr
-from vscsifs.scsi.kernel._scsi_ioctl import sd_ioctl
+from vscsifs.scsi.kernel.block._blk_types import BlkStatus, ReqFlag, ReqOp
+from vscsifs.scsi.kernel.block._disk_events import bdev_check_media_change, disk_add_events
+from vscsifs.scsi.kernel.base._async import maybe_await
+from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, scsi_cmnd
+from vscsifs.scsi.kernel._scsi_common import SUCCESS, ScsiSenseHdr, scsi_normalize_sense
+from vscsifs.scsi.kernel._scsi_ioctl import SCSI_REMOVAL_ALLOW, SCSI_REMOVAL_PREVENT, scsi_set_medium_removal, sd_ioctl
+from vscsifs.scsi.kernel._scsi_lib import (ScsiModeData, scsi_device_supports_vpd, scsi_execute_cmd, scsi_get_vpd_page,
+                                          scsi_mode_sense, scsi_report_opcode, scsi_test_unit_ready)
+from vscsifs.scsi.kernel._scsi_logging import (LogShift, scmd_printk, scsi_log_enabled, scsi_print_sense_hdr, sdev_name,
+                                              sdev_prefix_printk)
+from vscsifs.scsi.kernel._scsi_types import ScsiDriver, SdevState, scsi_device_set_state
 
 # --- constants (sd.h, include/scsi/scsi_proto.h, include/linux/major.h) -------------------------
 
@@ -65,51 +75,8 @@ T10_PI_TYPE2_PROTECTION = 2
 T10_PI_TYPE3_PROTECTION = 3
 
 
-class ScsiType(IntEnum):
-    """Peripheral device types sd binds to (include/scsi/scsi_proto.h)."""
-
-    TYPE_DISK = 0x00
-    TYPE_MOD = 0x07
-    TYPE_RBC = 0x0E
-    TYPE_ZBC = 0x14
-
-
-SD_TYPES = frozenset(int(t) for t in ScsiType)
-
-
-class Opcode(IntEnum):
-    """The CDB opcodes sd sends (scsi_proto.h)."""
-
-    TEST_UNIT_READY = 0x00
-    READ_6 = 0x08
-    WRITE_6 = 0x0A
-    INQUIRY = 0x12
-    MODE_SELECT = 0x15
-    MODE_SENSE = 0x1A
-    START_STOP = 0x1B
-    READ_CAPACITY = 0x25
-    READ_10 = 0x28
-    WRITE_10 = 0x2A
-    SYNCHRONIZE_CACHE = 0x35
-    WRITE_SAME = 0x41
-    UNMAP = 0x42
-    MODE_SELECT_10 = 0x55
-    MODE_SENSE_10 = 0x5A
-    READ_16 = 0x88
-    WRITE_16 = 0x8A
-    WRITE_SAME_16 = 0x93
-    SERVICE_ACTION_IN_16 = 0x9E
-    MAINTENANCE_IN = 0xA3
-    SECURITY_PROTOCOL_IN = 0xA2
-    SECURITY_PROTOCOL_OUT = 0xB5
-
-
-SAI_READ_CAPACITY_16 = 0x10
-MI_REPORT_SUPPORTED_OPERATION_CODES = 0x0C
-
-
-SAM_STAT_GOOD = 0x00
-SAM_STAT_CHECK_CONDITION = 0x02
+# the peripheral device types sd binds to (sd_probe)
+SD_TYPES = frozenset({ScsiType.TYPE_DISK, ScsiType.TYPE_MOD, ScsiType.TYPE_RBC, ScsiType.TYPE_ZBC})
 
 
 class LbpMode(IntEnum):
@@ -138,9 +105,6 @@ class ZeroingMode(IntEnum):
 ZEROING_MODE_NAMES = ("write", "writesame", "writesame_16_unmap", "writesame_10_unmap")
 SD_CACHE_TYPES = ("write through", "none", "write back", "write back, no read (daft)")
 
-# the block request ops/flags sd looks at; values come from scsi/block/_blk_types
-from vscsifs.scsi.kernel.block._blk_types import BlkStatus, ReqFlag, ReqOp  # noqa: E402
-
 _REQ_FUA = int(ReqFlag.REQ_FUA)
 
 # REQ_NOUNMAP is not among the contract's flags yet: a write-zeroes request may carry it in extra
@@ -158,22 +122,9 @@ _UNMAP_DESC = struct.Struct(">QI4x")   # one block descriptor
 async def _execute(sdev: Any, cdb: bytes, direction: DmaDirection, buflen: int, *,
                    timeout: float = SD_TIMEOUT, retries: int = SD_MAX_RETRIES,
                    data: bytes | None = None, req_flags: ReqFlag = ReqFlag.NONE) -> Any:
-    """__scsi_execute(): the midlayer's passthrough path (brief C1's scsi_execute_cmd)."""
-    from vscsifs.scsi.kernel._scsi_lib import scsi_execute_cmd  # type: ignore[import-not-found]
-
+    """__scsi_execute(): sd's commands through the midlayer's passthrough path (scsi_execute_cmd)."""
     return await scsi_execute_cmd(sdev, cdb, direction, buflen, data_out=data, timeout=timeout,
                                   retries=retries, req_flags=req_flags)
-
-
-def _blk() -> Any:
-    """The block layer package (brief C3): gendisk, queue limit setters, device_add_disk."""
-    import vscsifs.scsi.kernel.block as blk
-
-    return blk
-
-
-async def _maybe_await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
 
 
 # --- sense data (scsi_common.c scsi_normalize_sense / scsi_get_sense_info_fld) ------------------
@@ -210,7 +161,7 @@ def _status(result: int) -> int:
 
 
 def _is_check_condition(result: int) -> bool:
-    return result >= 0 and _status(result) == SAM_STAT_CHECK_CONDITION
+    return result >= 0 and _status(result) == SamStatus.CHECK_CONDITION
 
 
 def _is_good(result: int) -> bool:
@@ -327,6 +278,7 @@ class ScsiDisk:
     physical_block_size: int = 0
     max_medium_access_timeouts: int = SD_MAX_MEDIUM_TIMEOUTS
     medium_access_timed_out: int = 0
+    ignore_medium_access_errors: bool = False   # this EH round already counted a timeout
     media_present: int = 1
     write_prot: int = 0
     protection_type: int = 0
@@ -365,36 +317,8 @@ def scsi_disk(disk: Any) -> ScsiDisk:
     return disk.private_data
 
 
-def _sdev_name(sdev: Any) -> str:
-    gendev = _flag(sdev, "sdev_gendev", None)
-    if gendev is not None:
-        return gendev.name
-    return f"{sdev.host.host_no}:{sdev.channel}:{sdev.id}:{sdev.lun}"
-
-
-def dev_driver_string(dev: Any) -> str:
-    """dev_driver_string(): the bound driver's name, else the bus's, else the class's."""
-    drv = _flag(dev, "driver", None)
-    if drv is not None:
-        return drv.name
-    bus = _flag(dev, "bus", None)
-    if bus is not None:
-        return bus.name
-    cls = _flag(dev, "cls", None)
-    return cls.name if cls is not None else ""
-
-
-def sdev_printk(kernel: Any, level: KernLevel, sdev: Any, text: str, name: str | None = None) -> None:
-    """sdev_printk()/sdev_prefix_printk(): ``sd 0:0:0:0: [sda] text``."""
-    gendev = _flag(sdev, "sdev_gendev", None)
-    prefix = f"{dev_driver_string(gendev) if gendev is not None else 'scsi'} {_sdev_name(sdev)}: "
-    if name:
-        prefix += f"[{name}] "
-    kernel.printk(level, prefix + text.rstrip("\n"))
-
-
 def sd_printk(level: KernLevel, sdkp: ScsiDisk, text: str) -> None:
-    sdev_printk(sdkp.kernel, level, sdkp.device, text, sdkp.name)
+    sdev_prefix_printk(sdkp.kernel, level, sdkp.device, text, sdkp.name)
 
 
 def sd_first_printk(level: KernLevel, sdkp: ScsiDisk, text: str) -> None:
@@ -437,7 +361,7 @@ async def scsi_mode_select(sdev: Any, pf: int, sp: int, page: bytes, timeout: fl
         hdr[6:8] = data.block_descriptor_length.to_bytes(2, "big")
         payload = bytes(hdr) + page
         cdb = bytearray(10)
-        cdb[0] = Opcode.MODE_SELECT_10
+        cdb[0] = ScsiOpcode.MODE_SELECT_10
         cdb[7:9] = len(payload).to_bytes(2, "big")
     else:
         if data.longlba:
@@ -448,7 +372,7 @@ async def scsi_mode_select(sdev: Any, pf: int, sp: int, page: bytes, timeout: fl
         hdr[3] = data.block_descriptor_length
         payload = bytes(hdr) + page
         cdb = bytearray(6)
-        cdb[0] = Opcode.MODE_SELECT
+        cdb[0] = ScsiOpcode.MODE_SELECT
         cdb[4] = len(payload)
     cdb[1] = (0x10 if pf else 0) | (0x01 if sp else 0)
     res = await _execute(sdev, bytes(cdb), DmaDirection.DMA_TO_DEVICE, len(payload),
@@ -524,7 +448,7 @@ def _min_not_zero(a: int, b: int) -> int:
 def sd_set_flush_flag(sdkp: ScsiDisk) -> None:
     wc = bool(sdkp.WCE)
     fua = wc and bool(sdkp.DPOFUA)
-    _blk().blk_queue_write_cache(sdkp.disk.queue, wc, fua)
+    blk.blk_queue_write_cache(sdkp.disk.queue, wc, fua)
 
 
 def sd_config_discard(sdkp: ScsiDisk, mode: LbpMode) -> None:
@@ -537,7 +461,7 @@ def sd_config_discard(sdkp: ScsiDisk, mode: LbpMode) -> None:
     max_blocks = 0
     unmap_limit_for_ws = _flag(sdkp.device, "unmap_limit_for_ws")
     if mode in (LbpMode.SD_LBP_FULL, LbpMode.SD_LBP_DISABLE):
-        _blk().blk_queue_max_discard_sectors(q, 0)
+        blk.blk_queue_max_discard_sectors(q, 0)
         return
     if mode == LbpMode.SD_LBP_UNMAP:
         max_blocks = _min_not_zero(sdkp.max_unmap_blocks, SD_MAX_WS16_BLOCKS)
@@ -549,7 +473,7 @@ def sd_config_discard(sdkp: ScsiDisk, mode: LbpMode) -> None:
         max_blocks = _min_not_zero(max_blocks, SD_MAX_WS10_BLOCKS)
     elif mode == LbpMode.SD_LBP_ZERO:
         max_blocks = _min_not_zero(sdkp.max_ws_blocks, SD_MAX_WS10_BLOCKS)
-    _blk().blk_queue_max_discard_sectors(q, max_blocks * (lbs >> 9))
+    blk.blk_queue_max_discard_sectors(q, max_blocks * (lbs >> 9))
 
 
 def sd_config_write_same(sdkp: ScsiDisk) -> None:
@@ -578,11 +502,10 @@ def sd_config_write_same(sdkp: ScsiDisk) -> None:
         if sdkp.max_ws_blocks and sdkp.physical_block_size > lbs:
             per = bytes_to_logical(sdev, sdkp.physical_block_size)
             sdkp.max_ws_blocks -= sdkp.max_ws_blocks % per
-    _blk().blk_queue_max_write_zeroes_sectors(q, sdkp.max_ws_blocks * (lbs >> 9))
+    blk.blk_queue_max_write_zeroes_sectors(q, sdkp.max_ws_blocks * (lbs >> 9))
 
 
 def _queue_flag(q: Any, name: str, on: bool) -> None:
-    blk = _blk()
     flag = getattr(blk, name)
     (blk.blk_queue_flag_set if on else blk.blk_queue_flag_clear)(flag, q)
 
@@ -648,9 +571,9 @@ async def sd_spinup_disk(sdkp: ScsiDisk) -> None:
             if sshdr.asc == 4 and sshdr.ascq in (3, 0xB, 0xC, 0x1B, 0x24, 0x25):
                 break
             if not spintime:
-                kernel.printk(KernLevel.NOTICE, f"sd {_sdev_name(sdev)}: [{sdkp.name}] Spinning up disk...")
+                kernel.printk(KernLevel.NOTICE, f"sd {sdev_name(sdev)}: [{sdkp.name}] Spinning up disk...")
                 cdb = bytearray(6)
-                cdb[0] = Opcode.START_STOP
+                cdb[0] = ScsiOpcode.START_STOP
                 cdb[1] = 1
                 cdb[4] = 1 | (0x10 if _flag(sdev, "start_stop_pwr_cond") else 0)
                 await _execute(sdev, bytes(cdb), DmaDirection.DMA_NONE, 0,
@@ -677,8 +600,6 @@ async def sd_spinup_disk(sdkp: ScsiDisk) -> None:
 
 
 async def _sleep(seconds: float) -> None:
-    import trio
-
     await trio.sleep(seconds)
 
 
@@ -714,7 +635,7 @@ async def read_capacity_16(sdkp: ScsiDisk) -> int:
     retries, reset_retries = 3, READ_CAPACITY_RETRIES_ON_RESET
     sshdr: ScsiSenseHdr | None = None
     cdb = bytearray(16)
-    cdb[0] = Opcode.SERVICE_ACTION_IN_16
+    cdb[0] = ScsiOpcode.SERVICE_ACTION_IN_16
     cdb[1] = SAI_READ_CAPACITY_16
     cdb[13] = RC16_LEN
     while True:
@@ -747,7 +668,7 @@ async def read_capacity_16(sdkp: ScsiDisk) -> int:
     sdkp.physical_block_size = (1 << (buf[13] & 0xF)) * sector_size
     sdkp.rc_basis = (buf[12] >> 4) & 3
     alignment = (((buf[14] & 0x3F) << 8) | buf[15]) * sector_size
-    _blk().blk_queue_alignment_offset(sdev.request_queue, alignment)
+    blk.blk_queue_alignment_offset(sdev.request_queue, alignment)
     if alignment and sdkp.first_scan:
         sd_printk(KernLevel.NOTICE, sdkp, f"physical block alignment offset: {alignment}")
     if buf[14] & 0x80:
@@ -764,7 +685,7 @@ async def read_capacity_10(sdkp: ScsiDisk) -> int:
     sdev = sdkp.device
     retries, reset_retries = 3, READ_CAPACITY_RETRIES_ON_RESET
     sshdr: ScsiSenseHdr | None = None
-    cdb = bytes([Opcode.READ_CAPACITY]) + bytes(9)
+    cdb = bytes([ScsiOpcode.READ_CAPACITY]) + bytes(9)
     while True:
         res = await _execute(sdev, cdb, DmaDirection.DMA_FROM_DEVICE, 8,
                              timeout=SD_TIMEOUT, retries=sdkp.max_retries)
@@ -845,7 +766,6 @@ async def sd_read_capacity(sdkp: ScsiDisk) -> None:
         sd_printk(KernLevel.NOTICE, sdkp, f"Unsupported sector size {sector_size}.")
         sdkp.capacity = 0
         sector_size = 512
-    blk = _blk()
     blk.blk_queue_logical_block_size(sdev.request_queue, sector_size)
     blk.blk_queue_physical_block_size(sdev.request_queue, sdkp.physical_block_size)
     sdev.sector_size = sector_size
@@ -879,7 +799,7 @@ async def sd_read_write_protect_flag(sdkp: ScsiDisk) -> None:
     """sd_read_write_protect_flag(): MODE SENSE(6) all pages, 4 bytes: the WP bit."""
     sdev = sdkp.device
     old_wp = sdkp.write_prot
-    _blk().set_disk_ro(sdkp.disk, False)
+    blk.set_disk_ro(sdkp.disk, False)
     if _flag(sdev, "skip_ms_page_3f"):
         sd_first_printk(KernLevel.NOTICE, sdkp, "Assuming Write Enabled")
         return
@@ -895,7 +815,7 @@ async def sd_read_write_protect_flag(sdkp: ScsiDisk) -> None:
         sd_first_printk(KernLevel.WARNING, sdkp, "Test WP failed, assume Write Enabled")
         return
     sdkp.write_prot = 1 if data.device_specific & 0x80 else 0
-    _blk().set_disk_ro(sdkp.disk, bool(sdkp.write_prot))
+    blk.set_disk_ro(sdkp.disk, bool(sdkp.write_prot))
     if sdkp.first_scan or old_wp != sdkp.write_prot:
         sd_printk(KernLevel.NOTICE, sdkp, f"Write Protect is {'on' if sdkp.write_prot else 'off'}")
         sd_printk(KernLevel.DEBUG, sdkp, "Mode Sense: " + " ".join(f"{b:02x}" for b in buf[:4]))
@@ -1125,13 +1045,13 @@ async def sd_read_write_same(sdkp: ScsiDisk) -> None:
     if _flag(sdev.host, "no_write_same"):
         sdev.no_write_same = 1
         return
-    if await scsi_report_opcode(sdev, SD_BUF_SIZE, Opcode.INQUIRY) < 0:
+    if await scsi_report_opcode(sdev, SD_BUF_SIZE, ScsiOpcode.INQUIRY) < 0:
         sdev.no_report_opcodes = 1
         if _vpd(sdev, "vpd_pg89") is not None:
             sdev.no_write_same = 1
-    if await scsi_report_opcode(sdev, SD_BUF_SIZE, Opcode.WRITE_SAME_16) == 1:
+    if await scsi_report_opcode(sdev, SD_BUF_SIZE, ScsiOpcode.WRITE_SAME_16) == 1:
         sdkp.ws16 = 1
-    if await scsi_report_opcode(sdev, SD_BUF_SIZE, Opcode.WRITE_SAME) == 1:
+    if await scsi_report_opcode(sdev, SD_BUF_SIZE, ScsiOpcode.WRITE_SAME) == 1:
         sdkp.ws10 = 1
 
 
@@ -1139,8 +1059,8 @@ async def sd_read_security(sdkp: ScsiDisk) -> None:
     sdev = sdkp.device
     if not _flag(sdev, "security_supported"):
         return
-    if (await scsi_report_opcode(sdev, SD_BUF_SIZE, Opcode.SECURITY_PROTOCOL_IN) == 1
-            and await scsi_report_opcode(sdev, SD_BUF_SIZE, Opcode.SECURITY_PROTOCOL_OUT) == 1):
+    if (await scsi_report_opcode(sdev, SD_BUF_SIZE, ScsiOpcode.SECURITY_PROTOCOL_IN) == 1
+            and await scsi_report_opcode(sdev, SD_BUF_SIZE, ScsiOpcode.SECURITY_PROTOCOL_OUT) == 1):
         sdkp.security = 1
 
 
@@ -1157,10 +1077,10 @@ async def sd_read_block_zero(sdkp: ScsiDisk) -> None:
     sdev = sdkp.device
     cdb = bytearray(16)
     if _flag(sdev, "use_16_for_rw"):
-        cdb[0] = Opcode.READ_16
+        cdb[0] = ScsiOpcode.READ_16
         cdb[10:14] = (1).to_bytes(4, "big")
     else:
-        cdb[0] = Opcode.READ_10
+        cdb[0] = ScsiOpcode.READ_10
         cdb[7:9] = (1).to_bytes(2, "big")
         cdb = cdb[:10]
     await _execute(sdev, bytes(cdb), DmaDirection.DMA_FROM_DEVICE, sdev.sector_size,
@@ -1222,7 +1142,6 @@ async def sd_revalidate_disk(disk: Any) -> int:
     sdkp = scsi_disk(disk)
     sdev = sdkp.device
     q = disk.queue
-    blk = _blk()
     old_capacity = sdkp.capacity
     if scsi_log(sdkp.kernel, LogShift.HLQUEUE, 3):
         sd_printk(KernLevel.INFO, sdkp, "sd_revalidate_disk")
@@ -1267,7 +1186,7 @@ async def sd_revalidate_disk(disk: Any) -> int:
             or q.limits.max_sectors > q.limits.max_hw_sectors):
         q.limits.max_sectors = rw_max
     sdkp.first_scan = 0
-    await _maybe_await(blk.set_capacity_and_notify(disk, logical_to_sectors(sdev, sdkp.capacity)))
+    await maybe_await(blk.set_capacity_and_notify(disk, logical_to_sectors(sdev, sdkp.capacity)))
     sd_config_write_same(sdkp)
     return 0
 
@@ -1303,7 +1222,6 @@ async def sd_open(bdev: Any, mode: int = 0) -> int:
         raise OSError(errno.ENXIO, f"{sdkp.name}: device offline")
     sdkp.openers += 1
     if sdkp.openers == 1 and _flag(sdev, "removable"):
-        from vscsifs.scsi.kernel._sr import SCSI_REMOVAL_PREVENT, scsi_set_medium_removal
         await scsi_set_medium_removal(sdev, SCSI_REMOVAL_PREVENT)
     return 0
 
@@ -1313,7 +1231,6 @@ async def sd_need_revalidate(disk: Any, sdkp: ScsiDisk) -> bool:
     sd_check_events' TEST UNIT READY), or the pending partition scan (GD_NEED_PART_SCAN)."""
     # only a disk with events (removable) has disk->ev: bdev_check_media_change is false otherwise
     if (_flag(sdkp.device, "removable") or sdkp.write_prot) and getattr(disk, "events", 0):
-        from vscsifs.scsi.kernel._sr import bdev_check_media_change
         if await bdev_check_media_change(disk):
             return True
     return _need_part_scan(disk)
@@ -1326,7 +1243,6 @@ async def sd_release(disk: Any, mode: int = 0) -> None:
         sd_printk(KernLevel.INFO, sdkp, "sd_release")
     sdkp.openers = max(0, sdkp.openers - 1)
     if sdkp.openers == 0 and _flag(sdkp.device, "removable"):
-        from vscsifs.scsi.kernel._sr import SCSI_REMOVAL_ALLOW, scsi_set_medium_removal
         await scsi_set_medium_removal(sdkp.device, SCSI_REMOVAL_ALLOW)
 
 
@@ -1342,7 +1258,6 @@ async def sd_check_events(disk: Any, clearing: int) -> int:
     if not scsi_device_online(sdp):
         set_media_not_present(sdkp)
     else:
-        from vscsifs.scsi.kernel._scsi_lib import scsi_test_unit_ready
         retval, sshdr = await scsi_test_unit_ready(sdp, SD_TIMEOUT, sdkp.max_retries)
         if retval < 0 or (retval >> 16) & 0xFF:
             set_media_not_present(sdkp)
@@ -1352,7 +1267,7 @@ async def sd_check_events(disk: Any, clearing: int) -> int:
             sdkp.media_present = 1
     changed = bool(sdp.changed)
     sdp.changed = 0
-    return getattr(_blk(), "DISK_EVENT_MEDIA_CHANGE", 1) if changed else 0
+    return blk.DISK_EVENT_MEDIA_CHANGE if changed else 0
 
 
 FMODE_READ = 0x1
@@ -1370,14 +1285,14 @@ def sd_unlock_native_capacity(disk: Any) -> None:
 
 def sd_fops() -> Any:
     """sd_fops: the block_device_operations the block layer calls on open/release."""
-    return _blk().BlockDeviceOperations(open=sd_open, release=sd_release, check_events=sd_check_events,
+    return blk.BlockDeviceOperations(open=sd_open, release=sd_release, check_events=sd_check_events,
                                         unlock_native_capacity=sd_unlock_native_capacity, ioctl=sd_ioctl,
-                                        owner="sd_mod")
+                                     owner="sd_mod")
 
 
 # --- I/O: requests -> CDBs (sd_init_command) and completion (sd_done) ---------------------------
 
-def _rq_sdkp(cmd: ScsiCmnd) -> ScsiDisk:
+def _rq_sdkp(cmd: scsi_cmnd) -> ScsiDisk:
     return dev_get_drvdata(cmd.device)
 
 
@@ -1385,7 +1300,7 @@ def dev_get_drvdata(sdev: Any) -> ScsiDisk:
     return sdev.sdev_gendev.driver_data
 
 
-def _payload(sdkp: ScsiDisk, cmd: ScsiCmnd, data: bytes) -> Any:
+def _payload(sdkp: ScsiDisk, cmd: scsi_cmnd, data: bytes) -> Any:
     """A special payload (UNMAP list, WRITE SAME block) in guest memory for this command."""
     buf = sdkp.kernel.memory.alloc(len(data))
     buf.view[: len(data)] = data
@@ -1393,7 +1308,7 @@ def _payload(sdkp: ScsiDisk, cmd: ScsiCmnd, data: bytes) -> Any:
     return buf
 
 
-def sd_uninit_command(cmd: ScsiCmnd) -> None:
+def sd_uninit_command(cmd: scsi_cmnd) -> None:
     """sd_uninit_command(): free the special payload, if this command had one."""
     sdkp = _rq_sdkp(cmd)
     buf = sdkp._payloads.pop(id(cmd), None)
@@ -1401,7 +1316,7 @@ def sd_uninit_command(cmd: ScsiCmnd) -> None:
         sdkp.kernel.memory.free(buf)
 
 
-def _prep(cmd: ScsiCmnd, rq: Any, cdb: bytes | bytearray, direction: DmaDirection, sdb: Any,
+def _prep(cmd: scsi_cmnd, rq: Any, cdb: bytes | bytearray, direction: DmaDirection, sdb: Any,
           nbytes: int, allowed: int, timeout: float) -> BlkStatus:
     cmd.cmnd = bytes(cdb)
     cmd.sc_data_direction = direction
@@ -1413,7 +1328,7 @@ def _prep(cmd: ScsiCmnd, rq: Any, cdb: bytes | bytearray, direction: DmaDirectio
     return BlkStatus.BLK_STS_OK
 
 
-def sd_setup_unmap_cmnd(cmd: ScsiCmnd) -> BlkStatus:
+def sd_setup_unmap_cmnd(cmd: scsi_cmnd) -> BlkStatus:
     rq = cmd.request
     sdp = cmd.device
     sdkp = _rq_sdkp(cmd)
@@ -1421,20 +1336,20 @@ def sd_setup_unmap_cmnd(cmd: ScsiCmnd) -> BlkStatus:
     nr_blocks = sectors_to_logical(sdp, rq.nr_bytes >> 9)
     data = _UNMAP_HDR.pack(6 + 16, 16) + _UNMAP_DESC.pack(lba, nr_blocks)
     cdb = bytearray(10)
-    cdb[0] = Opcode.UNMAP
+    cdb[0] = ScsiOpcode.UNMAP
     cdb[8] = 24
     return _prep(cmd, rq, cdb, DmaDirection.DMA_TO_DEVICE, _payload(sdkp, cmd, data), 24,
                  sdkp.max_retries, SD_TIMEOUT)
 
 
-def sd_setup_write_same16_cmnd(cmd: ScsiCmnd, unmap: bool) -> BlkStatus:
+def sd_setup_write_same16_cmnd(cmd: scsi_cmnd, unmap: bool) -> BlkStatus:
     rq = cmd.request
     sdp = cmd.device
     sdkp = _rq_sdkp(cmd)
     lba = sectors_to_logical(sdp, rq.sector)
     nr_blocks = sectors_to_logical(sdp, rq.nr_bytes >> 9)
     cdb = bytearray(16)
-    cdb[0] = Opcode.WRITE_SAME_16
+    cdb[0] = ScsiOpcode.WRITE_SAME_16
     if unmap:
         cdb[1] = 0x8
     cdb[2:10] = lba.to_bytes(8, "big")
@@ -1443,14 +1358,14 @@ def sd_setup_write_same16_cmnd(cmd: ScsiCmnd, unmap: bool) -> BlkStatus:
                  sdp.sector_size, sdkp.max_retries, SD_TIMEOUT if unmap else SD_WRITE_SAME_TIMEOUT)
 
 
-def sd_setup_write_same10_cmnd(cmd: ScsiCmnd, unmap: bool) -> BlkStatus:
+def sd_setup_write_same10_cmnd(cmd: scsi_cmnd, unmap: bool) -> BlkStatus:
     rq = cmd.request
     sdp = cmd.device
     sdkp = _rq_sdkp(cmd)
     lba = sectors_to_logical(sdp, rq.sector)
     nr_blocks = sectors_to_logical(sdp, rq.nr_bytes >> 9)
     cdb = bytearray(10)
-    cdb[0] = Opcode.WRITE_SAME
+    cdb[0] = ScsiOpcode.WRITE_SAME
     if unmap:
         cdb[1] = 0x8
     cdb[2:6] = (lba & 0xFFFFFFFF).to_bytes(4, "big")
@@ -1459,7 +1374,7 @@ def sd_setup_write_same10_cmnd(cmd: ScsiCmnd, unmap: bool) -> BlkStatus:
                  sdp.sector_size, sdkp.max_retries, SD_TIMEOUT if unmap else SD_WRITE_SAME_TIMEOUT)
 
 
-def sd_setup_write_zeroes_cmnd(cmd: ScsiCmnd) -> BlkStatus:
+def sd_setup_write_zeroes_cmnd(cmd: scsi_cmnd) -> BlkStatus:
     rq = cmd.request
     sdp = cmd.device
     sdkp = _rq_sdkp(cmd)
@@ -1478,11 +1393,11 @@ def sd_setup_write_zeroes_cmnd(cmd: ScsiCmnd) -> BlkStatus:
     return sd_setup_write_same10_cmnd(cmd, False)
 
 
-def sd_setup_flush_cmnd(cmd: ScsiCmnd) -> BlkStatus:
+def sd_setup_flush_cmnd(cmd: scsi_cmnd) -> BlkStatus:
     rq = cmd.request
     sdkp = _rq_sdkp(cmd)
     cdb = bytearray(10)
-    cdb[0] = Opcode.SYNCHRONIZE_CACHE
+    cdb[0] = ScsiOpcode.SYNCHRONIZE_CACHE
     rq_timeout = getattr(rq.q, "rq_timeout", 0) or SD_TIMEOUT
     return _prep(cmd, rq, cdb, DmaDirection.DMA_NONE, None, 0, sdkp.max_retries,
                  rq_timeout * SD_FLUSH_TIMEOUT_MULTIPLIER)
@@ -1494,23 +1409,23 @@ _RW10 = struct.Struct(">BBIBHB")
 def _rw_cdb(write: bool, lba: int, nr_blocks: int, flags: int, size: int) -> bytes:
     """sd_setup_rw{6,10,16}_cmnd()."""
     if size == 10:   # the common case, packed at once
-        return _RW10.pack(Opcode.WRITE_10 if write else Opcode.READ_10, flags,
+        return _RW10.pack(ScsiOpcode.WRITE_10 if write else ScsiOpcode.READ_10, flags,
                           lba & 0xFFFFFFFF, 0, nr_blocks & 0xFFFF, 0)   # put_unaligned_be32 truncates
     if size == 16:
         cdb = bytearray(16)
-        cdb[0] = Opcode.WRITE_16 if write else Opcode.READ_16
+        cdb[0] = ScsiOpcode.WRITE_16 if write else ScsiOpcode.READ_16
         cdb[1] = flags
         cdb[2:10] = lba.to_bytes(8, "big")
         cdb[10:14] = nr_blocks.to_bytes(4, "big")
     elif size == 10:
         cdb = bytearray(10)
-        cdb[0] = Opcode.WRITE_10 if write else Opcode.READ_10
+        cdb[0] = ScsiOpcode.WRITE_10 if write else ScsiOpcode.READ_10
         cdb[1] = flags
         cdb[2:6] = (lba & 0xFFFFFFFF).to_bytes(4, "big")      # put_unaligned_be32 truncates
         cdb[7:9] = (nr_blocks & 0xFFFF).to_bytes(2, "big")
     else:
         cdb = bytearray(6)
-        cdb[0] = Opcode.WRITE_6 if write else Opcode.READ_6
+        cdb[0] = ScsiOpcode.WRITE_6 if write else ScsiOpcode.READ_6
         cdb[1] = (lba >> 16) & 0x1F
         cdb[2] = (lba >> 8) & 0xFF
         cdb[3] = lba & 0xFF
@@ -1518,14 +1433,14 @@ def _rw_cdb(write: bool, lba: int, nr_blocks: int, flags: int, size: int) -> byt
     return bytes(cdb)
 
 
-def _scmd_printk(cmd: ScsiCmnd, level: KernLevel, text: str) -> None:
+def _scmd_printk(cmd: scsi_cmnd, level: KernLevel, text: str) -> None:
     """scmd_printk(): ``sd 0:0:0:0: [sda] tag#N text``."""
     sdkp = _rq_sdkp(cmd)
     tag = f"tag#{cmd.tag} " if cmd.tag >= 0 else ""
-    sdev_printk(sdkp.kernel, level, cmd.device, tag + text, sdkp.name)
+    sdev_prefix_printk(sdkp.kernel, level, cmd.device, tag + text, sdkp.name)
 
 
-def sd_setup_read_write_cmnd(cmd: ScsiCmnd) -> BlkStatus:
+def sd_setup_read_write_cmnd(cmd: scsi_cmnd) -> BlkStatus:
     """sd_setup_read_write_cmnd(): READ/WRITE (6) only without use_10_for_rw and for small
     LBAs/lengths, (10) normally, (16) for large LBAs/lengths or use_16_for_rw."""
     rq = cmd.request
@@ -1573,7 +1488,7 @@ def sd_setup_read_write_cmnd(cmd: ScsiCmnd) -> BlkStatus:
                  rq.buffer, nr_blocks * sdp.sector_size, sdkp.max_retries, rq.timeout)
 
 
-def _discard_unsupported(cmd: ScsiCmnd) -> BlkStatus:
+def _discard_unsupported(cmd: scsi_cmnd) -> BlkStatus:
     return BlkStatus.BLK_STS_TARGET
 
 
@@ -1585,7 +1500,7 @@ _DISCARD_SETUP = {
 }
 
 
-def _setup_discard(cmd: ScsiCmnd) -> BlkStatus:
+def _setup_discard(cmd: scsi_cmnd) -> BlkStatus:
     return _DISCARD_SETUP.get(_rq_sdkp(cmd).provisioning_mode, _discard_unsupported)(cmd)
 
 
@@ -1598,7 +1513,7 @@ _INIT_COMMAND = {
 }
 
 
-def sd_init_command(cmd: ScsiCmnd) -> BlkStatus:
+def sd_init_command(cmd: scsi_cmnd) -> BlkStatus:
     """sd_init_command(): turn the request behind ``cmd`` (cmd.request) into a CDB."""
     if cmd.request is None:
         raise ValueError("sd_init_command: cmd.request is not set (scsi_cmd_to_rq)")
@@ -1608,12 +1523,12 @@ def sd_init_command(cmd: ScsiCmnd) -> BlkStatus:
     return setup(cmd)
 
 
-def _bufflen(cmd: ScsiCmnd) -> int:
+def _bufflen(cmd: scsi_cmnd) -> int:
     """scsi_bufflen()."""
     return cmd.transfersize
 
 
-def sd_completed_bytes(cmd: ScsiCmnd) -> int:
+def sd_completed_bytes(cmd: scsi_cmnd) -> int:
     """sd_completed_bytes(): bytes before the bad LBA the sense INFORMATION field names."""
     sdev = cmd.device
     rq = cmd.request
@@ -1632,7 +1547,7 @@ def sd_completed_bytes(cmd: ScsiCmnd) -> int:
     return min(good_bytes, transferred)
 
 
-def sd_done(cmd: ScsiCmnd) -> int:
+def sd_done(cmd: scsi_cmnd) -> int:
     """sd_done(): how many bytes of the request completed; reacts to ILLEGAL REQUEST on
     UNMAP/WRITE SAME by turning discard / WRITE SAME off, as sd.c does."""
     result = cmd.result
@@ -1665,7 +1580,7 @@ def sd_done(cmd: ScsiCmnd) -> int:
     return good_bytes
 
 
-def _sd_done_sense(cmd: ScsiCmnd, sdkp: ScsiDisk, sshdr: ScsiSenseHdr, good_bytes: int) -> int:
+def _sd_done_sense(cmd: scsi_cmnd, sdkp: ScsiDisk, sshdr: ScsiSenseHdr, good_bytes: int) -> int:
     """sd_done()'s CHECK CONDITION handling, by sense key."""
     rq = cmd.request
     key = sshdr.sense_key
@@ -1684,9 +1599,9 @@ def _sd_done_sense(cmd: ScsiCmnd, sdkp: ScsiDisk, sshdr: ScsiSenseHdr, good_byte
             good_bytes = sd_completed_bytes(cmd)
         elif sshdr.asc in (0x20, 0x24):
             op = cmd.cmnd[0]
-            if op == Opcode.UNMAP:
+            if op == ScsiOpcode.UNMAP:
                 sd_config_discard(sdkp, LbpMode.SD_LBP_DISABLE)
-            elif op in (Opcode.WRITE_SAME_16, Opcode.WRITE_SAME):
+            elif op in (ScsiOpcode.WRITE_SAME_16, ScsiOpcode.WRITE_SAME):
                 if cmd.cmnd[1] & 8:
                     sd_config_discard(sdkp, LbpMode.SD_LBP_DISABLE)
                 else:
@@ -1706,7 +1621,7 @@ async def sd_sync_cache(sdkp: ScsiDisk) -> int:
     timeout = (getattr(sdev.request_queue, "rq_timeout", 0) or SD_TIMEOUT) * SD_FLUSH_TIMEOUT_MULTIPLIER
     res = None
     for _ in range(3):
-        cdb = bytes([Opcode.SYNCHRONIZE_CACHE]) + bytes(9)
+        cdb = bytes([ScsiOpcode.SYNCHRONIZE_CACHE]) + bytes(9)
         res = await _execute(sdev, cdb, DmaDirection.DMA_NONE, 0, timeout=timeout,
                              retries=sdkp.max_retries, req_flags=ReqFlag.RQF_PM)
         if res.result == 0:
@@ -1732,7 +1647,7 @@ async def sd_sync_cache(sdkp: ScsiDisk) -> int:
 async def sd_start_stop_device(sdkp: ScsiDisk, start: bool) -> int:
     sdev = sdkp.device
     cdb = bytearray(6)
-    cdb[0] = Opcode.START_STOP
+    cdb[0] = ScsiOpcode.START_STOP
     if start:
         cdb[4] |= 1
     if _flag(sdev, "start_stop_pwr_cond"):
@@ -1764,7 +1679,7 @@ async def sd_shutdown(sdkp: ScsiDisk) -> None:
         await sd_start_stop_device(sdkp, False)
 
 
-class SdDriver:
+class SdDriver(ScsiDriver):
     """sd_template: the scsi_driver the midlayer binds to disks (name "sd", module sd_mod)."""
 
     name = "sd"
@@ -1775,8 +1690,10 @@ class SdDriver:
     # their index before it takes one anyway (an earlier device may never be probed).
     ORDER_WAIT_CHECKPOINTS = 1000
 
-    def __init__(self, kernel: Any) -> None:
+    def __init__(self, kernel: Any, disk_attrs: Callable[[ScsiDisk, Dir], None]) -> None:
         self.kernel = kernel
+        # sd_disk_class.dev_groups: the scsi_disk class device's attributes (sd_sysfs)
+        self.disk_attrs = disk_attrs
         self.disk_class = kernel.sysfs.class_register("scsi_disk")
         self._next_ticket = 0
         self._pending: dict[int, tuple[int, Any]] = {}     # id(sdev) -> (arrival ticket, sdev)
@@ -1823,30 +1740,28 @@ class SdDriver:
     async def rescan(self, sdev: Any) -> None:
         await sd_rescan(sdev)
 
-    def init_command(self, cmd: ScsiCmnd) -> BlkStatus:
+    def init_command(self, cmd: scsi_cmnd) -> BlkStatus:
         return sd_init_command(cmd)
 
-    def uninit_command(self, cmd: ScsiCmnd) -> None:
+    def uninit_command(self, cmd: scsi_cmnd) -> None:
         sd_uninit_command(cmd)
 
-    def done(self, cmd: ScsiCmnd) -> int:
+    def done(self, cmd: scsi_cmnd) -> int:
         return sd_done(cmd)
 
-    def eh_action(self, cmd: ScsiCmnd, eh_disp: int) -> int:
+    def eh_action(self, cmd: scsi_cmnd, eh_disp: int) -> int:
         return sd_eh_action(cmd, eh_disp)
 
-    def eh_reset(self, cmd: ScsiCmnd) -> None:
+    def eh_reset(self, cmd: scsi_cmnd) -> None:
         """sd_eh_reset(): a new error-handling round may count a medium access timeout again."""
         disk = getattr(getattr(cmd.request, "q", None), "disk", None)
         if disk is not None:
             scsi_disk(disk).ignore_medium_access_errors = False
 
 
-def sd_eh_action(cmd: ScsiCmnd, eh_disp: int) -> int:
+def sd_eh_action(cmd: scsi_cmnd, eh_disp: int) -> int:
     """sd_eh_action(): a medium access command timed out but TEST UNIT READY works; after
     max_medium_access_timeouts of those the disk goes offline."""
-    from vscsifs.scsi.kernel._scsi_error import SUCCESS
-    from vscsifs.scsi.kernel._scsi_lib import SdevState, scsi_device_set_state
 
     sdev = cmd.device
     rq = cmd.request
@@ -1855,11 +1770,10 @@ def sd_eh_action(cmd: ScsiCmnd, eh_disp: int) -> int:
             or cmd.cmnd[0] not in _MEDIUM_ACCESS_OPCODES or cmd.host_byte != 0x03 or eh_disp != SUCCESS):
         return eh_disp
     sdkp = scsi_disk(disk)
-    if not getattr(sdkp, "ignore_medium_access_errors", False):
+    if not sdkp.ignore_medium_access_errors:
         sdkp.medium_access_timed_out += 1
         sdkp.ignore_medium_access_errors = True
     if sdkp.medium_access_timed_out >= sdkp.max_medium_access_timeouts:
-        from vscsifs.scsi.kernel._scsi_logging import scmd_printk
         scmd_printk(KernLevel.ERR, cmd, "Medium access timeout failure. Offlining disk!")
         scsi_device_set_state(sdev, SdevState.SDEV_OFFLINE)
         return SUCCESS
@@ -1880,21 +1794,16 @@ def _state_name(sdev: Any) -> str:
 
 
 async def _checkpoint() -> None:
-    import trio
-
     await trio.sleep(0)
 
 
 async def sd_probe(drv: SdDriver, sdp: Any) -> int:
     """sd_probe(): name, scsi_disk class device, gendisk, revalidate, device_add_disk."""
-    from vscsifs.scsi.kernel._sd_sysfs import sd_disk_attrs
-
     kernel = drv.kernel
     if sdp.type not in SD_TYPES:
         return -errno.ENODEV
     if scsi_log(kernel, LogShift.HLQUEUE, 3):
-        sdev_printk(kernel, KernLevel.INFO, sdp, "sd_probe")
-    blk = _blk()
+        sdev_prefix_printk(kernel, KernLevel.INFO, sdp, "sd_probe")
     await drv._wait_turn(sdp)          # diskseq and index in scan order (see SdDriver.match)
     gd = blk.blk_mq_alloc_disk_for_queue(sdp.request_queue)
     index = kernel.sd_index_ida.alloc()
@@ -1905,8 +1814,8 @@ async def sd_probe(drv: SdDriver, sdp: Any) -> int:
     q = sdp.request_queue
     if not getattr(q, "rq_timeout", 0):
         blk.blk_queue_rq_timeout(q, SD_MOD_TIMEOUT if sdp.type == ScsiType.TYPE_MOD else SD_TIMEOUT)
-    disk_dev = Device(name=_sdev_name(sdp), parent=sdp.sdev_gendev, cls=drv.disk_class)
-    sd_disk_attrs(sdkp, disk_dev.kobj)
+    disk_dev = Device(name=sdev_name(sdp), parent=sdp.sdev_gendev, cls=drv.disk_class)
+    drv.disk_attrs(sdkp, disk_dev.kobj)
     device_add(disk_dev, power=POWER_ASYNC_DISABLED)
     sdkp.disk_dev = disk_dev
     sdp.sdev_gendev.driver_data = sdkp
@@ -1918,9 +1827,9 @@ async def sd_probe(drv: SdDriver, sdp: Any) -> int:
     await sd_revalidate_disk(gd)
     if _flag(sdp, "removable"):
         gd.removable = True
-        gd.events |= getattr(blk, "DISK_EVENT_MEDIA_CHANGE", 1)
-        gd.event_flags = getattr(blk, "DISK_EVENT_FLAG_POLL", 1) | getattr(blk, "DISK_EVENT_FLAG_UEVENT", 2)
-    await _maybe_await(blk.device_add_disk(sdp.sdev_gendev, gd))
+        gd.events |= blk.DISK_EVENT_MEDIA_CHANGE
+        gd.event_flags = blk.DISK_EVENT_FLAG_POLL | blk.DISK_EVENT_FLAG_UEVENT
+    await maybe_await(blk.device_add_disk(sdp.sdev_gendev, gd))
     if sdkp.security:
         sd_printk(KernLevel.NOTICE, sdkp, "supports TCG Opal")
     sd_printk(KernLevel.NOTICE, sdkp, f"Attached SCSI {'removable ' if _flag(sdp, 'removable') else ''}disk")
@@ -1928,7 +1837,6 @@ async def sd_probe(drv: SdDriver, sdp: Any) -> int:
     # runs right after the probe (golden blocksizes trace: sd_check_events, TUR after "Attached")
     # (only a removable disk has events: disk_alloc_events leaves disk->ev NULL otherwise)
     if _flag(sdp, "removable"):
-        from vscsifs.scsi.kernel._sr import disk_add_events
         await disk_add_events(gd)
     return 0
 
@@ -1938,7 +1846,7 @@ async def sd_remove(sdp: Any) -> int:
     sdkp = dev_get_drvdata(sdp)
     if sdkp.disk_dev is not None:
         device_del(sdkp.disk_dev)
-    await _maybe_await(_blk().del_gendisk(sdkp.disk))
+    blk.del_gendisk(sdkp.disk)
     if not sdkp.suspended:
         await sd_shutdown(sdkp)
     sdkp.kernel.sd_index_ida.free(sdkp.index)
@@ -1949,29 +1857,6 @@ async def sd_remove(sdp: Any) -> int:
 async def sd_rescan(sdp: Any) -> None:
     """sd_rescan(): revalidate (the sysfs ``rescan`` attribute, capacity changes)."""
     await sd_revalidate_disk(dev_get_drvdata(sdp).disk)
-
-
-def sd_init(kernel: Any) -> SdDriver:
-    """init_sd(): the sd block majors, class scsi_disk, and the driver on the scsi bus."""
-    blk = _blk()
-    for i in range(SD_MAJORS):
-        register = getattr(blk, "register_blkdev", None)
-        if register is not None:
-            register(kernel, sd_major(i), "sd")
-        else:
-            kernel.blkdev_majors[sd_major(i)] = "sd"
-    drv = SdDriver(kernel)
-    from vscsifs.scsi.kernel import _scsi_sysfs  # type: ignore[attr-defined]
-
-    _scsi_sysfs.scsi_register_driver(kernel, drv)
-    return drv
-
-
-def sr_init(kernel: Any) -> Any:
-    """init_sr() moved to _sr.py (the sr driver); this name stays importable."""
-    from vscsifs.scsi.kernel._sr import sr_init as _sr_init
-
-    return _sr_init(kernel)
 
 
 def _parse_int(data: bytes, base: int = 10) -> int:

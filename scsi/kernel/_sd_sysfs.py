@@ -1,4 +1,6 @@
-"""The ``scsi_disk`` class device's attributes (sd.c sd_disk_attrs), shown from the live ScsiDisk.
+"""The ``scsi_disk`` class device's attributes (sd.c sd_disk_attrs), shown from the live ScsiDisk,
+and init_sd(), which registers that class with them as its dev_groups (so sd itself does not
+import this module).
 
 Stores parse as the kernel's ->store() handlers do (kstrtobool, kstrtouint, sysfs_match_string)
 and fail with the same errno; cache_type sends MODE SELECT for the caching page and revalidates,
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
 
@@ -31,13 +33,16 @@ from vscsifs.scsi.kernel._sd import (
     sd_print_sense_hdr,
     sd_revalidate_disk,
     sd_set_flush_flag,
-    sdev_printk,
     scsi_mode_select,
+    sd_major,
+    SD_MAJORS,
+    ScsiDisk,
+    SdDriver,
 )
+from vscsifs.scsi.kernel.block import register_blkdev
 from vscsifs.scsi.kernel._scsi_lib import scsi_mode_sense
-
-if TYPE_CHECKING:
-    from vscsifs.scsi.kernel._sd import ScsiDisk
+from vscsifs.scsi.kernel._scsi_logging import sdev_prefix_printk
+from vscsifs.scsi.kernel._scsi_sysfs import scsi_register_driver
 
 
 def _text(data: bytes) -> str:
@@ -191,7 +196,7 @@ def sd_disk_attrs(sdkp: ScsiDisk, kobj: Dir) -> None:
         if retries == -1 or retries <= SD_MAX_RETRIES:
             sdkp.max_retries = retries
             return
-        sdev_printk(sdkp.kernel, KernLevel.ERR, sdp, f"max_retries must be between -1 and {SD_MAX_RETRIES}")
+        sdev_prefix_printk(sdkp.kernel, KernLevel.ERR, sdp, f"max_retries must be between -1 and {SD_MAX_RETRIES}")
         raise SysfsError(errno.EINVAL, "max_retries out of range")
 
     def max_medium_store_wrap(data: bytes) -> None:
@@ -244,3 +249,13 @@ async def cache_type_select(sdkp: ScsiDisk, wce: int, rcd: int) -> int:
         return -errno.EINVAL
     await sd_revalidate_disk(sdkp.disk)
     return 0
+
+
+def sd_init(kernel: Any) -> SdDriver:
+    """init_sd(): the sd block majors, class scsi_disk (with the attributes above as its
+    dev_groups), and the driver on the scsi bus."""
+    for i in range(SD_MAJORS):
+        register_blkdev(kernel, sd_major(i), "sd")
+    drv = SdDriver(kernel, sd_disk_attrs)
+    scsi_register_driver(kernel, drv)
+    return drv

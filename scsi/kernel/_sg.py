@@ -17,7 +17,8 @@ from vscsifs.scsi.kernel.base._driver_model import POWER_ASYNC_DISABLED, Class, 
 from vscsifs.scsi.kernel.base._kobject import Link, SysfsError
 
 from vscsifs.scsi.kernel.base._printk import KernLevel
-from vscsifs.scsi.kernel._sd import sdev_printk
+from vscsifs.scsi.kernel._scsi_logging import sdev_prefix_printk
+from vscsifs.scsi.kernel._scsi_sysfs import ScsiInterface, scsi_register_interface
 from vscsifs.scsi.kernel._sg_file import sg_chrdev_open, sg_device_detached
 
 SCSI_GENERIC_MAJOR = 21
@@ -91,6 +92,7 @@ def sg_init(kernel: Any) -> SgState:
     params.attr("allow_dio", lambda: f"{state.allow_dio}\n", store_int("allow_dio"), 0o644)
     params.attr("def_reserved_size", lambda: f"{state.def_reserved_size}\n", store_reserved, 0o644)
     params.attr("scatter_elem_sz", lambda: f"{state.scatter_elem_sz}\n", store_int("scatter_elem_sz"), 0o644)
+    scsi_register_interface(kernel, _SG_INTERFACE)
     return state
 
 
@@ -109,7 +111,7 @@ def sg_add_device(sdev: Any, kernel: Any | None = None) -> SgDevice:
     index = kernel.sg_minor_ida.alloc()
     if index >= SG_MAX_DEVS:
         kernel.sg_minor_ida.free(index)
-        sdev_printk(kernel, KernLevel.WARNING, sdev,
+        sdev_prefix_printk(kernel, KernLevel.WARNING, sdev,
                     f"Unable to attach sg device type={sdev.type}, minor number exceeds {SG_MAX_DEVS - 1}")
         raise OSError(errno.ENODEV, "no sg minor left")
     name = f"sg{index}"
@@ -118,7 +120,7 @@ def sg_add_device(sdev: Any, kernel: Any | None = None) -> SgDevice:
     sg = SgDevice(name=name, index=index, sdev=sdev, dev=dev)
     sg.generic_link = sdev.sdev_gendev.kobj.link("generic", dev.kobj)
     state.devices[id(sdev)] = sg
-    sdev_printk(kernel, KernLevel.NOTICE, sdev, f"Attached scsi generic {name} type {sdev.type}")
+    sdev_prefix_printk(kernel, KernLevel.NOTICE, sdev, f"Attached scsi generic {name} type {sdev.type}")
     kernel.devnode_event("add", "char", sg)
     return sg
 
@@ -143,3 +145,7 @@ def sg_device_of(sdev: Any, kernel: Any | None = None) -> SgDevice | None:
     """The SgDevice attached to ``sdev`` (dev_get_drvdata of its class device), if any."""
     kernel = kernel or _kernel_of(sdev)
     return sg_init(kernel).devices.get(id(sdev))
+
+
+# sg_interface: the class interface through which the midlayer announces each scsi_device
+_SG_INTERFACE = ScsiInterface(add_dev=sg_add_device, remove_dev=sg_remove_device)

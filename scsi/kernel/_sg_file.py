@@ -28,7 +28,8 @@ import trio
 from vscsifs.scsi.kernel.base._fops import (POLLERR, POLLHUP, POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM, CharDevOpen,
                                             Cred, OpenFile, PollWaiter, UserMemory)
 from vscsifs.scsi.kernel.base._printk import KernLevel
-from vscsifs.scsi.kernel._scsi_error import SenseKey, scsi_normalize_sense
+from vscsifs.scsi._proto import SenseKey
+from vscsifs.scsi.kernel._scsi_common import scsi_normalize_sense
 from vscsifs.scsi.kernel._scsi_ioctl import (DRIVER_SENSE, ENOIOCTLCMD, FMODE_WRITE, SG_INFO_CHECK,
                                              SG_INTERFACE_ID_ORIG, SG_IO_HDR, PassthroughRequest, PassthroughResult,
                                              ScsiIoctl, SgDxfer, SgFlag, SgIoctl, SgIoHdr, UserBuffer,
@@ -37,9 +38,9 @@ from vscsifs.scsi.kernel._scsi_ioctl import (DRIVER_SENSE, ENOIOCTLCMD, FMODE_WR
                                              scsi_block_when_processing_errors,
                                              scsi_cmd_allowed, scsi_ioctl, scsi_ioctl_block_when_processing_errors,
                                              status_byte)
-from vscsifs.scsi.kernel._scsi_lib import SdevState
+from vscsifs.scsi.kernel._scsi_types import SdevState
 from vscsifs.scsi.kernel._scsi_logging import LogShift, scsi_log_enabled
-from vscsifs.scsi.kernel._sd import sdev_printk
+from vscsifs.scsi.kernel._scsi_logging import sdev_prefix_printk
 
 SG_VERSION_NUM = 30536
 DID_ERROR = 0x07
@@ -176,7 +177,7 @@ class SgFd:
         return state is None or state.devices.get(id(self.sdev)) is not self.sdp
 
     def _printk(self, level: int, text: str) -> None:
-        sdev_printk(self.kernel, KernLevel(level), self.sdev, text, self.sdp.name)
+        sdev_prefix_printk(self.kernel, KernLevel(level), self.sdev, text, self.sdp.name)
 
     def _log_timeout(self, level: int, text: str) -> None:
         if scsi_log_enabled(self.kernel, LogShift.TIMEOUT, level):
@@ -721,7 +722,7 @@ async def sg_open(sg_state: Any, minor: int, flags: int, cred: Cred) -> SgFd:
         raise OSError(errno.ENXIO, f"{sdp.name}: device is being removed")
     st = sg_dev_state(sdp)
     if scsi_log_enabled(sdev.host.kernel, LogShift.TIMEOUT, 3):
-        sdev_printk(sdev.host.kernel, KernLevel.INFO, sdev, f"sg_open: flags=0x{flags:x}", sdp.name)
+        sdev_prefix_printk(sdev.host.kernel, KernLevel.INFO, sdev, f"sg_open: flags=0x{flags:x}", sdp.name)
     if not (flags & os.O_NONBLOCK or await scsi_block_when_processing_errors(sdev)):
         raise OSError(errno.ENXIO, f"{sdp.name}: device in error recovery")
 

@@ -19,20 +19,31 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
+import trio
+
+import vscsifs.scsi.kernel.block as blk
 from vscsifs.scsi.kernel.base._kobject import SysfsError
+from vscsifs.scsi.kernel.block import BlockDeviceOperations, blk_queue_logical_block_size, register_blkdev, set_capacity
 from vscsifs.scsi.kernel.block._blk_types import BlkStatus, ReqOp
+from vscsifs.scsi.kernel.block._disk_events import (DISK_EVENT_FLAG_BLOCK_ON_EXCL_WRITE, bdev_check_media_change,
+                                                   disk_add_events)
 
 from vscsifs.scsi.kernel import _cdrom as cdrom
 from vscsifs.scsi.kernel._cdrom import (CDSL_CURRENT, DISK_EVENT_EJECT_REQUEST, DISK_EVENT_MEDIA_CHANGE, Cdc, Cds, CdromDeviceInfo,
                      Gpcmd, PacketCommand, TocEntry, TocHeader)
 from vscsifs.scsi.kernel.base._printk import KernLevel
-from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, ScsiCmnd
-from vscsifs.scsi.kernel._scsi_error import ScsiSenseHdr, SenseKey
-from vscsifs.scsi.kernel._scsi_logging import LogShift, scsi_log_enabled, scsi_print_sense_hdr
-from vscsifs.scsi.kernel._sd import sdev_printk  # the upper drivers' shared sdev_prefix_printk()
-from vscsifs.scsi.kernel._scsi_ioctl import ioctl_internal_command, scsi_set_medium_removal  # scsi_ioctl.c
+from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, scsi_cmnd
+from vscsifs.scsi._proto import ScsiOpcode, ScsiType, SenseKey
+from vscsifs.scsi.kernel._scsi_common import ScsiSenseHdr
+from vscsifs.scsi.kernel.base._async import maybe_await
+from vscsifs.scsi.kernel._scsi_ioctl import SCSI_REMOVAL_ALLOW, SCSI_REMOVAL_PREVENT, scsi_set_medium_removal
+from vscsifs.scsi.kernel._scsi_lib import scsi_command_size, scsi_execute_cmd, scsi_mode_sense
+from vscsifs.scsi.kernel._scsi_lib import scsi_test_unit_ready as tur
+from vscsifs.scsi.kernel._scsi_logging import LogShift, scsi_log_enabled, sdev_prefix_printk
+from vscsifs.scsi.kernel._scsi_sysfs import scsi_register_driver
+from vscsifs.scsi.kernel._scsi_types import ScsiDriver
 from vscsifs.scsi.kernel._cdrom_ioctl import sr_block_ioctl
 
 SR_DISKS = 256
@@ -44,9 +55,7 @@ IOCTL_RETRIES = 3
 VENDOR_TIMEOUT = 30.0
 IOCTL_NORMAL_TIMEOUT = 10.0
 NORMAL_RETRIES = 5
-TYPE_ROM = 0x05
-TYPE_WORM = 0x04
-SR_TYPES = frozenset((TYPE_ROM, TYPE_WORM))
+SR_TYPES = frozenset((ScsiType.TYPE_ROM, ScsiType.TYPE_WORM))
 
 SR_CAPABILITIES = (Cdc.CLOSE_TRAY | Cdc.OPEN_TRAY | Cdc.LOCK | Cdc.SELECT_SPEED | Cdc.SELECT_DISC
                    | Cdc.MULTI_SESSION | Cdc.MCN | Cdc.MEDIA_CHANGED | Cdc.PLAY_AUDIO | Cdc.RESET
@@ -60,11 +69,6 @@ VENDOR_TOSHIBA = 3
 VENDOR_WRITER = 4
 VENDOR_CYGNAL_85ED = 5
 
-SCSI_REMOVAL_ALLOW = 0
-SCSI_REMOVAL_PREVENT = 1
-ALLOW_MEDIUM_REMOVAL = 0x1E
-READ_CAPACITY = 0x25
-READ_TOC = 0x43
 
 LOADMECH = ("caddy", "tray", "pop-up", "", "changer", "cartridge changer", "", "")
 
@@ -101,7 +105,7 @@ def scsi_cd(disk: Any) -> ScsiCd:
 
 
 def sr_printk(level: KernLevel, cd: ScsiCd, text: str) -> None:
-    sdev_printk(cd.kernel, level, cd.device, text, cd.name)
+    sdev_prefix_printk(cd.kernel, level, cd.device, text, cd.name)
 
 
 def _online(sdev: Any) -> bool:
@@ -120,23 +124,19 @@ def _is_check_condition(result: int) -> bool:
     return result >= 0 and result & 0xFF == 0x02
 
 
-def _sense_valid(sshdr: ScsiSenseHdr | None) -> bool:
+def _sense_valid(sshdr: ScsiSenseHdr | None) -> TypeGuard[ScsiSenseHdr]:
     return sshdr is not None and sshdr.valid()
 
 
 async def _execute(sdev: Any, cdb: bytes, direction: DmaDirection, buflen: int, *, timeout: float,
                    retries: int, data: bytes | None = None) -> Any:
     """scsi_execute(): the midlayer's passthrough path; the CDB is COMMAND_SIZE(opcode) long."""
-    from vscsifs.scsi.kernel._scsi_lib import scsi_command_size, scsi_execute_cmd
-
     cdb = bytes(cdb[:scsi_command_size(cdb[0])])
     return await scsi_execute_cmd(sdev, cdb, direction, buflen, data_out=data, timeout=timeout, retries=retries)
 
 
 async def scsi_test_unit_ready(sdev: Any, timeout: float = SR_TIMEOUT,
                                retries: int = MAX_RETRIES) -> tuple[int, ScsiSenseHdr | None]:
-    from vscsifs.scsi.kernel._scsi_lib import scsi_test_unit_ready as tur
-
     return await tur(sdev, timeout, retries)
 
 
@@ -198,8 +198,6 @@ async def sr_do_ioctl(cd: ScsiCd, cgc: PacketCommand) -> int:
 
 
 async def _sleep(seconds: float) -> None:
-    import trio
-
     await trio.sleep(seconds)
 
 
@@ -213,7 +211,7 @@ def _cgc(cmd: bytes, buflen: int = 0, direction: DmaDirection = DmaDirection.DMA
 
 async def sr_read_tochdr(cd: ScsiCd, hdr: TocHeader) -> int:
     """sr_read_tochdr(): READ TOC, format 0, 12 bytes (quiet)."""
-    cgc = _cgc(bytes((READ_TOC, 0, 0, 0, 0, 0, 0, 0, 12)), 12, DmaDirection.DMA_FROM_DEVICE, quiet=True)
+    cgc = _cgc(bytes((ScsiOpcode.READ_TOC, 0, 0, 0, 0, 0, 0, 0, 12)), 12, DmaDirection.DMA_FROM_DEVICE, quiet=True)
     result = await sr_do_ioctl(cd, cgc)
     if not result:
         hdr.trk0, hdr.trk1 = cgc.buffer[2], cgc.buffer[3]
@@ -223,7 +221,7 @@ async def sr_read_tochdr(cd: ScsiCd, hdr: TocHeader) -> int:
 async def sr_read_tocentry(cd: ScsiCd, entry: TocEntry) -> int:
     """sr_read_tocentry(): READ TOC for one track, MSF or LBA."""
     msf = entry.format == cdrom.CDROM_MSF
-    cgc = _cgc(bytes((READ_TOC, 0x02 if msf else 0, 0, 0, 0, 0, entry.track, 0, 12)), 12,
+    cgc = _cgc(bytes((ScsiOpcode.READ_TOC, 0x02 if msf else 0, 0, 0, 0, 0, entry.track, 0, 12)), 12,
                DmaDirection.DMA_FROM_DEVICE)
     result = await sr_do_ioctl(cd, cgc)
     if not result:
@@ -293,7 +291,7 @@ async def sr_cd_check(cd: ScsiCd) -> int:
     no_multi = 0
     rc = 0
     if cd.vendor == VENDOR_SCSI3:
-        cgc = _cgc(bytes((READ_TOC, 0, 0, 0, 0, 0, 0, 0, 12, 0x40)), 12, DmaDirection.DMA_FROM_DEVICE,
+        cgc = _cgc(bytes((ScsiOpcode.READ_TOC, 0, 0, 0, 0, 0, 0, 0, 12, 0x40)), 12, DmaDirection.DMA_FROM_DEVICE,
                    quiet=True, timeout=VENDOR_TIMEOUT)
         rc = await sr_do_ioctl(cd, cgc)
         if rc == 0:
@@ -306,7 +304,7 @@ async def sr_cd_check(cd: ScsiCd) -> int:
                 if b[6] <= 1:
                     sector = 0
     elif cd.vendor == VENDOR_WRITER:
-        cgc = _cgc(bytes((READ_TOC, 0, 0, 0, 0, 0, 0, 0, 0x04, 0x40)), 4, DmaDirection.DMA_FROM_DEVICE,
+        cgc = _cgc(bytes((ScsiOpcode.READ_TOC, 0, 0, 0, 0, 0, 0, 0, 0x04, 0x40)), 4, DmaDirection.DMA_FROM_DEVICE,
                    quiet=True, timeout=VENDOR_TIMEOUT)
         rc = await sr_do_ioctl(cd, cgc)
         if rc == 0:
@@ -314,7 +312,7 @@ async def sr_cd_check(cd: ScsiCd) -> int:
             if last == 0:
                 sr_printk(KernLevel.WARNING, cd, "No finished session")
             else:
-                cgc = _cgc(bytes((READ_TOC, 0, 0, 0, 0, 0, last & 0x7F, 0, 0x0C, 0x40)), 12,
+                cgc = _cgc(bytes((ScsiOpcode.READ_TOC, 0, 0, 0, 0, 0, last & 0x7F, 0, 0x0C, 0x40)), 12,
                            DmaDirection.DMA_FROM_DEVICE, quiet=True, timeout=VENDOR_TIMEOUT)
                 rc = await sr_do_ioctl(cd, cgc)
                 if rc == 0:
@@ -342,7 +340,7 @@ def sr_vendor_init(cd: ScsiCd) -> None:
         return
     sdev = cd.device
     vendor, model = bytes(sdev.vendor), bytes(sdev.model)
-    if sdev.type == TYPE_WORM:
+    if sdev.type == ScsiType.TYPE_WORM:
         cd.vendor = VENDOR_WRITER
     elif vendor.startswith(b"NEC"):
         cd.vendor = VENDOR_NEC
@@ -412,8 +410,7 @@ async def sr_drive_status(cd: ScsiCd, slot: int) -> int:
     result, sshdr = await scsi_test_unit_ready(cd.device, SR_TIMEOUT, MAX_RETRIES)
     if not result:
         return Cds.DISC_OK
-    valid = _sense_valid(sshdr)
-    if valid and sshdr.sense_key == SenseKey.NOT_READY and sshdr.asc == 0x04 and sshdr.ascq == 0x01:  # type: ignore[union-attr]
+    if _sense_valid(sshdr) and sshdr.sense_key == SenseKey.NOT_READY and sshdr.asc == 0x04 and sshdr.ascq == 0x01:
         return Cds.DRIVE_NOT_READY
     ret, med = await cdrom.cdrom_get_media_event(cd.cdi)
     if not ret:
@@ -421,11 +418,11 @@ async def sr_drive_status(cd: ScsiCd, slot: int) -> int:
         if present:
             return Cds.DISC_OK
         return Cds.TRAY_OPEN if door_open else Cds.NO_DISC
-    if valid and sshdr.sense_key == SenseKey.NOT_READY and sshdr.asc == 0x04 and sshdr.ascq == 0x02:  # type: ignore[union-attr]
+    if _sense_valid(sshdr) and sshdr.sense_key == SenseKey.NOT_READY and sshdr.asc == 0x04 and sshdr.ascq == 0x02:
         return Cds.TRAY_OPEN
     if sshdr is not None and sshdr.sense_key == SenseKey.NOT_READY and sshdr.asc == 0x04:
         return Cds.DISC_OK
-    if valid and sshdr.asc == 0x3A:  # type: ignore[union-attr]
+    if _sense_valid(sshdr) and sshdr.asc == 0x3A:
         return Cds.NO_DISC
     return Cds.TRAY_OPEN
 
@@ -437,7 +434,7 @@ async def sr_get_events(sdev: Any) -> int:
     cmd = bytes((Gpcmd.GET_EVENT_STATUS_NOTIFICATION, 1, 0, 0, 1 << 4, 0, 0, 0, 8, 0))
     res = await _execute(sdev, cmd, DmaDirection.DMA_FROM_DEVICE, 8, timeout=SR_TIMEOUT, retries=MAX_RETRIES)
     sshdr = res.sshdr
-    if _sense_valid(sshdr) and sshdr.sense_key == SenseKey.UNIT_ATTENTION:  # type: ignore[union-attr]
+    if _sense_valid(sshdr) and sshdr.sense_key == SenseKey.UNIT_ATTENTION:
         return DISK_EVENT_MEDIA_CHANGE
     buf = res.data.ljust(8, b"\0")
     data_len, cls, _ = cdrom.EVENT_HEADER.unpack_from(buf, 0)
@@ -473,7 +470,7 @@ async def sr_check_events(cd: ScsiCd, clearing: int, slot: int = CDSL_CURRENT) -
             return events
     last_present = cd.media_present
     ret, sshdr = await scsi_test_unit_ready(sdev, SR_TIMEOUT, MAX_RETRIES)
-    cd.media_present = int(_status_good(ret) or (_sense_valid(sshdr) and sshdr.asc != 0x3A))  # type: ignore[union-attr]
+    cd.media_present = int(_status_good(ret) or (_sense_valid(sshdr) and sshdr.asc != 0x3A))
     if last_present != cd.media_present:
         sdev.changed = True
     if sdev.changed:
@@ -496,7 +493,7 @@ async def sr_check_events(cd: ScsiCd, clearing: int, slot: int = CDSL_CURRENT) -
     return events
 
 
-def sr_done(cmd: ScsiCmnd) -> int:
+def sr_done(cmd: scsi_cmnd) -> int:
     """sr_done(): good bytes; a MEDIUM ERROR / VOLUME OVERFLOW / ILLEGAL REQUEST with a valid
     INFORMATION field completes the part before the bad sector (and trims the capacity when
     it lies in the last 75 2K sectors)."""
@@ -519,21 +516,19 @@ def sr_done(cmd: ScsiCmnd) -> int:
                 if good_bytes < 0 or good_bytes >= this_count:
                     good_bytes = 0
                 if error_sector < cd.disk.capacity and cd.capacity - error_sector < 4 * 75:
-                    from vscsifs.scsi.kernel.block import set_capacity
-
                     set_capacity(cd.disk, error_sector)
         elif key == SenseKey.RECOVERED_ERROR:
             good_bytes = this_count
     return good_bytes
 
 
-def _scmd_printk(cmd: ScsiCmnd, level: KernLevel, text: str) -> None:
+def _scmd_printk(cmd: scsi_cmnd, level: KernLevel, text: str) -> None:
     cd = scsi_cd(cmd.device.request_queue.disk)
     tag = f"tag#{cmd.tag} " if cmd.tag >= 0 else ""
-    sdev_printk(cd.kernel, level, cmd.device, tag + text, cd.name)
+    sdev_prefix_printk(cd.kernel, level, cmd.device, tag + text, cd.name)
 
 
-def sr_init_command(cmd: ScsiCmnd) -> BlkStatus:
+def sr_init_command(cmd: scsi_cmnd) -> BlkStatus:
     """sr_init_command(): READ(10)/WRITE(10) in the drive's block size; refuses everything
     while a media change is pending (sdev->changed), unaligned transfers, other ops."""
     rq = cmd.request
@@ -591,10 +586,8 @@ def sr_init_command(cmd: ScsiCmnd) -> BlkStatus:
 async def get_sectorsize(cd: ScsiCd) -> None:
     """get_sectorsize(): READ CAPACITY (three tries); the capacity in 512-byte sectors, raised
     to the last written block of the medium; the logical block size."""
-    from vscsifs.scsi.kernel.block import blk_queue_logical_block_size, set_capacity
-
     sdev = cd.device
-    cmd = bytes((READ_CAPACITY,)) + bytes(9)
+    cmd = bytes((ScsiOpcode.READ_CAPACITY,)) + bytes(9)
     retries = 3
     while True:
         res = await _execute(sdev, cmd, DmaDirection.DMA_FROM_DEVICE, 8, timeout=SR_TIMEOUT, retries=MAX_RETRIES)
@@ -627,8 +620,6 @@ async def get_sectorsize(cd: ScsiCd) -> None:
 async def get_capabilities(cd: ScsiCd) -> int:
     """get_capabilities(): eat unit attentions, then MODE SENSE page 0x2a: speed, the
     capability line, and the mask of what the drive cannot do."""
-    from vscsifs.scsi.kernel._scsi_lib import scsi_mode_sense
-
     sdev = cd.device
     cdi = cd.cdi
     ms_len = 128
@@ -715,8 +706,6 @@ async def sr_block_check_events(disk: Any, clearing: int) -> int:
 
 
 def sr_bdops() -> Any:
-    from vscsifs.scsi.kernel.block import BlockDeviceOperations
-
     return BlockDeviceOperations(open=sr_block_open, release=sr_block_release, check_events=sr_block_check_events,
                                  ioctl=sr_block_ioctl, owner="sr_mod")
 
@@ -734,10 +723,6 @@ def sr_index_bits(kernel: Any) -> set[int]:
 async def sr_probe(drv: SrDriver, sdev: Any) -> int:
     """sr_probe(): srN, the gendisk, capabilities, write features, register_cdrom, revalidate,
     device_add_disk, "Attached scsi CD-ROM srN"."""
-    from vscsifs.scsi.kernel import block as blk
-
-    from vscsifs.scsi.kernel._sd import _maybe_await
-
     kernel = drv.kernel
     if sdev.type not in SR_TYPES:
         return -errno.ENODEV
@@ -769,79 +754,26 @@ async def sr_probe(drv: SrDriver, sdev: Any) -> int:
     cdrom.register_cdrom(kernel, disk, cdi)
     sdev.sdev_gendev.driver_data = cd
     await sr_revalidate_disk(cd)
-    await _maybe_await(blk.device_add_disk(sdev.sdev_gendev, disk))
+    await maybe_await(blk.device_add_disk(sdev.sdev_gendev, disk))
     await disk_add_events(disk)
-    sdev_printk(kernel, KernLevel.DEBUG, sdev, f"Attached scsi CD-ROM {cdi.name}")
+    sdev_prefix_printk(kernel, KernLevel.DEBUG, sdev, f"Attached scsi CD-ROM {cdi.name}")
     return 0
-
-
-DISK_EVENT_FLAG_BLOCK_ON_EXCL_WRITE = 1 << 2
 
 
 async def sr_remove(sdev: Any) -> int:
     """sr_remove(): del_gendisk; the minor and the cdrom registration go with the disk."""
-    from vscsifs.scsi.kernel import block as blk
-
-    from vscsifs.scsi.kernel._sd import _maybe_await
-
     cd: ScsiCd = sdev.sdev_gendev.driver_data
     cd.disk.events_blocked = True
-    await _maybe_await(blk.del_gendisk(cd.disk))
+    blk.del_gendisk(cd.disk)
     sr_index_bits(cd.kernel).discard(cd.index)          # sr_free_disk
     cdrom.unregister_cdrom(cd.cdi)
     sdev.sdev_gendev.driver_data = None
     return 0
 
 
-# --- disk events (block/disk-events.c) as sr's disk needs them -------------------------------------
-
-async def disk_add_events(disk: Any) -> None:
-    """disk_add_events(): the first check is queued with no delay (check_now) and runs on an
-    idle CPU while the probe finishes; it is awaited here so its effect is deterministic: a
-    drive whose media-changed flag is set reports MEDIA_CHANGE, which takes a new diskseq
-    before the next disk is allocated (the golden cdrom capture: sr0 diskseq 2, sda 3)."""
-    if disk.fops.check_events is None or not disk.events:
-        return
-    await disk_check_events(disk, 0)
-
-
-async def disk_check_events(disk: Any, clearing: int) -> int:
-    """disk_check_events(): ask the driver, accumulate pending events; a media change takes a
-    new diskseq (inc_diskseq)."""
-    if getattr(disk, "events_blocked", False) or not disk.live:
-        return 0
-    events = await disk.fops.check_events(disk, clearing)
-    pending = getattr(disk, "events_pending", 0)
-    events &= ~pending
-    disk.events_pending = pending | events
-    if events & DISK_EVENT_MEDIA_CHANGE:
-        disk.diskseq = disk.kernel.next_diskseq()
-    return events
-
-
-async def disk_clear_events(disk: Any, mask: int) -> int:
-    """disk_clear_events(): check now with ``mask`` being cleared, return and clear the pending."""
-    if disk.fops.check_events is None or not disk.events:
-        return 0
-    await disk_check_events(disk, mask)
-    pending = getattr(disk, "events_pending", 0)
-    disk.events_pending = pending & ~mask
-    return pending & mask
-
-
-async def bdev_check_media_change(disk: Any) -> bool:
-    """bdev_check_media_change(): clear and fetch the events; a media change schedules a
-    partition re-read (GD_NEED_PART_SCAN)."""
-    events = await disk_clear_events(disk, DISK_EVENT_MEDIA_CHANGE | DISK_EVENT_EJECT_REQUEST)
-    if not events & DISK_EVENT_MEDIA_CHANGE:
-        return False
-    disk.need_part_scan = True
-    return True
-
-
 # --- the driver object --------------------------------------------------------------------------
 
-class SrDriver:
+class SrDriver(ScsiDriver):
     """sr_template: the scsi_driver "sr" of module sr_mod; probes synchronously."""
 
     name = "sr"
@@ -862,13 +794,13 @@ class SrDriver:
     async def remove(self, sdev: Any) -> int:
         return await sr_remove(sdev)
 
-    def init_command(self, cmd: ScsiCmnd) -> BlkStatus:
+    def init_command(self, cmd: scsi_cmnd) -> BlkStatus:
         return sr_init_command(cmd)
 
-    def uninit_command(self, cmd: ScsiCmnd) -> None:
+    def uninit_command(self, cmd: scsi_cmnd) -> None:
         return None
 
-    def done(self, cmd: ScsiCmnd) -> int:
+    def done(self, cmd: scsi_cmnd) -> int:
         return sr_done(cmd)
 
 
@@ -879,17 +811,13 @@ def sr_xa_test(kernel: Any) -> int:
 def sr_init(kernel: Any) -> SrDriver:
     """init_sr() (after cdrom_init, as the modules load): major 11 "sr", the driver on the
     scsi bus, and the module parameter xa_test."""
-    from vscsifs.scsi.kernel.block import register_blkdev
-
-    from vscsifs.scsi.kernel import _scsi_sysfs
-
     cdrom.cdrom_init(kernel)
     register_blkdev(kernel, SCSI_CDROM_MAJOR, "sr")
     params = {"xa_test": _int_param(kernel.param("sr_mod.xa_test", "0"))}
     kernel._sr_params = params
     drv = SrDriver(kernel)
     kernel.sysfs.bus_register("scsi").driver_register(drv.name, drv.module)   # driver_register()
-    _scsi_sysfs.scsi_register_driver(kernel, drv)
+    scsi_register_driver(kernel, drv)
     pdir = kernel.sysfs.module("sr_mod").mkdir("parameters")
 
     def store(data: bytes) -> None:

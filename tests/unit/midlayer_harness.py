@@ -14,10 +14,11 @@ import trio
 from golden_cdb import make_image
 from vscsifs.scsi.kernel.base._driver_model import Device, Sysfs, device_add
 from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice
-from vscsifs.scsi.kernel._hosts import ScsiHostTemplate, Scsi_Host, scsi_add_host, scsi_host_alloc
+from vscsifs.scsi.kernel._hosts import scsi_add_host, scsi_host_alloc
+from vscsifs.scsi.kernel._scsi_types import ScsiHostTemplate, Scsi_Host
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import Kmsg
-from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, ScsiCmnd
+from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, scsi_cmnd
 from vscsifs.virtio._memory import GuestMemory
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
@@ -39,10 +40,10 @@ class BusLLD:
     kernel: Kernel
     sync_completion: bool = True
     log: list[tuple[str, bytes, int]] = field(default_factory=list)   # (hctl, cdb, alloc)
-    hook: Callable[[ScsiCmnd], bool] | None = None   # return True when it completed the cmd
+    hook: Callable[[scsi_cmnd], bool] | None = None   # return True when it completed the cmd
     refuse: int = 0                                   # queuecommand returns HOST_BUSY this often
 
-    def queuecommand(self, shost: Scsi_Host, cmd: ScsiCmnd) -> int:
+    def queuecommand(self, shost: Scsi_Host, cmd: scsi_cmnd) -> int:
         if self.refuse:
             self.refuse -= 1
             return 0x1055
@@ -69,13 +70,13 @@ class BusLLD:
         self._complete(cmd)
         return 0
 
-    def _complete(self, cmd: ScsiCmnd) -> None:
+    def _complete(self, cmd: scsi_cmnd) -> None:
         if self.sync_completion:
             cmd.scsi_done(cmd)
         else:
             self.kernel.nursery.start_soon(self._later, cmd)
 
-    async def _later(self, cmd: ScsiCmnd) -> None:
+    async def _later(self, cmd: scsi_cmnd) -> None:
         await trio.sleep(0)
         cmd.scsi_done(cmd)
 

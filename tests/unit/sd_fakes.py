@@ -277,7 +277,7 @@ def make_kernel(cmdline: str = "") -> Kernel:
 
 @dataclass(eq=False)
 class FakeSdev:
-    """The scsi_device fields sd/sg/bsg read (brief C1's ScsiDevice)."""
+    """The scsi_device fields sd/sg/bsg read (brief C1's scsi_device)."""
 
     kernel: Kernel
     host: Any

@@ -147,9 +147,10 @@ def test_delay_rules_add_latency_and_let_the_next_rule_decide() -> None:
 # ------------------------------------------------------------------ the real stack
 async def _machine(tmp_path, nursery, cmdline: str = "vscsifs.timeout_eh=1"):
     from vscsifs.scsi.kernel._bsg import bsg_init
-    from vscsifs.scsi.kernel._scsi_scan import async_synchronize_full, scsi_device_lookup, scsi_scan_host
+    from vscsifs.scsi.kernel._async_domain import async_synchronize_full
+    from vscsifs.scsi.kernel._scsi_scan import scsi_device_lookup, scsi_scan_host
     from vscsifs.scsi.kernel._scsi_sysfs import scsi_sysfs_register
-    from vscsifs.scsi.kernel._sd import sd_init
+    from vscsifs.scsi.kernel._sd_sysfs import sd_init
     from vscsifs.scsi.kernel._sg import sg_init
 
     bus = SCSIBus()
@@ -271,7 +272,7 @@ async def test_always_dropped_reads_go_through_abort_and_lun_resets_then_fail(tm
     the command carries DID_RESET, as on a real guest), TUR fine, retry... until the retries
     are used up: the request fails with EIO, the disk stays online."""
     from vscsifs.scsi.kernel.block._bio import bdev_read
-    from vscsifs.scsi.kernel._hosts import HostState
+    from vscsifs.scsi.kernel._scsi_types import HostState
 
     m = await _machine(tmp_path, nursery)
     m.dev.faults.command(0, 0, 1, "drop opcode=read")

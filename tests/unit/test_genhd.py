@@ -243,11 +243,13 @@ async def seed_machine(tmp_path: Path):  # type: ignore[no-untyped-def]
     from vscsifs.scsi.kernel.base._driver_model import Sysfs
     from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice
     from vscsifs.scsi.kernel import bsg_init, sd_init, sg_init, sr_init
-    from vscsifs.scsi.kernel._hosts import ScsiHostTemplate, scsi_add_host, scsi_host_alloc
+    from vscsifs.scsi.kernel._hosts import scsi_add_host, scsi_host_alloc
+    from vscsifs.scsi.kernel._scsi_types import ScsiHostTemplate
     from vscsifs.scsi.kernel.base._kernel import Kernel
     from vscsifs.scsi.kernel.base._printk import Kmsg
     from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte
-    from vscsifs.scsi.kernel._scsi_scan import async_synchronize_full, scsi_scan_host
+    from vscsifs.scsi.kernel._async_domain import async_synchronize_full
+    from vscsifs.scsi.kernel._scsi_scan import scsi_scan_host
     from vscsifs.virtio import GuestMemory
 
     boot = make_image(tmp_path / "boot.img", 1 << 30, "boot.img", mbr=(0x5EED0B00, 2048, 2097152 - 2048))

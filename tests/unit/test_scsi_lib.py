@@ -15,12 +15,12 @@ import vscsifs.scsi.kernel as K
 from midlayer_harness import hd, make_host, make_kernel
 from vscsifs.scsi.kernel.block import BlkStatus
 from vscsifs.scsi.device import SCSIBus
-from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, ScsiCmnd
-from vscsifs.scsi.kernel._scsi_error import (ADD_TO_MLQUEUE, FAILED, NEEDS_RETRY, SUCCESS,
-                                             scsi_decide_disposition, scsi_normalize_sense,
-                                             scsi_sense_desc_find)
-from vscsifs.scsi.kernel._scsi_lib import (SdevState, scsi_device_set_state,
-                                           scsi_result_to_blk_status, scsi_vpd_lun_id)
+from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, scsi_cmnd
+from vscsifs.scsi.kernel._scsi_common import (ADD_TO_MLQUEUE, FAILED, NEEDS_RETRY, SUCCESS, scsi_normalize_sense,
+                                              scsi_sense_desc_find)
+from vscsifs.scsi.kernel._scsi_error import scsi_decide_disposition
+from vscsifs.scsi.kernel._scsi_lib import scsi_result_to_blk_status, scsi_vpd_lun_id
+from vscsifs.scsi.kernel._scsi_types import SdevState, scsi_device_set_state
 
 
 def fixed_sense(key: int, asc: int, ascq: int) -> bytes:
@@ -107,7 +107,7 @@ async def test_busy_status_is_requeued_until_good(disk) -> None:
     kernel, shost, lld, sdev = disk
     busy = {"n": 2}
 
-    def hook(cmd: ScsiCmnd) -> bool:
+    def hook(cmd: scsi_cmnd) -> bool:
         if busy["n"]:
             busy["n"] -= 1
             cmd.result = 0x08                       # SAM_STAT_BUSY
@@ -134,7 +134,7 @@ async def test_did_bus_busy_retried_within_allowed(disk) -> None:
     kernel, shost, lld, sdev = disk
     tries = {"n": 0}
 
-    def hook(cmd: ScsiCmnd) -> bool:
+    def hook(cmd: scsi_cmnd) -> bool:
         tries["n"] += 1
         cmd.result = 0x02 << 16                     # DID_BUS_BUSY: maybe_retry
         cmd.scsi_done(cmd)
@@ -185,7 +185,7 @@ async def test_mode_sense_6_and_vpd_helpers(disk) -> None:
 async def test_mode_sense_10_falls_back_to_6(disk) -> None:
     kernel, shost, lld, sdev = disk
 
-    def hook(cmd: ScsiCmnd) -> bool:
+    def hook(cmd: scsi_cmnd) -> bool:
         if cmd.cmnd[0] == 0x5A:
             cmd.result = 0x02
             cmd.sense_buffer[:18] = fixed_sense(5, 0x20, 0)
@@ -258,14 +258,15 @@ class _D:
     retry_hwerror = False
     expecting_cc_ua = False
     allow_restart = False
+    silence_suspend = False
     host = None
 
     def __init__(self) -> None:
         self.events: set[str] = set()
 
 
-def _cmd(result: int, cdb0: int = 0x28, sense: bytes = b"", allowed: int = 3) -> ScsiCmnd:
-    c = ScsiCmnd(device=_D(), cmnd=bytes([cdb0]) + bytes(9))
+def _cmd(result: int, cdb0: int = 0x28, sense: bytes = b"", allowed: int = 3) -> scsi_cmnd:
+    c = scsi_cmnd(device=_D(), cmnd=bytes([cdb0]) + bytes(9))
     c.result = result
     c.allowed = allowed
     c.sense_buffer[:len(sense)] = sense
@@ -294,7 +295,7 @@ def _cmd(result: int, cdb0: int = 0x28, sense: bytes = b"", allowed: int = 3) ->
 ])
 def test_decide_disposition(result: int, cdb0: int, sense: bytes, expected) -> None:
     c = _cmd(result, cdb0, sense)
-    import vscsifs.scsi.kernel._scsi_logging as lg
+    import vscsifs.scsi.kernel._scsi_error as lg       # where scsi_report_sense finds sdev_printk
     orig = lg.sdev_printk
     lg.sdev_printk = lambda *a, **k: None            # the fake device has no kernel to log to
     try:
@@ -322,7 +323,7 @@ def test_device_state_transitions() -> None:
     class H:
         kernel = make_kernel()
 
-    d = K.ScsiDevice(host=H(), sdev_target=None, channel=0, id=0, lun=0)   # type: ignore[arg-type]
+    d = K.scsi_device(host=H(), sdev_target=None, channel=0, id=0, lun=0)   # type: ignore[arg-type]
     assert d.sdev_state == SdevState.SDEV_CREATED
     assert scsi_device_set_state(d, SdevState.SDEV_QUIESCE) == -22
     assert scsi_device_set_state(d, SdevState.SDEV_RUNNING) == 0
@@ -339,13 +340,13 @@ def test_device_state_transitions() -> None:
 async def test_timeout_aborts_and_retries_then_fails_with_did_time_out(disk) -> None:
     kernel, shost, lld, sdev = disk
     aborted: list[bytes] = []
-    swallowed: list[ScsiCmnd] = []
+    swallowed: list[scsi_cmnd] = []
 
-    def hook(cmd: ScsiCmnd) -> bool:
+    def hook(cmd: scsi_cmnd) -> bool:
         swallowed.append(cmd)                  # never completes: the device "hangs"
         return True
 
-    async def abort(cmd: ScsiCmnd) -> int:
+    async def abort(cmd: scsi_cmnd) -> int:
         aborted.append(bytes(cmd.cmnd))
         return 0x2002                           # SUCCESS
 
@@ -365,7 +366,7 @@ async def test_timeout_aborts_and_retries_then_fails_with_did_time_out(disk) -> 
 
 async def test_eh_timed_out_reset_timer_keeps_waiting(disk) -> None:
     kernel, shost, lld, sdev = disk
-    pending: list[ScsiCmnd] = []
+    pending: list[scsi_cmnd] = []
     lld.hook = lambda cmd: pending.append(cmd) or True
     shost.hostt.eh_timed_out = lambda cmd: 1    # SCSI_EH_RESET_TIMER, as virtio-scsi answers
 
@@ -413,7 +414,7 @@ async def test_failed_fs_read_through_sd_logs_and_errors(tmp_path: Path) -> None
         sdev = shost.devices[0]
         disk = sdev.sdev_gendev.driver_data.disk
 
-        def hook(cmd: ScsiCmnd) -> bool:
+        def hook(cmd: scsi_cmnd) -> bool:
             if cmd.cmnd[0] == 0x28:
                 cmd.result = 0x02
                 cmd.sense_buffer[:18] = fixed_sense(3, 0x11, 0)

@@ -15,7 +15,7 @@ import vscsifs.scsi.kernel as K
 from midlayer_harness import GOLDEN, golden_scan_rows, hd, make_host, make_kernel, seed_bus
 from vscsifs.scsi.device import SCSIBus
 from vscsifs.scsi.kernel import _scsi_scan as scan
-from vscsifs.scsi.kernel._scsi_lib import SdevState
+from vscsifs.scsi.kernel._scsi_types import SdevState
 
 
 @pytest.fixture

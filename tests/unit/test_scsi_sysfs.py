@@ -15,7 +15,7 @@ import trio
 import vscsifs.scsi.kernel as K
 from midlayer_harness import GOLDEN, hd, make_host, make_kernel, seed_bus
 from vscsifs.scsi.kernel.base._kobject import Attr, Dir, Link, SysfsError
-from vscsifs.scsi.kernel._scsi_lib import SdevState
+from vscsifs.scsi.kernel._scsi_types import SdevState
 
 SEED = GOLDEN / "seed"
 HOST = "devices/pci0000:00/0000:00:04.0/virtio0/host0"
@@ -256,7 +256,7 @@ async def test_driver_probe_is_async_and_can_decline(tmp_path: Path, opened) -> 
     kernel = make_kernel()
     probed: list[str] = []
 
-    class Picky:
+    class Picky(K.ScsiDriver):
         name = "picky"
         module = "picky_mod"
 

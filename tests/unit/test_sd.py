@@ -1,7 +1,8 @@
 """sd: naming, probe/revalidate command order and log lines against the real 6.1 kernel's
 (tests/golden/seed-trace, seed/dmesg-scsi.txt), scsi_disk attributes vs golden sysfs, queue
-limits, CDB choice for I/O requests, completion handling. The midlayer and block layer are
-fakes (tests/unit/sd_fakes.py) until briefs C1/C3 land."""
+limits, CDB choice for I/O requests, completion handling. Most tests stand fakes
+(tests/unit/sd_fakes.py) in for the midlayer's scsi_execute_cmd and the block layer, so sd's own
+choices are checked alone; the full-stack tests at the end use the real ones."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from sd_fakes import ExecResult, FakeBlock, FakeHd, fixed_sense, make_kernel, ma
 from vscsifs.scsi.kernel.base._kobject import Attr, SysfsError
 from vscsifs.scsi.kernel.block._blk_types import BlkStatus, ReqFlag, ReqOp, Request
 from vscsifs.scsi.kernel import _sd
-from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, ScsiCmnd
+from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, scsi_cmnd
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 SDEV1 = "devices/pci0000:00/0000:00:04.0/virtio0/host0/target0:0:0/0:0:0:1"
@@ -69,9 +70,11 @@ class Machine:
         self.calls: list[tuple[str, bytes, int]] = []
         self.blk = FakeBlock(self.kernel, self.execute)
         from vscsifs.scsi.kernel import _scsi_lib
+        from vscsifs.scsi.kernel._sd_sysfs import sd_disk_attrs
         monkeypatch.setattr(_scsi_lib, "scsi_execute_cmd", self.execute)
-        monkeypatch.setattr(_sd, "_blk", lambda: self.blk)
-        self.drv = _sd.SdDriver(self.kernel)
+        monkeypatch.setattr(_sd, "scsi_execute_cmd", self.execute)
+        monkeypatch.setattr(_sd, "blk", self.blk)
+        self.drv = _sd.SdDriver(self.kernel, sd_disk_attrs)
 
     async def execute(self, sdev, cdb, direction, buflen=0, *, data_out=None, timeout=30.0, retries=3,
                       req_flags=ReqFlag.NONE):
@@ -293,9 +296,9 @@ async def test_cache_type_store_sends_mode_select(monkeypatch: pytest.MonkeyPatc
 
 # --- I/O command setup and completion ---------------------------------------------------------------
 
-def _cmd(sdev, op: ReqOp, sector: int = 0, nbytes: int = 0, flags: ReqFlag = ReqFlag.NONE) -> ScsiCmnd:
+def _cmd(sdev, op: ReqOp, sector: int = 0, nbytes: int = 0, flags: ReqFlag = ReqFlag.NONE) -> scsi_cmnd:
     rq = Request(q=sdev.request_queue, op=op, flags=flags, sector=sector, nr_bytes=nbytes, buffer=object())
-    cmd = ScsiCmnd(device=sdev, cmnd=b"")
+    cmd = scsi_cmnd(device=sdev, cmnd=b"")
     cmd.request = rq
     rq.pdu = cmd
     return cmd
@@ -438,26 +441,22 @@ async def test_remove_syncs_cache_and_frees_index(monkeypatch: pytest.MonkeyPatc
 
 
 async def test_sd_init_registers(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
-    import types
+    from vscsifs.scsi.kernel import _sd_sysfs, _sr
     m = Machine(monkeypatch)
     registered = []
-    fake = types.ModuleType("vscsifs.scsi.kernel._scsi_sysfs")
-    fake.scsi_register_driver = lambda kernel, drv: registered.append(drv)
-    monkeypatch.setitem(sys.modules, "vscsifs.scsi.kernel._scsi_sysfs", fake)
-    import vscsifs.scsi.kernel as pkg
-    monkeypatch.setattr(pkg, "_scsi_sysfs", fake, raising=False)
-    drv = _sd.sd_init(m.kernel)
+    monkeypatch.setattr(_sd_sysfs, "scsi_register_driver", lambda kernel, drv: registered.append(drv))
+    monkeypatch.setattr(_sr, "scsi_register_driver", lambda kernel, drv: None)
+    drv = _sd_sysfs.sd_init(m.kernel)
     assert registered == [drv] and (drv.name, drv.module) == ("sd", "sd_mod")
     assert sorted(k for k, v in m.kernel.blkdev_majors.items() if v == "sd") == \
         [8, 65, 66, 67, 68, 69, 70, 71, 128, 129, 130, 131, 132, 133, 134, 135]
     assert m.kernel.sysfs.root.lookup("class/scsi_disk") is not None
-    _sd.sr_init(m.kernel)
+    _sr.sr_init(m.kernel)
     assert m.kernel.sysfs.root.lookup("bus/scsi/drivers/sr/module").readlink() == "../../../../module/sr_mod"
     assert m.kernel.sysfs.root.lookup("module/sr_mod/parameters/xa_test").read() == b"0\n"
 
 
-# --- the whole driver side: real midlayer (C1), block layer (C3), device side (A) ---------------
+# --- the whole driver side: the real midlayer, block layer and device side ------------------------
 
 async def test_full_stack_seed_scan_sd_part(tmp_path: Path) -> None:
     """Scan the seed shape through the real midlayer and block layer with QEMU's scsi-hd
@@ -470,12 +469,14 @@ async def test_full_stack_seed_scan_sd_part(tmp_path: Path) -> None:
     from vscsifs.scsi.kernel.base._driver_model import Device, Sysfs, device_add
     from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice
     from vscsifs.scsi.kernel import bsg_init, sd_init, sg_init, sr_init
-    from vscsifs.scsi.kernel._hosts import ScsiHostTemplate, scsi_add_host, scsi_host_alloc
+    from vscsifs.scsi.kernel._hosts import scsi_add_host, scsi_host_alloc
+    from vscsifs.scsi.kernel._scsi_types import ScsiHostTemplate
     from vscsifs.scsi.kernel.base._kernel import Kernel
     from vscsifs.scsi.kernel.base._printk import Kmsg
     from vscsifs.scsi.kernel._scsi_cmnd import HostByte
-    from vscsifs.scsi.kernel._scsi_scan import (async_synchronize_full, scsi_add_device, scsi_device_lookup,
-                                                scsi_remove_device, scsi_rescan_device, scsi_scan_host)
+    from vscsifs.scsi.kernel._async_domain import async_synchronize_full
+    from vscsifs.scsi.kernel._scsi_scan import (scsi_add_device, scsi_device_lookup, scsi_remove_device,
+                                                scsi_rescan_device, scsi_scan_host)
     from vscsifs.virtio import GuestMemory
 
     boot = make_image(tmp_path / "boot.img", 1 << 30, "boot.img", mbr=(0x5EED0B00, 2048, 2097152 - 2048))
@@ -486,7 +487,7 @@ async def test_full_stack_seed_scan_sd_part(tmp_path: Path) -> None:
         bus.attach(SCSIDiskDevice(be, lun=lun, drive_id=f"drive{lun}"))
     sent: dict[str, list[bytes]] = {}
 
-    def queuecommand(shost, cmd: ScsiCmnd) -> int:
+    def queuecommand(shost, cmd: scsi_cmnd) -> int:
         sdev = cmd.device
         sent.setdefault(f"{shost.host_no}:{sdev.channel}:{sdev.id}:{sdev.lun}", []).append(bytes(cmd.cmnd))
         n = cmd.transfersize if cmd.sdb is not None else 0
@@ -634,11 +635,13 @@ async def test_full_stack_4k_disk_on_other_target_and_lun(tmp_path: Path) -> Non
     from vscsifs.scsi.kernel.block import bdev_read
     from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice
     from vscsifs.scsi.kernel import sd_init, sg_init
-    from vscsifs.scsi.kernel._hosts import ScsiHostTemplate, scsi_add_host, scsi_host_alloc
+    from vscsifs.scsi.kernel._hosts import scsi_add_host, scsi_host_alloc
+    from vscsifs.scsi.kernel._scsi_types import ScsiHostTemplate
     from vscsifs.scsi.kernel.base._kernel import Kernel
     from vscsifs.scsi.kernel.base._printk import Kmsg
     from vscsifs.scsi.kernel._scsi_cmnd import HostByte
-    from vscsifs.scsi.kernel._scsi_scan import async_synchronize_full, scsi_device_lookup, scsi_scan_host
+    from vscsifs.scsi.kernel._async_domain import async_synchronize_full
+    from vscsifs.scsi.kernel._scsi_scan import scsi_device_lookup, scsi_scan_host
     from vscsifs.virtio import GuestMemory
 
     img = tmp_path / "4k.img"
@@ -651,7 +654,7 @@ async def test_full_stack_4k_disk_on_other_target_and_lun(tmp_path: Path) -> Non
     bus.attach(SCSIDiskDevice(be, scsi_id=2, lun=3, logical_block_size=4096, physical_block_size=4096))
     sent: list[bytes] = []
 
-    def queuecommand(shost, cmd: ScsiCmnd) -> int:
+    def queuecommand(shost, cmd: scsi_cmnd) -> int:
         sdev = cmd.device
         n = cmd.transfersize if cmd.sdb is not None else 0
         view = [cmd.sdb.view[:n]] if n else []

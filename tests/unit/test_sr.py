@@ -20,7 +20,7 @@ from vscsifs.scsi.kernel import block as blk
 from vscsifs.scsi.device import BlockBackend, SCSIBus
 from vscsifs.scsi.kernel import _cdrom as cdrom
 from vscsifs.scsi.kernel import _sr as sr
-from vscsifs.scsi.kernel._scsi_cmnd import ScsiCmnd
+from vscsifs.scsi.kernel._scsi_cmnd import scsi_cmnd
 
 ISO_SECTORS = 512
 
@@ -232,7 +232,7 @@ class _Rq:
 async def test_init_command_and_done(booted: Booted) -> None:
     cd = booted.cd("sr0")
     sdev = cd.device
-    cmd = ScsiCmnd(device=sdev, cmnd=b"")
+    cmd = scsi_cmnd(device=sdev, cmnd=b"")
     cmd.request = _Rq(blk.ReqOp.REQ_OP_READ, 8, 8192)
     assert sr.sr_init_command(cmd) == blk.BlkStatus.BLK_STS_OK
     assert cmd.cmnd == bytes((0x28, 0, 0, 0, 0, 2, 0, 0, 4, 0))

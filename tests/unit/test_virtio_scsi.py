@@ -17,7 +17,7 @@ from vscsifs.scsi.kernel.base._driver_model import Device, Sysfs, device_add
 from vscsifs.scsi.kernel.base._kobject import Attr, Dir, Link
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import Kmsg
-from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, ScsiCmnd
+from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, scsi_cmnd
 from vscsifs.virtio import GuestMemory
 from vscsifs.virtio.device import VirtIOPCIProxy, VirtIOSCSI, VirtIOSCSIConf
 from vscsifs.virtio.driver import (run_pending_events, virtscsi_abort, virtscsi_device_reset, virtscsi_probe,
@@ -135,7 +135,7 @@ class FakeMidlayer:
         """scsi_execute_req() through the LLD, as the midlayer would (synchronous device)."""
         mem = sdev.host.kernel.memory
         buf = mem.alloc(buflen)
-        sc = ScsiCmnd(device=sdev, cmnd=cdb, sc_data_direction=direction, sdb=buf, transfersize=buflen)
+        sc = scsi_cmnd(device=sdev, cmnd=cdb, sc_data_direction=direction, sdb=buf, transfersize=buflen)
         assert virtscsi_queuecommand(sdev.host, sc) == 0 and sc.done
         data = bytes(buf.view)
         mem.free(buf)
@@ -159,7 +159,7 @@ def make_machine(num_queues=4, nr_cpus=2, bus=None, conf=None):
 def make_cmd(m, cdb, target=0, lun=0, direction=DmaDirection.DMA_NONE, length=0, hwq=0, tag=-1):
     sdev = SimpleNamespace(host=m.shost, channel=0, id=target, lun=lun)
     buf = m.kernel.memory.alloc(length) if length else None
-    return ScsiCmnd(device=sdev, cmnd=bytes(cdb), sc_data_direction=direction, sdb=buf,
+    return scsi_cmnd(device=sdev, cmnd=bytes(cdb), sc_data_direction=direction, sdb=buf,
                     transfersize=length, hwq=hwq, tag=tag)
 
 
@@ -387,7 +387,7 @@ def test_read_with_scatterlist_and_short_transfer():
     mem = m.kernel.memory
     sdev = SimpleNamespace(host=m.shost, channel=0, id=0, lun=1)
     bufs = [mem.alloc(512), mem.alloc(512)]
-    sc = ScsiCmnd(device=sdev, cmnd=b"\x28\x00\x00\x00\x00\x00\x00\x00\x02\x00",
+    sc = scsi_cmnd(device=sdev, cmnd=b"\x28\x00\x00\x00\x00\x00\x00\x00\x02\x00",
                   sc_data_direction=DmaDirection.DMA_FROM_DEVICE, sdb=bufs, transfersize=1024, tag=3)
     virtscsi_queuecommand(m.shost, sc)
     assert sc.done and sc.result == 0 and sc.resid == 100
@@ -585,9 +585,10 @@ async def _real_seed_machine(tmp_path, nursery):
     """The seed config with brief A's SCSIBus/scsi-hd and the real midlayer/sd, scanned."""
     from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice
     from vscsifs.scsi.kernel._bsg import bsg_init
-    from vscsifs.scsi.kernel._scsi_scan import async_synchronize_full, scsi_scan_host
+    from vscsifs.scsi.kernel._async_domain import async_synchronize_full
+    from vscsifs.scsi.kernel._scsi_scan import scsi_scan_host
     from vscsifs.scsi.kernel._scsi_sysfs import scsi_sysfs_register
-    from vscsifs.scsi.kernel._sd import sd_init
+    from vscsifs.scsi.kernel._sd_sysfs import sd_init
     from vscsifs.scsi.kernel._sg import sg_init
 
     bus = SCSIBus()
@@ -655,7 +656,7 @@ def test_small_msix_table_falls_back_to_a_shared_vector():
     shost = virtscsi_probe(kernel, proxy, midlayer=FakeMidlayer())
     assert [d.name for d in kernel.irq_descs] == ["virtio0-config", "virtio0-virtqueues"]
     assert {vq.vector for vq in dev.vqs} == {1}
-    sc = ScsiCmnd(device=SimpleNamespace(host=shost, channel=0, id=0, lun=0), cmnd=b"\x00" * 6, hwq=1)
+    sc = scsi_cmnd(device=SimpleNamespace(host=shost, channel=0, id=0, lun=0), cmnd=b"\x00" * 6, hwq=1)
     virtscsi_queuecommand(shost, sc)
     assert sc.done and sc.status == CHECK_CONDITION
 
@@ -664,7 +665,8 @@ async def test_hotplug_and_unplug_through_the_real_midlayer(tmp_path, nursery):
     """QEMU device_add/device_del of a scsi-hd: the event reaches virtscsi_handle_event, which
     calls the real scsi_add_device / scsi_remove_device."""
     from vscsifs.scsi.device import BlockBackend, SCSIDiskDevice
-    from vscsifs.scsi.kernel._scsi_scan import async_synchronize_full, scsi_device_lookup
+    from vscsifs.scsi.kernel._async_domain import async_synchronize_full
+    from vscsifs.scsi.kernel._scsi_scan import scsi_device_lookup
 
     m = await _real_seed_machine(tmp_path, nursery)
     path = tmp_path / "hot.img"
@@ -701,7 +703,7 @@ async def test_error_handler_tmfs_reach_the_scsi_hd(tmp_path, nursery):
     sdev = scsi_device_lookup(m.shost, 0, 0, 1)
     for d in m.bus.devices:            # the scan consumed the power-on UAs; start clean
         d.unit_attention = SenseCode.NO_SENSE
-    sc = ScsiCmnd(device=sdev, cmnd=b"\x00" * 6)
+    sc = scsi_cmnd(device=sdev, cmnd=b"\x00" * 6)
     assert await virtscsi_device_reset(sc) == SUCCESS
     assert "sd 0:0:0:1: device reset" in m.kernel.kmsg.lines()
     assert m.bus.devices[1].unit_attention.key == 0x06          # LUN 1 was reset

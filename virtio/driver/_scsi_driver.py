@@ -2,7 +2,7 @@
 
 virtscsi_probe() sizes the Scsi_Host from the device's config space, finds the control,
 event and request queues, registers the host with the midlayer and posts the event buffers.
-virtscsi_queuecommand() turns a ScsiCmnd into [cmd_req | data-out] [cmd_resp | data-in] on the
+virtscsi_queuecommand() turns a scsi_cmnd into [cmd_req | data-out] [cmd_resp | data-in] on the
 request queue of the command's hardware queue; the completion (vring_interrupt ->
 virtscsi_req_done -> virtscsi_complete_cmd) maps the virtio response to the host byte, copies
 sense and residual and calls scsi_done. TMFs for the error handler go on the control queue;
@@ -23,15 +23,17 @@ from vscsifs.scsi.kernel.base._async import maybe_await
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block import blk_mq_virtio_map_queues
 from vscsifs.scsi._proto import SamStatus, ScsiOpcode
-from vscsifs.scsi.kernel._hosts import SCSI_MLQUEUE_HOST_BUSY, scsi_add_host, scsi_host_alloc, scsi_remove_host
+from vscsifs.scsi.kernel._hosts import scsi_add_host, scsi_host_alloc, scsi_remove_host
 from vscsifs.scsi.kernel._scsi_devinfo import Blist
-from vscsifs.scsi.kernel._scsi_error import FAILED, SUCCESS
-from vscsifs.scsi.kernel._scsi_lib import SCSI_EH_NOT_HANDLED, SCSI_EH_RESET_TIMER, scsi_change_queue_depth, scsi_execute_req
+from vscsifs.scsi.kernel._scsi_common import FAILED, SUCCESS
+from vscsifs.scsi.kernel._scsi_error import SCSI_EH_NOT_HANDLED, SCSI_EH_RESET_TIMER
+from vscsifs.scsi.kernel._scsi_lib import scsi_change_queue_depth, scsi_execute_req
 from vscsifs.scsi.kernel._scsi_logging import scmd_printk, sdev_printk
-from vscsifs.scsi.kernel._scsi_scan import (SCAN_WILD_CARD, ScanMode, scsi_add_device, scsi_device_lookup, scsi_remove_device,
+from vscsifs.scsi.kernel._scsi_types import SCAN_WILD_CARD, SCSI_MLQUEUE_HOST_BUSY, ScanMode
+from vscsifs.scsi.kernel._scsi_scan import (scsi_add_device, scsi_device_lookup, scsi_remove_device,
                                             scsi_rescan_device, scsi_scan_host, scsi_scan_target, shost_for_each_device)
 from vscsifs.scsi.kernel._sd import SD_MAX_RETRIES, SD_TIMEOUT
-from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, ScsiCmnd
+from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, scsi_cmnd
 
 from vscsifs.virtio._memory import GuestBuffer
 from vscsifs.virtio.device._pci import VirtIOPCIProxy
@@ -98,7 +100,7 @@ class VirtioScsiCmd:
 
     req: GuestBuffer
     resp: GuestBuffer
-    sc: ScsiCmnd | None = None
+    sc: scsi_cmnd | None = None
     comp: Any = None                  # trio.Event for TMFs, waited on by the error handler
     completed: bool = False
     pooled: bool = True
@@ -171,7 +173,7 @@ class VirtscsiHostTemplate:
     host_reset = None
 
     @staticmethod
-    def queuecommand(shost: Any, sc: ScsiCmnd) -> int:
+    def queuecommand(shost: Any, sc: scsi_cmnd) -> int:
         return virtscsi_queuecommand(shost, sc)
 
     @staticmethod
@@ -183,15 +185,15 @@ class VirtscsiHostTemplate:
         return virtscsi_change_queue_depth(sdev, qdepth)
 
     @staticmethod
-    async def eh_abort_handler(sc: ScsiCmnd) -> int:
+    async def eh_abort_handler(sc: scsi_cmnd) -> int:
         return await virtscsi_abort(sc)
 
     @staticmethod
-    async def eh_device_reset_handler(sc: ScsiCmnd) -> int:
+    async def eh_device_reset_handler(sc: scsi_cmnd) -> int:
         return await virtscsi_device_reset(sc)
 
     @staticmethod
-    def eh_timed_out(sc: ScsiCmnd) -> int:
+    def eh_timed_out(sc: scsi_cmnd) -> int:
         """virtscsi_eh_timed_out(): SCSI_EH_RESET_TIMER (the device may still answer), so on a
         6.1 guest a command QEMU never completes waits forever. ``-append vscsifs.timeout_eh=1``
         (a vscsifs switch, no such parameter exists in Linux) answers SCSI_EH_NOT_HANDLED
@@ -352,7 +354,7 @@ def virtscsi_complete_cmd(vscsi: VirtioScsi, cmd: VirtioScsiCmd) -> None:
     scsi_done(sc)
 
 
-def scsi_done(sc: ScsiCmnd) -> None:
+def scsi_done(sc: scsi_cmnd) -> None:
     if sc.scsi_done is not None:
         sc.scsi_done(sc)
     else:
@@ -366,7 +368,7 @@ def virtscsi_complete_free(vscsi: VirtioScsi, cmd: VirtioScsiCmd) -> None:
         cmd.comp.set()
 
 
-def _scmd_printk(vscsi: VirtioScsi, level: KernLevel, sc: ScsiCmnd, text: str) -> None:
+def _scmd_printk(vscsi: VirtioScsi, level: KernLevel, sc: scsi_cmnd, text: str) -> None:
     """scmd_printk(): the midlayer's own prefix ('sd 0:0:0:0: [sda] tag#3 ') when the device
     is a real scsi_device, a plain H:C:T:L prefix otherwise."""
     if hasattr(sc.device, "sdev_gendev"):
@@ -376,7 +378,7 @@ def _scmd_printk(vscsi: VirtioScsi, level: KernLevel, sc: ScsiCmnd, text: str) -
 
 
 # ================================================================== submission
-def scsi_bufflen(sc: ScsiCmnd) -> int:
+def scsi_bufflen(sc: scsi_cmnd) -> int:
     if sc.sdb is None:
         return 0
     return sc.transfersize or _sg_total(sc.sdb)
@@ -388,7 +390,7 @@ def _sg_total(sdb: Any) -> int:
     return sdb.length
 
 
-def _data_sgs(sc: ScsiCmnd) -> list[tuple[int, int]]:
+def _data_sgs(sc: scsi_cmnd) -> list[tuple[int, int]]:
     """The command's scatterlist as (addr, len): a list of buffers or one buffer, cut to
     scsi_bufflen()."""
     sdb = sc.sdb
@@ -406,7 +408,7 @@ def _data_sgs(sc: ScsiCmnd) -> list[tuple[int, int]]:
     return out
 
 
-def _get_cmd(vscsi: VirtioScsi, sc: ScsiCmnd) -> VirtioScsiCmd:
+def _get_cmd(vscsi: VirtioScsi, sc: scsi_cmnd) -> VirtioScsiCmd:
     """scsi_cmd_priv(sc): preallocated per (hwq, tag) like blk-mq's per-request payload."""
     if sc.tag >= 0:
         key = (sc.hwq, sc.tag)
@@ -426,14 +428,14 @@ def _release_cmd(vscsi: VirtioScsi, cmd: VirtioScsiCmd) -> None:
         vscsi.memory.free(cmd.resp)
 
 
-def virtscsi_pick_vq_mq(vscsi: VirtioScsi, sc: ScsiCmnd) -> VirtioScsiVq:
+def virtscsi_pick_vq_mq(vscsi: VirtioScsi, sc: scsi_cmnd) -> VirtioScsiVq:
     """blk_mq_unique_tag_to_hwq(): the request queue of the command's hardware context."""
     if not 0 <= sc.hwq < len(vscsi.req_vqs):
         raise ValueError(f"command on hardware queue {sc.hwq}, host has {len(vscsi.req_vqs)}")
     return vscsi.req_vqs[sc.hwq]
 
 
-def virtio_scsi_init_hdr(buf: memoryview, sc: ScsiCmnd) -> None:
+def virtio_scsi_init_hdr(buf: memoryview, sc: scsi_cmnd) -> None:
     """virtio_scsi_init_hdr() + the CDB copy, padded to VIRTIO_SCSI_CDB_SIZE."""
     sdev = sc.device
     cdb = sc.cmnd
@@ -447,7 +449,7 @@ def virtio_scsi_init_hdr(buf: memoryview, sc: ScsiCmnd) -> None:
 
 
 def _add_cmd(vq: DriverVirtqueue, cmd: VirtioScsiCmd, req_size: int, resp_size: int,
-             sc: ScsiCmnd | None, kick: bool) -> int:
+             sc: scsi_cmnd | None, kick: bool) -> int:
     """virtscsi_add_cmd(): [req, data-out] [resp, data-in], then kick if asked."""
     out: list[tuple[int, int]] = [(cmd.req.addr, req_size)]
     inn: list[tuple[int, int]] = [(cmd.resp.addr, resp_size)]
@@ -463,7 +465,7 @@ def _add_cmd(vq: DriverVirtqueue, cmd: VirtioScsiCmd, req_size: int, resp_size: 
     return err
 
 
-def virtscsi_queuecommand(shost: Any, sc: ScsiCmnd) -> int:
+def virtscsi_queuecommand(shost: Any, sc: scsi_cmnd) -> int:
     """virtscsi_queuecommand(): 0, or SCSI_MLQUEUE_HOST_BUSY when the ring is full."""
     vscsi = shost_priv(shost)
     if sc.sc_data_direction == DmaDirection.DMA_BIDIRECTIONAL:
@@ -562,14 +564,14 @@ def _sdev_printk(vscsi: VirtioScsi, sdev: Any, text: str, level: KernLevel = Ker
     vscsi.kernel.printk(level, f"scsi {host_no}:{sdev.channel}:{sdev.id}:{sdev.lun}: {text}")
 
 
-async def virtscsi_device_reset(sc: ScsiCmnd) -> int:
+async def virtscsi_device_reset(sc: scsi_cmnd) -> int:
     """virtscsi_device_reset(): LOGICAL UNIT RESET."""
     vscsi = shost_priv(sc.device.host)
     _sdev_printk(vscsi, sc.device, "device reset")
     return await virtscsi_tmf(vscsi, _tmf_cmd(vscsi, VirtioScsiTmf.LOGICAL_UNIT_RESET, sc.device, 0))
 
 
-async def virtscsi_abort(sc: ScsiCmnd) -> int:
+async def virtscsi_abort(sc: scsi_cmnd) -> int:
     """virtscsi_abort(): ABORT TASK for this command's tag."""
     vscsi = shost_priv(sc.device.host)
     _scmd_printk(vscsi, KernLevel.INFO, sc, "abort")

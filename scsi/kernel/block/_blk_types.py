@@ -1,7 +1,7 @@
 """The block layer's request and ops types: the contract between blk-mq and its drivers.
 
 include/linux/blk-mq.h, blk_types.h: a Request carries an operation, a position in 512-byte
-sectors and a data buffer in guest memory; the driver's pdu (for SCSI, the ScsiCmnd) rides in
+sectors and a data buffer in guest memory; the driver's pdu (for SCSI, the scsi_cmnd) rides in
 ``pdu`` as blk_mq_rq_to_pdu() gives it. BlkMqOps is struct blk_mq_ops: blk-mq calls
 ``queue_rq`` to dispatch and the driver calls ``blk_mq_complete_request`` (which calls ``complete``).
 """
@@ -85,7 +85,7 @@ class Request:
     buffer: Any = None
     tag: int = -1
     hctx: Any = None                         # the hardware queue context it was dispatched on
-    pdu: Any = None                          # blk_mq_rq_to_pdu(): the ScsiCmnd for SCSI queues
+    pdu: Any = None                          # blk_mq_rq_to_pdu(): the scsi_cmnd for SCSI queues
     timeout: float = 30.0
     retries: int = 0
     status: BlkStatus = BlkStatus.BLK_STS_OK
