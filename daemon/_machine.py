@@ -20,6 +20,7 @@ from typing import Any, TextIO
 import trio
 
 from vscsifs.fs import machine_operations, serve
+from vscsifs.fs._nodesock import NodeSocket
 from vscsifs.scsi.kernel.base._driver_model import Sysfs
 from vscsifs.scsi.kernel.block import genhd_device_init
 from vscsifs.scsi.device import BlockBackend, BlockBackendError, SCSIBus, SCSICDDevice, SCSIDiskDevice
@@ -258,7 +259,8 @@ BOOT_GC_GEN0_THRESHOLD = 2000
 
 
 async def serve_machine(machine: Machine, mountpoint: str,
-                        task_status: Any = trio.TASK_STATUS_IGNORED, *, stop: trio.Event | None = None) -> None:
+                        task_status: Any = trio.TASK_STATUS_IGNORED, *, stop: trio.Event | None = None,
+                        node_socket: str | None = None) -> None:
     """Boot, mount, serve until cancelled or ``stop`` is set; unmount and flush on the way out.
 
     With ``stop`` the way out is orderly: unmount first (no new I/O; detaching the loop
@@ -266,6 +268,10 @@ async def serve_machine(machine: Machine, mountpoint: str,
     power-off (sd_shutdown's SYNCHRONIZE CACHE), then the images are flushed and closed."""
     os.makedirs(mountpoint, exist_ok=True)
     ops, devfs, _procfs = machine_operations(machine.kernel)
+    # the node socket: the preload library's way to the drivers of DIR/dev's nodes
+    nodes = NodeSocket(machine.kernel, devfs, node_socket) if node_socket else None
+    if nodes is not None:
+        ops.xattr_source = nodes.xattrs
     try:
         async with trio.open_nursery() as nursery:
             await boot_without_gc(machine, nursery)
@@ -275,6 +281,8 @@ async def serve_machine(machine: Machine, mountpoint: str,
                                 options=("allow_other",) if getattr(machine.config, "allow_other", False) else ())
                     fuse.cancel_scope.cancel()      # unmounted from outside: stop waiting for ``stop``
                 await fuse.start(serve_task)
+                if nodes is not None:
+                    await fuse.start(nodes.serve)
                 hosts = len(machine.hosts)
                 luns = sum(len(c.bus.devices) if hasattr(c.bus, "devices") else 0 for c in machine.controllers)
                 log.info("serving %s: %d host(s), %d LUN(s)", mountpoint, hosts, luns)
