@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from vscsifs.daemon import _exec
 from vscsifs.daemon._config import ConfigError, MachineConfig, ensure_seed_images, seed_config
 from vscsifs.daemon._qemu_args import parse_qemu_args
 from vscsifs.daemon._service import setup_logging
@@ -28,6 +29,8 @@ usage: vscsifs run [--config FILE] [--mount DIR] [--data-dir DIR] [--log-level L
                    [QEMU options: -device ... -drive ... -smp N -m SIZE -append '...']
        vscsifs config --from-qemu [--data-dir DIR] [QEMU options]   print them as a TOML file
        vscsifs config --check FILE                                  validate a TOML file
+       vscsifs exec [--mount DIR] [--no-namespace] [--] CMD [ARG...]  run CMD on the machine
+       vscsifs preload-path                                         print the preload library's path
 
 Emulates the virtio-scsi machine the QEMU options describe, runs the Linux kernel's SCSI
 scan against it and serves DIR/sys, DIR/dev and DIR/proc until SIGINT or SIGTERM.
@@ -70,6 +73,10 @@ def default_mountpoint() -> str:
     if os.geteuid() == 0:
         return "/run/vscsifs/default"
     return os.path.join(os.environ.get("XDG_RUNTIME_DIR", f"/tmp/vscsifs-{os.getuid()}"), "vscsifs", "default")
+
+
+# further commands (`vscsifs exec`, `vscsifs preload-path`): name -> main(argv) -> exit status
+COMMANDS: dict[str, Callable[[list[str]], int]] = {}
 
 
 def default_data_dir() -> str:
@@ -226,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd, rest = argv[0], argv[1:]
     if cmd == "config":
         return config_main(rest)
+    if cmd in COMMANDS:
+        return COMMANDS[cmd](rest)
     if cmd != "run":
         print(f"vscsifs: unknown command '{cmd}'\n\n" + USAGE.format(mount=default_mountpoint(),
                                                                     data=default_data_dir()), file=sys.stderr)
@@ -259,6 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       config_path=os.path.abspath(opts.config) if opts.config else None, journal=journal,
                       on_reload=follow_log_level)
 
+
+_exec.register(COMMANDS, default_mountpoint)
 
 if __name__ == "__main__":
     sys.exit(main())
