@@ -436,8 +436,10 @@ static int connect_node(const struct node *n, int cloexec)
         r = connect(s, (struct sockaddr *)&a, sizeof a);
     while (r < 0 && errno == EINTR);
     if (r < 0) {
+        int err = errno;
         real_close(s);
-        errno = ENXIO;            /* no daemon behind the node: a device that is gone */
+        /* no daemon behind the node is a device that is gone; a socket we may not reach is EACCES */
+        errno = err == EACCES || err == EPERM ? EACCES : ENXIO;
         return -1;
     }
     return s;
