@@ -10,6 +10,8 @@ stdout, stderr, environment, working directory, signals and the exit status are 
 the namespace dies with it. Without a namespace (--no-namespace, or none could be had) only the
 preload is set: the DIR/dev paths still reach the drivers.
 
+The machine's /proc files are bound over the host's, and the directories the host lacks
+(sys/dev/scsi, sys/dev/cdrom) are added in a tmpfs that shadows their parent.
 /dev becomes a tmpfs holding a bind of every entry of DIR/dev (sdX, sdXN, sgN, the bsg
 directory) beside what programs need of the host's /dev (null, zero, full, random, urandom,
 tty, ptmx, pts, shm, and the fd/stdin/stdout/stderr links). Nodes that appear later (a hotplug
@@ -66,8 +68,6 @@ class MountFlag(IntFlag):
 # what programs need of a host /dev (the rest of /dev is the machine's)
 HOST_DEV = ("null", "zero", "full", "random", "urandom", "tty", "ptmx", "pts", "shm",
             "fd", "stdin", "stdout", "stderr")
-# the machine's /proc files bound over the host's (those the machine has, where the host has them)
-PROC_FILES = ("partitions", "diskstats", "devices", "sys/dev/scsi/logging_level", "kmsg", "scsi")
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -164,6 +164,39 @@ def build_dev(machine_dev: str, host_dev_fd: int) -> None:
             _bind(os.path.join(machine_dev, name), os.path.join("/dev", name))
 
 
+def _shadow(directory: str, extra: list[str], machine_dir: str) -> None:
+    """Mount a tmpfs over ``directory`` holding binds of its host entries and of the
+    machine's entries ``extra`` it lacks (/proc/sys/dev gains scsi/ and cdrom/)."""
+    host = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        mount("tmpfs", directory, "tmpfs", MountFlag.MS_NOSUID, "mode=555")
+        old = f"/proc/self/fd/{host}"
+        for name in os.listdir(old):
+            _bind(os.path.join(old, name), os.path.join(directory, name))
+    finally:
+        os.close(host)
+    for name in extra:
+        _bind(os.path.join(machine_dir, name), os.path.join(directory, name))
+
+
+def graft(machine_dir: str, host_dir: str) -> None:
+    """Put the machine's /proc tree over the host's: each machine file is bound over the
+    host's file of that name; entries the host lacks are added by shadowing their directory
+    (never /proc itself: its entries are procfs's own, so /proc/scsi appears only where the
+    host has one)."""
+    missing = [n for n in sorted(os.listdir(machine_dir)) if not os.path.lexists(os.path.join(host_dir, n))]
+    if missing and host_dir != "/proc":
+        _shadow(host_dir, missing, machine_dir)
+    for name in sorted(os.listdir(machine_dir)):
+        src, dst = os.path.join(machine_dir, name), os.path.join(host_dir, name)
+        if name in missing or not os.path.lexists(dst):
+            continue
+        if os.path.isdir(src) and os.path.isdir(dst):
+            graft(src, dst)
+        elif not os.path.isdir(src) and not os.path.isdir(dst):
+            mount(src, dst, None, MountFlag.MS_BIND)
+
+
 def enter_namespace(mount_dir: str) -> None:
     """Private mount namespace with the machine's /sys, /dev and /proc files (raises OSError)."""
     uid, gid = os.getuid(), os.getgid()
@@ -184,10 +217,7 @@ def enter_namespace(mount_dir: str) -> None:
         build_dev(os.path.join(mount_dir, "dev"), host_dev)
     finally:
         os.close(host_dev)
-    for name in PROC_FILES:
-        src, dst = os.path.join(mount_dir, "proc", name), os.path.join("/proc", name)
-        if os.path.lexists(src) and os.path.lexists(dst):
-            mount(src, dst, None, MountFlag.MS_BIND)
+    graft(os.path.join(mount_dir, "proc"), "/proc")
 
 
 def check_machine(mount_dir: str) -> None:
