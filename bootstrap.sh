@@ -39,6 +39,9 @@ if [ ! -e "$stamp" ]; then
     .venv/bin/pip install -q -e ".[test]"
     touch "$stamp"
 fi
+# the preload library `vscsifs exec` loads, built from fs/preload/vscsifs_preload.c with gcc
+# (no binary in git); a cached build of the same source is reused
+.venv/bin/vscsifs preload-path >/dev/null
 
 cmd=${1:-run}
 shift || true
