@@ -150,11 +150,16 @@ static int mountinfo_has(dev_t dev)
     int fd = real_openat(AT_FDCWD, "/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return 0;
-    static __thread char buf[1 << 16];
+    const size_t size = 1 << 16;
+    char *buf = malloc(size);
+    if (!buf) {
+        real_close(fd);
+        return 0;
+    }
     size_t have = 0;
     int found = 0;
     for (;;) {
-        ssize_t n = real_read(fd, buf + have, sizeof buf - 1 - have);
+        ssize_t n = real_read(fd, buf + have, size - 1 - have);
         if (n <= 0)
             break;
         have += (size_t)n;
@@ -171,9 +176,10 @@ static int mountinfo_has(dev_t dev)
         }
         have = (size_t)(buf + have - line);
         memmove(buf, line, have);
-        if (have >= sizeof buf - 1)
+        if (have >= size - 1)
             have = 0;             /* an absurd line: drop it */
     }
+    free(buf);
     real_close(fd);
     return found;
 }
@@ -217,14 +223,9 @@ static int parse_node(const char *val, struct node *n)
     return 1;
 }
 
-/* Is (dirfd, path) a machine node? Fills *n and, when st is given, the real stat of it. */
-static int machine_node(int dirfd, const char *path, int nofollow, struct node *n, struct stat *st)
+/* Is the file (dirfd, path), whose real stat is *st, a machine node? Fills *n. */
+static int node_of(int dirfd, const char *path, int nofollow, const struct stat *st, struct node *n)
 {
-    struct stat tmp;
-    if (!st)
-        st = &tmp;
-    if (!path || do_fstatat(dirfd, path, st, nofollow ? AT_SYMLINK_NOFOLLOW : 0) != 0)
-        return 0;
     if ((!S_ISREG(st->st_mode) && !S_ISBLK(st->st_mode)) || !vscsifs_dev(st->st_dev))
         return 0;
     char full[PATH_MAX + 32];
@@ -243,6 +244,14 @@ static int machine_node(int dirfd, const char *path, int nofollow, struct node *
         return 0;
     val[len] = 0;
     return parse_node(val, n);
+}
+
+static int machine_node(int dirfd, const char *path, int nofollow, struct node *n)
+{
+    struct stat st;
+    if (!path || do_fstatat(dirfd, path, &st, nofollow ? AT_SYMLINK_NOFOLLOW : 0) != 0)
+        return 0;
+    return node_of(dirfd, path, nofollow, &st, n);
 }
 
 static void rewrite_stat(struct stat *st, const struct node *n)
@@ -574,7 +583,7 @@ static int do_open(int dirfd, const char *path, int flags, mode_t mode)
 {
     init();
     struct node n;
-    if (!(flags & (O_CREAT | O_PATH | O_DIRECTORY)) && machine_node(dirfd, path, (flags & O_NOFOLLOW) != 0, &n, NULL))
+    if (!(flags & (O_CREAT | O_PATH | O_DIRECTORY)) && machine_node(dirfd, path, (flags & O_NOFOLLOW) != 0, &n))
         return open_node(&n, dirfd, path, flags, mode);
     int fd = real_openat(dirfd, path, flags, mode);
     if (fd >= 0 && conn_get(fd))
@@ -770,11 +779,10 @@ static int stat_at(int dirfd, const char *path, struct stat *st, int flags)
             rewrite_stat(st, &c->node);
         return r;
     }
-    if (machine_node(dirfd, path, (flags & AT_SYMLINK_NOFOLLOW) != 0, &n, st)) {
+    int r = do_fstatat(dirfd, path, st, flags);
+    if (r == 0 && path && *path && node_of(dirfd, path, (flags & AT_SYMLINK_NOFOLLOW) != 0, st, &n))
         rewrite_stat(st, &n);
-        return 0;
-    }
-    return do_fstatat(dirfd, path, st, flags);
+    return r;
 }
 
 static int fstat_fd(int fd, struct stat *st)
@@ -843,7 +851,7 @@ int statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *s
     if (flags & AT_EMPTY_PATH && !*path) {
         struct conn *c = conn_get(dirfd);
         np = c ? &c->node : NULL;
-    } else if (machine_node(dirfd, path, (flags & AT_SYMLINK_NOFOLLOW) != 0, &n, NULL)) {
+    } else if (*path && machine_node(dirfd, path, (flags & AT_SYMLINK_NOFOLLOW) != 0, &n)) {
         np = &n;
     }
     if (np) {
