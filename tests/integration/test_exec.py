@@ -182,7 +182,7 @@ def test_sg_raw_through_sg_nodes_matches_the_guest(machine: Daemon, lun_dir: Pat
     with a private /tmp for sg_raw's /tmp/d.bin and /tmp/w.bin (the results stay in the cwd)."""
     need_sg_driver(machine)
     captures = load_cdb_dir(lun_dir)
-    written = next(c.data_in for c in captures if c.name.startswith("16b_"))   # what WRITE(10) wrote
+    written = next((c.data_in for c in captures if c.name.startswith("16b_")), None)   # what WRITE(10) wrote
     (tmp_path / "w.bin").write_bytes(written or b"")
     script = ["mount -t tmpfs tmpfs /tmp && cp w.bin /tmp/w.bin || exit 99"]
     for i, c in enumerate(captures):
