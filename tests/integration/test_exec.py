@@ -188,6 +188,7 @@ def test_sg_raw_through_sg_nodes_matches_the_guest(machine: Daemon, lun_dir: Pat
     for i, c in enumerate(captures):
         script.append(f"rm -f /tmp/d.bin; {c.command} > out{i} 2>&1; echo $? > rc{i}; "
                       f"[ -e /tmp/d.bin ] && cp /tmp/d.bin data{i}")
+    script.append("exit 0")
     r = vexec(machine, "sh", "-c", "\n".join(script), cwd=str(tmp_path))
     assert r.returncode == 0, r.stderr
     for i, c in enumerate(captures):
