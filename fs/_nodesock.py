@@ -114,18 +114,28 @@ class Caller:
     dac_override: bool = False
 
 
+def _user_ns(proc: str, pid: int | str) -> str | None:
+    try:
+        return os.readlink(f"{proc}/{pid}/ns/user")
+    except OSError:
+        return None
+
+
 def caller_from_proc(pid: int, uid: int, gid: int, proc: str = "/proc") -> Caller:
     """The caller's supplementary groups and effective capabilities from /proc/PID/status
-    (a process that is gone, or a status we cannot read: no groups, no capabilities)."""
+    (a process that is gone, or a status we cannot read: no groups, no capabilities).
+    Capabilities count only in our user namespace, as capable() checks them against the
+    initial one: a process that made itself "root" in a user namespace of its own has none."""
     groups: tuple[int, ...] = ()
     caps = 0
+    same_ns = _user_ns(proc, pid) is not None and _user_ns(proc, pid) == _user_ns("/proc", "self")
     try:
         with open(f"{proc}/{pid}/status") as f:
             for line in f:
                 key, _, value = line.partition(":")
                 if key == "Groups":
                     groups = tuple(int(g) for g in value.split())
-                elif key == "CapEff":
+                elif key == "CapEff" and same_ns:
                     caps = int(value.strip(), 16)
     except (OSError, ValueError):
         pass

@@ -63,11 +63,28 @@ def build(output: str, source: Path = SOURCE, cc: str | None = None) -> None:
             os.unlink(tmp)
 
 
+SYSTEM_CACHE = "/var/cache/vscsifs"
+
+
+def _fresh(path: str, source: Path) -> bool:
+    return os.access(path, os.R_OK) and os.path.getmtime(path) >= os.path.getmtime(source)
+
+
 def preload_path(root: str | None = None, source: Path = SOURCE) -> str:
-    """The preload library for the current source, built now if this source has no build."""
-    directory = os.path.join(root or cache_root(), f"preload-{source_digest(source)}")
+    """The preload library for the current source, built now if this source has no build
+    (a user other than root first takes root's build of the same source, if there is one)."""
+    name = f"preload-{source_digest(source)}"
+    roots = [root] if root else [cache_root()] + ([SYSTEM_CACHE] if os.geteuid() != 0 else [])
+    for candidate in roots:
+        path = os.path.join(candidate, name, LIBRARY_NAME)
+        if _fresh(path, source):
+            return path
+    directory = os.path.join(roots[0], name)
     path = os.path.join(directory, LIBRARY_NAME)
-    if not os.path.exists(path) or os.path.getmtime(path) < os.path.getmtime(source):
+    try:
         build(path, source)
         os.chmod(directory, 0o755)
+    except OSError as exc:
+        raise PreloadBuildError(f"cannot build the preload library in {directory}: {exc.strerror} "
+                                f"(set VSCSIFS_CACHE_DIR to a writable directory)") from exc
     return path

@@ -252,10 +252,15 @@ def test_may_open() -> None:
 
 
 def test_caller_from_proc(tmp_path: Any) -> None:
-    (tmp_path / "42").mkdir()
-    (tmp_path / "42" / "status").write_text("Name:\tsg_inq\nGroups:\t6 24 \nCapEff:\t0000000000220000\n")
+    for pid, ns in ((42, os.readlink("/proc/self/ns/user")), (44, "user:[1]")):
+        (tmp_path / str(pid) / "ns").mkdir(parents=True)
+        (tmp_path / str(pid) / "status").write_text("Name:\tsg_inq\nGroups:\t6 24 \nCapEff:\t0000000000220000\n")
+        os.symlink(ns, tmp_path / str(pid) / "ns" / "user")
     c = caller_from_proc(42, 1000, 1000, proc=str(tmp_path))
     assert c.cred.groups == (6, 24) and c.cred.cap_sys_rawio and c.cred.cap_sys_admin and not c.dac_override
+    # full capabilities in a user namespace of its own are none here (capable() is init_user_ns's)
+    other = caller_from_proc(44, 1000, 1000, proc=str(tmp_path))
+    assert other.cred.groups == (6, 24) and not other.cred.cap_sys_rawio and not other.cred.cap_sys_admin
     gone = caller_from_proc(43, 1000, 1000, proc=str(tmp_path))
     assert gone.cred.groups == () and not gone.cred.cap_sys_rawio
     me = caller_from_proc(os.getpid(), os.getuid(), os.getgid())
