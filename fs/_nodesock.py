@@ -262,8 +262,10 @@ class Connection:
     """One struct file: the driver's open file behind one socket connection."""
 
     def __init__(self, stream: trio.abc.Stream, caller: Caller, table: NodeTable, kernel: Any,
-                 blkdev_open: BlockDevOpen | None = None) -> None:
+                 blkdev_open: BlockDevOpen | None = None, peer: socket.socket | None = None) -> None:
         self.stream = stream
+        self.peer = peer                  # the connection's socket, to notice a hang-up mid-request
+        self.request_scope: trio.CancelScope | None = None
         self.framer = Framer(stream)
         self.caller = caller
         self.table = table
@@ -417,6 +419,7 @@ class Connection:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._notices)
+                nursery.start_soon(self._watch_hangup)
                 try:
                     await self._requests()
                 finally:
@@ -424,6 +427,29 @@ class Connection:
                     nursery.cancel_scope.cancel()
         finally:
             await self.release()
+
+    async def _watch_hangup(self) -> None:
+        """A caller killed while its request waits in the driver (a blocking sg read(), a
+        command in flight): the kernel interrupts that wait and releases the file at the
+        process's exit; here the hang-up cancels the request, then the file is released.
+        Watches a duplicate of the socket so the request's own reads are not disturbed."""
+        if self.peer is None:
+            return
+        with socket.socket(fileno=os.dup(self.peer.fileno())) as watch:
+            while not self.dead:
+                await trio.lowlevel.wait_readable(watch)
+                try:
+                    pending = watch.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    pending = b""
+                if not pending:
+                    self.dead = True
+                    if self.request_scope is not None:
+                        self.request_scope.cancel()
+                    return
+                await trio.sleep(0.01)        # a reply or request the serving task is about to read
 
     async def _requests(self) -> None:
         while not self.dead:
@@ -437,11 +463,15 @@ class Connection:
             self.busy = True
             self.notice_outstanding = False   # the client drains notices before its answer
             try:
-                ret, err = await self.handle(mtype, payload)
+                with trio.CancelScope() as self.request_scope:
+                    ret, err = await self.handle(mtype, payload)
+                if self.request_scope.cancelled_caught:
+                    return                        # the caller hung up while the driver waited
                 await self._send(frame(MsgType.DONE, DONE_MSG.pack(ret, err)))
             except Gone:
                 return
             finally:
+                self.request_scope = None
                 self.busy = False
             try:
                 await self._notice_if_ready()
@@ -520,7 +550,8 @@ class NodeSocket:
         except OSError:
             sock.close()
             return
-        await Connection(trio.SocketStream(sock), caller, self.table, self.kernel, self.blkdev_open).serve()
+        await Connection(trio.SocketStream(sock), caller, self.table, self.kernel, self.blkdev_open,
+                         peer=sock._sock).serve()  # type: ignore[attr-defined]
 
 
 def default_node_socket(qmp_socket: str) -> str:

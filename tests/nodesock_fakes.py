@@ -20,6 +20,7 @@ ECHO_MAJOR = 21
 ECHO_IOCTL = 0x2201        # reverse the 16 bytes at arg in place, answer 7
 CRED_IOCTL = 0x2202        # write (uid, gid, cap_sys_rawio, cap_sys_admin) as 4 i32 at arg
 LATE_IOCTL = 0x2203        # complete arg bytes 0x5a a little later (poll() turns readable then)
+WAIT_IOCTL = 0x2204        # wait until the file is released or the wait is interrupted
 CRED = struct.Struct("<4i")
 
 
@@ -30,6 +31,7 @@ class EchoDevice:
     nursery: trio.Nursery | None = None
     opens: int = 0
     released: int = 0
+    waiting: int = 0
     minors: list[int] = field(default_factory=list)
 
     async def open(self, minor: int, flags: int, cred: Cred) -> EchoFile:
@@ -58,6 +60,12 @@ class EchoFile:
             assert self.dev.nursery is not None
             self.dev.nursery.start_soon(self._complete_later, arg)
             return 0
+        if cmd == WAIT_IOCTL:
+            self.dev.waiting += 1
+            try:
+                await trio.sleep_forever()
+            finally:
+                self.dev.waiting -= 1
         raise OSError(ENOIOCTLCMD, "not ours")
 
     async def _complete_later(self, count: int) -> None:

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fs_fixtures import build_machine
-from nodesock_fakes import CRED, CRED_IOCTL, ECHO_IOCTL, ECHO_MAJOR, LATE_IOCTL, EchoDevice, install
+from nodesock_fakes import CRED, CRED_IOCTL, ECHO_IOCTL, ECHO_MAJOR, LATE_IOCTL, WAIT_IOCTL, EchoDevice, install
 from vscsifs.daemon._exec import ExecError, exec_environment, parse_exec_args
 from vscsifs.fs._nodesock import (DONE_MSG, ERRNO_MSG, HEADER, MEM_CHUNK, NODE_XATTR, NOTICE_MSG, OPEN_REQ, PEEK_MSG,
                                   POKE_HEAD, XFER_REQ, Caller, Connection, MsgType, NodeSocket, NodeTable,
@@ -294,6 +294,32 @@ async def test_socket_end_to_end_with_peer_credentials(rig: Rig, tmp_path: Any) 
         await stream.aclose()
         nursery.cancel_scope.cancel()
     assert not os.path.exists(path)
+
+
+async def test_caller_killed_while_the_driver_waits(rig: Rig, tmp_path: Any) -> None:
+    """A blocked request of a caller that dies is interrupted, and its file released."""
+    path = str(tmp_path / "w.nodes")
+    nodes = NodeSocket(rig.kernel, rig.devfs, path)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(nodes.serve)
+        stream = await trio.open_unix_socket(path)
+        client = Client(stream, bytearray(64))
+        assert await client.open() == (0, 0)
+        other = Client(await trio.open_unix_socket(path), bytearray(64))
+        assert await other.open() == (0, 0)
+        await stream.send_all(frame(MsgType.IOCTL, XFER_REQ.pack(WAIT_IOCTL, 0)))
+        with trio.fail_after(5):
+            while rig.dev.waiting != 1:
+                await trio.sleep(0.01)
+        assert await other.ioctl(ECHO_IOCTL, BASE) == (7, 0)     # others are served meanwhile
+        await stream.aclose()
+        with trio.fail_after(5):
+            while rig.dev.released != 1:
+                await trio.sleep(0.01)
+        assert rig.dev.waiting == 0
+        assert await other.ioctl(ECHO_IOCTL, BASE) == (7, 0)
+        await other.stream.aclose()
+        nursery.cancel_scope.cancel()
 
 
 # ---------------------------------------------------------------- exec's pure parts
