@@ -35,6 +35,7 @@ file is released. Nothing reaches other connections.
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import socket
@@ -529,7 +530,15 @@ class NodeSocket:
         return sock
 
     async def serve(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        sock = self.bind()
+        """Accept connections until cancelled. A socket that cannot be made is logged and the
+        machine serves on without it (only the preload library's programs need it)."""
+        try:
+            sock = self.bind()
+        except OSError as exc:
+            log.error("node socket: cannot listen on %s (%s): programs cannot reach the nodes' drivers",
+                      self.path, exc.strerror or exc)
+            task_status.started(None)
+            return
         log.info("node socket: listening on %s", self.path)
         try:
             async with trio.open_nursery() as nursery:
@@ -554,7 +563,16 @@ class NodeSocket:
                          peer=sock._sock).serve()  # type: ignore[attr-defined]
 
 
+UNIX_PATH_MAX = 107           # sun_path holds 108 bytes with the terminating NUL
+
+
 def default_node_socket(qmp_socket: str) -> str:
-    """Beside the machine's default QMP socket: RUNTIME/NAME.nodes for RUNTIME/NAME.qmp."""
+    """Beside the machine's default QMP socket: RUNTIME/NAME.nodes for RUNTIME/NAME.qmp (a
+    name too long for a unix socket: the QMP name's first 40 bytes and a hash of it)."""
     base, _ = os.path.splitext(qmp_socket)
-    return base + ".nodes"
+    path = base + ".nodes"
+    if len(os.fsencode(path)) > UNIX_PATH_MAX:
+        directory, name = os.path.split(base)
+        digest = hashlib.sha256(os.fsencode(qmp_socket)).hexdigest()[:16]
+        path = os.path.join(directory, f"{name[:40]}-{digest}.nodes")
+    return path

@@ -275,6 +275,16 @@ def test_xattr_names_device_nodes_only(rig: Rig) -> None:
     rig.devfs.blocks["sda"].node = node = rig.devfs.data_dir.children["sda"]
     assert nodes.xattrs(node) == {NODE_XATTR: b"b 8:0 /run/vscsifs/x.nodes"}
     assert default_node_socket("/run/vscsifs/default.qmp") == "/run/vscsifs/default.nodes"
+    long_qmp = "/run/vscsifs/by-path/" + "x" * 82 + ".qmp"           # 107 bytes: the longest QMP path
+    long_nodes = default_node_socket(long_qmp)
+    assert len(long_nodes) <= 107 and long_nodes.endswith(".nodes")
+    assert long_nodes != default_node_socket(long_qmp.replace("xxx.qmp", "xxy.qmp"))
+
+
+async def test_a_socket_that_cannot_be_made_leaves_the_machine_serving(rig: Rig, tmp_path: Any) -> None:
+    nodes = NodeSocket(rig.kernel, rig.devfs, str(tmp_path / ("x" * 120)))
+    async with trio.open_nursery() as nursery:
+        assert await nursery.start(nodes.serve) is None             # logged, not raised
 
 
 async def test_socket_end_to_end_with_peer_credentials(rig: Rig, tmp_path: Any) -> None:
