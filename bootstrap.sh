@@ -39,6 +39,9 @@ if [ ! -e "$stamp" ]; then
     .venv/bin/pip install -q -e ".[test,compile]"
     touch "$stamp"
 fi
+# the preload library `vscsifs exec` loads, built from fs/preload/vscsifs_preload.c with gcc
+# (no binary in git); a cached build of the same source is reused
+.venv/bin/vscsifs preload-path >/dev/null
 
 # The compiled build of the I/O path (daemon/_compiled.py): the same sources compiled by Cython,
 # each stored under its source's digest, so an edited source is never shadowed by an old build.

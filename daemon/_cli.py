@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from vscsifs.daemon import _exec
 from vscsifs.daemon._config import ConfigError, MachineConfig, ensure_seed_images, seed_config
 from vscsifs.daemon._qemu_args import parse_qemu_args
 from vscsifs.daemon._record import record_main
@@ -30,6 +31,8 @@ usage: vscsifs run [--config FILE] [--mount DIR] [--data-dir DIR] [--log-level L
        vscsifs config --from-qemu [--data-dir DIR] [QEMU options]   print them as a TOML file
        vscsifs config --check FILE                                  validate a TOML file
        vscsifs record [--sysroot DIR] [-o FILE.toml] [--data-dir DIR] a machine's SCSI disks as a TOML file
+       vscsifs exec [--mount DIR] [--no-namespace] [--] CMD [ARG...]  run CMD on the machine
+       vscsifs preload-path                                         print the preload library's path
 
 Emulates the virtio-scsi machine the QEMU options describe, runs the Linux kernel's SCSI
 scan against it and serves DIR/sys, DIR/dev and DIR/proc until SIGINT or SIGTERM.
@@ -259,6 +262,8 @@ SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
     "run": run_main,
     "config": config_main,
     "record": record_main,
+    "exec": lambda rest: _exec.exec_main(rest, default_mountpoint()),
+    "preload-path": _exec.preload_path_main,
 }
 
 

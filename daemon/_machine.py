@@ -21,6 +21,7 @@ from typing import Any, TextIO
 import trio
 
 from vscsifs.fs import machine_operations, serve
+from vscsifs.fs._nodesock import NodeSocket
 from vscsifs.fs.udev import Udevd, udev_machine_operations
 from vscsifs.scsi.kernel import (Scsi_Host, async_synchronize_full, bsg_init, scsi_scan_host, scsi_sysfs_register,
                                  sd_init, sg_init, shost_for_each_device)
@@ -30,6 +31,7 @@ from vscsifs.scsi.kernel.base._driver_model import Sysfs
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import KernLevel, Kmsg
 from vscsifs.scsi.kernel.block import genhd_device_init
+from vscsifs.scsi.kernel.block._blkdev_file import blkdev_file_open
 from vscsifs.scsi.kernel._scsi_sysctl import scsi_init_sysctl
 from vscsifs.virtio import GuestMemory
 from vscsifs.virtio.driver import virtscsi_probe
@@ -151,7 +153,8 @@ BOOT_GC_GEN0_THRESHOLD = 2000
 
 
 async def serve_machine(machine: Machine, mountpoint: str,
-                        task_status: Any = trio.TASK_STATUS_IGNORED, *, stop: trio.Event | None = None) -> None:
+                        task_status: Any = trio.TASK_STATUS_IGNORED, *, stop: trio.Event | None = None,
+                        node_socket: str | None = None) -> None:
     """Boot, mount, serve until cancelled or ``stop`` is set; unmount and flush on the way out.
 
     With ``stop`` the way out is orderly: unmount first (no new I/O; detaching the loop
@@ -163,6 +166,10 @@ async def serve_machine(machine: Machine, mountpoint: str,
         ops, devfs, _procfs, udevd = udev_machine_operations(machine.kernel)
     else:
         ops, devfs, _procfs = machine_operations(machine.kernel)
+    # the node socket: the preload library's way to the drivers of DIR/dev's nodes
+    nodes = NodeSocket(machine.kernel, devfs, node_socket, blkdev_open=blkdev_file_open) if node_socket else None
+    if nodes is not None:
+        ops.xattr_source = nodes.xattrs
     try:
         async with trio.open_nursery() as nursery:
             await boot_without_gc(machine, nursery)
@@ -176,6 +183,8 @@ async def serve_machine(machine: Machine, mountpoint: str,
                     # coldplug (udevadm trigger + settle) before the machine counts as up
                     await fuse.start(udevd.run)
                     await udevd.settle(UDEV_SETTLE_TIMEOUT)
+                if nodes is not None:
+                    await fuse.start(nodes.serve)
                 hosts = len(machine.hosts)
                 luns = sum(len(c.bus.devices) for c in machine.controllers)
                 log.info("serving %s: %d host(s), %d LUN(s)", mountpoint, hosts, luns)

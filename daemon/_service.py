@@ -49,6 +49,7 @@ from typing import Any, TextIO
 import trio
 
 from vscsifs.fs._mount import abort_connection, clean_stale, is_stale_mount, mount_entry, resolve_mountpoint
+from vscsifs.fs._nodesock import default_node_socket
 from vscsifs.scsi.kernel import Scsi_Host, async_synchronize_full, scsi_device_lookup, shost_for_each_device
 from vscsifs.scsi.kernel.base._printk import LogRecord
 
@@ -652,7 +653,8 @@ class Service:
                 async def run_machine(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
                     try:
                         await serve_machine(self.machine, self.mountpoint, task_status=task_status,
-                                            stop=self.stop_event)
+                                            stop=self.stop_event,
+                                            node_socket=default_node_socket(default_qmp_socket(self.mountpoint)))
                     finally:                            # pyfuse3 has closed its /dev/fuse: ours goes too
                         release_fuse_dev(self.fuse_dev)
                         self.fuse_dev = None

@@ -211,6 +211,9 @@ class VscsiOperations(pyfuse3.Operations):
         self.mounted = False
         self._notify_queue: queue.SimpleQueue[tuple[int, bytes | None] | None] = queue.SimpleQueue()
         self._notify_thread: threading.Thread | None = None
+        # extended attributes of a node (the node socket names device nodes for the preload
+        # library); None: no node has any
+        self.xattr_source: Callable[[Node], dict[str, bytes]] | None = None
         for node in list(self.top.values()) + list(self.hidden.values()):
             self._tops.add(node.ino)
 
@@ -433,6 +436,23 @@ class VscsiOperations(pyfuse3.Operations):
         st.f_files = st.f_ffree = st.f_favail = 0
         st.f_namemax = 255
         return st
+
+    def _xattrs(self, inode: int) -> dict[str, bytes]:
+        node = self._node(inode)
+        if node is None or self.xattr_source is None:
+            return {}
+        return self.xattr_source(node)
+
+    @fuse_handler
+    async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
+        value = self._xattrs(inode).get(os.fsdecode(name))
+        if value is None:
+            raise pyfuse3.FUSEError(errno.ENODATA)
+        return value
+
+    @fuse_handler
+    async def listxattr(self, inode: int, ctx: Any = None) -> list[bytes]:
+        return [os.fsencode(name) for name in self._xattrs(inode)]
 
     # --- helpers ---------------------------------------------------------------------
 

@@ -1,0 +1,578 @@
+"""The node socket: how the preload library's programs open and drive the machine's nodes.
+
+The host kernel cannot route ioctl(SG_IO) on a FUSE node to us (no CUSE, no ioctl in
+pyfuse3), so the preload library (fs/preload/vscsifs_preload.c) forwards the calls a program
+makes on DIR/dev/sgN, bsg/H:C:T:L, sdX, srN to this unix socket, one connection per open file
+(struct file). This module is the VFS between that socket and the drivers' file operations
+(scsi/kernel/base/_fops.py): it learns the caller with SO_PEERCRED, decides the open as
+may_open() would from the devfs node's owner, group and mode, calls the driver's open
+(``kernel.chrdevs[major]`` for char nodes, ``blkdev_open`` for block nodes), and turns
+IOCTL/READ/WRITE requests into the driver's calls, serving copy_from_user/copy_to_user as
+PEEK/POKE requests the library answers from its own address space.
+
+Wire format (little-endian; the C side declares the same structs). Every message is a HEADER
+(type u8, 3 pad, payload length u32) and a payload:
+
+  client -> daemon     OPEN(kind 'c'/'b' u8, 3 pad, major u32, minor u32, O_ flags u32)
+                       IOCTL(cmd u64, arg u64)   READ/WRITE(user address u64, count u64)
+                       MEM_DATA(errno i32, 4 pad, bytes)   MEM_ACK(errno i32, 4 pad)
+  daemon -> client     DONE(ret i64, errno i32, 4 pad)   PEEK(address u64, length u64)
+                       POKE(address u64, bytes)          NOTICE(poll mask u32, 4 pad)
+
+A request is answered by any number of PEEK/POKE exchanges and one DONE. errno ENOIOCTLCMD
+(515) in DONE means "not this driver's": for a block node's side connection the library then
+issues the ioctl on the real descriptor (the host's loop device); OPEN of a block node answers
+it when no block driver file is wired, and the library keeps the real descriptor alone.
+NOTICE is sent, between requests only, while the driver's poll() says readable, so the
+connection's socket (which IS the program's descriptor for char nodes) polls readable then.
+
+Hostile input: a payload longer than its type allows is a protocol error and closes that
+connection (releasing its file as a close would); a wrong-sized or unknown request is answered
+EINVAL; a client that vanishes mid-command makes the driver's copies fail with EFAULT and its
+file is released. Nothing reaches other connections.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import socket
+import stat
+import struct
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import trio
+
+from vscsifs.scsi.kernel.base._fops import POLLIN, Cred, OpenFile
+from vscsifs.scsi.kernel.base._kobject import Node
+
+log = logging.getLogger(__name__)
+
+NODE_XATTR = "security.vscsifs.node"   # security.*: the VFS refuses user.* on block special files
+ENOIOCTLCMD = 515                       # include/linux/errno.h: "no ioctl command" (driver -> VFS)
+
+
+class MsgType(IntEnum):
+    OPEN = 1
+    IOCTL = 2
+    READ = 3
+    WRITE = 4
+    MEM_DATA = 5
+    MEM_ACK = 6
+    DONE = 0x81
+    PEEK = 0x82
+    POKE = 0x83
+    NOTICE = 0x84
+
+
+HEADER = struct.Struct("<B3xI")
+OPEN_REQ = struct.Struct("<B3xIII")
+XFER_REQ = struct.Struct("<QQ")           # IOCTL cmd, arg; READ/WRITE address, count
+DONE_MSG = struct.Struct("<qi4x")
+PEEK_MSG = struct.Struct("<QQ")
+POKE_HEAD = struct.Struct("<Q")
+ERRNO_MSG = struct.Struct("<i4x")
+NOTICE_MSG = struct.Struct("<I4x")
+
+MEM_CHUNK = 1 << 20                       # one PEEK/POKE moves at most this much
+MAX_USER_COPY = 256 << 20                 # one copy_from/to_user larger than this: ENOMEM
+REQUEST_SIZES = {MsgType.OPEN: OPEN_REQ.size, MsgType.IOCTL: XFER_REQ.size,
+                 MsgType.READ: XFER_REQ.size, MsgType.WRITE: XFER_REQ.size}
+MAX_REQUEST = 64                           # a request payload longer than this: protocol error
+
+# include/uapi/linux/capability.h
+CAP_DAC_OVERRIDE = 1
+CAP_SYS_RAWIO = 17
+CAP_SYS_ADMIN = 21
+
+SO_PEERCRED_UCRED = struct.Struct("3i")    # struct ucred: pid, uid, gid
+
+
+class ProtocolError(Exception):
+    """The peer broke the framing: the connection is closed."""
+
+
+class Gone(OSError):
+    """The client went away while the driver was copying to or from it."""
+
+    def __init__(self) -> None:
+        super().__init__(errno.EFAULT, "the calling process is gone")
+
+
+BlockDevOpen = Callable[[Any, int, Cred], Awaitable[OpenFile]]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is on the other end: the Cred the drivers see plus what may_open() needs."""
+
+    cred: Cred
+    dac_override: bool = False
+
+
+def _user_ns(proc: str, pid: int | str) -> str | None:
+    try:
+        return os.readlink(f"{proc}/{pid}/ns/user")
+    except OSError:
+        return None
+
+
+def caller_from_proc(pid: int, uid: int, gid: int, proc: str = "/proc") -> Caller:
+    """The caller's supplementary groups and effective capabilities from /proc/PID/status
+    (a process that is gone, or a status we cannot read: no groups, no capabilities).
+    Capabilities count only in our user namespace, as capable() checks them against the
+    initial one: a process that made itself "root" in a user namespace of its own has none."""
+    groups: tuple[int, ...] = ()
+    caps = 0
+    same_ns = _user_ns(proc, pid) is not None and _user_ns(proc, pid) == _user_ns("/proc", "self")
+    try:
+        with open(f"{proc}/{pid}/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key == "Groups":
+                    groups = tuple(int(g) for g in value.split())
+                elif key == "CapEff" and same_ns:
+                    caps = int(value.strip(), 16)
+    except (OSError, ValueError):
+        pass
+    cred = Cred(pid=pid, uid=uid, gid=gid, groups=groups,
+                cap_sys_rawio=bool(caps >> CAP_SYS_RAWIO & 1), cap_sys_admin=bool(caps >> CAP_SYS_ADMIN & 1))
+    return Caller(cred, dac_override=bool(caps >> CAP_DAC_OVERRIDE & 1))
+
+
+def peer_caller(sock: socket.socket) -> Caller:
+    pid, uid, gid = SO_PEERCRED_UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                             SO_PEERCRED_UCRED.size))
+    return caller_from_proc(pid, uid, gid)
+
+
+def may_open(caller: Caller, mode: int, uid: int, gid: int, flags: int) -> bool:
+    """generic_permission() for an open with ``flags``: owner, group or other bits, and
+    CAP_DAC_OVERRIDE passing everything (a device node needs no execute bit)."""
+    acc = flags & os.O_ACCMODE
+    want = (4 if acc in (os.O_RDONLY, os.O_RDWR) else 0) | (2 if acc in (os.O_WRONLY, os.O_RDWR) else 0)
+    if caller.dac_override:
+        return True
+    cred = caller.cred
+    if cred.uid == uid:
+        bits = mode >> 6
+    elif cred.gid == gid or gid in cred.groups:
+        bits = mode >> 3
+    else:
+        bits = mode
+    return bits & want == want
+
+
+@dataclass(frozen=True)
+class NodeRef:
+    """A machine node as the socket sees it: its kind, numbers, and its devfs entry."""
+
+    kind: str               # "c" or "b"
+    major: int
+    minor: int
+    node: Node
+    target: Any             # the char device object, or the block_device
+
+
+def _devt(obj: Any) -> tuple[int, int] | None:
+    devt = getattr(obj, "devt", None)
+    if isinstance(devt, tuple) and len(devt) == 2:
+        return int(devt[0]), int(devt[1])
+    if isinstance(devt, int):
+        return os.major(devt), os.minor(devt)
+    return None
+
+
+class NodeTable:
+    """Which devfs node is which device: the char nodes by their devt, the block nodes by
+    their block_device's devt (devfs keeps both; this only reads them)."""
+
+    def __init__(self, devfs: Any) -> None:
+        self.devfs = devfs
+
+    def find(self, kind: str, major: int, minor: int) -> NodeRef | None:
+        if kind == "c":
+            for node in self.devfs.chars.values():
+                if _devt(node) == (major, minor) and node.parent is not None:
+                    return NodeRef("c", major, minor, node, node)
+        elif kind == "b":
+            for entry in self.devfs.blocks.values():
+                if entry.node is not None and not entry.removed and _devt(entry.bdev) == (major, minor):
+                    return NodeRef("b", major, minor, entry.node, entry.bdev)
+        return None
+
+    def describe(self, node: Node) -> tuple[str, int, int] | None:
+        """(kind, major, minor) of a devfs node, None for any other node."""
+        for char in self.devfs.chars.values():
+            if char is node:
+                devt = _devt(char)
+                return ("c", *devt) if devt is not None else None
+        for entry in self.devfs.blocks.values():
+            if entry.node is node:
+                devt = _devt(entry.bdev)
+                return ("b", *devt) if devt is not None else None
+        return None
+
+
+def node_xattr_value(kind: str, major: int, minor: int, socket_path: str) -> bytes:
+    """``c 21:1 /run/vscsifs/default.nodes``: what the preload library parses."""
+    return f"{kind} {major}:{minor} {socket_path}".encode()
+
+
+def node_gid(node: Node) -> int:
+    st_gid = getattr(node, "st_gid", None)
+    return int(st_gid()) if callable(st_gid) else 0
+
+
+class Framer:
+    """Whole messages from a byte stream (trio stream or memory stream)."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.buf = bytearray()
+
+    async def _fill(self, n: int) -> None:
+        while len(self.buf) < n:
+            data = await self.stream.receive_some(max(65536, n - len(self.buf)))
+            if not data:
+                raise EOFError
+            self.buf += data
+
+    async def receive(self, max_payload: int) -> tuple[int, bytes]:
+        await self._fill(HEADER.size)
+        mtype, length = HEADER.unpack_from(self.buf)
+        if length > max_payload:
+            raise ProtocolError(f"message type {mtype:#x} with a {length}-byte payload (at most {max_payload})")
+        await self._fill(HEADER.size + length)
+        payload = bytes(self.buf[HEADER.size:HEADER.size + length])
+        del self.buf[:HEADER.size + length]
+        return mtype, payload
+
+
+def frame(mtype: MsgType, *parts: bytes) -> bytes:
+    payload = b"".join(parts)
+    return HEADER.pack(mtype, len(payload)) + payload
+
+
+class Connection:
+    """One struct file: the driver's open file behind one socket connection."""
+
+    def __init__(self, stream: trio.abc.Stream, caller: Caller, table: NodeTable, kernel: Any,
+                 blkdev_open: BlockDevOpen | None = None, peer: socket.socket | None = None) -> None:
+        self.stream = stream
+        self.peer = peer                  # the connection's socket, to notice a hang-up mid-request
+        self.request_scope: trio.CancelScope | None = None
+        self.framer = Framer(stream)
+        self.caller = caller
+        self.table = table
+        self.kernel = kernel
+        self.blkdev_open = blkdev_open
+        self.file: OpenFile | None = None
+        self.busy = False
+        self.notice_outstanding = False
+        self.dead = False
+        self.send_lock = trio.Lock()
+        self.wake = trio.Event()
+        self.handlers: dict[int, Callable[[bytes], Awaitable[int]]] = {
+            MsgType.OPEN: self.do_open, MsgType.IOCTL: self.do_ioctl,
+            MsgType.READ: self.do_read, MsgType.WRITE: self.do_write}
+
+    # -- copy_from_user / copy_to_user (UserMemory) -------------------------------------
+
+    async def _send(self, data: bytes) -> None:
+        async with self.send_lock:
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self.dead = True
+                raise Gone() from exc
+
+    async def _reply(self, want: MsgType) -> bytes:
+        try:
+            mtype, payload = await self.framer.receive(ERRNO_MSG.size + MEM_CHUNK)
+        except (EOFError, ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self.dead = True
+            raise Gone() from exc
+        if mtype != want or len(payload) < ERRNO_MSG.size:
+            self.dead = True                 # not an answer to our request: the stream is not ours
+            raise Gone()
+        (err,) = ERRNO_MSG.unpack_from(payload)
+        if err:
+            raise OSError(errno.EFAULT, os.strerror(errno.EFAULT))
+        return payload[ERRNO_MSG.size:]
+
+    async def read(self, addr: int, length: int) -> bytes:
+        """copy_from_user(): the caller's bytes at [addr, addr+length), or OSError(EFAULT)."""
+        if length < 0 or addr < 0 or addr + length > 1 << 64:
+            raise OSError(errno.EFAULT, "bad user address")
+        if length > MAX_USER_COPY:
+            raise OSError(errno.ENOMEM, f"a {length}-byte copy from user memory")
+        out = bytearray()
+        while len(out) < length:
+            n = min(MEM_CHUNK, length - len(out))
+            await self._send(frame(MsgType.PEEK, PEEK_MSG.pack(addr + len(out), n)))
+            data = await self._reply(MsgType.MEM_DATA)
+            if len(data) != n:
+                self.dead = True
+                raise Gone()
+            out += data
+        return bytes(out)
+
+    async def write(self, addr: int, data: bytes) -> None:
+        """copy_to_user(): write ``data`` at ``addr`` in the caller, or OSError(EFAULT)."""
+        if addr < 0 or addr + len(data) > 1 << 64:
+            raise OSError(errno.EFAULT, "bad user address")
+        if len(data) > MAX_USER_COPY:
+            raise OSError(errno.ENOMEM, f"a {len(data)}-byte copy to user memory")
+        view = memoryview(data)
+        for off in range(0, len(data), MEM_CHUNK):
+            chunk = view[off:off + MEM_CHUNK]
+            await self._send(frame(MsgType.POKE, POKE_HEAD.pack(addr + off), bytes(chunk)))
+            await self._reply(MsgType.MEM_ACK)
+
+    # -- requests -----------------------------------------------------------------------
+
+    async def do_open(self, payload: bytes) -> int:
+        if self.file is not None:
+            raise OSError(errno.EBUSY, "this connection has an open file")
+        kind_b, major, minor, flags = OPEN_REQ.unpack(payload)
+        kind = chr(kind_b)
+        ref = self.table.find(kind, major, minor)
+        if ref is None:
+            raise OSError(errno.ENXIO, f"no node {kind} {major}:{minor}")
+        if not may_open(self.caller, ref.node.mode, 0, node_gid(ref.node), flags):
+            raise OSError(errno.EACCES, f"{ref.node.name}: permission denied")
+        if kind == "c":
+            opener = self.kernel.chrdevs.get(major)
+            if opener is None:
+                raise OSError(errno.ENXIO, f"no driver for char major {major}")
+            self.file = await opener(minor, flags, self.caller.cred)
+        else:
+            if self.blkdev_open is None:
+                raise OSError(ENOIOCTLCMD, "no block driver file: the real descriptor alone")
+            self.file = await self.blkdev_open(ref.target, flags, self.caller.cred)
+        if hasattr(self.file, "poll_waiter"):
+            self.file.poll_waiter = self.poll_changed  # type: ignore[union-attr]
+        return 0
+
+    def _open_file(self) -> OpenFile:
+        if self.file is None:
+            raise OSError(errno.EBADF, "no open file on this connection")
+        return self.file
+
+    async def do_ioctl(self, payload: bytes) -> int:
+        cmd, arg = XFER_REQ.unpack(payload)
+        return await self._open_file().ioctl(cmd & 0xFFFFFFFF, arg, self, self.caller.cred)
+
+    async def do_read(self, payload: bytes) -> int:
+        addr, count = XFER_REQ.unpack(payload)
+        return await self._open_file().read(addr, count, self)
+
+    async def do_write(self, payload: bytes) -> int:
+        addr, count = XFER_REQ.unpack(payload)
+        return await self._open_file().write(addr, count, self)
+
+    async def handle(self, mtype: int, payload: bytes) -> tuple[int, int]:
+        """One request -> (ret, errno) for its DONE."""
+        handler = self.handlers.get(mtype)
+        if handler is None or len(payload) != REQUEST_SIZES[MsgType(mtype)]:
+            return -1, errno.EINVAL
+        try:
+            return int(await handler(payload)), 0
+        except Gone:
+            raise
+        except OSError as exc:
+            return -1, exc.errno or errno.EIO
+        except Exception:  # noqa: BLE001 - a driver bug is this caller's EIO, not the daemon's end
+            log.exception("node socket: request %#x failed", mtype)
+            return -1, errno.EIO
+
+    # -- poll ---------------------------------------------------------------------------
+
+    def poll_changed(self) -> None:
+        """The driver's wake_up: poll()'s answer may have changed."""
+        self.wake.set()
+
+    async def _notice_if_ready(self) -> None:
+        if self.busy or self.dead or self.notice_outstanding or self.file is None:
+            return
+        if self.file.poll() & POLLIN:
+            self.notice_outstanding = True
+            await self._send(frame(MsgType.NOTICE, NOTICE_MSG.pack(self.file.poll() & 0xFFFFFFFF)))
+
+    async def _notices(self) -> None:
+        while not self.dead:
+            await self.wake.wait()
+            self.wake = trio.Event()
+            try:
+                await self._notice_if_ready()
+            except Gone:
+                return
+
+    # -- the connection's life ------------------------------------------------------------
+
+    async def serve(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._notices)
+                nursery.start_soon(self._watch_hangup)
+                try:
+                    await self._requests()
+                finally:
+                    self.dead = True
+                    nursery.cancel_scope.cancel()
+        finally:
+            await self.release()
+
+    async def _watch_hangup(self) -> None:
+        """A caller killed while its request waits in the driver (a blocking sg read(), a
+        command in flight): the kernel interrupts that wait and releases the file at the
+        process's exit; here the hang-up cancels the request, then the file is released.
+        Watches a duplicate of the socket so the request's own reads are not disturbed."""
+        if self.peer is None:
+            return
+        with socket.socket(fileno=os.dup(self.peer.fileno())) as watch:
+            while not self.dead:
+                await trio.lowlevel.wait_readable(watch)
+                try:
+                    pending = watch.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    pending = b""
+                if not pending:
+                    self.dead = True
+                    if self.request_scope is not None:
+                        self.request_scope.cancel()
+                    return
+                await trio.sleep(0.01)        # a reply or request the serving task is about to read
+
+    async def _requests(self) -> None:
+        while not self.dead:
+            try:
+                mtype, payload = await self.framer.receive(MAX_REQUEST)
+            except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                return
+            except ProtocolError as exc:
+                log.debug("node socket: pid %d: %s", self.caller.cred.pid, exc)
+                return
+            self.busy = True
+            self.notice_outstanding = False   # the client drains notices before its answer
+            try:
+                with trio.CancelScope() as self.request_scope:
+                    ret, err = await self.handle(mtype, payload)
+                if self.request_scope.cancelled_caught:
+                    return                        # the caller hung up while the driver waited
+                await self._send(frame(MsgType.DONE, DONE_MSG.pack(ret, err)))
+            except Gone:
+                return
+            finally:
+                self.request_scope = None
+                self.busy = False
+            try:
+                await self._notice_if_ready()
+            except Gone:
+                return
+
+    async def release(self) -> None:
+        """The last close: the driver's release (sg_release aborts or completes what is in flight)."""
+        file, self.file = self.file, None
+        with trio.CancelScope(shield=True):
+            if file is not None:
+                try:
+                    await file.release()
+                except Exception:  # noqa: BLE001 - a failing release must not end the daemon
+                    log.exception("node socket: release failed")
+            try:
+                await self.stream.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+
+
+class NodeSocket:
+    """The daemon's node socket for one machine (mode 0666: each OPEN is checked against
+    its node's owner, group and mode, as may_open() checks an open of the node)."""
+
+    def __init__(self, kernel: Any, devfs: Any, path: str, *, blkdev_open: BlockDevOpen | None = None) -> None:
+        self.kernel = kernel
+        self.table = NodeTable(devfs)
+        self.path = path
+        self.blkdev_open = blkdev_open
+
+    def xattrs(self, node: Node) -> dict[str, bytes]:
+        """The FUSE layer's extended attributes for ``node``: the node's identity for the
+        preload library, on device nodes only."""
+        ident = self.table.describe(node)
+        if ident is None:
+            return {}
+        return {NODE_XATTR: node_xattr_value(*ident, self.path)}
+
+    def bind(self) -> trio.socket.SocketType:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        try:
+            if stat.S_ISSOCK(os.lstat(self.path).st_mode):
+                os.unlink(self.path)          # a dead daemon's socket (the instance lock is ours)
+        except FileNotFoundError:
+            pass
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock._sock.bind(self.path)       # type: ignore[attr-defined]  # synchronous: a local path
+            os.chmod(self.path, 0o666)
+            sock.listen(128)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    async def serve(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Accept connections until cancelled. A socket that cannot be made is logged and the
+        machine serves on without it (only the preload library's programs need it)."""
+        try:
+            sock = self.bind()
+        except OSError as exc:
+            log.error("node socket: cannot listen on %s (%s): programs cannot reach the nodes' drivers",
+                      self.path, exc.strerror or exc)
+            task_status.started(None)
+            return
+        log.info("node socket: listening on %s", self.path)
+        try:
+            async with trio.open_nursery() as nursery:
+                task_status.started(self.path)
+                while True:
+                    conn, _ = await sock.accept()
+                    nursery.start_soon(self._serve_one, conn)
+        finally:
+            sock.close()
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+    async def _serve_one(self, sock: trio.socket.SocketType) -> None:
+        try:
+            caller = peer_caller(sock._sock)  # type: ignore[attr-defined]
+        except OSError:
+            sock.close()
+            return
+        await Connection(trio.SocketStream(sock), caller, self.table, self.kernel, self.blkdev_open,
+                         peer=sock._sock).serve()  # type: ignore[attr-defined]
+
+
+UNIX_PATH_MAX = 107           # sun_path holds 108 bytes with the terminating NUL
+
+
+def default_node_socket(qmp_socket: str) -> str:
+    """Beside the machine's default QMP socket: RUNTIME/NAME.nodes for RUNTIME/NAME.qmp (a
+    name too long for a unix socket: the QMP name's first 40 bytes and a hash of it)."""
+    base, _ = os.path.splitext(qmp_socket)
+    path = base + ".nodes"
+    if len(os.fsencode(path)) > UNIX_PATH_MAX:
+        directory, name = os.path.split(base)
+        digest = hashlib.sha256(os.fsencode(qmp_socket)).hexdigest()[:16]
+        path = os.path.join(directory, f"{name[:40]}-{digest}.nodes")
+    return path

@@ -1,0 +1,865 @@
+/* vscsifs_preload: LD_PRELOAD library that lets unmodified programs reach a vscsifs machine's
+ * device nodes (DIR/dev/sgN, bsg/H:C:T:L, sdX, srN) as if they were the kernel's.
+ *
+ * Why C: the host kernel has no CUSE and pyfuse3 has no ioctl handler, so a FUSE node cannot
+ * answer SG_IO; the only generic way is to intercept the libc calls in the program (as
+ * umockdev's libumockdev-preload does) and forward them to the daemon's node socket.
+ *
+ * It knows nothing about SCSI. A path is a machine node when stat() puts it on a vscsifs FUSE
+ * mount (fstype fuse.vscsifs in /proc/self/mountinfo) and the node answers the extended
+ * attribute "security.vscsifs.node" with "KIND MAJOR:MINOR SOCKET" (KIND c or b).
+ * (security.*, not user.*: the VFS refuses user.* attributes on block special files.)
+ *
+ * - open of a char node: the returned fd IS a unix socket connected to the daemon, after an
+ *   OPEN(kind, major, minor, flags) the daemon accepted; poll/select/epoll work on it natively
+ *   (the daemon sends a NOTICE frame while the driver's poll() says readable).
+ * - open of a block node: the real open, plus a side connection OPEN'ed the same way; ioctls on
+ *   the fd go to the daemon first, and those it answers ENOIOCTLCMD go to the real fd.
+ * - ioctl/read/write on those fds are transactions: a request, then PEEK/POKE requests from the
+ *   daemon served from this process's memory with process_vm_readv/writev (a bad pointer is
+ *   EFAULT, not a crash), until DONE(ret, errno).
+ * - the stat family reports the node's real type and numbers (S_IFCHR 21:N ...).
+ *
+ * Wire format: see fs/_nodesock.py (the same structs, little-endian, native x86-64/aarch64).
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#define NODE_XATTR "security.vscsifs.node"
+#define MOUNT_FSTYPE "fuse.vscsifs"
+#define ENOIOCTLCMD 515          /* the kernel's "not this driver's ioctl" */
+#define MAX_FDS 65536
+#define MAX_MEM_CHUNK (16u << 20) /* the largest PEEK/POKE the library serves at once */
+
+/* message types (fs/_nodesock.py MsgType) */
+enum {
+    VF_OPEN = 1, VF_IOCTL = 2, VF_READ = 3, VF_WRITE = 4, VF_MEM_DATA = 5, VF_MEM_ACK = 6,
+    VF_DONE = 0x81, VF_PEEK = 0x82, VF_POKE = 0x83, VF_NOTICE = 0x84,
+};
+
+struct __attribute__((packed)) hdr { uint8_t type; uint8_t pad[3]; uint32_t len; };
+struct __attribute__((packed)) open_req { uint8_t kind; uint8_t pad[3]; uint32_t major, minor, flags; };
+struct __attribute__((packed)) xfer_req { uint64_t a, b; };           /* IOCTL cmd,arg; READ/WRITE addr,count */
+struct __attribute__((packed)) done_msg { int64_t ret; int32_t err; uint32_t pad; };
+struct __attribute__((packed)) peek_msg { uint64_t addr, len; };
+struct __attribute__((packed)) errno_msg { int32_t err; uint32_t pad; };
+
+struct node {
+    char kind;                   /* 'c' or 'b' */
+    unsigned major, minor;
+    char sock[sizeof(((struct sockaddr_un *)0)->sun_path)];
+};
+
+struct conn {
+    pthread_mutex_t mu;          /* one transaction at a time on the connection */
+    int refs;                    /* fds of this process that refer to it (dup) */
+    int side;                    /* block nodes: the side connection; -1 for char (the fd is it) */
+    struct node node;
+};
+
+static pthread_mutex_t table_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct conn *fds[MAX_FDS];
+
+/* ---- the real functions ---------------------------------------------------------------- */
+
+static int (*real_openat)(int, const char *, int, ...);
+static int (*real_close)(int);
+static int (*real_dup)(int);
+static int (*real_dup2)(int, int);
+static int (*real_dup3)(int, int, int);
+static int (*real_fcntl)(int, int, ...);
+static int (*real_ioctl)(int, unsigned long, ...);
+static ssize_t (*real_read)(int, void *, size_t);
+static ssize_t (*real_write)(int, const void *, size_t);
+static int (*real_fstatat)(int, const char *, struct stat *, int);
+static int (*real_fstat)(int, struct stat *);
+static int (*real_statx)(int, const char *, int, unsigned, struct statx *);
+static int (*real_fxstatat)(int, int, const char *, struct stat *, int);
+static int (*real_fxstat)(int, int, struct stat *);
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+
+static void *next(const char *name)
+{
+    return dlsym(RTLD_NEXT, name);
+}
+
+static void resolve(void)
+{
+    real_openat = next("openat");
+    real_close = next("close");
+    real_dup = next("dup");
+    real_dup2 = next("dup2");
+    real_dup3 = next("dup3");
+    real_fcntl = next("fcntl");
+    real_ioctl = next("ioctl");
+    real_read = next("read");
+    real_write = next("write");
+    real_fstatat = next("fstatat");
+    real_fstat = next("fstat");
+    real_statx = next("statx");
+    real_fxstatat = next("__fxstatat");
+    real_fxstat = next("__fxstat");
+}
+
+static void init(void)
+{
+    pthread_once(&init_once, resolve);
+}
+
+static int do_fstatat(int dirfd, const char *path, struct stat *st, int flags)
+{
+    if (real_fstatat)
+        return real_fstatat(dirfd, path, st, flags);
+    return real_fxstatat(1, dirfd, path, st, flags);
+}
+
+static int do_fstat(int fd, struct stat *st)
+{
+    if (real_fstat)
+        return real_fstat(fd, st);
+    return real_fxstat(1, fd, st);
+}
+
+/* ---- which st_dev values are vscsifs mounts --------------------------------------------- */
+
+#define DEV_CACHE 64
+static pthread_mutex_t dev_mu = PTHREAD_MUTEX_INITIALIZER;
+static dev_t dev_yes[DEV_CACHE], dev_no[DEV_CACHE];
+static int n_yes, n_no;
+
+static int mountinfo_has(dev_t dev)
+{
+    int fd = real_openat(AT_FDCWD, "/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    const size_t size = 1 << 16;
+    char *buf = malloc(size);
+    if (!buf) {
+        real_close(fd);
+        return 0;
+    }
+    size_t have = 0;
+    int found = 0;
+    for (;;) {
+        ssize_t n = real_read(fd, buf + have, size - 1 - have);
+        if (n <= 0)
+            break;
+        have += (size_t)n;
+        buf[have] = 0;
+        char *line = buf, *nl;
+        while ((nl = strchr(line, '\n')) != NULL) {
+            *nl = 0;
+            unsigned maj, min;
+            char *dash = strstr(line, " - ");
+            if (sscanf(line, "%*d %*d %u:%u", &maj, &min) == 2 && makedev(maj, min) == dev && dash
+                && strncmp(dash + 3, MOUNT_FSTYPE " ", sizeof MOUNT_FSTYPE) == 0)
+                found = 1;
+            line = nl + 1;
+        }
+        have = (size_t)(buf + have - line);
+        memmove(buf, line, have);
+        if (have >= size - 1)
+            have = 0;             /* an absurd line: drop it */
+    }
+    free(buf);
+    real_close(fd);
+    return found;
+}
+
+static int vscsifs_dev(dev_t dev)
+{
+    if (major(dev) != 0)
+        return 0;                 /* FUSE mounts have anonymous device numbers */
+    int i, ans = -1;
+    pthread_mutex_lock(&dev_mu);
+    for (i = 0; i < n_yes && ans < 0; i++)
+        if (dev_yes[i] == dev)
+            ans = 1;
+    for (i = 0; i < n_no && ans < 0; i++)
+        if (dev_no[i] == dev)
+            ans = 0;
+    pthread_mutex_unlock(&dev_mu);
+    if (ans >= 0)
+        return ans;
+    ans = mountinfo_has(dev);
+    pthread_mutex_lock(&dev_mu);
+    if (ans)
+        dev_yes[n_yes++ % DEV_CACHE] = dev, n_yes = n_yes > DEV_CACHE ? DEV_CACHE : n_yes;
+    else
+        dev_no[n_no++ % DEV_CACHE] = dev, n_no = n_no > DEV_CACHE ? DEV_CACHE : n_no;
+    pthread_mutex_unlock(&dev_mu);
+    return ans;
+}
+
+/* "c 21:1 /run/vscsifs/default.nodes" */
+static int parse_node(const char *val, struct node *n)
+{
+    char kind;
+    int off = 0;
+    if (sscanf(val, "%c %u:%u %n", &kind, &n->major, &n->minor, &off) != 3 || off == 0)
+        return 0;
+    if ((kind != 'c' && kind != 'b') || strlen(val + off) >= sizeof n->sock || val[off] != '/')
+        return 0;
+    n->kind = kind;
+    strcpy(n->sock, val + off);
+    return 1;
+}
+
+/* Is the file (dirfd, path), whose real stat is *st, a machine node? Fills *n. */
+static int node_of(int dirfd, const char *path, int nofollow, const struct stat *st, struct node *n)
+{
+    if ((!S_ISREG(st->st_mode) && !S_ISBLK(st->st_mode)) || !vscsifs_dev(st->st_dev))
+        return 0;
+    char full[PATH_MAX + 32];
+    const char *p = path;
+    if (path[0] != '/' && dirfd != AT_FDCWD) {
+        if (snprintf(full, sizeof full, "/proc/self/fd/%d/%s", dirfd, path) >= (int)sizeof full)
+            return 0;
+        p = full;
+    }
+    char val[256];
+    int saved = errno;
+    ssize_t len = nofollow ? lgetxattr(p, NODE_XATTR, val, sizeof val - 1)
+                           : getxattr(p, NODE_XATTR, val, sizeof val - 1);
+    errno = saved;
+    if (len <= 0)
+        return 0;
+    val[len] = 0;
+    return parse_node(val, n);
+}
+
+static int machine_node(int dirfd, const char *path, int nofollow, struct node *n)
+{
+    struct stat st;
+    if (!path || do_fstatat(dirfd, path, &st, nofollow ? AT_SYMLINK_NOFOLLOW : 0) != 0)
+        return 0;
+    return node_of(dirfd, path, nofollow, &st, n);
+}
+
+static void rewrite_stat(struct stat *st, const struct node *n)
+{
+    st->st_mode = (n->kind == 'c' ? S_IFCHR : S_IFBLK) | (st->st_mode & 07777);
+    st->st_rdev = makedev(n->major, n->minor);
+    st->st_size = 0;
+    st->st_blocks = 0;
+}
+
+/* ---- the socket protocol ---------------------------------------------------------------- */
+
+static int wait_fd(int fd, short ev)
+{
+    struct pollfd p = { .fd = fd, .events = ev };
+    int r;
+    do
+        r = poll(&p, 1, -1);
+    while (r < 0 && errno == EINTR);
+    return r < 0 ? -1 : 0;
+}
+
+static int send_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if ((errno == EAGAIN || errno == EWOULDBLOCK) && wait_fd(fd, POLLOUT) == 0)
+                continue;
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int recv_all(int fd, void *buf, size_t len)
+{
+    char *p = buf;
+    while (len) {
+        ssize_t n = recv(fd, p, len, 0);
+        if (n == 0) {
+            errno = EPIPE;
+            return -1;
+        }
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if ((errno == EAGAIN || errno == EWOULDBLOCK) && wait_fd(fd, POLLIN) == 0)
+                continue;
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int send_msg(int fd, uint8_t type, const void *a, size_t alen, const void *b, size_t blen)
+{
+    struct hdr h = { .type = type, .len = (uint32_t)(alen + blen) };
+    struct iovec iov[3] = { { &h, sizeof h }, { (void *)a, alen }, { (void *)b, blen } };
+    struct msghdr m = { .msg_iov = iov, .msg_iovlen = 3 };
+    size_t total = sizeof h + alen + blen;
+    ssize_t n;
+    do
+        n = sendmsg(fd, &m, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+        return -1;
+    if (n == (ssize_t)total)
+        return 0;
+    /* a partial send (non-blocking socket or a large message): finish piece by piece */
+    size_t done = n < 0 ? 0 : (size_t)n;
+    for (int i = 0; i < 3; i++) {
+        if (done >= iov[i].iov_len) {
+            done -= iov[i].iov_len;
+            continue;
+        }
+        if (send_all(fd, (char *)iov[i].iov_base + done, iov[i].iov_len - done) < 0)
+            return -1;
+        done = 0;
+    }
+    return 0;
+}
+
+static int discard(int fd, size_t len)
+{
+    char buf[256];
+    while (len) {
+        size_t k = len < sizeof buf ? len : sizeof buf;
+        if (recv_all(fd, buf, k) < 0)
+            return -1;
+        len -= k;
+    }
+    return 0;
+}
+
+static int32_t mem_errno(ssize_t got, size_t want)
+{
+    if (got == (ssize_t)want)
+        return 0;
+    return EFAULT;
+}
+
+/* Serve the daemon's PEEK and POKE until DONE; answer its return value and errno. A dead
+ * daemon is a dead device: EIO. */
+static long transact(int fd, uint8_t type, const void *req, size_t len, int *err)
+{
+    if (send_msg(fd, type, req, len, NULL, 0) < 0) {
+        *err = EIO;
+        return -1;
+    }
+    for (;;) {
+        struct hdr h;
+        if (recv_all(fd, &h, sizeof h) < 0)
+            goto dead;
+        if (h.type == VF_DONE && h.len == sizeof(struct done_msg)) {
+            struct done_msg d;
+            if (recv_all(fd, &d, sizeof d) < 0)
+                goto dead;
+            *err = d.err;
+            return (long)d.ret;
+        } else if (h.type == VF_PEEK && h.len == sizeof(struct peek_msg)) {
+            struct peek_msg pk;
+            if (recv_all(fd, &pk, sizeof pk) < 0)
+                goto dead;
+            size_t n = pk.len > MAX_MEM_CHUNK ? 0 : (size_t)pk.len;
+            char *buf = n ? malloc(n) : NULL;
+            struct errno_msg e = { .err = 0 };
+            if (pk.len > MAX_MEM_CHUNK || (n && !buf)) {
+                e.err = pk.len > MAX_MEM_CHUNK ? EINVAL : ENOMEM;
+                n = 0;
+            } else if (n) {
+                struct iovec local = { buf, n }, remote = { (void *)(uintptr_t)pk.addr, n };
+                e.err = mem_errno(process_vm_readv(getpid(), &local, 1, &remote, 1, 0), n);
+                if (e.err)
+                    n = 0;
+            }
+            int r = send_msg(fd, VF_MEM_DATA, &e, sizeof e, buf, n);
+            free(buf);
+            if (r < 0)
+                goto dead;
+        } else if (h.type == VF_POKE && h.len >= 8 && h.len - 8 <= MAX_MEM_CHUNK) {
+            uint64_t addr;
+            size_t n = h.len - 8;
+            if (recv_all(fd, &addr, 8) < 0)
+                goto dead;
+            char *buf = n ? malloc(n) : NULL;
+            struct errno_msg e = { .err = 0 };
+            if (n && !buf) {
+                if (discard(fd, n) < 0)
+                    goto dead;
+                e.err = ENOMEM;
+            } else if (n) {
+                if (recv_all(fd, buf, n) < 0) {
+                    free(buf);
+                    goto dead;
+                }
+                struct iovec local = { buf, n }, remote = { (void *)(uintptr_t)addr, n };
+                e.err = mem_errno(process_vm_writev(getpid(), &local, 1, &remote, 1, 0), n);
+            }
+            free(buf);
+            if (send_msg(fd, VF_MEM_ACK, &e, sizeof e, NULL, 0) < 0)
+                goto dead;
+        } else if (h.type == VF_NOTICE && h.len <= 64) {
+            if (discard(fd, h.len) < 0)       /* a readiness notice sent before our request */
+                goto dead;
+        } else {
+            goto dead;                        /* not the protocol: treat the device as gone */
+        }
+    }
+dead:
+    *err = EIO;
+    return -1;
+}
+
+static int connect_node(const struct node *n, int cloexec)
+{
+    int s = socket(AF_UNIX, SOCK_STREAM | (cloexec ? SOCK_CLOEXEC : 0), 0);
+    if (s < 0)
+        return -1;
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    strcpy(a.sun_path, n->sock);
+    int r;
+    do
+        r = connect(s, (struct sockaddr *)&a, sizeof a);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        int err = errno;
+        real_close(s);
+        /* no daemon behind the node is a device that is gone; a socket we may not reach is EACCES */
+        errno = err == EACCES || err == EPERM ? EACCES : ENXIO;
+        return -1;
+    }
+    return s;
+}
+
+static long node_open(int s, const struct node *n, int flags, int *err)
+{
+    struct open_req o = { .kind = (uint8_t)n->kind, .major = n->major, .minor = n->minor,
+                          .flags = (uint32_t)flags };
+    return transact(s, VF_OPEN, &o, sizeof o, err);
+}
+
+/* ---- the fd table ------------------------------------------------------------------------ */
+
+static struct conn *conn_get(int fd)
+{
+    if (fd < 0 || fd >= MAX_FDS)
+        return NULL;
+    return __atomic_load_n(&fds[fd], __ATOMIC_ACQUIRE);
+}
+
+static void conn_put_locked(struct conn *c)
+{
+    if (--c->refs == 0) {
+        if (c->side >= 0)
+            real_close(c->side);
+        pthread_mutex_destroy(&c->mu);
+        free(c);
+    }
+}
+
+static void track(int fd, struct conn *c)
+{
+    if (fd < 0 || fd >= MAX_FDS)
+        return;
+    pthread_mutex_lock(&table_mu);
+    struct conn *old = fds[fd];
+    c->refs++;
+    __atomic_store_n(&fds[fd], c, __ATOMIC_RELEASE);
+    if (old)
+        conn_put_locked(old);
+    pthread_mutex_unlock(&table_mu);
+}
+
+static void untrack(int fd)
+{
+    if (fd < 0 || fd >= MAX_FDS)
+        return;
+    pthread_mutex_lock(&table_mu);
+    struct conn *old = fds[fd];
+    __atomic_store_n(&fds[fd], NULL, __ATOMIC_RELEASE);
+    if (old)
+        conn_put_locked(old);
+    pthread_mutex_unlock(&table_mu);
+}
+
+static void dup_track(int oldfd, int newfd)
+{
+    if (newfd < 0 || oldfd == newfd)
+        return;
+    pthread_mutex_lock(&table_mu);
+    struct conn *c = oldfd >= 0 && oldfd < MAX_FDS ? fds[oldfd] : NULL;
+    pthread_mutex_unlock(&table_mu);
+    if (c)
+        track(newfd, c);
+    else
+        untrack(newfd);
+}
+
+static struct conn *new_conn(const struct node *n, int side)
+{
+    struct conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    pthread_mutex_init(&c->mu, NULL);
+    c->side = side;
+    c->node = *n;
+    return c;
+}
+
+/* ---- open ---------------------------------------------------------------------------------- */
+
+static int open_node(const struct node *n, int dirfd, const char *path, int flags, mode_t mode)
+{
+    int err = 0, cloexec = (flags & O_CLOEXEC) != 0;
+    if (n->kind == 'c') {
+        int s = connect_node(n, cloexec);
+        if (s < 0)
+            return -1;
+        if (node_open(s, n, flags, &err) < 0) {
+            real_close(s);
+            errno = err ? err : EIO;
+            return -1;
+        }
+        struct conn *c = new_conn(n, -1);
+        if (!c) {
+            real_close(s);
+            errno = ENOMEM;
+            return -1;
+        }
+        track(s, c);
+        return s;
+    }
+    int fd = real_openat(dirfd, path, flags, mode);
+    if (fd < 0)
+        return fd;
+    int s = connect_node(n, 1);
+    if (s < 0) {
+        real_close(fd);
+        return -1;
+    }
+    if (node_open(s, n, flags, &err) < 0) {
+        real_close(s);
+        s = -1;
+        if (err != ENOIOCTLCMD) {          /* ENOIOCTLCMD: no driver file here, the real fd only */
+            real_close(fd);
+            errno = err ? err : EIO;
+            return -1;
+        }
+    }
+    struct conn *c = new_conn(n, s);
+    if (!c) {
+        if (s >= 0)
+            real_close(s);
+        return fd;
+    }
+    track(fd, c);
+    return fd;
+}
+
+static int do_open(int dirfd, const char *path, int flags, mode_t mode)
+{
+    init();
+    struct node n;
+    if (!(flags & (O_CREAT | O_PATH | O_DIRECTORY)) && machine_node(dirfd, path, (flags & O_NOFOLLOW) != 0, &n))
+        return open_node(&n, dirfd, path, flags, mode);
+    int fd = real_openat(dirfd, path, flags, mode);
+    if (fd >= 0 && conn_get(fd))
+        untrack(fd);                       /* a stale entry (closed behind our back) */
+    return fd;
+}
+
+#define MODE_ARG(flags, mode)                                                               \
+    do {                                                                                    \
+        if ((flags) & (O_CREAT | __O_TMPFILE)) {                                            \
+            va_list ap;                                                                     \
+            va_start(ap, flags);                                                            \
+            mode = va_arg(ap, mode_t);                                                      \
+            va_end(ap);                                                                     \
+        }                                                                                   \
+    } while (0)
+
+int open(const char *path, int flags, ...)
+{
+    mode_t mode = 0;
+    MODE_ARG(flags, mode);
+    return do_open(AT_FDCWD, path, flags, mode);
+}
+
+int open64(const char *path, int flags, ...)
+{
+    mode_t mode = 0;
+    MODE_ARG(flags, mode);
+    return do_open(AT_FDCWD, path, flags, mode);
+}
+
+int openat(int dirfd, const char *path, int flags, ...)
+{
+    mode_t mode = 0;
+    MODE_ARG(flags, mode);
+    return do_open(dirfd, path, flags, mode);
+}
+
+int openat64(int dirfd, const char *path, int flags, ...)
+{
+    mode_t mode = 0;
+    MODE_ARG(flags, mode);
+    return do_open(dirfd, path, flags, mode);
+}
+
+int __open_2(const char *path, int flags) { return do_open(AT_FDCWD, path, flags, 0); }
+int __open64_2(const char *path, int flags) { return do_open(AT_FDCWD, path, flags, 0); }
+int __openat_2(int dirfd, const char *path, int flags) { return do_open(dirfd, path, flags, 0); }
+int __openat64_2(int dirfd, const char *path, int flags) { return do_open(dirfd, path, flags, 0); }
+
+/* ---- close and dup --------------------------------------------------------------------------- */
+
+int close(int fd)
+{
+    init();
+    if (conn_get(fd))
+        untrack(fd);
+    return real_close(fd);
+}
+
+int dup(int fd)
+{
+    init();
+    int r = real_dup(fd);
+    dup_track(fd, r);
+    return r;
+}
+
+int dup2(int fd, int fd2)
+{
+    init();
+    int r = real_dup2(fd, fd2);
+    dup_track(fd, r);
+    return r;
+}
+
+int dup3(int fd, int fd2, int flags)
+{
+    init();
+    int r = real_dup3(fd, fd2, flags);
+    dup_track(fd, r);
+    return r;
+}
+
+static int do_fcntl(int fd, int cmd, va_list ap)
+{
+    init();
+    /* every fcntl argument is an int or a pointer: pass it on as a pointer-sized word */
+    void *arg = va_arg(ap, void *);
+    int r = real_fcntl(fd, cmd, arg);
+    if ((cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) && r >= 0)
+        dup_track(fd, r);
+    return r;
+}
+
+int fcntl(int fd, int cmd, ...)
+{
+    va_list ap;
+    va_start(ap, cmd);
+    int r = do_fcntl(fd, cmd, ap);
+    va_end(ap);
+    return r;
+}
+
+int fcntl64(int fd, int cmd, ...)
+{
+    va_list ap;
+    va_start(ap, cmd);
+    int r = do_fcntl(fd, cmd, ap);
+    va_end(ap);
+    return r;
+}
+
+/* ---- ioctl, read, write -------------------------------------------------------------------- */
+
+/* A request on a tracked fd; *served 0 when the daemon passes it on (ENOIOCTLCMD). */
+static long forward(int fd, struct conn *c, uint8_t type, uint64_t a, uint64_t b, int *served)
+{
+    int s = c->side >= 0 ? c->side : fd, err = 0;
+    struct xfer_req r = { a, b };
+    pthread_mutex_lock(&c->mu);
+    long ret = transact(s, type, &r, sizeof r, &err);
+    pthread_mutex_unlock(&c->mu);
+    *served = 1;
+    if (ret < 0 && err == ENOIOCTLCMD) {
+        if (c->side >= 0) {
+            *served = 0;
+            return 0;
+        }
+        err = ENOTTY;                      /* vfs_ioctl: a driver's ENOIOCTLCMD is ENOTTY */
+    }
+    if (ret < 0)
+        errno = err ? err : EIO;
+    return ret;
+}
+
+int ioctl(int fd, unsigned long req, ...)
+{
+    init();
+    va_list ap;
+    va_start(ap, req);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    struct conn *c = conn_get(fd);
+    if (c && (c->side >= 0 || c->node.kind == 'c')) {
+        int served;
+        long r = forward(fd, c, VF_IOCTL, (uint32_t)req, (uint64_t)(uintptr_t)arg, &served);
+        if (served)
+            return (int)r;
+    }
+    return real_ioctl(fd, req, arg);
+}
+
+ssize_t read(int fd, void *buf, size_t count)
+{
+    init();
+    struct conn *c = conn_get(fd);
+    if (c && c->node.kind == 'c') {
+        int served;
+        return forward(fd, c, VF_READ, (uint64_t)(uintptr_t)buf, count, &served);
+    }
+    return real_read(fd, buf, count);
+}
+
+ssize_t __read_chk(int fd, void *buf, size_t count, size_t buflen)
+{
+    if (count > buflen)
+        abort();                           /* what glibc's __chk_fail does */
+    return read(fd, buf, count);
+}
+
+ssize_t write(int fd, const void *buf, size_t count)
+{
+    init();
+    struct conn *c = conn_get(fd);
+    if (c && c->node.kind == 'c') {
+        int served;
+        return forward(fd, c, VF_WRITE, (uint64_t)(uintptr_t)buf, count, &served);
+    }
+    return real_write(fd, buf, count);
+}
+
+/* ---- the stat family ------------------------------------------------------------------------- */
+
+static int stat_at(int dirfd, const char *path, struct stat *st, int flags)
+{
+    init();
+    struct node n;
+    if (flags & AT_EMPTY_PATH && path && !*path) {
+        int r = do_fstat(dirfd, st);
+        struct conn *c = conn_get(dirfd);
+        if (r == 0 && c)
+            rewrite_stat(st, &c->node);
+        return r;
+    }
+    int r = do_fstatat(dirfd, path, st, flags);
+    if (r == 0 && path && *path && node_of(dirfd, path, (flags & AT_SYMLINK_NOFOLLOW) != 0, st, &n))
+        rewrite_stat(st, &n);
+    return r;
+}
+
+static int fstat_fd(int fd, struct stat *st)
+{
+    init();
+    int r = do_fstat(fd, st);
+    struct conn *c = conn_get(fd);
+    if (r == 0 && c)
+        rewrite_stat(st, &c->node);
+    return r;
+}
+
+int stat(const char *path, struct stat *st) { return stat_at(AT_FDCWD, path, st, 0); }
+int stat64(const char *path, struct stat64 *st) { return stat_at(AT_FDCWD, path, (struct stat *)st, 0); }
+int lstat(const char *path, struct stat *st) { return stat_at(AT_FDCWD, path, st, AT_SYMLINK_NOFOLLOW); }
+int lstat64(const char *path, struct stat64 *st)
+{
+    return stat_at(AT_FDCWD, path, (struct stat *)st, AT_SYMLINK_NOFOLLOW);
+}
+int fstat(int fd, struct stat *st) { return fstat_fd(fd, st); }
+int fstat64(int fd, struct stat64 *st) { return fstat_fd(fd, (struct stat *)st); }
+int fstatat(int dirfd, const char *path, struct stat *st, int flags) { return stat_at(dirfd, path, st, flags); }
+int fstatat64(int dirfd, const char *path, struct stat64 *st, int flags)
+{
+    return stat_at(dirfd, path, (struct stat *)st, flags);
+}
+
+/* the glibc < 2.33 entry points programs built against older libcs still call */
+int __xstat(int ver, const char *path, struct stat *st) { (void)ver; return stat_at(AT_FDCWD, path, st, 0); }
+int __xstat64(int ver, const char *path, struct stat64 *st)
+{
+    (void)ver;
+    return stat_at(AT_FDCWD, path, (struct stat *)st, 0);
+}
+int __lxstat(int ver, const char *path, struct stat *st)
+{
+    (void)ver;
+    return stat_at(AT_FDCWD, path, st, AT_SYMLINK_NOFOLLOW);
+}
+int __lxstat64(int ver, const char *path, struct stat64 *st)
+{
+    (void)ver;
+    return stat_at(AT_FDCWD, path, (struct stat *)st, AT_SYMLINK_NOFOLLOW);
+}
+int __fxstat(int ver, int fd, struct stat *st) { (void)ver; return fstat_fd(fd, st); }
+int __fxstat64(int ver, int fd, struct stat64 *st) { (void)ver; return fstat_fd(fd, (struct stat *)st); }
+int __fxstatat(int ver, int dirfd, const char *path, struct stat *st, int flags)
+{
+    (void)ver;
+    return stat_at(dirfd, path, st, flags);
+}
+int __fxstatat64(int ver, int dirfd, const char *path, struct stat64 *st, int flags)
+{
+    (void)ver;
+    return stat_at(dirfd, path, (struct stat *)st, flags);
+}
+
+int statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *stx)
+{
+    init();
+    int r = real_statx(dirfd, path, flags, mask, stx);
+    if (r != 0)
+        return r;
+    struct node n;
+    const struct node *np = NULL;
+    if (flags & AT_EMPTY_PATH && !*path) {
+        struct conn *c = conn_get(dirfd);
+        np = c ? &c->node : NULL;
+    } else if (*path && machine_node(dirfd, path, (flags & AT_SYMLINK_NOFOLLOW) != 0, &n)) {
+        np = &n;
+    }
+    if (np) {
+        stx->stx_mode = (uint16_t)((np->kind == 'c' ? S_IFCHR : S_IFBLK) | (stx->stx_mode & 07777));
+        stx->stx_rdev_major = np->major;
+        stx->stx_rdev_minor = np->minor;
+        stx->stx_size = 0;
+        stx->stx_blocks = 0;
+    }
+    return r;
+}
