@@ -31,20 +31,44 @@ def test_bench_quick_runs(tmp_path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads(out_json.read_text())
     # every part produced figures for every path and configuration it measures
+    # the builds side by side: compiled first (judged) when it is built, else pure alone, said so
+    builds = res["builds"]
+    assert builds in (["compiled", "pure"], ["pure"])
+    assert (builds == ["compiled", "pure"]) == res["compiled_build"]["available"]
     pinned = res["io"]["placements"]["pinned"]["jobs"]
     assert set(pinned) == {"randread-4k-1j", "read-1m"}
+    others = {f"{t} [{b}]" for b in builds[1:] for t in ("vscsifs-dev", "vscsifs-datafile")}
     for row in pinned.values():
         assert set(row) == {"image", "passthrough", "passthrough+loop", "vscsifs-datafile", "vscsifs-dev",
-                            "vscsifs-dev-buffered"}
+                            "vscsifs-dev-buffered"} | others
         assert all(r["iops"] > 0 for r in row.values())
+    for v in res["verdicts"]:
+        if "job" in v:
+            assert v["build"] == builds[0] and set(v["others"]) == set(builds[1:])
+    # every build starts with and without the udev view (--quick: the other builds the seed only)
+    for name, entry in res["start"].items():
+        started = builds if name == "seed" else builds[:1]
+        assert set(entry["variants"]) == {f"{b}, {u}" for b in started for u in ("udev", "--no-udev")}
+        assert all(v["start_s"] > 0 and v["rss_mib"] > 0 for v in entry["variants"].values())
     assert res["start"]["seed"]["start_s"] > 0 and res["start"]["seed"]["rss_mib"] > 0
     assert res["browse"]["seed"]["attributes"] > 500
-    assert res["profile"]["python_calls_per_read"] > 0
+    prof = res["profile"]
+    assert prof["python_calls_per_read"] > 0
+    assert set(prof["builds"]) == set(builds)
+    assert prof["builds"]["pure"]["compiled_modules"] == 0
+    if "compiled" in builds:
+        assert prof["builds"]["compiled"]["compiled_modules"] == prof["builds"]["compiled"]["hot_modules"]
+        assert set(prof["compiled_over_pure"]) == {"read 4 KiB", "write 4 KiB"}
     assert {v["met"] for v in res["verdicts"]} <= {True, False}
     md = out_md.read_text()
     for heading in ("## 1. I/O", "## 2. Scan and start", "## 3. Browsing", "## Targets", "## Profile"):
         assert heading in md
     assert "dev direct / buffered" in md          # the loop device's direct I/O against buffered
+    assert "udev cost" in md and "--no-udev" in md
+    if "compiled" in builds:
+        assert "dev compiled / pure" in md and "| compiled / pure |" in md
+    else:
+        assert "The compiled build is missing" in md
     # nothing left mounted or attached
     with open("/proc/self/mountinfo") as f:
         assert str(tmp_path) not in f.read()
