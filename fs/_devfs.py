@@ -78,7 +78,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import grp
 import inspect
 import logging
 import os
@@ -377,14 +376,16 @@ class DataFile(SpecialFile):
     data file a loop device holds open for its whole life is not a user open and does not.
     """
 
-    __slots__ = ("bdev", "devfs", "user_node", "watch")
+    __slots__ = ("bdev", "devfs", "user_node", "watch", "gid")
     attr_timeout = 1.0  # the size follows capacity changes
 
-    def __init__(self, name: str, bdev: Any, devfs: DevFs, mode: int = 0o660, *, user_node: bool = False) -> None:
+    def __init__(self, name: str, bdev: Any, devfs: DevFs, mode: int = 0o600, *, user_node: bool = False,
+                 gid: int = 0) -> None:
         super().__init__(name, mode)
         self.bdev = bdev
         self.devfs = devfs
         self.user_node = user_node
+        self.gid = gid
         # the OpenWatch of this device's loop node (removable disks): its queued opens are
         # handled before each I/O (see _openwatch)
         self.watch: OpenWatch | None = None
@@ -393,7 +394,7 @@ class DataFile(SpecialFile):
         return int(self.bdev.size_bytes)
 
     def st_gid(self) -> int:
-        return disk_gid() if self.user_node else 0
+        return self.gid
 
     async def open_handle(self, flags: int, caller: Caller) -> FileHandle:  # type: ignore[override]
         if self.devfs.gone(self.bdev):
@@ -499,40 +500,36 @@ class DataHandle(FileHandle):
             await self.file.devfs.synced_after_write(self.file.bdev)
 
 
-def disk_gid() -> int:
-    """The "disk" group udev's 50-udev-default.rules gives block devices (SUBSYSTEM=="block",
-    GROUP="disk"), 6 on Debian when the host has no such group."""
-    try:
-        return grp.getgrnam("disk").gr_gid
-    except KeyError:
-        return 6
-
-
 class BlockNode(SpecialFile):
     """DIR/dev/NAME as a block special file: the major:minor of our loop device."""
 
-    __slots__ = ("rdev",)
+    __slots__ = ("rdev", "gid")
     file_type = stat.S_IFBLK
 
-    def __init__(self, name: str, rdev: int, mode: int = 0o660) -> None:
+    def __init__(self, name: str, rdev: int, mode: int = 0o600, gid: int = 0) -> None:
         super().__init__(name, mode)
         self.rdev = rdev
+        self.gid = gid
 
     def st_rdev(self) -> int:
         return self.rdev
 
     def st_gid(self) -> int:
-        return disk_gid()
+        return self.gid
 
 
 class UnavailableCharNode(SpecialFile):
     """sgN, bsg/H:C:T:L: listed, but open() fails with ENXIO (see the module docstring)."""
 
-    __slots__ = ("devt",)
+    __slots__ = ("devt", "gid")
 
-    def __init__(self, name: str, devt: Any, mode: int = 0o600) -> None:
+    def __init__(self, name: str, devt: Any, mode: int = 0o600, gid: int = 0) -> None:
         super().__init__(name, mode)
         self.devt = devt
+        self.gid = gid
+
+    def st_gid(self) -> int:
+        return self.gid
 
     def open_handle(self, flags: int, caller: Caller) -> FileHandle:
         raise pyfuse3.FUSEError(errno.ENXIO)
@@ -641,6 +638,15 @@ class _BlockEntry:
 # how long stop() waits for loop-device work in flight (attach, detach, resize) to finish
 JOB_WAIT = 15.0
 
+# (kind "block"/"char", the device) -> (mode, gid) of its node
+NodeOwner = Callable[[str, Any], tuple[int, int]]
+
+
+def devtmpfs_owner(kind: str, obj: Any) -> tuple[int, int]:
+    """What devtmpfs gives a node when no udev rule changes it (device_get_devnode() leaves the
+    mode of disks, sg and bsg at 0600, owner root:root), as the golden guests without udev show."""
+    return 0o600, 0
+
 
 class DevFs:
     """The /dev tree. Create it before the driver side adds devices (it listens on
@@ -648,8 +654,12 @@ class DevFs:
     ``start()`` once the mount is up, ``stop()`` before unmounting."""
 
     def __init__(self, kernel: Any = None, *, io: BdevIO | None = None,
-                 on_synced: Callable[[Any], Any] | None = None, loop_dio: bool = True) -> None:
+                 on_synced: Callable[[Any], Any] | None = None, loop_dio: bool = True,
+                 node_owner: NodeOwner = devtmpfs_owner) -> None:
         self.root = KernfsRoot("dev")
+        # who owns a node: devtmpfs's default, or udev's rules (GROUP="disk", MODE 0660) when
+        # the machine runs the udev view
+        self.node_owner = node_owner
         # attach loop devices with LO_FLAGS_DIRECT_IO (see loop_attach); one log line when the
         # host keeps them buffered
         self.loop_dio = loop_dio
@@ -769,7 +779,8 @@ class DevFs:
         """DIR/dev/NAME as the data file itself: file mode, and an empty removable drive in
         loop mode (its open is the driver's: ENOMEDIUM, so nothing reads it)."""
         bdev = entry.bdev
-        entry.node = self._place(bdev.name, lambda base: DataFile(base, bdev, self, user_node=True))
+        mode, gid = self.node_owner("block", bdev)
+        entry.node = self._place(bdev.name, lambda base: DataFile(base, bdev, self, mode, user_node=True, gid=gid))
 
     def _remove_block(self, bdev: Any) -> None:
         entry = self.blocks.get(bdev.name)
@@ -860,7 +871,8 @@ class DevFs:
 
     def _add_char(self, obj: Any) -> None:
         name = devnode_name(obj)
-        self.chars[name] = self._place(name, lambda base: UnavailableCharNode(base, getattr(obj, "devt", None)))  # type: ignore[assignment]
+        mode, gid = self.node_owner("char", obj)
+        self.chars[name] = self._place(name, lambda base: UnavailableCharNode(base, getattr(obj, "devt", None), mode, gid))  # type: ignore[assignment]
 
     def _remove_char(self, obj: Any) -> None:
         name = devnode_name(obj)
@@ -923,7 +935,8 @@ class DevFs:
             return
         entry.loop = loop
         entry.loop_size = size
-        entry.node = self._place(bdev.name, lambda base: BlockNode(base, loop.rdev))
+        mode, gid = self.node_owner("block", bdev)
+        entry.node = self._place(bdev.name, lambda base: BlockNode(base, loop.rdev, mode, gid))
         if removable(bdev):
             await self._watch(entry, loop)
 

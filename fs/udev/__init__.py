@@ -14,13 +14,14 @@ from typing import Any
 
 from vscsifs.fs import DevFs, ProcFs, VscsiOperations, make_operations
 from vscsifs.fs.udev._record import UdevRecord
+from vscsifs.fs.udev._rules import node_owner
 from vscsifs.fs.udev._udevd import Udevd
 
 
 def udev_machine_operations(kernel: Any, **devfs_kwargs: Any) -> tuple[VscsiOperations, DevFs, ProcFs, Udevd]:
     """machine_operations() with the guest's udev view: a Udevd hearing the same devices,
     its DIR/run mounted beside sys, dev and proc."""
-    devfs = DevFs(kernel, **devfs_kwargs)
+    devfs = DevFs(kernel, node_owner=node_owner, **devfs_kwargs)
     procfs = ProcFs(kernel)
     udevd = Udevd(kernel, devfs)
     return make_operations(kernel.sysfs.root, devfs, procfs, {"run": udevd.run_root}), devfs, procfs, udevd

@@ -9,6 +9,8 @@ properties are set in the order udevd sets them (the E: order of the database).
 from __future__ import annotations
 
 import fnmatch
+import grp
+from typing import Any
 
 from vscsifs.fs.udev._encode import replace_chars
 from vscsifs.scsi.kernel.base._kobject import Attr, Dir
@@ -143,3 +145,33 @@ def systemd_tags(subsystem: str) -> list[str]:
 def link_target(link: str, devname: str) -> str:
     """The relative target udev gives a link (node_symlink: relative to the link's directory)."""
     return "../" * link.count("/") + devname
+
+
+# 50-udev-default.rules: the groups of storage nodes (MODE defaults to 0660 once GROUP is set)
+_SG_GROUP_BY_TYPE = {0: "disk", 7: "disk", 14: "disk", 4: "cdrom", 5: "cdrom", 1: "tape", 8: "tape"}
+SCSI_CDROM_MAJOR = 11
+
+
+def _group_id(name: str, debian_default: int) -> int:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return debian_default
+
+
+_DEBIAN_GIDS = {"disk": 6, "cdrom": 24, "tape": 26}
+
+
+def node_owner(kind: str, obj: Any) -> tuple[int, int]:
+    """(mode, gid) udevd gives a node: SUBSYSTEM=="block" GROUP="disk" (KERNEL=="sr[0-9]*":
+    "cdrom"); SUBSYSTEM=="scsi_generic" by the SCSI type (disk, cdrom, tape); the rest (bsg)
+    keeps devtmpfs's root:root 0600."""
+    if kind == "block":
+        disk = getattr(obj, "disk", None)
+        group = "cdrom" if getattr(disk, "major", 0) == SCSI_CDROM_MAJOR else "disk"
+    else:
+        sdev = getattr(obj, "sdev", None)
+        group = _SG_GROUP_BY_TYPE.get(getattr(sdev, "type", -1), "") if str(obj.name).startswith("sg") else ""
+    if not group:
+        return 0o600, 0
+    return 0o660, _group_id(group, _DEBIAN_GIDS[group])

@@ -12,7 +12,10 @@ Differences left, with their reasons:
 from __future__ import annotations
 
 import asyncio
+import grp
 import os
+import pwd
+import stat
 import subprocess
 import tempfile
 import uuid
@@ -364,3 +367,31 @@ def test_cdrom_links_and_media_properties(tmp_path) -> None:
         assert "L:" not in sr1
     finally:
         d.shutdown()
+
+
+def ls_owners(dev_txt: Path) -> dict[str, tuple[str, str, str]]:
+    """name -> (mode string, owner, group) of the sd, sg and bsg nodes in a capture's `ls -l`."""
+    out, section = {}, ""
+    for line in dev_txt.read_text().splitlines():
+        if line.startswith("## "):
+            section = "bsg/" if "/dev/bsg/" in line else "" if "ls -l /dev " in line else None  # type: ignore[assignment]
+            continue
+        parts = line.split()
+        if section is None or len(parts) < 9 or parts[0][0] not in "bc":
+            continue
+        out[section + parts[-1]] = (parts[0], parts[2], parts[3])
+    return out
+
+
+def test_nodes_are_owned_as_udev_leaves_them(udev_machine: Daemon) -> None:
+    """50-udev-default.rules: disks and their sg nodes group disk, mode 0660; bsg stays
+    devtmpfs's root 0600 (the capture's ls -l). Character nodes are regular files on the mount
+    (they stat as the kernel's through the preload library), so only their permissions count."""
+    golden = ls_owners(GOLDEN / "dev.txt")
+    assert golden
+    for name, (mode, owner, group) in golden.items():
+        st = os.stat(Path(udev_machine.mount) / "dev" / name)
+        ours = (stat.filemode(st.st_mode), pwd.getpwuid(st.st_uid).pw_name, grp.getgrgid(st.st_gid).gr_name)
+        if mode.startswith("c"):
+            ours, mode = (ours[0][1:], *ours[1:]), mode[1:]
+        assert ours == (mode, owner, group), name
