@@ -200,11 +200,12 @@ def test_sg_raw_through_sg_nodes_matches_the_guest(machine: Daemon, lun_dir: Pat
 
 
 @pytest.mark.parametrize("iodepth", [1, 16])
-def test_fio_sg_engine_verifies(machine: Daemon, iodepth: int) -> None:
-    """fio's sg engine: SG_IO at iodepth 1, the v3 write()/read()/poll() interface at 16."""
+def test_fio_sg_engine_verifies(machine: Daemon, iodepth: int, tmp_path: Path) -> None:
+    """fio's sg engine: SG_IO at iodepth 1, the v3 write()/read()/poll() interface at 16. (fio
+    leaves its verify state in the working directory: a temporary one.)"""
     need_sg_driver(machine)
     r = vexec(machine, "fio", "--name=sg", "--filename=/dev/sg1", "--ioengine=sg", "--rw=randwrite",
               "--bs=4k", f"--size={2 if iodepth == 1 else 4}m", "--offset=200m", "--verify=crc32c",
-              f"--iodepth={iodepth}", "--direct=1", timeout=300)
+              f"--iodepth={iodepth}", "--direct=1", timeout=300, cwd=str(tmp_path))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "err= 0" in r.stdout
