@@ -11,7 +11,7 @@ here=$(pwd)
 # with, the real tools the tests run against the mount, and systemd for `systemd-analyze
 # verify` of systemd/vscsifs@.service (a fresh Debian container has only libsystemd0).
 PKGS="python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-dev lsscsi fio sg3-utils
-      e2fsprogs dosfstools fdisk util-linux strace kmod systemd"
+      e2fsprogs dosfstools fdisk util-linux strace kmod systemd udev"
 
 need=()
 for p in $PKGS; do

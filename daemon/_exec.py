@@ -60,6 +60,7 @@ class MountFlag(IntFlag):
 
     MS_RDONLY = 1
     MS_NOSUID = 2
+    MS_NODEV = 4
     MS_BIND = 4096
     MS_REC = 16384
     MS_PRIVATE = 1 << 18
@@ -218,6 +219,23 @@ def enter_namespace(mount_dir: str) -> None:
     finally:
         os.close(host_dev)
     graft(os.path.join(mount_dir, "proc"), "/proc")
+    bind_userspace_state(mount_dir)
+
+
+def bind_userspace_state(mount_dir: str) -> None:
+    """What the guest's userspace keeps about its devices, where programs look for it: udev's
+    database (DIR/run/udev, when the machine runs the udev view) and a blkid cache of its own
+    (the host's /run/blkid names the host's devices; the guest's starts empty at boot)."""
+    run_udev = os.path.join(mount_dir, "run", "udev")
+    for target, source in (("/run/udev", run_udev if os.path.isdir(run_udev) else None), ("/run/blkid", None)):
+        try:
+            os.makedirs(target, exist_ok=True)
+        except OSError:
+            continue                                # not ours to create (no root): the host's stays
+        if source is not None:
+            mount(source, target, None, MountFlag.MS_BIND | MountFlag.MS_REC)
+        else:
+            mount("tmpfs", target, "tmpfs", MountFlag.MS_NOSUID | MountFlag.MS_NODEV, "mode=755")
 
 
 def check_machine(mount_dir: str) -> None:

@@ -39,6 +39,7 @@
 #include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <sys/vfs.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -93,6 +94,8 @@ static int (*real_fstat)(int, struct stat *);
 static int (*real_statx)(int, const char *, int, unsigned, struct statx *);
 static int (*real_fxstatat)(int, int, const char *, struct stat *, int);
 static int (*real_fxstat)(int, int, struct stat *);
+static int (*real_statfs)(const char *, struct statfs *);
+static int (*real_fstatfs)(int, struct statfs *);
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
@@ -117,6 +120,8 @@ static void resolve(void)
     real_statx = next("statx");
     real_fxstatat = next("__fxstatat");
     real_fxstat = next("__fxstat");
+    real_statfs = next("statfs");
+    real_fstatfs = next("fstatfs");
 }
 
 static void init(void)
@@ -863,3 +868,56 @@ int statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *s
     }
     return r;
 }
+
+/* ---- statfs: the machine's /sys is sysfs ------------------------------------------------- */
+
+/* libudev (systemd's sd-device) takes a device directory only when fstatfs() calls it sysfs.
+ * Inside `vscsifs exec` /sys is the machine's DIR/sys on this FUSE mount: report sysfs's magic
+ * for what lies there, and FUSE's for everything else. */
+#define FUSE_SUPER_MAGIC 0x65735546
+#define SYSFS_MAGIC 0x62656572
+
+static int under_sys(const char *resolved)
+{
+    return strcmp(resolved, "/sys") == 0 || strncmp(resolved, "/sys/", 5) == 0;
+}
+
+static void sysfs_type(struct statfs *buf, dev_t dev, const char *resolved)
+{
+    if (buf->f_type == FUSE_SUPER_MAGIC && vscsifs_dev(dev) && resolved && under_sys(resolved))
+        buf->f_type = SYSFS_MAGIC;
+}
+
+int statfs(const char *path, struct statfs *buf)
+{
+    init();
+    int r = real_statfs(path, buf);
+    struct stat st;
+    if (r == 0 && buf->f_type == FUSE_SUPER_MAGIC && do_fstatat(AT_FDCWD, path, &st, 0) == 0) {
+        char *resolved = realpath(path, NULL);
+        sysfs_type(buf, st.st_dev, resolved);
+        free(resolved);
+    }
+    return r;
+}
+
+int fstatfs(int fd, struct statfs *buf)
+{
+    init();
+    int r = real_fstatfs(fd, buf);
+    struct stat st;
+    if (r == 0 && buf->f_type == FUSE_SUPER_MAGIC && do_fstat(fd, &st) == 0) {
+        char link[64], resolved[PATH_MAX];
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(link, resolved, sizeof resolved - 1);
+        if (n > 0) {
+            resolved[n] = 0;
+            sysfs_type(buf, st.st_dev, resolved);
+        }
+    }
+    return r;
+}
+
+/* struct statfs64 is struct statfs on 64-bit Linux */
+int statfs64(const char *path, struct statfs64 *buf) { return statfs(path, (struct statfs *)buf); }
+int fstatfs64(int fd, struct statfs64 *buf) { return fstatfs(fd, (struct statfs *)buf); }
