@@ -280,7 +280,9 @@ def seed_config(data_dir: str) -> MachineConfig:
 SEED_IMAGES = (("boot.img", 1 << 30, 0x5EED0B00, 2048, 2097152 - 2048),
                ("test.img", 256 << 20, 0x5EED7E57, 2048, 262144 - 2048))
 
-_MBR_PART = struct.Struct("<B3sB3sII")
+# one partition entry of a DOS label: status, CHS first, type, CHS last, LBA first, sectors
+MBR_ENTRY = struct.Struct("<B3sB3sII")
+LINUX_PARTITION = 0x83
 
 
 def _chs(lba: int) -> bytes:
@@ -292,9 +294,14 @@ def _chs(lba: int) -> bytes:
     return bytes((head, ((sect + 1) & 0x3F) | ((cyl >> 2) & 0xC0), cyl & 0xFF))
 
 
-def write_mbr(path: str, signature: int, start: int, nsect: int, ptype: int = 0x83) -> None:
+def mbr_entry(start: int, nsect: int, ptype: int = LINUX_PARTITION) -> bytes:
+    """A DOS label's partition entry as `sfdisk` writes it for `start=, size=, type=`."""
+    return MBR_ENTRY.pack(0, _chs(start), ptype, _chs(start + nsect - 1), start, nsect)
+
+
+def write_mbr(path: str, signature: int, start: int, nsect: int, ptype: int = LINUX_PARTITION) -> None:
     """A DOS label with one primary partition, as `sfdisk` writes it for `start=, size=, type=`."""
-    entry = _MBR_PART.pack(0, _chs(start), ptype, _chs(start + nsect - 1), start, nsect)
+    entry = mbr_entry(start, nsect, ptype)
     with open(path, "r+b") as f:
         f.seek(440)
         f.write(struct.pack("<IH", signature, 0) + entry + bytes(48) + b"\x55\xaa")

@@ -46,7 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vscsifs.daemon._config import ConfigError
+from vscsifs.daemon._config import MBR_ENTRY, ConfigError, mbr_entry
 from vscsifs.daemon._toml_config import load, toml_string
 from vscsifs.scsi.device._scsi_bus import QEMU_HW_VERSION
 from vscsifs.scsi.device._scsi_cd import SCSICDDevice
@@ -102,10 +102,8 @@ CODE_SET_BINARY = 1
 CODE_SET_ASCII = 2
 
 # MBR partition entry (as daemon/_config.write_mbr writes one): status, CHS first, type, CHS last, LBA, count
-_MBR_ENTRY = struct.Struct("<B3sB3sII")
 MBR_TABLE = 446
 MBR_SIGNATURE = b"\x55\xaa"
-LINUX_PARTITION = 0x83
 
 
 class RecordError(Exception):
@@ -390,15 +388,6 @@ def _cpu_names(text: str) -> set[str]:
 
 # --- images --------------------------------------------------------------------------------------
 
-def _chs(lba: int) -> bytes:
-    """CHS bytes of an MBR entry with the 255-head, 63-sector geometry fdisk assumes."""
-    cyl, rem = divmod(lba, 255 * 63)
-    if cyl > 1023:
-        return bytes((254, 0xFF, 0xFF))
-    head, sect = divmod(rem, 63)
-    return bytes((head, ((sect + 1) & 0x3F) | ((cyl >> 2) & 0xC0), cyl & 0xFF))
-
-
 def dos_label(parts: Sequence[Partition], block_size: int) -> bytes | None:
     """The 512-byte MBR that makes the kernel's msdos parser find ``parts`` (start/size in
     512-byte sectors, entries in logical blocks); None when a DOS label cannot hold them."""
@@ -410,8 +399,7 @@ def dos_label(parts: Sequence[Partition], block_size: int) -> bytes | None:
         start, count = p.start // scale, p.size // scale
         if start + count > 0xFFFFFFFF:
             return None
-        _MBR_ENTRY.pack_into(table, (p.number - 1) * 16, 0, _chs(start), LINUX_PARTITION, _chs(start + count - 1),
-                             start, count)
+        table[(p.number - 1) * MBR_ENTRY.size:p.number * MBR_ENTRY.size] = mbr_entry(start, count)
     return bytes(MBR_TABLE) + bytes(table) + MBR_SIGNATURE
 
 
