@@ -2,7 +2,8 @@
 
 Why: an emulated 4 KiB read is a few hundred Python calls spread evenly over every layer
 (rings, virtio-scsi, midlayer, sd, blk-mq, scsi-hd), so no function is worth rewriting and the
-honest path must not be cut short; compiling the same source removes the interpreter's share.
+honest path must not be cut short; compiling the same source is the lever that keeps it whole
+(measured: not yet a gain, see below).
 
 How it stays honest:
 - one source: Cython compiles the ``.py`` files as they are (annotations are not used as C
@@ -12,9 +13,12 @@ How it stays honest:
   from (``<prefix>/vscsifs-compiled/<cache tag>/<module>-<digest><ext suffix>``); the finder
   loads it only while the source still has that digest, so an edited source is imported as
   source until it is built again.
-- ``VSCSIFS_BUILD`` chooses: unset = the compiled modules that are built, ``pure`` = none,
-  ``compiled`` = every module of HOT_MODULES must come compiled (ImportError otherwise), so a run
-  under it really tests the compiled build (CI runs the suite both ways).
+- ``VSCSIFS_BUILD`` chooses: ``compiled`` = every module of HOT_MODULES must come compiled
+  (ImportError otherwise), so a run under it really tests the compiled build (CI runs the suite
+  both ways); unset or ``pure`` = none. Pure is the default because it is the faster one today:
+  bench/BENCH.md measured the compiled build slower than CPython 3.11 on this path (Cython
+  without C types calls the generic attribute and call protocols where 3.11's specializing
+  interpreter uses inline caches.
 
 The build itself is daemon/_compile.py (``python -m vscsifs.daemon._compile build``).
 """
@@ -114,9 +118,9 @@ def install() -> None:
     mode = os.environ.get(ENV, "")
     if mode not in ("", "pure", "compiled"):
         raise RuntimeError(f"{ENV}={mode!r}: expected 'pure' or 'compiled' (or unset)")
-    if mode == "pure" or any(isinstance(f, CompiledFinder) for f in sys.meta_path):
+    if mode != "compiled" or any(isinstance(f, CompiledFinder) for f in sys.meta_path):
         return
-    sys.meta_path.insert(0, CompiledFinder(required=mode == "compiled"))
+    sys.meta_path.insert(0, CompiledFinder(required=True))
 
 
 def is_compiled(module: ModuleType) -> bool:
