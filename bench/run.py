@@ -1,13 +1,13 @@
-"""vscsifs benchmark suite (issue 6): I/O, scan/start, browsing, as ratios against baselines
+"""vscsifs benchmark suite: I/O, scan/start, browsing, as ratios against baselines
 measured in the same run on the same machine.
 
     python3 bench/run.py [--quick] [--json PATH] [--md PATH] [--workdir DIR] [--only io,start,browse,profile,vhost]
-                         [--builds compiled,pure]
+                         [--builds pure,compiled]
     (or: bash bootstrap.sh bench [--quick])
 
 Builds (daemon/_compiled.py): every vscsifs daemon the suite starts gets VSCSIFS_BUILD; the first
-of --builds (compiled) is the one the targets are judged on, the others (pure) are measured
-beside it in the same run. A compiled build that is missing is built first
+of --builds (pure, the default build) is the one the targets are judged on, the others
+(compiled) are measured beside it in the same run. A compiled build that is missing is built first
 (``python -m vscsifs.daemon._compile build``; --quick leaves it out instead), and BENCH.md says
 so when it could not be.
 
@@ -1098,7 +1098,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="io,start,browse,profile,vhost", help="comma-separated parts")
     ap.add_argument("--notes", help="a file whose text becomes BENCH.md's Notes section")
     ap.add_argument("--render", metavar="JSON", help="only regenerate --md from an earlier results file")
-    ap.add_argument("--builds", default="compiled,pure",
+    ap.add_argument("--builds", default="pure,compiled",
                     help="the builds to run side by side, first = the one judged (VSCSIFS_BUILD of each daemon; "
                          "a compiled build that is missing is built first, or left out with --quick)")
     ns = ap.parse_args(argv)
