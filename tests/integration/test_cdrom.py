@@ -56,6 +56,9 @@ def cd_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     d = start_daemon(str(tmp), args)
     d.iso = tmp / "disc.iso"  # type: ignore[attr-defined]
     try:
+        # the loaded drive's loop device is attached after the scan: until then DIR/dev/sr0 is
+        # the data file, which is swapped for the loop node under a reader that came too early
+        wait_for(lambda: stat.S_ISBLK(os.stat(f"{d.mount}/dev/sr0").st_mode), what="sr0's loop node")
         yield d
     finally:
         d.shutdown()
