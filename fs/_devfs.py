@@ -95,6 +95,7 @@ import pyfuse3
 import trio
 
 from vscsifs.scsi.kernel import block as block_layer
+from vscsifs.scsi.kernel.block._blkdev_file import BLKGETSIZE64
 from vscsifs.scsi.kernel.base._kobject import Dir, KernfsRoot, Node
 from vscsifs.fs._openwatch import OpenWatch
 from vscsifs.fs._operations import Caller, FileHandle, SpecialFile, VscsiOperations, errno_of
@@ -535,7 +536,6 @@ class UnavailableCharNode(SpecialFile):
         raise pyfuse3.FUSEError(errno.ENXIO)
 
 
-BLKGETSIZE64 = 0x80081272  # include/uapi/linux/fs.h _IOR(0x12, 114, size_t)
 U64 = struct.Struct("=Q")
 
 

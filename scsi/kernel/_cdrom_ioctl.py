@@ -22,7 +22,7 @@ from vscsifs.scsi.kernel.base._fops import Cred, UserMemory
 from vscsifs.scsi.kernel._cdrom import (CDSL_CURRENT, CDSL_NONE, EDRIVE_CANT_DO_THIS, Cdc, Cdo, Cds, CdromDeviceInfo,
                                         cdrom_can, cdrom_count_tracks, cdrom_get_last_written,
                                         cdrom_ioctl_drive_status, media_changed)
-from vscsifs.scsi.kernel._scsi_ioctl import (ENOIOCTLCMD, FMODE_NDELAY, capable_rawio, scsi_ioctl,
+from vscsifs.scsi.kernel._scsi_ioctl import (ENOIOCTLCMD, CdromIoctl, FMODE_NDELAY, capable_rawio, scsi_ioctl,
                                              scsi_ioctl_block_when_processing_errors)
 
 
@@ -30,11 +30,9 @@ _LONG = struct.Struct("<q")
 
 
 class CdromIoctlNr(IntEnum):
-    """include/uapi/linux/cdrom.h"""
+    """include/uapi/linux/cdrom.h (CDROMEJECT and CDROMCLOSETRAY: scsi_ioctl's CdromIoctl)"""
 
-    CDROMEJECT = 0x5309
     CDROMEJECT_SW = 0x530F
-    CDROMCLOSETRAY = 0x5319
     CDROM_SET_OPTIONS = 0x5320
     CDROM_CLEAR_OPTIONS = 0x5321
     CDROM_SELECT_SPEED = 0x5322
@@ -189,7 +187,7 @@ async def sr_block_ioctl(bdev: Any, mode: int, cmd: int, arg: int, mem: UserMemo
     if bdev.partno and not capable_rawio(cred):
         raise OSError(ENOIOCTLCMD, "SCSI ioctl on a partition")
     await scsi_ioctl_block_when_processing_errors(sdev, cmd, bool(mode & FMODE_NDELAY))
-    if cmd not in (CdromIoctlNr.CDROMCLOSETRAY, CdromIoctlNr.CDROMEJECT):
+    if cmd not in (CdromIoctl.CDROMCLOSETRAY, CdromIoctl.CDROMEJECT):
         ret = await cdrom_ioctl(cd.cdi, cmd, arg, mem, cred)
         if ret != -errno.ENOSYS:
             return _errno_or_value(ret)

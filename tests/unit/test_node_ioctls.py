@@ -20,7 +20,7 @@ from vscsifs.daemon._qemu_args import parse_qemu_args
 from vscsifs.scsi.kernel._bsg_file import SG_IO_V4, SgIoV4
 from vscsifs.scsi.kernel._cdrom import Cds
 from vscsifs.scsi.kernel._cdrom_ioctl import CdromIoctlNr
-from vscsifs.scsi.kernel._scsi_ioctl import CDROM_GENERIC_COMMAND, ScsiIoctl, SgIoctl
+from vscsifs.scsi.kernel._scsi_ioctl import CDROM_GENERIC_COMMAND, CdromIoctl, ScsiIoctl, SgIoctl
 from vscsifs.scsi.kernel.block import _blkdev_file as bf
 from vscsifs.scsi.kernel.block._blkdev_file import blkdev_file_open
 
@@ -189,9 +189,9 @@ async def test_sr_eject_close_status_and_capability(cdrom: Machine) -> None:
     assert await f.ioctl(CdromIoctlNr.CDROM_DISC_STATUS, 0, user, ROOT) == Cds.DATA_1
     assert await f.ioctl(CdromIoctlNr.CDROM_LOCKDOOR, 0, user, ROOT) == 0
     cd_dev = next(d for d in cdrom.controllers[0].bus.devices if d.id == 0)
-    assert await f.ioctl(CdromIoctlNr.CDROMEJECT, 0, user, ROOT) == 0
+    assert await f.ioctl(CdromIoctl.CDROMEJECT, 0, user, ROOT) == 0
     assert await f.ioctl(CdromIoctlNr.CDROM_DRIVE_STATUS, 0x7FFFFFFF, user, ROOT) == Cds.TRAY_OPEN
-    assert await f.ioctl(CdromIoctlNr.CDROMCLOSETRAY, 0, user, ROOT) == 0
+    assert await f.ioctl(CdromIoctl.CDROMCLOSETRAY, 0, user, ROOT) == 0
     assert await f.ioctl(CdromIoctlNr.CDROM_DRIVE_STATUS, 0x7FFFFFFF, user, ROOT) == Cds.DISC_OK
     assert cd_dev is not None
     # CDROM_SEND_PACKET (struct cdrom_generic_command, 64 bytes): INQUIRY as an sg_io() with a
