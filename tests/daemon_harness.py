@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -92,25 +93,43 @@ class Daemon:
 
 def start_daemon(tmp: str, args: list[str] = (), ready: str = "sys/block", timeout: float = 60,
                  udev: bool = False) -> Daemon:
-    """``udev`` False runs the machine with --no-udev: the golden captures the tests compare
+    """Start ``vscsifs run`` and return once it sent READY=1 on its NOTIFY_SOCKET, as systemd
+    and the Machine API wait for it: the scan and every probe are done and every /dev node of
+    the boot is in place (a disk's sysfs directory alone comes before its loop node).
+
+    ``udev`` False runs the machine with --no-udev: the golden captures the tests compare
     with were taken on guests without udev (its probes add commands, I/O and /dev entries)."""
     mount = os.path.join(tmp, "mnt")
     data = os.path.join(tmp, "data")
     os.makedirs(mount, exist_ok=True)
     log_path = os.path.join(tmp, "daemon.log")
+    notify_path = os.path.join(tmp, "notify")
+    if os.path.exists(notify_path):
+        os.unlink(notify_path)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    notify.bind(notify_path)
+    env = {k: v for k, v in os.environ.items() if k not in ("WATCHDOG_USEC", "WATCHDOG_PID")}
+    env["NOTIFY_SOCKET"] = notify_path
     logf = open(log_path, "wb")
     proc = subprocess.Popen([sys.executable, "-m", "vscsifs.daemon._cli", "run", "--mount", mount,
                              "--data-dir", data, *([] if udev else ["--no-udev"]), *args],
-                            stdout=logf, stderr=subprocess.STDOUT)
+                            stdout=logf, stderr=subprocess.STDOUT, env=env)
     d = Daemon(proc, mount, data, log_path)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"vscsifs exited with {proc.returncode}:\n{d.log()}")
-        if is_mounted(mount) and os.path.exists(os.path.join(mount, ready)) and \
-                "Attached SCSI disk" in d.log():
-            return d
-        time.sleep(0.05)
+    said_ready = False
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"vscsifs exited with {proc.returncode}:\n{d.log()}")
+            notify.settimeout(0.05)
+            try:
+                said_ready |= b"READY=1" in notify.recv(4096).split(b"\n")
+            except TimeoutError:
+                pass
+            if said_ready and is_mounted(mount) and os.path.exists(os.path.join(mount, ready)):
+                return d
+    finally:
+        notify.close()
     d.stop()
     force_unmount(mount)
     raise RuntimeError(f"vscsifs did not come up in {timeout}s:\n{d.log()}")
