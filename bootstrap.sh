@@ -9,9 +9,11 @@ here=$(pwd)
 
 # Debian packages the daemon and the tests use: FUSE, the compiler and headers pyfuse3 builds
 # with, the real tools the tests run against the mount, and systemd for `systemd-analyze
-# verify` of systemd/vscsifs@.service (a fresh Debian container has only libsystemd0).
+# verify` of systemd/vscsifs@.service (a fresh Debian container has only libsystemd0), and the
+# SCSI administration tools the tests run inside `vscsifs exec` (sdparm, smartctl, eject,
+# rescan-scsi-bus.sh from sg3-utils).
 PKGS="python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-dev lsscsi fio sg3-utils
-      e2fsprogs dosfstools fdisk util-linux strace kmod systemd udev"
+      e2fsprogs dosfstools fdisk util-linux strace kmod systemd udev sdparm smartmontools eject"
 
 need=()
 for p in $PKGS; do
