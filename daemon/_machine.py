@@ -31,6 +31,7 @@ from vscsifs.scsi.kernel.base._driver_model import Sysfs
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import KernLevel, Kmsg
 from vscsifs.scsi.kernel.block import genhd_device_init
+from vscsifs.scsi.kernel.block._blkdev_file import blkdev_file_open
 from vscsifs.scsi.kernel._scsi_sysctl import scsi_init_sysctl
 from vscsifs.virtio import GuestMemory
 from vscsifs.virtio.driver import virtscsi_probe
@@ -166,7 +167,7 @@ async def serve_machine(machine: Machine, mountpoint: str,
     else:
         ops, devfs, _procfs = machine_operations(machine.kernel)
     # the node socket: the preload library's way to the drivers of DIR/dev's nodes
-    nodes = NodeSocket(machine.kernel, devfs, node_socket, blkdev_open=devfs.node_socket_open) if node_socket else None
+    nodes = NodeSocket(machine.kernel, devfs, node_socket, blkdev_open=blkdev_file_open) if node_socket else None
     if nodes is not None:
         ops.xattr_source = nodes.xattrs
     try:

@@ -95,8 +95,7 @@ import pyfuse3
 import trio
 
 from vscsifs.scsi.kernel import block as block_layer
-from vscsifs.scsi.kernel.base._fops import Cred, OpenFile
-from vscsifs.scsi.kernel.block._blkdev_file import BLKGETSIZE64, BlkdevFile, blkdev_file_open
+from vscsifs.scsi.kernel.block._blkdev_file import BLKGETSIZE64
 from vscsifs.scsi.kernel.base._kobject import Dir, KernfsRoot, Node
 from vscsifs.fs._openwatch import OpenWatch
 from vscsifs.fs._operations import Caller, FileHandle, SpecialFile, VscsiOperations, errno_of
@@ -634,7 +633,6 @@ class _BlockEntry:
     read_only: bool = False
     watch: OpenWatch | None = None
     loop_size: int = 0          # the data file size the loop device was last given
-    open_error: OSError | None = None   # how the watch's last driver open for a host open ended
 
 
 # how long stop() waits for loop-device work in flight (attach, detach, resize) to finish
@@ -958,10 +956,8 @@ class DevFs:
                 await get(bdev, FMODE_READ)
             except OSError as exc:
                 log.info("devfs: the open of /dev/%s the host let through failed in the driver: %s", bdev.name, exc)
-                entry.open_error = exc
                 self.media_checked(bdev)
                 return False
-            entry.open_error = None
             self.media_checked(bdev)
             self._follow_capacity(entry)
             return True
@@ -987,20 +983,6 @@ class DevFs:
             return
         entry.watch = entry.data.watch = watch
         self._nursery.start_soon(watch.run)
-
-    async def node_socket_open(self, bdev: Any, flags: int, cred: Cred) -> OpenFile:
-        """The node socket's open of a block node, which the preload library sends once the
-        caller's own open of the node has succeeded. Where an open watch follows the node, that
-        open is the watch's IN_OPEN, handled here first: it ran the driver's open, so the file
-        only carries the ioctls (one driver open per user open, as in the guest). When that
-        driver open failed but the caller's flags may pass it (O_NDELAY), or no watch follows
-        the node, the driver's open runs here with the caller's flags and the file holds it."""
-        entry = self.blocks.get(bdev.name)
-        if entry is not None and entry.bdev is bdev and entry.watch is not None:
-            await entry.watch.sync()
-            if entry.open_error is None and entry.watch.held:
-                return BlkdevFile(bdev, flags, held=False)
-        return await blkdev_file_open(bdev, flags, cred)
 
     async def _detach(self, loop: LoopDevice) -> None:
         with trio.CancelScope(shield=True):

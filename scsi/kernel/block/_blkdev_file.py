@@ -129,13 +129,11 @@ BlockIoctl = Callable[[BlockDevice, int, int, int, UserMemory, Cred], Awaitable[
 class BlkdevFile:
     """One open of a block node, from blkdev_get to blkdev_put."""
 
-    def __init__(self, bdev: BlockDevice, flags: int, *, held: bool = True) -> None:
-        """``held`` False: the driver's open was made for this open elsewhere (the host's open
-        of a watched loop node), and so is its release: this file only carries the ioctls."""
+    def __init__(self, bdev: BlockDevice, flags: int) -> None:
         self.bdev = bdev
         self.f_flags = flags
         self.f_mode = fmode_of_open(flags)
-        self.released = not held
+        self.released = False
 
     async def ioctl(self, cmd: int, arg: int, mem: UserMemory, cred: Cred) -> int:
         """blkdev_ioctl(): the common queries, then the driver's ioctl."""
