@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from vscsifs.daemon._config import ensure_seed_images, seed_config
@@ -123,6 +126,16 @@ async def boot_seed(tmp: Any, nursery: trio.Nursery) -> Machine:
     m = Machine.create(cfg, console=None)
     await m.boot(nursery)
     return m
+
+
+@pytest.fixture
+async def seed(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Machine]:
+    """The booted seed machine for one test, shut down after it (import it to use it)."""
+    m = await boot_seed(tmp_path, nursery)
+    try:
+        yield m
+    finally:
+        m.shutdown()
 
 
 async def open_sg(m: Machine, minor: int, flags: int = os.O_RDWR, cred: Cred = ROOT) -> OpenFile:

@@ -8,14 +8,13 @@ import errno
 import os
 import random
 import struct
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import trio
 
 from golden_cdb import GOLDEN, load_cdb_dir
-from sg_user import ROOT, USER, UserSpace, boot_seed, build_sg_io, iovec_list, open_sg, sg_io
+from sg_user import ROOT, USER, UserSpace, build_sg_io, iovec_list, open_sg, seed, sg_io  # noqa: F401  (seed: a fixture)
 from vscsifs.daemon._machine import Machine
 from vscsifs.scsi.kernel._scsi_ioctl import SG_IO_HDR, PassthroughRequest, ScsiIoctl, SgIoctl, SgIoHdr
 from vscsifs.scsi.kernel._sg_file import SG_REQ_INFO, SG_SCSI_ID, SgFd, sg_dev_state
@@ -25,15 +24,6 @@ from vscsifs.scsi.kernel.base._fops import POLLHUP, POLLIN, POLLOUT
 SEED_CDB = GOLDEN / "seed" / "cdb"
 SEED_DIRS = sorted(d for d in SEED_CDB.iterdir() if d.is_dir() and d.name[0].isdigit())
 INT = struct.Struct("<i")
-
-
-@pytest.fixture
-async def seed(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Machine]:
-    m = await boot_seed(tmp_path, nursery)
-    try:
-        yield m
-    finally:
-        m.shutdown()
 
 
 async def get_int(f: SgFd, cmd: int, user: UserSpace, cred=ROOT) -> tuple[int, int]:
