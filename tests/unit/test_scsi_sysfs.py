@@ -13,7 +13,7 @@ import pytest
 import trio
 
 import vscsifs.scsi.kernel as K
-from midlayer_harness import GOLDEN, hd, make_host, make_kernel, seed_bus
+from midlayer_harness import GOLDEN, hd, make_host, make_kernel, opened, scanned_host, seed_bus  # noqa: F401
 from vscsifs.scsi.kernel.base._kobject import Attr, Dir, Link, SysfsError
 from vscsifs.scsi.kernel._scsi_types import SdevState
 
@@ -55,14 +55,6 @@ def ours(kernel) -> dict[str, Any]:
 
 
 @pytest.fixture
-def opened():
-    lst: list[Any] = []
-    yield lst
-    for be in lst:
-        be.close()
-
-
-@pytest.fixture
 async def seed(tmp_path: Path, opened):
     kernel = make_kernel()
     K.bsg_init(kernel)
@@ -70,13 +62,8 @@ async def seed(tmp_path: Path, opened):
     K.sd_init(kernel)
     K.sr_init(kernel)
     bus = seed_bus(tmp_path, opened)
-    async with trio.open_nursery() as nursery:
-        kernel.nursery = nursery
-        shost, lld = make_host(kernel, bus)
-        await K.scsi_scan_host(shost)
-        await K.async_synchronize_full(kernel)
+    async with scanned_host(kernel, bus) as (shost, lld):
         yield kernel, shost, lld, bus
-        kernel.nursery = None
 
 
 async def test_tree_matches_golden_manifest(seed) -> None:
