@@ -86,6 +86,15 @@ class SgIoCall:
     def sense(self) -> bytes:
         return self.user.peek(self.sense_addr, self.hdr().sb_len_wr)
 
+    def rewrite(self, **fields: int) -> SgIoCall:
+        """Change header fields in the process's memory after the fact (a pointer into
+        nowhere, an iovec list in place of the buffer), as the program would before SG_IO."""
+        hdr = self.hdr()
+        for name, value in fields.items():
+            setattr(hdr, name, value)
+        self.user.poke(self.hdr_addr, hdr.pack())
+        return self
+
 
 def build_sg_io(user: UserSpace, cdb: bytes, *, din: int = 0, dout: bytes = b"", mx_sb_len: int = 32,
                 timeout_ms: int = 20000, pack_id: int = 0, interface_id: int = ord("S"),
