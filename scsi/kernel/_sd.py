@@ -627,27 +627,25 @@ def sd_read_protection_type(sdkp: ScsiDisk, buf: bytes) -> int:
     return 0
 
 
-async def read_capacity_16(sdkp: ScsiDisk) -> int:
-    """read_capacity_16(): SERVICE ACTION IN(16)/READ CAPACITY(16), 32 bytes; sector size or -errno."""
+async def _read_capacity_cmd(sdkp: ScsiDisk, cdb: bytes, buflen: int, what: str,
+                             unsupported_is_einval: bool) -> bytes | int:
+    """The command loop read_capacity_16() and read_capacity_10() share: up to 3 tries, a device
+    reset (UNIT ATTENTION 29/00) costing none while the reset retries last; the answer padded to
+    ``buflen``, or -errno after logging the failure. Only READ CAPACITY(16) takes ILLEGAL
+    REQUEST 20/00 or 24/00 as "not supported" (-EINVAL, nothing logged): sd then uses RC10."""
     sdev = sdkp.device
-    if _flag(sdev, "no_read_capacity_16"):
-        return -errno.EINVAL
     retries, reset_retries = 3, READ_CAPACITY_RETRIES_ON_RESET
     sshdr: ScsiSenseHdr | None = None
-    cdb = bytearray(16)
-    cdb[0] = ScsiOpcode.SERVICE_ACTION_IN_16
-    cdb[1] = SAI_READ_CAPACITY_16
-    cdb[13] = RC16_LEN
     while True:
-        res = await _execute(sdev, bytes(cdb), DmaDirection.DMA_FROM_DEVICE, RC16_LEN,
+        res = await _execute(sdev, cdb, DmaDirection.DMA_FROM_DEVICE, buflen,
                              timeout=SD_TIMEOUT, retries=sdkp.max_retries)
         the_result = res.result
         sshdr = normalize_sense(res.sense) if the_result else None
         if media_not_present(sdkp, sshdr):
             return -errno.ENODEV
         if the_result > 0 and sshdr is not None:
-            if (sshdr.sense_key == SenseKey.ILLEGAL_REQUEST and sshdr.asc in (0x20, 0x24)
-                    and sshdr.ascq == 0):
+            if (unsupported_is_einval and sshdr.sense_key == SenseKey.ILLEGAL_REQUEST
+                    and sshdr.asc in (0x20, 0x24) and sshdr.ascq == 0):
                 return -errno.EINVAL
             if sshdr.sense_key == SenseKey.UNIT_ATTENTION and sshdr.asc == 0x29 and sshdr.ascq == 0:
                 reset_retries -= 1
@@ -657,10 +655,24 @@ async def read_capacity_16(sdkp: ScsiDisk) -> int:
         if not (the_result and retries):
             break
     if the_result:
-        sd_print_result(sdkp, "Read Capacity(16) failed", the_result)
+        sd_print_result(sdkp, f"{what} failed", the_result)
         read_capacity_error(sdkp, sshdr)
         return -errno.EINVAL
-    buf = bytes(res.data[:RC16_LEN]).ljust(RC16_LEN, b"\0")
+    return bytes(res.data[:buflen]).ljust(buflen, b"\0")
+
+
+async def read_capacity_16(sdkp: ScsiDisk) -> int:
+    """read_capacity_16(): SERVICE ACTION IN(16)/READ CAPACITY(16), 32 bytes; sector size or -errno."""
+    sdev = sdkp.device
+    if _flag(sdev, "no_read_capacity_16"):
+        return -errno.EINVAL
+    cdb = bytearray(16)
+    cdb[0] = ScsiOpcode.SERVICE_ACTION_IN_16
+    cdb[1] = SAI_READ_CAPACITY_16
+    cdb[13] = RC16_LEN
+    buf = await _read_capacity_cmd(sdkp, bytes(cdb), RC16_LEN, "Read Capacity(16)", True)
+    if isinstance(buf, int):
+        return buf
     lba, sector_size = _RC16.unpack_from(buf)
     if sd_read_protection_type(sdkp, buf) < 0:
         sdkp.capacity = 0
@@ -683,29 +695,11 @@ async def read_capacity_16(sdkp: ScsiDisk) -> int:
 async def read_capacity_10(sdkp: ScsiDisk) -> int:
     """read_capacity_10(): READ CAPACITY(10), 8 bytes; sector size or -errno."""
     sdev = sdkp.device
-    retries, reset_retries = 3, READ_CAPACITY_RETRIES_ON_RESET
-    sshdr: ScsiSenseHdr | None = None
     cdb = bytes([ScsiOpcode.READ_CAPACITY]) + bytes(9)
-    while True:
-        res = await _execute(sdev, cdb, DmaDirection.DMA_FROM_DEVICE, 8,
-                             timeout=SD_TIMEOUT, retries=sdkp.max_retries)
-        the_result = res.result
-        sshdr = normalize_sense(res.sense) if the_result else None
-        if media_not_present(sdkp, sshdr):
-            return -errno.ENODEV
-        if the_result > 0 and sshdr is not None:
-            if sshdr.sense_key == SenseKey.UNIT_ATTENTION and sshdr.asc == 0x29 and sshdr.ascq == 0:
-                reset_retries -= 1
-                if reset_retries > 0:
-                    continue
-        retries -= 1
-        if not (the_result and retries):
-            break
-    if the_result:
-        sd_print_result(sdkp, "Read Capacity(10) failed", the_result)
-        read_capacity_error(sdkp, sshdr)
-        return -errno.EINVAL
-    lba, sector_size = _RC10.unpack_from(bytes(res.data[:8]).ljust(8, b"\0"))
+    buf = await _read_capacity_cmd(sdkp, cdb, 8, "Read Capacity(10)", False)
+    if isinstance(buf, int):
+        return buf
+    lba, sector_size = _RC10.unpack_from(buf)
     if _flag(sdev, "no_read_capacity_16") and lba == 0xFFFFFFFF:
         sdkp.capacity = 0
         sdkp.physical_block_size = sector_size
