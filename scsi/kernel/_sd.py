@@ -1322,58 +1322,57 @@ def _prep(cmd: scsi_cmnd, rq: Any, cdb: bytes | bytearray, direction: DmaDirecti
     return BlkStatus.BLK_STS_OK
 
 
+def _rq_blocks(cmd: scsi_cmnd) -> tuple[int, int]:
+    """The request's first logical block and its length in logical blocks."""
+    rq, sdp = cmd.request, cmd.device
+    return sectors_to_logical(sdp, rq.sector), sectors_to_logical(sdp, rq.nr_bytes >> 9)
+
+
 def sd_setup_unmap_cmnd(cmd: scsi_cmnd) -> BlkStatus:
-    rq = cmd.request
-    sdp = cmd.device
     sdkp = _rq_sdkp(cmd)
-    lba = sectors_to_logical(sdp, rq.sector)
-    nr_blocks = sectors_to_logical(sdp, rq.nr_bytes >> 9)
+    lba, nr_blocks = _rq_blocks(cmd)
     data = _UNMAP_HDR.pack(6 + 16, 16) + _UNMAP_DESC.pack(lba, nr_blocks)
     cdb = bytearray(10)
     cdb[0] = ScsiOpcode.UNMAP
     cdb[8] = 24
-    return _prep(cmd, rq, cdb, DmaDirection.DMA_TO_DEVICE, _payload(sdkp, cmd, data), 24,
+    return _prep(cmd, cmd.request, cdb, DmaDirection.DMA_TO_DEVICE, _payload(sdkp, cmd, data), 24,
                  sdkp.max_retries, SD_TIMEOUT)
 
 
-def sd_setup_write_same16_cmnd(cmd: scsi_cmnd, unmap: bool) -> BlkStatus:
-    rq = cmd.request
+def _write_same_prep(cmd: scsi_cmnd, cdb: bytearray, unmap: bool) -> BlkStatus:
+    """What WRITE SAME(16) and (10) share: one logical block of zeroes as the data, the UNMAP
+    bit when asked, and the longer timeout when the device really writes the blocks."""
     sdp = cmd.device
     sdkp = _rq_sdkp(cmd)
-    lba = sectors_to_logical(sdp, rq.sector)
-    nr_blocks = sectors_to_logical(sdp, rq.nr_bytes >> 9)
-    cdb = bytearray(16)
-    cdb[0] = ScsiOpcode.WRITE_SAME_16
     if unmap:
         cdb[1] = 0x8
+    return _prep(cmd, cmd.request, cdb, DmaDirection.DMA_TO_DEVICE, _payload(sdkp, cmd, bytes(sdp.sector_size)),
+                 sdp.sector_size, sdkp.max_retries, SD_TIMEOUT if unmap else SD_WRITE_SAME_TIMEOUT)
+
+
+def sd_setup_write_same16_cmnd(cmd: scsi_cmnd, unmap: bool) -> BlkStatus:
+    lba, nr_blocks = _rq_blocks(cmd)
+    cdb = bytearray(16)
+    cdb[0] = ScsiOpcode.WRITE_SAME_16
     cdb[2:10] = lba.to_bytes(8, "big")
     cdb[10:14] = nr_blocks.to_bytes(4, "big")
-    return _prep(cmd, rq, cdb, DmaDirection.DMA_TO_DEVICE, _payload(sdkp, cmd, bytes(sdp.sector_size)),
-                 sdp.sector_size, sdkp.max_retries, SD_TIMEOUT if unmap else SD_WRITE_SAME_TIMEOUT)
+    return _write_same_prep(cmd, cdb, unmap)
 
 
 def sd_setup_write_same10_cmnd(cmd: scsi_cmnd, unmap: bool) -> BlkStatus:
-    rq = cmd.request
-    sdp = cmd.device
-    sdkp = _rq_sdkp(cmd)
-    lba = sectors_to_logical(sdp, rq.sector)
-    nr_blocks = sectors_to_logical(sdp, rq.nr_bytes >> 9)
+    lba, nr_blocks = _rq_blocks(cmd)
     cdb = bytearray(10)
     cdb[0] = ScsiOpcode.WRITE_SAME
-    if unmap:
-        cdb[1] = 0x8
     cdb[2:6] = (lba & 0xFFFFFFFF).to_bytes(4, "big")
     cdb[7:9] = (nr_blocks & 0xFFFF).to_bytes(2, "big")
-    return _prep(cmd, rq, cdb, DmaDirection.DMA_TO_DEVICE, _payload(sdkp, cmd, bytes(sdp.sector_size)),
-                 sdp.sector_size, sdkp.max_retries, SD_TIMEOUT if unmap else SD_WRITE_SAME_TIMEOUT)
+    return _write_same_prep(cmd, cdb, unmap)
 
 
 def sd_setup_write_zeroes_cmnd(cmd: scsi_cmnd) -> BlkStatus:
     rq = cmd.request
     sdp = cmd.device
     sdkp = _rq_sdkp(cmd)
-    lba = sectors_to_logical(sdp, rq.sector)
-    nr_blocks = sectors_to_logical(sdp, rq.nr_bytes >> 9)
+    lba, nr_blocks = _rq_blocks(cmd)
     if not rq.extra.get(REQ_NOUNMAP_KEY):
         if sdkp.zeroing_mode == ZeroingMode.SD_ZERO_WS16_UNMAP:
             return sd_setup_write_same16_cmnd(cmd, True)
