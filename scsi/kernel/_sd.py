@@ -107,9 +107,6 @@ SD_CACHE_TYPES = ("write through", "none", "write back", "write back, no read (d
 
 _REQ_FUA = int(ReqFlag.REQ_FUA)
 
-# REQ_NOUNMAP is not among the contract's flags yet: a write-zeroes request may carry it in extra
-REQ_NOUNMAP_KEY = "REQ_NOUNMAP"
-
 # wire layouts
 _RC16 = struct.Struct(">QI")           # READ CAPACITY(16) data: last LBA, block length
 _RC10 = struct.Struct(">II")           # READ CAPACITY(10) data
@@ -1373,7 +1370,7 @@ def sd_setup_write_zeroes_cmnd(cmd: scsi_cmnd) -> BlkStatus:
     sdp = cmd.device
     sdkp = _rq_sdkp(cmd)
     lba, nr_blocks = _rq_blocks(cmd)
-    if not rq.extra.get(REQ_NOUNMAP_KEY):
+    if not rq.flags & ReqFlag.REQ_NOUNMAP:
         if sdkp.zeroing_mode == ZeroingMode.SD_ZERO_WS16_UNMAP:
             return sd_setup_write_same16_cmnd(cmd, True)
         if sdkp.zeroing_mode == ZeroingMode.SD_ZERO_WS10_UNMAP:

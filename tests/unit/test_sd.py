@@ -397,6 +397,17 @@ async def test_flush_discard_write_zeroes(disk) -> None:
     assert z.cmnd == bytes.fromhex("41000000000800000800")
     assert z.request.timeout == 120.0
     _sd.sd_uninit_command(z)
+    # zeroing by unmapping, unless the request says the blocks stay allocated (BLKZEROOUT)
+    sdkp.zeroing_mode = _sd.ZeroingMode.SD_ZERO_WS16_UNMAP
+    z = _cmd(s, ReqOp.REQ_OP_WRITE_ZEROES, 8, 4096)
+    _sd.sd_init_command(z)
+    assert z.cmnd == bytes.fromhex("9308 0000000000000008 00000008 0000".replace(" ", ""))
+    assert z.request.timeout == 30.0
+    _sd.sd_uninit_command(z)
+    z = _cmd(s, ReqOp.REQ_OP_WRITE_ZEROES, 8, 4096, flags=ReqFlag.REQ_NOUNMAP)
+    _sd.sd_init_command(z)
+    assert z.cmnd == bytes.fromhex("41000000000800000800")
+    _sd.sd_uninit_command(z)
 
 
 async def test_sd_done(disk) -> None:
