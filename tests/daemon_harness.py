@@ -30,6 +30,12 @@ def venv_script(name: str) -> str:
 VSCSIFS = [sys.executable, "-m", "vscsifs.daemon._cli"]
 
 
+def run(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:  # type: ignore[no-untyped-def]
+    """A host tool run to its end with its output captured, as text unless ``text=False``."""
+    kw.setdefault("text", True)
+    return subprocess.run(cmd, capture_output=True, check=check, **kw)
+
+
 def _can_mount() -> str | None:
     if os.geteuid() != 0:
         return "needs root (FUSE mounts with allow_other/dev)"

@@ -15,23 +15,18 @@ import re
 import shutil
 import socket
 import stat
-import subprocess
 from typing import Any
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from daemon_harness import GOLDEN, Daemon, _can_mount, logged_commands, start_daemon, wait_for
+from daemon_harness import GOLDEN, Daemon, _can_mount, logged_commands, run, start_daemon, wait_for
 from golden_cdb import make_image
 from golden_images import make_iso
 
 CDROM = os.path.join(GOLDEN, "cdrom")
 ISO_SECTORS = 512
-
-
-def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, check=check)
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,12 @@ import errno
 import os
 import re
 import shlex
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from daemon_harness import GOLDEN, Daemon, _can_mount, logged_commands, start_daemon
+from daemon_harness import GOLDEN, Daemon, _can_mount, logged_commands, run, start_daemon
 from golden_cdb import GoldenCdb, hctl_of_dir, load_cdb_dir, make_image
 from golden_images import make_iso
 from golden_sysfs import compare, materialize
@@ -95,10 +94,6 @@ def daemon_args(name: str, data: Path) -> list[str]:
     for word in qemu_dev_args(name):
         out.append(re.sub(r"(^|,)file=([^,]+)", lambda m: f"{m.group(1)}file={data / m.group(2)}", word))
     return [*GUEST_OPTS, *out]
-
-
-def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, check=check)
 
 
 @pytest.fixture(scope="module", params=CONFIGS)

@@ -10,21 +10,16 @@ from __future__ import annotations
 import errno
 import mmap
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from daemon_harness import Daemon, _can_mount, logged_commands, start_daemon
+from daemon_harness import Daemon, _can_mount, logged_commands, run, start_daemon
 from golden_cdb import make_image
 
 # scsi_mod.scsi_logging_level: every command's "tag#N Send:" / "CDB:" lines
 ALL_COMMANDS = 132153287
-
-
-def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, check=check)
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import subprocess
 
 import pytest
 
-from daemon_harness import GOLDEN, _can_mount, logged_commands, start_daemon
+from daemon_harness import GOLDEN, _can_mount, logged_commands, run, start_daemon
 from golden_sysfs import compare, materialize
 
 SEED = os.path.join(GOLDEN, "seed")
@@ -21,10 +20,6 @@ TOOLS = os.path.join(SEED, "tools")
 # Every golden sysfs entry we knowingly differ on, with the reason. The test fails on any
 # mismatch not listed here, and lists the ones it saw.
 EXPECTED_MISMATCHES: dict[str, str] = {}
-
-
-def run(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, check=check, **kw)
 
 
 def golden(name: str) -> str:
