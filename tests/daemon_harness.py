@@ -37,11 +37,23 @@ def run(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:  # 
 
 
 def _can_mount() -> str | None:
+    """Why FUSE mounts cannot be made here, or None."""
     if os.geteuid() != 0:
         return "needs root (FUSE mounts with allow_other/dev)"
     if not os.path.exists("/dev/fuse"):
         return "no /dev/fuse"
     return None
+
+
+def require_mount() -> None:
+    """Skip the calling test or fixture where FUSE mounts cannot be made, saying why."""
+    why = _can_mount()
+    if why:
+        pytest.skip(why)
+
+
+# the mark of a module whose every test mounts
+needs_mount = pytest.mark.skipif(_can_mount() is not None, reason=_can_mount() or "")
 
 
 def force_unmount(path: str) -> None:
@@ -143,9 +155,7 @@ def start_daemon(tmp: str, args: list[str] = (), ready: str = "sys/block", timeo
 
 @pytest.fixture(scope="module")
 def seed_daemon(tmp_path_factory) -> Iterator[Daemon]:
-    why = _can_mount()
-    if why:
-        pytest.skip(why)
+    require_mount()
     tmp = str(tmp_path_factory.mktemp("seed"))
     d = start_daemon(tmp)
     try:

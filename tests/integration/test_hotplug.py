@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from daemon_harness import (GOLDEN, Daemon, _can_mount, force_unmount, is_mounted, run, start_daemon, venv_script,
+from daemon_harness import (GOLDEN, Daemon, force_unmount, is_mounted, require_mount, run, start_daemon, venv_script,
                             wait_for)
 from golden_sysfs import compare
 
@@ -64,9 +64,7 @@ def _stop(live: Live) -> None:
 
 @pytest.fixture
 def live() -> Iterator[Live]:
-    why = _can_mount()
-    if why:
-        pytest.skip(why)
+    require_mount()
     with tempfile.TemporaryDirectory(prefix="vscsifs-hp-") as tmp:
         lv = _start(tmp)
         try:

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from daemon_harness import GOLDEN, _can_mount, logged_commands, run, start_daemon
+from daemon_harness import GOLDEN, logged_commands, require_mount, run, start_daemon
 from golden_sysfs import compare, materialize
 
 SEED = os.path.join(GOLDEN, "seed")
@@ -181,9 +181,7 @@ def test_image_checksums_unchanged_by_reads(seed_daemon):
 def test_scsi_logging_gives_the_traced_command_sequence(tmp_path):
     """-append scsi_mod.scsi_logging_level=132153287: the same commands, in the same order per LUN,
     as the real kernel's SCSI log (seed-trace/scsi-log.txt)."""
-    why = _can_mount()
-    if why:
-        pytest.skip(why)
+    require_mount()
     d = start_daemon(str(tmp_path), ["-append", "scsi_mod.scsi_logging_level=132153287"])
     try:
         ours_lines = d.kernel_lines()

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from daemon_harness import _can_mount, force_unmount, is_mounted
+from daemon_harness import force_unmount, is_mounted, require_mount
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -151,9 +151,7 @@ def stop(svc: Svc, sig: int = signal.SIGTERM) -> int | None:
 
 @pytest.fixture
 def mountable() -> None:
-    why = _can_mount()
-    if why:
-        pytest.skip(why)
+    require_mount()
 
 
 @pytest.fixture
