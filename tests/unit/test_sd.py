@@ -20,7 +20,8 @@ from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice
 from vscsifs.scsi.kernel.base._kobject import Attr, SysfsError
 from vscsifs.scsi.kernel.block import bdev_discard, bdev_flush, bdev_read, bdev_write
 from vscsifs.scsi.kernel.block._blk_types import BlkStatus, ReqFlag, ReqOp, Request
-from vscsifs.scsi.kernel import _sd, sd_init, sg_init
+from vscsifs.scsi.kernel import _scsi_lib, _sd, sd_init, sg_init
+from vscsifs.scsi.kernel._sd_sysfs import sd_disk_attrs
 from vscsifs.scsi.kernel._async_domain import async_synchronize_full
 from vscsifs.scsi.kernel._scsi_scan import scsi_add_device, scsi_device_lookup, scsi_remove_device, scsi_rescan_device
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, scsi_cmnd
@@ -75,8 +76,6 @@ class Machine:
         self.devs: dict[int, FakeHd] = {}
         self.calls: list[tuple[str, bytes, int]] = []
         self.blk = FakeBlock(self.kernel, self.execute)
-        from vscsifs.scsi.kernel import _scsi_lib
-        from vscsifs.scsi.kernel._sd_sysfs import sd_disk_attrs
         monkeypatch.setattr(_scsi_lib, "scsi_execute_cmd", self.execute)
         monkeypatch.setattr(_sd, "scsi_execute_cmd", self.execute)
         monkeypatch.setattr(_sd, "blk", self.blk)
@@ -85,13 +84,11 @@ class Machine:
     async def execute(self, sdev, cdb, direction, buflen=0, *, data_out=None, timeout=30.0, retries=3,
                       req_flags=ReqFlag.NONE):
         """Stands in for the midlayer's scsi_execute_cmd (same signature and result type)."""
-        from vscsifs.scsi.kernel._scsi_lib import ExecResult as MlExecResult
         if data_out is not None:
             buflen = buflen or len(data_out)
         self.calls.append((sdev.sdev_gendev.name, bytes(cdb), buflen))
         await trio.sleep(0)
-        r = self.devs[id(sdev)].execute(bytes(cdb), buflen, data_out)
-        return MlExecResult(r.result, r.data, r.sense, r.resid)
+        return self.devs[id(sdev)].execute(bytes(cdb), buflen, data_out)
 
     def add(self, lun: int, hd: FakeHd, **kw) -> object:
         sdev = make_sdev(self.kernel, lun, **kw)
