@@ -153,6 +153,14 @@ def start_daemon(tmp: str, args: list[str] = (), ready: str = "sys/block", timeo
     raise RuntimeError(f"vscsifs did not come up in {timeout}s:\n{d.log()}")
 
 
+def start_daemon_own_qmp(tmp: str, args: list[str] = ()) -> Daemon:
+    """start_daemon with its QMP socket in ``tmp`` (unless ``args`` name one), for tests that
+    must not meet another test daemon's socket."""
+    if "-qmp" not in args:
+        args = [*args, "-qmp", f"unix:{os.path.join(tmp, 'qmp-private.sock')},server=on,wait=off"]
+    return start_daemon(tmp, list(args))
+
+
 @pytest.fixture(scope="module")
 def seed_daemon(tmp_path_factory) -> Iterator[Daemon]:
     require_mount()
