@@ -30,12 +30,30 @@ def venv_script(name: str) -> str:
 VSCSIFS = [sys.executable, "-m", "vscsifs.daemon._cli"]
 
 
+def run(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:  # type: ignore[no-untyped-def]
+    """A host tool run to its end with its output captured, as text unless ``text=False``."""
+    kw.setdefault("text", True)
+    return subprocess.run(cmd, capture_output=True, check=check, **kw)
+
+
 def _can_mount() -> str | None:
+    """Why FUSE mounts cannot be made here, or None."""
     if os.geteuid() != 0:
         return "needs root (FUSE mounts with allow_other/dev)"
     if not os.path.exists("/dev/fuse"):
         return "no /dev/fuse"
     return None
+
+
+def require_mount() -> None:
+    """Skip the calling test or fixture where FUSE mounts cannot be made, saying why."""
+    why = _can_mount()
+    if why:
+        pytest.skip(why)
+
+
+# the mark of a module whose every test mounts
+needs_mount = pytest.mark.skipif(_can_mount() is not None, reason=_can_mount() or "")
 
 
 def force_unmount(path: str) -> None:
@@ -135,11 +153,17 @@ def start_daemon(tmp: str, args: list[str] = (), ready: str = "sys/block", timeo
     raise RuntimeError(f"vscsifs did not come up in {timeout}s:\n{d.log()}")
 
 
+def start_daemon_own_qmp(tmp: str, args: list[str] = ()) -> Daemon:
+    """start_daemon with its QMP socket in ``tmp`` (unless ``args`` name one), for tests that
+    must not meet another test daemon's socket."""
+    if "-qmp" not in args:
+        args = [*args, "-qmp", f"unix:{os.path.join(tmp, 'qmp-private.sock')},server=on,wait=off"]
+    return start_daemon(tmp, list(args))
+
+
 @pytest.fixture(scope="module")
 def seed_daemon(tmp_path_factory) -> Iterator[Daemon]:
-    why = _can_mount()
-    if why:
-        pytest.skip(why)
+    require_mount()
     tmp = str(tmp_path_factory.mktemp("seed"))
     d = start_daemon(tmp)
     try:

@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 import trio
 
+from daemon_harness import require_mount
+
 from vscsifs.fs import DevFs, Mount, ProcFs, make_operations, serve
 from vscsifs.scsi.kernel.base._driver_model import Bus, Class, Device, Sysfs, device_add, device_bind_driver
 from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
@@ -148,15 +150,6 @@ def build_machine(disk_size: int = 64 << 20) -> tuple[Kernel, DevFs, ProcFs, Fak
     return kernel, devfs, procfs, io, bdev, parts
 
 
-def mount_possible() -> str | None:
-    """Why a mount test cannot run here, or None."""
-    if os.geteuid() != 0:
-        return "needs root"
-    if not os.path.exists("/dev/fuse"):
-        return "needs /dev/fuse"
-    return None
-
-
 @dataclass
 class MountedMachine:
     mount: Mount
@@ -187,9 +180,7 @@ async def mount_machine(nursery: trio.Nursery, mountpoint: str, *, loop_backing:
 @asynccontextmanager
 async def mounted_machine(loop_backing: bool | None) -> AsyncIterator[MountedMachine]:
     """A mounted machine in a temporary directory; unmounted (and loops detached) on exit."""
-    why = mount_possible()
-    if why:
-        pytest.skip(why)
+    require_mount()
     with tempfile.TemporaryDirectory(prefix="vscsifs-test-") as tmp:
         os.chmod(tmp, 0o755)  # other users may traverse (tests of allow_other/default_permissions)
         mnt = os.path.join(tmp, "mnt")

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from vscsifs.daemon._config import ensure_seed_images, seed_config
@@ -83,6 +86,15 @@ class SgIoCall:
     def sense(self) -> bytes:
         return self.user.peek(self.sense_addr, self.hdr().sb_len_wr)
 
+    def rewrite(self, **fields: int) -> SgIoCall:
+        """Change header fields in the process's memory after the fact (a pointer into
+        nowhere, an iovec list in place of the buffer), as the program would before SG_IO."""
+        hdr = self.hdr()
+        for name, value in fields.items():
+            setattr(hdr, name, value)
+        self.user.poke(self.hdr_addr, hdr.pack())
+        return self
+
 
 def build_sg_io(user: UserSpace, cdb: bytes, *, din: int = 0, dout: bytes = b"", mx_sb_len: int = 32,
                 timeout_ms: int = 20000, pack_id: int = 0, interface_id: int = ord("S"),
@@ -123,6 +135,16 @@ async def boot_seed(tmp: Any, nursery: trio.Nursery) -> Machine:
     m = Machine.create(cfg, console=None)
     await m.boot(nursery)
     return m
+
+
+@pytest.fixture
+async def seed(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Machine]:
+    """The booted seed machine for one test, shut down after it (import it to use it)."""
+    m = await boot_seed(tmp_path, nursery)
+    try:
+        yield m
+    finally:
+        m.shutdown()
 
 
 async def open_sg(m: Machine, minor: int, flags: int = os.O_RDWR, cred: Cred = ROOT) -> OpenFile:

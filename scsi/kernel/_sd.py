@@ -107,9 +107,6 @@ SD_CACHE_TYPES = ("write through", "none", "write back", "write back, no read (d
 
 _REQ_FUA = int(ReqFlag.REQ_FUA)
 
-# REQ_NOUNMAP is not among the contract's flags yet: a write-zeroes request may carry it in extra
-REQ_NOUNMAP_KEY = "REQ_NOUNMAP"
-
 # wire layouts
 _RC16 = struct.Struct(">QI")           # READ CAPACITY(16) data: last LBA, block length
 _RC10 = struct.Struct(">II")           # READ CAPACITY(10) data
@@ -627,27 +624,25 @@ def sd_read_protection_type(sdkp: ScsiDisk, buf: bytes) -> int:
     return 0
 
 
-async def read_capacity_16(sdkp: ScsiDisk) -> int:
-    """read_capacity_16(): SERVICE ACTION IN(16)/READ CAPACITY(16), 32 bytes; sector size or -errno."""
+async def _read_capacity_cmd(sdkp: ScsiDisk, cdb: bytes, buflen: int, what: str,
+                             unsupported_is_einval: bool) -> bytes | int:
+    """The command loop read_capacity_16() and read_capacity_10() share: up to 3 tries, a device
+    reset (UNIT ATTENTION 29/00) costing none while the reset retries last; the answer padded to
+    ``buflen``, or -errno after logging the failure. Only READ CAPACITY(16) takes ILLEGAL
+    REQUEST 20/00 or 24/00 as "not supported" (-EINVAL, nothing logged): sd then uses RC10."""
     sdev = sdkp.device
-    if _flag(sdev, "no_read_capacity_16"):
-        return -errno.EINVAL
     retries, reset_retries = 3, READ_CAPACITY_RETRIES_ON_RESET
     sshdr: ScsiSenseHdr | None = None
-    cdb = bytearray(16)
-    cdb[0] = ScsiOpcode.SERVICE_ACTION_IN_16
-    cdb[1] = SAI_READ_CAPACITY_16
-    cdb[13] = RC16_LEN
     while True:
-        res = await _execute(sdev, bytes(cdb), DmaDirection.DMA_FROM_DEVICE, RC16_LEN,
+        res = await _execute(sdev, cdb, DmaDirection.DMA_FROM_DEVICE, buflen,
                              timeout=SD_TIMEOUT, retries=sdkp.max_retries)
         the_result = res.result
         sshdr = normalize_sense(res.sense) if the_result else None
         if media_not_present(sdkp, sshdr):
             return -errno.ENODEV
         if the_result > 0 and sshdr is not None:
-            if (sshdr.sense_key == SenseKey.ILLEGAL_REQUEST and sshdr.asc in (0x20, 0x24)
-                    and sshdr.ascq == 0):
+            if (unsupported_is_einval and sshdr.sense_key == SenseKey.ILLEGAL_REQUEST
+                    and sshdr.asc in (0x20, 0x24) and sshdr.ascq == 0):
                 return -errno.EINVAL
             if sshdr.sense_key == SenseKey.UNIT_ATTENTION and sshdr.asc == 0x29 and sshdr.ascq == 0:
                 reset_retries -= 1
@@ -657,10 +652,24 @@ async def read_capacity_16(sdkp: ScsiDisk) -> int:
         if not (the_result and retries):
             break
     if the_result:
-        sd_print_result(sdkp, "Read Capacity(16) failed", the_result)
+        sd_print_result(sdkp, f"{what} failed", the_result)
         read_capacity_error(sdkp, sshdr)
         return -errno.EINVAL
-    buf = bytes(res.data[:RC16_LEN]).ljust(RC16_LEN, b"\0")
+    return bytes(res.data[:buflen]).ljust(buflen, b"\0")
+
+
+async def read_capacity_16(sdkp: ScsiDisk) -> int:
+    """read_capacity_16(): SERVICE ACTION IN(16)/READ CAPACITY(16), 32 bytes; sector size or -errno."""
+    sdev = sdkp.device
+    if _flag(sdev, "no_read_capacity_16"):
+        return -errno.EINVAL
+    cdb = bytearray(16)
+    cdb[0] = ScsiOpcode.SERVICE_ACTION_IN_16
+    cdb[1] = SAI_READ_CAPACITY_16
+    cdb[13] = RC16_LEN
+    buf = await _read_capacity_cmd(sdkp, bytes(cdb), RC16_LEN, "Read Capacity(16)", True)
+    if isinstance(buf, int):
+        return buf
     lba, sector_size = _RC16.unpack_from(buf)
     if sd_read_protection_type(sdkp, buf) < 0:
         sdkp.capacity = 0
@@ -683,29 +692,11 @@ async def read_capacity_16(sdkp: ScsiDisk) -> int:
 async def read_capacity_10(sdkp: ScsiDisk) -> int:
     """read_capacity_10(): READ CAPACITY(10), 8 bytes; sector size or -errno."""
     sdev = sdkp.device
-    retries, reset_retries = 3, READ_CAPACITY_RETRIES_ON_RESET
-    sshdr: ScsiSenseHdr | None = None
     cdb = bytes([ScsiOpcode.READ_CAPACITY]) + bytes(9)
-    while True:
-        res = await _execute(sdev, cdb, DmaDirection.DMA_FROM_DEVICE, 8,
-                             timeout=SD_TIMEOUT, retries=sdkp.max_retries)
-        the_result = res.result
-        sshdr = normalize_sense(res.sense) if the_result else None
-        if media_not_present(sdkp, sshdr):
-            return -errno.ENODEV
-        if the_result > 0 and sshdr is not None:
-            if sshdr.sense_key == SenseKey.UNIT_ATTENTION and sshdr.asc == 0x29 and sshdr.ascq == 0:
-                reset_retries -= 1
-                if reset_retries > 0:
-                    continue
-        retries -= 1
-        if not (the_result and retries):
-            break
-    if the_result:
-        sd_print_result(sdkp, "Read Capacity(10) failed", the_result)
-        read_capacity_error(sdkp, sshdr)
-        return -errno.EINVAL
-    lba, sector_size = _RC10.unpack_from(bytes(res.data[:8]).ljust(8, b"\0"))
+    buf = await _read_capacity_cmd(sdkp, cdb, 8, "Read Capacity(10)", False)
+    if isinstance(buf, int):
+        return buf
+    lba, sector_size = _RC10.unpack_from(buf)
     if _flag(sdev, "no_read_capacity_16") and lba == 0xFFFFFFFF:
         sdkp.capacity = 0
         sdkp.physical_block_size = sector_size
@@ -1328,59 +1319,58 @@ def _prep(cmd: scsi_cmnd, rq: Any, cdb: bytes | bytearray, direction: DmaDirecti
     return BlkStatus.BLK_STS_OK
 
 
+def _rq_blocks(cmd: scsi_cmnd) -> tuple[int, int]:
+    """The request's first logical block and its length in logical blocks."""
+    rq, sdp = cmd.request, cmd.device
+    return sectors_to_logical(sdp, rq.sector), sectors_to_logical(sdp, rq.nr_bytes >> 9)
+
+
 def sd_setup_unmap_cmnd(cmd: scsi_cmnd) -> BlkStatus:
-    rq = cmd.request
-    sdp = cmd.device
     sdkp = _rq_sdkp(cmd)
-    lba = sectors_to_logical(sdp, rq.sector)
-    nr_blocks = sectors_to_logical(sdp, rq.nr_bytes >> 9)
+    lba, nr_blocks = _rq_blocks(cmd)
     data = _UNMAP_HDR.pack(6 + 16, 16) + _UNMAP_DESC.pack(lba, nr_blocks)
     cdb = bytearray(10)
     cdb[0] = ScsiOpcode.UNMAP
     cdb[8] = 24
-    return _prep(cmd, rq, cdb, DmaDirection.DMA_TO_DEVICE, _payload(sdkp, cmd, data), 24,
+    return _prep(cmd, cmd.request, cdb, DmaDirection.DMA_TO_DEVICE, _payload(sdkp, cmd, data), 24,
                  sdkp.max_retries, SD_TIMEOUT)
 
 
-def sd_setup_write_same16_cmnd(cmd: scsi_cmnd, unmap: bool) -> BlkStatus:
-    rq = cmd.request
+def _write_same_prep(cmd: scsi_cmnd, cdb: bytearray, unmap: bool) -> BlkStatus:
+    """What WRITE SAME(16) and (10) share: one logical block of zeroes as the data, the UNMAP
+    bit when asked, and the longer timeout when the device really writes the blocks."""
     sdp = cmd.device
     sdkp = _rq_sdkp(cmd)
-    lba = sectors_to_logical(sdp, rq.sector)
-    nr_blocks = sectors_to_logical(sdp, rq.nr_bytes >> 9)
-    cdb = bytearray(16)
-    cdb[0] = ScsiOpcode.WRITE_SAME_16
     if unmap:
         cdb[1] = 0x8
+    return _prep(cmd, cmd.request, cdb, DmaDirection.DMA_TO_DEVICE, _payload(sdkp, cmd, bytes(sdp.sector_size)),
+                 sdp.sector_size, sdkp.max_retries, SD_TIMEOUT if unmap else SD_WRITE_SAME_TIMEOUT)
+
+
+def sd_setup_write_same16_cmnd(cmd: scsi_cmnd, unmap: bool) -> BlkStatus:
+    lba, nr_blocks = _rq_blocks(cmd)
+    cdb = bytearray(16)
+    cdb[0] = ScsiOpcode.WRITE_SAME_16
     cdb[2:10] = lba.to_bytes(8, "big")
     cdb[10:14] = nr_blocks.to_bytes(4, "big")
-    return _prep(cmd, rq, cdb, DmaDirection.DMA_TO_DEVICE, _payload(sdkp, cmd, bytes(sdp.sector_size)),
-                 sdp.sector_size, sdkp.max_retries, SD_TIMEOUT if unmap else SD_WRITE_SAME_TIMEOUT)
+    return _write_same_prep(cmd, cdb, unmap)
 
 
 def sd_setup_write_same10_cmnd(cmd: scsi_cmnd, unmap: bool) -> BlkStatus:
-    rq = cmd.request
-    sdp = cmd.device
-    sdkp = _rq_sdkp(cmd)
-    lba = sectors_to_logical(sdp, rq.sector)
-    nr_blocks = sectors_to_logical(sdp, rq.nr_bytes >> 9)
+    lba, nr_blocks = _rq_blocks(cmd)
     cdb = bytearray(10)
     cdb[0] = ScsiOpcode.WRITE_SAME
-    if unmap:
-        cdb[1] = 0x8
     cdb[2:6] = (lba & 0xFFFFFFFF).to_bytes(4, "big")
     cdb[7:9] = (nr_blocks & 0xFFFF).to_bytes(2, "big")
-    return _prep(cmd, rq, cdb, DmaDirection.DMA_TO_DEVICE, _payload(sdkp, cmd, bytes(sdp.sector_size)),
-                 sdp.sector_size, sdkp.max_retries, SD_TIMEOUT if unmap else SD_WRITE_SAME_TIMEOUT)
+    return _write_same_prep(cmd, cdb, unmap)
 
 
 def sd_setup_write_zeroes_cmnd(cmd: scsi_cmnd) -> BlkStatus:
     rq = cmd.request
     sdp = cmd.device
     sdkp = _rq_sdkp(cmd)
-    lba = sectors_to_logical(sdp, rq.sector)
-    nr_blocks = sectors_to_logical(sdp, rq.nr_bytes >> 9)
-    if not rq.extra.get(REQ_NOUNMAP_KEY):
+    lba, nr_blocks = _rq_blocks(cmd)
+    if not rq.flags & ReqFlag.REQ_NOUNMAP:
         if sdkp.zeroing_mode == ZeroingMode.SD_ZERO_WS16_UNMAP:
             return sd_setup_write_same16_cmnd(cmd, True)
         if sdkp.zeroing_mode == ZeroingMode.SD_ZERO_WS10_UNMAP:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,7 +87,7 @@ class LioConfig:
         spec: dict[str, Any] = {"plugin": "fileio", "name": name, "dev": dev, "write_back": write_back, "wwn": wwn}
         if size is not None:
             spec["size"] = size
-        fdev = _storage_object(spec, len(self.storage_objects), "create_fileio", os.getcwd())
+        fdev = _storage_object(spec, f"storage_objects[{len(self.storage_objects)}]", "create_fileio", os.getcwd())
         try:
             fdev.open()
         except ValueError as e:
@@ -138,13 +139,23 @@ def _req(obj: dict[str, Any], key: str, types: type | tuple[type, ...], where: s
     return value
 
 
-def _storage_object(so: Any, i: int, path: str, base_dir: str) -> FileIODevice:
-    where = f"storage_objects[{i}]"
-    if not isinstance(so, dict):
-        raise LioConfigError(f"{path}: {where}: expected an object, got {type(so).__name__}")
+def _objects(obj: dict[str, Any], key: str, where: str, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """An optional list of objects (absent: none), each with the place it stands at
+    (``targets[0].tpgs[1]``) for the errors about it."""
+    at = f"{where}.{key}" if where else key
+    items = obj.get(key, [])
+    if not isinstance(items, list):
+        raise LioConfigError(f"{path}: {at}: expected a list, got {type(items).__name__}")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise LioConfigError(f"{path}: {at}[{i}]: expected an object, got {type(item).__name__}")
+        yield f"{at}[{i}]", item
+
+
+def _storage_object(so: dict[str, Any], where: str, path: str, base_dir: str) -> FileIODevice:
     plugin = _req(so, "plugin", str, where, path)
     name = _req(so, "name", str, where, path)
-    where = f"storage_objects[{i}] ({plugin}/{name})"
+    where = f"{where} ({plugin}/{name})"
     if plugin != "fileio":
         raise LioConfigError(f"{path}: {where}: backstore plugin '{plugin}' is not supported "
                              f"(vscsifs serves fileio backstores)")
@@ -189,20 +200,13 @@ def _storage_object(so: Any, i: int, path: str, base_dir: str) -> FileIODevice:
     return fdev
 
 
-def _tpg(t: dict[str, Any], wwn: str, j: int, cfg: LioConfig, where_t: str, path: str) -> SePortalGroup:
-    where = f"{where_t}.tpgs[{j}]"
+def _tpg(t: dict[str, Any], wwn: str, cfg: LioConfig, where: str, path: str) -> SePortalGroup:
     tag = _req(t, "tag", int, where, path)
     if not 0 <= tag < VHOST_SCSI_MAX_TARGET:
         raise LioConfigError(f"{path}: {where}.tag: {tag} out of range (vhost-scsi TPG tags are 0..255; "
                              f"the tag is the target id the guest sees)")
     tpg = SePortalGroup(wwn, tag, lun0=cfg.lun0)
-    luns = t.get("luns", [])
-    if not isinstance(luns, list):
-        raise LioConfigError(f"{path}: {where}.luns: expected a list, got {type(luns).__name__}")
-    for k, lun in enumerate(luns):
-        wl = f"{where}.luns[{k}]"
-        if not isinstance(lun, dict):
-            raise LioConfigError(f"{path}: {wl}: expected an object, got {type(lun).__name__}")
+    for wl, lun in _objects(t, "luns", where, path):
         index = _req(lun, "index", int, wl, path)
         so_path = _req(lun, "storage_object", str, wl, path)
         so = cfg.storage_objects.get(so_path)
@@ -234,26 +238,17 @@ def parse_saveconfig(data: Any, path: str = "<saveconfig>", base_dir: str = ".")
     if not isinstance(data, dict):
         raise LioConfigError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
     cfg = LioConfig(path)
-    sos = data.get("storage_objects", [])
-    if not isinstance(sos, list):
-        raise LioConfigError(f"{path}: storage_objects: expected a list, got {type(sos).__name__}")
-    for i, so in enumerate(sos):
-        fdev = _storage_object(so, i, path, base_dir)
+    for where, so in _objects(data, "storage_objects", "", path):
+        fdev = _storage_object(so, where, path, base_dir)
         key = f"/backstores/fileio/{fdev.name}"
         if key in cfg.storage_objects:
-            raise LioConfigError(f"{path}: storage_objects[{i}]: duplicate storage object {key}")
+            raise LioConfigError(f"{path}: {where}: duplicate storage object {key}")
         cfg.storage_objects[key] = fdev
     cfg.set_db_root(os.path.abspath(base_dir))
-    targets = data.get("targets", [])
-    if not isinstance(targets, list):
-        raise LioConfigError(f"{path}: targets: expected a list, got {type(targets).__name__}")
-    for i, t in enumerate(targets):
-        where = f"targets[{i}]"
-        if not isinstance(t, dict):
-            raise LioConfigError(f"{path}: {where}: expected an object, got {type(t).__name__}")
+    for where, t in _objects(data, "targets", "", path):
         fabric = _req(t, "fabric", str, where, path)
         wwn = _req(t, "wwn", str, where, path)
-        where = f"targets[{i}] ({fabric} {wwn})"
+        where = f"{where} ({fabric} {wwn})"
         if fabric != "vhost":
             raise LioConfigError(f"{path}: {where}: fabric '{fabric}' is not supported "
                                  f"(vscsifs serves LIO through vhost-scsi: fabric 'vhost')")
@@ -266,15 +261,10 @@ def parse_saveconfig(data: Any, path: str = "<saveconfig>", base_dir: str = ".")
         if wwn in cfg.vhost_targets:
             raise LioConfigError(f"{path}: {where}: duplicate vhost target {wwn}")
         vt = VhostTarget(wwn)
-        tpgs = t.get("tpgs", [])
-        if not isinstance(tpgs, list):
-            raise LioConfigError(f"{path}: {where}.tpgs: expected a list, got {type(tpgs).__name__}")
-        for j, tp in enumerate(tpgs):
-            if not isinstance(tp, dict):
-                raise LioConfigError(f"{path}: {where}.tpgs[{j}]: expected an object, got {type(tp).__name__}")
-            tpg = _tpg(tp, wwn, j, cfg, where, path)
+        for where_tpg, tp in _objects(t, "tpgs", where, path):
+            tpg = _tpg(tp, wwn, cfg, where_tpg, path)
             if tpg.tag in vt.tpgs:
-                raise LioConfigError(f"{path}: {where}.tpgs[{j}]: duplicate tag {tpg.tag}")
+                raise LioConfigError(f"{path}: {where_tpg}: duplicate tag {tpg.tag}")
             vt.tpgs[tpg.tag] = tpg
         cfg.vhost_targets[wwn] = vt
     return cfg

@@ -15,14 +15,13 @@ import re
 import shutil
 import socket
 import stat
-import subprocess
 from typing import Any
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from daemon_harness import GOLDEN, Daemon, _can_mount, logged_commands, start_daemon, wait_for
+from daemon_harness import GOLDEN, Daemon, logged_commands, require_mount, run, start_daemon, wait_for
 from golden_cdb import make_image
 from golden_images import make_iso
 
@@ -30,15 +29,9 @@ CDROM = os.path.join(GOLDEN, "cdrom")
 ISO_SECTORS = 512
 
 
-def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, check=check)
-
-
 @pytest.fixture(scope="module")
 def cd_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    why = _can_mount()
-    if why:
-        pytest.skip(why)
+    require_mount()
     tmp = tmp_path_factory.mktemp("cdrom")
     make_iso(tmp / "disc.iso", ISO_SECTORS, "CD0")
     make_image(tmp / "disk.img", 64 << 20, "disk.img", mbr=(0x5EEDCD01, 2048, 131072 - 2048))
@@ -280,9 +273,7 @@ class Qmp:
 
 @pytest.fixture
 def cd_live(tmp_path: Path) -> Iterator[Daemon]:
-    why = _can_mount()
-    if why:
-        pytest.skip(why)
+    require_mount()
     make_iso(tmp_path / "a.iso", ISO_SECTORS, "CDA")
     make_iso(tmp_path / "b.iso", 2 * ISO_SECTORS, "CDB")
     make_image(tmp_path / "hd.img", 8 << 20, "hd.img")

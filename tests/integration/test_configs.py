@@ -14,13 +14,12 @@ import errno
 import os
 import re
 import shlex
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from daemon_harness import GOLDEN, Daemon, _can_mount, logged_commands, start_daemon
+from daemon_harness import GOLDEN, Daemon, logged_commands, require_mount, run, start_daemon
 from golden_cdb import GoldenCdb, hctl_of_dir, load_cdb_dir, make_image
 from golden_images import make_iso
 from golden_sysfs import compare, materialize
@@ -97,15 +96,9 @@ def daemon_args(name: str, data: Path) -> list[str]:
     return [*GUEST_OPTS, *out]
 
 
-def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, check=check)
-
-
 @pytest.fixture(scope="module", params=CONFIGS)
 def cfg_daemon(request, tmp_path_factory) -> Iterator[tuple[str, Daemon]]:
-    why = _can_mount()
-    if why:
-        pytest.skip(why)
+    require_mount()
     name = request.param
     tmp = tmp_path_factory.mktemp(name)
     d = start_daemon(str(tmp), daemon_args(name, tmp / "images"))
@@ -373,9 +366,7 @@ def test_scan_command_sequence_matches_trace(name, tmp_path):
     """The capture's options with scsi_mod.scsi_logging_level: per LUN, the same commands in the
     same order as the real kernel's log (golden <name>-trace: 4K/512e/512, read-only and removable
     disks; absent LUN 0, LUN 300 and targets up to 255; scsi-cd with and without a medium)."""
-    why = _can_mount()
-    if why:
-        pytest.skip(why)
+    require_mount()
     trace = Path(GOLDEN) / f"{name}-trace" / "scsi-log.txt"
     d = start_daemon(str(tmp_path), daemon_args(name, tmp_path / "images")
                      + ["-append", "scsi_mod.scsi_logging_level=132153287"])

@@ -14,7 +14,7 @@ import pytest
 import asyncio
 from qemu import qmp
 
-from daemon_harness import Daemon, _can_mount, start_daemon, wait_for
+from daemon_harness import Daemon, require_mount, start_daemon, wait_for
 
 PATH = "/machine/peripheral/scsi0/virtio-backend"
 IOS_PER_JOB = 300
@@ -22,9 +22,7 @@ IOS_PER_JOB = 300
 
 @pytest.fixture
 def smp2() -> Iterator[tuple[Daemon, str]]:
-    why = _can_mount()
-    if why:
-        pytest.skip(why)
+    require_mount()
     if (os.cpu_count() or 1) < 2:
         pytest.skip("needs two host CPUs to pin two fio jobs apart")
     with tempfile.TemporaryDirectory(prefix="vscsifs-cpu-") as tmp:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from daemon_harness import GOLDEN, VSCSIFS, Daemon, _can_mount, start_daemon
+from daemon_harness import GOLDEN, VSCSIFS, Daemon, require_mount, start_daemon
 from golden_cdb import load_cdb_dir, make_image
 from vscsifs.daemon._config import SEED_IMAGES
 
@@ -36,9 +36,7 @@ def vexec(d: Daemon, *cmd: str, opts: tuple[str, ...] = (), env: dict[str, str] 
 def machine(tmp_path_factory: Any) -> Iterator[Daemon]:
     """The seed machine on the capture's pattern images (capture/mkimage.py's "GOLDENREF"
     sectors and DOS labels), so data read through the nodes is the guest's too."""
-    why = _can_mount()
-    if why:
-        pytest.skip(why)
+    require_mount()
     tmp = tmp_path_factory.mktemp("exec")
     os.makedirs(tmp / "data")
     for name, size, signature, start, nsect in SEED_IMAGES:

@@ -21,20 +21,12 @@ from collections.abc import Iterator
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from daemon_harness import Daemon, _can_mount, force_unmount, is_mounted, wait_for  # noqa: E402
-from daemon_harness import start_daemon as _start_daemon  # noqa: E402
+from daemon_harness import Daemon, force_unmount, is_mounted, needs_mount, wait_for  # noqa: E402
+from daemon_harness import start_daemon_own_qmp as start_daemon  # noqa: E402
 
 from vscsifs.fs._mount import abort_connection  # noqa: E402
 
-
-def start_daemon(tmp: str, args: list[str] = ()):  # type: ignore[no-untyped-def]
-    """The harness's start_daemon with a private QMP socket: the default one is named after
-    the mount point's last component ("mnt"), shared by every test daemon on the machine."""
-    if "-qmp" not in args:
-        args = [*args, "-qmp", f"unix:{os.path.join(tmp, 'qmp-private.sock')},server=on,wait=off"]
-    return _start_daemon(tmp, list(args))
-
-pytestmark = pytest.mark.skipif(_can_mount() is not None, reason=_can_mount() or "")
+pytestmark = needs_mount
 
 DEBUG = "sys/kernel/debug/vscsifs"
 

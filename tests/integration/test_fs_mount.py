@@ -23,7 +23,8 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fs_fixtures import FakeBdev, MountedMachine, mount_machine, mount_possible  # noqa: E402
+from daemon_harness import require_mount  # noqa: E402
+from fs_fixtures import FakeBdev, MountedMachine, mount_machine  # noqa: E402
 
 from vscsifs.fs import is_mounted, is_stale_mount, loop_available, stale_loops  # noqa: E402
 
@@ -240,9 +241,7 @@ async def test_hotplug_block_device(fs_mount_any: MountedMachine) -> None:
 
 
 async def test_unmount_detaches_loops_and_is_clean() -> None:
-    why = mount_possible()
-    if why:
-        pytest.skip(why)
+    require_mount()
     with tempfile.TemporaryDirectory(prefix="vscsifs-test-") as tmp:
         mnt = os.path.join(tmp, "mnt")
         os.mkdir(mnt)
@@ -257,9 +256,7 @@ async def test_unmount_detaches_loops_and_is_clean() -> None:
 
 
 async def test_stale_mount_and_loops_of_a_killed_daemon_are_cleaned() -> None:
-    why = mount_possible()
-    if why:
-        pytest.skip(why)
+    require_mount()
     if not loop_available():
         pytest.skip("no loop devices")
     with tempfile.TemporaryDirectory(prefix="vscsifs-test-") as tmp:
@@ -303,9 +300,7 @@ async def test_stale_mount_and_loops_of_a_killed_daemon_are_cleaned() -> None:
 
 async def test_sigterm_detaches_and_unmounts() -> None:
     """A daemon that turns SIGTERM into cancellation (as daemon/ does) leaves nothing behind."""
-    why = mount_possible()
-    if why:
-        pytest.skip(why)
+    require_mount()
     with tempfile.TemporaryDirectory(prefix="vscsifs-test-") as tmp:
         mnt = os.path.join(tmp, "mnt")
         os.mkdir(mnt)
@@ -347,9 +342,7 @@ async def test_golden_tree_is_rendered_faithfully(capture: str, tmp_path: Path) 
     """A tree holding exactly a real kernel's capture, seen through FUSE: every entry's type,
     mode, link target, content and errno as the real sysfs gave them, and the real tools print
     the same over the mount as over a plain copy of the capture."""
-    why = mount_possible()
-    if why:
-        pytest.skip(why)
+    require_mount()
     from fs_fixtures import tree_from_manifest
     from golden_sysfs import compare, materialize
 
@@ -392,9 +385,7 @@ async def test_seed_machine_dev_end_to_end(tmp_path: Path) -> None:
     sparse seed images): lsblk -O reads nothing from the disks, sfdisk + the re-read after its
     fsync make the new partitions appear in sys/ and dev/, mkfs/blkid work on a partition,
     and the I/O shows in the disk's stat."""
-    why = mount_possible()
-    if why:
-        pytest.skip(why)
+    require_mount()
     from vscsifs.daemon._config import ensure_seed_images, seed_config
     from vscsifs.daemon._machine import Machine, serve_machine
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from daemon_harness import (GOLDEN, Daemon, _can_mount, force_unmount, is_mounted, start_daemon, venv_script,
+from daemon_harness import (GOLDEN, Daemon, force_unmount, is_mounted, require_mount, run, start_daemon, venv_script,
                             wait_for)
 from golden_sysfs import compare
 
@@ -27,11 +27,6 @@ qmp = pytest.importorskip("qemu.qmp")
 
 HOTPLUG = os.path.join(GOLDEN, "seed", "hotplug")
 SDEV1 = "devices/pci0000:00/0000:00:04.0/virtio0/host0/target0:0:0/0:0:0:1"
-
-
-def run(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    kw.setdefault("text", True)
-    return subprocess.run(cmd, capture_output=True, check=check, **kw)
 
 
 class Live:
@@ -69,9 +64,7 @@ def _stop(live: Live) -> None:
 
 @pytest.fixture
 def live() -> Iterator[Live]:
-    why = _can_mount()
-    if why:
-        pytest.skip(why)
+    require_mount()
     with tempfile.TemporaryDirectory(prefix="vscsifs-hp-") as tmp:
         lv = _start(tmp)
         try:

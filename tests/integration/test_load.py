@@ -17,9 +17,9 @@ import threading
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from daemon_harness import _can_mount, start_daemon, wait_for  # noqa: E402
+from daemon_harness import needs_mount, start_daemon, wait_for  # noqa: E402
 
-pytestmark = pytest.mark.skipif(_can_mount() is not None, reason=_can_mount() or "")
+pytestmark = needs_mount
 
 JOBS_PER_LUN = 4
 JOB_SIZE = 4 << 20

@@ -10,28 +10,21 @@ from __future__ import annotations
 import errno
 import mmap
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from daemon_harness import Daemon, _can_mount, logged_commands, start_daemon
+from daemon_harness import Daemon, logged_commands, require_mount, run, start_daemon
 from golden_cdb import make_image
 
 # scsi_mod.scsi_logging_level: every command's "tag#N Send:" / "CDB:" lines
 ALL_COMMANDS = 132153287
 
 
-def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, check=check)
-
-
 @pytest.fixture(scope="module")
 def dio_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    why = _can_mount()
-    if why:
-        pytest.skip(why)
+    require_mount()
     tmp = tmp_path_factory.mktemp("dio")
     for name in ("d512", "d4k", "dro"):
         make_image(tmp / f"{name}.img", 16 << 20, f"{name}.img")

@@ -14,10 +14,10 @@ import pytest
 import trio
 
 import vscsifs
-from daemon_harness import VSCSIFS, _can_mount, is_mounted
+from daemon_harness import VSCSIFS, is_mounted, needs_mount
 from golden_images import make_iso
 
-pytestmark = pytest.mark.skipif(_can_mount() is not None, reason=str(_can_mount()))
+pytestmark = needs_mount
 
 
 def blocks(m: vscsifs.Machine) -> list[str]:

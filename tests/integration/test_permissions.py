@@ -15,15 +15,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from daemon_harness import _can_mount, force_unmount, is_mounted  # noqa: E402
-from daemon_harness import start_daemon as _start_daemon  # noqa: E402
-
-
-def start_daemon(tmp: str, args: list[str] = ()):  # type: ignore[no-untyped-def]
-    """The harness's start_daemon with a private QMP socket: the default one is named after
-    the mount point's last component ("mnt"), shared by every test daemon on the machine."""
-    if "-qmp" not in args:
-        args = [*args, "-qmp", f"unix:{os.path.join(tmp, 'qmp-private.sock')},server=on,wait=off"]
-    return _start_daemon(tmp, list(args))
+from daemon_harness import start_daemon_own_qmp as start_daemon  # noqa: E402
 
 pytestmark = pytest.mark.skipif(_can_mount() is not None or shutil.which("setpriv") is None,
                                 reason=_can_mount() or "no setpriv")

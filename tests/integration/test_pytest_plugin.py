@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from daemon_harness import _can_mount, is_mounted
+from daemon_harness import is_mounted, needs_mount
 
 pytest_plugins = ["pytester"]
 
-pytestmark = pytest.mark.skipif(_can_mount() is not None, reason=str(_can_mount()))
+pytestmark = needs_mount
 
 # an inner test reports what it saw into SEEN (a directory given through the environment)
 RECORD = '''

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 import vscsifs
-from daemon_harness import GOLDEN, VSCSIFS, _can_mount
+from daemon_harness import GOLDEN, VSCSIFS, needs_mount
 from golden_sysfs import compare, materialize
 
-pytestmark = pytest.mark.skipif(_can_mount() is not None, reason=str(_can_mount()))
+pytestmark = needs_mount
 
 CAPTURES = sorted(p.parent.name for p in Path(GOLDEN).glob("*/sysfs-manifest.txt"))
 MIN_MATCH = 0.90

@@ -8,11 +8,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import subprocess
 
 import pytest
 
-from daemon_harness import GOLDEN, _can_mount, logged_commands, start_daemon
+from daemon_harness import GOLDEN, logged_commands, require_mount, run, start_daemon
 from golden_sysfs import compare, materialize
 
 SEED = os.path.join(GOLDEN, "seed")
@@ -21,10 +20,6 @@ TOOLS = os.path.join(SEED, "tools")
 # Every golden sysfs entry we knowingly differ on, with the reason. The test fails on any
 # mismatch not listed here, and lists the ones it saw.
 EXPECTED_MISMATCHES: dict[str, str] = {}
-
-
-def run(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, check=check, **kw)
 
 
 def golden(name: str) -> str:
@@ -186,9 +181,7 @@ def test_image_checksums_unchanged_by_reads(seed_daemon):
 def test_scsi_logging_gives_the_traced_command_sequence(tmp_path):
     """-append scsi_mod.scsi_logging_level=132153287: the same commands, in the same order per LUN,
     as the real kernel's SCSI log (seed-trace/scsi-log.txt)."""
-    why = _can_mount()
-    if why:
-        pytest.skip(why)
+    require_mount()
     d = start_daemon(str(tmp_path), ["-append", "scsi_mod.scsi_logging_level=132153287"])
     try:
         ours_lines = d.kernel_lines()

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from daemon_harness import _can_mount, force_unmount, is_mounted
+from daemon_harness import force_unmount, is_mounted, require_mount
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -151,9 +151,7 @@ def stop(svc: Svc, sig: int = signal.SIGTERM) -> int | None:
 
 @pytest.fixture
 def mountable() -> None:
-    why = _can_mount()
-    if why:
-        pytest.skip(why)
+    require_mount()
 
 
 @pytest.fixture
@@ -412,20 +410,26 @@ def test_sigterm_with_io_in_flight_fails_it_cleanly_and_exits_quickly(tmp_path, 
     assert svc.mount not in losetup
 
 
-def test_kill9_then_restart_on_the_same_mount_point(tmp_path, mountable, services):
-    """A killed daemon leaves a dead mount (ENOTCONN); the next start clears it and serves."""
-    tmp = str(tmp_path)
-    write_images(f"{tmp}/img", {"a.img": 64 * MIB})
+@pytest.fixture
+def one_lun(tmp_path) -> list[str]:
+    """The daemon's arguments for a machine with one 64 MiB disk (LUN 0), made in tmp_path."""
+    write_images(f"{tmp_path}/img", {"a.img": 64 * MIB})
     conf = tmp_path / "m.toml"
     conf.write_text(machine_toml([("lun0", 0, 0, "img/a.img")]))
-    first = start(tmp, ["--config", str(conf)], notify_name="n1", log_name="first.log")
+    return ["--config", str(conf)]
+
+
+def test_kill9_then_restart_on_the_same_mount_point(tmp_path, mountable, services, one_lun):
+    """A killed daemon leaves a dead mount (ENOTCONN); the next start clears it and serves."""
+    tmp = str(tmp_path)
+    first = start(tmp, one_lun, notify_name="n1", log_name="first.log")
     services.append(first)
     first.proc.kill()
     first.proc.wait()
     with pytest.raises(OSError) as ei:
         os.statvfs(first.mount)
     assert ei.value.errno == errno.ENOTCONN
-    second = start(tmp, ["--config", str(conf)], notify_name="n2", log_name="second.log", mount=first.mount)
+    second = start(tmp, one_lun, notify_name="n2", log_name="second.log", mount=first.mount)
     services.append(second)
     assert sysfs_devices(second.mount) == ["0:0:0:0", "host0", "target0:0:0"]
     assert "a FUSE mount left by a daemon that died" in second.log()
@@ -434,14 +438,11 @@ def test_kill9_then_restart_on_the_same_mount_point(tmp_path, mountable, service
     assert not is_mounted(second.mount)
 
 
-def test_a_second_instance_on_the_same_mount_point_is_refused(tmp_path, mountable, services):
+def test_a_second_instance_on_the_same_mount_point_is_refused(tmp_path, mountable, services, one_lun):
     tmp = str(tmp_path)
-    write_images(f"{tmp}/img", {"a.img": 64 * MIB})
-    conf = tmp_path / "m.toml"
-    conf.write_text(machine_toml([("lun0", 0, 0, "img/a.img")]))
-    first = start(tmp, ["--config", str(conf)], notify_name="n1", log_name="first.log")
+    first = start(tmp, one_lun, notify_name="n1", log_name="first.log")
     services.append(first)
-    second = start(tmp, ["--config", str(conf)], notify_name="n2", log_name="second.log", mount=first.mount,
+    second = start(tmp, one_lun, notify_name="n2", log_name="second.log", mount=first.mount,
                    wait_ready=False)
     services.append(second)
     assert second.wait() == 1

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from qemu import qmp
 
-from tests.daemon_harness import VSCSIFS, Daemon, _can_mount, start_daemon, wait_for
+from tests.daemon_harness import VSCSIFS, Daemon, require_mount, start_daemon, wait_for
 from tests.golden_cdb import make_image
 from tests.golden_images import make_iso
 
@@ -71,9 +71,7 @@ def record(text: str) -> tuple[set[str], list[str], bool]:
 
 @pytest.fixture
 def udev_machine() -> Iterator[Daemon]:
-    why = _can_mount()
-    if why:
-        pytest.skip(why)
+    require_mount()
     with tempfile.TemporaryDirectory(prefix="vscsifs-udev-") as tmp:
         make_seed_udev_images(Path(tmp) / "data")
         d = start_daemon(tmp, ready="run/udev/data/b8:17", udev=True)
@@ -170,9 +168,7 @@ def test_unplug_and_scan_as_the_guests_hotplug_step(udev_machine: Daemon) -> Non
 def test_4k_disk_partition_table(tmp_path) -> None:
     """On a disk with 4096-byte logical blocks the GPT is where a 4K disk has it (LBA 1 = byte
     4096): blkid probes with the disk's sector size, as on the guest's block device."""
-    why = _can_mount()
-    if why:
-        pytest.skip(why)
+    require_mount()
     disk = make_image(tmp_path / "4k.img", 64 << 20, "4k.img")
     d = start_daemon(str(tmp_path), ["-device", "virtio-scsi-pci,id=scsi0",
                                      "-device", "scsi-hd,drive=hd0,bus=scsi0.0,scsi-id=0,lun=0,"
@@ -195,9 +191,7 @@ def test_4k_disk_partition_table(tmp_path) -> None:
 
 
 def test_no_udev_is_the_machine_without_it() -> None:
-    why = _can_mount()
-    if why:
-        pytest.skip(why)
+    require_mount()
     with tempfile.TemporaryDirectory(prefix="vscsifs-noudev-") as tmp:
         d = start_daemon(tmp, udev=False)
         try:
@@ -283,9 +277,7 @@ def test_hotplugged_disk_with_identity_properties(tmp_path) -> None:
     """A LUN added over QMP with serial= and wwn=: scsi_id picks the NAA designator (ID_WWN,
     by-id/wwn-...), keeps the unit serial (ID_SCSI_SERIAL); after block_resize a partition past
     the old end gets its links (with the parent's ids); device_del takes it all away."""
-    why = _can_mount()
-    if why:
-        pytest.skip(why)
+    require_mount()
     img = tmp_path / "hp.img"
     with open(img, "wb") as f:
         f.truncate(64 << 20)
@@ -343,9 +335,7 @@ def test_cdrom_links_and_media_properties(tmp_path) -> None:
     """A scsi-cd with an ISO and an empty one: cdrom_id's properties, the /dev/cdrom link of sr0
     (link priority -100 for all of its links), the ISO's label and UUID links from the blkid
     rule for media with data tracks; the empty drive gets no media properties and no FS links."""
-    why = _can_mount()
-    if why:
-        pytest.skip(why)
+    require_mount()
     iso = make_iso(tmp_path / "a.iso", 2000, "udev", volume_id="UDEVCD")
     disk = make_image(tmp_path / "hd.img", 8 << 20, "hd.img")
     d = start_daemon(str(tmp_path), ["-device", "virtio-scsi-pci,id=scsi0",

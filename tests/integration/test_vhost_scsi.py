@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from daemon_harness import VSCSIFS, Daemon, _can_mount, start_daemon
+from daemon_harness import VSCSIFS, Daemon, require_mount, start_daemon
 from golden_cdb import GOLDEN, make_image
 from vscsifs.daemon._machine import Machine
 from vscsifs.daemon._qemu_args import parse_qemu_args
@@ -84,9 +84,7 @@ async def test_boot_in_process_one_worker_for_all_queues(tmp_path: Path) -> None
 
 @pytest.fixture(scope="module")
 def vhost_daemon(tmp_path_factory) -> Iterator[Daemon]:
-    why = _can_mount()
-    if why:
-        pytest.skip(why)
+    require_mount()
     tmp = tmp_path_factory.mktemp("vhost")
     lio = write_lio(tmp)
     d = start_daemon(str(tmp), ["-smp", "2", "-m", "1G", "-device", DEVICE, "--lio-config", str(lio)])
@@ -234,9 +232,7 @@ async def test_lun_added_without_hotplug_feature_is_not_seen(tmp_path: Path) -> 
 def test_lun_added_through_the_control_socket_is_hotplugged(tmp_path: Path) -> None:
     """targetcli's backstore create + luns create, done over QMP on a running daemon: with
     hotplug=on the guest gets the rescan event and the new LUN appears in lsscsi and /dev."""
-    why = _can_mount()
-    if why:
-        pytest.skip(why)
+    require_mount()
     from qemu.qmp.legacy import QEMUMonitorProtocol
 
     lio = write_lio(tmp_path)

@@ -1,20 +1,27 @@
-"""Test harness for the SCSI midlayer (brief C1): a kernel, an LLD whose queuecommand hands
-CDBs straight to the device side (vscsifs.scsi.device.SCSIBus with real scsi-hd LUNs over
-temp images: a "device side without virtio" transport), and helpers to run a scan."""
+"""Test harness for the SCSI midlayer: a kernel, an LLD whose queuecommand hands CDBs straight
+to the device side (vscsifs.scsi.device.SCSIBus with real scsi-hd LUNs over temp images: a
+"device side without virtio" transport), and helpers to run a scan."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from golden_cdb import make_image
 from vscsifs.scsi.kernel.base._driver_model import Device, Sysfs, device_add
 from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice
+from vscsifs.scsi.kernel import bsg_init, sd_init, sg_init, sr_init
+from vscsifs.scsi.kernel._async_domain import async_synchronize_full
 from vscsifs.scsi.kernel._hosts import scsi_add_host, scsi_host_alloc
+from vscsifs.scsi.kernel._scsi_devinfo import Blist
+from vscsifs.scsi.kernel._scsi_lib import scsi_change_queue_depth
+from vscsifs.scsi.kernel._scsi_scan import scsi_scan_host
 from vscsifs.scsi.kernel._scsi_types import ScsiHostTemplate, Scsi_Host
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import Kmsg
@@ -29,6 +36,14 @@ def make_kernel(cmdline: str = "", nr_cpus: int = 2, memory: bool = True) -> Ker
     return Kernel(kmsg=Kmsg(console=None), sysfs=Sysfs(),
                   memory=GuestMemory(16 << 20) if memory else None, nr_cpus=nr_cpus,
                   cmdline=cmdline)
+
+
+def guest_kernel(cmdline: str = "") -> Kernel:
+    """make_kernel with the upper drivers the seed guest loads (bsg, sg, sd, sr) registered."""
+    kernel = make_kernel(cmdline)
+    for init in (bsg_init, sg_init, sd_init, sr_init):
+        init(kernel)
+    return kernel
 
 
 @dataclass
@@ -90,12 +105,10 @@ def virtio_template(lld: BusLLD) -> ScsiHostTemplate:
 
 
 def _change_qd(sdev: Any, depth: int) -> int:
-    from vscsifs.scsi.kernel._scsi_lib import scsi_change_queue_depth
     return scsi_change_queue_depth(sdev, min(sdev.host.cmd_per_lun, depth))
 
 
 def _slave_alloc(sdev: Any) -> int:
-    from vscsifs.scsi.kernel._scsi_devinfo import Blist
     sdev.sdev_bflags = int(Blist.TRY_VPD_PAGES)   # virtscsi_device_alloc
     return 0
 
@@ -126,6 +139,42 @@ def make_host(kernel: Kernel, bus: SCSIBus, max_id: int = 256, pci_slot: str = "
     device_add(parent)
     scsi_add_host(shost, parent)
     return shost, lld
+
+
+@asynccontextmanager
+async def scanned_host(kernel: Kernel, bus: SCSIBus, **host_kw: Any) -> AsyncIterator[tuple[Scsi_Host, BusLLD]]:
+    """make_host and its scan run to the end (async probes included) in a nursery that is the
+    kernel's for the rest of the block."""
+    async with trio.open_nursery() as nursery:
+        kernel.nursery = nursery
+        try:
+            shost, lld = make_host(kernel, bus, **host_kw)
+            await scsi_scan_host(shost)
+            await async_synchronize_full(kernel)
+            yield shost, lld
+        finally:
+            kernel.nursery = None
+
+
+def check_condition_on(opcode: int, sense: bytes) -> Callable[[scsi_cmnd], bool]:
+    """A BusLLD hook: commands with this opcode end in CHECK CONDITION with this sense data."""
+    def hook(cmd: scsi_cmnd) -> bool:
+        if cmd.cmnd[0] != opcode:
+            return False
+        cmd.result = 0x02                           # SAM_STAT_CHECK_CONDITION
+        cmd.sense_buffer[:len(sense)] = sense
+        cmd.scsi_done(cmd)
+        return True
+    return hook
+
+
+@pytest.fixture
+def opened() -> Iterator[list[BlockBackend]]:
+    """The backends a test opened (hd(..., opened=opened)), closed after it."""
+    lst: list[BlockBackend] = []
+    yield lst
+    for be in lst:
+        be.close()
 
 
 def seed_bus(tmp_path: Path, opened: list[BlockBackend]) -> SCSIBus:

@@ -1,5 +1,6 @@
 """Test doubles for sd/sg/bsg: a scsi-hd-like device answering CDBs, a minimal block layer and
-scsi_device, standing in for the midlayer (C1) and block layer (C3) until they land."""
+scsi_device, standing in for the midlayer and the block layer so that sd's own choices are
+checked alone (the real block_device_operations and scsi_execute result types are used)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Any
 from vscsifs.scsi.kernel.base._driver_model import Device, Sysfs, device_add, device_bind_driver
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import Kmsg
+from vscsifs.scsi.kernel.block import BlockDeviceOperations
+from vscsifs.scsi.kernel._scsi_lib import ExecResult
 
 GOLDEN_VPD00 = bytes.fromhex("000000050083b0b1b2")
 def _xxd(text: str) -> bytes:
@@ -44,14 +47,6 @@ def fixed_sense(key: int, asc: int, ascq: int, info: int | None = None) -> bytes
         s[0] |= 0x80
         s[3:7] = info.to_bytes(4, "big")
     return bytes(s)
-
-
-@dataclass
-class ExecResult:
-    result: int
-    data: bytes
-    sense: bytes
-    resid: int
 
 
 @dataclass
@@ -173,20 +168,10 @@ class FakeDisk:
     deleted: bool = False
 
 
-@dataclass(eq=False)
-class FakeFops:
-    open: Any = None
-    release: Any = None
-    check_events: Any = None
-    unlock_native_capacity: Any = None
-    ioctl: Any = None
-    owner: str | None = None
-
-
 class FakeBlock:
-    """The block layer functions sd calls (brief C3's names)."""
+    """The block layer functions sd calls, under the block layer's names."""
 
-    BlockDeviceOperations = FakeFops
+    BlockDeviceOperations = BlockDeviceOperations
 
     QUEUE_FLAG_NONROT = "QUEUE_FLAG_NONROT"
     QUEUE_FLAG_ADD_RANDOM = "QUEUE_FLAG_ADD_RANDOM"

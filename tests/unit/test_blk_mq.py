@@ -237,12 +237,23 @@ async def test_request_flags_passed_as_third_argument_are_kept() -> None:
 
 # ---------------------------------------------------------------- bio path
 
-async def _disk(nursery, size=1 << 20, completion=Completion.DEFERRED, depth=64, lbs=512):  # type: ignore[no-untyped-def]
-    k = make_kernel(2)
+async def null_disk(nursery, size: int = 1 << 20, name: str = "nullb0", *, nr_cpus: int = 2, major: int = 250,  # type: ignore[no-untyped-def]
+                    map_queues=None, **nb_kw):
+    """A null_blk disk (NullBlk's keywords) added on a fresh kernel of ``nr_cpus`` CPUs that
+    runs in ``nursery``; ``map_queues`` replaces the tag set's CPU-to-queue map first."""
+    k = make_kernel(nr_cpus)
     k.nursery = nursery
-    nb = NullBlk(k, size, logical_block_size=lbs, queue_depth=depth, completion=completion)
-    disk = nb.alloc_disk("nullb0", major=250, minors=16)
-    await device_add_disk(None if True else None, disk)
+    nb = NullBlk(k, size, **nb_kw)
+    if map_queues is not None:
+        nb.tag_set.ops.map_queues = map_queues
+        map_queues(nb.tag_set)
+    disk = nb.alloc_disk(name, major=major, minors=16)
+    await device_add_disk(None, disk)
+    return k, nb, disk
+
+
+async def _disk(nursery, size=1 << 20, completion=Completion.DEFERRED, depth=64, lbs=512):  # type: ignore[no-untyped-def]
+    k, nb, disk = await null_disk(nursery, size, logical_block_size=lbs, queue_depth=depth, completion=completion)
     nb.log.clear()
     return k, nb, disk
 
@@ -482,12 +493,9 @@ def test_bio_matches_a_flat_file(ops, lbs, max_kb, completion) -> None:  # type:
 
     async def main() -> None:
         async with trio.open_nursery() as n:
-            k = make_kernel(2)
-            k.nursery = n
-            nb = NullBlk(k, size, logical_block_size=lbs, queue_depth=3,
-                         completion=Completion.DEFERRED if completion is Completion.MANUAL else completion)
-            disk = nb.alloc_disk("nullb1", major=250, minors=16)
-            await device_add_disk(None, disk)
+            k, nb, disk = await null_disk(
+                n, size, "nullb1", logical_block_size=lbs, queue_depth=3,
+                completion=Completion.DEFERRED if completion is Completion.MANUAL else completion)
             disk.queue.limits.max_sectors = max(max_kb * 2, lbs >> 9)
             ref = bytearray(size)
             for op, off, length, fill in ops:

@@ -13,11 +13,10 @@ from vscsifs.scsi.kernel.base._kobject import SysfsError
 from vscsifs.scsi.kernel.block import (QueueFlag, blk_mq_alloc_tag_set, blk_mq_init_queue, blk_mq_virtio_map_queues,
                                 blk_queue_io_min, blk_queue_io_opt, blk_queue_logical_block_size,
                                 blk_queue_max_hw_sectors, blk_queue_max_segment_size, blk_queue_max_segments,
-                                blk_queue_physical_block_size, blk_queue_virt_boundary, blk_queue_alignment_offset,
-                                device_add_disk)
-from vscsifs.scsi.kernel.block._null_blk import Completion, NullBlk
+                                blk_queue_physical_block_size, blk_queue_virt_boundary, blk_queue_alignment_offset)
+from vscsifs.scsi.kernel.block._null_blk import Completion
 
-from test_blk_mq import _ops, make_kernel
+from test_blk_mq import _ops, make_kernel, null_disk
 from test_genhd import seed_disk
 
 
@@ -118,11 +117,8 @@ async def test_scheduler_switch_adds_and_removes_iosched() -> None:
 
 async def test_single_queue_disk_gets_mq_deadline() -> None:
     async with trio.open_nursery() as n:
-        k = make_kernel(1)
-        k.nursery = n
-        nb = NullBlk(k, 1 << 20, queue_depth=64, completion=Completion.SYNC)
-        disk = nb.alloc_disk("vda", major=252, minors=16)
-        await device_add_disk(None, disk)
+        k, nb, disk = await null_disk(n, 1 << 20, "vda", nr_cpus=1, major=252, queue_depth=64,
+                                      completion=Completion.SYNC)
         assert qattr(disk, "scheduler").read() == b"[mq-deadline] none\n"
         assert qattr(disk, "nr_requests").read() == b"128\n"
         assert qattr(disk, "iosched/async_depth").read() == b"128\n"
@@ -202,13 +198,8 @@ async def test_write_cache_io_timeout_wbt_discard_ra() -> None:
 
 async def test_mq_dirs_for_four_cpus_on_two_queues() -> None:
     async with trio.open_nursery() as n:
-        k = make_kernel(4)
-        k.nursery = n
-        nb = NullBlk(k, 1 << 20, nr_hw_queues=2, queue_depth=128, completion=Completion.SYNC)
-        nb.tag_set.ops.map_queues = blk_mq_virtio_map_queues
-        blk_mq_virtio_map_queues(nb.tag_set)
-        disk = nb.alloc_disk("sdz", major=8, minors=16)
-        await device_add_disk(None, disk)
+        k, nb, disk = await null_disk(n, 1 << 20, "sdz", nr_cpus=4, major=8, map_queues=blk_mq_virtio_map_queues,
+                                      nr_hw_queues=2, queue_depth=128, completion=Completion.SYNC)
         mq = disk.dev.kobj.lookup("mq")
         assert sorted(mq.children) == ["0", "1"]
         assert mq.lookup("0/cpu_list").read() == b"0, 1\n" and mq.lookup("1/cpu_list").read() == b"2, 3\n"
@@ -219,11 +210,8 @@ async def test_mq_dirs_for_four_cpus_on_two_queues() -> None:
 
 async def test_4k_disk_queue_texts() -> None:
     async with trio.open_nursery() as n:
-        k = make_kernel(2)
-        k.nursery = n
-        nb = NullBlk(k, 8 << 20, logical_block_size=4096, nr_hw_queues=2, completion=Completion.SYNC)
-        disk = nb.alloc_disk("sdy", major=8, minors=16)
-        await device_add_disk(None, disk)
+        k, nb, disk = await null_disk(n, 8 << 20, "sdy", major=8, logical_block_size=4096, nr_hw_queues=2,
+                                      completion=Completion.SYNC)
         assert qattr(disk, "logical_block_size").read() == b"4096\n"
         assert qattr(disk, "hw_sector_size").read() == b"4096\n"
         assert qattr(disk, "minimum_io_size").read() == b"4096\n"
@@ -234,11 +222,8 @@ async def test_4k_disk_queue_texts() -> None:
 async def test_smaller_nr_requests_limits_requests_in_flight() -> None:
     from vscsifs.scsi.kernel.block import bdev_write
     async with trio.open_nursery() as n:
-        k = make_kernel(1)
-        k.nursery = n
-        nb = NullBlk(k, 1 << 20, nr_hw_queues=2, queue_depth=32, completion=Completion.DEFERRED)
-        disk = nb.alloc_disk("sdw", major=8, minors=16)
-        await device_add_disk(None, disk)
+        k, nb, disk = await null_disk(n, 1 << 20, "sdw", nr_cpus=1, major=8, nr_hw_queues=2, queue_depth=32,
+                                      completion=Completion.DEFERRED)
         assert qattr(disk, "scheduler").read() == b"[mq-deadline] none\n"   # one CPU: one hw queue
         write(disk, "scheduler", b"none\n")
         write(disk, "nr_requests", b"4\n")

@@ -20,7 +20,9 @@ from vscsifs.scsi.kernel.block import (GENHD_FL_REMOVABLE, QueueFlag, bdev_read,
                                 proc_partitions_text, register_blkdev, set_capacity_and_notify, set_disk_ro)
 from vscsifs.scsi.kernel.block._null_blk import Completion, NullBlk
 
+from midlayer_harness import guest_kernel, opened, scanned_host, seed_bus  # noqa: F401  (opened: a fixture)
 from test_blk_mq import make_kernel
+from vscsifs.scsi.device import BlockBackend
 from test_partitions import mbr
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "seed"
@@ -234,75 +236,20 @@ def render(root, dest: Path) -> Path:  # type: ignore[no-untyped-def]
     return dest
 
 
-async def seed_machine(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """The seed scan through the real midlayer, sd and scsi-hd (the LLD glue is test_sd's)."""
-    import sys
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from golden_cdb import make_image
-
-    from vscsifs.scsi.kernel.base._driver_model import Sysfs
-    from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice
-    from vscsifs.scsi.kernel import bsg_init, sd_init, sg_init, sr_init
-    from vscsifs.scsi.kernel._hosts import scsi_add_host, scsi_host_alloc
-    from vscsifs.scsi.kernel._scsi_types import ScsiHostTemplate
-    from vscsifs.scsi.kernel.base._kernel import Kernel
-    from vscsifs.scsi.kernel.base._printk import Kmsg
-    from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte
-    from vscsifs.scsi.kernel._async_domain import async_synchronize_full
-    from vscsifs.scsi.kernel._scsi_scan import scsi_scan_host
-    from vscsifs.virtio import GuestMemory
-
-    boot = make_image(tmp_path / "boot.img", 1 << 30, "boot.img", mbr=(0x5EED0B00, 2048, 2097152 - 2048))
-    test = make_image(tmp_path / "test.img", 256 << 20, "test.img", mbr=(0x5EED7E57, 2048, 262144 - 2048))
-    bus = SCSIBus()
-    for lun, img in enumerate((boot, test)):
-        bus.attach(SCSIDiskDevice(BlockBackend.open(str(img), fmt="raw"), lun=lun, drive_id=f"drive{lun}"))
-
-    def queuecommand(shost, cmd) -> int:  # type: ignore[no-untyped-def]
-        sdev = cmd.device
-        n = cmd.transfersize if cmd.sdb is not None else 0
-        view = [cmd.sdb.view[:n]] if n else []
-        din = view if cmd.sc_data_direction == DmaDirection.DMA_FROM_DEVICE else []
-        dout = view if cmd.sc_data_direction == DmaDirection.DMA_TO_DEVICE else []
-        try:
-            r = bus.execute(sdev.channel, sdev.id, sdev.lun, cmd.cmnd, dout, din)
-        except LookupError:
-            cmd.result, cmd.resid = HostByte.DID_BAD_TARGET << 16, n
-        else:
-            cmd.result = r.status
-            cmd.sense_buffer[:len(r.sense)] = r.sense
-            cmd.resid = n - r.xfer if din else 0
-        cmd.scsi_done(cmd)
-        return 0
-
-    kernel = Kernel(kmsg=Kmsg(console=None), sysfs=Sysfs(), memory=GuestMemory(64 << 20), nr_cpus=2)
-    async with trio.open_nursery() as nursery:
-        kernel.nursery = nursery
-        bsg_init(kernel)
-        sg_init(kernel)
-        sd_init(kernel)
-        sr_init(kernel)
-        tmpl = ScsiHostTemplate(name="Virtio SCSI HBA", proc_name="virtio_scsi", queuecommand=queuecommand,
-                                can_queue=256, cmd_per_lun=256, max_sectors=0xFFFF, sg_tablesize=254)
-        shost = scsi_host_alloc(kernel, tmpl)
-        shost.max_id, shost.max_lun, shost.max_channel, shost.max_cmd_len = 256, 16384, 0, 32
-        shost.nr_hw_queues = 4
-        parent = Device("virtio0", parent_dir=kernel.sysfs.devices.makedirs("pci0000:00/0000:00:04.0"))
-        device_add(parent)
-        scsi_add_host(shost, parent)
-        await scsi_scan_host(shost)
-        await async_synchronize_full(kernel)
-        nursery.cancel_scope.cancel()
-    kernel.nursery = None
+async def seed_machine(tmp_path: Path, opened: list[BlockBackend]):  # type: ignore[no-untyped-def]
+    """The seed scan through the real midlayer, sd and scsi-hd (the LLD is midlayer_harness's)."""
+    kernel = guest_kernel()
+    async with scanned_host(kernel, seed_bus(tmp_path, opened)) as (shost, _):
+        kernel.nursery.cancel_scope.cancel()
     return kernel, shost
 
 
-async def test_full_stack_block_trees_and_tools_match_golden(tmp_path: Path) -> None:
+async def test_full_stack_block_trees_and_tools_match_golden(tmp_path: Path, opened) -> None:
     import re
     import shutil
     import subprocess
 
-    kernel, shost = await seed_machine(tmp_path)
+    kernel, shost = await seed_machine(tmp_path, opened)
     lines = kernel.kmsg.lines()
     names = dict(re.match(r"sd (0:0:0:\d): \[(sd\w+)\] Attached", ln).groups()  # type: ignore[union-attr]
                  for ln in lines if re.match(r"sd 0:0:0:\d: \[sd\w+\] Attached", ln))

@@ -14,7 +14,7 @@ import trio
 
 from golden_cdb import GOLDEN, load_cdb_dir
 from golden_images import make_iso
-from sg_user import ROOT, USER, UserSpace, boot_seed, build_sg_io, sg_io
+from sg_user import ROOT, USER, UserSpace, build_sg_io, seed, sg_io  # noqa: F401  (seed: a fixture)
 from vscsifs.daemon._machine import Machine
 from vscsifs.daemon._qemu_args import parse_qemu_args
 from vscsifs.scsi.kernel._bsg_file import SG_IO_V4, SgIoV4
@@ -25,15 +25,6 @@ from vscsifs.scsi.kernel.block import _blkdev_file as bf
 from vscsifs.scsi.kernel.block._blkdev_file import blkdev_file_open
 
 INT = struct.Struct("<i")
-
-
-@pytest.fixture
-async def seed(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Machine]:
-    m = await boot_seed(tmp_path, nursery)
-    try:
-        yield m
-    finally:
-        m.shutdown()
 
 
 def bdev(m: Machine, name: str):

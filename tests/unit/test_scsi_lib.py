@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
 
 import vscsifs.scsi.kernel as K
-from midlayer_harness import hd, make_host, make_kernel
+from midlayer_harness import check_condition_on, hd, make_host, make_kernel, opened, scanned_host  # noqa: F401
+from sd_fakes import fixed_sense
 from vscsifs.scsi.kernel.block import BlkStatus
 from vscsifs.scsi.device import SCSIBus
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, scsi_cmnd
@@ -23,30 +23,16 @@ from vscsifs.scsi.kernel._scsi_lib import scsi_result_to_blk_status, scsi_vpd_lu
 from vscsifs.scsi.kernel._scsi_types import SdevState, scsi_device_set_state
 
 
-def fixed_sense(key: int, asc: int, ascq: int) -> bytes:
-    s = bytearray(18)
-    s[0], s[2], s[7], s[12], s[13] = 0x70, key, 10, asc, ascq
-    return bytes(s)
-
-
 @pytest.fixture
-async def disk(tmp_path: Path):
+async def disk(tmp_path: Path, opened):
     """One scanned scsi-hd at 0:0:0:0 (async scan finished), the kernel's nursery running."""
-    opened: list[Any] = []
     bus = SCSIBus()
     bus.attach(hd(tmp_path, "d.img", 8 << 20, 0, opened=opened))
     kernel = make_kernel()
-    async with trio.open_nursery() as nursery:
-        kernel.nursery = nursery
-        shost, lld = make_host(kernel, bus, max_id=1)
-        await K.scsi_scan_host(shost)
-        await K.async_synchronize_full(kernel)
+    async with scanned_host(kernel, bus, max_id=1) as (shost, lld):
         await K.scsi_test_unit_ready(shost.devices[0])      # consume the power-on UA
         lld.log.clear()
         yield kernel, shost, lld, shost.devices[0]
-        kernel.nursery = None
-    for be in opened:
-        be.close()
 
 
 async def test_execute_data_in_with_residual(disk) -> None:
@@ -185,15 +171,7 @@ async def test_mode_sense_6_and_vpd_helpers(disk) -> None:
 async def test_mode_sense_10_falls_back_to_6(disk) -> None:
     kernel, shost, lld, sdev = disk
 
-    def hook(cmd: scsi_cmnd) -> bool:
-        if cmd.cmnd[0] == 0x5A:
-            cmd.result = 0x02
-            cmd.sense_buffer[:18] = fixed_sense(5, 0x20, 0)
-            cmd.scsi_done(cmd)
-            return True
-        return False
-
-    lld.hook = hook
+    lld.hook = check_condition_on(0x5A, fixed_sense(5, 0x20, 0))
     sdev.use_10_for_ms = True
     ms = await K.scsi_mode_sense(sdev, 0, 0x08, 32)
     assert ms.result == 0 and not sdev.use_10_for_ms
@@ -394,39 +372,24 @@ async def test_remove_host_removes_devices_targets_and_host(disk) -> None:
     assert kernel.host_ida.alloc() == 0         # host number free again
 
 
-async def test_failed_fs_read_through_sd_logs_and_errors(tmp_path: Path) -> None:
+async def test_failed_fs_read_through_sd_logs_and_errors(tmp_path: Path, opened) -> None:
     """A READ(10) answered MEDIUM ERROR 11/00: sd's request fails (no retry for an unrecovered
     read error), the midlayer logs the kernel's FAILED/sense/CDB lines and the block layer
     sees an error."""
     from vscsifs.scsi.kernel.block import bdev_read
 
-    opened: list[Any] = []
     bus = SCSIBus()
     bus.attach(hd(tmp_path, "m.img", 8 << 20, 0, opened=opened))
     kernel = make_kernel()
     K.sg_init(kernel)
     K.sd_init(kernel)
-    async with trio.open_nursery() as nursery:
-        kernel.nursery = nursery
-        shost, lld = make_host(kernel, bus, max_id=1)
-        await K.scsi_scan_host(shost)
-        await K.async_synchronize_full(kernel)
+    async with scanned_host(kernel, bus, max_id=1) as (shost, lld):
         sdev = shost.devices[0]
         disk = sdev.sdev_gendev.driver_data.disk
-
-        def hook(cmd: scsi_cmnd) -> bool:
-            if cmd.cmnd[0] == 0x28:
-                cmd.result = 0x02
-                cmd.sense_buffer[:18] = fixed_sense(3, 0x11, 0)
-                cmd.scsi_done(cmd)
-                return True
-            return False
-
-        lld.hook = hook
+        lld.hook = check_condition_on(0x28, fixed_sense(3, 0x11, 0))
         lld.log.clear()
         with pytest.raises(OSError):
             await bdev_read(disk.part0, 1 << 20, 4096)
-        kernel.nursery = None
     reads = [c for _, c, _ in lld.log if c[0] == 0x28]
     assert len(reads) == 1                               # MEDIUM ERROR 11/00: SUCCESS, not retried
     msgs = kernel.kmsg.lines()
@@ -437,8 +400,6 @@ async def test_failed_fs_read_through_sd_logs_and_errors(tmp_path: Path) -> None
     assert re.fullmatch(r"sd 0:0:0:0: \[sda\] tag#\d+ Add. Sense: Unrecovered read error", msgs[i + 2])
     assert re.fullmatch(r"sd 0:0:0:0: \[sda\] tag#\d+ CDB: Read\(10\) 28 00 00 00 08 00 00 00 08 00", msgs[i + 3])
     assert sdev.ioerr_cnt >= 1
-    for be in opened:
-        be.close()
 
 
 

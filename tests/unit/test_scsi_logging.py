@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
-import trio
 
 import vscsifs.scsi.kernel as K
-from midlayer_harness import GOLDEN, make_host, make_kernel, seed_bus
+from midlayer_harness import GOLDEN, make_kernel, opened, scanned_host, seed_bus  # noqa: F401
 from vscsifs.scsi.kernel._constants import scsi_device_type, scsi_format_opcode_name
 from vscsifs.scsi.kernel._scsi_logging import (LogShift, scsi_format_extd_sense, scsi_log_level,
                                                scsi_logging_level_get, scsi_logging_level_set)
@@ -32,25 +30,13 @@ def golden_log() -> list[str]:
     return [norm(x) for x in (GOLDEN / "seed-trace" / "scsi-log.txt").read_text().splitlines()]
 
 
-@pytest.fixture
-def opened():
-    lst: list[Any] = []
-    yield lst
-    for be in lst:
-        be.close()
-
-
 async def scan(tmp_path: Path, opened, cmdline: str, sd: bool):
     kernel = make_kernel(cmdline)
     if sd:
         K.sg_init(kernel)
         K.sd_init(kernel)
-    async with trio.open_nursery() as nursery:
-        kernel.nursery = nursery
-        shost, lld = make_host(kernel, seed_bus(tmp_path, opened))
-        await K.scsi_scan_host(shost)
-        await K.async_synchronize_full(kernel)
-        kernel.nursery = None
+    async with scanned_host(kernel, seed_bus(tmp_path, opened)):
+        pass
     return kernel
 
 

@@ -6,24 +6,16 @@ from __future__ import annotations
 
 import collections
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
 
 import vscsifs.scsi.kernel as K
-from midlayer_harness import GOLDEN, golden_scan_rows, hd, make_host, make_kernel, seed_bus
+from midlayer_harness import (GOLDEN, golden_scan_rows, hd, make_host, make_kernel, opened,  # noqa: F401
+                              scanned_host, seed_bus)
 from vscsifs.scsi.device import SCSIBus
 from vscsifs.scsi.kernel import _scsi_scan as scan
 from vscsifs.scsi.kernel._scsi_types import SdevState
-
-
-@pytest.fixture
-def opened():
-    lst: list[Any] = []
-    yield lst
-    for be in lst:
-        be.close()
 
 
 async def run_scan(kernel, bus, *, sd: bool = False, max_id: int = 256, **kw):
@@ -31,12 +23,8 @@ async def run_scan(kernel, bus, *, sd: bool = False, max_id: int = 256, **kw):
         K.bsg_init(kernel)
         K.sg_init(kernel)
         K.sd_init(kernel)
-    async with trio.open_nursery() as nursery:
-        kernel.nursery = nursery
-        shost, lld = make_host(kernel, bus, max_id=max_id, **kw)
-        await K.scsi_scan_host(shost)
-        await K.async_synchronize_full(kernel)
-        kernel.nursery = None
+    async with scanned_host(kernel, bus, max_id=max_id, **kw) as (shost, lld):
+        pass
     return shost, lld
 
 
@@ -202,11 +190,7 @@ async def test_hotplug_add_and_remove_device(tmp_path: Path, opened) -> None:
     kernel = make_kernel()
     K.sg_init(kernel)
     K.sd_init(kernel)
-    async with trio.open_nursery() as nursery:
-        kernel.nursery = nursery
-        shost, lld = make_host(kernel, bus, max_id=4)
-        await K.scsi_scan_host(shost)
-        await K.async_synchronize_full(kernel)
+    async with scanned_host(kernel, bus, max_id=4) as (shost, lld):
         bus.attach(hd(tmp_path, "hot.img", 1 << 20, 2, opened=opened, drive_id="drive2"))
         assert await K.scsi_add_device(shost, 0, 0, 2) == 0
         await K.async_synchronize_full(kernel)

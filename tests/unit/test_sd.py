@@ -13,10 +13,17 @@ from pathlib import Path
 import pytest
 import trio
 
+from midlayer_harness import BusLLD, guest_kernel, opened, scanned_host, seed_bus  # noqa: F401  (opened: a fixture)
+from midlayer_harness import make_kernel as make_scsi_kernel
 from sd_fakes import ExecResult, FakeBlock, FakeHd, fixed_sense, make_kernel, make_sdev
+from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice
 from vscsifs.scsi.kernel.base._kobject import Attr, SysfsError
+from vscsifs.scsi.kernel.block import bdev_discard, bdev_flush, bdev_read, bdev_write
 from vscsifs.scsi.kernel.block._blk_types import BlkStatus, ReqFlag, ReqOp, Request
-from vscsifs.scsi.kernel import _sd
+from vscsifs.scsi.kernel import _scsi_lib, _sd, sd_init, sg_init
+from vscsifs.scsi.kernel._sd_sysfs import sd_disk_attrs
+from vscsifs.scsi.kernel._async_domain import async_synchronize_full
+from vscsifs.scsi.kernel._scsi_scan import scsi_add_device, scsi_device_lookup, scsi_remove_device, scsi_rescan_device
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, scsi_cmnd
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
@@ -69,8 +76,6 @@ class Machine:
         self.devs: dict[int, FakeHd] = {}
         self.calls: list[tuple[str, bytes, int]] = []
         self.blk = FakeBlock(self.kernel, self.execute)
-        from vscsifs.scsi.kernel import _scsi_lib
-        from vscsifs.scsi.kernel._sd_sysfs import sd_disk_attrs
         monkeypatch.setattr(_scsi_lib, "scsi_execute_cmd", self.execute)
         monkeypatch.setattr(_sd, "scsi_execute_cmd", self.execute)
         monkeypatch.setattr(_sd, "blk", self.blk)
@@ -79,13 +84,11 @@ class Machine:
     async def execute(self, sdev, cdb, direction, buflen=0, *, data_out=None, timeout=30.0, retries=3,
                       req_flags=ReqFlag.NONE):
         """Stands in for the midlayer's scsi_execute_cmd (same signature and result type)."""
-        from vscsifs.scsi.kernel._scsi_lib import ExecResult as MlExecResult
         if data_out is not None:
             buflen = buflen or len(data_out)
         self.calls.append((sdev.sdev_gendev.name, bytes(cdb), buflen))
         await trio.sleep(0)
-        r = self.devs[id(sdev)].execute(bytes(cdb), buflen, data_out)
-        return MlExecResult(r.result, r.data, r.sense, r.resid)
+        return self.devs[id(sdev)].execute(bytes(cdb), buflen, data_out)
 
     def add(self, lun: int, hd: FakeHd, **kw) -> object:
         sdev = make_sdev(self.kernel, lun, **kw)
@@ -391,6 +394,17 @@ async def test_flush_discard_write_zeroes(disk) -> None:
     assert z.cmnd == bytes.fromhex("41000000000800000800")
     assert z.request.timeout == 120.0
     _sd.sd_uninit_command(z)
+    # zeroing by unmapping, unless the request says the blocks stay allocated (BLKZEROOUT)
+    sdkp.zeroing_mode = _sd.ZeroingMode.SD_ZERO_WS16_UNMAP
+    z = _cmd(s, ReqOp.REQ_OP_WRITE_ZEROES, 8, 4096)
+    _sd.sd_init_command(z)
+    assert z.cmnd == bytes.fromhex("9308 0000000000000008 00000008 0000".replace(" ", ""))
+    assert z.request.timeout == 30.0
+    _sd.sd_uninit_command(z)
+    z = _cmd(s, ReqOp.REQ_OP_WRITE_ZEROES, 8, 4096, flags=ReqFlag.REQ_NOUNMAP)
+    _sd.sd_init_command(z)
+    assert z.cmnd == bytes.fromhex("41000000000800000800")
+    _sd.sd_uninit_command(z)
 
 
 async def test_sd_done(disk) -> None:
@@ -458,73 +472,19 @@ async def test_sd_init_registers(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # --- the whole driver side: the real midlayer, block layer and device side ------------------------
 
-async def test_full_stack_seed_scan_sd_part(tmp_path: Path) -> None:
+def sent_to(lld: BusLLD, hctl: str) -> list[bytes]:
+    """The CDBs the LLD was handed for one LUN, in order."""
+    return [cdb for h, cdb, _ in lld.log if h == hctl]
+
+
+async def test_full_stack_seed_scan_sd_part(tmp_path: Path, opened) -> None:
     """Scan the seed shape through the real midlayer and block layer with QEMU's scsi-hd
     emulation as the LLD's device: sd's commands per LUN, its log lines and the scsi_disk
     attributes must be the real kernel's."""
-    import sys
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from golden_cdb import make_image
-
-    from vscsifs.scsi.kernel.base._driver_model import Device, Sysfs, device_add
-    from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice
-    from vscsifs.scsi.kernel import bsg_init, sd_init, sg_init, sr_init
-    from vscsifs.scsi.kernel._hosts import scsi_add_host, scsi_host_alloc
-    from vscsifs.scsi.kernel._scsi_types import ScsiHostTemplate
-    from vscsifs.scsi.kernel.base._kernel import Kernel
-    from vscsifs.scsi.kernel.base._printk import Kmsg
-    from vscsifs.scsi.kernel._scsi_cmnd import HostByte
-    from vscsifs.scsi.kernel._async_domain import async_synchronize_full
-    from vscsifs.scsi.kernel._scsi_scan import (scsi_add_device, scsi_device_lookup, scsi_remove_device,
-                                                scsi_rescan_device, scsi_scan_host)
-    from vscsifs.virtio import GuestMemory
-
-    boot = make_image(tmp_path / "boot.img", 1 << 30, "boot.img", mbr=(0x5EED0B00, 2048, 2097152 - 2048))
-    test = make_image(tmp_path / "test.img", 256 << 20, "test.img", mbr=(0x5EED7E57, 2048, 262144 - 2048))
-    bus = SCSIBus()
-    backends = [BlockBackend.open(str(boot), fmt="raw"), BlockBackend.open(str(test), fmt="raw")]
-    for lun, be in enumerate(backends):
-        bus.attach(SCSIDiskDevice(be, lun=lun, drive_id=f"drive{lun}"))
-    sent: dict[str, list[bytes]] = {}
-
-    def queuecommand(shost, cmd: scsi_cmnd) -> int:
-        sdev = cmd.device
-        sent.setdefault(f"{shost.host_no}:{sdev.channel}:{sdev.id}:{sdev.lun}", []).append(bytes(cmd.cmnd))
-        n = cmd.transfersize if cmd.sdb is not None else 0
-        view = [cmd.sdb.view[:n]] if n else []
-        din = view if cmd.sc_data_direction == DmaDirection.DMA_FROM_DEVICE else []
-        dout = view if cmd.sc_data_direction == DmaDirection.DMA_TO_DEVICE else []
-        try:
-            r = bus.execute(sdev.channel, sdev.id, sdev.lun, cmd.cmnd, dout, din)
-        except LookupError:
-            cmd.result = HostByte.DID_BAD_TARGET << 16
-            cmd.resid = n
-        else:
-            cmd.result = r.status
-            cmd.sense_buffer[:len(r.sense)] = r.sense
-            cmd.resid = n - r.xfer if din else 0
-        cmd.scsi_done(cmd)
-        return 0
-
-    kernel = Kernel(kmsg=Kmsg(console=None), sysfs=Sysfs(), memory=GuestMemory(64 << 20), nr_cpus=2)
-    async with trio.open_nursery() as nursery:
-        kernel.nursery = nursery
-        bsg_init(kernel)
-        sg_init(kernel)
-        sd_init(kernel)
-        sr_init(kernel)
-        tmpl = ScsiHostTemplate(name="Virtio SCSI HBA", proc_name="virtio_scsi", queuecommand=queuecommand,
-                                can_queue=1024, cmd_per_lun=1024, max_sectors=0xFFFF, sg_tablesize=254)
-        shost = scsi_host_alloc(kernel, tmpl)
-        shost.max_id, shost.max_lun, shost.max_channel, shost.max_cmd_len = 256, 16384, 0, 32
-        shost.nr_hw_queues = 4
-        parent = Device("virtio0", parent_dir=kernel.sysfs.devices.makedirs("pci0000:00/0000:00:04.0"))
-        device_add(parent)
-        scsi_add_host(shost, parent)
-        await scsi_scan_host(shost)
-        await async_synchronize_full(kernel)
+    kernel = guest_kernel()
+    async with scanned_host(kernel, seed_bus(tmp_path, opened)) as (shost, lld):
         boot_lines = kernel.kmsg.lines()
-        boot_sent = {k: list(v) for k, v in sent.items()}
+        boot_sent = {hctl: sent_to(lld, hctl) for hctl in ("0:0:0:0", "0:0:0:1")}
         boot_uevent = kernel.sysfs.root.lookup(SDEV1 + "/block/sdb/uevent").read()
         # hotplug as golden/seed/hotplug: delete 0:0:0:1, scan it back, rescan it
         sdev1 = scsi_device_lookup(shost, 0, 0, 1)
@@ -538,22 +498,21 @@ async def test_full_stack_seed_scan_sd_part(tmp_path: Path) -> None:
         sdev1 = scsi_device_lookup(shost, 0, 0, 1)
         readd_lines = kernel.kmsg.lines()[len(boot_lines) + len(delete_lines):]
         n = len(kernel.kmsg.lines())
-        sent["0:0:0:1"].clear()
+        lld.log.clear()
         await scsi_rescan_device(sdev1)
         rescan_lines = kernel.kmsg.lines()[n:]
-        rescan_cdbs = list(sent["0:0:0:1"])
+        rescan_cdbs = sent_to(lld, "0:0:0:1")
         # I/O through the block layer's bio path lands in sd_init_command / sd_done
-        from vscsifs.scsi.kernel.block import bdev_discard, bdev_flush, bdev_read, bdev_write
         disk = _sd.dev_get_drvdata(sdev1).disk
-        sent["0:0:0:1"].clear()
+        lld.log.clear()
         head = bytes(await bdev_read(disk.part0, 0, 8192))
         await bdev_write(disk.part0, 1 << 20, b"\xa5" * 4096)
         back = bytes(await bdev_read(disk.part0, 1 << 20, 4096))
         await bdev_flush(disk.part0)
         await bdev_discard(disk.part0, 2 << 20, 1 << 20)
-        io_cdbs = list(sent["0:0:0:1"])
-        nursery.cancel_scope.cancel()
-    with open(test, "rb") as f:
+        io_cdbs = sent_to(lld, "0:0:0:1")
+        kernel.nursery.cancel_scope.cancel()
+    with open(tmp_path / "test.img", "rb") as f:
         assert head == f.read(8192)
         f.seek(1 << 20)
         assert f.read(4096) == back == b"\xa5" * 4096
@@ -601,8 +560,6 @@ async def test_full_stack_seed_scan_sd_part(tmp_path: Path) -> None:
                  "write_zeroes_max_bytes", "minimum_io_size", "optimal_io_size", "rotational",
                  "write_cache", "fua", "logical_block_size", "physical_block_size"):
         assert qdir.children[attr].read() == (golden_q / attr).read_bytes(), attr
-    for be in backends:
-        be.close()
 
 
 async def test_read_capacity_failure_falls_back_and_logs(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -631,19 +588,6 @@ async def test_read_capacity_failure_falls_back_and_logs(monkeypatch: pytest.Mon
 async def test_full_stack_4k_disk_on_other_target_and_lun(tmp_path: Path) -> None:
     """A 4K-sector scsi-hd at 0:0:2:3 (not the seed's address): sd sizes it in 4 KiB blocks and
     turns byte I/O into 4 KiB-block CDBs."""
-    from vscsifs.scsi.kernel.base._driver_model import Device, Sysfs, device_add
-    from vscsifs.scsi.kernel.block import bdev_read
-    from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice
-    from vscsifs.scsi.kernel import sd_init, sg_init
-    from vscsifs.scsi.kernel._hosts import scsi_add_host, scsi_host_alloc
-    from vscsifs.scsi.kernel._scsi_types import ScsiHostTemplate
-    from vscsifs.scsi.kernel.base._kernel import Kernel
-    from vscsifs.scsi.kernel.base._printk import Kmsg
-    from vscsifs.scsi.kernel._scsi_cmnd import HostByte
-    from vscsifs.scsi.kernel._async_domain import async_synchronize_full
-    from vscsifs.scsi.kernel._scsi_scan import scsi_device_lookup, scsi_scan_host
-    from vscsifs.virtio import GuestMemory
-
     img = tmp_path / "4k.img"
     with open(img, "wb") as f:
         f.truncate(256 << 20)
@@ -652,47 +596,15 @@ async def test_full_stack_4k_disk_on_other_target_and_lun(tmp_path: Path) -> Non
     be = BlockBackend.open(str(img), fmt="raw")
     bus = SCSIBus()
     bus.attach(SCSIDiskDevice(be, scsi_id=2, lun=3, logical_block_size=4096, physical_block_size=4096))
-    sent: list[bytes] = []
-
-    def queuecommand(shost, cmd: scsi_cmnd) -> int:
-        sdev = cmd.device
-        n = cmd.transfersize if cmd.sdb is not None else 0
-        view = [cmd.sdb.view[:n]] if n else []
-        din = view if cmd.sc_data_direction == DmaDirection.DMA_FROM_DEVICE else []
-        dout = view if cmd.sc_data_direction == DmaDirection.DMA_TO_DEVICE else []
-        if sdev.id == 2 and sdev.lun == 3:
-            sent.append(bytes(cmd.cmnd))
-        try:
-            r = bus.execute(sdev.channel, sdev.id, sdev.lun, cmd.cmnd, dout, din)
-        except LookupError:
-            cmd.result = HostByte.DID_BAD_TARGET << 16
-            cmd.resid = n
-        else:
-            cmd.result = r.status
-            cmd.sense_buffer[:len(r.sense)] = r.sense
-            cmd.resid = n - r.xfer if din else 0
-        cmd.scsi_done(cmd)
-        return 0
-
-    kernel = Kernel(kmsg=Kmsg(console=None), sysfs=Sysfs(), memory=GuestMemory(64 << 20), nr_cpus=2)
-    async with trio.open_nursery() as nursery:
-        kernel.nursery = nursery
-        sg_init(kernel)
-        sd_init(kernel)
-        tmpl = ScsiHostTemplate(name="Virtio SCSI HBA", proc_name="virtio_scsi", queuecommand=queuecommand,
-                                can_queue=1024, cmd_per_lun=1024, max_sectors=0xFFFF, sg_tablesize=254)
-        shost = scsi_host_alloc(kernel, tmpl)
-        shost.max_id, shost.max_lun, shost.max_channel, shost.max_cmd_len = 256, 16384, 0, 32
-        parent = Device("virtio0", parent_dir=kernel.sysfs.devices.makedirs("pci0000:00/0000:00:04.0"))
-        device_add(parent)
-        scsi_add_host(shost, parent)
-        await scsi_scan_host(shost)
-        await async_synchronize_full(kernel)
+    kernel = make_scsi_kernel()
+    sg_init(kernel)
+    sd_init(kernel)
+    async with scanned_host(kernel, bus) as (shost, lld):
         sdev = scsi_device_lookup(shost, 0, 2, 3)
         disk = _sd.dev_get_drvdata(sdev).disk
-        sent.clear()
+        lld.log.clear()
         data = bytes(await bdev_read(disk.part0, 8192, 4096))
-        nursery.cancel_scope.cancel()
+        kernel.nursery.cancel_scope.cancel()
     be.close()
     lines = kernel.kmsg.lines()
     assert "sd 0:0:2:3: [sda] 65536 4096-byte logical blocks: (268 MB/256 MiB)" in lines
@@ -700,7 +612,7 @@ async def test_full_stack_4k_disk_on_other_target_and_lun(tmp_path: Path) -> Non
     assert lines[-1] == "sd 0:0:2:3: [sda] Attached SCSI disk"
     assert disk.capacity == 65536 * 8 and disk.queue.limits.logical_block_size == 4096
     assert data == b"B" * 4096
-    assert sent == [bytes.fromhex("28000000000200000100")]      # READ(10) LBA 2, one 4 KiB block
+    assert sent_to(lld, "0:0:2:3") == [bytes.fromhex("28000000000200000100")]      # READ(10) LBA 2, one 4 KiB block
     sd_dir = kernel.sysfs.root.lookup(
         "devices/pci0000:00/0000:00:04.0/virtio0/host0/target0:0:2/0:0:2:3/scsi_disk/0:0:2:3")
     assert sd_dir is not None and sd_dir.children["cache_type"].read() == b"write back\n"

@@ -8,14 +8,15 @@ import errno
 import os
 import random
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import trio
 
 from golden_cdb import GOLDEN, load_cdb_dir
-from sg_user import ROOT, USER, UserSpace, boot_seed, build_sg_io, iovec_list, open_sg, sg_io
+from sg_user import ROOT, USER, UserSpace, build_sg_io, iovec_list, open_sg, seed, sg_io  # noqa: F401  (seed: a fixture)
 from vscsifs.daemon._machine import Machine
 from vscsifs.scsi.kernel._scsi_ioctl import SG_IO_HDR, PassthroughRequest, ScsiIoctl, SgIoctl, SgIoHdr
 from vscsifs.scsi.kernel._sg_file import SG_REQ_INFO, SG_SCSI_ID, SgFd, sg_dev_state
@@ -27,19 +28,29 @@ SEED_DIRS = sorted(d for d in SEED_CDB.iterdir() if d.is_dir() and d.name[0].isd
 INT = struct.Struct("<i")
 
 
-@pytest.fixture
-async def seed(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Machine]:
-    m = await boot_seed(tmp_path, nursery)
-    try:
-        yield m
-    finally:
-        m.shutdown()
-
-
 async def get_int(f: SgFd, cmd: int, user: UserSpace, cred=ROOT) -> tuple[int, int]:
     p = user.alloc(4)
     ret = await f.ioctl(cmd, p, user, cred)
     return ret, INT.unpack(user.peek(p, 4))[0]
+
+
+@contextmanager
+def commands_held(m: Machine, hold: trio.Event, ran: list[int]) -> Iterator[None]:
+    """Every command the kernel dispatches in the block waits in flight until ``hold`` is set,
+    then runs and appends to ``ran``."""
+    orig = m.kernel.nursery.start_soon
+
+    def held_start(fn, *args, **kw):
+        async def later():
+            await hold.wait()
+            await fn(*args)
+            ran.append(1)
+        orig(later)
+    m.kernel.nursery.start_soon = held_start          # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        m.kernel.nursery.start_soon = orig            # type: ignore[method-assign]
 
 
 async def sg_io_interrupted(m: Machine, f: SgFd, call) -> None:
@@ -133,6 +144,12 @@ async def test_bad_input_errors(seed: Machine) -> None:
         (build_sg_io(user, inquiry[:5], din=36), errno.EMSGSIZE),
         (build_sg_io(user, inquiry, din=36, dxfer_len=256 << 20), errno.EINVAL),
         (build_sg_io(user, inquiry, din=36, dxfer_len=64 << 20), errno.ENOMEM),   # beyond sg's indirect buffers
+        # a CDB pointer into nowhere
+        (build_sg_io(user, inquiry, din=36).rewrite(cmdp=0xDEAD0000), errno.EFAULT),
+        # the data goes to an address the process does not own: the command ran, the copy faults
+        (build_sg_io(user, inquiry, din=36).rewrite(dxferp=0xDEAD0000), errno.EFAULT),
+        # an iovec count beyond UIO_MAXIOV
+        (build_sg_io(user, inquiry, din=36).rewrite(iovec_count=2000), errno.EINVAL),
     ]
     for call, want in cases:
         with pytest.raises(OSError) as e:
@@ -142,30 +159,6 @@ async def test_bad_input_errors(seed: Machine) -> None:
     with pytest.raises(OSError) as e:
         await f.ioctl(SgIoctl.SG_IO, 0x10, user, ROOT)
     assert e.value.errno == errno.EFAULT
-    # a CDB pointer into nowhere
-    call = build_sg_io(user, inquiry, din=36)
-    hdr = call.hdr()
-    hdr.cmdp = 0xDEAD0000
-    user.poke(call.hdr_addr, hdr.pack())
-    with pytest.raises(OSError) as e:
-        await sg_io(f, call)
-    assert e.value.errno == errno.EFAULT
-    # the data goes to an address the process does not own: the command ran, the copy faults
-    call = build_sg_io(user, inquiry, din=36)
-    hdr = call.hdr()
-    hdr.dxferp = 0xDEAD0000
-    user.poke(call.hdr_addr, hdr.pack())
-    with pytest.raises(OSError) as e:
-        await sg_io(f, call)
-    assert e.value.errno == errno.EFAULT
-    # an iovec count beyond UIO_MAXIOV
-    call = build_sg_io(user, inquiry, din=36)
-    hdr = call.hdr()
-    hdr.iovec_count = 2000
-    user.poke(call.hdr_addr, hdr.pack())
-    with pytest.raises(OSError) as e:
-        await sg_io(f, call)
-    assert e.value.errno == errno.EINVAL
     # nothing is left queued after the failures: the fd still answers
     call = build_sg_io(user, inquiry, din=36)
     assert await sg_io(f, call) == 0 and call.data(8)[:1] == b"\x00"
@@ -178,10 +171,7 @@ async def test_iovec_scatter(seed: Machine) -> None:
     f = await open_sg(seed, 1)
     user = UserSpace()
     arr, addrs = iovec_list(user, [100, 312, 100])
-    call = build_sg_io(user, bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]), din=512)
-    hdr = call.hdr()
-    hdr.dxferp, hdr.iovec_count = arr, 3
-    user.poke(call.hdr_addr, hdr.pack())
+    call = build_sg_io(user, bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]), din=512).rewrite(dxferp=arr, iovec_count=3)
     assert await sg_io(f, call) == 0
     got = user.peek(addrs[0], 100) + user.peek(addrs[1], 312) + user.peek(addrs[2], 100)
     with open(seed.controllers[0].backends[1].path, "rb") as img:
@@ -236,26 +226,16 @@ async def test_v3_async_write_read_poll(seed: Machine) -> None:
         c = build_sg_io(user, bytes(6), pack_id=n)
         stuck.append(c)
     hold = trio.Event()
-    orig = seed.kernel.nursery.start_soon
-    started = []
-
-    def held_start(fn, *args, **kw):                # keep the commands in flight until released
-        async def later():
-            await hold.wait()
-            await fn(*args)
-        started.append(1)
-        orig(later)
-    seed.kernel.nursery.start_soon = held_start    # type: ignore[method-assign]
     try:
-        for c in stuck:
-            await f.write(c.hdr_addr, SG_IO_HDR.size, user)
-        assert not f.poll() & POLLOUT
-        extra = build_sg_io(user, bytes(6))
-        with pytest.raises(OSError) as e:
-            await f.write(extra.hdr_addr, SG_IO_HDR.size, user)
-        assert e.value.errno == errno.EDOM
+        with commands_held(seed, hold, []):
+            for c in stuck:
+                await f.write(c.hdr_addr, SG_IO_HDR.size, user)
+            assert not f.poll() & POLLOUT
+            extra = build_sg_io(user, bytes(6))
+            with pytest.raises(OSError) as e:
+                await f.write(extra.hdr_addr, SG_IO_HDR.size, user)
+            assert e.value.errno == errno.EDOM
     finally:
-        seed.kernel.nursery.start_soon = orig      # type: ignore[method-assign]
         hold.set()
     with trio.fail_after(5):
         while (await get_int(f, SgIoctl.SG_GET_NUM_WAITING, user))[1] < 16:
@@ -523,22 +503,11 @@ async def test_close_with_commands_in_flight(seed: Machine) -> None:
     f = await open_sg(seed, 1, os.O_RDWR | os.O_NONBLOCK)
     user = UserSpace()
     hold = trio.Event()
-    orig = seed.kernel.nursery.start_soon
     ran: list[int] = []
-
-    def held_start(fn, *args, **kw):
-        async def later():
-            await hold.wait()
-            await fn(*args)
-            ran.append(1)
-        orig(later)
-    seed.kernel.nursery.start_soon = held_start          # type: ignore[method-assign]
-    try:
+    with commands_held(seed, hold, ran):
         for n in range(4):
             c = build_sg_io(user, bytes([0x2A, 0, 0, 0, 0x10, n, 0, 0, 1, 0]), dout=bytes([n]) * 512, pack_id=n)
             await f.write(c.hdr_addr, SG_IO_HDR.size, user)
-    finally:
-        seed.kernel.nursery.start_soon = orig            # type: ignore[method-assign]
     await f.release()
     assert sg_dev_state(f.sdp).open_cnt == 0              # type: ignore[attr-defined]
     hold.set()

@@ -250,8 +250,9 @@ async def bdev_discard(bdev: BlockDevice, offset: int, length: int) -> None:
 
 
 async def bdev_zeroout(bdev: BlockDevice, offset: int, length: int) -> None:
-    """BLKZEROOUT (blkdev_issue_zeroout): REQ_OP_WRITE_ZEROES pieces of max_write_zeroes_sectors
-    when the device offers them, else plain writes of zeroes."""
+    """BLKZEROOUT (blkdev_issue_zeroout with BLKDEV_ZERO_NOUNMAP): REQ_OP_WRITE_ZEROES pieces
+    of max_write_zeroes_sectors, marked REQ_NOUNMAP, when the device offers them, else plain
+    writes of zeroes."""
     _check_live(bdev)
     q = bdev.disk.queue
     lbs = q.limits.logical_block_size
@@ -268,6 +269,6 @@ async def bdev_zeroout(bdev: BlockDevice, offset: int, length: int) -> None:
     if max_wz:
         step = max(max_wz - max_wz % (lbs >> SECTOR_SHIFT), lbs >> SECTOR_SHIFT)
         pieces = [(s, min(step, sector + nr - s)) for s in range(sector, sector + nr, step)]
-        await _submit(bdev, ReqOp.REQ_OP_WRITE_ZEROES, pieces, sector)
+        await _submit(bdev, ReqOp.REQ_OP_WRITE_ZEROES, pieces, sector, flags=ReqFlag.REQ_NOUNMAP)
         return
     await _submit(bdev, ReqOp.REQ_OP_WRITE, bio_split_rw(q, sector, nr), sector, src=memoryview(bytes(length)))

@@ -592,6 +592,7 @@ _BLK_STATUS_STR: dict[BlkStatus, str] = {
 _REQ_FLAG_BITS: dict[ReqFlag, int] = {
     ReqFlag.REQ_FAILFAST_DEV: 1 << 8, ReqFlag.REQ_SYNC: 1 << 11, ReqFlag.REQ_META: 1 << 12,
     ReqFlag.REQ_PRIO: 1 << 13, ReqFlag.REQ_FUA: 1 << 17, ReqFlag.REQ_PREFLUSH: 1 << 18,
+    ReqFlag.REQ_NOUNMAP: 1 << 27,
 }
 IOPRIO_CLASS_BE = 2     # IOPRIO_DEFAULT's class: what a task without ionice submits with
 

@@ -45,6 +45,7 @@ class ReqFlag(IntFlag):
     REQ_PRIO = 1 << 3
     REQ_FUA = 1 << 4
     REQ_PREFLUSH = 1 << 5
+    REQ_NOUNMAP = 1 << 6             # write zeroes without freeing the blocks (BLKZEROOUT)
     RQF_QUIET = 1 << 8
     RQF_PM = 1 << 9
 
@@ -110,8 +111,6 @@ class Request:
     requeue_delay: float = 0.0
     waited: bool = False                     # blk_execute_rq() waits for it (not end_io)
     wait_event: Any = None                   # the trio.Event that waiter is parked on
-    # the driver's per-request state not yet given typed fields of its own PDU (pdu above)
-    extra: dict[str, Any] = field(default_factory=dict)
     # blk_rq_is_passthrough() / op_is_write(): asked several times per request, and a
     # request's op never changes, so they are worked out once
     is_passthrough: bool = field(init=False, default=False)
