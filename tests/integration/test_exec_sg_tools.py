@@ -52,6 +52,13 @@ def xxd_bytes(text: str) -> bytes:
                                  re.finditer(r"^[0-9a-f]{8}: ((?:[0-9a-f]{2,4} )+) ", text, re.M)))
 
 
+def kernel_log_since(d: Daemon, mark: int, count: int) -> list[str]:
+    """The ``count`` kernel lines logged after line ``mark`` (waits for them a moment: the
+    daemon's stderr is a file another process writes)."""
+    return wait_for(lambda: (lines := d.kernel_lines()[mark:]) and len(lines) >= count and lines,
+                    what=f"{count} kernel line(s)") if count else d.kernel_lines()[mark:]
+
+
 def test_sg_persist_replays_lios_capture(vhost_daemon: Daemon) -> None:  # noqa: F811
     """The capture's first nexus, step by step, as sg_persist sends it: PR IN REPORT
     CAPABILITIES and READ KEYS; REGISTER while <db_root>/pr is missing (LIO registers the key,
@@ -124,7 +131,7 @@ def test_sg_persist_second_key_preempt_release_clear(vhost_daemon: Daemon) -> No
     out("--reserve", "--param-rk=0x1111", "--prout-type=1")
     conflict = "PR out (Reserve): Reservation conflict\nsg_persist failed: Reservation conflict\n"
     assert out("--reserve", "--param-rk=0x2222", "--prout-type=1", rc=24) == conflict
-    assert vhost_daemon.kernel_lines()[mark:] == ["sd 0:0:1:1: reservation conflict"]
+    assert kernel_log_since(vhost_daemon, mark, 1) == ["sd 0:0:1:1: reservation conflict"]
     out("--register", "--param-rk=0x1111", "--param-sark=0x2222")
     assert inn("-k") == f"  PR generation=0x{gen0 + 2:x}, 1 registered reservation key follows:\n    0x2222\n"
     assert inn("-r") == (f"  PR generation=0x{gen0 + 2:x}, Reservation follows:\n    Key=0x2222\n"
@@ -138,7 +145,7 @@ def test_sg_persist_second_key_preempt_release_clear(vhost_daemon: Daemon) -> No
     assert inn("-k") == f"  PR generation=0x{gen0 + 3:x}, 1 registered reservation key follows:\n    0x2222\n"
     out("--clear", "--param-rk=0x2222")
     assert inn("-k") == f"  PR generation=0x{gen0 + 4:x}, there are NO registered reservation keys\n"
-    assert vhost_daemon.kernel_lines()[mark:] == ["sd 0:0:1:1: reservation conflict"] * 2
+    assert kernel_log_since(vhost_daemon, mark, 2) == ["sd 0:0:1:1: reservation conflict"] * 2
 
 
 # sg_reset's option, the SG_SCSI_RESET value it passes, and what scsi_ioctl_reset() logs with
@@ -157,13 +164,6 @@ RESETS = [  # option, SG_SCSI_RESET value, kernel lines at logging level 0, line
 ]
 SG_SCSI_RESET_DEVICE = 0x1                   # the one level virtio_scsi has a handler for
 STARTED = {"-d": "device", "-t": "target", "-b": "bus", "-H": "host"}
-
-
-def kernel_log_since(d: Daemon, mark: int, count: int) -> list[str]:
-    """The ``count`` kernel lines logged after line ``mark`` (waits for them a moment: the
-    daemon's stderr is a file another process writes)."""
-    return wait_for(lambda: (lines := d.kernel_lines()[mark:]) and len(lines) >= count and lines,
-                    what=f"{count} kernel line(s)") if count else d.kernel_lines()[mark:]
 
 
 @pytest.fixture
