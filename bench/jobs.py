@@ -24,12 +24,16 @@ class FioJob:
     quick: bool = False            # part of --quick
 
     def args(self, filename: str, runtime: float, size: str) -> list[str]:
-        """The fio command line (JSON output) for this job on ``filename``."""
+        """The fio command line (JSON output) for this job on ``filename``. ``runtime`` in
+        seconds goes to fio in milliseconds: fio takes "0.5s" as 0, and a time_based job
+        without a runtime reads its whole region."""
         a = ["fio", f"--name={self.name}", f"--filename={filename}", f"--rw={self.rw}",
              f"--bs={self.bs}", "--direct=1", f"--ioengine={self.ioengine}",
              f"--iodepth={self.iodepth}", f"--numjobs={self.numjobs}", "--group_reporting",
-             f"--size={size}", "--time_based", f"--runtime={runtime}s", "--ramp_time=0",
-             "--randrepeat=0", "--norandommap", "--output-format=json"]
+             f"--size={size}", "--time_based", f"--runtime={round(runtime * 1000)}ms", "--ramp_time=0",
+             "--randrepeat=0", "--norandommap", "--output-format=json",
+             # no disk utilization: fio would walk every /sys/block entry of the host first
+             "--disk_util=0"]
         if self.numjobs > 1:
             # each job its own region, so 4 jobs are 4 independent streams on one file
             a.append("--offset_increment=" + size)

@@ -1,7 +1,8 @@
 """vscsifs benchmark suite: I/O, scan/start, browsing, as ratios against baselines
 measured in the same run on the same machine.
 
-    python3 bench/run.py [--quick] [--json PATH] [--md PATH] [--workdir DIR] [--only io,start,browse,profile,vhost]
+    python3 bench/run.py [--quick] [--json PATH] [--md PATH] [--workdir DIR]
+                         [--only io,start,browse,profile,vhost,sgio]
                          [--builds pure,compiled]
     (or: bash bootstrap.sh bench [--quick])
 
@@ -27,6 +28,9 @@ so when it could not be.
 5. The two personalities: the same image under virtio-scsi-pci (QEMU's) and vhost-scsi-pci
    (an LIO fileio LUN, one vhost worker for all queues), fio randread 4 KiB, with the worker's
    statistics.
+6. SG_IO inside `vscsifs exec` (SG_ENTRIES): fio --ioengine=sg 4 KiB random read on /dev/sg1
+   beside fio on the LUN's data file, and one SCSI command's round trip (sg_turs's TUR loop)
+   beside a 512-byte read of the data file, on one daemon in the same run.
 
 Needs root (FUSE with allow_other/dev, loop devices, taskset, mknod in tmpfs), fio, lsscsi,
 lsblk. Writes a JSON file and regenerates BENCH.md (full mode: bench/results.json and
@@ -209,8 +213,10 @@ def losetup_detach(dev: str) -> None:
 
 # ---- 1. I/O ------------------------------------------------------------------------------
 
-def run_fio(job: FioJob, filename: str, cpu: int | None, runtime: float, size: str) -> dict[str, float]:
-    out = subprocess.run([*taskset(cpu), *job.args(filename, runtime, size)], capture_output=True, text=True)
+def run_fio(job: FioJob, filename: str, cpu: int | None, runtime: float, size: str,
+            wrap: tuple[str, ...] = ()) -> dict[str, float]:
+    """``job`` on ``filename``; ``wrap`` runs fio under another command (`vscsifs exec`)."""
+    out = subprocess.run([*taskset(cpu), *wrap, *job.args(filename, runtime, size)], capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"fio {job.name} on {filename}: {out.stderr.strip() or out.stdout[-2000:]}")
     data = json.loads(out.stdout[out.stdout.index("{"):])
@@ -903,6 +909,139 @@ def vhost_md(vh: dict[str, Any]) -> list[str]:
     return L
 
 
+# ---- 6. SG_IO inside vscsifs exec ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class SgProbe:
+    """One measurement on the SG_IO daemon: ``kind`` picks its runner in SG_PROBES; ``path``
+    "sg" is the LUN's sg node /dev/sg1 inside `vscsifs exec` (SG_IO through the preload library
+    and the node socket), "datafile" the LUN's hidden data file on the FUSE mount."""
+
+    kind: str                       # "fio" (``job`` on ``path``) or "sg_turs" (its TUR loop)
+    path: str
+    job: FioJob | None = None
+
+
+@dataclass(frozen=True)
+class SgEntry:
+    """A figure over SG_IO beside its baseline, both on the same daemon in the same run;
+    ``metric`` "iops" or "us" (microseconds per command); ratio = SG_IO / baseline."""
+
+    name: str
+    metric: str
+    sgio: SgProbe
+    baseline: SgProbe
+    what: str
+
+
+SG_ENTRIES: tuple[SgEntry, ...] = (
+    SgEntry("fio randread 4 KiB", "iops",
+            SgProbe("fio", "sg", FioJob("randread-4k-sg", "randread", "4k", ioengine="sg")),
+            SgProbe("fio", "datafile", next(j for j in JOBS if j.name == "randread-4k-1j")),
+            "fio --ioengine=sg on /dev/sg1 inside `vscsifs exec` against fio psync on the same LUN's data "
+            "file (a FUSE read): both one READ of 4 KiB through the emulated stack per I/O, at queue depth 1"),
+    SgEntry("one SCSI command round trip", "us",
+            SgProbe("sg_turs", "sg"),
+            SgProbe("fio", "datafile", FioJob("randread-512-1j", "randread", "512")),
+            "`sg_turs -n N -t /dev/sg1` inside `vscsifs exec` (sg_turs's own clock around its loop of N TEST UNIT "
+            "READY; process and exec start-up are outside it) against a 512-byte psync read of the data file "
+            "(fio, 1 / IOPS): each is one SCSI command with the smallest payload, through the node socket "
+            "and through FUSE respectively; the TUR moves no data, the read moves one block"),
+)
+
+
+@dataclass
+class SgRig:
+    """The daemon the SG_IO entries run on and where its paths are."""
+
+    served: Served
+    exec_cmd: tuple[str, ...]       # `vscsifs exec --mount DIR --`
+    paths: dict[str, str]           # SgProbe.path -> file name fio opens
+    cpu: int | None
+    runtime: float
+    region: str
+    turs: int
+
+
+def _sg_fio(p: SgProbe, rig: SgRig) -> dict[str, float]:
+    assert p.job is not None
+    r = run_fio(p.job, rig.paths[p.path], rig.cpu, rig.runtime, rig.region,
+                wrap=rig.exec_cmd if p.path == "sg" else ())
+    return {"iops": r["iops"], "us": round(1e6 / (r["iops"] or 1), 1)}
+
+
+def _sg_turs(p: SgProbe, rig: SgRig) -> dict[str, float]:
+    out = subprocess.run([*taskset(rig.cpu), *rig.exec_cmd, "sg_turs", "-n", str(rig.turs), "-t", rig.paths[p.path]],
+                         capture_output=True, text=True)
+    words = out.stdout.split("time to perform commands was ", 1)
+    if out.returncode != 0 or len(words) != 2:
+        raise RuntimeError(f"sg_turs on {rig.paths[p.path]}: {out.stderr.strip() or out.stdout[-2000:]}")
+    secs = float(words[1].split()[0])
+    return {"iops": round(rig.turs / secs, 1), "us": round(secs * 1e6 / rig.turs, 1)}
+
+
+SG_PROBES = {"fio": _sg_fio, "sg_turs": _sg_turs}
+
+
+def sgio_bench(work: str, quick: bool, cpus: list[int]) -> dict[str, Any]:
+    """SG_IO from unmodified tools inside `vscsifs exec`: every SG_ENTRIES figure beside its
+    baseline on one daemon (the seed's layout: a small LUN 0 and the bench image as LUN 1, so
+    /dev/sg1 and /dev/sdb), daemon and tools on one CPU; the SG_IO side and the baseline
+    alternate (A B, then B A in full mode), best run kept."""
+    img_size = (64 if quick else 1024) * MiB
+    runtime = 0.5 if quick else 3.0
+    data = tempfile.mkdtemp(prefix="vscsifs-bench-sgio-", dir="/dev/shm")
+    img = os.path.join(data, "lun1.img")
+    make_image(img, img_size)
+    small = os.path.join(data, "lun0.img")
+    with open(small, "wb") as f:
+        f.truncate(MiB)
+    args = ["-smp", "2", "-m", "1G", "-device", "virtio-scsi-pci,id=scsi0"]
+    for lun, path in enumerate((small, img)):
+        args += ["-device", f"scsi-hd,drive=d{lun},bus=scsi0.0,channel=0,scsi-id=0,lun={lun}",
+                 "-drive", f"file={path},if=none,id=d{lun},format=raw"]
+    table: dict[str, dict[str, Any]] = {}
+    d = start_vscsifs(work, "sgio", args, cpus[0])
+    try:
+        wait_block_device(d, os.path.join(d.mount, "dev", "sdb"))
+        rig = SgRig(d, (sys.executable, "-m", "vscsifs.daemon._cli", "exec", "--mount", d.mount, "--"),
+                    {"sg": "/dev/sg1", "datafile": os.path.join(d.mount, f".vscsifs-{d.proc.pid}", "sdb")},
+                    cpus[0], runtime, f"{img_size // 4 // MiB}m", 200 if quick else 5000)
+        for e in SG_ENTRIES:
+            row: dict[str, Any] = {}
+            sides = [("sgio", e.sgio), ("baseline", e.baseline)]
+            for order in ([sides] if quick else [sides, sides[::-1]]):
+                for side, probe in order:
+                    r = SG_PROBES[probe.kind](probe, rig)
+                    better = (row.get(side) is None or (r[e.metric] > row[side][e.metric] if e.metric == "iops"
+                                                        else r[e.metric] < row[side][e.metric]))
+                    if better:
+                        row[side] = r
+                    print(f"  sgio {e.name:28} {side:9} {r[e.metric]:>10,.1f} {e.metric}", flush=True)
+            row["ratio"] = round(row["sgio"][e.metric] / (row["baseline"][e.metric] or 1), 3)
+            table[e.name] = row
+    finally:
+        d.stop()
+        shutil.rmtree(data, ignore_errors=True)
+    return {"image_bytes": img_size, "runtime_s": runtime, "turs": rig.turs, "entries": table}
+
+
+def sgio_md(sg: dict[str, Any]) -> list[str]:
+    L = ["## 6. SG_IO from unmodified tools inside `vscsifs exec`", "",
+         f"One daemon (the seed's layout: a 1 MiB LUN 0 and a {sg['image_bytes'] // MiB} MiB image as LUN 1, "
+         f"/dev/sg1 and /dev/sdb), daemon and tools on one CPU, {sg['runtime_s']} s per fio job, "
+         f"{sg['turs']} TURs per sg_turs loop; the SG_IO side and its baseline alternate (best of 2 in full "
+         "mode). `ratio` = SG_IO / baseline (for IOPS higher is better, for microseconds lower).", "",
+         "| figure | metric | SG_IO | baseline | ratio | measured how |", "|---|---|---:|---:|---:|---|"]
+    entries = {e.name: e for e in SG_ENTRIES}
+    for name, row in sg["entries"].items():
+        e = entries[name]
+        L.append(f"| {name} | {e.metric} | {row['sgio'][e.metric]:,.1f} | {row['baseline'][e.metric]:,.1f} "
+                 f"| {row['ratio']:.2f} | {e.what} |")
+    L.append("")
+    return L
+
+
 def machine_info(cpus: list[int]) -> dict[str, Any]:
     model = ""
     try:
@@ -1083,6 +1222,8 @@ def render_md(res: dict[str, Any]) -> str:
             L.append("")
     if res.get("vhost"):
         L += vhost_md(res["vhost"])
+    if res.get("sgio"):
+        L += sgio_md(res["sgio"])
     notes = res.get("notes")
     if notes:
         L += ["## Notes", "", notes.strip(), ""]
@@ -1095,7 +1236,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="JSON output (default bench/results.json; --quick: WORKDIR/results.json)")
     ap.add_argument("--md", help="BENCH.md output (default bench/BENCH.md; --quick: WORKDIR/BENCH.md)")
     ap.add_argument("--workdir", help="scratch directory (default: a new one under /var/tmp)")
-    ap.add_argument("--only", default="io,start,browse,profile,vhost", help="comma-separated parts")
+    ap.add_argument("--only", default="io,start,browse,profile,vhost,sgio", help="comma-separated parts")
     ap.add_argument("--notes", help="a file whose text becomes BENCH.md's Notes section")
     ap.add_argument("--render", metavar="JSON", help="only regenerate --md from an earlier results file")
     ap.add_argument("--builds", default="pure,compiled",
@@ -1121,7 +1262,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: {tool} is missing (bash bootstrap.sh installs it)", file=sys.stderr)
             return 1
     parts = {p.strip() for p in ns.only.split(",") if p.strip()}
-    unknown = parts - {"io", "start", "browse", "profile", "vhost"}
+    if "sgio" in parts and shutil.which("sg_turs") is None:
+        print("bench: sg_turs is missing (sg3-utils; bash bootstrap.sh installs it)", file=sys.stderr)
+        return 1
+    unknown = parts - {"io", "start", "browse", "profile", "vhost", "sgio"}
     if unknown:
         print(f"bench: unknown part(s) {sorted(unknown)}", file=sys.stderr)
         return 2
@@ -1167,6 +1311,9 @@ def main(argv: list[str] | None = None) -> int:
         if "vhost" in parts:
             print("5. the two personalities", flush=True)
             res["vhost"] = vhost_bench(work, ns.quick, cpus)
+        if "sgio" in parts:
+            print("6. SG_IO inside vscsifs exec", flush=True)
+            res["sgio"] = sgio_bench(work, ns.quick, cpus)
     finally:
         for name in os.listdir(work):
             p = os.path.join(work, name)

@@ -744,7 +744,7 @@ async def scsi_ioctl_reset(sdev: Any, arg: int, mem: UserMemory, cred: Cred) -> 
     val = await get_user_int(mem, arg)
     shost = sdev.host
     scmd = scsi_cmnd(device=sdev, cmnd=b"")
-    scmd.request = Request(q=sdev.request_queue, op=ReqOp.REQ_OP_DRV_IN)
+    scmd.request = Request(q=None, op=ReqOp.REQ_OP_DRV_IN)      # blk_rq_init(NULL, rq): no queue, no tag
     no_escalate = bool(val & SgScsiReset.SG_SCSI_RESET_NO_ESCALATE)
     ladder = _RESET_LADDER.get(val & ~SgScsiReset.SG_SCSI_RESET_NO_ESCALATE)
     shost.tmf_in_progress = True

@@ -151,11 +151,14 @@ def starget_printk(level: KernLevel, starget: Any, text: str) -> None:
 
 
 def scmd_name(cmd: scsi_cmnd) -> str | None:
-    """The disk name of the command's queue ('sda') once sd has attached a gendisk."""
+    """The disk name of the command's queue ('sda') once sd has attached a gendisk. A request
+    made without a queue (scsi_ioctl_reset's blk_rq_init(NULL, rq)) has none, so its lines
+    carry no [sdX]; a command built without any request names its device's queue."""
     rq = cmd.request
-    q = getattr(rq, "q", None) if rq is not None else None
-    if q is None and cmd.device is not None:
-        q = getattr(cmd.device, "request_queue", None)
+    if rq is not None:
+        q = rq.q
+    else:
+        q = getattr(cmd.device, "request_queue", None) if cmd.device is not None else None
     disk = getattr(q, "disk", None)
     return getattr(disk, "disk_name", None) if disk is not None else None
 

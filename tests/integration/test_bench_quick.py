@@ -18,7 +18,7 @@ def _skip_reason() -> str | None:
         return "the benchmark needs root (FUSE allow_other/dev, loop devices)"
     if not os.path.exists("/dev/fuse"):
         return "no /dev/fuse"
-    missing = [t for t in ("fio", "taskset", "lsscsi", "lsblk", "losetup") if shutil.which(t) is None]
+    missing = [t for t in ("fio", "taskset", "lsscsi", "lsblk", "losetup", "sg_turs") if shutil.which(t) is None]
     return f"missing tools: {missing}" if missing else None
 
 
@@ -61,8 +61,16 @@ def test_bench_quick_runs(tmp_path) -> None:
         assert prof["builds"]["compiled"]["compiled_modules"] == prof["builds"]["compiled"]["hot_modules"]
         assert set(prof["compiled_over_pure"]) == {"read 4 KiB", "write 4 KiB"}
     assert {v["met"] for v in res["verdicts"]} <= {True, False}
+    # SG_IO inside vscsifs exec: each entry measured on both sides (fio's sg engine and
+    # sg_turs through the preload library, their data-file baselines)
+    sgio = res["sgio"]["entries"]
+    assert set(sgio) == {"fio randread 4 KiB", "one SCSI command round trip"}
+    for row in sgio.values():
+        assert all(row[side]["iops"] > 0 and row[side]["us"] > 0 for side in ("sgio", "baseline"))
+        assert row["ratio"] > 0
     md = out_md.read_text()
-    for heading in ("## 1. I/O", "## 2. Scan and start", "## 3. Browsing", "## Targets", "## Profile"):
+    for heading in ("## 1. I/O", "## 2. Scan and start", "## 3. Browsing", "## Targets", "## Profile",
+                    "## 6. SG_IO"):
         assert heading in md
     assert "dev direct / buffered" in md          # the loop device's direct I/O against buffered
     assert "udev cost" in md and "--no-udev" in md

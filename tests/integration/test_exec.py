@@ -203,13 +203,21 @@ def test_sg_raw_through_sg_nodes_matches_the_guest(machine: Daemon, lun_dir: Pat
             assert (c.name, (tmp_path / f"data{i}").read_bytes()) == (c.name, c.data_in)
 
 
-@pytest.mark.parametrize("iodepth", [1, 16])
-def test_fio_sg_engine_verifies(machine: Daemon, iodepth: int, tmp_path: Path) -> None:
-    """fio's sg engine: SG_IO at iodepth 1, the v3 write()/read()/poll() interface at 16. (fio
-    leaves its verify state in the working directory: a temporary one.)"""
+@pytest.mark.parametrize("node,iodepth", [("sg1", 1), ("sg1", 16), ("sdb", 1), ("sdb", 16)])
+def test_fio_sg_engine_verifies(machine: Daemon, node: str, iodepth: int, tmp_path: Path) -> None:
+    """fio's sg engine: on /dev/sg1 SG_IO at iodepth 1, the v3 write()/read()/poll() interface
+    at 16; on the block node /dev/sdb SG_IO at any depth (fio's sg engine is synchronous on a
+    block device: sd's SG_IO path, scsi_ioctl's sg_io). What the sg engine wrote to /dev/sdb
+    is then read back and verified through the block layer (psync: the loop device over the
+    data file), so the passthrough WRITEs reached the disk. (fio leaves its verify state in
+    the working directory: a temporary one.)"""
     need_sg_driver(machine)
-    r = vexec(machine, "fio", "--name=sg", "--filename=/dev/sg1", "--ioengine=sg", "--rw=randwrite",
-              "--bs=4k", f"--size={2 if iodepth == 1 else 4}m", "--offset=200m", "--verify=crc32c",
-              f"--iodepth={iodepth}", "--direct=1", timeout=300, cwd=str(tmp_path))
+    job = ["--name=sg", f"--filename=/dev/{node}", "--rw=randwrite", "--bs=4k",
+           f"--size={2 if iodepth == 1 else 4}m", f"--offset={200 if node == 'sg1' else 120 + iodepth}m",
+           "--verify=crc32c", "--direct=1"]
+    r = vexec(machine, "fio", *job, "--ioengine=sg", f"--iodepth={iodepth}", timeout=300, cwd=str(tmp_path))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "err= 0" in r.stdout
+    if node == "sdb":
+        r = vexec(machine, "fio", *job, "--ioengine=psync", "--verify_only", timeout=300, cwd=str(tmp_path))
+        assert r.returncode == 0 and "err= 0" in r.stdout, r.stdout + r.stderr
