@@ -28,6 +28,7 @@ from vscsifs.scsi.kernel import (Scsi_Host, async_synchronize_full, bsg_init, sc
 from vscsifs.scsi.kernel._sd import sd_shutdown
 from vscsifs.scsi.kernel._sr import sr_init
 from vscsifs.scsi.kernel.base._driver_model import Sysfs
+from vscsifs.scsi.kernel.base._devkmsg import chr_dev_init
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import KernLevel, Kmsg
 from vscsifs.scsi.kernel.block import genhd_device_init
@@ -65,9 +66,10 @@ class Machine:
         return cls(cfg, kernel, ctrls, inventory)
 
     def init_kernel(self) -> None:
-        """What the golden guest did before the HBA appeared: block layer (bsg), scsi_mod,
+        """What the golden guest did before the HBA appeared: the mem devices (kmsg), block layer (bsg), scsi_mod,
         sd_mod, sg, sr_mod (insmod.log order)."""
         k = self.kernel
+        chr_dev_init(k)
         genhd_device_init(k)
         bsg_init(k)
         scsi_sysfs_register(k)

@@ -643,9 +643,11 @@ NodeOwner = Callable[[str, Any], tuple[int, int]]
 
 
 def devtmpfs_owner(kind: str, obj: Any) -> tuple[int, int]:
-    """What devtmpfs gives a node when no udev rule changes it (device_get_devnode() leaves the
-    mode of disks, sg and bsg at 0600, owner root:root), as the golden guests without udev show."""
-    return 0o600, 0
+    """What devtmpfs gives a node when no udev rule changes it: the mode its class's devnode()
+    names (the mem class: kmsg 0644), else 0600 as for disks, sg and bsg (device_get_devnode()),
+    owner root:root, as the golden guests without udev show."""
+    mode = getattr(obj, "devnode_mode", None)
+    return (mode if isinstance(mode, int) else 0o600), 0
 
 
 class DevFs:

@@ -89,6 +89,7 @@ MAX_REQUEST = 64                           # a request payload longer than this:
 CAP_DAC_OVERRIDE = 1
 CAP_SYS_RAWIO = 17
 CAP_SYS_ADMIN = 21
+CAP_SYSLOG = 34
 
 SO_PEERCRED_UCRED = struct.Struct("3i")    # struct ucred: pid, uid, gid
 
@@ -141,7 +142,8 @@ def caller_from_proc(pid: int, uid: int, gid: int, proc: str = "/proc") -> Calle
     except (OSError, ValueError):
         pass
     cred = Cred(pid=pid, uid=uid, gid=gid, groups=groups,
-                cap_sys_rawio=bool(caps >> CAP_SYS_RAWIO & 1), cap_sys_admin=bool(caps >> CAP_SYS_ADMIN & 1))
+                cap_sys_rawio=bool(caps >> CAP_SYS_RAWIO & 1), cap_sys_admin=bool(caps >> CAP_SYS_ADMIN & 1),
+                cap_syslog=bool(caps >> CAP_SYSLOG & 1))
     return Caller(cred, dac_override=bool(caps >> CAP_DAC_OVERRIDE & 1))
 
 

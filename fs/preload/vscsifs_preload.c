@@ -588,7 +588,9 @@ static int do_open(int dirfd, const char *path, int flags, mode_t mode)
 {
     init();
     struct node n;
-    if (!(flags & (O_CREAT | O_PATH | O_DIRECTORY)) && machine_node(dirfd, path, (flags & O_NOFOLLOW) != 0, &n))
+    /* O_CREAT without O_EXCL opens a node that exists, as a shell's `> /dev/kmsg` does */
+    if (!(flags & (O_PATH | O_DIRECTORY)) && (flags & (O_CREAT | O_EXCL)) != (O_CREAT | O_EXCL) &&
+        machine_node(dirfd, path, (flags & O_NOFOLLOW) != 0, &n))
         return open_node(&n, dirfd, path, flags, mode);
     int fd = real_openat(dirfd, path, flags, mode);
     if (fd >= 0 && conn_get(fd))

@@ -12,6 +12,7 @@ import fnmatch
 import grp
 from typing import Any
 
+from vscsifs.fs._devfs import devtmpfs_owner
 from vscsifs.fs.udev._encode import replace_chars
 from vscsifs.scsi.kernel.base._kobject import Attr, Dir
 
@@ -164,8 +165,8 @@ _DEBIAN_GIDS = {"disk": 6, "cdrom": 24, "tape": 26}
 
 def node_owner(kind: str, obj: Any) -> tuple[int, int]:
     """(mode, gid) udevd gives a node: SUBSYSTEM=="block" GROUP="disk" (KERNEL=="sr[0-9]*":
-    "cdrom"); SUBSYSTEM=="scsi_generic" by the SCSI type (disk, cdrom, tape); the rest (bsg)
-    keeps devtmpfs's root:root 0600."""
+    "cdrom"); SUBSYSTEM=="scsi_generic" by the SCSI type (disk, cdrom, tape); the rest (bsg,
+    kmsg) keeps what devtmpfs gave it."""
     if kind == "block":
         disk = getattr(obj, "disk", None)
         group = "cdrom" if getattr(disk, "major", 0) == SCSI_CDROM_MAJOR else "disk"
@@ -173,5 +174,5 @@ def node_owner(kind: str, obj: Any) -> tuple[int, int]:
         sdev = getattr(obj, "sdev", None)
         group = _SG_GROUP_BY_TYPE.get(getattr(sdev, "type", -1), "") if str(obj.name).startswith("sg") else ""
     if not group:
-        return 0o600, 0
+        return devtmpfs_owner(kind, obj)
     return 0o660, _group_id(group, _DEBIAN_GIDS[group])

@@ -221,3 +221,20 @@ def test_fio_sg_engine_verifies(machine: Daemon, node: str, iodepth: int, tmp_pa
     if node == "sdb":
         r = vexec(machine, "fio", *job, "--ioengine=psync", "--verify_only", timeout=300, cwd=str(tmp_path))
         assert r.returncode == 0 and "err= 0" in r.stdout, r.stdout + r.stderr
+
+
+def test_dmesg_reads_and_writes_the_machines_kmsg(machine: Daemon) -> None:
+    """/dev/kmsg is the machine's (1:11, 0644): dmesg shows the emulated kernel's log, a line
+    written to it is a record of the user facility, and a reader without CAP_SYSLOG is
+    refused as Debian's dmesg_restrict=1 refuses it."""
+    r = vexec(machine, "sh", "-c", "stat -c '%F %t:%T %a' /dev/kmsg; echo '<5>vscsifs test line' > /dev/kmsg; "
+              "dmesg; dmesg -x | tail -n 1")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "character special file 1:b 644"
+    assert any(line.endswith("] scsi host0: Virtio SCSI HBA") for line in lines)
+    assert lines[-1].startswith("user  :notice: [") and lines[-1].endswith("] vscsifs test line")
+    # root without CAP_SYSLOG and CAP_SYS_ADMIN (another uid would not pass the mount itself)
+    r = vexec(machine, "setpriv", "--bounding-set=-syslog,-sys_admin", "--inh-caps=-syslog,-sys_admin",
+              "cat", "/dev/kmsg")
+    assert r.returncode != 0 and "Operation not permitted" in r.stderr, r.stderr

@@ -50,6 +50,7 @@ class Cred:
     groups: tuple[int, ...] = ()
     cap_sys_rawio: bool = False       # scsi_cmd_allowed(): any CDB; SG_SCSI_RESET; sg's O_EXCL rules
     cap_sys_admin: bool = False       # SCSI_IOCTL_SEND_COMMAND, host resets
+    cap_syslog: bool = False          # reading /dev/kmsg (check_syslog_permissions)
 
 
 class OpenFile(Protocol):
