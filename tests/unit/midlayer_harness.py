@@ -17,7 +17,7 @@ from golden_cdb import make_image
 from vscsifs.scsi.kernel.base._driver_model import Device, Sysfs, device_add
 from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice
 from vscsifs.scsi.kernel import bsg_init, sd_init, sg_init, sr_init
-from vscsifs.scsi.kernel._async_domain import async_synchronize_full
+from vscsifs.scsi.kernel.base._async_domain import async_synchronize_full
 from vscsifs.scsi.kernel._hosts import scsi_add_host, scsi_host_alloc
 from vscsifs.scsi.kernel._scsi_devinfo import Blist
 from vscsifs.scsi.kernel._scsi_lib import scsi_change_queue_depth

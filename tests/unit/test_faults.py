@@ -147,7 +147,7 @@ def test_delay_rules_add_latency_and_let_the_next_rule_decide() -> None:
 # ------------------------------------------------------------------ the real stack
 async def _machine(tmp_path, nursery, cmdline: str = "vscsifs.timeout_eh=1"):
     from vscsifs.scsi.kernel._bsg import bsg_init
-    from vscsifs.scsi.kernel._async_domain import async_synchronize_full
+    from vscsifs.scsi.kernel.base._async_domain import async_synchronize_full
     from vscsifs.scsi.kernel._scsi_scan import scsi_device_lookup, scsi_scan_host
     from vscsifs.scsi.kernel._scsi_sysfs import scsi_sysfs_register
     from vscsifs.scsi.kernel._sd_sysfs import sd_init

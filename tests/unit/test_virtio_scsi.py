@@ -585,7 +585,7 @@ async def _real_seed_machine(tmp_path, nursery):
     """The seed config with brief A's SCSIBus/scsi-hd and the real midlayer/sd, scanned."""
     from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice
     from vscsifs.scsi.kernel._bsg import bsg_init
-    from vscsifs.scsi.kernel._async_domain import async_synchronize_full
+    from vscsifs.scsi.kernel.base._async_domain import async_synchronize_full
     from vscsifs.scsi.kernel._scsi_scan import scsi_scan_host
     from vscsifs.scsi.kernel._scsi_sysfs import scsi_sysfs_register
     from vscsifs.scsi.kernel._sd_sysfs import sd_init
@@ -665,7 +665,7 @@ async def test_hotplug_and_unplug_through_the_real_midlayer(tmp_path, nursery):
     """QEMU device_add/device_del of a scsi-hd: the event reaches virtscsi_handle_event, which
     calls the real scsi_add_device / scsi_remove_device."""
     from vscsifs.scsi.device import BlockBackend, SCSIDiskDevice
-    from vscsifs.scsi.kernel._async_domain import async_synchronize_full
+    from vscsifs.scsi.kernel.base._async_domain import async_synchronize_full
     from vscsifs.scsi.kernel._scsi_scan import scsi_device_lookup
 
     m = await _real_seed_machine(tmp_path, nursery)
