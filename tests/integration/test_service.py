@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from daemon_harness import force_unmount, is_mounted, require_mount
+from daemon_harness import is_mounted, require_mount, shut_down
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -136,17 +136,9 @@ def start(tmp: str, args: list[str], *, env: dict[str, str] | None = None, notif
 
 
 def stop(svc: Svc, sig: int = signal.SIGTERM) -> int | None:
-    if svc.proc.poll() is None:
-        svc.proc.send_signal(sig)
-        try:
-            svc.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            svc.proc.kill()
-            svc.proc.wait()
-    if is_mounted(svc.mount):
-        force_unmount(svc.mount)
+    rc = shut_down(svc.proc, svc.mount, sig)
     svc.notify.close()
-    return svc.proc.returncode
+    return rc
 
 
 @pytest.fixture
