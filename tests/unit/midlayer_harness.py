@@ -1,6 +1,7 @@
 """Test harness for the SCSI midlayer: a kernel, an LLD whose queuecommand hands CDBs straight
 to the device side (vscsifs.scsi.device.SCSIBus with real scsi-hd LUNs over temp images: a
-"device side without virtio" transport), and helpers to run a scan."""
+"device side without virtio" transport), and helpers to run a scan on it or, for tests of
+the transport itself, over QEMU's virtio-scsi and the virtio_scsi driver."""
 
 from __future__ import annotations
 
