@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from daemon_harness import is_mounted, require_mount, shut_down
+from daemon_harness import is_mounted, require_mount, shut_down, stop_process
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -394,9 +394,7 @@ def test_sigterm_with_io_in_flight_fails_it_cleanly_and_exits_quickly(tmp_path, 
         assert b"Input/output error" in reader.stderr.read() + writer.stderr.read()
     finally:
         for p in (reader, writer):
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+            stop_process(p, signal.SIGKILL)
     assert not is_mounted(svc.mount)
     losetup = subprocess.run(["losetup", "-l", "-n", "-O", "BACK-FILE"], capture_output=True, text=True).stdout
     assert svc.mount not in losetup
