@@ -68,6 +68,26 @@ def is_mounted(path: str) -> bool:
         return any(line.split()[4] == real for line in f)
 
 
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+    """Send ``sig`` to a process still running and wait for it; SIGKILL after ``timeout``."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def shut_down(proc: subprocess.Popen, mount: str, sig: int = signal.SIGTERM) -> int:
+    """stop_process() a daemon, then make sure its mount is gone even if it could not unmount."""
+    rc = stop_process(proc, sig)
+    if is_mounted(mount):
+        force_unmount(mount)
+    return rc
+
+
 @dataclass
 class Daemon:
     proc: subprocess.Popen
@@ -91,22 +111,11 @@ class Daemon:
         return out
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc, sig, timeout)
 
     def shutdown(self) -> int:
-        """stop(), then make sure the mount is gone even if the daemon could not unmount it
-        (what every test does in its finally)."""
-        rc = self.stop()
-        if is_mounted(self.mount):
-            force_unmount(self.mount)
-        return rc
+        """What every test does in its finally: shut_down()."""
+        return shut_down(self.proc, self.mount)
 
 
 def start_daemon(tmp: str, args: list[str] = (), ready: str = "sys/block", timeout: float = 60,

@@ -75,6 +75,18 @@ class Report:
                 f"{len(self.mismatches)} mismatches, {len(self.extras)} extra entries")
 
 
+def assert_matches(rep: Report, label: str, expected: dict[str, str], capsys) -> None:  # type: ignore[no-untyped-def]
+    """A test's verdict on a report: the summary and every mismatch with the reason written
+    down for it, printed past pytest's capture; no mismatch without a reason, 99 % matched."""
+    unexplained = [m for m in rep.mismatches if m.path not in expected]
+    with capsys.disabled():
+        print(f"\n[{label} sysfs] {rep.summary()}")
+        for m in rep.mismatches:
+            print(f"  {m}  ({expected.get(m.path, 'UNEXPLAINED')})")
+    assert not unexplained, "\n".join(map(str, unexplained))
+    assert rep.ratio >= 0.99
+
+
 def parse_manifest(path: str) -> list[Entry]:
     entries = []
     with open(path) as f:

@@ -15,7 +15,7 @@ from vscsifs.scsi.kernel._scsi_lib import (ExecResult, ModeSenseResult, ScsiMode
 from vscsifs.scsi.kernel._scsi_types import (SCAN_WILD_CARD, HostState, ScanMode, scsi_device, ScsiDriver, ScsiHostTemplate,  # noqa: E402
                                             ScsiLevel, Scsi_Host, ScsiTarget, SdevState,
                                             scsi_device_set_state, scsi_host_set_state)
-from vscsifs.scsi.kernel._async_domain import async_schedule, async_synchronize_full  # noqa: E402
+from vscsifs.scsi.kernel.base._async_domain import async_schedule, async_synchronize_full  # noqa: E402
 from vscsifs.scsi.kernel._scsi_logging import LogShift, scsi_logging_level_get, scsi_logging_level_set  # noqa: E402
 from vscsifs.scsi.kernel._scsi_scan import (scsi_add_device, scsi_device_lookup, scsi_remove_device,  # noqa: E402
                                            scsi_rescan_device, scsi_scan_host, scsi_scan_host_selected, scsi_scan_target,

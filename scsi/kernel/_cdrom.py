@@ -283,18 +283,11 @@ def cdrom_sysctl_register(kernel: Any) -> None:
     st.sysctl_registered = True
     st.settings = {"autoclose": int(st.autoclose), "autoeject": int(st.autoeject), "debug": int(st.debug),
                    "lock": int(st.lockdoor), "check_media": int(st.check_media_type)}
-    tables = getattr(kernel, "sysctl_tables", None)
-    if tables is None:
-        tables = {}
-        kernel.sysctl_tables = tables
     entries: list[tuple[str, Callable[[], str], Callable[[bytes], None] | None, int]] = [
         ("info", lambda: cdrom_sysctl_info(kernel), None, 0o444)]
     for name in ("autoclose", "autoeject", "debug", "lock", "check_media"):
         entries.append((name, *_sysctl_setting(kernel, st, name), 0o644))
-    tables["dev/cdrom"] = entries
-    hook = getattr(kernel, "sysctl_register", None)
-    if hook is not None:
-        hook("dev/cdrom", entries)
+    kernel.register_sysctl("dev/cdrom", entries)
 
 
 def _sysctl_setting(kernel: Any, st: Any, name: str) -> tuple[Callable[[], str], Callable[[bytes], None]]:

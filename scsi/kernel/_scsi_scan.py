@@ -29,7 +29,7 @@ from vscsifs.scsi.kernel.block import (blk_mq_destroy_queue, blk_mq_init_queue, 
                                        blk_queue_max_hw_sectors, blk_queue_max_segment_size, blk_queue_max_segments,
                                        blk_queue_segment_boundary, blk_queue_virt_boundary)
 from vscsifs.scsi.kernel.base._async import maybe_await
-from vscsifs.scsi.kernel._async_domain import async_schedule
+from vscsifs.scsi.kernel.base._async_domain import async_schedule
 from vscsifs.scsi.kernel._constants import scsi_device_type
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection
 from vscsifs.scsi.kernel._scsi_common import scsi_status_is_check_condition

@@ -26,7 +26,7 @@ from vscsifs.scsi.kernel._scsi_devinfo import blist_flags_names
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.block import blk_queue_rq_timeout
 from vscsifs.scsi.kernel.base._async import maybe_await
-from vscsifs.scsi.kernel._async_domain import async_schedule
+from vscsifs.scsi.kernel.base._async_domain import async_schedule
 from vscsifs.scsi.kernel._bsg import bsg_unregister_queue, scsi_bsg_register_queue
 from vscsifs.scsi.kernel._scsi_lib import scsi_vpd_lun_id
 from vscsifs.scsi.kernel._scsi_logging import scsi_logging_level_get, scsi_logging_level_set, sdev_printk

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vscsifs.scsi.target._core import (
@@ -627,8 +628,6 @@ def target_scsi3_emulate_pr_out(cmd: SeCmd) -> Tcm | None:
 
 # -- PERSISTENT RESERVE IN ---------------------------------------------------------------------------
 def _pri_read_keys(cmd: SeCmd, pr: T10Reservation) -> Tcm | None:
-    if cmd.data_length < 8:
-        return Tcm.INVALID_CDB_FIELD
     buf = bytearray(8)
     _BE32.pack_into(buf, 0, pr.generation)
     add_len = 0
@@ -643,8 +642,6 @@ def _pri_read_keys(cmd: SeCmd, pr: T10Reservation) -> Tcm | None:
 
 
 def _pri_read_reservation(cmd: SeCmd, pr: T10Reservation) -> Tcm | None:
-    if cmd.data_length < 8:
-        return Tcm.INVALID_CDB_FIELD
     buf = bytearray(24)
     _BE32.pack_into(buf, 0, pr.generation)
     add_len = 0
@@ -663,8 +660,6 @@ def _pri_read_reservation(cmd: SeCmd, pr: T10Reservation) -> Tcm | None:
 
 
 def _pri_report_capabilities(cmd: SeCmd, pr: T10Reservation) -> Tcm | None:
-    if cmd.data_length < 6:
-        return Tcm.INVALID_CDB_FIELD
     buf = bytearray(8)
     _BE16.pack_into(buf, 0, 8)
     buf[2] = 0x10 | 0x08 | 0x04 | 0x01           # CRH, SIP_C, ATP_C, PTPL_C
@@ -703,8 +698,6 @@ def _transport_id(nacl: SePortalGroup) -> bytes | None:
 
 
 def _pri_read_full_status(cmd: SeCmd, pr: T10Reservation) -> Tcm | None:
-    if cmd.data_length < 8:
-        return Tcm.INVALID_CDB_FIELD
     buf = bytearray(8)
     _BE32.pack_into(buf, 0, pr.generation)
     all_reg, res_type, res_scope = False, 0, 0
@@ -737,8 +730,10 @@ def _pri_read_full_status(cmd: SeCmd, pr: T10Reservation) -> Tcm | None:
     return None
 
 
-_PRI = {PRI_READ_KEYS: _pri_read_keys, PRI_READ_RESERVATION: _pri_read_reservation,
-        PRI_REPORT_CAPABILITIES: _pri_report_capabilities, PRI_READ_FULL_STATUS: _pri_read_full_status}
+# service action -> (the shortest allocation length each of LIO's handlers accepts, the handler)
+_PRI: dict[int, tuple[int, Callable[[SeCmd, T10Reservation], Tcm | None]]] = {
+    PRI_READ_KEYS: (8, _pri_read_keys), PRI_READ_RESERVATION: (8, _pri_read_reservation),
+    PRI_REPORT_CAPABILITIES: (6, _pri_report_capabilities), PRI_READ_FULL_STATUS: (8, _pri_read_full_status)}
 
 
 def target_scsi3_emulate_pr_in(cmd: SeCmd) -> Tcm | None:
@@ -747,7 +742,10 @@ def target_scsi3_emulate_pr_in(cmd: SeCmd) -> Tcm | None:
     pr = _pr(dev)
     if pr.spc2_holder is not None:
         return Tcm.RESERVATION_CONFLICT
-    handler = _PRI.get(cmd.cdb[1] & 0x1F)
-    if handler is None:
+    entry = _PRI.get(cmd.cdb[1] & 0x1F)
+    if entry is None:
+        return Tcm.INVALID_CDB_FIELD
+    min_len, handler = entry
+    if cmd.data_length < min_len:
         return Tcm.INVALID_CDB_FIELD
     return handler(cmd, pr)

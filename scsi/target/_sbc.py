@@ -225,6 +225,14 @@ _RW = {
 }
 
 
+def _lba_and_blocks(cdb: bytes, cdb16: bool) -> tuple[int, int]:
+    """transport_lba_32/64 and transport_get_sectors_10/16: the LBA (bytes 2..) and the block
+    count (byte 7, 16 bits, in a 10-byte CDB; byte 10, 32 bits, in a 16-byte one)."""
+    if cdb16:
+        return _BE64.unpack_from(cdb, 2)[0], _BE32.unpack_from(cdb, 10)[0]
+    return _BE32.unpack_from(cdb, 2)[0], _BE16.unpack_from(cdb, 7)[0]
+
+
 def sbc_parse_cdb(cmd: SeCmd) -> Tcm | None:
     dev = cmd.dev
     assert dev is not None
@@ -259,18 +267,12 @@ def sbc_parse_cdb(cmd: SeCmd) -> Tcm | None:
         else:
             return Tcm.INVALID_CDB_FIELD      # REPORT REFERRALS needs an LBA map
         size = _BE32.unpack_from(cdb, 10)[0]
-    elif op in (0x35, 0x91):
-        if op == 0x35:
-            sectors, cmd.lba = _BE16.unpack_from(cdb, 7)[0], _BE32.unpack_from(cdb, 2)[0]
-        else:
-            sectors, cmd.lba = _BE32.unpack_from(cdb, 10)[0], _BE64.unpack_from(cdb, 2)[0]
+    elif op in (0x35, 0x91):                  # SYNCHRONIZE CACHE(10)/(16)
+        cmd.lba, sectors = _lba_and_blocks(cdb, op == 0x91)
         cmd.execute = sbc_execute_sync_cache
         check_lba = True
-    elif op in (0x2F, 0xAF):                  # VERIFY(10)/(16): no-op within range
-        if op == 0x2F:
-            sectors, cmd.lba = _BE16.unpack_from(cdb, 7)[0], _BE32.unpack_from(cdb, 2)[0]
-        else:
-            sectors, cmd.lba = _BE32.unpack_from(cdb, 10)[0], _BE64.unpack_from(cdb, 2)[0]
+    elif op in (0x2F, 0x8F):                  # VERIFY(10)/(16): no-op within range
+        cmd.lba, sectors = _lba_and_blocks(cdb, op == 0x8F)
         cmd.execute = sbc_emulate_noop
         check_lba = True
     elif op in (0x01, 0x0B, 0x2B):            # REZERO UNIT, SEEK(6), SEEK(10)
@@ -306,10 +308,7 @@ def sbc_parse_cdb(cmd: SeCmd) -> Tcm | None:
         size = _BE16.unpack_from(cdb, 7)[0]
         cmd.execute = sbc_execute_unmap
     elif op in (0x41, 0x93):                  # WRITE SAME(10)/(16)
-        if op == 0x41:
-            sectors, lba = _BE16.unpack_from(cdb, 7)[0], _BE32.unpack_from(cdb, 2)[0]
-        else:
-            sectors, lba = _BE32.unpack_from(cdb, 10)[0], _BE64.unpack_from(cdb, 2)[0]
+        lba, sectors = _lba_and_blocks(cdb, op == 0x93)
         if not sectors:
             return Tcm.INVALID_CDB_FIELD          # WSNZ=1
         size = dev.attrib.block_size

@@ -22,7 +22,7 @@ import pytest
 from daemon_harness import GOLDEN, Daemon, logged_commands, require_mount, run, start_daemon
 from golden_cdb import GoldenCdb, hctl_of_dir, load_cdb_dir, make_image
 from golden_images import make_iso
-from golden_sysfs import compare, materialize
+from golden_sysfs import assert_matches, compare, materialize
 from vscsifs.scsi.device import SCSIResult
 from vscsifs.virtio._wire import lun_decode, lun_encode
 
@@ -115,14 +115,7 @@ def cfg_daemon(request, tmp_path_factory) -> Iterator[tuple[str, Daemon]]:
 def test_sysfs_matches_capture(cfg_daemon, capsys):
     name, d = cfg_daemon
     expected = EXPECTED_MISMATCHES[name]
-    rep = compare(os.path.join(GOLDEN, name), os.path.join(d.mount, "sys"))
-    unexplained = [m for m in rep.mismatches if m.path not in expected]
-    with capsys.disabled():
-        print(f"\n[{name} sysfs] {rep.summary()}")
-        for m in rep.mismatches:
-            print(f"  {m}  ({expected.get(m.path, 'UNEXPLAINED')})")
-    assert not unexplained, "\n".join(map(str, unexplained))
-    assert rep.ratio >= 0.99
+    assert_matches(compare(os.path.join(GOLDEN, name), os.path.join(d.mount, "sys")), name, expected, capsys)
 
 
 LSSCSI_FLAGS = ["", "-l", "-s", "-g", "-t", "-H", "-i", "-u", "-w", "-x", "-L", "-c", "-d"]

@@ -23,7 +23,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from daemon_harness import require_mount  # noqa: E402
+from daemon_harness import require_mount, stop_process  # noqa: E402
 from fs_fixtures import FakeBdev, MountedMachine, mount_machine  # noqa: E402
 
 from vscsifs.fs import is_mounted, is_stale_mount, loop_available, stale_loops  # noqa: E402
@@ -286,9 +286,7 @@ async def test_stale_mount_and_loops_of_a_killed_daemon_are_cleaned() -> None:
             # the loop device is recognised as a dead daemon's by its backing file name
             assert any(f"{mnt}/.vscsifs-{proc.pid}/sda" in backing for _n, backing in stale_loops())
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, signal.SIGKILL)
         os.close(holder)  # autoclear now detaches the loop device
         async with trio.open_nursery() as nursery:
             m, scope = await mount_machine(nursery, mnt)   # clears the stale mount first
@@ -327,9 +325,7 @@ async def test_sigterm_detaches_and_unmounts() -> None:
             proc.send_signal(signal.SIGTERM)
             assert await in_thread(proc.wait) == 0
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, signal.SIGKILL)
         assert not is_mounted(mnt)
         assert f"{mnt}/" not in losetup_backing()
 

@@ -12,7 +12,7 @@ import re
 import pytest
 
 from daemon_harness import GOLDEN, logged_commands, require_mount, run, start_daemon
-from golden_sysfs import compare, materialize
+from golden_sysfs import assert_matches, compare, materialize
 
 SEED = os.path.join(GOLDEN, "seed")
 TOOLS = os.path.join(SEED, "tools")
@@ -28,14 +28,7 @@ def golden(name: str) -> str:
 
 
 def test_sysfs_matches_golden_manifest(seed_daemon, capsys):
-    rep = compare(SEED, os.path.join(seed_daemon.mount, "sys"))
-    unexplained = [m for m in rep.mismatches if m.path not in EXPECTED_MISMATCHES]
-    with capsys.disabled():
-        print(f"\n[seed sysfs] {rep.summary()}")
-        for m in rep.mismatches:
-            print(f"  {m}  ({EXPECTED_MISMATCHES.get(m.path, 'UNEXPLAINED')})")
-    assert not unexplained, "\n".join(map(str, unexplained))
-    assert rep.ratio >= 0.99
+    assert_matches(compare(SEED, os.path.join(seed_daemon.mount, "sys")), "seed", EXPECTED_MISMATCHES, capsys)
 
 
 @pytest.mark.parametrize("flags", ["", "-l", "-s", "-g", "-t", "-H"])

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from daemon_harness import force_unmount, is_mounted, require_mount
+from daemon_harness import is_mounted, require_mount, shut_down, stop_process
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -136,17 +136,9 @@ def start(tmp: str, args: list[str], *, env: dict[str, str] | None = None, notif
 
 
 def stop(svc: Svc, sig: int = signal.SIGTERM) -> int | None:
-    if svc.proc.poll() is None:
-        svc.proc.send_signal(sig)
-        try:
-            svc.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            svc.proc.kill()
-            svc.proc.wait()
-    if is_mounted(svc.mount):
-        force_unmount(svc.mount)
+    rc = shut_down(svc.proc, svc.mount, sig)
     svc.notify.close()
-    return svc.proc.returncode
+    return rc
 
 
 @pytest.fixture
@@ -402,9 +394,7 @@ def test_sigterm_with_io_in_flight_fails_it_cleanly_and_exits_quickly(tmp_path, 
         assert b"Input/output error" in reader.stderr.read() + writer.stderr.read()
     finally:
         for p in (reader, writer):
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+            stop_process(p, signal.SIGKILL)
     assert not is_mounted(svc.mount)
     losetup = subprocess.run(["losetup", "-l", "-n", "-O", "BACK-FILE"], capture_output=True, text=True).stdout
     assert svc.mount not in losetup

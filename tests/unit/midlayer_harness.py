@@ -1,6 +1,7 @@
 """Test harness for the SCSI midlayer: a kernel, an LLD whose queuecommand hands CDBs straight
 to the device side (vscsifs.scsi.device.SCSIBus with real scsi-hd LUNs over temp images: a
-"device side without virtio" transport), and helpers to run a scan."""
+"device side without virtio" transport), and helpers to run a scan on it or, for tests of
+the transport itself, over QEMU's virtio-scsi and the virtio_scsi driver."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from golden_cdb import make_image
 from vscsifs.scsi.kernel.base._driver_model import Device, Sysfs, device_add
 from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice
 from vscsifs.scsi.kernel import bsg_init, sd_init, sg_init, sr_init
-from vscsifs.scsi.kernel._async_domain import async_synchronize_full
+from vscsifs.scsi.kernel.base._async_domain import async_synchronize_full
 from vscsifs.scsi.kernel._hosts import scsi_add_host, scsi_host_alloc
 from vscsifs.scsi.kernel._scsi_devinfo import Blist
 from vscsifs.scsi.kernel._scsi_lib import scsi_change_queue_depth
@@ -26,7 +27,10 @@ from vscsifs.scsi.kernel._scsi_types import ScsiHostTemplate, Scsi_Host
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import Kmsg
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, scsi_cmnd
+from vscsifs.scsi.kernel._scsi_sysfs import scsi_sysfs_register
 from vscsifs.virtio._memory import GuestMemory
+from vscsifs.virtio.device import VirtIOPCIProxy, VirtIOSCSI, VirtIOSCSIConf
+from vscsifs.virtio.driver import virtscsi_probe
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 DID_BAD_TARGET = 0x04
@@ -175,6 +179,24 @@ def opened() -> Iterator[list[BlockBackend]]:
     yield lst
     for be in lst:
         be.close()
+
+
+async def virtio_scsi_host(kernel: Kernel, bus: SCSIBus, conf: VirtIOSCSIConf,
+                           setup: Callable[[VirtIOSCSI], None] | None = None) -> tuple[VirtIOSCSI, Scsi_Host]:
+    """The same machine over the real transport: QEMU's virtio-scsi (``conf``) over ``bus`` at
+    PCI slot 4, ``setup`` applied to it, probed by the virtio_scsi driver with bsg, the SCSI
+    sysfs, sg and sd registered first, and scanned to the end in the kernel's nursery."""
+    bsg_init(kernel)
+    scsi_sysfs_register(kernel)
+    sg_init(kernel)
+    sd_init(kernel)
+    dev = VirtIOSCSI(kernel.memory, bus, conf, nr_cpus=kernel.nr_cpus)
+    if setup is not None:
+        setup(dev)
+    shost = virtscsi_probe(kernel, VirtIOPCIProxy(dev, slot=4))
+    await scsi_scan_host(shost)
+    await async_synchronize_full(kernel)
+    return dev, shost
 
 
 def seed_bus(tmp_path: Path, opened: list[BlockBackend]) -> SCSIBus:

@@ -262,7 +262,7 @@ def make_kernel(cmdline: str = "") -> Kernel:
 
 @dataclass(eq=False)
 class FakeSdev:
-    """The scsi_device fields sd/sg/bsg read (brief C1's scsi_device)."""
+    """The scsi_device fields sd/sg/bsg read, without the midlayer behind them."""
 
     kernel: Kernel
     host: Any

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 import trio
 
+from midlayer_harness import virtio_scsi_host
 from vscsifs.scsi.kernel.base._driver_model import Sysfs
 from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice, SenseCode
 from vscsifs.scsi.device._fault_injector import (FaultInjector, FaultKind, LunFaults, cdb_lba_range, parse_fault_option,
@@ -18,8 +19,7 @@ from vscsifs.scsi.device._fault_injector import (FaultInjector, FaultKind, LunFa
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import Kmsg
 from vscsifs.virtio import GuestMemory
-from vscsifs.virtio.device import VirtIOPCIProxy, VirtIOSCSI, VirtIOSCSIConf
-from vscsifs.virtio.driver import virtscsi_probe
+from vscsifs.virtio.device import VirtIOSCSI, VirtIOSCSIConf
 
 READ10 = bytes([0x28, 0, 0, 0, 0x08, 0x00, 0, 0, 8, 0])      # LBA 2048, 8 blocks
 WRITE10 = bytes([0x2A, 0, 0, 0, 0x08, 0x00, 0, 0, 8, 0])
@@ -146,12 +146,7 @@ def test_delay_rules_add_latency_and_let_the_next_rule_decide() -> None:
 
 # ------------------------------------------------------------------ the real stack
 async def _machine(tmp_path, nursery, cmdline: str = "vscsifs.timeout_eh=1"):
-    from vscsifs.scsi.kernel._bsg import bsg_init
-    from vscsifs.scsi.kernel._async_domain import async_synchronize_full
-    from vscsifs.scsi.kernel._scsi_scan import scsi_device_lookup, scsi_scan_host
-    from vscsifs.scsi.kernel._scsi_sysfs import scsi_sysfs_register
-    from vscsifs.scsi.kernel._sd_sysfs import sd_init
-    from vscsifs.scsi.kernel._sg import sg_init
+    from vscsifs.scsi.kernel._scsi_scan import scsi_device_lookup
 
     bus = SCSIBus()
     images = []
@@ -165,20 +160,15 @@ async def _machine(tmp_path, nursery, cmdline: str = "vscsifs.timeout_eh=1"):
     kernel = Kernel(kmsg=Kmsg(console=None), sysfs=Sysfs(), memory=GuestMemory(256 << 20), nr_cpus=2,
                     cmdline=cmdline)
     kernel.nursery = nursery
-    bsg_init(kernel)
-    scsi_sysfs_register(kernel)
-    sg_init(kernel)
-    sd_init(kernel)
-    dev = VirtIOSCSI(kernel.memory, bus, VirtIOSCSIConf(num_queues=2), nr_cpus=2)
-    dev.faults = FaultInjector(seed=7)
 
     async def later(delay, fn):
         await trio.sleep(delay)
         fn()
-    dev.call_later = lambda delay, fn: nursery.start_soon(later, delay, fn)
-    shost = virtscsi_probe(kernel, VirtIOPCIProxy(dev, slot=4))
-    await scsi_scan_host(shost)
-    await async_synchronize_full(kernel)
+
+    def with_faults(dev: VirtIOSCSI) -> None:
+        dev.faults = FaultInjector(seed=7)
+        dev.call_later = lambda delay, fn: nursery.start_soon(later, delay, fn)
+    dev, shost = await virtio_scsi_host(kernel, bus, VirtIOSCSIConf(num_queues=2), with_faults)
     for d in bus.devices:
         d.unit_attention = SenseCode.NO_SENSE
     sdev = scsi_device_lookup(shost, 0, 0, 1)

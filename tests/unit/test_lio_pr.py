@@ -377,3 +377,15 @@ def test_lun_reset_drops_the_spc2_reservation_and_tells_every_nexus(two_nexus) -
     t1.reset_lun(0)
     assert dev.t10_pr.spc2_holder is None
     assert t1.deves[0].ua_list == [(0x29, 0x03)] and t2.deves[0].ua_list == [(0x29, 0x03)]
+
+
+@pytest.mark.parametrize("sa,shortest", [(0x00, 8), (0x01, 8), (0x02, 6), (0x03, 8)])
+def test_pr_in_allocation_length_below_the_handlers_minimum(two_nexus, sa: int, shortest: int) -> None:
+    """Each PERSISTENT RESERVE IN handler refuses an allocation length below its header
+    (INVALID FIELD IN CDB) and answers at that length."""
+    t1, t2, dev, _ = two_nexus
+    clear_uas(t1, t2)
+    res, _ = pri(t1, sa, shortest - 1)
+    assert res.status == 0x02 and sense(res) == (0x05, 0x24, 0x00)
+    res, data = pri(t1, sa, shortest)
+    assert res.status == 0 and len(data) <= shortest

@@ -233,3 +233,28 @@ def test_receive_copy_results_operating_parameters(lun) -> None:
         assert sense(res) == (5, 0x24, 0), cdb
     res = run(tpg, "84 03 00 00 00 00 00 00 00 00 00 00 00 20 00 00", 32)[0]
     assert sense(res) == (5, 0x24, 0)
+
+
+@pytest.mark.parametrize("cdb", [
+    "2f00 00001fff 00 0001 00",                       # VERIFY(10), the last block
+    "8f00 0000000000001fff 00000001 0000",            # VERIFY(16)
+    "3500 00001fff 00 0001 00",                       # SYNCHRONIZE CACHE(10)
+    "9100 0000000000001fff 00000001 0000",            # SYNCHRONIZE CACHE(16)
+])
+def test_verify_and_sync_cache_10_and_16_read_lba_and_count(lun, cdb: str) -> None:
+    """sbc_parse_cdb reads the 10-byte layout (LBA at 2, 16-bit count at 7) or the 16-byte one
+    (LBA at 2, 32-bit count at 10); the range is checked against the end (check_lba)."""
+    tpg, devs = lun
+    res = run(tpg, cdb.replace(" ", ""))[0]
+    assert res.status == 0
+    past = bytes.fromhex(cdb.replace(" ", "").replace("1fff", "2000"))
+    res = run(tpg, past)[0]
+    assert res.status == 0x02 and sense(res) == (0x05, 0x21, 0x00)      # LBA OUT OF RANGE
+
+
+def test_verify_12_is_not_an_sbc_command(lun) -> None:
+    """LIO parses VERIFY(10) and VERIFY(16) (0x8f) only; VERIFY(12) (0xaf) reaches
+    spc_parse_cdb, which has no handler for it."""
+    tpg, devs = lun
+    res = run(tpg, "af00 00000000 00000001 0000")[0]
+    assert res.status == 0x02 and sense(res) == (0x05, 0x20, 0x00)     # INVALID COMMAND OPERATION CODE

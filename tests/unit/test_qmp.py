@@ -12,22 +12,13 @@ from typing import Any
 import pytest
 import trio
 
+from sg_user import boot_seed
 from vscsifs.daemon import _hotplug as hp
-from vscsifs.daemon._config import DriveConfig, ScsiDeviceConfig, ensure_seed_images, seed_config
+from vscsifs.daemon._config import DriveConfig, ScsiDeviceConfig
 from vscsifs.daemon._machine import Machine
 from vscsifs.daemon._qmp import (QMPServer, QMPSyntaxError, bind_unix, parse_qmp_option)
 from vscsifs.scsi.kernel._scsi_scan import scsi_device_lookup
 from vscsifs.virtio._wire import VirtioScsiEvent, VirtioScsiEvtReset
-
-
-async def boot_seed(tmp_path: Path, nursery: trio.Nursery) -> Machine:
-    data = tmp_path / "data"
-    ensure_seed_images(str(data))
-    cfg = seed_config(str(data))
-    cfg.validate()
-    m = Machine.create(cfg, console=None)
-    await m.boot(nursery)
-    return m
 
 
 async def settle(m: Machine, cond, what: str = "condition") -> None:

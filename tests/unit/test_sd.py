@@ -22,7 +22,7 @@ from vscsifs.scsi.kernel.block import bdev_discard, bdev_flush, bdev_read, bdev_
 from vscsifs.scsi.kernel.block._blk_types import BlkStatus, ReqFlag, ReqOp, Request
 from vscsifs.scsi.kernel import _scsi_lib, _sd, sd_init, sg_init
 from vscsifs.scsi.kernel._sd_sysfs import sd_disk_attrs
-from vscsifs.scsi.kernel._async_domain import async_synchronize_full
+from vscsifs.scsi.kernel.base._async_domain import async_synchronize_full
 from vscsifs.scsi.kernel._scsi_scan import scsi_add_device, scsi_device_lookup, scsi_remove_device, scsi_rescan_device
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, scsi_cmnd
 

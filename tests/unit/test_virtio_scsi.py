@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from golden_cdb import make_image
+from midlayer_harness import virtio_scsi_host
 import trio
 
 from vscsifs.scsi.kernel.base._driver_model import Device, Sysfs, device_add
@@ -582,14 +583,8 @@ def test_overrun_maps_to_did_error_in_the_driver():
 
 # ------------------------------------------------------------------ with the real SCSI bus and midlayer
 async def _real_seed_machine(tmp_path, nursery):
-    """The seed config with brief A's SCSIBus/scsi-hd and the real midlayer/sd, scanned."""
+    """The seed config on QEMU's SCSIBus/scsi-hd with the real midlayer and sd, scanned."""
     from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice
-    from vscsifs.scsi.kernel._bsg import bsg_init
-    from vscsifs.scsi.kernel._async_domain import async_synchronize_full
-    from vscsifs.scsi.kernel._scsi_scan import scsi_scan_host
-    from vscsifs.scsi.kernel._scsi_sysfs import scsi_sysfs_register
-    from vscsifs.scsi.kernel._sd_sysfs import sd_init
-    from vscsifs.scsi.kernel._sg import sg_init
 
     bus = SCSIBus()
     for lun, (name, size) in enumerate((("boot.img", 1 << 30), ("test.img", 256 << 20))):
@@ -600,14 +595,7 @@ async def _real_seed_machine(tmp_path, nursery):
                                   drive_id=f"drive{lun}"))
     kernel = Kernel(kmsg=Kmsg(console=None), sysfs=Sysfs(), memory=GuestMemory(1 << 30), nr_cpus=2)
     kernel.nursery = nursery
-    bsg_init(kernel)
-    scsi_sysfs_register(kernel)
-    sg_init(kernel)
-    sd_init(kernel)
-    dev = VirtIOSCSI(kernel.memory, bus, VirtIOSCSIConf(num_queues=4), nr_cpus=2)
-    shost = virtscsi_probe(kernel, VirtIOPCIProxy(dev, slot=4))
-    await scsi_scan_host(shost)
-    await async_synchronize_full(kernel)
+    dev, shost = await virtio_scsi_host(kernel, bus, VirtIOSCSIConf(num_queues=4))
     return SimpleNamespace(kernel=kernel, bus=bus, dev=dev, shost=shost)
 
 
@@ -665,7 +653,7 @@ async def test_hotplug_and_unplug_through_the_real_midlayer(tmp_path, nursery):
     """QEMU device_add/device_del of a scsi-hd: the event reaches virtscsi_handle_event, which
     calls the real scsi_add_device / scsi_remove_device."""
     from vscsifs.scsi.device import BlockBackend, SCSIDiskDevice
-    from vscsifs.scsi.kernel._async_domain import async_synchronize_full
+    from vscsifs.scsi.kernel.base._async_domain import async_synchronize_full
     from vscsifs.scsi.kernel._scsi_scan import scsi_device_lookup
 
     m = await _real_seed_machine(tmp_path, nursery)

@@ -142,9 +142,6 @@ class Kernel:
         for cb in self.sysctl_listeners:
             cb(path, entries)
 
-    # the name drivers/cdrom calls the hook by (it stores its table itself, then calls this)
-    sysctl_register = register_sysctl
-
     def driver_state(self, cls: type[T]) -> T:
         """A driver's module globals for this kernel (sg's index, bsg's minors...): one
         ``cls()`` per kernel, created on first use, typed by its class."""
