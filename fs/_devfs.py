@@ -87,7 +87,7 @@ import struct
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 from typing import Any, Protocol
 
@@ -171,6 +171,9 @@ class LoopDevice:
     rdev: int
     backing: str
     direct_io: bool = False
+    # resizes and the detach take turns: a detach that closed the fd under a resize in its
+    # thread made LOOP_SET_CAPACITY fail with EBADF (or reach whatever reused the number)
+    lock: trio.Lock = field(default_factory=trio.Lock, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -829,7 +832,16 @@ class DevFs:
         entry.loop_size = size
         if self.ops is not None:
             self.ops.notify_attrs_changed(entry.data)
-        self._start_job(trio.to_thread.run_sync, loop_set_capacity, entry.loop, size)
+        self._start_job(self._resize, entry.loop, size)
+
+    async def _resize(self, loop: LoopDevice, size: int) -> None:
+        async with loop.lock:
+            if loop.fd < 0:
+                return                          # detached meanwhile (the disk went away)
+            try:
+                await trio.to_thread.run_sync(loop_set_capacity, loop, size)
+            except OSError as exc:
+                log.warning("devfs: LOOP_SET_CAPACITY on %s: %s", loop.name, exc)
 
     def media_checked(self, bdev: Any) -> None:
         """The driver has looked at a removable disk's medium (an open, a capacity change): in
@@ -988,10 +1000,15 @@ class DevFs:
 
     async def _detach(self, loop: LoopDevice) -> None:
         with trio.CancelScope(shield=True):
-            try:
-                await trio.to_thread.run_sync(loop_detach, loop)
-            except OSError as exc:
-                log.warning("devfs: detaching %s failed: %s", loop.name, exc)
+            async with loop.lock:
+                if loop.fd < 0:
+                    return
+                try:
+                    await trio.to_thread.run_sync(loop_detach, loop)
+                except OSError as exc:
+                    log.warning("devfs: detaching %s failed: %s", loop.name, exc)
+                finally:
+                    loop.fd = -1
 
     async def stop(self, wait: float = JOB_WAIT) -> None:
         """Let loop-device work in flight finish (a hot-plugged disk's attach opens its data
@@ -1014,9 +1031,8 @@ class DevFs:
         loops = [e.loop for e in self.blocks.values() if e.loop is not None]
         for entry in self.blocks.values():
             entry.loop = None
-        with trio.CancelScope(shield=True):
-            for loop in loops:
-                await trio.to_thread.run_sync(loop_detach, loop)
+        for loop in loops:
+            await self._detach(loop)
         self.mode = "pending"
 
     def loops(self) -> list[LoopDevice]:
