@@ -72,6 +72,14 @@ fails with ENXIO ("No such device or address", what opening a node without a dri
 so tools see the names (lsscsi -g prints them from sysfs anyway) and get a clear error on use.
 
 Nodes appear and disappear from ``kernel.devnode_event(action, kind, obj)`` (devnode_listeners).
+
+What a guest's userspace finds in /dev beside the SCSI nodes (null, zero, ..., tty, ptmx, the
+pts and shm mount points, the fd/stdin/stdout/stderr links) is here too, so ``vscsifs exec`` can
+put this very directory at /dev, as a guest has one devtmpfs there: nodes of a later hotplug
+appear in it, and no node of the machine is a mount point of its own (eject and every libmount
+user take a node that is a mount target for a mounted file system). The host's character
+devices are NOT offered: each name is an empty placeholder (open: ENXIO) that exec binds the
+host's node over; pts and shm are empty directories for the host's mounts.
 """
 
 from __future__ import annotations
@@ -96,7 +104,7 @@ import trio
 
 from vscsifs.scsi.kernel import block as block_layer
 from vscsifs.scsi.kernel.block._blkdev_file import BLKGETSIZE64
-from vscsifs.scsi.kernel.base._kobject import Dir, KernfsRoot, Node
+from vscsifs.scsi.kernel.base._kobject import Dir, KernfsRoot, Link, Node
 from vscsifs.fs._openwatch import OpenWatch
 from vscsifs.fs._operations import Caller, FileHandle, SpecialFile, VscsiOperations, errno_of
 
@@ -519,6 +527,43 @@ class BlockNode(SpecialFile):
         return self.gid
 
 
+# what exec binds from the host over DIR/dev's placeholders (host_dev_mounts), and the links a
+# guest's userspace keeps in /dev (systemd-udevd's static nodes)
+HOST_DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty", "ptmx")
+HOST_DEV_DIRS = ("pts", "shm")
+DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+             ("stderr", "/proc/self/fd/2"))
+
+
+class HostNodePlaceholder(SpecialFile):
+    """DIR/dev/null etc.: where ``vscsifs exec`` binds the host's node (open: ENXIO here)."""
+
+    __slots__ = ()
+
+
+class FixedLink(Link):
+    """A symlink with a fixed text (/dev/fd -> /proc/self/fd)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, name: str, text: str) -> None:
+        Node.__init__(self, name, 0o777)
+        self.text = text
+
+    def readlink(self) -> str:
+        return self.text
+
+
+def add_userspace_dev(root: Dir) -> None:
+    """The entries of a guest's /dev that are not the SCSI stack's (see the module docstring)."""
+    for name in HOST_DEV_NODES:
+        root.add(HostNodePlaceholder(name, 0o666))
+    for name in HOST_DEV_DIRS:
+        root.mkdir(name)
+    for name, text in DEV_LINKS:
+        root.add(FixedLink(name, text))
+
+
 class UnavailableCharNode(SpecialFile):
     """sgN, bsg/H:C:T:L: listed, but open() fails with ENXIO (see the module docstring)."""
 
@@ -657,6 +702,7 @@ class DevFs:
                  on_synced: Callable[[Any], Any] | None = None, loop_dio: bool = True,
                  node_owner: NodeOwner = devtmpfs_owner) -> None:
         self.root = KernfsRoot("dev")
+        add_userspace_dev(self.root)
         # who owns a node: devtmpfs's default, or udev's rules (GROUP="disk", MODE 0660) when
         # the machine runs the udev view
         self.node_owner = node_owner
