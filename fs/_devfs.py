@@ -95,7 +95,7 @@ import struct
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 from typing import Any, Protocol
 
@@ -103,7 +103,7 @@ import pyfuse3
 import trio
 
 from vscsifs.scsi.kernel import block as block_layer
-from vscsifs.scsi.kernel.block._blkdev_file import BLKGETSIZE64
+from vscsifs.scsi.kernel.block._blkdev_file import BLKGETSIZE64, fmode_of_open
 from vscsifs.scsi.kernel.base._kobject import Dir, KernfsRoot, Link, Node
 from vscsifs.fs._openwatch import OpenWatch
 from vscsifs.fs._operations import Caller, FileHandle, SpecialFile, VscsiOperations, errno_of
@@ -371,11 +371,6 @@ FMODE_READ = 1 << 0
 FMODE_WRITE = 1 << 1
 
 
-def _fmode(flags: int) -> int:
-    acc = flags & os.O_ACCMODE
-    return (FMODE_READ if acc in (os.O_RDONLY, os.O_RDWR) else 0) | (FMODE_WRITE if acc != os.O_RDONLY else 0)
-
-
 class DataFile(SpecialFile):
     """A block device's data as a regular file; I/O goes through the emulated block layer.
 
@@ -408,10 +403,15 @@ class DataFile(SpecialFile):
     async def open_handle(self, flags: int, caller: Caller) -> FileHandle:  # type: ignore[override]
         if self.devfs.gone(self.bdev):
             raise pyfuse3.FUSEError(errno.ENXIO)
-        if flags & os.O_ACCMODE != os.O_RDONLY and self.bdev.read_only:
-            raise pyfuse3.FUSEError(errno.EROFS)
-        mode = _fmode(flags)
+        mode = fmode_of_open(flags)          # O_NONBLOCK too: cdrom_open's quick open
         get = getattr(self.devfs.io, "blkdev_get", None) if self.user_node else None
+        side = get is not None and self.devfs.take_side_open(self.bdev)
+        if side:
+            get = None                          # a preload caller's side connection did it
+        elif get is None and flags & os.O_ACCMODE != os.O_RDONLY and self.bdev.read_only:
+            # no driver open decides (sd_open's write_prot, cdrom_open's write check; an
+            # O_NONBLOCK open of a CD-ROM is let through for commands)
+            raise pyfuse3.FUSEError(errno.EROFS)
         if get is not None:
             try:
                 await get(self.bdev, mode)
@@ -678,6 +678,11 @@ class _BlockEntry:
     read_only: bool = False
     watch: OpenWatch | None = None
     loop_size: int = 0          # the data file size the loop device was last given
+    # opens whose driver open a preload caller's side connection did (with the caller's own
+    # flags) before its host open: tokens not yet matched to a host open the watch reported,
+    # and how many reported host opens are such (their close is not the driver's release)
+    side_opens: list[object] = field(default_factory=list)
+    side_held: int = 0
 
 
 # how long stop() waits for loop-device work in flight (attach, detach, resize) to finish
@@ -998,6 +1003,10 @@ class DevFs:
         async def opened() -> bool:
             if self.gone(bdev):
                 return False
+            if self.take_side_open(bdev):    # its driver open was the side connection's
+                entry.side_held += 1
+                self._follow_capacity(entry)
+                return True
             try:
                 await get(bdev, FMODE_READ)
             except OSError as exc:
@@ -1009,7 +1018,9 @@ class DevFs:
             return True
 
         async def closed(last: bool) -> None:
-            if not self.gone(bdev):
+            if entry.side_held:
+                entry.side_held -= 1
+            elif not self.gone(bdev):
                 await put(bdev, FMODE_READ)
             if last and entry.loop is loop:
                 try:
@@ -1029,6 +1040,35 @@ class DevFs:
             return
         entry.watch = entry.data.watch = watch
         self._nursery.start_soon(watch.run)
+
+    def side_open(self, bdev: Any, token: object) -> None:
+        """The node socket did the driver's open of ``bdev`` for a preload caller, with the
+        caller's flags, before the caller's host open of the node: the open watch must not run
+        the driver's open again (as a plain blocking open: door lock, tray auto-close) for it."""
+        entry = self.blocks.get(bdev.name)
+        if entry is not None and entry.bdev is bdev and removable(bdev):
+            entry.side_opens.append(token)
+        self.media_checked(bdev)
+
+    def take_side_open(self, bdev: Any) -> bool:
+        """A host open of a removable disk's node (reported by its open watch, or the FUSE open
+        of the empty-drive node) whose driver open a side connection already did."""
+        entry = self.blocks.get(bdev.name)
+        if entry is None or entry.bdev is not bdev or not entry.side_opens:
+            return False
+        entry.side_opens.pop(0)
+        return True
+
+    async def side_release(self, bdev: Any, token: object) -> None:
+        """That side connection was released: take the host events queued so far (its host
+        open is among them, if there was one), then forget a token no host open matched."""
+        entry = self.blocks.get(bdev.name)
+        if entry is None or entry.bdev is not bdev:
+            return
+        if entry.watch is not None:
+            await entry.watch.sync()
+        if token in entry.side_opens:
+            entry.side_opens.remove(token)
 
     async def _detach(self, loop: LoopDevice) -> None:
         with trio.CancelScope(shield=True):
