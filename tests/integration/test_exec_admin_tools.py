@@ -76,10 +76,10 @@ def machine(tmp_path_factory: Any) -> Iterator[Daemon]:
             "-drive", f"file={data}/test.img,if=none,id=drive1,format=raw",
             "-device", "scsi-cd,drive=cd0,bus=scsi0.0,channel=0,scsi-id=1,lun=0",
             "-drive", f"file={data}/disc.iso,if=none,id=cd0,media=cdrom,format=raw",
+            "-drive", f"file={data}/new.img,if=none,id=drive2,format=raw",     # for device_add
             "-qmp", f"unix:{sock},server=on,wait=off"]
     d = start_daemon(str(tmp), args)
     d.sock = sock  # type: ignore[attr-defined]
-    d.data = data  # type: ignore[attr-defined]
     try:
         wait_for(lambda: os.path.exists(sock), what="the QMP socket")
         yield d
@@ -201,10 +201,6 @@ def test_rescan_scsi_bus_finds_a_lun_added_over_qmp(machine: Daemon) -> None:
     assert tool(machine, "lsscsi") == (0, golden("rescan-00-lsscsi.txt"))
     q = Qmp(machine.sock)  # type: ignore[attr-defined]
     try:
-        img = f"{machine.data}/new.img"  # type: ignore[attr-defined]
-        assert q.execute("human-monitor-command",
-                         {"command-line": f"drive_add 0 if=none,id=drive2,file={img},format=raw"}) \
-            == {"return": "OK\r\n"}
         assert q.execute("device_add", {"driver": "scsi-hd", "drive": "drive2", "id": "hd2", "bus": "scsi0.0",
                                         "channel": 0, "scsi-id": 2, "lun": 0}) == {"return": {}}
     finally:
