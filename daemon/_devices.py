@@ -299,4 +299,11 @@ def build_device_side(cfg: MachineConfig, memory: GuestMemory) -> tuple[list[Con
             inventory.plug(by_id[d.controller], d, drv)
         except DeviceError as e:
             raise ConfigError(f"{d.where}: {e}") from None
+    # a -drive no -device takes is opened too (blockdev_init), for a device_add to take later
+    for drv in inventory.drives.values():
+        if drv.backend is None and drv.device is None and drv.config.file is not None:
+            try:
+                drv.backend = open_drive(drv.config)
+            except DeviceError as e:
+                raise ConfigError(f"{drv.config.where}: {e}") from None
     return ctrls, inventory

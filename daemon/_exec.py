@@ -12,10 +12,12 @@ preload is set: the DIR/dev paths still reach the drivers.
 
 The machine's /proc files are bound over the host's, and the directories the host lacks
 (sys/dev/scsi, sys/dev/cdrom) are added in a tmpfs that shadows their parent.
-/dev becomes a tmpfs holding a bind of every entry of DIR/dev (sdX, sdXN, sgN, the bsg
-directory) beside what programs need of the host's /dev (null, zero, full, random, urandom,
-tty, ptmx, pts, shm, and the fd/stdin/stdout/stderr links). Nodes that appear later (a hotplug
-after CMD started) are in DIR/dev but not in that /dev (except below bsg/).
+/dev is DIR/dev itself, one mount as a guest's devtmpfs is: nodes that appear later (a LUN
+that rescan-scsi-bus.sh finds) are there at once, and no node is a mount point of its own
+(eject and every libmount user read a node that is a mount target as a mounted file system).
+What programs need of the host's /dev (null, zero, full, random, urandom, tty, ptmx, pts, shm)
+is bound over DIR/dev's placeholders of those names; the fd/stdin/stdout/stderr links are
+DIR/dev's own.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from enum import IntFlag
 
 from vscsifs.daemon._service import default_qmp_socket
+from vscsifs.fs._devfs import HOST_DEV_DIRS, HOST_DEV_NODES
 from vscsifs.fs._nodesock import default_node_socket
 from vscsifs.fs._preload import PreloadBuildError, preload_path
 
@@ -66,9 +69,8 @@ class MountFlag(IntFlag):
     MS_PRIVATE = 1 << 18
 
 
-# what programs need of a host /dev (the rest of /dev is the machine's)
-HOST_DEV = ("null", "zero", "full", "random", "urandom", "tty", "ptmx", "pts", "shm",
-            "fd", "stdin", "stdout", "stderr")
+# what programs need of a host /dev, bound over DIR/dev's placeholders (the rest is the machine's)
+HOST_DEV = HOST_DEV_NODES + HOST_DEV_DIRS
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -147,22 +149,13 @@ def _bind(src: str, dst: str) -> None:
 
 
 def build_dev(machine_dev: str, host_dev_fd: int) -> None:
-    """/dev: a tmpfs with the machine's entries and the host's essentials bound in."""
-    mount("tmpfs", "/dev", "tmpfs", MountFlag.MS_NOSUID, "mode=755")
+    """/dev: the machine's DIR/dev, with the host's essentials bound over its placeholders."""
+    mount(machine_dev, "/dev", None, MountFlag.MS_BIND | MountFlag.MS_REC)
     host = f"/proc/self/fd/{host_dev_fd}"
     for name in HOST_DEV:
-        src = os.path.join(host, name)
-        try:
-            st = os.lstat(src)
-        except FileNotFoundError:
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            os.symlink(os.readlink(src), os.path.join("/dev", name))
-        else:
-            _bind(src, os.path.join("/dev", name))
-    for name in sorted(os.listdir(machine_dev)):
-        if name not in HOST_DEV:
-            _bind(os.path.join(machine_dev, name), os.path.join("/dev", name))
+        src, dst = os.path.join(host, name), os.path.join("/dev", name)
+        if os.path.lexists(src) and os.path.lexists(dst):
+            mount(src, dst, None, MountFlag.MS_BIND | MountFlag.MS_REC)
 
 
 def _shadow(directory: str, extra: list[str], machine_dir: str) -> None:

@@ -72,6 +72,14 @@ fails with ENXIO ("No such device or address", what opening a node without a dri
 so tools see the names (lsscsi -g prints them from sysfs anyway) and get a clear error on use.
 
 Nodes appear and disappear from ``kernel.devnode_event(action, kind, obj)`` (devnode_listeners).
+
+What a guest's userspace finds in /dev beside the SCSI nodes (null, zero, ..., tty, ptmx, the
+pts and shm mount points, the fd/stdin/stdout/stderr links) is here too, so ``vscsifs exec`` can
+put this very directory at /dev, as a guest has one devtmpfs there: nodes of a later hotplug
+appear in it, and no node of the machine is a mount point of its own (eject and every libmount
+user take a node that is a mount target for a mounted file system). The host's character
+devices are NOT offered: each name is an empty placeholder (open: ENXIO) that exec binds the
+host's node over; pts and shm are empty directories for the host's mounts.
 """
 
 from __future__ import annotations
@@ -95,8 +103,8 @@ import pyfuse3
 import trio
 
 from vscsifs.scsi.kernel import block as block_layer
-from vscsifs.scsi.kernel.block._blkdev_file import BLKGETSIZE64
-from vscsifs.scsi.kernel.base._kobject import Dir, KernfsRoot, Node
+from vscsifs.scsi.kernel.block._blkdev_file import BLKGETSIZE64, fmode_of_open
+from vscsifs.scsi.kernel.base._kobject import Dir, KernfsRoot, Link, Node
 from vscsifs.fs._openwatch import OpenWatch
 from vscsifs.fs._operations import Caller, FileHandle, SpecialFile, VscsiOperations, errno_of
 
@@ -366,11 +374,6 @@ FMODE_READ = 1 << 0
 FMODE_WRITE = 1 << 1
 
 
-def _fmode(flags: int) -> int:
-    acc = flags & os.O_ACCMODE
-    return (FMODE_READ if acc in (os.O_RDONLY, os.O_RDWR) else 0) | (FMODE_WRITE if acc != os.O_RDONLY else 0)
-
-
 class DataFile(SpecialFile):
     """A block device's data as a regular file; I/O goes through the emulated block layer.
 
@@ -403,10 +406,15 @@ class DataFile(SpecialFile):
     async def open_handle(self, flags: int, caller: Caller) -> FileHandle:  # type: ignore[override]
         if self.devfs.gone(self.bdev):
             raise pyfuse3.FUSEError(errno.ENXIO)
-        if flags & os.O_ACCMODE != os.O_RDONLY and self.bdev.read_only:
-            raise pyfuse3.FUSEError(errno.EROFS)
-        mode = _fmode(flags)
+        mode = fmode_of_open(flags)          # O_NONBLOCK too: cdrom_open's quick open
         get = getattr(self.devfs.io, "blkdev_get", None) if self.user_node else None
+        side = get is not None and self.devfs.take_side_open(self.bdev)
+        if side:
+            get = None                          # a preload caller's side connection did it
+        elif get is None and flags & os.O_ACCMODE != os.O_RDONLY and self.bdev.read_only:
+            # no driver open decides (sd_open's write_prot, cdrom_open's write check; an
+            # O_NONBLOCK open of a CD-ROM is let through for commands)
+            raise pyfuse3.FUSEError(errno.EROFS)
         if get is not None:
             try:
                 await get(self.bdev, mode)
@@ -520,6 +528,43 @@ class BlockNode(SpecialFile):
 
     def st_gid(self) -> int:
         return self.gid
+
+
+# what exec binds from the host over DIR/dev's placeholders (host_dev_mounts), and the links a
+# guest's userspace keeps in /dev (systemd-udevd's static nodes)
+HOST_DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty", "ptmx")
+HOST_DEV_DIRS = ("pts", "shm")
+DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+             ("stderr", "/proc/self/fd/2"))
+
+
+class HostNodePlaceholder(SpecialFile):
+    """DIR/dev/null etc.: where ``vscsifs exec`` binds the host's node (open: ENXIO here)."""
+
+    __slots__ = ()
+
+
+class FixedLink(Link):
+    """A symlink with a fixed text (/dev/fd -> /proc/self/fd)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, name: str, text: str) -> None:
+        Node.__init__(self, name, 0o777)
+        self.text = text
+
+    def readlink(self) -> str:
+        return self.text
+
+
+def add_userspace_dev(root: Dir) -> None:
+    """The entries of a guest's /dev that are not the SCSI stack's (see the module docstring)."""
+    for name in HOST_DEV_NODES:
+        root.add(HostNodePlaceholder(name, 0o666))
+    for name in HOST_DEV_DIRS:
+        root.mkdir(name)
+    for name, text in DEV_LINKS:
+        root.add(FixedLink(name, text))
 
 
 class UnavailableCharNode(SpecialFile):
@@ -636,6 +681,11 @@ class _BlockEntry:
     read_only: bool = False
     watch: OpenWatch | None = None
     loop_size: int = 0          # the data file size the loop device was last given
+    # opens whose driver open a preload caller's side connection did (with the caller's own
+    # flags) before its host open: tokens not yet matched to a host open the watch reported,
+    # and how many reported host opens are such (their close is not the driver's release)
+    side_opens: list[object] = field(default_factory=list)
+    side_held: int = 0
 
 
 # how long stop() waits for loop-device work in flight (attach, detach, resize) to finish
@@ -662,6 +712,7 @@ class DevFs:
                  on_synced: Callable[[Any], Any] | None = None, loop_dio: bool = True,
                  node_owner: NodeOwner = devtmpfs_owner) -> None:
         self.root = KernfsRoot("dev")
+        add_userspace_dev(self.root)
         # who owns a node: devtmpfs's default, or udev's rules (GROUP="disk", MODE 0660) when
         # the machine runs the udev view
         self.node_owner = node_owner
@@ -966,6 +1017,10 @@ class DevFs:
         async def opened() -> bool:
             if self.gone(bdev):
                 return False
+            if self.take_side_open(bdev):    # its driver open was the side connection's
+                entry.side_held += 1
+                self._follow_capacity(entry)
+                return True
             try:
                 await get(bdev, FMODE_READ)
             except OSError as exc:
@@ -977,7 +1032,9 @@ class DevFs:
             return True
 
         async def closed(last: bool) -> None:
-            if not self.gone(bdev):
+            if entry.side_held:
+                entry.side_held -= 1
+            elif not self.gone(bdev):
                 await put(bdev, FMODE_READ)
             if last and entry.loop is loop:
                 try:
@@ -997,6 +1054,35 @@ class DevFs:
             return
         entry.watch = entry.data.watch = watch
         self._nursery.start_soon(watch.run)
+
+    def side_open(self, bdev: Any, token: object) -> None:
+        """The node socket did the driver's open of ``bdev`` for a preload caller, with the
+        caller's flags, before the caller's host open of the node: the open watch must not run
+        the driver's open again (as a plain blocking open: door lock, tray auto-close) for it."""
+        entry = self.blocks.get(bdev.name)
+        if entry is not None and entry.bdev is bdev and removable(bdev):
+            entry.side_opens.append(token)
+        self.media_checked(bdev)
+
+    def take_side_open(self, bdev: Any) -> bool:
+        """A host open of a removable disk's node (reported by its open watch, or the FUSE open
+        of the empty-drive node) whose driver open a side connection already did."""
+        entry = self.blocks.get(bdev.name)
+        if entry is None or entry.bdev is not bdev or not entry.side_opens:
+            return False
+        entry.side_opens.pop(0)
+        return True
+
+    async def side_release(self, bdev: Any, token: object) -> None:
+        """That side connection was released: take the host events queued so far (its host
+        open is among them, if there was one), then forget a token no host open matched."""
+        entry = self.blocks.get(bdev.name)
+        if entry is None or entry.bdev is not bdev:
+            return
+        if entry.watch is not None:
+            await entry.watch.sync()
+        if token in entry.side_opens:
+            entry.side_opens.remove(token)
 
     async def _detach(self, loop: LoopDevice) -> None:
         with trio.CancelScope(shield=True):

@@ -275,6 +275,7 @@ class Connection:
         self.kernel = kernel
         self.blkdev_open = blkdev_open
         self.file: OpenFile | None = None
+        self.side_of: Any = None          # a block node's device: this is its side connection
         self.busy = False
         self.notice_outstanding = False
         self.dead = False
@@ -358,6 +359,10 @@ class Connection:
             if self.blkdev_open is None:
                 raise OSError(ENOIOCTLCMD, "no block driver file: the real descriptor alone")
             self.file = await self.blkdev_open(ref.target, flags, self.caller.cred)
+            self.side_of = ref.target
+            side_open = getattr(self.table.devfs, "side_open", None)
+            if side_open is not None:
+                side_open(ref.target, self)
         if hasattr(self.file, "poll_waiter"):
             self.file.poll_waiter = self.poll_changed  # type: ignore[union-attr]
         return 0
@@ -488,6 +493,9 @@ class Connection:
             if file is not None:
                 try:
                     await file.release()
+                    side_release = getattr(self.table.devfs, "side_release", None)
+                    if self.side_of is not None and side_release is not None:
+                        await side_release(self.side_of, self)
                 except Exception:  # noqa: BLE001 - a failing release must not end the daemon
                     log.exception("node socket: release failed")
             try:

@@ -557,22 +557,27 @@ static int open_node(const struct node *n, int dirfd, const char *path, int flag
         track(s, c);
         return s;
     }
-    int fd = real_openat(dirfd, path, flags, mode);
-    if (fd < 0)
-        return fd;
+    /* the driver's open (with this caller's flags) before the host's: the daemon then knows
+     * that the host open it sees next (inotify, on a removable disk's node) is this one, and
+     * does not run the driver's open a second time as a plain blocking open */
     int s = connect_node(n, 1);
-    if (s < 0) {
-        real_close(fd);
+    if (s < 0)
         return -1;
-    }
     if (node_open(s, n, flags, &err) < 0) {
         real_close(s);
         s = -1;
         if (err != ENOIOCTLCMD) {          /* ENOIOCTLCMD: no driver file here, the real fd only */
-            real_close(fd);
             errno = err ? err : EIO;
             return -1;
         }
+    }
+    int fd = real_openat(dirfd, path, flags, mode);
+    if (fd < 0) {
+        err = errno;
+        if (s >= 0)
+            real_close(s);
+        errno = err;
+        return fd;
     }
     struct conn *c = new_conn(n, s);
     if (!c) {

@@ -145,3 +145,19 @@ def test_device_description_fields_not_in_a_model_are_not_passed(tmp_path: Path)
         assert m.inventory.devices["cd0"].dev.rotation_rate == 0
     finally:
         m.shutdown()
+
+
+async def test_a_drive_no_device_takes_is_opened_for_a_later_device_add(tmp_path: Path) -> None:
+    """QEMU opens every -drive at startup (blockdev_init): one no -device names is there for a
+    device_add to take, as the admintools capture's drive2 was."""
+    path = image(tmp_path)
+    cfg = parse_qemu_args(["-device", "virtio-scsi-pci,id=scsi0", "-drive", f"file={path},if=none,id=d1"]).machine
+    m = Machine.create(cfg.validate(), console=None)
+    try:
+        backend = m.inventory.drives["d1"].backend
+        assert backend is not None and backend.path == path
+        await hp.device_add(m, device_config_from_args(QMP_ARGS))
+        assert m.inventory.drives["d1"].backend is backend
+        assert realized(m.inventory.devices["disk1"].dev)["serial"] == "SN42"
+    finally:
+        m.shutdown()

@@ -451,3 +451,32 @@ async def test_unexpected_exceptions_become_eio_not_a_dead_main_loop(machine: An
     ops.inodes[a.st_ino] = object()  # a node type the operations do not know
     assert await fuse_errno(ops.getattr(a.st_ino)) == errno.EIO
     assert await fuse_errno(ops.read(12345, 0, 1)) == errno.EBADF
+
+
+async def test_a_preload_side_open_is_the_driver_open_of_the_host_open_that_follows(machine: Any) -> None:
+    """A removable disk's empty-drive node in file mode: the side connection's open (the node
+    socket, with the caller's flags) is the driver's open, so the FUSE open that follows runs
+    none; O_NONBLOCK reaches the driver as FMODE_NDELAY; write opens are the driver's to refuse."""
+    ops, kernel, devfs, procfs, io, _bdev, _ = machine
+    counting = devfs.io = OpenCountingIO(io)
+    cd = FakeBdev("sr0", 2048 * 16, devt=(11, 0), read_only=True)
+    cd.disk = type("Disk", (), {"removable": True})()  # type: ignore[attr-defined]
+    kernel.devnode_event("add", "block", cd)
+    await devfs.start(None, "/nonexistent", use_loop=False)  # type: ignore[arg-type]
+    a = await walk(ops, "dev/sr0")
+    fi = await ops.open(a.st_ino, os.O_RDONLY | os.O_NONBLOCK, None)
+    await ops.release(fi.fh)
+    assert counting.calls == [("get", "sr0", 1 | 0x40), ("put", "sr0", 1 | 0x40)]   # FMODE_READ|NDELAY
+    counting.calls.clear()
+    token = object()
+    devfs.side_open(cd, token)
+    fi = await ops.open(a.st_ino, os.O_RDWR | os.O_NONBLOCK, None)   # no EROFS: the driver's call
+    await ops.release(fi.fh)
+    await devfs.side_release(cd, token)
+    assert counting.calls == []
+    # a side open whose host open never came (the host refused it): its token goes at release
+    devfs.side_open(cd, token)
+    await devfs.side_release(cd, token)
+    fi = await ops.open(a.st_ino, os.O_RDONLY, None)
+    await ops.release(fi.fh)
+    assert counting.calls == [("get", "sr0", 1), ("put", "sr0", 1)]
