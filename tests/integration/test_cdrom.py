@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_harness import GOLDEN, Daemon, logged_commands, require_mount, run, start_daemon, wait_for
+from daemon_harness import GOLDEN, VSCSIFS, Daemon, logged_commands, require_mount, run, start_daemon, wait_for
 from golden_cdb import make_image
 from golden_images import make_iso
 
@@ -238,6 +238,36 @@ def test_removable_disk_is_a_loop_node_whose_opens_reach_sd(cd_daemon: Daemon) -
     finally:
         with open(level, "w") as f:
             f.write("0")
+
+
+def _commands_of(d: Daemon, hctl: str, *cmd: str) -> list[str]:
+    """The commands ``hctl`` saw while ``cmd`` ran, the open's and the release's included (the
+    release comes a moment after the close: wait for its ALLOW MEDIUM REMOVAL)."""
+    level = f"{d.mount}/proc/sys/dev/scsi/logging_level"
+    since = len(d.kernel_lines())
+    with open(level, "w") as f:
+        f.write(str(ALL_COMMANDS))
+    try:
+        run(*cmd)
+        wait_for(lambda: _removals(d, since, hctl)[-1:] == ["1e 00 00 00 00 00"], what="the release's ALLOW")
+    finally:
+        with open(level, "w") as f:
+            f.write("0")
+    return [c for h, c in logged_commands(d.kernel_lines()[since:]) if h == hctl]
+
+
+def test_an_open_inside_exec_is_one_driver_open(cd_daemon: Daemon) -> None:
+    """Inside `vscsifs exec` an open of /dev/sr0 is the preload library's side connection (the
+    driver's open, with the caller's flags) and the host's open of the loop node (which the open
+    watch takes as that same open): the drive sees the commands of one open, as outside."""
+    d = cd_daemon
+    _settle(d, "sr0")
+    dd = ("dd", "of=/dev/null", "bs=2048", "count=1", "iflag=direct", "status=none")
+    _commands_of(d, "0:0:0:0", *dd, f"if={d.mount}/dev/sr0")      # the first open after boot reads more
+    outside = _commands_of(d, "0:0:0:0", *dd, f"if={d.mount}/dev/sr0")
+    inside = _commands_of(d, "0:0:0:0", *VSCSIFS, "exec", "--mount", d.mount, "--", *dd, "if=/dev/sr0")
+    assert [c for c in outside if c.startswith("Read(10)")], outside
+    assert inside == outside
 
 
 def _removals(d: Daemon, since: int, hctl: str) -> list[str]:
