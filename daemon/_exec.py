@@ -33,6 +33,7 @@ from enum import IntFlag
 from vscsifs.daemon._service import default_qmp_socket
 from vscsifs.fs._nodesock import default_node_socket
 from vscsifs.fs._preload import PreloadBuildError, preload_path
+from vscsifs.fs.udev._control import control_socket_path
 
 EXEC_USAGE = """\
 usage: vscsifs exec [--mount DIR] [--no-namespace] [--] CMD [ARG...]
@@ -129,6 +130,7 @@ def exec_environment(environ: dict[str, str], library: str, node_socket: str) ->
     if library not in old.replace(":", " ").split():
         env["LD_PRELOAD"] = f"{old}:{library}" if old else library
     env["VSCSIFS_NODE_SOCKET"] = node_socket
+    env["VSCSIFS_UDEV_CONTROL"] = control_socket_path(node_socket)
     return env
 
 
