@@ -500,12 +500,12 @@ def del_gendisk(disk: Gendisk) -> None:
         if lk.parent is not None:
             lk.parent.remove(lk.name)
     disk._links.clear()
+    if disk.bdi.dev is not None:
+        device_del(disk.bdi.dev)        # bdi_unregister() before the device numbers go
+        disk.bdi.dev = None
     if disk.dev is not None:
         blk_unregister_queue(disk.queue, disk.dev.kobj)
         device_del(disk.dev)
-    if disk.bdi.dev is not None:
-        device_del(disk.bdi.dev)
-        disk.bdi.dev = None
     if disk.major == BLOCK_EXT_MAJOR:
         _ext_minor_ida(kernel).free(disk.first_minor)
     disk.queue.elevator = None
