@@ -39,9 +39,10 @@ from vscsifs.fs.udev._path_id import path_id_properties
 from vscsifs.fs.udev._record import UdevRecord
 from vscsifs.fs.udev._scsi_id import scsi_id
 from vscsifs.fs.udev._sysfs import devpath, subsystem, uevent
-from vscsifs.scsi.kernel._cdrom import cdrom_ioctl_drive_status
+from vscsifs.scsi.kernel._cdrom import FMODE_NDELAY, cdrom_ioctl_drive_status
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection
 from vscsifs.scsi.kernel._scsi_lib import scsi_execute_cmd
+from vscsifs.scsi.kernel.block import FMODE_READ, blkdev_get, blkdev_put
 from vscsifs.scsi.kernel.base._driver_model import kobject_synth_uevent
 from vscsifs.scsi.kernel.base._kobject import Attr, Dir, KernfsRoot, Link, Node
 from vscsifs.scsi.kernel.base._uevent import Uevent
@@ -449,11 +450,21 @@ class Udevd:
                                          timeout=SG_DEFAULT_TIMEOUT, retries=0)
             return res.result, res.data, res.sense
 
+        # cdrom_id opens the node (O_RDONLY|O_NONBLOCK): the driver's open runs its media
+        # check, which takes the disk's pending events (sr_block_open)
+        mode = FMODE_READ | FMODE_NDELAY
+        try:
+            await blkdev_get(bdev, mode)
+        except OSError as exc:
+            log.info("udev: cdrom_id cannot open %s: %s", bdev.name, exc)
+            return []
         try:
             return await cdrom_id(CdromIo(capability, drive_status, execute))
         except OSError as exc:
             log.info("udev: cdrom_id on %s failed: %s", bdev.name, exc)
             return []
+        finally:
+            await blkdev_put(bdev, mode)
 
     async def _blkid(self, bdev: Any, *, noraid: bool = False, hint: str | None = None) -> list[tuple[str, str]]:
         """The blkid builtin on the device's data file, in a worker thread (its reads are
