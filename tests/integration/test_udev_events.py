@@ -17,6 +17,14 @@ Differences from a guest, with their reasons:
   synthesize_change() does (BLKRRPART; while the table is incomplete it finds no partitions,
   and "change" is written to the disk's uevent file: SYNTH_UUID=0). A guest shows only the
   last, the kernel's own change and the partitions' add.
+- `udevadm info --export-db`: the guest lists every device of its kernel; the machine has
+  only the virtio-scsi function's subtree and its disks' bdi devices, compared with the
+  guest's records of those. The PCI function's record lacks what hwdb and the PCI rules add
+  (ID_VENDOR_FROM_DATABASE, ID_PCI_*_FROM_DATABASE, its ID_PATH): vscsifs runs the block,
+  sg and bsg rules only. DEVLINKS order varies between boots in the guest too.
+- `udevadm info -a`: counters and times (stat, io*_cnt, power/runtime_*_time) depend on
+  when they are read; the PCI root's runtime_active_kids counts its PCI functions (the
+  guest has seven, the machine one per controller).
 - settle's failure: a guest's settle times out waiting for /run/udev/queue to go (inotify);
   FUSE reports no inotify event for it, so the daemon holds settle's control connection until
   the queue is empty and settle reports "Failed to wait for daemon to reply" (after >= 5 s).
@@ -38,6 +46,7 @@ from qemu import qmp
 
 from tests.daemon_harness import VSCSIFS, Daemon, _can_mount, start_daemon, wait_for
 from tests.golden_images import make_iso
+from tests.integration.test_udev import GOLDEN, make_seed_udev_images
 
 ISO_SECTORS = 200
 HEADER_RE = re.compile(r"^(KERNEL|UDEV)\s*\[[\d.]+\] (\S+)\s+(\S+) \((\S+)\)$")
@@ -356,14 +365,14 @@ def test_media_change_event(machine: tuple[Daemon, Path], monitor: Monitor) -> N
 
 def test_settle_waits_for_the_queue(machine: tuple[Daemon, Path]) -> None:
     """`udevadm settle` returns at once when the queue is empty; while an event waits for a
-    slow disk (INQUIRY answered 8 s late: udevd's scsi_id on a "change" written to sda's
+    slow disk (INQUIRY answered 15 s late: udevd's scsi_id on a "change" written to sda's
     uevent file) /run/udev/queue exists and `settle -t 1` fails; a longer one returns when the
     event is done and the queue file is gone."""
     d, _t = machine
     r = in_exec(d, "udevadm settle -t 10 && ls /run/udev")
     assert "queue" not in r.stdout.split() and "data" in r.stdout.split()
     fault = Path(d.mount) / "sys/kernel/debug/vscsifs/0:0:1:0/error"
-    fault.write_text("delay=8000 opcode=inquiry times=1\n")
+    fault.write_text("delay=15000 opcode=inquiry times=1\n")
     try:
         (Path(d.mount) / "sys/block/sda/uevent").write_text("change")
         wait_for(lambda: (Path(d.mount) / "run/udev/queue").exists(), what="the queue file")
@@ -373,3 +382,90 @@ def test_settle_waits_for_the_queue(machine: tuple[Daemon, Path]) -> None:
         assert r.stdout == "settled\n"
     finally:
         fault.write_text("clear\n")
+
+
+@pytest.fixture(scope="module")
+def seed_udev() -> Iterator[Daemon]:
+    why = _can_mount()
+    if why:
+        pytest.skip(why)
+    with tempfile.TemporaryDirectory(prefix="vscsifs-udevdb-") as tmp:
+        make_seed_udev_images(Path(tmp) / "data")
+        d = start_daemon(tmp, ready="run/udev/data/b8:17", udev=True)
+        try:
+            wait_for(lambda: "vscsifs: INFO: serving " in d.log(), what="the coldplug to settle")
+            yield d
+        finally:
+            d.shutdown()
+
+
+def db_records(text: str) -> dict[str, list[str]]:
+    """`udevadm info --export-db` as {P: path: its lines}, in the order printed."""
+    out: dict[str, list[str]] = {}
+    for block in text.strip().split("\n\n"):
+        lines = block.splitlines()
+        if lines and lines[0].startswith("P: "):
+            out[lines[0][3:]] = lines
+    return out
+
+
+# what hwdb and the PCI rules add to the PCI function in the guest (not modelled)
+PCI_RULES_ONLY = ("E: ID_PCI_CLASS_FROM_DATABASE=", "E: ID_PCI_SUBCLASS_FROM_DATABASE=", "E: ID_VENDOR_FROM_DATABASE=",
+                  "E: ID_MODEL_FROM_DATABASE=", "E: ID_PATH=", "E: ID_PATH_TAG=")
+
+
+def comparable(lines: list[str]) -> list[str]:
+    """A record without its time stamps (I:, USEC_INITIALIZED: checked for presence) and with
+    its links (S: lines, DEVLINKS) in a fixed order."""
+    out: list[str] = []
+    links = sorted(ln for ln in lines if ln.startswith("S: "))
+    for line in lines:
+        if line.startswith(("I:", "E: USEC_INITIALIZED=")):
+            continue
+        if line.startswith("S: "):
+            line = links.pop(0)
+        if line.startswith("E: DEVLINKS="):
+            line = "E: DEVLINKS=" + " ".join(sorted(line.split("=", 1)[1].split()))
+        out.append(line)
+    return out
+
+
+def test_export_db_as_in_the_guest(seed_udev: Daemon) -> None:
+    """`udevadm info --export-db` inside exec: the guest's records of the same devices (the
+    virtio-scsi function and everything below it, the disks' bdi devices), in its order."""
+    ours = db_records(in_exec(seed_udev, "udevadm info --export-db").stdout)
+    theirs = {p: lines for p, lines in db_records((GOLDEN / "udev" / "export-db.txt").read_text()).items()
+              if p.startswith(("/devices/pci0000:00/0000:00:04.0", "/devices/virtual/bdi/8:"))}
+    assert list(ours) == list(theirs)
+    for path, lines in theirs.items():
+        expected = comparable(lines)
+        if path == "/devices/pci0000:00/0000:00:04.0":
+            expected = [ln for ln in expected if not ln.startswith(PCI_RULES_ONLY)]
+        assert comparable(ours[path]) == expected, path
+        assert any(ln.startswith("I:") for ln in ours[path]) == any(ln.startswith("I:") for ln in lines), path
+
+
+# attributes whose value depends on when they are read (compared for presence)
+VOLATILE_ATTR = re.compile(r'ATTRS?\{(stat|inflight|iodone_cnt|ioerr_cnt|iorequest_cnt|power/runtime_active_time|'
+                           r'power/runtime_suspended_time)\}==')
+
+
+@pytest.mark.parametrize("node", ["sda", "sdb"])
+def test_attribute_walk_as_in_the_guest(seed_udev: Daemon, node: str) -> None:
+    """`udevadm info -a -n /dev/NODE` inside exec: the device and each parent with every
+    attribute as udev rules match them, read from the machine's /sys."""
+    ours = in_exec(seed_udev, f"udevadm info -a -n /dev/{node}").stdout.splitlines()
+    theirs = (GOLDEN / "udev" / "attr-walk" / f"{node}.txt").read_text().splitlines()
+
+    def normal(lines: list[str]) -> list[str]:
+        out, device = [], ""
+        for line in lines:
+            if line.strip().startswith("looking at"):
+                device = line.split("'")[1]
+            if VOLATILE_ATTR.search(line):
+                line = line.split("==")[0] + "==<volatile>"
+            elif device == "/devices/pci0000:00" and "ATTRS{power/runtime_active_kids}" in line:
+                line = line.split("==")[0] + "==<PCI functions>"
+            out.append(line)
+        return out
+    assert normal(ours) == normal(theirs)
