@@ -172,6 +172,7 @@ async def serve_machine(machine: Machine, mountpoint: str,
         ops.xattr_source = nodes.xattrs
         if udevd is not None:
             udevd.monitor_listeners.append(nodes.netlink.udev_event)     # netlink group 2
+            udevd.monitor_wanted = lambda: nodes.netlink.listening(2)
     try:
         async with trio.open_nursery() as nursery:
             await boot_without_gc(machine, nursery)

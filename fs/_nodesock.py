@@ -156,9 +156,14 @@ class NetlinkHub:
                     del self.subscribers[send]
                     send.close()        # an overrun listener: its connection ends
 
+    def listening(self, group: int) -> bool:
+        """Someone is subscribed to ``group``."""
+        return any(groups & (1 << (group - 1)) for groups in self.subscribers.values())
+
     def kernel_uevent(self, event: Any) -> None:
         """kernel.sysfs.uevents listener: the kernel's datagram on group 1."""
-        self.broadcast(NETLINK_GROUP_KERNEL, 0, event.netlink_message())
+        if self.subscribers:
+            self.broadcast(NETLINK_GROUP_KERNEL, 0, event.netlink_message())
 
     def udev_event(self, datagram: bytes) -> None:
         """Udevd.monitor_listeners: udevd's datagram on group 2."""

@@ -199,8 +199,10 @@ class Udevd:
         self.records: dict[str, UdevRecord] = {}
         # the device nodes' kernel objects (block_device, sg, bsg) by their driver-model device
         self.objects: dict[Any, Any] = {}
-        # who hears each processed event (the node socket's netlink group 2)
+        # who hears each processed event (the node socket's netlink group 2), and whether
+        # anyone does now: events of devices without a node matter to nobody else
         self.monitor_listeners: list[Callable[[bytes], None]] = []
+        self.monitor_wanted: Callable[[], bool] = lambda: bool(self.monitor_listeners)
         self.udev_dir = udev
         udev.attr("control", lambda: "", None, 0o600, 0)   # udevd's control socket (see _control)
         # link below /dev -> {dbid: (priority, devname)}: every device claiming it
@@ -232,6 +234,8 @@ class Udevd:
         """The netlink socket's group 1: queue the kernel's event."""
         props = event.properties()
         kind = "block" if event.subsystem == "block" else "char" if "MAJOR" in props else event.subsystem
+        if kind not in ("block", "char") and not self.monitor_wanted():
+            return          # no rules for it and no monitor: a guest's udevd would be done at once
         self._queue(event.action.value, kind, None, event)
 
     async def synthesize_change(self, bdev: Any) -> None:

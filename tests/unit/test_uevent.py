@@ -102,6 +102,7 @@ async def test_subscribe_delivers_the_groups_datagrams() -> None:
         framer = Framer(ours)
         await ours.send_all(frame(MsgType.SUBSCRIBE, SUBSCRIBE_REQ.pack(1)))
         assert await _read_frame(framer) == (MsgType.DONE, DONE_MSG.pack(0, 0))
+        assert hub.listening(1) and not hub.listening(2)
         hub.broadcast(2, 99, b"libudev\0not for group 1")
         hub.broadcast(1, 0, b"add@/devices/x\0ACTION=add\0")
         mtype, payload = await _read_frame(framer)
