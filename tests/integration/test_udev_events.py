@@ -364,11 +364,16 @@ def test_media_change_event(machine: tuple[Daemon, Path], monitor: Monitor) -> N
 
 
 def test_settle_waits_for_the_queue(machine: tuple[Daemon, Path]) -> None:
-    """`udevadm settle` returns at once when the queue is empty; while an event waits for a
+    """`udevadm trigger --settle` sees udevd finish its synthetic event; `udevadm settle`
+    returns at once when the queue is empty; while an event waits for a
     slow disk (INQUIRY answered 15 s late: udevd's scsi_id on a "change" written to sda's
     uevent file) /run/udev/queue exists and `settle -t 1` fails; a longer one returns when the
     event is done and the queue file is gone."""
     d, _t = machine
+    # udevadm trigger --settle writes "change UUID" to the uevent file and waits for udevd's
+    # event carrying SYNTH_UUID=UUID on its own monitor
+    r = in_exec(d, "udevadm trigger --action=change --sysname-match=sda --settle -v")
+    assert f"settle /sys{PCI}/target0:0:1/0:0:1:0/block/sda\n" in r.stdout, r
     r = in_exec(d, "udevadm settle -t 10 && ls /run/udev")
     assert "queue" not in r.stdout.split() and "data" in r.stdout.split()
     fault = Path(d.mount) / "sys/kernel/debug/vscsifs/0:0:1:0/error"
