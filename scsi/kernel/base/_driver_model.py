@@ -253,7 +253,8 @@ def kobject_uevent(dev: Device, action: KobjAction, envp_ext: tuple[str, ...] = 
     if bus is None or dev.uevent_suppress or dev.kobj.parent is None:
         return None
     subsystem = dev.bus.name if dev.bus is not None else dev.cls.name if dev.cls is not None else ""
-    return bus.send(action, "/" + dev.kobj.path(), subsystem, [*envp_ext, *dev.uevent_text().splitlines()], dev)
+    return bus.send(action, lambda: "/" + dev.kobj.path(), subsystem,
+                    lambda: [*envp_ext, *dev.uevent_text().splitlines()], dev)
 
 
 def kobject_synth_uevent(dev: Device, data: bytes) -> None:

@@ -68,9 +68,14 @@ class UeventBus:
         self.seqnum = 0
         self.listeners: list[UeventListener] = []
 
-    def send(self, action: KobjAction, devpath: str, subsystem: str, lines: list[str], device: Any) -> Uevent:
+    def send(self, action: KobjAction, path: Callable[[], str], subsystem: str, lines: Callable[[], list[str]],
+             device: Any) -> Uevent | None:
+        """Number the event and hand it to the listeners (its text is built only for them)."""
         self.seqnum += 1
-        env = (f"ACTION={action.value}", f"DEVPATH={devpath}", f"SUBSYSTEM={subsystem}", *lines,
+        if not self.listeners:
+            return None
+        devpath = path()
+        env = (f"ACTION={action.value}", f"DEVPATH={devpath}", f"SUBSYSTEM={subsystem}", *lines(),
                f"SEQNUM={self.seqnum}")
         event = Uevent(action, devpath, subsystem, env, self.seqnum, device)
         for listener in list(self.listeners):
