@@ -126,3 +126,19 @@ async def test_subscribe_refusals() -> None:
             await ours.aclose()
         nursery.cancel_scope.cancel()
 
+
+
+def test_events_nobody_hears_are_numbered_but_not_built() -> None:
+    sysfs = Sysfs()
+    built: list[str] = []
+
+    def extra() -> list[str]:
+        built.append("x")
+        return []
+    sdev = Device("0:0:0:0", parent_dir=sysfs.devices, bus=sysfs.bus_register("scsi"), uevent_extra=extra)
+    device_add(sdev)
+    assert (sysfs.uevents.seqnum, built) == (1, [])
+    sent: list[Uevent] = []
+    sysfs.uevents.listeners.append(sent.append)
+    kobject_uevent(sdev, KobjAction.CHANGE)
+    assert sent[0].env[-1] == "SEQNUM=2" and built == ["x"]
