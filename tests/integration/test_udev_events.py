@@ -336,31 +336,42 @@ def test_partition_table_and_mkfs_change_events(machine: tuple[Daemon, Path], mo
     assert fs_u.env["ID_FS_LABEL"] == "evfs" and "/dev/disk/by-label/evfs" in fs_u.env["DEVLINKS"].split()
 
 
-def test_media_change_event(machine: tuple[Daemon, Path], monitor: Monitor) -> None:
-    """blockdev-change-medium on the scsi-cd, then an open of /dev/sr0 inside `vscsifs exec`
-    (the driver's open, through the node socket): its media check (disk_check_events()) finds
-    the change and the kernel sends "change" with DISK_MEDIA_CHANGE=1 and a new DISKSEQ;
-    udevd's rules (cdrom_id, blkid) find the new disc. (A guest's block layer polls the
-    drive every 2 s once udev's rules set events_dfl_poll_msecs; the emulated one checks on
-    opens only: see the README.)"""
+def test_media_change_events(machine: tuple[Daemon, Path], monitor: Monitor) -> None:
+    """QMP eject, then blockdev-change-medium on the scsi-cd, each followed by an open of
+    /dev/sr0 inside `vscsifs exec` (the driver's open, through the node socket): its media
+    check (disk_check_events()) finds the change and the kernel sends "change" with
+    DISK_MEDIA_CHANGE=1 and a new DISKSEQ; udevd's rules (cdrom_id, blkid) find the empty
+    drive, then the new disc. (A guest's block layer also polls the drive every 2 s once
+    udev's rules set events_dfl_poll_msecs; the emulated one checks on opens only: see the
+    README.)"""
     d, t = machine
     sr0 = f"{PCI}/target0:0:0/0:0:0:0/block/sr0"
-    old_seq = in_exec(d, "cat /sys/block/sr0/diskseq").stdout.strip()
-    qmp_do(str(t / "qmp.sock"), ("blockdev-change-medium", {"id": "cd", "filename": f"{t}/b.iso", "format": "raw"}))
+    sock = str(t / "qmp.sock")
+    old_seq = int(in_exec(d, "cat /sys/block/sr0/diskseq").stdout)
 
-    def opened() -> bool:
-        in_exec(d, "dd if=/dev/sr0 of=/dev/null bs=2048 count=1 2>/dev/null", check=False)
-        time.sleep(0.5)
-        return any(e.source == "KERNEL" and e.action == "change" for e in monitor.events())
-    wait_for(opened, what="the media check's change event")
-    new_u = monitor.wait("UDEV", "change", "/block/sr0", "udevd's change of sr0", ID_FS_LABEL="CDB")
-    events = monitor.events()
-    media_k = next(e for e in events if e.source == "KERNEL" and e.action == "change")
-    assert media_k.devpath == sr0 and media_k.env["DISK_MEDIA_CHANGE"] == "1"
-    assert [k for k, _ in media_k.props][:4] == ["ACTION", "DEVPATH", "SUBSYSTEM", "DISK_MEDIA_CHANGE"]
-    assert int(media_k.env["DISKSEQ"]) > int(old_seq)
-    check_udev_follows_kernel([e for e in events if e.env.get("SEQNUM") == media_k.env["SEQNUM"]])
-    assert new_u.env["ID_CDROM_MEDIA"] == "1" and "/dev/disk/by-label/CDB" in new_u.env["DEVLINKS"].split()
+    def media_change(what: str, **props: str) -> tuple[Event, Event]:
+        def opened() -> bool:
+            in_exec(d, "dd if=/dev/sr0 of=/dev/null bs=2048 count=1 2>/dev/null", check=False)
+            time.sleep(0.5)
+            return any(e.source == "KERNEL" and e.action == "change" for e in monitor.events())
+        wait_for(opened, what=f"the media check's change event ({what})")
+        udev = monitor.wait("UDEV", "change", "/block/sr0", f"udevd's change of sr0 ({what})", **props)
+        events = monitor.events()
+        kernel = next(e for e in events if e.source == "KERNEL" and e.action == "change")
+        assert kernel.devpath == sr0 and kernel.env["DISK_MEDIA_CHANGE"] == "1"
+        assert [k for k, _ in kernel.props][:4] == ["ACTION", "DEVPATH", "SUBSYSTEM", "DISK_MEDIA_CHANGE"]
+        check_udev_follows_kernel([e for e in events if e.env.get("SEQNUM") == kernel.env["SEQNUM"]])
+        monitor.start += len(events)
+        return kernel, udev
+
+    qmp_do(sock, ("eject", {"id": "cd"}))
+    kernel, empty = media_change("eject")
+    assert int(kernel.env["DISKSEQ"]) > old_seq
+    assert empty.env["ID_CDROM"] == "1" and "ID_CDROM_MEDIA" not in empty.env and "ID_FS_LABEL" not in empty.env
+    qmp_do(sock, ("blockdev-change-medium", {"id": "cd", "filename": f"{t}/b.iso", "format": "raw"}))
+    kernel2, new = media_change("new disc", ID_FS_LABEL="CDB")
+    assert int(kernel2.env["DISKSEQ"]) > int(kernel.env["DISKSEQ"])
+    assert new.env["ID_CDROM_MEDIA"] == "1" and "/dev/disk/by-label/CDB" in new.env["DEVLINKS"].split()
 
 
 def test_settle_waits_for_the_queue(machine: tuple[Daemon, Path]) -> None:
