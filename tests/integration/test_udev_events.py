@@ -75,7 +75,8 @@ def parse_events(text: str) -> list[Event]:
     for line in text.splitlines():
         m = HEADER_RE.match(line)
         if m:
-            out.append(Event(*m.groups()))
+            source, action, devpath, subsystem = m.groups()
+            out.append(Event(source, action, devpath, subsystem))
         elif out and "=" in line:
             key, _, value = line.partition("=")
             out[-1].props.append((key, value))
