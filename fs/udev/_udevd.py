@@ -232,8 +232,8 @@ class Udevd:
 
     def kernel_uevent(self, event: Uevent) -> None:
         """The netlink socket's group 1: queue the kernel's event."""
-        props = event.properties()
-        kind = "block" if event.subsystem == "block" else "char" if "MAJOR" in props else event.subsystem
+        devt = getattr(event.device, "devt", None)
+        kind = "block" if event.subsystem == "block" else "char" if devt is not None else event.subsystem
         if kind not in ("block", "char") and not self.monitor_wanted():
             return          # no rules for it and no monitor: a guest's udevd would be done at once
         self._queue(event.action.value, kind, None, event)

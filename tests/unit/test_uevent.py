@@ -24,7 +24,11 @@ ROOT = Caller(Cred(pid=1, uid=0, gid=0), dac_override=True)
 def machine() -> tuple[Sysfs, list[Uevent], Device]:
     sysfs = Sysfs()
     sent: list[Uevent] = []
-    sysfs.uevents.listeners.append(sent.append)
+
+    def hear(event: Uevent) -> None:
+        assert event.env            # a listener takes the text while the event is sent
+        sent.append(event)
+    sysfs.uevents.listeners.append(hear)
     sdev = Device("0:0:0:0", parent_dir=sysfs.devices, bus=sysfs.bus_register("scsi"), devtype="scsi_device",
                   uevent_extra=lambda: ["MODALIAS=scsi:t-0x00"])
     device_add(sdev)

@@ -15,7 +15,6 @@ event as it is sent, synchronously, in the kernel's order.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -33,17 +32,38 @@ class KobjAction(str, Enum):
     UNBIND = "unbind"
 
 
-@dataclass(frozen=True)
 class Uevent:
     """One sent event: its environment in the kernel's order, and the device it is about
-    (a driver-model Device; listeners in the kernel's userspace use only the text)."""
+    (a driver-model Device; listeners in the kernel's userspace use only the text). The text
+    is built on first use, which a listener that wants it makes while the event is sent (the
+    device changes afterwards): most events of a boot are heard by nobody who reads them."""
 
-    action: KobjAction
-    devpath: str
-    subsystem: str
-    env: tuple[str, ...]          # KEY=value, ACTION first, SEQNUM last
-    seqnum: int
-    device: Any
+    __slots__ = ("action", "subsystem", "seqnum", "device", "_path", "_lines", "_devpath", "_env")
+
+    def __init__(self, action: KobjAction, subsystem: str, seqnum: int, device: Any,
+                 path: Callable[[], str], lines: Callable[[], list[str]]) -> None:
+        self.action = action
+        self.subsystem = subsystem
+        self.seqnum = seqnum
+        self.device = device
+        self._path = path
+        self._lines = lines
+        self._devpath: str | None = None
+        self._env: tuple[str, ...] | None = None
+
+    @property
+    def devpath(self) -> str:
+        if self._devpath is None:
+            self._devpath = self._path()
+        return self._devpath
+
+    @property
+    def env(self) -> tuple[str, ...]:
+        """KEY=value, ACTION first, SEQNUM last."""
+        if self._env is None:
+            self._env = (f"ACTION={self.action.value}", f"DEVPATH={self.devpath}", f"SUBSYSTEM={self.subsystem}",
+                         *self._lines(), f"SEQNUM={self.seqnum}")
+        return self._env
 
     def netlink_message(self) -> bytes:
         """kobject_uevent_net_broadcast()'s datagram: "ACTION@DEVPATH\\0KEY=value\\0..."."""
@@ -70,14 +90,11 @@ class UeventBus:
 
     def send(self, action: KobjAction, path: Callable[[], str], subsystem: str, lines: Callable[[], list[str]],
              device: Any) -> Uevent | None:
-        """Number the event and hand it to the listeners (its text is built only for them)."""
+        """Number the event and hand it to the listeners."""
         self.seqnum += 1
         if not self.listeners:
             return None
-        devpath = path()
-        env = (f"ACTION={action.value}", f"DEVPATH={devpath}", f"SUBSYSTEM={subsystem}", *lines(),
-               f"SEQNUM={self.seqnum}")
-        event = Uevent(action, devpath, subsystem, env, self.seqnum, device)
+        event = Uevent(action, subsystem, self.seqnum, device, path, lines)
         for listener in list(self.listeners):
             listener(event)
         return event
