@@ -36,6 +36,7 @@ from vscsifs.daemon._service import default_qmp_socket
 from vscsifs.fs._devfs import HOST_DEV_DIRS, HOST_DEV_NODES
 from vscsifs.fs._nodesock import default_node_socket
 from vscsifs.fs._preload import PreloadBuildError, preload_path
+from vscsifs.fs.udev._control import control_socket_path
 
 EXEC_USAGE = """\
 usage: vscsifs exec [--mount DIR] [--no-namespace] [--] CMD [ARG...]
@@ -131,6 +132,7 @@ def exec_environment(environ: dict[str, str], library: str, node_socket: str) ->
     if library not in old.replace(":", " ").split():
         env["LD_PRELOAD"] = f"{old}:{library}" if old else library
     env["VSCSIFS_NODE_SOCKET"] = node_socket
+    env["VSCSIFS_UDEV_CONTROL"] = control_socket_path(node_socket)
     return env
 
 

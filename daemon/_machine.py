@@ -22,7 +22,7 @@ import trio
 
 from vscsifs.fs import machine_operations, serve
 from vscsifs.fs._nodesock import NodeSocket
-from vscsifs.fs.udev import Udevd, udev_machine_operations
+from vscsifs.fs.udev import UdevControl, Udevd, control_socket_path, udev_machine_operations
 from vscsifs.scsi.kernel import (Scsi_Host, async_synchronize_full, bsg_init, scsi_scan_host, scsi_sysfs_register,
                                  sd_init, sg_init, shost_for_each_device)
 from vscsifs.scsi.kernel._sd import sd_shutdown
@@ -172,6 +172,9 @@ async def serve_machine(machine: Machine, mountpoint: str,
     nodes = NodeSocket(machine.kernel, devfs, node_socket, blkdev_open=blkdev_file_open) if node_socket else None
     if nodes is not None:
         ops.xattr_source = nodes.xattrs
+        if udevd is not None:
+            udevd.monitor_listeners.append(nodes.netlink.udev_event)     # netlink group 2
+            udevd.monitor_wanted = lambda: nodes.netlink.listening(2)
     try:
         async with trio.open_nursery() as nursery:
             await boot_without_gc(machine, nursery)
@@ -187,6 +190,8 @@ async def serve_machine(machine: Machine, mountpoint: str,
                     await udevd.settle(UDEV_SETTLE_TIMEOUT)
                 if nodes is not None:
                     await fuse.start(nodes.serve)
+                    if udevd is not None and node_socket:
+                        await fuse.start(UdevControl(udevd, control_socket_path(node_socket)).serve)
                 hosts = len(machine.hosts)
                 luns = sum(len(c.bus.devices) for c in machine.controllers)
                 log.info("serving %s: %d host(s), %d LUN(s)", mountpoint, hosts, luns)

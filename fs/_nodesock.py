@@ -16,8 +16,15 @@ Wire format (little-endian; the C side declares the same structs). Every message
   client -> daemon     OPEN(kind 'c'/'b' u8, 3 pad, major u32, minor u32, O_ flags u32)
                        IOCTL(cmd u64, arg u64)   READ/WRITE(user address u64, count u64)
                        MEM_DATA(errno i32, 4 pad, bytes)   MEM_ACK(errno i32, 4 pad)
+                       SUBSCRIBE(netlink groups u32, 4 pad)
   daemon -> client     DONE(ret i64, errno i32, 4 pad)   PEEK(address u64, length u64)
                        POKE(address u64, bytes)          NOTICE(poll mask u32, 4 pad)
+                       UEVENT(group u32, sender pid u32, datagram)
+
+SUBSCRIBE makes the connection a NETLINK_KOBJECT_UEVENT socket bound to those multicast
+groups (the preload library's emulation of one: the kernel cannot be asked for it): after
+its DONE, every uevent the machine's kernel sends (group 1) and every event its udevd
+finishes (group 2) comes as an UEVENT frame, in the order they were sent.
 
 A request is answered by any number of PEEK/POKE exchanges and one DONE. errno ENOIOCTLCMD
 (515) in DONE means "not this driver's": for a block node's side connection the library then
@@ -64,10 +71,12 @@ class MsgType(IntEnum):
     WRITE = 4
     MEM_DATA = 5
     MEM_ACK = 6
+    SUBSCRIBE = 7
     DONE = 0x81
     PEEK = 0x82
     POKE = 0x83
     NOTICE = 0x84
+    UEVENT = 0x85
 
 
 HEADER = struct.Struct("<B3xI")
@@ -78,11 +87,13 @@ PEEK_MSG = struct.Struct("<QQ")
 POKE_HEAD = struct.Struct("<Q")
 ERRNO_MSG = struct.Struct("<i4x")
 NOTICE_MSG = struct.Struct("<I4x")
+SUBSCRIBE_REQ = struct.Struct("<I4x")
+UEVENT_HEAD = struct.Struct("<II")         # multicast group, the sender's netlink port id (pid)
 
 MEM_CHUNK = 1 << 20                       # one PEEK/POKE moves at most this much
 MAX_USER_COPY = 256 << 20                 # one copy_from/to_user larger than this: ENOMEM
 REQUEST_SIZES = {MsgType.OPEN: OPEN_REQ.size, MsgType.IOCTL: XFER_REQ.size,
-                 MsgType.READ: XFER_REQ.size, MsgType.WRITE: XFER_REQ.size}
+                 MsgType.READ: XFER_REQ.size, MsgType.WRITE: XFER_REQ.size, MsgType.SUBSCRIBE: SUBSCRIBE_REQ.size}
 MAX_REQUEST = 64                           # a request payload longer than this: protocol error
 
 # include/uapi/linux/capability.h
@@ -106,6 +117,58 @@ class Gone(OSError):
 
 
 BlockDevOpen = Callable[[Any, int, Cred], Awaitable[OpenFile]]
+
+# netlink_broadcast()'s buffer per socket: a listener that does not read loses events beyond it
+# (the kernel drops them and the reader sees ENOBUFS; here the connection is closed)
+NETLINK_BACKLOG = 4096
+NETLINK_GROUP_KERNEL = 1
+NETLINK_GROUP_UDEV = 2
+
+
+class NetlinkHub:
+    """The NETLINK_KOBJECT_UEVENT multicast of one machine: group 1 carries the kernel's
+    datagrams (sender port 0), group 2 udevd's (sender: udevd, this process)."""
+
+    def __init__(self) -> None:
+        self.subscribers: dict[trio.MemorySendChannel[bytes], int] = {}
+        self._senders: dict[trio.MemoryReceiveChannel[bytes], trio.MemorySendChannel[bytes]] = {}
+
+    def subscribe(self, groups: int) -> trio.MemoryReceiveChannel[bytes]:
+        send, recv = trio.open_memory_channel[bytes](NETLINK_BACKLOG)
+        self.subscribers[send] = groups
+        self._senders[recv] = send
+        return recv
+
+    def unsubscribe(self, recv: trio.MemoryReceiveChannel[bytes]) -> None:
+        send = self._senders.pop(recv, None)
+        if send is not None:
+            self.subscribers.pop(send, None)
+            send.close()
+
+    def broadcast(self, group: int, pid: int, datagram: bytes) -> None:
+        if not self.subscribers:
+            return
+        frame_ = frame(MsgType.UEVENT, UEVENT_HEAD.pack(group, pid), datagram)
+        for send, groups in list(self.subscribers.items()):
+            if groups & (1 << (group - 1)):
+                try:
+                    send.send_nowait(frame_)
+                except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                    del self.subscribers[send]
+                    send.close()        # an overrun listener: its connection ends
+
+    def listening(self, group: int) -> bool:
+        """Someone is subscribed to ``group``."""
+        return any(groups & (1 << (group - 1)) for groups in self.subscribers.values())
+
+    def kernel_uevent(self, event: Any) -> None:
+        """kernel.sysfs.uevents listener: the kernel's datagram on group 1."""
+        if self.subscribers:
+            self.broadcast(NETLINK_GROUP_KERNEL, 0, event.netlink_message())
+
+    def udev_event(self, datagram: bytes) -> None:
+        """Udevd.monitor_listeners: udevd's datagram on group 2."""
+        self.broadcast(NETLINK_GROUP_UDEV, os.getpid(), datagram)
 
 
 @dataclass(frozen=True)
@@ -265,7 +328,8 @@ class Connection:
     """One struct file: the driver's open file behind one socket connection."""
 
     def __init__(self, stream: trio.abc.Stream, caller: Caller, table: NodeTable, kernel: Any,
-                 blkdev_open: BlockDevOpen | None = None, peer: socket.socket | None = None) -> None:
+                 blkdev_open: BlockDevOpen | None = None, peer: socket.socket | None = None,
+                 netlink: NetlinkHub | None = None) -> None:
         self.stream = stream
         self.peer = peer                  # the connection's socket, to notice a hang-up mid-request
         self.request_scope: trio.CancelScope | None = None
@@ -281,9 +345,12 @@ class Connection:
         self.dead = False
         self.send_lock = trio.Lock()
         self.wake = trio.Event()
+        self.netlink = netlink
+        self.uevents: trio.MemoryReceiveChannel[bytes] | None = None
+        self.subscribed = trio.Event()
         self.handlers: dict[int, Callable[[bytes], Awaitable[int]]] = {
             MsgType.OPEN: self.do_open, MsgType.IOCTL: self.do_ioctl,
-            MsgType.READ: self.do_read, MsgType.WRITE: self.do_write}
+            MsgType.READ: self.do_read, MsgType.WRITE: self.do_write, MsgType.SUBSCRIBE: self.do_subscribe}
 
     # -- copy_from_user / copy_to_user (UserMemory) -------------------------------------
 
@@ -367,6 +434,35 @@ class Connection:
             self.file.poll_waiter = self.poll_changed  # type: ignore[union-attr]
         return 0
 
+    async def do_subscribe(self, payload: bytes) -> int:
+        """bind() of a NETLINK_KOBJECT_UEVENT socket to ``groups`` (1: kernel, 2: udev)."""
+        (groups,) = SUBSCRIBE_REQ.unpack(payload)
+        if self.file is not None or self.uevents is not None:
+            raise OSError(errno.EBUSY, "this connection is already in use")
+        if self.netlink is None:
+            raise OSError(errno.EPROTONOSUPPORT, "this machine has no uevent socket")
+        if groups & ~0x3:
+            raise OSError(errno.EINVAL, f"netlink groups {groups:#x}: the uevent socket has groups 1 and 2")
+        self.uevents = self.netlink.subscribe(groups)
+        return 0
+
+    async def _forward_uevents(self) -> None:
+        """After SUBSCRIBE's DONE: every datagram of the subscribed groups, in order. The
+        queue is closed when the listener fell too far behind: then the connection ends."""
+        await self.subscribed.wait()          # set once SUBSCRIBE's DONE went out
+        assert self.uevents is not None
+        try:
+            async for data in self.uevents:
+                await self._send(data)
+        except Gone:
+            pass
+        self.dead = True
+        if self.peer is not None:
+            try:
+                self.peer.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def _open_file(self) -> OpenFile:
         if self.file is None:
             raise OSError(errno.EBADF, "no open file on this connection")
@@ -428,12 +524,15 @@ class Connection:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._notices)
                 nursery.start_soon(self._watch_hangup)
+                nursery.start_soon(self._forward_uevents)
                 try:
                     await self._requests()
                 finally:
                     self.dead = True
                     nursery.cancel_scope.cancel()
         finally:
+            if self.uevents is not None and self.netlink is not None:
+                self.netlink.unsubscribe(self.uevents)
             await self.release()
 
     async def _watch_hangup(self) -> None:
@@ -476,6 +575,8 @@ class Connection:
                 if self.request_scope.cancelled_caught:
                     return                        # the caller hung up while the driver waited
                 await self._send(frame(MsgType.DONE, DONE_MSG.pack(ret, err)))
+                if self.uevents is not None:
+                    self.subscribed.set()
             except Gone:
                 return
             finally:
@@ -513,6 +614,10 @@ class NodeSocket:
         self.table = NodeTable(devfs)
         self.path = path
         self.blkdev_open = blkdev_open
+        self.netlink = NetlinkHub()
+        uevents = getattr(getattr(kernel, "sysfs", None), "uevents", None)
+        if uevents is not None:
+            uevents.listeners.append(self.netlink.kernel_uevent)
 
     def xattrs(self, node: Node) -> dict[str, bytes]:
         """The FUSE layer's extended attributes for ``node``: the node's identity for the
@@ -570,7 +675,7 @@ class NodeSocket:
             sock.close()
             return
         await Connection(trio.SocketStream(sock), caller, self.table, self.kernel, self.blkdev_open,
-                         peer=sock._sock).serve()  # type: ignore[attr-defined]
+                         peer=sock._sock, netlink=self.netlink).serve()  # type: ignore[attr-defined]
 
 
 UNIX_PATH_MAX = 107           # sun_path holds 108 bytes with the terminating NUL

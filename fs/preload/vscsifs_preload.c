@@ -20,6 +20,14 @@
  *   EFAULT, not a crash), until DONE(ret, errno).
  * - the stat family reports the node's real type and numbers (S_IFCHR 21:N ...).
  *
+ * - socket(AF_NETLINK, ..., NETLINK_KOBJECT_UEVENT) (inside `vscsifs exec`: VSCSIFS_NODE_SOCKET
+ *   set) is a unix socket; bind() connects it to the node socket and SUBSCRIBEs to the groups,
+ *   and recvmsg() hands out one datagram per UEVENT frame with what libudev checks: the
+ *   sockaddr_nl of the sender (port 0 for the kernel, group mask 1 or 2) and SCM_CREDENTIALS
+ *   of uid 0. The descriptor is a real socket, so poll/epoll see the daemon's frames arrive.
+ * - connect() to /run/udev/control, when /run/udev is the machine's, goes to the daemon's
+ *   udev control socket (VSCSIFS_UDEV_CONTROL), which udevadm settle pings.
+ *
  * Wire format: see fs/_nodesock.py (the same structs, little-endian, native x86-64/aarch64).
  */
 #define _GNU_SOURCE
@@ -30,6 +38,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +51,7 @@
 #include <sys/vfs.h>
 #include <sys/xattr.h>
 #include <unistd.h>
+#include <linux/netlink.h>
 
 #define NODE_XATTR "security.vscsifs.node"
 #define MOUNT_FSTYPE "fuse.vscsifs"
@@ -52,7 +62,8 @@
 /* message types (fs/_nodesock.py MsgType) */
 enum {
     VF_OPEN = 1, VF_IOCTL = 2, VF_READ = 3, VF_WRITE = 4, VF_MEM_DATA = 5, VF_MEM_ACK = 6,
-    VF_DONE = 0x81, VF_PEEK = 0x82, VF_POKE = 0x83, VF_NOTICE = 0x84,
+    VF_SUBSCRIBE = 7,
+    VF_DONE = 0x81, VF_PEEK = 0x82, VF_POKE = 0x83, VF_NOTICE = 0x84, VF_UEVENT = 0x85,
 };
 
 struct __attribute__((packed)) hdr { uint8_t type; uint8_t pad[3]; uint32_t len; };
@@ -61,6 +72,8 @@ struct __attribute__((packed)) xfer_req { uint64_t a, b; };           /* IOCTL c
 struct __attribute__((packed)) done_msg { int64_t ret; int32_t err; uint32_t pad; };
 struct __attribute__((packed)) peek_msg { uint64_t addr, len; };
 struct __attribute__((packed)) errno_msg { int32_t err; uint32_t pad; };
+struct __attribute__((packed)) subscribe_req { uint32_t groups; uint32_t pad; };
+struct __attribute__((packed)) uevent_head { uint32_t group; uint32_t pid; };
 
 struct node {
     char kind;                   /* 'c' or 'b' */
@@ -96,6 +109,13 @@ static int (*real_fxstatat)(int, int, const char *, struct stat *, int);
 static int (*real_fxstat)(int, int, struct stat *);
 static int (*real_statfs)(const char *, struct statfs *);
 static int (*real_fstatfs)(int, struct statfs *);
+static int (*real_socket)(int, int, int);
+static int (*real_bind)(int, const struct sockaddr *, socklen_t);
+static int (*real_connect)(int, const struct sockaddr *, socklen_t);
+static int (*real_getsockname)(int, struct sockaddr *, socklen_t *);
+static int (*real_setsockopt)(int, int, int, const void *, socklen_t);
+static ssize_t (*real_recvmsg)(int, struct msghdr *, int);
+static ssize_t (*real_recvfrom)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
@@ -122,6 +142,13 @@ static void resolve(void)
     real_fxstat = next("__fxstat");
     real_statfs = next("statfs");
     real_fstatfs = next("fstatfs");
+    real_socket = next("socket");
+    real_bind = next("bind");
+    real_connect = next("connect");
+    real_getsockname = next("getsockname");
+    real_setsockopt = next("setsockopt");
+    real_recvmsg = next("recvmsg");
+    real_recvfrom = next("recvfrom");
 }
 
 static void init(void)
@@ -510,10 +537,30 @@ static void untrack(int fd)
     pthread_mutex_unlock(&table_mu);
 }
 
+/* uevent netlink sockets: their state and bound groups, by fd (see the end of the file) */
+enum { NL_NONE = 0, NL_UNBOUND = 1, NL_BOUND = 2 };
+static unsigned char nl_state[MAX_FDS];
+static uint32_t nl_groups[MAX_FDS];
+
+static int nl_get(int fd)
+{
+    return fd >= 0 && fd < MAX_FDS ? __atomic_load_n(&nl_state[fd], __ATOMIC_ACQUIRE) : NL_NONE;
+}
+
+static void nl_set(int fd, int state, uint32_t groups)
+{
+    if (fd < 0 || fd >= MAX_FDS)
+        return;
+    nl_groups[fd] = groups;
+    __atomic_store_n(&nl_state[fd], (unsigned char)state, __ATOMIC_RELEASE);
+}
+
 static void dup_track(int oldfd, int newfd)
 {
     if (newfd < 0 || oldfd == newfd)
         return;
+    if (oldfd >= 0 && oldfd < MAX_FDS)
+        nl_set(newfd, nl_get(oldfd), nl_groups[oldfd]);
     pthread_mutex_lock(&table_mu);
     struct conn *c = oldfd >= 0 && oldfd < MAX_FDS ? fds[oldfd] : NULL;
     pthread_mutex_unlock(&table_mu);
@@ -600,6 +647,8 @@ static int do_open(int dirfd, const char *path, int flags, mode_t mode)
     int fd = real_openat(dirfd, path, flags, mode);
     if (fd >= 0 && conn_get(fd))
         untrack(fd);                       /* a stale entry (closed behind our back) */
+    if (nl_get(fd))
+        nl_set(fd, NL_NONE, 0);
     return fd;
 }
 
@@ -653,6 +702,8 @@ int close(int fd)
     init();
     if (conn_get(fd))
         untrack(fd);
+    if (nl_get(fd))
+        nl_set(fd, NL_NONE, 0);
     return real_close(fd);
 }
 
@@ -928,3 +979,214 @@ int fstatfs(int fd, struct statfs *buf)
 /* struct statfs64 is struct statfs on 64-bit Linux */
 int statfs64(const char *path, struct statfs64 *buf) { return statfs(path, (struct statfs *)buf); }
 int fstatfs64(int fd, struct statfs64 *buf) { return fstatfs(fd, (struct statfs *)buf); }
+
+/* ---- the uevent netlink socket ------------------------------------------------------------ */
+
+/* No process can be the kernel's NETLINK_KOBJECT_UEVENT sender, so inside `vscsifs exec` such a
+ * socket is a unix stream socket: bind() connects it to the node socket and SUBSCRIBEs to the
+ * multicast groups; each UEVENT frame the daemon sends is one datagram for recvmsg(). */
+
+static const char *uevent_socket(void)
+{
+    const char *p = getenv("VSCSIFS_NODE_SOCKET");
+    return p && *p == '/' && strlen(p) < sizeof(((struct sockaddr_un *)0)->sun_path) ? p : NULL;
+}
+
+int socket(int domain, int type, int protocol)
+{
+    init();
+    if (domain == AF_NETLINK && protocol == NETLINK_KOBJECT_UEVENT && uevent_socket()) {
+        int fd = real_socket(AF_UNIX, SOCK_STREAM | (type & (SOCK_NONBLOCK | SOCK_CLOEXEC)), 0);
+        if (fd >= 0)
+            nl_set(fd, NL_UNBOUND, 0);
+        return fd;
+    }
+    int fd = real_socket(domain, type, protocol);
+    if (nl_get(fd))
+        nl_set(fd, NL_NONE, 0);
+    return fd;
+}
+
+int bind(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    init();
+    if (!nl_get(fd))
+        return real_bind(fd, addr, len);
+    if (!addr || len < sizeof(struct sockaddr_nl) || addr->sa_family != AF_NETLINK) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (nl_get(fd) == NL_BOUND) {
+        errno = EINVAL;                    /* netlink_bind(): a bound socket keeps its port */
+        return -1;
+    }
+    uint32_t groups = ((const struct sockaddr_nl *)addr)->nl_groups;
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    strcpy(a.sun_path, uevent_socket());
+    int r;
+    do
+        r = real_connect(fd, (struct sockaddr *)&a, sizeof a);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        errno = ECONNREFUSED;              /* the machine is gone */
+        return -1;
+    }
+    struct subscribe_req req = { .groups = groups };
+    int err = 0;
+    if (transact(fd, VF_SUBSCRIBE, &req, sizeof req, &err) < 0) {
+        errno = err ? err : EIO;
+        return -1;
+    }
+    nl_set(fd, NL_BOUND, groups);
+    return 0;
+}
+
+int getsockname(int fd, struct sockaddr *addr, socklen_t *len)
+{
+    init();
+    if (!nl_get(fd))
+        return real_getsockname(fd, addr, len);
+    struct sockaddr_nl nl = { .nl_family = AF_NETLINK, .nl_groups = nl_groups[fd] };
+    nl.nl_pid = nl_get(fd) == NL_BOUND ? (uint32_t)getpid() : 0;   /* the first socket's port is the pid */
+    socklen_t n = *len < sizeof nl ? *len : sizeof nl;
+    memcpy(addr, &nl, n);
+    *len = sizeof nl;
+    return 0;
+}
+
+int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
+{
+    init();
+    /* a socket filter written for netlink datagrams would drop the stream's frames: libudev
+     * checks the same subsystem and tag matches again in userspace */
+    if (nl_get(fd) && level == SOL_SOCKET && (name == SO_ATTACH_FILTER || name == SO_DETACH_FILTER
+                                              || name == SO_LOCK_FILTER))
+        return 0;
+    return real_setsockopt(fd, level, name, val, len);
+}
+
+/* A daemon that went away: the descriptor becomes one that never reads (the machine is off). */
+static void nl_hang_up(int fd)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) == 0) {
+        int flags = real_fcntl(fd, F_GETFD, 0);
+        dup3(p[0], fd, flags & FD_CLOEXEC ? O_CLOEXEC : 0);
+        real_close(p[0]);                  /* p[1] stays open: the pipe never reports EOF */
+    }
+    nl_set(fd, NL_BOUND, nl_groups[fd]);
+}
+
+static ssize_t nl_recvmsg(int fd, struct msghdr *msg, int flags)
+{
+    int nonblock = (flags & MSG_DONTWAIT) || (real_fcntl(fd, F_GETFL, 0) & O_NONBLOCK);
+    for (;;) {
+        struct hdr h;
+        ssize_t n = recv(fd, &h, sizeof h, MSG_PEEK | (nonblock ? MSG_DONTWAIT : 0));
+        if (n < 0)
+            return -1;
+        if (n == 0 || recv_all(fd, &h, sizeof h) < 0) {
+            nl_hang_up(fd);
+            errno = EAGAIN;
+            return -1;
+        }
+        if (h.type != VF_UEVENT || h.len < sizeof(struct uevent_head) || h.len > (1u << 20)) {
+            if (discard(fd, h.len) < 0) {
+                nl_hang_up(fd);
+                errno = EAGAIN;
+                return -1;
+            }
+            continue;                      /* not a datagram (a notice): next frame */
+        }
+        struct uevent_head uh;
+        size_t len = h.len - sizeof uh;
+        char *buf = malloc(len ? len : 1);
+        if (!buf || recv_all(fd, &uh, sizeof uh) < 0 || recv_all(fd, buf, len) < 0) {
+            free(buf);
+            nl_hang_up(fd);
+            errno = buf ? EAGAIN : ENOMEM;
+            return -1;
+        }
+        size_t done = 0;
+        for (size_t i = 0; i < (size_t)msg->msg_iovlen && done < len; i++) {
+            size_t k = msg->msg_iov[i].iov_len < len - done ? msg->msg_iov[i].iov_len : len - done;
+            memcpy(msg->msg_iov[i].iov_base, buf + done, k);
+            done += k;
+        }
+        free(buf);
+        msg->msg_flags = done < len ? MSG_TRUNC : 0;
+        if (msg->msg_name && msg->msg_namelen >= sizeof(struct sockaddr_nl)) {
+            struct sockaddr_nl from = { .nl_family = AF_NETLINK, .nl_pid = uh.pid,
+                                        .nl_groups = uh.group ? 1u << (uh.group - 1) : 0 };
+            memcpy(msg->msg_name, &from, sizeof from);
+            msg->msg_namelen = sizeof from;
+        } else {
+            msg->msg_namelen = 0;
+        }
+        if (msg->msg_control && msg->msg_controllen >= CMSG_SPACE(sizeof(struct ucred))) {
+            struct cmsghdr *c = (struct cmsghdr *)msg->msg_control;
+            memset(c, 0, CMSG_SPACE(sizeof(struct ucred)));
+            c->cmsg_level = SOL_SOCKET;
+            c->cmsg_type = SCM_CREDENTIALS;
+            c->cmsg_len = CMSG_LEN(sizeof(struct ucred));
+            struct ucred cred = { .pid = (pid_t)uh.pid, .uid = 0, .gid = 0 };
+            memcpy(CMSG_DATA(c), &cred, sizeof cred);
+            msg->msg_controllen = CMSG_SPACE(sizeof(struct ucred));
+        } else {
+            if (msg->msg_control)
+                msg->msg_flags |= MSG_CTRUNC;
+            msg->msg_controllen = 0;
+        }
+        return (ssize_t)(flags & MSG_TRUNC ? len : done);
+    }
+}
+
+ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
+{
+    init();
+    if (nl_get(fd) == NL_BOUND)
+        return nl_recvmsg(fd, msg, flags);
+    return real_recvmsg(fd, msg, flags);
+}
+
+ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from, socklen_t *fromlen)
+{
+    init();
+    if (nl_get(fd) != NL_BOUND)
+        return real_recvfrom(fd, buf, len, flags, from, fromlen);
+    struct iovec iov = { buf, len };
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_name = from,
+                        .msg_namelen = from && fromlen ? *fromlen : 0 };
+    ssize_t r = nl_recvmsg(fd, &m, flags);
+    if (r >= 0 && from && fromlen)
+        *fromlen = m.msg_namelen;
+    return r;
+}
+
+/* ---- udevd's control socket ---------------------------------------------------------------- */
+
+#define UDEV_CONTROL "/run/udev/control"
+
+static int is_udev_control(const struct sockaddr *addr, socklen_t len)
+{
+    const size_t off = offsetof(struct sockaddr_un, sun_path);
+    if (!addr || addr->sa_family != AF_UNIX || len <= off)
+        return 0;
+    const char *path = ((const struct sockaddr_un *)addr)->sun_path;
+    size_t plen = strnlen(path, len - off);
+    return plen == strlen(UDEV_CONTROL) && memcmp(path, UDEV_CONTROL, plen) == 0;
+}
+
+int connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    init();
+    const char *ctl = getenv("VSCSIFS_UDEV_CONTROL");
+    struct stat st;
+    if (ctl && *ctl == '/' && strlen(ctl) < sizeof(((struct sockaddr_un *)0)->sun_path) && is_udev_control(addr, len)
+        && do_fstatat(AT_FDCWD, "/run/udev", &st, 0) == 0 && vscsifs_dev(st.st_dev)) {
+        struct sockaddr_un a = { .sun_family = AF_UNIX };
+        strcpy(a.sun_path, ctl);
+        return real_connect(fd, (struct sockaddr *)&a, sizeof a);
+    }
+    return real_connect(fd, addr, len);
+}

@@ -1,12 +1,16 @@
 """udevd for one machine: hears the kernel's device events, runs the rules on each device
-(helpers included), keeps the database and renders it.
+(helpers included), keeps the database and renders it, and multicasts each processed event.
 
-Events come from ``kernel.devnode_listeners`` (add/remove/change of block and char devices)
-and from devfs's ``synced_listeners`` (a close or fsync after writes: 60-block.rules'
-OPTIONS+="watch" turns it into a "change" event, which re-probes the device). They are queued
-as the kernel sends them and handed to workers once ``run()`` runs (after the mount is up: the
+Events are the kernel's uevents (``kernel.sysfs.uevents``: every add, remove and change of a
+device on a bus or in a class, as kobject_uevent() sends them). A close or fsync after writes
+(devfs's ``on_synced``: 60-block.rules' OPTIONS+="watch") is answered as udevd's
+synthesize_change() does: BLKRRPART on a whole disk (the kernel's own change/remove/add
+events follow), else a "change" written to the device's ``uevent`` file. Events are queued as
+the kernel sends them and handed to workers once ``run()`` runs (after the mount is up: the
 blkid probe reads the device's data through it), in parallel except where udevd's queue orders
-them (same device, parents, children); ``settle()`` waits for the queue to drain (udevadm settle).
+them (same device, parents, children). While events are queued, DIR/run/udev/queue exists
+(udevadm settle waits for it to go); ``settle()`` waits for the same. Each finished event is
+handed to ``monitor_listeners`` as the datagram udevd sends to libudev monitors.
 
 Rendered as the guest has them: DIR/run/udev/data/ID (ID = b8:0, c21:0 ...),
 DIR/run/udev/links/ESCAPED/ID (-> "PRIO:/dev/NAME"), DIR/run/udev/tags/TAG/ID, and the links
@@ -30,14 +34,18 @@ from vscsifs.fs._operations import DynamicSize
 from vscsifs.fs.udev import _blkid, _rules
 from vscsifs.fs.udev._cdrom_id import CdromIo, cdrom_id
 from vscsifs.fs.udev._encode import escape_slashes
+from vscsifs.fs.udev._monitor import udev_event_properties, udev_monitor_message
 from vscsifs.fs.udev._path_id import path_id_properties
 from vscsifs.fs.udev._record import UdevRecord
 from vscsifs.fs.udev._scsi_id import scsi_id
 from vscsifs.fs.udev._sysfs import devpath, subsystem, uevent
-from vscsifs.scsi.kernel._cdrom import cdrom_ioctl_drive_status
+from vscsifs.scsi.kernel._cdrom import FMODE_NDELAY, cdrom_ioctl_drive_status
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection
 from vscsifs.scsi.kernel._scsi_lib import scsi_execute_cmd
+from vscsifs.scsi.kernel.block import FMODE_READ, blkdev_get, blkdev_put
+from vscsifs.scsi.kernel.base._driver_model import kobject_synth_uevent
 from vscsifs.scsi.kernel.base._kobject import Attr, Dir, KernfsRoot, Link, Node
+from vscsifs.scsi.kernel.base._uevent import Uevent
 
 log = logging.getLogger(__name__)
 
@@ -81,17 +89,25 @@ CHILDREN_MAX = 8
 
 
 class UEvent:
-    """One queued event, with what event_is_blocked() compares: the device path and number."""
+    """One queued event, with what event_is_blocked() compares: the device path and number.
+    ``kernel`` is the kernel's uevent it came from (its properties, the device it names)."""
 
-    __slots__ = ("action", "kind", "obj", "devpath", "devt", "done")
+    __slots__ = ("action", "kind", "obj", "devpath", "devt", "done", "kernel")
 
-    def __init__(self, action: str, kind: str, obj: Any) -> None:
+    def __init__(self, action: str, kind: str, obj: Any, kernel: Uevent | None = None) -> None:
         self.action = action
         self.kind = kind
         self.obj = obj
-        kobj = getattr(getattr(obj, "dev", None), "kobj", None)
-        self.devpath = "/" + kobj.path() if kobj is not None and kobj.parent is not None else ""
-        self.devt = (kind, _devt(obj))
+        self.kernel = kernel
+        if kernel is not None:
+            props = kernel.properties()
+            self.devpath = kernel.devpath
+            devt = (int(props["MAJOR"]), int(props["MINOR"])) if "MAJOR" in props and "MINOR" in props else None
+            self.devt = (kind, devt)
+        else:
+            kobj = getattr(getattr(obj, "dev", None), "kobj", None)
+            self.devpath = "/" + kobj.path() if kobj is not None and kobj.parent is not None else ""
+            self.devt = (kind, _devt(obj))
         self.done = trio.Event()
 
     def ancestors(self) -> list[str]:
@@ -181,6 +197,14 @@ class Udevd:
         self.links_dir = udev.mkdir("links")
         self.tags_dir = udev.mkdir("tags")
         self.records: dict[str, UdevRecord] = {}
+        # the device nodes' kernel objects (block_device, sg, bsg) by their driver-model device
+        self.objects: dict[Any, Any] = {}
+        # who hears each processed event (the node socket's netlink group 2), and whether
+        # anyone does now: events of devices without a node matter to nobody else
+        self.monitor_listeners: list[Callable[[bytes], None]] = []
+        self.monitor_wanted: Callable[[], bool] = lambda: bool(self.monitor_listeners)
+        self.udev_dir = udev
+        udev.attr("control", lambda: "", None, 0o600, 0)   # udevd's control socket (see _control)
         # link below /dev -> {dbid: (priority, devname)}: every device claiming it
         self.claims: dict[str, dict[str, tuple[int, str]]] = {}
         self._send, self._recv = trio.open_memory_channel[UEvent](math.inf)
@@ -191,22 +215,61 @@ class Udevd:
         self._idle.set()
         self.running = False
         kernel.devnode_listeners.append(self.devnode_event)
-        getattr(devfs, "synced_listeners", []).append(self.synced)
+        uevents = getattr(getattr(kernel, "sysfs", None), "uevents", None)
+        self.uevent_bus = uevents
+        if uevents is not None:
+            uevents.listeners.append(self.kernel_uevent)
+        if devfs is not None and getattr(devfs, "on_synced", False) is None:
+            devfs.on_synced = self.synthesize_change
 
     # -- events ------------------------------------------------------------------------
 
     def devnode_event(self, action: str, kind: str, obj: Any) -> None:
-        """kernel.devnode_event listener: queue the uevent."""
-        self._queue(action, kind, obj)
+        """kernel.devnode_event listener: which kernel object a device node's events are about."""
+        dev = getattr(obj, "dev", None)
+        if action == "add" and dev is not None:
+            self.objects[dev] = obj
 
-    def synced(self, bdev: Any) -> None:
-        """devfs: a device written to was closed or flushed (the inotify watch's IN_CLOSE_WRITE)."""
-        self._queue("change", "block", bdev)
+    def kernel_uevent(self, event: Uevent) -> None:
+        """The netlink socket's group 1: queue the kernel's event."""
+        devt = getattr(event.device, "devt", None)
+        kind = "block" if event.subsystem == "block" else "char" if devt is not None else event.subsystem
+        if kind not in ("block", "char") and not self.monitor_wanted():
+            return          # no rules for it and no monitor: a guest's udevd would be done at once
+        self._queue(event.action.value, kind, None, event)
 
-    def _queue(self, action: str, kind: str, obj: Any) -> None:
+    async def synthesize_change(self, bdev: Any) -> None:
+        """The inotify watch's IN_CLOSE_WRITE (udevd's synthesize_change()): a whole disk's
+        partition table is read again (BLKRRPART: the kernel sends change, remove and add);
+        when that fails or finds no partitions, and for anything else, "change" is written
+        to the uevent files (the disk's and its partitions')."""
+        disk = getattr(bdev, "disk", None)
+        if disk is not None and not bdev.partno:
+            reread = getattr(getattr(self.devfs, "io", None), "blkdev_reread_part", None)
+            table_read = False
+            if reread is not None:
+                try:
+                    await reread(bdev)
+                    table_read = True
+                except OSError:
+                    pass
+            if table_read and disk.parts:
+                return
+            targets = [bdev, *(disk.parts[p] for p in sorted(disk.parts))]
+        else:
+            targets = [bdev]
+        for target in targets:
+            dev = getattr(target, "dev", None)
+            if dev is not None and dev.kobj.parent is not None:
+                kobject_synth_uevent(dev, b"change")
+
+    def _queue(self, action: str, kind: str, obj: Any, kernel: Uevent | None = None) -> None:
         self._queued += 1
-        self._idle = trio.Event() if self._idle.is_set() else self._idle
-        self._send.send_nowait(UEvent(action, kind, obj))
+        if self._idle.is_set():
+            self._idle = trio.Event()
+            if "queue" not in self.udev_dir.children:
+                self.udev_dir.attr("queue", lambda: "", None, 0o644, 0)
+        self._send.send_nowait(UEvent(action, kind, obj, kernel))
 
     async def settle(self, timeout: float = 30.0) -> bool:
         """udevadm settle: True once every queued event was processed."""
@@ -240,25 +303,65 @@ class Udevd:
             for blocker in blockers:
                 await blocker.wait()
             async with self._children:
-                await self.process(event.action, event.kind, event.obj)
+                if event.kernel is not None:
+                    await self.process_uevent(event)
+                else:
+                    await self.process(event.action, event.kind, event.obj)
         except Exception:  # noqa: BLE001 - one device's failure must not stop udevd
-            log.exception("udev: %s event of %s failed", event.action, getattr(event.obj, "name", event.obj))
+            log.exception("udev: %s event of %s failed", event.action, event.devpath or event.obj)
         finally:
             event.done.set()
             self._active.remove(event)
             self._queued -= 1
             if not self._queued:
+                if "queue" in self.udev_dir.children:
+                    self.udev_dir.remove("queue")
                 self._idle.set()
 
     def close(self) -> None:
         """Stop listening to the kernel and devfs."""
         if self.devnode_event in self.kernel.devnode_listeners:
             self.kernel.devnode_listeners.remove(self.devnode_event)
-        listeners = getattr(self.devfs, "synced_listeners", [])
-        if self.synced in listeners:
-            listeners.remove(self.synced)
+        if self.uevent_bus is not None and self.kernel_uevent in self.uevent_bus.listeners:
+            self.uevent_bus.listeners.remove(self.kernel_uevent)
+        if getattr(self.devfs, "on_synced", None) == self.synthesize_change:
+            self.devfs.on_synced = None
 
     # -- processing --------------------------------------------------------------------
+
+    async def process_uevent(self, event: UEvent) -> None:
+        """One kernel event: a device node's rules and database record, then the event as
+        udevd multicasts it (with the record's properties; a removed device's from its last
+        record, as udevd reads the database before it drops it)."""
+        assert event.kernel is not None
+        kernel_env = event.kernel.properties()
+        devt = event.devt[1]
+        record: UdevRecord | None = None
+        usec = 0
+        if devt is not None and event.kind in ("block", "char"):
+            dbid = _dbid(event.kind, devt)
+            if event.action == "remove":
+                record = self.records.get(dbid)
+                self.objects.pop(event.kernel.device, None)
+                self._drop(dbid)
+            else:
+                obj = self.objects.get(event.kernel.device)
+                if obj is not None:
+                    await self.process(event.action, event.kind, obj)
+                record = self.records.get(dbid)
+            usec = record.usec_initialized if record is not None else 0
+        elif event.action != "remove":
+            usec = int(self.clock() * 1_000_000)
+        if not self.monitor_listeners:
+            return
+        if record is not None:
+            props = udev_event_properties(kernel_env, usec, record.properties, record.links, record.tags)
+            tags = record.tags
+        else:
+            props, tags = udev_event_properties(kernel_env, usec, {}, [], []), []
+        message = udev_monitor_message(props, tags)
+        for listener in list(self.monitor_listeners):
+            listener(message)
 
     async def process(self, action: str, kind: str, obj: Any) -> None:
         devt = _devt(obj)
@@ -351,11 +454,21 @@ class Udevd:
                                          timeout=SG_DEFAULT_TIMEOUT, retries=0)
             return res.result, res.data, res.sense
 
+        # cdrom_id opens the node (O_RDONLY|O_NONBLOCK): the driver's open runs its media
+        # check, which takes the disk's pending events (sr_block_open)
+        mode = FMODE_READ | FMODE_NDELAY
+        try:
+            await blkdev_get(bdev, mode)
+        except OSError as exc:
+            log.info("udev: cdrom_id cannot open %s: %s", bdev.name, exc)
+            return []
         try:
             return await cdrom_id(CdromIo(capability, drive_status, execute))
         except OSError as exc:
             log.info("udev: cdrom_id on %s failed: %s", bdev.name, exc)
             return []
+        finally:
+            await blkdev_put(bdev, mode)
 
     async def _blkid(self, bdev: Any, *, noraid: bool = False, hint: str | None = None) -> list[tuple[str, str]]:
         """The blkid builtin on the device's data file, in a worker thread (its reads are

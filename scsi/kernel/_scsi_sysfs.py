@@ -18,7 +18,9 @@ from typing import Any
 
 import trio
 
-from vscsifs.scsi.kernel.base._driver_model import Bus, Class, Device, Driver, device_add, device_bind_driver, device_del
+from vscsifs.scsi.kernel.base._driver_model import (Bus, Class, Device, Driver, device_add, device_bind_driver, device_del,
+                                                    kobject_uevent)
+from vscsifs.scsi.kernel.base._uevent import KobjAction
 from vscsifs.scsi.kernel.base._kobject import Dir, Link, SysfsError
 
 from vscsifs.scsi.kernel.base._printk import KernLevel
@@ -645,6 +647,7 @@ async def scsi_sysfs_remove_visible(sdev: scsi_device) -> None:
         if remove is not None:
             await maybe_await(remove(sdev))
         device_release_driver(sdev)
+        kobject_uevent(sdev.sdev_gendev, KobjAction.UNBIND)        # __device_release_driver()
     device_del(sdev.sdev_gendev)
     sdev.is_visible = False
 
@@ -737,6 +740,7 @@ async def _attach_sync(sdev: scsi_device) -> bool:
         if not await maybe_await(drv.probe(sdev)):
             if drv.name in _BLK_PM_DRIVERS:
                 blk_pm_runtime_init(sdev)
+            kobject_uevent(sdev.sdev_gendev, KobjAction.BIND)      # driver_bound()
             return True
         device_release_driver(sdev)
     return False
@@ -798,6 +802,7 @@ async def _really_probe(sdev: scsi_device, first: ScsiDriver) -> None:
         if not ret:
             if drv.name in _BLK_PM_DRIVERS:
                 blk_pm_runtime_init(sdev)
+            kobject_uevent(sdev.sdev_gendev, KobjAction.BIND)      # driver_bound()
             return
         device_release_driver(sdev)
 

@@ -343,7 +343,8 @@ def test_exec_args_and_environment() -> None:
         with pytest.raises(ExecError):
             parse_exec_args(bad, "/d")
     env = exec_environment({"LD_PRELOAD": "/a.so", "X": "1"}, "/lib/p.so", "/run/s")
-    assert env == {"LD_PRELOAD": "/a.so:/lib/p.so", "X": "1", "VSCSIFS_NODE_SOCKET": "/run/s"}
+    assert env == {"LD_PRELOAD": "/a.so:/lib/p.so", "X": "1", "VSCSIFS_NODE_SOCKET": "/run/s",
+                   "VSCSIFS_UDEV_CONTROL": "/run/s.udevctl"}
     assert exec_environment(env, "/lib/p.so", "/run/s")["LD_PRELOAD"] == "/a.so:/lib/p.so"
     assert exec_environment({}, "/lib/p.so", "/s")["LD_PRELOAD"] == "/lib/p.so"
 

@@ -7,10 +7,12 @@ kernel model (CPU count), never from a seed file; the golden seed is what the te
 
 from __future__ import annotations
 
+import errno
 import time
 from typing import Any
 
 from vscsifs.scsi.kernel.base._driver_model import Device, device_add, device_bind_driver
+from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
 
 from vscsifs.virtio.device._pci import PCI_CONFIG_SPACE_SIZE, VirtIOPCIProxy
 
@@ -71,6 +73,27 @@ class PciDev:
         self.dev.kobj.mkdir("msi_irqs").const(str(irq), "msix\n")
 
 
+def _mmap_only() -> str:
+    """A BAR's resourceN file has no read method: sysfs answers EIO."""
+    raise SysfsError(errno.EIO)
+
+
+def pci_host_bridge(sysfs: Any, name: str) -> Dir:
+    """pci_register_host_bridge(): the root bus's device ``pciDDDD:BB`` (no bus, no class: it
+    sends no uevent) with its power group, counting its active child devices."""
+    found = sysfs.devices.children.get(name)
+    if isinstance(found, Dir):
+        return found
+    bridge = Device(name, parent_dir=sysfs.devices)
+
+    def active_kids() -> str:
+        kids = [n for n in bridge.kobj.children.values() if isinstance(n, Dir) and "uevent" in n.children]
+        return f"{len(kids)}\n"
+    device_add(bridge, power={"runtime_active_kids": active_kids})
+    bridge.kobj.const("waiting_for_supplier", "0\n")
+    return bridge.kobj
+
+
 def pci_device_add(kernel: Any, proxy: VirtIOPCIProxy, acpi_index: int | None = None) -> PciDev:
     """pci_device_add() + pci_create_sysfs_dev_files() + binding the virtio-pci driver."""
     sysfs = kernel.sysfs
@@ -81,7 +104,7 @@ def pci_device_add(kernel: Any, proxy: VirtIOPCIProxy, acpi_index: int | None = 
         # module_param(force_legacy, bool, 0444): the modern interface is used unless set
         force = kernel.param("virtio_pci.force_legacy", "N")
         params.const("force_legacy", "Y\n" if force[:1] in ("Y", "y", "1") else "N\n")
-    host_bridge = sysfs.devices.mkdir(f"pci{proxy.domain:04x}:{proxy.bus:02x}")
+    host_bridge = pci_host_bridge(sysfs, f"pci{proxy.domain:04x}:{proxy.bus:02x}")
     pdev = PciDev(kernel, proxy, acpi_index)
     dev = pdev.dev
     dev.bus = bus
@@ -120,9 +143,9 @@ def pci_device_add(kernel: Any, proxy: VirtIOPCIProxy, acpi_index: int | None = 
     k.attr("resource", p.resource_text, None, _RO)
     for bar, _start, size, flags in p.bars():
         # BAR access files: mmap-only in vscsifs (reading them gives EIO), size = the BAR's
-        k.attr(f"resource{bar}", None, ignore, 0o600, size=size)
+        k.attr(f"resource{bar}", _mmap_only, ignore, 0o600, size=size)
         if flags & 0x2000:   # IORESOURCE_PREFETCH: the write-combining alias
-            k.attr(f"resource{bar}_wc", None, ignore, 0o600, size=size)
+            k.attr(f"resource{bar}_wc", _mmap_only, ignore, 0o600, size=size)
     k.const("revision", f"0x{p.revision:02x}\n")
     k.const("subsystem_device", f"0x{p.subsystem_id:04x}\n")
     k.const("subsystem_vendor", f"0x{p.subsystem_vendor_id:04x}\n")

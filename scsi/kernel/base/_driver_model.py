@@ -15,10 +15,12 @@ come out where the kernel puts them:
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vscsifs.scsi.kernel.base._kobject import Attr, Dir, KernfsRoot, LazyDir, Link, ShowFn, SysfsError, const_show
+from vscsifs.scsi.kernel.base._uevent import KobjAction, Uevent, UeventBus, parse_synth_uevent
 
 UeventFn = Callable[[], list[str]]
 
@@ -37,6 +39,7 @@ class Sysfs:
         self.buses: dict[str, Bus] = {}
         self.classes: dict[str, Class] = {}
         self.modules: dict[str, Dir] = {}
+        self.uevents = UeventBus()
 
     def module(self, name: str) -> Dir:
         """/sys/module/NAME (created on first use)."""
@@ -129,6 +132,7 @@ class Device:
     uevent_extra: UeventFn | None = None
     driver: Driver | None = None
     parent_dir: Dir | None = None  # where the device lives when it has no parent Device
+    uevent_suppress: bool = False  # dev_set_uevent_suppress(): no events while set
     kobj: Dir = field(init=False)
     _links: list[Link] = field(default_factory=list, init=False)
 
@@ -220,7 +224,7 @@ def device_add(dev: Device, power: dict[str, Callable[[], str]] | None = None) -
     sysfs = dev.bus.sysfs if dev.bus is not None else dev.cls.sysfs if dev.cls is not None else None
     if dev.devt is not None:
         dev.kobj.attr("dev", lambda: _devt_text(dev))
-    dev.kobj.attr("uevent", dev.uevent_text, _ignore_store)
+    dev.kobj.attr("uevent", dev.uevent_text, lambda data: kobject_synth_uevent(dev, data))
     add_power_group(dev, power)
     if dev.bus is not None:
         dev.kobj.link("subsystem", dev.bus.dir)
@@ -233,7 +237,34 @@ def device_add(dev: Device, power: dict[str, Callable[[], str]] | None = None) -
     if dev.devt is not None and sysfs is not None:
         kind = sysfs.dev_block if dev.cls is not None and dev.cls.name == "block" else sysfs.dev_char
         dev._links.append(kind.link(f"{dev.devt[0]}:{dev.devt[1]}", dev.kobj))
+    kobject_uevent(dev, KobjAction.ADD)
     return dev
+
+
+def _uevent_bus(dev: Device) -> UeventBus | None:
+    sysfs = dev.bus.sysfs if dev.bus is not None else dev.cls.sysfs if dev.cls is not None else None
+    return sysfs.uevents if sysfs is not None else None
+
+
+def kobject_uevent(dev: Device, action: KobjAction, envp_ext: tuple[str, ...] = ()) -> Uevent | None:
+    """kobject_uevent_env() for a device: None when nothing is sent (no bus and no class:
+    dev_uevent_filter; suppressed; not in the tree)."""
+    bus = _uevent_bus(dev)
+    if bus is None or dev.uevent_suppress or dev.kobj.parent is None:
+        return None
+    subsystem = dev.bus.name if dev.bus is not None else dev.cls.name if dev.cls is not None else ""
+    return bus.send(action, lambda: "/" + dev.kobj.path(), subsystem,
+                    lambda: [*envp_ext, *dev.uevent_text().splitlines()], dev)
+
+
+def kobject_synth_uevent(dev: Device, data: bytes) -> None:
+    """A write to the device's ``uevent`` file (udevadm trigger, udevd's watch): the event
+    again, marked SYNTH_UUID (EINVAL for what kobject_synth_uevent() refuses)."""
+    try:
+        action, extra = parse_synth_uevent(data)
+    except ValueError as exc:
+        raise SysfsError(errno.EINVAL, str(exc)) from exc
+    kobject_uevent(dev, action, tuple(extra))
 
 
 def device_bind_driver(dev: Device, drv: Driver) -> None:
@@ -244,7 +275,9 @@ def device_bind_driver(dev: Device, drv: Driver) -> None:
 
 
 def device_del(dev: Device) -> None:
-    """Undo device_add(): remove every link pointing at the device, then its directory."""
+    """Undo device_add(): the remove event (sent while the device is still in the tree),
+    then every link pointing at the device, then its directory."""
+    kobject_uevent(dev, KobjAction.REMOVE)
     for lk in dev._links:
         if lk.parent is not None:
             lk.parent.remove(lk.name)

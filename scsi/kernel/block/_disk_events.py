@@ -6,7 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from vscsifs.scsi.kernel.block._genhd import DISK_EVENT_EJECT_REQUEST, DISK_EVENT_MEDIA_CHANGE
+from vscsifs.scsi.kernel.base._driver_model import kobject_uevent
+from vscsifs.scsi.kernel.base._uevent import KobjAction
+from vscsifs.scsi.kernel.block._genhd import DISK_EVENT_EJECT_REQUEST, DISK_EVENT_FLAG_UEVENT, DISK_EVENT_MEDIA_CHANGE
+
+# disk_uevents[]: the change event's key for each event bit
+DISK_UEVENTS = ((DISK_EVENT_MEDIA_CHANGE, "DISK_MEDIA_CHANGE=1"), (DISK_EVENT_EJECT_REQUEST, "DISK_EJECT_REQUEST=1"))
 
 # disk->event_flags bit sr sets (block/disk-events.c): no events while opened O_EXCL for write
 DISK_EVENT_FLAG_BLOCK_ON_EXCL_WRITE = 1 << 2
@@ -33,7 +38,16 @@ async def disk_check_events(disk: Any, clearing: int) -> int:
     disk.events_pending = pending | events
     if events & DISK_EVENT_MEDIA_CHANGE:
         disk.diskseq = disk.kernel.next_diskseq()
+    if getattr(disk, "event_flags", 0) & DISK_EVENT_FLAG_UEVENT:
+        disk_event_uevent(disk, events)
     return events
+
+
+def disk_event_uevent(disk: Any, events: int) -> None:
+    """disk_event_uevent(): a change event naming the new events the disk reports."""
+    envp = tuple(key for bit, key in DISK_UEVENTS if events & disk.events & bit)
+    if envp and disk.dev is not None:
+        kobject_uevent(disk.dev, KobjAction.CHANGE, envp)
 
 
 async def disk_clear_events(disk: Any, mask: int) -> int:

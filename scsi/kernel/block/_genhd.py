@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vscsifs.scsi.kernel.base._async import maybe_await
-from vscsifs.scsi.kernel.base._driver_model import Class, Device, device_add, device_del
+from vscsifs.scsi.kernel.base._driver_model import Class, Device, device_add, device_del, kobject_uevent
 from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
 from vscsifs.scsi.kernel.base._kernel import IdaAllocator, Kernel
 from vscsifs.scsi.kernel.base._printk import KernLevel
+from vscsifs.scsi.kernel.base._uevent import KobjAction
 
 from vscsifs.scsi.kernel.block._bio import bdev_read
 from vscsifs.scsi.kernel.block._blkdev import (DISK_EVENT_EJECT_REQUEST, DISK_EVENT_FLAG_POLL, DISK_EVENT_FLAG_UEVENT,
@@ -111,9 +112,13 @@ def set_capacity_and_notify(disk: Gendisk, sectors: int) -> bool:
         return False
     disk.kernel.printk(KernLevel.INFO, f"{disk.disk_name}: detected capacity change from {old} to {sectors}")
     if disk.part0 in disk.kernel.block_devices:
-        # the node follows the new size (devfs: the loop device's capacity; udev's RESIZE=1)
+        # the node follows the new size (devfs: the loop device's capacity)
         disk.kernel.devnode_event("change", "block", disk.part0)
-    return bool(old and sectors)
+    if not old or not sectors:
+        return False      # no uevent for a change to or from an empty device
+    if disk.dev is not None:
+        kobject_uevent(disk.dev, KobjAction.CHANGE, ("RESIZE=1",))
+    return True
 
 
 def set_disk_ro(disk: Gendisk, read_only: bool) -> None:
@@ -181,6 +186,16 @@ def _uevent_part(part: BlockDevice) -> Callable[[], list[str]]:
     return lines
 
 
+def disk_uevent(disk: Gendisk, action: KobjAction) -> None:
+    """disk_uevent(): the disk's event, then each partition's that has sectors."""
+    if disk.dev is not None:
+        kobject_uevent(disk.dev, action)
+    for partno in sorted(disk.parts):
+        part = disk.parts[partno]
+        if part.nr_sects and part.dev is not None:
+            kobject_uevent(part.dev, action)
+
+
 def _bdev_add(bdev: BlockDevice) -> None:
     kernel = bdev.disk.kernel
     kernel.block_devices.append(bdev)
@@ -221,6 +236,7 @@ async def device_add_disk(parent: Device | None, disk: Gendisk, groups: Any = No
     disk.part0.devt = devt
     dev = Device(disk.disk_name, parent=parent, cls=_block_class(kernel),
                  devt=None if hidden else devt, devtype="disk", uevent_extra=_uevent_disk(disk))
+    dev.uevent_suppress = True          # until the partitions are scanned (hidden: for ever)
     disk.dev = dev
     disk.part0.dev = dev
     device_add(dev, power=_POWER)
@@ -249,6 +265,8 @@ async def device_add_disk(parent: Device | None, disk: Gendisk, groups: Any = No
                 await disk_scan_partitions(disk, FMODE_READ)
             except OSError:
                 pass
+        dev.uevent_suppress = False
+        disk_uevent(disk, KobjAction.ADD)
     disk_update_readahead(disk)
 
 
@@ -372,7 +390,12 @@ async def bdev_disk_changed(disk: Gendisk, invalidate: bool = False) -> None:
         disk.need_part_scan = False
         if invalidate and (not disk.flags & GENHD_FL_NO_PART or not disk.flags & GENHD_FL_REMOVABLE):
             set_capacity(disk, 0)      # not for CD-ROMs: legacy udisks polling relies on it
-        if not disk.capacity or disk.flags & GENHD_FL_NO_PART or disk.suppress_part_scan:
+        if not disk.capacity:
+            if invalidate and disk.dev is not None:
+                # tell userspace that the media / partition table may have changed
+                kobject_uevent(disk.dev, KobjAction.CHANGE)
+            return
+        if disk.flags & GENHD_FL_NO_PART or disk.suppress_part_scan:
             return
         state = await check_partition(disk, lambda index: _read_page(disk, index))
         if state is None:
@@ -394,6 +417,9 @@ async def bdev_disk_changed(disk: Gendisk, invalidate: bool = False) -> None:
         if state.access_beyond_eod:
             if _unlock_native_capacity(disk, f"{disk.disk_name}: partition table partially beyond EOD, "):
                 return
+        if disk.dev is not None:
+            # blk_add_partitions(): the media / partition table may have changed
+            kobject_uevent(disk.dev, KobjAction.CHANGE)
         for p in range(1, state.limit):
             part = state.parts.get(p)
             if part is None or not part.size:
@@ -435,11 +461,15 @@ def add_partition(disk: Gendisk, partno: int, start: int, length: int,
     dev = Device(part.name, parent=disk.dev, cls=_block_class(kernel), devt=part.devt,
                  devtype="partition", uevent_extra=_uevent_part(part))
     part.dev = dev
+    dev.uevent_suppress = True          # until 'holders' exists
     device_add(dev, power=_POWER)
     part_attrs(part)
     part.holders = dev.kobj.mkdir("holders")
+    dev.uevent_suppress = False
     disk.parts[partno] = part
     _bdev_add(part)
+    if disk.dev is not None and not disk.dev.uevent_suppress:
+        kobject_uevent(dev, KobjAction.ADD)
     return part
 
 
@@ -470,12 +500,12 @@ def del_gendisk(disk: Gendisk) -> None:
         if lk.parent is not None:
             lk.parent.remove(lk.name)
     disk._links.clear()
+    if disk.bdi.dev is not None:
+        device_del(disk.bdi.dev)        # bdi_unregister() before the device numbers go
+        disk.bdi.dev = None
     if disk.dev is not None:
         blk_unregister_queue(disk.queue, disk.dev.kobj)
         device_del(disk.dev)
-    if disk.bdi.dev is not None:
-        device_del(disk.bdi.dev)
-        disk.bdi.dev = None
     if disk.major == BLOCK_EXT_MAJOR:
         _ext_minor_ida(kernel).free(disk.first_minor)
     disk.queue.elevator = None

@@ -1,0 +1,118 @@
+"""udevd's control socket (/run/udev/control), as far as `udevadm settle` needs it.
+
+settle (systemd 252, as root) connects a SOCK_SEQPACKET socket to /run/udev/control, sends
+PING and the end-of-messages marker, and waits for udevd to close the connection; then it
+waits until /run/udev/queue is gone, woken by inotify. A FUSE mount reports no inotify event
+when the daemon drops ``queue``, so here the close that answers the end marker waits until the
+queue is empty: settle then finds no queue file and returns. A queue that does not drain
+leaves the connection open, and settle fails as it does when udevd does not answer
+("Failed to wait for daemon to reply: Connection timed out"; it waits at least 5 s).
+
+The socket lives beside the node socket (RUNTIME/NAME.udevctl for RUNTIME/NAME.nodes): the
+preload library sends a connect() to /run/udev/control there when /run/udev is the machine's.
+Messages are struct udev_ctrl_msg_wire: version[16], magic 0xdead1dea, type, a 256-byte value.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import stat
+import struct
+from enum import IntEnum
+from typing import Any
+
+import trio
+
+log = logging.getLogger(__name__)
+
+UDEV_CTRL_MAGIC = 0xDEAD1DEA
+CTRL_MSG = struct.Struct("<16sIi256s")
+
+
+class UdevCtrlMessageType(IntEnum):
+    END_MESSAGES = 0
+    SET_LOG_LEVEL = 1
+    STOP_EXEC_QUEUE = 2
+    START_EXEC_QUEUE = 3
+    RELOAD = 4
+    SET_ENV = 5
+    SET_CHILDREN_MAX = 6
+    PING = 7
+    EXIT = 8
+
+
+def control_socket_path(node_socket: str) -> str:
+    """RUNTIME/NAME.udevctl beside RUNTIME/NAME.nodes."""
+    base, _ = os.path.splitext(node_socket)
+    return base + ".udevctl"
+
+
+class UdevControl:
+    """Serves settle's PING: the connection is closed at the end marker once ``udevd``'s
+    queue is empty. Other requests (reload, exit, log level ...) are accepted and ignored:
+    the rules are fixed and this udevd lives as long as the machine."""
+
+    def __init__(self, udevd: Any, path: str) -> None:
+        self.udevd = udevd
+        self.path = path
+
+    def bind(self) -> trio.socket.SocketType:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        try:
+            if stat.S_ISSOCK(os.lstat(self.path).st_mode):
+                os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            sock._sock.bind(self.path)       # type: ignore[attr-defined]
+            os.chmod(self.path, 0o600)       # as udevd's: root only
+            sock.listen(16)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    async def serve(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            sock = self.bind()
+        except OSError as exc:
+            log.error("udev: cannot listen on %s (%s): udevadm settle will not wait", self.path, exc.strerror or exc)
+            task_status.started(None)
+            return
+        try:
+            async with trio.open_nursery() as nursery:
+                task_status.started(self.path)
+                while True:
+                    conn, _ = await sock.accept()
+                    nursery.start_soon(self._serve_one, conn)
+        finally:
+            sock.close()
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+    async def _serve_one(self, conn: trio.socket.SocketType) -> None:
+        with conn:
+            while True:
+                try:
+                    data = await conn.recv(CTRL_MSG.size)
+                except OSError:
+                    return
+                if not data:
+                    return
+                if len(data) != CTRL_MSG.size:
+                    log.debug("udev control: a %d-byte message ignored", len(data))
+                    continue
+                _version, magic, mtype, _value = CTRL_MSG.unpack(data)
+                if magic != UDEV_CTRL_MAGIC:
+                    log.debug("udev control: message with magic %#x ignored", magic)
+                    continue
+                if mtype == UdevCtrlMessageType.END_MESSAGES:
+                    await self.udevd.settle(math.inf)
+                    return
+                log.debug("udev control: message %s", mtype)
