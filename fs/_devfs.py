@@ -699,8 +699,11 @@ def devtmpfs_owner(kind: str, obj: Any) -> tuple[int, int]:
     """What devtmpfs gives a node when no udev rule changes it: the mode its class's devnode()
     names (the mem class: kmsg 0644), else 0600 as for disks, sg and bsg (device_get_devnode()),
     owner root:root, as the golden guests without udev show."""
-    mode = getattr(obj, "devnode_mode", None)
-    return (mode if isinstance(mode, int) else 0o600), 0
+    for holder in (obj, getattr(obj, "dev", None)):
+        mode = getattr(holder, "devnode_mode", None)
+        if isinstance(mode, int) and mode:
+            return mode & 0o777, 0
+    return 0o600, 0
 
 
 class DevFs:

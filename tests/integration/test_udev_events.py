@@ -449,10 +449,11 @@ def comparable(lines: list[str]) -> list[str]:
 
 def test_export_db_as_in_the_guest(seed_udev: Daemon) -> None:
     """`udevadm info --export-db` inside exec: the guest's records of the same devices (the
-    virtio-scsi function and everything below it, the disks' bdi devices), in its order."""
+    virtio-scsi function and everything below it, the disks' bdi devices, /dev/kmsg's mem
+    device), in its order."""
     ours = db_records(in_exec(seed_udev, "udevadm info --export-db").stdout)
     theirs = {p: lines for p, lines in db_records((GOLDEN / "udev" / "export-db.txt").read_text()).items()
-              if p.startswith(("/devices/pci0000:00/0000:00:04.0", "/devices/virtual/bdi/8:"))}
+              if p.startswith(("/devices/pci0000:00/0000:00:04.0", "/devices/virtual/bdi/8:", "/devices/virtual/mem/kmsg"))}
     assert list(ours) == list(theirs)
     for path, lines in theirs.items():
         expected = comparable(lines)

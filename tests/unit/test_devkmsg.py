@@ -134,4 +134,5 @@ def test_chr_dev_init_adds_the_mem_class_and_its_kmsg_node() -> None:
     kobj = k.sysfs.root.lookup("devices/virtual/mem/kmsg")
     assert kobj is not None and kobj.children["dev"].read() == b"1:11\n"
     assert k.sysfs.root.lookup("class/mem/kmsg") is not None
-    assert seen == [("add", "char", dev)] and dev.devt == (1, 11) and dev.devnode_mode == 0o644
+    assert seen == [("add", "char", dev)] and dev.devt == (1, 11)
+    assert "DEVMODE=0644\n" in dev.dev.uevent_text()

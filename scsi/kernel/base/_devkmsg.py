@@ -140,12 +140,11 @@ class DevKmsgFile:
 
 @dataclass(eq=False)
 class KmsgDevice:
-    """The mem class's kmsg device: what devfs gets for /dev/kmsg (.name, .devt, its mode)."""
+    """The mem class's kmsg device: what devfs gets for /dev/kmsg (.name, .devt; its mode on .dev)."""
 
     dev: Device
     name: str = "kmsg"
     devt: tuple[int, int] = (MEM_MAJOR, KMSG_MINOR)
-    devnode_mode: int = KMSG_MODE
 
 
 def devkmsg_open(kernel: Any) -> Any:
@@ -165,7 +164,7 @@ def chr_dev_init(kernel: Any) -> KmsgDevice:
     kernel.chrdev_majors[MEM_MAJOR] = "mem"
     kernel.chrdevs[MEM_MAJOR] = devkmsg_open(kernel)
     cls = kernel.sysfs.class_register("mem")
-    dev = device_add(Device(name="kmsg", cls=cls, devt=(MEM_MAJOR, KMSG_MINOR)))
+    dev = device_add(Device(name="kmsg", cls=cls, devt=(MEM_MAJOR, KMSG_MINOR), devnode_mode=KMSG_MODE))
     kmsg = KmsgDevice(dev)
     kernel.devnode_event("add", "char", kmsg)
     return kmsg

@@ -118,6 +118,7 @@ class Device:
     """struct device: what device_add() needs to place a device in the tree.
 
     ``devtype`` is DEVTYPE= in uevent; ``devnode`` overrides DEVNAME (bsg/H:C:T:L);
+    ``devnode_mode`` is the mode its class's devnode() gives the node (DEVMODE=, devtmpfs's mode);
     ``uevent_extra`` returns more KEY=value lines (MODALIAS, DISKSEQ, PARTN ...), added after
     DRIVER= as the kernel's dev_uevent() orders them.
     """
@@ -129,6 +130,7 @@ class Device:
     devt: tuple[int, int] | None = None
     devtype: str | None = None
     devnode: str | None = None
+    devnode_mode: int | None = None
     uevent_extra: UeventFn | None = None
     driver: Driver | None = None
     parent_dir: Dir | None = None  # where the device lives when it has no parent Device
@@ -147,6 +149,8 @@ class Device:
         lines: list[str] = []
         if self.devt is not None:
             lines += [f"MAJOR={self.devt[0]}", f"MINOR={self.devt[1]}", f"DEVNAME={self.devnode or self.name}"]
+            if self.devnode_mode:
+                lines.append(f"DEVMODE={self.devnode_mode & 0o777:#o}".replace("0o", "0"))
         if self.devtype:
             lines.append(f"DEVTYPE={self.devtype}")
         if self.driver is not None:
