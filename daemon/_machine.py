@@ -32,6 +32,7 @@ from vscsifs.scsi.kernel.base._devkmsg import chr_dev_init
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import KernLevel, Kmsg
 from vscsifs.scsi.kernel.block import genhd_device_init
+from vscsifs.scsi.kernel.block._disk_events import disk_events_init
 from vscsifs.scsi.kernel.block._blkdev_file import blkdev_file_open
 from vscsifs.scsi.kernel._scsi_sysctl import scsi_init_sysctl
 from vscsifs.virtio import GuestMemory
@@ -71,6 +72,7 @@ class Machine:
         k = self.kernel
         chr_dev_init(k)
         genhd_device_init(k)
+        disk_events_init(k)
         bsg_init(k)
         scsi_sysfs_register(k)
         scsi_init_sysctl(k)

@@ -84,6 +84,8 @@ class Kernel:
     # the async domain (kernel/async.c): trio nursery the driver side schedules work into,
     # set by whoever runs the machine (async_schedule / async_synchronize_full)
     nursery: Any = None
+    # block/disk-events.c's poll settings (the block layer's DiskEventsPoll, once initialised)
+    disk_events_poll: Any = None
     params: dict[str, str] = field(default_factory=dict)
     # callbacks other layers register to hear about new/removed block and char devices
     # (fs/devfs creates and drops /dev nodes from these)

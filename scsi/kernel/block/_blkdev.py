@@ -162,6 +162,9 @@ class Gendisk:
         if not (self.fops.check_events and self.events):
             raise SysfsError(errno.ENODEV, "the disk has no events to poll")
         self.events_poll_msecs = v
+        poll = self.kernel.disk_events_poll
+        if poll is not None:
+            poll.settings_changed()         # disk_events_poll_msecs_store re-queues the work
 
     def all_bdevs(self) -> list[BlockDevice]:
         return [self.part0] + [self.parts[n] for n in sorted(self.parts)]
