@@ -39,6 +39,9 @@ class LogShift(IntEnum):
     IOCTL = 27
 
 
+# read per command: an Enum class attribute costs ~10x a global in CPython 3.11 (EnumType.__getattr__)
+_MLQUEUE = LogShift.MLQUEUE
+
 LOG_BITS = 3
 _LOG_MASK = (1 << LOG_BITS) - 1
 
@@ -259,7 +262,7 @@ def scsi_print_result(cmd: scsi_cmnd, msg: str | None, disposition: int, cmd_age
 def scsi_log_send(cmd: scsi_cmnd) -> None:
     """scsi_log_send(): at MLQUEUE > 1, 'Send: scmd 0x...' and the CDB."""
     kernel = cmd.device.host.kernel
-    if scsi_log_enabled(kernel, LogShift.MLQUEUE, 2):
+    if scsi_log_enabled(kernel, _MLQUEUE, 2):
         scmd_printk(KernLevel.INFO, cmd, f"Send: scmd {fake_pointer(cmd)}")
         scsi_print_command(cmd)
 
