@@ -472,6 +472,9 @@ def _add_cmd(vq: DriverVirtqueue, cmd: VirtioScsiCmd, req_size: int, resp_size: 
     return err
 
 
+_RESP_HDR_ZEROS = bytes(CMD_RESP_HDR.size)   # the response header cleared before each command
+
+
 def virtscsi_queuecommand(shost: Any, sc: scsi_cmnd) -> int:
     """virtscsi_queuecommand(): 0, or SCSI_MLQUEUE_HOST_BUSY when the ring is full."""
     vscsi = shost_priv(shost)
@@ -482,7 +485,7 @@ def virtscsi_queuecommand(shost: Any, sc: scsi_cmnd) -> int:
     cmd.sc = sc
     sc.host_scribble = cmd
     virtio_scsi_init_hdr(cmd.req.view, sc)
-    cmd.resp.view[:CMD_RESP_HDR.size] = bytes(CMD_RESP_HDR.size)
+    cmd.resp.view[:CMD_RESP_HDR.size] = _RESP_HDR_ZEROS
     err = _add_cmd(req_vq.vq, cmd, REQ_SIZE, RESP_SIZE, sc, True)
     if err == _EIO:
         CMD_RESP_HDR.pack_into(cmd.resp.view, 0, 0, 0, 0, 0, VirtioScsiS.BAD_TARGET)

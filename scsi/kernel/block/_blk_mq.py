@@ -421,7 +421,10 @@ async def blk_mq_alloc_request(q: RequestQueue, op: ReqOp, flags: int = 0, *,
         if tag is None:
             raise BlockingIOError(errno.EWOULDBLOCK, "blk_mq_alloc_request: no free tag")
     else:
-        tag = await pool.get()
+        # a free tag is the common case: taken without creating the waiting coroutine
+        tag = pool.try_get()
+        if tag is None:
+            tag = await pool.get()
     rq = _new_request(q, hctx, op, tag, reserved)
     if rq_flags:
         rq.flags |= rq_flags
