@@ -270,8 +270,9 @@ def scsi_log_send(cmd: scsi_cmnd) -> None:
 def scsi_log_completion(cmd: scsi_cmnd, disposition: int) -> None:
     """scsi_log_completion(): result, CDB, sense and (level > 3) the host busy count."""
     kernel = cmd.device.host.kernel
-    if not getattr(kernel, "_scsi_logging_level", None) and not scsi_logging_level_get(kernel):
-        return
+    word = getattr(kernel, "_scsi_logging_level", None)
+    if not (word if word is not None else scsi_logging_level_get(kernel)):
+        return                       # logging off (the cached word is 0): no second lookup per command
     level = scsi_log_level(kernel, LogShift.MLCOMPLETE)
     if (level > 0 and (cmd.result or disposition != SUCCESS)) or level > 1:
         scsi_print_result(cmd, "Done", disposition)
