@@ -31,6 +31,10 @@ so when it could not be.
 6. SG_IO inside `vscsifs exec` (SG_ENTRIES): fio --ioengine=sg 4 KiB random read on /dev/sg1
    beside fio on the LUN's data file, and one SCSI command's round trip (sg_turs's TUR loop)
    beside a 512-byte read of the data file, on one daemon in the same run.
+7. Instructions (opt-in: ``--only instructions``, needs valgrind): CPU instructions the
+   emulation executes per emulated 4 KiB read and per LUN scanned at boot, counted by cachegrind
+   on every build, in-process. Unlike seconds they do not move with the load of a shared
+   machine, so a change to the hot paths can be judged against a baseline measured elsewhere.
 
 Needs root (FUSE with allow_other/dev, loop devices, taskset, mknod in tmpfs), fio, lsscsi,
 lsblk. Writes a JSON file and regenerates BENCH.md (full mode: bench/results.json and
@@ -681,6 +685,70 @@ def inprocess(qemu: list[str], n: int, cpu: int, build: str, profile: bool, roun
     return data
 
 
+
+# ---- 7. instructions ---------------------------------------------------------------------
+
+INSTR = r"""
+import sys, trio
+sys.argv = ["x"]
+from vscsifs.daemon import _compiled
+_compiled.install()
+from vscsifs.daemon._cli import build_config, parse_run_args
+from vscsifs.daemon._machine import Machine
+from vscsifs.scsi.kernel.block import bdev_read
+async def main():
+    cfg, _ = build_config(parse_run_args(["--mount", "/nonexistent", "--quiet", *%(qemu)r]))
+    m = Machine.create(cfg, console=None)
+    async with trio.open_nursery() as nursery:
+        await m.boot(nursery)
+        bd = {b.name: b for b in m.kernel.block_devices}["sda"]
+        for i in range(%(reads)d):
+            await bdev_read(bd, ((i * 7919) %% 4096) << 12, 4096)
+        nursery.cancel_scope.cancel()
+trio.run(main)
+"""
+
+
+def instructions(qemu: list[str], reads: int, build: str) -> int:
+    """Instructions (cachegrind ``I refs``) of INSTR: a machine over ``qemu`` booted in-process,
+    then ``reads`` 4 KiB reads of sda."""
+    out = subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+                          sys.executable, "-c", INSTR % {"qemu": qemu, "reads": reads}],
+                         capture_output=True, text=True, cwd=REPO, env={**(build_env(build) or os.environ), "PYTHONHASHSEED": "0"})
+    for line in out.stderr.splitlines():
+        if "I" in line and "refs:" in line:
+            return int(line.split("refs:")[1].strip().replace(",", ""))
+    raise RuntimeError(f"cachegrind ({BUILD_ENV}={build}) failed:\n{out.stderr[-3000:]}")
+
+
+def instructions_bench(work: str, quick: bool, builds: list[str]) -> dict[str, Any]:
+    """Per build: instructions per 4 KiB read ((N reads - 0 reads) / N on a 16 MiB disk) and per
+    LUN scanned ((T x L LUNs - 1 LUN) / (T x L - 1), boot only), each the difference of two
+    in-process runs, so interpreter start, imports and the boot of the first disk cancel out."""
+    if shutil.which("valgrind") is None:
+        print("  valgrind missing: no instruction counts", flush=True)
+        return {"skipped": "valgrind missing"}
+    data = os.path.join(work, "instr-data")
+    os.makedirs(data, exist_ok=True)
+    img = os.path.join(data, "one.img")
+    with open(img, "wb") as f:
+        f.truncate(16 * MiB)
+    one = ["-device", "virtio-scsi-pci,id=scsi0,num_queues=2", "-device",
+           "scsi-hd,drive=d0,bus=scsi0.0,channel=0,scsi-id=0,lun=0", "-drive", f"file={img},if=none,id=d0,format=raw"]
+    targets, luns = (2, 8) if quick else (4, 16)
+    many = big_config(work, f"instr{targets}x{luns}", targets, luns)
+    reads = 200 if quick else 2000
+    out: dict[str, Any] = {"reads": reads, "luns": targets * luns}
+    for build in builds:
+        base = instructions(one, 0, build)
+        per_read = (instructions(one, reads, build) - base) / reads
+        per_lun = (instructions(many, 0, build) - base) / (targets * luns - 1)
+        out[build] = {"per_read": round(per_read), "per_lun": round(per_lun)}
+        print(f"  instructions {build:9} per 4 KiB read {per_read:12,.0f}  per LUN scanned {per_lun:14,.0f}",
+              flush=True)
+    return out
+
+
 def profile_bench(work: str, quick: bool, cpus: list[int], builds: list[str]) -> dict[str, Any]:
     """Where one emulated 4 KiB read spends its time, without FUSE (in-process, cProfile by
     layer, on the pure build: cProfile sees only Python functions, and a compiled module's calls
@@ -1183,6 +1251,15 @@ def render_md(res: dict[str, Any]) -> str:
             what, got = f"{v['what']}: {v['target']}", str(v["value"])
         L.append(f"| {what} | {got} | {'yes' if v.get('met') else 'NO'} |")
     L.append("")
+    ins = res.get("instructions")
+    if ins and "skipped" not in ins:
+        L += ["## Instructions (cachegrind)", "",
+              f"CPU instructions per emulated 4 KiB read ({ins['reads']} reads of sda, in-process, minus a run "
+              f"without them) and per LUN scanned at boot ({ins['luns']} LUNs minus 1); deterministic, so they "
+              "compare across runs and machines where seconds on a shared machine do not.", "",
+              "| build | per 4 KiB read | per LUN scanned |", "|---|---:|---:|"]
+        L += [f"| {b} | {e['per_read']:,} | {e['per_lun']:,} |" for b, e in ins.items() if isinstance(e, dict)]
+        L.append("")
     pr = res.get("profile")
     if pr:
         L += ["## Profile: where an emulated 4 KiB read goes", "",
@@ -1236,7 +1313,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="JSON output (default bench/results.json; --quick: WORKDIR/results.json)")
     ap.add_argument("--md", help="BENCH.md output (default bench/BENCH.md; --quick: WORKDIR/BENCH.md)")
     ap.add_argument("--workdir", help="scratch directory (default: a new one under /var/tmp)")
-    ap.add_argument("--only", default="io,start,browse,profile,vhost,sgio", help="comma-separated parts")
+    ap.add_argument("--only", default="io,start,browse,profile,vhost,sgio",
+                    help="comma-separated parts (instructions: opt-in, needs valgrind)")
     ap.add_argument("--notes", help="a file whose text becomes BENCH.md's Notes section")
     ap.add_argument("--render", metavar="JSON", help="only regenerate --md from an earlier results file")
     ap.add_argument("--builds", default="pure,compiled",
@@ -1265,7 +1343,7 @@ def main(argv: list[str] | None = None) -> int:
     if "sgio" in parts and shutil.which("sg_turs") is None:
         print("bench: sg_turs is missing (sg3-utils; bash bootstrap.sh installs it)", file=sys.stderr)
         return 1
-    unknown = parts - {"io", "start", "browse", "profile", "vhost", "sgio"}
+    unknown = parts - {"io", "start", "browse", "profile", "vhost", "sgio", "instructions"}
     if unknown:
         print(f"bench: unknown part(s) {sorted(unknown)}", file=sys.stderr)
         return 2
@@ -1314,6 +1392,9 @@ def main(argv: list[str] | None = None) -> int:
         if "sgio" in parts:
             print("6. SG_IO inside vscsifs exec", flush=True)
             res["sgio"] = sgio_bench(work, ns.quick, cpus)
+        if "instructions" in parts:
+            print("7. instructions", flush=True)
+            res["instructions"] = instructions_bench(work, ns.quick, builds)
     finally:
         for name in os.listdir(work):
             p = os.path.join(work, name)

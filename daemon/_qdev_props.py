@@ -20,6 +20,8 @@ from vscsifs.daemon._config import ConfigError, ControllerConfig
 
 def split_opts(text: str) -> list[str]:
     """QemuOpts splitting: ',' separates, ',,' is a literal comma."""
+    if ",," not in text:
+        return text.split(",")     # the usual option string, in C (a 4096-disk command line has 8192)
     parts, cur, i = [], [], 0
     while i < len(text):
         ch = text[i]

@@ -151,12 +151,12 @@ class DriverVirtqueue:
             i = 0
             n = 0
             for sg in out_sgs:
-                a, ln = _sg(sg)
+                a, ln = sg if sg.__class__ is tuple else _sg(sg)   # (addr, len): no call
                 n += 1
                 _pack_desc(buf, table + 16 * i, a, ln, _NEXT if n < total else 0, i + 1)
                 i += 1
             for sg in in_sgs:
-                a, ln = _sg(sg)
+                a, ln = sg if sg.__class__ is tuple else _sg(sg)   # (addr, len): no call
                 n += 1
                 _pack_desc(buf, table + 16 * i, a, ln, _WRITE | (_NEXT if n < total else 0), i + 1)
                 i += 1
@@ -168,12 +168,12 @@ class DriverVirtqueue:
             n = 0
             prev = head
             for sg in out_sgs:
-                a, ln = _sg(sg)
+                a, ln = sg if sg.__class__ is tuple else _sg(sg)   # (addr, len): no call
                 n += 1
                 _pack_desc(buf, table + 16 * i, a, ln, _NEXT if n < total else 0, nxt[i])
                 prev, i = i, nxt[i]
             for sg in in_sgs:
-                a, ln = _sg(sg)
+                a, ln = sg if sg.__class__ is tuple else _sg(sg)   # (addr, len): no call
                 n += 1
                 _pack_desc(buf, table + 16 * i, a, ln, _WRITE | (_NEXT if n < total else 0), nxt[i])
                 prev, i = i, nxt[i]

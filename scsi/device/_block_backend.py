@@ -74,7 +74,7 @@ def iov_truncate(bufs: Sequence[memoryview], length: int | None = None) -> list[
     """The first ``length`` bytes (all when None) of a scatter list, as flat byte views."""
     out: list[memoryview] = []
     if length is None:
-        length = sum(b.nbytes for b in bufs)
+        length = sum([b.nbytes for b in bufs])
     for b in bufs:
         if length <= 0:
             break
@@ -155,7 +155,7 @@ class BlockBackend:
     def preadv(self, bufs: Sequence[memoryview], offset: int) -> int:
         """Fill ``bufs`` from ``offset``; bytes past the end of the file read as zeroes."""
         views = iov_truncate(bufs)
-        total = sum(len(v) for v in views)
+        total = sum(map(len, views))      # flat byte views: len is nbytes
         self._check_range(offset, total)
         done = 0
         while views:
@@ -166,6 +166,8 @@ class BlockBackend:
                 done = total
                 break
             done += n
+            if done == total:             # the usual single call: nothing left to skip to
+                break
             views = _iov_skip(views, n)
         return done
 
@@ -174,7 +176,7 @@ class BlockBackend:
         if self.readonly:
             raise OSError(errno.EACCES, "read-only drive")
         views = iov_truncate(bufs)
-        total = sum(len(v) for v in views)
+        total = sum(map(len, views))      # flat byte views: len is nbytes
         self._check_range(offset, total)
         done = 0
         while views:

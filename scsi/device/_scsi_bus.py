@@ -26,6 +26,16 @@ from vscsifs.scsi.device._sense import (
     scsi_convert_sense,
 )
 
+# enum members read per command: an Enum class attribute costs ~10x a global in CPython 3.11
+# (EnumType.__getattr__ takes such loads off the attribute fast path)
+_UNIT_ATTENTION = SenseKey.UNIT_ATTENTION
+_GOOD = SamStatus.GOOD
+_REPORT_LUNS = Op.REPORT_LUNS
+_REQUEST_SENSE = Op.REQUEST_SENSE
+_INQUIRY = Op.INQUIRY
+_GET_CONFIGURATION = Op.GET_CONFIGURATION
+_GET_EVENT_STATUS_NOTIFICATION = Op.GET_EVENT_STATUS_NOTIFICATION
+
 INT32_MAX = 0x7FFFFFFF
 SCSI_INQUIRY_LEN = 36
 QEMU_HW_VERSION = "2.5+"  # qemu_hw_version() of every QEMU >= 2.5 machine type
@@ -65,7 +75,7 @@ class Completion(NamedTuple):
     xfer: int = 0
 
 
-GOOD = Completion(SamStatus.GOOD)
+GOOD = Completion(_GOOD)
 
 
 class CheckCondition(Exception):
@@ -84,7 +94,7 @@ def check_condition(sense: SCSISense) -> Completion:
 
 def _ua_precedence(sense: SCSISense) -> int:
     """scsi_ua_precedence: lower wins when two unit attentions compete."""
-    if sense.key != SenseKey.UNIT_ATTENTION:
+    if sense.key != _UNIT_ATTENTION:
         return 1 << 31
     asc, ascq = sense.asc, sense.ascq
     if asc == 0x29 and ascq == 0x04:
@@ -124,7 +134,7 @@ class SCSIDevice:
 
     def set_ua(self, sense: SCSISense) -> None:
         """scsi_device_set_ua: keep the more important of two unit attentions."""
-        if sense.key != SenseKey.UNIT_ATTENTION:
+        if sense.key != _UNIT_ATTENTION:
             return
         if _ua_precedence(sense) < _ua_precedence(self.unit_attention):
             self.unit_attention = sense
@@ -169,13 +179,13 @@ def scsi_req_execute(bus: SCSIBus | None, dev: SCSIDevice, lun: int, cdb: bytes,
     else:
         op = cdb[0]
         bus_ua = bus.unit_attention if bus is not None else SenseCode.NO_SENSE
-        if ((dev.unit_attention.key == SenseKey.UNIT_ATTENTION
-             or bus_ua.key == SenseKey.UNIT_ATTENTION)
-                and op not in (Op.INQUIRY, Op.REPORT_LUNS, Op.GET_CONFIGURATION,
-                               Op.GET_EVENT_STATUS_NOTIFICATION)
-                and not (op == Op.REQUEST_SENSE and dev.sense_is_ua)):
+        if ((dev.unit_attention.key == _UNIT_ATTENTION
+             or bus_ua.key == _UNIT_ATTENTION)
+                and op not in (_INQUIRY, _REPORT_LUNS, _GET_CONFIGURATION,
+                               _GET_EVENT_STATUS_NOTIFICATION)
+                and not (op == _REQUEST_SENSE and dev.sense_is_ua)):
             route = "ua"
-        elif lun != dev.lun or op == Op.REPORT_LUNS or (op == Op.REQUEST_SENSE and dev.sense):
+        elif lun != dev.lun or op == _REPORT_LUNS or (op == _REQUEST_SENSE and dev.sense):
             route = "target"
         else:
             route = "device"
@@ -186,7 +196,7 @@ def scsi_req_execute(bus: SCSIBus | None, dev: SCSIDevice, lun: int, cdb: bytes,
             done = check_condition(SenseCode.INVALID_FIELD)
         elif route == "ua":
             # scsi_fetch_unit_attention_sense: consumed as soon as the request exists
-            if dev.unit_attention.key == SenseKey.UNIT_ATTENTION:
+            if dev.unit_attention.key == _UNIT_ATTENTION:
                 ua, dev.unit_attention = dev.unit_attention, SenseCode.NO_SENSE
             else:
                 assert bus is not None
@@ -206,7 +216,7 @@ def scsi_req_execute(bus: SCSIBus | None, dev: SCSIDevice, lun: int, cdb: bytes,
 def _req_complete(dev: SCSIDevice, done: Completion, is_ua: bool) -> SCSIResult:
     """scsi_req_complete + scsi_req_get_sense (virtio-scsi fetches sense on non-GOOD status)."""
     status = int(done.status)
-    sense = b"" if status == SamStatus.GOOD or done.sense is None else scsi_build_sense(done.sense)
+    sense = b"" if status == _GOOD or done.sense is None else scsi_build_sense(done.sense)
     if sense:
         dev.sense = sense
         dev.sense_is_ua = is_ua
@@ -214,7 +224,7 @@ def _req_complete(dev: SCSIDevice, done: Completion, is_ua: bool) -> SCSIResult:
         dev.sense = b""
         dev.sense_is_ua = False
     autosense = b""
-    if status != SamStatus.GOOD and sense:
+    if status != _GOOD and sense:
         autosense = scsi_convert_sense(sense, SCSI_SENSE_BUF_SIZE, True)
         if dev.sense_is_ua:
             dev.unit_attention_reported()
@@ -235,10 +245,10 @@ def _target_send_command(bus: SCSIBus | None, dev: SCSIDevice, lun: int, cmd: SC
     """scsi_target_send_command: REPORT LUNS, INQUIRY/REQUEST SENSE to a missing LUN."""
     buf = cmd.buf
     op = buf[0]
-    if lun != 0 and op not in (Op.INQUIRY, Op.REQUEST_SENSE):
+    if lun != 0 and op not in (_INQUIRY, _REQUEST_SENSE):
         return check_condition(SenseCode.LUN_NOT_SUPPORTED)
     data: bytes
-    if op == Op.REPORT_LUNS:
+    if op == _REPORT_LUNS:
         if cmd.xfer < 16 or buf[2] > 2:
             return check_condition(SenseCode.INVALID_FIELD)
         luns = [0]
@@ -253,12 +263,12 @@ def _target_send_command(bus: SCSIBus | None, dev: SCSIDevice, lun: int, cmd: SC
             bus.clear_reported_luns_changed(dev)
         elif dev.unit_attention == SenseCode.REPORTED_LUNS_CHANGED:
             dev.unit_attention = SenseCode.NO_SENSE
-    elif op == Op.INQUIRY:
+    elif op == _INQUIRY:
         inq = _target_inquiry(lun, cmd)
         if inq is None:
             return check_condition(SenseCode.INVALID_FIELD)
         data = inq
-    elif op == Op.REQUEST_SENSE:
+    elif op == _REQUEST_SENSE:
         fixed = buf[1] & 1 == 0
         if lun != 0:
             data = scsi_build_sense_buf(cmd.xfer, SenseCode.LUN_NOT_SUPPORTED, fixed)
@@ -272,7 +282,7 @@ def _target_send_command(bus: SCSIBus | None, dev: SCSIDevice, lun: int, cmd: SC
         data = b""
     else:
         return check_condition(SenseCode.INVALID_OPCODE)
-    return Completion(SamStatus.GOOD, None, iov_from_buf(data_in, data) if data else 0)
+    return Completion(_GOOD, None, iov_from_buf(data_in, data) if data else 0)
 
 
 def _target_inquiry(lun: int, cmd: SCSICommand) -> bytes | None:
@@ -383,17 +393,17 @@ class SCSIBus:
 
     def set_ua(self, sense: SCSISense) -> None:
         """scsi_bus_set_ua (virtio-scsi uses it for REPORTED LUNS DATA HAS CHANGED)."""
-        if sense.key != SenseKey.UNIT_ATTENTION:
+        if sense.key != _UNIT_ATTENTION:
             return
         if _ua_precedence(sense) < _ua_precedence(self.unit_attention):
             self.unit_attention = sense
 
     def clear_reported_luns_changed(self, dev: SCSIDevice) -> None:
         """scsi_clear_reported_luns_changed, after a REPORT LUNS."""
-        if dev.unit_attention.key == SenseKey.UNIT_ATTENTION:
+        if dev.unit_attention.key == _UNIT_ATTENTION:
             if dev.unit_attention[1:] == SenseCode.REPORTED_LUNS_CHANGED[1:]:
                 dev.unit_attention = SenseCode.NO_SENSE
-        elif self.unit_attention.key == SenseKey.UNIT_ATTENTION:
+        elif self.unit_attention.key == _UNIT_ATTENTION:
             if self.unit_attention[1:] == SenseCode.REPORTED_LUNS_CHANGED[1:]:
                 self.unit_attention = SenseCode.NO_SENSE
 

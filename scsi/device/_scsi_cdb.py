@@ -215,12 +215,18 @@ def scsi_req_xfer(buf: bytes, dev_type: int, blocksize: int) -> int:
 def scsi_cmd_xfer_mode(buf: bytes, xfer: int) -> XferMode:
     """scsi_cmd_xfer_mode: data direction of a parsed CDB."""
     if not xfer:
-        return XferMode.SCSI_XFER_NONE
+        return _XFER_NONE
     if buf[0] in _ATA:
-        return XferMode.SCSI_XFER_FROM_DEV if buf[2] & 8 else XferMode.SCSI_XFER_TO_DEV
+        return _XFER_FROM_DEV if buf[2] & 8 else _XFER_TO_DEV
     if buf[0] in _TO_DEV:
-        return XferMode.SCSI_XFER_TO_DEV
-    return XferMode.SCSI_XFER_FROM_DEV
+        return _XFER_TO_DEV
+    return _XFER_FROM_DEV
+
+
+# read per command: an Enum class attribute costs ~10x a global in CPython 3.11 (EnumType.__getattr__)
+_XFER_NONE = XferMode.SCSI_XFER_NONE
+_XFER_FROM_DEV = XferMode.SCSI_XFER_FROM_DEV
+_XFER_TO_DEV = XferMode.SCSI_XFER_TO_DEV
 
 
 def scsi_req_parse_cdb(cdb: bytes, *, dev_type: int = ScsiType.TYPE_DISK,

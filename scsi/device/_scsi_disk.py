@@ -31,6 +31,11 @@ from vscsifs.scsi.device._scsi_cdb import SCSICommand, XferMode, scsi_data_cdb_x
 from vscsifs.scsi.device._scsi_disk_pages import BDRV_SECTOR_SIZE, INT_MAX, UINT32_MAX, SCSIDiskPages
 from vscsifs.scsi.device._sense import SenseCode, scsi_build_sense_buf, scsi_sense_from_errno
 
+# enum members read per command: an Enum class attribute costs ~10x a global in CPython 3.11
+# (EnumType.__getattr__ takes such loads off the attribute fast path)
+_GOOD = SamStatus.GOOD
+_SCSI_XFER_TO_DEV = XferMode.SCSI_XFER_TO_DEV
+
 KiB = 1024
 GiB = 1024 * 1024 * 1024
 SCSI_WRITE_SAME_MAX = 512 * KiB
@@ -219,15 +224,15 @@ class SCSIDiskDevice(SCSIDiskPages):
         length = cmd.xfer  # MIN(r->buflen, xfer): buflen >= xfer by construction
         if length == 0:
             return GOOD
-        if cmd.mode == XferMode.SCSI_XFER_TO_DEV:
+        if cmd.mode == _SCSI_XFER_TO_DEV:
             data = iov_to_buf(data_out, length)
             moved = len(data)
             data = data + bytes(length - len(data))
             assert writer is not None
             done = writer(self, cmd, data)
-            return done._replace(xfer=moved) if done.status == SamStatus.GOOD else done
+            return done._replace(xfer=moved) if done.status == _GOOD else done
         moved = iov_from_buf(data_in, memoryview(outbuf)[:length])
-        return Completion(SamStatus.GOOD, None, moved)
+        return Completion(_GOOD, None, moved)
 
     # -- emulate: data-in commands --------------------------------------------------------------
 
@@ -433,7 +438,7 @@ class SCSIDiskDevice(SCSIDiskPages):
                 moved = blk.preadv(views, offset) if views else 0
         except OSError as e:
             return _io_error(e)
-        return Completion(SamStatus.GOOD, None, moved)
+        return Completion(_GOOD, None, moved)
 
 
 

@@ -41,6 +41,23 @@ from vscsifs.scsi.kernel._scsi_types import (SCSI_DEFAULT_VPD_LEN, SCSI_QUEUE_DE
                                             SCSI_VPD_LIST_SIZE, HostState, scsi_device, ScsiLevel, Scsi_Host, SdevState,
                                             scsi_device_unbusy)
 
+# enum members read per command: an Enum class attribute costs ~10x a global in CPython 3.11
+# (EnumType.__getattr__ takes such loads off the attribute fast path)
+_SDEV_RUNNING = SdevState.SDEV_RUNNING
+_SDEV_CREATED = SdevState.SDEV_CREATED
+_SHOST_RECOVERY = HostState.SHOST_RECOVERY
+_SHOST_CANCEL_RECOVERY = HostState.SHOST_CANCEL_RECOVERY
+_SHOST_DEL_RECOVERY = HostState.SHOST_DEL_RECOVERY
+_SHOST_DEL = HostState.SHOST_DEL
+_BLK_STS_OK = BlkStatus.BLK_STS_OK
+_DMA_TO_DEVICE = DmaDirection.DMA_TO_DEVICE
+_DMA_FROM_DEVICE = DmaDirection.DMA_FROM_DEVICE
+_DMA_NONE = DmaDirection.DMA_NONE
+_REQ_OP_DRV_IN = ReqOp.REQ_OP_DRV_IN
+_REQ_OP_DRV_OUT = ReqOp.REQ_OP_DRV_OUT
+_MLCOMPLETE = LogShift.MLCOMPLETE
+_HLCOMPLETE = LogShift.HLCOMPLETE
+_INQUIRY = ScsiOpcode.INQUIRY
 
 
 def scsi_change_queue_depth(sdev: scsi_device, depth: int) -> int:
@@ -103,12 +120,12 @@ async def scsi_execute_cmd(sdev: scsi_device, cmd: bytes, direction: DmaDirectio
         data_out = data
     if not cmd or len(cmd) > 32:
         raise ValueError(f"scsi_execute_cmd: bad CDB length {len(cmd)}")
-    if direction == DmaDirection.DMA_TO_DEVICE and data_out is not None:
+    if direction == _DMA_TO_DEVICE and data_out is not None:
         buflen = buflen or len(data_out)
     if buflen < 0:
         raise ValueError(f"scsi_execute_cmd: negative buffer length {buflen}")
     kernel = sdev.host.kernel
-    op = ReqOp.REQ_OP_DRV_OUT if direction == DmaDirection.DMA_TO_DEVICE else ReqOp.REQ_OP_DRV_IN
+    op = _REQ_OP_DRV_OUT if direction == _DMA_TO_DEVICE else _REQ_OP_DRV_IN
     rq: Request = await blk_mq_alloc_request(sdev.request_queue, op, req_flags)
     buf = None
     try:
@@ -128,7 +145,7 @@ async def scsi_execute_cmd(sdev: scsi_device, cmd: bytes, direction: DmaDirectio
         scmd: scsi_cmnd = rq.pdu
         resid = scmd.resid if 0 < scmd.resid <= buflen else 0
         data = b""
-        if buf is not None and direction == DmaDirection.DMA_FROM_DEVICE:
+        if buf is not None and direction == _DMA_FROM_DEVICE:
             data = bytes(buf.view[:buflen - resid])
         sense = bytes(rq.sense)
         return ExecResult(scmd.result, data, sense, resid)
@@ -188,8 +205,8 @@ def scsi_mq_put_budget(q: Any) -> None:
 def _state_check(sdev: scsi_device, rq: Request) -> BlkStatus:
     """scsi_device_state_check()"""
     st = sdev.sdev_state
-    if st in (SdevState.SDEV_CREATED, SdevState.SDEV_RUNNING):
-        return BlkStatus.BLK_STS_OK
+    if st in (_SDEV_CREATED, _SDEV_RUNNING):
+        return _BLK_STS_OK
     if st in (SdevState.SDEV_OFFLINE, SdevState.SDEV_TRANSPORT_OFFLINE):
         if not sdev.offline_already:
             sdev.offline_already = True
@@ -201,9 +218,9 @@ def _state_check(sdev: scsi_device, rq: Request) -> BlkStatus:
     if st in (SdevState.SDEV_BLOCK, SdevState.SDEV_CREATED_BLOCK):
         return BlkStatus.BLK_STS_RESOURCE
     if st == SdevState.SDEV_QUIESCE:
-        return BlkStatus.BLK_STS_OK if rq.flags & ReqFlag.RQF_PM else BlkStatus.BLK_STS_RESOURCE
+        return _BLK_STS_OK if rq.flags & ReqFlag.RQF_PM else BlkStatus.BLK_STS_RESOURCE
     # SDEV_CANCEL: only power-management requests (sd's final SYNCHRONIZE CACHE)
-    return BlkStatus.BLK_STS_OK if rq.flags & ReqFlag.RQF_PM else BlkStatus.BLK_STS_IOERR
+    return _BLK_STS_OK if rq.flags & ReqFlag.RQF_PM else BlkStatus.BLK_STS_IOERR
 
 
 def _scsi_mq_done(cmd: scsi_cmnd) -> None:
@@ -234,13 +251,13 @@ def scsi_prepare_cmd(rq: Request, cmd: scsi_cmnd) -> BlkStatus:
         cmd.cmnd = rq.cmd
         cmd.allowed = rq.retries
         if rq.nr_bytes == 0:
-            cmd.sc_data_direction = DmaDirection.DMA_NONE
-        elif rq.op == ReqOp.REQ_OP_DRV_OUT:
-            cmd.sc_data_direction = DmaDirection.DMA_TO_DEVICE
+            cmd.sc_data_direction = _DMA_NONE
+        elif rq.op == _REQ_OP_DRV_OUT:
+            cmd.sc_data_direction = _DMA_TO_DEVICE
         else:
-            cmd.sc_data_direction = DmaDirection.DMA_FROM_DEVICE
-        return BlkStatus.BLK_STS_OK
-    cmd.sc_data_direction = DmaDirection.DMA_TO_DEVICE if rq.is_write else DmaDirection.DMA_FROM_DEVICE
+            cmd.sc_data_direction = _DMA_FROM_DEVICE
+        return _BLK_STS_OK
+    cmd.sc_data_direction = _DMA_TO_DEVICE if rq.is_write else _DMA_FROM_DEVICE
     drv = sdev.driver_ops
     if drv is None or drv.init_command is None:
         return BlkStatus.BLK_STS_IOERR
@@ -283,9 +300,9 @@ def scsi_queue_rq(hctx: Any, rq: Request, last: bool) -> BlkStatus:
     failure gives back what was taken (out_put_budget)."""
     sdev: scsi_device = rq.q.queuedata
     shost = sdev.host
-    if sdev.sdev_state != SdevState.SDEV_RUNNING:
+    if sdev.sdev_state != _SDEV_RUNNING:
         ret = _state_check(sdev, rq)
-        if ret != BlkStatus.BLK_STS_OK:
+        if ret != _BLK_STS_OK:
             scsi_mq_put_budget(rq.q)
             if ret != BlkStatus.BLK_STS_RESOURCE and rq.pdu is not None:
                 # the request ends here: callers of scsi_execute see why
@@ -294,8 +311,8 @@ def scsi_queue_rq(hctx: Any, rq: Request, last: bool) -> BlkStatus:
     starget = sdev.sdev_target
     if (starget.can_queue > 0 and starget.target_busy >= starget.can_queue) or \
             shost.host_busy >= shost.can_queue or shost.host_blocked or \
-            shost.shost_state in (HostState.SHOST_RECOVERY, HostState.SHOST_CANCEL_RECOVERY,
-                                  HostState.SHOST_DEL_RECOVERY):
+            shost.shost_state in (_SHOST_RECOVERY, _SHOST_CANCEL_RECOVERY,
+                                  _SHOST_DEL_RECOVERY):
         scsi_mq_put_budget(rq.q)
         return BlkStatus.BLK_STS_RESOURCE
     if starget.can_queue > 0:
@@ -306,7 +323,7 @@ def scsi_queue_rq(hctx: Any, rq: Request, last: bool) -> BlkStatus:
         cmd = rq.pdu = scsi_cmnd(device=sdev, cmnd=b"")
     if not cmd.dontprep:
         ret = scsi_prepare_cmd(rq, cmd)
-        if ret != BlkStatus.BLK_STS_OK:
+        if ret != _BLK_STS_OK:
             scsi_device_unbusy(sdev)
             return ret
         cmd.dontprep = True
@@ -321,16 +338,16 @@ def scsi_queue_rq(hctx: Any, rq: Request, last: bool) -> BlkStatus:
     blk_mq_start_request(rq)
     scsi_log_send(cmd)
     sdev.iorequest_cnt += 1
-    if shost.shost_state == HostState.SHOST_DEL:
+    if shost.shost_state == _SHOST_DEL:
         cmd.set_host_byte(0x01)  # DID_NO_CONNECT
         scsi_done(rq)
-        return BlkStatus.BLK_STS_OK
+        return _BLK_STS_OK
     rtn = shost.hostt.queuecommand(shost, cmd)
     if rtn:
         # the LLD refused: give the budgets back and let blk-mq retry the dispatch
         scsi_device_unbusy(sdev)
         return BlkStatus.BLK_STS_RESOURCE
-    return BlkStatus.BLK_STS_OK
+    return _BLK_STS_OK
 
 
 def scsi_done(rq: Request) -> None:
@@ -374,7 +391,7 @@ def scsi_finish_command(rq: Request, cmd: scsi_cmnd) -> None:
     scsi_device_unbusy(sdev)
     if sdev.device_blocked:
         sdev.device_blocked = 0
-    if scsi_log_enabled(sdev.host.kernel, LogShift.MLCOMPLETE, 4):
+    if scsi_log_enabled(sdev.host.kernel, _MLCOMPLETE, 4):
         sdev_printk(KernLevel.INFO, sdev,
                     f"Notifying upper driver of completion (result {cmd.result:x})")
     good_bytes = cmd.transfersize
@@ -385,18 +402,21 @@ def scsi_finish_command(rq: Request, cmd: scsi_cmnd) -> None:
     scsi_io_completion(rq, cmd, good_bytes)
 
 
+_BLK_STATUS_BY_ML: dict[int, BlkStatus] = {ScsimlStat.RESV_CONFLICT: BlkStatus.BLK_STS_NEXUS,
+                                           ScsimlStat.NOSPC: BlkStatus.BLK_STS_NOSPC,
+                                           ScsimlStat.MED_ERROR: BlkStatus.BLK_STS_MEDIUM,
+                                           ScsimlStat.TGT_FAILURE: BlkStatus.BLK_STS_TARGET}
+
+
 def scsi_result_to_blk_status(result: int) -> BlkStatus:
     """scsi_lib.c scsi_result_to_blk_status()"""
     ml = scsi_ml_byte(result)
-    by_ml = {ScsimlStat.RESV_CONFLICT: BlkStatus.BLK_STS_NEXUS,
-             ScsimlStat.NOSPC: BlkStatus.BLK_STS_NOSPC,
-             ScsimlStat.MED_ERROR: BlkStatus.BLK_STS_MEDIUM,
-             ScsimlStat.TGT_FAILURE: BlkStatus.BLK_STS_TARGET}
-    if ml in by_ml:
-        return by_ml[ScsimlStat(ml)]
+    by_ml = _BLK_STATUS_BY_ML.get(ml)
+    if by_ml is not None:
+        return by_ml
     hb = (result >> 16) & 0xFF
     if hb == 0:
-        return BlkStatus.BLK_STS_OK if scsi_status_is_good(result) else BlkStatus.BLK_STS_IOERR
+        return _BLK_STS_OK if scsi_status_is_good(result) else BlkStatus.BLK_STS_IOERR
     if hb in (0x0F, 0x14):          # DID_TRANSPORT_FAILFAST, DID_TRANSPORT_MARGINAL
         return BlkStatus.BLK_STS_TRANSPORT
     return BlkStatus.BLK_STS_IOERR
@@ -425,7 +445,7 @@ def scsi_io_completion(rq: Request, cmd: scsi_cmnd, good_bytes: int) -> None:
     """scsi_lib.c scsi_io_completion(): result + sense -> blk_status, partial completion."""
     sdev: scsi_device = cmd.device
     result = cmd.result
-    blk_stat = BlkStatus.BLK_STS_OK
+    blk_stat = _BLK_STS_OK
     sshdr = scsi_normalize_sense(cmd.sense_buffer) if result else None
     if result:
         sense_current = sshdr is None or not sshdr.is_deferred
@@ -444,7 +464,7 @@ def scsi_io_completion(rq: Request, cmd: scsi_cmnd, good_bytes: int) -> None:
             result = 0
     else:
         rq.sense = b""
-    if scsi_log_enabled(sdev.host.kernel, LogShift.HLCOMPLETE, 1):
+    if scsi_log_enabled(sdev.host.kernel, _HLCOMPLETE, 1):
         scmd_printk(KernLevel.INFO, cmd,
                     f"{rq.nr_bytes >> 9 if not rq.is_passthrough else rq.nr_bytes >> 9} sectors total, "
                     f"{good_bytes} bytes done.")
@@ -452,10 +472,10 @@ def scsi_io_completion(rq: Request, cmd: scsi_cmnd, good_bytes: int) -> None:
         # a passthrough request completes whole (its callers see result and sense)
         _end_request(rq, blk_stat)
         return
-    if (rq.nr_bytes > 0 or blk_stat == BlkStatus.BLK_STS_OK) and good_bytes >= rq.nr_bytes:
+    if (rq.nr_bytes > 0 or blk_stat == _BLK_STS_OK) and good_bytes >= rq.nr_bytes:
         _end_request(rq, blk_stat)
         return
-    if result == 0 and blk_stat == BlkStatus.BLK_STS_OK:
+    if result == 0 and blk_stat == _BLK_STS_OK:
         # partial success without error: the kernel completes good_bytes and requeues the
         # rest; the block layer here has no blk_update_request, so the whole request is sent
         # again, a bounded number of times
@@ -526,13 +546,13 @@ def scsi_io_completion_action(rq: Request, cmd: scsi_cmnd, result: int,
             kernel = sdev.host.kernel
             level = 0
             if scsi_logging_level_get(kernel):
-                level = scsi_log_level(kernel, LogShift.MLCOMPLETE)
+                level = scsi_log_level(kernel, _MLCOMPLETE)
             if not level:
                 scsi_print_result(cmd, None, FAILED, scmd_age(cmd))
                 if sshdr is not None:
                     scsi_print_sense(cmd)
                 scsi_print_command(cmd)
-        if blk_stat == BlkStatus.BLK_STS_OK:
+        if blk_stat == _BLK_STS_OK:
             blk_stat = BlkStatus.BLK_STS_IOERR
         _end_request(rq, blk_stat)
         return
@@ -549,7 +569,7 @@ async def scsi_test_unit_ready(sdev: scsi_device, timeout: float = 30.0,
                                retries: int = 3) -> tuple[int, ScsiSenseHdr | None]:
     """scsi_lib.c scsi_test_unit_ready(): TUR, eating unit attentions while retries last."""
     while True:
-        res = await scsi_execute_cmd(sdev, bytes(6), DmaDirection.DMA_NONE, 0,
+        res = await scsi_execute_cmd(sdev, bytes(6), _DMA_NONE, 0,
                                      timeout=timeout, retries=1)
         sshdr = res.sshdr
         is_ua = sshdr is not None and sshdr.valid() and sshdr.sense_key == SenseKey.UNIT_ATTENTION
@@ -606,7 +626,7 @@ async def scsi_mode_sense(sdev: scsi_device, dbd: int, modepage: int, length: in
             cdb[4] = length & 0xFF
             header_length = 4
             cdb_bytes = bytes(cdb[:6])
-        res = await scsi_execute_cmd(sdev, cdb_bytes, DmaDirection.DMA_FROM_DEVICE, length,
+        res = await scsi_execute_cmd(sdev, cdb_bytes, _DMA_FROM_DEVICE, length,
                                      timeout=timeout, retries=retries)
         sshdr = res.sshdr
         buf = res.data.ljust(length, b"\0")
@@ -653,8 +673,8 @@ async def scsi_vpd_inquiry(sdev: scsi_device, page: int, length: int) -> tuple[i
     """scsi.c scsi_vpd_inquiry(): (page length incl. header or -errno, data received)."""
     if length < 4:
         return -errno.EINVAL, b""
-    cdb = bytes([ScsiOpcode.INQUIRY, 1, page, (length >> 8) & 0xFF, length & 0xFF, 0])
-    res = await scsi_execute_cmd(sdev, cdb, DmaDirection.DMA_FROM_DEVICE, length,
+    cdb = bytes([_INQUIRY, 1, page, (length >> 8) & 0xFF, length & 0xFF, 0])
+    res = await scsi_execute_cmd(sdev, cdb, _DMA_FROM_DEVICE, length,
                                  timeout=30.0, retries=3)
     if res.result:
         return -errno.EIO, b""
@@ -750,7 +770,7 @@ async def scsi_report_opcode(sdev: scsi_device, length: int, opcode: int) -> int
     cdb[2] = 1
     cdb[3] = opcode
     cdb[6:10] = request_len.to_bytes(4, "big")
-    res = await scsi_execute_cmd(sdev, bytes(cdb[:12]), DmaDirection.DMA_FROM_DEVICE, request_len,
+    res = await scsi_execute_cmd(sdev, bytes(cdb[:12]), _DMA_FROM_DEVICE, request_len,
                                  timeout=30.0, retries=3)
     sshdr = res.sshdr
     if res.result and sshdr is not None and sshdr.valid() and \

@@ -39,6 +39,9 @@ class LogShift(IntEnum):
     IOCTL = 27
 
 
+# read per command: an Enum class attribute costs ~10x a global in CPython 3.11 (EnumType.__getattr__)
+_MLQUEUE = LogShift.MLQUEUE
+
 LOG_BITS = 3
 _LOG_MASK = (1 << LOG_BITS) - 1
 
@@ -262,7 +265,7 @@ def scsi_print_result(cmd: scsi_cmnd, msg: str | None, disposition: int, cmd_age
 def scsi_log_send(cmd: scsi_cmnd) -> None:
     """scsi_log_send(): at MLQUEUE > 1, 'Send: scmd 0x...' and the CDB."""
     kernel = cmd.device.host.kernel
-    if scsi_log_enabled(kernel, LogShift.MLQUEUE, 2):
+    if scsi_log_enabled(kernel, _MLQUEUE, 2):
         scmd_printk(KernLevel.INFO, cmd, f"Send: scmd {fake_pointer(cmd)}")
         scsi_print_command(cmd)
 
@@ -270,8 +273,9 @@ def scsi_log_send(cmd: scsi_cmnd) -> None:
 def scsi_log_completion(cmd: scsi_cmnd, disposition: int) -> None:
     """scsi_log_completion(): result, CDB, sense and (level > 3) the host busy count."""
     kernel = cmd.device.host.kernel
-    if not getattr(kernel, "_scsi_logging_level", None) and not scsi_logging_level_get(kernel):
-        return
+    word = getattr(kernel, "_scsi_logging_level", None)
+    if not (word if word is not None else scsi_logging_level_get(kernel)):
+        return                       # logging off (the cached word is 0): no second lookup per command
     level = scsi_log_level(kernel, LogShift.MLCOMPLETE)
     if (level > 0 and (cmd.result or disposition != SUCCESS)) or level > 1:
         scsi_print_result(cmd, "Done", disposition)

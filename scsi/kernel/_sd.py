@@ -44,6 +44,21 @@ from vscsifs.scsi.kernel._scsi_logging import (LogShift, scmd_printk, scsi_log_e
                                               sdev_prefix_printk)
 from vscsifs.scsi.kernel._scsi_types import ScsiDriver, SdevState, scsi_device_set_state
 
+# enum members read per I/O: an Enum class attribute costs ~10x a global in CPython 3.11
+# (EnumType.__getattr__ takes such loads off the attribute fast path)
+_CHECK_CONDITION = SamStatus.CHECK_CONDITION
+_DID_OK = HostByte.DID_OK
+_BLK_STS_OK = BlkStatus.BLK_STS_OK
+_WRITE_10 = ScsiOpcode.WRITE_10
+_READ_10 = ScsiOpcode.READ_10
+_REQ_OP_WRITE = ReqOp.REQ_OP_WRITE
+_HLQUEUE = LogShift.HLQUEUE
+_DMA_TO_DEVICE = DmaDirection.DMA_TO_DEVICE
+_DMA_FROM_DEVICE = DmaDirection.DMA_FROM_DEVICE
+_REQ_OP_DISCARD = ReqOp.REQ_OP_DISCARD
+_REQ_OP_WRITE_ZEROES = ReqOp.REQ_OP_WRITE_ZEROES
+_HLCOMPLETE = LogShift.HLCOMPLETE
+
 # --- constants (sd.h, include/scsi/scsi_proto.h, include/linux/major.h) -------------------------
 
 SD_MAJORS = 16
@@ -158,14 +173,14 @@ def _status(result: int) -> int:
 
 
 def _is_check_condition(result: int) -> bool:
-    return result >= 0 and _status(result) == SamStatus.CHECK_CONDITION
+    return result >= 0 and _status(result) == _CHECK_CONDITION
 
 
 def _is_good(result: int) -> bool:
     """scsi_status_is_good(): host byte OK and a good (or condition-met) status."""
     if result < 0:
         return False
-    if (result >> 16) & 0xFF != HostByte.DID_OK:
+    if (result >> 16) & 0xFF != _DID_OK:
         return False
     return _status(result) in (0x00, 0x04, 0x10, 0x14)
 
@@ -1316,7 +1331,7 @@ def _prep(cmd: scsi_cmnd, rq: Any, cdb: bytes | bytearray, direction: DmaDirecti
     cmd.allowed = allowed
     rq.timeout = timeout
     cmd.timeout = timeout
-    return BlkStatus.BLK_STS_OK
+    return _BLK_STS_OK
 
 
 def _rq_blocks(cmd: scsi_cmnd) -> tuple[int, int]:
@@ -1399,7 +1414,7 @@ _RW10 = struct.Struct(">BBIBHB")
 def _rw_cdb(write: bool, lba: int, nr_blocks: int, flags: int, size: int) -> bytes:
     """sd_setup_rw{6,10,16}_cmnd()."""
     if size == 10:   # the common case, packed at once
-        return _RW10.pack(ScsiOpcode.WRITE_10 if write else ScsiOpcode.READ_10, flags,
+        return _RW10.pack(_WRITE_10 if write else _READ_10, flags,
                           lba & 0xFFFFFFFF, 0, nr_blocks & 0xFFFF, 0)   # put_unaligned_be32 truncates
     if size == 16:
         cdb = bytearray(16)
@@ -1441,7 +1456,7 @@ def sd_setup_read_write_cmnd(cmd: scsi_cmnd) -> BlkStatus:
     lba = rq.sector >> shift
     nr_blocks = nr_sectors >> shift
     mask = (1 << shift) - 1
-    write = rq.op == ReqOp.REQ_OP_WRITE
+    write = rq.op == _REQ_OP_WRITE
     if not scsi_device_online(sdp) or _flag(sdp, "changed"):
         _scmd_printk(cmd, KernLevel.ERR, "device offline or changed")
         return BlkStatus.BLK_STS_IOERR
@@ -1469,12 +1484,12 @@ def sd_setup_read_write_cmnd(cmd: scsi_cmnd) -> BlkStatus:
             return BlkStatus.BLK_STS_IOERR
         size = 6
     cdb = _rw_cdb(write, lba, nr_blocks, fua, size)
-    if scsi_log(sdkp.kernel, LogShift.HLQUEUE, 1):
+    if scsi_log(sdkp.kernel, _HLQUEUE, 1):
         _scmd_printk(cmd, KernLevel.INFO, f"sd_setup_read_write_cmnd: block={rq.sector}, count={nr_sectors}")
         if scsi_log(sdkp.kernel, LogShift.HLQUEUE, 2):
             _scmd_printk(cmd, KernLevel.INFO,
                          f"{'writing' if write else 'reading'} {nr_blocks}/{nr_sectors} 512 byte blocks.")
-    return _prep(cmd, rq, cdb, DmaDirection.DMA_TO_DEVICE if write else DmaDirection.DMA_FROM_DEVICE,
+    return _prep(cmd, rq, cdb, _DMA_TO_DEVICE if write else _DMA_FROM_DEVICE,
                  rq.buffer, nr_blocks * sdp.sector_size, sdkp.max_retries, rq.timeout)
 
 
@@ -1545,7 +1560,7 @@ def sd_done(cmd: scsi_cmnd) -> int:
     sector_size = cmd.device.sector_size
     rq = cmd.request
     sdkp = _rq_sdkp(cmd)
-    if rq.op in (ReqOp.REQ_OP_DISCARD, ReqOp.REQ_OP_WRITE_ZEROES):
+    if rq.op in (_REQ_OP_DISCARD, _REQ_OP_WRITE_ZEROES):
         if not result:
             good_bytes = rq.nr_bytes
             cmd.resid = 0
@@ -1565,7 +1580,7 @@ def sd_done(cmd: scsi_cmnd) -> int:
     # the midlayer ends the request right after done(): release the special payload here
     # (scsi_mq_uninit_cmd -> sd_uninit_command); a later uninit_command call is a no-op
     sd_uninit_command(cmd)
-    if scsi_log(sdkp.kernel, LogShift.HLCOMPLETE, 1):
+    if scsi_log(sdkp.kernel, _HLCOMPLETE, 1):
         _scmd_printk(cmd, KernLevel.INFO, f"sd_done: completed {good_bytes} of {_bufflen(cmd)} bytes")
     return good_bytes
 

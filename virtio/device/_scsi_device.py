@@ -25,6 +25,10 @@ from vscsifs.virtio._wire import (CMD_REQ_HDR, CMD_RESP_HDR, CTRL_AN_REQ, CTRL_A
                     VIRTIO_SCSI_T_EVENTS_MISSED, VirtioF, VirtioID, VirtioScsiEvent, VirtioScsiEvtReset,
                     VirtioScsiF, VirtioScsiS, VirtioScsiT, VirtioScsiTmf, VirtioStatus, event_lun, lun_decode)
 
+# enum members read per command: an Enum class attribute costs ~10x a global in CPython 3.11
+# (EnumType.__getattr__ takes such loads off the attribute fast path)
+_OK = VirtioScsiS.OK
+
 VIRTIO_SCSI_MAX_CHANNEL = 0
 VIRTIO_SCSI_MAX_TARGET = 255
 VIRTIO_SCSI_MAX_LUN = 16383
@@ -337,7 +341,7 @@ class VirtIOSCSI(VirtIODevice):
                 _iov_write(r.resp_views, CMD_RESP_HDR.size, sense)
             # nothing moved: the whole transfer is residual
             self._complete(vq, r, CMD_RESP_HDR.pack(len(sense), r.out_size or r.in_size, 0,
-                                                    decision.status, VirtioScsiS.OK))
+                                                    decision.status, _OK))
             return True
         return False
 
@@ -363,13 +367,13 @@ class VirtIOSCSI(VirtIODevice):
         if status == SAM_STAT_GOOD:
             size = r.out_size or r.in_size
             resid = max(size - result.xfer, 0)
-            resp = CMD_RESP_HDR.pack(0, resid, 0, status, VirtioScsiS.OK)
+            resp = CMD_RESP_HDR.pack(0, resid, 0, status, _OK)
         else:
             sense = bytes(result.sense or b"")
             sense_len = min(len(sense), sense_size)
             # sense lands right after the header inside the response area
             _iov_write(r.resp_views, CMD_RESP_HDR.size, sense[:sense_len])
-            resp = CMD_RESP_HDR.pack(sense_len, 0, 0, status, VirtioScsiS.OK)
+            resp = CMD_RESP_HDR.pack(sense_len, 0, 0, status, _OK)
         self._complete(vq, r, resp)
 
     # -- control queue ------------------------------------------------------------------------
@@ -409,7 +413,7 @@ class VirtIOSCSI(VirtIODevice):
             self.error(str(e))
             return
         # QEMU supports no asynchronous notification classes: event_actual 0, response OK
-        self._complete(vq, r, CTRL_AN_RESP.pack(0, VirtioScsiS.OK))
+        self._complete(vq, r, CTRL_AN_RESP.pack(0, _OK))
 
     _ctrl_handlers = {VirtioScsiT.TMF: _ctrl_tmf, VirtioScsiT.AN_QUERY: _ctrl_an,
                       VirtioScsiT.AN_SUBSCRIBE: _ctrl_an}
@@ -469,7 +473,7 @@ class VirtIOSCSI(VirtIODevice):
             elif subtype == VirtioScsiTmf.QUERY_TASK_SET:
                 if any((h.target, h.lun) == (target, lun_id) for h in self.inflight.values()):
                     return VirtioScsiS.FUNCTION_SUCCEEDED
-            return VirtioScsiS.OK
+            return _OK
         if subtype == VirtioScsiTmf.I_T_NEXUS_RESET:
             self.resetting += 1
             try:
@@ -477,7 +481,7 @@ class VirtIOSCSI(VirtIODevice):
             finally:
                 self.resetting -= 1
             self._reset_device(lun[1], None)
-            return VirtioScsiS.OK
+            return _OK
         return VirtioScsiS.FUNCTION_REJECTED   # CLEAR_ACA and unknown subtypes
 
     def _reset_device(self, target: int, lun: int | None) -> None:

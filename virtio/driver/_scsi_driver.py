@@ -47,6 +47,13 @@ from vscsifs.virtio._wire import (CMD_REQ_HDR, CMD_RESP_HDR, CTRL_TMF_REQ, CTRL_
                     VirtioScsiEvent, VirtioScsiEvtReset, VirtioScsiF, VirtioScsiS, VirtioScsiT, VirtioScsiTaskAttr,
                     VirtioScsiTmf, lun_encode, scsi_config_offset)
 
+# enum members read per command: an Enum class attribute costs ~10x a global in CPython 3.11
+# (EnumType.__getattr__ takes such loads off the attribute fast path)
+_DMA_NONE = DmaDirection.DMA_NONE
+_DMA_FROM_DEVICE = DmaDirection.DMA_FROM_DEVICE
+_DMA_TO_DEVICE = DmaDirection.DMA_TO_DEVICE
+_DMA_BIDIRECTIONAL = DmaDirection.DMA_BIDIRECTIONAL
+
 VIRTIO_SCSI_CDB_SIZE = VIRTIO_SCSI_CDB_DEFAULT_SIZE
 VIRTIO_SCSI_SENSE_SIZE = VIRTIO_SCSI_SENSE_DEFAULT_SIZE
 VIRTIO_SCSI_EVENT_LEN = 8
@@ -453,11 +460,11 @@ def _add_cmd(vq: DriverVirtqueue, cmd: VirtioScsiCmd, req_size: int, resp_size: 
     """virtscsi_add_cmd(): [req, data-out] [resp, data-in], then kick if asked."""
     out: list[tuple[int, int]] = [(cmd.req.addr, req_size)]
     inn: list[tuple[int, int]] = [(cmd.resp.addr, resp_size)]
-    if sc is not None and sc.sc_data_direction != DmaDirection.DMA_NONE:
+    if sc is not None and sc.sc_data_direction != _DMA_NONE:
         data = _data_sgs(sc)
-        if sc.sc_data_direction != DmaDirection.DMA_FROM_DEVICE:
+        if sc.sc_data_direction != _DMA_FROM_DEVICE:
             out += data
-        if sc.sc_data_direction != DmaDirection.DMA_TO_DEVICE:
+        if sc.sc_data_direction != _DMA_TO_DEVICE:
             inn += data
     err = vq.add_sgs(out, inn, cmd)
     if not err and kick and vq.kick_prepare():
@@ -465,17 +472,20 @@ def _add_cmd(vq: DriverVirtqueue, cmd: VirtioScsiCmd, req_size: int, resp_size: 
     return err
 
 
+_RESP_HDR_ZEROS = bytes(CMD_RESP_HDR.size)   # the response header cleared before each command
+
+
 def virtscsi_queuecommand(shost: Any, sc: scsi_cmnd) -> int:
     """virtscsi_queuecommand(): 0, or SCSI_MLQUEUE_HOST_BUSY when the ring is full."""
     vscsi = shost_priv(shost)
-    if sc.sc_data_direction == DmaDirection.DMA_BIDIRECTIONAL:
+    if sc.sc_data_direction == _DMA_BIDIRECTIONAL:
         raise ValueError("virtio_scsi: bidirectional commands are not supported (BUG_ON in the kernel)")
     req_vq = virtscsi_pick_vq_mq(vscsi, sc)
     cmd = _get_cmd(vscsi, sc)
     cmd.sc = sc
     sc.host_scribble = cmd
     virtio_scsi_init_hdr(cmd.req.view, sc)
-    cmd.resp.view[:CMD_RESP_HDR.size] = bytes(CMD_RESP_HDR.size)
+    cmd.resp.view[:CMD_RESP_HDR.size] = _RESP_HDR_ZEROS
     err = _add_cmd(req_vq.vq, cmd, REQ_SIZE, RESP_SIZE, sc, True)
     if err == _EIO:
         CMD_RESP_HDR.pack_into(cmd.resp.view, 0, 0, 0, 0, 0, VirtioScsiS.BAD_TARGET)
@@ -690,7 +700,7 @@ async def virtscsi_rescan_hotunplug(vscsi: VirtioScsi) -> None:
     for sdev in sdevs:
         inquiry_len = getattr(sdev, "inquiry_len", 0) or 36
         cdb = bytes((ScsiOpcode.INQUIRY, 0, 0, 0, inquiry_len, 0))
-        res = await maybe_await(ml.scsi_execute_req(sdev, cdb, DmaDirection.DMA_FROM_DEVICE, inquiry_len,
+        res = await maybe_await(ml.scsi_execute_req(sdev, cdb, _DMA_FROM_DEVICE, inquiry_len,
                                                      SD_TIMEOUT, SD_MAX_RETRIES))
         result, data = (res.result, res.data) if hasattr(res, "result") else (res[0], res[1])
         if result == 0 and data and data[0] >> 5:

@@ -87,7 +87,9 @@ class Dir(Node):
         children[node.name] = node
         if isinstance(node, Dir):
             self.ndirs += 1
-        root = self.root()
+        root: Node = self      # self.root(), inline: ~160 adds per LUN while a disk is probed
+        while root.parent is not None:
+            root = root.parent
         if isinstance(root, KernfsRoot) and root.listeners and not root.quiet_adds:
             for listener in root.listeners:
                 listener("add", self, node.name)
