@@ -544,8 +544,9 @@ class HostNodePlaceholder(SpecialFile):
     __slots__ = ()
 
 
-class FixedLink(Link):
-    """A symlink with a fixed text (/dev/fd -> /proc/self/fd)."""
+class TextLink(Link):
+    """A symlink whose text is fixed, not a path to a node of ours: /dev/fd -> /proc/self/fd,
+    udev's links into /dev by name."""
 
     __slots__ = ("text",)
 
@@ -564,7 +565,7 @@ def add_userspace_dev(root: Dir) -> None:
     for name in HOST_DEV_DIRS:
         root.mkdir(name)
     for name, text in DEV_LINKS:
-        root.add(FixedLink(name, text))
+        root.add(TextLink(name, text))
 
 
 class UnavailableCharNode(SpecialFile):

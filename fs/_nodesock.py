@@ -46,7 +46,6 @@ import hashlib
 import logging
 import os
 import socket
-import stat
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -55,6 +54,7 @@ from typing import Any
 
 import trio
 
+from vscsifs.fs._unixserver import accept_loop, bind_unix
 from vscsifs.scsi.kernel.base._fops import POLLIN, Cred, OpenFile
 from vscsifs.scsi.kernel.base._kobject import Node
 
@@ -628,21 +628,7 @@ class NodeSocket:
         return {NODE_XATTR: node_xattr_value(*ident, self.path)}
 
     def bind(self) -> trio.socket.SocketType:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        try:
-            if stat.S_ISSOCK(os.lstat(self.path).st_mode):
-                os.unlink(self.path)          # a dead daemon's socket (the instance lock is ours)
-        except FileNotFoundError:
-            pass
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock._sock.bind(self.path)       # type: ignore[attr-defined]  # synchronous: a local path
-            os.chmod(self.path, 0o666)
-            sock.listen(128)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        return bind_unix(self.path, socket.SOCK_STREAM, 0o666, 128)
 
     async def serve(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Accept connections until cancelled. A socket that cannot be made is logged and the
@@ -655,18 +641,7 @@ class NodeSocket:
             task_status.started(None)
             return
         log.info("node socket: listening on %s", self.path)
-        try:
-            async with trio.open_nursery() as nursery:
-                task_status.started(self.path)
-                while True:
-                    conn, _ = await sock.accept()
-                    nursery.start_soon(self._serve_one, conn)
-        finally:
-            sock.close()
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass
+        await accept_loop(sock, self.path, self._serve_one, task_status)
 
     async def _serve_one(self, sock: trio.socket.SocketType) -> None:
         try:

@@ -19,13 +19,13 @@ import logging
 import math
 import os
 import socket
-import stat
 import struct
 from enum import IntEnum
 from typing import Any
 
 import trio
 
+from vscsifs.fs._unixserver import accept_loop, bind_unix
 log = logging.getLogger(__name__)
 
 UDEV_CTRL_MAGIC = 0xDEAD1DEA
@@ -60,21 +60,7 @@ class UdevControl:
         self.path = path
 
     def bind(self) -> trio.socket.SocketType:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        try:
-            if stat.S_ISSOCK(os.lstat(self.path).st_mode):
-                os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            sock._sock.bind(self.path)       # type: ignore[attr-defined]
-            os.chmod(self.path, 0o600)       # as udevd's: root only
-            sock.listen(16)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        return bind_unix(self.path, socket.SOCK_SEQPACKET, 0o600, 16)  # as udevd's: root only
 
     async def serve(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         try:
@@ -83,18 +69,7 @@ class UdevControl:
             log.error("udev: cannot listen on %s (%s): udevadm settle will not wait", self.path, exc.strerror or exc)
             task_status.started(None)
             return
-        try:
-            async with trio.open_nursery() as nursery:
-                task_status.started(self.path)
-                while True:
-                    conn, _ = await sock.accept()
-                    nursery.start_soon(self._serve_one, conn)
-        finally:
-            sock.close()
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass
+        await accept_loop(sock, self.path, self._serve_one, task_status)
 
     async def _serve_one(self, conn: trio.socket.SocketType) -> None:
         with conn:

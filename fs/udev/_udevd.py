@@ -29,7 +29,7 @@ from typing import Any
 
 import trio
 
-from vscsifs.fs._devfs import logical_block_size
+from vscsifs.fs._devfs import TextLink, logical_block_size
 from vscsifs.fs._operations import DynamicSize
 from vscsifs.fs.udev import _blkid, _rules
 from vscsifs.fs.udev._cdrom_id import CdromIo, cdrom_id
@@ -44,7 +44,7 @@ from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection
 from vscsifs.scsi.kernel._scsi_lib import scsi_execute_cmd
 from vscsifs.scsi.kernel.block import FMODE_READ, blkdev_get, blkdev_put
 from vscsifs.scsi.kernel.base._driver_model import kobject_synth_uevent
-from vscsifs.scsi.kernel.base._kobject import Attr, Dir, KernfsRoot, Link, Node
+from vscsifs.scsi.kernel.base._kobject import Attr, Dir, KernfsRoot
 from vscsifs.scsi.kernel.base._uevent import Uevent
 
 log = logging.getLogger(__name__)
@@ -69,19 +69,6 @@ class DbFile(Attr, DynamicSize):
 
     def stat_size(self) -> int:
         return len(self.record.db_text().encode())
-
-
-class TextLink(Link):
-    """A symlink whose target is a fixed text (udev's links point into /dev by name)."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, name: str, text: str) -> None:
-        Node.__init__(self, name, 0o777)
-        self.text = text
-
-    def readlink(self) -> str:
-        return self.text
 
 
 # udevd's children_max floor: events processed at the same time

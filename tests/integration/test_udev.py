@@ -12,6 +12,7 @@ Differences left, with their reasons:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import grp
 import os
 import pwd
@@ -69,8 +70,9 @@ def record(text: str) -> tuple[set[str], list[str], bool]:
             any(ln.startswith("I:") for ln in lines))
 
 
-@pytest.fixture
-def udev_machine() -> Iterator[Daemon]:
+@contextlib.contextmanager
+def seed_udev_daemon() -> Iterator[Daemon]:
+    """The seed-udev machine (the capture's images, udev on), once its coldplug settled."""
     require_mount()
     with tempfile.TemporaryDirectory(prefix="vscsifs-udev-") as tmp:
         make_seed_udev_images(Path(tmp) / "data")
@@ -80,6 +82,12 @@ def udev_machine() -> Iterator[Daemon]:
             yield d
         finally:
             d.shutdown()
+
+
+@pytest.fixture
+def udev_machine() -> Iterator[Daemon]:
+    with seed_udev_daemon() as d:
+        yield d
 
 
 def test_links_records_and_blkid_as_the_guest(udev_machine: Daemon) -> None:

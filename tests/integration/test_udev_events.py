@@ -46,7 +46,7 @@ from qemu import qmp
 
 from tests.daemon_harness import VSCSIFS, Daemon, _can_mount, start_daemon, wait_for
 from tests.golden_images import make_iso
-from tests.integration.test_udev import GOLDEN, make_seed_udev_images
+from tests.integration.test_udev import GOLDEN, seed_udev_daemon
 
 ISO_SECTORS = 200
 HEADER_RE = re.compile(r"^(KERNEL|UDEV)\s*\[[\d.]+\] (\S+)\s+(\S+) \((\S+)\)$")
@@ -410,17 +410,8 @@ def test_settle_waits_for_the_queue(machine: tuple[Daemon, Path]) -> None:
 
 @pytest.fixture(scope="module")
 def seed_udev() -> Iterator[Daemon]:
-    why = _can_mount()
-    if why:
-        pytest.skip(why)
-    with tempfile.TemporaryDirectory(prefix="vscsifs-udevdb-") as tmp:
-        make_seed_udev_images(Path(tmp) / "data")
-        d = start_daemon(tmp, ready="run/udev/data/b8:17", udev=True)
-        try:
-            wait_for(lambda: "vscsifs: INFO: serving " in d.log(), what="the coldplug to settle")
-            yield d
-        finally:
-            d.shutdown()
+    with seed_udev_daemon() as d:
+        yield d
 
 
 def db_records(text: str) -> dict[str, list[str]]:
