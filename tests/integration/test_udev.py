@@ -70,6 +70,19 @@ def record(text: str) -> tuple[set[str], list[str], bool]:
             any(ln.startswith("I:") for ln in lines))
 
 
+def qmp_do(sock: str, *cmds: tuple[str, dict]) -> None:
+    """Run QMP commands in order on the daemon's socket (QEMU's own client, as a user would)."""
+    async def go() -> None:
+        c = qmp.QMPClient("test")
+        await c.connect(sock)
+        try:
+            for name, args in cmds:
+                await c.execute(name, args)
+        finally:
+            await c.disconnect()
+    asyncio.run(go())
+
+
 @contextlib.contextmanager
 def seed_udev_daemon() -> Iterator[Daemon]:
     """The seed-udev machine (the capture's images, udev on), once its coldplug settled."""
@@ -294,20 +307,11 @@ def test_hotplugged_disk_with_identity_properties(tmp_path) -> None:
     try:
         wait_for(lambda: os.path.exists(sock), what="the QMP socket")
 
-        async def qmp_do(*cmds: tuple[str, dict]) -> None:
-            c = qmp.QMPClient("test")
-            await c.connect(sock)
-            try:
-                for name, args in cmds:
-                    await c.execute(name, args)
-            finally:
-                await c.disconnect()
-
-        asyncio.run(qmp_do(("human-monitor-command",
+        qmp_do(sock, ("human-monitor-command",
                             {"command-line": f"drive_add 0 if=none,id=hpdrv,file={img},format=raw"}),
                            ("device_add", {"driver": "scsi-hd", "id": "hplun", "drive": "hpdrv", "bus": "scsi0.0",
                                            "scsi-id": 0, "lun": 2, "serial": "HP0001",
-                                           "wwn": "0x5000c50015ea71ac"})))
+                                           "wwn": "0x5000c50015ea71ac"}))
         mnt = d.mount
         wait_for(lambda: os.path.islink(f"{mnt}/dev/disk/by-id/wwn-0x5000c50015ea71ac"), what="the wwn link")
         assert os.readlink(f"{mnt}/dev/disk/by-id/scsi-35000c50015ea71ac") == "../../sdc"
@@ -321,7 +325,7 @@ def test_hotplugged_disk_with_identity_properties(tmp_path) -> None:
         # (once the node's loop device is attached: a resize during the attach is not followed)
         wait_for(lambda: os.path.exists(f"{mnt}/dev/sdc") and node_size(f"{mnt}/dev/sdc") == 64 << 20,
                  what="sdc's node")
-        asyncio.run(qmp_do(("block_resize", {"device": "hpdrv", "size": 128 << 20})))
+        qmp_do(sock, ("block_resize", {"device": "hpdrv", "size": 128 << 20}))
         wait_for(lambda: Path(f"{mnt}/sys/block/sdc/size").read_text() == f"{(128 << 20) // 512}\n", what="the resize")
         wait_for(lambda: node_size(f"{mnt}/dev/sdc") == 128 << 20, what="the node to follow the resize")
         table = "label: gpt\nstart=196608, size=32768, name=far\n"
@@ -331,7 +335,7 @@ def test_hotplugged_disk_with_identity_properties(tmp_path) -> None:
         assert os.readlink(f"{mnt}/dev/disk/by-id/wwn-0x5000c50015ea71ac-part1") == "../../sdc1"
         rec = (Path(mnt) / "run/udev/data/b8:33").read_text().splitlines()
         assert "E:ID_PART_ENTRY_OFFSET=196608" in rec and "E:ID_WWN=0x5000c50015ea71ac" in rec
-        asyncio.run(qmp_do(("device_del", {"id": "hplun"})))
+        qmp_do(sock, ("device_del", {"id": "hplun"}))
         wait_for(lambda: not any(os.path.lexists(f"{mnt}/dev/disk/{n}") for n in
                                  ("by-id/wwn-0x5000c50015ea71ac", "by-partlabel/far")), what="the links to go")
         wait_for(lambda: "b8:32" not in os.listdir(f"{mnt}/run/udev/data"), what="sdc's record to go")

@@ -31,7 +31,6 @@ Differences from a guest, with their reasons:
 """
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import subprocess
@@ -42,11 +41,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from qemu import qmp
 
 from tests.daemon_harness import VSCSIFS, Daemon, _can_mount, start_daemon, wait_for
 from tests.golden_images import make_iso
-from tests.integration.test_udev import GOLDEN, seed_udev_daemon
+from tests.integration.test_udev import GOLDEN, qmp_do, seed_udev_daemon
 
 ISO_SECTORS = 200
 HEADER_RE = re.compile(r"^(KERNEL|UDEV)\s*\[[\d.]+\] (\S+)\s+(\S+) \((\S+)\)$")
@@ -134,18 +132,6 @@ def in_exec(d: Daemon, script: str, check: bool = True) -> subprocess.CompletedP
     if check:
         assert r.returncode == 0, r.stderr
     return r
-
-
-def qmp_do(sock: str, *cmds: tuple[str, dict]) -> None:
-    async def go() -> None:
-        c = qmp.QMPClient("test")
-        await c.connect(sock)
-        try:
-            for name, args in cmds:
-                await c.execute(name, args)
-        finally:
-            await c.disconnect()
-    asyncio.run(go())
 
 
 @pytest.fixture(scope="module")
