@@ -432,16 +432,12 @@ def submitting_cpu(pid: int) -> int:
     busy guest. FUSE tells the caller only at open (pyfuse3's read and write carry no request
     context), and a loop device's I/O comes from its worker, whose open is our own attach: those
     submit from CPU 0, as every request did before."""
-    if pid <= 0:
-        return 0
+    if pid <= 0 or os.path.exists(f"/proc/self/task/{pid}"):
+        return 0        # one of our own threads (the attach's open): a lookup, not /proc/PID/status
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             fields = f.read().rpartition(b")")[2].split()
-        with open(f"/proc/{pid}/status", "rb") as f:
-            tgid = next(int(line.split()[1]) for line in f if line.startswith(b"Tgid:"))
-    except (OSError, ValueError, StopIteration):
-        return 0
-    if tgid == os.getpid():
+    except OSError:
         return 0
     # after "(comm)": state is field 3 of proc(5), processor field 39
     return int(fields[39 - 3]) if len(fields) > 39 - 3 else 0
