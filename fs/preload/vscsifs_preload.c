@@ -52,12 +52,15 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 #include <linux/netlink.h>
+#include <linux/bsg.h>
+#include <scsi/sg.h>
 
 #define NODE_XATTR "security.vscsifs.node"
 #define MOUNT_FSTYPE "fuse.vscsifs"
 #define ENOIOCTLCMD 515          /* the kernel's "not this driver's ioctl" */
 #define MAX_FDS 65536
 #define MAX_MEM_CHUNK (16u << 20) /* the largest PEEK/POKE the library serves at once */
+#define MAX_PREFETCH 512          /* fs/_nodesock.py MAX_PREFETCH: IOCTL's prefetched ranges */
 
 /* message types (fs/_nodesock.py MsgType) */
 enum {
@@ -69,6 +72,7 @@ enum {
 struct __attribute__((packed)) hdr { uint8_t type; uint8_t pad[3]; uint32_t len; };
 struct __attribute__((packed)) open_req { uint8_t kind; uint8_t pad[3]; uint32_t major, minor, flags; };
 struct __attribute__((packed)) xfer_req { uint64_t a, b; };           /* IOCTL cmd,arg; READ/WRITE addr,count */
+struct __attribute__((packed)) prefetch_head { uint64_t addr, len; };   /* then len bytes */
 struct __attribute__((packed)) done_msg { int64_t ret; int32_t err; uint32_t pad; };
 struct __attribute__((packed)) peek_msg { uint64_t addr, len; };
 struct __attribute__((packed)) errno_msg { int32_t err; uint32_t pad; };
@@ -762,13 +766,52 @@ int fcntl64(int fd, int cmd, ...)
 
 /* ---- ioctl, read, write -------------------------------------------------------------------- */
 
+/* Append to an IOCTL request a copy of [addr, addr+len) of our memory as a PREFETCH range;
+ * 0 when it cannot be read whole (the daemon's PEEK then finds out what the driver sees). */
+static size_t prefetch(char *out, size_t room, uint64_t addr, size_t len)
+{
+    struct prefetch_head ph = { addr, len };
+    if (len == 0 || room < sizeof ph + len)
+        return 0;
+    struct iovec local = { out + sizeof ph, len }, remote = { (void *)(uintptr_t)addr, len };
+    if (process_vm_readv(getpid(), &local, 1, &remote, 1, 0) != (ssize_t)len)
+        return 0;
+    memcpy(out, &ph, sizeof ph);
+    return sizeof ph + len;
+}
+
+/* SG_IO's driver reads first its header (sg_io_hdr, interface_id 'S'; bsg's sg_io_v4, guard
+ * 'Q') and then the CDB it points to: send both with the request, saving two round trips. */
+static size_t prefetch_sg_io(char *out, size_t room, uint64_t arg)
+{
+    union { struct sg_io_hdr v3; struct sg_io_v4 v4; int32_t id; } h;
+    struct iovec local = { &h, sizeof h }, remote = { (void *)(uintptr_t)arg, sizeof h };
+    ssize_t got = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);   /* short near a mapping's end */
+    size_t n = 0;
+    if (got >= (ssize_t)sizeof h.v3 && h.id == 'S') {
+        n = prefetch(out, room, arg, sizeof h.v3);
+        if (n)
+            n += prefetch(out + n, room - n, (uint64_t)(uintptr_t)h.v3.cmdp, h.v3.cmd_len);
+    } else if (got >= (ssize_t)sizeof h.v4 && h.id == 'Q') {
+        n = prefetch(out, room, arg, sizeof h.v4);
+        if (n && h.v4.request_len <= MAX_PREFETCH)
+            n += prefetch(out + n, room - n, h.v4.request, h.v4.request_len);
+    }
+    return n;
+}
+
 /* A request on a tracked fd; *served 0 when the daemon passes it on (ENOIOCTLCMD). */
 static long forward(int fd, struct conn *c, uint8_t type, uint64_t a, uint64_t b, int *served)
 {
     int s = c->side >= 0 ? c->side : fd, err = 0;
+    char req[sizeof(struct xfer_req) + MAX_PREFETCH];
     struct xfer_req r = { a, b };
+    size_t len = sizeof r;
+    memcpy(req, &r, sizeof r);
+    if (type == VF_IOCTL && a == SG_IO)
+        len += prefetch_sg_io(req + len, MAX_PREFETCH, b);
     pthread_mutex_lock(&c->mu);
-    long ret = transact(s, type, &r, sizeof r, &err);
+    long ret = transact(s, type, req, len, &err);
     pthread_mutex_unlock(&c->mu);
     *served = 1;
     if (ret < 0 && err == ENOIOCTLCMD) {
