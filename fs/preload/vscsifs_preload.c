@@ -390,6 +390,63 @@ static int discard(int fd, size_t len)
     return 0;
 }
 
+/* The frames of one transaction, read with as few recv() calls as possible but never past the
+ * end of its DONE (what follows, a NOTICE, must stay in the socket for poll()): at a frame
+ * boundary at most FRAME_PEEK bytes are asked for, no more than the shortest rest of a
+ * transaction (a DONE frame); inside a frame, only what the frame still holds. */
+#define FRAME_PEEK (sizeof(struct hdr) + sizeof(struct done_msg))
+
+struct rbuf {
+    int fd;
+    size_t off, end;             /* buffered bytes b[off, end), from a frame boundary at b[0] */
+    char b[FRAME_PEEK];
+};
+
+static int rb_recv(struct rbuf *rb, size_t want)
+{
+    while (rb->end - rb->off < want) {
+        ssize_t n = recv(rb->fd, rb->b + rb->end, sizeof rb->b - rb->end, 0);
+        if (n == 0) {
+            errno = EPIPE;
+            return -1;
+        }
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if ((errno == EAGAIN || errno == EWOULDBLOCK) && wait_fd(rb->fd, POLLIN) == 0)
+                continue;
+            return -1;
+        }
+        rb->end += (size_t)n;
+    }
+    return 0;
+}
+
+/* the next frame's header (a frame boundary: what is buffered moves to the front) */
+static int rb_head(struct rbuf *rb, struct hdr *h)
+{
+    memmove(rb->b, rb->b + rb->off, rb->end - rb->off);
+    rb->end -= rb->off;
+    rb->off = 0;
+    if (rb_recv(rb, sizeof *h) < 0)
+        return -1;
+    memcpy(h, rb->b, sizeof *h);
+    rb->off = sizeof *h;
+    return 0;
+}
+
+/* len bytes of the current frame's payload (buf NULL: skip them) */
+static int rb_read(struct rbuf *rb, void *buf, size_t len)
+{
+    size_t k = rb->end - rb->off < len ? rb->end - rb->off : len;
+    if (buf)
+        memcpy(buf, rb->b + rb->off, k);
+    rb->off += k;
+    if (k == len)
+        return 0;
+    return buf ? recv_all(rb->fd, (char *)buf + k, len - k) : discard(rb->fd, len - k);
+}
+
 static int32_t mem_errno(ssize_t got, size_t want)
 {
     if (got == (ssize_t)want)
@@ -405,19 +462,20 @@ static long transact(int fd, uint8_t type, const void *req, size_t len, int *err
         *err = EIO;
         return -1;
     }
+    struct rbuf rb = { .fd = fd };
     for (;;) {
         struct hdr h;
-        if (recv_all(fd, &h, sizeof h) < 0)
+        if (rb_head(&rb, &h) < 0)
             goto dead;
         if (h.type == VF_DONE && h.len == sizeof(struct done_msg)) {
             struct done_msg d;
-            if (recv_all(fd, &d, sizeof d) < 0)
+            if (rb_read(&rb, &d, sizeof d) < 0)
                 goto dead;
             *err = d.err;
             return (long)d.ret;
         } else if (h.type == VF_PEEK && h.len == sizeof(struct peek_msg)) {
             struct peek_msg pk;
-            if (recv_all(fd, &pk, sizeof pk) < 0)
+            if (rb_read(&rb, &pk, sizeof pk) < 0)
                 goto dead;
             size_t n = pk.len > MAX_MEM_CHUNK ? 0 : (size_t)pk.len;
             char *buf = n ? malloc(n) : NULL;
@@ -438,16 +496,16 @@ static long transact(int fd, uint8_t type, const void *req, size_t len, int *err
         } else if (h.type == VF_POKE && h.len >= 8 && h.len - 8 <= MAX_MEM_CHUNK) {
             uint64_t addr;
             size_t n = h.len - 8;
-            if (recv_all(fd, &addr, 8) < 0)
+            if (rb_read(&rb, &addr, 8) < 0)
                 goto dead;
             char *buf = n ? malloc(n) : NULL;
             struct errno_msg e = { .err = 0 };
             if (n && !buf) {
-                if (discard(fd, n) < 0)
+                if (rb_read(&rb, NULL, n) < 0)
                     goto dead;
                 e.err = ENOMEM;
             } else if (n) {
-                if (recv_all(fd, buf, n) < 0) {
+                if (rb_read(&rb, buf, n) < 0) {
                     free(buf);
                     goto dead;
                 }
@@ -458,7 +516,7 @@ static long transact(int fd, uint8_t type, const void *req, size_t len, int *err
             if (send_msg(fd, VF_MEM_ACK, &e, sizeof e, NULL, 0) < 0)
                 goto dead;
         } else if (h.type == VF_NOTICE && h.len <= 64) {
-            if (discard(fd, h.len) < 0)       /* a readiness notice sent before our request */
+            if (rb_read(&rb, NULL, h.len) < 0)       /* a readiness notice sent before our request */
                 goto dead;
         } else {
             goto dead;                        /* not the protocol: treat the device as gone */
