@@ -838,6 +838,17 @@ static size_t prefetch(char *out, size_t room, uint64_t addr, size_t len)
     return sizeof ph + len;
 }
 
+/* the same for bytes already read from [addr, addr+len) */
+static size_t prefetch_copy(char *out, size_t room, uint64_t addr, const void *data, size_t len)
+{
+    struct prefetch_head ph = { addr, len };
+    if (room < sizeof ph + len)
+        return 0;
+    memcpy(out, &ph, sizeof ph);
+    memcpy(out + sizeof ph, data, len);
+    return sizeof ph + len;
+}
+
 /* SG_IO's driver reads first its header (sg_io_hdr, interface_id 'S'; bsg's sg_io_v4, guard
  * 'Q') and then the CDB it points to: send both with the request, saving two round trips. */
 static size_t prefetch_sg_io(char *out, size_t room, uint64_t arg)
@@ -847,11 +858,11 @@ static size_t prefetch_sg_io(char *out, size_t room, uint64_t arg)
     ssize_t got = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);   /* short near a mapping's end */
     size_t n = 0;
     if (got >= (ssize_t)sizeof h.v3 && h.id == 'S') {
-        n = prefetch(out, room, arg, sizeof h.v3);
+        n = prefetch_copy(out, room, arg, &h.v3, sizeof h.v3);
         if (n)
             n += prefetch(out + n, room - n, (uint64_t)(uintptr_t)h.v3.cmdp, h.v3.cmd_len);
     } else if (got >= (ssize_t)sizeof h.v4 && h.id == 'Q') {
-        n = prefetch(out, room, arg, sizeof h.v4);
+        n = prefetch_copy(out, room, arg, &h.v4, sizeof h.v4);
         if (n && h.v4.request_len <= MAX_PREFETCH)
             n += prefetch(out + n, room - n, h.v4.request, h.v4.request_len);
     }
