@@ -14,7 +14,9 @@ Wire format (little-endian; the C side declares the same structs). Every message
 (type u8, 3 pad, payload length u32) and a payload:
 
   client -> daemon     OPEN(kind 'c'/'b' u8, 3 pad, major u32, minor u32, O_ flags u32)
-                       IOCTL(cmd u64, arg u64)   READ/WRITE(user address u64, count u64)
+                       IOCTL(cmd u64, arg u64, then any number of PREFETCH(address u64,
+                             length u64, that many bytes))
+                       READ/WRITE(user address u64, count u64)
                        MEM_DATA(errno i32, 4 pad, bytes)   MEM_ACK(errno i32, 4 pad)
                        SUBSCRIBE(netlink groups u32, 4 pad)
   daemon -> client     DONE(ret i64, errno i32, 4 pad)   PEEK(address u64, length u64)
@@ -25,6 +27,13 @@ SUBSCRIBE makes the connection a NETLINK_KOBJECT_UEVENT socket bound to those mu
 groups (the preload library's emulation of one: the kernel cannot be asked for it): after
 its DONE, every uevent the machine's kernel sends (group 1) and every event its udevd
 finishes (group 2) comes as an UEVENT frame, in the order they were sent.
+
+An IOCTL may carry, after its cmd and arg, copies of caller memory the driver will certainly
+read first (the library knows SG_IO's sg_io_hdr / sg_io_v4 and the CDB they point to): the
+connection serves copy_from_user() of bytes inside such a range from the copy, without a PEEK
+round trip, for that request only (a write over a range drops its copy). A copy the library
+could not make is simply not sent: the driver's read then PEEKs and gets EFAULT as before.
+At most MAX_PREFETCH bytes of ranges (headers included); a malformed list is EINVAL.
 
 A request is answered by any number of PEEK/POKE exchanges and one DONE. errno ENOIOCTLCMD
 (515) in DONE means "not this driver's": for a block node's side connection the library then
@@ -82,6 +91,7 @@ class MsgType(IntEnum):
 HEADER = struct.Struct("<B3xI")
 OPEN_REQ = struct.Struct("<B3xIII")
 XFER_REQ = struct.Struct("<QQ")           # IOCTL cmd, arg; READ/WRITE address, count
+PREFETCH_HEAD = struct.Struct("<QQ")      # after IOCTL's XFER_REQ: user address, length, the bytes
 DONE_MSG = struct.Struct("<qi4x")
 PEEK_MSG = struct.Struct("<QQ")
 POKE_HEAD = struct.Struct("<Q")
@@ -92,9 +102,12 @@ UEVENT_HEAD = struct.Struct("<II")         # multicast group, the sender's netli
 
 MEM_CHUNK = 1 << 20                       # one PEEK/POKE moves at most this much
 MAX_USER_COPY = 256 << 20                 # one copy_from/to_user larger than this: ENOMEM
-REQUEST_SIZES = {MsgType.OPEN: OPEN_REQ.size, MsgType.IOCTL: XFER_REQ.size,
-                 MsgType.READ: XFER_REQ.size, MsgType.WRITE: XFER_REQ.size, MsgType.SUBSCRIBE: SUBSCRIBE_REQ.size}
-MAX_REQUEST = 64                           # a request payload longer than this: protocol error
+MAX_PREFETCH = 512                         # IOCTL's prefetched ranges, PREFETCH_HEADs included
+MAX_REQUEST = XFER_REQ.size + MAX_PREFETCH   # a request payload longer than this: protocol error
+# each request's payload size, smallest and largest (other sizes: EINVAL)
+REQUEST_SIZES = {MsgType.OPEN: (OPEN_REQ.size, OPEN_REQ.size), MsgType.IOCTL: (XFER_REQ.size, MAX_REQUEST),
+                 MsgType.READ: (XFER_REQ.size, XFER_REQ.size), MsgType.WRITE: (XFER_REQ.size, XFER_REQ.size),
+                 MsgType.SUBSCRIBE: (SUBSCRIBE_REQ.size, SUBSCRIBE_REQ.size)}
 
 # include/uapi/linux/capability.h
 CAP_DAC_OVERRIDE = 1
@@ -319,6 +332,23 @@ class Framer:
         return mtype, payload
 
 
+def parse_prefetch(data: bytes) -> list[tuple[int, bytes]]:
+    """The PREFETCH ranges after an IOCTL's cmd and arg: (user address, bytes) each;
+    OSError(EINVAL) for a list that does not fill the payload exactly or wraps the address space."""
+    ranges: list[tuple[int, bytes]] = []
+    off = 0
+    while off < len(data):
+        if len(data) - off < PREFETCH_HEAD.size:
+            raise OSError(errno.EINVAL, "a truncated prefetch header")
+        addr, length = PREFETCH_HEAD.unpack_from(data, off)
+        off += PREFETCH_HEAD.size
+        if length > len(data) - off or addr + length > 1 << 64:
+            raise OSError(errno.EINVAL, f"prefetch of {length} bytes at {addr:#x} does not fit")
+        ranges.append((addr, data[off:off + length]))
+        off += length
+    return ranges
+
+
 def frame(mtype: MsgType, *parts: bytes) -> bytes:
     payload = b"".join(parts)
     return HEADER.pack(mtype, len(payload)) + payload
@@ -348,6 +378,7 @@ class Connection:
         self.netlink = netlink
         self.uevents: trio.MemoryReceiveChannel[bytes] | None = None
         self.subscribed = trio.Event()
+        self.prefetched: list[tuple[int, bytes]] = []   # the current IOCTL's PREFETCH ranges
         self.handlers: dict[int, Callable[[bytes], Awaitable[int]]] = {
             MsgType.OPEN: self.do_open, MsgType.IOCTL: self.do_ioctl,
             MsgType.READ: self.do_read, MsgType.WRITE: self.do_write, MsgType.SUBSCRIBE: self.do_subscribe}
@@ -382,6 +413,9 @@ class Connection:
             raise OSError(errno.EFAULT, "bad user address")
         if length > MAX_USER_COPY:
             raise OSError(errno.ENOMEM, f"a {length}-byte copy from user memory")
+        for base, copy in self.prefetched:
+            if base <= addr and addr + length <= base + len(copy):
+                return copy[addr - base:addr - base + length]
         out = bytearray()
         while len(out) < length:
             n = min(MEM_CHUNK, length - len(out))
@@ -399,6 +433,9 @@ class Connection:
             raise OSError(errno.EFAULT, "bad user address")
         if len(data) > MAX_USER_COPY:
             raise OSError(errno.ENOMEM, f"a {len(data)}-byte copy to user memory")
+        if self.prefetched:               # the copies the write changes are stale from now on
+            self.prefetched = [(base, copy) for base, copy in self.prefetched
+                               if base + len(copy) <= addr or addr + len(data) <= base]
         view = memoryview(data)
         for off in range(0, len(data), MEM_CHUNK):
             chunk = view[off:off + MEM_CHUNK]
@@ -469,8 +506,13 @@ class Connection:
         return self.file
 
     async def do_ioctl(self, payload: bytes) -> int:
-        cmd, arg = XFER_REQ.unpack(payload)
-        return await self._open_file().ioctl(cmd & 0xFFFFFFFF, arg, self, self.caller.cred)
+        cmd, arg = XFER_REQ.unpack_from(payload)
+        file = self._open_file()
+        self.prefetched = parse_prefetch(payload[XFER_REQ.size:])
+        try:
+            return await file.ioctl(cmd & 0xFFFFFFFF, arg, self, self.caller.cred)
+        finally:
+            self.prefetched = []
 
     async def do_read(self, payload: bytes) -> int:
         addr, count = XFER_REQ.unpack(payload)
@@ -483,7 +525,10 @@ class Connection:
     async def handle(self, mtype: int, payload: bytes) -> tuple[int, int]:
         """One request -> (ret, errno) for its DONE."""
         handler = self.handlers.get(mtype)
-        if handler is None or len(payload) != REQUEST_SIZES[MsgType(mtype)]:
+        if handler is None:
+            return -1, errno.EINVAL
+        smallest, largest = REQUEST_SIZES[MsgType(mtype)]
+        if not smallest <= len(payload) <= largest:
             return -1, errno.EINVAL
         try:
             return int(await handler(payload)), 0

@@ -14,6 +14,7 @@ from typing import Any
 import trio
 
 from vscsifs.fs._nodesock import ENOIOCTLCMD
+from vscsifs.scsi.kernel._scsi_ioctl import SG_IO_HDR, SgIoctl, SgIoHdr
 from vscsifs.scsi.kernel.base._fops import POLLIN, POLLOUT, Cred, PollWaiter, UserMemory
 
 ECHO_MAJOR = 21
@@ -21,6 +22,7 @@ ECHO_IOCTL = 0x2201        # reverse the 16 bytes at arg in place, answer 7
 CRED_IOCTL = 0x2202        # write (uid, gid, cap_sys_rawio, cap_sys_admin) as 4 i32 at arg
 LATE_IOCTL = 0x2203        # complete arg bytes 0x5a a little later (poll() turns readable then)
 WAIT_IOCTL = 0x2204        # wait until the file is released or the wait is interrupted
+SG_IO = SgIoctl.SG_IO      # read the sg_io_hdr and its CDB as sg does; status = the CDB's first byte
 CRED = struct.Struct("<4i")
 
 
@@ -32,6 +34,7 @@ class EchoDevice:
     opens: int = 0
     released: int = 0
     waiting: int = 0
+    prefetched: list[list[tuple[int, int]]] = field(default_factory=list)   # each SG_IO's ranges
     minors: list[int] = field(default_factory=list)
 
     async def open(self, minor: int, flags: int, cred: Cred) -> EchoFile:
@@ -55,6 +58,13 @@ class EchoFile:
             return 7
         if cmd == CRED_IOCTL:
             await mem.write(arg, CRED.pack(cred.uid, cred.gid, cred.cap_sys_rawio, cred.cap_sys_admin))
+            return 0
+        if cmd == SG_IO:
+            self.dev.prefetched.append([(addr, len(copy)) for addr, copy in getattr(mem, "prefetched", [])])
+            hdr = SgIoHdr.unpack(await mem.read(arg, SG_IO_HDR.size))
+            cdb = await mem.read(hdr.cmdp, hdr.cmd_len)
+            hdr.status = cdb[0] if cdb else 0
+            await mem.write(arg, hdr.pack())
             return 0
         if cmd == LATE_IOCTL:
             assert self.dev.nursery is not None

@@ -52,12 +52,15 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 #include <linux/netlink.h>
+#include <linux/bsg.h>
+#include <scsi/sg.h>
 
 #define NODE_XATTR "security.vscsifs.node"
 #define MOUNT_FSTYPE "fuse.vscsifs"
 #define ENOIOCTLCMD 515          /* the kernel's "not this driver's ioctl" */
 #define MAX_FDS 65536
 #define MAX_MEM_CHUNK (16u << 20) /* the largest PEEK/POKE the library serves at once */
+#define MAX_PREFETCH 512          /* fs/_nodesock.py MAX_PREFETCH: IOCTL's prefetched ranges */
 
 /* message types (fs/_nodesock.py MsgType) */
 enum {
@@ -69,6 +72,7 @@ enum {
 struct __attribute__((packed)) hdr { uint8_t type; uint8_t pad[3]; uint32_t len; };
 struct __attribute__((packed)) open_req { uint8_t kind; uint8_t pad[3]; uint32_t major, minor, flags; };
 struct __attribute__((packed)) xfer_req { uint64_t a, b; };           /* IOCTL cmd,arg; READ/WRITE addr,count */
+struct __attribute__((packed)) prefetch_head { uint64_t addr, len; };   /* then len bytes */
 struct __attribute__((packed)) done_msg { int64_t ret; int32_t err; uint32_t pad; };
 struct __attribute__((packed)) peek_msg { uint64_t addr, len; };
 struct __attribute__((packed)) errno_msg { int32_t err; uint32_t pad; };
@@ -386,6 +390,63 @@ static int discard(int fd, size_t len)
     return 0;
 }
 
+/* The frames of one transaction, read with as few recv() calls as possible but never past the
+ * end of its DONE (what follows, a NOTICE, must stay in the socket for poll()): at a frame
+ * boundary at most FRAME_PEEK bytes are asked for, no more than the shortest rest of a
+ * transaction (a DONE frame); inside a frame, only what the frame still holds. */
+#define FRAME_PEEK (sizeof(struct hdr) + sizeof(struct done_msg))
+
+struct rbuf {
+    int fd;
+    size_t off, end;             /* buffered bytes b[off, end), from a frame boundary at b[0] */
+    char b[FRAME_PEEK];
+};
+
+static int rb_recv(struct rbuf *rb, size_t want)
+{
+    while (rb->end - rb->off < want) {
+        ssize_t n = recv(rb->fd, rb->b + rb->end, sizeof rb->b - rb->end, 0);
+        if (n == 0) {
+            errno = EPIPE;
+            return -1;
+        }
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if ((errno == EAGAIN || errno == EWOULDBLOCK) && wait_fd(rb->fd, POLLIN) == 0)
+                continue;
+            return -1;
+        }
+        rb->end += (size_t)n;
+    }
+    return 0;
+}
+
+/* the next frame's header (a frame boundary: what is buffered moves to the front) */
+static int rb_head(struct rbuf *rb, struct hdr *h)
+{
+    memmove(rb->b, rb->b + rb->off, rb->end - rb->off);
+    rb->end -= rb->off;
+    rb->off = 0;
+    if (rb_recv(rb, sizeof *h) < 0)
+        return -1;
+    memcpy(h, rb->b, sizeof *h);
+    rb->off = sizeof *h;
+    return 0;
+}
+
+/* len bytes of the current frame's payload (buf NULL: skip them) */
+static int rb_read(struct rbuf *rb, void *buf, size_t len)
+{
+    size_t k = rb->end - rb->off < len ? rb->end - rb->off : len;
+    if (buf)
+        memcpy(buf, rb->b + rb->off, k);
+    rb->off += k;
+    if (k == len)
+        return 0;
+    return buf ? recv_all(rb->fd, (char *)buf + k, len - k) : discard(rb->fd, len - k);
+}
+
 static int32_t mem_errno(ssize_t got, size_t want)
 {
     if (got == (ssize_t)want)
@@ -401,19 +462,20 @@ static long transact(int fd, uint8_t type, const void *req, size_t len, int *err
         *err = EIO;
         return -1;
     }
+    struct rbuf rb = { .fd = fd };
     for (;;) {
         struct hdr h;
-        if (recv_all(fd, &h, sizeof h) < 0)
+        if (rb_head(&rb, &h) < 0)
             goto dead;
         if (h.type == VF_DONE && h.len == sizeof(struct done_msg)) {
             struct done_msg d;
-            if (recv_all(fd, &d, sizeof d) < 0)
+            if (rb_read(&rb, &d, sizeof d) < 0)
                 goto dead;
             *err = d.err;
             return (long)d.ret;
         } else if (h.type == VF_PEEK && h.len == sizeof(struct peek_msg)) {
             struct peek_msg pk;
-            if (recv_all(fd, &pk, sizeof pk) < 0)
+            if (rb_read(&rb, &pk, sizeof pk) < 0)
                 goto dead;
             size_t n = pk.len > MAX_MEM_CHUNK ? 0 : (size_t)pk.len;
             char *buf = n ? malloc(n) : NULL;
@@ -434,16 +496,16 @@ static long transact(int fd, uint8_t type, const void *req, size_t len, int *err
         } else if (h.type == VF_POKE && h.len >= 8 && h.len - 8 <= MAX_MEM_CHUNK) {
             uint64_t addr;
             size_t n = h.len - 8;
-            if (recv_all(fd, &addr, 8) < 0)
+            if (rb_read(&rb, &addr, 8) < 0)
                 goto dead;
             char *buf = n ? malloc(n) : NULL;
             struct errno_msg e = { .err = 0 };
             if (n && !buf) {
-                if (discard(fd, n) < 0)
+                if (rb_read(&rb, NULL, n) < 0)
                     goto dead;
                 e.err = ENOMEM;
             } else if (n) {
-                if (recv_all(fd, buf, n) < 0) {
+                if (rb_read(&rb, buf, n) < 0) {
                     free(buf);
                     goto dead;
                 }
@@ -454,7 +516,7 @@ static long transact(int fd, uint8_t type, const void *req, size_t len, int *err
             if (send_msg(fd, VF_MEM_ACK, &e, sizeof e, NULL, 0) < 0)
                 goto dead;
         } else if (h.type == VF_NOTICE && h.len <= 64) {
-            if (discard(fd, h.len) < 0)       /* a readiness notice sent before our request */
+            if (rb_read(&rb, NULL, h.len) < 0)       /* a readiness notice sent before our request */
                 goto dead;
         } else {
             goto dead;                        /* not the protocol: treat the device as gone */
@@ -762,13 +824,63 @@ int fcntl64(int fd, int cmd, ...)
 
 /* ---- ioctl, read, write -------------------------------------------------------------------- */
 
+/* Append to an IOCTL request a copy of [addr, addr+len) of our memory as a PREFETCH range;
+ * 0 when it cannot be read whole (the daemon's PEEK then finds out what the driver sees). */
+static size_t prefetch(char *out, size_t room, uint64_t addr, size_t len)
+{
+    struct prefetch_head ph = { addr, len };
+    if (len == 0 || room < sizeof ph + len)
+        return 0;
+    struct iovec local = { out + sizeof ph, len }, remote = { (void *)(uintptr_t)addr, len };
+    if (process_vm_readv(getpid(), &local, 1, &remote, 1, 0) != (ssize_t)len)
+        return 0;
+    memcpy(out, &ph, sizeof ph);
+    return sizeof ph + len;
+}
+
+/* the same for bytes already read from [addr, addr+len) */
+static size_t prefetch_copy(char *out, size_t room, uint64_t addr, const void *data, size_t len)
+{
+    struct prefetch_head ph = { addr, len };
+    if (room < sizeof ph + len)
+        return 0;
+    memcpy(out, &ph, sizeof ph);
+    memcpy(out + sizeof ph, data, len);
+    return sizeof ph + len;
+}
+
+/* SG_IO's driver reads first its header (sg_io_hdr, interface_id 'S'; bsg's sg_io_v4, guard
+ * 'Q') and then the CDB it points to: send both with the request, saving two round trips. */
+static size_t prefetch_sg_io(char *out, size_t room, uint64_t arg)
+{
+    union { struct sg_io_hdr v3; struct sg_io_v4 v4; int32_t id; } h;
+    struct iovec local = { &h, sizeof h }, remote = { (void *)(uintptr_t)arg, sizeof h };
+    ssize_t got = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);   /* short near a mapping's end */
+    size_t n = 0;
+    if (got >= (ssize_t)sizeof h.v3 && h.id == 'S') {
+        n = prefetch_copy(out, room, arg, &h.v3, sizeof h.v3);
+        if (n)
+            n += prefetch(out + n, room - n, (uint64_t)(uintptr_t)h.v3.cmdp, h.v3.cmd_len);
+    } else if (got >= (ssize_t)sizeof h.v4 && h.id == 'Q') {
+        n = prefetch_copy(out, room, arg, &h.v4, sizeof h.v4);
+        if (n && h.v4.request_len <= MAX_PREFETCH)
+            n += prefetch(out + n, room - n, h.v4.request, h.v4.request_len);
+    }
+    return n;
+}
+
 /* A request on a tracked fd; *served 0 when the daemon passes it on (ENOIOCTLCMD). */
 static long forward(int fd, struct conn *c, uint8_t type, uint64_t a, uint64_t b, int *served)
 {
     int s = c->side >= 0 ? c->side : fd, err = 0;
+    char req[sizeof(struct xfer_req) + MAX_PREFETCH];
     struct xfer_req r = { a, b };
+    size_t len = sizeof r;
+    memcpy(req, &r, sizeof r);
+    if (type == VF_IOCTL && a == SG_IO)
+        len += prefetch_sg_io(req + len, MAX_PREFETCH, b);
     pthread_mutex_lock(&c->mu);
-    long ret = transact(s, type, &r, sizeof r, &err);
+    long ret = transact(s, type, req, len, &err);
     pthread_mutex_unlock(&c->mu);
     *served = 1;
     if (ret < 0 && err == ENOIOCTLCMD) {

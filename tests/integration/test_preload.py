@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from fs_fixtures import MountedMachine, mounted_machine
-from nodesock_fakes import CRED_IOCTL, ECHO_IOCTL, LATE_IOCTL, EchoDevice, install
+from nodesock_fakes import CRED_IOCTL, ECHO_IOCTL, LATE_IOCTL, SG_IO, EchoDevice, install
 from vscsifs.fs._nodesock import NodeSocket
 from vscsifs.fs._preload import preload_path
 
@@ -26,7 +26,8 @@ pytestmark = pytest.mark.mount
 
 PROGRAM = r"""
 import errno, fcntl, json, os, select, stat, struct, sys, threading
-ECHO, CRED, LATE = %d, %d, %d
+ECHO, CRED, LATE, SG_IO = %d, %d, %d, %d
+import ctypes
 dev = sys.argv[1]
 out = {}
 def tryop(fn):
@@ -49,6 +50,14 @@ if isinstance(fd, int):
     out["echo"] = [fcntl.ioctl(fd, ECHO, buf), list(buf)]
     out["efault"] = tryop(lambda: fcntl.ioctl(fd, ECHO, 8))
     out["enotty"] = tryop(lambda: fcntl.ioctl(fd, 0x5401, 0))
+    cdb = ctypes.create_string_buffer(bytes([0x12, 0, 0, 0, 36, 0]))
+    def sg_io_hdr(cmdp):
+        return bytearray(struct.pack("<iiBBHIQQQIIi4xQBBBBHHiII4x", ord("S"), -1, 6, 0, 0, 0, 0, cmdp, 0,
+                                     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+    hdr = sg_io_hdr(ctypes.addressof(cdb))
+    out["sg_io"] = [fcntl.ioctl(fd, SG_IO, hdr), hdr[64]]
+    out["sg_io_bad_cdb"] = tryop(lambda: fcntl.ioctl(fd, SG_IO, sg_io_hdr(8)))
+    out["sg_io_bad_hdr"] = tryop(lambda: fcntl.ioctl(fd, SG_IO, 8))
     cred = bytearray(16)
     fcntl.ioctl(fd, CRED, cred)
     out["cred"] = list(struct.unpack("<4i", cred))
@@ -84,7 +93,7 @@ if isinstance(sfd, int):
     out["fstat_sda"] = [os.major(os.fstat(sfd).st_rdev), os.minor(os.fstat(sfd).st_rdev)]
     os.close(sfd)
 print(json.dumps(out))
-""" % (ECHO_IOCTL, CRED_IOCTL, LATE_IOCTL)
+""" % (ECHO_IOCTL, CRED_IOCTL, LATE_IOCTL, SG_IO)
 
 
 @dataclass
@@ -135,6 +144,11 @@ async def test_program_drives_a_char_node_through_the_library(rig: Rig) -> None:
     assert out["echo"] == [7, list(range(15, -1, -1))]
     assert out["efault"] == f"errno {errno.EFAULT}"           # a bad pointer is an error, not a crash
     assert out["enotty"] == f"errno {errno.ENOTTY}"
+    # SG_IO: the library sent the header and the CDB with the request; a CDB or header it could
+    # not read is not sent, and the driver's own read of it fails as the kernel's would
+    assert out["sg_io"] == [0, 0x12]
+    assert out["sg_io_bad_cdb"] == out["sg_io_bad_hdr"] == f"errno {errno.EFAULT}"
+    assert [[n for _, n in ranges] for ranges in rig.dev.prefetched] == [[88, 6], [88], []]
     assert out["cred"] == [0, 0, 1, 1]
     assert out["write"] == 5 and out["read"] == "hello"
     assert out["poll1"] and out["poll1"][0] & 1

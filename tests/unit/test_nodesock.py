@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from fs_fixtures import build_machine
 from nodesock_fakes import CRED, CRED_IOCTL, ECHO_IOCTL, ECHO_MAJOR, LATE_IOCTL, WAIT_IOCTL, EchoDevice, install
 from vscsifs.daemon._exec import ExecError, exec_environment, parse_exec_args
-from vscsifs.fs._nodesock import (DONE_MSG, ERRNO_MSG, HEADER, MEM_CHUNK, NODE_XATTR, NOTICE_MSG, OPEN_REQ, PEEK_MSG,
-                                  POKE_HEAD, XFER_REQ, Caller, Connection, MsgType, NodeSocket, NodeTable,
-                                  caller_from_proc, default_node_socket, frame, may_open)
+from vscsifs.fs._nodesock import (DONE_MSG, ERRNO_MSG, HEADER, MAX_PREFETCH, MEM_CHUNK, NODE_XATTR, NOTICE_MSG, OPEN_REQ,
+                                  PEEK_MSG, POKE_HEAD, PREFETCH_HEAD, XFER_REQ, Caller, Connection, MsgType, NodeSocket,
+                                  NodeTable, caller_from_proc, default_node_socket, frame, may_open)
 from vscsifs.scsi.kernel.base._fops import POLLIN, Cred
 
 ROOT = Caller(Cred(pid=1, uid=0, gid=0, cap_sys_rawio=True, cap_sys_admin=True), dac_override=True)
@@ -37,6 +37,7 @@ class Client:
         self.memory = memory
         self.buf = bytearray()
         self.notices = 0
+        self.peeks = 0
 
     async def _exactly(self, n: int) -> bytes:
         while len(self.buf) < n:
@@ -69,6 +70,7 @@ class Client:
                 self.notices += 1
             elif rtype == MsgType.PEEK:
                 addr, n = PEEK_MSG.unpack(body)
+                self.peeks += 1
                 span = self._span(addr, n)
                 if span is None:
                     await self.stream.send_all(frame(MsgType.MEM_DATA, ERRNO_MSG.pack(errno.EFAULT)))
@@ -87,8 +89,9 @@ class Client:
     async def open(self, major: int = ECHO_MAJOR, minor: int = 0, flags: int = os.O_RDWR, kind: bytes = b"c") -> tuple[int, int]:
         return await self.request(MsgType.OPEN, OPEN_REQ.pack(kind[0], major, minor, flags))
 
-    async def ioctl(self, cmd: int, arg: int) -> tuple[int, int]:
-        return await self.request(MsgType.IOCTL, XFER_REQ.pack(cmd, arg))
+    async def ioctl(self, cmd: int, arg: int, prefetch: tuple[tuple[int, bytes], ...] = ()) -> tuple[int, int]:
+        ranges = b"".join(PREFETCH_HEAD.pack(addr, len(data)) + data for addr, data in prefetch)
+        return await self.request(MsgType.IOCTL, XFER_REQ.pack(cmd, arg) + ranges)
 
 
 class Rig:
@@ -129,6 +132,45 @@ async def test_open_ioctl_copies_through_user_memory(rig: Rig) -> None:
         await client.stream.aclose()
         await trio.testing.wait_all_tasks_blocked()
         assert (rig.dev.opens, rig.dev.released) == (1, 1)
+        nursery.cancel_scope.cancel()
+
+
+async def test_prefetched_ranges_save_the_peeks(rig: Rig) -> None:
+    """Bytes sent with the IOCTL serve the driver's reads inside them without a PEEK, for that
+    request only; a read outside them, or of a range the library could not copy, still PEEKs."""
+    async with trio.open_nursery() as nursery:
+        client, _ = await rig.connect(nursery)
+        assert await client.open() == (0, 0)
+        client.memory[16:32] = bytes(range(16))
+        # the copy is what the driver sees (the library took it at the call), not a later PEEK
+        copy = (BASE + 8, bytes(range(100, 132)))
+        assert await client.ioctl(ECHO_IOCTL, BASE + 16, (copy,)) == (7, 0)
+        assert client.peeks == 0
+        assert client.memory[16:32] == bytes(range(123, 107, -1))
+        # the next request has no copy: its read PEEKs
+        client.memory[16:32] = bytes(range(16))
+        assert await client.ioctl(ECHO_IOCTL, BASE + 16) == (7, 0)
+        assert client.peeks == 1 and client.memory[16:32] == bytes(range(15, -1, -1))
+        # a range that does not cover the read: PEEK; an unreadable pointer without a copy: EFAULT
+        assert await client.ioctl(ECHO_IOCTL, BASE + 16, ((BASE + 20, b"x" * 16),)) == (7, 0)
+        assert client.peeks == 2
+        assert await client.ioctl(ECHO_IOCTL, 8, ((BASE, b"y" * 8),)) == (-1, errno.EFAULT)
+        # malformed lists: EINVAL, and the connection goes on
+        head = XFER_REQ.pack(ECHO_IOCTL, BASE)
+        for bad in (b"\0" * 5, PREFETCH_HEAD.pack(BASE, 9) + b"x" * 8, PREFETCH_HEAD.pack(2**64 - 4, 8) + b"x" * 8):
+            assert await client.request(MsgType.IOCTL, head + bad) == (-1, errno.EINVAL)
+        assert await client.ioctl(ECHO_IOCTL, BASE, ((BASE, bytes(MAX_PREFETCH - PREFETCH_HEAD.size)),)) == (7, 0)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_prefetched_range_too_long_closes_the_connection(rig: Rig) -> None:
+    async with trio.open_nursery() as nursery:
+        client, _ = await rig.connect(nursery)
+        assert await client.open() == (0, 0)
+        await client.stream.send_all(frame(MsgType.IOCTL, XFER_REQ.pack(ECHO_IOCTL, BASE),
+                                           PREFETCH_HEAD.pack(BASE, MAX_PREFETCH), bytes(MAX_PREFETCH)))
+        with trio.fail_after(5):
+            assert await client.stream.receive_some(100) == b""          # closed
         nursery.cancel_scope.cancel()
 
 
@@ -358,6 +400,11 @@ FRAMES = st.lists(st.one_of(
               st.integers(0, 0xFFFFFFFF), st.integers(0, 9)),
     st.builds(lambda c, a: frame(MsgType.IOCTL, XFER_REQ.pack(c, a)),
               st.sampled_from([ECHO_IOCTL, CRED_IOCTL, 0, 0xFFFFFFFF]), st.integers(0, 2**64 - 1)),
+    st.builds(lambda c, a, ranges: frame(MsgType.IOCTL, XFER_REQ.pack(c, a), *ranges),
+              st.sampled_from([ECHO_IOCTL, CRED_IOCTL]), st.integers(0, 2**64 - 1),
+              st.lists(st.builds(lambda addr, n, data: PREFETCH_HEAD.pack(addr, n) + data,
+                                 st.one_of(st.integers(BASE - 32, BASE + 300), st.integers(0, 2**64 - 1)),
+                                 st.integers(0, 600), st.binary(max_size=600)), max_size=3)),
     st.builds(lambda t, a, n: frame(t, XFER_REQ.pack(a, n)), st.sampled_from([MsgType.READ, MsgType.WRITE]),
               st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1)),
     st.binary(max_size=40),                                                 # raw garbage
