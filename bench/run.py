@@ -960,9 +960,10 @@ def vhost_md(vh: dict[str, Any]) -> list[str]:
          f"`vhost-scsi-pci,num_queues={vh['num_queues']}` as an LIO fileio backstore (`vscsifs-vhost-dev`: one vhost "
          f"worker runs every queue's kick work and the completion work); fio on DIR/dev/sda, {vh['runtime_s']} s per "
          "job, daemons and fio on one CPU, both daemons up at once and the jobs alternating between them "
-         "(best of 2 runs in full mode). `ratio` = vhost / QEMU. The emulated kernel submits every request from "
-         "CPU 0 (nothing sets Kernel.current_cpu), so one request queue carries all of FUSE's I/O in both "
-         "personalities.", "",
+         "(best of 2 runs in full mode). `ratio` = vhost / QEMU. I/O on DIR/dev/sda comes from the host's loop "
+         "worker, whose open is the daemon's own, so the emulated kernel submits it from CPU 0 and one request "
+         "queue carries all of it in both personalities (data-file opens of other programs are routed by their "
+         "CPU: tests/integration/test_cpu_queues.py).", "",
          "| job | vscsifs-dev IOPS | vscsifs-vhost-dev IOPS | ratio |", "|---|---:|---:|---:|"]
     for jn, row in vh["jobs"].items():
         L.append(f"| {jn} | {row['vscsifs-dev']['iops']:,.0f} | {row['vscsifs-vhost-dev']['iops']:,.0f} "
