@@ -328,22 +328,33 @@ static int send_all(int fd, const void *buf, size_t len)
     return 0;
 }
 
-static int recv_all(int fd, void *buf, size_t len)
+/* One recv() of at most len bytes that got some: interrupted and would-block calls are
+ * retried, the daemon's end of the socket is EPIPE. */
+static ssize_t recv_some(int fd, void *buf, size_t len)
 {
-    char *p = buf;
-    while (len) {
-        ssize_t n = recv(fd, p, len, 0);
+    for (;;) {
+        ssize_t n = recv(fd, buf, len, 0);
+        if (n > 0)
+            return n;
         if (n == 0) {
             errno = EPIPE;
             return -1;
         }
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if ((errno == EAGAIN || errno == EWOULDBLOCK) && wait_fd(fd, POLLIN) == 0)
-                continue;
+        if (errno == EINTR)
+            continue;
+        if ((errno == EAGAIN || errno == EWOULDBLOCK) && wait_fd(fd, POLLIN) == 0)
+            continue;
+        return -1;
+    }
+}
+
+static int recv_all(int fd, void *buf, size_t len)
+{
+    char *p = buf;
+    while (len) {
+        ssize_t n = recv_some(fd, p, len);
+        if (n < 0)
             return -1;
-        }
         p += n;
         len -= (size_t)n;
     }
@@ -405,18 +416,9 @@ struct rbuf {
 static int rb_recv(struct rbuf *rb, size_t want)
 {
     while (rb->end - rb->off < want) {
-        ssize_t n = recv(rb->fd, rb->b + rb->end, sizeof rb->b - rb->end, 0);
-        if (n == 0) {
-            errno = EPIPE;
+        ssize_t n = recv_some(rb->fd, rb->b + rb->end, sizeof rb->b - rb->end);
+        if (n < 0)
             return -1;
-        }
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if ((errno == EAGAIN || errno == EWOULDBLOCK) && wait_fd(rb->fd, POLLIN) == 0)
-                continue;
-            return -1;
-        }
         rb->end += (size_t)n;
     }
     return 0;
