@@ -94,6 +94,7 @@ class Daemon:
     mount: str
     data_dir: str
     log_path: str
+    qmp: str = ""          # the daemon's own QMP socket (start_daemon_own_qmp), else empty
 
     def log(self) -> str:
         with open(self.log_path, errors="replace") as f:
@@ -164,10 +165,15 @@ def start_daemon(tmp: str, args: list[str] = (), ready: str = "sys/block", timeo
 
 def start_daemon_own_qmp(tmp: str, args: list[str] = ()) -> Daemon:
     """start_daemon with its QMP socket in ``tmp`` (unless ``args`` name one), for tests that
-    must not meet another test daemon's socket."""
+    must not meet another test daemon's socket; ``.qmp`` is its path (listening: READY=1 comes
+    after the QMP server)."""
+    sock = ""
     if "-qmp" not in args:
-        args = [*args, "-qmp", f"unix:{os.path.join(tmp, 'qmp-private.sock')},server=on,wait=off"]
-    return start_daemon(tmp, list(args))
+        sock = os.path.join(tmp, "qmp-private.sock")
+        args = [*args, "-qmp", f"unix:{sock},server=on,wait=off"]
+    d = start_daemon(tmp, list(args))
+    d.qmp = sock
+    return d
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_harness import GOLDEN, VSCSIFS, Daemon, logged_commands, require_mount, run, start_daemon, wait_for
+from daemon_harness import GOLDEN, VSCSIFS, Daemon, logged_commands, require_mount, run, start_daemon, start_daemon_own_qmp, wait_for
 from golden_cdb import make_image
 from golden_images import make_iso
 
@@ -307,17 +307,13 @@ def cd_live(tmp_path: Path) -> Iterator[Daemon]:
     make_iso(tmp_path / "a.iso", ISO_SECTORS, "CDA")
     make_iso(tmp_path / "b.iso", 2 * ISO_SECTORS, "CDB")
     make_image(tmp_path / "hd.img", 8 << 20, "hd.img")
-    sock = str(tmp_path / "qmp.sock")
-    d = start_daemon(str(tmp_path), ["-device", "virtio-scsi-pci,id=scsi0",
-                                     "-device", "scsi-cd,id=cd,drive=cd0,bus=scsi0.0,scsi-id=0,lun=0",
-                                     "-drive", f"file={tmp_path}/a.iso,if=none,id=cd0,media=cdrom,format=raw",
-                                     # start_daemon waits for a disk's "Attached SCSI disk"
-                                     "-device", "scsi-hd,drive=hd0,bus=scsi0.0,scsi-id=1,lun=0",
-                                     "-drive", f"file={tmp_path}/hd.img,if=none,id=hd0,format=raw",
-                                     "-qmp", f"unix:{sock},server=on,wait=off"])
-    d.sock = sock  # type: ignore[attr-defined]
+    d = start_daemon_own_qmp(str(tmp_path), [
+        "-device", "virtio-scsi-pci,id=scsi0",
+        "-device", "scsi-cd,id=cd,drive=cd0,bus=scsi0.0,scsi-id=0,lun=0",
+        "-drive", f"file={tmp_path}/a.iso,if=none,id=cd0,media=cdrom,format=raw",
+        "-device", "scsi-hd,drive=hd0,bus=scsi0.0,scsi-id=1,lun=0",
+        "-drive", f"file={tmp_path}/hd.img,if=none,id=hd0,format=raw"])
     try:
-        wait_for(lambda: os.path.exists(sock), what="the QMP socket")
         yield d
     finally:
         d.shutdown()
@@ -330,7 +326,7 @@ def test_door_lock_eject_and_media_change(cd_live: Daemon, tmp_path: Path) -> No
     the node is a loop node of the new size again."""
     d = cd_live
     sr0 = f"{d.mount}/dev/sr0"
-    q = Qmp(d.sock)  # type: ignore[attr-defined]
+    q = Qmp(d.qmp)
     try:
         wait_for(lambda: stat.S_ISBLK(os.stat(sr0).st_mode), what="sr0 a loop node")
         fd = os.open(sr0, os.O_RDONLY)

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from daemon_harness import GOLDEN, VSCSIFS, Daemon, _can_mount, start_daemon, wait_for
+from daemon_harness import GOLDEN, VSCSIFS, Daemon, _can_mount, start_daemon_own_qmp
 from golden_cdb import make_image
 from golden_images import make_iso
 from test_cdrom import Qmp
@@ -67,7 +67,6 @@ def machine(tmp_path_factory: Any) -> Iterator[Daemon]:
         make_image(data / name, size, name, mbr=(signature, start, nsect))
     make_iso(data / "disc.iso", ISO_SECTORS, "CD0")
     make_image(data / "new.img", 64 << 20, "new.img", mbr=(0x5EEDADD0, 2048, 131072 - 2048))
-    sock = str(tmp / "qmp.sock")
     args = ["-smp", "2", "-m", "1G",
             "-device", "virtio-scsi-pci,id=scsi0,num_queues=4,hotplug=off",
             "-device", "scsi-hd,drive=drive0,bus=scsi0.0,channel=0,scsi-id=0,lun=0",
@@ -76,12 +75,9 @@ def machine(tmp_path_factory: Any) -> Iterator[Daemon]:
             "-drive", f"file={data}/test.img,if=none,id=drive1,format=raw",
             "-device", "scsi-cd,drive=cd0,bus=scsi0.0,channel=0,scsi-id=1,lun=0",
             "-drive", f"file={data}/disc.iso,if=none,id=cd0,media=cdrom,format=raw",
-            "-drive", f"file={data}/new.img,if=none,id=drive2,format=raw",     # for device_add
-            "-qmp", f"unix:{sock},server=on,wait=off"]
-    d = start_daemon(str(tmp), args)
-    d.sock = sock  # type: ignore[attr-defined]
+            "-drive", f"file={data}/new.img,if=none,id=drive2,format=raw"]     # for device_add
+    d = start_daemon_own_qmp(str(tmp), args)
     try:
-        wait_for(lambda: os.path.exists(sock), what="the QMP socket")
         yield d
     finally:
         d.shutdown()
@@ -199,7 +195,7 @@ def test_rescan_scsi_bus_finds_a_lun_added_over_qmp(machine: Daemon) -> None:
     its nodes are at once in the exec's /dev, and a second run finds nothing new."""
     assert scsi_devices(machine) == golden("rescan-00-devices.txt").split()
     assert tool(machine, "lsscsi") == (0, golden("rescan-00-lsscsi.txt"))
-    q = Qmp(machine.sock)  # type: ignore[attr-defined]
+    q = Qmp(machine.qmp)
     try:
         assert q.execute("device_add", {"driver": "scsi-hd", "drive": "drive2", "id": "hd2", "bus": "scsi0.0",
                                         "channel": 0, "scsi-id": 2, "lun": 0}) == {"return": {}}
