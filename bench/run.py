@@ -625,22 +625,28 @@ LAYERS = (("fs/", "fs (FUSE handlers, devfs)"), ("scsi/kernel/block/", "scsi.ker
           ("scsi/kernel/", "scsi.kernel (scsi_lib, sd, logging)"), ("virtio/", "virtio (rings, driver, device)"),
           ("scsi/device/", "scsi.device (scsi-bus, scsi-hd, backend)"), ("trio/", "trio"))
 
-INPROC = r"""
-import cProfile, importlib, pstats, random, sys, time, trio, json
+# the head of the in-process scripts: the chosen build's modules, a machine over %(qemu)r booted
+# in a nursery, ``bd`` its sda (the script's body goes on inside ``main``)
+BOOT_SDA = r"""
+import sys, trio
 sys.argv = ["x"]
 from vscsifs.daemon import _compiled
 _compiled.install()  # as the daemon does (daemon/api), before any hot module is imported
 from vscsifs.daemon._cli import build_config, parse_run_args
 from vscsifs.daemon._machine import Machine
 from vscsifs.scsi.kernel.block import bdev_read, bdev_write
-N = int(%(n)d)
-PROFILE = bool(%(profile)d)
 async def main():
     cfg, _ = build_config(parse_run_args(["--mount", "/nonexistent", "--quiet", *%(qemu)r]))
     m = Machine.create(cfg, console=None)
     async with trio.open_nursery() as nursery:
         await m.boot(nursery)
         bd = {b.name: b for b in m.kernel.block_devices}["sda"]
+"""
+
+INPROC = BOOT_SDA + r"""
+        import cProfile, importlib, json, pstats, random, time
+        N = int(%(n)d)
+        PROFILE = bool(%(profile)d)
         size = bd.size_bytes
         offs = [random.randrange(0, size >> 12) << 12 for _ in range(N)]
         res = {}
@@ -688,20 +694,7 @@ def inprocess(qemu: list[str], n: int, cpu: int, build: str, profile: bool, roun
 
 # ---- 7. instructions ---------------------------------------------------------------------
 
-INSTR = r"""
-import sys, trio
-sys.argv = ["x"]
-from vscsifs.daemon import _compiled
-_compiled.install()
-from vscsifs.daemon._cli import build_config, parse_run_args
-from vscsifs.daemon._machine import Machine
-from vscsifs.scsi.kernel.block import bdev_read
-async def main():
-    cfg, _ = build_config(parse_run_args(["--mount", "/nonexistent", "--quiet", *%(qemu)r]))
-    m = Machine.create(cfg, console=None)
-    async with trio.open_nursery() as nursery:
-        await m.boot(nursery)
-        bd = {b.name: b for b in m.kernel.block_devices}["sda"]
+INSTR = BOOT_SDA + r"""
         for i in range(%(reads)d):
             await bdev_read(bd, ((i * 7919) %% 4096) << 12, 4096)
         nursery.cancel_scope.cancel()
