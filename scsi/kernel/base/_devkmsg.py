@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from vscsifs.scsi.kernel.base._driver_model import Device, device_add
@@ -77,12 +77,10 @@ class DevKmsgFile:
     flags: int
     seq: int = 0
     poll_waiter: Any = None
-    _sink: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.seq = self.kmsg.first_seq()
-        self._sink = self._logged
-        self.kmsg.sinks.append(self._sink)
+        self.kmsg.sinks.append(self._logged)
 
     def _logged(self, rec: LogRecord) -> None:
         if self.poll_waiter is not None:
@@ -134,8 +132,8 @@ class DevKmsgFile:
         return mask
 
     async def release(self) -> None:
-        if self._sink in self.kmsg.sinks:
-            self.kmsg.sinks.remove(self._sink)
+        if self._logged in self.kmsg.sinks:
+            self.kmsg.sinks.remove(self._logged)
 
 
 @dataclass(eq=False)
