@@ -41,7 +41,7 @@ from typing import Any
 
 import trio
 
-from vscsifs.fs._mount import force_unmount, mount_entry
+from vscsifs.fs._mounttab import force_unmount, mount_entry
 
 StrPath = str | os.PathLike[str]
 

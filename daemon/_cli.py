@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from vscsifs.daemon import _exec
 from vscsifs.daemon._config import ConfigError, MachineConfig, ensure_seed_images, seed_config
 from vscsifs.daemon._qemu_args import parse_qemu_args
-from vscsifs.daemon._record import record_main
-from vscsifs.daemon._service import run_service, setup_logging
 from vscsifs.daemon._toml_config import TomlConfig, dumps, from_qemu_args, load
 
 log = logging.getLogger("vscsifs")
@@ -228,6 +226,7 @@ def config_main(argv: list[str]) -> int:
 
 def run_main(rest: list[str]) -> int:
     """`vscsifs run`: parse the options, build the machine's configuration, run the service."""
+    from vscsifs.daemon._service import run_service, setup_logging  # the emulator: `run` only, so `exec` starts fast
     try:
         opts = parse_run_args(rest)
     except UsageError as e:
@@ -257,7 +256,15 @@ def run_main(rest: list[str]) -> int:
                        on_reload=follow_log_level)
 
 
-# `vscsifs COMMAND ARGS...`: each subcommand's entry point, given the words after its name
+def record_main(rest: list[str]) -> int:
+    """`vscsifs record`: daemon/_record.py (it reads the device models' defaults)."""
+    from vscsifs.daemon import _record  # the device models: `record` only, so `exec` starts fast
+    return _record.record_main(rest)
+
+
+# `vscsifs COMMAND ARGS...`: each subcommand's entry point, given the words after its name. Only
+# `run` and `record` load the emulator (inside their entry points): `vscsifs exec`, which tests
+# run once per command, imports neither the machine nor trio.
 SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
     "run": run_main,
     "config": config_main,

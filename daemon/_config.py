@@ -12,6 +12,8 @@ import os
 import struct
 from dataclasses import dataclass, field
 
+from vscsifs.scsi.device._fault_injector import parse_fault_option
+
 # QEMU hw/scsi/virtio-scsi.c VirtIOSCSIBusInfo and include/hw/virtio/virtio-scsi.h
 VIRTIO_SCSI_MAX_CHANNEL = 0
 VIRTIO_SCSI_MAX_TARGET = 255
@@ -319,3 +321,12 @@ def ensure_seed_images(data_dir: str) -> list[str]:
             write_mbr(path, signature, start, nsect)
             made.append(path)
     return made
+
+
+def check_fault_option(text: str) -> str:
+    """--fault's value, checked (ConfigError naming what is wrong)."""
+    try:
+        parse_fault_option(text)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return text

@@ -26,17 +26,14 @@ import ctypes
 import ctypes.util
 import errno
 import os
-import stat
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntFlag
 
-from vscsifs.daemon._service import default_qmp_socket
-from vscsifs.fs._devfs import HOST_DEV_DIRS, HOST_DEV_NODES
-from vscsifs.fs._nodesock import default_node_socket
+from vscsifs.daemon._runtime import default_qmp_socket
+from vscsifs.fs._rendezvous import HOST_DEV_DIRS, HOST_DEV_NODES, control_socket_path, default_node_socket
 from vscsifs.fs._preload import PreloadBuildError, preload_path
-from vscsifs.fs.udev._control import control_socket_path
 
 EXEC_USAGE = """\
 usage: vscsifs exec [--mount DIR] [--no-namespace] [--] CMD [ARG...]

@@ -69,15 +69,6 @@ class MachineView(Protocol):
     def kernel(self) -> Kernel: ...
 
 
-def check_fault_option(text: str) -> str:
-    """--fault's value, checked (ConfigError naming what is wrong)."""
-    try:
-        parse_fault_option(text)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    return text
-
-
 def _call_later(nursery: trio.Nursery) -> Callable[[float, Callable[[], None]], None]:
     async def later(delay: float, fn: Callable[[], None]) -> None:
         await trio.sleep(delay)

@@ -20,9 +20,13 @@ from typing import Any, TextIO
 
 import trio
 
-from vscsifs.fs import machine_operations, serve
+from vscsifs.fs._machine_fs import machine_operations
+from vscsifs.fs._mount import serve
 from vscsifs.fs._nodesock import NodeSocket
-from vscsifs.fs.udev import UdevControl, Udevd, control_socket_path, udev_machine_operations
+from vscsifs.fs._rendezvous import control_socket_path
+from vscsifs.fs.udev._control import UdevControl
+from vscsifs.fs.udev._udev_fs import udev_machine_operations
+from vscsifs.fs.udev._udevd import Udevd
 from vscsifs.scsi.kernel import (Scsi_Host, async_synchronize_full, bsg_init, scsi_scan_host, scsi_sysfs_register,
                                  sd_init, sg_init, shost_for_each_device)
 from vscsifs.scsi.kernel._sd import sd_shutdown

@@ -12,9 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from vscsifs.daemon._config import (CONTROLLER_DRIVERS, SCSI_DEVICE_DRIVERS, ConfigError, DriveConfig, MachineConfig,
+from vscsifs.daemon._config import (check_fault_option, CONTROLLER_DRIVERS, SCSI_DEVICE_DRIVERS, ConfigError, DriveConfig, MachineConfig,
                                     ScsiDeviceConfig)
-from vscsifs.daemon._faults import check_fault_option
 from vscsifs.daemon._qdev_props import (CACHE_MODES, DRIVE_PROPS, SCSI_DEVICE_PROPS, VHOST_SCSI, apply_props,
                                         controller_model, opt_pairs, parse_int, parse_size, split_opts)
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import fcntl
-import hashlib
 import logging
 import os
 import resource
@@ -48,8 +47,9 @@ from typing import Any, TextIO
 
 import trio
 
-from vscsifs.fs._mount import abort_connection, clean_stale, is_stale_mount, mount_entry, resolve_mountpoint
-from vscsifs.fs._nodesock import default_node_socket
+from vscsifs.fs._mount import clean_stale
+from vscsifs.fs._mounttab import abort_connection, is_stale_mount, mount_entry, resolve_mountpoint
+from vscsifs.fs._rendezvous import default_node_socket
 from vscsifs.scsi.kernel import Scsi_Host, async_synchronize_full, scsi_device_lookup, shost_for_each_device
 from vscsifs.scsi.kernel.base._printk import LogRecord
 
@@ -58,6 +58,7 @@ from vscsifs.daemon._config import ConfigError, DriveConfig, MachineConfig, Scsi
 from vscsifs.daemon._devices import Drive
 from vscsifs.daemon._machine import Machine, serve_machine
 from vscsifs.daemon._notify import Notifier, describe_machine
+from vscsifs.daemon._runtime import default_qmp_socket, escape_path, runtime_dir
 from vscsifs.daemon._qmp import QMPServer, QMPSyntaxError, parse_qmp_option
 from vscsifs.daemon._toml_config import TomlConfig, load
 
@@ -161,58 +162,6 @@ def process_exiting(pid: int) -> bool:
     return st is not None and (st[0] in "ZX" or bool(st[1] & PF_EXITING))
 
 
-def runtime_dir() -> str:
-    """Where vscsifs keeps sockets and locks: /run/vscsifs for root (the unit's
-    RuntimeDirectory), else $XDG_RUNTIME_DIR/vscsifs (the same base _qmp.py uses)."""
-    if os.geteuid() == 0:
-        return "/run/vscsifs"
-    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/vscsifs-{os.getuid()}"
-    return os.path.join(base, "vscsifs")
-
-
-def escape_path(path: str) -> str:
-    """systemd-escape --path: ``/run/vscsifs/lab`` -> ``run-vscsifs-lab``."""
-    p = os.path.normpath(path).strip("/")
-    if not p:
-        return "-"
-    out = []
-    for i, ch in enumerate(p):
-        if ch == "/":
-            out.append("-")
-        elif ch.isalnum() or ch in "_:" or (ch == "." and i > 0):
-            out.append(ch)
-        else:
-            out.extend(f"\\x{b:02x}" for b in ch.encode())
-    return "".join(out)
-
-
-QMP_BY_PATH = "by-path"
-UNIX_PATH_MAX = 107           # sun_path holds 108 bytes with the terminating NUL
-
-
-def default_qmp_socket(mountpoint: str, runtime: str | None = None) -> str:
-    """The QMP socket of a daemon started without -qmp: one per mount point, never shared.
-
-    ``RUNTIME/NAME.qmp`` beside a mount point ``RUNTIME/NAME`` (RUNTIME: runtime_dir(), i.e.
-    /run/vscsifs for root: the service's /run/vscsifs/NAME and /run/vscsifs/NAME.qmp, and the
-    default mount's default.qmp); any other mount point gets
-    ``RUNTIME/by-path/<its full path, systemd-escape --path>.qmp`` (/tmp/a/m ->
-    /run/vscsifs/by-path/tmp-a-m.qmp), so mount points with the same last component do not
-    collide. A name too long for a unix socket becomes ``<last component>-<sha256 prefix>.qmp``
-    in the same directory."""
-    runtime = os.path.realpath(runtime or runtime_dir())
-    mount = resolve_mountpoint(mountpoint)
-    name = os.path.basename(mount) or "root"
-    if os.path.dirname(mount) == runtime:
-        return os.path.join(runtime, f"{name}.qmp")
-    directory = os.path.join(runtime, QMP_BY_PATH)
-    path = os.path.join(directory, escape_path(mount) + ".qmp")
-    if len(os.fsencode(path)) > UNIX_PATH_MAX:
-        digest = hashlib.sha256(os.fsencode(mount)).hexdigest()[:16]
-        path = os.path.join(directory, f"{escape_path(name)[:40]}-{digest}.qmp")
-    return path
-
-
 class InstanceLock:
     """An flock on ``RUNTIME/lock/<escaped mount point>.lock`` held for the daemon's life.
 
@@ -255,7 +204,7 @@ class InstanceLock:
 
 def take_instance(lock: InstanceLock, mountpoint: str, wait: float = DYING_HOLDER_WAIT) -> InstanceLock:
     """Acquire the instance lock; when its holder is a killed daemon stuck in its own exit,
-    abort that daemon's FUSE connection (fs/_mount.abort_connection) so it can finish dying,
+    abort that daemon's FUSE connection (fs/_mounttab.abort_connection) so it can finish dying,
     and take the lock once it has. Anything else holding the lock is a live instance: refused."""
     try:
         return lock.acquire()

@@ -55,9 +55,8 @@ from typing import Any
 
 from vscsifs.scsi.device._fault_injector import parse_fault_option, parse_fault_rule
 
-from vscsifs.daemon._config import (CONTROLLER_DRIVERS, SCSI_DEVICE_DRIVERS, ConfigError, ControllerConfig, DriveConfig,
+from vscsifs.daemon._config import (check_fault_option, CONTROLLER_DRIVERS, SCSI_DEVICE_DRIVERS, ConfigError, ControllerConfig, DriveConfig,
                                     MachineConfig, ScsiDeviceConfig, seed_config)
-from vscsifs.daemon._faults import check_fault_option
 from vscsifs.daemon._qdev_props import (CACHE_MODES, DRIVE_PROPS, SCSI_DEVICE_PROPS, VHOST_SCSI, Prop, controller_model)
 from vscsifs.daemon._qemu_args import parse_memory, parse_qemu_args
 

@@ -106,6 +106,7 @@ from vscsifs.scsi.kernel import block as block_layer
 from vscsifs.scsi.kernel.block._blkdev_file import BLKGETSIZE64, fmode_of_open
 from vscsifs.scsi.kernel.base._kobject import Dir, KernfsRoot, Link, Node
 from vscsifs.fs._openwatch import OpenWatch
+from vscsifs.fs._rendezvous import HOST_DEV_DIRS, HOST_DEV_NODES
 from vscsifs.fs._operations import Caller, FileHandle, SpecialFile, VscsiOperations, errno_of
 
 log = logging.getLogger(__name__)
@@ -528,8 +529,6 @@ class BlockNode(SpecialFile):
 
 # what exec binds from the host over DIR/dev's placeholders (host_dev_mounts), and the links a
 # guest's userspace keeps in /dev (systemd-udevd's static nodes)
-HOST_DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty", "ptmx")
-HOST_DEV_DIRS = ("pts", "shm")
 DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
              ("stderr", "/proc/self/fd/2"))
 

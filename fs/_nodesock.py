@@ -51,7 +51,6 @@ file is released. Nothing reaches other connections.
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import socket
@@ -696,18 +695,3 @@ class NodeSocket:
             return
         await Connection(trio.SocketStream(sock), caller, self.table, self.kernel, self.blkdev_open,
                          peer=sock._sock, netlink=self.netlink).serve()  # type: ignore[attr-defined]
-
-
-UNIX_PATH_MAX = 107           # sun_path holds 108 bytes with the terminating NUL
-
-
-def default_node_socket(qmp_socket: str) -> str:
-    """Beside the machine's default QMP socket: RUNTIME/NAME.nodes for RUNTIME/NAME.qmp (a
-    name too long for a unix socket: the QMP name's first 40 bytes and a hash of it)."""
-    base, _ = os.path.splitext(qmp_socket)
-    path = base + ".nodes"
-    if len(os.fsencode(path)) > UNIX_PATH_MAX:
-        directory, name = os.path.split(base)
-        digest = hashlib.sha256(os.fsencode(qmp_socket)).hexdigest()[:16]
-        path = os.path.join(directory, f"{name[:40]}-{digest}.nodes")
-    return path

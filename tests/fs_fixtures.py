@@ -25,7 +25,10 @@ import trio
 
 from daemon_harness import require_mount
 
-from vscsifs.fs import DevFs, Mount, ProcFs, make_operations, serve
+from vscsifs.fs._devfs import DevFs
+from vscsifs.fs._machine_fs import make_operations
+from vscsifs.fs._mount import Mount, serve
+from vscsifs.fs._procfs import ProcFs
 from vscsifs.scsi.kernel.base._driver_model import Bus, Class, Device, Sysfs, device_add, device_bind_driver
 from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
 from vscsifs.scsi.kernel.base._kernel import Kernel

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import socket
 import struct
 from enum import IntEnum
@@ -44,10 +43,7 @@ class UdevCtrlMessageType(IntEnum):
     EXIT = 8
 
 
-def control_socket_path(node_socket: str) -> str:
-    """RUNTIME/NAME.udevctl beside RUNTIME/NAME.nodes."""
-    base, _ = os.path.splitext(node_socket)
-    return base + ".udevctl"
+
 
 
 class UdevControl:

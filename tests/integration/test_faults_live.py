@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from daemon_harness import Daemon, force_unmount, is_mounted, needs_mount, wait_for  # noqa: E402
 from daemon_harness import start_daemon_own_qmp as start_daemon  # noqa: E402
 
-from vscsifs.fs._mount import abort_connection  # noqa: E402
+from vscsifs.fs._mounttab import abort_connection  # noqa: E402
 
 pytestmark = needs_mount
 

@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from daemon_harness import require_mount, stop_process  # noqa: E402
 from fs_fixtures import FakeBdev, MountedMachine, mount_machine  # noqa: E402
 
-from vscsifs.fs import is_mounted, is_stale_mount, loop_available, stale_loops  # noqa: E402
+from vscsifs.fs._devfs import loop_available, stale_loops  # noqa: E402
+from vscsifs.fs._mounttab import is_mounted, is_stale_mount  # noqa: E402
 
 pytestmark = pytest.mark.mount
 SDEV = "sys/devices/pci0000:00/0000:00:02.0/virtio0/host0/0:0:0:0"
@@ -342,7 +343,8 @@ async def test_golden_tree_is_rendered_faithfully(capture: str, tmp_path: Path) 
     from fs_fixtures import tree_from_manifest
     from golden_sysfs import compare, materialize
 
-    from vscsifs.fs import make_operations, serve
+    from vscsifs.fs._machine_fs import make_operations
+    from vscsifs.fs._mount import serve
 
     golden = GOLDEN / capture
     copy = materialize(str(golden), str(tmp_path / "copy"))

@@ -505,7 +505,7 @@ def test_two_mount_points_with_the_same_name_get_their_own_default_qmp_socket_an
     """Mount points .../a/m and .../b/m: each daemon listens on its own default socket (named
     after the full path), and a [[fault]] table in the TOML file is the same rule as the
     equivalent --fault option on the other one."""
-    from vscsifs.daemon._service import default_qmp_socket
+    from vscsifs.daemon._runtime import default_qmp_socket
     tmp = str(tmp_path)
     write_images(f"{tmp}/img", {"a.img": 64 * MIB, "b.img": 64 * MIB})
     conf = tmp_path / "a.toml"

@@ -17,8 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fs_fixtures import FakeBdev, FakeChar, build_machine  # noqa: E402
 
-from vscsifs.fs import (BlockNode, DataFile, DevFs, ProcFs, UnavailableCharNode, make_operations,  # noqa: E402
-                        stale_loops)
+from vscsifs.fs._devfs import BlockNode, DataFile, DevFs, UnavailableCharNode, stale_loops  # noqa: E402
+from vscsifs.fs._machine_fs import make_operations  # noqa: E402
+from vscsifs.fs._procfs import ProcFs  # noqa: E402
 from vscsifs.fs import _devfs, _operations  # noqa: E402
 from vscsifs.scsi.kernel.base._kobject import Attr, Dir, SysfsError  # noqa: E402
 

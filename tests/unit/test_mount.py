@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from vscsifs.fs import _mount
-from vscsifs.fs._mount import (MountEntry, abort_connection, clean_stale, is_stale_mount, loops_backed_under,
-                               mount_entry)
+from vscsifs.fs import _mount, _mounttab
+from vscsifs.fs._mount import clean_stale, loops_backed_under
+from vscsifs.fs._mounttab import MountEntry, abort_connection, is_stale_mount, mount_entry
 
 MOUNTINFO = (
     "22 1 0:21 / / rw,relatime - ext4 /dev/vda1 rw\n"
@@ -32,7 +32,8 @@ def mountinfo(tmp_path, monkeypatch) -> str:
 
     def fake(mountpoint: str, mountinfo: str = str(path)) -> MountEntry | None:
         return real(mountpoint, mountinfo)
-    monkeypatch.setattr(_mount, "mount_entry", fake)
+    monkeypatch.setattr(_mounttab, "mount_entry", fake)    # abort_connection's
+    monkeypatch.setattr(_mount, "mount_entry", fake)       # clean_stale's
     monkeypatch.setattr(os.path, "realpath", lambda p: os.path.normpath(p))
     return str(path)
 
@@ -148,8 +149,8 @@ def test_resolve_mountpoint_does_not_stat_a_mount_point(tmp_path, monkeypatch) -
         assert not str(path).endswith("/m"), f"stat'ed the mount point {path}"
         return real_lstat(path, *a, **k)
     monkeypatch.setattr(os, "lstat", lstat)
-    assert _mount.resolve_mountpoint(f"{tmp_path}/link/m/", str(info)) == f"{tmp_path}/real/m"
-    assert _mount.mount_entry(f"{tmp_path}/link/m", str(info)) == MountEntry(39, "fuse.vscsifs", "vscsifs")
+    assert _mounttab.resolve_mountpoint(f"{tmp_path}/link/m/", str(info)) == f"{tmp_path}/real/m"
+    assert _mounttab.mount_entry(f"{tmp_path}/link/m", str(info)) == MountEntry(39, "fuse.vscsifs", "vscsifs")
     monkeypatch.setattr(os, "lstat", real_lstat)
     (tmp_path / "m2").symlink_to(tmp_path / "real")            # not a mount point: a plain realpath
-    assert _mount.resolve_mountpoint(f"{tmp_path}/m2", str(info)) == f"{tmp_path}/real"
+    assert _mounttab.resolve_mountpoint(f"{tmp_path}/m2", str(info)) == f"{tmp_path}/real"

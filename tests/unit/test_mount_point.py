@@ -12,8 +12,8 @@ import time
 import pytest
 
 from vscsifs.daemon import _service
-from vscsifs.daemon._service import (InstanceLock, MountInUse, default_qmp_socket, escape_path, process_exiting,
-                                     take_instance)
+from vscsifs.daemon._runtime import default_qmp_socket, escape_path
+from vscsifs.daemon._service import InstanceLock, MountInUse, process_exiting, take_instance
 
 
 # ------------------------------------------------------------------ a holder that is dying

@@ -21,7 +21,8 @@ from nodesock_fakes import CRED, CRED_IOCTL, ECHO_IOCTL, ECHO_MAJOR, LATE_IOCTL,
 from vscsifs.daemon._exec import ExecError, exec_environment, parse_exec_args
 from vscsifs.fs._nodesock import (DONE_MSG, ERRNO_MSG, HEADER, MAX_PREFETCH, MEM_CHUNK, NODE_XATTR, NOTICE_MSG, OPEN_REQ,
                                   PEEK_MSG, POKE_HEAD, PREFETCH_HEAD, XFER_REQ, Caller, Connection, MsgType, NodeSocket,
-                                  NodeTable, caller_from_proc, default_node_socket, frame, may_open)
+                                  NodeTable, caller_from_proc, frame, may_open)
+from vscsifs.fs._rendezvous import default_node_socket
 from vscsifs.scsi.kernel.base._fops import POLLIN, Cred
 
 ROOT = Caller(Cred(pid=1, uid=0, gid=0, cap_sys_rawio=True, cap_sys_admin=True), dac_override=True)

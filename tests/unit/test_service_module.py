@@ -13,8 +13,9 @@ import textwrap
 import pytest
 
 from vscsifs.daemon._config import ControllerConfig, DriveConfig, MachineConfig, ScsiDeviceConfig
-from vscsifs.daemon._service import (InstanceLock, JournalFormatter, MountInUse, ReloadRefused, escape_path,
-                                     plan_reload, stream_is_journal)
+from vscsifs.daemon._runtime import escape_path
+from vscsifs.daemon._service import (InstanceLock, JournalFormatter, MountInUse, ReloadRefused, plan_reload,
+                                     stream_is_journal)
 
 
 def machine(*devs: tuple[str | None, int, int, str], smp: int = 2, queues: int = 2) -> MachineConfig:
