@@ -15,10 +15,10 @@ import trio
 
 from midlayer_harness import BusLLD, guest_kernel, opened, scanned_host, seed_bus  # noqa: F401  (opened: a fixture)
 from midlayer_harness import make_kernel as make_scsi_kernel
-from sd_fakes import ExecResult, FakeBlock, FakeHd, fixed_sense, make_kernel, make_sdev
+from sd_fakes import ExecResult, FakeBlock, FakeHd, fixed_sense, make_kernel, make_sdev, write_cache
 from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice
 from vscsifs.scsi.kernel.base._kobject import Attr, SysfsError
-from vscsifs.scsi.kernel.block import bdev_discard, bdev_flush, bdev_read, bdev_write
+from vscsifs.scsi.kernel.block import QueueFlag, bdev_discard, bdev_flush, bdev_read, bdev_write
 from vscsifs.scsi.kernel.block._blk_types import BlkStatus, ReqFlag, ReqOp, Request
 from vscsifs.scsi.kernel import _scsi_lib, _sd, sd_init, sg_init
 from vscsifs.scsi.kernel._sd_sysfs import sd_disk_attrs
@@ -176,8 +176,8 @@ async def test_sd_probe_sysfs_and_limits_match_golden(monkeypatch: pytest.Monkey
     assert q.limits.io_min == g("minimum_io_size")
     assert q.limits.logical_block_size == g("logical_block_size")
     assert q.limits.physical_block_size == g("physical_block_size")
-    assert ("QUEUE_FLAG_NONROT" not in q.flags) == bool(g("rotational"))
-    assert q.write_cache == (True, False)
+    assert (QueueFlag.QUEUE_FLAG_NONROT not in q.queue_flags) == bool(g("rotational"))
+    assert write_cache(q) == (True, False)
     assert sdkp.disk.capacity == 524288
     assert q.limits.max_dev_sectors == 0xFFFF
 
@@ -227,7 +227,7 @@ async def test_write_protect_and_cache_disabled(monkeypatch: pytest.MonkeyPatch)
     assert e.value.errno == errno.EROFS
     assert await _sd.sd_open(sdkp.disk, _sd.FMODE_READ) == 0
     # no cache flush allowed for write-protected disks
-    assert sdkp.WCE == 0 and s.request_queue.write_cache == (False, False)
+    assert sdkp.WCE == 0 and write_cache(s.request_queue) == (False, False)
 
 
 async def test_logging_level_adds_hlqueue_lines(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -272,7 +272,7 @@ async def test_scsi_disk_stores(monkeypatch: pytest.MonkeyPatch) -> None:
     assert d.children["manage_start_stop"].read() == b"0\n"
     d.children["cache_type"].write(b"temporary write through\n")
     assert d.children["cache_type"].read() == b"write through\n"
-    assert s.request_queue.write_cache == (False, False)
+    assert write_cache(s.request_queue) == (False, False)
     with pytest.raises(SysfsError):
         d.children["cache_type"].write(b"write sideways")
     with pytest.raises(SysfsError):
@@ -630,4 +630,4 @@ async def test_cache_type_store_runs_mode_select_in_kernel_nursery(monkeypatch: 
         m.kernel.nursery = nursery
         attr.write(b"write through\n")
     assert hd.selected and attr.read() == b"write through\n"
-    assert s.request_queue.write_cache == (False, False)
+    assert write_cache(s.request_queue) == (False, False)
