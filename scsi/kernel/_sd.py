@@ -1199,14 +1199,6 @@ async def sd_revalidate_disk(disk: Any) -> int:
 
 # --- open / release (block_device_operations) ---------------------------------------------------
 
-def _need_part_scan(disk: Any) -> bool:
-    """test_bit(GD_NEED_PART_SCAN, &disk->state)."""
-    state = getattr(disk, "state", None)
-    if isinstance(state, (set, frozenset, list, tuple)):
-        return "GD_NEED_PART_SCAN" in state
-    return bool(getattr(disk, "need_part_scan", False))
-
-
 async def sd_open(bdev: Any, mode: int = 0) -> int:
     """sd_open(): revalidate when a partition scan is pending, refuse a missing medium or a
     write open of a write-protected disk. Returns 0; failures raise OSError(ENXIO/ENOMEDIUM/
@@ -1239,7 +1231,7 @@ async def sd_need_revalidate(disk: Any, sdkp: ScsiDisk) -> bool:
     if (_flag(sdkp.device, "removable") or sdkp.write_prot) and getattr(disk, "events", 0):
         if await bdev_check_media_change(disk):
             return True
-    return _need_part_scan(disk)
+    return disk.need_part_scan                  # test_bit(GD_NEED_PART_SCAN, &disk->state)
 
 
 async def sd_release(disk: Any, mode: int = 0) -> None:

@@ -13,6 +13,7 @@ from vscsifs.scsi.kernel.base._driver_model import Device, Sysfs, device_add, de
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import Kmsg
 import vscsifs.scsi.kernel.block as blk
+from vscsifs.scsi.kernel.block._blkdev import Gendisk
 from vscsifs.scsi.kernel.block._limits import QUEUE_FLAG_MQ_DEFAULT, QueueFlag, QueueLimits
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection
 from vscsifs.scsi.kernel._scsi_lib import ExecResult
@@ -154,58 +155,28 @@ def write_cache(q: FakeQueue) -> tuple[bool, bool]:
     return QueueFlag.QUEUE_FLAG_WC in q.queue_flags, QueueFlag.QUEUE_FLAG_FUA in q.queue_flags
 
 
-@dataclass(eq=False)
-class FakeDisk:
-    queue: FakeQueue
-    disk_name: str = ""
-    major: int = 0
-    first_minor: int = 0
-    minors: int = 0
-    fops: Any = None
-    private_data: Any = None
-    ro: bool = False
-    capacity: int = 0
-    state: set[str] = field(default_factory=set)
-    added: bool = False
-    deleted: bool = False
-
-
 class FakeBlock:
-    """The block layer as sd sees it (the module attribute ``blk``): the real queue settings
-    (blk_queue_*, QUEUE_FLAG_*, BlockDeviceOperations) and a gendisk that records what sd did
-    to it instead of registering one."""
+    """The block layer as sd sees it (the module attribute ``blk``): the real gendisk and queue
+    settings, with adding and deleting the disk reduced to what sd's own choices need."""
 
     def __init__(self, kernel: Kernel, execute: Any) -> None:
         self.kernel = kernel
         self.execute = execute
 
-    def blk_mq_alloc_disk_for_queue(self, q: FakeQueue) -> FakeDisk:
-        d = FakeDisk(q)
-        q.disk = d
-        return d
-
-    def register_blkdev(self, kernel: Kernel, major: int, name: str) -> None:
-        kernel.blkdev_majors[major] = name
-
-    def set_disk_ro(self, disk: FakeDisk, ro: bool) -> None:
-        disk.ro = ro
-
-    def set_capacity_and_notify(self, disk: FakeDisk, sectors: int) -> None:
-        disk.capacity = sectors
-
-    async def device_add_disk(self, parent: Device, disk: FakeDisk) -> None:
-        """Adds the disk, then scans partitions as the kernel does: open (revalidate), READ."""
-        disk.added = True
-        disk.state.add("GD_NEED_PART_SCAN")
-        await disk.fops.open(SimpleNamespace(disk=disk, partno=0), 0)
-        disk.state.discard("GD_NEED_PART_SCAN")
+    async def device_add_disk(self, parent: Device, disk: Gendisk) -> None:
+        """Makes the disk live, then scans partitions as the kernel does: open (revalidate), READ;
+        without the class device, queue/ and bdi files the real one adds."""
+        disk.live = True
+        disk.need_part_scan = True
+        await disk.fops.open(disk.part0, 0)
+        disk.need_part_scan = False
         sdev = disk.private_data.device
         await self.execute(sdev, bytes.fromhex("28000000000000000800"), DmaDirection.DMA_FROM_DEVICE, 4096)
         self.kernel.printk(6, f" {disk.disk_name}: {disk.disk_name}1")
         await disk.fops.release(disk, 0)
 
-    def del_gendisk(self, disk: FakeDisk) -> None:
-        disk.deleted = True
+    def del_gendisk(self, disk: Gendisk) -> None:
+        disk.live = False
 
     def __getattr__(self, name: str) -> Any:
         """Everything not faked above is the block layer's own."""

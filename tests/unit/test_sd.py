@@ -221,7 +221,7 @@ async def test_write_protect_and_cache_disabled(monkeypatch: pytest.MonkeyPatch)
     text = m.kernel.kmsg.lines()
     assert "sd 0:0:0:0: [sda] Write Protect is on" in text
     assert "sd 0:0:0:0: [sda] Mode Sense: 63 00 80 08" in text
-    assert sdkp.disk.ro is True
+    assert sdkp.disk.read_only is True
     with pytest.raises(OSError) as e:
         await _sd.sd_open(sdkp.disk, _sd.FMODE_READ | _sd.FMODE_WRITE)
     assert e.value.errno == errno.EROFS
@@ -445,11 +445,12 @@ async def test_remove_syncs_cache_and_frees_index(monkeypatch: pytest.MonkeyPatc
     s = m.add(1, FakeHd(nblocks=524288))
     await m.drv.probe(s)
     sdkp = _sd.dev_get_drvdata(s)
+    assert sdkp.disk.live
     m.calls.clear()
     await m.drv.remove(s)
     assert m.kernel.kmsg.lines()[-1] == "sd 0:0:0:1: [sda] Synchronizing SCSI cache"
     assert [c for _, c, _ in m.calls] == [bytes.fromhex("35000000000000000000")]
-    assert sdkp.disk.deleted and m.kernel.sysfs.root.lookup("class/scsi_disk/0:0:0:1") is None
+    assert not sdkp.disk.live and m.kernel.sysfs.root.lookup("class/scsi_disk/0:0:0:1") is None
     assert m.kernel.sysfs.root.lookup(SDEV1 + "/scsi_disk") is None
     assert m.kernel.sd_index_ida.alloc() == 0
 
