@@ -22,6 +22,7 @@ from enum import IntEnum, IntFlag
 from typing import Any, Protocol
 
 from vscsifs.scsi.kernel.base._kobject import SysfsError
+from vscsifs.scsi.kernel.base._fops import FMODE_NDELAY, FMODE_READ, FMODE_WRITE
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block import set_disk_ro
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection
@@ -35,10 +36,6 @@ CDROM_STR_SIZE = 1000
 # block/disk events (include/linux/blkdev.h)
 DISK_EVENT_MEDIA_CHANGE = 1 << 0
 DISK_EVENT_EJECT_REQUEST = 1 << 1
-
-FMODE_READ = 0x1
-FMODE_WRITE = 0x2
-FMODE_NDELAY = 0x40                   # include/linux/fs.h
 
 
 class Cdc(IntFlag):

@@ -18,11 +18,11 @@ from collections.abc import Awaitable, Callable
 from enum import IntEnum
 from typing import Any
 
-from vscsifs.scsi.kernel.base._fops import Cred, UserMemory
+from vscsifs.scsi.kernel.base._fops import FMODE_NDELAY, Cred, UserMemory
 from vscsifs.scsi.kernel._cdrom import (CDSL_CURRENT, CDSL_NONE, EDRIVE_CANT_DO_THIS, Cdc, Cdo, Cds, CdromDeviceInfo,
                                         cdrom_can, cdrom_count_tracks, cdrom_get_last_written,
                                         cdrom_ioctl_drive_status, media_changed)
-from vscsifs.scsi.kernel._scsi_ioctl import (ENOIOCTLCMD, CdromIoctl, FMODE_NDELAY, capable_rawio, scsi_ioctl,
+from vscsifs.scsi.kernel._scsi_ioctl import (ENOIOCTLCMD, CdromIoctl, capable_rawio, scsi_ioctl,
                                              scsi_ioctl_block_when_processing_errors)
 
 

@@ -30,8 +30,8 @@ from vscsifs.scsi.kernel import block as blk
 from vscsifs.scsi.kernel.base._fops import Cred, UserMemory
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block._blk_types import ReqOp, Request
-from vscsifs.scsi.kernel.block._blkdev_file import ENOIOCTLCMD, FMODE_NDELAY, fmode_of_open
-from vscsifs.scsi.kernel.block._genhd import FMODE_WRITE
+from vscsifs.scsi.kernel.base._fops import FMODE_NDELAY, FMODE_WRITE
+from vscsifs.scsi.kernel.block._blkdev_file import ENOIOCTLCMD, fmode_of_open
 from vscsifs.scsi.kernel._scsi_types import HostState
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, scsi_cmnd
 from vscsifs.scsi.kernel._scsi_error import (FAILED, SUCCESS, SenseKey, scsi_try_bus_device_reset,

@@ -30,6 +30,7 @@ import vscsifs.scsi.kernel.block as blk
 from vscsifs.scsi._proto import (SAI_READ_CAPACITY_16, SamStatus, ScsiOpcode,
                                 ScsiType, SenseKey)
 from vscsifs.scsi.kernel.base._driver_model import POWER_ASYNC_DISABLED, Device, device_add, device_del
+from vscsifs.scsi.kernel.base._fops import FMODE_NDELAY, FMODE_READ, FMODE_WRITE
 from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block._blk_types import BlkStatus, ReqFlag, ReqOp
@@ -1266,11 +1267,6 @@ async def sd_check_events(disk: Any, clearing: int) -> int:
     changed = bool(sdp.changed)
     sdp.changed = 0
     return blk.DISK_EVENT_MEDIA_CHANGE if changed else 0
-
-
-FMODE_READ = 0x1
-FMODE_WRITE = 0x2
-FMODE_NDELAY = 0x800
 
 
 def sd_unlock_native_capacity(disk: Any) -> None:

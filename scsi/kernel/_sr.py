@@ -24,6 +24,7 @@ from typing import Any, TypeGuard
 import trio
 
 import vscsifs.scsi.kernel.block as blk
+from vscsifs.scsi.kernel.base._fops import FMODE_READ
 from vscsifs.scsi.kernel.base._kobject import SysfsError
 from vscsifs.scsi.kernel.block import BlockDeviceOperations, blk_queue_logical_block_size, register_blkdev, set_capacity
 from vscsifs.scsi.kernel.block._blk_types import BlkStatus, ReqOp
@@ -678,7 +679,7 @@ async def sr_revalidate_disk(cd: ScsiCd) -> None:
 
 # --- block_device_operations ---------------------------------------------------------------------
 
-async def sr_block_open(bdev: Any, mode: int = cdrom.FMODE_READ) -> int:
+async def sr_block_open(bdev: Any, mode: int = FMODE_READ) -> int:
     """sr_block_open(): a pending media change revalidates; then cdrom_open. Failures raise
     OSError (ENXIO, ENOMEDIUM, EROFS...) so they reach whoever opened the node."""
     disk = getattr(bdev, "disk", bdev)
@@ -693,7 +694,7 @@ async def sr_block_open(bdev: Any, mode: int = cdrom.FMODE_READ) -> int:
     return 0
 
 
-async def sr_block_release(disk: Any, mode: int = cdrom.FMODE_READ) -> None:
+async def sr_block_release(disk: Any, mode: int = FMODE_READ) -> None:
     await cdrom.cdrom_release(scsi_cd(disk).cdi, mode)
 
 

@@ -64,6 +64,7 @@ class FakeHd:
     wce: bool = True
     wp: bool = False
     rsoc_supported: bool = False
+    medium: bool = True
     log: list[bytes] = field(default_factory=list)
     selected: list[bytes] = field(default_factory=list)
 
@@ -73,6 +74,8 @@ class FakeHd:
         if op not in (0x12, 0xA0, 0x03) and self.ua_pending:
             self.ua_pending = False
             return ExecResult(0x02, b"", fixed_sense(6, 0x29, 0), buflen)
+        if not self.medium and op in (0x00, 0x25, 0x9E, 0x28, 0x88):
+            return ExecResult(0x02, b"", fixed_sense(2, 0x3A, 0), buflen)     # MEDIUM NOT PRESENT
         handler = {
             0x00: lambda: b"",
             0x9E: self._rc16,
@@ -225,6 +228,8 @@ class FakeSdev:
     no_report_opcodes: int = 0
     no_write_same: int = 0
     removable: int = 0
+    changed: int = 0
+    lockable: int = 0
     allow_restart: int = 0
     manage_system_start_stop: int = 0
     manage_runtime_start_stop: int = 0

@@ -7,6 +7,7 @@ choices are checked alone; the full-stack tests at the end use the real ones."""
 from __future__ import annotations
 
 import errno
+import os
 import re
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice
 from vscsifs.scsi.kernel.base._kobject import Attr, SysfsError
 from vscsifs.scsi.kernel.block import QueueFlag, bdev_discard, bdev_flush, bdev_read, bdev_write
 from vscsifs.scsi.kernel.block._blk_types import BlkStatus, ReqFlag, ReqOp, Request
+from vscsifs.scsi.kernel.block._blkdev_file import fmode_of_open
 from vscsifs.scsi.kernel import _scsi_lib, _sd, sd_init, sg_init
 from vscsifs.scsi.kernel._sd_sysfs import sd_disk_attrs
 from vscsifs.scsi.kernel.base._async_domain import async_synchronize_full
@@ -228,6 +230,21 @@ async def test_write_protect_and_cache_disabled(monkeypatch: pytest.MonkeyPatch)
     assert await _sd.sd_open(sdkp.disk, _sd.FMODE_READ) == 0
     # no cache flush allowed for write-protected disks
     assert sdkp.WCE == 0 and write_cache(s.request_queue) == (False, False)
+
+
+async def test_open_without_medium_needs_ndelay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A removable disk with no medium refuses a plain open (ENOMEDIUM); an O_NONBLOCK open
+    (FMODE_NDELAY, as blkdev_open derives it from the open's flags) is let through."""
+    m = Machine(monkeypatch)
+    hd = FakeHd(nblocks=2048)
+    s = m.add(0, hd, removable=1)
+    await m.drv.probe(s)
+    sdkp = _sd.dev_get_drvdata(s)
+    hd.medium = False
+    with pytest.raises(OSError) as e:
+        await _sd.sd_open(sdkp.disk, fmode_of_open(os.O_RDONLY))
+    assert e.value.errno == errno.ENOMEDIUM
+    assert await _sd.sd_open(sdkp.disk, fmode_of_open(os.O_RDONLY | os.O_NONBLOCK)) == 0
 
 
 async def test_logging_level_adds_hlqueue_lines(monkeypatch: pytest.MonkeyPatch) -> None:

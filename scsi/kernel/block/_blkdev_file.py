@@ -20,18 +20,15 @@ import os
 import struct
 from collections.abc import Awaitable, Callable
 
-from vscsifs.scsi.kernel.base._fops import POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM, Cred, OpenFile, UserMemory
-from vscsifs.scsi.kernel.block._genhd import (FMODE_READ, FMODE_WRITE, BlockDevice, blkdev_get, blkdev_put,
-                                              blkdev_reread_part)
+from vscsifs.scsi.kernel.base._fops import (FMODE_EXCL, FMODE_NDELAY, FMODE_READ, FMODE_WRITE, Cred, FileOperations,
+                                            OpenFile, UserMemory)
+from vscsifs.scsi.kernel.block._blk_types import SECTOR_SHIFT
+from vscsifs.scsi.kernel.block._genhd import BlockDevice, blkdev_get, blkdev_put, blkdev_reread_part
 from vscsifs.scsi.kernel.block._limits import PAGE_SIZE, QueueFlag
 
 # include/linux/errno.h: "no such ioctl here" between the layers of one ioctl
 ENOIOCTLCMD = 515
-FMODE_NDELAY = 0x40
-FMODE_EXCL = 0x80
-SECTOR_SHIFT = 9
 USHRT_MAX = 0xFFFF
-DEFAULT_POLLMASK = POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM
 
 _INT = struct.Struct("<i")
 _UINT = struct.Struct("<I")
@@ -126,7 +123,7 @@ _COMMON_GETTERS: dict[int, _Getter] = {
 BlockIoctl = Callable[[BlockDevice, int, int, int, UserMemory, Cred], Awaitable[int]]
 
 
-class BlkdevFile:
+class BlkdevFile(FileOperations):
     """One open of a block node, from blkdev_get to blkdev_put."""
 
     def __init__(self, bdev: BlockDevice, flags: int) -> None:
@@ -163,9 +160,6 @@ class BlkdevFile:
 
     async def write(self, addr: int, count: int, mem: UserMemory) -> int:
         raise OSError(errno.EOPNOTSUPP, "block data is written through the device node itself")
-
-    def poll(self) -> int:
-        return DEFAULT_POLLMASK
 
     async def release(self) -> None:
         """blkdev_release() -> blkdev_put(): the driver's release on the last close."""
