@@ -30,7 +30,7 @@ from vscsifs.scsi.kernel import block as blk
 from vscsifs.scsi.kernel.base._fops import Cred, UserMemory
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block._blk_types import ReqOp, Request
-from vscsifs.scsi.kernel.base._fops import FMODE_NDELAY, FMODE_WRITE
+from vscsifs.scsi.kernel.base._fops import FMODE_NDELAY, FMODE_WRITE, INT, UINT
 from vscsifs.scsi.kernel.block._blkdev_file import ENOIOCTLCMD, fmode_of_open
 from vscsifs.scsi.kernel._scsi_types import HostState
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, scsi_cmnd
@@ -162,8 +162,6 @@ SG_IOVEC = struct.Struct("<QQ")
 SCSI_IDLUN = struct.Struct("<II")
 # struct scsi_ioctl_command { unsigned int inlen, outlen; unsigned char data[]; }
 SCSI_IOCTL_COMMAND = struct.Struct("<II")
-INT = struct.Struct("<i")
-UINT = struct.Struct("<I")
 
 
 @dataclass

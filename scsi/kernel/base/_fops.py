@@ -20,6 +20,7 @@ Errors are raised as OSError(errno): the caller sees that errno, as from a syste
 from __future__ import annotations
 
 import errno
+import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -37,6 +38,13 @@ FMODE_READ = 1 << 0
 FMODE_WRITE = 1 << 1
 FMODE_NDELAY = 1 << 6
 FMODE_EXCL = 1 << 7
+
+# the C types an ioctl's argument points at (x86-64), as get_user()/put_user() copy them
+INT = struct.Struct("<i")
+UINT = struct.Struct("<I")
+USHORT = struct.Struct("<H")
+LONG = struct.Struct("<q")
+ULONG = struct.Struct("<Q")
 
 # fs/select.c: what poll() answers for a file whose driver has no ->poll
 DEFAULT_POLLMASK = POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import errno
 import os
-import struct
 from collections.abc import Awaitable, Callable
 
-from vscsifs.scsi.kernel.base._fops import (FMODE_EXCL, FMODE_NDELAY, FMODE_READ, FMODE_WRITE, Cred, FileOperations,
-                                            OpenFile, UserMemory)
+from vscsifs.scsi.kernel.base._fops import (FMODE_EXCL, FMODE_NDELAY, FMODE_READ, FMODE_WRITE, INT, LONG, UINT, ULONG, USHORT,
+                                            Cred, FileOperations, OpenFile, UserMemory)
 from vscsifs.scsi.kernel.block._blk_types import SECTOR_SHIFT
 from vscsifs.scsi.kernel.block._genhd import BlockDevice, blkdev_get, blkdev_put, blkdev_reread_part
 from vscsifs.scsi.kernel.block._limits import PAGE_SIZE, QueueFlag
@@ -29,12 +28,6 @@ from vscsifs.scsi.kernel.block._limits import PAGE_SIZE, QueueFlag
 # include/linux/errno.h: "no such ioctl here" between the layers of one ioctl
 ENOIOCTLCMD = 515
 USHRT_MAX = 0xFFFF
-
-_INT = struct.Struct("<i")
-_UINT = struct.Struct("<I")
-_USHORT = struct.Struct("<H")
-_LONG = struct.Struct("<q")
-_ULONG = struct.Struct("<Q")
 
 
 def _ioc(direction: int, kind: int, nr: int, size: int) -> int:
@@ -104,20 +97,20 @@ def _nr_sects(bdev: BlockDevice) -> int:
 _Getter = Callable[[BlockDevice], bytes]
 # blkdev_common_ioctl()'s read-only queries: the value each puts to the caller
 _COMMON_GETTERS: dict[int, _Getter] = {
-    BLKROGET: lambda b: _INT.pack(int(b.read_only)),
-    BLKBSZGET: lambda b: _INT.pack(block_size(b)),
-    BLKSSZGET: lambda b: _INT.pack(int(b.disk.queue.limits.logical_block_size)),
-    BLKPBSZGET: lambda b: _UINT.pack(int(b.disk.queue.limits.physical_block_size)),
-    BLKIOMIN: lambda b: _UINT.pack(int(b.disk.queue.limits.io_min)),
-    BLKIOOPT: lambda b: _UINT.pack(int(b.disk.queue.limits.io_opt)),
-    BLKALIGNOFF: lambda b: _INT.pack(int(b.disk.queue.limits.alignment_offset)),
-    BLKDISCARDZEROES: lambda b: _UINT.pack(0),
-    BLKSECTGET: lambda b: _USHORT.pack(min(USHRT_MAX, int(b.disk.queue.limits.max_sectors))),
-    BLKROTATIONAL: lambda b: _USHORT.pack(int(QueueFlag.QUEUE_FLAG_NONROT not in b.disk.queue.queue_flags)),
-    BLKRAGET: lambda b: _LONG.pack(b.disk.bdi.ra_pages * PAGE_SIZE // 512),
-    BLKFRAGET: lambda b: _LONG.pack(b.disk.bdi.ra_pages * PAGE_SIZE // 512),
-    BLKGETSIZE: lambda b: _ULONG.pack(_nr_sects(b)),
-    BLKGETSIZE64: lambda b: _ULONG.pack(_nr_sects(b) << SECTOR_SHIFT),
+    BLKROGET: lambda b: INT.pack(int(b.read_only)),
+    BLKBSZGET: lambda b: INT.pack(block_size(b)),
+    BLKSSZGET: lambda b: INT.pack(int(b.disk.queue.limits.logical_block_size)),
+    BLKPBSZGET: lambda b: UINT.pack(int(b.disk.queue.limits.physical_block_size)),
+    BLKIOMIN: lambda b: UINT.pack(int(b.disk.queue.limits.io_min)),
+    BLKIOOPT: lambda b: UINT.pack(int(b.disk.queue.limits.io_opt)),
+    BLKALIGNOFF: lambda b: INT.pack(int(b.disk.queue.limits.alignment_offset)),
+    BLKDISCARDZEROES: lambda b: UINT.pack(0),
+    BLKSECTGET: lambda b: USHORT.pack(min(USHRT_MAX, int(b.disk.queue.limits.max_sectors))),
+    BLKROTATIONAL: lambda b: USHORT.pack(int(QueueFlag.QUEUE_FLAG_NONROT not in b.disk.queue.queue_flags)),
+    BLKRAGET: lambda b: LONG.pack(b.disk.bdi.ra_pages * PAGE_SIZE // 512),
+    BLKFRAGET: lambda b: LONG.pack(b.disk.bdi.ra_pages * PAGE_SIZE // 512),
+    BLKGETSIZE: lambda b: ULONG.pack(_nr_sects(b)),
+    BLKGETSIZE64: lambda b: ULONG.pack(_nr_sects(b) << SECTOR_SHIFT),
 }
 
 BlockIoctl = Callable[[BlockDevice, int, int, int, UserMemory, Cred], Awaitable[int]]
