@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -185,6 +186,24 @@ def seed_daemon(tmp_path_factory) -> Iterator[Daemon]:
         yield d
     finally:
         d.shutdown()
+
+
+# scsi_mod.scsi_logging_level: every command's "tag#N Send:" / "CDB:" lines
+ALL_COMMANDS = 132153287
+
+
+@contextmanager
+def scsi_logging(d: Daemon, level: int = ALL_COMMANDS) -> Iterator[None]:
+    """The machine's /proc/sys/dev/scsi/logging_level at ``level`` while the block runs, and 0
+    again after it, also when it fails (as a guest's `sysctl dev.scsi.logging_level`)."""
+    path = f"{d.mount}/proc/sys/dev/scsi/logging_level"
+    with open(path, "w") as f:
+        f.write(str(level))
+    try:
+        yield
+    finally:
+        with open(path, "w") as f:
+            f.write("0")
 
 
 # "H:C:T:L: [sdX] tag#N Send: ..." / "... tag#N CDB: ..." lines of the SCSI log

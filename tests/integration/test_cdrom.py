@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon_harness import GOLDEN, VSCSIFS, Daemon, logged_commands, require_mount, run, start_daemon, start_daemon_own_qmp, wait_for
+from daemon_harness import (GOLDEN, VSCSIFS, Daemon, logged_commands, require_mount, run, scsi_logging, start_daemon,
+                            start_daemon_own_qmp, wait_for)
 from golden_cdb import make_image
 from golden_images import make_iso
 
@@ -123,10 +124,7 @@ def test_open_and_close_send_prevent_and_allow_medium_removal(cd_daemon: Daemon)
     DIR/dev/sr0 is a loop node: the host reports its opens and closes after the fact (fs/
     _openwatch.py), so the PREVENT is sent before the first read the open is followed by is
     served, and the ALLOW shortly after the close (waited for)."""
-    level = f"{cd_daemon.mount}/proc/sys/dev/scsi/logging_level"
-    with open(level, "w") as f:
-        f.write(str(1 << 27))                             # SCSI_LOG_IOCTL_SHIFT 27, level 1
-    try:
+    with scsi_logging(cd_daemon, 1 << 27):                # SCSI_LOG_IOCTL_SHIFT 27, level 1
         _settle(cd_daemon)                                # earlier tests' closes are handled
         before = _ioctl_lines(cd_daemon)
         fd = os.open(f"{cd_daemon.mount}/dev/sr0", os.O_RDONLY)
@@ -136,9 +134,6 @@ def test_open_and_close_send_prevent_and_allow_medium_removal(cd_daemon: Daemon)
         finally:
             os.close(fd)
         wait_for(lambda: _ioctl_lines(cd_daemon) == before + 2, what="ALLOW at the close")
-    finally:
-        with open(level, "w") as f:
-            f.write("0")
 
 
 def _settle(d: Daemon, name: str = "sr0") -> None:
@@ -174,8 +169,6 @@ def test_kernel_log_has_the_sr_lines_of_the_golden_boot(cd_daemon: Daemon) -> No
 
 # ---------------------------------------------------------------- lsblk, removable disks, media changes
 
-# scsi_mod.scsi_logging_level: every command's "tag#N Send:" / "CDB:" lines
-ALL_COMMANDS = 132153287
 # a path naming a node DIR/dev/NAME (not DIR/sys/dev/block/...)
 _NODE_PATH = re.compile(r'"(?:[^"]*/)?(?<!sys/)dev/(?:sd[a-z]+\d*|sr\d+)"')
 
@@ -193,17 +186,11 @@ def test_lsblk_reads_no_medium(cd_daemon: Daemon, tmp_path: Path) -> None:
         assert stat.S_ISBLK(os.stat(f"{d.mount}/dev/{name}").st_mode), name
     with open(f"{d.mount}/sys/block/sdb/removable") as f:
         assert f.read() == "1\n"
-    level = f"{d.mount}/proc/sys/dev/scsi/logging_level"
     since = len(d.kernel_lines())
     trace = tmp_path / "strace.txt"
-    with open(level, "w") as f:
-        f.write(str(ALL_COMMANDS))
-    try:
+    with scsi_logging(d):
         out = run("strace", "-f", "-o", str(trace), "-e", "trace=openat,open,read,pread64,readv",
                   "lsblk", "--sysroot", d.mount, "-O").stdout
-    finally:
-        with open(level, "w") as f:
-            f.write("0")
     assert "sr0" in out and "sr1" in out and "sdb" in out
     # lsblk opens DIR/dev/NAME as "dev/NAME" relative to its sysroot descriptor
     node_opens = [x for x in trace.read_text().splitlines() if "open" in x and _NODE_PATH.search(x)]
@@ -222,12 +209,9 @@ def test_removable_disk_is_a_loop_node_whose_opens_reach_sd(cd_daemon: Daemon) -
     dev = f"{d.mount}/dev/sdb"
     st = os.stat(dev)
     assert stat.S_ISBLK(st.st_mode) and os.major(st.st_rdev) == 7
-    level = f"{d.mount}/proc/sys/dev/scsi/logging_level"
     _settle(d, "sdb")
     since = len(d.kernel_lines())
-    with open(level, "w") as f:
-        f.write(str(ALL_COMMANDS))
-    try:
+    with scsi_logging(d):
         fd = os.open(dev, os.O_RDONLY)
         try:
             assert os.pread(fd, 512, 0)[:19] == b"GOLDENREF rm.img SE"
@@ -235,24 +219,15 @@ def test_removable_disk_is_a_loop_node_whose_opens_reach_sd(cd_daemon: Daemon) -
             os.close(fd)
         wait_for(lambda: _removals(d, since, "0:0:2:0") == ["1e 00 00 00 01 00", "1e 00 00 00 00 00"],
                  what="PREVENT then ALLOW on sdb")
-    finally:
-        with open(level, "w") as f:
-            f.write("0")
 
 
 def _commands_of(d: Daemon, hctl: str, *cmd: str) -> list[str]:
     """The commands ``hctl`` saw while ``cmd`` ran, the open's and the release's included (the
     release comes a moment after the close: wait for its ALLOW MEDIUM REMOVAL)."""
-    level = f"{d.mount}/proc/sys/dev/scsi/logging_level"
     since = len(d.kernel_lines())
-    with open(level, "w") as f:
-        f.write(str(ALL_COMMANDS))
-    try:
+    with scsi_logging(d):
         run(*cmd)
         wait_for(lambda: _removals(d, since, hctl)[-1:] == ["1e 00 00 00 00 00"], what="the release's ALLOW")
-    finally:
-        with open(level, "w") as f:
-            f.write("0")
     return [c for h, c in logged_commands(d.kernel_lines()[since:]) if h == hctl]
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_harness import GOLDEN, Daemon, logged_commands, require_mount, run, start_daemon
+from daemon_harness import ALL_COMMANDS, GOLDEN, Daemon, logged_commands, require_mount, run, start_daemon
 from golden_cdb import GoldenCdb, hctl_of_dir, load_cdb_dir, make_image
 from golden_images import make_iso
 from golden_sysfs import assert_matches, compare, materialize
@@ -362,7 +362,7 @@ def test_scan_command_sequence_matches_trace(name, tmp_path):
     require_mount()
     trace = Path(GOLDEN) / f"{name}-trace" / "scsi-log.txt"
     d = start_daemon(str(tmp_path), daemon_args(name, tmp_path / "images")
-                     + ["-append", "scsi_mod.scsi_logging_level=132153287"])
+                     + ["-append", f"scsi_mod.scsi_logging_level={ALL_COMMANDS}"])
     try:
         if name in SR_CONFIGS and not os.path.exists(os.path.join(d.mount, "sys", "block", "sr0")):
             pytest.xfail("no sr driver side in this tree yet")
