@@ -282,6 +282,15 @@ async def sr_set_blocklength(cd: ScsiCd, blocklength: int) -> int:
     return rc
 
 
+async def _vendor_read_toc(cd: ScsiCd, track: int, length: int) -> tuple[int, bytes]:
+    """sr_cd_check()'s READ TOC (the session format, control byte 0x40) of ``length`` bytes
+    from ``track``: the ioctl's result and the answer."""
+    cgc = _cgc(bytes((ScsiOpcode.READ_TOC, 0, 0, 0, 0, 0, track, 0, length, 0x40)), length,
+               DmaDirection.DMA_FROM_DEVICE, quiet=True, timeout=VENDOR_TIMEOUT)
+    rc = await sr_do_ioctl(cd, cgc)
+    return rc, cgc.buffer
+
+
 async def sr_cd_check(cd: ScsiCd) -> int:
     """sr_vendor.c sr_cd_check(): the multisession offset (READ TOC format 1 on MMC drives),
     the XA flag, the 2048-byte block length."""
@@ -292,11 +301,8 @@ async def sr_cd_check(cd: ScsiCd) -> int:
     no_multi = 0
     rc = 0
     if cd.vendor == VENDOR_SCSI3:
-        cgc = _cgc(bytes((ScsiOpcode.READ_TOC, 0, 0, 0, 0, 0, 0, 0, 12, 0x40)), 12, DmaDirection.DMA_FROM_DEVICE,
-                   quiet=True, timeout=VENDOR_TIMEOUT)
-        rc = await sr_do_ioctl(cd, cgc)
+        rc, b = await _vendor_read_toc(cd, 0, 12)
         if rc == 0:
-            b = cgc.buffer
             if (b[0] << 8) + b[1] < 0x0A:
                 sr_printk(KernLevel.INFO, cd, "Hmm, seems the drive doesn't support multisession CD's")
                 no_multi = 1
@@ -305,19 +311,15 @@ async def sr_cd_check(cd: ScsiCd) -> int:
                 if b[6] <= 1:
                     sector = 0
     elif cd.vendor == VENDOR_WRITER:
-        cgc = _cgc(bytes((ScsiOpcode.READ_TOC, 0, 0, 0, 0, 0, 0, 0, 0x04, 0x40)), 4, DmaDirection.DMA_FROM_DEVICE,
-                   quiet=True, timeout=VENDOR_TIMEOUT)
-        rc = await sr_do_ioctl(cd, cgc)
+        rc, b = await _vendor_read_toc(cd, 0, 4)
         if rc == 0:
-            last = cgc.buffer[2]
+            last = b[2]
             if last == 0:
                 sr_printk(KernLevel.WARNING, cd, "No finished session")
             else:
-                cgc = _cgc(bytes((ScsiOpcode.READ_TOC, 0, 0, 0, 0, 0, last & 0x7F, 0, 0x0C, 0x40)), 12,
-                           DmaDirection.DMA_FROM_DEVICE, quiet=True, timeout=VENDOR_TIMEOUT)
-                rc = await sr_do_ioctl(cd, cgc)
+                rc, b = await _vendor_read_toc(cd, last & 0x7F, 12)
                 if rc == 0:
-                    sector = int.from_bytes(cgc.buffer[8:12], "big")
+                    sector = int.from_bytes(b[8:12], "big")
     else:
         # NEC / TOSHIBA vendor commands are for pre-MMC drives; an MMC drive never gets here
         # (sr_vendor_init keeps VENDOR_SCSI3 once MODE SENSE page 0x2a answered)
@@ -618,6 +620,18 @@ async def get_sectorsize(cd: ScsiCd) -> None:
     blk_queue_logical_block_size(sdev.request_queue, sector_size)
 
 
+# get_capabilities(): a capability page bit (byte offset, bit) that is clear puts the capability
+# into the mask of what the drive cannot do
+_MISSING_CAPABILITIES: tuple[tuple[int, int, Cdc], ...] = (
+    (2, 0x08, Cdc.DVD),             # DVD-ROM read
+    (3, 0x20, Cdc.DVD_RAM),         # DVD-RAM write
+    (3, 0x10, Cdc.DVD_R),           # DVD-R write
+    (3, 0x02, Cdc.CD_RW),           # CD-RW write
+    (3, 0x01, Cdc.CD_R),            # CD-R write
+    (6, 0x08, Cdc.OPEN_TRAY),       # eject
+)
+
+
 async def get_capabilities(cd: ScsiCd) -> int:
     """get_capabilities(): eat unit attentions, then MODE SENSE page 0x2a: speed, the
     capability line, and the mask of what the drive cannot do."""
@@ -649,18 +663,9 @@ async def get_capabilities(cd: ScsiCd) -> int:
         LOADMECH[mech]))
     if mech == cdrom.MECHTYPE_CADDY:
         cdi.mask |= Cdc.CLOSE_TRAY
-    if not buf[n + 2] & 0x8:
-        cdi.mask |= Cdc.DVD
-    if not buf[n + 3] & 0x20:
-        cdi.mask |= Cdc.DVD_RAM
-    if not buf[n + 3] & 0x10:
-        cdi.mask |= Cdc.DVD_R
-    if not buf[n + 3] & 0x2:
-        cdi.mask |= Cdc.CD_RW
-    if not buf[n + 3] & 0x1:
-        cdi.mask |= Cdc.CD_R
-    if not buf[n + 6] & 0x8:
-        cdi.mask |= Cdc.OPEN_TRAY
+    for offset, bit, cannot in _MISSING_CAPABILITIES:
+        if not buf[n + offset] & bit:
+            cdi.mask |= cannot
     if mech in (cdrom.MECHTYPE_INDIVIDUAL_CHANGER, cdrom.MECHTYPE_CARTRIDGE_CHANGER):
         cdi.capacity = await cdrom.cdrom_number_of_slots(cdi)
     if cdi.capacity <= 1:
