@@ -37,6 +37,13 @@ def run(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:  # 
     return subprocess.run(cmd, capture_output=True, check=check, **kw)
 
 
+def write_partition_table(node: str, table: str) -> None:
+    """sfdisk writes the script ``table`` to the disk ``node`` and leaves the re-read to whoever
+    watches the node (udevd's inotify watch: BLKRRPART after the close), as a guest's sfdisk
+    on a disk udevd watches."""
+    run("sfdisk", "-q", "--no-reread", "--no-tell-kernel", node, input=table)
+
+
 def _can_mount() -> str | None:
     """Why FUSE mounts cannot be made here, or None."""
     if os.geteuid() != 0:
