@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import errno
 import io
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -33,6 +36,21 @@ def _ops(**kw) -> BlkMqOps:  # type: ignore[no-untyped-def]
     kw.setdefault("queue_rq", lambda hctx, rq, last: BlkStatus.BLK_STS_OK)
     kw.setdefault("complete", lambda rq: blk_mq_end_request(rq, BlkStatus.BLK_STS_OK))
     return BlkMqOps(**kw)
+
+
+@asynccontextmanager
+async def blocked(fn: Callable[..., Awaitable[Any]], *args: Any) -> AsyncIterator[list[Any]]:
+    """``fn(*args)`` in a task of its own, run until every task waits: the block sees it still
+    waiting and does what lets it go on; after the block the list holds what it returned."""
+    got: list[Any] = []
+
+    async def run() -> None:
+        got.append(await fn(*args))
+
+    async with trio.open_nursery() as n:
+        n.start_soon(run)
+        await trio.testing.wait_all_tasks_blocked()
+        yield got
 
 
 # ---------------------------------------------------------------- tag sets and maps
@@ -106,14 +124,7 @@ async def test_tag_exhaustion_waits_then_gets_freed_tag() -> None:
     assert {r1.tag, r2.tag} == {0, 1}
     with pytest.raises(BlockingIOError):
         await blk_mq_alloc_request(q, ReqOp.REQ_OP_READ, BlkMqReqFlag.BLK_MQ_REQ_NOWAIT)
-    got = []
-
-    async def waiter() -> None:
-        got.append(await blk_mq_alloc_request(q, ReqOp.REQ_OP_WRITE))
-
-    async with trio.open_nursery() as n:
-        n.start_soon(waiter)
-        await trio.testing.wait_all_tasks_blocked()
+    async with blocked(blk_mq_alloc_request, q, ReqOp.REQ_OP_WRITE) as got:
         assert got == []                      # still waiting: no tag free
         t2 = r2.tag
         blk_mq_end_request(r2, BlkStatus.BLK_STS_OK)
@@ -158,18 +169,20 @@ async def test_asynchronous_completion_wakes_waiter_and_calls_complete() -> None
     ops = _ops(queue_rq=lambda h, rq, last: held.append(rq) or BlkStatus.BLK_STS_OK, complete=complete)
     q = blk_mq_init_queue(blk_mq_alloc_tag_set(make_kernel(1), ops, 1, 4))
     rq = await blk_mq_alloc_request(q, ReqOp.REQ_OP_DRV_IN)
-    result = []
-
-    async def run() -> None:
-        result.append(await blk_execute_rq(rq))
-
-    async with trio.open_nursery() as n:
-        n.start_soon(run)
-        await trio.testing.wait_all_tasks_blocked()
+    async with blocked(blk_execute_rq, rq) as result:
         assert held == [rq] and result == []
         blk_mq_complete_request(rq)
     assert completed == [rq]
     assert result == [BlkStatus.BLK_STS_MEDIUM]
+
+
+async def _execute_one(**ops: Any) -> BlkStatus:
+    """One passthrough request on a fresh single-queue queue of depth 4 with these ops,
+    executed to its end (within a second)."""
+    q = blk_mq_init_queue(blk_mq_alloc_tag_set(make_kernel(1), _ops(**ops), 1, 4))
+    rq = await blk_mq_alloc_request(q, ReqOp.REQ_OP_DRV_IN)
+    with trio.fail_after(1):
+        return await blk_execute_rq(rq)
 
 
 async def test_resource_status_requeues_until_accepted() -> None:
@@ -183,21 +196,15 @@ async def test_resource_status_requeues_until_accepted() -> None:
             blk_mq_complete_request(rq)
         return st
 
-    q = blk_mq_init_queue(blk_mq_alloc_tag_set(make_kernel(1), _ops(queue_rq=queue_rq), 1, 4))
-    rq = await blk_mq_alloc_request(q, ReqOp.REQ_OP_DRV_IN)
-    with trio.fail_after(1):
-        assert await blk_execute_rq(rq) == BlkStatus.BLK_STS_OK
+    assert await _execute_one(queue_rq=queue_rq) == BlkStatus.BLK_STS_OK
     assert len(calls) == 3
 
 
 async def test_refused_budget_retries_dispatch() -> None:
     budget = [False, True]
-    q = blk_mq_init_queue(blk_mq_alloc_tag_set(
-        make_kernel(1), _ops(queue_rq=lambda h, rq, l: (blk_mq_complete_request(rq), BlkStatus.BLK_STS_OK)[1],
-                             get_budget=lambda q: budget.pop(0)), 1, 4))
-    rq = await blk_mq_alloc_request(q, ReqOp.REQ_OP_DRV_IN)
-    with trio.fail_after(1):
-        assert await blk_execute_rq(rq) == BlkStatus.BLK_STS_OK
+    status = await _execute_one(queue_rq=lambda h, rq, l: (blk_mq_complete_request(rq), BlkStatus.BLK_STS_OK)[1],
+                                get_budget=lambda q: budget.pop(0))
+    assert status == BlkStatus.BLK_STS_OK
     assert budget == []
 
 
@@ -212,10 +219,7 @@ async def test_driver_requeue_redispatches() -> None:
             blk_mq_complete_request(rq)
         return BlkStatus.BLK_STS_OK
 
-    q = blk_mq_init_queue(blk_mq_alloc_tag_set(make_kernel(1), _ops(queue_rq=queue_rq), 1, 4))
-    rq = await blk_mq_alloc_request(q, ReqOp.REQ_OP_DRV_IN)
-    with trio.fail_after(1):
-        assert await blk_execute_rq(rq) == BlkStatus.BLK_STS_OK
+    assert await _execute_one(queue_rq=queue_rq) == BlkStatus.BLK_STS_OK
     assert len(tries) == 2
 
 
@@ -527,14 +531,7 @@ async def test_shared_tag_set_gives_active_queues_a_fair_share() -> None:
     b = await blk_mq_alloc_request(qb, ReqOp.REQ_OP_READ)
     with pytest.raises(BlockingIOError):
         await blk_mq_alloc_request(qa, ReqOp.REQ_OP_READ, nowait)               # 6 >= 8 / 2 users
-    got = []
-
-    async def more_a() -> None:
-        got.append(await blk_mq_alloc_request(qa, ReqOp.REQ_OP_READ))
-
-    async with trio.open_nursery() as n:
-        n.start_soon(more_a)
-        await trio.testing.wait_all_tasks_blocked()
+    async with blocked(blk_mq_alloc_request, qa, ReqOp.REQ_OP_READ) as got:
         assert got == []                     # a free tag exists, but not within A's share
         blk_mq_end_request(b, BlkStatus.BLK_STS_OK)     # B idle again: A is the only user
     assert len(got) == 1
