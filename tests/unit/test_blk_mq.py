@@ -8,7 +8,7 @@ import errno
 import io
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import trio
@@ -26,6 +26,9 @@ from vscsifs.scsi.kernel.block._null_blk import Completion, NullBlk
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import Kmsg
 from vscsifs.virtio._memory import GuestMemory
+
+
+T = TypeVar("T")
 
 
 def make_kernel(nr_cpus: int = 2) -> Kernel:
@@ -51,6 +54,15 @@ async def blocked(fn: Callable[..., Awaitable[Any]], *args: Any) -> AsyncIterato
         n.start_soon(run)
         await trio.testing.wait_all_tasks_blocked()
         yield got
+
+
+@asynccontextmanager
+async def running(start: Callable[..., Awaitable[T]], *args: Any, **kw: Any) -> AsyncIterator[T]:
+    """``await start(nursery, *args, **kw)`` (a disk whose kernel runs in that nursery) with a
+    nursery of its own for the block, cancelled at the block's end."""
+    async with trio.open_nursery() as n:
+        yield await start(n, *args, **kw)
+        n.cancel_scope.cancel()
 
 
 # ---------------------------------------------------------------- tag sets and maps
@@ -280,8 +292,7 @@ def test_split_rules() -> None:
 
 
 async def test_bio_read_write_split_concurrent_and_accounted() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await _disk(n, size=4 << 20)
+    async with running(_disk, size=4 << 20) as (k, nb, disk):
         q = disk.queue
         q.limits.max_sectors = 256                      # 128 KiB per request
         payload = bytes(range(256)) * 4096              # 1 MiB
@@ -298,24 +309,20 @@ async def test_bio_read_write_split_concurrent_and_accounted() -> None:
         assert st.sectors[1] == 2048 and st.sectors[0] == 3 * 8 + 2 * 256 + 74
         assert st.inflight_total == 0
         assert k.memory.allocated_bytes == 0
-        n.cancel_scope.cancel()
 
 
 async def test_bio_waits_for_tags_when_pieces_exceed_depth() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await _disk(n, size=4 << 20, depth=2)
+    async with running(_disk, size=4 << 20, depth=2) as (k, nb, disk):
         disk.queue.limits.max_sectors = 8
         data = bytes([7]) * (64 << 10)                   # 16 requests on 2 tags
         with trio.fail_after(2):
             assert await bdev_write(disk.part0, 0, data) == len(data)
         assert nb.max_in_driver == 2 and len(nb.log) == 16
         assert bytes(nb.data[:len(data)]) == data
-        n.cancel_scope.cancel()
 
 
 async def test_unaligned_write_reads_modify_writes() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await _disk(n)
+    async with running(_disk) as (k, nb, disk):
         nb.data[:8192] = b"A" * 8192
         assert await bdev_write(disk.part0, 100, b"xyz") == 3
         assert bytes(nb.data[:4096]) == b"A" * 100 + b"xyz" + b"A" * (4096 - 103)
@@ -326,12 +333,10 @@ async def test_unaligned_write_reads_modify_writes() -> None:
         assert [op for op, _, _ in nb.log].count(ReqOp.REQ_OP_READ) == 2
         assert bytes(nb.data[3990:4210]) == b"A" * 10 + b"B" * 200 + b"A" * 10
         assert bytes(await bdev_read(disk.part0, 4001, 3)) == b"BBB"
-        n.cancel_scope.cancel()
 
 
 async def test_end_of_device() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await _disk(n, size=1 << 20)
+    async with running(_disk, size=1 << 20) as (k, nb, disk):
         size = 1 << 20
         assert bytes(await bdev_read(disk.part0, size - 10, 100)) == bytes(10)
         assert bytes(await bdev_read(disk.part0, size, 100)) == b""
@@ -340,46 +345,38 @@ async def test_end_of_device() -> None:
         assert ei.value.errno == errno.ENOSPC
         assert await bdev_write(disk.part0, size - 2, b"abcd") == 2      # short write across the end
         assert bytes(nb.data[-2:]) == b"ab"
-        n.cancel_scope.cancel()
 
 
 async def test_io_error_only_fails_that_call() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await _disk(n, completion=Completion.SYNC)
+    async with running(_disk, completion=Completion.SYNC) as (k, nb, disk):
         nb.bad_sectors.add(40)
         with pytest.raises(OSError) as ei:
             await bdev_read(disk.part0, 0, 64 << 10)
         assert ei.value.errno == errno.EIO
         assert bytes(await bdev_read(disk.part0, 0, 4096)) == bytes(4096)
         assert disk.part0.stat.inflight_total == 0
-        n.cancel_scope.cancel()
 
 
 async def test_read_only_write_is_eperm() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await _disk(n)
+    async with running(_disk) as (k, nb, disk):
         disk.part0.bd_read_only = True
         with pytest.raises(OSError) as ei:
             await bdev_write(disk.part0, 0, b"x" * 512)
         assert ei.value.errno == errno.EPERM
-        n.cancel_scope.cancel()
 
 
 async def test_flush_only_with_write_cache_and_counted_on_disk() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await _disk(n)
+    async with running(_disk) as (k, nb, disk):
         await bdev_flush(disk.part0)
         assert nb.log == []
         blk_queue_write_cache(disk.queue, True, False)
         await bdev_flush(disk.part0)
         assert [op for op, _, _ in nb.log] == [ReqOp.REQ_OP_FLUSH]
         assert disk.part0.stat.ios[3] == 1
-        n.cancel_scope.cancel()
 
 
 async def test_discard_validation_and_split() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await _disk(n)
+    async with running(_disk) as (k, nb, disk):
         with pytest.raises(OSError) as ei:
             await bdev_discard(disk.part0, 0, 4096)
         assert ei.value.errno == errno.EOPNOTSUPP
@@ -394,26 +391,21 @@ async def test_discard_validation_and_split() -> None:
                                                        (ReqOp.REQ_OP_DISCARD, 64, 32 << 10)]
         assert bytes(nb.data[:64 << 10]) == bytes(64 << 10)
         assert disk.part0.stat.ios[2] == 2 and disk.part0.stat.sectors[2] == 128
-        n.cancel_scope.cancel()
 
 
 async def test_busy_driver_answers_resource_and_io_still_completes() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await _disk(n)
+    async with running(_disk) as (k, nb, disk):
         nb.busy_answers = 3
         with trio.fail_after(1):
             assert await bdev_write(disk.part0, 0, b"z" * 4096) == 4096
         assert nb.data[:4096] == b"z" * 4096
-        n.cancel_scope.cancel()
 
 
 async def test_4k_logical_blocks_align_io() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await _disk(n, size=1 << 20, lbs=4096)
+    async with running(_disk, size=1 << 20, lbs=4096) as (k, nb, disk):
         nb.data[4096:8192] = b"Q" * 4096
         assert bytes(await bdev_read(disk.part0, 4100, 10)) == b"Q" * 10
         assert nb.log[-1][1:] == (8, 4096)        # the read went out as one 4 KiB block
-        n.cancel_scope.cancel()
 
 
 async def test_timeout_handler_reset_then_done(autojump_clock) -> None:  # type: ignore[no-untyped-def]
@@ -464,8 +456,7 @@ async def test_no_timeout_handler_keeps_waiting(autojump_clock) -> None:  # type
 
 async def test_zeroout_uses_write_zeroes_or_writes() -> None:
     from vscsifs.scsi.kernel.block import bdev_zeroout, blk_queue_max_write_zeroes_sectors
-    async with trio.open_nursery() as n:
-        k, nb, disk = await _disk(n)
+    async with running(_disk) as (k, nb, disk):
         nb.data[:] = b"\xff" * len(nb.data)
         await bdev_zeroout(disk.part0, 4096, 8192)                 # no WRITE ZEROES: zero-filled writes
         assert [op for op, _, _ in nb.log] == [ReqOp.REQ_OP_WRITE]
@@ -478,7 +469,6 @@ async def test_zeroout_uses_write_zeroes_or_writes() -> None:
         with pytest.raises(OSError) as ei:
             await bdev_zeroout(disk.part0, 1, 512)
         assert ei.value.errno == errno.EINVAL
-        n.cancel_scope.cancel()
 
 
 from hypothesis import given, settings  # noqa: E402
