@@ -232,15 +232,19 @@ class SCSIDiskDevice(SCSIDiskPages):
     def _emulate_nop(self, cmd: SCSICommand, out: bytearray) -> Completion | None:
         return None
 
-    def _emulate_read_capacity_10(self, cmd: SCSICommand, out: bytearray) -> Completion | None:
-        buf = cmd.buf
+    def _read_capacity_last_lba(self, cmd: SCSICommand, pmi_byte: int) -> int:
+        """READ CAPACITY (10) and (16) alike: LUN NOT READY without a medium, INVALID FIELD for
+        an LBA without the PMI bit (byte ``pmi_byte``); the last LBA, kept as max_lba."""
         nb = self.nb_sectors
         if not nb:
-            return check_condition(SenseCode.LUN_NOT_READY)
-        if buf[8] & 1 == 0 and cmd.lba:
+            raise CheckCondition(SenseCode.LUN_NOT_READY)
+        if cmd.buf[pmi_byte] & 1 == 0 and cmd.lba:
             raise CheckCondition(SenseCode.INVALID_FIELD)
-        nb = nb // (self.blocksize // BDRV_SECTOR_SIZE) - 1
-        self.max_lba = nb
+        self.max_lba = nb // (self.blocksize // BDRV_SECTOR_SIZE) - 1
+        return self.max_lba
+
+    def _emulate_read_capacity_10(self, cmd: SCSICommand, out: bytearray) -> Completion | None:
+        nb = self._read_capacity_last_lba(cmd, 8)
         out[0:4] = BE32.pack(min(nb, UINT32_MAX))
         out[4:8] = BE32.pack(self.blocksize & 0xFF00)
         return None
@@ -249,13 +253,7 @@ class SCSIDiskDevice(SCSIDiskPages):
         buf = cmd.buf
         if buf[1] & 31 != SAI_READ_CAPACITY_16:
             raise CheckCondition(SenseCode.INVALID_FIELD)
-        nb = self.nb_sectors
-        if not nb:
-            return check_condition(SenseCode.LUN_NOT_READY)
-        if buf[14] & 1 == 0 and cmd.lba:
-            raise CheckCondition(SenseCode.INVALID_FIELD)
-        nb = nb // (self.blocksize // BDRV_SECTOR_SIZE) - 1
-        self.max_lba = nb
+        nb = self._read_capacity_last_lba(cmd, 14)
         out[0:8] = BE64.pack(nb)
         out[8:12] = BE32.pack(self.blocksize & 0xFF00)
         exp = 0
