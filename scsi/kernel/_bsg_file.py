@@ -23,7 +23,8 @@ from vscsifs.scsi.kernel._scsi_ioctl import (BLK_DEFAULT_SG_TIMEOUT, BLK_MIN_SG_
                                              SG_INFO_CHECK, SG_VERSION_NUM_BLOCK, USER_HZ, ScsiIoctl, SgIoctl,
                                              blk_rq_map_user_io, current_comm, fmode_of_flags, get_user_int,
                                              put_user_int, queue_max_bytes, scsi_cmd_allowed,
-                                             scsi_execute_passthrough, scsi_status_is_check_condition)
+                                             scsi_execute_passthrough)
+from vscsifs.scsi.kernel._scsi_common import scsi_status_is_check_condition
 
 BSG_DEFAULT_CMDS = 64
 BSG_PROTOCOL_SCSI = 0

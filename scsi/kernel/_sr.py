@@ -35,9 +35,9 @@ from vscsifs.scsi.kernel import _cdrom as cdrom
 from vscsifs.scsi.kernel._cdrom import (CDSL_CURRENT, DISK_EVENT_EJECT_REQUEST, DISK_EVENT_MEDIA_CHANGE, Cdc, Cds, CdromDeviceInfo,
                      Gpcmd, PacketCommand, TocEntry, TocHeader)
 from vscsifs.scsi.kernel.base._printk import KernLevel
-from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, scsi_cmnd
+from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, scsi_cmnd
 from vscsifs.scsi._proto import ScsiOpcode, ScsiType, SenseKey
-from vscsifs.scsi.kernel._scsi_common import ScsiSenseHdr
+from vscsifs.scsi.kernel._scsi_common import ScsiSenseHdr, scsi_status_is_check_condition, scsi_status_is_good
 from vscsifs.scsi.kernel.base._async import maybe_await
 from vscsifs.scsi.kernel._scsi_ioctl import SCSI_REMOVAL_ALLOW, SCSI_REMOVAL_PREVENT, scsi_set_medium_removal
 from vscsifs.scsi.kernel._scsi_lib import scsi_command_size, scsi_execute_cmd, scsi_mode_sense
@@ -114,17 +114,6 @@ def _online(sdev: Any) -> bool:
     return True if online is None else bool(online)
 
 
-def _status_good(result: int) -> bool:
-    """scsi_status_is_good()."""
-    if result < 0 or (result >> 16) & 0xFF != HostByte.DID_OK:
-        return False
-    return result & 0xFF in (0x00, 0x04, 0x10, 0x14)
-
-
-def _is_check_condition(result: int) -> bool:
-    return result >= 0 and result & 0xFF == 0x02
-
-
 def _sense_valid(sshdr: ScsiSenseHdr | None) -> TypeGuard[ScsiSenseHdr]:
     return sshdr is not None and sshdr.valid()
 
@@ -164,7 +153,7 @@ async def sr_do_ioctl(cd: ScsiCd, cgc: PacketCommand) -> int:
         if result < 0:
             err = result
             break
-        if _is_check_condition(result):
+        if scsi_status_is_check_condition(result):
             key = sshdr.sense_key
             if key == SenseKey.UNIT_ATTENTION:
                 sdev.changed = True
@@ -473,7 +462,7 @@ async def sr_check_events(cd: ScsiCd, clearing: int, slot: int = CDSL_CURRENT) -
             return events
     last_present = cd.media_present
     ret, sshdr = await scsi_test_unit_ready(sdev, SR_TIMEOUT, MAX_RETRIES)
-    cd.media_present = int(_status_good(ret) or (_sense_valid(sshdr) and sshdr.asc != 0x3A))
+    cd.media_present = int(scsi_status_is_good(ret) or (_sense_valid(sshdr) and sshdr.asc != 0x3A))
     if last_present != cd.media_present:
         sdev.changed = True
     if sdev.changed:
@@ -506,7 +495,7 @@ def sr_done(cmd: scsi_cmnd) -> int:
     rq = cmd.request
     cd = scsi_cd(cmd.device.request_queue.disk)
     sense = cmd.sense_buffer
-    if _is_check_condition(result) and len(sense) > 6 and sense[0] & 0x7F == 0x70:
+    if scsi_status_is_check_condition(result) and len(sense) > 6 and sense[0] & 0x7F == 0x70:
         key = sense[2]
         if key in (SenseKey.MEDIUM_ERROR, SenseKey.VOLUME_OVERFLOW, SenseKey.ILLEGAL_REQUEST):
             if sense[0] & 0x90:
