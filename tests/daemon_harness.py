@@ -4,6 +4,7 @@ Imported by tests/conftest.py (the seed_daemon fixture) and by integration tests
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import signal
@@ -42,6 +43,24 @@ def write_partition_table(node: str, table: str) -> None:
     watches the node (udevd's inotify watch: BLKRRPART after the close), as a guest's sfdisk
     on a disk udevd watches."""
     run("sfdisk", "-q", "--no-reread", "--no-tell-kernel", node, input=table)
+
+
+def assert_write_refused(node: str, block: int) -> None:
+    """A read-only disk's node refuses writing: the guest driver's open refuses a write open
+    with EROFS; a loop node (the host's read-only loop device, whose open the host does not
+    refuse) fails the write itself with EPERM (or EROFS), what a read-only block device answers
+    to write(2)."""
+    try:
+        fd = os.open(node, os.O_WRONLY)
+    except OSError as e:
+        assert e.errno == errno.EROFS, e
+        return
+    try:
+        with pytest.raises(OSError) as e:
+            os.pwrite(fd, b"x" * block, block)
+        assert e.value.errno in (errno.EPERM, errno.EROFS)
+    finally:
+        os.close(fd)
 
 
 def _can_mount() -> str | None:

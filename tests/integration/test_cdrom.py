@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_harness import (GOLDEN, VSCSIFS, Daemon, logged_commands, require_mount, run, scsi_logging, start_daemon,
+from daemon_harness import (GOLDEN, VSCSIFS, Daemon, assert_write_refused, logged_commands, require_mount, run, scsi_logging, start_daemon,
                             start_daemon_own_qmp, wait_for)
 from golden_cdb import make_image
 from golden_images import make_iso
@@ -103,17 +103,7 @@ def test_write_is_refused(cd_daemon: Daemon) -> None:
     """The guest's sr_block_open refuses a write open with EROFS; DIR/dev/sr0 is a read-only
     host loop device, whose open the host does not refuse: there the write itself fails with
     EPERM, what a read-only block device answers to write(2) (as for read-only scsi-hd)."""
-    try:
-        fd = os.open(f"{cd_daemon.mount}/dev/sr0", os.O_WRONLY)
-    except OSError as e:
-        assert e.errno == errno.EROFS
-        return
-    try:
-        with pytest.raises(OSError) as e:
-            os.pwrite(fd, b"x" * 2048, 0)
-        assert e.value.errno in (errno.EPERM, errno.EROFS)
-    finally:
-        os.close(fd)
+    assert_write_refused(f"{cd_daemon.mount}/dev/sr0", 2048)
 
 
 def test_open_and_close_send_prevent_and_allow_medium_removal(cd_daemon: Daemon) -> None:
