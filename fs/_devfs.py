@@ -105,7 +105,7 @@ import trio
 from vscsifs.scsi.kernel import block as block_layer
 from vscsifs.scsi.kernel.block._blkdev_file import BLKGETSIZE64, fmode_of_open
 from vscsifs.scsi.kernel.base._kobject import Dir, KernfsRoot, Link, Node
-from vscsifs.scsi.kernel.base._fops import FMODE_READ, FMODE_WRITE
+from vscsifs.scsi.kernel.base._fops import FMODE_READ
 from vscsifs.fs._openwatch import OpenWatch
 from vscsifs.fs._operations import Caller, FileHandle, SpecialFile, VscsiOperations, errno_of
 

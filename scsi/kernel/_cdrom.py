@@ -22,7 +22,7 @@ from enum import IntEnum, IntFlag
 from typing import Any, Protocol
 
 from vscsifs.scsi.kernel.base._kobject import SysfsError
-from vscsifs.scsi.kernel.base._fops import FMODE_NDELAY, FMODE_READ, FMODE_WRITE
+from vscsifs.scsi.kernel.base._fops import FMODE_NDELAY, FMODE_WRITE
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block import set_disk_ro
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection

@@ -27,10 +27,10 @@ from collections.abc import Callable
 import trio
 
 import vscsifs.scsi.kernel.block as blk
-from vscsifs.scsi._proto import (SAI_READ_CAPACITY_16, SamStatus, ScsiOpcode,
+from vscsifs.scsi._proto import (SAI_READ_CAPACITY_16, ScsiOpcode,
                                 ScsiType, SenseKey)
 from vscsifs.scsi.kernel.base._driver_model import POWER_ASYNC_DISABLED, Device, device_add, device_del
-from vscsifs.scsi.kernel.base._fops import FMODE_NDELAY, FMODE_READ, FMODE_WRITE
+from vscsifs.scsi.kernel.base._fops import FMODE_NDELAY, FMODE_WRITE
 from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block._blk_types import BlkStatus, ReqFlag, ReqOp

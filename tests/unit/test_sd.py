@@ -18,6 +18,7 @@ from midlayer_harness import BusLLD, guest_kernel, opened, scanned_host, seed_bu
 from midlayer_harness import make_kernel as make_scsi_kernel
 from sd_fakes import ExecResult, FakeBlock, FakeHd, fixed_sense, make_kernel, make_sdev, write_cache
 from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice
+from vscsifs.scsi.kernel.base._fops import FMODE_READ, FMODE_WRITE
 from vscsifs.scsi.kernel.base._kobject import Attr, SysfsError
 from vscsifs.scsi.kernel.block import QueueFlag, bdev_discard, bdev_flush, bdev_read, bdev_write
 from vscsifs.scsi.kernel.block._blk_types import BlkStatus, ReqFlag, ReqOp, Request
@@ -225,9 +226,9 @@ async def test_write_protect_and_cache_disabled(monkeypatch: pytest.MonkeyPatch)
     assert "sd 0:0:0:0: [sda] Mode Sense: 63 00 80 08" in text
     assert sdkp.disk.read_only is True
     with pytest.raises(OSError) as e:
-        await _sd.sd_open(sdkp.disk, _sd.FMODE_READ | _sd.FMODE_WRITE)
+        await _sd.sd_open(sdkp.disk, FMODE_READ | FMODE_WRITE)
     assert e.value.errno == errno.EROFS
-    assert await _sd.sd_open(sdkp.disk, _sd.FMODE_READ) == 0
+    assert await _sd.sd_open(sdkp.disk, FMODE_READ) == 0
     # no cache flush allowed for write-protected disks
     assert sdkp.WCE == 0 and write_cache(s.request_queue) == (False, False)
 
