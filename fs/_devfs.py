@@ -105,6 +105,7 @@ import trio
 from vscsifs.scsi.kernel import block as block_layer
 from vscsifs.scsi.kernel.block._blkdev_file import BLKGETSIZE64, fmode_of_open
 from vscsifs.scsi.kernel.base._kobject import Dir, KernfsRoot, Link, Node
+from vscsifs.scsi.kernel.base._fops import FMODE_READ
 from vscsifs.fs._openwatch import OpenWatch
 from vscsifs.fs._rendezvous import HOST_DEV_DIRS, HOST_DEV_NODES
 from vscsifs.fs._operations import Caller, FileHandle, SpecialFile, VscsiOperations, errno_of
@@ -371,11 +372,21 @@ def logical_block_size(bdev: Any) -> int:
     return 512
 
 
-FMODE_READ = 1 << 0
-FMODE_WRITE = 1 << 1
+class DevNode(SpecialFile):
+    """A node of DIR/dev: owned by root and by the group udev's rules give it (``disk`` for
+    block devices, ``cdrom`` ...); its open is ENXIO unless the node says otherwise."""
+
+    __slots__ = ("gid",)
+
+    def __init__(self, name: str, mode: int = 0o600, gid: int = 0) -> None:
+        super().__init__(name, mode)
+        self.gid = gid
+
+    def st_gid(self) -> int:
+        return self.gid
 
 
-class DataFile(SpecialFile):
+class DataFile(DevNode):
     """A block device's data as a regular file; I/O goes through the emulated block layer.
 
     ``user_node`` marks DIR/dev/NAME in file mode: each open/close of it is a user's open of
@@ -384,25 +395,21 @@ class DataFile(SpecialFile):
     data file a loop device holds open for its whole life is not a user open and does not.
     """
 
-    __slots__ = ("bdev", "devfs", "user_node", "watch", "gid")
+    __slots__ = ("bdev", "devfs", "user_node", "watch")
     attr_timeout = 1.0  # the size follows capacity changes
 
     def __init__(self, name: str, bdev: Any, devfs: DevFs, mode: int = 0o600, *, user_node: bool = False,
                  gid: int = 0) -> None:
-        super().__init__(name, mode)
+        super().__init__(name, mode, gid)
         self.bdev = bdev
         self.devfs = devfs
         self.user_node = user_node
-        self.gid = gid
         # the OpenWatch of this device's loop node (removable disks): its queued opens are
         # handled before each I/O (see _openwatch)
         self.watch: OpenWatch | None = None
 
     def st_size(self) -> int:
         return int(self.bdev.size_bytes)
-
-    def st_gid(self) -> int:
-        return self.gid
 
     async def open_handle(self, flags: int, caller: Caller) -> FileHandle:  # type: ignore[override]
         if self.devfs.gone(self.bdev):
@@ -509,22 +516,18 @@ class DataHandle(FileHandle):
             await self.file.devfs.synced_after_write(self.file.bdev)
 
 
-class BlockNode(SpecialFile):
+class BlockNode(DevNode):
     """DIR/dev/NAME as a block special file: the major:minor of our loop device."""
 
-    __slots__ = ("rdev", "gid")
+    __slots__ = ("rdev",)
     file_type = stat.S_IFBLK
 
     def __init__(self, name: str, rdev: int, mode: int = 0o600, gid: int = 0) -> None:
-        super().__init__(name, mode)
+        super().__init__(name, mode, gid)
         self.rdev = rdev
-        self.gid = gid
 
     def st_rdev(self) -> int:
         return self.rdev
-
-    def st_gid(self) -> int:
-        return self.gid
 
 
 # what exec binds from the host over DIR/dev's placeholders (host_dev_mounts), and the links a
@@ -563,21 +566,14 @@ def add_userspace_dev(root: Dir) -> None:
         root.add(TextLink(name, text))
 
 
-class UnavailableCharNode(SpecialFile):
+class UnavailableCharNode(DevNode):
     """sgN, bsg/H:C:T:L: listed, but open() fails with ENXIO (see the module docstring)."""
 
-    __slots__ = ("devt", "gid")
+    __slots__ = ("devt",)
 
     def __init__(self, name: str, devt: Any, mode: int = 0o600, gid: int = 0) -> None:
-        super().__init__(name, mode)
+        super().__init__(name, mode, gid)
         self.devt = devt
-        self.gid = gid
-
-    def st_gid(self) -> int:
-        return self.gid
-
-    def open_handle(self, flags: int, caller: Caller) -> FileHandle:
-        raise pyfuse3.FUSEError(errno.ENXIO)
 
 
 U64 = struct.Struct("=Q")

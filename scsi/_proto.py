@@ -2,12 +2,20 @@
 
 Names follow include/scsi/scsi_proto.h (opcodes, SAM status, sense keys, peripheral device
 types) so both halves, and a reader comparing with the kernel or QEMU, use the same words.
-Only numbers live here; behaviour lives with its owner.
+Only numbers (and the big-endian field codecs every CDB and parameter list uses) live here;
+behaviour lives with its owner.
 """
 
 from __future__ import annotations
 
+import struct
 from enum import IntEnum
+
+
+# SCSI's multi-byte fields are big-endian (get_unaligned_be16/32/64, put_unaligned_be*)
+BE16 = struct.Struct(">H")
+BE32 = struct.Struct(">I")
+BE64 = struct.Struct(">Q")
 
 
 class ScsiOpcode(IntEnum):

@@ -4,6 +4,7 @@ Imported by tests/conftest.py (the seed_daemon fixture) and by integration tests
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -34,6 +36,31 @@ def run(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:  # 
     """A host tool run to its end with its output captured, as text unless ``text=False``."""
     kw.setdefault("text", True)
     return subprocess.run(cmd, capture_output=True, check=check, **kw)
+
+
+def write_partition_table(node: str, table: str) -> None:
+    """sfdisk writes the script ``table`` to the disk ``node`` and leaves the re-read to whoever
+    watches the node (udevd's inotify watch: BLKRRPART after the close), as a guest's sfdisk
+    on a disk udevd watches."""
+    run("sfdisk", "-q", "--no-reread", "--no-tell-kernel", node, input=table)
+
+
+def assert_write_refused(node: str, block: int) -> None:
+    """A read-only disk's node refuses writing: the guest driver's open refuses a write open
+    with EROFS; a loop node (the host's read-only loop device, whose open the host does not
+    refuse) fails the write itself with EPERM (or EROFS), what a read-only block device answers
+    to write(2)."""
+    try:
+        fd = os.open(node, os.O_WRONLY)
+    except OSError as e:
+        assert e.errno == errno.EROFS, e
+        return
+    try:
+        with pytest.raises(OSError) as e:
+            os.pwrite(fd, b"x" * block, block)
+        assert e.value.errno in (errno.EPERM, errno.EROFS)
+    finally:
+        os.close(fd)
 
 
 def _can_mount() -> str | None:
@@ -185,6 +212,24 @@ def seed_daemon(tmp_path_factory) -> Iterator[Daemon]:
         yield d
     finally:
         d.shutdown()
+
+
+# scsi_mod.scsi_logging_level: every command's "tag#N Send:" / "CDB:" lines
+ALL_COMMANDS = 132153287
+
+
+@contextmanager
+def scsi_logging(d: Daemon, level: int = ALL_COMMANDS) -> Iterator[None]:
+    """The machine's /proc/sys/dev/scsi/logging_level at ``level`` while the block runs, and 0
+    again after it, also when it fails (as a guest's `sysctl dev.scsi.logging_level`)."""
+    path = f"{d.mount}/proc/sys/dev/scsi/logging_level"
+    with open(path, "w") as f:
+        f.write(str(level))
+    try:
+        yield
+    finally:
+        with open(path, "w") as f:
+            f.write("0")
 
 
 # "H:C:T:L: [sdX] tag#N Send: ..." / "... tag#N CDB: ..." lines of the SCSI log

@@ -39,10 +39,11 @@ from vscsifs.fs.udev._path_id import path_id_properties
 from vscsifs.fs.udev._record import UdevRecord
 from vscsifs.fs.udev._scsi_id import scsi_id
 from vscsifs.fs.udev._sysfs import devpath, subsystem, uevent
-from vscsifs.scsi.kernel._cdrom import FMODE_NDELAY, cdrom_ioctl_drive_status
+from vscsifs.scsi.kernel._cdrom import cdrom_ioctl_drive_status
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection
 from vscsifs.scsi.kernel._scsi_lib import scsi_execute_cmd
-from vscsifs.scsi.kernel.block import FMODE_READ, blkdev_get, blkdev_put
+from vscsifs.scsi.kernel.base._fops import FMODE_NDELAY, FMODE_READ
+from vscsifs.scsi.kernel.block import blkdev_get, blkdev_put
 from vscsifs.scsi.kernel.base._driver_model import kobject_synth_uevent
 from vscsifs.scsi.kernel.base._kobject import Attr, Dir, KernfsRoot
 from vscsifs.scsi.kernel.base._uevent import Uevent

@@ -7,10 +7,8 @@ scsi-hd and scsi-cd.
 
 from __future__ import annotations
 
-import struct
+from vscsifs.scsi._proto import BE16, BE32
 
-_BE16 = struct.Struct(">H")
-_BE32 = struct.Struct(">I")
 
 CD_MAX_SECTORS = 80 * 60 * 75 * 2048 // 512  # in 512-byte sectors: above is a DVD
 MMC_PROFILE_NONE = 0x0000
@@ -30,7 +28,7 @@ def lba_to_msf(lba: int) -> bytes:
 
 
 def _addr(lba: int, msf: bool) -> bytes:
-    return (b"\0" + lba_to_msf(lba)) if msf else _BE32.pack(lba & 0xFFFFFFFF)
+    return (b"\0" + lba_to_msf(lba)) if msf else BE32.pack(lba & 0xFFFFFFFF)
 
 
 def cdrom_read_toc(nb_sectors: int, msf: bool, start_track: int) -> bytes | None:
@@ -41,7 +39,7 @@ def cdrom_read_toc(nb_sectors: int, msf: bool, start_track: int) -> bytes | None
     if start_track <= 1:
         q += bytes((0, 0x14, 1, 0)) + _addr(0, msf)
     q += bytes((0, 0x16, 0xAA, 0)) + _addr(nb_sectors, msf)
-    q[0:2] = _BE16.pack(len(q) - 2)
+    q[0:2] = BE16.pack(len(q) - 2)
     return bytes(q)
 
 
@@ -52,5 +50,5 @@ def cdrom_read_toc_raw(nb_sectors: int, msf: bool, session_num: int) -> bytes:
     q += bytes((1, 0x14, 0, 0xA1, 0, 0, 0, 0, 1, 0x00, 0x00))
     q += bytes((1, 0x14, 0, 0xA2, 0, 0, 0)) + _addr(nb_sectors, msf)
     q += bytes((1, 0x14, 0, 1, 0, 0, 0)) + (_addr(0, msf) if msf else bytes(4))
-    q[0:2] = _BE16.pack(len(q) - 2)
+    q[0:2] = BE16.pack(len(q) - 2)
     return bytes(q)

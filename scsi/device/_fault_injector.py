@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import NamedTuple
 
-from vscsifs.scsi._proto import SamStatus
+from vscsifs.scsi._proto import BE16, BE32, BE64, SamStatus
 
 _SENSE_KEYS: dict[str, int] = {
     "no_sense": 0x0, "recovered_error": 0x1, "not_ready": 0x2, "medium_error": 0x3,
@@ -92,9 +92,6 @@ _OPCODE_NAMES: dict[str, frozenset[int]] = {
 }
 
 _READS = frozenset({0x08, 0x28, 0xA8, 0x88})
-_BE16 = struct.Struct(">H")
-_BE32 = struct.Struct(">I")
-_BE64 = struct.Struct(">Q")
 
 
 def cdb_lba_range(cdb: bytes) -> tuple[int, int] | None:
@@ -109,11 +106,11 @@ def cdb_lba_range(cdb: bytes) -> tuple[int, int] | None:
                 return None
             return ((cdb[1] & 0x1F) << 16) | (cdb[2] << 8) | cdb[3], cdb[4] or 256
         if op in (0x28, 0x2A, 0x2E, 0x2F, 0x41):
-            return _BE32.unpack_from(cdb, 2)[0], _BE16.unpack_from(cdb, 7)[0]
+            return BE32.unpack_from(cdb, 2)[0], BE16.unpack_from(cdb, 7)[0]
         if op in (0xA8, 0xAA, 0xAE, 0xAF):
-            return _BE32.unpack_from(cdb, 2)[0], _BE32.unpack_from(cdb, 6)[0]
+            return BE32.unpack_from(cdb, 2)[0], BE32.unpack_from(cdb, 6)[0]
         if op in (0x88, 0x8A, 0x8E, 0x8F, 0x93):
-            return _BE64.unpack_from(cdb, 2)[0], _BE32.unpack_from(cdb, 10)[0]
+            return BE64.unpack_from(cdb, 2)[0], BE32.unpack_from(cdb, 10)[0]
     except struct.error:
         return None
     return None
@@ -125,7 +122,7 @@ def medium_error_sense(lba: int, is_read: bool) -> bytes:
     sense = bytearray(18)
     sense[0] = 0xF0 if lba <= 0xFFFFFFFF else 0x70
     sense[2] = 0x03
-    _BE32.pack_into(sense, 3, lba & 0xFFFFFFFF)
+    BE32.pack_into(sense, 3, lba & 0xFFFFFFFF)
     sense[7] = 10
     sense[12], sense[13] = (0x11, 0x00) if is_read else (0x0C, 0x00)
     return bytes(sense)

@@ -9,11 +9,10 @@ A CDB never raises: anything wrong becomes CHECK CONDITION with QEMU's sense.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from vscsifs.scsi._proto import TYPE_INACTIVE, TYPE_NOT_PRESENT, SamStatus, ScsiOpcode as Op, ScsiType, SenseKey
+from vscsifs.scsi._proto import BE32, TYPE_INACTIVE, TYPE_NOT_PRESENT, SamStatus, ScsiOpcode as Op, ScsiType, SenseKey
 from vscsifs.scsi.device._block_backend import iov_truncate
 from vscsifs.scsi.device._scsi_cdb import SCSICommand, scsi_req_parse_cdb
 from vscsifs.scsi.device._sense import (
@@ -39,8 +38,6 @@ _GET_EVENT_STATUS_NOTIFICATION = Op.GET_EVENT_STATUS_NOTIFICATION
 INT32_MAX = 0x7FFFFFFF
 SCSI_INQUIRY_LEN = 36
 QEMU_HW_VERSION = "2.5+"  # qemu_hw_version() of every QEMU >= 2.5 machine type
-
-_BE32 = struct.Struct(">I")
 
 
 class SCSIResult(NamedTuple):
@@ -257,7 +254,7 @@ def _target_send_command(bus: SCSIBus | None, dev: SCSIDevice, lun: int, cmd: SC
         # sparse capture lists LUN 7 before LUN 2, the kernel scans and names them in that order
         luns += [d.lun for d in reversed(devices) if d.channel == dev.channel and d.id == dev.id and d.lun != 0]
         body = b"".join(_store_lun(n) for n in luns)
-        full = _BE32.pack(len(body)) + bytes(4) + body
+        full = BE32.pack(len(body)) + bytes(4) + body
         data = full[: min(len(full), cmd.xfer & ~7)]
         if bus is not None:
             bus.clear_reported_luns_changed(dev)

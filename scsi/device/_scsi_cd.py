@@ -7,10 +7,9 @@ it then answer NOT READY / MEDIUM NOT PRESENT exactly where QEMU does.
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
-from vscsifs.scsi._proto import ScsiOpcode as Op, ScsiType
+from vscsifs.scsi._proto import BE16, BE32, ScsiOpcode as Op, ScsiType
 from vscsifs.scsi.device._block_backend import BlockBackend
 from vscsifs.scsi.device._cdrom_toc import (
     CD_MAX_SECTORS,
@@ -29,8 +28,6 @@ from vscsifs.scsi.device._scsi_cdb import SCSICommand
 from vscsifs.scsi.device._scsi_disk import _EMULATE, SCSIDiskDevice
 from vscsifs.scsi.device._sense import SenseCode
 
-_BE16 = struct.Struct(">H")
-_BE32 = struct.Struct(">I")
 _RDS_CAPS_SIZE = {0: 2048 + 4, 1: 4 + 4, 3: 188 + 4, 4: 2048 + 4}  # READ DVD STRUCTURE formats
 
 
@@ -132,16 +129,16 @@ class SCSICDDevice(SCSIDiskDevice):
                 raise CheckCondition(SenseCode.INVALID_FIELD)
             nb = self.nb_sectors
             out[4:8] = bytes((1, 0xF, 1, 0))
-            out[12:16] = _BE32.pack(((nb >> 2) - 1) & 0xFFFFFFFF)
-            out[16:20] = _BE32.pack(((nb >> 2) - 1) & 0xFFFFFFFF)
+            out[12:16] = BE32.pack(((nb >> 2) - 1) & 0xFFFFFFFF)
+            out[16:20] = BE32.pack(((nb >> 2) - 1) & 0xFFFFFFFF)
         elif fmt == 0xFF:
             size = 4
             for f in sorted(_RDS_CAPS_SIZE):
-                out[size:size + 4] = bytes((f, 0x40)) + _BE16.pack(_RDS_CAPS_SIZE[f])
+                out[size:size + 4] = bytes((f, 0x40)) + BE16.pack(_RDS_CAPS_SIZE[f])
                 size += 4
         elif fmt not in (0x01, 0x04):
             raise CheckCondition(SenseCode.INVALID_FIELD)
-        out[0:2] = _BE16.pack(size - 2)
+        out[0:2] = BE16.pack(size - 2)
         return None
 
     def _emulate_get_event_status_notification(self, cmd: SCSICommand,
@@ -158,7 +155,7 @@ class SCSICDDevice(SCSIDiskDevice):
             size += 4
         else:
             out[2] = 0x80
-        out[0:2] = _BE16.pack(size - 4)
+        out[0:2] = BE16.pack(size - 4)
         return None
 
     def _event_status_media(self) -> bytes:
@@ -187,18 +184,18 @@ class SCSICDDevice(SCSIDiskDevice):
             current = MMC_PROFILE_CD_ROM
         else:
             current = MMC_PROFILE_NONE
-        out[0:4] = _BE32.pack(36)
-        out[6:8] = _BE16.pack(current)
+        out[0:4] = BE32.pack(36)
+        out[6:8] = BE16.pack(current)
         out[10], out[11] = 0x03, 8
-        out[12:14] = _BE16.pack(MMC_PROFILE_DVD_ROM)
+        out[12:14] = BE16.pack(MMC_PROFILE_DVD_ROM)
         out[14] = int(current == MMC_PROFILE_DVD_ROM)
-        out[16:18] = _BE16.pack(MMC_PROFILE_CD_ROM)
+        out[16:18] = BE16.pack(MMC_PROFILE_CD_ROM)
         out[18] = int(current == MMC_PROFILE_CD_ROM)
-        out[20:22] = _BE16.pack(1)
+        out[20:22] = BE16.pack(1)
         out[22], out[23] = 0x08 | 0x03, 8
-        out[24:28] = _BE32.pack(1)
+        out[24:28] = BE32.pack(1)
         out[28] = 1
-        out[32:34] = _BE16.pack(3)
+        out[32:34] = BE16.pack(3)
         out[34], out[35] = 0x08 | 0x03, 4
         out[36] = 0x39
         return None

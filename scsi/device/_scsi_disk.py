@@ -11,10 +11,9 @@ CHECK CONDITION is answered with the same sense here, including image I/O errors
 from __future__ import annotations
 
 import errno
-import struct
 from collections.abc import Callable, Sequence
 
-from vscsifs.scsi._proto import SAI_READ_CAPACITY_16, SamStatus, ScsiOpcode as Op, ScsiType
+from vscsifs.scsi._proto import BE16, BE32, BE64, SAI_READ_CAPACITY_16, SamStatus, ScsiOpcode as Op, ScsiType
 from vscsifs.scsi.device._block_backend import BlockBackend, iov_truncate
 from vscsifs.scsi.device._cdrom_toc import cdrom_read_toc, cdrom_read_toc_raw
 from vscsifs.scsi.device._hd_geometry import HDGeometry, hd_geometry_guess
@@ -42,12 +41,6 @@ SCSI_WRITE_SAME_MAX = 512 * KiB
 DEFAULT_DISCARD_GRANULARITY = 4 * KiB
 DEFAULT_MAX_UNMAP_SIZE = 1 * GiB
 DEFAULT_MAX_IO_SIZE = INT_MAX
-
-# mode page codes (QEMU include/scsi/constants.h)
-
-_BE16 = struct.Struct(">H")
-_BE32 = struct.Struct(">I")
-_BE64 = struct.Struct(">Q")
 
 
 def _io_error(e: OSError) -> Completion:
@@ -239,32 +232,30 @@ class SCSIDiskDevice(SCSIDiskPages):
     def _emulate_nop(self, cmd: SCSICommand, out: bytearray) -> Completion | None:
         return None
 
-    def _emulate_read_capacity_10(self, cmd: SCSICommand, out: bytearray) -> Completion | None:
-        buf = cmd.buf
+    def _read_capacity_last_lba(self, cmd: SCSICommand, pmi_byte: int) -> int:
+        """READ CAPACITY (10) and (16) alike: LUN NOT READY without a medium, INVALID FIELD for
+        an LBA without the PMI bit (byte ``pmi_byte``); the last LBA, kept as max_lba."""
         nb = self.nb_sectors
         if not nb:
-            return check_condition(SenseCode.LUN_NOT_READY)
-        if buf[8] & 1 == 0 and cmd.lba:
+            raise CheckCondition(SenseCode.LUN_NOT_READY)
+        if cmd.buf[pmi_byte] & 1 == 0 and cmd.lba:
             raise CheckCondition(SenseCode.INVALID_FIELD)
-        nb = nb // (self.blocksize // BDRV_SECTOR_SIZE) - 1
-        self.max_lba = nb
-        out[0:4] = _BE32.pack(min(nb, UINT32_MAX))
-        out[4:8] = _BE32.pack(self.blocksize & 0xFF00)
+        self.max_lba = nb // (self.blocksize // BDRV_SECTOR_SIZE) - 1
+        return self.max_lba
+
+    def _emulate_read_capacity_10(self, cmd: SCSICommand, out: bytearray) -> Completion | None:
+        nb = self._read_capacity_last_lba(cmd, 8)
+        out[0:4] = BE32.pack(min(nb, UINT32_MAX))
+        out[4:8] = BE32.pack(self.blocksize & 0xFF00)
         return None
 
     def _emulate_service_action_in_16(self, cmd: SCSICommand, out: bytearray) -> Completion | None:
         buf = cmd.buf
         if buf[1] & 31 != SAI_READ_CAPACITY_16:
             raise CheckCondition(SenseCode.INVALID_FIELD)
-        nb = self.nb_sectors
-        if not nb:
-            return check_condition(SenseCode.LUN_NOT_READY)
-        if buf[14] & 1 == 0 and cmd.lba:
-            raise CheckCondition(SenseCode.INVALID_FIELD)
-        nb = nb // (self.blocksize // BDRV_SECTOR_SIZE) - 1
-        self.max_lba = nb
-        out[0:8] = _BE64.pack(nb)
-        out[8:12] = _BE32.pack(self.blocksize & 0xFF00)
+        nb = self._read_capacity_last_lba(cmd, 14)
+        out[0:8] = BE64.pack(nb)
+        out[8:12] = BE32.pack(self.blocksize & 0xFF00)
         exp = 0
         size = self.physical_block_size
         while size > self.logical_block_size:
@@ -353,17 +344,17 @@ class SCSIDiskDevice(SCSIDiskPages):
         if cmd.buf[1] & 0x1:
             return check_condition(SenseCode.INVALID_FIELD)
         length = cmd.xfer
-        if length < 8 or length < _BE16.unpack_from(data, 0)[0] + 2:
+        if length < 8 or length < BE16.unpack_from(data, 0)[0] + 2:
             return check_condition(SenseCode.INVALID_PARAM_LEN)
-        desc_len = _BE16.unpack_from(data, 2)[0]
+        desc_len = BE16.unpack_from(data, 2)[0]
         if length < desc_len + 8 or desc_len & 15:
             return check_condition(SenseCode.INVALID_PARAM_LEN)
         if self.read_only:
             return check_condition(SenseCode.WRITE_PROTECTED)
         for i in range(desc_len >> 4):
             off = 8 + 16 * i
-            lba = _BE64.unpack_from(data, off)[0]
-            nb = _BE32.unpack_from(data, off + 8)[0]
+            lba = BE64.unpack_from(data, off)[0]
+            nb = BE32.unpack_from(data, off + 8)[0]
             if not self.check_lba_range(lba, nb):
                 return check_condition(SenseCode.LBA_OUT_OF_RANGE)
             self._blk().discard(lba * self.blocksize, nb * self.blocksize)
@@ -439,7 +430,6 @@ class SCSIDiskDevice(SCSIDiskPages):
         except OSError as e:
             return _io_error(e)
         return Completion(_GOOD, None, moved)
-
 
 
 _DMA_WRITE_OPS = frozenset({Op.WRITE_6, Op.WRITE_10, Op.WRITE_12, Op.WRITE_16, Op.WRITE_VERIFY,

@@ -9,9 +9,8 @@ zeroed buffer the emulate path hands it.
 
 from __future__ import annotations
 
-import struct
 
-from vscsifs.scsi._proto import ScsiOpcode as Op, ScsiType
+from vscsifs.scsi._proto import BE16, BE32, BE64, ScsiOpcode as Op, ScsiType
 from vscsifs.scsi.device._block_backend import BlockBackend
 from vscsifs.scsi.device._hd_geometry import HDGeometry
 from vscsifs.scsi.device._scsi_bus import GOOD, CheckCondition, Completion, SCSIDevice, check_condition
@@ -33,9 +32,6 @@ MODE_PAGE_AUDIO_CTL = 0x0E
 MODE_PAGE_CAPABILITIES = 0x2A
 MODE_PAGE_ALLS = 0x3F
 
-_BE16 = struct.Struct(">H")
-_BE32 = struct.Struct(">I")
-_BE64 = struct.Struct(">Q")
 
 _MODE_SENSE_VALID: dict[int, tuple[int, ...]] = {
     MODE_PAGE_HD_GEOMETRY: (ScsiType.TYPE_DISK,),
@@ -139,18 +135,18 @@ class SCSIDiskPages(SCSIDevice):
             if ident:
                 p += bytes((0x2, 0, 0, len(ident))) + ident
             if self.wwn:
-                p += bytes((0x1, 0x3, 0, 8)) + _BE64.pack(self.wwn)
+                p += bytes((0x1, 0x3, 0, 8)) + BE64.pack(self.wwn)
             if self.port_wwn:
-                p += bytes((0x61, 0x93, 0, 8)) + _BE64.pack(self.port_wwn)
+                p += bytes((0x61, 0x93, 0, 8)) + BE64.pack(self.port_wwn)
             if self.port_index:
-                p += bytes((0x61, 0x94, 0, 4)) + bytes(2) + _BE16.pack(self.port_index)
+                p += bytes((0x61, 0x94, 0, 4)) + bytes(2) + BE16.pack(self.port_index)
         elif page == 0xB0:
             if self.type == ScsiType.TYPE_ROM:
                 raise CheckCondition(SenseCode.INVALID_FIELD)
             p += self._block_limits()
         elif page == 0xB1:
             p += bytearray(0x3C)
-            p[0:2] = _BE16.pack(self.rotation_rate)
+            p[0:2] = BE16.pack(self.rotation_rate)
         elif page == 0xB2:
             p += bytes((0, 0xE0, 2 if self.discard_granularity else 1, 0))
         else:
@@ -171,16 +167,16 @@ class SCSIDiskPages(SCSIDevice):
         out = bytearray(0x3C)
         out[0] = 1  # wsnz
         if max_io:
-            out[2:4] = _BE16.pack(min(min_io, max_io) & 0xFFFF)
-            out[4:8] = _BE32.pack(max_io & UINT32_MAX)
-            out[8:12] = _BE32.pack(min(opt_io, max_io) & UINT32_MAX)
+            out[2:4] = BE16.pack(min(min_io, max_io) & 0xFFFF)
+            out[4:8] = BE32.pack(max_io & UINT32_MAX)
+            out[8:12] = BE32.pack(min(opt_io, max_io) & UINT32_MAX)
         else:
-            out[2:4] = _BE16.pack(min_io & 0xFFFF)
-            out[8:12] = _BE32.pack(opt_io & UINT32_MAX)
-        out[16:20] = _BE32.pack((self.max_unmap_size // bs) & UINT32_MAX)
-        out[20:24] = _BE32.pack(255)
-        out[24:28] = _BE32.pack((self.discard_granularity // bs) & UINT32_MAX)
-        out[36:40] = _BE32.pack(max_io & UINT32_MAX)
+            out[2:4] = BE16.pack(min_io & 0xFFFF)
+            out[8:12] = BE32.pack(opt_io & UINT32_MAX)
+        out[16:20] = BE32.pack((self.max_unmap_size // bs) & UINT32_MAX)
+        out[20:24] = BE32.pack(255)
+        out[24:28] = BE32.pack((self.discard_granularity // bs) & UINT32_MAX)
+        out[36:40] = BE32.pack(max_io & UINT32_MAX)
         return bytes(out)
 
     def _mode_sense_page(self, page: int, page_control: int) -> bytes | None:
@@ -198,11 +194,11 @@ class SCSIDiskPages(SCSIDevice):
                 p[7:10] = g.cyls.to_bytes(3, "big")
                 p[10], p[11] = 0, 200
                 p[12:15] = b"\xff\xff\xff"
-                p[18:20] = _BE16.pack(5400)
+                p[18:20] = BE16.pack(5400)
         elif page == MODE_PAGE_FLEXIBLE_DISK_GEOMETRY:
             p = bytearray(0x1E)
             if page_control != 1:
-                p[0:2] = _BE16.pack(5000)
+                p[0:2] = BE16.pack(5000)
                 p[2] = g.heads & 0xFF
                 p[3] = g.secs & 0xFF
                 p[4] = (self.blocksize >> 8) & 0xFF
@@ -210,7 +206,7 @@ class SCSIDiskPages(SCSIDevice):
                 p[8:10] = (g.cyls & 0xFFFF).to_bytes(2, "big")
                 p[10:12] = (g.cyls & 0xFFFF).to_bytes(2, "big")
                 p[12], p[13], p[14], p[15], p[16], p[17], p[18] = 0, 1, 1, 0, 1, 1, 1
-                p[26:28] = _BE16.pack(5400)
+                p[26:28] = BE16.pack(5400)
         elif page == MODE_PAGE_CACHING:
             p = bytearray(0x12)
             if page_control == 1 or self.write_cache_enabled:
@@ -231,12 +227,12 @@ class SCSIDiskPages(SCSIDevice):
             if page_control != 1:
                 p[0:4] = b"\x3b\x00\x7f\xff"
                 p[4] = 0x2D | (2 if self.tray_locked else 0)
-                p[6:8] = _BE16.pack(50 * 176)
-                p[8:10] = _BE16.pack(2)
-                p[10:12] = _BE16.pack(2048)
-                p[12:14] = _BE16.pack(16 * 176)
-                p[16:18] = _BE16.pack(16 * 176)
-                p[18:20] = _BE16.pack(16 * 176)
+                p[6:8] = BE16.pack(50 * 176)
+                p[8:10] = BE16.pack(2)
+                p[10:12] = BE16.pack(2048)
+                p[12:14] = BE16.pack(16 * 176)
+                p[16:18] = BE16.pack(16 * 176)
+                p[18:20] = BE16.pack(16 * 176)
         else:
             return None
         return bytes((page, len(p))) + bytes(p)
@@ -286,7 +282,7 @@ class SCSIDiskPages(SCSIDevice):
         if six:
             data[0] = (buflen - 1) & 0xFF
         else:
-            data[0:2] = _BE16.pack((buflen - 2) & 0xFFFF)
+            data[0:2] = BE16.pack((buflen - 2) & 0xFFFF)
         out[:buflen] = data
         return None
 
@@ -300,7 +296,7 @@ class SCSIDiskPages(SCSIDevice):
         length = cmd.xfer
         if length < hdr_len:
             return check_condition(SenseCode.INVALID_PARAM_LEN)
-        bd_len = data[3] if six else _BE16.unpack_from(data, 6)[0]
+        bd_len = data[3] if six else BE16.unpack_from(data, 6)[0]
         length -= hdr_len
         p = hdr_len
         if length < bd_len:
@@ -331,7 +327,7 @@ class SCSIDiskPages(SCSIDevice):
                 if length < 4:
                     return SenseCode.INVALID_PARAM_LEN
                 subpage = data[p + 1]
-                page_len = _BE16.unpack_from(data, p + 2)[0]
+                page_len = BE16.unpack_from(data, p + 2)[0]
                 p += 4
                 length -= 4
             else:

@@ -17,21 +17,20 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from vscsifs.scsi.kernel.base._fops import (POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM, CharDevOpen, Cred, OpenFile,
-                                            UserMemory)
+from vscsifs.scsi.kernel.base._fops import CharDevOpen, Cred, FileOperations, OpenFile, UserMemory
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel._scsi_ioctl import (BLK_DEFAULT_SG_TIMEOUT, BLK_MIN_SG_TIMEOUT, DRIVER_SENSE, MAX_COMMAND_SIZE,
                                              SG_INFO_CHECK, SG_VERSION_NUM_BLOCK, USER_HZ, ScsiIoctl, SgIoctl,
                                              blk_rq_map_user_io, current_comm, fmode_of_flags, get_user_int,
                                              put_user_int, queue_max_bytes, scsi_cmd_allowed,
-                                             scsi_execute_passthrough, scsi_status_is_check_condition)
+                                             scsi_execute_passthrough)
+from vscsifs.scsi.kernel._scsi_common import scsi_status_is_check_condition
 
 BSG_DEFAULT_CMDS = 64
 BSG_PROTOCOL_SCSI = 0
 BSG_SUB_PROTOCOL_SCSI_CMD = 0
 BSG_FLAG_Q_AT_TAIL = 0x10
 INT_MAX = 0x7FFFFFFF
-DEFAULT_POLLMASK = POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM
 
 # struct sg_io_v4 (include/uapi/linux/bsg.h), 160 bytes
 SG_IO_V4 = struct.Struct("<iIIIQQIIIIQIIIIQQIIQIIIIIIIIiiQII")
@@ -159,8 +158,9 @@ async def scsi_bsg_sg_io_fn(sdev: Any, hdr: SgIoV4, mode: int, timeout: float, m
         raise OSError(err, "bad address for the response or data buffer")
 
 
-class BsgFile:
-    """An open of /dev/bsg/H:C:T:L (the queue reference bsg_open takes)."""
+class BsgFile(FileOperations):
+    """An open of /dev/bsg/H:C:T:L (the queue reference bsg_open takes); bsg_fops has no
+    read, write or poll."""
 
     def __init__(self, bd: Any, flags: int) -> None:
         self.bd = bd
@@ -178,15 +178,6 @@ class BsgFile:
         if handler is None:
             raise OSError(errno.ENOTTY, f"ioctl {cmd:#x} not handled by bsg")
         return int(await handler(self, arg, mem, cred))
-
-    async def read(self, addr: int, count: int, mem: UserMemory) -> int:
-        raise OSError(errno.EINVAL, "bsg has no read()")
-
-    async def write(self, addr: int, count: int, mem: UserMemory) -> int:
-        raise OSError(errno.EINVAL, "bsg has no write()")
-
-    def poll(self) -> int:
-        return DEFAULT_POLLMASK
 
     async def release(self) -> None:
         self.released = True

@@ -22,10 +22,12 @@ from enum import IntEnum, IntFlag
 from typing import Any, Protocol
 
 from vscsifs.scsi.kernel.base._kobject import SysfsError
+from vscsifs.scsi.kernel.base._fops import FMODE_NDELAY, FMODE_WRITE
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block import set_disk_ro
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection
 from vscsifs.scsi.kernel._scsi_common import ScsiSenseHdr
+from vscsifs.scsi._proto import BE16, BE32
 
 REVISION = "Revision: 3.20"
 VERSION = "Id: cdrom.c 3.20 2003/12/17"
@@ -35,10 +37,6 @@ CDROM_STR_SIZE = 1000
 # block/disk events (include/linux/blkdev.h)
 DISK_EVENT_MEDIA_CHANGE = 1 << 0
 DISK_EVENT_EJECT_REQUEST = 1 << 1
-
-FMODE_READ = 0x1
-FMODE_WRITE = 0x2
-FMODE_NDELAY = 0x40                   # include/linux/fs.h
 
 
 class Cdc(IntFlag):
@@ -152,8 +150,6 @@ class Gpcmd(IntEnum):
     READ_CD = 0xBE
 
 
-_BE16 = struct.Struct(">H")
-_BE32 = struct.Struct(">I")
 # struct event_header: data_len (be16), byte 2 = nea:1 | reserved:4 | notification_class:3,
 # supp_event_class; struct media_event_desc: media_event_code:4, door_open:1, media_present:1
 EVENT_HEADER = struct.Struct(">HBB")
@@ -455,7 +451,7 @@ async def cdrom_is_mrw(cdi: CdromDeviceInfo) -> tuple[int, int]:
     if ret:
         return ret, 0
     # struct mrw_feature_desc after the 8-byte feature header: code (be16), byte 2, byte 3 write:1
-    if _BE16.unpack_from(buf, 8)[0] != CDF_MRW:
+    if BE16.unpack_from(buf, 8)[0] != CDF_MRW:
         return 1, 0
     write = buf[12] & 0x01
     ret = await cdrom_mrw_probe_pc(cdi)
@@ -474,14 +470,14 @@ async def cdrom_has_defect_mgt(cdi: CdromDeviceInfo) -> int:
     ret, buf = await _get_configuration(cdi, CDF_HWDM, 16)
     if ret:
         return ret
-    return 0 if _BE16.unpack_from(buf, 8)[0] == CDF_HWDM else 1
+    return 0 if BE16.unpack_from(buf, 8)[0] == CDF_HWDM else 1
 
 
 async def cdrom_is_random_writable(cdi: CdromDeviceInfo) -> tuple[int, int]:
     ret, rfd = await cdrom_get_random_writable(cdi)
     if ret:
         return ret, 0
-    return 0, int(_BE16.unpack_from(rfd, 0)[0] == CDF_RWRT)
+    return 0, int(BE16.unpack_from(rfd, 0)[0] == CDF_RWRT)
 
 
 async def cdrom_probe_write_features(cdi: CdromDeviceInfo) -> None:
@@ -538,7 +534,7 @@ async def _length_then_whole(cdi: CdromDeviceInfo, cgc: PacketCommand, size: int
     ret = await _packet(cdi, cgc)
     if ret:
         return ret, b""
-    buflen = min(_BE16.unpack_from(cgc.buffer.ljust(2, b"\0"), 0)[0] + 2, size)
+    buflen = min(BE16.unpack_from(cgc.buffer.ljust(2, b"\0"), 0)[0] + 2, size)
     cgc.cmd[8] = cgc.buflen = buflen
     cgc.buffer = bytes(buflen)
     ret = await _packet(cdi, cgc)
@@ -588,9 +584,9 @@ async def cdrom_get_last_written(cdi: CdromDeviceInfo) -> tuple[int, int]:
                 if usable and ti_size >= _TI_TRACK_SIZE + 4:
                     lra_v = ti[7] & 0x02 if ti_size > 7 else 0
                     if lra_v and ti_size >= _TI_LAST_REC_ADDRESS + 4:
-                        return 0, _BE32.unpack_from(ti, _TI_LAST_REC_ADDRESS)[0]
-                    last = _BE32.unpack_from(ti, _TI_TRACK_START)[0] + _BE32.unpack_from(ti, _TI_TRACK_SIZE)[0]
-                    free_blocks = _BE32.unpack_from(ti, _TI_FREE_BLOCKS)[0]
+                        return 0, BE32.unpack_from(ti, _TI_LAST_REC_ADDRESS)[0]
+                    last = BE32.unpack_from(ti, _TI_TRACK_START)[0] + BE32.unpack_from(ti, _TI_TRACK_SIZE)[0]
+                    free_blocks = BE32.unpack_from(ti, _TI_FREE_BLOCKS)[0]
                     if free_blocks:
                         last -= free_blocks + 7
                     return 0, last
@@ -742,7 +738,7 @@ async def cdrom_open_write(cdi: CdromDeviceInfo) -> int:
         ret, rfd = await cdrom_get_random_writable(cdi)
         if ret:
             return ret
-        return int(not rfd[2] & 1) if _BE16.unpack_from(rfd, 0)[0] == CDF_RWRT else 0
+        return int(not rfd[2] & 1) if BE16.unpack_from(rfd, 0)[0] == CDF_RWRT else 0
     if cdrom_can(cdi, Cdc.MO_DRIVE):
         return 0
     return 0 if not cdrom_is_dvd_rw(cdi) else 1

@@ -13,20 +13,17 @@ answer as scsi_ioctl does: EINVAL).
 from __future__ import annotations
 
 import errno
-import struct
 from collections.abc import Awaitable, Callable
 from enum import IntEnum
 from typing import Any
 
-from vscsifs.scsi.kernel.base._fops import Cred, UserMemory
+from vscsifs.scsi.kernel.base._fops import FMODE_NDELAY, LONG, Cred, UserMemory
 from vscsifs.scsi.kernel._cdrom import (CDSL_CURRENT, CDSL_NONE, EDRIVE_CANT_DO_THIS, Cdc, Cdo, Cds, CdromDeviceInfo,
                                         cdrom_can, cdrom_count_tracks, cdrom_get_last_written,
                                         cdrom_ioctl_drive_status, media_changed)
-from vscsifs.scsi.kernel._scsi_ioctl import (ENOIOCTLCMD, CdromIoctl, FMODE_NDELAY, capable_rawio, scsi_ioctl,
+from vscsifs.scsi.kernel._scsi_ioctl import (ENOIOCTLCMD, CdromIoctl, capable_rawio, scsi_ioctl,
                                              scsi_ioctl_block_when_processing_errors)
 
-
-_LONG = struct.Struct("<q")
 
 
 class CdromIoctlNr(IntEnum):
@@ -150,7 +147,7 @@ async def mmc_ioctl_cdrom_last_written(cdi: CdromDeviceInfo, arg: int, mem: User
     ret, last = await cdrom_get_last_written(cdi)
     if ret:
         return ret
-    await mem.write(arg, _LONG.pack(last))
+    await mem.write(arg, LONG.pack(last))
     return 0
 
 

@@ -16,6 +16,8 @@ from vscsifs.scsi.kernel._scsi_cmnd import scsi_cmnd
 
 # the SAM status and sense key values are the wire protocol's, defined once in scsi/_proto.py
 SamStat = SamStatus
+# read per command completion: a global, not an Enum class attribute (see _sd's note)
+_CHECK_CONDITION = SamStatus.CHECK_CONDITION
 
 
 class Disposition(IntEnum):
@@ -49,10 +51,11 @@ class ScsimlStat(IntEnum):
 
 
 def scsi_status_is_check_condition(result: int) -> bool:
-    """scsi_status_is_check_condition(): no host byte error and status CHECK CONDITION."""
+    """scsi_status_is_check_condition(): status CHECK CONDITION (the reserved bit 0 ignored);
+    the status byte alone or the whole result word (its host byte is not looked at)."""
     if result < 0:
         return False
-    return (result & 0xFF) == SamStat.CHECK_CONDITION
+    return (result & 0xFE) == _CHECK_CONDITION
 
 
 @dataclass(slots=True)

@@ -294,11 +294,17 @@ def scsi_abort_command(cmd: scsi_cmnd) -> Disposition:
     return SUCCESS
 
 
-async def scsi_try_to_abort_cmd(cmd: scsi_cmnd) -> Disposition:
-    handler = getattr(cmd.device.host.hostt, "eh_abort_handler", None)
+async def _eh_handler(cmd: scsi_cmnd, name: str) -> Disposition:
+    """The LLD's error handler ``name`` (eh_abort_handler, eh_device_reset_handler ...) of the
+    host template on ``cmd``; FAILED when the template has none, as the kernel's callers say."""
+    handler = getattr(cmd.device.host.hostt, name, None)
     if handler is None:
         return FAILED
     return Disposition(await maybe_await(handler(cmd)))
+
+
+async def scsi_try_to_abort_cmd(cmd: scsi_cmnd) -> Disposition:
+    return await _eh_handler(cmd, "eh_abort_handler")
 
 
 async def scmd_eh_abort_handler(cmd: scsi_cmnd) -> None:
@@ -533,20 +539,14 @@ def _report_device_reset(sdev: scsi_device) -> None:
 
 
 async def scsi_try_bus_device_reset(cmd: scsi_cmnd) -> Disposition:
-    handler = getattr(cmd.device.host.hostt, "eh_device_reset_handler", None)
-    if handler is None:
-        return FAILED
-    rtn = Disposition(await maybe_await(handler(cmd)))
+    rtn = await _eh_handler(cmd, "eh_device_reset_handler")
     if rtn == SUCCESS:
         _report_device_reset(cmd.device)
     return rtn
 
 
 async def scsi_try_target_reset(cmd: scsi_cmnd) -> Disposition:
-    handler = getattr(cmd.device.host.hostt, "eh_target_reset_handler", None)
-    if handler is None:
-        return FAILED
-    rtn = Disposition(await maybe_await(handler(cmd)))
+    rtn = await _eh_handler(cmd, "eh_target_reset_handler")
     if rtn == SUCCESS:
         for sdev in list(cmd.device.host.devices):
             if sdev.sdev_target is cmd.device.sdev_target:
@@ -564,10 +564,7 @@ async def _try_reset(cmd: scsi_cmnd, handler_name: str, settle: float) -> Dispos
     """The common body of scsi_try_bus_reset / scsi_try_host_reset: call the LLD's handler and,
     on SUCCESS, let the bus settle and tell every device on the channel it was reset."""
     shost = cmd.device.host
-    handler = getattr(shost.hostt, handler_name, None)
-    if handler is None:
-        return FAILED
-    rtn = Disposition(await maybe_await(handler(cmd)))
+    rtn = await _eh_handler(cmd, handler_name)
     if rtn == SUCCESS:
         if not getattr(shost.hostt, "skip_settle_delay", False):
             await trio.sleep(settle)

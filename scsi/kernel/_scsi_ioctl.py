@@ -30,10 +30,11 @@ from vscsifs.scsi.kernel import block as blk
 from vscsifs.scsi.kernel.base._fops import Cred, UserMemory
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block._blk_types import ReqOp, Request
-from vscsifs.scsi.kernel.block._blkdev_file import ENOIOCTLCMD, FMODE_NDELAY, fmode_of_open
-from vscsifs.scsi.kernel.block._genhd import FMODE_WRITE
+from vscsifs.scsi.kernel.base._fops import FMODE_NDELAY, FMODE_WRITE, INT, UINT
+from vscsifs.scsi.kernel.block._blkdev_file import ENOIOCTLCMD, fmode_of_open
 from vscsifs.scsi.kernel._scsi_types import HostState
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, scsi_cmnd
+from vscsifs.scsi.kernel._scsi_common import scsi_status_is_check_condition
 from vscsifs.scsi.kernel._scsi_error import (FAILED, SUCCESS, SenseKey, scsi_try_bus_device_reset,
                                              scsi_try_bus_reset, scsi_try_host_reset, scsi_try_target_reset)
 from vscsifs.scsi.kernel._scsi_lib import (_alloc_buffer, _free_buffer, scsi_command_size, scsi_execute_cmd,
@@ -162,8 +163,6 @@ SG_IOVEC = struct.Struct("<QQ")
 SCSI_IDLUN = struct.Struct("<II")
 # struct scsi_ioctl_command { unsigned int inlen, outlen; unsigned char data[]; }
 SCSI_IOCTL_COMMAND = struct.Struct("<II")
-INT = struct.Struct("<i")
-UINT = struct.Struct("<I")
 
 
 @dataclass
@@ -414,10 +413,6 @@ class PassthroughResult:
 def status_byte(result: int) -> int:
     """include/scsi/sg.h status_byte(): the SAM status shifted right one bit (masked_status)."""
     return (result >> 1) & 0x7F
-
-
-def scsi_status_is_check_condition(status: int) -> bool:
-    return (status & 0xFE) == 0x02      # SAM_STAT_CHECK_CONDITION (and the reserved bit 0)
 
 
 class PassthroughRequest:

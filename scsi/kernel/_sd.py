@@ -27,16 +27,18 @@ from collections.abc import Callable
 import trio
 
 import vscsifs.scsi.kernel.block as blk
-from vscsifs.scsi._proto import (SAI_READ_CAPACITY_16, SamStatus, ScsiOpcode,
+from vscsifs.scsi._proto import (SAI_READ_CAPACITY_16, ScsiOpcode,
                                 ScsiType, SenseKey)
 from vscsifs.scsi.kernel.base._driver_model import POWER_ASYNC_DISABLED, Device, device_add, device_del
+from vscsifs.scsi.kernel.base._fops import FMODE_NDELAY, FMODE_WRITE
 from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block._blk_types import BlkStatus, ReqFlag, ReqOp
 from vscsifs.scsi.kernel.block._disk_events import bdev_check_media_change, disk_add_events
 from vscsifs.scsi.kernel.base._async import maybe_await
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, scsi_cmnd
-from vscsifs.scsi.kernel._scsi_common import SUCCESS, ScsiSenseHdr, scsi_normalize_sense
+from vscsifs.scsi.kernel._scsi_common import (SUCCESS, ScsiSenseHdr, scsi_normalize_sense, scsi_status_is_check_condition,
+                                              scsi_status_is_good)
 from vscsifs.scsi.kernel._scsi_ioctl import SCSI_REMOVAL_ALLOW, SCSI_REMOVAL_PREVENT, scsi_set_medium_removal, sd_ioctl
 from vscsifs.scsi.kernel._scsi_lib import (ScsiModeData, scsi_device_supports_vpd, scsi_execute_cmd, scsi_get_vpd_page,
                                           scsi_mode_sense, scsi_report_opcode, scsi_test_unit_ready)
@@ -46,8 +48,6 @@ from vscsifs.scsi.kernel._scsi_types import ScsiDriver, SdevState, scsi_device_s
 
 # enum members read per I/O: an Enum class attribute costs ~10x a global in CPython 3.11
 # (EnumType.__getattr__ takes such loads off the attribute fast path)
-_CHECK_CONDITION = SamStatus.CHECK_CONDITION
-_DID_OK = HostByte.DID_OK
 _BLK_STS_OK = BlkStatus.BLK_STS_OK
 _WRITE_10 = ScsiOpcode.WRITE_10
 _READ_10 = ScsiOpcode.READ_10
@@ -166,23 +166,6 @@ def sense_info_fld(sense: bytes | bytearray) -> int | None:
                 return int.from_bytes(sense[pos + 4:pos + 12], "big")
             pos += 2 + dlen
     return None
-
-
-def _status(result: int) -> int:
-    return result & 0xFF
-
-
-def _is_check_condition(result: int) -> bool:
-    return result >= 0 and _status(result) == _CHECK_CONDITION
-
-
-def _is_good(result: int) -> bool:
-    """scsi_status_is_good(): host byte OK and a good (or condition-met) status."""
-    if result < 0:
-        return False
-    if (result >> 16) & 0xFF != _DID_OK:
-        return False
-    return _status(result) in (0x00, 0x04, 0x10, 0x14)
 
 
 def _flag(obj: Any, name: str, default: Any = 0) -> Any:
@@ -569,12 +552,12 @@ async def sd_spinup_disk(sdkp: ScsiDisk) -> None:
             if the_result:
                 sense_valid = sshdr is not None
             retries += 1
-            if not (retries < 3 and (not _is_good(the_result) or (
-                    _is_check_condition(the_result) and sense_valid and sshdr is not None
+            if not (retries < 3 and (not scsi_status_is_good(the_result) or (
+                    scsi_status_is_check_condition(the_result) and sense_valid and sshdr is not None
                     and sshdr.sense_key == SenseKey.UNIT_ATTENTION))):
                 break
-        if not _is_check_condition(the_result):
-            if not spintime and not _is_good(the_result):
+        if not scsi_status_is_check_condition(the_result):
+            if not spintime and not scsi_status_is_good(the_result):
                 sd_print_result(sdkp, "Test Unit Ready failed", the_result)
             break
         if _flag(sdev, "no_start_on_add"):
@@ -608,7 +591,7 @@ async def sd_spinup_disk(sdkp: ScsiDisk) -> None:
         if not (spintime and time.monotonic() <= spintime_expire):
             break
     if spintime:
-        kernel.printk(KernLevel.NOTICE, "ready" if _is_good(the_result) else "not responding...")
+        kernel.printk(KernLevel.NOTICE, "ready" if scsi_status_is_good(the_result) else "not responding...")
 
 
 async def _sleep(seconds: float) -> None:
@@ -1199,14 +1182,6 @@ async def sd_revalidate_disk(disk: Any) -> int:
 
 # --- open / release (block_device_operations) ---------------------------------------------------
 
-def _need_part_scan(disk: Any) -> bool:
-    """test_bit(GD_NEED_PART_SCAN, &disk->state)."""
-    state = getattr(disk, "state", None)
-    if isinstance(state, (set, frozenset, list, tuple)):
-        return "GD_NEED_PART_SCAN" in state
-    return bool(getattr(disk, "need_part_scan", False))
-
-
 async def sd_open(bdev: Any, mode: int = 0) -> int:
     """sd_open(): revalidate when a partition scan is pending, refuse a missing medium or a
     write open of a write-protected disk. Returns 0; failures raise OSError(ENXIO/ENOMEDIUM/
@@ -1239,7 +1214,7 @@ async def sd_need_revalidate(disk: Any, sdkp: ScsiDisk) -> bool:
     if (_flag(sdkp.device, "removable") or sdkp.write_prot) and getattr(disk, "events", 0):
         if await bdev_check_media_change(disk):
             return True
-    return _need_part_scan(disk)
+    return disk.need_part_scan                  # test_bit(GD_NEED_PART_SCAN, &disk->state)
 
 
 async def sd_release(disk: Any, mode: int = 0) -> None:
@@ -1274,11 +1249,6 @@ async def sd_check_events(disk: Any, clearing: int) -> int:
     changed = bool(sdp.changed)
     sdp.changed = 0
     return blk.DISK_EVENT_MEDIA_CHANGE if changed else 0
-
-
-FMODE_READ = 0x1
-FMODE_WRITE = 0x2
-FMODE_NDELAY = 0x800
 
 
 def sd_unlock_native_capacity(disk: Any) -> None:
@@ -1575,7 +1545,7 @@ def sd_done(cmd: scsi_cmnd) -> int:
             cmd.resid = min(_bufflen(cmd), -(-resid // sector_size) * sector_size)
     sshdr = normalize_sense(cmd.sense_buffer) if result else None
     sdkp.medium_access_timed_out = 0
-    if _is_check_condition(result) and sshdr is not None and not sshdr.is_deferred:
+    if scsi_status_is_check_condition(result) and sshdr is not None and not sshdr.is_deferred:
         good_bytes = _sd_done_sense(cmd, sdkp, sshdr, good_bytes)
     # the midlayer ends the request right after done(): release the special payload here
     # (scsi_mq_uninit_cmd -> sd_uninit_command); a later uninit_command call is a no-op
@@ -1637,7 +1607,7 @@ async def sd_sync_cache(sdkp: ScsiDisk) -> int:
     if result < 0:
         return result
     sshdr = normalize_sense(res.sense)
-    if _is_check_condition(result) and sshdr is not None:
+    if scsi_status_is_check_condition(result) and sshdr is not None:
         sd_print_sense_hdr(sdkp, sshdr)
         if sshdr.asc in (0x3A, 0x20) or (sshdr.asc == 0x74 and sshdr.ascq == 0x71):
             return 0

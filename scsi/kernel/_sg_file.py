@@ -25,12 +25,12 @@ from typing import Any
 
 import trio
 
-from vscsifs.scsi.kernel.base._fops import (POLLERR, POLLHUP, POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM, CharDevOpen,
+from vscsifs.scsi.kernel.base._fops import (FMODE_WRITE, POLLERR, POLLHUP, POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM, CharDevOpen,
                                             Cred, OpenFile, PollWaiter, UserMemory)
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi._proto import SenseKey
 from vscsifs.scsi.kernel._scsi_common import scsi_normalize_sense
-from vscsifs.scsi.kernel._scsi_ioctl import (DRIVER_SENSE, ENOIOCTLCMD, FMODE_WRITE, SG_INFO_CHECK,
+from vscsifs.scsi.kernel._scsi_ioctl import (DRIVER_SENSE, ENOIOCTLCMD, SG_INFO_CHECK,
                                              SG_INTERFACE_ID_ORIG, SG_IO_HDR, PassthroughRequest, PassthroughResult,
                                              ScsiIoctl, SgDxfer, SgFlag, SgIoctl, SgIoHdr, UserBuffer,
                                              blk_rq_map_user_io, fmode_of_flags, get_sg_io_hdr, get_user_int,

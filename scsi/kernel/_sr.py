@@ -24,6 +24,7 @@ from typing import Any, TypeGuard
 import trio
 
 import vscsifs.scsi.kernel.block as blk
+from vscsifs.scsi.kernel.base._fops import FMODE_READ
 from vscsifs.scsi.kernel.base._kobject import SysfsError
 from vscsifs.scsi.kernel.block import BlockDeviceOperations, blk_queue_logical_block_size, register_blkdev, set_capacity
 from vscsifs.scsi.kernel.block._blk_types import BlkStatus, ReqOp
@@ -34,9 +35,9 @@ from vscsifs.scsi.kernel import _cdrom as cdrom
 from vscsifs.scsi.kernel._cdrom import (CDSL_CURRENT, DISK_EVENT_EJECT_REQUEST, DISK_EVENT_MEDIA_CHANGE, Cdc, Cds, CdromDeviceInfo,
                      Gpcmd, PacketCommand, TocEntry, TocHeader)
 from vscsifs.scsi.kernel.base._printk import KernLevel
-from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, scsi_cmnd
+from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, scsi_cmnd
 from vscsifs.scsi._proto import ScsiOpcode, ScsiType, SenseKey
-from vscsifs.scsi.kernel._scsi_common import ScsiSenseHdr
+from vscsifs.scsi.kernel._scsi_common import ScsiSenseHdr, scsi_status_is_check_condition, scsi_status_is_good
 from vscsifs.scsi.kernel.base._async import maybe_await
 from vscsifs.scsi.kernel._scsi_ioctl import SCSI_REMOVAL_ALLOW, SCSI_REMOVAL_PREVENT, scsi_set_medium_removal
 from vscsifs.scsi.kernel._scsi_lib import scsi_command_size, scsi_execute_cmd, scsi_mode_sense
@@ -113,17 +114,6 @@ def _online(sdev: Any) -> bool:
     return True if online is None else bool(online)
 
 
-def _status_good(result: int) -> bool:
-    """scsi_status_is_good()."""
-    if result < 0 or (result >> 16) & 0xFF != HostByte.DID_OK:
-        return False
-    return result & 0xFF in (0x00, 0x04, 0x10, 0x14)
-
-
-def _is_check_condition(result: int) -> bool:
-    return result >= 0 and result & 0xFF == 0x02
-
-
 def _sense_valid(sshdr: ScsiSenseHdr | None) -> TypeGuard[ScsiSenseHdr]:
     return sshdr is not None and sshdr.valid()
 
@@ -163,7 +153,7 @@ async def sr_do_ioctl(cd: ScsiCd, cgc: PacketCommand) -> int:
         if result < 0:
             err = result
             break
-        if _is_check_condition(result):
+        if scsi_status_is_check_condition(result):
             key = sshdr.sense_key
             if key == SenseKey.UNIT_ATTENTION:
                 sdev.changed = True
@@ -281,6 +271,15 @@ async def sr_set_blocklength(cd: ScsiCd, blocklength: int) -> int:
     return rc
 
 
+async def _vendor_read_toc(cd: ScsiCd, track: int, length: int) -> tuple[int, bytes]:
+    """sr_cd_check()'s READ TOC (the session format, control byte 0x40) of ``length`` bytes
+    from ``track``: the ioctl's result and the answer."""
+    cgc = _cgc(bytes((ScsiOpcode.READ_TOC, 0, 0, 0, 0, 0, track, 0, length, 0x40)), length,
+               DmaDirection.DMA_FROM_DEVICE, quiet=True, timeout=VENDOR_TIMEOUT)
+    rc = await sr_do_ioctl(cd, cgc)
+    return rc, cgc.buffer
+
+
 async def sr_cd_check(cd: ScsiCd) -> int:
     """sr_vendor.c sr_cd_check(): the multisession offset (READ TOC format 1 on MMC drives),
     the XA flag, the 2048-byte block length."""
@@ -291,11 +290,8 @@ async def sr_cd_check(cd: ScsiCd) -> int:
     no_multi = 0
     rc = 0
     if cd.vendor == VENDOR_SCSI3:
-        cgc = _cgc(bytes((ScsiOpcode.READ_TOC, 0, 0, 0, 0, 0, 0, 0, 12, 0x40)), 12, DmaDirection.DMA_FROM_DEVICE,
-                   quiet=True, timeout=VENDOR_TIMEOUT)
-        rc = await sr_do_ioctl(cd, cgc)
+        rc, b = await _vendor_read_toc(cd, 0, 12)
         if rc == 0:
-            b = cgc.buffer
             if (b[0] << 8) + b[1] < 0x0A:
                 sr_printk(KernLevel.INFO, cd, "Hmm, seems the drive doesn't support multisession CD's")
                 no_multi = 1
@@ -304,19 +300,15 @@ async def sr_cd_check(cd: ScsiCd) -> int:
                 if b[6] <= 1:
                     sector = 0
     elif cd.vendor == VENDOR_WRITER:
-        cgc = _cgc(bytes((ScsiOpcode.READ_TOC, 0, 0, 0, 0, 0, 0, 0, 0x04, 0x40)), 4, DmaDirection.DMA_FROM_DEVICE,
-                   quiet=True, timeout=VENDOR_TIMEOUT)
-        rc = await sr_do_ioctl(cd, cgc)
+        rc, b = await _vendor_read_toc(cd, 0, 4)
         if rc == 0:
-            last = cgc.buffer[2]
+            last = b[2]
             if last == 0:
                 sr_printk(KernLevel.WARNING, cd, "No finished session")
             else:
-                cgc = _cgc(bytes((ScsiOpcode.READ_TOC, 0, 0, 0, 0, 0, last & 0x7F, 0, 0x0C, 0x40)), 12,
-                           DmaDirection.DMA_FROM_DEVICE, quiet=True, timeout=VENDOR_TIMEOUT)
-                rc = await sr_do_ioctl(cd, cgc)
+                rc, b = await _vendor_read_toc(cd, last & 0x7F, 12)
                 if rc == 0:
-                    sector = int.from_bytes(cgc.buffer[8:12], "big")
+                    sector = int.from_bytes(b[8:12], "big")
     else:
         # NEC / TOSHIBA vendor commands are for pre-MMC drives; an MMC drive never gets here
         # (sr_vendor_init keeps VENDOR_SCSI3 once MODE SENSE page 0x2a answered)
@@ -470,7 +462,7 @@ async def sr_check_events(cd: ScsiCd, clearing: int, slot: int = CDSL_CURRENT) -
             return events
     last_present = cd.media_present
     ret, sshdr = await scsi_test_unit_ready(sdev, SR_TIMEOUT, MAX_RETRIES)
-    cd.media_present = int(_status_good(ret) or (_sense_valid(sshdr) and sshdr.asc != 0x3A))
+    cd.media_present = int(scsi_status_is_good(ret) or (_sense_valid(sshdr) and sshdr.asc != 0x3A))
     if last_present != cd.media_present:
         sdev.changed = True
     if sdev.changed:
@@ -503,7 +495,7 @@ def sr_done(cmd: scsi_cmnd) -> int:
     rq = cmd.request
     cd = scsi_cd(cmd.device.request_queue.disk)
     sense = cmd.sense_buffer
-    if _is_check_condition(result) and len(sense) > 6 and sense[0] & 0x7F == 0x70:
+    if scsi_status_is_check_condition(result) and len(sense) > 6 and sense[0] & 0x7F == 0x70:
         key = sense[2]
         if key in (SenseKey.MEDIUM_ERROR, SenseKey.VOLUME_OVERFLOW, SenseKey.ILLEGAL_REQUEST):
             if sense[0] & 0x90:
@@ -617,6 +609,18 @@ async def get_sectorsize(cd: ScsiCd) -> None:
     blk_queue_logical_block_size(sdev.request_queue, sector_size)
 
 
+# get_capabilities(): a capability page bit (byte offset, bit) that is clear puts the capability
+# into the mask of what the drive cannot do
+_MISSING_CAPABILITIES: tuple[tuple[int, int, Cdc], ...] = (
+    (2, 0x08, Cdc.DVD),             # DVD-ROM read
+    (3, 0x20, Cdc.DVD_RAM),         # DVD-RAM write
+    (3, 0x10, Cdc.DVD_R),           # DVD-R write
+    (3, 0x02, Cdc.CD_RW),           # CD-RW write
+    (3, 0x01, Cdc.CD_R),            # CD-R write
+    (6, 0x08, Cdc.OPEN_TRAY),       # eject
+)
+
+
 async def get_capabilities(cd: ScsiCd) -> int:
     """get_capabilities(): eat unit attentions, then MODE SENSE page 0x2a: speed, the
     capability line, and the mask of what the drive cannot do."""
@@ -648,18 +652,9 @@ async def get_capabilities(cd: ScsiCd) -> int:
         LOADMECH[mech]))
     if mech == cdrom.MECHTYPE_CADDY:
         cdi.mask |= Cdc.CLOSE_TRAY
-    if not buf[n + 2] & 0x8:
-        cdi.mask |= Cdc.DVD
-    if not buf[n + 3] & 0x20:
-        cdi.mask |= Cdc.DVD_RAM
-    if not buf[n + 3] & 0x10:
-        cdi.mask |= Cdc.DVD_R
-    if not buf[n + 3] & 0x2:
-        cdi.mask |= Cdc.CD_RW
-    if not buf[n + 3] & 0x1:
-        cdi.mask |= Cdc.CD_R
-    if not buf[n + 6] & 0x8:
-        cdi.mask |= Cdc.OPEN_TRAY
+    for offset, bit, cannot in _MISSING_CAPABILITIES:
+        if not buf[n + offset] & bit:
+            cdi.mask |= cannot
     if mech in (cdrom.MECHTYPE_INDIVIDUAL_CHANGER, cdrom.MECHTYPE_CARTRIDGE_CHANGER):
         cdi.capacity = await cdrom.cdrom_number_of_slots(cdi)
     if cdi.capacity <= 1:
@@ -678,7 +673,7 @@ async def sr_revalidate_disk(cd: ScsiCd) -> None:
 
 # --- block_device_operations ---------------------------------------------------------------------
 
-async def sr_block_open(bdev: Any, mode: int = cdrom.FMODE_READ) -> int:
+async def sr_block_open(bdev: Any, mode: int = FMODE_READ) -> int:
     """sr_block_open(): a pending media change revalidates; then cdrom_open. Failures raise
     OSError (ENXIO, ENOMEDIUM, EROFS...) so they reach whoever opened the node."""
     disk = getattr(bdev, "disk", bdev)
@@ -693,7 +688,7 @@ async def sr_block_open(bdev: Any, mode: int = cdrom.FMODE_READ) -> int:
     return 0
 
 
-async def sr_block_release(disk: Any, mode: int = cdrom.FMODE_READ) -> None:
+async def sr_block_release(disk: Any, mode: int = FMODE_READ) -> None:
     await cdrom.cdrom_release(scsi_cd(disk).cdi, mode)
 
 

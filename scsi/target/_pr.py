@@ -14,7 +14,6 @@ Demo-mode dev entries have no se_lun_acl, so ALL_TG_PT=1 registers only the call
 from __future__ import annotations
 
 import os
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -24,6 +23,7 @@ from vscsifs.scsi.target._core import (
     AptplRegistration, DmaDir, FileIODevice, PrRegistration, SeCmd, SeLun, SePortalGroup, SubmissionHung, T10Reservation,
     Tcm, core_scsi3_add_registration, core_scsi3_check_aptpl_registration, core_scsi3_complete_pro_release,
     core_scsi3_free_registration, core_scsi3_pr_generation, drop_nexus_registrations)
+from vscsifs.scsi._proto import BE16, BE32, BE64
 
 # target_core_pr.h
 PRO_REGISTER = 0x00
@@ -56,10 +56,6 @@ ACCESS_CONTROL_IN, ACCESS_CONTROL_OUT = 0x86, 0x87
 MI_REPORT_SUPPORTED_OPERATION_CODES, MI_REPORT_SUPPORTED_TASK_MANAGEMENT_FUNCTIONS = 0x0C, 0x0D
 MI_MANAGEMENT_PROTOCOL_IN = 0x10
 MI_ALLOWED = frozenset({0x05, 0x0A, 0x0B, 0x0E, 0x0F})   # aliases, target PGs, timestamp, priority, identifying
-
-_BE16 = struct.Struct(">H")
-_BE32 = struct.Struct(">I")
-_BE64 = struct.Struct(">Q")
 
 
 def _pr(dev: FileIODevice | None) -> T10Reservation:
@@ -370,7 +366,7 @@ def _decode_spec_i_port(cmd: SeCmd) -> Tcm | None:
     buf = cmd.read_out()
     if len(buf) < 28:
         return Tcm.INVALID_PARAMETER_LIST
-    tpdl = _BE32.unpack_from(buf, 24)[0]
+    tpdl = BE32.unpack_from(buf, 24)[0]
     if tpdl + 28 != cmd.data_length:
         return Tcm.INVALID_PARAMETER_LIST
     return Tcm.INVALID_PARAMETER_LIST if tpdl else None
@@ -539,8 +535,8 @@ def _pro_register_and_move(cmd: SeCmd, res_key: int, sa_res_key: int, aptpl: boo
     if not sa_res_key:
         return Tcm.INVALID_PARAMETER_LIST
     buf = cmd.read_out()
-    rtpi = _BE16.unpack_from(buf, 18)[0]
-    tid_len = _BE32.unpack_from(buf, 20)[0]
+    rtpi = BE16.unpack_from(buf, 18)[0]
+    tid_len = BE32.unpack_from(buf, 20)[0]
     if tid_len + 24 != cmd.data_length:
         return Tcm.INVALID_PARAMETER_LIST
     dest_lun = next((lun for lun in dev.exports if lun.rtpi == rtpi), None)
@@ -597,7 +593,7 @@ def target_scsi3_emulate_pr_out(cmd: SeCmd) -> Tcm | None:
     cdb = cmd.cdb
     sa, scope, type_ = cdb[1] & 0x1F, cdb[2] & 0xF0, cdb[2] & 0x0F
     buf = cmd.read_out()
-    res_key, sa_res_key = _BE64.unpack_from(buf, 0)[0], _BE64.unpack_from(buf, 8)[0]
+    res_key, sa_res_key = BE64.unpack_from(buf, 0)[0], BE64.unpack_from(buf, 8)[0]
     spec_i_pt = all_tg_pt = unreg = False
     if sa != PRO_REGISTER_AND_MOVE:
         spec_i_pt, all_tg_pt, aptpl = bool(buf[20] & 0x08), bool(buf[20] & 0x04), bool(buf[20] & 0x01)
@@ -629,13 +625,13 @@ def target_scsi3_emulate_pr_out(cmd: SeCmd) -> Tcm | None:
 # -- PERSISTENT RESERVE IN ---------------------------------------------------------------------------
 def _pri_read_keys(cmd: SeCmd, pr: T10Reservation) -> Tcm | None:
     buf = bytearray(8)
-    _BE32.pack_into(buf, 0, pr.generation)
+    BE32.pack_into(buf, 0, pr.generation)
     add_len = 0
     for reg in pr.registrations:
         if len(buf) + 8 <= cmd.data_length:
-            buf += _BE64.pack(reg.key)
+            buf += BE64.pack(reg.key)
         add_len += 8
-    _BE32.pack_into(buf, 4, add_len)
+    BE32.pack_into(buf, 4, add_len)
     cmd.copy_in(buf)
     cmd.set_data_length(8 + add_len)
     return None
@@ -643,16 +639,16 @@ def _pri_read_keys(cmd: SeCmd, pr: T10Reservation) -> Tcm | None:
 
 def _pri_read_reservation(cmd: SeCmd, pr: T10Reservation) -> Tcm | None:
     buf = bytearray(24)
-    _BE32.pack_into(buf, 0, pr.generation)
+    BE32.pack_into(buf, 0, pr.generation)
     add_len = 0
     reg = pr.holder
     if reg is not None:
         add_len = 16
-        _BE32.pack_into(buf, 4, add_len)
+        BE32.pack_into(buf, 4, add_len)
         if cmd.data_length < 22:
             cmd.copy_in(buf[:8])         # LIO leaves the rest and the length as they are
             return None
-        _BE64.pack_into(buf, 8, 0 if reg.res_type in ALLREG else reg.key)
+        BE64.pack_into(buf, 8, 0 if reg.res_type in ALLREG else reg.key)
         buf[21] = (reg.res_scope & 0xF0) | (reg.res_type & 0x0F)
     cmd.copy_in(buf[:8 + add_len])
     cmd.set_data_length(8 + add_len)
@@ -661,7 +657,7 @@ def _pri_read_reservation(cmd: SeCmd, pr: T10Reservation) -> Tcm | None:
 
 def _pri_report_capabilities(cmd: SeCmd, pr: T10Reservation) -> Tcm | None:
     buf = bytearray(8)
-    _BE16.pack_into(buf, 0, 8)
+    BE16.pack_into(buf, 0, 8)
     buf[2] = 0x10 | 0x08 | 0x04 | 0x01           # CRH, SIP_C, ATP_C, PTPL_C
     buf[3] = 0x80 | 0x10 | (0x01 if pr.aptpl_active else 0)   # TMV, ALLOW COMMANDS 001b, PTPL_A
     buf[4] = 0x80 | 0x40 | 0x20 | 0x08 | 0x02     # EX_AC_AR, EX_AC_RO, WR_EX_RO, EX_AC, WR_EX
@@ -690,7 +686,7 @@ def _transport_id(nacl: SePortalGroup) -> bytes | None:
             raw += bytes(-len(raw) & 3)
             out = bytearray(4) + raw
             out[0] = int(nacl.proto_id)
-            _BE16.pack_into(out, 2, len(raw))
+            BE16.pack_into(out, 2, len(raw))
             return bytes(out)
     except ValueError:
         return None
@@ -699,7 +695,7 @@ def _transport_id(nacl: SePortalGroup) -> bytes | None:
 
 def _pri_read_full_status(cmd: SeCmd, pr: T10Reservation) -> Tcm | None:
     buf = bytearray(8)
-    _BE32.pack_into(buf, 0, pr.generation)
+    BE32.pack_into(buf, 0, pr.generation)
     all_reg, res_type, res_scope = False, 0, 0
     if pr.holder is not None and pr.holder.res_type in ALLREG:
         all_reg, res_type, res_scope = True, pr.holder.res_type, pr.holder.res_scope
@@ -710,7 +706,7 @@ def _pri_read_full_status(cmd: SeCmd, pr: T10Reservation) -> Tcm | None:
         if tid is None or exp + add_len > cmd.data_length:
             break
         desc = bytearray(24)
-        _BE64.pack_into(desc, 0, reg.key)
+        BE64.pack_into(desc, 0, reg.key)
         if reg.all_tg_pt:
             desc[12] = 0x02
         if reg.res_holder:
@@ -720,11 +716,11 @@ def _pri_read_full_status(cmd: SeCmd, pr: T10Reservation) -> Tcm | None:
             desc[12] |= 0x01
             desc[13] = (res_scope & 0xF0) | (res_type & 0x0F)
         if not reg.all_tg_pt:
-            _BE16.pack_into(desc, 18, reg.rtpi)
-        _BE32.pack_into(desc, 20, len(tid))
+            BE16.pack_into(desc, 18, reg.rtpi)
+        BE32.pack_into(desc, 20, len(tid))
         buf += desc + tid
         add_len += 24 + len(tid)
-    _BE32.pack_into(buf, 4, add_len)
+    BE32.pack_into(buf, 4, add_len)
     cmd.copy_in(buf)
     cmd.set_data_length(8 + add_len)
     return None

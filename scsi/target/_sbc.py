@@ -4,14 +4,10 @@ leftovers, and the LBA range check; everything else goes to spc_parse_cdb."""
 
 from __future__ import annotations
 
-import struct
 
 from vscsifs.scsi.target._core import DmaDir, SeCmd, Tcm, target_cmd_size_check
 from vscsifs.scsi.target._spc import spc_parse_cdb
-
-_BE16 = struct.Struct(">H")
-_BE32 = struct.Struct(">I")
-_BE64 = struct.Struct(">Q")
+from vscsifs.scsi._proto import BE16, BE32, BE64
 
 
 def sbc_emulate_readcapacity(cmd: SeCmd) -> Tcm | None:
@@ -21,7 +17,7 @@ def sbc_emulate_readcapacity(cmd: SeCmd) -> Tcm | None:
     if not cdb[8] & 1 and any(cdb[2:6]):
         return Tcm.INVALID_CDB_FIELD
     blocks = dev.get_blocks()
-    buf = _BE32.pack(min(blocks, 0xFFFFFFFF)) + _BE32.pack(dev.attrib.block_size)
+    buf = BE32.pack(min(blocks, 0xFFFFFFFF)) + BE32.pack(dev.attrib.block_size)
     cmd.copy_in(buf)
     cmd.complete_with_length(8)
     return None
@@ -32,8 +28,8 @@ def sbc_emulate_readcapacity_16(cmd: SeCmd) -> Tcm | None:
     assert dev is not None
     a = dev.attrib
     buf = bytearray(32)
-    _BE64.pack_into(buf, 0, dev.get_blocks())
-    _BE32.pack_into(buf, 8, a.block_size)
+    BE64.pack_into(buf, 0, dev.get_blocks())
+    BE32.pack_into(buf, 8, a.block_size)
     if a.pi_prot_type:
         buf[12] = (a.pi_prot_type - 1) << 1 | 0x1
     # fileio has no get_lbppbe / alignment offset
@@ -50,11 +46,11 @@ def sbc_get_write_same_sectors(cmd: SeCmd) -> int:
     """The CDB's block count, or the rest of the device from the LBA when it is 0."""
     cdb = cmd.cdb
     if cdb[0] == 0x41:
-        n = _BE16.unpack_from(cdb, 7)[0]
+        n = BE16.unpack_from(cdb, 7)[0]
     elif cdb[0] == 0x93:
-        n = _BE32.unpack_from(cdb, 10)[0]
+        n = BE32.unpack_from(cdb, 10)[0]
     else:
-        n = _BE32.unpack_from(cdb, 28)[0]
+        n = BE32.unpack_from(cdb, 28)[0]
     assert cmd.dev is not None
     return n if n else cmd.dev.get_blocks() - cmd.lba + 1
 
@@ -121,7 +117,7 @@ def sbc_execute_unmap(cmd: SeCmd) -> Tcm | None:
     if cmd.data_length < 8:
         return Tcm.PARAMETER_LIST_LENGTH_ERROR
     buf = cmd.read_out()
-    bd_dl = _BE16.unpack_from(buf, 2)[0]
+    bd_dl = BE16.unpack_from(buf, 2)[0]
     size = cmd.data_length - 8
     if bd_dl <= size:
         size = bd_dl
@@ -129,8 +125,8 @@ def sbc_execute_unmap(cmd: SeCmd) -> Tcm | None:
         return Tcm.INVALID_PARAMETER_LIST
     off = 8
     while size >= 16:
-        lba = _BE64.unpack_from(buf, off)[0]
-        rng = _BE32.unpack_from(buf, off + 8)[0]
+        lba = BE64.unpack_from(buf, off)[0]
+        rng = BE32.unpack_from(buf, off + 8)[0]
         if rng > dev.attrib.max_unmap_lba_count:
             return Tcm.INVALID_PARAMETER_LIST
         if lba + rng > dev.get_blocks() + 1:
@@ -229,8 +225,8 @@ def _lba_and_blocks(cdb: bytes, cdb16: bool) -> tuple[int, int]:
     """transport_lba_32/64 and transport_get_sectors_10/16: the LBA (bytes 2..) and the block
     count (byte 7, 16 bits, in a 10-byte CDB; byte 10, 32 bits, in a 16-byte one)."""
     if cdb16:
-        return _BE64.unpack_from(cdb, 2)[0], _BE32.unpack_from(cdb, 10)[0]
-    return _BE32.unpack_from(cdb, 2)[0], _BE16.unpack_from(cdb, 7)[0]
+        return BE64.unpack_from(cdb, 2)[0], BE32.unpack_from(cdb, 10)[0]
+    return BE32.unpack_from(cdb, 2)[0], BE16.unpack_from(cdb, 7)[0]
 
 
 def sbc_parse_cdb(cmd: SeCmd) -> Tcm | None:
@@ -266,7 +262,7 @@ def sbc_parse_cdb(cmd: SeCmd) -> Tcm | None:
             cmd.execute = sbc_emulate_readcapacity_16
         else:
             return Tcm.INVALID_CDB_FIELD      # REPORT REFERRALS needs an LBA map
-        size = _BE32.unpack_from(cdb, 10)[0]
+        size = BE32.unpack_from(cdb, 10)[0]
     elif op in (0x35, 0x91):                  # SYNCHRONIZE CACHE(10)/(16)
         cmd.lba, sectors = _lba_and_blocks(cdb, op == 0x91)
         cmd.execute = sbc_execute_sync_cache
@@ -280,13 +276,13 @@ def sbc_parse_cdb(cmd: SeCmd) -> Tcm | None:
     elif op == 0x1B:
         cmd.execute = sbc_emulate_startstop
     elif op == 0x7F:                          # VARIABLE LENGTH: only WRITE SAME(32)
-        if _BE16.unpack_from(cdb, 8)[0] != 0x000D:
+        if BE16.unpack_from(cdb, 8)[0] != 0x000D:
             return Tcm.UNSUPPORTED_SCSI_OPCODE
-        sectors = _BE32.unpack_from(cdb, 28)[0]
+        sectors = BE32.unpack_from(cdb, 28)[0]
         if not sectors:
             return Tcm.INVALID_CDB_FIELD          # WSNZ=1
         size = dev.attrib.block_size
-        cmd.lba = _BE64.unpack_from(cdb, 12)[0]
+        cmd.lba = BE64.unpack_from(cdb, 12)[0]
         ret = sbc_setup_write_same(cmd, cdb[10])
         if ret is not None:
             return ret
@@ -299,13 +295,13 @@ def sbc_parse_cdb(cmd: SeCmd) -> Tcm | None:
         if not _check_dpofua(cmd):
             return Tcm.INVALID_CDB_FIELD
         size = 2 * sectors * dev.attrib.block_size
-        cmd.lba = _BE64.unpack_from(cdb, 2)[0]
+        cmd.lba = BE64.unpack_from(cdb, 2)[0]
         cmd.is_data_cdb = True
         cmd.execute = sbc_compare_and_write
     elif op == 0x42:                          # UNMAP
         if not dev.attrib.emulate_tpu:
             return Tcm.UNSUPPORTED_SCSI_OPCODE
-        size = _BE16.unpack_from(cdb, 7)[0]
+        size = BE16.unpack_from(cdb, 7)[0]
         cmd.execute = sbc_execute_unmap
     elif op in (0x41, 0x93):                  # WRITE SAME(10)/(16)
         lba, sectors = _lba_and_blocks(cdb, op == 0x93)

@@ -8,7 +8,6 @@ residual is what LIO's fabric would send.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
 
 from vscsifs.scsi._common import int_to_scsilun
@@ -17,6 +16,7 @@ from vscsifs.scsi.target import _pr, _xcopy
 from vscsifs.scsi.target._alua import target_emulate_report_target_port_groups
 from vscsifs.scsi.target._core import (spc_gen_naa_6h_vendor_specific, SE_INQUIRY_BUF, SE_MODE_PAGE_BUF, SE_SENSE_BUF, TRANSPORT_VERSION_DESCRIPTOR, TYPE_DISK,
                     DEFAULT_LU_GP_ID, PAGE_SIZE, SeCmd, SenseKey, Tcm, scsi_build_sense_buffer)
+from vscsifs.scsi._proto import BE16, BE32, BE64
 
 SCSI_VERSION_DESCRIPTOR_SAM5 = 0x00A0
 SCSI_VERSION_DESCRIPTOR_SPC4 = 0x0460
@@ -24,9 +24,6 @@ SCSI_VERSION_DESCRIPTOR_SBC3 = 0x04C0
 INQUIRY_VENDOR_LEN, INQUIRY_MODEL_LEN, INQUIRY_REVISION_LEN = 8, 16, 4
 VHOST_SCSI_PREALLOC_SGLS = 2048      # vhost_scsi_ops.max_data_sg_nents
 
-_BE16 = struct.Struct(">H")
-_BE32 = struct.Struct(">I")
-_BE64 = struct.Struct(">Q")
 
 Handler = Callable[[SeCmd], "Tcm | None"]
 
@@ -54,11 +51,11 @@ def spc_emulate_inquiry_std(cmd: SeCmd, buf: bytearray) -> None:
     buf[8:16] = _pad(dev.wwn.vendor, INQUIRY_VENDOR_LEN)
     buf[16:32] = _pad(dev.model, INQUIRY_MODEL_LEN)
     buf[32:36] = _pad(dev.wwn.revision, INQUIRY_REVISION_LEN)
-    _BE16.pack_into(buf, 58, SCSI_VERSION_DESCRIPTOR_SAM5)
-    _BE16.pack_into(buf, 60, TRANSPORT_VERSION_DESCRIPTOR.get(tpg.proto_id, 0))
-    _BE16.pack_into(buf, 62, SCSI_VERSION_DESCRIPTOR_SPC4)
+    BE16.pack_into(buf, 58, SCSI_VERSION_DESCRIPTOR_SAM5)
+    BE16.pack_into(buf, 60, TRANSPORT_VERSION_DESCRIPTOR.get(tpg.proto_id, 0))
+    BE16.pack_into(buf, 62, SCSI_VERSION_DESCRIPTOR_SPC4)
     if dev.get_device_type() == TYPE_DISK:
-        _BE16.pack_into(buf, 64, SCSI_VERSION_DESCRIPTOR_SBC3)
+        BE16.pack_into(buf, 64, SCSI_VERSION_DESCRIPTOR_SBC3)
     buf[4] = 91
 
 
@@ -95,17 +92,17 @@ def evpd_83(cmd: SeCmd, buf: bytearray) -> None:
     proto = tpg.proto_id << 4
     # relative target port identifier
     buf[off:off + 4] = bytes((proto | 0x01, 0x80 | 0x10 | 0x04, 0x00, 4))
-    _BE16.pack_into(buf, off + 6, lun.rtpi)
+    BE16.pack_into(buf, off + 6, lun.rtpi)
     off += 8
     length += 8
     if lun.tg_pt_gp is not None:
         buf[off:off + 4] = bytes((proto | 0x01, 0x80 | 0x10 | 0x05, 0x00, 4))
-        _BE16.pack_into(buf, off + 6, lun.tg_pt_gp.id)
+        BE16.pack_into(buf, off + 6, lun.tg_pt_gp.id)
         off += 8
         length += 8
     # logical unit group (default_lu_gp)
     buf[off:off + 4] = bytes((0x01, 0x06, 0x00, 4))
-    _BE16.pack_into(buf, off + 6, DEFAULT_LU_GP_ID)
+    BE16.pack_into(buf, off + 6, DEFAULT_LU_GP_ID)
     off += 8
     length += 8
     # SCSI name string: target port "<wwn>,t,0x<tpgt>"
@@ -118,7 +115,7 @@ def evpd_83(cmd: SeCmd, buf: bytearray) -> None:
         buf[off + 4:off + 4 + min(len(name), n)] = name[:n]
         off += 4 + n
         length += 4 + n
-    _BE16.pack_into(buf, 2, length)
+    BE16.pack_into(buf, 2, length)
 
 
 def evpd_86(cmd: SeCmd, buf: bytearray) -> None:
@@ -146,18 +143,18 @@ def evpd_b0(cmd: SeCmd, buf: bytearray) -> None:
     buf[4] = 0x01                    # WSNZ
     if a.emulate_caw:
         buf[5] = 0x01
-    _BE16.pack_into(buf, 6, 1)       # OPTIMAL TRANSFER LENGTH GRANULARITY (no get_io_min for fileio)
+    BE16.pack_into(buf, 6, 1)       # OPTIMAL TRANSFER LENGTH GRANULARITY (no get_io_min for fileio)
     mtl = VHOST_SCSI_PREALLOC_SGLS * PAGE_SIZE // a.block_size
-    _BE32.pack_into(buf, 8, min(mtl, a.hw_max_sectors) if mtl else a.hw_max_sectors)
-    _BE32.pack_into(buf, 12, a.optimal_sectors)
+    BE32.pack_into(buf, 8, min(mtl, a.hw_max_sectors) if mtl else a.hw_max_sectors)
+    BE32.pack_into(buf, 12, a.optimal_sectors)
     if have_tp:
-        _BE32.pack_into(buf, 20, a.max_unmap_lba_count)
-        _BE32.pack_into(buf, 24, a.max_unmap_block_desc_count)
-        _BE32.pack_into(buf, 28, a.unmap_granularity)
-        _BE32.pack_into(buf, 32, a.unmap_granularity_alignment)
+        BE32.pack_into(buf, 20, a.max_unmap_lba_count)
+        BE32.pack_into(buf, 24, a.max_unmap_block_desc_count)
+        BE32.pack_into(buf, 28, a.unmap_granularity)
+        BE32.pack_into(buf, 32, a.unmap_granularity_alignment)
         if a.unmap_granularity_alignment:
             buf[32] |= 0x80
-    _BE64.pack_into(buf, 36, a.max_write_same_len)
+    BE64.pack_into(buf, 36, a.max_write_same_len)
 
 
 def evpd_b1(cmd: SeCmd, buf: bytearray) -> None:
@@ -173,7 +170,7 @@ def evpd_b2(cmd: SeCmd, buf: bytearray) -> None:
     assert dev is not None
     a = dev.attrib
     buf[0] = dev.get_device_type()
-    _BE16.pack_into(buf, 2, 4)
+    BE16.pack_into(buf, 2, 4)
     if a.emulate_tpu:
         buf[5] = 0x80
     if a.emulate_tpws:
@@ -225,7 +222,7 @@ def spc_emulate_inquiry(cmd: SeCmd) -> Tcm | None:
         else:
             buf[1] = cdb[2]
             handler(cmd, buf)
-            length = _BE16.unpack_from(buf, 2)[0] + 4
+            length = BE16.unpack_from(buf, 2)[0] + 4
     cmd.copy_in(buf)                 # LIO copies even when it then fails the command
     if ret is None:
         cmd.complete_with_length(length)
@@ -281,8 +278,8 @@ MODESENSE_HANDLERS: list[tuple[int, int, Callable[[SeCmd, int, memoryview], int]
 
 def _blockdesc(buf: bytearray, off: int, blocks: int, block_size: int) -> int:
     buf[off] = 8
-    _BE32.pack_into(buf, off + 1, min(blocks, 0xFFFFFFFF))
-    _BE32.pack_into(buf, off + 5, block_size)
+    BE32.pack_into(buf, off + 1, min(blocks, 0xFFFFFFFF))
+    BE32.pack_into(buf, off + 5, block_size)
     return 9
 
 
@@ -291,8 +288,8 @@ def _long_blockdesc(buf: bytearray, off: int, blocks: int, block_size: int) -> i
         return _blockdesc(buf, off + 3, blocks, block_size) + 3
     buf[off] = 1                                   # LONGLBA
     buf[off + 3] = 16
-    _BE64.pack_into(buf, off + 4, blocks)
-    _BE32.pack_into(buf, off + 16, block_size)
+    BE64.pack_into(buf, off + 4, blocks)
+    BE32.pack_into(buf, off + 16, block_size)
     return 17
 
 
@@ -342,7 +339,7 @@ def spc_emulate_modesense(cmd: SeCmd) -> Tcm | None:
         else:
             return Tcm.UNKNOWN_MODE_PAGE
     if ten:
-        _BE16.pack_into(buf, 0, length - 2)
+        BE16.pack_into(buf, 0, length - 2)
     else:
         buf[0] = length - 1
     cmd.copy_in(buf)
@@ -401,7 +398,7 @@ def spc_emulate_report_luns(cmd: SeCmd) -> Tcm | None:
     if not luns:
         luns = [0]
     buf = bytearray(8 + 8 * len(luns))
-    _BE32.pack_into(buf, 0, 8 * len(luns))
+    BE32.pack_into(buf, 0, 8 * len(luns))
     for i, lun in enumerate(luns):
         buf[8 + 8 * i:16 + 8 * i] = int_to_scsilun(lun)
     cmd.copy_in(buf)
@@ -414,11 +411,11 @@ def spc_emulate_testunitready(cmd: SeCmd) -> Tcm | None:
 
 
 def _be16(c: bytes, o: int) -> int:
-    return _BE16.unpack_from(c, o)[0]
+    return BE16.unpack_from(c, o)[0]
 
 
 def _be32(c: bytes, o: int) -> int:
-    return _BE32.unpack_from(c, o)[0]
+    return BE32.unpack_from(c, o)[0]
 
 
 def spc_parse_cdb(cmd: SeCmd) -> tuple[Tcm | None, int]:

@@ -9,11 +9,9 @@ try to write, read /proc/sys/dev/cdrom, and that opens show up in the drive (doo
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import shutil
-import socket
 import stat
 from typing import Any
 from collections.abc import Iterator
@@ -21,9 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from daemon_harness import GOLDEN, VSCSIFS, Daemon, logged_commands, require_mount, run, start_daemon, start_daemon_own_qmp, wait_for
+from daemon_harness import (GOLDEN, VSCSIFS, Daemon, assert_write_refused, logged_commands, require_mount, run, scsi_logging, start_daemon,
+                            start_daemon_own_qmp, wait_for)
 from golden_cdb import make_image
 from golden_images import make_iso
+
+from vscsifs.daemon._api import QMPConnection, QMPError
 
 CDROM = os.path.join(GOLDEN, "cdrom")
 ISO_SECTORS = 512
@@ -102,17 +103,7 @@ def test_write_is_refused(cd_daemon: Daemon) -> None:
     """The guest's sr_block_open refuses a write open with EROFS; DIR/dev/sr0 is a read-only
     host loop device, whose open the host does not refuse: there the write itself fails with
     EPERM, what a read-only block device answers to write(2) (as for read-only scsi-hd)."""
-    try:
-        fd = os.open(f"{cd_daemon.mount}/dev/sr0", os.O_WRONLY)
-    except OSError as e:
-        assert e.errno == errno.EROFS
-        return
-    try:
-        with pytest.raises(OSError) as e:
-            os.pwrite(fd, b"x" * 2048, 0)
-        assert e.value.errno in (errno.EPERM, errno.EROFS)
-    finally:
-        os.close(fd)
+    assert_write_refused(f"{cd_daemon.mount}/dev/sr0", 2048)
 
 
 def test_open_and_close_send_prevent_and_allow_medium_removal(cd_daemon: Daemon) -> None:
@@ -123,10 +114,7 @@ def test_open_and_close_send_prevent_and_allow_medium_removal(cd_daemon: Daemon)
     DIR/dev/sr0 is a loop node: the host reports its opens and closes after the fact (fs/
     _openwatch.py), so the PREVENT is sent before the first read the open is followed by is
     served, and the ALLOW shortly after the close (waited for)."""
-    level = f"{cd_daemon.mount}/proc/sys/dev/scsi/logging_level"
-    with open(level, "w") as f:
-        f.write(str(1 << 27))                             # SCSI_LOG_IOCTL_SHIFT 27, level 1
-    try:
+    with scsi_logging(cd_daemon, 1 << 27):                # SCSI_LOG_IOCTL_SHIFT 27, level 1
         _settle(cd_daemon)                                # earlier tests' closes are handled
         before = _ioctl_lines(cd_daemon)
         fd = os.open(f"{cd_daemon.mount}/dev/sr0", os.O_RDONLY)
@@ -136,9 +124,6 @@ def test_open_and_close_send_prevent_and_allow_medium_removal(cd_daemon: Daemon)
         finally:
             os.close(fd)
         wait_for(lambda: _ioctl_lines(cd_daemon) == before + 2, what="ALLOW at the close")
-    finally:
-        with open(level, "w") as f:
-            f.write("0")
 
 
 def _settle(d: Daemon, name: str = "sr0") -> None:
@@ -174,8 +159,6 @@ def test_kernel_log_has_the_sr_lines_of_the_golden_boot(cd_daemon: Daemon) -> No
 
 # ---------------------------------------------------------------- lsblk, removable disks, media changes
 
-# scsi_mod.scsi_logging_level: every command's "tag#N Send:" / "CDB:" lines
-ALL_COMMANDS = 132153287
 # a path naming a node DIR/dev/NAME (not DIR/sys/dev/block/...)
 _NODE_PATH = re.compile(r'"(?:[^"]*/)?(?<!sys/)dev/(?:sd[a-z]+\d*|sr\d+)"')
 
@@ -193,17 +176,11 @@ def test_lsblk_reads_no_medium(cd_daemon: Daemon, tmp_path: Path) -> None:
         assert stat.S_ISBLK(os.stat(f"{d.mount}/dev/{name}").st_mode), name
     with open(f"{d.mount}/sys/block/sdb/removable") as f:
         assert f.read() == "1\n"
-    level = f"{d.mount}/proc/sys/dev/scsi/logging_level"
     since = len(d.kernel_lines())
     trace = tmp_path / "strace.txt"
-    with open(level, "w") as f:
-        f.write(str(ALL_COMMANDS))
-    try:
+    with scsi_logging(d):
         out = run("strace", "-f", "-o", str(trace), "-e", "trace=openat,open,read,pread64,readv",
                   "lsblk", "--sysroot", d.mount, "-O").stdout
-    finally:
-        with open(level, "w") as f:
-            f.write("0")
     assert "sr0" in out and "sr1" in out and "sdb" in out
     # lsblk opens DIR/dev/NAME as "dev/NAME" relative to its sysroot descriptor
     node_opens = [x for x in trace.read_text().splitlines() if "open" in x and _NODE_PATH.search(x)]
@@ -222,12 +199,9 @@ def test_removable_disk_is_a_loop_node_whose_opens_reach_sd(cd_daemon: Daemon) -
     dev = f"{d.mount}/dev/sdb"
     st = os.stat(dev)
     assert stat.S_ISBLK(st.st_mode) and os.major(st.st_rdev) == 7
-    level = f"{d.mount}/proc/sys/dev/scsi/logging_level"
     _settle(d, "sdb")
     since = len(d.kernel_lines())
-    with open(level, "w") as f:
-        f.write(str(ALL_COMMANDS))
-    try:
+    with scsi_logging(d):
         fd = os.open(dev, os.O_RDONLY)
         try:
             assert os.pread(fd, 512, 0)[:19] == b"GOLDENREF rm.img SE"
@@ -235,24 +209,15 @@ def test_removable_disk_is_a_loop_node_whose_opens_reach_sd(cd_daemon: Daemon) -
             os.close(fd)
         wait_for(lambda: _removals(d, since, "0:0:2:0") == ["1e 00 00 00 01 00", "1e 00 00 00 00 00"],
                  what="PREVENT then ALLOW on sdb")
-    finally:
-        with open(level, "w") as f:
-            f.write("0")
 
 
 def _commands_of(d: Daemon, hctl: str, *cmd: str) -> list[str]:
     """The commands ``hctl`` saw while ``cmd`` ran, the open's and the release's included (the
     release comes a moment after the close: wait for its ALLOW MEDIUM REMOVAL)."""
-    level = f"{d.mount}/proc/sys/dev/scsi/logging_level"
     since = len(d.kernel_lines())
-    with open(level, "w") as f:
-        f.write(str(ALL_COMMANDS))
-    try:
+    with scsi_logging(d):
         run(*cmd)
         wait_for(lambda: _removals(d, since, hctl)[-1:] == ["1e 00 00 00 00 00"], what="the release's ALLOW")
-    finally:
-        with open(level, "w") as f:
-            f.write("0")
     return [c for h, c in logged_commands(d.kernel_lines()[since:]) if h == hctl]
 
 
@@ -275,30 +240,13 @@ def _removals(d: Daemon, since: int, hctl: str) -> list[str]:
             if h == hctl and c.startswith("Prevent/Allow Medium Removal")]
 
 
-class Qmp:
-    """A minimal QMP client (one command at a time) on the daemon's socket."""
-
-    def __init__(self, path: str) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(10)
-        self.sock.connect(path)
-        self.f = self.sock.makefile("rb")
-        json.loads(self.f.readline())                      # greeting
-        self.execute("qmp_capabilities")
-
-    def execute(self, command: str, args: dict[str, Any] | None = None) -> Any:
-        msg: dict[str, Any] = {"execute": command}
-        if args:
-            msg["arguments"] = args
-        self.sock.sendall(json.dumps(msg).encode() + b"\n")
-        while True:
-            reply = json.loads(self.f.readline())
-            if "event" not in reply:
-                return reply
-
-    def close(self) -> None:
-        self.f.close()
-        self.sock.close()
+def _qmp_succeeds(q: QMPConnection, command: str, arguments: dict[str, Any]) -> bool:
+    """The command ran (QEMU refuses some while a state lasts, as eject of a locked tray)."""
+    try:
+        q.execute(command, arguments)
+    except QMPError:
+        return False
+    return True
 
 
 @pytest.fixture
@@ -326,19 +274,20 @@ def test_door_lock_eject_and_media_change(cd_live: Daemon, tmp_path: Path) -> No
     the node is a loop node of the new size again."""
     d = cd_live
     sr0 = f"{d.mount}/dev/sr0"
-    q = Qmp(d.qmp)
+    q = QMPConnection(d.qmp)
     try:
         wait_for(lambda: stat.S_ISBLK(os.stat(sr0).st_mode), what="sr0 a loop node")
         fd = os.open(sr0, os.O_RDONLY)
         try:
             assert os.pread(fd, 2048, 0) == bytes(2048) or True
             _settle(d)
-            r = q.execute("eject", {"id": "cd"})
-            assert "is locked" in r["error"]["desc"], r
+            with pytest.raises(QMPError) as locked:
+                q.execute("eject", {"id": "cd"})
+            assert "is locked" in locked.value.desc, locked.value
         finally:
             os.close(fd)
         _settle(d)
-        wait_for(lambda: "return" in q.execute("eject", {"id": "cd"}), what="eject after the last close")
+        wait_for(lambda: _qmp_succeeds(q, "eject", {"id": "cd"}), what="eject after the last close")
         # the driver learns of the empty tray at the next open: that one went through the host
         # (a loop node), the ones after it meet sr's ENOMEDIUM
         try:
@@ -350,8 +299,7 @@ def test_door_lock_eject_and_media_change(cd_live: Daemon, tmp_path: Path) -> No
         with pytest.raises(OSError) as e:
             os.open(sr0, os.O_RDONLY)
         assert e.value.errno == errno.ENOMEDIUM
-        r = q.execute("blockdev-change-medium", {"id": "cd", "filename": f"{tmp_path}/b.iso", "format": "raw"})
-        assert "return" in r, r
+        assert q.execute("blockdev-change-medium", {"id": "cd", "filename": f"{tmp_path}/b.iso", "format": "raw"}) == {}
         with open(sr0, "rb") as f:                     # the open that finds the medium
             assert f.read(2048 * 17)[2048 * 16 + 1:2048 * 16 + 6] == b"CD001"
         wait_for(lambda: stat.S_ISBLK(os.stat(sr0).st_mode), what="sr0 a loop node again")
@@ -363,8 +311,7 @@ def test_door_lock_eject_and_media_change(cd_live: Daemon, tmp_path: Path) -> No
         # check (the unit attention) revalidates, the loop device follows the new capacity
         # (LOOP_SET_CAPACITY) and its cache was dropped at the last close
         _settle(d)
-        r = q.execute("blockdev-change-medium", {"id": "cd", "filename": f"{tmp_path}/a.iso", "format": "raw"})
-        assert "return" in r, r
+        assert q.execute("blockdev-change-medium", {"id": "cd", "filename": f"{tmp_path}/a.iso", "format": "raw"}) == {}
         with open(sr0, "rb") as f:
             f.read(2048)
         wait_for(lambda: run("blockdev", "--getsize64", sr0).stdout.strip() == str(ISO_SECTORS * 2048),

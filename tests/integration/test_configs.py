@@ -10,7 +10,6 @@ tests/golden_cdb.make_image) from the IMAGES table below, which mirrors each mak
 from __future__ import annotations
 
 import difflib
-import errno
 import os
 import re
 import shlex
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_harness import GOLDEN, Daemon, logged_commands, require_mount, run, start_daemon
+from daemon_harness import ALL_COMMANDS, GOLDEN, Daemon, assert_write_refused, logged_commands, require_mount, run, start_daemon
 from golden_cdb import GoldenCdb, hctl_of_dir, load_cdb_dir, make_image
 from golden_images import make_iso
 from golden_sysfs import assert_matches, compare, materialize
@@ -299,17 +298,7 @@ def test_readonly_drive_refuses_writes_as_a_block_device(cfg_daemon):
     assert "sd 0:0:1:0: [sdd] Write Protect is on" in d.kernel_lines()
     dev = os.path.join(d.mount, "dev", "sdd")
     assert run("blockdev", "--getro", dev).stdout == "1\n"
-    try:
-        fd = os.open(dev, os.O_WRONLY)
-    except OSError as e:
-        assert e.errno == errno.EROFS
-    else:
-        try:
-            with pytest.raises(OSError) as e:
-                os.pwrite(fd, b"x" * 512, 512)
-            assert e.value.errno in (errno.EPERM, errno.EROFS)
-        finally:
-            os.close(fd)
+    assert_write_refused(dev, 512)
     fd = os.open(dev, os.O_RDONLY)
     try:
         assert os.pread(fd, 512, 512)[:23] == b"GOLDENREF ro.img SECT 1"
@@ -362,7 +351,7 @@ def test_scan_command_sequence_matches_trace(name, tmp_path):
     require_mount()
     trace = Path(GOLDEN) / f"{name}-trace" / "scsi-log.txt"
     d = start_daemon(str(tmp_path), daemon_args(name, tmp_path / "images")
-                     + ["-append", "scsi_mod.scsi_logging_level=132153287"])
+                     + ["-append", f"scsi_mod.scsi_logging_level={ALL_COMMANDS}"])
     try:
         if name in SR_CONFIGS and not os.path.exists(os.path.join(d.mount, "sys", "block", "sr0")):
             pytest.xfail("no sr driver side in this tree yet")

@@ -28,8 +28,8 @@ import pytest
 from daemon_harness import GOLDEN, VSCSIFS, Daemon, _can_mount, start_daemon_own_qmp
 from golden_cdb import make_image
 from golden_images import make_iso
-from test_cdrom import Qmp
 from test_exec import vexec
+from vscsifs.daemon._api import QMPConnection
 from vscsifs.daemon._config import SEED_IMAGES
 
 pytestmark = pytest.mark.mount
@@ -195,10 +195,10 @@ def test_rescan_scsi_bus_finds_a_lun_added_over_qmp(machine: Daemon) -> None:
     its nodes are at once in the exec's /dev, and a second run finds nothing new."""
     assert scsi_devices(machine) == golden("rescan-00-devices.txt").split()
     assert tool(machine, "lsscsi") == (0, golden("rescan-00-lsscsi.txt"))
-    q = Qmp(machine.qmp)
+    q = QMPConnection(machine.qmp)
     try:
         assert q.execute("device_add", {"driver": "scsi-hd", "drive": "drive2", "id": "hd2", "bus": "scsi0.0",
-                                        "channel": 0, "scsi-id": 2, "lun": 0}) == {"return": {}}
+                                        "channel": 0, "scsi-id": 2, "lun": 0}) == {}
     finally:
         q.close()
     time.sleep(1)           # a controller with the hotplug feature would have its guest scan by now

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,34 @@ def os_errno(fn: Any, *args: Any) -> int:
     except OSError as exc:
         return exc.errno or 0
     return 0
+
+
+@contextmanager
+def mount_point() -> Iterator[str]:
+    """An empty directory to mount on, in a temporary directory removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="vscsifs-test-") as tmp:
+        mnt = os.path.join(tmp, "mnt")
+        os.mkdir(mnt)
+        yield mnt
+
+
+@asynccontextmanager
+async def machine_process(mnt: str, main: str) -> AsyncIterator[tuple[subprocess.Popen[bytes], bytes]]:
+    """A python process of its own that mounts fs_fixtures.mount_machine on ``mnt``: ``main`` is
+    the body of its ``async def main()`` (trio, signal and mount_machine at hand). Yields the
+    process and the first line it prints; the process is killed at the end if still there."""
+    script = textwrap.dedent(f"""
+        import signal, sys, trio
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+        from fs_fixtures import mount_machine
+        async def main():
+    """) + textwrap.indent(textwrap.dedent(main), "    ") + "trio.run(main)\n"
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        yield proc, await in_thread(proc.stdout.readline)
+    finally:
+        stop_process(proc, signal.SIGKILL)
 
 
 def read_text(path: str) -> str:
@@ -243,9 +273,7 @@ async def test_hotplug_block_device(fs_mount_any: MountedMachine) -> None:
 
 async def test_unmount_detaches_loops_and_is_clean() -> None:
     require_mount()
-    with tempfile.TemporaryDirectory(prefix="vscsifs-test-") as tmp:
-        mnt = os.path.join(tmp, "mnt")
-        os.mkdir(mnt)
+    with mount_point() as mnt:
         async with trio.open_nursery() as nursery:
             m, scope = await mount_machine(nursery, mnt)
             assert is_mounted(mnt)
@@ -260,24 +288,13 @@ async def test_stale_mount_and_loops_of_a_killed_daemon_are_cleaned() -> None:
     require_mount()
     if not loop_available():
         pytest.skip("no loop devices")
-    with tempfile.TemporaryDirectory(prefix="vscsifs-test-") as tmp:
-        mnt = os.path.join(tmp, "mnt")
-        os.mkdir(mnt)
-        script = textwrap.dedent(f"""
-            import sys, trio
-            sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-            from fs_fixtures import mount_machine
-            async def main():
+    with mount_point() as mnt:
+        async with machine_process(mnt, f"""
                 async with trio.open_nursery() as n:
                     await mount_machine(n, {mnt!r})
                     print("ready", flush=True)
                     await trio.sleep_forever()
-            trio.run(main)
-        """)
-        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
-        try:
-            assert proc.stdout is not None
-            line = await in_thread(proc.stdout.readline)
+                """) as (proc, line):
             assert line == b"ready\n"
             # someone else keeps the dead daemon's loop device open: autoclear cannot act
             holder = await trio.to_thread.run_sync(lambda: os.open(f"{mnt}/dev/sda", os.O_RDONLY))
@@ -286,8 +303,6 @@ async def test_stale_mount_and_loops_of_a_killed_daemon_are_cleaned() -> None:
             assert await in_thread(is_stale_mount, mnt)
             # the loop device is recognised as a dead daemon's by its backing file name
             assert any(f"{mnt}/.vscsifs-{proc.pid}/sda" in backing for _n, backing in stale_loops())
-        finally:
-            stop_process(proc, signal.SIGKILL)
         os.close(holder)  # autoclear now detaches the loop device
         async with trio.open_nursery() as nursery:
             m, scope = await mount_machine(nursery, mnt)   # clears the stale mount first
@@ -300,14 +315,8 @@ async def test_stale_mount_and_loops_of_a_killed_daemon_are_cleaned() -> None:
 async def test_sigterm_detaches_and_unmounts() -> None:
     """A daemon that turns SIGTERM into cancellation (as daemon/ does) leaves nothing behind."""
     require_mount()
-    with tempfile.TemporaryDirectory(prefix="vscsifs-test-") as tmp:
-        mnt = os.path.join(tmp, "mnt")
-        os.mkdir(mnt)
-        script = textwrap.dedent(f"""
-            import signal, sys, trio
-            sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-            from fs_fixtures import mount_machine
-            async def main():
+    with mount_point() as mnt:
+        async with machine_process(mnt, f"""
                 with trio.open_signal_receiver(signal.SIGTERM) as signals:
                     async with trio.open_nursery() as n:
                         m, scope = await mount_machine(n, {mnt!r})
@@ -315,18 +324,11 @@ async def test_sigterm_detaches_and_unmounts() -> None:
                         async for _ in signals:
                             scope.cancel()
                             break
-            trio.run(main)
-        """)
-        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
-        try:
-            assert proc.stdout is not None
-            line = await in_thread(proc.stdout.readline)
+                """) as (proc, line):
             assert line.startswith(b"ready")
             assert mnt in losetup_backing() or line == b"ready 0\n"
             proc.send_signal(signal.SIGTERM)
             assert await in_thread(proc.wait) == 0
-        finally:
-            stop_process(proc, signal.SIGKILL)
         assert not is_mounted(mnt)
         assert f"{mnt}/" not in losetup_backing()
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from daemon_harness import needs_mount, start_daemon, wait_for  # noqa: E402
+
+from vscsifs.daemon._api import QMPConnection  # noqa: E402
 
 pytestmark = needs_mount
 
@@ -45,28 +46,6 @@ def _write(path: str, text: str) -> None:
 def _sized(path: str, size: int) -> bool:
     r = subprocess.run(["blockdev", "--getsize64", path], capture_output=True, text=True)
     return r.returncode == 0 and r.stdout.strip() == str(size)
-
-
-class QmpClient:
-    def __init__(self, path: str) -> None:
-        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.connect(path)
-        self.s.settimeout(30)
-        self.f = self.s.makefile("rb")
-        self.recv()
-        self.cmd("qmp_capabilities")
-
-    def recv(self) -> dict:
-        while True:
-            msg = json.loads(self.f.readline())
-            if "event" not in msg:
-                return msg
-
-    def cmd(self, name: str, **args) -> dict:  # type: ignore[no-untyped-def]
-        self.s.sendall(json.dumps({"execute": name, "arguments": args}).encode())
-        r = self.recv()
-        assert "return" in r, r
-        return r
 
 
 def test_fio_verify_on_two_luns_while_others_come_and_go(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -122,7 +101,7 @@ numjobs={JOBS_PER_LUN}
 
         def churn() -> None:
             host = f"{m}/sys/class/scsi_host/host0"
-            qmp = QmpClient(sock)
+            qmp = QMPConnection(sock)
             try:
                 while not stop.is_set():
                     for lun in (2, 3):
@@ -134,20 +113,20 @@ numjobs={JOBS_PER_LUN}
                         churns["delete+scan"] += 1
                         _write(f"{dev}/rescan", "1")
                         churns["rescan"] += 1
-                    qmp.cmd("blockdev-add", **{"driver": "raw", "node-name": "hot4",
+                    qmp.execute("blockdev-add", {"driver": "raw", "node-name": "hot4",
                                                  "file": {"driver": "file", "filename": imgs[4]}})
-                    qmp.cmd("device_add", driver="scsi-hd", drive="hot4", id="hot4", bus="scsi0.0",
-                            **{"scsi-id": 1, "lun": 0})
+                    qmp.execute("device_add", {"driver": "scsi-hd", "drive": "hot4", "id": "hot4", "bus": "scsi0.0",
+                                               "scsi-id": 1, "lun": 0})
                     dev = f"{m}/sys/bus/scsi/devices/0:0:1:0"
                     wait_for(lambda: os.path.exists(f"{dev}/block"), timeout=30.0, what="hotplugged LUN")
-                    qmp.cmd("device_del", id="hot4")
+                    qmp.execute("device_del", {"id": "hot4"})
                     wait_for(lambda: not os.path.exists(dev), timeout=30.0, what="hot-unplugged LUN")
-                    qmp.cmd("blockdev-del", **{"node-name": "hot4"})
+                    qmp.execute("blockdev-del", {"node-name": "hot4"})
                     churns["qmp"] += 1
             except Exception as e:     # noqa: BLE001 - reported below
                 churn_errors.append(repr(e))
             finally:
-                qmp.s.close()
+                qmp.close()
 
         t = threading.Thread(target=churn)
         t.start()

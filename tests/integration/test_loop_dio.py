@@ -15,11 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon_harness import Daemon, logged_commands, require_mount, run, start_daemon
+from daemon_harness import Daemon, logged_commands, require_mount, run, scsi_logging, start_daemon
 from golden_cdb import make_image
 
-# scsi_mod.scsi_logging_level: every command's "tag#N Send:" / "CDB:" lines
-ALL_COMMANDS = 132153287
 
 
 @pytest.fixture(scope="module")
@@ -87,18 +85,12 @@ def test_fua_and_flush_reach_the_disk_as_synchronize_cache(dio_daemon: Daemon, o
     d = dio_daemon
     name = _disk(d, 0)
     _attached(d, name)
-    level = f"{d.mount}/proc/sys/dev/scsi/logging_level"
     since = len(d.kernel_lines())
     payload = os.urandom(8192)
     Path(f"{d.images}/payload").write_bytes(payload)  # type: ignore[attr-defined]
-    with open(level, "w") as f:
-        f.write(str(ALL_COMMANDS))
-    try:
+    with scsi_logging(d):
         run("dd", f"if={d.images}/payload", f"of={d.mount}/dev/{name}", "bs=4096",  # type: ignore[attr-defined]
             "seek=100", f"oflag={oflag}", "conv=notrunc", "status=none")
-    finally:
-        with open(level, "w") as f:
-            f.write("0")
     seen = _logged_writes_and_flushes(d, since, "0:0:0:0")
     assert "Write(10)" in seen and "Synchronize" in seen, seen
     assert seen.index("Write(10)") < seen.index("Synchronize")

@@ -46,6 +46,17 @@ def gone(entry: dict) -> None:
     assert not os.path.exists(entry["state"]), f"{entry['state']} left behind"
 
 
+def run_inner(pytester: pytest.Pytester, inner: Path, *args: str, **outcomes: int) -> tuple[pytest.RunResult, dict[str, dict]]:
+    """The inner session in a process of its own: its outcomes are ``outcomes`` and nothing is
+    left of any machine its tests recorded; the result and what they recorded."""
+    res = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+    res.assert_outcomes(**outcomes)
+    got = seen(inner)
+    for entry in got.values():
+        gone(entry)
+    return res, got
+
+
 @pytest.fixture
 def inner(pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     out = tmp_path / "seen"
@@ -67,11 +78,8 @@ def test_fixture_gives_the_seed_machine_and_stops_it(pytester: pytest.Pytester, 
             assert m.qmp("query-status")["status"] == "running"
             record("seed", m)
     ''')
-    res = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    res.assert_outcomes(passed=1)
-    got = seen(inner)["seed"]
-    assert os.path.isabs(got["mount"])
-    gone(got)
+    _, got = run_inner(pytester, inner, passed=1)
+    assert os.path.isabs(got["seed"]["mount"])
 
 
 def test_marker_describes_the_machine(pytester: pytest.Pytester, inner: Path, tmp_path: Path) -> None:
@@ -114,10 +122,7 @@ serial = "TOML-SERIAL"
         def test_unmarked_is_the_seed(vscsifs_machine):
             assert sorted(os.listdir(vscsifs_machine.mount / "sys" / "block")) == ["sda", "sdb"]
     ''')
-    res = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    res.assert_outcomes(passed=3)
-    for entry in seen(inner).values():
-        gone(entry)
+    run_inner(pytester, inner, passed=3)
 
 
 def test_factory_runs_several_machines_side_by_side(pytester: pytest.Pytester, inner: Path) -> None:
@@ -137,12 +142,8 @@ def test_factory_runs_several_machines_side_by_side(pytester: pytest.Pytester, i
             record("a", a)
             record("b", b)
     ''')
-    res = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    res.assert_outcomes(passed=1)
-    got = seen(inner)
+    _, got = run_inner(pytester, inner, passed=1)
     assert set(got) == {"a", "b"}
-    for entry in got.values():
-        gone(entry)
 
 
 def test_parallel_workers(pytester: pytest.Pytester, inner: Path) -> None:
@@ -157,14 +158,10 @@ def test_parallel_workers(pytester: pytest.Pytester, inner: Path) -> None:
             assert sorted(os.listdir(vscsifs_machine.mount / "sys" / "block")) == ["sda", "sdb"]
             record(f"m{n}", vscsifs_machine, worker=os.environ.get("PYTEST_XDIST_WORKER"))
     ''')
-    res = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2")
-    res.assert_outcomes(passed=4)
-    got = seen(inner)
+    _, got = run_inner(pytester, inner, "-n", "2", passed=4)
     assert len(got) == 4
     assert {e["worker"] for e in got.values()} == {"gw0", "gw1"}
     assert len({e["mount"] for e in got.values()}) == 4
-    for entry in got.values():
-        gone(entry)
 
 
 def test_failing_test_is_cleaned_up_and_reports_the_log(pytester: pytest.Pytester, inner: Path) -> None:
@@ -180,14 +177,10 @@ def test_failing_test_is_cleaned_up_and_reports_the_log(pytester: pytest.Pyteste
             record("raised", m)
             m.qmp("device_del", id="nosuch")
     ''')
-    res = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    res.assert_outcomes(failed=2)
+    res, got = run_inner(pytester, inner, failed=2)
     res.stdout.fnmatch_lines(["*vscsifs*log*", "*Attached SCSI disk*",
                               "*QMPError: device_del: DeviceNotFound: Device 'nosuch' not found*"])
-    got = seen(inner)
     assert set(got) == {"failed", "raised"}
-    for entry in got.values():
-        gone(entry)
 
 
 def test_killed_test_process_leaves_nothing_behind(pytester: pytest.Pytester, inner: Path) -> None:

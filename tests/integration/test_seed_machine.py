@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from daemon_harness import GOLDEN, logged_commands, require_mount, run, start_daemon
+from daemon_harness import ALL_COMMANDS, GOLDEN, logged_commands, require_mount, run, start_daemon
 from golden_sysfs import assert_matches, compare, materialize
 
 SEED = os.path.join(GOLDEN, "seed")
@@ -175,7 +175,7 @@ def test_scsi_logging_gives_the_traced_command_sequence(tmp_path):
     """-append scsi_mod.scsi_logging_level=132153287: the same commands, in the same order per LUN,
     as the real kernel's SCSI log (seed-trace/scsi-log.txt)."""
     require_mount()
-    d = start_daemon(str(tmp_path), ["-append", "scsi_mod.scsi_logging_level=132153287"])
+    d = start_daemon(str(tmp_path), ["-append", f"scsi_mod.scsi_logging_level={ALL_COMMANDS}"])
     try:
         ours_lines = d.kernel_lines()
     finally:

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from qemu import qmp
 
-from tests.daemon_harness import VSCSIFS, Daemon, require_mount, start_daemon, wait_for
+from tests.daemon_harness import VSCSIFS, Daemon, require_mount, start_daemon, wait_for, write_partition_table
 from tests.golden_cdb import make_image
 from tests.golden_images import make_iso
 
@@ -68,6 +68,14 @@ def record(text: str) -> tuple[set[str], list[str], bool]:
     return ({ln for ln in lines if ln.startswith("S:")},
             [ln for ln in lines if not ln.startswith(("S:", "I:"))],
             any(ln.startswith("I:") for ln in lines))
+
+
+def partition(mnt: str, disk: str, table: str, *labels: str) -> None:
+    """sfdisk's ``table`` on DIR/dev/``disk``; back once udevd linked by-partlabel/ of each of
+    ``labels`` (the partitions' events run in parallel, unrelated devices: all are waited for)."""
+    write_partition_table(f"{mnt}/dev/{disk}", table)
+    wait_for(lambda: all(os.path.islink(f"{mnt}/dev/disk/by-partlabel/{n}") for n in labels),
+             what="by-partlabel/ of " + ", ".join(labels))
 
 
 def qmp_do(sock: str, *cmds: tuple[str, dict]) -> None:
@@ -198,10 +206,8 @@ def test_4k_disk_partition_table(tmp_path) -> None:
                      ready="run/udev/data/b8:0", udev=True)
     try:
         mnt = d.mount
-        table = "label: gpt\nstart=256, size=4096, name=four, uuid=5EED4096-0000-4000-8000-000000000001\n"
-        subprocess.run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", f"{mnt}/dev/sda"], input=table,
-                       text=True, check=True, capture_output=True)
-        wait_for(lambda: os.path.islink(f"{mnt}/dev/disk/by-partlabel/four"), what="by-partlabel/four")
+        partition(mnt, "sda", "label: gpt\nstart=256, size=4096, name=four, uuid=5EED4096-0000-4000-8000-000000000001\n",
+                  "four")
         assert os.readlink(f"{mnt}/dev/disk/by-partuuid/5eed4096-0000-4000-8000-000000000001") == "../../sda1"
         rec = (Path(mnt) / "run/udev/data/b8:1").read_text().splitlines()
         # PART_ENTRY_OFFSET/SIZE in 512-byte sectors, as libblkid gives them (and sysfs start/size)
@@ -262,11 +268,7 @@ def test_links_follow_mkfs_partition_table_unplug_and_rescan(udev_machine: Daemo
     table = ("label: gpt\nlabel-id: 5EED7E57-0000-4000-8000-0000000000AA\n"
              "start=2048, size=65536, name=alpha, uuid=5EED7E57-0000-4000-8000-000000000001\n"
              "start=67584, size=65536, name=beta, uuid=5EED7E57-0000-4000-8000-000000000002\n")
-    subprocess.run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", f"{mnt}/dev/sdb"], input=table,
-                   text=True, check=True, capture_output=True)
-    # the two partitions' events run in parallel (unrelated devices): wait for both
-    wait_for(lambda: all(os.path.islink(f"{mnt}/dev/disk/by-partlabel/{n}") for n in ("alpha", "beta")),
-             what="by-partlabel/alpha and beta")
+    partition(mnt, "sdb", table, "alpha", "beta")
     assert os.readlink(f"{mnt}/dev/disk/by-partlabel/alpha") == "../../sdb1"
     assert os.readlink(f"{mnt}/dev/disk/by-partlabel/beta") == "../../sdb2"
     assert os.readlink(f"{mnt}/dev/disk/by-partuuid/5eed7e57-0000-4000-8000-000000000002") == "../../sdb2"
@@ -328,10 +330,7 @@ def test_hotplugged_disk_with_identity_properties(tmp_path) -> None:
         qmp_do(sock, ("block_resize", {"device": "hpdrv", "size": 128 << 20}))
         wait_for(lambda: Path(f"{mnt}/sys/block/sdc/size").read_text() == f"{(128 << 20) // 512}\n", what="the resize")
         wait_for(lambda: node_size(f"{mnt}/dev/sdc") == 128 << 20, what="the node to follow the resize")
-        table = "label: gpt\nstart=196608, size=32768, name=far\n"
-        subprocess.run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", f"{mnt}/dev/sdc"], input=table,
-                       text=True, check=True, capture_output=True)
-        wait_for(lambda: os.path.islink(f"{mnt}/dev/disk/by-partlabel/far"), what="by-partlabel/far")
+        partition(mnt, "sdc", "label: gpt\nstart=196608, size=32768, name=far\n", "far")
         assert os.readlink(f"{mnt}/dev/disk/by-id/wwn-0x5000c50015ea71ac-part1") == "../../sdc1"
         rec = (Path(mnt) / "run/udev/data/b8:33").read_text().splitlines()
         assert "E:ID_PART_ENTRY_OFFSET=196608" in rec and "E:ID_WWN=0x5000c50015ea71ac" in rec

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_harness import VSCSIFS, Daemon, _can_mount, start_daemon, wait_for
+from tests.daemon_harness import VSCSIFS, Daemon, _can_mount, start_daemon, wait_for, write_partition_table
 from tests.golden_images import make_iso
 from tests.integration.test_udev import GOLDEN, qmp_do, seed_udev_daemon
 
@@ -293,9 +293,7 @@ def test_partition_table_and_mkfs_change_events(machine: tuple[Daemon, Path], mo
     system."""
     d, _t = machine
     mnt = d.mount
-    subprocess.run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", f"{mnt}/dev/sda"],
-                   input="label: gpt\nstart=2048, size=20480, name=evpart\n", text=True, check=True,
-                   capture_output=True)
+    write_partition_table(f"{mnt}/dev/sda", "label: gpt\nstart=2048, size=20480, name=evpart\n")
     disk = f"{PCI}/target0:0:1/0:0:1:0/block/sda"
     part_u = monitor.wait("UDEV", "add", "/block/sda/sda1", "udevd's add of sda1")
     events = all_processed(monitor)

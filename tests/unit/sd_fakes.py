@@ -12,7 +12,10 @@ from typing import Any
 from vscsifs.scsi.kernel.base._driver_model import Device, Sysfs, device_add, device_bind_driver
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import Kmsg
-from vscsifs.scsi.kernel.block import BlockDeviceOperations
+import vscsifs.scsi.kernel.block as blk
+from vscsifs.scsi.kernel.block._blkdev import Gendisk
+from vscsifs.scsi.kernel.block._limits import QUEUE_FLAG_MQ_DEFAULT, QueueFlag, QueueLimits
+from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection
 from vscsifs.scsi.kernel._scsi_lib import ExecResult
 
 GOLDEN_VPD00 = bytes.fromhex("000000050083b0b1b2")
@@ -61,6 +64,7 @@ class FakeHd:
     wce: bool = True
     wp: bool = False
     rsoc_supported: bool = False
+    medium: bool = True
     log: list[bytes] = field(default_factory=list)
     selected: list[bytes] = field(default_factory=list)
 
@@ -70,6 +74,8 @@ class FakeHd:
         if op not in (0x12, 0xA0, 0x03) and self.ua_pending:
             self.ua_pending = False
             return ExecResult(0x02, b"", fixed_sense(6, 0x29, 0), buflen)
+        if not self.medium and op in (0x00, 0x25, 0x9E, 0x28, 0x88):
+            return ExecResult(0x02, b"", fixed_sense(2, 0x3A, 0), buflen)     # MEDIUM NOT PRESENT
         handler = {
             0x00: lambda: b"",
             0x9E: self._rc16,
@@ -127,120 +133,57 @@ class FakeHd:
         return b""
 
 
-@dataclass
-class Limits:
-    logical_block_size: int = 512
-    physical_block_size: int = 512
-    io_min: int = 512
-    io_opt: int = 0
-    max_hw_sectors: int = 65534
-    max_sectors: int = 2560
-    max_dev_sectors: int = 0
-    discard_granularity: int = 0
-    discard_alignment: int = 0
-    max_discard_sectors: int = 0
-    max_write_zeroes_sectors: int = 0
-    alignment_offset: int = 0
-
-
 @dataclass(eq=False)
 class FakeQueue:
-    limits: Limits = field(default_factory=Limits)
-    flags: set[str] = field(default_factory=set)
-    write_cache: tuple[bool, bool] = (False, False)
+    """The request_queue fields the block layer's settings touch (its QueueSettings view), so sd
+    sets its limits through the real blk-settings setters. Built as the midlayer leaves it for a
+    virtio-scsi host (see make_queue)."""
+
+    kernel: Kernel
+    limits: QueueLimits = field(default_factory=QueueLimits)
+    queue_flags: set[QueueFlag] = field(default_factory=lambda: set(QUEUE_FLAG_MQ_DEFAULT))
     rq_timeout: float = 30.0
     disk: Any = None
 
 
-@dataclass(eq=False)
-class FakeDisk:
-    queue: FakeQueue
-    disk_name: str = ""
-    major: int = 0
-    first_minor: int = 0
-    minors: int = 0
-    fops: Any = None
-    private_data: Any = None
-    ro: bool = False
-    capacity: int = 0
-    state: set[str] = field(default_factory=set)
-    added: bool = False
-    deleted: bool = False
+def make_queue(kernel: Kernel) -> FakeQueue:
+    """__scsi_init_queue for virtio-scsi: max_hw_sectors from the host's max_sectors (0xFFFF)."""
+    q = FakeQueue(kernel)
+    blk.blk_queue_max_hw_sectors(q, 0xFFFF)
+    return q
+
+
+def write_cache(q: FakeQueue) -> tuple[bool, bool]:
+    """(write back, FUA) as blk_queue_write_cache left the queue's flags."""
+    return QueueFlag.QUEUE_FLAG_WC in q.queue_flags, QueueFlag.QUEUE_FLAG_FUA in q.queue_flags
 
 
 class FakeBlock:
-    """The block layer functions sd calls, under the block layer's names."""
-
-    BlockDeviceOperations = BlockDeviceOperations
-
-    QUEUE_FLAG_NONROT = "QUEUE_FLAG_NONROT"
-    QUEUE_FLAG_ADD_RANDOM = "QUEUE_FLAG_ADD_RANDOM"
+    """The block layer as sd sees it (the module attribute ``blk``): the real gendisk and queue
+    settings, with adding and deleting the disk reduced to what sd's own choices need."""
 
     def __init__(self, kernel: Kernel, execute: Any) -> None:
         self.kernel = kernel
         self.execute = execute
 
-    def blk_mq_alloc_disk_for_queue(self, q: FakeQueue) -> FakeDisk:
-        d = FakeDisk(q)
-        q.disk = d
-        return d
-
-    def register_blkdev(self, kernel: Kernel, major: int, name: str) -> None:
-        kernel.blkdev_majors[major] = name
-
-    def blk_queue_logical_block_size(self, q: FakeQueue, n: int) -> None:
-        q.limits.logical_block_size = n
-        q.limits.physical_block_size = max(q.limits.physical_block_size, n)
-        q.limits.io_min = max(q.limits.io_min, n)
-
-    def blk_queue_physical_block_size(self, q: FakeQueue, n: int) -> None:
-        q.limits.physical_block_size = max(n, q.limits.logical_block_size)
-        q.limits.io_min = max(q.limits.io_min, q.limits.physical_block_size)
-
-    def blk_queue_io_min(self, q: FakeQueue, n: int) -> None:
-        q.limits.io_min = max(n, q.limits.physical_block_size)
-
-    def blk_queue_alignment_offset(self, q: FakeQueue, n: int) -> None:
-        q.limits.alignment_offset = n
-
-    def blk_queue_max_discard_sectors(self, q: FakeQueue, n: int) -> None:
-        q.limits.max_discard_sectors = n
-
-    def blk_queue_max_write_zeroes_sectors(self, q: FakeQueue, n: int) -> None:
-        q.limits.max_write_zeroes_sectors = n
-
-    def blk_queue_write_cache(self, q: FakeQueue, wc: bool, fua: bool) -> None:
-        q.write_cache = (wc, fua)
-
-    def blk_queue_rq_timeout(self, q: FakeQueue, t: float) -> None:
-        q.rq_timeout = t
-
-    def blk_queue_flag_set(self, flag: str, q: FakeQueue) -> None:
-        q.flags.add(flag)
-
-    def blk_queue_flag_clear(self, flag: str, q: FakeQueue) -> None:
-        q.flags.discard(flag)
-
-    def set_disk_ro(self, disk: FakeDisk, ro: bool) -> None:
-        disk.ro = ro
-
-    def set_capacity_and_notify(self, disk: FakeDisk, sectors: int) -> None:
-        disk.capacity = sectors
-
-    async def device_add_disk(self, parent: Device, disk: FakeDisk) -> None:
-        """Adds the disk, then scans partitions as the kernel does: open (revalidate), READ."""
-        disk.added = True
-        disk.state.add("GD_NEED_PART_SCAN")
-        await disk.fops.open(SimpleNamespace(disk=disk, partno=0), 0)
-        disk.state.discard("GD_NEED_PART_SCAN")
+    async def device_add_disk(self, parent: Device, disk: Gendisk) -> None:
+        """Makes the disk live, then scans partitions as the kernel does: open (revalidate), READ;
+        without the class device, queue/ and bdi files the real one adds."""
+        disk.live = True
+        disk.need_part_scan = True
+        await disk.fops.open(disk.part0, 0)
+        disk.need_part_scan = False
         sdev = disk.private_data.device
-        from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection
         await self.execute(sdev, bytes.fromhex("28000000000000000800"), DmaDirection.DMA_FROM_DEVICE, 4096)
         self.kernel.printk(6, f" {disk.disk_name}: {disk.disk_name}1")
         await disk.fops.release(disk, 0)
 
-    def del_gendisk(self, disk: FakeDisk) -> None:
-        disk.deleted = True
+    def del_gendisk(self, disk: Gendisk) -> None:
+        disk.live = False
+
+    def __getattr__(self, name: str) -> Any:
+        """Everything not faked above is the block layer's own."""
+        return getattr(blk, name)
 
 
 class FakeMemory:
@@ -285,6 +228,8 @@ class FakeSdev:
     no_report_opcodes: int = 0
     no_write_same: int = 0
     removable: int = 0
+    changed: int = 0
+    lockable: int = 0
     allow_restart: int = 0
     manage_system_start_stop: int = 0
     manage_runtime_start_stop: int = 0
@@ -308,4 +253,4 @@ def make_sdev(kernel: Kernel, lun: int, *, bind: str | None = "sd", host_no: int
     host = SimpleNamespace(host_no=host_no, max_cmd_len=32, no_write_same=0, opt_sectors=0,
                            prot_capabilities=0, kernel=kernel)
     return FakeSdev(kernel=kernel, host=host, channel=0, id=target, lun=lun, sdev_gendev=gendev,
-                    request_queue=FakeQueue(), **kw)
+                    request_queue=make_queue(kernel), **kw)

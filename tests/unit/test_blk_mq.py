@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import errno
 import io
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 import pytest
 import trio
@@ -25,6 +28,9 @@ from vscsifs.scsi.kernel.base._printk import Kmsg
 from vscsifs.virtio._memory import GuestMemory
 
 
+T = TypeVar("T")
+
+
 def make_kernel(nr_cpus: int = 2) -> Kernel:
     return Kernel(kmsg=Kmsg(console=None), sysfs=Sysfs(), memory=GuestMemory(64 << 20), nr_cpus=nr_cpus)
 
@@ -33,6 +39,30 @@ def _ops(**kw) -> BlkMqOps:  # type: ignore[no-untyped-def]
     kw.setdefault("queue_rq", lambda hctx, rq, last: BlkStatus.BLK_STS_OK)
     kw.setdefault("complete", lambda rq: blk_mq_end_request(rq, BlkStatus.BLK_STS_OK))
     return BlkMqOps(**kw)
+
+
+@asynccontextmanager
+async def blocked(fn: Callable[..., Awaitable[Any]], *args: Any) -> AsyncIterator[list[Any]]:
+    """``fn(*args)`` in a task of its own, run until every task waits: the block sees it still
+    waiting and does what lets it go on; after the block the list holds what it returned."""
+    got: list[Any] = []
+
+    async def run() -> None:
+        got.append(await fn(*args))
+
+    async with trio.open_nursery() as n:
+        n.start_soon(run)
+        await trio.testing.wait_all_tasks_blocked()
+        yield got
+
+
+@asynccontextmanager
+async def running(start: Callable[..., Awaitable[T]], *args: Any, **kw: Any) -> AsyncIterator[T]:
+    """``await start(nursery, *args, **kw)`` (a disk whose kernel runs in that nursery) with a
+    nursery of its own for the block, cancelled at the block's end."""
+    async with trio.open_nursery() as n:
+        yield await start(n, *args, **kw)
+        n.cancel_scope.cancel()
 
 
 # ---------------------------------------------------------------- tag sets and maps
@@ -106,14 +136,7 @@ async def test_tag_exhaustion_waits_then_gets_freed_tag() -> None:
     assert {r1.tag, r2.tag} == {0, 1}
     with pytest.raises(BlockingIOError):
         await blk_mq_alloc_request(q, ReqOp.REQ_OP_READ, BlkMqReqFlag.BLK_MQ_REQ_NOWAIT)
-    got = []
-
-    async def waiter() -> None:
-        got.append(await blk_mq_alloc_request(q, ReqOp.REQ_OP_WRITE))
-
-    async with trio.open_nursery() as n:
-        n.start_soon(waiter)
-        await trio.testing.wait_all_tasks_blocked()
+    async with blocked(blk_mq_alloc_request, q, ReqOp.REQ_OP_WRITE) as got:
         assert got == []                      # still waiting: no tag free
         t2 = r2.tag
         blk_mq_end_request(r2, BlkStatus.BLK_STS_OK)
@@ -158,18 +181,20 @@ async def test_asynchronous_completion_wakes_waiter_and_calls_complete() -> None
     ops = _ops(queue_rq=lambda h, rq, last: held.append(rq) or BlkStatus.BLK_STS_OK, complete=complete)
     q = blk_mq_init_queue(blk_mq_alloc_tag_set(make_kernel(1), ops, 1, 4))
     rq = await blk_mq_alloc_request(q, ReqOp.REQ_OP_DRV_IN)
-    result = []
-
-    async def run() -> None:
-        result.append(await blk_execute_rq(rq))
-
-    async with trio.open_nursery() as n:
-        n.start_soon(run)
-        await trio.testing.wait_all_tasks_blocked()
+    async with blocked(blk_execute_rq, rq) as result:
         assert held == [rq] and result == []
         blk_mq_complete_request(rq)
     assert completed == [rq]
     assert result == [BlkStatus.BLK_STS_MEDIUM]
+
+
+async def _execute_one(**ops: Any) -> BlkStatus:
+    """One passthrough request on a fresh single-queue queue of depth 4 with these ops,
+    executed to its end (within a second)."""
+    q = blk_mq_init_queue(blk_mq_alloc_tag_set(make_kernel(1), _ops(**ops), 1, 4))
+    rq = await blk_mq_alloc_request(q, ReqOp.REQ_OP_DRV_IN)
+    with trio.fail_after(1):
+        return await blk_execute_rq(rq)
 
 
 async def test_resource_status_requeues_until_accepted() -> None:
@@ -183,21 +208,15 @@ async def test_resource_status_requeues_until_accepted() -> None:
             blk_mq_complete_request(rq)
         return st
 
-    q = blk_mq_init_queue(blk_mq_alloc_tag_set(make_kernel(1), _ops(queue_rq=queue_rq), 1, 4))
-    rq = await blk_mq_alloc_request(q, ReqOp.REQ_OP_DRV_IN)
-    with trio.fail_after(1):
-        assert await blk_execute_rq(rq) == BlkStatus.BLK_STS_OK
+    assert await _execute_one(queue_rq=queue_rq) == BlkStatus.BLK_STS_OK
     assert len(calls) == 3
 
 
 async def test_refused_budget_retries_dispatch() -> None:
     budget = [False, True]
-    q = blk_mq_init_queue(blk_mq_alloc_tag_set(
-        make_kernel(1), _ops(queue_rq=lambda h, rq, l: (blk_mq_complete_request(rq), BlkStatus.BLK_STS_OK)[1],
-                             get_budget=lambda q: budget.pop(0)), 1, 4))
-    rq = await blk_mq_alloc_request(q, ReqOp.REQ_OP_DRV_IN)
-    with trio.fail_after(1):
-        assert await blk_execute_rq(rq) == BlkStatus.BLK_STS_OK
+    status = await _execute_one(queue_rq=lambda h, rq, l: (blk_mq_complete_request(rq), BlkStatus.BLK_STS_OK)[1],
+                                get_budget=lambda q: budget.pop(0))
+    assert status == BlkStatus.BLK_STS_OK
     assert budget == []
 
 
@@ -212,10 +231,7 @@ async def test_driver_requeue_redispatches() -> None:
             blk_mq_complete_request(rq)
         return BlkStatus.BLK_STS_OK
 
-    q = blk_mq_init_queue(blk_mq_alloc_tag_set(make_kernel(1), _ops(queue_rq=queue_rq), 1, 4))
-    rq = await blk_mq_alloc_request(q, ReqOp.REQ_OP_DRV_IN)
-    with trio.fail_after(1):
-        assert await blk_execute_rq(rq) == BlkStatus.BLK_STS_OK
+    assert await _execute_one(queue_rq=queue_rq) == BlkStatus.BLK_STS_OK
     assert len(tries) == 2
 
 
@@ -276,8 +292,7 @@ def test_split_rules() -> None:
 
 
 async def test_bio_read_write_split_concurrent_and_accounted() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await _disk(n, size=4 << 20)
+    async with running(_disk, size=4 << 20) as (k, nb, disk):
         q = disk.queue
         q.limits.max_sectors = 256                      # 128 KiB per request
         payload = bytes(range(256)) * 4096              # 1 MiB
@@ -294,24 +309,20 @@ async def test_bio_read_write_split_concurrent_and_accounted() -> None:
         assert st.sectors[1] == 2048 and st.sectors[0] == 3 * 8 + 2 * 256 + 74
         assert st.inflight_total == 0
         assert k.memory.allocated_bytes == 0
-        n.cancel_scope.cancel()
 
 
 async def test_bio_waits_for_tags_when_pieces_exceed_depth() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await _disk(n, size=4 << 20, depth=2)
+    async with running(_disk, size=4 << 20, depth=2) as (k, nb, disk):
         disk.queue.limits.max_sectors = 8
         data = bytes([7]) * (64 << 10)                   # 16 requests on 2 tags
         with trio.fail_after(2):
             assert await bdev_write(disk.part0, 0, data) == len(data)
         assert nb.max_in_driver == 2 and len(nb.log) == 16
         assert bytes(nb.data[:len(data)]) == data
-        n.cancel_scope.cancel()
 
 
 async def test_unaligned_write_reads_modify_writes() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await _disk(n)
+    async with running(_disk) as (k, nb, disk):
         nb.data[:8192] = b"A" * 8192
         assert await bdev_write(disk.part0, 100, b"xyz") == 3
         assert bytes(nb.data[:4096]) == b"A" * 100 + b"xyz" + b"A" * (4096 - 103)
@@ -322,12 +333,10 @@ async def test_unaligned_write_reads_modify_writes() -> None:
         assert [op for op, _, _ in nb.log].count(ReqOp.REQ_OP_READ) == 2
         assert bytes(nb.data[3990:4210]) == b"A" * 10 + b"B" * 200 + b"A" * 10
         assert bytes(await bdev_read(disk.part0, 4001, 3)) == b"BBB"
-        n.cancel_scope.cancel()
 
 
 async def test_end_of_device() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await _disk(n, size=1 << 20)
+    async with running(_disk, size=1 << 20) as (k, nb, disk):
         size = 1 << 20
         assert bytes(await bdev_read(disk.part0, size - 10, 100)) == bytes(10)
         assert bytes(await bdev_read(disk.part0, size, 100)) == b""
@@ -336,46 +345,38 @@ async def test_end_of_device() -> None:
         assert ei.value.errno == errno.ENOSPC
         assert await bdev_write(disk.part0, size - 2, b"abcd") == 2      # short write across the end
         assert bytes(nb.data[-2:]) == b"ab"
-        n.cancel_scope.cancel()
 
 
 async def test_io_error_only_fails_that_call() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await _disk(n, completion=Completion.SYNC)
+    async with running(_disk, completion=Completion.SYNC) as (k, nb, disk):
         nb.bad_sectors.add(40)
         with pytest.raises(OSError) as ei:
             await bdev_read(disk.part0, 0, 64 << 10)
         assert ei.value.errno == errno.EIO
         assert bytes(await bdev_read(disk.part0, 0, 4096)) == bytes(4096)
         assert disk.part0.stat.inflight_total == 0
-        n.cancel_scope.cancel()
 
 
 async def test_read_only_write_is_eperm() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await _disk(n)
+    async with running(_disk) as (k, nb, disk):
         disk.part0.bd_read_only = True
         with pytest.raises(OSError) as ei:
             await bdev_write(disk.part0, 0, b"x" * 512)
         assert ei.value.errno == errno.EPERM
-        n.cancel_scope.cancel()
 
 
 async def test_flush_only_with_write_cache_and_counted_on_disk() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await _disk(n)
+    async with running(_disk) as (k, nb, disk):
         await bdev_flush(disk.part0)
         assert nb.log == []
         blk_queue_write_cache(disk.queue, True, False)
         await bdev_flush(disk.part0)
         assert [op for op, _, _ in nb.log] == [ReqOp.REQ_OP_FLUSH]
         assert disk.part0.stat.ios[3] == 1
-        n.cancel_scope.cancel()
 
 
 async def test_discard_validation_and_split() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await _disk(n)
+    async with running(_disk) as (k, nb, disk):
         with pytest.raises(OSError) as ei:
             await bdev_discard(disk.part0, 0, 4096)
         assert ei.value.errno == errno.EOPNOTSUPP
@@ -390,26 +391,21 @@ async def test_discard_validation_and_split() -> None:
                                                        (ReqOp.REQ_OP_DISCARD, 64, 32 << 10)]
         assert bytes(nb.data[:64 << 10]) == bytes(64 << 10)
         assert disk.part0.stat.ios[2] == 2 and disk.part0.stat.sectors[2] == 128
-        n.cancel_scope.cancel()
 
 
 async def test_busy_driver_answers_resource_and_io_still_completes() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await _disk(n)
+    async with running(_disk) as (k, nb, disk):
         nb.busy_answers = 3
         with trio.fail_after(1):
             assert await bdev_write(disk.part0, 0, b"z" * 4096) == 4096
         assert nb.data[:4096] == b"z" * 4096
-        n.cancel_scope.cancel()
 
 
 async def test_4k_logical_blocks_align_io() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await _disk(n, size=1 << 20, lbs=4096)
+    async with running(_disk, size=1 << 20, lbs=4096) as (k, nb, disk):
         nb.data[4096:8192] = b"Q" * 4096
         assert bytes(await bdev_read(disk.part0, 4100, 10)) == b"Q" * 10
         assert nb.log[-1][1:] == (8, 4096)        # the read went out as one 4 KiB block
-        n.cancel_scope.cancel()
 
 
 async def test_timeout_handler_reset_then_done(autojump_clock) -> None:  # type: ignore[no-untyped-def]
@@ -460,8 +456,7 @@ async def test_no_timeout_handler_keeps_waiting(autojump_clock) -> None:  # type
 
 async def test_zeroout_uses_write_zeroes_or_writes() -> None:
     from vscsifs.scsi.kernel.block import bdev_zeroout, blk_queue_max_write_zeroes_sectors
-    async with trio.open_nursery() as n:
-        k, nb, disk = await _disk(n)
+    async with running(_disk) as (k, nb, disk):
         nb.data[:] = b"\xff" * len(nb.data)
         await bdev_zeroout(disk.part0, 4096, 8192)                 # no WRITE ZEROES: zero-filled writes
         assert [op for op, _, _ in nb.log] == [ReqOp.REQ_OP_WRITE]
@@ -474,7 +469,6 @@ async def test_zeroout_uses_write_zeroes_or_writes() -> None:
         with pytest.raises(OSError) as ei:
             await bdev_zeroout(disk.part0, 1, 512)
         assert ei.value.errno == errno.EINVAL
-        n.cancel_scope.cancel()
 
 
 from hypothesis import given, settings  # noqa: E402
@@ -527,14 +521,7 @@ async def test_shared_tag_set_gives_active_queues_a_fair_share() -> None:
     b = await blk_mq_alloc_request(qb, ReqOp.REQ_OP_READ)
     with pytest.raises(BlockingIOError):
         await blk_mq_alloc_request(qa, ReqOp.REQ_OP_READ, nowait)               # 6 >= 8 / 2 users
-    got = []
-
-    async def more_a() -> None:
-        got.append(await blk_mq_alloc_request(qa, ReqOp.REQ_OP_READ))
-
-    async with trio.open_nursery() as n:
-        n.start_soon(more_a)
-        await trio.testing.wait_all_tasks_blocked()
+    async with blocked(blk_mq_alloc_request, qa, ReqOp.REQ_OP_READ) as got:
         assert got == []                     # a free tag exists, but not within A's share
         blk_mq_end_request(b, BlkStatus.BLK_STS_OK)     # B idle again: A is the only user
     assert len(got) == 1

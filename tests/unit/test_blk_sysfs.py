@@ -16,7 +16,7 @@ from vscsifs.scsi.kernel.block import (QueueFlag, blk_mq_alloc_tag_set, blk_mq_i
                                 blk_queue_physical_block_size, blk_queue_virt_boundary, blk_queue_alignment_offset)
 from vscsifs.scsi.kernel.block._null_blk import Completion
 
-from test_blk_mq import _ops, make_kernel, null_disk
+from test_blk_mq import _ops, make_kernel, null_disk, running
 from test_genhd import seed_disk
 
 
@@ -79,8 +79,7 @@ def test_max_sectors_capped_by_default_max_and_dev_sectors() -> None:
 # ---------------------------------------------------------------- queue/ stores
 
 async def test_max_sectors_kb_validation() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await seed_disk(n)
+    async with running(seed_disk) as (k, nb, disk):
         write(disk, "max_sectors_kb", b"512\n")
         assert qattr(disk, "max_sectors_kb").read() == b"512\n" and disk.queue.limits.max_sectors == 1024
         assert disk.bdi.io_pages == 128
@@ -90,12 +89,10 @@ async def test_max_sectors_kb_validation() -> None:
         fails(disk, "max_sectors_kb", b"abc\n")
         fails(disk, "max_sectors_kb", b"-1\n")
         fails(disk, "max_sectors_kb", b"4294967296\n")     # above UINT_MAX
-        n.cancel_scope.cancel()
 
 
 async def test_scheduler_switch_adds_and_removes_iosched() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await seed_disk(n)
+    async with running(seed_disk) as (k, nb, disk):
         assert qattr(disk, "scheduler").read() == b"[none] mq-deadline \n"
         assert qattr(disk, "iosched") is None
         write(disk, "scheduler", b"mq-deadline\n")
@@ -112,13 +109,11 @@ async def test_scheduler_switch_adds_and_removes_iosched() -> None:
         write(disk, "scheduler", b"none")
         assert qattr(disk, "iosched") is None
         assert qattr(disk, "nr_requests").read() == b"256\n"
-        n.cancel_scope.cancel()
 
 
 async def test_single_queue_disk_gets_mq_deadline() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await null_disk(n, 1 << 20, "vda", nr_cpus=1, major=252, queue_depth=64,
-                                      completion=Completion.SYNC)
+    async with running(null_disk, 1 << 20, "vda", nr_cpus=1, major=252, queue_depth=64,
+                       completion=Completion.SYNC) as (k, nb, disk):
         assert qattr(disk, "scheduler").read() == b"[mq-deadline] none\n"
         assert qattr(disk, "nr_requests").read() == b"128\n"
         assert qattr(disk, "iosched/async_depth").read() == b"128\n"
@@ -129,21 +124,17 @@ async def test_single_queue_disk_gets_mq_deadline() -> None:
         fails(disk, "nr_requests", b"5000\n")
         assert qattr(disk, "io_timeout") is None               # no ->timeout: attribute hidden
         assert disk.dev.kobj.lookup("mq/0/cpu_list").read() == b"0\n"
-        n.cancel_scope.cancel()
 
 
 async def test_nr_requests_without_scheduler_cannot_grow() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await seed_disk(n)
+    async with running(seed_disk) as (k, nb, disk):
         write(disk, "nr_requests", b"64\n")
         assert qattr(disk, "nr_requests").read() == b"64\n"
         fails(disk, "nr_requests", b"257\n")
-        n.cancel_scope.cancel()
 
 
 async def test_flag_files() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await seed_disk(n)
+    async with running(seed_disk) as (k, nb, disk):
         q = disk.queue
         write(disk, "rotational", b"0\n")
         assert QueueFlag.QUEUE_FLAG_NONROT in q.queue_flags and qattr(disk, "rotational").read() == b"0\n"
@@ -162,12 +153,10 @@ async def test_flag_files() -> None:
         assert qattr(disk, "rq_affinity").read() == b"0\n"
         fails(disk, "io_poll", b"1\n")
         fails(disk, "io_poll_delay", b"0\n")
-        n.cancel_scope.cancel()
 
 
 async def test_write_cache_io_timeout_wbt_discard_ra() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await seed_disk(n)
+    async with running(seed_disk) as (k, nb, disk):
         q = disk.queue
         write(disk, "write_cache", b"write through\n")
         assert qattr(disk, "write_cache").read() == b"write through\n"
@@ -193,37 +182,31 @@ async def test_write_cache_io_timeout_wbt_discard_ra() -> None:
         assert disk.bdi.ra_pages == 256
         for ro in ("logical_block_size", "max_hw_sectors_kb", "hw_sector_size", "zoned", "fua"):
             assert qattr(disk, ro).mode == 0o444
-        n.cancel_scope.cancel()
 
 
 async def test_mq_dirs_for_four_cpus_on_two_queues() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await null_disk(n, 1 << 20, "sdz", nr_cpus=4, major=8, map_queues=blk_mq_virtio_map_queues,
-                                      nr_hw_queues=2, queue_depth=128, completion=Completion.SYNC)
+    async with running(null_disk, 1 << 20, "sdz", nr_cpus=4, major=8, map_queues=blk_mq_virtio_map_queues,
+                       nr_hw_queues=2, queue_depth=128, completion=Completion.SYNC) as (k, nb, disk):
         mq = disk.dev.kobj.lookup("mq")
         assert sorted(mq.children) == ["0", "1"]
         assert mq.lookup("0/cpu_list").read() == b"0, 1\n" and mq.lookup("1/cpu_list").read() == b"2, 3\n"
         assert sorted(c for c in mq.lookup("1").children if c.startswith("cpu")) == ["cpu2", "cpu3", "cpu_list"]
         assert mq.lookup("0/nr_tags").read() == b"128\n"
-        n.cancel_scope.cancel()
 
 
 async def test_4k_disk_queue_texts() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await null_disk(n, 8 << 20, "sdy", major=8, logical_block_size=4096, nr_hw_queues=2,
-                                      completion=Completion.SYNC)
+    async with running(null_disk, 8 << 20, "sdy", major=8, logical_block_size=4096, nr_hw_queues=2,
+                       completion=Completion.SYNC) as (k, nb, disk):
         assert qattr(disk, "logical_block_size").read() == b"4096\n"
         assert qattr(disk, "hw_sector_size").read() == b"4096\n"
         assert qattr(disk, "minimum_io_size").read() == b"4096\n"
         assert disk.dev.kobj.lookup("size").read() == b"16384\n"   # always 512-byte sectors
-        n.cancel_scope.cancel()
 
 
 async def test_smaller_nr_requests_limits_requests_in_flight() -> None:
     from vscsifs.scsi.kernel.block import bdev_write
-    async with trio.open_nursery() as n:
-        k, nb, disk = await null_disk(n, 1 << 20, "sdw", nr_cpus=1, major=8, nr_hw_queues=2, queue_depth=32,
-                                      completion=Completion.DEFERRED)
+    async with running(null_disk, 1 << 20, "sdw", nr_cpus=1, major=8, nr_hw_queues=2, queue_depth=32,
+                       completion=Completion.DEFERRED) as (k, nb, disk):
         assert qattr(disk, "scheduler").read() == b"[mq-deadline] none\n"   # one CPU: one hw queue
         write(disk, "scheduler", b"none\n")
         write(disk, "nr_requests", b"4\n")
@@ -232,4 +215,3 @@ async def test_smaller_nr_requests_limits_requests_in_flight() -> None:
             await bdev_write(disk.part0, 0, b"x" * (64 << 10))          # 16 requests
         assert nb.max_in_driver == 4
         assert disk.dev.kobj.lookup("mq/0/nr_tags").read() == b"32\n"  # the tag count itself stays
-        n.cancel_scope.cancel()

@@ -9,7 +9,6 @@ import errno
 from pathlib import Path
 
 import pytest
-import trio
 
 from vscsifs.scsi.kernel.base._driver_model import Device, device_add
 from vscsifs.scsi.kernel.base._kobject import Dir, Link, SysfsError
@@ -21,7 +20,7 @@ from vscsifs.scsi.kernel.block import (GENHD_FL_REMOVABLE, QueueFlag, bdev_read,
 from vscsifs.scsi.kernel.block._null_blk import Completion, NullBlk
 
 from midlayer_harness import guest_kernel, opened, scanned_host, seed_bus  # noqa: F401  (opened: a fixture)
-from test_blk_mq import make_kernel
+from test_blk_mq import make_kernel, running
 from vscsifs.scsi.device import BlockBackend
 from test_partitions import mbr
 
@@ -86,8 +85,7 @@ async def test_disk_tree_matches_golden_seed() -> None:
               or e[2] in ("/sys/block/sda", "/sys/class/block/sda", "/sys/class/block/sda1",
                           "/sys/dev/block/8:0", "/sys/dev/block/8:1")]
     assert len(wanted) > 100
-    async with trio.open_nursery() as n:
-        k, nb, disk = await seed_disk(n)
+    async with running(seed_disk) as (k, nb, disk):
         problems = []
         for kind, mode, path, target, unreadable in wanted:
             node = _ours(k, path)
@@ -124,12 +122,10 @@ async def test_disk_tree_matches_golden_seed() -> None:
         assert fields[0:3] == (1, 0, 8) and fields[4:9] == (0, 0, 0, 0, 0)
         assert disk.parts[1].stat.fields() == (0,) * 17
         assert _ours(k, base + "/inflight").read() == b"       0        0\n"
-        n.cancel_scope.cancel()
 
 
 async def test_bdi_device_and_link() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await seed_disk(n)
+    async with running(seed_disk) as (k, nb, disk):
         bdi = _ours(k, "/sys/devices/virtual/bdi/8:0")
         assert bdi is not None
         assert bdi.lookup("read_ahead_kb").read() == b"128\n"
@@ -141,12 +137,10 @@ async def test_bdi_device_and_link() -> None:
         with pytest.raises(SysfsError) as ei:
             bdi.lookup("min_ratio").write(b"200\n")
         assert ei.value.errno == errno.EINVAL
-        n.cancel_scope.cancel()
 
 
 async def test_capacity_change_is_logged_and_ro_and_removable() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await seed_disk(n)
+    async with running(seed_disk) as (k, nb, disk):
         assert set_capacity_and_notify(disk, 4194304) is True
         assert k.kmsg.lines()[-1] == "sda: detected capacity change from 2097152 to 4194304"
         assert not set_capacity_and_notify(disk, 4194304)
@@ -157,12 +151,10 @@ async def test_capacity_change_is_logged_and_ro_and_removable() -> None:
         disk.flags |= GENHD_FL_REMOVABLE
         assert disk.dev.kobj.lookup("removable").read() == b"1\n"
         assert disk.dev.kobj.lookup("capability").read() == b"1\n"
-        n.cancel_scope.cancel()
 
 
 async def test_del_gendisk_removes_everything() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await seed_disk(n)
+    async with running(seed_disk) as (k, nb, disk):
         events = []
         k.devnode_listeners.append(lambda a, kind, b: events.append((a, b.name)))
         del_gendisk(disk)
@@ -174,12 +166,10 @@ async def test_del_gendisk_removes_everything() -> None:
         with pytest.raises(OSError) as ei:
             await bdev_read(disk.part0, 0, 512)
         assert ei.value.errno == errno.ENXIO
-        n.cancel_scope.cancel()
 
 
 async def test_proc_texts_match_golden_format() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await seed_disk(n)
+    async with running(seed_disk) as (k, nb, disk):
         golden = (GOLDEN / "proc" / "partitions").read_text().splitlines()
         ours = proc_partitions_text(k).splitlines()
         assert ours[:2] == golden[:2]
@@ -200,12 +190,10 @@ async def test_proc_texts_match_golden_format() -> None:
         assert text.startswith("Character devices:\n\nBlock devices:\n")
         k.chrdev_majors[21] = "sg"
         assert proc_devices_text(k).startswith("Character devices:\n 21 sg\n\nBlock devices:\n")
-        n.cancel_scope.cancel()
 
 
 async def test_second_disk_order_in_proc_partitions() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk = await seed_disk(n)
+    async with running(seed_disk) as (k, nb, disk):
         nb2 = NullBlk(k, 524288 * 512, nr_hw_queues=2, queue_depth=256, completion=Completion.SYNC)
         nb2.data[:512] = mbr([(0, 0x83, 2048, 262144 - 2048)])
         d2 = nb2.alloc_disk("sdb", major=8, first_minor=16, minors=16)
@@ -214,7 +202,6 @@ async def test_second_disk_order_in_proc_partitions() -> None:
         assert proc_partitions_text(k).splitlines()[2:] == [
             "   8        0    1048576 sda", "   8        1    1047552 sda1",
             "   8       16     262144 sdb", "   8       17     130048 sdb1"]
-        n.cancel_scope.cancel()
 
 
 # ---------------------------------------------------------------- the real stack under the block layer

@@ -10,6 +10,7 @@ import struct
 import subprocess
 import uuid
 import zlib
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -68,16 +69,21 @@ def gpt_image(size: int, parts: list[tuple[int, int, str]], nentries: int = 128,
     return img
 
 
-async def scan(nursery, image: bytes | bytearray, name: str = "sdx", lbs: int = 512, minors: int = 16):  # type: ignore[no-untyped-def]
-    k = make_kernel(2)
-    k.nursery = nursery
-    nb = NullBlk(k, len(image), logical_block_size=lbs, completion=Completion.SYNC)
-    nb.data[:] = image
-    disk = nb.alloc_disk(name, major=8, first_minor=0, minors=minors)
-    events: list[tuple[str, str]] = []
-    k.devnode_listeners.append(lambda action, kind, b: events.append((action, b.name)))
-    await device_add_disk(None, disk)
-    return k, nb, disk, events
+@asynccontextmanager
+async def scanned(image: bytes | bytearray, name: str = "sdx", lbs: int = 512, minors: int = 16):  # type: ignore[no-untyped-def]
+    """A null_blk disk holding ``image`` added (its partitions scanned) on a fresh kernel that
+    runs in a nursery of its own for the block: (kernel, null_blk, disk, devnode events)."""
+    async with trio.open_nursery() as nursery:
+        k = make_kernel(2)
+        k.nursery = nursery
+        nb = NullBlk(k, len(image), logical_block_size=lbs, completion=Completion.SYNC)
+        nb.data[:] = image
+        disk = nb.alloc_disk(name, major=8, first_minor=0, minors=minors)
+        events: list[tuple[str, str]] = []
+        k.devnode_listeners.append(lambda action, kind, b: events.append((action, b.name)))
+        await device_add_disk(None, disk)
+        yield k, nb, disk, events
+        nursery.cancel_scope.cancel()
 
 
 def parts_of(disk) -> list[tuple[int, int, int]]:  # type: ignore[no-untyped-def]
@@ -91,8 +97,7 @@ def part_lines(k) -> list[str]:  # type: ignore[no-untyped-def]
 async def test_single_primary_like_the_seed() -> None:
     img = bytearray(256 * MiB)
     img[:512] = mbr([(0, 0x83, 2048, 262144 - 2048)], 0x5EED7E57)
-    async with trio.open_nursery() as n:
-        k, nb, disk, events = await scan(n, img, "sdb")
+    async with scanned(img, "sdb") as (k, nb, disk, events):
         assert part_lines(k) == [" sdb: sdb1"]
         assert parts_of(disk) == [(1, 2048, 260096)]
         assert events == [("add", "sdb"), ("add", "sdb1")]
@@ -102,7 +107,6 @@ async def test_single_primary_like_the_seed() -> None:
         assert disk.parts[1].stat.ios[0] == 0
         assert disk.parts[1].meta_info.uuid == "5eed7e57-01"
         assert proc_partitions_text(k).endswith("   8        0     262144 sdb\n   8        1     130048 sdb1\n")
-        n.cancel_scope.cancel()
 
 
 async def test_extended_and_logical_partitions() -> None:
@@ -111,8 +115,7 @@ async def test_extended_and_logical_partitions() -> None:
     # EBR chain: logical 5 at 18432+2048, link to next EBR at +20480; logical 6 there
     img[18432 * 512:18432 * 512 + 512] = mbr([(0, 0x83, 2048, 8192), (0, 0x05, 20480, 20480)], 0)
     img[(18432 + 20480) * 512:(18432 + 20480) * 512 + 512] = mbr([(0, 0x83, 2048, 4096)], 0)
-    async with trio.open_nursery() as n:
-        k, nb, disk, _ = await scan(n, img, "sdc")
+    async with scanned(img, "sdc") as (k, nb, disk, _):
         assert part_lines(k) == [" sdc: sdc1 sdc2 sdc3 < sdc5 sdc6 >"]
         assert parts_of(disk) == [(1, 2048, 8192), (2, 10240, 8192), (3, 18432, 2),
                                   (5, 18432 + 2048, 8192), (6, 18432 + 20480 + 2048, 4096)]
@@ -120,40 +123,34 @@ async def test_extended_and_logical_partitions() -> None:
         assert pdir.lookup("partition").read() == b"5\n"
         assert pdir.lookup("start").read() == b"20480\n"
         assert pdir.lookup("uevent").read().decode().splitlines()[-2:] == ["DISKSEQ=1", "PARTN=5"]
-        n.cancel_scope.cancel()
 
 
 async def test_no_table_and_fat_superfloppy() -> None:
-    async with trio.open_nursery() as n:
-        k, nb, disk, _ = await scan(n, bytes(MiB))
+    async with scanned(bytes(MiB)) as (k, nb, disk, _):
         assert part_lines(k) == [] and parts_of(disk) == []
-        fat = bytearray(MiB)
-        fat[:512] = mbr([])
-        fat[0x0E] = 1          # reserved sectors
-        fat[0x10] = 2          # FATs
-        fat[0x15] = 0xF8       # media
-        fat[0x1BE] = 0x29      # not a boot indicator: the sector is a boot sector
-        k, nb, disk, _ = await scan(n, fat)
+    fat = bytearray(MiB)
+    fat[:512] = mbr([])
+    fat[0x0E] = 1          # reserved sectors
+    fat[0x10] = 2          # FATs
+    fat[0x15] = 0xF8       # media
+    fat[0x1BE] = 0x29      # not a boot indicator: the sector is a boot sector
+    async with scanned(fat) as (k, nb, disk, _):
         assert part_lines(k) == [" sdx:"] and parts_of(disk) == []
-        n.cancel_scope.cancel()
 
 
 async def test_partition_past_end_is_truncated_with_warning() -> None:
     img = bytearray(8 * MiB)
     img[:512] = mbr([(0, 0x83, 2048, 100000), (0, 0x83, 50000, 10)])
-    async with trio.open_nursery() as n:
-        k, nb, disk, _ = await scan(n, img)
+    async with scanned(img) as (k, nb, disk, _):
         assert "sdx: p1 size 100000 extends beyond EOD, truncated" in k.kmsg.lines()
         assert "sdx: p2 start 50000 is beyond EOD, truncated" in k.kmsg.lines()
         assert parts_of(disk) == [(1, 2048, 16384 - 2048)]
-        n.cancel_scope.cancel()
 
 
 async def test_gpt_hand_built_with_names_and_many_partitions() -> None:
     parts = [(34 + i * 64, 34 + i * 64 + 63, f"part{i + 1}") for i in range(18)]
     img = gpt_image(8 * MiB, parts)
-    async with trio.open_nursery() as n:
-        k, nb, disk, _ = await scan(n, img, "sdd")
+    async with scanned(img, "sdd") as (k, nb, disk, _):
         assert part_lines(k) == [" sdd: " + " ".join(f"sdd{i}" for i in range(1, 19))]
         assert parts_of(disk)[0] == (1, 34, 64)
         assert disk.parts[15].devt == (8, 15)
@@ -162,55 +159,45 @@ async def test_gpt_hand_built_with_names_and_many_partitions() -> None:
         assert "PARTN=3\nPARTNAME=part3\n" in ue
         assert disk.parts[1].meta_info.uuid == "00000000-0000-0000-0000-000000000001"
         assert not [t for t in k.kmsg.lines() if t.startswith("GPT:")]
-        n.cancel_scope.cancel()
 
 
 async def test_gpt_bad_crc_means_no_partitions_and_msdos_steps_aside() -> None:
     img = gpt_image(4 * MiB, [(34, 1000, "x")], bad_primary_crc=True)
-    async with trio.open_nursery() as n:
-        k, nb, disk, _ = await scan(n, img)
+    async with scanned(img) as (k, nb, disk, _):
         assert part_lines(k) == [] and parts_of(disk) == []
-        n.cancel_scope.cancel()
 
 
 async def test_gpt_hybrid_mbr_and_alternate_header_warning() -> None:
     img = gpt_image(4 * MiB, [(34, 1000, "x")], hybrid=True)
     # the disk grew: the alternate header is no longer at the end
     img += bytes(MiB)
-    async with trio.open_nursery() as n:
-        k, nb, disk, _ = await scan(n, img)
+    async with scanned(img) as (k, nb, disk, _):
         assert parts_of(disk) == [(1, 34, 967)]
         lines = k.kmsg.lines()
         assert "GPT:Primary header thinks Alt. header is not at the end of the disk." in lines
         assert f"GPT:{4 * MiB // 512 - 1} != {5 * MiB // 512 - 1}" in lines
         assert lines[-1] == "GPT: Use GNU Parted to correct GPT errors." or \
             "GPT: Use GNU Parted to correct GPT errors." in lines
-        n.cancel_scope.cancel()
 
 
 async def test_gpt_on_4k_sectors() -> None:
     img = gpt_image(8 * MiB, [(6, 255, "a"), (256, 511, "b")], lbs=4096, nentries=32)
-    async with trio.open_nursery() as n:
-        k, nb, disk, _ = await scan(n, img, lbs=4096)
+    async with scanned(img, lbs=4096) as (k, nb, disk, _):
         assert parts_of(disk) == [(1, 48, 250 * 8), (2, 2048, 256 * 8)]
-        n.cancel_scope.cancel()
 
 
 async def test_name_ending_in_digit_uses_p() -> None:
     img = bytearray(4 * MiB)
     img[:512] = mbr([(0, 0x83, 2048, 2048)])
-    async with trio.open_nursery() as n:
-        k, nb, disk, _ = await scan(n, img, "nullb0")
+    async with scanned(img, "nullb0") as (k, nb, disk, _):
         assert part_lines(k) == [" nullb0: nullb0p1"]
         assert disk.dev.kobj.lookup("nullb0p1") is not None
-        n.cancel_scope.cancel()
 
 
 async def test_reread_replaces_partitions() -> None:
     img = bytearray(16 * MiB)
     img[:512] = mbr([(0, 0x83, 2048, 4096), (0, 0x83, 8192, 4096)])
-    async with trio.open_nursery() as n:
-        k, nb, disk, events = await scan(n, img)
+    async with scanned(img) as (k, nb, disk, events):
         nb.data[:512] = mbr([(0, 0x83, 4096, 8192)])
         events.clear()
         await bdev_disk_changed(disk)
@@ -219,7 +206,6 @@ async def test_reread_replaces_partitions() -> None:
         assert k.sysfs.root.lookup("class/block/sdx2") is None
         assert k.sysfs.root.lookup("dev/block/8:2") is None
         assert k.sysfs.root.lookup("class/block/sdx1") is not None
-        n.cancel_scope.cancel()
 
 
 async def test_open_hook_runs_before_scan() -> None:
@@ -261,8 +247,7 @@ async def test_sfdisk_made_tables(tmp_path: Path) -> None:
                 nm, _, rest = ln.partition(" : ")
                 f = dict(kv.strip().split("=", 1) for kv in rest.split(",") if "=" in kv)
                 expect[int(nm[len(str(path)):])] = (int(f["start"].strip()), int(f["size"].strip()))
-        async with trio.open_nursery() as n:
-            k, nb, disk, _ = await scan(n, path.read_bytes())
+        async with scanned(path.read_bytes()) as (k, nb, disk, _):
             got = {p: (s, z) for p, s, z in parts_of(disk)}
             for p, (s, z) in expect.items():
                 if p == 3 and line:       # the extended container shows as 2 sectors
@@ -272,7 +257,6 @@ async def test_sfdisk_made_tables(tmp_path: Path) -> None:
             assert len(got) == count
             if line:
                 assert part_lines(k) == [line]
-            n.cancel_scope.cancel()
 
 
 async def test_open_counts_block_reread_and_open_errors() -> None:
@@ -282,8 +266,7 @@ async def test_open_counts_block_reread_and_open_errors() -> None:
                                     disk_check_media_change)
     img = bytearray(8 * MiB)
     img[:512] = mbr([(0, 0x83, 2048, 4096)])
-    async with trio.open_nursery() as n:
-        k, nb, disk, events = await scan(n, img)
+    async with scanned(img) as (k, nb, disk, events):
         opens = []
 
         async def fops_open(bdev, mode):  # type: ignore[no-untyped-def]
@@ -314,4 +297,3 @@ async def test_open_counts_block_reread_and_open_errors() -> None:
         await blkdev_get(disk.part0)
         assert parts_of(disk) == [(1, 4096, 4096)]
         await blkdev_put(disk.part0)
-        n.cancel_scope.cancel()

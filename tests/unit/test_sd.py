@@ -7,6 +7,7 @@ choices are checked alone; the full-stack tests at the end use the real ones."""
 from __future__ import annotations
 
 import errno
+import os
 import re
 from pathlib import Path
 
@@ -15,11 +16,13 @@ import trio
 
 from midlayer_harness import BusLLD, guest_kernel, opened, scanned_host, seed_bus  # noqa: F401  (opened: a fixture)
 from midlayer_harness import make_kernel as make_scsi_kernel
-from sd_fakes import ExecResult, FakeBlock, FakeHd, fixed_sense, make_kernel, make_sdev
+from sd_fakes import ExecResult, FakeBlock, FakeHd, fixed_sense, make_kernel, make_sdev, write_cache
 from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice
+from vscsifs.scsi.kernel.base._fops import FMODE_READ, FMODE_WRITE
 from vscsifs.scsi.kernel.base._kobject import Attr, SysfsError
-from vscsifs.scsi.kernel.block import bdev_discard, bdev_flush, bdev_read, bdev_write
+from vscsifs.scsi.kernel.block import QueueFlag, bdev_discard, bdev_flush, bdev_read, bdev_write
 from vscsifs.scsi.kernel.block._blk_types import BlkStatus, ReqFlag, ReqOp, Request
+from vscsifs.scsi.kernel.block._blkdev_file import fmode_of_open
 from vscsifs.scsi.kernel import _scsi_lib, _sd, sd_init, sg_init
 from vscsifs.scsi.kernel._sd_sysfs import sd_disk_attrs
 from vscsifs.scsi.kernel.base._async_domain import async_synchronize_full
@@ -176,8 +179,8 @@ async def test_sd_probe_sysfs_and_limits_match_golden(monkeypatch: pytest.Monkey
     assert q.limits.io_min == g("minimum_io_size")
     assert q.limits.logical_block_size == g("logical_block_size")
     assert q.limits.physical_block_size == g("physical_block_size")
-    assert ("QUEUE_FLAG_NONROT" not in q.flags) == bool(g("rotational"))
-    assert q.write_cache == (True, False)
+    assert (QueueFlag.QUEUE_FLAG_NONROT not in q.queue_flags) == bool(g("rotational"))
+    assert write_cache(q) == (True, False)
     assert sdkp.disk.capacity == 524288
     assert q.limits.max_dev_sectors == 0xFFFF
 
@@ -221,13 +224,28 @@ async def test_write_protect_and_cache_disabled(monkeypatch: pytest.MonkeyPatch)
     text = m.kernel.kmsg.lines()
     assert "sd 0:0:0:0: [sda] Write Protect is on" in text
     assert "sd 0:0:0:0: [sda] Mode Sense: 63 00 80 08" in text
-    assert sdkp.disk.ro is True
+    assert sdkp.disk.read_only is True
     with pytest.raises(OSError) as e:
-        await _sd.sd_open(sdkp.disk, _sd.FMODE_READ | _sd.FMODE_WRITE)
+        await _sd.sd_open(sdkp.disk, FMODE_READ | FMODE_WRITE)
     assert e.value.errno == errno.EROFS
-    assert await _sd.sd_open(sdkp.disk, _sd.FMODE_READ) == 0
+    assert await _sd.sd_open(sdkp.disk, FMODE_READ) == 0
     # no cache flush allowed for write-protected disks
-    assert sdkp.WCE == 0 and s.request_queue.write_cache == (False, False)
+    assert sdkp.WCE == 0 and write_cache(s.request_queue) == (False, False)
+
+
+async def test_open_without_medium_needs_ndelay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A removable disk with no medium refuses a plain open (ENOMEDIUM); an O_NONBLOCK open
+    (FMODE_NDELAY, as blkdev_open derives it from the open's flags) is let through."""
+    m = Machine(monkeypatch)
+    hd = FakeHd(nblocks=2048)
+    s = m.add(0, hd, removable=1)
+    await m.drv.probe(s)
+    sdkp = _sd.dev_get_drvdata(s)
+    hd.medium = False
+    with pytest.raises(OSError) as e:
+        await _sd.sd_open(sdkp.disk, fmode_of_open(os.O_RDONLY))
+    assert e.value.errno == errno.ENOMEDIUM
+    assert await _sd.sd_open(sdkp.disk, fmode_of_open(os.O_RDONLY | os.O_NONBLOCK)) == 0
 
 
 async def test_logging_level_adds_hlqueue_lines(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -272,7 +290,7 @@ async def test_scsi_disk_stores(monkeypatch: pytest.MonkeyPatch) -> None:
     assert d.children["manage_start_stop"].read() == b"0\n"
     d.children["cache_type"].write(b"temporary write through\n")
     assert d.children["cache_type"].read() == b"write through\n"
-    assert s.request_queue.write_cache == (False, False)
+    assert write_cache(s.request_queue) == (False, False)
     with pytest.raises(SysfsError):
         d.children["cache_type"].write(b"write sideways")
     with pytest.raises(SysfsError):
@@ -445,11 +463,12 @@ async def test_remove_syncs_cache_and_frees_index(monkeypatch: pytest.MonkeyPatc
     s = m.add(1, FakeHd(nblocks=524288))
     await m.drv.probe(s)
     sdkp = _sd.dev_get_drvdata(s)
+    assert sdkp.disk.live
     m.calls.clear()
     await m.drv.remove(s)
     assert m.kernel.kmsg.lines()[-1] == "sd 0:0:0:1: [sda] Synchronizing SCSI cache"
     assert [c for _, c, _ in m.calls] == [bytes.fromhex("35000000000000000000")]
-    assert sdkp.disk.deleted and m.kernel.sysfs.root.lookup("class/scsi_disk/0:0:0:1") is None
+    assert not sdkp.disk.live and m.kernel.sysfs.root.lookup("class/scsi_disk/0:0:0:1") is None
     assert m.kernel.sysfs.root.lookup(SDEV1 + "/scsi_disk") is None
     assert m.kernel.sd_index_ida.alloc() == 0
 
@@ -630,4 +649,4 @@ async def test_cache_type_store_runs_mode_select_in_kernel_nursery(monkeypatch: 
         m.kernel.nursery = nursery
         attr.write(b"write through\n")
     assert hd.selected and attr.read() == b"write through\n"
-    assert s.request_queue.write_cache == (False, False)
+    assert write_cache(s.request_queue) == (False, False)

@@ -21,6 +21,19 @@ def _events(kernel):
     return seen
 
 
+def _check_class_device(root, cls: str, name: str, devt: str):
+    """SDEV0's class device ``cls``/``name`` against the golden one: its dev and uevent files,
+    its device link, and the class and /sys/dev/char links to it. Returns its directory."""
+    gold = GOLDEN / "sysfs" / SDEV0 / cls / name
+    node = root.lookup(f"{SDEV0}/{cls}/{name}")
+    assert node.children["dev"].read() == (gold / "dev").read_bytes()
+    assert node.children["uevent"].read() == (gold / "uevent").read_bytes()
+    assert node.children["device"].readlink() == "../../../0:0:0:0"
+    assert root.lookup(f"class/{cls}/{name}").readlink() == f"../../{SDEV0}/{cls}/{name}"
+    assert root.lookup(f"dev/char/{devt}").readlink() == f"../../{SDEV0}/{cls}/{name}"
+    return node
+
+
 def test_sg_init_module_params_match_golden() -> None:
     k = make_kernel()
     _sg.sg_init(k)
@@ -52,15 +65,9 @@ def test_sg_add_device_matches_golden() -> None:
     assert k.kmsg.lines() == ["sd 0:0:0:0: Attached scsi generic sg0 type 0",
                               "scsi 0:0:0:1: Attached scsi generic sg1 type 0"]
     root = k.sysfs.root
-    gold = GOLDEN / "sysfs" / SDEV0 / "scsi_generic" / "sg0"
-    node = root.lookup(SDEV0 + "/scsi_generic/sg0")
-    assert node.children["dev"].read() == (gold / "dev").read_bytes()
-    assert node.children["uevent"].read() == (gold / "uevent").read_bytes()
-    assert node.children["device"].readlink() == "../../../0:0:0:0"
+    node = _check_class_device(root, "scsi_generic", "sg0", "21:0")
     assert node.children["subsystem"].readlink() == "../../../../../../../../../class/scsi_generic"
     assert root.lookup(SDEV0 + "/generic").readlink() == "scsi_generic/sg0"
-    assert root.lookup("class/scsi_generic/sg0").readlink() == "../../" + SDEV0 + "/scsi_generic/sg0"
-    assert root.lookup("dev/char/21:0").readlink() == "../../" + SDEV0 + "/scsi_generic/sg0"
     assert seen == [("add", "char", "sg0", (21, 0)), ("add", "char", "sg1", (21, 1))]
     assert _sg.sg_device_of(s0) is sg0 and sg0.sdev is s0
 
@@ -89,13 +96,7 @@ def test_bsg_init_and_register_match_golden() -> None:
     b1 = _bsg.scsi_bsg_register_queue(s1)
     assert (b0.devt, b1.devt) == ((248, 0), (248, 1))
     root = k.sysfs.root
-    gold = GOLDEN / "sysfs" / SDEV0 / "bsg" / "0:0:0:0"
-    node = root.lookup(SDEV0 + "/bsg/0:0:0:0")
-    assert node.children["dev"].read() == (gold / "dev").read_bytes()
-    assert node.children["uevent"].read() == (gold / "uevent").read_bytes()
-    assert node.children["device"].readlink() == "../../../0:0:0:0"
-    assert root.lookup("class/bsg/0:0:0:0").readlink() == "../../" + SDEV0 + "/bsg/0:0:0:0"
-    assert root.lookup("dev/char/248:0").readlink() == "../../" + SDEV0 + "/bsg/0:0:0:0"
+    _check_class_device(root, "bsg", "0:0:0:0", "248:0")
     assert seen == [("add", "char", "0:0:0:0", (248, 0)), ("add", "char", "0:0:0:1", (248, 1))]
     assert b0.devnode == "bsg/0:0:0:0"
     _bsg.bsg_unregister_queue(b0)

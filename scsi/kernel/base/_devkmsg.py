@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vscsifs.scsi.kernel.base._driver_model import Device, device_add
-from vscsifs.scsi.kernel.base._fops import POLLERR, POLLIN, POLLPRI, POLLRDNORM, POLLWRNORM, POLLOUT, Cred, OpenFile, UserMemory
+from vscsifs.scsi.kernel.base._fops import POLLERR, POLLIN, POLLPRI, POLLRDNORM, POLLWRNORM, POLLOUT, Cred, FileOperations, OpenFile, UserMemory
 from vscsifs.scsi.kernel.base._printk import KernLevel, Kmsg, LogRecord
 
 MEM_MAJOR = 1
@@ -70,8 +70,8 @@ def parse_user_record(data: bytes) -> tuple[int, KernLevel, str]:
 
 
 @dataclass(eq=False)
-class DevKmsgFile:
-    """struct devkmsg_user: one open of /dev/kmsg and its read position."""
+class DevKmsgFile(FileOperations):
+    """struct devkmsg_user: one open of /dev/kmsg and its read position (kmsg_fops: no ioctl)."""
 
     kmsg: Kmsg
     flags: int
@@ -118,9 +118,6 @@ class DevKmsgFile:
         facility, level, text = parse_user_record(await mem.read(addr, count))
         self.kmsg.printk(level, text, facility=facility)
         return count
-
-    async def ioctl(self, cmd: int, arg: int, mem: UserMemory, cred: Cred) -> int:
-        raise OSError(errno.ENOTTY, f"/dev/kmsg: no ioctl {cmd:#x}")
 
     def poll(self) -> int:
         """devkmsg_poll(): readable while a record is ahead; POLLERR|POLLPRI when overtaken."""

@@ -19,6 +19,8 @@ Errors are raised as OSError(errno): the caller sees that errno, as from a syste
 
 from __future__ import annotations
 
+import errno
+import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -31,6 +33,21 @@ POLLERR = 0x0008
 POLLHUP = 0x0010
 POLLRDNORM = 0x0040
 POLLWRNORM = 0x0100
+# include/linux/fs.h: the f_mode bits of an open file that drivers check
+FMODE_READ = 1 << 0
+FMODE_WRITE = 1 << 1
+FMODE_NDELAY = 1 << 6
+FMODE_EXCL = 1 << 7
+
+# the C types an ioctl's argument points at (x86-64), as get_user()/put_user() copy them
+INT = struct.Struct("<i")
+UINT = struct.Struct("<I")
+USHORT = struct.Struct("<H")
+LONG = struct.Struct("<q")
+ULONG = struct.Struct("<Q")
+
+# fs/select.c: what poll() answers for a file whose driver has no ->poll
+DEFAULT_POLLMASK = POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM
 
 
 class UserMemory(Protocol):
@@ -61,6 +78,28 @@ class OpenFile(Protocol):
     async def write(self, addr: int, count: int, mem: UserMemory) -> int: ...
     def poll(self) -> int: ...
     async def release(self) -> None: ...
+
+
+class FileOperations:
+    """A driver's file_operations with the VFS's answers where it leaves a method out: read()
+    and write() EINVAL (vfs_read/vfs_write), ioctl() ENOTTY (vfs_ioctl), poll()
+    DEFAULT_POLLMASK (vfs_poll), release() nothing. A driver's open file overrides what its
+    fops define."""
+
+    async def ioctl(self, cmd: int, arg: int, mem: UserMemory, cred: Cred) -> int:
+        raise OSError(errno.ENOTTY, f"{type(self).__name__}: no ioctl {cmd:#x}")
+
+    async def read(self, addr: int, count: int, mem: UserMemory) -> int:
+        raise OSError(errno.EINVAL, f"{type(self).__name__}: no read()")
+
+    async def write(self, addr: int, count: int, mem: UserMemory) -> int:
+        raise OSError(errno.EINVAL, f"{type(self).__name__}: no write()")
+
+    def poll(self) -> int:
+        return DEFAULT_POLLMASK
+
+    async def release(self) -> None:
+        return None
 
 
 # open(minor, O_* flags, caller) -> the open file; raises OSError(ENXIO, EBUSY, EACCES, ...)

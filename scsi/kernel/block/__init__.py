@@ -8,6 +8,7 @@ _partitions (msdos/GPT parsing), _genhd (registering disks and partitions, bdi, 
 texts), _blk_sysfs (queue/, mq/, disk attrs), _null_blk (a memory-backed blk-mq driver for running the layer without SCSI under it).
 """
 
+from vscsifs.scsi.kernel.base._fops import FMODE_READ, FMODE_WRITE
 from vscsifs.scsi.kernel.block._bio import (bdev_block_size, bdev_discard, bdev_flush, bdev_read, bdev_write, bdev_zeroout, bio_split_discard,
                    bio_split_rw)
 from vscsifs.scsi.kernel.block._blk_mq import (BlkEhTimerReturn, BlkMqFlag, BlkMqHwCtx, BlkMqReqFlag, BlkMqTags, BlkMqTagSet, RequestQueue,
@@ -18,7 +19,7 @@ from vscsifs.scsi.kernel.block._blk_mq import (BlkEhTimerReturn, BlkMqFlag, BlkM
                       blk_mq_virtio_map_queues, blk_status_to_errno, elevator_switch)
 from vscsifs.scsi.kernel.block._blk_types import SECTOR_SHIFT, SECTOR_SIZE, BlkMqOps, BlkStatus, ReqFlag, ReqOp, Request
 from vscsifs.scsi.kernel.block._genhd import (BLOCK_EXT_MAJOR, DISK_EVENT_EJECT_REQUEST, DISK_EVENT_FLAG_POLL, DISK_EVENT_FLAG_UEVENT,
-                     DISK_EVENT_MEDIA_CHANGE, FMODE_READ, FMODE_WRITE, GENHD_FL_HIDDEN, GENHD_FL_NO_PART,
+                     DISK_EVENT_MEDIA_CHANGE, GENHD_FL_HIDDEN, GENHD_FL_NO_PART,
                      GENHD_FL_REMOVABLE, BackingDevInfo, BlockDevice, BlockDeviceOperations, Gendisk,
                      add_partition, bdev_disk_changed, blkdev_get, blkdev_put, blkdev_reread_part,
                      disk_check_media_change, bdev_read_only, blk_drop_partitions, blk_mq_alloc_disk,

@@ -17,27 +17,17 @@ from __future__ import annotations
 
 import errno
 import os
-import struct
 from collections.abc import Awaitable, Callable
 
-from vscsifs.scsi.kernel.base._fops import POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM, Cred, OpenFile, UserMemory
-from vscsifs.scsi.kernel.block._genhd import (FMODE_READ, FMODE_WRITE, BlockDevice, blkdev_get, blkdev_put,
-                                              blkdev_reread_part)
+from vscsifs.scsi.kernel.base._fops import (FMODE_EXCL, FMODE_NDELAY, FMODE_READ, FMODE_WRITE, INT, LONG, UINT, ULONG, USHORT,
+                                            Cred, FileOperations, OpenFile, UserMemory)
+from vscsifs.scsi.kernel.block._blk_types import SECTOR_SHIFT
+from vscsifs.scsi.kernel.block._genhd import BlockDevice, blkdev_get, blkdev_put, blkdev_reread_part
 from vscsifs.scsi.kernel.block._limits import PAGE_SIZE, QueueFlag
 
 # include/linux/errno.h: "no such ioctl here" between the layers of one ioctl
 ENOIOCTLCMD = 515
-FMODE_NDELAY = 0x40
-FMODE_EXCL = 0x80
-SECTOR_SHIFT = 9
 USHRT_MAX = 0xFFFF
-DEFAULT_POLLMASK = POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM
-
-_INT = struct.Struct("<i")
-_UINT = struct.Struct("<I")
-_USHORT = struct.Struct("<H")
-_LONG = struct.Struct("<q")
-_ULONG = struct.Struct("<Q")
 
 
 def _ioc(direction: int, kind: int, nr: int, size: int) -> int:
@@ -107,26 +97,26 @@ def _nr_sects(bdev: BlockDevice) -> int:
 _Getter = Callable[[BlockDevice], bytes]
 # blkdev_common_ioctl()'s read-only queries: the value each puts to the caller
 _COMMON_GETTERS: dict[int, _Getter] = {
-    BLKROGET: lambda b: _INT.pack(int(b.read_only)),
-    BLKBSZGET: lambda b: _INT.pack(block_size(b)),
-    BLKSSZGET: lambda b: _INT.pack(int(b.disk.queue.limits.logical_block_size)),
-    BLKPBSZGET: lambda b: _UINT.pack(int(b.disk.queue.limits.physical_block_size)),
-    BLKIOMIN: lambda b: _UINT.pack(int(b.disk.queue.limits.io_min)),
-    BLKIOOPT: lambda b: _UINT.pack(int(b.disk.queue.limits.io_opt)),
-    BLKALIGNOFF: lambda b: _INT.pack(int(b.disk.queue.limits.alignment_offset)),
-    BLKDISCARDZEROES: lambda b: _UINT.pack(0),
-    BLKSECTGET: lambda b: _USHORT.pack(min(USHRT_MAX, int(b.disk.queue.limits.max_sectors))),
-    BLKROTATIONAL: lambda b: _USHORT.pack(int(QueueFlag.QUEUE_FLAG_NONROT not in b.disk.queue.queue_flags)),
-    BLKRAGET: lambda b: _LONG.pack(b.disk.bdi.ra_pages * PAGE_SIZE // 512),
-    BLKFRAGET: lambda b: _LONG.pack(b.disk.bdi.ra_pages * PAGE_SIZE // 512),
-    BLKGETSIZE: lambda b: _ULONG.pack(_nr_sects(b)),
-    BLKGETSIZE64: lambda b: _ULONG.pack(_nr_sects(b) << SECTOR_SHIFT),
+    BLKROGET: lambda b: INT.pack(int(b.read_only)),
+    BLKBSZGET: lambda b: INT.pack(block_size(b)),
+    BLKSSZGET: lambda b: INT.pack(int(b.disk.queue.limits.logical_block_size)),
+    BLKPBSZGET: lambda b: UINT.pack(int(b.disk.queue.limits.physical_block_size)),
+    BLKIOMIN: lambda b: UINT.pack(int(b.disk.queue.limits.io_min)),
+    BLKIOOPT: lambda b: UINT.pack(int(b.disk.queue.limits.io_opt)),
+    BLKALIGNOFF: lambda b: INT.pack(int(b.disk.queue.limits.alignment_offset)),
+    BLKDISCARDZEROES: lambda b: UINT.pack(0),
+    BLKSECTGET: lambda b: USHORT.pack(min(USHRT_MAX, int(b.disk.queue.limits.max_sectors))),
+    BLKROTATIONAL: lambda b: USHORT.pack(int(QueueFlag.QUEUE_FLAG_NONROT not in b.disk.queue.queue_flags)),
+    BLKRAGET: lambda b: LONG.pack(b.disk.bdi.ra_pages * PAGE_SIZE // 512),
+    BLKFRAGET: lambda b: LONG.pack(b.disk.bdi.ra_pages * PAGE_SIZE // 512),
+    BLKGETSIZE: lambda b: ULONG.pack(_nr_sects(b)),
+    BLKGETSIZE64: lambda b: ULONG.pack(_nr_sects(b) << SECTOR_SHIFT),
 }
 
 BlockIoctl = Callable[[BlockDevice, int, int, int, UserMemory, Cred], Awaitable[int]]
 
 
-class BlkdevFile:
+class BlkdevFile(FileOperations):
     """One open of a block node, from blkdev_get to blkdev_put."""
 
     def __init__(self, bdev: BlockDevice, flags: int) -> None:
@@ -163,9 +153,6 @@ class BlkdevFile:
 
     async def write(self, addr: int, count: int, mem: UserMemory) -> int:
         raise OSError(errno.EOPNOTSUPP, "block data is written through the device node itself")
-
-    def poll(self) -> int:
-        return DEFAULT_POLLMASK
 
     async def release(self) -> None:
         """blkdev_release() -> blkdev_put(): the driver's release on the last close."""

@@ -17,6 +17,7 @@ from typing import Any
 
 from vscsifs.scsi.kernel.base._async import maybe_await
 from vscsifs.scsi.kernel.base._driver_model import Class, Device, device_add, device_del, kobject_uevent
+from vscsifs.scsi.kernel.base._fops import FMODE_READ
 from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
 from vscsifs.scsi.kernel.base._kernel import IdaAllocator, Kernel
 from vscsifs.scsi.kernel.base._printk import KernLevel
@@ -38,8 +39,6 @@ from vscsifs.scsi.kernel.block._stat import DiskStats
 BLOCK_EXT_MAJOR = 259
 MINORBITS = 20
 MINORMASK = (1 << MINORBITS) - 1
-FMODE_READ = 1 << 0
-FMODE_WRITE = 1 << 1
 
 _POWER = {"async": lambda: "disabled\n"}   # block devices have async PM off (device_add_disk)
 
