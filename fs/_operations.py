@@ -287,7 +287,7 @@ class VscsiOperations(pyfuse3.Operations):
             a.st_ino = node.ino
             mode, nlink = stat.S_IFREG | node.mode, 1
             if isinstance(node, DynamicSize):
-                size, timeout = node.stat_size(), 0
+                size, timeout = node.stat_size(), 0.0
             else:
                 size = node.size
         else:

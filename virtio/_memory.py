@@ -13,20 +13,21 @@ from __future__ import annotations
 
 import bisect
 import mmap
-from dataclasses import dataclass
 
 # Guest address 0 is never handed out so that 0 can mean "no buffer" as a NULL dma_addr would.
 _RESERVED_LOW = 4096
 _CACHE_DEPTH = 64  # exact-size blocks kept per size before they go back to the free list
 
 
-@dataclass(slots=True, eq=False)
 class GuestBuffer:
     """A block of guest memory: its guest physical address, its length and a writable view."""
 
-    addr: int
-    length: int
-    view: memoryview
+    __slots__ = ("addr", "length", "view")
+
+    def __init__(self, addr: int, length: int, view: memoryview) -> None:
+        self.addr = addr
+        self.length = length
+        self.view = view
 
 
 class GuestMemory:

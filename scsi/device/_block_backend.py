@@ -8,6 +8,8 @@ OSError; the SCSI device turns them into sense data as QEMU does.
 
 from __future__ import annotations
 
+from mypy_extensions import mypyc_attr
+
 import ctypes
 import ctypes.util
 import errno
@@ -87,6 +89,7 @@ def iov_truncate(bufs: Sequence[memoryview], length: int | None = None) -> list[
     return out
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class BlockBackend:
     """An open raw image (QEMU BlockBackend over the file protocol)."""
 

@@ -34,7 +34,7 @@ _RDS_CAPS_SIZE = {0: 2048 + 4, 1: 4 + 4, 3: 188 + 4, 4: 2048 + 4}  # READ DVD ST
 class SCSICDDevice(SCSIDiskDevice):
     """``-device scsi-cd``: 2048-byte blocks (or physical_block_size), removable, read-only."""
 
-    TYPE = ScsiType.TYPE_ROM
+    TYPE: int = ScsiType.TYPE_ROM
     DEFAULT_PRODUCT = "QEMU CD-ROM"
 
     def __init__(self, backend: BlockBackend | None, **props: Any) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 from vscsifs.scsi._proto import BE16, BE32, BE64, SAI_READ_CAPACITY_16, SamStatus, ScsiOpcode as Op, ScsiType
 from vscsifs.scsi.device._block_backend import BlockBackend, iov_truncate
@@ -57,7 +58,7 @@ class SCSIDiskDevice(SCSIDiskPages):
     """``-device scsi-hd`` (QEMU property names and defaults)."""
 
     TYPE: int = ScsiType.TYPE_DISK
-    _emulate_table: dict[int, tuple[Callable[..., Completion | None], Callable[..., Completion] | None]]
+    _emulate_table: ClassVar[dict[int, tuple[Callable[..., Completion | None], Callable[..., Completion] | None]]]
     DEFAULT_PRODUCT = "QEMU HARDDISK"
 
     def __init__(self, backend: BlockBackend | None, *, channel: int = 0, scsi_id: int = 0, lun: int = 0,

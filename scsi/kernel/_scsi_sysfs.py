@@ -107,10 +107,10 @@ class RuntimePm:
 
 def rpm_of(obj: Any) -> RuntimePm:
     """The RuntimePm of a Scsi_Host, ScsiTarget or scsi_device (created on first use)."""
-    rpm = getattr(obj, "_rpm", None)
+    rpm = obj.rpm
     if rpm is None:
-        rpm = RuntimePm()
-        obj._rpm = rpm
+        rpm = obj.rpm = RuntimePm()
+    assert isinstance(rpm, RuntimePm)
     return rpm
 
 

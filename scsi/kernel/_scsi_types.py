@@ -9,6 +9,8 @@ the upper drivers depend on each other one way only, as _blk_types does for the 
 
 from __future__ import annotations
 
+from mypy_extensions import mypyc_attr
+
 import errno
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -141,6 +143,7 @@ class ScsiTarget:
     no_report_luns: bool = False
     expecting_lun_change: bool = False
     hostdata: Any = None
+    rpm: Any = None                    # runtime PM state (_scsi_sysfs.RuntimePm), made on first use
     # starget->devices: this target's entries of host.devices, in the same order (lookups
     # by LUN during a scan must not walk every LUN of the host)
     devices: list[Any] = field(default_factory=list)
@@ -226,6 +229,10 @@ class scsi_device:  # noqa: N801 - the kernel's struct name (QEMU's SCSIDevice i
     sdev_dev: Any = None               # fs Device in class scsi_device
     driver_ops: ScsiDriver | None = None   # the bound upper driver (sd/sr/...)
     hostdata: Any = None
+    rpm: Any = None                    # runtime PM state (_scsi_sysfs.RuntimePm), made on first use
+    sector_size: int = 0                # set by sd/sr from READ CAPACITY
+    use_16_for_rw: int = 0
+    try_rc_10_first: int = 0
     handler: Any = None                # device handler (ALUA...): none in vscsifs
     created: bool = True               # scsi_device_created() until added or removed
     locked: bool = False               # the door is locked (scsi_set_medium_removal PREVENT)
@@ -243,6 +250,7 @@ class scsi_device:  # noqa: N801 - the kernel's struct name (QEMU's SCSIDevice i
         return self.sdev_state not in (_SDEV_OFFLINE, _SDEV_TRANSPORT_OFFLINE)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ScsiDriver:
     """struct scsi_driver: an upper driver on the scsi bus (sd, sr). A subclass defines
     ``probe`` and whichever hooks it has; the ones left None are the kernel struct's NULL
@@ -378,10 +386,10 @@ class ScsiHostTemplate:
     target_alloc: Callable[[Any], int] | None = None
     target_destroy: Callable[[Any], None] | None = None
     change_queue_depth: Callable[[Any, int], int] | None = None
-    map_queues: Callable[[Scsi_Host], None] | None = None
+    map_queues: Callable[[Scsi_Host], list[int] | None] | None = None
     commit_rqs: Callable[[Scsi_Host, int], None] | None = None
-    eh_abort_handler: Callable[[Any], int] | None = None
-    eh_device_reset_handler: Callable[[Any], int] | None = None
+    eh_abort_handler: Callable[[Any], int | Awaitable[int]] | None = None
+    eh_device_reset_handler: Callable[[Any], int | Awaitable[int]] | None = None
     host_reset: Callable[[Scsi_Host, int], int] | None = None
     eh_timed_out: Callable[[Any], int] | None = None
     supported_mode: int = MODE_UNKNOWN
@@ -459,6 +467,8 @@ class Scsi_Host:  # noqa: N801 - the kernel's name
     async_scan_done: trio.Event | None = None   # set when the asynchronous scan has added its devices
     targets: list[ScsiTarget] = field(default_factory=list)     # __targets
     devices: list[scsi_device] = field(default_factory=list)     # __devices
+    rpm: Any = None                    # runtime PM state (_scsi_sysfs.RuntimePm), made on first use
+    tmf_in_progress: bool = False      # an SG_SCSI_RESET is running its TMF
     added: bool = False
 
     @property

@@ -1658,7 +1658,7 @@ class SdDriver(ScsiDriver):
     """sd_template: the scsi_driver the midlayer binds to disks (name "sd", module sd_mod)."""
 
     name = "sd"
-    module = "sd_mod"
+    module: str | None = "sd_mod"
     probe_type = "PROBE_PREFER_ASYNCHRONOUS"
 
     # How many scheduler checkpoints a probe waits at most for earlier-added disks to take

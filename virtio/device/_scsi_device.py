@@ -14,7 +14,8 @@ Never imports the driver side: the two halves meet only in guest memory.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, ClassVar, Protocol
 
 from vscsifs.scsi.device._sense import SenseCode
 from vscsifs.virtio._memory import GuestMemory
@@ -45,7 +46,6 @@ class SCSIResultLike(Protocol):
     xfer: int
 
 
-@runtime_checkable
 class SCSIBusLike(Protocol):
     """What the HBA needs from the SCSI bus (vscsifs.scsi.device.SCSIBus), as a Protocol so
     that a test can hand it a stand-in.
@@ -158,7 +158,10 @@ class _Inflight:
 class VirtIOSCSI(VirtIODevice):
     """QEMU's VirtIOSCSI over a SCSI bus object."""
 
-    device_id = VirtioID.SCSI
+    # the control queue's requests by type (virtio_scsi_handle_ctrl_req), set below the class
+    _ctrl_handlers: ClassVar[dict[int, Callable[[VirtIOSCSI, DeviceVirtqueue, VirtQueueElement], None]]]
+
+    device_id: int = VirtioID.SCSI
     name = "virtio-scsi"
     pci_class_code = 0x010000
 
@@ -415,9 +418,6 @@ class VirtIOSCSI(VirtIODevice):
         # QEMU supports no asynchronous notification classes: event_actual 0, response OK
         self._complete(vq, r, CTRL_AN_RESP.pack(0, _OK))
 
-    _ctrl_handlers = {VirtioScsiT.TMF: _ctrl_tmf, VirtioScsiT.AN_QUERY: _ctrl_an,
-                      VirtioScsiT.AN_SUBSCRIBE: _ctrl_an}
-
     def _find(self, lun: bytes) -> tuple[int, int, bool] | None:
         """virtio_scsi_device_find(): (target, lun, exact) — QEMU falls back to any device on
         the target, which makes TMFs answer INCORRECT_LUN rather than BAD_TARGET."""
@@ -558,3 +558,7 @@ class VirtIOSCSI(VirtIODevice):
         if not self.has_feature(VirtioScsiF.CHANGE) or is_rom:
             return False
         return self.push_event(VirtioScsiEvent.PARAM_CHANGE, asc | ascq << 8, (target, lun))
+
+
+VirtIOSCSI._ctrl_handlers = {VirtioScsiT.TMF: VirtIOSCSI._ctrl_tmf, VirtioScsiT.AN_QUERY: VirtIOSCSI._ctrl_an,
+                             VirtioScsiT.AN_SUBSCRIBE: VirtIOSCSI._ctrl_an}

@@ -160,7 +160,7 @@ class VHostSCSI(VirtIOSCSI):
         if not conf.wwpn:
             raise ValueError("vhost-scsi: missing wwpn")
         super().__init__(memory, None, conf, nr_cpus=nr_cpus)
-        self.conf: VHostSCSIConf = conf
+        self.vhost_conf = conf     # self.conf is the same object, typed as the common part
         self.tpgs = dict(tpgs)
         for tag in self.tpgs:
             if not 0 <= tag < VHOST_SCSI_MAX_TARGET:
@@ -192,7 +192,7 @@ class VHostSCSI(VirtIOSCSI):
         f = 0
         if self.conf.hotplug:
             f |= 1 << VirtioScsiF.HOTPLUG
-        if self.conf.t10_pi:
+        if self.vhost_conf.t10_pi:
             f |= 1 << VirtioScsiF.T10_PI
         return f
 
@@ -219,7 +219,7 @@ class VHostSCSI(VirtIOSCSI):
         """VHOST_SCSI_SET_ENDPOINT: vs_tpg[tag] for every TPG of the target with a nexus."""
         self.vs_tpg = {tag: tpg for tag, tpg in self.tpgs.items() if tpg.nexus is not None}
         if not self.vs_tpg:
-            self.error(f"vhost-scsi: no TPG with a nexus under {self.conf.wwpn} (Error set vhost-scsi endpoint)")
+            self.error(f"vhost-scsi: no TPG with a nexus under {self.vhost_conf.wwpn} (Error set vhost-scsi endpoint)")
 
     def device_reset(self) -> None:
         self.vs_tpg = None
@@ -502,7 +502,7 @@ class VHostSCSI(VirtIOSCSI):
 
     def _port_unlink(self, lun: SeLun) -> None:
         for tpg in self.tpgs.values():
-            if tpg.luns.get(lun.unpacked_lun) is None and tpg.wwn == self.conf.wwpn:
+            if tpg.luns.get(lun.unpacked_lun) is None and tpg.wwn == self.vhost_conf.wwpn:
                 self._do_plug(tpg, lun, False)
                 return
 

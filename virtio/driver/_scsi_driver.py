@@ -29,7 +29,7 @@ from vscsifs.scsi.kernel._scsi_common import FAILED, SUCCESS
 from vscsifs.scsi.kernel._scsi_error import SCSI_EH_NOT_HANDLED, SCSI_EH_RESET_TIMER
 from vscsifs.scsi.kernel._scsi_lib import scsi_change_queue_depth, scsi_execute_req
 from vscsifs.scsi.kernel._scsi_logging import scmd_printk, sdev_printk
-from vscsifs.scsi.kernel._scsi_types import SCAN_WILD_CARD, SCSI_MLQUEUE_HOST_BUSY, ScanMode
+from vscsifs.scsi.kernel._scsi_types import SCAN_WILD_CARD, SCSI_MLQUEUE_HOST_BUSY, ScanMode, ScsiHostTemplate
 from vscsifs.scsi.kernel._scsi_scan import (scsi_add_device, scsi_device_lookup, scsi_remove_device,
                                             scsi_rescan_device, scsi_scan_host, scsi_scan_target, shost_for_each_device)
 from vscsifs.scsi.kernel._sd import SD_MAX_RETRIES, SD_TIMEOUT
@@ -149,80 +149,40 @@ class VirtioScsi:
         return self.vdev.kernel.memory
 
 
-class VirtscsiHostTemplate:
-    """virtscsi_host_template: struct scsi_host_template's fields and methods."""
-
-    module = "virtio_scsi"
-    name = "Virtio SCSI HBA"
-    proc_name = "virtio_scsi"
-    this_id = -1
-    cmd_size = REQ_SIZE + RESP_SIZE
-    can_queue = 0
-    cmd_per_lun = 0
-    sg_tablesize = 0
-    max_sectors = 0
-    max_segment_size = 65536   # 0 in the kernel template means BLK_MAX_SEGMENT_SIZE
-    dma_boundary = 0xFFFFFFFF
-    track_queue_depth = 1
-    supported_mode = 0     # MODE_UNKNOWN: scsi_host_alloc turns it into initiator
-    sg_prot_tablesize = 0
-    unique_id = 0
-    host_tagset = False
-    no_write_same = False
-    shost_groups = None
-    sdev_groups = None
-    # hooks virtio_scsi.c leaves NULL
-    info = None
-    slave_configure = None
-    slave_destroy = None
-    target_alloc = None
-    target_destroy = None
-    host_reset = None
-
-    @staticmethod
-    def queuecommand(shost: Any, sc: scsi_cmnd) -> int:
-        return virtscsi_queuecommand(shost, sc)
-
-    @staticmethod
-    def commit_rqs(shost: Any, hwq: int) -> None:
-        virtscsi_commit_rqs(shost, hwq)
-
-    @staticmethod
-    def change_queue_depth(sdev: Any, qdepth: int) -> int:
-        return virtscsi_change_queue_depth(sdev, qdepth)
-
-    @staticmethod
-    async def eh_abort_handler(sc: scsi_cmnd) -> int:
-        return await virtscsi_abort(sc)
-
-    @staticmethod
-    async def eh_device_reset_handler(sc: scsi_cmnd) -> int:
-        return await virtscsi_device_reset(sc)
-
-    @staticmethod
-    def eh_timed_out(sc: scsi_cmnd) -> int:
-        """virtscsi_eh_timed_out(): SCSI_EH_RESET_TIMER (the device may still answer), so on a
-        6.1 guest a command QEMU never completes waits forever. ``-append vscsifs.timeout_eh=1``
-        (a vscsifs switch, no such parameter exists in Linux) answers SCSI_EH_NOT_HANDLED
-        instead, as a driver without this hook would: the midlayer then aborts (TMF on the
-        control queue) and runs its error handler, which dropped-command faults exercise."""
-        kernel = getattr(getattr(getattr(sc, "device", None), "host", None), "kernel", None)
-        if kernel is not None and kernel.param("vscsifs.timeout_eh") in ("1", "y", "Y"):
-            return SCSI_EH_NOT_HANDLED
-        return SCSI_EH_RESET_TIMER
-
-    @staticmethod
-    def slave_alloc(sdev: Any) -> int:
-        return virtscsi_device_alloc(sdev)
-
-    device_alloc = slave_alloc
-
-    @staticmethod
-    def map_queues(shost: Any) -> list[int]:
-        return virtscsi_map_queues(shost)
+def virtscsi_eh_timed_out(sc: scsi_cmnd) -> int:
+    """virtscsi_eh_timed_out(): SCSI_EH_RESET_TIMER (the device may still answer), so on a
+    6.1 guest a command QEMU never completes waits forever. ``-append vscsifs.timeout_eh=1``
+    (a vscsifs switch, no such parameter exists in Linux) answers SCSI_EH_NOT_HANDLED
+    instead, as a driver without this hook would: the midlayer then aborts (TMF on the
+    control queue) and runs its error handler, which dropped-command faults exercise."""
+    kernel = getattr(getattr(getattr(sc, "device", None), "host", None), "kernel", None)
+    if kernel is not None and kernel.param("vscsifs.timeout_eh") in ("1", "y", "Y"):
+        return SCSI_EH_NOT_HANDLED
+    return SCSI_EH_RESET_TIMER
 
 
-virtscsi_host_template = VirtscsiHostTemplate()
+async def _virtscsi_eh_abort(sc: scsi_cmnd) -> int:
+    return await virtscsi_abort(sc)
+
+
+async def _virtscsi_eh_device_reset(sc: scsi_cmnd) -> int:
+    return await virtscsi_device_reset(sc)
+
+
+# virtscsi_host_template: the fields virtio_scsi.c sets; hooks it leaves NULL stay None
+virtscsi_host_template = ScsiHostTemplate(
+    module="virtio_scsi", name="Virtio SCSI HBA", proc_name="virtio_scsi", this_id=-1,
+    cmd_size=REQ_SIZE + RESP_SIZE, can_queue=0, cmd_per_lun=0, sg_tablesize=0, max_sectors=0,
+    max_segment_size=65536,   # 0 in the kernel template means BLK_MAX_SEGMENT_SIZE
+    dma_boundary=0xFFFFFFFF, track_queue_depth=True,
+    supported_mode=0,         # MODE_UNKNOWN: scsi_host_alloc turns it into initiator
+    queuecommand=lambda shost, sc: virtscsi_queuecommand(shost, sc),
+    commit_rqs=lambda shost, hwq: virtscsi_commit_rqs(shost, hwq),
+    change_queue_depth=lambda sdev, qdepth: virtscsi_change_queue_depth(sdev, qdepth),
+    eh_abort_handler=_virtscsi_eh_abort, eh_device_reset_handler=_virtscsi_eh_device_reset,
+    eh_timed_out=virtscsi_eh_timed_out,
+    slave_alloc=lambda sdev: virtscsi_device_alloc(sdev),
+    map_queues=lambda shost: virtscsi_map_queues(shost))
 
 
 def shost_priv(shost: Any) -> VirtioScsi:
