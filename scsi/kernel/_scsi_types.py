@@ -194,6 +194,9 @@ class scsi_device:  # noqa: N801 - the kernel's struct name (QEMU's SCSIDevice i
     use_10_for_rw: bool = False
     use_10_for_ms: bool = False
     set_dbd_for_ms: bool = False
+    manage_system_start_stop: bool = False   # set through sd's sysfs; sd_shutdown stops the disk
+    manage_runtime_start_stop: bool = False
+    manage_shutdown: bool = False
     no_report_opcodes: bool = False
     no_write_same: bool = False
     allow_restart: bool = False
@@ -250,11 +253,15 @@ class scsi_device:  # noqa: N801 - the kernel's struct name (QEMU's SCSIDevice i
         return self.sdev_state not in (_SDEV_OFFLINE, _SDEV_TRANSPORT_OFFLINE)
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)
+@mypyc_attr(native_class=False)
 class ScsiDriver:
     """struct scsi_driver: an upper driver on the scsi bus (sd, sr). A subclass defines
     ``probe`` and whichever hooks it has; the ones left None are the kernel struct's NULL
-    pointers, which the midlayer skips."""
+    pointers, which the midlayer skips.
+
+    Not a mypyc native class: a subclass's method overrides a hook declared here as an
+    attribute, and compiled code reading ``drv.init_command`` off a native class takes the
+    attribute's slot (still None) instead of the subclass's method."""
 
     name: str = ""
     module: str | None = None

@@ -44,7 +44,7 @@ from vscsifs.scsi.kernel._scsi_lib import (ScsiModeData, scsi_device_supports_vp
                                           scsi_mode_sense, scsi_report_opcode, scsi_test_unit_ready)
 from vscsifs.scsi.kernel._scsi_logging import (LogShift, scmd_printk, scsi_log_enabled, scsi_print_sense_hdr, sdev_name,
                                               sdev_prefix_printk)
-from vscsifs.scsi.kernel._scsi_types import ScsiDriver, SdevState, scsi_device_set_state
+from vscsifs.scsi.kernel._scsi_types import ScsiDriver, SdevState, scsi_device, scsi_device_set_state
 
 # enum members read per I/O: an Enum class attribute costs ~10x a global in CPython 3.11
 # (EnumType.__getattr__ takes such loads off the attribute fast path)
@@ -257,7 +257,7 @@ class ScsiDisk:
     """struct scsi_disk (sd.h)."""
 
     kernel: Any
-    device: Any                     # the scsi_device
+    device: scsi_device             # the scsi_device
     disk: Any                       # the gendisk
     index: int
     disk_dev: Device | None = None
@@ -484,7 +484,7 @@ def sd_config_write_same(sdkp: ScsiDisk) -> None:
         elif sdkp.ws16 or sdkp.ws10 or _flag(sdev, "no_report_opcodes"):
             sdkp.max_ws_blocks = _min_not_zero(sdkp.max_ws_blocks, SD_MAX_WS10_BLOCKS)
         else:
-            sdev.no_write_same = 1
+            sdev.no_write_same = True
             sdkp.max_ws_blocks = 0
         if sdkp.lbprz and sdkp.lbpws:
             sdkp.zeroing_mode = ZeroingMode.SD_ZERO_WS16_UNMAP
@@ -521,7 +521,7 @@ def media_not_present(sdkp: ScsiDisk, sshdr: ScsiSenseHdr | None) -> bool:
 
 def set_media_not_present(sdkp: ScsiDisk) -> None:
     if sdkp.media_present:
-        sdkp.device.changed = 1
+        sdkp.device.changed = True
     if _flag(sdkp.device, "removable"):
         sdkp.media_present = 0
         sdkp.capacity = 0
@@ -1032,12 +1032,12 @@ async def sd_read_write_same(sdkp: ScsiDisk) -> None:
     """sd_read_write_same(): RSOC probes (INQUIRY, WRITE SAME(16), WRITE SAME(10))."""
     sdev = sdkp.device
     if _flag(sdev.host, "no_write_same"):
-        sdev.no_write_same = 1
+        sdev.no_write_same = True
         return
     if await scsi_report_opcode(sdev, SD_BUF_SIZE, ScsiOpcode.INQUIRY) < 0:
-        sdev.no_report_opcodes = 1
+        sdev.no_report_opcodes = True
         if _vpd(sdev, "vpd_pg89") is not None:
-            sdev.no_write_same = 1
+            sdev.no_write_same = True
     if await scsi_report_opcode(sdev, SD_BUF_SIZE, ScsiOpcode.WRITE_SAME_16) == 1:
         sdkp.ws16 = 1
     if await scsi_report_opcode(sdev, SD_BUF_SIZE, ScsiOpcode.WRITE_SAME) == 1:
@@ -1244,10 +1244,10 @@ async def sd_check_events(disk: Any, clearing: int) -> int:
             set_media_not_present(sdkp)
         elif not media_not_present(sdkp, sshdr):
             if not sdkp.media_present:
-                sdp.changed = 1
+                sdp.changed = True
             sdkp.media_present = 1
     changed = bool(sdp.changed)
-    sdp.changed = 0
+    sdp.changed = False
     return blk.DISK_EVENT_MEDIA_CHANGE if changed else 0
 
 
@@ -1580,7 +1580,7 @@ def _sd_done_sense(cmd: scsi_cmnd, sdkp: ScsiDisk, sshdr: ScsiSenseHdr, good_byt
                 if cmd.cmnd[1] & 8:
                     sd_config_discard(sdkp, LbpMode.SD_LBP_DISABLE)
                 else:
-                    cmd.device.no_write_same = 1
+                    cmd.device.no_write_same = True
                     sd_config_write_same(sdkp)
                     rq.flags |= ReqFlag.RQF_QUIET
     return good_bytes

@@ -138,13 +138,13 @@ def sd_disk_attrs(sdkp: ScsiDisk, kobj: Dir) -> None:
             return "%u\n" % int(bool(getattr(sdp, name, 0)))
 
         def store(data: bytes) -> None:
-            setattr(sdp, name, 1 if kstrtobool(data) else 0)
+            setattr(sdp, name, kstrtobool(data))
         return show, store
 
     def allow_restart_store(data: bytes) -> None:
         if sdp.type not in (ScsiType.TYPE_DISK, ScsiType.TYPE_ZBC):
             raise SysfsError(errno.EINVAL, "allow_restart only for disks")
-        sdp.allow_restart = 1 if kstrtobool(data) else 0
+        sdp.allow_restart = kstrtobool(data)
 
     def protection_type_store(data: bytes) -> None:
         val = kstrtoint(data, 0, U32_MAX)
@@ -180,9 +180,9 @@ def sd_disk_attrs(sdkp: ScsiDisk, kobj: Dir) -> None:
             raise SysfsError(errno.EINVAL, "max_write_same_blocks only for disks")
         value = kstrtoint(data, 0, ULONG_MAX)
         if value == 0:
-            sdp.no_write_same = 1
+            sdp.no_write_same = True
         elif value <= SD_MAX_WS16_BLOCKS:
-            sdp.no_write_same = 0
+            sdp.no_write_same = False
             sdkp.max_ws_blocks = value
         sd_config_write_same(sdkp)
 
