@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from vscsifs.scsi.kernel.block._blk_types import Request
+
+if TYPE_CHECKING:
+    # type-only: _scsi_types builds on scsi_cmnd at run time, so this edge exists for the
+    # checker (and mypyc's native attribute access on cmd.device), never at import
+    from vscsifs.scsi.kernel._scsi_types import scsi_device
 
 SCSI_SENSE_BUFFERSIZE = 96
 
@@ -62,7 +69,7 @@ class GuestBufferLike(Protocol):
 class scsi_cmnd:  # noqa: N801 - the kernel's struct name (QEMU's request is the device side's SCSICommand)
     """One SCSI command in flight. ``device`` is the driver-side scsi_device."""
 
-    device: Any
+    device: scsi_device
     cmnd: bytes
     sc_data_direction: DmaDirection = DmaDirection.DMA_NONE
     sdb: GuestBufferLike | None = None        # the data buffer (scatterlist), in guest memory
@@ -78,7 +85,7 @@ class scsi_cmnd:  # noqa: N801 - the kernel's struct name (QEMU's request is the
     scsi_done: Callable[[scsi_cmnd], None] | None = None
     done: bool = False                        # set by scsi_done; lets a synchronous completion skip waiting
     host_scribble: Any = None                 # the LLD's per-command state (virtio_scsi_cmd)
-    request: Any = None                       # scsi_cmd_to_rq(): the block Request this command serves
+    request: Request | None = None            # scsi_cmd_to_rq(): the block Request this command serves
     jiffies_at_alloc: float = 0.0             # trio time the command was prepared (scmd_age, runtime limit)
     eh_eflags: int = 0                        # SCSI_EH_ABORT_SCHEDULED once the abort was queued
     state_complete: bool = False              # SCMD_STATE_COMPLETE: completion or timeout owns it
@@ -97,3 +104,12 @@ class scsi_cmnd:  # noqa: N801 - the kernel's struct name (QEMU's request is the
 
     def set_host_byte(self, hb: int) -> None:
         self.result = (self.result & 0xFF00FFFF) | (hb << 16)
+
+
+def scsi_cmd_to_rq(cmd: scsi_cmnd) -> Request:
+    """scsi_cmd_to_rq(): the request this command serves; a command the midlayer did not
+    attach to one (no request yet) is a caller's bug, named as such."""
+    rq = cmd.request
+    if rq is None:
+        raise ValueError(f"scsi_cmd_to_rq: command {bytes(cmd.cmnd[:1]).hex() or 'without CDB'} has no request")
+    return rq

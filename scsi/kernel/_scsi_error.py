@@ -21,7 +21,7 @@ from vscsifs.scsi.kernel.base._async import maybe_await
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block._blk_mq import blk_mq_requeue_request
 from vscsifs.scsi.kernel.block._blk_types import ReqFlag, Request
-from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, scsi_cmnd
+from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, scsi_cmd_to_rq, scsi_cmnd
 
 
 from vscsifs.scsi.kernel._scsi_common import (ADD_TO_MLQUEUE, FAILED, NEEDS_RETRY, SUCCESS, Disposition, SamStat,
@@ -329,7 +329,7 @@ async def scmd_eh_abort_handler(cmd: scsi_cmnd) -> None:
 def scsi_queue_insert_eh_retry(cmd: scsi_cmnd) -> None:
     """scsi_queue_insert(cmd, SCSI_MLQUEUE_EH_RETRY): budgets back, the request goes to blk-mq
     again (it keeps its prepared state, as RQF_DONTPREP does)."""
-    rq = cmd.request
+    rq = scsi_cmd_to_rq(cmd)
     cmd.state_complete = False
     scsi_device_unbusy(cmd.device)
     blk_mq_requeue_request(rq, True, 0.0)

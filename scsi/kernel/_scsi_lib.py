@@ -27,7 +27,7 @@ from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block import (blk_execute_rq, blk_mq_alloc_request, blk_mq_complete_request,
                                        blk_mq_end_request, blk_mq_requeue_request, blk_mq_start_request)
 from vscsifs.scsi.kernel.block._blk_types import BlkMqOps, BlkStatus, ReqFlag, ReqOp, Request
-from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, scsi_cmnd
+from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, scsi_cmd_to_rq, scsi_cmnd
 from vscsifs.scsi.kernel._scsi_common import (ADD_TO_MLQUEUE, FAILED, NEEDS_RETRY, ScsimlStat, ScsiSenseHdr,
                                              scsi_ml_byte, scsi_normalize_sense, scsi_status_is_check_condition,
                                              scsi_status_is_good)
@@ -182,8 +182,7 @@ def scsi_mq_ops(shost: Scsi_Host) -> BlkMqOps:
 
 def scsi_mq_init_request(rq: Request) -> None:
     """scsi_mq_init_request(): the pdu is a scsi_cmnd."""
-    q = rq.q
-    sdev = getattr(q, "queuedata", None) if q is not None else None
+    sdev: scsi_device = rq.q.queuedata        # blk-mq allocates a request on its queue
     rq.pdu = scsi_cmnd(device=sdev, cmnd=b"")
 
 
@@ -225,7 +224,7 @@ def _state_check(sdev: scsi_device, rq: Request) -> BlkStatus:
 
 def _scsi_mq_done(cmd: scsi_cmnd) -> None:
     """The cmd->scsi_done the LLD calls: scsi_done() on the command's own request."""
-    scsi_done(cmd.request)
+    scsi_done(scsi_cmd_to_rq(cmd))
 
 
 def scsi_prepare_cmd(rq: Request, cmd: scsi_cmnd) -> BlkStatus:

@@ -36,7 +36,7 @@ from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block._blk_types import BlkStatus, ReqFlag, ReqOp
 from vscsifs.scsi.kernel.block._disk_events import bdev_check_media_change, disk_add_events
 from vscsifs.scsi.kernel.base._async import maybe_await
-from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, scsi_cmnd
+from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, scsi_cmd_to_rq, scsi_cmnd
 from vscsifs.scsi.kernel._scsi_common import (SUCCESS, ScsiSenseHdr, scsi_normalize_sense, scsi_status_is_check_condition,
                                               scsi_status_is_good)
 from vscsifs.scsi.kernel._scsi_ioctl import SCSI_REMOVAL_ALLOW, SCSI_REMOVAL_PREVENT, scsi_set_medium_removal, sd_ioctl
@@ -1306,7 +1306,7 @@ def _prep(cmd: scsi_cmnd, rq: Any, cdb: bytes | bytearray, direction: DmaDirecti
 
 def _rq_blocks(cmd: scsi_cmnd) -> tuple[int, int]:
     """The request's first logical block and its length in logical blocks."""
-    rq, sdp = cmd.request, cmd.device
+    rq, sdp = scsi_cmd_to_rq(cmd), cmd.device
     return sectors_to_logical(sdp, rq.sector), sectors_to_logical(sdp, rq.nr_bytes >> 9)
 
 
@@ -1317,7 +1317,7 @@ def sd_setup_unmap_cmnd(cmd: scsi_cmnd) -> BlkStatus:
     cdb = bytearray(10)
     cdb[0] = ScsiOpcode.UNMAP
     cdb[8] = 24
-    return _prep(cmd, cmd.request, cdb, DmaDirection.DMA_TO_DEVICE, _payload(sdkp, cmd, data), 24,
+    return _prep(cmd, scsi_cmd_to_rq(cmd), cdb, DmaDirection.DMA_TO_DEVICE, _payload(sdkp, cmd, data), 24,
                  sdkp.max_retries, SD_TIMEOUT)
 
 
@@ -1328,7 +1328,7 @@ def _write_same_prep(cmd: scsi_cmnd, cdb: bytearray, unmap: bool) -> BlkStatus:
     sdkp = _rq_sdkp(cmd)
     if unmap:
         cdb[1] = 0x8
-    return _prep(cmd, cmd.request, cdb, DmaDirection.DMA_TO_DEVICE, _payload(sdkp, cmd, bytes(sdp.sector_size)),
+    return _prep(cmd, scsi_cmd_to_rq(cmd), cdb, DmaDirection.DMA_TO_DEVICE, _payload(sdkp, cmd, bytes(sdp.sector_size)),
                  sdp.sector_size, sdkp.max_retries, SD_TIMEOUT if unmap else SD_WRITE_SAME_TIMEOUT)
 
 
@@ -1351,7 +1351,7 @@ def sd_setup_write_same10_cmnd(cmd: scsi_cmnd, unmap: bool) -> BlkStatus:
 
 
 def sd_setup_write_zeroes_cmnd(cmd: scsi_cmnd) -> BlkStatus:
-    rq = cmd.request
+    rq = scsi_cmd_to_rq(cmd)
     sdp = cmd.device
     sdkp = _rq_sdkp(cmd)
     lba, nr_blocks = _rq_blocks(cmd)
@@ -1369,7 +1369,7 @@ def sd_setup_write_zeroes_cmnd(cmd: scsi_cmnd) -> BlkStatus:
 
 
 def sd_setup_flush_cmnd(cmd: scsi_cmnd) -> BlkStatus:
-    rq = cmd.request
+    rq = scsi_cmd_to_rq(cmd)
     sdkp = _rq_sdkp(cmd)
     cdb = bytearray(10)
     cdb[0] = ScsiOpcode.SYNCHRONIZE_CACHE
@@ -1418,7 +1418,7 @@ def _scmd_printk(cmd: scsi_cmnd, level: KernLevel, text: str) -> None:
 def sd_setup_read_write_cmnd(cmd: scsi_cmnd) -> BlkStatus:
     """sd_setup_read_write_cmnd(): READ/WRITE (6) only without use_10_for_rw and for small
     LBAs/lengths, (10) normally, (16) for large LBAs/lengths or use_16_for_rw."""
-    rq = cmd.request
+    rq = scsi_cmd_to_rq(cmd)
     sdp = cmd.device
     sdkp = _rq_sdkp(cmd)
     nr_sectors = rq.nr_bytes >> 9
@@ -1490,9 +1490,7 @@ _INIT_COMMAND = {
 
 def sd_init_command(cmd: scsi_cmnd) -> BlkStatus:
     """sd_init_command(): turn the request behind ``cmd`` (cmd.request) into a CDB."""
-    if cmd.request is None:
-        raise ValueError("sd_init_command: cmd.request is not set (scsi_cmd_to_rq)")
-    setup = _INIT_COMMAND.get(cmd.request.op)
+    setup = _INIT_COMMAND.get(scsi_cmd_to_rq(cmd).op)
     if setup is None:
         return BlkStatus.BLK_STS_NOTSUPP
     return setup(cmd)
@@ -1506,7 +1504,7 @@ def _bufflen(cmd: scsi_cmnd) -> int:
 def sd_completed_bytes(cmd: scsi_cmnd) -> int:
     """sd_completed_bytes(): bytes before the bad LBA the sense INFORMATION field names."""
     sdev = cmd.device
-    rq = cmd.request
+    rq = scsi_cmd_to_rq(cmd)
     bufflen = _bufflen(cmd)
     if bufflen <= sdev.sector_size:
         return 0
@@ -1528,7 +1526,7 @@ def sd_done(cmd: scsi_cmnd) -> int:
     result = cmd.result
     good_bytes = 0 if result else _bufflen(cmd)
     sector_size = cmd.device.sector_size
-    rq = cmd.request
+    rq = scsi_cmd_to_rq(cmd)
     sdkp = _rq_sdkp(cmd)
     if rq.op in (_REQ_OP_DISCARD, _REQ_OP_WRITE_ZEROES):
         if not result:
@@ -1557,7 +1555,7 @@ def sd_done(cmd: scsi_cmnd) -> int:
 
 def _sd_done_sense(cmd: scsi_cmnd, sdkp: ScsiDisk, sshdr: ScsiSenseHdr, good_bytes: int) -> int:
     """sd_done()'s CHECK CONDITION handling, by sense key."""
-    rq = cmd.request
+    rq = scsi_cmd_to_rq(cmd)
     key = sshdr.sense_key
     if key in (SenseKey.HARDWARE_ERROR, SenseKey.MEDIUM_ERROR):
         good_bytes = sd_completed_bytes(cmd)

@@ -35,7 +35,7 @@ from vscsifs.scsi.kernel import _cdrom as cdrom
 from vscsifs.scsi.kernel._cdrom import (CDSL_CURRENT, DISK_EVENT_EJECT_REQUEST, DISK_EVENT_MEDIA_CHANGE, Cdc, Cds, CdromDeviceInfo,
                      Gpcmd, PacketCommand, TocEntry, TocHeader)
 from vscsifs.scsi.kernel.base._printk import KernLevel
-from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, scsi_cmnd
+from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, scsi_cmd_to_rq, scsi_cmnd
 from vscsifs.scsi._proto import ScsiOpcode, ScsiType, SenseKey
 from vscsifs.scsi.kernel._scsi_common import ScsiSenseHdr, scsi_status_is_check_condition, scsi_status_is_good
 from vscsifs.scsi.kernel.base._async import maybe_await
@@ -492,7 +492,7 @@ def sr_done(cmd: scsi_cmnd) -> int:
     result = cmd.result
     this_count = cmd.transfersize
     good_bytes = this_count if result == 0 else 0
-    rq = cmd.request
+    rq = scsi_cmd_to_rq(cmd)
     cd = scsi_cd(cmd.device.request_queue.disk)
     sense = cmd.sense_buffer
     if scsi_status_is_check_condition(result) and len(sense) > 6 and sense[0] & 0x7F == 0x70:
@@ -523,9 +523,7 @@ def _scmd_printk(cmd: scsi_cmnd, level: KernLevel, text: str) -> None:
 def sr_init_command(cmd: scsi_cmnd) -> BlkStatus:
     """sr_init_command(): READ(10)/WRITE(10) in the drive's block size; refuses everything
     while a media change is pending (sdev->changed), unaligned transfers, other ops."""
-    rq = cmd.request
-    if rq is None:
-        raise ValueError("sr_init_command: cmd.request is not set (scsi_cmd_to_rq)")
+    rq = scsi_cmd_to_rq(cmd)
     sdev = cmd.device
     cd = scsi_cd(sdev.request_queue.disk)
     kernel = cd.kernel
