@@ -236,6 +236,21 @@ class scsi_device:  # noqa: N801 - the kernel's struct name (QEMU's SCSIDevice i
     sector_size: int = 0                # set by sd/sr from READ CAPACITY
     use_16_for_rw: int = 0
     try_rc_10_first: int = 0
+    # the scsi_device bits sd reads that the scan sets from BLIST flags (none apply to the
+    # devices vscsifs emulates, so they keep the kernel's zero); declared so sd reads them
+    # as fields rather than by name
+    skip_ms_page_8: bool = False
+    skip_ms_page_3f: bool = False
+    use_192_bytes_for_3f: bool = False
+    read_before_ms: bool = False
+    fix_capacity: bool = False
+    guess_capacity: bool = False
+    no_read_capacity_16: bool = False
+    start_stop_pwr_cond: bool = False
+    last_sector_bug: bool = False
+    broken_fua: bool = False
+    wce_default_on: bool = False
+    security_supported: bool = False
     handler: Any = None                # device handler (ALUA...): none in vscsifs
     created: bool = True               # scsi_device_created() until added or removed
     locked: bool = False               # the door is locked (scsi_set_medium_removal PREVENT)

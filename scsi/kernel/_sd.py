@@ -31,9 +31,11 @@ from vscsifs.scsi._proto import (SAI_READ_CAPACITY_16, ScsiOpcode,
                                 ScsiType, SenseKey)
 from vscsifs.scsi.kernel.base._driver_model import POWER_ASYNC_DISABLED, Device, device_add, device_del
 from vscsifs.scsi.kernel.base._fops import FMODE_NDELAY, FMODE_WRITE
+from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.block._blk_types import BlkStatus, ReqFlag, ReqOp
+from vscsifs.scsi.kernel.block._blkdev import Gendisk
 from vscsifs.scsi.kernel.block._disk_events import bdev_check_media_change, disk_add_events
 from vscsifs.scsi.kernel.base._async import maybe_await
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, scsi_cmd_to_rq, scsi_cmnd
@@ -256,9 +258,9 @@ def string_get_size(size: int, blk_size: int, units_2: bool) -> str:
 class ScsiDisk:
     """struct scsi_disk (sd.h)."""
 
-    kernel: Any
+    kernel: Kernel
     device: scsi_device             # the scsi_device
-    disk: Any                       # the gendisk
+    disk: Gendisk
     index: int
     disk_dev: Device | None = None
     capacity: int = 0               # logical blocks
@@ -379,10 +381,9 @@ _OFFLINE_STATES = frozenset({SdevState.SDEV_OFFLINE, SdevState.SDEV_TRANSPORT_OF
                              "SDEV_OFFLINE", "SDEV_TRANSPORT_OFFLINE"})
 
 
-def scsi_device_online(sdev: Any) -> bool:
-    """scsi_device_online(); checked for every read and write, so a set lookup (the state is
-    an SdevState, or its name where tests stand in a plain object)."""
-    return getattr(sdev, "sdev_state", None) not in _OFFLINE_STATES
+def scsi_device_online(sdev: scsi_device) -> bool:
+    """scsi_device_online(); checked for every read and write, so a set lookup."""
+    return sdev.sdev_state not in _OFFLINE_STATES
 
 
 def _vpd(sdev: Any, name: str) -> bytes | None:
@@ -414,19 +415,19 @@ def _host_dix_capable(host: Any, target_type: int) -> bool:
     return bool(caps & (1 << (3 + target_type)))
 
 
-def logical_to_sectors(sdev: Any, blocks: int) -> int:
+def logical_to_sectors(sdev: scsi_device, blocks: int) -> int:
     return blocks << (sdev.sector_size.bit_length() - 1 - 9)
 
 
-def sectors_to_logical(sdev: Any, sectors: int) -> int:
+def sectors_to_logical(sdev: scsi_device, sectors: int) -> int:
     return sectors >> (sdev.sector_size.bit_length() - 1 - 9)
 
 
-def logical_to_bytes(sdev: Any, blocks: int) -> int:
+def logical_to_bytes(sdev: scsi_device, blocks: int) -> int:
     return blocks * sdev.sector_size
 
 
-def bytes_to_logical(sdev: Any, nbytes: int) -> int:
+def bytes_to_logical(sdev: scsi_device, nbytes: int) -> int:
     return nbytes >> (sdev.sector_size.bit_length() - 1)
 
 
@@ -1272,7 +1273,7 @@ def _rq_sdkp(cmd: scsi_cmnd) -> ScsiDisk:
     return dev_get_drvdata(cmd.device)
 
 
-def dev_get_drvdata(sdev: Any) -> ScsiDisk:
+def dev_get_drvdata(sdev: scsi_device) -> ScsiDisk:
     return sdev.sdev_gendev.driver_data
 
 
@@ -1427,24 +1428,22 @@ def sd_setup_read_write_cmnd(cmd: scsi_cmnd) -> BlkStatus:
     nr_blocks = nr_sectors >> shift
     mask = (1 << shift) - 1
     write = rq.op == _REQ_OP_WRITE
-    if not scsi_device_online(sdp) or _flag(sdp, "changed"):
+    if not scsi_device_online(sdp) or sdp.changed:
         _scmd_printk(cmd, KernLevel.ERR, "device offline or changed")
         return BlkStatus.BLK_STS_IOERR
-    disk_cap = getattr(sdkp.disk, "capacity", None)
-    capacity = disk_cap if disk_cap is not None else sdkp.capacity << shift
-    if rq.sector + nr_sectors > capacity:
+    if rq.sector + nr_sectors > sdkp.disk.capacity:
         _scmd_printk(cmd, KernLevel.ERR, "access beyond end of device")
         return BlkStatus.BLK_STS_IOERR
     if (rq.sector & mask) or (nr_sectors & mask):
         _scmd_printk(cmd, KernLevel.ERR, "request not aligned to the logical block size")
         return BlkStatus.BLK_STS_IOERR
     threshold = sdkp.capacity - SD_LAST_BUGGY_SECTORS
-    if _flag(sdp, "last_sector_bug") and lba + nr_blocks > threshold:
+    if sdp.last_sector_bug and lba + nr_blocks > threshold:
         nr_blocks = threshold - lba if lba < threshold else 1
     fua = 0x8 if int(rq.flags) & _REQ_FUA else 0
-    if _flag(sdp, "use_16_for_rw") or nr_blocks > 0xFFFF:
+    if sdp.use_16_for_rw or nr_blocks > 0xFFFF:
         size = 16
-    elif nr_blocks > 0xFF or lba > 0x1FFFFF or _flag(sdp, "use_10_for_rw"):
+    elif nr_blocks > 0xFF or lba > 0x1FFFFF or sdp.use_10_for_rw:
         size = 10
     else:
         if nr_blocks == 0:

@@ -17,6 +17,7 @@ from vscsifs.scsi.kernel.block._blkdev import Gendisk
 from vscsifs.scsi.kernel.block._limits import QUEUE_FLAG_MQ_DEFAULT, QueueFlag, QueueLimits
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection
 from vscsifs.scsi.kernel._scsi_lib import ExecResult
+from vscsifs.scsi.kernel._scsi_types import ScsiTarget, SdevState, scsi_device
 
 GOLDEN_VPD00 = bytes.fromhex("000000050083b0b1b2")
 def _xxd(text: str) -> bytes:
@@ -203,42 +204,22 @@ def make_kernel(cmdline: str = "") -> Kernel:
     return Kernel(kmsg=Kmsg(console=None), sysfs=Sysfs(), memory=FakeMemory(), cmdline=cmdline)
 
 
-@dataclass(eq=False)
-class FakeSdev:
-    """The scsi_device fields sd/sg/bsg read, without the midlayer behind them."""
+@dataclass(eq=False, kw_only=True)
+class FakeSdev(scsi_device):
+    """A scsi_device without the midlayer behind it: the fields sd/sg/bsg read set as a
+    probed disk has them (a real scsi_device, so sd's typed field reads see every field)."""
 
     kernel: Kernel
-    host: Any
-    channel: int
-    id: int
-    lun: int
     sdev_gendev: Device
     request_queue: FakeQueue
-    type: int = 0
     scsi_level: int = 6
     inquiry: bytes = bytes(36)
     sector_size: int = 512
-    use_10_for_rw: int = 1
-    use_16_for_rw: int = 0
-    use_10_for_ms: int = 0
-    set_dbd_for_ms: int = 0
-    try_vpd_pages: int = 0
-    skip_vpd_pages: int = 0
-    no_vpd_size: int = 0
-    no_report_opcodes: int = 0
-    no_write_same: int = 0
-    removable: int = 0
-    changed: int = 0
-    lockable: int = 0
-    allow_restart: int = 0
-    manage_system_start_stop: int = 0
-    manage_runtime_start_stop: int = 0
-    manage_shutdown: int = 0
+    use_10_for_rw: bool = True
     vpd_pgb0: bytes | None = GOLDEN_VPDB0
     vpd_pgb1: bytes | None = GOLDEN_VPDB1
     vpd_pgb2: bytes | None = GOLDEN_VPDB2
-    vpd_pg89: bytes | None = None
-    sdev_state: str = "SDEV_RUNNING"
+    sdev_state: SdevState = SdevState.SDEV_RUNNING
 
 
 def make_sdev(kernel: Kernel, lun: int, *, bind: str | None = "sd", host_no: int = 0, target: int = 0,
@@ -252,5 +233,6 @@ def make_sdev(kernel: Kernel, lun: int, *, bind: str | None = "sd", host_no: int
         device_bind_driver(gendev, bus.driver_register(bind, "sd_mod"))
     host = SimpleNamespace(host_no=host_no, max_cmd_len=32, no_write_same=0, opt_sectors=0,
                            prot_capabilities=0, kernel=kernel)
-    return FakeSdev(kernel=kernel, host=host, channel=0, id=target, lun=lun, sdev_gendev=gendev,
+    return FakeSdev(kernel=kernel, host=host, sdev_target=ScsiTarget(host=host, channel=0, id=target),
+                    channel=0, id=target, lun=lun, sdev_gendev=gendev,
                     request_queue=make_queue(kernel), **kw)
