@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import bisect
 import mmap
+from typing import Final
 
 # Guest address 0 is never handed out so that 0 can mean "no buffer" as a NULL dma_addr would.
-_RESERVED_LOW = 4096
-_CACHE_DEPTH = 64  # exact-size blocks kept per size before they go back to the free list
+_RESERVED_LOW: Final = 4096
+_CACHE_DEPTH: Final = 64  # exact-size blocks kept per size before they go back to the free list
 
 
 class GuestBuffer:

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from vscsifs.virtio._memory import GuestBuffer, GuestMemory
 from vscsifs.virtio._wire import (U16, VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC, VRING_USED_ELEM, VRING_USED_F_NO_NOTIFY,
                     VringDescFlags, vring_need_event)
 
-_NEXT = int(VringDescFlags.NEXT)
-_WRITE = int(VringDescFlags.WRITE)
-_INDIRECT = int(VringDescFlags.INDIRECT)
+_NEXT: Final = int(VringDescFlags.NEXT)
+_WRITE: Final = int(VringDescFlags.WRITE)
+_INDIRECT: Final = int(VringDescFlags.INDIRECT)
 _pack_desc = VRING_DESC.pack_into
 _unpack_desc = VRING_DESC.unpack_from
 _pack_u16 = U16.pack_into
@@ -31,7 +31,7 @@ _unpack_u16 = U16.unpack_from
 _pack_used = VRING_USED_ELEM.pack_into
 _unpack_used = VRING_USED_ELEM.unpack_from
 
-VIRTQUEUE_MAX_SIZE = 1024  # QEMU's limit on a queue (and on a chain's length)
+VIRTQUEUE_MAX_SIZE: Final = 1024  # QEMU's limit on a queue (and on a chain's length)
 
 
 class VirtioError(Exception):

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import struct
 from enum import IntEnum, IntFlag
+from typing import Final
 
 # ---------------------------------------------------------------- virtio_ring.h (split ring)
-VRING_DESC = struct.Struct("<QIHH")        # addr, len, flags, next
-VRING_AVAIL_HDR = struct.Struct("<HH")     # flags, idx
-VRING_USED_HDR = struct.Struct("<HH")      # flags, idx
-VRING_USED_ELEM = struct.Struct("<II")     # id, len
-U16 = struct.Struct("<H")
-VRING_USED_ALIGN = 4
-VRING_AVAIL_ALIGN = 2
-VRING_DESC_ALIGN = 16
+VRING_DESC: Final = struct.Struct("<QIHH")        # addr, len, flags, next
+VRING_AVAIL_HDR: Final = struct.Struct("<HH")     # flags, idx
+VRING_USED_HDR: Final = struct.Struct("<HH")      # flags, idx
+VRING_USED_ELEM: Final = struct.Struct("<II")     # id, len
+U16: Final = struct.Struct("<H")
+VRING_USED_ALIGN: Final = 4
+VRING_AVAIL_ALIGN: Final = 2
+VRING_DESC_ALIGN: Final = 16
 
 
 class VringDescFlags(IntFlag):
@@ -23,8 +24,8 @@ class VringDescFlags(IntFlag):
     INDIRECT = 4
 
 
-VRING_AVAIL_F_NO_INTERRUPT = 1
-VRING_USED_F_NO_NOTIFY = 1
+VRING_AVAIL_F_NO_INTERRUPT: Final = 1
+VRING_USED_F_NO_NOTIFY: Final = 1
 
 
 def vring_need_event(event_idx: int, new_idx: int, old: int) -> bool:
@@ -60,8 +61,8 @@ class VirtioF(IntEnum):
     RING_RESET = 40
 
 
-VIRTIO_TRANSPORT_F_START = 28
-VIRTIO_TRANSPORT_F_END = 41
+VIRTIO_TRANSPORT_F_START: Final = 28
+VIRTIO_TRANSPORT_F_END: Final = 41
 
 
 class VirtioID(IntEnum):
@@ -72,13 +73,13 @@ class VirtioID(IntEnum):
     SCSI = 8
 
 
-VIRTIO_PCI_VENDOR = 0x1AF4
+VIRTIO_PCI_VENDOR: Final = 0x1AF4
 
 
 # ---------------------------------------------------------------- virtio_scsi.h
-VIRTIO_SCSI_CDB_DEFAULT_SIZE = 32
-VIRTIO_SCSI_SENSE_DEFAULT_SIZE = 96
-VIRTIO_SCSI_VQ_BASE = 2            # queue 0 control, 1 event, 2.. request queues
+VIRTIO_SCSI_CDB_DEFAULT_SIZE: Final = 32
+VIRTIO_SCSI_SENSE_DEFAULT_SIZE: Final = 96
+VIRTIO_SCSI_VQ_BASE: Final = 2            # queue 0 control, 1 event, 2.. request queues
 
 
 class VirtioScsiF(IntEnum):
@@ -132,7 +133,7 @@ class VirtioScsiEvent(IntEnum):
     PARAM_CHANGE = 3
 
 
-VIRTIO_SCSI_T_EVENTS_MISSED = 0x80000000
+VIRTIO_SCSI_T_EVENTS_MISSED: Final = 0x80000000
 
 
 class VirtioScsiEvtReset(IntEnum):
@@ -149,17 +150,17 @@ class VirtioScsiTaskAttr(IntEnum):
 
 
 # struct virtio_scsi_cmd_req without its cdb (cdb_size bytes follow: the config's cdb_size)
-CMD_REQ_HDR = struct.Struct("<8sQBBB")            # lun, tag, task_attr, prio, crn
+CMD_REQ_HDR: Final = struct.Struct("<8sQBBB")            # lun, tag, task_attr, prio, crn
 # struct virtio_scsi_cmd_resp without its sense (sense_size bytes follow)
-CMD_RESP_HDR = struct.Struct("<IIHBB")            # sense_len, resid, status_qualifier, status, response
-CTRL_TMF_REQ = struct.Struct("<II8sQ")            # type, subtype, lun, tag
-CTRL_TMF_RESP = struct.Struct("<B")               # response
-CTRL_AN_REQ = struct.Struct("<I8sI")              # type, lun, event_requested
-CTRL_AN_RESP = struct.Struct("<IB")               # event_actual, response
-CTRL_TYPE = struct.Struct("<I")                   # the type field every control request starts with
-EVENT = struct.Struct("<I8sI")                    # event, lun, reason
-SCSI_CONFIG = struct.Struct("<IIIIIIIHHI")        # virtio_scsi_config
-SCSI_CONFIG_FIELDS = ("num_queues", "seg_max", "max_sectors", "cmd_per_lun", "event_info_size",
+CMD_RESP_HDR: Final = struct.Struct("<IIHBB")            # sense_len, resid, status_qualifier, status, response
+CTRL_TMF_REQ: Final = struct.Struct("<II8sQ")            # type, subtype, lun, tag
+CTRL_TMF_RESP: Final = struct.Struct("<B")               # response
+CTRL_AN_REQ: Final = struct.Struct("<I8sI")              # type, lun, event_requested
+CTRL_AN_RESP: Final = struct.Struct("<IB")               # event_actual, response
+CTRL_TYPE: Final = struct.Struct("<I")                   # the type field every control request starts with
+EVENT: Final = struct.Struct("<I8sI")                    # event, lun, reason
+SCSI_CONFIG: Final = struct.Struct("<IIIIIIIHHI")        # virtio_scsi_config
+SCSI_CONFIG_FIELDS: Final = ("num_queues", "seg_max", "max_sectors", "cmd_per_lun", "event_info_size",
                       "sense_size", "cdb_size", "max_channel", "max_target", "max_lun")
 
 

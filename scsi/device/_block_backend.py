@@ -16,8 +16,9 @@ import errno
 import os
 import stat
 from collections.abc import Callable, Sequence
+from typing import Final
 
-QCOW2_MAGIC = b"QFI\xfb"
+QCOW2_MAGIC: Final = b"QFI\xfb"
 # magics QEMU's format probing would recognise as something other than raw
 _FORMAT_MAGICS: tuple[tuple[bytes, int, str], ...] = (
     (QCOW2_MAGIC, 0, "qcow2"),
@@ -27,9 +28,9 @@ _FORMAT_MAGICS: tuple[tuple[bytes, int, str], ...] = (
     (b"KDMV", 0, "vmdk"),
     (b"<<< Oracle VM VirtualBox Disk Image >>>", 0, "vdi"),
 )
-CACHE_MODES = ("writeback", "writethrough", "none", "directsync", "unsafe")
-DISCARD_MODES = ("ignore", "unmap")
-_ZERO_CHUNK = 1 << 20
+CACHE_MODES: Final = ("writeback", "writethrough", "none", "directsync", "unsafe")
+DISCARD_MODES: Final = ("ignore", "unmap")
+_ZERO_CHUNK: Final = 1 << 20
 try:
     IOV_MAX = os.sysconf("SC_IOV_MAX")
 except (ValueError, OSError):
@@ -37,9 +38,9 @@ except (ValueError, OSError):
 if IOV_MAX <= 0:
     IOV_MAX = 1024
 
-FALLOC_FL_KEEP_SIZE = 0x01
-FALLOC_FL_PUNCH_HOLE = 0x02
-FALLOC_FL_ZERO_RANGE = 0x10
+FALLOC_FL_KEEP_SIZE: Final = 0x01
+FALLOC_FL_PUNCH_HOLE: Final = 0x02
+FALLOC_FL_ZERO_RANGE: Final = 0x10
 
 
 class BlockBackendError(Exception):

@@ -10,7 +10,7 @@ A CDB never raises: anything wrong becomes CHECK CONDITION with QEMU's sense.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from vscsifs.scsi._proto import BE32, TYPE_INACTIVE, TYPE_NOT_PRESENT, SamStatus, ScsiOpcode as Op, ScsiType, SenseKey
 from vscsifs.scsi.device._block_backend import iov_truncate
@@ -27,17 +27,17 @@ from vscsifs.scsi.device._sense import (
 
 # enum members read per command: an Enum class attribute costs ~10x a global in CPython 3.11
 # (EnumType.__getattr__ takes such loads off the attribute fast path)
-_UNIT_ATTENTION = SenseKey.UNIT_ATTENTION
-_GOOD = SamStatus.GOOD
-_REPORT_LUNS = Op.REPORT_LUNS
-_REQUEST_SENSE = Op.REQUEST_SENSE
-_INQUIRY = Op.INQUIRY
-_GET_CONFIGURATION = Op.GET_CONFIGURATION
-_GET_EVENT_STATUS_NOTIFICATION = Op.GET_EVENT_STATUS_NOTIFICATION
+_UNIT_ATTENTION: Final = SenseKey.UNIT_ATTENTION
+_GOOD: Final = SamStatus.GOOD
+_REPORT_LUNS: Final = Op.REPORT_LUNS
+_REQUEST_SENSE: Final = Op.REQUEST_SENSE
+_INQUIRY: Final = Op.INQUIRY
+_GET_CONFIGURATION: Final = Op.GET_CONFIGURATION
+_GET_EVENT_STATUS_NOTIFICATION: Final = Op.GET_EVENT_STATUS_NOTIFICATION
 
-INT32_MAX = 0x7FFFFFFF
-SCSI_INQUIRY_LEN = 36
-QEMU_HW_VERSION = "2.5+"  # qemu_hw_version() of every QEMU >= 2.5 machine type
+INT32_MAX: Final = 0x7FFFFFFF
+SCSI_INQUIRY_LEN: Final = 36
+QEMU_HW_VERSION: Final = "2.5+"  # qemu_hw_version() of every QEMU >= 2.5 machine type
 
 
 class SCSIResult(NamedTuple):
@@ -72,7 +72,7 @@ class Completion(NamedTuple):
     xfer: int = 0
 
 
-GOOD = Completion(_GOOD)
+GOOD: Final = Completion(_GOOD)
 
 
 class CheckCondition(Exception):

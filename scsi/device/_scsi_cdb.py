@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Final
 
 from vscsifs.scsi._proto import ScsiOpcode as Op, ScsiType
 
@@ -33,7 +34,7 @@ class SCSICommand:
     lba: int
 
 
-_CDB_LENGTH = (6, 10, 10, -1, 16, 12, -1, -1)
+_CDB_LENGTH: Final = (6, 10, 10, -1, 16, 12, -1, -1)
 
 
 def scsi_cdb_length(buf: bytes) -> int:
@@ -74,7 +75,7 @@ def scsi_cmd_lba(buf: bytes) -> int:
     return -1
 
 
-_XFER_ZERO = frozenset({
+_XFER_ZERO: Final = frozenset({
     Op.TEST_UNIT_READY, 0x01, Op.START_STOP, 0x0B, Op.WRITE_FILEMARKS, Op.WRITE_FILEMARKS_16,
     Op.SPACE, Op.RESERVE, Op.RELEASE, Op.ERASE, Op.ALLOW_MEDIUM_REMOVAL, Op.SEEK_10,
     Op.SYNCHRONIZE_CACHE, Op.SYNCHRONIZE_CACHE_16, Op.LOCATE_16, Op.LOCK_UNLOCK_CACHE,
@@ -82,7 +83,7 @@ _XFER_ZERO = frozenset({
     Op.PRE_FETCH, Op.PRE_FETCH_16, 0x54,
 })  # 0x01 REWIND, 0x0B SET_CAPACITY, 0xBB SET_CD_SPEED, 0xA7 SET_READ_AHEAD, 0x54 ALLOW_OVERWRITE
 
-_TO_DEV = frozenset({
+_TO_DEV: Final = frozenset({
     Op.WRITE_6, Op.WRITE_10, Op.WRITE_VERIFY, Op.WRITE_12, Op.WRITE_VERIFY_12, Op.WRITE_16,
     Op.WRITE_VERIFY_16, Op.VERIFY, Op.VERIFY_12, Op.VERIFY_16, Op.COPY, Op.COPY_VERIFY,
     Op.COMPARE, Op.CHANGE_DEFINITION, Op.LOG_SELECT, Op.MODE_SELECT, Op.MODE_SELECT_10,
@@ -94,7 +95,7 @@ _TO_DEV = frozenset({
 })  # 0x1B is SCAN for scanners; START_STOP never gets here (xfer 0)
 
 
-_ATA = frozenset({int(Op.ATA_12), int(Op.ATA_16)})
+_ATA: Final = frozenset({int(Op.ATA_12), int(Op.ATA_16)})
 
 
 def _ata_xfer_unit(buf: bytes, blocksize: int) -> int:
@@ -224,9 +225,9 @@ def scsi_cmd_xfer_mode(buf: bytes, xfer: int) -> XferMode:
 
 
 # read per command: an Enum class attribute costs ~10x a global in CPython 3.11 (EnumType.__getattr__)
-_XFER_NONE = XferMode.SCSI_XFER_NONE
-_XFER_FROM_DEV = XferMode.SCSI_XFER_FROM_DEV
-_XFER_TO_DEV = XferMode.SCSI_XFER_TO_DEV
+_XFER_NONE: Final = XferMode.SCSI_XFER_NONE
+_XFER_FROM_DEV: Final = XferMode.SCSI_XFER_FROM_DEV
+_XFER_TO_DEV: Final = XferMode.SCSI_XFER_TO_DEV
 
 
 def scsi_req_parse_cdb(cdb: bytes, *, dev_type: int = ScsiType.TYPE_DISK,

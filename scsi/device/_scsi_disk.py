@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable, Sequence
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from vscsifs.scsi._proto import BE16, BE32, BE64, SAI_READ_CAPACITY_16, SamStatus, ScsiOpcode as Op, ScsiType
 from vscsifs.scsi.device._block_backend import BlockBackend, iov_truncate
@@ -33,15 +33,15 @@ from vscsifs.scsi.device._sense import SenseCode, scsi_build_sense_buf, scsi_sen
 
 # enum members read per command: an Enum class attribute costs ~10x a global in CPython 3.11
 # (EnumType.__getattr__ takes such loads off the attribute fast path)
-_GOOD = SamStatus.GOOD
-_SCSI_XFER_TO_DEV = XferMode.SCSI_XFER_TO_DEV
+_GOOD: Final = SamStatus.GOOD
+_SCSI_XFER_TO_DEV: Final = XferMode.SCSI_XFER_TO_DEV
 
 KiB = 1024
 GiB = 1024 * 1024 * 1024
-SCSI_WRITE_SAME_MAX = 512 * KiB
-DEFAULT_DISCARD_GRANULARITY = 4 * KiB
-DEFAULT_MAX_UNMAP_SIZE = 1 * GiB
-DEFAULT_MAX_IO_SIZE = INT_MAX
+SCSI_WRITE_SAME_MAX: Final = 512 * KiB
+DEFAULT_DISCARD_GRANULARITY: Final = 4 * KiB
+DEFAULT_MAX_UNMAP_SIZE: Final = 1 * GiB
+DEFAULT_MAX_IO_SIZE: Final = INT_MAX
 
 
 def _io_error(e: OSError) -> Completion:
@@ -433,15 +433,15 @@ class SCSIDiskDevice(SCSIDiskPages):
         return Completion(_GOOD, None, moved)
 
 
-_DMA_WRITE_OPS = frozenset({Op.WRITE_6, Op.WRITE_10, Op.WRITE_12, Op.WRITE_16, Op.WRITE_VERIFY,
+_DMA_WRITE_OPS: Final = frozenset({Op.WRITE_6, Op.WRITE_10, Op.WRITE_12, Op.WRITE_16, Op.WRITE_VERIFY,
                             Op.WRITE_VERIFY_12, Op.WRITE_VERIFY_16})
-_DMA_OPS = _DMA_WRITE_OPS | {Op.READ_6, Op.READ_10, Op.READ_12, Op.READ_16}
-_FUA_BIT_OPS = frozenset({Op.READ_10, Op.READ_12, Op.READ_16, Op.WRITE_10, Op.WRITE_12, Op.WRITE_16})
-_ALWAYS_FUA = frozenset({Op.WRITE_VERIFY, Op.WRITE_VERIFY_12, Op.WRITE_VERIFY_16})
+_DMA_OPS: Final = _DMA_WRITE_OPS | {Op.READ_6, Op.READ_10, Op.READ_12, Op.READ_16}
+_FUA_BIT_OPS: Final = frozenset({Op.READ_10, Op.READ_12, Op.READ_16, Op.WRITE_10, Op.WRITE_12, Op.WRITE_16})
+_ALWAYS_FUA: Final = frozenset({Op.WRITE_VERIFY, Op.WRITE_VERIFY_12, Op.WRITE_VERIFY_16})
 
 _Handler = Callable[[SCSIDiskDevice, SCSICommand, bytearray], "Completion | None"]
 _Writer = Callable[[SCSIDiskDevice, SCSICommand, bytes], Completion]
-D = SCSIDiskDevice
+D: Final = SCSIDiskDevice
 # scsi_disk_reqops_dispatch (emulate part) + scsi_disk_emulate_write_data
 _EMULATE: dict[int, tuple[_Handler, _Writer | None]] = {
     Op.TEST_UNIT_READY: (D._emulate_nop, None),
@@ -475,7 +475,7 @@ _EMULATE: dict[int, tuple[_Handler, _Writer | None]] = {
     Op.VERIFY_16: (D._emulate_verify, D._write_verify),
     Op.FORMAT_UNIT: (D._emulate_nop, D._write_format_unit),
 }
-_NO_MEDIUM_OK = frozenset({Op.INQUIRY, Op.MODE_SENSE, Op.MODE_SENSE_10, Op.RESERVE, Op.RESERVE_10,
+_NO_MEDIUM_OK: Final = frozenset({Op.INQUIRY, Op.MODE_SENSE, Op.MODE_SENSE_10, Op.RESERVE, Op.RESERVE_10,
                            Op.RELEASE, Op.RELEASE_10, Op.START_STOP, Op.ALLOW_MEDIUM_REMOVAL,
                            Op.GET_CONFIGURATION, Op.GET_EVENT_STATUS_NOTIFICATION,
                            Op.MECHANISM_STATUS, Op.REQUEST_SENSE})

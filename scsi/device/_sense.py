@@ -12,8 +12,8 @@ from typing import Final, NamedTuple
 
 from vscsifs.scsi._proto import SamStatus, SenseKey
 
-SCSI_SENSE_LEN = 18  # QEMU SCSI_SENSE_LEN: fixed-format sense QEMU builds
-SCSI_SENSE_BUF_SIZE = 252  # QEMU SCSI_SENSE_BUF_SIZE: what a device may store
+SCSI_SENSE_LEN: Final = 18  # QEMU SCSI_SENSE_LEN: fixed-format sense QEMU builds
+SCSI_SENSE_BUF_SIZE: Final = 252  # QEMU SCSI_SENSE_BUF_SIZE: what a device may store
 
 
 class SCSISense(NamedTuple):

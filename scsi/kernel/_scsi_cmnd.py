@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from vscsifs.scsi.kernel.block._blk_types import Request
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     # checker (and mypyc's native attribute access on cmd.device), never at import
     from vscsifs.scsi.kernel._scsi_types import scsi_device
 
-SCSI_SENSE_BUFFERSIZE = 96
+SCSI_SENSE_BUFFERSIZE: Final = 96
 
 
 class DmaDirection(IntEnum):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Final
 
 from vscsifs.scsi._proto import SamStatus
 from vscsifs.scsi.kernel._scsi_cmnd import scsi_cmnd
@@ -17,7 +18,7 @@ from vscsifs.scsi.kernel._scsi_cmnd import scsi_cmnd
 # the SAM status and sense key values are the wire protocol's, defined once in scsi/_proto.py
 SamStat = SamStatus
 # read per command completion: a global, not an Enum class attribute (see _sd's note)
-_CHECK_CONDITION = SamStatus.CHECK_CONDITION
+_CHECK_CONDITION: Final = SamStatus.CHECK_CONDITION
 
 
 class Disposition(IntEnum):
@@ -34,10 +35,10 @@ class Disposition(IntEnum):
     FAST_IO_FAIL = 0x2009
 
 
-NEEDS_RETRY = Disposition.NEEDS_RETRY
-SUCCESS = Disposition.SUCCESS
-FAILED = Disposition.FAILED
-ADD_TO_MLQUEUE = Disposition.ADD_TO_MLQUEUE
+NEEDS_RETRY: Final = Disposition.NEEDS_RETRY
+SUCCESS: Final = Disposition.SUCCESS
+FAILED: Final = Disposition.FAILED
+ADD_TO_MLQUEUE: Final = Disposition.ADD_TO_MLQUEUE
 
 
 class ScsimlStat(IntEnum):

@@ -12,7 +12,7 @@ host's ``ml_ops.finish_command`` (scsi_lib's scsi_finish_command) rather than im
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import trio
 
@@ -223,18 +223,18 @@ def scsi_decide_disposition(cmd: scsi_cmnd) -> Disposition:
 # TEST UNIT READY), and finally takes the devices that did not come back offline. The LLD hooks
 # a host template lacks count as FAILED, as in the kernel; virtio-scsi has abort and LUN reset.
 
-SCSI_EH_ABORT_SCHEDULED = 0x0002
-HOST_RESET_SETTLE_TIME = 10.0
-BUS_RESET_SETTLE_TIME = 10.0
-ABORT_WORK_DELAY = 0.01                  # queue_delayed_work(..., HZ / 100)
-FAST_IO_FAIL = Disposition.FAST_IO_FAIL
-_DID_TIME_OUT = 0x03
-_DID_RESET = 0x08
-_EH_POLL = 0.005
-_TUR = bytes(6)
-_STU = bytes([0x1B, 0, 0, 0, 1, 0])
-_REQUEST_SENSE = bytes([0x03, 0, 0, 0, 96, 0])
-_MEDIUM_ACCESS_OPS = frozenset({0x08, 0x0A, 0x28, 0x2A, 0xA8, 0xAA, 0x88, 0x8A, 0x2E, 0xAE, 0x8E,
+SCSI_EH_ABORT_SCHEDULED: Final = 0x0002
+HOST_RESET_SETTLE_TIME: Final = 10.0
+BUS_RESET_SETTLE_TIME: Final = 10.0
+ABORT_WORK_DELAY: Final = 0.01                  # queue_delayed_work(..., HZ / 100)
+FAST_IO_FAIL: Final = Disposition.FAST_IO_FAIL
+_DID_TIME_OUT: Final = 0x03
+_DID_RESET: Final = 0x08
+_EH_POLL: Final = 0.005
+_TUR: Final = bytes(6)
+_STU: Final = bytes([0x1B, 0, 0, 0, 1, 0])
+_REQUEST_SENSE: Final = bytes([0x03, 0, 0, 0, 96, 0])
+_MEDIUM_ACCESS_OPS: Final = frozenset({0x08, 0x0A, 0x28, 0x2A, 0xA8, 0xAA, 0x88, 0x8A, 0x2E, 0xAE, 0x8E,
                                 0x2F, 0xAF, 0x8F, 0x35, 0x91, 0x41, 0x93, 0x42, 0x04})
 
 
@@ -778,11 +778,11 @@ def scsi_eh_flush_done_q(done_q: list[scsi_cmnd]) -> None:
 
 
 # enum scsi_timeout_action (what hostt.eh_timed_out answers) and blk_eh_timer_return
-SCSI_EH_DONE = 0
-SCSI_EH_RESET_TIMER = 1
-SCSI_EH_NOT_HANDLED = 2
-BLK_EH_DONE = 0
-BLK_EH_RESET_TIMER = 1
+SCSI_EH_DONE: Final = 0
+SCSI_EH_RESET_TIMER: Final = 1
+SCSI_EH_NOT_HANDLED: Final = 2
+BLK_EH_DONE: Final = 0
+BLK_EH_RESET_TIMER: Final = 1
 
 
 def scsi_timeout(rq: Request) -> int:

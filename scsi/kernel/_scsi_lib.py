@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import trio
 
@@ -43,21 +43,21 @@ from vscsifs.scsi.kernel._scsi_types import (SCSI_DEFAULT_VPD_LEN, SCSI_QUEUE_DE
 
 # enum members read per command: an Enum class attribute costs ~10x a global in CPython 3.11
 # (EnumType.__getattr__ takes such loads off the attribute fast path)
-_SDEV_RUNNING = SdevState.SDEV_RUNNING
-_SDEV_CREATED = SdevState.SDEV_CREATED
-_SHOST_RECOVERY = HostState.SHOST_RECOVERY
-_SHOST_CANCEL_RECOVERY = HostState.SHOST_CANCEL_RECOVERY
-_SHOST_DEL_RECOVERY = HostState.SHOST_DEL_RECOVERY
-_SHOST_DEL = HostState.SHOST_DEL
-_BLK_STS_OK = BlkStatus.BLK_STS_OK
-_DMA_TO_DEVICE = DmaDirection.DMA_TO_DEVICE
-_DMA_FROM_DEVICE = DmaDirection.DMA_FROM_DEVICE
-_DMA_NONE = DmaDirection.DMA_NONE
-_REQ_OP_DRV_IN = ReqOp.REQ_OP_DRV_IN
-_REQ_OP_DRV_OUT = ReqOp.REQ_OP_DRV_OUT
-_MLCOMPLETE = LogShift.MLCOMPLETE
-_HLCOMPLETE = LogShift.HLCOMPLETE
-_INQUIRY = ScsiOpcode.INQUIRY
+_SDEV_RUNNING: Final = SdevState.SDEV_RUNNING
+_SDEV_CREATED: Final = SdevState.SDEV_CREATED
+_SHOST_RECOVERY: Final = HostState.SHOST_RECOVERY
+_SHOST_CANCEL_RECOVERY: Final = HostState.SHOST_CANCEL_RECOVERY
+_SHOST_DEL_RECOVERY: Final = HostState.SHOST_DEL_RECOVERY
+_SHOST_DEL: Final = HostState.SHOST_DEL
+_BLK_STS_OK: Final = BlkStatus.BLK_STS_OK
+_DMA_TO_DEVICE: Final = DmaDirection.DMA_TO_DEVICE
+_DMA_FROM_DEVICE: Final = DmaDirection.DMA_FROM_DEVICE
+_DMA_NONE: Final = DmaDirection.DMA_NONE
+_REQ_OP_DRV_IN: Final = ReqOp.REQ_OP_DRV_IN
+_REQ_OP_DRV_OUT: Final = ReqOp.REQ_OP_DRV_OUT
+_MLCOMPLETE: Final = LogShift.MLCOMPLETE
+_HLCOMPLETE: Final = LogShift.HLCOMPLETE
+_INQUIRY: Final = ScsiOpcode.INQUIRY
 
 
 def scsi_change_queue_depth(sdev: scsi_device, depth: int) -> int:
@@ -734,7 +734,7 @@ async def scsi_get_vpd_buf(sdev: scsi_device, page: int) -> bytes | None:
         return data[:result]
 
 
-_VPD_ATTRS = {0x00: "vpd_pg0", 0x80: "vpd_pg80", 0x83: "vpd_pg83", 0x89: "vpd_pg89",
+_VPD_ATTRS: Final = {0x00: "vpd_pg0", 0x80: "vpd_pg80", 0x83: "vpd_pg83", 0x89: "vpd_pg89",
               0xB0: "vpd_pgb0", 0xB1: "vpd_pgb1", 0xB2: "vpd_pgb2"}
 
 
@@ -780,7 +780,7 @@ async def scsi_report_opcode(sdev: scsi_device, length: int, opcode: int) -> int
     return 1 if (data[1] & 3) == 3 else 0
 
 
-_SCSI_COMMAND_SIZE_TBL = (6, 10, 10, 12, 16, 12, 10, 10)
+_SCSI_COMMAND_SIZE_TBL: Final = (6, 10, 10, 12, 16, 12, 10, 10)
 
 
 def scsi_command_size(opcode: int) -> int:
@@ -810,7 +810,7 @@ def _escape_np(data: bytes) -> str:
 
 
 # the designator lengths scsi_vpd_lun_id() accepts: EUI-64 (type 2) and NAA (type 3)
-_EUI_NAA_SIZES = {2: (8, 12, 16), 3: (8, 16)}
+_EUI_NAA_SIZES: Final = {2: (8, 12, 16), 3: (8, 16)}
 
 
 def scsi_vpd_lun_id(sdev: scsi_device, id_len: int = 4096) -> str | int:

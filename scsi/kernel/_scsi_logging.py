@@ -12,7 +12,7 @@ Messages go through the device's dev_printk prefix: ``scsi 0:0:0:0:`` before a d
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Any
+from typing import Any, Final
 
 from vscsifs.scsi.kernel._constants import (scsi_extd_sense_format, scsi_format_opcode_name, scsi_hostbyte_string,
                          scsi_sense_key_string)
@@ -21,7 +21,7 @@ from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel._scsi_cmnd import scsi_cmnd
 from vscsifs.scsi.kernel._scsi_common import SUCCESS, Disposition, scsi_normalize_sense, scsi_status_is_check_condition
 
-PARAM = "scsi_mod.scsi_logging_level"
+PARAM: Final = "scsi_mod.scsi_logging_level"
 
 
 class LogShift(IntEnum):
@@ -40,10 +40,10 @@ class LogShift(IntEnum):
 
 
 # read per command: an Enum class attribute costs ~10x a global in CPython 3.11 (EnumType.__getattr__)
-_MLQUEUE = LogShift.MLQUEUE
+_MLQUEUE: Final = LogShift.MLQUEUE
 
-LOG_BITS = 3
-_LOG_MASK = (1 << LOG_BITS) - 1
+LOG_BITS: Final = 3
+_LOG_MASK: Final = (1 << LOG_BITS) - 1
 
 
 def scsi_logging_level_get(kernel: Kernel) -> int:

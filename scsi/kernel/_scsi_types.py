@@ -15,7 +15,7 @@ import errno
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import Any, Final
 
 import trio
 
@@ -25,7 +25,7 @@ from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel._scsi_cmnd import scsi_cmnd
 from vscsifs.scsi.kernel._scsi_logging import LogShift, scsi_log_enabled, sdev_printk, shost_printk
 
-SCAN_WILD_CARD = -1            # ~0: shown as 4294967295 (channel, id) / 2**64-1 (lun)
+SCAN_WILD_CARD: Final = -1            # ~0: shown as 4294967295 (channel, id) / 2**64-1 (lun)
 
 
 class ScanMode(IntEnum):
@@ -36,13 +36,13 @@ class ScanMode(IntEnum):
     SCSI_SCAN_MANUAL = 2
 
 
-HZ = 1.0
-SCSI_DEFAULT_EH_TIMEOUT = 10          # seconds
-SCSI_DEFAULT_TIMEOUT = 30             # blk-mq's default rq_timeout for SCSI queues
-SCSI_VPD_HEADER_SIZE = 4
-SCSI_VPD_LIST_SIZE = 36
-SCSI_DEFAULT_VPD_LEN = 255
-SCSI_QUEUE_DELAY = 0.003              # blk_mq_delay_run_hw_queues(q, SCSI_QUEUE_DELAY)
+HZ: Final = 1.0
+SCSI_DEFAULT_EH_TIMEOUT: Final = 10          # seconds
+SCSI_DEFAULT_TIMEOUT: Final = 30             # blk-mq's default rq_timeout for SCSI queues
+SCSI_VPD_HEADER_SIZE: Final = 4
+SCSI_VPD_LIST_SIZE: Final = 36
+SCSI_DEFAULT_VPD_LEN: Final = 255
+SCSI_QUEUE_DELAY: Final = 0.003              # blk_mq_delay_run_hw_queues(q, SCSI_QUEUE_DELAY)
 
 
 class ScsiLevel(IntEnum):
@@ -89,7 +89,7 @@ SDEV_STATE_NAMES: dict[SdevState, str] = {
     SdevState.SDEV_CREATED_BLOCK: "created-blocked",
 }
 
-_S = SdevState
+_S: Final = SdevState
 # scsi_device_set_state(): the old states each new state may be entered from
 _SDEV_TRANSITIONS: dict[SdevState, frozenset[SdevState]] = {
     _S.SDEV_CREATED: frozenset({_S.SDEV_CREATED_BLOCK}),
@@ -112,8 +112,8 @@ _SDEV_TRANSITIONS: dict[SdevState, frozenset[SdevState]] = {
 
 # enum members read per command: an Enum class attribute costs ~10x a global in CPython 3.11
 # (EnumType.__getattr__ takes such loads off the attribute fast path)
-_SDEV_OFFLINE = SdevState.SDEV_OFFLINE
-_SDEV_TRANSPORT_OFFLINE = SdevState.SDEV_TRANSPORT_OFFLINE
+_SDEV_OFFLINE: Final = SdevState.SDEV_OFFLINE
+_SDEV_TRANSPORT_OFFLINE: Final = SdevState.SDEV_TRANSPORT_OFFLINE
 
 
 class StargetState(IntEnum):
@@ -333,14 +333,14 @@ def scsi_device_created(sdev: scsi_device) -> bool:
     return sdev.sdev_state in (SdevState.SDEV_CREATED, SdevState.SDEV_CREATED_BLOCK)
 
 
-SCSI_MLQUEUE_HOST_BUSY = 0x1055
-SCSI_MLQUEUE_DEVICE_BUSY = 0x1056
-SCSI_MLQUEUE_EH_RETRY = 0x1057
-SCSI_MLQUEUE_TARGET_BUSY = 0x1058
+SCSI_MLQUEUE_HOST_BUSY: Final = 0x1055
+SCSI_MLQUEUE_DEVICE_BUSY: Final = 0x1056
+SCSI_MLQUEUE_EH_RETRY: Final = 0x1057
+SCSI_MLQUEUE_TARGET_BUSY: Final = 0x1058
 
-MODE_UNKNOWN = 0x00
-MODE_INITIATOR = 0x01
-MODE_TARGET = 0x02
+MODE_UNKNOWN: Final = 0x00
+MODE_INITIATOR: Final = 0x01
+MODE_TARGET: Final = 0x02
 
 
 class HostState(IntEnum):
@@ -359,7 +359,7 @@ class HostState(IntEnum):
         return _HOST_STATE_NAMES[self]
 
 
-_HOST_STATE_NAMES = {
+_HOST_STATE_NAMES: Final = {
     HostState.SHOST_CREATED: "created",
     HostState.SHOST_RUNNING: "running",
     HostState.SHOST_CANCEL: "cancel",

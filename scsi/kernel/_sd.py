@@ -20,7 +20,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import Any, Final
 
 from collections.abc import Callable
 
@@ -50,50 +50,50 @@ from vscsifs.scsi.kernel._scsi_types import ScsiDriver, SdevState, scsi_device, 
 
 # enum members read per I/O: an Enum class attribute costs ~10x a global in CPython 3.11
 # (EnumType.__getattr__ takes such loads off the attribute fast path)
-_BLK_STS_OK = BlkStatus.BLK_STS_OK
-_WRITE_10 = ScsiOpcode.WRITE_10
-_READ_10 = ScsiOpcode.READ_10
-_REQ_OP_WRITE = ReqOp.REQ_OP_WRITE
-_HLQUEUE = LogShift.HLQUEUE
-_DMA_TO_DEVICE = DmaDirection.DMA_TO_DEVICE
-_DMA_FROM_DEVICE = DmaDirection.DMA_FROM_DEVICE
-_REQ_OP_DISCARD = ReqOp.REQ_OP_DISCARD
-_REQ_OP_WRITE_ZEROES = ReqOp.REQ_OP_WRITE_ZEROES
-_HLCOMPLETE = LogShift.HLCOMPLETE
+_BLK_STS_OK: Final = BlkStatus.BLK_STS_OK
+_WRITE_10: Final = ScsiOpcode.WRITE_10
+_READ_10: Final = ScsiOpcode.READ_10
+_REQ_OP_WRITE: Final = ReqOp.REQ_OP_WRITE
+_HLQUEUE: Final = LogShift.HLQUEUE
+_DMA_TO_DEVICE: Final = DmaDirection.DMA_TO_DEVICE
+_DMA_FROM_DEVICE: Final = DmaDirection.DMA_FROM_DEVICE
+_REQ_OP_DISCARD: Final = ReqOp.REQ_OP_DISCARD
+_REQ_OP_WRITE_ZEROES: Final = ReqOp.REQ_OP_WRITE_ZEROES
+_HLCOMPLETE: Final = LogShift.HLCOMPLETE
 
 # --- constants (sd.h, include/scsi/scsi_proto.h, include/linux/major.h) -------------------------
 
-SD_MAJORS = 16
-SCSI_DISK0_MAJOR = 8
-SCSI_DISK1_MAJOR = 65
-SCSI_DISK8_MAJOR = 128
-SD_MINORS = 16
+SD_MAJORS: Final = 16
+SCSI_DISK0_MAJOR: Final = 8
+SCSI_DISK1_MAJOR: Final = 65
+SCSI_DISK8_MAJOR: Final = 128
+SD_MINORS: Final = 16
 
-SD_TIMEOUT = 30.0
-SD_MOD_TIMEOUT = 75.0
-SD_FLUSH_TIMEOUT_MULTIPLIER = 2
-SD_WRITE_SAME_TIMEOUT = 120.0
-SD_MAX_RETRIES = 5
-SD_MAX_MEDIUM_TIMEOUTS = 2
-SD_BUF_SIZE = 512
-SD_LAST_BUGGY_SECTORS = 8
-SD_DEF_XFER_BLOCKS = 0xFFFF
-SD_MAX_XFER_BLOCKS = 0xFFFFFFFF
-SD_MAX_WS10_BLOCKS = 0xFFFF
-SD_MAX_WS16_BLOCKS = 0x7FFFFF
-SCSI_CMD_RETRIES_NO_LIMIT = -1
-BLK_DEF_MAX_SECTORS = 2560
-PAGE_SIZE = 4096
-RC16_LEN = 32
-READ_CAPACITY_RETRIES_ON_RESET = 10
-SCSI_SPC_2 = 5
-SCSI_SPC_3 = 6
-T10_PI_TYPE2_PROTECTION = 2
-T10_PI_TYPE3_PROTECTION = 3
+SD_TIMEOUT: Final = 30.0
+SD_MOD_TIMEOUT: Final = 75.0
+SD_FLUSH_TIMEOUT_MULTIPLIER: Final = 2
+SD_WRITE_SAME_TIMEOUT: Final = 120.0
+SD_MAX_RETRIES: Final = 5
+SD_MAX_MEDIUM_TIMEOUTS: Final = 2
+SD_BUF_SIZE: Final = 512
+SD_LAST_BUGGY_SECTORS: Final = 8
+SD_DEF_XFER_BLOCKS: Final = 0xFFFF
+SD_MAX_XFER_BLOCKS: Final = 0xFFFFFFFF
+SD_MAX_WS10_BLOCKS: Final = 0xFFFF
+SD_MAX_WS16_BLOCKS: Final = 0x7FFFFF
+SCSI_CMD_RETRIES_NO_LIMIT: Final = -1
+BLK_DEF_MAX_SECTORS: Final = 2560
+PAGE_SIZE: Final = 4096
+RC16_LEN: Final = 32
+READ_CAPACITY_RETRIES_ON_RESET: Final = 10
+SCSI_SPC_2: Final = 5
+SCSI_SPC_3: Final = 6
+T10_PI_TYPE2_PROTECTION: Final = 2
+T10_PI_TYPE3_PROTECTION: Final = 3
 
 
 # the peripheral device types sd binds to (sd_probe)
-SD_TYPES = frozenset({ScsiType.TYPE_DISK, ScsiType.TYPE_MOD, ScsiType.TYPE_RBC, ScsiType.TYPE_ZBC})
+SD_TYPES: Final = frozenset({ScsiType.TYPE_DISK, ScsiType.TYPE_MOD, ScsiType.TYPE_RBC, ScsiType.TYPE_ZBC})
 
 
 class LbpMode(IntEnum):
@@ -107,7 +107,7 @@ class LbpMode(IntEnum):
     SD_LBP_DISABLE = 5
 
 
-LBP_MODE_NAMES = ("full", "unmap", "writesame_16", "writesame_10", "writesame_zero", "disabled")
+LBP_MODE_NAMES: Final = ("full", "unmap", "writesame_16", "writesame_10", "writesame_zero", "disabled")
 
 
 class ZeroingMode(IntEnum):
@@ -119,16 +119,16 @@ class ZeroingMode(IntEnum):
     SD_ZERO_WS10_UNMAP = 3
 
 
-ZEROING_MODE_NAMES = ("write", "writesame", "writesame_16_unmap", "writesame_10_unmap")
-SD_CACHE_TYPES = ("write through", "none", "write back", "write back, no read (daft)")
+ZEROING_MODE_NAMES: Final = ("write", "writesame", "writesame_16_unmap", "writesame_10_unmap")
+SD_CACHE_TYPES: Final = ("write through", "none", "write back", "write back, no read (daft)")
 
-_REQ_FUA = int(ReqFlag.REQ_FUA)
+_REQ_FUA: Final = int(ReqFlag.REQ_FUA)
 
 # wire layouts
-_RC16 = struct.Struct(">QI")           # READ CAPACITY(16) data: last LBA, block length
-_RC10 = struct.Struct(">II")           # READ CAPACITY(10) data
-_UNMAP_HDR = struct.Struct(">HH4x")    # UNMAP parameter list header
-_UNMAP_DESC = struct.Struct(">QI4x")   # one block descriptor
+_RC16: Final = struct.Struct(">QI")           # READ CAPACITY(16) data: last LBA, block length
+_RC10: Final = struct.Struct(">II")           # READ CAPACITY(10) data
+_UNMAP_HDR: Final = struct.Struct(">HH4x")    # UNMAP parameter list header
+_UNMAP_DESC: Final = struct.Struct(">QI4x")   # one block descriptor
 
 
 # --- seams to the midlayer and the block layer --------------------------------------------------
@@ -210,8 +210,8 @@ def sd_devt(index: int) -> tuple[int, int]:
     return sd_major((index & 0xF0) >> 4), ((index & 0xF) << 4) | (index & 0xFFF00)
 
 
-_UNITS_10 = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
-_UNITS_2 = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
+_UNITS_10: Final = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
+_UNITS_2: Final = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
 
 
 def string_get_size(size: int, blk_size: int, units_2: bool) -> str:
@@ -377,7 +377,7 @@ async def scsi_mode_select(sdev: Any, pf: int, sp: int, page: bytes, timeout: fl
     return res.result, normalize_sense(res.sense) if res.result else None
 
 
-_OFFLINE_STATES = frozenset({SdevState.SDEV_OFFLINE, SdevState.SDEV_TRANSPORT_OFFLINE,
+_OFFLINE_STATES: Final = frozenset({SdevState.SDEV_OFFLINE, SdevState.SDEV_TRANSPORT_OFFLINE,
                              "SDEV_OFFLINE", "SDEV_TRANSPORT_OFFLINE"})
 
 
@@ -1379,7 +1379,7 @@ def sd_setup_flush_cmnd(cmd: scsi_cmnd) -> BlkStatus:
                  rq_timeout * SD_FLUSH_TIMEOUT_MULTIPLIER)
 
 
-_RW10 = struct.Struct(">BBIBHB")
+_RW10: Final = struct.Struct(">BBIBHB")
 
 
 def _rw_cdb(write: bool, lba: int, nr_blocks: int, flags: int, size: int) -> bytes:
@@ -1466,7 +1466,7 @@ def _discard_unsupported(cmd: scsi_cmnd) -> BlkStatus:
     return BlkStatus.BLK_STS_TARGET
 
 
-_DISCARD_SETUP = {
+_DISCARD_SETUP: Final = {
     LbpMode.SD_LBP_UNMAP: sd_setup_unmap_cmnd,
     LbpMode.SD_LBP_WS16: lambda cmd: sd_setup_write_same16_cmnd(cmd, True),
     LbpMode.SD_LBP_WS10: lambda cmd: sd_setup_write_same10_cmnd(cmd, True),
@@ -1478,7 +1478,7 @@ def _setup_discard(cmd: scsi_cmnd) -> BlkStatus:
     return _DISCARD_SETUP.get(_rq_sdkp(cmd).provisioning_mode, _discard_unsupported)(cmd)
 
 
-_INIT_COMMAND = {
+_INIT_COMMAND: Final = {
     ReqOp.REQ_OP_DISCARD: _setup_discard,
     ReqOp.REQ_OP_WRITE_ZEROES: sd_setup_write_zeroes_cmnd,
     ReqOp.REQ_OP_FLUSH: sd_setup_flush_cmnd,
@@ -1753,11 +1753,11 @@ def sd_eh_action(cmd: scsi_cmnd, eh_disp: int) -> int:
 
 
 # scsi_medium_access_command(): READ/WRITE/VERIFY/WRITE SAME/SYNCHRONIZE CACHE/UNMAP/FORMAT...
-_MEDIUM_ACCESS_OPCODES = frozenset({0x04, 0x08, 0x0A, 0x28, 0x2A, 0x2E, 0x2F, 0x35, 0x41, 0x42, 0x88, 0x8A,
+_MEDIUM_ACCESS_OPCODES: Final = frozenset({0x04, 0x08, 0x0A, 0x28, 0x2A, 0x2E, 0x2F, 0x35, 0x41, 0x42, 0x88, 0x8A,
                                     0x8E, 0x8F, 0x91, 0x93, 0xA8, 0xAA, 0xAE, 0xAF, 0x7F, 0x9E})
 
 
-_GONE = ("SDEV_DEL", "SDEV_CANCEL")
+_GONE: Final = ("SDEV_DEL", "SDEV_CANCEL")
 
 
 def _state_name(sdev: Any) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from collections.abc import Callable
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Final, Protocol
 
 from vscsifs.scsi.device._sense import SenseCode
 from vscsifs.virtio._memory import GuestMemory
@@ -28,14 +28,14 @@ from vscsifs.virtio._wire import (CMD_REQ_HDR, CMD_RESP_HDR, CTRL_AN_REQ, CTRL_A
 
 # enum members read per command: an Enum class attribute costs ~10x a global in CPython 3.11
 # (EnumType.__getattr__ takes such loads off the attribute fast path)
-_OK = VirtioScsiS.OK
+_OK: Final = VirtioScsiS.OK
 
-VIRTIO_SCSI_MAX_CHANNEL = 0
-VIRTIO_SCSI_MAX_TARGET = 255
-VIRTIO_SCSI_MAX_LUN = 16383
-VIRTIO_SCSI_VQ_NUM_FIXED = 2
-SAM_STAT_GOOD = 0
-TYPE_ROM = 0x05
+VIRTIO_SCSI_MAX_CHANNEL: Final = 0
+VIRTIO_SCSI_MAX_TARGET: Final = 255
+VIRTIO_SCSI_MAX_LUN: Final = 16383
+VIRTIO_SCSI_VQ_NUM_FIXED: Final = 2
+SAM_STAT_GOOD: Final = 0
+TYPE_ROM: Final = 0x05
 # QEMU SCSIXferMode
 _XFER_NONE, _XFER_FROM_DEV, _XFER_TO_DEV = 0, 1, 2
 

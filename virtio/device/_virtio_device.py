@@ -9,13 +9,14 @@ delivers its interrupts. Subclasses supply get_config/set_config and queue handl
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from vscsifs.virtio._memory import GuestMemory
 from vscsifs.virtio._virtqueue import DeviceVirtqueue, VirtioError
 from vscsifs.virtio._wire import VirtioF, VirtioStatus
 
-VIRTIO_NO_VECTOR = 0xFFFF
-VIRTIO_QUEUE_MAX = 1024
+VIRTIO_NO_VECTOR: Final = 0xFFFF
+VIRTIO_QUEUE_MAX: Final = 1024
 
 
 class VirtIODevice:

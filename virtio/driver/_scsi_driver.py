@@ -17,7 +17,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from vscsifs.scsi.kernel.base._async import maybe_await
 from vscsifs.scsi.kernel.base._printk import KernLevel
@@ -49,23 +49,23 @@ from vscsifs.virtio._wire import (CMD_REQ_HDR, CMD_RESP_HDR, CTRL_TMF_REQ, CTRL_
 
 # enum members read per command: an Enum class attribute costs ~10x a global in CPython 3.11
 # (EnumType.__getattr__ takes such loads off the attribute fast path)
-_DMA_NONE = DmaDirection.DMA_NONE
-_DMA_FROM_DEVICE = DmaDirection.DMA_FROM_DEVICE
-_DMA_TO_DEVICE = DmaDirection.DMA_TO_DEVICE
-_DMA_BIDIRECTIONAL = DmaDirection.DMA_BIDIRECTIONAL
+_DMA_NONE: Final = DmaDirection.DMA_NONE
+_DMA_FROM_DEVICE: Final = DmaDirection.DMA_FROM_DEVICE
+_DMA_TO_DEVICE: Final = DmaDirection.DMA_TO_DEVICE
+_DMA_BIDIRECTIONAL: Final = DmaDirection.DMA_BIDIRECTIONAL
 
-VIRTIO_SCSI_CDB_SIZE = VIRTIO_SCSI_CDB_DEFAULT_SIZE
-VIRTIO_SCSI_SENSE_SIZE = VIRTIO_SCSI_SENSE_DEFAULT_SIZE
-VIRTIO_SCSI_EVENT_LEN = 8
-REQ_SIZE = CMD_REQ_HDR.size + VIRTIO_SCSI_CDB_SIZE          # sizeof(struct virtio_scsi_cmd_req)
-_CDB_PAD = bytes(VIRTIO_SCSI_CDB_SIZE)
-_SIMPLE = int(VirtioScsiTaskAttr.SIMPLE)
-RESP_SIZE = CMD_RESP_HDR.size + VIRTIO_SCSI_SENSE_SIZE      # sizeof(struct virtio_scsi_cmd_resp)
+VIRTIO_SCSI_CDB_SIZE: Final = VIRTIO_SCSI_CDB_DEFAULT_SIZE
+VIRTIO_SCSI_SENSE_SIZE: Final = VIRTIO_SCSI_SENSE_DEFAULT_SIZE
+VIRTIO_SCSI_EVENT_LEN: Final = 8
+REQ_SIZE: Final = CMD_REQ_HDR.size + VIRTIO_SCSI_CDB_SIZE          # sizeof(struct virtio_scsi_cmd_req)
+_CDB_PAD: Final = bytes(VIRTIO_SCSI_CDB_SIZE)
+_SIMPLE: Final = int(VirtioScsiTaskAttr.SIMPLE)
+RESP_SIZE: Final = CMD_RESP_HDR.size + VIRTIO_SCSI_SENSE_SIZE      # sizeof(struct virtio_scsi_cmd_resp)
 
 # the midlayer's and the protocol's constants, once, as the completion path reads them
-SAM_STAT_RESERVATION_CONFLICT = int(SamStatus.RESERVATION_CONFLICT)
-BLIST_TRY_VPD_PAGES = int(Blist.TRY_VPD_PAGES)
-_EIO = -errno.EIO
+SAM_STAT_RESERVATION_CONFLICT: Final = int(SamStatus.RESERVATION_CONFLICT)
+BLIST_TRY_VPD_PAGES: Final = int(Blist.TRY_VPD_PAGES)
+_EIO: Final = -errno.EIO
 
 # virtscsi_complete_cmd(): virtio response -> host byte (NEXUS_FAILURE sets the status byte)
 RESPONSE_HOST_BYTE: dict[int, int] = {
@@ -80,7 +80,7 @@ RESPONSE_HOST_BYTE: dict[int, int] = {
     VirtioScsiS.FAILURE: HostByte.DID_ERROR,
 }
 
-FEATURES = (VirtioScsiF.HOTPLUG, VirtioScsiF.CHANGE)   # virtio_scsi.c features[] (no T10-PI offered)
+FEATURES: Final = (VirtioScsiF.HOTPLUG, VirtioScsiF.CHANGE)   # virtio_scsi.c features[] (no T10-PI offered)
 
 
 class Midlayer:
@@ -432,7 +432,7 @@ def _add_cmd(vq: DriverVirtqueue, cmd: VirtioScsiCmd, req_size: int, resp_size: 
     return err
 
 
-_RESP_HDR_ZEROS = bytes(CMD_RESP_HDR.size)   # the response header cleared before each command
+_RESP_HDR_ZEROS: Final = bytes(CMD_RESP_HDR.size)   # the response header cleared before each command
 
 
 def virtscsi_queuecommand(shost: Any, sc: scsi_cmnd) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from vscsifs.scsi.kernel.base._driver_model import Device, device_add, device_bind_driver, device_del
 from vscsifs.scsi.kernel.base._irq import FIRST_MSI_IRQ, IrqDesc
@@ -23,9 +23,9 @@ from vscsifs.virtio._virtqueue import DriverVirtqueue
 from vscsifs.virtio._wire import VIRTIO_TRANSPORT_F_END, VIRTIO_TRANSPORT_F_START, VirtioF, VirtioStatus
 
 # vring_transport_features() keeps these; vp_transport_features() adds SR_IOV/RING_RESET
-_RING_TRANSPORT_FEATURES = frozenset({VirtioF.RING_INDIRECT_DESC, VirtioF.RING_EVENT_IDX, VirtioF.VERSION_1,
+_RING_TRANSPORT_FEATURES: Final = frozenset({VirtioF.RING_INDIRECT_DESC, VirtioF.RING_EVENT_IDX, VirtioF.VERSION_1,
                                       VirtioF.ACCESS_PLATFORM, VirtioF.RING_PACKED, VirtioF.ORDER_PLATFORM})
-_PCI_TRANSPORT_FEATURES = frozenset({VirtioF.RING_RESET})
+_PCI_TRANSPORT_FEATURES: Final = frozenset({VirtioF.RING_RESET})
 
 def alloc_irq(kernel: Kernel) -> int:
     """irq_domain_alloc_irqs(): the lowest free Linux irq number at or above 24 (the irq

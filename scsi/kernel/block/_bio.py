@@ -11,7 +11,7 @@ free. Data sits in guest memory (kernel.memory) while a request carries it.
 from __future__ import annotations
 
 import errno
-from typing import Any
+from typing import Any, Final
 
 import trio
 
@@ -22,10 +22,10 @@ from vscsifs.scsi.kernel.block._limits import PAGE_SIZE, UINT_MAX, QueueFlag
 
 # enum members read once per I/O: an Enum class attribute costs ~10x a global in CPython 3.11
 # (EnumType.__getattr__ takes attribute loads off the fast path)
-_OP_READ = ReqOp.REQ_OP_READ
-_OP_WRITE = ReqOp.REQ_OP_WRITE
-_OP_FLUSH = ReqOp.REQ_OP_FLUSH
-_STS_OK = BlkStatus.BLK_STS_OK
+_OP_READ: Final = ReqOp.REQ_OP_READ
+_OP_WRITE: Final = ReqOp.REQ_OP_WRITE
+_OP_FLUSH: Final = ReqOp.REQ_OP_FLUSH
+_STS_OK: Final = BlkStatus.BLK_STS_OK
 
 
 def get_max_io_size(lim: Any, sector: int) -> int:

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
-from typing import Any
+from typing import Any, Final
 
 import trio
 
@@ -28,11 +28,11 @@ from vscsifs.scsi.kernel.block._blk_types import BlkMqOps, BlkStatus, ReqFlag, R
 from vscsifs.scsi.kernel.block._limits import QUEUE_FLAG_MQ_DEFAULT, QueueFlag, QueueLimits
 from vscsifs.scsi.kernel.block._stat import blk_account_io_done, blk_account_io_start
 
-BLK_MQ_MAX_DEPTH = 10240
-BLKDEV_MIN_RQ = 4
-BLKDEV_DEFAULT_RQ = 128
-MAX_SCHED_RQ = 16 * BLKDEV_DEFAULT_RQ
-BLK_MQ_RESOURCE_DELAY = 0.003  # seconds (3 ms, as blk-mq's delayed run)
+BLK_MQ_MAX_DEPTH: Final = 10240
+BLKDEV_MIN_RQ: Final = 4
+BLKDEV_DEFAULT_RQ: Final = 128
+MAX_SCHED_RQ: Final = 16 * BLKDEV_DEFAULT_RQ
+BLK_MQ_RESOURCE_DELAY: Final = 0.003  # seconds (3 ms, as blk-mq's delayed run)
 
 
 class BlkMqFlag(IntFlag):
@@ -63,16 +63,16 @@ class BlkMqReqFlag(IntFlag):
     BLK_MQ_REQ_RESERVED = 1 << 1
     BLK_MQ_REQ_PM = 1 << 2
 
-_REQ_RESERVED = int(BlkMqReqFlag.BLK_MQ_REQ_RESERVED)
-_REQ_NOWAIT = int(BlkMqReqFlag.BLK_MQ_REQ_NOWAIT)
-_RQF_QUIET = int(ReqFlag.RQF_QUIET)
-_RQF_PM = int(ReqFlag.RQF_PM)
-_REQ_PM = int(BlkMqReqFlag.BLK_MQ_REQ_PM)
-_TAG_QUEUE_SHARED = int(BlkMqFlag.BLK_MQ_F_TAG_QUEUE_SHARED)
+_REQ_RESERVED: Final = int(BlkMqReqFlag.BLK_MQ_REQ_RESERVED)
+_REQ_NOWAIT: Final = int(BlkMqReqFlag.BLK_MQ_REQ_NOWAIT)
+_RQF_QUIET: Final = int(ReqFlag.RQF_QUIET)
+_RQF_PM: Final = int(ReqFlag.RQF_PM)
+_REQ_PM: Final = int(BlkMqReqFlag.BLK_MQ_REQ_PM)
+_TAG_QUEUE_SHARED: Final = int(BlkMqFlag.BLK_MQ_F_TAG_QUEUE_SHARED)
 # enum members read per I/O: an Enum class attribute costs ~10x a global in CPython 3.11
 # (EnumType.__getattr__ takes attribute loads off the fast path)
-_STS_OK = BlkStatus.BLK_STS_OK
-_RQF_NONE = ReqFlag.NONE
+_STS_OK: Final = BlkStatus.BLK_STS_OK
+_RQF_NONE: Final = ReqFlag.NONE
 
 
 def blk_status_to_errno(status: BlkStatus) -> int:
@@ -601,7 +601,7 @@ _REQ_FLAG_BITS: dict[ReqFlag, int] = {
     ReqFlag.REQ_PRIO: 1 << 13, ReqFlag.REQ_FUA: 1 << 17, ReqFlag.REQ_PREFLUSH: 1 << 18,
     ReqFlag.REQ_NOUNMAP: 1 << 27,
 }
-IOPRIO_CLASS_BE = 2     # IOPRIO_DEFAULT's class: what a task without ionice submits with
+IOPRIO_CLASS_BE: Final = 2     # IOPRIO_DEFAULT's class: what a task without ionice submits with
 
 
 def blk_print_req_error(rq: Request, status: BlkStatus) -> None:
@@ -666,7 +666,7 @@ def elevator_default(q: RequestQueue) -> str | None:
 
 
 # registered elevators (elv_list), as the golden guest has them loaded
-ELEVATORS = ("mq-deadline",)
+ELEVATORS: Final = ("mq-deadline",)
 
 
 def _deadline_defaults(q: RequestQueue) -> dict[str, int]:

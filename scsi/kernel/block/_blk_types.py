@@ -11,15 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
-from typing import Any
+from typing import Any, Final
 
-SECTOR_SHIFT = 9
-SECTOR_SIZE = 1 << SECTOR_SHIFT
+SECTOR_SHIFT: Final = 9
+SECTOR_SIZE: Final = 1 << SECTOR_SHIFT
 
 # struct gendisk's flags (include/linux/blkdev.h)
-GENHD_FL_REMOVABLE = 1 << 0
-GENHD_FL_HIDDEN = 1 << 1
-GENHD_FL_NO_PART = 1 << 2
+GENHD_FL_REMOVABLE: Final = 1 << 0
+GENHD_FL_HIDDEN: Final = 1 << 1
+GENHD_FL_NO_PART: Final = 1 << 2
 
 
 class ReqOp(IntEnum):
@@ -69,8 +69,8 @@ class BlkStatus(IntEnum):
     BLK_STS_DEV_RESOURCE = 13
 
 
-_PASSTHROUGH_OPS = frozenset({ReqOp.REQ_OP_DRV_IN, ReqOp.REQ_OP_DRV_OUT})
-_WRITE_OPS = frozenset({ReqOp.REQ_OP_WRITE, ReqOp.REQ_OP_DRV_OUT, ReqOp.REQ_OP_DISCARD,
+_PASSTHROUGH_OPS: Final = frozenset({ReqOp.REQ_OP_DRV_IN, ReqOp.REQ_OP_DRV_OUT})
+_WRITE_OPS: Final = frozenset({ReqOp.REQ_OP_WRITE, ReqOp.REQ_OP_DRV_OUT, ReqOp.REQ_OP_DISCARD,
                         ReqOp.REQ_OP_WRITE_ZEROES})
 
 

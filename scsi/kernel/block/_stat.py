@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import Any, Final
 
 from vscsifs.scsi.kernel.block._blk_types import SECTOR_SHIFT, ReqOp, Request
 from vscsifs.scsi.kernel.block._limits import QueueFlag
@@ -24,13 +24,13 @@ class StatGroup(IntEnum):
     STAT_FLUSH = 3
 
 
-_OP_STAT_GROUP = {
+_OP_STAT_GROUP: Final = {
     ReqOp.REQ_OP_DISCARD: StatGroup.STAT_DISCARD, ReqOp.REQ_OP_SECURE_ERASE: StatGroup.STAT_DISCARD,
     ReqOp.REQ_OP_FLUSH: StatGroup.STAT_FLUSH, ReqOp.REQ_OP_WRITE: StatGroup.STAT_WRITE,
     ReqOp.REQ_OP_WRITE_ZEROES: StatGroup.STAT_WRITE, ReqOp.REQ_OP_DRV_OUT: StatGroup.STAT_WRITE,
 }
 
-_STAT_READ = StatGroup.STAT_READ
+_STAT_READ: Final = StatGroup.STAT_READ
 
 
 def op_stat_group(op: ReqOp) -> StatGroup:
@@ -98,9 +98,9 @@ def _parts(rq: Request) -> list[Any]:
     return [part] if disk_part0 is None or disk_part0 is part else [part, disk_part0]
 
 
-_IO_STAT = QueueFlag.QUEUE_FLAG_IO_STAT
+_IO_STAT: Final = QueueFlag.QUEUE_FLAG_IO_STAT
 # read per I/O: an Enum class attribute costs ~10x a global in CPython 3.11 (EnumType.__getattr__)
-_OP_FLUSH = ReqOp.REQ_OP_FLUSH
+_OP_FLUSH: Final = ReqOp.REQ_OP_FLUSH
 
 
 def _counted(rq: Request) -> bool:
