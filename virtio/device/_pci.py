@@ -14,6 +14,8 @@ firmware, so the daemon passes the values the machine would get (defaults: the s
 
 from __future__ import annotations
 
+from typing import Final
+
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,52 +24,52 @@ from vscsifs.virtio.device._virtio_device import VIRTIO_NO_VECTOR, VirtIODevice
 from vscsifs.virtio._virtqueue import VirtioError
 from vscsifs.virtio._wire import VIRTIO_PCI_VENDOR, VirtioF, VirtioStatus
 
-PCI_CONFIG_SPACE_SIZE = 256     # conventional PCI (the i440fx pc machine): sysfs 'config' size
+PCI_CONFIG_SPACE_SIZE: Final = 256     # conventional PCI (the i440fx pc machine): sysfs 'config' size
 
 # PCI header offsets/bits (include/uapi/linux/pci_regs.h)
-PCI_COMMAND_IO = 0x1
-PCI_COMMAND_MEMORY = 0x2
-PCI_COMMAND_MASTER = 0x4
-PCI_COMMAND_SERR = 0x100
-PCI_COMMAND_INTX_DISABLE = 0x400
-PCI_STATUS_CAP_LIST = 0x10
-PCI_CAP_ID_VNDR = 0x09
-PCI_CAP_ID_MSIX = 0x11
-PCI_CLASS_STORAGE_SCSI = 0x010000
+PCI_COMMAND_IO: Final = 0x1
+PCI_COMMAND_MEMORY: Final = 0x2
+PCI_COMMAND_MASTER: Final = 0x4
+PCI_COMMAND_SERR: Final = 0x100
+PCI_COMMAND_INTX_DISABLE: Final = 0x400
+PCI_STATUS_CAP_LIST: Final = 0x10
+PCI_CAP_ID_VNDR: Final = 0x09
+PCI_CAP_ID_MSIX: Final = 0x11
+PCI_CLASS_STORAGE_SCSI: Final = 0x010000
 
 # struct virtio_pci_cap cfg_type (include/uapi/linux/virtio_pci.h)
-VIRTIO_PCI_CAP_COMMON_CFG = 1
-VIRTIO_PCI_CAP_NOTIFY_CFG = 2
-VIRTIO_PCI_CAP_ISR_CFG = 3
-VIRTIO_PCI_CAP_DEVICE_CFG = 4
-VIRTIO_PCI_CAP_PCI_CFG = 5
-VIRTIO_PCI_CAP = struct.Struct("<BBBBBxxxII")       # vndr, next, len, cfg_type, bar, pad, offset, length
-VIRTIO_PCI_NOTIFY_CAP_MULT = struct.Struct("<I")
-MSIX_CAP = struct.Struct("<BBHII")                  # id, next, control, table(bir|off), pba(bir|off)
-PCI_MSIX_FLAGS_ENABLE = 0x8000
+VIRTIO_PCI_CAP_COMMON_CFG: Final = 1
+VIRTIO_PCI_CAP_NOTIFY_CFG: Final = 2
+VIRTIO_PCI_CAP_ISR_CFG: Final = 3
+VIRTIO_PCI_CAP_DEVICE_CFG: Final = 4
+VIRTIO_PCI_CAP_PCI_CFG: Final = 5
+VIRTIO_PCI_CAP: Final = struct.Struct("<BBBBBxxxII")       # vndr, next, len, cfg_type, bar, pad, offset, length
+VIRTIO_PCI_NOTIFY_CAP_MULT: Final = struct.Struct("<I")
+MSIX_CAP: Final = struct.Struct("<BBHII")                  # id, next, control, table(bir|off), pba(bir|off)
+PCI_MSIX_FLAGS_ENABLE: Final = 0x8000
 
 # QEMU's modern BAR 4 layout: one 4 KiB region per structure (virtio_pci_realize)
-_MODERN_REGION = 0x1000
-_NOTIFY_MULTIPLIER = 4          # QEMU_VIRTIO_PCI_QUEUE_MEM_MULT when page-per-vq is off
-_LEGACY_IO_SIZE = 0x40          # transitional devices also have the legacy I/O BAR 0
+_MODERN_REGION: Final = 0x1000
+_NOTIFY_MULTIPLIER: Final = 4          # QEMU_VIRTIO_PCI_QUEUE_MEM_MULT when page-per-vq is off
+_LEGACY_IO_SIZE: Final = 0x40          # transitional devices also have the legacy I/O BAR 0
 
 # include/linux/ioport.h resource flags, as /sys/.../resource prints them
-IORESOURCE_IO = 0x100
-IORESOURCE_MEM = 0x200
-IORESOURCE_PREFETCH = 0x2000
-IORESOURCE_MEM_64 = 0x100000
-IORESOURCE_SIZEALIGN = 0x40000
-PCI_BASE_ADDRESS_SPACE_IO = 0x1
-PCI_BASE_ADDRESS_MEM_TYPE_64 = 0x4
-PCI_BASE_ADDRESS_MEM_PREFETCH = 0x8
-PCI_NUM_RESOURCES_SHOWN = 13    # 6 BARs + ROM + 6 SR-IOV BARs (resource_show for a non-bridge)
+IORESOURCE_IO: Final = 0x100
+IORESOURCE_MEM: Final = 0x200
+IORESOURCE_PREFETCH: Final = 0x2000
+IORESOURCE_MEM_64: Final = 0x100000
+IORESOURCE_SIZEALIGN: Final = 0x40000
+PCI_BASE_ADDRESS_SPACE_IO: Final = 0x1
+PCI_BASE_ADDRESS_MEM_TYPE_64: Final = 0x4
+PCI_BASE_ADDRESS_MEM_PREFETCH: Final = 0x8
+PCI_NUM_RESOURCES_SHOWN: Final = 13    # 6 BARs + ROM + 6 SR-IOV BARs (resource_show for a non-bridge)
 
 # SeaBIOS pc (PIIX) routing: slot s, pin p (1=INTA) -> LNK[(p - 1 + s - 1) & 3] -> these IRQs
-_PIIX_PCI_IRQS = (10, 10, 11, 11)
+_PIIX_PCI_IRQS: Final = (10, 10, 11, 11)
 
 
 # include/hw/pci/pci.h PCI_DEVICE_ID_VIRTIO_*: virtio device type -> transitional PCI id
-TRANSITIONAL_DEVICE_IDS = {1: 0x1000, 2: 0x1001, 5: 0x1002, 3: 0x1003, 8: 0x1004, 4: 0x1005, 9: 0x1009}
+TRANSITIONAL_DEVICE_IDS: Final = {1: 0x1000, 2: 0x1001, 5: 0x1002, 3: 0x1003, 8: 0x1004, 4: 0x1005, 9: 0x1009}
 
 
 @dataclass(frozen=True)
