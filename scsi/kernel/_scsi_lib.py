@@ -182,7 +182,9 @@ def scsi_mq_ops(shost: Scsi_Host) -> BlkMqOps:
 
 def scsi_mq_init_request(rq: Request) -> None:
     """scsi_mq_init_request(): the pdu is a scsi_cmnd."""
-    sdev: scsi_device = rq.q.queuedata        # blk-mq allocates a request on its queue
+    q = rq.q
+    assert q is not None                      # blk-mq allocates a request on its queue
+    sdev: scsi_device = q.queuedata
     rq.pdu = scsi_cmnd(device=sdev, cmnd=b"")
 
 
@@ -230,7 +232,9 @@ def _scsi_mq_done(cmd: scsi_cmnd) -> None:
 def scsi_prepare_cmd(rq: Request, cmd: scsi_cmnd) -> BlkStatus:
     """scsi_prepare_cmd(): fresh command state; passthrough copies the CDB
     (scsi_setup_scsi_cmnd), fs requests ask the upper driver (sd_init_command)."""
-    sdev: scsi_device = rq.q.queuedata
+    q = rq.q
+    assert q is not None                      # blk-mq dispatches queued requests only
+    sdev: scsi_device = q.queuedata
     cmd.device = sdev
     cmd.request = rq
     _clear_sense(cmd)
@@ -297,7 +301,9 @@ def scsi_queue_rq(hctx: Any, rq: Request, last: bool) -> BlkStatus:
     """scsi_lib.c scsi_queue_rq(): with the device budget blk-mq took (scsi_mq_get_budget),
     check the device state, take target and host budget, prepare, hand to the LLD. Every
     failure gives back what was taken (out_put_budget)."""
-    sdev: scsi_device = rq.q.queuedata
+    q = rq.q
+    assert q is not None                      # blk-mq dispatches queued requests only
+    sdev: scsi_device = q.queuedata
     shost = sdev.host
     if sdev.sdev_state != _SDEV_RUNNING:
         ret = _state_check(sdev, rq)

@@ -436,19 +436,21 @@ def blk_mq_free_request(rq: Request) -> None:
     if rq.tag < 0 or rq.hctx is None:
         return
     tags: BlkMqTags = rq.hctx.tags
+    q = rq.q
+    assert q is not None                  # a request with a tag was allocated on a queue
     if tags.rqs.get(rq.tag) is rq:
         del tags.rqs[rq.tag]
         reserved = rq.reserved
         if not reserved:
-            left = tags.per_queue.get(rq.q, 0) - 1
+            left = tags.per_queue.get(q, 0) - 1
             if left > 0:
-                tags.per_queue[rq.q] = left
+                tags.per_queue[q] = left
             else:
-                tags.per_queue.pop(rq.q, None)
+                tags.per_queue.pop(q, None)
         (tags.reserved if reserved else tags.normal).put(rq.tag)
     rq.freed_tag = rq.tag
     rq.tag = -1
-    rq.q.tag_set._kick_restart()
+    q.tag_set._kick_restart()
 
 
 def blk_mq_start_request(rq: Request) -> None:
@@ -461,7 +463,8 @@ def blk_mq_start_request(rq: Request) -> None:
 
 def _dispatch_once(rq: Request) -> BlkStatus:
     """One try of blk_mq_dispatch_rq_list(): budget, then queue_rq."""
-    q: RequestQueue = rq.q
+    q = rq.q
+    assert q is not None                  # only queued requests are dispatched
     ops = q.tag_set.ops
     hctx: BlkMqHwCtx = rq.hctx
     if ops.get_budget is not None and not ops.get_budget(q):
@@ -483,10 +486,13 @@ def _dispatch_once(rq: Request) -> BlkStatus:
 
 async def blk_mq_run_request(rq: Request) -> None:
     """Dispatch ``rq``, requeueing on resource shortage until the driver accepts it or fails it."""
+    q = rq.q
+    if q is None:
+        raise ValueError("blk_mq_run_request: the request has no queue (blk_rq_init(NULL))")
     while True:
         if rq.completed:
             return
-        tag_set = rq.q.tag_set
+        tag_set = q.tag_set
         seen = tag_set.restarts
         status = _dispatch_once(rq)
         if status == _STS_OK:
@@ -540,7 +546,9 @@ async def _wait_or_time_out(rq: Request, ev: trio.Event) -> None:
         if rq.completed or rq.requeue:
             return
         rq.timed_out += 1
-        handler = rq.q.tag_set.ops.timeout
+        q = rq.q
+        assert q is not None              # a request that can time out was dispatched on its queue
+        handler = q.tag_set.ops.timeout
         ret = BlkEhTimerReturn.BLK_EH_RESET_TIMER if handler is None else handler(rq)
         if inspect.isawaitable(ret):
             ret = await ret
@@ -550,7 +558,9 @@ async def _wait_or_time_out(rq: Request, ev: trio.Event) -> None:
 
 def blk_execute_rq_nowait(rq: Request, at_head: bool = False) -> None:
     """Dispatch in the kernel's async domain; rq.end_io is called at completion."""
-    nursery = rq.q.kernel.nursery
+    q = rq.q
+    assert q is not None                  # executed requests come from blk_mq_alloc_request
+    nursery = q.kernel.nursery
     if nursery is None:
         raise RuntimeError("blk_execute_rq_nowait needs kernel.nursery (the async domain)")
     nursery.start_soon(blk_mq_run_request, rq)
@@ -560,22 +570,26 @@ def blk_mq_complete_request(rq: Request) -> None:
     """blk_mq_complete_request(): the driver's completion; runs ops.complete(rq) (softirq part)."""
     if rq.completed:
         return
-    rq.q.tag_set.ops.complete(rq)
+    q = rq.q
+    assert q is not None                  # the driver completes what blk-mq dispatched
+    q.tag_set.ops.complete(rq)
 
 
 def blk_mq_requeue_request(rq: Request, kick: bool = True, delay: float = 0.0) -> None:
     """Put a request the driver took back for another dispatch (the waiter re-runs it, after
     ``delay`` seconds as blk_mq_delay_kick_requeue_list)."""
+    q = rq.q
+    assert q is not None                  # only a queued request goes back to its queue
     rq.in_driver = False
     rq.requeue_delay = delay
-    rq.q.tag_set._kick_restart()
+    q.tag_set._kick_restart()
     ev = rq.wait_event
     if rq.waited:
         rq.requeue = True                 # blk_execute_rq's loop dispatches it again
         if ev is not None:
             ev.set()
         return
-    nursery = rq.q.kernel.nursery
+    nursery = q.kernel.nursery
     if nursery is None:
         raise RuntimeError("blk_mq_requeue_request: no waiter and no kernel.nursery to re-run it")
     async def rerun() -> None:

@@ -11,7 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    # type-only: _blk_mq builds on Request at run time
+    from vscsifs.scsi.kernel.block._blk_mq import RequestQueue
 
 SECTOR_SHIFT: Final = 9
 SECTOR_SIZE: Final = 1 << SECTOR_SHIFT
@@ -78,7 +82,7 @@ _WRITE_OPS: Final = frozenset({ReqOp.REQ_OP_WRITE, ReqOp.REQ_OP_DRV_OUT, ReqOp.R
 class Request:
     """struct request. ``buffer`` is a GuestBuffer (virtio/_memory) of ``nr_bytes`` or None."""
 
-    q: Any                                   # RequestQueue
+    q: RequestQueue | None                   # None only after blk_rq_init(NULL, rq) (SG_SCSI_RESET)
     op: ReqOp
     flags: ReqFlag = ReqFlag.NONE
     sector: int = 0                          # blk_rq_pos(), 512-byte units

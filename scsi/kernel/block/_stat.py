@@ -104,7 +104,7 @@ _OP_FLUSH: Final = ReqOp.REQ_OP_FLUSH
 
 
 def _counted(rq: Request) -> bool:
-    return rq.part is not None and not rq.is_passthrough and _IO_STAT in rq.q.queue_flags
+    return rq.part is not None and rq.q is not None and not rq.is_passthrough and _IO_STAT in rq.q.queue_flags
 
 
 def blk_account_io_start(rq: Request) -> None:
