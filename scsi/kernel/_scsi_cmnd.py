@@ -10,14 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Any, Final, Protocol
 
 from vscsifs.scsi.kernel.block._blk_types import Request
-
-if TYPE_CHECKING:
-    # type-only: _scsi_types builds on scsi_cmnd at run time, so this edge exists for the
-    # checker (and mypyc's native attribute access on cmd.device), never at import
-    from vscsifs.scsi.kernel._scsi_types import scsi_device
 
 SCSI_SENSE_BUFFERSIZE: Final = 96
 
@@ -69,7 +64,10 @@ class GuestBufferLike(Protocol):
 class scsi_cmnd:  # noqa: N801 - the kernel's struct name (QEMU's request is the device side's SCSICommand)
     """One SCSI command in flight. ``device`` is the driver-side scsi_device."""
 
-    device: scsi_device
+    # the driver-side scsi_device; not annotated as one: _scsi_types builds on scsi_cmnd, and a
+    # mypyc class attribute typed with a class of a module not yet initialised crashes the
+    # import (its __annotations__ get a NULL type). Readers on the I/O path annotate a local.
+    device: Any
     cmnd: bytes
     sc_data_direction: DmaDirection = DmaDirection.DMA_NONE
     sdb: GuestBufferLike | None = None        # the data buffer (scatterlist), in guest memory

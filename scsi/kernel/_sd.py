@@ -1307,7 +1307,8 @@ def _prep(cmd: scsi_cmnd, rq: Any, cdb: bytes | bytearray, direction: DmaDirecti
 
 def _rq_blocks(cmd: scsi_cmnd) -> tuple[int, int]:
     """The request's first logical block and its length in logical blocks."""
-    rq, sdp = scsi_cmd_to_rq(cmd), cmd.device
+    rq = scsi_cmd_to_rq(cmd)
+    sdp: scsi_device = cmd.device
     return sectors_to_logical(sdp, rq.sector), sectors_to_logical(sdp, rq.nr_bytes >> 9)
 
 
@@ -1420,7 +1421,7 @@ def sd_setup_read_write_cmnd(cmd: scsi_cmnd) -> BlkStatus:
     """sd_setup_read_write_cmnd(): READ/WRITE (6) only without use_10_for_rw and for small
     LBAs/lengths, (10) normally, (16) for large LBAs/lengths or use_16_for_rw."""
     rq = scsi_cmd_to_rq(cmd)
-    sdp = cmd.device
+    sdp: scsi_device = cmd.device
     sdkp = _rq_sdkp(cmd)
     nr_sectors = rq.nr_bytes >> 9
     shift = sdp.sector_size.bit_length() - 1 - 9    # sectors_to_logical / logical_to_sectors
@@ -1524,7 +1525,8 @@ def sd_done(cmd: scsi_cmnd) -> int:
     UNMAP/WRITE SAME by turning discard / WRITE SAME off, as sd.c does."""
     result = cmd.result
     good_bytes = 0 if result else _bufflen(cmd)
-    sector_size = cmd.device.sector_size
+    sdev: scsi_device = cmd.device
+    sector_size = sdev.sector_size
     rq = scsi_cmd_to_rq(cmd)
     sdkp = _rq_sdkp(cmd)
     if rq.op in (_REQ_OP_DISCARD, _REQ_OP_WRITE_ZEROES):
