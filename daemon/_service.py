@@ -49,7 +49,7 @@ from typing import Any, TextIO
 import trio
 
 from vscsifs.fs._mount import clean_stale
-from vscsifs.fs._guard import proc_stat, process_exiting
+from vscsifs.fs._guard import describe_exit, process_exiting
 from vscsifs.fs._mounttab import abort_connection, is_stale_mount, mount_entry, resolve_mountpoint
 from vscsifs.fs._rendezvous import default_node_socket
 from vscsifs.scsi.kernel import Scsi_Host, async_synchronize_full, scsi_device_lookup, shost_for_each_device
@@ -188,9 +188,8 @@ def take_instance(lock: InstanceLock, mountpoint: str, wait: float = DYING_HOLDE
         if exc.holder is None or not process_exiting(exc.holder):
             raise
         pid = exc.holder
-    st = proc_stat(pid)
-    log.warning("%s: the previous daemon (pid %d) was killed and is stuck exiting (state %s in %s): "
-                "aborting its FUSE connection", mountpoint, pid, st[0] if st else "?", st[2] if st else "?")
+    log.warning("%s: the previous daemon (pid %d) was killed and is stuck exiting (%s): "
+                "aborting its FUSE connection", mountpoint, pid, describe_exit(pid))
     abort_connection(mountpoint)
     deadline = time.monotonic() + wait
     while True:
@@ -198,10 +197,9 @@ def take_instance(lock: InstanceLock, mountpoint: str, wait: float = DYING_HOLDE
             return lock.acquire()
         except MountInUse:
             if time.monotonic() >= deadline:
-                st = proc_stat(pid)
                 raise MountInUse(f"{lock.mountpoint}: the previous daemon (pid {pid}) is still exiting "
-                                 f"{wait:.0f} s after its FUSE connection was aborted (state "
-                                 f"{st[0] if st else '?'} in {st[2] if st else '?'}): it holds {lock.path}",
+                                 f"{wait:.0f} s after its FUSE connection was aborted ({describe_exit(pid)}): "
+                                 f"it holds {lock.path}",
                                  pid) from None
             time.sleep(0.05)
 
@@ -235,9 +233,9 @@ def keep_fuse_dev_last() -> int | None:
     pages into data files on this very mount, then fails at once with ENOTCONN instead of
     waiting forever for an answer from the dying process (D state in folio_wait_bit). A thread
     that has a request of its own mount already read by the FUSE loop can still wedge the exit;
-    the mount's guard (start_guard) aborts that one, or else the next start's takeover. Returns the duplicate (close it
-    once pyfuse3 has closed its own, see release_fuse_dev), or None when there is no single
-    /dev/fuse descriptor."""
+    the mount's guard (start_guard) aborts that one, or else the next start's takeover. Returns
+    the duplicate (close it once pyfuse3 has closed its own, see release_fuse_dev), or None when
+    there is no single /dev/fuse descriptor."""
     try:
         names = os.listdir("/proc/self/fd")
     except OSError:

@@ -32,20 +32,33 @@ POLL = 0.2                  # seconds between two looks at the daemon
 WEDGED_AFTER = 0.5          # seconds a daemon may take to finish exiting before it counts as stuck
 
 
-def proc_stat(pid: int) -> tuple[str, int, str] | None:
-    """(state letter, task flags, wchan) of ``pid`` from /proc, None when it is gone."""
+def _stat_fields(path: str) -> list[str] | None:
+    """The fields of a /proc stat file after ``(comm)`` (state first), None when it is gone."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
+        with open(path) as f:
             text = f.read()
     except OSError:
         return None
-    rest = text[text.rfind(")") + 2:].split()
+    return text[text.rfind(")") + 2:].split()
+
+
+def proc_stat(pid: int) -> tuple[str, int, str] | None:
+    """(state letter, task flags, wchan) of ``pid`` from /proc, None when it is gone."""
+    rest = _stat_fields(f"/proc/{pid}/stat")
+    if rest is None:
+        return None
     try:
         with open(f"/proc/{pid}/wchan") as f:
             wchan = f.read().strip()
     except OSError:
         wchan = "?"
     return rest[0], int(rest[6]), wchan
+
+
+def describe_exit(pid: int) -> str:
+    """Where ``pid`` is in its exit, for a log line: ``state D in folio_wait_bit_common``."""
+    st = proc_stat(pid)
+    return f"state {st[0]} in {st[2]}" if st else "state ? in ?"
 
 
 def process_exiting(pid: int) -> bool:
@@ -71,12 +84,8 @@ def is_wedged(pid: int) -> bool | None:
     except OSError:
         return None
     for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                text = f.read()
-        except OSError:
-            continue
-        if text[text.rfind(")") + 2:].split()[0] not in "ZX":
+        fields = _stat_fields(f"/proc/{pid}/task/{tid}/stat")
+        if fields is not None and fields[0] not in "ZX":
             return True
     return None
 
@@ -96,9 +105,8 @@ def guard(pid: int, devno: int, mountpoint: str, *, poll: float = POLL, wedged_a
             entry = mount_entry(mountpoint)
             if entry is None or entry.devno != devno:
                 return False            # it had unmounted: a clean stop that takes its time
-            st = proc_stat(pid)
-            log.warning("vscsifs guard: the daemon of %s (pid %d) was killed and is stuck exiting (state %s in %s): "
-                        "aborting its FUSE connection", mountpoint, pid, st[0] if st else "?", st[2] if st else "?")
+            log.warning("vscsifs guard: the daemon of %s (pid %d) was killed and is stuck exiting (%s): "
+                        "aborting its FUSE connection", mountpoint, pid, describe_exit(pid))
             aborted = abort_connection(mountpoint)
             while state(pid) is not None:       # stay until it is gone: one guard per daemon's life
                 sleep(poll)
