@@ -203,10 +203,11 @@ def start_passthrough(work: str, src: str, cpu: int | None) -> Served:
     return _serve(cmd, mount, os.path.join(work, "passthrough.log"), name, 30)
 
 
-def losetup(path: str) -> str:
-    """A loop device over ``path`` with 512-byte blocks, buffered (losetup's default; devfs
-    attaches its own in direct-I/O mode: compare with vscsifs-dev-buffered)."""
-    out = subprocess.run(["losetup", "--find", "--show", "--sector-size", "512", path],
+def losetup(path: str, direct_io: bool = False) -> str:
+    """A loop device over ``path`` with 512-byte blocks, buffered (losetup's default) or in
+    direct-I/O mode, as devfs attaches its own (the like-for-like ceiling of vscsifs-dev)."""
+    out = subprocess.run(["losetup", "--find", "--show", "--sector-size", "512",
+                          f"--direct-io={'on' if direct_io else 'off'}", path],
                          check=True, capture_output=True, text=True)
     return out.stdout.strip()
 
@@ -290,16 +291,18 @@ def io_bench(work: str, quick: bool, cpus: list[int], builds: list[str]) -> dict
         table: dict[str, dict[str, dict[str, float]]] = {}
         daemons: dict[str, Served] = {}
         pt: Served | None = None
-        pt_loop = None
+        pt_loop = pt_loop_dio = None
         try:
             for build in builds:
                 daemons[build] = start_vscsifs(work, f"io-{build}", qemu, dcpu, build=build)
             pt = start_passthrough(work, data, dcpu)
             pt_loop = losetup(os.path.join(pt.mount, "bench.img"))
+            pt_loop_dio = losetup(os.path.join(pt.mount, "bench.img"), direct_io=True)
             targets: dict[str, str] = {
                 "image": img,
                 "passthrough": os.path.join(pt.mount, "bench.img"),
                 "passthrough+loop": pt_loop,
+                "passthrough+loop-dio": pt_loop_dio,
             }
             for i, build in enumerate(builds):
                 d = daemons[build]
@@ -320,8 +323,9 @@ def io_bench(work: str, quick: bool, cpus: list[int], builds: list[str]) -> dict
                     print(f"  io {pname:9} {job.name:24} {tname:26} {r['iops']:>10.0f} IOPS {r['MB/s']:>9.1f} MB/s",
                           flush=True)
         finally:
-            if pt_loop:
-                losetup_detach(pt_loop)
+            for loop in (pt_loop, pt_loop_dio):
+                if loop:
+                    losetup_detach(loop)
             if pt is not None:
                 pt.stop()
             for d in daemons.values():
@@ -1155,32 +1159,40 @@ def render_md(res: dict[str, Any]) -> str:
         L += ["## 1. I/O (fio, direct=1)", "",
               f"Image {io['image_bytes'] // MiB} MiB, {io['runtime_s']} s per job. Paths: `image` the image file "
               "itself; `passthrough` bench/passthrough.py (minimal pyfuse3, the ceiling); `passthrough+loop` a "
-              "loop device over it; `vscsifs-datafile` the hidden data file DIR/.vscsifs-PID/sda (FUSE, no loop "
+              "loop device over it, buffered (losetup's default); `passthrough+loop-dio` one in direct-I/O mode, "
+              "as devfs attaches DIR/dev/sdX: the ceiling of vscsifs-dev with the loop device's own cost in it; "
+              "`vscsifs-datafile` the hidden data file DIR/.vscsifs-PID/sda (FUSE, no loop "
               "device); `vscsifs-dev` DIR/dev/sda (the loop device over that data file, what users open, in "
               "direct-I/O mode as devfs attaches it); `vscsifs-dev-buffered` the same loop device switched to "
               "buffered I/O for the job (LOOP_SET_DIRECT_IO 0: devfs before direct I/O). "
               f"These three are served by the `{io.get('builds', ['pure'])[0]}` build; "
               "`vscsifs-dev [B]` and `vscsifs-datafile [B]` are the same paths on a second daemon importing build "
-              "B, up at the same time on the same CPU. `ratio` = vscsifs-dev / passthrough; `dev direct / "
-              "buffered` = vscsifs-dev / vscsifs-dev-buffered; `dev A / B` = vscsifs-dev / vscsifs-dev [B].", ""]
+              "B, up at the same time on the same CPU. `ratio` = vscsifs-dev / passthrough; `dev / loop-dio` = "
+              "vscsifs-dev / passthrough+loop-dio (what the emulation costs beyond a loop device over the minimal "
+              "FUSE filesystem); `dev direct / buffered` = vscsifs-dev / vscsifs-dev-buffered; `dev A / B` = "
+              "vscsifs-dev / vscsifs-dev [B].", ""]
         jobs = {j.name: j for j in JOBS}
         for pname, p in io["placements"].items():
             L += [f"### {pname}: daemons on CPU {p['daemon_cpu']}, fio on CPU {p['fio_cpu']}", ""]
             names = list(next(iter(p["jobs"].values())).keys())
             buffered = "vscsifs-dev-buffered" in names
+            loop_dio = "passthrough+loop-dio" in names
             io_builds: list[str] = io.get("builds") or ["pure"]
             others = [b for b in io_builds[1:] if other_build("vscsifs-dev", b) in names]
             ratios = ["dev", "datafile"] + [f"dev {b}" for b in others]
             L.append("| job | metric | " + " | ".join(names) + " | " + " | ".join(f"ratio {r}" for r in ratios) + " |"
+                     + (" dev / loop-dio |" if loop_dio else "")
                      + (" dev direct / buffered |" if buffered else "")
                      + "".join(f" dev {io_builds[0]} / {b} |" for b in others))
-            L.append("|---|---|" + "---:|" * (len(names) + len(ratios) + buffered + len(others)))
+            L.append("|---|---|" + "---:|" * (len(names) + len(ratios) + loop_dio + buffered + len(others)))
             for jn, row in p["jobs"].items():
                 metric = jobs[jn].metric
                 base = row["passthrough"][metric] or 1
                 cols = ["vscsifs-dev", "vscsifs-datafile"] + [other_build("vscsifs-dev", b) for b in others]
                 L.append(f"| {jn} | {metric} | " + " | ".join(_fmt(row[n][metric], metric) for n in names) + " | "
                          + " | ".join(f"{row[c][metric] / base:.2f}" for c in cols) + " |"
+                         + (f" {row['vscsifs-dev'][metric] / (row['passthrough+loop-dio'][metric] or 1):.2f} |"
+                            if loop_dio else "")
                          + (f" {row['vscsifs-dev'][metric] / (row['vscsifs-dev-buffered'][metric] or 1):.2f} |"
                             if buffered else "")
                          + "".join(f" {row['vscsifs-dev'][metric] / (row[c][metric] or 1):.2f} |"

@@ -39,6 +39,7 @@ import logging
 import os
 import resource
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -48,6 +49,7 @@ from typing import Any, TextIO
 import trio
 
 from vscsifs.fs._mount import clean_stale
+from vscsifs.fs._guard import describe_exit, process_exiting
 from vscsifs.fs._mounttab import abort_connection, is_stale_mount, mount_entry, resolve_mountpoint
 from vscsifs.fs._rendezvous import default_node_socket
 from vscsifs.scsi.kernel import Scsi_Host, async_synchronize_full, scsi_device_lookup, shost_for_each_device
@@ -133,33 +135,7 @@ class MountInUse(Exception):
         self.holder = holder
 
 
-PF_EXITING = 0x4            # include/linux/sched.h: getting shut down
 DYING_HOLDER_WAIT = 10.0    # seconds a killed holder may take to finish exiting once its FUSE conn is aborted
-
-
-def _proc_stat(pid: int) -> tuple[str, int, str] | None:
-    """(state letter, task flags, wchan) of ``pid`` from /proc, None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            text = f.read()
-    except OSError:
-        return None
-    rest = text[text.rfind(")") + 2:].split()
-    try:
-        with open(f"/proc/{pid}/wchan") as f:
-            wchan = f.read().strip()
-    except OSError:
-        wchan = "?"
-    return rest[0], int(rest[6]), wchan
-
-
-def process_exiting(pid: int) -> bool:
-    """``pid`` is on its way out (killed: PF_EXITING, or a zombie whose other threads are), though
-    it may be wedged there: a vscsifs daemon killed while loop devices over its own mount had
-    dirty pages or I/O in flight waits in its exit for its own FUSE answers (D state), holding
-    its instance lock, its mount and its loop devices until the connection is aborted."""
-    st = _proc_stat(pid)
-    return st is not None and (st[0] in "ZX" or bool(st[1] & PF_EXITING))
 
 
 class InstanceLock:
@@ -212,9 +188,8 @@ def take_instance(lock: InstanceLock, mountpoint: str, wait: float = DYING_HOLDE
         if exc.holder is None or not process_exiting(exc.holder):
             raise
         pid = exc.holder
-    st = _proc_stat(pid)
-    log.warning("%s: the previous daemon (pid %d) was killed and is stuck exiting (state %s in %s): "
-                "aborting its FUSE connection", mountpoint, pid, st[0] if st else "?", st[2] if st else "?")
+    log.warning("%s: the previous daemon (pid %d) was killed and is stuck exiting (%s): "
+                "aborting its FUSE connection", mountpoint, pid, describe_exit(pid))
     abort_connection(mountpoint)
     deadline = time.monotonic() + wait
     while True:
@@ -222,10 +197,9 @@ def take_instance(lock: InstanceLock, mountpoint: str, wait: float = DYING_HOLDE
             return lock.acquire()
         except MountInUse:
             if time.monotonic() >= deadline:
-                st = _proc_stat(pid)
                 raise MountInUse(f"{lock.mountpoint}: the previous daemon (pid {pid}) is still exiting "
-                                 f"{wait:.0f} s after its FUSE connection was aborted (state "
-                                 f"{st[0] if st else '?'} in {st[2] if st else '?'}): it holds {lock.path}",
+                                 f"{wait:.0f} s after its FUSE connection was aborted ({describe_exit(pid)}): "
+                                 f"it holds {lock.path}",
                                  pid) from None
             time.sleep(0.05)
 
@@ -259,9 +233,9 @@ def keep_fuse_dev_last() -> int | None:
     pages into data files on this very mount, then fails at once with ENOTCONN instead of
     waiting forever for an answer from the dying process (D state in folio_wait_bit). A thread
     that has a request of its own mount already read by the FUSE loop can still wedge the exit;
-    the next start's takeover (take_instance) aborts that one. Returns the duplicate (close it
-    once pyfuse3 has closed its own, see release_fuse_dev), or None when there is no single
-    /dev/fuse descriptor."""
+    the mount's guard (start_guard) aborts that one, or else the next start's takeover. Returns
+    the duplicate (close it once pyfuse3 has closed its own, see release_fuse_dev), or None when
+    there is no single /dev/fuse descriptor."""
     try:
         names = os.listdir("/proc/self/fd")
     except OSError:
@@ -282,6 +256,23 @@ def keep_fuse_dev_last() -> int | None:
         return fcntl.fcntl(fds[0], fcntl.F_DUPFD_CLOEXEC, max(soft - 1, fds[0] + 1))
     except OSError as exc:
         log.debug("cannot move /dev/fuse last (%s)", exc)
+        return None
+
+
+def start_guard(mountpoint: str) -> subprocess.Popen[bytes] | None:
+    """fs/_guard beside this daemon, for the mount it has just made: if this process is killed
+    and then stuck in its exit on a request of its own mount, the guard aborts the connection
+    (what keep_fuse_dev_last cannot cover). Its own session: a terminal's SIGINT is ours only.
+    Its messages go where ours go (stderr: the journal under systemd)."""
+    entry = mount_entry(mountpoint)
+    if entry is None or not entry.is_fuse:
+        return None
+    try:
+        return subprocess.Popen([sys.executable, "-m", "vscsifs.fs._guard", str(os.getpid()), str(entry.devno),
+                                 mountpoint], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                start_new_session=True, close_fds=True)
+    except OSError as exc:
+        log.warning("%s: cannot start the mount's guard: %s", mountpoint, exc)
         return None
 
 
@@ -498,6 +489,7 @@ class Service:
         self.reloads = 0
         self._nursery: trio.Nursery | None = None
         self.fuse_dev: int | None = None        # keep_fuse_dev_last()'s descriptor
+        self.guard: subprocess.Popen[bytes] | None = None    # fs/_guard beside this daemon
 
     def status(self) -> str:
         return machine_status(self.machine, self.mountpoint)
@@ -611,6 +603,7 @@ class Service:
 
                 await nursery.start(run_machine)
                 self.fuse_dev = keep_fuse_dev_last()
+                self.guard = start_guard(self.mountpoint)
                 if self.qmp_paths:
                     monitor = QMPServer(self.machine, quit=lambda: self.request_stop("QMP quit"))
                     await nursery.start(monitor.serve, self.qmp_paths, self.qmp_required)

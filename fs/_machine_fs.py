@@ -1,7 +1,7 @@
-"""One machine's FUSE trees put together: DIR/sys, DIR/dev, DIR/proc (and devfs's hidden data
-directory), (fs/udev/_udev_fs adds the guest's udev view, DIR/run). The daemon's machine wiring calls
-this; the package inits stay empty so that light users (`vscsifs exec`, the Machine API) import
-the one module they need without the renderer.
+"""One machine's FUSE trees put together: DIR/sys, DIR/dev, DIR/proc and devfs's hidden data
+directory (fs/udev/_udev_fs adds the guest's udev view, DIR/run). The daemon's machine wiring
+calls this; the package inits stay empty so that light users (`vscsifs exec`, the Machine API)
+import the one module they need without the renderer.
 """
 
 from __future__ import annotations

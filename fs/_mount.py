@@ -25,7 +25,8 @@ import trio
 
 from vscsifs.fs._devfs import DATA_DIR_PREFIX, DevFs, LoopIoctl, cleanup_stale_loops, loop_available
 from vscsifs.fs._devfs import _open_loop as open_loop
-from vscsifs.fs._mounttab import abort_connection, force_unmount, is_mounted, is_stale_mount, mount_entry, resolve_mountpoint
+from vscsifs.fs._mounttab import (abort_connection, force_unmount, is_mounted, is_stale_mount, mount_entry,
+                                  resolve_mountpoint)
 from vscsifs.fs._operations import VscsiOperations
 
 log = logging.getLogger(__name__)

@@ -25,6 +25,7 @@ from typing import Any
 import trio
 
 from vscsifs.fs._unixserver import accept_loop, bind_unix
+
 log = logging.getLogger(__name__)
 
 UDEV_CTRL_MAGIC = 0xDEAD1DEA
@@ -41,9 +42,6 @@ class UdevCtrlMessageType(IntEnum):
     SET_CHILDREN_MAX = 6
     PING = 7
     EXIT = 8
-
-
-
 
 
 class UdevControl:

@@ -40,8 +40,8 @@ def test_bench_quick_runs(tmp_path) -> None:
     assert set(pinned) == {"randread-4k-1j", "read-1m"}
     others = {f"{t} [{b}]" for b in builds[1:] for t in ("vscsifs-dev", "vscsifs-datafile")}
     for row in pinned.values():
-        assert set(row) == {"image", "passthrough", "passthrough+loop", "vscsifs-datafile", "vscsifs-dev",
-                            "vscsifs-dev-buffered"} | others
+        assert set(row) == {"image", "passthrough", "passthrough+loop", "passthrough+loop-dio", "vscsifs-datafile",
+                            "vscsifs-dev", "vscsifs-dev-buffered"} | others
         assert all(r["iops"] > 0 for r in row.values())
     for v in res["verdicts"]:
         if "job" in v:

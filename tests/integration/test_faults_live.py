@@ -354,10 +354,9 @@ def test_kill_9_keeps_what_was_flushed_and_the_next_start_recovers(tmp_path) -> 
         d.proc.send_signal(signal.SIGKILL)
         # dd's fsync made the daemon re-read sdb's partition table (the watch rule), which
         # re-attaches sdb1's loop device from a thread of its own through its own mount: killed
-        # inside such a request, its exit waits for an answer nobody gives, until the next
-        # start takes the mount over and aborts the connection (the wedge test_kill_9_under_fio
-        # makes on purpose), which is what this test then checks
-        _exited(d.proc, 10)
+        # inside such a request, its exit waits for an answer nobody gives, until its guard
+        # aborts the connection (the wedge test_kill_9_under_fio makes on purpose)
+        assert _exited(d.proc, 10), "the killed daemon is still there: its guard did not free it"
     with open(os.path.join(d.data_dir, "test.img"), "rb") as f:
         f.seek(160 * 65536)
         assert f.read(len(blob)) == blob
@@ -403,19 +402,23 @@ def _attached(mount: str, *names: str) -> bool:
 
 
 # a daemon whose /dev/fuse is NOT kept last (keep_fuse_dev_last disabled): how every daemon
-# died before that existed, wedged in its own exit; the next start must still take over
+# died before that existed, wedged in its own exit; its guard (fs/_guard) aborts the connection
 _NO_FUSE_DEV_LAST = ("import sys; import vscsifs.daemon._service as s; s.keep_fuse_dev_last = lambda: None; "
                      "from vscsifs.daemon._cli import main; sys.exit(main())")
+# ... and without a guard either (one killed together with its daemon, e.g. by a cgroup's
+# SIGKILL): the next start must still take over
+_NO_FUSE_DEV_LAST_NO_GUARD = ("import sys; import vscsifs.daemon._service as s; s.keep_fuse_dev_last = lambda: None; "
+                              "s.start_guard = lambda mountpoint: None; "
+                              "from vscsifs.daemon._cli import main; sys.exit(main())")
 
 
-def _spawn(tmp: str, log_name: str, *, wedgeable: bool = False, launcher: str | None = None,
+def _spawn(tmp: str, log_name: str, *, launcher: str | None = None,
            args: list[str] = ()) -> Daemon:
     """The harness's daemon, started WITHOUT touching the mount point first (a stat of a mount
     whose daemon is wedged would hang the test itself), ready once it says it serves."""
     mount, data = os.path.join(tmp, "mnt"), os.path.join(tmp, "data")
     log_path = os.path.join(tmp, log_name)
-    cmd = [sys.executable, "-c", launcher or _NO_FUSE_DEV_LAST] if wedgeable or launcher \
-        else [sys.executable, "-m", "vscsifs.daemon._cli"]
+    cmd = [sys.executable, "-c", launcher] if launcher else [sys.executable, "-m", "vscsifs.daemon._cli"]
     with open(log_path, "wb") as logf:
         proc = subprocess.Popen([*cmd, "run", "--mount", mount, "--data-dir", data,
                                  "-qmp", f"unix:{os.path.join(tmp, 'qmp-private.sock')},server=on,wait=off",
@@ -432,19 +435,22 @@ def _spawn(tmp: str, log_name: str, *, wedgeable: bool = False, launcher: str | 
 
 
 @pytest.mark.skipif(shutil.which("fio") is None, reason="no fio")
-@pytest.mark.parametrize("when", ["during-fio", "after-buffered-writes", "wedged-old-daemon"])
+@pytest.mark.parametrize("when", ["during-fio", "after-buffered-writes", "wedged-guarded", "wedged-old-daemon"])
 def test_kill_9_under_fio_load_the_next_start_recovers(tmp_path, when) -> None:  # type: ignore[no-untyped-def]
     """kill -9 with fio's I/O in flight, or right after fio's buffered writes left dirty pages
     in the loop devices' page cache. In the second case the dying daemon, last holder of its
     loop devices, writes them back into its own FUSE mount on its way out; it must not wait
     for itself (its /dev/fuse is released first, which aborts the connection). A daemon that
-    does wedge there (the third case: one without that, D state in folio_wait_bit, holding its
-    lock, mount and loop devices) is taken over by the next start, which aborts the connection
-    through fusectl. Every time: the next start serves, the killed daemon is gone, no loop
-    device or mount is left, and data fsync'ed before the kill is in the image."""
+    does wedge there (one without that, D state in folio_wait_bit, holding its lock, mount and
+    loop devices) is freed by its guard, which aborts the connection through fusectl within a
+    second (the third case), or, without a guard (the fourth: killed with it), taken over by the
+    next start, which aborts the connection itself. Every time: the next start serves, the killed
+    daemon is gone, no loop device or mount is left, and data fsync'ed before the kill is in the
+    image."""
     tmp = str(tmp_path)
     os.makedirs(os.path.join(tmp, "mnt"))
-    d = _spawn(tmp, "first.log", wedgeable=when == "wedged-old-daemon")
+    d = _spawn(tmp, "first.log", launcher={"wedged-guarded": _NO_FUSE_DEV_LAST,
+                                           "wedged-old-daemon": _NO_FUSE_DEV_LAST_NO_GUARD}.get(when))
     d2 = None
     fio: subprocess.Popen | None = None
     old = d.proc.pid
@@ -487,6 +493,9 @@ def test_kill_9_under_fio_load_the_next_start_recovers(tmp_path, when) -> None: 
             assert wedged, "the daemon without keep_fuse_dev_last died cleanly: nothing was dirty?"
         else:
             assert not wedged, f"the killed daemon {old} hangs in its exit"
+        if when == "wedged-guarded":
+            assert "vscsifs guard: the daemon of" in d.log(), \
+                f"the daemon without keep_fuse_dev_last died cleanly: nothing was dirty?\n{d.log()}"
         d2 = _spawn(tmp, "second.log")                 # takes over the mount point
         assert _exited(d.proc, 20), f"the killed daemon {old} is still there after the next start"
         assert d.proc.returncode == -signal.SIGKILL
