@@ -45,9 +45,10 @@ fi
 # (no binary in git); a cached build of the same source is reused
 .venv/bin/vscsifs preload-path >/dev/null
 
-# The compiled build of the I/O path (daemon/_compiled.py): the same sources compiled by Cython,
-# each stored under its source's digest, so an edited source is never shadowed by an old build.
-# Without a C compiler or on a failed build the pure-Python package runs as it is.
+# The compiled build of the I/O path (daemon/_compiled.py): the same sources compiled by mypyc,
+# stored under the digest of the sources it was built from, so an edited source is never
+# shadowed by an old build. Without a C compiler or on a failed build the pure-Python package
+# runs as it is.
 if ! .venv/bin/python -m vscsifs.daemon._compile build >&2; then
     echo "bootstrap: the compiled build failed; vscsifs runs as pure Python" >&2
 fi

@@ -1,104 +1,135 @@
-"""Builds the compiled modules (see daemon/_compiled.py): Cython turns each hot module's unchanged
-source into C, the system compiler into an extension stored under that source's digest.
+"""Builds the compiled modules (see daemon/_compiled.py): mypyc compiles the hot modules of the
+package's own sources as one group, the system compiler links them, and the result is stored
+under the one digest of those sources (and of the mypyc version).
 
-    python -m vscsifs.daemon._compile build     what is missing (bootstrap.sh runs it)
-    python -m vscsifs.daemon._compile status    which modules would load compiled
+    python -m vscsifs.daemon._compile build     builds unless the current sources are built
+    python -m vscsifs.daemon._compile status    whether the hot modules would load compiled
+
+Why a copy of the sources: mypyc names modules after their folders, and the source tree maps
+folders to ``vscsifs.*`` names only through pyproject.toml's package-dir; a private tree
+``vscsifs/<subpackage>/...`` of the SCOPE subpackages gives every module its import name, and
+the digest is taken of exactly the bytes that were compiled. Its ``vscsifs/__init__.py`` is
+empty, so mypy sees nothing beyond SCOPE: a hot module importing something outside it fails
+the build instead of going unnoticed by the digest.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.metadata
+import json
 import os
 import shutil
-import subprocess
 import sys
-import sysconfig
 import tempfile
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
-from Cython.Build import cythonize
-from setuptools import Extension
+from mypyc.build import mypycify
+from setuptools import Distribution
 
-from vscsifs.daemon._compiled import HOT_MODULES, build_root, extension_path
+from vscsifs.daemon._compiled import (GROUP, HOT_MODULES, LIBRARY, MANIFEST, PACKAGE, PACKAGE_ROOT,
+                                      build_root, current_build, module_file, source_digest,
+                                      source_files)
 
-# Cython directives that keep a compiled module's behaviour its source's: annotations stay
-# documentation (no C int/double), functions stay introspectable Python functions.
-DIRECTIVES = {"language_level": "3", "annotation_typing": False, "binding": True,
-              "always_allow_keywords": True, "embedsignature": False, "infer_types": False}
+# -O3 as mypyc's default; -g0: the build is for speed, the pure package is the one to debug
+OPT_LEVEL = "3"
+DEBUG_LEVEL = "0"
 
-
-def _module_source(module: str) -> str:
-    spec = importlib.util.find_spec(module.rpartition(".")[0])
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"cannot locate the package of {module}")
-    for folder in spec.submodule_search_locations:
-        candidate = os.path.join(folder, module.rpartition(".")[2] + ".py")
-        if os.path.exists(candidate):
-            return candidate
-    raise RuntimeError(f"cannot locate the source of {module}")
+# mypy as the project runs it (pyproject.toml [tool.mypy]), on the private tree
+MYPY_CONFIG = """\
+[mypy]
+python_version = {python}
+explicit_package_bases = True
+check_untyped_defs = True
+cache_dir = {cache}
+"""
 
 
-def _compile_one(module: str, source: str, work: str) -> str:
-    dest = extension_path(module, source)
-    tmp_src = os.path.join(work, module.replace(".", "_") + ".py")
-    shutil.copyfile(source, tmp_src)
-    (ext,) = cythonize([Extension(module, [tmp_src])], compiler_directives=DIRECTIVES, quiet=True,
-                       build_dir=work, force=True)
-    c_file = ext.sources[0]
-    paths = sysconfig.get_paths()
-    cc = os.environ.get("CC", sysconfig.get_config_var("CC") or "cc").split()
-    obj = os.path.join(work, module + ".so")
-    cmd = [*cc, "-shared", "-fPIC", "-O2", "-fno-strict-aliasing", f"-I{paths['include']}",
-           f"-I{paths['platinclude']}", c_file, "-o", obj]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"compiling {module} failed:\n{r.stderr[-4000:]}")
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    os.replace(obj, dest)
-    return dest
+def compiler_version() -> str:
+    return importlib.metadata.version("mypy")
 
 
-def build(modules: Sequence[str] = HOT_MODULES, jobs: int | None = None) -> list[str]:
-    """Build every module whose current source has no extension yet; drop extensions of older
-    sources of the same modules. Returns the extensions built."""
-    todo = []
-    for module in modules:
-        source = _module_source(module)
-        if not os.path.exists(extension_path(module, source)):
-            todo.append((module, source))
+def _copy_tree(dest: str) -> None:
+    """The SCOPE sources under ``dest/vscsifs/`` (their import names), an empty package above."""
+    pkg = os.path.join(dest, PACKAGE)
+    os.makedirs(pkg)
+    with open(os.path.join(pkg, "__init__.py"), "w", encoding="utf-8"):
+        pass
+    for rel in source_files():
+        target = os.path.join(pkg, rel)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copyfile(os.path.join(PACKAGE_ROOT, rel), target)
+
+
+def _module_path(tree: str, module: str) -> str:
+    return os.path.join(tree, *module.split(".")) + ".py"
+
+
+def build(jobs: int | None = None, force: bool = False) -> str | None:
+    """Build the group unless the current sources are built already; drop every other build.
+    Returns the new build's directory, or None when nothing was to do."""
+    version = compiler_version()
     root = build_root()
-    if os.path.isdir(root):
-        wanted = {os.path.basename(extension_path(m, _module_source(m))) for m in modules}
-        for name in os.listdir(root):
-            if name.split("-", 1)[0] in modules and name not in wanted:
-                os.unlink(os.path.join(root, name))
-    built: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="vscsifs-build-") as work, \
-            ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
-        for module, _ in todo:
-            os.makedirs(os.path.join(work, module))
-        futures = [pool.submit(_compile_one, m, s, os.path.join(work, m)) for m, s in todo]
-        built.extend(fut.result() for fut in futures)
+    done = None if force else current_build()
+    if done is None:
+        os.makedirs(root, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="vscsifs-build-") as work:
+            tree = os.path.join(work, "src")
+            _copy_tree(tree)
+            digest = source_digest(version, os.path.join(tree, PACKAGE))
+            config = os.path.join(work, "mypy.ini")
+            with open(config, "w", encoding="utf-8") as f:
+                f.write(MYPY_CONFIG.format(python=f"{sys.version_info[0]}.{sys.version_info[1]}",
+                                           cache=os.path.join(work, "mypy-cache")))
+            extensions = mypycify(["--config-file", config,
+                                   *(_module_path(tree, m) for m in HOT_MODULES)],
+                                  opt_level=OPT_LEVEL, debug_level=DEBUG_LEVEL, multi_file=True,
+                                  group_name=GROUP, target_dir=os.path.join(work, "c"))
+            staging = tempfile.mkdtemp(prefix=".building-", dir=root)
+            try:
+                dist = Distribution({"name": "vscsifs-compiled", "ext_modules": extensions})
+                cmd = dist.get_command_obj("build_ext")
+                cmd.build_lib = staging  # type: ignore[attr-defined]
+                cmd.build_temp = os.path.join(work, "obj")  # type: ignore[attr-defined]
+                cmd.parallel = jobs or os.cpu_count() or 1  # type: ignore[attr-defined]
+                dist.run_command("build_ext")
+                missing = [m for m in (LIBRARY, *HOT_MODULES) if not os.path.exists(module_file(staging, m))]
+                if missing:
+                    raise RuntimeError(f"mypyc built no extension for {', '.join(missing)}")
+                with open(os.path.join(staging, MANIFEST), "w", encoding="utf-8") as f:
+                    json.dump({"compiler": version, "modules": list(HOT_MODULES)}, f, indent=1)
+                done = os.path.join(root, digest)
+                if os.path.exists(done):
+                    shutil.rmtree(done)
+                os.rename(staging, done)
+            finally:
+                if os.path.exists(staging):
+                    shutil.rmtree(staging)
+        built: str | None = done
+    else:
+        built = None
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        if path != done:   # older builds, and any other product left there
+            shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
     return built
-
-
-def status() -> list[tuple[str, bool]]:
-    return [(m, os.path.exists(extension_path(m, _module_source(m)))) for m in HOT_MODULES]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["build"]:
-        built = build()
-        print(f"vscsifs: {len(built)} module(s) compiled into {build_root()} "
-              f"({len(HOT_MODULES) - len(built)} already current)")
+        built = build(force="--force" in args[1:])
+        if built is None:
+            print(f"vscsifs: the compiled build of the current sources is there ({current_build()})")
+        else:
+            print(f"vscsifs: {len(HOT_MODULES)} modules compiled by mypyc into {built}")
         return 0
     if args[:1] == ["status"]:
-        for module, ok in status():
-            print(f"{'compiled' if ok else 'source  '}  {module}")
+        current = current_build()
+        for module in HOT_MODULES:
+            print(f"{'compiled' if current else 'source  '}  {module}")
+        print(f"build: {current or 'none of the current sources'}")
         return 0
-    print("usage: python -m vscsifs.daemon._compile build|status", file=sys.stderr)
+    print("usage: python -m vscsifs.daemon._compile build [--force] | status", file=sys.stderr)
     return 2
 
 

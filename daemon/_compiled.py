@@ -1,24 +1,31 @@
-"""The compiled build: the I/O path's modules compiled by Cython from their unchanged source.
+"""The compiled build: the I/O path's modules compiled by mypyc from their unchanged source.
 
 Why: an emulated 4 KiB read is a few hundred Python calls spread evenly over every layer
 (rings, virtio-scsi, midlayer, sd, blk-mq, scsi-hd), so no function is worth rewriting and the
-honest path must not be cut short; compiling the same source is the lever that keeps it whole
-(measured: not yet a gain, see below).
+honest path must not be cut short; compiling the same source is the lever that keeps it whole.
+mypyc uses the annotations the code already has (mypy-clean) as C types: a typed field read
+becomes a struct load, a call between compiled functions a C call (measured in bench/BENCH.md:
+about 1.5x the pure package's in-process read). Cython without C types was slower than CPython
+3.11 here, so it is gone.
 
 How it stays honest:
-- one source: Cython compiles the ``.py`` files as they are (annotations are not used as C
-  types, so a compiled module behaves as its source does); the pure-Python package works
-  without any build.
-- never stale: each extension is stored under the digest of the exact source it was built
-  from (``<prefix>/vscsifs-compiled/<cache tag>/<module>-<digest><ext suffix>``); the finder
-  loads it only while the source still has that digest, so an edited source is imported as
-  source until it is built again.
-- ``VSCSIFS_BUILD`` chooses: ``compiled`` = every module of HOT_MODULES must come compiled
-  (ImportError otherwise), so a run under it really tests the compiled build (CI runs the suite
-  both ways); unset or ``pure`` = none. Pure is the default because it is the faster one today:
-  bench/BENCH.md measured the compiled build slower than CPython 3.11 on this path (Cython
-  without C types calls the generic attribute and call protocols where 3.11's specializing
-  interpreter uses inline caches.
+- one source: the pure-Python package is the product and works without any build; mypyc checks
+  the same annotations mypy does, and the suite runs against both builds (CI), so a place where
+  compiled code behaves differently (an int field given a float, an IntFlag) fails a test.
+- one group, one key: mypyc compiles the hot modules together into one shared library
+  (``vscsifs__mypyc``) and one small shim per module; the shims only make sense with that very
+  library, and compiled code relies on what mypy saw in the modules it imports (types, and
+  ``Final`` literals it inlines). So the whole build is keyed by ONE digest of every source of
+  the subpackages the hot modules can import (``SCOPE``: the layering keeps scsi/ and virtio/
+  from importing fs/ or daemon/) plus the mypyc version, stored under
+  ``<prefix>/vscsifs-compiled/<cache tag>/<digest>/``.
+- never stale, never by accident: the build lives outside every import path (nothing next to the
+  sources); this finder loads the shims and the library only while the current sources have the
+  build's digest, and then all of them, never a mix (compiled code reads native objects of the
+  other compiled modules directly, so half a build would crash, not merely slow down).
+- ``VSCSIFS_BUILD`` chooses: unset = compiled when the build matches the sources, else pure;
+  ``pure`` = none; ``compiled`` = all hot modules compiled or ImportError telling to rebuild, so
+  a run under it really tests the compiled build.
 
 The build itself is daemon/_compile.py (``python -m vscsifs.daemon._compile build``).
 """
@@ -29,6 +36,7 @@ import hashlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -37,12 +45,13 @@ from types import ModuleType
 
 ENV = "VSCSIFS_BUILD"
 
-# Every module a read or write of DIR/dev/sdX runs through, from the FUSE handler to the image
-# and back (bench/BENCH.md "Profile" names them by layer), but devfs: its open watch waits on
-# trio locks, and trio's Lock needs coroutines that say whether they are suspended
-# (cr_suspended), which Cython's do not.
+# Every module a read or write of DIR/dev/sdX runs through below the FUSE handlers, from the
+# block layer to the image and back (bench/BENCH.md "Profile" names them by layer), and the
+# device modules they call on every command (scsi-cd's and the disk's mode pages, virtio-pci's
+# notify, vhost-scsi's worker). Not fs/: its handlers are coroutines trio must see suspended
+# (cr_suspended), which compiled coroutines do not offer, and the FUSE layer is not where the
+# time goes.
 HOT_MODULES: tuple[str, ...] = (
-    "vscsifs.fs._operations",
     "vscsifs.scsi._proto",
     "vscsifs.scsi.kernel.block._blk_types",
     "vscsifs.scsi.kernel.block._bio",
@@ -62,55 +71,133 @@ HOT_MODULES: tuple[str, ...] = (
     "vscsifs.virtio.driver._scsi_driver",
     "vscsifs.virtio.device._virtio_device",
     "vscsifs.virtio.device._scsi_device",
+    "vscsifs.virtio.device._pci",
+    "vscsifs.virtio.device._vhost_scsi",
     "vscsifs.scsi.device._scsi_bus",
     "vscsifs.scsi.device._scsi_cdb",
     "vscsifs.scsi.device._scsi_disk",
+    "vscsifs.scsi.device._scsi_disk_pages",
+    "vscsifs.scsi.device._scsi_cd",
     "vscsifs.scsi.device._block_backend",
     "vscsifs.scsi.device._sense",
 )
 
+PACKAGE = "vscsifs"
+GROUP = PACKAGE                      # mypyc's group name: the shared library is GROUP__mypyc
+LIBRARY = f"{GROUP}__mypyc"
+SCOPE: tuple[str, ...] = ("scsi", "virtio")   # the subpackages whose sources the digest covers
+MANIFEST = "BUILD.json"
+
+# vscsifs.X.Y lives in PACKAGE_ROOT/X/Y both in the source tree (pyproject.toml's package-dir
+# maps every subpackage to its folder at the root) and in an installed package: this module is
+# PACKAGE_ROOT/daemon/_compiled.py. Found from here, not by importing: a package's __init__
+# may itself import hot modules.
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def build_root() -> str:
-    """Where extensions live: inside the interpreter's prefix (a venv's), per ABI."""
+    """Where builds live: inside the interpreter's prefix (a venv's), per ABI."""
     return os.path.join(sys.prefix, "vscsifs-compiled", sys.implementation.cache_tag or "python")
 
 
-def source_digest(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()[:20]
+def source_files(root: str | None = None) -> list[str]:
+    """The digest's sources, as paths relative to the package root: every ``.py`` of the SCOPE
+    subpackages (folders with an ``__init__.py``), sorted."""
+    root = PACKAGE_ROOT if root is None else root
+    found: list[str] = []
+    for top in SCOPE:
+        for folder, dirs, files in os.walk(os.path.join(root, top)):
+            dirs[:] = sorted(d for d in dirs if os.path.exists(os.path.join(folder, d, "__init__.py")))
+            rel = os.path.relpath(folder, root)
+            found.extend(os.path.join(rel, f) for f in files if f.endswith(".py"))
+    return sorted(found)
 
 
-def extension_path(module: str, source: str) -> str:
+def source_digest(compiler_version: str, root: str | None = None) -> str:
+    """ONE digest of the compiler's version and every source in scope (names and contents)."""
+    root = PACKAGE_ROOT if root is None else root
+    h = hashlib.sha256(f"mypyc {compiler_version}\0".encode())
+    for rel in source_files(root):
+        with open(os.path.join(root, rel), "rb") as f:
+            data = f.read()
+        h.update(f"{rel}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()[:24]
+
+
+def module_file(build: str, module: str) -> str:
+    """A compiled module's (or the group library's) file inside a build directory."""
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
-    return os.path.join(build_root(), f"{module}-{source_digest(source)}{suffix}")
+    return os.path.join(build, *module.split(".")) + suffix
 
 
-def _source_spec(module: str, path: Sequence[str] | None) -> ModuleSpec | None:
-    return importlib.machinery.PathFinder.find_spec(module, path)
+def read_manifest(build: str) -> dict[str, object] | None:
+    try:
+        with open(os.path.join(build, MANIFEST), encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def current_build(modules: Sequence[str] | None = None) -> str | None:
+    """The build directory made from the sources as they are now (and of exactly ``modules``,
+    HOT_MODULES by default), or None. Each build records the compiler version it was keyed
+    with, so the digest is recomputed with that version."""
+    modules = HOT_MODULES if modules is None else modules
+    root = build_root()
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return None
+    digests: dict[str, str] = {}
+    for name in names:
+        build = os.path.join(root, name)
+        manifest = read_manifest(build)
+        listed = manifest.get("modules") if manifest is not None else None
+        if manifest is None or not isinstance(listed, list) or sorted(map(str, listed)) != sorted(modules):
+            continue
+        version = str(manifest.get("compiler"))
+        if version not in digests:
+            digests[version] = source_digest(version)
+        if digests[version] == name:
+            return build
+    return None
 
 
 class CompiledFinder(importlib.abc.MetaPathFinder):
-    """Finds the extension built from a hot module's current source; else leaves the import to
-    the ordinary finders (the source), or refuses it when ``required``."""
+    """Finds the hot modules and their group library in the build of the current sources; else
+    leaves the import to the ordinary finders (the source), or refuses it when ``required``.
+    The build is looked up once per process: every hot module comes from the same one."""
 
     def __init__(self, required: bool = False) -> None:
         self.required = required
+        self._looked = False
+        self._build: str | None = None
+
+    def build(self) -> str | None:
+        if not self._looked:
+            self._build = current_build()
+            self._looked = True
+        return self._build
 
     def find_spec(self, fullname: str, path: Sequence[str] | None,
                   target: ModuleType | None = None) -> ModuleSpec | None:
-        if fullname not in HOT_MODULES:
+        if fullname != LIBRARY and fullname not in HOT_MODULES:
             return None
-        source = _source_spec(fullname, path)
-        if source is None or not source.origin or not source.origin.endswith(".py"):
-            return None
-        ext = extension_path(fullname, source.origin)
-        if not os.path.exists(ext):
+        build = self.build()
+        if build is None:
             if self.required:
-                raise ImportError(f"{ENV}=compiled: {fullname} has no build of its current source "
-                                  f"({source.origin}); run: python -m vscsifs.daemon._compile build",
-                                  name=fullname)
+                raise ImportError(f"{ENV}=compiled: no compiled build of the current sources of "
+                                  f"{fullname} (none built, or a source changed since); run: "
+                                  f"python -m vscsifs.daemon._compile build", name=fullname)
             return None
-        loader = importlib.machinery.ExtensionFileLoader(fullname, ext)
-        return importlib.util.spec_from_file_location(fullname, ext, loader=loader)
+        file = module_file(build, fullname)
+        if not os.path.exists(file):
+            raise ImportError(f"the compiled build {build} lacks {fullname} ({file}); "
+                              f"run: python -m vscsifs.daemon._compile build", name=fullname)
+        loader = importlib.machinery.ExtensionFileLoader(fullname, file)
+        return importlib.util.spec_from_file_location(fullname, file, loader=loader)
 
 
 def install() -> None:
@@ -118,9 +205,9 @@ def install() -> None:
     mode = os.environ.get(ENV, "")
     if mode not in ("", "pure", "compiled"):
         raise RuntimeError(f"{ENV}={mode!r}: expected 'pure' or 'compiled' (or unset)")
-    if mode != "compiled" or any(isinstance(f, CompiledFinder) for f in sys.meta_path):
+    if mode == "pure" or any(isinstance(f, CompiledFinder) for f in sys.meta_path):
         return
-    sys.meta_path.insert(0, CompiledFinder(required=True))
+    sys.meta_path.insert(0, CompiledFinder(required=mode == "compiled"))
 
 
 def is_compiled(module: ModuleType) -> bool:
