@@ -24,7 +24,7 @@ import trio
 from vscsifs.scsi._proto import MI_REPORT_SUPPORTED_OPERATION_CODES, ScsiOpcode, SenseKey
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import KernLevel
-from vscsifs.scsi.kernel.block import (blk_execute_rq, blk_mq_alloc_request, blk_mq_complete_request,
+from vscsifs.scsi.kernel.block import (BlkMqReqFlag, blk_execute_rq, blk_mq_alloc_request, blk_mq_complete_request,
                                        blk_mq_end_request, blk_mq_requeue_request, blk_mq_start_request)
 from vscsifs.scsi.kernel.block._blk_types import BlkMqOps, BlkStatus, ReqFlag, ReqOp, Request
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, scsi_cmd_to_rq, scsi_cmnd
@@ -58,6 +58,8 @@ _REQ_OP_DRV_OUT: Final = ReqOp.REQ_OP_DRV_OUT
 _MLCOMPLETE: Final = LogShift.MLCOMPLETE
 _HLCOMPLETE: Final = LogShift.HLCOMPLETE
 _INQUIRY: Final = ScsiOpcode.INQUIRY
+_RQF_PM: Final = ReqFlag.RQF_PM
+_BLK_MQ_REQ_PM: Final = int(BlkMqReqFlag.BLK_MQ_REQ_PM)
 
 
 def scsi_change_queue_depth(sdev: scsi_device, depth: int) -> int:
@@ -126,7 +128,8 @@ async def scsi_execute_cmd(sdev: scsi_device, cmd: bytes, direction: DmaDirectio
         raise ValueError(f"scsi_execute_cmd: negative buffer length {buflen}")
     kernel = sdev.host.kernel
     op = _REQ_OP_DRV_OUT if direction == _DMA_TO_DEVICE else _REQ_OP_DRV_IN
-    rq: Request = await blk_mq_alloc_request(sdev.request_queue, op, req_flags)
+    rq: Request = await blk_mq_alloc_request(sdev.request_queue, op,
+                                             _BLK_MQ_REQ_PM if req_flags & _RQF_PM else 0)
     buf = None
     try:
         if buflen:

@@ -245,10 +245,14 @@ async def test_failed_queue_rq_ends_request_with_that_status() -> None:
     assert q.hctxs[0].tags.busy() == 0
 
 
-async def test_request_flags_passed_as_third_argument_are_kept() -> None:
-    q = blk_mq_init_queue(blk_mq_alloc_tag_set(make_kernel(1), _ops(), 1, 1))
-    rq = await blk_mq_alloc_request(q, ReqOp.REQ_OP_DRV_IN, ReqFlag.REQ_FAILFAST_DEV | ReqFlag.RQF_PM)
+async def test_blk_mq_req_pm_makes_a_pm_request() -> None:
+    """blk_mq_rq_ctx_init: BLK_MQ_REQ_PM becomes the request's RQF_PM (__scsi_execute asks for it
+    for its RQF_PM commands); other allocation flags set no request flag."""
+    q = blk_mq_init_queue(blk_mq_alloc_tag_set(make_kernel(1), _ops(), 1, 2))
+    rq = await blk_mq_alloc_request(q, ReqOp.REQ_OP_DRV_IN, BlkMqReqFlag.BLK_MQ_REQ_PM)
     assert rq.flags & ReqFlag.RQF_PM and rq.tag == 0
+    rq = await blk_mq_alloc_request(q, ReqOp.REQ_OP_DRV_IN, BlkMqReqFlag.BLK_MQ_REQ_NOWAIT)
+    assert not rq.flags & ReqFlag.RQF_PM and rq.tag == 1
 
 
 # ---------------------------------------------------------------- bio path

@@ -66,13 +66,12 @@ class BlkMqReqFlag(IntFlag):
 _REQ_RESERVED: Final = int(BlkMqReqFlag.BLK_MQ_REQ_RESERVED)
 _REQ_NOWAIT: Final = int(BlkMqReqFlag.BLK_MQ_REQ_NOWAIT)
 _RQF_QUIET: Final = int(ReqFlag.RQF_QUIET)
-_RQF_PM: Final = int(ReqFlag.RQF_PM)
 _REQ_PM: Final = int(BlkMqReqFlag.BLK_MQ_REQ_PM)
 _TAG_QUEUE_SHARED: Final = int(BlkMqFlag.BLK_MQ_F_TAG_QUEUE_SHARED)
 # enum members read per I/O: an Enum class attribute costs ~10x a global in CPython 3.11
 # (EnumType.__getattr__ takes attribute loads off the fast path)
 _STS_OK: Final = BlkStatus.BLK_STS_OK
-_RQF_NONE: Final = ReqFlag.NONE
+_RQF_PM_FLAG: Final = ReqFlag.RQF_PM
 
 
 def blk_status_to_errno(status: BlkStatus) -> int:
@@ -401,11 +400,6 @@ async def blk_mq_alloc_request(q: RequestQueue, op: ReqOp, flags: int = 0, *,
     unless BLK_MQ_REQ_NOWAIT (then BlockingIOError, as -EWOULDBLOCK)."""
     if q.dying:
         raise OSError(errno.ENODEV, "blk_mq_alloc_request: queue is dying")
-    rq_flags = _RQF_NONE
-    if isinstance(flags, ReqFlag):
-        # a caller passing request flags (RQF_PM ...) here: __scsi_execute's rq_flags -> BLK_MQ_REQ_PM
-        rq_flags = flags
-        flags = _REQ_PM if int(flags) & _RQF_PM else 0
     flags = int(flags)   # plain int bit tests: IntFlag arithmetic costs a Python call per I/O
     hctx = blk_mq_map_cpu(q, cpu)
     reserved = bool(flags & _REQ_RESERVED)
@@ -426,8 +420,8 @@ async def blk_mq_alloc_request(q: RequestQueue, op: ReqOp, flags: int = 0, *,
         if tag is None:
             tag = await pool.get()
     rq = _new_request(q, hctx, op, tag, reserved)
-    if rq_flags:
-        rq.flags |= rq_flags
+    if flags & _REQ_PM:       # blk_mq_rq_ctx_init
+        rq.flags |= _RQF_PM_FLAG
     return rq
 
 
