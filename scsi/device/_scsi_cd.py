@@ -45,7 +45,9 @@ class SCSICDDevice(SCSIDiskDevice):
         self.media_changed = False
         self.media_event = False
         self.eject_request = False
-        super().__init__(backend, removable=True, **props)
+        # not super().__init__(**props): the compiled build passes the dict itself as the
+        # first keyword-only argument when a native __init__ is called explicitly with **
+        self._realize(backend, removable=True, **props)
 
     def _realize_blocksize(self) -> int:
         """scsi_cd_realize: 2048 unless physical_block_size is given."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable, Sequence
-from typing import ClassVar, Final
+from typing import Any, ClassVar, Final
 
 from vscsifs.scsi._proto import BE16, BE32, BE64, SAI_READ_CAPACITY_16, SamStatus, ScsiOpcode as Op, ScsiType
 from vscsifs.scsi.device._block_backend import BlockBackend, iov_truncate
@@ -61,7 +61,13 @@ class SCSIDiskDevice(SCSIDiskPages):
     _emulate_table: ClassVar[dict[int, tuple[Callable[..., Completion | None], Callable[..., Completion] | None]]]
     DEFAULT_PRODUCT = "QEMU HARDDISK"
 
-    def __init__(self, backend: BlockBackend | None, *, channel: int = 0, scsi_id: int = 0, lun: int = 0,
+    def __init__(self, backend: BlockBackend | None, **props: Any) -> None:
+        """The -device properties are _realize's keywords; scsi-cd checks its own first and
+        calls the same _realize (a method, because the compiled build mishandles ``**props``
+        forwarded through an explicit native ``__init__`` call)."""
+        self._realize(backend, **props)
+
+    def _realize(self, backend: BlockBackend | None, *, channel: int = 0, scsi_id: int = 0, lun: int = 0,
                  drive_id: str = "drive0", serial: str | None = None, device_id: str | None = None,
                  wwn: int | None = None, port_wwn: int | None = None, port_index: int = 0,
                  vendor: str | None = None, product: str | None = None, ver: str | None = None,
