@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 import struct
-import weakref
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -488,29 +487,10 @@ async def scsi_execute_passthrough(sdev: Any, cdb: bytes, writing: bool, length:
 
 # -- sg_io() for sd and sr nodes ----------------------------------------------------------------
 
-@dataclass
-class SgBlockState:
-    """The scsi_device fields SG_SET_TIMEOUT/SG_SET_RESERVED_SIZE on block nodes set
-    (sdev->sg_timeout, sdev->sg_reserved_size)."""
-
-    sg_timeout: float = 0.0           # seconds; 0: BLK_DEFAULT_SG_TIMEOUT
-    sg_reserved_size: int = 0x7FFFFFFF
-
-
-_sg_block_states: weakref.WeakKeyDictionary[Any, SgBlockState] = weakref.WeakKeyDictionary()
-
-
-def sg_block_state(sdev: Any) -> SgBlockState:
-    state = _sg_block_states.get(sdev)
-    if state is None:
-        state = _sg_block_states[sdev] = SgBlockState()
-    return state
-
-
 def sg_io_timeout(sdev: Any, ms: int) -> float:
     """scsi_fill_sghdr_rq(): the header's timeout, else the device's sg_timeout, else 60 s;
     never under BLK_MIN_SG_TIMEOUT."""
-    timeout = ms / 1000.0 if ms else sg_block_state(sdev).sg_timeout
+    timeout = ms / 1000.0 if ms else sdev.sg_timeout
     if not timeout:
         timeout = BLK_DEFAULT_SG_TIMEOUT
     return max(timeout, BLK_MIN_SG_TIMEOUT)
@@ -786,16 +766,16 @@ _DEPRECATED = frozenset({ScsiIoctl.SCSI_IOCTL_SEND_COMMAND, ScsiIoctl.SCSI_IOCTL
 
 
 async def _sg_set_timeout(sdev: Any, mode: int, arg: int, mem: UserMemory, cred: Cred) -> int:
-    sg_block_state(sdev).sg_timeout = await get_user_int(mem, arg) / USER_HZ
+    sdev.sg_timeout = await get_user_int(mem, arg) / USER_HZ
     return 0
 
 
 async def _sg_get_timeout(sdev: Any, mode: int, arg: int, mem: UserMemory, cred: Cred) -> int:
-    return int(sg_block_state(sdev).sg_timeout * USER_HZ)
+    return int(sdev.sg_timeout * USER_HZ)
 
 
 async def _sg_get_reserved(sdev: Any, mode: int, arg: int, mem: UserMemory, cred: Cred) -> int:
-    size = sg_block_state(sdev).sg_reserved_size
+    size = sdev.sg_reserved_size
     return await put_user_int(mem, arg, min(size, queue_max_bytes(sdev.request_queue)))
 
 
@@ -803,7 +783,7 @@ async def _sg_set_reserved(sdev: Any, mode: int, arg: int, mem: UserMemory, cred
     size = await get_user_int(mem, arg)
     if size < 0:
         raise OSError(errno.EINVAL, "negative reserved size")
-    sg_block_state(sdev).sg_reserved_size = min(size, queue_max_bytes(sdev.request_queue))
+    sdev.sg_reserved_size = min(size, queue_max_bytes(sdev.request_queue))
     return 0
 
 

@@ -529,7 +529,7 @@ def _sdev_attrs(sdev: scsi_device) -> None:
     d.attr("device_busy", lambda: f"{sdev.device_busy}\n")
     d.attr("dh_state", lambda: "detached\n" if sdev.handler is None else f"{sdev.handler.name}\n",
            store_dh_state, 0o644)
-    d.attr("eh_timeout", lambda: f"{sdev.eh_timeout}\n", store_eh_timeout, 0o644)
+    d.attr("eh_timeout", lambda: f"{int(sdev.eh_timeout)}\n", store_eh_timeout, 0o644)
     for ev in _EVENTS:
         evt_attr(ev)
     d.attr("inquiry", show_inquiry, None, 0o444, size=sdev.inquiry_len)

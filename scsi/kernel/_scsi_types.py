@@ -212,9 +212,11 @@ class scsi_device:  # noqa: N801 - the kernel's struct name (QEMU's SCSIDevice i
     offline_already: bool = False
     is_visible: bool = False
     sdev_bflags: int = 0
-    eh_timeout: int = SCSI_DEFAULT_EH_TIMEOUT      # seconds
+    eh_timeout: float = SCSI_DEFAULT_EH_TIMEOUT    # seconds (the kernel's jiffies / HZ)
     timeout: int = SCSI_DEFAULT_TIMEOUT            # request_queue rq_timeout, seconds
     queue_ramp_up_period: int = 120_000            # ms
+    sg_timeout: float = 0.0           # SG_SET_TIMEOUT on a block node, seconds; 0: BLK_DEFAULT_SG_TIMEOUT
+    sg_reserved_size: int = 0x7FFFFFFF  # SG_SET_RESERVED_SIZE on a block node
     iorequest_cnt: int = 0
     iodone_cnt: int = 0
     ioerr_cnt: int = 0
@@ -268,7 +270,7 @@ class scsi_device:  # noqa: N801 - the kernel's struct name (QEMU's SCSIDevice i
         return self.sdev_state not in (_SDEV_OFFLINE, _SDEV_TRANSPORT_OFFLINE)
 
 
-@mypyc_attr(native_class=False)
+@mypyc_attr(native_class=False, allow_interpreted_subclasses=True)
 class ScsiDriver:
     """struct scsi_driver: an upper driver on the scsi bus (sd, sr). A subclass defines
     ``probe`` and whichever hooks it has; the ones left None are the kernel struct's NULL
@@ -276,7 +278,9 @@ class ScsiDriver:
 
     Not a mypyc native class: a subclass's method overrides a hook declared here as an
     attribute, and compiled code reading ``drv.init_command`` off a native class takes the
-    attribute's slot (still None) instead of the subclass's method."""
+    attribute's slot (still None) instead of the subclass's method. Subclasses come from
+    modules that are not compiled (sr, tests): allowed, so a value typed ScsiDriver is checked
+    with isinstance, not against the compiled subclasses alone."""
 
     name: str = ""
     module: str | None = None
