@@ -23,7 +23,7 @@ from vscsifs.scsi.kernel._hosts import scsi_add_host, scsi_host_alloc
 from vscsifs.scsi.kernel._scsi_devinfo import Blist
 from vscsifs.scsi.kernel._scsi_lib import scsi_change_queue_depth
 from vscsifs.scsi.kernel._scsi_scan import scsi_scan_host
-from vscsifs.scsi.kernel._scsi_types import ScsiHostTemplate, Scsi_Host
+from vscsifs.scsi.kernel._scsi_types import ScsiHostTemplate, Scsi_Host, ScsiTarget, scsi_device
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import Kmsg
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, scsi_cmnd
@@ -126,6 +126,19 @@ def hd(tmp_path: Path, name: str, size: int, lun: int, scsi_id: int = 0, drive_i
     if opened is not None:
         opened.append(be)
     return SCSIDiskDevice(be, scsi_id=scsi_id, lun=lun, drive_id=drive_id, **kw)
+
+
+def bare_sdev(lun: int = 0, **fields: Any) -> scsi_device:
+    """A real scsi_device (``fields`` set on it) on a real target and host that no scan or sysfs
+    knows, for the midlayer's functions that only read a device: the compiled build checks
+    that they are given the types they declare, so a stand-in object will not do."""
+    kernel = make_kernel(memory=False)
+    shost = scsi_host_alloc(kernel, virtio_template(BusLLD(SCSIBus(), kernel)))
+    sdev = scsi_device(host=shost, sdev_target=ScsiTarget(host=shost, channel=0, id=0), channel=0, id=0, lun=lun)
+    sdev.sdev_gendev = Device(f"{shost.host_no}:0:0:{lun}")   # what its log lines are prefixed with
+    for name, value in fields.items():
+        setattr(sdev, name, value)
+    return sdev
 
 
 def make_host(kernel: Kernel, bus: SCSIBus, max_id: int = 256, pci_slot: str = "0000:00:04.0",

@@ -17,7 +17,7 @@ from vscsifs.scsi.kernel.block._blkdev import Gendisk
 from vscsifs.scsi.kernel.block._limits import QUEUE_FLAG_MQ_DEFAULT, QueueFlag, QueueLimits
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection
 from vscsifs.scsi.kernel._scsi_lib import ExecResult
-from vscsifs.scsi.kernel._scsi_types import ScsiTarget, SdevState, scsi_device
+from vscsifs.scsi.kernel._scsi_types import ScsiHostTemplate, Scsi_Host, ScsiTarget, SdevState, scsi_device
 
 GOLDEN_VPD00 = bytes.fromhex("000000050083b0b1b2")
 def _xxd(text: str) -> bytes:
@@ -222,6 +222,10 @@ class FakeSdev(scsi_device):
     sdev_state: SdevState = SdevState.SDEV_RUNNING
 
 
+def _no_queuecommand(shost: Scsi_Host, cmd: Any) -> int:
+    raise AssertionError("a FakeSdev's commands go through FakeQueue, not the host")
+
+
 def make_sdev(kernel: Kernel, lun: int, *, bind: str | None = "sd", host_no: int = 0, target: int = 0,
               **kw: Any) -> FakeSdev:
     sysfs = kernel.sysfs
@@ -231,8 +235,11 @@ def make_sdev(kernel: Kernel, lun: int, *, bind: str | None = "sd", host_no: int
     device_add(gendev)
     if bind:
         device_bind_driver(gendev, bus.driver_register(bind, "sd_mod"))
-    host = SimpleNamespace(host_no=host_no, max_cmd_len=32, no_write_same=0, opt_sectors=0,
-                           prot_capabilities=0, kernel=kernel)
+    template = ScsiHostTemplate(name="fake", proc_name="fake", queuecommand=_no_queuecommand)
+    host = Scsi_Host(kernel=kernel, hostt=template, host_no=host_no, can_queue=template.can_queue,
+                     cmd_per_lun=template.cmd_per_lun, sg_tablesize=template.sg_tablesize,
+                     sg_prot_tablesize=0, max_sectors=template.max_sectors, max_segment_size=65536,
+                     dma_boundary=0xFFFFFFFF, this_id=-1, unique_id=0, max_cmd_len=32)
     return FakeSdev(kernel=kernel, host=host, sdev_target=ScsiTarget(host=host, channel=0, id=target),
                     channel=0, id=target, lun=lun, sdev_gendev=gendev,
                     request_queue=make_queue(kernel), **kw)

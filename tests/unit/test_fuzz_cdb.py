@@ -67,9 +67,9 @@ class GuardedBackend(BlockBackend):
 
 
 def _guarded_open(path: str, **kw) -> GuardedBackend:  # type: ignore[no-untyped-def]
-    be = BlockBackend.open(path, cache="unsafe", **kw)   # flushes cost fdatasync, not protocol
-    be.__class__ = GuardedBackend
-    return be  # type: ignore[return-value]
+    be = GuardedBackend.open(path, cache="unsafe", **kw)   # flushes cost fdatasync, not protocol
+    assert isinstance(be, GuardedBackend)
+    return be
 
 
 @dataclass

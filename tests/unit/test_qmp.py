@@ -18,7 +18,8 @@ from vscsifs.daemon._config import DriveConfig, ScsiDeviceConfig
 from vscsifs.daemon._machine import Machine
 from vscsifs.daemon._qmp import (QMPServer, QMPSyntaxError, bind_unix, parse_qmp_option)
 from vscsifs.scsi.kernel._scsi_scan import scsi_device_lookup
-from vscsifs.virtio._wire import VirtioScsiEvent, VirtioScsiEvtReset
+from vscsifs.virtio._wire import (EVENT, VRING_DESC, VRING_USED_ELEM, VRING_USED_HDR, VirtioScsiEvent,
+                                 VirtioScsiEvtReset, event_lun)
 
 
 async def settle(m: Machine, cond, what: str = "condition") -> None:
@@ -183,17 +184,22 @@ async def test_quit_replies_then_shuts_down(live) -> None:
 
 
 # ---------------------------------------------------------------------- through the hardware
+def last_event(vdev: Any) -> tuple[int, int, bytes]:
+    """(event, reason, lun) of the event the device used last on its event queue, read from
+    guest memory as the driver reads it: the used element, its descriptor, the buffer."""
+    vq = vdev.event_vq
+    ring = vq.layout
+    slot = (vq.used_idx - 1) % ring.num
+    head, _ = VRING_USED_ELEM.unpack_from(vq.buf, ring.used + VRING_USED_HDR.size + slot * VRING_USED_ELEM.size)
+    addr = VRING_DESC.unpack_from(vq.buf, ring.desc + head * VRING_DESC.size)[0]
+    event, lun, reason = EVENT.unpack_from(vq.buf, addr)
+    return event, reason, lun
+
+
 async def test_hotplug_and_unplug_go_through_virtio_events(live, tmp_path: Path) -> None:
     m, srv, sock, quits = live
     vdev = m.controllers[0].vdev
-    events: list[tuple[int, int, Any]] = []
-    orig = vdev.push_event
-
-    def spy(event: int, reason: int, addr: Any) -> bool:
-        events.append((event, reason, addr))
-        return orig(event, reason, addr)
-
-    vdev.push_event = spy   # type: ignore[method-assign]
+    events_before = vdev.event_vq.used_idx
     k = m.kernel
     shost = m.hosts[0]
     c = await Client.connect(sock)
@@ -204,8 +210,11 @@ async def test_hotplug_and_unplug_go_through_virtio_events(live, tmp_path: Path)
     assert r == {"return": "Error: Duplicate ID 'nd' for drive\r\n"}
     n0 = len(k.kmsg.lines())
     assert await c.cmd("device_add", {"driver": "scsi-hd", "id": "d2", "drive": "nd", "lun": 2}) == {"return": {}}
-    assert events == [(VirtioScsiEvent.TRANSPORT_RESET, VirtioScsiEvtReset.RESCAN, (0, 2))]
-    # the guest learns of it asynchronously, from the event queue
+    # one event on the event queue; the guest learns of it asynchronously, and only a
+    # TRANSPORT_RESET/RESCAN event for 0:2 makes it scan that LUN (the bus's unit attention
+    # REPORTED LUNS DATA HAS CHANGED only warns)
+    assert vdev.event_vq.used_idx == events_before + 1
+    assert last_event(vdev) == (VirtioScsiEvent.TRANSPORT_RESET, VirtioScsiEvtReset.RESCAN, event_lun(0, 2))
     await settle(m, lambda: scsi_device_lookup(shost, 0, 0, 2) is not None and
                  any("[sdc] Attached SCSI disk" in x for x in k.kmsg.lines()))
     lines = k.kmsg.lines()[n0:]
@@ -224,7 +233,7 @@ async def test_hotplug_and_unplug_go_through_virtio_events(live, tmp_path: Path)
     # resize: PARAM_CHANGE with asc/ascq of CAPACITY DATA HAS CHANGED
     n1 = len(k.kmsg.lines())
     assert await c.cmd("block_resize", {"device": "nd", "size": 48 << 20}) == {"return": {}}
-    assert events[-1] == (VirtioScsiEvent.PARAM_CHANGE, 0x2A | 0x09 << 8, (0, 2))
+    assert last_event(vdev) == (VirtioScsiEvent.PARAM_CHANGE, 0x2A | 0x09 << 8, event_lun(0, 2))
     await settle(m, lambda: "sdc: detected capacity change from 65536 to 98304" in k.kmsg.lines())
     assert k.kmsg.lines()[n1:n1 + 3] == ["sd 0:0:0:2: Capacity data has changed",
                                          "sd 0:0:0:2: [sdc] 98304 512-byte logical blocks: (50.3 MB/48.0 MiB)",
@@ -239,7 +248,7 @@ async def test_hotplug_and_unplug_go_through_virtio_events(live, tmp_path: Path)
     assert r == {"return": {}}
     ev = await c.event("DEVICE_DELETED")
     assert ev["data"] == {"device": "d2", "path": "/machine/peripheral/d2"}
-    assert events[-1] == (VirtioScsiEvent.TRANSPORT_RESET, VirtioScsiEvtReset.REMOVED, (0, 2))
+    assert last_event(vdev) == (VirtioScsiEvent.TRANSPORT_RESET, VirtioScsiEvtReset.REMOVED, event_lun(0, 2))
     await settle(m, lambda: scsi_device_lookup(shost, 0, 0, 2) is None and k.sysfs.root.lookup("block/sdc") is None)
     assert k.kmsg.lines()[n2] == "sd 0:0:0:2: [sdc] Synchronizing SCSI cache"
     assert "nd" not in hp.state(m).drives

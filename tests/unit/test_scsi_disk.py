@@ -243,23 +243,45 @@ def test_mode_select_caching_wce(disk) -> None:
     assert res.status == 0 and dev.write_cache_enabled
 
 
-def test_io_error_sense(disk, monkeypatch) -> None:
-    bus, dev, _ = disk
+class FailingBackend(BlockBackend):
+    """A backend whose preadv/pwritev/flush fail with the errno a test puts in ``fail`` (a
+    subclass: the compiled build's BlockBackend has no per-object methods to replace)."""
 
-    def boom(*a, **k):
-        raise OSError(errno.EIO, "I/O error")
+    fail: dict[str, int]
 
-    monkeypatch.setattr(dev.backend, "preadv", boom)
-    cc(run(bus, 0, bytes.fromhex("28 00 00 00 00 00 00 00 01 00"), 512)[0], SenseCode.IO_ERROR)
+    def _check(self, op: str) -> None:
+        err = self.fail.get(op)
+        if err:
+            raise OSError(err, os.strerror(err))
 
-    def nospc(*a, **k):
-        raise OSError(errno.ENOSPC, "No space")
+    def preadv(self, bufs, offset):  # type: ignore[no-untyped-def]
+        self._check("preadv")
+        return super().preadv(bufs, offset)
 
-    monkeypatch.setattr(dev.backend, "pwritev", nospc)
-    cc(run(bus, 0, bytes.fromhex("2a 00 00 00 00 00 00 00 01 00"), 0, bytes(512))[0],
-       SenseCode.SPACE_ALLOC_FAILED)
-    monkeypatch.setattr(dev.backend, "flush", boom)
-    cc(run(bus, 0, bytes.fromhex("35 00 00 00 00 00 00 00 00 00"))[0], SenseCode.IO_ERROR)
+    def pwritev(self, bufs, offset):  # type: ignore[no-untyped-def]
+        self._check("pwritev")
+        return super().pwritev(bufs, offset)
+
+    def flush(self) -> None:
+        self._check("flush")
+        super().flush()
+
+
+def test_io_error_sense(disk) -> None:
+    bus, dev, img = disk
+    be = FailingBackend.open(str(img), discard="unmap")
+    assert isinstance(be, FailingBackend)
+    be.fail = {"preadv": errno.EIO}
+    dev.backend = be
+    try:
+        cc(run(bus, 0, bytes.fromhex("28 00 00 00 00 00 00 00 01 00"), 512)[0], SenseCode.IO_ERROR)
+        be.fail = {"pwritev": errno.ENOSPC}
+        cc(run(bus, 0, bytes.fromhex("2a 00 00 00 00 00 00 00 01 00"), 0, bytes(512))[0],
+           SenseCode.SPACE_ALLOC_FAILED)
+        be.fail = {"flush": errno.EIO}
+        cc(run(bus, 0, bytes.fromhex("35 00 00 00 00 00 00 00 00 00"))[0], SenseCode.IO_ERROR)
+    finally:
+        be.close()
 
 
 def test_properties_serial_wwn_4k(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 import vscsifs.scsi.kernel as K
-from midlayer_harness import check_condition_on, hd, make_host, make_kernel, opened, scanned_host  # noqa: F401
+from midlayer_harness import bare_sdev, check_condition_on, hd, make_host, make_kernel, opened, scanned_host  # noqa: F401
 from sd_fakes import fixed_sense
 from vscsifs.scsi.kernel.block import BlkStatus
 from vscsifs.scsi.device import SCSIBus
@@ -188,18 +188,12 @@ async def test_vpd_pages_cached_by_scan(disk) -> None:
 
 
 def test_vpd_lun_id_prefers_naa_over_t10() -> None:
-    class S:
-        vpd_pg83 = (bytes.fromhex("0083001c") + bytes.fromhex("02010008") + b"QEMU    " +
+    naa = bare_sdev(vpd_pg83=bytes.fromhex("0083001c") + bytes.fromhex("02010008") + b"QEMU    " +
                     bytes.fromhex("01030008") + bytes.fromhex("5000c50012345678"))
-    assert scsi_vpd_lun_id(S()) == "naa.5000c50012345678"
-
-    class T:
-        vpd_pg83 = bytes.fromhex("0083000c") + bytes.fromhex("02010008") + b"QEMU  \x01 "
-    assert scsi_vpd_lun_id(T()) == "t10.QEMU  \\001 "
-
-    class N:
-        vpd_pg83 = None
-    assert scsi_vpd_lun_id(N()) == -6
+    assert scsi_vpd_lun_id(naa) == "naa.5000c50012345678"
+    t10 = bare_sdev(vpd_pg83=bytes.fromhex("0083000c") + bytes.fromhex("02010008") + b"QEMU  \x01 ")
+    assert scsi_vpd_lun_id(t10) == "t10.QEMU  \\001 "
+    assert scsi_vpd_lun_id(bare_sdev(vpd_pg83=None)) == -6
 
 
 # -- sense and disposition ------------------------------------------------------------------
@@ -226,25 +220,8 @@ def test_sense_desc_find() -> None:
     assert scsi_sense_desc_find(fixed_sense(3, 0x11, 0), 0x00) is None
 
 
-class _T:
-    expecting_lun_change = False
-
-
-class _D:
-    online = True
-    sdev_target = _T()
-    retry_hwerror = False
-    expecting_cc_ua = False
-    allow_restart = False
-    silence_suspend = False
-    host = None
-
-    def __init__(self) -> None:
-        self.events: set[str] = set()
-
-
 def _cmd(result: int, cdb0: int = 0x28, sense: bytes = b"", allowed: int = 3) -> scsi_cmnd:
-    c = scsi_cmnd(device=_D(), cmnd=bytes([cdb0]) + bytes(9))
+    c = scsi_cmnd(device=bare_sdev(), cmnd=bytes([cdb0]) + bytes(9))
     c.result = result
     c.allowed = allowed
     c.sense_buffer[:len(sense)] = sense
@@ -273,13 +250,7 @@ def _cmd(result: int, cdb0: int = 0x28, sense: bytes = b"", allowed: int = 3) ->
 ])
 def test_decide_disposition(result: int, cdb0: int, sense: bytes, expected) -> None:
     c = _cmd(result, cdb0, sense)
-    import vscsifs.scsi.kernel._scsi_error as lg       # where scsi_report_sense finds sdev_printk
-    orig = lg.sdev_printk
-    lg.sdev_printk = lambda *a, **k: None            # the fake device has no kernel to log to
-    try:
-        assert scsi_decide_disposition(c) == expected
-    finally:
-        lg.sdev_printk = orig
+    assert scsi_decide_disposition(c) == expected
 
 
 def test_retries_run_out() -> None:
@@ -298,10 +269,7 @@ def test_result_to_blk_status() -> None:
 
 
 def test_device_state_transitions() -> None:
-    class H:
-        kernel = make_kernel()
-
-    d = K.scsi_device(host=H(), sdev_target=None, channel=0, id=0, lun=0)   # type: ignore[arg-type]
+    d = bare_sdev()
     assert d.sdev_state == SdevState.SDEV_CREATED
     assert scsi_device_set_state(d, SdevState.SDEV_QUIESCE) == -22
     assert scsi_device_set_state(d, SdevState.SDEV_RUNNING) == 0
@@ -409,7 +377,4 @@ def test_vpd_lun_id_of_lio_golden_page83() -> None:
 
     d = GOLDEN / "lio" / "sysfs/devices/tcm_loop_0/tcm_loop_adapter_0/host0/target0:0:1/0:0:1:0"
 
-    class S:
-        vpd_pg83 = (d / "vpd_pg83").read_bytes()
-
-    assert scsi_vpd_lun_id(S()) + "\n" == (d / "wwid").read_text()
+    assert scsi_vpd_lun_id(bare_sdev(vpd_pg83=(d / "vpd_pg83").read_bytes())) + "\n" == (d / "wwid").read_text()

@@ -19,6 +19,7 @@ from vscsifs.scsi.kernel.base._kobject import Attr, Dir, Link
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import Kmsg
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, scsi_cmnd
+from vscsifs.scsi.kernel._scsi_types import Scsi_Host
 from vscsifs.virtio import GuestMemory
 from vscsifs.virtio.device import VirtIOPCIProxy, VirtIOSCSI, VirtIOSCSIConf
 from vscsifs.virtio.driver import (run_pending_events, virtscsi_abort, virtscsi_device_reset, virtscsi_probe,
@@ -96,11 +97,18 @@ class FakeMidlayer:
         self.sdevs = {}
 
     def scsi_host_alloc(self, kernel, template):
-        return SimpleNamespace(hostt=template, host_no=kernel.host_ida.alloc(), kernel=kernel)
+        """A real Scsi_Host with the template's limits, as hosts.c makes it (the driver reads
+        and sets its typed fields), without the midlayer's sysfs devices and error handler."""
+        return Scsi_Host(kernel=kernel, hostt=template, host_no=kernel.host_ida.alloc(),
+                         can_queue=template.can_queue, cmd_per_lun=template.cmd_per_lun,
+                         sg_tablesize=template.sg_tablesize, sg_prot_tablesize=template.sg_prot_tablesize,
+                         max_sectors=template.max_sectors or 1024, max_segment_size=template.max_segment_size,
+                         dma_boundary=template.dma_boundary or 0xFFFFFFFF, this_id=template.this_id,
+                         unique_id=template.unique_id)
 
     def scsi_add_host(self, shost, parent):
-        shost.dev = device_add(Device(f"host{shost.host_no}", parent=parent,
-                                      bus=shost.kernel.sysfs.bus_register("scsi")))
+        shost.shost_gendev = device_add(Device(f"host{shost.host_no}", parent=parent,
+                                               bus=shost.kernel.sysfs.bus_register("scsi")))
         self.calls.append(("scsi_add_host", shost.host_no))
 
     async def scsi_add_device(self, shost, channel, id, lun):
@@ -410,7 +418,8 @@ def test_many_commands_reuse_pool_without_leaking():
 
 def test_host_busy_when_ring_full():
     m = make_machine()
-    m.proxy.notify = lambda index: None      # the device never looks: nothing completes
+    for q in shost_priv(m.shost).req_vqs:
+        q.vq.notify_fn = lambda vq: None      # the device never looks: nothing completes
     rc = [virtscsi_queuecommand(m.shost, make_cmd(m, b"\x00" * 6, tag=i)) for i in range(257)]
     assert rc[:256] == [0] * 256 and rc[256] == SCSI_MLQUEUE_HOST_BUSY
 
@@ -468,7 +477,7 @@ async def test_remove_frees_everything_and_leaves_sysfs():
         virtscsi_queuecommand(m.shost, make_cmd(m, b"\x00" * 6, hwq=i % 2, tag=i))
     # the fake midlayer's host0 directory goes with the host in the real one
     from vscsifs.scsi.kernel.base._driver_model import device_del
-    device_del(m.shost.dev)
+    device_del(m.shost.shost_gendev)
     await virtscsi_remove(m.shost)
     assert ("scsi_remove_host", 0) in m.ml.calls
     assert mem.allocated_bytes == 0
