@@ -204,22 +204,10 @@ def make_kernel(cmdline: str = "") -> Kernel:
     return Kernel(kmsg=Kmsg(console=None), sysfs=Sysfs(), memory=FakeMemory(), cmdline=cmdline)
 
 
-@dataclass(eq=False, kw_only=True)
-class FakeSdev(scsi_device):
-    """A scsi_device without the midlayer behind it: the fields sd/sg/bsg read set as a
-    probed disk has them (a real scsi_device, so sd's typed field reads see every field)."""
-
-    kernel: Kernel
-    sdev_gendev: Device
-    request_queue: FakeQueue
-    scsi_level: int = 6
-    inquiry: bytes = bytes(36)
-    sector_size: int = 512
-    use_10_for_rw: bool = True
-    vpd_pgb0: bytes | None = GOLDEN_VPDB0
-    vpd_pgb1: bytes | None = GOLDEN_VPDB1
-    vpd_pgb2: bytes | None = GOLDEN_VPDB2
-    sdev_state: SdevState = SdevState.SDEV_RUNNING
+# the fields sd/sg/bsg read set as a probed disk has them (make_sdev's defaults)
+PROBED_SDEV: dict[str, Any] = {"scsi_level": 6, "inquiry": bytes(36), "sector_size": 512,
+                               "use_10_for_rw": True, "vpd_pgb0": GOLDEN_VPDB0, "vpd_pgb1": GOLDEN_VPDB1,
+                               "vpd_pgb2": GOLDEN_VPDB2, "sdev_state": SdevState.SDEV_RUNNING}
 
 
 def _no_queuecommand(shost: Scsi_Host, cmd: Any) -> int:
@@ -227,7 +215,9 @@ def _no_queuecommand(shost: Scsi_Host, cmd: Any) -> int:
 
 
 def make_sdev(kernel: Kernel, lun: int, *, bind: str | None = "sd", host_no: int = 0, target: int = 0,
-              **kw: Any) -> FakeSdev:
+              **kw: Any) -> scsi_device:
+    """A real scsi_device without the midlayer behind it (its queue a FakeQueue), fields as
+    PROBED_SDEV and ``kw`` say."""
     sysfs = kernel.sysfs
     bus = sysfs.bus_register("scsi")
     hostdir = sysfs.devices.makedirs(f"pci0000:00/0000:00:04.0/virtio0/host{host_no}/target{host_no}:0:{target}")
@@ -240,6 +230,8 @@ def make_sdev(kernel: Kernel, lun: int, *, bind: str | None = "sd", host_no: int
                      cmd_per_lun=template.cmd_per_lun, sg_tablesize=template.sg_tablesize,
                      sg_prot_tablesize=0, max_sectors=template.max_sectors, max_segment_size=65536,
                      dma_boundary=0xFFFFFFFF, this_id=-1, unique_id=0, max_cmd_len=32)
-    return FakeSdev(kernel=kernel, host=host, sdev_target=ScsiTarget(host=host, channel=0, id=target),
-                    channel=0, id=target, lun=lun, sdev_gendev=gendev,
-                    request_queue=make_queue(kernel), **kw)
+    sdev = scsi_device(host=host, sdev_target=ScsiTarget(host=host, channel=0, id=target),
+                       channel=0, id=target, lun=lun, sdev_gendev=gendev, request_queue=make_queue(kernel))
+    for name, value in {**PROBED_SDEV, **kw}.items():
+        setattr(sdev, name, value)
+    return sdev
