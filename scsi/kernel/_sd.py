@@ -9,8 +9,11 @@ in ``sd_init_command`` (READ/WRITE 6/10/16, SYNCHRONIZE CACHE, UNMAP, WRITE SAME
 ``sd_done`` turns the outcome into good bytes.
 
 Commands go through the midlayer (scsi_execute_cmd, scsi_mode_sense, scsi_get_vpd_page,
-scsi_report_opcode); the block layer is the module attribute ``blk``, so unit tests can stand a
-fake block layer (and a fake scsi_execute_cmd) in for them.
+scsi_report_opcode) to the device's request queue, which is where unit tests put a fake device;
+adding and deleting the disk go through two module variables (_device_add_disk, _del_gendisk),
+so they can register it without the block layer's class device and sysfs files. Variables, not
+the functions themselves: compiled code calls a function of its group directly, but reads a
+module variable at each use, so the seam holds in both builds.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Final
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -139,6 +142,11 @@ async def _execute(sdev: Any, cdb: bytes, direction: DmaDirection, buflen: int, 
     """__scsi_execute(): sd's commands through the midlayer's passthrough path (scsi_execute_cmd)."""
     return await scsi_execute_cmd(sdev, cdb, direction, buflen, data_out=data, timeout=timeout,
                                   retries=retries, req_flags=req_flags)
+
+
+# the block layer's disk registration (see the module docstring)
+_device_add_disk: Callable[[Any, Gendisk], Awaitable[None] | None] = blk.device_add_disk
+_del_gendisk: Callable[[Gendisk], None] = blk.del_gendisk
 
 
 # --- sense data (scsi_common.c scsi_normalize_sense / scsi_get_sense_info_fld) ------------------
@@ -1803,7 +1811,7 @@ async def sd_probe(drv: SdDriver, sdp: Any) -> int:
         gd.removable = True
         gd.events |= blk.DISK_EVENT_MEDIA_CHANGE
         gd.event_flags = blk.DISK_EVENT_FLAG_POLL | blk.DISK_EVENT_FLAG_UEVENT
-    await maybe_await(blk.device_add_disk(sdp.sdev_gendev, gd))
+    await maybe_await(_device_add_disk(sdp.sdev_gendev, gd))
     if sdkp.security:
         sd_printk(KernLevel.NOTICE, sdkp, "supports TCG Opal")
     sd_printk(KernLevel.NOTICE, sdkp, f"Attached SCSI {'removable ' if _flag(sdp, 'removable') else ''}disk")
@@ -1820,7 +1828,7 @@ async def sd_remove(sdp: Any) -> int:
     sdkp = dev_get_drvdata(sdp)
     if sdkp.disk_dev is not None:
         device_del(sdkp.disk_dev)
-    blk.del_gendisk(sdkp.disk)
+    _del_gendisk(sdkp.disk)
     if not sdkp.suspended:
         await sd_shutdown(sdkp)
     sdkp.kernel.sd_index_ida.free(sdkp.index)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Optional
 
 from vscsifs.scsi.kernel.base._driver_model import Device, Sysfs, device_add, device_bind_driver
 from vscsifs.scsi.kernel.base._kernel import Kernel
@@ -15,7 +16,8 @@ from vscsifs.scsi.kernel.base._printk import Kmsg
 import vscsifs.scsi.kernel.block as blk
 from vscsifs.scsi.kernel.block._blkdev import Gendisk
 from vscsifs.scsi.kernel.block._limits import QUEUE_FLAG_MQ_DEFAULT, QueueFlag, QueueLimits
-from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection
+from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, scsi_cmnd
+from vscsifs.scsi.kernel.block import BlkMqOps, BlkStatus, ReqOp, Request, RequestQueue
 from vscsifs.scsi.kernel._scsi_lib import ExecResult
 from vscsifs.scsi.kernel._scsi_types import ScsiHostTemplate, Scsi_Host, ScsiTarget, SdevState, scsi_device
 
@@ -134,34 +136,51 @@ class FakeHd:
         return b""
 
 
-@dataclass(eq=False)
-class FakeQueue:
-    """The request_queue fields the block layer's settings touch (its QueueSettings view), so sd
-    sets its limits through the real blk-settings setters. Built as the midlayer leaves it for a
-    virtio-scsi host (see make_queue)."""
-
-    kernel: Kernel
-    limits: QueueLimits = field(default_factory=QueueLimits)
-    queue_flags: set[QueueFlag] = field(default_factory=lambda: set(QUEUE_FLAG_MQ_DEFAULT))
-    rq_timeout: float = 30.0
-    disk: Any = None
+Answer = Callable[[scsi_device, bytes, int, Optional[bytes]], ExecResult]
 
 
-def make_queue(kernel: Kernel) -> FakeQueue:
-    """__scsi_init_queue for virtio-scsi: max_hw_sectors from the host's max_sectors (0xFFFF)."""
-    q = FakeQueue(kernel)
+def _unanswered(sdev: scsi_device, cdb: bytes, buflen: int, data: bytes | None) -> ExecResult:
+    raise AssertionError(f"no device answers {cdb.hex()} on {sdev.sdev_gendev.name}")
+
+
+def make_queue(kernel: Kernel, answer: Answer = _unanswered) -> RequestQueue:
+    """A real blk-mq request queue as __scsi_init_queue leaves it for virtio-scsi (max_hw_sectors
+    from the host's 0xFFFF), whose driver answers each passthrough request at once with
+    ``answer(sdev, cdb, buflen, data_out)``, as scsi_queue_rq and an LLD would: the data in
+    the request's buffer, the result, sense and residue in its scsi_cmnd."""
+
+    def queue_rq(hctx: Any, rq: Request, last: bool) -> BlkStatus:
+        assert rq.q is not None
+        sdev = rq.q.queuedata
+        buf = rq.buffer
+        data_out = bytes(buf.view[:rq.nr_bytes]) if buf is not None and rq.op == ReqOp.REQ_OP_DRV_OUT else None
+        res = answer(sdev, rq.cmd, rq.nr_bytes, data_out)
+        resid = res.resid
+        if buf is not None and rq.op == ReqOp.REQ_OP_DRV_IN:
+            n = min(len(res.data), rq.nr_bytes)
+            buf.view[:n] = res.data[:n]
+            resid = resid or rq.nr_bytes - n
+        cmd = scsi_cmnd(device=sdev, cmnd=rq.cmd)
+        cmd.result, cmd.resid = res.result, resid
+        rq.pdu = cmd
+        rq.sense = res.sense
+        blk.blk_mq_complete_request(rq)
+        return BlkStatus.BLK_STS_OK
+
+    ops = BlkMqOps(queue_rq=queue_rq, complete=lambda rq: blk.blk_mq_end_request(rq, BlkStatus.BLK_STS_OK))
+    q = blk.blk_mq_init_queue(blk.blk_mq_alloc_tag_set(kernel, ops, 1, 64))
     blk.blk_queue_max_hw_sectors(q, 0xFFFF)
     return q
 
 
-def write_cache(q: FakeQueue) -> tuple[bool, bool]:
+def write_cache(q: RequestQueue) -> tuple[bool, bool]:
     """(write back, FUA) as blk_queue_write_cache left the queue's flags."""
     return QueueFlag.QUEUE_FLAG_WC in q.queue_flags, QueueFlag.QUEUE_FLAG_FUA in q.queue_flags
 
 
 class FakeBlock:
-    """The block layer as sd sees it (the module attribute ``blk``): the real gendisk and queue
-    settings, with adding and deleting the disk reduced to what sd's own choices need."""
+    """Adding and deleting sd's disk (its _device_add_disk/_del_gendisk) reduced to what sd's own
+    choices need."""
 
     def __init__(self, kernel: Kernel, execute: Any) -> None:
         self.kernel = kernel
@@ -181,10 +200,6 @@ class FakeBlock:
 
     def del_gendisk(self, disk: Gendisk) -> None:
         disk.live = False
-
-    def __getattr__(self, name: str) -> Any:
-        """Everything not faked above is the block layer's own."""
-        return getattr(blk, name)
 
 
 class FakeMemory:
@@ -211,13 +226,13 @@ PROBED_SDEV: dict[str, Any] = {"scsi_level": 6, "inquiry": bytes(36), "sector_si
 
 
 def _no_queuecommand(shost: Scsi_Host, cmd: Any) -> int:
-    raise AssertionError("a FakeSdev's commands go through FakeQueue, not the host")
+    raise AssertionError("make_sdev's commands go through its queue's driver, not the host")
 
 
 def make_sdev(kernel: Kernel, lun: int, *, bind: str | None = "sd", host_no: int = 0, target: int = 0,
-              **kw: Any) -> scsi_device:
-    """A real scsi_device without the midlayer behind it (its queue a FakeQueue), fields as
-    PROBED_SDEV and ``kw`` say."""
+              answer: Answer = _unanswered, **kw: Any) -> scsi_device:
+    """A real scsi_device without the midlayer's scan behind it, fields as PROBED_SDEV and ``kw``
+    say, whose commands ``answer`` answers (make_queue)."""
     sysfs = kernel.sysfs
     bus = sysfs.bus_register("scsi")
     hostdir = sysfs.devices.makedirs(f"pci0000:00/0000:00:04.0/virtio0/host{host_no}/target{host_no}:0:{target}")
@@ -231,7 +246,8 @@ def make_sdev(kernel: Kernel, lun: int, *, bind: str | None = "sd", host_no: int
                      sg_prot_tablesize=0, max_sectors=template.max_sectors, max_segment_size=65536,
                      dma_boundary=0xFFFFFFFF, this_id=-1, unique_id=0, max_cmd_len=32)
     sdev = scsi_device(host=host, sdev_target=ScsiTarget(host=host, channel=0, id=target),
-                       channel=0, id=target, lun=lun, sdev_gendev=gendev, request_queue=make_queue(kernel))
+                       channel=0, id=target, lun=lun, sdev_gendev=gendev, request_queue=make_queue(kernel, answer))
+    sdev.request_queue.queuedata = sdev
     for name, value in {**PROBED_SDEV, **kw}.items():
         setattr(sdev, name, value)
     return sdev

@@ -78,23 +78,18 @@ class Machine:
         self.kernel = make_kernel(cmdline)
         self.devs: dict[int, FakeHd] = {}
         self.calls: list[tuple[str, bytes, int]] = []
-        self.blk = FakeBlock(self.kernel, self.execute)
-        monkeypatch.setattr(_scsi_lib, "scsi_execute_cmd", self.execute)
-        monkeypatch.setattr(_sd, "scsi_execute_cmd", self.execute)
-        monkeypatch.setattr(_sd, "blk", self.blk)
+        self.blk = FakeBlock(self.kernel, _scsi_lib.scsi_execute_cmd)
+        monkeypatch.setattr(_sd, "_device_add_disk", self.blk.device_add_disk)
+        monkeypatch.setattr(_sd, "_del_gendisk", self.blk.del_gendisk)
         self.drv = _sd.SdDriver(self.kernel, sd_disk_attrs)
 
-    async def execute(self, sdev, cdb, direction, buflen=0, *, data_out=None, timeout=30.0, retries=3,
-                      req_flags=ReqFlag.NONE):
-        """Stands in for the midlayer's scsi_execute_cmd (same signature and result type)."""
-        if data_out is not None:
-            buflen = buflen or len(data_out)
+    def answer(self, sdev, cdb, buflen, data_out):
+        """The device behind each sdev's queue: records the command, FakeHd answers it."""
         self.calls.append((sdev.sdev_gendev.name, bytes(cdb), buflen))
-        await trio.sleep(0)
         return self.devs[id(sdev)].execute(bytes(cdb), buflen, data_out)
 
     def add(self, lun: int, hd: FakeHd, **kw) -> object:
-        sdev = make_sdev(self.kernel, lun, **kw)
+        sdev = make_sdev(self.kernel, lun, answer=self.answer, **kw)
         self.devs[id(sdev)] = hd
         return sdev
 

@@ -223,10 +223,9 @@ async def test_xa_test_parameter(booted: Booted) -> None:
     assert sr.sr_xa_test(booted.kernel) == 1
 
 
-class _Rq:
-    def __init__(self, op: Any, sector: int, nr_bytes: int) -> None:
-        self.op, self.sector, self.nr_bytes = op, sector, nr_bytes
-        self.buffer, self.timeout = None, 30.0
+def _Rq(op: blk.ReqOp, sector: int, nr_bytes: int) -> blk.Request:
+    """A request of the disk's queue as the block layer hands it to sr (no tag, no buffer)."""
+    return blk.Request(q=None, op=op, sector=sector, nr_bytes=nr_bytes)
 
 
 async def test_init_command_and_done(booted: Booted) -> None:
