@@ -233,7 +233,7 @@ async def test_open_without_medium_needs_ndelay(monkeypatch: pytest.MonkeyPatch)
     (FMODE_NDELAY, as blkdev_open derives it from the open's flags) is let through."""
     m = Machine(monkeypatch)
     hd = FakeHd(nblocks=2048)
-    s = m.add(0, hd, removable=1)
+    s = m.add(0, hd, removable=True)
     await m.drv.probe(s)
     sdkp = _sd.dev_get_drvdata(s)
     hd.medium = False
@@ -349,7 +349,7 @@ async def test_read_write_cdb_choice(disk) -> None:
     _sd.sd_init_command(far)
     assert far.cmnd[0] == 0x88 and far.cmnd[2:10] == (0x100000000).to_bytes(8, "big")
     s.use_16_for_rw = 0
-    s.use_10_for_rw = 0
+    s.use_10_for_rw = False
     six = _cmd(s, ReqOp.REQ_OP_READ, 0x1234, 2 * 512)
     _sd.sd_init_command(six)
     assert six.cmnd == bytes.fromhex("080012340200")
