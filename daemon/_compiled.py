@@ -48,9 +48,9 @@ ENV = "VSCSIFS_BUILD"
 # Every module a read or write of DIR/dev/sdX runs through below the FUSE handlers, from the
 # block layer to the image and back (bench/BENCH.md "Profile" names them by layer), and the
 # device modules they call on every command (scsi-cd's and the disk's mode pages, virtio-pci's
-# notify, vhost-scsi's worker). Not fs/: its handlers are coroutines trio must see suspended
-# (cr_suspended), which compiled coroutines do not offer, and the FUSE layer is not where the
-# time goes.
+# notify, vhost-scsi's worker). Not fs/: its handlers wait on trio locks, which need coroutines
+# that say whether they are suspended (cr_suspended), and compiled coroutines (Cython's then,
+# mypyc's now) do not; the layers below the handlers hold no trio lock on the I/O path.
 HOT_MODULES: tuple[str, ...] = (
     "vscsifs.scsi._proto",
     "vscsifs.scsi.kernel.block._blk_types",
