@@ -14,7 +14,7 @@ Everything is read and written with struct.unpack_from/pack_into on the mmap (th
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from vscsifs.virtio._memory import GuestBuffer, GuestMemory
@@ -327,16 +327,26 @@ class DriverVirtqueue:
 
 
 # ================================================================== device half (QEMU virtio.c)
-@dataclass(slots=True, eq=False)
+@dataclass(init=False, slots=True, eq=False)
 class VirtQueueElement:
-    """QEMU VirtQueueElement: the head index and the chain as guest-memory views."""
+    """QEMU VirtQueueElement: the head index and the chain as guest-memory views (one per
+    request: its constructor is written out, as scsi_cmnd's)."""
 
     index: int
-    out_sg: list[memoryview] = field(default_factory=list)
-    in_sg: list[memoryview] = field(default_factory=list)
-    out_addr: list[int] = field(default_factory=list)
-    in_addr: list[int] = field(default_factory=list)
-    ndescs: int = 1
+    out_sg: list[memoryview]
+    in_sg: list[memoryview]
+    out_addr: list[int]
+    in_addr: list[int]
+    ndescs: int
+
+    def __init__(self, index: int, out_sg: list[memoryview] | None = None, in_sg: list[memoryview] | None = None,
+                 out_addr: list[int] | None = None, in_addr: list[int] | None = None, ndescs: int = 1) -> None:
+        self.index = index
+        self.out_sg = [] if out_sg is None else out_sg
+        self.in_sg = [] if in_sg is None else in_sg
+        self.out_addr = [] if out_addr is None else out_addr
+        self.in_addr = [] if in_addr is None else in_addr
+        self.ndescs = ndescs
 
     @property
     def out_len(self) -> int:

@@ -23,15 +23,24 @@ class XferMode(IntEnum):
     SCSI_XFER_TO_DEV = 2
 
 
-@dataclass(frozen=True)
+@dataclass(init=False, slots=True)
 class SCSICommand:
-    """QEMU SCSICommand: the parsed CDB (buf is exactly ``len`` bytes)."""
+    """QEMU SCSICommand: the parsed CDB (buf is exactly ``len`` bytes). One per command, so
+    its constructor is written out (a dataclass's generated one runs interpreted in the
+    compiled build)."""
 
     buf: bytes
     len: int
     xfer: int
     mode: XferMode
     lba: int
+
+    def __init__(self, buf: bytes, len: int, xfer: int, mode: XferMode, lba: int) -> None:  # noqa: A002 - QEMU's field name
+        self.buf = buf
+        self.len = len
+        self.xfer = xfer
+        self.mode = mode
+        self.lba = lba
 
 
 _CDB_LENGTH: Final = (6, 10, 10, -1, 16, 12, -1, -1)
