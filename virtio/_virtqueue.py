@@ -24,12 +24,12 @@ from vscsifs.virtio._wire import (U16, VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC, V
 _NEXT: Final = int(VringDescFlags.NEXT)
 _WRITE: Final = int(VringDescFlags.WRITE)
 _INDIRECT: Final = int(VringDescFlags.INDIRECT)
-_pack_desc = VRING_DESC.pack_into
-_unpack_desc = VRING_DESC.unpack_from
-_pack_u16 = U16.pack_into
-_unpack_u16 = U16.unpack_from
-_pack_used = VRING_USED_ELEM.pack_into
-_unpack_used = VRING_USED_ELEM.unpack_from
+_pack_desc: Final = VRING_DESC.pack_into
+_unpack_desc: Final = VRING_DESC.unpack_from
+_pack_u16: Final = U16.pack_into
+_unpack_u16: Final = U16.unpack_from
+_pack_used: Final = VRING_USED_ELEM.pack_into
+_unpack_used: Final = VRING_USED_ELEM.unpack_from
 
 VIRTQUEUE_MAX_SIZE: Final = 1024  # QEMU's limit on a queue (and on a chain's length)
 

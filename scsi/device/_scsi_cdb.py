@@ -191,7 +191,7 @@ def _blocks_256(buf: bytes, xfer: int, dev_type: int, blocksize: int) -> int:
 
 # scsi_req_xfer's switch as a table: opcode -> rule; opcodes not listed move the group's
 # transfer length field as is
-_XFER_RULES: dict[int, _XferRule] = {int(op): _zero for op in _XFER_ZERO}
+_XFER_RULES: Final[dict[int, _XferRule]] = {int(op): _zero for op in _XFER_ZERO}
 _XFER_RULES.update({
     **{int(op): _verify_xfer for op in (Op.VERIFY, Op.VERIFY_12, Op.VERIFY_16)},
     **{int(op): (lambda b, x, t, bs: 0 if b[1] & 1 else bs) for op in (Op.WRITE_SAME, Op.WRITE_SAME_16)},
