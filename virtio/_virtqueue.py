@@ -14,7 +14,7 @@ Everything is read and written with struct.unpack_from/pack_into on the mmap (th
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from vscsifs.virtio._memory import GuestBuffer, GuestMemory
@@ -24,12 +24,12 @@ from vscsifs.virtio._wire import (U16, VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC, V
 _NEXT: Final = int(VringDescFlags.NEXT)
 _WRITE: Final = int(VringDescFlags.WRITE)
 _INDIRECT: Final = int(VringDescFlags.INDIRECT)
-_pack_desc = VRING_DESC.pack_into
-_unpack_desc = VRING_DESC.unpack_from
-_pack_u16 = U16.pack_into
-_unpack_u16 = U16.unpack_from
-_pack_used = VRING_USED_ELEM.pack_into
-_unpack_used = VRING_USED_ELEM.unpack_from
+_pack_desc: Final = VRING_DESC.pack_into
+_unpack_desc: Final = VRING_DESC.unpack_from
+_pack_u16: Final = U16.pack_into
+_unpack_u16: Final = U16.unpack_from
+_pack_used: Final = VRING_USED_ELEM.pack_into
+_unpack_used: Final = VRING_USED_ELEM.unpack_from
 
 VIRTQUEUE_MAX_SIZE: Final = 1024  # QEMU's limit on a queue (and on a chain's length)
 
@@ -327,16 +327,26 @@ class DriverVirtqueue:
 
 
 # ================================================================== device half (QEMU virtio.c)
-@dataclass(slots=True, eq=False)
+@dataclass(init=False, slots=True, eq=False)
 class VirtQueueElement:
-    """QEMU VirtQueueElement: the head index and the chain as guest-memory views."""
+    """QEMU VirtQueueElement: the head index and the chain as guest-memory views (one per
+    request: its constructor is written out, as scsi_cmnd's)."""
 
     index: int
-    out_sg: list[memoryview] = field(default_factory=list)
-    in_sg: list[memoryview] = field(default_factory=list)
-    out_addr: list[int] = field(default_factory=list)
-    in_addr: list[int] = field(default_factory=list)
-    ndescs: int = 1
+    out_sg: list[memoryview]
+    in_sg: list[memoryview]
+    out_addr: list[int]
+    in_addr: list[int]
+    ndescs: int
+
+    def __init__(self, index: int, out_sg: list[memoryview] | None = None, in_sg: list[memoryview] | None = None,
+                 out_addr: list[int] | None = None, in_addr: list[int] | None = None, ndescs: int = 1) -> None:
+        self.index = index
+        self.out_sg = [] if out_sg is None else out_sg
+        self.in_sg = [] if in_sg is None else in_sg
+        self.out_addr = [] if out_addr is None else out_addr
+        self.in_addr = [] if in_addr is None else in_addr
+        self.ndescs = ndescs
 
     @property
     def out_len(self) -> int:

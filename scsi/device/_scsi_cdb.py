@@ -23,15 +23,24 @@ class XferMode(IntEnum):
     SCSI_XFER_TO_DEV = 2
 
 
-@dataclass(frozen=True)
+@dataclass(init=False, slots=True)
 class SCSICommand:
-    """QEMU SCSICommand: the parsed CDB (buf is exactly ``len`` bytes)."""
+    """QEMU SCSICommand: the parsed CDB (buf is exactly ``len`` bytes). One per command, so
+    its constructor is written out (a dataclass's generated one runs interpreted in the
+    compiled build)."""
 
     buf: bytes
     len: int
     xfer: int
     mode: XferMode
     lba: int
+
+    def __init__(self, buf: bytes, len: int, xfer: int, mode: XferMode, lba: int) -> None:  # noqa: A002 - QEMU's field name
+        self.buf = buf
+        self.len = len
+        self.xfer = xfer
+        self.mode = mode
+        self.lba = lba
 
 
 _CDB_LENGTH: Final = (6, 10, 10, -1, 16, 12, -1, -1)
@@ -182,7 +191,7 @@ def _blocks_256(buf: bytes, xfer: int, dev_type: int, blocksize: int) -> int:
 
 # scsi_req_xfer's switch as a table: opcode -> rule; opcodes not listed move the group's
 # transfer length field as is
-_XFER_RULES: dict[int, _XferRule] = {int(op): _zero for op in _XFER_ZERO}
+_XFER_RULES: Final[dict[int, _XferRule]] = {int(op): _zero for op in _XFER_ZERO}
 _XFER_RULES.update({
     **{int(op): _verify_xfer for op in (Op.VERIFY, Op.VERIFY_12, Op.VERIFY_16)},
     **{int(op): (lambda b, x, t, bs: 0 if b[1] & 1 else bs) for op in (Op.WRITE_SAME, Op.WRITE_SAME_16)},

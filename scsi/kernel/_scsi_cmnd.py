@@ -8,7 +8,7 @@ LLD's completion fills ``result``/``sense_buffer``/``resid`` and calls ``scsi_do
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Final, Protocol
 
@@ -60,37 +60,63 @@ class GuestBufferLike(Protocol):
     view: memoryview
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(init=False, eq=False, slots=True)
 class scsi_cmnd:  # noqa: N801 - the kernel's struct name (QEMU's request is the device side's SCSICommand)
-    """One SCSI command in flight. ``device`` is the driver-side scsi_device."""
+    """One SCSI command in flight. ``device`` is the driver-side scsi_device. Its constructor is
+    written out for the reason Request's is (one per I/O)."""
 
     # the driver-side scsi_device; not annotated as one: _scsi_types builds on scsi_cmnd, and a
     # mypyc class attribute typed with a class of a module not yet initialised crashes the
     # import (its __annotations__ get a NULL type). Readers on the I/O path annotate a local.
     device: Any
     cmnd: bytes
-    sc_data_direction: DmaDirection = DmaDirection.DMA_NONE
-    sdb: GuestBufferLike | None = None        # the data buffer (scatterlist), in guest memory
-    transfersize: int = 0                     # bytes requested (blk_rq_bytes)
-    sense_buffer: bytearray = field(default_factory=lambda: bytearray(SCSI_SENSE_BUFFERSIZE))
-    result: int = 0                           # host_byte << 16 | SAM status
-    resid: int = 0
-    tag: int = -1                             # blk-mq tag (the unique tag's low half)
-    hwq: int = 0                              # blk-mq hardware queue index (hctx->queue_num)
-    retries: int = 0
-    allowed: int = 0
-    timeout: float = 30.0
-    scsi_done: Callable[[scsi_cmnd], None] | None = None
-    done: bool = False                        # set by scsi_done; lets a synchronous completion skip waiting
-    host_scribble: Any = None                 # the LLD's per-command state (virtio_scsi_cmd)
-    request: Request | None = None            # scsi_cmd_to_rq(): the block Request this command serves
-    jiffies_at_alloc: float = 0.0             # trio time the command was prepared (scmd_age, runtime limit)
-    eh_eflags: int = 0                        # SCSI_EH_ABORT_SCHEDULED once the abort was queued
-    state_complete: bool = False              # SCMD_STATE_COMPLETE: completion or timeout owns it
-    partial_requeues: int = 0                 # whole-request resends after a partial success
+    sc_data_direction: DmaDirection
+    sdb: GuestBufferLike | None  # the data buffer (scatterlist), in guest memory
+    transfersize: int  # bytes requested (blk_rq_bytes)
+    sense_buffer: bytearray
+    result: int  # host_byte << 16 | SAM status
+    resid: int
+    tag: int  # blk-mq tag (the unique tag's low half)
+    hwq: int  # blk-mq hardware queue index (hctx->queue_num)
+    retries: int
+    allowed: int
+    timeout: float
+    scsi_done: Callable[[scsi_cmnd], None] | None
+    done: bool  # set by scsi_done; lets a synchronous completion skip waiting
+    host_scribble: Any  # the LLD's per-command state (virtio_scsi_cmd)
+    request: Request | None  # scsi_cmd_to_rq(): the block Request this command serves
+    jiffies_at_alloc: float  # trio time the command was prepared (scmd_age, runtime limit)
+    eh_eflags: int  # SCSI_EH_ABORT_SCHEDULED once the abort was queued
+    state_complete: bool  # SCMD_STATE_COMPLETE: completion or timeout owns it
+    partial_requeues: int  # whole-request resends after a partial success
     # the request's RQF_DONTPREP: scsi_prepare_cmd ran (kept on the PDU, one per request, as a
     # bool: IntFlag arithmetic on rq.flags costs four Python calls per test-and-set)
-    dontprep: bool = False
+    dontprep: bool
+
+    def __init__(self, device: Any, cmnd: bytes, sc_data_direction: DmaDirection = DmaDirection.DMA_NONE,
+                 sdb: GuestBufferLike | None = None, transfersize: int = 0, tag: int = -1, hwq: int = 0) -> None:
+        self.device = device
+        self.cmnd = cmnd
+        self.sc_data_direction = sc_data_direction
+        self.sdb = sdb
+        self.transfersize = transfersize
+        self.sense_buffer = bytearray(SCSI_SENSE_BUFFERSIZE)
+        self.result = 0
+        self.resid = 0
+        self.tag = tag
+        self.hwq = hwq
+        self.retries = 0
+        self.allowed = 0
+        self.timeout = 30.0
+        self.scsi_done = None
+        self.done = False
+        self.host_scribble = None
+        self.request = None
+        self.jiffies_at_alloc = 0.0
+        self.eh_eflags = 0
+        self.state_complete = False
+        self.partial_requeues = 0
+        self.dontprep = False
 
     @property
     def host_byte(self) -> int:

@@ -281,7 +281,7 @@ def _clear_sense(cmd: scsi_cmnd) -> None:
     buf[:] = zeros
 
 
-_ZEROS: dict[int, bytes] = {}
+_ZEROS: Final[dict[int, bytes]] = {}
 
 
 def _in_trio() -> bool:
@@ -410,7 +410,7 @@ def scsi_finish_command(rq: Request, cmd: scsi_cmnd) -> None:
     scsi_io_completion(rq, cmd, good_bytes)
 
 
-_BLK_STATUS_BY_ML: dict[int, BlkStatus] = {ScsimlStat.RESV_CONFLICT: BlkStatus.BLK_STS_NEXUS,
+_BLK_STATUS_BY_ML: Final[dict[int, BlkStatus]] = {ScsimlStat.RESV_CONFLICT: BlkStatus.BLK_STS_NEXUS,
                                            ScsimlStat.NOSPC: BlkStatus.BLK_STS_NOSPC,
                                            ScsimlStat.MED_ERROR: BlkStatus.BLK_STS_MEDIUM,
                                            ScsimlStat.TGT_FAILURE: BlkStatus.BLK_STS_TARGET}

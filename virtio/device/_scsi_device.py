@@ -127,9 +127,10 @@ class FaultsLike(Protocol):
     def decide(self, channel: int, id: int, lun: int, cdb: bytes) -> Any: ...
 
 
-@dataclass(slots=True)
+@dataclass(init=False, slots=True)
 class _Req:
-    """VirtIOSCSIReq after virtio_scsi_parse_req()."""
+    """VirtIOSCSIReq after virtio_scsi_parse_req() (one per command: its constructor is
+    written out, as scsi_cmnd's)."""
 
     elem: VirtQueueElement
     req: bytes
@@ -139,6 +140,17 @@ class _Req:
     data_in: list[memoryview]
     out_size: int
     in_size: int
+
+    def __init__(self, elem: VirtQueueElement, req: bytes, resp_views: list[memoryview], resp_size: int,
+                 data_out: list[memoryview], data_in: list[memoryview], out_size: int, in_size: int) -> None:
+        self.elem = elem
+        self.req = req
+        self.resp_views = resp_views
+        self.resp_size = resp_size
+        self.data_out = data_out
+        self.data_in = data_in
+        self.out_size = out_size
+        self.in_size = in_size
 
 
 @dataclass(eq=False, slots=True)

@@ -68,7 +68,7 @@ BLIST_TRY_VPD_PAGES: Final = int(Blist.TRY_VPD_PAGES)
 _EIO: Final = -errno.EIO
 
 # virtscsi_complete_cmd(): virtio response -> host byte (NEXUS_FAILURE sets the status byte)
-RESPONSE_HOST_BYTE: dict[int, int] = {
+RESPONSE_HOST_BYTE: Final[dict[int, int]] = {
     VirtioScsiS.OK: HostByte.DID_OK,
     VirtioScsiS.OVERRUN: HostByte.DID_ERROR,
     VirtioScsiS.ABORTED: HostByte.DID_ABORT,

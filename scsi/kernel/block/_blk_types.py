@@ -9,7 +9,7 @@ sectors and a data buffer in guest memory; the driver's pdu (for SCSI, the scsi_
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 from typing import TYPE_CHECKING, Any, Final
 
@@ -78,51 +78,89 @@ _WRITE_OPS: Final = frozenset({ReqOp.REQ_OP_WRITE, ReqOp.REQ_OP_DRV_OUT, ReqOp.R
                         ReqOp.REQ_OP_WRITE_ZEROES})
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(init=False, eq=False, slots=True)
 class Request:
-    """struct request. ``buffer`` is a GuestBuffer (virtio/_memory) of ``nr_bytes`` or None."""
+    """struct request. ``buffer`` is a GuestBuffer (virtio/_memory) of ``nr_bytes`` or None.
+
+    One is made per I/O, so its constructor is written out: a dataclass's generated __init__
+    is Python built at run time, which the compiled build would run interpreted (a fifth of
+    what the emulated path costs per request there)."""
 
     q: RequestQueue | None                   # None only after blk_rq_init(NULL, rq) (SG_SCSI_RESET)
     op: ReqOp
-    flags: ReqFlag = ReqFlag.NONE
-    sector: int = 0                          # blk_rq_pos(), 512-byte units
-    nr_bytes: int = 0                        # blk_rq_bytes()
-    buffer: Any = None
-    tag: int = -1
-    hctx: Any = None                         # the hardware queue context it was dispatched on
-    pdu: Any = None                          # blk_mq_rq_to_pdu(): the scsi_cmnd for SCSI queues
-    timeout: float = 30.0
-    retries: int = 0
-    status: BlkStatus = BlkStatus.BLK_STS_OK
-    end_io: Callable[[Request, BlkStatus], None] | None = None
-    part: Any = None                         # the block_device (partition) for statistics
-    start_ns: int = 0
+    flags: ReqFlag
+    sector: int                              # blk_rq_pos(), 512-byte units
+    nr_bytes: int                            # blk_rq_bytes()
+    buffer: Any
+    tag: int
+    hctx: Any                                # the hardware queue context it was dispatched on
+    pdu: Any                                 # blk_mq_rq_to_pdu(): the scsi_cmnd for SCSI queues
+    timeout: float
+    retries: int
+    status: BlkStatus
+    end_io: Callable[[Request, BlkStatus], None] | None
+    part: Any                                # the block_device (partition) for statistics
+    start_ns: int
     # for passthrough (REQ_OP_DRV_*): the CDB and the results scsi_execute reads back
-    cmd: bytes = b""
-    result: int = 0
-    sense: bytes = b""
-    resid_len: int = 0
+    cmd: bytes
+    result: int
+    sense: bytes
+    resid_len: int
     # the block layer's own state of the request (rq->state, rq->rq_flags bits, the waiter)
-    reserved: bool = False                   # its tag came from the reserved pool
-    started: bool = False                    # blk_mq_start_request() ran (MQ_RQ_IN_FLIGHT)
-    in_driver: bool = False                  # queue_rq() accepted it and it has not come back
-    completed: bool = False                  # blk_mq_end_request() ran (MQ_RQ_COMPLETE)
-    acct_started: bool = False               # blk_account_io_start() ran
-    accounted: bool = False                  # ...and counted it (RQF_IO_STAT)
-    freed_tag: int = -1                      # the tag it held, after blk_mq_free_request()
-    timed_out: int = 0                       # how many times its timer expired
-    requeue: bool = False                    # given back by the driver: dispatch it again
-    requeue_delay: float = 0.0
-    waited: bool = False                     # blk_execute_rq() waits for it (not end_io)
-    wait_event: Any = None                   # the trio.Event that waiter is parked on
+    reserved: bool                           # its tag came from the reserved pool
+    started: bool                            # blk_mq_start_request() ran (MQ_RQ_IN_FLIGHT)
+    in_driver: bool                          # queue_rq() accepted it and it has not come back
+    completed: bool                          # blk_mq_end_request() ran (MQ_RQ_COMPLETE)
+    acct_started: bool                       # blk_account_io_start() ran
+    accounted: bool                          # ...and counted it (RQF_IO_STAT)
+    freed_tag: int                           # the tag it held, after blk_mq_free_request()
+    timed_out: int                           # how many times its timer expired
+    requeue: bool                            # given back by the driver: dispatch it again
+    requeue_delay: float
+    waited: bool                             # blk_execute_rq() waits for it (not end_io)
+    wait_event: Any                          # the trio.Event that waiter is parked on
     # blk_rq_is_passthrough() / op_is_write(): asked several times per request, and a
     # request's op never changes, so they are worked out once
-    is_passthrough: bool = field(init=False, default=False)
-    is_write: bool = field(init=False, default=False)
+    is_passthrough: bool
+    is_write: bool
 
-    def __post_init__(self) -> None:
-        self.is_passthrough = self.op in _PASSTHROUGH_OPS
-        self.is_write = self.op in _WRITE_OPS
+    def __init__(self, q: RequestQueue | None, op: ReqOp, flags: ReqFlag = ReqFlag.NONE, sector: int = 0,
+                 nr_bytes: int = 0, buffer: Any = None, tag: int = -1, hctx: Any = None, pdu: Any = None,
+                 timeout: float = 30.0, retries: int = 0, end_io: Callable[[Request, BlkStatus], None] | None = None,
+                 part: Any = None, cmd: bytes = b"") -> None:
+        self.q = q
+        self.op = op
+        self.flags = flags
+        self.sector = sector
+        self.nr_bytes = nr_bytes
+        self.buffer = buffer
+        self.tag = tag
+        self.hctx = hctx
+        self.pdu = pdu
+        self.timeout = timeout
+        self.retries = retries
+        self.status = BlkStatus.BLK_STS_OK
+        self.end_io = end_io
+        self.part = part
+        self.start_ns = 0
+        self.cmd = cmd
+        self.result = 0
+        self.sense = b""
+        self.resid_len = 0
+        self.reserved = False
+        self.started = False
+        self.in_driver = False
+        self.completed = False
+        self.acct_started = False
+        self.accounted = False
+        self.freed_tag = -1
+        self.timed_out = 0
+        self.requeue = False
+        self.requeue_delay = 0.0
+        self.waited = False
+        self.wait_event = None
+        self.is_passthrough = op in _PASSTHROUGH_OPS
+        self.is_write = op in _WRITE_OPS
 
 
 @dataclass(slots=True)
