@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import fcntl
+import os
 from dataclasses import dataclass
 from enum import IntFlag
 
@@ -105,6 +107,20 @@ def encode_string(value: bytes) -> str:
 def safe_string(value: bytes) -> str:
     """blkid_safe_string(): whitespace runs to '_' (the plain ID_FS_LABEL/UUID values)."""
     return _call_string("blkid_safe_string", value)
+
+
+# include/uapi/linux/fs.h: _IO(0x12, 97), write back and drop a block device's buffer cache
+BLKFLSBUF = 0x1261
+
+
+def drop_buffer_cache(path: str) -> None:
+    """BLKFLSBUF (``blockdev --flushbufs``) on a block device node, so a probe that follows
+    reads what the disk holds now, not pages cached before a write that bypassed the node."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, BLKFLSBUF)
+    finally:
+        os.close(fd)
 
 
 BLKID_FLTR_NOTIN = 2
