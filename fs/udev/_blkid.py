@@ -11,10 +11,14 @@ and size) and builds the same values."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import errno
 import fcntl
 import os
+import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntFlag
 
@@ -113,12 +117,19 @@ def safe_string(value: bytes) -> str:
 BLKFLSBUF = 0x1261
 
 
-def drop_buffer_cache(path: str) -> None:
-    """BLKFLSBUF (``blockdev --flushbufs``) on a block device node, so a probe that follows
-    reads what the disk holds now, not pages cached before a write that bypassed the node."""
+@contextlib.contextmanager
+def device_node(path: str, rdev: int) -> Iterator[str]:
+    """Open the block device ``path`` (checked to be device ``rdev``: the name may have been
+    reused since it was chosen), drop its buffer cache (BLKFLSBUF, ``blockdev --flushbufs``)
+    so a probe reads what the disk holds now, not pages cached before a write that bypassed
+    the node, and give a path to this open descriptor for libblkid while it stays open."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
+        st = os.fstat(fd)
+        if not stat.S_ISBLK(st.st_mode) or st.st_rdev != rdev:
+            raise OSError(errno.ENXIO, f"{path} is no longer the device {os.major(rdev)}:{os.minor(rdev)}")
         fcntl.ioctl(fd, BLKFLSBUF)
+        yield f"/proc/self/fd/{fd}"
     finally:
         os.close(fd)
 
