@@ -52,6 +52,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import stat
 import statistics
 import subprocess
@@ -105,7 +106,7 @@ class Served:
     proc: subprocess.Popen
     mount: str
     log_path: str
-    start_s: float          # process start until the mount answered
+    start_s: float          # process start until the mount answered (vscsifs: and said READY=1)
 
     def log(self) -> str:
         with open(self.log_path, errors="replace") as f:
@@ -124,11 +125,20 @@ class Served:
 
 
 def _serve(cmd: list[str], mount: str, log_path: str, ready: str, timeout: float,
-           env: dict[str, str] | None = None) -> Served:
-    """Start ``cmd``; the start time ends when ``mount/ready`` can be stat()ed through the mount."""
+           env: dict[str, str] | None = None, wait_ready: bool = False) -> Served:
+    """Start ``cmd``; the start time ends when ``mount/ready`` can be stat()ed through the mount
+    and, with ``wait_ready``, the daemon said READY=1 on its NOTIFY_SOCKET (vscsifs: once the
+    machine is up, the udev view's coldplug included; the FUSE mount answers before that)."""
     os.makedirs(mount, exist_ok=True)
     if is_mounted(mount):
         force_unmount(mount)
+    notify_dir = tempfile.mkdtemp(prefix="vscsifs-bench-") if wait_ready else None
+    notify: socket.socket | None = None
+    if notify_dir is not None:
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(os.path.join(notify_dir, "notify"))
+        notify.setblocking(False)
+        env = {**(env if env is not None else os.environ), "NOTIFY_SOCKET": os.path.join(notify_dir, "notify")}
     logf = open(log_path, "wb")
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=REPO, env=env)
@@ -136,19 +146,30 @@ def _serve(cmd: list[str], mount: str, log_path: str, ready: str, timeout: float
     served = Served(proc, mount, log_path, 0.0)
     probe = os.path.join(mount, ready)
     deadline = t0 + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{cmd[:6]} exited with {proc.returncode}:\n{served.log()[-3000:]}")
-        try:
-            if os.stat(mount).st_dev != os.stat(os.path.dirname(mount)).st_dev:
-                os.stat(probe)
-                break
-        except OSError:
-            pass
-        if time.perf_counter() > deadline:
-            served.stop()
-            raise RuntimeError(f"{cmd[:6]} did not serve within {timeout}s:\n{served.log()[-3000:]}")
-        time.sleep(0.001)
+    mounted, said_ready = False, notify is None
+    try:
+        while not (mounted and said_ready):
+            if proc.poll() is not None:
+                raise RuntimeError(f"{cmd[:6]} exited with {proc.returncode}:\n{served.log()[-3000:]}")
+            try:
+                if not mounted and os.stat(mount).st_dev != os.stat(os.path.dirname(mount)).st_dev:
+                    os.stat(probe)
+                    mounted = True
+            except OSError:
+                pass
+            while notify is not None and not said_ready:
+                try:
+                    said_ready = b"READY=1" in notify.recv(4096).split(b"\n")
+                except BlockingIOError:
+                    break
+            if time.perf_counter() > deadline:
+                served.stop()
+                raise RuntimeError(f"{cmd[:6]} did not serve within {timeout}s:\n{served.log()[-3000:]}")
+            time.sleep(0.001)
+    finally:
+        if notify is not None and notify_dir is not None:
+            notify.close()
+            shutil.rmtree(notify_dir, ignore_errors=True)
     served.start_s = time.perf_counter() - t0
     return served
 
@@ -193,7 +214,8 @@ def start_vscsifs(work: str, tag: str, qemu_args: list[str], cpu: int | None, ti
     data = os.path.join(work, f"data-{tag}")
     cmd = [*taskset(cpu), sys.executable, "-m", "vscsifs.daemon._cli", "run", "--mount", mount,
            "--data-dir", data, "--quiet", "--log-level", "warning", *([] if udev else ["--no-udev"]), *qemu_args]
-    return _serve(cmd, mount, os.path.join(work, f"daemon-{tag}.log"), "sys", timeout, env=build_env(build))
+    return _serve(cmd, mount, os.path.join(work, f"daemon-{tag}.log"), "sys", timeout, env=build_env(build),
+                  wait_ready=True)
 
 
 def start_passthrough(work: str, src: str, cpu: int | None) -> Served:
@@ -404,7 +426,8 @@ def start_variant(build: str, udev: bool) -> str:
     return f"{build}, {'udev' if udev else '--no-udev'}"
 
 
-def start_bench(work: str, quick: bool, cpus: list[int], builds: list[str]) -> dict[str, Any]:
+def start_bench(work: str, quick: bool, cpus: list[int], builds: list[str],
+                only_luns: set[int] | None = None) -> dict[str, Any]:
     """Each configuration started by every build (``builds[0]`` first), with the udev view (the
     default: the coldplug runs before the mount serves) and with --no-udev; the entry's own
     figures are builds[0]'s with udev, ``variants`` holds all, ``udev_cost_s`` what the
@@ -413,6 +436,8 @@ def start_bench(work: str, quick: bool, cpus: list[int], builds: list[str]) -> d
                                            ("16 targets x 256 LUNs", 16, 256)]
     if quick:
         configs = [("seed", 0, 0), ("16 targets x 1 LUN", 16, 1)]
+    if only_luns:   # --start-luns: only the configurations with these LUN counts (the seed has 2)
+        configs = [c for c in configs if (c[1] * c[2] if c[1] else 2) in only_luns]
     repeats = 1 if quick else 3
     out: dict[str, Any] = {}
     for name, targets, luns in configs:
@@ -1322,6 +1347,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="io,start,browse,profile,vhost,sgio",
                     help="comma-separated parts (instructions: opt-in, needs valgrind)")
     ap.add_argument("--notes", help="a file whose text becomes BENCH.md's Notes section")
+    ap.add_argument("--start-luns", help="section 2 only for the configurations with these LUN counts "
+                                         "(comma-separated: 2 = the seed, 256, 4096)")
     ap.add_argument("--render", metavar="JSON", help="only regenerate --md from an earlier results file")
     ap.add_argument("--builds", default="pure,compiled",
                     help="the builds to run side by side, first = the one judged (VSCSIFS_BUILD of each daemon; "
@@ -1383,7 +1410,8 @@ def main(argv: list[str] | None = None) -> int:
             res["verdicts"] += io_verdicts(res["io"])
         if "start" in parts:
             print("2. scan and start", flush=True)
-            res["start"] = start_bench(work, ns.quick, cpus, builds)
+            res["start"] = start_bench(work, ns.quick, cpus, builds,
+                                       {int(n) for n in ns.start_luns.split(",")} if ns.start_luns else None)
             res["verdicts"] += start_verdicts(res["start"])
         if "browse" in parts:
             print("3. browsing", flush=True)

@@ -9,6 +9,7 @@ properties are set in the order udevd sets them (the E: order of the database).
 from __future__ import annotations
 
 import fnmatch
+import functools
 import grp
 from typing import Any
 
@@ -153,7 +154,11 @@ _SG_GROUP_BY_TYPE = {0: "disk", 7: "disk", 14: "disk", 4: "cdrom", 5: "cdrom", 1
 SCSI_CDROM_MAJOR = 11
 
 
+@functools.lru_cache(maxsize=None)
 def _group_id(name: str, debian_default: int) -> int:
+    """GROUP="name" as udevd resolves it: once, when it loads its rules (rule_resolve_group()
+    keeps the gid), not per node: a coldplug of thousands of LUNs asked NSS (a read of
+    /etc/group) once per sdX and sgN node."""
     try:
         return grp.getgrnam(name).gr_gid
     except KeyError:

@@ -146,8 +146,10 @@ def starget_devices(starget: ScsiTarget) -> list[scsi_device]:
 # -- devices ----------------------------------------------------------------------------------------
 
 def scsi_device_lookup_by_target(starget: ScsiTarget, lun: int) -> scsi_device | None:
-    for sdev in starget.devices:
-        if sdev.lun == lun and sdev.sdev_state != SdevState.SDEV_DEL:
+    """__scsi_device_lookup_by_target(): the target's live device at ``lun`` (the kernel walks
+    starget->devices; the by_lun index gives the same answer without the walk)."""
+    for sdev in starget.by_lun.get(lun, ()):
+        if sdev.sdev_state != SdevState.SDEV_DEL:
             return sdev
     return None
 
@@ -212,8 +214,14 @@ def _destroy_sdev(sdev: scsi_device) -> None:
         shost.hostt.slave_destroy(sdev)
     if sdev in shost.devices:
         shost.devices.remove(sdev)
-    if sdev in sdev.sdev_target.devices:
-        sdev.sdev_target.devices.remove(sdev)
+    starget = sdev.sdev_target
+    if sdev in starget.devices:
+        starget.devices.remove(sdev)
+    same_lun = starget.by_lun.get(sdev.lun)
+    if same_lun is not None and sdev in same_lun:
+        same_lun.remove(sdev)
+        if not same_lun:
+            del starget.by_lun[sdev.lun]
     scsi_target_reap(sdev.sdev_target)
 
 

@@ -389,6 +389,7 @@ def scsi_sysfs_device_initialize(sdev: scsi_device) -> None:
     sdev.sdev_target.reap_ref += 1            # paired with the reap in __scsi_remove_device
     sdev.host.devices.append(sdev)
     sdev.sdev_target.devices.append(sdev)
+    sdev.sdev_target.by_lun.setdefault(sdev.lun, []).append(sdev)
 
 
 def _show_or_einval(fn: Callable[[], str | None]) -> Callable[[], str]:

@@ -147,6 +147,10 @@ class ScsiTarget:
     # starget->devices: this target's entries of host.devices, in the same order (lookups
     # by LUN during a scan must not walk every LUN of the host)
     devices: list[Any] = field(default_factory=list)
+    # the same devices by LUN (usually one each; a deleted one may linger beside its successor):
+    # the REPORT LUNS scan looks up every LUN it is told, and a walk of ``devices`` per LUN made
+    # a target with hundreds of LUNs quadratic
+    by_lun: dict[int, list[Any]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

@@ -215,6 +215,30 @@ async def test_hotplug_add_and_remove_device(tmp_path: Path, opened) -> None:
         kernel.nursery = None
 
 
+async def test_removed_and_readded_lun_is_looked_up_by_target(tmp_path: Path, opened) -> None:
+    """The scan looks LUNs up through the target's by-LUN index: a removed LUN is not found,
+    and once added again the lookup gives the new device, the removed one left the index."""
+    bus = seed_bus(tmp_path, opened)
+    kernel = make_kernel()
+    K.sg_init(kernel)
+    K.sd_init(kernel)
+    async with scanned_host(kernel, bus, max_id=4) as (shost, lld):
+        old = K.scsi_device_lookup(shost, 0, 0, 1)
+        assert old is not None
+        starget = old.sdev_target
+        assert scan.scsi_device_lookup_by_target(starget, 1) is old
+        await K.scsi_remove_device(old)
+        assert scan.scsi_device_lookup_by_target(starget, 1) is None
+        assert await K.scsi_add_device(shost, 0, 0, 1) == 0
+        await K.async_synchronize_full(kernel)
+        new = K.scsi_device_lookup(shost, 0, 0, 1)
+        assert new is not None and new is not old and new.sdev_target is starget
+        assert scan.scsi_device_lookup_by_target(starget, 1) is new
+        assert starget.by_lun[1] == [new] and starget.devices.count(new) == 1
+        assert scan.scsi_device_lookup_by_target(starget, 0) is K.scsi_device_lookup(shost, 0, 0, 0)
+        kernel.nursery = None
+
+
 async def test_scan_host_selected_rejects_out_of_range(tmp_path: Path, opened) -> None:
     kernel = make_kernel("scsi_mod.scan=manual")
     shost, lld = await run_scan(kernel, seed_bus(tmp_path, opened), max_id=4)
