@@ -11,14 +11,8 @@ and size) and builds the same values."""
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
-import errno
-import fcntl
-import os
-import stat
-from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntFlag
 
@@ -111,27 +105,6 @@ def encode_string(value: bytes) -> str:
 def safe_string(value: bytes) -> str:
     """blkid_safe_string(): whitespace runs to '_' (the plain ID_FS_LABEL/UUID values)."""
     return _call_string("blkid_safe_string", value)
-
-
-# include/uapi/linux/fs.h: _IO(0x12, 97), write back and drop a block device's buffer cache
-BLKFLSBUF = 0x1261
-
-
-@contextlib.contextmanager
-def device_node(path: str, rdev: int) -> Iterator[str]:
-    """Open the block device ``path`` (checked to be device ``rdev``: the name may have been
-    reused since it was chosen), drop its buffer cache (BLKFLSBUF, ``blockdev --flushbufs``)
-    so a probe reads what the disk holds now, not pages cached before a write that bypassed
-    the node, and give a path to this open descriptor for libblkid while it stays open."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISBLK(st.st_mode) or st.st_rdev != rdev:
-            raise OSError(errno.ENXIO, f"{path} is no longer the device {os.major(rdev)}:{os.minor(rdev)}")
-        fcntl.ioctl(fd, BLKFLSBUF)
-        yield f"/proc/self/fd/{fd}"
-    finally:
-        os.close(fd)
 
 
 BLKID_FLTR_NOTIN = 2

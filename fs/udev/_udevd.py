@@ -19,7 +19,6 @@ themselves below DIR/dev (disk/by-id/..., relative targets such as ../../sdb1).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import math
@@ -30,7 +29,7 @@ from typing import Any
 
 import trio
 
-from vscsifs.fs._devfs import TextLink, logical_block_size, removable
+from vscsifs.fs._devfs import TextLink, logical_block_size
 from vscsifs.fs._operations import DynamicSize
 from vscsifs.fs.udev import _blkid, _rules
 from vscsifs.fs.udev._cdrom_id import CdromIo, cdrom_id
@@ -460,28 +459,22 @@ class Udevd:
             await blkdev_put(bdev, mode)
 
     async def _blkid(self, bdev: Any, *, noraid: bool = False, hint: str | None = None) -> list[tuple[str, str]]:
-        """The blkid builtin on the device's node (see _probe_path), in a worker thread (its
-        reads are served by this process's FUSE loop)."""
+        """The blkid builtin on the device's data file, in a worker thread (its reads are
+        served by this process's FUSE loop)."""
         if getattr(self.devfs, "mountpoint", None) is None or self.devfs.gone(bdev):
             return []
-        where = self._probe_path(bdev)
-        disk_where = self._probe_path(bdev.disk.part0) if bdev.partno else None
+        path = self.devfs.data_path(bdev.name)
+        disk_path = self.devfs.data_path(bdev.disk.part0.name) if bdev.partno else None
         start, size, disk_devt = bdev.start_sect, bdev.nr_sects, _devt(bdev.disk.part0) or (0, 0)
         sector = logical_block_size(bdev)
 
         def probe() -> list[tuple[str, bytes]]:
-            with contextlib.ExitStack() as held:
-                def reach(path: str, rdev: int | None) -> str:
-                    return path if rdev is None else held.enter_context(_blkid.device_node(path, rdev))
-
-                path = reach(*where)
-                disk_path = reach(*disk_where) if disk_where is not None else None
-                values = _blkid.probe_values(path, sector_size=sector, noraid=noraid, hint=hint)
-                if disk_path is not None:
-                    entry = _blkid.find_entry(_blkid.partition_table(disk_path, sector_size=sector), start, size)
-                    if entry is not None:
-                        values += _blkid.partition_entry_values(entry, disk_devt)
-                return values
+            values = _blkid.probe_values(path, sector_size=sector, noraid=noraid, hint=hint)
+            if disk_path is not None:
+                entry = _blkid.find_entry(_blkid.partition_table(disk_path, sector_size=sector), start, size)
+                if entry is not None:
+                    values += _blkid.partition_entry_values(entry, disk_devt)
+            return values
 
         try:
             values = await trio.to_thread.run_sync(probe, abandon_on_cancel=True)
@@ -490,22 +483,6 @@ class Udevd:
                 log.info("udev: blkid on %s failed: %s", bdev.name, exc)
             return []
         return _blkid.udev_properties(values)
-
-    def _probe_path(self, bdev: Any) -> tuple[str, int | None]:
-        """What the blkid builtin opens for ``bdev``: a path, and the device number when it is
-        a block device node. As in the guest, the device's node: the host loop device that
-        DIR/dev/NAME is (reached through the descriptor devfs holds), so libblkid's many small
-        reads go through a page cache with readahead, as they go through the guest's page
-        cache of /dev/sdX, and reach the disk as page-sized READs (13 instead of 25 for an
-        empty disk). The data file (each read one command of exactly its size) where there is
-        no loop device (not root, no medium, being attached) and for removable media, whose
-        node's opens are the driver's opens (devfs's open watch)."""
-        blocks = getattr(self.devfs, "blocks", {})
-        entry = blocks.get(bdev.name)
-        loop = getattr(entry, "loop", None)
-        if entry is not None and loop is not None and entry.bdev is bdev and not removable(bdev):
-            return f"/proc/self/fd/{loop.fd}", int(loop.rdev)
-        return self.devfs.data_path(bdev.name), None
 
     # -- the database and its rendering ------------------------------------------------
 

@@ -3,16 +3,14 @@ a captured sysfs tree, the string encodings, the rules' link set and the record 
 checked against what Debian 12's udev made in tests/golden/seed-udev."""
 from __future__ import annotations
 
-import errno
 import os
 from pathlib import Path
 
-import pytest
 import trio
 
 from tests.fs_fixtures import tree_from_manifest
 from tests.golden_cdb import load_cdb_dir
-from vscsifs.fs.udev import _blkid, _rules
+from vscsifs.fs.udev import _rules
 from vscsifs.fs.udev._encode import encode_devnode_name, escape_slashes, path_tag, replace_chars, replace_whitespace
 from vscsifs.fs.udev._path_id import path_id
 from vscsifs.fs.udev._record import UdevRecord
@@ -146,18 +144,6 @@ def test_block_module_rule_switches_media_polling_on() -> None:
     assert not _rules.block_module_add(root)          # already on: left alone
     written = (UDEV / "sysfs-written-by-rules.txt").read_text()
     assert "events_dfl_poll_msecs = 2000" in written
-
-
-def test_blkid_device_node_refuses_what_is_no_longer_the_device(tmp_path: Path) -> None:
-    """The probe's path to a loop device is checked before libblkid reads it: a regular file
-    (a reused descriptor number, a node replaced) is ENXIO, which _blkid treats as a gone
-    device, never probed as if it were the disk."""
-    f = tmp_path / "not-a-disk"
-    f.write_bytes(bytes(4096))
-    with pytest.raises(OSError) as err:
-        with _blkid.device_node(str(f), os.makedev(7, 0)):
-            pass
-    assert err.value.errno == errno.ENXIO
 
 
 def test_group_ids_are_resolved_once() -> None:
