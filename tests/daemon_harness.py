@@ -33,9 +33,13 @@ VSCSIFS = [sys.executable, "-m", "vscsifs.daemon._cli"]
 
 
 def run(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:  # type: ignore[no-untyped-def]
-    """A host tool run to its end with its output captured, as text unless ``text=False``."""
+    """A host tool run to its end with its output captured, as text unless ``text=False``;
+    with ``check``, a failure names the tool's own message (CalledProcessError's text has none)."""
     kw.setdefault("text", True)
-    return subprocess.run(cmd, capture_output=True, check=check, **kw)
+    out = subprocess.run(cmd, capture_output=True, **kw)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited with {out.returncode}: {out.stderr!r}")
+    return out
 
 
 def write_partition_table(node: str, table: str) -> None:
