@@ -122,6 +122,8 @@ class BdevIO(Protocol):
     """What devfs needs from the block layer (vscsifs.scsi.kernel.block provides these functions)."""
 
     async def bdev_read(self, bdev: Any, offset: int, length: int) -> bytes | memoryview: ...
+    # bdev_read whose data may be a view valid only until the caller next awaits
+    async def bdev_read_view(self, bdev: Any, offset: int, length: int) -> bytes | memoryview: ...
     async def bdev_write(self, bdev: Any, offset: int, data: bytes | memoryview) -> int: ...
     async def bdev_flush(self, bdev: Any) -> None: ...
 
@@ -475,7 +477,9 @@ class DataHandle(FileHandle):
         if end <= off:
             return b""
         try:
-            return await self._io().bdev_read(self.file.bdev, off, end - off)
+            # the view is the guest buffer itself: pyfuse3 writes the reply from it as soon
+            # as this returns, before anything else runs
+            return await self._io().bdev_read_view(self.file.bdev, off, end - off)
         except OSError as exc:
             raise pyfuse3.FUSEError(errno_of(exc)) from exc
 

@@ -77,6 +77,8 @@ class FakeBlockIO:
         bdev.reads += 1
         return bytes(bdev.data[offset:min(offset + length, bdev.size_bytes)])
 
+    bdev_read_view = bdev_read
+
     async def bdev_write(self, bdev: FakeBdev, offset: int, data: bytes) -> int:
         await self._io()
         if bdev.read_only:

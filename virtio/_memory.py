@@ -46,6 +46,7 @@ class GuestMemory:
         self._end: dict[int, int] = {size: _RESERVED_LOW}
         self._cache: dict[int, list[int]] = {}
         self._allocated: dict[int, int] = {}  # addr -> length, to reject double/bad frees
+        self._deferred: list[GuestBuffer] = []  # free_deferred: freed at the next alloc
 
     # -- access -----------------------------------------------------------------------------
     def view(self, addr: int, n: int) -> memoryview:
@@ -71,6 +72,8 @@ class GuestMemory:
             raise ValueError(f"guest memory allocation of {n} bytes (must be positive)")
         if align <= 0 or align & (align - 1):
             raise ValueError(f"guest memory alignment {align} is not a power of two")
+        if self._deferred:
+            self._free_deferred_now()
         size = (n + 7) & ~7
         cached = self._cache.get(size)
         if cached:
@@ -132,6 +135,19 @@ class GuestMemory:
             return
         self._release(addr, size)
 
+    def free_deferred(self, buf: GuestBuffer) -> None:
+        """Free ``buf`` at the next allocation, not now: its view stays valid until then, for a
+        reader that hands it on before anything else can run (a FUSE reply written straight
+        from the guest buffer a device filled)."""
+        if buf.addr not in self._allocated:
+            raise ValueError(f"deferred free of guest address {buf.addr:#x} that is not allocated")
+        self._deferred.append(buf)
+
+    def _free_deferred_now(self) -> None:
+        deferred, self._deferred = self._deferred, []
+        for buf in deferred:
+            self.free(buf)
+
     def _drain_cache(self) -> None:
         for size, addrs in self._cache.items():
             for addr in addrs:
@@ -159,6 +175,8 @@ class GuestMemory:
         self._insert_free(start, size)
 
     def free_blocks(self) -> list[tuple[int, int]]:
-        """(start, length) of every free-list block, cache drained first (for tests/diagnostics)."""
+        """(start, length) of every free-list block, deferred frees done and the cache
+        drained first (for tests/diagnostics)."""
+        self._free_deferred_now()
         self._drain_cache()
         return [(s, self._len[s]) for s in self._starts]

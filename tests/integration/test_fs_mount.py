@@ -217,13 +217,13 @@ async def test_lsblk_reads_no_disk_data(fs_mount: MountedMachine) -> None:
 
 async def test_concurrent_requests_overlap(fs_mount_file: MountedMachine) -> None:
     m = fs_mount_file
-    orig = m.io.bdev_read
+    orig = m.io.bdev_read_view
 
     async def slow_read(bdev: Any, offset: int, length: int) -> bytes:
         await trio.sleep(0.01)
         return await orig(bdev, offset, length)
 
-    m.io.bdev_read = slow_read  # type: ignore[method-assign]
+    m.io.bdev_read_view = slow_read  # type: ignore[method-assign]
     m.io.max_in_flight = 0
     procs = " & ".join(f"dd if={m.path}/dev/sda bs=64k count=8 skip={i * 8} status=none of=/dev/null"
                        for i in range(4))

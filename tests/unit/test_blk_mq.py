@@ -16,7 +16,7 @@ import trio.testing
 
 from vscsifs.scsi.kernel.base._driver_model import Sysfs
 from vscsifs.scsi.kernel.block import (BlkMqFlag, BlkMqOps, BlkMqReqFlag, BlkStatus, ReqFlag, ReqOp,
-                                bdev_discard, bdev_flush, bdev_read, bdev_write, bio_split_discard,
+                                bdev_discard, bdev_flush, bdev_read, bdev_read_view, bdev_write, bio_split_discard,
                                 bio_split_rw, blk_execute_rq, blk_mq_alloc_request, blk_mq_alloc_tag_set,
                                 blk_mq_complete_request, blk_mq_end_request, blk_mq_init_queue,
                                 blk_mq_requeue_request, blk_mq_virtio_map_queues, blk_queue_max_discard_sectors,
@@ -358,6 +358,34 @@ async def test_io_error_only_fails_that_call() -> None:
             await bdev_read(disk.part0, 0, 64 << 10)
         assert ei.value.errno == errno.EIO
         assert bytes(await bdev_read(disk.part0, 0, 4096)) == bytes(4096)
+        assert disk.part0.stat.inflight_total == 0
+
+
+async def test_read_view_is_the_guest_buffer_until_the_next_allocation() -> None:
+    """bdev_read_view (the FUSE read reply's path): bdev_read's bytes and edge rules, as a view
+    of the request's own guest buffer, which goes back at the next allocation; a read larger
+    than one request is bdev_read's copy; a failed request's buffer goes back at once."""
+    async with running(_disk, size=1 << 20, completion=Completion.SYNC) as (k, nb, disk):
+        mem = k.memory
+        payload = bytes(range(256)) * 64                # 16 KiB
+        await bdev_write(disk.part0, 8192, payload)
+        view = await bdev_read_view(disk.part0, 8192 + 3, 5000)
+        assert bytes(view) == payload[3:5003]
+        assert isinstance(view, memoryview) and view.obj is mem.buf     # not copied out
+        assert mem.allocated_bytes == 5120              # its ten 512-byte blocks, still held
+        assert bytes(await bdev_read_view(disk.part0, (1 << 20) - 10, 100)) == bytes(10)
+        assert bytes(await bdev_read_view(disk.part0, 1 << 20, 100)) == b""
+        assert mem.allocated_bytes == 512               # the first went back at the second's alloc
+        disk.queue.limits.max_sectors = 16              # 8 KiB requests: two pieces
+        view = await bdev_read_view(disk.part0, 8192, 16384)
+        assert bytes(view) == payload and isinstance(view, memoryview) and view.obj is not mem.buf
+        mem.free_blocks()                               # does the deferred frees
+        assert mem.allocated_bytes == 0
+        nb.bad_sectors.add(40)
+        with pytest.raises(OSError) as ei:
+            await bdev_read_view(disk.part0, 40 << 9, 512)
+        assert ei.value.errno == errno.EIO
+        assert mem.allocated_bytes == 0
         assert disk.part0.stat.inflight_total == 0
 
 

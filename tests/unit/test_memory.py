@@ -2,7 +2,7 @@
 
 import pytest
 
-from vscsifs.virtio._memory import GuestMemory
+from vscsifs.virtio._memory import GuestBuffer, GuestMemory
 
 
 def test_alloc_alignment_and_view_roundtrip():
@@ -26,6 +26,18 @@ def test_no_overlap_and_reuse_after_free():
     addr = bufs[3].addr
     mem.free(bufs[3])
     assert mem.alloc(512).addr == addr
+
+
+def test_deferred_free_keeps_the_block_until_the_next_alloc():
+    mem = GuestMemory(1 << 20)
+    a = mem.alloc(512)
+    a.view[:3] = b"abc"
+    mem.free_deferred(a)
+    assert mem.allocated_bytes == 512 and bytes(a.view[:3]) == b"abc"
+    b = mem.alloc(512)                  # the deferred block went back first: it is reused
+    assert b.addr == a.addr and mem.allocated_bytes == 512
+    with pytest.raises(ValueError, match="not allocated"):
+        mem.free_deferred(GuestBuffer(1 << 19, 8, mem.view(1 << 19, 8)))
 
 
 def test_coalescing_returns_one_block():

@@ -9,7 +9,7 @@ texts), _blk_sysfs (queue/, mq/, disk attrs), _null_blk (a memory-backed blk-mq 
 """
 
 from vscsifs.scsi.kernel.base._fops import FMODE_READ, FMODE_WRITE
-from vscsifs.scsi.kernel.block._bio import (bdev_block_size, bdev_discard, bdev_flush, bdev_read, bdev_write, bdev_zeroout, bio_split_discard,
+from vscsifs.scsi.kernel.block._bio import (bdev_block_size, bdev_discard, bdev_flush, bdev_read, bdev_read_view, bdev_write, bdev_zeroout, bio_split_discard,
                    bio_split_rw)
 from vscsifs.scsi.kernel.block._blk_mq import (BlkEhTimerReturn, BlkMqFlag, BlkMqHwCtx, BlkMqReqFlag, BlkMqTags, BlkMqTagSet, RequestQueue,
                       blk_execute_rq, blk_execute_rq_nowait, blk_mq_alloc_request, blk_mq_alloc_tag_set,

@@ -88,23 +88,29 @@ def _memory(q: RequestQueue) -> Any:
     return mem
 
 
+async def _execute(bdev: BlockDevice, op: ReqOp, sector: int, nr_sectors: int, buf: Any,
+                   flags: ReqFlag) -> BlkStatus:
+    """One request over the guest buffer ``buf`` (None: no data): waits for a tag, executes."""
+    q = bdev.disk.queue
+    rq = await blk_mq_alloc_request(q, op)
+    rq.flags = flags
+    rq.sector = bdev.start_sect + sector
+    rq.nr_bytes = nr_sectors << SECTOR_SHIFT if op != _OP_FLUSH else 0
+    rq.buffer = buf
+    rq.part = bdev
+    return await blk_execute_rq(rq)
+
+
 async def _one_request(bdev: BlockDevice, op: ReqOp, sector: int, nr_sectors: int,
                        src: memoryview | None, dst: memoryview | None, flags: ReqFlag) -> BlkStatus:
     """Allocate a request (waits for a tag), fill its guest buffer, execute, copy data out."""
-    q = bdev.disk.queue
     nbytes = nr_sectors << SECTOR_SHIFT
-    mem = _memory(q) if op == _OP_READ or op == _OP_WRITE else None
+    mem = _memory(bdev.disk.queue) if op == _OP_READ or op == _OP_WRITE else None
     buf = mem.alloc(nbytes) if mem is not None else None
     try:
         if src is not None and buf is not None:
             buf.view[:nbytes] = src
-        rq = await blk_mq_alloc_request(q, op)
-        rq.flags = flags
-        rq.sector = bdev.start_sect + sector
-        rq.nr_bytes = nbytes if op != _OP_FLUSH else 0
-        rq.buffer = buf
-        rq.part = bdev
-        status = await blk_execute_rq(rq)
+        status = await _execute(bdev, op, sector, nr_sectors, buf, flags)
         if status == _STS_OK and dst is not None and buf is not None:
             dst[:] = buf.view[:nbytes]
         return status
@@ -139,9 +145,13 @@ async def _submit(bdev: BlockDevice, op: ReqOp, pieces: list[tuple[int, int]], b
                 nursery.start_soon(run, sector, n)
     bad = [s for s in statuses if s != _STS_OK]
     if bad:
-        err = blk_status_to_errno(bad[0])
-        raise OSError(err if err == errno.ENOSPC else errno.EIO,
-                      f"{bdev.name}: I/O error ({BlkStatus(bad[0]).name})")
+        _raise_io_error(bdev, bad[0])
+
+
+def _raise_io_error(bdev: BlockDevice, status: BlkStatus) -> None:
+    """A failed request as the read/write call's OSError (ENOSPC kept, anything else EIO)."""
+    err = blk_status_to_errno(status)
+    raise OSError(err if err == errno.ENOSPC else errno.EIO, f"{bdev.name}: I/O error ({BlkStatus(status).name})")
 
 
 def _check_live(bdev: BlockDevice) -> None:
@@ -158,26 +168,61 @@ async def _read_blocks(bdev: BlockDevice, start: int, end: int) -> bytearray:
     return out
 
 
-async def bdev_read(bdev: BlockDevice, offset: int, length: int) -> bytes | memoryview:
-    """Read ``length`` bytes at ``offset`` of a disk or partition; short (or empty) at the end."""
+def _read_range(bdev: BlockDevice, offset: int, length: int) -> tuple[int, int, int]:
+    """bdev_read's clamping: (start, end) widened to logical blocks and the length served,
+    short (0: nothing) at the end of the device."""
     _check_live(bdev)
     if offset < 0 or length < 0:
         raise OSError(errno.EINVAL, f"{bdev.name}: negative offset or length")
     size = bdev.size_bytes
     if offset >= size or length == 0:
-        return b""
+        return 0, 0, 0
     length = min(length, size - offset)
     lbs = bdev.disk.queue.limits.logical_block_size
     start = offset - offset % lbs
     end = min(-(-(offset + length) // lbs) * lbs, size - size % lbs)
     if end < offset + length:           # a size that is not a whole number of blocks
-        length = end - offset
-        if length <= 0:
-            return b""
+        length = max(end - offset, 0)
+    return start, end, length
+
+
+async def bdev_read(bdev: BlockDevice, offset: int, length: int) -> bytes | memoryview:
+    """Read ``length`` bytes at ``offset`` of a disk or partition; short (or empty) at the end."""
+    start, end, length = _read_range(bdev, offset, length)
+    if not length:
+        return b""
     data = await _read_blocks(bdev, start, end)
     if start == offset and end == offset + length:
         return memoryview(data)
     return memoryview(data)[offset - start:offset - start + length]
+
+
+async def bdev_read_view(bdev: BlockDevice, offset: int, length: int) -> bytes | memoryview:
+    """bdev_read for a caller that is done with the data before it next awaits (the FUSE read
+    reply, written as soon as the handler returns): a read that fits one request returns a
+    view of that request's guest buffer itself, which the allocator takes back only at its
+    next allocation (GuestMemory.free_deferred), so the data is not copied out of guest
+    memory. Larger reads are bdev_read's."""
+    start, end, length = _read_range(bdev, offset, length)
+    if not length:
+        return b""
+    q = bdev.disk.queue
+    sector, nr_sectors = start >> SECTOR_SHIFT, (end - start) >> SECTOR_SHIFT
+    if get_max_io_size(q.limits, sector) < nr_sectors:
+        data = await _read_blocks(bdev, start, end)
+        return memoryview(data)[offset - start:offset - start + length]
+    mem = _memory(q)
+    buf = mem.alloc(end - start)
+    try:
+        status = await _execute(bdev, _OP_READ, sector, nr_sectors, buf, ReqFlag.NONE)
+    except BaseException:
+        mem.free(buf)
+        raise
+    if status != _STS_OK:
+        mem.free(buf)
+        _raise_io_error(bdev, status)
+    mem.free_deferred(buf)
+    return buf.view[offset - start:offset - start + length]
 
 
 def bdev_block_size(bdev: BlockDevice) -> int:
