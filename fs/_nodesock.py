@@ -28,14 +28,20 @@ groups (the preload library's emulation of one: the kernel cannot be asked for i
 its DONE, every uevent the machine's kernel sends (group 1) and every event its udevd
 finishes (group 2) comes as an UEVENT frame, in the order they were sent.
 
-An IOCTL may carry, after its cmd and arg, copies of caller memory the driver will certainly
-read first (the library knows SG_IO's sg_io_hdr / sg_io_v4 and the CDB they point to): the
-connection serves copy_from_user() of bytes inside such a range from the copy, without a PEEK
-round trip, for that request only (a write over a range drops its copy). A copy the library
-could not make is simply not sent: the driver's read then PEEKs and gets EFAULT as before.
-At most MAX_PREFETCH bytes of ranges (headers included); a malformed list is EINVAL.
+An IOCTL or a WRITE may carry, after its two words, copies of caller memory the driver will
+certainly read first (the library knows SG_IO's sg_io_hdr / sg_io_v4 and the CDB they point
+to, and sg's write() of an sg_io_hdr): the connection serves copy_from_user() of bytes inside
+such a range from the copy, without a PEEK round trip, for that request only (a write over a
+range drops its copy). A copy the library could not make is simply not sent: the driver's read
+then PEEKs and gets EFAULT as before. At most MAX_PREFETCH bytes of ranges (headers included);
+a malformed list is EINVAL.
 
-A request is answered by any number of PEEK/POKE exchanges and one DONE. errno ENOIOCTLCMD
+A request is answered by any number of PEEK/POKE exchanges and one DONE. POKEs are not round
+trips: they are held back and sent with the next PEEK or the DONE, in one write, and their
+MEM_ACKs are read later (before that PEEK's MEM_DATA, or before the next request). The library
+makes the call fail with EFAULT when one of the request's POKEs faulted, whatever DONE says
+(a copy_to_user() that faults fails the system call). So a driver's answer (the data, the
+sense, the header) costs no round trip beyond the request's own. errno ENOIOCTLCMD
 (515) in DONE means "not this driver's": for a block node's side connection the library then
 issues the ioctl on the real descriptor (the host's loop device); OPEN of a block node answers
 it when no block driver file is wired, and the library keeps the real descriptor alone.
@@ -90,7 +96,7 @@ class MsgType(IntEnum):
 HEADER = struct.Struct("<B3xI")
 OPEN_REQ = struct.Struct("<B3xIII")
 XFER_REQ = struct.Struct("<QQ")           # IOCTL cmd, arg; READ/WRITE address, count
-PREFETCH_HEAD = struct.Struct("<QQ")      # after IOCTL's XFER_REQ: user address, length, the bytes
+PREFETCH_HEAD = struct.Struct("<QQ")      # after IOCTL's or WRITE's XFER_REQ: user address, length, the bytes
 DONE_MSG = struct.Struct("<qi4x")
 PEEK_MSG = struct.Struct("<QQ")
 POKE_HEAD = struct.Struct("<Q")
@@ -101,11 +107,11 @@ UEVENT_HEAD = struct.Struct("<II")         # multicast group, the sender's netli
 
 MEM_CHUNK = 1 << 20                       # one PEEK/POKE moves at most this much
 MAX_USER_COPY = 256 << 20                 # one copy_from/to_user larger than this: ENOMEM
-MAX_PREFETCH = 512                         # IOCTL's prefetched ranges, PREFETCH_HEADs included
+MAX_PREFETCH = 512                         # a request's prefetched ranges, PREFETCH_HEADs included
 MAX_REQUEST = XFER_REQ.size + MAX_PREFETCH   # a request payload longer than this: protocol error
 # each request's payload size, smallest and largest (other sizes: EINVAL)
 REQUEST_SIZES = {MsgType.OPEN: (OPEN_REQ.size, OPEN_REQ.size), MsgType.IOCTL: (XFER_REQ.size, MAX_REQUEST),
-                 MsgType.READ: (XFER_REQ.size, XFER_REQ.size), MsgType.WRITE: (XFER_REQ.size, XFER_REQ.size),
+                 MsgType.READ: (XFER_REQ.size, XFER_REQ.size), MsgType.WRITE: (XFER_REQ.size, MAX_REQUEST),
                  MsgType.SUBSCRIBE: (SUBSCRIBE_REQ.size, SUBSCRIBE_REQ.size)}
 
 # include/uapi/linux/capability.h
@@ -332,7 +338,8 @@ class Framer:
 
 
 def parse_prefetch(data: bytes) -> list[tuple[int, bytes]]:
-    """The PREFETCH ranges after an IOCTL's cmd and arg: (user address, bytes) each;
+    """The PREFETCH ranges after an IOCTL's cmd and arg or a WRITE's address and count: (user
+    address, bytes) each;
     OSError(EINVAL) for a list that does not fill the payload exactly or wraps the address space."""
     ranges: list[tuple[int, bytes]] = []
     off = 0
@@ -377,7 +384,10 @@ class Connection:
         self.netlink = netlink
         self.uevents: trio.MemoryReceiveChannel[bytes] | None = None
         self.subscribed = trio.Event()
-        self.prefetched: list[tuple[int, bytes]] = []   # the current IOCTL's PREFETCH ranges
+        self.prefetched: list[tuple[int, bytes]] = []   # the current request's PREFETCH ranges
+        self.unacked = 0                  # POKEs whose MEM_ACK is not read yet
+        self.held: list[bytes] = []       # POKE frames not sent yet (they go with the next PEEK or DONE)
+        self.held_bytes = 0
         self.handlers: dict[int, Callable[[bytes], Awaitable[int]]] = {
             MsgType.OPEN: self.do_open, MsgType.IOCTL: self.do_ioctl,
             MsgType.READ: self.do_read, MsgType.WRITE: self.do_write, MsgType.SUBSCRIBE: self.do_subscribe}
@@ -385,12 +395,35 @@ class Connection:
     # -- copy_from_user / copy_to_user (UserMemory) -------------------------------------
 
     async def _send(self, data: bytes) -> None:
-        async with self.send_lock:
-            try:
+        """Write ``data`` whole, in order with the connection's other writers. The socket is
+        tried at once: a trio send is a checkpoint (a pass through the scheduler), and a
+        command's frames would otherwise cost several; trio's send_all takes what is left."""
+        try:
+            self.send_lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self.send_lock.acquire()
+        try:
+            if self.peer is not None:
+                try:
+                    data = data[self.peer.send(data, socket.MSG_DONTWAIT):]
+                except BlockingIOError:
+                    pass
+            if data:
                 await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                self.dead = True
-                raise Gone() from exc
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self.dead = True
+            raise Gone() from exc
+        finally:
+            self.send_lock.release()
+
+    async def _flush(self, data: bytes = b"") -> None:
+        """Send the POKEs held back, then ``data`` (a PEEK or the DONE), in one write."""
+        if self.held:
+            data = b"".join((*self.held, data))
+            self.held.clear()
+            self.held_bytes = 0
+        if data:
+            await self._send(data)
 
     async def _reply(self, want: MsgType) -> bytes:
         try:
@@ -406,6 +439,18 @@ class Connection:
             raise OSError(errno.EFAULT, os.strerror(errno.EFAULT))
         return payload[ERRNO_MSG.size:]
 
+    async def take_acks(self) -> None:
+        """Read the MEM_ACKs of the POKEs sent so far (they come before any later answer); a
+        failed one is the library's to report, as the call's EFAULT."""
+        while self.unacked:
+            try:
+                await self._reply(MsgType.MEM_ACK)
+            except Gone:
+                raise
+            except OSError:
+                pass
+            self.unacked -= 1
+
     async def read(self, addr: int, length: int) -> bytes:
         """copy_from_user(): the caller's bytes at [addr, addr+length), or OSError(EFAULT)."""
         if length < 0 or addr < 0 or addr + length > 1 << 64:
@@ -418,7 +463,8 @@ class Connection:
         out = bytearray()
         while len(out) < length:
             n = min(MEM_CHUNK, length - len(out))
-            await self._send(frame(MsgType.PEEK, PEEK_MSG.pack(addr + len(out), n)))
+            await self._flush(frame(MsgType.PEEK, PEEK_MSG.pack(addr + len(out), n)))
+            await self.take_acks()
             data = await self._reply(MsgType.MEM_DATA)
             if len(data) != n:
                 self.dead = True
@@ -427,7 +473,8 @@ class Connection:
         return bytes(out)
 
     async def write(self, addr: int, data: bytes) -> None:
-        """copy_to_user(): write ``data`` at ``addr`` in the caller, or OSError(EFAULT)."""
+        """copy_to_user(): write ``data`` at ``addr`` in the caller, with the request's next
+        PEEK or its DONE; a fault there fails the caller's call (EFAULT)."""
         if addr < 0 or addr + len(data) > 1 << 64:
             raise OSError(errno.EFAULT, "bad user address")
         if len(data) > MAX_USER_COPY:
@@ -438,8 +485,11 @@ class Connection:
         view = memoryview(data)
         for off in range(0, len(data), MEM_CHUNK):
             chunk = view[off:off + MEM_CHUNK]
-            await self._send(frame(MsgType.POKE, POKE_HEAD.pack(addr + off), bytes(chunk)))
-            await self._reply(MsgType.MEM_ACK)
+            self.held.append(frame(MsgType.POKE, POKE_HEAD.pack(addr + off), bytes(chunk)))
+            self.held_bytes += len(chunk)
+            self.unacked += 1
+            if self.held_bytes >= MEM_CHUNK:
+                await self._flush()
 
     # -- requests -----------------------------------------------------------------------
 
@@ -504,22 +554,26 @@ class Connection:
             raise OSError(errno.EBADF, "no open file on this connection")
         return self.file
 
-    async def do_ioctl(self, payload: bytes) -> int:
-        cmd, arg = XFER_REQ.unpack_from(payload)
-        file = self._open_file()
+    async def _prefetching(self, payload: bytes, call: Callable[[int, int], Awaitable[int]]) -> int:
+        """``call`` with the request's two words, its PREFETCH ranges serving the driver's copies."""
+        a, b = XFER_REQ.unpack_from(payload)
         self.prefetched = parse_prefetch(payload[XFER_REQ.size:])
         try:
-            return await file.ioctl(cmd & 0xFFFFFFFF, arg, self, self.caller.cred)
+            return await call(a, b)
         finally:
             self.prefetched = []
+
+    async def do_ioctl(self, payload: bytes) -> int:
+        file = self._open_file()
+        return await self._prefetching(payload, lambda cmd, arg: file.ioctl(cmd & 0xFFFFFFFF, arg, self, self.caller.cred))
 
     async def do_read(self, payload: bytes) -> int:
         addr, count = XFER_REQ.unpack(payload)
         return await self._open_file().read(addr, count, self)
 
     async def do_write(self, payload: bytes) -> int:
-        addr, count = XFER_REQ.unpack(payload)
-        return await self._open_file().write(addr, count, self)
+        file = self._open_file()
+        return await self._prefetching(payload, lambda addr, count: file.write(addr, count, self))
 
     async def handle(self, mtype: int, payload: bytes) -> tuple[int, int]:
         """One request -> (ret, errno) for its DONE."""
@@ -542,8 +596,11 @@ class Connection:
     # -- poll ---------------------------------------------------------------------------
 
     def poll_changed(self) -> None:
-        """The driver's wake_up: poll()'s answer may have changed."""
-        self.wake.set()
+        """The driver's wake_up: poll()'s answer may have changed. During a request nothing is
+        sent (a NOTICE goes between requests only) and _requests looks once the DONE is out, so
+        only an idle connection's notice task is woken (one scheduler pass less per command)."""
+        if not self.busy:
+            self.wake.set()
 
     async def _notice_if_ready(self) -> None:
         if self.busy or self.dead or self.notice_outstanding or self.file is None:
@@ -605,6 +662,7 @@ class Connection:
     async def _requests(self) -> None:
         while not self.dead:
             try:
+                await self.take_acks()            # the last request's, ahead of the next one
                 mtype, payload = await self.framer.receive(MAX_REQUEST)
             except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 return
@@ -618,7 +676,7 @@ class Connection:
                     ret, err = await self.handle(mtype, payload)
                 if self.request_scope.cancelled_caught:
                     return                        # the caller hung up while the driver waited
-                await self._send(frame(MsgType.DONE, DONE_MSG.pack(ret, err)))
+                await self._flush(frame(MsgType.DONE, DONE_MSG.pack(ret, err)))
                 if self.uevents is not None:
                     self.subscribed.set()
             except Gone:

@@ -457,7 +457,9 @@ static int32_t mem_errno(ssize_t got, size_t want)
 }
 
 /* Serve the daemon's PEEK and POKE until DONE; answer its return value and errno. A dead
- * daemon is a dead device: EIO. */
+ * daemon is a dead device: EIO. The daemon does not wait for a POKE's MEM_ACK before going
+ * on (its DONE may follow at once): a POKE that faulted makes the call fail with EFAULT, as a
+ * copy_to_user() that faults fails the system call. */
 static long transact(int fd, uint8_t type, const void *req, size_t len, int *err)
 {
     if (send_msg(fd, type, req, len, NULL, 0) < 0) {
@@ -465,6 +467,7 @@ static long transact(int fd, uint8_t type, const void *req, size_t len, int *err
         return -1;
     }
     struct rbuf rb = { .fd = fd };
+    int poke_fault = 0;
     for (;;) {
         struct hdr h;
         if (rb_head(&rb, &h) < 0)
@@ -473,6 +476,10 @@ static long transact(int fd, uint8_t type, const void *req, size_t len, int *err
             struct done_msg d;
             if (rb_read(&rb, &d, sizeof d) < 0)
                 goto dead;
+            if (poke_fault) {
+                *err = EFAULT;
+                return -1;
+            }
             *err = d.err;
             return (long)d.ret;
         } else if (h.type == VF_PEEK && h.len == sizeof(struct peek_msg)) {
@@ -515,6 +522,8 @@ static long transact(int fd, uint8_t type, const void *req, size_t len, int *err
                 e.err = mem_errno(process_vm_writev(getpid(), &local, 1, &remote, 1, 0), n);
             }
             free(buf);
+            if (e.err)
+                poke_fault = 1;
             if (send_msg(fd, VF_MEM_ACK, &e, sizeof e, NULL, 0) < 0)
                 goto dead;
         } else if (h.type == VF_NOTICE && h.len <= 64) {
@@ -826,7 +835,7 @@ int fcntl64(int fd, int cmd, ...)
 
 /* ---- ioctl, read, write -------------------------------------------------------------------- */
 
-/* Append to an IOCTL request a copy of [addr, addr+len) of our memory as a PREFETCH range;
+/* Append to a request a copy of [addr, addr+len) of our memory as a PREFETCH range;
  * 0 when it cannot be read whole (the daemon's PEEK then finds out what the driver sees). */
 static size_t prefetch(char *out, size_t room, uint64_t addr, size_t len)
 {
@@ -851,8 +860,9 @@ static size_t prefetch_copy(char *out, size_t room, uint64_t addr, const void *d
     return sizeof ph + len;
 }
 
-/* SG_IO's driver reads first its header (sg_io_hdr, interface_id 'S'; bsg's sg_io_v4, guard
- * 'Q') and then the CDB it points to: send both with the request, saving two round trips. */
+/* SG_IO's driver, and sg's write(), read first the header (sg_io_hdr, interface_id 'S'; bsg's
+ * sg_io_v4, guard 'Q') and then the CDB it points to: send both with the request, saving two
+ * round trips. */
 static size_t prefetch_sg_io(char *out, size_t room, uint64_t arg)
 {
     union { struct sg_io_hdr v3; struct sg_io_v4 v4; int32_t id; } h;
@@ -881,6 +891,8 @@ static long forward(int fd, struct conn *c, uint8_t type, uint64_t a, uint64_t b
     memcpy(req, &r, sizeof r);
     if (type == VF_IOCTL && a == SG_IO)
         len += prefetch_sg_io(req + len, MAX_PREFETCH, b);
+    else if (type == VF_WRITE && b >= sizeof(struct sg_io_hdr))
+        len += prefetch_sg_io(req + len, MAX_PREFETCH, a);   /* sg's write() of an sg_io_hdr */
     pthread_mutex_lock(&c->mu);
     long ret = transact(s, type, req, len, &err);
     pthread_mutex_unlock(&c->mu);

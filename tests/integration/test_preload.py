@@ -49,6 +49,7 @@ if isinstance(fd, int):
     buf = bytearray(range(16))
     out["echo"] = [fcntl.ioctl(fd, ECHO, buf), list(buf)]
     out["efault"] = tryop(lambda: fcntl.ioctl(fd, ECHO, 8))
+    out["poke_efault"] = tryop(lambda: fcntl.ioctl(fd, CRED, 8))   # the driver's copy_to_user faults
     out["enotty"] = tryop(lambda: fcntl.ioctl(fd, 0x5401, 0))
     cdb = ctypes.create_string_buffer(bytes([0x12, 0, 0, 0, 36, 0]))
     def sg_io_hdr(cmdp):
@@ -143,6 +144,7 @@ async def test_program_drives_a_char_node_through_the_library(rig: Rig) -> None:
     assert out["fstat"] == [True, 21, 0]
     assert out["echo"] == [7, list(range(15, -1, -1))]
     assert out["efault"] == f"errno {errno.EFAULT}"           # a bad pointer is an error, not a crash
+    assert out["poke_efault"] == f"errno {errno.EFAULT}"      # also when the driver writes through it
     assert out["enotty"] == f"errno {errno.ENOTTY}"
     # SG_IO: the library sent the header and the CDB with the request; a CDB or header it could
     # not read is not sent, and the driver's own read of it fails as the kernel's would

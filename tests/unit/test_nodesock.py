@@ -60,13 +60,15 @@ class Client:
         return await self.until_done()
 
     async def until_done(self) -> tuple[int, int]:
-        """Answer PEEK/POKE until DONE, as the library does after sending a request."""
+        """Answer PEEK/POKE until DONE, as the library does after sending a request (a POKE
+        that faulted makes the call EFAULT)."""
+        poke_fault = False
         while True:
             rtype, length = HEADER.unpack(await self._exactly(HEADER.size))
             body = await self._exactly(length)
             if rtype == MsgType.DONE:
                 ret, err = DONE_MSG.unpack(body)
-                return ret, err
+                return (-1, errno.EFAULT) if poke_fault else (ret, err)
             if rtype == MsgType.NOTICE:
                 self.notices += 1
             elif rtype == MsgType.PEEK:
@@ -83,6 +85,7 @@ class Client:
                 span = self._span(addr, len(data))
                 if span is not None:
                     self.memory[span] = data
+                poke_fault = poke_fault or span is None
                 await self.stream.send_all(frame(MsgType.MEM_ACK, ERRNO_MSG.pack(0 if span else errno.EFAULT)))
             else:
                 raise AssertionError(f"unexpected message {rtype:#x}")
@@ -124,6 +127,7 @@ async def test_open_ioctl_copies_through_user_memory(rig: Rig) -> None:
         assert client.memory[16:32] == bytes(range(15, -1, -1))
         assert await client.ioctl(CRED_IOCTL, BASE) == (0, 0)
         assert CRED.unpack_from(client.memory) == (0, 0, 1, 1)
+        assert await client.ioctl(CRED_IOCTL, 8) == (-1, errno.EFAULT)     # its copy_to_user faulted
         # a pointer the caller does not own: EFAULT, and the connection goes on
         assert await client.ioctl(ECHO_IOCTL, 8) == (-1, errno.EFAULT)
         assert await client.ioctl(ECHO_IOCTL, BASE + 250) == (-1, errno.EFAULT)
@@ -161,6 +165,13 @@ async def test_prefetched_ranges_save_the_peeks(rig: Rig) -> None:
         for bad in (b"\0" * 5, PREFETCH_HEAD.pack(BASE, 9) + b"x" * 8, PREFETCH_HEAD.pack(2**64 - 4, 8) + b"x" * 8):
             assert await client.request(MsgType.IOCTL, head + bad) == (-1, errno.EINVAL)
         assert await client.ioctl(ECHO_IOCTL, BASE, ((BASE, bytes(MAX_PREFETCH - PREFETCH_HEAD.size)),)) == (7, 0)
+        # a WRITE carries them too (sg's write() of an sg_io_hdr); a READ's payload is exact
+        peeks = client.peeks
+        write = XFER_REQ.pack(BASE + 16, 4) + PREFETCH_HEAD.pack(BASE + 16, 4) + b"wxyz"
+        assert await client.request(MsgType.WRITE, write) == (4, 0) and client.peeks == peeks
+        assert await client.request(MsgType.READ, XFER_REQ.pack(BASE + 64, 4)) == (4, 0)
+        assert client.memory[64:68] == b"wxyz"
+        assert await client.request(MsgType.READ, XFER_REQ.pack(BASE, 4) + PREFETCH_HEAD.pack(BASE, 0)) == (-1, errno.EINVAL)
         nursery.cancel_scope.cancel()
 
 
@@ -260,6 +271,26 @@ async def test_client_gone_mid_command_releases_the_file(rig: Rig) -> None:
         nursery.cancel_scope.cancel()
 
 
+async def test_a_drivers_answer_is_one_round_trip(rig: Rig) -> None:
+    """copy_to_user() is not a round trip: its POKE goes with the DONE in one write, and its
+    MEM_ACK is read before the next request."""
+    async with trio.open_nursery() as nursery:
+        client, conn = await rig.connect(nursery)
+        assert await client.open() == (0, 0)
+        await client.stream.send_all(frame(MsgType.IOCTL, XFER_REQ.pack(CRED_IOCTL, BASE)))
+        with trio.fail_after(5):                        # no MEM_ACK sent yet: both come anyway
+            rtype, length = HEADER.unpack(await client._exactly(HEADER.size))
+            assert rtype == MsgType.POKE and (await client._exactly(length))[:8] == POKE_HEAD.pack(BASE)
+            rtype, length = HEADER.unpack(await client._exactly(HEADER.size))
+            assert rtype == MsgType.DONE and DONE_MSG.unpack(await client._exactly(length)) == (0, 0)
+        assert conn.unacked == 1
+        await client.stream.send_all(frame(MsgType.MEM_ACK, ERRNO_MSG.pack(0)))
+        client.memory[:16] = bytes(range(16))
+        assert await client.ioctl(ECHO_IOCTL, BASE) == (7, 0)     # the late ACK did not confuse it
+        assert client.memory[:16] == bytes(range(15, -1, -1))
+        nursery.cancel_scope.cancel()
+
+
 async def test_large_copies_are_chunked(rig: Rig) -> None:
     memory = bytearray(os.urandom(MEM_CHUNK * 2 + 10))
     ours, theirs = trio.testing.memory_stream_pair()
@@ -272,6 +303,7 @@ async def test_large_copies_are_chunked(rig: Rig) -> None:
         nursery.start_soon(serve_memory)
         assert await conn.read(BASE, len(memory)) == memory
         await conn.write(BASE, bytes(len(memory)))
+        await conn.read(BASE, 1)                        # a PEEK sends the POKEs held back first
         assert not any(memory)
         with pytest.raises(OSError) as exc:
             await conn.read(BASE - 1, 2)
