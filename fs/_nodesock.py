@@ -17,7 +17,7 @@ Wire format (little-endian; the C side declares the same structs). Every message
                        IOCTL(cmd u64, arg u64, then any number of PREFETCH(address u64,
                              length u64, that many bytes))
                        READ/WRITE(user address u64, count u64)
-                       MEM_DATA(errno i32, 4 pad, bytes)   MEM_ACK(errno i32, 4 pad)
+                       MEM_DATA(errno i32, 4 pad, bytes)
                        SUBSCRIBE(netlink groups u32, 4 pad)
   daemon -> client     DONE(ret i64, errno i32, 4 pad)   PEEK(address u64, length u64)
                        POKE(address u64, bytes)          NOTICE(poll mask u32, 4 pad)
@@ -36,12 +36,11 @@ range drops its copy). A copy the library could not make is simply not sent: the
 then PEEKs and gets EFAULT as before. At most MAX_PREFETCH bytes of ranges (headers included);
 a malformed list is EINVAL.
 
-A request is answered by any number of PEEK/POKE exchanges and one DONE. POKEs are not round
-trips: they are held back and sent with the next PEEK or the DONE, in one write, and their
-MEM_ACKs are read later (before that PEEK's MEM_DATA, or before the next request). The library
-makes the call fail with EFAULT when one of the request's POKEs faulted, whatever DONE says
-(a copy_to_user() that faults fails the system call). So a driver's answer (the data, the
-sense, the header) costs no round trip beyond the request's own. errno ENOIOCTLCMD
+A request is answered by any number of PEEKs (each answered with MEM_DATA), POKEs and one
+DONE. A POKE is not answered: POKEs are held back and sent with the next PEEK or the DONE, in
+one write, and the library makes the call fail with EFAULT when one of the request's POKEs
+faulted, whatever DONE says (a copy_to_user() that faults fails the system call). So a
+driver's answer (the data, the sense, the header) costs no round trip beyond the request's. errno ENOIOCTLCMD
 (515) in DONE means "not this driver's": for a block node's side connection the library then
 issues the ioctl on the real descriptor (the host's loop device); OPEN of a block node answers
 it when no block driver file is wired, and the library keeps the real descriptor alone.
@@ -84,7 +83,6 @@ class MsgType(IntEnum):
     READ = 3
     WRITE = 4
     MEM_DATA = 5
-    MEM_ACK = 6
     SUBSCRIBE = 7
     DONE = 0x81
     PEEK = 0x82
@@ -313,15 +311,26 @@ def node_gid(node: Node) -> int:
 
 
 class Framer:
-    """Whole messages from a byte stream (trio stream or memory stream)."""
+    """Whole messages from a byte stream (trio stream or memory stream). With the stream's
+    socket, what has arrived is taken at once: a trio receive is a checkpoint (a pass through
+    the scheduler) even when the bytes are there; trio's receive waits when they are not."""
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, sock: socket.socket | None = None) -> None:
         self.stream = stream
+        self.sock = sock
         self.buf = bytearray()
 
     async def _fill(self, n: int) -> None:
         while len(self.buf) < n:
-            data = await self.stream.receive_some(max(65536, n - len(self.buf)))
+            size = max(65536, n - len(self.buf))
+            data: bytes | bytearray | None = None
+            try:
+                if self.sock is not None:
+                    data = self.sock.recv(size, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                pass
+            if data is None:
+                data = await self.stream.receive_some(size)
             if not data:
                 raise EOFError
             self.buf += data
@@ -369,7 +378,7 @@ class Connection:
         self.stream = stream
         self.peer = peer                  # the connection's socket, to notice a hang-up mid-request
         self.request_scope: trio.CancelScope | None = None
-        self.framer = Framer(stream)
+        self.framer = Framer(stream, peer)
         self.caller = caller
         self.table = table
         self.kernel = kernel
@@ -385,7 +394,6 @@ class Connection:
         self.uevents: trio.MemoryReceiveChannel[bytes] | None = None
         self.subscribed = trio.Event()
         self.prefetched: list[tuple[int, bytes]] = []   # the current request's PREFETCH ranges
-        self.unacked = 0                  # POKEs whose MEM_ACK is not read yet
         self.held: list[bytes] = []       # POKE frames not sent yet (they go with the next PEEK or DONE)
         self.held_bytes = 0
         self.handlers: dict[int, Callable[[bytes], Awaitable[int]]] = {
@@ -439,18 +447,6 @@ class Connection:
             raise OSError(errno.EFAULT, os.strerror(errno.EFAULT))
         return payload[ERRNO_MSG.size:]
 
-    async def take_acks(self) -> None:
-        """Read the MEM_ACKs of the POKEs sent so far (they come before any later answer); a
-        failed one is the library's to report, as the call's EFAULT."""
-        while self.unacked:
-            try:
-                await self._reply(MsgType.MEM_ACK)
-            except Gone:
-                raise
-            except OSError:
-                pass
-            self.unacked -= 1
-
     async def read(self, addr: int, length: int) -> bytes:
         """copy_from_user(): the caller's bytes at [addr, addr+length), or OSError(EFAULT)."""
         if length < 0 or addr < 0 or addr + length > 1 << 64:
@@ -464,7 +460,6 @@ class Connection:
         while len(out) < length:
             n = min(MEM_CHUNK, length - len(out))
             await self._flush(frame(MsgType.PEEK, PEEK_MSG.pack(addr + len(out), n)))
-            await self.take_acks()
             data = await self._reply(MsgType.MEM_DATA)
             if len(data) != n:
                 self.dead = True
@@ -487,7 +482,6 @@ class Connection:
             chunk = view[off:off + MEM_CHUNK]
             self.held.append(frame(MsgType.POKE, POKE_HEAD.pack(addr + off), bytes(chunk)))
             self.held_bytes += len(chunk)
-            self.unacked += 1
             if self.held_bytes >= MEM_CHUNK:
                 await self._flush()
 
@@ -662,7 +656,6 @@ class Connection:
     async def _requests(self) -> None:
         while not self.dead:
             try:
-                await self.take_acks()            # the last request's, ahead of the next one
                 mtype, payload = await self.framer.receive(MAX_REQUEST)
             except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 return

@@ -64,7 +64,7 @@
 
 /* message types (fs/_nodesock.py MsgType) */
 enum {
-    VF_OPEN = 1, VF_IOCTL = 2, VF_READ = 3, VF_WRITE = 4, VF_MEM_DATA = 5, VF_MEM_ACK = 6,
+    VF_OPEN = 1, VF_IOCTL = 2, VF_READ = 3, VF_WRITE = 4, VF_MEM_DATA = 5,
     VF_SUBSCRIBE = 7,
     VF_DONE = 0x81, VF_PEEK = 0x82, VF_POKE = 0x83, VF_NOTICE = 0x84, VF_UEVENT = 0x85,
 };
@@ -457,9 +457,9 @@ static int32_t mem_errno(ssize_t got, size_t want)
 }
 
 /* Serve the daemon's PEEK and POKE until DONE; answer its return value and errno. A dead
- * daemon is a dead device: EIO. The daemon does not wait for a POKE's MEM_ACK before going
- * on (its DONE may follow at once): a POKE that faulted makes the call fail with EFAULT, as a
- * copy_to_user() that faults fails the system call. */
+ * daemon is a dead device: EIO. A POKE is not answered (the daemon sends it with its next PEEK
+ * or its DONE): one that faulted makes the call fail with EFAULT, as a copy_to_user() that
+ * faults fails the system call. */
 static long transact(int fd, uint8_t type, const void *req, size_t len, int *err)
 {
     if (send_msg(fd, type, req, len, NULL, 0) < 0) {
@@ -508,24 +508,20 @@ static long transact(int fd, uint8_t type, const void *req, size_t len, int *err
             if (rb_read(&rb, &addr, 8) < 0)
                 goto dead;
             char *buf = n ? malloc(n) : NULL;
-            struct errno_msg e = { .err = 0 };
             if (n && !buf) {
                 if (rb_read(&rb, NULL, n) < 0)
                     goto dead;
-                e.err = ENOMEM;
+                poke_fault = 1;
             } else if (n) {
                 if (rb_read(&rb, buf, n) < 0) {
                     free(buf);
                     goto dead;
                 }
                 struct iovec local = { buf, n }, remote = { (void *)(uintptr_t)addr, n };
-                e.err = mem_errno(process_vm_writev(getpid(), &local, 1, &remote, 1, 0), n);
+                if (mem_errno(process_vm_writev(getpid(), &local, 1, &remote, 1, 0), n))
+                    poke_fault = 1;
             }
             free(buf);
-            if (e.err)
-                poke_fault = 1;
-            if (send_msg(fd, VF_MEM_ACK, &e, sizeof e, NULL, 0) < 0)
-                goto dead;
         } else if (h.type == VF_NOTICE && h.len <= 64) {
             if (rb_read(&rb, NULL, h.len) < 0)       /* a readiness notice sent before our request */
                 goto dead;
