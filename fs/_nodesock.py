@@ -29,21 +29,24 @@ its DONE, every uevent the machine's kernel sends (group 1) and every event its 
 finishes (group 2) comes as an UEVENT frame, in the order they were sent.
 
 An IOCTL or a WRITE may carry, after its two words, copies of caller memory the driver will
-certainly read first (the library knows SG_IO's sg_io_hdr / sg_io_v4 and the CDB they point
-to, and sg's write() of an sg_io_hdr): the connection serves copy_from_user() of bytes inside
-such a range from the copy, without a PEEK round trip, for that request only (a write over a
-range drops its copy). A copy the library could not make is simply not sent: the driver's read
-then PEEKs and gets EFAULT as before. At most MAX_PREFETCH bytes of ranges (headers included);
-a malformed list is EINVAL.
+certainly read first (the library knows SG_IO's sg_io_hdr / sg_io_v4, the CDB and a data-out
+buffer they point to, and sg's write() of an sg_io_hdr): the connection serves
+copy_from_user() of bytes inside such a range from the copy, without a PEEK round trip, for
+that request only (a write over a range drops its copy). A copy the library could not make,
+or that does not fit, is simply not sent: the driver's read then PEEKs (and gets EFAULT for a
+bad pointer, as before). At most MAX_PREFETCH bytes of ranges (headers included); a malformed
+list is EINVAL.
 
 A request is answered by any number of PEEKs (each answered with MEM_DATA), POKEs and one
 DONE. A POKE is not answered: POKEs are held back and sent with the next PEEK or the DONE, in
 one write, and the library makes the call fail with EFAULT when one of the request's POKEs
 faulted, whatever DONE says (a copy_to_user() that faults fails the system call). So a
-driver's answer (the data, the sense, the header) costs no round trip beyond the request's. errno ENOIOCTLCMD
-(515) in DONE means "not this driver's": for a block node's side connection the library then
-issues the ioctl on the real descriptor (the host's loop device); OPEN of a block node answers
-it when no block driver file is wired, and the library keeps the real descriptor alone.
+driver's answer (the data, the sense, the header) costs no round trip beyond the request's.
+
+errno ENOIOCTLCMD (515) in DONE means "not this driver's": for a block node's side connection
+the library then issues the ioctl on the real descriptor (the host's loop device); OPEN of a
+block node answers it when no block driver file is wired, and the library keeps the real
+descriptor alone.
 NOTICE is sent, between requests only, while the driver's poll() says readable, so the
 connection's socket (which IS the program's descriptor for char nodes) polls readable then.
 
@@ -105,7 +108,7 @@ UEVENT_HEAD = struct.Struct("<II")         # multicast group, the sender's netli
 
 MEM_CHUNK = 1 << 20                       # one PEEK/POKE moves at most this much
 MAX_USER_COPY = 256 << 20                 # one copy_from/to_user larger than this: ENOMEM
-MAX_PREFETCH = 512                         # a request's prefetched ranges, PREFETCH_HEADs included
+MAX_PREFETCH = 4608                        # a request's prefetched ranges, PREFETCH_HEADs included
 MAX_REQUEST = XFER_REQ.size + MAX_PREFETCH   # a request payload longer than this: protocol error
 # each request's payload size, smallest and largest (other sizes: EINVAL)
 REQUEST_SIZES = {MsgType.OPEN: (OPEN_REQ.size, OPEN_REQ.size), MsgType.IOCTL: (XFER_REQ.size, MAX_REQUEST),

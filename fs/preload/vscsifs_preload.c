@@ -60,7 +60,7 @@
 #define ENOIOCTLCMD 515          /* the kernel's "not this driver's ioctl" */
 #define MAX_FDS 65536
 #define MAX_MEM_CHUNK (16u << 20) /* the largest PEEK/POKE the library serves at once */
-#define MAX_PREFETCH 512          /* fs/_nodesock.py MAX_PREFETCH: IOCTL's prefetched ranges */
+#define MAX_PREFETCH 4608         /* fs/_nodesock.py MAX_PREFETCH: a request's prefetched ranges */
 
 /* message types (fs/_nodesock.py MsgType) */
 enum {
@@ -857,8 +857,8 @@ static size_t prefetch_copy(char *out, size_t room, uint64_t addr, const void *d
 }
 
 /* SG_IO's driver, and sg's write(), read first the header (sg_io_hdr, interface_id 'S'; bsg's
- * sg_io_v4, guard 'Q') and then the CDB it points to: send both with the request, saving two
- * round trips. */
+ * sg_io_v4, guard 'Q'), then the CDB it points to, then a data-out buffer (a parameter list, a
+ * block to write): send what fits with the request, saving up to three round trips. */
 static size_t prefetch_sg_io(char *out, size_t room, uint64_t arg)
 {
     union { struct sg_io_hdr v3; struct sg_io_v4 v4; int32_t id; } h;
@@ -869,10 +869,15 @@ static size_t prefetch_sg_io(char *out, size_t room, uint64_t arg)
         n = prefetch_copy(out, room, arg, &h.v3, sizeof h.v3);
         if (n)
             n += prefetch(out + n, room - n, (uint64_t)(uintptr_t)h.v3.cmdp, h.v3.cmd_len);
+        int out_dir = h.v3.dxfer_direction == SG_DXFER_TO_DEV || h.v3.dxfer_direction == SG_DXFER_TO_FROM_DEV;
+        if (n && out_dir && !h.v3.iovec_count && h.v3.dxfer_len <= room - n)
+            n += prefetch(out + n, room - n, (uint64_t)(uintptr_t)h.v3.dxferp, h.v3.dxfer_len);
     } else if (got >= (ssize_t)sizeof h.v4 && h.id == 'Q') {
         n = prefetch_copy(out, room, arg, &h.v4, sizeof h.v4);
-        if (n && h.v4.request_len <= MAX_PREFETCH)
+        if (n && h.v4.request_len <= room - n)
             n += prefetch(out + n, room - n, h.v4.request, h.v4.request_len);
+        if (n && !h.v4.dout_iovec_count && h.v4.dout_xfer_len <= room - n)
+            n += prefetch(out + n, room - n, h.v4.dout_xferp, h.v4.dout_xfer_len);
     }
     return n;
 }

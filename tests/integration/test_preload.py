@@ -52,13 +52,15 @@ if isinstance(fd, int):
     out["poke_efault"] = tryop(lambda: fcntl.ioctl(fd, CRED, 8))   # the driver's copy_to_user faults
     out["enotty"] = tryop(lambda: fcntl.ioctl(fd, 0x5401, 0))
     cdb = ctypes.create_string_buffer(bytes([0x12, 0, 0, 0, 36, 0]))
-    def sg_io_hdr(cmdp):
-        return bytearray(struct.pack("<iiBBHIQQQIIi4xQBBBBHHiII4x", ord("S"), -1, 6, 0, 0, 0, 0, cmdp, 0,
-                                     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+    def sg_io_hdr(cmdp, direction=-1, dxfer_len=0, dxferp=0):
+        return bytearray(struct.pack("<iiBBHIQQQIIi4xQBBBBHHiII4x", ord("S"), direction, 6, 0, 0, dxfer_len,
+                                     dxferp, cmdp, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
     hdr = sg_io_hdr(ctypes.addressof(cdb))
     out["sg_io"] = [fcntl.ioctl(fd, SG_IO, hdr), hdr[64]]
     out["sg_io_bad_cdb"] = tryop(lambda: fcntl.ioctl(fd, SG_IO, sg_io_hdr(8)))
     out["sg_io_bad_hdr"] = tryop(lambda: fcntl.ioctl(fd, SG_IO, 8))
+    param = ctypes.create_string_buffer(24)         # a data-out parameter list (SG_DXFER_TO_DEV)
+    fcntl.ioctl(fd, SG_IO, sg_io_hdr(ctypes.addressof(cdb), -2, 24, ctypes.addressof(param)))
     cred = bytearray(16)
     fcntl.ioctl(fd, CRED, cred)
     out["cred"] = list(struct.unpack("<4i", cred))
@@ -150,7 +152,8 @@ async def test_program_drives_a_char_node_through_the_library(rig: Rig) -> None:
     # not read is not sent, and the driver's own read of it fails as the kernel's would
     assert out["sg_io"] == [0, 0x12]
     assert out["sg_io_bad_cdb"] == out["sg_io_bad_hdr"] == f"errno {errno.EFAULT}"
-    assert [[n for _, n in ranges] for ranges in rig.dev.prefetched] == [[88, 6], [88], []]
+    # and a data-out buffer it points to
+    assert [[n for _, n in ranges] for ranges in rig.dev.prefetched] == [[88, 6], [88], [], [88, 6, 24]]
     assert out["cred"] == [0, 0, 1, 1]
     assert out["write"] == 5 and out["read"] == "hello"
     assert out["poll1"] and out["poll1"][0] & 1
