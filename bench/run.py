@@ -28,8 +28,8 @@ so when it could not be.
 5. The two personalities: the same image under virtio-scsi-pci (QEMU's) and vhost-scsi-pci
    (an LIO fileio LUN, one vhost worker for all queues), fio randread 4 KiB, with the worker's
    statistics.
-6. SG_IO inside `vscsifs exec` (SG_ENTRIES): fio --ioengine=sg 4 KiB random read on /dev/sg1
-   beside fio on the LUN's data file, and one SCSI command's round trip (sg_turs's TUR loop)
+6. SG_IO inside `vscsifs exec` (SG_ENTRIES): fio --ioengine=sg 4 KiB random read and write on
+   /dev/sg1 beside fio on the LUN's data file, and one SCSI command's round trip (sg_turs's TUR loop)
    beside a 512-byte read of the data file, on one daemon in the same run.
 7. Instructions (opt-in: ``--only instructions``, needs valgrind): CPU instructions the
    emulation executes per emulated 4 KiB read and per LUN scanned at boot, counted by cachegrind
@@ -1031,6 +1031,11 @@ SG_ENTRIES: tuple[SgEntry, ...] = (
             SgProbe("fio", "datafile", next(j for j in JOBS if j.name == "randread-4k-1j")),
             "fio --ioengine=sg on /dev/sg1 inside `vscsifs exec` against fio psync on the same LUN's data "
             "file (a FUSE read): both one READ of 4 KiB through the emulated stack per I/O, at queue depth 1"),
+    SgEntry("fio randwrite 4 KiB", "iops",
+            SgProbe("fio", "sg", FioJob("randwrite-4k-sg", "randwrite", "4k", ioengine="sg")),
+            SgProbe("fio", "datafile", next(j for j in JOBS if j.name == "randwrite-4k-1j")),
+            "the same with WRITE(10): the block goes to the daemon with the sg_io_hdr (the library sends a "
+            "data-out buffer that fits with the request), against a psync write of the data file"),
     SgEntry("one SCSI command round trip", "us",
             SgProbe("sg_turs", "sg"),
             SgProbe("fio", "datafile", FioJob("randread-512-1j", "randread", "512")),

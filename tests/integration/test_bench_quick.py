@@ -64,7 +64,7 @@ def test_bench_quick_runs(tmp_path) -> None:
     # SG_IO inside vscsifs exec: each entry measured on both sides (fio's sg engine and
     # sg_turs through the preload library, their data-file baselines)
     sgio = res["sgio"]["entries"]
-    assert set(sgio) == {"fio randread 4 KiB", "one SCSI command round trip"}
+    assert set(sgio) == {"fio randread 4 KiB", "fio randwrite 4 KiB", "one SCSI command round trip"}
     for row in sgio.values():
         assert all(row[side]["iops"] > 0 and row[side]["us"] > 0 for side in ("sgio", "baseline"))
         assert row["ratio"] > 0
