@@ -663,7 +663,7 @@ from vscsifs.daemon import _compiled
 _compiled.install()  # as the daemon does (daemon/api), before any hot module is imported
 from vscsifs.daemon._cli import build_config, parse_run_args
 from vscsifs.daemon._machine import Machine
-from vscsifs.scsi.kernel.block import bdev_read, bdev_write
+from vscsifs.scsi.kernel.block import bdev_read_view, bdev_write
 async def main():
     cfg, _ = build_config(parse_run_args(["--mount", "/nonexistent", "--quiet", *%(qemu)r]))
     m = Machine.create(cfg, console=None)
@@ -680,7 +680,7 @@ INPROC = BOOT_SDA + r"""
         offs = [random.randrange(0, size >> 12) << 12 for _ in range(N)]
         res = {}
         for _ in range(%(rounds)d):  # best of the rounds: a shared machine's load, not the build
-            for label, fn in (("read 4 KiB", lambda o: bdev_read(bd, o, 4096)),
+            for label, fn in (("read 4 KiB", lambda o: bdev_read_view(bd, o, 4096)),
                               ("write 4 KiB", lambda o: bdev_write(bd, o, bytes(4096)))):
                 t = time.perf_counter()
                 for o in offs:
@@ -696,7 +696,7 @@ INPROC = BOOT_SDA + r"""
         pr = cProfile.Profile()
         pr.enable()
         for o in offs:
-            await bdev_read(bd, o, 4096)
+            await bdev_read_view(bd, o, 4096)
         pr.disable()
         st = pstats.Stats(pr)
         rows = []
@@ -725,7 +725,7 @@ def inprocess(qemu: list[str], n: int, cpu: int, build: str, profile: bool, roun
 
 INSTR = BOOT_SDA + r"""
         for i in range(%(reads)d):
-            await bdev_read(bd, ((i * 7919) %% 4096) << 12, 4096)
+            await bdev_read_view(bd, ((i * 7919) %% 4096) << 12, 4096)
         nursery.cancel_scope.cancel()
 trio.run(main)
 """
@@ -1299,7 +1299,7 @@ def render_md(res: dict[str, Any]) -> str:
     pr = res.get("profile")
     if pr:
         L += ["## Profile: where an emulated 4 KiB read goes", "",
-              f"In-process (no FUSE, bdev_read/bdev_write straight into the block layer, one task): "
+              f"In-process (no FUSE, bdev_read_view (what a FUSE read calls) and bdev_write straight into the block layer, one task): "
               f"{pr['us_per_io_inprocess']} microseconds per I/O on the pure build, {pr['python_calls_per_read']} "
               "Python function calls per 4 KiB read (every one becomes a READ(10) CDB on a virtqueue, is parsed "
               "and served by the emulated scsi-hd and completed through the used ring and the midlayer).", ""]
