@@ -41,7 +41,7 @@ from typing import Any
 import trio
 
 from vscsifs.daemon._notify import NotifyListener, Startup
-from vscsifs.fs._mounttab import force_unmount, mount_entry
+from vscsifs.fs._mounttab import MountEntry, force_unmount, mount_entry
 
 StrPath = str | os.PathLike[str]
 
@@ -242,6 +242,7 @@ class Machine:
         self._own_state = False
         self._proc: subprocess.Popen[bytes] | None = None
         self._notify: NotifyListener | None = None
+        self._mounted_before: MountEntry | None = None   # someone else's mount at our mount point
         self._qmp: QMPConnection | None = None
         self.returncode: int | None = None
 
@@ -319,6 +320,7 @@ class Machine:
         self._paths = p = self._layout()
         if p.qmp.is_socket():
             p.qmp.unlink()
+        self._mounted_before = mount_entry(str(p.mount))
         self._notify = NotifyListener()
         try:
             with open(p.log, "wb") as logf:
@@ -385,7 +387,10 @@ class Machine:
         p = self._paths
         if p is None:
             return
-        if _is_mounted(p.mount):
+        # the mount our daemon left behind; one that stood there before it started is another
+        # daemon's (ours was refused: the mount point is in use) and stays
+        left = mount_entry(str(p.mount))
+        if left is not None and left != self._mounted_before:
             try:
                 force_unmount(str(p.mount))
             except OSError:

@@ -67,7 +67,7 @@ def test_start_failure_says_the_daemons_last_status() -> None:
             second.start()
         assert ei.value.returncode == 1
         assert f"its last notification: STATUS=refused: {first.mount} is in use" in str(ei.value)
-        assert first.running
+        assert first.running and blocks(first) == ["sda", "sdb"]   # its mount untouched
 
 
 def test_exception_and_keyboard_interrupt_stop_the_machine() -> None:
