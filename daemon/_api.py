@@ -333,14 +333,12 @@ class Machine:
     def _start_failed(self, got: Startup) -> MachineError:
         """The error for a daemon that exited or kept silent past the timeout instead of READY=1."""
         assert self._proc is not None and self._notify is not None
-        said = self._notify.said()
-        why = f" (its last notification: {said})" if said else ""
-        rc = self._proc.poll()
+        said, rc = self._notify.said(), self._proc.poll()
         if got is Startup.EXITED and rc is not None:
             self.returncode = rc
-            return MachineError(f"vscsifs run exited with status {rc} before its mount served{why} "
+            return MachineError(f"vscsifs run exited with status {rc} before its mount served{said} "
                                 f"({' '.join(shlex.quote(a) for a in self.command())})", self.log(), rc)
-        return MachineError(f"vscsifs did not serve {self.mount} within {self.timeout:.0f} s{why}", self.log())
+        return MachineError(f"vscsifs did not serve {self.mount} within {self.timeout:.0f} s{said}", self.log())
 
     def start(self) -> Machine:
         """Start the daemon and return once the mount serves (raises MachineError otherwise)."""

@@ -250,13 +250,14 @@ class NotifyListener:
                     self.errno = int(value)
 
     def said(self) -> str:
-        """The daemon's last STATUS= and ERRNO= as a phrase for an error message ("" if none)."""
+        """The daemon's last STATUS= and ERRNO= as an error message's tail ("" if it sent none):
+        `` (its last notification: STATUS=refused: ..., ERRNO=16 (Device or resource busy))``."""
         parts = []
         if self.status is not None:
             parts.append(f"STATUS={self.status}")
         if self.errno is not None:
             parts.append(f"ERRNO={self.errno} ({os.strerror(self.errno)})")
-        return ", ".join(parts)
+        return f" (its last notification: {', '.join(parts)})" if parts else ""
 
     def wait_ready(self, child: Child, timeout: float, *, until: Callable[[], bool] = _always,
                    poll: float = POLL) -> Startup:

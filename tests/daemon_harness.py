@@ -174,12 +174,11 @@ def start_daemon(tmp: str, args: list[str] = (), ready: str = "sys/block", timeo
         said = notify.said()
     if got is Startup.READY:
         return d
-    why = f" (its last notification: {said})" if said else ""
     if got is Startup.EXITED:
-        raise RuntimeError(f"vscsifs exited with {proc.returncode}{why}:\n{d.log()}")
+        raise RuntimeError(f"vscsifs exited with {proc.returncode}{said}:\n{d.log()}")
     d.stop()
     force_unmount(mount)
-    raise RuntimeError(f"vscsifs did not come up in {timeout}s{why}:\n{d.log()}")
+    raise RuntimeError(f"vscsifs did not come up in {timeout}s{said}:\n{d.log()}")
 
 
 def start_daemon_own_qmp(tmp: str, args: list[str] = ()) -> Daemon:

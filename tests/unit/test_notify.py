@@ -185,7 +185,8 @@ def test_listener_reports_a_child_that_exits_without_ready(listener, children):
     assert listener.wait_ready(p, 30) is Startup.EXITED
     assert p.wait() == 1 and not listener.ready
     # what it sent just before it died is taken, to say why it did not come up
-    assert listener.said() == f"STATUS=refused: /m is in use, ERRNO=16 ({os.strerror(errno.EBUSY)})"
+    assert listener.said() == \
+        f" (its last notification: STATUS=refused: /m is in use, ERRNO=16 ({os.strerror(errno.EBUSY)}))"
 
 
 def test_listener_times_out_on_a_silent_child(listener, children):
@@ -193,7 +194,7 @@ def test_listener_times_out_on_a_silent_child(listener, children):
     t0 = time.monotonic()
     assert listener.wait_ready(p, 0.5) is Startup.TIMEOUT
     assert 0.5 <= time.monotonic() - t0 < 5
-    assert p.poll() is None and listener.said() == "STATUS=still scanning"
+    assert p.poll() is None and listener.said() == " (its last notification: STATUS=still scanning)"
 
 
 def test_ready_waits_for_the_callers_condition_too(listener, children):
@@ -215,7 +216,7 @@ async def test_listener_under_trio(children):
         children.append(q := child(dies, "n.stopping('failed: no /dev/fuse'); raise SystemExit(3)"))
         assert await ok.wait_ready_async(p, 30) is Startup.READY
         assert await dies.wait_ready_async(q, 30) is Startup.EXITED
-        assert dies.said() == "STATUS=failed: no /dev/fuse"
+        assert dies.said() == " (its last notification: STATUS=failed: no /dev/fuse)"
     with NotifyListener() as silent:
         children.append(r := child(silent, "time.sleep(30)"))
         assert await silent.wait_ready_async(r, 0.2) is Startup.TIMEOUT
