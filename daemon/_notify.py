@@ -189,8 +189,12 @@ def _always() -> bool:
 def wait_child(child: Child, timeout: float, up: Callable[[], bool], *, wake: socket.socket | None = None,
                poll: float = POLL) -> Startup:
     """Until ``up()`` is true, ``child`` exits or ``timeout`` seconds pass; between looks,
-    sleep ``poll`` seconds or until ``wake`` is readable (a notification wakes it at once)."""
+    sleep ``poll`` seconds or until ``wake`` is readable (a notification wakes it at once).
+    poll(2), not select(2): a test process may hold more than FD_SETSIZE descriptors."""
     deadline = time.monotonic() + timeout
+    waiter = select.poll()
+    if wake is not None:
+        waiter.register(wake, select.POLLIN)
     while True:
         if up():
             return Startup.READY
@@ -199,7 +203,7 @@ def wait_child(child: Child, timeout: float, up: Callable[[], bool], *, wake: so
         left = deadline - time.monotonic()
         if left <= 0:
             return Startup.TIMEOUT
-        select.select([wake] if wake is not None else [], [], [], min(left, poll))
+        waiter.poll(min(left, poll) * 1000)
 
 
 class NotifyListener:
