@@ -321,7 +321,7 @@ class Machine:
         if p.qmp.is_socket():
             p.qmp.unlink()
         self._mounted_before = mount_entry(str(p.mount))
-        self._notify = NotifyListener()
+        self._notify = NotifyListener(p.state)
         try:
             with open(p.log, "wb") as logf:
                 self._proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,

@@ -209,14 +209,16 @@ def wait_child(child: Child, timeout: float, up: Callable[[], bool], *, wake: so
 class NotifyListener:
     """A private NOTIFY_SOCKET for a child daemon, as systemd binds one for a Type=notify service.
 
-    Bound in a directory of its own (mode 0700, a short path under the temp dir: sun_path has
-    108 bytes) so no other process sends on it and no stale socket is in the way; ``environ()``
-    is the child's environment; ``wait_ready()`` (``wait_ready_async()`` under trio) returns
-    once READY=1 came, or says the child exited or the time ran out; ``said()`` is the last
-    STATUS= and ERRNO= it sent, for the error message. ``close()`` (or ``with``) removes it."""
+    Bound in a directory of its own (mode 0700; under ``parent``, else the temp dir, a short path
+    for sun_path's 108 bytes) so no other process sends on it and no stale socket is in the way;
+    a caller that keeps all of a child's files in one directory passes it as ``parent``, so what
+    a SIGKILL leaves is in one place. ``environ()`` is the child's environment; ``wait_ready()``
+    (``wait_ready_async()`` under trio) returns once READY=1 came, or says the child exited or
+    the time ran out; ``said()`` is the last STATUS= and ERRNO= it sent, for the error message.
+    ``close()`` (or ``with``) removes it."""
 
-    def __init__(self) -> None:
-        self._dir = tempfile.mkdtemp(prefix="vscsifs-notify-")
+    def __init__(self, parent: str | os.PathLike[str] | None = None) -> None:
+        self._dir = tempfile.mkdtemp(prefix="vscsifs-notify-", dir=parent)
         self.path = os.path.join(self._dir, "notify")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
         try:

@@ -224,7 +224,7 @@ async def test_listener_under_trio(children):
         assert await silent.wait_ready_async(r, 0.2) is Startup.TIMEOUT
 
 
-def test_listener_environment_and_cleanup():
+def test_listener_environment_and_cleanup(tmp_path):
     base = {"PATH": "/bin", "NOTIFY_SOCKET": "/run/systemd/notify", "WATCHDOG_USEC": "1000",
             "WATCHDOG_PID": "1", "LISTEN_FDS": "1", "LISTEN_PID": "1"}
     with NotifyListener() as lst:
@@ -233,6 +233,9 @@ def test_listener_environment_and_cleanup():
         assert len(lst.path.encode()) < 108                   # fits sun_path
         assert lst.receive() is False and lst.said() == ""
     assert not os.path.exists(os.path.dirname(lst.path))
+    with NotifyListener(tmp_path) as lst:
+        assert os.path.dirname(os.path.dirname(lst.path)) == str(tmp_path)
+    assert os.listdir(tmp_path) == []
 
 
 def test_wait_child_without_a_listener():
