@@ -67,6 +67,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 from jobs import JOBS, FioJob  # noqa: E402
+from vscsifs.daemon._notify import NotifyListener, Startup, wait_child  # noqa: E402
 from vscsifs.fs._devfs import loop_set_direct_io  # noqa: E402
 
 MiB = 1 << 20
@@ -132,46 +133,41 @@ def _serve(cmd: list[str], mount: str, log_path: str, ready: str, timeout: float
     os.makedirs(mount, exist_ok=True)
     if is_mounted(mount):
         force_unmount(mount)
-    notify_dir = tempfile.mkdtemp(prefix="vscsifs-bench-") if wait_ready else None
-    notify: socket.socket | None = None
-    if notify_dir is not None:
-        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        notify.bind(os.path.join(notify_dir, "notify"))
-        notify.setblocking(False)
-        env = {**(env if env is not None else os.environ), "NOTIFY_SOCKET": os.path.join(notify_dir, "notify")}
-    logf = open(log_path, "wb")
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=REPO, env=env)
-    logf.close()
-    served = Served(proc, mount, log_path, 0.0)
     probe = os.path.join(mount, ready)
-    deadline = t0 + timeout
-    mounted, said_ready = False, notify is None
+
+    def answers() -> bool:
+        """A file system is mounted on ``mount`` and answers a stat() of ``probe``."""
+        try:
+            if os.stat(mount).st_dev == os.stat(os.path.dirname(mount)).st_dev:
+                return False
+            os.stat(probe)
+        except OSError:
+            return False
+        return True
+
+    notify = NotifyListener() if wait_ready else None
     try:
-        while not (mounted and said_ready):
-            if proc.poll() is not None:
-                raise RuntimeError(f"{cmd[:6]} exited with {proc.returncode}:\n{served.log()[-3000:]}")
-            try:
-                if not mounted and os.stat(mount).st_dev != os.stat(os.path.dirname(mount)).st_dev:
-                    os.stat(probe)
-                    mounted = True
-            except OSError:
-                pass
-            while notify is not None and not said_ready:
-                try:
-                    said_ready = b"READY=1" in notify.recv(4096).split(b"\n")
-                except BlockingIOError:
-                    break
-            if time.perf_counter() > deadline:
-                served.stop()
-                raise RuntimeError(f"{cmd[:6]} did not serve within {timeout}s:\n{served.log()[-3000:]}")
-            time.sleep(0.001)
+        with open(log_path, "wb") as logf:
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=REPO,
+                                    env=notify.environ(env) if notify is not None else env)
+        served = Served(proc, mount, log_path, 0.0)
+        # READY=1 wakes the wait at once; the 1 ms poll is for the mount of a daemon that sends nothing
+        if notify is not None:
+            got = notify.wait_ready(proc, timeout, until=answers, poll=0.001)
+        else:
+            got = wait_child(proc, timeout, answers, poll=0.001)
+        served.start_s = time.perf_counter() - t0
+        said = notify.said() if notify is not None else ""
     finally:
-        if notify is not None and notify_dir is not None:
+        if notify is not None:
             notify.close()
-            shutil.rmtree(notify_dir, ignore_errors=True)
-    served.start_s = time.perf_counter() - t0
-    return served
+    if got is Startup.READY:
+        return served
+    if got is Startup.EXITED:
+        raise RuntimeError(f"{cmd[:6]} exited with {proc.returncode}{said}:\n{served.log()[-3000:]}")
+    served.stop()
+    raise RuntimeError(f"{cmd[:6]} did not serve within {timeout}s{said}:\n{served.log()[-3000:]}")
 
 
 def build_env(build: str | None) -> dict[str, str] | None:

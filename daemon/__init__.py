@@ -23,5 +23,6 @@ below it, and none imports inside a function):
                     descriptions, and the inventory of what is plugged
     _qdev_props     QEMU's property tables and option syntax, shared by all three readers
     _qapi, _config, _notify   monitor errors and argument checks; MachineConfig and its
-                    checks; sd_notify
+                    checks; sd_notify, both ends (the daemon's and NotifyListener, for
+                    whoever starts one: _api, the test harness, the benchmark)
 """

@@ -22,7 +22,6 @@ import ctypes
 import errno
 import json
 import os
-import select
 import shlex
 import shutil
 import signal
@@ -41,7 +40,8 @@ from typing import Any
 
 import trio
 
-from vscsifs.fs._mounttab import force_unmount, mount_entry
+from vscsifs.daemon._notify import NotifyListener, Startup
+from vscsifs.fs._mounttab import MountEntry, force_unmount, mount_entry
 
 StrPath = str | os.PathLike[str]
 
@@ -215,7 +215,6 @@ class _Paths:
     data_dir: Path
     qmp: Path
     log: Path
-    notify: Path
 
 
 class Machine:
@@ -242,7 +241,8 @@ class Machine:
         self._paths: _Paths | None = None
         self._own_state = False
         self._proc: subprocess.Popen[bytes] | None = None
-        self._notify: socket.socket | None = None
+        self._notify: NotifyListener | None = None
+        self._mounted_before: MountEntry | None = None   # someone else's mount at our mount point
         self._qmp: QMPConnection | None = None
         self.returncode: int | None = None
 
@@ -261,7 +261,7 @@ class Machine:
         qmp = Path(self._given["qmp"] or state / "qmp.sock").absolute()
         mount.mkdir(parents=True, exist_ok=True)
         data.mkdir(parents=True, exist_ok=True)
-        return _Paths(state, mount, data, qmp, state / "vscsifs.log", state / "notify.sock")
+        return _Paths(state, mount, data, qmp, state / "vscsifs.log")
 
     def _need(self) -> _Paths:
         if self._paths is None:
@@ -318,58 +318,37 @@ class Machine:
         if self._proc is not None:
             raise RuntimeError("this Machine is already started")
         self._paths = p = self._layout()
-        for path in (p.notify, p.qmp):
-            if path.is_socket():
-                path.unlink()
-        self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        self._notify.bind(str(p.notify))
-        env = dict(os.environ if self.env is None else self.env)
-        for key in ("WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID"):
-            env.pop(key, None)
-        env["NOTIFY_SOCKET"] = str(p.notify)
-        with open(p.log, "wb") as logf:
-            self._proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                          env=env, preexec_fn=_pdeathsig)
+        if p.qmp.is_socket():
+            p.qmp.unlink()
+        self._mounted_before = mount_entry(str(p.mount))
+        self._notify = NotifyListener(p.state)
+        try:
+            with open(p.log, "wb") as logf:
+                self._proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                              env=self._notify.environ(self.env), preexec_fn=_pdeathsig)
+        except BaseException:
+            self._notify.close()
+            raise
 
-    def _take_notifications(self) -> bool:
-        """Read what the daemon sent on NOTIFY_SOCKET; True once READY=1 came."""
-        assert self._notify is not None
-        ready = False
-        while True:
-            try:
-                msg = self._notify.recv(4096, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                return ready
-            if b"READY=1" in msg.split(b"\n"):
-                ready = True
-
-    def _start_failed(self) -> MachineError | None:
-        """The error to raise when the daemon is gone before READY=1, else None."""
-        assert self._proc is not None
-        rc = self._proc.poll()
-        if rc is None:
-            return None
-        self.returncode = rc
-        return MachineError(f"vscsifs run exited with status {rc} before its mount served "
-                            f"({' '.join(shlex.quote(a) for a in self.command())})", self.log(), rc)
+    def _start_failed(self, got: Startup) -> MachineError:
+        """The error for a daemon that exited or kept silent past the timeout instead of READY=1."""
+        assert self._proc is not None and self._notify is not None
+        said, rc = self._notify.said(), self._proc.poll()
+        if got is Startup.EXITED and rc is not None:
+            self.returncode = rc
+            return MachineError(f"vscsifs run exited with status {rc} before its mount served{said} "
+                                f"({' '.join(shlex.quote(a) for a in self.command())})", self.log(), rc)
+        return MachineError(f"vscsifs did not serve {self.mount} within {self.timeout:.0f} s{said}", self.log())
 
     def start(self) -> Machine:
         """Start the daemon and return once the mount serves (raises MachineError otherwise)."""
         self._spawn()
-        assert self._notify is not None
-        deadline = time.monotonic() + self.timeout
+        assert self._notify is not None and self._proc is not None
         try:
-            while True:
-                if self._take_notifications():
-                    return self
-                err = self._start_failed()
-                if err is not None:
-                    raise err
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise MachineError(f"vscsifs did not serve {self.mount} within {self.timeout:.0f} s",
-                                       self.log())
-                select.select([self._notify], [], [], min(left, POLL))
+            got = self._notify.wait_ready(self._proc, self.timeout)
+            if got is not Startup.READY:
+                raise self._start_failed(got)
+            return self
         except BaseException:
             self.stop()
             raise
@@ -377,21 +356,12 @@ class Machine:
     async def start_async(self) -> Machine:
         """start() for trio: waits on the notify socket without blocking the event loop."""
         self._spawn()
-        assert self._notify is not None
+        assert self._notify is not None and self._proc is not None
         try:
-            with trio.fail_after(self.timeout):
-                while True:
-                    if self._take_notifications():
-                        return self
-                    err = self._start_failed()
-                    if err is not None:
-                        raise err
-                    with trio.move_on_after(POLL):
-                        await trio.lowlevel.wait_readable(self._notify)
-        except trio.TooSlowError:
-            await self.stop_async()
-            raise MachineError(f"vscsifs did not serve {self.mount} within {self.timeout:.0f} s",
-                               self.log()) from None
+            got = await self._notify.wait_ready_async(self._proc, self.timeout)
+            if got is not Startup.READY:
+                raise self._start_failed(got)
+            return self
         except BaseException:
             await self.stop_async()
             raise
@@ -410,12 +380,15 @@ class Machine:
         if self._proc is not None:
             self.returncode = self._proc.wait()
         if self._notify is not None:
-            self._notify.close()
+            self._notify.close()            # the daemon is gone: nothing more to hear
             self._notify = None
         p = self._paths
         if p is None:
             return
-        if _is_mounted(p.mount):
+        # the mount our daemon left behind; one that stood there before it started is another
+        # daemon's (ours was refused: the mount point is in use) and stays
+        left = mount_entry(str(p.mount))
+        if left is not None and left != self._mounted_before:
             try:
                 force_unmount(str(p.mount))
             except OSError:

@@ -8,7 +8,6 @@ import errno
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
+
+from vscsifs.daemon._notify import NotifyListener, Startup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDEN = os.path.join(HERE, "golden")
@@ -162,36 +163,22 @@ def start_daemon(tmp: str, args: list[str] = (), ready: str = "sys/block", timeo
     data = os.path.join(tmp, "data")
     os.makedirs(mount, exist_ok=True)
     log_path = os.path.join(tmp, "daemon.log")
-    notify_path = os.path.join(tmp, "notify")
-    if os.path.exists(notify_path):
-        os.unlink(notify_path)
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-    notify.bind(notify_path)
-    env = {k: v for k, v in os.environ.items() if k not in ("WATCHDOG_USEC", "WATCHDOG_PID")}
-    env["NOTIFY_SOCKET"] = notify_path
-    logf = open(log_path, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "vscsifs.daemon._cli", "run", "--mount", mount,
-                             "--data-dir", data, *([] if udev else ["--no-udev"]), *args],
-                            stdout=logf, stderr=subprocess.STDOUT, env=env)
-    d = Daemon(proc, mount, data, log_path)
-    deadline = time.monotonic() + timeout
-    said_ready = False
-    try:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"vscsifs exited with {proc.returncode}:\n{d.log()}")
-            notify.settimeout(0.05)
-            try:
-                said_ready |= b"READY=1" in notify.recv(4096).split(b"\n")
-            except TimeoutError:
-                pass
-            if said_ready and is_mounted(mount) and os.path.exists(os.path.join(mount, ready)):
-                return d
-    finally:
-        notify.close()
+    with NotifyListener() as notify:
+        with open(log_path, "wb") as logf:
+            proc = subprocess.Popen([*VSCSIFS, "run", "--mount", mount, "--data-dir", data,
+                                     *([] if udev else ["--no-udev"]), *args],
+                                    stdout=logf, stderr=subprocess.STDOUT, env=notify.environ())
+        d = Daemon(proc, mount, data, log_path)
+        got = notify.wait_ready(proc, timeout,
+                                until=lambda: is_mounted(mount) and os.path.exists(os.path.join(mount, ready)))
+        said = notify.said()
+    if got is Startup.READY:
+        return d
+    if got is Startup.EXITED:
+        raise RuntimeError(f"vscsifs exited with {proc.returncode}{said}:\n{d.log()}")
     d.stop()
     force_unmount(mount)
-    raise RuntimeError(f"vscsifs did not come up in {timeout}s:\n{d.log()}")
+    raise RuntimeError(f"vscsifs did not come up in {timeout}s{said}:\n{d.log()}")
 
 
 def start_daemon_own_qmp(tmp: str, args: list[str] = ()) -> Daemon:

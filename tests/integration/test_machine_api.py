@@ -58,6 +58,18 @@ def test_start_failure_carries_the_daemons_words(tmp_path: Path) -> None:
     assert not m.state_dir.exists()
 
 
+def test_start_failure_says_the_daemons_last_status() -> None:
+    """A second daemon on a mount in use is refused; the error carries the STATUS= it sent
+    on its NOTIFY_SOCKET before exiting, as `systemctl status` would show it."""
+    with vscsifs.Machine() as first:
+        second = vscsifs.Machine(mount=first.mount)
+        with pytest.raises(vscsifs.MachineError) as ei:
+            second.start()
+        assert ei.value.returncode == 1
+        assert f"its last notification: STATUS=refused: {first.mount} is in use" in str(ei.value)
+        assert first.running and blocks(first) == ["sda", "sdb"]   # its mount untouched
+
+
 def test_exception_and_keyboard_interrupt_stop_the_machine() -> None:
     for exc in (RuntimeError("boom"), KeyboardInterrupt()):
         with pytest.raises(type(exc)):

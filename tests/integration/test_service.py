@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from daemon_harness import is_mounted, require_mount, shut_down, stop_process
+from vscsifs.daemon._notify import NotifyListener, Startup, wait_child
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -31,48 +32,36 @@ EXAMPLE = os.path.join(REPO, "systemd", "example.toml")
 MIB = 1 << 20
 
 
-class NotifySocket:
-    """What systemd binds for a Type=notify service: a datagram socket; we record every message."""
+class NotifySocket(NotifyListener):
+    """What systemd binds for a Type=notify service (the daemon package's own listener, which
+    records every message); wait_for() looks at what came since the last look."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(path)
-        self.messages: list[tuple[float, str]] = []
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = 0
 
-    def drain(self, timeout: float = 0.0) -> list[str]:
-        self.sock.settimeout(timeout if timeout > 0 else None)
-        self.sock.setblocking(timeout > 0)
-        got = []
-        try:
-            while True:
-                msg = self.sock.recv(65536).decode()
-                self.messages.append((time.monotonic(), msg))
-                got.append(msg)
-                self.sock.setblocking(False)
-        except (BlockingIOError, socket.timeout):
-            pass
-        return got
+    def new(self) -> list[str]:
+        self.receive()
+        new, self.seen = self.messages[self.seen:], len(self.messages)
+        return new
 
-    def wait_for(self, pred: Callable[[str], bool], timeout: float = 60, proc: subprocess.Popen | None = None) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for msg in self.drain(0.05):
-                if pred(msg):
-                    return msg
-            if proc is not None and proc.poll() is not None:
-                for msg in self.drain():
-                    if pred(msg):
-                        return msg
-                raise AssertionError(f"daemon exited with {proc.returncode} before the message came")
-        raise AssertionError(f"no such notify message in {timeout}s; got {[m for _, m in self.messages]}")
+    def wait_for(self, pred: Callable[[str], bool], timeout: float, proc: subprocess.Popen) -> str:
+        found: list[str] = []
+
+        def came() -> bool:
+            found.extend(m for m in self.new() if pred(m))
+            return bool(found)
+
+        got = wait_child(proc, timeout, came, wake=self.sock)
+        if got is Startup.READY or came():          # also what it sent just before it exited
+            return found[0]
+        if got is Startup.EXITED:
+            raise AssertionError(f"daemon exited with {proc.returncode} before the message came")
+        raise AssertionError(f"no such notify message in {timeout}s; got {self.messages}")
 
     def all(self) -> list[str]:
-        self.drain()
-        return [m for _, m in self.messages]
-
-    def close(self) -> None:
-        self.sock.close()
+        self.new()
+        return list(self.messages)
 
 
 def fields_of(msg: str) -> dict[str, str]:
@@ -114,11 +103,11 @@ def machine_toml(luns: list[tuple[str, int, int, str]], *, smp: int = 2, extra: 
     return "\n".join(out) + "\n"
 
 
-def start(tmp: str, args: list[str], *, env: dict[str, str] | None = None, notify_name: str = "notify",
-          log_name: str = "daemon.log", wait_ready: bool = True, mount: str | None = None) -> Svc:
+def start(tmp: str, args: list[str], *, env: dict[str, str] | None = None, log_name: str = "daemon.log",
+          wait_ready: bool = True, mount: str | None = None) -> Svc:
     mount = mount or os.path.join(tmp, "svc-mnt")
     os.makedirs(mount, exist_ok=True)
-    ns = NotifySocket(os.path.join(tmp, notify_name))
+    ns = NotifySocket()
     log_path = os.path.join(tmp, log_name)
     logf = open(log_path, "wb")
     full_env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
@@ -412,14 +401,14 @@ def one_lun(tmp_path) -> list[str]:
 def test_kill9_then_restart_on_the_same_mount_point(tmp_path, mountable, services, one_lun):
     """A killed daemon leaves a dead mount (ENOTCONN); the next start clears it and serves."""
     tmp = str(tmp_path)
-    first = start(tmp, one_lun, notify_name="n1", log_name="first.log")
+    first = start(tmp, one_lun, log_name="first.log")
     services.append(first)
     first.proc.kill()
     first.proc.wait()
     with pytest.raises(OSError) as ei:
         os.statvfs(first.mount)
     assert ei.value.errno == errno.ENOTCONN
-    second = start(tmp, one_lun, notify_name="n2", log_name="second.log", mount=first.mount)
+    second = start(tmp, one_lun, log_name="second.log", mount=first.mount)
     services.append(second)
     assert sysfs_devices(second.mount) == ["0:0:0:0", "host0", "target0:0:0"]
     assert "a FUSE mount left by a daemon that died" in second.log()
@@ -430,9 +419,9 @@ def test_kill9_then_restart_on_the_same_mount_point(tmp_path, mountable, service
 
 def test_a_second_instance_on_the_same_mount_point_is_refused(tmp_path, mountable, services, one_lun):
     tmp = str(tmp_path)
-    first = start(tmp, one_lun, notify_name="n1", log_name="first.log")
+    first = start(tmp, one_lun, log_name="first.log")
     services.append(first)
-    second = start(tmp, one_lun, notify_name="n2", log_name="second.log", mount=first.mount,
+    second = start(tmp, one_lun, log_name="second.log", mount=first.mount,
                    wait_ready=False)
     services.append(second)
     assert second.wait() == 1
@@ -516,13 +505,13 @@ def test_two_mount_points_with_the_same_name_get_their_own_default_qmp_socket_an
         lun = 0
         rule = "medium=2048-2055 opcode=read"
         """))
-    a = start(tmp, ["--config", str(conf)], notify_name="na", log_name="a.log", mount=f"{tmp}/a/m")
+    a = start(tmp, ["--config", str(conf)], log_name="a.log", mount=f"{tmp}/a/m")
     services.append(a)
     b = start(tmp, ["-device", "virtio-scsi-pci,id=scsi0,num_queues=2",
                     "-drive", f"if=none,id=d0,file={tmp}/img/b.img,format=raw",
                     "-device", "scsi-hd,id=lun0,drive=d0,bus=scsi0.0,scsi-id=0,lun=0",
                     "--fault", "scsi0:0:0:0:medium=2048-2055 opcode=read"],
-              notify_name="nb", log_name="b.log", mount=f"{tmp}/b/m")
+              log_name="b.log", mount=f"{tmp}/b/m")
     services.append(b)
     sa, sb = default_qmp_socket(a.mount), default_qmp_socket(b.mount)
     assert sa != sb and os.path.basename(a.mount) == os.path.basename(b.mount) == "m"
