@@ -351,8 +351,8 @@ class Framer:
 
 def parse_prefetch(data: bytes) -> list[tuple[int, bytes]]:
     """The PREFETCH ranges after an IOCTL's cmd and arg or a WRITE's address and count: (user
-    address, bytes) each;
-    OSError(EINVAL) for a list that does not fill the payload exactly or wraps the address space."""
+    address, bytes) each; OSError(EINVAL) for a list that does not fill the payload exactly or
+    wraps the address space."""
     ranges: list[tuple[int, bytes]] = []
     off = 0
     while off < len(data):
@@ -562,7 +562,8 @@ class Connection:
 
     async def do_ioctl(self, payload: bytes) -> int:
         file = self._open_file()
-        return await self._prefetching(payload, lambda cmd, arg: file.ioctl(cmd & 0xFFFFFFFF, arg, self, self.caller.cred))
+        cred = self.caller.cred
+        return await self._prefetching(payload, lambda cmd, arg: file.ioctl(cmd & 0xFFFFFFFF, arg, self, cred))
 
     async def do_read(self, payload: bytes) -> int:
         addr, count = XFER_REQ.unpack(payload)
