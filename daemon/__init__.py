@@ -25,4 +25,5 @@ below it, and none imports inside a function):
     _qapi, _config, _notify   monitor errors and argument checks; MachineConfig and its
                     checks; sd_notify, both ends (the daemon's and NotifyListener, for
                     whoever starts one: _api, the test harness, the benchmark)
+    _signals        SIGINT/SIGTERM/SIGHUP held from the start of `vscsifs run` until handled
 """

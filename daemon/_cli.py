@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from vscsifs.daemon import _exec
 from vscsifs.daemon._config import ConfigError, MachineConfig, ensure_seed_images, seed_config
+from vscsifs.daemon._signals import hold_service_signals
 from vscsifs.daemon._qemu_args import parse_qemu_args
 from vscsifs.daemon._toml_config import TomlConfig, dumps, from_qemu_args, load
 
@@ -226,6 +227,7 @@ def config_main(argv: list[str]) -> int:
 
 def run_main(rest: list[str]) -> int:
     """`vscsifs run`: parse the options, build the machine's configuration, run the service."""
+    hold_service_signals()      # first: a stop asked for while the machine is built is not lost
     from vscsifs.daemon._service import run_service, setup_logging  # the emulator: `run` only, so `exec` starts fast
     try:
         opts = parse_run_args(rest)

@@ -23,7 +23,6 @@ DIR/dev's own.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import sys
@@ -70,7 +69,8 @@ class MountFlag(IntFlag):
 # what programs need of a host /dev, bound over DIR/dev's placeholders (the rest is the machine's)
 HOST_DEV = HOST_DEV_NODES + HOST_DEV_DIRS
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# the interpreter's own libc (dlopen(NULL)): find_library would run ldconfig at every start
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _check(ret: int, what: str) -> None:

@@ -60,6 +60,7 @@ from vscsifs.daemon._config import ConfigError, DriveConfig, MachineConfig, Scsi
 from vscsifs.daemon._devices import Drive
 from vscsifs.daemon._machine import Machine, serve_machine
 from vscsifs.daemon._notify import Notifier, describe_machine
+from vscsifs.daemon._signals import SERVICE_SIGNALS, release_service_signals
 from vscsifs.daemon._runtime import default_qmp_socket, escape_path, runtime_dir
 from vscsifs.daemon._qmp import QMPServer, QMPSyntaxError, parse_qmp_option
 from vscsifs.daemon._toml_config import TomlConfig, load
@@ -584,7 +585,8 @@ class Service:
                 self.request_stop(name)
 
     async def main(self) -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        with trio.open_signal_receiver(*SERVICE_SIGNALS) as signals:
+            release_service_signals()       # held since `vscsifs run` began: any sent by now arrives
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await nursery.start(self.notifier.watchdog_loop)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from mypy_extensions import mypyc_attr
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import stat
@@ -49,10 +48,7 @@ class BlockBackendError(Exception):
 
 def _load_fallocate() -> Callable[[int, int, int, int], int] | None:
     """libc's fallocate(2) (Python's os.posix_fallocate cannot punch holes or zero ranges)."""
-    name = ctypes.util.find_library("c")
-    if not name:
-        return None
-    libc = ctypes.CDLL(name, use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)     # the interpreter's own libc (no ldconfig run)
     fn = getattr(libc, "fallocate64", None) or getattr(libc, "fallocate", None)
     if fn is None:
         return None

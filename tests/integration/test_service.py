@@ -104,7 +104,7 @@ def machine_toml(luns: list[tuple[str, int, int, str]], *, smp: int = 2, extra: 
 
 
 def start(tmp: str, args: list[str], *, env: dict[str, str] | None = None, log_name: str = "daemon.log",
-          wait_ready: bool = True, mount: str | None = None) -> Svc:
+          wait_ready: bool = True, mount: str | None = None, preexec_fn: Callable[[], object] | None = None) -> Svc:
     mount = mount or os.path.join(tmp, "svc-mnt")
     os.makedirs(mount, exist_ok=True)
     ns = NotifySocket()
@@ -113,7 +113,7 @@ def start(tmp: str, args: list[str], *, env: dict[str, str] | None = None, log_n
     full_env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
     full_env.update(NOTIFY_SOCKET=ns.path, **(env or {}))
     proc = subprocess.Popen([sys.executable, "-m", "vscsifs.daemon._cli", "run", "--mount", mount, *args],
-                            stdout=logf, stderr=subprocess.STDOUT, env=full_env)
+                            stdout=logf, stderr=subprocess.STDOUT, env=full_env, preexec_fn=preexec_fn)
     svc = Svc(proc, mount, log_path, ns)
     if wait_ready:
         try:
@@ -415,6 +415,32 @@ def test_kill9_then_restart_on_the_same_mount_point(tmp_path, mountable, service
     second.signal(signal.SIGINT)                         # Ctrl-C stops as SIGTERM does
     assert second.wait() == 0
     assert not is_mounted(second.mount)
+
+
+def _blocked(pid: int, sig: int) -> bool:
+    """/proc/PID/status SigBlk has ``sig``."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            line = next(ln for ln in f if ln.startswith("SigBlk:"))
+    except (OSError, StopIteration):
+        return False
+    return bool(int(line.split()[1], 16) & (1 << (sig - 1)))
+
+
+def test_sigint_during_the_start_stops_the_daemon(tmp_path, mountable, services, one_lun):
+    """A background job of a shell starts with SIGINT ignored; a SIGINT sent while the machine
+    is being built is held, not lost, and stops the daemon once it can (exit 0, nothing left
+    mounted)."""
+    tmp = str(tmp_path)
+    svc = start(tmp, one_lun, wait_ready=False, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    services.append(svc)
+    deadline = time.monotonic() + 30
+    while not _blocked(svc.proc.pid, signal.SIGINT):
+        assert svc.proc.poll() is None and time.monotonic() < deadline, svc.log()
+        time.sleep(0.001)
+    svc.signal(signal.SIGINT)
+    assert svc.wait(60) == 0, svc.log()
+    assert "SIGINT" in svc.log() and not is_mounted(svc.mount)
 
 
 def test_a_second_instance_on_the_same_mount_point_is_refused(tmp_path, mountable, services, one_lun):
