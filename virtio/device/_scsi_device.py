@@ -272,8 +272,9 @@ class VirtIOSCSI(VirtIODevice):
         if out_sg and in_sg and len(out_sg[0]) == req_size and len(in_sg[0]) == resp_size:
             # the layout Linux's virtio_scsi always uses: one header buffer each way, then data
             data_out, data_in = out_sg[1:], in_sg[1:]
+            # a command moves data one way at most: no call for the empty side
             return _Req(elem, bytes(out_sg[0]), [in_sg[0]], resp_size, data_out, data_in,
-                        _iov_size(data_out), _iov_size(data_in))
+                        _iov_size(data_out) if data_out else 0, _iov_size(data_in) if data_in else 0)
         req = _iov_read(elem.out_sg, req_size)
         if len(req) < req_size:
             raise VirtioError(f"{self.name}: wrong size for virtio-scsi headers (request {len(req)} < {req_size})")
