@@ -48,7 +48,8 @@ ENV = "VSCSIFS_BUILD"
 # Every module a read or write of DIR/dev/sdX runs through below the FUSE handlers, from the
 # block layer to the image and back (bench/BENCH.md "Profile" names them by layer), and the
 # device modules they call on every command (scsi-cd's and the disk's mode pages, virtio-pci's
-# notify, vhost-scsi's worker). Not fs/: its handlers wait on trio locks, which need coroutines
+# notify, vhost-scsi's worker), and the objects every I/O reads fields of (the block device and
+# gendisk, the queue limits, the Kernel: compiled, a field read is a struct load). Not fs/: its handlers wait on trio locks, which need coroutines
 # that say whether they are suspended (cr_suspended), and compiled coroutines (Cython's then,
 # mypyc's now) do not; the layers below the handlers hold no trio lock on the I/O path.
 HOT_MODULES: tuple[str, ...] = (
@@ -57,6 +58,9 @@ HOT_MODULES: tuple[str, ...] = (
     "vscsifs.scsi.kernel.block._bio",
     "vscsifs.scsi.kernel.block._blk_mq",
     "vscsifs.scsi.kernel.block._stat",
+    "vscsifs.scsi.kernel.block._blkdev",
+    "vscsifs.scsi.kernel.block._limits",
+    "vscsifs.scsi.kernel.base._kernel",
     "vscsifs.scsi.kernel._scsi_cmnd",
     "vscsifs.scsi.kernel._scsi_common",
     "vscsifs.scsi.kernel._scsi_types",

@@ -151,12 +151,12 @@ class DriverVirtqueue:
             i = 0
             n = 0
             for sg in out_sgs:
-                a, ln = sg if sg.__class__ is tuple else _sg(sg)   # (addr, len): no call
+                a, ln = sg if isinstance(sg, tuple) else _sg(sg)   # (addr, len): no call
                 n += 1
                 _pack_desc(buf, table + 16 * i, a, ln, _NEXT if n < total else 0, i + 1)
                 i += 1
             for sg in in_sgs:
-                a, ln = sg if sg.__class__ is tuple else _sg(sg)   # (addr, len): no call
+                a, ln = sg if isinstance(sg, tuple) else _sg(sg)   # (addr, len): no call
                 n += 1
                 _pack_desc(buf, table + 16 * i, a, ln, _WRITE | (_NEXT if n < total else 0), i + 1)
                 i += 1
@@ -168,12 +168,12 @@ class DriverVirtqueue:
             n = 0
             prev = head
             for sg in out_sgs:
-                a, ln = sg if sg.__class__ is tuple else _sg(sg)   # (addr, len): no call
+                a, ln = sg if isinstance(sg, tuple) else _sg(sg)   # (addr, len): no call
                 n += 1
                 _pack_desc(buf, table + 16 * i, a, ln, _NEXT if n < total else 0, nxt[i])
                 prev, i = i, nxt[i]
             for sg in in_sgs:
-                a, ln = sg if sg.__class__ is tuple else _sg(sg)   # (addr, len): no call
+                a, ln = sg if isinstance(sg, tuple) else _sg(sg)   # (addr, len): no call
                 n += 1
                 _pack_desc(buf, table + 16 * i, a, ln, _WRITE | (_NEXT if n < total else 0), nxt[i])
                 prev, i = i, nxt[i]
@@ -222,14 +222,18 @@ class DriverVirtqueue:
 
     # -- reaping ----------------------------------------------------------------------------
     def more_used(self) -> bool:
-        return self.last_used_idx != _unpack_u16(self.buf, self._used + 2)[0]
+        used_idx: int = _unpack_u16(self.buf, self._used + 2)[0]
+        return self.last_used_idx != used_idx
 
     def get_buf(self) -> tuple[Any, int] | None:
         """virtqueue_get_buf(): (token, len) of the next used buffer, or None."""
         buf = self.buf
-        if self.last_used_idx == _unpack_u16(buf, self._used + 2)[0]:
+        used_idx: int = _unpack_u16(buf, self._used + 2)[0]   # typed: as pop()'s ring fields
+        if self.last_used_idx == used_idx:
             return None
         slot = self.last_used_idx & (self.num - 1)
+        head: int
+        length: int
         head, length = _unpack_used(buf, self._used + 4 + 8 * slot)
         if head >= self.num:
             self.broken = True
@@ -430,7 +434,9 @@ class DeviceVirtqueue:
         if ((self.shadow_avail_idx - self.last_avail_idx) & 0xFFFF) > num:
             raise VirtioError(f"queue {self.index}: guest moved avail index from {self.last_avail_idx} "
                               f"to {self.shadow_avail_idx}")
-        head = _unpack_u16(buf, lay.avail + 4 + 2 * (self.last_avail_idx & (num - 1)))[0]
+        # the ring's fields typed as int: compiled code then does native arithmetic on them
+        # (struct's results are objects to mypyc; untyped, every & + < is a generic call)
+        head: int = _unpack_u16(buf, lay.avail + 4 + 2 * (self.last_avail_idx & (num - 1)))[0]
         self.last_avail_idx = (self.last_avail_idx + 1) & 0xFFFF
         if self.event_idx:
             # vring_set_avail_event(): tell the driver which index should next kick us
@@ -445,6 +451,10 @@ class DeviceVirtqueue:
         size = self.memory.size
         table, max_ = lay.desc, num
         i = head
+        addr: int
+        ln: int
+        flags: int
+        nxt: int
         addr, ln, flags, nxt = _unpack_desc(buf, table + 16 * i)
         if flags & _INDIRECT:
             if not self.indirect:

@@ -69,6 +69,15 @@ def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
+def iov_size(views: Sequence[memoryview]) -> int:
+    """iov_size() of flat byte views (len is nbytes): a loop, which compiled code runs
+    natively, where sum(map(len, ...)) is two generic calls."""
+    n = 0
+    for v in views:
+        n += len(v)
+    return n
+
+
 def iov_truncate(bufs: Sequence[memoryview], length: int | None = None) -> list[memoryview]:
     """The first ``length`` bytes (all when None) of a scatter list, as flat byte views."""
     out: list[memoryview] = []
@@ -155,7 +164,7 @@ class BlockBackend:
     def preadv(self, bufs: Sequence[memoryview], offset: int) -> int:
         """Fill ``bufs`` from ``offset``; bytes past the end of the file read as zeroes."""
         views = iov_truncate(bufs)
-        total = sum(map(len, views))      # flat byte views: len is nbytes
+        total = iov_size(views)
         self._check_range(offset, total)
         done = 0
         while views:
@@ -176,7 +185,7 @@ class BlockBackend:
         if self.readonly:
             raise OSError(errno.EACCES, "read-only drive")
         views = iov_truncate(bufs)
-        total = sum(map(len, views))      # flat byte views: len is nbytes
+        total = iov_size(views)
         self._check_range(offset, total)
         done = 0
         while views:

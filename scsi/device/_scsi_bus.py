@@ -10,7 +10,8 @@ A CDB never raises: anything wrong becomes CHECK CONDITION with QEMU's sense.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Final, NamedTuple
+from dataclasses import dataclass
+from typing import Final
 
 from vscsifs.scsi._proto import BE32, TYPE_INACTIVE, TYPE_NOT_PRESENT, SamStatus, ScsiOpcode as Op, ScsiType, SenseKey
 from vscsifs.scsi.device._block_backend import iov_truncate
@@ -40,12 +41,20 @@ SCSI_INQUIRY_LEN: Final = 36
 QEMU_HW_VERSION: Final = "2.5+"  # qemu_hw_version() of every QEMU >= 2.5 machine type
 
 
-class SCSIResult(NamedTuple):
-    """What the HBA gets back: SAM status, autosense bytes (empty when GOOD), bytes moved."""
+@dataclass(init=False, slots=True)
+class SCSIResult:
+    """What the HBA gets back: SAM status, autosense bytes (empty when GOOD), bytes moved.
+    One per command, so a native class with its constructor written out (a NamedTuple's
+    ``__new__`` and a dataclass's generated ``__init__`` run interpreted in the compiled build)."""
 
     status: int
     sense: bytes
     xfer: int
+
+    def __init__(self, status: int, sense: bytes, xfer: int) -> None:
+        self.status = status
+        self.sense = sense
+        self.xfer = xfer
 
 
 def iov_from_buf(views: Sequence[memoryview], data: bytes | bytearray | memoryview) -> int:
@@ -64,12 +73,19 @@ def iov_to_buf(views: Sequence[memoryview], length: int) -> bytes:
     return b"".join(bytes(v) for v in iov_truncate(views, length))
 
 
-class Completion(NamedTuple):
-    """A device's answer before scsi_req_complete: status, stored sense condition, bytes moved."""
+@dataclass(init=False, slots=True)
+class Completion:
+    """A device's answer before scsi_req_complete: status, stored sense condition, bytes moved.
+    One per command: written-out constructor, as SCSIResult's."""
 
     status: int
-    sense: SCSISense | None = None
-    xfer: int = 0
+    sense: SCSISense | None
+    xfer: int
+
+    def __init__(self, status: int, sense: SCSISense | None = None, xfer: int = 0) -> None:
+        self.status = status
+        self.sense = sense
+        self.xfer = xfer
 
 
 GOOD: Final = Completion(_GOOD)

@@ -230,7 +230,7 @@ class SCSIDiskDevice(SCSIDiskPages):
             data = data + bytes(length - len(data))
             assert writer is not None
             done = writer(self, cmd, data)
-            return done._replace(xfer=moved) if done.status == _GOOD else done
+            return Completion(_GOOD, done.sense, moved) if done.status == _GOOD else done
         moved = iov_from_buf(data_in, memoryview(outbuf)[:length])
         return Completion(_GOOD, None, moved)
 

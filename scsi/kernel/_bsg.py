@@ -57,14 +57,14 @@ def _find_dynamic_major(kernel: Any) -> int:
 
 def bsg_init(kernel: Any) -> BsgState:
     """bsg_init(): class bsg, a dynamic char major, the version line."""
-    state = getattr(kernel, "_bsg_state", None)
+    state = kernel.driver_state_get(BsgState)
     if state is not None:
         return state
     cls = kernel.sysfs.class_register("bsg")
     major = _find_dynamic_major(kernel)
     kernel.chrdev_majors[major] = "bsg"
     state = BsgState(kernel, major, cls)
-    kernel._bsg_state = state
+    kernel.driver_state_set(state)
     kernel.chrdevs[major] = bsg_chrdev_open(state)
     kernel.printk(KernLevel.INFO, f"{BSG_DESCRIPTION} version {BSG_VERSION} loaded (major {major})")
     return state

@@ -256,14 +256,14 @@ def _bool_param(text: str, default: bool) -> bool:
 
 def cdrom_state(kernel: Any) -> CdromState:
     """The cdrom module's statics for this kernel (module params from the command line)."""
-    st = getattr(kernel, "_cdrom_state", None)
+    st = kernel.driver_state_get(CdromState)
     if st is None:
         st = CdromState()
         for name in _PARAMS:
-            value = kernel.param(f"cdrom.{name}", None) if hasattr(kernel, "param") else None
+            value = kernel.params.get(f"cdrom.{name}") if hasattr(kernel, "params") else None
             if value is not None:
                 setattr(st, name, _bool_param(value, getattr(st, name)))
-        kernel._cdrom_state = st
+        kernel.driver_state_set(st)
     return st
 
 

@@ -59,18 +59,30 @@ def scsi_status_is_check_condition(result: int) -> bool:
     return (result & 0xFE) == _CHECK_CONDITION
 
 
-@dataclass(slots=True)
+@dataclass(init=False, slots=True)
 class ScsiSenseHdr:
-    """struct scsi_sense_hdr: the fields common to fixed and descriptor sense."""
+    """struct scsi_sense_hdr: the fields common to fixed and descriptor sense. One per
+    normalized sense: its constructor is written out, as Request's."""
 
-    response_code: int = 0
-    sense_key: int = 0
-    asc: int = 0
-    ascq: int = 0
-    byte4: int = 0
-    byte5: int = 0
-    byte6: int = 0
-    additional_length: int = 0
+    response_code: int
+    sense_key: int
+    asc: int
+    ascq: int
+    byte4: int
+    byte5: int
+    byte6: int
+    additional_length: int
+
+    def __init__(self, response_code: int = 0, sense_key: int = 0, asc: int = 0, ascq: int = 0,
+                 byte4: int = 0, byte5: int = 0, byte6: int = 0, additional_length: int = 0) -> None:
+        self.response_code = response_code
+        self.sense_key = sense_key
+        self.asc = asc
+        self.ascq = ascq
+        self.byte4 = byte4
+        self.byte5 = byte5
+        self.byte6 = byte6
+        self.additional_length = additional_length
 
     @property
     def is_deferred(self) -> bool:

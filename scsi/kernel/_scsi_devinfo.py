@@ -9,6 +9,7 @@ virtio-scsi does with BLIST_TRY_VPD_PAGES).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import IntFlag
 from typing import Any
 
@@ -287,12 +288,24 @@ class _DevInfoList(list[Any]):
         self.found: dict[tuple[bytes, bytes], int | None] = {}
 
 
+@dataclass
+class _DevInfoState:
+    """scsi_devinfo.c's scsi_dev_info_list (a module global: one per kernel), built on first use."""
+
+    entries: _DevInfoList | None = None
+
+
+def scsi_dev_info_list_invalidate(kernel: Kernel) -> None:
+    """The dev_flags parameters changed: rebuild the list (and forget its answers) on next use."""
+    kernel.driver_state(_DevInfoState).entries = None
+
+
 def scsi_dev_info_list(kernel: Kernel) -> list[tuple[bytes, bytes, int, bool]]:
     """The global list: ``scsi_mod.dev_flags`` entries first (they are added at the head), then
     the static list."""
-    cached = getattr(kernel, "_scsi_devinfo", None)
-    if cached is not None:
-        return cached
+    state = kernel.driver_state(_DevInfoState)
+    if state.entries is not None:
+        return state.entries
     entries = _DevInfoList()
     extra = kernel.param("scsi_mod.dev_flags", "")
     if extra:
@@ -305,7 +318,7 @@ def scsi_dev_info_list(kernel: Kernel) -> list[tuple[bytes, bytes, int, bool]]:
     for ven, mod, flags in _STATIC_DEVICE_LIST:
         entries.append((ven.encode().ljust(8, b" ")[:8], mod.encode().ljust(16, b" ")[:16],
                         int(flags), True))
-    kernel._scsi_devinfo = entries  # type: ignore[attr-defined]
+    state.entries = entries
     return entries
 
 

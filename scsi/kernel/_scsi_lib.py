@@ -71,14 +71,21 @@ def scsi_change_queue_depth(sdev: scsi_device, depth: int) -> int:
 
 # -- passthrough execution -----------------------------------------------------------------
 
-@dataclass(slots=True)
+@dataclass(init=False, slots=True)
 class ExecResult:
-    """What __scsi_execute() hands back: result word, received data, sense, residual."""
+    """What __scsi_execute() hands back: result word, received data, sense, residual. One per
+    passthrough command (the scan's): its constructor is written out, as Request's."""
 
     result: int
     data: bytes
     sense: bytes
     resid: int
+
+    def __init__(self, result: int, data: bytes, sense: bytes, resid: int) -> None:
+        self.result = result
+        self.data = data
+        self.sense = sense
+        self.resid = resid
 
     @property
     def sshdr(self) -> ScsiSenseHdr | None:

@@ -48,7 +48,7 @@ _LOG_MASK: Final = (1 << LOG_BITS) - 1
 
 def scsi_logging_level_get(kernel: Kernel) -> int:
     """The current scsi_logging_level word (0 when unset)."""
-    cached = getattr(kernel, "_scsi_logging_level", None)
+    cached = kernel.scsi_logging_level
     if cached is not None:
         return cached
     raw = kernel.param(PARAM, "0") or "0"
@@ -56,7 +56,7 @@ def scsi_logging_level_get(kernel: Kernel) -> int:
         value = int(raw, 0) & 0xFFFFFFFF
     except ValueError:
         value = 0
-    kernel._scsi_logging_level = value  # type: ignore[attr-defined]
+    kernel.scsi_logging_level = value
     return value
 
 
@@ -73,12 +73,12 @@ def scsi_logging_level_set(kernel: Kernel, value: int | str | bytes) -> None:
     if value < 0:
         value &= 0xFFFFFFFF
     kernel.params[PARAM] = str(value)
-    kernel._scsi_logging_level = value & 0xFFFFFFFF  # type: ignore[attr-defined]
+    kernel.scsi_logging_level = value & 0xFFFFFFFF
 
 
 def scsi_log_level(kernel: Kernel, shift: LogShift) -> int:
     """SCSI_LOG_LEVEL(SHIFT, BITS): one field of the word."""
-    word = getattr(kernel, "_scsi_logging_level", None)
+    word = kernel.scsi_logging_level
     if word is None:
         word = scsi_logging_level_get(kernel)
     return (word >> shift) & _LOG_MASK
@@ -87,7 +87,7 @@ def scsi_log_level(kernel: Kernel, shift: LogShift) -> int:
 def scsi_log_enabled(kernel: Kernel, shift: LogShift, level: int) -> bool:
     """SCSI_CHECK_LOGGING(SHIFT, BITS, LEVEL, ...): field value > LEVEL - 1. On every I/O:
     the cached word is read directly and a zero word (logging off) answers at once."""
-    word = getattr(kernel, "_scsi_logging_level", None)
+    word = kernel.scsi_logging_level
     if word is None:
         word = scsi_logging_level_get(kernel)
     return bool(word) and ((word >> shift) & _LOG_MASK) >= level
@@ -273,7 +273,7 @@ def scsi_log_send(cmd: scsi_cmnd) -> None:
 def scsi_log_completion(cmd: scsi_cmnd, disposition: int) -> None:
     """scsi_log_completion(): result, CDB, sense and (level > 3) the host busy count."""
     kernel = cmd.device.host.kernel
-    word = getattr(kernel, "_scsi_logging_level", None)
+    word = kernel.scsi_logging_level
     if not (word if word is not None else scsi_logging_level_get(kernel)):
         return                       # logging off (the cached word is 0): no second lookup per command
     level = scsi_log_level(kernel, LogShift.MLCOMPLETE)

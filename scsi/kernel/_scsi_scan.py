@@ -14,7 +14,7 @@ scanned (scsi_finish_async_scan), so upper-driver probes (sd) start after the la
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
@@ -705,12 +705,15 @@ async def do_scan_async(shost: Scsi_Host) -> None:
         await scsi_finish_async_scan(shost)
 
 
+@dataclass
+class _ScanState:
+    """scsi_scan.c's scanning_hosts list (a module global: one per kernel)."""
+
+    scanning_hosts: list[tuple[Scsi_Host, trio.Event]] = field(default_factory=list)
+
+
 def _scanning_hosts(kernel: Kernel) -> list[tuple[Scsi_Host, trio.Event]]:
-    lst = getattr(kernel, "_scanning_hosts", None)
-    if lst is None:
-        lst = []
-        kernel._scanning_hosts = lst  # type: ignore[attr-defined]
-    return lst
+    return kernel.driver_state(_ScanState).scanning_hosts
 
 
 def scsi_prep_async_scan(shost: Scsi_Host) -> None:

@@ -24,12 +24,12 @@ from vscsifs.scsi.kernel.base._uevent import KobjAction
 from vscsifs.scsi.kernel.base._kobject import Dir, Link, SysfsError
 
 from vscsifs.scsi.kernel.base._printk import KernLevel
-from vscsifs.scsi.kernel._scsi_devinfo import blist_flags_names
+from vscsifs.scsi.kernel._scsi_devinfo import blist_flags_names, scsi_dev_info_list_invalidate
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.block import blk_queue_rq_timeout
 from vscsifs.scsi.kernel.base._async import maybe_await
 from vscsifs.scsi.kernel.base._async_domain import async_schedule
-from vscsifs.scsi.kernel._bsg import bsg_unregister_queue, scsi_bsg_register_queue
+from vscsifs.scsi.kernel._bsg import BsgState, bsg_unregister_queue, scsi_bsg_register_queue
 from vscsifs.scsi.kernel._scsi_lib import scsi_vpd_lun_id
 from vscsifs.scsi.kernel._scsi_logging import scsi_logging_level_get, scsi_logging_level_set, sdev_printk
 from vscsifs.scsi.kernel._scsi_types import (SCAN_WILD_CARD, HostState, ScanMode, scsi_device, ScsiTarget, Scsi_Host,
@@ -135,11 +135,22 @@ _BLK_PM_DRIVERS = frozenset({"sd", "sr"})
 
 # -- bus, classes, module parameters ----------------------------------------------------------
 
+@dataclass
+class _ScsiSysfsState:
+    """scsi_sysfs.c's module globals, one set per kernel: whether the bus and classes are
+    registered, the class interfaces (scsi_register_interface) and the upper drivers."""
+
+    registered: bool = False
+    interfaces: list[ScsiInterface] = field(default_factory=list)
+    drivers: list[ScsiDriver] = field(default_factory=list)
+
+
 def scsi_sysfs_register(kernel: Kernel) -> None:
     """scsi_sysfs_register() + the scsi_mod parameters: done once per kernel."""
-    if getattr(kernel, "_scsi_sysfs_registered", False):
+    state = kernel.driver_state(_ScsiSysfsState)
+    if state.registered:
         return
-    kernel._scsi_sysfs_registered = True  # type: ignore[attr-defined]
+    state.registered = True
     kernel.sysfs.bus_register("scsi")
     kernel.sysfs.class_register("scsi_host")
     kernel.sysfs.class_register("scsi_device")
@@ -231,7 +242,7 @@ def _scsi_mod_params(kernel: Kernel) -> None:
             value = _kstrto(data.decode("latin-1"), 0, lo, hi)
             kernel.params[key] = str(value)
             if name == "default_dev_flags" or name == "dev_flags":
-                kernel.__dict__.pop("_scsi_devinfo", None)
+                scsi_dev_info_list_invalidate(kernel)
 
         params.attr(name, show, store, 0o644)
 
@@ -571,11 +582,7 @@ class ScsiInterface:
 
 
 def _interfaces(kernel: Kernel) -> list[ScsiInterface]:
-    lst: list[ScsiInterface] | None = getattr(kernel, "_scsi_interfaces", None)
-    if lst is None:
-        lst = []
-        kernel._scsi_interfaces = lst  # type: ignore[attr-defined]
-    return lst
+    return kernel.driver_state(_ScsiSysfsState).interfaces
 
 
 def scsi_register_interface(kernel: Kernel, intf: ScsiInterface) -> None:
@@ -623,7 +630,7 @@ async def scsi_sysfs_add_sdev(sdev: scsi_device) -> int:
     # bsg_init ran (built in: at boot)
     for intf in list(_interfaces(kernel)):
         await maybe_await(intf.add_dev(sdev))
-    if getattr(kernel, "_bsg_state", None) is not None:
+    if kernel.driver_state_get(BsgState) is not None:
         sdev.bsg_dev = scsi_bsg_register_queue(sdev)
     if drv is not None and late_bind:
         _bind(sdev, drv)
@@ -656,11 +663,7 @@ async def scsi_sysfs_remove_visible(sdev: scsi_device) -> None:
 # -- upper drivers ------------------------------------------------------------------------------
 
 def _drivers(kernel: Kernel) -> list[ScsiDriver]:
-    lst = getattr(kernel, "_scsi_drivers", None)
-    if lst is None:
-        lst = []
-        kernel._scsi_drivers = lst  # type: ignore[attr-defined]
-    return lst
+    return kernel.driver_state(_ScsiSysfsState).drivers
 
 
 def scsi_register_driver(kernel: Kernel, drv: ScsiDriver) -> Driver:

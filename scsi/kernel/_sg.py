@@ -67,14 +67,14 @@ def _parse_param_int(data: bytes) -> int:
 
 def sg_init(kernel: Any) -> SgState:
     """init_sg(): chrdev region (21, "sg"), class scsi_generic, the module parameters."""
-    state = getattr(kernel, "_sg_state", None)
+    state = kernel.driver_state_get(SgState)
     if state is not None:
         return state
     kernel.chrdev_majors[SCSI_GENERIC_MAJOR] = "sg"
     state = SgState(kernel, kernel.sysfs.class_register("scsi_generic"))
     if state.scatter_elem_sz < PAGE_SIZE:
         state.scatter_elem_sz = PAGE_SIZE
-    kernel._sg_state = state
+    kernel.driver_state_set(state)
     kernel.chrdevs[SCSI_GENERIC_MAJOR] = sg_chrdev_open(state)
     params = kernel.sysfs.module("sg").mkdir("parameters")
 

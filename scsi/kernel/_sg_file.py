@@ -142,8 +142,10 @@ def _now_ms() -> int:
 class SgFd:
     """Sg_fd: the private data of one open of /dev/sgN (the OpenFile the node socket holds)."""
 
-    def __init__(self, sdp: Any, state: SgDevState, flags: int, def_reserved_size: int, cred: Cred) -> None:
+    def __init__(self, sdp: Any, state: SgDevState, flags: int, def_reserved_size: int, cred: Cred,
+                 sg_state: Any) -> None:
         self.sdp = sdp
+        self.sg_state = sg_state          # sg's module globals (_sg.SgState): its devices, parameters
         self.current_cred = cred          # current_cred() of the latest system call on this file
         self.state = state
         self.f_flags = flags
@@ -173,8 +175,7 @@ class SgFd:
     @property
     def detaching(self) -> bool:
         """atomic_read(&sdp->detaching): sg_remove_device() has run for this sgN."""
-        state = getattr(self.kernel, "_sg_state", None)
-        return state is None or state.devices.get(id(self.sdev)) is not self.sdp
+        return self.sg_state.devices.get(id(self.sdev)) is not self.sdp
 
     def _printk(self, level: int, text: str) -> None:
         sdev_prefix_printk(self.kernel, KernLevel(level), self.sdev, text, self.sdp.name)
@@ -197,7 +198,7 @@ class SgFd:
 
     def _max_indirect(self) -> int:
         """sg_build_indirect()'s ceiling: sg_tablesize elements of scatter_elem_sz each."""
-        sg_state = getattr(self.kernel, "_sg_state", None)
+        sg_state = self.sg_state
         elem = int(getattr(sg_state, "scatter_elem_sz", 32768))
         return max(self.state.sg_tablesize, 1) * elem
 
@@ -746,7 +747,7 @@ async def sg_open(sg_state: Any, minor: int, flags: int, cred: Cred) -> SgFd:
     if st.open_cnt < 1:
         st.sgdebug = 0
         st.sg_tablesize = int(sdev.request_queue.limits.max_segments)
-    sfp = SgFd(sdp, st, flags, int(getattr(sg_state, "def_reserved_size", 32768)), cred)
+    sfp = SgFd(sdp, st, flags, int(getattr(sg_state, "def_reserved_size", 32768)), cred, sg_state)
     st.open_cnt += 1
     st.sfds.append(sfp)
     return sfp

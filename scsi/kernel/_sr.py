@@ -18,7 +18,7 @@ disk is added, on opens (bdev_check_media_change) and when polled.
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 import trio
@@ -705,12 +705,17 @@ def sr_bdops() -> Any:
 
 # --- probe / remove ---------------------------------------------------------------------------------
 
+@dataclass
+class _SrState:
+    """sr.c's module globals, one set per kernel: the sr_index_bits bitmap, the parameters."""
+
+    index_bits: set[int] = field(default_factory=set)
+    params: dict[str, int] = field(default_factory=dict)
+
+
 def sr_index_bits(kernel: Any) -> set[int]:
-    bits = getattr(kernel, "_sr_index_bits", None)
-    if bits is None:
-        bits = set()
-        kernel._sr_index_bits = bits
-    return bits
+    state: _SrState = kernel.driver_state(_SrState)
+    return state.index_bits
 
 
 async def sr_probe(drv: SrDriver, sdev: Any) -> int:
@@ -798,7 +803,8 @@ class SrDriver(ScsiDriver):
 
 
 def sr_xa_test(kernel: Any) -> int:
-    return int(getattr(kernel, "_sr_params", {}).get("xa_test", 0))
+    state: _SrState = kernel.driver_state(_SrState)
+    return state.params.get("xa_test", 0)
 
 
 def sr_init(kernel: Any) -> SrDriver:
@@ -807,7 +813,8 @@ def sr_init(kernel: Any) -> SrDriver:
     cdrom.cdrom_init(kernel)
     register_blkdev(kernel, SCSI_CDROM_MAJOR, "sr")
     params = {"xa_test": _int_param(kernel.param("sr_mod.xa_test", "0"))}
-    kernel._sr_params = params
+    state: _SrState = kernel.driver_state(_SrState)
+    state.params = params
     drv = SrDriver(kernel)
     kernel.sysfs.bus_register("scsi").driver_register(drv.name, drv.module)   # driver_register()
     scsi_register_driver(kernel, drv)

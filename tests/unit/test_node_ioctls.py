@@ -17,6 +17,7 @@ from golden_images import make_iso
 from sg_user import ROOT, USER, UserSpace, build_sg_io, seed, sg_io  # noqa: F401  (seed: a fixture)
 from vscsifs.daemon._machine import Machine
 from vscsifs.daemon._qemu_args import parse_qemu_args
+from vscsifs.scsi.kernel._bsg import BsgState
 from vscsifs.scsi.kernel._bsg_file import SG_IO_V4, SgIoV4
 from vscsifs.scsi.kernel._cdrom import Cds
 from vscsifs.scsi.kernel._cdrom_ioctl import CdromIoctlNr
@@ -43,7 +44,9 @@ def bsg_call(user: UserSpace, cdb: bytes, din: int = 0, dout: bytes = b"", guard
 
 
 async def test_bsg_sg_io_v4_replays_the_golden_inquiry_and_read(seed: Machine) -> None:
-    bsg_major = seed.kernel._bsg_state.major
+    bsg_state = seed.kernel.driver_state_get(BsgState)
+    assert bsg_state is not None
+    bsg_major = bsg_state.major
     f = await seed.kernel.chrdevs[bsg_major](1, os.O_RDWR, ROOT)      # bsg/0:0:0:1
     user = UserSpace()
     caps = {c.name: c for c in load_cdb_dir(GOLDEN / "seed" / "cdb" / "0:0:0:1_sdb_sg1")}

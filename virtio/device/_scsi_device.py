@@ -105,6 +105,14 @@ def _iov_read(views: list[memoryview], n: int) -> bytes:
     return bytes(out)
 
 
+def _iov_size(views: list[memoryview]) -> int:
+    """iov_size(): bytes in the views (a loop, not sum(map()): compiled, it runs natively)."""
+    n = 0
+    for v in views:
+        n += len(v)
+    return n
+
+
 def _iov_skip(views: list[memoryview], skip: int) -> list[memoryview]:
     """qemu_sgl_concat(): the views after the first ``skip`` bytes."""
     out: list[memoryview] = []
@@ -264,8 +272,9 @@ class VirtIOSCSI(VirtIODevice):
         if out_sg and in_sg and len(out_sg[0]) == req_size and len(in_sg[0]) == resp_size:
             # the layout Linux's virtio_scsi always uses: one header buffer each way, then data
             data_out, data_in = out_sg[1:], in_sg[1:]
+            # a command moves data one way at most: no call for the empty side
             return _Req(elem, bytes(out_sg[0]), [in_sg[0]], resp_size, data_out, data_in,
-                        sum(map(len, data_out)) if data_out else 0, sum(map(len, data_in)) if data_in else 0)
+                        _iov_size(data_out) if data_out else 0, _iov_size(data_in) if data_in else 0)
         req = _iov_read(elem.out_sg, req_size)
         if len(req) < req_size:
             raise VirtioError(f"{self.name}: wrong size for virtio-scsi headers (request {len(req)} < {req_size})")
@@ -285,8 +294,7 @@ class VirtIOSCSI(VirtIODevice):
                 break
             resp_views.append(v[:left])
             left -= len(resp_views[-1])
-        return _Req(elem, req, resp_views, resp_size, data_out, data_in,
-                    sum(len(v) for v in data_out), sum(len(v) for v in data_in))
+        return _Req(elem, req, resp_views, resp_size, data_out, data_in, _iov_size(data_out), _iov_size(data_in))
 
     def _complete(self, vq: DeviceVirtqueue, r: _Req, resp: bytes) -> None:
         """virtio_scsi_complete_req(): response header, push, notify. The used length is what

@@ -23,14 +23,12 @@ class AsyncDomain:
     idle: trio.Event = field(default_factory=trio.Event)
     last_started: trio.Event | None = None
 
+    def __post_init__(self) -> None:
+        self.idle.set()     # nothing pending yet
+
 
 def _domain(kernel: Kernel) -> AsyncDomain:
-    dom = getattr(kernel, "_async_domain", None)
-    if dom is None:
-        dom = AsyncDomain()
-        dom.idle.set()
-        kernel._async_domain = dom  # type: ignore[attr-defined]
-    return dom
+    return kernel.driver_state(AsyncDomain)
 
 
 def async_schedule(kernel: Kernel, afn: Callable[..., Awaitable[Any]], *args: Any) -> bool:

@@ -102,6 +102,9 @@ class Kernel:
     irq_descs: list[IrqDesc] = field(default_factory=list)
     # the blkext major's minors (block/genhd.c ext_devt_ida)
     blk_ext_minor_ida: IdaAllocator = field(default_factory=IdaAllocator)
+    # scsi_mod's scsi_logging_level, parsed from the command line on first use (None until
+    # then): read on every command, so a field rather than driver_state
+    scsi_logging_level: int | None = None
     # per-driver state the kernel keeps in a module's globals (see driver_state)
     _driver_state: dict[type, Any] = field(default_factory=dict)
 
@@ -151,6 +154,16 @@ class Kernel:
         if state is None:
             state = self._driver_state[cls] = cls()
         return state
+
+    def driver_state_get(self, cls: type[T]) -> T | None:
+        """The state a driver's init stored with driver_state_set (None before it ran)."""
+        state: T | None = self._driver_state.get(cls)
+        return state
+
+    def driver_state_set(self, state: object) -> None:
+        """Store the module globals of a driver whose init builds them with arguments (sg,
+        bsg, cdrom), keyed by their class."""
+        self._driver_state[type(state)] = state
 
     def devnode_event(self, action: str, kind: str, obj: Any) -> None:
         """``action`` "add"/"remove", ``kind`` "block"/"char": tells devfs about a node."""

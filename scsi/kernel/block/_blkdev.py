@@ -124,6 +124,9 @@ class Gendisk:
     suppress_part_scan: bool = False
     open_partitions: int = 0
     openers: int = 0
+    events_blocked: bool = False    # disk->ev->block: disk_block_events() (sr's release)
+    events_pending: int = 0         # disk->ev->pending: events seen, not yet cleared
+    cdi: Any = None                 # the cdrom_device_info of a CD-ROM (register_cdrom)
     _links: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
