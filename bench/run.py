@@ -885,7 +885,6 @@ VHOST_WWPN = "naa.5001405000000001"
 
 def _qmp_query(sock_path: str, command: str, timeout: float = 10.0) -> Any:
     """One QMP command on a daemon's control socket (greeting, qmp_capabilities, command)."""
-    import socket
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     s.connect(sock_path)

@@ -15,7 +15,7 @@ from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import Kmsg
 import vscsifs.scsi.kernel.block as blk
 from vscsifs.scsi.kernel.block._blkdev import Gendisk
-from vscsifs.scsi.kernel.block._limits import QUEUE_FLAG_MQ_DEFAULT, QueueFlag, QueueLimits
+from vscsifs.scsi.kernel.block._limits import QueueFlag
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, scsi_cmnd
 from vscsifs.scsi.kernel.block import BlkMqOps, BlkStatus, ReqOp, Request, RequestQueue
 from vscsifs.scsi.kernel._scsi_lib import ExecResult
