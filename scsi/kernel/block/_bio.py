@@ -209,8 +209,7 @@ async def bdev_read_view(bdev: BlockDevice, offset: int, length: int) -> bytes |
     q = bdev.disk.queue
     sector, nr_sectors = start >> SECTOR_SHIFT, (end - start) >> SECTOR_SHIFT
     if get_max_io_size(q.limits, sector) < nr_sectors:
-        data = await _read_blocks(bdev, start, end)
-        return memoryview(data)[offset - start:offset - start + length]
+        return await bdev_read(bdev, offset, length)
     mem = _memory(q)
     buf = mem.alloc(end - start)
     try:
