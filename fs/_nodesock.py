@@ -397,7 +397,8 @@ class Connection:
         self.uevents: trio.MemoryReceiveChannel[bytes] | None = None
         self.subscribed = trio.Event()
         self.prefetched: list[tuple[int, bytes]] = []   # the current request's PREFETCH ranges
-        self.held: list[bytes] = []       # POKE frames not sent yet (they go with the next PEEK or DONE)
+        # POKE frames not sent yet, in pieces (they go with the next PEEK or the DONE, joined once)
+        self.held: list[bytes | memoryview] = []
         self.held_bytes = 0
         self.handlers: dict[int, Callable[[bytes], Awaitable[int]]] = {
             MsgType.OPEN: self.do_open, MsgType.IOCTL: self.do_ioctl,
@@ -480,10 +481,11 @@ class Connection:
         if self.prefetched:               # the copies the write changes are stale from now on
             self.prefetched = [(base, copy) for base, copy in self.prefetched
                                if base + len(copy) <= addr or addr + len(data) <= base]
-        view = memoryview(data)
+        # the bytes as they are now (copy_to_user copies at the call): a bytes object cannot change
+        view = memoryview(data if type(data) is bytes else bytes(data))
         for off in range(0, len(data), MEM_CHUNK):
             chunk = view[off:off + MEM_CHUNK]
-            self.held.append(frame(MsgType.POKE, POKE_HEAD.pack(addr + off), bytes(chunk)))
+            self.held += (HEADER.pack(MsgType.POKE, POKE_HEAD.size + len(chunk)), POKE_HEAD.pack(addr + off), chunk)
             self.held_bytes += len(chunk)
             if self.held_bytes >= MEM_CHUNK:
                 await self._flush()
