@@ -15,6 +15,9 @@ The design (``mode == "loop"``, the default when we are root and /dev/loop-contr
   and fsync go through the emulated block layer (``io.bdev_read/bdev_write/bdev_flush``, by
   default vscsifs.scsi.kernel.block), opened direct_io so every read reaches the emulated path and is
   counted in the stats. Reads past the end give 0 bytes, writes past it ENOSPC (block layer).
+  An open without O_DIRECT (other than the loop device's own) reads through the emulated page
+  cache as a guest's buffered open of /dev/sdX does (``io.filemap_read``: read-ahead windows,
+  pages kept until the last such close): udevd's blkid probe, and file mode's users.
 - the daemon attaches a host loop device to that data file (LOOP_CONFIGURE with the disk's
   logical block size, read-only for read-only disks, LO_FLAGS_AUTOCLEAR, LO_FLAGS_DIRECT_IO
   unless the host refuses it: then buffered, logged once) and keeps the loop device open; ``DIR/dev/NAME`` is an S_IFBLK node with the LOOP DEVICE's major:minor, so
@@ -126,6 +129,9 @@ class BdevIO(Protocol):
     async def bdev_read_view(self, bdev: Any, offset: int, length: int) -> bytes | memoryview: ...
     async def bdev_write(self, bdev: Any, offset: int, data: bytes | memoryview) -> int: ...
     async def bdev_flush(self, bdev: Any) -> None: ...
+    # optional: a buffered open's page cache (page_cache_open(bdev) -> read-ahead state,
+    # filemap_read(bdev, ra, offset, length), page_cache_release(bdev)); without them every
+    # open reads straight from the disk
 
 
 class _BlockLayerIO:
@@ -432,7 +438,17 @@ class DataFile(DevNode):
                 raise pyfuse3.FUSEError(errno_of(exc)) from exc
             if removable(self.bdev):
                 self.devfs.media_checked(self.bdev)   # a medium found: the node becomes a loop node
-        return DataHandle(self, mode if get is not None else None, cpu=submitting_cpu(caller.pid))
+        ra = None
+        page_cache_open = getattr(self.devfs.io, "page_cache_open", None)
+        if page_cache_open is not None and not flags & os.O_DIRECT and not self.devfs.attaching_to(self.bdev):
+            # a buffered open reads through the guest's page cache (udevd's blkid, dd without
+            # iflag=direct); the loop device's own open carries its users' reads, which the
+            # host's page cache has already shaped, so it stays direct
+            try:
+                ra = page_cache_open(self.bdev)
+            except OSError as exc:
+                raise pyfuse3.FUSEError(errno_of(exc)) from exc
+        return DataHandle(self, mode if get is not None else None, cpu=submitting_cpu(caller.pid), ra=ra)
 
 
 def submitting_cpu(pid: int) -> int:
@@ -456,11 +472,12 @@ def submitting_cpu(pid: int) -> int:
 class DataHandle(FileHandle):
     direct_io = True
 
-    def __init__(self, file: DataFile, held_mode: int | None = None, cpu: int = 0) -> None:
+    def __init__(self, file: DataFile, held_mode: int | None = None, cpu: int = 0, ra: Any = None) -> None:
         self.file = file
         self.written = False
         self.held_mode = held_mode  # blkdev_get() was called with this mode: blkdev_put() at release
         self.cpu = cpu              # the emulated CPU this open's I/O is submitted from
+        self.ra = ra                # a buffered open's read-ahead state (None: reads go straight to the disk)
 
     def _io(self) -> BdevIO:
         devfs = self.file.devfs
@@ -477,6 +494,9 @@ class DataHandle(FileHandle):
         if end <= off:
             return b""
         try:
+            if self.ra is not None:
+                io: Any = self._io()        # the optional page cache calls (see BdevIO)
+                return await io.filemap_read(self.file.bdev, self.ra, off, end - off)
             # the view is the guest buffer itself: pyfuse3 writes the reply from it as soon
             # as this returns, before anything else runs
             return await self._io().bdev_read_view(self.file.bdev, off, end - off)
@@ -509,6 +529,9 @@ class DataHandle(FileHandle):
         try:
             await self._synced()  # close after write, as udev's watch sees it
         finally:
+            if self.ra is not None:
+                release: Any = getattr(self.file.devfs.io, "page_cache_release")
+                release(self.file.bdev)
             if self.held_mode is not None and not self.file.devfs.gone(self.file.bdev):
                 put = getattr(self.file.devfs.io, "blkdev_put", None)
                 if put is not None:

@@ -4,7 +4,7 @@ partitions, queue limits, I/O statistics and their sysfs files).
 Modules: _blk_types (request/ops contract), _limits (queue_limits, blk-settings setters),
 _blk_mq (tag sets, hctxs, queues, request alloc/dispatch/completion), _stat (I/O accounting),
 _blkdev (the gendisk/block_device types), _bio (byte-range I/O on disks and partitions),
-_partitions (msdos/GPT parsing), _genhd (registering disks and partitions, bdi, opens, /proc
+_filemap (buffered reads: the page cache and its read-ahead), _partitions (msdos/GPT parsing), _genhd (registering disks and partitions, bdi, opens, /proc
 texts), _blk_sysfs (queue/, mq/, disk attrs), _null_blk (a memory-backed blk-mq driver for running the layer without SCSI under it).
 """
 
@@ -37,6 +37,7 @@ from vscsifs.scsi.kernel.block._limits import (BlkZoned, QueueFlag, QueueLimits,
                       blk_queue_set_zoned, blk_queue_update_dma_alignment, blk_queue_virt_boundary,
                       blk_queue_write_cache, blk_queue_zone_write_granularity, blk_queue_zoned_model,
                       blk_set_default_limits)
+from vscsifs.scsi.kernel.block._filemap import FileRaState, filemap_read, page_cache_open, page_cache_release
 from vscsifs.scsi.kernel.block._null_blk import Completion, NullBlk
 from vscsifs.scsi.kernel.block._partitions import ParsedPartitions, PartitionMetaInfo, check_partition, efi_partition, msdos_partition
 from vscsifs.scsi.kernel.block._stat import DiskStats, StatGroup

@@ -154,7 +154,8 @@ def _raise_io_error(bdev: BlockDevice, status: BlkStatus) -> None:
     raise OSError(err if err == errno.ENOSPC else errno.EIO, f"{bdev.name}: I/O error ({BlkStatus(status).name})")
 
 
-def _check_live(bdev: BlockDevice) -> None:
+def bdev_check_live(bdev: BlockDevice) -> None:
+    """ENXIO once the disk is gone (del_gendisk) or not yet added."""
     if bdev.disk is None or not bdev.disk.live:
         raise OSError(errno.ENXIO, f"{bdev.name}: no such device")
 
@@ -171,7 +172,7 @@ async def _read_blocks(bdev: BlockDevice, start: int, end: int) -> bytearray:
 def _read_range(bdev: BlockDevice, offset: int, length: int) -> tuple[int, int, int]:
     """bdev_read's clamping: (start, end) widened to logical blocks and the length served,
     short (0: nothing) at the end of the device."""
-    _check_live(bdev)
+    bdev_check_live(bdev)
     if offset < 0 or length < 0:
         raise OSError(errno.EINVAL, f"{bdev.name}: negative offset or length")
     size = bdev.size_bytes
@@ -237,7 +238,7 @@ def bdev_block_size(bdev: BlockDevice) -> int:
 async def bdev_write(bdev: BlockDevice, offset: int, data: bytes | bytearray | memoryview) -> int:
     """Write ``data`` at ``offset``; ENOSPC at or past the end, a short write across it, EPERM
     when read-only. Unaligned edges are read, merged and written back whole."""
-    _check_live(bdev)
+    bdev_check_live(bdev)
     if offset < 0:
         raise OSError(errno.EINVAL, f"{bdev.name}: negative offset")
     if bdev.read_only:
@@ -268,13 +269,16 @@ async def bdev_write(bdev: BlockDevice, offset: int, data: bytes | bytearray | m
             buf[end - start - bs:end - start] = await _read_blocks(bdev, end - bs, end)
         buf[offset - start:offset - start + length] = view
     pieces = bio_split_rw(bdev.disk.queue, start >> SECTOR_SHIFT, (end - start) >> SECTOR_SHIFT)
-    await _submit(bdev, _OP_WRITE, pieces, start >> SECTOR_SHIFT, src=memoryview(buf))
+    try:
+        await _submit(bdev, _OP_WRITE, pieces, start >> SECTOR_SHIFT, src=memoryview(buf))
+    finally:
+        bdev.mapping.invalidate(start, end)     # a direct write: cached pages it covers are stale
     return length
 
 
 async def bdev_flush(bdev: BlockDevice) -> None:
     """blkdev_issue_flush(): a REQ_OP_FLUSH when the queue has a volatile write cache, else nothing."""
-    _check_live(bdev)
+    bdev_check_live(bdev)
     q = bdev.disk.queue
     if QueueFlag.QUEUE_FLAG_WC not in q.queue_flags:
         return
@@ -283,7 +287,7 @@ async def bdev_flush(bdev: BlockDevice) -> None:
 
 async def bdev_discard(bdev: BlockDevice, offset: int, length: int) -> None:
     """BLKDISCARD: aligned to the logical block, inside the device, on a queue that discards."""
-    _check_live(bdev)
+    bdev_check_live(bdev)
     q = bdev.disk.queue
     lbs = q.limits.logical_block_size
     if offset < 0 or length < 0 or offset % lbs or length % lbs:
@@ -296,6 +300,7 @@ async def bdev_discard(bdev: BlockDevice, offset: int, length: int) -> None:
         raise OSError(errno.EOPNOTSUPP, f"{bdev.name}: the device does not support discard")
     if not length:
         return
+    bdev.mapping.invalidate(offset, offset + length)      # truncate_bdev_range()
     pieces = bio_split_discard(q, offset >> SECTOR_SHIFT, length >> SECTOR_SHIFT)
     await _submit(bdev, ReqOp.REQ_OP_DISCARD, pieces, offset >> SECTOR_SHIFT)
 
@@ -304,7 +309,7 @@ async def bdev_zeroout(bdev: BlockDevice, offset: int, length: int) -> None:
     """BLKZEROOUT (blkdev_issue_zeroout with BLKDEV_ZERO_NOUNMAP): REQ_OP_WRITE_ZEROES pieces
     of max_write_zeroes_sectors, marked REQ_NOUNMAP, when the device offers them, else plain
     writes of zeroes."""
-    _check_live(bdev)
+    bdev_check_live(bdev)
     q = bdev.disk.queue
     lbs = q.limits.logical_block_size
     if offset < 0 or length < 0 or offset % lbs or length % lbs:
@@ -315,6 +320,7 @@ async def bdev_zeroout(bdev: BlockDevice, offset: int, length: int) -> None:
         raise OSError(errno.EPERM, f"{bdev.name}: zeroout on a read-only block device")
     if not length:
         return
+    bdev.mapping.invalidate(offset, offset + length)      # truncate_bdev_range()
     sector, nr = offset >> SECTOR_SHIFT, length >> SECTOR_SHIFT
     max_wz = q.limits.max_write_zeroes_sectors
     if max_wz:

@@ -17,7 +17,7 @@ from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
 from vscsifs.scsi.kernel.block._blk_mq import RequestQueue
 from vscsifs.scsi.kernel.block._blk_types import GENHD_FL_REMOVABLE, SECTOR_SHIFT
-from vscsifs.scsi.kernel.block._limits import VM_READAHEAD_PAGES
+from vscsifs.scsi.kernel.block._limits import PAGE_SHIFT, VM_READAHEAD_PAGES
 from vscsifs.scsi.kernel.block._stat import DiskStats
 
 DISK_EVENT_MEDIA_CHANGE = 1 << 0
@@ -51,6 +51,53 @@ class BlockDeviceOperations:
     owner: str | None = None
 
 
+# pages one block device's page cache keeps before its oldest are reclaimed (the guest's memory
+# is finite; a buffered read of a whole large disk must not hold all of it)
+MAPPING_MAX_PAGES = 8192
+
+
+@dataclass(eq=False)
+class AddressSpace:
+    """The page cache of a block device's inode (struct address_space, i_pages): the pages its
+    buffered reads were served from, and which of them carry PG_readahead. It lives while a
+    buffered open holds it (``users``) and is emptied at the last close, as kill_bdev() does at
+    the last blkdev_put(); writes past it drop the pages they cover (the invalidation after a
+    direct write, truncate_bdev_range for discard and zeroout)."""
+
+    pages: dict[int, bytes] = field(default_factory=dict)
+    readahead: set[int] = field(default_factory=set)
+    users: int = 0
+
+    def add(self, index: int, page: bytes, mark: bool = False) -> None:
+        """filemap_add_folio(): oldest pages go first once the cache is full (reclaim)."""
+        pages = self.pages
+        while len(pages) >= MAPPING_MAX_PAGES:
+            old = next(iter(pages))
+            del pages[old]
+            self.readahead.discard(old)
+        pages[index] = page
+        if mark:
+            self.readahead.add(index)
+
+    def invalidate(self, start: int, end: int) -> None:
+        """Drop the pages holding bytes [start, end) (invalidate_inode_pages2_range)."""
+        if not self.pages or end <= start:
+            return
+        first, last = start >> PAGE_SHIFT, (end - 1) >> PAGE_SHIFT
+        if last - first < len(self.pages):
+            gone = [i for i in range(first, last + 1) if i in self.pages]
+        else:
+            gone = [i for i in self.pages if first <= i <= last]
+        for i in gone:
+            del self.pages[i]
+            self.readahead.discard(i)
+
+    def truncate(self) -> None:
+        """kill_bdev()/truncate_inode_pages(): every page goes."""
+        self.pages.clear()
+        self.readahead.clear()
+
+
 @dataclass(eq=False)
 class BackingDevInfo:
     """struct backing_dev_info: read-ahead and the /sys/devices/virtual/bdi/MAJ:MIN device."""
@@ -77,6 +124,7 @@ class BlockDevice:
     meta_info: PartitionMetaInfo | None = None
     holders: Dir | None = None
     openers: int = 0
+    mapping: AddressSpace = field(default_factory=AddressSpace)
 
     @property
     def name(self) -> str:
