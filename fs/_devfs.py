@@ -444,10 +444,7 @@ class DataFile(DevNode):
             # a buffered open reads through the guest's page cache (udevd's blkid, dd without
             # iflag=direct); the loop device's own open carries its users' reads, which the
             # host's page cache has already shaped, so it stays direct
-            try:
-                ra = page_cache_open(self.bdev)
-            except OSError as exc:
-                raise pyfuse3.FUSEError(errno_of(exc)) from exc
+            ra = page_cache_open(self.bdev)
         return DataHandle(self, mode if get is not None else None, cpu=submitting_cpu(caller.pid), ra=ra)
 
 

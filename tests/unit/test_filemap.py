@@ -9,7 +9,8 @@ import os
 
 import pytest
 
-from vscsifs.scsi.kernel.block import (ReqOp, bdev_discard, bdev_write, blk_queue_max_discard_sectors, blk_queue_max_hw_sectors, device_add_disk,
+from vscsifs.scsi.kernel.block import (DISK_EVENT_MEDIA_CHANGE, ReqOp, bdev_discard, bdev_write, blk_queue_max_discard_sectors, blk_queue_max_hw_sectors, device_add_disk,
+                                       disk_check_media_change,
                                        filemap_read, page_cache_open, page_cache_release, register_blkdev)
 from vscsifs.scsi.kernel.block._null_blk import Completion, NullBlk
 from vscsifs.scsi.kernel.base._driver_model import Device, device_add
@@ -125,4 +126,15 @@ async def test_read_ahead_off_reads_one_page_and_the_end_is_short() -> None:
         # the last page holds one sector: read whole up to it, zero after it, short at the end
         assert await filemap_read(bdev, ra, MiB, 4096) == bytes(nb.data[MiB:MiB + 512])
         assert await filemap_read(bdev, ra, MiB + 512, 10) == b""
+        page_cache_release(bdev)
+
+
+async def test_a_media_change_drops_the_old_mediums_pages() -> None:
+    async with running(small_disk) as (nb, bdev):
+        ra = page_cache_open(bdev)
+        await filemap_read(bdev, ra, 0, 512)
+        assert bdev.mapping.pages
+        bdev.disk.fops.check_events = lambda disk, mask: DISK_EVENT_MEDIA_CHANGE
+        assert await disk_check_media_change(bdev.disk)
+        assert not bdev.mapping.pages                # __invalidate_device()
         page_cache_release(bdev)

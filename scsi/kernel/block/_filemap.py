@@ -42,7 +42,6 @@ class FileRaState:
 def page_cache_open(bdev: BlockDevice) -> FileRaState:
     """A buffered open of ``bdev``: its file's read-ahead state; the mapping lives until the
     matching page_cache_release()."""
-    bdev_check_live(bdev)
     bdev.mapping.users += 1
     return FileRaState(ra_pages=bdev.disk.bdi.ra_pages)
 

@@ -329,6 +329,7 @@ async def disk_check_media_change(disk: Gendisk) -> bool:
     events = events or 0
     if not events & DISK_EVENT_MEDIA_CHANGE:
         return False
+    disk.part0.mapping.truncate()       # __invalidate_device(): the old medium's pages
     disk.need_part_scan = True
     return True
 
