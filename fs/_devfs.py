@@ -17,7 +17,9 @@ The design (``mode == "loop"``, the default when we are root and /dev/loop-contr
   counted in the stats. Reads past the end give 0 bytes, writes past it ENOSPC (block layer).
   An open without O_DIRECT (other than the loop device's own) reads through the emulated page
   cache as a guest's buffered open of /dev/sdX does (``io.filemap_read``: read-ahead windows,
-  pages kept until the last such close): udevd's blkid probe, and file mode's users.
+  pages kept until the last such close): file mode's users, and udevd's blkid probe, which
+  opens the hidden data file and gets the POSIX_FADV_RANDOM mode that libblkid sets on the
+  guest's block device (reads of just the pages asked for).
 - the daemon attaches a host loop device to that data file (LOOP_CONFIGURE with the disk's
   logical block size, read-only for read-only disks, LO_FLAGS_AUTOCLEAR, LO_FLAGS_DIRECT_IO
   unless the host refuses it: then buffered, logged once) and keeps the loop device open; ``DIR/dev/NAME`` is an S_IFBLK node with the LOOP DEVICE's major:minor, so
@@ -443,8 +445,10 @@ class DataFile(DevNode):
         if page_cache_open is not None and not flags & os.O_DIRECT and not self.devfs.attaching_to(self.bdev):
             # a buffered open reads through the guest's page cache (udevd's blkid, dd without
             # iflag=direct); the loop device's own open carries its users' reads, which the
-            # host's page cache has already shaped, so it stays direct
-            ra = page_cache_open(self.bdev)
+            # host's page cache has already shaped, so it stays direct. The hidden data file's
+            # other opener is udevd's blkid probe, which in the guest opens the block device,
+            # where libblkid advises POSIX_FADV_RANDOM (FUSE never forwards that advice)
+            ra = page_cache_open(self.bdev, random=not self.user_node)
         return DataHandle(self, mode if get is not None else None, cpu=submitting_cpu(caller.pid), ra=ra)
 
 

@@ -60,6 +60,18 @@ async def test_a_probe_reads_each_area_once_with_read_ahead() -> None:
         page_cache_release(bdev)
 
 
+async def test_a_probe_advised_random_reads_only_the_pages_it_touches() -> None:
+    """libblkid advises POSIX_FADV_RANDOM on a block device: the same probe then reads the 13
+    pages its reads touch, one READ each (what blkid -p makes a host's loop device read:
+    13 reads, 104 sectors)."""
+    async with running(small_disk) as (nb, bdev):
+        ra = page_cache_open(bdev, random=True)
+        for pos, n in BLKID_READS:
+            assert await filemap_read(bdev, ra, pos, n) == bytes(nb.data[pos:pos + n])
+        assert reads(nb) == [(p, 1) for p in (1, 0, 4, 8, 16, 32, 64, 128, 3, 7, 15, 2, 255)]
+        page_cache_release(bdev)
+
+
 async def test_a_sequential_reader_gets_read_ahead_windows() -> None:
     async with running(small_disk) as (nb, bdev):
         ra = page_cache_open(bdev)

@@ -5,8 +5,10 @@ A guest program that opens /dev/sdX without O_DIRECT (udevd's blkid builtin, dd 
 iflag=direct) never sends its own read sizes to the disk: a read finds its pages in the block
 device's page cache or makes the read-ahead fetch them, one READ per run of missing pages, in
 windows that start at 4 pages and ramp up to the disk's read_ahead_kb for a sequential reader,
-while a small random read fetches just its own pages. The disk's stat and CDB trace show those
-READs, and a probe that reads the same superblock areas twice sends them once.
+while a small random read fetches just its own pages. A file advised POSIX_FADV_RANDOM (libblkid
+advises it on every block device it probes) reads only the pages each read covers. The disk's
+stat and CDB trace show those READs, and a probe that reads the same superblock areas twice
+sends them once.
 
 Pages are read whole (block_read_full_folio) through _bio, a failed read-ahead leaves its pages
 out (the read that needs one of them reads that page alone and fails with EIO if it fails
@@ -30,20 +32,23 @@ FORCE_RA_CHUNK = (2 * 1024 * 1024) // PAGE_SIZE   # force_page_cache_ra's 2 MiB 
 @dataclass(eq=False, slots=True)
 class FileRaState:
     """struct file_ra_state of one open file (file_ra_state_init: the bdi's ra_pages, no
-    previous read)."""
+    previous read), and whether the file is FMODE_RANDOM (posix_fadvise POSIX_FADV_RANDOM:
+    a miss reads only the pages the read covers, no window)."""
 
     ra_pages: int
+    random: bool = False
     start: int = 0
     size: int = 0
     async_size: int = 0
     prev_pos: int = -1
 
 
-def page_cache_open(bdev: BlockDevice) -> FileRaState:
-    """A buffered open of ``bdev``: its file's read-ahead state; the mapping lives until the
-    matching page_cache_release()."""
+def page_cache_open(bdev: BlockDevice, random: bool = False) -> FileRaState:
+    """A buffered open of ``bdev`` (``random``: its opener advises POSIX_FADV_RANDOM, as
+    libblkid does on every block device it probes): the file's read-ahead state; the mapping
+    lives until the matching page_cache_release()."""
     bdev.mapping.users += 1
-    return FileRaState(ra_pages=bdev.disk.bdi.ra_pages)
+    return FileRaState(ra_pages=bdev.disk.bdi.ra_pages, random=random)
 
 
 def page_cache_release(bdev: BlockDevice) -> None:
@@ -204,11 +209,14 @@ async def _ondemand_readahead(bdev: BlockDevice, ra: FileRaState, index: int, ma
 
 
 async def page_cache_sync_ra(bdev: BlockDevice, ra: FileRaState, index: int, req_count: int) -> None:
-    """A read missed the cache at ``index``: read ahead (only the request when read-ahead is off)."""
+    """A read missed the cache at ``index``: read ahead; read only the request's pages for an
+    FMODE_RANDOM file, only its first page when read-ahead is off."""
     if not ra.ra_pages:
         await _force_page_cache_ra(bdev, ra, index, 1)
-        return
-    await _ondemand_readahead(bdev, ra, index, False, req_count)
+    elif ra.random:
+        await _force_page_cache_ra(bdev, ra, index, req_count)
+    else:
+        await _ondemand_readahead(bdev, ra, index, False, req_count)
 
 
 async def page_cache_async_ra(bdev: BlockDevice, ra: FileRaState, index: int, req_count: int) -> None:
