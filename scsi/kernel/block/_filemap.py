@@ -96,17 +96,13 @@ def _prev_miss(mapping: AddressSpace, index: int, max_scan: int) -> int:
 
 
 async def _read_pages(bdev: BlockDevice, first: int, count: int, mark: int) -> None:
-    """read_pages(): one run of absent pages read whole (the last page only up to the device's
-    last whole block); a failed read adds nothing."""
-    size = bdev.size_bytes
-    lbs = bdev.disk.queue.limits.logical_block_size
-    start = first << PAGE_SHIFT
-    end = min((first + count) << PAGE_SHIFT, size - size % lbs)
-    if end <= start:
-        return
+    """read_pages(): one run of absent pages read whole (bdev_read stops the last page at the
+    device's last whole block; the rest of it is zeroes); a failed read adds nothing."""
     try:
-        data = await bdev_read(bdev, start, end - start)
+        data = await bdev_read(bdev, first << PAGE_SHIFT, count << PAGE_SHIFT)
     except OSError:
+        return
+    if not data:
         return
     mapping = bdev.mapping
     for i in range(count):
