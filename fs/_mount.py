@@ -25,6 +25,7 @@ import trio
 
 from vscsifs.fs._devfs import DATA_DIR_PREFIX, DevFs, LoopIoctl, cleanup_stale_loops, loop_available
 from vscsifs.fs._devfs import _open_loop as open_loop
+from vscsifs.fs._host_udev import install_host_rule
 from vscsifs.fs._mounttab import (abort_connection, force_unmount, is_mounted, is_stale_mount, mount_entry,
                                   resolve_mountpoint)
 from vscsifs.fs._operations import VscsiOperations
@@ -139,6 +140,8 @@ async def serve(ops: VscsiOperations, mountpoint: str, *, devfs: DevFs | None = 
     clean_stale(mountpoint)
     if loop_backing is None:
         loop_backing = devfs is not None and loop_available()
+    if loop_backing and os.geteuid() == 0:
+        await trio.to_thread.run_sync(install_host_rule)   # before the first loop device
     opts = mount_options(options, loop_backing=bool(loop_backing))
     pyfuse3.init(ops, mountpoint, set(opts))
     ops.attach()

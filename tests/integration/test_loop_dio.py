@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -136,3 +137,37 @@ def test_read_only_disk_stays_read_only(dio_daemon: Daemon) -> None:
             "status=none", check=False)
     assert r.returncode != 0
     assert Path(f"{dio_daemon.images}/dro.img").read_bytes() == before  # type: ignore[attr-defined]
+
+
+def _host_udev_properties(dev_dir: str) -> dict[str, str]:
+    """What the host's udev rules would make of a block device (``udevadm test``: the rules
+    engine and its builtins, blkid included, run in-process; nothing is applied)."""
+    out = run("udevadm", "test", "--action=change", dev_dir).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line and line[:1].isupper())
+
+
+def test_the_host_udev_leaves_the_loop_devices_alone(dio_daemon: Daemon, tmp_path: Path) -> None:
+    """A host running systemd-udevd must not probe or link the emulated disks' loop devices:
+    its blkid would send READs the guest never sends. The daemon's runtime rule flags them; a
+    loop device over any other file is probed as before (the check that udevadm test probes)."""
+    if shutil.which("udevadm") is None:
+        pytest.skip("udevadm missing")
+    name = _disk(dio_daemon, 0)
+    st = _attached(dio_daemon, name)
+    stat = Path(f"{dio_daemon.mount}/sys/block/{name}/stat")
+    reads = int(stat.read_text().split()[0])
+    props = _host_udev_properties(f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}")
+    assert props.get("UDEV_DISABLE_PERSISTENT_STORAGE_RULES_FLAG") == "1", props
+    assert props.get("UDISKS_IGNORE") == "1" and props.get("SYSTEMD_READY") == "0", props
+    assert not any(k.startswith(("ID_FS_", "ID_PART_TABLE_")) for k in props), props
+    assert "DEVLINKS" not in props, props
+    assert int(stat.read_text().split()[0]) == reads        # the emulated disk saw nothing
+    plain = tmp_path / "plain.img"
+    make_image(plain, 1 << 20, "plain.img")
+    run("sfdisk", "-q", str(plain), input="label: dos\n,\n")
+    loop = run("losetup", "--find", "--show", str(plain)).stdout.strip()
+    try:
+        other = _host_udev_properties(f"/sys/class/block/{os.path.basename(loop)}")
+    finally:
+        run("losetup", "-d", loop)
+    assert other.get("ID_PART_TABLE_TYPE") == "dos" and "UDEV_DISABLE_PERSISTENT_STORAGE_RULES_FLAG" not in other, other
