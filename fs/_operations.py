@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 import pyfuse3
+import trio
 
 from vscsifs.scsi.kernel.base._kobject import Attr, Dir, KernfsRoot, Link, Node
 
@@ -209,7 +210,7 @@ class VscsiOperations(pyfuse3.Operations):
         self._dirs: dict[int, _DirHandle] = {}
         self._next_fh = 1
         self.mounted = False
-        self._notify_queue: queue.SimpleQueue[tuple[int, bytes | None] | None] = queue.SimpleQueue()
+        self._notify_queue: queue.SimpleQueue[tuple[int, bytes | None] | threading.Event | None] = queue.SimpleQueue()
         self._notify_thread: threading.Thread | None = None
         # extended attributes of a node (the node socket names device nodes for the preload
         # library); None: no node has any
@@ -501,6 +502,9 @@ class VscsiOperations(pyfuse3.Operations):
             item = self._notify_queue.get()
             if item is None:
                 return
+            if isinstance(item, threading.Event):     # invalidations_sent()'s barrier
+                item.set()
+                continue
             ino, name = item
             try:
                 if name is None:
@@ -510,6 +514,18 @@ class VscsiOperations(pyfuse3.Operations):
             except OSError as exc:
                 if exc.errno not in (errno.ENOENT, errno.ENOTCONN, errno.EBADF):
                     log.warning("FUSE invalidation of %d/%r failed: %s", ino, name, exc)
+
+    async def invalidations_sent(self) -> None:
+        """Return once every invalidation queued so far has reached the kernel. A reply that
+        tells a client the tree changed (udevd's answer to ``udevadm settle`` once the queue
+        file is gone) must come after it: else the client's next lookup can still find the
+        name in the kernel's dentry cache (entry_timeout), and FUSE sends no inotify event
+        to wake a client waiting for the name to go."""
+        if not self.mounted:
+            return
+        sent = threading.Event()
+        self._notify_queue.put(sent)
+        await trio.to_thread.run_sync(sent.wait, abandon_on_cancel=True)
 
     def _tree_event(self, action: str, parent: Dir, name: str) -> None:
         if action == "add":

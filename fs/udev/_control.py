@@ -4,9 +4,11 @@ settle (systemd 252, as root) connects a SOCK_SEQPACKET socket to /run/udev/cont
 PING and the end-of-messages marker, and waits for udevd to close the connection; then it
 waits until /run/udev/queue is gone, woken by inotify. A FUSE mount reports no inotify event
 when the daemon drops ``queue``, so here the close that answers the end marker waits until the
-queue is empty: settle then finds no queue file and returns. A queue that does not drain
-leaves the connection open, and settle fails as it does when udevd does not answer
-("Failed to wait for daemon to reply: Connection timed out"; it waits at least 5 s).
+queue is empty and the kernel has been told ``queue`` is gone (a dentry it still caches would
+make settle wait for an inotify event that never comes): settle then finds no queue file and
+returns. A queue that does not drain leaves the connection open, and settle fails as it does
+when udevd does not answer ("Failed to wait for daemon to reply: Connection timed out"; it
+waits at least 5 s).
 
 The socket lives beside the node socket (RUNTIME/NAME.udevctl for RUNTIME/NAME.nodes): the
 preload library sends a connect() to /run/udev/control there when /run/udev is the machine's.
@@ -19,6 +21,7 @@ import logging
 import math
 import socket
 import struct
+from collections.abc import Awaitable, Callable
 from enum import IntEnum
 from typing import Any
 
@@ -49,9 +52,13 @@ class UdevControl:
     queue is empty. Other requests (reload, exit, log level ...) are accepted and ignored:
     the rules are fixed and this udevd lives as long as the machine."""
 
-    def __init__(self, udevd: Any, path: str) -> None:
+    def __init__(self, udevd: Any, path: str,
+                 synced: Callable[[], Awaitable[None]] | None = None) -> None:
         self.udevd = udevd
         self.path = path
+        # awaited between the drained queue and the close that answers settle: the kernel's
+        # dentry cache must have dropped ``queue`` by then (the FUSE side's invalidations_sent)
+        self.synced = synced
 
     def bind(self) -> trio.socket.SocketType:
         return bind_unix(self.path, socket.SOCK_SEQPACKET, 0o600, 16)  # as udevd's: root only
@@ -83,5 +90,7 @@ class UdevControl:
                     continue
                 if mtype == UdevCtrlMessageType.END_MESSAGES:
                     await self.udevd.settle(math.inf)
+                    if self.synced is not None:
+                        await self.synced()
                     return
                 log.debug("udev control: message %s", mtype)

@@ -15,11 +15,13 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import pyfuse3
 import pytest
 import trio
 
@@ -269,6 +271,30 @@ async def test_hotplug_block_device(fs_mount_any: MountedMachine) -> None:
     with trio.fail_after(5):
         while await in_thread(os_errno, os.stat, f"{m.path}/dev/sdb") != errno.ENOENT:
             await trio.sleep(0.01)
+
+
+async def test_invalidations_sent_is_a_barrier(fs_mount_file: MountedMachine,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name removed from the tree stays in the kernel's dentry cache until the notify thread
+    has sent its invalidation; ``invalidations_sent()`` returns only after that, so a reply
+    that follows it (udevd's answer to ``udevadm settle`` once /run/udev/queue is gone) can
+    never be overtaken by a lookup that still finds the name."""
+    m = fs_mount_file
+    real = pyfuse3.invalidate_entry
+
+    def slow_invalidate(*args: Any, **kw: Any) -> None:   # a notify thread that has not run yet
+        time.sleep(0.5)
+        real(*args, **kw)
+
+    monkeypatch.setattr(pyfuse3, "invalidate_entry", slow_invalidate)
+    root = m.kernel.sysfs.root
+    root.const("barrier-probe", "1\n")
+    path = f"{m.path}/sys/barrier-probe"
+    assert await in_thread(os_errno, os.stat, path) == 0          # the kernel caches the dentry
+    root.remove("barrier-probe")
+    assert await in_thread(os_errno, os.stat, path) == 0          # still cached: not sent yet
+    await m.mount.ops.invalidations_sent()
+    assert await in_thread(os_errno, os.stat, path) == errno.ENOENT
 
 
 async def test_unmount_detaches_loops_and_is_clean() -> None:
