@@ -85,6 +85,10 @@ class FileHandle:
     """One open file; subclasses serve read/write/fsync/release."""
 
     direct_io = True
+    # a write may change the tree (a store that adds or removes devices): its reply waits
+    # until the kernel's caches were told (VscsiOperations.write), as sysfs's changes are
+    # visible to the writer's next lookup
+    changes_tree = False
 
     async def read(self, off: int, size: int) -> bytes | memoryview:
         raise pyfuse3.FUSEError(errno.EBADF)
@@ -112,6 +116,8 @@ class SnapshotHandle(FileHandle):
     """seq_file semantics: the text is produced on the first read and served by offset; a
     read at offset 0 after earlier reads produces it again (seq_read restarting)."""
 
+    changes_tree = True
+
     def __init__(self, attr: Attr) -> None:
         self.attr = attr
         self.text: bytes | None = None
@@ -137,7 +143,9 @@ class SnapshotHandle(FileHandle):
 
     async def write(self, off: int, buf: bytes) -> int:
         try:
-            self.attr.write(bytes(buf))
+            rest = self.attr.write(bytes(buf))
+            if rest is not None:        # a store that scans or removes devices before returning
+                await rest
         except Exception as exc:  # noqa: BLE001 - any store failure becomes an errno
             raise pyfuse3.FUSEError(errno_of(exc)) from exc
         return len(buf)
@@ -212,6 +220,7 @@ class VscsiOperations(pyfuse3.Operations):
         self.mounted = False
         self._notify_queue: queue.SimpleQueue[tuple[int, bytes | None] | threading.Event | None] = queue.SimpleQueue()
         self._notify_thread: threading.Thread | None = None
+        self._invalidations = 0      # queued so far (a write compares it before and after)
         # extended attributes of a node (the node socket names device nodes for the preload
         # library); None: no node has any
         self.xattr_source: Callable[[Node], dict[str, bytes]] | None = None
@@ -410,7 +419,14 @@ class VscsiOperations(pyfuse3.Operations):
 
     @fuse_handler
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        return await self._handle(fh).write(off, buf)
+        handle = self._handle(fh)
+        if not handle.changes_tree:
+            return await handle.write(off, buf)
+        queued = self._invalidations
+        n = await handle.write(off, buf)
+        if self._invalidations != queued:   # `echo 1 > delete; test -e ...` sees the device gone
+            await self.invalidations_sent()
+        return n
 
     @fuse_handler
     async def fsync(self, fh: int, datasync: bool) -> None:
@@ -482,6 +498,7 @@ class VscsiOperations(pyfuse3.Operations):
     def notify_attrs_changed(self, node: Node) -> None:
         """A node's attributes changed (a disk's size): drop the kernel's cached ones."""
         if self.mounted and node.ino in self.inodes:
+            self._invalidations += 1
             self._notify_queue.put((node.ino, None))
 
     def _invalidate(self, parent: Dir, name: str) -> None:
@@ -490,6 +507,7 @@ class VscsiOperations(pyfuse3.Operations):
         ino = ROOT_INODE if parent is None else parent.ino
         if ino != ROOT_INODE and ino not in self.inodes:
             return  # the kernel never looked it up: nothing cached
+        self._invalidations += 1
         self._notify_queue.put((ino, os.fsencode(name)))
 
     def _notify_loop(self) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from vscsifs.scsi.kernel.base._kernel import Kernel, SysctlEntry
-from vscsifs.scsi.kernel.base._kobject import Attr, Dir, KernfsRoot, ShowFn
+from vscsifs.scsi.kernel.base._kobject import Attr, Dir, KernfsRoot, ShowFn, StoreFn
 from vscsifs.fs._operations import DynamicSize
 
 
@@ -27,7 +27,7 @@ class ProcAttr(Attr):
     __slots__ = ()
 
     def __init__(self, name: str, show: Callable[[], str | bytes] | None,
-                 store: Callable[[bytes], None] | None, mode: int) -> None:
+                 store: StoreFn | None, mode: int) -> None:
         super().__init__(name, show, store, mode, 0)
 
 

@@ -12,7 +12,7 @@ kernel's async domain because a sysfs write cannot wait here.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,7 @@ import trio
 from vscsifs.scsi.kernel.base._driver_model import (Bus, Class, Device, Driver, device_add, device_bind_driver, device_del,
                                                     kobject_uevent)
 from vscsifs.scsi.kernel.base._uevent import KobjAction
-from vscsifs.scsi.kernel.base._kobject import Dir, Link, SysfsError
+from vscsifs.scsi.kernel.base._kobject import Dir, Link, StoreFn, SysfsError
 
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel._scsi_devinfo import blist_flags_names, scsi_dev_info_list_invalidate
@@ -322,7 +322,7 @@ def scsi_sysfs_add_host(shost: Scsi_Host) -> None:
         if ret:
             raise SysfsError(-ret if ret < 0 else errno.EIO)
 
-    attrs: list[tuple[str, Callable[[], str] | None, Callable[[bytes], None] | None]] = [
+    attrs: list[tuple[str, Callable[[], str] | None, StoreFn | None]] = [
         ("active_mode", lambda: "unknown\n" if not shost.active_mode else _mode_text(shost.active_mode), None),
         ("can_queue", lambda: f"{shost.can_queue}\n", None),
         ("cmd_per_lun", lambda: f"{shost.cmd_per_lun}\n", None),
@@ -373,17 +373,22 @@ def _check_set(word: str) -> int:
     return value
 
 
-def _store_scan(shost: Scsi_Host, data: bytes) -> None:
-    """scsi_sysfs.c scsi_scan(): "C T L" with "-" wildcards -> scsi_scan_host_selected."""
+def _store_scan(shost: Scsi_Host, data: bytes) -> Awaitable[None]:
+    """scsi_sysfs.c scsi_scan(): "C T L" with "-" wildcards -> scsi_scan_host_selected, which
+    the write waits for (the LUNs are added when it returns; sd's probe is asynchronous)."""
     words = _sscanf_words(data.decode("latin-1"), (10, 10, 16, 1))
     if len(words) != 3:
         raise SysfsError(errno.EINVAL)
     channel, id_, lun = (_check_set(w) for w in words)
     if shost.ml_ops.check_scan_args(shost, channel, id_, lun):
         raise SysfsError(errno.EINVAL)
-    if not async_schedule(shost.kernel, shost.ml_ops.scan_host_selected, shost, channel, id_, lun,
-                          ScanMode.SCSI_SCAN_MANUAL):
-        raise SysfsError(errno.EAGAIN, "scan: no async domain to run the scan in")
+    return _scan(shost, channel, id_, lun)
+
+
+async def _scan(shost: Scsi_Host, channel: int, id_: int, lun: int) -> None:
+    res = await shost.ml_ops.scan_host_selected(shost, channel, id_, lun, ScanMode.SCSI_SCAN_MANUAL)
+    if res:
+        raise SysfsError(-res if res < 0 else errno.EIO)
 
 
 # -- devices ------------------------------------------------------------------------------------
@@ -423,20 +428,20 @@ def _sdev_attrs(sdev: scsi_device) -> None:
     kernel = shost.kernel
     can_change_depth = shost.hostt.change_queue_depth is not None
 
-    def store_delete(data: bytes) -> None:
+    def store_delete(data: bytes) -> Awaitable[None]:
+        """sdev_store_delete(): the write returns once the device is removed."""
         if sdev.sdev_state in (SdevState.SDEV_DEL, SdevState.SDEV_CANCEL):
             raise SysfsError(errno.ENODEV)
         attr_node = d.children.get("delete")
         if attr_node is not None:
             d.remove("delete")                # device_remove_file(dev, attr)
-        if not async_schedule(kernel, shost.ml_ops.remove_device, sdev):
-            raise SysfsError(errno.EAGAIN, "delete: no async domain to run the removal in")
+        return shost.ml_ops.remove_device(sdev)
 
-    def store_rescan(data: bytes) -> None:
-        if not async_schedule(kernel, shost.ml_ops.rescan_device, sdev):
-            raise SysfsError(errno.EAGAIN, "rescan: no async domain to run the rescan in")
+    def store_rescan(data: bytes) -> Awaitable[None]:
+        """store_rescan_field(): the write returns once the device is revalidated."""
+        return shost.ml_ops.rescan_device(sdev)
 
-    def store_state(data: bytes) -> None:
+    def store_state(data: bytes) -> Awaitable[None] | None:
         text = data.decode("latin-1")
         state = None
         for st in SdevState:
@@ -449,11 +454,12 @@ def _sdev_attrs(sdev: scsi_device) -> None:
         if sdev.sdev_state not in (SdevState.SDEV_RUNNING, SdevState.SDEV_OFFLINE):
             raise SysfsError(errno.EINVAL)
         if sdev.sdev_state == SdevState.SDEV_RUNNING and state == SdevState.SDEV_RUNNING:
-            return
+            return None
         if scsi_device_set_state(sdev, state):
             raise SysfsError(errno.EINVAL)
         if state == SdevState.SDEV_RUNNING:
-            async_schedule(kernel, shost.ml_ops.rescan_device, sdev)
+            return shost.ml_ops.rescan_device(sdev)    # revalidated before the write returns
+        return None
 
     def show_timeout() -> str:
         q = sdev.request_queue

@@ -125,8 +125,7 @@ async def test_state_attribute(seed) -> None:
     state.write(b"offline\n")
     assert state.read() == b"offline\n" and sdev.sdev_state == SdevState.SDEV_OFFLINE
     lld.log.clear()
-    state.write(b"running\n")
-    await K.async_synchronize_full(kernel)             # running again: rescan scheduled
+    await state.write(b"running\n")                    # running again: rescanned before it returns
     assert sdev.sdev_state == SdevState.SDEV_RUNNING
     assert lld.log and lld.log[0][1].hex(" ") == "12 01 00 00 04 00"   # scsi_rescan_device
 
@@ -178,39 +177,37 @@ async def test_scan_attribute_parsing_and_hotplug(seed, tmp_path: Path, opened) 
         assert ei.value.errno == errno.EINVAL, bad
     bus.attach(hd(tmp_path, "new.img", 1 << 20, 2, scsi_id=3, opened=opened, drive_id="drive9"))
     lld.log.clear()
-    scan_attr.write(b"- 3 -\n")
-    await K.async_synchronize_full(kernel)
+    await scan_attr.write(b"- 3 -\n")                  # the LUNs are added when it returns
     assert K.scsi_device_lookup(shost, 0, 3, 2) is not None
+    assert kernel.sysfs.root.lookup("bus/scsi/devices/0:0:3:2") is not None
+    await K.async_synchronize_full(kernel)               # sd's probe is asynchronous
     assert kernel.sysfs.root.lookup("bus/scsi/devices/0:0:3:2") is not None
     assert kernel.sysfs.root.lookup("bus/scsi/drivers/sd/0:0:3:2") is not None
     assert {h for h, _, _ in lld.log} >= {"0:0:3:0", "0:0:3:2"}
     lld.log.clear()
-    scan_attr.write(b"0 0x3 02\n")                 # numbers in any base; device exists: no INQUIRY
-    await K.async_synchronize_full(kernel)
+    await scan_attr.write(b"0 0x3 02\n")           # numbers in any base; device exists: no INQUIRY
     assert [c[0] for _, c, _ in lld.log] == []
 
 
 async def test_delete_attribute_removes_device(seed) -> None:
     kernel, shost, lld, bus = seed
     sdev = shost.devices[1]
-    sdev.sdev_gendev.kobj.children["delete"].write(b"1\n")
-    await K.async_synchronize_full(kernel)
+    await sdev.sdev_gendev.kobj.children["delete"].write(b"1\n")      # done when the write returns
     assert sdev.sdev_state == SdevState.SDEV_DEL
     assert kernel.sysfs.root.lookup(f"{HOST}/target0:0:0/0:0:0:1") is None
     assert kernel.sysfs.root.lookup("class/scsi_device/0:0:0:1") is None
     assert kernel.sysfs.root.lookup("bus/scsi/devices/0:0:0:1") is None
     assert kernel.sysfs.root.lookup(f"{HOST}/target0:0:0") is not None    # LUN 0 still there
     # a rescan through the host's scan attribute brings it back
-    shost.shost_dev.kobj.children["scan"].write(b"0 0 1\n")
-    await K.async_synchronize_full(kernel)
+    await shost.shost_dev.kobj.children["scan"].write(b"0 0 1\n")
+    await K.async_synchronize_full(kernel)           # sd's probe is asynchronous
     assert kernel.sysfs.root.lookup("bus/scsi/devices/0:0:0:1") is not None
 
 
 async def test_rescan_attribute_rereads_vpd(seed) -> None:
     kernel, shost, lld, bus = seed
     lld.log.clear()
-    shost.devices[0].sdev_gendev.kobj.children["rescan"].write(b"1\n")
-    await K.async_synchronize_full(kernel)
+    await shost.devices[0].sdev_gendev.kobj.children["rescan"].write(b"1\n")
     assert lld.log[0][1].hex(" ") == "12 01 00 00 04 00"
 
 

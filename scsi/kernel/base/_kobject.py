@@ -13,11 +13,13 @@ from __future__ import annotations
 import errno
 import functools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Union
 
 ShowFn = Callable[[], Union[str, bytes]]
-StoreFn = Callable[[bytes], None]
+# a store may return an awaitable: the write(2) completes when it does, as a kernel ->store()
+# that scans or removes devices before it returns (scsi_sysfs's scan, delete, rescan)
+StoreFn = Callable[[bytes], Union[Awaitable[None], None]]
 
 # sysfs reports this size for every ordinary attribute, whatever its content (fs/sysfs/file.c).
 PAGE_SIZE = 4096
@@ -268,10 +270,11 @@ class Attr(Node):
         value = self.show()
         return value.encode() if isinstance(value, str) else value
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> Awaitable[None] | None:
+        """Run the store; an awaitable it returns is the rest of the store (the writer awaits it)."""
         if self.store is None:
             raise SysfsError(errno.EIO)
-        self.store(data)
+        return self.store(data)
 
 
 class Link(Node):
