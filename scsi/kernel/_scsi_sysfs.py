@@ -425,7 +425,6 @@ def _sdev_attrs(sdev: scsi_device) -> None:
     """scsi_sdev_attrs / scsi_sdev_bin_attrs with their visibility rules."""
     d = sdev.sdev_gendev.kobj
     shost = sdev.host
-    kernel = shost.kernel
     can_change_depth = shost.hostt.change_queue_depth is not None
 
     def store_delete(data: bytes) -> Awaitable[None]:
