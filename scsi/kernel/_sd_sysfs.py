@@ -10,7 +10,7 @@ as cache_type_store does, so the disk itself learns the new setting.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
@@ -96,14 +96,6 @@ ULONG_MAX = 0xFFFFFFFFFFFFFFFF
 INT_MIN, INT_MAX = -(1 << 31), (1 << 31) - 1
 
 
-def _spawn(sdkp: ScsiDisk, fn: Callable[[], Any]) -> None:
-    """Run an async store effect in the kernel's nursery (sysfs stores are synchronous here)."""
-    nursery = getattr(sdkp.kernel, "nursery", None)
-    if nursery is None:
-        raise SysfsError(errno.EAGAIN, "no kernel nursery to run the command in")
-    nursery.start_soon(fn)
-
-
 def sd_disk_attrs(sdkp: ScsiDisk, kobj: Dir) -> None:
     """Add every attribute of sd_disk_groups to the scsi_disk device directory."""
     sdp = sdkp.device
@@ -111,7 +103,7 @@ def sd_disk_attrs(sdkp: ScsiDisk, kobj: Dir) -> None:
     def cache_type_show() -> str:
         return SD_CACHE_TYPES[sdkp.RCD + 2 * sdkp.WCE] + "\n"
 
-    def cache_type_store(data: bytes) -> None:
+    def cache_type_store(data: bytes) -> Awaitable[None] | None:
         if sdp.type not in (ScsiType.TYPE_DISK, ScsiType.TYPE_ZBC):
             raise SysfsError(errno.EINVAL, "no cache control on this device type")
         temp = b"temporary "
@@ -125,8 +117,8 @@ def sd_disk_attrs(sdkp: ScsiDisk, kobj: Dir) -> None:
         if sdkp.cache_override:
             sdkp.WCE, sdkp.RCD = wce, rcd
             sd_set_flush_flag(sdkp)
-            return
-        _spawn(sdkp, lambda: cache_type_select(sdkp, wce, rcd))
+            return None
+        return _cache_type_write(sdkp, wce, rcd)
 
     def manage_start_stop_show() -> str:
         return "%u\n" % (bool(getattr(sdp, "manage_system_start_stop", 0))
@@ -223,6 +215,14 @@ def sd_disk_attrs(sdkp: ScsiDisk, kobj: Dir) -> None:
               max_medium_store_wrap, 0o644)
     kobj.attr("zoned_cap", zoned_cap_show, None, 0o444)
     kobj.attr("max_retries", lambda: f"{sdkp.max_retries}\n", max_retries_store, 0o644)
+
+
+async def _cache_type_write(sdkp: ScsiDisk, wce: int, rcd: int) -> None:
+    """The rest of cache_type_store(): the write returns once the page is selected and the
+    disk revalidated, and fails with EINVAL when the device refuses."""
+    ret = await cache_type_select(sdkp, wce, rcd)
+    if ret:
+        raise SysfsError(-ret, "the caching mode page was not accepted")
 
 
 async def cache_type_select(sdkp: ScsiDisk, wce: int, rcd: int) -> int:

@@ -632,16 +632,16 @@ async def test_full_stack_4k_disk_on_other_target_and_lun(tmp_path: Path) -> Non
     assert sd_dir is not None and sd_dir.children["cache_type"].read() == b"write back\n"
 
 
-async def test_cache_type_store_runs_mode_select_in_kernel_nursery(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_cache_type_store_returns_after_mode_select(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cache_type_store() sends MODE SENSE / MODE SELECT and revalidates before the write
+    returns (the store's awaitable is the rest of the write)."""
     m = Machine(monkeypatch)
     hd = FakeHd(nblocks=2048)
     s = m.add(0, hd)
     await m.drv.probe(s)
     attr = _sd.dev_get_drvdata(s).disk_dev.kobj.children["cache_type"]
-    with pytest.raises(SysfsError):                 # no async domain to send the command in
-        attr.write(b"write through\n")
-    async with trio.open_nursery() as nursery:
-        m.kernel.nursery = nursery
-        attr.write(b"write through\n")
+    rest = attr.write(b"write through\n")
+    assert rest is not None and not hd.selected     # nothing sent until the writer awaits it
+    await rest
     assert hd.selected and attr.read() == b"write through\n"
     assert write_cache(s.request_queue) == (False, False)
