@@ -180,6 +180,7 @@ async def serve_machine(machine: Machine, mountpoint: str,
         ops.xattr_source = nodes.xattrs
         if udevd is not None:
             udevd.monitor_listeners.append(nodes.netlink.udev_event)     # netlink group 2
+            udevd.synced = ops.sync_if_pending
             udevd.monitor_wanted = lambda: nodes.netlink.listening(2)
     try:
         async with trio.open_nursery() as nursery:

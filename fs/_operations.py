@@ -220,7 +220,8 @@ class VscsiOperations(pyfuse3.Operations):
         self.mounted = False
         self._notify_queue: queue.SimpleQueue[tuple[int, bytes | None] | threading.Event | None] = queue.SimpleQueue()
         self._notify_thread: threading.Thread | None = None
-        self._invalidations = 0      # queued so far (a write compares it before and after)
+        self._invalidations = 0      # queued so far
+        self._synced = 0             # of those, known to have reached the kernel
         # extended attributes of a node (the node socket names device nodes for the preload
         # library); None: no node has any
         self.xattr_source: Callable[[Node], dict[str, bytes]] | None = None
@@ -420,12 +421,9 @@ class VscsiOperations(pyfuse3.Operations):
     @fuse_handler
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         handle = self._handle(fh)
-        if not handle.changes_tree:
-            return await handle.write(off, buf)
-        queued = self._invalidations
         n = await handle.write(off, buf)
-        if self._invalidations != queued:   # `echo 1 > delete; test -e ...` sees the device gone
-            await self.invalidations_sent()
+        if handle.changes_tree:             # `echo 1 > delete; test -e ...` sees the device gone
+            await self.sync_if_pending()
         return n
 
     @fuse_handler
@@ -541,9 +539,17 @@ class VscsiOperations(pyfuse3.Operations):
         to wake a client waiting for the name to go."""
         if not self.mounted:
             return
+        upto = self._invalidations
         sent = threading.Event()
         self._notify_queue.put(sent)
         await trio.to_thread.run_sync(sent.wait, abandon_on_cancel=True)
+        self._synced = max(self._synced, upto)
+
+    async def sync_if_pending(self) -> None:
+        """invalidations_sent() when something was queued since the last one returned (a
+        client is about to be told of a change: a sysfs write's reply, udevd's monitor event)."""
+        if self._invalidations != self._synced:
+            await self.invalidations_sent()
 
     def _tree_event(self, action: str, parent: Dir, name: str) -> None:
         if action == "add":

@@ -24,7 +24,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -190,6 +190,10 @@ class Udevd:
         # who hears each processed event (the node socket's netlink group 2), and whether
         # anyone does now: events of devices without a node matter to nobody else
         self.monitor_listeners: list[Callable[[bytes], None]] = []
+        # awaited before an event goes to the monitors: the record and links it announces must
+        # be visible to a lookup by then (the FUSE side's sync_if_pending), as udevd writes its
+        # database file before it sends the event
+        self.synced: Callable[[], Awaitable[None]] | None = None
         self.monitor_wanted: Callable[[], bool] = lambda: bool(self.monitor_listeners)
         self.udev_dir = udev
         udev.attr("control", lambda: "", None, 0o600, 0)   # udevd's control socket (see _control)
@@ -348,6 +352,8 @@ class Udevd:
         else:
             props, tags = udev_event_properties(kernel_env, usec, {}, [], []), []
         message = udev_monitor_message(props, tags)
+        if self.synced is not None:
+            await self.synced()
         for listener in list(self.monitor_listeners):
             listener(message)
 

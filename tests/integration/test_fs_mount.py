@@ -297,6 +297,37 @@ async def test_invalidations_sent_is_a_barrier(fs_mount_file: MountedMachine,
     assert await in_thread(os_errno, os.stat, path) == errno.ENOENT
 
 
+async def test_a_sysfs_write_returns_after_its_changes_reached_the_kernel(
+        fs_mount_file: MountedMachine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`echo 1 > .../delete; test -e ...`: a store that removes nodes (here one that removes
+    a sibling) has its write answered only once the kernel dropped their dentries."""
+    m = fs_mount_file
+    real = pyfuse3.invalidate_entry
+
+    def slow_invalidate(*args: Any, **kw: Any) -> None:
+        time.sleep(0.5)
+        real(*args, **kw)
+
+    root = m.kernel.sysfs.root
+    victim = root.mkdir("victim-dir")
+    victim.const("x", "1\n")
+    root.attr("remove_victim", None, lambda data: root.remove("victim-dir") and None, 0o200)
+    path = f"{m.path}/sys/victim-dir"
+    assert await in_thread(os_errno, os.stat, path) == 0          # cached by the kernel now
+    monkeypatch.setattr(pyfuse3, "invalidate_entry", slow_invalidate)
+
+    def write() -> None:
+        fd = os.open(f"{m.path}/sys/remove_victim", os.O_WRONLY)
+        try:
+            os.write(fd, b"1\n")
+        finally:
+            os.close(fd)
+
+    await in_thread(write)
+    assert await in_thread(os_errno, os.stat, path) == errno.ENOENT
+    await m.mount.ops.sync_if_pending()                             # nothing left: returns at once
+
+
 async def test_unmount_detaches_loops_and_is_clean() -> None:
     require_mount()
     with mount_point() as mnt:
