@@ -530,6 +530,8 @@ class VscsiOperations(pyfuse3.Operations):
             except OSError as exc:
                 if exc.errno not in (errno.ENOENT, errno.ENOTCONN, errno.EBADF):
                     log.warning("FUSE invalidation of %d/%r failed: %s", ino, name, exc)
+            except Exception:  # noqa: BLE001 - the thread must live: barriers wait on it
+                log.exception("FUSE invalidation of %d/%r failed", ino, name)
 
     async def invalidations_sent(self) -> None:
         """Return once every invalidation queued so far has reached the kernel. A reply that
