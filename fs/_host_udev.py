@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import subprocess
 from typing import Final
 
@@ -39,7 +40,7 @@ log = logging.getLogger("vscsifs.fs")
 
 RULES_DIR: Final = "/run/udev/rules.d"
 RULE_FILE: Final = "60-loop-vscsifs.rules"
-UDEV_CONTROL: Final = "/run/udev/control"     # udevd's control socket: there while udevd runs
+UDEV_CONTROL: Final = "/run/udev/control"     # udevd's control socket
 RELOAD_TIMEOUT: Final = 10.0
 
 RULE_TEXT: Final = f"""\
@@ -77,9 +78,21 @@ def install_host_rule(rules_dir: str = RULES_DIR, control: str = UDEV_CONTROL) -
     return True
 
 
+def udevd_listening(control: str) -> bool:
+    """A udevd accepts on its control socket (a socket file left by a udevd that is gone
+    refuses the connection)."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as probe:
+            probe.settimeout(1.0)
+            probe.connect(control)
+    except OSError:
+        return False
+    return True
+
+
 def _reload_udevd(control: str) -> None:
     """``udevadm control --reload`` when a udevd listens on ``control``."""
-    if not os.path.exists(control):
+    if not udevd_listening(control):
         return
     udevadm = shutil.which("udevadm")
     if udevadm is None:

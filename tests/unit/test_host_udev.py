@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +40,18 @@ def test_rule_matches_only_data_files_of_a_vscsifs_mount() -> None:
     assert "60-block.rules" < RULE_FILE < "60-persistent-storage.rules"
 
 
-def test_written_once_and_udevd_reloaded_once(tmp_path: Path, reloads: list[list[str]]) -> None:
-    control = tmp_path / "control"
-    control.touch()
+@pytest.fixture
+def control(tmp_path: Path) -> Iterator[Path]:
+    """A listening SOCK_SEQPACKET socket where udevd's control socket would be."""
+    path = tmp_path / "control"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+        sock.bind(str(path))
+        sock.listen(4)
+        yield path
+
+
+def test_written_once_and_udevd_reloaded_once(tmp_path: Path, control: Path,
+                                               reloads: list[list[str]]) -> None:
     rules = tmp_path / "rules.d"
     assert install_host_rule(str(rules), str(control))
     assert (rules / RULE_FILE).read_text() == RULE_TEXT
@@ -55,6 +66,12 @@ def test_written_once_and_udevd_reloaded_once(tmp_path: Path, reloads: list[list
 
 def test_no_udevd_no_reload(tmp_path: Path, reloads: list[list[str]]) -> None:
     assert install_host_rule(str(tmp_path / "rules.d"), str(tmp_path / "no-control"))
+    assert reloads == []
+    # the socket file of a udevd that is gone: nobody to reload
+    stale = tmp_path / "stale-control"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+        sock.bind(str(stale))
+    assert install_host_rule(str(tmp_path / "rules2.d"), str(stale))
     assert reloads == []
 
 
