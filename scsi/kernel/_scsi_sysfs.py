@@ -5,8 +5,10 @@ and taking it away again; upper-driver registration (scsi_register_driver);
 /sys/module/scsi_mod/parameters.
 
 Stores parse their input as the kernel's ->store() does and fail with the same errno
-(SysfsError). Stores that would do SCSI I/O (scan, delete, rescan) schedule the work into the
-kernel's async domain because a sysfs write cannot wait here.
+(SysfsError). Stores that do SCSI I/O (scan, delete, rescan, state back to running) return
+that work as an awaitable, which the writer awaits: the write returns once it is done, as the
+kernel's stores call it synchronously. Upper-driver probes stay in the async domain (sd probes
+asynchronously in Linux too).
 """
 
 from __future__ import annotations
