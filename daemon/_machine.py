@@ -195,11 +195,11 @@ async def serve_machine(machine: Machine, mountpoint: str,
                     # coldplug (udevadm trigger + settle) before the machine counts as up
                     await fuse.start(udevd.run)
                     await udevd.settle(UDEV_SETTLE_TIMEOUT)
-                    await ops.invalidations_sent()
+                    await ops.sync_if_pending()
                 if nodes is not None:
                     await fuse.start(nodes.serve)
                     if udevd is not None and node_socket:
-                        await fuse.start(UdevControl(udevd, control_socket_path(node_socket), ops.invalidations_sent).serve)
+                        await fuse.start(UdevControl(udevd, control_socket_path(node_socket), ops.sync_if_pending).serve)
                 hosts = len(machine.hosts)
                 luns = sum(len(c.bus.devices) for c in machine.controllers)
                 log.info("serving %s: %d host(s), %d LUN(s)", mountpoint, hosts, luns)

@@ -57,7 +57,7 @@ class UdevControl:
         self.udevd = udevd
         self.path = path
         # awaited between the drained queue and the close that answers settle: the kernel's
-        # dentry cache must have dropped ``queue`` by then (the FUSE side's invalidations_sent)
+        # dentry cache must have dropped ``queue`` by then (the FUSE side's sync_if_pending)
         self.synced = synced
 
     def bind(self) -> trio.socket.SocketType:

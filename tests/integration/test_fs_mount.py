@@ -273,6 +273,18 @@ async def test_hotplug_block_device(fs_mount_any: MountedMachine) -> None:
             await trio.sleep(0.01)
 
 
+def slow_invalidations(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on each dentry invalidation reaches the kernel 0.5 s late (a notify thread
+    that has not run yet)."""
+    real = pyfuse3.invalidate_entry
+
+    def slow_invalidate(*args: Any, **kw: Any) -> None:
+        time.sleep(0.5)
+        real(*args, **kw)
+
+    monkeypatch.setattr(pyfuse3, "invalidate_entry", slow_invalidate)
+
+
 async def test_invalidations_sent_is_a_barrier(fs_mount_file: MountedMachine,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """A name removed from the tree stays in the kernel's dentry cache until the notify thread
@@ -280,13 +292,7 @@ async def test_invalidations_sent_is_a_barrier(fs_mount_file: MountedMachine,
     that follows it (udevd's answer to ``udevadm settle`` once /run/udev/queue is gone) can
     never be overtaken by a lookup that still finds the name."""
     m = fs_mount_file
-    real = pyfuse3.invalidate_entry
-
-    def slow_invalidate(*args: Any, **kw: Any) -> None:   # a notify thread that has not run yet
-        time.sleep(0.5)
-        real(*args, **kw)
-
-    monkeypatch.setattr(pyfuse3, "invalidate_entry", slow_invalidate)
+    slow_invalidations(monkeypatch)
     root = m.kernel.sysfs.root
     root.const("barrier-probe", "1\n")
     path = f"{m.path}/sys/barrier-probe"
@@ -302,19 +308,17 @@ async def test_a_sysfs_write_returns_after_its_changes_reached_the_kernel(
     """`echo 1 > .../delete; test -e ...`: a store that removes nodes (here one that removes
     a sibling) has its write answered only once the kernel dropped their dentries."""
     m = fs_mount_file
-    real = pyfuse3.invalidate_entry
-
-    def slow_invalidate(*args: Any, **kw: Any) -> None:
-        time.sleep(0.5)
-        real(*args, **kw)
-
     root = m.kernel.sysfs.root
     victim = root.mkdir("victim-dir")
     victim.const("x", "1\n")
-    root.attr("remove_victim", None, lambda data: root.remove("victim-dir") and None, 0o200)
+
+    def remove_victim(data: bytes) -> None:
+        root.remove("victim-dir")
+
+    root.attr("remove_victim", None, remove_victim, 0o200)
     path = f"{m.path}/sys/victim-dir"
     assert await in_thread(os_errno, os.stat, path) == 0          # cached by the kernel now
-    monkeypatch.setattr(pyfuse3, "invalidate_entry", slow_invalidate)
+    slow_invalidations(monkeypatch)
 
     def write() -> None:
         fd = os.open(f"{m.path}/sys/remove_victim", os.O_WRONLY)
