@@ -11,7 +11,7 @@ side by side in one process and in parallel test workers.
 
 The child gets PR_SET_PDEATHSIG=SIGTERM: a test process killed with SIGKILL takes its daemons
 down in order (they unmount themselves); whatever a harder death leaves (a dead mount) the next
-daemon on that mount point clears at its start (daemon/_service.py take_instance/check_mountpoint).
+daemon on that mount point clears at its start (daemon/_instance.py take_instance/check_mountpoint).
 The kernel ties that signal to the THREAD that started the daemon, so start a Machine from a
 thread that lives as long as it (the main thread, the trio thread; not a pooled worker thread).
 """

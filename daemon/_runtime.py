@@ -50,8 +50,12 @@ def default_qmp_socket(mountpoint: str, runtime: str | None = None) -> str:
     /run/vscsifs/by-path/tmp-a-m.qmp), so mount points with the same last component do not
     collide. A name too long for a unix socket becomes ``<last component>-<sha256 prefix>.qmp``
     in the same directory."""
-    runtime = os.path.realpath(runtime or runtime_dir())
-    mount = resolve_mountpoint(mountpoint)
+    return qmp_socket_of(resolve_mountpoint(mountpoint), os.path.realpath(runtime or runtime_dir()))
+
+
+def qmp_socket_of(mount: str, runtime: str) -> str:
+    """default_qmp_socket for a mount point already resolved, in a runtime directory already
+    resolved (nothing is looked at: the mount point may be a dead daemon's)."""
     name = os.path.basename(mount) or "root"
     if os.path.dirname(mount) == runtime:
         return os.path.join(runtime, f"{name}.qmp")

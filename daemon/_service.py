@@ -33,7 +33,6 @@ their own printk level.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import fcntl
 import logging
 import os
@@ -41,16 +40,13 @@ import resource
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import trio
 
-from vscsifs.fs._mount import clean_stale
-from vscsifs.fs._guard import describe_exit, process_exiting
-from vscsifs.fs._mounttab import abort_connection, is_stale_mount, mount_entry, resolve_mountpoint
+from vscsifs.fs._mounttab import abort_connection, mount_entry
 from vscsifs.fs._rendezvous import default_node_socket
 from vscsifs.scsi.kernel import Scsi_Host, async_synchronize_full, scsi_device_lookup, shost_for_each_device
 from vscsifs.scsi.kernel.base._printk import LogRecord
@@ -61,7 +57,8 @@ from vscsifs.daemon._devices import Drive
 from vscsifs.daemon._machine import Machine, serve_machine
 from vscsifs.daemon._notify import Notifier, describe_machine
 from vscsifs.daemon._signals import SERVICE_SIGNALS, release_service_signals
-from vscsifs.daemon._runtime import default_qmp_socket, escape_path, runtime_dir
+from vscsifs.daemon._instance import InstanceLock, MountInUse, check_mountpoint, sweep_dead_instances, take_instance
+from vscsifs.daemon._runtime import default_qmp_socket
 from vscsifs.daemon._qmp import QMPServer, QMPSyntaxError, parse_qmp_option
 from vscsifs.daemon._toml_config import TomlConfig, load
 
@@ -123,104 +120,6 @@ def kernel_journal_sink(stream: TextIO) -> Callable[[LogRecord], None]:
         stream.write(rec.syslog_line() + "\n")
         stream.flush()
     return sink
-
-
-# --- one instance per mount point ----------------------------------------------------------------
-
-class MountInUse(Exception):
-    """The mount point is served by another live instance (or something else is mounted there);
-    ``holder`` is the pid named in the instance lock, when there is one."""
-
-    def __init__(self, message: str, holder: int | None = None) -> None:
-        super().__init__(message)
-        self.holder = holder
-
-
-DYING_HOLDER_WAIT = 10.0    # seconds a killed holder may take to finish exiting once its FUSE conn is aborted
-
-
-class InstanceLock:
-    """An flock on ``RUNTIME/lock/<escaped mount point>.lock`` held for the daemon's life.
-
-    The kernel drops the lock when the process dies however it dies (kill -9 included), so a
-    lock that is held always means a live instance; the file says which pid."""
-
-    def __init__(self, mountpoint: str, directory: str | None = None) -> None:
-        self.mountpoint = resolve_mountpoint(mountpoint)
-        self.directory = directory or os.path.join(runtime_dir(), "lock")
-        self.path = os.path.join(self.directory, escape_path(self.mountpoint) + ".lock")
-        self.fd: int | None = None
-
-    def acquire(self) -> InstanceLock:
-        os.makedirs(self.directory, mode=0o755, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").split("\n", 1)[0].strip()
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                who = f"pid {holder}" if holder.isdigit() else "another process"
-                raise MountInUse(f"{self.mountpoint} is in use by another vscsifs instance ({who}; "
-                                 f"lock {self.path}): stop it first, or choose another --mount",
-                                 int(holder) if holder.isdigit() else None) from None
-            raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n{self.mountpoint}\n".encode(), 0)
-        self.fd = fd
-        return self
-
-    def release(self) -> None:
-        """Drop the lock. The file stays: unlinking it would let a starter that opened the old
-        inode and one that creates a new file both "hold" the lock; a stale file is harmless."""
-        if self.fd is None:
-            return
-        os.close(self.fd)       # closing drops the flock
-        self.fd = None
-
-
-def take_instance(lock: InstanceLock, mountpoint: str, wait: float = DYING_HOLDER_WAIT) -> InstanceLock:
-    """Acquire the instance lock; when its holder is a killed daemon stuck in its own exit,
-    abort that daemon's FUSE connection (fs/_mounttab.abort_connection) so it can finish dying,
-    and take the lock once it has. Anything else holding the lock is a live instance: refused."""
-    try:
-        return lock.acquire()
-    except MountInUse as exc:
-        if exc.holder is None or not process_exiting(exc.holder):
-            raise
-        pid = exc.holder
-    log.warning("%s: the previous daemon (pid %d) was killed and is stuck exiting (%s): "
-                "aborting its FUSE connection", mountpoint, pid, describe_exit(pid))
-    abort_connection(mountpoint)
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            return lock.acquire()
-        except MountInUse:
-            if time.monotonic() >= deadline:
-                raise MountInUse(f"{lock.mountpoint}: the previous daemon (pid {pid}) is still exiting "
-                                 f"{wait:.0f} s after its FUSE connection was aborted ({describe_exit(pid)}): "
-                                 f"it holds {lock.path}",
-                                 pid) from None
-            time.sleep(0.05)
-
-
-def check_mountpoint(mountpoint: str) -> None:
-    """Refuse a mount point where a live filesystem is mounted (another instance in another
-    runtime dir or namespace, or anything else); a dead daemon's mount (ENOTCONN) is left for
-    fs/_mount.clean_stale: cleared here, before anything stats the mount point (a stat of a
-    dead FUSE root fails with ENOTCONN once its cached attributes expire)."""
-    if is_stale_mount(mountpoint):
-        log.warning("%s: a FUSE mount left by a daemon that died (ENOTCONN); clearing it", mountpoint)
-        clean_stale(mountpoint)
-        return
-    entry = mount_entry(mountpoint)
-    if entry is not None:
-        fstype, source = entry.fstype, entry.source
-        who = "another live vscsifs instance" if source == "vscsifs" or fstype.endswith(".vscsifs") \
-            else f"a {fstype} filesystem ({source})"
-        raise MountInUse(f"{resolve_mountpoint(mountpoint)} is already a mount point, served by {who}: "
-                         f"refusing to mount over it")
 
 
 # --- dying without wedging --------------------------------------------------------------------------
@@ -636,6 +535,10 @@ def run_service(cfg: MachineConfig, mountpoint: str, *, quiet: bool = False, qmp
     except OSError as exc:
         log.warning("cannot take the instance lock %s (%s): not guarding %s against a second instance",
                     lock.path, exc.strerror, mountpoint)
+    try:
+        sweep_dead_instances()
+    except OSError as exc:
+        log.warning("cannot sweep the runtime files of dead daemons: %s", exc)
     try:
         try:
             machine = Machine.create(cfg, console=None if quiet or journal else sys.stderr)

@@ -5,7 +5,7 @@ Why: a daemon killed (SIGKILL, the OOM killer) while one of its threads waits on
 its own mount (the loop devices over its data files, a partition re-read) waits in its exit for
 an answer only it could give: D state, holding its mount, its loop devices and its instance lock
 (daemon/_service.keep_fuse_dev_last explains the order the kernel releases its files in). The
-next start on that mount point aborts the connection (take_instance); the guard does it at once,
+next start on that mount point aborts the connection (daemon/_instance.py take_instance); the guard does it at once,
 so a killed daemon is gone within a second whether or not anything starts after it. It does only
 that: the dead mount (ENOTCONN) and the loop devices stay for the next start's clean_stale, as
 for any daemon that died, so nothing of a live mount is ever touched. The guard runs in a

@@ -417,6 +417,29 @@ def test_kill9_then_restart_on_the_same_mount_point(tmp_path, mountable, service
     assert not is_mounted(second.mount)
 
 
+def test_runtime_files_go_with_their_daemon_or_at_the_next_start(tmp_path, mountable, services, one_lun):
+    """A stopped daemon leaves nothing in the runtime directory; a killed one leaves its lock
+    file and sockets, which the next start of any daemon removes (not its own: a live daemon's
+    stay)."""
+    from vscsifs.daemon._instance import InstanceLock, instance_sockets
+    tmp = str(tmp_path)
+    killed = start(tmp, one_lun, log_name="killed.log", mount=os.path.join(tmp, "a"))
+    services.append(killed)
+    killed_files = [InstanceLock(killed.mount).path, *instance_sockets(killed.mount)[:2]]   # lock, QMP, nodes
+    assert all(os.path.exists(p) for p in killed_files)
+    killed.proc.kill()
+    killed.proc.wait()
+    assert all(os.path.exists(p) for p in killed_files)
+    other = start(tmp, one_lun, log_name="other.log", mount=os.path.join(tmp, "b"))
+    services.append(other)
+    assert [p for p in killed_files if os.path.exists(p)] == [], other.log()
+    other_files = [InstanceLock(other.mount).path, *instance_sockets(other.mount)[:2]]
+    assert all(os.path.exists(p) for p in other_files)
+    other.signal(signal.SIGTERM)
+    assert other.wait() == 0
+    assert [p for p in other_files if os.path.exists(p)] == []
+
+
 def _blocked(pid: int, sig: int) -> bool:
     """/proc/PID/status SigBlk has ``sig``."""
     try:

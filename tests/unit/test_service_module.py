@@ -1,4 +1,4 @@
-"""daemon/_service.py without a mount: reload plans, the instance lock, journal formatting
+"""daemon/_service.py without a mount: reload plans, journal formatting
 (tests/integration/test_service.py runs the service itself)."""
 
 from __future__ import annotations
@@ -6,16 +6,12 @@ from __future__ import annotations
 import io
 import logging
 import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 
 from vscsifs.daemon._config import ControllerConfig, DriveConfig, MachineConfig, ScsiDeviceConfig
 from vscsifs.daemon._runtime import escape_path
-from vscsifs.daemon._service import (InstanceLock, JournalFormatter, MountInUse, ReloadRefused, plan_reload,
-                                     stream_is_journal)
+from vscsifs.daemon._service import JournalFormatter, ReloadRefused, plan_reload, stream_is_journal
 
 
 def machine(*devs: tuple[str | None, int, int, str], smp: int = 2, queues: int = 2) -> MachineConfig:
@@ -74,38 +70,6 @@ def test_escape_path_like_systemd_escape():
     assert escape_path("/run/vscsifs/lab") == "run-vscsifs-lab"
     assert escape_path("/tmp/my-dir/x y") == "tmp-my\\x2ddir-x\\x20y"
     assert escape_path("/") == "-"
-
-
-def test_instance_lock_refuses_a_second_holder(tmp_path):
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    first = InstanceLock(str(mnt), directory=str(tmp_path / "locks")).acquire()
-    # another process tries the same mount point
-    code = textwrap.dedent(f"""
-        from vscsifs.daemon._service import InstanceLock, MountInUse
-        try:
-            InstanceLock({str(mnt)!r}, directory={str(tmp_path / 'locks')!r}).acquire()
-        except MountInUse as e:
-            print(e)
-    """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert f"{mnt} is in use by another vscsifs instance (pid {os.getpid()};" in out
-    first.release()
-    again = InstanceLock(str(mnt), directory=str(tmp_path / "locks")).acquire()   # free once released
-    again.release()
-
-
-def test_instance_lock_is_dropped_when_the_holder_dies(tmp_path):
-    mnt = str(tmp_path)
-    code = (f"import os; from vscsifs.daemon._service import InstanceLock; "
-            f"InstanceLock({mnt!r}, directory={str(tmp_path / 'l')!r}).acquire(); os._exit(9)")
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 9       # died holding it, file left
-    assert os.listdir(tmp_path / "l")
-    InstanceLock(mnt, directory=str(tmp_path / "l")).acquire().release()
-
-
-def test_mount_in_use_is_an_exception_with_the_message():
-    assert str(MountInUse("x")) == "x"
 
 
 def test_journal_formatter_prefixes_every_line():
