@@ -52,6 +52,8 @@ IN_CLOSE = InMask.IN_CLOSE_WRITE | InMask.IN_CLOSE_NOWRITE
 WATCH_MASK = InMask.IN_OPEN | IN_CLOSE
 # how long create() waits for the path to name the new node
 READY_WAIT = 5.0
+# holder counts a recount takes while events keep coming before it acts on the last one
+RECOUNT_TRIES = 8
 # struct inotify_event: wd (s32), mask, cookie, len (u32), then name[len]
 INOTIFY_EVENT = struct.Struct("=iIII")
 
@@ -155,24 +157,41 @@ class OpenWatch:
         async with self._lock:
             if self.fd < 0:
                 return
-            check = False
-            for mask in read_events(self.fd):
-                if mask & InMask.IN_OPEN and await self.opened():
-                    self.held += 1
-                if mask & IN_CLOSE:
-                    check = True
-                    if self.held:
-                        self.held -= 1
-                        await self.closed(self.held == 0)
-                if mask & (InMask.IN_Q_OVERFLOW | InMask.IN_IGNORED):
-                    check = True
-            if check:
+            if await self._handle(read_events(self.fd)):
                 await self._recount()
+
+    async def _handle(self, events: list[InMask]) -> bool:
+        """The driver's open or release for each event; whether the holders must be counted
+        (a close, or events merged or lost)."""
+        check = False
+        for mask in events:
+            if mask & InMask.IN_OPEN and await self.opened():
+                self.held += 1
+            if mask & IN_CLOSE:
+                check = True
+                if self.held:
+                    self.held -= 1
+                    await self.closed(self.held == 0)
+            if mask & (InMask.IN_Q_OVERFLOW | InMask.IN_IGNORED):
+                check = True
+        return check
 
     async def _recount(self) -> None:
         """Merged or lost events: release everything when nobody holds the node any more, or
-        open once when someone does and nothing is held."""
-        holders = await trio.to_thread.run_sync(node_holders, self.paths, os.getpid())
+        open once when someone does and nothing is held.
+
+        A holder the count finds may have opened after the events were read: its IN_OPEN is
+        queued by then (the kernel queues it before the descriptor is installed), so events
+        that came during the count are handled first and the count is taken again; otherwise
+        that open would reach the driver twice, once from the count and once from its event."""
+        for _ in range(RECOUNT_TRIES):
+            holders = await trio.to_thread.run_sync(node_holders, self.paths, os.getpid())
+            if self.fd < 0:
+                return
+            pending = read_events(self.fd)
+            if not pending:
+                break
+            await self._handle(pending)
         if not holders:
             while self.held:
                 self.held -= 1

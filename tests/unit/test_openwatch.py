@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from vscsifs.fs import _openwatch
 from vscsifs.fs._openwatch import InMask, OpenWatch, inotify_watch, node_holders, read_events
 
 
@@ -121,6 +122,34 @@ async def test_merged_opens_are_recounted_from_the_holders(node: str) -> None:
                 await trio.sleep(0.01)
         assert driver.log == ["open", "last", "open", "last"]
     finally:
+        await w.close()
+
+
+async def test_an_open_during_the_holder_count_reaches_the_driver_once(node: str, monkeypatch) -> None:
+    """dd closes the drive and the next dd opens it while the close's holder count runs: the
+    count finds the new holder, whose IN_OPEN is already queued. That is one open for the
+    driver, not one from the count and one from the event."""
+    driver = Driver()
+    w = await _watch(node, driver)
+    later: list[subprocess.Popen] = []
+
+    def count_while_the_next_opens(paths: tuple[str, ...], exclude_pid: int) -> int:
+        if not later:
+            with open(node, "rb") as f:
+                later.append(subprocess.Popen(["sleep", "30"], stdin=f))
+        return node_holders(paths, exclude_pid)
+    try:
+        a = os.open(node, os.O_RDONLY)
+        await w.sync()
+        monkeypatch.setattr(_openwatch, "node_holders", count_while_the_next_opens)
+        os.close(a)
+        await w.sync()
+        await w.sync()
+        assert driver.log == ["open", "last", "open"] and w.held == 1
+    finally:
+        for p in later:
+            p.kill()
+            p.wait()
         await w.close()
 
 
