@@ -15,7 +15,7 @@ import errno
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import trio
 
@@ -236,11 +236,11 @@ class scsi_device:  # noqa: N801 - the kernel's struct name (QEMU's SCSIDevice i
     supported_events: set[str] = field(default_factory=set)
     sdev_gendev: Any = None            # fs Device "H:C:T:L" on bus scsi
     sdev_dev: Any = None               # fs Device in class scsi_device
-    # the bound upper driver (sd/sr/...), a ScsiDriver or None. Any, not that type: the compiled
+    # the bound upper driver (sd/sr/...). Typed by a Protocol, not ScsiDriver: the compiled
     # build checks a value of a non-native class by its exact type against the subclasses it
     # compiled (allow_interpreted_subclasses does not apply to non-native classes), and sr's
-    # and tests' drivers subclass ScsiDriver outside it. Its hooks are read by name either way.
-    driver_ops: Any = None
+    # and tests' drivers subclass ScsiDriver outside it; mypyc erases protocols to object.
+    driver_ops: ScsiDriverOps | None = None
     hostdata: Any = None
     rpm: Any = None                    # runtime PM state (_scsi_sysfs.RuntimePm), made on first use
     sector_size: int = 0                # set by sd/sr from READ CAPACITY
@@ -276,6 +276,31 @@ class scsi_device:  # noqa: N801 - the kernel's struct name (QEMU's SCSIDevice i
     def online(self) -> bool:
         """scsi_device_online()"""
         return self.sdev_state not in (_SDEV_OFFLINE, _SDEV_TRANSPORT_OFFLINE)
+
+
+class ScsiDriverOps(Protocol):
+    """What the midlayer reads of a bound upper driver (struct scsi_driver's hooks, None for a
+    NULL pointer): the type of ``scsi_device.driver_ops``, which ScsiDriver and its subclasses
+    satisfy."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def fs_driver(self) -> Driver | None: ...
+    @property
+    def remove(self) -> Callable[[scsi_device], Awaitable[int] | int] | None: ...
+    @property
+    def rescan(self) -> Callable[[scsi_device], Awaitable[None] | None] | None: ...
+    @property
+    def init_command(self) -> Callable[[scsi_cmnd], Any] | None: ...
+    @property
+    def uninit_command(self) -> Callable[[scsi_cmnd], None] | None: ...
+    @property
+    def done(self) -> Callable[[scsi_cmnd], int] | None: ...
+    @property
+    def eh_action(self) -> Callable[[scsi_cmnd, int], int] | None: ...
+    @property
+    def eh_reset(self) -> Callable[[scsi_cmnd], None] | None: ...
 
 
 @mypyc_attr(native_class=False)
