@@ -108,8 +108,8 @@ import pyfuse3
 import trio
 
 from vscsifs.scsi.kernel import block as block_layer
-from vscsifs.scsi.kernel.block._blkdev_file import BLKGETSIZE64, fmode_of_open
-from vscsifs.scsi.kernel.base._kobject import Dir, KernfsRoot, Link, Node
+from vscsifs.scsi.kernel.block._blkdev_file import BLKGETSIZE64, BLKRASET, fmode_of_open
+from vscsifs.scsi.kernel.base._kobject import PAGE_SIZE, Dir, KernfsRoot, Link, Node
 from vscsifs.scsi.kernel.base._fops import FMODE_READ
 from vscsifs.fs._openwatch import OpenWatch
 from vscsifs.fs._rendezvous import HOST_DEV_DIRS, HOST_DEV_NODES
@@ -283,6 +283,13 @@ def loop_flags(lfd: int) -> LoFlags:
     """The bound loop device's lo_flags (LOOP_GET_STATUS64): what the host really set."""
     info = fcntl.ioctl(lfd, LoopIoctl.LOOP_GET_STATUS64, bytes(LOOP_INFO64.size))
     return LoFlags(LOOP_INFO64.unpack(info)[8])
+
+
+def loop_set_read_ahead(loop: LoopDevice, ra_pages: int) -> None:
+    """BLKRASET on the loop device: the host's read-ahead for buffered reads of its node, in
+    512-byte sectors (a host kernel may give loop devices far more than a guest disk has:
+    6.18 gives 2560 KiB, where the emulated sd has 128 KiB)."""
+    fcntl.ioctl(loop.fd, BLKRASET, ra_pages * PAGE_SIZE // 512)
 
 
 def loop_detach(loop: LoopDevice) -> None:
@@ -752,6 +759,7 @@ class DevFs:
         self.synced_listeners: list[Callable[[Any], None]] = []
         self.mode = "pending"       # "loop" or "file" once started
         self._attaching: set[int] = set()   # id(bdev) while LOOP_CONFIGURE runs on its data file
+        self._ra_watch: dict[int, tuple[Any, Callable[[], None]]] = {}   # id(loop) -> (bdi, its watcher)
         self.mountpoint: str | None = None
         self.ops: VscsiOperations | None = None
         self._nursery: trio.Nursery | None = None
@@ -1023,6 +1031,7 @@ class DevFs:
             return
         entry.loop = loop
         entry.loop_size = size
+        self._follow_read_ahead(bdev, loop)
         mode, gid = self.node_owner("block", bdev)
         entry.node = self._place(bdev.name, lambda base: BlockNode(base, loop.rdev, mode, gid))
         if removable(bdev):
@@ -1107,7 +1116,32 @@ class DevFs:
         if token in entry.side_opens:
             entry.side_opens.remove(token)
 
+    def _follow_read_ahead(self, bdev: Any, loop: LoopDevice) -> None:
+        """The loop device reads ahead what the emulated disk does (its bdi: a partition's is
+        the disk's), now and whenever that changes (read_ahead_kb, BLKRASET, the queue limits):
+        a buffered read of DIR/dev/sdX sends the READs a guest's would."""
+        bdi = bdev.disk.bdi
+
+        def changed() -> None:
+            if self._nursery is not None and not self.stopping:
+                self._start_job(self._set_read_ahead, loop, bdi)
+        bdi.ra_watchers.append(changed)
+        self._ra_watch[id(loop)] = (bdi, changed)
+        changed()
+
+    async def _set_read_ahead(self, loop: LoopDevice, bdi: Any) -> None:
+        async with loop.lock:
+            if loop.fd < 0:
+                return                          # detached meanwhile
+            try:
+                loop_set_read_ahead(loop, bdi.ra_pages)
+            except OSError as exc:
+                log.warning("devfs: BLKRASET on %s: %s", loop.name, exc)
+
     async def _detach(self, loop: LoopDevice) -> None:
+        bdi, changed = self._ra_watch.pop(id(loop), (None, None))
+        if bdi is not None and changed in bdi.ra_watchers:
+            bdi.ra_watchers.remove(changed)
         with trio.CancelScope(shield=True):
             async with loop.lock:
                 if loop.fd < 0:

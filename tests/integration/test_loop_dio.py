@@ -11,12 +11,13 @@ import errno
 import mmap
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from daemon_harness import Daemon, logged_commands, require_mount, run, scsi_logging, start_daemon
+from daemon_harness import VSCSIFS, Daemon, logged_commands, require_mount, run, scsi_logging, start_daemon
 from golden_cdb import make_image
 
 
@@ -171,3 +172,47 @@ def test_the_host_udev_leaves_the_loop_devices_alone(dio_daemon: Daemon, tmp_pat
     finally:
         run("losetup", "-d", loop)
     assert other.get("ID_PART_TABLE_TYPE") == "dos" and "UDEV_DISABLE_PERSISTENT_STORAGE_RULES_FLAG" not in other, other
+
+
+def _read_stat(d: Daemon, name: str) -> tuple[int, int]:
+    """(reads completed, sectors read) of the emulated disk."""
+    fields = Path(f"{d.mount}/sys/block/{name}/stat").read_text().split()
+    return int(fields[0]), int(fields[2])
+
+
+def _host_read_ahead_kb(st: os.stat_result, want: str) -> str:
+    """The loop device's read_ahead_kb once it is ``want`` (devfs sets it from a job), or as
+    it stays."""
+    for _ in range(500):
+        value = _loop_attr(st, "queue/read_ahead_kb")
+        if value == want:
+            break
+        time.sleep(0.01)
+    return value
+
+
+def test_buffered_reads_of_the_node_read_ahead_as_the_emulated_disk(dio_daemon: Daemon) -> None:
+    """The host gives its loop devices a read-ahead of its own (Linux 6.18: 2560 KiB), a guest's
+    sd has 128 KiB. The loop device follows the emulated disk's read_ahead_kb, so a buffered
+    sequential read of DIR/dev/sdX sends the READs a guest's would; a change through sysfs, or
+    BLKRASET inside `vscsifs exec`, reaches it too."""
+    d = dio_daemon
+    name = _disk(d, 0)
+    st = _attached(d, name)
+    dev, ra_kb = f"{d.mount}/dev/{name}", Path(f"{d.mount}/sys/block/{name}/queue/read_ahead_kb")
+    assert ra_kb.read_text() == "128\n"
+    assert _host_read_ahead_kb(st, "128") == "128"
+    run("blockdev", "--flushbufs", dev)                    # nothing of it in the host's page cache
+    reads, sectors = _read_stat(d, name)
+    run("dd", f"if={dev}", "of=/dev/null", "bs=4096", "count=1024", "skip=1024", "status=none")
+    reads, sectors = _read_stat(d, name)[0] - reads, _read_stat(d, name)[1] - sectors
+    assert 8192 <= sectors <= 8192 + 256, (reads, sectors)    # 4 MiB, and at most 128 KiB ahead
+    assert reads >= 8192 // 256, (reads, sectors)             # no READ beyond 128 KiB
+    try:
+        ra_kb.write_text("512\n")
+        assert _host_read_ahead_kb(st, "512") == "512"
+        run(*VSCSIFS, "exec", "--mount", d.mount, "--", "blockdev", "--setra", "64", f"/dev/{name}")
+        assert ra_kb.read_text() == "32\n"
+        assert _host_read_ahead_kb(st, "32") == "32"
+    finally:
+        ra_kb.write_text("128\n")

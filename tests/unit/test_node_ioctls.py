@@ -22,6 +22,7 @@ from vscsifs.scsi.kernel._bsg_file import SG_IO_V4, SgIoV4
 from vscsifs.scsi.kernel._cdrom import Cds
 from vscsifs.scsi.kernel._cdrom_ioctl import CdromIoctlNr
 from vscsifs.scsi.kernel._scsi_ioctl import CDROM_GENERIC_COMMAND, CdromIoctl, ScsiIoctl, SgIoctl
+from vscsifs.scsi.kernel.base._kobject import Attr, Dir, Link
 from vscsifs.scsi.kernel.block import _blkdev_file as bf
 from vscsifs.scsi.kernel.block._blkdev_file import blkdev_file_open
 
@@ -238,6 +239,32 @@ async def test_block_node_rrpart_and_data_file_ioctls(seed: Machine) -> None:
     await part.release()
     await f.release()
     assert sdb.disk.openers == 0
+
+
+async def test_block_node_read_ahead_is_the_emulated_disks(seed: Machine) -> None:
+    """BLKRASET/BLKFRASET set the disk's bdi read-ahead (CAP_SYS_ADMIN; a partition sets its
+    disk's) which BLKRAGET and read_ahead_kb read back, and whoever follows it is told."""
+    user = UserSpace()
+    sdb = bdev(seed, "sdb")
+    bdi = sdb.disk.bdi
+    told: list[int] = []
+    bdi.ra_watchers.append(lambda: told.append(bdi.ra_pages))
+    part = await blkdev_file_open(bdev(seed, "sdb1"), os.O_RDONLY, ROOT)
+    p = user.alloc(8)
+    assert await part.ioctl(bf.BLKRAGET, p, user, USER) == 0 and bf.LONG.unpack(user.peek(p, 8))[0] == 256
+    with pytest.raises(OSError) as e:
+        await part.ioctl(bf.BLKRASET, 1024, user, USER)
+    assert e.value.errno == errno.EACCES and not told
+    assert await part.ioctl(bf.BLKRASET, 1024, user, ROOT) == 0
+    assert await part.ioctl(bf.BLKFRAGET, p, user, USER) == 0 and bf.LONG.unpack(user.peek(p, 8))[0] == 1024
+    assert told == [128] and bdi.ra_pages == 128               # 1024 sectors = 512 KiB = 128 pages
+    link = seed.kernel.sysfs.root.lookup("block/sdb")
+    assert isinstance(link, Link) and isinstance(link.target, Dir)
+    ra_kb = link.target.lookup("queue/read_ahead_kb")
+    assert isinstance(ra_kb, Attr) and ra_kb.read() == b"512\n"
+    ra_kb.write(b"128\n")
+    assert told == [128, 32]
+    await part.release()
 
 
 async def test_cd_opens_as_cdrom_open_decides(cdrom: Machine) -> None:

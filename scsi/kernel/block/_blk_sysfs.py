@@ -88,7 +88,7 @@ def queue_attrs(q: RequestQueue) -> dict[str, tuple[Callable[[], str], Callable[
     def ra_store(data: bytes) -> None:
         if q.disk is None:
             raise SysfsError(errno.EINVAL)
-        q.disk.bdi.ra_pages = queue_var_store(data) >> (PAGE_SHIFT - 10)
+        q.disk.bdi.set_ra_pages(queue_var_store(data) >> (PAGE_SHIFT - 10))
 
     def max_sectors_store(data: bytes) -> None:
         kb = queue_var_store(data)

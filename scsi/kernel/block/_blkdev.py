@@ -107,6 +107,14 @@ class BackingDevInfo:
     min_ratio: int = 0
     max_ratio: int = 100
     dev: Device | None = None
+    # called after every change of ra_pages (devfs gives the host's loop devices the same)
+    ra_watchers: list[Callable[[], None]] = field(default_factory=list)
+
+    def set_ra_pages(self, pages: int) -> None:
+        """bdi->ra_pages = pages, from any of its writers (sysfs, BLKRASET, the queue limits)."""
+        self.ra_pages = pages
+        for watch in list(self.ra_watchers):
+            watch()
 
 
 @dataclass(eq=False)

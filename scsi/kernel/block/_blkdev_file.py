@@ -60,9 +60,10 @@ BLKDISCARD = _ioc(_IOC_NONE, 0x12, 119, 0)
 BLKSECDISCARD = _ioc(_IOC_NONE, 0x12, 125, 0)
 BLKZEROOUT = _ioc(_IOC_NONE, 0x12, 127, 0)
 # blkdev_common_ioctl()'s requests that act on the data rather than the SCSI device: the node
-# socket serves these on the node's real descriptor (the loop device over the same data file)
-DATA_FILE_IOCTLS = frozenset({BLKROSET, BLKFLSBUF, BLKRASET, BLKFRASET, BLKBSZSET, BLKDISCARD,
-                              BLKSECDISCARD, BLKZEROOUT})
+# socket serves these on the node's real descriptor (the loop device over the same data file).
+# Not BLKRASET/BLKFRASET: the read-ahead is the emulated disk's (BLKRAGET and read_ahead_kb
+# read it), and devfs gives the loop devices the same.
+DATA_FILE_IOCTLS = frozenset({BLKROSET, BLKFLSBUF, BLKBSZSET, BLKDISCARD, BLKSECDISCARD, BLKZEROOUT})
 
 
 def fmode_of_open(flags: int) -> int:
@@ -130,6 +131,11 @@ class BlkdevFile(FileOperations):
         getter = _COMMON_GETTERS.get(cmd)
         if getter is not None:
             await mem.write(arg, getter(self.bdev))
+            return 0
+        if cmd == BLKRASET or cmd == BLKFRASET:
+            if not cred.cap_sys_admin:
+                raise OSError(errno.EACCES, "BLKRASET needs CAP_SYS_ADMIN")
+            self.bdev.disk.bdi.set_ra_pages((arg * 512) // PAGE_SIZE)
             return 0
         if cmd == BLKRRPART:
             if not cred.cap_sys_admin:

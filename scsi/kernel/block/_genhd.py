@@ -147,7 +147,7 @@ def _add_bdi(disk: Gendisk) -> None:
     k = dev.kobj
 
     def ra_store(data: bytes) -> None:
-        bdi.ra_pages = _parse_ul(data) >> (PAGE_SHIFT - 10)
+        bdi.set_ra_pages(_parse_ul(data) >> (PAGE_SHIFT - 10))
 
     def ratio_store(which: str) -> Callable[[bytes], None]:
         def store(data: bytes) -> None:
@@ -365,7 +365,7 @@ def disk_update_readahead(disk: Gendisk) -> None:
     """blk-settings.c: read-ahead is twice the optimal I/O size, at least 128 KiB; io_pages
     from max_sectors."""
     q = disk.queue
-    disk.bdi.ra_pages = max(q.limits.io_opt * 2 // PAGE_SIZE, VM_READAHEAD_PAGES)
+    disk.bdi.set_ra_pages(max(q.limits.io_opt * 2 // PAGE_SIZE, VM_READAHEAD_PAGES))
     disk.bdi.io_pages = q.limits.max_sectors >> (PAGE_SHIFT - SECTOR_SHIFT)
 
 

@@ -245,7 +245,7 @@ def blk_queue_io_min(q: QueueSettings, io_min: int) -> None:
 def blk_queue_io_opt(q: QueueSettings, io_opt: int) -> None:
     q.limits.io_opt = io_opt
     if q.disk is not None:
-        q.disk.bdi.ra_pages = max(io_opt * 2 // PAGE_SIZE, VM_READAHEAD_PAGES)
+        q.disk.bdi.set_ra_pages(max(io_opt * 2 // PAGE_SIZE, VM_READAHEAD_PAGES))
 
 
 def blk_queue_virt_boundary(q: QueueSettings, mask: int) -> None:
