@@ -1119,8 +1119,11 @@ class DevFs:
     def _follow_read_ahead(self, bdev: Any, loop: LoopDevice) -> None:
         """The loop device reads ahead what the emulated disk does (its bdi: a partition's is
         the disk's), now and whenever that changes (read_ahead_kb, BLKRASET, the queue limits):
-        a buffered read of DIR/dev/sdX sends the READs a guest's would."""
-        bdi = bdev.disk.bdi
+        a buffered read of DIR/dev/sdX sends the READs a guest's would. A block device without
+        a bdi (devfs's own tests) keeps the host's read-ahead."""
+        bdi = getattr(getattr(bdev, "disk", None), "bdi", None)
+        if bdi is None:
+            return
 
         def changed() -> None:
             if self._nursery is not None and not self.stopping:
