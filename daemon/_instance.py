@@ -25,7 +25,7 @@ import os
 import stat
 import time
 
-from vscsifs.fs._guard import describe_exit, process_exiting
+from vscsifs.fs._guard import describe_exit, pid_alive, process_exiting
 from vscsifs.fs._mount import clean_stale
 from vscsifs.fs._mounttab import abort_connection, is_stale_mount, mount_entry, resolve_mountpoint
 from vscsifs.fs._rendezvous import control_socket_path, default_node_socket
@@ -46,16 +46,6 @@ class MountInUse(Exception):
     def __init__(self, message: str, holder: int | None = None) -> None:
         super().__init__(message)
         self.holder = holder
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _still_named(fd: int, path: str) -> bool:
@@ -95,7 +85,7 @@ class InstanceLock:
                 os.close(fd)
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                     raise
-                if not (holder.isdigit() and _pid_alive(int(holder))) and time.monotonic() < deadline:
+                if not (holder.isdigit() and pid_alive(int(holder))) and time.monotonic() < deadline:
                     time.sleep(0.01)        # held by no live daemon: a sweep is removing the file
                     continue
                 who = f"pid {holder}" if holder.isdigit() else "another process"

@@ -111,6 +111,7 @@ from vscsifs.scsi.kernel import block as block_layer
 from vscsifs.scsi.kernel.block._blkdev_file import BLKGETSIZE64, BLKRASET, fmode_of_open
 from vscsifs.scsi.kernel.base._kobject import PAGE_SIZE, Dir, KernfsRoot, Link, Node
 from vscsifs.scsi.kernel.base._fops import FMODE_READ
+from vscsifs.fs._guard import pid_alive
 from vscsifs.fs._openwatch import OpenWatch
 from vscsifs.fs._rendezvous import HOST_DEV_DIRS, HOST_DEV_NODES
 from vscsifs.fs._operations import Caller, FileHandle, SpecialFile, VscsiOperations, errno_of
@@ -306,16 +307,6 @@ def loop_detach(loop: LoopDevice) -> None:
 _STALE_RE = re.compile(re.escape(DATA_DIR_PREFIX) + r"(\d+)/")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def stale_loops(sys_block: str = "/sys/block") -> list[tuple[int, str]]:
     """Loop devices whose backing file is a vscsifs data file of a daemon that is gone."""
     found: list[tuple[int, str]] = []
@@ -332,7 +323,7 @@ def stale_loops(sys_block: str = "/sys/block") -> list[tuple[int, str]]:
         except OSError:
             continue
         m = _STALE_RE.search(backing)
-        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+        if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
             found.append((int(name[4:]), backing))
     return found
 

@@ -55,6 +55,17 @@ def proc_stat(pid: int) -> tuple[str, int, str] | None:
     return rest[0], int(rest[6]), wchan
 
 
+def pid_alive(pid: int) -> bool:
+    """A process ``pid`` exists (kill(pid, 0); one we may not signal exists too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def describe_exit(pid: int) -> str:
     """Where ``pid`` is in its exit, for a log line: ``state D in folio_wait_bit_common``."""
     st = proc_stat(pid)
