@@ -8,7 +8,8 @@ The runtime directory must not grow with every mount point ever used (a CI host 
 machine per test would gather thousands of files in /run): a daemon removes its lock file on
 the way out, and every start sweeps the lock files of daemons that died (kill -9, a cgroup's
 SIGKILL) together with the sockets only that mount point's daemon binds (its default QMP socket,
-the node socket and udev's control socket beside it).
+the node socket and udev's control socket beside it), and the dead mount such a daemon leaves
+(ENOTCONN: a test's temporary directory that cannot be removed) with its loop devices.
 
 Removing a lock file is safe only under its flock, and only if openers notice: whoever unlinks
 holds the flock while doing it, and ``acquire`` checks after its flock that the path still names
@@ -151,9 +152,7 @@ def check_mountpoint(mountpoint: str) -> None:
         return
     entry = mount_entry(mountpoint)
     if entry is not None:
-        fstype, source = entry.fstype, entry.source
-        who = "another live vscsifs instance" if source == "vscsifs" or fstype.endswith(".vscsifs") \
-            else f"a {fstype} filesystem ({source})"
+        who = "another live vscsifs instance" if entry.is_vscsifs else f"a {entry.fstype} filesystem ({entry.source})"
         raise MountInUse(f"{resolve_mountpoint(mountpoint)} is already a mount point, served by {who}: "
                          f"refusing to mount over it")
 
@@ -166,7 +165,8 @@ def instance_sockets(mountpoint: str, runtime: str | None = None) -> list[str]:
 
 
 def sweep_dead_instances(runtime: str | None = None) -> list[str]:
-    """Remove the lock files no live daemon holds, each with its mount point's default sockets;
+    """Remove the lock files no live daemon holds, each with its mount point's default sockets
+    and, when a dead vscsifs mount (ENOTCONN) is still there, that mount and its loop devices;
     the paths removed. Locks held (live daemons, ours, a killed daemon still exiting) stay."""
     runtime = runtime or runtime_dir()
     directory = os.path.join(runtime, LOCK_DIR)
@@ -198,6 +198,10 @@ def _sweep_one(path: str, runtime: str) -> list[str]:
         mountpoint = _read_lock(fd)[1]
         removed = []
         if mountpoint.startswith("/"):
+            entry = mount_entry(mountpoint)
+            if entry is not None and entry.is_vscsifs and is_stale_mount(mountpoint):
+                clean_stale(mountpoint)     # what the next start there would do: abort, loops, unmount
+                removed.append(mountpoint)
             for sock in instance_sockets(mountpoint, runtime):
                 try:
                     if stat.S_ISSOCK(os.lstat(sock).st_mode):

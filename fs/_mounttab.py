@@ -33,6 +33,11 @@ class MountEntry:
     def is_fuse(self) -> bool:
         return self.fstype in ("fuse", "fuseblk") or self.fstype.startswith(("fuse.", "fuseblk."))
 
+    @property
+    def is_vscsifs(self) -> bool:
+        """Mounted by a vscsifs daemon (fsname and subtype vscsifs, fs/_mount.mount_options)."""
+        return self.source == "vscsifs" or self.fstype.endswith(".vscsifs")
+
 
 def _unescape_mountinfo(field: str) -> str:
     """mountinfo escapes space, tab, newline and backslash as \\ooo (octal)."""

@@ -419,8 +419,8 @@ def test_kill9_then_restart_on_the_same_mount_point(tmp_path, mountable, service
 
 def test_runtime_files_go_with_their_daemon_or_at_the_next_start(tmp_path, mountable, services, one_lun):
     """A stopped daemon leaves nothing in the runtime directory; a killed one leaves its lock
-    file and sockets, which the next start of any daemon removes (not its own: a live daemon's
-    stay)."""
+    file, its sockets and its dead mount (ENOTCONN), which the next start of any daemon removes
+    (not its own: a live daemon's stay)."""
     from vscsifs.daemon._instance import InstanceLock, instance_sockets
     tmp = str(tmp_path)
     killed = start(tmp, one_lun, log_name="killed.log", mount=os.path.join(tmp, "a"))
@@ -430,9 +430,14 @@ def test_runtime_files_go_with_their_daemon_or_at_the_next_start(tmp_path, mount
     killed.proc.kill()
     killed.proc.wait()
     assert all(os.path.exists(p) for p in killed_files)
+    with pytest.raises(OSError) as ei:
+        os.statvfs(killed.mount)
+    assert ei.value.errno in (errno.ENOTCONN, errno.ECONNABORTED) and is_mounted(killed.mount)
     other = start(tmp, one_lun, log_name="other.log", mount=os.path.join(tmp, "b"))
     services.append(other)
     assert [p for p in killed_files if os.path.exists(p)] == [], other.log()
+    assert not is_mounted(killed.mount), other.log()
+    os.rmdir(killed.mount)                              # an ordinary directory again
     other_files = [InstanceLock(other.mount).path, *instance_sockets(other.mount)[:2]]
     assert all(os.path.exists(p) for p in other_files)
     other.signal(signal.SIGTERM)

@@ -40,9 +40,9 @@ def mountinfo(tmp_path, monkeypatch) -> str:
 
 def test_mount_entry_reads_the_topmost_mount_and_its_dev_number(mountinfo) -> None:
     b = mount_entry("/tmp/b/m", mountinfo)
-    assert b == MountEntry(40, "fuse.vscsifs", "vscsifs") and b.is_fuse
+    assert b == MountEntry(40, "fuse.vscsifs", "vscsifs") and b.is_fuse and b.is_vscsifs
     top = mount_entry("/tmp/a/m", mountinfo)           # mounted over: the last line wins
-    assert top == MountEntry((259 << 20) | 3, "fuseblk.ntfs", "/dev/sdz1") and top.is_fuse
+    assert top == MountEntry((259 << 20) | 3, "fuseblk.ntfs", "/dev/sdz1") and top.is_fuse and not top.is_vscsifs
     assert mount_entry("/tmp/with space", mountinfo) == MountEntry(41, "tmpfs", "tmpfs")
     assert not mount_entry("/tmp/with space", mountinfo).is_fuse
     assert mount_entry("/tmp/nothing", mountinfo) is None
