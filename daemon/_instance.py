@@ -37,7 +37,7 @@ log = logging.getLogger("vscsifs")
 
 LOCK_DIR = "lock"
 DYING_HOLDER_WAIT = 10.0    # seconds a killed holder may take to finish exiting once its FUSE conn is aborted
-SWEEPER_WAIT = 2.0          # seconds a start waits for a lock held by no live process (a sweep)
+SWEEPER_WAIT = 10.0         # seconds a start waits for a lock held by no live process (a sweep clearing a dead mount)
 
 
 class MountInUse(Exception):
