@@ -148,7 +148,7 @@ def check_mountpoint(mountpoint: str) -> None:
     dead FUSE root fails with ENOTCONN once its cached attributes expire)."""
     if is_stale_mount(mountpoint):
         log.warning("%s: a FUSE mount left by a daemon that died (ENOTCONN); clearing it", mountpoint)
-        clean_stale(mountpoint)
+        clean_stale(mountpoint, dead=True)      # just probed: no second statfs
         return
     entry = mount_entry(mountpoint)
     if entry is not None:
@@ -200,7 +200,8 @@ def _sweep_one(path: str, runtime: str) -> list[str]:
         if mountpoint.startswith("/"):
             entry = mount_entry(mountpoint)
             if entry is not None and entry.is_vscsifs and is_stale_mount(mountpoint):
-                clean_stale(mountpoint)     # what the next start there would do: abort, loops, unmount
+                # what the next start there would do (abort, loops, unmount); probed just now
+                clean_stale(mountpoint, dead=True)
                 removed.append(mountpoint)
             for sock in instance_sockets(mountpoint, runtime):
                 try:
