@@ -13,6 +13,7 @@ import struct
 from dataclasses import dataclass, field
 
 from vscsifs.scsi.device._fault_injector import parse_fault_option
+from vscsifs.scsi.device._scsi_disk import DEFAULT_MAX_IO_SIZE, DEFAULT_MAX_UNMAP_SIZE
 
 # QEMU hw/scsi/virtio-scsi.c VirtIOSCSIBusInfo and include/hw/virtio/virtio-scsi.h
 VIRTIO_SCSI_MAX_CHANNEL = 0
@@ -41,6 +42,7 @@ class DriveConfig:
     format: str | None = None         # None: probe, as QEMU does
     readonly: bool = False
     cache: str = "writeback"
+    discard: str = "ignore"           # unmap: UNMAP and WRITE SAME(UNMAP) free the image's blocks
     interface: str = "none"
     media: str = "disk"
     source: str = ""                  # the option text, for error messages
@@ -129,6 +131,18 @@ class ScsiDeviceConfig:
     rotation_rate: int = 0
     removable: bool = False
     write_cache: bool | None = None          # None: auto, from the drive's cache mode
+    # the block limits the device reports (VPD page B0h, READ CAPACITY(16)) and its mode pages
+    min_io_size: int = 0
+    opt_io_size: int = 0
+    discard_granularity: int | None = None   # None: QEMU's -1, max(logical_block_size, 4 KiB)
+    max_unmap_size: int = DEFAULT_MAX_UNMAP_SIZE
+    max_io_size: int = DEFAULT_MAX_IO_SIZE
+    dpofua: bool = False
+    scsi_version: int = 5
+    port_index: int = 0
+    cyls: int = 0
+    heads: int = 0
+    secs: int = 0
     source: str = ""
     origin: str = ""                  # where a TOML file said it; wins over source
     controller: str | None = field(default=None, init=False)   # resolved controller id

@@ -155,13 +155,16 @@ class ScsiModel:
     readonly: bool = False
 
 
-_SCSI_COMMON_PROPS = ("channel", "scsi_id", "lun", "serial", "wwn", "port_wwn", "vendor", "product", "ver",
-                      "device_id")
+_SCSI_COMMON_PROPS = ("channel", "scsi_id", "lun", "serial", "wwn", "port_wwn", "port_index", "vendor", "product",
+                      "ver", "device_id", "min_io_size", "opt_io_size", "discard_granularity", "max_io_size",
+                      "scsi_version", "write_cache")
 
 SCSI_MODELS: dict[str, ScsiModel] = {
-    "scsi-hd": ScsiModel(SCSIDiskDevice, _SCSI_COMMON_PROPS + ("logical_block_size", "physical_block_size",
-                                                               "rotation_rate", "removable", "write_cache")),
-    "scsi-cd": ScsiModel(SCSICDDevice, _SCSI_COMMON_PROPS, readonly=True),
+    "scsi-hd": ScsiModel(SCSIDiskDevice, _SCSI_COMMON_PROPS + (
+        "logical_block_size", "physical_block_size", "rotation_rate", "removable", "dpofua", "max_unmap_size",
+        "cyls", "heads", "secs")),
+    # scsi_cd_realize takes no logical block size: physical_block_size alone sets its blocks
+    "scsi-cd": ScsiModel(SCSICDDevice, _SCSI_COMMON_PROPS + ("physical_block_size",), readonly=True),
 }
 
 
@@ -185,7 +188,7 @@ def open_drive(drive: DriveConfig, *, readonly: bool = False) -> BlockBackend | 
         raise DeviceError("A block device must be specified for \"file\"")
     try:
         return BlockBackend.open(drive.file, readonly=drive.readonly or readonly, fmt=drive.format,
-                                 cache=drive.cache)
+                                 cache=drive.cache, discard=drive.discard)
     except BlockBackendError as e:
         raise DeviceError(str(e)) from None
 

@@ -68,6 +68,68 @@ def parse_size(value: str, default_unit: int = 1) -> int:
     return int(float(num) * mult)
 
 
+def parse_size32(value: str) -> int:
+    """DEFINE_PROP_SIZE32: a size that fits in 32 bits."""
+    n = parse_size(value)
+    if n > 0xFFFFFFFF:
+        raise ValueError("a size below 4 GiB")
+    return n
+
+
+def parse_discard_granularity(value: str) -> int | None:
+    """discard_granularity: a size32 whose default, -1 (4294967295), lets the device pick
+    max(logical_block_size, 4 KiB) (None here)."""
+    n = parse_size32(value)
+    return None if n == 0xFFFFFFFF else n
+
+
+def parse_uint(bits: int) -> Callable[[str], int]:
+    """DEFINE_PROP_UINT<bits>: an integer in any C base, within range."""
+    def parse(value: str) -> int:
+        n = parse_int(value)
+        if not 0 <= n < 1 << bits:
+            raise ValueError(f"an integer between 0 and {(1 << bits) - 1}")
+        return n
+    return parse
+
+
+BLOCKDEV_ON_ERROR = ("report", "ignore", "enospc", "stop", "auto")
+
+
+def parse_on_error(value: str) -> str:
+    """BlockdevOnError (qapi/block-core.json)."""
+    if value not in BLOCKDEV_ON_ERROR:
+        raise ValueError("'report', 'ignore', 'enospc', 'stop' or 'auto'")
+    return value
+
+
+def parse_discard(value: str) -> str:
+    """bdrv_parse_discard_flags: off/ignore keep the image's blocks, on/unmap free them."""
+    if value in ("off", "ignore"):
+        return "ignore"
+    if value in ("on", "unmap"):
+        return "unmap"
+    raise ValueError("'ignore' or 'unmap' (also 'off' or 'on')")
+
+
+def parse_on_off_auto(value: str) -> bool | None:
+    """OnOffAuto: None for auto."""
+    return None if value.lower() == "auto" else parse_bool(value)
+
+
+def _on_error_unsupported(value: str) -> str | None:
+    """Errors are reported to the guest, as rerror=report does; on ENOSPC, where QEMU's enospc
+    (werror's default) pauses the VM, vscsifs reports too (there is no VM to pause)."""
+    if value in ("stop", "ignore"):
+        return ("an I/O error of the image is always reported to the guest as a CHECK CONDITION "
+                "(rerror/werror=report); there is no VM to pause and no error is hidden")
+    return None
+
+
+def _only_off(what: str) -> Callable[[Any], str | None]:
+    return lambda v: what if v else None
+
+
 def parse_wwn(value: str) -> int:
     v = value[4:] if value.lower().startswith("naa.") else value
     try:
@@ -80,11 +142,24 @@ def parse_wwn(value: str) -> int:
 class Prop:
     """One qdev property: the config field it sets ("" when QEMU accepts it and nothing the
     guest sees depends on it), its value parser, QEMU's name for its type (in messages and for
-    the TOML reader, which takes native TOML values for typed properties)."""
+    the TOML reader, which takes native TOML values for typed properties) and, for a property
+    whose every value QEMU accepts but only some vscsifs emulates, why a parsed value is not
+    emulated (None: it is)."""
 
     attr: str
     parse: Callable[[str], Any]
     type_name: str
+    unsupported: Callable[[Any], str | None] | None = None
+
+    def refusal(self, typename: str, key: str, value: Any) -> str | None:
+        """Why a value vscsifs cannot emulate is refused (None: it is emulated): better than a
+        machine that differs from QEMU's in a way the user asked for."""
+        why = self.unsupported(value) if self.unsupported is not None else None
+        return f"{typename}.{key}={_text(value)} is not emulated by vscsifs: {why}" if why else None
+
+
+def _text(value: Any) -> str:
+    return "on" if value is True else "off" if value is False else str(value)
 
 
 def _str(v: str) -> str:
@@ -121,7 +196,9 @@ VHOST_SCSI_PROPS: dict[str, Prop] = {
     "migratable": Prop("", parse_bool, "bool"),
 }
 
-SCSI_DEVICE_PROPS: dict[str, Prop] = {
+# DEFINE_SCSI_DISK_PROPERTIES and the properties scsi-hd and scsi-cd share (QEMU 7.2,
+# `-device scsi-hd,help`)
+_SCSI_DISK_PROPS: dict[str, Prop] = {
     "id": Prop("id", _str, "str"),
     "drive": Prop("drive", _str, "str"),
     "bus": Prop("bus", _str, "str"),
@@ -131,17 +208,66 @@ SCSI_DEVICE_PROPS: dict[str, Prop] = {
     "serial": Prop("serial", _str, "str"),
     "wwn": Prop("wwn", parse_wwn, "uint64"),
     "port_wwn": Prop("port_wwn", parse_wwn, "uint64"),
+    "port_index": Prop("port_index", parse_int, "uint16"),      # range: the model's check
     "vendor": Prop("vendor", _str, "str"),
     "product": Prop("product", _str, "str"),
     "ver": Prop("ver", _str, "str"),
     "device_id": Prop("device_id", _str, "str"),
     "logical_block_size": Prop("logical_block_size", parse_size, "size"),
     "physical_block_size": Prop("physical_block_size", parse_size, "size"),
-    "rotation_rate": Prop("rotation_rate", parse_int, "uint16"),
-    "removable": Prop("removable", parse_bool, "bool"),
-    "write-cache": Prop("write_cache", lambda v: None if v.lower() == "auto" else parse_bool(v), "OnOffAuto"),
+    "min_io_size": Prop("min_io_size", parse_size32, "size"),
+    "opt_io_size": Prop("opt_io_size", parse_size32, "size"),
+    "discard_granularity": Prop("discard_granularity", parse_discard_granularity, "size"),
+    "max_io_size": Prop("max_io_size", parse_uint(64), "uint64"),
+    "scsi_version": Prop("scsi_version", parse_int, "int32"),
+    "write-cache": Prop("write_cache", parse_on_off_auto, "OnOffAuto"),
+    # accepted and without effect here: every error policy left is "report" (see
+    # _on_error_unsupported), and nothing the guest sees depends on the others (vscsifs takes
+    # no image locks for share-rw to relax, and keeps no QMP blockstats to account in)
+    "rerror": Prop("", parse_on_error, "BlockdevOnError", _on_error_unsupported),
+    "werror": Prop("", parse_on_error, "BlockdevOnError", _on_error_unsupported),
     "bootindex": Prop("", parse_int, "int32"),
+    "share-rw": Prop("", parse_bool, "bool"),
+    "account-invalid": Prop("", parse_on_off_auto, "OnOffAuto"),
+    "account-failed": Prop("", parse_on_off_auto, "OnOffAuto"),
+    "backend_defaults": Prop("", parse_on_off_auto, "OnOffAuto", _only_off(
+        "the block limits would come from the host's device; give logical_block_size, "
+        "physical_block_size, discard_granularity, min_io_size and opt_io_size instead")),
+    "quirk_mode_page_vendor_specific_apple": Prop("", parse_bool, "bool", _only_off(
+        "the Apple mode page quirks (for classic Mac OS guests) are not emulated")),
 }
+
+SCSI_HD_PROPS: dict[str, Prop] = {
+    **_SCSI_DISK_PROPS,
+    "removable": Prop("removable", parse_bool, "bool"),
+    "dpofua": Prop("dpofua", parse_bool, "bool"),
+    "max_unmap_size": Prop("max_unmap_size", parse_uint(64), "uint64"),
+    "rotation_rate": Prop("rotation_rate", parse_int, "uint16"),  # range: the model's check
+    # DEFINE_BLOCK_CHS_PROPERTIES: the physical geometry is the mode pages' (04h, 05h); the
+    # logical one only reaches a BIOS
+    "cyls": Prop("cyls", parse_uint(32), "uint32"),
+    "heads": Prop("heads", parse_uint(32), "uint32"),
+    "secs": Prop("secs", parse_uint(32), "uint32"),
+    "lcyls": Prop("", parse_uint(32), "uint32"),
+    "lheads": Prop("", parse_uint(32), "uint32"),
+    "lsecs": Prop("", parse_uint(32), "uint32"),
+}
+
+SCSI_CD_PROPS: dict[str, Prop] = {
+    **_SCSI_DISK_PROPS,
+    **{q: Prop("", parse_bool, "bool", _only_off("the Apple mode page quirks (for classic Mac OS guests) "
+                                                 "are not emulated"))
+       for q in ("quirk_mode_page_apple_vendor", "quirk_mode_page_truncated", "quirk_mode_sense_rom_use_dbd")},
+}
+
+# every SCSI device property, for what writes a configuration back out
+SCSI_DEVICE_PROPS: dict[str, Prop] = {**SCSI_HD_PROPS, **SCSI_CD_PROPS}
+
+
+def scsi_device_props(driver: str) -> dict[str, Prop]:
+    """The property table of a SCSI device model (scsi-disk: scsi-hd's, as it is parsed)."""
+    return SCSI_CD_PROPS if driver == "scsi-cd" else SCSI_HD_PROPS
+
 
 DRIVE_PROPS: dict[str, Prop] = {
     "id": Prop("id", _str, "str"),
@@ -153,11 +279,11 @@ DRIVE_PROPS: dict[str, Prop] = {
     "if": Prop("interface", _str, "str"),
     "media": Prop("media", _str, "str"),
     "aio": Prop("", _str, "str"),
-    "discard": Prop("", _str, "str"),
+    "discard": Prop("discard", parse_discard, "str"),
     "detect-zeroes": Prop("", _str, "str"),
     "snapshot": Prop("", parse_bool, "bool"),
-    "werror": Prop("", _str, "str"),
-    "rerror": Prop("", _str, "str"),
+    "werror": Prop("", parse_on_error, "BlockdevOnError", _on_error_unsupported),
+    "rerror": Prop("", parse_on_error, "BlockdevOnError", _on_error_unsupported),
     "copy-on-read": Prop("", parse_bool, "bool"),
     "auto-read-only": Prop("", parse_bool, "bool"),
 }
@@ -186,6 +312,9 @@ def apply_props(obj: Any, props: dict[str, Prop], typename: str, pairs: list[tup
             parsed = prop.parse(value)
         except ValueError as e:
             raise ConfigError(f"{where}: Parameter '{key}' expects {e}") from None
+        refusal = prop.refusal(typename, key, parsed)
+        if refusal:
+            raise ConfigError(f"{where}: {refusal}")
         if prop.attr:
             setattr(obj, prop.attr, parsed)
 

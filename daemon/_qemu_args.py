@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from vscsifs.daemon._config import (check_fault_option, CONTROLLER_DRIVERS, SCSI_DEVICE_DRIVERS, ConfigError, DriveConfig, MachineConfig,
                                     ScsiDeviceConfig)
-from vscsifs.daemon._qdev_props import (CACHE_MODES, DRIVE_PROPS, SCSI_DEVICE_PROPS, VHOST_SCSI, apply_props,
+from vscsifs.daemon._qdev_props import (CACHE_MODES, DRIVE_PROPS, VHOST_SCSI, apply_props, scsi_device_props,
                                         controller_model, opt_pairs, parse_int, parse_size, split_opts)
 
 # QEMU options that take an argument (qemu-options.hx) and those that do not; the ones vscsifs
@@ -48,7 +48,7 @@ def parse_device(text: str, cfg: MachineConfig) -> None:
         cfg.controllers.append(ctl)
     elif driver in SCSI_DEVICE_DRIVERS:
         dev = ScsiDeviceConfig(driver="scsi-hd" if driver == "scsi-disk" else driver, source=text)
-        apply_props(dev, SCSI_DEVICE_PROPS, driver, pairs, where)
+        apply_props(dev, scsi_device_props(dev.driver), driver, pairs, where)
         cfg.devices.append(dev)
     elif driver in ("vhost-user-scsi-pci", "scsi-block", "scsi-generic", "lsi53c895a",
                     "megasas", "pvscsi", "am53c974", "mptsas1068"):

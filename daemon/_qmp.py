@@ -34,7 +34,7 @@ from vscsifs.daemon import _hotplug as hp
 from vscsifs.daemon._config import ConfigError, DriveConfig, ScsiDeviceConfig
 from vscsifs.daemon._machine import Machine
 from vscsifs.daemon._qapi import COMMAND_NOT_FOUND, GENERIC_ERROR, Arg, QMPError, check_args
-from vscsifs.daemon._qdev_props import DRIVE_PROPS, SCSI_DEVICE_PROPS, apply_props, opt_pairs, parse_size, split_opts
+from vscsifs.daemon._qdev_props import DRIVE_PROPS, apply_props, scsi_device_props, opt_pairs, parse_size, split_opts
 
 log = logging.getLogger("vscsifs")
 
@@ -86,7 +86,7 @@ def device_config_from_args(args: dict[str, Any]) -> ScsiDeviceConfig:
     dev = ScsiDeviceConfig(driver="scsi-hd" if driver == "scsi-disk" else driver)
     pairs = [(k, _qdev_value(v)) for k, v in args.items() if k != "driver"]
     try:
-        apply_props(dev, SCSI_DEVICE_PROPS, driver, pairs, "device_add")
+        apply_props(dev, scsi_device_props(dev.driver), driver, pairs, "device_add")
     except ConfigError as e:
         raise QMPError(str(e).removeprefix("device_add: ")) from None
     dev.source = ",".join([driver] + [f"{k}={v}" for k, v in pairs])
@@ -138,8 +138,11 @@ def drive_config_from_blockdev(args: dict[str, Any]) -> DriveConfig:
         mode = "none"
     if cache.get("no-flush"):
         mode = "unsafe"
+    discard = args.get("discard", "ignore")
+    if discard not in ("ignore", "unmap"):
+        raise QMPError(f"Parameter 'discard' does not accept value '{discard}'")
     return DriveConfig(id=name, file=filename, format="raw", readonly=bool(args.get("read-only", False)),
-                       cache=mode, source=json.dumps(args))
+                       cache=mode, discard=discard, source=json.dumps(args))
 
 
 # ------------------------------------------------------------------ the server

@@ -57,7 +57,8 @@ from vscsifs.scsi.device._fault_injector import parse_fault_option, parse_fault_
 
 from vscsifs.daemon._config import (check_fault_option, CONTROLLER_DRIVERS, SCSI_DEVICE_DRIVERS, ConfigError, ControllerConfig, DriveConfig,
                                     MachineConfig, ScsiDeviceConfig, seed_config)
-from vscsifs.daemon._qdev_props import (CACHE_MODES, DRIVE_PROPS, SCSI_DEVICE_PROPS, VHOST_SCSI, Prop, controller_model)
+from vscsifs.daemon._qdev_props import (CACHE_MODES, DRIVE_PROPS, SCSI_DEVICE_PROPS, VHOST_SCSI, Prop, controller_model,
+                                        scsi_device_props)
 from vscsifs.daemon._qemu_args import parse_memory, parse_qemu_args
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -181,6 +182,7 @@ class _Reader:
                 raise self.fail(*place, key, f"expects a non-negative integer, got {raw}")
             return raw
         want = {"str": "a string", "bool": "a boolean (true/false)", "OnOffAuto": "true, false or \"auto\"",
+                "BlockdevOnError": "one of \"report\", \"ignore\", \"enospc\", \"stop\", \"auto\"",
                 "size": "a size (an integer number of bytes or a string such as \"4k\")",
                 "uint64": "an integer or a hex string such as \"0x5000c50015ea71ac\""}.get(t, "an integer")
         raise self.fail(*place, key, f"expects {want}, got {self._describe(raw)}")
@@ -194,7 +196,7 @@ class _Reader:
         return self.fail(*place, key, f"unknown key{hint}")
 
     def apply(self, obj: Any, props: dict[str, Prop], table: dict[str, Any], place: tuple[str, int | None, Any],
-              skip: tuple[str, ...] = ()) -> None:
+              skip: tuple[str, ...] = (), typename: str = "") -> None:
         for key, raw in table.items():
             if key in skip:
                 continue
@@ -202,6 +204,9 @@ class _Reader:
             if prop is None:
                 raise self.unknown_key(place, key, list(props) + list(skip))
             parsed = self.value(prop, key, raw, place)
+            refusal = prop.refusal(typename or place[0], key, parsed)
+            if refusal:
+                raise self.fail(*place, key, refusal)
             if prop.attr:
                 setattr(obj, prop.attr, parsed)
 
@@ -317,7 +322,8 @@ class _Reader:
                                 f"(one of {', '.join(SCSI_DEVICE_DRIVERS)})")
             dev = ScsiDeviceConfig(driver="scsi-hd" if driver == "scsi-disk" else driver, origin=self.origin(*p))
             inline = t.get("drive")
-            self.apply(dev, SCSI_DEVICE_PROPS, t, p, skip=("driver",) + (("drive",) if isinstance(inline, dict) else ()))
+            self.apply(dev, scsi_device_props(dev.driver), t, p, typename=driver,
+                       skip=("driver",) + (("drive",) if isinstance(inline, dict) else ()))
             if isinstance(inline, dict):
                 did = f"{dev.id or f'device{i}'}-drive"
                 drv = self.drive(inline, p, did, self.origin(*p, key="drive"))

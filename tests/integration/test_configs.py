@@ -52,6 +52,13 @@ IMAGES: dict[str, dict[str, Callable[[Path, str], Path]]] = {
     },
     "multi": {f"{n}.img": _hd(16 * MiB) for n in ("a0", "b0", "b1", "c0", "c1")},
     "big": {"big.img": _hd(3 << 40), "small.img": _hd(16 * MiB)},
+    "limits": {
+        "fua.img": _hd(64 * MiB, (0x5EEDF0A0, 2048, 131072 - 2048)),
+        "wt.img": _hd(64 * MiB),
+        "old.img": _hd(32 * MiB, (0x5EED0010, 2048, 65536 - 2048)),
+        "s2a.img": _hd(16 * MiB),
+        "s2b.img": _hd(16 * MiB),
+    },
 }
 CONFIGS = [n for n in IMAGES if (Path(GOLDEN) / n / "capture.conf").exists()]
 

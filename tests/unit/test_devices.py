@@ -27,11 +27,14 @@ from vscsifs.virtio.device._vhost_scsi import VHostSCSIConf
 # what a realized scsi-hd shows of its properties (the attributes the device model keeps)
 REALIZED = ("channel", "id", "lun", "drive_id", "serial", "vendor", "product", "version", "device_id", "wwn",
             "port_wwn", "logical_block_size", "physical_block_size", "rotation_rate", "removable",
-            "write_cache_enabled", "blocksize")
+            "write_cache_enabled", "blocksize", "min_io_size", "opt_io_size", "discard_granularity",
+            "max_unmap_size", "max_io_size", "dpofua", "default_scsi_version", "port_index", "geometry")
 
 DEVICE = ("scsi-hd,id=disk1,drive=d1,bus=scsi0.0,scsi-id=3,lun=2,serial=SN42,wwn=0x5000c50015ea71ac,"
           "vendor=ACME,product=Rocket,ver=1.0,logical_block_size=4096,physical_block_size=4096,"
-          "rotation_rate=1,removable=on,write-cache=off")
+          "rotation_rate=1,removable=on,write-cache=off,dpofua=on,min_io_size=8k,opt_io_size=1M,"
+          "discard_granularity=64k,max_unmap_size=16777216,max_io_size=524288,scsi_version=4,port_index=7,"
+          "cyls=100,heads=16,secs=63,share-rw=on,lcyls=100")
 TOML = """
 [[controller]]
 id = "scsi0"
@@ -57,11 +60,27 @@ physical_block_size = 4096
 rotation_rate = 1
 removable = true
 write-cache = false
+dpofua = true
+min_io_size = "8k"
+opt_io_size = 1048576
+discard_granularity = "64k"
+max_unmap_size = 16777216
+max_io_size = 524288
+scsi_version = 4
+port_index = 7
+cyls = 100
+heads = 16
+secs = 63
+share-rw = true
+lcyls = 100
 """
 QMP_ARGS: dict[str, Any] = {"driver": "scsi-hd", "id": "disk1", "drive": "d1", "bus": "scsi0.0", "scsi-id": 3,
                             "lun": 2, "serial": "SN42", "wwn": "0x5000c50015ea71ac", "vendor": "ACME",
                             "product": "Rocket", "ver": "1.0", "logical_block_size": 4096,
-                            "physical_block_size": 4096, "rotation_rate": 1, "removable": True, "write-cache": False}
+                            "physical_block_size": 4096, "rotation_rate": 1, "removable": True, "write-cache": False,
+                            "dpofua": True, "min_io_size": 8192, "opt_io_size": "1M", "discard_granularity": 65536,
+                            "max_unmap_size": 16777216, "max_io_size": 524288, "scsi_version": 4, "port_index": 7,
+                            "cyls": 100, "heads": 16, "secs": 63, "share-rw": True, "lcyls": 100}
 
 
 def image(tmp_path: Path) -> str:
@@ -116,6 +135,11 @@ async def test_qemu_options_toml_and_device_add_build_the_same_device(tmp_path: 
         assert devices[0]["serial"] == "SN42" and devices[0]["logical_block_size"] == 4096
         assert (devices[0]["id"], devices[0]["lun"]) == (3, 2)
         assert devices[0]["removable"] is True and devices[0]["write_cache_enabled"] is False
+        assert (devices[0]["dpofua"], devices[0]["min_io_size"], devices[0]["opt_io_size"]) == (True, 8192, 1 << 20)
+        assert (devices[0]["discard_granularity"], devices[0]["max_unmap_size"], devices[0]["max_io_size"]) \
+            == (65536, 16 << 20, 512 << 10)
+        assert (devices[0]["default_scsi_version"], devices[0]["port_index"]) == (4, 7)
+        assert tuple(devices[0]["geometry"])[:3] == (100, 16, 63)
         for m in machines:          # each controller holds the one image its disk serves
             backend = m.inventory.drives["d1"].backend
             assert backend is not None and backend.path == path
@@ -161,3 +185,57 @@ async def test_a_drive_no_device_takes_is_opened_for_a_later_device_add(tmp_path
         assert realized(m.inventory.devices["disk1"].dev)["serial"] == "SN42"
     finally:
         m.shutdown()
+
+
+@pytest.mark.parametrize("device, message", [
+    ("scsi-hd,drive=d1,werror=stop", "scsi-hd.werror=stop is not emulated by vscsifs: an I/O error of the image is "
+     "always reported"),
+    ("scsi-hd,drive=d1,rerror=ignore", "scsi-hd.rerror=ignore is not emulated by vscsifs"),
+    ("scsi-hd,drive=d1,backend_defaults=on", "scsi-hd.backend_defaults=on is not emulated by vscsifs: the block "
+     "limits would come from the host's device"),
+    ("scsi-hd,drive=d1,quirk_mode_page_vendor_specific_apple=on", "is not emulated by vscsifs: the Apple mode page"),
+    ("scsi-cd,drive=d1,dpofua=on", "Property 'scsi-cd.dpofua' not found"),
+    ("scsi-cd,drive=d1,cyls=10", "Property 'scsi-cd.cyls' not found"),
+    ("scsi-hd,drive=d1,werror=sometimes", "Parameter 'werror' expects 'report', 'ignore', 'enospc', 'stop' or "
+     "'auto'"),
+    ("scsi-hd,drive=d1,min_io_size=8G", "Parameter 'min_io_size' expects a size below 4 GiB"),
+])
+def test_a_property_value_vscsifs_cannot_emulate_is_refused_by_name(tmp_path: Path, device: str,
+                                                                    message: str) -> None:
+    """QEMU accepts these; vscsifs would run a different machine than the one asked for, so the
+    option is refused, naming it, in every syntax (QEMU options, TOML, device_add)."""
+    path = image(tmp_path)
+    with pytest.raises(ConfigError) as ei:
+        parse_qemu_args(["-device", "virtio-scsi-pci,id=scsi0", "-drive", f"file={path},if=none,id=d1",
+                         "-device", device])
+    assert str(ei.value).startswith(f"-device {device}: ") and message in str(ei.value)
+    driver, *props = device.split(",")
+    key, value = props[-1].split("=")
+    toml = f'[[drive]]\nid = "d1"\nfile = "{path}"\n\n[[device]]\ndriver = "{driver}"\ndrive = "d1"\n{key} = "{value}"\n'
+    with pytest.raises(ConfigError) as ei:
+        loads(toml, str(tmp_path / "m.toml"))
+    # TOML names the table's key; a property the model lacks is an unknown key there
+    toml_message = "unknown key" if message.startswith("Property") else message.removeprefix(f"Parameter '{key}' ")
+    assert f"key '{key}': " in str(ei.value) and toml_message in str(ei.value)
+    with pytest.raises(Exception) as ei:
+        device_config_from_args({"driver": driver, "drive": "d1", key: value})
+    assert message in str(ei.value)
+
+
+@pytest.mark.parametrize("option, mode", [("", "ignore"), ("discard=ignore", "ignore"), ("discard=off", "ignore"),
+                                          ("discard=unmap", "unmap"), ("discard=on", "unmap")])
+def test_the_drives_discard_option_reaches_its_image(tmp_path: Path, option: str, mode: str) -> None:
+    """-drive discard=unmap (or on) lets UNMAP and WRITE SAME with UNMAP free the image's blocks;
+    ignore (QEMU's default, or off) keeps them."""
+    path = image(tmp_path)
+    cfg = parse_qemu_args(["-device", "virtio-scsi-pci,id=scsi0",
+                           "-drive", f"file={path},if=none,id=d1" + (f",{option}" if option else ""),
+                           "-device", "scsi-hd,drive=d1"]).machine
+    m = Machine.create(cfg.validate(), console=None)
+    try:
+        backend = m.inventory.drives["d1"].backend
+        assert backend is not None and backend.discard_mode == mode
+    finally:
+        m.shutdown()
+    with pytest.raises(ConfigError, match="Parameter 'discard' expects 'ignore' or 'unmap'"):
+        parse_qemu_args(["-drive", f"file={path},if=none,id=d1,discard=trim"])

@@ -187,10 +187,15 @@ def test_round_trip_property(data):
         driver = data.draw(st.sampled_from(["scsi-hd", "scsi-cd"]))
         props = [f"drive=d{i}", f"bus=c{data.draw(st.integers(0, n_ctl - 1))}.0", f"scsi-id={i}",
                  f"lun={data.draw(st.integers(0, 16383))}"]
-        for key, strat in (("serial", _names), ("vendor", _names), ("wwn", st.integers(1, 2**64 - 1).map(hex)),
-                           ("rotation_rate", st.integers(0, 65535).map(str)),
-                           ("write-cache", st.sampled_from(["on", "off", "auto"])),
-                           ("logical_block_size", st.sampled_from(["512", "4096"]))):
+        common = (("serial", _names), ("vendor", _names), ("wwn", st.integers(1, 2**64 - 1).map(hex)),
+                  ("write-cache", st.sampled_from(["on", "off", "auto"])),
+                  ("scsi_version", st.sampled_from(["2", "4", "5"])), ("min_io_size", st.sampled_from(["4096", "8k"])),
+                  ("max_io_size", st.integers(0, 2**31).map(str)))
+        # the disk-only properties: QEMU's scsi-cd has none of them
+        disk = (("rotation_rate", st.integers(0, 65535).map(str)), ("dpofua", st.sampled_from(["on", "off"])),
+                ("max_unmap_size", st.integers(0, 2**31).map(str)),
+                ("logical_block_size", st.sampled_from(["512", "4096"])))
+        for key, strat in common + (disk if driver == "scsi-hd" else ()):
             if data.draw(st.booleans()):
                 props.append(f"{key}={data.draw(strat)}")
         if "logical_block_size=4096" in props:
