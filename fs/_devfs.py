@@ -89,6 +89,7 @@ host's node over; pts and shm are empty directories for the host's mounts.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import inspect
@@ -291,6 +292,25 @@ def loop_set_read_ahead(loop: LoopDevice, ra_pages: int) -> None:
     512-byte sectors (a host kernel may give loop devices far more than a guest disk has:
     6.18 gives 2560 KiB, where the emulated sd has 128 KiB)."""
     fcntl.ioctl(loop.fd, BLKRASET, ra_pages * PAGE_SIZE // 512)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+# include/uapi/linux/fs.h SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER
+SYNC_FILE_RANGE_WRITE_AND_WAIT = 1 | 2 | 4
+
+
+def loop_write_back(loop: LoopDevice, offset: int, length: int) -> None:
+    """sync_file_range(2) on the loop device: its dirty pages in the range reach the data file
+    (blocking: the FUSE loop serves those writes)."""
+    if _libc.sync_file_range(loop.fd, ctypes.c_int64(offset), ctypes.c_int64(length),
+                             ctypes.c_uint(SYNC_FILE_RANGE_WRITE_AND_WAIT)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"sync_file_range on {loop.name}: {os.strerror(err)}")
+
+
+def loop_drop_cache(loop: LoopDevice, offset: int, length: int) -> None:
+    """POSIX_FADV_DONTNEED on the loop device: the host's clean pages of the range go."""
+    os.posix_fadvise(loop.fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
 def loop_detach(loop: LoopDevice) -> None:
@@ -724,6 +744,39 @@ def devtmpfs_owner(kind: str, obj: Any) -> tuple[int, int]:
     return 0o600, 0
 
 
+@dataclass(eq=False)
+class LoopHostCache:
+    """The host's page cache of one loop device, as the emulated disk's HostPageCache: the
+    loop serves its block device's bytes, which are the disk's from the device's start (a
+    partition's node starts at its start), so a BLKDISCARD or BLKZEROOUT of the disk leaves no
+    stale or dirty page there."""
+
+    loop: LoopDevice
+    bdev: Any                                   # the emulated block device the loop serves
+
+    def _overlap(self, start: int, end: int) -> tuple[int, int] | None:
+        first = int(self.bdev.start_sect) << 9
+        lo, hi = max(start, first), min(end, first + int(self.bdev.size_bytes))
+        return (lo - first, hi - lo) if lo < hi else None
+
+    async def _run(self, fn: Callable[[LoopDevice, int, int], None], start: int, end: int) -> None:
+        r = self._overlap(start, end)
+        if r is None:
+            return
+        async with self.loop.lock:
+            if self.loop.fd >= 0:               # else detached meanwhile: no cache left
+                await trio.to_thread.run_sync(fn, self.loop, *r)
+
+    async def write_back(self, start: int, end: int) -> None:
+        await self._run(loop_write_back, start, end)
+
+    async def drop(self, start: int, end: int) -> None:
+        try:
+            await self._run(loop_drop_cache, start, end)
+        except OSError as exc:
+            log.warning("devfs: dropping the cache of %s: %s", self.loop.name, exc)
+
+
 class DevFs:
     """The /dev tree. Create it before the driver side adds devices (it listens on
     ``kernel.devnode_listeners``; block devices already in kernel.block_devices are taken too);
@@ -751,6 +804,7 @@ class DevFs:
         self.mode = "pending"       # "loop" or "file" once started
         self._attaching: set[int] = set()   # id(bdev) while LOOP_CONFIGURE runs on its data file
         self._ra_watch: dict[int, tuple[Any, Callable[[], None]]] = {}   # id(loop) -> (bdi, its watcher)
+        self._host_cache: dict[int, tuple[list[Any], LoopHostCache]] = {}   # id(loop) -> (disk's list, it)
         self.mountpoint: str | None = None
         self.ops: VscsiOperations | None = None
         self._nursery: trio.Nursery | None = None
@@ -1023,6 +1077,7 @@ class DevFs:
         entry.loop = loop
         entry.loop_size = size
         self._follow_read_ahead(bdev, loop)
+        self._keep_coherent(bdev, loop)
         mode, gid = self.node_owner("block", bdev)
         entry.node = self._place(bdev.name, lambda base: BlockNode(base, loop.rdev, mode, gid))
         if removable(bdev):
@@ -1123,6 +1178,17 @@ class DevFs:
         self._ra_watch[id(loop)] = (bdi, changed)
         changed()
 
+    def _keep_coherent(self, bdev: Any, loop: LoopDevice) -> None:
+        """The loop device's page cache joins the disk's host caches, which the emulated
+        BLKDISCARD and BLKZEROOUT write back and drop (a block device without a disk, in
+        devfs's own tests, has none)."""
+        caches = getattr(getattr(bdev, "disk", None), "host_caches", None)
+        if caches is None:
+            return
+        cache = LoopHostCache(loop, bdev)
+        caches.append(cache)
+        self._host_cache[id(loop)] = (caches, cache)
+
     async def _set_read_ahead(self, loop: LoopDevice, bdi: Any) -> None:
         async with loop.lock:
             if loop.fd < 0:
@@ -1136,6 +1202,9 @@ class DevFs:
         bdi, changed = self._ra_watch.pop(id(loop), (None, None))
         if bdi is not None and changed in bdi.ra_watchers:
             bdi.ra_watchers.remove(changed)
+        caches, cache = self._host_cache.pop(id(loop), (None, None))
+        if caches is not None and cache in caches:
+            caches.remove(cache)
         with trio.CancelScope(shield=True):
             async with loop.lock:
                 if loop.fd < 0:

@@ -24,6 +24,7 @@ from vscsifs.scsi.kernel._cdrom_ioctl import CdromIoctlNr
 from vscsifs.scsi.kernel._scsi_ioctl import CDROM_GENERIC_COMMAND, CdromIoctl, ScsiIoctl, SgIoctl
 from vscsifs.scsi.kernel.base._kobject import Attr, Dir, Link
 from vscsifs.scsi.kernel.block import _blkdev_file as bf
+from vscsifs.scsi.kernel.block import bdev_read, bdev_write
 from vscsifs.scsi.kernel.block._blkdev_file import blkdev_file_open
 
 INT = struct.Struct("<i")
@@ -216,7 +217,7 @@ async def test_sr_eject_close_status_and_capability(cdrom: Machine) -> None:
 
 async def test_block_node_rrpart_and_data_file_ioctls(seed: Machine) -> None:
     """BLKRRPART re-reads the emulated table (CAP_SYS_ADMIN, whole disk only, EBUSY while a
-    partition is open); BLKDISCARD is left to the node's real descriptor (ENOIOCTLCMD)."""
+    partition is open); BLKFLSBUF is left to the node's real descriptor (ENOIOCTLCMD)."""
     user = UserSpace()
     sdb = bdev(seed, "sdb")
     f = await blkdev_file_open(sdb, os.O_RDONLY, ROOT)
@@ -234,11 +235,64 @@ async def test_block_node_rrpart_and_data_file_ioctls(seed: Machine) -> None:
         await part.ioctl(bf.BLKRRPART, 0, user, ROOT)
     assert e.value.errno == errno.EINVAL
     with pytest.raises(OSError) as e:
-        await f.ioctl(bf.BLKDISCARD, user.alloc(16), user, ROOT)
+        await f.ioctl(bf.BLKFLSBUF, 0, user, ROOT)
     assert e.value.errno == bf.ENOIOCTLCMD
     await part.release()
     await f.release()
     assert sdb.disk.openers == 0
+
+
+class HostCacheLog:
+    """A HostPageCache that records what the emulated kernel asked of it, and when."""
+
+    def __init__(self, events: list[tuple[str, int, int]]) -> None:
+        self.events = events
+
+    async def write_back(self, start: int, end: int) -> None:
+        self.events.append(("write_back", start, end))
+
+    async def drop(self, start: int, end: int) -> None:
+        self.events.append(("drop", start, end))
+
+
+async def test_block_node_discard_and_zeroout_are_the_emulated_disks(seed: Machine) -> None:
+    """BLKDISCARD and BLKZEROOUT reach the emulated disk as the block layer's requests (the
+    UNMAP and WRITE SAME sd builds), with blk_ioctl_discard's and blk_ioctl_zeroout's checks; the
+    host's caches of the disk are written back before and dropped after, over the disk's bytes
+    (a partition's range moved by its start); BLKSECDISCARD is EOPNOTSUPP (no secure erase)."""
+    user = UserSpace()
+    sdb1 = bdev(seed, "sdb1")
+    disk = sdb1.disk
+    events: list[tuple[str, int, int]] = []
+    disk.host_caches.append(HostCacheLog(events))
+    ro = await blkdev_file_open(sdb1, os.O_RDONLY, ROOT)
+    rw = await blkdev_file_open(sdb1, os.O_RDWR, ROOT)
+    rng = lambda start, length: user.alloc(16, bf.BLK_RANGE.pack(start, length))   # noqa: E731
+    for cmd in (bf.BLKDISCARD, bf.BLKZEROOUT, bf.BLKSECDISCARD):
+        with pytest.raises(OSError) as e:
+            await ro.ioctl(cmd, rng(0, 4096), user, ROOT)
+        assert e.value.errno == errno.EBADF
+    for cmd, start, length in ((bf.BLKDISCARD, 100, 512), (bf.BLKDISCARD, 0, sdb1.size_bytes + 512),
+                               (bf.BLKZEROOUT, 0, 0), (bf.BLKZEROOUT, sdb1.size_bytes - 512, 1024)):
+        with pytest.raises(OSError) as e:
+            await rw.ioctl(cmd, rng(start, length), user, ROOT)
+        assert e.value.errno == errno.EINVAL, (cmd, start, length)
+    with pytest.raises(OSError) as e:
+        await rw.ioctl(bf.BLKSECDISCARD, rng(0, 4096), user, ROOT)
+    assert e.value.errno == errno.EOPNOTSUPP
+    assert events == [] and disk.part0.stat.ios[2] == 0
+
+    # the partition starts at sector 2048: its byte 1 MiB is the disk's 2 MiB
+    assert await rw.ioctl(bf.BLKDISCARD, rng(1 << 20, 64 << 10), user, ROOT) == 0
+    assert events == [("write_back", 2 << 20, (2 << 20) + (64 << 10)), ("drop", 2 << 20, (2 << 20) + (64 << 10))]
+    assert disk.part0.stat.ios[2] == 1 and disk.part0.stat.sectors[2] == 128       # one discard of 64 KiB
+    events.clear()
+    await bdev_write(sdb1, 4 << 20, bytes(range(256)) * 32)
+    assert await rw.ioctl(bf.BLKZEROOUT, rng(4 << 20, 8192), user, ROOT) == 0
+    assert events == [("write_back", 5 << 20, (5 << 20) + 8192), ("drop", 5 << 20, (5 << 20) + 8192)]
+    assert await bdev_read(sdb1, 4 << 20, 8192) == bytes(8192)
+    await rw.release()
+    await ro.release()
 
 
 async def test_block_node_read_ahead_is_the_emulated_disks(seed: Machine) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from vscsifs.scsi.kernel.base._driver_model import Device
 from vscsifs.scsi.kernel.base._kernel import Kernel
@@ -117,6 +117,16 @@ class BackingDevInfo:
             watch()
 
 
+class HostPageCache(Protocol):
+    """A cache of the disk's data outside the emulated kernel, which the requests that change
+    data behind the page cache (BLKDISCARD, BLKZEROOUT) must keep coherent as
+    truncate_bdev_range() keeps the disk's own: devfs's loop devices, whose buffered opens
+    (DIR/dev/sdX) cache in the host's page cache. Ranges are the whole disk's bytes [start, end)."""
+
+    async def write_back(self, start: int, end: int) -> None: ...
+    async def drop(self, start: int, end: int) -> None: ...
+
+
 @dataclass(eq=False)
 class BlockDevice:
     """struct block_device: a whole disk (partno 0) or a partition."""
@@ -183,6 +193,7 @@ class Gendisk:
     events_blocked: bool = False    # disk->ev->block: disk_block_events() (sr's release)
     events_pending: int = 0         # disk->ev->pending: events seen, not yet cleared
     cdi: Any = None                 # the cdrom_device_info of a CD-ROM (register_cdrom)
+    host_caches: list[HostPageCache] = field(default_factory=list)
     _links: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:

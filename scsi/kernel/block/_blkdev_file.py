@@ -7,7 +7,11 @@ from the queue limits (blkdev_common_ioctl) and hands everything else to the dis
 ``fops.ioctl(bdev, mode, cmd, arg, mem, cred)`` (sd_ioctl, sr_block_ioctl), which answers a
 value or raises OSError; ENOIOCTLCMD (or no ioctl at all) becomes ENOTTY as in vfs_ioctl.
 BLKRRPART re-reads the emulated partition table. The requests that act on the data
-(BLKDISCARD, BLKZEROOUT, BLKFLSBUF, BLKROSET, the read-ahead and block size setters) are
+BLKDISCARD, BLKSECDISCARD and BLKZEROOUT are the emulated kernel's (blk_ioctl_discard,
+blk_ioctl_zeroout): the disk gets its UNMAP or WRITE SAME, and the host's page caches of the
+disk's nodes are written back before and dropped after, as truncate_bdev_range() keeps the
+kernel's own (a dirty page there is written first: the host cache cannot be truncated from
+here). The other requests that act on the data file (BLKFLSBUF, BLKROSET, BLKBSZSET) are
 answered with ENOIOCTLCMD: the node socket then issues them on the node's real descriptor,
 the loop device over the same data file. Data does not travel through this file: reads and
 writes go to the block device itself.
@@ -17,10 +21,12 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
 from collections.abc import Awaitable, Callable
 
 from vscsifs.scsi.kernel.base._fops import (FMODE_EXCL, FMODE_NDELAY, FMODE_READ, FMODE_WRITE, INT, LONG, UINT, ULONG, USHORT,
                                             Cred, FileOperations, OpenFile, UserMemory)
+from vscsifs.scsi.kernel.block._bio import bdev_discard, bdev_zeroout
 from vscsifs.scsi.kernel.block._blk_types import SECTOR_SHIFT
 from vscsifs.scsi.kernel.block._genhd import BlockDevice, blkdev_get, blkdev_put, blkdev_reread_part
 from vscsifs.scsi.kernel.block._limits import PAGE_SIZE, QueueFlag
@@ -63,7 +69,9 @@ BLKZEROOUT = _ioc(_IOC_NONE, 0x12, 127, 0)
 # socket serves these on the node's real descriptor (the loop device over the same data file).
 # Not BLKRASET/BLKFRASET: the read-ahead is the emulated disk's (BLKRAGET and read_ahead_kb
 # read it), and devfs gives the loop devices the same.
-DATA_FILE_IOCTLS = frozenset({BLKROSET, BLKFLSBUF, BLKBSZSET, BLKDISCARD, BLKSECDISCARD, BLKZEROOUT})
+DATA_FILE_IOCTLS = frozenset({BLKROSET, BLKFLSBUF, BLKBSZSET})
+# struct { __u64 start, len; }: the byte range of BLKDISCARD, BLKSECDISCARD and BLKZEROOUT
+BLK_RANGE = struct.Struct("=QQ")
 
 
 def fmode_of_open(flags: int) -> int:
@@ -117,6 +125,69 @@ _COMMON_GETTERS: dict[int, _Getter] = {
 BlockIoctl = Callable[[BlockDevice, int, int, int, UserMemory, Cred], Awaitable[int]]
 
 
+async def _user_range(bdev: BlockDevice, arg: int, mem: UserMemory) -> tuple[int, int]:
+    """The {start, len} a range ioctl points to, 512-byte aligned (else EINVAL, as 6.1 checks
+    before the block layer's own logical-block check)."""
+    start, length = BLK_RANGE.unpack(await mem.read(arg, BLK_RANGE.size))
+    if start & 511 or length & 511:
+        raise OSError(errno.EINVAL, f"{bdev.name}: range {start}+{length} not 512-byte aligned")
+    return start, length
+
+
+async def _host_coherent(bdev: BlockDevice, start: int, length: int,
+                         change: Callable[[BlockDevice, int, int], Awaitable[None]]) -> None:
+    """Run ``change`` of [start, start+length) with the host's caches of the disk written back
+    before and dropped after (truncate_bdev_range for caches this kernel does not own)."""
+    base = bdev.start_sect << SECTOR_SHIFT
+    caches = list(bdev.disk.host_caches)
+    for cache in caches:
+        await cache.write_back(base + start, base + start + length)
+    try:
+        await change(bdev, start, length)
+    finally:
+        for cache in caches:
+            await cache.drop(base + start, base + start + length)
+
+
+async def blk_ioctl_discard(bdev: BlockDevice, mode: int, arg: int, mem: UserMemory) -> int:
+    """BLKDISCARD: EBADF without write access, EOPNOTSUPP on a queue that does not discard."""
+    if not mode & FMODE_WRITE:
+        raise OSError(errno.EBADF, f"{bdev.name}: BLKDISCARD needs a descriptor open for writing")
+    if not bdev.disk.queue.limits.max_discard_sectors:
+        raise OSError(errno.EOPNOTSUPP, f"{bdev.name}: the device does not support discard")
+    start, length = await _user_range(bdev, arg, mem)
+    if start + length > bdev.size_bytes:
+        raise OSError(errno.EINVAL, f"{bdev.name}: discard range past the end")
+    await _host_coherent(bdev, start, length, bdev_discard)
+    return 0
+
+
+async def blk_ioctl_secure_discard(bdev: BlockDevice, mode: int, arg: int, mem: UserMemory) -> int:
+    """BLKSECDISCARD: sd sets no max_secure_erase_sectors, so EOPNOTSUPP after the mode check."""
+    if not mode & FMODE_WRITE:
+        raise OSError(errno.EBADF, f"{bdev.name}: BLKSECDISCARD needs a descriptor open for writing")
+    raise OSError(errno.EOPNOTSUPP, f"{bdev.name}: the device does not support secure erase")
+
+
+async def blk_ioctl_zeroout(bdev: BlockDevice, mode: int, arg: int, mem: UserMemory) -> int:
+    """BLKZEROOUT: the range must be non-empty and end inside the device."""
+    if not mode & FMODE_WRITE:
+        raise OSError(errno.EBADF, f"{bdev.name}: BLKZEROOUT needs a descriptor open for writing")
+    start, length = await _user_range(bdev, arg, mem)
+    end = start + length - 1
+    if end >= bdev.size_bytes or end < start:
+        raise OSError(errno.EINVAL, f"{bdev.name}: zeroout range {start}+{length} outside the device")
+    await _host_coherent(bdev, start, length, bdev_zeroout)
+    return 0
+
+
+_RANGE_IOCTLS: dict[int, Callable[[BlockDevice, int, int, UserMemory], Awaitable[int]]] = {
+    BLKDISCARD: blk_ioctl_discard,
+    BLKSECDISCARD: blk_ioctl_secure_discard,
+    BLKZEROOUT: blk_ioctl_zeroout,
+}
+
+
 class BlkdevFile(FileOperations):
     """One open of a block node, from blkdev_get to blkdev_put."""
 
@@ -142,6 +213,8 @@ class BlkdevFile(FileOperations):
                 raise OSError(errno.EACCES, "BLKRRPART needs CAP_SYS_ADMIN")
             await blkdev_reread_part(self.bdev, self.f_mode & ~FMODE_EXCL)
             return 0
+        if cmd in _RANGE_IOCTLS:
+            return await _RANGE_IOCTLS[cmd](self.bdev, self.f_mode, arg, mem)
         if cmd in DATA_FILE_IOCTLS:
             raise OSError(ENOIOCTLCMD, f"{self.bdev.name}: ioctl {cmd:#x} acts on the data file")
         driver_ioctl: BlockIoctl | None = self.bdev.disk.fops.ioctl
