@@ -43,6 +43,7 @@ class DriveConfig:
     readonly: bool = False
     cache: str = "writeback"
     discard: str = "ignore"           # unmap: UNMAP and WRITE SAME(UNMAP) free the image's blocks
+    snapshot: bool = False            # writes go to a temporary image; the file is only read
     interface: str = "none"
     media: str = "disk"
     source: str = ""                  # the option text, for error messages
@@ -64,7 +65,7 @@ class DriveConfig:
             raise ConfigError(f"{where}: image format '{self.format}' is not supported: vscsifs serves "
                               f"raw images only (convert with: qemu-img convert -O raw IN OUT)")
         try:
-            fd = os.open(self.file, os.O_RDONLY if self.readonly else os.O_RDWR)
+            fd = os.open(self.file, os.O_RDONLY if self.readonly or self.snapshot else os.O_RDWR)
         except OSError as e:
             raise ConfigError(f"{where}: Could not open '{self.file}': {e.strerror}") from None
         try:

@@ -188,7 +188,7 @@ def open_drive(drive: DriveConfig, *, readonly: bool = False) -> BlockBackend | 
         raise DeviceError("A block device must be specified for \"file\"")
     try:
         return BlockBackend.open(drive.file, readonly=drive.readonly or readonly, fmt=drive.format,
-                                 cache=drive.cache, discard=drive.discard)
+                                 cache=drive.cache, discard=drive.discard, snapshot=drive.snapshot)
     except BlockBackendError as e:
         raise DeviceError(str(e)) from None
 

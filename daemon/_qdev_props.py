@@ -281,7 +281,7 @@ DRIVE_PROPS: dict[str, Prop] = {
     "aio": Prop("", _str, "str"),
     "discard": Prop("discard", parse_discard, "str"),
     "detect-zeroes": Prop("", _str, "str"),
-    "snapshot": Prop("", parse_bool, "bool"),
+    "snapshot": Prop("snapshot", parse_bool, "bool"),
     "werror": Prop("", parse_on_error, "BlockdevOnError", _on_error_unsupported),
     "rerror": Prop("", parse_on_error, "BlockdevOnError", _on_error_unsupported),
     "copy-on-read": Prop("", parse_bool, "bool"),

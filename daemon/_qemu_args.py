@@ -28,7 +28,7 @@ _QEMU_OPTS_WITH_ARG = frozenset("""
     device-plugin iscsi blockdev sd mtdblock
 """.split())
 _QEMU_FLAGS = frozenset("""
-    nographic no-reboot no-shutdown enable-kvm snapshot S s daemonize no-hpet no-acpi no-user-config
+    nographic no-reboot no-shutdown enable-kvm S s daemonize no-hpet no-acpi no-user-config
     nodefaults full-screen only-migratable preconfig semihosting usb win2k-hack enable-fips
     no-fd-bootchk old-param perfmode
 """.split())
@@ -116,6 +116,7 @@ def parse_qemu_args(argv: Sequence[str]) -> ParsedArgs:
     args = list(argv)
     if args and not args[0].startswith("-") and "qemu" in args[0]:
         args.pop(0)
+    snapshot = False
     i = 0
     while i < len(args):
         arg = args[i]
@@ -161,6 +162,8 @@ def parse_qemu_args(argv: Sequence[str]) -> ParsedArgs:
         elif name == "lio-config":
             # vscsifs's own option: the LIO target configuration vhost-scsi-pci serves
             cfg.lio_config = take()
+        elif name == "snapshot":
+            snapshot = True
         elif name in _QEMU_OPTS_WITH_ARG:
             v = take()
             cfg.warnings.append(f"ignoring QEMU option {arg} {v}")
@@ -174,4 +177,9 @@ def parse_qemu_args(argv: Sequence[str]) -> ParsedArgs:
             else:
                 cfg.warnings.append(f"ignoring unknown QEMU option {arg}")
         i += 1
+    if snapshot:
+        # vl.c drive_enable_snapshot: -snapshot sets snapshot=on on every -drive (a drive_add
+        # later is not affected)
+        for drv in cfg.drives.values():
+            drv.snapshot = True
     return out

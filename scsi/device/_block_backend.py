@@ -17,6 +17,8 @@ import stat
 from collections.abc import Callable, Sequence
 from typing import Final
 
+from vscsifs.scsi.device._snapshot import temporary_image
+
 QCOW2_MAGIC: Final = b"QFI\xfb"
 # magics QEMU's format probing would recognise as something other than raw
 _FORMAT_MAGICS: tuple[tuple[bytes, int, str], ...] = (
@@ -113,10 +115,11 @@ class BlockBackend:
 
     @classmethod
     def open(cls, path: str, *, readonly: bool = False, fmt: str | None = None,
-             cache: str = "writeback", discard: str = "ignore") -> BlockBackend:
-        """Open ``path`` like ``-drive file=path,format=fmt,readonly=..,cache=..,discard=..``.
+             cache: str = "writeback", discard: str = "ignore", snapshot: bool = False) -> BlockBackend:
+        """Open ``path`` like ``-drive file=path,format=fmt,readonly=..,cache=..,discard=..,snapshot=..``.
 
-        ``fmt=None`` probes like QEMU without format=; only raw images are served.
+        ``fmt=None`` probes like QEMU without format=; only raw images are served. ``snapshot``
+        (on a writable drive) serves a temporary copy: the image itself is only read.
         """
         if fmt is not None and fmt != "raw":
             raise BlockBackendError(
@@ -125,7 +128,8 @@ class BlockBackend:
             raise BlockBackendError(f"invalid cache option '{cache}' (one of {', '.join(CACHE_MODES)})")
         if discard not in DISCARD_MODES:
             raise BlockBackendError(f"Invalid discard option '{discard}' (ignore or unmap)")
-        flags = (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC
+        snapshot = snapshot and not readonly
+        flags = (os.O_RDONLY if readonly or snapshot else os.O_RDWR) | os.O_CLOEXEC
         try:
             fd = os.open(path, flags)
         except OSError as e:
@@ -148,6 +152,15 @@ class BlockBackend:
         except OSError as e:
             os.close(fd)
             raise BlockBackendError(f"Could not open '{path}': {os.strerror(e.errno or errno.EIO)}") from e
+        if snapshot:
+            try:
+                copy = temporary_image(fd, path, size, is_block_device=is_blk)
+            except OSError as e:
+                raise BlockBackendError(f"Could not create a temporary image of '{path}' for snapshot=on: "
+                                        f"{os.strerror(e.errno or errno.EIO)}") from e
+            finally:
+                os.close(fd)
+            fd, is_blk = copy, False
         return cls(fd, path, size, readonly=readonly, cache=cache, discard=discard,
                    is_block_device=is_blk)
 

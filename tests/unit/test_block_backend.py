@@ -131,3 +131,35 @@ def test_partial_last_sector_counts_and_reads_zero(tmp_path: Path) -> None:
         buf = bytearray(b"\xff" * 1024)
         assert be.preadv([memoryview(buf)], 0) == 1024
         assert buf == b"\x42" * 1000 + bytes(24)
+
+
+def test_snapshot_writes_a_temporary_image_and_never_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """snapshot=on: reads see the image, writes (and discards, zeroouts) land in a copy without a
+    name, which keeps the image's holes; the file's bytes and mtime stay, and nothing is left in
+    $TMPDIR once the drive is closed."""
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmpdir))
+    p = sparse(tmp_path / "s.img", 64 << 20)
+    with open(p, "r+b") as f:
+        f.seek(32 << 20)
+        f.write(b"IMAGE" * 1000)
+    before, mtime = p.read_bytes(), p.stat().st_mtime_ns
+    with BlockBackend.open(str(p), snapshot=True, discard="unmap") as be:
+        st = os.fstat(be.fileno())
+        assert st.st_nlink == 0 and st.st_size == 64 << 20
+        assert st.st_blocks * 512 < 1 << 20                  # the holes stayed holes
+        got = bytearray(5000)
+        be.preadv([memoryview(got)], 32 << 20)
+        assert bytes(got) == b"IMAGE" * 1000
+        be.pwritev([memoryview(b"GUEST" * 1000)], 32 << 20)
+        be.write_zeroes(0, 4096)
+        be.discard(1 << 20, 1 << 20)
+        be.flush()
+        be.preadv([memoryview(got)], 32 << 20)
+        assert bytes(got) == b"GUEST" * 1000
+    assert p.read_bytes() == before and p.stat().st_mtime_ns == mtime
+    assert list(tmpdir.iterdir()) == []
+    # a read-only drive is only read anyway: snapshot changes nothing there
+    with BlockBackend.open(str(p), snapshot=True, readonly=True) as be:
+        assert be.readonly and os.fstat(be.fileno()).st_nlink == 1

@@ -239,3 +239,18 @@ def test_the_drives_discard_option_reaches_its_image(tmp_path: Path, option: str
         m.shutdown()
     with pytest.raises(ConfigError, match="Parameter 'discard' expects 'ignore' or 'unmap'"):
         parse_qemu_args(["-drive", f"file={path},if=none,id=d1,discard=trim"])
+
+
+def test_qemus_snapshot_option_makes_every_drive_a_snapshot(tmp_path: Path) -> None:
+    """-snapshot (vl.c drive_enable_snapshot) sets snapshot=on on every -drive, wherever it
+    stands among them; it is not an ignored option any more."""
+    path = image(tmp_path)
+    for args in (["-snapshot", "-drive", f"file={path},if=none,id=d1", "-drive", f"file={path},if=none,id=d2"],
+                 ["-drive", f"file={path},if=none,id=d1", "-drive", f"file={path},if=none,id=d2", "-snapshot"]):
+        parsed = parse_qemu_args(args)
+        assert [d.snapshot for d in parsed.machine.drives.values()] == [True, True]
+        assert not any("snapshot" in w for w in parsed.machine.warnings)
+    one = parse_qemu_args(["-drive", f"file={path},if=none,id=d1,snapshot=on", "-drive", f"file={path},if=none,id=d2"])
+    assert [d.snapshot for d in one.machine.drives.values()] == [True, False]
+    toml = f'[[drive]]\nid = "d1"\nfile = "{path}"\nsnapshot = true\n'
+    assert loads(toml, str(tmp_path / "m.toml")).machine.drives["d1"].snapshot is True
