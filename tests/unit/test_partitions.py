@@ -70,15 +70,19 @@ def gpt_image(size: int, parts: list[tuple[int, int, str]], nentries: int = 128,
 
 
 @asynccontextmanager
-async def scanned(image: bytes | bytearray, name: str = "sdx", lbs: int = 512, minors: int = 16):  # type: ignore[no-untyped-def]
+async def scanned(image: bytes | bytearray, name: str = "sdx", lbs: int = 512, minors: int = 16,  # type: ignore[no-untyped-def]
+                  unlocks: list | None = None):
     """A null_blk disk holding ``image`` added (its partitions scanned) on a fresh kernel that
-    runs in a nursery of its own for the block: (kernel, null_blk, disk, devnode events)."""
+    runs in a nursery of its own for the block: (kernel, null_blk, disk, devnode events).
+    ``unlocks``: the disk gets an unlock_native_capacity op (sd has one) that records its calls."""
     async with trio.open_nursery() as nursery:
         k = make_kernel(2)
         k.nursery = nursery
         nb = NullBlk(k, len(image), logical_block_size=lbs, completion=Completion.SYNC)
         nb.data[:] = image
         disk = nb.alloc_disk(name, major=8, first_minor=0, minors=minors)
+        if unlocks is not None:
+            disk.fops.unlock_native_capacity = unlocks.append
         events: list[tuple[str, str]] = []
         k.devnode_listeners.append(lambda action, kind, b: events.append((action, b.name)))
         await device_add_disk(None, disk)
@@ -145,6 +149,40 @@ async def test_partition_past_end_is_truncated_with_warning() -> None:
         assert "sdx: p1 size 100000 extends beyond EOD, truncated" in k.kmsg.lines()
         assert "sdx: p2 start 50000 is beyond EOD, truncated" in k.kmsg.lines()
         assert parts_of(disk) == [(1, 2048, 16384 - 2048)]
+
+
+async def test_past_end_with_an_unlock_op_enables_native_capacity_once_and_rescans() -> None:
+    """sd has an unlock_native_capacity op: the first partition past the end unlocks (once per
+    disk, GD_NATIVE_CAPACITY), blk_add_partitions answers -EAGAIN and bdev_disk_changed scans
+    again; that scan truncates, as the edges capture's 4K disk with a 512-byte table shows."""
+    img = bytearray(8 * MiB)
+    img[:512] = mbr([(0, 0x83, 2048, 100000), (0, 0x83, 50000, 10)])
+    unlocks: list = []
+    async with scanned(img, unlocks=unlocks) as (k, nb, disk, _):
+        assert unlocks == [disk]
+        assert [t for t in k.kmsg.lines() if "sdx" in t] == [
+            " sdx: sdx1 sdx2", "sdx: p1 size 100000 extends beyond EOD, enabling native capacity",
+            " sdx: sdx1 sdx2", "sdx: p1 size 100000 extends beyond EOD, truncated",
+            "sdx: p2 start 50000 is beyond EOD, truncated"]
+        assert parts_of(disk) == [(1, 2048, 16384 - 2048)]
+
+
+async def test_a_disk_of_an_odd_size_reads_its_table_a_block_at_a_time() -> None:
+    """set_init_blocksize gives a disk whose size is not a multiple of 4 KiB 512-byte page cache
+    blocks, and block_read_full_folio reads a page as one bio per block: the scan's page reads
+    become 1-sector READs, none past the end (the edges capture's 2001-sector disk: 54
+    commands at boot where 4 KiB blocks would send 33)."""
+    even = bytearray(MiB)
+    even[:512] = mbr([(0, 0x83, 64, 100)])
+    async with scanned(even) as (k, nb, disk, _):
+        st = disk.part0.stat
+        assert st.ios[0] > 0 and st.sectors[0] == 8 * st.ios[0]       # whole 4 KiB pages
+        assert parts_of(disk) == [(1, 64, 100)]
+    odd = even + bytes(512)                                          # 2049 sectors
+    async with scanned(odd) as (k, nb, disk, _):
+        st = disk.part0.stat
+        assert st.ios[0] >= 8 and st.sectors[0] == st.ios[0]         # page 0 alone is 8 READs
+        assert parts_of(disk) == [(1, 64, 100)]
 
 
 async def test_gpt_hand_built_with_names_and_many_partitions() -> None:

@@ -23,7 +23,7 @@ from vscsifs.scsi.kernel.base._kernel import IdaAllocator, Kernel
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.base._uevent import KobjAction
 
-from vscsifs.scsi.kernel.block._bio import bdev_read
+from vscsifs.scsi.kernel.block._bio import bdev_block_size, bdev_read
 from vscsifs.scsi.kernel.block._blkdev import (DISK_EVENT_EJECT_REQUEST, DISK_EVENT_FLAG_POLL, DISK_EVENT_FLAG_UEVENT,
                                                DISK_EVENT_MEDIA_CHANGE, BackingDevInfo, BlockDevice,
                                                BlockDeviceOperations, Gendisk)
@@ -353,12 +353,30 @@ async def disk_scan_partitions(disk: Gendisk, mode: int = FMODE_READ) -> None:
 
 
 async def _read_page(disk: Gendisk, index: int) -> bytes | None:
-    """The page cache's read of one page of the whole disk (one READ through blk-mq)."""
-    try:
-        data = await bdev_read(disk.part0, index * PAGE_SIZE, PAGE_SIZE)
-    except OSError:
-        return None
-    return bytes(data).ljust(PAGE_SIZE, b"\0")
+    """read_mapping_page() of one page of the whole disk: blkdev_read_folio ->
+    block_read_full_folio, which submits one bio per buffer of the page cache's block size
+    (set_init_blocksize: the whole page, unless the disk's size is not a multiple of it) and
+    none for the blocks past the end, which read as zeroes; any failed buffer fails the page."""
+    bdev = disk.part0
+    bs = bdev_block_size(bdev)
+    base = index * PAGE_SIZE
+    if bs >= PAGE_SIZE:
+        try:
+            data = await bdev_read(bdev, base, PAGE_SIZE)
+        except OSError:
+            return None
+        return bytes(data).ljust(PAGE_SIZE, b"\0")
+    page = bytearray(PAGE_SIZE)
+    size = bdev.size_bytes
+    for off in range(0, PAGE_SIZE, bs):
+        if base + off >= size:
+            break
+        try:
+            data = await bdev_read(bdev, base + off, bs)
+        except OSError:
+            return None
+        page[off:off + len(data)] = data
+    return bytes(page)
 
 
 def disk_update_readahead(disk: Gendisk) -> None:
@@ -414,12 +432,15 @@ async def bdev_disk_changed(disk: Gendisk, invalidate: bool = False) -> None:
             kernel.printk(KernLevel.WARNING,
                           f"{disk.disk_name}: ignoring partition table on host managed zoned block device")
             return
+        # blk_add_partitions() answers -EAGAIN once the native capacity is unlocked, and
+        # bdev_disk_changed() rescans: the next pass finds GD_NATIVE_CAPACITY set and truncates
         if state.access_beyond_eod:
             if _unlock_native_capacity(disk, f"{disk.disk_name}: partition table partially beyond EOD, "):
-                return
+                continue
         if disk.dev is not None:
             # blk_add_partitions(): the media / partition table may have changed
             kobject_uevent(disk.dev, KobjAction.CHANGE)
+        rescan = False
         for p in range(1, state.limit):
             part = state.parts.get(p)
             if part is None or not part.size:
@@ -428,10 +449,12 @@ async def bdev_disk_changed(disk: Gendisk, invalidate: bool = False) -> None:
             cap = disk.capacity
             if from_ >= cap:
                 if _unlock_native_capacity(disk, f"{disk.disk_name}: p{p} start {from_} is beyond EOD, "):
+                    rescan = True
                     break
                 continue
             if from_ + size > cap:
                 if _unlock_native_capacity(disk, f"{disk.disk_name}: p{p} size {size} extends beyond EOD, "):
+                    rescan = True
                     break
                 size = cap - from_
             try:
@@ -440,6 +463,8 @@ async def bdev_disk_changed(disk: Gendisk, invalidate: bool = False) -> None:
                 if e.errno != errno.ENXIO:
                     kernel.printk(KernLevel.ERR, f" {disk.disk_name}: p{p} could not be added: "
                                                  f"-{errno.errorcode.get(e.errno or 0, 'EIO')}")
+        if rescan:
+            continue
         return
 
 
