@@ -172,7 +172,8 @@ class BlockBackend:
     def _check_range(self, offset: int, length: int) -> None:
         limit = self.nb_sectors * 512
         if offset < 0 or length < 0 or offset + length > limit:
-            raise OSError(errno.EINVAL, f"I/O at {offset}+{length} outside the image ({self.size} bytes)")
+            # blk_check_byte_request: -EIO (the device reports it as an I/O error)
+            raise OSError(errno.EIO, f"I/O at {offset}+{length} outside the image ({self.size} bytes)")
 
     def preadv(self, bufs: Sequence[memoryview], offset: int) -> int:
         """Fill ``bufs`` from ``offset``; bytes past the end of the file read as zeroes."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -54,10 +55,13 @@ def test_scatter_io_and_bounds(tmp_path: Path) -> None:
         a, b = bytearray(10), bytearray(502)
         assert be.preadv([memoryview(a), memoryview(b)], 1024) == 512
         assert bytes(a + b) == bytes(src)
-        with pytest.raises(OSError):
+        # blk_check_byte_request: past the end is EIO, which the disk reports as an I/O error
+        with pytest.raises(OSError) as e:
             be.preadv([memoryview(bytearray(512))], 8192 - 256)
-        with pytest.raises(OSError):
+        assert e.value.errno == errno.EIO
+        with pytest.raises(OSError) as e:
             be.pwritev([memoryview(bytearray(1))], 8192)
+        assert e.value.errno == errno.EIO
         be.flush()
         # file truncated behind the disk's back: reads past EOF are zeroes
         os.truncate(p, 1024)
