@@ -32,6 +32,11 @@ def _hd(size: int, mbr: tuple[int, int, int] | None = None) -> Callable[[Path, s
     return lambda p, tag: make_image(p, size, tag, mbr=mbr)
 
 
+def _empty(p: Path, _name: str) -> Path:
+    p.write_bytes(b"")
+    return p
+
+
 def _iso(sectors: int, tag: str) -> Callable[[Path, str], Path]:
     return lambda p, _name: make_iso(p, sectors, tag)
 
@@ -58,6 +63,15 @@ IMAGES: dict[str, dict[str, Callable[[Path, str], Path]]] = {
         "old.img": _hd(32 * MiB, (0x5EED0010, 2048, 65536 - 2048)),
         "s2a.img": _hd(16 * MiB),
         "s2b.img": _hd(16 * MiB),
+    },
+    "edges": {
+        "8k.img": _hd(16 * MiB),
+        "odd.img": _hd(1000 * 1024 + 100),
+        "nil.img": _empty,
+        "32k.img": _hd(32 * MiB, (0x5EED3200, 2048, 65536 - 2048)),
+        "long.img": _hd(16 * MiB),
+        "rm.img": _hd(16 * MiB, (0x5EED0A3E, 2048, 32768 - 2048)),
+        "1k.img": _hd(16 * MiB),
     },
 }
 CONFIGS = [n for n in IMAGES if (Path(GOLDEN) / n / "capture.conf").exists()]
