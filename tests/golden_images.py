@@ -4,12 +4,16 @@ The capture configs call this file on the host (``python3 golden_images.py iso F
 tests call the same functions, so the daemon serves byte-identical media to what the real guest
 read.  Disk images come from tests/golden_cdb.make_image (capture/mkimage.py's layout); CD images
 are a minimal ISO9660 volume written here, because genisoimage/xorriso stamp the current time into
-the volume descriptor and would make every capture different.
+the volume descriptor and would make every capture different. Partition tables (an MBR or EBR
+at any sector, a GPT with fixed GUIDs) are built here too, for the same reason (sfdisk makes
+up GUIDs).
 """
 from __future__ import annotations
 
 import struct
 import sys
+import uuid
+import zlib
 from pathlib import Path
 
 ISO_SECTOR = 2048
@@ -78,14 +82,95 @@ def make_iso(path: Path | str, total_sectors: int, tag: str, *, volume_id: str =
     return path
 
 
+def mbr(entries: list[tuple[int, int, int, int]], sig: int = 0x12345678) -> bytearray:
+    """A sector 0 with up to four (boot, type, start, size) entries."""
+    sec = bytearray(512)
+    struct.pack_into("<I", sec, 0x1B8, sig)
+    for i, (boot, typ, start, size) in enumerate(entries):
+        struct.pack_into("<BBBBBBBBII", sec, 0x1BE + 16 * i, boot, 0, 0, 0, typ, 0, 0, 0, start, size)
+    sec[510:512] = b"\x55\xaa"
+    return sec
+
+
+def gpt_image(size: int, parts: list[tuple[int, int, str]], nentries: int = 128, lbs: int = 512,
+              hybrid: bool = False, bad_primary_crc: bool = False, alt_lba: int | None = None) -> bytearray:
+    """A GPT disk image: protective MBR, primary header + entries, alternate at the end."""
+    img = bytearray(size)
+    last = size // lbs - 1
+    linux = uuid.UUID("0fc63daf-8483-4772-8e79-3d69d8477de4").bytes_le
+    ents = bytearray(nentries * 128)
+    for i, (first, lastlba, name) in enumerate(parts):
+        nm = name.encode("utf-16-le").ljust(72, b"\0")
+        struct.pack_into("<16s16sQQQ72s", ents, i * 128, linux, uuid.UUID(int=i + 1).bytes_le, first, lastlba, 0, nm)
+    ents_lbas = -(-len(ents) // lbs)
+    first_usable = 2 + ents_lbas
+    last_usable = last - 1 - ents_lbas
+
+    def header(my: int, alt: int, entries_lba: int) -> bytes:
+        h = bytearray(struct.pack("<8sIIIIQQQQ16sQIII", b"EFI PART", 0x10000, 92, 0, 0, my, alt, first_usable,
+                                  last_usable, uuid.UUID(int=99).bytes_le, entries_lba, nentries, 128,
+                                  zlib.crc32(ents)))
+        struct.pack_into("<I", h, 16, zlib.crc32(h))
+        return bytes(h)
+    pm = [(0, 0xEE, 1, min(last, 0xFFFFFFFF))]
+    if hybrid:
+        pm.append((0x80, 0x83, parts[0][0], parts[0][1] - parts[0][0] + 1))
+    img[0:512] = mbr(pm, 0)
+    alt = last if alt_lba is None else alt_lba
+    ph = bytearray(header(1, alt, 2))
+    if bad_primary_crc:
+        ph[20] ^= 0xFF
+    img[lbs:lbs + 92] = ph
+    img[2 * lbs:2 * lbs + len(ents)] = ents
+    img[(last - ents_lbas) * lbs:(last - ents_lbas) * lbs + len(ents)] = ents
+    img[last * lbs:last * lbs + 92] = header(last, 1, last - ents_lbas)
+    return img
+
+
+def _entry(text: str) -> tuple[int, int, int, int]:
+    boot, typ, start, size = text.split(":")
+    return int(boot, 0), int(typ, 0), int(start), int(size)
+
+
+def write_sectors(path: Path | str, size: int, at: int, data: bytes | bytearray) -> None:
+    """``data`` at byte ``at`` of a sparse file of ``size`` bytes (created when missing)."""
+    path = Path(path)
+    if not path.exists():
+        with open(path, "wb") as f:
+            f.truncate(size)
+    with open(path, "r+b") as f:
+        f.seek(at)
+        f.write(data)
+
+
+def write_gpt(path: Path | str, size: int, lbs: int, parts: list[tuple[int, int, str]]) -> Path:
+    """A sparse image of ``size`` bytes holding gpt_image's table (only its non-zero blocks)."""
+    img = gpt_image(size, parts, lbs=lbs)
+    for off in range(0, size, 1 << 16):
+        chunk = img[off:off + (1 << 16)]
+        if any(chunk):
+            write_sectors(path, size, off, chunk)
+    return Path(path)
+
+
 def _usage() -> int:
-    print("usage: golden_images.py iso FILE TOTAL_SECTORS TAG", file=sys.stderr)
+    print("usage: golden_images.py iso FILE TOTAL_SECTORS TAG\n"
+          "       golden_images.py mbr FILE SIZE SECTOR SIG BOOT:TYPE:START:SIZE...  (an MBR or EBR at SECTOR)\n"
+          "       golden_images.py gpt FILE SIZE LBS FIRST:LAST:NAME...", file=sys.stderr)
     return 2
 
 
 def main(argv: list[str]) -> int:
     if len(argv) == 4 and argv[0] == "iso":
         make_iso(argv[1], int(argv[2]), argv[3])
+        return 0
+    if len(argv) >= 5 and argv[0] == "mbr":
+        write_sectors(argv[1], int(argv[2]), int(argv[3]) * 512,
+                      mbr([_entry(e) for e in argv[5:]], int(argv[4], 0)))
+        return 0
+    if len(argv) >= 4 and argv[0] == "gpt":
+        parts = [(int(a), int(b), n) for a, b, n in (p.split(":", 2) for p in argv[4:])]
+        write_gpt(argv[1], int(argv[2]), int(argv[3]), parts)
         return 0
     return _usage()
 

@@ -20,7 +20,7 @@ import pytest
 
 from daemon_harness import ALL_COMMANDS, GOLDEN, Daemon, assert_write_refused, logged_commands, require_mount, run, start_daemon
 from golden_cdb import GoldenCdb, hctl_of_dir, load_cdb_dir, make_image
-from golden_images import make_iso
+from golden_images import make_iso, mbr, write_gpt, write_sectors
 from golden_sysfs import assert_matches, compare, materialize
 from vscsifs.scsi.device import SCSIResult
 from vscsifs.virtio._wire import lun_decode, lun_encode
@@ -35,6 +35,23 @@ def _hd(size: int, mbr: tuple[int, int, int] | None = None) -> Callable[[Path, s
 def _empty(p: Path, _name: str) -> Path:
     p.write_bytes(b"")
     return p
+
+
+def _dos(size: int, tables: list[tuple[int, int, list[tuple[int, int, int, int]]]]) -> Callable[[Path, str], Path]:
+    """An image holding an MBR/EBR (signature, entries) at each given sector."""
+    def build(p: Path, _name: str) -> Path:
+        p.unlink(missing_ok=True)
+        for sector, sig, entries in tables:
+            write_sectors(p, size, sector * 512, mbr(entries, sig))
+        return p
+    return build
+
+
+def _gpt(size: int, lbs: int, parts: list[tuple[int, int, str]]) -> Callable[[Path, str], Path]:
+    def build(p: Path, _name: str) -> Path:
+        p.unlink(missing_ok=True)
+        return write_gpt(p, size, lbs, parts)
+    return build
 
 
 def _iso(sectors: int, tag: str) -> Callable[[Path, str], Path]:
@@ -72,6 +89,16 @@ IMAGES: dict[str, dict[str, Callable[[Path, str], Path]]] = {
         "long.img": _hd(16 * MiB),
         "rm.img": _hd(16 * MiB, (0x5EED0A3E, 2048, 32768 - 2048)),
         "1k.img": _hd(16 * MiB),
+    },
+    "tables": {
+        "dos.img": _dos(32 * MiB, [(0, 0x5EED0D05, [(0x80, 0x83, 63, 2000), (0, 0x05, 4096, 40960),
+                                                     (0, 0x83, 45056, 8192)]),
+                                    (4096, 0, [(0, 0x83, 63, 8000), (0, 0x05, 12288, 8192)]),
+                                    (16384, 0, [(0, 0x82, 0, 8192)])]),
+        "gpt.img": _gpt(64 * MiB, 512, [(2048, 10239, "root"), (10240, 14335, "swap space"),
+                                        (14336, 34815, "data")]),
+        "gpt4k.img": _gpt(64 * MiB, 4096, [(256, 4351, "boot"), (4352, 16127, "home")]),
+        "many.img": _gpt(32 * MiB, 512, [(2048 + i * 1024, 2048 + i * 1024 + 1023, f"p{i + 1}") for i in range(20)]),
     },
 }
 CONFIGS = [n for n in IMAGES if (Path(GOLDEN) / n / "capture.conf").exists()]

@@ -22,7 +22,7 @@ from vscsifs.scsi.kernel.block._null_blk import Completion, NullBlk
 from midlayer_harness import guest_kernel, opened, scanned_host, seed_bus  # noqa: F401  (opened: a fixture)
 from test_blk_mq import make_kernel, running
 from vscsifs.scsi.device import BlockBackend
-from test_partitions import mbr
+from golden_images import mbr
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "seed"
 SDEV = "/sys/devices/pci0000:00/0000:00:04.0/virtio0/host0/target0:0:0/0:0:0:{lun}"

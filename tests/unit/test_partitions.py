@@ -19,54 +19,10 @@ import trio
 from vscsifs.scsi.kernel.block import bdev_disk_changed, device_add_disk, proc_partitions_text
 from vscsifs.scsi.kernel.block._null_blk import Completion, NullBlk
 
+from golden_images import gpt_image, mbr
 from test_blk_mq import make_kernel
 
 MiB = 1 << 20
-
-
-def mbr(entries: list[tuple[int, int, int, int]], sig: int = 0x12345678) -> bytearray:
-    """A sector 0 with up to four (boot, type, start, size) entries."""
-    sec = bytearray(512)
-    struct.pack_into("<I", sec, 0x1B8, sig)
-    for i, (boot, typ, start, size) in enumerate(entries):
-        struct.pack_into("<BBBBBBBBII", sec, 0x1BE + 16 * i, boot, 0, 0, 0, typ, 0, 0, 0, start, size)
-    sec[510:512] = b"\x55\xaa"
-    return sec
-
-
-def gpt_image(size: int, parts: list[tuple[int, int, str]], nentries: int = 128, lbs: int = 512,
-              hybrid: bool = False, bad_primary_crc: bool = False, alt_lba: int | None = None) -> bytearray:
-    """A GPT disk image: protective MBR, primary header + entries, alternate at the end."""
-    img = bytearray(size)
-    last = size // lbs - 1
-    linux = uuid.UUID("0fc63daf-8483-4772-8e79-3d69d8477de4").bytes_le
-    ents = bytearray(nentries * 128)
-    for i, (first, lastlba, name) in enumerate(parts):
-        nm = name.encode("utf-16-le").ljust(72, b"\0")
-        struct.pack_into("<16s16sQQQ72s", ents, i * 128, linux, uuid.UUID(int=i + 1).bytes_le, first, lastlba, 0, nm)
-    ents_lbas = -(-len(ents) // lbs)
-    first_usable = 2 + ents_lbas
-    last_usable = last - 1 - ents_lbas
-
-    def header(my: int, alt: int, entries_lba: int) -> bytes:
-        h = bytearray(struct.pack("<8sIIIIQQQQ16sQIII", b"EFI PART", 0x10000, 92, 0, 0, my, alt, first_usable,
-                                  last_usable, uuid.UUID(int=99).bytes_le, entries_lba, nentries, 128,
-                                  zlib.crc32(ents)))
-        struct.pack_into("<I", h, 16, zlib.crc32(h))
-        return bytes(h)
-    pm = [(0, 0xEE, 1, min(last, 0xFFFFFFFF))]
-    if hybrid:
-        pm.append((0x80, 0x83, parts[0][0], parts[0][1] - parts[0][0] + 1))
-    img[0:512] = mbr(pm, 0)
-    alt = last if alt_lba is None else alt_lba
-    ph = bytearray(header(1, alt, 2))
-    if bad_primary_crc:
-        ph[20] ^= 0xFF
-    img[lbs:lbs + 92] = ph
-    img[2 * lbs:2 * lbs + len(ents)] = ents
-    img[(last - ents_lbas) * lbs:(last - ents_lbas) * lbs + len(ents)] = ents
-    img[last * lbs:last * lbs + 92] = header(last, 1, last - ents_lbas)
-    return img
 
 
 @asynccontextmanager
