@@ -6,10 +6,7 @@ and re-reading (bdev_disk_changed)."""
 from __future__ import annotations
 
 import shutil
-import struct
 import subprocess
-import uuid
-import zlib
 from contextlib import asynccontextmanager
 from pathlib import Path
 
