@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_harness import ALL_COMMANDS, GOLDEN, Daemon, assert_write_refused, logged_commands, require_mount, run, start_daemon
+from daemon_harness import ALL_COMMANDS, GOLDEN, VSCSIFS, Daemon, assert_write_refused, logged_commands, require_mount, run, start_daemon
 from golden_cdb import GoldenCdb, hctl_of_dir, load_cdb_dir, make_image
 from golden_images import make_iso, mbr, write_gpt, write_sectors
 from golden_sysfs import assert_matches, compare, materialize
@@ -35,6 +35,15 @@ def _hd(size: int, mbr: tuple[int, int, int] | None = None) -> Callable[[Path, s
 def _empty(p: Path, _name: str) -> Path:
     p.write_bytes(b"")
     return p
+
+
+def _odd_iso(sectors: int, tag: str, extra: int) -> Callable[[Path, str], Path]:
+    """An ISO followed by ``extra`` bytes that make no whole 2048-byte sector."""
+    def build(p: Path, _name: str) -> Path:
+        make_iso(p, sectors, tag)
+        os.truncate(p, sectors * 2048 + extra)
+        return p
+    return build
 
 
 def _dos(size: int, tables: list[tuple[int, int, list[tuple[int, int, int, int]]]]) -> Callable[[Path, str], Path]:
@@ -90,6 +99,12 @@ IMAGES: dict[str, dict[str, Callable[[Path, str], Path]]] = {
         "rm.img": _hd(16 * MiB, (0x5EED0A3E, 2048, 32768 - 2048)),
         "1k.img": _hd(16 * MiB),
     },
+    "cdedge": {
+        "d512.iso": _iso(256, "CD512"),
+        "odd.iso": _odd_iso(300, "CDODD", 1000),
+        "id.iso": _iso(128, "CDID"),
+        "hd.img": _hd(16 * MiB),
+    },
     "tables": {
         "dos.img": _dos(32 * MiB, [(0, 0x5EED0D05, [(0x80, 0x83, 63, 2000), (0, 0x05, 4096, 40960),
                                                      (0, 0x83, 45056, 8192)]),
@@ -117,7 +132,7 @@ EXPECTED_MISMATCHES["big"][
     "/sys/devices/pci0000:00/0000:00:04.0/virtio0/host0/target0:0:0/0:0:0:1/block/sdb/queue/bsg"] = _BSG_RACE
 
 # configurations with scsi-cd LUNs: their daemon-side checks need the sr driver
-SR_CONFIGS = {"cdrom"}
+SR_CONFIGS = {"cdrom", "cdedge"}
 
 # capture run options: run.sh boots every capture with -m 1G -smp 2
 GUEST_OPTS = ["-m", "1G", "-smp", "2"]
@@ -252,6 +267,16 @@ CDB_CASES = [(name, d) for name in CONFIGS for d in _cdb_dirs(name)]
 # (config, cdb dir name, capture name) -> why our device side answers differently
 EXPECTED_CDB_DIFFS: dict[tuple[str, str, str], str] = {}
 
+# (config, cdb dir name) -> commands the guest sent the device between boot and the capture's
+# sg_raw step, which changed what the device answers there: (CDB, data out, why)
+STATE_BEFORE_CDB: dict[tuple[str, str], list[tuple[bytes, bytes, str]]] = {
+    ("cdedge", "0:0:0:0_sr0_sg0"): [(
+        bytes((0x15, 0x10, 0, 0, 12, 0)), bytes((0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0x08, 0x00)),
+        "the capture's blkid of /dev/sr0 asked CDROMMULTISESSION: sr_cd_check found the drive at 512-byte "
+        "blocks (physical_block_size=512) and switched it to 2048 with sr_set_blocklength's MODE SELECT, "
+        "which QEMU's block descriptor handling applies (READ CAPACITY then says 256 x 2048)")],
+}
+
 
 @pytest.fixture(scope="module")
 def device_sides(tmp_path_factory):
@@ -310,6 +335,9 @@ def test_raw_cdb_answers_match_capture(device_sides, name: str, d: Path) -> None
     target, lun = lun_decode(lun_encode(target, linux_lun))
     bus = device_sides(name)[host].bus  # hosts are numbered in controller (PCI probe) order
     _settle_unit_attentions(bus, channel, target, lun)
+    for cdb, data, _why in STATE_BEFORE_CDB.get((name, d.name), []):
+        res = bus.execute(channel, target, lun, cdb, [memoryview(bytearray(data))], [])
+        assert res.status == 0, (cdb.hex(" "), res.sense.hex())
     caps = load_cdb_dir(d)
     assert caps
     diffs = []
@@ -418,3 +446,23 @@ def test_scan_command_sequence_matches_trace(name, tmp_path):
                 "real", "ours", n=2)))
     assert not diffs, "\n".join(diffs)
     assert len(ours) == len(want)
+
+
+def test_a_512_byte_cd_is_switched_to_2048_by_the_first_multisession_query(tmp_path):
+    """What the cdedge capture's device went through between its sysfs snapshot (512-byte
+    blocks, as physical_block_size=512 asks) and its sg_raw step (2048): blkid asks
+    CDROMMULTISESSION, sr_cd_check sends sr_set_blocklength's MODE SELECT and the device takes
+    the block descriptor, here end to end with the real tools."""
+    require_mount()
+    d = start_daemon(str(tmp_path), daemon_args("cdedge", tmp_path / "images"))
+    try:
+        def readcap() -> str:
+            return run(*VSCSIFS, "exec", "--mount", d.mount, "--", "sg_readcap", "/dev/sg0").stdout
+        lbs = Path(d.mount, "sys/block/sr0/queue/logical_block_size")
+        assert "Logical block length=512 bytes" in readcap() and lbs.read_text() == "512\n"
+        out = run(*VSCSIFS, "exec", "--mount", d.mount, "--", "blkid", "/dev/sr0").stdout
+        assert 'TYPE="iso9660"' in out and 'LABEL="VSCSIFS_GOLDEN"' in out
+        assert "Number of logical blocks=256" in readcap() and "Logical block length=2048 bytes" in readcap()
+        assert lbs.read_text() == "2048\n"
+    finally:
+        d.shutdown()
