@@ -146,6 +146,9 @@ class ScsiDeviceConfig:
     secs: int = 0
     source: str = ""
     origin: str = ""                  # where a TOML file said it; wins over source
+    # the controllers the QEMU command line had created when this device came: QEMU realizes
+    # -device options in order, so only those exist for it (None: all, as in TOML or device_add)
+    after_controllers: int | None = None
     controller: str | None = field(default=None, init=False)   # resolved controller id
 
     @property
@@ -233,11 +236,15 @@ class MachineConfig:
         return self
 
     def _resolve_bus(self, d: ScsiDeviceConfig) -> None:
-        buses = [c for c in self.controllers if c.has_scsi_bus]
+        """qdev_device_add's bus: the one bus= names, else qbus_find_recursive's pick, the first
+        SCSI bus of a depth-first walk that lists a bus's children newest first (bus_add_child
+        inserts at the head): the bus of the newest controller (never full: no max_dev)."""
+        created = self.controllers if d.after_controllers is None else self.controllers[:d.after_controllers]
+        buses = [c for c in created if c.has_scsi_bus]
         if not buses:
             raise ConfigError(f"{d.where}: No 'SCSI' bus found for device '{d.driver}'")
         if d.bus is None:
-            d.controller = buses[0].id
+            d.controller = buses[-1].id
             return
         name, _, index = d.bus.partition(".")
         if index not in ("", "0") or all(c.id != name for c in buses):

@@ -47,7 +47,8 @@ def parse_device(text: str, cfg: MachineConfig) -> None:
         apply_props(ctl, props, driver, pairs, where)
         cfg.controllers.append(ctl)
     elif driver in SCSI_DEVICE_DRIVERS:
-        dev = ScsiDeviceConfig(driver="scsi-hd" if driver == "scsi-disk" else driver, source=text)
+        dev = ScsiDeviceConfig(driver="scsi-hd" if driver == "scsi-disk" else driver, source=text,
+                               after_controllers=len(cfg.controllers))
         apply_props(dev, scsi_device_props(dev.driver), driver, pairs, where)
         cfg.devices.append(dev)
     elif driver in ("vhost-user-scsi-pci", "scsi-block", "scsi-generic", "lsi53c895a",

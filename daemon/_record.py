@@ -68,6 +68,7 @@ QEMU_MAX_SECTORS = 0xFFFF      # virtio-scsi-pci max_sectors default
 FIRST_PCI_SLOT = 4             # where vscsifs (like the captures' QEMU) puts the first HBA
 SECTOR = 512
 SR_UNKNOWN_CAPACITY = 0x1FFFFF   # sr.c get_sectorsize: READ CAPACITY failed (no medium)
+CD_BLOCK = 2048                  # scsi_cd_realize: a CD-ROM's blocks unless physical_block_size says
 
 # the guest kernel's SCSI stack: its module parameters are what a kernel command line sets
 SCSI_MODULES = ("scsi_mod", "sd_mod", "sr_mod", "sg", "cdrom", "virtio_scsi", "virtio_pci")
@@ -544,6 +545,10 @@ def _render_lun(lun: Lun, cid: str, data_dir: Path, out_dir: Path | None, used_i
             dev.append("removable = true")
         if lun.write_cache is False:
             dev.append("write-cache = false")
+    elif lun.driver == "scsi-cd" and lun.size and lun.logical_block_size not in (CD_BLOCK, 0):
+        # sr's logical block size is what READ CAPACITY reported: scsi_cd_realize's 2048 unless
+        # physical_block_size gave another (a medium's size alone cannot say)
+        dev.append(f"physical_block_size = {lun.logical_block_size}")
     if lun.queue_depth is not None and host.cmd_per_lun is not None and lun.queue_depth != host.cmd_per_lun:
         notes.append(f"{name}: queue_depth {lun.queue_depth} (the HBA's cmd_per_lun is {host.cmd_per_lun}): "
                      f"set at run time; write it to sys/bus/scsi/devices/{name}/queue_depth")

@@ -561,6 +561,14 @@ def from_qemu_args(argv: list[str], *, seed_data_dir: str | None = None) -> tupl
         seed.warnings = cfg.warnings
         seed.faults = cfg.faults
         cfg = seed
-    copy.deepcopy(cfg).validate(check_images=False)
+    resolved = copy.deepcopy(cfg).validate(check_images=False)
+    # a device without bus= that came before the last controller is on an older bus: say which,
+    # since a TOML file's devices see every controller (as device_add does)
+    last = next((c.id for c in reversed(resolved.controllers) if c.has_scsi_bus), None)
+    for d, r in zip(cfg.devices, resolved.devices):
+        if d.bus is None and r.controller != last:
+            i = next(i for i, c in enumerate(resolved.controllers) if c.id == r.controller)
+            cfg.controllers[i].id = r.controller
+            d.bus = f"{r.controller}.0"
     return cfg, cfg.warnings
 

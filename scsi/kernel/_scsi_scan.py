@@ -36,8 +36,8 @@ from vscsifs.scsi.kernel._scsi_common import scsi_status_is_check_condition
 from vscsifs.scsi.kernel._scsi_devinfo import Blist, scsi_get_device_flags
 from vscsifs.scsi.kernel._scsi_lib import scsi_attach_vpd, scsi_change_queue_depth, scsi_execute_req
 from vscsifs.scsi.kernel._scsi_logging import LogShift, scsi_log_enabled, sdev_printk, shost_printk, starget_printk
-from vscsifs.scsi.kernel._scsi_sysfs import (scsi_bus, scsi_sysfs_add_sdev, scsi_sysfs_device_initialize,
-                                            scsi_sysfs_remove_visible)
+from vscsifs.scsi.kernel._scsi_sysfs import (scsi_autopm_get_host, scsi_autopm_put_host, scsi_bus, scsi_sysfs_add_sdev,
+                                            scsi_sysfs_device_initialize, scsi_sysfs_remove_visible)
 from vscsifs.scsi.kernel._scsi_types import (SCAN_WILD_CARD, SCSI_DEFAULT_EH_TIMEOUT, HostState, ScanMode, scsi_device,
                                             ScsiLevel, ScsiTarget, Scsi_Host, SdevState, StargetState,
                                             scsi_device_created, scsi_device_set_state,
@@ -672,11 +672,15 @@ async def scsi_scan_host_selected(shost: Scsi_Host, channel: int, id_: int, lun:
         if not shost.async_scan:
             await scsi_complete_async_scans(shost.kernel)
         if scsi_host_scan_allowed(shost):
-            if channel == SCAN_WILD_CARD:
-                for ch in range(shost.max_channel + 1):
-                    await scsi_scan_channel(shost, ch, id_, lun, rescan)
-            else:
-                await scsi_scan_channel(shost, channel, id_, lun, rescan)
+            scsi_autopm_get_host(shost)
+            try:
+                if channel == SCAN_WILD_CARD:
+                    for ch in range(shost.max_channel + 1):
+                        await scsi_scan_channel(shost, ch, id_, lun, rescan)
+                else:
+                    await scsi_scan_channel(shost, channel, id_, lun, rescan)
+            finally:
+                scsi_autopm_put_host(shost)
     return 0
 
 
@@ -746,6 +750,7 @@ async def scsi_finish_async_scan(shost: Scsi_Host) -> None:
         ev = shost.async_scan_done
         if ev is not None:
             ev.set()
+        scsi_autopm_put_host(shost)     # scsi_scan_host's reference
 
 
 async def scsi_scan_host(shost: Scsi_Host) -> None:
@@ -757,13 +762,17 @@ async def scsi_scan_host(shost: Scsi_Host) -> None:
     mode = scsi_scan_type(kernel)
     if mode in ("none", "manual"):
         return
+    scsi_autopm_get_host(shost)         # dropped by scsi_finish_async_scan, or below
     if mode == "async":
         scsi_prep_async_scan(shost)
         if async_schedule(kernel, do_scan_async, shost):
             return
         await do_scan_async(shost)
         return
-    await do_scsi_scan_host(shost)
+    try:
+        await do_scsi_scan_host(shost)
+    finally:
+        scsi_autopm_put_host(shost)
 
 
 async def __scsi_add_device(shost: Scsi_Host, channel: int, id_: int, lun: int,
@@ -781,8 +790,12 @@ async def __scsi_add_device(shost: Scsi_Host, channel: int, id_: int, lun: int,
             if not shost.async_scan:
                 await scsi_complete_async_scans(shost.kernel)
             if scsi_host_scan_allowed(shost):
-                out = await scsi_probe_and_add_lun(starget, lun, ScanMode.SCSI_SCAN_RESCAN,
-                                                   hostdata, want_sdev=True)
+                scsi_autopm_get_host(shost)
+                try:
+                    out = await scsi_probe_and_add_lun(starget, lun, ScanMode.SCSI_SCAN_RESCAN,
+                                                       hostdata, want_sdev=True)
+                finally:
+                    scsi_autopm_put_host(shost)
                 sdev = out.sdev
     finally:
         scsi_target_reap(starget)

@@ -126,6 +126,24 @@ def scsi_host_rpm(shost: Scsi_Host) -> dict[str, Callable[[], str]]:
     return rpm.overrides()
 
 
+def scsi_autopm_get_host(shost: Scsi_Host) -> None:
+    """scsi_pm.c scsi_autopm_get_host(): pm_runtime_get_sync, a usage reference that keeps
+    the host resumed while it scans."""
+    rpm = rpm_of(shost)
+    rpm.usage += 1
+    rpm.active = True
+
+
+def scsi_autopm_put_host(shost: Scsi_Host) -> None:
+    """scsi_pm.c scsi_autopm_put_host(): pm_runtime_put_sync. The last reference makes the host
+    idle (rpm_idle), and an idle host without an active target suspends (scsi_runtime_idle
+    answers 0, so rpm_suspend follows): a controller with no LUN is "suspended" after its scan."""
+    rpm = rpm_of(shost)
+    rpm.usage = max(rpm.usage - 1, 0)
+    if rpm.usage == 0 and rpm.runtime_auto and not rpm.disable_depth and rpm.kids() == 0:
+        rpm.active = False
+
+
 def blk_pm_runtime_init(sdev: scsi_device) -> None:
     """block/blk-pm.c blk_pm_runtime_init() as sd_probe/sr_probe call it for their device."""
     rpm_of(sdev).use_autosuspend_delay(-1)
@@ -693,6 +711,16 @@ def scsi_register_driver(kernel: Kernel, drv: ScsiDriver) -> Driver:
                         raise RuntimeError(f"scsi_register_driver({drv.name}): probing the devices "
                                            "already present needs kernel.nursery (the async domain)")
     return fs_drv
+
+
+async def scsi_wait_earlier_probes(kernel: Kernel) -> None:
+    """Before a synchronous probe (sr's, inside the scan) takes its disk: the asynchronous
+    probes of devices the scan added earlier take theirs first. In a guest they start at
+    once on another CPU and allocate before any I/O, while the scan thread still has the next
+    LUN's INQUIRY and sysfs work to do, so disks take their diskseq in scan order (the auto
+    capture: 1:0:1:0's sd disk 3 before 1:0:2:0's sr0)."""
+    for drv in list(_drivers(kernel)):
+        await drv.wait_for_earlier_probes()
 
 
 def scsi_unregister_driver(kernel: Kernel, drv: ScsiDriver) -> None:

@@ -331,6 +331,11 @@ class ScsiDriver:
         """0 when the driver bound the device, -errno otherwise."""
         raise NotImplementedError(f"{type(self).__name__} has no probe")
 
+    async def wait_for_earlier_probes(self) -> None:
+        """Return once this driver's probes of the devices added so far have taken their
+        disks (a driver whose asynchronous probes allocate in scan order, sd, waits here)."""
+        return None
+
 
 def scsi_device_state_name(state: SdevState) -> str:
     return SDEV_STATE_NAMES.get(state, "")

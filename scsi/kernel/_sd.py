@@ -1707,6 +1707,20 @@ class SdDriver(ScsiDriver):
                 return
             await _checkpoint()
 
+    async def wait_for_earlier_probes(self) -> None:
+        """Every sd probe ticketed so far takes its index, or its device went away, first
+        (bounded as _wait_turn is)."""
+        limit = self._next_ticket
+        for _ in range(self.ORDER_WAIT_CHECKPOINTS):
+            for t, s in self._pending.values():
+                if t >= limit:
+                    return
+                if scsi_device_online(s) and _state_name(s) not in _GONE:
+                    break
+            else:
+                return
+            await _checkpoint()
+
     def _took_index(self, sdev: Any) -> None:
         self._pending.pop(id(sdev), None)
 

@@ -43,7 +43,7 @@ from vscsifs.scsi.kernel._scsi_ioctl import SCSI_REMOVAL_ALLOW, SCSI_REMOVAL_PRE
 from vscsifs.scsi.kernel._scsi_lib import scsi_command_size, scsi_execute_cmd, scsi_mode_sense
 from vscsifs.scsi.kernel._scsi_lib import scsi_test_unit_ready as tur
 from vscsifs.scsi.kernel._scsi_logging import LogShift, scsi_log_enabled, sdev_prefix_printk
-from vscsifs.scsi.kernel._scsi_sysfs import scsi_register_driver
+from vscsifs.scsi.kernel._scsi_sysfs import scsi_register_driver, scsi_wait_earlier_probes
 from vscsifs.scsi.kernel._scsi_types import ScsiDriver
 from vscsifs.scsi.kernel._cdrom_ioctl import sr_block_ioctl
 
@@ -724,6 +724,7 @@ async def sr_probe(drv: SrDriver, sdev: Any) -> int:
     kernel = drv.kernel
     if sdev.type not in SR_TYPES:
         return -errno.ENODEV
+    await scsi_wait_earlier_probes(kernel)
     disk = blk.blk_mq_alloc_disk_for_queue(sdev.request_queue)
     bits = sr_index_bits(kernel)
     minor = next((i for i in range(SR_DISKS) if i not in bits), SR_DISKS)

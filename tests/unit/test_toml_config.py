@@ -62,7 +62,7 @@ def comparable(cfg: MachineConfig) -> dict:
     """The config without the fields that only say where it came from."""
     def strip(obj):
         d = dataclasses.asdict(obj)
-        for k in ("source", "origin", "warnings"):
+        for k in ("source", "origin", "warnings", "after_controllers"):
             d.pop(k, None)
         return d
     return {"controllers": [strip(c) for c in cfg.controllers], "devices": [strip(d) for d in cfg.devices],

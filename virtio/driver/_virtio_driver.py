@@ -201,8 +201,14 @@ def register_virtio_device(kernel: Kernel, proxy: VirtIOPCIProxy, pci: PciDev) -
 
 
 def _active_kids(vdev: VirtioPciDevice) -> int:
-    """Children with runtime PM active: the SCSI host the driver added below virtioN."""
-    return sum(1 for name in vdev.dev.kobj.children if name.startswith("host"))
+    """Children with runtime PM active (the SCSI host the driver added below virtioN, unless
+    it suspended for want of devices), as their own power/runtime_status says."""
+    n = 0
+    for child in vdev.dev.kobj.children.values():
+        status = child.lookup("power/runtime_status") if hasattr(child, "lookup") else None
+        if status is not None and status.read() == b"active\n":
+            n += 1
+    return n
 
 
 def virtio_dev_probe(vdev: VirtioPciDevice, driver_name: str, module: str, feature_table: Iterable[int],
