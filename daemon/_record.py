@@ -25,8 +25,14 @@ the QEMU property that made the kernel show it:
   block sizes                queue/logical_block_size, queue/physical_block_size
   removable, rotational, ro  block/NAME/removable, queue/rotational (0: rotation_rate=1),
                              block/NAME/ro (the drive readonly)
-  write cache                scsi_disk/H:C:T:L/cache_type
-  partitions                 NAME/NAMEn/{partition,start,size}: the layout, as a DOS label
+  write cache, dpofua        scsi_disk/H:C:T:L/cache_type, scsi_disk/H:C:T:L/FUA
+  port_index, scsi_version   vpd_pg83's relative target port designator, scsi_level - 1
+  min/opt_io_size, discard_granularity
+                             queue/minimum_io_size (above the physical block), optimal_io_size,
+                             discard_granularity (above QEMU's default)
+  partitions                 NAME/NAMEn/{partition,start,size} and uevent's PARTNAME: the layout,
+                             as a DOS label (logical partitions through EBRs) or else a GPT
+                             (daemon/_labels.py)
   -append                    module/{scsi_mod,sd_mod,sr_mod,sg,cdrom,virtio_scsi,virtio_pci}/
                              parameters: the values the recorded kernel ran with, as boot options
 
@@ -42,11 +48,11 @@ import os
 import re
 import struct
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vscsifs.daemon._config import MBR_ENTRY, ConfigError, mbr_entry
+from vscsifs.daemon._config import ConfigError
+from vscsifs.daemon._labels import Partition, Writes, partition_label
 from vscsifs.daemon._toml_config import load, toml_string
 from vscsifs.scsi.device._scsi_bus import QEMU_HW_VERSION
 from vscsifs.scsi.device._scsi_cd import SCSICDDevice
@@ -68,6 +74,10 @@ QEMU_MAX_SECTORS = 0xFFFF      # virtio-scsi-pci max_sectors default
 FIRST_PCI_SLOT = 4             # where vscsifs (like the captures' QEMU) puts the first HBA
 SECTOR = 512
 SR_UNKNOWN_CAPACITY = 0x1FFFFF   # sr.c get_sectorsize: READ CAPACITY failed (no medium)
+QEMU_INT_MAX = 0x7FFFFFFF           # scsi-hd's max_io_size default, and blk_get_max_transfer's
+QEMU_MAX_UNMAP_SIZE = 1 << 30       # scsi-hd's max_unmap_size default
+QEMU_DISCARD_GRANULARITY = 4096     # scsi-hd's discard_granularity floor (with the block size)
+SD_MAX_BLOCK = 4096              # sd_read_capacity: larger logical blocks are "Unsupported"
 CD_BLOCK = 2048                  # scsi_cd_realize: a CD-ROM's blocks unless physical_block_size says
 
 # the guest kernel's SCSI stack: its module parameters are what a kernel command line sets
@@ -84,6 +94,7 @@ _DESIGNATOR = struct.Struct(">BBxB")
 class DesignatorType:
     VENDOR_SPECIFIC = 0
     NAA = 3
+    RELATIVE_TARGET_PORT = 4
 
 
 class Association:
@@ -102,20 +113,10 @@ _U16 = struct.Struct("<H")
 CODE_SET_BINARY = 1
 CODE_SET_ASCII = 2
 
-# MBR partition entry (as daemon/_config.write_mbr writes one): status, CHS first, type, CHS last, LBA, count
-MBR_TABLE = 446
-MBR_SIGNATURE = b"\x55\xaa"
 
 
 class RecordError(Exception):
     """A sysroot that cannot be recorded, or an image that would be overwritten."""
-
-
-@dataclass
-class Partition:
-    number: int
-    start: int                 # 512-byte sectors
-    size: int
 
 
 @dataclass
@@ -130,6 +131,15 @@ class Lun:
     device_id: str | None = None
     wwn: int | None = None
     port_wwn: int | None = None
+    port_index: int = 0
+    scsi_version: int = 5
+    dpofua: bool = False
+    min_io_size: int = 0
+    opt_io_size: int = 0
+    max_io_size: int | None = None
+    max_unmap_size: int | None = None
+    discard_granularity: int | None = None
+    rotation_rate: int | None = None      # None: not shown (the queue's rotational flag decides)
     size: int = 0              # bytes
     logical_block_size: int = SECTOR
     physical_block_size: int = SECTOR
@@ -180,6 +190,12 @@ def _int(path: Path) -> int | None:
         return int(t, 0) if t is not None else None
     except ValueError:
         return None
+
+
+def _uevent(dev: Path) -> dict[str, str]:
+    """A device's uevent file as KEY=value pairs."""
+    text = _text(dev / "uevent") or ""
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
 def _bytes(path: Path) -> bytes | None:
@@ -257,11 +273,17 @@ def _read_lun(dev: Path, hctl: tuple[int, int, int, int]) -> Lun | None:
                 lun.wwn = int.from_bytes(body, "big")
             elif assoc == Association.TARGET_PORT:
                 lun.port_wwn = int.from_bytes(body, "big")
+        elif dtype_ == DesignatorType.RELATIVE_TARGET_PORT and assoc == Association.TARGET_PORT and len(body) == 4:
+            lun.port_index = int.from_bytes(body[2:4], "big")
         else:
             others.append(f"type {dtype_}/association {assoc}/code set {code_set}")
     if others:
         lun.notes.append(f"{name}: VPD 0x83 designators no scsi-hd property makes: {', '.join(others)}")
     lun.queue_depth = _int(dev / "queue_depth")
+    level = _int(dev / "scsi_level")
+    if level is not None and level >= 3:
+        lun.scsi_version = level - 1          # scsi_add_lun: INQUIRY's version + 1 from SCSI-2 on
+    lun.dpofua = _int(dev / "scsi_disk" / name / "FUA") == 1
     cache = _text(dev / "scsi_disk" / name / "cache_type")
     if cache is not None:
         lun.write_cache = "write back" in cache
@@ -279,11 +301,42 @@ def _read_lun(dev: Path, hctl: tuple[int, int, int, int]) -> Lun | None:
         for part in sorted(blk.iterdir()):
             if part.is_dir() and (part / "partition").exists():
                 lun.partitions.append(Partition(_int(part / "partition") or 0, _int(part / "start") or 0,
-                                                _int(part / "size") or 0))
+                                                _int(part / "size") or 0, _uevent(part).get("PARTNAME")))
         lun.partitions.sort(key=lambda p: p.number)
     elif driver == "scsi-hd":
         lun.notes.append(f"{name}: no block device (sd did not attach): capacity unknown")
+    if driver == "scsi-hd":
+        if not lun.size and lun.physical_block_size > SD_MAX_BLOCK:
+            # sd_read_capacity's "Unsupported sector size": no capacity, and the block size only
+            # as the physical one; any image of whole blocks shows the same
+            lun.logical_block_size = lun.physical_block_size
+            lun.size = 64 * lun.logical_block_size
+            lun.notes.append(f"{name}: {lun.logical_block_size}-byte blocks, which sd refuses: capacity "
+                             f"unknown, recorded as {lun.size} bytes")
+        block_limits(lun, _bytes(dev / "vpd_pgb0"), _bytes(dev / "vpd_pgb1"))
     return lun
+
+
+def block_limits(lun: Lun, pg_b0: bytes | None, pg_b1: bytes | None) -> None:
+    """The scsi-hd properties behind the Block Limits and Block Device Characteristics VPD
+    pages (scsi_emulate_block_limits, in blocks of the disk's logical block size): the
+    transfer lengths, the unmap limits and granularity, the rotation rate. Only the values
+    that differ from QEMU's defaults are kept, so the file says what the command line said."""
+    bs = lun.logical_block_size
+    if pg_b0 is not None and len(pg_b0) >= 4 + 28:
+        b = pg_b0[4:]
+        otlg, max_xfer, opt_xfer = int.from_bytes(b[2:4], "big"), int.from_bytes(b[4:8], "big"), \
+            int.from_bytes(b[8:12], "big")
+        max_unmap, granularity = int.from_bytes(b[16:20], "big"), int.from_bytes(b[24:28], "big")
+        default_max = (QEMU_INT_MAX // SECTOR * SECTOR) // bs
+        lun.min_io_size = otlg * bs
+        lun.opt_io_size = opt_xfer * bs
+        lun.max_io_size = max_xfer * bs if max_xfer and max_xfer != default_max else None
+        lun.max_unmap_size = max_unmap * bs if max_unmap * bs != QEMU_MAX_UNMAP_SIZE else None
+        lun.discard_granularity = granularity * bs if granularity * bs != max(bs, QEMU_DISCARD_GRANULARITY) \
+            else None
+    if pg_b1 is not None and len(pg_b1) >= 6:
+        lun.rotation_rate = int.from_bytes(pg_b1[4:6], "big")
 
 
 def _host_of(sys_dir: Path, number: int) -> Host:
@@ -389,24 +442,9 @@ def _cpu_names(text: str) -> set[str]:
 
 # --- images --------------------------------------------------------------------------------------
 
-def dos_label(parts: Sequence[Partition], block_size: int) -> bytes | None:
-    """The 512-byte MBR that makes the kernel's msdos parser find ``parts`` (start/size in
-    512-byte sectors, entries in logical blocks); None when a DOS label cannot hold them."""
-    scale = block_size // SECTOR
-    table = bytearray(64)
-    for p in parts:
-        if not 1 <= p.number <= 4 or p.start % scale or p.size % scale:
-            return None
-        start, count = p.start // scale, p.size // scale
-        if start + count > 0xFFFFFFFF:
-            return None
-        table[(p.number - 1) * MBR_ENTRY.size:p.number * MBR_ENTRY.size] = mbr_entry(start, count)
-    return bytes(MBR_TABLE) + bytes(table) + MBR_SIGNATURE
-
-
-def make_image(path: Path, size: int, label: bytes | None) -> bool:
-    """A sparse image of ``size`` bytes with ``label`` at its start; an existing file of that
-    size is kept as it is (False), one of another size is refused."""
+def make_image(path: Path, size: int, label: Writes | None) -> bool:
+    """A sparse image of ``size`` bytes with ``label``'s pieces written; an existing file of
+    that size is kept as it is (False), one of another size is refused."""
     if path.exists():
         have = path.stat().st_size
         if have != size:
@@ -416,8 +454,10 @@ def make_image(path: Path, size: int, label: bytes | None) -> bool:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "xb") as f:
         f.truncate(size)
-        if label is not None and size >= len(label):
-            f.write(label)
+        for offset, data in label or ():
+            if offset + len(data) <= size:
+                f.seek(offset)
+                f.write(data)
     return True
 
 
@@ -503,14 +543,16 @@ def _render_lun(lun: Lun, cid: str, data_dir: Path, out_dir: Path | None, used_i
     drv = ["[[drive]]", f"id = {toml_string(drive)}", "format = \"raw\""]
     if lun.driver == "scsi-cd":
         drv.append("media = \"cdrom\"")
-    if lun.size:
+    if lun.size or lun.driver == "scsi-hd":
+        if not lun.size:
+            notes.append(f"{name}: no capacity shown: recorded as an empty image")
         img = data_dir / f"{drive}.{'iso' if lun.driver == 'scsi-cd' else 'img'}"
         label = None
         if lun.partitions:
-            label = dos_label(lun.partitions, lun.logical_block_size)
+            label = partition_label(lun.partitions, lun.size, lun.logical_block_size, name)
             if label is None:
-                notes.append(f"{name}: partitions {[p.number for p in lun.partitions]} cannot be written as a "
-                             f"DOS label (numbers above 4 or beyond 2 TiB): the image has no partition table")
+                notes.append(f"{name}: partitions {[p.number for p in lun.partitions]} fit neither a DOS label "
+                             f"nor a GPT: the image has no partition table")
         if create_images:
             make_image(img, lun.size, label)
         shown = os.path.relpath(img, out_dir) if out_dir is not None and img.parent == out_dir else str(img)
@@ -534,17 +576,31 @@ def _render_lun(lun: Lun, cid: str, data_dir: Path, out_dir: Path | None, used_i
         dev.append(f"wwn = \"0x{lun.wwn:016x}\"")
     if lun.port_wwn is not None:
         dev.append(f"port_wwn = \"0x{lun.port_wwn:016x}\"")
+    if lun.port_index:
+        dev.append(f"port_index = {lun.port_index}")
+    if lun.scsi_version != 5:
+        dev.append(f"scsi_version = {lun.scsi_version}")
+    for prop, amount in (("min_io_size", lun.min_io_size or None), ("opt_io_size", lun.opt_io_size or None),
+                         ("max_io_size", lun.max_io_size), ("discard_granularity", lun.discard_granularity)):
+        if amount is not None:
+            dev.append(f"{prop} = {amount}")
     if lun.driver == "scsi-hd":
         if lun.logical_block_size != SECTOR:
             dev.append(f"logical_block_size = {lun.logical_block_size}")
         if lun.physical_block_size != SECTOR:
             dev.append(f"physical_block_size = {lun.physical_block_size}")
-        if not lun.rotational:
+        if lun.rotation_rate:
+            dev.append(f"rotation_rate = {lun.rotation_rate}")
+        elif lun.rotation_rate is None and not lun.rotational:
             dev.append("rotation_rate = 1")
+        if lun.max_unmap_size is not None:
+            dev.append(f"max_unmap_size = {lun.max_unmap_size}")
         if lun.removable:
             dev.append("removable = true")
         if lun.write_cache is False:
             dev.append("write-cache = false")
+        if lun.dpofua:
+            dev.append("dpofua = true")
     elif lun.driver == "scsi-cd" and lun.size and lun.logical_block_size not in (CD_BLOCK, 0):
         # sr's logical block size is what READ CAPACITY reported: scsi_cd_realize's 2048 unless
         # physical_block_size gave another (a medium's size alone cannot say)

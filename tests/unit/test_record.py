@@ -14,8 +14,9 @@ import pytest
 from daemon_harness import GOLDEN, VSCSIFS
 from golden_cdb import make_image as golden_image
 from golden_sysfs import materialize
-from vscsifs.daemon._record import (Partition, RecordError, dos_label, flat_lun, make_image, msix_table_size,
-                                    read_sysroot, record, vpd_designators)
+from vscsifs.daemon._labels import Partition, dos_label, gpt_label, partition_label
+from vscsifs.daemon._record import (RecordError, flat_lun, make_image, msix_table_size, read_sysroot, record,
+                                    vpd_designators)
 from vscsifs.daemon._toml_config import load
 
 PCI = "sysfs/devices/pci0000:00"
@@ -44,20 +45,59 @@ def test_dos_label_matches_what_sfdisk_wrote(tmp_path: Path) -> None:
     img = golden_image(tmp_path / "x.img", 64 << 20, "X", mbr=(0x5EED5E12, 2048, 131072 - 2048))
     want = img.read_bytes()[:512]
     ours = dos_label([Partition(1, 2048, 131072 - 2048)], 512)
-    assert ours is not None
-    assert ours[446:] == want[446:]
+    assert ours is not None and len(ours) == 1 and ours[0][0] == 0
+    assert ours[0][1][446:] == want[446:]
     # 4 KiB logical blocks: entries count blocks, not 512-byte sectors
     big = dos_label([Partition(1, 2048, 8192)], 4096)
-    assert big is not None and int.from_bytes(big[454:458], "little") == 256
-    assert dos_label([Partition(5, 2048, 100)], 512) is None            # a logical partition
+    assert big is not None and int.from_bytes(big[0][1][454:458], "little") == 256
+    assert dos_label([Partition(5, 2048, 100)], 512) is None            # a logical with no container
     assert dos_label([Partition(1, 2048, 1 << 33)], 512) is None        # beyond 2 TiB
+    assert dos_label([Partition(1, 2048, 100, "root")], 512) is None    # a named partition: GPT
+
+
+async def _kernel_view(image: bytes, lbs: int = 512) -> list[tuple[int, int, int, str | None]]:
+    """What the kernel's partition parsers make of ``image`` (a null_blk disk)."""
+    from test_partitions import scanned
+    async with scanned(image, lbs=lbs) as (_k, _nb, disk, _ev):
+        return [(p.partno, p.start_sect, p.nr_sects, p.meta_info.volname or None if p.meta_info else None)
+                for p in disk.all_bdevs()[1:]]
+
+
+def _image(size: int, writes: list[tuple[int, bytes]]) -> bytes:
+    img = bytearray(size)
+    for offset, data in writes:
+        img[offset:offset + len(data)] = data
+    return bytes(img)
+
+
+async def test_labels_give_the_kernel_back_the_partitions_it_showed() -> None:
+    """Each label partition_label writes is read back by the kernel's msdos/efi parsers as
+    the partitions recorded: logical ones through an EBR chain (the extended container shows
+    as 2 sectors), named ones and numbers above 4 with no container as a GPT, on 512- and
+    4096-byte blocks."""
+    cases = [
+        (32 << 20, 512, [Partition(1, 63, 2000), Partition(2, 4096, 2), Partition(3, 45056, 8192),
+                         Partition(5, 4159, 8000), Partition(6, 16384, 8192)]),
+        (64 << 20, 512, [Partition(1, 2048, 8192, "root"), Partition(2, 10240, 4096, "swap space"),
+                         Partition(3, 14336, 20480, "data")]),
+        (64 << 20, 4096, [Partition(1, 2048, 32768, "boot"), Partition(2, 34816, 94208, "home")]),
+        (32 << 20, 512, [Partition(n, 2048 + (n - 1) * 1024, 1024) for n in range(1, 21)]),
+    ]
+    for size, lbs, parts in cases:
+        writes = partition_label(parts, size, lbs, "0:0:0:0")
+        assert writes is not None, parts
+        got = await _kernel_view(_image(size, writes), lbs)
+        assert got == [(p.number, p.start, p.size, p.name) for p in parts], (parts, got)
+    # a partition over the GPT's own blocks fits neither label
+    assert partition_label([Partition(1, 1, 100, "x")], 1 << 20, 512, "s") is None
+    assert gpt_label([Partition(1, 2048, 100)], 1 << 20, 512, "s") is None      # past the last usable block
 
 
 def test_make_image_keeps_and_refuses(tmp_path: Path) -> None:
     p = tmp_path / "a.img"
     assert make_image(p, 1 << 20, None) is True
     p.write_bytes(b"precious" + bytes((1 << 20) - 8))
-    assert make_image(p, 1 << 20, dos_label([Partition(1, 2048, 10)], 512)) is False
+    assert make_image(p, 1 << 20, dos_label([Partition(1, 1024, 10)], 512)) is False
     assert p.read_bytes()[:8] == b"precious"
     with pytest.raises(RecordError, match=r"exists with 1048576 bytes, the recorded disk has 2097152"):
         make_image(p, 2 << 20, None)
