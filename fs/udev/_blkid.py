@@ -216,10 +216,21 @@ def partition_entry_values(entry: PartEntry, disk_devt: tuple[int, int]) -> list
     return values
 
 
+# MBR_DOS_EXTENDED_PARTITION, MBR_W95_EXTENDED_PARTITION, MBR_LINUX_EXTENDED_PARTITION
+DOS_EXTENDED_TYPES = frozenset({0x05, 0x0F, 0x85})
+
+
+def is_extended(entry: PartEntry) -> bool:
+    """blkid_partition_is_extended(): a DOS label's extended container."""
+    return entry.scheme == "dos" and entry.type in DOS_EXTENDED_TYPES
+
+
 def find_entry(entries: list[PartEntry], start: int, size: int) -> PartEntry | None:
-    """blkid_partlist_devno_to_partition(): the entry with the partition's start and size."""
+    """blkid_partlist_devno_to_partition(): the entry with the partition's start and size; an
+    extended container matches by its start alone, since the kernel shows it as 2 sectors
+    (libblkid accepts up to 1024)."""
     for entry in entries:
-        if entry.start == start and entry.size == size:
+        if entry.start == start and (entry.size == size or (is_extended(entry) and size <= 1024)):
             return entry
     return None
 

@@ -217,6 +217,27 @@ def test_4k_disk_partition_table(tmp_path) -> None:
         d.shutdown()
 
 
+def test_gpt_logical_and_4k_partitions_as_the_guest(tmp_path) -> None:
+    """The tables capture with the guest's udevd (tests/golden/tables-udev): GPT partitions with
+    names (by-partlabel, by-partuuid), a 4K GPT, 20 partitions past sd's minors (b259:N), and a
+    DOS label's extended container and logical partitions. libblkid finds the container's
+    entry by its start alone, as the kernel shows it as 2 sectors: its record has the
+    ID_PART_ENTRY_* values and its by-partuuid link, as in the guest."""
+    require_mount()
+    from tests.integration.test_configs import daemon_args
+    gold = GOLDEN.parent / "tables-udev" / "udev"
+    d = start_daemon(str(tmp_path), daemon_args("tables", tmp_path / "images"), ready="run/udev/data/b8:0",
+                     udev=True)
+    try:
+        wait_for(lambda: "vscsifs: INFO: serving " in d.log(), what="the coldplug to settle")
+        assert disk_links(d.mount) == golden_links(gold / "dev-disk-links.txt")
+        data = Path(d.mount) / "run" / "udev" / "data"
+        for name in sorted(os.listdir(gold / "run-udev-data")):
+            assert record((data / name).read_text()) == record((gold / "run-udev-data" / name).read_text()), name
+    finally:
+        d.shutdown()
+
+
 def test_no_udev_is_the_machine_without_it() -> None:
     require_mount()
     with tempfile.TemporaryDirectory(prefix="vscsifs-noudev-") as tmp:
