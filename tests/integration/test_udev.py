@@ -217,16 +217,22 @@ def test_4k_disk_partition_table(tmp_path) -> None:
         d.shutdown()
 
 
-def test_gpt_logical_and_4k_partitions_as_the_guest(tmp_path) -> None:
-    """The tables capture with the guest's udevd (tests/golden/tables-udev): GPT partitions with
-    names (by-partlabel, by-partuuid), a 4K GPT, 20 partitions past sd's minors (b259:N), and a
-    DOS label's extended container and logical partitions. libblkid finds the container's
-    entry by its start alone, as the kernel shows it as 2 sectors: its record has the
-    ID_PART_ENTRY_* values and its by-partuuid link, as in the guest."""
+# (capture with the guest's udevd, the configuration of tests/integration/test_configs it ran)
+UDEV_CAPTURES = [("tables-udev", "tables"), ("auto-udev", "auto")]
+
+
+@pytest.mark.parametrize("capture, config", UDEV_CAPTURES)
+def test_links_and_records_as_the_guest(tmp_path, capture: str, config: str) -> None:
+    """Other captures with the guest's udevd: tables-udev (GPT partitions with names, a 4K GPT,
+    20 partitions past sd's minors, a DOS label's extended container and logical partitions:
+    libblkid finds the container's entry by its start alone, as the kernel shows it as 2
+    sectors) and auto-udev (two HBAs, devices placed by QEMU, a CD-ROM: by-path through the
+    second HBA's PCI address, cdrom_id's properties). Every /dev/disk link and every storage
+    record (block, sg, bsg) of the guest's database."""
     require_mount()
     from tests.integration.test_configs import daemon_args
-    gold = GOLDEN.parent / "tables-udev" / "udev"
-    d = start_daemon(str(tmp_path), daemon_args("tables", tmp_path / "images"), ready="run/udev/data/b8:0",
+    gold = GOLDEN.parent / capture / "udev"
+    d = start_daemon(str(tmp_path), daemon_args(config, tmp_path / "images"), ready="run/udev/data/b8:0",
                      udev=True)
     try:
         wait_for(lambda: "vscsifs: INFO: serving " in d.log(), what="the coldplug to settle")
