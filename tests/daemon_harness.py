@@ -143,6 +143,12 @@ class Daemon:
                 out.append(line.split("] ", 1)[1])
         return out
 
+    def disk_name(self, hctl: str) -> str:
+        """The block device (sdX, srN) of the LUN H:C:T:L, as its sysfs names it."""
+        names = os.listdir(f"{self.mount}/sys/class/scsi_device/{hctl}/device/block")
+        assert len(names) == 1, names
+        return names[0]
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         return stop_process(self.proc, sig, timeout)
 

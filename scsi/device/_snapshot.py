@@ -47,6 +47,15 @@ def _reflink(src_fd: int, directory: str) -> int | None:
         return None
 
 
+def _copy(src_fd: int, dst_fd: int, start: int, end: int) -> None:
+    """Bytes [start, end) of the image to the same place of the copy."""
+    while start < end:
+        n = os.copy_file_range(src_fd, dst_fd, min(_COPY_CHUNK, end - start), start, start)
+        if n == 0:
+            raise OSError(errno.EIO, "the image ended while it was being copied")
+        start += n
+
+
 def _sparse_copy(src_fd: int, size: int, directory: str) -> int:
     """A copy of the image's data extents (its holes stay holes) of ``size`` bytes."""
     fd = _unnamed_file(directory)
@@ -61,11 +70,7 @@ def _sparse_copy(src_fd: int, size: int, directory: str) -> int:
                     break
                 raise
             end = min(os.lseek(src_fd, start, os.SEEK_HOLE), size)
-            while start < end:
-                n = os.copy_file_range(src_fd, fd, min(_COPY_CHUNK, end - start), start, start)
-                if n == 0:
-                    raise OSError(errno.EIO, "the image ended while it was being copied")
-                start += n
+            _copy(src_fd, fd, start, end)
             pos = end
         return fd
     except BaseException:
@@ -78,12 +83,7 @@ def _block_device_copy(src_fd: int, size: int, directory: str) -> int:
     fd = _unnamed_file(directory)
     try:
         os.ftruncate(fd, size)
-        pos = 0
-        while pos < size:
-            n = os.copy_file_range(src_fd, fd, min(_COPY_CHUNK, size - pos), pos, pos)
-            if n == 0:
-                raise OSError(errno.EIO, "the device ended while it was being copied")
-            pos += n
+        _copy(src_fd, fd, 0, size)
         return fd
     except BaseException:
         os.close(fd)

@@ -1691,35 +1691,32 @@ class SdDriver(ScsiDriver):
             self._next_ticket += 1
         return True
 
-    async def _wait_turn(self, sdev: Any) -> None:
-        entry = self._pending.get(id(sdev))
-        if entry is None:
-            return
+    def _earlier_pending(self, limit: int) -> bool:
+        """A probe ticketed before ``limit`` has not taken its index and its device is live
+        (_pending is in ticket order: the walk stops at the first live one, so thousands of
+        pending probes do not make this quadratic)."""
+        for t, s in self._pending.values():
+            if t >= limit:
+                return False
+            if scsi_device_online(s) and _state_name(s) not in _GONE:
+                return True
+        return False
+
+    async def _wait_before(self, limit: int) -> None:
         for _ in range(self.ORDER_WAIT_CHECKPOINTS):
-            # _pending is in ticket order: my turn once no live device is before me (stops at
-            # the first live one, so thousands of pending probes do not make this quadratic)
-            for t, s in self._pending.values():
-                if t >= entry[0]:
-                    return
-                if scsi_device_online(s) and _state_name(s) not in _GONE:
-                    break
-            else:
+            if not self._earlier_pending(limit):
                 return
             await _checkpoint()
+
+    async def _wait_turn(self, sdev: Any) -> None:
+        entry = self._pending.get(id(sdev))
+        if entry is not None:
+            await self._wait_before(entry[0])
 
     async def wait_for_earlier_probes(self) -> None:
         """Every sd probe ticketed so far takes its index, or its device went away, first
         (bounded as _wait_turn is)."""
-        limit = self._next_ticket
-        for _ in range(self.ORDER_WAIT_CHECKPOINTS):
-            for t, s in self._pending.values():
-                if t >= limit:
-                    return
-                if scsi_device_online(s) and _state_name(s) not in _GONE:
-                    break
-            else:
-                return
-            await _checkpoint()
+        await self._wait_before(self._next_ticket)
 
     def _took_index(self, sdev: Any) -> None:
         self._pending.pop(id(sdev), None)

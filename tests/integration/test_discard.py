@@ -39,9 +39,8 @@ def discard_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]
 
 
 def _disk(d: Daemon, lun: int) -> str:
-    names = os.listdir(f"{d.mount}/sys/class/scsi_device/0:0:0:{lun}/device/block")
-    assert len(names) == 1, names
-    return names[0]
+    """The sdX name of LUN 0:0:0:lun."""
+    return d.disk_name(f"0:0:0:{lun}")
 
 
 def _exec(d: Daemon, *cmd: str) -> str:

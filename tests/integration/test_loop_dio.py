@@ -46,9 +46,7 @@ def dio_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 
 def _disk(d: Daemon, lun: int) -> str:
     """The sdX name of LUN 0:0:0:lun."""
-    names = os.listdir(f"{d.mount}/sys/class/scsi_device/0:0:0:{lun}/device/block")
-    assert len(names) == 1, names
-    return names[0]
+    return d.disk_name(f"0:0:0:{lun}")
 
 
 def _attached(d: Daemon, name: str) -> os.stat_result:
