@@ -38,11 +38,6 @@ def discard_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]
         d.shutdown()
 
 
-def _disk(d: Daemon, lun: int) -> str:
-    """The sdX name of LUN 0:0:0:lun."""
-    return d.disk_name(f"0:0:0:{lun}")
-
-
 def _exec(d: Daemon, *cmd: str) -> str:
     return run(*VSCSIFS, "exec", "--mount", d.mount, "--", *cmd).stdout
 
@@ -71,7 +66,7 @@ def test_blkdiscard_unmaps_the_disk_and_frees_the_images_blocks(discard_daemon: 
     """discard=unmap: blkdiscard of 4 MiB is one UNMAP on the disk, a hole in the image, and
     zeros when the node is read again, though the host had that range cached."""
     d = discard_daemon
-    name = _disk(d, 0)
+    name = d.disk_name("0:0:0:0")
     assert not _node_reads_zeros(d, name, 1 * MiB, 4 * MiB)        # random data, now cached
     before = _discards(d, name)
     since = len(d.kernel_lines())
@@ -98,7 +93,7 @@ def test_blkdiscard_zeroout_writes_zeroes_through_the_disk(discard_daemon: Daemo
     """BLKZEROOUT (blkdiscard -z) reaches the disk as WRITE SAME of zeroes, and the node reads
     zeros afterwards."""
     d = discard_daemon
-    name = _disk(d, 0)
+    name = d.disk_name("0:0:0:0")
     assert not _node_reads_zeros(d, name, 8 * MiB, 1 * MiB)
     since = len(d.kernel_lines())
     with scsi_logging(d):
@@ -113,7 +108,7 @@ def test_discard_ignore_keeps_the_images_data(discard_daemon: Daemon) -> None:
     """QEMU's default discard=ignore: the disk takes the UNMAP (the guest sees it succeed) and
     the image keeps every byte."""
     d = discard_daemon
-    name = _disk(d, 1)
+    name = d.disk_name("0:0:0:1")
     kept = _image(d, "keep", 2 * MiB, 2 * MiB)
     before = _discards(d, name)
     _exec(d, "blkdiscard", "--offset", str(2 * MiB), "--length", str(2 * MiB), f"/dev/{name}")
@@ -125,7 +120,7 @@ def test_discard_ignore_keeps_the_images_data(discard_daemon: Daemon) -> None:
 def test_a_read_only_open_cannot_discard(discard_daemon: Daemon) -> None:
     """blk_ioctl_discard's first check: a descriptor without write access gets EBADF."""
     d = discard_daemon
-    name = _disk(d, 0)
+    name = d.disk_name("0:0:0:0")
     script = ("import fcntl, os, struct; fd = os.open('/dev/%s', os.O_RDONLY)\n"
               "try:\n    fcntl.ioctl(fd, 0x1277, struct.pack('=QQ', 0, 4096))\n"
               "except OSError as e:\n    print(e.errno)\n" % name)
