@@ -19,6 +19,7 @@ from vscsifs.scsi.kernel.base._kobject import Attr, Dir, Link
 from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._printk import Kmsg
 from vscsifs.scsi.kernel._scsi_cmnd import DmaDirection, HostByte, scsi_cmnd
+from vscsifs.scsi.kernel._scsi_sysfs import scsi_host_rpm
 from vscsifs.scsi.kernel._scsi_types import Scsi_Host
 from vscsifs.virtio import GuestMemory
 from vscsifs.virtio.device import VirtIOPCIProxy, VirtIOSCSI, VirtIOSCSIConf
@@ -107,8 +108,10 @@ class FakeMidlayer:
                          unique_id=template.unique_id)
 
     def scsi_add_host(self, shost, parent):
+        # runtime PM as scsi_add_host sets it (active, enabled): virtioN counts it as an active kid
         shost.shost_gendev = device_add(Device(f"host{shost.host_no}", parent=parent,
-                                               bus=shost.kernel.sysfs.bus_register("scsi")))
+                                               bus=shost.kernel.sysfs.bus_register("scsi")),
+                                        power=scsi_host_rpm(shost))
         self.calls.append(("scsi_add_host", shost.host_no))
 
     async def scsi_add_device(self, shost, channel, id, lun):
