@@ -93,22 +93,26 @@ def mbr(entries: list[tuple[int, int, int, int]], sig: int = 0x12345678) -> byte
 
 
 def gpt_image(size: int, parts: list[tuple[int, int, str]], nentries: int = 128, lbs: int = 512,
-              hybrid: bool = False, bad_primary_crc: bool = False, alt_lba: int | None = None) -> bytearray:
-    """A GPT disk image: protective MBR, primary header + entries, alternate at the end."""
+              hybrid: bool = False, bad_primary_crc: bool = False, alt_lba: int | None = None,
+              guid_base: int = 0) -> bytearray:
+    """A GPT disk image: protective MBR, primary header + entries, alternate at the end; the
+    partitions' GUIDs are guid_base + 1, 2 ..., the disk's guid_base + 99 (give disks of one
+    machine different bases: udev links each GUID once)."""
     img = bytearray(size)
     last = size // lbs - 1
     linux = uuid.UUID("0fc63daf-8483-4772-8e79-3d69d8477de4").bytes_le
     ents = bytearray(nentries * 128)
     for i, (first, lastlba, name) in enumerate(parts):
         nm = name.encode("utf-16-le").ljust(72, b"\0")
-        struct.pack_into("<16s16sQQQ72s", ents, i * 128, linux, uuid.UUID(int=i + 1).bytes_le, first, lastlba, 0, nm)
+        struct.pack_into("<16s16sQQQ72s", ents, i * 128, linux, uuid.UUID(int=guid_base + i + 1).bytes_le, first,
+                         lastlba, 0, nm)
     ents_lbas = -(-len(ents) // lbs)
     first_usable = 2 + ents_lbas
     last_usable = last - 1 - ents_lbas
 
     def header(my: int, alt: int, entries_lba: int) -> bytes:
         h = bytearray(struct.pack("<8sIIIIQQQQ16sQIII", b"EFI PART", 0x10000, 92, 0, 0, my, alt, first_usable,
-                                  last_usable, uuid.UUID(int=99).bytes_le, entries_lba, nentries, 128,
+                                  last_usable, uuid.UUID(int=guid_base + 99).bytes_le, entries_lba, nentries, 128,
                                   zlib.crc32(ents)))
         struct.pack_into("<I", h, 16, zlib.crc32(h))
         return bytes(h)
@@ -143,9 +147,9 @@ def write_sectors(path: Path | str, size: int, at: int, data: bytes | bytearray)
         f.write(data)
 
 
-def write_gpt(path: Path | str, size: int, lbs: int, parts: list[tuple[int, int, str]]) -> Path:
+def write_gpt(path: Path | str, size: int, lbs: int, parts: list[tuple[int, int, str]], guid_base: int = 0) -> Path:
     """A sparse image of ``size`` bytes holding gpt_image's table (only its non-zero blocks)."""
-    img = gpt_image(size, parts, lbs=lbs)
+    img = gpt_image(size, parts, lbs=lbs, guid_base=guid_base)
     for off in range(0, size, 1 << 16):
         chunk = img[off:off + (1 << 16)]
         if any(chunk):
@@ -156,7 +160,7 @@ def write_gpt(path: Path | str, size: int, lbs: int, parts: list[tuple[int, int,
 def _usage() -> int:
     print("usage: golden_images.py iso FILE TOTAL_SECTORS TAG\n"
           "       golden_images.py mbr FILE SIZE SECTOR SIG BOOT:TYPE:START:SIZE...  (an MBR or EBR at SECTOR)\n"
-          "       golden_images.py gpt FILE SIZE LBS FIRST:LAST:NAME...", file=sys.stderr)
+          "       golden_images.py gpt FILE SIZE LBS GUID_BASE FIRST:LAST:NAME...", file=sys.stderr)
     return 2
 
 
@@ -168,9 +172,9 @@ def main(argv: list[str]) -> int:
         write_sectors(argv[1], int(argv[2]), int(argv[3]) * 512,
                       mbr([_entry(e) for e in argv[5:]], int(argv[4], 0)))
         return 0
-    if len(argv) >= 4 and argv[0] == "gpt":
-        parts = [(int(a), int(b), n) for a, b, n in (p.split(":", 2) for p in argv[4:])]
-        write_gpt(argv[1], int(argv[2]), int(argv[3]), parts)
+    if len(argv) >= 5 and argv[0] == "gpt":
+        parts = [(int(a), int(b), n) for a, b, n in (p.split(":", 2) for p in argv[5:])]
+        write_gpt(argv[1], int(argv[2]), int(argv[3]), parts, int(argv[4], 0))
         return 0
     return _usage()
 

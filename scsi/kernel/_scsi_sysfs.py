@@ -720,7 +720,9 @@ async def scsi_wait_earlier_probes(kernel: Kernel) -> None:
     LUN's INQUIRY and sysfs work to do, so disks take their diskseq in scan order (the auto
     capture: 1:0:1:0's sd disk 3 before 1:0:2:0's sr0)."""
     for drv in list(_drivers(kernel)):
-        await drv.wait_for_earlier_probes()
+        wait = drv.wait_for_earlier_probes
+        if wait is not None:
+            await wait()
 
 
 def scsi_unregister_driver(kernel: Kernel, drv: ScsiDriver) -> None:

@@ -326,15 +326,13 @@ class ScsiDriver:
     done: Callable[[scsi_cmnd], int] | None = None
     eh_action: Callable[[scsi_cmnd, int], int] | None = None
     eh_reset: Callable[[scsi_cmnd], None] | None = None
+    # returns once the driver's probes of the devices added so far have taken their disks (sd,
+    # whose asynchronous probes allocate in scan order)
+    wait_for_earlier_probes: Callable[[], Awaitable[None]] | None = None
 
     def probe(self, sdev: scsi_device) -> Awaitable[int] | int:
         """0 when the driver bound the device, -errno otherwise."""
         raise NotImplementedError(f"{type(self).__name__} has no probe")
-
-    async def wait_for_earlier_probes(self) -> None:
-        """Return once this driver's probes of the devices added so far have taken their
-        disks (a driver whose asynchronous probes allocate in scan order, sd, waits here)."""
-        return None
 
 
 def scsi_device_state_name(state: SdevState) -> str:

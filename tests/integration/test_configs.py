@@ -56,10 +56,10 @@ def _dos(size: int, tables: list[tuple[int, int, list[tuple[int, int, int, int]]
     return build
 
 
-def _gpt(size: int, lbs: int, parts: list[tuple[int, int, str]]) -> Callable[[Path, str], Path]:
+def _gpt(size: int, lbs: int, guid_base: int, parts: list[tuple[int, int, str]]) -> Callable[[Path, str], Path]:
     def build(p: Path, _name: str) -> Path:
         p.unlink(missing_ok=True)
-        return write_gpt(p, size, lbs, parts)
+        return write_gpt(p, size, lbs, parts, guid_base)
     return build
 
 
@@ -111,10 +111,11 @@ IMAGES: dict[str, dict[str, Callable[[Path, str], Path]]] = {
                                                      (0, 0x83, 45056, 8192)]),
                                     (4096, 0, [(0, 0x83, 63, 8000), (0, 0x05, 12288, 8192)]),
                                     (16384, 0, [(0, 0x82, 0, 8192)])]),
-        "gpt.img": _gpt(64 * MiB, 512, [(2048, 10239, "root"), (10240, 14335, "swap space"),
-                                        (14336, 34815, "data")]),
-        "gpt4k.img": _gpt(64 * MiB, 4096, [(256, 4351, "boot"), (4352, 16127, "home")]),
-        "many.img": _gpt(32 * MiB, 512, [(2048 + i * 1024, 2048 + i * 1024 + 1023, f"p{i + 1}") for i in range(20)]),
+        "gpt.img": _gpt(64 * MiB, 512, 0x100, [(2048, 10239, "root"), (10240, 14335, "swap space"),
+                                               (14336, 34815, "data")]),
+        "gpt4k.img": _gpt(64 * MiB, 4096, 0x200, [(256, 4351, "boot"), (4352, 16127, "home")]),
+        "many.img": _gpt(32 * MiB, 512, 0x300,
+                         [(2048 + i * 1024, 2048 + i * 1024 + 1023, f"p{i + 1}") for i in range(20)]),
     },
 }
 CONFIGS = [n for n in IMAGES if (Path(GOLDEN) / n / "capture.conf").exists()]
@@ -131,6 +132,8 @@ EXPECTED_MISMATCHES["blocksizes"][
     "/sys/devices/pci0000:00/0000:00:04.0/virtio0/host0/target0:0:0/0:0:0:2/block/sdb/queue/bsg"] = _BSG_RACE
 EXPECTED_MISMATCHES["big"][
     "/sys/devices/pci0000:00/0000:00:04.0/virtio0/host0/target0:0:0/0:0:0:1/block/sdb/queue/bsg"] = _BSG_RACE
+EXPECTED_MISMATCHES["tables"][
+    "/sys/devices/pci0000:00/0000:00:04.0/virtio0/host0/target0:0:0/0:0:0:3/block/sdb/queue/bsg"] = _BSG_RACE
 
 _EVENTS_RACE = ("timing race on the real kernel: sr0's first media-change check (disk_add_events queues it "
                 "with no delay on a workqueue; the UNIT ATTENTION it meets takes a new diskseq) raced the scan "
