@@ -20,14 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vscsifs.daemon._config import MBR_ENTRY, mbr_entry
+from vscsifs.scsi.kernel.block._partitions import (EFI_PMBR_OSTYPE_EFI_GPT, GPT_ENTRY, GPT_HEADER,
+                                                   GPT_HEADER_SIGNATURE, MSDOS_LABEL_MAGIC, SysInd)
 
 SECTOR = 512
-MBR_TABLE = 446
-MBR_SIGNATURE = b"\x55\xaa"
-DOS_EXTENDED = 0x05
-GPT_PROTECTIVE = 0xEE
-GPT_ENTRY = struct.Struct("<16s16sQQQ72s")          # type, unique GUID, first, last, attributes, name
-GPT_HEADER = struct.Struct("<8sIIIIQQQQ16sQIII")   # UEFI 2.x 5.3.2, the 92 bytes the CRC covers
 GPT_ENTRIES = 128
 LINUX_FS_GUID = uuid.UUID("0fc63daf-8483-4772-8e79-3d69d8477de4")
 _NAMESPACE = uuid.UUID("5eed0000-0000-4000-8000-000000000000")   # for the GUIDs made up here
@@ -48,7 +44,7 @@ def _mbr(entries: dict[int, bytes], signature: int = 0) -> bytes:
     table = bytearray(64)
     for slot, entry in entries.items():
         table[slot * MBR_ENTRY.size:(slot + 1) * MBR_ENTRY.size] = entry
-    return bytes(440) + struct.pack("<IH", signature, 0) + bytes(table) + MBR_SIGNATURE
+    return bytes(440) + struct.pack("<IH", signature, 0) + bytes(table) + MSDOS_LABEL_MAGIC
 
 
 def _container(parts: Sequence[Partition], block_size: int) -> Partition | None:
@@ -84,7 +80,7 @@ def dos_label(parts: Sequence[Partition], block_size: int) -> Writes | None:
     if ext is not None:
         base = ext.start // scale
         end = max((p.start + p.size) // scale for p in logical)
-        primary[ext.number - 1] = mbr_entry(base, end - base, DOS_EXTENDED)
+        primary[ext.number - 1] = mbr_entry(base, end - base, SysInd.DOS_EXTENDED_PARTITION)
         # each logical's EBR: the container's first block for the first, else the block just
         # before the logical (after the one before it ends)
         ebrs = [base] + [p.start // scale - 1 for p in logical[1:]]
@@ -96,7 +92,7 @@ def dos_label(parts: Sequence[Partition], block_size: int) -> Writes | None:
             entries = {0: mbr_entry(start - ebr, p.size // scale)}
             if i + 1 < len(logical):
                 nxt = ebrs[i + 1]
-                entries[1] = mbr_entry(nxt - base, end - nxt, DOS_EXTENDED)
+                entries[1] = mbr_entry(nxt - base, end - nxt, SysInd.DOS_EXTENDED_PARTITION)
             out.append((ebr * block_size, _mbr(entries)))
             prev_end = start + p.size // scale
     return [(0, _mbr(primary))] + out
@@ -125,14 +121,14 @@ def gpt_label(parts: Sequence[Partition], size: int, block_size: int, seed: str)
     crc_entries = zlib.crc32(entries)
 
     def header(mine: int, alternate: int, entries_at: int) -> bytes:
-        h = bytearray(GPT_HEADER.pack(b"EFI PART", 0x10000, GPT_HEADER.size, 0, 0, mine, alternate,
+        h = bytearray(GPT_HEADER.pack(GPT_HEADER_SIGNATURE, 0x10000, GPT_HEADER.size, 0, 0, mine, alternate,
                                       first_usable, last_usable, disk_guid, entries_at, nentries,
                                       GPT_ENTRY.size, crc_entries))
         struct.pack_into("<I", h, 16, zlib.crc32(h))
         return bytes(h)
 
     last = blocks - 1
-    protective = _mbr({0: MBR_ENTRY.pack(0, b"\0\x02\0", GPT_PROTECTIVE, b"\xff\xff\xff", 1,
+    protective = _mbr({0: MBR_ENTRY.pack(0, b"\0\x02\0", EFI_PMBR_OSTYPE_EFI_GPT, b"\xff\xff\xff", 1,
                                          min(last, 0xFFFFFFFF))})
     return [(0, protective), (block_size, header(1, last, 2)), (2 * block_size, bytes(entries)),
             ((last - array_blocks) * block_size, bytes(entries)), (last * block_size, header(last, 1, last - array_blocks))]

@@ -16,6 +16,8 @@ import ctypes.util
 from dataclasses import dataclass
 from enum import IntFlag
 
+from vscsifs.scsi.kernel.block._partitions import is_extended_partition
+
 _lib: ctypes.CDLL | None = None
 
 
@@ -216,13 +218,10 @@ def partition_entry_values(entry: PartEntry, disk_devt: tuple[int, int]) -> list
     return values
 
 
-# MBR_DOS_EXTENDED_PARTITION, MBR_W95_EXTENDED_PARTITION, MBR_LINUX_EXTENDED_PARTITION
-DOS_EXTENDED_TYPES = frozenset({0x05, 0x0F, 0x85})
-
-
 def is_extended(entry: PartEntry) -> bool:
-    """blkid_partition_is_extended(): a DOS label's extended container."""
-    return entry.scheme == "dos" and entry.type in DOS_EXTENDED_TYPES
+    """blkid_partition_is_extended(): a DOS label's extended container (the types the kernel's
+    msdos parser takes for one)."""
+    return entry.scheme == "dos" and is_extended_partition(entry.type)
 
 
 def find_entry(entries: list[PartEntry], start: int, size: int) -> PartEntry | None:

@@ -132,7 +132,8 @@ class ParsedPartitions:
 
 # ---------------------------------------------------------------- msdos
 
-def _is_extended(sys_ind: int) -> bool:
+def is_extended_partition(sys_ind: int) -> bool:
+    """msdos.c is_extended_partition(): a container of logical partitions."""
     return sys_ind in (SysInd.DOS_EXTENDED_PARTITION, SysInd.WIN98_EXTENDED_PARTITION,
                        SysInd.LINUX_EXTENDED_PARTITION)
 
@@ -159,7 +160,7 @@ async def _parse_extended(state: ParsedPartitions, first_sector: int, first_size
         entries = _entries(data)
         for i, e in enumerate(entries):
             sys_ind, start, nr = e[4], e[8], e[9]
-            if not nr or _is_extended(sys_ind):
+            if not nr or is_extended_partition(sys_ind):
                 continue
             offs, size = start * sector_size, nr * sector_size
             nxt = this_sector + offs
@@ -175,7 +176,7 @@ async def _parse_extended(state: ParsedPartitions, first_sector: int, first_size
             if state.next == state.limit:
                 return
         for e in entries:
-            if e[9] and _is_extended(e[4]):
+            if e[9] and is_extended_partition(e[4]):
                 this_sector = first_sector + e[8] * sector_size
                 this_size = e[9] * sector_size
                 break
@@ -209,7 +210,7 @@ async def msdos_partition(state: ParsedPartitions) -> int:
         sys_ind, start, size = e[4], e[8] * sector_size, e[9] * sector_size
         if not size:
             continue
-        if _is_extended(sys_ind):
+        if is_extended_partition(sys_ind):
             n = min(size, max(sector_size, 2))
             state.put_partition(slot, start, n)
             state.pp_buf += " <"
