@@ -55,8 +55,9 @@ from vscsifs.daemon._config import ConfigError
 from vscsifs.daemon._labels import Partition, Writes, partition_label
 from vscsifs.daemon._toml_config import load, toml_string
 from vscsifs.scsi.device._scsi_bus import QEMU_HW_VERSION
-from vscsifs.scsi.device._scsi_cd import SCSICDDevice
-from vscsifs.scsi.device._scsi_disk import SCSIDiskDevice
+from vscsifs.scsi.device._scsi_cd import CD_BLOCK_SIZE, SCSICDDevice
+from vscsifs.scsi.device._scsi_disk import DEFAULT_DISCARD_GRANULARITY, DEFAULT_MAX_UNMAP_SIZE, SCSIDiskDevice
+from vscsifs.scsi.device._scsi_disk_pages import blk_max_transfer_blocks
 
 USAGE = """\
 usage: vscsifs record [--sysroot DIR] [-o FILE.toml] [--data-dir DIR]
@@ -74,11 +75,7 @@ QEMU_MAX_SECTORS = 0xFFFF      # virtio-scsi-pci max_sectors default
 FIRST_PCI_SLOT = 4             # where vscsifs (like the captures' QEMU) puts the first HBA
 SECTOR = 512
 SR_UNKNOWN_CAPACITY = 0x1FFFFF   # sr.c get_sectorsize: READ CAPACITY failed (no medium)
-QEMU_INT_MAX = 0x7FFFFFFF           # scsi-hd's max_io_size default, and blk_get_max_transfer's
-QEMU_MAX_UNMAP_SIZE = 1 << 30       # scsi-hd's max_unmap_size default
-QEMU_DISCARD_GRANULARITY = 4096     # scsi-hd's discard_granularity floor (with the block size)
 SD_MAX_BLOCK = 4096              # sd_read_capacity: larger logical blocks are "Unsupported"
-CD_BLOCK = 2048                  # scsi_cd_realize: a CD-ROM's blocks unless physical_block_size says
 
 # the guest kernel's SCSI stack: its module parameters are what a kernel command line sets
 SCSI_MODULES = ("scsi_mod", "sd_mod", "sr_mod", "sg", "cdrom", "virtio_scsi", "virtio_pci")
@@ -328,12 +325,11 @@ def block_limits(lun: Lun, pg_b0: bytes | None, pg_b1: bytes | None) -> None:
         otlg, max_xfer, opt_xfer = int.from_bytes(b[2:4], "big"), int.from_bytes(b[4:8], "big"), \
             int.from_bytes(b[8:12], "big")
         max_unmap, granularity = int.from_bytes(b[16:20], "big"), int.from_bytes(b[24:28], "big")
-        default_max = (QEMU_INT_MAX // SECTOR * SECTOR) // bs
         lun.min_io_size = otlg * bs
         lun.opt_io_size = opt_xfer * bs
-        lun.max_io_size = max_xfer * bs if max_xfer and max_xfer != default_max else None
-        lun.max_unmap_size = max_unmap * bs if max_unmap * bs != QEMU_MAX_UNMAP_SIZE else None
-        lun.discard_granularity = granularity * bs if granularity * bs != max(bs, QEMU_DISCARD_GRANULARITY) \
+        lun.max_io_size = max_xfer * bs if max_xfer and max_xfer != blk_max_transfer_blocks(bs) else None
+        lun.max_unmap_size = max_unmap * bs if max_unmap * bs != DEFAULT_MAX_UNMAP_SIZE else None
+        lun.discard_granularity = granularity * bs if granularity * bs != max(bs, DEFAULT_DISCARD_GRANULARITY) \
             else None
     if pg_b1 is not None and len(pg_b1) >= 6:
         lun.rotation_rate = int.from_bytes(pg_b1[4:6], "big")
@@ -601,7 +597,7 @@ def _render_lun(lun: Lun, cid: str, data_dir: Path, out_dir: Path | None, used_i
             dev.append("write-cache = false")
         if lun.dpofua:
             dev.append("dpofua = true")
-    elif lun.driver == "scsi-cd" and lun.size and lun.logical_block_size not in (CD_BLOCK, 0):
+    elif lun.driver == "scsi-cd" and lun.size and lun.logical_block_size not in (CD_BLOCK_SIZE, 0):
         # sr's logical block size is what READ CAPACITY reported: scsi_cd_realize's 2048 unless
         # physical_block_size gave another (a medium's size alone cannot say)
         dev.append(f"physical_block_size = {lun.logical_block_size}")

@@ -28,6 +28,7 @@ from vscsifs.scsi.device._scsi_cdb import SCSICommand
 from vscsifs.scsi.device._scsi_disk import _EMULATE, SCSIDiskDevice
 from vscsifs.scsi.device._sense import SenseCode
 
+CD_BLOCK_SIZE = 2048     # scsi_cd_realize: a CD-ROM's blocks unless physical_block_size says
 _RDS_CAPS_SIZE = {0: 2048 + 4, 1: 4 + 4, 3: 188 + 4, 4: 2048 + 4}  # READ DVD STRUCTURE formats
 
 
@@ -51,7 +52,7 @@ class SCSICDDevice(SCSIDiskDevice):
 
     def _realize_blocksize(self) -> int:
         """scsi_cd_realize: 2048 unless physical_block_size is given."""
-        return self._pbs_given or 2048
+        return self._pbs_given or CD_BLOCK_SIZE
 
     # -- media -----------------------------------------------------------------------------
 

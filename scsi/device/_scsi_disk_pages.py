@@ -45,6 +45,12 @@ _MODE_SENSE_VALID: dict[int, tuple[int, ...]] = {
 _MODE_SENSE_PAGES = tuple(sorted(_MODE_SENSE_VALID))
 
 
+def blk_max_transfer_blocks(block_size: int) -> int:
+    """blk_get_max_transfer() of a file-backed drive (INT_MAX bytes, whole sectors), in the
+    device's blocks: the block limits page's maximum transfer length unless max_io_size is less."""
+    return (INT_MAX // BDRV_SECTOR_SIZE * BDRV_SECTOR_SIZE) // block_size
+
+
 class SCSIDiskPages(SCSIDevice):
     """INQUIRY / VPD / MODE SENSE / MODE SELECT for SCSIDiskDevice (and scsi-cd)."""
 
@@ -161,7 +167,7 @@ class SCSIDiskPages(SCSIDevice):
         min_io = self.min_io_size // bs
         opt_io = self.opt_io_size // bs
         max_io = self.max_io_size // bs
-        blk_max = (INT_MAX // BDRV_SECTOR_SIZE * BDRV_SECTOR_SIZE) // bs  # blk_get_max_transfer
+        blk_max = blk_max_transfer_blocks(bs)
         if self.type == ScsiType.TYPE_DISK:
             max_io = min(x for x in (blk_max, max_io) if x) if (blk_max or max_io) else 0
         out = bytearray(0x3C)
