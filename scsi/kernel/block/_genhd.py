@@ -358,14 +358,8 @@ async def _read_page(disk: Gendisk, index: int) -> bytes | None:
     (set_init_blocksize: the whole page, unless the disk's size is not a multiple of it) and
     none for the blocks past the end, which read as zeroes; any failed buffer fails the page."""
     bdev = disk.part0
-    bs = bdev_block_size(bdev)
+    bs = min(bdev_block_size(bdev), PAGE_SIZE)
     base = index * PAGE_SIZE
-    if bs >= PAGE_SIZE:
-        try:
-            data = await bdev_read(bdev, base, PAGE_SIZE)
-        except OSError:
-            return None
-        return bytes(data).ljust(PAGE_SIZE, b"\0")
     page = bytearray(PAGE_SIZE)
     size = bdev.size_bytes
     for off in range(0, PAGE_SIZE, bs):
