@@ -803,8 +803,9 @@ class DevFs:
         self.synced_listeners: list[Callable[[Any], None]] = []
         self.mode = "pending"       # "loop" or "file" once started
         self._attaching: set[int] = set()   # id(bdev) while LOOP_CONFIGURE runs on its data file
-        self._ra_watch: dict[int, tuple[Any, Callable[[], None]]] = {}   # id(loop) -> (bdi, its watcher)
-        self._host_cache: dict[int, tuple[list[Any], LoopHostCache]] = {}   # id(loop) -> (disk's list, it)
+        # id(loop) -> the emulated kernel's lists the loop joined, each with its entry there
+        # (a bdi's ra_watchers, a disk's host_caches): left when the loop is detached
+        self._joined: dict[int, list[tuple[list[Any], Any]]] = {}
         self.mountpoint: str | None = None
         self.ops: VscsiOperations | None = None
         self._nursery: trio.Nursery | None = None
@@ -1174,8 +1175,7 @@ class DevFs:
         def changed() -> None:
             if self._nursery is not None and not self.stopping:
                 self._start_job(self._set_read_ahead, loop, bdi)
-        bdi.ra_watchers.append(changed)
-        self._ra_watch[id(loop)] = (bdi, changed)
+        self._join(loop, bdi.ra_watchers, changed)
         changed()
 
     def _keep_coherent(self, bdev: Any, loop: LoopDevice) -> None:
@@ -1185,9 +1185,12 @@ class DevFs:
         caches = getattr(getattr(bdev, "disk", None), "host_caches", None)
         if caches is None:
             return
-        cache = LoopHostCache(loop, bdev)
-        caches.append(cache)
-        self._host_cache[id(loop)] = (caches, cache)
+        self._join(loop, caches, LoopHostCache(loop, bdev))
+
+    def _join(self, loop: LoopDevice, where: list[Any], entry: Any) -> None:
+        """``entry`` into one of the emulated kernel's lists, until ``loop`` is detached."""
+        where.append(entry)
+        self._joined.setdefault(id(loop), []).append((where, entry))
 
     async def _set_read_ahead(self, loop: LoopDevice, bdi: Any) -> None:
         async with loop.lock:
@@ -1199,12 +1202,9 @@ class DevFs:
                 log.warning("devfs: BLKRASET on %s: %s", loop.name, exc)
 
     async def _detach(self, loop: LoopDevice) -> None:
-        bdi, changed = self._ra_watch.pop(id(loop), (None, None))
-        if bdi is not None and changed in bdi.ra_watchers:
-            bdi.ra_watchers.remove(changed)
-        caches, cache = self._host_cache.pop(id(loop), (None, None))
-        if caches is not None and cache in caches:
-            caches.remove(cache)
+        for where, entry in self._joined.pop(id(loop), []):
+            if entry in where:
+                where.remove(entry)
         with trio.CancelScope(shield=True):
             async with loop.lock:
                 if loop.fd < 0:
