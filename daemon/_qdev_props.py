@@ -155,10 +155,11 @@ class Prop:
         """Why a value vscsifs cannot emulate is refused (None: it is emulated): better than a
         machine that differs from QEMU's in a way the user asked for."""
         why = self.unsupported(value) if self.unsupported is not None else None
-        return f"{typename}.{key}={_text(value)} is not emulated by vscsifs: {why}" if why else None
+        return f"{typename}.{key}={qdev_text(value)} is not emulated by vscsifs: {why}" if why else None
 
 
-def _text(value: Any) -> str:
+def qdev_text(value: Any) -> str:
+    """A property value as QEMU's option syntax writes it (booleans on/off)."""
     return "on" if value is True else "off" if value is False else str(value)
 
 

@@ -34,7 +34,8 @@ from vscsifs.daemon import _hotplug as hp
 from vscsifs.daemon._config import ConfigError, DriveConfig, ScsiDeviceConfig
 from vscsifs.daemon._machine import Machine
 from vscsifs.daemon._qapi import COMMAND_NOT_FOUND, GENERIC_ERROR, Arg, QMPError, check_args
-from vscsifs.daemon._qdev_props import DRIVE_PROPS, apply_props, scsi_device_props, opt_pairs, parse_size, split_opts
+from vscsifs.daemon._qdev_props import (DRIVE_PROPS, apply_props, opt_pairs, parse_size, qdev_text, scsi_device_props,
+                                        split_opts)
 
 log = logging.getLogger("vscsifs")
 
@@ -70,12 +71,6 @@ def _timestamp() -> dict[str, int]:
 
 
 # ------------------------------------------------------------------ arguments
-def _qdev_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "on" if v else "off"
-    return str(v)
-
-
 def device_config_from_args(args: dict[str, Any]) -> ScsiDeviceConfig:
     """device_add's arguments (driver, id, bus, and the device's qdev properties)."""
     driver = args.get("driver")
@@ -84,7 +79,7 @@ def device_config_from_args(args: dict[str, Any]) -> ScsiDeviceConfig:
     if driver not in ("scsi-hd", "scsi-cd", "scsi-disk"):
         raise QMPError(f"'{driver}' is not a valid device model name")
     dev = ScsiDeviceConfig(driver="scsi-hd" if driver == "scsi-disk" else driver)
-    pairs = [(k, _qdev_value(v)) for k, v in args.items() if k != "driver"]
+    pairs = [(k, qdev_text(v)) for k, v in args.items() if k != "driver"]
     try:
         apply_props(dev, scsi_device_props(dev.driver), driver, pairs, "device_add")
     except ConfigError as e:

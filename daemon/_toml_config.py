@@ -58,7 +58,7 @@ from vscsifs.scsi.device._fault_injector import parse_fault_option, parse_fault_
 from vscsifs.daemon._config import (check_fault_option, CONTROLLER_DRIVERS, SCSI_DEVICE_DRIVERS, ConfigError, ControllerConfig, DriveConfig,
                                     MachineConfig, ScsiDeviceConfig, seed_config)
 from vscsifs.daemon._qdev_props import (CACHE_MODES, DRIVE_PROPS, SCSI_DEVICE_PROPS, VHOST_SCSI, Prop, controller_model,
-                                        scsi_device_props)
+                                        qdev_text, scsi_device_props)
 from vscsifs.daemon._qemu_args import parse_memory, parse_qemu_args
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -475,7 +475,7 @@ def _changed(obj: Any, default: Any, props: dict[str, Prop]) -> list[tuple[str, 
 
 
 def _qemu_text(attr: str, v: Any) -> str:
-    return f"0x{v:x}" if attr in ("wwn", "port_wwn") else ("on" if v is True else "off" if v is False else str(v))
+    return f"0x{v:x}" if attr in ("wwn", "port_wwn") else qdev_text(v)
 
 
 def to_qemu_controller(c: ControllerConfig) -> str:
