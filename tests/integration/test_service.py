@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from daemon_harness import is_mounted, require_mount, shut_down, stop_process
+from vscsifs.daemon._instance import InstanceLock, instance_sockets
 from vscsifs.daemon._notify import NotifyListener, Startup, wait_child
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -421,7 +422,6 @@ def test_runtime_files_go_with_their_daemon_or_at_the_next_start(tmp_path, mount
     """A stopped daemon leaves nothing in the runtime directory; a killed one leaves its lock
     file, its sockets and its dead mount (ENOTCONN), which the next start of any daemon removes
     (not its own: a live daemon's stay)."""
-    from vscsifs.daemon._instance import InstanceLock, instance_sockets
     tmp = str(tmp_path)
     killed = start(tmp, one_lun, log_name="killed.log", mount=os.path.join(tmp, "a"))
     services.append(killed)

@@ -29,6 +29,7 @@ from qemu import qmp
 from tests.daemon_harness import VSCSIFS, Daemon, require_mount, start_daemon, wait_for, write_partition_table
 from tests.golden_cdb import make_image
 from tests.golden_images import make_iso
+from tests.integration.test_configs import daemon_args
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "seed-udev"
 MKFS_PART = GOLDEN / "mkfs-part.sh"
@@ -230,7 +231,6 @@ def test_links_and_records_as_the_guest(tmp_path, capture: str, config: str) -> 
     second HBA's PCI address, cdrom_id's properties). Every /dev/disk link and every storage
     record (block, sg, bsg) of the guest's database."""
     require_mount()
-    from tests.integration.test_configs import daemon_args
     gold = GOLDEN.parent / capture / "udev"
     d = start_daemon(str(tmp_path), daemon_args(config, tmp_path / "images"), ready="run/udev/data/b8:0",
                      udev=True)

@@ -14,6 +14,7 @@ import pytest
 from daemon_harness import GOLDEN, VSCSIFS
 from golden_cdb import make_image as golden_image
 from golden_sysfs import materialize
+from test_partitions import scanned
 from vscsifs.daemon._labels import Partition, dos_label, gpt_label, partition_label
 from vscsifs.daemon._record import (RecordError, flat_lun, make_image, msix_table_size, read_sysroot, record,
                                     vpd_designators)
@@ -57,7 +58,6 @@ def test_dos_label_matches_what_sfdisk_wrote(tmp_path: Path) -> None:
 
 async def _kernel_view(image: bytes, lbs: int = 512) -> list[tuple[int, int, int, str | None]]:
     """What the kernel's partition parsers make of ``image`` (a null_blk disk)."""
-    from test_partitions import scanned
     async with scanned(image, lbs=lbs) as (_k, _nb, disk, _ev):
         return [(p.partno, p.start_sect, p.nr_sects, p.meta_info.volname or None if p.meta_info else None)
                 for p in disk.all_bdevs()[1:]]
