@@ -35,7 +35,7 @@ from vscsifs.scsi.kernel._bsg import BsgState, bsg_unregister_queue, scsi_bsg_re
 from vscsifs.scsi.kernel._scsi_lib import scsi_vpd_lun_id
 from vscsifs.scsi.kernel._scsi_logging import scsi_logging_level_get, scsi_logging_level_set, sdev_printk
 from vscsifs.scsi.kernel._scsi_types import (SCAN_WILD_CARD, HostState, ScanMode, scsi_device, ScsiTarget, Scsi_Host,
-                                            ScsiDriver, SdevState, StargetState, scsi_device_set_state,
+                                            UpperDriver, SdevState, StargetState, scsi_device_set_state,
                                             scsi_host_set_state)
 
 SCSI_DEVICE_MODALIAS_FMT = "scsi:t-0x{:02x}"
@@ -162,7 +162,7 @@ class _ScsiSysfsState:
 
     registered: bool = False
     interfaces: list[ScsiInterface] = field(default_factory=list)
-    drivers: list[ScsiDriver] = field(default_factory=list)
+    drivers: list[UpperDriver] = field(default_factory=list)
 
 
 def scsi_sysfs_register(kernel: Kernel) -> None:
@@ -500,7 +500,7 @@ def _sdev_attrs(sdev: scsi_device) -> None:
             blk_queue_rq_timeout(q, float(value))
 
     def store_eh_timeout(data: bytes) -> None:
-        sdev.eh_timeout = _kstrto(data.decode("latin-1"), 10, 0, (1 << 32) - 1)
+        sdev.eh_timeout = float(_kstrto(data.decode("latin-1"), 10, 0, (1 << 32) - 1))
 
     def store_queue_depth(data: bytes) -> None:
         change = shost.hostt.change_queue_depth
@@ -687,11 +687,11 @@ async def scsi_sysfs_remove_visible(sdev: scsi_device) -> None:
 
 # -- upper drivers ------------------------------------------------------------------------------
 
-def _drivers(kernel: Kernel) -> list[ScsiDriver]:
+def _drivers(kernel: Kernel) -> list[UpperDriver]:
     return kernel.driver_state(_ScsiSysfsState).drivers
 
 
-def scsi_register_driver(kernel: Kernel, drv: ScsiDriver) -> Driver:
+def scsi_register_driver(kernel: Kernel, drv: UpperDriver) -> Driver:
     """scsi_register_driver(): an upper driver (sd, sr, ...) on the scsi bus. ``drv`` has
     ``name``, ``module``, async ``probe(sdev) -> int`` (0 = bound), ``remove(sdev)``,
     ``init_command(cmd) -> BlkStatus``, ``done(cmd) -> good_bytes``, ``rescan(sdev)`` and
@@ -725,13 +725,13 @@ async def scsi_wait_earlier_probes(kernel: Kernel) -> None:
             await wait()
 
 
-def scsi_unregister_driver(kernel: Kernel, drv: ScsiDriver) -> None:
+def scsi_unregister_driver(kernel: Kernel, drv: UpperDriver) -> None:
     drv_list = _drivers(kernel)
     if drv in drv_list:
         drv_list.remove(drv)
 
 
-def _matches(drv: ScsiDriver, sdev: scsi_device) -> bool:
+def _matches(drv: UpperDriver, sdev: scsi_device) -> bool:
     """scsi_bus_match(): a connected LUN (PQ 0) not marked no_uld_attach, and the driver's
     own match if it has one."""
     if sdev.sdev_state == SdevState.SDEV_DEL or sdev.inq_periph_qual != 0 or sdev.no_uld_attach:
@@ -739,7 +739,7 @@ def _matches(drv: ScsiDriver, sdev: scsi_device) -> bool:
     return drv.match(sdev) if drv.match is not None else True
 
 
-def _bind(sdev: scsi_device, drv: ScsiDriver) -> None:
+def _bind(sdev: scsi_device, drv: UpperDriver) -> None:
     assert drv.fs_driver is not None, f"{drv.name}: bound before scsi_register_driver"
     device_bind_driver(sdev.sdev_gendev, drv.fs_driver)
     sdev.driver_ops = drv
@@ -759,7 +759,7 @@ def device_release_driver(sdev: scsi_device) -> None:
     sdev.driver_ops = None
 
 
-def _probes_async(drv: ScsiDriver) -> bool:
+def _probes_async(drv: UpperDriver) -> bool:
     """driver_allows_async_probing(): sd asks for it; a driver saying PROBE_DEFAULT_STRATEGY
     (sr) probes synchronously."""
     return drv.probe_type != "PROBE_DEFAULT_STRATEGY"
@@ -794,7 +794,7 @@ async def _async_checkpoint() -> None:
             await trio.lowlevel.checkpoint()
 
 
-def _bind_candidate(sdev: scsi_device) -> ScsiDriver | None:
+def _bind_candidate(sdev: scsi_device) -> UpperDriver | None:
     kernel = sdev.host.kernel
     if not scsi_bus(kernel).autoprobe:
         return None
@@ -805,7 +805,7 @@ def _bind_candidate(sdev: scsi_device) -> ScsiDriver | None:
     return None
 
 
-def _schedule_probe(sdev: scsi_device, drv: ScsiDriver) -> bool:
+def _schedule_probe(sdev: scsi_device, drv: UpperDriver) -> bool:
     """__device_attach_async_helper: the probe as async work. False without an async domain."""
     kernel = sdev.host.kernel
     if kernel.nursery is None:
@@ -828,7 +828,7 @@ async def _wait_probe(sdev: scsi_device) -> None:
         await ev.wait()
 
 
-async def _really_probe(sdev: scsi_device, first: ScsiDriver) -> None:
+async def _really_probe(sdev: scsi_device, first: UpperDriver) -> None:
     """really_probe(): try the pre-bound driver, then the others, until one binds."""
     kernel = sdev.host.kernel
     candidates = [first] + [d for d in _drivers(kernel) if d is not first and _probes_async(d)]

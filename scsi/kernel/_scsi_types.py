@@ -37,7 +37,7 @@ class ScanMode(IntEnum):
 
 
 HZ: Final = 1.0
-SCSI_DEFAULT_EH_TIMEOUT: Final = 10          # seconds
+SCSI_DEFAULT_EH_TIMEOUT: Final = 10.0         # seconds
 SCSI_DEFAULT_TIMEOUT: Final = 30             # blk-mq's default rq_timeout for SCSI queues
 SCSI_VPD_HEADER_SIZE: Final = 4
 SCSI_VPD_LIST_SIZE: Final = 36
@@ -301,6 +301,23 @@ class ScsiDriverOps(Protocol):
     def eh_action(self) -> Callable[[scsi_cmnd, int], int] | None: ...
     @property
     def eh_reset(self) -> Callable[[scsi_cmnd], None] | None: ...
+
+
+class UpperDriver(ScsiDriverOps, Protocol):
+    """What the scsi bus reads and sets of an upper driver to register, match and probe it:
+    the type the bus code takes drivers by. A Protocol for the compiled build, as
+    ScsiDriverOps is: ScsiDriver is subclassed outside it (sr, tests)."""
+
+    fs_driver: Driver | None
+    @property
+    def module(self) -> str | None: ...
+    @property
+    def probe_type(self) -> str: ...
+    @property
+    def match(self) -> Callable[[scsi_device], bool] | None: ...
+    @property
+    def wait_for_earlier_probes(self) -> Callable[[], Awaitable[None]] | None: ...
+    def probe(self, sdev: scsi_device) -> Awaitable[int] | int: ...
 
 
 @mypyc_attr(native_class=False)
