@@ -1,4 +1,4 @@
-"""The compiled build: the I/O path's modules compiled by mypyc from their unchanged source.
+"""The compiled build: the I/O and scan paths' modules compiled by mypyc from their unchanged source.
 
 Why: an emulated 4 KiB read is a few hundred Python calls spread evenly over every layer
 (rings, virtio-scsi, midlayer, sd, blk-mq, scsi-hd), so no function is worth rewriting and the
@@ -49,9 +49,14 @@ ENV = "VSCSIFS_BUILD"
 # block layer to the image and back (bench/BENCH.md "Profile" names them by layer), and the
 # device modules they call on every command (scsi-cd's and the disk's mode pages, virtio-pci's
 # notify, vhost-scsi's worker), and the objects every I/O reads fields of (the block device and
-# gendisk, the queue limits, the Kernel: compiled, a field read is a struct load). Not fs/: its handlers wait on trio locks, which need coroutines
-# that say whether they are suspended (cr_suspended), and compiled coroutines (Cython's then,
-# mypyc's now) do not; the layers below the handlers hold no trio lock on the I/O path.
+# gendisk, the queue limits, the Kernel: compiled, a field read is a struct load). Also the scan
+# and probe path every LUN runs at start (scsi_scan, scsi_sysfs's driver binding, the async
+# domain, add_disk and the page cache the udev view's probes read through):
+# at thousands of LUNs start time is theirs (bench/BENCH.md section 2). Not the kobject tree:
+# fs/ subclasses its nodes, which a native class would refuse. Not fs/: its handlers wait on
+# trio locks, which need coroutines that say whether they are suspended (cr_suspended), and
+# compiled coroutines (Cython's then, mypyc's now) do not; the layers below the handlers hold no
+# trio lock on the I/O path.
 HOT_MODULES: tuple[str, ...] = (
     "vscsifs.scsi._proto",
     "vscsifs.scsi.kernel.block._blk_types",
@@ -60,6 +65,10 @@ HOT_MODULES: tuple[str, ...] = (
     "vscsifs.scsi.kernel.block._stat",
     "vscsifs.scsi.kernel.block._blkdev",
     "vscsifs.scsi.kernel.block._limits",
+    "vscsifs.scsi.kernel.block._filemap",
+    "vscsifs.scsi.kernel.block._genhd",
+    "vscsifs.scsi.kernel.base._async",
+    "vscsifs.scsi.kernel.base._async_domain",
     "vscsifs.scsi.kernel.base._kernel",
     "vscsifs.scsi.kernel._scsi_cmnd",
     "vscsifs.scsi.kernel._scsi_common",
@@ -68,6 +77,8 @@ HOT_MODULES: tuple[str, ...] = (
     "vscsifs.scsi.kernel._scsi_logging",
     "vscsifs.scsi.kernel._scsi_error",
     "vscsifs.scsi.kernel._sd",
+    "vscsifs.scsi.kernel._scsi_scan",
+    "vscsifs.scsi.kernel._scsi_sysfs",
     "vscsifs.virtio._memory",
     "vscsifs.virtio._wire",
     "vscsifs.virtio._virtqueue",
