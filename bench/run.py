@@ -378,6 +378,9 @@ def io_verdicts(io: dict[str, Any]) -> list[dict[str, Any]]:
             ratio = ratio_of(tname)
             v: dict[str, Any] = {"job": name, "path": tname, "build": builds[0], "metric": m,
                                  "ratio": round(ratio, 3), "others": {}}
+            if tname == "vscsifs-dev" and "passthrough+loop-dio" in row:
+                # DIR/dev/sdX is such a loop device: its own ratio bounds vscsifs-dev's
+                v["loop_dio_ratio"] = round(ratio_of("passthrough+loop-dio"), 3)
             scaled = job.target is None and bool(job.scales_from) and job.scales_from in table
             for build in builds[1:]:
                 col = other_build(tname, build)
@@ -1278,6 +1281,8 @@ def render_md(res: dict[str, Any]) -> str:
             for b, o in v.get("others", {}).items():
                 got += (f"; {b}: {o['ratio']:.2f}" if "scaling" not in o else
                         f"; {b}: x{o['scaling']} ({o['ratio']:.2f} of it)")
+            if "loop_dio_ratio" in v and "scaling" not in v:
+                got += f" (the loop device alone, passthrough+loop-dio: {v['loop_dio_ratio']:.2f})"
         else:
             what, got = f"{v['what']}: {v['target']}", str(v["value"])
         L.append(f"| {what} | {got} | {'yes' if v.get('met') else 'NO'} |")
