@@ -51,9 +51,9 @@ ENV = "VSCSIFS_BUILD"
 # notify, vhost-scsi's worker), and the objects every I/O reads fields of (the block device and
 # gendisk, the queue limits, the Kernel: compiled, a field read is a struct load). Also the scan
 # and probe path every LUN runs at start (scsi_scan, scsi_sysfs's driver binding, the async
-# domain, add_disk and the page cache the udev view's probes read through):
-# at thousands of LUNs start time is theirs (bench/BENCH.md section 2). Not the kobject tree:
-# fs/ subclasses its nodes, which a native class would refuse. Not fs/: its handlers wait on
+# domain, add_disk and the page cache the udev view's probes read through), which is where the
+# start time of thousands of LUNs goes (bench/BENCH.md section 2). Not the kobject tree: fs/
+# subclasses its nodes, which a native class would refuse. Not fs/: its handlers wait on
 # trio locks, which need coroutines that say whether they are suspended (cr_suspended), and
 # compiled coroutines (Cython's then, mypyc's now) do not; the layers below the handlers hold no
 # trio lock on the I/O path.
