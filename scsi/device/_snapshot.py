@@ -15,6 +15,7 @@ import errno
 import fcntl
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from typing import Final
 
 FICLONE: Final = 0x40049409          # include/uapi/linux/fs.h _IOW(0x94, 9, int)
@@ -56,34 +57,28 @@ def _copy(src_fd: int, dst_fd: int, start: int, end: int) -> None:
         start += n
 
 
-def _sparse_copy(src_fd: int, size: int, directory: str) -> int:
-    """A copy of the image's data extents (its holes stay holes) of ``size`` bytes."""
+def _data_extents(src_fd: int, size: int) -> Iterator[tuple[int, int]]:
+    """The image's data extents [start, end) up to ``size`` (its holes are skipped)."""
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(src_fd, pos, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno == errno.ENXIO:          # no data after pos
+                return
+            raise
+        end = min(os.lseek(src_fd, start, os.SEEK_HOLE), size)
+        yield start, end
+        pos = end
+
+
+def _copy_of(src_fd: int, size: int, directory: str, extents: Iterable[tuple[int, int]]) -> int:
+    """A new unnamed file of ``size`` bytes holding the image's ``extents`` (the rest holes)."""
     fd = _unnamed_file(directory)
     try:
         os.ftruncate(fd, size)
-        pos = 0
-        while pos < size:
-            try:
-                start = os.lseek(src_fd, pos, os.SEEK_DATA)
-            except OSError as e:
-                if e.errno == errno.ENXIO:          # no data after pos
-                    break
-                raise
-            end = min(os.lseek(src_fd, start, os.SEEK_HOLE), size)
+        for start, end in extents:
             _copy(src_fd, fd, start, end)
-            pos = end
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _block_device_copy(src_fd: int, size: int, directory: str) -> int:
-    """A block device has no extents to seek: every byte is copied."""
-    fd = _unnamed_file(directory)
-    try:
-        os.ftruncate(fd, size)
-        _copy(src_fd, fd, 0, size)
         return fd
     except BaseException:
         os.close(fd)
@@ -97,6 +92,6 @@ def temporary_image(src_fd: int, path: str, size: int, *, is_block_device: bool)
         if fd is not None:
             return fd
     tmpdir = os.environ.get("TMPDIR") or "/var/tmp"
-    if is_block_device:
-        return _block_device_copy(src_fd, size, tmpdir)
-    return _sparse_copy(src_fd, size, tmpdir)
+    # a block device has no extents to seek: every byte is copied
+    extents = [(0, size)] if is_block_device else _data_extents(src_fd, size)
+    return _copy_of(src_fd, size, tmpdir, extents)
