@@ -127,6 +127,7 @@ class Daemon:
     data_dir: str
     log_path: str
     qmp: str = ""          # the daemon's own QMP socket (start_daemon_own_qmp), else empty
+    work: str = ""         # the directory start_daemon was given: mnt/, data/ and the test's images
 
     def log(self) -> str:
         with open(self.log_path, errors="replace") as f:
@@ -174,7 +175,7 @@ def start_daemon(tmp: str, args: list[str] = (), ready: str = "sys/block", timeo
             proc = subprocess.Popen([*VSCSIFS, "run", "--mount", mount, "--data-dir", data,
                                      *([] if udev else ["--no-udev"]), *args],
                                     stdout=logf, stderr=subprocess.STDOUT, env=notify.environ())
-        d = Daemon(proc, mount, data, log_path)
+        d = Daemon(proc, mount, data, log_path, work=tmp)
         got = notify.wait_ready(proc, timeout,
                                 until=lambda: is_mounted(mount) and os.path.exists(os.path.join(mount, ready)))
         said = notify.said()
@@ -200,15 +201,21 @@ def start_daemon_own_qmp(tmp: str, args: list[str] = ()) -> Daemon:
     return d
 
 
-@pytest.fixture(scope="module")
-def seed_daemon(tmp_path_factory) -> Iterator[Daemon]:
-    require_mount()
-    tmp = str(tmp_path_factory.mktemp("seed"))
-    d = start_daemon(tmp)
+@contextmanager
+def daemon_running(tmp: str, args: list[str] = ()) -> Iterator[Daemon]:
+    """start_daemon(tmp, args) for the block, shut down after it, also when it fails."""
+    d = start_daemon(tmp, list(args))
     try:
         yield d
     finally:
         d.shutdown()
+
+
+@pytest.fixture(scope="module")
+def seed_daemon(tmp_path_factory) -> Iterator[Daemon]:
+    require_mount()
+    with daemon_running(str(tmp_path_factory.mktemp("seed"))) as d:
+        yield d
 
 
 # scsi_mod.scsi_logging_level: every command's "tag#N Send:" / "CDB:" lines

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_harness import VSCSIFS, Daemon, logged_commands, require_mount, run, scsi_logging, start_daemon
+from daemon_harness import VSCSIFS, Daemon, daemon_running, logged_commands, require_mount, run, scsi_logging
 
 MiB = 1 << 20
 SIZE = 16 * MiB
@@ -30,12 +30,8 @@ def discard_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]
             "-drive", f"file={tmp}/unmap.img,if=none,id=unmap,format=raw,discard=unmap",
             "-device", "scsi-hd,drive=keep,bus=scsi0.0,channel=0,scsi-id=0,lun=1",
             "-drive", f"file={tmp}/keep.img,if=none,id=keep,format=raw"]
-    d = start_daemon(str(tmp), args)
-    d.images = tmp  # type: ignore[attr-defined]
-    try:
+    with daemon_running(str(tmp), args) as d:
         yield d
-    finally:
-        d.shutdown()
 
 
 def _exec(d: Daemon, *cmd: str) -> str:
@@ -57,7 +53,7 @@ def _node_reads_zeros(d: Daemon, name: str, offset: int, length: int) -> bool:
 
 
 def _image(d: Daemon, name: str, offset: int, length: int) -> bytes:
-    with open(f"{d.images}/{name}.img", "rb") as f:  # type: ignore[attr-defined]
+    with open(f"{d.work}/{name}.img", "rb") as f:
         f.seek(offset)
         return f.read(length)
 
@@ -77,7 +73,7 @@ def test_blkdiscard_unmaps_the_disk_and_frees_the_images_blocks(discard_daemon: 
     after = _discards(d, name)
     assert after[0] > before[0] and after[1] - before[1] == 4 * MiB // 512
     assert _image(d, "unmap", 1 * MiB, 4 * MiB) == bytes(4 * MiB)
-    fd = os.open(f"{d.images}/unmap.img", os.O_RDONLY)  # type: ignore[attr-defined]
+    fd = os.open(f"{d.work}/unmap.img", os.O_RDONLY)
     try:
         assert os.lseek(fd, 1 * MiB, os.SEEK_DATA) >= 5 * MiB     # a hole where the data was
     finally:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from daemon_harness import GOLDEN, VSCSIFS, Daemon, require_mount, start_daemon
+from daemon_harness import GOLDEN, VSCSIFS, Daemon, daemon_running, require_mount
 from golden_cdb import load_cdb_dir, make_image
 from vscsifs.daemon._config import SEED_IMAGES
 
@@ -41,11 +41,8 @@ def machine(tmp_path_factory: Any) -> Iterator[Daemon]:
     os.makedirs(tmp / "data")
     for name, size, signature, start, nsect in SEED_IMAGES:
         make_image(tmp / "data" / name, size, name, mbr=(signature, start, nsect))
-    d = start_daemon(str(tmp))
-    try:
+    with daemon_running(str(tmp)) as d:
         yield d
-    finally:
-        d.shutdown()
 
 
 def golden(name: str) -> str:

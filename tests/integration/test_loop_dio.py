@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_harness import VSCSIFS, Daemon, logged_commands, require_mount, run, scsi_logging, start_daemon
+from daemon_harness import VSCSIFS, Daemon, daemon_running, logged_commands, require_mount, run, scsi_logging
 from golden_cdb import make_image
 
 
@@ -36,12 +36,8 @@ def dio_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
             "-drive", f"file={tmp}/d4k.img,if=none,id=d4k,format=raw",
             "-device", "scsi-hd,drive=dro,bus=scsi0.0,channel=0,scsi-id=0,lun=2",
             "-drive", f"file={tmp}/dro.img,if=none,id=dro,format=raw,readonly=on"]
-    d = start_daemon(str(tmp), args)
-    d.images = tmp  # type: ignore[attr-defined]
-    try:
+    with daemon_running(str(tmp), args) as d:
         yield d
-    finally:
-        d.shutdown()
 
 
 def _disk(d: Daemon, lun: int) -> str:
@@ -87,14 +83,14 @@ def test_fua_and_flush_reach_the_disk_as_synchronize_cache(dio_daemon: Daemon, o
     _attached(d, name)
     since = len(d.kernel_lines())
     payload = os.urandom(8192)
-    Path(f"{d.images}/payload").write_bytes(payload)  # type: ignore[attr-defined]
+    Path(f"{d.work}/payload").write_bytes(payload)
     with scsi_logging(d):
-        run("dd", f"if={d.images}/payload", f"of={d.mount}/dev/{name}", "bs=4096",  # type: ignore[attr-defined]
+        run("dd", f"if={d.work}/payload", f"of={d.mount}/dev/{name}", "bs=4096",
             "seek=100", f"oflag={oflag}", "conv=notrunc", "status=none")
     seen = _logged_writes_and_flushes(d, since, "0:0:0:0")
     assert "Write(10)" in seen and "Synchronize" in seen, seen
     assert seen.index("Write(10)") < seen.index("Synchronize")
-    with open(f"{d.images}/d512.img", "rb") as f:  # type: ignore[attr-defined]
+    with open(f"{d.work}/d512.img", "rb") as f:
         f.seek(100 * 4096)
         assert f.read(8192) == payload
 
@@ -115,7 +111,7 @@ def test_4k_disk_keeps_its_alignment_rule(dio_daemon: Daemon) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    with open(f"{dio_daemon.images}/d4k.img", "rb") as f:  # type: ignore[attr-defined]
+    with open(f"{dio_daemon.work}/d4k.img", "rb") as f:
         f.seek(8 * 4096)
         assert f.read(512) == bytes(buf)
 
@@ -131,11 +127,11 @@ def test_read_only_disk_stays_read_only(dio_daemon: Daemon) -> None:
     dev = f"{dio_daemon.mount}/dev/{name}"
     assert run("blockdev", "--getro", dev).stdout == "1\n"
     assert _loop_attr(st, "ro") == "1"
-    before = Path(f"{dio_daemon.images}/dro.img").read_bytes()  # type: ignore[attr-defined]
+    before = Path(f"{dio_daemon.work}/dro.img").read_bytes()
     r = run("dd", "if=/dev/zero", f"of={dev}", "bs=4096", "count=1", "oflag=direct", "conv=notrunc",
             "status=none", check=False)
     assert r.returncode != 0
-    assert Path(f"{dio_daemon.images}/dro.img").read_bytes() == before  # type: ignore[attr-defined]
+    assert Path(f"{dio_daemon.work}/dro.img").read_bytes() == before
 
 
 def _host_udev_properties(dev_dir: str) -> dict[str, str]:

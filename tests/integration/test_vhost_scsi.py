@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from daemon_harness import VSCSIFS, Daemon, require_mount, start_daemon
+from daemon_harness import VSCSIFS, Daemon, daemon_running, require_mount, start_daemon
 from golden_cdb import GOLDEN, make_image
 from vscsifs.daemon._machine import Machine
 from vscsifs.daemon._qemu_args import parse_qemu_args
@@ -87,11 +87,8 @@ def vhost_daemon(tmp_path_factory) -> Iterator[Daemon]:
     require_mount()
     tmp = tmp_path_factory.mktemp("vhost")
     lio = write_lio(tmp)
-    d = start_daemon(str(tmp), ["-smp", "2", "-m", "1G", "-device", DEVICE, "--lio-config", str(lio)])
-    try:
+    with daemon_running(str(tmp), ["-smp", "2", "-m", "1G", "-device", DEVICE, "--lio-config", str(lio)]) as d:
         yield d
-    finally:
-        d.shutdown()
 
 
 def test_kernel_log_is_lios(vhost_daemon: Daemon) -> None:
