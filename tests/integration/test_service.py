@@ -409,10 +409,14 @@ def test_kill9_then_restart_on_the_same_mount_point(tmp_path, mountable, service
     with pytest.raises(OSError) as ei:
         os.statvfs(first.mount)
     assert ei.value.errno == errno.ENOTCONN
+    # any vscsifs starting on this host sweeps dead mounts of its runtime directory: one started
+    # alongside the test (by hand, another suite) may clear this one before the second daemon can
+    dead_mount_left = is_mounted(first.mount)
     second = start(tmp, one_lun, log_name="second.log", mount=first.mount)
     services.append(second)
     assert sysfs_devices(second.mount) == ["0:0:0:0", "host0", "target0:0:0"]
-    assert "a FUSE mount left by a daemon that died" in second.log()
+    if dead_mount_left:
+        assert "a FUSE mount left by a daemon that died" in second.log()
     second.signal(signal.SIGINT)                         # Ctrl-C stops as SIGTERM does
     assert second.wait() == 0
     assert not is_mounted(second.mount)
