@@ -43,6 +43,8 @@ class DriveConfig:
     readonly: bool = False
     cache: str = "writeback"
     discard: str = "ignore"           # unmap: UNMAP and WRITE SAME(UNMAP) free the image's blocks
+    rerror: str = "report"            # what an I/O error of the image does: report, ignore, stop
+    werror: str = "enospc"            # (werror also enospc: stop on ENOSPC, report the rest)
     snapshot: bool = False            # writes go to a temporary image; the file is only read
     interface: str = "none"
     media: str = "disk"
@@ -132,6 +134,8 @@ class ScsiDeviceConfig:
     rotation_rate: int = 0
     removable: bool = False
     write_cache: bool | None = None          # None: auto, from the drive's cache mode
+    rerror: str = "auto"                     # auto: the drive's rerror=/werror=
+    werror: str = "auto"
     # the block limits the device reports (VPD page B0h, READ CAPACITY(16)) and its mode pages
     min_io_size: int = 0
     opt_io_size: int = 0

@@ -10,18 +10,23 @@ field at each call site. Nothing here touches the driver side.
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, TypeVar
 
 from vscsifs.scsi.device import BlockBackend, BlockBackendError, SCSIBus, SCSICDDevice, SCSIDiskDevice
+from vscsifs.scsi.device._block_backend import ACTION_STOP
 from vscsifs.scsi.target import LioConfig, LioConfigError, load_saveconfig
 from vscsifs.virtio import GuestMemory
 from vscsifs.virtio.device import VirtIOPCIProxy, VirtIOSCSI, VirtIOSCSIConf
 from vscsifs.virtio.device._vhost_scsi import VHostSCSI, VHostSCSIConf
 
 from vscsifs.daemon._config import ConfigError, ControllerConfig, DriveConfig, MachineConfig, ScsiDeviceConfig
+
+log = logging.getLogger("vscsifs")
 
 # pc (i440fx) machine: 00.0 host bridge, 01.x PIIX3, 02.0 VGA, 03.0 the default NIC; the first
 # -device without addr= lands in slot 4, as the golden guest's 0000:00:04.0 shows.
@@ -187,10 +192,12 @@ def open_drive(drive: DriveConfig, *, readonly: bool = False) -> BlockBackend | 
             return None
         raise DeviceError("A block device must be specified for \"file\"")
     try:
-        return BlockBackend.open(drive.file, readonly=drive.readonly or readonly, fmt=drive.format,
-                                 cache=drive.cache, discard=drive.discard, snapshot=drive.snapshot)
+        backend = BlockBackend.open(drive.file, readonly=drive.readonly or readonly, fmt=drive.format,
+                                    cache=drive.cache, discard=drive.discard, snapshot=drive.snapshot)
     except BlockBackendError as e:
         raise DeviceError(str(e)) from None
+    backend.set_on_error(drive.rerror, drive.werror)      # blockdev_init
+    return backend
 
 
 # ---------------------------------------------------------------------------- the inventory
@@ -224,6 +231,8 @@ class Inventory:
     node_count: int = 0
     # callbacks(event_name, data): DEVICE_DELETED, DEVICE_TRAY_MOVED... (the QMP server listens)
     listeners: list[Callable[[str, dict[str, Any]], None]] = field(default_factory=list)
+    # qemu_system_vmstop_request(RUN_STATE_IO_ERROR), set by the machine that owns the run state
+    vm_stop_request: Callable[[], None] | None = None
 
     def emit(self, event: str, data: dict[str, Any]) -> None:
         for fn in list(self.listeners):
@@ -250,11 +259,44 @@ class Inventory:
         self.anon_count += 1
         return path
 
+    def attach_backend(self, cfg: ScsiDeviceConfig, drive: Drive | None, backend: BlockBackend) -> None:
+        """What scsi_realize does to the BlockBackend it is given: the device's rerror/werror
+        (auto keeps the drive's), io-status on, and its errors reported to this inventory."""
+        backend.set_on_error(cfg.rerror, cfg.werror)
+        backend.iostatus_enabled = True
+        backend.error_listener = lambda be, action, is_read, error: self.block_io_error(drive, be, action, is_read, error)
+
+    def block_io_error(self, drive: Drive | None, backend: BlockBackend, action: str, is_read: bool,
+                       error: int) -> None:
+        """send_qmp_error_event(): BLOCK_IO_ERROR for every action the policy took (``device`` is
+        the BlockBackend's name, empty for a blockdev-add node); a stop then stops the VM."""
+        data: dict[str, Any] = {"device": drive.config.id if drive is not None and drive.legacy else ""}
+        if drive is not None and drive.node_name:
+            data["node-name"] = drive.node_name
+        data.update({"operation": "read" if is_read else "write", "action": action})
+        if backend.iostatus_enabled:
+            data["nospace"] = error == errno.ENOSPC
+        data["reason"] = os.strerror(error)
+        name = drive.config.id if drive is not None else backend.path
+        what = f"{name}: {data['operation']} error ({data['reason']})"
+        if action == ACTION_STOP:
+            option = "rerror" if is_read else "werror"
+            policy = backend.on_read_error if is_read else backend.on_write_error
+            log.warning("%s: the drive's %s=%s stops the machine; the command runs again at QMP 'cont'",
+                        what, option, policy)
+        else:
+            log.info("%s: %s", what, "reported to the guest" if action == "report" else "ignored")
+        self.emit("BLOCK_IO_ERROR", data)
+        if action == ACTION_STOP and self.vm_stop_request is not None:
+            self.vm_stop_request()
+
     def plug(self, ctrl: Controller, cfg: ScsiDeviceConfig, drive: Drive | None) -> PluggedDevice:
         """Realize ``cfg`` over the drive's medium, attach it to the controller's bus and record
         it (the controller then holds the medium)."""
         backend = drive.backend if drive is not None else None
         sdev = realize_scsi_device(cfg, backend)
+        if backend is not None:
+            self.attach_backend(cfg, drive, backend)
         try:
             ctrl.bus.attach(sdev)
         except (ValueError, TypeError) as e:

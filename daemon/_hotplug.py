@@ -23,6 +23,7 @@ import re
 from typing import Any
 
 from vscsifs.scsi.device import BlockBackendError, SCSICDDevice
+from vscsifs.scsi.device._block_backend import IOSTATUS_OK
 
 from vscsifs.daemon._config import ConfigError, DriveConfig, ScsiDeviceConfig
 from vscsifs.daemon._devices import SCSI_MODELS, DeviceError, Drive, Inventory, PluggedDevice, open_drive
@@ -46,7 +47,7 @@ async def drive_add(machine: Machine, drive: DriveConfig, *, legacy: bool = True
         raise QMPError("Parameter 'id' is missing" if legacy else "Parameter 'node-name' is missing")
     if not _ID_RE.match(drive.id):
         raise QMPError("Invalid node-name: '%s'" % drive.id if not legacy else
-                       f"Parameter 'id' expects an identifier")
+                       "Parameter 'id' expects an identifier")
     if drive.id in st.drives:
         raise QMPError(f"Duplicate ID '{drive.id}' for drive" if legacy else
                        f"Duplicate nodes with node-name='{drive.id}'")
@@ -254,8 +255,11 @@ async def change_medium(machine: Machine, dev_id: str, filename: str, read_only:
     if not os.path.exists(filename):
         raise QMPError(f"Could not open '{filename}': No such file or directory")
     try:
-        backend = open_drive(DriveConfig(id=p.config.drive or "", file=filename, format=fmt, readonly=read_only,
-                                         media="cdrom"))
+        # the BlockBackend stays in QEMU, with its error policy: the drive's, then the device's
+        medium = DriveConfig(id=p.config.drive or "", file=filename, format=fmt, readonly=read_only, media="cdrom")
+        if drv is not None:
+            medium.rerror, medium.werror = drv.config.rerror, drv.config.werror
+        backend = open_drive(medium)
     except DeviceError as e:
         raise QMPError(str(e)) from None
     assert backend is not None                      # a file was named
@@ -263,6 +267,7 @@ async def change_medium(machine: Machine, dev_id: str, filename: str, read_only:
         backend.close()
         raise QMPError(f"Device '{dev_id}' is locked and force was not specified, "
                        "wait for tray to open and try again")
+    st.attach_backend(p.config, drv, backend)
     was_open = cd.tray_open
     old = cd.change_medium(backend)
     if not was_open:
@@ -288,8 +293,10 @@ def query_block(machine: Machine) -> list[dict[str, Any]]:
         if not drv.legacy and p is None:
             continue
         info: dict[str, Any] = {"device": name if drv.legacy else "", "locked": False,
-                                "removable": False, "type": "unknown", "io-status": "ok"}
+                                "removable": False, "type": "unknown"}
         if p is not None:
+            # scsi_realize enables the io-status of its drive, medium or not
+            info["io-status"] = drv.backend.iostatus if drv.backend is not None else IOSTATUS_OK
             info["qdev"] = p.config.id or p.qom_path
             if isinstance(p.dev, SCSICDDevice):
                 info["removable"] = True

@@ -46,6 +46,7 @@ from vscsifs.virtio.device._vhost_scsi import VHostSCSI
 from vscsifs.daemon._config import MachineConfig
 from vscsifs.daemon._devices import Controller, Inventory, build_device_side
 from vscsifs.daemon._faults import faults_after_boot, faults_before_boot
+from vscsifs.daemon._runstate import RUN_STATE_IO_ERROR, RunState
 
 log = logging.getLogger("vscsifs")
 
@@ -61,6 +62,16 @@ class Machine:
     controllers: list[Controller]
     inventory: Inventory = field(default_factory=Inventory)   # drives and devices by name (the monitor's view)
     hosts: list[Scsi_Host] = field(default_factory=list)
+    runstate: RunState = field(init=False)
+
+    def __post_init__(self) -> None:
+        # vm_state_notify: the guest's clock, then every virtio device; a drive's stop policy
+        # asks for the stop through the inventory
+        self.runstate = RunState(self.inventory.emit)
+        clock = self.kernel.clock
+        self.runstate.handlers.append(lambda running: clock.resume() if running else clock.stop())
+        self.runstate.handlers += [ctrl.vdev.vm_state_change for ctrl in self.controllers]
+        self.inventory.vm_stop_request = lambda: self.runstate.vm_stop(RUN_STATE_IO_ERROR)
 
     @classmethod
     def create(cls, cfg: MachineConfig, console: TextIO | None = sys.stderr) -> Machine:
@@ -105,7 +116,12 @@ class Machine:
     async def power_off(self) -> None:
         """kernel_power_off() -> device_shutdown(): every device's shutdown method, last added
         first; for disks sd_shutdown(), which flushes a write-back cache (SYNCHRONIZE CACHE,
-        "Synchronizing SCSI cache")."""
+        "Synchronizing SCSI cache"). A stopped VM runs no guest code: QEMU's quit ends it as it is,
+        and the requests the stop held never complete."""
+        if not self.runstate.running:
+            log.warning("the machine is stopped (%s): no guest shutdown, the disks' caches are not "
+                        "synchronized by the guest", self.runstate.status)
+            return
         for shost in reversed(self.kernel.scsi_hosts):
             for sdev in reversed(shost_for_each_device(shost)):
                 drv = sdev.sdev_gendev.driver

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from vscsifs.daemon._config import ConfigError, ControllerConfig
+from vscsifs.scsi.device._block_backend import (BLOCKDEV_ON_ERROR, ON_ERROR_ENOSPC, ON_ERROR_IGNORE, ON_ERROR_REPORT,
+                                                ON_ERROR_STOP)
 
 
 def split_opts(text: str) -> list[str]:
@@ -93,13 +95,24 @@ def parse_uint(bits: int) -> Callable[[str], int]:
     return parse
 
 
-BLOCKDEV_ON_ERROR = ("report", "ignore", "enospc", "stop", "auto")
-
-
 def parse_on_error(value: str) -> str:
-    """BlockdevOnError (qapi/block-core.json)."""
+    """BlockdevOnError (qapi/block-core.json), the type of -device rerror=/werror=."""
     if value not in BLOCKDEV_ON_ERROR:
         raise ValueError("'report', 'ignore', 'enospc', 'stop' or 'auto'")
+    return value
+
+
+def parse_drive_rerror(value: str) -> str:
+    """-drive rerror= (blockdev.c parse_block_error_action for reads: no enospc, no auto)."""
+    if value not in (ON_ERROR_IGNORE, ON_ERROR_STOP, ON_ERROR_REPORT):
+        raise ValueError("'ignore', 'stop' or 'report'")
+    return value
+
+
+def parse_drive_werror(value: str) -> str:
+    """-drive werror= (parse_block_error_action for writes)."""
+    if value not in (ON_ERROR_IGNORE, ON_ERROR_ENOSPC, ON_ERROR_STOP, ON_ERROR_REPORT):
+        raise ValueError("'ignore', 'enospc', 'stop' or 'report'")
     return value
 
 
@@ -115,15 +128,6 @@ def parse_discard(value: str) -> str:
 def parse_on_off_auto(value: str) -> bool | None:
     """OnOffAuto: None for auto."""
     return None if value.lower() == "auto" else parse_bool(value)
-
-
-def _on_error_unsupported(value: str) -> str | None:
-    """Errors are reported to the guest, as rerror=report does; on ENOSPC, where QEMU's enospc
-    (werror's default) pauses the VM, vscsifs reports too (there is no VM to pause)."""
-    if value in ("stop", "ignore"):
-        return ("an I/O error of the image is always reported to the guest as a CHECK CONDITION "
-                "(rerror/werror=report); there is no VM to pause and no error is hidden")
-    return None
 
 
 def _only_off(what: str) -> Callable[[Any], str | None]:
@@ -222,11 +226,11 @@ _SCSI_DISK_PROPS: dict[str, Prop] = {
     "max_io_size": Prop("max_io_size", parse_uint(64), "uint64"),
     "scsi_version": Prop("scsi_version", parse_int, "int32"),
     "write-cache": Prop("write_cache", parse_on_off_auto, "OnOffAuto"),
-    # accepted and without effect here: every error policy left is "report" (see
-    # _on_error_unsupported), and nothing the guest sees depends on the others (vscsifs takes
+    # what an I/O error of the image does (auto: the drive's rerror=/werror=)
+    "rerror": Prop("rerror", parse_on_error, "BlockdevOnError"),
+    "werror": Prop("werror", parse_on_error, "BlockdevOnError"),
+    # accepted and without effect here: nothing the guest sees depends on them (vscsifs takes
     # no image locks for share-rw to relax, and keeps no QMP blockstats to account in)
-    "rerror": Prop("", parse_on_error, "BlockdevOnError", _on_error_unsupported),
-    "werror": Prop("", parse_on_error, "BlockdevOnError", _on_error_unsupported),
     "bootindex": Prop("", parse_int, "int32"),
     "share-rw": Prop("", parse_bool, "bool"),
     "account-invalid": Prop("", parse_on_off_auto, "OnOffAuto"),
@@ -283,8 +287,8 @@ DRIVE_PROPS: dict[str, Prop] = {
     "discard": Prop("discard", parse_discard, "str"),
     "detect-zeroes": Prop("", _str, "str"),
     "snapshot": Prop("snapshot", parse_bool, "bool"),
-    "werror": Prop("", parse_on_error, "BlockdevOnError", _on_error_unsupported),
-    "rerror": Prop("", parse_on_error, "BlockdevOnError", _on_error_unsupported),
+    "werror": Prop("werror", parse_drive_werror, "str"),
+    "rerror": Prop("rerror", parse_drive_rerror, "str"),
     "copy-on-read": Prop("", parse_bool, "bool"),
     "auto-read-only": Prop("", parse_bool, "bool"),
 }

@@ -24,6 +24,7 @@ import os
 import socket
 import stat
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -33,6 +34,7 @@ from vscsifs.daemon import _faults, _lio_qmp, _virtio_qmp
 from vscsifs.daemon import _hotplug as hp
 from vscsifs.daemon._config import ConfigError, DriveConfig, ScsiDeviceConfig
 from vscsifs.daemon._machine import Machine
+from vscsifs.daemon._runstate import RUN_STATE_PAUSED
 from vscsifs.daemon._qapi import COMMAND_NOT_FOUND, GENERIC_ERROR, Arg, QMPError, check_args
 from vscsifs.daemon._qdev_props import (DRIVE_PROPS, apply_props, opt_pairs, parse_size, qdev_text, scsi_device_props,
                                         split_opts)
@@ -145,13 +147,31 @@ Handler = Callable[["QMPServer", "QMPClient", dict[str, Any]], Awaitable[Any]]
 
 
 class QMPClient:
-    """One connection: its negotiation state and a lock so replies and events never interleave."""
+    """One connection: its negotiation state, a lock so replies and events never interleave,
+    and the events not sent yet, which go out in the order they happened (a BLOCK_IO_ERROR
+    before its STOP) whatever order trio runs tasks in."""
 
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
         self.negotiated = False
         self.send_lock = trio.Lock()
         self.closed = False
+        self.outbox: deque[dict[str, Any]] = deque()
+        self.draining = False
+
+    def post(self, event: dict[str, Any], nursery: trio.Nursery) -> None:
+        """Queue an event after the ones before it; one task sends them, in order."""
+        self.outbox.append(event)
+        if not self.draining:
+            self.draining = True
+            nursery.start_soon(self._drain)
+
+    async def _drain(self) -> None:
+        try:
+            while self.outbox:
+                await self.send(self.outbox.popleft())
+        finally:
+            self.draining = False
 
     async def send(self, obj: dict[str, Any]) -> None:
         data = (json.dumps(obj) + "\r\n").encode()
@@ -186,7 +206,7 @@ class QMPServer:
         msg["timestamp"] = _timestamp()
         for c in list(self.clients):
             if c.negotiated and not c.closed and self.nursery is not None:
-                self.nursery.start_soon(c.send, msg)
+                c.post(msg, self.nursery)
 
     # sockets ----------------------------------------------------------------------------
     async def serve(self, paths: list[str], required: bool = True,
@@ -437,7 +457,28 @@ async def _query_version(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> 
 
 async def _query_status(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> Any:
     check_args(args, ())
-    return {"status": "running", "singlestep": False, "running": True}
+    rs = srv.machine.runstate
+    return {"status": rs.status, "singlestep": False, "running": rs.running}
+
+
+async def _stop(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> None:
+    """qmp_stop: pause the VM (STOP); the guest's I/O waits until cont."""
+    check_args(args, ())
+    srv.machine.runstate.vm_stop(RUN_STATE_PAUSED)
+
+
+def vm_cont(machine: Machine) -> None:
+    """qmp_cont: every drive's io-status back to ok, then resume (RESUME): the commands a
+    drive's error policy held run again."""
+    for drv in machine.inventory.drives.values():
+        if drv.backend is not None:
+            drv.backend.iostatus_reset()
+    machine.runstate.vm_start()
+
+
+async def _cont(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> None:
+    check_args(args, ())
+    vm_cont(srv.machine)
 
 
 async def _query_commands(srv: QMPServer, c: QMPClient, args: dict[str, Any]) -> Any:
@@ -558,7 +599,9 @@ async def _hmp_eject(srv: QMPServer, rest: str) -> str:
 
 async def _hmp_info(srv: QMPServer, rest: str) -> str:
     if rest == "status":
-        return "VM status: running\r\n"
+        rs = srv.machine.runstate          # hmp_info_status
+        why = f" ({rs.status})" if not rs.running and rs.status != RUN_STATE_PAUSED else ""
+        return f"VM status: {'running' if rs.running else 'paused'}{why}\r\n"
     if rest == "version":
         v = QEMU_VERSION["qemu"]
         return f"{v['major']}.{v['minor']}.{v['micro']}{QEMU_VERSION['package'] and ' (' + QEMU_VERSION['package'] + ')'}\r\n"
@@ -577,10 +620,20 @@ async def _hmp_info(srv: QMPServer, rest: str) -> str:
     return f"info: unknown subcommand '{rest}'\r\n"
 
 
+async def _hmp_stop(srv: QMPServer, rest: str) -> str:
+    srv.machine.runstate.vm_stop(RUN_STATE_PAUSED)
+    return ""
+
+
+async def _hmp_cont(srv: QMPServer, rest: str) -> str:
+    vm_cont(srv.machine)
+    return ""
+
+
 HMP_COMMANDS: dict[str, Callable[[QMPServer, str], Awaitable[str]]] = {
     "drive_add": _hmp_drive_add, "drive_del": _hmp_drive_del, "device_add": _hmp_device_add,
     "device_del": _hmp_device_del, "block_resize": _hmp_block_resize, "eject": _hmp_eject,
-    "info": _hmp_info,
+    "info": _hmp_info, "stop": _hmp_stop, "cont": _hmp_cont, "c": _hmp_cont,
 }
 
 MachineCommand = Callable[[Machine, dict[str, Any]], Awaitable[Any]]
@@ -603,7 +656,7 @@ COMMANDS: dict[str, Handler] = {
     "device_add": _device_add, "device_del": _device_del, "blockdev-add": _blockdev_add,
     "blockdev-del": _blockdev_del, "block_resize": _block_resize, "eject": _eject,
     "blockdev-change-medium": _blockdev_change_medium, "human-monitor-command": _human_monitor_command,
-    "quit": _quit,
+    "quit": _quit, "stop": _stop, "cont": _cont,
     **{name: _on_machine(command) for name, command in _lio_qmp.QMP_COMMANDS.items()},
     **{name: _on_machine(command) for name, command in _faults.QMP_COMMANDS.items()},
     **{name: _on_machine(command) for name, command in _virtio_qmp.QMP_COMMANDS.items()},

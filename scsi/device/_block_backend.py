@@ -3,7 +3,8 @@
 scsi-hd moves guest data straight between guest-memory views and the image with
 preadv/pwritev (no bounce buffer), so this layer only opens, checks, and maps QEMU's drive
 options (readonly, cache=, discard=) onto plain POSIX calls. I/O errors are raised as
-OSError; the SCSI device turns them into sense data as QEMU does.
+OSError; the SCSI device asks the backend's error policy (rerror=/werror=, block-backend.c's
+blk_get_error_action) what to do with one: report it as sense data, ignore it, or stop the VM.
 """
 
 from __future__ import annotations
@@ -38,6 +39,25 @@ except (ValueError, OSError):
     IOV_MAX = 1024
 if IOV_MAX <= 0:
     IOV_MAX = 1024
+
+# qapi BlockdevOnError (rerror=/werror=) and BlockErrorAction
+ON_ERROR_REPORT: Final = "report"
+ON_ERROR_IGNORE: Final = "ignore"
+ON_ERROR_ENOSPC: Final = "enospc"
+ON_ERROR_STOP: Final = "stop"
+ON_ERROR_AUTO: Final = "auto"
+BLOCKDEV_ON_ERROR: Final = (ON_ERROR_REPORT, ON_ERROR_IGNORE, ON_ERROR_ENOSPC, ON_ERROR_STOP, ON_ERROR_AUTO)
+ACTION_REPORT: Final = "report"
+ACTION_IGNORE: Final = "ignore"
+ACTION_STOP: Final = "stop"
+# qapi BlockDeviceIoStatus: what query-block shows as io-status
+IOSTATUS_OK: Final = "ok"
+IOSTATUS_FAILED: Final = "failed"
+IOSTATUS_NOSPACE: Final = "nospace"
+
+# blk_error_action()'s listener: (backend, action, is_read, errno); the machine sends
+# BLOCK_IO_ERROR from it and stops the VM for ACTION_STOP
+ErrorActionListener = Callable[["BlockBackend", str, bool, int], None]
 
 FALLOC_FL_KEEP_SIZE: Final = 0x01
 FALLOC_FL_PUNCH_HOLE: Final = 0x02
@@ -112,6 +132,12 @@ class BlockBackend:
         self.is_block_device = is_block_device
         # cache=writethrough/directsync: QEMU's blk_enable_write_cache() is false
         self.write_cache = cache in ("writeback", "none", "unsafe")
+        # blk_new()'s policy until the drive or device sets its own (blk_set_on_error)
+        self.on_read_error = ON_ERROR_REPORT
+        self.on_write_error = ON_ERROR_ENOSPC
+        self.iostatus_enabled = False
+        self.iostatus = IOSTATUS_OK
+        self.error_listener: ErrorActionListener | None = None
 
     @classmethod
     def open(cls, path: str, *, readonly: bool = False, fmt: str | None = None,
@@ -163,6 +189,41 @@ class BlockBackend:
             fd, is_blk = copy, False
         return cls(fd, path, size, readonly=readonly, cache=cache, discard=discard,
                    is_block_device=is_blk)
+
+    # -- the error policy (block-backend.c) ---------------------------------------------------
+
+    def set_on_error(self, on_read_error: str, on_write_error: str) -> None:
+        """blk_set_on_error(): ``auto`` keeps what the backend has (blkconf_apply_backend_options)."""
+        for value in (on_read_error, on_write_error):
+            if value not in BLOCKDEV_ON_ERROR:
+                raise ValueError(f"invalid error action '{value}' (one of {', '.join(BLOCKDEV_ON_ERROR)})")
+        if on_read_error != ON_ERROR_AUTO:
+            self.on_read_error = on_read_error
+        if on_write_error != ON_ERROR_AUTO:
+            self.on_write_error = on_write_error
+
+    def get_error_action(self, is_read: bool, error: int) -> str:
+        """blk_get_error_action(): enospc stops on ENOSPC only and reports the rest."""
+        on_err = self.on_read_error if is_read else self.on_write_error
+        if on_err == ON_ERROR_ENOSPC:
+            return ACTION_STOP if error == errno.ENOSPC else ACTION_REPORT
+        if on_err == ON_ERROR_STOP:
+            return ACTION_STOP
+        if on_err == ON_ERROR_IGNORE:
+            return ACTION_IGNORE
+        return ACTION_REPORT
+
+    def error_action(self, action: str, is_read: bool, error: int) -> None:
+        """blk_error_action(): a stop records the error in the io-status first; then the
+        listener hears of every action (BLOCK_IO_ERROR, and the VM stop request)."""
+        if action == ACTION_STOP and self.iostatus_enabled and self.iostatus == IOSTATUS_OK:
+            self.iostatus = IOSTATUS_NOSPACE if error == errno.ENOSPC else IOSTATUS_FAILED
+        if self.error_listener is not None:
+            self.error_listener(self, action, is_read, error)
+
+    def iostatus_reset(self) -> None:
+        """blk_iostatus_reset(): cont clears the io-status of every drive."""
+        self.iostatus = IOSTATUS_OK
 
     @property
     def nb_sectors(self) -> int:

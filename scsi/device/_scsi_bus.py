@@ -57,6 +57,10 @@ class SCSIResult:
         self.xfer = xfer
 
 
+# what scsi_req_execute gives back for a RETRY: nothing to complete yet
+REQ_RETRY: Final = SCSIResult(-1, b"", 0)
+
+
 def iov_from_buf(views: Sequence[memoryview], data: bytes | bytearray | memoryview) -> int:
     """Copy ``data`` into the scatter list (as far as it reaches); bytes copied."""
     done = 0
@@ -89,6 +93,9 @@ class Completion:
 
 
 GOOD: Final = Completion(_GOOD)
+# scsi_req_retry(): the request is not completed; the HBA keeps it and runs it again when the
+# VM is resumed (a drive's rerror/werror=stop, or enospc on ENOSPC)
+RETRY: Final = Completion(-1)
 
 
 class CheckCondition(Exception):
@@ -228,6 +235,8 @@ def scsi_req_execute(bus: SCSIBus | None, dev: SCSIDevice, lun: int, cdb: bytes,
 
 def _req_complete(dev: SCSIDevice, done: Completion, is_ua: bool) -> SCSIResult:
     """scsi_req_complete + scsi_req_get_sense (virtio-scsi fetches sense on non-GOOD status)."""
+    if done is RETRY:
+        return REQ_RETRY
     status = int(done.status)
     sense = b"" if status == _GOOD or done.sense is None else scsi_build_sense(done.sense)
     if sense:

@@ -15,14 +15,14 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Final
 
 from vscsifs.scsi._proto import BE16, BE32, BE64, SAI_READ_CAPACITY_16, SamStatus, ScsiOpcode as Op, ScsiType
-from vscsifs.scsi.device._block_backend import BlockBackend, iov_truncate
+from vscsifs.scsi.device._block_backend import ACTION_IGNORE, ACTION_REPORT, ACTION_STOP, BlockBackend, iov_truncate
 from vscsifs.scsi.device._cdrom_toc import cdrom_read_toc, cdrom_read_toc_raw
 from vscsifs.scsi.device._hd_geometry import HDGeometry, hd_geometry_guess
 from vscsifs.scsi.device._scsi_bus import (
     CheckCondition,
     GOOD,
+    RETRY,
     Completion,
-    SCSIDevice,
     check_condition,
     iov_from_buf,
     iov_to_buf,
@@ -35,6 +35,7 @@ from vscsifs.scsi.device._sense import SenseCode, scsi_build_sense_buf, scsi_sen
 # (EnumType.__getattr__ takes such loads off the attribute fast path)
 _GOOD: Final = SamStatus.GOOD
 _SCSI_XFER_TO_DEV: Final = XferMode.SCSI_XFER_TO_DEV
+_SCSI_XFER_FROM_DEV: Final = XferMode.SCSI_XFER_FROM_DEV
 
 KiB = 1024
 GiB = 1024 * 1024 * 1024
@@ -42,12 +43,6 @@ SCSI_WRITE_SAME_MAX: Final = 512 * KiB
 DEFAULT_DISCARD_GRANULARITY: Final = 4 * KiB
 DEFAULT_MAX_UNMAP_SIZE: Final = 1 * GiB
 DEFAULT_MAX_IO_SIZE: Final = INT_MAX
-
-
-def _io_error(e: OSError) -> Completion:
-    """scsi_handle_rw_error with rerror/werror=report: errno -> status + sense."""
-    status, sense = scsi_sense_from_errno(e.errno or errno.EIO)
-    return Completion(status, sense)
 
 
 def _power_of_2(n: int) -> bool:
@@ -203,7 +198,26 @@ class SCSIDiskDevice(SCSIDiskPages):
         except CheckCondition as f:
             return check_condition(f.sense)
         except OSError as e:
-            return _io_error(e)
+            return self._rw_error(cmd, e)
+
+    def _rw_error(self, cmd: SCSICommand, e: OSError) -> Completion:
+        """scsi_handle_rw_error(): the image failed a command; the drive's rerror= (commands
+        that read) or werror= (the rest) decide. report: CHECK CONDITION from the errno;
+        ignore: the command completes as if it had worked; stop: the VM stops and the command
+        is run again at cont (RETRY)."""
+        error = e.errno or errno.EIO
+        blk = self.backend
+        action = ACTION_REPORT
+        if blk is not None:
+            is_read = cmd.mode == _SCSI_XFER_FROM_DEV
+            action = blk.get_error_action(is_read, error)
+            blk.error_action(action, is_read, error)
+        if action == ACTION_IGNORE:
+            return Completion(_GOOD, None, cmd.xfer)
+        if action == ACTION_STOP:
+            return RETRY
+        status, sense = scsi_sense_from_errno(error)
+        return Completion(status, sense)
 
     def _emulate_command(self, cmd: SCSICommand, data_out: Sequence[memoryview],
                          data_in: Sequence[memoryview]) -> Completion:
@@ -435,7 +449,7 @@ class SCSIDiskDevice(SCSIDiskPages):
                 views = iov_truncate(data_in, nbytes)
                 moved = blk.preadv(views, offset) if views else 0
         except OSError as e:
-            return _io_error(e)
+            return self._rw_error(cmd, e)
         return Completion(_GOOD, None, moved)
 
 

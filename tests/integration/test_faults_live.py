@@ -17,6 +17,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -51,6 +52,7 @@ class Qmp:
         self.s.connect(path)
         self.s.settimeout(20)
         self.f = self.s.makefile("rb")
+        self.events: list[dict] = []
         assert "QMP" in self.recv()
         assert self.cmd("qmp_capabilities") == {"return": {}}
 
@@ -58,6 +60,17 @@ class Qmp:
         while True:
             msg = json.loads(self.f.readline())
             if "event" not in msg:
+                return msg
+            self.events.append(msg)
+
+    def wait_event(self, name: str) -> dict:
+        """The next ``name`` event (the ones before it are kept in ``events``)."""
+        while True:
+            msg = json.loads(self.f.readline())
+            if "event" not in msg:
+                raise AssertionError(f"a reply while waiting for {name}: {msg}")
+            self.events.append(msg)
+            if msg["event"] == name:
                 return msg
 
     def send_raw(self, data: bytes) -> dict:
@@ -322,8 +335,9 @@ def test_image_on_a_full_filesystem_gives_enospc_for_that_write(tmp_path) -> Non
         img = small / "sparse.img"
         with open(img, "wb") as f:
             f.truncate(64 << 20)
+        # werror=report: QEMU's default, enospc, would stop the VM instead (the next test)
         d = start_daemon(str(tmp_path), ["-device", "virtio-scsi-pci,id=scsi0",
-                                         "-drive", f"file={img},if=none,id=full,format=raw",
+                                         "-drive", f"file={img},if=none,id=full,format=raw,werror=report",
                                          "-device", "scsi-hd,drive=full,bus=scsi0.0,scsi-id=0,lun=0"])
         try:
             m = d.mount
@@ -338,6 +352,79 @@ def test_image_on_a_full_filesystem_gives_enospc_for_that_write(tmp_path) -> Non
             d.shutdown()
     finally:
         subprocess.run(["umount", "-l", str(small)])
+
+
+@contextmanager
+def stopped_on_a_full_filesystem(tmp_path) -> Iterator[tuple[Daemon, Qmp, subprocess.Popen, str, bytes]]:  # type: ignore[type-arg,no-untyped-def]
+    """A machine over an image on a 2 MiB tmpfs (QEMU's default werror=enospc) stopped by dd's
+    4 MiB direct write running out of space: (daemon, QMP client with the BLOCK_IO_ERROR and
+    STOP events read, the waiting dd, the tmpfs, what dd writes). Everything goes at the end."""
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)], check=True)
+    try:
+        img = small / "sparse.img"
+        with open(img, "wb") as f:
+            f.truncate(64 << 20)
+        src = tmp_path / "src"
+        data = os.urandom(4 << 20)
+        src.write_bytes(data)
+        d = start_daemon(str(tmp_path), ["-device", "virtio-scsi-pci,id=scsi0",
+                                         "-drive", f"file={img},if=none,id=full,format=raw",
+                                         "-device", "scsi-hd,drive=full,bus=scsi0.0,scsi-id=0,lun=0"])
+        q = Qmp(d.qmp)
+        dd = subprocess.Popen(["dd", f"if={src}", f"of={d.mount}/dev/sda", "bs=1M", "oflag=direct", "conv=fsync",
+                               "status=none"], stderr=subprocess.PIPE, text=True)
+        try:
+            q.wait_event("STOP")
+            yield d, q, dd, str(small), data
+        finally:
+            try:
+                dd.kill()                 # a writer the stopped machine holds ends with the daemon
+                q.close()
+            finally:
+                d.shutdown()
+                dd.wait(30)
+    finally:
+        subprocess.run(["umount", "-l", str(small)])
+
+
+def test_a_full_filesystem_stops_the_machine_until_cont(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The write that runs out of space stops the VM (BLOCK_IO_ERROR, then STOP; io-status
+    nospace) and waits, with the writer, while the administrator makes room; cont runs it again
+    and the writer finishes as if nothing had happened."""
+    with stopped_on_a_full_filesystem(tmp_path) as (d, q, dd, small, data):
+        assert [e["event"] for e in q.events] == ["BLOCK_IO_ERROR", "STOP"]
+        error = q.events[0]["data"]
+        assert error == {"device": "full", "node-name": error["node-name"], "operation": "write", "action": "stop",
+                         "nospace": True, "reason": "No space left on device"}
+        assert q.cmd("query-status") == {"return": {"status": "io-error", "singlestep": False, "running": False}}
+        assert q.cmd("query-block")["return"][0]["io-status"] == "nospace"
+        assert q.cmd("human-monitor-command", **{"command-line": "info status"}) == {
+            "return": "VM status: paused (io-error)\r\n"}
+        time.sleep(1)
+        assert dd.poll() is None                          # the writer waits with the machine
+        assert _read(f"{d.mount}/sys/block/sda/size") == str(64 << 11) + "\n"   # sysfs still answers
+        subprocess.run(["mount", "-o", "remount,size=80m", small], check=True)
+        assert q.cmd("cont") == {"return": {}}
+        q.wait_event("RESUME")
+        assert dd.wait(60) == 0, dd.stderr.read() if dd.stderr else ""
+        assert q.cmd("query-status")["return"]["status"] == "running"
+        assert q.cmd("query-block")["return"][0]["io-status"] == "ok"
+        with open(os.path.join(small, "sparse.img"), "rb") as f:
+            assert f.read(4 << 20) == data
+        assert not any("critical space allocation" in x for x in d.kernel_lines())
+
+
+def test_a_stopped_machine_stops_on_sigterm(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SIGTERM while stopped ends the daemon as QEMU's quit ends a paused VM: no guest shutdown
+    (its SYNCHRONIZE CACHE would wait for cont), the held write never completes, the mount goes."""
+    with stopped_on_a_full_filesystem(tmp_path) as (d, _q, dd, _small, _data):
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(30) == 0, d.log()
+        assert not is_mounted(d.mount)
+        assert dd.wait(30) != 0
+        assert "the machine is stopped (io-error): no guest shutdown" in d.log()
 
 
 # ------------------------------------------------------------------ kill -9

@@ -96,9 +96,10 @@ def realized(dev: SCSIDiskDevice) -> dict[str, Any]:
 
 def test_every_scsi_property_that_sets_a_field_reaches_the_device_model() -> None:
     """A property added to the table but not to the model's realize list would be parsed and
-    then silently dropped; id, drive and bus are the builder's own (names and the bus)."""
+    then silently dropped; id, drive and bus are the builder's own (names and the bus), and
+    rerror/werror set the drive's BlockBackend (Inventory.attach_backend)."""
     hd = set(SCSI_MODELS["scsi-hd"].props)
-    own = {"id", "drive", "bus"}
+    own = {"id", "drive", "bus", "rerror", "werror"}
     missing = {p.attr for p in SCSI_DEVICE_PROPS.values() if p.attr and p.attr not in own} - hd
     assert missing == set()
     assert set(SCSI_MODELS["scsi-cd"].props) <= hd
@@ -188,9 +189,6 @@ async def test_a_drive_no_device_takes_is_opened_for_a_later_device_add(tmp_path
 
 
 @pytest.mark.parametrize("device, message", [
-    ("scsi-hd,drive=d1,werror=stop", "scsi-hd.werror=stop is not emulated by vscsifs: an I/O error of the image is "
-     "always reported"),
-    ("scsi-hd,drive=d1,rerror=ignore", "scsi-hd.rerror=ignore is not emulated by vscsifs"),
     ("scsi-hd,drive=d1,backend_defaults=on", "scsi-hd.backend_defaults=on is not emulated by vscsifs: the block "
      "limits would come from the host's device"),
     ("scsi-hd,drive=d1,quirk_mode_page_vendor_specific_apple=on", "is not emulated by vscsifs: the Apple mode page"),
@@ -219,6 +217,41 @@ def test_a_property_value_vscsifs_cannot_emulate_is_refused_by_name(tmp_path: Pa
     assert f"key '{key}': " in str(ei.value) and toml_message in str(ei.value)
     with pytest.raises(Exception) as ei:
         device_config_from_args({"driver": driver, "drive": "d1", key: value})
+    assert message in str(ei.value)
+
+
+def test_rerror_and_werror_set_the_policy_of_the_devices_drive(tmp_path: Path) -> None:
+    """-drive rerror=/werror= set the BlockBackend's policy (QEMU's default: report reads,
+    stop writes on ENOSPC only); the device's own, unless auto, win (blkconf_apply_backend_options),
+    and a device's drive reports its io-status."""
+    paths = []
+    for n in ("a", "b", "c"):
+        (tmp_path / n).mkdir()
+        paths.append(image(tmp_path / n))
+    cfg = parse_qemu_args(["-device", "virtio-scsi-pci,id=scsi0",
+                           "-drive", f"file={paths[0]},if=none,id=d1,werror=stop,rerror=ignore",
+                           "-device", "scsi-hd,drive=d1,scsi-id=0",
+                           "-drive", f"file={paths[1]},if=none,id=d2,werror=report",
+                           "-device", "scsi-hd,drive=d2,scsi-id=1,werror=ignore,rerror=stop",
+                           "-drive", f"file={paths[2]},if=none,id=d3",
+                           "-device", "scsi-hd,drive=d3,scsi-id=2"]).machine
+    m = Machine.create(cfg.validate(), console=None)
+    try:
+        policy = {name: (d.backend.on_read_error, d.backend.on_write_error, d.backend.iostatus_enabled)
+                  for name, d in m.inventory.drives.items() if d.backend is not None}
+        assert policy == {"d1": ("ignore", "stop", True), "d2": ("stop", "ignore", True),
+                          "d3": ("report", "enospc", True)}
+    finally:
+        m.shutdown()
+
+
+@pytest.mark.parametrize("option, message", [("rerror=enospc", "Parameter 'rerror' expects 'ignore', 'stop' or 'report'"),
+                                             ("werror=auto", "Parameter 'werror' expects 'ignore', 'enospc', 'stop' or "
+                                              "'report'")])
+def test_a_drive_error_action_qemu_refuses_is_refused(tmp_path: Path, option: str, message: str) -> None:
+    """-drive takes no enospc for reads and no auto (blockdev.c parse_block_error_action)."""
+    with pytest.raises(ConfigError) as ei:
+        parse_qemu_args(["-drive", f"file={image(tmp_path)},if=none,id=d1,{option}"])
     assert message in str(ei.value)
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from golden_cdb import GOLDEN, hctl_of_dir, load_cdb_dir, make_image
 from vscsifs.scsi.device import BlockBackend, SCSIBus, SCSIDiskDevice, SCSIResult, SenseCode
+from vscsifs.scsi.device._scsi_bus import REQ_RETRY
 
 SEED_CDB = GOLDEN / "seed" / "cdb"
 SEED_DIRS = sorted(d for d in SEED_CDB.iterdir() if d.is_dir() and d.name[0].isdigit())
@@ -275,6 +276,7 @@ def test_io_error_sense(disk) -> None:
     dev.backend = be
     try:
         cc(run(bus, 0, bytes.fromhex("28 00 00 00 00 00 00 00 01 00"), 512)[0], SenseCode.IO_ERROR)
+        be.set_on_error("report", "report")          # werror's default, enospc, would stop on ENOSPC
         be.fail = {"pwritev": errno.ENOSPC}
         cc(run(bus, 0, bytes.fromhex("2a 00 00 00 00 00 00 00 01 00"), 0, bytes(512))[0],
            SenseCode.SPACE_ALLOC_FAILED)
@@ -282,6 +284,73 @@ def test_io_error_sense(disk) -> None:
         cc(run(bus, 0, bytes.fromhex("35 00 00 00 00 00 00 00 00 00"))[0], SenseCode.IO_ERROR)
     finally:
         be.close()
+
+
+READ_1 = bytes.fromhex("28 00 00 00 00 00 00 00 01 00")
+WRITE_1 = bytes.fromhex("2a 00 00 00 00 00 00 00 01 00")
+SYNC_CACHE = bytes.fromhex("35 00 00 00 00 00 00 00 00 00")
+
+
+@pytest.fixture
+def failing(disk):
+    """The disk over a FailingBackend whose error actions are recorded."""
+    bus, dev, img = disk
+    be = FailingBackend.open(str(img))
+    assert isinstance(be, FailingBackend)
+    actions: list[tuple[str, bool, int]] = []
+    be.error_listener = lambda backend, action, is_read, error: actions.append((action, is_read, error))
+    be.iostatus_enabled = True
+    dev.backend = be
+    yield bus, be, actions
+    be.close()
+
+
+def test_werror_enospc_stops_on_enospc_only_and_reports_the_rest(failing) -> None:
+    """QEMU's default policy (rerror=report, werror=enospc): a write that runs out of space is
+    held for a retry (the VM stops); any other error is reported as sense, reads' too."""
+    bus, be, actions = failing
+    be.fail = {"pwritev": errno.ENOSPC}
+    res, _ = run(bus, 0, WRITE_1, 0, bytes(512))
+    assert res is REQ_RETRY and be.iostatus == "nospace"
+    be.fail = {"pwritev": errno.EIO, "preadv": errno.ENOSPC}
+    cc(run(bus, 0, WRITE_1, 0, bytes(512))[0], SenseCode.IO_ERROR)
+    cc(run(bus, 0, READ_1, 512)[0], SenseCode.SPACE_ALLOC_FAILED)
+    assert actions == [("stop", False, errno.ENOSPC), ("report", False, errno.EIO), ("report", True, errno.ENOSPC)]
+    be.iostatus_reset()
+    assert be.iostatus == "ok"
+
+
+def test_ignore_completes_the_command_as_if_it_had_worked(failing) -> None:
+    """rerror/werror=ignore: GOOD with the whole transfer (the data read is whatever the guest
+    buffer held); BLOCK_IO_ERROR is still sent (the listener hears it)."""
+    bus, be, actions = failing
+    be.set_on_error("ignore", "ignore")
+    be.fail = {"preadv": errno.EIO, "pwritev": errno.EIO, "flush": errno.EIO}
+    assert run(bus, 0, READ_1, 512)[0] == SCSIResult(0, b"", 512)
+    assert run(bus, 0, WRITE_1, 0, bytes(512))[0] == SCSIResult(0, b"", 512)
+    assert run(bus, 0, SYNC_CACHE)[0] == SCSIResult(0, b"", 0)
+    assert actions == [("ignore", True, errno.EIO), ("ignore", False, errno.EIO), ("ignore", False, errno.EIO)]
+    assert be.iostatus == "ok"                       # only a stop records the error
+
+
+def test_stop_holds_reads_and_flushes_and_records_the_error(failing) -> None:
+    """rerror/werror=stop: any error holds the command (SYNCHRONIZE CACHE moves no data: werror);
+    the io-status keeps the first error until cont resets it."""
+    bus, be, actions = failing
+    be.set_on_error("stop", "stop")
+    be.fail = {"preadv": errno.EIO, "flush": errno.ENOSPC}
+    assert run(bus, 0, READ_1, 512)[0] is REQ_RETRY
+    assert run(bus, 0, SYNC_CACHE)[0] is REQ_RETRY
+    assert actions == [("stop", True, errno.EIO), ("stop", False, errno.ENOSPC)]
+    assert be.iostatus == "failed"
+    be.fail = {}
+    assert run(bus, 0, READ_1, 512)[0] == SCSIResult(0, b"", 512)    # the retry at resume
+
+
+def test_an_unknown_error_action_is_refused(failing) -> None:
+    _bus, be, _actions = failing
+    with pytest.raises(ValueError, match="invalid error action 'sometimes'"):
+        be.set_on_error("sometimes", "report")
 
 
 def test_properties_serial_wwn_4k(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from collections.abc import Callable
 from typing import Any, ClassVar, Final, Protocol
 
+from vscsifs.scsi.device._scsi_bus import REQ_RETRY
 from vscsifs.scsi.device._sense import SenseCode
 from vscsifs.virtio._memory import GuestMemory
 from vscsifs.virtio.device._virtio_device import VIRTIO_QUEUE_MAX, VirtIODevice
@@ -163,8 +164,9 @@ class _Req:
 
 @dataclass(eq=False, slots=True)
 class _Inflight:
-    """A command the device holds (dropped, or waiting out an injected latency): QEMU's
-    SCSIRequest still on the device's request list, which TMFs can cancel."""
+    """A command the device holds (dropped, waiting out an injected latency, or kept for a
+    retry at resume): QEMU's SCSIRequest still on the device's request list, which TMFs can
+    cancel."""
 
     vq: DeviceVirtqueue
     r: _Req
@@ -172,6 +174,7 @@ class _Inflight:
     target: int
     lun: int
     cdb: bytes
+    cmd: Any = None            # the CDB as scsi_req_new() parsed it (a retry runs it again)
     cancelled: bool = False
 
 
@@ -214,6 +217,8 @@ class VirtIOSCSI(VirtIODevice):
         self.faults: FaultsLike | None = None
         self.call_later: Any = None
         self.inflight: dict[int, _Inflight] = {}
+        # requests a drive's error policy stopped the VM on, in order (scsi_req_retry)
+        self.retry: list[_Inflight] = []
         if hasattr(bus, "change"):
             # virtio_scsi_scsi_info.change = virtio_scsi_change
             bus.change = self._bus_change
@@ -262,6 +267,7 @@ class VirtIOSCSI(VirtIODevice):
         for held in self.inflight.values():   # the rings are gone: nothing to complete into
             held.cancelled = True
         self.inflight.clear()
+        self.retry.clear()
 
     # -- request parsing --------------------------------------------------------------------
     def _parse_req(self, elem: VirtQueueElement, req_size: int, resp_size: int) -> _Req:
@@ -351,7 +357,7 @@ class VirtIOSCSI(VirtIODevice):
                 return
             if self._fault_complete(vq, r, decision):
                 return
-        self._execute(vq, r, target, lun_id, cdb, cmd)
+        self._execute(vq, r, tag, target, lun_id, cdb, cmd)
 
     def _fault_complete(self, vq: DeviceVirtqueue, r: _Req, decision: Any) -> bool:
         """Complete with an injected response or status instead of running the command."""
@@ -375,9 +381,19 @@ class VirtIOSCSI(VirtIODevice):
             return
         self.inflight.pop(held.tag, None)
         if not self._fault_complete(held.vq, held.r, decision):
-            self._execute(held.vq, held.r, held.target, held.lun, held.cdb)
+            self._execute(held.vq, held.r, held.tag, held.target, held.lun, held.cdb)
 
-    def _execute(self, vq: DeviceVirtqueue, r: _Req, target: int, lun_id: int, cdb: bytes,
+    def vm_resumed(self) -> None:
+        """scsi_dma_restart_cb(): the requests the stop held run again, in the order they
+        failed (one that fails again stops the VM again and is held again)."""
+        retry, self.retry = self.retry, []
+        for held in retry:
+            if held.cancelled:
+                continue
+            self.inflight.pop(held.tag, None)
+            self._execute(held.vq, held.r, held.tag, held.target, held.lun, held.cdb, held.cmd)
+
+    def _execute(self, vq: DeviceVirtqueue, r: _Req, tag: int, target: int, lun_id: int, cdb: bytes,
                  cmd: Any = None) -> None:
         """scsi_req_enqueue + virtio_scsi_command_complete: run on the bus, write status,
         sense and residual. ``cmd`` is the CDB as scsi_req_new() parsed it (QEMU parses once)."""
@@ -386,6 +402,11 @@ class VirtIOSCSI(VirtIODevice):
             result = self.bus.execute(0, target, lun_id, cdb, r.data_out, r.data_in, cmd=cmd)
         else:
             result = self.bus.execute(0, target, lun_id, cdb, r.data_out, r.data_in)
+        if result is REQ_RETRY:
+            held = _Inflight(vq, r, tag, target, lun_id, cdb, cmd)
+            self.inflight[tag] = held
+            self.retry.append(held)
+            return
         status = result.status
         if status == SAM_STAT_GOOD:
             size = r.out_size or r.in_size

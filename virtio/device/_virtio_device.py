@@ -4,6 +4,10 @@ Holds what every virtio device has whatever its type: device id, offered (host) 
 (guest) features, the status byte, the virtqueues with their MSI-X vectors, the config space.
 The transport (virtio/_pci.VirtIOPCIProxy) drives it from the driver's register writes and
 delivers its interrupts. Subclasses supply get_config/set_config and queue handlers.
+
+While the VM is stopped (QMP stop, or a drive's werror=stop) no guest code runs: a queue
+kicked meanwhile is served, and an interrupt raised meanwhile delivered, at resume
+(virtio_vmstate_change).
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ class VirtIODevice:
         self.interrupt: Callable[[int], None] | None = None
         self.isr = 0
         self.errors: list[str] = []
+        self.vm_running = True
+        self._kicked_while_stopped: list[DeviceVirtqueue] = []
+        self._irqs_while_stopped: list[DeviceVirtqueue] = []
 
     # -- what subclasses override -----------------------------------------------------------
     def get_features(self) -> int:
@@ -58,6 +65,10 @@ class VirtIODevice:
             raise VirtioError(f"{self.name}: too many virtqueues (max {VIRTIO_QUEUE_MAX})")
         def guarded(vq: DeviceVirtqueue) -> None:
             if self.broken:
+                return
+            if not self.vm_running:
+                if vq not in self._kicked_while_stopped:
+                    self._kicked_while_stopped.append(vq)
                 return
             try:
                 handle_output(vq)
@@ -114,7 +125,29 @@ class VirtIODevice:
         self.status |= VirtioStatus.NEEDS_RESET
         self.notify_config()
 
+    def vm_state_change(self, running: bool) -> None:
+        """virtio_vmstate_change(): at resume the device first finishes what the stop held
+        (``vm_resumed``), then serves the queues the driver kicked and raises the interrupts
+        it owed meanwhile."""
+        self.vm_running = running
+        if not running:
+            return
+        self.vm_resumed()
+        kicked, self._kicked_while_stopped = self._kicked_while_stopped, []
+        for vq in kicked:
+            vq.kick()
+        irqs, self._irqs_while_stopped = self._irqs_while_stopped, []
+        for vq in irqs:
+            self._vq_interrupt(vq)
+
+    def vm_resumed(self) -> None:
+        """What a device model does first when the VM runs again (virtio-scsi: retry)."""
+
     def _vq_interrupt(self, vq: DeviceVirtqueue) -> None:
+        if not self.vm_running:
+            if vq not in self._irqs_while_stopped:
+                self._irqs_while_stopped.append(vq)
+            return
         self.isr |= 1
         if self.interrupt is not None and vq.vector != VIRTIO_NO_VECTOR:
             self.interrupt(vq.vector)

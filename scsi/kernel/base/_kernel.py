@@ -13,6 +13,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from vscsifs.scsi.kernel.base._clock import GuestClock
 from vscsifs.scsi.kernel.base._driver_model import Sysfs
 from vscsifs.scsi.kernel.base._fops import CharDevOpen
 from vscsifs.scsi.kernel.base._irq import IrqDesc
@@ -105,6 +106,8 @@ class Kernel:
     # scsi_mod's scsi_logging_level, parsed from the command line on first use (None until
     # then): read on every command, so a field rather than driver_state
     scsi_logging_level: int | None = None
+    # the guest's time, which stands still while the VM is stopped
+    clock: GuestClock = field(default_factory=GuestClock)
     # per-driver state the kernel keeps in a module's globals (see driver_state)
     _driver_state: dict[type, Any] = field(default_factory=dict)
 

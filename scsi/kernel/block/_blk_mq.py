@@ -534,14 +534,17 @@ async def _wait_or_time_out(rq: Request, ev: trio.Event) -> None:
         if timed_out_done or not rq.timeout or rq.timeout <= 0:
             await ev.wait()
             return
+        q = rq.q
+        assert q is not None              # a request that can time out was dispatched on its queue
+        clock = q.kernel.clock
+        stopped_since = clock.stopped_total() if clock.stopped else clock.stopped_before
         with trio.move_on_after(rq.timeout):
             await ev.wait()
             return
-        if rq.completed or rq.requeue:
+        # the guest's clock stood still while the VM was stopped: so does the timeout
+        if await clock.extend(ev, stopped_since) or rq.completed or rq.requeue:
             return
         rq.timed_out += 1
-        q = rq.q
-        assert q is not None              # a request that can time out was dispatched on its queue
         handler = q.tag_set.ops.timeout
         ret = BlkEhTimerReturn.BLK_EH_RESET_TIMER if handler is None else handler(rq)
         if inspect.isawaitable(ret):

@@ -1,0 +1,60 @@
+"""The guest's clock: it stands still while the VM is stopped.
+
+A stopped VM (QMP ``stop``, or a drive's werror=stop) runs no guest code, and QEMU stops the
+clocks the guest keeps time with (cpu_disable_ticks, kvmclock), so a command the device holds
+across a stop does not time out in the guest however long the stop lasts. The emulated
+kernel's timers run on trio's clock; the ones a stop must not fire (blk-mq's request timeout)
+ask this clock how much of their wait the VM spent stopped and wait that much longer.
+"""
+
+from __future__ import annotations
+
+import trio
+
+
+class GuestClock:
+    """How long the VM has been stopped, in total (trio time); the machine calls ``stop``
+    and ``resume`` from its run state."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+        self._stopped_at = 0.0
+        self.stopped_before = 0.0         # the stops that have ended (read per request: an attribute)
+        self._resumed = trio.Event()
+
+    def stopped_total(self) -> float:
+        """Seconds the VM has spent stopped so far, the current stop included."""
+        if self.stopped:
+            return self.stopped_before + trio.current_time() - self._stopped_at
+        return self.stopped_before
+
+    def stop(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            self._stopped_at = trio.current_time()
+            self._resumed = trio.Event()
+
+    def resume(self) -> None:
+        if self.stopped:
+            self.stopped_before += trio.current_time() - self._stopped_at
+            self.stopped = False
+            self._resumed.set()
+
+    async def wait_running(self) -> None:
+        """Return once the VM runs (at once when it does)."""
+        while self.stopped:
+            await self._resumed.wait()
+
+    async def extend(self, done: trio.Event, stopped_since: float) -> bool:
+        """A timer armed when ``stopped_total()`` was ``stopped_since`` ran out in host time:
+        wait out the part of it the VM spent stopped (and any stop still going on). True when
+        ``done`` was set meanwhile, False when the guest's time is really up."""
+        while not done.is_set():
+            await self.wait_running()
+            owed = self.stopped_total() - stopped_since
+            if owed <= 0:
+                return False
+            stopped_since += owed
+            with trio.move_on_after(owed):
+                await done.wait()
+        return True
