@@ -496,9 +496,8 @@ async def scsi_send_eh_cmnd(cmd: scsi_cmnd, cdb: bytes, timeout: float, *, keep_
         if sdev.sdev_state.name == "SDEV_BLOCK" or shost.hostt.queuecommand(shost, cmd):
             rtn = FAILED
         else:
-            with trio.move_on_after(timeout):
-                await done.wait()
-                answered = True
+            # the guest's time: a stop of the VM does not count against the command
+            answered = await shost.kernel.clock.wait(done, timeout)
             rtn = SUCCESS
         scsi_log_completion(cmd, rtn)
         if answered:

@@ -45,16 +45,26 @@ class GuestClock:
         while self.stopped:
             await self._resumed.wait()
 
+    async def wait(self, done: trio.Event, timeout: float) -> bool:
+        """Wait for ``done`` at most ``timeout`` seconds of the guest's time: True when it was
+        set in time."""
+        stopped_since = self.stopped_total()
+        with trio.move_on_after(timeout):
+            await done.wait()
+            return True
+        return await self.extend(done, stopped_since)
+
     async def extend(self, done: trio.Event, stopped_since: float) -> bool:
-        """A timer armed when ``stopped_total()`` was ``stopped_since`` ran out in host time:
-        wait out the part of it the VM spent stopped (and any stop still going on). True when
-        ``done`` was set meanwhile, False when the guest's time is really up."""
+        """A timer armed when ``stopped_total()`` was ``stopped_since`` ran out just now, in
+        host time: wait out the guest's time it still had (the stops since it was armed, and
+        any stop still going on, did not count). True when ``done`` was set meanwhile, False
+        when the guest's time is really up."""
+        deadline = trio.current_time() - stopped_since          # in the guest's time
         while not done.is_set():
             await self.wait_running()
-            owed = self.stopped_total() - stopped_since
-            if owed <= 0:
+            remaining = deadline - (trio.current_time() - self.stopped_total())
+            if remaining <= 0:
                 return False
-            stopped_since += owed
-            with trio.move_on_after(owed):
+            with trio.move_on_after(remaining):
                 await done.wait()
         return True
