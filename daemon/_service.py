@@ -394,6 +394,14 @@ class Service:
     def status(self) -> str:
         return machine_status(self.machine, self.mountpoint)
 
+    def runstate_changed(self, running: bool) -> None:
+        """STATUS= follows the VM's run state: a stopped machine says so (systemctl status)."""
+        if running:
+            self.notifier.status(self.status())
+        else:
+            self.notifier.status(f"stopped ({self.machine.runstate.status}): guest I/O waits for QMP cont; "
+                                 f"{self.status()}")
+
     # -- stop ------------------------------------------------------------------------------------
     def request_stop(self, why: str = "stop requested") -> None:
         """Orderly stop (SIGTERM, SIGINT, QMP quit); a second request cuts it short."""
@@ -510,6 +518,7 @@ class Service:
                     await nursery.start(monitor.serve, self.qmp_paths, self.qmp_required)
                 self.ready = True
                 self.notifier.ready(self.status())
+                self.machine.runstate.handlers.append(self.runstate_changed)
 
 
 def run_service(cfg: MachineConfig, mountpoint: str, *, quiet: bool = False, qmp: list[str] | None = None,

@@ -23,6 +23,7 @@ import pytest
 
 from daemon_harness import is_mounted, require_mount, shut_down, stop_process
 from vscsifs.daemon._instance import InstanceLock, instance_sockets
+from vscsifs.daemon._runtime import default_qmp_socket
 from vscsifs.daemon._notify import NotifyListener, Startup, wait_child
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -552,7 +553,6 @@ def test_two_mount_points_with_the_same_name_get_their_own_default_qmp_socket_an
     """Mount points .../a/m and .../b/m: each daemon listens on its own default socket (named
     after the full path), and a [[fault]] table in the TOML file is the same rule as the
     equivalent --fault option on the other one."""
-    from vscsifs.daemon._runtime import default_qmp_socket
     tmp = str(tmp_path)
     write_images(f"{tmp}/img", {"a.img": 64 * MIB, "b.img": 64 * MIB})
     conf = tmp_path / "a.toml"
@@ -592,6 +592,23 @@ def test_two_mount_points_with_the_same_name_get_their_own_default_qmp_socket_an
         svc.signal(signal.SIGTERM)
         assert svc.wait() == 0
         assert not os.path.exists(sock) or not _listening(sock)
+
+
+def test_status_says_when_the_machine_is_stopped(tmp_path, mountable, services, one_lun):
+    """STATUS= follows QMP stop and cont: `systemctl status` shows why the machine's I/O waits,
+    and the serving line again once it runs."""
+    svc = start(str(tmp_path), one_lun)
+    services.append(svc)
+    sock = default_qmp_socket(svc.mount)
+    serving = svc.notify.all()[-1]
+    assert qmp_call(sock, {"execute": "stop"}) == [{"return": {}}]
+    stopped = svc.notify.wait_for(lambda m: m.startswith("STATUS=stopped (paused)"), 10, svc.proc)
+    assert stopped == "STATUS=stopped (paused): guest I/O waits for QMP cont; " + serving.split("STATUS=")[1]
+    assert qmp_call(sock, {"execute": "query-status"}, {"execute": "cont"}) == [
+        {"return": {"status": "paused", "singlestep": False, "running": False}}, {"return": {}}]
+    assert svc.notify.wait_for(lambda m: m.startswith("STATUS="), 10, svc.proc) == serving.split("\n")[-1]
+    svc.signal(signal.SIGTERM)
+    assert svc.wait() == 0
 
 
 def _listening(path: str) -> bool:
