@@ -327,7 +327,9 @@ def test_image_returning_eio_fails_that_request_only(tmp_path, failing_image) ->
         d.shutdown()
 
 
-def test_image_on_a_full_filesystem_gives_enospc_for_that_write(tmp_path) -> None:  # type: ignore[no-untyped-def]
+@contextmanager
+def image_on_a_small_tmpfs(tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A sparse 64 MiB image on a 2 MiB tmpfs (DIR/small): writes past 2 MiB get ENOSPC."""
     small = tmp_path / "small"
     small.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)], check=True)
@@ -335,6 +337,13 @@ def test_image_on_a_full_filesystem_gives_enospc_for_that_write(tmp_path) -> Non
         img = small / "sparse.img"
         with open(img, "wb") as f:
             f.truncate(64 << 20)
+        yield str(img)
+    finally:
+        subprocess.run(["umount", "-l", str(small)])
+
+
+def test_image_on_a_full_filesystem_gives_enospc_for_that_write(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with image_on_a_small_tmpfs(tmp_path) as img:
         # werror=report: QEMU's default, enospc, would stop the VM instead (the next test)
         d = start_daemon(str(tmp_path), ["-device", "virtio-scsi-pci,id=scsi0",
                                          "-drive", f"file={img},if=none,id=full,format=raw,werror=report",
@@ -350,8 +359,6 @@ def test_image_on_a_full_filesystem_gives_enospc_for_that_write(tmp_path) -> Non
             assert ok.returncode == 0 and d.proc.poll() is None
         finally:
             d.shutdown()
-    finally:
-        subprocess.run(["umount", "-l", str(small)])
 
 
 @contextmanager
@@ -359,13 +366,7 @@ def stopped_on_a_full_filesystem(tmp_path) -> Iterator[tuple[Daemon, Qmp, subpro
     """A machine over an image on a 2 MiB tmpfs (QEMU's default werror=enospc) stopped by dd's
     4 MiB direct write running out of space: (daemon, QMP client with the BLOCK_IO_ERROR and
     STOP events read, the waiting dd, the tmpfs, what dd writes). Everything goes at the end."""
-    small = tmp_path / "small"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)], check=True)
-    try:
-        img = small / "sparse.img"
-        with open(img, "wb") as f:
-            f.truncate(64 << 20)
+    with image_on_a_small_tmpfs(tmp_path) as img:
         src = tmp_path / "src"
         data = os.urandom(4 << 20)
         src.write_bytes(data)
@@ -377,7 +378,7 @@ def stopped_on_a_full_filesystem(tmp_path) -> Iterator[tuple[Daemon, Qmp, subpro
                                "status=none"], stderr=subprocess.PIPE, text=True)
         try:
             q.wait_event("STOP")
-            yield d, q, dd, str(small), data
+            yield d, q, dd, os.path.dirname(img), data
         finally:
             try:
                 dd.kill()                 # a writer the stopped machine holds ends with the daemon
@@ -385,8 +386,6 @@ def stopped_on_a_full_filesystem(tmp_path) -> Iterator[tuple[Daemon, Qmp, subpro
             finally:
                 d.shutdown()
                 dd.wait(30)
-    finally:
-        subprocess.run(["umount", "-l", str(small)])
 
 
 def test_a_full_filesystem_stops_the_machine_until_cont(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -66,20 +66,27 @@ async def booted(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Booted]
         machine.shutdown()
 
 
-async def test_werror_stop_holds_the_write_without_a_timeout_until_cont(booted: Booted, autojump_clock: Any) -> None:
-    b = booted
-    b.backend.fail = {"pwritev": errno.ENOSPC}
+async def write_until_stopped(b: Booted, nursery: trio.Nursery, offset: int, data: bytes) -> trio.Event:
+    """Start a write of ``data`` at ``offset`` that the failing image stops the machine on; the
+    event is set once the write has completed."""
     done = trio.Event()
 
     async def write() -> None:
-        await bdev_write(b.sda, 0, b"\xab" * 4096)
+        await bdev_write(b.sda, offset, data)
         done.set()
 
+    nursery.start_soon(write)
+    with trio.fail_after(5):
+        while b.machine.runstate.running:
+            await trio.sleep(0.01)
+    return done
+
+
+async def test_werror_stop_holds_the_write_without_a_timeout_until_cont(booted: Booted, autojump_clock: Any) -> None:
+    b = booted
+    b.backend.fail = {"pwritev": errno.ENOSPC}
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(write)
-        with trio.fail_after(5):
-            while b.machine.runstate.running:
-                await trio.sleep(0.01)
+        done = await write_until_stopped(b, nursery, 0, b"\xab" * 4096)
         assert b.machine.runstate.status == RUN_STATE_IO_ERROR
         assert b.names() == ["BLOCK_IO_ERROR", "STOP"]
         assert b.events[0][1] == {"device": "d0", "node-name": b.machine.inventory.drives["d0"].node_name,
@@ -101,17 +108,8 @@ async def test_werror_stop_holds_the_write_without_a_timeout_until_cont(booted: 
 async def test_a_write_that_fails_again_at_cont_stops_the_vm_again(booted: Booted) -> None:
     b = booted
     b.backend.fail = {"pwritev": errno.EIO}
-    done = trio.Event()
-
-    async def write() -> None:
-        await bdev_write(b.sda, 4096, b"\x01" * 4096)
-        done.set()
-
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(write)
-        with trio.fail_after(5):
-            while b.machine.runstate.running:
-                await trio.sleep(0.01)
+        done = await write_until_stopped(b, nursery, 4096, b"\x01" * 4096)
         vm_cont(b.machine)                # the image still fails: held again
         assert b.machine.runstate.status == RUN_STATE_IO_ERROR and not done.is_set()
         assert b.names() == ["BLOCK_IO_ERROR", "STOP", "RESUME", "BLOCK_IO_ERROR", "STOP"]
