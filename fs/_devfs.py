@@ -467,7 +467,14 @@ class DataFile(DevNode):
             # other opener is udevd's blkid probe, which in the guest opens the block device,
             # where libblkid advises POSIX_FADV_RANDOM (FUSE never forwards that advice)
             ra = page_cache_open(self.bdev, random=not self.user_node)
-        return DataHandle(self, mode if get is not None else None, cpu=submitting_cpu(caller.pid), ra=ra)
+        handle = DataHandle(self, mode if get is not None else None, cpu=submitting_cpu(caller.pid), ra=ra)
+        if ra is not None and not self.user_node:
+            # the probe's small reads (25 for an empty disk) need not each cross FUSE: through
+            # the host's page cache, under the same POSIX_FADV_RANDOM libblkid sets on this
+            # file, each page it touches comes once, as the 4 KiB read its guest page cache
+            # would make (the same 13 READs); the open drops what an earlier probe cached
+            handle.direct_io = False
+        return handle
 
 
 def submitting_cpu(pid: int) -> int:
