@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, TypeVar
 
 from vscsifs.scsi.device import BlockBackend, BlockBackendError, SCSIBus, SCSICDDevice, SCSIDiskDevice
-from vscsifs.scsi.device._block_backend import ACTION_STOP
+from vscsifs.scsi.device._block_backend import ACTION_REPORT, ACTION_STOP
 from vscsifs.scsi.target import LioConfig, LioConfigError, load_saveconfig
 from vscsifs.virtio import GuestMemory
 from vscsifs.virtio.device import VirtIOPCIProxy, VirtIOSCSI, VirtIOSCSIConf
@@ -285,7 +285,7 @@ class Inventory:
             log.warning("%s: the drive's %s=%s stops the machine; the command runs again at QMP 'cont'",
                         what, option, policy)
         else:
-            log.info("%s: %s", what, "reported to the guest" if action == "report" else "ignored")
+            log.info("%s: %s", what, "reported to the guest" if action == ACTION_REPORT else "ignored")
         self.emit("BLOCK_IO_ERROR", data)
         if action == ACTION_STOP and self.vm_stop_request is not None:
             self.vm_stop_request()

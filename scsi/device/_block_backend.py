@@ -55,8 +55,8 @@ IOSTATUS_OK: Final = "ok"
 IOSTATUS_FAILED: Final = "failed"
 IOSTATUS_NOSPACE: Final = "nospace"
 
-# blk_error_action()'s listener: (backend, action, is_read, errno); the machine sends
-# BLOCK_IO_ERROR from it and stops the VM for ACTION_STOP
+# blk_error_action()'s listener: (backend, action, is_read, errno); the daemon's inventory
+# sends BLOCK_IO_ERROR from it and asks for the VM stop on ACTION_STOP
 ErrorActionListener = Callable[["BlockBackend", str, bool, int], None]
 
 FALLOC_FL_KEEP_SIZE: Final = 0x01
