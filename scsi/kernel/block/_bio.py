@@ -18,7 +18,7 @@ import trio
 from vscsifs.scsi.kernel.block._blkdev import BlockDevice
 from vscsifs.scsi.kernel.block._blk_mq import RequestQueue, blk_execute_rq, blk_mq_alloc_request, blk_status_to_errno
 from vscsifs.scsi.kernel.block._blk_types import SECTOR_SHIFT, BlkStatus, ReqFlag, ReqOp
-from vscsifs.scsi.kernel.block._limits import PAGE_SIZE, UINT_MAX, QueueFlag
+from vscsifs.scsi.kernel.block._limits import PAGE_SIZE, UINT_MAX, QueueFlag, QueueLimits
 
 # enum members read once per I/O: an Enum class attribute costs ~10x a global in CPython 3.11
 # (EnumType.__getattr__ takes attribute loads off the fast path)
@@ -28,7 +28,7 @@ _OP_FLUSH: Final = ReqOp.REQ_OP_FLUSH
 _STS_OK: Final = BlkStatus.BLK_STS_OK
 
 
-def get_max_io_size(lim: Any, sector: int) -> int:
+def get_max_io_size(lim: QueueLimits, sector: int) -> int:
     """Sectors one read/write request may carry from ``sector`` (blk-merge.c get_max_io_size,
     with the segment limit of a physically contiguous buffer folded in)."""
     pbs = lim.physical_block_size >> SECTOR_SHIFT
@@ -46,7 +46,7 @@ def get_max_io_size(lim: Any, sector: int) -> int:
     return max(max_sectors & ~(lbs - 1), lbs)
 
 
-def bio_split_rw(q: Any, sector: int, nr_sectors: int) -> list[tuple[int, int]]:
+def bio_split_rw(q: RequestQueue, sector: int, nr_sectors: int) -> list[tuple[int, int]]:
     """(sector, nr_sectors) pieces, each fitting one request."""
     pieces: list[tuple[int, int]] = []
     while nr_sectors > 0:
@@ -57,7 +57,7 @@ def bio_split_rw(q: Any, sector: int, nr_sectors: int) -> list[tuple[int, int]]:
     return pieces
 
 
-def bio_split_discard(q: Any, sector: int, nr_sectors: int) -> list[tuple[int, int]]:
+def bio_split_discard(q: RequestQueue, sector: int, nr_sectors: int) -> list[tuple[int, int]]:
     """bio_split_discard(): pieces of at most max_discard_sectors, ends on the granularity."""
     lim = q.limits
     granularity = max(lim.discard_granularity >> SECTOR_SHIFT, 1)
