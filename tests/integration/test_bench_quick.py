@@ -59,7 +59,10 @@ def test_bench_quick_runs(tmp_path) -> None:
     assert prof["builds"]["pure"]["compiled_modules"] == 0
     if "compiled" in builds:
         assert prof["builds"]["compiled"]["compiled_modules"] == prof["builds"]["compiled"]["hot_modules"]
-        assert set(prof["compiled_over_pure"]) == {"read 4 KiB", "write 4 KiB"}
+        assert set(prof["compiled_over_pure"]) == {"read 4 KiB", "write 4 KiB", "read 4 KiB after 1 MiB elsewhere"}
+    for build in prof["builds"].values():   # every build times the read after other memory traffic too
+        us = build["us_per_io"]
+        assert 0 < us["read 4 KiB"] and 0 < us["read 4 KiB after 1 MiB elsewhere"]
     assert {v["met"] for v in res["verdicts"]} <= {True, False}
     # SG_IO inside vscsifs exec: each entry measured on both sides (fio's sg engine and
     # sg_turs through the preload library, their data-file baselines)
