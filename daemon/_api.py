@@ -135,6 +135,14 @@ class QMPConnection:
             if "return" in reply:
                 return reply["return"]
 
+    def connect(self) -> None:
+        """Open the connection now (else the first command or wait opens it): the monitor sends
+        an event only to the clients connected when it happens, so one that connects later
+        never sees it."""
+        with self._lock:
+            if self._sock is None:
+                self._connect()
+
     def execute(self, command: str, arguments: dict[str, Any]) -> Any:
         with self._lock:
             if self._sock is None:
@@ -341,13 +349,15 @@ class Machine:
         return MachineError(f"vscsifs did not serve {self.mount} within {self.timeout:.0f} s{said}", self.log())
 
     def start(self) -> Machine:
-        """Start the daemon and return once the mount serves (raises MachineError otherwise)."""
+        """Start the daemon and return once the mount serves (raises MachineError otherwise),
+        with the QMP monitor connected, so that no event from then on is missed."""
         self._spawn()
         assert self._notify is not None and self._proc is not None
         try:
             got = self._notify.wait_ready(self._proc, self.timeout)
             if got is not Startup.READY:
                 raise self._start_failed(got)
+            self._monitor().connect()
             return self
         except BaseException:
             self.stop()
@@ -361,6 +371,7 @@ class Machine:
             got = await self._notify.wait_ready_async(self._proc, self.timeout)
             if got is not Startup.READY:
                 raise self._start_failed(got)
+            await trio.to_thread.run_sync(self._monitor().connect)
             return self
         except BaseException:
             await self.stop_async()
@@ -473,7 +484,9 @@ class Machine:
         return await trio.to_thread.run_sync(partial(self._monitor().execute, command, arguments))
 
     def wait_event(self, name: str, timeout: float = QMP_TIMEOUT, **data: Any) -> dict[str, Any]:
-        """The next QMP event ``name`` whose data has the given items (e.g. ``device="lun1"``)."""
+        """The first QMP event ``name`` whose data has the given items (e.g. ``device="lun1"``)
+        that no earlier wait took, from the machine's start on (start() connects the monitor as
+        soon as the mount serves), or the next to come."""
         return self._monitor().wait_event(name, lambda d: all(d.get(k) == v for k, v in data.items()), timeout)
 
     def dmesg(self) -> list[str]:

@@ -5,8 +5,10 @@ error classes, dmesg, faults, and the hotplug helpers seen through sysfs and /de
 from __future__ import annotations
 
 import errno
+import json
 import mmap
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -46,6 +48,25 @@ def test_seed_machine_sync() -> None:
         assert ei.value.error_class == "CommandNotFound"
     assert m.returncode == 0
     assert_gone(mount, state, pid)
+
+
+def test_events_from_the_start_are_kept() -> None:
+    """The monitor sends an event only to the clients connected when it happens: Machine
+    connects as soon as the mount serves, so an event another client causes before the test's
+    first QMP call still reaches wait_event."""
+    with vscsifs.Machine() as m:
+        other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        other.connect(str(m.qmp_socket))
+        with other, other.makefile("rw") as f:
+            assert "QMP" in json.loads(f.readline())
+            for command in ("qmp_capabilities", "stop"):
+                f.write(json.dumps({"execute": command}) + "\n")
+                f.flush()
+                while "return" not in json.loads(f.readline()):
+                    pass
+        assert m.wait_event("STOP", timeout=5)["event"] == "STOP"
+        m.qmp("cont")
+        assert m.wait_event("RESUME", timeout=5)["event"] == "RESUME"
 
 
 def test_start_failure_carries_the_daemons_words(tmp_path: Path) -> None:
