@@ -348,6 +348,14 @@ class Machine:
                                 f"({' '.join(shlex.quote(a) for a in self.command())})", self.log(), rc)
         return MachineError(f"vscsifs did not serve {self.mount} within {self.timeout:.0f} s{said}", self.log())
 
+    def _connect_monitor(self) -> None:
+        """QMP from the start on (events reach only the clients connected when they happen)."""
+        try:
+            self._monitor().connect()
+        except OSError as exc:
+            raise MachineError(f"vscsifs serves {self.mount} but its QMP monitor {self.qmp_socket} "
+                               f"does not answer: {exc}", self.log()) from exc
+
     def start(self) -> Machine:
         """Start the daemon and return once the mount serves (raises MachineError otherwise),
         with the QMP monitor connected, so that no event from then on is missed."""
@@ -357,7 +365,7 @@ class Machine:
             got = self._notify.wait_ready(self._proc, self.timeout)
             if got is not Startup.READY:
                 raise self._start_failed(got)
-            self._monitor().connect()
+            self._connect_monitor()
             return self
         except BaseException:
             self.stop()
@@ -371,7 +379,7 @@ class Machine:
             got = await self._notify.wait_ready_async(self._proc, self.timeout)
             if got is not Startup.READY:
                 raise self._start_failed(got)
-            await trio.to_thread.run_sync(self._monitor().connect)
+            await trio.to_thread.run_sync(self._connect_monitor)
             return self
         except BaseException:
             await self.stop_async()
