@@ -95,25 +95,22 @@ def parse_uint(bits: int) -> Callable[[str], int]:
     return parse
 
 
-def parse_on_error(value: str) -> str:
-    """BlockdevOnError (qapi/block-core.json), the type of -device rerror=/werror=."""
-    if value not in BLOCKDEV_ON_ERROR:
-        raise ValueError("'report', 'ignore', 'enospc', 'stop' or 'auto'")
-    return value
+def parse_choice(*values: str) -> Callable[[str], str]:
+    """An enum property: one of ``values``, else QEMU's list of them ('a', 'b' or 'c')."""
+    expected = ", ".join(f"'{v}'" for v in values[:-1]) + f" or '{values[-1]}'"
+
+    def parse(value: str) -> str:
+        if value not in values:
+            raise ValueError(expected)
+        return value
+    return parse
 
 
-def parse_drive_rerror(value: str) -> str:
-    """-drive rerror= (blockdev.c parse_block_error_action for reads: no enospc, no auto)."""
-    if value not in (ON_ERROR_IGNORE, ON_ERROR_STOP, ON_ERROR_REPORT):
-        raise ValueError("'ignore', 'stop' or 'report'")
-    return value
-
-
-def parse_drive_werror(value: str) -> str:
-    """-drive werror= (parse_block_error_action for writes)."""
-    if value not in (ON_ERROR_IGNORE, ON_ERROR_ENOSPC, ON_ERROR_STOP, ON_ERROR_REPORT):
-        raise ValueError("'ignore', 'enospc', 'stop' or 'report'")
-    return value
+# BlockdevOnError (qapi/block-core.json), the type of -device rerror=/werror=
+parse_on_error = parse_choice(*BLOCKDEV_ON_ERROR)
+# -drive rerror= and werror= (blockdev.c parse_block_error_action: no auto, and no enospc for reads)
+parse_drive_rerror = parse_choice(ON_ERROR_IGNORE, ON_ERROR_STOP, ON_ERROR_REPORT)
+parse_drive_werror = parse_choice(ON_ERROR_IGNORE, ON_ERROR_ENOSPC, ON_ERROR_STOP, ON_ERROR_REPORT)
 
 
 def parse_discard(value: str) -> str:
