@@ -90,6 +90,9 @@ class QMPConnection:
         self._buf = b""
 
     def _connect(self) -> socket.socket:
+        """The connection, opened (greeting, qmp_capabilities) if it is not yet; under the lock."""
+        if self._sock is not None:
+            return self._sock
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         s.settimeout(self.timeout)
         try:
@@ -140,13 +143,11 @@ class QMPConnection:
         an event only to the clients connected when it happens, so one that connects later
         never sees it."""
         with self._lock:
-            if self._sock is None:
-                self._connect()
+            self._connect()
 
     def execute(self, command: str, arguments: dict[str, Any]) -> Any:
         with self._lock:
-            if self._sock is None:
-                self._connect()
+            self._connect()
             return self._exchange(command, arguments)
 
     def wait_event(self, name: str, match: Callable[[dict[str, Any]], bool] = lambda data: True,
@@ -155,8 +156,7 @@ class QMPConnection:
         it is taken out of ``events``."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            if self._sock is None:
-                self._connect()
+            self._connect()
             assert self._sock is not None
             while True:
                 for i, ev in enumerate(self.events):
