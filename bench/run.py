@@ -15,8 +15,9 @@ so when it could not be.
 1. I/O: the fio jobs of bench/jobs.py on DIR/dev/sdX (the loop device over the FUSE data file),
    on the hidden data file DIR/.vscsifs-PID/sdX (no loop device), on the image file itself, on
    a minimal pyfuse3 passthrough of the same image (bench/passthrough.py) and on a loop device
-   over that passthrough file; daemon and fio on one CPU (taskset), then on two different CPUs.
-   One daemon per build, up at the same time: DIR/dev/sdX and the data file of each.
+   over that passthrough file; daemon and fio on one CPU (taskset: pinned), the same with the
+   kernel's unbound workqueues (the loop device's worker) on that CPU too (one-cpu), then on two
+   different CPUs. One daemon per build, up at the same time: DIR/dev/sdX and the data file of each.
 2. Scan and start: process start until the mount serves, for the seed, 256 targets x 1 LUN and
    16 targets x 256 LUNs (sparse 1 MiB images); resident memory once serving; every build, with
    the udev view (the default: its coldplug runs before the mount serves) and with --no-udev.
@@ -46,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import datetime
 import json
 import os
@@ -59,6 +61,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +93,39 @@ def force_unmount(path: str) -> None:
 
 def taskset(cpu: int | None) -> list[str]:
     return ["taskset", "-c", str(cpu)] if cpu is not None else []
+
+
+# the CPUs the kernel's unbound workqueues run on (WQ_UNBOUND work: the loop driver's workers)
+WQ_CPUMASK = "/sys/devices/virtual/workqueue/cpumask"
+
+
+def cpumask(cpu: int) -> str:
+    """``cpu`` as the kernel's cpumask text (hex, 32-bit groups separated by commas)."""
+    text = f"{1 << cpu:x}"
+    groups = [text[max(0, i - 8):i] for i in range(len(text), 0, -8)]
+    return ",".join(reversed(groups))
+
+
+@contextlib.contextmanager
+def unbound_workqueues_on(cpu: int) -> Iterator[str | None]:
+    """The host's unbound workqueues confined to ``cpu`` for the block, then given back their
+    mask (also on an exception or Ctrl-C). The loop driver hands each request to a worker of
+    such a queue, which the scheduler is free to place on another CPU than the one fio and the
+    daemons are pinned to: then every I/O crosses CPUs twice. Yields why it could not be done
+    (no such file, not allowed), or None."""
+    try:
+        with open(WQ_CPUMASK) as f:
+            old = f.read().strip()
+        with open(WQ_CPUMASK, "w") as f:
+            f.write(cpumask(cpu))
+    except OSError as exc:
+        yield f"{WQ_CPUMASK}: {exc.strerror or exc}"
+        return
+    try:
+        yield None
+    finally:
+        with open(WQ_CPUMASK, "w") as f:
+            f.write(old)
 
 
 def rss_kib(pid: int) -> int:
@@ -298,59 +334,76 @@ def io_bench(work: str, quick: bool, cpus: list[int], builds: list[str]) -> dict
     img = os.path.join(data, "bench.img")
     make_image(img, img_size)
     jobs = [j for j in JOBS if j.quick or not quick]
-    placements = [("pinned", cpus[0], cpus[0])]
+    # (name, daemon CPU, fio CPU, the kernel's unbound workqueue workers on the daemon CPU too)
+    placements = [("pinned", cpus[0], cpus[0], False)]
+    if len(cpus) > 1:
+        placements.append(("one-cpu", cpus[0], cpus[0], True))
     if len(cpus) > 1 and not quick:
-        placements.append(("cross-cpu", cpus[0], cpus[1]))
+        placements.append(("cross-cpu", cpus[0], cpus[1], False))
     qemu = ["-smp", "2", "-m", "1G", "-device", "virtio-scsi-pci,id=scsi0,num_queues=2",
             "-device", "scsi-hd,drive=d0,bus=scsi0.0,channel=0,scsi-id=0,lun=0",
             "-drive", f"file={img},if=none,id=d0,format=raw"]
     results: dict[str, Any] = {"image_bytes": img_size, "runtime_s": runtime, "builds": builds, "placements": {}}
-    for pname, dcpu, fcpu in placements:
-        table: dict[str, dict[str, dict[str, float]]] = {}
-        daemons: dict[str, Served] = {}
-        pt: Served | None = None
-        pt_loop = pt_loop_dio = None
-        try:
-            for build in builds:
-                daemons[build] = start_vscsifs(work, f"io-{build}", qemu, dcpu, build=build)
-            pt = start_passthrough(work, data, dcpu)
-            pt_loop = losetup(os.path.join(pt.mount, "bench.img"))
-            pt_loop_dio = losetup(os.path.join(pt.mount, "bench.img"), direct_io=True)
-            targets: dict[str, str] = {
-                "image": img,
-                "passthrough": os.path.join(pt.mount, "bench.img"),
-                "passthrough+loop": pt_loop,
-                "passthrough+loop-dio": pt_loop_dio,
-            }
-            for i, build in enumerate(builds):
-                d = daemons[build]
-                dev = os.path.join(d.mount, "dev", "sda")
-                wait_block_device(d, dev)
-                datafile = os.path.join(d.mount, f".vscsifs-{d.proc.pid}", "sda")
-                if i == 0:
-                    targets.update({"vscsifs-datafile": datafile, "vscsifs-dev": dev, "vscsifs-dev-buffered": dev})
-                else:
-                    targets.update({other_build("vscsifs-datafile", build): datafile,
-                                    other_build("vscsifs-dev", build): dev})
-            for job in jobs:
-                table[job.name] = {}
-                for tname, path in targets.items():
-                    fio = run_fio_loop_buffered if tname == "vscsifs-dev-buffered" else run_fio
-                    table[job.name][tname] = fio(job, path, fcpu, runtime, region)
-                    r = table[job.name][tname]
-                    print(f"  io {pname:9} {job.name:24} {tname:26} {r['iops']:>10.0f} IOPS {r['MB/s']:>9.1f} MB/s",
-                          flush=True)
-        finally:
-            for loop in (pt_loop, pt_loop_dio):
-                if loop:
-                    losetup_detach(loop)
-            if pt is not None:
-                pt.stop()
-            for d in daemons.values():
-                d.stop()
-        results["placements"][pname] = {"daemon_cpu": dcpu, "fio_cpu": fcpu, "jobs": table}
+    for pname, dcpu, fcpu, confine in placements:
+        with unbound_workqueues_on(dcpu) if confine else contextlib.nullcontext() as refused:
+            if refused:
+                print(f"  io {pname}: skipped, the unbound workqueues cannot be confined ({refused})", flush=True)
+                results.setdefault("skipped", {})[pname] = refused
+                continue
+            table = io_placement(work, pname, dcpu, fcpu, builds, qemu, data, jobs, runtime, region)
+        results["placements"][pname] = {"daemon_cpu": dcpu, "fio_cpu": fcpu, "workqueues_confined": confine,
+                                        "jobs": table}
     shutil.rmtree(data, ignore_errors=True)
     return results
+
+
+def io_placement(work: str, pname: str, dcpu: int, fcpu: int, builds: list[str], qemu: list[str], data: str,
+                 jobs: list[FioJob], runtime: float, region: str) -> dict[str, dict[str, dict[str, float]]]:
+    """One placement of io_bench: the daemons, the passthrough and its loop devices up, every job
+    on every path, then all of them stopped; job -> path -> fio's figures."""
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    daemons: dict[str, Served] = {}
+    pt: Served | None = None
+    pt_loop = pt_loop_dio = None
+    try:
+        for build in builds:
+            daemons[build] = start_vscsifs(work, f"io-{build}", qemu, dcpu, build=build)
+        pt = start_passthrough(work, data, dcpu)
+        pt_loop = losetup(os.path.join(pt.mount, "bench.img"))
+        pt_loop_dio = losetup(os.path.join(pt.mount, "bench.img"), direct_io=True)
+        targets: dict[str, str] = {
+            "image": os.path.join(data, "bench.img"),
+            "passthrough": os.path.join(pt.mount, "bench.img"),
+            "passthrough+loop": pt_loop,
+            "passthrough+loop-dio": pt_loop_dio,
+        }
+        for i, build in enumerate(builds):
+            d = daemons[build]
+            dev = os.path.join(d.mount, "dev", "sda")
+            wait_block_device(d, dev)
+            datafile = os.path.join(d.mount, f".vscsifs-{d.proc.pid}", "sda")
+            if i == 0:
+                targets.update({"vscsifs-datafile": datafile, "vscsifs-dev": dev, "vscsifs-dev-buffered": dev})
+            else:
+                targets.update({other_build("vscsifs-datafile", build): datafile,
+                                other_build("vscsifs-dev", build): dev})
+        for job in jobs:
+            table[job.name] = {}
+            for tname, path in targets.items():
+                fio = run_fio_loop_buffered if tname == "vscsifs-dev-buffered" else run_fio
+                table[job.name][tname] = fio(job, path, fcpu, runtime, region)
+                r = table[job.name][tname]
+                print(f"  io {pname:9} {job.name:24} {tname:26} {r['iops']:>10.0f} IOPS {r['MB/s']:>9.1f} MB/s",
+                      flush=True)
+    finally:
+        for loop in (pt_loop, pt_loop_dio):
+            if loop:
+                losetup_detach(loop)
+        if pt is not None:
+            pt.stop()
+        for d in daemons.values():
+            d.stop()
+    return table
 
 
 def io_verdicts(io: dict[str, Any]) -> list[dict[str, Any]]:
@@ -361,13 +414,15 @@ def io_verdicts(io: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     jobs = {j.name: j for j in JOBS}
     table = io["placements"]["pinned"]["jobs"]
+    one_cpu = io["placements"].get("one-cpu", {}).get("jobs", {})
     builds: list[str] = io.get("builds") or ["pure"]
     for name, row in table.items():
         job = jobs[name]
         m = job.metric
         base = row["passthrough"][m]
 
-        def ratio_of(col: str) -> float:
+        def ratio_of(col: str, row: dict[str, dict[str, float]] = row) -> float:
+            base = row["passthrough"][m]
             return row[col][m] / base if base else 0.0
 
         def scaling_of(col: str) -> float:
@@ -391,6 +446,14 @@ def io_verdicts(io: dict[str, Any]) -> list[dict[str, Any]]:
             if job.target is not None:
                 v["target"] = f">= {job.target:.0%} of passthrough"
                 v["met"] = ratio >= job.target
+                if name in one_cpu:   # the same job with the loop device's worker on that CPU too
+                    one = one_cpu[name]
+                    v["one_cpu"] = {"ratio": round(ratio_of(tname, one), 3),
+                                    "met": ratio_of(tname, one) >= job.target,
+                                    "others": {b: round(ratio_of(other_build(tname, b), one), 3)
+                                               for b in builds[1:] if other_build(tname, b) in one}}
+                    if "loop_dio_ratio" in v:
+                        v["one_cpu"]["loop_dio_ratio"] = round(ratio_of("passthrough+loop-dio", one), 3)
             elif scaled:
                 one = table[str(job.scales_from)]
                 mine = scaling_of(tname)
@@ -1214,8 +1277,18 @@ def render_md(res: dict[str, Any]) -> str:
               "FUSE filesystem); `dev direct / buffered` = vscsifs-dev / vscsifs-dev-buffered; `dev A / B` = "
               "vscsifs-dev / vscsifs-dev [B].", ""]
         jobs = {j.name: j for j in JOBS}
+        if "one-cpu" in io["placements"]:
+            L += ["`one-cpu` runs the pinned jobs again with the host's unbound workqueues confined to the same "
+                  f"CPU for their duration ({WQ_CPUMASK}, given back afterwards). The loop driver hands each "
+                  "request to a worker of such a queue; left free (`pinned`), the scheduler places that worker on "
+                  "an idle CPU, and each I/O through a loop device crosses CPUs twice (wake the worker, wake the "
+                  "FUSE daemon). `one-cpu` is the pinned setup with the loop device's own thread pinned too: what "
+                  "one CPU serves. Paths without a loop device are the same in both.", ""]
+        for pname, why in io.get("skipped", {}).items():
+            L += [f"`{pname}` was not measured: the unbound workqueues could not be confined ({why}).", ""]
         for pname, p in io["placements"].items():
-            L += [f"### {pname}: daemons on CPU {p['daemon_cpu']}, fio on CPU {p['fio_cpu']}", ""]
+            where = " and the unbound workqueues" if p.get("workqueues_confined") else ""
+            L += [f"### {pname}: daemons{where} on CPU {p['daemon_cpu']}, fio on CPU {p['fio_cpu']}", ""]
             names = list(next(iter(p["jobs"].values())).keys())
             buffered = "vscsifs-dev-buffered" in names
             loop_dio = "passthrough+loop-dio" in names
@@ -1297,9 +1370,16 @@ def render_md(res: dict[str, Any]) -> str:
                         f"; {b}: x{o['scaling']} ({o['ratio']:.2f} of it)")
             if "loop_dio_ratio" in v and "scaling" not in v:
                 got += f" (the loop device alone, passthrough+loop-dio: {v['loop_dio_ratio']:.2f})"
+            one = v.get("one_cpu")
+            if one:
+                got += (f"<br>one-cpu: {one['ratio']:.2f}" + "".join(f"; {b}: {r:.2f}" for b, r in one["others"].items())
+                        + (f" (loop alone: {one['loop_dio_ratio']:.2f})" if "loop_dio_ratio" in one else ""))
         else:
             what, got = f"{v['what']}: {v['target']}", str(v["value"])
-        L.append(f"| {what} | {got} | {'yes' if v.get('met') else 'NO'} |")
+        met = "yes" if v.get("met") else "NO"
+        if v.get("one_cpu"):
+            met += f" pinned, {'yes' if v['one_cpu']['met'] else 'NO'} one-cpu"
+        L.append(f"| {what} | {got} | {met} |")
     L.append("")
     ins = res.get("instructions")
     if ins and "skipped" not in ins:
@@ -1390,6 +1470,9 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("bench: needs root (FUSE allow_other/dev, loop devices, mknod)", file=sys.stderr)
         return 1
+    # SIGTERM unwinds like Ctrl-C: daemons stopped, mounts and loop devices gone, the host's
+    # workqueue mask given back
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     for tool in ("fio", "taskset", "lsscsi", "lsblk", "losetup", "find"):
         if shutil.which(tool) is None:
             print(f"bench: {tool} is missing (bash bootstrap.sh installs it)", file=sys.stderr)

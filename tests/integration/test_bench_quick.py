@@ -13,6 +13,17 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+WQ_CPUMASK = "/sys/devices/virtual/workqueue/cpumask"
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
 def _skip_reason() -> str | None:
     if os.geteuid() != 0:
         return "the benchmark needs root (FUSE allow_other/dev, loop devices)"
@@ -25,6 +36,7 @@ def _skip_reason() -> str | None:
 @pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
 def test_bench_quick_runs(tmp_path) -> None:
     out_json, out_md = tmp_path / "results.json", tmp_path / "BENCH.md"
+    wq_mask = _read(WQ_CPUMASK)
     proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", "run.py"), "--quick",
                            "--workdir", str(tmp_path / "work"), "--json", str(out_json), "--md", str(out_md)],
                           capture_output=True, text=True, timeout=300, cwd=REPO)
@@ -46,6 +58,17 @@ def test_bench_quick_runs(tmp_path) -> None:
     for v in res["verdicts"]:
         if "job" in v:
             assert v["build"] == builds[0] and set(v["others"]) == set(builds[1:])
+    # the pinned jobs again with the loop device's worker on the same CPU (one-cpu), or the
+    # reason it could not be; either way the host's workqueue mask is as it was
+    placements, skipped = res["io"]["placements"], res["io"].get("skipped", {})
+    if len(res["machine"]["cpus_used"]) > 1:
+        assert ("one-cpu" in placements) != ("one-cpu" in skipped)
+    if "one-cpu" in placements:
+        assert placements["one-cpu"]["workqueues_confined"] and not placements["pinned"]["workqueues_confined"]
+        assert placements["one-cpu"]["jobs"].keys() == pinned.keys()
+        assert all("one_cpu" in v for v in res["verdicts"] if v.get("path") == "vscsifs-dev" and "target" in v
+                   and "scaling" not in v)
+    assert _read(WQ_CPUMASK) == wq_mask
     # every build starts with and without the udev view (--quick: the other builds the seed only)
     for name, entry in res["start"].items():
         started = builds if name == "seed" else builds[:1]
