@@ -465,9 +465,10 @@ class PassthroughRequest:
                 rq.cmd = bytes(cdb)
                 rq.timeout = timeout
                 rq.retries = allowed
-                start = trio.current_time()
+                clock = self.sdev.host.kernel.clock
+                start = clock.msecs()
                 await blk.blk_execute_rq(rq, at_head)
-                duration = int((trio.current_time() - start) * 1000)
+                duration = clock.msecs() - start
                 scmd: scsi_cmnd = rq.pdu
                 resid = scmd.resid if 0 < scmd.resid <= self.length else 0
                 data = bytes(self.buf.view[:self.length]) if self.buf is not None else b""

@@ -135,10 +135,6 @@ class SgRequest:
     res_used: bool = False
 
 
-def _now_ms() -> int:
-    return int(trio.current_time() * 1000)
-
-
 class SgFd:
     """Sg_fd: the private data of one open of /dev/sgN (the OpenFile the node socket holds)."""
 
@@ -171,6 +167,10 @@ class SgFd:
     @property
     def kernel(self) -> Any:
         return self.sdev.host.kernel
+
+    def _now_ms(self) -> int:
+        """jiffies_to_msecs(jiffies): the guest's clock, which stands still while the VM is stopped."""
+        return int(self.kernel.clock.msecs())
 
     @property
     def detaching(self) -> bool:
@@ -207,7 +207,7 @@ class SgFd:
     def sg_add_request(self) -> SgRequest | None:
         if self.rq_list and (not self.cmd_q or len(self.rq_list) >= SG_MAX_QUEUE):
             return None
-        srp = SgRequest(SgIoHdr(), start_ms=_now_ms())
+        srp = SgRequest(SgIoHdr(), start_ms=self._now_ms())
         self.rq_list.append(srp)
         return srp
 
@@ -244,7 +244,7 @@ class SgFd:
         srp.sg_io_owned = sg_io_owned
         try:
             hp = srp.header = await get_sg_io_hdr(mem, addr)
-            hp.duration = srp.start_ms = _now_ms()
+            hp.duration = srp.start_ms = self._now_ms()
             if hp.interface_id != SG_INTERFACE_ID_ORIG:
                 raise OSError(errno.ENOSYS, f"interface_id {hp.interface_id:#x} is not 'S'")
             if hp.flags & SgFlag.SG_FLAG_MMAP_IO:
@@ -361,7 +361,7 @@ class SgFd:
             else:
                 done = 0
         srp.done = done
-        hp.duration = max(0, _now_ms() - hp.duration)
+        hp.duration = max(0, self._now_ms() - hp.duration)
         if done:
             self._notify()
         else:
@@ -638,7 +638,7 @@ class SgFd:
         return await put_user_int(mem, arg, 1 if self.sdev is not None else 0)
 
     async def _get_request_table(self, arg: int, mem: UserMemory, read_only: bool) -> int:
-        now = _now_ms()
+        now = self._now_ms()
         rows = []
         for srp in self.rq_list[:SG_MAX_QUEUE]:
             hp = srp.header

@@ -18,6 +18,7 @@ from vscsifs.daemon._machine import Machine
 from vscsifs.daemon._qemu_args import parse_qemu_args
 from vscsifs.daemon._qmp import vm_cont
 from vscsifs.daemon._runstate import RUN_STATE_IO_ERROR, RUN_STATE_PAUSED
+from vscsifs.scsi.kernel._scsi_ioctl import PassthroughResult, scsi_execute_passthrough
 from vscsifs.scsi.kernel.block import bdev_read, bdev_write
 
 MiB = 1 << 20
@@ -137,3 +138,26 @@ async def test_qmp_stop_holds_new_io_until_cont(booted: Booted) -> None:
         vm_cont(b.machine)                # running already: nothing happens
     assert got == [bytes(512)]
     assert b.names() == ["STOP", "RESUME"]
+
+
+async def test_a_passthrough_held_across_a_stop_lasts_only_the_guest_time(booted: Booted, autojump_clock: Any) -> None:
+    """SG_IO's duration (and sg's) is jiffies at the end less jiffies at the start: the guest's
+    clock, which stands still while the VM is stopped."""
+    b = booted
+    got: list[PassthroughResult] = []
+
+    async def tur() -> None:
+        got.append(await scsi_execute_passthrough(b.sdev(), bytes(6), False, 0, None, 30, 0))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tur)
+        await trio.sleep(1)
+        assert len(got) == 1 and got[0].result == 0
+        start = b.machine.kernel.clock.msecs()
+        b.machine.runstate.vm_stop(RUN_STATE_PAUSED)
+        nursery.start_soon(tur)
+        await trio.sleep(100)             # held in the virtqueue: no guest time passes
+        assert len(got) == 1 and b.machine.kernel.clock.msecs() == start
+        vm_cont(b.machine)
+    assert len(got) == 2 and got[1].result == 0
+    assert got[1].duration_ms < 1000     # 100 s of host time, none of the guest's

@@ -18,6 +18,8 @@ import trio
 from golden_cdb import GOLDEN, load_cdb_dir
 from sg_user import ROOT, USER, UserSpace, build_sg_io, iovec_list, open_sg, seed, sg_io  # noqa: F401  (seed: a fixture)
 from vscsifs.daemon._machine import Machine
+from vscsifs.daemon._qmp import vm_cont
+from vscsifs.daemon._runstate import RUN_STATE_PAUSED
 from vscsifs.scsi.kernel._scsi_ioctl import SG_IO_HDR, PassthroughRequest, ScsiIoctl, SgIoctl, SgIoHdr
 from vscsifs.scsi.kernel._sg_file import SG_REQ_INFO, SG_SCSI_ID, SgFd, sg_dev_state
 from vscsifs.scsi.kernel._scsi_scan import scsi_remove_device
@@ -521,3 +523,23 @@ async def test_close_with_commands_in_flight(seed: Machine) -> None:
     g = await open_sg(seed, 1, os.O_RDWR | os.O_EXCL | os.O_NONBLOCK)
     assert g.poll() & POLLOUT
     await g.release()
+
+
+async def test_duration_counts_the_guest_time_only(seed: Machine, autojump_clock: trio.abc.Clock) -> None:
+    """sg's duration is jiffies at the end less jiffies at the write: a command the device holds
+    while the VM is stopped (QMP stop) lasts the guest's time, which the stop does not advance."""
+    f = await open_sg(seed, 1, os.O_RDWR)
+    user = UserSpace()
+    call = build_sg_io(user, bytes(6), pack_id=5)                  # TEST UNIT READY
+    seed.runstate.vm_stop(RUN_STATE_PAUSED)
+    await f.write(call.hdr_addr, SG_IO_HDR.size, user)
+    await trio.sleep(100)
+    assert not f.poll() & POLLIN                                    # held in the virtqueue
+    vm_cont(seed)
+    out = user.alloc(SG_IO_HDR.size)
+    with trio.fail_after(5):
+        await f.read(out, SG_IO_HDR.size, user)
+    hdr = SgIoHdr.unpack(user.peek(out, SG_IO_HDR.size))
+    assert hdr.pack_id == 5 and hdr.status == 0
+    assert hdr.duration < 1000                                      # 100 s of host time, none of the guest's
+    await f.release()

@@ -28,6 +28,11 @@ class GuestClock:
             return self.stopped_before + trio.current_time() - self._stopped_at
         return self.stopped_before
 
+    def msecs(self) -> int:
+        """jiffies_to_msecs(jiffies): the guest's time in milliseconds, which a stop does not
+        advance (what sg and SG_IO measure a command's duration with)."""
+        return int((trio.current_time() - self.stopped_total()) * 1000)
+
     def stop(self) -> None:
         if not self.stopped:
             self.stopped = True
