@@ -14,19 +14,25 @@ HOST_DEV_DIRS = ("pts", "shm")
 UNIX_PATH_MAX = 107           # sun_path holds 108 bytes with the terminating NUL
 
 
-def default_node_socket(qmp_socket: str) -> str:
-    """Beside the machine's default QMP socket: RUNTIME/NAME.nodes for RUNTIME/NAME.qmp (a
-    name too long for a unix socket: the QMP name's first 40 bytes and a hash of it)."""
-    base, _ = os.path.splitext(qmp_socket)
-    path = base + ".nodes"
+def _beside(socket_path: str, suffix: str) -> str:
+    """The socket named like ``socket_path`` with ``suffix`` for its extension, in the same
+    directory; a name too long for a unix socket becomes the first 40 bytes of the old one and
+    a hash of its whole path."""
+    base, _ = os.path.splitext(socket_path)
+    path = base + suffix
     if len(os.fsencode(path)) > UNIX_PATH_MAX:
         directory, name = os.path.split(base)
-        digest = hashlib.sha256(os.fsencode(qmp_socket)).hexdigest()[:16]
-        path = os.path.join(directory, f"{name[:40]}-{digest}.nodes")
+        digest = hashlib.sha256(os.fsencode(socket_path)).hexdigest()[:16]
+        path = os.path.join(directory, f"{name[:40]}-{digest}{suffix}")
     return path
 
 
+def default_node_socket(qmp_socket: str) -> str:
+    """Beside the machine's default QMP socket: RUNTIME/NAME.nodes for RUNTIME/NAME.qmp."""
+    return _beside(qmp_socket, ".nodes")
+
+
 def control_socket_path(node_socket: str) -> str:
-    """RUNTIME/NAME.udevctl beside RUNTIME/NAME.nodes."""
-    base, _ = os.path.splitext(node_socket)
-    return base + ".udevctl"
+    """RUNTIME/NAME.udevctl beside RUNTIME/NAME.nodes (two bytes longer: a node socket's name
+    can fit where its control socket's does not)."""
+    return _beside(node_socket, ".udevctl")

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -176,10 +179,21 @@ def _dead_sockets(paths: list[str]) -> None:
         s.close()
 
 
-def test_a_start_sweeps_what_dead_daemons_left(tmp_path) -> None:
+@pytest.fixture
+def short_run() -> Iterator[str]:
+    """A runtime directory about as short as /run/vscsifs: the sockets in it have names of a
+    real daemon's length, where tmp_path (deeper still under pytest-xdist) may leave no room."""
+    run = tempfile.mkdtemp(prefix="vscsifs-run-")
+    try:
+        yield run
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
+
+
+def test_a_start_sweeps_what_dead_daemons_left(tmp_path, short_run: str) -> None:
     """The lock files no live daemon holds go, with the sockets of their mount points; a live
     daemon's lock and sockets, and any other file, stay."""
-    run = str(tmp_path / "run")
+    run = short_run
     locks = os.path.join(run, "lock")
     dead_mnt, live_mnt = str(tmp_path / "a" / "mnt"), str(tmp_path / "b" / "mnt")
     code = (f"import os; from vscsifs.daemon._instance import InstanceLock; "

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import errno
 import os
-import struct
 from typing import Any
 
 import pytest
@@ -22,7 +21,7 @@ from vscsifs.daemon._exec import ExecError, exec_environment, parse_exec_args
 from vscsifs.fs._nodesock import (DONE_MSG, ERRNO_MSG, HEADER, MAX_PREFETCH, MEM_CHUNK, NODE_XATTR, NOTICE_MSG, OPEN_REQ,
                                   PEEK_MSG, POKE_HEAD, PREFETCH_HEAD, XFER_REQ, Caller, Connection, MsgType, NodeSocket,
                                   NodeTable, caller_from_proc, frame, may_open)
-from vscsifs.fs._rendezvous import default_node_socket
+from vscsifs.fs._rendezvous import control_socket_path, default_node_socket
 from vscsifs.scsi.kernel.base._fops import POLLIN, Cred
 
 ROOT = Caller(Cred(pid=1, uid=0, gid=0, cap_sys_rawio=True, cap_sys_admin=True), dac_override=True)
@@ -346,6 +345,12 @@ def test_xattr_names_device_nodes_only(rig: Rig) -> None:
     long_nodes = default_node_socket(long_qmp)
     assert len(long_nodes) <= 107 and long_nodes.endswith(".nodes")
     assert long_nodes != default_node_socket(long_qmp.replace("xxx.qmp", "xxy.qmp"))
+    edge_nodes = "/run/vscsifs/by-path/" + "y" * 80 + ".nodes"      # 107 bytes: fits, its .udevctl would not
+    assert len(edge_nodes) == 107 and default_node_socket(edge_nodes[:-6] + ".qmp") == edge_nodes
+    ctl = control_socket_path(edge_nodes)
+    assert len(ctl) <= 107 and ctl.endswith(".udevctl") and ctl.startswith("/run/vscsifs/by-path/yyy")
+    assert ctl != control_socket_path(edge_nodes.replace("yyy.", "yyz."))
+    assert control_socket_path("/run/vscsifs/default.nodes") == "/run/vscsifs/default.udevctl"
 
 
 async def test_a_socket_that_cannot_be_made_leaves_the_machine_serving(rig: Rig, tmp_path: Any) -> None:
