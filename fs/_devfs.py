@@ -874,7 +874,8 @@ class DevFs:
 
     async def reread_partitions(self, bdev: Any) -> None:
         """BLKRRPART on a whole disk through io.blkdev_reread_part, if the block layer has it;
-        EBUSY (a partition is open) and EINVAL (cannot be partitioned) are ignored as udev does."""
+        EBUSY (a partition is open) and EINVAL (cannot be partitioned) are ignored as udev does,
+        and so are ENXIO and ENODEV: the disk went away after the write (deleted, unplugged)."""
         reread = getattr(self.io, "blkdev_reread_part", None)
         partno: int = getattr(bdev, "partno", 0)
         if reread is None or partno:
@@ -882,7 +883,7 @@ class DevFs:
         try:
             await reread(bdev)
         except OSError as exc:
-            if exc.errno not in (errno.EBUSY, errno.EINVAL, errno.ENXIO):
+            if exc.errno not in (errno.EBUSY, errno.EINVAL, errno.ENXIO, errno.ENODEV):
                 log.warning("devfs: re-reading the partition table of %s failed: %s", bdev.name, exc)
 
     # -- devnode events --------------------------------------------------------------

@@ -4,6 +4,7 @@ counts, kernfs open/read/write semantics, errno mapping, devfs events, loop help
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 import sys
@@ -399,7 +400,7 @@ class OpenCountingIO:
             raise OSError(self.reread_error, "busy")
 
 
-async def test_user_opens_reach_the_block_layer_and_writes_reread_partitions(machine: Any) -> None:
+async def test_user_opens_reach_the_block_layer_and_writes_reread_partitions(machine: Any, caplog: Any) -> None:
     ops, kernel, devfs, procfs, io, bdev, _ = machine
     counting = devfs.io = OpenCountingIO(io)
     await devfs.start(None, "/nonexistent", use_loop=False)  # type: ignore[arg-type]
@@ -420,6 +421,15 @@ async def test_user_opens_reach_the_block_layer_and_writes_reread_partitions(mac
     counting.reread_error = errno.EBUSY    # a partition is open: udev ignores it, so do we
     await ops.release(fi.fh)               # close after write without fsync
     assert counting.calls == [("get", "sda", 2), ("reread", "sda", 0), ("put", "sda", 2)]
+    counting.reread_error = errno.ENODEV   # deleted after the write (its queue is dying): no warning
+    with caplog.at_level(logging.WARNING, logger="vscsifs"):
+        await devfs.reread_partitions(bdev)
+    assert not caplog.records
+    counting.reread_error = errno.EIO      # a real failure is said
+    with caplog.at_level(logging.WARNING, logger="vscsifs"):
+        await devfs.reread_partitions(bdev)
+    assert "re-reading the partition table of sda failed" in caplog.text
+    counting.reread_error = None
     # the loop device's hidden data file is not a user open
     counting.calls.clear()
     hidden = await ops.lookup((await walk(ops, devfs.data_dir.name)).st_ino, b"sda")
