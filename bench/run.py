@@ -454,6 +454,8 @@ def io_verdicts(io: dict[str, Any]) -> list[dict[str, Any]]:
                                                for b in builds[1:] if other_build(tname, b) in one}}
                     if "loop_dio_ratio" in v:
                         v["one_cpu"]["loop_dio_ratio"] = round(ratio_of("passthrough+loop-dio", one), 3)
+            if tname == "vscsifs-dev" and job.step is not None:
+                out.append(step_verdict(job, table, one_cpu, builds))
             elif scaled:
                 one = table[str(job.scales_from)]
                 mine = scaling_of(tname)
@@ -464,6 +466,29 @@ def io_verdicts(io: dict[str, Any]) -> list[dict[str, Any]]:
                 v["met"] = mine >= 0.9 * theirs or mine >= 1.0 and theirs <= 1.0
             out.append(v)
     return out
+
+
+def step_verdict(job: FioJob, pinned: dict[str, Any], one_cpu: dict[str, Any], builds: list[str]) -> dict[str, Any]:
+    """The second performance step's ratio for ``job`` on DIR/dev/sdX (issue 17's "done when"),
+    judged like the others on the pinned figure of ``builds[0]``; the value lists every build
+    in both placements."""
+    def ratio(row: dict[str, Any], build: str) -> float:
+        col = "vscsifs-dev" if build == builds[0] else other_build("vscsifs-dev", build)
+        base = row["passthrough"][job.metric]
+        return row[col][job.metric] / base if base and col in row else 0.0
+
+    assert job.step is not None
+    places = {"pinned": pinned[job.name]} | ({"one-cpu": one_cpu[job.name]} if job.name in one_cpu else {})
+    value = "; ".join(f"{place}: " + ", ".join(f"{b} {ratio(row, b):.2f}" for b in builds)
+                      for place, row in places.items())
+    met_by = [f"{b} {place}" for place, row in places.items() for b in builds if ratio(row, b) >= job.step]
+    value += f" (met by: {', '.join(met_by) or 'none'})"
+    v: dict[str, Any] = {"what": f"{job.name} on vscsifs-dev, the second performance step",
+                         "target": f">= {job.step:.0%} of passthrough", "value": value,
+                         "met": ratio(pinned[job.name], builds[0]) >= job.step}
+    if "one-cpu" in places:
+        v["one_cpu"] = {"met": ratio(places["one-cpu"], builds[0]) >= job.step}
+    return v
 
 
 # ---- 2. scan and start -------------------------------------------------------------------
@@ -1440,6 +1465,13 @@ def render_md(res: dict[str, Any]) -> str:
     return "\n".join(L)
 
 
+def verdicts(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every target judged on the parts ``res`` has figures for."""
+    return ((io_verdicts(res["io"]) if "io" in res else [])
+            + (start_verdicts(res["start"]) if "start" in res else [])
+            + (browse_verdicts(res["browse"]) if "browse" in res else []))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="seconds, not minutes (CI)")
@@ -1462,6 +1494,7 @@ def main(argv: list[str] | None = None) -> int:
         if ns.notes:
             with open(ns.notes) as f:
                 res["notes"] = f.read()
+        res["verdicts"] = verdicts(res)      # the figures judged by the current rules
         md_path = ns.md or os.path.join(HERE, "BENCH.md")
         with open(md_path, "w") as f:
             f.write(render_md(res))
@@ -1495,7 +1528,7 @@ def main(argv: list[str] | None = None) -> int:
     if not builds or set(builds) - {"pure", "compiled"} or len(set(builds)) != len(builds):
         print(f"bench: --builds {ns.builds!r}: expected pure and/or compiled", file=sys.stderr)
         return 2
-    res: dict[str, Any] = {"quick": ns.quick, "machine": machine_info(cpus), "verdicts": []}
+    res: dict[str, Any] = {"quick": ns.quick, "machine": machine_info(cpus)}
     t0 = time.perf_counter()
     if "compiled" in builds:
         st = ensure_compiled(build_missing=not ns.quick)
@@ -1512,16 +1545,13 @@ def main(argv: list[str] | None = None) -> int:
         if "io" in parts:
             print("1. I/O", flush=True)
             res["io"] = io_bench(work, ns.quick, cpus, builds)
-            res["verdicts"] += io_verdicts(res["io"])
         if "start" in parts:
             print("2. scan and start", flush=True)
             res["start"] = start_bench(work, ns.quick, cpus, builds,
                                        {int(n) for n in ns.start_luns.split(",")} if ns.start_luns else None)
-            res["verdicts"] += start_verdicts(res["start"])
         if "browse" in parts:
             print("3. browsing", flush=True)
             res["browse"] = browse_bench(work, ns.quick, cpus)
-            res["verdicts"] += browse_verdicts(res["browse"])
         if "profile" in parts:
             print("4. profile", flush=True)
             res["profile"] = profile_bench(work, ns.quick, cpus, builds)
@@ -1540,6 +1570,7 @@ def main(argv: list[str] | None = None) -> int:
             if name.startswith("mnt-") and is_mounted(p):
                 force_unmount(p)
     res["elapsed_s"] = round(time.perf_counter() - t0, 1)
+    res["verdicts"] = verdicts(res)
     if ns.notes:
         with open(ns.notes) as f:
             res["notes"] = f.read()

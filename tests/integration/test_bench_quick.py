@@ -69,6 +69,10 @@ def test_bench_quick_runs(tmp_path) -> None:
         assert all("one_cpu" in v for v in res["verdicts"] if v.get("path") == "vscsifs-dev" and "target" in v
                    and "scaling" not in v)
     assert _read(WQ_CPUMASK) == wq_mask
+    # the second performance step's ratios on DIR/dev/sdX, every build in every placement
+    steps = [v for v in res["verdicts"] if "second performance step" in v.get("what", "")]
+    assert [v["what"].split()[0] for v in steps] == ["randread-4k-1j", "read-1m"]
+    assert all(f"{b} " in v["value"] for v in steps for b in builds)
     # every build starts with and without the udev view (--quick: the other builds the seed only)
     for name, entry in res["start"].items():
         started = builds if name == "seed" else builds[:1]
