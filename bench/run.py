@@ -406,6 +406,12 @@ def io_placement(work: str, pname: str, dcpu: int, fcpu: int, builds: list[str],
     return table
 
 
+def ratio_to_passthrough(row: dict[str, dict[str, float]], col: str, metric: str) -> float:
+    """One job's figure on path ``col`` over the passthrough's (0 when the passthrough has none)."""
+    base = row["passthrough"][metric]
+    return row[col][metric] / base if base else 0.0
+
+
 def io_verdicts(io: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's I/O targets, on the pinned figures of the first build (the compiled one when
     built): ratio of vscsifs-dev (and of the data file) to the passthrough, and for the 4-job /
@@ -422,8 +428,7 @@ def io_verdicts(io: dict[str, Any]) -> list[dict[str, Any]]:
         base = row["passthrough"][m]
 
         def ratio_of(col: str, row: dict[str, dict[str, float]] = row) -> float:
-            base = row["passthrough"][m]
-            return row[col][m] / base if base else 0.0
+            return ratio_to_passthrough(row, col, m)
 
         def scaling_of(col: str) -> float:
             one = table[str(job.scales_from)]
@@ -454,8 +459,6 @@ def io_verdicts(io: dict[str, Any]) -> list[dict[str, Any]]:
                                                for b in builds[1:] if other_build(tname, b) in one}}
                     if "loop_dio_ratio" in v:
                         v["one_cpu"]["loop_dio_ratio"] = round(ratio_of("passthrough+loop-dio", one), 3)
-            if tname == "vscsifs-dev" and job.step is not None:
-                out.append(step_verdict(job, table, one_cpu, builds))
             elif scaled:
                 one = table[str(job.scales_from)]
                 mine = scaling_of(tname)
@@ -465,6 +468,8 @@ def io_verdicts(io: dict[str, Any]) -> list[dict[str, Any]]:
                 v["target"] = "scales past 1 job as far as the passthrough does"
                 v["met"] = mine >= 0.9 * theirs or mine >= 1.0 and theirs <= 1.0
             out.append(v)
+        if job.step is not None:
+            out.append(step_verdict(job, table, one_cpu, builds))
     return out
 
 
@@ -474,8 +479,7 @@ def step_verdict(job: FioJob, pinned: dict[str, Any], one_cpu: dict[str, Any], b
     in both placements."""
     def ratio(row: dict[str, Any], build: str) -> float:
         col = "vscsifs-dev" if build == builds[0] else other_build("vscsifs-dev", build)
-        base = row["passthrough"][job.metric]
-        return row[col][job.metric] / base if base and col in row else 0.0
+        return ratio_to_passthrough(row, col, job.metric) if col in row else 0.0
 
     assert job.step is not None
     places = {"pinned": pinned[job.name]} | ({"one-cpu": one_cpu[job.name]} if job.name in one_cpu else {})
