@@ -109,9 +109,9 @@ import pyfuse3
 import trio
 
 from vscsifs.scsi.kernel import block as block_layer
-from vscsifs.scsi.kernel.block._blkdev_file import BLKGETSIZE64, BLKRASET, fmode_of_open
+from vscsifs.scsi.kernel.block._blkdev_file import BLKGETSIZE64, BLKRAGET, BLKRASET, fmode_of_open
 from vscsifs.scsi.kernel.base._kobject import PAGE_SIZE, Dir, KernfsRoot, Link, Node
-from vscsifs.scsi.kernel.base._fops import FMODE_READ
+from vscsifs.scsi.kernel.base._fops import FMODE_READ, LONG
 from vscsifs.fs._guard import pid_alive
 from vscsifs.fs._openwatch import OpenWatch
 from vscsifs.fs._rendezvous import HOST_DEV_DIRS, HOST_DEV_NODES
@@ -193,6 +193,9 @@ class LoopDevice:
     rdev: int
     backing: str
     direct_io: bool = False
+    # the read-ahead (512-byte sectors) this daemon last gave it: another value is a host
+    # BLKRASET (`blockdev --setra` outside `vscsifs exec`)
+    ra_sectors: int | None = None
     # resizes and the detach take turns: a detach that closed the fd under a resize in its
     # thread made LOOP_SET_CAPACITY fail with EBADF (or reach whatever reused the number)
     lock: trio.Lock = field(default_factory=trio.Lock, repr=False, compare=False)
@@ -291,7 +294,16 @@ def loop_set_read_ahead(loop: LoopDevice, ra_pages: int) -> None:
     """BLKRASET on the loop device: the host's read-ahead for buffered reads of its node, in
     512-byte sectors (a host kernel may give loop devices far more than a guest disk has:
     6.18 gives 2560 KiB, where the emulated sd has 128 KiB)."""
-    fcntl.ioctl(loop.fd, BLKRASET, ra_pages * PAGE_SIZE // 512)
+    sectors = ra_pages * PAGE_SIZE // 512
+    fcntl.ioctl(loop.fd, BLKRASET, sectors)
+    loop.ra_sectors = sectors
+
+
+def loop_read_ahead(loop: LoopDevice) -> int:
+    """BLKRAGET on the loop device: its read-ahead in 512-byte sectors."""
+    out = bytearray(LONG.size)
+    fcntl.ioctl(loop.fd, BLKRAGET, out)
+    return int(LONG.unpack(out)[0])
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -1184,7 +1196,25 @@ class DevFs:
             if self._nursery is not None and not self.stopping:
                 self._start_job(self._set_read_ahead, loop, bdi)
         self._join(loop, bdi.ra_watchers, changed)
+        self._join(loop, bdi.ra_sources, lambda: self._adopt_read_ahead(loop, bdi))
         changed()
+
+    @staticmethod
+    def _adopt_read_ahead(loop: LoopDevice, bdi: Any) -> None:
+        """A host BLKRASET on the loop device (`blockdev --setra DIR/dev/sdX` outside `vscsifs
+        exec`) is the guest's BLKRASET on sdX: it sets the disk's read-ahead (a partition's too,
+        as blkdev_common_ioctl sets the one bdi of the disk), which every loop device of the
+        disk then follows. Seen when the read-ahead is next read (sysfs, BLKRAGET, an open):
+        the host tells nobody of the write."""
+        if loop.fd < 0 or loop.ra_sectors is None:
+            return                  # detached, or not given the disk's read-ahead yet
+        try:
+            sectors = loop_read_ahead(loop)
+        except OSError:
+            return
+        if sectors != loop.ra_sectors:
+            loop.ra_sectors = sectors
+            bdi.set_ra_pages(sectors * 512 // PAGE_SIZE)
 
     def _keep_coherent(self, bdev: Any, loop: LoopDevice) -> None:
         """The loop device's page cache joins the disk's host caches, which the emulated

@@ -210,3 +210,29 @@ def test_buffered_reads_of_the_node_read_ahead_as_the_emulated_disk(dio_daemon: 
         assert _host_read_ahead_kb(st, "32") == "32"
     finally:
         ra_kb.write_text("128\n")
+
+
+def test_blockdev_setra_outside_exec_is_the_guests_blkraset(seed_daemon: Daemon) -> None:
+    """`blockdev --setra` on DIR/dev/sdX outside `vscsifs exec` reaches only the host's loop
+    device, and the host tells nobody. The daemon reads it back whenever the read-ahead is read
+    (sysfs, BLKRAGET, an open) and makes it the guest's BLKRASET: the disk's read-ahead (a
+    partition's BLKRASET sets its disk's), which the disk's other loop devices then follow."""
+    d = seed_daemon
+    disk, part = f"{d.mount}/dev/sda", f"{d.mount}/dev/sda1"
+    ra_kb = Path(f"{d.mount}/sys/block/sda/queue/read_ahead_kb")
+    bdi_kb = Path(f"{d.mount}/sys/class/bdi/8:0/read_ahead_kb")
+    st_disk, st_part = _attached(d, "sda"), _attached(d, "sda1")
+    assert _host_read_ahead_kb(st_disk, "128") == "128" and _host_read_ahead_kb(st_part, "128") == "128"
+    try:
+        run("blockdev", "--setra", "1024", disk)
+        assert ra_kb.read_text() == "512\n" and bdi_kb.read_text() == "512\n"
+        assert _host_read_ahead_kb(st_part, "512") == "512"
+        run("blockdev", "--setra", "64", part)
+        getra = run(*VSCSIFS, "exec", "--mount", d.mount, "--", "blockdev", "--getra", "/dev/sda")
+        assert getra.stdout == "64\n"
+        assert _host_read_ahead_kb(st_disk, "32") == "32"
+        run("blockdev", "--setra", "7", disk)              # less than a page: none, as in the guest
+        assert ra_kb.read_text() == "0\n"
+    finally:
+        ra_kb.write_text("128\n")
+    assert _host_read_ahead_kb(st_disk, "128") == "128" and _host_read_ahead_kb(st_part, "128") == "128"

@@ -26,6 +26,7 @@ from vscsifs.scsi.kernel.base._kobject import Attr, Dir, Link
 from vscsifs.scsi.kernel.block import _blkdev_file as bf
 from vscsifs.scsi.kernel.block import bdev_read, bdev_write
 from vscsifs.scsi.kernel.block._blkdev_file import blkdev_file_open
+from vscsifs.scsi.kernel.block._filemap import page_cache_open, page_cache_release
 
 INT = struct.Struct("<i")
 
@@ -319,6 +320,41 @@ async def test_block_node_read_ahead_is_the_emulated_disks(seed: Machine) -> Non
     ra_kb.write(b"128\n")
     assert told == [128, 32]
     await part.release()
+
+
+async def test_read_ahead_readers_hear_the_outside_writers_first(seed: Machine) -> None:
+    """A writer of the read-ahead the kernel cannot watch (devfs: a host BLKRASET on a loop
+    device) is asked by every reader outside the I/O path: sysfs (queue and bdi), BLKRAGET and a
+    buffered open's read-ahead state. Its write reaches the watchers as any other."""
+    user = UserSpace()
+    sdb = bdev(seed, "sdb")
+    bdi = sdb.disk.bdi
+    asked: list[str] = []
+    told: list[int] = []
+    bdi.ra_watchers.append(lambda: told.append(bdi.ra_pages))
+
+    def outside() -> None:
+        asked.append("asked")
+        if bdi.ra_pages != 64:
+            bdi.set_ra_pages(64)                # 256 KiB, written behind the kernel's back
+    bdi.ra_sources.append(outside)
+    link = seed.kernel.sysfs.root.lookup("block/sdb")
+    assert isinstance(link, Link) and isinstance(link.target, Dir)
+    queue_ra = link.target.lookup("queue/read_ahead_kb")
+    bdi_ra = seed.kernel.sysfs.root.lookup("devices/virtual/bdi/8:16/read_ahead_kb")
+    assert isinstance(queue_ra, Attr) and isinstance(bdi_ra, Attr)
+    assert queue_ra.read() == b"256\n" and told == [64]
+    assert bdi_ra.read() == b"256\n"
+    part = await blkdev_file_open(bdev(seed, "sdb1"), os.O_RDONLY, ROOT)
+    p = user.alloc(8)
+    assert await part.ioctl(bf.BLKRAGET, p, user, USER) == 0 and bf.LONG.unpack(user.peek(p, 8))[0] == 512
+    await part.release()
+    assert page_cache_open(sdb, random=False).ra_pages == 64
+    page_cache_release(sdb)
+    assert len(asked) == 4 and told == [64]
+    bdi.ra_sources.remove(outside)
+    queue_ra.write(b"128\n")
+    assert told == [64, 32] and len(asked) == 4   # the kernel's own writes ask nobody
 
 
 async def test_cd_opens_as_cdrom_open_decides(cdrom: Machine) -> None:

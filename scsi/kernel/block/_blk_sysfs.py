@@ -83,7 +83,7 @@ def queue_attrs(q: RequestQueue) -> dict[str, tuple[Callable[[], str], Callable[
     def ra_show() -> str:
         if q.disk is None:
             raise SysfsError(errno.EINVAL)
-        return f"{q.disk.bdi.ra_pages << (PAGE_SHIFT - 10)}\n"
+        return f"{q.disk.bdi.current_ra_pages() << (PAGE_SHIFT - 10)}\n"
 
     def ra_store(data: bytes) -> None:
         if q.disk is None:

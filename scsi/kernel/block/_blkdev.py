@@ -109,12 +109,22 @@ class BackingDevInfo:
     dev: Device | None = None
     # called after every change of ra_pages (devfs gives the host's loop devices the same)
     ra_watchers: list[Callable[[], None]] = field(default_factory=list)
+    # writers the emulated kernel cannot see when they write (devfs: a host BLKRASET on one of
+    # the disk's loop devices), asked by every reader of ra_pages outside the I/O path
+    ra_sources: list[Callable[[], None]] = field(default_factory=list)
 
     def set_ra_pages(self, pages: int) -> None:
         """bdi->ra_pages = pages, from any of its writers (sysfs, BLKRASET, the queue limits)."""
         self.ra_pages = pages
         for watch in list(self.ra_watchers):
             watch()
+
+    def current_ra_pages(self) -> int:
+        """ra_pages once the outside writers have had their say: what sysfs shows, BLKRAGET
+        returns and a new open's read-ahead starts from."""
+        for source in list(self.ra_sources):
+            source()
+        return self.ra_pages
 
 
 class HostPageCache(Protocol):

@@ -116,8 +116,8 @@ _COMMON_GETTERS: dict[int, _Getter] = {
     BLKDISCARDZEROES: lambda b: UINT.pack(0),
     BLKSECTGET: lambda b: USHORT.pack(min(USHRT_MAX, int(b.disk.queue.limits.max_sectors))),
     BLKROTATIONAL: lambda b: USHORT.pack(int(QueueFlag.QUEUE_FLAG_NONROT not in b.disk.queue.queue_flags)),
-    BLKRAGET: lambda b: LONG.pack(b.disk.bdi.ra_pages * PAGE_SIZE // 512),
-    BLKFRAGET: lambda b: LONG.pack(b.disk.bdi.ra_pages * PAGE_SIZE // 512),
+    BLKRAGET: lambda b: LONG.pack(b.disk.bdi.current_ra_pages() * PAGE_SIZE // 512),
+    BLKFRAGET: lambda b: LONG.pack(b.disk.bdi.current_ra_pages() * PAGE_SIZE // 512),
     BLKGETSIZE: lambda b: ULONG.pack(_nr_sects(b)),
     BLKGETSIZE64: lambda b: ULONG.pack(_nr_sects(b) << SECTOR_SHIFT),
 }

@@ -48,7 +48,7 @@ def page_cache_open(bdev: BlockDevice, random: bool = False) -> FileRaState:
     libblkid does on every block device it probes): the file's read-ahead state; the mapping
     lives until the matching page_cache_release()."""
     bdev.mapping.users += 1
-    return FileRaState(ra_pages=bdev.disk.bdi.ra_pages, random=random)
+    return FileRaState(ra_pages=bdev.disk.bdi.current_ra_pages(), random=random)
 
 
 def page_cache_release(bdev: BlockDevice) -> None:

@@ -158,7 +158,7 @@ def _add_bdi(disk: Gendisk) -> None:
             setattr(bdi, which, v)
         return store
 
-    k.attr("read_ahead_kb", lambda: f"{bdi.ra_pages << (PAGE_SHIFT - 10)}\n", ra_store)
+    k.attr("read_ahead_kb", lambda: f"{bdi.current_ra_pages() << (PAGE_SHIFT - 10)}\n", ra_store)
     k.attr("min_ratio", lambda: f"{bdi.min_ratio}\n", ratio_store("min_ratio"))
     k.attr("max_ratio", lambda: f"{bdi.max_ratio}\n", ratio_store("max_ratio"))
     k.attr("stable_pages_required", lambda: "0\n")
