@@ -1214,7 +1214,7 @@ class DevFs:
             return
         if sectors != loop.ra_sectors:
             loop.ra_sectors = sectors
-            bdi.set_ra_pages(sectors * 512 // PAGE_SIZE)
+            bdi.set_ra_sectors(sectors)
 
     def _keep_coherent(self, bdev: Any, loop: LoopDevice) -> None:
         """The loop device's page cache joins the disk's host caches, which the emulated

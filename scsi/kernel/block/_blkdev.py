@@ -119,6 +119,11 @@ class BackingDevInfo:
         for watch in list(self.ra_watchers):
             watch()
 
+    def set_ra_sectors(self, sectors: int) -> None:
+        """BLKRASET's unit: ``sectors`` of 512 bytes, whole pages kept (blkdev_common_ioctl:
+        ra_pages = arg * 512 / PAGE_SIZE)."""
+        self.set_ra_pages((sectors << SECTOR_SHIFT) >> PAGE_SHIFT)
+
     def current_ra_pages(self) -> int:
         """ra_pages once the outside writers have had their say: what sysfs shows, BLKRAGET
         returns and a new open's read-ahead starts from."""

@@ -206,7 +206,7 @@ class BlkdevFile(FileOperations):
         if cmd == BLKRASET or cmd == BLKFRASET:
             if not cred.cap_sys_admin:
                 raise OSError(errno.EACCES, "BLKRASET needs CAP_SYS_ADMIN")
-            self.bdev.disk.bdi.set_ra_pages((arg * 512) // PAGE_SIZE)
+            self.bdev.disk.bdi.set_ra_sectors(arg)
             return 0
         if cmd == BLKRRPART:
             if not cred.cap_sys_admin:
