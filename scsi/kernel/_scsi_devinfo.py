@@ -10,44 +10,48 @@ virtio-scsi does with BLIST_TRY_VPD_PAGES).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntFlag
-from typing import Any
+from typing import Any, Final
 
 from vscsifs.scsi.kernel.base._kernel import Kernel
 
 
-class Blist(IntFlag):
-    """BLIST_* flags; the member name is what sysfs ``blacklist`` prints."""
+class Blist:
+    """BLIST_* flags; the attribute name is what sysfs ``blacklist`` prints. Plain ints, not an
+    IntFlag: the scan tests some twenty of them per LUN, and each IntFlag ``&`` runs Python code
+    (enum.Flag.__and__ and a member lookup)."""
 
-    NOLUN = 1 << 0
-    FORCELUN = 1 << 1
-    BORKEN = 1 << 2
-    KEY = 1 << 3
-    SINGLELUN = 1 << 4
-    NOTQ = 1 << 5
-    SPARSELUN = 1 << 6
-    MAX5LUN = 1 << 7
-    ISROM = 1 << 8
-    LARGELUN = 1 << 9
-    INQUIRY_36 = 1 << 10
-    IGN_MEDIA_CHANGE = 1 << 11
-    NOSTARTONADD = 1 << 12
-    NO_VPD_SIZE = 1 << 13
-    REPORTLUN2 = 1 << 17
-    NOREPORTLUN = 1 << 18
-    NOT_LOCKABLE = 1 << 19
-    NO_ULD_ATTACH = 1 << 20
-    SELECT_NO_ATN = 1 << 21
-    RETRY_HWERROR = 1 << 22
-    MAX_512 = 1 << 23
-    NO_DIF = 1 << 25
-    SKIP_VPD_PAGES = 1 << 26
-    TRY_VPD_PAGES = 1 << 28
-    NO_RSOC = 1 << 29
-    MAX_1024 = 1 << 30
-    UNMAP_LIMIT_WS = 1 << 31
-    RETRY_ITF = 1 << 32
-    RETRY_ASC_C1 = 1 << 33
+    NOLUN: Final = 1 << 0
+    FORCELUN: Final = 1 << 1
+    BORKEN: Final = 1 << 2
+    KEY: Final = 1 << 3
+    SINGLELUN: Final = 1 << 4
+    NOTQ: Final = 1 << 5
+    SPARSELUN: Final = 1 << 6
+    MAX5LUN: Final = 1 << 7
+    ISROM: Final = 1 << 8
+    LARGELUN: Final = 1 << 9
+    INQUIRY_36: Final = 1 << 10
+    IGN_MEDIA_CHANGE: Final = 1 << 11
+    NOSTARTONADD: Final = 1 << 12
+    NO_VPD_SIZE: Final = 1 << 13
+    REPORTLUN2: Final = 1 << 17
+    NOREPORTLUN: Final = 1 << 18
+    NOT_LOCKABLE: Final = 1 << 19
+    NO_ULD_ATTACH: Final = 1 << 20
+    SELECT_NO_ATN: Final = 1 << 21
+    RETRY_HWERROR: Final = 1 << 22
+    MAX_512: Final = 1 << 23
+    NO_DIF: Final = 1 << 25
+    SKIP_VPD_PAGES: Final = 1 << 26
+    TRY_VPD_PAGES: Final = 1 << 28
+    NO_RSOC: Final = 1 << 29
+    MAX_1024: Final = 1 << 30
+    UNMAP_LIMIT_WS: Final = 1 << 31
+    RETRY_ITF: Final = 1 << 32
+    RETRY_ASC_C1: Final = 1 << 33
+
+
+_BLIST_NAMES: Final = {value: name for name, value in vars(Blist).items() if name.isupper()}
 
 
 def blist_flags_names(flags: int) -> str:
@@ -56,11 +60,7 @@ def blist_flags_names(flags: int) -> str:
     for bit in range(64):
         if not flags & (1 << bit):
             continue
-        try:
-            name = Blist(1 << bit).name
-        except ValueError:
-            name = None
-        names.append(name if name else f"INVALID_BIT({bit})")
+        names.append(_BLIST_NAMES.get(1 << bit, f"INVALID_BIT({bit})"))
     return " ".join(names) + "\n" if names else ""
 
 

@@ -135,8 +135,9 @@ async def scsi_execute_cmd(sdev: scsi_device, cmd: bytes, direction: DmaDirectio
         raise ValueError(f"scsi_execute_cmd: negative buffer length {buflen}")
     kernel = sdev.host.kernel
     op = _REQ_OP_DRV_OUT if direction == _DMA_TO_DEVICE else _REQ_OP_DRV_IN
-    rq: Request = await blk_mq_alloc_request(sdev.request_queue, op,
-                                             _BLK_MQ_REQ_PM if req_flags & _RQF_PM else 0)
+    # most commands have no flags, and an IntFlag's & runs Python code (enum.Flag.__and__)
+    mq_flags = _BLK_MQ_REQ_PM if req_flags and req_flags & _RQF_PM else 0
+    rq: Request = await blk_mq_alloc_request(sdev.request_queue, op, mq_flags)
     buf = None
     try:
         if buflen:
