@@ -1317,3 +1317,216 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len)
     }
     return real_connect(fd, addr, len);
 }
+
+/* ---- exec: a child with a new environment is still on the machine ----------------------------- *
+ *
+ * Inside `vscsifs exec` every descendant is on the machine, as every process of a guest is. A
+ * program that hands its child a new environment (env -i, sudo's env_reset, Python's
+ * subprocess env=, posix_spawn with its own envp) would drop LD_PRELOAD, and the child would find
+ * the machine's nodes dead (ENXIO). So the exec family and posix_spawn put back what this library
+ * was loaded with into an environment that lacks it: LD_PRELOAD gains the library (appended, as
+ * `vscsifs exec` appends it), VSCSIFS_NODE_SOCKET and VSCSIFS_UDEV_CONTROL their values. Only when
+ * loaded by `vscsifs exec` (VSCSIFS_NODE_SOCKET set then); a plain LD_PRELOAD user is left alone.
+ * The new environment is built on the stack, as the call may come from a vfork() child. */
+
+#include <spawn.h>
+#include <sys/syscall.h>
+
+extern char **environ;
+
+#define KEEP_VARS 2
+static const char *const keep_names[KEEP_VARS] = {"VSCSIFS_NODE_SOCKET", "VSCSIFS_UDEV_CONTROL"};
+static char keep_entries[KEEP_VARS][PATH_MAX + 32];    /* "NAME=value" as loaded, or "" */
+static char self_path[PATH_MAX];                         /* this library, as the loader found it */
+
+static int (*real_execve)(const char *, char *const[], char *const[]);
+static int (*real_execvpe)(const char *, char *const[], char *const[]);
+static int (*real_fexecve)(int, char *const[], char *const[]);
+static int (*real_posix_spawn)(pid_t *, const char *, const posix_spawn_file_actions_t *,
+                               const posix_spawnattr_t *, char *const[], char *const[]);
+static int (*real_posix_spawnp)(pid_t *, const char *, const posix_spawn_file_actions_t *,
+                                const posix_spawnattr_t *, char *const[], char *const[]);
+
+/* at load, not at the first exec: a vfork() child must not run the dynamic linker's lookups */
+__attribute__((constructor)) static void remember_environment(void)
+{
+    Dl_info info;
+    real_execve = next("execve");
+    real_execvpe = next("execvpe");
+    real_fexecve = next("fexecve");
+    real_posix_spawn = next("posix_spawn");
+    real_posix_spawnp = next("posix_spawnp");
+    if (!getenv(keep_names[0]) || !dladdr((void *)remember_environment, &info) || !info.dli_fname
+        || info.dli_fname[0] != '/' || strlen(info.dli_fname) >= sizeof self_path)
+        return;
+    strcpy(self_path, info.dli_fname);
+    for (int i = 0; i < KEEP_VARS; i++) {
+        const char *v = getenv(keep_names[i]);
+        if (v && strlen(keep_names[i]) + 1 + strlen(v) < sizeof keep_entries[i])
+            snprintf(keep_entries[i], sizeof keep_entries[i], "%s=%s", keep_names[i], v);
+    }
+}
+
+static const char *env_entry(char *const envp[], const char *name)
+{
+    size_t n = strlen(name);
+    for (size_t i = 0; envp && envp[i]; i++)
+        if (strncmp(envp[i], name, n) == 0 && envp[i][n] == '=')
+            return envp[i];
+    return NULL;
+}
+
+static int lists_self(const char *value)
+{
+    size_t n = strlen(self_path);
+    for (const char *p = value; (p = strstr(p, self_path)) != NULL; p += n)
+        if ((p == value || p[-1] == ':' || p[-1] == ' ') && (p[n] == '\0' || p[n] == ':' || p[n] == ' '))
+            return 1;
+    return 0;
+}
+
+/* the room machine_env() needs: entries (with the terminating NULL) and the LD_PRELOAD text */
+static void env_room(char *const envp[], size_t *entries, size_t *text)
+{
+    size_t n = 0;
+    while (envp && envp[n])
+        n++;
+    const char *ld = env_entry(envp, "LD_PRELOAD");
+    *entries = n + KEEP_VARS + 2;
+    *text = (ld ? strlen(ld) : 0) + strlen(self_path) + sizeof "LD_PRELOAD=:";
+}
+
+/* envp with the library's own entries put back, in ``out`` (and ``text``); envp itself when it
+ * lacks nothing or the library was not loaded by `vscsifs exec` */
+static char *const *machine_env(char *const envp[], char **out, char *text)
+{
+    if (!self_path[0])
+        return envp;
+    const char *ld = env_entry(envp, "LD_PRELOAD");
+    int fix_ld = !ld || !lists_self(ld + sizeof "LD_PRELOAD=" - 1);
+    int add[KEEP_VARS], any = fix_ld;
+    for (int i = 0; i < KEEP_VARS; i++) {
+        add[i] = keep_entries[i][0] && !env_entry(envp, keep_names[i]);
+        any |= add[i];
+    }
+    if (!any)
+        return envp;
+    size_t n = 0;
+    for (size_t i = 0; envp && envp[i]; i++)
+        if (!(fix_ld && envp[i] == ld))
+            out[n++] = envp[i];
+    if (fix_ld) {
+        const char *old = ld ? ld + sizeof "LD_PRELOAD=" - 1 : "";
+        size_t o = strlen(old), s = strlen(self_path);
+        memcpy(text, "LD_PRELOAD=", sizeof "LD_PRELOAD=" - 1);
+        char *p = text + sizeof "LD_PRELOAD=" - 1;
+        memcpy(p, old, o);
+        p += o;
+        if (o)
+            *p++ = ':';
+        memcpy(p, self_path, s + 1);
+        out[n++] = text;
+    }
+    for (int i = 0; i < KEEP_VARS; i++)
+        if (add[i])
+            out[n++] = keep_entries[i];
+    out[n] = NULL;
+    return out;
+}
+
+/* declares the room for ENVP's machine environment in the calling frame (and resolves the real
+ * functions when called before this library's constructor ran, from another one's) */
+#define MACHINE_ENV_ROOM(envp)                                                                   \
+    if (!real_execve)                                                                            \
+        remember_environment();                                                                  \
+    size_t env_entries_, env_text_;                                                              \
+    env_room((envp), &env_entries_, &env_text_);                                                 \
+    char *env_out_[env_entries_];                                                                \
+    char env_buf_[env_text_]
+#define MACHINE_ENV(envp) machine_env((envp), env_out_, env_buf_)
+
+int execve(const char *path, char *const argv[], char *const envp[])
+{
+    MACHINE_ENV_ROOM(envp);
+    return real_execve(path, argv, MACHINE_ENV(envp));
+}
+
+int execv(const char *path, char *const argv[])
+{
+    MACHINE_ENV_ROOM(environ);
+    return real_execve(path, argv, MACHINE_ENV(environ));
+}
+
+int execvpe(const char *file, char *const argv[], char *const envp[])
+{
+    MACHINE_ENV_ROOM(envp);
+    return real_execvpe(file, argv, MACHINE_ENV(envp));
+}
+
+int execvp(const char *file, char *const argv[])
+{
+    MACHINE_ENV_ROOM(environ);
+    return real_execvpe(file, argv, MACHINE_ENV(environ));
+}
+
+int fexecve(int fd, char *const argv[], char *const envp[])
+{
+    MACHINE_ENV_ROOM(envp);
+    return real_fexecve(fd, argv, MACHINE_ENV(envp));
+}
+
+int execveat(int dirfd, const char *path, char *const argv[], char *const envp[], int flags)
+{
+    MACHINE_ENV_ROOM(envp);
+    return (int)syscall(SYS_execveat, dirfd, path, argv, MACHINE_ENV(envp), flags);
+}
+
+/* execl, execlp, execle: the variadic argument list (up to its NULL) as an argv */
+#define ARGV_FROM_VA(arg, argv)                                                                  \
+    va_list ap_;                                                                                 \
+    size_t argc_ = 1;                                                                            \
+    va_start(ap_, arg);                                                                          \
+    while (va_arg(ap_, const char *))                                                            \
+        argc_++;                                                                                 \
+    va_end(ap_);                                                                                 \
+    char *argv[argc_ + 1];                                                                       \
+    argv[0] = (char *)(arg);                                                                     \
+    va_start(ap_, arg);                                                                          \
+    for (size_t i_ = 1; i_ <= argc_; i_++)                                                       \
+        argv[i_] = va_arg(ap_, char *)
+
+int execl(const char *path, const char *arg, ...)
+{
+    ARGV_FROM_VA(arg, argv);
+    va_end(ap_);
+    return execv(path, argv);
+}
+
+int execlp(const char *file, const char *arg, ...)
+{
+    ARGV_FROM_VA(arg, argv);
+    va_end(ap_);
+    return execvp(file, argv);
+}
+
+int execle(const char *path, const char *arg, ...)
+{
+    ARGV_FROM_VA(arg, argv);
+    char *const *envp = va_arg(ap_, char *const *);     /* after the list's NULL */
+    va_end(ap_);
+    return execve(path, argv, envp);
+}
+
+int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+                const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+    MACHINE_ENV_ROOM(envp);
+    return real_posix_spawn(pid, path, fa, attr, argv, MACHINE_ENV(envp));
+}
+
+int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
+                 const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+    MACHINE_ENV_ROOM(envp);
+    return real_posix_spawnp(pid, file, fa, attr, argv, MACHINE_ENV(envp));
+}

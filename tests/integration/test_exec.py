@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,37 @@ def test_status_signals_stdin_env_and_cwd_pass_through(machine: Daemon, tmp_path
     assert out[3].startswith("libc.so.6:") and out[3].endswith("libvscsifs_preload.so")
     r = vexec(machine, "no-such-program-vscsifs")
     assert r.returncode == 127 and "no-such-program-vscsifs" in r.stderr
+
+
+SPAWN_WITH_OWN_ENV = r"""
+import os, subprocess, sys
+clean = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+print(subprocess.run(["sg_turs", "/dev/sg1"], env=clean).returncode)            # execve
+print(os.waitpid(os.posix_spawnp("sg_turs", ["sg_turs", "/dev/sg1"], clean), 0)[1])
+print(os.waitpid(os.posix_spawn("/usr/bin/sg_turs", ["sg_turs", "/dev/sg1"], {}), 0)[1])
+if os.fork() == 0:
+    os.environ.clear()
+    os.execvp("/usr/bin/sg_turs", ["sg_turs", "/dev/sg1"])                    # execv, environ cleared
+print(os.wait()[1])
+"""
+
+
+def test_a_child_given_a_new_environment_stays_on_the_machine(machine: Daemon) -> None:
+    """env -i, subprocess's env=, posix_spawn and an emptied environ would drop LD_PRELOAD; the
+    exec family puts the library and the machine's sockets back, so the child's sg1 still
+    answers SG_IO, as every process of a guest reaches its devices."""
+    r = vexec(machine, "env", "-i", "sg_turs", "/dev/sg1")
+    assert (r.returncode, r.stderr) == (0, "")
+    r = vexec(machine, sys.executable, "-c", SPAWN_WITH_OWN_ENV)
+    assert (r.returncode, r.stdout.split(), r.stderr) == (0, ["0", "0", "0", "0"], "")
+    r = vexec(machine, "env", "-i", "LD_PRELOAD=libm.so.6", "env")
+    env = dict(line.split("=", 1) for line in r.stdout.splitlines())
+    assert env["LD_PRELOAD"].startswith("libm.so.6:") and env["LD_PRELOAD"].endswith("libvscsifs_preload.so")
+    assert env["VSCSIFS_NODE_SOCKET"].endswith(".nodes") and os.path.exists(env["VSCSIFS_NODE_SOCKET"])
+    # outside exec, a plain LD_PRELOAD user's children get what they are given
+    library = vexec(machine, "sh", "-c", "echo ${LD_PRELOAD##*:}").stdout.strip()
+    r = subprocess.run(["env", "-i", "env"], env=dict(os.environ, LD_PRELOAD=library), stdout=subprocess.PIPE, text=True)
+    assert (r.returncode, r.stdout) == (0, "")
 
 
 def test_no_namespace_keeps_host_trees_but_dir_nodes_work(machine: Daemon) -> None:
