@@ -50,6 +50,7 @@ from vscsifs.scsi.kernel._scsi_lib import (ScsiModeData, scsi_device_supports_vp
 from vscsifs.scsi.kernel._scsi_logging import (LogShift, scmd_printk, scsi_log_enabled, scsi_print_sense_hdr, sdev_name,
                                               sdev_prefix_printk)
 from vscsifs.scsi.kernel._scsi_types import ScsiDriver, SdevState, scsi_device, scsi_device_set_state
+from vscsifs.scsi.kernel._scsicam import scsicam_bios_param
 
 # enum members read per I/O: an Enum class attribute costs ~10x a global in CPython 3.11
 # (EnumType.__getattr__ takes such loads off the attribute fast path)
@@ -1268,11 +1269,21 @@ def sd_unlock_native_capacity(disk: Any) -> None:
         hook(sdev)
 
 
+async def sd_getgeo(bdev: Any) -> tuple[int, int, int]:
+    """sd_getgeo(): HDIO_GETGEO's (heads, sectors, cylinders), scsicam's for an LLD without
+    bios_param (virtio_scsi has none), cut to struct hd_geometry's u8, u8 and u16."""
+    sdkp = scsi_disk(bdev.disk)
+    capacity = logical_to_sectors(sdkp.device, sdkp.capacity)
+    diskinfo = [0x40, 0x20, capacity >> 11]
+    await scsicam_bios_param(bdev, capacity, diskinfo)
+    return diskinfo[0] & 0xFF, diskinfo[1] & 0xFF, diskinfo[2] & 0xFFFF
+
+
 def sd_fops() -> Any:
     """sd_fops: the block_device_operations the block layer calls on open/release."""
     return blk.BlockDeviceOperations(open=sd_open, release=sd_release, check_events=sd_check_events,
-                                        unlock_native_capacity=sd_unlock_native_capacity, ioctl=sd_ioctl,
-                                     owner="sd_mod")
+                                     unlock_native_capacity=sd_unlock_native_capacity, ioctl=sd_ioctl,
+                                     getgeo=sd_getgeo, owner="sd_mod")
 
 
 # --- I/O: requests -> CDBs (sd_init_command) and completion (sd_done) ---------------------------

@@ -65,6 +65,9 @@ BLKBSZSET = _ioc(_IOC_WRITE, 0x12, 113, 8)           # _IOW(0x12, 113, size_t)
 BLKDISCARD = _ioc(_IOC_NONE, 0x12, 119, 0)
 BLKSECDISCARD = _ioc(_IOC_NONE, 0x12, 125, 0)
 BLKZEROOUT = _ioc(_IOC_NONE, 0x12, 127, 0)
+HDIO_GETGEO = 0x0301
+# include/uapi/linux/hdreg.h struct hd_geometry: heads, sectors, cylinders, start (unsigned long)
+HD_GEOMETRY = struct.Struct("=BBH4xQ")
 # blkdev_common_ioctl()'s requests that act on the data rather than the SCSI device: the node
 # socket serves these on the node's real descriptor (the loop device over the same data file).
 # Not BLKRASET/BLKFRASET: the read-ahead is the emulated disk's (BLKRAGET and read_ahead_kb
@@ -181,6 +184,19 @@ async def blk_ioctl_zeroout(bdev: BlockDevice, mode: int, arg: int, mem: UserMem
     return 0
 
 
+async def blkdev_getgeo(bdev: BlockDevice, arg: int, mem: UserMemory) -> int:
+    """HDIO_GETGEO: the driver's geometry (ENOTTY without one, as sr has none) and the
+    partition's first sector."""
+    if not arg:
+        raise OSError(errno.EINVAL, f"{bdev.name}: HDIO_GETGEO without a buffer")
+    getgeo = bdev.disk.fops.getgeo
+    if getgeo is None:
+        raise OSError(errno.ENOTTY, f"{bdev.name}: the driver has no geometry")
+    heads, sectors, cylinders = await getgeo(bdev)
+    await mem.write(arg, HD_GEOMETRY.pack(heads, sectors, cylinders, bdev.start_sect))
+    return 0
+
+
 _RANGE_IOCTLS: dict[int, Callable[[BlockDevice, int, int, UserMemory], Awaitable[int]]] = {
     BLKDISCARD: blk_ioctl_discard,
     BLKSECDISCARD: blk_ioctl_secure_discard,
@@ -198,7 +214,9 @@ class BlkdevFile(FileOperations):
         self.released = False
 
     async def ioctl(self, cmd: int, arg: int, mem: UserMemory, cred: Cred) -> int:
-        """blkdev_ioctl(): the common queries, then the driver's ioctl."""
+        """blkdev_ioctl(): HDIO_GETGEO, the common queries, then the driver's ioctl."""
+        if cmd == HDIO_GETGEO:
+            return await blkdev_getgeo(self.bdev, arg, mem)
         getter = _COMMON_GETTERS.get(cmd)
         if getter is not None:
             await mem.write(arg, getter(self.bdev))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass
 
-from vscsifs.scsi.kernel.block._bio import bdev_check_live, bdev_read
+from vscsifs.scsi.kernel.block._bio import bdev_block_size, bdev_check_live, bdev_read
 from vscsifs.scsi.kernel.block._blkdev import AddressSpace, BlockDevice
 from vscsifs.scsi.kernel.block._limits import PAGE_SHIFT, PAGE_SIZE
 
@@ -93,6 +93,38 @@ def _prev_miss(mapping: AddressSpace, index: int, max_scan: int) -> int:
         if i < 0 or i not in mapping.pages:
             return i
     return index - max_scan
+
+
+async def block_read_full_folio(bdev: BlockDevice, index: int) -> bytes | None:
+    """blkdev_read_folio -> block_read_full_folio(): page ``index`` of the whole disk ``bdev``,
+    one bio per buffer of the page cache's block size (set_init_blocksize: the whole page,
+    unless the disk's size is not a multiple of it) and none for the blocks past the end, which
+    read as zeroes; None when any buffer failed."""
+    bs = min(bdev_block_size(bdev), PAGE_SIZE)
+    base = index * PAGE_SIZE
+    page = bytearray(PAGE_SIZE)
+    size = bdev.size_bytes
+    for off in range(0, PAGE_SIZE, bs):
+        if base + off >= size:
+            break
+        try:
+            data = await bdev_read(bdev, base + off, bs)
+        except OSError:
+            return None
+        page[off:off + len(data)] = data
+    return bytes(page)
+
+
+async def read_mapping_page(bdev: BlockDevice, index: int) -> bytes | None:
+    """read_mapping_folio() on the whole disk ``bdev``: the cached page, else read, and kept
+    while a buffered open holds the mapping (its last close empties it, as kill_bdev does)."""
+    mapping = bdev.mapping
+    page = mapping.pages.get(index)
+    if page is None:
+        page = await block_read_full_folio(bdev, index)
+        if page is not None and mapping.users:
+            mapping.add(index, page)
+    return page
 
 
 async def _read_pages(bdev: BlockDevice, first: int, count: int, mark: int) -> None:

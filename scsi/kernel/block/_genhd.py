@@ -23,7 +23,7 @@ from vscsifs.scsi.kernel.base._kernel import IdaAllocator, Kernel
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.base._uevent import KobjAction
 
-from vscsifs.scsi.kernel.block._bio import bdev_block_size, bdev_read
+from vscsifs.scsi.kernel.block._filemap import block_read_full_folio
 from vscsifs.scsi.kernel.block._blkdev import (DISK_EVENT_EJECT_REQUEST, DISK_EVENT_FLAG_POLL, DISK_EVENT_FLAG_UEVENT,
                                                DISK_EVENT_MEDIA_CHANGE, BackingDevInfo, BlockDevice,
                                                BlockDeviceOperations, Gendisk)
@@ -353,24 +353,9 @@ async def disk_scan_partitions(disk: Gendisk, mode: int = FMODE_READ) -> None:
 
 
 async def _read_page(disk: Gendisk, index: int) -> bytes | None:
-    """read_mapping_page() of one page of the whole disk: blkdev_read_folio ->
-    block_read_full_folio, which submits one bio per buffer of the page cache's block size
-    (set_init_blocksize: the whole page, unless the disk's size is not a multiple of it) and
-    none for the blocks past the end, which read as zeroes; any failed buffer fails the page."""
-    bdev = disk.part0
-    bs = min(bdev_block_size(bdev), PAGE_SIZE)
-    base = index * PAGE_SIZE
-    page = bytearray(PAGE_SIZE)
-    size = bdev.size_bytes
-    for off in range(0, PAGE_SIZE, bs):
-        if base + off >= size:
-            break
-        try:
-            data = await bdev_read(bdev, base + off, bs)
-        except OSError:
-            return None
-        page[off:off + len(data)] = data
-    return bytes(page)
+    """read_mapping_page() of one page of the whole disk for the partition scan (its pages are
+    its own: the scan runs before any buffered open keeps a mapping)."""
+    return await block_read_full_folio(disk.part0, index)
 
 
 def disk_update_readahead(disk: Gendisk) -> None:
