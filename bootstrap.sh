@@ -11,9 +11,10 @@ here=$(pwd)
 # with, the real tools the tests run against the mount, and systemd for `systemd-analyze
 # verify` of systemd/vscsifs@.service (a fresh Debian container has only libsystemd0), and the
 # SCSI administration tools the tests run inside `vscsifs exec` (sdparm, smartctl, eject,
-# rescan-scsi-bus.sh from sg3-utils).
+# hdparm -g, rescan-scsi-bus.sh from sg3-utils).
 PKGS="python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-dev lsscsi fio sg3-utils
-      e2fsprogs dosfstools fdisk util-linux strace kmod systemd udev sdparm smartmontools eject"
+      e2fsprogs dosfstools fdisk util-linux strace kmod systemd udev sdparm smartmontools eject
+      hdparm"
 
 need=()
 for p in $PKGS; do
