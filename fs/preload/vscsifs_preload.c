@@ -50,6 +50,7 @@
 #include <sys/un.h>
 #include <sys/vfs.h>
 #include <sys/xattr.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <linux/netlink.h>
 #include <linux/bsg.h>
@@ -564,6 +565,56 @@ static long node_open(int s, const struct node *n, int flags, int *err)
 
 /* ---- the fd table ------------------------------------------------------------------------ */
 
+/* A block node's side connection is this library's descriptor, not the program's. It is kept at
+ * the top of the descriptor table (a shell's `exec 3</dev/sdb` dup2()s the node onto 3, where the
+ * kernel may have put the socket first), moved when the program dup2()s onto it anyway, and a
+ * close() of it by the program is EBADF, as for any number it never opened. Otherwise the
+ * program would close the socket (the driver's release comes too early: a held open no longer
+ * holds) or, worse, the next request would be written to whatever file took its number. */
+static unsigned char private_fd[MAX_FDS];
+
+static int is_private(int fd)
+{
+    return fd >= 0 && fd < MAX_FDS && __atomic_load_n(&private_fd[fd], __ATOMIC_ACQUIRE);
+}
+
+static void set_private(int fd, unsigned char on)
+{
+    if (fd >= 0 && fd < MAX_FDS)
+        __atomic_store_n(&private_fd[fd], on, __ATOMIC_RELEASE);
+}
+
+/* the lowest number for the library's descriptors: 64 below the soft RLIMIT_NOFILE, at most 4096 */
+static int private_base(void)
+{
+    struct rlimit rl;
+    rlim_t lim = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 1024;
+    if (lim > MAX_FDS)
+        lim = MAX_FDS;
+    if (lim <= 128)
+        return 3;
+    return lim - 64 > 4096 ? 4096 : (int)(lim - 64);
+}
+
+/* move our descriptor ``fd`` (close-on-exec) up to private_base() or above */
+static int hide_fd(int fd)
+{
+    int hi = real_fcntl(fd, F_DUPFD_CLOEXEC, private_base());
+    if (hi < 0)
+        hi = fd;                           /* no room up there: it stays where it is */
+    else
+        real_close(fd);
+    set_private(hi, 1);
+    return hi;
+}
+
+static void close_private(int fd)
+{
+    set_private(fd, 0);
+    real_close(fd);
+}
+
+
 static struct conn *conn_get(int fd)
 {
     if (fd < 0 || fd >= MAX_FDS)
@@ -575,7 +626,7 @@ static void conn_put_locked(struct conn *c)
 {
     if (--c->refs == 0) {
         if (c->side >= 0)
-            real_close(c->side);
+            close_private(c->side);
         pthread_mutex_destroy(&c->mu);
         free(c);
     }
@@ -679,8 +730,9 @@ static int open_node(const struct node *n, int dirfd, const char *path, int flag
     int s = connect_node(n, 1);
     if (s < 0)
         return -1;
+    s = hide_fd(s);
     if (node_open(s, n, flags, &err) < 0) {
-        real_close(s);
+        close_private(s);
         s = -1;
         if (err != ENOIOCTLCMD) {          /* ENOIOCTLCMD: no driver file here, the real fd only */
             errno = err ? err : EIO;
@@ -691,14 +743,14 @@ static int open_node(const struct node *n, int dirfd, const char *path, int flag
     if (fd < 0) {
         err = errno;
         if (s >= 0)
-            real_close(s);
+            close_private(s);
         errno = err;
         return fd;
     }
     struct conn *c = new_conn(n, s);
     if (!c) {
         if (s >= 0)
-            real_close(s);
+            close_private(s);
         return fd;
     }
     track(fd, c);
@@ -769,6 +821,10 @@ int __openat64_2(int dirfd, const char *path, int flags) { return do_open(dirfd,
 int close(int fd)
 {
     init();
+    if (is_private(fd)) {
+        errno = EBADF;                     /* not the program's: it never opened this number */
+        return -1;
+    }
     if (conn_get(fd))
         untrack(fd);
     if (nl_get(fd))
@@ -784,9 +840,30 @@ int dup(int fd)
     return r;
 }
 
+/* the program wants the number of one of our descriptors: ours moves out of the way first */
+static void evict_private(int fd2)
+{
+    if (!is_private(fd2))
+        return;
+    int hi = real_fcntl(fd2, F_DUPFD_CLOEXEC, private_base());
+    if (hi < 0)
+        hi = real_fcntl(fd2, F_DUPFD_CLOEXEC, 0);
+    if (hi < 0)
+        return;
+    set_private(hi, 1);
+    pthread_mutex_lock(&table_mu);
+    for (int i = 0; i < MAX_FDS; i++)
+        if (fds[i] && fds[i]->side == fd2)
+            fds[i]->side = hi;
+    pthread_mutex_unlock(&table_mu);
+    set_private(fd2, 0);                   /* dup2 now closes the old number's copy */
+}
+
 int dup2(int fd, int fd2)
 {
     init();
+    if (fd != fd2)
+        evict_private(fd2);
     int r = real_dup2(fd, fd2);
     dup_track(fd, r);
     return r;
@@ -795,6 +872,8 @@ int dup2(int fd, int fd2)
 int dup3(int fd, int fd2, int flags)
 {
     init();
+    if (fd != fd2)
+        evict_private(fd2);
     int r = real_dup3(fd, fd2, flags);
     dup_track(fd, r);
     return r;

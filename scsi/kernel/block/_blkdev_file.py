@@ -28,7 +28,8 @@ from vscsifs.scsi.kernel.base._fops import (FMODE_EXCL, FMODE_NDELAY, FMODE_READ
                                             Cred, FileOperations, OpenFile, UserMemory)
 from vscsifs.scsi.kernel.block._bio import bdev_discard, bdev_zeroout
 from vscsifs.scsi.kernel.block._blk_types import SECTOR_SHIFT
-from vscsifs.scsi.kernel.block._genhd import BlockDevice, blkdev_get, blkdev_put, blkdev_reread_part
+from vscsifs.scsi.kernel.block._genhd import (BlockDevice, bdev_add_partition, bdev_del_partition, bdev_resize_partition,
+                                              blkdev_get, blkdev_put, blkdev_reread_part)
 from vscsifs.scsi.kernel.block._limits import PAGE_SIZE, QueueFlag
 
 # include/linux/errno.h: "no such ioctl here" between the layers of one ioctl
@@ -66,6 +67,13 @@ BLKDISCARD = _ioc(_IOC_NONE, 0x12, 119, 0)
 BLKSECDISCARD = _ioc(_IOC_NONE, 0x12, 125, 0)
 BLKZEROOUT = _ioc(_IOC_NONE, 0x12, 127, 0)
 HDIO_GETGEO = 0x0301
+BLKPG = _ioc(_IOC_NONE, 0x12, 105, 0)
+BLKPG_ADD_PARTITION, BLKPG_DEL_PARTITION, BLKPG_RESIZE_PARTITION = 1, 2, 3
+# include/uapi/linux/blkpg.h struct blkpg_ioctl_arg: op, flags, datalen, data (a pointer)
+BLKPG_IOCTL_ARG = struct.Struct("=iii4xQ")
+# struct blkpg_partition: start, length (bytes), pno, devname[64], volname[64] (unused)
+BLKPG_PARTITION = struct.Struct("=qqi64s64s4x")
+LLONG_MAX = (1 << 63) - 1
 # include/uapi/linux/hdreg.h struct hd_geometry: heads, sectors, cylinders, start (unsigned long)
 HD_GEOMETRY = struct.Struct("=BBH4xQ")
 # blkdev_common_ioctl()'s requests that act on the data rather than the SCSI device: the node
@@ -197,6 +205,34 @@ async def blkdev_getgeo(bdev: BlockDevice, arg: int, mem: UserMemory) -> int:
     return 0
 
 
+async def blkpg_ioctl(bdev: BlockDevice, arg: int, mem: UserMemory, cred: Cred) -> int:
+    """BLKPG (partx, addpart, delpart, resizepart; libfdisk when BLKRRPART is busy): add,
+    delete or resize one partition of the whole disk, with blkpg_do_ioctl()'s checks."""
+    op, _flags, _datalen, data = BLKPG_IOCTL_ARG.unpack(await mem.read(arg, BLKPG_IOCTL_ARG.size))
+    if not cred.cap_sys_admin:
+        raise OSError(errno.EACCES, "BLKPG needs CAP_SYS_ADMIN")
+    start, length, pno, _dev, _vol = BLKPG_PARTITION.unpack(await mem.read(data, BLKPG_PARTITION.size))
+    if bdev.partno:
+        raise OSError(errno.EINVAL, f"{bdev.name}: BLKPG on a partition")
+    if pno <= 0:
+        raise OSError(errno.EINVAL, f"{bdev.name}: partition number {pno}")
+    disk = bdev.disk
+    if op == BLKPG_DEL_PARTITION:
+        bdev_del_partition(disk, pno)
+        return 0
+    if start < 0 or length <= 0 or LLONG_MAX - length < start:
+        raise OSError(errno.EINVAL, f"{bdev.name}: partition range {start}+{length}")
+    if (start | length) % int(disk.queue.limits.logical_block_size):
+        raise OSError(errno.EINVAL, f"{bdev.name}: {start}+{length} is not logical-block aligned")
+    if op == BLKPG_ADD_PARTITION:
+        bdev_add_partition(disk, pno, start >> SECTOR_SHIFT, length >> SECTOR_SHIFT)
+    elif op == BLKPG_RESIZE_PARTITION:
+        bdev_resize_partition(disk, pno, start >> SECTOR_SHIFT, length >> SECTOR_SHIFT)
+    else:
+        raise OSError(errno.EINVAL, f"{bdev.name}: BLKPG op {op}")
+    return 0
+
+
 _RANGE_IOCTLS: dict[int, Callable[[BlockDevice, int, int, UserMemory], Awaitable[int]]] = {
     BLKDISCARD: blk_ioctl_discard,
     BLKSECDISCARD: blk_ioctl_secure_discard,
@@ -214,9 +250,11 @@ class BlkdevFile(FileOperations):
         self.released = False
 
     async def ioctl(self, cmd: int, arg: int, mem: UserMemory, cred: Cred) -> int:
-        """blkdev_ioctl(): HDIO_GETGEO, the common queries, then the driver's ioctl."""
+        """blkdev_ioctl(): HDIO_GETGEO and BLKPG, the common queries, then the driver's ioctl."""
         if cmd == HDIO_GETGEO:
             return await blkdev_getgeo(self.bdev, arg, mem)
+        if cmd == BLKPG:
+            return await blkpg_ioctl(self.bdev, arg, mem, cred)
         getter = _COMMON_GETTERS.get(cmd)
         if getter is not None:
             await mem.write(arg, getter(self.bdev))

@@ -487,6 +487,50 @@ def delete_partition(part: BlockDevice) -> None:
         _ext_minor_ida(disk.kernel).free(part.devt[1])
 
 
+def partition_overlaps(disk: Gendisk, start: int, length: int, skip_partno: int) -> bool:
+    """partition_overlaps(): [start, start + length) meets a partition other than skip_partno."""
+    return any(part.partno != skip_partno and start < part.start_sect + part.nr_sects
+               and start + length > part.start_sect for part in disk.parts.values())
+
+
+def bdev_add_partition(disk: Gendisk, partno: int, start: int, length: int) -> None:
+    """BLKPG_ADD_PARTITION: ENXIO on a disk going away, EINVAL where partitions are not
+    allowed, EBUSY over another partition (add_partition: EBUSY for a taken number)."""
+    if not disk.live:
+        raise OSError(errno.ENXIO, f"{disk.disk_name}: the disk is going away")
+    if disk.flags & GENHD_FL_NO_PART:
+        raise OSError(errno.EINVAL, f"{disk.disk_name}: no partitions on this disk")
+    if partition_overlaps(disk, start, length, -1):
+        raise OSError(errno.EBUSY, f"{disk.disk_name}: {start}+{length} overlaps a partition")
+    add_partition(disk, partno, start, length)
+
+
+def bdev_del_partition(disk: Gendisk, partno: int) -> None:
+    """BLKPG_DEL_PARTITION: ENXIO for no such partition, EBUSY while it is open."""
+    part = disk.parts.get(partno)
+    if part is None:
+        raise OSError(errno.ENXIO, f"{disk.disk_name}: no partition {partno}")
+    if part.openers:
+        raise OSError(errno.EBUSY, f"{part.name} is open")
+    delete_partition(part)
+
+
+def bdev_resize_partition(disk: Gendisk, partno: int, start: int, length: int) -> None:
+    """BLKPG_RESIZE_PARTITION: the start must stay (EINVAL) and the new end must not reach
+    another partition (EBUSY); the size changes without a uevent, as bdev_set_nr_sectors()
+    (the partition's node follows it)."""
+    part = disk.parts.get(partno)
+    if part is None:
+        raise OSError(errno.ENXIO, f"{disk.disk_name}: no partition {partno}")
+    if start != part.start_sect:
+        raise OSError(errno.EINVAL, f"{part.name} starts at {part.start_sect}, not {start}")
+    if partition_overlaps(disk, start, length, partno):
+        raise OSError(errno.EBUSY, f"{disk.disk_name}: {start}+{length} overlaps a partition")
+    part.nr_sects = length
+    if part in disk.kernel.block_devices:
+        disk.kernel.devnode_event("change", "block", part)
+
+
 def blk_drop_partitions(disk: Gendisk) -> None:
     for partno in sorted(disk.parts):
         delete_partition(disk.parts[partno])
