@@ -596,10 +596,12 @@ static int private_base(void)
     return lim - 64 > 4096 ? 4096 : (int)(lim - 64);
 }
 
-/* move our descriptor ``fd`` (close-on-exec) up to private_base() or above */
-static int hide_fd(int fd)
+/* move our descriptor ``fd`` up to private_base() or above, close-on-exec as the node's is: a
+ * node the program hands to the programs it starts (a shell's `exec 3</dev/sdb1; exec prog`)
+ * stays open in the driver as long as any of them holds it, as one open file would */
+static int hide_fd(int fd, int cloexec)
 {
-    int hi = real_fcntl(fd, F_DUPFD_CLOEXEC, private_base());
+    int hi = real_fcntl(fd, cloexec ? F_DUPFD_CLOEXEC : F_DUPFD, private_base());
     if (hi < 0)
         hi = fd;                           /* no room up there: it stays where it is */
     else
@@ -620,6 +622,14 @@ static struct conn *conn_get(int fd)
     if (fd < 0 || fd >= MAX_FDS)
         return NULL;
     return __atomic_load_n(&fds[fd], __ATOMIC_ACQUIRE);
+}
+
+/* the node's descriptor ``fd`` became inheritable (or not): its side connection follows */
+static void side_cloexec(int fd, int cloexec)
+{
+    struct conn *c = conn_get(fd);
+    if (c && c->side >= 0)
+        real_fcntl(c->side, F_SETFD, cloexec ? FD_CLOEXEC : 0);
 }
 
 static void conn_put_locked(struct conn *c)
@@ -730,7 +740,7 @@ static int open_node(const struct node *n, int dirfd, const char *path, int flag
     int s = connect_node(n, 1);
     if (s < 0)
         return -1;
-    s = hide_fd(s);
+    s = hide_fd(s, cloexec);
     if (node_open(s, n, flags, &err) < 0) {
         close_private(s);
         s = -1;
@@ -837,6 +847,8 @@ int dup(int fd)
     init();
     int r = real_dup(fd);
     dup_track(fd, r);
+    if (r >= 0)
+        side_cloexec(r, 0);
     return r;
 }
 
@@ -845,9 +857,10 @@ static void evict_private(int fd2)
 {
     if (!is_private(fd2))
         return;
-    int hi = real_fcntl(fd2, F_DUPFD_CLOEXEC, private_base());
+    int cmd = real_fcntl(fd2, F_GETFD, 0) & FD_CLOEXEC ? F_DUPFD_CLOEXEC : F_DUPFD;
+    int hi = real_fcntl(fd2, cmd, private_base());
     if (hi < 0)
-        hi = real_fcntl(fd2, F_DUPFD_CLOEXEC, 0);
+        hi = real_fcntl(fd2, cmd, 0);
     if (hi < 0)
         return;
     set_private(hi, 1);
@@ -866,6 +879,8 @@ int dup2(int fd, int fd2)
         evict_private(fd2);
     int r = real_dup2(fd, fd2);
     dup_track(fd, r);
+    if (r >= 0 && fd != fd2)
+        side_cloexec(r, 0);
     return r;
 }
 
@@ -876,6 +891,8 @@ int dup3(int fd, int fd2, int flags)
         evict_private(fd2);
     int r = real_dup3(fd, fd2, flags);
     dup_track(fd, r);
+    if (r >= 0 && !(flags & O_CLOEXEC))
+        side_cloexec(r, 0);
     return r;
 }
 
@@ -885,8 +902,13 @@ static int do_fcntl(int fd, int cmd, va_list ap)
     /* every fcntl argument is an int or a pointer: pass it on as a pointer-sized word */
     void *arg = va_arg(ap, void *);
     int r = real_fcntl(fd, cmd, arg);
-    if ((cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) && r >= 0)
+    if ((cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) && r >= 0) {
         dup_track(fd, r);
+        if (cmd == F_DUPFD)
+            side_cloexec(r, 0);
+    } else if (cmd == F_SETFD && r == 0) {
+        side_cloexec(fd, ((long)arg & FD_CLOEXEC) != 0);
+    }
     return r;
 }
 

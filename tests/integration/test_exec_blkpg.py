@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from daemon_harness import Daemon, daemon_running, require_mount
+from daemon_harness import VSCSIFS, Daemon, daemon_running, require_mount
 from test_exec import vexec
 
 pytestmark = pytest.mark.mount
@@ -123,3 +123,18 @@ def test_the_librarys_descriptor_is_not_the_programs(sdb: Daemon) -> None:
     dup2() onto its number moves it rather than send the next request into the new file."""
     r = vexec(sdb, sys.executable, "-c", MOVE_ONTO_PRIVATE, stderr=subprocess.STDOUT)
     assert (r.returncode, r.stdout.splitlines()) == (0, ["high", "close: Bad file descriptor", "268435456 True"])
+
+
+def test_a_hold_passes_to_the_program_the_shell_execs(sdb: Daemon) -> None:
+    """`exec 3</dev/sdb1; exec sleep` hands the open to sleep, which keeps the partition busy
+    (the side connection is inheritable as the node's descriptor is), until it exits."""
+    holder = subprocess.Popen([*VSCSIFS, "exec", "--mount", sdb.mount, "--", "bash", "-c",
+                               "exec 3</dev/sdb1; echo ready; exec sleep 60"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "ready\n"
+        assert sh(sdb, "delpart /dev/sdb 1") == (1, "delpart: failed to remove partition: Device or resource busy\n")
+    finally:
+        holder.kill()
+        holder.wait(30)
+    assert sh(sdb, "delpart /dev/sdb 1") == (0, "")
