@@ -139,6 +139,11 @@ async def test_sd_node_sg_io_and_block_ioctls(seed: Machine) -> None:
     assert await f.ioctl(bf.BLKSECTGET, p, user, USER) == 0
     assert struct.unpack("<H", user.peek(p, 2))[0] == sdb.disk.queue.limits.max_sectors
     assert await f.ioctl(bf.BLKROGET, p, user, USER) == 0 and INT.unpack(user.peek(p, 4))[0] == 0
+    assert await f.ioctl(bf.BLKGETDISKSEQ, p, user, USER) == 0
+    assert struct.unpack("<Q", user.peek(p, 8))[0] == sdb.disk.diskseq > 0
+    for zoned in (bf.BLKGETZONESZ, bf.BLKGETNRZONES):         # not a zoned disk: 0
+        user.poke(p, INT.pack(-1))
+        assert await f.ioctl(zoned, p, user, USER) == 0 and INT.unpack(user.peek(p, 4))[0] == 0
     await f.release()
     # a partition passes SCSI ioctls only for CAP_SYS_RAWIO (ENOTTY otherwise)
     part = bdev(seed, "sdb1")

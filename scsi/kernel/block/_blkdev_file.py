@@ -30,7 +30,7 @@ from vscsifs.scsi.kernel.block._bio import bdev_discard, bdev_zeroout
 from vscsifs.scsi.kernel.block._blk_types import SECTOR_SHIFT
 from vscsifs.scsi.kernel.block._genhd import (BlockDevice, bdev_add_partition, bdev_del_partition, bdev_resize_partition,
                                               blkdev_get, blkdev_put, blkdev_reread_part)
-from vscsifs.scsi.kernel.block._limits import PAGE_SIZE, QueueFlag
+from vscsifs.scsi.kernel.block._limits import PAGE_SIZE, BlkZoned, QueueFlag
 
 # include/linux/errno.h: "no such ioctl here" between the layers of one ioctl
 ENOIOCTLCMD = 515
@@ -66,6 +66,9 @@ BLKBSZSET = _ioc(_IOC_WRITE, 0x12, 113, 8)           # _IOW(0x12, 113, size_t)
 BLKDISCARD = _ioc(_IOC_NONE, 0x12, 119, 0)
 BLKSECDISCARD = _ioc(_IOC_NONE, 0x12, 125, 0)
 BLKZEROOUT = _ioc(_IOC_NONE, 0x12, 127, 0)
+BLKGETDISKSEQ = _ioc(_IOC_READ, 0x12, 128, 8)        # _IOR(0x12, 128, __u64)
+BLKGETZONESZ = _ioc(_IOC_READ, 0x12, 132, 4)         # _IOR(0x12, 132, __u32)
+BLKGETNRZONES = _ioc(_IOC_READ, 0x12, 133, 4)        # _IOR(0x12, 133, __u32)
 HDIO_GETGEO = 0x0301
 BLKPG = _ioc(_IOC_NONE, 0x12, 105, 0)
 BLKPG_ADD_PARTITION, BLKPG_DEL_PARTITION, BLKPG_RESIZE_PARTITION = 1, 2, 3
@@ -114,6 +117,12 @@ def _nr_sects(bdev: BlockDevice) -> int:
     return bdev.nr_sects if bdev.partno else int(bdev.disk.capacity)
 
 
+def _zone_sectors(bdev: BlockDevice) -> int:
+    """bdev_zone_sectors(): the zone size of a zoned disk (its chunk_sectors), else 0."""
+    limits = bdev.disk.queue.limits
+    return int(limits.chunk_sectors) if limits.zoned != BlkZoned.BLK_ZONED_NONE else 0
+
+
 _Getter = Callable[[BlockDevice], bytes]
 # blkdev_common_ioctl()'s read-only queries: the value each puts to the caller
 _COMMON_GETTERS: dict[int, _Getter] = {
@@ -131,6 +140,9 @@ _COMMON_GETTERS: dict[int, _Getter] = {
     BLKFRAGET: lambda b: LONG.pack(b.disk.bdi.current_ra_pages() * PAGE_SIZE // 512),
     BLKGETSIZE: lambda b: ULONG.pack(_nr_sects(b)),
     BLKGETSIZE64: lambda b: ULONG.pack(_nr_sects(b) << SECTOR_SHIFT),
+    BLKGETDISKSEQ: lambda b: ULONG.pack(b.disk.diskseq),
+    BLKGETZONESZ: lambda b: UINT.pack(_zone_sectors(b)),
+    BLKGETNRZONES: lambda b: UINT.pack(int(getattr(b.disk, "nr_zones", 0)) if _zone_sectors(b) else 0),
 }
 
 BlockIoctl = Callable[[BlockDevice, int, int, int, UserMemory, Cred], Awaitable[int]]
