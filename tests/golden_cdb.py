@@ -4,7 +4,8 @@ Each file is one ``sg_raw -v`` run inside the real guest: the exact command (CDB
 data-in length, -s data-out length), sg_raw's exit status, the SCSI status, the raw sense
 bytes when there was sense, and the data-in as an xxd dump. ``load_cdb_dir`` returns them
 in capture order so a device model can be replayed against them; ``make_image`` rebuilds
-the capture's deterministic disk images (capture/mkimage.py) without sfdisk.
+the capture's deterministic disk images (capture/mkimage.py) without sfdisk; ``load_index``
+reads the INDEX.txt a guest script writes beside its steps' outputs.
 """
 
 from __future__ import annotations
@@ -147,3 +148,12 @@ def make_image(path: Path, size: int, tag: str, *, mbr: tuple[int, int, int] | N
     if mbr:
         write_mbr(str(path), *mbr)
     return path
+
+
+def load_index(directory: Path | str) -> list[tuple[str, int, str]]:
+    """A guest script's INDEX.txt: one (output name, exit status, command line) per step."""
+    rows = []
+    for line in (Path(directory) / "INDEX.txt").read_text().splitlines():
+        name, rc, cmd = line.split("\t")
+        rows.append((name, int(rc.removeprefix("rc=")), cmd))
+    return rows

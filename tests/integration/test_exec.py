@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from daemon_harness import GOLDEN, VSCSIFS, Daemon, daemon_running, require_mount
-from golden_cdb import load_cdb_dir, make_image
+from golden_cdb import load_cdb_dir, load_index, make_image
 from vscsifs.daemon._config import SEED_IMAGES
 
 pytestmark = pytest.mark.mount
@@ -31,6 +31,14 @@ def vexec(d: Daemon, *cmd: str, opts: tuple[str, ...] = (), env: dict[str, str] 
     kw.setdefault("timeout", 120)
     return subprocess.run([*VSCSIFS, "exec", "--mount", d.mount, *opts, "--", *cmd], stdout=subprocess.PIPE,
                           text=True, env=dict(os.environ, **C_LOCALE, **(env or {})), **kw)
+
+
+def guest_step(d: Daemon, cmd: str, **kw: Any) -> tuple[int, str]:
+    """One command line of a capture's guest script inside exec, stdout and stderr together;
+    ``sh_ TEXT`` is the script's shell step (bash here, where the guest had busybox sh)."""
+    argv = ["bash", "-c", cmd.removeprefix("sh_ ")] if cmd.startswith("sh_ ") else cmd.split()
+    r = vexec(d, *argv, stderr=subprocess.STDOUT, **kw)
+    return r.returncode, r.stdout
 
 
 @pytest.fixture(scope="module")
@@ -51,18 +59,9 @@ def golden(name: str) -> str:
         return f.read()
 
 
-def golden_index() -> list[tuple[str, int, str]]:
-    rows = []
-    with open(os.path.join(TOOLS, "INDEX.txt")) as f:
-        for line in f:
-            name, rc, cmd = line.rstrip("\n").split("\t")
-            rows.append((name, int(rc.removeprefix("rc=")), cmd))
-    return rows
-
-
 # every command the guest ran (lsscsi with each flag, lsblk, blkid, sg_map, and sg3_utils on
 # /dev/sdX through SG_IO), run unmodified inside `vscsifs exec`
-SYSFS_TOOLS = golden_index()
+SYSFS_TOOLS = load_index(TOOLS)
 
 
 def test_sys_is_the_machines(machine: Daemon) -> None:

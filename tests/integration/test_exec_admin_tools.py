@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from daemon_harness import GOLDEN, VSCSIFS, Daemon, _can_mount, start_daemon_own_qmp
-from golden_cdb import make_image
+from golden_cdb import load_index, make_image
 from golden_images import make_iso
 from test_exec import vexec
 from vscsifs.daemon._api import QMPConnection
@@ -38,15 +38,7 @@ ISO_SECTORS = 512
 NEW_LUN = "0:0:2:0"
 
 
-def golden_index() -> list[tuple[str, int, str]]:
-    rows = []
-    for line in (ADMIN / "INDEX.txt").read_text().splitlines():
-        name, rc, cmd = line.split("\t")
-        rows.append((name, int(rc.removeprefix("rc=")), cmd))
-    return rows
-
-
-INDEX = golden_index()
+INDEX = load_index(ADMIN)
 PARAM_TOOLS = [r for r in INDEX if r[2].split()[0] in ("sdparm", "smartctl")]
 EJECT_STEPS = [r for r in INDEX if r[0].startswith("eject-")]
 

@@ -10,7 +10,6 @@ sfdisk fills a new DOS label's CHS fields from it: the label's bytes are compare
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,8 @@ from typing import Any
 import pytest
 
 from daemon_harness import GOLDEN, Daemon, daemon_running, require_mount
-from golden_cdb import make_image
-from test_exec import vexec
+from golden_cdb import load_index, make_image
+from test_exec import guest_step
 
 pytestmark = pytest.mark.mount
 GEOMETRY = Path(GOLDEN) / "geometry" / "geometry"
@@ -33,15 +32,7 @@ DISKS = [("blank16m.img", 16 * MiB, None, ""),
          ("blank5m.img", 5 * MiB, None, "")]
 
 
-def golden_index() -> list[tuple[str, int, str]]:
-    rows = []
-    for line in (GEOMETRY / "INDEX.txt").read_text().splitlines():
-        name, rc, cmd = line.split("\t")
-        rows.append((name, int(rc.removeprefix("rc=")), cmd))
-    return rows
-
-
-STEPS = golden_index()
+STEPS = load_index(GEOMETRY)
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +61,4 @@ def test_geometry_and_new_labels_match_the_guest(machine: Daemon) -> None:
     writing a DOS label on four of them and a GPT on another: output, status and first sector."""
     assert len(STEPS) > 20
     for step, rc, cmd in STEPS:
-        argv = ["bash", "-c", cmd.removeprefix("sh_ ")] if cmd.startswith("sh_ ") else cmd.split()
-        r = vexec(machine, *argv, stderr=subprocess.STDOUT)
-        assert (step, r.returncode, r.stdout) == (step, rc, (GEOMETRY / f"{step}.txt").read_text())
+        assert (step, *guest_step(machine, cmd)) == (step, rc, (GEOMETRY / f"{step}.txt").read_text())

@@ -12,34 +12,21 @@ on the seed's machine and pattern images: each step's output, exit status and ke
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from daemon_harness import GOLDEN, Daemon, daemon_running, require_mount
-from golden_cdb import make_image
-from test_exec import vexec
-from vscsifs.daemon._config import SEED_IMAGES
+from daemon_harness import GOLDEN, Daemon
+from golden_cdb import load_index
+from test_exec import guest_step, machine  # noqa: F401  (the seed machine on the capture's pattern images)
 
 pytestmark = pytest.mark.mount
 SGTOOLS = Path(GOLDEN) / "sgtools" / "sgtools"
 GUEST_TMP = "/tmp/"     # where the guest script kept its input and output files
 
 
-def golden_index() -> list[tuple[str, int, str]]:
-    rows = []
-    for line in (SGTOOLS / "INDEX.txt").read_text().splitlines():
-        name, rc, cmd = line.split("\t")
-        rows.append((name, int(rc.removeprefix("rc=")), cmd))
-    return rows
-
-
-STEPS = golden_index()
+STEPS = load_index(SGTOOLS)
 
 
 # What the guest's environment prints differently, not the machine (NOTES.md):
@@ -67,27 +54,6 @@ def golden_dmesg(step: str) -> list[str]:
     return [line.split("] ", 1)[1] for line in lines if "] " in line and "] random: " not in line]
 
 
-@pytest.fixture(scope="module")
-def machine(tmp_path_factory: Any) -> Iterator[Daemon]:
-    """The seed machine on the capture's pattern images."""
-    require_mount()
-    tmp = tmp_path_factory.mktemp("sgtools")
-    os.makedirs(tmp / "data")
-    for name, size, signature, start, nsect in SEED_IMAGES:
-        make_image(tmp / "data" / name, size, name, mbr=(signature, start, nsect))
-    with daemon_running(str(tmp)) as d:
-        yield d
-
-
-def run_step(d: Daemon, cmd: str, scratch: Path) -> tuple[int, str]:
-    """A command of the guest script inside exec, stdout and stderr together; ``sh_ TEXT`` is
-    the script's shell step (bash here: its failed write names the errno)."""
-    cmd = cmd.replace(GUEST_TMP, f"{scratch}/")
-    argv = ["bash", "-c", cmd.removeprefix("sh_ ")] if cmd.startswith("sh_ ") else cmd.split()
-    r = vexec(d, *argv, stderr=subprocess.STDOUT, errors="replace")   # see _VARYING: LU name
-    return r.returncode, r.stdout
-
-
 def test_sg_tools_match_the_guest(machine: Daemon, tmp_path: Path) -> None:
     """Every step in the guest's order (a stopped unit, a cleared WCE and each reset's unit
     attention carry over to the steps after it)."""
@@ -96,7 +62,7 @@ def test_sg_tools_match_the_guest(machine: Daemon, tmp_path: Path) -> None:
     assert len(STEPS) > 70
     for step, rc, cmd in STEPS:
         n0 = len(machine.kernel_lines())
-        got_rc, out = run_step(machine, cmd, tmp_path)
+        got_rc, out = guest_step(machine, cmd.replace(GUEST_TMP, f"{tmp_path}/"), errors="replace")
         want = (SGTOOLS / f"{step}.txt").read_text(errors="replace").replace(GUEST_TMP, f"{tmp_path}/")
         assert (step, got_rc, normalized(out)) == (step, rc, normalized(want))
         assert (step, machine.kernel_lines()[n0:]) == (step, golden_dmesg(step))
