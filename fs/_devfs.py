@@ -109,7 +109,7 @@ import pyfuse3
 import trio
 
 from vscsifs.scsi.kernel import block as block_layer
-from vscsifs.scsi.kernel.block._blkdev_file import BLKGETSIZE64, BLKRAGET, BLKRASET, fmode_of_open
+from vscsifs.scsi.kernel.block._blkdev_file import BLKGETSIZE64, BLKRAGET, BLKRASET, BLKROSET, fmode_of_open
 from vscsifs.scsi.kernel.base._kobject import PAGE_SIZE, Dir, KernfsRoot, Link, Node
 from vscsifs.scsi.kernel.base._fops import FMODE_READ, LONG
 from vscsifs.fs._guard import pid_alive
@@ -901,9 +901,10 @@ class DevFs:
     # -- devnode events --------------------------------------------------------------
 
     def devnode_event(self, action: str, kind: str, obj: Any) -> None:
-        """kernel.devnode_event listener: ``action`` "add"/"remove", ``kind`` "block"/"char"."""
+        """kernel.devnode_event listener: ``action`` "add"/"remove"/"change" (and "ro", a
+        BLKROSET), ``kind`` "block"/"char"."""
         handlers = {("add", "block"): self._add_block, ("remove", "block"): self._remove_block,
-                    ("change", "block"): self._change_block,
+                    ("change", "block"): self._change_block, ("ro", "block"): self._follow_read_only,
                     ("add", "char"): self._add_char, ("remove", "char"): self._remove_char}
         handler = handlers.get((action, kind))
         if handler is None:
@@ -969,6 +970,20 @@ class DevFs:
         self._follow_capacity(entry)
         if removable(bdev):
             self.media_checked(bdev)
+
+    def _follow_read_only(self, bdev: Any) -> None:
+        """A guest's BLKROSET on a node (inside `vscsifs exec`): its loop device, and for a
+        whole disk its partitions' too, take the flag with a host BLKROSET, so writes through
+        any open of them get EPERM as in the guest (bdev_read_only)."""
+        for entry in list(self.blocks.values()):
+            if entry.bdev is bdev or (not bdev.partno and entry.bdev.disk is bdev.disk):
+                ro = bool(entry.bdev.read_only)
+                entry.read_only = ro
+                if entry.loop is not None and entry.loop.fd >= 0:
+                    try:
+                        fcntl.ioctl(entry.loop.fd, BLKROSET, struct.pack("i", int(ro)))
+                    except OSError as exc:
+                        log.warning("devfs: BLKROSET on %s: %s", entry.loop.name, exc)
 
     def _follow_capacity(self, entry: _BlockEntry) -> None:
         """The loop device takes the disk's size when it changed (LOOP_SET_CAPACITY, as a job:

@@ -1,6 +1,7 @@
 """Partitions changed one at a time inside `vscsifs exec` (BLKPG: partx, addpart, delpart,
 resizepart, and libfdisk when BLKRRPART is busy), with block/ioctl.c blkpg_do_ioctl()'s and
-block/partitions/core.c's rules, and descriptors that shells move around while a node is held.
+block/partitions/core.c's rules, descriptors that shells move around while a node is held, and
+the nodes' read-only flag (BLKROSET).
 
 The seed machine: sdb is the 256 MiB test.img with one partition, sectors 2048..262143.
 """
@@ -138,3 +139,20 @@ def test_a_hold_passes_to_the_program_the_shell_execs(sdb: Daemon) -> None:
         holder.kill()
         holder.wait(30)
     assert sh(sdb, "delpart /dev/sdb 1") == (0, "")
+
+
+def test_blockdev_setro_is_the_guests(sdb: Daemon) -> None:
+    """BLKROSET is the emulated node's flag (BLKROGET, sysfs ro; a whole disk's covers its
+    partitions) and the host's loop devices follow it, so writes get EPERM as in the guest."""
+    script = """
+blockdev --setro /dev/sdb; blockdev --getro /dev/sdb /dev/sdb1; cat /sys/block/sdb/ro /sys/block/sdb/sdb1/ro
+dd if=/dev/zero of=/dev/sdb1 bs=512 count=1 oflag=direct status=none 2>/dev/null; echo part=$?
+blockdev --setrw /dev/sdb; blockdev --getro /dev/sdb1; cat /sys/block/sdb/ro
+blockdev --setro /dev/sdb1; blockdev --getro /dev/sdb /dev/sdb1; cat /sys/block/sdb/ro /sys/block/sdb/sdb1/ro
+dd if=/dev/zero of=/dev/sdb1 bs=512 count=1 oflag=direct status=none 2>/dev/null; echo part=$?
+dd if=/dev/sdb of=/dev/sdb bs=512 count=1 skip=8 seek=8 oflag=direct status=none; echo disk=$?
+blockdev --setrw /dev/sdb1; blockdev --getro /dev/sdb1
+"""
+    rc, out = sh(sdb, script)
+    assert (rc, out.split()) == (0, ["1", "1", "1", "1", "part=1", "0", "0",
+                                     "0", "1", "0", "1", "part=1", "disk=0", "0"])

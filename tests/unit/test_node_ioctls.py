@@ -144,6 +144,16 @@ async def test_sd_node_sg_io_and_block_ioctls(seed: Machine) -> None:
     for zoned in (bf.BLKGETZONESZ, bf.BLKGETNRZONES):         # not a zoned disk: 0
         user.poke(p, INT.pack(-1))
         assert await f.ioctl(zoned, p, user, USER) == 0 and INT.unpack(user.peek(p, 4))[0] == 0
+    # BLKROSET: CAP_SYS_ADMIN only; the node's own flag, the partitions follow the whole disk
+    user.poke(p, INT.pack(1))
+    with pytest.raises(OSError) as e:
+        await f.ioctl(bf.BLKROSET, p, user, USER)
+    assert e.value.errno == errno.EACCES and not sdb.read_only
+    assert await f.ioctl(bf.BLKROSET, p, user, ROOT) == 0
+    assert sdb.read_only and bdev(seed, "sdb1").read_only and not bdev(seed, "sda").read_only
+    assert await f.ioctl(bf.BLKROGET, p, user, USER) == 0 and INT.unpack(user.peek(p, 4))[0] == 1
+    user.poke(p, INT.pack(0))
+    assert await f.ioctl(bf.BLKROSET, p, user, ROOT) == 0 and not sdb.read_only
     await f.release()
     # a partition passes SCSI ioctls only for CAP_SYS_RAWIO (ENOTTY otherwise)
     part = bdev(seed, "sdb1")

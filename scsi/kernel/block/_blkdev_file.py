@@ -6,12 +6,14 @@ door locking and EROFS), the last close blkdev_put. ioctl() answers the generic 
 from the queue limits (blkdev_common_ioctl) and hands everything else to the disk's
 ``fops.ioctl(bdev, mode, cmd, arg, mem, cred)`` (sd_ioctl, sr_block_ioctl), which answers a
 value or raises OSError; ENOIOCTLCMD (or no ioctl at all) becomes ENOTTY as in vfs_ioctl.
-BLKRRPART re-reads the emulated partition table. The requests that act on the data
+BLKRRPART re-reads the emulated partition table, BLKPG changes one partition, HDIO_GETGEO asks
+the driver's geometry, and BLKROSET sets the node's read-only flag (devfs makes the host's loop
+devices read-only alike). The requests that act on the data
 BLKDISCARD, BLKSECDISCARD and BLKZEROOUT are the emulated kernel's (blk_ioctl_discard,
 blk_ioctl_zeroout): the disk gets its UNMAP or WRITE SAME, and the host's page caches of the
 disk's nodes are written back before and dropped after, as truncate_bdev_range() keeps the
 kernel's own (a dirty page there is written first: the host cache cannot be truncated from
-here). The other requests that act on the data file (BLKFLSBUF, BLKROSET, BLKBSZSET) are
+here). The other requests that act on the data file (BLKFLSBUF, BLKBSZSET) are
 answered with ENOIOCTLCMD: the node socket then issues them on the node's real descriptor,
 the loop device over the same data file. Data does not travel through this file: reads and
 writes go to the block device itself.
@@ -81,9 +83,9 @@ LLONG_MAX = (1 << 63) - 1
 HD_GEOMETRY = struct.Struct("=BBH4xQ")
 # blkdev_common_ioctl()'s requests that act on the data rather than the SCSI device: the node
 # socket serves these on the node's real descriptor (the loop device over the same data file).
-# Not BLKRASET/BLKFRASET: the read-ahead is the emulated disk's (BLKRAGET and read_ahead_kb
-# read it), and devfs gives the loop devices the same.
-DATA_FILE_IOCTLS = frozenset({BLKROSET, BLKFLSBUF, BLKBSZSET})
+# Not BLKRASET/BLKFRASET nor BLKROSET: the read-ahead and the read-only flag are the emulated
+# disk's (BLKRAGET, BLKROGET and sysfs read them), and devfs gives the loop devices the same.
+DATA_FILE_IOCTLS = frozenset({BLKFLSBUF, BLKBSZSET})
 # struct { __u64 start, len; }: the byte range of BLKDISCARD, BLKSECDISCARD and BLKZEROOUT
 BLK_RANGE = struct.Struct("=QQ")
 
@@ -217,6 +219,18 @@ async def blkdev_getgeo(bdev: BlockDevice, arg: int, mem: UserMemory) -> int:
     return 0
 
 
+async def blkdev_roset(bdev: BlockDevice, arg: int, mem: UserMemory, cred: Cred) -> int:
+    """BLKROSET (blockdev --setro/--setrw): the node's own read-only flag, bd_read_only (sd has
+    no set_read_only), which BLKROGET and sysfs ``ro`` show, a whole disk's for its partitions
+    too; devfs makes the host's loop devices read-only alike, so writes get EPERM."""
+    if not cred.cap_sys_admin:
+        raise OSError(errno.EACCES, "BLKROSET needs CAP_SYS_ADMIN")
+    (n,) = INT.unpack(await mem.read(arg, INT.size))
+    bdev.bd_read_only = n != 0
+    bdev.disk.kernel.devnode_event("ro", "block", bdev)
+    return 0
+
+
 async def blkpg_ioctl(bdev: BlockDevice, arg: int, mem: UserMemory, cred: Cred) -> int:
     """BLKPG (partx, addpart, delpart, resizepart; libfdisk when BLKRRPART is busy): add,
     delete or resize one partition of the whole disk, with blkpg_do_ioctl()'s checks."""
@@ -276,6 +290,8 @@ class BlkdevFile(FileOperations):
                 raise OSError(errno.EACCES, "BLKRASET needs CAP_SYS_ADMIN")
             self.bdev.disk.bdi.set_ra_sectors(arg)
             return 0
+        if cmd == BLKROSET:
+            return await blkdev_roset(self.bdev, arg, mem, cred)
         if cmd == BLKRRPART:
             if not cred.cap_sys_admin:
                 raise OSError(errno.EACCES, "BLKRRPART needs CAP_SYS_ADMIN")
