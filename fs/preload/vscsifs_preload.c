@@ -685,7 +685,9 @@ static void nl_set(int fd, int state, uint32_t groups)
     __atomic_store_n(&nl_state[fd], (unsigned char)state, __ATOMIC_RELEASE);
 }
 
-static void dup_track(int oldfd, int newfd)
+/* ``newfd`` is a copy of ``oldfd``, close-on-exec unless ``inheritable``: it shares the node's
+ * connection, and an inheritable copy makes the side connection inheritable too */
+static void dup_track(int oldfd, int newfd, int inheritable)
 {
     if (newfd < 0 || oldfd == newfd)
         return;
@@ -698,6 +700,8 @@ static void dup_track(int oldfd, int newfd)
         track(newfd, c);
     else
         untrack(newfd);
+    if (inheritable)
+        side_cloexec(newfd, 0);
 }
 
 static struct conn *new_conn(const struct node *n, int side)
@@ -846,9 +850,7 @@ int dup(int fd)
 {
     init();
     int r = real_dup(fd);
-    dup_track(fd, r);
-    if (r >= 0)
-        side_cloexec(r, 0);
+    dup_track(fd, r, 1);
     return r;
 }
 
@@ -878,9 +880,7 @@ int dup2(int fd, int fd2)
     if (fd != fd2)
         evict_private(fd2);
     int r = real_dup2(fd, fd2);
-    dup_track(fd, r);
-    if (r >= 0 && fd != fd2)
-        side_cloexec(r, 0);
+    dup_track(fd, r, 1);
     return r;
 }
 
@@ -890,9 +890,7 @@ int dup3(int fd, int fd2, int flags)
     if (fd != fd2)
         evict_private(fd2);
     int r = real_dup3(fd, fd2, flags);
-    dup_track(fd, r);
-    if (r >= 0 && !(flags & O_CLOEXEC))
-        side_cloexec(r, 0);
+    dup_track(fd, r, !(flags & O_CLOEXEC));
     return r;
 }
 
@@ -902,13 +900,10 @@ static int do_fcntl(int fd, int cmd, va_list ap)
     /* every fcntl argument is an int or a pointer: pass it on as a pointer-sized word */
     void *arg = va_arg(ap, void *);
     int r = real_fcntl(fd, cmd, arg);
-    if ((cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) && r >= 0) {
-        dup_track(fd, r);
-        if (cmd == F_DUPFD)
-            side_cloexec(r, 0);
-    } else if (cmd == F_SETFD && r == 0) {
+    if ((cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) && r >= 0)
+        dup_track(fd, r, cmd == F_DUPFD);
+    else if (cmd == F_SETFD && r == 0)
         side_cloexec(fd, ((long)arg & FD_CLOEXEC) != 0);
-    }
     return r;
 }
 
