@@ -12,7 +12,7 @@ from typing import Any
 
 from vscsifs.scsi.kernel.base._kobject import Dir, LazyDir, SysfsError
 
-from vscsifs.scsi.kernel.block._blkdev import BlockDevice, Gendisk
+from vscsifs.scsi.kernel.block._blkdev import BlockDevice, Gendisk, blk_queue_nr_zones
 from vscsifs.scsi.kernel.block._blk_mq import ELEVATORS, BLKDEV_MIN_RQ, RequestQueue, blk_mq_update_nr_requests, elevator_switch
 from vscsifs.scsi.kernel.block._blk_types import GENHD_FL_HIDDEN, GENHD_FL_NO_PART, GENHD_FL_REMOVABLE
 from vscsifs.scsi.kernel.block._partitions import DISK_MAX_PARTS
@@ -188,7 +188,7 @@ def queue_attrs(q: RequestQueue) -> dict[str, tuple[Callable[[], str], Callable[
         return {BlkZoned.BLK_ZONED_HA: "host-aware\n", BlkZoned.BLK_ZONED_HM: "host-managed\n"}.get(lim.zoned, "none\n")
 
     def nr_zones_show() -> str:
-        return f"{getattr(q.disk, 'nr_zones', 0) if lim.zoned != BlkZoned.BLK_ZONED_NONE else 0}\n"
+        return f"{blk_queue_nr_zones(q)}\n"
 
     def num(fn: Callable[[], int]) -> Callable[[], str]:
         return lambda: f"{fn()}\n"

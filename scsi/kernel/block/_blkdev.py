@@ -17,7 +17,7 @@ from vscsifs.scsi.kernel.base._kernel import Kernel
 from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
 from vscsifs.scsi.kernel.block._blk_mq import RequestQueue
 from vscsifs.scsi.kernel.block._blk_types import GENHD_FL_REMOVABLE, SECTOR_SHIFT
-from vscsifs.scsi.kernel.block._limits import PAGE_SHIFT, VM_READAHEAD_PAGES
+from vscsifs.scsi.kernel.block._limits import PAGE_SHIFT, VM_READAHEAD_PAGES, BlkZoned
 from vscsifs.scsi.kernel.block._stat import DiskStats
 
 DISK_EVENT_MEDIA_CHANGE = 1 << 0
@@ -31,6 +31,11 @@ _DISK_EVENT_NAMES = ((DISK_EVENT_MEDIA_CHANGE, "media_change"), (DISK_EVENT_EJEC
 class PartitionMetaInfo:
     uuid: str = ""
     volname: str = ""
+
+
+def blk_queue_nr_zones(q: RequestQueue) -> int:
+    """blk_queue_nr_zones(): a zoned disk's zones (sysfs nr_zones, BLKGETNRZONES), else 0."""
+    return int(getattr(q.disk, "nr_zones", 0)) if q.limits.zoned != BlkZoned.BLK_ZONED_NONE else 0
 
 
 def partition_name(disk_name: str, partno: int) -> str:

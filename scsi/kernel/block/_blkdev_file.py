@@ -30,6 +30,7 @@ from vscsifs.scsi.kernel.base._fops import (FMODE_EXCL, FMODE_NDELAY, FMODE_READ
                                             Cred, FileOperations, OpenFile, UserMemory)
 from vscsifs.scsi.kernel.block._bio import bdev_discard, bdev_zeroout
 from vscsifs.scsi.kernel.block._blk_types import SECTOR_SHIFT
+from vscsifs.scsi.kernel.block._blkdev import blk_queue_nr_zones
 from vscsifs.scsi.kernel.block._genhd import (BlockDevice, bdev_add_partition, bdev_del_partition, bdev_resize_partition,
                                               blkdev_get, blkdev_put, blkdev_reread_part)
 from vscsifs.scsi.kernel.block._limits import PAGE_SIZE, BlkZoned, QueueFlag
@@ -144,7 +145,7 @@ _COMMON_GETTERS: dict[int, _Getter] = {
     BLKGETSIZE64: lambda b: ULONG.pack(_nr_sects(b) << SECTOR_SHIFT),
     BLKGETDISKSEQ: lambda b: ULONG.pack(b.disk.diskseq),
     BLKGETZONESZ: lambda b: UINT.pack(_zone_sectors(b)),
-    BLKGETNRZONES: lambda b: UINT.pack(int(getattr(b.disk, "nr_zones", 0)) if _zone_sectors(b) else 0),
+    BLKGETNRZONES: lambda b: UINT.pack(blk_queue_nr_zones(b.disk.queue)),
 }
 
 BlockIoctl = Callable[[BlockDevice, int, int, int, UserMemory, Cred], Awaitable[int]]

@@ -352,12 +352,6 @@ async def disk_scan_partitions(disk: Gendisk, mode: int = FMODE_READ) -> None:
     await blkdev_put_whole(disk, mode)
 
 
-async def _read_page(disk: Gendisk, index: int) -> bytes | None:
-    """read_mapping_page() of one page of the whole disk for the partition scan (its pages are
-    its own: the scan runs before any buffered open keeps a mapping)."""
-    return await block_read_full_folio(disk.part0, index)
-
-
 def disk_update_readahead(disk: Gendisk) -> None:
     """blk-settings.c: read-ahead is twice the optimal I/O size, at least 128 KiB; io_pages
     from max_sectors."""
@@ -394,7 +388,9 @@ async def bdev_disk_changed(disk: Gendisk, invalidate: bool = False) -> None:
             return
         if disk.flags & GENHD_FL_NO_PART or disk.suppress_part_scan:
             return
-        state = await check_partition(disk, lambda index: _read_page(disk, index))
+        # read_mapping_page() of the whole disk, whose pages are the scan's own (it runs before
+        # any buffered open keeps a mapping)
+        state = await check_partition(disk, lambda index: block_read_full_folio(disk.part0, index))
         if state is None:
             return
         if state.io_error:
