@@ -52,12 +52,17 @@ ENV = "VSCSIFS_BUILD"
 # gendisk, the queue limits, the Kernel: compiled, a field read is a struct load). Also the scan
 # and probe path every LUN runs at start (scsi_scan, scsi_sysfs's driver binding, the async
 # domain, add_disk and the page cache the udev view's probes read through), which is where the
-# start time of thousands of LUNs goes (bench/BENCH.md section 2). Not the kobject tree: fs/
-# subclasses its nodes, which a native class would refuse. Not fs/: it was left out because its
-# handlers wait on trio locks and compiled coroutines have no cr_suspended. With trio 0.35 that
-# is no bar: a mypyc coroutine waits on a contended trio.Lock correctly (checked standalone), and
-# the compiled scan path holds scsi_host's scan_mutex. So fs/ stays out only because it is
-# untried, and because its FUSE handlers are a small part of an I/O's cost.
+# start time of thousands of LUNs goes (bench/BENCH.md section 2), with what that path runs per
+# LUN besides commands: the partition parsers (every table-less disk runs all of them), the
+# driver model's device_add and the uevents it sends, printk, and the sysfs attribute groups of
+# the queue and the disk (a tenth of a compiled 1024-LUN --no-udev start when interpreted). Not the
+# kobject tree: fs/ subclasses its nodes and LazyDir swaps a slot for a property, which a native
+# class would refuse. Not sg (its open files key a WeakKeyDictionary by the device) nor
+# scsi_devinfo (its list is a list subclass): both run once per LUN. Not fs/: it was left out
+# because its handlers wait on trio locks and compiled coroutines have no cr_suspended. With
+# trio 0.35 that is no bar: a mypyc coroutine waits on a contended trio.Lock correctly (checked
+# standalone), and the compiled scan path holds scsi_host's scan_mutex. So fs/ stays out only
+# because it is untried, and because its FUSE handlers are a small part of an I/O's cost.
 HOT_MODULES: tuple[str, ...] = (
     "vscsifs.scsi._proto",
     "vscsifs.scsi.kernel.block._blk_types",
@@ -68,6 +73,8 @@ HOT_MODULES: tuple[str, ...] = (
     "vscsifs.scsi.kernel.block._limits",
     "vscsifs.scsi.kernel.block._filemap",
     "vscsifs.scsi.kernel.block._genhd",
+    "vscsifs.scsi.kernel.block._partitions",
+    "vscsifs.scsi.kernel.block._blk_sysfs",
     "vscsifs.scsi.kernel.base._async",
     "vscsifs.scsi.kernel.base._async_domain",
     "vscsifs.scsi.kernel.base._kernel",
@@ -80,6 +87,10 @@ HOT_MODULES: tuple[str, ...] = (
     "vscsifs.scsi.kernel._sd",
     "vscsifs.scsi.kernel._scsi_scan",
     "vscsifs.scsi.kernel._scsi_sysfs",
+    "vscsifs.scsi.kernel._sd_sysfs",
+    "vscsifs.scsi.kernel.base._driver_model",
+    "vscsifs.scsi.kernel.base._printk",
+    "vscsifs.scsi.kernel.base._uevent",
     "vscsifs.virtio._memory",
     "vscsifs.virtio._wire",
     "vscsifs.virtio._virtqueue",

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from vscsifs.scsi.kernel.base._driver_model import Device, Sysfs, device_add, device_bind_driver
 from vscsifs.scsi.kernel.base._kernel import Kernel
-from vscsifs.scsi.kernel.base._printk import Kmsg
+from vscsifs.scsi.kernel.base._printk import KernLevel, Kmsg
 import vscsifs.scsi.kernel.block as blk
 from vscsifs.scsi.kernel.block._blkdev import Gendisk
 from vscsifs.scsi.kernel.block._limits import QueueFlag
@@ -195,7 +195,7 @@ class FakeBlock:
         disk.need_part_scan = False
         sdev = disk.private_data.device
         await self.execute(sdev, bytes.fromhex("28000000000000000800"), DmaDirection.DMA_FROM_DEVICE, 4096)
-        self.kernel.printk(6, f" {disk.disk_name}: {disk.disk_name}1")
+        self.kernel.printk(KernLevel.INFO, f" {disk.disk_name}: {disk.disk_name}1")
         await disk.fops.release(disk, 0)
 
     def del_gendisk(self, disk: Gendisk) -> None:

@@ -5,20 +5,30 @@ golden captures of table-less disks show as two more READs (iorequest_cnt 0x22 v
 from __future__ import annotations
 
 import struct
-from types import SimpleNamespace
 
+from sd_fakes import make_kernel, make_queue
+
+from vscsifs.scsi.kernel.block._blkdev import Gendisk
+from vscsifs.scsi.kernel.block._genhd import set_capacity
+from vscsifs.scsi.kernel.block._limits import blk_queue_logical_block_size
 from vscsifs.scsi.kernel.block._partitions import check_partition
 
 
-def fake_disk(image: bytes, lbs: int = 512):
-    return SimpleNamespace(disk_name="sdz", capacity=len(image) // 512,
-                           queue=SimpleNamespace(limits=SimpleNamespace(logical_block_size=lbs)))
+def fake_disk(image: bytes, lbs: int = 512) -> Gendisk:
+    """A real gendisk of the image's size on a real queue (nothing reads through it: the
+    parsers get their pages from ``reader``)."""
+    kernel = make_kernel()
+    q = make_queue(kernel)
+    blk_queue_logical_block_size(q, lbs)
+    disk = Gendisk(kernel, q, disk_name="sdz")
+    set_capacity(disk, len(image) // 512)
+    return disk
 
 
 def reader(image: bytes, pages: list[int]):
     async def read_page(index: int) -> bytes | None:
         pages.append(index)
-        return image[index * 4096:(index + 1) * 4096]
+        return bytes(image[index * 4096:(index + 1) * 4096])
     return read_page
 
 

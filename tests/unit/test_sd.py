@@ -469,13 +469,12 @@ async def test_remove_syncs_cache_and_frees_index(monkeypatch: pytest.MonkeyPatc
 
 
 async def test_sd_init_registers(monkeypatch: pytest.MonkeyPatch) -> None:
-    from vscsifs.scsi.kernel import _sd_sysfs, _sr
+    from vscsifs.scsi.kernel import _scsi_sysfs, _sd_sysfs, _sr
     m = Machine(monkeypatch)
-    registered = []
-    monkeypatch.setattr(_sd_sysfs, "scsi_register_driver", lambda kernel, drv: registered.append(drv))
-    monkeypatch.setattr(_sr, "scsi_register_driver", lambda kernel, drv: None)
     drv = _sd_sysfs.sd_init(m.kernel)
-    assert registered == [drv] and (drv.name, drv.module) == ("sd", "sd_mod")
+    assert (drv.name, drv.module) == ("sd", "sd_mod")
+    assert drv in _scsi_sysfs._drivers(m.kernel)
+    assert m.kernel.sysfs.root.lookup("bus/scsi/drivers/sd/module").readlink() == "../../../../module/sd_mod"
     assert sorted(k for k, v in m.kernel.blkdev_majors.items() if v == "sd") == \
         [8, 65, 66, 67, 68, 69, 70, 71, 128, 129, 130, 131, 132, 133, 134, 135]
     assert m.kernel.sysfs.root.lookup("class/scsi_disk") is not None

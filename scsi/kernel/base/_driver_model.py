@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from vscsifs.scsi.kernel.base._kobject import Attr, Dir, KernfsRoot, LazyDir, Link, ShowFn, SysfsError, const_show
 from vscsifs.scsi.kernel.base._uevent import KobjAction, Uevent, UeventBus, parse_synth_uevent
@@ -135,6 +136,7 @@ class Device:
     driver: Driver | None = None
     parent_dir: Dir | None = None  # where the device lives when it has no parent Device
     uevent_suppress: bool = False  # dev_set_uevent_suppress(): no events while set
+    driver_data: Any = None        # dev_set_drvdata(): the bound driver's object (sd's scsi_disk)
     kobj: Dir = field(init=False)
     _links: list[Link] = field(default_factory=list, init=False)
 
