@@ -109,9 +109,9 @@ import pyfuse3
 import trio
 
 from vscsifs.scsi.kernel import block as block_layer
-from vscsifs.scsi.kernel.block._blkdev_file import BLKGETSIZE64, BLKRAGET, BLKRASET, BLKROSET, fmode_of_open
+from vscsifs.scsi.kernel.block._blkdev_file import BLKGETSIZE64, BLKRAGET, BLKRASET, BLKROGET, BLKROSET, fmode_of_open
 from vscsifs.scsi.kernel.base._kobject import PAGE_SIZE, Dir, KernfsRoot, Link, Node
-from vscsifs.scsi.kernel.base._fops import FMODE_READ, LONG
+from vscsifs.scsi.kernel.base._fops import FMODE_READ, INT, LONG
 from vscsifs.fs._guard import pid_alive
 from vscsifs.fs._openwatch import OpenWatch
 from vscsifs.fs._rendezvous import HOST_DEV_DIRS, HOST_DEV_NODES
@@ -196,6 +196,9 @@ class LoopDevice:
     # the read-ahead (512-byte sectors) this daemon last gave it: another value is a host
     # BLKRASET (`blockdev --setra` outside `vscsifs exec`)
     ra_sectors: int | None = None
+    # BLKROGET as this daemon last left it: another value is a host BLKROSET (`blockdev
+    # --setro/--setrw` outside `vscsifs exec`)
+    read_only: bool | None = None
     # resizes and the detach take turns: a detach that closed the fd under a resize in its
     # thread made LOOP_SET_CAPACITY fail with EBADF (or reach whatever reused the number)
     lock: trio.Lock = field(default_factory=trio.Lock, repr=False, compare=False)
@@ -304,6 +307,13 @@ def loop_read_ahead(loop: LoopDevice) -> int:
     out = bytearray(LONG.size)
     fcntl.ioctl(loop.fd, BLKRAGET, out)
     return int(LONG.unpack(out)[0])
+
+
+def loop_read_only(loop: LoopDevice) -> bool:
+    """BLKROGET on the loop device: its own flag or its disk's (LO_FLAGS_READ_ONLY)."""
+    out = bytearray(INT.size)
+    fcntl.ioctl(loop.fd, BLKROGET, out)
+    return bool(INT.unpack(out)[0])
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -979,11 +989,39 @@ class DevFs:
             if entry.bdev is bdev or (not bdev.partno and entry.bdev.disk is bdev.disk):
                 ro = bool(entry.bdev.read_only)
                 entry.read_only = ro
-                if entry.loop is not None and entry.loop.fd >= 0:
+                loop = entry.loop
+                if loop is not None and loop.fd >= 0:
                     try:
-                        fcntl.ioctl(entry.loop.fd, BLKROSET, struct.pack("i", int(ro)))
+                        fcntl.ioctl(loop.fd, BLKROSET, INT.pack(int(ro)))
+                        loop.read_only = loop_read_only(loop)
                     except OSError as exc:
-                        log.warning("devfs: BLKROSET on %s: %s", entry.loop.name, exc)
+                        log.warning("devfs: BLKROSET on %s: %s", loop.name, exc)
+
+    def _follow_host_read_only(self, entry: _BlockEntry, loop: LoopDevice) -> None:
+        """A host BLKROSET on the loop device (`blockdev --setro/--setrw DIR/dev/sdX` outside
+        `vscsifs exec`) is the guest's BLKROSET on sdX: it sets the node's own flag, and a
+        whole disk's loop devices of its partitions then follow. The host tells nobody of it,
+        so it is seen when the flag is next read (sysfs ``ro``, BLKROGET inside exec); a loop
+        device of a write-protected disk stays read-only whatever is set on it, as
+        bdev_read_only() keeps such a disk's nodes read-only."""
+        try:
+            loop.read_only = loop_read_only(loop)
+        except OSError as exc:
+            log.warning("devfs: BLKROGET on %s: %s", loop.name, exc)
+            return
+        self._join(loop, entry.bdev.ro_sources, lambda: self._adopt_read_only(entry, loop))
+
+    def _adopt_read_only(self, entry: _BlockEntry, loop: LoopDevice) -> None:
+        if loop.fd < 0 or loop.read_only is None or entry.loop is not loop:
+            return
+        try:
+            host = loop_read_only(loop)
+        except OSError:
+            return
+        if host != loop.read_only:
+            loop.read_only = host
+            entry.bdev.bd_read_only = host
+            self._follow_read_only(entry.bdev)
 
     def _follow_capacity(self, entry: _BlockEntry) -> None:
         """The loop device takes the disk's size when it changed (LOOP_SET_CAPACITY, as a job:
@@ -1113,6 +1151,7 @@ class DevFs:
         entry.loop = loop
         entry.loop_size = size
         self._follow_read_ahead(bdev, loop)
+        self._follow_host_read_only(entry, loop)
         self._keep_coherent(bdev, loop)
         mode, gid = self.node_owner("block", bdev)
         entry.node = self._place(bdev.name, lambda base: BlockNode(base, loop.rdev, mode, gid))

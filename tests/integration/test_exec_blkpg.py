@@ -156,3 +156,23 @@ blockdev --setrw /dev/sdb1; blockdev --getro /dev/sdb1
     rc, out = sh(sdb, script)
     assert (rc, out.split()) == (0, ["1", "1", "1", "1", "part=1", "0", "0",
                                      "0", "1", "0", "1", "part=1", "disk=0", "0"])
+
+
+def test_blockdev_setro_outside_exec_is_adopted(sdb: Daemon) -> None:
+    """`blockdev --setro DIR/dev/sdX` outside exec reaches only the host's loop device; the
+    daemon takes it as the guest's BLKROSET when the flag is next read (sysfs ro, BLKROGET in
+    exec), and a whole disk's partitions follow, as they do inside exec."""
+    d, ro = sdb.mount, f"{sdb.mount}/sys/block/sdb/ro {sdb.mount}/sys/block/sdb/sdb1/ro"
+    script = f"""
+blockdev --setro {d}/dev/sdb; cat {ro}; blockdev --getro {d}/dev/sdb1
+dd if=/dev/zero of={d}/dev/sdb1 bs=512 count=1 oflag=direct status=none 2>/dev/null; echo part=$?
+blockdev --setrw {d}/dev/sdb; cat {ro}; blockdev --getro {d}/dev/sdb1
+blockdev --setro {d}/dev/sdb1; cat {ro}
+"""
+    r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout.split()) == (0, ["1", "1", "1", "part=1", "0", "0", "0", "0", "1"]), r.stderr
+    assert vexec(sdb, "blockdev", "--getro", "/dev/sdb1", "/dev/sdb").stdout.split() == ["1", "0"]
+    r = subprocess.run(["bash", "-c", f"blockdev --setrw {d}/dev/sdb1; cat {ro}"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.stdout.split() == ["0", "0"], r.stderr
+    assert vexec(sdb, "blockdev", "--getro", "/dev/sdb1").stdout.split() == ["0"]

@@ -153,6 +153,29 @@ async def test_capacity_change_is_logged_and_ro_and_removable() -> None:
         assert disk.dev.kobj.lookup("capability").read() == b"1\n"
 
 
+async def test_write_protect_and_blkroset_are_two_flags() -> None:
+    """get_disk_ro() is part0's BLKROSET flag or GD_READ_ONLY, the driver's set_disk_ro(): a
+    revalidate's set_disk_ro(False) keeps a BLKROSET, a BLKROSET 0 leaves a write-protected
+    disk read-only, and a flip of GD_READ_ONLY on an added disk is a DISK_RO change uevent."""
+    async with running(seed_disk) as (k, nb, disk):
+        heard: list[dict[str, str]] = []
+        k.sysfs.uevents.listeners.append(lambda ev: heard.append(ev.properties()))
+        part = disk.parts[1]
+        ro = disk.dev.kobj.lookup("ro")
+        disk.part0.bd_read_only = True                  # BLKROSET 1 on sda
+        set_disk_ro(disk, False)                        # sd's revalidate: write protect off
+        assert (ro.read(), part.read_only, heard) == (b"1\n", True, [])
+        disk.part0.bd_read_only = False
+        set_disk_ro(disk, True)                         # write protect on
+        set_disk_ro(disk, True)
+        assert [(e["ACTION"], e["DISK_RO"], e["DEVNAME"]) for e in heard] == [("change", "1", "sda")]
+        assert (ro.read(), disk.dev.kobj.lookup("sda1/ro").read()) == (b"1\n", b"1\n")
+        disk.part0.bd_read_only = False                 # BLKROSET 0: still write protected
+        assert disk.part0.read_only and part.read_only
+        set_disk_ro(disk, False)
+        assert (heard[-1]["DISK_RO"], ro.read(), part.read_only) == ("0", b"0\n", False)
+
+
 async def test_del_gendisk_removes_everything() -> None:
     async with running(seed_disk) as (k, nb, disk):
         events = []

@@ -347,7 +347,7 @@ def disk_attrs(disk: Gendisk) -> None:
     k.attr("ext_range", lambda: f"{1 if disk.flags & GENHD_FL_NO_PART else DISK_MAX_PARTS}\n")
     k.attr("removable", lambda: f"{1 if disk.flags & GENHD_FL_REMOVABLE else 0}\n")
     k.attr("hidden", lambda: f"{1 if disk.flags & GENHD_FL_HIDDEN else 0}\n")
-    k.attr("ro", lambda: f"{1 if disk.read_only else 0}\n")
+    k.attr("ro", lambda: f"{1 if bdev.current_read_only() else 0}\n")   # get_disk_ro: part0's
     k.attr("size", lambda: f"{bdev.nr_sects}\n")
     k.attr("alignment_offset", lambda: f"{bdev_alignment_offset(bdev)}\n")
     k.attr("discard_alignment", lambda: f"{bdev_alignment_offset(bdev)}\n")
@@ -368,7 +368,7 @@ def part_attrs(part: BlockDevice) -> None:
     k.attr("partition", lambda: f"{part.partno}\n")
     k.attr("start", lambda: f"{part.start_sect}\n")
     k.attr("size", lambda: f"{part.nr_sects}\n")
-    k.attr("ro", lambda: f"{1 if part.read_only else 0}\n")
+    k.attr("ro", lambda: f"{1 if part.current_read_only() else 0}\n")
     k.attr("alignment_offset", lambda: f"{bdev_alignment_offset(part)}\n")
     k.attr("discard_alignment", lambda: f"{bdev_discard_alignment(part)}\n")
     k.attr("stat", lambda: part.stat.stat_text())

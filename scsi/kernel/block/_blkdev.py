@@ -163,6 +163,9 @@ class BlockDevice:
     holders: Dir | None = None
     openers: int = 0
     mapping: AddressSpace = field(default_factory=AddressSpace)
+    # writers of bd_read_only the emulated kernel cannot see when they write (devfs: a host
+    # BLKROSET on this node's loop device), asked by every reader of the flag outside the I/O path
+    ro_sources: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -174,8 +177,16 @@ class BlockDevice:
 
     @property
     def read_only(self) -> bool:
-        """bdev_read_only(): the partition's own flag or the whole disk's."""
-        return self.bd_read_only or self.disk.part0.bd_read_only
+        """bdev_read_only(): this node's own flag (BLKROSET) or the whole disk's (get_disk_ro)."""
+        return self.bd_read_only or self.disk.read_only
+
+    def current_read_only(self) -> bool:
+        """bdev_read_only() once the outside writers of this node's flag and of the whole
+        disk's have had their say: what sysfs ``ro`` shows and BLKROGET returns."""
+        for bdev in (self, self.disk.part0) if self.partno else (self,):
+            for source in list(bdev.ro_sources):
+                source()
+        return self.read_only
 
     @property
     def is_partition(self) -> bool:
@@ -212,6 +223,8 @@ class Gendisk:
     openers: int = 0
     events_blocked: bool = False    # disk->ev->block: disk_block_events() (sr's release)
     events_pending: int = 0         # disk->ev->pending: events seen, not yet cleared
+    gd_read_only: bool = False      # GD_READ_ONLY: the driver's set_disk_ro() (write protect),
+                                    # apart from part0's BLKROSET flag, which a revalidate keeps
     cdi: Any = None                 # the cdrom_device_info of a CD-ROM (register_cdrom)
     host_caches: list[HostPageCache] = field(default_factory=list)
     _links: list[Any] = field(default_factory=list)
@@ -226,7 +239,8 @@ class Gendisk:
 
     @property
     def read_only(self) -> bool:
-        return self.part0.bd_read_only
+        """get_disk_ro(): the whole disk's BLKROSET flag or the driver's write protect."""
+        return self.part0.bd_read_only or self.gd_read_only
 
     @property
     def removable(self) -> bool:

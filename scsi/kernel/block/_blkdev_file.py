@@ -129,7 +129,7 @@ def _zone_sectors(bdev: BlockDevice) -> int:
 _Getter = Callable[[BlockDevice], bytes]
 # blkdev_common_ioctl()'s read-only queries: the value each puts to the caller
 _COMMON_GETTERS: dict[int, _Getter] = {
-    BLKROGET: lambda b: INT.pack(int(b.read_only)),
+    BLKROGET: lambda b: INT.pack(int(b.current_read_only())),
     BLKBSZGET: lambda b: INT.pack(block_size(b)),
     BLKSSZGET: lambda b: INT.pack(int(b.disk.queue.limits.logical_block_size)),
     BLKPBSZGET: lambda b: UINT.pack(int(b.disk.queue.limits.physical_block_size)),

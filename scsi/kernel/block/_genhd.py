@@ -121,11 +121,19 @@ def set_capacity_and_notify(disk: Gendisk, sectors: int) -> bool:
 
 
 def set_disk_ro(disk: Gendisk, read_only: bool) -> None:
-    disk.part0.bd_read_only = bool(read_only)
+    """set_disk_ro(): the driver's write protect (GD_READ_ONLY); a flip is a change uevent with
+    DISK_RO= (set_disk_ro_uevent), which goes nowhere before the disk is added or while its
+    events are held back (sd's revalidate clears and sets it again on every pass)."""
+    read_only = bool(read_only)
+    if disk.gd_read_only == read_only:
+        return
+    disk.gd_read_only = read_only
+    if disk.dev is not None:
+        kobject_uevent(disk.dev, KobjAction.CHANGE, (f"DISK_RO={int(read_only)}",))
 
 
 def get_disk_ro(disk: Gendisk) -> bool:
-    return disk.part0.bd_read_only
+    return disk.read_only
 
 
 def bdev_read_only(bdev: BlockDevice) -> bool:
