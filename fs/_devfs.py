@@ -1003,13 +1003,17 @@ class DevFs:
         whole disk's loop devices of its partitions then follow. The host tells nobody of it,
         so it is seen when the flag is next read (sysfs ``ro``, BLKROGET inside exec); a loop
         device of a write-protected disk stays read-only whatever is set on it, as
-        bdev_read_only() keeps such a disk's nodes read-only."""
+        bdev_read_only() keeps such a disk's nodes read-only. A block device that has no such
+        readers (devfs's own tests) leaves the flag to the host."""
+        sources = getattr(entry.bdev, "ro_sources", None)
+        if sources is None:
+            return
         try:
             loop.read_only = loop_read_only(loop)
         except OSError as exc:
             log.warning("devfs: BLKROGET on %s: %s", loop.name, exc)
             return
-        self._join(loop, entry.bdev.ro_sources, lambda: self._adopt_read_only(entry, loop))
+        self._join(loop, sources, lambda: self._adopt_read_only(entry, loop))
 
     def _adopt_read_only(self, entry: _BlockEntry, loop: LoopDevice) -> None:
         if loop.fd < 0 or loop.read_only is None or entry.loop is not loop:
