@@ -202,9 +202,9 @@ def start_daemon_own_qmp(tmp: str, args: list[str] = ()) -> Daemon:
 
 
 @contextmanager
-def daemon_running(tmp: str, args: list[str] = ()) -> Iterator[Daemon]:
-    """start_daemon(tmp, args) for the block, shut down after it, also when it fails."""
-    d = start_daemon(tmp, list(args))
+def daemon_running(tmp: str, args: list[str] = (), udev: bool = False) -> Iterator[Daemon]:
+    """start_daemon(tmp, args, udev=udev) for the block, shut down after it, also when it fails."""
+    d = start_daemon(tmp, list(args), udev=udev)
     try:
         yield d
     finally:
