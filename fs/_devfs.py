@@ -255,6 +255,10 @@ def loop_attach(path: str, *, read_only: bool, block_size: int = 0, direct_io: b
                 if exc.errno == errno.EBUSY:  # another process took it between GET_FREE and us
                     continue
                 raise
+            # a loop device keeps its own read-only flag (BLKROSET: the host's bd_read_only)
+            # from one binding to the next: an earlier user's `blockdev --setro`, or a daemon
+            # killed while its node was set read-only, would leave this disk unwritable
+            fcntl.ioctl(lfd, BLKROSET, INT.pack(0))
             return LoopDevice(number, lfd, os.fstat(lfd).st_rdev, path,
                               bool(loop_flags(lfd) & LoFlags.LO_FLAGS_DIRECT_IO))
         raise OSError(errno.EBUSY, "no free loop device after 16 attempts")
@@ -336,7 +340,13 @@ def loop_drop_cache(loop: LoopDevice, offset: int, length: int) -> None:
 
 
 def loop_detach(loop: LoopDevice) -> None:
-    """LOOP_CLR_FD and close (blocking: in-flight I/O must be served by the FUSE loop)."""
+    """LOOP_CLR_FD and close (blocking: in-flight I/O must be served by the FUSE loop), with
+    the loop device's own read-only flag cleared first: it outlives the binding, and the
+    node's BLKROSET (in exec or on the host node) must not reach the device's next user."""
+    try:
+        fcntl.ioctl(loop.fd, BLKROSET, INT.pack(0))
+    except OSError as exc:
+        log.warning("BLKROSET on %s: %s", loop.name, exc)
     try:
         fcntl.ioctl(loop.fd, LoopIoctl.LOOP_CLR_FD)
     except OSError as exc:

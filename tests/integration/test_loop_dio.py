@@ -8,6 +8,7 @@ device has no FUA) still reaches the disk as SYNCHRONIZE CACHE, read-only disks 
 from __future__ import annotations
 
 import errno
+import fcntl
 import mmap
 import os
 import shutil
@@ -19,6 +20,9 @@ import pytest
 
 from daemon_harness import VSCSIFS, Daemon, daemon_running, logged_commands, require_mount, run, scsi_logging
 from golden_cdb import make_image
+from vscsifs.fs._devfs import LoopDevice, LoopIoctl, loop_attach, loop_detach, loop_read_only
+from vscsifs.scsi.kernel.base._fops import INT
+from vscsifs.scsi.kernel.block._blkdev_file import BLKROSET
 
 
 
@@ -236,3 +240,34 @@ def test_blockdev_setra_outside_exec_is_the_guests_blkraset(seed_daemon: Daemon)
     finally:
         ra_kb.write_text("128\n")
     assert _host_read_ahead_kb(st_disk, "128") == "128" and _host_read_ahead_kb(st_part, "128") == "128"
+
+
+def _sysfs_ro(loop: LoopDevice) -> str:
+    with open(f"/sys/block/{loop.name}/ro") as f:
+        return f.read().strip()
+
+
+def test_a_loop_devices_own_read_only_flag_never_reaches_its_next_disk(tmp_path: Path) -> None:
+    """BLKROSET on a loop device (a node's `blockdev --setro`, inside exec or on DIR/dev/sdX)
+    stays on the device once it is unbound, and the next disk bound there would refuse every
+    write (EPERM): devfs clears it when it detaches, and when it attaches (after a daemon that
+    could not: kill -9)."""
+    require_mount()
+    img = tmp_path / "x.img"
+    img.write_bytes(bytes(1 << 20))
+    loop = loop_attach(str(img), read_only=False, direct_io=False)
+    fcntl.ioctl(loop.fd, BLKROSET, INT.pack(1))
+    loop_detach(loop)
+    assert _sysfs_ro(loop) == "0"
+    # unbound without loop_detach, as by a daemon killed with the flag set
+    loop = loop_attach(str(img), read_only=False, direct_io=False)
+    fcntl.ioctl(loop.fd, BLKROSET, INT.pack(1))
+    fcntl.ioctl(loop.fd, LoopIoctl.LOOP_CLR_FD)
+    os.close(loop.fd)
+    assert _sysfs_ro(loop) == "1"
+    again = loop_attach(str(img), read_only=False, direct_io=False)
+    try:
+        assert again.number == loop.number           # the lowest free one: the same device
+        assert not loop_read_only(again) and os.pwrite(again.fd, b"x" * 512, 0) == 512
+    finally:
+        loop_detach(again)
