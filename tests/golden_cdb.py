@@ -150,6 +150,24 @@ def make_image(path: Path, size: int, tag: str, *, mbr: tuple[int, int, int] | N
     return path
 
 
+# one scsi-hd LUN of a capture.conf: image name, size, its one-partition DOS label (see
+# make_image) or None, and what its -device and -drive options add to the usual ones
+CaptureDisk = tuple[str, int, tuple[int, int, int] | None, str, str]
+
+
+def capture_disks_args(tmp: Path, disks: list[CaptureDisk]) -> list[str]:
+    """A capture.conf's scsi-hd LUNs on one virtio-scsi-pci, LUN = index in ``disks``: each
+    image made in ``tmp``/data as capture/mkimage.py makes it, and the QEMU arguments naming
+    them (the capture's -m 1G -smp 2 too)."""
+    (tmp / "data").mkdir(exist_ok=True)
+    args = ["-smp", "2", "-m", "1G", "-device", "virtio-scsi-pci,id=scsi0"]
+    for lun, (name, size, mbr, device_extra, drive_extra) in enumerate(disks):
+        make_image(tmp / "data" / name, size, name, mbr=mbr)
+        args += ["-device", f"scsi-hd,drive=d{lun},bus=scsi0.0,channel=0,scsi-id=0,lun={lun}{device_extra}",
+                 "-drive", f"file={tmp}/data/{name},if=none,id=d{lun},format=raw{drive_extra}"]
+    return args
+
+
 def load_index(directory: Path | str) -> list[tuple[str, int, str]]:
     """A guest script's INDEX.txt: one (output name, exit status, command line) per step."""
     rows = []

@@ -9,7 +9,6 @@ sfdisk fills a new DOS label's CHS fields from it: the label's bytes are compare
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,19 +16,20 @@ from typing import Any
 import pytest
 
 from daemon_harness import GOLDEN, Daemon, daemon_running, require_mount
-from golden_cdb import load_index, make_image
+from golden_cdb import CaptureDisk, capture_disks_args, load_index
 from test_exec import guest_step
 
 pytestmark = pytest.mark.mount
 GEOMETRY = Path(GOLDEN) / "geometry" / "geometry"
 MiB = 1 << 20
-# capture.conf's disks: (image, size, mbr, -device options beyond drive/bus/lun), LUN = index
-DISKS = [("blank16m.img", 16 * MiB, None, ""),
-         ("mbr1g.img", 1024 * MiB, (0x5EED6E01, 2048, 2097152 - 2048), ""),
-         ("blank8g.img", 8192 * MiB, None, ""),
-         ("blank4k.img", 64 * MiB, None, ",logical_block_size=4096,physical_block_size=4096"),
-         ("blank3t.img", 3 << 40, None, ""),
-         ("blank5m.img", 5 * MiB, None, "")]
+# capture.conf's disks, LUN = index
+DISKS: list[CaptureDisk] = [
+    ("blank16m.img", 16 * MiB, None, "", ""),
+    ("mbr1g.img", 1024 * MiB, (0x5EED6E01, 2048, 2097152 - 2048), "", ""),
+    ("blank8g.img", 8192 * MiB, None, "", ""),
+    ("blank4k.img", 64 * MiB, None, ",logical_block_size=4096,physical_block_size=4096", ""),
+    ("blank3t.img", 3 << 40, None, "", ""),
+    ("blank5m.img", 5 * MiB, None, "", "")]
 
 
 STEPS = load_index(GEOMETRY)
@@ -39,13 +39,7 @@ STEPS = load_index(GEOMETRY)
 def machine(tmp_path_factory: Any) -> Iterator[Daemon]:
     require_mount()
     tmp = tmp_path_factory.mktemp("geometry")
-    os.makedirs(tmp / "data")
-    args = ["-smp", "2", "-m", "1G", "-device", "virtio-scsi-pci,id=scsi0"]
-    for lun, (name, size, mbr, extra) in enumerate(DISKS):
-        make_image(tmp / "data" / name, size, name, mbr=mbr)
-        args += ["-device", f"scsi-hd,drive=d{lun},bus=scsi0.0,channel=0,scsi-id=0,lun={lun}{extra}",
-                 "-drive", f"file={tmp}/data/{name},if=none,id=d{lun},format=raw"]
-    with daemon_running(str(tmp), args) as d:
+    with daemon_running(str(tmp), capture_disks_args(tmp, DISKS)) as d:
         yield d
 
 

@@ -9,7 +9,6 @@ write-protected drive clears and sets GD_READ_ONLY again, two change uevents wit
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 
 from daemon_harness import GOLDEN, Daemon, daemon_running, require_mount, wait_for
-from golden_cdb import load_index, make_image
+from golden_cdb import CaptureDisk, capture_disks_args, load_index
 from test_exec import guest_step, vexec
 from test_udev_events import Monitor, parse_events
 
@@ -25,9 +24,9 @@ pytestmark = pytest.mark.mount
 CAPTURE = Path(GOLDEN) / "readonly"
 READONLY = CAPTURE / "readonly"
 MiB = 1 << 20
-# capture.conf's disks: (image, size, DOS label, -drive options beyond file/if/id/format)
-DISKS = [("rw64m.img", 64 * MiB, (0x5EED0E01, 2048, 131072 - 2048), ""),
-         ("ro32m.img", 32 * MiB, (0x5EED0E02, 2048, 65536 - 2048), ",readonly=on")]
+# capture.conf's disks, LUN = index
+DISKS: list[CaptureDisk] = [("rw64m.img", 64 * MiB, (0x5EED0E01, 2048, 131072 - 2048), "", ""),
+                            ("ro32m.img", 32 * MiB, (0x5EED0E02, 2048, 65536 - 2048), "", ",readonly=on")]
 # readonly-post.sh's state(): each node's sysfs ro and BLKROGET
 STATE = ("for d in sda sda1 sdb sdb1; do printf '%s sysfs=%s getro=%s\\n' $d "
          "\"$(cat /sys/class/block/$d/ro)\" \"$(blockdev --getro /dev/$d)\"; done")
@@ -37,13 +36,7 @@ STATE = ("for d in sda sda1 sdb sdb1; do printf '%s sysfs=%s getro=%s\\n' $d "
 def machine(tmp_path_factory: Any) -> Iterator[Daemon]:
     require_mount()
     tmp = tmp_path_factory.mktemp("readonly")
-    os.makedirs(tmp / "data")
-    args = ["-smp", "2", "-m", "1G", "-device", "virtio-scsi-pci,id=scsi0"]
-    for lun, (name, size, mbr, extra) in enumerate(DISKS):
-        make_image(tmp / "data" / name, size, name, mbr=mbr)
-        args += ["-device", f"scsi-hd,drive=d{lun},bus=scsi0.0,channel=0,scsi-id=0,lun={lun}",
-                 "-drive", f"file={tmp}/data/{name},if=none,id=d{lun},format=raw{extra}"]
-    with daemon_running(str(tmp), args, udev=True) as d:   # udevadm monitor's mark waits for udevd
+    with daemon_running(str(tmp), capture_disks_args(tmp, DISKS), udev=True) as d:   # udevadm monitor's mark waits for udevd
         yield d
 
 
