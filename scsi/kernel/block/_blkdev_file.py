@@ -207,9 +207,9 @@ async def blk_ioctl_zeroout(bdev: BlockDevice, mode: int, arg: int, mem: UserMem
     return 0
 
 
-async def blkdev_getgeo(bdev: BlockDevice, arg: int, mem: UserMemory) -> int:
+async def blkdev_getgeo(bdev: BlockDevice, arg: int, mem: UserMemory, cred: Cred) -> int:
     """HDIO_GETGEO: the driver's geometry (ENOTTY without one, as sr has none) and the
-    partition's first sector."""
+    partition's first sector; anyone may ask."""
     if not arg:
         raise OSError(errno.EINVAL, f"{bdev.name}: HDIO_GETGEO without a buffer")
     getgeo = bdev.disk.fops.getgeo
@@ -260,6 +260,14 @@ async def blkpg_ioctl(bdev: BlockDevice, arg: int, mem: UserMemory, cred: Cred) 
     return 0
 
 
+# the requests blkdev_ioctl() and blkdev_common_ioctl() answer themselves with an argument in
+# the caller's memory
+_BDEV_IOCTLS: dict[int, Callable[[BlockDevice, int, UserMemory, Cred], Awaitable[int]]] = {
+    HDIO_GETGEO: blkdev_getgeo,
+    BLKPG: blkpg_ioctl,
+    BLKROSET: blkdev_roset,
+}
+
 _RANGE_IOCTLS: dict[int, Callable[[BlockDevice, int, int, UserMemory], Awaitable[int]]] = {
     BLKDISCARD: blk_ioctl_discard,
     BLKSECDISCARD: blk_ioctl_secure_discard,
@@ -277,11 +285,10 @@ class BlkdevFile(FileOperations):
         self.released = False
 
     async def ioctl(self, cmd: int, arg: int, mem: UserMemory, cred: Cred) -> int:
-        """blkdev_ioctl(): HDIO_GETGEO and BLKPG, the common queries, then the driver's ioctl."""
-        if cmd == HDIO_GETGEO:
-            return await blkdev_getgeo(self.bdev, arg, mem)
-        if cmd == BLKPG:
-            return await blkpg_ioctl(self.bdev, arg, mem, cred)
+        """blkdev_ioctl(): the block layer's own requests, then the driver's ioctl."""
+        handler = _BDEV_IOCTLS.get(cmd)
+        if handler is not None:
+            return await handler(self.bdev, arg, mem, cred)
         getter = _COMMON_GETTERS.get(cmd)
         if getter is not None:
             await mem.write(arg, getter(self.bdev))
@@ -291,8 +298,6 @@ class BlkdevFile(FileOperations):
                 raise OSError(errno.EACCES, "BLKRASET needs CAP_SYS_ADMIN")
             self.bdev.disk.bdi.set_ra_sectors(arg)
             return 0
-        if cmd == BLKROSET:
-            return await blkdev_roset(self.bdev, arg, mem, cred)
         if cmd == BLKRRPART:
             if not cred.cap_sys_admin:
                 raise OSError(errno.EACCES, "BLKRRPART needs CAP_SYS_ADMIN")

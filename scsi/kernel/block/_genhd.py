@@ -396,8 +396,10 @@ async def bdev_disk_changed(disk: Gendisk, invalidate: bool = False) -> None:
             return
         if disk.flags & GENHD_FL_NO_PART or disk.suppress_part_scan:
             return
-        # read_mapping_page() of the whole disk, whose pages are the scan's own (it runs before
-        # any buffered open keeps a mapping)
+        # read_mapping_page() of the whole disk, each page read from the disk: the kernel has
+        # just dropped the clean pages (invalidate_bdev), and keeps the scan's for a buffered
+        # open that lasts across a BLKRRPART, which this does not model (such an open keeps
+        # the pages it had, and reads the scanned ones again)
         state = await check_partition(disk, lambda index: block_read_full_folio(disk.part0, index))
         if state is None:
             return
