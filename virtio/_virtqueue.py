@@ -166,18 +166,16 @@ class DriverVirtqueue:
             nxt = self._next
             i = head
             n = 0
-            prev = head
             for sg in out_sgs:
                 a, ln = sg if isinstance(sg, tuple) else _sg(sg)   # (addr, len): no call
                 n += 1
                 _pack_desc(buf, table + 16 * i, a, ln, _NEXT if n < total else 0, nxt[i])
-                prev, i = i, nxt[i]
+                i = nxt[i]
             for sg in in_sgs:
                 a, ln = sg if isinstance(sg, tuple) else _sg(sg)   # (addr, len): no call
                 n += 1
                 _pack_desc(buf, table + 16 * i, a, ln, _WRITE | (_NEXT if n < total else 0), nxt[i])
-                prev, i = i, nxt[i]
-            del prev
+                i = nxt[i]
             self.free_head = i
         self.num_free -= descs_used
         self._data[head] = token

@@ -35,8 +35,7 @@ from vscsifs.scsi.kernel._scsi_common import SUCCESS as SUCCESS_DISPOSITION
 from vscsifs.scsi.kernel._scsi_error import scsi_decide_disposition, scsi_eh_scmd_add, scsi_timeout
 from vscsifs.scsi.kernel._scsi_logging import (LogShift, scmd_printk, scsi_log_completion, scsi_log_enabled, scsi_log_level,
                                               scsi_log_send, scsi_logging_level_get, scsi_print_command,
-                                              scsi_print_result, scsi_print_sense, scsi_print_sense_hdr,
-                                              sdev_prefix_printk, sdev_printk)
+                                              scsi_print_result, scsi_print_sense, sdev_printk)
 from vscsifs.scsi.kernel._scsi_types import (SCSI_DEFAULT_VPD_LEN, SCSI_QUEUE_DELAY, SCSI_VPD_HEADER_SIZE,
                                             SCSI_VPD_LIST_SIZE, HostState, scsi_device, ScsiLevel, Scsi_Host, SdevState,
                                             scsi_device_unbusy)

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from vscsifs.scsi.target._core import (
-    ALLREG, PR_SCOPE_LU_SCOPE, PR_TYPE_EXCLUSIVE_ACCESS, PR_TYPE_EXCLUSIVE_ACCESS_ALLREG, PR_TYPE_EXCLUSIVE_ACCESS_REGONLY,
-    PR_TYPE_WRITE_EXCLUSIVE, PR_TYPE_WRITE_EXCLUSIVE_ALLREG, PR_TYPE_WRITE_EXCLUSIVE_REGONLY, PR_TYPES, REGONLY,
-    AptplRegistration, DmaDir, FileIODevice, PrRegistration, SeCmd, SeLun, SePortalGroup, SubmissionHung, T10Reservation,
-    Tcm, core_scsi3_add_registration, core_scsi3_check_aptpl_registration, core_scsi3_complete_pro_release,
-    core_scsi3_free_registration, core_scsi3_pr_generation, drop_nexus_registrations)
+    ALLREG, PR_SCOPE_LU_SCOPE, PR_TYPE_WRITE_EXCLUSIVE, PR_TYPE_WRITE_EXCLUSIVE_ALLREG, PR_TYPE_WRITE_EXCLUSIVE_REGONLY,
+    PR_TYPES, REGONLY, AptplRegistration, DmaDir, FileIODevice, PrRegistration, SeCmd, SePortalGroup, SubmissionHung,
+    T10Reservation, Tcm, core_scsi3_add_registration, core_scsi3_complete_pro_release, core_scsi3_free_registration,
+    core_scsi3_pr_generation)
 from vscsifs.scsi._proto import BE16, BE32, BE64
 
 # target_core_pr.h

@@ -9,7 +9,6 @@ the rings in guest memory.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 from vscsifs.scsi.kernel.base._driver_model import Device, device_add, device_bind_driver, device_del

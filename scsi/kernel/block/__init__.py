@@ -18,9 +18,11 @@ from vscsifs.scsi.kernel.block._blk_mq import (BlkEhTimerReturn, BlkMqFlag, BlkM
                       blk_mq_rq_from_tag, blk_mq_start_request, blk_mq_unique_tag, blk_mq_update_nr_requests,
                       blk_mq_virtio_map_queues, blk_status_to_errno, elevator_switch)
 from vscsifs.scsi.kernel.block._blk_types import SECTOR_SHIFT, SECTOR_SIZE, BlkMqOps, BlkStatus, ReqFlag, ReqOp, Request
-from vscsifs.scsi.kernel.block._genhd import (BLOCK_EXT_MAJOR, DISK_EVENT_EJECT_REQUEST, DISK_EVENT_FLAG_POLL, DISK_EVENT_FLAG_UEVENT,
+from vscsifs.scsi.kernel.block._blkdev import (DISK_EVENT_FLAG_POLL, DISK_EVENT_FLAG_UEVENT, BackingDevInfo,
+                                               BlockDeviceOperations)
+from vscsifs.scsi.kernel.block._genhd import (BLOCK_EXT_MAJOR, DISK_EVENT_EJECT_REQUEST,
                      DISK_EVENT_MEDIA_CHANGE, GENHD_FL_HIDDEN, GENHD_FL_NO_PART,
-                     GENHD_FL_REMOVABLE, BackingDevInfo, BlockDevice, BlockDeviceOperations, Gendisk,
+                     GENHD_FL_REMOVABLE, BlockDevice, Gendisk,
                      add_partition, bdev_disk_changed, blkdev_get, blkdev_put, blkdev_reread_part,
                      disk_check_media_change, bdev_read_only, blk_drop_partitions, blk_mq_alloc_disk,
                      blk_mq_alloc_disk_for_queue, del_gendisk, delete_partition, device_add_disk,

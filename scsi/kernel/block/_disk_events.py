@@ -19,8 +19,8 @@ import trio
 from vscsifs.scsi.kernel.base._driver_model import kobject_uevent
 from vscsifs.scsi.kernel.base._kobject import SysfsError
 from vscsifs.scsi.kernel.base._uevent import KobjAction
-from vscsifs.scsi.kernel.block._blkdev import DISK_EVENT_FLAG_POLL
-from vscsifs.scsi.kernel.block._genhd import DISK_EVENT_EJECT_REQUEST, DISK_EVENT_FLAG_UEVENT, DISK_EVENT_MEDIA_CHANGE
+from vscsifs.scsi.kernel.block._blkdev import (DISK_EVENT_EJECT_REQUEST, DISK_EVENT_FLAG_POLL, DISK_EVENT_FLAG_UEVENT,
+                                               DISK_EVENT_MEDIA_CHANGE)
 
 # disk_uevents[]: the change event's key for each event bit
 DISK_UEVENTS = ((DISK_EVENT_MEDIA_CHANGE, "DISK_MEDIA_CHANGE=1"), (DISK_EVENT_EJECT_REQUEST, "DISK_EJECT_REQUEST=1"))

@@ -12,29 +12,26 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from vscsifs.scsi.kernel.base._async import maybe_await
 from vscsifs.scsi.kernel.base._driver_model import Class, Device, device_add, device_del, kobject_uevent
 from vscsifs.scsi.kernel.base._fops import FMODE_READ
-from vscsifs.scsi.kernel.base._kobject import Dir, SysfsError
+from vscsifs.scsi.kernel.base._kobject import SysfsError
 from vscsifs.scsi.kernel.base._kernel import IdaAllocator, Kernel
 from vscsifs.scsi.kernel.base._printk import KernLevel
 from vscsifs.scsi.kernel.base._uevent import KobjAction
 
 from vscsifs.scsi.kernel.block._filemap import block_read_full_folio
-from vscsifs.scsi.kernel.block._blkdev import (DISK_EVENT_EJECT_REQUEST, DISK_EVENT_FLAG_POLL, DISK_EVENT_FLAG_UEVENT,
-                                               DISK_EVENT_MEDIA_CHANGE, BackingDevInfo, BlockDevice,
-                                               BlockDeviceOperations, Gendisk)
+from vscsifs.scsi.kernel.block._blkdev import (DISK_EVENT_EJECT_REQUEST, DISK_EVENT_MEDIA_CHANGE, BlockDevice,
+                                               Gendisk)
 from vscsifs.scsi.kernel.block._blk_mq import BlkMqTagSet, RequestQueue, blk_mq_init_queue, elevator_default, elevator_switch
 from vscsifs.scsi.kernel.block._blk_sysfs import (blk_integrity_add, blk_register_queue, blk_unregister_queue, disk_attrs,
                          part_attrs, wbt_default_latency_nsec)
 from vscsifs.scsi.kernel.block._blk_types import GENHD_FL_HIDDEN, GENHD_FL_NO_PART, GENHD_FL_REMOVABLE, SECTOR_SHIFT
 from vscsifs.scsi.kernel.block._limits import PAGE_SHIFT, PAGE_SIZE, VM_READAHEAD_PAGES, BlkZoned
-from vscsifs.scsi.kernel.block._blkdev import PartitionMetaInfo, partition_name
+from vscsifs.scsi.kernel.block._blkdev import PartitionMetaInfo
 from vscsifs.scsi.kernel.block._partitions import DISK_MAX_PARTS, check_partition
-from vscsifs.scsi.kernel.block._stat import DiskStats
 
 BLOCK_EXT_MAJOR = 259
 MINORBITS = 20

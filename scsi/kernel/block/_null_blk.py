@@ -11,7 +11,6 @@ from __future__ import annotations
 import mmap
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
 
 import trio
 

@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from vscsifs.scsi.kernel.base._kobject import PAGE_SIZE
-
 from vscsifs.scsi.kernel.block._blkdev import Gendisk, PartitionMetaInfo, partition_name
 
 DISK_MAX_PARTS = 256
