@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from daemon_harness import VSCSIFS, Daemon, daemon_running, require_mount, start_daemon
+from daemon_harness import VSCSIFS, Daemon, daemon_running, require_mount, start_daemon, start_daemon_own_qmp
 from golden_cdb import GOLDEN, make_image
 from vscsifs.daemon._machine import Machine
 from vscsifs.daemon._qemu_args import parse_qemu_args
@@ -338,3 +338,45 @@ async def test_persistent_reservations_and_faults_through_the_whole_stack(tmp_pa
             nursery.cancel_scope.cancel()
     finally:
         m.shutdown()
+
+
+def test_two_jobs_on_two_cpus_show_in_the_workers_queue_statistics(tmp_path: Path) -> None:
+    """-smp 2 and num_queues=4 under vhost-scsi (the driver uses min(4, CPUs) = 2 request
+    queues): fio jobs pinned to host CPUs 0 and 1 submit from emulated CPUs 0 and 1, so their
+    commands reach the one vhost worker on two request virtqueues, and the QMP command
+    x-vscsifs-query-vhost-workers shows it to the user."""
+    require_mount()
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("needs two host CPUs to pin two fio jobs apart")
+    from qemu.qmp.legacy import QEMUMonitorProtocol
+
+    d = start_daemon_own_qmp(str(tmp_path), ["-smp", "2", "-device", DEVICE,
+                                             "--lio-config", str(write_lio(tmp_path))])
+    try:
+        qmp = QEMUMonitorProtocol(d.qmp)
+        qmp.connect()
+        try:
+            def workers() -> list[dict]:
+                return qmp.cmd_obj({"execute": "x-vscsifs-query-vhost-workers"})["return"]
+
+            (before,) = workers()
+            assert before["num_queues"] == 4 and before["worker"].startswith("vhost-")
+            assert set(before["commands_per_vq"]) <= {"2", "3"}
+            data = f"{d.mount}/.vscsifs-{d.proc.pid}/sdb"
+            jobs: list[str] = []
+            for cpu in (0, 1):
+                jobs += [f"--name=cpu{cpu}", f"--cpus_allowed={cpu}", f"--filename={data}", "--rw=randread",
+                         "--bs=4k", "--direct=1", "--ioengine=psync", "--number_ios=300", "--size=32m",
+                         f"--offset={cpu * 32}m"]
+            r = subprocess.run(["fio", "--output-format=terse", *jobs], capture_output=True, text=True, timeout=300)
+            assert r.returncode == 0, r.stderr
+            (after,) = workers()
+            grown = {q: after["commands_per_vq"].get(q, 0) - before["commands_per_vq"].get(q, 0) for q in ("2", "3")}
+            assert min(grown.values()) >= 300, (before["commands_per_vq"], after["commands_per_vq"])
+            assert after["works"]["handle_kick"] > before["works"]["handle_kick"]
+            bad = qmp.cmd_obj({"execute": "x-vscsifs-query-vhost-workers", "arguments": {"id": "x"}})
+            assert bad["error"] == {"class": "GenericError", "desc": "Parameter 'id' is unexpected"}
+        finally:
+            qmp.close()
+    finally:
+        d.shutdown()
