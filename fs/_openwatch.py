@@ -24,9 +24,12 @@ check, as in the guest.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import logging
 import os
 import struct
+import sys
+import termios
 import time
 from collections.abc import Awaitable, Callable
 from enum import IntFlag
@@ -70,6 +73,15 @@ def inotify_watch(path: str, mask: int = WATCH_MASK) -> int:
         os.close(fd)
         raise OSError(err, f"inotify_add_watch {path}: {os.strerror(err)}", path)
     return fd
+
+
+def events_pending(fd: int) -> bool:
+    """Whether events are queued on ``fd`` (FIONREAD: the bytes a read would return), asked
+    without reading them; an error says yes, so that the caller reads and meets it."""
+    try:
+        return int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, bytes(4)), sys.byteorder) > 0
+    except OSError:
+        return True
 
 
 def read_events(fd: int) -> list[InMask]:
@@ -151,8 +163,16 @@ class OpenWatch:
             await self.sync()
 
     async def sync(self) -> None:
-        """Handle the events queued now, in order (the driver's opens and releases)."""
+        """Handle the events queued now, in order (the driver's opens and releases).
+
+        Called before every I/O on the node's data file, so the common case (nothing queued,
+        nobody handling events) returns without the lock: taking a trio.Lock is a checkpoint,
+        a trip through the scheduler (a removable disk's 4 KiB read took 43 us in the data
+        file's handler with it, 31 us without). An open queues its event before the opener can
+        issue I/O, so that I/O always finds it queued, or being handled under the lock."""
         if self.fd < 0:
+            return
+        if not self._lock.locked() and not events_pending(self.fd):
             return
         async with self._lock:
             if self.fd < 0:

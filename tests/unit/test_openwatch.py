@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from vscsifs.fs import _openwatch
-from vscsifs.fs._openwatch import InMask, OpenWatch, inotify_watch, node_holders, read_events
+from vscsifs.fs._openwatch import InMask, OpenWatch, events_pending, inotify_watch, node_holders, read_events
 
 
 @pytest.fixture
@@ -34,6 +35,19 @@ def test_read_events_gives_opens_and_closes_in_order(node: str) -> None:
         assert read_events(fd) == []
     finally:
         os.close(fd)
+
+
+def test_events_pending_asks_without_reading(node: str) -> None:
+    fd = inotify_watch(node)
+    try:
+        assert not events_pending(fd)
+        os.close(os.open(node, os.O_RDONLY))
+        assert events_pending(fd) and events_pending(fd)      # asking leaves them queued
+        assert read_events(fd) == [InMask.IN_OPEN, InMask.IN_CLOSE_NOWRITE]
+        assert not events_pending(fd)
+    finally:
+        os.close(fd)
+    assert events_pending(fd)          # a closed descriptor: "yes", so the reader meets the error
 
 
 def test_inotify_watch_names_the_missing_path(tmp_path: Path) -> None:
@@ -92,6 +106,45 @@ async def test_each_open_and_close_reaches_the_driver_in_order(node: str) -> Non
         os.close(b)
         await w.sync()
         assert driver.log == ["open", "open", "close", "last"] and w.held == 0
+    finally:
+        await w.close()
+
+
+async def test_sync_with_nothing_queued_is_no_checkpoint_but_waits_for_a_handler(node: str) -> None:
+    """sync() runs before every I/O of a removable disk: with nothing queued it returns without
+    passing through the scheduler (no other task runs in between); while events are being
+    handled (the driver's open awaits its media check) it waits for that to finish."""
+    driver = Driver()
+    w = await _watch(node, driver)
+    try:
+        with trio.testing.assert_no_checkpoints():
+            await w.sync()                      # nothing queued
+        async with trio.open_nursery() as nursery:
+            gate = trio.Event()
+            original = w.opened
+
+            async def slow_open() -> bool:
+                await gate.wait()
+                return await original()
+
+            w.opened = slow_open
+            fd = os.open(node, os.O_RDONLY)
+            nursery.start_soon(w.sync)          # takes the event, then waits in the driver's open
+            await trio.sleep(0.05)
+            assert not events_pending(w.fd) and w.held == 0
+            done = trio.Event()
+
+            async def io() -> None:
+                await w.sync()                  # must not pass the open in progress
+                done.set()
+
+            nursery.start_soon(io)
+            await trio.sleep(0.05)
+            assert not done.is_set()
+            gate.set()
+            await done.wait()
+            assert w.held == 1 and driver.log == ["open"]
+            os.close(fd)
     finally:
         await w.close()
 
