@@ -255,12 +255,13 @@ def loop_attach(path: str, *, read_only: bool, block_size: int = 0, direct_io: b
                 if exc.errno == errno.EBUSY:  # another process took it between GET_FREE and us
                     continue
                 raise
+            loop = LoopDevice(number, lfd, os.fstat(lfd).st_rdev, path,
+                              bool(loop_flags(lfd) & LoFlags.LO_FLAGS_DIRECT_IO))
             # a loop device keeps its own read-only flag (BLKROSET: the host's bd_read_only)
             # from one binding to the next: an earlier user's `blockdev --setro`, or a daemon
             # killed while its node was set read-only, would leave this disk unwritable
-            fcntl.ioctl(lfd, BLKROSET, INT.pack(0))
-            return LoopDevice(number, lfd, os.fstat(lfd).st_rdev, path,
-                              bool(loop_flags(lfd) & LoFlags.LO_FLAGS_DIRECT_IO))
+            loop_set_read_only(loop, False)
+            return loop
         raise OSError(errno.EBUSY, "no free loop device after 16 attempts")
     finally:
         os.close(ctl)
@@ -320,6 +321,12 @@ def loop_read_only(loop: LoopDevice) -> bool:
     return bool(INT.unpack(out)[0])
 
 
+def loop_set_read_only(loop: LoopDevice, read_only: bool) -> None:
+    """BLKROSET on the loop device: its own flag (the host's bd_read_only), which outlives
+    the binding."""
+    fcntl.ioctl(loop.fd, BLKROSET, INT.pack(int(read_only)))
+
+
 _libc = ctypes.CDLL(None, use_errno=True)
 # include/uapi/linux/fs.h SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER
 SYNC_FILE_RANGE_WRITE_AND_WAIT = 1 | 2 | 4
@@ -344,7 +351,7 @@ def loop_detach(loop: LoopDevice) -> None:
     the loop device's own read-only flag cleared first: it outlives the binding, and the
     node's BLKROSET (in exec or on the host node) must not reach the device's next user."""
     try:
-        fcntl.ioctl(loop.fd, BLKROSET, INT.pack(0))
+        loop_set_read_only(loop, False)
     except OSError as exc:
         log.warning("BLKROSET on %s: %s", loop.name, exc)
     try:
@@ -1002,7 +1009,7 @@ class DevFs:
                 loop = entry.loop
                 if loop is not None and loop.fd >= 0:
                     try:
-                        fcntl.ioctl(loop.fd, BLKROSET, INT.pack(int(ro)))
+                        loop_set_read_only(loop, ro)
                         loop.read_only = loop_read_only(loop)
                     except OSError as exc:
                         log.warning("devfs: BLKROSET on %s: %s", loop.name, exc)

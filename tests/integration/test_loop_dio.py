@@ -20,9 +20,7 @@ import pytest
 
 from daemon_harness import VSCSIFS, Daemon, daemon_running, logged_commands, require_mount, run, scsi_logging
 from golden_cdb import make_image
-from vscsifs.fs._devfs import LoopDevice, LoopIoctl, loop_attach, loop_detach, loop_read_only
-from vscsifs.scsi.kernel.base._fops import INT
-from vscsifs.scsi.kernel.block._blkdev_file import BLKROSET
+from vscsifs.fs._devfs import LoopDevice, LoopIoctl, loop_attach, loop_detach, loop_read_only, loop_set_read_only
 
 
 
@@ -256,12 +254,12 @@ def test_a_loop_devices_own_read_only_flag_never_reaches_its_next_disk(tmp_path:
     img = tmp_path / "x.img"
     img.write_bytes(bytes(1 << 20))
     loop = loop_attach(str(img), read_only=False, direct_io=False)
-    fcntl.ioctl(loop.fd, BLKROSET, INT.pack(1))
+    loop_set_read_only(loop, True)
     loop_detach(loop)
     assert _sysfs_ro(loop) == "0"
     # unbound without loop_detach, as by a daemon killed with the flag set
     loop = loop_attach(str(img), read_only=False, direct_io=False)
-    fcntl.ioctl(loop.fd, BLKROSET, INT.pack(1))
+    loop_set_read_only(loop, True)
     fcntl.ioctl(loop.fd, LoopIoctl.LOOP_CLR_FD)
     os.close(loop.fd)
     assert _sysfs_ro(loop) == "1"
