@@ -84,6 +84,24 @@ def require_mount() -> None:
         pytest.skip(why)
 
 
+def require_two_cpus() -> None:
+    """Skip the calling test where the host has one CPU: two fio jobs cannot be pinned apart."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("needs two host CPUs to pin two fio jobs apart")
+
+
+def fio_on_cpus_0_and_1(filename: str, ios: int) -> None:
+    """fio with one job pinned to each of host CPUs 0 and 1: ``ios`` O_DIRECT 4 KiB random
+    reads each (psync), over its own 32 MiB of ``filename``."""
+    jobs: list[str] = []
+    for cpu in (0, 1):
+        jobs += [f"--name=cpu{cpu}", f"--cpus_allowed={cpu}", f"--filename={filename}", "--rw=randread",
+                 "--bs=4k", "--direct=1", "--ioengine=psync", f"--number_ios={ios}", "--size=32m",
+                 f"--offset={cpu * 32}m"]
+    r = subprocess.run(["fio", "--output-format=terse", *jobs], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+
+
 # the mark of a module whose every test mounts
 needs_mount = pytest.mark.skipif(_can_mount() is not None, reason=_can_mount() or "")
 

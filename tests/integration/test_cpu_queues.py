@@ -6,7 +6,6 @@ x-query-virtio-queue-status shows it."""
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
 from collections.abc import Iterator
 
@@ -14,7 +13,7 @@ import pytest
 import asyncio
 from qemu import qmp
 
-from daemon_harness import Daemon, require_mount, start_daemon, wait_for
+from daemon_harness import Daemon, fio_on_cpus_0_and_1, require_mount, require_two_cpus, start_daemon, wait_for
 
 PATH = "/machine/peripheral/scsi0/virtio-backend"
 IOS_PER_JOB = 300
@@ -23,8 +22,7 @@ IOS_PER_JOB = 300
 @pytest.fixture
 def smp2() -> Iterator[tuple[Daemon, str]]:
     require_mount()
-    if (os.cpu_count() or 1) < 2:
-        pytest.skip("needs two host CPUs to pin two fio jobs apart")
+    require_two_cpus()
     with tempfile.TemporaryDirectory(prefix="vscsifs-cpu-") as tmp:
         img = os.path.join(tmp, "disk.img")
         with open(img, "wb") as f:
@@ -69,14 +67,7 @@ def test_two_jobs_on_two_cpus_use_two_request_queues(smp2: tuple[Daemon, str]) -
     devices, before = queue_status(sock)
     assert devices == [{"path": PATH, "name": "virtio-scsi"}]
     assert sorted(before) == [2, 3]       # control 0, event 1, then one request queue per CPU
-    data = f"{d.mount}/.vscsifs-{d.proc.pid}/sda"
-    jobs = []
-    for cpu in (0, 1):
-        jobs += [f"--name=cpu{cpu}", f"--cpus_allowed={cpu}", f"--filename={data}", "--rw=randread",
-                 "--bs=4k", "--direct=1", "--ioengine=psync", f"--number_ios={IOS_PER_JOB}", "--size=32m",
-                 f"--offset={cpu * 32}m"]
-    r = subprocess.run(["fio", "--output-format=terse", *jobs], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
+    fio_on_cpus_0_and_1(f"{d.mount}/.vscsifs-{d.proc.pid}/sda", IOS_PER_JOB)
     _, after = queue_status(sock)
     for q in (2, 3):
         assert (after[q] - before[q]) & 0xFFFF >= IOS_PER_JOB, (before, after)

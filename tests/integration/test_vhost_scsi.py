@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from daemon_harness import VSCSIFS, Daemon, daemon_running, require_mount, start_daemon, start_daemon_own_qmp
+from daemon_harness import (VSCSIFS, Daemon, daemon_running, fio_on_cpus_0_and_1, require_mount, require_two_cpus,
+                            start_daemon, start_daemon_own_qmp)
 from golden_cdb import GOLDEN, make_image
 from vscsifs.daemon._machine import Machine
 from vscsifs.daemon._qemu_args import parse_qemu_args
@@ -346,8 +347,7 @@ def test_two_jobs_on_two_cpus_show_in_the_workers_queue_statistics(tmp_path: Pat
     commands reach the one vhost worker on two request virtqueues, and the QMP command
     x-vscsifs-query-vhost-workers shows it to the user."""
     require_mount()
-    if (os.cpu_count() or 1) < 2:
-        pytest.skip("needs two host CPUs to pin two fio jobs apart")
+    require_two_cpus()
     from qemu.qmp.legacy import QEMUMonitorProtocol
 
     d = start_daemon_own_qmp(str(tmp_path), ["-smp", "2", "-device", DEVICE,
@@ -362,14 +362,7 @@ def test_two_jobs_on_two_cpus_show_in_the_workers_queue_statistics(tmp_path: Pat
             (before,) = workers()
             assert before["num_queues"] == 4 and before["worker"].startswith("vhost-")
             assert set(before["commands_per_vq"]) <= {"2", "3"}
-            data = f"{d.mount}/.vscsifs-{d.proc.pid}/sdb"
-            jobs: list[str] = []
-            for cpu in (0, 1):
-                jobs += [f"--name=cpu{cpu}", f"--cpus_allowed={cpu}", f"--filename={data}", "--rw=randread",
-                         "--bs=4k", "--direct=1", "--ioengine=psync", "--number_ios=300", "--size=32m",
-                         f"--offset={cpu * 32}m"]
-            r = subprocess.run(["fio", "--output-format=terse", *jobs], capture_output=True, text=True, timeout=300)
-            assert r.returncode == 0, r.stderr
+            fio_on_cpus_0_and_1(f"{d.mount}/.vscsifs-{d.proc.pid}/sdb", 300)
             (after,) = workers()
             grown = {q: after["commands_per_vq"].get(q, 0) - before["commands_per_vq"].get(q, 0) for q in ("2", "3")}
             assert min(grown.values()) >= 300, (before["commands_per_vq"], after["commands_per_vq"])
